@@ -1,0 +1,157 @@
+"""Remote write 2.0 (``io.prometheus.write.v2.Request``) to and from the internal model.
+
+Symbols are resolved on decode (every ref is range-checked: a bad ref is a 400, not an
+IndexError) and rebuilt on encode with ``symbols[0] == ""`` as the spec requires.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError as ProtoDecodeError
+
+from ..model import Batch, Exemplar, Labels, Metadata, MetricType, Sample, Series
+from . import write_v2_pb2 as pb
+from .errors import DecodeError
+from .labels import describe, label_problem
+from .rw1 import fill_histogram, histogram_from_proto
+
+CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+VERSION = "2.0.0"
+
+
+def decode(data: bytes, *, validate: bool = True) -> Batch:
+    request = pb.Request()
+    try:
+        request.ParseFromString(data)
+    except ProtoDecodeError as exc:
+        raise DecodeError(f"invalid protobuf io.prometheus.write.v2.Request: {exc}") from exc
+    symbols = tuple(request.symbols)
+    if symbols and symbols[0] != "":
+        raise DecodeError("symbols[0] must be the empty string")
+    series: list[Series] = []
+    for index, ts in enumerate(request.timeseries):
+        labels = _resolve_pairs(symbols, ts.labels_refs, f"timeseries[{index}].labels_refs")
+        if validate:
+            problem = label_problem(labels)
+            if problem:
+                raise DecodeError(f"{problem} in series {describe(labels)}")
+            if ts.samples and ts.histograms:
+                raise DecodeError(
+                    f"series {describe(labels)} carries both samples and histograms"
+                )
+        metadata = None
+        if ts.HasField("metadata"):
+            meta = ts.metadata
+            metadata = Metadata(
+                _metric_type(meta.type),
+                _symbol(symbols, meta.help_ref, f"timeseries[{index}].metadata.help_ref"),
+                _symbol(symbols, meta.unit_ref, f"timeseries[{index}].metadata.unit_ref"),
+            )
+        exemplars = tuple(
+            Exemplar(
+                _resolve_pairs(symbols, ex.labels_refs, f"timeseries[{index}].exemplars.labels_refs"),
+                ex.value,
+                ex.timestamp,
+            )
+            for ex in ts.exemplars
+        )
+        series.append(
+            Series(
+                labels=labels,
+                samples=tuple(Sample(s.value, s.timestamp, s.start_timestamp) for s in ts.samples),
+                histograms=tuple(histogram_from_proto(h) for h in ts.histograms),
+                exemplars=exemplars,
+                metadata=metadata,
+                created_timestamp=ts.created_timestamp,
+            )
+        )
+    return Batch(tuple(series), ())
+
+
+def encode(batch: Batch) -> bytes:
+    """Serialize to a v2 Request.
+
+    Series without metadata of their own take it from the batch's family metadata (what a v1
+    sender sent), matched on the metric name or its family (``_bucket``, ``_total``, …).
+    """
+    table: dict[str, int] = {"": 0}
+    symbols: list[str] = [""]
+
+    def ref(text: str) -> int:
+        found = table.get(text)
+        if found is None:
+            found = table[text] = len(symbols)
+            symbols.append(text)
+        return found
+
+    def refs(labels: Labels) -> list[int]:
+        out: list[int] = []
+        for name, value in labels:
+            out.append(ref(name))
+            out.append(ref(value))
+        return out
+
+    families = {m.family: m for m in batch.metadata}
+    request = pb.Request()
+    add = request.timeseries.add
+    for series in batch.series:
+        ts = add()
+        ts.labels_refs.extend(refs(series.labels))
+        ts.samples.extend(
+            pb.Sample(value=s.value, timestamp=s.timestamp, start_timestamp=s.start_timestamp)
+            for s in series.samples
+        )
+        for hist in series.histograms:
+            fill_histogram(ts.histograms.add(), hist)  # type: ignore[arg-type]
+        for ex in series.exemplars:
+            ts.exemplars.add(labels_refs=refs(ex.labels), value=ex.value, timestamp=ex.timestamp)
+        meta = series.metadata or _family_metadata(families, series.name)
+        if meta is not None:
+            ts.metadata.type = int(meta.type)  # type: ignore[assignment]
+            ts.metadata.help_ref = ref(meta.help)
+            ts.metadata.unit_ref = ref(meta.unit)
+        if series.created_timestamp:
+            ts.created_timestamp = series.created_timestamp
+    request.symbols.extend(symbols)
+    return request.SerializeToString()
+
+
+_FAMILY_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created", "_info", "_gcount", "_gsum")
+
+
+def _family_metadata(families: dict[str, object], name: str) -> Metadata | None:
+    if not families:
+        return None
+    found = families.get(name)
+    if found is None:
+        for suffix in _FAMILY_SUFFIXES:
+            if name.endswith(suffix):
+                found = families.get(name[: -len(suffix)])
+                if found is not None:
+                    break
+    if found is None:
+        return None
+    return Metadata(found.type, found.help, found.unit)  # type: ignore[attr-defined]
+
+
+def _metric_type(value: int) -> MetricType:
+    try:
+        return MetricType(value)
+    except ValueError:
+        return MetricType.UNKNOWN
+
+
+def _symbol(symbols: tuple[str, ...], ref: int, where: str) -> str:
+    if ref >= len(symbols):
+        raise DecodeError(f"{where}: symbol ref {ref} out of range ({len(symbols)} symbols)")
+    return symbols[ref]
+
+
+def _resolve_pairs(symbols: tuple[str, ...], refs: object, where: str) -> Labels:
+    items = list(refs)  # type: ignore[call-overload]
+    if len(items) % 2:
+        raise DecodeError(f"{where}: odd number of label refs ({len(items)})")
+    count = len(symbols)
+    for ref in items:
+        if ref >= count:
+            raise DecodeError(f"{where}: symbol ref {ref} out of range ({count} symbols)")
+    return tuple((symbols[items[i]], symbols[items[i + 1]]) for i in range(0, len(items), 2))
