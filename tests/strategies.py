@@ -44,9 +44,7 @@ def label_sets(draw: st.DrawFn) -> Labels:
     return tuple(sorted({**others, "__name__": name}.items()))
 
 
-spans = st.builds(
-    BucketSpan, st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1)
-)
+spans = st.builds(BucketSpan, st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1))
 
 
 @st.composite
@@ -60,7 +58,7 @@ def histograms(draw: st.DrawFn) -> Histogram:
         zero = draw(st.integers(0, 2**64 - 1))
     return Histogram(
         timestamp=draw(timestamps),
-        count=count,
+        count_value=count,
         zero_count=zero,
         is_float=is_float,
         sum=draw(values),
@@ -116,7 +114,10 @@ def v1_batches(draw: st.DrawFn) -> Batch:
     metadata = tuple(
         FamilyMetadata(name, t, h, u)
         for name, t, h, u in draw(
-            st.lists(st.tuples(label_values, metric_types, st.text(max_size=20), st.text(max_size=5)), max_size=3)
+            st.lists(
+                st.tuples(label_values, metric_types, st.text(max_size=20), st.text(max_size=5)),
+                max_size=3,
+            )
         )
     )
     return Batch(items, metadata)
@@ -124,7 +125,9 @@ def v1_batches(draw: st.DrawFn) -> Batch:
 
 @st.composite
 def v2_batches(draw: st.DrawFn) -> Batch:
-    return Batch(tuple(draw(st.lists(series(v2=True, with_metadata=draw(st.booleans())), max_size=6))), ())
+    return Batch(
+        tuple(draw(st.lists(series(v2=True, with_metadata=draw(st.booleans())), max_size=6))), ()
+    )
 
 
 def canonical(batch: Batch) -> object:

@@ -64,7 +64,7 @@ class Histogram(NamedTuple):
     """A native histogram; ``is_float`` says which member of the count/zero_count oneofs is set."""
 
     timestamp: int
-    count: int | float = 0
+    count_value: int | float = 0  # `count` would shadow tuple.count
     zero_count: int | float = 0
     is_float: bool = False
     sum: float = 0.0

@@ -44,7 +44,7 @@ def decode(data: bytes, *, validate: bool = True) -> Batch:
 
 
 def encode(batch: Batch) -> bytes:
-    """Serialize to a WriteRequest. RW 2.0-only fields (start/created timestamps) have no place here."""
+    """Serialize to a WriteRequest (RW 2.0's start/created timestamps have no place in it)."""
     request = pb.WriteRequest()
     add = request.timeseries.add
     for series in batch.series:
@@ -60,7 +60,7 @@ def encode(batch: Batch) -> bytes:
         request.metadata.add(
             type=int(meta.type), metric_family_name=meta.family, help=meta.help, unit=meta.unit
         )
-    return request.SerializeToString()
+    return bytes(request.SerializeToString())
 
 
 def _metric_type(value: int) -> MetricType:
@@ -88,7 +88,7 @@ def histogram_from_proto(h: pb.Histogram) -> Histogram:
     is_float = h.WhichOneof("count") == "count_float"
     return Histogram(
         timestamp=h.timestamp,
-        count=h.count_float if is_float else h.count_int,
+        count_value=h.count_float if is_float else h.count_int,
         zero_count=h.zero_count_float
         if h.WhichOneof("zero_count") == "zero_count_float"
         else h.zero_count_int,
@@ -111,10 +111,10 @@ def histogram_from_proto(h: pb.Histogram) -> Histogram:
 def fill_histogram(target: pb.Histogram, hist: Histogram) -> None:
     """Fill a v1 or v2 Histogram message (same schema; v2 also has start_timestamp)."""
     if hist.is_float:
-        target.count_float = float(hist.count)
+        target.count_float = float(hist.count_value)
         target.zero_count_float = float(hist.zero_count)
     else:
-        target.count_int = int(hist.count)
+        target.count_int = int(hist.count_value)
         target.zero_count_int = int(hist.zero_count)
     target.sum = hist.sum
     target.schema = hist.schema
@@ -127,9 +127,8 @@ def fill_histogram(target: pb.Histogram, hist: Histogram) -> None:
         target.positive_spans.add(offset=span.offset, length=span.length)
     target.positive_deltas.extend(hist.positive_deltas)
     target.positive_counts.extend(hist.positive_counts)
-    target.reset_hint = hist.reset_hint  # type: ignore[assignment]
+    target.reset_hint = hist.reset_hint
     target.timestamp = hist.timestamp
     target.custom_values.extend(hist.custom_values)
     if hist.start_timestamp and hasattr(target, "start_timestamp"):
         target.start_timestamp = hist.start_timestamp
-

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
-from ..model import Batch, Exemplar, Labels, Metadata, MetricType, Sample, Series
+from collections.abc import Mapping
+
+from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
 from . import write_v2_pb2 as pb
 from .errors import DecodeError
 from .labels import describe, label_problem
@@ -35,9 +37,7 @@ def decode(data: bytes, *, validate: bool = True) -> Batch:
             if problem:
                 raise DecodeError(f"{problem} in series {describe(labels)}")
             if ts.samples and ts.histograms:
-                raise DecodeError(
-                    f"series {describe(labels)} carries both samples and histograms"
-                )
+                raise DecodeError(f"series {describe(labels)} carries both samples and histograms")
         metadata = None
         if ts.HasField("metadata"):
             meta = ts.metadata
@@ -48,7 +48,9 @@ def decode(data: bytes, *, validate: bool = True) -> Batch:
             )
         exemplars = tuple(
             Exemplar(
-                _resolve_pairs(symbols, ex.labels_refs, f"timeseries[{index}].exemplars.labels_refs"),
+                _resolve_pairs(
+                    symbols, ex.labels_refs, f"timeseries[{index}].exemplars.labels_refs"
+                ),
                 ex.value,
                 ex.timestamp,
             )
@@ -101,24 +103,24 @@ def encode(batch: Batch) -> bytes:
             for s in series.samples
         )
         for hist in series.histograms:
-            fill_histogram(ts.histograms.add(), hist)  # type: ignore[arg-type]
+            fill_histogram(ts.histograms.add(), hist)
         for ex in series.exemplars:
             ts.exemplars.add(labels_refs=refs(ex.labels), value=ex.value, timestamp=ex.timestamp)
         meta = series.metadata or _family_metadata(families, series.name)
         if meta is not None:
-            ts.metadata.type = int(meta.type)  # type: ignore[assignment]
+            ts.metadata.type = int(meta.type)
             ts.metadata.help_ref = ref(meta.help)
             ts.metadata.unit_ref = ref(meta.unit)
         if series.created_timestamp:
             ts.created_timestamp = series.created_timestamp
     request.symbols.extend(symbols)
-    return request.SerializeToString()
+    return bytes(request.SerializeToString())
 
 
 _FAMILY_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created", "_info", "_gcount", "_gsum")
 
 
-def _family_metadata(families: dict[str, object], name: str) -> Metadata | None:
+def _family_metadata(families: Mapping[str, FamilyMetadata], name: str) -> Metadata | None:
     if not families:
         return None
     found = families.get(name)
@@ -130,7 +132,7 @@ def _family_metadata(families: dict[str, object], name: str) -> Metadata | None:
                     break
     if found is None:
         return None
-    return Metadata(found.type, found.help, found.unit)  # type: ignore[attr-defined]
+    return Metadata(found.type, found.help, found.unit)
 
 
 def _metric_type(value: int) -> MetricType:

@@ -27,9 +27,7 @@ def decompress(block: bytes, max_size: int) -> bytes:
     """Decompress a remote-write body, refusing blocks that declare more than ``max_size``."""
     size = declared_length(block)
     if size > max_size:
-        raise TooLargeError(
-            f"decompressed size {size} bytes exceeds the limit of {max_size} bytes"
-        )
+        raise TooLargeError(f"decompressed size {size} bytes exceeds the limit of {max_size} bytes")
     try:
         return bytes(cramjam.snappy.decompress_raw(block))
     except cramjam.DecompressionError as exc:

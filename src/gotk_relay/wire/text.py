@@ -42,7 +42,9 @@ def parse(text: str, default_timestamp_ms: int) -> Batch:
         for family in text_string_to_metric_families(text):
             mtype = _TYPES.get(family.type, MetricType.UNKNOWN)
             if mtype is not MetricType.UNKNOWN or family.documentation:
-                metadata.append(FamilyMetadata(family.name, mtype, family.documentation, family.unit))
+                metadata.append(
+                    FamilyMetadata(family.name, mtype, family.documentation, family.unit)
+                )
             for s in family.samples:
                 labels = labels_from({**s.labels, "__name__": s.name})
                 if labels not in samples:
@@ -52,7 +54,10 @@ def parse(text: str, default_timestamp_ms: int) -> Batch:
                 samples[labels].append(Sample(float(s.value), ts))
     except ValueError as exc:
         raise DecodeError(f"invalid text exposition: {exc}") from exc
-    series = tuple(Series(labels, tuple(sorted(samples[labels], key=lambda s: s.timestamp))) for labels in order)
+    series = tuple(
+        Series(labels, tuple(sorted(samples[labels], key=lambda s: s.timestamp)))
+        for labels in order
+    )
     return Batch(series, tuple(metadata))
 
 
