@@ -1,0 +1,1 @@
+"""Series rewriting rules: Prometheus relabeling and the Flux-specific rewrites."""
