@@ -77,7 +77,9 @@ def test_backoff_doubles_from_min_to_max() -> None:
     [(0.5, None, 0.5), (0.5, 2.0, 2.0), (0.5, 0.1, 0.5), (1.0, 30.0, 30.0)],
     ids=["backoff", "retry-after-longer", "retry-after-shorter", "retry-after-beyond-max"],
 )
-def test_retry_delay_honours_longer_retry_after(backoff: float, retry_after: float | None, expected: float) -> None:
+def test_retry_delay_honours_longer_retry_after(
+    backoff: float, retry_after: float | None, expected: float
+) -> None:
     assert retry_delay(backoff, retry_after, max_backoff=5.0) == expected
 
 

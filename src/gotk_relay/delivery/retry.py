@@ -36,7 +36,7 @@ def classify(status: int, *, retry_on_http_429: bool) -> Outcome:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if unusable."""
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), None if unusable."""
     if not value:
         return None
     value = value.strip()

@@ -123,7 +123,8 @@ class QueuedDestination:
         if not self.retry.sample_age_limit:
             return False
         newest = max(
-            (p.timestamp for s in batch.series for p in (*s.samples, *s.histograms)), default=0
+            max((x.timestamp for s in batch.series for x in s.samples), default=0),
+            max((h.timestamp for s in batch.series for h in s.histograms), default=0),
         )
         return newest / 1000.0 < self._clock() - self.retry.sample_age_limit
 

@@ -1,0 +1,264 @@
+"""Command line: ``serve``, ``check-config``, ``send``, ``rewrite``, ``ksm-config``, ``--version``.
+
+Flags and messages follow Prometheus' tools (``--config.file``-like names, promtool-like
+``check-config`` output), so an operator reads them without a manual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import __version__, logs
+
+log = logging.getLogger("gotk_relay.cli")
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid listen address {value!r}; expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gotk-relay",
+        description="Prometheus remote-write relay that rewrites Flux metrics and fans out.",
+    )
+    parser.add_argument("--version", action="version", version=f"gotk-relay {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the relay")
+    serve.add_argument(
+        "--config",
+        "--config.file",
+        dest="config",
+        help="configuration file (default: the embedded default config)",
+    )
+    serve.add_argument(
+        "--listen-address",
+        "--web.listen-address",
+        dest="listen",
+        type=_listen,
+        default=None,
+        help="HOST:PORT to listen on (default 0.0.0.0:9201)",
+    )
+    serve.add_argument(
+        "--web.enable-lifecycle",
+        dest="lifecycle",
+        action="store_true",
+        help="enable POST /-/reload (SIGHUP always reloads)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        dest="shutdown_timeout",
+        type=float,
+        default=30.0,
+        help="seconds to drain queues on SIGTERM before giving up (default 30)",
+    )
+    serve.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    serve.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
+    )
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("files", nargs="+", metavar="FILE")
+
+    send = sub.add_parser(
+        "send", help="send a Prometheus text-format file as one remote-write request"
+    )
+    send.add_argument("file", help="text exposition file, - for stdin")
+    send.add_argument(
+        "--url", required=True, help="remote-write URL, e.g. http://127.0.0.1:9201/api/v1/write"
+    )
+    send.add_argument(
+        "--protobuf-message",
+        default="prometheus.WriteRequest",
+        choices=["prometheus.WriteRequest", "io.prometheus.write.v2.Request"],
+    )
+    send.add_argument(
+        "--timestamp",
+        type=int,
+        default=None,
+        help="milliseconds for lines without a timestamp (default: now)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "check-config":
+        return check_config(args.files)
+    if args.command == "send":
+        return send(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def check_config(files: list[str]) -> int:
+    from .config import ConfigError, load_file
+
+    failed = False
+    for name in files:
+        print(f"Checking {name}")
+        try:
+            config = load_file(name)
+        except ConfigError as exc:
+            failed = True
+            print(f"  FAILED: {exc}")
+            continue
+        print(
+            f"  SUCCESS: {len(config.remote_write)} remote_write destination(s), "
+            f"{len(config.relabel_configs)} relabel rule(s), flux mode {config.flux.mode}, "
+            f"federate {'on' if config.federate.enabled else 'off'}"
+        )
+    return 1 if failed else 0
+
+
+def send(args: argparse.Namespace) -> int:
+    from .wire import text
+    from .wire.errors import DecodeError
+
+    content = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    now_ms = args.timestamp if args.timestamp is not None else int(time.time() * 1000)
+    try:
+        batch = text.parse(content, now_ms)
+    except DecodeError as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(_send(batch, args.url, args.protobuf_message))
+
+
+async def _send(batch: object, url: str, protobuf_message: str) -> int:
+    import aiohttp
+
+    from .destinations.remote_write import USER_AGENT, encode_request
+    from .model import Batch
+
+    assert isinstance(batch, Batch)
+    body, headers = encode_request(batch, protobuf_message)
+    headers["User-Agent"] = USER_AGENT
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                answer = (await response.text()).strip()
+        except aiohttp.ClientError as exc:
+            print(f"error: {url}: {exc}", file=sys.stderr)
+            return 1
+    line = (
+        f"{response.status} {response.reason}: "
+        f"sent {len(batch.series)} series, {batch.sample_count} samples"
+    )
+    if 200 <= response.status < 300:
+        print(line)
+        return 0
+    print(f"{line}; {answer}", file=sys.stderr)
+    return 1
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .config import ConfigError, default_config_text, load_file, load_text
+
+    logs.setup(args.log_level, args.log_format)
+    try:
+        config = (
+            load_file(args.config)
+            if args.config
+            else load_text(default_config_text(), "<embedded default>")
+        )
+    except ConfigError as exc:
+        log.error("error loading config", extra={"err": str(exc)})
+        return 1
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # optional: plain asyncio works, a little slower
+        pass
+    return asyncio.run(_serve(args, config))
+
+
+async def _serve(args: argparse.Namespace, config: object) -> int:
+    from aiohttp import web
+
+    from .config import Config, ConfigError, load_file
+    from .relay import Relay
+    from .server import STATE, make_app
+    from .telemetry import Telemetry
+
+    assert isinstance(config, Config)
+    telemetry = Telemetry()
+    relay = Relay(config, telemetry)
+
+    async def reload() -> None:
+        if not args.config:
+            log.info("no --config file; nothing to reload")
+            return
+        try:
+            new = load_file(args.config)
+        except ConfigError as exc:
+            telemetry.reload_success.set(0)
+            log.error("failed to reload config; keeping the running one", extra={"err": str(exc)})
+            raise
+        relay.reload(new)
+        telemetry.reload_success.set(1)
+        telemetry.reload_timestamp.set(time.time())
+        log.info("completed loading of configuration file", extra={"filename": args.config})
+
+    app = make_app(relay, telemetry, reload, enable_lifecycle=args.lifecycle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = args.listen or ("0.0.0.0", 9201)
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("failed to listen", extra={"address": f"{host}:{port}", "err": exc.strerror})
+        await runner.cleanup()
+        return 1
+    relay.start()
+    telemetry.reload_success.set(1)
+    telemetry.reload_timestamp.set(time.time())
+    log.info(
+        "gotk-relay started",
+        extra={
+            "version": __version__,
+            "address": f"{host}:{port}",
+            "config": args.config or "<embedded default>",
+            "destinations": ",".join(relay.names) or "none",
+            "federate": relay.federate is not None,
+            "flux_mode": config.flux.mode,
+        },
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    log.info(
+        "received shutdown signal; no longer accepting writes, draining queues",
+        extra={"timeout_s": args.shutdown_timeout},
+    )
+    app[STATE]["accepting"] = False
+    await site.stop()
+    await relay.stop(args.shutdown_timeout)
+    await runner.cleanup()
+    log.info("see you next time!")
+    return 0

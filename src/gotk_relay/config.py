@@ -1,0 +1,422 @@
+"""The relay's configuration: schema, defaults, ``${ENV}`` expansion, ``*_file`` secrets, and
+errors that name the file, the line and the key.
+
+A ``remote_write:`` entry takes the same keys as in ``prometheus.yml`` so a user can paste one.
+Loading never exits the process: it returns a ``Config`` or raises ``ConfigError`` whose message
+is ready to print (``check-config`` and ``/-/reload`` both show it as is).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .rules.flux import FluxConfig
+from .rules.relabel import RelabelConfig
+
+DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9201"
+ProtobufMessage = Literal["prometheus.WriteRequest", "io.prometheus.write.v2.Request"]
+V1: Final = "prometheus.WriteRequest"
+V2: Final = "io.prometheus.write.v2.Request"
+
+_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a Prometheus duration (``30s``, ``1m30s``, ``100ms``) or a plain number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    match = _DURATION.match(text)
+    if not text or match is None or not any(match.groups()):
+        raise ValueError(f'not a valid duration string: "{text}" (examples: 30s, 1m30s, 100ms)')
+    return sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if g)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names where and what to fix."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently turn a feature off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BasicAuth(_Strict):
+    username: str = ""
+    password: SecretStr | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BasicAuth:
+        if self.password is not None and self.password_file:
+            raise ValueError(
+                "at most one of basic_auth password & password_file must be configured"
+            )
+        return self
+
+    def resolve_password(self) -> str:
+        if self.password_file:
+            return read_secret_file(self.password_file)
+        return self.password.get_secret_value() if self.password else ""
+
+
+class Authorization(_Strict):
+    type: str = "Bearer"
+    credentials: SecretStr | None = None
+    credentials_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Authorization:
+        if self.credentials is not None and self.credentials_file:
+            raise ValueError(
+                "at most one of authorization credentials & credentials_file must be configured"
+            )
+        if self.type.strip().lower() == "basic":
+            raise ValueError(
+                'authorization type cannot be set to "basic", use "basic_auth" instead'
+            )
+        return self
+
+    def resolve_credentials(self) -> str:
+        if self.credentials_file:
+            return read_secret_file(self.credentials_file)
+        return self.credentials.get_secret_value() if self.credentials else ""
+
+
+class TLSConfig(_Strict):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+    min_version: Literal["TLS12", "TLS13"] | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("tls_config: cert_file and key_file must be configured together")
+        return self
+
+
+class QueueConfig(_Strict):
+    """Prometheus' queue_config keys, with Prometheus' defaults.
+
+    gotk-relay keeps ``min_shards`` ordered streams per destination (a series always goes to the
+    same one, one request in flight each), which is what keeps per-series order across retries;
+    it does not reshard dynamically, since resharding without draining reorders samples.
+    """
+
+    capacity: int = Field(10000, gt=0)
+    max_shards: int = Field(50, gt=0)
+    min_shards: int = Field(1, gt=0)
+    max_samples_per_send: int = Field(2000, gt=0)
+    batch_send_deadline: Duration = 5.0
+    min_backoff: Duration = 0.03
+    max_backoff: Duration = 5.0
+    retry_on_http_429: bool = False
+    sample_age_limit: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> QueueConfig:
+        if self.min_shards > self.max_shards:
+            raise ValueError("min_shards must not be greater than max_shards")
+        if self.min_backoff > self.max_backoff:
+            raise ValueError("min_backoff must not be greater than max_backoff")
+        return self
+
+
+class MetadataConfig(_Strict):
+    send: bool = True
+    send_interval: Duration = 60.0
+    max_samples_per_send: int = 2000
+
+
+_RESERVED_HEADERS = frozenset(
+    {
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "user-agent",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "www-authenticate",
+        "retry-after",
+        "x-prometheus-remote-write-version",
+        "authorization",
+    }
+)
+
+
+class RemoteWriteConfig(_Strict):
+    url: str
+    name: str = ""
+    remote_timeout: Duration = 30.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    write_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    protobuf_message: ProtobufMessage = V1
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
+    tls_config: TLSConfig = Field(default_factory=TLSConfig)
+    proxy_url: str | None = None
+    follow_redirects: bool = True
+    enable_http2: bool = True
+    send_exemplars: bool = True
+    send_native_histograms: bool = True
+    queue_config: QueueConfig = Field(default_factory=QueueConfig)
+    metadata_config: MetadataConfig = Field(default_factory=MetadataConfig)
+    # Keys Prometheus knows that gotk-relay cannot honour yet: refused with a clear message
+    # rather than accepted and ignored (a silently unsigned request is a silent outage).
+    oauth2: dict[str, Any] | None = None
+    sigv4: dict[str, Any] | None = None
+    azuread: dict[str, Any] | None = None
+    google_iam: dict[str, Any] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f'"{value}" is not a valid http(s) URL')
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"{key} is a reserved header. It must not be changed")
+        return value
+
+    @model_validator(mode="after")
+    def _auth(self) -> RemoteWriteConfig:
+        for key in ("oauth2", "sigv4", "azuread", "google_iam"):
+            if getattr(self, key) is not None:
+                raise ValueError(
+                    f"{key} is not supported by gotk-relay yet; use basic_auth, authorization or "
+                    "headers, or open an issue"
+                )
+        if self.basic_auth is not None and self.authorization is not None:
+            raise ValueError("at most one of basic_auth & authorization must be configured")
+        return self
+
+    @property
+    def display_url(self) -> str:
+        return sanitize_url(self.url)
+
+
+class ReceiverConfig(_Strict):
+    """Limits of ``POST /api/v1/write``; breaches are answered 413/400 before any work is done."""
+
+    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_decompressed_bytes: int = Field(128 * 1024 * 1024, gt=0)
+
+
+class FederateConfig(_Strict):
+    """The embedded destination that keeps the latest sample of matching series for scraping."""
+
+    enabled: bool = True
+    match: list[str] = Field(default_factory=lambda: ['{__name__=~"gotk_.*"}'])
+    max_series: int = Field(100000, gt=0)
+
+    @field_validator("match")
+    @classmethod
+    def _selectors(cls, value: list[str]) -> list[str]:
+        from .selectors import parse_selector
+
+        for selector in value:
+            parse_selector(selector)
+        return value
+
+
+class Config(_Strict):
+    receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    flux: FluxConfig = Field(default_factory=FluxConfig)
+    federate: FederateConfig = Field(default_factory=FederateConfig)
+    remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, rw in enumerate(self.remote_write):
+            name = rw.name or destination_name(index, rw.url)
+            if name in seen or name == "federate":
+                raise ValueError(
+                    f"remote_write[{index}]: duplicate destination name {name!r} "
+                    f"(also remote_write[{seen.get(name, '?')}]); give each a unique name:"
+                )
+            seen[name] = index
+        return self
+
+
+def destination_name(index: int, url: str) -> str:
+    """A stable default name when the user gave none: what logs and metric labels show."""
+    host = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    return f"{index}:{host}"
+
+
+def sanitize_url(url: str) -> str:
+    """The URL without user info or query, so no secret reaches a log line or a label."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def read_secret_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"unable to read secret file {path}: {exc.strerror}") from exc
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
+
+
+def expand_env(node: Any, environ: Mapping[str, str], where: str = "") -> Any:
+    """Replace ``${VAR}`` in every string value; ``$$`` is a literal ``$``.
+
+    A variable that is not set is an error rather than an empty string, since an empty password
+    or URL fails later and far from its cause.
+    """
+    if isinstance(node, str):
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(
+                    f"{where or 'config'}: environment variable ${{{name}}} is not set"
+                )
+            return environ[name]
+
+        return _ENV.sub(sub, node) if "$" in node else node
+    if isinstance(node, list):
+        return [expand_env(item, environ, f"{where}[{i}]") for i, item in enumerate(node)]
+    if isinstance(node, dict):
+        return {
+            key: expand_env(value, environ, f"{where}.{key}" if where else str(key))
+            for key, value in node.items()
+        }
+    return node
+
+
+def default_config_text() -> str:
+    return resources.files("gotk_relay").joinpath("default.yml").read_text(encoding="utf-8")
+
+
+def load_file(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"couldn't load configuration (--config={path}): {exc.strerror}") from exc
+    return load_text(text, str(path), environ)
+
+
+def load_text(
+    text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Parse and validate; every error message starts with ``source`` and, when known, the line."""
+    try:
+        raw = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: the configuration must be a YAML mapping, got {type(raw).__name__}"
+        )
+    try:
+        expanded = expand_env(raw, os.environ if environ is None else environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    try:
+        return Config.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, root)) from exc
+
+
+def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if not _is_pydantic_tag(part)]
+        key = _format_loc(loc)
+        line = _line_of(root, loc)
+        where = f"{source}:{line}" if line else source
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"field {loc[-1]} not found in type {_parent_name(loc)} (check its spelling)"
+        lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+    return "\n".join(lines)
+
+
+def _is_pydantic_tag(part: object) -> bool:
+    # Literal / union branches show up in locations as e.g. 'literal[...]'; they name no key.
+    return isinstance(part, str) and ("[" in part and part.endswith("]") and not part[0].isdigit())
+
+
+def _parent_name(loc: list[Any]) -> str:
+    parents = [p for p in loc[:-1] if isinstance(p, str)]
+    return parents[-1] if parents else "config"
+
+
+def _format_loc(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """Line (1-based) of the deepest YAML node the error location reaches."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if node is None:
+                break
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+        else:
+            break
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line

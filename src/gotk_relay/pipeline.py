@@ -1,0 +1,56 @@
+"""The pure part of the data path: global relabel → Flux rules → per-destination relabel.
+
+No I/O and no clock: the server hands in the decoded batch and gets back what each destination
+must queue. An empty rule set returns its input object, so a relay without rules copies nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .config import Config
+from .model import Batch, Series
+from .rules.flux import FluxRewriter
+from .rules.relabel import RuleSet, compile_rules
+
+
+def relabel_batch(rules: RuleSet, batch: Batch) -> Batch:
+    if not rules:
+        return batch
+    out: list[Series] = []
+    changed = False
+    for series in batch.series:
+        labels = rules.apply(series.labels)
+        if labels is None:
+            changed = True
+            continue
+        if labels != series.labels:
+            changed = True
+            series = series._replace(labels=labels)
+        out.append(series)
+    if not changed:
+        return batch
+    return Batch(tuple(out), batch.metadata)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        destination_names: list[str],
+        flux: FluxRewriter | None = None,
+    ) -> None:
+        self.relabel = compile_rules(config.relabel_configs)
+        self.flux = flux if flux is not None else FluxRewriter(config.flux)
+        self.write_relabel: Mapping[str, RuleSet] = {
+            name: compile_rules(rw.write_relabel_configs)
+            for name, rw in zip(destination_names, config.remote_write, strict=True)
+        }
+
+    def ingest(self, batch: Batch, now_ms: int | None = None) -> Batch:
+        """Global rules then Flux synthesis; runs once per accepted request (Flux is stateful)."""
+        return self.flux.rewrite(relabel_batch(self.relabel, batch), now_ms)
+
+    def for_destination(self, name: str, batch: Batch) -> Batch:
+        rules = self.write_relabel.get(name)
+        return batch if rules is None else relabel_batch(rules, batch)

@@ -1,0 +1,229 @@
+"""HTTP edge: the write endpoint, /federate, /metrics, health, readiness and reload.
+
+The write handler is a thin shell: check headers and sizes, decode, hand the batch to
+``Relay.admit`` and translate the outcome into the status the remote-write spec prescribes.
+Nothing between reading the body and queuing it awaits, so batches are queued in the order
+their bodies arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .config import ConfigError
+from .model import Batch
+from .relay import Relay
+from .selectors import SelectorError, parse_selectors
+from .telemetry import Telemetry
+from .wire import rw1, rw2, snappy
+from .wire.errors import DecodeError, TooLargeError
+
+log = logging.getLogger("gotk_relay.server")
+
+RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
+TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
+RELOADER: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("reloader")
+STATE: web.AppKey[dict[str, bool]] = web.AppKey("state", dict)
+
+V1_PROTO = "prometheus.WriteRequest"
+V2_PROTO = "io.prometheus.write.v2.Request"
+
+
+class UnsupportedMediaType(Exception):
+    pass
+
+
+def protocol_of(content_type: str | None) -> str:
+    """Which message a write request carries, from its Content-Type (spec: no proto= means v1)."""
+    if not content_type:
+        return V1_PROTO
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() != "application/x-protobuf":
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}; expected application/x-protobuf"
+        )
+    proto = V1_PROTO
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "proto":
+            proto = value.strip().strip('"')
+    if proto not in (V1_PROTO, V2_PROTO):
+        raise UnsupportedMediaType(
+            f"unsupported proto {proto!r}; expected {V1_PROTO} or {V2_PROTO}"
+        )
+    return proto
+
+
+def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers=headers)
+
+
+async def handle_write(request: web.Request) -> web.StreamResponse:
+    relay = request.app[RELAY]
+    telemetry = request.app[TELEMETRY]
+    limits = relay.config.receiver
+    if not request.app[STATE].get("accepting", True):
+        telemetry.rejected.labels("shutting_down").inc()
+        return _plain(503, "gotk-relay is shutting down", {"Retry-After": "5"})
+    encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+    if encoding != "snappy":
+        telemetry.rejected.labels("unsupported_encoding").inc()
+        return _plain(
+            415, f"unsupported Content-Encoding {encoding!r}; remote write requires snappy"
+        )
+    try:
+        proto = protocol_of(request.headers.get("Content-Type"))
+    except UnsupportedMediaType as exc:
+        telemetry.rejected.labels("unsupported_media_type").inc()
+        return _plain(415, str(exc))
+    if request.content_length is not None and request.content_length > limits.max_request_bytes:
+        telemetry.rejected.labels("too_large").inc()
+        return _plain(
+            413,
+            f"request body of {request.content_length} bytes exceeds the limit of "
+            f"{limits.max_request_bytes} bytes",
+        )
+    body = await request.content.read(limits.max_request_bytes + 1)
+    if len(body) > limits.max_request_bytes:
+        telemetry.rejected.labels("too_large").inc()
+        return _plain(413, f"request body exceeds the limit of {limits.max_request_bytes} bytes")
+    try:
+        raw = snappy.decompress(body, limits.max_decompressed_bytes)
+        batch = (rw2 if proto == V2_PROTO else rw1).decode(raw)
+    except TooLargeError as exc:
+        telemetry.rejected.labels("too_large").inc()
+        return _plain(413, str(exc))
+    except DecodeError as exc:
+        telemetry.rejected.labels("malformed").inc()
+        return _plain(400, str(exc))
+    admission = relay.admit(batch)
+    if not admission.accepted:
+        telemetry.rejected.labels("queue_full").inc()
+        return _plain(
+            429,
+            f"queue of destination {admission.busy_destination!r} is full; retry later",
+            {"Retry-After": "1"},
+        )
+    _count(telemetry, batch, proto)
+    headers = {}
+    if proto == V2_PROTO:
+        headers = {
+            "X-Prometheus-Remote-Write-Samples-Written": str(batch.sample_count),
+            "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
+            "X-Prometheus-Remote-Write-Exemplars-Written": str(batch.exemplar_count),
+        }
+    return web.Response(status=204, headers=headers)
+
+
+def _count(telemetry: Telemetry, batch: Batch, proto: str) -> None:
+    telemetry.received.labels("sample", proto).inc(batch.sample_count)
+    telemetry.received.labels("histogram", proto).inc(batch.histogram_count)
+    telemetry.received.labels("exemplar", proto).inc(batch.exemplar_count)
+
+
+async def handle_federate(request: web.Request) -> web.StreamResponse:
+    relay = request.app[RELAY]
+    if relay.federate is None:
+        return _plain(404, "the federate destination is disabled (federate.enabled: false)")
+    matches = request.query.getall("match[]", [])
+    try:
+        selectors = parse_selectors(matches) if matches else None
+    except SelectorError as exc:
+        return _plain(400, str(exc))
+    return web.Response(
+        body=relay.federate.render(selectors).encode("utf-8"),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    body = generate_latest(request.app[TELEMETRY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def handle_healthy(request: web.Request) -> web.StreamResponse:
+    return _plain(200, "gotk-relay is Healthy.")
+
+
+async def handle_ready(request: web.Request) -> web.StreamResponse:
+    if request.app[STATE].get("accepting", True):
+        return _plain(200, "gotk-relay is Ready.")
+    return _plain(503, "gotk-relay is shutting down.")
+
+
+async def handle_reload(request: web.Request) -> web.StreamResponse:
+    if not request.app[STATE].get("lifecycle", False):
+        return _plain(403, "Lifecycle API is not enabled (start with --web.enable-lifecycle).")
+    try:
+        await request.app[RELOADER]()
+    except ConfigError as exc:
+        return _plain(500, f"failed to reload config: {exc}")
+    return _plain(200, "config reloaded")
+
+
+async def handle_index(request: web.Request) -> web.StreamResponse:
+    return _plain(
+        200,
+        "gotk-relay: POST /api/v1/write (remote write 1.0/2.0), GET /federate, /metrics, "
+        "/-/healthy, /-/ready, POST /-/reload",
+    )
+
+
+@web.middleware
+async def instrument(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    telemetry = request.app[TELEMETRY]
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "other"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return _plain(500, "internal error; see the relay's log")
+    finally:
+        telemetry.http_requests.labels(name, str(status)).inc()
+        telemetry.http_duration.labels(name).observe(time.perf_counter() - started)
+
+
+def make_app(
+    relay: Relay,
+    telemetry: Telemetry,
+    reloader: Callable[[], Awaitable[None]],
+    *,
+    enable_lifecycle: bool = True,
+) -> web.Application:
+    # client_max_size guards every handler that reads a body; the write handler reads with
+    # its own (configurable) limit. auto_decompress off: aiohttp must not inflate a gzip/zstd
+    # body (unbounded) before the handler can answer 415 for an encoding remote write forbids.
+    app = web.Application(
+        middlewares=[instrument],
+        client_max_size=1024 * 1024,
+        handler_args={"auto_decompress": False},
+    )
+    app[RELAY] = relay
+    app[TELEMETRY] = telemetry
+    app[RELOADER] = reloader
+    app[STATE] = {"accepting": True, "lifecycle": enable_lifecycle}
+    app.router.add_post("/api/v1/write", handle_write)
+    app.router.add_post("/api/v1/push", handle_write)
+    app.router.add_get("/federate", handle_federate)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/-/healthy", handle_healthy)
+    app.router.add_get("/-/ready", handle_ready)
+    app.router.add_post("/-/reload", handle_reload)
+    app.router.add_put("/-/reload", handle_reload)
+    app.router.add_get("/", handle_index)
+    return app

@@ -1,0 +1,136 @@
+"""The relay's own metrics, in a registry of its own (no globals: tests build as many as they like).
+
+Counters move where things happen; gauges that describe live state (queue depth, shards,
+protocol in use, Flux state) are read at scrape time by a collector, so they can never drift
+from the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .model import Batch
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "gotk_relay_http_requests",
+            "HTTP requests answered, by handler and status code.",
+            ["handler", "code"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "gotk_relay_http_request_duration_seconds",
+            "Time to answer an HTTP request (for writes: receive, decode, rewrite, enqueue).",
+            ["handler"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.received = Counter(
+            "gotk_relay_received",
+            "Points accepted from senders, by kind (sample, histogram, exemplar) and protocol.",
+            ["kind", "protobuf_message"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gotk_relay_rejected_requests",
+            "Write requests refused, by reason (the sender keeps or drops them by status).",
+            ["reason"],
+            registry=r,
+        )
+        self.samples_forwarded = Counter(
+            "gotk_relay_samples_forwarded",
+            "Samples and histograms a destination accepted.",
+            ["destination"],
+            registry=r,
+        )
+        self.samples_dropped = Counter(
+            "gotk_relay_samples_dropped",
+            "Samples and histograms given up for a destination, by reason.",
+            ["destination", "reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "gotk_relay_retries",
+            "Requests to a destination that will be retried, by reason.",
+            ["destination", "reason"],
+            registry=r,
+        )
+        self.send_duration = Histogram(
+            "gotk_relay_destination_request_duration_seconds",
+            "Duration of requests to destinations, by outcome reason.",
+            ["destination", "reason"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reload_success = Gauge(
+            "gotk_relay_config_last_reload_successful",
+            "Whether the last configuration reload succeeded.",
+            registry=r,
+        )
+        self.reload_timestamp = Gauge(
+            "gotk_relay_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload.",
+            registry=r,
+        )
+
+    def add_state_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self.registry.register(_StateCollector(collect))
+
+    # The delivery.sender.Recorder protocol ----------------------------------------------
+    def forwarded(self, destination: str, batch: Batch) -> None:
+        self.samples_forwarded.labels(destination).inc(batch.point_count)
+
+    def dropped(self, destination: str, batch: Batch, reason: str) -> None:
+        self.samples_dropped.labels(destination, reason).inc(batch.point_count)
+
+    def retried(self, destination: str, reason: str) -> None:
+        self.retries.labels(destination, reason).inc()
+
+    def sent(self, destination: str, reason: str, seconds: float) -> None:
+        self.send_duration.labels(destination, reason).observe(seconds)
+
+
+class _StateCollector(Collector):
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
+def gauge(
+    name: str, documentation: str, labels: list[str], rows: Iterable[tuple[list[str], float]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for values, value in rows:
+        family.add_metric(values, value)
+    return family

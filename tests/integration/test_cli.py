@@ -1,0 +1,213 @@
+"""The commands an operator types: serve on the default config, send, check-config, --version."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "docs" / "examples" / "ksm-flux.prom"
+
+
+def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gotk_relay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def relay_on_default_config(tmp_path: Path) -> Iterator[str]:
+    """`gotk-relay serve` with no config file, as the README's first command runs it."""
+    port = _free_port()
+    log = (tmp_path / "relay.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gotk_relay", "serve", "--listen-address", f"127.0.0.1:{port}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _get(base + "/-/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "relay.log").read_text()
+            assert time.monotonic() < deadline, "relay did not become ready"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=15) == 0, (tmp_path / "relay.log").read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+
+
+def test_send_then_federate_shows_the_legacy_flux_series(relay_on_default_config: str) -> None:
+    sent = _cli("send", str(SAMPLE), "--url", relay_on_default_config + "/api/v1/write")
+    assert sent.returncode == 0, sent.stderr
+    assert "204" in sent.stdout and "3 series" in sent.stdout
+    status, text = _get(relay_on_default_config + "/federate")
+    assert status == 200
+    assert "gotk_resource_info{" in text
+    assert "gotk_reconcile_condition{" in text and 'status="True"' in text
+    assert "gotk_suspend_status{" in text
+    status, only = _get(relay_on_default_config + "/federate?match[]=gotk_suspend_status")
+    assert status == 200 and "gotk_suspend_status" in only and "gotk_resource_info{" not in only
+
+
+def test_send_reports_a_refusal(relay_on_default_config: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.prom"
+    bad.write_text('up{job="a"} 1\n')
+    done = _cli("send", str(bad), "--url", relay_on_default_config + "/nope")
+    assert done.returncode == 1
+    assert "404" in done.stderr
+
+
+def test_relay_exposes_its_metrics_and_health(relay_on_default_config: str) -> None:
+    status, text = _get(relay_on_default_config + "/metrics")
+    assert status == 200 and "gotk_relay_http_requests_total" in text
+    assert _get(relay_on_default_config + "/-/healthy")[0] == 200
+    # Without --web.enable-lifecycle, reload over HTTP is refused as in Prometheus.
+    request = urllib.request.Request(relay_on_default_config + "/-/reload", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 403
+
+
+def test_check_config_names_the_problem(tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text("remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n")
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n    queue_config: {max_shard: 3}\n"
+    )
+    ok = _cli("check-config", str(good))
+    assert ok.returncode == 0 and "SUCCESS" in ok.stdout
+    failed = _cli("check-config", str(good), str(bad))
+    assert failed.returncode == 1
+    assert (
+        f"{bad}:3: remote_write[0].queue_config.max_shard: field max_shard not found"
+        in failed.stdout
+    )
+
+
+def test_check_config_never_prints_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "secret.yml"
+    path.write_text(
+        "remote_write:\n  - url: http://a/\n    basic_auth: {username: u, password: hunter2}\n    headers: {X-Bad: [1]}\n"
+    )
+    done = _cli("check-config", str(path))
+    assert done.returncode == 1
+    assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_version() -> None:
+    done = _cli("--version")
+    assert done.returncode == 0 and done.stdout.startswith("gotk-relay ")
+
+
+def test_serve_refuses_a_bad_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("flux: {mode: sideways}\n")
+    done = _cli("serve", "--config", str(path), "--listen-address", f"127.0.0.1:{_free_port()}")
+    assert done.returncode == 1
+    assert "flux.mode" in done.stderr
+
+
+def test_sighup_reloads_and_keeps_the_old_config_on_error(tmp_path: Path) -> None:
+    port = _free_port()
+    path = tmp_path / "relay.yml"
+    path.write_text("federate: {match: ['{__name__=\"a\"}']}\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gotk_relay",
+            "serve",
+            "--config",
+            str(path),
+            "--listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc)
+        path.write_text(
+            "federate: {match: ['{__name__=\"b\"}']}\nremote_write: [{url: 'http://127.0.0.1:9/', name: extra}]\n"
+        )
+        proc.send_signal(signal.SIGHUP)
+        _wait_metric(base, 'gotk_relay_shards{destination="extra"} 1.0')
+        path.write_text("remote_write: [{url: 'ftp://nope/'}]\n")
+        proc.send_signal(signal.SIGHUP)
+        _wait_metric(base, "gotk_relay_config_last_reload_successful 0.0")
+        assert 'gotk_relay_shards{destination="extra"} 1.0' in _get(base + "/metrics")[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "failed to reload config" in err and "remote_write[0].url" in err
+    assert proc.returncode == 0
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None
+        try:
+            if _get(base + "/-/ready")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("relay did not become ready")
+
+
+def _wait_metric(base: str, line: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if line in _get(base + "/metrics")[1]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{line!r} never appeared in /metrics")
+
+
+def test_env_is_not_needed_for_the_default_config() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOTK")}
+    done = _cli("check-config", str(REPO / "config" / "default.yml"), env=env)
+    assert done.returncode == 0, done.stdout

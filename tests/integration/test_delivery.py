@@ -1,0 +1,228 @@
+"""Delivery to remote-write destinations: retries, drops, backpressure, isolation, fallback, order."""
+
+from __future__ import annotations
+
+import random
+
+from harness import (
+    Reply,
+    ScriptedReceiver,
+    eventually,
+    gauge_batch,
+    metric_value,
+    receivers,
+    relay_client,
+    rw_body,
+)
+
+from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.relay import Relay
+
+FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
+
+
+def _sample(relay: Relay, name: str, labels: dict[str, str]) -> float:
+    return relay.telemetry.registry.get_sample_value(name, labels) or 0.0
+
+
+def _config(*urls: str, **queue: object) -> dict[str, object]:
+    return {
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {"name": f"d{i}", "url": url, "queue_config": {**FAST, **queue}}
+            for i, url in enumerate(urls)
+        ],
+    }
+
+
+async def _post(client: object, batch: Batch, v2: bool = False) -> int:
+    body, headers = rw_body(batch, v2)
+    response = await client.post("/api/v1/write", data=body, headers=headers)  # type: ignore[attr-defined]
+    return int(response.status)
+
+
+async def test_500_then_204_is_delivered_once_after_a_retry() -> None:
+    receiver = ScriptedReceiver([Reply(500, body="boom")])
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, _):
+        assert await _post(client, gauge_batch(["up"], 1000)) == 204
+        await eventually(lambda: len(receiver.delivered()) == 1)
+        assert [r.status for r in receiver.requests] == [500, 204]
+        assert receiver.delivered()[0].series[0].samples == (Sample(1.0, 1000),)
+        metrics = await (await client.get("/metrics")).text()
+        assert (
+            metric_value(metrics, "gotk_relay_retries_total", destination="d0", reason="http_500")
+            == 1
+        )
+        assert metric_value(metrics, "gotk_relay_samples_forwarded_total", destination="d0") == 1
+
+
+async def test_400_is_not_retried_and_is_counted_as_dropped() -> None:
+    receiver = ScriptedReceiver(default=Reply(400, body="err-mimir-sample-out-of-order"))
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
+        assert await _post(client, gauge_batch(["a", "b", "c"], 1000)) == 204
+        labels = {"destination": "d0", "reason": "http_400"}
+        await eventually(lambda: _sample(relay, "gotk_relay_samples_dropped_total", labels) == 3)
+        # Follow it with a good batch: had the 400 been retried, it would come first.
+        receiver.default = Reply(204)
+        assert await _post(client, gauge_batch(["d"], 1001)) == 204
+        await eventually(lambda: len(receiver.delivered()) == 1)
+        assert [r.status for r in receiver.requests] == [400, 204]
+
+
+async def test_429_with_retry_after_is_retried_after_the_delay_when_enabled() -> None:
+    receiver = ScriptedReceiver([Reply(429, {"Retry-After": "2"})])
+    config = _config(receiver.url, retry_on_http_429=True)
+    async with receivers(receiver), relay_client(config) as (client, _):
+        assert await _post(client, gauge_batch(["up"], 1000)) == 204
+        await eventually(lambda: len(receiver.delivered()) == 1, timeout=10)
+        first, second = receiver.requests
+        assert second.at - first.at >= 2.0
+
+
+async def test_429_is_dropped_when_retry_on_http_429_is_off() -> None:
+    receiver = ScriptedReceiver([Reply(429, {"Retry-After": "1"})])
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
+        assert await _post(client, gauge_batch(["up"], 1000)) == 204
+        labels = {"destination": "d0", "reason": "http_429"}
+        await eventually(lambda: _sample(relay, "gotk_relay_samples_dropped_total", labels) == 1)
+        assert len(receiver.requests) == 1
+
+
+async def test_a_full_queue_answers_429_so_the_sender_keeps_the_data() -> None:
+    receiver = ScriptedReceiver(default=Reply(hang=True))
+    config = _config(receiver.url, capacity=10)
+    async with receivers(receiver), relay_client(config) as (client, _):
+        assert await _post(client, gauge_batch([f"m{i}" for i in range(8)], 1000)) == 204
+        await eventually(lambda: len(receiver.requests) == 1)  # in flight, hanging
+        body, headers = rw_body(gauge_batch([f"n{i}" for i in range(8)], 1000))
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        assert response.status == 429
+        assert response.headers["Retry-After"] == "1"
+        metrics = await (await client.get("/metrics")).text()
+        assert metric_value(metrics, "gotk_relay_rejected_requests_total", reason="queue_full") == 1
+
+
+async def test_one_hanging_destination_does_not_stall_the_other() -> None:
+    stuck = ScriptedReceiver(default=Reply(hang=True))
+    healthy = ScriptedReceiver()
+    async with (
+        receivers(stuck, healthy),
+        relay_client(_config(stuck.url, healthy.url)) as (client, _),
+    ):
+        for t in range(20):
+            assert await _post(client, gauge_batch(["a", "b"], 1000 + t)) == 204
+        await eventually(lambda: sum(b.sample_count for b in healthy.delivered()) == 40)
+        assert len(stuck.requests) == 1
+
+
+async def test_v2_destination_falls_back_to_v1_on_415() -> None:
+    receiver = ScriptedReceiver([Reply(415, body="unsupported")])
+    config = _config(receiver.url)
+    config["remote_write"][0]["protobuf_message"] = "io.prometheus.write.v2.Request"  # type: ignore[index]
+    async with receivers(receiver), relay_client(config) as (client, _):
+        assert await _post(client, gauge_batch(["up"], 1000)) == 204
+        await eventually(lambda: len(receiver.delivered()) == 1)
+        types = [r.headers["Content-Type"] for r in receiver.requests]
+        assert types == [
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            "application/x-protobuf",
+        ]
+        metrics = await (await client.get("/metrics")).text()
+        assert (
+            metric_value(
+                metrics,
+                "gotk_relay_destination_protocol",
+                destination="d0",
+                protobuf_message="prometheus.WriteRequest",
+            )
+            == 1
+        )
+
+
+async def test_v2_destination_falls_back_when_2xx_lacks_written_headers() -> None:
+    written = {
+        "X-Prometheus-Remote-Write-Samples-Written": "1",
+        "X-Prometheus-Remote-Write-Histograms-Written": "0",
+        "X-Prometheus-Remote-Write-Exemplars-Written": "0",
+    }
+    v2_ok = ScriptedReceiver(default=Reply(204, written))
+    v1_only = ScriptedReceiver(default=Reply(204))
+    config = _config(v2_ok.url, v1_only.url)
+    for rw in config["remote_write"]:  # type: ignore[attr-defined]
+        rw["protobuf_message"] = "io.prometheus.write.v2.Request"
+    async with receivers(v2_ok, v1_only), relay_client(config) as (client, _):
+        assert await _post(client, gauge_batch(["up"], 1000)) == 204
+        await eventually(lambda: len(v1_only.requests) == 2 and len(v2_ok.requests) == 1)
+        assert "proto=io.prometheus.write.v2.Request" in v2_ok.requests[0].headers["Content-Type"]
+        assert v1_only.requests[1].headers["Content-Type"] == "application/x-protobuf"
+        assert v1_only.requests[1].batch.series[0].samples == (Sample(1.0, 1000),)
+
+
+async def test_per_series_order_holds_across_random_failures_and_shards() -> None:
+    rng = random.Random(7)
+    receiver = ScriptedReceiver()
+    receiver.chooser = lambda _batch: Reply(500) if rng.random() < 0.4 else Reply(204)
+    config = _config(receiver.url, min_shards=3, max_shards=3, max_samples_per_send=7)
+    names = [f"s{i}" for i in range(12)]
+    async with receivers(receiver), relay_client(config) as (client, _):
+        for t in range(30):
+            batch = Batch(
+                tuple(
+                    Series((("__name__", n),), (Sample(float(t), 1000 + t),))
+                    for n in rng.sample(names, 6)
+                )
+            )
+            assert await _post(client, batch) == 204
+        sent = 30 * 6
+        await eventually(
+            lambda: sum(b.sample_count for b in receiver.delivered()) == sent, timeout=20
+        )
+    seen: dict[str, list[int]] = {}
+    for batch in receiver.delivered():
+        for s in batch.series:
+            seen.setdefault(s.name, []).extend(x.timestamp for x in s.samples)
+    for name, stamps in seen.items():
+        assert stamps == sorted(stamps) and len(stamps) == len(set(stamps)), name
+
+
+async def test_exemplars_histograms_and_metadata_reach_the_destination() -> None:
+    from gotk_relay.model import Exemplar, FamilyMetadata, Histogram, MetricType
+
+    batch = Batch(
+        (
+            Series(
+                (("__name__", "req_total"),),
+                (Sample(3, 1000),),
+                exemplars=(Exemplar((("trace_id", "abc"),), 1.0, 999),),
+            ),
+            Series(
+                (("__name__", "lat"),),
+                histograms=(Histogram(1000, count_value=4, sum=2.5, schema=1),),
+            ),
+        ),
+        (FamilyMetadata("req", MetricType.COUNTER, "Requests.", ""),),
+    )
+    receiver = ScriptedReceiver()
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, _):
+        assert await _post(client, batch) == 204
+        await eventually(lambda: len(receiver.delivered()) == 1)
+    assert receiver.delivered()[0] == batch
+
+
+async def test_shutdown_drains_what_can_be_delivered_and_counts_the_rest() -> None:
+    slow = ScriptedReceiver([Reply(503), Reply(503)])
+    dead = ScriptedReceiver(default=Reply(hang=True))
+    async with receivers(slow, dead), relay_client(_config(slow.url, dead.url)) as (client, relay):
+        assert await _post(client, gauge_batch(["a", "b"], 1000)) == 204
+        await eventually(lambda: len(dead.requests) == 1)
+        await relay.stop(timeout=3.0)
+        assert [r.status for r in slow.requests] == [503, 503, 204]
+        assert _sample(relay, "gotk_relay_samples_forwarded_total", {"destination": "d0"}) == 2
+        assert (
+            _sample(
+                relay,
+                "gotk_relay_samples_dropped_total",
+                {"destination": "d1", "reason": "shutdown"},
+            )
+            == 2
+        )

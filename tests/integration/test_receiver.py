@@ -1,0 +1,133 @@
+"""The write endpoint answers every request as the remote-write spec says, and keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+from harness import gauge_batch, relay_client, rw_body
+
+from gotk_relay.model import Batch, Histogram, Sample, Series
+from gotk_relay.wire import remote_pb2, snappy, write_v2_pb2
+
+CONFIG = {
+    "flux": {"mode": "off"},
+    "receiver": {"max_request_bytes": 4096, "max_decompressed_bytes": 65536},
+}
+V1_HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+V2_HEADERS = {
+    "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+    "Content-Encoding": "snappy",
+}
+
+
+def _unsorted() -> bytes:
+    req = remote_pb2.WriteRequest()
+    ts = req.timeseries.add()
+    ts.labels.add(name="job", value="a")
+    ts.labels.add(name="__name__", value="up")
+    ts.samples.add(value=1, timestamp=1)
+    return snappy.compress(req.SerializeToString())
+
+
+def _v2_bad_ref() -> bytes:
+    req = write_v2_pb2.Request(symbols=["", "__name__", "up"])
+    req.timeseries.add(labels_refs=[1, 99]).samples.add(value=1, timestamp=1)
+    return snappy.compress(req.SerializeToString())
+
+
+def _bomb() -> bytes:
+    # A snappy preamble declaring 1 GiB, followed by nothing: refused before decompressing.
+    return bytes([0x80, 0x80, 0x80, 0x80, 0x04]) + b"\x00" * 16
+
+
+MALFORMED = [
+    ("gzip", V1_HEADERS | {"Content-Encoding": "gzip"}, snappy.compress(b""), 415, "snappy"),
+    ("zstd", V1_HEADERS | {"Content-Encoding": "zstd"}, snappy.compress(b""), 415, "snappy"),
+    (
+        "json",
+        {"Content-Type": "application/json", "Content-Encoding": "snappy"},
+        b"{}",
+        415,
+        "Content-Type",
+    ),
+    (
+        "unknown-proto",
+        V1_HEADERS | {"Content-Type": "application/x-protobuf;proto=foo.Bar"},
+        snappy.compress(b""),
+        415,
+        "unsupported proto",
+    ),
+    ("bad-snappy", V1_HEADERS, b"\x0a\xff\xff\xff", 400, "snappy"),
+    ("length-bomb", V1_HEADERS, _bomb(), 413, "exceeds the limit"),
+    ("body-too-large", V1_HEADERS, b"\x00" * 5000, 413, "exceeds the limit"),
+    (
+        "bad-protobuf",
+        V1_HEADERS,
+        snappy.compress(b"\x0a\xff\xff\xff\xff\x0f"),
+        400,
+        "invalid protobuf",
+    ),
+    ("unsorted-labels", V1_HEADERS, _unsorted(), 400, "not sorted"),
+    ("v2-ref-out-of-range", V2_HEADERS, _v2_bad_ref(), 400, "out of range"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "reason"),
+    [m[1:] for m in MALFORMED],
+    ids=[m[0] for m in MALFORMED],
+)
+async def test_malformed_requests_get_the_documented_status(
+    headers: dict[str, str], body: bytes, status: int, reason: str
+) -> None:
+    async with relay_client(CONFIG) as (client, _):
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        text = await response.text()
+        assert response.status == status, text
+        assert reason in text
+        assert text.count("\n") == 1  # one readable line
+        assert (await client.get("/-/healthy")).status == 200
+        ok_body, ok_headers = rw_body(gauge_batch(["up"], 1))
+        assert (await client.post("/api/v1/write", data=ok_body, headers=ok_headers)).status == 204
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_are_405(method: str) -> None:
+    async with relay_client(CONFIG) as (client, _):
+        response = await client.request(method, "/api/v1/write")
+        assert response.status == 405
+
+
+async def test_v1_success_is_204_without_written_headers() -> None:
+    async with relay_client(CONFIG) as (client, _):
+        body, headers = rw_body(gauge_batch(["up", "down"], 1))
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        assert response.status == 204
+        assert not any(h.startswith("X-Prometheus-Remote-Write") for h in response.headers)
+
+
+async def test_v2_success_reports_what_was_written() -> None:
+    batch = Batch(
+        (
+            Series((("__name__", "a"),), (Sample(1, 1), Sample(2, 2))),
+            Series((("__name__", "h"),), histograms=(Histogram(5, count_value=1),)),
+        )
+    )
+    async with relay_client(CONFIG) as (client, _):
+        body, headers = rw_body(batch, v2=True)
+        response = await client.post("/api/v1/push", data=body, headers=headers)
+        assert response.status == 204
+        assert response.headers["X-Prometheus-Remote-Write-Samples-Written"] == "2"
+        assert response.headers["X-Prometheus-Remote-Write-Histograms-Written"] == "1"
+        assert response.headers["X-Prometheus-Remote-Write-Exemplars-Written"] == "0"
+
+
+async def test_missing_content_type_means_v1() -> None:
+    async with relay_client(CONFIG) as (client, _):
+        body, _ = rw_body(gauge_batch(["up"], 1))
+        response = await client.post(
+            "/api/v1/write",
+            data=body,
+            headers={"Content-Encoding": "snappy"},
+            skip_auto_headers=["Content-Type"],
+        )
+        assert response.status == 204

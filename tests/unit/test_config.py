@@ -1,0 +1,182 @@
+"""Configuration: Prometheus-compatible keys and defaults, and errors that say where and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gotk_relay.config import ConfigError, default_config_text, load_file, load_text, parse_duration
+
+PASTED_FROM_PROMETHEUS = """
+remote_write:
+  - url: https://prometheus-prod-01.grafana.net/api/prom/push
+    name: grafana-cloud
+    remote_timeout: 30s
+    headers:
+      X-Scope-OrgID: team-a
+    basic_auth:
+      username: "123456"
+      password_file: {secret}
+    tls_config:
+      insecure_skip_verify: false
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: go_.*
+        action: drop
+    queue_config:
+      capacity: 20000
+      max_shards: 30
+      min_shards: 2
+      max_samples_per_send: 5000
+      batch_send_deadline: 10s
+      min_backoff: 100ms
+      max_backoff: 10s
+      retry_on_http_429: true
+    metadata_config:
+      send: true
+      send_interval: 1m
+    send_exemplars: true
+  - url: http://vm:8428/api/v1/write
+    authorization:
+      credentials: ${{VM_TOKEN}}
+"""
+
+
+def test_a_block_pasted_from_prometheus_yml_loads(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    config = load_text(
+        PASTED_FROM_PROMETHEUS.format(secret=secret), "relay.yml", {"VM_TOKEN": "tok"}
+    )
+    grafana, vm = config.remote_write
+    assert grafana.queue_config.min_backoff == 0.1
+    assert grafana.queue_config.batch_send_deadline == 10.0
+    assert grafana.basic_auth is not None and grafana.basic_auth.resolve_password() == "s3cret"
+    assert vm.authorization is not None and vm.authorization.resolve_credentials() == "tok"
+    assert vm.queue_config.capacity == 10000  # Prometheus' default
+    assert vm.protobuf_message == "prometheus.WriteRequest"
+
+
+def test_secrets_do_not_show_in_the_config_repr() -> None:
+    config = load_text(
+        "remote_write: [{url: 'http://a/', basic_auth: {username: u, password: hunter2}}]"
+    )
+    assert "hunter2" not in repr(config)
+    assert "hunter2" not in str(config.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "remote_write:\n  - url: http://a/\n    queue_config:\n      capacty: 5\n",
+            "relay.yml:4: remote_write[0].queue_config.capacty: field capacty not found in type queue_config",
+        ),
+        ("remote_write:\n  - url: ftp://a/\n", "relay.yml:2: remote_write[0].url: "),
+        (
+            "remote_write:\n  - url: http://a/\n    remote_timeout: 5 minutes\n",
+            'not a valid duration string: "5 minutes"',
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    headers: {Content-Type: text/plain}\n",
+            "Content-Type is a reserved header",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    sigv4: {region: eu-west-1}\n",
+            "sigv4 is not supported by gotk-relay yet",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    protobuf_message: foo\n",
+            "remote_write[0].protobuf_message",
+        ),
+        (
+            "remote_write:\n  - {url: 'http://a/', name: x}\n  - {url: 'http://b/', name: x}\n",
+            "duplicate destination name 'x'",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    basic_auth: {password: a, password_file: /b}\n",
+            "at most one of basic_auth password & password_file",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    queue_config: {min_shards: 5, max_shards: 2}\n",
+            "min_shards must not be greater than max_shards",
+        ),
+        ("federate:\n  match: ['up{']\n", "federate.match"),
+        ("remote_write: [\n", "relay.yml:2: invalid YAML"),
+        ("- 1\n", "must be a YAML mapping"),
+        (
+            "remote_write:\n  - url: http://a/\n    headers: {X-Token: '${NOPE}'}\n",
+            "remote_write[0].headers.X-Token: environment variable ${NOPE} is not set",
+        ),
+    ],
+    ids=[
+        "unknown-key-with-line",
+        "bad-url",
+        "bad-duration",
+        "reserved-header",
+        "sigv4",
+        "bad-protobuf-message",
+        "duplicate-name",
+        "two-passwords",
+        "shards",
+        "bad-selector",
+        "bad-yaml",
+        "not-a-mapping",
+        "missing-env",
+    ],
+)
+def test_errors_name_the_file_line_and_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "relay.yml", {})
+    assert expected in str(info.value)
+
+
+def test_a_missing_file_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"/nonexistent\.yml"):
+        load_file("/nonexistent.yml")
+
+
+def test_dollar_dollar_is_a_literal_dollar() -> None:
+    config = load_text("remote_write: [{url: 'http://a/', headers: {X-A: 'a$$b'}}]", environ={})
+    assert config.remote_write[0].headers == {"X-A": "a$b"}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("1m30s", 90),
+        ("100ms", 0.1),
+        ("1h", 3600),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("1y", 31536000),
+        ("1m", 60),
+        (5, 5),
+    ],
+    ids=["s", "m-s", "ms", "h", "d", "w", "y", "m", "number"],
+)
+def test_durations_parse_like_prometheus(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_the_embedded_default_config_is_valid_and_has_federate_on() -> None:
+    config = load_text(default_config_text(), "<embedded default>")
+    assert config.federate.enabled
+    assert config.federate.match == ['{__name__=~"gotk_.*"}']
+    assert config.remote_write == []
+    assert config.flux.mode == "legacy"
+
+
+def test_config_dir_default_is_the_embedded_one() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    assert (repo / "config" / "default.yml").read_text() == default_config_text()
+
+
+def test_example_configs_are_valid() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    examples = sorted((repo / "config" / "examples").glob("*.yml"))
+    assert examples, "config/examples/ must hold commented examples"
+    for path in examples:
+        load_file(path, {"GRAFANA_CLOUD_TOKEN": "x", "MIMIR_TENANT": "t"})
