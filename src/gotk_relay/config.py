@@ -13,13 +13,12 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from .durations import Duration
 from .rules.flux import FluxConfig
 from .rules.relabel import RelabelConfig
 
@@ -35,25 +35,6 @@ DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9201"
 ProtobufMessage = Literal["prometheus.WriteRequest", "io.prometheus.write.v2.Request"]
 V1: Final = "prometheus.WriteRequest"
 V2: Final = "io.prometheus.write.v2.Request"
-
-_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a Prometheus duration (``30s``, ``1m30s``, ``100ms``) or a plain number."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    match = _DURATION.match(text)
-    if not text or match is None or not any(match.groups()):
-        raise ValueError(f'not a valid duration string: "{text}" (examples: 30s, 1m30s, 100ms)')
-    return sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if g)
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class ConfigError(Exception):
