@@ -90,6 +90,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="milliseconds for lines without a timestamp (default: now)",
     )
+
+    rewrite = sub.add_parser(
+        "rewrite", help="print what the relay would forward for a text-format input"
+    )
+    rewrite.add_argument(
+        "input", nargs="?", default="-", help="text exposition file (default: stdin)"
+    )
+    rewrite.add_argument(
+        "--config", help="configuration file (default: the embedded default config)"
+    )
+    rewrite.add_argument(
+        "--destination", help="also apply this remote_write destination's write_relabel_configs"
+    )
+    rewrite.add_argument(
+        "--timestamp",
+        type=int,
+        default=None,
+        help="milliseconds for lines without a timestamp (default: now)",
+    )
+    rewrite.add_argument(
+        "--explain", action="store_true", help="show each relabel rule's effect on stderr"
+    )
+
+    ksm = sub.add_parser(
+        "ksm-config", help="print the kube-state-metrics config that exposes gotk_resource_info"
+    )
+    ksm.add_argument("--kinds", help="comma-separated Flux kinds (default: all)")
+    ksm.add_argument(
+        "--format", dest="fmt", default="configmap", choices=["configmap", "helm-values"]
+    )
+    ksm.add_argument("--namespace", help="namespace of the ConfigMap")
     return parser
 
 
@@ -102,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.files)
     if args.command == "send":
         return send(args)
+    if args.command == "rewrite":
+        return rewrite(args)
+    if args.command == "ksm-config":
+        return ksm_config(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -165,6 +200,74 @@ async def _send(batch: object, url: str, protobuf_message: str) -> int:
         return 0
     print(f"{line}; {answer}", file=sys.stderr)
     return 1
+
+
+def rewrite(args: argparse.Namespace) -> int:
+    """Run the pipeline offline: the same engine as ``serve``, with text in and text out."""
+    from .config import ConfigError, default_config_text, destination_name, load_file, load_text
+    from .model import iter_points, label_value
+    from .pipeline import Pipeline
+    from .wire import text
+    from .wire.errors import DecodeError
+    from .wire.labels import describe
+
+    try:
+        config = (
+            load_file(args.config)
+            if args.config
+            else load_text(default_config_text(), "<embedded default>")
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    names = [rw.name or destination_name(i, rw.url) for i, rw in enumerate(config.remote_write)]
+    if args.destination and args.destination not in names:
+        print(f"error: no remote_write destination named {args.destination!r}", file=sys.stderr)
+        return 1
+    content = sys.stdin.read() if args.input == "-" else Path(args.input).read_text("utf-8")
+    now_ms = args.timestamp if args.timestamp is not None else int(time.time() * 1000)
+    try:
+        batch = text.parse(content, now_ms)
+    except DecodeError as exc:
+        print(f"error: {args.input}: {exc}", file=sys.stderr)
+        return 1
+    pipeline = Pipeline(config, names)
+    if args.explain:
+        for series in batch.series:
+            for step in pipeline.relabel.explain(series.labels):
+                after = "dropped" if step.after is None else describe(step.after)
+                print(
+                    f"relabel_configs[{step.rule_index}] {step.action}: "
+                    f"{describe(step.before)} -> {after}",
+                    file=sys.stderr,
+                )
+    out = pipeline.ingest(batch, now_ms)
+    if args.destination:
+        out = pipeline.for_destination(args.destination, out)
+    metadata = {m.family: m for m in out.metadata}
+    points = []
+    for labels, ts, value in iter_points(out):
+        if isinstance(value, float):
+            points.append((labels, value, ts))
+        else:
+            print(
+                f"# native histogram {label_value(labels, '__name__')} at {ts} not shown",
+                file=sys.stderr,
+            )
+    sys.stdout.write(text.render(points, metadata))
+    return 0
+
+
+def ksm_config(args: argparse.Namespace) -> int:
+    from .rules import ksm_config as ksm
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+    try:
+        sys.stdout.write(ksm.render(kinds, args.fmt, namespace=args.namespace))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:

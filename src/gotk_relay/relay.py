@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from prometheus_client.core import Metric
 
 from .config import Config, RemoteWriteConfig, destination_name
+from .delivery.entry import Entry, encode_entry
 from .delivery.queue import ShardedQueue
 from .delivery.sender import QueuedDestination, RetrySettings
 from .destinations.federate import FederateStore
@@ -27,7 +28,7 @@ from .destinations.remote_write import RemoteWriteClient
 from .model import Batch
 from .pipeline import Pipeline
 from .rules.flux import FluxRewriter
-from .telemetry import Telemetry, gauge
+from .telemetry import Telemetry, flux_metrics, gauge
 
 log = logging.getLogger("gotk_relay.relay")
 
@@ -76,9 +77,24 @@ class Relay:
             if not destination.queue.room_for(points):
                 return Admission(False, name)
         rewritten = self.pipeline.ingest(batch, now_ms)
+        # Destinations that see the same batch, sharded alike and speaking the same message,
+        # share the encoded entries: one encode per distinct (chunk, protocol).
+        encoded: dict[tuple[int, str], Entry] = {}
+        keep_alive: list[Batch] = []  # ids in `encoded` stay unique while these live
         for name, destination in self.destinations.items():
             out = self.pipeline.for_destination(name, rewritten)
-            destination.queue.put(destination.queue.plan(out))
+            protocol = destination.protocol
+            entries: list[list[Entry]] = []
+            for chunks in destination.queue.plan(out):
+                keep_alive.extend(chunks)
+                shard_entries = []
+                for chunk in chunks:
+                    key = (id(chunk), protocol)
+                    if key not in encoded:
+                        encoded[key] = encode_entry(chunk, protocol)
+                    shard_entries.append(encoded[key])
+                entries.append(shard_entries)
+            destination.queue.put(entries)
         if self.federate is not None:
             refused = self.federate.update(rewritten)
             if refused:
@@ -165,6 +181,7 @@ class Relay:
             ["destination", "protobuf_message"],
             (([n, getattr(d.client, "protobuf_message", "")], 1) for n, d in dests),
         )
+        yield from flux_metrics(self.pipeline.flux.stats)
         yield gauge(
             "gotk_relay_federate_series",
             "Series held by the federate store.",

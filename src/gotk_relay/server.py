@@ -101,7 +101,7 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
     except DecodeError as exc:
         telemetry.rejected.labels("malformed").inc()
         return _plain(400, str(exc))
-    admission = relay.admit(batch)
+    admission = relay.admit(batch, int(time.time() * 1000))
     if not admission.accepted:
         telemetry.rejected.labels("queue_full").inc()
         return _plain(

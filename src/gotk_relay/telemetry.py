@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .model import Batch
+from .rules.flux import FluxStats
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -103,11 +103,11 @@ class Telemetry:
         self.registry.register(_StateCollector(collect))
 
     # The delivery.sender.Recorder protocol ----------------------------------------------
-    def forwarded(self, destination: str, batch: Batch) -> None:
-        self.samples_forwarded.labels(destination).inc(batch.point_count)
+    def forwarded(self, destination: str, points: int) -> None:
+        self.samples_forwarded.labels(destination).inc(points)
 
-    def dropped(self, destination: str, batch: Batch, reason: str) -> None:
-        self.samples_dropped.labels(destination, reason).inc(batch.point_count)
+    def dropped(self, destination: str, points: int, reason: str) -> None:
+        self.samples_dropped.labels(destination, reason).inc(points)
 
     def retried(self, destination: str, reason: str) -> None:
         self.retries.labels(destination, reason).inc()
@@ -125,6 +125,47 @@ class _StateCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return ()
+
+
+def flux_metrics(stats: FluxStats) -> Iterable[Metric]:
+    """The Flux rewriter's state and counters (they restart when a reload replaces the rules)."""
+    yield gauge(
+        "gotk_relay_flux_objects",
+        "Flux objects whose state the rewriter tracks.",
+        [],
+        [([], stats.objects_tracked)],
+    )
+    counters = (
+        (
+            "samples_synthesized",
+            "Samples the Flux rules synthesized, stale markers included.",
+            stats.outputs_emitted,
+        ),
+        (
+            "stale_markers",
+            "Stale markers the Flux rules wrote for ended objects.",
+            stats.stale_emitted,
+        ),
+        (
+            "out_of_order_dropped",
+            "Synthesized samples not written: not after the last one written for their series.",
+            stats.out_of_order_dropped,
+        ),
+        (
+            "objects_expired",
+            "Flux objects forgotten after flux.idle_expiry without input.",
+            stats.objects_expired,
+        ),
+        (
+            "objects_rejected",
+            "New Flux objects not tracked because flux.max_objects was reached.",
+            stats.objects_rejected,
+        ),
+    )
+    for name, documentation, value in counters:
+        family = CounterMetricFamily(f"gotk_relay_flux_{name}", documentation)
+        family.add_metric([], value)
+        yield family
 
 
 def gauge(

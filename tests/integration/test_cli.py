@@ -211,3 +211,104 @@ def test_env_is_not_needed_for_the_default_config() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOTK")}
     done = _cli("check-config", str(REPO / "config" / "default.yml"), env=env)
     assert done.returncode == 0, done.stdout
+
+
+FIXTURES = REPO / "tests" / "fixtures" / "flux"
+
+
+def _samples(
+    text: str, default_ts: float | None = None
+) -> set[tuple[str, tuple[tuple[str, str], ...], float, float | None]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items())), float(s.value), s.timestamp or default_ts)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+@pytest.mark.parametrize(
+    ("flux", "source", "expected"),
+    [
+        ("{set_job: true}", "ksm_input.prom", "expected_legacy_stored.prom"),
+        ("{label_shape: raw}", "ksm_input.prom", "expected_legacy_raw.prom"),
+        ("{mode: resource_info}", "legacy_input.prom", "expected_resource_info.prom"),
+    ],
+    ids=["legacy-stored", "legacy-raw", "reverse"],
+)
+def test_rewrite_prints_the_golden_output(
+    tmp_path: Path, flux: str, source: str, expected: str
+) -> None:
+    """What `rewrite` prints = the input (keep_source) plus the hand-written golden series."""
+    config = tmp_path / "relay.yml"
+    config.write_text(f"flux: {flux}\n")
+    done = _cli(
+        "rewrite", str(FIXTURES / source), "--config", str(config), "--timestamp", "1732560000000"
+    )
+    assert done.returncode == 0, done.stderr
+    inputs = _samples((FIXTURES / source).read_text(), default_ts=1732560000.0)
+    want = inputs | _samples((FIXTURES / expected).read_text())
+    assert _samples(done.stdout) == want
+
+
+def test_rewrite_explain_shows_each_relabel_step(tmp_path: Path) -> None:
+    config = tmp_path / "relay.yml"
+    config.write_text(
+        "flux: {mode: 'off'}\n"
+        "relabel_configs:\n"
+        "  - {source_labels: [job], target_label: team, replacement: platform}\n"
+        "  - {source_labels: [__name__], regex: go_.*, action: drop}\n"
+    )
+    done = _cli(
+        "rewrite",
+        "--config",
+        str(config),
+        "--explain",
+        "--timestamp",
+        "5",
+        input='up{job="a"} 1\ngo_goroutines 3\n',
+    )
+    assert done.returncode == 0, done.stderr
+    assert _samples(done.stdout) == {("up", (("job", "a"), ("team", "platform")), 1.0, 0.005)}
+    assert 'relabel_configs[1] drop: go_goroutines{team="platform"} -> dropped' in done.stderr
+
+
+def test_ksm_config_names_every_kind_with_its_labels() -> None:
+    import yaml
+
+    done = _cli("ksm-config", "--format", "helm-values")
+    assert done.returncode == 0, done.stderr
+    values = yaml.safe_load(done.stdout)["kube-state-metrics"]
+    resources = values["customResourceState"]["config"]["spec"]["resources"]
+    kinds = {r["groupVersionKind"]["kind"]: r for r in resources}
+    assert set(kinds) == {
+        "GitRepository",
+        "OCIRepository",
+        "HelmRepository",
+        "HelmChart",
+        "Bucket",
+        "Kustomization",
+        "HelmRelease",
+        "Alert",
+        "Provider",
+        "Receiver",
+        "ImageRepository",
+        "ImagePolicy",
+        "ImageUpdateAutomation",
+    }
+    helm = kinds["HelmRelease"]
+    assert helm["groupVersionKind"] == {
+        "group": "helm.toolkit.fluxcd.io",
+        "version": "v2",
+        "kind": "HelmRelease",
+    }
+    assert helm["metricNamePrefix"] == "gotk"
+    metric = helm["metrics"][0]
+    labels = metric["each"]["info"]["labelsFromPath"] | metric["labelsFromPath"]
+    assert {"name", "exported_namespace", "ready", "suspended", "revision", "chart_name"} <= set(
+        labels
+    )
+    configmap = yaml.safe_load(_cli("ksm-config", "--kinds", "Kustomization").stdout)
+    assert configmap["kind"] == "ConfigMap"
+    assert "Kustomization" in configmap["data"]["config.yaml"]
