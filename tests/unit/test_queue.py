@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from gotk_relay.delivery.queue import Shard, ShardedQueue, chunk, split_by_shard
+from gotk_relay.delivery.entry import V1, V2, Entry, decode_entry, encode_entry, request_body
+from gotk_relay.delivery.queue import MemoryBudget, Shard, ShardedQueue, chunk, split_by_shard
 from gotk_relay.model import Batch, FamilyMetadata, Sample, Series
+from gotk_relay.wire import rw1, rw2
 
 
 def _series(name: str, points: int = 1, start: int = 0) -> Series:
@@ -45,14 +47,18 @@ def test_a_series_bigger_than_max_points_goes_alone() -> None:
     assert [c.point_count for c in chunk(batch, 4)] == [1, 10, 1]
 
 
+def _entry(batch: Batch, protocol: str = V1) -> Entry:
+    return encode_entry(batch, protocol)
+
+
 def test_capacity_counts_points_until_done() -> None:
     async def scenario() -> None:
         shard = Shard(capacity=10)
-        shard.put(Batch((_series("a", 6),)))
+        shard.put(_entry(Batch((_series("a", 6),))))
         assert not shard.room_for(5)
         assert shard.room_for(4)
         taken = await shard.take(100)
-        assert [b.point_count for b in taken] == [6]
+        assert [e.points for e in taken] == [6]
         assert not shard.room_for(5)  # in flight still counts: memory is still held
         shard.done()
         assert shard.room_for(10)
@@ -69,12 +75,56 @@ def test_take_merges_queued_batches_up_to_max_points() -> None:
     async def scenario() -> None:
         queue = ShardedQueue(shards=1, capacity=1000, max_points_per_send=5)
         for i in range(4):
-            queue.put(queue.plan(Batch((_series(f"s{i}", 2),))))
+            plan = queue.plan(Batch((_series(f"s{i}", 2),)))
+            queue.put([[_entry(c) for c in chunks] for chunks in plan])
         shard = queue.shards[0]
         first = await shard.take(queue.max_points_per_send)
-        assert [b.series[0].name for b in first] == ["s0", "s1"]
+        assert [decode_entry(e).series[0].name for e in first] == ["s0", "s1"]
         shard.done()
         second = await shard.take(queue.max_points_per_send)
-        assert [b.series[0].name for b in second] == ["s2", "s3"]
+        assert [decode_entry(e).series[0].name for e in second] == ["s2", "s3"]
 
     asyncio.run(scenario())
+
+
+def test_memory_budget_counts_bytes_until_done() -> None:
+    async def scenario() -> None:
+        budget = MemoryBudget(limit=10_000)
+        queue = ShardedQueue(shards=2, capacity=1000, max_points_per_send=100, budget=budget)
+        plan = queue.plan(Batch(tuple(_series(f"s{i}") for i in range(10))))
+        entries = [[_entry(c) for c in chunks] for chunks in plan]
+        queue.put(entries)
+        size = sum(e.size for shard in entries for e in shard)
+        assert budget.used == size == queue.bytes > 0
+        for shard in queue.shards:
+            if shard.entries:
+                await shard.take(100)
+                shard.done()
+        assert budget.used == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_empty_budget_takes_an_entry_larger_than_the_limit() -> None:
+    assert MemoryBudget(limit=1).room_for(10**6)
+    budget = MemoryBudget(limit=100)
+    budget.used = 60
+    assert budget.room_for(40) and not budget.room_for(41)
+
+
+def test_v1_entries_merge_by_concatenation_and_equal_a_merged_encode() -> None:
+    a = Batch((_series("a", 2),), (FamilyMetadata("a"),))
+    b = Batch((_series("b", 1),))
+    body = request_body([_entry(a), _entry(b)], V1)
+    assert body == _entry(a).payload + _entry(b).payload
+    assert rw1.decode(body) == Batch(a.series + b.series, a.metadata)
+
+
+def test_entries_convert_to_the_protocol_asked_for() -> None:
+    a, b = Batch((_series("a", 2),)), Batch((_series("b", 1),))
+    as_v2 = request_body([_entry(a, V1), _entry(b, V2)], V2)
+    assert rw2.decode(as_v2).series == a.series + b.series
+    as_v1 = request_body([_entry(a, V2)], V1)
+    assert rw1.decode(as_v1).series == a.series
+    single = _entry(a, V2)
+    assert request_body([single], V2) is single.payload

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..model import Batch, merge
+from .entry import Entry
 from .queue import Shard, ShardedQueue
 from .retry import Outcome, next_backoff, retry_delay
 
@@ -30,7 +30,7 @@ class SendResult:
 
 
 class Client(Protocol):
-    async def send(self, batch: Batch) -> SendResult: ...
+    async def send(self, entries: list[Entry]) -> SendResult: ...
 
     async def close(self) -> None: ...
 
@@ -38,9 +38,9 @@ class Client(Protocol):
 class Recorder(Protocol):
     """What the sender reports; implemented by telemetry (kept abstract for tests)."""
 
-    def forwarded(self, destination: str, batch: Batch) -> None: ...
+    def forwarded(self, destination: str, points: int) -> None: ...
 
-    def dropped(self, destination: str, batch: Batch, reason: str) -> None: ...
+    def dropped(self, destination: str, points: int, reason: str) -> None: ...
 
     def retried(self, destination: str, reason: str) -> None: ...
 
@@ -84,31 +84,31 @@ class QueuedDestination:
         if after is not None:
             await asyncio.shield(after)
         while True:
-            parts = await shard.take(self.queue.max_points_per_send)
-            batch = merge(parts) if len(parts) > 1 else parts[0]
+            entries = await shard.take(self.queue.max_points_per_send)
             try:
-                await self._deliver(batch)
+                await self._deliver(entries)
             except asyncio.CancelledError:
-                self.recorder.dropped(self.name, batch, "shutdown")
+                self.recorder.dropped(self.name, _points(entries), "shutdown")
                 raise
             finally:
                 shard.done()
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _deliver(self, entries: list[Entry]) -> None:
         backoff = 0.0
+        points = _points(entries)
         while True:
             started = time.perf_counter()
-            result = await self.client.send(batch)
+            result = await self.client.send(entries)
             self.recorder.sent(self.name, result.reason, time.perf_counter() - started)
             if result.outcome is Outcome.OK:
-                self.recorder.forwarded(self.name, batch)
+                self.recorder.forwarded(self.name, points)
                 return
             if result.outcome is Outcome.DROP:
                 self._log_drop(result)
-                self.recorder.dropped(self.name, batch, result.reason)
+                self.recorder.dropped(self.name, points, result.reason)
                 return
-            if self._too_old(batch):
-                self.recorder.dropped(self.name, batch, "sample_age_limit")
+            if self._too_old(entries):
+                self.recorder.dropped(self.name, points, "sample_age_limit")
                 return
             self.recorder.retried(self.name, result.reason)
             backoff = next_backoff(backoff, self.retry.min_backoff, self.retry.max_backoff)
@@ -119,13 +119,10 @@ class QueuedDestination:
             )
             await asyncio.sleep(delay)
 
-    def _too_old(self, batch: Batch) -> bool:
+    def _too_old(self, entries: list[Entry]) -> bool:
         if not self.retry.sample_age_limit:
             return False
-        newest = max(
-            max((x.timestamp for s in batch.series for x in s.samples), default=0),
-            max((h.timestamp for s in batch.series for h in s.histograms), default=0),
-        )
+        newest = max(e.newest_ms for e in entries)
         return newest / 1000.0 < self._clock() - self.retry.sample_age_limit
 
     def _log_drop(self, result: SendResult) -> None:
@@ -137,6 +134,11 @@ class QueuedDestination:
             "destination rejected a batch; it is dropped, not retried (logged once per reason)",
             extra={"destination": self.name, "reason": result.reason, "response": result.detail},
         )
+
+    @property
+    def protocol(self) -> str:
+        """The message entries are encoded in for this destination (it may fall back to v1)."""
+        return str(getattr(self.client, "protobuf_message", "prometheus.WriteRequest"))
 
     @property
     def idle(self) -> bool:
@@ -154,7 +156,11 @@ class QueuedDestination:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for shard in self.queue.shards:
-            for batch in shard.drain_all():
-                self.recorder.dropped(self.name, batch, "shutdown")
-            shard.points = 0
+            left = shard.drain_all()
+            if left:
+                self.recorder.dropped(self.name, _points(left), "shutdown")
         await self.client.close()
+
+
+def _points(entries: list[Entry]) -> int:
+    return sum(e.points for e in entries)

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 
 from .. import __version__
 from ..config import V1, V2, RemoteWriteConfig
+from ..delivery.entry import Entry, request_body
 from ..delivery.retry import Outcome, classify, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
@@ -34,22 +35,19 @@ _WRITTEN = (
 )
 
 
+def protocol_headers(protobuf_message: str) -> dict[str, str]:
+    codec = rw2 if protobuf_message == V2 else rw1
+    return {
+        "Content-Type": codec.CONTENT_TYPE,
+        "Content-Encoding": "snappy",
+        "X-Prometheus-Remote-Write-Version": codec.VERSION,
+    }
+
+
 def encode_request(batch: Batch, protobuf_message: str) -> tuple[bytes, dict[str, str]]:
-    """Compressed body and protocol headers for one request."""
-    if protobuf_message == V2:
-        body = rw2.encode(batch)
-        headers = {
-            "Content-Type": rw2.CONTENT_TYPE,
-            "X-Prometheus-Remote-Write-Version": rw2.VERSION,
-        }
-    else:
-        body = rw1.encode(batch)
-        headers = {
-            "Content-Type": rw1.CONTENT_TYPE,
-            "X-Prometheus-Remote-Write-Version": rw1.VERSION,
-        }
-    headers["Content-Encoding"] = "snappy"
-    return snappy.compress(body), headers
+    """Compressed body and protocol headers for one request of ``batch``."""
+    body = (rw2 if protobuf_message == V2 else rw1).encode(batch)
+    return snappy.compress(body), protocol_headers(protobuf_message)
 
 
 def build_ssl_context(cfg: RemoteWriteConfig) -> ssl.SSLContext | bool:
@@ -106,10 +104,11 @@ class RemoteWriteClient:
             }
         return {}
 
-    async def send(self, batch: Batch) -> SendResult:
+    async def send(self, entries: list[Entry]) -> SendResult:
         while True:
             protocol = self.protobuf_message
-            body, headers = encode_request(batch, protocol)
+            body = snappy.compress(request_body(entries, protocol))
+            headers = protocol_headers(protocol)
             try:
                 status, response_headers, text = await self._post(body, headers)
             except SendError as exc:
