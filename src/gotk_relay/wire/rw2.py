@@ -6,9 +6,9 @@ IndexError) and rebuilt on encode with ``symbols[0] == ""`` as the spec requires
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError as ProtoDecodeError
-
 from collections.abc import Mapping
+
+from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
 from . import write_v2_pb2 as pb
