@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from .durations import Duration
 from .rules.flux import FluxConfig
 from .rules.relabel import RelabelConfig
+from .units import ByteSize, Duration
 
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9201"
 ProtobufMessage = Literal["prometheus.WriteRequest", "io.prometheus.write.v2.Request"]
@@ -212,11 +212,71 @@ class RemoteWriteConfig(_Strict):
         return sanitize_url(self.url)
 
 
-class ReceiverConfig(_Strict):
-    """Limits of ``POST /api/v1/write``; breaches are answered 413/400 before any work is done."""
+class IngressBasicAuth(_Strict):
+    username: str
+    password_file: str
 
-    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
-    max_decompressed_bytes: int = Field(128 * 1024 * 1024, gt=0)
+
+class IngressAuth(_Strict):
+    """Who may write. Secrets only from files, read at start and on reload, never logged."""
+
+    bearer_token_file: str | None = None
+    basic_auth: IngressBasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> IngressAuth:
+        if self.bearer_token_file and self.basic_auth is not None:
+            raise ValueError("configure one of bearer_token_file & basic_auth, not both")
+        if not self.bearer_token_file and self.basic_auth is None:
+            raise ValueError("auth needs bearer_token_file or basic_auth (or remove auth)")
+        return self
+
+
+class IngressTLS(_Strict):
+    """Serve HTTPS; with ``client_ca_file``, only clients with a certificate it signed (mTLS)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+
+
+class ReceiverConfig(_Strict):
+    """Limits and security of ``POST /api/v1/write``.
+
+    Each limit is checked before the work it protects (sizes before reading or decompressing,
+    counts while decoding); a breach is answered with a 4xx and a one-line reason.
+    """
+
+    max_request_bytes: ByteSize = Field(32 * 1024 * 1024, gt=0)
+    max_decompressed_bytes: ByteSize = Field(128 * 1024 * 1024, gt=0)
+    max_series_per_request: int = Field(200_000, gt=0)
+    max_labels_per_series: int = Field(128, gt=0)
+    max_label_name_length: int = Field(1024, gt=0)
+    max_label_value_length: int = Field(4096, gt=0)
+    read_timeout: Duration = 30.0  # whole body; a slower sender gets 408
+    max_concurrent_requests: int = Field(64, gt=0)  # beyond it: 429 with Retry-After
+    auth: IngressAuth | None = None
+    tls: IngressTLS | None = None
+
+
+class QueuesConfig(_Strict):
+    """Bounds shared by all destinations' in-memory queues."""
+
+    memory_budget_bytes: ByteSize = Field(256 * 1024 * 1024, gt=0)
+
+
+class SpoolConfig(_Strict):
+    """A durable queue per destination in SQLite (WAL) under ``data_dir``; off when unset.
+
+    With the spool on, a batch is committed for every destination before the sender hears
+    2xx, and the relay resumes from it after a restart or a crash.
+    """
+
+    data_dir: str | None = None
+    max_bytes: ByteSize = Field(1024 * 1024 * 1024, gt=0)  # per destination
+    when_full: Literal["backpressure", "drop_oldest"] = "backpressure"
+    synchronous: Literal["full", "normal"] = "full"  # normal: survives a crash, not power loss
 
 
 class FederateConfig(_Strict):
@@ -238,6 +298,8 @@ class FederateConfig(_Strict):
 
 class Config(_Strict):
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    queues: QueuesConfig = Field(default_factory=QueuesConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
     relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     flux: FluxConfig = Field(default_factory=FluxConfig)
     federate: FederateConfig = Field(default_factory=FederateConfig)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gotk_relay.config import ConfigError, default_config_text, load_file, load_text
-from gotk_relay.durations import parse_duration
+from gotk_relay.units import parse_duration
 
 PASTED_FROM_PROMETHEUS = """
 remote_write:
@@ -181,3 +181,24 @@ def test_example_configs_are_valid() -> None:
     assert examples, "config/examples/ must hold commented examples"
     for path in examples:
         load_file(path, {"GRAFANA_CLOUD_TOKEN": "x", "MIMIR_TENANT": "t"})
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        (1048576, 1048576),
+        ("512KiB", 524288),
+        ("256MiB", 268435456),
+        ("1GB", 10**9),
+        ("2 GiB", 2 * 1024**3),
+        ("100B", 100),
+    ],
+    ids=["int", "KiB", "MiB", "GB", "spaced", "B"],
+)
+def test_sizes_parse_si_and_iec(text: str | int, size: int) -> None:
+    assert parse_bytes(text) == size
+
+
+def test_a_bad_size_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"spool.max_bytes: not a valid size: \"lots\""):
+        load_text("spool: {max_bytes: lots}", "relay.yml")

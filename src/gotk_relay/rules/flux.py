@@ -101,7 +101,6 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..durations import parse_duration
 from ..model import (
     STALE_NAN,
     Batch,
@@ -114,6 +113,7 @@ from ..model import (
     is_stale,
     labels_from,
 )
+from ..units import parse_duration
 from .flux_kinds import BY_KIND, DEFAULT_VERSIONS, FluxKind, suggest
 
 RESOURCE_INFO: Final = "gotk_resource_info"

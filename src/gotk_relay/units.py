@@ -1,4 +1,4 @@
-"""Prometheus durations (``30s``, ``1m30s``, ``100ms``), as every config section writes them."""
+"""Config units: Prometheus durations (``30s``, ``1m30s``) and byte sizes (``256MiB``)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,32 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_bytes(value: object) -> int:
+    """Bytes from an integer or a size such as ``512KiB``, ``256MiB``, ``1GB`` (SI or IEC)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f'not a valid size: "{text}" (examples: 1048576, 512KiB, 256MiB, 1GB)')
+    unit = (match.group(2) or "B").lower()
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
