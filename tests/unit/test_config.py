@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gotk_relay.config import ConfigError, default_config_text, load_file, load_text
-from gotk_relay.units import parse_duration
+from gotk_relay.units import parse_bytes, parse_duration
 
 PASTED_FROM_PROMETHEUS = """
 remote_write:
