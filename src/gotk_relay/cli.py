@@ -289,7 +289,13 @@ def serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # optional: plain asyncio works, a little slower
         pass
-    return asyncio.run(_serve(args, config))
+    from .delivery.spool import SpoolError
+
+    try:
+        return asyncio.run(_serve(args, config))
+    except SpoolError as exc:
+        log.error("cannot start", extra={"err": str(exc)})
+        return 1
 
 
 async def _serve(args: argparse.Namespace, config: object) -> int:

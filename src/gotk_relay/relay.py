@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,8 +22,9 @@ from prometheus_client.core import Metric
 
 from .config import Config, RemoteWriteConfig, destination_name
 from .delivery.entry import Entry, encode_entry
-from .delivery.queue import ShardedQueue
+from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import QueuedDestination, RetrySettings
+from .delivery.spool import Spool
 from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
 from .model import Batch
@@ -39,9 +41,15 @@ class Admission:
     busy_destination: str = ""
 
 
-def build_destination(name: str, cfg: RemoteWriteConfig, telemetry: Telemetry) -> QueuedDestination:
+def build_destination(
+    name: str,
+    cfg: RemoteWriteConfig,
+    telemetry: Telemetry,
+    budget: MemoryBudget | None = None,
+    spool: Spool | None = None,
+) -> QueuedDestination:
     q = cfg.queue_config
-    queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send)
+    queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send, budget, spool, name)
     retry = RetrySettings(q.min_backoff, q.max_backoff, q.sample_age_limit)
     return QueuedDestination(name, RemoteWriteClient(name, cfg), queue, retry, telemetry)
 
@@ -54,10 +62,26 @@ class Relay:
             rw.name or destination_name(i, rw.url) for i, rw in enumerate(config.remote_write)
         ]
         self.pipeline = Pipeline(config, self.names)
+        # Both are fixed for the life of the process: a reload that changes them is reported
+        # and needs a restart (moving a spool under a running queue would lose its order).
+        self.budget = MemoryBudget(config.queues.memory_budget_bytes)
+        self.spool = (
+            Spool(config.spool.data_dir, config.spool.synchronous)
+            if config.spool.data_dir
+            else None
+        )
         self.destinations: dict[str, QueuedDestination] = {
-            name: build_destination(name, rw, telemetry)
+            name: build_destination(name, rw, telemetry, self.budget, self.spool)
             for name, rw in zip(self.names, config.remote_write, strict=True)
         }
+        if self.spool is not None:
+            orphans = set(self.spool.destinations()) - set(self.names)
+            if orphans:
+                log.warning(
+                    "the spool holds entries of destinations no longer configured; they stay "
+                    "in the spool until a destination of that name is configured again",
+                    extra={"destinations": ",".join(sorted(orphans))},
+                )
         self.federate = (
             FederateStore(config.federate.match, config.federate.max_series)
             if config.federate.enabled
@@ -70,17 +94,28 @@ class Relay:
         for destination in self.destinations.values():
             destination.start()
 
-    def admit(self, batch: Batch, now_ms: int | None = None) -> Admission:
-        """Queue ``batch`` for every destination, or for none (see the module docstring)."""
+    def admit(self, batch: Batch, now_ms: int | None = None, size_hint: int = 0) -> Admission:
+        """Queue ``batch`` for every destination, or for none (see the module docstring).
+
+        ``size_hint`` (the decoded request's size) estimates each destination's share of the
+        memory budget or the spool before anything is encoded. Raises SpoolError when the spool
+        cannot be written: then nothing was queued anywhere.
+        """
         points = batch.point_count
+        spool_cfg = self.config.spool
         for name, destination in self.destinations.items():
-            if not destination.queue.room_for(points):
+            if self.spool is not None:
+                full = destination.queue.bytes + size_hint > spool_cfg.max_bytes
+                if full and spool_cfg.when_full == "backpressure" and destination.queue.bytes:
+                    return Admission(False, name)
+            elif not destination.queue.room_for(points) or not self.budget.room_for(size_hint):
                 return Admission(False, name)
         rewritten = self.pipeline.ingest(batch, now_ms)
         # Destinations that see the same batch, sharded alike and speaking the same message,
         # share the encoded entries: one encode per distinct (chunk, protocol).
         encoded: dict[tuple[int, str], Entry] = {}
         keep_alive: list[Batch] = []  # ids in `encoded` stay unique while these live
+        planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
         for name, destination in self.destinations.items():
             out = self.pipeline.for_destination(name, rewritten)
             protocol = destination.protocol
@@ -94,12 +129,41 @@ class Relay:
                         encoded[key] = encode_entry(chunk, protocol)
                     shard_entries.append(encoded[key])
                 entries.append(shard_entries)
+            planned.append((destination, entries))
+        if self.spool is not None:
+            planned = self._spool(planned)
+        for destination, entries in planned:
             destination.queue.put(entries)
         if self.federate is not None:
             refused = self.federate.update(rewritten)
             if refused:
                 self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
         return Admission(True)
+
+    def _spool(
+        self, planned: list[tuple[QueuedDestination, list[list[Entry]]]]
+    ) -> list[tuple[QueuedDestination, list[list[Entry]]]]:
+        """Commit every destination's entries in one transaction; the entries with their ids."""
+        assert self.spool is not None
+        cfg = self.config.spool
+        if cfg.when_full == "drop_oldest":
+            for destination, entries in planned:
+                size = sum(e.size for shard in entries for e in shard)
+                excess = destination.queue.bytes + size - cfg.max_bytes
+                if excess > 0:
+                    dropped = destination.queue.drop_oldest(excess)
+                    self.telemetry.dropped(destination.name, dropped, "spool_full")
+        rows = [
+            (destination.name, index, entry)
+            for destination, entries in planned
+            for index, shard in enumerate(entries)
+            for entry in shard
+        ]
+        ids = iter(self.spool.append(rows))
+        return [
+            (destination, [[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
+            for destination, entries in planned
+        ]
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; unchanged destinations keep their queues.
@@ -115,17 +179,33 @@ class Relay:
         pipeline = Pipeline(config, names, flux)
         destinations: dict[str, QueuedDestination] = {}
         starts: list[tuple[QueuedDestination, asyncio.Task[None] | None]] = []
+        if (config.spool, config.queues) != (self.config.spool, self.config.queues):
+            log.warning(
+                "spool and queues settings change only with a restart; keeping the running ones"
+            )
+            config = config.model_copy(
+                update={"spool": self.config.spool, "queues": self.config.queues}
+            )
         for name, rw in zip(names, config.remote_write, strict=True):
             previous = old.pop(name, None)
             if previous is not None and old_cfg[name] == rw:
                 destinations[name] = previous
                 continue
-            fresh = build_destination(name, rw, self.telemetry)
+            drain = None
+            if previous is not None:
+                if self.spool is not None:
+                    # Its entries stay in the spool: stop it now, the successor resumes them.
+                    previous.halt()
+                else:
+                    drain = self._drain(previous)
+            fresh = build_destination(name, rw, self.telemetry, self.budget, self.spool)
             destinations[name] = fresh
-            drain = self._drain(previous) if previous is not None else None
             starts.append((fresh, drain))
         for leftover in old.values():
-            self._drain(leftover)
+            if self.spool is not None:
+                leftover.halt()
+            else:
+                self._drain(leftover)
         if config.federate != self.config.federate:
             self.federate = (
                 FederateStore(config.federate.match, config.federate.max_series)
@@ -154,6 +234,8 @@ class Relay:
             *self._draining,
             return_exceptions=True,
         )
+        if self.spool is not None:
+            self.spool.close()
 
     def _collect(self) -> Iterable[Metric]:
         dests = list(self.destinations.items())
@@ -182,6 +264,38 @@ class Relay:
             (([n, getattr(d.client, "protobuf_message", "")], 1) for n, d in dests),
         )
         yield from flux_metrics(self.pipeline.flux.stats)
+        if self.spool is not None:
+            yield gauge(
+                "gotk_relay_spool_bytes",
+                "Bytes of entries a destination holds in the spool (queued and in flight).",
+                ["destination"],
+                (([n], d.queue.bytes) for n, d in dests),
+            )
+            now_ms = time.time() * 1000
+            ages = []
+            for n, d in dests:
+                oldest = [self.spool.oldest_newest_ms(n, i) for i in range(len(d.queue.shards))]
+                known = [o for o in oldest if o is not None]
+                ages.append(([n], max(0.0, (now_ms - min(known)) / 1000) if known else 0.0))
+            yield gauge(
+                "gotk_relay_spool_oldest_sample_age_seconds",
+                "Age of the newest sample in a destination's oldest spooled entry (0 when empty).",
+                ["destination"],
+                ages,
+            )
+        else:
+            yield gauge(
+                "gotk_relay_memory_queued_bytes",
+                "Bytes held by in-memory queues, all destinations together.",
+                [],
+                [([], self.budget.used)],
+            )
+            yield gauge(
+                "gotk_relay_memory_budget_bytes",
+                "queues.memory_budget_bytes.",
+                [],
+                [([], self.budget.limit)],
+            )
         yield gauge(
             "gotk_relay_federate_series",
             "Series held by the federate store.",

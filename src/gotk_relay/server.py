@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import ConfigError
+from .delivery.spool import SpoolError
 from .model import Batch
 from .relay import Relay
 from .selectors import SelectorError, parse_selectors
@@ -101,7 +102,12 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
     except DecodeError as exc:
         telemetry.rejected.labels("malformed").inc()
         return _plain(400, str(exc))
-    admission = relay.admit(batch, int(time.time() * 1000))
+    try:
+        admission = relay.admit(batch, int(time.time() * 1000), len(raw))
+    except SpoolError as exc:
+        log.error("spool write failed; the request is refused", extra={"err": str(exc)})
+        telemetry.rejected.labels("spool_error").inc()
+        return _plain(503, "the spool cannot be written; retry later", {"Retry-After": "5"})
     if not admission.accepted:
         telemetry.rejected.labels("queue_full").inc()
         return _plain(

@@ -18,6 +18,7 @@ from collections import deque
 
 from ..model import Batch, Series
 from .entry import Entry
+from .spool import Spool
 
 
 def split_by_shard(batch: Batch, shards: int) -> list[Batch]:
@@ -64,16 +65,65 @@ class MemoryBudget:
         return self.used == 0 or self.used + size <= self.limit
 
 
-class Shard:
-    __slots__ = ("_ready", "budget", "capacity", "entries", "in_flight", "points")
+# How many spool rows a shard reads at once when it replays a backlog from disk.
+_READ_ROWS = 64
 
-    def __init__(self, capacity: int, budget: MemoryBudget | None = None) -> None:
+
+class Shard:
+    """One ordered stream of entries; with a spool, entries beyond what memory holds wait on disk.
+
+    Without a spool every entry is in ``entries``. With one, every entry is first committed to
+    the spool (it has a ``spool_id``), and memory keeps only up to ``capacity`` points of them:
+    once an entry had to stay on disk, all later ones do too until the disk backlog is read
+    back, so memory always holds a prefix and the disk the rest, and ``id > cursor`` in id order
+    is exactly the disk part.
+    """
+
+    __slots__ = (
+        "_ready",
+        "budget",
+        "capacity",
+        "cursor",
+        "disk_entries",
+        "entries",
+        "in_flight",
+        "index",
+        "memory_points",
+        "name",
+        "points",
+        "queued_bytes",
+        "spool",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        budget: MemoryBudget | None = None,
+        spool: Spool | None = None,
+        name: str = "",
+        index: int = 0,
+    ) -> None:
         self.capacity = capacity
         self.budget = budget
+        self.spool = spool
+        self.name = name  # the destination, as the spool keys its rows
+        self.index = index
         self.entries: deque[Entry] = deque()
-        self.points = 0  # queued + in flight
+        self.memory_points = 0  # what ``entries`` holds
+        self.points = 0  # queued (memory and disk) + in flight
+        self.queued_bytes = 0  # likewise, in payload bytes
+        self.disk_entries = 0  # entries only in the spool, not in memory
+        self.cursor = 0  # highest spool id taken so far
         self.in_flight: list[Entry] = []
         self._ready = asyncio.Event()
+
+    def resume(self, entries: int, points: int, size: int) -> None:
+        """Account for a backlog a previous run left in the spool."""
+        self.disk_entries += entries
+        self.points += points
+        self.queued_bytes += size
+        if entries:
+            self._ready.set()
 
     def room_for(self, points: int) -> bool:
         # An empty shard always takes a batch, however large: otherwise a batch bigger than the
@@ -81,17 +131,26 @@ class Shard:
         return self.points == 0 or self.points + points <= self.capacity
 
     def put(self, entry: Entry) -> None:
-        self.entries.append(entry)
         self.points += entry.points
-        if self.budget is not None:
-            self.budget.used += entry.size
+        self.queued_bytes += entry.size
+        if self.spool is not None and (
+            self.disk_entries or self.memory_points + entry.points > self.capacity
+        ):
+            self.disk_entries += 1  # committed already; read back when its turn comes
+        else:
+            self.entries.append(entry)
+            self.memory_points += entry.points
+            if self.budget is not None and self.spool is None:
+                self.budget.used += entry.size
         self._ready.set()
 
     async def take(self, max_points: int) -> list[Entry]:
         """Wait for work, then take queued entries up to ``max_points`` (at least one)."""
-        while not self.entries:
+        while not self.entries and not self.disk_entries:
             self._ready.clear()
             await self._ready.wait()
+        if not self.entries:
+            self._load()
         taken: list[Entry] = []
         total = 0
         while self.entries:
@@ -101,24 +160,58 @@ class Shard:
             self.entries.popleft()
             taken.append(entry)
             total += entry.points
+        self.memory_points -= total
+        if taken:
+            self.cursor = max(self.cursor, taken[-1].spool_id)
         self.in_flight = taken
         return taken
 
+    def _load(self) -> None:
+        assert self.spool is not None
+        rows = self.spool.read(self.name, self.index, self.cursor, _READ_ROWS)
+        if not rows:  # the count was off (rows deleted elsewhere): trust the disk
+            self.disk_entries = 0
+            return
+        self.entries.extend(rows)
+        self.memory_points += sum(e.points for e in rows)
+        self.disk_entries = max(0, self.disk_entries - len(rows))
+        # Rows read back now sit in memory; the cursor moves as they are taken.
+
     def done(self) -> None:
         """The entries from the last ``take`` were answered for (delivered or dropped)."""
+        if self.spool is not None:
+            self.spool.delete(e.spool_id for e in self.in_flight)
         self._release(self.in_flight)
         self.in_flight = []
 
     def _release(self, entries: list[Entry]) -> None:
         for entry in entries:
             self.points -= entry.points
-            if self.budget is not None:
+            self.queued_bytes -= entry.size
+            if self.budget is not None and self.spool is None:
                 self.budget.used -= entry.size
 
+    def drop_oldest(self) -> Entry | None:
+        """Give up the oldest queued entry (not one in flight); None when nothing is queued."""
+        if not self.entries and self.disk_entries:
+            self._load()
+        if not self.entries:
+            return None
+        entry = self.entries.popleft()
+        self.memory_points -= entry.points
+        self.cursor = max(self.cursor, entry.spool_id)
+        if self.spool is not None:
+            self.spool.delete([entry.spool_id])
+        self._release([entry])
+        return entry
+
     def drain_all(self) -> list[Entry]:
-        """Everything still queued (for shutdown accounting); the shard is empty afterwards."""
+        """Everything queued in memory only, for shutdown accounting (spooled entries stay)."""
+        if self.spool is not None:
+            return []
         entries = list(self.entries)
         self.entries.clear()
+        self.memory_points = 0
         self._release(entries)
         return entries
 
@@ -130,10 +223,18 @@ class ShardedQueue:
         capacity: int,
         max_points_per_send: int,
         budget: MemoryBudget | None = None,
+        spool: Spool | None = None,
+        name: str = "",
     ) -> None:
-        self.shards = [Shard(capacity, budget) for _ in range(shards)]
+        self.shards = [Shard(capacity, budget, spool, name, i) for i in range(shards)]
         self.max_points_per_send = max_points_per_send
         self.budget = budget
+        self.spool = spool
+        self.name = name
+        if spool is not None:
+            spool.reshard(name, shards)
+            for index, backlog in spool.backlog(name).items():
+                self.shards[index].resume(*backlog)
 
     def plan(self, batch: Batch) -> list[list[Batch]]:
         """Per shard, the request-sized chunks of ``batch`` it must queue."""
@@ -143,7 +244,13 @@ class ShardedQueue:
         ]
 
     def room_for(self, points: int) -> bool:
-        """Whether every shard could take its share of ``points`` (shares estimated evenly)."""
+        """Whether every shard could take its share of ``points`` (shares estimated evenly).
+
+        With a spool, capacity bounds only what is kept in memory; the spool's own size bound
+        is checked by the relay.
+        """
+        if self.spool is not None:
+            return True
         share = -(-points // len(self.shards))
         return all(shard.room_for(share) for shard in self.shards)
 
@@ -151,6 +258,24 @@ class ShardedQueue:
         for shard, shard_entries in zip(self.shards, entries, strict=True):
             for entry in shard_entries:
                 shard.put(entry)
+
+    def drop_oldest(self, size: int) -> int:
+        """Drop queued entries, oldest of each shard in turn, until ``size`` bytes were freed or
+        nothing is left to drop; the points dropped."""
+        freed = dropped = 0
+        while freed < size:
+            progress = False
+            for shard in self.shards:
+                entry = shard.drop_oldest()
+                if entry is not None:
+                    freed += entry.size
+                    dropped += entry.points
+                    progress = True
+                    if freed >= size:
+                        break
+            if not progress:
+                break
+        return dropped
 
     @property
     def points(self) -> int:
@@ -162,4 +287,4 @@ class ShardedQueue:
 
     @property
     def bytes(self) -> int:
-        return sum(e.size for s in self.shards for e in (*s.entries, *s.in_flight))
+        return sum(s.queued_bytes for s in self.shards)

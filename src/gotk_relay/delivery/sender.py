@@ -88,10 +88,11 @@ class QueuedDestination:
             try:
                 await self._deliver(entries)
             except asyncio.CancelledError:
-                self.recorder.dropped(self.name, _points(entries), "shutdown")
+                if self.queue.spool is None:  # spooled entries are resent after a restart
+                    self.recorder.dropped(self.name, _points(entries), "shutdown")
+                    shard.done()
                 raise
-            finally:
-                shard.done()
+            shard.done()
 
     async def _deliver(self, entries: list[Entry]) -> None:
         backoff = 0.0
@@ -143,6 +144,12 @@ class QueuedDestination:
     @property
     def idle(self) -> bool:
         return self.queue.points == 0
+
+    def halt(self) -> None:
+        """Stop sending at once, without draining: for a spooled destination being replaced,
+        whose entries stay in the spool for its successor."""
+        for task in self._tasks:
+            task.cancel()
 
     async def stop(self, deadline: float) -> None:
         """Let the senders drain until ``deadline`` (a loop.time()), then cancel them.

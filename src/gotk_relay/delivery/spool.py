@@ -1,0 +1,142 @@
+"""The durable spool: every destination's queued entries in one SQLite database (WAL mode).
+
+One database for all destinations, so the entries of one incoming batch are committed for every
+destination in a single transaction before the sender hears 2xx: after a crash, a batch is
+either queued everywhere or nowhere. Rows are keyed by (destination, shard, id); ids only grow,
+so reading ``id > cursor`` in id order replays a shard in the order it was admitted.
+
+``synchronous=full`` fsyncs each commit (survives power loss); ``normal`` survives a killed
+process but may lose the last commits on power loss, for fewer fsyncs.
+
+All calls are synchronous and made from the event loop: they are short (one small transaction)
+and this keeps admission free of awaits, which is what keeps it all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from .entry import Entry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    protocol TEXT NOT NULL,
+    points INTEGER NOT NULL,
+    newest_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_queue ON entries (destination, shard, id);
+"""
+
+
+class SpoolError(Exception):
+    """The spool cannot be opened or written; the request is refused (503), nothing is acked."""
+
+
+class Backlog(NamedTuple):
+    """What a shard holds in the spool at start."""
+
+    entries: int
+    points: int
+    bytes: int
+
+
+class Spool:
+    def __init__(self, data_dir: str | Path, synchronous: str = "full") -> None:
+        path = Path(data_dir)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path / "spool.sqlite3", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise SpoolError(f"cannot open the spool in {path}: {exc}") from exc
+        self.path = path
+
+    def append(self, rows: Sequence[tuple[str, int, Entry]]) -> list[int]:
+        """Commit ``(destination, shard, entry)`` rows in one transaction; their ids, in order."""
+        if not rows:
+            return []
+        cursor = self.db.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            ids = []
+            for destination, shard, entry in rows:
+                cursor.execute(
+                    "INSERT INTO entries (destination, shard, protocol, points, newest_ms, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        destination,
+                        shard,
+                        entry.protocol,
+                        entry.points,
+                        entry.newest_ms,
+                        entry.payload,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+            cursor.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise SpoolError(f"cannot write to the spool in {self.path}: {exc}") from exc
+        return ids
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Forget entries a destination answered for (accepted or permanently rejected)."""
+        batch = [(i,) for i in ids if i]
+        if batch:
+            self.db.executemany("DELETE FROM entries WHERE id = ?", batch)
+
+    def read(self, destination: str, shard: int, after_id: int, limit: int) -> list[Entry]:
+        rows = self.db.execute(
+            "SELECT id, protocol, points, newest_ms, payload FROM entries"
+            " WHERE destination = ? AND shard = ? AND id > ? ORDER BY id LIMIT ?",
+            (destination, shard, after_id, limit),
+        ).fetchall()
+        return [
+            Entry(bytes(p), proto, pts, newest, row_id) for row_id, proto, pts, newest, p in rows
+        ]
+
+    def backlog(self, destination: str) -> dict[int, Backlog]:
+        """Per shard, what is waiting from a previous run."""
+        rows = self.db.execute(
+            "SELECT shard, COUNT(*), SUM(points), SUM(LENGTH(payload)) FROM entries"
+            " WHERE destination = ? GROUP BY shard",
+            (destination,),
+        ).fetchall()
+        return {shard: Backlog(n, pts or 0, size or 0) for shard, n, pts, size in rows}
+
+    def reshard(self, destination: str, shards: int) -> int:
+        """Move rows of shards that no longer exist onto ``shard % shards``; rows moved.
+
+        Order within a series holds only if its shard does not change: after a change of
+        ``min_shards`` a series may move, so the old rows are replayed before newer ones of the
+        same target shard by id, which keeps each old shard's order but interleaves shards.
+        """
+        cursor = self.db.execute(
+            "UPDATE entries SET shard = shard % ? WHERE destination = ? AND shard >= ?",
+            (shards, destination, shards),
+        )
+        return cursor.rowcount
+
+    def oldest_newest_ms(self, destination: str, shard: int) -> int | None:
+        """The newest sample timestamp of a shard's oldest entry: how far behind it is."""
+        row = self.db.execute(
+            "SELECT newest_ms FROM entries WHERE destination = ? AND shard = ? ORDER BY id LIMIT 1",
+            (destination, shard),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def destinations(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT destination FROM entries")]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,114 @@
+"""The SQLite spool and spooled shards: order, resume after a restart, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gotk_relay.delivery.entry import V1, decode_entry, encode_entry
+from gotk_relay.delivery.queue import ShardedQueue
+from gotk_relay.delivery.spool import Spool
+from gotk_relay.model import Batch, Sample, Series
+
+
+def _batch(name: str, ts: int, points: int = 1) -> Batch:
+    return Batch(
+        (Series((("__name__", name),), tuple(Sample(float(i), ts + i) for i in range(points))),)
+    )
+
+
+def _spooled(spool: Spool, queue: ShardedQueue, batch: Batch) -> None:
+    """What the relay does: encode, commit to the spool, then queue with the row ids."""
+    plan = queue.plan(batch)
+    entries = [[encode_entry(c, V1) for c in chunks] for chunks in plan]
+    ids = iter(spool.append([(queue.name, i, e) for i, shard in enumerate(entries) for e in shard]))
+    queue.put([[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
+
+
+async def _drain(queue: ShardedQueue) -> list[str]:
+    """Take and acknowledge everything queued; the series names in the order they came out."""
+    names: list[str] = []
+    shard = queue.shards[0]
+    while shard.points:
+        for entry in await shard.take(queue.max_points_per_send):
+            names.extend(s.name for s in decode_entry(entry).series)
+        shard.done()
+    return names
+
+
+def test_entries_replay_in_order_after_a_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool(tmp_path)
+        queue = ShardedQueue(1, capacity=3, max_points_per_send=2, spool=spool, name="d")
+        for i in range(10):
+            _spooled(spool, queue, _batch(f"s{i}", i))
+        assert queue.shards[0].memory_points == 3  # the rest waits on disk only
+        first = await queue.shards[0].take(2)
+        assert [decode_entry(e).series[0].name for e in first] == ["s0", "s1"]
+        queue.shards[0].done()  # delivered: deleted from the spool
+        await queue.shards[0].take(2)  # s2, s3 in flight when the process dies
+        spool.close()
+
+        spool = Spool(tmp_path)
+        resumed = ShardedQueue(1, capacity=3, max_points_per_send=2, spool=spool, name="d")
+        assert resumed.points == 8
+        assert await _drain(resumed) == [f"s{i}" for i in range(2, 10)]
+        assert spool.backlog("d") == {}
+
+    asyncio.run(scenario())
+
+
+def test_new_entries_wait_behind_the_disk_backlog(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool(tmp_path)
+        queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
+        for i in range(6):
+            _spooled(spool, queue, _batch(f"a{i}", i))
+        taken = await queue.shards[0].take(100)  # memory part
+        queue.shards[0].done()
+        for i in range(3):  # arrive while older entries are still on disk only
+            _spooled(spool, queue, _batch(f"b{i}", 100 + i))
+        rest = await _drain(queue)
+        assert [decode_entry(e).series[0].name for e in taken] + rest == [
+            *(f"a{i}" for i in range(6)),
+            *(f"b{i}" for i in range(3)),
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_drop_oldest_frees_space_from_the_head(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool(tmp_path)
+        queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
+        for i in range(5):
+            _spooled(spool, queue, _batch(f"s{i}", i))
+        size = queue.shards[0].entries[0].size
+        assert queue.drop_oldest(size * 2) == 2
+        assert await _drain(queue) == ["s2", "s3", "s4"]
+        assert spool.backlog("d") == {}
+
+    asyncio.run(scenario())
+
+
+def test_resharding_keeps_every_row(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    queue = ShardedQueue(4, capacity=100, max_points_per_send=100, spool=spool, name="d")
+    _spooled(spool, queue, Batch(tuple(_batch(f"s{i}", 1).series[0] for i in range(40))))
+    before = sum(b.entries for b in spool.backlog("d").values())
+    spool.close()
+    spool = Spool(tmp_path)
+    smaller = ShardedQueue(2, capacity=100, max_points_per_send=100, spool=spool, name="d")
+    assert set(spool.backlog("d")) <= {0, 1}
+    assert sum(b.entries for b in spool.backlog("d").values()) == before
+    assert smaller.points == 40
+
+
+def test_destinations_are_kept_apart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    a = ShardedQueue(1, capacity=10, max_points_per_send=10, spool=spool, name="a")
+    ShardedQueue(1, capacity=10, max_points_per_send=10, spool=spool, name="b")
+    _spooled(spool, a, _batch("x", 1, points=3))
+    assert spool.backlog("a")[0].points == 3
+    assert spool.backlog("b") == {}
+    assert spool.destinations() == ["a"]
