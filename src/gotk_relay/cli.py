@@ -204,7 +204,7 @@ async def _send(batch: object, url: str, protobuf_message: str) -> int:
 
 def rewrite(args: argparse.Namespace) -> int:
     """Run the pipeline offline: the same engine as ``serve``, with text in and text out."""
-    from .config import ConfigError, default_config_text, destination_name, load_file, load_text
+    from .config import ConfigError, destination_names, load
     from .model import iter_points, label_value
     from .pipeline import Pipeline
     from .wire import text
@@ -212,15 +212,11 @@ def rewrite(args: argparse.Namespace) -> int:
     from .wire.labels import describe
 
     try:
-        config = (
-            load_file(args.config)
-            if args.config
-            else load_text(default_config_text(), "<embedded default>")
-        )
+        config = load(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    names = [rw.name or destination_name(i, rw.url) for i, rw in enumerate(config.remote_write)]
+    names = destination_names(config)
     if args.destination and args.destination not in names:
         print(f"error: no remote_write destination named {args.destination!r}", file=sys.stderr)
         return 1
@@ -271,15 +267,11 @@ def ksm_config(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .config import ConfigError, default_config_text, load_file, load_text
+    from .config import ConfigError, load
 
     logs.setup(args.log_level, args.log_format)
     try:
-        config = (
-            load_file(args.config)
-            if args.config
-            else load_text(default_config_text(), "<embedded default>")
-        )
+        config = load(args.config)
     except ConfigError as exc:
         log.error("error loading config", extra={"err": str(exc)})
         return 1

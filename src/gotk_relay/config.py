@@ -371,6 +371,17 @@ def expand_env(node: Any, environ: Mapping[str, str], where: str = "") -> Any:
     return node
 
 
+def destination_names(config: Config) -> list[str]:
+    return [rw.name or destination_name(i, rw.url) for i, rw in enumerate(config.remote_write)]
+
+
+def load(path: str | Path | None) -> Config:
+    """The configuration in ``path``, or the embedded default when there is none."""
+    if path:
+        return load_file(path)
+    return load_text(default_config_text(), "<embedded default>")
+
+
 def default_config_text() -> str:
     return resources.files("gotk_relay").joinpath("default.yml").read_text(encoding="utf-8")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
-from .config import Config, RemoteWriteConfig, destination_name
+from .config import Config, RemoteWriteConfig, destination_names
 from .delivery.entry import Entry, encode_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import QueuedDestination, RetrySettings
@@ -58,9 +58,7 @@ class Relay:
     def __init__(self, config: Config, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
         self.config = config
-        self.names = [
-            rw.name or destination_name(i, rw.url) for i, rw in enumerate(config.remote_write)
-        ]
+        self.names = destination_names(config)
         self.pipeline = Pipeline(config, self.names)
         # Both are fixed for the life of the process: a reload that changes them is reported
         # and needs a restart (moving a spool under a running queue would lose its order).
@@ -172,7 +170,7 @@ class Relay:
         deadline of its own) while its successor, if any, waits for it before sending, so a
         series is never sent by two senders at once.
         """
-        names = [rw.name or destination_name(i, rw.url) for i, rw in enumerate(config.remote_write)]
+        names = destination_names(config)
         old = dict(self.destinations)
         old_cfg = {name: rw for name, rw in zip(self.names, self.config.remote_write, strict=True)}
         flux: FluxRewriter | None = self.pipeline.flux if config.flux == self.config.flux else None
