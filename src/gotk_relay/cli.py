@@ -227,7 +227,7 @@ def rewrite(args: argparse.Namespace) -> int:
     except DecodeError as exc:
         print(f"error: {args.input}: {exc}", file=sys.stderr)
         return 1
-    pipeline = Pipeline(config, names)
+    pipeline = Pipeline(config)
     if args.explain:
         for series in batch.series:
             for step in pipeline.relabel.explain(series.labels):

@@ -13,11 +13,12 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -155,12 +156,53 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
-class RemoteWriteConfig(_Strict):
-    url: str
+def check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f'"{sanitize_url(value)}" is not a valid http(s) URL')
+    return value
+
+
+def check_headers(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if key.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{key} is a reserved header. It must not be changed")
+    return value
+
+
+URL = Annotated[str, AfterValidator(check_url)]
+Headers = Annotated[dict[str, str], AfterValidator(check_headers)]
+
+
+class TenantConfig(_Strict):
+    """Route each series to a tenant taken from one of its labels (as cortex-tenant does)."""
+
+    label: str
+    header: str = "X-Scope-OrgID"  # THANOS-TENANT for Thanos Receive
+    default: str = ""  # tenant of series without the label; empty: such series are dropped
+    keep_label: bool = False
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if value.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{value} is a reserved header and cannot carry the tenant")
+        return value
+
+
+class _QueuedDestinationConfig(_Strict):
+    """What every queued destination has: a name, its rules, its queue and its timeout."""
+
     name: str = ""
     remote_timeout: Duration = 30.0
-    headers: dict[str, str] = Field(default_factory=dict)
     write_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    queue_config: QueueConfig = Field(default_factory=QueueConfig)
+
+
+class RemoteWriteConfig(_QueuedDestinationConfig):
+    url: URL
+    headers: Headers = Field(default_factory=dict)
+    tenant: TenantConfig | None = None
     protobuf_message: ProtobufMessage = V1
     basic_auth: BasicAuth | None = None
     authorization: Authorization | None = None
@@ -170,7 +212,6 @@ class RemoteWriteConfig(_Strict):
     enable_http2: bool = True
     send_exemplars: bool = True
     send_native_histograms: bool = True
-    queue_config: QueueConfig = Field(default_factory=QueueConfig)
     metadata_config: MetadataConfig = Field(default_factory=MetadataConfig)
     # Keys Prometheus knows that gotk-relay cannot honour yet: refused with a clear message
     # rather than accepted and ignored (a silently unsigned request is a silent outage).
@@ -178,22 +219,6 @@ class RemoteWriteConfig(_Strict):
     sigv4: dict[str, Any] | None = None
     azuread: dict[str, Any] | None = None
     google_iam: dict[str, Any] | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f'"{value}" is not a valid http(s) URL')
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if key.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"{key} is a reserved header. It must not be changed")
-        return value
 
     @model_validator(mode="after")
     def _auth(self) -> RemoteWriteConfig:
@@ -210,6 +235,61 @@ class RemoteWriteConfig(_Strict):
     @property
     def display_url(self) -> str:
         return sanitize_url(self.url)
+
+
+DATADOG_SITES = (
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+    "datadoghq.eu",
+    "ddog-gov.com",
+    "uk1.datadoghq.com",
+    "us2.ddog-gov.com",
+)
+
+
+class DatadogConfig(_QueuedDestinationConfig):
+    """Datadog's metrics intake (``POST https://api.<site>/api/v2/series``, JSON)."""
+
+    site: Literal[DATADOG_SITES] = "datadoghq.com"  # type: ignore[valid-type]
+    url: URL | None = None  # overrides site: a proxy, or a test double
+    api_key: SecretStr | None = None  # use ${DD_API_KEY}
+    api_key_file: str | None = None
+    host_label: str | None = None  # label whose value becomes the series' host resource
+    counters: Literal["count", "gauge"] = "count"  # count: monotonic_count deltas
+    tags: list[str] = Field(default_factory=list)  # static tags added to every series
+    compression: Literal["gzip", "deflate"] = "gzip"
+    tls_config: TLSConfig = Field(default_factory=TLSConfig)
+
+    @model_validator(mode="after")
+    def _key(self) -> DatadogConfig:
+        if (self.api_key is None) == (not self.api_key_file):
+            raise ValueError("configure exactly one of api_key (e.g. ${DD_API_KEY}) & api_key_file")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self.url or f"https://api.{self.site}/api/v2/series"
+
+    def resolve_api_key(self) -> str:
+        if self.api_key_file:
+            return read_secret_file(self.api_key_file)
+        return self.api_key.get_secret_value() if self.api_key else ""
+
+
+class OTLPConfig(_QueuedDestinationConfig):
+    """An OTLP/HTTP metrics receiver (``POST …/v1/metrics``, protobuf)."""
+
+    url: URL
+    headers: Headers = Field(default_factory=dict)  # vendor keys: use ${ENV}
+    compression: Literal["gzip", "none"] = "gzip"
+    temporality: Literal["cumulative", "delta"] = "cumulative"  # delta for Datadog's OTLP intake
+    resource_labels: list[str] = Field(default_factory=lambda: ["job", "instance"])
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
+    tls_config: TLSConfig = Field(default_factory=TLSConfig)
 
 
 class IngressBasicAuth(_Strict):
@@ -304,19 +384,41 @@ class Config(_Strict):
     flux: FluxConfig = Field(default_factory=FluxConfig)
     federate: FederateConfig = Field(default_factory=FederateConfig)
     remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
+    datadog: list[DatadogConfig] = Field(default_factory=list)
+    otlp: list[OTLPConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _names(self) -> Config:
-        seen: dict[str, int] = {}
-        for index, rw in enumerate(self.remote_write):
-            name = rw.name or destination_name(index, rw.url)
+        seen: dict[str, str] = {}
+        for where, name, _ in self.destinations():
             if name in seen or name == "federate":
                 raise ValueError(
-                    f"remote_write[{index}]: duplicate destination name {name!r} "
-                    f"(also remote_write[{seen.get(name, '?')}]); give each a unique name:"
+                    f"{where}: duplicate destination name {name!r} "
+                    f"(also {seen.get(name, 'the embedded federate')}); give each a unique name:"
                 )
-            seen[name] = index
+            seen[name] = where
         return self
+
+    def destinations(self) -> list[tuple[str, str, QueuedDestinationConfig]]:
+        """Every queued destination as (config location, name, config), in config order."""
+        out: list[tuple[str, str, QueuedDestinationConfig]] = []
+        for i, rw in enumerate(self.remote_write):
+            out.append((f"remote_write[{i}]", rw.name or destination_name(i, rw.url), rw))
+        for i, dd in enumerate(self.datadog):
+            out.append(
+                (
+                    f"datadog[{i}]",
+                    dd.name
+                    or f"datadog:{i}:{dd.site if dd.url is None else urlsplit(dd.url).netloc}",
+                    dd,
+                )
+            )
+        for i, ot in enumerate(self.otlp):
+            out.append((f"otlp[{i}]", ot.name or f"otlp:{destination_name(i, ot.url)}", ot))
+        return out
+
+
+QueuedDestinationConfig = RemoteWriteConfig | DatadogConfig | OTLPConfig
 
 
 def destination_name(index: int, url: str) -> str:
@@ -372,7 +474,7 @@ def expand_env(node: Any, environ: Mapping[str, str], where: str = "") -> Any:
 
 
 def destination_names(config: Config) -> list[str]:
-    return [rw.name or destination_name(i, rw.url) for i, rw in enumerate(config.remote_write)]
+    return [name for _, name, _ in config.destinations()]
 
 
 def load(path: str | Path | None) -> Config:

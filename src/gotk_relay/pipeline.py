@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .config import Config
-from .model import Batch, Series
+from .config import Config, TenantConfig
+from .model import Batch, Series, label_value
 from .rules.flux import FluxRewriter
 from .rules.relabel import RuleSet, compile_rules
 
@@ -34,17 +34,11 @@ def relabel_batch(rules: RuleSet, batch: Batch) -> Batch:
 
 
 class Pipeline:
-    def __init__(
-        self,
-        config: Config,
-        destination_names: list[str],
-        flux: FluxRewriter | None = None,
-    ) -> None:
+    def __init__(self, config: Config, flux: FluxRewriter | None = None) -> None:
         self.relabel = compile_rules(config.relabel_configs)
         self.flux = flux if flux is not None else FluxRewriter(config.flux)
         self.write_relabel: Mapping[str, RuleSet] = {
-            name: compile_rules(rw.write_relabel_configs)
-            for name, rw in zip(destination_names, config.remote_write, strict=True)
+            name: compile_rules(cfg.write_relabel_configs) for _, name, cfg in config.destinations()
         }
 
     def ingest(self, batch: Batch, now_ms: int | None = None) -> Batch:
@@ -54,3 +48,25 @@ class Pipeline:
     def for_destination(self, name: str, batch: Batch) -> Batch:
         rules = self.write_relabel.get(name)
         return batch if rules is None else relabel_batch(rules, batch)
+
+
+def split_by_tenant(batch: Batch, tenant: TenantConfig) -> tuple[dict[str, Batch], int]:
+    """Per tenant, its series (in batch order); and the points of series that have no tenant.
+
+    The tenant is the value of ``tenant.label`` (or ``tenant.default`` when absent); the label is
+    removed unless ``keep_label``. Metadata goes to every tenant: it describes metric families,
+    which any tenant may hold.
+    """
+    groups: dict[str, list[Series]] = {}
+    orphaned = 0
+    for series in batch.series:
+        value = label_value(series.labels, tenant.label) or tenant.default
+        if not value:
+            orphaned += len(series.samples) + len(series.histograms)
+            continue
+        if not tenant.keep_label:
+            series = series._replace(
+                labels=tuple(kv for kv in series.labels if kv[0] != tenant.label)
+            )
+        groups.setdefault(value, []).append(series)
+    return {t: Batch(tuple(s), batch.metadata) for t, s in groups.items()}, orphaned

@@ -20,15 +20,21 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
-from .config import Config, RemoteWriteConfig, destination_names
+from .config import (
+    Config,
+    DatadogConfig,
+    OTLPConfig,
+    QueuedDestinationConfig,
+    destination_names,
+)
 from .delivery.entry import Entry, encode_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
-from .delivery.sender import QueuedDestination, RetrySettings
+from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool
 from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
 from .model import Batch
-from .pipeline import Pipeline
+from .pipeline import Pipeline, split_by_tenant
 from .rules.flux import FluxRewriter
 from .telemetry import Telemetry, flux_metrics, gauge
 
@@ -41,9 +47,22 @@ class Admission:
     busy_destination: str = ""
 
 
+def build_client(name: str, cfg: QueuedDestinationConfig) -> Client:
+    """The protocol half of a destination; the queue, shards and retries are shared by all."""
+    if isinstance(cfg, DatadogConfig):
+        from .destinations.datadog import DatadogClient
+
+        return DatadogClient(name, cfg)
+    if isinstance(cfg, OTLPConfig):
+        from .destinations.otlp import OTLPClient
+
+        return OTLPClient(name, cfg)
+    return RemoteWriteClient(name, cfg)
+
+
 def build_destination(
     name: str,
-    cfg: RemoteWriteConfig,
+    cfg: QueuedDestinationConfig,
     telemetry: Telemetry,
     budget: MemoryBudget | None = None,
     spool: Spool | None = None,
@@ -51,7 +70,7 @@ def build_destination(
     q = cfg.queue_config
     queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send, budget, spool, name)
     retry = RetrySettings(q.min_backoff, q.max_backoff, q.sample_age_limit)
-    return QueuedDestination(name, RemoteWriteClient(name, cfg), queue, retry, telemetry)
+    return QueuedDestination(name, build_client(name, cfg), queue, retry, telemetry)
 
 
 class Relay:
@@ -59,7 +78,7 @@ class Relay:
         self.telemetry = telemetry
         self.config = config
         self.names = destination_names(config)
-        self.pipeline = Pipeline(config, self.names)
+        self.pipeline = Pipeline(config)
         # Both are fixed for the life of the process: a reload that changes them is reported
         # and needs a restart (moving a spool under a running queue would lose its order).
         self.budget = MemoryBudget(config.queues.memory_budget_bytes)
@@ -69,8 +88,8 @@ class Relay:
             else None
         )
         self.destinations: dict[str, QueuedDestination] = {
-            name: build_destination(name, rw, telemetry, self.budget, self.spool)
-            for name, rw in zip(self.names, config.remote_write, strict=True)
+            name: build_destination(name, cfg, telemetry, self.budget, self.spool)
+            for _, name, cfg in config.destinations()
         }
         if self.spool is not None:
             orphans = set(self.spool.destinations()) - set(self.names)
@@ -117,16 +136,15 @@ class Relay:
         for name, destination in self.destinations.items():
             out = self.pipeline.for_destination(name, rewritten)
             protocol = destination.protocol
-            entries: list[list[Entry]] = []
-            for chunks in destination.queue.plan(out):
-                keep_alive.extend(chunks)
-                shard_entries = []
-                for chunk in chunks:
-                    key = (id(chunk), protocol)
-                    if key not in encoded:
-                        encoded[key] = encode_entry(chunk, protocol)
-                    shard_entries.append(encoded[key])
-                entries.append(shard_entries)
+            entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
+            for tenant, part in self._tenants(destination, out):
+                for index, chunks in enumerate(destination.queue.plan(part)):
+                    keep_alive.extend(chunks)
+                    for chunk in chunks:
+                        key = (id(chunk), protocol)
+                        if key not in encoded:
+                            encoded[key] = encode_entry(chunk, protocol, tenant)
+                        entries[index].append(encoded[key])
             planned.append((destination, entries))
         if self.spool is not None:
             planned = self._spool(planned)
@@ -137,6 +155,15 @@ class Relay:
             if refused:
                 self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
         return Admission(True)
+
+    def _tenants(self, destination: QueuedDestination, batch: Batch) -> list[tuple[str, Batch]]:
+        tenant = getattr(destination.client, "tenant", None)
+        if tenant is None:
+            return [("", batch)]
+        groups, orphaned = split_by_tenant(batch, tenant)
+        if orphaned:
+            self.telemetry.dropped(destination.name, orphaned, "no_tenant")
+        return sorted(groups.items())
 
     def _spool(
         self, planned: list[tuple[QueuedDestination, list[list[Entry]]]]
@@ -172,9 +199,9 @@ class Relay:
         """
         names = destination_names(config)
         old = dict(self.destinations)
-        old_cfg = {name: rw for name, rw in zip(self.names, self.config.remote_write, strict=True)}
+        old_cfg = {name: cfg for _, name, cfg in self.config.destinations()}
         flux: FluxRewriter | None = self.pipeline.flux if config.flux == self.config.flux else None
-        pipeline = Pipeline(config, names, flux)
+        pipeline = Pipeline(config, flux)
         destinations: dict[str, QueuedDestination] = {}
         starts: list[tuple[QueuedDestination, asyncio.Task[None] | None]] = []
         if (config.spool, config.queues) != (self.config.spool, self.config.queues):
@@ -184,9 +211,9 @@ class Relay:
             config = config.model_copy(
                 update={"spool": self.config.spool, "queues": self.config.queues}
             )
-        for name, rw in zip(names, config.remote_write, strict=True):
+        for _, name, cfg in config.destinations():
             previous = old.pop(name, None)
-            if previous is not None and old_cfg[name] == rw:
+            if previous is not None and old_cfg[name] == cfg:
                 destinations[name] = previous
                 continue
             drain = None
@@ -196,7 +223,7 @@ class Relay:
                     previous.halt()
                 else:
                     drain = self._drain(previous)
-            fresh = build_destination(name, rw, self.telemetry, self.budget, self.spool)
+            fresh = build_destination(name, cfg, self.telemetry, self.budget, self.spool)
             destinations[name] = fresh
             starts.append((fresh, drain))
         for leftover in old.values():

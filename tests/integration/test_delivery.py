@@ -226,3 +226,55 @@ async def test_shutdown_drains_what_can_be_delivered_and_counts_the_rest() -> No
             )
             == 2
         )
+
+
+async def test_tenants_are_split_into_requests_with_their_header() -> None:
+    receiver = ScriptedReceiver()
+    config = _config(receiver.url, max_samples_per_send=1000)
+    config["remote_write"][0]["tenant"] = {"label": "tenant", "default": "shared"}  # type: ignore[index]
+    batch = Batch(
+        tuple(
+            Series(
+                tuple(sorted({"__name__": f"m{i}", **({"tenant": t} if t else {})}.items())),
+                (Sample(1.0, 1000),),
+            )
+            for i, t in enumerate(["a", "b", "a", "", "b"])
+        )
+    )
+    async with receivers(receiver), relay_client(config) as (client, _):
+        assert await _post(client, batch) == 204
+        await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 5)
+    by_tenant = {
+        r.headers["X-Scope-OrgID"]: [s.name for s in r.batch.series] for r in receiver.requests
+    }
+    assert by_tenant == {"a": ["m0", "m2"], "b": ["m1", "m4"], "shared": ["m3"]}
+    assert all("tenant" not in dict(s.labels) for r in receiver.requests for s in r.batch.series)
+
+
+async def test_series_without_a_tenant_are_dropped_and_counted_when_there_is_no_default() -> None:
+    receiver = ScriptedReceiver()
+    config = _config(receiver.url)
+    config["remote_write"][0]["tenant"] = {
+        "label": "tenant",
+        "header": "THANOS-TENANT",
+        "keep_label": True,
+    }  # type: ignore[index]
+    batch = Batch(
+        (
+            Series((("__name__", "m"), ("tenant", "a")), (Sample(1.0, 1000),)),
+            Series((("__name__", "orphan"),), (Sample(1.0, 1000),)),
+        )
+    )
+    async with receivers(receiver), relay_client(config) as (client, relay):
+        assert await _post(client, batch) == 204
+        await eventually(lambda: len(receiver.delivered()) == 1)
+        assert (
+            _sample(
+                relay,
+                "gotk_relay_samples_dropped_total",
+                {"destination": "d0", "reason": "no_tenant"},
+            )
+            == 1
+        )
+    assert receiver.requests[0].headers["THANOS-TENANT"] == "a"
+    assert receiver.requests[0].batch.series[0].labels == (("__name__", "m"), ("tenant", "a"))

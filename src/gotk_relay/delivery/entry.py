@@ -25,6 +25,7 @@ class Entry(NamedTuple):
     points: int  # samples + histograms: what capacity and the forwarded/dropped counters count
     newest_ms: int  # newest sample timestamp, for sample_age_limit
     spool_id: int = 0  # row in the destination's spool, 0 when held in memory only
+    tenant: str = ""  # for tenant routing: sent with the destination's tenant header
 
     @property
     def size(self) -> int:
@@ -45,8 +46,10 @@ def encode(batch: Batch, protocol: str) -> bytes:
     return rw2.encode(batch) if protocol == V2 else rw1.encode(batch)
 
 
-def encode_entry(batch: Batch, protocol: str) -> Entry:
-    return Entry(encode(batch, protocol), protocol, batch.point_count, newest_timestamp(batch))
+def encode_entry(batch: Batch, protocol: str, tenant: str = "") -> Entry:
+    return Entry(
+        encode(batch, protocol), protocol, batch.point_count, newest_timestamp(batch), 0, tenant
+    )
 
 
 def decode_entry(entry: Entry) -> Batch:

@@ -155,8 +155,8 @@ class Shard:
         total = 0
         while self.entries:
             entry = self.entries[0]
-            if taken and total + entry.points > max_points:
-                break
+            if taken and (total + entry.points > max_points or entry.tenant != taken[0].tenant):
+                break  # one request carries one tenant
             self.entries.popleft()
             taken.append(entry)
             total += entry.points

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS entries (
     protocol TEXT NOT NULL,
     points INTEGER NOT NULL,
     newest_ms INTEGER NOT NULL,
+    tenant TEXT NOT NULL DEFAULT '',
     payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_queue ON entries (destination, shard, id);
@@ -70,14 +71,16 @@ class Spool:
             ids = []
             for destination, shard, entry in rows:
                 cursor.execute(
-                    "INSERT INTO entries (destination, shard, protocol, points, newest_ms, payload)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO entries"
+                    " (destination, shard, protocol, points, newest_ms, tenant, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         destination,
                         shard,
                         entry.protocol,
                         entry.points,
                         entry.newest_ms,
+                        entry.tenant,
                         entry.payload,
                     ),
                 )
@@ -97,12 +100,13 @@ class Spool:
 
     def read(self, destination: str, shard: int, after_id: int, limit: int) -> list[Entry]:
         rows = self.db.execute(
-            "SELECT id, protocol, points, newest_ms, payload FROM entries"
+            "SELECT id, protocol, points, newest_ms, tenant, payload FROM entries"
             " WHERE destination = ? AND shard = ? AND id > ? ORDER BY id LIMIT ?",
             (destination, shard, after_id, limit),
         ).fetchall()
         return [
-            Entry(bytes(p), proto, pts, newest, row_id) for row_id, proto, pts, newest, p in rows
+            Entry(bytes(payload), proto, points, newest, row_id, tenant)
+            for row_id, proto, points, newest, tenant, payload in rows
         ]
 
     def backlog(self, destination: str) -> dict[int, Backlog]:

@@ -76,6 +76,7 @@ class RemoteWriteClient:
         self.name = name
         self.cfg = cfg
         self.protobuf_message: str = cfg.protobuf_message
+        self.tenant = cfg.tenant  # the relay splits batches by it; entries carry the value
         self._ssl = build_ssl_context(cfg)
         self._session: aiohttp.ClientSession | None = None
 
@@ -109,6 +110,8 @@ class RemoteWriteClient:
             protocol = self.protobuf_message
             body = snappy.compress(request_body(entries, protocol))
             headers = protocol_headers(protocol)
+            if self.tenant is not None:  # the queue never merges entries of two tenants
+                headers[self.tenant.header] = entries[0].tenant
             try:
                 status, response_headers, text = await self._post(body, headers)
             except SendError as exc:
