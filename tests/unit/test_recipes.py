@@ -1,0 +1,45 @@
+"""Every relay config in docs/recipes.md passes check-config, so the recipes cannot rot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gotk_relay.config import load_text
+
+RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
+BLOCK = re.compile(r"```yaml\n# recipe: (?P<name>[\w-]+)\n(?P<body>.*?)```", re.DOTALL)
+
+
+def _recipes() -> list[tuple[str, str]]:
+    return [(m["name"], m["body"]) for m in BLOCK.finditer(RECIPES.read_text())]
+
+
+def test_the_page_has_every_recipe_the_issue_asks_for() -> None:
+    names = {name for name, _ in _recipes()}
+    assert {
+        "mimir",
+        "grafana-cloud",
+        "victoriametrics",
+        "thanos",
+        "datadog",
+        "datadog-agent-federate",
+        "otlp",
+    } <= names
+
+
+@pytest.mark.parametrize(("name", "body"), _recipes(), ids=[n for n, _ in _recipes()])
+def test_recipe_passes_check_config(name: str, body: str) -> None:
+    env_line = re.search(r"^# env: (.+)$", body, re.MULTILINE)
+    environ = {var.strip(): "x" for var in env_line.group(1).split(",")} if env_line else {}
+    config = load_text(body, f"docs/recipes.md#{name}", environ)
+    assert config.destinations() or config.federate.enabled
+
+
+def test_the_agent_check_config_targets_federate() -> None:
+    block = RECIPES.read_text().split("# not-a-relay-config\n", 1)[1].split("```", 1)[0]
+    check = yaml.safe_load(block)
+    assert check["instances"][0]["openmetrics_endpoint"].endswith(":9201/federate")
