@@ -220,7 +220,7 @@ class Relay:
             if previous is not None:
                 if self.spool is not None:
                     # Its entries stay in the spool: stop it now, the successor resumes them.
-                    previous.halt()
+                    self._draining.append(previous.halt())
                 else:
                     drain = self._drain(previous)
             fresh = build_destination(name, cfg, self.telemetry, self.budget, self.spool)
@@ -228,7 +228,7 @@ class Relay:
             starts.append((fresh, drain))
         for leftover in old.values():
             if self.spool is not None:
-                leftover.halt()
+                self._draining.append(leftover.halt())
             else:
                 self._drain(leftover)
         if config.federate != self.config.federate:

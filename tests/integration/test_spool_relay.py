@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from harness import (
     Reply,
     ScriptedReceiver,
@@ -92,3 +93,22 @@ async def test_drop_oldest_keeps_accepting_and_counts_what_it_dropped(tmp_path: 
         )
         assert dropped > 0
         assert _sample(relay, "gotk_relay_spool_bytes", {"destination": "d0"}) <= 2000
+
+
+async def test_a_reloaded_destination_resumes_the_spooled_backlog_of_its_predecessor(
+    tmp_path: Path,
+) -> None:
+    from gotk_relay.config import load_text
+
+    old = ScriptedReceiver(default=Reply(503))
+    new = ScriptedReceiver()
+    async with receivers(old, new), relay_client(_config(tmp_path, old.url)) as (client, relay):
+        for t in range(10):
+            assert await _post(client, ["a", "b"], 1000 + t) == 204
+        await eventually(lambda: len(old.requests) >= 2)  # retrying against the failing URL
+        relay.reload(load_text(yaml.safe_dump(_config(tmp_path, new.url))))
+        await eventually(lambda: sum(b.sample_count for b in new.delivered()) == 20)
+    stamps = [
+        x.timestamp for b in new.delivered() for s in b.series if s.name == "a" for x in s.samples
+    ]
+    assert stamps == [1000 + t for t in range(10)]  # each once, in order

@@ -145,11 +145,16 @@ class QueuedDestination:
     def idle(self) -> bool:
         return self.queue.points == 0
 
-    def halt(self) -> None:
+    def halt(self) -> asyncio.Task[None]:
         """Stop sending at once, without draining: for a spooled destination being replaced,
-        whose entries stay in the spool for its successor."""
+        whose entries stay in the spool for its successor. The task ends once it is closed."""
         for task in self._tasks:
             task.cancel()
+        return asyncio.create_task(self._close_after(list(self._tasks)), name=f"halt:{self.name}")
+
+    async def _close_after(self, tasks: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.close()
 
     async def stop(self, deadline: float) -> None:
         """Let the senders drain until ``deadline`` (a loop.time()), then cancel them.
