@@ -294,11 +294,19 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from aiohttp import web
 
     from .config import Config, ConfigError, load_file
+    from .ingress import Authenticator, server_ssl_context
     from .relay import Relay
     from .server import STATE, make_app
     from .telemetry import Telemetry
 
     assert isinstance(config, Config)
+    tls = config.receiver.tls
+    try:  # before the relay opens its spool: an unusable secret or certificate stops here
+        authenticator = Authenticator(config.receiver.auth)
+        ssl_context = server_ssl_context(tls) if tls is not None else None
+    except ConfigError as exc:
+        log.error("cannot start", extra={"err": str(exc)})
+        return 1
     telemetry = Telemetry()
     relay = Relay(config, telemetry)
 
@@ -308,20 +316,25 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             return
         try:
             new = load_file(args.config)
+            authenticator.configure(new.receiver.auth)  # re-reads the secret files
         except ConfigError as exc:
             telemetry.reload_success.set(0)
             log.error("failed to reload config; keeping the running one", extra={"err": str(exc)})
             raise
+        if new.receiver.tls != tls:
+            log.warning("receiver.tls changed; it takes effect when the relay restarts")
         relay.reload(new)
         telemetry.reload_success.set(1)
         telemetry.reload_timestamp.set(time.time())
-        log.info("completed loading of configuration file", extra={"filename": args.config})
+        log.info("completed loading of configuration file", extra={"file": args.config})
 
-    app = make_app(relay, telemetry, reload, enable_lifecycle=args.lifecycle)
+    app = make_app(
+        relay, telemetry, reload, enable_lifecycle=args.lifecycle, authenticator=authenticator
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen or ("0.0.0.0", 9201)
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
@@ -340,6 +353,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "destinations": ",".join(relay.names) or "none",
             "federate": relay.federate is not None,
             "flux_mode": config.flux.mode,
+            "tls": "off" if tls is None else ("mtls" if tls.client_ca_file else "on"),
+            "auth": (authenticator.scheme or "none").lower(),
         },
     )
     stop = asyncio.Event()

@@ -1,28 +1,36 @@
 """HTTP edge: the write endpoint, /federate, /metrics, health, readiness and reload.
 
-The write handler is a thin shell: check headers and sizes, decode, hand the batch to
+The write handler is a thin shell: check credentials, headers and sizes, read the body within
+``receiver.read_timeout``, decode within the ``receiver.*`` limits, hand the batch to
 ``Relay.admit`` and translate the outcome into the status the remote-write spec prescribes.
 Nothing between reading the body and queuing it awaits, so batches are queued in the order
 their bodies arrived.
+
+When ``receiver.auth`` is set, the write endpoints, ``/federate`` (it serves the written data)
+and ``/-/reload`` require credentials; ``/metrics``, ``/-/healthy`` and ``/-/ready`` stay open
+for scrapers and probes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import ConfigError
 from .delivery.spool import SpoolError
+from .ingress import Authenticator, InFlight, limits_of
 from .model import Batch
 from .relay import Relay
 from .selectors import SelectorError, parse_selectors
 from .telemetry import Telemetry
 from .wire import rw1, rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
+from .wire.labels import LabelLimitError, TooManySeriesError
 
 log = logging.getLogger("gotk_relay.server")
 
@@ -30,6 +38,8 @@ RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
 TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 RELOADER: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("reloader")
 STATE: web.AppKey[dict[str, bool]] = web.AppKey("state", dict)
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
+IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
 
 V1_PROTO = "prometheus.WriteRequest"
 V2_PROTO = "io.prometheus.write.v2.Request"
@@ -64,13 +74,42 @@ def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> web
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
+def _unauthenticated(request: web.Request) -> web.Response | None:
+    """The 401 to answer when ``receiver.auth`` is set and the request's credentials fail it."""
+    refusal = request.app[AUTHENTICATOR].refusal(request.headers.get("Authorization"))
+    if refusal is None:
+        return None
+    return _plain(401, refusal.reason, {"WWW-Authenticate": refusal.challenge})
+
+
 async def handle_write(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
     telemetry = request.app[TELEMETRY]
-    limits = relay.config.receiver
     if not request.app[STATE].get("accepting", True):
         telemetry.rejected.labels("shutting_down").inc()
         return _plain(503, "gotk-relay is shutting down", {"Retry-After": "5"})
+    unauthenticated = _unauthenticated(request)
+    if unauthenticated is not None:
+        telemetry.rejected.labels("unauthorized").inc()
+        return unauthenticated
+    in_flight = request.app[IN_FLIGHT]
+    limit = relay.config.receiver.max_concurrent_requests
+    if not in_flight.enter(limit):
+        telemetry.rejected.labels("too_many_requests").inc()
+        return _plain(
+            429,
+            f"more than {limit} write requests in progress "
+            "(receiver.max_concurrent_requests); retry later",
+            {"Retry-After": "1"},
+        )
+    try:
+        return await _write(request, relay, telemetry)
+    finally:
+        in_flight.leave()
+
+
+async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> web.StreamResponse:
+    limits = relay.config.receiver
     encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
     if encoding != "snappy":
         telemetry.rejected.labels("unsupported_encoding").inc()
@@ -89,13 +128,31 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
             f"request body of {request.content_length} bytes exceeds the limit of "
             f"{limits.max_request_bytes} bytes",
         )
-    body = await request.content.read(limits.max_request_bytes + 1)
-    if len(body) > limits.max_request_bytes:
+    try:
+        async with asyncio.timeout(limits.read_timeout or None):  # 0: no timeout
+            body = await _read_body(request.content, limits.max_request_bytes)
+    except TimeoutError:
+        telemetry.rejected.labels("read_timeout").inc()
+        return await _hang_up(
+            request,
+            408,
+            f"request body not received within {limits.read_timeout:g}s (receiver.read_timeout)",
+        )
+    if body is None:
         telemetry.rejected.labels("too_large").inc()
-        return _plain(413, f"request body exceeds the limit of {limits.max_request_bytes} bytes")
+        return await _hang_up(
+            request, 413, f"request body exceeds the limit of {limits.max_request_bytes} bytes"
+        )
     try:
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
-        batch = (rw2 if proto == V2_PROTO else rw1).decode(raw)
+        codec = rw2 if proto == V2_PROTO else rw1
+        batch = codec.decode(raw, limits=limits_of(limits))
+    except TooManySeriesError as exc:
+        telemetry.rejected.labels("too_many_series").inc()
+        return _plain(413, str(exc))
+    except LabelLimitError as exc:
+        telemetry.rejected.labels("label_limits").inc()
+        return _plain(400, str(exc))
     except TooLargeError as exc:
         telemetry.rejected.labels("too_large").inc()
         return _plain(413, str(exc))
@@ -126,6 +183,36 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=headers)
 
 
+async def _read_body(content: StreamReader, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it exceeds ``limit`` bytes.
+
+    A loop, because ``StreamReader.read(n)`` returns what has arrived so far, not n bytes: a body
+    that comes in several TCP segments would otherwise be cut short.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _hang_up(request: web.Request, status: int, text: str) -> web.StreamResponse:
+    """Answer, then close the connection at once.
+
+    Otherwise aiohttp keeps reading (and discarding) the rest of a slow or oversized body for
+    its lingering time, and a slow sender holds the connection that much longer.
+    """
+    response = _plain(status, text)
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # the transport sends what is buffered, then closes
+    return response
+
+
 def _count(telemetry: Telemetry, batch: Batch, proto: str) -> None:
     telemetry.received.labels("sample", proto).inc(batch.sample_count)
     telemetry.received.labels("histogram", proto).inc(batch.histogram_count)
@@ -133,6 +220,9 @@ def _count(telemetry: Telemetry, batch: Batch, proto: str) -> None:
 
 
 async def handle_federate(request: web.Request) -> web.StreamResponse:
+    unauthenticated = _unauthenticated(request)
+    if unauthenticated is not None:
+        return unauthenticated
     relay = request.app[RELAY]
     if relay.federate is None:
         return _plain(404, "the federate destination is disabled (federate.enabled: false)")
@@ -163,6 +253,9 @@ async def handle_ready(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_reload(request: web.Request) -> web.StreamResponse:
+    unauthenticated = _unauthenticated(request)
+    if unauthenticated is not None:
+        return unauthenticated
     if not request.app[STATE].get("lifecycle", False):
         return _plain(403, "Lifecycle API is not enabled (start with --web.enable-lifecycle).")
     try:
@@ -210,7 +303,13 @@ def make_app(
     reloader: Callable[[], Awaitable[None]],
     *,
     enable_lifecycle: bool = True,
+    authenticator: Authenticator | None = None,
 ) -> web.Application:
+    """The relay's HTTP app.
+
+    ``authenticator`` is the one the caller reconfigures on reload; without it one is built from
+    ``relay.config.receiver.auth`` (``ConfigError`` when a secret file is unusable).
+    """
     # client_max_size guards every handler that reads a body; the write handler reads with
     # its own (configurable) limit. auto_decompress off: aiohttp must not inflate a gzip/zstd
     # body (unbounded) before the handler can answer 415 for an encoding remote write forbids.
@@ -223,6 +322,10 @@ def make_app(
     app[TELEMETRY] = telemetry
     app[RELOADER] = reloader
     app[STATE] = {"accepting": True, "lifecycle": enable_lifecycle}
+    app[AUTHENTICATOR] = (
+        authenticator if authenticator is not None else Authenticator(relay.config.receiver.auth)
+    )
+    app[IN_FLIGHT] = InFlight()
     app.router.add_post("/api/v1/write", handle_write)
     app.router.add_post("/api/v1/push", handle_write)
     app.router.add_get("/federate", handle_federate)

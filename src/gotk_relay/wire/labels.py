@@ -1,8 +1,125 @@
-"""Label-set rules every remote-write series must follow (spec 1.0 and 2.0 alike)."""
+"""Label-set rules every remote-write series must follow (spec 1.0 and 2.0 alike), and the
+receiver's configurable bounds on what one request may hold.
+"""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+from typing import Final
+
 from ..model import Labels
+from .errors import DecodeError, TooLargeError
+
+_UNLIMITED: Final = sys.maxsize
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds a decoded write must stay within; the default bounds nothing.
+
+    The codecs take them as an argument (rather than reading the configuration) so they stay
+    pure functions of their input; the server builds one from ``receiver.*``. Lengths are UTF-8
+    bytes, as Mimir and Cortex count them, so a limit means the same thing to every backend.
+    """
+
+    max_series: int = _UNLIMITED
+    max_labels_per_series: int = _UNLIMITED
+    max_label_name_length: int = _UNLIMITED
+    max_label_value_length: int = _UNLIMITED
+
+    @property
+    def bounds_labels(self) -> bool:
+        """Whether any per-series check applies (when not, decoding skips the label loop)."""
+        return (
+            self.max_labels_per_series != _UNLIMITED
+            or self.max_label_name_length != _UNLIMITED
+            or self.max_label_value_length != _UNLIMITED
+        )
+
+
+NO_LIMITS: Final = Limits()
+
+
+class TooManySeriesError(TooLargeError):
+    """More series in one request than ``max_series``: answered with 413, like an oversized body.
+
+    The request as a whole is too big, not any series in it: the sender can split it (a smaller
+    ``max_samples_per_send``), so the status is the one the other size limits use.
+    """
+
+
+class LabelLimitError(DecodeError):
+    """A series over a per-series label limit: answered with 400 naming the series (as Mimir)."""
+
+
+def check_series_count(count: int, limits: Limits) -> None:
+    """Refuse a request with too many series; called before any series is converted."""
+    if count > limits.max_series:
+        raise TooManySeriesError(
+            f"request has {count} series, over receiver.max_series_per_request "
+            f"({limits.max_series}); send smaller requests"
+        )
+
+
+def check_series(labels: Labels, limits: Limits = NO_LIMITS, *, validate: bool = True) -> None:
+    """Raise ``LabelLimitError`` for a breached limit, ``DecodeError`` for a spec violation.
+
+    Limits are checked first: they are cheap and bound the work the spec checks then do.
+    """
+    problem = limit_problem(labels, limits)
+    if problem:
+        raise LabelLimitError(f"{problem} in series {describe(labels)}")
+    if validate:
+        problem = label_problem(labels)
+        if problem:
+            raise DecodeError(f"{problem} in series {describe(labels)}")
+
+
+def limit_problem(labels: Labels, limits: Limits) -> str | None:
+    """Which label limit ``labels`` breaks, or None; the reason names the configuration key."""
+    if len(labels) > limits.max_labels_per_series:
+        return (
+            f"{len(labels)} labels, over receiver.max_labels_per_series "
+            f"({limits.max_labels_per_series})"
+        )
+    max_name, max_value = limits.max_label_name_length, limits.max_label_value_length
+    for name, value in labels:
+        # Characters are a lower bound of UTF-8 bytes, and equal them for ASCII: the common
+        # case costs two len() and two isascii(), no encoding.
+        if (
+            len(name) > max_name
+            or len(value) > max_value
+            or not (name.isascii() and value.isascii())
+        ):
+            problem = _length_problem(name, value, limits)
+            if problem:
+                return problem
+    return None
+
+
+def _length_problem(name: str, value: str, limits: Limits) -> str | None:
+    size = _utf8_len(name)
+    if size > limits.max_label_name_length:
+        return (
+            f"label name {_clip(name)!r} of {size} bytes, over "
+            f"receiver.max_label_name_length ({limits.max_label_name_length})"
+        )
+    size = _utf8_len(value)
+    if size > limits.max_label_value_length:
+        return (
+            f"value of label {_clip(name)!r} of {size} bytes, over "
+            f"receiver.max_label_value_length ({limits.max_label_value_length})"
+        )
+    return None
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _clip(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else text[: keep - 3] + "..."
 
 
 def label_problem(labels: Labels) -> str | None:

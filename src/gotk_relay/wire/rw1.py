@@ -17,25 +17,27 @@ from ..model import (
 )
 from . import remote_pb2 as pb
 from .errors import DecodeError
-from .labels import describe, label_problem
+from .labels import NO_LIMITS, Limits, check_series, check_series_count
 
 CONTENT_TYPE = "application/x-protobuf"
 VERSION = "0.1.0"
 
 
-def decode(data: bytes, *, validate: bool = True) -> Batch:
-    """Parse an uncompressed WriteRequest; labels are checked unless ``validate`` is false."""
+def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:
+    """Parse an uncompressed WriteRequest; labels are checked unless ``validate`` is false.
+
+    ``limits`` apply either way; the series count is checked before any series is converted.
+    """
     request = pb.WriteRequest()
     try:
         request.ParseFromString(data)
     except ProtoDecodeError as exc:
         raise DecodeError(f"invalid protobuf WriteRequest: {exc}") from exc
+    check_series_count(len(request.timeseries), limits)
     series = tuple(_series(ts) for ts in request.timeseries)
-    if validate:
+    if validate or limits.bounds_labels:
         for item in series:
-            problem = label_problem(item.labels)
-            if problem:
-                raise DecodeError(f"{problem} in series {describe(item.labels)}")
+            check_series(item.labels, limits, validate=validate)
     metadata = tuple(
         FamilyMetadata(m.metric_family_name, _metric_type(m.type), m.help, m.unit)
         for m in request.metadata

@@ -13,31 +13,31 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
 from . import write_v2_pb2 as pb
 from .errors import DecodeError
-from .labels import describe, label_problem
+from .labels import NO_LIMITS, Limits, check_series, check_series_count, describe
 from .rw1 import fill_histogram, histogram_from_proto
 
 CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 VERSION = "2.0.0"
 
 
-def decode(data: bytes, *, validate: bool = True) -> Batch:
+def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:
+    """Parse an uncompressed v2 Request; ``limits`` apply even when ``validate`` is false."""
     request = pb.Request()
     try:
         request.ParseFromString(data)
     except ProtoDecodeError as exc:
         raise DecodeError(f"invalid protobuf io.prometheus.write.v2.Request: {exc}") from exc
+    check_series_count(len(request.timeseries), limits)
     symbols = tuple(request.symbols)
     if symbols and symbols[0] != "":
         raise DecodeError("symbols[0] must be the empty string")
     series: list[Series] = []
     for index, ts in enumerate(request.timeseries):
         labels = _resolve_pairs(symbols, ts.labels_refs, f"timeseries[{index}].labels_refs")
-        if validate:
-            problem = label_problem(labels)
-            if problem:
-                raise DecodeError(f"{problem} in series {describe(labels)}")
-            if ts.samples and ts.histograms:
-                raise DecodeError(f"series {describe(labels)} carries both samples and histograms")
+        if validate or limits.bounds_labels:
+            check_series(labels, limits, validate=validate)
+        if validate and ts.samples and ts.histograms:
+            raise DecodeError(f"series {describe(labels)} carries both samples and histograms")
         metadata = None
         if ts.HasField("metadata"):
             meta = ts.metadata

@@ -1,0 +1,493 @@
+"""Ingress security: who may write (``receiver.auth``) and over what (``receiver.tls``).
+
+Both are off by default. With ``receiver.auth``, the write endpoints, ``/federate`` and
+``/-/reload`` answer 401 with a ``WWW-Authenticate`` challenge unless the request carries the
+right credentials; ``/metrics``, ``/-/healthy`` and ``/-/ready`` stay open for scrapers and
+probes. With ``receiver.tls`` the relay serves HTTPS only, and with ``client_ca_file`` it
+refuses, during the TLS handshake, a client without a certificate that CA signed. Secrets are
+read from files, never shown in logs, metrics or answers, and an unusable secret or certificate
+stops the start (exit 1, one line naming the file) or the reload (the running one stays).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from harness import gauge_batch, metric_value, relay_client, rw_body
+
+from gotk_relay.config import ConfigError, IngressAuth
+from gotk_relay.ingress import Authenticator
+
+TOKEN = "tok-3f9a1c7e5b"
+PASSWORD = "pw-8d2e6b0a4c"
+USERNAME = "prometheus"
+BEARER_CHALLENGE = 'Bearer realm="gotk-relay"'
+BASIC_CHALLENGE = 'Basic realm="gotk-relay", charset="UTF-8"'
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _secret(tmp_path: Path, name: str, value: str) -> str:
+    path = tmp_path / name
+    path.write_text(value + "\n")  # a trailing newline, as `echo` or a Secret mount leaves it
+    return str(path)
+
+
+def _bearer_config(tmp_path: Path) -> dict[str, object]:
+    token_file = _secret(tmp_path, "token", TOKEN)
+    return {"flux": {"mode": "off"}, "receiver": {"auth": {"bearer_token_file": token_file}}}
+
+
+def _basic_config(tmp_path: Path) -> dict[str, object]:
+    password_file = _secret(tmp_path, "password", PASSWORD)
+    auth = {"basic_auth": {"username": USERNAME, "password_file": password_file}}
+    return {"flux": {"mode": "off"}, "receiver": {"auth": auth}}
+
+
+# ---- who may write --------------------------------------------------------------------------
+
+BEARER_CASES = [
+    ("no-credentials", None, 401),
+    ("wrong-token", "Bearer not-the-token", 401),
+    ("empty-token", "Bearer ", 401),
+    ("basic-instead-of-bearer", _basic(USERNAME, TOKEN), 401),
+    ("right-token", f"Bearer {TOKEN}", 204),
+    ("scheme-in-lowercase", f"bearer {TOKEN}", 204),
+]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [c[1:] for c in BEARER_CASES],
+    ids=[c[0] for c in BEARER_CASES],
+)
+async def test_bearer_token_auth(tmp_path: Path, authorization: str | None, status: int) -> None:
+    body, headers = rw_body(gauge_batch(["up"], 1))
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    async with relay_client(_bearer_config(tmp_path)) as (client, _):
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        text = await response.text()
+        assert response.status == status, text
+        if status == 401:
+            assert response.headers["WWW-Authenticate"] == BEARER_CHALLENGE
+            assert text.count("\n") == 1
+            metrics = await (await client.get("/metrics")).text()
+            rejected = metric_value(
+                metrics, "gotk_relay_rejected_requests_total", reason="unauthorized"
+            )
+            assert rejected == 1
+
+
+BASIC_CASES = [
+    ("no-credentials", None, 401),
+    ("wrong-password", _basic(USERNAME, "not-the-password"), 401),
+    ("wrong-username", _basic("someone-else", PASSWORD), 401),
+    ("no-colon", "Basic " + base64.b64encode(PASSWORD.encode()).decode(), 401),
+    ("not-base64", "Basic %%%", 401),
+    ("bearer-instead-of-basic", f"Bearer {PASSWORD}", 401),
+    ("right-credentials", _basic(USERNAME, PASSWORD), 204),
+]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [c[1:] for c in BASIC_CASES],
+    ids=[c[0] for c in BASIC_CASES],
+)
+async def test_basic_auth(tmp_path: Path, authorization: str | None, status: int) -> None:
+    body, headers = rw_body(gauge_batch(["up"], 1))
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    async with relay_client(_basic_config(tmp_path)) as (client, _):
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        text = await response.text()
+        assert response.status == status, text
+        if status == 401:
+            assert response.headers["WWW-Authenticate"] == BASIC_CHALLENGE
+            assert text.count("\n") == 1
+
+
+async def test_without_receiver_auth_writes_need_no_credentials() -> None:
+    body, headers = rw_body(gauge_batch(["up"], 1))
+    async with relay_client({"flux": {"mode": "off"}}) as (client, _):
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+
+
+ENDPOINTS = [
+    ("POST", "/api/v1/write", True),
+    ("POST", "/api/v1/push", True),
+    ("GET", "/federate", True),  # it serves what was written
+    ("POST", "/-/reload", True),  # it changes what the relay does
+    ("GET", "/metrics", False),  # the relay's own metrics, for its scraper
+    ("GET", "/-/healthy", False),  # probes
+    ("GET", "/-/ready", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "protected"),
+    ENDPOINTS,
+    ids=[f"{m} {p}" for m, p, _ in ENDPOINTS],
+)
+async def test_which_endpoints_need_credentials(
+    tmp_path: Path, method: str, path: str, protected: bool
+) -> None:
+    async with relay_client(_bearer_config(tmp_path)) as (client, _):
+        anonymous = await client.request(method, path)
+        assert (anonymous.status == 401) is protected, await anonymous.text()
+        signed = await client.request(method, path, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert signed.status != 401
+
+
+@pytest.mark.parametrize(
+    ("config", "right", "wrong_guess"),
+    [
+        (_bearer_config, f"Bearer {TOKEN}", "Bearer guess-0c4d9e"),
+        (_basic_config, _basic(USERNAME, PASSWORD), _basic(USERNAME, "guess-0c4d9e")),
+    ],
+    ids=["bearer", "basic"],
+)
+async def test_secrets_never_reach_logs_metrics_or_answers(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    config: Callable[[Path], dict[str, object]],
+    right: str,
+    wrong_guess: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    body, headers = rw_body(gauge_batch(["up"], 1))
+    answers = []
+    async with relay_client(config(tmp_path)) as (client, _):
+        for authorization in (None, wrong_guess, right):
+            sent = headers | ({"Authorization": authorization} if authorization else {})
+            response = await client.post("/api/v1/write", data=body, headers=sent)
+            answers.append(f"{response.headers} {await response.text()}")
+        answers.append(await (await client.get("/metrics")).text())
+    seen = "\n".join([*answers, caplog.text])
+    for secret in (TOKEN, PASSWORD, "guess-0c4d9e", right.split()[1], wrong_guess.split()[1]):
+        assert secret not in seen
+
+
+async def test_a_rotated_secret_file_takes_effect_without_a_reload(tmp_path: Path) -> None:
+    config = _bearer_config(tmp_path)
+    body, headers = rw_body(gauge_batch(["up"], 1))
+    async with relay_client(config) as (client, _):
+        old = headers | {"Authorization": f"Bearer {TOKEN}"}
+        assert (await client.post("/api/v1/write", data=body, headers=old)).status == 204
+        _secret(tmp_path, "token", "a-longer-rotated-token")  # as a Secret update rewrites it
+        new = headers | {"Authorization": "Bearer a-longer-rotated-token"}
+        assert (await client.post("/api/v1/write", data=body, headers=new)).status == 204
+        assert (await client.post("/api/v1/write", data=body, headers=old)).status == 401
+
+
+@pytest.mark.parametrize("content", [None, ""], ids=["missing-file", "empty-file"])
+def test_an_unusable_secret_file_is_refused_and_the_running_credentials_stay(
+    tmp_path: Path, content: str | None
+) -> None:
+    authenticator = Authenticator(IngressAuth(bearer_token_file=_secret(tmp_path, "t", TOKEN)))
+    bad = tmp_path / "bad-token"
+    if content is not None:
+        bad.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        authenticator.configure(IngressAuth(bearer_token_file=str(bad)))
+    assert "receiver.auth.bearer_token_file: " in str(info.value)
+    assert str(bad) in str(info.value)
+    assert authenticator.refusal(f"Bearer {TOKEN}") is None
+
+
+# ---- the real command: reload, HTTPS, mTLS, start-up errors ---------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_command(config: Path, port: int, *flags: str) -> list[str]:
+    serve = [sys.executable, "-m", "gotk_relay", "serve", "--config", str(config)]
+    return [*serve, "--listen-address", f"127.0.0.1:{port}", *flags]
+
+
+@dataclass
+class Served:
+    port: int
+    config: Path
+    log: Path
+
+
+@contextmanager
+def _serving(tmp_path: Path, config: dict[str, object], *flags: str) -> Iterator[Served]:
+    """``gotk-relay serve`` on ``config`` until the test is done (SIGTERM, exit 0)."""
+    served = Served(_free_port(), tmp_path / "relay.yml", tmp_path / "relay.log")
+    served.config.write_text(yaml.safe_dump(config))
+    with served.log.open("w") as log:
+        proc = subprocess.Popen(
+            _serve_command(served.config, served.port, *flags),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while 'msg="gotk-relay started"' not in served.log.read_text():
+                assert proc.poll() is None, served.log.read_text()
+                assert time.monotonic() < deadline, "relay did not start"
+                time.sleep(0.05)
+            yield served
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                assert proc.wait(timeout=15) == 0, served.log.read_text()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+
+
+def _request(
+    url: str,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+    method: str | None = None,
+) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _write(
+    base: str, authorization: str | None = None, context: ssl.SSLContext | None = None
+) -> int:
+    body, headers = rw_body(gauge_batch(["up"], 1))
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    return _request(base + "/api/v1/write", data=body, headers=headers, context=context)[0]
+
+
+def test_reload_rereads_the_secret_files_and_keeps_them_on_error(tmp_path: Path) -> None:
+    config = _bearer_config(tmp_path)
+    with _serving(tmp_path, config, "--web.enable-lifecycle") as served:
+        base = f"http://127.0.0.1:{served.port}"
+        old = f"Bearer {TOKEN}"
+        assert _write(base, old) == 204
+
+        # A reload onto a missing token file fails, naming it; the running token stays.
+        missing = tmp_path / "no-such-token"
+        config["receiver"] = {"auth": {"bearer_token_file": str(missing)}}
+        served.config.write_text(yaml.safe_dump(config))
+        status, text = _request(base + "/-/reload", method="POST", headers={"Authorization": old})
+        assert status == 500 and str(missing) in text
+        assert _write(base, old) == 204
+
+        # A reload onto a new token file switches to it.
+        new_file = _secret(tmp_path, "new-token", "tok-rotated-by-reload")
+        config["receiver"] = {"auth": {"bearer_token_file": new_file}}
+        served.config.write_text(yaml.safe_dump(config))
+        status, text = _request(base + "/-/reload", method="POST", headers={"Authorization": old})
+        assert status == 200, text
+        assert _write(base, "Bearer tok-rotated-by-reload") == 204
+        assert _write(base, old) == 401
+
+        checked = subprocess.run(
+            [sys.executable, "-m", "gotk_relay", "check-config", str(served.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert checked.returncode == 0
+    shown = served.log.read_text() + checked.stdout + checked.stderr
+    assert TOKEN not in shown and "tok-rotated-by-reload" not in shown
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, a server certificate for IP 127.0.0.1 and a client certificate, made by openssl."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=gotk-relay test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    extensions = {
+        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
+    for who, ext in extensions.items():
+        (d / f"{who}.ext").write_text(ext + "authorityKeyIdentifier=keyid,issuer\n")
+        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}")
+        openssl(
+            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{who}.pem", "-days", "1", "-extfile", f"{who}.ext",
+        )  # fmt: skip
+    names = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+    return Pki(*(str(d / name) for name in names))
+
+
+def _tls_config(pki: Pki, **tls: str) -> dict[str, object]:
+    settings = {"cert_file": pki.server_cert, "key_file": pki.server_key, **tls}
+    return {"flux": {"mode": "off"}, "receiver": {"tls": settings}}
+
+
+def _client(
+    pki: Pki, *, certificate: bool = False, tls: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
+    """An HTTPS client trusting the test CA; with ``certificate``, presenting the client one."""
+    context = ssl.create_default_context(cafile=pki.ca)
+    if certificate:
+        context.load_cert_chain(pki.client_cert, pki.client_key)
+    if tls is not None:
+        context.minimum_version = context.maximum_version = tls
+    return context
+
+
+def _handshake(port: int, context: ssl.SSLContext) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname="127.0.0.1"),
+    ):
+        pass
+
+
+def test_with_tls_the_relay_speaks_only_https(tmp_path: Path, pki: Pki) -> None:
+    with _serving(tmp_path, _tls_config(pki)) as served:
+        with pytest.raises(OSError):  # the relay hangs up on plain HTTP
+            _request(f"http://127.0.0.1:{served.port}/-/healthy")
+        base = f"https://127.0.0.1:{served.port}"
+        with pytest.raises(urllib.error.URLError) as untrusted:  # a client not trusting the CA
+            _request(base + "/-/healthy", context=ssl.create_default_context())
+        assert isinstance(untrusted.value.reason, ssl.SSLCertVerificationError)
+        assert _request(base + "/-/healthy", context=_client(pki))[0] == 200
+        assert _write(base, context=_client(pki)) == 204
+
+
+def test_with_client_ca_file_a_client_needs_a_certificate(tmp_path: Path, pki: Pki) -> None:
+    with _serving(tmp_path, _tls_config(pki, client_ca_file=pki.ca)) as served:
+        base = f"https://127.0.0.1:{served.port}"
+        # TLS 1.2: refused during the handshake itself.
+        with pytest.raises(ssl.SSLError):
+            _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_2))
+        # TLS 1.3 sends the client's certificate after the client considers the handshake done:
+        # the refusal arrives as a closed connection, before any HTTP answer.
+        with pytest.raises(OSError):
+            _request(base + "/-/healthy", context=_client(pki, tls=ssl.TLSVersion.TLSv1_3))
+        assert _write(base, context=_client(pki, certificate=True)) == 204
+
+
+def test_min_version_tls13_refuses_a_tls12_client(tmp_path: Path, pki: Pki) -> None:
+    with _serving(tmp_path, _tls_config(pki, min_version="TLS13")) as served:
+        with pytest.raises(ssl.SSLError):
+            _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_2))
+        _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_3))
+
+
+StartError = Callable[[Pki, Path], tuple[dict[str, object], str]]
+
+
+def _start_errors() -> list[tuple[str, StartError]]:
+    def missing(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        path = str(d / "missing.pem")
+        return _tls_config(pki, cert_file=path), f"receiver.tls.cert_file {path}"
+
+    def missing_key(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        path = str(d / "missing.key")
+        return _tls_config(pki, key_file=path), f"receiver.tls.key_file {path}"
+
+    def missing_ca(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        path = str(d / "missing-ca.pem")
+        return _tls_config(pki, client_ca_file=path), f"receiver.tls.client_ca_file {path}"
+
+    def mismatched_key(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        config = _tls_config(pki, key_file=pki.client_key)
+        return config, f"cannot use certificate {pki.server_cert} with key {pki.client_key}"
+
+    def not_a_ca(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        path = d / "garbage.pem"
+        path.write_text("not a certificate\n")
+        return _tls_config(pki, client_ca_file=str(path)), f"client_ca_file {path}"
+
+    def encrypted_key(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        path = str(d / "encrypted.key")
+        subprocess.run(
+            ["openssl", "ec", "-in", pki.server_key, "-aes256", "-passout", "pass:x", "-out", path],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        expected = f"receiver.tls.key_file {path}: the key is encrypted"
+        return _tls_config(pki, key_file=path), expected
+
+    def missing_token(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        path = str(d / "missing-token")
+        auth = {"bearer_token_file": path}
+        return (
+            {"receiver": {"auth": auth}},
+            f"receiver.auth.bearer_token_file: unable to read secret file {path}",
+        )
+
+    def empty_password(pki: Pki, d: Path) -> tuple[dict[str, object], str]:
+        path = _secret(d, "empty-password", "")
+        auth = {"basic_auth": {"username": USERNAME, "password_file": path}}
+        return {"receiver": {"auth": auth}}, f"secret file {path} is empty"
+
+    cases = [missing, missing_key, missing_ca, mismatched_key, not_a_ca, encrypted_key]
+    cases += [missing_token, empty_password]
+    return [(case.__name__.replace("_", "-"), case) for case in cases]
+
+
+START_ERRORS = _start_errors()
+
+
+@pytest.mark.parametrize("case", [c[1] for c in START_ERRORS], ids=[c[0] for c in START_ERRORS])
+def test_an_unusable_certificate_or_secret_stops_the_start_with_one_line(
+    tmp_path: Path, pki: Pki, case: StartError
+) -> None:
+    config, expected = case(pki, tmp_path)
+    path = tmp_path / "relay.yml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        _serve_command(path, _free_port()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert expected in lines[0]
