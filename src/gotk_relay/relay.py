@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from .config import (
     Config,
@@ -289,6 +289,16 @@ class Relay:
             (([n, getattr(d.client, "protobuf_message", "")], 1) for n, d in dests),
         )
         yield from flux_metrics(self.pipeline.flux.stats)
+        skipped = CounterMetricFamily(
+            "gotk_relay_samples_skipped",
+            "Samples a destination's protocol cannot carry, not sent (e.g. stale markers and "
+            "points older than 1h for Datadog), by reason; they count as forwarded too.",
+            labels=["destination", "reason"],
+        )
+        for n, d in dests:
+            for reason, count in sorted(getattr(d.client, "skipped", {}).items()):
+                skipped.add_metric([n, reason], count)
+        yield skipped
         if self.spool is not None:
             yield gauge(
                 "gotk_relay_spool_bytes",

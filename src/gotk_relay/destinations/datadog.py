@@ -1,0 +1,385 @@
+"""The Datadog destination: series as JSON to ``POST https://api.<site>/api/v2/series``.
+
+What goes on the wire is decided in :mod:`.datadog_mapping` (names, tags, types, counter
+deltas); this module sizes requests, sends them and reads the answers.
+
+One queued batch, many requests
+    The intake takes at most 512000 bytes compressed and 5242880 bytes uncompressed per
+    request, so a batch becomes as many *pieces* as needed (series grouped up to the
+    uncompressed limit, then halved until each compresses under the other). They are sent in
+    order. A 413 for a piece splits that piece (by series, or by points for a lone series) and
+    the halves are sent in its place.
+
+Retries never send a point twice, nor compute a delta twice
+    Counters are sent as deltas from per-series state, so mapping the same entries again on a
+    retry would compute different deltas (or none). A batch's pieces are therefore computed once,
+    kept (keyed by the identity of the entries list: the sender resends the very same list until
+    it hears OK or DROP), and only the pieces not yet accepted are sent again. A piece's counter
+    state is committed when Datadog answers 202 for it, and only then.
+
+Answers
+    2xx: accepted. 408, 429, 5xx and transport errors: retried by the sender, honouring
+    Retry-After (429 always: Datadog documents it as "retry", unlike remote write where
+    ``retry_on_http_429`` opts in). 400: the payload is refused, dropped (reason ``http_400``;
+    the sender logs the body once). 403: the API key was refused, dropped with reason
+    ``auth_failed`` and an error log (the key itself is never logged). 413 for a piece that
+    cannot be split further, and other 4xx: dropped as ``http_<status>``. A drop ends the batch:
+    pieces not yet sent are not tried (a 400/403 would refuse them alike), and the sender counts
+    the whole batch as dropped, pieces already accepted included. The counter state of a
+    dropped piece is not committed, so the next delta of those series includes the dropped
+    increase: sums over time stay right, the increase just lands later.
+
+Samples the intake cannot store (stale markers, NaN, more than an hour old or ten minutes
+ahead, native histograms, counters' first observations...) are not sent and are counted in
+``DatadogClient.skipped`` (reason → samples). Exposing that as a relay metric is pending: the
+telemetry module does not read it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import ssl
+import time
+import zlib
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+from multidict import CIMultiDict
+
+from .. import __version__
+from ..config import ConfigError, DatadogConfig, sanitize_url
+from ..delivery.entry import Entry, decode_entry
+from ..delivery.retry import Outcome, parse_retry_after
+from ..delivery.sender import SendResult
+from ..errors import SendError
+from ..model import Labels, merge
+from .datadog_mapping import (
+    CounterMark,
+    CounterStore,
+    MappedSeries,
+    MappingOptions,
+    TypeCache,
+    map_batch,
+    normalize_tag,
+)
+
+try:  # orjson is several times faster on large batches; json is always there
+    import orjson
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+log = logging.getLogger("gotk_relay.datadog")
+
+USER_AGENT = f"gotk-relay/{__version__}"
+MAX_COMPRESSED_BYTES: Final = 512_000
+MAX_UNCOMPRESSED_BYTES: Final = 5_242_880
+_PREFIX: Final = b'{"series":['
+_SUFFIX: Final = b"]}"
+_OVERHEAD: Final = len(_PREFIX) + len(_SUFFIX)
+_OFF_THREAD_BYTES: Final = 256 * 1024  # compress bigger bodies off the event loop
+_AUTH_LOG_INTERVAL: Final = 60.0  # at most one "key refused" error a minute
+_EXPIRE_INTERVAL: Final = 60.0
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    """``gzip`` or HTTP ``deflate`` (the zlib format, as the Datadog Agent sends it)."""
+    if encoding == "deflate":
+        return zlib.compress(body, 6)
+    return gzip.compress(body, 6, mtime=0)
+
+
+def ssl_context(cfg: DatadogConfig) -> ssl.SSLContext | bool:
+    """As remote write's: the default verified context, adjusted by ``tls_config``."""
+    tls = cfg.tls_config
+    if not cfg.endpoint.startswith("https") and not tls.ca_file and not tls.cert_file:
+        return True
+    context = (
+        ssl.create_default_context(cafile=tls.ca_file)
+        if tls.ca_file
+        else ssl.create_default_context()
+    )
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.min_version == "TLS13":
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+    elif tls.min_version == "TLS12":
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@dataclass
+class Piece:
+    """One request's worth of series, the encoded series, and the compressed body once built."""
+
+    series: list[MappedSeries]
+    parts: list[bytes]
+    updates: dict[Labels, CounterMark] = field(default_factory=dict)  # committed with it
+    body: bytes | None = None
+
+    @property
+    def raw_size(self) -> int:
+        return _OVERHEAD + sum(len(p) for p in self.parts) + max(0, len(self.parts) - 1)
+
+    def raw(self) -> bytes:
+        return _PREFIX + b",".join(self.parts) + _SUFFIX
+
+    def split(self) -> list[Piece] | None:
+        """Halves of this piece (by series, or a lone series by points); None if it is one
+        point. Counter state not tied to a point goes with the first half, sent first."""
+        if len(self.series) > 1:
+            mid = len(self.series) // 2
+            return [
+                Piece(self.series[:mid], self.parts[:mid], self.updates),
+                Piece(self.series[mid:], self.parts[mid:]),
+            ]
+        if len(self.series) == 1 and len(self.series[0].points) > 1:
+            first, second = self.series[0].split()
+            return [
+                Piece([first], [_dumps(first.to_dict())], self.updates),
+                Piece([second], [_dumps(second.to_dict())]),
+            ]
+        return None
+
+    def points(self) -> int:
+        return sum(len(s.points) for s in self.series)
+
+
+@dataclass
+class Plan:
+    """A batch's pieces not yet accepted, kept across the sender's retries of it."""
+
+    entries: list[Entry]
+    pieces: deque[Piece]
+
+
+def group(parts: list[bytes], limit: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of ``parts`` whose joined JSON fits in ``limit`` bytes (a part too big
+    on its own gets a range of its own)."""
+    ranges: list[tuple[int, int]] = []
+    start, size = 0, _OVERHEAD
+    for index, part in enumerate(parts):
+        extra = len(part) + (1 if index > start else 0)
+        if index > start and size + extra > limit:
+            ranges.append((start, index))
+            start, size = index, _OVERHEAD
+            extra = len(part)
+        size += extra
+    if start < len(parts):
+        ranges.append((start, len(parts)))
+    return ranges
+
+
+class DatadogClient:
+    """The ``Client`` of a ``datadog:`` destination (see the module docstring)."""
+
+    def __init__(
+        self, name: str, cfg: DatadogConfig, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self._clock = clock
+        self.options = MappingOptions(
+            host_label=cfg.host_label,
+            counters_as_count=cfg.counters == "count",
+            static_tags=tuple(t for t in (normalize_tag(t) for t in cfg.tags) if t),
+        )
+        self.types = TypeCache()
+        self.counters = CounterStore()
+        self.skipped: Counter[str] = Counter()  # reason → samples not sent (telemetry pending)
+        self.max_compressed = MAX_COMPRESSED_BYTES
+        self.max_uncompressed = MAX_UNCOMPRESSED_BYTES
+        # One plan per shard is in flight; a few more cover batches the sender gave up on
+        # (sample_age_limit) without telling us.
+        self._plans: OrderedDict[int, Plan] = OrderedDict()
+        self._max_plans = cfg.queue_config.min_shards + 8
+        self._ssl = ssl_context(cfg)
+        self._session: aiohttp.ClientSession | None = None
+        self._auth_logged_at = -_AUTH_LOG_INTERVAL
+        self._expired_at = 0.0
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.cfg.remote_timeout),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._session
+
+    async def send(self, entries: list[Entry]) -> SendResult:
+        plan = await self._plan(entries)
+        if not plan.pieces:  # everything was skipped, or accepted before
+            self._forget(entries)
+            return SendResult(Outcome.OK, "ok")
+        try:
+            api_key = self.cfg.resolve_api_key()  # per attempt: a rotated key file is picked up
+        except ConfigError as exc:
+            self._log_auth("the Datadog API key file cannot be read", str(exc))
+            return SendResult(Outcome.RETRY, "api_key_file", detail=str(exc))
+        while plan.pieces:
+            piece = plan.pieces[0]
+            if piece.body is None:
+                piece.body = await self._compress(piece.raw())
+            try:
+                status, headers, text = await self._post(piece.body, api_key)
+            except SendError as exc:
+                return SendResult(Outcome.RETRY, exc.reason, detail=exc.detail)
+            if 200 <= status < 300:
+                plan.pieces.popleft()
+                self._commit(piece)
+                continue
+            if status == 413:
+                halves = piece.split()
+                if halves is not None:
+                    log.debug(
+                        "Datadog answered 413; splitting the request",
+                        extra={"destination": self.name, "series": len(piece.series)},
+                    )
+                    plan.pieces.popleft()
+                    plan.pieces.extendleft(reversed(halves))
+                    continue
+            if status in (408, 429) or status >= 500:
+                retry_after = parse_retry_after(headers.get("Retry-After"), self._clock())
+                return SendResult(Outcome.RETRY, f"http_{status}", retry_after, text)
+            self._forget(entries)
+            if status == 403:
+                self._log_auth(
+                    "Datadog refused the API key (403); batches are dropped until the key "
+                    "(api_key / api_key_file) or the site is fixed",
+                    text,
+                )
+                return SendResult(Outcome.DROP, "auth_failed", detail=text)
+            return SendResult(Outcome.DROP, f"http_{status}", detail=text)
+        self._forget(entries)
+        return SendResult(Outcome.OK, "ok")
+
+    async def _plan(self, entries: list[Entry]) -> Plan:
+        """The batch's plan: the kept one on a retry, else mapped and sized now."""
+        plan = self._plans.get(id(entries))
+        if plan is not None and plan.entries is entries:
+            self._plans.move_to_end(id(entries))
+            return plan
+        now = self._clock()
+        if now - self._expired_at >= _EXPIRE_INTERVAL:
+            self._expired_at = now
+            self.counters.expire(now)
+        batch = merge(decode_entry(e) for e in entries)
+        mapped = map_batch(batch, self.options, self.types, self.counters, int(now * 1000))
+        self.skipped.update(mapped.skipped)
+        pieces = await self._pieces(mapped.series)
+        if pieces:
+            pieces[0].updates = mapped.updates
+        else:  # nothing to send: the observations are all there is to keep
+            for key, mark in mapped.updates.items():
+                self.counters.commit(key, mark, now)
+        plan = Plan(entries, deque(pieces))
+        self._plans[id(entries)] = plan  # holding `entries` keeps its id from being reused
+        while len(self._plans) > self._max_plans:
+            self._plans.popitem(last=False)
+        return plan
+
+    async def _pieces(self, series: list[MappedSeries]) -> list[Piece]:
+        """Requests within both limits: group by uncompressed size, then halve what does not
+        compress small enough (JSON of similar series compresses 10-30×, so halving is rare)."""
+        parts = [_dumps(s.to_dict()) for s in series]
+        todo: deque[Piece] = deque()
+        for start, end in group(parts, self.max_uncompressed):
+            todo.append(Piece(series[start:end], parts[start:end]))
+        pieces: list[Piece] = []
+        while todo:
+            piece = todo.popleft()
+            if piece.raw_size <= self.max_uncompressed:
+                body = await self._compress(piece.raw())
+                if len(body) <= self.max_compressed:
+                    piece.body = body
+                    pieces.append(piece)
+                    continue
+            halves = piece.split()
+            if halves is None:  # one point over the limits: cannot happen with ≤200-char tags
+                self.skipped["too_large"] += piece.points()
+                log.warning(
+                    "a single Datadog point exceeds the request size limits; skipped",
+                    extra={"destination": self.name, "metric": piece.series[0].metric},
+                )
+                continue
+            todo.extendleft(reversed(halves))
+        return pieces
+
+    async def _compress(self, raw: bytes) -> bytes:
+        if len(raw) >= _OFF_THREAD_BYTES:
+            return await asyncio.to_thread(compress, raw, self.cfg.compression)
+        return compress(raw, self.cfg.compression)
+
+    def _commit(self, piece: Piece) -> None:
+        now = self._clock()
+        for key, mark in piece.updates.items():
+            self.counters.commit(key, mark, now)
+        for series in piece.series:
+            if series.final is not None:
+                self.counters.commit(series.key, series.final, now)
+
+    def _forget(self, entries: list[Entry]) -> None:
+        self._plans.pop(id(entries), None)
+
+    def _log_auth(self, message: str, detail: str) -> None:
+        now = self._clock()
+        if now - self._auth_logged_at < _AUTH_LOG_INTERVAL:
+            return
+        self._auth_logged_at = now
+        log.error(
+            message,
+            extra={
+                "destination": self.name,
+                "endpoint": sanitize_url(self.cfg.endpoint),
+                "response": detail,
+            },
+        )
+
+    async def _post(self, body: bytes, api_key: str) -> tuple[int, CIMultiDict[str], str]:
+        session = self._session_now()
+        headers = {
+            "DD-API-KEY": api_key,
+            "Content-Type": "application/json",
+            "Content-Encoding": self.cfg.compression,
+        }
+        try:
+            async with session.post(
+                self.cfg.endpoint,
+                data=body,
+                headers=headers,
+                server_hostname=self.cfg.tls_config.server_name,
+            ) as response:
+                text = ""
+                if response.status >= 300:
+                    raw = await response.content.read(1024)
+                    text = raw.decode("utf-8", "replace").strip().replace("\n", " ")[:512]
+                else:
+                    await response.read()
+                return response.status, CIMultiDict(response.headers), text
+        except TimeoutError as exc:
+            raise SendError("timeout", f"no answer within {self.cfg.remote_timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise SendError("connect_error", str(exc)[:300]) from exc
+        except OSError as exc:
+            raise SendError("connect_error", str(exc)[:300]) from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,386 @@
+"""The Datadog destination end to end: the real relay app in-process, posting to the intake double.
+
+Every payload the relay sends is validated by the double against ``datadog-api-client``'s models
+(``intake.problems`` must stay empty) and checked against the intake's size limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from datadog_intake import MAX_COMPRESSED, MAX_UNCOMPRESSED, DatadogIntake
+from harness import eventually, relay_client, rw_body
+
+from gotk_relay.destinations.datadog import DatadogClient
+from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series
+from gotk_relay.relay import Relay
+from gotk_relay.wire import text
+
+FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "flux"
+
+
+def _config(intake: DatadogIntake, flux: str = "off", **extra: Any) -> dict[str, Any]:
+    queue = {**FAST, **extra.pop("queue_config", {})}
+    destination = {"name": "dd", "url": intake.url, "queue_config": queue, **extra}
+    if "api_key_file" not in destination:
+        destination.setdefault("api_key", "test-key")
+    return {"flux": {"mode": flux}, "datadog": [destination]}
+
+
+def _client(relay: Relay) -> DatadogClient:
+    client = relay.destinations["dd"].client
+    assert isinstance(client, DatadogClient)
+    return client
+
+
+def _dropped(relay: Relay, reason: str) -> float:
+    labels = {"destination": "dd", "reason": reason}
+    return (
+        relay.telemetry.registry.get_sample_value("gotk_relay_samples_dropped_total", labels) or 0
+    )
+
+
+async def _post(client: Any, batch: Batch) -> None:
+    body, headers = rw_body(batch)
+    response = await client.post("/api/v1/write", data=body, headers=headers)
+    assert response.status == 204, await response.text()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _gauges(count: int, ts: int, entropy: int = 1, prefix: str = "g") -> Batch:
+    """``count`` gauge series whose labels carry ``entropy`` random hex values each: random
+    text is what keeps JSON from compressing, so these reach the compressed limit."""
+    return Batch(
+        tuple(
+            Series(
+                tuple(
+                    sorted(
+                        {
+                            "__name__": "load_test_gauge",
+                            "series": f"{prefix}{i:06d}",
+                            **{f"r{k}": secrets.token_hex(16) for k in range(entropy)},
+                        }.items()
+                    )
+                ),
+                (Sample(float(i), ts),),
+            )
+            for i in range(count)
+        )
+    )
+
+
+def _tags(series: dict[str, Any]) -> dict[str, str]:
+    return dict(t.split(":", 1) for t in series.get("tags", []))
+
+
+async def test_flux_legacy_series_arrive_as_gauges_with_lowercased_tags() -> None:
+    # KSM's gotk_resource_info, re-stamped to now (the intake refuses points over an hour old).
+    now = _now_ms()
+    parsed = text.parse((FIXTURES / "ksm_input.prom").read_text(), now)
+    batch = Batch(
+        tuple(s._replace(samples=(Sample(s.samples[0].value, now),)) for s in parsed.series),
+        parsed.metadata,
+    )
+    async with DatadogIntake() as intake:
+        config = _config(intake, flux="legacy", tags=["env:Test"])
+        async with relay_client(config) as (client, _):
+            await _post(client, batch)
+            await eventually(
+                lambda: any(s["metric"] == "gotk_suspend_status" for s in intake.series)
+            )
+    assert intake.problems == []
+    by_metric: dict[str, list[dict[str, Any]]] = {}
+    for s in intake.series:
+        by_metric.setdefault(s["metric"], []).append(s)
+    assert {"gotk_reconcile_condition", "gotk_suspend_status"} <= set(by_metric)
+    for s in by_metric["gotk_reconcile_condition"] + by_metric["gotk_suspend_status"]:
+        assert s["type"] == 3  # gauges
+        assert [p["timestamp"] for p in s["points"]] == [now // 1000]
+        assert "env:test" in s["tags"]  # static tags, lowercased like every tag
+    # Tag values are lowercased by Datadog's rules: kind="HelmRelease" is kind:helmrelease,
+    # status="True" is status:true.
+    helmrelease = {
+        _tags(s)["status"]: s["points"][0]["value"]
+        for s in by_metric["gotk_reconcile_condition"]
+        if _tags(s).get("name") == "nextcloud-redis"
+    }
+    assert helmrelease == {"true": 1.0, "false": 0.0, "unknown": 0.0}
+    sample = next(
+        s for s in by_metric["gotk_reconcile_condition"] if _tags(s).get("name") == "podinfo"
+    )
+    tags = _tags(sample)
+    assert tags["kind"] == "ocirepository" and tags["type"] == "ready"
+    assert tags["exported_namespace"] == "apps" and tags["cluster"] == "prod-eu1"
+    assert tags["instance"] == "10.244.1.17:8080"  # colons after the key stay
+    suspended = {
+        (_tags(s)["kind"], _tags(s)["name"]): s["points"][0]["value"]
+        for s in by_metric["gotk_suspend_status"]
+    }
+    assert suspended[("kustomization", "flux-system")] == 1.0
+    assert suspended[("gitrepository", "flux-system")] == 0.0
+
+
+async def test_a_counter_arrives_as_count_deltas_across_requests_and_a_reset() -> None:
+    start = _now_ms() - 120_000
+    values = [10.0, 15.0, 22.0, 4.0, 9.0]  # a reset after 22
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, relay):
+        for i, value in enumerate(values):
+            series = Series(
+                (("__name__", "http_requests_total"), ("code", "200"), ("job", "API")),
+                (Sample(value, start + i * 15_000),),
+            )
+            await _post(client, Batch((series,)))
+        await eventually(lambda: len(intake.points("http_requests_total")) == 4)
+        skipped = dict(_client(relay).skipped)
+    assert intake.problems == []
+    points = intake.points("http_requests_total")
+    assert [(p[1], p[2], p[3]) for p in points] == [
+        ((start + 15_000) // 1000, 5.0, 1),
+        ((start + 30_000) // 1000, 7.0, 1),
+        ((start + 45_000) // 1000, 4.0, 1),  # the reset: the new value is the increase
+        ((start + 60_000) // 1000, 5.0, 1),
+    ]
+    assert {p[0] for p in points} == {("code:200", "job:api")}
+    assert all(s.get("interval") == 15 for s in intake.series)
+    assert skipped == {"counter_first": 1}
+
+
+async def test_v1_metadata_types_a_counter_without_a_counter_suffix() -> None:
+    now = _now_ms()
+    meta = (FamilyMetadata("restarts", MetricType.COUNTER, "restarts", ""),)
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, _):
+        await _post(client, Batch((), meta))  # as Prometheus sends it: metadata on its own
+        for i, value in enumerate([1.0, 3.0]):
+            await _post(
+                client,
+                Batch(
+                    (Series((("__name__", "restarts"),), (Sample(value, now - 2000 + i * 1000),)),)
+                ),
+            )
+        await eventually(lambda: len(intake.points("restarts")) == 1)
+    assert intake.points("restarts") == [((), (now - 1000) // 1000, 2.0, 1)]
+    assert intake.problems == []
+
+
+async def test_an_oversize_batch_is_split_into_requests_within_both_limits() -> None:
+    count = 30_000
+    queue = {"max_samples_per_send": 50_000, "capacity": 100_000}
+    intake = DatadogIntake()
+    async with intake, relay_client(_config(intake, queue_config=queue)) as (client, _):
+        await _post(client, _gauges(count, _now_ms(), entropy=3))
+        await eventually(lambda: len(intake.series) >= count, timeout=60)
+    assert intake.problems == []
+    requests = intake.requests
+    assert all(r.status == 202 for r in requests)  # split before sending: no 413 needed
+    assert len(requests) >= 2
+    assert all(r.compressed_bytes <= MAX_COMPRESSED for r in requests)
+    assert all(r.uncompressed_bytes <= MAX_UNCOMPRESSED for r in requests)
+    # The compressed limit is the binding one here: more requests than the raw size needs.
+    raw_total = sum(r.uncompressed_bytes for r in requests)
+    assert len(requests) > raw_total // MAX_UNCOMPRESSED + 1
+    names = [_tags(s)["series"] for s in intake.series]
+    assert len(names) == len(set(names)) == count  # nothing lost, nothing twice
+
+
+async def test_retries_after_429_and_503_resend_only_what_was_not_accepted() -> None:
+    t0 = _now_ms() - 60_000
+    counter = ("__name__", "jobs_total")
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, relay):
+        _client(relay).max_compressed = 40_000  # several requests per batch, quickly
+        await _post(client, Batch((Series((counter,), (Sample(100.0, t0),)),)))  # baseline
+        intake.answer_next(202)
+        intake.answer_next(429, headers={"Retry-After": "1"})
+        intake.answer_next(503, times=2)
+        batch = _gauges(3000, t0 + 15_000, entropy=2)
+        batch = Batch((*batch.series, Series((counter,), (Sample(130.0, t0 + 15_000),))))
+        await _post(client, batch)
+        await eventually(lambda: len(intake.series) >= 3001, timeout=20)
+        await _post(client, Batch((Series((counter,), (Sample(135.0, t0 + 30_000),)),)))
+        await eventually(lambda: len(intake.points("jobs_total")) == 2)
+        retries = relay.telemetry.registry.get_sample_value(
+            "gotk_relay_retries_total", {"destination": "dd", "reason": "http_429"}
+        )
+    assert intake.problems == []
+    statuses = [r.status for r in intake.requests]
+    assert statuses[:4] == [202, 429, 503, 503]
+    assert all(s == 202 for s in statuses[4:]) and len(statuses) >= 6
+    gap = intake.requests[2].at - intake.requests[1].at
+    assert gap >= 1.0  # Retry-After honoured
+    names = [_tags(s)["series"] for s in intake.series if s["metric"] == "load_test_gauge"]
+    assert len(names) == len(set(names)) == 3000  # nothing acked was resent, nothing lost
+    # The counter's delta was computed once and sent once, and the state moved on after it.
+    assert [p[2] for p in intake.points("jobs_total")] == [30.0, 5.0]
+    assert retries == 1
+
+
+async def test_a_413_splits_the_request_and_resends_the_halves() -> None:
+    now = _now_ms()
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, _):
+        intake.answer_next(413, body='{"errors":["Payload too large"]}')
+        await _post(client, _gauges(4, now))
+        await eventually(lambda: len(intake.series) == 4)
+    assert [r.status for r in intake.requests] == [413, 202, 202]
+    assert [r.series for r in intake.requests] == [4, 2, 2]
+    assert intake.problems == []
+
+
+async def test_400_is_dropped_counted_and_not_retried() -> None:
+    now = _now_ms()
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, relay):
+        intake.answer_next(400, body='{"errors":["Invalid payload"]}')
+        await _post(client, _gauges(3, now))
+        await eventually(lambda: _dropped(relay, "http_400") == 3)
+        await _post(client, _gauges(2, now, prefix="h"))
+        await eventually(lambda: len(intake.series) == 2)
+    assert [r.status for r in intake.requests] == [400, 202]
+    assert intake.problems == []
+
+
+async def test_403_is_dropped_as_auth_failed_and_logged_without_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = _now_ms()
+    async with DatadogIntake() as intake:
+        config = _config(intake, api_key="s3cr3t-wrong-key")
+        async with relay_client(config) as (client, relay):
+            with caplog.at_level(logging.ERROR, logger="gotk_relay.datadog"):
+                await _post(client, _gauges(2, now))
+                await eventually(lambda: _dropped(relay, "auth_failed") == 2)
+    assert [r.status for r in intake.requests] == [403]
+    errors = [r for r in caplog.records if r.name == "gotk_relay.datadog"]
+    assert errors and "refused the API key" in errors[0].getMessage()
+    assert all("s3cr3t" not in str(r.__dict__) for r in caplog.records)
+
+
+async def test_a_rotated_api_key_file_is_picked_up_without_a_reload(tmp_path: Path) -> None:
+    key_file = tmp_path / "dd-api-key"
+    key_file.write_text("old-key\n")
+    now = _now_ms()
+    async with DatadogIntake() as intake:
+        config = _config(intake, api_key_file=str(key_file))
+        async with relay_client(config) as (client, relay):
+            await _post(client, _gauges(1, now))
+            await eventually(lambda: _dropped(relay, "auth_failed") == 1)
+            key_file.write_text("test-key\n")
+            await _post(client, _gauges(1, now, prefix="h"))
+            await eventually(lambda: len(intake.series) == 1)
+    assert [r.status for r in intake.requests] == [403, 202]
+
+
+async def test_points_older_than_an_hour_are_skipped_and_counted() -> None:
+    now = _now_ms()
+    batch = Batch(
+        (
+            Series((("__name__", "old_gauge"),), (Sample(1.0, now - 2 * 3600 * 1000),)),
+            Series((("__name__", "new_gauge"),), (Sample(2.0, now),)),
+            Series((("__name__", "future_gauge"),), (Sample(3.0, now + 3600 * 1000),)),
+        )
+    )
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, relay):
+        await _post(client, batch)
+        await eventually(lambda: len(intake.series) == 1)
+        skipped = dict(_client(relay).skipped)
+    assert [s["metric"] for s in intake.series] == ["new_gauge"]
+    assert skipped == {"too_old": 1, "too_new": 1}
+    assert intake.out_of_window == []
+    assert intake.problems == []
+
+
+async def test_deflate_bodies_are_accepted() -> None:
+    now = _now_ms()
+    intake = DatadogIntake()
+    async with intake, relay_client(_config(intake, compression="deflate")) as (client, _):
+        await _post(client, _gauges(5, now))
+        await eventually(lambda: len(intake.series) == 5)
+    assert [r.encoding for r in intake.requests] == ["deflate"]
+    assert intake.problems == []
+
+
+async def test_the_intake_double_refuses_what_datadog_would() -> None:
+    """The double's verdicts are what the other tests rely on: prove it is not lenient."""
+    now = int(time.time())
+    good = {"metric": "a.b", "type": 3, "points": [{"timestamp": now, "value": 1.0}]}
+    cases: list[tuple[str, dict[str, str], bytes, int]] = [
+        ("good", {}, gzip.compress(json.dumps({"series": [good]}).encode()), 202),
+        ("wrong key", {"DD-API-KEY": "nope"}, gzip.compress(b'{"series":[]}'), 403),
+        (
+            "unknown key",  # the models accept it silently: the attribute_map check does not
+            {},
+            gzip.compress(json.dumps({"series": [{**good, "hostname": "x"}]}).encode()),
+            400,
+        ),
+        (
+            "null value",  # the models accept it silently too
+            {},
+            gzip.compress(
+                json.dumps(
+                    {"series": [{**good, "points": [{"timestamp": now, "value": None}]}]}
+                ).encode()
+            ),
+            400,
+        ),
+        (
+            "bad type",  # the models flag it _unparsed, without raising
+            {},
+            gzip.compress(json.dumps({"series": [{**good, "type": 7}]}).encode()),
+            400,
+        ),
+        ("compressed too big", {}, secrets.token_bytes(MAX_COMPRESSED + 1), 413),
+        ("uncompressed too big", {}, gzip.compress(b" " * (MAX_UNCOMPRESSED + 1)), 413),
+    ]
+    async with DatadogIntake() as intake, aiohttp.ClientSession() as session:
+        for name, extra, body, expected in cases:
+            headers = {
+                "DD-API-KEY": "test-key",
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                **extra,
+            }
+            async with session.post(intake.url, data=body, headers=headers) as response:
+                assert response.status == expected, name
+    assert len(intake.series) == 1
+    assert len(intake.problems) >= 5
+
+
+async def test_skipped_samples_are_exported_in_the_relay_metrics() -> None:
+    """What Datadog cannot store is counted per reason in /metrics, not silently lost."""
+    from harness import metric_value
+
+    intake = DatadogIntake()
+    await intake.start()
+    try:
+        config = {
+            "flux": {"mode": "off"},
+            "datadog": [{"name": "dd", "url": intake.url, "api_key": "test-key"}],
+        }
+        old = int(time.time() * 1000) - 2 * 3600 * 1000
+        batch = Batch((Series((("__name__", "g"),), (Sample(1.0, old),)),))
+        async with relay_client(config) as (client, _):
+            body, headers = rw_body(batch)
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+
+            async def skipped() -> float:
+                text = await (await client.get("/metrics")).text()
+                return metric_value(
+                    text, "gotk_relay_samples_skipped_total", destination="dd", reason="too_old"
+                )
+
+            deadline = time.monotonic() + 10
+            while await skipped() != 1.0:
+                assert time.monotonic() < deadline, "too_old never counted"
+                await asyncio.sleep(0.05)
+    finally:
+        await intake.close()
