@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from gotk_relay.delivery.entry import V1, V2, Entry, decode_entry, encode_entry, request_body
-from gotk_relay.delivery.queue import MemoryBudget, Shard, ShardedQueue, chunk, split_by_shard
+from gotk_relay.delivery.queue import (
+    MemoryBudget,
+    Shard,
+    ShardedQueue,
+    chunk,
+    shard_key,
+    split_by_shard,
+)
 from gotk_relay.model import Batch, FamilyMetadata, Sample, Series
 from gotk_relay.wire import rw1, rw2
 
@@ -128,3 +135,34 @@ def test_entries_convert_to_the_protocol_asked_for() -> None:
     assert rw1.decode(as_v1).series == a.series
     single = _entry(a, V2)
     assert request_body([single], V2) is single.payload
+
+
+def test_shard_keys_are_the_same_in_another_process() -> None:
+    import subprocess
+    import sys
+
+    labels = (("__name__", "up"), ("instance", "a:9100"), ("job", "node"))
+    code = f"from gotk_relay.delivery.queue import shard_key; print(shard_key({labels!r}))"
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "random", "PYTHONPATH": "src"},
+    )
+    assert int(other.stdout) == shard_key(labels)
+
+
+def test_histogram_and_summary_parts_share_a_shard() -> None:
+    base = (("instance", "a"), ("job", "api"))
+    parts = [
+        (("__name__", "lat_bucket"), ("le", "0.1"), *base),
+        (("__name__", "lat_bucket"), ("le", "+Inf"), *base),
+        (("__name__", "lat_sum"), *base),
+        (("__name__", "lat_count"), *base),
+        (("__name__", "lat"), ("quantile", "0.99"), *base),
+    ]
+    assert len({shard_key(tuple(sorted(p))) for p in parts}) == 1
+    assert shard_key((("__name__", "lat_sum"), ("instance", "b"), ("job", "api"))) != shard_key(
+        tuple(sorted(parts[2]))
+    )
