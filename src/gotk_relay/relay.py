@@ -286,7 +286,11 @@ class Relay:
             "gotk_relay_destination_protocol",
             "The remote-write message a destination is sent (1 for the one in use).",
             ["destination", "protobuf_message"],
-            (([n, getattr(d.client, "protobuf_message", "")], 1) for n, d in dests),
+            (
+                ([n, d.client.protobuf_message], 1)
+                for n, d in dests
+                if isinstance(d.client, RemoteWriteClient)
+            ),
         )
         yield from flux_metrics(self.pipeline.flux.stats)
         skipped = CounterMetricFamily(

@@ -41,7 +41,6 @@ import asyncio
 import gzip
 import json
 import logging
-import ssl
 import time
 import zlib
 from collections import Counter, OrderedDict, deque
@@ -68,6 +67,7 @@ from .datadog_mapping import (
     map_batch,
     normalize_tag,
 )
+from .tls import client_ssl_context
 
 try:  # orjson is several times faster on large batches; json is always there
     import orjson
@@ -99,28 +99,6 @@ def compress(body: bytes, encoding: str) -> bytes:
     if encoding == "deflate":
         return zlib.compress(body, 6)
     return gzip.compress(body, 6, mtime=0)
-
-
-def ssl_context(cfg: DatadogConfig) -> ssl.SSLContext | bool:
-    """As remote write's: the default verified context, adjusted by ``tls_config``."""
-    tls = cfg.tls_config
-    if not cfg.endpoint.startswith("https") and not tls.ca_file and not tls.cert_file:
-        return True
-    context = (
-        ssl.create_default_context(cafile=tls.ca_file)
-        if tls.ca_file
-        else ssl.create_default_context()
-    )
-    if tls.cert_file and tls.key_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if tls.min_version == "TLS13":
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
-    elif tls.min_version == "TLS12":
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 @dataclass
@@ -208,7 +186,7 @@ class DatadogClient:
         # (sample_age_limit) without telling us.
         self._plans: OrderedDict[int, Plan] = OrderedDict()
         self._max_plans = cfg.queue_config.min_shards + 8
-        self._ssl = ssl_context(cfg)
+        self._ssl = client_ssl_context(cfg.endpoint, cfg.tls_config)
         self._session: aiohttp.ClientSession | None = None
         self._auth_logged_at = -_AUTH_LOG_INTERVAL
         self._expired_at = 0.0

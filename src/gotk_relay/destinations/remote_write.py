@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import ssl
 import time
 
 import aiohttp
@@ -24,6 +23,7 @@ from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch
 from ..wire import rw1, rw2, snappy
+from .tls import client_ssl_context
 
 log = logging.getLogger("gotk_relay.remote_write")
 
@@ -50,34 +50,13 @@ def encode_request(batch: Batch, protobuf_message: str) -> tuple[bytes, dict[str
     return snappy.compress(body), protocol_headers(protobuf_message)
 
 
-def build_ssl_context(cfg: RemoteWriteConfig) -> ssl.SSLContext | bool:
-    tls = cfg.tls_config
-    if not cfg.url.startswith("https") and not tls.ca_file and not tls.cert_file:
-        return True
-    context = (
-        ssl.create_default_context(cafile=tls.ca_file)
-        if tls.ca_file
-        else ssl.create_default_context()
-    )
-    if tls.cert_file and tls.key_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if tls.min_version == "TLS13":
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
-    elif tls.min_version == "TLS12":
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
 class RemoteWriteClient:
     def __init__(self, name: str, cfg: RemoteWriteConfig) -> None:
         self.name = name
         self.cfg = cfg
         self.protobuf_message: str = cfg.protobuf_message
         self.tenant = cfg.tenant  # the relay splits batches by it; entries carry the value
-        self._ssl = build_ssl_context(cfg)
+        self._ssl = client_ssl_context(cfg.url, cfg.tls_config)
         self._session: aiohttp.ClientSession | None = None
 
     def _session_now(self) -> aiohttp.ClientSession:

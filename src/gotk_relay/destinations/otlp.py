@@ -1,0 +1,302 @@
+"""An OTLP/HTTP metrics destination (``otlp:``): queued batches as ``ExportMetricsServiceRequest``.
+
+The sender decides *when* to send; this maps, posts and says what the answer means
+(OTLP/HTTP spec, shared/reference/vendors.md):
+
+- 2xx: delivered. A 200 may carry ``partial_success``: the points it rejected are counted in
+  ``rejected_points`` and logged once; they are not resent, since the receiver said it cannot
+  take them.
+- 429, 502, 503, 504: retried, honouring Retry-After. OTLP defines 429 as retryable, so
+  ``queue_config.retry_on_http_429`` (a remote-write option) does not apply here.
+- anything else (400, 401, 403, 404, 413, 500, ...): final; dropped with reason ``http_<code>``.
+- no answer (connect error, reset, timeout): retried.
+
+Each batch is mapped once and the same body is resent on every retry; the stream state the
+mapping computed (start times, delta baselines) is committed only when the destination accepted
+the request, so a retry never subtracts twice and a dropped request leaves the baseline where it
+was (the next delta covers the lost interval too).
+
+Queued entries stay remote-write 1.0 (the client has no ``protobuf_message``): Prometheus sends
+1.0 metadata in requests of their own, which a 2.0 entry would lose since it carries metadata
+only on series. What 1.0 cannot carry (RW 2.0 start timestamps and per-series metadata) the
+mapping uses when present.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+
+from ..config import OTLPConfig
+from ..delivery.entry import Entry, decode_entry
+from ..delivery.retry import Outcome, parse_retry_after
+from ..delivery.sender import SendResult
+from ..errors import SendError
+from ..model import merge
+from .otlp_mapping import MappingState, StreamKey, StreamState, to_otlp
+from .remote_write import USER_AGENT
+from .tls import client_ssl_context
+
+log = logging.getLogger("gotk_relay.otlp")
+
+CONTENT_TYPE: Final = "application/x-protobuf"
+RETRYABLE: Final = frozenset({429, 502, 503, 504})
+_PREPARED_LIMIT: Final = 64  # requests being retried at once: one per shard, plus abandoned ones
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One batch's request, mapped once and resent as is on every retry."""
+
+    entries: list[Entry]  # held so that id(entries) cannot be reused while cached
+    body: bytes  # serialized (and compressed) ExportMetricsServiceRequest; b"" when empty
+    updates: dict[StreamKey, StreamState]  # stream state to commit after a 2xx
+    points: int
+
+
+class OTLPClient:
+    """The ``Client`` of one ``otlp:`` destination (see the module docstring).
+
+    ``rejected_points`` counts data points receivers refused in a ``partial_success``;
+    ``unmapped_points`` counts remote-write samples that could form no valid OTLP point (a
+    classic histogram part whose ``_count`` and ``+Inf`` bucket were in another request, a
+    summary without ``_count``, gauge histograms).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: OTLPConfig,
+        *,
+        max_series: int = 200_000,
+        max_families: int = 50_000,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.state = MappingState(max_streams=max_series, max_families=max_families)
+        self.rejected_points = 0
+        self.unmapped_points = 0
+        self._ssl = client_ssl_context(cfg.url, cfg.tls_config)
+        self._session: aiohttp.ClientSession | None = None
+        self._prepared: OrderedDict[int, _Prepared] = OrderedDict()
+        self._partial_logged = False
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.cfg.remote_timeout),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._session
+
+    def _auth_headers(self) -> dict[str, str]:
+        # Secret files are read per request, so a rotated token is used without a reload.
+        cfg = self.cfg
+        if cfg.basic_auth is not None:
+            token = f"{cfg.basic_auth.username}:{cfg.basic_auth.resolve_password()}"
+            return {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()}
+        if cfg.authorization is not None:
+            return {
+                "Authorization": (
+                    f"{cfg.authorization.type} {cfg.authorization.resolve_credentials()}"
+                )
+            }
+        return {}
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """For the relay's ``gotk_relay_samples_skipped_total`` (see the class docstring)."""
+        return {"rejected_by_receiver": self.rejected_points, "unmapped": self.unmapped_points}
+
+    def prepare(self, entries: list[Entry]) -> _Prepared:
+        """The mapped request for ``entries``: computed on the first attempt, reused after.
+
+        The sender retries with the very same list, so identity finds it; the cache holds the
+        list, so its id cannot be reused by another while cached.
+        """
+        found = self._prepared.get(id(entries))
+        if found is not None and found.entries is entries:
+            return found
+        batch = merge(decode_entry(entry) for entry in entries)
+        mapped = to_otlp(
+            batch,
+            self.state,
+            temporality=self.cfg.temporality,
+            resource_labels=self.cfg.resource_labels,
+        )
+        self.unmapped_points += mapped.unmapped
+        body = b""
+        if mapped.points:
+            body = mapped.request.SerializeToString()
+            if self.cfg.compression == "gzip":
+                body = gzip.compress(body, compresslevel=6, mtime=0)
+        prepared = _Prepared(entries, body, mapped.updates, mapped.points)
+        self._prepared[id(entries)] = prepared
+        while len(self._prepared) > _PREPARED_LIMIT:
+            self._prepared.popitem(last=False)
+        return prepared
+
+    def _done(self, entries: list[Entry], prepared: _Prepared, delivered: bool) -> None:
+        self._prepared.pop(id(entries), None)
+        if delivered:
+            self.state.commit(prepared.updates)
+
+    async def send(self, entries: list[Entry]) -> SendResult:
+        prepared = self.prepare(entries)
+        if not prepared.body:
+            # Nothing to send (metadata only, or only the first observations of delta
+            # streams): the baselines still count as delivered.
+            self._done(entries, prepared, delivered=True)
+            return SendResult(Outcome.OK, "ok")
+        headers = {"Content-Type": CONTENT_TYPE}
+        if self.cfg.compression == "gzip":
+            headers["Content-Encoding"] = "gzip"
+        try:
+            status, response_headers, raw = await self._post(prepared.body, headers)
+        except SendError as exc:
+            return SendResult(Outcome.RETRY, exc.reason, detail=exc.detail)
+        content_type = response_headers.get("Content-Type", "")
+        if 200 <= status < 300:
+            self._partial_success(raw, content_type)
+            self._done(entries, prepared, delivered=True)
+            return SendResult(Outcome.OK, "ok")
+        reason = f"http_{status}"
+        detail = error_detail(raw, content_type)
+        if status in RETRYABLE:
+            retry_after = parse_retry_after(response_headers.get("Retry-After"), time.time())
+            return SendResult(Outcome.RETRY, reason, retry_after, detail)
+        self._done(entries, prepared, delivered=False)
+        return SendResult(Outcome.DROP, reason, None, detail)
+
+    def _partial_success(self, raw: bytes, content_type: str) -> None:
+        rejected, message = partial_success(raw, content_type)
+        if rejected <= 0:
+            return
+        self.rejected_points += rejected
+        if not self._partial_logged:  # once: a receiver rejecting some of every batch would flood
+            self._partial_logged = True
+            log.warning(
+                "destination rejected some data points (partial success); they are counted, "
+                "not retried (logged once)",
+                extra={"destination": self.name, "rejected": rejected, "response": message},
+            )
+
+    async def _post(
+        self, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        session = self._session_now()
+        all_headers = {**self.cfg.headers, **self._auth_headers(), **headers}
+        try:
+            async with session.post(self.cfg.url, data=body, headers=all_headers) as response:
+                raw = await response.content.read(64 * 1024)
+                return response.status, dict(response.headers), raw
+        except TimeoutError as exc:
+            raise SendError("timeout", f"no answer within {self.cfg.remote_timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise SendError("connect_error", str(exc)[:300]) from exc
+        except OSError as exc:
+            raise SendError("connect_error", str(exc)[:300]) from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def partial_success(raw: bytes, content_type: str) -> tuple[int, str]:
+    """``(rejected_data_points, error_message)`` of a 2xx answer, ``(0, "")`` when none.
+
+    OTLP/HTTP answers in the request's encoding (protobuf here), but a JSON answer is read too.
+    """
+    if not raw:
+        return 0, ""
+    if "json" in content_type:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return 0, ""
+        if not isinstance(doc, dict):
+            return 0, ""
+        partial = doc.get("partialSuccess", doc.get("partial_success")) or {}
+        if not isinstance(partial, dict):
+            return 0, ""
+        count = partial.get("rejectedDataPoints", partial.get("rejected_data_points", 0))
+        message = partial.get("errorMessage", partial.get("error_message", ""))
+        try:
+            return int(count or 0), str(message or "")
+        except (TypeError, ValueError):
+            return 0, str(message or "")
+    try:
+        response = ExportMetricsServiceResponse.FromString(raw)
+    except DecodeError:
+        return 0, ""
+    return int(response.partial_success.rejected_data_points), str(
+        response.partial_success.error_message
+    )
+
+
+def error_detail(raw: bytes, content_type: str) -> str:
+    """A one-line reason from an error answer: a ``google.rpc.Status`` (protobuf or JSON) or
+    text, cut short (it goes to a log line, once per reason)."""
+    text = ""
+    if "protobuf" in content_type:
+        text = _status_message(raw) or ""
+    elif "json" in content_type:
+        try:
+            doc = json.loads(raw)
+            text = str(doc.get("message", "")) if isinstance(doc, dict) else ""
+        except ValueError:
+            text = ""
+    if not text:
+        text = raw.decode("utf-8", "replace")
+    return " ".join(text.split())[:512]
+
+
+def _status_message(raw: bytes) -> str | None:
+    """Field 2 (``message``) of a serialized ``google.rpc.Status``, which opentelemetry-proto
+    does not ship; read straight off the wire format."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = raw[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, pos
+            shift += 7
+
+    pos = 0
+    try:
+        while pos < len(raw):
+            tag, pos = varint(pos)
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _, pos = varint(pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                size, pos = varint(pos)
+                if field == 2:
+                    return raw[pos : pos + size].decode("utf-8", "replace")
+                pos += size
+            else:
+                return None
+    except IndexError:
+        return None
+    return None

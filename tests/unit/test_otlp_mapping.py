@@ -1,0 +1,781 @@
+"""Remote-write → OTLP mapping: every request is serialized and decoded again with
+opentelemetry-proto, so what is asserted is what a receiver would read."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
+
+from gotk_relay.config import OTLPConfig
+from gotk_relay.delivery.entry import encode_entry
+from gotk_relay.destinations.otlp import OTLPClient, error_detail, partial_success
+from gotk_relay.destinations.otlp_mapping import (
+    NO_RECORDED_VALUE,
+    SCOPE_NAME,
+    Mapped,
+    MappingState,
+    Temporality,
+    otel_unit,
+    to_otlp,
+)
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    BucketSpan,
+    Exemplar,
+    FamilyMetadata,
+    Histogram,
+    Labels,
+    Metadata,
+    MetricType,
+    Sample,
+    Series,
+)
+
+NS = 1_000_000
+CUMULATIVE = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = pb.AGGREGATION_TEMPORALITY_DELTA
+TARGET = {"job": "api", "instance": "10.0.0.1:8080"}
+
+
+def labels(name: str, **extra: str) -> Labels:
+    return tuple(sorted({"__name__": name, **TARGET, **extra}.items()))
+
+
+def series(
+    name: str, *points: tuple[float, int], meta: Metadata | None = None, **extra: str
+) -> Series:
+    return Series(labels(name, **extra), tuple(Sample(v, t) for v, t in points), metadata=meta)
+
+
+def histogram_series(
+    name: str,
+    ts: int,
+    buckets: dict[str, float],
+    count: float | None,
+    sum_: float | None,
+    **extra: str,
+) -> list[Series]:
+    out = [series(f"{name}_bucket", (v, ts), le=le, **extra) for le, v in buckets.items()]
+    if sum_ is not None:
+        out.append(series(f"{name}_sum", (sum_, ts), **extra))
+    if count is not None:
+        out.append(series(f"{name}_count", (count, ts), **extra))
+    return out
+
+
+def decode(mapped: Mapped) -> ExportMetricsServiceRequest:
+    return ExportMetricsServiceRequest.FromString(mapped.request.SerializeToString())
+
+
+def metrics(mapped: Mapped) -> dict[str, pb.Metric]:
+    out: dict[str, pb.Metric] = {}
+    for rm in decode(mapped).resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                assert metric.name not in out, f"{metric.name} twice"
+                out[metric.name] = metric
+    return out
+
+
+def attrs(kvs: object) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in kvs}  # type: ignore[attr-defined]
+
+
+def run(
+    *items: Series,
+    state: MappingState | None = None,
+    metadata: tuple[FamilyMetadata, ...] = (),
+    temporality: Temporality = "cumulative",
+    resource_labels: tuple[str, ...] = ("job", "instance"),
+    commit: bool = True,
+) -> Mapped:
+    state = state if state is not None else MappingState()
+    mapped = to_otlp(
+        Batch(tuple(items), metadata),
+        state,
+        temporality=temporality,
+        resource_labels=resource_labels,
+    )
+    if commit:
+        state.commit(mapped.updates)
+    return mapped
+
+
+# -- types --------------------------------------------------------------------------------------
+
+TYPE_CASES = [
+    # (id, series, family metadata, expected data field, is_monotonic)
+    ("untyped-name-is-gauge", series("up", (1, 1000)), (), "gauge", None),
+    ("_total-is-counter", series("http_requests_total", (7, 1000)), (), "sum", True),
+    (
+        "v1-gauge-metadata-beats-suffix",
+        series("queue_total", (7, 1000)),
+        (FamilyMetadata("queue_total", MetricType.GAUGE),),
+        "gauge",
+        None,
+    ),
+    (
+        "v1-counter-metadata-without-suffix",
+        series("requests", (7, 1000)),
+        (FamilyMetadata("requests", MetricType.COUNTER),),
+        "sum",
+        True,
+    ),
+    (
+        "openmetrics-family-of-_total",
+        series("jobs_total", (7, 1000)),
+        (FamilyMetadata("jobs", MetricType.COUNTER),),
+        "sum",
+        True,
+    ),
+    (
+        "v2-series-metadata",
+        series("requests", (7, 1000), meta=Metadata(MetricType.COUNTER)),
+        (),
+        "sum",
+        True,
+    ),
+    (
+        "v2-unknown-falls-back-to-name",
+        series("errors_total", (7, 1000), meta=Metadata(MetricType.UNKNOWN)),
+        (),
+        "sum",
+        True,
+    ),
+    (
+        "info-is-non-monotonic-sum",
+        series("build_info", (1, 1000), version="1.2"),
+        (FamilyMetadata("build", MetricType.INFO),),
+        "sum",
+        False,
+    ),
+    (
+        "stateset-is-non-monotonic-sum",
+        series("feature", (1, 1000), feature="a"),
+        (FamilyMetadata("feature", MetricType.STATESET),),
+        "sum",
+        False,
+    ),
+    (
+        "unknown-metadata-is-gauge",
+        series("temperature", (21.5, 1000)),
+        (FamilyMetadata("temperature", MetricType.UNKNOWN),),
+        "gauge",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("one", "metadata", "field", "monotonic"),
+    [case[1:] for case in TYPE_CASES],
+    ids=[case[0] for case in TYPE_CASES],
+)
+def test_metric_type_from_metadata_or_name(
+    one: Series, metadata: tuple[FamilyMetadata, ...], field: str, monotonic: bool | None
+) -> None:
+    mapped = run(one, metadata=metadata)
+    metric = metrics(mapped)[one.name]
+    assert metric.WhichOneof("data") == field
+    if field == "sum":
+        assert metric.sum.is_monotonic is monotonic
+        assert metric.sum.aggregation_temporality == CUMULATIVE
+    assert mapped.points == 1
+
+
+def test_prometheus_type_metadata_is_set_only_when_the_type_came_from_metadata() -> None:
+    mapped = run(
+        series("requests", (1, 1000)),
+        series("other_total", (1, 1000)),
+        metadata=(FamilyMetadata("requests", MetricType.COUNTER, "Requests served.", "seconds"),),
+    )
+    found = metrics(mapped)
+    assert attrs(found["requests"].metadata) == {"prometheus.type": "counter"}
+    assert found["requests"].description == "Requests served."
+    assert found["requests"].unit == "s"
+    assert attrs(found["other_total"].metadata) == {}
+
+
+def test_family_metadata_from_an_earlier_batch_is_remembered() -> None:
+    state = MappingState()
+    run(metadata=(FamilyMetadata("requests", MetricType.COUNTER),), state=state)  # metadata only
+    mapped = run(series("requests", (3, 2000)), state=state)
+    assert metrics(mapped)["requests"].WhichOneof("data") == "sum"
+
+
+def test_family_metadata_cache_is_bounded() -> None:
+    state = MappingState(max_families=2)
+    state.learn(FamilyMetadata(f"f{i}", MetricType.COUNTER) for i in range(5))
+    assert list(state.families) == ["f3", "f4"]
+
+
+def test_gauge_histogram_is_dropped_and_counted() -> None:
+    mapped = run(
+        series("queue_bucket", (1, 1000), le="+Inf"),
+        metadata=(FamilyMetadata("queue", MetricType.GAUGEHISTOGRAM),),
+    )
+    assert mapped.points == 0
+    assert mapped.unmapped == 1
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        ("seconds", "s"),
+        ("bytes", "By"),
+        ("ratio", "1"),
+        ("bytes_per_second", "By/s"),
+        ("widgets", "widgets"),
+        ("", ""),
+    ],
+)
+def test_units_are_translated(unit: str, expected: str) -> None:
+    assert otel_unit(unit) == expected
+
+
+# -- resource, scope, attributes --------------------------------------------------------------
+
+
+def test_series_are_grouped_into_resources_by_job_and_instance() -> None:
+    a = Series(
+        tuple(sorted({"__name__": "up", "job": "api", "instance": "a:1", "zone": "x"}.items())),
+        (Sample(1, 1000),),
+    )
+    b = Series(
+        tuple(sorted({"__name__": "up", "job": "api", "instance": "b:1"}.items())),
+        (Sample(0, 1000),),
+    )
+    c = Series(
+        tuple(sorted({"__name__": "load", "job": "api", "instance": "a:1"}.items())),
+        (Sample(2, 1000),),
+    )
+    request = decode(run(a, b, c))
+    assert len(request.resource_metrics) == 2
+    by_instance = {
+        attrs(rm.resource.attributes)["service.instance.id"]: rm for rm in request.resource_metrics
+    }
+    first = by_instance["a:1"]
+    assert attrs(first.resource.attributes) == {"service.name": "api", "service.instance.id": "a:1"}
+    (scope,) = first.scope_metrics
+    assert scope.scope.name == SCOPE_NAME
+    assert [m.name for m in scope.metrics] == ["up", "load"]
+    # job, instance and __name__ are not data point attributes; other labels are.
+    assert attrs(scope.metrics[0].gauge.data_points[0].attributes) == {"zone": "x"}
+    assert attrs(scope.metrics[1].gauge.data_points[0].attributes) == {}
+
+
+def test_configured_resource_labels_become_resource_attributes_by_their_own_name() -> None:
+    one = Series(
+        tuple(sorted({"__name__": "up", "job": "api", "instance": "a:1", "cluster": "eu"}.items())),
+        (Sample(1, 1000),),
+    )
+    (rm,) = decode(run(one, resource_labels=("job", "cluster"))).resource_metrics
+    assert attrs(rm.resource.attributes) == {"service.name": "api", "cluster": "eu"}
+    point = rm.scope_metrics[0].metrics[0].gauge.data_points[0]
+    assert attrs(point.attributes) == {"instance": "a:1"}
+
+
+def test_series_without_resource_labels_get_an_empty_resource() -> None:
+    one = Series((("__name__", "up"), ("x", "1")), (Sample(1, 1000),))
+    (rm,) = decode(run(one)).resource_metrics
+    assert list(rm.resource.attributes) == []
+
+
+def test_otel_scope_labels_select_the_scope_and_are_not_attributes() -> None:
+    one = series("up", (1, 1000), otel_scope_name="lib", otel_scope_version="2.0", path="/")
+    (rm,) = decode(run(one)).resource_metrics
+    (scope,) = rm.scope_metrics
+    assert (scope.scope.name, scope.scope.version) == ("lib", "2.0")
+    assert attrs(scope.metrics[0].gauge.data_points[0].attributes) == {"path": "/"}
+
+
+# -- classic histograms -------------------------------------------------------------------------
+
+HISTOGRAM_CASES = [
+    # (id, buckets {le: cumulative}, _count, _sum, bounds, bucket_counts, count, sum)
+    (
+        "complete",
+        {"0.1": 1, "0.5": 3, "1": 6, "+Inf": 8},
+        8,
+        4.2,
+        [0.1, 0.5, 1.0],
+        [1, 2, 3, 2],
+        8,
+        4.2,
+    ),
+    (
+        "arrival-order-does-not-matter",
+        {"+Inf": 8, "1": 6, "0.1": 1, "0.5": 3},
+        8,
+        4.2,
+        [0.1, 0.5, 1.0],
+        [1, 2, 3, 2],
+        8,
+        4.2,
+    ),
+    ("no-_count-uses-+Inf", {"0.1": 1, "+Inf": 5}, None, 2.0, [0.1], [1, 4], 5, 2.0),
+    ("no-_sum-leaves-sum-unset", {"0.1": 1, "+Inf": 5}, 5, None, [0.1], [1, 4], 5, None),
+    (
+        "missing-interior-bucket-merges",
+        {"0.1": 1, "1": 6, "+Inf": 8},
+        8,
+        4.2,
+        [0.1, 1.0],
+        [1, 5, 2],
+        8,
+        4.2,
+    ),
+    ("only-+Inf", {"+Inf": 3}, 3, 1.0, [], [3], 3, 1.0),
+    (
+        "le-spelled-differently",
+        {"1e-1": 2, "1.0": 2, "+Inf": 2},
+        2,
+        0.3,
+        [0.1, 1.0],
+        [2, 0, 0],
+        2,
+        0.3,
+    ),
+    (
+        "inconsistent-buckets-clamped",
+        {"0.1": 5, "1": 3, "+Inf": 4},
+        4,
+        1.0,
+        [0.1, 1.0],
+        [5, 0, 0],
+        4,
+        1.0,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("buckets", "count", "sum_", "bounds", "counts", "total", "total_sum"),
+    [case[1:] for case in HISTOGRAM_CASES],
+    ids=[case[0] for case in HISTOGRAM_CASES],
+)
+def test_classic_histogram_assembles_into_one_point(
+    buckets: dict[str, float],
+    count: float | None,
+    sum_: float | None,
+    bounds: list[float],
+    counts: list[int],
+    total: int,
+    total_sum: float | None,
+) -> None:
+    mapped = run(*histogram_series("latency", 5000, buckets, count, sum_, path="/"))
+    found = metrics(mapped)
+    assert list(found) == ["latency"]
+    metric = found["latency"]
+    assert metric.WhichOneof("data") == "histogram"
+    assert metric.histogram.aggregation_temporality == CUMULATIVE
+    (point,) = metric.histogram.data_points
+    assert list(point.explicit_bounds) == bounds
+    assert list(point.bucket_counts) == counts
+    assert point.count == total
+    assert point.HasField("sum") is (total_sum is not None)
+    if total_sum is not None:
+        assert point.sum == pytest.approx(total_sum)
+    assert attrs(point.attributes) == {"path": "/"}  # no le
+    assert point.time_unix_nano == 5000 * NS
+    assert mapped.points == 1
+
+
+def test_histogram_parts_of_different_label_sets_and_timestamps_stay_apart() -> None:
+    items = [
+        *histogram_series("lat", 1000, {"1": 1, "+Inf": 2}, 2, 1.0, path="/a"),
+        *histogram_series("lat", 1000, {"1": 0, "+Inf": 1}, 1, 5.0, path="/b"),
+        *histogram_series("lat", 2000, {"1": 3, "+Inf": 4}, 4, 3.0, path="/a"),
+    ]
+    points = metrics(run(*items))["lat"].histogram.data_points
+    seen = {(attrs(p.attributes)["path"], p.time_unix_nano // NS): p.count for p in points}
+    assert seen == {("/a", 1000): 2, ("/b", 1000): 1, ("/a", 2000): 4}
+
+
+def test_histogram_metadata_makes_lone_count_and_sum_a_histogram() -> None:
+    mapped = run(
+        series("lat_sum", (1.5, 1000)),
+        series("lat_count", (3, 1000)),
+        metadata=(FamilyMetadata("lat", MetricType.HISTOGRAM),),
+    )
+    (point,) = metrics(mapped)["lat"].histogram.data_points
+    assert (point.count, point.sum, list(point.bucket_counts)) == (3, 1.5, [])
+
+
+def test_histogram_shape_seen_earlier_makes_a_later_count_a_histogram_part() -> None:
+    state = MappingState()
+    run(*histogram_series("lat", 1000, {"1": 1, "+Inf": 2}, 2, 1.0), state=state)
+    mapped = run(series("lat_count", (3, 2000)), series("lat_sum", (2, 2000)), state=state)
+    assert metrics(mapped)["lat"].WhichOneof("data") == "histogram"
+
+
+def test_histogram_without_count_or_inf_bucket_is_unmapped() -> None:
+    mapped = run(*histogram_series("lat", 1000, {"0.1": 1, "1": 2}, None, 3.0))
+    assert mapped.points == 0
+    assert mapped.unmapped == 3
+
+
+def test_lone_sum_and_count_without_any_histogram_hint_are_gauges() -> None:
+    found = metrics(run(series("x_sum", (1, 1000)), series("x_count", (2, 1000))))
+    assert {name: m.WhichOneof("data") for name, m in found.items()} == {
+        "x_sum": "gauge",
+        "x_count": "gauge",
+    }
+
+
+# -- summaries ----------------------------------------------------------------------------------
+
+
+def test_summary_assembles_quantiles_count_and_sum() -> None:
+    items = [
+        series("rpc", (0.9, 1000), quantile="0.9"),
+        series("rpc", (0.5, 1000), quantile="0.5"),
+        series("rpc", (0.99, 1000), quantile="0.99"),
+        series("rpc_sum", (12.5, 1000)),
+        series("rpc_count", (30, 1000)),
+    ]
+    metric = metrics(run(*items))["rpc"]
+    assert metric.WhichOneof("data") == "summary"
+    (point,) = metric.summary.data_points
+    assert [(q.quantile, q.value) for q in point.quantile_values] == [
+        (0.5, 0.5),
+        (0.9, 0.9),
+        (0.99, 0.99),
+    ]
+    assert (point.count, point.sum) == (30, 12.5)
+    assert attrs(point.attributes) == {}
+
+
+def test_summary_without_sum_has_sum_zero_and_without_count_is_dropped() -> None:
+    with_count = run(series("rpc", (1, 1000), quantile="0.5"), series("rpc_count", (4, 1000)))
+    (point,) = metrics(with_count)["rpc"].summary.data_points
+    assert (point.count, point.sum) == (4, 0.0)
+    without = run(series("rpc", (1, 1000), quantile="0.5"), series("rpc_sum", (4, 1000)))
+    assert (without.points, without.unmapped) == (0, 2)
+
+
+def test_summary_by_metadata() -> None:
+    mapped = run(
+        series("rpc", (1, 1000), quantile="0.5"),
+        series("rpc_count", (2, 1000)),
+        metadata=(FamilyMetadata("rpc", MetricType.SUMMARY),),
+    )
+    assert metrics(mapped)["rpc"].summary.data_points[0].count == 2
+
+
+# -- stale markers ------------------------------------------------------------------------------
+
+
+def test_stale_markers_become_no_recorded_value_points() -> None:
+    items = [
+        series("up", (STALE_NAN, 2000)),
+        series("req_total", (STALE_NAN, 2000)),
+        *histogram_series("lat", 2000, {"1": STALE_NAN, "+Inf": STALE_NAN}, STALE_NAN, STALE_NAN),
+        series("rpc", (STALE_NAN, 2000), quantile="0.5"),
+        series("rpc_count", (STALE_NAN, 2000)),
+    ]
+    found = metrics(run(*items))
+    points = [
+        found["up"].gauge.data_points[0],
+        found["req_total"].sum.data_points[0],
+        found["lat"].histogram.data_points[0],
+        found["rpc"].summary.data_points[0],
+    ]
+    for point in points:
+        assert point.flags & NO_RECORDED_VALUE == NO_RECORDED_VALUE
+        assert point.time_unix_nano == 2000 * NS
+    assert not found["up"].gauge.data_points[0].HasField("value")
+    assert found["lat"].histogram.data_points[0].count == 0
+
+
+def test_ordinary_nan_is_a_value_not_a_stale_marker() -> None:
+    (point,) = metrics(run(series("ratio", (math.nan, 1000))))["ratio"].gauge.data_points
+    assert point.flags == 0
+    assert math.isnan(point.as_double)
+
+
+# -- time ---------------------------------------------------------------------------------------
+
+
+def test_cumulative_start_is_first_seen_and_moves_after_a_reset() -> None:
+    state = MappingState()
+    starts = []
+    for value, ts in [(5, 1000), (8, 2000), (2, 3000), (4, 4000)]:
+        (point,) = metrics(run(series("req_total", (value, ts)), state=state))[
+            "req_total"
+        ].sum.data_points
+        assert point.time_unix_nano == ts * NS
+        assert point.as_double == value  # cumulative: values as they are
+        starts.append(point.start_time_unix_nano // NS)
+    assert starts == [1000, 1000, 2001, 2001]
+
+
+def test_start_comes_from_v2_start_timestamp_created_timestamp_or_created_series() -> None:
+    v2_sample = Series(labels("a_total"), (Sample(5, 9000, start_timestamp=4000),))
+    v2_series = Series(labels("b_total"), (Sample(5, 9000),), created_timestamp=3000)
+    om = [series("c_total", (5, 9000)), series("c_created", (2.5, 9000))]
+    found = metrics(run(v2_sample, v2_series, *om))
+    assert found["a_total"].sum.data_points[0].start_time_unix_nano == 4000 * NS
+    assert found["b_total"].sum.data_points[0].start_time_unix_nano == 3000 * NS
+    assert found["c_total"].sum.data_points[0].start_time_unix_nano == 2500 * NS
+    assert "c_created" not in found  # consumed as the start time
+
+
+def test_uncommitted_updates_leave_the_state_unchanged() -> None:
+    state = MappingState()
+    first = run(series("req_total", (5, 1000)), state=state, temporality="delta", commit=False)
+    assert first.points == 0 and state.streams == {}
+    again = run(series("req_total", (5, 1000)), state=state, temporality="delta", commit=False)
+    assert again.updates == first.updates
+
+
+# -- delta --------------------------------------------------------------------------------------
+
+
+def test_delta_counter_skips_the_first_observation_and_handles_a_reset() -> None:
+    state = MappingState()
+    seen = []
+    for value, ts in [(10, 1000), (15, 2000), (3, 3000), (7, 4000)]:
+        mapped = run(series("req_total", (value, ts)), state=state, temporality="delta")
+        for point in metrics(mapped).get("req_total", pb.Metric()).sum.data_points:
+            seen.append(
+                (point.start_time_unix_nano // NS, point.time_unix_nano // NS, point.as_double)
+            )
+        if mapped.points:
+            metric = metrics(mapped)["req_total"]
+            assert metric.sum.aggregation_temporality == DELTA
+            assert metric.sum.is_monotonic
+    assert seen == [(1000, 2000, 5.0), (2000, 3000, 3.0), (3000, 4000, 4.0)]
+
+
+def test_delta_within_one_batch_and_repeated_timestamps() -> None:
+    mapped = run(
+        series("req_total", (1, 1000), (4, 2000), (4, 2000), (9, 3000)),
+        temporality="delta",
+    )
+    points = metrics(mapped)["req_total"].sum.data_points
+    assert [(p.start_time_unix_nano // NS, p.as_double) for p in points] == [
+        (1000, 3.0),
+        (2000, 5.0),
+    ]
+
+
+def test_delta_dropped_request_leaves_the_baseline_so_the_next_delta_covers_it() -> None:
+    state = MappingState()
+    run(series("req_total", (10, 1000)), state=state, temporality="delta")
+    lost = run(series("req_total", (15, 2000)), state=state, temporality="delta", commit=False)
+    assert metrics(lost)["req_total"].sum.data_points[0].as_double == 5
+    after = run(series("req_total", (18, 3000)), state=state, temporality="delta")
+    (point,) = metrics(after)["req_total"].sum.data_points
+    assert (point.start_time_unix_nano // NS, point.as_double) == (1000, 8.0)
+
+
+def test_delta_histogram_per_bucket_and_across_a_reset() -> None:
+    state = MappingState()
+    first = run(
+        *histogram_series("lat", 1000, {"0.1": 1, "1": 3, "+Inf": 4}, 4, 2.0),
+        state=state,
+        temporality="delta",
+    )
+    assert first.points == 0
+    second = run(
+        *histogram_series("lat", 2000, {"0.1": 2, "1": 6, "+Inf": 9}, 9, 5.5),
+        state=state,
+        temporality="delta",
+    )
+    metric = metrics(second)["lat"]
+    assert metric.histogram.aggregation_temporality == DELTA
+    (point,) = metric.histogram.data_points
+    assert (point.start_time_unix_nano // NS, point.time_unix_nano // NS) == (1000, 2000)
+    assert (list(point.explicit_bounds), list(point.bucket_counts)) == ([0.1, 1.0], [1, 2, 2])
+    assert (point.count, point.sum) == (5, pytest.approx(3.5))
+    reset = run(
+        *histogram_series("lat", 3000, {"0.1": 1, "1": 1, "+Inf": 2}, 2, 0.5),
+        state=state,
+        temporality="delta",
+    )
+    (point,) = metrics(reset)["lat"].histogram.data_points
+    assert (list(point.bucket_counts), point.count, point.sum) == ([1, 0, 1], 2, 0.5)
+
+
+def test_delta_histogram_subtracts_only_bounds_both_points_have() -> None:
+    state = MappingState()
+    run(
+        *histogram_series("lat", 1000, {"0.1": 1, "1": 3, "+Inf": 4}, 4, 2.0),
+        state=state,
+        temporality="delta",
+    )
+    mapped = run(
+        *histogram_series("lat", 2000, {"1": 5, "+Inf": 7}, 7, 3.0),
+        state=state,
+        temporality="delta",
+    )
+    (point,) = metrics(mapped)["lat"].histogram.data_points
+    assert (list(point.explicit_bounds), list(point.bucket_counts), point.count) == (
+        [1.0],
+        [2, 1],
+        3,
+    )
+
+
+def test_summaries_and_gauges_are_not_made_delta() -> None:
+    state = MappingState()
+    for ts in (1000, 2000):
+        mapped = run(
+            series("temp", (20, ts)),
+            series("rpc", (1, ts), quantile="0.5"),
+            series("rpc_count", (ts / 1000, ts)),
+            state=state,
+            temporality="delta",
+        )
+    found = metrics(mapped)
+    assert found["temp"].gauge.data_points[0].as_double == 20
+    point = found["rpc"].summary.data_points[0]
+    assert (point.count, point.start_time_unix_nano // NS) == (2, 1000)
+
+
+def test_stream_state_is_bounded() -> None:
+    state = MappingState(max_streams=3)
+    run(*(series("req_total", (1, 1000), i=str(i)) for i in range(10)), state=state)
+    assert len(state.streams) == 3
+
+
+# -- native histograms and exemplars ------------------------------------------------------------
+
+
+def test_native_histogram_becomes_an_exponential_histogram() -> None:
+    native = Histogram(
+        timestamp=1000,
+        count_value=6,
+        zero_count=1,
+        sum=12.0,
+        schema=0,
+        zero_threshold=1e-128,
+        positive_spans=(BucketSpan(1, 2), BucketSpan(1, 1)),
+        positive_deltas=(2, -1, 1),  # absolute 2, 1, 2 at indexes 1, 2, 4
+    )
+    metric = metrics(run(Series(labels("rpc_seconds"), histograms=(native,))))["rpc_seconds"]
+    assert metric.WhichOneof("data") == "exponential_histogram"
+    (point,) = metric.exponential_histogram.data_points
+    assert (point.scale, point.count, point.zero_count, point.sum) == (0, 6, 1, 12.0)
+    assert point.positive.offset == 0  # Prometheus index 1 is OTLP index 0
+    assert list(point.positive.bucket_counts) == [2, 1, 0, 2]
+    assert list(point.negative.bucket_counts) == []
+
+
+def test_native_histogram_with_custom_buckets_becomes_explicit() -> None:
+    nhcb = Histogram(
+        timestamp=1000,
+        count_value=5,
+        sum=3.0,
+        schema=-53,
+        positive_spans=(BucketSpan(0, 3),),
+        positive_deltas=(1, 1, -1),  # 1, 2, 1
+        custom_values=(0.1, 1.0),
+    )
+    (point,) = metrics(run(Series(labels("lat"), histograms=(nhcb,))))["lat"].histogram.data_points
+    assert (list(point.explicit_bounds), list(point.bucket_counts), point.count) == (
+        [0.1, 1.0],
+        [1, 2, 1],
+        5,
+    )
+
+
+def test_native_histogram_delta_aligns_schemas() -> None:
+    state = MappingState()
+    fine = Histogram(
+        1000,
+        count_value=4,
+        sum=4.0,
+        schema=1,
+        positive_spans=(BucketSpan(1, 2),),
+        positive_counts=(1.0, 3.0),
+        is_float=True,
+    )
+    coarse = Histogram(
+        2000,
+        count_value=7,
+        sum=9.0,
+        schema=0,
+        positive_spans=(BucketSpan(1, 1),),
+        positive_counts=(7.0,),
+        is_float=True,
+    )
+    run(Series(labels("rpc"), histograms=(fine,)), state=state, temporality="delta")
+    mapped = run(Series(labels("rpc"), histograms=(coarse,)), state=state, temporality="delta")
+    (point,) = metrics(mapped)["rpc"].exponential_histogram.data_points
+    # Schema-1 buckets 1 and 2 are schema-0 bucket 1: 7 - (1 + 3) = 3.
+    assert (point.scale, point.count, list(point.positive.bucket_counts), point.sum) == (
+        0,
+        3,
+        [3],
+        5.0,
+    )
+
+
+def test_exemplars_carry_trace_and_span_ids() -> None:
+    trace, span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    one = Series(
+        labels("req_total"),
+        (Sample(3, 1000),),
+        exemplars=(Exemplar((("span_id", span), ("trace_id", trace), ("user", "u1")), 1.0, 990),),
+    )
+    (exemplar,) = metrics(run(one))["req_total"].sum.data_points[0].exemplars
+    assert exemplar.trace_id.hex() == trace and exemplar.span_id.hex() == span
+    assert attrs(exemplar.filtered_attributes) == {"user": "u1"}
+    assert (exemplar.time_unix_nano, exemplar.as_double) == (990 * NS, 1.0)
+
+
+# -- the client's request preparation and answers -----------------------------------------------
+
+
+def test_client_maps_a_batch_once_and_reuses_it_for_retries() -> None:
+    client = OTLPClient("o", OTLPConfig(url="http://127.0.0.1:1/v1/metrics", temporality="delta"))
+    base = [encode_entry(Batch((series("req_total", (10, 1000)),)), "prometheus.WriteRequest")]
+    client._done(base, client.prepare(base), delivered=True)
+    entries = [encode_entry(Batch((series("req_total", (15, 2000)),)), "prometheus.WriteRequest")]
+    first = client.prepare(entries)
+    assert client.prepare(entries) is first  # the retry sends the same body
+    assert client.prepare(list(entries)) is not first  # another batch is mapped anew
+    client._done(entries, first, delivered=True)
+    assert client.state.streams[("counter", "req_total", labels("req_total")[1:])].value == 15
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "expected"),
+    [
+        (b"", "application/x-protobuf", (0, "")),
+        (
+            ExportMetricsServiceResponse(
+                partial_success={"rejected_data_points": 3, "error_message": "too old"}
+            ).SerializeToString(),
+            "application/x-protobuf",
+            (3, "too old"),
+        ),
+        (
+            b'{"partialSuccess":{"rejectedDataPoints":"2","errorMessage":"x"}}',
+            "application/json",
+            (2, "x"),
+        ),
+        (b"{}", "application/json", (0, "")),
+        (b"not json", "application/json", (0, "")),
+    ],
+)
+def test_partial_success_is_read_from_protobuf_or_json(
+    raw: bytes, content_type: str, expected: tuple[int, str]
+) -> None:
+    assert partial_success(raw, content_type) == expected
+
+
+def test_error_detail_reads_a_google_rpc_status() -> None:
+    status = b"\x08\x03" + b"\x12\x0bbad request" + b"\x1a\x00"  # code=3, message, details
+    assert error_detail(status, "application/x-protobuf") == "bad request"
+    assert error_detail(b'{"code":3,"message":"nope"}', "application/json") == "nope"
+    assert error_detail(b"plain\ntext", "text/plain") == "plain text"
