@@ -17,7 +17,7 @@ def test_generated_modules_are_not_stale(tmp_path: Path) -> None:
         [str(REPO / "scripts" / "gen-proto"), str(tmp_path)], check=True, env=env, timeout=120
     )
     generated = sorted(p.name for p in tmp_path.iterdir())
-    assert generated == ["remote_pb2.py", "write_v2_pb2.py"]
+    assert generated == ["fastpath_pb2.py", "remote_pb2.py", "write_v2_pb2.py"]
     for name in generated:
         assert (tmp_path / name).read_text() == (WIRE / name).read_text(), (
             f"{name} is stale: run scripts/gen-proto and commit the result"
