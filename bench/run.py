@@ -1,0 +1,922 @@
+"""Benchmark runner: gotk-relay against vmagent, same workload, same machine, same run.
+
+    .venv/bin/python bench/run.py                  # everything, < 5 minutes
+    .venv/bin/python bench/run.py --smoke          # seconds; correctness only
+    .venv/bin/python bench/run.py --duration 20 --workloads flux-heavy --json /tmp/x.json
+
+For each workload (``cluster``: 0.1 % Flux series; ``flux-heavy``: 5 %) and each system
+(``gotk-relay`` with its default config plus one remote_write to the sink; ``vmagent``
+pass-through; ``vmagent-relabel``, vmagent with the best 1:1 rename a relabeling can do) a fresh
+sink and a fresh system are started, and:
+
+1. warm-up: a short push, drained and checked, so lazy imports, caches and connection set-up
+   stay out of the numbers;
+2. throughput: the loader pushes as fast as the system answers for ``--duration`` seconds →
+   accepted samples/s, and samples per CPU-second of the system's processes (utime+stime from
+   ``/proc/<pid>/stat``, from the phase's start until the sink has received everything the phase
+   produced, so the forwarding work after the last 2xx is paid for too);
+3. latency: a push at 50 % of that system's own max rate → p50/p99 of the request latency the
+   loader sees;
+4. peak RSS (``VmHWM``) of the system over the whole run;
+5. delivery: after each phase, what the sink counted must equal what the loader had acked, times
+   what the system adds (gotk-relay adds four legacy series per ``gotk_resource_info`` sample).
+
+Then gotk-relay alone takes 50k distinct pass-through series (2 rounds) and 1M (20 clusters ×
+the same 50k, 1 round), to show how its memory grows with the number of distinct series; each
+run is bounded by ``memory_timeout`` and reports how many series it got through.
+
+The system under test is pinned to core 0, the loader (this process) and the sink to core 1,
+before they exec, so Go's runtime sees one CPU as Python's does. Other processes on the machine
+are not controlled: the report records the load average before the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import gc
+import importlib.resources
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import expect
+import loadgen
+import yaml
+
+REPO: Final = Path(__file__).resolve().parents[1]
+DEFAULT_JSON: Final = REPO / "bench" / "results" / "latest.json"
+HOST: Final = "127.0.0.1"
+SUT_CORE: Final = 0
+LOAD_CORE: Final = 1
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+WORKLOADS: Final = {"cluster": 0.001, "flux-heavy": 0.05}
+SYSTEMS: Final = ("gotk-relay", "vmagent", "vmagent-relabel")
+EXPECTATION: Final = {
+    "gotk-relay": "relay-legacy",
+    "vmagent": "identity",
+    "vmagent-relabel": "vmagent-rename",
+}
+TABLE_COLUMNS: Final = (
+    ("system", 21),
+    ("workload", 11),
+    ("accepted/s", 11),
+    ("samples/CPU-s", 14),
+    ("SUT CPU", 8),
+    ("others", 7),
+    ("p50 ms", 8),
+    ("p99 ms", 8),
+    ("peak RSS MiB", 13),
+    ("delivered", 10),
+)
+
+# Runs a child with PR_SET_PDEATHSIG (it dies with this process) pinned to one core, then execs
+# it: the affinity is set before the program starts, so Go's runtime sizes itself for one CPU.
+_LAUNCHER: Final = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(70)\n"
+    "if sys.argv[2] != '-':\n"
+    "    os.sched_setaffinity(0, {int(sys.argv[2])})\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of a run; recorded in the JSON so a number can be traced to how it was got."""
+
+    duration: float = 8.0
+    warmup: float = 1.0  # 0: no warm-up phase
+    max_rounds: int | None = None  # cap on rounds per phase (smoke: keeps the sink's work small)
+    connections: int = 4
+    series: int = 50_000
+    batch_size: int = 2000
+    workloads: tuple[str, ...] = tuple(WORKLOADS)
+    systems: tuple[str, ...] = SYSTEMS
+    full_verify: bool = False
+    memory_series: tuple[int, int] = (50_000, 1_000_000)  # small, big (big = 20 replicas)
+    memory_rounds: tuple[int, int] = (2, 1)  # every series sent this many times
+    memory_timeout: float = 80.0  # per run; a relay too slow for it reports what it got
+    drain_timeout: float = 30.0
+    pinned: bool = True
+    smoke: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+SMOKE: Final = Settings(
+    duration=0.5,
+    warmup=0.0,
+    max_rounds=3,
+    connections=2,
+    series=2000,
+    batch_size=250,
+    full_verify=True,
+    memory_series=(2000, 20_000),
+    memory_rounds=(2, 1),
+    memory_timeout=20.0,
+    drain_timeout=10.0,
+    smoke=True,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A child process with its log file; stopped by :meth:`stop` or with this process."""
+
+    def __init__(self, name: str, argv: Sequence[str], core: int | None, workdir: Path) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        executable = shutil.which(argv[0]) or argv[0]
+        launch = [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
+        launch += ["-" if core is None else str(core), executable, *argv[1:]]
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                launch, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+            )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a system may fork helpers; their CPU counts too)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 1000:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, ()))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its descendants, in seconds."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return total / CLK_TCK
+
+
+def core_busy_seconds(core: int) -> float:
+    """Time core ``core`` spent on anything but idle/iowait, from ``/proc/stat``.
+
+    Minus the system's own CPU time this is what *other* processes took from its core: the
+    machine is shared, and a row measured while something else ran there says so.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith(f"cpu{core} "):
+                ticks = [int(x) for x in line.split()[1:]]
+                return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK
+    return 0.0
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A ``/proc/<pid>/status`` memory field (VmHWM, VmRSS) summed over the process tree."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Systems under test
+
+
+@dataclass
+class System:
+    name: str
+    proc: Proc
+    port: int
+    ready_path: str
+
+
+def relay_config(sink_port: int) -> dict[str, Any]:
+    """The relay's embedded default config, plus one remote_write to the sink."""
+    text = (importlib.resources.files("gotk_relay") / "default.yml").read_text()
+    config = yaml.safe_load(text) or {}
+    config["remote_write"] = [{"url": f"http://{HOST}:{sink_port}/api/v1/write", "name": "sink"}]
+    return dict(config)
+
+
+def start_system(name: str, sink_port: int, workdir: Path, core: int | None) -> System:
+    port = free_port()
+    sink_url = f"http://{HOST}:{sink_port}/api/v1/write"
+    if name == "gotk-relay":
+        config = workdir / "relay.yml"
+        config.write_text(json.dumps(relay_config(sink_port), indent=2))
+        argv = [sys.executable, "-m", "gotk_relay", "serve", "--config", str(config)]
+        argv += ["--listen-address", f"{HOST}:{port}", "--log.level", "warn"]
+        return System(name, Proc(name, argv, core, workdir), port, "/-/ready")
+    data = workdir / f"{name}-data"
+    data.mkdir()
+    argv = ["vmagent", f"-remoteWrite.url={sink_url}", f"-httpListenAddr={HOST}:{port}"]
+    argv += [f"-remoteWrite.tmpDataPath={data}", "-loggerLevel=WARN"]
+    if name == "vmagent-relabel":
+        relabel = workdir / "relabel.yml"
+        relabel.write_text(expect.VMAGENT_RELABEL)
+        argv.append(f"-remoteWrite.relabelConfig={relabel}")
+    return System(name, Proc(name, argv, core, workdir), port, "/health")
+
+
+def start_sink(workdir: Path, full: bool, core: int | None) -> tuple[Proc, int]:
+    port = free_port()
+    argv = [sys.executable, str(REPO / "bench" / "sink.py"), "--port", str(port)]
+    if full:
+        argv.append("--full")
+    return Proc("sink", argv, core, workdir), port
+
+
+async def wait_ready(
+    session: aiohttp.ClientSession, proc: Proc, url: str, timeout: float = 60.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{proc.name} not ready after {timeout:g}s:\n{proc.log_tail()}")
+
+
+def ensure_vmagent() -> str | None:
+    """vmagent's path; installs Debian's victoria-metrics package if missing and root."""
+    path = shutil.which("vmagent")
+    if path is not None or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return path
+    print("vmagent missing: apt-get install -y victoria-metrics", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "victoria-metrics"]
+    if subprocess.run(install, env=env, check=False, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, check=False, timeout=600)
+        subprocess.run(install, env=env, check=False, timeout=600)
+    return shutil.which("vmagent")
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring one system on one workload
+
+
+@dataclass
+class Tally:
+    """What the loader had acked so far, and so what the sink must end up with."""
+
+    expectation: str
+    accepted: int = 0
+    accepted_flux: int = 0
+    acked: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, result: loadgen.PhaseResult) -> None:
+        self.accepted += result.accepted_samples
+        self.accepted_flux += result.accepted_flux
+        self.acked += result.acked
+
+    @property
+    def expected(self) -> int:
+        plain, flux = expect.DELIVERY_FACTOR[self.expectation]
+        return (self.accepted - self.accepted_flux) * plain + self.accepted_flux * flux
+
+
+async def sink_stats(session: aiohttp.ClientSession, port: int) -> dict[str, int]:
+    async with session.get(f"http://{HOST}:{port}/stats") as response:
+        return dict(await response.json())
+
+
+async def drain(
+    session: aiohttp.ClientSession, port: int, expected: int, timeout: float
+) -> tuple[int, float]:
+    """Wait until the sink holds ``expected`` samples (or more, stable for 1 s, or timeout).
+
+    Returns (samples counted, monotonic time when the count last changed).
+    """
+    deadline = time.monotonic() + timeout
+    last, changed = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        samples = (await sink_stats(session, port))["samples"]
+        now = time.monotonic()
+        if samples != last:
+            last, changed = samples, now
+        if samples == expected or (samples > expected and now - changed > 1.0):
+            break
+        await asyncio.sleep(0.02)
+    return last, changed
+
+
+@dataclass
+class Phase:
+    result: loadgen.PhaseResult
+    wall: float  # phase start to last answer
+    sut_cpu: float  # phase start to last answer
+    sut_cpu_drained: float  # phase start to drained
+    drain_wall: float  # phase start to drained
+    loader_cpu: float  # this process + the sink, phase start to last answer
+    core_busy: float  # the system's core, busy with anything, phase start to last answer
+    delivered: int
+    expected: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **self.result.summary(),
+            "sut_cpu_s": round(self.sut_cpu, 3),
+            "sut_cpu_s_until_drained": round(self.sut_cpu_drained, 3),
+            "sut_core_utilisation": round(self.sut_cpu / self.wall, 3) if self.wall else None,
+            "loader_core_utilisation": round(self.loader_cpu / self.wall, 3) if self.wall else None,
+            "sut_core_foreign_utilisation": round(
+                max(0.0, self.core_busy - self.sut_cpu) / self.wall, 3
+            )
+            if self.wall
+            else None,
+            "drained_after_s": round(self.drain_wall, 3),
+            "delivered_samples": self.delivered,
+            "expected_samples": self.expected,
+            "delivered_ok": self.delivered == self.expected,
+        }
+
+
+async def run_phase(
+    loader: loadgen.Loader,
+    session: aiohttp.ClientSession,
+    system: System,
+    sink: Proc,
+    sink_port: int,
+    tally: Tally,
+    duration: float,
+    settings: Settings,
+    rate: float | None = None,
+    rounds: int | None = None,
+) -> Phase:
+    cpu0, own0, sink0 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
+    busy0 = core_busy_seconds(SUT_CORE)
+    t0 = time.monotonic()
+    result = await loader.run(duration, rate, rounds)
+    t1 = time.monotonic()
+    cpu1, own1, sink1 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
+    busy1 = core_busy_seconds(SUT_CORE)
+    tally.add(result)
+    delivered, changed = await drain(session, sink_port, tally.expected, settings.drain_timeout)
+    drained_at = min(changed, time.monotonic())
+    cpu2 = cpu_seconds(system.proc.pid)
+    return Phase(
+        result=result,
+        wall=t1 - t0,
+        sut_cpu=cpu1 - cpu0,
+        sut_cpu_drained=cpu2 - cpu0,
+        drain_wall=drained_at - t0,
+        loader_cpu=(own1 - own0) + (sink1 - sink0),
+        core_busy=busy1 - busy0,
+        delivered=delivered,
+        expected=tally.expected,
+    )
+
+
+async def relay_self_report(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
+    """The relay's own counters, as a cross-check of the sink's (informational)."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        async with session.get(f"http://{HOST}:{port}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            m = re.match(r"(gotk_relay_samples_(?:forwarded|dropped)_total)\{[^}]*\} (\S+)", line)
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+async def bench_one(
+    name: str,
+    workload: loadgen.Workload,
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Fresh sink and system; warm-up, throughput, latency; RSS, delivery and verification."""
+    sut_core = SUT_CORE if settings.pinned else None
+    load_core = LOAD_CORE if settings.pinned else None
+    sink, sink_port = start_sink(workdir, settings.full_verify, load_core)
+    system: System | None = None
+    loader: loadgen.Loader | None = None
+    try:
+        await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
+        system = start_system(name, sink_port, workdir, sut_core)
+        await wait_ready(session, system.proc, f"http://{HOST}:{system.port}{system.ready_path}")
+        loader = loadgen.Loader(workload, HOST, system.port, settings.connections)
+        loader.record_acked = settings.full_verify
+        tally = Tally(EXPECTATION[name])
+        args = (loader, session, system, sink, sink_port, tally)
+        cap = settings.max_rounds
+        phases = []
+        if settings.warmup > 0:
+            phases.append(await run_phase(*args, settings.warmup, settings, rounds=cap))
+        peak = await run_phase(*args, settings.duration, settings, rounds=cap)
+        rate = 0.5 * peak.result.accepted_per_second
+        steady = await run_phase(*args, settings.duration, settings, rate=rate, rounds=cap)
+        phases += [peak, steady]
+        hwm = status_kib(system.proc.pid, "VmHWM")
+        rss = status_kib(system.proc.pid, "VmRSS")
+        self_report = {}
+        if name == "gotk-relay":
+            self_report = await relay_self_report(session, system.port)
+        verification = None
+        if settings.full_verify:
+            payload = {
+                "spec": workload.spec.to_json(),
+                "expect": tally.expectation,
+                "acked": tally.acked,
+            }
+            url = f"http://{HOST}:{sink_port}/verify"
+            async with session.post(url, json=payload) as response:
+                verification = await response.json()
+        sink_final = await sink_stats(session, sink_port)
+        exited = system.proc.popen.poll()  # a crash must not pass as a slow system
+        delivered_ok = exited is None and all(p.delivered == p.expected for p in phases)
+        if verification is not None:
+            delivered_ok = delivered_ok and bool(verification["ok"])
+        return {
+            "system": name,
+            "workload": workload.spec.name,
+            "expectation": tally.expectation,
+            "warmup": phases[0].summary() if settings.warmup > 0 else None,
+            "throughput": peak.summary(),
+            "latency": {**steady.summary(), "target_rate_per_s": round(rate, 1)},
+            "accepted_per_s": round(peak.result.accepted_per_second, 1),
+            "samples_per_cpu_s": round(peak.result.accepted_samples / peak.sut_cpu_drained, 1)
+            if peak.sut_cpu_drained > 0
+            else None,
+            "sut_core_utilisation": round(peak.sut_cpu / peak.wall, 3) if peak.wall else None,
+            "sut_core_foreign_utilisation": peak.summary()["sut_core_foreign_utilisation"],
+            "loader_core_utilisation": peak.summary()["loader_core_utilisation"],
+            "latency_p50_ms": round(steady.result.percentile(0.5) * 1000, 3),
+            "latency_p99_ms": round(steady.result.percentile(0.99) * 1000, 3),
+            "peak_rss_bytes": hwm * 1024,
+            "rss_end_bytes": rss * 1024,
+            "delivered_samples": sink_final["samples"],
+            "expected_samples": tally.expected,
+            "accepted_samples": tally.accepted,
+            "accepted_flux_samples": tally.accepted_flux,
+            "delivered_ok": delivered_ok,
+            "exit_code_during_run": exited,
+            "sink": sink_final,
+            "verification": verification,
+            "relay_self_report": self_report,
+        }
+    finally:
+        if loader is not None:
+            await loader.close()
+        if system is not None:
+            system.proc.stop()
+        sink.stop()
+
+
+async def memory_scaling(
+    settings: Settings, session: aiohttp.ClientSession, workdir: Path
+) -> list[dict[str, Any]]:
+    """gotk-relay's memory with few vs many distinct pass-through series.
+
+    The big run is copies of the small one's series under different ``cluster`` labels, so only
+    the number of distinct series differs. Each run is bounded by ``memory_timeout``: a relay
+    too slow to take every series in time reports how many it took.
+    """
+    rows = []
+    small, big = settings.memory_series
+    plan = (
+        (small, 1, settings.memory_rounds[0]),
+        (big, max(1, big // small), settings.memory_rounds[1]),
+    )
+    for series, replicas, rounds in plan:
+        spec = loadgen.WorkloadSpec(
+            f"passthrough-{series}",
+            series=series,
+            batch_size=settings.batch_size,
+            flux_fraction=0.0,
+            ts_base_ms=int(time.time() * 1000),
+            replicas=replicas,
+        )
+        workload = loadgen.Workload(spec, precompress=False)
+        gc.collect()
+        sut_core = SUT_CORE if settings.pinned else None
+        load_core = LOAD_CORE if settings.pinned else None
+        run_dir = workdir / f"mem-{series}"
+        run_dir.mkdir()
+        sink, sink_port = start_sink(run_dir, False, load_core)
+        system: System | None = None
+        loader: loadgen.Loader | None = None
+        try:
+            await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
+            system = start_system("gotk-relay", sink_port, run_dir, sut_core)
+            ready = f"http://{HOST}:{system.port}{system.ready_path}"
+            await wait_ready(session, system.proc, ready)
+            idle = status_kib(system.proc.pid, "VmRSS")
+            loader = loadgen.Loader(workload, HOST, system.port, settings.connections)
+            tally = Tally("identity")
+            phase = await run_phase(
+                loader,
+                session,
+                system,
+                sink,
+                sink_port,
+                tally,
+                settings.memory_timeout,
+                settings,
+                rounds=rounds,
+            )
+            pushed = phase.result.accepted_samples
+            rows.append(
+                {
+                    "series": workload.samples_per_round,
+                    "replicas": replicas,
+                    "rounds": rounds,
+                    "samples_pushed": pushed,
+                    "distinct_series_pushed": min(pushed, workload.samples_per_round),
+                    "complete": pushed == rounds * workload.samples_per_round,
+                    "accepted_per_s": round(phase.result.accepted_per_second, 1),
+                    "rss_idle_bytes": idle * 1024,
+                    "peak_rss_bytes": status_kib(system.proc.pid, "VmHWM") * 1024,
+                    "rss_end_bytes": status_kib(system.proc.pid, "VmRSS") * 1024,
+                    "delivered_ok": phase.delivered == phase.expected,
+                    "phase": phase.summary(),
+                }
+            )
+        finally:
+            if loader is not None:
+                await loader.close()
+            if system is not None:
+                system.proc.stop()
+            sink.stop()
+        del workload
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "memory_bytes": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_average_before": os.getloadavg(),
+        "sut_core": SUT_CORE,
+        "loader_core": LOAD_CORE,
+    }
+
+
+def versions(vmagent: str | None) -> dict[str, str]:
+    import gotk_relay
+
+    out = {"gotk_relay": gotk_relay.__version__, "vmagent": "missing"}
+    if vmagent:
+        query = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        out["vmagent"] = query.stdout.strip() or vmagent
+    return out
+
+
+def _num(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 10_000:
+        return f"{value / 1000:,.0f}k"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def warnings(results: Sequence[dict[str, Any]]) -> Iterator[str]:
+    """Rows whose throughput number may not be the system's own limit."""
+    for r in results:
+        where = f"{r['system']} on {r['workload']}"
+        phase = r["throughput"]
+        refused = phase["requests"] - phase["accepted_requests"]
+        if refused:
+            statuses = ", ".join(
+                f"{n}x {code}" for code, n in phase["statuses"].items() if code[0] != "2"
+            )
+            yield (
+                f"! {where}: {refused} of {phase['requests']} requests at max load were refused "
+                f"({statuses}); the loader retried them after Retry-After or a backoff"
+            )
+        if (r["loader_core_utilisation"] or 0) > 0.85:
+            yield f"! {where}: the loader+sink core was {_pct(r['loader_core_utilisation'])} busy"
+        if (r["sut_core_foreign_utilisation"] or 0) > 0.10:
+            yield (
+                f"! {where}: other processes took {_pct(r['sut_core_foreign_utilisation'])} "
+                "of the system's core"
+            )
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "  ".join(
+        cell.ljust(width) if i < 2 else cell.rjust(width)
+        for i, (cell, (_, width)) in enumerate(zip(cells, TABLE_COLUMNS, strict=True))
+    )
+
+
+def table(results: Sequence[dict[str, Any]], ratios: Sequence[dict[str, Any]]) -> Iterator[str]:
+    yield _row([name for name, _ in TABLE_COLUMNS])
+    yield _row(["-" * width for _, width in TABLE_COLUMNS])
+    for r in results:
+        delivered = "ok" if r["delivered_ok"] else "MISMATCH"
+        yield _row(
+            [
+                r["system"],
+                r["workload"],
+                _num(r["accepted_per_s"]),
+                _num(r["samples_per_cpu_s"]),
+                _pct(r["sut_core_utilisation"]),
+                _pct(r["sut_core_foreign_utilisation"]),
+                _num(r["latency_p50_ms"]),
+                _num(r["latency_p99_ms"]),
+                _num(r["peak_rss_bytes"] / 2**20),
+                delivered,
+            ]
+        )
+    for q in ratios:
+        yield _row(
+            [
+                q["name"],
+                q["workload"],
+                f"{q['accepted_per_s']:.2f}x",
+                f"{q['samples_per_cpu_s']:.2f}x" if q["samples_per_cpu_s"] else "-",
+                "",
+                "",
+                f"{q['latency_p50_ms']:.2f}x",
+                f"{q['latency_p99_ms']:.2f}x",
+                f"{q['peak_rss_bytes']:.2f}x",
+                "",
+            ]
+        )
+
+
+def ratio_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """gotk-relay divided by each vmagent variant, per workload (above 1: relay is more)."""
+    by = {(r["system"], r["workload"]): r for r in results}
+    keys = ("accepted_per_s", "samples_per_cpu_s", "latency_p50_ms", "latency_p99_ms")
+    out = []
+    for workload in dict.fromkeys(r["workload"] for r in results):
+        relay = by.get(("gotk-relay", workload))
+        for other in ("vmagent", "vmagent-relabel"):
+            base = by.get((other, workload))
+            if relay is None or base is None:
+                continue
+            row: dict[str, Any] = {"name": f"relay/{other}", "workload": workload}
+            for key in (*keys, "peak_rss_bytes"):
+                a, b = relay[key], base[key]
+                row[key] = a / b if a and b else None
+            out.append(row)
+    return out
+
+
+def memory_table(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
+    yield "gotk-relay memory vs distinct pass-through series"
+    yield (
+        f"{'series':>10}  {'pushed':>10}  {'samples':>10}  {'accepted/s':>10}  {'idle MiB':>8}  "
+        f"{'peak RSS MiB':>12}  {'end RSS MiB':>11}  delivered"
+    )
+    for r in rows:
+        pushed = f"{r['distinct_series_pushed']:,}" + ("" if r["complete"] else "*")
+        yield (
+            f"{r['series']:>10,}  {pushed:>10}  {r['samples_pushed']:>10,}  "
+            f"{_num(r['accepted_per_s']):>10}  {r['rss_idle_bytes'] / 2**20:>8.0f}  "
+            f"{r['peak_rss_bytes'] / 2**20:>12.0f}  {r['rss_end_bytes'] / 2**20:>11.0f}  "
+            f"{'ok' if r['delivered_ok'] else 'MISMATCH'}"
+        )
+    if not all(r["complete"] for r in rows):
+        yield "* not all rounds were pushed within memory_timeout: the relay was too slow"
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
+    parser = argparse.ArgumentParser(
+        description="Benchmark gotk-relay against vmagent (see bench/README.md)."
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measured phase (10)")
+    parser.add_argument(
+        "--workloads", help=f"comma-separated, of {','.join(WORKLOADS)} (default: all)"
+    )
+    parser.add_argument("--systems", help=f"comma-separated, of {','.join(SYSTEMS)} (all)")
+    parser.add_argument("--smoke", action="store_true", help="seconds in total, small counts")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")
+    parser.add_argument("--connections", type=int, help="loader connections (4)")
+    parser.add_argument("--series", type=int, help="distinct series per workload (50000)")
+    parser.add_argument("--full-verify", action="store_true", help="sink checks every sample")
+    parser.add_argument("--skip-memory", action="store_true", help="no memory-scaling runs")
+    parser.add_argument(
+        "--memory-timeout", type=float, help="seconds per memory-scaling run at most (80)"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    args = parser.parse_args(argv)
+    base = SMOKE if args.smoke else Settings()
+    changes: dict[str, Any] = {}
+    if args.duration is not None:
+        changes["duration"] = args.duration
+    if args.workloads:
+        names = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
+        unknown = set(names) - set(WORKLOADS)
+        if unknown:
+            parser.error(f"unknown workload(s) {sorted(unknown)}; choose from {list(WORKLOADS)}")
+        changes["workloads"] = names
+    if args.systems:
+        names = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+        unknown = set(names) - set(SYSTEMS)
+        if unknown:
+            parser.error(f"unknown system(s) {sorted(unknown)}; choose from {list(SYSTEMS)}")
+        changes["systems"] = names
+    if args.connections is not None:
+        changes["connections"] = args.connections
+    if args.series is not None:
+        changes["series"] = args.series
+    if args.full_verify:
+        changes["full_verify"] = True
+    if args.memory_timeout is not None:
+        changes["memory_timeout"] = args.memory_timeout
+    if args.no_pin or (os.cpu_count() or 1) < 2:
+        changes["pinned"] = False
+    settings = Settings(**{**base.to_json(), **changes})
+    return settings, args.json, args.skip_memory
+
+
+async def run(settings: Settings, skip_memory: bool) -> dict[str, Any]:
+    started = time.monotonic()
+    machine = machine_info()
+    vmagent = ensure_vmagent()
+    systems = [s for s in settings.systems if s == "gotk-relay" or vmagent]
+    if len(systems) < len(settings.systems):
+        print("vmagent not found: its rows are missing", file=sys.stderr)
+    ts_base = int(time.time() * 1000)
+    workloads = []
+    for name in settings.workloads:
+        spec = loadgen.WorkloadSpec(
+            name,
+            series=settings.series,
+            batch_size=settings.batch_size,
+            flux_fraction=WORKLOADS[name],
+            ts_base_ms=ts_base,
+        )
+        workload = loadgen.Workload(spec)
+        loadgen.check_encoding(workload)
+        workloads.append(workload)
+    gc.collect()
+    gc.freeze()  # the workloads' objects never change: keep them out of every collection
+    results = []
+    memory: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="gotk-bench-") as tmp:
+        async with aiohttp.ClientSession() as session:
+            for workload in workloads:
+                for name in systems:
+                    workdir = Path(tmp) / f"{workload.spec.name}-{name}"
+                    workdir.mkdir()
+                    print(f"# {name} on {workload.spec.name} ...", file=sys.stderr, flush=True)
+                    results.append(await bench_one(name, workload, settings, session, workdir))
+            if not skip_memory:
+                print("# gotk-relay memory scaling ...", file=sys.stderr, flush=True)
+                memory = await memory_scaling(settings, session, Path(tmp))
+    ratios = ratio_rows(results)
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "versions": versions(vmagent),
+        "settings": settings.to_json(),
+        "workloads": [
+            {
+                **w.spec.to_json(),
+                "flux_series": w.flux_per_round,
+                "batches": len(w.batches),
+                "mean_request_bytes": round(w.mean_body_bytes),
+                "mean_raw_bytes": round(sum(b.raw_size for b in w.batches) / len(w.batches)),
+            }
+            for w in workloads
+        ],
+        "results": results,
+        "ratios": ratios,
+        "memory_scaling": memory,
+        "ok": all(r["delivered_ok"] for r in results) and all(m["delivered_ok"] for m in memory),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "load_average_after": os.getloadavg(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, json_path, skip_memory = parse_args(argv)
+    if settings.pinned:
+        os.sched_setaffinity(0, {LOAD_CORE})
+    report = run_loop(run(settings, skip_memory))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    for line in table(report["results"], report["ratios"]):
+        print(line)
+    for line in warnings(report["results"]):
+        print(line)
+    if report["memory_scaling"]:
+        print()
+        for line in memory_table(report["memory_scaling"]):
+            print(line)
+    print()
+    print(f"delivered == expected everywhere: {report['ok']}; took {report['elapsed_s']}s")
+    print(f"JSON: {json_path}")
+    return 0 if report["ok"] else 1
+
+
+def run_loop(coro: Any) -> dict[str, Any]:
+    """uvloop when available (lower per-request overhead for the loader), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return dict(asyncio.run(coro))
+    return dict(uvloop.run(coro))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The benchmark still runs end to end: ``bench/run.py --smoke`` as a user would run it.
+
+Correctness only, never speed: the machine is shared and a smoke run lasts a fraction of a
+second per phase, so no number it prints is asserted except the ones that must be exact — every
+sample the loader had acked reached the sink, with the right labels and values (the smoke run
+verifies each sample, see ``bench/sink.py``). vmagent must be installed (``bench/run.py``
+installs it when run as root): like the e2e suite, this test fails rather than skips without it,
+since a skip would hide that the comparison never ran.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMS = ("gotk-relay", "vmagent", "vmagent-relabel")
+WORKLOADS = ("cluster", "flux-heavy")
+RESULT_KEYS = {
+    "system",
+    "workload",
+    "accepted_per_s",
+    "samples_per_cpu_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "peak_rss_bytes",
+    "delivered_samples",
+    "expected_samples",
+    "accepted_samples",
+    "delivered_ok",
+    "throughput",
+    "latency",
+    "verification",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """One smoke run for all the tests here: (stdout, the JSON report)."""
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_prints_the_table_with_every_system_and_workload(
+    smoke: tuple[str, dict[str, Any]],
+) -> None:
+    stdout, _ = smoke
+    header = next((line for line in stdout.splitlines() if line.startswith("system ")), "")
+    for column in ("workload", "accepted/s", "samples/CPU-s", "p50 ms", "p99 ms", "peak RSS"):
+        assert column in header, f"{column!r} missing from the table header {header!r}"
+    for system in SYSTEMS:
+        for workload in WORKLOADS:
+            row = re.compile(rf"^{re.escape(system)}\s+{workload}\s", re.MULTILINE)
+            assert row.search(stdout), f"no row for {system} on {workload}:\n{stdout}"
+    assert re.search(r"^relay/vmagent\s+cluster\s", stdout, re.MULTILINE), "no ratio row"
+    assert "gotk-relay memory vs distinct pass-through series" in stdout
+
+
+def test_writes_json_with_the_expected_keys(smoke: tuple[str, dict[str, Any]]) -> None:
+    _, report = smoke
+    for key in ("date", "machine", "versions", "settings", "results", "ratios", "ok"):
+        assert key in report
+    assert report["machine"]["cores"] >= 1
+    assert "cpu_model" in report["machine"]
+    assert report["settings"]["smoke"] is True
+    pairs = {(r["system"], r["workload"]) for r in report["results"]}
+    assert pairs == {(s, w) for s in SYSTEMS for w in WORKLOADS}
+    for result in report["results"]:
+        assert result.keys() >= RESULT_KEYS, RESULT_KEYS - result.keys()
+    assert len(report["memory_scaling"]) == 2
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_delivered_equals_accepted(smoke: tuple[str, dict[str, Any]], system: str) -> None:
+    """Every acked sample arrived once, plus exactly what the system synthesizes."""
+    _, report = smoke
+    for result in (r for r in report["results"] if r["system"] == system):
+        where = f"{system} on {result['workload']}"
+        assert result["accepted_samples"] > 0, where
+        assert result["delivered_samples"] == result["expected_samples"], where
+        verification = result["verification"]
+        assert verification["ok"], f"{where}: {verification}"
+        assert verification["missing"] == verification["unexpected"] == 0, where
+        if system == "gotk-relay" and result["accepted_flux_samples"]:
+            # Four legacy series per gotk_resource_info sample came on top.
+            assert result["expected_samples"] == (
+                result["accepted_samples"] + 4 * result["accepted_flux_samples"]
+            )
+        else:
+            assert result["expected_samples"] == result["accepted_samples"], where
+
+
+def test_memory_scaling_delivered_everything(smoke: tuple[str, dict[str, Any]]) -> None:
+    _, report = smoke
+    for row in report["memory_scaling"]:
+        assert row["delivered_ok"], row
+        assert row["samples_pushed"] > 0
+    assert report["ok"] is True
