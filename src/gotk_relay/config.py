@@ -336,6 +336,11 @@ class ReceiverConfig(_Strict):
     max_label_value_length: int = Field(4096, gt=0)
     read_timeout: Duration = 30.0  # whole body; a slower sender gets 408
     max_concurrent_requests: int = Field(64, gt=0)  # beyond it: 429 with Retry-After
+    # full: every series is decoded and its labels checked (400 at the edge). framing: a
+    # request no rule can change is checked for snappy/protobuf framing and forwarded as the
+    # bytes that came, without a Python object per series; its label sets are left to the
+    # destinations to judge (a 400 there is counted as dropped). See docs/performance.md.
+    validation: Literal["full", "framing"] = "full"
     auth: IngressAuth | None = None
     tls: IngressTLS | None = None
 

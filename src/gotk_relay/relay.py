@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from . import fastpath
 from .config import (
     Config,
     DatadogConfig,
@@ -27,7 +28,7 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import Entry, encode_entry
+from .delivery.entry import V1, Entry, encode_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool
@@ -79,6 +80,7 @@ class Relay:
         self.config = config
         self.names = destination_names(config)
         self.pipeline = Pipeline(config)
+        self.fast = fastpath.plan(config)
         # Both are fixed for the life of the process: a reload that changes them is reported
         # and needs a restart (moving a spool under a running queue would lose its order).
         self.budget = MemoryBudget(config.queues.memory_budget_bytes)
@@ -111,14 +113,8 @@ class Relay:
         for destination in self.destinations.values():
             destination.start()
 
-    def admit(self, batch: Batch, now_ms: int | None = None, size_hint: int = 0) -> Admission:
-        """Queue ``batch`` for every destination, or for none (see the module docstring).
-
-        ``size_hint`` (the decoded request's size) estimates each destination's share of the
-        memory budget or the spool before anything is encoded. Raises SpoolError when the spool
-        cannot be written: then nothing was queued anywhere.
-        """
-        points = batch.point_count
+    def room(self, points: int, size_hint: int) -> Admission:
+        """Whether every destination can take a batch of this size now (before any rule runs)."""
         spool_cfg = self.config.spool
         for name, destination in self.destinations.items():
             if self.spool is not None:
@@ -127,6 +123,46 @@ class Relay:
                     return Admission(False, name)
             elif not destination.queue.room_for(points) or not self.budget.room_for(size_hint):
                 return Admission(False, name)
+        return Admission(True)
+
+    def admit_raw(self, raw: bytes, points: int, now_ms: int) -> Admission:
+        """Queue a v1 request no rule can change (see fastpath.py) as the bytes that came.
+
+        Every destination gets the same entry; nothing is decoded. The Flux rules still get a
+        tick of the clock, so an object's pending end is written even while only other series
+        flow (its stale markers then follow the request, in the same order for everyone).
+        """
+        admission = self.room(points, len(raw))
+        if not admission.accepted:
+            return admission
+        entry = Entry(raw, V1, points, now_ms)
+        extra = self.pipeline.flux.rewrite(Batch(), now_ms)
+        planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
+        for destination in self.destinations.values():
+            entries = [entry]
+            if extra.series:
+                entries.append(
+                    encode_entry(self.pipeline.for_destination(destination.name, extra), V1)
+                )
+            planned.append((destination, [entries]))
+        if self.spool is not None:
+            planned = self._spool(planned)
+        for destination, shard_entries in planned:
+            destination.queue.put(shard_entries)
+        if self.federate is not None and extra.series:
+            self.federate.update(extra)
+        return Admission(True)
+
+    def admit(self, batch: Batch, now_ms: int | None = None, size_hint: int = 0) -> Admission:
+        """Queue ``batch`` for every destination, or for none (see the module docstring).
+
+        ``size_hint`` (the decoded request's size) estimates each destination's share of the
+        memory budget or the spool before anything is encoded. Raises SpoolError when the spool
+        cannot be written: then nothing was queued anywhere.
+        """
+        admission = self.room(batch.point_count, size_hint)
+        if not admission.accepted:
+            return admission
         rewritten = self.pipeline.ingest(batch, now_ms)
         # Destinations that see the same batch, sharded alike and speaking the same message,
         # share the encoded entries: one encode per distinct (chunk, protocol).
@@ -237,6 +273,7 @@ class Relay:
                 if config.federate.enabled
                 else None
             )
+        self.fast = fastpath.plan(config)
         self.config, self.names, self.pipeline, self.destinations = (
             config,
             names,

@@ -61,6 +61,52 @@ def parse_selector(text: str) -> Predicate:
     return predicate
 
 
+_REGEX_META = frozenset("\\.^$*+?()[]{}|")
+
+
+def _literal_prefix(op: str, value: str) -> str | None:
+    """The literal text every name this matcher accepts starts with ('' when none)."""
+    if op in ("MatchOp.Equal", "="):
+        return value
+    if op in ("MatchOp.Re", "=~"):
+        prefix = ""
+        for char in value:
+            if char in _REGEX_META:
+                # A quantifier or alternation after a literal makes that literal optional.
+                if char in "?*{|" and prefix:
+                    prefix = prefix[:-1]
+                if "|" in value:
+                    return ""
+                break
+            prefix += char
+        return prefix
+    return None  # != and !~ say nothing about what a name starts with
+
+
+def name_prefixes(texts: Sequence[str]) -> set[str] | None:
+    """For each selector, a literal prefix every metric name it matches starts with.
+
+    None when some selector has no ``__name__`` matcher that constrains the name (it may match
+    any series); a prefix of '' means the same for a regex without a literal start. Used to
+    tell, without decoding a request, whether any of its series could matter to the selectors.
+    """
+    out: set[str] = set()
+    for text in texts:
+        expr = promql_parser.parse(text)
+        if not isinstance(expr, promql_parser.VectorSelector):
+            return None
+        found: str | None = expr.name or None
+        for m in expr.matchers.matchers:
+            if m.name == "__name__":
+                prefix = _literal_prefix(str(m.op), m.value)
+                if prefix is not None and (found is None or len(prefix) > len(found)):
+                    found = prefix
+        if found is None:
+            return None
+        out.add(found)
+    return out
+
+
 def parse_selectors(texts: Sequence[str]) -> Predicate:
     """A predicate true when any of the selectors matches (``match[]`` semantics)."""
     predicates = [parse_selector(t) for t in texts]

@@ -25,10 +25,10 @@ from .config import ConfigError
 from .delivery.spool import SpoolError
 from .ingress import Authenticator, InFlight, limits_of
 from .model import Batch
-from .relay import Relay
+from .relay import Admission, Relay
 from .selectors import SelectorError, parse_selectors
 from .telemetry import Telemetry
-from .wire import rw1, rw2, snappy
+from .wire import rw1, rw2, scan, snappy
 from .wire.errors import DecodeError, TooLargeError
 from .wire.labels import LabelLimitError, TooManySeriesError
 
@@ -143,8 +143,12 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         return await _hang_up(
             request, 413, f"request body exceeds the limit of {limits.max_request_bytes} bytes"
         )
+    now_ms = int(time.time() * 1000)
     try:
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
+        fast = relay.fast
+        if proto == V1_PROTO and fast is not None and not scan.mentions(raw, fast.watched):
+            return _pass_through(relay, telemetry, raw, now_ms)
         codec = rw2 if proto == V2_PROTO else rw1
         batch = codec.decode(raw, limits=limits_of(limits))
     except TooManySeriesError as exc:
@@ -159,8 +163,45 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     except DecodeError as exc:
         telemetry.rejected.labels("malformed").inc()
         return _plain(400, str(exc))
+    refusal = _admitted(telemetry, lambda: relay.admit(batch, now_ms, len(raw)))
+    if refusal is not None:
+        return refusal
+    _count(telemetry, batch, proto)
+    headers = {}
+    if proto == V2_PROTO:
+        headers = {
+            "X-Prometheus-Remote-Write-Samples-Written": str(batch.sample_count),
+            "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
+            "X-Prometheus-Remote-Write-Exemplars-Written": str(batch.exemplar_count),
+        }
+    return web.Response(status=204, headers=headers)
+
+
+def _pass_through(relay: Relay, telemetry: Telemetry, raw: bytes, now_ms: int) -> web.Response:
+    """A v1 request no rule can change: framing checked, forwarded as the bytes that came.
+
+    Raises DecodeError/TooManySeriesError like the full path, for the caller to answer.
+    """
+    limits = relay.config.receiver
+    series = len(scan.split(raw).series)  # checks the top-level framing
+    if series > limits.max_series_per_request:
+        raise TooManySeriesError(
+            f"request has {series} series, over receiver.max_series_per_request "
+            f"({limits.max_series_per_request}); send smaller requests"
+        )
+    points = scan.count_points(raw)  # checks each series' framing
+    refusal = _admitted(telemetry, lambda: relay.admit_raw(raw, points, now_ms))
+    if refusal is not None:
+        return refusal
+    # Samples and histograms are not told apart without decoding: counted as samples here.
+    telemetry.received.labels("sample", V1_PROTO).inc(points)
+    return web.Response(status=204)
+
+
+def _admitted(telemetry: Telemetry, admit: Callable[[], Admission]) -> web.Response | None:
+    """Run an admission; the 429/503 to answer when it did not queue the batch, else None."""
     try:
-        admission = relay.admit(batch, int(time.time() * 1000), len(raw))
+        admission = admit()
     except SpoolError as exc:
         log.error("spool write failed; the request is refused", extra={"err": str(exc)})
         telemetry.rejected.labels("spool_error").inc()
@@ -172,15 +213,7 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
             f"queue of destination {admission.busy_destination!r} is full; retry later",
             {"Retry-After": "1"},
         )
-    _count(telemetry, batch, proto)
-    headers = {}
-    if proto == V2_PROTO:
-        headers = {
-            "X-Prometheus-Remote-Write-Samples-Written": str(batch.sample_count),
-            "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
-            "X-Prometheus-Remote-Write-Exemplars-Written": str(batch.exemplar_count),
-        }
-    return web.Response(status=204, headers=headers)
+    return None
 
 
 async def _read_body(content: StreamReader, limit: int) -> bytes | None:

@@ -23,6 +23,7 @@ from gotk_relay.relay import Relay
 from gotk_relay.server import make_app
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, rw2, snappy
+from gotk_relay.wire.errors import DecodeError
 
 
 def _free_port() -> int:
@@ -45,6 +46,7 @@ class Received:
     headers: dict[str, str]
     batch: Batch
     status: int
+    raw: bytes = b""  # the decompressed body, byte for byte
 
 
 class ScriptedReceiver:
@@ -66,13 +68,21 @@ class ScriptedReceiver:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = snappy.decompress(await request.read(), 1 << 30)
         v2 = "io.prometheus.write.v2.Request" in request.headers.get("Content-Type", "")
-        batch = (rw2 if v2 else rw1).decode(raw)
+        try:
+            batch = (rw2 if v2 else rw1).decode(raw)
+        except DecodeError as exc:  # as Prometheus does: bad data is the sender's problem
+            self.requests.append(
+                Received(
+                    asyncio.get_running_loop().time(), dict(request.headers), Batch(), 400, raw
+                )
+            )
+            return web.Response(status=400, text=str(exc))
         if self.chooser is not None:
             reply = self.chooser(batch)
         else:
             reply = self.script.pop(0) if self.script else self.default
         loop = asyncio.get_running_loop()
-        self.requests.append(Received(loop.time(), dict(request.headers), batch, reply.status))
+        self.requests.append(Received(loop.time(), dict(request.headers), batch, reply.status, raw))
         if reply.hang:
             await self._release.wait()
         return web.Response(status=reply.status, headers=reply.headers, text=reply.body)

@@ -1,0 +1,53 @@
+"""When a write request may skip decoding: the plan, derived once per configuration.
+
+A remote-write 1.0 request whose series no rule can change is forwarded as the bytes that came:
+no Python object per series, no re-encoding. That holds when there are no global relabel rules,
+every destination takes the request as is (one shard, no write_relabel_configs, no tenants,
+remote write 1.0 — Datadog and OTLP destinations read 1.0 entries too), and the request holds
+none of the metric names the Flux rules or the federate store look at. ``watched`` lists those
+names' bytes; a request mentioning any of them anywhere takes the full path, which is exact.
+
+Only with ``receiver.validation: framing``: pass-through then checks snappy and the protobuf
+framing, not each label set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .config import V1, Config, RemoteWriteConfig
+from .rules.flux import RECONCILE_CONDITION, RESOURCE_INFO, SUSPEND_STATUS
+from .selectors import name_prefixes
+
+
+@dataclass(frozen=True, slots=True)
+class FastPath:
+    watched: frozenset[bytes]
+
+
+_LITERAL = re.compile(r"[A-Za-z0-9_:]*")
+
+
+def plan(config: Config) -> FastPath | None:
+    """The fast path this configuration allows, or None when every request must be decoded."""
+    if config.receiver.validation != "framing" or config.relabel_configs:
+        return None
+    for _, _, cfg in config.destinations():
+        if cfg.queue_config.min_shards != 1 or cfg.write_relabel_configs:
+            return None
+        if isinstance(cfg, RemoteWriteConfig) and (
+            cfg.tenant is not None or cfg.protobuf_message != V1
+        ):
+            return None
+    watched: set[bytes] = set()
+    if config.flux.mode in ("legacy", "both"):
+        watched.add(RESOURCE_INFO.encode())
+    if config.flux.mode in ("resource_info", "both"):
+        watched.update((RECONCILE_CONDITION.encode(), SUSPEND_STATUS.encode()))
+    if config.federate.enabled:
+        prefixes = name_prefixes(config.federate.match)
+        if prefixes is None or "" in prefixes:
+            return None  # a selector that can match any name: the store must see every series
+        watched.update(p.encode() for p in prefixes)
+    return FastPath(frozenset(watched))

@@ -1,0 +1,114 @@
+"""The pass-through path (receiver.validation: framing): bytes in, the same bytes out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from harness import ScriptedReceiver, eventually, gauge_batch, receivers, relay_client, rw_body
+
+from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
+from gotk_relay.relay import Relay
+from gotk_relay.wire import remote_pb2, rw1, snappy
+
+KSM = labels_from(
+    {
+        "__name__": "gotk_resource_info",
+        "customresource_group": "kustomize.toolkit.fluxcd.io",
+        "customresource_kind": "Kustomization",
+        "customresource_version": "v1",
+        "exported_namespace": "flux-system",
+        "name": "apps",
+        "ready": "True",
+    }
+)
+
+
+def _config(url: str, **flux: object) -> dict[str, object]:
+    return {
+        "receiver": {"validation": "framing"},
+        "flux": {"mode": "legacy", **flux},
+        "remote_write": [{"name": "d", "url": url, "queue_config": {"min_backoff": "10ms"}}],
+    }
+
+
+def _forwarded(relay: Relay) -> float:
+    return (
+        relay.telemetry.registry.get_sample_value(
+            "gotk_relay_samples_forwarded_total", {"destination": "d"}
+        )
+        or 0.0
+    )
+
+
+async def test_a_request_no_rule_can_change_arrives_byte_for_byte() -> None:
+    receiver = ScriptedReceiver()
+    batch = gauge_batch([f"node_metric_{i}" for i in range(50)], 1000, job="node")
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
+        body, headers = rw_body(batch)
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: len(receiver.delivered()) == 1)
+        await eventually(lambda: _forwarded(relay) == 50)
+    assert receiver.requests[0].raw == rw1.encode(batch)
+
+
+async def test_a_request_with_flux_series_takes_the_full_path() -> None:
+    receiver = ScriptedReceiver()
+    batch = Batch((Series(KSM, (Sample(1.0, 1000),)), *gauge_batch(["up"], 1000).series))
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, _):
+        body, headers = rw_body(batch)
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 2 + 4)
+    names = {s.name for b in receiver.delivered() for s in b.series}
+    assert names == {"gotk_resource_info", "up", "gotk_reconcile_condition", "gotk_suspend_status"}
+
+
+async def test_label_sets_are_not_judged_on_the_pass_through_path() -> None:
+    """Documented trade-off: framing is checked, label order is left to the destination."""
+    request = remote_pb2.WriteRequest()
+    ts = request.timeseries.add()
+    ts.labels.add(name="job", value="a")
+    ts.labels.add(name="__name__", value="up")
+    ts.samples.add(value=1, timestamp=1)
+    receiver = ScriptedReceiver()
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
+        headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+        broken = snappy.compress(b"\x0a\x05\x0a\x03")
+        assert (await client.post("/api/v1/write", data=broken, headers=headers)).status == 400
+        body = snappy.compress(request.SerializeToString())
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        labels = {"destination": "d", "reason": "http_400"}
+        # The destination refuses it; the relay counts the drop instead of retrying.
+        await eventually(
+            lambda: (
+                relay.telemetry.registry.get_sample_value(
+                    "gotk_relay_samples_dropped_total", labels
+                )
+                == 1
+            )
+        )
+        assert [r.status for r in receiver.requests] == [400]
+
+
+async def test_a_pending_flux_end_is_written_while_only_other_series_flow() -> None:
+    receiver = ScriptedReceiver()
+    async with (
+        receivers(receiver),
+        relay_client(_config(receiver.url, stale_grace="1s")) as (client, _),
+    ):
+        for batch in (
+            Batch((Series(KSM, (Sample(1.0, 1000),)),)),
+            Batch((Series(KSM, (Sample(STALE_NAN, 2000),)),)),
+        ):
+            body, headers = rw_body(batch)
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await asyncio.sleep(1.1)  # the grace is measured on the relay's wall clock
+        body, headers = rw_body(gauge_batch(["up"], 3000))
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+
+        def ended() -> bool:
+            legacy = [
+                s for b in receiver.delivered() for s in b.series if s.name == "gotk_suspend_status"
+            ]
+            return any(is_stale(x.value) for s in legacy for x in s.samples)
+
+        await eventually(ended)
