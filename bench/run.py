@@ -119,6 +119,7 @@ class Settings:
     drain_timeout: float = 30.0
     pinned: bool = True
     smoke: bool = False
+    relay_validation: str = "full"  # receiver.validation of gotk-relay: full or framing
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -254,20 +255,27 @@ class System:
     ready_path: str
 
 
-def relay_config(sink_port: int) -> dict[str, Any]:
-    """The relay's embedded default config, plus one remote_write to the sink."""
+def relay_config(sink_port: int, validation: str = "full") -> dict[str, Any]:
+    """The relay's embedded default config, plus one remote_write to the sink.
+
+    ``validation: framing`` enables the pass-through fast path (see docs/performance.md).
+    """
     text = (importlib.resources.files("gotk_relay") / "default.yml").read_text()
     config = yaml.safe_load(text) or {}
     config["remote_write"] = [{"url": f"http://{HOST}:{sink_port}/api/v1/write", "name": "sink"}]
+    if validation != "full":
+        config["receiver"] = {"validation": validation}
     return dict(config)
 
 
-def start_system(name: str, sink_port: int, workdir: Path, core: int | None) -> System:
+def start_system(
+    name: str, sink_port: int, workdir: Path, core: int | None, validation: str = "full"
+) -> System:
     port = free_port()
     sink_url = f"http://{HOST}:{sink_port}/api/v1/write"
     if name == "gotk-relay":
         config = workdir / "relay.yml"
-        config.write_text(json.dumps(relay_config(sink_port), indent=2))
+        config.write_text(json.dumps(relay_config(sink_port, validation), indent=2))
         argv = [sys.executable, "-m", "gotk_relay", "serve", "--config", str(config)]
         argv += ["--listen-address", f"{HOST}:{port}", "--log.level", "warn"]
         return System(name, Proc(name, argv, core, workdir), port, "/-/ready")
@@ -463,7 +471,7 @@ async def bench_one(
     loader: loadgen.Loader | None = None
     try:
         await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
-        system = start_system(name, sink_port, workdir, sut_core)
+        system = start_system(name, sink_port, workdir, sut_core, settings.relay_validation)
         await wait_ready(session, system.proc, f"http://{HOST}:{system.port}{system.ready_path}")
         loader = loadgen.Loader(workload, HOST, system.port, settings.connections)
         loader.record_acked = settings.full_verify
@@ -568,7 +576,9 @@ async def memory_scaling(
         loader: loadgen.Loader | None = None
         try:
             await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
-            system = start_system("gotk-relay", sink_port, run_dir, sut_core)
+            system = start_system(
+                "gotk-relay", sink_port, run_dir, sut_core, settings.relay_validation
+            )
             ready = f"http://{HOST}:{system.port}{system.ready_path}"
             await wait_ready(session, system.proc, ready)
             idle = status_kib(system.proc.pid, "VmRSS")
@@ -796,6 +806,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
         "--memory-timeout", type=float, help="seconds per memory-scaling run at most (80)"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    parser.add_argument(
+        "--relay-validation",
+        choices=["full", "framing"],
+        help="gotk-relay's receiver.validation (full; framing enables the pass-through path)",
+    )
     args = parser.parse_args(argv)
     base = SMOKE if args.smoke else Settings()
     changes: dict[str, Any] = {}
@@ -821,6 +836,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
         changes["full_verify"] = True
     if args.memory_timeout is not None:
         changes["memory_timeout"] = args.memory_timeout
+    if args.relay_validation:
+        changes["relay_validation"] = args.relay_validation
     if args.no_pin or (os.cpu_count() or 1) < 2:
         changes["pinned"] = False
     settings = Settings(**{**base.to_json(), **changes})

@@ -113,10 +113,15 @@ class QueueConfig(_Strict):
     it does not reshard dynamically, since resharding without draining reorders samples.
     """
 
-    capacity: int = Field(10000, gt=0)
+    # Prometheus' default is 10000 per shard, with up to 50 shards added under load. The relay
+    # keeps min_shards and receives whole batches from several senders at once, so it buffers
+    # more per shard: enough for bursts of concurrent 2000-sample requests without 429s.
+    capacity: int = Field(100_000, gt=0)
     max_shards: int = Field(50, gt=0)
     min_shards: int = Field(1, gt=0)
-    max_samples_per_send: int = Field(2000, gt=0)
+    # Prometheus: 2000 per request, over up to 50 shards. The relay merges what queued while a
+    # request was in flight into the next one, so one ordered stream keeps up: bigger default.
+    max_samples_per_send: int = Field(20_000, gt=0)
     batch_send_deadline: Duration = 5.0
     min_backoff: Duration = 0.03
     max_backoff: Duration = 5.0

@@ -4,8 +4,9 @@ A remote-write 1.0 request whose series no rule can change is forwarded as the b
 no Python object per series, no re-encoding. That holds when there are no global relabel rules,
 every destination takes the request as is (one shard, no write_relabel_configs, no tenants,
 remote write 1.0 — Datadog and OTLP destinations read 1.0 entries too), and the request holds
-none of the metric names the Flux rules or the federate store look at. ``watched`` lists those
-names' bytes; a request mentioning any of them anywhere takes the full path, which is exact.
+none of the metric names the Flux rules or the federate store look at. The series that hold such
+names are selected from the encoded request (``wire.scan``) and decoded; only they go through
+the rules, and the others are forwarded as bytes beside them.
 
 Only with ``receiver.validation: framing``: pass-through then checks snappy and the protobuf
 framing, not each label set.
@@ -23,7 +24,12 @@ from .selectors import name_prefixes
 
 @dataclass(frozen=True, slots=True)
 class FastPath:
-    watched: frozenset[bytes]
+    names: frozenset[bytes]  # exact metric names the Flux rules read
+    prefixes: frozenset[bytes]  # name prefixes the federate store may keep
+
+    @property
+    def watched(self) -> frozenset[bytes]:
+        return self.names | self.prefixes
 
 
 _LITERAL = re.compile(r"[A-Za-z0-9_:]*")
@@ -40,14 +46,15 @@ def plan(config: Config) -> FastPath | None:
             cfg.tenant is not None or cfg.protobuf_message != V1
         ):
             return None
-    watched: set[bytes] = set()
+    names: set[bytes] = set()
     if config.flux.mode in ("legacy", "both"):
-        watched.add(RESOURCE_INFO.encode())
+        names.add(RESOURCE_INFO.encode())
     if config.flux.mode in ("resource_info", "both"):
-        watched.update((RECONCILE_CONDITION.encode(), SUSPEND_STATUS.encode()))
+        names.update((RECONCILE_CONDITION.encode(), SUSPEND_STATUS.encode()))
+    prefixes: set[str] = set()
     if config.federate.enabled:
-        prefixes = name_prefixes(config.federate.match)
-        if prefixes is None or "" in prefixes:
+        found = name_prefixes(config.federate.match)
+        if found is None or "" in found:
             return None  # a selector that can match any name: the store must see every series
-        watched.update(p.encode() for p in prefixes)
-    return FastPath(frozenset(watched))
+        prefixes = found
+    return FastPath(frozenset(names), frozenset(p.encode() for p in prefixes))

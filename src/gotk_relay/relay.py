@@ -28,7 +28,7 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import V1, Entry, encode_entry
+from .delivery.entry import Entry, encode_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool
@@ -125,42 +125,23 @@ class Relay:
                 return Admission(False, name)
         return Admission(True)
 
-    def admit_raw(self, raw: bytes, points: int, now_ms: int) -> Admission:
-        """Queue a v1 request no rule can change (see fastpath.py) as the bytes that came.
-
-        Every destination gets the same entry; nothing is decoded. The Flux rules still get a
-        tick of the clock, so an object's pending end is written even while only other series
-        flow (its stale markers then follow the request, in the same order for everyone).
-        """
-        admission = self.room(points, len(raw))
-        if not admission.accepted:
-            return admission
-        entry = Entry(raw, V1, points, now_ms)
-        extra = self.pipeline.flux.rewrite(Batch(), now_ms)
-        planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
-        for destination in self.destinations.values():
-            entries = [entry]
-            if extra.series:
-                entries.append(
-                    encode_entry(self.pipeline.for_destination(destination.name, extra), V1)
-                )
-            planned.append((destination, [entries]))
-        if self.spool is not None:
-            planned = self._spool(planned)
-        for destination, shard_entries in planned:
-            destination.queue.put(shard_entries)
-        if self.federate is not None and extra.series:
-            self.federate.update(extra)
-        return Admission(True)
-
-    def admit(self, batch: Batch, now_ms: int | None = None, size_hint: int = 0) -> Admission:
+    def admit(
+        self,
+        batch: Batch,
+        now_ms: int | None = None,
+        size_hint: int = 0,
+        passthrough: Entry | None = None,
+    ) -> Admission:
         """Queue ``batch`` for every destination, or for none (see the module docstring).
 
         ``size_hint`` (the decoded request's size) estimates each destination's share of the
-        memory budget or the spool before anything is encoded. Raises SpoolError when the spool
-        cannot be written: then nothing was queued anywhere.
+        memory budget or the spool before anything is encoded. ``passthrough`` holds the rest
+        of the request, series no rule can change, already encoded (see fastpath.py): every
+        destination queues it as it is, beside ``batch``'s own entries. Raises SpoolError when
+        the spool cannot be written: then nothing was queued anywhere.
         """
-        admission = self.room(batch.point_count, size_hint)
+        points = batch.point_count + (passthrough.points if passthrough is not None else 0)
+        admission = self.room(points, size_hint)
         if not admission.accepted:
             return admission
         rewritten = self.pipeline.ingest(batch, now_ms)
@@ -173,6 +154,8 @@ class Relay:
             out = self.pipeline.for_destination(name, rewritten)
             protocol = destination.protocol
             entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
+            if passthrough is not None:  # one shard, no rules: fastpath.plan guarantees it
+                entries[0].append(passthrough)
             for tenant, part in self._tenants(destination, out):
                 for index, chunks in enumerate(destination.queue.plan(part)):
                     keep_alive.extend(chunks)

@@ -22,7 +22,9 @@ from aiohttp import StreamReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import ConfigError
+from .delivery.entry import Entry
 from .delivery.spool import SpoolError
+from .fastpath import FastPath
 from .ingress import Authenticator, InFlight, limits_of
 from .model import Batch
 from .relay import Admission, Relay
@@ -147,8 +149,8 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     try:
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
         fast = relay.fast
-        if proto == V1_PROTO and fast is not None and not scan.mentions(raw, fast.watched):
-            return _pass_through(relay, telemetry, raw, now_ms)
+        if proto == V1_PROTO and fast is not None:
+            return _pass_through(relay, telemetry, raw, now_ms, fast)
         codec = rw2 if proto == V2_PROTO else rw1
         batch = codec.decode(raw, limits=limits_of(limits))
     except TooManySeriesError as exc:
@@ -177,24 +179,47 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     return web.Response(status=204, headers=headers)
 
 
-def _pass_through(relay: Relay, telemetry: Telemetry, raw: bytes, now_ms: int) -> web.Response:
-    """A v1 request no rule can change: framing checked, forwarded as the bytes that came.
+def _pass_through(
+    relay: Relay, telemetry: Telemetry, raw: bytes, now_ms: int, fast: FastPath
+) -> web.Response:
+    """A v1 request on the fast path (see fastpath.py): only the series a rule or the federate
+    store may want are decoded (and validated); the rest is forwarded as the bytes that came.
 
-    Raises DecodeError/TooManySeriesError like the full path, for the caller to answer.
+    Raises DecodeError/TooManySeriesError/LabelLimitError like the full path, for the caller.
     """
     limits = relay.config.receiver
-    series = len(scan.split(raw).series)  # checks the top-level framing
-    if series > limits.max_series_per_request:
+    split = scan.split(raw)  # checks the top-level framing
+    if len(split.series) > limits.max_series_per_request:
         raise TooManySeriesError(
-            f"request has {series} series, over receiver.max_series_per_request "
+            f"request has {len(split.series)} series, over receiver.max_series_per_request "
             f"({limits.max_series_per_request}); send smaller requests"
         )
     points = scan.count_points(raw)  # checks each series' framing
-    refusal = _admitted(telemetry, lambda: relay.admit_raw(raw, points, now_ms))
+    picked_idx = (
+        scan.select(split, fast.names, fast.prefixes) if scan.mentions(raw, fast.watched) else []
+    )
+    if picked_idx:
+        chosen = set(picked_idx)
+        picked = rw1.decode(
+            scan.rebuild([split.series[i] for i in picked_idx], split.metadata),
+            limits=limits_of(limits),
+        )
+        rest = [s for i, s in enumerate(split.series) if i not in chosen]
+        passthrough = (
+            Entry(scan.rebuild(rest), V1_PROTO, points - picked.point_count, now_ms)
+            if rest
+            else None
+        )
+    else:
+        picked = Batch()
+        passthrough = Entry(raw, V1_PROTO, points, now_ms)
+    refusal = _admitted(telemetry, lambda: relay.admit(picked, now_ms, len(raw), passthrough))
     if refusal is not None:
         return refusal
-    # Samples and histograms are not told apart without decoding: counted as samples here.
-    telemetry.received.labels("sample", V1_PROTO).inc(points)
+    _count(telemetry, picked, V1_PROTO)
+    if passthrough is not None:
+        # Samples and histograms are not told apart without decoding: counted as samples.
+        telemetry.received.labels("sample", V1_PROTO).inc(passthrough.points)
     return web.Response(status=204)
 
 

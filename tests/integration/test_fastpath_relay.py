@@ -51,15 +51,42 @@ async def test_a_request_no_rule_can_change_arrives_byte_for_byte() -> None:
     assert receiver.requests[0].raw == rw1.encode(batch)
 
 
-async def test_a_request_with_flux_series_takes_the_full_path() -> None:
+async def test_only_the_flux_series_of_a_request_are_decoded_the_rest_arrives_as_sent() -> None:
     receiver = ScriptedReceiver()
-    batch = Batch((Series(KSM, (Sample(1.0, 1000),)), *gauge_batch(["up"], 1000).series))
-    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, _):
+    others = gauge_batch([f"node_metric_{i}" for i in range(20)], 1000, job="node")
+    batch = Batch((*others.series[:10], Series(KSM, (Sample(1.0, 1000),)), *others.series[10:]))
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
+        body, headers = rw_body(batch)
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 21 + 4)
+        await eventually(lambda: _forwarded(relay) == 25)
+    # The untouched series went out as the bytes that came, in their order.
+    assert rw1.encode(others) in b"".join(r.raw for r in receiver.requests)
+    names = [s.name for b in receiver.delivered() for s in b.series]
+    assert names.count("gotk_reconcile_condition") == 3 and names.count("gotk_suspend_status") == 1
+
+
+async def test_a_request_holding_only_flux_series_is_fully_decoded() -> None:
+    receiver = ScriptedReceiver()
+    batch = Batch(
+        (
+            Series(KSM, (Sample(1.0, 1000),)),
+            *gauge_batch(["gotk_reconcile_duration_seconds_count"], 1000).series,
+        )
+    )
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
         body, headers = rw_body(batch)
         assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
         await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 2 + 4)
+        # Both are gotk_* series the federate store keeps, so both were decoded.
+        assert relay.federate is not None and len(relay.federate) == 2 + 4
     names = {s.name for b in receiver.delivered() for s in b.series}
-    assert names == {"gotk_resource_info", "up", "gotk_reconcile_condition", "gotk_suspend_status"}
+    assert names == {
+        "gotk_resource_info",
+        "gotk_reconcile_duration_seconds_count",
+        "gotk_reconcile_condition",
+        "gotk_suspend_status",
+    }
 
 
 async def test_label_sets_are_not_judged_on_the_pass_through_path() -> None:

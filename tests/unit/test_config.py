@@ -55,7 +55,9 @@ def test_a_block_pasted_from_prometheus_yml_loads(tmp_path: Path) -> None:
     assert grafana.queue_config.batch_send_deadline == 10.0
     assert grafana.basic_auth is not None and grafana.basic_auth.resolve_password() == "s3cret"
     assert vm.authorization is not None and vm.authorization.resolve_credentials() == "tok"
-    assert vm.queue_config.capacity == 10000  # Prometheus' default
+    assert (
+        vm.queue_config.capacity == 100_000
+    )  # ten times Prometheus' per-shard default: no resharding
     assert vm.protobuf_message == "prometheus.WriteRequest"
 
 

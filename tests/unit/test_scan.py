@@ -467,3 +467,20 @@ def test_reduced_schemas_are_wire_compatible_with_prometheus(batch: Batch) -> No
         ):
             assert list(sliced) == [m.SerializeToString() for m in parsed]
         assert flat.SerializeToString() == encoded
+
+
+def test_select_by_prefix_finds_every_name_that_starts_with_it() -> None:
+    from gotk_relay.model import Batch, Sample, Series
+    from gotk_relay.wire import rw1, scan
+
+    names = [
+        "up",
+        "gotk_resource_info",
+        "node_load1",
+        "gotk_reconcile_duration_seconds_count",
+        "xgotk_y",
+    ]
+    raw = rw1.encode(Batch(tuple(Series((("__name__", n),), (Sample(1.0, 1),)) for n in names)))
+    split = scan.split(raw)
+    assert scan.select(split, frozenset(), frozenset({b"gotk_"})) == [1, 3]
+    assert scan.select(split, frozenset({b"up"}), frozenset({b"gotk_"})) == [0, 1, 3]

@@ -110,8 +110,11 @@ def mentions(raw: bytes, names: frozenset[bytes]) -> bool:
     return bool(names) and _finder(names).search(raw) is not None
 
 
-def select(split: Split, names: frozenset[bytes]) -> list[int]:
-    """Indices, ascending, of the series whose metric name is in ``names``.
+def select(
+    split: Split, names: frozenset[bytes], prefixes: frozenset[bytes] = frozenset()
+) -> list[int]:
+    """Indices, ascending, of the series whose metric name is in ``names`` or starts with one
+    of ``prefixes``.
 
     One RE2 search over all series bytes finds the first place any name's bytes occur. Only
     then are series looked at: the one holding that place is found by bisecting cumulative
@@ -122,10 +125,11 @@ def select(split: Split, names: frozenset[bytes]) -> list[int]:
     hit, most of it the re2 module's Python wrapper).
     """
     series = split.series
-    if not names or not series:
+    wanted = names | prefixes
+    if not wanted or not series:
         return []
     joined = b"".join(series)
-    finder = _finder(names)
+    finder = _finder(wanted)
     match = finder.search(joined)
     if match is None:
         return []
@@ -136,7 +140,8 @@ def select(split: Split, names: frozenset[bytes]) -> list[int]:
         index = bisect_right(ends, match.start())
         if index == count:  # an empty name matches at the very end
             break
-        if metric_name(series[index]) in names:
+        name = metric_name(series[index])
+        if name is not None and (name in names or name.startswith(tuple(prefixes))):
             hits.append(index)
         match = finder.search(joined, ends[index])
     return hits
