@@ -178,7 +178,8 @@ def send(args: argparse.Namespace) -> int:
 async def _send(batch: object, url: str, protobuf_message: str) -> int:
     import aiohttp
 
-    from .destinations.remote_write import USER_AGENT, encode_request
+    from .destinations.http import USER_AGENT
+    from .destinations.remote_write import encode_request
     from .model import Batch
 
     assert isinstance(batch, Batch)

@@ -48,10 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import aiohttp
 from multidict import CIMultiDict
 
-from .. import __version__
 from ..config import ConfigError, DatadogConfig, sanitize_url
 from ..delivery.entry import Entry, decode_entry
 from ..delivery.retry import Outcome, parse_retry_after
@@ -67,7 +65,7 @@ from .datadog_mapping import (
     map_batch,
     normalize_tag,
 )
-from .tls import client_ssl_context
+from .http import HTTPEndpoint, one_line
 
 try:  # orjson is several times faster on large batches; json is always there
     import orjson
@@ -83,7 +81,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger("gotk_relay.datadog")
 
-USER_AGENT = f"gotk-relay/{__version__}"
 MAX_COMPRESSED_BYTES: Final = 512_000
 MAX_UNCOMPRESSED_BYTES: Final = 5_242_880
 _PREFIX: Final = b'{"series":['
@@ -186,20 +183,9 @@ class DatadogClient:
         # (sample_age_limit) without telling us.
         self._plans: OrderedDict[int, Plan] = OrderedDict()
         self._max_plans = cfg.queue_config.min_shards + 8
-        self._ssl = client_ssl_context(cfg.endpoint, cfg.tls_config)
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HTTPEndpoint(cfg.endpoint, cfg.tls_config, cfg.remote_timeout)
         self._auth_logged_at = -_AUTH_LOG_INTERVAL
         self._expired_at = 0.0
-
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.cfg.remote_timeout),
-                headers={"User-Agent": USER_AGENT},
-            )
-        return self._session
 
     async def send(self, entries: list[Entry]) -> SendResult:
         plan = await self._plan(entries)
@@ -331,33 +317,13 @@ class DatadogClient:
         )
 
     async def _post(self, body: bytes, api_key: str) -> tuple[int, CIMultiDict[str], str]:
-        session = self._session_now()
         headers = {
             "DD-API-KEY": api_key,
             "Content-Type": "application/json",
             "Content-Encoding": self.cfg.compression,
         }
-        try:
-            async with session.post(
-                self.cfg.endpoint,
-                data=body,
-                headers=headers,
-                server_hostname=self.cfg.tls_config.server_name,
-            ) as response:
-                text = ""
-                if response.status >= 300:
-                    raw = await response.content.read(1024)
-                    text = raw.decode("utf-8", "replace").strip().replace("\n", " ")[:512]
-                else:
-                    await response.read()
-                return response.status, CIMultiDict(response.headers), text
-        except TimeoutError as exc:
-            raise SendError("timeout", f"no answer within {self.cfg.remote_timeout}s") from exc
-        except aiohttp.ClientError as exc:
-            raise SendError("connect_error", str(exc)[:300]) from exc
-        except OSError as exc:
-            raise SendError("connect_error", str(exc)[:300]) from exc
+        status, answer_headers, answer = await self.http.post(body, headers)
+        return status, answer_headers, one_line(answer) if status >= 300 else ""
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()

@@ -24,7 +24,6 @@ mapping uses when present.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import logging
@@ -33,7 +32,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
@@ -45,9 +43,8 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import merge
+from .http import HTTPEndpoint, auth_headers
 from .otlp_mapping import MappingState, StreamKey, StreamState, to_otlp
-from .remote_write import USER_AGENT
-from .tls import client_ssl_context
 
 log = logging.getLogger("gotk_relay.otlp")
 
@@ -88,34 +85,9 @@ class OTLPClient:
         self.state = MappingState(max_streams=max_series, max_families=max_families)
         self.rejected_points = 0
         self.unmapped_points = 0
-        self._ssl = client_ssl_context(cfg.url, cfg.tls_config)
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HTTPEndpoint(cfg.url, cfg.tls_config, cfg.remote_timeout)
         self._prepared: OrderedDict[int, _Prepared] = OrderedDict()
         self._partial_logged = False
-
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.cfg.remote_timeout),
-                headers={"User-Agent": USER_AGENT},
-            )
-        return self._session
-
-    def _auth_headers(self) -> dict[str, str]:
-        # Secret files are read per request, so a rotated token is used without a reload.
-        cfg = self.cfg
-        if cfg.basic_auth is not None:
-            token = f"{cfg.basic_auth.username}:{cfg.basic_auth.resolve_password()}"
-            return {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()}
-        if cfg.authorization is not None:
-            return {
-                "Authorization": (
-                    f"{cfg.authorization.type} {cfg.authorization.resolve_credentials()}"
-                )
-            }
-        return {}
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -166,7 +138,10 @@ class OTLPClient:
         if self.cfg.compression == "gzip":
             headers["Content-Encoding"] = "gzip"
         try:
-            status, response_headers, raw = await self._post(prepared.body, headers)
+            auth = auth_headers(self.cfg.basic_auth, self.cfg.authorization)
+            status, response_headers, raw = await self.http.post(
+                prepared.body, {**self.cfg.headers, **auth, **headers}, read_limit=64 * 1024
+            )
         except SendError as exc:
             return SendResult(Outcome.RETRY, exc.reason, detail=exc.detail)
         content_type = response_headers.get("Content-Type", "")
@@ -195,25 +170,8 @@ class OTLPClient:
                 extra={"destination": self.name, "rejected": rejected, "response": message},
             )
 
-    async def _post(
-        self, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        session = self._session_now()
-        all_headers = {**self.cfg.headers, **self._auth_headers(), **headers}
-        try:
-            async with session.post(self.cfg.url, data=body, headers=all_headers) as response:
-                raw = await response.content.read(64 * 1024)
-                return response.status, dict(response.headers), raw
-        except TimeoutError as exc:
-            raise SendError("timeout", f"no answer within {self.cfg.remote_timeout}s") from exc
-        except aiohttp.ClientError as exc:
-            raise SendError("connect_error", str(exc)[:300]) from exc
-        except OSError as exc:
-            raise SendError("connect_error", str(exc)[:300]) from exc
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
 
 
 def partial_success(raw: bytes, content_type: str) -> tuple[int, str]:
