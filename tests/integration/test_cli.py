@@ -75,6 +75,32 @@ def relay_on_default_config(tmp_path: Path) -> Iterator[str]:
             log.close()
 
 
+def test_the_readme_first_command_serves_the_embedded_default_config(tmp_path: Path) -> None:
+    """`./scripts/serve` (README line 1): installs into .venv and serves; SIGTERM ends it cleanly."""
+    readme = (REPO / "README.md").read_text()
+    assert "\n./scripts/serve\n" in readme
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [str(REPO / "scripts" / "serve"), "--listen-address", f"127.0.0.1:{port}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc, deadline_s=180)  # includes the pip install
+        status, text = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "gotk_relay_federate_series" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0, (tmp_path / "serve.log").read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+
+
 def test_send_then_federate_shows_the_legacy_flux_series(relay_on_default_config: str) -> None:
     sent = _cli("send", str(SAMPLE), "--url", relay_on_default_config + "/api/v1/write")
     assert sent.returncode == 0, sent.stderr
@@ -185,8 +211,8 @@ def test_sighup_reloads_and_keeps_the_old_config_on_error(tmp_path: Path) -> Non
     assert proc.returncode == 0
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
+def _wait_ready(base: str, proc: subprocess.Popen[str], deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         assert proc.poll() is None
         try:
