@@ -1,12 +1,15 @@
 """When a write request may skip decoding: the plan, derived once per configuration.
 
 A remote-write 1.0 request whose series no rule can change is forwarded as the bytes that came:
-no Python object per series, no re-encoding. That holds when there are no global relabel rules,
+no Python object per series, no re-encoding, not even a recompression (the snappy block is
+queued as received). That holds when there are no global relabel rules,
 every destination takes the request as is (one shard, no write_relabel_configs, no tenants,
 remote write 1.0 — Datadog and OTLP destinations read 1.0 entries too), and the request holds
 none of the metric names the Flux rules or the federate store look at. The series that hold such
 names are selected from the encoded request (``wire.scan``) and decoded; only they go through
-the rules, and the others are forwarded as bytes beside them.
+the rules. With ``flux.keep_source`` (the default) the rules change none of them, so the whole
+body is forwarded as it came and the synthesized series are queued after it; without it the
+other series are re-framed and forwarded as bytes beside the rules' output.
 
 Only with ``receiver.validation: framing``: pass-through then checks snappy and the protobuf
 framing, not each label set.
@@ -26,6 +29,9 @@ from .selectors import name_prefixes
 class FastPath:
     names: frozenset[bytes]  # exact metric names the Flux rules read
     prefixes: frozenset[bytes]  # name prefixes the federate store may keep
+    # The rules leave every series they read in place (flux.keep_source): the received body is
+    # then forwarded whole, as the snappy block that came, and only synthesized series are added.
+    keeps_inputs: bool = True
 
     @property
     def watched(self) -> frozenset[bytes]:
@@ -57,4 +63,6 @@ def plan(config: Config) -> FastPath | None:
         if found is None or "" in found:
             return None  # a selector that can match any name: the store must see every series
         prefixes = found
-    return FastPath(frozenset(names), frozenset(p.encode() for p in prefixes))
+    return FastPath(
+        frozenset(names), frozenset(p.encode() for p in prefixes), config.flux.keep_source
+    )

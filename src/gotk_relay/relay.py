@@ -74,6 +74,16 @@ def build_destination(
     return QueuedDestination(name, build_client(name, cfg), queue, retry, telemetry)
 
 
+def _added(inputs: Batch, rewritten: Batch) -> Batch:
+    """What the rules added to ``inputs``: they return the inputs first, then their output."""
+    if rewritten is inputs:
+        return Batch()
+    count = len(inputs.series)
+    if rewritten.series[:count] != inputs.series:
+        raise AssertionError("the rules changed series forwarded as received bytes")
+    return Batch(rewritten.series[count:], rewritten.metadata[len(inputs.metadata) :])
+
+
 class Relay:
     def __init__(self, config: Config, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
@@ -131,27 +141,32 @@ class Relay:
         now_ms: int | None = None,
         size_hint: int = 0,
         passthrough: Entry | None = None,
+        inputs_forwarded: bool = False,
     ) -> Admission:
         """Queue ``batch`` for every destination, or for none (see the module docstring).
 
         ``size_hint`` (the decoded request's size) estimates each destination's share of the
         memory budget or the spool before anything is encoded. ``passthrough`` holds the rest
         of the request, series no rule can change, already encoded (see fastpath.py): every
-        destination queues it as it is, beside ``batch``'s own entries. Raises SpoolError when
+        destination queues it as it is, before ``batch``'s own entries. ``inputs_forwarded``:
+        ``batch``'s series are inside ``passthrough`` already (the rules keep their inputs), so
+        only what the rules add is queued. Raises SpoolError when
         the spool cannot be written: then nothing was queued anywhere.
         """
-        points = batch.point_count + (passthrough.points if passthrough is not None else 0)
+        points = 0 if inputs_forwarded else batch.point_count
+        points += passthrough.points if passthrough is not None else 0
         admission = self.room(points, size_hint)
         if not admission.accepted:
             return admission
         rewritten = self.pipeline.ingest(batch, now_ms)
+        queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         # Destinations that see the same batch, sharded alike and speaking the same message,
         # share the encoded entries: one encode per distinct (chunk, protocol).
         encoded: dict[tuple[int, str], Entry] = {}
         keep_alive: list[Batch] = []  # ids in `encoded` stay unique while these live
         planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
         for name, destination in self.destinations.items():
-            out = self.pipeline.for_destination(name, rewritten)
+            out = self.pipeline.for_destination(name, queued)
             protocol = destination.protocol
             entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
             if passthrough is not None:  # one shard, no rules: fastpath.plan guarantees it

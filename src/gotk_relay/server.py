@@ -22,7 +22,7 @@ from aiohttp import StreamReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import ConfigError
-from .delivery.entry import Entry
+from .delivery.entry import Entry, compress
 from .delivery.spool import SpoolError
 from .fastpath import FastPath
 from .ingress import Authenticator, InFlight, limits_of
@@ -150,7 +150,7 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
         fast = relay.fast
         if proto == V1_PROTO and fast is not None:
-            return _pass_through(relay, telemetry, raw, now_ms, fast)
+            return _pass_through(relay, telemetry, body, raw, now_ms, fast)
         codec = rw2 if proto == V2_PROTO else rw1
         batch = codec.decode(raw, limits=limits_of(limits))
     except TooManySeriesError as exc:
@@ -180,12 +180,13 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
 
 
 def _pass_through(
-    relay: Relay, telemetry: Telemetry, raw: bytes, now_ms: int, fast: FastPath
+    relay: Relay, telemetry: Telemetry, body: bytes, raw: bytes, now_ms: int, fast: FastPath
 ) -> web.Response:
     """A v1 request on the fast path (see fastpath.py): only the series a rule or the federate
     store may want are decoded (and validated); the rest is forwarded as the bytes that came.
 
-    Raises DecodeError/TooManySeriesError/LabelLimitError like the full path, for the caller.
+    ``body`` is the snappy block as received (already known to decompress to ``raw``). Raises
+    DecodeError/TooManySeriesError/LabelLimitError like the full path, for the caller.
     """
     limits = relay.config.receiver
     split = scan.split(raw)  # checks the top-level framing
@@ -198,28 +199,38 @@ def _pass_through(
     picked_idx = (
         scan.select(split, fast.names, fast.prefixes) if scan.mentions(raw, fast.watched) else []
     )
+    picked = Batch()
+    passthrough: Entry | None = Entry(body, V1_PROTO, points, now_ms)
+    forwarded = True  # picked's series are inside passthrough
     if picked_idx:
-        chosen = set(picked_idx)
         picked = rw1.decode(
             scan.rebuild([split.series[i] for i in picked_idx], split.metadata),
             limits=limits_of(limits),
         )
-        rest = [s for i, s in enumerate(split.series) if i not in chosen]
-        passthrough = (
-            Entry(scan.rebuild(rest), V1_PROTO, points - picked.point_count, now_ms)
-            if rest
-            else None
-        )
-    else:
-        picked = Batch()
-        passthrough = Entry(raw, V1_PROTO, points, now_ms)
-    refusal = _admitted(telemetry, lambda: relay.admit(picked, now_ms, len(raw), passthrough))
+        if not fast.keeps_inputs:
+            chosen = set(picked_idx)
+            rest = [s for i, s in enumerate(split.series) if i not in chosen]
+            passthrough = (
+                Entry(compress(scan.rebuild(rest)), V1_PROTO, points - picked.point_count, now_ms)
+                if rest
+                else None
+            )
+            forwarded = False
+    refusal = _admitted(
+        telemetry,
+        lambda: relay.admit(picked, now_ms, len(raw), passthrough, inputs_forwarded=forwarded),
+    )
     if refusal is not None:
         return refusal
-    _count(telemetry, picked, V1_PROTO)
-    if passthrough is not None:
+    if forwarded:
         # Samples and histograms are not told apart without decoding: counted as samples.
-        telemetry.received.labels("sample", V1_PROTO).inc(passthrough.points)
+        telemetry.received.labels("sample", V1_PROTO).inc(points - picked.histogram_count)
+        telemetry.received.labels("histogram", V1_PROTO).inc(picked.histogram_count)
+        telemetry.received.labels("exemplar", V1_PROTO).inc(picked.exemplar_count)
+    else:
+        _count(telemetry, picked, V1_PROTO)
+        if passthrough is not None:
+            telemetry.received.labels("sample", V1_PROTO).inc(passthrough.points)
     return web.Response(status=204)
 
 

@@ -51,7 +51,7 @@ async def test_a_request_no_rule_can_change_arrives_byte_for_byte() -> None:
     assert receiver.requests[0].raw == rw1.encode(batch)
 
 
-async def test_only_the_flux_series_of_a_request_are_decoded_the_rest_arrives_as_sent() -> None:
+async def test_with_keep_source_the_request_arrives_as_sent_then_the_synthesized_series() -> None:
     receiver = ScriptedReceiver()
     others = gauge_batch([f"node_metric_{i}" for i in range(20)], 1000, job="node")
     batch = Batch((*others.series[:10], Series(KSM, (Sample(1.0, 1000),)), *others.series[10:]))
@@ -60,9 +60,28 @@ async def test_only_the_flux_series_of_a_request_are_decoded_the_rest_arrives_as
         assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
         await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 21 + 4)
         await eventually(lambda: _forwarded(relay) == 25)
+    # The request went out as the bytes that came (the KSM series too), then the new series.
+    sent = b"".join(r.raw for r in receiver.requests)
+    assert sent.startswith(rw1.encode(batch))
+    assert rw1.decode(sent[len(rw1.encode(batch)) :]).series[0].name == "gotk_reconcile_condition"
+    names = [s.name for b in receiver.delivered() for s in b.series]
+    assert names.count("gotk_reconcile_condition") == 3 and names.count("gotk_suspend_status") == 1
+
+
+async def test_without_keep_source_the_other_series_arrive_as_sent_and_the_source_is_gone() -> None:
+    receiver = ScriptedReceiver()
+    others = gauge_batch([f"node_metric_{i}" for i in range(20)], 1000, job="node")
+    batch = Batch((*others.series[:10], Series(KSM, (Sample(1.0, 1000),)), *others.series[10:]))
+    config = _config(receiver.url, keep_source=False)
+    async with receivers(receiver), relay_client(config) as (client, relay):
+        body, headers = rw_body(batch)
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 20 + 4)
+        await eventually(lambda: _forwarded(relay) == 24)
     # The untouched series went out as the bytes that came, in their order.
     assert rw1.encode(others) in b"".join(r.raw for r in receiver.requests)
     names = [s.name for b in receiver.delivered() for s in b.series]
+    assert "gotk_resource_info" not in names
     assert names.count("gotk_reconcile_condition") == 3 and names.count("gotk_suspend_status") == 1
 
 

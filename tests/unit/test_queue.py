@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import cramjam
+
 from gotk_relay.delivery.entry import V1, V2, Entry, decode_entry, encode_entry, request_body
 from gotk_relay.delivery.queue import (
     MemoryBudget,
@@ -119,20 +121,31 @@ def test_an_empty_budget_takes_an_entry_larger_than_the_limit() -> None:
     assert budget.room_for(40) and not budget.room_for(41)
 
 
-def test_v1_entries_merge_by_concatenation_and_equal_a_merged_encode() -> None:
+def _plain(body: bytes) -> bytes:
+    return bytes(cramjam.snappy.decompress_raw(body))
+
+
+def test_entries_hold_the_compressed_request() -> None:
+    batch = Batch((_series("a", 2),), (FamilyMetadata("a"),))
+    assert _plain(_entry(batch).payload) == rw1.encode(batch)
+
+
+def test_v1_entries_merge_without_recompressing_and_equal_a_merged_encode() -> None:
     a = Batch((_series("a", 2),), (FamilyMetadata("a"),))
     b = Batch((_series("b", 1),))
     body = request_body([_entry(a), _entry(b)], V1)
-    assert body == _entry(a).payload + _entry(b).payload
-    assert rw1.decode(body) == Batch(a.series + b.series, a.metadata)
+    # The merged block is the two blocks' element streams behind one new preamble.
+    assert body.endswith(_entry(a).payload[1:] + _entry(b).payload[1:])
+    assert _plain(body) == rw1.encode(a) + rw1.encode(b)
+    assert rw1.decode(_plain(body)) == Batch(a.series + b.series, a.metadata)
 
 
 def test_entries_convert_to_the_protocol_asked_for() -> None:
     a, b = Batch((_series("a", 2),)), Batch((_series("b", 1),))
     as_v2 = request_body([_entry(a, V1), _entry(b, V2)], V2)
-    assert rw2.decode(as_v2).series == a.series + b.series
+    assert rw2.decode(_plain(as_v2)).series == a.series + b.series
     as_v1 = request_body([_entry(a, V2)], V1)
-    assert rw1.decode(as_v1).series == a.series
+    assert rw1.decode(_plain(as_v1)).series == a.series
     single = _entry(a, V2)
     assert request_body([single], V2) is single.payload
 

@@ -1,10 +1,13 @@
-"""What a destination's queue holds: one encoded request body, not Python objects.
+"""What a destination's queue holds: one snappy-compressed request body, not Python objects.
 
-Holding the protobuf bytes a destination will be sent (uncompressed, in the message it speaks)
-makes a queue's memory measurable to the byte, lets a spool store entries as they are, and lets
-the sender merge queued v1 entries by concatenation: protobuf repeated fields concatenate, so
-``bytes(A) + bytes(B)`` is one WriteRequest holding both. v2 entries (with their own symbol
-tables) are merged by decoding and re-encoding.
+Holding the compressed bytes a destination will be sent (in the message it speaks) makes a
+queue's memory measurable to the byte and about four times smaller than the protobuf, lets a
+spool store entries as they are, and lets the relay forward a received body without touching
+it: a request whose series no rule changes is queued as the block that came. The sender merges
+queued v1 entries without decompressing them: protobuf repeated fields concatenate, so
+``bytes(A) + bytes(B)`` is one WriteRequest holding both, and snappy blocks concatenate too
+(``wire.snappy_concat``). v2 entries (each with its own symbol table) are merged by decoding and
+re-encoding.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import cramjam
+
 from ..model import Batch, merge
-from ..wire import rw1, rw2
+from ..wire import rw1, rw2, snappy_concat
 
 V1 = "prometheus.WriteRequest"
 V2 = "io.prometheus.write.v2.Request"
 
 
 class Entry(NamedTuple):
-    payload: bytes  # uncompressed WriteRequest / v2 Request
-    protocol: str  # which of the two ``payload`` is
+    payload: bytes  # snappy block (remote write's encoding) of a WriteRequest / v2 Request
+    protocol: str  # which of the two ``payload`` holds
     points: int  # samples + histograms: what capacity and the forwarded/dropped counters count
     newest_ms: int  # newest sample timestamp, for sample_age_limit
     spool_id: int = 0  # row in the destination's spool, 0 when held in memory only
@@ -42,8 +47,13 @@ def newest_timestamp(batch: Batch) -> int:
     return newest
 
 
+def compress(data: bytes) -> bytes:
+    return bytes(cramjam.snappy.compress_raw(data))
+
+
 def encode(batch: Batch, protocol: str) -> bytes:
-    return rw2.encode(batch) if protocol == V2 else rw1.encode(batch)
+    """The compressed request body of ``batch`` in ``protocol``."""
+    return compress(rw2.encode(batch) if protocol == V2 else rw1.encode(batch))
 
 
 def encode_entry(batch: Batch, protocol: str, tenant: str = "") -> Entry:
@@ -52,17 +62,28 @@ def encode_entry(batch: Batch, protocol: str, tenant: str = "") -> Entry:
     )
 
 
+def message(entry: Entry) -> bytes:
+    """The entry's uncompressed protobuf message.
+
+    Entries are made by the relay from validated bodies, so no size limit applies here.
+    """
+    return bytes(cramjam.snappy.decompress_raw(entry.payload))
+
+
 def decode_entry(entry: Entry) -> Batch:
     # Entries were validated when they were received; decoding them again needs no checks.
     if entry.protocol == V2:
-        return rw2.decode(entry.payload, validate=False)
-    return rw1.decode(entry.payload, validate=False)
+        return rw2.decode(message(entry), validate=False)
+    return rw1.decode(message(entry), validate=False)
 
 
 def request_body(entries: Sequence[Entry], protocol: str) -> bytes:
-    """One uncompressed request in ``protocol`` holding every entry, in order."""
+    """One compressed request in ``protocol`` holding every entry, in order.
+
+    v1 entries are merged as compressed blocks: nothing is decompressed or recompressed.
+    """
     if len(entries) == 1 and entries[0].protocol == protocol:
         return entries[0].payload
     if protocol == V1 and all(e.protocol == V1 for e in entries):
-        return b"".join(e.payload for e in entries)
+        return snappy_concat.concat([e.payload for e in entries])
     return encode(merge(decode_entry(e) for e in entries), protocol)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from .entry import Entry
+from .entry import Entry, compress
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_by_queue ON entries (destination, shard, id);
 """
+
+
+FORMAT = 1  # PRAGMA user_version: 1 = payloads are snappy blocks (see ``Spool._upgrade``)
 
 
 class SpoolError(Exception):
@@ -57,9 +60,33 @@ class Spool:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             self.db.executescript(SCHEMA)
+            self._upgrade(path)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the spool in {path}: {exc}") from exc
         self.path = path
+
+    def _upgrade(self, path: Path) -> None:
+        """Bring a spool written by an earlier release to ``FORMAT`` (``PRAGMA user_version``).
+
+        Format 0 held uncompressed payloads; from 1 on a payload is the snappy block that is
+        sent, so format-0 rows are compressed in place, in one transaction.
+        """
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > FORMAT:
+            raise SpoolError(
+                f"the spool in {path} has format {version}, written by a newer gotk-relay "
+                f"(this one reads format {FORMAT}); move it aside or upgrade"
+            )
+        if version == FORMAT:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        rows = self.db.execute("SELECT id, payload FROM entries").fetchall()
+        self.db.executemany(
+            "UPDATE entries SET payload = ? WHERE id = ?",
+            ((compress(bytes(payload)), row_id) for row_id, payload in rows),
+        )
+        self.db.execute(f"PRAGMA user_version = {FORMAT}")
+        self.db.execute("COMMIT")
 
     def append(self, rows: Sequence[tuple[str, int, Entry]]) -> list[int]:
         """Commit ``(destination, shard, entry)`` rows in one transaction; their ids, in order."""

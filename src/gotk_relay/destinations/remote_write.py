@@ -63,7 +63,7 @@ class RemoteWriteClient:
     async def send(self, entries: list[Entry]) -> SendResult:
         while True:
             protocol = self.protobuf_message
-            body = snappy.compress(request_body(entries, protocol))
+            body = request_body(entries, protocol)  # compressed
             headers = protocol_headers(protocol)
             if self.tenant is not None:  # the queue never merges entries of two tenants
                 headers[self.tenant.header] = entries[0].tenant
