@@ -69,6 +69,34 @@ async def test_400_is_not_retried_and_is_counted_as_dropped() -> None:
         assert [r.status for r in receiver.requests] == [400, 204]
 
 
+async def test_a_400_for_merged_requests_drops_only_the_request_it_is_about() -> None:
+    """Queued requests are merged into one send; a 400 for it must not lose the good ones."""
+
+    def choose(batch: Batch) -> Reply:
+        names = {s.name for s in batch.series}
+        if "hold" in names:
+            return Reply(hang=True)
+        return Reply(400, body="invalid label set") if "bad" in names else Reply(204)
+
+    receiver = ScriptedReceiver()
+    receiver.chooser = choose
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
+        assert await _post(client, gauge_batch(["hold"], 1000)) == 204
+        await eventually(lambda: len(receiver.requests) == 1)  # in flight: the rest queues up
+        for name in ("a", "bad", "c"):
+            assert await _post(client, gauge_batch([name, f"{name}2"], 1000)) == 204
+        receiver._release.set()
+        await eventually(lambda: len(receiver.requests) == 5)
+        sent = [sorted(s.name for s in r.batch.series) for r in receiver.requests[1:]]
+        assert sent == [["a", "a2", "bad", "bad2", "c", "c2"], ["a", "a2"], ["bad", "bad2"]] + [
+            ["c", "c2"]
+        ]
+        assert [r.status for r in receiver.requests[1:]] == [400, 204, 400, 204]
+        dropped = {"destination": "d0", "reason": "http_400"}
+        await eventually(lambda: _sample(relay, "gotk_relay_samples_dropped_total", dropped) == 2)
+        assert _sample(relay, "gotk_relay_samples_forwarded_total", {"destination": "d0"}) == 5
+
+
 async def test_429_with_retry_after_is_retried_after_the_delay_when_enabled() -> None:
     receiver = ScriptedReceiver([Reply(429, {"Retry-After": "2"})])
     config = _config(receiver.url, retry_on_http_429=True)

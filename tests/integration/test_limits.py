@@ -19,13 +19,18 @@ import pytest
 from aiohttp.test_utils import TestClient
 from harness import eventually, gauge_batch, metric_value, relay_client, rw_body
 
-from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.model import Batch, Sample, Series, labels_from
 from gotk_relay.server import IN_FLIGHT
 from gotk_relay.wire.labels import describe
 
 
 def _config(**receiver: object) -> dict[str, object]:
     return {"flux": {"mode": "off"}, "receiver": receiver}
+
+
+def _full(**receiver: object) -> dict[str, object]:
+    """Every series decoded and checked (the default, framing, checks only what rules read)."""
+    return _config(validation="full", **receiver)
 
 
 def _series(**labels: str) -> Series:
@@ -102,7 +107,7 @@ async def test_a_breached_limit_gets_its_status_and_the_relay_keeps_serving(
     reason: str,
     v2: bool,
 ) -> None:
-    async with relay_client(_config(**receiver)) as (client, _):
+    async with relay_client(_full(**receiver)) as (client, _):
         body, headers = rw_body(batch, v2=v2)
         response = await client.post("/api/v1/write", data=body, headers=headers)
         text = await response.text()
@@ -116,7 +121,7 @@ async def test_a_breached_limit_gets_its_status_and_the_relay_keeps_serving(
 
 
 async def test_a_request_exactly_at_every_limit_is_accepted() -> None:
-    config = _config(
+    config = _full(
         max_series_per_request=2,
         max_labels_per_series=3,
         max_label_name_length=8,
@@ -128,6 +133,19 @@ async def test_a_request_exactly_at_every_limit_is_accepted() -> None:
             body, headers = rw_body(batch, v2=v2)
             response = await client.post("/api/v1/write", data=body, headers=headers)
             assert response.status == 204, await response.text()
+
+
+async def test_framing_applies_label_limits_to_the_series_the_rules_read() -> None:
+    config = {"flux": {"mode": "legacy"}, "receiver": {"max_label_value_length": 16}}
+    flux = Batch((Series(labels_from({"__name__": "gotk_resource_info", "name": "v" * 17}), ()),))
+    other = Batch((_series(job="v" * 17),))
+    async with relay_client(config) as (client, _):
+        body, headers = rw_body(flux)
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        assert response.status == 400
+        assert "over receiver.max_label_value_length (16)" in await response.text()
+        body, headers = rw_body(other)  # forwarded as it came: the destinations judge it
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
 
 
 async def test_a_chunked_body_over_max_request_bytes_is_refused_while_reading() -> None:

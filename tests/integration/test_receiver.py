@@ -12,6 +12,9 @@ CONFIG = {
     "flux": {"mode": "off"},
     "receiver": {"max_request_bytes": 4096, "max_decompressed_bytes": 65536},
 }
+# Every series decoded and checked at the edge (the default, framing, checks the label sets of
+# the series the rules read only: see test_framing_checks_the_series_the_rules_read).
+FULL = {**CONFIG, "receiver": {**CONFIG["receiver"], "validation": "full"}}
 V1_HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
 V2_HEADERS = {
     "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
@@ -19,11 +22,11 @@ V2_HEADERS = {
 }
 
 
-def _unsorted() -> bytes:
+def _unsorted(name: str = "up") -> bytes:
     req = remote_pb2.WriteRequest()
     ts = req.timeseries.add()
     ts.labels.add(name="job", value="a")
-    ts.labels.add(name="__name__", value="up")
+    ts.labels.add(name="__name__", value=name)
     ts.samples.add(value=1, timestamp=1)
     return snappy.compress(req.SerializeToString())
 
@@ -79,7 +82,7 @@ MALFORMED = [
 async def test_malformed_requests_get_the_documented_status(
     headers: dict[str, str], body: bytes, status: int, reason: str
 ) -> None:
-    async with relay_client(CONFIG) as (client, _):
+    async with relay_client(FULL) as (client, _):
         response = await client.post("/api/v1/write", data=body, headers=headers)
         text = await response.text()
         assert response.status == status, text
@@ -131,3 +134,18 @@ async def test_missing_content_type_means_v1() -> None:
             skip_auto_headers=["Content-Type"],
         )
         assert response.status == 204
+
+
+@pytest.mark.parametrize(
+    ("name", "status"), [("gotk_resource_info", 400), ("up", 204)], ids=["read", "forwarded"]
+)
+async def test_framing_checks_the_series_the_rules_read(name: str, status: int) -> None:
+    """Under the default ``validation: framing`` a series the Flux rules read is decoded and
+    checked (400), any other goes to the destinations as it came (they judge its labels)."""
+    config = {**CONFIG, "flux": {"mode": "legacy"}}
+    async with relay_client(config) as (client, _):
+        response = await client.post("/api/v1/write", data=_unsorted(name), headers=V1_HEADERS)
+        text = await response.text()
+        assert response.status == status, text
+        if status == 400:
+            assert "not sorted" in text and text.count("\n") == 1

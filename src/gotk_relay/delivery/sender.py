@@ -105,6 +105,12 @@ class QueuedDestination:
                 self.recorder.forwarded(self.name, points)
                 return
             if result.outcome is Outcome.DROP:
+                if len(entries) > 1 and result.reason == "http_400":
+                    # Several requests merged into one: find the one the destination refuses,
+                    # so a malformed series forwarded unchecked never takes others with it.
+                    for entry in entries:
+                        await self._deliver([entry])
+                    return
                 self._log_drop(result)
                 self.recorder.dropped(self.name, points, result.reason)
                 return
