@@ -119,7 +119,7 @@ class Settings:
     drain_timeout: float = 30.0
     pinned: bool = True
     smoke: bool = False
-    relay_validation: str = "full"  # receiver.validation of gotk-relay: full or framing
+    relay_validation: str = ""  # receiver.validation of gotk-relay; "" = its default (framing)
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -255,21 +255,22 @@ class System:
     ready_path: str
 
 
-def relay_config(sink_port: int, validation: str = "full") -> dict[str, Any]:
+def relay_config(sink_port: int, validation: str = "") -> dict[str, Any]:
     """The relay's embedded default config, plus one remote_write to the sink.
 
-    ``validation: framing`` enables the pass-through fast path (see docs/performance.md).
+    ``validation`` overrides ``receiver.validation`` (``full`` decodes every series; the default
+    ``framing`` is the pass-through fast path, see docs/performance.md).
     """
     text = (importlib.resources.files("gotk_relay") / "default.yml").read_text()
     config = yaml.safe_load(text) or {}
     config["remote_write"] = [{"url": f"http://{HOST}:{sink_port}/api/v1/write", "name": "sink"}]
-    if validation != "full":
+    if validation:
         config["receiver"] = {"validation": validation}
     return dict(config)
 
 
 def start_system(
-    name: str, sink_port: int, workdir: Path, core: int | None, validation: str = "full"
+    name: str, sink_port: int, workdir: Path, core: int | None, validation: str = ""
 ) -> System:
     port = free_port()
     sink_url = f"http://{HOST}:{sink_port}/api/v1/write"
@@ -809,7 +810,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
     parser.add_argument(
         "--relay-validation",
         choices=["full", "framing"],
-        help="gotk-relay's receiver.validation (full; framing enables the pass-through path)",
+        help="override gotk-relay's receiver.validation (default: its own default, framing)",
     )
     args = parser.parse_args(argv)
     base = SMOKE if args.smoke else Settings()

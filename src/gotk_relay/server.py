@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import StreamReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import ingest
 from .config import ConfigError
-from .delivery.entry import Entry, compress
 from .delivery.spool import SpoolError
 from .fastpath import FastPath
 from .ingress import Authenticator, InFlight, limits_of
@@ -30,7 +30,7 @@ from .model import Batch
 from .relay import Admission, Relay
 from .selectors import SelectorError, parse_selectors
 from .telemetry import Telemetry
-from .wire import rw1, rw2, scan, snappy
+from .wire import rw1, rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
 from .wire.labels import LabelLimitError, TooManySeriesError
 
@@ -189,49 +189,30 @@ def _pass_through(
     DecodeError/TooManySeriesError/LabelLimitError like the full path, for the caller.
     """
     limits = relay.config.receiver
-    split = scan.split(raw)  # checks the top-level framing
-    if len(split.series) > limits.max_series_per_request:
-        raise TooManySeriesError(
-            f"request has {len(split.series)} series, over receiver.max_series_per_request "
-            f"({limits.max_series_per_request}); send smaller requests"
-        )
-    points = scan.count_points(raw)  # checks each series' framing
-    picked_idx = (
-        scan.select(split, fast.names, fast.prefixes) if scan.mentions(raw, fast.watched) else []
-    )
-    picked = Batch()
-    passthrough: Entry | None = Entry(body, V1_PROTO, points, now_ms)
-    forwarded = True  # picked's series are inside passthrough
-    if picked_idx:
-        picked = rw1.decode(
-            scan.rebuild([split.series[i] for i in picked_idx], split.metadata),
-            limits=limits_of(limits),
-        )
-        if not fast.keeps_inputs:
-            chosen = set(picked_idx)
-            rest = [s for i, s in enumerate(split.series) if i not in chosen]
-            passthrough = (
-                Entry(compress(scan.rebuild(rest)), V1_PROTO, points - picked.point_count, now_ms)
-                if rest
-                else None
-            )
-            forwarded = False
-    refusal = _admitted(
-        telemetry,
-        lambda: relay.admit(picked, now_ms, len(raw), passthrough, inputs_forwarded=forwarded),
-    )
+    scanned = ingest.scan_request(body, raw, limits, fast)
+    picked = ingest.decode_picked(scanned, limits)
+    refusal = _admitted(telemetry, lambda: ingest.admit(relay, scanned, picked, now_ms))
     if refusal is not None:
         return refusal
-    if forwarded:
-        # Samples and histograms are not told apart without decoding: counted as samples.
-        telemetry.received.labels("sample", V1_PROTO).inc(points - picked.histogram_count)
-        telemetry.received.labels("histogram", V1_PROTO).inc(picked.histogram_count)
-        telemetry.received.labels("exemplar", V1_PROTO).inc(picked.exemplar_count)
+    count_scanned(telemetry, scanned, picked)
+    return web.Response(status=204)
+
+
+def count_scanned(telemetry: Telemetry, scanned: ingest.Scanned, picked: Batch) -> None:
+    """Received counters of an admitted fast-path request.
+
+    Samples and histograms of forwarded bytes are not told apart without decoding: they count
+    as samples, except in the picked series, which were decoded.
+    """
+    received = telemetry.received
+    if scanned.inputs_forwarded:  # the picked series are inside the forwarded block
+        histograms = picked.histogram_count
+        received.labels("sample", V1_PROTO).inc(scanned.forward_points - histograms)
+        received.labels("histogram", V1_PROTO).inc(histograms)
+        received.labels("exemplar", V1_PROTO).inc(picked.exemplar_count)
     else:
         _count(telemetry, picked, V1_PROTO)
-        if passthrough is not None:
-            telemetry.received.labels("sample", V1_PROTO).inc(passthrough.points)
-    return web.Response(status=204)
+        received.labels("sample", V1_PROTO).inc(scanned.forward_points)
 
 
 def _admitted(telemetry: Telemetry, admit: Callable[[], Admission]) -> web.Response | None:
