@@ -2,11 +2,16 @@
 
 Parsing is promql-parser's (the PromQL grammar, not a hand-written one); matching uses RE2 with
 Prometheus' full anchoring, so ``{__name__=~"gotk_.*"}`` means what it means in Prometheus.
+
+The federate store runs its selectors on every series it is sent, and re2's Python wrapper costs
+microseconds a call, so answers are memoized per label value: a selector that only looks at one
+label (``__name__``, as the default ``gotk_.*`` does) costs one lookup of that label's value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import promql_parser
 import re2
@@ -14,51 +19,118 @@ import re2
 from .model import Labels
 
 Predicate = Callable[[Labels], bool]
+ValueTest = Callable[[str], bool]
+
+# Values memoized per test. Emptied when full: the keys are label values the relay was sent, so
+# this is what bounds the memory one selector holds.
+MEMO_MAX = 8_192
 
 
 class SelectorError(ValueError):
     pass
 
 
-def _matcher(name: str, op: str, value: str) -> Callable[[str], bool]:
+class _Check(NamedTuple):
+    label: str
+    test: ValueTest  # of the label's value, "" when absent
+    regex: bool  # worth memoizing: a lookup costs less than a match, not than an ==
+
+
+def _matcher(name: str, op: str, value: str) -> _Check:
     if op in ("MatchOp.Equal", "="):
-        return lambda actual: actual == value
+        return _Check(name, lambda actual: actual == value, False)
     if op in ("MatchOp.NotEqual", "!="):
-        return lambda actual: actual != value
+        return _Check(name, lambda actual: actual != value, False)
     try:
         regex = re2.compile(f"^(?:{value})$")
     except re2.error as exc:
         raise SelectorError(f"invalid regex {value!r} for label {name}: {exc}") from exc
     if op in ("MatchOp.Re", "=~"):
-        return lambda actual: regex.match(actual) is not None
+        return _Check(name, lambda actual: regex.match(actual) is not None, True)
     if op in ("MatchOp.NotRe", "!~"):
-        return lambda actual: regex.match(actual) is None
+        return _Check(name, lambda actual: regex.match(actual) is None, True)
     raise SelectorError(f"unsupported match operator {op}")
 
 
-def parse_selector(text: str) -> Predicate:
-    """Compile one series selector; raises SelectorError with the parser's reason."""
+def memoize(test: ValueTest, limit: int | None = None) -> ValueTest:
+    """``test`` with its answers kept per value, at most ``limit`` (or MEMO_MAX) at a time."""
+    memo: dict[str, bool] = {}
+    bound = MEMO_MAX if limit is None else limit
+
+    def memoized(value: str) -> bool:
+        answer = memo.get(value)
+        if answer is None:
+            answer = test(value)
+            if len(memo) >= bound:
+                memo.clear()
+            memo[value] = answer
+        return answer
+
+    return memoized
+
+
+def _value_of(labels: Labels, name: str) -> str:
+    """``dict(labels).get(name, "")`` (the last value when a name repeats) without the dict."""
+    found = ""
+    for key, value in labels:
+        if key == name:
+            found = value
+    return found
+
+
+def _checks(text: str) -> tuple[_Check, ...]:
     try:
         expr = promql_parser.parse(text)
     except ValueError as exc:
         raise SelectorError(f"invalid series selector {text!r}: {exc}") from exc
     if not isinstance(expr, promql_parser.VectorSelector):
         raise SelectorError(f'{text!r} is not a series selector (like up or {{job="x"}})')
-    checks: list[tuple[str, Callable[[str], bool]]] = []
+    checks: list[_Check] = []
     if expr.name:
-        checks.append(("__name__", _matcher("__name__", "=", expr.name)))
+        checks.append(_matcher("__name__", "=", expr.name))
     for m in expr.matchers.matchers:
-        checks.append((m.name, _matcher(m.name, str(m.op), m.value)))
-    if not checks or all(check("") for _, check in checks):
+        checks.append(_matcher(m.name, str(m.op), m.value))
+    if not checks or all(check.test("") for check in checks):
         raise SelectorError(
             f"{text!r}: a selector needs at least one matcher that does not match the empty string"
         )
+    return tuple(checks)
+
+
+def _one_label(checks: Sequence[_Check]) -> str | None:
+    """The label all ``checks`` look at, when that is one label: their answer is its value's."""
+    labels = {check.label for check in checks}
+    return labels.pop() if len(labels) == 1 else None
+
+
+def _all_of(checks: Sequence[_Check]) -> ValueTest:
+    tests = tuple(check.test for check in checks)
+    return lambda value: all(test(value) for test in tests)
+
+
+def _on_value(label: str, test: ValueTest) -> Predicate:
+    def predicate(labels: Labels) -> bool:
+        return test(_value_of(labels, label))
+
+    return predicate
+
+
+def _predicate(checks: Sequence[_Check]) -> Predicate:
+    label = _one_label(checks)
+    if label is not None:
+        return _on_value(label, memoize(_all_of(checks)))
+    tests = tuple((c.label, memoize(c.test) if c.regex else c.test) for c in checks)
 
     def predicate(labels: Labels) -> bool:
         values = dict(labels)
-        return all(check(values.get(name, "")) for name, check in checks)
+        return all(test(values.get(label, "")) for label, test in tests)
 
     return predicate
+
+
+def parse_selector(text: str) -> Predicate:
+    """Compile one series selector; raises SelectorError with the parser's reason."""
+    return _predicate(_checks(text))
 
 
 _REGEX_META = frozenset("\\.^$*+?()[]{}|")
@@ -109,7 +181,15 @@ def name_prefixes(texts: Sequence[str]) -> set[str] | None:
 
 def parse_selectors(texts: Sequence[str]) -> Predicate:
     """A predicate true when any of the selectors matches (``match[]`` semantics)."""
-    predicates = [parse_selector(t) for t in texts]
+    selectors = [_checks(t) for t in texts]
+    looked_at = [_one_label(checks) for checks in selectors]
+    label = looked_at[0] if looked_at else None
+    if label is not None and all(other == label for other in looked_at):
+        # Every selector looks at the same one label (metric-name selectors, like the default):
+        # which of them match is a function of its value, so one memo answers for all of them.
+        tests = tuple(_all_of(checks) for checks in selectors)
+        return _on_value(label, memoize(lambda value: any(test(value) for test in tests)))
+    predicates = [_predicate(checks) for checks in selectors]
 
     def any_of(labels: Labels) -> bool:
         return any(p(labels) for p in predicates)

@@ -8,11 +8,16 @@ beyond ``max_series`` new series are refused and counted, existing ones keep upd
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from ..model import Batch, FamilyMetadata, Labels, is_stale
+from ..model import Batch, FamilyMetadata, Labels, Sample, is_stale
 from ..selectors import Predicate, parse_selectors
 from ..wire import text
+
+
+def _newest(samples: Sequence[Sample]) -> tuple[float, int]:
+    newest = max(samples, key=lambda s: s.timestamp)
+    return newest.value, newest.timestamp
 
 
 class FederateStore:
@@ -32,21 +37,26 @@ class FederateStore:
         Returns the number of samples refused because the store is full.
         """
         latest = self._latest
+        match = self._match
+        max_series = self.max_series
         refused = 0
         for series in batch.series:
-            if not series.samples or not self._match(series.labels):
+            samples = series.samples
+            if not samples or not match(series.labels):
                 continue
-            sample = max(series.samples, key=lambda s: s.timestamp)
-            known = latest.get(series.labels)
-            if known is not None and known[1] > sample.timestamp:
+            # The newest sample (the first of equals, as max() picks); most series have one.
+            value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
+            labels = series.labels
+            known = latest.get(labels)
+            if known is not None and known[1] > timestamp:
                 continue
-            if is_stale(sample.value):
-                latest.pop(series.labels, None)
+            if value != value and is_stale(value):
+                latest.pop(labels, None)
                 continue
-            if known is None and len(latest) >= self.max_series:
-                refused += len(series.samples)
+            if known is None and len(latest) >= max_series:
+                refused += len(samples)
                 continue
-            latest[series.labels] = (sample.value, sample.timestamp)
+            latest[labels] = (value, timestamp)
             if series.metadata is not None:
                 name = series.name
                 self._metadata[name] = FamilyMetadata(name, *series.metadata)

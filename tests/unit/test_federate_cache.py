@@ -1,0 +1,189 @@
+"""Memoized selectors answer exactly as the uncached ones did, and their memos stay bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import promql_parser
+import pytest
+import re2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gotk_relay import selectors
+from gotk_relay.destinations.federate import FederateStore
+from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series
+from gotk_relay.selectors import SelectorError, memoize, parse_selector, parse_selectors
+
+
+def _reference(texts: Sequence[str]) -> Callable[[Labels], bool]:
+    """The selectors as they were evaluated before memoization: a dict, a re2 match per label."""
+    compiled: list[list[tuple[str, Callable[[str], bool]]]] = []
+    for text in texts:
+        expr = promql_parser.parse(text)
+        checks: list[tuple[str, Callable[[str], bool]]] = []
+        if expr.name:
+            checks.append(("__name__", lambda actual, want=expr.name: actual == want))
+        for m in expr.matchers.matchers:
+            op, value = str(m.op), m.value
+            regex = re2.compile(f"^(?:{value})$")
+            if op in ("MatchOp.Equal", "="):
+                checks.append((m.name, lambda a, v=value: a == v))
+            elif op in ("MatchOp.NotEqual", "!="):
+                checks.append((m.name, lambda a, v=value: a != v))
+            elif op in ("MatchOp.Re", "=~"):
+                checks.append((m.name, lambda a, r=regex: r.match(a) is not None))
+            else:
+                checks.append((m.name, lambda a, r=regex: r.match(a) is None))
+        compiled.append(checks)
+
+    def any_of(labels: Labels) -> bool:
+        values = dict(labels)
+        return any(
+            all(check(values.get(name, "")) for name, check in checks) for checks in compiled
+        )
+
+    return any_of
+
+
+SELECTOR_SETS = [
+    ['{__name__=~"gotk_.*"}'],
+    ["up"],
+    ['up{job="x"}'],
+    ['{__name__=~"gotk_.*", __name__!~"gotk_resource_.*"}'],
+    ['{__name__="gotk_x", __name__=~"gotk_.*"}'],
+    ['{job=~"a|b"}'],
+    ['{job!~"a|", __name__!="up"}'],
+    ['{job!="x", __name__=~"a.*"}'],
+    ['{foo="", __name__="up"}'],
+    ['{foo="", job=~"a.*"}'],
+    ['{foo=~"|x", job="a"}'],
+    ['{__name__=~"(?i)GOTK_.*|up"}'],
+    ["up", '{__name__=~"gotk_.*"}'],
+    ["up", '{job="x"}'],
+    ['{foo="", __name__="up"}', '{job=~"a.*"}'],
+    ['{__name__=~"gotk_.*"}', '{__name__!~".*x.*", __name__=~".+"}'],
+    ['{job="a"}', '{job=~"b.*"}'],
+]
+NAMES = ["__name__", "job", "foo", "instance"]
+VALUES = ["", "up", "x", "a", "ab", "b", "bx", "gotk_x", "gotk_", "gotk_resource_info", "Gotk_y"]
+
+# Unsorted and with repeated names too: the last value of a repeated name is the one that counts.
+label_lists = st.lists(
+    st.tuples(st.sampled_from(NAMES), st.one_of(st.sampled_from(VALUES), st.text(max_size=6))),
+    max_size=6,
+).map(tuple)
+
+
+@pytest.mark.parametrize("texts", SELECTOR_SETS, ids=[" | ".join(t) for t in SELECTOR_SETS])
+@settings(max_examples=150)
+@given(st.lists(label_lists, min_size=1, max_size=20))
+def test_memoized_selectors_answer_as_uncached_ones(
+    texts: list[str], label_sets: list[Labels]
+) -> None:
+    want = _reference(texts)
+    got = parse_selectors(texts)
+    singles = [parse_selector(t) for t in texts]
+    for _ in range(2):  # the second pass answers from the memos
+        for labels in label_sets:
+            expected = want(labels)
+            assert got(labels) is expected
+            assert any(p(labels) for p in singles) is expected
+
+
+@pytest.mark.parametrize(
+    ("texts", "labels", "expected"),
+    [
+        (['{foo="", __name__="up"}'], (("__name__", "up"),), True),
+        (['{foo="", __name__="up"}'], (("__name__", "up"), ("foo", "")), True),
+        (['{foo="", __name__="up"}'], (("__name__", "up"), ("foo", "1")), False),
+        (['{__name__=~"gotk_.*"}'], (("__name__", "gotk_x"),), True),
+        (['{__name__=~"gotk_.*"}'], (("__name__", "xgotk_x"),), False),  # anchored
+        (['{__name__=~"gotk_.*"}'], (("__name__", "up"), ("__name__", "gotk_x")), True),
+        (['{__name__=~"gotk_.*"}'], (("__name__", "gotk_x"), ("__name__", "up")), False),
+        (["up", '{job="x"}'], (("__name__", "down"), ("job", "x")), True),
+        (['{job!~"a|"}'], (("__name__", "up"),), False),
+    ],
+)
+def test_selector_table(texts: list[str], labels: Labels, expected: bool) -> None:
+    assert parse_selectors(texts)(labels) is expected
+    assert _reference(texts)(labels) is expected
+
+
+@pytest.mark.parametrize("text", ['{foo=""}', '{foo=~".*"}', "up{", "sum(up)", '{a=~"("}'])
+def test_invalid_selectors_are_still_refused(text: str) -> None:
+    with pytest.raises(SelectorError):
+        parse_selectors([text])
+
+
+def _memos(fn: object, seen: set[int] | None = None) -> Iterator[dict[str, bool]]:
+    """The memo dicts a compiled predicate holds, found through its closures."""
+    seen = set() if seen is None else seen
+    if id(fn) in seen:
+        return
+    seen.add(id(fn))
+    if isinstance(fn, dict):
+        yield fn
+    elif isinstance(fn, tuple | list):
+        for item in fn:
+            yield from _memos(item, seen)
+    for cell in getattr(fn, "__closure__", None) or ():
+        yield from _memos(cell.cell_contents, seen)
+
+
+@pytest.mark.parametrize(
+    "texts", [['{__name__=~"gotk_.*"}'], ['{job=~"a.*", __name__!~"x.*"}'], ["up", '{job="x"}']]
+)
+def test_memos_stay_bounded(monkeypatch: pytest.MonkeyPatch, texts: list[str]) -> None:
+    monkeypatch.setattr(selectors, "MEMO_MAX", 16)
+    want = _reference(texts)
+    got = parse_selectors(texts)
+    assert list(_memos(got))  # the walk finds them
+    for i in range(500):
+        labels = (("__name__", f"gotk_{i}"), ("job", f"a{i}"))
+        assert got(labels) is want(labels)
+        assert all(len(memo) <= 16 for memo in _memos(got))
+
+
+def test_memoize_recomputes_after_it_empties() -> None:
+    calls: list[str] = []
+
+    def test(value: str) -> bool:
+        calls.append(value)
+        return value.startswith("a")
+
+    memoized = memoize(test, limit=3)
+    assert [memoized(v) for v in ("a", "b", "a", "c")] == [True, False, True, False]
+    assert calls == ["a", "b", "c"]
+    memoized("d")  # full: emptied, then "d" kept
+    memoized("a")
+    assert calls == ["a", "b", "c", "d", "a"]
+
+
+def _series(name: str, *samples: Sample) -> Series:
+    return Series((("__name__", name), ("job", "x")), samples)
+
+
+def test_federate_update_keeps_the_newest_sample_of_matching_series() -> None:
+    store = FederateStore(['{__name__=~"gotk_.*"}'], max_series=2)
+    refused = store.update(
+        Batch(
+            (
+                _series("gotk_a", Sample(1.0, 10)),
+                _series("gotk_b", Sample(2.0, 30), Sample(3.0, 20), Sample(4.0, 30)),
+                _series("up", Sample(5.0, 10)),
+                _series("gotk_c", Sample(6.0, 10), Sample(7.0, 11)),
+            )
+        )
+    )
+    assert refused == 2
+    assert store._latest == {
+        _series("gotk_a").labels: (1.0, 10),
+        _series("gotk_b").labels: (2.0, 30),  # the first of the newest, as max() picks
+    }
+    store.update(Batch((_series("gotk_a", Sample(9.0, 5)),)))  # older: ignored
+    assert store._latest[_series("gotk_a").labels] == (1.0, 10)
+    store.update(Batch((_series("gotk_a", Sample(STALE_NAN, 11)),)))
+    assert _series("gotk_a").labels not in store._latest
+    store.update(Batch((_series("gotk_b", Sample(float("nan"), 31)),)))  # a NaN, not stale
+    assert store._latest[_series("gotk_b").labels][1] == 31

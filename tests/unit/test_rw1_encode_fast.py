@@ -1,0 +1,216 @@
+"""The hand-rolled ``rw1.encode`` against the upb encoder it replaced: the same bytes, always."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from strategies import canonical, label_names, label_values, metric_types, series, timestamps
+
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    Exemplar,
+    FamilyMetadata,
+    Histogram,
+    Labels,
+    MetricType,
+    Sample,
+    Series,
+    float_bits,
+)
+from gotk_relay.wire import rw1
+
+
+def _from_bits(bits: int) -> float:
+    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])
+
+
+# Every double, NaN payloads and signs included, not only the ones st.floats likes to draw.
+any_double = st.integers(0, 2**64 - 1).map(_from_bits)
+nan_payloads = (
+    st.integers(1, 2**52 - 1)
+    .flatmap(
+        lambda payload: st.sampled_from(
+            [0x7FF0000000000000 | payload, 0xFFF0000000000000 | payload]
+        )
+    )
+    .map(_from_bits)
+)
+sample_values = st.one_of(
+    st.sampled_from([0.0, -0.0, STALE_NAN, float("inf"), float("-inf"), 5e-324]),
+    nan_payloads,
+    any_double,
+    st.floats(),
+)
+int64s = st.one_of(
+    st.sampled_from([0, -1, 1, 2**63 - 1, -(2**63), 1_764_000_000_000]),
+    st.integers(-(2**63), 2**63 - 1),
+    timestamps,
+)
+# Empty names and values are not valid remote write, but the encoder is not where that is
+# checked, and proto3 omits an empty string: both encoders must agree on that.
+any_names = st.one_of(st.just(""), label_names, st.just("__name__"))
+any_values = st.one_of(st.just(""), label_values, st.text(max_size=80))
+label_tuples = st.lists(st.tuples(any_names, any_values), max_size=14).map(tuple)
+
+
+@st.composite
+def plain_series(draw: st.DrawFn, *, int_values: bool = False) -> Series:
+    """What the fast path encodes itself: labels and samples, no histograms or exemplars."""
+    value = st.one_of(sample_values, st.integers(-(2**60), 2**60)) if int_values else sample_values
+    samples = [Sample(v, t) for v, t in draw(st.lists(st.tuples(value, int64s), max_size=4))]
+    return Series(draw(label_tuples), tuple(samples))
+
+
+families = st.builds(
+    FamilyMetadata,
+    st.one_of(st.just(""), label_values),
+    st.one_of(metric_types, st.integers(-(2**31), 2**31 - 1)),
+    st.text(max_size=60),
+    st.text(max_size=8),
+)
+
+
+@st.composite
+def batches(draw: st.DrawFn, *, int_values: bool = False) -> Batch:
+    items = draw(st.lists(st.one_of(plain_series(int_values=int_values), series()), max_size=8))
+    return Batch(tuple(items), tuple(draw(st.lists(families, max_size=3))))
+
+
+def _cached_series(labels: Labels) -> Series:
+    return Series(labels, (Sample(1.5, 1_764_000_000_000),))
+
+
+@settings(max_examples=500)
+@given(batches(int_values=True))
+@example(Batch((Series(()),)))
+@example(Batch((Series((("", ""),), (Sample(0.0, 0), Sample(-0.0, 0))),)))
+@example(Batch((Series((("a", "b"),), (Sample(1, -1), Sample(2**53 + 1, 2**63 - 1))),)))
+def test_fast_path_writes_upb_bytes(batch: Batch) -> None:
+    want = rw1._encode_upb(batch)
+    assert rw1._encode_fast(batch) == want  # not through a fallback
+    assert rw1._encode_fast(batch) == want  # label sets now cached
+    assert rw1.encode(batch) == want
+
+
+@settings(max_examples=300)
+@given(batches())
+def test_round_trip_keeps_float_bits(batch: Batch) -> None:
+    # Enum values outside MetricType decode as UNKNOWN: keep to those that round-trip.
+    batch = batch._replace(
+        metadata=tuple(
+            m._replace(type=MetricType(m.type)) for m in batch.metadata if 0 <= m.type <= 7
+        )
+    )
+    assert canonical(rw1.decode(rw1.encode(batch), validate=False)) == canonical(batch)
+
+
+@given(any_double)
+def test_struct_keeps_every_double_bit_pattern(value: float) -> None:
+    # The fast path's float bytes come from struct; a NaN payload must survive it.
+    bits = float_bits(value)
+    assert struct.unpack("<Q", struct.pack("<d", value))[0] == bits
+    sample = rw1.encode(Batch((Series((("__name__", "x"),), (Sample(value, 1),)),)))
+    got = rw1.decode(sample, validate=False).series[0].samples[0].value
+    assert float_bits(got) == bits
+
+
+@pytest.mark.parametrize(
+    ("value", "present"),
+    [(0.0, False), (-0.0, True), (STALE_NAN, True), (0, False)],
+    ids=["+0", "-0", "stale", "int0"],
+)
+def test_a_double_is_omitted_only_when_all_its_bits_are_zero(value: float, present: bool) -> None:
+    raw = rw1._encode_fast(Batch((Series((), (Sample(value, 0),)),)))
+    assert raw == rw1._encode_upb(Batch((Series((), (Sample(value, 0),)),)))
+    assert (b"\x09" in raw) is present
+
+
+def test_the_usual_batch_does_not_fall_back_to_upb(monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = tuple(sorted({"__name__": "gotk_reconcile_condition", "name": "x", "ns": ""}.items()))
+    batch = Batch(
+        (
+            _cached_series(labels),
+            Series(labels, (Sample(1.0, 5), Sample(float("nan"), -5))),
+            Series(labels, (), (Histogram(5, count_value=1),), (Exemplar((("a", "b"),), 1.0, 2),)),
+        ),
+        (FamilyMetadata("gotk_reconcile_condition", MetricType.GAUGE, "Help.", ""),),
+    )
+    want = rw1._encode_upb(batch)
+
+    def refuse(batch: Batch) -> bytes:
+        raise AssertionError("fell back to upb")
+
+    monkeypatch.setattr(rw1, "_encode_upb", refuse)
+    assert rw1.encode(batch) == want
+
+
+def _outcome(encoder: object, batch: Batch) -> object:
+    try:
+        return encoder(batch)  # type: ignore[operator]
+    except Exception as exc:
+        return type(exc)
+
+
+_NAME = ("__name__", "up")
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        Batch((Series((_NAME,), (Sample(1.0, True),)),)),  # type: ignore[arg-type]
+        Batch((Series((_NAME,), (Sample(1.0, 1.0),)),)),  # type: ignore[arg-type]
+        Batch((Series((_NAME,), (Sample(1.0, 2**63),)),)),
+        Batch((Series((_NAME,), (Sample(1.0, -(2**63) - 1),)),)),
+        Batch((Series((_NAME,), (Sample(True, 1),)),)),
+        Batch((Series((_NAME,), (Sample(2**1024, 1),)),)),
+        Batch((Series((_NAME,), (Sample("1", 1),)),)),  # type: ignore[arg-type]
+        Batch((Series((_NAME, ("job", "\ud800")), (Sample(1.0, 1),)),)),
+        Batch((Series((_NAME, ("job", b"x")), (Sample(1.0, 1),)),)),  # type: ignore[arg-type]
+        Batch((Series((_NAME, ("job", None)), (Sample(1.0, 1),)),)),  # type: ignore[arg-type]
+        Batch((), (FamilyMetadata(None, MetricType.GAUGE),)),  # type: ignore[arg-type]
+        Batch((), (FamilyMetadata("up", 2**31),)),  # type: ignore[arg-type]
+        Batch((), (FamilyMetadata("up", -1),)),  # type: ignore[arg-type]
+        Batch((), (FamilyMetadata("up", True),)),  # type: ignore[arg-type]
+    ],
+    ids=[
+        "bool-timestamp",
+        "float-timestamp",
+        "timestamp-over-int64",
+        "timestamp-under-int64",
+        "bool-value",
+        "int-value-beyond-double",
+        "str-value",
+        "lone-surrogate",
+        "bytes-label",
+        "none-label",
+        "none-family",
+        "type-beyond-int32",
+        "negative-type",
+        "bool-type",
+    ],
+)
+def test_what_the_fast_path_does_not_model_ends_as_upb_would(batch: Batch) -> None:
+    # The same bytes, or the same kind of error.
+    assert _outcome(rw1.encode, batch) == _outcome(rw1._encode_upb, batch)
+
+
+def test_the_labels_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rw1, "_LABELS_CACHE_MAX", 8)
+    monkeypatch.setattr(rw1, "_labels_cache", {})
+    for i in range(100):
+        batch = Batch(tuple(_cached_series((("__name__", f"m{i}_{j}"),)) for j in range(3)))
+        assert rw1.encode(batch) == rw1._encode_upb(batch)
+        assert len(rw1._labels_cache) <= 8
+
+
+def test_a_cached_label_set_is_found_by_value_not_identity() -> None:
+    labels: Labels = (("__name__", "gotk_x"), ("name", "a" * 200), ("ns", "é"))
+    first = rw1.encode(Batch((_cached_series(labels),)))
+    copy = tuple((str(k), "".join(v)) for k, v in labels)
+    assert copy is not labels
+    assert rw1.encode(Batch((_cached_series(copy),))) == first
+    assert rw1._labels_cache[labels] == rw1._labels_cache[copy]
