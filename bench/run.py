@@ -95,7 +95,7 @@ _LAUNCHER: Final = (
     "if os.getppid() != int(sys.argv[1]):\n"
     "    sys.exit(70)\n"
     "if sys.argv[2] != '-':\n"
-    "    os.sched_setaffinity(0, {int(sys.argv[2])})\n"
+    "    os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(',')})\n"
     "os.execv(sys.argv[3], sys.argv[3:])\n"
 )
 
@@ -120,6 +120,8 @@ class Settings:
     pinned: bool = True
     smoke: bool = False
     relay_validation: str = ""  # receiver.validation of gotk-relay; "" = its default (framing)
+    relay_workers: int = 1  # receiver.workers of gotk-relay (processes taking connections)
+    relay_cores: tuple[int, ...] = ()  # cores gotk-relay (all its processes) runs on; () = SUT_CORE
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -151,15 +153,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+Cores = int | tuple[int, ...] | None  # where a process may run; None: anywhere
+
+
 class Proc:
     """A child process with its log file; stopped by :meth:`stop` or with this process."""
 
-    def __init__(self, name: str, argv: Sequence[str], core: int | None, workdir: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], core: Cores, workdir: Path) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         executable = shutil.which(argv[0]) or argv[0]
         launch = [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
-        launch += ["-" if core is None else str(core), executable, *argv[1:]]
+        if core is None:
+            affinity = "-"
+        else:
+            affinity = ",".join(str(c) for c in (core if isinstance(core, tuple) else (core,)))
+        launch += [affinity, executable, *argv[1:]]
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 launch, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
@@ -253,9 +262,19 @@ class System:
     proc: Proc
     port: int
     ready_path: str
+    cores: tuple[int, ...] = (SUT_CORE,)  # whose busy time is compared with the system's CPU
 
 
-def relay_config(sink_port: int, validation: str = "") -> dict[str, Any]:
+def system_cores(name: str, settings: Settings) -> tuple[int, ...] | None:
+    """Where a system runs: gotk-relay on ``--relay-cores`` if given, else SUT_CORE."""
+    if not settings.pinned:
+        return None
+    if name == "gotk-relay" and settings.relay_cores:
+        return settings.relay_cores
+    return (SUT_CORE,)
+
+
+def relay_config(sink_port: int, validation: str = "", workers: int = 1) -> dict[str, Any]:
     """The relay's embedded default config, plus one remote_write to the sink.
 
     ``validation`` overrides ``receiver.validation`` (``full`` decodes every series; the default
@@ -264,22 +283,35 @@ def relay_config(sink_port: int, validation: str = "") -> dict[str, Any]:
     text = (importlib.resources.files("gotk_relay") / "default.yml").read_text()
     config = yaml.safe_load(text) or {}
     config["remote_write"] = [{"url": f"http://{HOST}:{sink_port}/api/v1/write", "name": "sink"}]
+    receiver = dict(config.get("receiver") or {})
     if validation:
-        config["receiver"] = {"validation": validation}
+        receiver["validation"] = validation
+    if workers != 1:  # receiver.workers: the core plus workers-1 ingest workers (SO_REUSEPORT)
+        receiver["workers"] = workers
+    if receiver:
+        config["receiver"] = receiver
     return dict(config)
 
 
 def start_system(
-    name: str, sink_port: int, workdir: Path, core: int | None, validation: str = ""
+    name: str,
+    sink_port: int,
+    workdir: Path,
+    core: tuple[int, ...] | None,
+    validation: str = "",
+    workers: int = 1,
 ) -> System:
     port = free_port()
     sink_url = f"http://{HOST}:{sink_port}/api/v1/write"
+    cores = core or (SUT_CORE,)
     if name == "gotk-relay":
         config = workdir / "relay.yml"
-        config.write_text(json.dumps(relay_config(sink_port, validation), indent=2))
+        config.write_text(json.dumps(relay_config(sink_port, validation, workers), indent=2))
         argv = [sys.executable, "-m", "gotk_relay", "serve", "--config", str(config)]
         argv += ["--listen-address", f"{HOST}:{port}", "--log.level", "warn"]
-        return System(name, Proc(name, argv, core, workdir), port, "/-/ready")
+        # The workers are children of the relay: they inherit its affinity, and _tree counts
+        # their CPU time and memory with the relay's.
+        return System(name, Proc(name, argv, core, workdir), port, "/-/ready", cores)
     data = workdir / f"{name}-data"
     data.mkdir()
     argv = ["vmagent", f"-remoteWrite.url={sink_url}", f"-httpListenAddr={HOST}:{port}"]
@@ -288,7 +320,7 @@ def start_system(
         relabel = workdir / "relabel.yml"
         relabel.write_text(expect.VMAGENT_RELABEL)
         argv.append(f"-remoteWrite.relabelConfig={relabel}")
-    return System(name, Proc(name, argv, core, workdir), port, "/health")
+    return System(name, Proc(name, argv, core, workdir), port, "/health", cores)
 
 
 def start_sink(workdir: Path, full: bool, core: int | None) -> tuple[Proc, int]:
@@ -421,12 +453,12 @@ async def run_phase(
     rounds: int | None = None,
 ) -> Phase:
     cpu0, own0, sink0 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
-    busy0 = core_busy_seconds(SUT_CORE)
+    busy0 = sum(core_busy_seconds(c) for c in system.cores)
     t0 = time.monotonic()
     result = await loader.run(duration, rate, rounds)
     t1 = time.monotonic()
     cpu1, own1, sink1 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
-    busy1 = core_busy_seconds(SUT_CORE)
+    busy1 = sum(core_busy_seconds(c) for c in system.cores)
     tally.add(result)
     delivered, changed = await drain(session, sink_port, tally.expected, settings.drain_timeout)
     drained_at = min(changed, time.monotonic())
@@ -465,14 +497,21 @@ async def bench_one(
     workdir: Path,
 ) -> dict[str, Any]:
     """Fresh sink and system; warm-up, throughput, latency; RSS, delivery and verification."""
-    sut_core = SUT_CORE if settings.pinned else None
+    sut_core = system_cores(name, settings)
     load_core = LOAD_CORE if settings.pinned else None
     sink, sink_port = start_sink(workdir, settings.full_verify, load_core)
     system: System | None = None
     loader: loadgen.Loader | None = None
     try:
         await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
-        system = start_system(name, sink_port, workdir, sut_core, settings.relay_validation)
+        system = start_system(
+            name,
+            sink_port,
+            workdir,
+            sut_core,
+            settings.relay_validation,
+            settings.relay_workers if name == "gotk-relay" else 1,
+        )
         await wait_ready(session, system.proc, f"http://{HOST}:{system.port}{system.ready_path}")
         loader = loadgen.Loader(workload, HOST, system.port, settings.connections)
         loader.record_acked = settings.full_verify
@@ -568,7 +607,7 @@ async def memory_scaling(
         )
         workload = loadgen.Workload(spec, precompress=False)
         gc.collect()
-        sut_core = SUT_CORE if settings.pinned else None
+        sut_core = system_cores("gotk-relay", settings)
         load_core = LOAD_CORE if settings.pinned else None
         run_dir = workdir / f"mem-{series}"
         run_dir.mkdir()
@@ -578,7 +617,12 @@ async def memory_scaling(
         try:
             await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
             system = start_system(
-                "gotk-relay", sink_port, run_dir, sut_core, settings.relay_validation
+                "gotk-relay",
+                sink_port,
+                run_dir,
+                sut_core,
+                settings.relay_validation,
+                settings.relay_workers,
             )
             ready = f"http://{HOST}:{system.port}{system.ready_path}"
             await wait_ready(session, system.proc, ready)
@@ -812,6 +856,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
         choices=["full", "framing"],
         help="override gotk-relay's receiver.validation (default: its own default, framing)",
     )
+    parser.add_argument(
+        "--relay-workers",
+        type=int,
+        help="gotk-relay's receiver.workers: processes taking connections (default 1)",
+    )
+    parser.add_argument(
+        "--relay-cores",
+        help=f"comma-separated cores to pin gotk-relay (all its processes) to (default {SUT_CORE})",
+    )
     args = parser.parse_args(argv)
     base = SMOKE if args.smoke else Settings()
     changes: dict[str, Any] = {}
@@ -839,6 +892,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
         changes["memory_timeout"] = args.memory_timeout
     if args.relay_validation:
         changes["relay_validation"] = args.relay_validation
+    if args.relay_workers is not None:
+        if not 1 <= args.relay_workers <= 64:
+            parser.error("--relay-workers must be within 1..64")
+        changes["relay_workers"] = args.relay_workers
+    if args.relay_cores:
+        try:
+            cores = tuple(int(c) for c in args.relay_cores.split(",") if c.strip())
+        except ValueError:
+            parser.error(f"--relay-cores {args.relay_cores!r}: expected e.g. 0,1")
+        available = os.sched_getaffinity(0)
+        if not cores or not set(cores) <= available:
+            parser.error(
+                f"--relay-cores {args.relay_cores!r}: cores available: {sorted(available)}"
+            )
+        changes["relay_cores"] = cores
     if args.no_pin or (os.cpu_count() or 1) < 2:
         changes["pinned"] = False
     settings = Settings(**{**base.to_json(), **changes})

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", dest="fmt", default="configmap", choices=["configmap", "helm-values"]
     )
     ksm.add_argument("--namespace", help="namespace of the ConfigMap")
+
+    # Internal: an ingest worker, started by `serve` when receiver.workers > 1 (worker.py).
+    # Not listed in --help: no one types it.
+    worker = sub.add_parser("worker")
+    worker.add_argument("--socket", required=True, help="the core's Unix socket")
+    worker.add_argument("--listen-address", dest="listen", type=_listen, required=True)
+    worker.add_argument("--parent-fd", dest="parent_fd", type=int, default=None)
+    worker.add_argument("--index", type=int, default=0)
+    worker.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    worker.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
+    )
+    sub.metavar = "{serve,check-config,send,rewrite,ksm-config}"
     return parser
 
 
@@ -137,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return rewrite(args)
     if args.command == "ksm-config":
         return ksm_config(args)
+    if args.command == "worker":
+        return worker(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -267,6 +287,23 @@ def ksm_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # optional: plain asyncio works, a little slower
+        pass
+
+
+def worker(args: argparse.Namespace) -> int:
+    from . import worker as ingest_worker
+
+    logs.setup(args.log_level, args.log_format)
+    _install_uvloop()
+    return asyncio.run(ingest_worker.run(args.socket, args.listen, args.parent_fd, args.index))
+
+
 def serve(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
 
@@ -276,12 +313,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("error loading config", extra={"err": str(exc)})
         return 1
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # optional: plain asyncio works, a little slower
-        pass
+    _install_uvloop()
     from .delivery.spool import SpoolError
 
     try:
@@ -299,6 +331,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from .relay import Relay
     from .server import STATE, make_app
     from .telemetry import Telemetry
+    from .workers import Generation, WorkerPool, add_internal_routes
 
     assert isinstance(config, Config)
     tls = config.receiver.tls
@@ -310,6 +343,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         return 1
     telemetry = Telemetry()
     relay = Relay(config, telemetry)
+    workers = config.receiver.workers  # fixed for the life of the process
+    generation = Generation()  # the workers' view of the configuration (workers.py)
 
     async def reload() -> None:
         if not args.config:
@@ -324,7 +359,10 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             raise
         if new.receiver.tls != tls:
             log.warning("receiver.tls changed; it takes effect when the relay restarts")
+        if new.receiver.workers != workers:
+            log.warning("receiver.workers changed; it takes effect when the relay restarts")
         relay.reload(new)
+        generation.bump()  # no await since relay.reload: workers see it on their next request
         telemetry.reload_success.set(1)
         telemetry.reload_timestamp.set(time.time())
         log.info("completed loading of configuration file", extra={"file": args.config})
@@ -332,17 +370,41 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     app = make_app(
         relay, telemetry, reload, enable_lifecycle=args.lifecycle, authenticator=authenticator
     )
+    if workers > 1:
+        add_internal_routes(app, generation)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = args.listen or ("0.0.0.0", 9201)
-    site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=ssl_context)
+    # With workers every process listens on the address (SO_REUSEPORT, the kernel spreads the
+    # connections); the core also listens on a Unix socket in a private (0700) directory, for
+    # the workers only.
+    site = web.TCPSite(
+        runner, host, port, backlog=1024, ssl_context=ssl_context, reuse_port=workers > 1 or None
+    )
+    private_dir = tempfile.mkdtemp(prefix="gotk-relay-") if workers > 1 else None
+    sites: list[web.BaseSite] = [site]
+    if private_dir is not None:
+        sites.append(web.UnixSite(runner, os.path.join(private_dir, "core.sock")))
     try:
-        await site.start()
+        for each in sites:
+            await each.start()
     except OSError as exc:
         log.error("failed to listen", extra={"address": f"{host}:{port}", "err": exc.strerror})
         await runner.cleanup()
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
         return 1
     relay.start()
+    pool: WorkerPool | None = None
+    if private_dir is not None:
+        pool = WorkerPool(
+            workers - 1,
+            os.path.join(private_dir, "core.sock"),
+            (host, port),
+            args.log_level,
+            args.log_format,
+        )
+        pool.start()
     telemetry.reload_success.set(1)
     telemetry.reload_timestamp.set(time.time())
     log.info(
@@ -356,6 +418,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "flux_mode": config.flux.mode,
             "tls": "off" if tls is None else ("mtls" if tls.client_ca_file else "on"),
             "auth": (authenticator.scheme or "none").lower(),
+            "workers": workers,
         },
     )
     stop = asyncio.Event()
@@ -373,9 +436,16 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         "received shutdown signal; no longer accepting writes, draining queues",
         extra={"timeout_s": args.shutdown_timeout},
     )
+    if pool is not None:
+        # First the workers: they stop taking connections and finish the requests they hold,
+        # which the core still admits; then the core stops accepting and drains as always.
+        await pool.stop(min(10.0, args.shutdown_timeout))
     app[STATE]["accepting"] = False
-    await site.stop()
+    for each in sites:
+        await each.stop()
     await relay.stop(args.shutdown_timeout)
     await runner.cleanup()
+    if private_dir is not None:
+        shutil.rmtree(private_dir, ignore_errors=True)
     log.info("see you next time!")
     return 0

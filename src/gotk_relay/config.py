@@ -352,6 +352,12 @@ class ReceiverConfig(_Strict):
     validation: Literal["full", "framing"] = "framing"
     auth: IngressAuth | None = None
     tls: IngressTLS | None = None
+    # Processes that take connections on the listen address (SO_REUSEPORT). 1: one process, as
+    # always. N > 1: the serve process keeps all state (Flux rules, queues, senders, spool,
+    # federate, telemetry) and starts N-1 ingest workers that read, decompress and scan remote
+    # write 1.0 requests and hand them to it for admission; everything else they pass on to it.
+    # Changes with a restart only. See docs/scaling.md.
+    workers: int = Field(1, ge=1, le=64)
 
 
 class QueuesConfig(_Strict):

@@ -4,7 +4,7 @@
 and picks the series the rules read, and can run in any process. ``admit`` decodes the picked
 series and runs the rules and the queues, which hold state (Flux objects, per-series order), so
 it runs where that state lives. The split is what lets ingest scale over cores without moving
-any state (see docs/performance.md, "More than one core").
+any state (see docs/scaling.md).
 """
 
 from __future__ import annotations

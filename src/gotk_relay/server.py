@@ -17,12 +17,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from aiohttp import StreamReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import ingest
-from .config import ConfigError
+from .config import ConfigError, ReceiverConfig
 from .delivery.spool import SpoolError
 from .fastpath import FastPath
 from .ingress import Authenticator, InFlight, limits_of
@@ -42,6 +43,8 @@ RELOADER: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("reloader")
 STATE: web.AppKey[dict[str, bool]] = web.AppKey("state", dict)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
+# Request key: the route to count a request under when it is not the one it came in on.
+ROUTE = "gotk_relay.route"
 
 V1_PROTO = "prometheus.WriteRequest"
 V2_PROTO = "io.prometheus.write.v2.Request"
@@ -76,75 +79,148 @@ def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> web
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
-def _unauthenticated(request: web.Request) -> web.Response | None:
-    """The 401 to answer when ``receiver.auth`` is set and the request's credentials fail it."""
-    refusal = request.app[AUTHENTICATOR].refusal(request.headers.get("Authorization"))
+class Rejection(NamedTuple):
+    """A write refused before admission: the counter reason and the answer the sender gets.
+
+    Built in one place so the core and the ingest workers (workers.py) answer alike.
+    """
+
+    reason: str  # gotk_relay_requests_rejected_total{reason}
+    status: int
+    text: str
+    headers: dict[str, str] | None = None
+    hang_up: bool = False  # close the connection after answering (the body was not read)
+
+
+async def answer(request: web.Request, rejection: Rejection) -> web.StreamResponse:
+    """The response of a rejection (see ``Rejection``)."""
+    if rejection.hang_up:
+        return await _hang_up(request, rejection.status, rejection.text)
+    return _plain(rejection.status, rejection.text, rejection.headers)
+
+
+SHUTTING_DOWN = Rejection("shutting_down", 503, "gotk-relay is shutting down", {"Retry-After": "5"})
+
+
+def auth_rejection(authenticator: Authenticator, authorization: str | None) -> Rejection | None:
+    """The 401 to answer when ``receiver.auth`` is set and the credentials fail it."""
+    refusal = authenticator.refusal(authorization)
     if refusal is None:
         return None
-    return _plain(401, refusal.reason, {"WWW-Authenticate": refusal.challenge})
+    return Rejection("unauthorized", 401, refusal.reason, {"WWW-Authenticate": refusal.challenge})
+
+
+def busy_rejection(limit: int) -> Rejection:
+    return Rejection(
+        "too_many_requests",
+        429,
+        f"more than {limit} write requests in progress "
+        "(receiver.max_concurrent_requests); retry later",
+        {"Retry-After": "1"},
+    )
+
+
+def _unauthenticated(request: web.Request) -> web.Response | None:
+    """The 401 to answer when ``receiver.auth`` is set and the request's credentials fail it."""
+    rejection = auth_rejection(request.app[AUTHENTICATOR], request.headers.get("Authorization"))
+    if rejection is None:
+        return None
+    return _plain(rejection.status, rejection.text, rejection.headers)
 
 
 async def handle_write(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
     telemetry = request.app[TELEMETRY]
     if not request.app[STATE].get("accepting", True):
-        telemetry.rejected.labels("shutting_down").inc()
-        return _plain(503, "gotk-relay is shutting down", {"Retry-After": "5"})
-    unauthenticated = _unauthenticated(request)
+        telemetry.rejected.labels(SHUTTING_DOWN.reason).inc()
+        return await answer(request, SHUTTING_DOWN)
+    unauthenticated = auth_rejection(
+        request.app[AUTHENTICATOR], request.headers.get("Authorization")
+    )
     if unauthenticated is not None:
-        telemetry.rejected.labels("unauthorized").inc()
-        return unauthenticated
+        telemetry.rejected.labels(unauthenticated.reason).inc()
+        return await answer(request, unauthenticated)
     in_flight = request.app[IN_FLIGHT]
     limit = relay.config.receiver.max_concurrent_requests
     if not in_flight.enter(limit):
-        telemetry.rejected.labels("too_many_requests").inc()
-        return _plain(
-            429,
-            f"more than {limit} write requests in progress "
-            "(receiver.max_concurrent_requests); retry later",
-            {"Retry-After": "1"},
-        )
+        busy = busy_rejection(limit)
+        telemetry.rejected.labels(busy.reason).inc()
+        return await answer(request, busy)
     try:
         return await _write(request, relay, telemetry)
     finally:
         in_flight.leave()
 
 
-async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> web.StreamResponse:
-    limits = relay.config.receiver
+def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection | str:
+    """Checks of a write request's headers: the rejection, or the protocol of the body."""
     encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
     if encoding != "snappy":
-        telemetry.rejected.labels("unsupported_encoding").inc()
-        return _plain(
-            415, f"unsupported Content-Encoding {encoding!r}; remote write requires snappy"
+        return Rejection(
+            "unsupported_encoding",
+            415,
+            f"unsupported Content-Encoding {encoding!r}; remote write requires snappy",
         )
     try:
         proto = protocol_of(request.headers.get("Content-Type"))
     except UnsupportedMediaType as exc:
-        telemetry.rejected.labels("unsupported_media_type").inc()
-        return _plain(415, str(exc))
+        return Rejection("unsupported_media_type", 415, str(exc))
     if request.content_length is not None and request.content_length > limits.max_request_bytes:
-        telemetry.rejected.labels("too_large").inc()
-        return _plain(
+        return Rejection(
+            "too_large",
             413,
             f"request body of {request.content_length} bytes exceeds the limit of "
             f"{limits.max_request_bytes} bytes",
         )
+    return proto
+
+
+async def read_write_body(request: web.Request, limits: ReceiverConfig) -> Rejection | bytes:
+    """The body of a write request within ``receiver.read_timeout`` and ``max_request_bytes``."""
     try:
         async with asyncio.timeout(limits.read_timeout or None):  # 0: no timeout
             body = await _read_body(request.content, limits.max_request_bytes)
     except TimeoutError:
-        telemetry.rejected.labels("read_timeout").inc()
-        return await _hang_up(
-            request,
+        return Rejection(
+            "read_timeout",
             408,
             f"request body not received within {limits.read_timeout:g}s (receiver.read_timeout)",
+            hang_up=True,
         )
     if body is None:
-        telemetry.rejected.labels("too_large").inc()
-        return await _hang_up(
-            request, 413, f"request body exceeds the limit of {limits.max_request_bytes} bytes"
+        return Rejection(
+            "too_large",
+            413,
+            f"request body exceeds the limit of {limits.max_request_bytes} bytes",
+            hang_up=True,
         )
+    return body
+
+
+def decode_rejection(exc: Exception) -> Rejection | None:
+    """The 4xx of a request that does not decode (within the limits); None for other errors."""
+    if isinstance(exc, TooManySeriesError):
+        return Rejection("too_many_series", 413, str(exc))
+    if isinstance(exc, LabelLimitError):
+        return Rejection("label_limits", 400, str(exc))
+    if isinstance(exc, TooLargeError):
+        return Rejection("too_large", 413, str(exc))
+    if isinstance(exc, DecodeError):
+        return Rejection("malformed", 400, str(exc))
+    return None
+
+
+async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> web.StreamResponse:
+    limits = relay.config.receiver
+    checked = header_rejection(request, limits)
+    if isinstance(checked, Rejection):
+        telemetry.rejected.labels(checked.reason).inc()
+        return await answer(request, checked)
+    proto = checked
+    body = await read_write_body(request, limits)
+    if isinstance(body, Rejection):
+        telemetry.rejected.labels(body.reason).inc()
+        return await answer(request, body)
     now_ms = int(time.time() * 1000)
     try:
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
@@ -153,18 +229,11 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
             return _pass_through(relay, telemetry, body, raw, now_ms, fast)
         codec = rw2 if proto == V2_PROTO else rw1
         batch = codec.decode(raw, limits=limits_of(limits))
-    except TooManySeriesError as exc:
-        telemetry.rejected.labels("too_many_series").inc()
-        return _plain(413, str(exc))
-    except LabelLimitError as exc:
-        telemetry.rejected.labels("label_limits").inc()
-        return _plain(400, str(exc))
-    except TooLargeError as exc:
-        telemetry.rejected.labels("too_large").inc()
-        return _plain(413, str(exc))
-    except DecodeError as exc:
-        telemetry.rejected.labels("malformed").inc()
-        return _plain(400, str(exc))
+    except (TooManySeriesError, LabelLimitError, TooLargeError, DecodeError) as exc:
+        rejection = decode_rejection(exc)
+        assert rejection is not None
+        telemetry.rejected.labels(rejection.reason).inc()
+        return await answer(request, rejection)
     refusal = _admitted(telemetry, lambda: relay.admit(batch, now_ms, len(raw)))
     if refusal is not None:
         return refusal
@@ -188,9 +257,20 @@ def _pass_through(
     ``body`` is the snappy block as received (already known to decompress to ``raw``). Raises
     DecodeError/TooManySeriesError/LabelLimitError like the full path, for the caller.
     """
-    limits = relay.config.receiver
-    scanned = ingest.scan_request(body, raw, limits, fast)
-    picked = ingest.decode_picked(scanned, limits)
+    scanned = ingest.scan_request(body, raw, relay.config.receiver, fast)
+    return admit_scanned(relay, telemetry, scanned, now_ms)
+
+
+def admit_scanned(
+    relay: Relay, telemetry: Telemetry, scanned: ingest.Scanned, now_ms: int
+) -> web.Response:
+    """Decode the picked series of a scanned request and admit it: 204, 429 or 503.
+
+    Raises DecodeError/LabelLimitError for the caller, like ``_pass_through``. The stateful half
+    of the fast path: it runs in the process that holds the Flux state and the queues, also for
+    requests an ingest worker scanned (workers.py).
+    """
+    picked = ingest.decode_picked(scanned, relay.config.receiver)
     refusal = _admitted(telemetry, lambda: ingest.admit(relay, scanned, picked, now_ms))
     if refusal is not None:
         return refusal
@@ -343,8 +423,12 @@ async def instrument(
         log.exception("unhandled error", extra={"path": request.path})
         return _plain(500, "internal error; see the relay's log")
     finally:
-        telemetry.http_requests.labels(name, str(status)).inc()
-        telemetry.http_duration.labels(name).observe(time.perf_counter() - started)
+        # A request an ingest worker handled for a client is counted under the client's route
+        # (workers.py sets it); the workers' own calls to the core are not counted.
+        name = request.get(ROUTE, name)
+        if not name.startswith("/internal/"):
+            telemetry.http_requests.labels(name, str(status)).inc()
+            telemetry.http_duration.labels(name).observe(time.perf_counter() - started)
 
 
 def make_app(

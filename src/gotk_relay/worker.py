@@ -1,0 +1,329 @@
+"""An ingest worker (``receiver.workers`` > 1): the stateless half of the write path.
+
+It takes connections on the listen address beside the core (SO_REUSEPORT) and, for a remote
+write 1.0 request on the fast path, checks it (credentials, headers, sizes, read timeout) with the
+same code and limits as server.py, reads, decompresses and scans it (ingest.scan_request), then
+hands the result to the core, which admits it; the sender gets the core's answer, so a 2xx still
+means queued for every destination. Everything else — remote write 2.0, the fast path off, a
+request the worker cannot decompress or scan, every other route — is passed on to the core as it
+came, so the core answers it and counts it. Refusals the worker answers itself (before it has a
+body to pass on) are reported to the core for its counters. See workers.py and docs/scaling.md.
+
+The worker holds the configuration of one generation. When the core answers that it is stale
+(409), the worker fetches the current one and does the request again from its body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+import signal
+import time
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, MultiMapping
+from yarl import URL
+
+from . import fastpath, ingest
+from .config import Config, ConfigError, ReceiverConfig
+from .fastpath import FastPath
+from .ingress import Authenticator, InFlight, server_ssl_context
+from .server import (
+    V1_PROTO,
+    Rejection,
+    answer,
+    auth_rejection,
+    busy_rejection,
+    header_rejection,
+    read_write_body,
+)
+from .wire import snappy
+from .workers import GENERATION_HEADER, ROUTE_HEADER, STALE
+
+log = logging.getLogger("gotk_relay.worker")
+
+CORE: Final = "http://gotk-relay-core"
+TRIES: Final = 3  # attempts of one request across configuration changes
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        GENERATION_HEADER.lower(),
+    }
+)
+
+
+class CoreUnavailable(Exception):
+    pass
+
+
+def _unavailable() -> web.Response:
+    return web.Response(
+        status=503, text="gotk-relay core unavailable; retry later\n", headers={"Retry-After": "1"}
+    )
+
+
+def _forwardable(headers: MultiMapping[str]) -> CIMultiDict[str]:
+    """The headers of a message passed on, without the ones of its own connection."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        if key.lower() not in HOP_BY_HOP:
+            out.add(key, value)
+    return out
+
+
+class Worker:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.generation = -1
+        self.config = Config()
+        self.fast: FastPath | None = None
+        self.authenticator = Authenticator()
+        self.in_flight = InFlight()
+        self._refreshing: asyncio.Lock = asyncio.Lock()
+
+    async def refresh(self, seen: int | None = None) -> None:
+        """Fetch the core's configuration (once for concurrent callers that saw ``seen``)."""
+        async with self._refreshing:
+            if seen is not None and self.generation != seen:
+                return  # another request fetched it meanwhile
+            try:
+                async with self.session.get(f"{CORE}/internal/config") as response:
+                    if response.status != 200:
+                        raise CoreUnavailable(f"config: HTTP {response.status}")
+                    payload = await response.read()
+            except aiohttp.ClientError as exc:
+                raise CoreUnavailable(str(exc)) from exc
+            # Trusted: the core's socket is in a 0700 directory of this user (workers.py).
+            generation, config = pickle.loads(payload)
+            assert isinstance(generation, int) and isinstance(config, Config)
+            try:
+                self.authenticator.configure(config.receiver.auth)
+            except ConfigError as exc:  # the core read it a moment ago: a file being rewritten
+                log.error("cannot read the receiver.auth secret", extra={"err": str(exc)})
+            self.generation, self.config, self.fast = generation, config, fastpath.plan(config)
+            log.debug("configuration fetched", extra={"generation": generation})
+
+    # ---------------------------------------------------------------------------------------
+    # Write requests
+
+    async def handle_write(self, request: web.Request) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        entered = False
+        body: bytes | None = None
+        last: Rejection | None = None
+        try:
+            for _ in range(TRIES):
+                # One generation's settings for the whole attempt (a refresh may come meanwhile).
+                generation, limits, fast = self.generation, self.config.receiver, self.fast
+                rejection = auth_rejection(self.authenticator, request.headers.get("Authorization"))
+                if rejection is None and not entered:
+                    entered = self.in_flight.enter(limits.max_concurrent_requests)
+                    if not entered:
+                        rejection = busy_rejection(limits.max_concurrent_requests)
+                checked = header_rejection(request, limits) if rejection is None else rejection
+                if isinstance(checked, Rejection):
+                    last = checked
+                    if await self._rejected(generation, route, checked):
+                        continue  # the configuration changed: judge the request again
+                    return await answer(request, checked)
+                proto = checked
+                if body is None:
+                    read = await read_write_body(request, limits)
+                    if isinstance(read, Rejection):
+                        await self._rejected(generation, route, read)  # the body is gone
+                        return await answer(request, read)
+                    body = read
+                now_ms = int(time.time() * 1000)
+                scanned = self._scan(body, proto, limits, fast)
+                if scanned is None:
+                    return await self.proxy(request, body)
+                response = await self._admit(generation, route, scanned, now_ms)
+                if response is None:
+                    await self.refresh(generation)
+                    continue
+                return response
+            # The configuration kept changing under this request: the core decides.
+            if body is None:
+                assert last is not None
+                return await answer(request, last)
+            return await self.proxy(request, body)
+        except CoreUnavailable as exc:
+            log.warning("core unavailable", extra={"err": str(exc)})
+            return _unavailable()
+        finally:
+            if entered:
+                self.in_flight.leave()
+
+    @staticmethod
+    def _scan(
+        body: bytes, proto: str, limits: ReceiverConfig, fast: FastPath | None
+    ) -> ingest.Scanned | None:
+        """The scanned request, or None when the core must handle it (v2, no fast path, or any
+        error: the core redoes it, answers and counts it)."""
+        if proto != V1_PROTO or fast is None:
+            return None
+        try:
+            raw = snappy.decompress(body, limits.max_decompressed_bytes)
+            return ingest.scan_request(body, raw, limits, fast)
+        except Exception:
+            return None
+
+    async def _admit(
+        self, generation: int, route: str, scanned: ingest.Scanned, now_ms: int
+    ) -> web.Response | None:
+        """The core's answer to a scanned request; None when the configuration is stale."""
+        payload = pickle.dumps((generation, scanned, now_ms), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            async with self.session.post(
+                f"{CORE}/internal/scanned",
+                data=payload,
+                headers={ROUTE_HEADER: route, "Content-Type": "application/octet-stream"},
+            ) as response:
+                if response.status == STALE:
+                    return None
+                return web.Response(
+                    status=response.status,
+                    body=await response.read(),
+                    headers=_forwardable(response.headers),
+                )
+        except aiohttp.ClientError as exc:
+            raise CoreUnavailable(str(exc)) from exc
+
+    async def _rejected(self, generation: int, route: str, rejection: Rejection) -> bool:
+        """Report a refusal to the core's counters; True if the configuration was stale (then
+        it has been fetched again)."""
+        note = {
+            "generation": generation,
+            "route": route,
+            "reason": rejection.reason,
+            "status": rejection.status,
+        }
+        try:
+            async with self.session.post(
+                f"{CORE}/internal/rejected",
+                data=json.dumps(note).encode(),
+                headers={GENERATION_HEADER: str(generation), "Content-Type": "application/json"},
+            ) as response:
+                stale = response.status == STALE
+        except aiohttp.ClientError as exc:
+            raise CoreUnavailable(str(exc)) from exc
+        if stale:
+            await self.refresh(generation)
+        return stale
+
+    # ---------------------------------------------------------------------------------------
+    # Everything else: passed on to the core as it came
+
+    async def proxy(self, request: web.Request, body: bytes | None = None) -> web.StreamResponse:
+        if body is None:
+            body = await request.read()
+        url = URL(CORE + request.raw_path, encoded=True)
+        try:
+            async with self.session.request(
+                request.method,
+                url,
+                data=body or None,
+                headers=_forwardable(request.headers),
+                allow_redirects=False,
+            ) as response:
+                payload = await response.read()
+                answered = web.Response(
+                    status=response.status, body=payload, headers=_forwardable(response.headers)
+                )
+                told = response.headers.get(GENERATION_HEADER)
+            if told is not None and told != str(self.generation):
+                await self.refresh(self.generation)  # a reload: the next request uses it
+            return answered
+        except (aiohttp.ClientError, CoreUnavailable) as exc:
+            log.warning("core unavailable", extra={"err": str(exc)})
+            return _unavailable()
+
+    def app(self) -> web.Application:
+        # The same body limits as the core's app (server.make_app): the write handler reads
+        # with its own limit; auto_decompress off so a body is passed on as it came.
+        app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False})
+        app.router.add_post("/api/v1/write", self.handle_write)
+        app.router.add_post("/api/v1/push", self.handle_write)
+        app.router.add_route("*", "/{tail:.*}", self.proxy)
+        return app
+
+
+async def run(socket_path: str, listen: tuple[str, int], parent_fd: int | None, index: int) -> int:
+    connector = aiohttp.UnixConnector(path=socket_path, limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, timeout=timeout
+    ) as session:
+        worker = Worker(session)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            try:
+                await worker.refresh()
+                break
+            except CoreUnavailable as exc:
+                if loop.time() > deadline:
+                    log.error("cannot reach the core", extra={"err": str(exc)})
+                    return 1
+                await asyncio.sleep(0.1)
+        tls = worker.config.receiver.tls
+        try:
+            ssl_context = server_ssl_context(tls) if tls is not None else None
+        except ConfigError as exc:
+            log.error("cannot start", extra={"err": str(exc)})
+            return 1
+        runner = web.AppRunner(
+            worker.app(), access_log=None, handle_signals=False, shutdown_timeout=10.0
+        )
+        await runner.setup()
+        host, port = listen
+        site = web.TCPSite(
+            runner, host, port, backlog=1024, ssl_context=ssl_context, reuse_port=True
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("failed to listen", extra={"address": f"{host}:{port}", "err": exc.strerror})
+            await runner.cleanup()
+            return 1
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        # The core decides when to stop (a Ctrl-C reaches the whole process group; the core
+        # stops the workers first) and handles reloads (workers learn of them as they go).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if parent_fd is not None:
+
+            def core_gone() -> None:
+                try:
+                    data = os.read(parent_fd, 1)
+                except OSError:
+                    data = b""
+                if not data:
+                    log.warning("the core went away; stopping", extra={"worker": index})
+                    loop.remove_reader(parent_fd)
+                    stop.set()
+
+            loop.add_reader(parent_fd, core_gone)
+        log.info(
+            "ingest worker listening",
+            extra={"worker": index, "pid": os.getpid(), "generation": worker.generation},
+        )
+        await stop.wait()
+        await runner.cleanup()  # stops listening, lets requests in progress finish
+    return 0

@@ -1,0 +1,293 @@
+"""The core's side of ``receiver.workers``: the internal endpoints and the worker processes.
+
+With ``receiver.workers: N`` (N > 1) the ``serve`` process, the *core*, keeps everything that
+holds state (the Flux rules, the queues and senders, the spool, the federate store, telemetry,
+reload) and starts N-1 ingest workers (worker.py). All N processes accept connections on the
+listen address (SO_REUSEPORT: the kernel spreads connections over them). A worker does the
+stateless, CPU-heavy half of a remote write 1.0 request (read, decompress, scan: see ingest.py)
+and hands the result to the core over a Unix socket in a private directory; the core admits it
+(rules and queues) and the worker answers the sender with the core's answer. So a 2xx still
+means "queued for every destination", batches are admitted in the order their senders got
+answers, and the Flux state lives in one place. See docs/scaling.md.
+
+Endpoints the core serves on the Unix socket only (refused on any other transport):
+
+* ``GET /internal/config``: pickle of ``(generation, Config)``; the generation goes up on every
+  successful reload.
+* ``POST /internal/scanned``: pickle of ``(generation, ingest.Scanned, now_ms)``; answered like
+  the write endpoint (204, 400, 413, 429, 503), or ``409`` when the generation is not the
+  current one: the worker then fetches the configuration again and redoes the request.
+* ``POST /internal/rejected``: JSON ``{"generation", "route", "reason", "status"}``: a request
+  the worker refused before it could pass it on (401, 408, 413, 415, 429), counted here so the
+  core's telemetry covers every process; ``409`` when stale, as above.
+
+Pickle is safe here only because the socket is in a 0700 directory of the user running the
+relay: whoever can connect to it can run code as that user anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from . import ingest
+from .server import (
+    RELAY,
+    ROUTE,
+    SHUTTING_DOWN,
+    STATE,
+    TELEMETRY,
+    admit_scanned,
+    answer,
+    decode_rejection,
+)
+
+log = logging.getLogger("gotk_relay.workers")
+
+STALE: Final = 409  # the internal status of a request made with an old configuration
+ROUTE_HEADER: Final = "X-Gotk-Relay-Route"
+GENERATION_HEADER: Final = "X-Gotk-Relay-Generation"
+# Bodies on the socket hold at most a request's forwarded bytes and its picked series.
+INTERNAL_MAX_BYTES: Final = 1 << 31
+RESTART_BACKOFF: Final = 1.0  # seconds between a worker's death and its restart
+
+
+class Generation:
+    """The configuration's generation: bumped on every successful reload."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
+
+
+GENERATION: web.AppKey[Generation] = web.AppKey("generation", Generation)
+
+
+def _private(request: web.Request) -> bool:
+    """Whether the request came over the core's Unix socket (the only way to the internals)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and getattr(sock, "family", None) == socket.AF_UNIX
+
+
+async def _body(request: web.Request) -> bytes:
+    chunks = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > INTERNAL_MAX_BYTES:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=INTERNAL_MAX_BYTES, actual_size=size, text="internal body too large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def handle_config(request: web.Request) -> web.StreamResponse:
+    if not _private(request):
+        raise web.HTTPNotFound()
+    payload = pickle.dumps((request.app[GENERATION].value, request.app[RELAY].config))
+    return web.Response(body=payload, content_type="application/octet-stream")
+
+
+async def handle_scanned(request: web.Request) -> web.StreamResponse:
+    """Admit a request a worker scanned, as ``server._pass_through`` admits one read here."""
+    if not _private(request):
+        raise web.HTTPNotFound()
+    request[ROUTE] = request.headers.get(ROUTE_HEADER, "/api/v1/write")
+    # Trusted: the socket is private to this user (module docstring).
+    generation, scanned, now_ms = pickle.loads(await _body(request))
+    if generation != request.app[GENERATION].value:
+        request.app[HANDOFFS].labels("stale").inc()
+        return web.Response(status=STALE, text="configuration changed; fetch it again\n")
+    request.app[HANDOFFS].labels("scanned").inc()
+    telemetry = request.app[TELEMETRY]
+    if not request.app[STATE].get("accepting", True):
+        telemetry.rejected.labels(SHUTTING_DOWN.reason).inc()
+        return await answer(request, SHUTTING_DOWN)
+    assert isinstance(scanned, ingest.Scanned) and isinstance(now_ms, int)
+    relay = request.app[RELAY]
+    try:
+        return admit_scanned(relay, telemetry, scanned, now_ms)
+    except Exception as exc:
+        rejection = decode_rejection(exc)
+        if rejection is None:
+            raise
+        telemetry.rejected.labels(rejection.reason).inc()
+        return await answer(request, rejection)
+
+
+async def handle_rejected(request: web.Request) -> web.StreamResponse:
+    """Count a refusal a worker answered itself; reply with its status (for the HTTP metrics)."""
+    if not _private(request):
+        raise web.HTTPNotFound()
+    note = json.loads(await _body(request))
+    request[ROUTE] = str(note["route"])
+    if note["generation"] != request.app[GENERATION].value:
+        request.app[HANDOFFS].labels("stale").inc()
+        return web.Response(status=STALE)
+    request.app[HANDOFFS].labels("rejected").inc()
+    request.app[TELEMETRY].rejected.labels(str(note["reason"])).inc()
+    return web.Response(status=int(note["status"]))
+
+
+HANDOFFS: web.AppKey[Counter] = web.AppKey("handoffs", Counter)
+
+
+async def _tell_generation(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer on the socket carries the generation, so a worker that only passes
+    requests on (the fast path off) still learns of a reload at its next request."""
+    if _private(request):
+        response.headers[GENERATION_HEADER] = str(request.app[GENERATION].value)
+
+
+def add_internal_routes(app: web.Application, generation: Generation) -> None:
+    """The workers' endpoints (see the module docstring), on the core's app."""
+    app[GENERATION] = generation
+    app.on_response_prepare.append(_tell_generation)
+    app[HANDOFFS] = Counter(
+        "gotk_relay_worker_handoffs",
+        "Requests ingest workers handed to the core, by what they handed: scanned (to admit), "
+        "rejected (refused by the worker, counted here), stale (made with an old configuration, "
+        "redone). Passed-on requests count under their own route.",
+        ["kind"],
+        registry=app[TELEMETRY].registry,
+    )
+    app.router.add_get("/internal/config", handle_config)
+    app.router.add_post("/internal/scanned", handle_scanned)
+    app.router.add_post("/internal/rejected", handle_rejected)
+
+
+@dataclass
+class _Slot:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    died_at: float | None = None
+    restarts: int = 0
+
+
+@dataclass
+class WorkerPool:
+    """N-1 worker processes, restarted when one dies and stopped before the core drains.
+
+    Each worker holds the read end of a pipe whose write end only the core holds: when the core
+    goes away, however it goes, the pipe reaches EOF and the workers exit (no orphans).
+    """
+
+    count: int  # worker processes (receiver.workers - 1)
+    socket_path: str
+    listen: tuple[str, int]
+    log_level: str = "info"
+    log_format: str = "logfmt"
+    slots: list[_Slot] = field(default_factory=list)
+    _pipe: tuple[int, int] | None = None
+    _supervisor: asyncio.Task[None] | None = None
+    _stopping: bool = False
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
+
+    def start(self) -> None:
+        self._pipe = os.pipe()
+        self.slots = [_Slot(i) for i in range(self.count)]
+        for slot in self.slots:
+            self._spawn(slot)
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="workers")
+
+    def _argv(self, index: int) -> list[str]:
+        assert self._pipe is not None
+        host, port = self.listen
+        return [
+            sys.executable,
+            "-m",
+            "gotk_relay",
+            "worker",
+            "--socket",
+            self.socket_path,
+            "--listen-address",
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "--parent-fd",
+            str(self._pipe[0]),
+            "--index",
+            str(index),
+            "--log.level",
+            self.log_level,
+            "--log.format",
+            self.log_format,
+        ]
+
+    def _spawn(self, slot: _Slot) -> None:
+        assert self._pipe is not None
+        slot.proc = subprocess.Popen(
+            self._argv(slot.index), stdin=subprocess.DEVNULL, pass_fds=(self._pipe[0],)
+        )
+        slot.died_at = None
+        log.info("started ingest worker", extra={"worker": slot.index, "pid": slot.proc.pid})
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.proc is None or self._stopping:
+                    continue
+                code = slot.proc.poll()
+                if code is None:
+                    continue
+                if slot.died_at is None:
+                    slot.died_at = now
+                    log.error(
+                        "ingest worker exited; restarting it",
+                        extra={"worker": slot.index, "pid": slot.proc.pid, "code": code},
+                    )
+                elif now - slot.died_at >= RESTART_BACKOFF:
+                    slot.restarts += 1
+                    self._spawn(slot)
+            await asyncio.sleep(0.1)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every worker (they stop accepting and finish what they hold), then SIGKILL
+        those still there after ``timeout`` seconds."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        procs = [s.proc for s in self.slots if s.proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(p.poll() is None for p in procs) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for proc in procs:
+            if proc.poll() is None:
+                log.warning(
+                    "ingest worker did not stop in time; killing it", extra={"pid": proc.pid}
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        if self._pipe is not None:
+            for fd in self._pipe:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._pipe = None

@@ -1,0 +1,434 @@
+"""receiver.workers: N processes take connections, one of them (the core) holds all the state.
+
+Real processes: `gotk-relay serve` on a random loopback port with `receiver.workers: 2`, the
+destination an in-process ScriptedReceiver. Every request goes over a new connection, so the
+kernel (SO_REUSEPORT) spreads them over the core and the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from harness import ScriptedReceiver, eventually, gauge_batch, metric_value, receivers, rw_body
+
+from gotk_relay.cli import build_parser
+from gotk_relay.config import ConfigError, load_text
+from gotk_relay.model import Batch, Sample, Series, labels_from
+from gotk_relay.server import Rejection, decode_rejection
+from gotk_relay.wire.errors import DecodeError
+from gotk_relay.wire.labels import LabelLimitError, TooManySeriesError
+from gotk_relay.workers import Generation, WorkerPool
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreading")
+
+KSM = {
+    "__name__": "gotk_resource_info",
+    "customresource_group": "kustomize.toolkit.fluxcd.io",
+    "customresource_kind": "Kustomization",
+    "customresource_version": "v1",
+    "exported_namespace": "flux-system",
+    "name": "apps",
+}
+WRITES = 'gotk_relay_received_total{kind="sample",protobuf_message="prometheus.WriteRequest"}'
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+    return out
+
+
+async def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The exit code, polled (the receiver runs in this loop: blocking would stall it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while proc.poll() is None and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    return proc.poll()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    base: str
+    config_path: Path
+    log_path: Path
+    session: aiohttp.ClientSession  # a new connection per request
+    clean_exit: bool = True  # the teardown's SIGTERM must end it with 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def workers(self) -> list[int]:
+        return [p for p in _children(self.proc.pid) if _alive(p)]
+
+    async def write(self, batch: Batch) -> tuple[int, str]:
+        body, headers = rw_body(batch)
+        async with self.session.post(
+            self.base + "/api/v1/write", data=body, headers=headers
+        ) as response:
+            return response.status, await response.text()
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.session.get(self.base + path) as response:
+            return response.status, await response.text()
+
+    async def wait_workers_listening(self, count: int, timeout: float = 30.0) -> list[int]:
+        """The workers' PIDs once ``count`` of them have said they listen."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            pids = self.workers()
+            lines = [line for line in self.log().splitlines() if "ingest worker listening" in line]
+            listening = [p for p in pids if any(f" pid={p} " in line for line in lines)]
+            if len(pids) == count and len(listening) == count:
+                return pids
+            assert self.proc.poll() is None, self.log()
+            assert loop.time() < deadline, f"workers not listening:\n{self.log()}"
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def relay(tmp_path: Path, config: dict[str, object]) -> AsyncIterator[Running]:
+    port = _free_port()
+    config_path = tmp_path / "relay.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = tmp_path / "relay.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gotk_relay",
+            "serve",
+            "--config",
+            str(config_path),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    connector = aiohttp.TCPConnector(force_close=True)  # every request a new connection
+    session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=20))
+    running = Running(proc, f"http://127.0.0.1:{port}", config_path, log_path, session)
+    workers: list[int] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                if (await running.get("/-/ready"))[0] == 200:
+                    break
+            assert proc.poll() is None, running.log()
+            assert loop.time() < deadline, f"relay not ready:\n{running.log()}"
+            await asyncio.sleep(0.05)
+        workers = await running.wait_workers_listening(1)
+        yield running
+    finally:
+        await session.close()
+        proc = running.proc
+        workers += running.workers()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = await _wait(proc, 20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            for pid in workers:  # never leave one behind, even when the test failed
+                if _alive(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            log.close()
+        if running.clean_exit:
+            assert code == 0, running.log()
+
+
+def _config(url: str, **receiver: object) -> dict[str, object]:
+    return {
+        "receiver": {"workers": 2, **receiver},
+        "flux": {"mode": "legacy"},
+        "remote_write": [{"name": "d", "url": url, "queue_config": {"min_backoff": "10ms"}}],
+    }
+
+
+def _points(receiver: ScriptedReceiver) -> list[tuple[tuple[tuple[str, str], ...], int, float]]:
+    return [
+        (s.labels, p.timestamp, p.value)
+        for b in receiver.delivered()
+        for s in b.series
+        for p in s.samples
+    ]
+
+
+def _handoffs(metrics: str, kind: str) -> float:
+    return metric_value(metrics, "gotk_relay_worker_handoffs_total", kind=kind)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+async def test_every_sample_arrives_once_and_metrics_are_the_cores_on_any_connection(
+    tmp_path: Path,
+) -> None:
+    receiver = ScriptedReceiver()
+    requests, per_request = 120, 10
+    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+        gate = asyncio.Semaphore(8)
+
+        async def one(i: int) -> int:
+            batch = gauge_batch(
+                [f"metric_{i}_{j}" for j in range(per_request)], 1000 + i, float(i), job="w"
+            )
+            async with gate:
+                return (await running.write(batch))[0]
+
+        statuses = await asyncio.gather(*(one(i) for i in range(requests)))
+        assert statuses == [204] * requests
+        sent = requests * per_request
+        await eventually(lambda: len(_points(receiver)) >= sent, timeout=20)
+        points = _points(receiver)
+        assert len(points) == sent and len(set(points)) == sent  # each exactly once
+        for _ in range(20):  # whichever process takes the connection answers for the core
+            status, text = await running.get("/metrics")
+            assert status == 200
+            assert metric_value(text, "gotk_relay_received_total", kind="sample") == sent
+            assert (
+                metric_value(text, "gotk_relay_http_requests_total", handler="/api/v1/write")
+                == requests
+            )
+        assert _handoffs(text, "scanned") > 0  # the worker took some of the connections
+        assert _handoffs(text, "scanned") < requests  # and the core some
+
+
+async def test_flux_state_stays_consistent_across_processes(tmp_path: Path) -> None:
+    receiver = ScriptedReceiver()
+    flips = 24
+    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+        for i in range(flips):
+            ready = "True" if i % 2 == 0 else "False"
+            series = Series(labels_from({**KSM, "ready": ready}), (Sample(1.0, 10_000 + i * 1000),))
+            assert (await running.write(Batch((series,))))[0] == 204
+        await eventually(
+            lambda: (
+                sum(
+                    1
+                    for labels, _, _ in _points(receiver)
+                    if dict(labels)["__name__"] == "gotk_reconcile_condition"
+                )
+                >= 3 * flips
+            ),
+            timeout=20,
+        )
+        _, metrics = await running.get("/metrics")
+        assert _handoffs(metrics, "scanned") > 0
+    conditions = [
+        (dict(labels)["status"], ts, value)
+        for labels, ts, value in _points(receiver)
+        if dict(labels)["__name__"] == "gotk_reconcile_condition"
+    ]
+    for status in ("True", "False", "Unknown"):
+        seen = [(ts, value) for s, ts, value in conditions if s == status]
+        stamps = [ts for ts, _ in seen]
+        assert stamps == sorted(set(stamps)), f"{status}: timestamps not strictly increasing"
+        assert len(seen) == flips
+        for ts, value in seen:
+            i = (ts - 10_000) // 1000
+            current = "True" if i % 2 == 0 else "False"
+            assert value == (1.0 if status == current else 0.0), (status, ts, value)
+
+
+async def test_a_reload_reaches_requests_the_workers_handle(tmp_path: Path) -> None:
+    receiver = ScriptedReceiver()
+    unsorted = Batch(
+        (Series((("__name__", "up"), ("job", "b"), ("instance", "a")), (Sample(1.0, 1000),)),)
+    )
+    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+        # framing (the default): the label order is left to the destination.
+        for _ in range(6):
+            assert (await running.write(unsorted))[0] == 204
+        config = _config(receiver.url, validation="full")
+        running.config_path.write_text(yaml.safe_dump(config))
+        running.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: "completed loading" in running.log(), timeout=10)
+        statuses = [(await running.write(unsorted))[0] for _ in range(16)]
+        assert statuses == [400] * 16
+        _, metrics = await running.get("/metrics")
+        assert (
+            metric_value(metrics, "gotk_relay_rejected_requests_total", reason="malformed")
+            + (metric_value(metrics, "gotk_relay_rejected_requests_total", reason="label_limits"))
+            == 16
+        )
+        # Back to framing: the workers scan again.
+        running.config_path.write_text(yaml.safe_dump(_config(receiver.url)))
+        running.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: running.log().count("completed loading") == 2, timeout=10)
+        scanned = _handoffs((await running.get("/metrics"))[1], "scanned")
+        statuses = [(await running.write(unsorted))[0] for _ in range(16)]
+        assert statuses == [204] * 16
+        assert _handoffs((await running.get("/metrics"))[1], "scanned") > scanned
+
+
+async def test_a_killed_worker_is_restarted_and_none_outlive_the_core(tmp_path: Path) -> None:
+    receiver = ScriptedReceiver()
+    batch = gauge_batch(["up"], 1000, job="k")
+    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+        (first,) = running.workers()
+        os.kill(first, signal.SIGKILL)
+        # Connections still queued at a listener that dies are reset (SO_REUSEPORT), like
+        # those of any crashed server: the sender retries them. Wait until it is gone.
+        # (Reaped by the core: a zombie's other threads may still hold its socket.)
+        await eventually(lambda: not Path(f"/proc/{first}").exists(), timeout=10)
+        statuses = [(await running.write(batch))[0] for _ in range(10)]  # the core alone
+        assert statuses == [204] * 10
+        (second,) = await running.wait_workers_listening(1)
+        assert second != first
+        assert "ingest worker exited; restarting it" in running.log()
+        statuses = [(await running.write(batch))[0] for _ in range(20)]
+        assert statuses == [204] * 20
+        core = running.proc
+        core.send_signal(signal.SIGTERM)
+        assert await _wait(core, 20) == 0, running.log()
+        deadline = time.monotonic() + 10
+        while _alive(second) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not _alive(second), "the worker outlived the core"
+
+
+async def test_workers_exit_when_the_core_dies_without_stopping_them(tmp_path: Path) -> None:
+    receiver = ScriptedReceiver()
+    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+        (worker,) = running.workers()
+        argv = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+        private = Path(argv[argv.index(b"--socket") + 1].decode()).parent
+        running.proc.kill()  # no chance to stop them: the pipe tells them
+        await _wait(running.proc, 10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not _alive(worker), "the worker outlived the core"
+        running.clean_exit = False
+        shutil.rmtree(private)  # a killed core cannot remove its socket's directory
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure parts
+
+
+def test_workers_is_a_bounded_receiver_setting() -> None:
+    assert load_text("{}", "<t>").receiver.workers == 1
+    assert load_text("receiver: {workers: 4}", "<t>").receiver.workers == 4
+    for bad in (0, 65):
+        with pytest.raises(ConfigError):
+            load_text(f"receiver: {{workers: {bad}}}", "<t>")
+
+
+def test_the_worker_command_is_hidden_but_parses() -> None:
+    parser = build_parser()
+    assert " worker" not in parser.format_help()
+    args = parser.parse_args(
+        ["worker", "--socket", "/tmp/x.sock", "--listen-address", "127.0.0.1:9", "--parent-fd", "3"]
+    )
+    assert (args.command, args.socket, args.listen, args.parent_fd) == (
+        "worker",
+        "/tmp/x.sock",
+        ("127.0.0.1", 9),
+        3,
+    )
+
+
+def test_generation_goes_up() -> None:
+    generation = Generation()
+    generation.bump()
+    generation.bump()
+    assert generation.value == 2
+
+
+def test_decode_errors_map_to_the_statuses_of_the_write_endpoint() -> None:
+    cases = {
+        TooManySeriesError("x"): ("too_many_series", 413),
+        LabelLimitError("x"): ("label_limits", 400),
+        DecodeError("x"): ("malformed", 400),
+    }
+    for exc, (reason, status) in cases.items():
+        rejection = decode_rejection(exc)
+        assert isinstance(rejection, Rejection)
+        assert (rejection.reason, rejection.status) == (reason, status)
+    assert decode_rejection(RuntimeError("x")) is None
+
+
+def test_worker_argv_brackets_ipv6_and_passes_the_pipe() -> None:
+    pool = WorkerPool(1, "/tmp/s.sock", ("::1", 9201))
+    pool._pipe = (7, 8)
+    argv = pool._argv(0)
+    assert argv[argv.index("--listen-address") + 1] == "[::1]:9201"
+    assert argv[argv.index("--parent-fd") + 1] == "7"
+    assert build_parser().parse_args(argv[3:]).listen == ("::1", 9201)
+
+
+async def test_credentials_and_remote_write_2_behave_as_in_one_process(tmp_path: Path) -> None:
+    receiver = ScriptedReceiver()
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    config = _config(receiver.url, auth={"bearer_token_file": str(token)})
+    batch = gauge_batch(["up"], 1000, job="a")
+    async with receivers(receiver), relay(tmp_path, config) as running:
+        for _ in range(12):  # refused by whichever process: counted by the core
+            status, text = await running.write(batch)
+            assert status == 401 and "Bearer" in text
+        good = {"Authorization": "Bearer s3cret"}
+        for v2 in (False, True):
+            body, headers = rw_body(batch, v2=v2)
+            for _ in range(8):
+                async with running.session.post(
+                    running.base + "/api/v1/write", data=body, headers={**headers, **good}
+                ) as response:
+                    assert response.status == 204
+                    if v2:  # passed on to the core, its headers come back
+                        assert response.headers["X-Prometheus-Remote-Write-Samples-Written"] == "1"
+        _, metrics = await running.get("/metrics")
+        assert (
+            metric_value(metrics, "gotk_relay_rejected_requests_total", reason="unauthorized") == 12
+        )
+        for proto in ("prometheus.WriteRequest", "io.prometheus.write.v2.Request"):
+            received = metric_value(
+                metrics, "gotk_relay_received_total", kind="sample", protobuf_message=proto
+            )
+            assert received == 8
+        await eventually(lambda: len(_points(receiver)) >= 16, timeout=20)
