@@ -17,8 +17,9 @@ from .fastpath import FastPath
 from .ingress import limits_of
 from .model import Batch
 from .relay import Admission, Relay
-from .wire import rw1, scan
+from .wire import scan
 from .wire.labels import TooManySeriesError
+from .wire.picked import decode as decode_series
 
 
 class Scanned(NamedTuple):
@@ -62,7 +63,7 @@ def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:
     """The picked series as a batch, their labels checked (LabelLimitError, DecodeError)."""
     if not scanned.picked:
         return Batch()
-    return rw1.decode(scan.rebuild(scanned.picked, scanned.metadata), limits=limits_of(limits))
+    return decode_series(scanned.picked, scanned.metadata, limits_of(limits))
 
 
 def admit(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) -> Admission:

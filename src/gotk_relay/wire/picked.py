@@ -1,0 +1,226 @@
+"""Decode the few series the fast path picks (``scan.select``), remembering label sets.
+
+Why: the series a rule picks (``gotk_resource_info`` above all) carry the same ~14 labels every
+scrape; only the sample changes. ``rw1.decode`` rebuilds and re-validates those labels each time
+(≈30 µs per series: upb objects, then Python tuples, then ``check_series``), which made decoding
+as costly as the rest of the fast path together. Here each encoded series is cut into its label
+part and its trailing samples with a few byte comparisons; the label part's bytes key a cache of
+the ``Labels`` tuple that upb decoded and ``check_series`` accepted for them, and the samples are
+read with ``struct``. The result is the value ``rw1.decode(scan.rebuild(series, metadata),
+limits=limits)`` returns, and every request that decoder refuses is refused by handing the whole
+request to it, so errors (type, message, which series is named) are its own.
+
+Why cutting at the samples is exact: a series is a sequence of protobuf fields, parsed front to
+back. If the bytes before the trailing samples parse on their own (upb, inside a WriteRequest, as
+``rw1`` parses them), that parse ends on a field boundary of the whole series, so the whole series
+parses as those fields followed by the samples. The label part is only cached when it holds
+labels and nothing that changes the decoded series (no sample, exemplar or histogram; unknown
+fields are dropped by both), so a later series with the same label bytes decodes to the cached
+labels plus its own samples. A sample is read only in its two usual encodings (value and
+timestamp, or timestamp alone for a value of 0, the timestamp a varint of at most 9 bytes, so
+never negative); anything else (histograms, exemplars, a timestamp of 0, a negative one, odd field
+order) decodes that series through ``rw1`` as before.
+
+Verdicts depend on the limits, so there is one cache per ``Limits`` value: a reload with other
+limits never reuses a label set accepted under the old ones. Caches are bounded and cleared when
+full; the relay is single-threaded (asyncio), and a cleared cache only costs the next decode.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Final
+
+from ..model import Batch, FamilyMetadata, Labels, Sample, Series
+from . import rw1, scan
+from .errors import DecodeError
+from .labels import Limits, check_series
+
+MAX_ENTRIES: Final = 65536  # label sets remembered per Limits value
+MAX_KEY_BYTES: Final = 32 << 20  # and at most this many bytes of label encodings
+_MAX_LIMITS: Final = 8  # Limits values with a cache (a reload makes a new one)
+
+_SAMPLE_TAG: Final = 0x12  # TimeSeries.samples: field 2, LEN
+_VALUE_TAG: Final = 0x09  # Sample.value: field 1, I64
+_TS_TAG: Final = 0x10  # Sample.timestamp: field 2, VARINT
+_MAX_VARINT: Final = 9  # bytes: 63 bits, so an int64 that cannot be negative
+_DOUBLE_AT: Final = struct.Struct("<d").unpack_from
+_new = tuple.__new__  # builds the NamedTuples without their keyword-handling __new__
+
+
+class _LabelCache:
+    """Label encodings met under one ``Limits`` value: their accepted labels, or None for a part
+    that holds more than labels (so it is not parsed alone again on every request)."""
+
+    __slots__ = ("entries", "key_bytes", "pairs")
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, Labels | None] = {}
+        # One tuple per distinct (name, value): most pairs repeat across series (scrape labels),
+        # so sharing them keeps a full cache to roughly its keys' bytes.
+        self.pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self.key_bytes = 0
+
+    def store(self, key: bytes, labels: Labels | None) -> Labels | None:
+        if len(self.entries) >= MAX_ENTRIES or self.key_bytes + len(key) > MAX_KEY_BYTES:
+            self.entries.clear()
+            self.pairs.clear()
+            self.key_bytes = 0
+        if labels is not None:
+            pairs = self.pairs
+            labels = tuple([pairs.setdefault(pair, pair) for pair in labels])
+        self.entries[key] = labels
+        self.key_bytes += len(key)
+        return labels
+
+
+_UNSEEN: Final[Labels] = (("", ""),)  # a sentinel no cached label set is identical to
+_PLACEHOLDER: Final = Series(())  # stands for a series decoded later, on the general path
+_caches: dict[Limits, _LabelCache] = {}
+
+
+def decode(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Batch:
+    """``rw1.decode(scan.rebuild(series, metadata), limits=limits)``, cheaper for known labels.
+
+    ``series`` and ``metadata`` are encoded TimeSeries and MetricMetadata messages, as
+    ``scan.split`` gives them. Raises what ``rw1.decode`` raises for that request.
+    """
+    if len(series) > limits.max_series:
+        return _exact(series, metadata, limits)  # which error comes first is rw1's to say
+    cache = _caches.get(limits)
+    if cache is None:
+        if len(_caches) >= _MAX_LIMITS:
+            _caches.clear()
+        cache = _caches[limits] = _LabelCache()
+    entries = cache.entries
+    seen: dict[bytes, Sample] = {}  # a request's samples mostly share one timestamp and value
+    last_field: bytes | None = None  # the sample field that ended the previous series
+    last_sample: tuple[Sample, ...] = ()
+    out: list[Series] = []
+    slow: list[int] = []
+    for data in series:
+        if last_field is not None and data.endswith(last_field):
+            # Read from the end, the same bytes give the same field.
+            start = len(data) - len(last_field)
+            samples = last_sample
+            if start >= 2 and (data[start - 2] >= 0x80 or data[start - 2] == _TS_TAG):
+                more = _trailing_samples(data, start, seen)  # maybe another sample before it
+                if more is not None:
+                    start, earlier, _ = more
+                    samples = earlier + samples
+        else:
+            cut = _trailing_samples(data, len(data), seen)
+            if cut is None:
+                slow.append(len(out))
+                out.append(_PLACEHOLDER)
+                continue
+            start, samples, last = cut
+            last_field, last_sample = data[last:], samples[-1:]
+        key = data[:start]
+        labels = entries.get(key, _UNSEEN)
+        if labels is _UNSEEN:
+            labels = _learn(key, cache, limits)
+        if labels is None:
+            slow.append(len(out))
+            out.append(_PLACEHOLDER)
+        else:
+            out.append(_new(Series, (labels, samples, (), (), None, 0)))
+    if slow:
+        try:
+            decoded = rw1.decode(scan.rebuild([series[i] for i in slow]), validate=False).series
+            for index, item in zip(slow, decoded, strict=True):
+                check_series(item.labels, limits)
+                out[index] = item
+        except DecodeError:
+            return _exact(series, metadata, limits)
+    families: tuple[FamilyMetadata, ...] = ()
+    if metadata:
+        try:
+            families = rw1.decode(scan.rebuild((), metadata), validate=False).metadata
+        except DecodeError:
+            return _exact(series, metadata, limits)
+    return Batch(tuple(out), families)
+
+
+def clear_caches() -> None:
+    """Forget every remembered label set (tests; nothing in the relay needs it)."""
+    _caches.clear()
+
+
+def _exact(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Batch:
+    return rw1.decode(scan.rebuild(series, metadata), limits=limits)
+
+
+def _learn(key: bytes, cache: _LabelCache, limits: Limits) -> Labels | None:
+    """The labels of a label part seen for the first time, if it may be cached.
+
+    None when the part does not parse alone, holds more than labels, or its labels are refused
+    under ``limits``: the series then takes the general path, which reports any error exactly.
+    Only a refusal is not remembered, as it fails the request anyway.
+    """
+    try:
+        (alone,) = rw1.decode(scan.rebuild((key,)), validate=False).series
+    except DecodeError:
+        return cache.store(key, None)
+    if alone.samples or alone.histograms or alone.exemplars:
+        return cache.store(key, None)
+    try:
+        check_series(alone.labels, limits)
+    except DecodeError:
+        return None
+    return cache.store(key, alone.labels)
+
+
+def _trailing_samples(
+    data: bytes, end: int, seen: dict[bytes, Sample]
+) -> tuple[int, tuple[Sample, ...], int] | None:
+    """The samples ending an encoded series at ``end``: where they start, the samples, and
+    where the last one starts. None when ``data[:end]`` does not end in a sample.
+
+    Only samples in their usual encodings are taken, read from the end: ``12 L 09 <double> 10
+    <varint>`` or ``12 L 10 <varint>`` (value 0 omitted, as proto3 does). Each is a complete
+    field whose length byte covers exactly its content, so read forwards from where the first
+    one starts they are the same fields. ``seen`` maps sample fields already read to their
+    Sample.
+    """
+    found: list[Sample] = []
+    last = end
+    while end >= 4:
+        final = end - 1
+        if data[final] >= 0x80:
+            break
+        pos = final - 1
+        floor = final - _MAX_VARINT  # where the tag is when the varint has the most bytes allowed
+        while pos > floor and pos >= 0 and data[pos] >= 0x80:
+            pos -= 1
+        if pos < 0 or data[pos] != _TS_TAG:
+            break  # also when the varint is longer than _MAX_VARINT bytes
+        width = final - pos  # varint bytes
+        if (
+            pos >= 11
+            and data[pos - 9] == _VALUE_TAG
+            and data[pos - 10] == 10 + width
+            and data[pos - 11] == _SAMPLE_TAG
+        ):
+            start = pos - 11
+        elif pos >= 2 and data[pos - 1] == 1 + width and data[pos - 2] == _SAMPLE_TAG:
+            start = pos - 2
+        else:
+            break
+        field = data[start:end]
+        sample = seen.get(field)
+        if sample is None:
+            timestamp = 0
+            for shift, byte in enumerate(data[pos + 1 : end]):
+                timestamp |= (byte & 0x7F) << (7 * shift)
+            value = _DOUBLE_AT(data, pos - 8)[0] if start == pos - 11 else 0.0
+            sample = seen[field] = _new(Sample, (value, timestamp, 0))
+        found.append(sample)
+        if len(found) == 1:
+            last = start
+        end = start
+    if not found:
+        return None
+    found.reverse()
+    return end, tuple(found), last

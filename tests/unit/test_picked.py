@@ -1,0 +1,366 @@
+"""wire.picked: the same Batch, or the same error, as ``rw1.decode(scan.rebuild(...))``.
+
+The cache is module-wide and deliberately not reset between examples: a label part learned from
+one request must never change what another decodes to, under any limits.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import ORDINARY_NAN, canonical, label_sets, series, v1_batches
+
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    FamilyMetadata,
+    Histogram,
+    MetricType,
+    Sample,
+    Series,
+    float_bits,
+)
+from gotk_relay.wire import picked, rw1, scan
+from gotk_relay.wire.errors import DecodeError
+from gotk_relay.wire.labels import NO_LIMITS, LabelLimitError, Limits, TooManySeriesError
+
+Outcome = tuple[object, ...]
+
+# -- an independent protobuf encoder, for encodings rw1.encode never writes -------------------
+
+
+def varint(value: int, pad: int = 0) -> bytes:
+    """``value`` (two's complement when negative) as a varint, ``pad`` bytes longer than needed."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    if pad:
+        out.append(value | 0x80)
+        out.extend(b"\x80" * (pad - 1))
+        out.append(0)
+    else:
+        out.append(value)
+    return bytes(out)
+
+
+def ld(field: int, payload: bytes) -> bytes:
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def label_field(name: str, value: str) -> bytes:
+    return ld(1, ld(1, name.encode()) + ld(2, value.encode()))
+
+
+def double(value: float) -> bytes:
+    return struct.pack("<d", value)
+
+
+# -- outcomes --------------------------------------------------------------------------------
+
+
+def outcome(decode: Callable[[], Batch]) -> Outcome:
+    try:
+        return ("ok", canonical(decode()))
+    except DecodeError as exc:
+        return ("error", type(exc), str(exc))
+
+
+def reference(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Outcome:
+    return outcome(lambda: rw1.decode(scan.rebuild(series, metadata), limits=limits))
+
+
+def assert_same(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Outcome:
+    want = reference(series, metadata, limits)
+    for _ in range(2):  # the second call finds every label part it may cache already cached
+        assert outcome(lambda: picked.decode(series, metadata, limits)) == want
+    return want
+
+
+limits_values = st.one_of(
+    st.just(NO_LIMITS),
+    st.builds(
+        Limits,
+        max_series=st.integers(1, 8),
+        max_labels_per_series=st.integers(1, 8),
+        max_label_name_length=st.integers(1, 14),
+        max_label_value_length=st.integers(1, 22),
+    ),
+)
+
+# -- equivalence over arbitrary batches ------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(v1_batches(), limits_values)
+def test_same_batch_or_error_as_rw1(batch: Batch, limits: Limits) -> None:
+    parts = scan.split(rw1.encode(batch))
+    assert_same(parts.series, parts.metadata, limits)
+
+
+@st.composite
+def broken_label_sets(draw: st.DrawFn) -> tuple[tuple[str, str], ...]:
+    """Label sets the spec refuses: unsorted, duplicated, empty, or without a metric name."""
+    labels = list(draw(label_sets()))
+    how = draw(st.sampled_from(["shuffle", "duplicate", "empty-name", "empty-value", "no-name"]))
+    if how == "shuffle":
+        labels = draw(st.permutations(labels))
+    elif how == "duplicate":
+        labels.append(labels[-1])
+    elif how == "empty-name":
+        labels.insert(0, ("", "x"))
+    elif how == "empty-value":
+        labels.append(("zz", ""))
+    else:
+        labels = [pair for pair in labels if pair[0] != "__name__"]
+    return tuple(labels)
+
+
+def _with_broken_labels(item: Series) -> st.SearchStrategy[Series]:
+    return broken_label_sets().map(lambda labels: item._replace(labels=labels))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(series(), series().flatmap(_with_broken_labels)), max_size=5), limits_values
+)
+def test_invalid_labels_raise_what_rw1_raises(items: list[Series], limits: Limits) -> None:
+    parts = scan.split(rw1.encode(Batch(tuple(items))))
+    assert_same(parts.series, parts.metadata, limits)
+
+
+# -- the encodings a sender may use ----------------------------------------------------------
+
+
+@st.composite
+def sample_fields(draw: st.DrawFn) -> bytes:
+    """A Sample as Prometheus writes it, with proto3's omissions, or in unusual encodings."""
+    value = draw(
+        st.one_of(
+            st.floats(),
+            st.sampled_from([STALE_NAN, ORDINARY_NAN, 0.0, -0.0, 1.0, float("inf"), 5e-324]),
+        )
+    )
+    timestamp = draw(
+        st.one_of(
+            st.integers(1, 2**42),
+            st.just(0),
+            st.integers(-(2**63), -1),
+            st.integers(2**56, 2**63 - 1),
+        )
+    )
+    pad = draw(st.sampled_from([0, 0, 0, 1, 2]))
+    shape = draw(st.sampled_from(["usual", "usual", "usual", "swapped", "unknown", "repeated"]))
+    value_part = b"" if value == 0.0 and float_bits(value) == 0 else b"\x09" + double(value)
+    ts_part = b"" if timestamp == 0 else b"\x10" + varint(timestamp, pad)
+    if shape == "usual":
+        inner = value_part + ts_part
+    elif shape == "swapped":
+        inner = ts_part + value_part
+    elif shape == "unknown":
+        inner = value_part + ts_part + varint(7 << 3) + varint(draw(st.integers(0, 300)))
+    else:
+        inner = b"\x09" + double(2.5) + b"\x10" + varint(3) + value_part + ts_part
+    return ld(2, inner)
+
+
+@st.composite
+def series_encodings(draw: st.DrawFn) -> bytes:
+    """An encoded TimeSeries built field by field, mostly in Prometheus' own shape."""
+    labels = draw(st.one_of(label_sets(), label_sets(), broken_label_sets()))
+    parts = [label_field(name, value) for name, value in labels]
+    samples = draw(st.lists(sample_fields(), max_size=3))
+    extras: list[bytes] = []
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["unknown", "label-late", "exemplar", "histogram", "junk"]))
+        if kind == "unknown":
+            extras.append(varint(9 << 3) + varint(draw(st.integers(0, 2**20))))
+        elif kind == "label-late":
+            extras.append(label_field("zz_late", "v"))
+        elif kind == "exemplar":
+            extras.append(ld(3, ld(1, ld(1, b"trace_id") + ld(2, b"abc")) + b"\x11" + double(1.0)))
+        elif kind == "histogram":
+            extras.append(ld(4, b"\x08\x03\x19" + double(2.0)))
+        else:
+            extras.append(draw(st.binary(min_size=1, max_size=4)))
+    where = draw(st.sampled_from(["after", "before", "between"]))
+    if where == "after":
+        fields = parts + samples + extras
+    elif where == "before":
+        fields = extras + parts + samples
+    else:
+        fields = parts[:1] + extras + parts[1:] + samples
+    return b"".join(fields)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(series_encodings(), max_size=4), limits_values)
+def test_hand_encoded_series_decode_as_rw1_decodes_them(
+    encoded: list[bytes], limits: Limits
+) -> None:
+    assert_same(encoded, [], limits)
+
+
+@settings(max_examples=300, deadline=None)
+@given(series_encodings(), st.data())
+def test_mangled_series_decode_or_fail_as_rw1(encoded: bytes, data: st.DataObject) -> None:
+    mangled = bytearray(encoded)
+    if mangled and data.draw(st.booleans()):
+        at = data.draw(st.integers(0, len(mangled) - 1))
+        mangled[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(mangled)))
+    variants = [bytes(mangled), bytes(mangled[:cut]), bytes(mangled[cut:])]
+    assert_same(variants, [], NO_LIMITS)
+    assert_same([encoded, *variants], [], NO_LIMITS)
+
+
+# -- cases worth naming ----------------------------------------------------------------------
+
+UP = (("__name__", "up"), ("job", "node"))
+
+
+def encode(*items: Series, metadata: tuple[FamilyMetadata, ...] = ()) -> scan.Split:
+    return scan.split(rw1.encode(Batch(items, metadata)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [STALE_NAN, ORDINARY_NAN, float("inf"), float("-inf"), -0.0, 0.0, 5e-324, 1.0],
+    ids=["stale", "nan", "+inf", "-inf", "-0", "0", "denormal", "one"],
+)
+def test_float_bits_are_kept(value: float) -> None:
+    parts = encode(Series(UP, (Sample(value, 1_764_000_000_000), Sample(value, 5))))
+    for _ in range(2):
+        got = picked.decode(parts.series, [], NO_LIMITS).series[0].samples
+        assert [float_bits(s.value) for s in got] == [float_bits(value)] * 2
+        assert [s.timestamp for s in got] == [1_764_000_000_000, 5]
+
+
+def test_repeated_label_sets_come_from_the_cache() -> None:
+    picked.clear_caches()
+    limits = Limits(max_series=100)
+    first = picked.decode(encode(Series(UP, (Sample(1.0, 10),))).series, [], limits)
+    again = picked.decode(encode(Series(UP, (Sample(2.0, 20),))).series, [], Limits(max_series=100))
+    assert again.series[0].labels is first.series[0].labels  # equal Limits share one cache
+    assert again.series[0].samples == (Sample(2.0, 20),)
+    other = picked.decode(encode(Series(UP, (Sample(2.0, 20),))).series, [], NO_LIMITS)
+    assert other.series[0].labels == UP
+    assert other.series[0].labels is not first.series[0].labels
+
+
+def test_a_label_set_accepted_under_loose_limits_is_refused_under_strict_ones() -> None:
+    parts = encode(Series(UP, (Sample(1.0, 10),)))
+    assert picked.decode(parts.series, [], NO_LIMITS).series[0].labels == UP
+    for strict, message in [
+        (Limits(max_labels_per_series=1), "over receiver.max_labels_per_series"),
+        (Limits(max_label_value_length=3), "over receiver.max_label_value_length"),
+    ]:
+        with pytest.raises(LabelLimitError, match=message):
+            picked.decode(parts.series, [], strict)
+    assert picked.decode(parts.series, [], NO_LIMITS).series[0].labels == UP
+
+
+def test_too_many_series_is_refused_before_anything_is_decoded() -> None:
+    parts = encode(Series(UP, (Sample(1.0, 10),)), Series(UP, (Sample(1.0, 11),)))
+    with pytest.raises(TooManySeriesError, match="request has 2 series"):
+        picked.decode(parts.series, [], Limits(max_series=1))
+    with pytest.raises(DecodeError, match="invalid protobuf"):  # a parse error comes first
+        picked.decode([b"\x0a", *parts.series], [], Limits(max_series=1))
+
+
+def test_metadata_is_decoded_and_broken_metadata_refused() -> None:
+    meta = (FamilyMetadata("up", MetricType.GAUGE, "Up.", "s"),)
+    parts = encode(Series(UP, (Sample(1.0, 10),)), metadata=meta)
+    assert picked.decode(parts.series, parts.metadata, NO_LIMITS).metadata == meta
+    assert picked.decode([], parts.metadata, NO_LIMITS) == Batch((), meta)
+    assert_same(parts.series, [b"\x12\x05ab"], NO_LIMITS)
+
+
+def test_a_series_with_histograms_or_several_samples_takes_the_general_path() -> None:
+    parts = encode(
+        Series(UP, (Sample(1.0, 10), Sample(0.0, 20), Sample(3.0, 0))),
+        Series((("__name__", "h"),), (), (Histogram(7, count_value=3, sum=2.0),)),
+        Series(UP, (Sample(1.0, -5),)),
+    )
+    assert_same(parts.series, [], NO_LIMITS)
+
+
+def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    picked.clear_caches()
+    monkeypatch.setattr(picked, "MAX_ENTRIES", 3)
+    items = [Series((("__name__", f"m{i}"),), (Sample(float(i), i + 1),)) for i in range(10)]
+    parts = encode(*items)
+    for _ in range(3):
+        assert canonical(picked.decode(parts.series, [], NO_LIMITS)) == canonical(
+            Batch(tuple(items))
+        )
+    assert all(len(cache.entries) <= 3 for cache in picked._caches.values())
+
+
+def test_loadgen_flux_heavy_rounds() -> None:
+    """The benchmark's own traffic: a realistic request, round after round."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import loadgen
+
+    spec = loadgen.WorkloadSpec("flux-heavy", series=4000, flux_fraction=0.05)
+    workload = loadgen.Workload(spec, precompress=False)
+    names = frozenset({b"gotk_resource_info"})
+    limits = Limits(200_000, 128, 1024, 4096)
+    for round_ in range(3):
+        for index in range(len(workload.batches)):
+            parts = scan.split(workload.raw(index, round_))
+            chosen = [parts.series[i] for i in scan.select(parts, names)]
+            assert chosen
+            for series_set in (chosen, list(parts.series)):
+                want = rw1.decode(scan.rebuild(series_set, parts.metadata), limits=limits)
+                got = picked.decode(series_set, parts.metadata, limits)
+                assert canonical(got) == canonical(want)
+
+
+def test_series_sharing_several_trailing_samples_keep_them_all() -> None:
+    samples = (Sample(1.0, 10), Sample(0.0, 20), Sample(2.0, 30))
+    other = (("__name__", "up"), ("job", "other"))
+    parts = encode(Series(UP, samples), Series(other, samples), Series(UP, samples[1:]))
+    assert_same(parts.series, [], NO_LIMITS)
+    got = picked.decode(parts.series, [], NO_LIMITS)
+    assert [s.samples for s in got.series] == [samples, samples, samples[1:]]
+
+
+USUAL = ld(2, b"\x09" + double(1.0) + b"\x10" + varint(1_764_000_000_000))
+LOOKALIKES = {
+    # A value-only sample, then a top-level varint field 2 (a wire-type mismatch: unknown, so
+    # skipped): the bytes of a usual sample whose length byte says 9 instead of 16.
+    "short-length": ld(2, b"\x09" + double(4.0)) + b"\x10" + varint(1_764_000_000_000),
+    # An empty sample, then the same stray varint.
+    "empty-sample": ld(2, b"") + b"\x10" + varint(77),
+    # A timestamp-only sample whose length covers the usual sample after it too (inside a
+    # Sample, that one is a field 2 of the wrong wire type: skipped).
+    "long-length": b"\x12" + varint(2 + len(USUAL)) + b"\x10\x05" + USUAL,
+    # The same with a value: one sample, not two.
+    "long-length-value": b"\x12"
+    + varint(11 + len(USUAL))
+    + b"\x09"
+    + double(3.0)
+    + b"\x10\x05"
+    + USUAL,
+    # Value and timestamp inside a label value: not a sample at all.
+    "in-a-label": ld(1, ld(1, b"zz") + ld(2, b"\x12\x0b\x09" + double(2.0) + b"\x10\x05")),
+    # A timestamp varint of 10 bytes: a negative timestamp.
+    "negative": ld(2, b"\x09" + double(1.0) + b"\x10" + varint(-5)),
+}
+
+
+@pytest.mark.parametrize("tail", list(LOOKALIKES.values()), ids=list(LOOKALIKES))
+def test_sample_lookalikes_decode_as_protobuf_reads_them(tail: bytes) -> None:
+    head = b"".join(label_field(k, v) for k, v in UP)
+    encoded = [head + USUAL, head + tail, head + USUAL + tail, head + tail + USUAL]
+    assert assert_same(encoded, [], NO_LIMITS)[0] == "ok"
+    for item in encoded:
+        assert_same([item], [], NO_LIMITS)
