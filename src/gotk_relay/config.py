@@ -115,7 +115,7 @@ class QueueConfig(_Strict):
 
     # Prometheus' default is 10000 per shard, with up to 50 shards added under load. The relay
     # keeps min_shards and receives whole batches from several senders at once, so it buffers
-    # more per shard: enough for bursts of concurrent 2000-sample requests without 429s.
+    # more per shard: enough for bursts of concurrent 2000-sample requests without refusals.
     capacity: int = Field(100_000, gt=0)
     max_shards: int = Field(50, gt=0)
     min_shards: int = Field(1, gt=0)
@@ -340,7 +340,7 @@ class ReceiverConfig(_Strict):
     max_label_name_length: int = Field(1024, gt=0)
     max_label_value_length: int = Field(4096, gt=0)
     read_timeout: Duration = 30.0  # whole body; a slower sender gets 408
-    max_concurrent_requests: int = Field(64, gt=0)  # beyond it: 429 with Retry-After
+    max_concurrent_requests: int = Field(64, gt=0)  # beyond it: 503, retry later
     # framing (default): a remote write 1.0 request is checked for snappy and protobuf framing
     # (every series' framing, the series count) and forwarded as the bytes that came, without
     # a Python object per series; only the series the rules read are decoded, their labels

@@ -35,7 +35,7 @@ def limits_of(receiver: ReceiverConfig) -> Limits:
 
 
 class InFlight:
-    """Counts write requests being handled, so a burst beyond the limit is refused (429) at once
+    """Counts write requests being handled, so a burst beyond the limit is refused (503) at once
     instead of each holding a connection and a body in memory.
 
     No lock: the event loop runs one handler step at a time and ``enter`` does not await.

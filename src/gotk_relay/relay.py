@@ -2,7 +2,7 @@
 
 Admission is all-or-nothing: a batch is accepted only if every destination has room for it,
 and then it is queued to all of them before the sender hears 2xx. When one is full the sender
-is told 429 and keeps the data; nothing accepted is dropped for lack of room.
+is told 503 and keeps the data; nothing accepted is dropped for lack of room.
 
 Room is checked *before* the Flux rules run, since they are stateful: a batch refused after
 being rewritten would, on its resend, look like old news to the rewriter and its synthesized

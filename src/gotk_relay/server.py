@@ -110,13 +110,17 @@ def auth_rejection(authenticator: Authenticator, authorization: str | None) -> R
     return Rejection("unauthorized", 401, refusal.reason, {"WWW-Authenticate": refusal.challenge})
 
 
+# "Retry later" is a 503, not a 429: Prometheus retries every 5xx but drops a 429 unless
+# retry_on_http_429 is set (off by default), and data a relay refuses must stay with the sender.
+# No Retry-After: the sender's own backoff (min_backoff, doubling to max_backoff) applies.
+
+
 def busy_rejection(limit: int) -> Rejection:
     return Rejection(
         "too_many_requests",
-        429,
+        503,
         f"more than {limit} write requests in progress "
         "(receiver.max_concurrent_requests); retry later",
-        {"Retry-After": "1"},
     )
 
 
@@ -264,7 +268,7 @@ def _pass_through(
 def admit_scanned(
     relay: Relay, telemetry: Telemetry, scanned: ingest.Scanned, now_ms: int
 ) -> web.Response:
-    """Decode the picked series of a scanned request and admit it: 204, 429 or 503.
+    """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503.
 
     Raises DecodeError/LabelLimitError for the caller, like ``_pass_through``. The stateful half
     of the fast path: it runs in the process that holds the Flux state and the queues, also for
@@ -296,7 +300,7 @@ def count_scanned(telemetry: Telemetry, scanned: ingest.Scanned, picked: Batch) 
 
 
 def _admitted(telemetry: Telemetry, admit: Callable[[], Admission]) -> web.Response | None:
-    """Run an admission; the 429/503 to answer when it did not queue the batch, else None."""
+    """Run an admission; the 503 to answer when it did not queue the batch, else None."""
     try:
         admission = admit()
     except SpoolError as exc:
@@ -306,9 +310,7 @@ def _admitted(telemetry: Telemetry, admit: Callable[[], Admission]) -> web.Respo
     if not admission.accepted:
         telemetry.rejected.labels("queue_full").inc()
         return _plain(
-            429,
-            f"queue of destination {admission.busy_destination!r} is full; retry later",
-            {"Retry-After": "1"},
+            503, f"queue of destination {admission.busy_destination!r} is full; retry later"
         )
     return None
 

@@ -15,10 +15,10 @@ Endpoints the core serves on the Unix socket only (refused on any other transpor
 * ``GET /internal/config``: pickle of ``(generation, Config)``; the generation goes up on every
   successful reload.
 * ``POST /internal/scanned``: pickle of ``(generation, ingest.Scanned, now_ms)``; answered like
-  the write endpoint (204, 400, 413, 429, 503), or ``409`` when the generation is not the
+  the write endpoint (204, 400, 413, 503), or ``409`` when the generation is not the
   current one: the worker then fetches the configuration again and redoes the request.
 * ``POST /internal/rejected``: JSON ``{"generation", "route", "reason", "status"}``: a request
-  the worker refused before it could pass it on (401, 408, 413, 415, 429), counted here so the
+  the worker refused before it could pass it on (401, 408, 413, 415, 503), counted here so the
   core's telemetry covers every process; ``409`` when stale, as above.
 
 Pickle is safe here only because the socket is in a 0700 directory of the user running the

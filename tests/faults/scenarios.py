@@ -180,7 +180,7 @@ async def outage_scenario(
 
     With the spool the relay must keep acking and deliver the whole minute afterwards. Without
     it the relay must hold what fits (a 256 KiB memory budget here, capacity set out of the
-    way) and answer 429 beyond, and the loader keeps retrying as Prometheus does.
+    way) and answer 503 beyond, and the loader keeps retrying as Prometheus does.
     """
     name = "outage-spool" if spool else "outage-memory"
     receiver = RecordingReceiver(f"{name}-sink")

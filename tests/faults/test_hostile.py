@@ -18,7 +18,7 @@ Statuses, as README, ``server.py`` and the receiver limits document them:
 - 400 anything that does not decode: corrupt snappy, corrupt protobuf, invalid UTF-8 in a
   string field (upb refuses it in proto3 strings), label sets the spec forbids, v2 symbol
   references out of range, a series over a per-series label limit (as Mimir answers);
-- 408 a body not complete within ``read_timeout``; 429 beyond ``max_concurrent_requests``;
+- 408 a body not complete within ``read_timeout``; 503 beyond ``max_concurrent_requests``;
 - 204 the edge cases that *are* valid: an empty WriteRequest (snappy of zero bytes), and a
   field with a mismatched wire type at the top level, which protobuf parsers keep as an
   unknown field (forward compatibility), leaving an empty request. A zero-byte body is not a
@@ -341,9 +341,9 @@ def test_malformed_request_gets_its_documented_status(relay: RelayProcess, case:
     assert relay.proc is not None and relay.proc.alive, detail + "\n" + relay.log_tail()
 
 
-def test_requests_beyond_the_concurrency_limit_get_429(relay: RelayProcess) -> None:
+def test_requests_beyond_the_concurrency_limit_get_503(relay: RelayProcess) -> None:
     """Four stalled bodies hold every slot of ``max_concurrent_requests``; the next writer is
-    told 429 at once (not queued behind them), and the slots free up when they time out."""
+    told 503 at once (not queued behind them), and the slots free up when they time out."""
 
     async def scenario() -> tuple[list[int], list[int], int]:
         stall = Case("stall", 408, "holds a slot", parts=[b"0123456789"], content_length=1000)
@@ -351,7 +351,7 @@ def test_requests_beyond_the_concurrency_limit_get_429(relay: RelayProcess) -> N
         ok = Case("ok", 204, "valid", OK_V1)
         seen: list[int] = []
         deadline = time.monotonic() + READ_TIMEOUT_S * 0.8  # before the stalls time out
-        while time.monotonic() < deadline and 429 not in seen:
+        while time.monotonic() < deadline and 503 not in seen:
             seen.append((await exchange(relay.port, ok)).status)
             await asyncio.sleep(0.02)
         stalls = [a.status for a in await asyncio.gather(*stalled)]
@@ -360,7 +360,7 @@ def test_requests_beyond_the_concurrency_limit_get_429(relay: RelayProcess) -> N
 
     seen, stalls, after = asyncio.run(scenario())
     detail = f"writer saw {seen}; stalled bodies got {stalls}; then {after}"
-    assert 429 in seen, detail
+    assert 503 in seen, detail
     assert stalls == [408] * 4, detail
     assert after == 204, detail
 

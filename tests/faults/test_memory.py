@@ -3,7 +3,7 @@
 The destination is down for the whole test and queue capacity is set out of the way, so only
 the budget stands between a sender that keeps pushing and the relay's RSS. Four lanes push
 1000-series requests (samples of ~136 bytes encoded) as fast as they can for 30 s, retrying
-429s; the relay's VmRSS is sampled every 0.5 s.
+503s; the relay's VmRSS is sampled every 0.5 s.
 
 Bound: ``peak RSS ≤ baseline + budget + OVERHEAD``. The baseline is the RSS once the relay is
 ready. OVERHEAD covers what the budget does not count: up to four requests being decoded at
@@ -100,11 +100,11 @@ def test_rss_stays_within_the_memory_budget_while_the_destination_is_down(
         f"peak-baseline={(run.peak - run.baseline) / MiB:.1f}MiB "
         f"bound={bound / MiB:.1f}MiB (budget {BUDGET // MiB}MiB + overhead {OVERHEAD // MiB}MiB) "
         f"readings={run.samples} acked_samples={run.acked_samples} "
-        f"429s={run.statuses.get('429', 0)}"
+        f"503s={run.statuses.get('503', 0)}"
     )
     report(line)
     trace = " ".join(f"{t:.1f}s:{rss / MiB:.0f}" for t, rss in run.series[::4])
     detail = f"{line}\nloader: {run.loader}\nRSS MiB over time: {trace}"
     assert run.samples >= LOAD_S / SAMPLE_EVERY_S * 0.8 or run.stopped_early, detail
     assert run.peak <= bound, "RSS outgrew the memory budget\n" + detail
-    assert run.statuses.get("429", 0) > 0, "the load never filled the budget\n" + detail
+    assert run.statuses.get("503", 0) > 0, "the load never filled the budget\n" + detail

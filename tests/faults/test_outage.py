@@ -5,7 +5,7 @@ fixture, so the file costs one outage of wall time, not two.
 
 - With the spool the relay keeps acking through the outage (a minute of 500 samples/s is a few
   MB on disk) and delivers all of it, in per-series order, when the destination returns.
-- Without it the relay holds what its memory budget allows and then answers 429; the loader
+- Without it the relay holds what its memory budget allows and then answers 503; the loader
   retries as Prometheus does, so nothing acked is lost either: the backlog is in the sender.
 """
 
@@ -67,10 +67,10 @@ def test_without_spool_the_relay_pushes_back_and_loses_nothing_acked(
 ) -> None:
     result = outages["memory"]
     acc = result.accounting
-    report(f"{acc.line()} [down {result.down_s:.0f}s, 429s={result.statuses.get('429', 0)}]")
+    report(f"{acc.line()} [down {result.down_s:.0f}s, 503s={result.statuses.get('503', 0)}]")
     detail = _detail(result)
     assert result.down_s >= 60, detail
-    assert result.statuses.get("429", 0) > 0, "a full memory budget must answer 429\n" + detail
+    assert result.statuses.get("503", 0) > 0, "a full memory budget must answer 503\n" + detail
     assert acc.acked > 0, detail
     assert acc.lost == 0, detail
     assert acc.out_of_order == 0, detail

@@ -67,7 +67,7 @@ async def test_acked_batches_survive_a_restart_and_are_delivered_in_order(tmp_pa
         assert sorted(stamps[name]) == sorted([1000 + t for t in range(30)] * 2)
 
 
-async def test_a_full_spool_pushes_back_with_429(tmp_path: Path) -> None:
+async def test_a_full_spool_pushes_back_with_503(tmp_path: Path) -> None:
     down = ScriptedReceiver(default=Reply(hang=True))
     async with (
         receivers(down),
@@ -75,10 +75,10 @@ async def test_a_full_spool_pushes_back_with_429(tmp_path: Path) -> None:
     ):
         statuses = [await _post(client, [f"m{i}" for i in range(10)], 1000 + t) for t in range(20)]
         assert statuses[0] == 204
-        assert 429 in statuses
+        assert 503 in statuses
         assert _sample(
             relay, "gotk_relay_rejected_requests_total", {"reason": "queue_full"}
-        ) == statuses.count(429)
+        ) == statuses.count(503)
         assert _sample(relay, "gotk_relay_spool_bytes", {"destination": "d0"}) <= 2000 + 1000
 
 
