@@ -317,12 +317,25 @@ async def exchange(port: int, case: Case) -> Answer:
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     """One relay for the whole corpus (no destinations: admission is all that is exercised),
-    so a request that damages the process shows up in every later case too."""
-    workdir = tmp_path_factory.mktemp("hostile")
+    so a request that damages the process shows up in every later case too. It checks every
+    series (``receiver.validation: full``), so each malformed label set gets its 400."""
+    yield from _relay(tmp_path_factory, "full")
+
+
+@pytest.fixture(scope="module")
+def framing_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """The same relay with the default ``receiver.validation: framing``."""
+    yield from _relay(tmp_path_factory, "framing")
+
+
+def _relay(factory: pytest.TempPathFactory, validation: str) -> Iterator[RelayProcess]:
+    workdir = factory.mktemp(f"hostile-{validation}")
     token = workdir / "token"
     token.write_text(TOKEN + "\n")
-    receiver = {**LIMITS, "auth": {"bearer_token_file": str(token)}}
-    process = RelayProcess(workdir, relay_config([], receiver=receiver), name="relay-hostile")
+    receiver = {**LIMITS, "auth": {"bearer_token_file": str(token)}, "validation": validation}
+    process = RelayProcess(
+        workdir, relay_config([], receiver=receiver), name=f"relay-hostile-{validation}"
+    )
     asyncio.run(process.start())
     try:
         yield process
@@ -330,15 +343,56 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
         asyncio.run(process.stop())
 
 
-@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
-def test_malformed_request_gets_its_documented_status(relay: RelayProcess, case: Case) -> None:
+# What only a full decode refuses: the inside of a series (its labels' bytes, names and values,
+# a sample's fields) and the per-series label limits. ``validation: framing`` checks snappy,
+# the request's framing, each series' framing and the series count, and forwards a series the
+# rules do not read as it came: the destination judges it (and a 400 there drops that request
+# only). With no Flux name in these bodies, framing answers them 204.
+FULL_ONLY = frozenset(
+    {
+        "protobuf-wrong-wire-type-in-series",
+        "protobuf-truncated-double",
+        "invalid-utf8-label-name",
+        "invalid-utf8-label-value",
+        "utf8-encoded-surrogate",
+        "overlong-utf8",
+        "empty-label-name",
+        "empty-label-value",
+        "duplicate-label-name",
+        "unsorted-labels",
+        "no-metric-name",
+        "too-many-labels",
+        "label-name-too-long",
+        "label-value-too-long",
+    }
+)
+ONE_SHOT = [c for c in CORPUS if c.parts is None and not c.pause_s]
+
+
+def _check(relay: RelayProcess, case: Case, status: int) -> None:
     answer = asyncio.run(exchange(relay.port, case))
     text = answer.body.decode("utf-8", "replace").strip()
-    detail = f"{case.id}: want {case.status} ({case.why}), got {answer.status}: {text[:300]!r}"
-    assert answer.status == case.status, detail
-    if 400 <= case.status < 500 and case.status != 405:
+    detail = f"{case.id}: want {status} ({case.why}), got {answer.status}: {text[:300]!r}"
+    assert answer.status == status, detail
+    if 400 <= status < 500 and status != 405:
         assert text and "\n" not in text, "the reason must be one readable line\n" + detail
     assert relay.proc is not None and relay.proc.alive, detail + "\n" + relay.log_tail()
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_malformed_request_gets_its_documented_status(relay: RelayProcess, case: Case) -> None:
+    _check(relay, case, case.status)
+
+
+@pytest.mark.parametrize("case", ONE_SHOT, ids=[c.id for c in ONE_SHOT])
+def test_framing_refuses_what_it_checks_and_forwards_the_rest(
+    framing_relay: RelayProcess, case: Case
+) -> None:
+    _check(framing_relay, case, 204 if case.id in FULL_ONLY else case.status)
+
+
+def test_every_full_only_case_is_in_the_corpus() -> None:
+    assert {c.id for c in ONE_SHOT} >= FULL_ONLY
 
 
 def test_requests_beyond_the_concurrency_limit_get_503(relay: RelayProcess) -> None:
