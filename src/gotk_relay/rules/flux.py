@@ -91,18 +91,33 @@ Semantic choices
 
 Not thread-safe: one rewriter belongs to one asyncio loop, and ``rewrite()`` is synchronous, so
 calls cannot interleave there.
+
+Cost
+----
+``rewrite()`` runs on every request that holds Flux series, ~100 of them per 2000-series request
+in a busy cluster, so the steady state (the same label sets every scrape, one timestamp per
+scrape) is kept to a few µs per series: a label set's route remembers its object and input entry
+(a labels tuple does not cache its hash, and each lookup hashed ~14 pairs), routes are also found
+by the identity of the labels tuple a caching decoder (``wire.picked``) hands over, output label
+sets and the values they take per state are built once per object, emissions are collected by
+identity rather than by labels, and events already in timestamp order are not sorted. None of it
+changes what is written: ``tests/unit/test_flux_speed_equivalence.py`` holds the implementation
+before these changes and compares the two on long, messy traffic.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..model import (
     STALE_NAN,
+    STALE_NAN_BITS,
     Batch,
     FamilyMetadata,
     Labels,
@@ -110,7 +125,7 @@ from ..model import (
     MetricType,
     Sample,
     Series,
-    is_stale,
+    float_bits,
     labels_from,
 )
 from ..units import parse_duration
@@ -264,30 +279,91 @@ class FluxStats:
     objects_rejected: int = 0  # refusals of a new object at max_objects, one per batch
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """What an input series is, worked out once per label set (cached)."""
+# Synthesized series written together: their labels, and their metadata in the same order.
+_Outputs = tuple[tuple[Labels, ...], tuple[Metadata, ...]]
+_Values = tuple[float, ...]  # one per output
+_Families = tuple[tuple[str, Metadata], ...]  # the families of an _Outputs, in order
+_FORWARD_FAMILIES: Final[_Families] = (
+    (RECONCILE_CONDITION, CONDITION_METADATA),
+    (SUSPEND_STATUS, SUSPEND_METADATA),
+)
+_INFO_FAMILIES: Final[_Families] = ((RESOURCE_INFO, INFO_METADATA),)
+_ONE: Final[_Values] = (1.0,)
+_STALE: Final[_Values] = (STALE_NAN,)
+# The NamedTuples' own __new__ spells out every default by keyword; the output is built per
+# sample, so it is made with tuple.__new__ and every field given (the same values either way).
+_new = tuple.__new__
 
-    forward: bool  # gotk_resource_info → legacy; False: legacy → gotk_resource_info
-    key: Labels  # the object's identity: output labels without __name__/type/status/ready/suspended
-    kind: FluxKind
-    ready: str = "Unknown"  # forward only
-    suspended: bool = False  # forward only
-    status: str = ""  # reverse only: the condition status, "" for gotk_suspend_status
+
+class _Route:
+    """What an input series is, worked out once per label set (cached), and where its state is.
+
+    The classification never changes for a label set. ``obj`` and ``input`` remember the state
+    record and input entry this label set last updated, so a steady scrape reaches them without
+    hashing the object's identity or the series' labels again (a labels tuple does not cache its
+    hash: each lookup hashes every pair). Both are checked on use, since expiry
+    (``_Object.gone``) and input eviction (``_Input.dropped``) retire them.
+    """
+
+    __slots__ = (
+        "forward",
+        "input",
+        "key",
+        "kind",
+        "labels",
+        "obj",
+        "ready",
+        "status",
+        "suspended",
+        "values",
+    )
+
+    def __init__(
+        self,
+        labels: Labels,
+        forward: bool,
+        key: Labels,
+        kind: FluxKind,
+        *,
+        ready: str = "Unknown",
+        suspended: bool = False,
+        status: str = "",
+        values: _Values = (),
+    ) -> None:
+        self.labels = labels  # the label set it was worked out for (this very tuple)
+        self.forward = forward  # gotk_resource_info → legacy; False: legacy → gotk_resource_info
+        self.key = key  # the object's identity: output labels without name/type/status/ready/...
+        self.kind = kind
+        self.ready = ready  # forward only
+        self.suspended = suspended  # forward only
+        self.values = values  # forward only: what the outputs say for ready/suspended
+        self.status = status  # reverse only: the condition status, "" for gotk_suspend_status
+        self.obj: _Object | None = None
+        self.input: _Input | None = None
 
 
 class _Input:
-    __slots__ = ("stale_ts", "value_ts")
+    __slots__ = ("dropped", "stale_ts", "value_ts")
 
     def __init__(self) -> None:
         self.value_ts = _NEVER
         self.stale_ts = _NEVER
+        self.dropped = False  # evicted from its object's inputs
 
 
 class _Object:
     """Liveness bookkeeping shared by both directions."""
 
-    __slots__ = ("deadline", "inputs", "key", "kind", "last_seen", "newest_value_ts", "open")
+    __slots__ = (
+        "deadline",
+        "gone",
+        "inputs",
+        "key",
+        "kind",
+        "last_seen",
+        "newest_value_ts",
+        "open",
+    )
 
     def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
         self.key = key
@@ -297,67 +373,98 @@ class _Object:
         self.open = False  # outputs carry a value and have not been ended since
         self.last_seen = clock
         self.deadline: int | None = None  # relay clock at which a pending end is due
+        self.gone = False  # expired: no longer in the rewriter's tables
 
-    def note(self, labels: Labels, ts: int, stale: bool) -> None:
+    def input_for(self, labels: Labels) -> _Input:
         entry = self.inputs.get(labels)
         if entry is None:
             if len(self.inputs) >= _MAX_INPUTS:
                 self._evict()
             entry = self.inputs[labels] = _Input()
-        if stale:
-            entry.stale_ts = max(entry.stale_ts, ts)
-        else:
-            entry.value_ts = max(entry.value_ts, ts)
-            self.newest_value_ts = max(self.newest_value_ts, ts)
+        return entry
 
     def _evict(self) -> None:
         oldest = min(
             self.inputs, key=lambda k: max(self.inputs[k].value_ts, self.inputs[k].stale_ts)
         )
-        del self.inputs[oldest]
+        self.inputs.pop(oldest).dropped = True
         self.newest_value_ts = max((i.value_ts for i in self.inputs.values()), default=_NEVER)
 
     def live(self) -> bool:
         newest = self.newest_value_ts
-        return any(i.value_ts == newest and i.value_ts > i.stale_ts for i in self.inputs.values())
+        for entry in self.inputs.values():
+            if entry.value_ts == newest and newest > entry.stale_ts:
+                return True
+        return False
 
     def end_ts(self) -> int:
         return max((i.stale_ts for i in self.inputs.values()), default=_NEVER)
+
+    def observe(self, route: _Route, ts: int, value: float) -> None:
+        raise NotImplementedError
 
 
 class _InfoObject(_Object):
     """A Flux object seen through gotk_resource_info; its outputs are the legacy series."""
 
-    __slots__ = ("out_last", "outputs", "ready", "state_ts", "suspended")
+    __slots__ = (
+        "emit_at",
+        "emit_call",
+        "out_last",
+        "outputs",
+        "ready",
+        "state_ts",
+        "suspended",
+        "values",
+    )
 
     def __init__(
-        self, key: Labels, kind: FluxKind, clock: int, outputs: tuple[tuple[Labels, Metadata], ...]
+        self, key: Labels, kind: FluxKind, clock: int, outputs: _Outputs, values: _Values
     ) -> None:
         super().__init__(key, kind, clock)
         self.outputs = outputs  # condition series (STATUSES [+ Deleted]) then gotk_suspend_status
         self.state_ts = _NEVER
         self.ready = "Unknown"
         self.suspended = False
+        self.values = values  # what the outputs say for ready/suspended
         self.out_last = _NEVER
+        self.emit_call = 0  # the rewrite() call that last emitted it (see _Emitter.add)
+        self.emit_at = 0  # where its outputs are in that call's emitter
 
-    def observe(self, route: _Route, ts: int) -> None:
+    def observe(self, route: _Route, ts: int, value: float) -> None:
         """A value sample: the newest one decides what the outputs say (first wins on ties)."""
         if ts > self.state_ts:
             self.state_ts, self.ready, self.suspended = ts, route.ready, route.suspended
+            self.values = route.values
+
+
+class _InfoSeries:
+    """One gotk_resource_info series a legacy object may write (one per ready/suspended)."""
+
+    __slots__ = ("emit_at", "emit_call", "labels", "last", "outputs")
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        self.outputs: _Outputs = ((labels,), (INFO_METADATA,))
+        self.last = _NEVER  # the last timestamp written on it
+        self.emit_call = 0  # as _InfoObject's
+        self.emit_at = 0
 
 
 class _LegacyObject(_Object):
     """A Flux object seen through the legacy gauges; its output is one gotk_resource_info."""
 
-    __slots__ = ("cond", "current", "current_ready", "last_emit", "out_last", "suspend")
+    __slots__ = ("cond", "current", "current_ready", "infos", "last_emit", "suspend")
 
     def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
         super().__init__(key, kind, clock)
         self.cond: dict[str, tuple[int, float]] = {}  # status → newest (timestamp, value)
         self.suspend: tuple[int, float] | None = None
-        self.current: Labels | None = None  # the open info series
+        self.current: _InfoSeries | None = None  # the open info series
         self.current_ready: str | None = None
-        self.out_last: dict[Labels, int] = {}  # per info series ever written for the object
+        # Every info series ever written for the object, by (ready, suspended) as they appear
+        # in its labels: at most 4 × 3, and one labels tuple each, so "the same series" is `is`.
+        self.infos: dict[tuple[str | None, bool | None], _InfoSeries] = {}
         self.last_emit = _NEVER  # newest timestamp written on any of them
 
     def observe(self, route: _Route, ts: int, value: float) -> None:
@@ -381,22 +488,90 @@ class _LegacyObject(_Object):
                 best, best_ts = status, seen[0]
         return best
 
+    def info_series(self, ready: str | None) -> _InfoSeries:
+        """The info series for ``ready`` and the current suspend value."""
+        shown_ready = ready if self.kind.has_ready else None
+        shown_suspend = None if self.suspend is None else self.suspend[1] != 0.0
+        found = self.infos.get((shown_ready, shown_suspend))
+        if found is None:
+            labels = dict(self.key)
+            labels["__name__"] = RESOURCE_INFO
+            if shown_ready is not None:
+                labels["ready"] = shown_ready
+            if shown_suspend is not None:
+                labels["suspended"] = "true" if shown_suspend else "false"
+            found = self.infos[(shown_ready, shown_suspend)] = _InfoSeries(labels_from(labels))
+        return found
+
 
 class _Emitter:
-    """Synthesized samples of one rewrite() call, grouped by series in first-emission order."""
+    """Synthesized samples of one rewrite() call: one entry per output series, in first-emission
+    order, kept as flat lists that become Series at the end.
 
-    __slots__ = ("families", "series")
+    Whatever emits (a forward object, whose outputs are always written together, or one info
+    series of a reverse object) owns its output set, and no two owners have outputs with equal
+    labels. So rather than look its labels up, an owner is stamped with the call that last
+    emitted it and where its outputs are: a second emission in the same call (several timestamps
+    in one batch) appends to the samples already there.
+    """
 
-    def __init__(self) -> None:
-        self.series: dict[Labels, tuple[Metadata, list[Sample]]] = {}
+    __slots__ = ("call", "families", "labels", "metadata", "samples", "shared", "shared_ts")
+
+    def __init__(self, call: int) -> None:
+        self.call = call  # unique per rewrite() call of one rewriter, never 0
+        self.labels: list[Labels] = []
+        self.metadata: list[Metadata] = []
+        self.samples: list[tuple[Sample, ...]] = []
         self.families: dict[str, Metadata] = {}
+        # Objects in one state write the same values at one scrape's timestamp: the samples
+        # are equal (and immutable), so they are built once per values tuple and timestamp.
+        # Each entry holds its values tuple, so the id it is filed under is not reused.
+        self.shared: dict[int, tuple[_Values, tuple[tuple[Sample], ...]]] = {}
+        self.shared_ts = _NEVER
 
-    def add(self, labels: Labels, metadata: Metadata, ts: int, value: float) -> None:
-        entry = self.series.get(labels)
-        if entry is None:
-            entry = self.series[labels] = (metadata, [])
-            self.families.setdefault(_metric_name(labels), metadata)
-        entry[1].append(Sample(value, ts))
+    def add(
+        self,
+        owner: _InfoObject | _InfoSeries,
+        families: _Families,
+        ts: int,
+        values: _Values,
+    ) -> None:
+        """Add a sample to each of the owner's outputs; ``families`` are theirs, in order."""
+        if owner.emit_call != self.call:
+            owner.emit_call = self.call
+            owner.emit_at = len(self.labels)
+            outputs = owner.outputs
+            self.labels += outputs[0]
+            self.metadata += outputs[1]
+            if ts != self.shared_ts:
+                self.shared.clear()
+                self.shared_ts = ts
+            known = self.shared.get(id(values))
+            if known is None:
+                fresh = tuple([(_new(Sample, (value, ts, 0)),) for value in values])
+                known = self.shared[id(values)] = (values, fresh)
+            self.samples += known[1]
+            if families[0][0] not in self.families:
+                self.families.update(families)
+        else:
+            start = owner.emit_at
+            for offset, value in enumerate(values):
+                self.samples[start + offset] += (_new(Sample, (value, ts, 0)),)
+
+    def series(self) -> list[Series]:
+        """The synthesized series, built by C iterators: a Series per output is much of the
+        rewriter's work in steady state, so no Python bytecode runs per output here."""
+        count = len(self.labels)
+        fields = zip(
+            self.labels,
+            self.samples,
+            repeat((), count),
+            repeat((), count),
+            self.metadata,
+            repeat(0, count),
+            strict=True,
+        )
+        return list(map(_new, repeat(Series, count), fields))
 
 
 def _metric_name(labels: Labels) -> str:
@@ -411,6 +586,17 @@ def _metric_name(labels: Labels) -> str:
 def _ksm_value(labels: dict[str, str], name: str) -> str:
     """A KSM label's value; ``exported_<name>`` if a scrape target label took the plain name."""
     return labels.get(_EXPORTED + name, labels.get(name, ""))
+
+
+_Event = tuple[int, bool, int, float, _Route]  # timestamp, stale marker, series index, value
+
+
+def _event_order(event: _Event) -> tuple[int, bool]:
+    return event[0], event[1]
+
+
+# A label set of a Flux metric name that is not a Flux object (cached like a route).
+_NOT_FLUX: Final = _Route((), False, (), next(iter(BY_KIND.values())))
 
 
 class FluxRewriter:
@@ -435,10 +621,21 @@ class FluxRewriter:
         self._info: dict[Labels, _InfoObject] = {}
         self._legacy: dict[Labels, _LegacyObject] = {}
         self._pending: dict[tuple[bool, Labels], _Object] = {}
-        self._routes: dict[Labels, _Route | None] = {}
+        self._routes: dict[Labels, _Route] = {}
+        # The same routes by the id of the labels tuple they were worked out for: a decoder
+        # that caches label sets (wire.picked) hands the same tuple every scrape, found here
+        # without hashing its pairs. Each route holds its tuple, so an id here is never reused.
+        self._routes_by_id: dict[int, _Route] = {}
         self._route_cache_max = max(4096, 4 * config.max_objects)
         self._clock = _NEVER
         self._expiry_floor = _NEVER  # no object's last_seen is below this
+        self._calls = 0  # rewrite() calls that emitted or could have: stamps emissions
+        self._values: dict[tuple[str, bool], _Values] = {}  # forward outputs per ready/suspended
+        if config.emit_deleted:
+            deleted = tuple(1.0 if status == DELETED else 0.0 for status in self._statuses)
+            self._end_values: _Values = (*deleted, 0.0)
+        else:
+            self._end_values = (STALE_NAN,) * (len(self._statuses) + 1)
 
     def may_match(self, name: str) -> bool:
         """Whether series named ``name`` can be inputs in this mode (for a decode fast path)."""
@@ -451,22 +648,51 @@ class FluxRewriter:
         timestamp stands in. Pending ends that fall due are written even into a batch without
         Flux series, so pass ``now_ms`` for timely stale markers on quiet relays.
         """
-        if not self._names:
+        names = self._names
+        if not names:
             return batch
+        routes = self._routes
+        by_id = self._routes_by_id
         matched: dict[int, _Route] = {}
+        # Every Flux sample as (timestamp, is stale marker, series index, value, route), and
+        # whether they already come in (timestamp, stale) order: a scrape's samples share one
+        # timestamp, so they usually do and need no sort.
+        events: list[_Event] = []
+        append = events.append
+        in_order = True
+        last_ts: float = -math.inf
+        last_stale = False
         for index, series in enumerate(batch.series):
-            name = _metric_name(series.labels)
-            if name in self._names:
-                route = self._route(series.labels, name)
-                if route is not None:
-                    matched[index] = route
+            labels = series.labels
+            route = by_id.get(id(labels))
+            if route is None or route.labels is not labels:
+                if labels and labels[0][0] == "__name__":
+                    name = labels[0][1]
+                else:
+                    name = _metric_name(labels)
+                if name not in names:
+                    continue
+                route = routes.get(labels)
+                if route is None:
+                    route = self._route(labels, name)
+            if route is not _NOT_FLUX:
+                matched[index] = route
+                for value, ts, _ in series.samples:
+                    stale = value != value and float_bits(value) == STALE_NAN_BITS
+                    if ts < last_ts or (ts == last_ts and last_stale and not stale):
+                        in_order = False
+                    last_ts, last_stale = ts, stale
+                    append((ts, stale, index, value, route))
         if not matched and not self._pending and now_ms is None:
             return batch
-        self._advance_clock(batch, matched, now_ms)
-        emitter = _Emitter()
+        self._advance_clock(batch, matched, events, now_ms)
+        self._calls += 1
+        emitter = _Emitter(self._calls)
         untracked: set[int] = set()
-        if matched:
-            self._process(batch, matched, emitter, untracked)
+        if events:
+            if not in_order:
+                events.sort(key=_event_order)  # stable: batch order on ties
+            self._process(batch, events, emitter, untracked)
         self._commit_due(emitter)
         self._expire()
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
@@ -474,25 +700,26 @@ class FluxRewriter:
 
     # -- classification -------------------------------------------------------------------
 
-    def _route(self, labels: Labels, name: str) -> _Route | None:
-        if labels in self._routes:
-            return self._routes[labels]
+    def _route(self, labels: Labels, name: str) -> _Route:
         if name == RESOURCE_INFO:
             route = self._classify_info(labels)
         else:
             route = self._classify_legacy(labels, name)
         if len(self._routes) >= self._route_cache_max:
             self._routes.clear()
+            self._routes_by_id.clear()
         self._routes[labels] = route
+        if route is not _NOT_FLUX:
+            self._routes_by_id[id(labels)] = route
         return route
 
-    def _classify_info(self, labels: Labels) -> _Route | None:
+    def _classify_info(self, labels: Labels) -> _Route:
         given = dict(labels)
         kind = BY_KIND.get(_ksm_value(given, "customresource_kind"))
         if kind is None or _ksm_value(given, "customresource_group") != kind.group:
-            return None
+            return _NOT_FLUX
         if not given.get("name"):
-            return None
+            return _NOT_FLUX
         own = _KSM_OWN[kind.kind]
         out: dict[str, str] = {}
         for key, value in labels:
@@ -513,45 +740,57 @@ class FluxRewriter:
             out["job"] = kind.controller
         out["kind"] = kind.kind
         ready = _ksm_value(given, "ready")
+        ready = ready if ready in STATUSES else "Unknown"
+        suspended = _ksm_value(given, "suspended") == "true"
         return _Route(
-            forward=True,
-            key=labels_from(out),
-            kind=kind,
-            ready=ready if ready in STATUSES else "Unknown",
-            suspended=_ksm_value(given, "suspended") == "true",
+            labels,
+            True,
+            labels_from(out),
+            kind,
+            ready=ready,
+            suspended=suspended,
+            values=self._forward_values(ready, suspended),
         )
 
-    def _classify_legacy(self, labels: Labels, name: str) -> _Route | None:
+    def _forward_values(self, ready: str, suspended: bool) -> _Values:
+        values = self._values.get((ready, suspended))
+        if values is None:
+            conditions = tuple(1.0 if status == ready else 0.0 for status in self._statuses)
+            values = self._values[(ready, suspended)] = (*conditions, 1.0 if suspended else 0.0)
+        return values
+
+    def _classify_legacy(self, labels: Labels, name: str) -> _Route:
         given = dict(labels)
         kind = BY_KIND.get(given.get("kind", ""))
         if kind is None or not given.get("name"):
-            return None
+            return _NOT_FLUX
         status = ""
         if name == RECONCILE_CONDITION:
             status = given.get("status", "")
             if given.get("type") != "Ready" or status not in _LEGACY_STATUSES:
-                return None
+                return _NOT_FLUX
         out = {key: value for key, value in labels if key not in _LEGACY_OWN}
         out["customresource_group"] = kind.group
         out["customresource_kind"] = kind.kind
         out["customresource_version"] = self.config.versions[kind.kind]
         out["exported_namespace"] = given.get("exported_namespace") or given.get("namespace", "")
-        return _Route(forward=False, key=labels_from(out), kind=kind, status=status)
+        return _Route(labels, False, labels_from(out), kind, status=status)
 
     # -- processing -----------------------------------------------------------------------
 
-    def _advance_clock(self, batch: Batch, matched: dict[int, _Route], now_ms: int | None) -> None:
+    def _advance_clock(
+        self, batch: Batch, matched: dict[int, _Route], events: list[_Event], now_ms: int | None
+    ) -> None:
         if now_ms is not None:
             clock = now_ms
+        elif matched:
+            clock = max((event[0] for event in events), default=_NEVER)
         else:
-            indices = matched.keys() if matched else range(len(batch.series))
-            clock = max(
-                (s.timestamp for i in indices for s in batch.series[i].samples), default=_NEVER
-            )
+            clock = max((s.timestamp for x in batch.series for s in x.samples), default=_NEVER)
         self._clock = max(self._clock, clock)
 
     def _process(
-        self, batch: Batch, matched: dict[int, _Route], emitter: _Emitter, untracked: set[int]
+        self, batch: Batch, events: list[_Event], emitter: _Emitter, untracked: set[int]
     ) -> None:
         """Apply the batch's Flux samples in timestamp order, one timestamp at a time.
 
@@ -559,46 +798,110 @@ class FluxRewriter:
         suspend gauge, or a new series and the old one's stale marker) are applied before the
         object is evaluated once for that timestamp, so their order inside the batch is moot.
         """
-        events: list[tuple[int, bool, int, float]] = [
-            (sample.timestamp, is_stale(sample.value), index, sample.value)
-            for index in matched
-            for sample in batch.series[index].samples
-        ]
-        events.sort(key=lambda event: (event[0], event[1]))  # stable: batch order on ties
+        series = batch.series
+        clock = self._clock
         refused: set[tuple[bool, Labels]] = set()
-        touched: dict[int, tuple[_Object, bool]] = {}  # id → (object, had a value sample)
-        for position, (ts, stale, index, value) in enumerate(events):
-            route = matched[index]
-            obj: _Object | None
-            if route.forward:
-                obj = self._info.get(route.key) or self._admit_info(route, refused)
+        touched: dict[_Object, bool] = {}  # object → had a value sample, in first-touch order
+        current = events[0][0] if events else _NEVER
+        for ts, stale, index, value, route in events:
+            if ts != current:
+                if touched:
+                    self._evaluate(touched, current, emitter)
+                current = ts
+            obj = route.obj
+            if obj is None or obj.gone:
+                obj = self._find(route, refused)
+                if obj is None:
+                    untracked.add(index)
+                    continue
+            obj.last_seen = clock
+            entry = route.input
+            if entry is None or entry.dropped:
+                entry = route.input = obj.input_for(series[index].labels)
+            if stale:
+                if ts > entry.stale_ts:
+                    entry.stale_ts = ts
+                if obj not in touched:
+                    touched[obj] = False
             else:
-                obj = self._legacy.get(route.key) or self._admit_legacy(route, refused)
-            if obj is None:
-                untracked.add(index)
-            else:
-                obj.last_seen = self._clock
-                obj.note(batch.series[index].labels, ts, stale)
-                if not stale:
-                    if isinstance(obj, _InfoObject):
-                        obj.observe(route, ts)
-                    elif isinstance(obj, _LegacyObject):
-                        obj.observe(route, ts, value)
-                had_value = touched.get(id(obj), (obj, False))[1]
-                touched[id(obj)] = (obj, had_value or not stale)
-            if position + 1 == len(events) or events[position + 1][0] != ts:
-                for obj, had_value in touched.values():
-                    self._evaluate(obj, ts, had_value, emitter)
-                touched.clear()
+                if ts > entry.value_ts:
+                    entry.value_ts = ts
+                if ts > obj.newest_value_ts:
+                    obj.newest_value_ts = ts
+                if isinstance(obj, _InfoObject):
+                    if ts > obj.state_ts:  # _InfoObject.observe, written out
+                        obj.state_ts, obj.ready, obj.suspended = ts, route.ready, route.suspended
+                        obj.values = route.values
+                else:
+                    obj.observe(route, ts, value)
+                touched[obj] = True
+        if touched:
+            self._evaluate(touched, current, emitter)
 
-    def _evaluate(self, obj: _Object, ts: int, had_value: bool, emitter: _Emitter) -> None:
-        forward = isinstance(obj, _InfoObject)
-        if had_value:
+    def _find(self, route: _Route, refused: set[tuple[bool, Labels]]) -> _Object | None:
+        """The route's object, admitted if new; remembered on the route (None: refused)."""
+        obj: _Object | None
+        if route.forward:
+            obj = self._info.get(route.key) or self._admit_info(route, refused)
+        else:
+            obj = self._legacy.get(route.key) or self._admit_legacy(route, refused)
+        route.obj, route.input = obj, None
+        return obj
+
+    def _evaluate(self, touched: dict[_Object, bool], ts: int, emitter: _Emitter) -> None:
+        """Emit what each touched object says at ``ts``, then start or cancel its end.
+
+        The forward emission and the liveness test are written out here rather than called:
+        this runs once per object per scrape, and the calls were a good part of its cost.
+        """
+        pending = self._pending
+        add = emitter.add
+        call = emitter.call
+        labels, metadata, samples = emitter.labels, emitter.metadata, emitter.samples
+        if emitter.shared_ts != ts:
+            emitter.shared.clear()
+            emitter.shared_ts = ts
+        shared = emitter.shared
+        emitted = dropped = 0
+        for obj, had_value in touched.items():
             if isinstance(obj, _InfoObject):
-                self._forward_emit(obj, ts, emitter)
-            elif isinstance(obj, _LegacyObject):
-                self._reverse_emit(obj, ts, emitter)
-        self._settle(obj, forward)
+                forward = True
+                if had_value:
+                    if ts > obj.out_last:
+                        values = obj.values
+                        known = shared.get(id(values))
+                        if obj.emit_call == call or known is None:
+                            add(obj, _FORWARD_FAMILIES, ts, values)
+                        else:  # _Emitter.add's usual case, written out
+                            obj.emit_call = call
+                            obj.emit_at = len(labels)
+                            outputs = obj.outputs
+                            labels += outputs[0]
+                            metadata += outputs[1]
+                            samples += known[1]
+                        obj.out_last = ts
+                        emitted += len(obj.values)
+                        obj.open = True
+                    elif ts < obj.out_last or not obj.open:
+                        dropped += len(obj.values)
+            else:
+                forward = False
+                if had_value and isinstance(obj, _LegacyObject):
+                    self._reverse_emit(obj, ts, emitter)
+            newest = obj.newest_value_ts
+            for entry in obj.inputs.values():
+                if entry.value_ts == newest and newest > entry.stale_ts:  # live()
+                    if obj.deadline is not None:
+                        obj.deadline = None
+                        del pending[(forward, obj.key)]
+                    break
+            else:
+                if obj.open and obj.deadline is None:
+                    obj.deadline = self._clock + self._grace_ms
+                    pending[(forward, obj.key)] = obj
+        self.stats.outputs_emitted += emitted
+        self.stats.out_of_order_dropped += dropped
+        touched.clear()
 
     def _room(self, route: _Route, refused: set[tuple[bool, Labels]]) -> bool:
         if (route.forward, route.key) in refused:
@@ -617,11 +920,15 @@ class FluxRewriter:
             {**base, "__name__": RECONCILE_CONDITION, "type": "Ready", "status": status}
             for status in self._statuses
         ]
-        outputs = (
-            *((labels_from(labels), CONDITION_METADATA) for labels in conditions),
-            (labels_from({**base, "__name__": SUSPEND_STATUS}), SUSPEND_METADATA),
+        names = (
+            *(labels_from(labels) for labels in conditions),
+            labels_from({**base, "__name__": SUSPEND_STATUS}),
         )
-        obj = self._info[route.key] = _InfoObject(route.key, route.kind, self._clock, outputs)
+        outputs = (names, (CONDITION_METADATA,) * len(conditions) + (SUSPEND_METADATA,))
+        values = self._forward_values("Unknown", False)
+        obj = self._info[route.key] = _InfoObject(
+            route.key, route.kind, self._clock, outputs, values
+        )
         return obj
 
     def _admit_legacy(
@@ -631,16 +938,6 @@ class FluxRewriter:
             return None
         obj = self._legacy[route.key] = _LegacyObject(route.key, route.kind, self._clock)
         return obj
-
-    def _settle(self, obj: _Object, forward: bool) -> None:
-        """Cancel a pending end when the object is live again, or start one when it is not."""
-        if obj.live():
-            if obj.deadline is not None:
-                obj.deadline = None
-                del self._pending[(forward, obj.key)]
-        elif obj.open and obj.deadline is None:
-            obj.deadline = self._clock + self._grace_ms
-            self._pending[(forward, obj.key)] = obj
 
     def _commit_due(self, emitter: _Emitter) -> None:
         if not self._pending:
@@ -669,7 +966,7 @@ class FluxRewriter:
         for forward, table in tables:
             expired = [key for key, obj in table.items() if obj.last_seen <= cutoff]
             for key in expired:
-                del table[key]
+                table.pop(key).gone = True
                 self._pending.pop((forward, key), None)
             self.stats.objects_expired += len(expired)
             for obj in table.values():
@@ -678,30 +975,15 @@ class FluxRewriter:
 
     # -- forward: gotk_resource_info → legacy ---------------------------------------------
 
-    def _forward_emit(self, obj: _InfoObject, ts: int, emitter: _Emitter) -> None:
-        if ts > obj.out_last:
-            ready = obj.ready
-            values = [1.0 if status == ready else 0.0 for status in self._statuses]
-            values.append(1.0 if obj.suspended else 0.0)
-            self._emit_all(obj, ts, values, emitter)
-            obj.open = True
-        elif ts < obj.out_last or not obj.open:
-            self.stats.out_of_order_dropped += len(obj.outputs)
-
     def _end_info_object(self, obj: _InfoObject, emitter: _Emitter) -> None:
         ts = max(obj.end_ts(), obj.out_last + 1)
-        if self.config.emit_deleted:
-            values = [1.0 if status == DELETED else 0.0 for status in self._statuses]
-            values.append(0.0)
-        else:
-            values = [STALE_NAN] * len(obj.outputs)
-            self.stats.stale_emitted += len(values)
-        self._emit_all(obj, ts, values, emitter)
+        if not self.config.emit_deleted:
+            self.stats.stale_emitted += len(self._end_values)
+        self._emit_all(obj, ts, self._end_values, emitter)
         obj.open = False
 
-    def _emit_all(self, obj: _InfoObject, ts: int, values: list[float], emitter: _Emitter) -> None:
-        for (labels, metadata), value in zip(obj.outputs, values, strict=True):
-            emitter.add(labels, metadata, ts, value)
+    def _emit_all(self, obj: _InfoObject, ts: int, values: _Values, emitter: _Emitter) -> None:
+        emitter.add(obj, _FORWARD_FAMILIES, ts, values)
         obj.out_last = ts
         self.stats.outputs_emitted += len(values)
 
@@ -715,12 +997,11 @@ class FluxRewriter:
             return
         if winner is None and obj.kind.has_ready:
             return  # between two statuses (the old one is 0, the new 1 not seen yet): wait
-        desired = self._info_labels(obj, winner)
-        if desired == obj.current:
-            last = obj.out_last[desired]
-            if ts > last:
-                self._emit_info(obj, desired, ts, 1.0, emitter)
-            elif ts < last:
+        desired = obj.info_series(winner)
+        if desired is obj.current:
+            if ts > desired.last:
+                self._emit_info(obj, desired, ts, _ONE, emitter)
+            elif ts < desired.last:
                 self.stats.out_of_order_dropped += 1
             return
         # A new ready/suspended: end the open series and start the new one at the same instant,
@@ -728,30 +1009,21 @@ class FluxRewriter:
         at = ts if ts > obj.last_emit else obj.last_emit + 1
         if obj.current is not None:
             self._close_info(obj, at, emitter)
-        self._emit_info(obj, desired, at, 1.0, emitter)
+        self._emit_info(obj, desired, at, _ONE, emitter)
         obj.current, obj.current_ready, obj.open = desired, winner, True
-
-    def _info_labels(self, obj: _LegacyObject, ready: str | None) -> Labels:
-        labels = dict(obj.key)
-        labels["__name__"] = RESOURCE_INFO
-        if obj.kind.has_ready and ready is not None:
-            labels["ready"] = ready
-        if obj.suspend is not None:
-            labels["suspended"] = "true" if obj.suspend[1] != 0.0 else "false"
-        return labels_from(labels)
 
     def _close_info(self, obj: _LegacyObject, ts: int, emitter: _Emitter) -> None:
         if obj.current is None:
             return
-        self._emit_info(obj, obj.current, ts, STALE_NAN, emitter)
+        self._emit_info(obj, obj.current, ts, _STALE, emitter)
         self.stats.stale_emitted += 1
         obj.current, obj.current_ready, obj.open = None, None, False
 
     def _emit_info(
-        self, obj: _LegacyObject, labels: Labels, ts: int, value: float, emitter: _Emitter
+        self, obj: _LegacyObject, info: _InfoSeries, ts: int, value: _Values, emitter: _Emitter
     ) -> None:
-        emitter.add(labels, INFO_METADATA, ts, value)
-        obj.out_last[labels] = ts
+        emitter.add(info, _INFO_FAMILIES, ts, value)
+        info.last = ts
         obj.last_emit = max(obj.last_emit, ts)
         self.stats.outputs_emitted += 1
 
@@ -761,17 +1033,14 @@ class FluxRewriter:
         self, batch: Batch, matched: dict[int, _Route], untracked: set[int], emitter: _Emitter
     ) -> Batch:
         removed: set[int] = set() if self.config.keep_source else matched.keys() - untracked
-        if not emitter.series and not removed:
+        if not emitter.labels and not removed:
             return batch
         kept = (
             batch.series
             if not removed
             else tuple(s for i, s in enumerate(batch.series) if i not in removed)
         )
-        synthesized = tuple(
-            Series(labels, tuple(samples), metadata=metadata)
-            for labels, (metadata, samples) in emitter.series.items()
-        )
+        synthesized = tuple(emitter.series())
         present = {m.family for m in batch.metadata}
         families = tuple(
             FamilyMetadata(family, metadata.type, metadata.help, metadata.unit)

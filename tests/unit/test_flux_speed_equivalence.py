@@ -1,0 +1,917 @@
+"""The sped-up FluxRewriter against the implementation it replaced, kept here as the oracle.
+
+Why an oracle: the rewriter's speed-up (routes that remember their object and input entry,
+output sets keyed by identity, forward values precomputed, no sort for in-order batches) changes
+how it gets its answers, not the answers. So every batch of long, messy traffic must come out
+the same from both, float bits, order and statistics included, and ``rewrite()`` must return the
+input object itself exactly when the oracle does. The traffic is kube-state-metrics shaped
+(``bench/loadgen.py``'s Flux label sets): Ready flips, suspends, revision changes and KSM
+restarts (a new series plus the old one's stale marker, delivered in either order, in the same or
+a later request), deletions (a stale marker only), resends of old samples, several samples per
+series, quiet requests that let pending ends fall due, and clock jumps past ``idle_expiry``; label
+sets arrive both as one cached tuple per scrape (as ``wire.picked`` hands them) and as fresh
+equal tuples (as ``rw1.decode`` does).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    FamilyMetadata,
+    Labels,
+    Metadata,
+    Sample,
+    Series,
+    is_stale,
+    labels_from,
+)
+from gotk_relay.rules.flux import (
+    CONDITION_METADATA,
+    DELETED,
+    INFO_METADATA,
+    RECONCILE_CONDITION,
+    RESOURCE_INFO,
+    STATUSES,
+    SUSPEND_METADATA,
+    SUSPEND_STATUS,
+    FluxConfig,
+    FluxRewriter,
+    FluxStats,
+)
+from gotk_relay.rules.flux_kinds import BY_KIND, FluxKind
+from gotk_relay.wire import picked, rw1, scan
+from gotk_relay.wire.labels import Limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import loadgen
+
+_LEGACY_STATUSES: Final = frozenset((*STATUSES, DELETED))
+
+# == the oracle: flux.py's rewriter before the speed-up, verbatim from here on ================
+
+_KSM_COMMON: Final = frozenset(
+    ("customresource_group", "customresource_kind", "customresource_version", "ready", "suspended")
+)
+_KSM_OWN: Final = {k.kind: _KSM_COMMON | k.extra_label_names for k in BY_KIND.values()}
+# Labels of a legacy series that the info shape expresses otherwise (or not at all).
+_LEGACY_OWN: Final = frozenset(
+    ("__name__", "kind", "type", "status", "namespace", "exported_namespace", "ready", "suspended")
+)
+_EXPORTED: Final = "exported_"
+_NEVER: Final = -(1 << 63)
+_MAX_INPUTS: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What an input series is, worked out once per label set (cached)."""
+
+    forward: bool  # gotk_resource_info → legacy; False: legacy → gotk_resource_info
+    key: Labels  # the object's identity: output labels without __name__/type/status/ready/suspended
+    kind: FluxKind
+    ready: str = "Unknown"  # forward only
+    suspended: bool = False  # forward only
+    status: str = ""  # reverse only: the condition status, "" for gotk_suspend_status
+
+
+class _Input:
+    __slots__ = ("stale_ts", "value_ts")
+
+    def __init__(self) -> None:
+        self.value_ts = _NEVER
+        self.stale_ts = _NEVER
+
+
+class _Object:
+    """Liveness bookkeeping shared by both directions."""
+
+    __slots__ = ("deadline", "inputs", "key", "kind", "last_seen", "newest_value_ts", "open")
+
+    def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
+        self.key = key
+        self.kind = kind
+        self.inputs: dict[Labels, _Input] = {}
+        self.newest_value_ts = _NEVER
+        self.open = False  # outputs carry a value and have not been ended since
+        self.last_seen = clock
+        self.deadline: int | None = None  # relay clock at which a pending end is due
+
+    def note(self, labels: Labels, ts: int, stale: bool) -> None:
+        entry = self.inputs.get(labels)
+        if entry is None:
+            if len(self.inputs) >= _MAX_INPUTS:
+                self._evict()
+            entry = self.inputs[labels] = _Input()
+        if stale:
+            entry.stale_ts = max(entry.stale_ts, ts)
+        else:
+            entry.value_ts = max(entry.value_ts, ts)
+            self.newest_value_ts = max(self.newest_value_ts, ts)
+
+    def _evict(self) -> None:
+        oldest = min(
+            self.inputs, key=lambda k: max(self.inputs[k].value_ts, self.inputs[k].stale_ts)
+        )
+        del self.inputs[oldest]
+        self.newest_value_ts = max((i.value_ts for i in self.inputs.values()), default=_NEVER)
+
+    def live(self) -> bool:
+        newest = self.newest_value_ts
+        return any(i.value_ts == newest and i.value_ts > i.stale_ts for i in self.inputs.values())
+
+    def end_ts(self) -> int:
+        return max((i.stale_ts for i in self.inputs.values()), default=_NEVER)
+
+
+class _InfoObject(_Object):
+    """A Flux object seen through gotk_resource_info; its outputs are the legacy series."""
+
+    __slots__ = ("out_last", "outputs", "ready", "state_ts", "suspended")
+
+    def __init__(
+        self, key: Labels, kind: FluxKind, clock: int, outputs: tuple[tuple[Labels, Metadata], ...]
+    ) -> None:
+        super().__init__(key, kind, clock)
+        self.outputs = outputs  # condition series (STATUSES [+ Deleted]) then gotk_suspend_status
+        self.state_ts = _NEVER
+        self.ready = "Unknown"
+        self.suspended = False
+        self.out_last = _NEVER
+
+    def observe(self, route: _Route, ts: int) -> None:
+        """A value sample: the newest one decides what the outputs say (first wins on ties)."""
+        if ts > self.state_ts:
+            self.state_ts, self.ready, self.suspended = ts, route.ready, route.suspended
+
+
+class _LegacyObject(_Object):
+    """A Flux object seen through the legacy gauges; its output is one gotk_resource_info."""
+
+    __slots__ = ("cond", "current", "current_ready", "last_emit", "out_last", "suspend")
+
+    def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
+        super().__init__(key, kind, clock)
+        self.cond: dict[str, tuple[int, float]] = {}  # status → newest (timestamp, value)
+        self.suspend: tuple[int, float] | None = None
+        self.current: Labels | None = None  # the open info series
+        self.current_ready: str | None = None
+        self.out_last: dict[Labels, int] = {}  # per info series ever written for the object
+        self.last_emit = _NEVER  # newest timestamp written on any of them
+
+    def observe(self, route: _Route, ts: int, value: float) -> None:
+        """A value sample: keep the newest value of each status series and of suspend."""
+        if route.status:
+            seen = self.cond.get(route.status)
+            if seen is None or ts > seen[0]:
+                self.cond[route.status] = (ts, value)
+        elif self.suspend is None or ts > self.suspend[0]:
+            self.suspend = (ts, value)
+
+    def winner(self) -> str | None:
+        """The status whose series is 1 at the newest timestamp (ties keep the current one)."""
+        best: str | None = None
+        best_ts = _NEVER
+        for status in (*STATUSES, DELETED):
+            seen = self.cond.get(status)
+            if seen is None or seen[1] != 1.0:
+                continue
+            if seen[0] > best_ts or (seen[0] == best_ts and status == self.current_ready):
+                best, best_ts = status, seen[0]
+        return best
+
+
+class _Emitter:
+    """Synthesized samples of one rewrite() call, grouped by series in first-emission order."""
+
+    __slots__ = ("families", "series")
+
+    def __init__(self) -> None:
+        self.series: dict[Labels, tuple[Metadata, list[Sample]]] = {}
+        self.families: dict[str, Metadata] = {}
+
+    def add(self, labels: Labels, metadata: Metadata, ts: int, value: float) -> None:
+        entry = self.series.get(labels)
+        if entry is None:
+            entry = self.series[labels] = (metadata, [])
+            self.families.setdefault(_metric_name(labels), metadata)
+        entry[1].append(Sample(value, ts))
+
+
+def _metric_name(labels: Labels) -> str:
+    if labels and labels[0][0] == "__name__":
+        return labels[0][1]
+    for key, value in labels:
+        if key == "__name__":
+            return value
+    return ""
+
+
+def _ksm_value(labels: dict[str, str], name: str) -> str:
+    """A KSM label's value; ``exported_<name>`` if a scrape target label took the plain name."""
+    return labels.get(_EXPORTED + name, labels.get(name, ""))
+
+
+class OracleRewriter:
+    """The rewriter as it was before its speed-up, verbatim but for this name."""
+
+    def __init__(self, config: FluxConfig) -> None:
+        self.config = config
+        self.stats = FluxStats()
+        names: set[str] = set()
+        if config.mode in ("legacy", "both"):
+            names.add(RESOURCE_INFO)
+        if config.mode in ("resource_info", "both"):
+            names.update((RECONCILE_CONDITION, SUSPEND_STATUS))
+        self._names = frozenset(names)
+        self._statuses = (*STATUSES, DELETED) if config.emit_deleted else STATUSES
+        self._grace_ms = round(config.stale_grace * 1000)
+        self._expiry_ms = round(config.idle_expiry * 1000)
+        self._info: dict[Labels, _InfoObject] = {}
+        self._legacy: dict[Labels, _LegacyObject] = {}
+        self._pending: dict[tuple[bool, Labels], _Object] = {}
+        self._routes: dict[Labels, _Route | None] = {}
+        self._route_cache_max = max(4096, 4 * config.max_objects)
+        self._clock = _NEVER
+        self._expiry_floor = _NEVER  # no object's last_seen is below this
+
+    def may_match(self, name: str) -> bool:
+        """Whether series named ``name`` can be inputs in this mode (for a decode fast path)."""
+        return name in self._names
+
+    def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
+        """The batch to forward: inputs (unless ``keep_source`` is off), then synthesized series.
+
+        ``now_ms`` is the relay clock (arrival time); without it the batch's newest Flux sample
+        timestamp stands in. Pending ends that fall due are written even into a batch without
+        Flux series, so pass ``now_ms`` for timely stale markers on quiet relays.
+        """
+        if not self._names:
+            return batch
+        matched: dict[int, _Route] = {}
+        for index, series in enumerate(batch.series):
+            name = _metric_name(series.labels)
+            if name in self._names:
+                route = self._route(series.labels, name)
+                if route is not None:
+                    matched[index] = route
+        if not matched and not self._pending and now_ms is None:
+            return batch
+        self._advance_clock(batch, matched, now_ms)
+        emitter = _Emitter()
+        untracked: set[int] = set()
+        if matched:
+            self._process(batch, matched, emitter, untracked)
+        self._commit_due(emitter)
+        self._expire()
+        self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        return self._output(batch, matched, untracked, emitter)
+
+    # -- classification -------------------------------------------------------------------
+
+    def _route(self, labels: Labels, name: str) -> _Route | None:
+        if labels in self._routes:
+            return self._routes[labels]
+        if name == RESOURCE_INFO:
+            route = self._classify_info(labels)
+        else:
+            route = self._classify_legacy(labels, name)
+        if len(self._routes) >= self._route_cache_max:
+            self._routes.clear()
+        self._routes[labels] = route
+        return route
+
+    def _classify_info(self, labels: Labels) -> _Route | None:
+        given = dict(labels)
+        kind = BY_KIND.get(_ksm_value(given, "customresource_kind"))
+        if kind is None or _ksm_value(given, "customresource_group") != kind.group:
+            return None
+        if not given.get("name"):
+            return None
+        own = _KSM_OWN[kind.kind]
+        out: dict[str, str] = {}
+        for key, value in labels:
+            if key in own:
+                if _EXPORTED + key in given:  # the scrape's label; KSM's was renamed
+                    out[key] = value
+            elif not (key.startswith(_EXPORTED) and key[len(_EXPORTED) :] in own):
+                out[key] = value
+        for key in ("__name__", "type", "status", "exported_namespace"):
+            out.pop(key, None)
+        namespace = given.get("exported_namespace") or given.get("namespace", "")
+        if self.config.label_shape == "stored":
+            out["exported_namespace"] = namespace
+            out["namespace"] = self.config.controller_namespace
+        else:
+            out["namespace"] = namespace
+        if self.config.set_job:
+            out["job"] = kind.controller
+        out["kind"] = kind.kind
+        ready = _ksm_value(given, "ready")
+        return _Route(
+            forward=True,
+            key=labels_from(out),
+            kind=kind,
+            ready=ready if ready in STATUSES else "Unknown",
+            suspended=_ksm_value(given, "suspended") == "true",
+        )
+
+    def _classify_legacy(self, labels: Labels, name: str) -> _Route | None:
+        given = dict(labels)
+        kind = BY_KIND.get(given.get("kind", ""))
+        if kind is None or not given.get("name"):
+            return None
+        status = ""
+        if name == RECONCILE_CONDITION:
+            status = given.get("status", "")
+            if given.get("type") != "Ready" or status not in _LEGACY_STATUSES:
+                return None
+        out = {key: value for key, value in labels if key not in _LEGACY_OWN}
+        out["customresource_group"] = kind.group
+        out["customresource_kind"] = kind.kind
+        out["customresource_version"] = self.config.versions[kind.kind]
+        out["exported_namespace"] = given.get("exported_namespace") or given.get("namespace", "")
+        return _Route(forward=False, key=labels_from(out), kind=kind, status=status)
+
+    # -- processing -----------------------------------------------------------------------
+
+    def _advance_clock(self, batch: Batch, matched: dict[int, _Route], now_ms: int | None) -> None:
+        if now_ms is not None:
+            clock = now_ms
+        else:
+            indices = matched.keys() if matched else range(len(batch.series))
+            clock = max(
+                (s.timestamp for i in indices for s in batch.series[i].samples), default=_NEVER
+            )
+        self._clock = max(self._clock, clock)
+
+    def _process(
+        self, batch: Batch, matched: dict[int, _Route], emitter: _Emitter, untracked: set[int]
+    ) -> None:
+        """Apply the batch's Flux samples in timestamp order, one timestamp at a time.
+
+        All of an object's samples at one timestamp (one scrape: the three conditions and the
+        suspend gauge, or a new series and the old one's stale marker) are applied before the
+        object is evaluated once for that timestamp, so their order inside the batch is moot.
+        """
+        events: list[tuple[int, bool, int, float]] = [
+            (sample.timestamp, is_stale(sample.value), index, sample.value)
+            for index in matched
+            for sample in batch.series[index].samples
+        ]
+        events.sort(key=lambda event: (event[0], event[1]))  # stable: batch order on ties
+        refused: set[tuple[bool, Labels]] = set()
+        touched: dict[int, tuple[_Object, bool]] = {}  # id → (object, had a value sample)
+        for position, (ts, stale, index, value) in enumerate(events):
+            route = matched[index]
+            obj: _Object | None
+            if route.forward:
+                obj = self._info.get(route.key) or self._admit_info(route, refused)
+            else:
+                obj = self._legacy.get(route.key) or self._admit_legacy(route, refused)
+            if obj is None:
+                untracked.add(index)
+            else:
+                obj.last_seen = self._clock
+                obj.note(batch.series[index].labels, ts, stale)
+                if not stale:
+                    if isinstance(obj, _InfoObject):
+                        obj.observe(route, ts)
+                    elif isinstance(obj, _LegacyObject):
+                        obj.observe(route, ts, value)
+                had_value = touched.get(id(obj), (obj, False))[1]
+                touched[id(obj)] = (obj, had_value or not stale)
+            if position + 1 == len(events) or events[position + 1][0] != ts:
+                for obj, had_value in touched.values():
+                    self._evaluate(obj, ts, had_value, emitter)
+                touched.clear()
+
+    def _evaluate(self, obj: _Object, ts: int, had_value: bool, emitter: _Emitter) -> None:
+        forward = isinstance(obj, _InfoObject)
+        if had_value:
+            if isinstance(obj, _InfoObject):
+                self._forward_emit(obj, ts, emitter)
+            elif isinstance(obj, _LegacyObject):
+                self._reverse_emit(obj, ts, emitter)
+        self._settle(obj, forward)
+
+    def _room(self, route: _Route, refused: set[tuple[bool, Labels]]) -> bool:
+        if (route.forward, route.key) in refused:
+            return False
+        if len(self._info) + len(self._legacy) < self.config.max_objects:
+            return True
+        refused.add((route.forward, route.key))
+        self.stats.objects_rejected += 1
+        return False
+
+    def _admit_info(self, route: _Route, refused: set[tuple[bool, Labels]]) -> _InfoObject | None:
+        if not self._room(route, refused):
+            return None
+        base = dict(route.key)
+        conditions = [
+            {**base, "__name__": RECONCILE_CONDITION, "type": "Ready", "status": status}
+            for status in self._statuses
+        ]
+        outputs = (
+            *((labels_from(labels), CONDITION_METADATA) for labels in conditions),
+            (labels_from({**base, "__name__": SUSPEND_STATUS}), SUSPEND_METADATA),
+        )
+        obj = self._info[route.key] = _InfoObject(route.key, route.kind, self._clock, outputs)
+        return obj
+
+    def _admit_legacy(
+        self, route: _Route, refused: set[tuple[bool, Labels]]
+    ) -> _LegacyObject | None:
+        if not self._room(route, refused):
+            return None
+        obj = self._legacy[route.key] = _LegacyObject(route.key, route.kind, self._clock)
+        return obj
+
+    def _settle(self, obj: _Object, forward: bool) -> None:
+        """Cancel a pending end when the object is live again, or start one when it is not."""
+        if obj.live():
+            if obj.deadline is not None:
+                obj.deadline = None
+                del self._pending[(forward, obj.key)]
+        elif obj.open and obj.deadline is None:
+            obj.deadline = self._clock + self._grace_ms
+            self._pending[(forward, obj.key)] = obj
+
+    def _commit_due(self, emitter: _Emitter) -> None:
+        if not self._pending:
+            return
+        clock = self._clock
+        due = [
+            k for k, o in self._pending.items() if o.deadline is not None and o.deadline <= clock
+        ]
+        for key in due:
+            obj = self._pending.pop(key)
+            obj.deadline = None
+            if not obj.open or obj.live():
+                continue
+            if isinstance(obj, _InfoObject):
+                self._end_info_object(obj, emitter)
+            elif isinstance(obj, _LegacyObject):
+                self._close_info(obj, max(obj.end_ts(), obj.last_emit + 1), emitter)
+
+    def _expire(self) -> None:
+        cutoff = self._clock - self._expiry_ms
+        if self._expiry_floor > cutoff:
+            return
+        floor = self._clock
+        tables: tuple[tuple[bool, dict[Labels, _InfoObject] | dict[Labels, _LegacyObject]], ...]
+        tables = ((True, self._info), (False, self._legacy))
+        for forward, table in tables:
+            expired = [key for key, obj in table.items() if obj.last_seen <= cutoff]
+            for key in expired:
+                del table[key]
+                self._pending.pop((forward, key), None)
+            self.stats.objects_expired += len(expired)
+            for obj in table.values():
+                floor = min(floor, obj.last_seen)
+        self._expiry_floor = floor
+
+    # -- forward: gotk_resource_info → legacy ---------------------------------------------
+
+    def _forward_emit(self, obj: _InfoObject, ts: int, emitter: _Emitter) -> None:
+        if ts > obj.out_last:
+            ready = obj.ready
+            values = [1.0 if status == ready else 0.0 for status in self._statuses]
+            values.append(1.0 if obj.suspended else 0.0)
+            self._emit_all(obj, ts, values, emitter)
+            obj.open = True
+        elif ts < obj.out_last or not obj.open:
+            self.stats.out_of_order_dropped += len(obj.outputs)
+
+    def _end_info_object(self, obj: _InfoObject, emitter: _Emitter) -> None:
+        ts = max(obj.end_ts(), obj.out_last + 1)
+        if self.config.emit_deleted:
+            values = [1.0 if status == DELETED else 0.0 for status in self._statuses]
+            values.append(0.0)
+        else:
+            values = [STALE_NAN] * len(obj.outputs)
+            self.stats.stale_emitted += len(values)
+        self._emit_all(obj, ts, values, emitter)
+        obj.open = False
+
+    def _emit_all(self, obj: _InfoObject, ts: int, values: list[float], emitter: _Emitter) -> None:
+        for (labels, metadata), value in zip(obj.outputs, values, strict=True):
+            emitter.add(labels, metadata, ts, value)
+        obj.out_last = ts
+        self.stats.outputs_emitted += len(values)
+
+    # -- reverse: legacy → gotk_resource_info ---------------------------------------------
+
+    def _reverse_emit(self, obj: _LegacyObject, ts: int, emitter: _Emitter) -> None:
+        winner = obj.winner()
+        if winner == DELETED:  # the pre-2.1 controllers' word that the object is gone
+            if obj.current is not None:
+                self._close_info(obj, max(ts, obj.last_emit + 1), emitter)
+            return
+        if winner is None and obj.kind.has_ready:
+            return  # between two statuses (the old one is 0, the new 1 not seen yet): wait
+        desired = self._info_labels(obj, winner)
+        if desired == obj.current:
+            last = obj.out_last[desired]
+            if ts > last:
+                self._emit_info(obj, desired, ts, 1.0, emitter)
+            elif ts < last:
+                self.stats.out_of_order_dropped += 1
+            return
+        # A new ready/suspended: end the open series and start the new one at the same instant,
+        # never before anything already written for the object, so at most one is open.
+        at = ts if ts > obj.last_emit else obj.last_emit + 1
+        if obj.current is not None:
+            self._close_info(obj, at, emitter)
+        self._emit_info(obj, desired, at, 1.0, emitter)
+        obj.current, obj.current_ready, obj.open = desired, winner, True
+
+    def _info_labels(self, obj: _LegacyObject, ready: str | None) -> Labels:
+        labels = dict(obj.key)
+        labels["__name__"] = RESOURCE_INFO
+        if obj.kind.has_ready and ready is not None:
+            labels["ready"] = ready
+        if obj.suspend is not None:
+            labels["suspended"] = "true" if obj.suspend[1] != 0.0 else "false"
+        return labels_from(labels)
+
+    def _close_info(self, obj: _LegacyObject, ts: int, emitter: _Emitter) -> None:
+        if obj.current is None:
+            return
+        self._emit_info(obj, obj.current, ts, STALE_NAN, emitter)
+        self.stats.stale_emitted += 1
+        obj.current, obj.current_ready, obj.open = None, None, False
+
+    def _emit_info(
+        self, obj: _LegacyObject, labels: Labels, ts: int, value: float, emitter: _Emitter
+    ) -> None:
+        emitter.add(labels, INFO_METADATA, ts, value)
+        obj.out_last[labels] = ts
+        obj.last_emit = max(obj.last_emit, ts)
+        self.stats.outputs_emitted += 1
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _output(
+        self, batch: Batch, matched: dict[int, _Route], untracked: set[int], emitter: _Emitter
+    ) -> Batch:
+        removed: set[int] = set() if self.config.keep_source else matched.keys() - untracked
+        if not emitter.series and not removed:
+            return batch
+        kept = (
+            batch.series
+            if not removed
+            else tuple(s for i, s in enumerate(batch.series) if i not in removed)
+        )
+        synthesized = tuple(
+            Series(labels, tuple(samples), metadata=metadata)
+            for labels, (metadata, samples) in emitter.series.items()
+        )
+        present = {m.family for m in batch.metadata}
+        families = tuple(
+            FamilyMetadata(family, metadata.type, metadata.help, metadata.unit)
+            for family, metadata in emitter.families.items()
+            if family not in present
+        )
+        return Batch(kept + synthesized, batch.metadata + families)
+
+
+# == comparing the two ========================================================================
+
+_DOUBLE_BITS = struct.Struct("<Q")
+_DOUBLE = struct.Struct("<d")
+
+
+def _bits(value: float) -> int:
+    return int(_DOUBLE_BITS.unpack(_DOUBLE.pack(value))[0])
+
+
+def fingerprint(batch: Batch) -> object:
+    """The batch with sample values as their bits: NaNs compare by payload, -0.0 differs from 0."""
+    return (
+        tuple(
+            (
+                s.labels,
+                tuple((_bits(x.value), x.timestamp, x.start_timestamp) for x in s.samples),
+                s.histograms,
+                s.exemplars,
+                s.metadata,
+                s.created_timestamp,
+            )
+            for s in batch.series
+        ),
+        batch.metadata,
+    )
+
+
+class Twins:
+    """The oracle and the rewriter under test, fed the same batches and compared after each."""
+
+    def __init__(self, config: FluxConfig, route_cache_max: int | None = None) -> None:
+        self.oracle = OracleRewriter(config)
+        self.fast = FluxRewriter(config)
+        if route_cache_max is not None:  # exercise clearing the route cache
+            self.oracle._route_cache_max = route_cache_max
+            self.fast._route_cache_max = route_cache_max
+        self.calls = 0
+
+    def feed(self, batch: Batch, now_ms: int | None) -> Batch:
+        want = self.oracle.rewrite(batch, now_ms)
+        got = self.fast.rewrite(batch, now_ms)
+        self.calls += 1
+        assert (got is batch) == (want is batch), f"call {self.calls}: returned-as-is differs"
+        assert fingerprint(got) == fingerprint(want), f"call {self.calls}: outputs differ"
+        assert self.fast.stats == self.oracle.stats, f"call {self.calls}: stats differ"
+        return want
+
+
+# == traffic ==================================================================================
+
+SCRAPE_MS: Final = 30_000
+
+
+@dataclass
+class FluxObject:
+    labels: dict[str, str]
+    alive: bool = True
+    legacy_open: bool = False  # its legacy series were last sent with values
+
+
+class Traffic:
+    """Flux objects as KSM + Prometheus send them, with state changes and deletions, and the
+    same objects as the Flux ≤ 2.1 controllers exposed them (the reverse direction's input)."""
+
+    def __init__(self, rng: random.Random, count: int, churn: float) -> None:
+        self.rng = rng
+        self.churn = churn
+        self.objects = [FluxObject(loadgen.flux_labels(rng, i)) for i in range(count)]
+        self.interned: dict[Labels, Labels] = {}
+
+    def labels(self, mapping: dict[str, str], fresh: bool) -> Labels:
+        """One tuple per label set (as wire.picked hands them) or a fresh equal one (rw1)."""
+        labels = tuple(sorted((k, v) for k, v in mapping.items() if v))
+        if fresh:
+            return tuple((k, v) for k, v in labels)
+        return self.interned.setdefault(labels, labels)
+
+    def scrape(self, ts: int, fresh: float) -> list[tuple[Labels, Sample]]:
+        """One scrape's samples: a value per live object, stale markers for ended series."""
+        rng = self.rng
+        out: list[tuple[Labels, Sample]] = []
+        for obj in self.objects:
+            if not obj.alive:
+                if rng.random() < self.churn / 4:  # recreated
+                    obj.alive = True
+                else:
+                    continue
+            elif rng.random() < self.churn / 4:  # deleted: its series ends
+                obj.alive = False
+                out.append((self.labels(obj.labels, rng.random() < fresh), Sample(STALE_NAN, ts)))
+                continue
+            if rng.random() < self.churn:
+                old = dict(obj.labels)
+                self._change(obj.labels)
+                if old != obj.labels:
+                    stale = Sample(STALE_NAN, ts)
+                    out.append((self.labels(old, rng.random() < fresh), stale))
+            value = 1.0 if rng.random() > 0.02 else rng.choice([0.0, 2.0, float("nan")])
+            out.append((self.labels(obj.labels, rng.random() < fresh), Sample(value, ts)))
+        return out
+
+    def legacy_scrape(self, ts: int, fresh: float) -> list[tuple[Labels, Sample]]:
+        """The legacy gauges of the same objects: 1 for the Ready status, 0 for the others, the
+        suspend gauge; on deletion the Deleted snapshot or stale markers."""
+        rng = self.rng
+        out: list[tuple[Labels, Sample]] = []
+        for obj in self.objects:
+            if not obj.alive and not obj.legacy_open:
+                continue
+            base = {
+                "kind": obj.labels["customresource_kind"],
+                "name": obj.labels["name"],
+                "namespace": obj.labels["exported_namespace"],
+                "job": "kustomize-controller",
+                "instance": "10.0.0.9:8080",
+            }
+            ready = obj.labels.get("ready", "Unknown")
+            snapshot = not obj.alive and rng.random() < 0.5
+            for status in (*STATUSES, DELETED):
+                if status == DELETED and not snapshot and rng.random() < 0.5:
+                    continue
+                if not obj.alive and not snapshot:
+                    value = STALE_NAN
+                elif snapshot:
+                    value = 1.0 if status == DELETED else 0.0
+                else:
+                    value = 1.0 if status == ready else 0.0
+                labels = {**base, "__name__": RECONCILE_CONDITION, "type": "Ready"}
+                labels["status"] = status
+                out.append((self.labels(labels, rng.random() < fresh), Sample(value, ts)))
+            suspended = 1.0 if obj.labels.get("suspended") == "true" else 0.0
+            value = STALE_NAN if not obj.alive and not snapshot else suspended
+            suspend = self.labels({**base, "__name__": SUSPEND_STATUS}, rng.random() < fresh)
+            out.append((suspend, Sample(value, ts)))
+            obj.legacy_open = obj.alive
+        return out
+
+    def _change(self, labels: dict[str, str]) -> None:
+        rng = self.rng
+        what = rng.choice(["ready", "ready", "suspended", "revision", "pod"])
+        if what == "ready" and "ready" in labels:
+            labels["ready"] = rng.choice(["True", "False", "Unknown", "Bogus"])
+        elif what == "suspended":
+            choice = rng.choice(["true", "false", ""])
+            if choice:
+                labels["suspended"] = choice
+            else:
+                labels.pop("suspended", None)
+        elif what == "revision":
+            labels["revision"] = f"{rng.randrange(40)}.0.0"
+        elif what == "pod":  # KSM restarted: a kept label changes, so a new object
+            labels["pod"] = f"kube-state-metrics-{rng.randrange(3)}"
+
+
+def filler(rng: random.Random, ts: int) -> list[Series]:
+    """Series the rewriter must leave alone, some with Flux metric names."""
+    out = [
+        Series(labels_from({"__name__": "up", "job": f"j{i}"}), (Sample(1.0, ts),))
+        for i in range(rng.randrange(4))
+    ]
+    if rng.random() < 0.3:  # a KSM custom resource that is not a Flux kind
+        labels = {"__name__": RESOURCE_INFO, "customresource_kind": "Deployment", "name": "x"}
+        out.append(Series(labels_from(labels), (Sample(1.0, ts),)))
+    if rng.random() < 0.3:  # a legacy name without the labels that make it a Flux object
+        labels = {"__name__": RECONCILE_CONDITION, "kind": "Kustomization", "name": "y"}
+        out.append(Series(labels_from(labels), (Sample(1.0, ts),)))
+    return out
+
+
+def deliver(
+    rng: random.Random, samples: list[tuple[Labels, Sample]], ts: int, late: list[Series]
+) -> Iterator[Batch]:
+    """Remote write's view: shuffled, cut into requests, some samples held back a round, some
+    series carrying two samples, some samples sent again."""
+    series: list[Series] = []
+    held: list[Series] = []
+    for labels, sample in samples:
+        item = Series(labels, (sample,))
+        roll = rng.random()
+        if roll < 0.05:
+            held.append(item)  # arrives with the next round
+        elif roll < 0.08:  # a resend of an older sample first
+            series.append(Series(labels, (Sample(sample.value, sample.timestamp - 7), sample)))
+        else:
+            series.append(item)
+        if rng.random() < 0.03:
+            late.append(item)  # sent again later
+    series += late[: rng.randrange(len(late) + 1)]
+    del late[: len(late) // 2]
+    series += filler(rng, ts)
+    rng.shuffle(series)
+    if rng.random() < 0.7:  # mostly in batch order by timestamp, as one scrape is
+        series.sort(key=lambda s: s.samples[0].timestamp)
+    cuts = sorted(rng.sample(range(len(series) + 1), k=min(len(series) + 1, rng.randrange(1, 4))))
+    start = 0
+    for cut in [*cuts, len(series)]:
+        yield Batch(tuple(series[start:cut]))
+        start = cut
+    late.extend(held)
+
+
+def run(twins: Twins, rng: random.Random, rounds: int, objects: int, churn: float) -> None:
+    reverse = twins.oracle.config.mode != "legacy" or rng.random() < 0.2
+    traffic = Traffic(rng, objects, churn)
+    late: list[Series] = []
+    ts = loadgen.WorkloadSpec("flux").ts_base_ms
+    for _ in range(rounds):
+        ts += SCRAPE_MS
+        if rng.random() < 0.04:  # the relay was away: every object expires
+            ts += 2 * 3600 * 1000
+        samples = traffic.scrape(ts, fresh=0.3)
+        if reverse:
+            samples += traffic.legacy_scrape(ts, fresh=0.3)
+        for batch in deliver(rng, samples, ts, late):
+            roll = rng.random()
+            now: int | None = None if roll < 0.2 else ts + rng.randrange(0, 5000)
+            twins.feed(batch, now)
+        if rng.random() < 0.3:  # a quiet request: pending ends fall due on the clock alone
+            twins.feed(Batch(), ts + rng.randrange(0, 120_000))
+
+
+CONFIGS: Final[dict[str, dict[str, Any]]] = {
+    "defaults": {},
+    "keep-source-off": {"keep_source": False},
+    "emit-deleted": {"emit_deleted": True},
+    "raw-shape-job": {"label_shape": "raw", "set_job": True},
+    "grace-0": {"stale_grace": 0},
+    "few-objects": {"max_objects": 12},
+    "short-expiry": {"idle_expiry": 90, "stale_grace": 40},
+    "both": {"mode": "both", "emit_deleted": True},
+    "reverse": {"mode": "resource_info"},
+    "reverse-keep-source-off": {"mode": "resource_info", "keep_source": False},
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_long_messy_traffic_gives_the_oracles_batches(name: str) -> None:
+    twins = Twins(FluxConfig(**CONFIGS[name]))
+    run(twins, random.Random(name), rounds=60, objects=40, churn=0.15)
+    stats = twins.oracle.stats
+    assert stats.outputs_emitted > 0
+    assert stats.stale_emitted > 0 or twins.oracle.config.emit_deleted
+    assert stats.out_of_order_dropped > 0 and stats.objects_expired > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(list(CONFIGS)),
+    st.integers(0, 2**32),
+    st.integers(1, 25),
+    st.floats(0.0, 0.6),
+    st.sampled_from([None, 4, 16]),
+)
+def test_random_traffic_gives_the_oracles_batches(
+    name: str, seed: int, objects: int, churn: float, route_cache_max: int | None
+) -> None:
+    twins = Twins(FluxConfig(**CONFIGS[name]), route_cache_max)
+    run(twins, random.Random(seed), rounds=25, objects=objects, churn=churn)
+
+
+def test_an_object_with_many_input_series_evicts_like_the_oracle() -> None:
+    """More than eight revisions of one object: inputs are evicted, cached entries retired."""
+    twins = Twins(FluxConfig())
+    base = loadgen.flux_labels(random.Random(3), 0)
+    ts = 1_000_000
+    previous: Labels | None = None
+    for revision in range(30):
+        labels = labels_from({**base, "revision": f"{revision % 11}.0"})
+        items = [Series(labels, (Sample(1.0, ts),))]
+        if previous is not None and revision % 3:
+            items.append(Series(previous, (Sample(STALE_NAN, ts),)))
+        twins.feed(Batch(tuple(items)), ts)
+        twins.feed(Batch((Series(labels, (Sample(1.0, ts + 1),)),)), ts + 1)
+        previous = labels
+        ts += SCRAPE_MS
+
+
+def test_refused_objects_and_route_cache_clears_match_the_oracle() -> None:
+    twins = Twins(FluxConfig(max_objects=3), route_cache_max=2)
+    rng = random.Random(7)
+    objects = [loadgen.flux_labels(rng, i) for i in range(6)]
+    ts = 5_000_000
+    for round_ in range(12):
+        items = tuple(
+            Series(labels_from(o), (Sample(1.0, ts),))
+            for o in objects[round_ % 2 :: 1 + round_ % 3]
+        )
+        twins.feed(Batch(items), ts)
+        ts += SCRAPE_MS
+
+
+def test_loadgen_flux_heavy_requests_decoded_both_ways() -> None:
+    """The benchmark's own requests, as the fast path decodes them (picked) and as rw1 does."""
+    spec = loadgen.WorkloadSpec("flux-heavy", series=4000, flux_fraction=0.05)
+    workload = loadgen.Workload(spec, precompress=False)
+    names = frozenset({RESOURCE_INFO.encode()})
+    limits = Limits(200_000, 128, 1024, 4096)
+    for config in (FluxConfig(), FluxConfig(keep_source=False, emit_deleted=True)):
+        by_picked, by_rw1 = Twins(config), Twins(config)
+        for round_ in range(6):
+            now = spec.timestamp(round_) + 1000
+            for index in range(len(workload.batches)):
+                parts = scan.split(workload.raw(index, round_))
+                chosen = [parts.series[i] for i in scan.select(parts, names)]
+                by_picked.feed(picked.decode(chosen, parts.metadata, limits), now)
+                by_rw1.feed(rw1.decode(workload.raw(index, round_), limits=limits), now)
+        assert by_picked.oracle.stats.objects_tracked == spec.flux_series
+        assert by_picked.oracle.stats.outputs_emitted == 6 * spec.flux_series * (
+            len(STATUSES) + 1 + config.emit_deleted
+        )
+
+
+def test_synthesized_series_family_metadata_and_order_are_the_oracles() -> None:
+    """One request with objects of both directions, several timestamps, and an end."""
+    twins = Twins(FluxConfig(mode="both", stale_grace=0))
+    rng = random.Random(11)
+    info = [labels_from(loadgen.flux_labels(rng, i)) for i in range(3)]
+    items = [Series(labels, (Sample(1.0, 10), Sample(1.0, 20))) for labels in info]
+    items.append(Series(info[0], (Sample(STALE_NAN, 30),)))
+    out = twins.feed(Batch(tuple(items), (FamilyMetadata(SUSPEND_STATUS),)), 40)
+    assert [m.family for m in out.metadata] == [SUSPEND_STATUS, RECONCILE_CONDITION]
+    stale = [s for s in out.series if s.metadata and any(is_stale(x.value) for x in s.samples)]
+    assert len(stale) == len(STATUSES) + 1
+    assert {s.metadata for s in out.series if s.metadata} == {CONDITION_METADATA, SUSPEND_METADATA}
+    assert INFO_METADATA not in {s.metadata for s in out.series}
+    assert isinstance(out.series[0].metadata, Metadata | None)
