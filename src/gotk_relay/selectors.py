@@ -109,6 +109,16 @@ def _all_of(checks: Sequence[_Check]) -> ValueTest:
 
 
 def _on_value(label: str, test: ValueTest) -> Predicate:
+    if label == "__name__":
+        # Label sets in the relay are validated (sorted, no name twice) before any selector
+        # sees them, so a leading __name__ is the only one: no walk over the other labels.
+        def on_name(labels: Labels) -> bool:
+            if labels and labels[0][0] == "__name__":
+                return test(labels[0][1])
+            return test(_value_of(labels, "__name__"))
+
+        return on_name
+
     def predicate(labels: Labels) -> bool:
         return test(_value_of(labels, label))
 

@@ -68,10 +68,12 @@ SELECTOR_SETS = [
 NAMES = ["__name__", "job", "foo", "instance"]
 VALUES = ["", "up", "x", "a", "ab", "b", "bx", "gotk_x", "gotk_", "gotk_resource_info", "Gotk_y"]
 
-# Unsorted and with repeated names too: the last value of a repeated name is the one that counts.
+# Unsorted too, but no name twice: label sets reach selectors validated (the data model forbids
+# a repeated name), which lets a leading __name__ be read without walking the other labels.
 label_lists = st.lists(
     st.tuples(st.sampled_from(NAMES), st.one_of(st.sampled_from(VALUES), st.text(max_size=6))),
     max_size=6,
+    unique_by=lambda label: label[0],
 ).map(tuple)
 
 
@@ -99,8 +101,7 @@ def test_memoized_selectors_answer_as_uncached_ones(
         (['{foo="", __name__="up"}'], (("__name__", "up"), ("foo", "1")), False),
         (['{__name__=~"gotk_.*"}'], (("__name__", "gotk_x"),), True),
         (['{__name__=~"gotk_.*"}'], (("__name__", "xgotk_x"),), False),  # anchored
-        (['{__name__=~"gotk_.*"}'], (("__name__", "up"), ("__name__", "gotk_x")), True),
-        (['{__name__=~"gotk_.*"}'], (("__name__", "gotk_x"), ("__name__", "up")), False),
+        (['{__name__=~"gotk_.*"}'], (("job", "a"), ("__name__", "gotk_x")), True),  # unsorted
         (["up", '{job="x"}'], (("__name__", "down"), ("job", "x")), True),
         (['{job!~"a|"}'], (("__name__", "up"),), False),
     ],
@@ -178,11 +179,11 @@ def test_federate_update_keeps_the_newest_sample_of_matching_series() -> None:
     )
     assert refused == 2
     assert store._latest == {
-        _series("gotk_a").labels: (1.0, 10),
-        _series("gotk_b").labels: (2.0, 30),  # the first of the newest, as max() picks
+        _series("gotk_a").labels: [1.0, 10],
+        _series("gotk_b").labels: [2.0, 30],  # the first of the newest, as max() picks
     }
     store.update(Batch((_series("gotk_a", Sample(9.0, 5)),)))  # older: ignored
-    assert store._latest[_series("gotk_a").labels] == (1.0, 10)
+    assert store._latest[_series("gotk_a").labels] == [1.0, 10]
     store.update(Batch((_series("gotk_a", Sample(STALE_NAN, 11)),)))
     assert _series("gotk_a").labels not in store._latest
     store.update(Batch((_series("gotk_b", Sample(float("nan"), 31)),)))  # a NaN, not stale

@@ -9,6 +9,7 @@ beyond ``max_series`` new series are refused and counted, existing ones keep upd
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..model import Batch, FamilyMetadata, Labels, Sample, is_stale
 from ..selectors import Predicate, parse_selectors
@@ -24,7 +25,8 @@ class FederateStore:
     def __init__(self, match: list[str], max_series: int) -> None:
         self._match = parse_selectors(match)
         self.max_series = max_series
-        self._latest: dict[Labels, tuple[float, int]] = {}
+        # [value, timestamp], updated in place: a known series costs one hash of its labels.
+        self._latest: dict[Labels, list[Any]] = {}
         self._metadata: dict[str, FamilyMetadata] = {}
         self.refused = 0  # series not stored because the store was full
 
@@ -53,10 +55,14 @@ class FederateStore:
             if value != value and is_stale(value):
                 latest.pop(labels, None)
                 continue
-            if known is None and len(latest) >= max_series:
+            if known is not None:
+                known[0] = value
+                known[1] = timestamp
+            elif len(latest) >= max_series:
                 refused += len(samples)
                 continue
-            latest[labels] = (value, timestamp)
+            else:
+                latest[labels] = [value, timestamp]
             if series.metadata is not None:
                 name = series.name
                 self._metadata[name] = FamilyMetadata(name, *series.metadata)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from math import copysign
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
@@ -252,13 +253,19 @@ def _encode_fast(batch: Batch) -> bytes:
         if len(samples) == 1:
             # The common case inlined: one float sample, non-zero value and timestamp.
             value, timestamp = samples[0][:2]
-            if type(value) is float and value and type(timestamp) is int and timestamp:
+            if type(value) is float and type(timestamp) is int and timestamp:
                 stamp = timestamps.get(timestamp) or _timestamp(timestamp)
-                length = 9 + len(stamp)  # tag + 8 bytes of value, then the timestamp
-                append(_series_header(len(encoded) + 2 + length))
-                append(encoded)
-                append(_SAMPLE_HEADER[length])
-                append(_pack_tagged_double(_TAG_SAMPLE_VALUE, value))
+                if value or copysign(1.0, value) < 0.0:  # NaN is truthy; -0.0 is written
+                    length = 9 + len(stamp)  # tag + 8 bytes of value, then the timestamp
+                    append(_series_header(len(encoded) + 2 + length))
+                    append(encoded)
+                    append(_SAMPLE_HEADER[length])
+                    append(_pack_tagged_double(_TAG_SAMPLE_VALUE, value))
+                else:  # +0.0 (a Flux status that is not the current one): proto3 omits it
+                    length = len(stamp)
+                    append(_series_header(len(encoded) + 2 + length))
+                    append(encoded)
+                    append(_SAMPLE_HEADER[length])
                 append(stamp)
                 continue
             points = _encode_sample(value, timestamp)
