@@ -122,7 +122,8 @@ _SERIES_HEADER_LIMIT = 1 << 14
 _series_headers: dict[int, bytes] = {}
 
 
-def _uvarint(n: int) -> bytes:
+def uvarint(n: int) -> bytes:
+    """Protobuf's base-128 varint of ``n`` ≥ 0 (snappy's length preamble is the same)."""
     if n < 0x80:
         return _ONE_BYTE[n]
     out = bytearray()
@@ -141,7 +142,7 @@ def _int64(n: int) -> bytes:
         n += _UINT64_SPAN
     elif n >= _INT64_LIMIT:
         raise _Unmodelled
-    return _uvarint(n)
+    return uvarint(n)
 
 
 def _string(tag: int, text: str) -> bytes:
@@ -151,11 +152,11 @@ def _string(tag: int, text: str) -> bytes:
     if not text:
         return b""
     data = text.encode()  # UnicodeEncodeError on a lone surrogate, as upb raises
-    return _ONE_BYTE[tag] + _uvarint(len(data)) + data
+    return _ONE_BYTE[tag] + uvarint(len(data)) + data
 
 
 def _length_prefixed(tag: int, body: bytes) -> bytes:
-    return _ONE_BYTE[tag] + _uvarint(len(body)) + body
+    return _ONE_BYTE[tag] + uvarint(len(body)) + body
 
 
 def _encode_labels(labels: Labels) -> bytes:
@@ -223,7 +224,7 @@ def _encode_metadata(meta: FamilyMetadata) -> bytes:
 def _series_header(length: int) -> bytes:
     header = _series_headers.get(length)
     if header is None:
-        header = _ONE_BYTE[_TAG_TIMESERIES] + _uvarint(length)
+        header = _ONE_BYTE[_TAG_TIMESERIES] + uvarint(length)
         if length < _SERIES_HEADER_LIMIT:
             _series_headers[length] = header
     return header

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import cramjam
 
 from .errors import DecodeError, TooLargeError
+from .rw1 import uvarint
 
 MAX_LENGTH = 0xFFFFFFFF  # the preamble is a varint32: no block decompresses to more
 
@@ -62,7 +63,7 @@ def concat(blocks: Sequence[bytes]) -> bytes:
         parts.append(memoryview(block)[start:])
     if total > MAX_LENGTH:
         raise TooLargeError(f"snappy: merged length {total} exceeds the block format's limit")
-    parts[0] = _varint(total)
+    parts[0] = uvarint(total)
     return b"".join(parts)
 
 
@@ -80,7 +81,7 @@ def append_literal(block: bytes, data: bytes) -> bytes:
     total = length + len(data)
     if total > MAX_LENGTH:
         raise TooLargeError(f"snappy: length {total} exceeds the block format's limit")
-    return b"".join((_varint(total), memoryview(block)[start:], literal_tag(len(data)), data))
+    return b"".join((uvarint(total), memoryview(block)[start:], literal_tag(len(data)), data))
 
 
 def literal_tag(length: int) -> bytes:
@@ -119,12 +120,3 @@ def check(block: bytes) -> None:
         raise DecodeError(str(exc).split("\n", 1)[0]) from exc
     if len(out) != declared:
         raise DecodeError("snappy: corrupt input (length mismatch)")
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
