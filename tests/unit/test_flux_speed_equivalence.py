@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import random
 import struct
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from bench_workload import loadgen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,9 +53,6 @@ from gotk_relay.rules.flux import (
 from gotk_relay.rules.flux_kinds import BY_KIND, FluxKind
 from gotk_relay.wire import picked, rw1, scan
 from gotk_relay.wire.labels import Limits
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import loadgen
 
 _LEGACY_STATUSES: Final = frozenset((*STATUSES, DELETED))
 

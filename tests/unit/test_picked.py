@@ -7,9 +7,7 @@ one request must never change what another decodes to, under any limits.
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -306,8 +304,7 @@ def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPa
 
 def test_loadgen_flux_heavy_rounds() -> None:
     """The benchmark's own traffic: a realistic request, round after round."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    import loadgen
+    from bench_workload import loadgen
 
     spec = loadgen.WorkloadSpec("flux-heavy", series=4000, flux_fraction=0.05)
     workload = loadgen.Workload(spec, precompress=False)
