@@ -484,3 +484,25 @@ def test_select_by_prefix_finds_every_name_that_starts_with_it() -> None:
     split = scan.split(raw)
     assert scan.select(split, frozenset(), frozenset({b"gotk_"})) == [1, 3]
     assert scan.select(split, frozenset({b"up"}), frozenset({b"gotk_"})) == [0, 1, 3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=64),
+    st.frozensets(
+        st.one_of(st.sampled_from([b"gotk_", b"up", b"", b"(x", b"\xff"]), st.binary(max_size=3))
+    ),
+    st.integers(min_value=0, max_value=70),
+    st.integers(min_value=0, max_value=70),
+)
+def test_the_fast_search_answers_as_the_re2_module_does(
+    data: bytes, names: frozenset[bytes], pos: int, end: int
+) -> None:
+    """select calls RE2 underneath the re2 module's wrapper; both must find the same place."""
+    from gotk_relay.wire.scan import _finder, _public_search, _searcher
+
+    if not names:
+        return
+    end = min(end, len(data))
+    pos = min(pos, end)
+    assert _searcher(names)(data, pos, end) == _public_search(_finder(names), data, pos, end)
