@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import promql_parser
@@ -12,7 +13,16 @@ from hypothesis import strategies as st
 
 from gotk_relay import selectors
 from gotk_relay.destinations.federate import FederateStore
-from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    Labels,
+    Metadata,
+    MetricType,
+    Sample,
+    Series,
+    is_stale,
+)
 from gotk_relay.selectors import SelectorError, memoize, parse_selector, parse_selectors
 
 
@@ -161,6 +171,10 @@ def test_memoize_recomputes_after_it_empties() -> None:
     assert calls == ["a", "b", "c", "d", "a"]
 
 
+def _stored(store: FederateStore) -> dict[Labels, tuple[float, int]]:
+    return {labels: (entry[0], entry[1]) for labels, entry in store._latest.items()}
+
+
 def _series(name: str, *samples: Sample) -> Series:
     return Series((("__name__", name), ("job", "x")), samples)
 
@@ -178,13 +192,94 @@ def test_federate_update_keeps_the_newest_sample_of_matching_series() -> None:
         )
     )
     assert refused == 2
-    assert store._latest == {
-        _series("gotk_a").labels: [1.0, 10],
-        _series("gotk_b").labels: [2.0, 30],  # the first of the newest, as max() picks
+    assert _stored(store) == {
+        _series("gotk_a").labels: (1.0, 10),
+        _series("gotk_b").labels: (2.0, 30),  # the first of the newest, as max() picks
     }
     store.update(Batch((_series("gotk_a", Sample(9.0, 5)),)))  # older: ignored
-    assert store._latest[_series("gotk_a").labels] == [1.0, 10]
+    assert _stored(store)[_series("gotk_a").labels] == (1.0, 10)
     store.update(Batch((_series("gotk_a", Sample(STALE_NAN, 11)),)))
-    assert _series("gotk_a").labels not in store._latest
+    assert _series("gotk_a").labels not in _stored(store)
     store.update(Batch((_series("gotk_b", Sample(float("nan"), 31)),)))  # a NaN, not stale
-    assert store._latest[_series("gotk_b").labels][1] == 31
+    assert _stored(store)[_series("gotk_b").labels][1] == 31
+
+
+class _ReferenceStore:
+    """The federate store's rules with nothing cached: a dict by label set, checked each time."""
+
+    def __init__(self, texts: list[str], max_series: int) -> None:
+        self.match = _reference(texts)
+        self.max_series = max_series
+        self.latest: dict[Labels, tuple[float, int]] = {}
+        self.families: dict[str, tuple[object, ...]] = {}
+
+    def update(self, batch: Batch) -> int:
+        refused = 0
+        for series in batch.series:
+            if not series.samples or not self.match(series.labels):
+                continue
+            newest = max(series.samples, key=lambda s: s.timestamp)
+            known = self.latest.get(series.labels)
+            if known is not None and known[1] > newest.timestamp:
+                continue
+            if math.isnan(newest.value) and is_stale(newest.value):
+                self.latest.pop(series.labels, None)
+                continue
+            if known is None and len(self.latest) >= self.max_series:
+                refused += len(series.samples)
+                continue
+            self.latest[series.labels] = (newest.value, newest.timestamp)
+            if series.metadata is not None:
+                self.families[series.name] = tuple(series.metadata)
+        return refused
+
+
+_NAMES = ["gotk_a", "gotk_b", "up", "gotk_c"]
+_HELPS = [None, Metadata(MetricType.GAUGE, "one"), Metadata(MetricType.GAUGE, "two")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(0, len(_NAMES) - 1),
+                st.booleans(),  # the same tuple object as before, or an equal new one
+                st.lists(
+                    st.tuples(
+                        st.sampled_from([1.0, 2.0, STALE_NAN, float("nan")]), st.integers(0, 6)
+                    ),
+                    max_size=3,
+                ),
+                st.integers(0, len(_HELPS) - 1),
+            ),
+            max_size=6,
+        ),
+        max_size=8,
+    ),
+    st.integers(1, 4),
+)
+def test_federate_store_answers_as_one_without_caches(
+    batches: list[list[tuple[int, bool, list[tuple[float, int]], int]]], max_series: int
+) -> None:
+    """Handles by tuple identity, stale markers, older samples, a full store, metadata changes."""
+    texts = ['{__name__=~"gotk_.*"}']
+    store = FederateStore(texts, max_series)
+    reference = _ReferenceStore(texts, max_series)
+    shared = {name: (("__name__", name), ("job", "x")) for name in _NAMES}
+    for rows in batches:
+        items = []
+        for index, same, samples, help_index in rows:
+            name = _NAMES[index]
+            labels = shared[name] if same else tuple(list(shared[name]))
+            items.append(
+                Series(labels, tuple(Sample(v, t) for v, t in samples), metadata=_HELPS[help_index])
+            )
+        batch = Batch(tuple(items))
+        assert store.update(batch) == reference.update(batch)
+        got = _stored(store)
+        assert got.keys() == reference.latest.keys()
+        for labels, (value, ts) in reference.latest.items():
+            assert got[labels][1] == ts
+            assert math.isnan(value) if math.isnan(got[labels][0]) else got[labels][0] == value
+        assert {k: tuple(v)[1:] for k, v in store._metadata.items()} == reference.families

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..model import Batch, FamilyMetadata, Labels, Sample, is_stale
+from ..model import Batch, FamilyMetadata, Labels, Metadata, Sample, Series, is_stale
 from ..selectors import Predicate, parse_selectors
 from ..wire import text
 
@@ -25,8 +25,14 @@ class FederateStore:
     def __init__(self, match: list[str], max_series: int) -> None:
         self._match = parse_selectors(match)
         self.max_series = max_series
-        # [value, timestamp], updated in place: a known series costs one hash of its labels.
+        # [value, timestamp, stored], updated in place; ``stored`` turns False when a stale
+        # marker removes the series, so a stale handle below can never revive it.
         self._latest: dict[Labels, list[Any]] = {}
+        # The same entries by the id of a labels tuple seen before, with that tuple (which keeps
+        # the id from being reused) and the metadata last applied from it. The Flux rewriter and
+        # the fast path's decoder hand the same tuple for a series every scrape, so a known
+        # series costs one int lookup here instead of a selector and a hash of all its labels.
+        self._by_id: dict[int, tuple[Labels, list[Any], Metadata | None]] = {}
         self._metadata: dict[str, FamilyMetadata] = {}
         self.refused = 0  # series not stored because the store was full
 
@@ -38,45 +44,79 @@ class FederateStore:
 
         Returns the number of samples refused because the store is full.
         """
-        latest = self._latest
-        match = self._match
-        max_series = self.max_series
+        by_id = self._by_id
         refused = 0
         for series in batch.series:
             samples = series.samples
-            if not samples or not match(series.labels):
+            if not samples:
                 continue
+            labels = series.labels
+            handle = by_id.get(id(labels))
+            if handle is None or handle[0] is not labels or not handle[1][2]:
+                refused += self._update_slow(series)
+                continue
+            entry = handle[1]
             # The newest sample (the first of equals, as max() picks); most series have one.
             value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
-            labels = series.labels
-            known = latest.get(labels)
-            if known is not None and known[1] > timestamp:
+            if entry[1] > timestamp:
                 continue
             if value != value and is_stale(value):
-                latest.pop(labels, None)
+                self._remove(labels)
                 continue
-            if known is not None:
-                known[0] = value
-                known[1] = timestamp
-            elif len(latest) >= max_series:
-                refused += len(samples)
-                continue
-            else:
-                latest[labels] = [value, timestamp]
-            if series.metadata is not None:
-                name = series.name
-                self._metadata[name] = FamilyMetadata(name, *series.metadata)
+            entry[0] = value
+            entry[1] = timestamp
+            if series.metadata is not handle[2]:
+                self._family(series)
+                by_id[id(labels)] = (labels, entry, series.metadata)
         for meta in batch.metadata:
             if meta.family in self._metadata or len(self._metadata) < self.max_series:
                 self._metadata[meta.family] = meta
         self.refused += refused
         return refused
 
+    def _update_slow(self, series: Series) -> int:
+        """``update`` for a series whose labels tuple is new here: the selectors, one hash."""
+        labels = series.labels
+        samples = series.samples
+        if not self._match(labels):
+            return 0
+        value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
+        latest = self._latest
+        entry = latest.get(labels)
+        if entry is not None and entry[1] > timestamp:
+            return 0
+        if value != value and is_stale(value):
+            self._remove(labels)
+            return 0
+        if entry is not None:
+            entry[0] = value
+            entry[1] = timestamp
+        elif len(latest) >= self.max_series:
+            return len(samples)
+        else:
+            entry = latest[labels] = [value, timestamp, True]
+        self._family(series)
+        by_id = self._by_id
+        if len(by_id) >= 2 * self.max_series:
+            by_id.clear()  # tuples the decoders have since replaced: drop them all at once
+        by_id[id(labels)] = (labels, entry, series.metadata)
+        return 0
+
+    def _remove(self, labels: Labels) -> None:
+        entry = self._latest.pop(labels, None)
+        if entry is not None:
+            entry[2] = False  # any handle on it in _by_id now takes the slow path
+
+    def _family(self, series: Series) -> None:
+        if series.metadata is not None:
+            name = series.name
+            self._metadata[name] = FamilyMetadata(name, *series.metadata)
+
     def render(self, selectors: Predicate | None = None) -> str:
         """Text format of the stored series (those matching ``selectors`` when given)."""
         points: Iterable[tuple[Labels, float, int | None]] = (
             (labels, value, ts)
-            for labels, (value, ts) in sorted(self._latest.items())
+            for labels, (value, ts, _) in sorted(self._latest.items())
             if selectors is None or selectors(labels)
         )
         return text.render(points, self._metadata)

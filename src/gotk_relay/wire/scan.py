@@ -107,7 +107,7 @@ def mentions(raw: bytes, names: frozenset[bytes]) -> bool:
     ``bytes.find`` takes ≈0.18 ms). True only means "maybe": a name's bytes may also occur in
     some label value or in metadata; ``select`` gives the exact answer.
     """
-    return bool(names) and _finder(names).search(raw) is not None
+    return bool(names) and _searcher(names)(raw, 0, len(raw)) >= 0
 
 
 def select(
