@@ -214,3 +214,38 @@ def test_a_cached_label_set_is_found_by_value_not_identity() -> None:
     assert copy is not labels
     assert rw1.encode(Batch((_cached_series(copy),))) == first
     assert rw1._labels_cache[labels] == rw1._labels_cache[copy]
+
+
+_FLUX_VALUES = st.sampled_from([1.0, 0.0, -0.0, 2.5, STALE_NAN, float("nan"), float("inf"), 1])
+_STAMPS = st.one_of(
+    st.sampled_from([1_764_000_000_000, 1 << 35, (1 << 42) - 1, 0, 1, -1, 1 << 42]), int64s
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(label_tuples, min_size=1, max_size=4),
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 3), st.lists(st.tuples(_FLUX_VALUES, _STAMPS), max_size=2)),
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_the_same_label_tuples_every_batch_encode_as_upb_does(
+    label_sets: list[Labels], rows: list[list[tuple[int, list[tuple[float, int]]]]]
+) -> None:
+    """What the Flux rewriter hands the encoder: its output tuples again and again (found by
+    id after the second time), 1.0 / +0.0 / -0.0 / stale values, 7-byte timestamps or not."""
+    for batch_rows in rows:
+        batch = Batch(
+            tuple(
+                Series(label_sets[i % len(label_sets)], tuple(Sample(v, t) for v, t in samples))
+                for i, samples in batch_rows
+            )
+        )
+        want = rw1._encode_upb(batch)
+        assert rw1._encode_fast(batch) == want
+        assert rw1._encode_fast(batch) == want

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from math import copysign
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
@@ -113,7 +114,29 @@ _pack_tagged_double = struct.Struct("<Bd").pack  # "<": no padding between tag a
 # no bookkeeping. It keeps its label tuples alive (~2.7 KB for 12 labels, encoding included), so
 # the entry count bounds its memory: ~45 MB at most, however many distinct series pass.
 _LABELS_CACHE_MAX = 16_384
-_labels_cache: dict[Labels, bytes] = {}
+
+
+class _Encoded(NamedTuple):
+    """A label set's encoding, and the bytes before the timestamp of its usual one-sample series.
+
+    ``one``, ``zero`` and ``other`` are the series' header, labels and sample header for a
+    value of 1.0, +0.0 (omitted by proto3) and any other value (its 9 bytes follow), all with
+    a 7-byte timestamp field (tag + 6-byte varint: every millisecond time from 1971 to 2109).
+    """
+
+    labels: Labels  # the tuple first seen with this content
+    encoded: bytes
+    one: bytes
+    zero: bytes
+    other: bytes
+
+
+_labels_cache: dict[Labels, _Encoded] = {}
+# The same entries by the id of their tuple, for label sets handed again as the very same tuple
+# (the Flux rewriter's outputs, the fast path's cached label sets): found without hashing every
+# pair. Only tuples held by ``_labels_cache`` are entered, so an id here is never reused.
+_labels_by_id: dict[int, _Encoded] = {}
+_STAMP_LEN = 7
 # Timestamps repeat across a batch's series (one scrape, one evaluation): so do their varints.
 _TIMESTAMP_CACHE_MAX = 4_096
 _timestamp_cache: dict[int, bytes] = {}
@@ -230,11 +253,34 @@ def _series_header(length: int) -> bytes:
     return header
 
 
+def _encoded(labels: Labels) -> _Encoded:
+    """The cache entry of ``labels``; a tuple seen twice is then also found by its id."""
+    entry = _labels_cache.get(labels)
+    if entry is None:
+        encoded = _encode_labels(labels)
+        size = len(encoded) + 2
+        other = _series_header(size + 9 + _STAMP_LEN) + encoded + _SAMPLE_HEADER[9 + _STAMP_LEN]
+        entry = _Encoded(
+            labels,
+            encoded,
+            other + _pack_tagged_double(_TAG_SAMPLE_VALUE, 1.0),
+            _series_header(size + _STAMP_LEN) + encoded + _SAMPLE_HEADER[_STAMP_LEN],
+            other,
+        )
+        if len(_labels_cache) >= _LABELS_CACHE_MAX:
+            _labels_cache.clear()
+            _labels_by_id.clear()
+        _labels_cache[labels] = entry
+    elif entry.labels is labels:
+        _labels_by_id[id(labels)] = entry
+    return entry
+
+
 def _encode_fast(batch: Batch) -> bytes:
     """``_encode_upb``'s bytes: fields in field-number order, as upb writes them."""
     parts: list[bytes] = []
     append = parts.append
-    labels_cache = _labels_cache
+    by_id = _labels_by_id
     timestamps = _timestamp_cache
     for series in batch.series:
         if series.histograms or series.exemplars:
@@ -244,34 +290,31 @@ def _encode_fast(batch: Batch) -> bytes:
             append(_length_prefixed(_TAG_TIMESERIES, bytes(ts.SerializeToString())))
             continue
         labels = series.labels
-        encoded = labels_cache.get(labels)
-        if encoded is None:
-            encoded = _encode_labels(labels)
-            if len(labels_cache) >= _LABELS_CACHE_MAX:
-                labels_cache.clear()
-            labels_cache[labels] = encoded
+        entry = by_id.get(id(labels))
+        if entry is None or entry.labels is not labels:
+            entry = _encoded(labels)
         samples = series.samples
         if len(samples) == 1:
-            # The common case inlined: one float sample, non-zero value and timestamp.
-            value, timestamp = samples[0][:2]
-            if type(value) is float and type(timestamp) is int and timestamp:
+            # The common case inlined: one float sample, a timestamp of 7 bytes.
+            sample = samples[0]
+            value = sample[0]
+            timestamp = sample[1]
+            if type(value) is float and type(timestamp) is int:
                 stamp = timestamps.get(timestamp) or _timestamp(timestamp)
-                if value or copysign(1.0, value) < 0.0:  # NaN is truthy; -0.0 is written
-                    length = 9 + len(stamp)  # tag + 8 bytes of value, then the timestamp
-                    append(_series_header(len(encoded) + 2 + length))
-                    append(encoded)
-                    append(_SAMPLE_HEADER[length])
-                    append(_pack_tagged_double(_TAG_SAMPLE_VALUE, value))
-                else:  # +0.0 (a Flux status that is not the current one): proto3 omits it
-                    length = len(stamp)
-                    append(_series_header(len(encoded) + 2 + length))
-                    append(encoded)
-                    append(_SAMPLE_HEADER[length])
-                append(stamp)
-                continue
+                if len(stamp) == _STAMP_LEN:
+                    if value == 1.0:
+                        append(entry.one)
+                    elif value or copysign(1.0, value) < 0.0:  # NaN is truthy; -0.0 is written
+                        append(entry.other)
+                        append(_pack_tagged_double(_TAG_SAMPLE_VALUE, value))
+                    else:  # +0.0 (a Flux status that is not the current one): proto3 omits it
+                        append(entry.zero)
+                    append(stamp)
+                    continue
             points = _encode_sample(value, timestamp)
         else:
             points = b"".join([_encode_sample(s.value, s.timestamp) for s in samples])
+        encoded = entry.encoded
         append(_series_header(len(encoded) + len(points)))
         append(encoded)
         append(points)
