@@ -16,6 +16,7 @@ import math
 import struct
 from collections.abc import Iterable, Iterator
 from enum import IntEnum
+from operator import itemgetter
 from typing import NamedTuple
 
 Labels = tuple[tuple[str, str], ...]
@@ -141,7 +142,15 @@ class Batch(NamedTuple):
     @property
     def point_count(self) -> int:
         """Samples plus histograms: what queue capacity and sizing count."""
-        return sum(len(s.samples) + len(s.histograms) for s in self.series)
+        # C iterators: this runs on every batch the rules make, twice (a generator over the
+        # series cost ~0.1 ms per 400 synthesized series).
+        series = self.series
+        return sum(map(len, map(_SAMPLES, series))) + sum(map(len, map(_HISTOGRAMS, series)))
+
+
+_SAMPLES = itemgetter(1)  # Series.samples
+_HISTOGRAMS = itemgetter(2)  # Series.histograms
+assert Series._fields[1:3] == ("samples", "histograms")
 
 
 def labels_from(mapping: dict[str, str] | Iterable[tuple[str, str]]) -> Labels:

@@ -13,6 +13,7 @@ re-encoding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 import cramjam
@@ -38,13 +39,21 @@ class Entry(NamedTuple):
 
 
 def newest_timestamp(batch: Batch) -> int:
-    newest = 0
-    for series in batch.series:
-        if series.samples:
-            newest = max(newest, series.samples[-1].timestamp)
-        if series.histograms:
-            newest = max(newest, series.histograms[-1].timestamp)
-    return newest
+    """The newest timestamp among each series' last sample and last histogram (0 if none).
+
+    Series keep their samples in time order, so the last is the newest. C iterators only: this
+    runs on every batch the rules make (~0.15 ms per 400 synthesized series as a loop).
+    """
+    series = batch.series
+    newest = max(map(_TIMESTAMP, map(_LAST, filter(None, map(_SAMPLES, series)))), default=0)
+    histograms = [h[-1].timestamp for h in map(_HISTOGRAMS, series) if h]
+    return max(0, newest, *histograms)
+
+
+_SAMPLES = itemgetter(1)  # Series.samples
+_HISTOGRAMS = itemgetter(2)  # Series.histograms
+_LAST = itemgetter(-1)
+_TIMESTAMP = itemgetter(1)  # Sample.timestamp
 
 
 def compress(data: bytes) -> bytes:
