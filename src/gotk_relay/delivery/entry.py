@@ -46,7 +46,7 @@ def newest_timestamp(batch: Batch) -> int:
     """
     series = batch.series
     newest: int = max(map(_TIMESTAMP, map(_LAST, filter(None, map(_SAMPLES, series)))), default=0)
-    histograms = [h[-1].timestamp for h in map(_HISTOGRAMS, series) if h]
+    histograms: list[int] = [h[-1].timestamp for h in map(_HISTOGRAMS, series) if h]
     return max(0, newest, *histograms)
 
 
