@@ -16,6 +16,7 @@ from gotk_relay.destinations.federate import FederateStore
 from gotk_relay.model import (
     STALE_NAN,
     Batch,
+    FamilyMetadata,
     Labels,
     Metadata,
     MetricType,
@@ -231,6 +232,9 @@ class _ReferenceStore:
             self.latest[series.labels] = (newest.value, newest.timestamp)
             if series.metadata is not None:
                 self.families[series.name] = tuple(series.metadata)
+        for family in batch.metadata:
+            if family.family in self.families or len(self.families) < self.max_series:
+                self.families[family.family] = tuple(family)[1:]
         return refused
 
 
@@ -258,16 +262,19 @@ _HELPS = [None, Metadata(MetricType.GAUGE, "one"), Metadata(MetricType.GAUGE, "t
         max_size=8,
     ),
     st.integers(1, 4),
+    st.lists(st.booleans(), min_size=8, max_size=8),
 )
 def test_federate_store_answers_as_one_without_caches(
-    batches: list[list[tuple[int, bool, list[tuple[float, int]], int]]], max_series: int
+    batches: list[list[tuple[int, bool, list[tuple[float, int]], int]]],
+    max_series: int,
+    with_family: list[bool],
 ) -> None:
     """Handles by tuple identity, stale markers, older samples, a full store, metadata changes."""
     texts = ['{__name__=~"gotk_.*"}']
     store = FederateStore(texts, max_series)
     reference = _ReferenceStore(texts, max_series)
     shared = {name: (("__name__", name), ("job", "x")) for name in _NAMES}
-    for rows in batches:
+    for number, rows in enumerate(batches):
         items = []
         for index, same, samples, help_index in rows:
             name = _NAMES[index]
@@ -275,7 +282,11 @@ def test_federate_store_answers_as_one_without_caches(
             items.append(
                 Series(labels, tuple(Sample(v, t) for v, t in samples), metadata=_HELPS[help_index])
             )
-        batch = Batch(tuple(items))
+        # A v1 request's own metadata for gotk_a, applied after its series.
+        family = (
+            (FamilyMetadata("gotk_a", MetricType.COUNTER, "v1"),) if with_family[number] else ()
+        )
+        batch = Batch(tuple(items), family)
         assert store.update(batch) == reference.update(batch)
         got = _stored(store)
         assert got.keys() == reference.latest.keys()
@@ -283,3 +294,17 @@ def test_federate_store_answers_as_one_without_caches(
             assert got[labels][1] == ts
             assert math.isnan(value) if math.isnan(got[labels][0]) else got[labels][0] == value
         assert {k: tuple(v)[1:] for k, v in store._metadata.items()} == reference.families
+
+
+def test_handles_on_tuples_seen_once_stay_bounded() -> None:
+    """A decoder that makes new label tuples for every request (the general path) must not
+    make the store keep every tuple it was ever handed alive."""
+    store = FederateStore(['{__name__=~"gotk_.*"}'], 100_000)
+    for ts in range(1, 200):
+        items = tuple(
+            Series((("__name__", "gotk_x"), ("name", str(i))), (Sample(1.0, ts),))
+            for i in range(50)
+        )
+        store.update(Batch(items))
+    assert len(store) == 50
+    assert len(store._by_id) <= 2 * 50 + 1024

@@ -29,11 +29,14 @@ class FederateStore:
         # marker removes the series, so a stale handle below can never revive it.
         self._latest: dict[Labels, list[Any]] = {}
         # The same entries by the id of a labels tuple seen before, with that tuple (which keeps
-        # the id from being reused) and the metadata last applied from it. The Flux rewriter and
-        # the fast path's decoder hand the same tuple for a series every scrape, so a known
-        # series costs one int lookup here instead of a selector and a hash of all its labels.
-        self._by_id: dict[int, tuple[Labels, list[Any], Metadata | None]] = {}
+        # the id from being reused) and its metric name. The Flux rewriter and the fast path's
+        # decoder hand the same tuple for a series every scrape, so a known series costs one
+        # int lookup here instead of a selector and a hash of all its labels.
+        self._by_id: dict[int, tuple[Labels, list[Any], str]] = {}
         self._metadata: dict[str, FamilyMetadata] = {}
+        # The series metadata (RW 2.0) each family's entry was last made from: a series that
+        # carries the very same object again has nothing to change.
+        self._applied: dict[str, Metadata] = {}
         self.refused = 0  # series not stored because the store was full
 
     def __len__(self) -> int:
@@ -45,6 +48,7 @@ class FederateStore:
         Returns the number of samples refused because the store is full.
         """
         by_id = self._by_id
+        applied = self._applied
         refused = 0
         for series in batch.series:
             samples = series.samples
@@ -65,12 +69,13 @@ class FederateStore:
                 continue
             entry[0] = value
             entry[1] = timestamp
-            if series.metadata is not handle[2]:
+            meta = series.metadata
+            if meta is not None and applied.get(handle[2]) is not meta:
                 self._family(series)
-                by_id[id(labels)] = (labels, entry, series.metadata)
-        for meta in batch.metadata:
-            if meta.family in self._metadata or len(self._metadata) < self.max_series:
-                self._metadata[meta.family] = meta
+        for family in batch.metadata:
+            if family.family in self._metadata or len(self._metadata) < self.max_series:
+                self._metadata[family.family] = family
+                applied.pop(family.family, None)
         self.refused += refused
         return refused
 
@@ -97,9 +102,12 @@ class FederateStore:
             entry = latest[labels] = [value, timestamp, True]
         self._family(series)
         by_id = self._by_id
-        if len(by_id) >= 2 * self.max_series:
-            by_id.clear()  # tuples the decoders have since replaced: drop them all at once
-        by_id[id(labels)] = (labels, entry, series.metadata)
+        if len(by_id) >= 2 * len(latest) + 1024:
+            # Handles on tuples no decoder hands any more (a decoder that makes new tuples per
+            # request, or a cache that was emptied): dropped all at once, so the tuples they
+            # keep alive never outnumber the stored series by much.
+            by_id.clear()
+        by_id[id(labels)] = (labels, entry, series.name)
         return 0
 
     def _remove(self, labels: Labels) -> None:
@@ -108,9 +116,11 @@ class FederateStore:
             entry[2] = False  # any handle on it in _by_id now takes the slow path
 
     def _family(self, series: Series) -> None:
-        if series.metadata is not None:
+        meta = series.metadata
+        if meta is not None:
             name = series.name
-            self._metadata[name] = FamilyMetadata(name, *series.metadata)
+            self._metadata[name] = FamilyMetadata(name, *meta)
+            self._applied[name] = meta
 
     def render(self, selectors: Predicate | None = None) -> str:
         """Text format of the stored series (those matching ``selectors`` when given)."""
