@@ -111,3 +111,24 @@ def test_memory_scaling_delivered_everything(smoke: tuple[str, dict[str, Any]]) 
         assert row["delivered_ok"], row
         assert row["samples_pushed"] > 0
     assert report["ok"] is True
+
+
+def test_the_in_process_benchmark_runs_the_write_path() -> None:
+    """``bench/inprocess.py`` replays the benchmark's requests through the write path; every
+    request must be admitted and every Flux object of the workload tracked and federated."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "inprocess.py"), "--rounds", "1", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    timing, counts = done.stdout.strip().splitlines()
+    assert re.fullmatch(r"flux-heavy: [\d.]+ ms CPU per 2000-sample request .*", timing)
+    found = re.fullmatch(r"flux objects (\d+) of (\d+), federate series (\d+)", counts)
+    assert found is not None, counts
+    objects, expected, federated = map(int, found.groups())
+    assert objects == expected == 2500
+    # Each object: its gotk_resource_info, three gotk_reconcile_condition, a gotk_suspend_status.
+    assert federated == 5 * objects

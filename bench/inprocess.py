@@ -1,0 +1,108 @@
+"""The relay's fast path per request, in process: what a write costs before HTTP.
+
+Why: ``bench/run.py`` measures the relay end to end, where the loader, the sink, the kernel and
+the other core's load all move the figures by ±20%. This replays the benchmark's own requests
+(``bench/loadgen.py``'s workloads, same seeds) through the code a write takes on the relay's
+default config with one ``remote_write`` — decompress, ``ingest.scan_request``, decode the
+picked series, Flux, queue, federate — and reports CPU time per request, so one change to the
+hot path can be judged in seconds. The queues are emptied after each request (no sender runs).
+
+Usage: .venv/bin/python bench/inprocess.py [--workload flux-heavy] [--rounds 6] [--repeats 3]
+A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python bench/inprocess.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen
+
+from gotk_relay import config as config_module
+from gotk_relay import ingest, server
+from gotk_relay.relay import Relay
+from gotk_relay.telemetry import Telemetry
+from gotk_relay.wire import snappy
+
+WORKLOADS = {"cluster": 0.001, "flux-heavy": 0.05}
+
+
+def make_relay() -> Relay:
+    """The relay as ``bench/run.py`` runs it: the embedded default config, one remote_write."""
+    text = config_module.default_config_text().replace(
+        "remote_write: []", "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "relay.yml"
+        path.write_text(text)
+        config = config_module.load_file(path)
+    return Relay(config, Telemetry())
+
+
+def drain(relay: Relay) -> None:
+    """Forget what was queued, as a sender that keeps up would."""
+    for destination in relay.destinations.values():
+        for shard in destination.queue.shards:
+            shard.entries.clear()
+            shard.points = shard.memory_points = shard.queued_bytes = 0
+    relay.budget.used = 0
+
+
+def write(relay: Relay, body: bytes, now_ms: int) -> None:
+    """What the write handler does with a v1 request on the fast path, minus HTTP."""
+    limits = relay.config.receiver
+    fast = relay.fast
+    assert fast is not None, "the default config takes the fast path"
+    raw = snappy.decompress(body, limits.max_decompressed_bytes)
+    scanned = ingest.scan_request(body, raw, limits, fast)
+    picked = ingest.decode_picked(scanned, limits)
+    if not ingest.admit(relay, scanned, picked, now_ms).accepted:
+        raise RuntimeError("refused: the queues should have been drained")
+    server.count_scanned(relay.telemetry, scanned, picked)
+    drain(relay)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="flux-heavy")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of every batch, timed")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    args = parser.parse_args()
+    spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])
+    workload = loadgen.Workload(spec)
+    count = len(workload.batches)
+    relay = make_relay()
+    for index in range(count):  # round 0: every label set and Flux object seen once
+        write(relay, workload.body(index, 0), spec.timestamp(0))
+    best = float("inf")
+    round_ = 1
+    for _ in range(args.repeats):
+        bodies = [
+            (workload.body(i, r), spec.timestamp(r))
+            for r in range(round_, round_ + args.rounds)
+            for i in range(count)
+        ]
+        round_ += args.rounds
+        started = time.process_time()
+        for body, ts in bodies:
+            write(relay, body, ts)
+        best = min(best, (time.process_time() - started) / len(bodies))
+    samples = spec.batch_size / best
+    print(
+        f"{args.workload}: {best * 1000:.3f} ms CPU per {spec.batch_size}-sample request "
+        f"(best of {args.repeats} x {args.rounds * count}), {samples / 1000:,.0f}k samples/CPU-s"
+    )
+    federated = len(relay.federate) if relay.federate is not None else 0
+    print(
+        f"flux objects {relay.pipeline.flux.stats.objects_tracked} of {spec.flux_series}, "
+        f"federate series {federated}"
+    )
+
+
+if __name__ == "__main__":
+    main()
