@@ -117,18 +117,18 @@ _LABELS_CACHE_MAX = 16_384
 
 
 class _Encoded(NamedTuple):
-    """A label set's encoding, and the bytes before the timestamp of its usual one-sample series.
+    """A label set's encoding, and the series headers of its usual one-sample series.
 
-    ``one``, ``zero`` and ``other`` are the series' header, labels and sample header for a
-    value of 1.0, +0.0 (omitted by proto3) and any other value (its 9 bytes follow), all with
-    a 7-byte timestamp field (tag + 6-byte varint: every millisecond time from 1971 to 2109).
+    The headers (tag and length, shared objects) are those of a series whose sample has a
+    7-byte timestamp field (tag + 6-byte varint: every millisecond time from 1971 to 2109) and
+    a value (``valued``), or +0.0, which proto3 omits (``zero``: a Flux status that is not the
+    current one).
     """
 
     labels: Labels  # the tuple first seen with this content
     encoded: bytes
-    one: bytes
+    valued: bytes
     zero: bytes
-    other: bytes
 
 
 _labels_cache: dict[Labels, _Encoded] = {}
@@ -137,6 +137,10 @@ _labels_cache: dict[Labels, _Encoded] = {}
 # pair. Only tuples held by ``_labels_cache`` are entered, so an id here is never reused.
 _labels_by_id: dict[int, _Encoded] = {}
 _STAMP_LEN = 7
+_VALUED_SAMPLE_HEADER = bytes((_TAG_SAMPLES, 9 + _STAMP_LEN))
+_ZERO_SAMPLE_HEADER = bytes((_TAG_SAMPLES, _STAMP_LEN))
+# The sample header and value of the most common value there is (Flux: the current status).
+_ONE_SAMPLE_HEAD = _VALUED_SAMPLE_HEADER + struct.pack("<Bd", _TAG_SAMPLE_VALUE, 1.0)
 # Timestamps repeat across a batch's series (one scrape, one evaluation): so do their varints.
 _TIMESTAMP_CACHE_MAX = 4_096
 _timestamp_cache: dict[int, bytes] = {}
@@ -259,13 +263,11 @@ def _encoded(labels: Labels) -> _Encoded:
     if entry is None:
         encoded = _encode_labels(labels)
         size = len(encoded) + 2
-        other = _series_header(size + 9 + _STAMP_LEN) + encoded + _SAMPLE_HEADER[9 + _STAMP_LEN]
         entry = _Encoded(
             labels,
             encoded,
-            other + _pack_tagged_double(_TAG_SAMPLE_VALUE, 1.0),
-            _series_header(size + _STAMP_LEN) + encoded + _SAMPLE_HEADER[_STAMP_LEN],
-            other,
+            _series_header(size + 9 + _STAMP_LEN),
+            _series_header(size + _STAMP_LEN),
         )
         if len(_labels_cache) >= _LABELS_CACHE_MAX:
             _labels_cache.clear()
@@ -303,12 +305,18 @@ def _encode_fast(batch: Batch) -> bytes:
                 stamp = timestamps.get(timestamp) or _timestamp(timestamp)
                 if len(stamp) == _STAMP_LEN:
                     if value == 1.0:
-                        append(entry.one)
+                        append(entry.valued)
+                        append(entry.encoded)
+                        append(_ONE_SAMPLE_HEAD)
                     elif value or copysign(1.0, value) < 0.0:  # NaN is truthy; -0.0 is written
-                        append(entry.other)
+                        append(entry.valued)
+                        append(entry.encoded)
+                        append(_VALUED_SAMPLE_HEADER)
                         append(_pack_tagged_double(_TAG_SAMPLE_VALUE, value))
                     else:  # +0.0 (a Flux status that is not the current one): proto3 omits it
                         append(entry.zero)
+                        append(entry.encoded)
+                        append(_ZERO_SAMPLE_HEADER)
                     append(stamp)
                     continue
             points = _encode_sample(value, timestamp)
