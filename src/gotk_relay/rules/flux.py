@@ -920,9 +920,12 @@ class FluxRewriter:
             {**base, "__name__": RECONCILE_CONDITION, "type": "Ready", "status": status}
             for status in self._statuses
         ]
-        names = (
-            *(labels_from(labels) for labels in conditions),
-            labels_from({**base, "__name__": SUSPEND_STATUS}),
+        # The outputs share their label pairs with the object's key and with each other (all but
+        # __name__, type and status are the same): a third of the memory a Flux object holds.
+        pairs = {pair: pair for pair in route.key}
+        names = tuple(
+            tuple([pairs.setdefault(pair, pair) for pair in labels_from(labels)])
+            for labels in (*conditions, {**base, "__name__": SUSPEND_STATUS})
         )
         outputs = (names, (CONDITION_METADATA,) * len(conditions) + (SUSPEND_METADATA,))
         values = self._forward_values("Unknown", False)
