@@ -28,7 +28,7 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import Entry, encode_entry
+from .delivery.entry import V1, Entry, encode_entry, made_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool
@@ -160,6 +160,9 @@ class Relay:
             return admission
         rewritten = self.pipeline.ingest(batch, now_ms)
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
+        # On the fast path what is queued beside the received block is only what the Flux rules
+        # made, and they may have encoded it as they went (FluxRewriter.encoded).
+        made = self.pipeline.flux.encoded(queued.series) if passthrough is not None else None
         # Destinations that see the same batch, sharded alike and speaking the same message,
         # share the encoded entries: one encode per distinct (chunk, protocol).
         encoded: dict[tuple[int, str], Entry] = {}
@@ -177,7 +180,10 @@ class Relay:
                     for chunk in chunks:
                         key = (id(chunk), protocol)
                         if key not in encoded:
-                            encoded[key] = encode_entry(chunk, protocol, tenant)
+                            if made is not None and chunk is queued and protocol == V1:
+                                encoded[key] = made_entry(made, chunk, tenant)
+                            else:
+                                encoded[key] = encode_entry(chunk, protocol, tenant)
                         entries[index].append(encoded[key])
             planned.append((destination, entries))
         if self.spool is not None:

@@ -622,6 +622,7 @@ class Twins:
             self.oracle._route_cache_max = route_cache_max
             self.fast._route_cache_max = route_cache_max
         self.calls = 0
+        self.encoded_calls = 0  # calls whose outputs the rewriter encoded itself
 
     def feed(self, batch: Batch, now_ms: int | None) -> Batch:
         want = self.oracle.rewrite(batch, now_ms)
@@ -630,7 +631,23 @@ class Twins:
         assert (got is batch) == (want is batch), f"call {self.calls}: returned-as-is differs"
         assert fingerprint(got) == fingerprint(want), f"call {self.calls}: outputs differ"
         assert self.fast.stats == self.oracle.stats, f"call {self.calls}: stats differ"
+        self._check_encoded(got)
         return want
+
+    def _check_encoded(self, got: Batch) -> None:
+        """What the rewriter encoded of its outputs as it made them is what rw1 would write."""
+        made = self.fast._encoded
+        if made is None:
+            return
+        synthesized = got.series[len(got.series) - len(made[0]) :]
+        found = self.fast.encoded(synthesized)
+        assert found is not None, f"call {self.calls}: outputs are not the last synthesized"
+        assert found[0] == rw1._encode_upb(Batch(synthesized)), f"call {self.calls}: bytes"
+        assert found[1] == max(s.samples[-1].timestamp for s in synthesized)
+        assert all(len(s.samples) == 1 and not s.histograms for s in synthesized)
+        assert self.fast.encoded(synthesized[1:]) is None
+        assert self.fast.encoded(tuple(s._replace() for s in synthesized)) is None
+        self.encoded_calls += 1
 
 
 # == traffic ==================================================================================
@@ -826,6 +843,7 @@ def test_long_messy_traffic_gives_the_oracles_batches(name: str) -> None:
     run(twins, random.Random(name), rounds=60, objects=40, churn=0.15)
     stats = twins.oracle.stats
     assert stats.outputs_emitted > 0
+    assert twins.encoded_calls > 0
     assert stats.stale_emitted > 0 or twins.oracle.config.emit_deleted
     assert stats.out_of_order_dropped > 0 and stats.objects_expired > 0
 

@@ -71,6 +71,15 @@ def encode_entry(batch: Batch, protocol: str, tenant: str = "") -> Entry:
     )
 
 
+def made_entry(made: tuple[bytes, int], batch: Batch, tenant: str = "") -> Entry:
+    """``encode_entry(batch, V1, tenant)`` for a batch whose series a rule encoded already
+    (``made``: their WriteRequest bytes and newest timestamp; one sample each). Only its
+    metadata is encoded here: a WriteRequest's metadata follows its series."""
+    series_bytes, newest = made
+    body = series_bytes + rw1.encode(Batch((), batch.metadata)) if batch.metadata else series_bytes
+    return Entry(compress(body), V1, len(batch.series), max(0, newest), 0, tenant)
+
+
 def message(entry: Entry) -> bytes:
     """The entry's uncompressed protobuf message.
 

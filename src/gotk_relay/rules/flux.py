@@ -108,6 +108,7 @@ before these changes and compares the two on long, messy traffic.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass
 from itertools import repeat
@@ -129,6 +130,7 @@ from ..model import (
     labels_from,
 )
 from ..units import parse_duration
+from ..wire import rw1
 from .flux_kinds import BY_KIND, DEFAULT_VERSIONS, FluxKind, suggest
 
 RESOURCE_INFO: Final = "gotk_resource_info"
@@ -283,6 +285,9 @@ class FluxStats:
 _Outputs = tuple[tuple[Labels, ...], tuple[Metadata, ...]]
 _Values = tuple[float, ...]  # one per output
 _Families = tuple[tuple[str, Metadata], ...]  # the families of an _Outputs, in order
+# Values an owner wrote, and its outputs' encodings up to each timestamp field (then b""), so
+# that ``timestamp.join`` of them is the remote write 1.0 encoding of one scrape's outputs.
+_Encoded = tuple[_Values, tuple[bytes, ...]]
 _FORWARD_FAMILIES: Final[_Families] = (
     (RECONCILE_CONDITION, CONDITION_METADATA),
     (SUSPEND_STATUS, SUSPEND_METADATA),
@@ -410,6 +415,7 @@ class _InfoObject(_Object):
     __slots__ = (
         "emit_at",
         "emit_call",
+        "encoded",
         "out_last",
         "outputs",
         "ready",
@@ -430,6 +436,7 @@ class _InfoObject(_Object):
         self.out_last = _NEVER
         self.emit_call = 0  # the rewrite() call that last emitted it (see _Emitter.add)
         self.emit_at = 0  # where its outputs are in that call's emitter
+        self.encoded: _Encoded | None = None  # see _Emitter.encode
 
     def observe(self, route: _Route, ts: int, value: float) -> None:
         """A value sample: the newest one decides what the outputs say (first wins on ties)."""
@@ -441,7 +448,7 @@ class _InfoObject(_Object):
 class _InfoSeries:
     """One gotk_resource_info series a legacy object may write (one per ready/suspended)."""
 
-    __slots__ = ("emit_at", "emit_call", "labels", "last", "outputs")
+    __slots__ = ("emit_at", "emit_call", "encoded", "labels", "last", "outputs")
 
     def __init__(self, labels: Labels) -> None:
         self.labels = labels
@@ -449,6 +456,7 @@ class _InfoSeries:
         self.last = _NEVER  # the last timestamp written on it
         self.emit_call = 0  # as _InfoObject's
         self.emit_at = 0
+        self.encoded: _Encoded | None = None
 
 
 class _LegacyObject(_Object):
@@ -515,10 +523,24 @@ class _Emitter:
     in one batch) appends to the samples already there.
     """
 
-    __slots__ = ("call", "families", "labels", "metadata", "samples", "shared", "shared_ts")
+    __slots__ = (
+        "blocks",
+        "call",
+        "families",
+        "labels",
+        "metadata",
+        "newest",
+        "samples",
+        "shared",
+        "shared_ts",
+    )
 
     def __init__(self, call: int) -> None:
         self.call = call  # unique per rewrite() call of one rewriter, never 0
+        # The remote write 1.0 encoding of the outputs so far, an owner's outputs at a time, as
+        # long as every output series has one sample (see encode); then None.
+        self.blocks: list[bytes] | None = []
+        self.newest = _NEVER  # newest timestamp in ``blocks``
         self.labels: list[Labels] = []
         self.metadata: list[Metadata] = []
         self.samples: list[tuple[Sample, ...]] = []
@@ -553,10 +575,38 @@ class _Emitter:
             self.samples += known[1]
             if families[0][0] not in self.families:
                 self.families.update(families)
+            if self.blocks is not None:
+                self.encode(owner, ts, values)
         else:
             start = owner.emit_at
             for offset, value in enumerate(values):
                 self.samples[start + offset] += (_new(Sample, (value, ts, 0)),)
+            self.blocks = None  # a series with two samples: left to the encoder
+
+    def encode(self, owner: _InfoObject | _InfoSeries, ts: int, values: _Values) -> None:
+        """Add the encoding of the owner's outputs, just added with ``values`` at ``ts``.
+
+        An owner keeps its outputs' bytes up to each timestamp field for the values it last
+        wrote (an object's state lasts many scrapes), so a scrape's four series are one join
+        here instead of four passes through the encoder. The relay queues these bytes when
+        they are the whole of what it queues (``FluxRewriter.encoded``).
+        """
+        blocks = self.blocks
+        assert blocks is not None
+        encoded = owner.encoded
+        if encoded is None or encoded[0] is not values:
+            prefixes = rw1.series_prefixes(owner.outputs[0], values)
+            if prefixes is None:
+                self.blocks = None
+                return
+            encoded = owner.encoded = (values, (*prefixes, b""))
+        stamp = rw1.timestamp_field(ts) if type(ts) is int and ts else b""
+        if len(stamp) != rw1.STAMP_FIELD_LEN:
+            self.blocks = None
+            return
+        blocks.append(stamp.join(encoded[1]))
+        if ts > self.newest:
+            self.newest = ts
 
     def series(self) -> list[Series]:
         """The synthesized series, built by C iterators: a Series per output is much of the
@@ -631,11 +681,28 @@ class FluxRewriter:
         self._expiry_floor = _NEVER  # no object's last_seen is below this
         self._calls = 0  # rewrite() calls that emitted or could have: stamps emissions
         self._values: dict[tuple[str, bool], _Values] = {}  # forward outputs per ready/suspended
+        # The last rewrite()'s synthesized series, their encoding and newest timestamp.
+        self._encoded: tuple[tuple[Series, ...], bytes, int] | None = None
         if config.emit_deleted:
             deleted = tuple(1.0 if status == DELETED else 0.0 for status in self._statuses)
             self._end_values: _Values = (*deleted, 0.0)
         else:
             self._end_values = (STALE_NAN,) * (len(self._statuses) + 1)
+
+    def encoded(self, series: tuple[Series, ...]) -> tuple[bytes, int] | None:
+        """The remote write 1.0 encoding of ``series`` and their newest timestamp, if ``series``
+        are exactly the last rewrite()'s synthesized series and it could write them itself.
+
+        ``rw1.encode(Batch(series))`` would give the same bytes (the tests hold them equal): this
+        saves the relay encoding series the rewriter has just put together (see
+        ``_Emitter.encode``). Each series then has one sample, so ``len(series)`` is its count.
+        """
+        found = self._encoded
+        if found is None or len(series) != len(found[0]):
+            return None
+        if not all(map(operator.is_, series, found[0])):
+            return None
+        return found[1], found[2]
 
     def may_match(self, name: str) -> bool:
         """Whether series named ``name`` can be inputs in this mode (for a decode fast path)."""
@@ -649,6 +716,7 @@ class FluxRewriter:
         Flux series, so pass ``now_ms`` for timely stale markers on quiet relays.
         """
         names = self._names
+        self._encoded = None
         if not names:
             return batch
         routes = self._routes
@@ -879,6 +947,8 @@ class FluxRewriter:
                             labels += outputs[0]
                             metadata += outputs[1]
                             samples += known[1]
+                            if emitter.blocks is not None:
+                                emitter.encode(obj, ts, values)
                         obj.out_last = ts
                         emitted += len(obj.values)
                         obj.open = True
@@ -1044,6 +1114,8 @@ class FluxRewriter:
             else tuple(s for i, s in enumerate(batch.series) if i not in removed)
         )
         synthesized = tuple(emitter.series())
+        if emitter.blocks is not None and synthesized:
+            self._encoded = (synthesized, b"".join(emitter.blocks), emitter.newest)
         present = {m.family for m in batch.metadata}
         families = tuple(
             FamilyMetadata(family, metadata.type, metadata.help, metadata.unit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from math import copysign
 from typing import NamedTuple
 
@@ -276,6 +277,47 @@ def _encoded(labels: Labels) -> _Encoded:
     elif entry.labels is labels:
         _labels_by_id[id(labels)] = entry
     return entry
+
+
+STAMP_FIELD_LEN = _STAMP_LEN  # what ``series_prefixes`` assumes ``timestamp_field`` gives
+
+
+def timestamp_field(timestamp: int) -> bytes:
+    """The encoded Sample.timestamp field of a non-zero int64 timestamp (tag + varint)."""
+    return _timestamp_cache.get(timestamp) or _timestamp(timestamp)
+
+
+def series_prefixes(labels: Sequence[Labels], values: Sequence[float]) -> tuple[bytes, ...] | None:
+    """For one-sample series, each one's bytes up to its timestamp field, or None.
+
+    ``prefix + timestamp_field(ts)`` is exactly what ``encode`` writes for
+    ``Series(labels, (Sample(value, ts),))`` when that field is ``STAMP_FIELD_LEN`` bytes long.
+    Why: a rule whose output label sets and values repeat (the Flux rewriter: four series per
+    object, one state for many scrapes) can keep these and write a scrape's outputs with one
+    join. None when a value or a label is one only upb encodes (see ``encode``).
+    """
+    parts: list[bytes] = []
+    try:
+        for label_set, value in zip(labels, values, strict=True):
+            if type(value) is not float:
+                return None
+            encoded = _encode_labels(label_set)
+            size = len(encoded) + 2
+            if value == 1.0:
+                head = _series_header(size + 9 + _STAMP_LEN) + encoded + _ONE_SAMPLE_HEAD
+            elif value or copysign(1.0, value) < 0.0:
+                head = (
+                    _series_header(size + 9 + _STAMP_LEN)
+                    + encoded
+                    + _VALUED_SAMPLE_HEADER
+                    + _pack_tagged_double(_TAG_SAMPLE_VALUE, value)
+                )
+            else:
+                head = _series_header(size + _STAMP_LEN) + encoded + _ZERO_SAMPLE_HEADER
+            parts.append(head)
+    except Exception:  # a label upb would refuse or convert its own way
+        return None
+    return tuple(parts)
 
 
 def _encode_fast(batch: Batch) -> bytes:
