@@ -76,7 +76,15 @@ def _requests(rng: random.Random) -> list[tuple[bytes, int]]:
     return out
 
 
-@pytest.mark.parametrize("flux", ["{mode: legacy}", "{mode: legacy, emit_deleted: true}"])
+@pytest.mark.parametrize(
+    "flux",
+    [
+        "{mode: legacy}",
+        "{mode: legacy, emit_deleted: true}",
+        "{mode: legacy, keep_source: false}",
+        "{mode: both, emit_deleted: true}",
+    ],
+)
 def test_made_entries_equal_encoded_ones(flux: str, monkeypatch: pytest.MonkeyPatch) -> None:
     requests = _requests(random.Random(flux))
     made_relay = _relay(flux)
