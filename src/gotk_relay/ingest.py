@@ -38,25 +38,31 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
 
     Raises DecodeError (broken framing) and TooManySeriesError like a full decode would.
     """
-    split = scan.split(raw)  # checks the top-level framing
-    if len(split.series) > limits.max_series_per_request:
+    request = scan.frame(raw)  # checks the top-level framing
+    count = len(request.timeseries)
+    if count > limits.max_series_per_request:
         raise TooManySeriesError(
-            f"request has {len(split.series)} series, over receiver.max_series_per_request "
+            f"request has {count} series, over receiver.max_series_per_request "
             f"({limits.max_series_per_request}); send smaller requests"
         )
     points = scan.count_points(raw)  # checks each series' framing
-    indices = (
-        scan.select(split, fast.names, fast.prefixes) if scan.mentions(raw, fast.watched) else []
-    )
-    picked = [split.series[i] for i in indices]
-    metadata = list(split.metadata) if picked else []
-    if not picked or fast.keeps_inputs:
+    if fast.keeps_inputs:
+        picked = scan.pick(raw, fast.names, fast.prefixes)
+        if picked is None:  # a name in a place Prometheus does not write it: the exact way
+            series = list(request.timeseries)
+            picked = [series[i] for i in scan.select(scan.Split(series, ()), *fast.filters)]
+        metadata = list(request.metadata) if picked else []
         return Scanned(body, points, picked, metadata, True, len(raw))
+    split = scan.Split(list(request.timeseries), list(request.metadata))
+    indices = scan.select(split, *fast.filters) if scan.mentions(raw, fast.watched) else []
+    picked = [split.series[i] for i in indices]
+    if not picked:
+        return Scanned(body, points, [], [], True, len(raw))
     chosen = set(indices)
     rest = [s for i, s in enumerate(split.series) if i not in chosen]
     rest_points = points - scan.count_points(scan.rebuild(picked))
     forward = compress(scan.rebuild(rest)) if rest else b""
-    return Scanned(forward, rest_points, picked, metadata, False, len(raw))
+    return Scanned(forward, rest_points, picked, list(split.metadata), False, len(raw))
 
 
 def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:
