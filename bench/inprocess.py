@@ -25,6 +25,7 @@ import loadgen
 
 from gotk_relay import config as config_module
 from gotk_relay import ingest, server
+from gotk_relay.allocator import keep_freed_memory
 from gotk_relay.relay import Relay
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import snappy
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="rounds of every batch, timed")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     args = parser.parse_args()
+    keep_freed_memory()  # as `gotk-relay serve` does
     spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])
     workload = loadgen.Workload(spec)
     count = len(workload.batches)

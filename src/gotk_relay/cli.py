@@ -296,11 +296,20 @@ def _install_uvloop() -> None:
         pass
 
 
+def _tune_runtime() -> None:
+    """uvloop, and glibc keeping freed request buffers for reuse (allocator.py)."""
+    from .allocator import keep_freed_memory
+
+    _install_uvloop()
+    if not keep_freed_memory():
+        log.debug("glibc allocator settings left as they are (not glibc, or MALLOC_* set)")
+
+
 def worker(args: argparse.Namespace) -> int:
     from . import worker as ingest_worker
 
     logs.setup(args.log_level, args.log_format)
-    _install_uvloop()
+    _tune_runtime()
     return asyncio.run(ingest_worker.run(args.socket, args.listen, args.parent_fd, args.index))
 
 
@@ -313,7 +322,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("error loading config", extra={"err": str(exc)})
         return 1
-    _install_uvloop()
+    _tune_runtime()
     from .delivery.spool import SpoolError
 
     try:
