@@ -51,17 +51,23 @@ class FederateStore:
         applied = self._applied
         refused = 0
         for series in batch.series:
-            samples = series.samples
+            # Unpacked at once: cheaper than three attribute reads, on every stored series.
+            labels, samples, _, _, meta, _ = series
             if not samples:
                 continue
-            labels = series.labels
             handle = by_id.get(id(labels))
-            if handle is None or handle[0] is not labels or not handle[1][2]:
+            if handle is None:
                 refused += self._update_slow(series)
                 continue
-            entry = handle[1]
+            stored, entry, family = handle
+            if stored is not labels or not entry[2]:
+                refused += self._update_slow(series)
+                continue
             # The newest sample (the first of equals, as max() picks); most series have one.
-            value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
+            if len(samples) == 1:
+                value, timestamp, _ = samples[0]
+            else:
+                value, timestamp = _newest(samples)
             if entry[1] > timestamp:
                 continue
             if value != value and is_stale(value):
@@ -69,8 +75,7 @@ class FederateStore:
                 continue
             entry[0] = value
             entry[1] = timestamp
-            meta = series.metadata
-            if meta is not None and applied.get(handle[2]) is not meta:
+            if meta is not None and applied.get(family) is not meta:
                 self._family(series)
         for family in batch.metadata:
             if family.family in self._metadata or len(self._metadata) < self.max_series:
