@@ -59,7 +59,7 @@ class FederateStore:
             if handle is None:
                 refused += self._update_slow(series)
                 continue
-            stored, entry, family = handle
+            stored, entry, name = handle
             if stored is not labels or not entry[2]:
                 refused += self._update_slow(series)
                 continue
@@ -75,7 +75,7 @@ class FederateStore:
                 continue
             entry[0] = value
             entry[1] = timestamp
-            if meta is not None and applied.get(family) is not meta:
+            if meta is not None and applied.get(name) is not meta:
                 self._family(series)
         for family in batch.metadata:
             if family.family in self._metadata or len(self._metadata) < self.max_series:
