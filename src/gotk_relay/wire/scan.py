@@ -230,16 +230,22 @@ def _series_at(raw: bytes, name_at: int) -> tuple[int, int, int] | None:
     ):
         return None
     last = body_at - 1
-    if raw[last] >= 0x80:
+    high = raw[last]
+    if high >= 0x80:
         return None
-    tag_at = last - 1
-    while tag_at >= 0 and raw[tag_at] >= 0x80 and last - tag_at < 5:
-        tag_at -= 1
-    if tag_at < 0 or raw[tag_at] != 0x0A:
-        return None
-    length = 0
-    for byte in reversed(raw[tag_at + 1 : body_at]):
-        length = length << 7 | byte & 0x7F
+    low = raw[last - 1]
+    if low >= 0x80 and last >= 2 and raw[last - 2] == 0x0A:  # two length bytes: most series
+        tag_at = last - 2
+        length = high << 7 | low & 0x7F
+    else:
+        tag_at = last - 1
+        while tag_at >= 0 and raw[tag_at] >= 0x80 and last - tag_at < 5:
+            tag_at -= 1
+        if tag_at < 0 or raw[tag_at] != 0x0A:
+            return None
+        length = 0
+        for byte in reversed(raw[tag_at + 1 : body_at]):
+            length = length << 7 | byte & 0x7F
     stop = body_at + length
     if length < value_len + 14 or stop > len(raw):
         return None
