@@ -37,11 +37,6 @@ class FastPath:
     def watched(self) -> frozenset[bytes]:
         return self.names | self.prefixes
 
-    @property
-    def filters(self) -> tuple[frozenset[bytes], frozenset[bytes]]:
-        """``names, prefixes``: the arguments of ``scan.select`` and ``scan.pick``."""
-        return self.names, self.prefixes
-
 
 _LITERAL = re.compile(r"[A-Za-z0-9_:]*")
 

@@ -50,11 +50,15 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
         picked = scan.pick(raw, fast.names, fast.prefixes)
         if picked is None:  # a name in a place Prometheus does not write it: the exact way
             series = list(request.timeseries)
-            picked = [series[i] for i in scan.select(scan.Split(series, ()), *fast.filters)]
+            picked = [
+                series[i] for i in scan.select(scan.Split(series, ()), fast.names, fast.prefixes)
+            ]
         metadata = list(request.metadata) if picked else []
         return Scanned(body, points, picked, metadata, True, len(raw))
     split = scan.Split(list(request.timeseries), list(request.metadata))
-    indices = scan.select(split, *fast.filters) if scan.mentions(raw, fast.watched) else []
+    indices = (
+        scan.select(split, fast.names, fast.prefixes) if scan.mentions(raw, fast.watched) else []
+    )
     picked = [split.series[i] for i in indices]
     if not picked:
         return Scanned(body, points, [], [], True, len(raw))

@@ -63,3 +63,29 @@ def test_the_watched_names_are_what_rules_and_the_store_look_at(
 def test_every_request_is_decoded_when_something_could_need_it(extra: str) -> None:
     text = extra if extra.startswith("receiver") else BASE + extra
     assert plan(load_text(text)) is None
+
+
+@pytest.mark.parametrize("keep_source", [True, False])
+def test_a_name_where_prometheus_would_not_put_it_is_scanned_the_exact_way(
+    keep_source: bool,
+) -> None:
+    """A Flux name in another series' label value makes ``scan.pick`` give way; the request is
+    then split and selected, with the same answer a request without it would get."""
+    from gotk_relay import ingest
+    from gotk_relay.model import Batch, Sample, Series, labels_from
+    from gotk_relay.wire import rw1, snappy
+
+    config = load_text(BASE + f"flux: {{keep_source: {str(keep_source).lower()}}}\n")
+    fast = plan(config)
+    assert fast is not None
+    flux = Series(
+        labels_from({"__name__": "gotk_resource_info", "name": "apps", "ready": "True"}),
+        (Sample(1.0, 1000),),
+    )
+    hiding = Series(
+        labels_from({"__name__": "up", "job": "gotk_resource_info"}), (Sample(1.0, 1000),)
+    )
+    raw = rw1.encode(Batch((hiding, flux, hiding)))
+    scanned = ingest.scan_request(snappy.compress(raw), raw, config.receiver, fast)
+    assert scanned.picked == [rw1.encode(Batch((flux,)))[2:]]
+    assert scanned.forward_points == (3 if keep_source else 2)
