@@ -13,6 +13,7 @@ batch (at most four series per Flux object in it).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -28,16 +29,17 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import V1, Entry, encode_entry, made_entry
+from .delivery.entry import V1, Entry, compress, encode_entry, made_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool
 from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
-from .model import Batch
+from .model import Batch, FamilyMetadata
 from .pipeline import Pipeline, split_by_tenant
 from .rules.flux import FluxRewriter
 from .telemetry import Telemetry, flux_metrics, gauge
+from .wire import rw1
 
 log = logging.getLogger("gotk_relay.relay")
 
@@ -72,6 +74,12 @@ def build_destination(
     queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send, budget, spool, name)
     retry = RetrySettings(q.min_backoff, q.max_backoff, q.sample_age_limit)
     return QueuedDestination(name, build_client(name, cfg), queue, retry, telemetry)
+
+
+@functools.lru_cache(maxsize=16)
+def _metadata_bytes(families: tuple[FamilyMetadata, ...]) -> bytes:
+    """The encoded metadata of a WriteRequest, which follows its series (as ``made_entry``)."""
+    return rw1.encode(Batch((), families))
 
 
 def _added(inputs: Batch, rewritten: Batch) -> Batch:
@@ -117,6 +125,8 @@ class Relay:
             else None
         )
         self._draining: list[asyncio.Task[None]] = []
+        # Take FluxRewriter.steady when it applies; off only to compare the two ways in tests.
+        self.steady = True
         telemetry.add_state_collector(self._collect)
 
     def start(self) -> None:
@@ -158,6 +168,14 @@ class Relay:
         admission = self.room(points, size_hint)
         if not admission.accepted:
             return admission
+        if (
+            self.steady
+            and passthrough is not None
+            and inputs_forwarded
+            and now_ms is not None
+            and self._admit_steady(batch, now_ms, passthrough)
+        ):
+            return admission
         rewritten = self.pipeline.ingest(batch, now_ms)
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         # On the fast path what is queued beside the received block is only what the Flux rules
@@ -195,6 +213,47 @@ class Relay:
             if refused:
                 self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
         return Admission(True)
+
+    def _admit_steady(self, batch: Batch, now_ms: int, passthrough: Entry) -> bool:
+        """``admit``'s second half for a fast-path batch the Flux rules find in their steady
+        state (``FluxRewriter.steady``); False, with nothing changed, when they do not.
+
+        It queues what ``admit`` would queue and keeps in the federate store what it would keep,
+        without a ``Series`` per synthesized output: every destination takes the request as it
+        came (``fastpath.plan``) and the rules' output as one encoded entry.
+        """
+        if self.pipeline.relabel:
+            return False
+        max_outputs = 1 << 62
+        for name, destination in self.destinations.items():
+            if (
+                destination.protocol != V1
+                or len(destination.queue.shards) != 1
+                or self.pipeline.write_relabel.get(name)
+                or getattr(destination.client, "tenant", None) is not None
+            ):
+                return False
+            max_outputs = min(max_outputs, destination.queue.max_points_per_send)
+        steady = self.pipeline.flux.steady(batch, now_ms, max_outputs)
+        if steady is None:
+            return False
+        entries = [passthrough]
+        if steady.outputs:
+            body = steady.body
+            if steady.families:
+                body += _metadata_bytes(steady.families)
+            entries.append(Entry(compress(body), V1, steady.outputs, max(0, steady.newest), 0, ""))
+        planned = [(destination, [list(entries)]) for destination in self.destinations.values()]
+        if self.spool is not None:
+            planned = self._spool(planned)
+        for destination, shards in planned:
+            destination.queue.put(shards)
+        if self.federate is not None:
+            refused = self.federate.update(Batch(batch.series, steady.families))
+            refused += self.federate.update_outputs(steady.groups, steady.newest, steady.families)
+            if refused:
+                self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
+        return True
 
     def _tenants(self, destination: QueuedDestination, batch: Batch) -> list[tuple[str, Batch]]:
         tenant = getattr(destination.client, "tenant", None)

@@ -15,6 +15,10 @@ from ..model import Batch, FamilyMetadata, Labels, Metadata, Sample, Series, is_
 from ..selectors import Predicate, parse_selectors
 from ..wire import text
 
+# update_outputs' memory of a group: its labels, their entries, the values it was checked
+# with, and the store's removal count then.
+_Group = tuple[tuple[Labels, ...], list[list[Any]], Sequence[float], int]
+
 
 def _newest(samples: Sequence[Sample]) -> tuple[float, int]:
     newest = max(samples, key=lambda s: s.timestamp)
@@ -37,6 +41,10 @@ class FederateStore:
         # The series metadata (RW 2.0) each family's entry was last made from: a series that
         # carries the very same object again has nothing to change.
         self._applied: dict[str, Metadata] = {}
+        # Entries of series written together (update_outputs), by the id of their labels tuple.
+        # Each group holds its labels tuple, values tuple and entries (so no id is reused).
+        self._groups: dict[int, _Group] = {}
+        self._removals = 0  # series removed so far: a group found before a removal is checked
         self.refused = 0  # series not stored because the store was full
 
     def __len__(self) -> int:
@@ -84,6 +92,67 @@ class FederateStore:
         self.refused += refused
         return refused
 
+    def update_outputs(
+        self,
+        groups: Sequence[tuple[tuple[tuple[Labels, ...], tuple[Metadata, ...]], Sequence[float]]],
+        timestamp: int,
+        families: Sequence[FamilyMetadata],
+    ) -> int:
+        """``update(Batch(series, families))`` for series given as groups of label sets with
+        their metadata and one value each, all at ``timestamp`` (the Flux rules' steady output).
+
+        A group whose series are all held (the usual case) is updated through the entries it
+        found the last time it brought the same values tuple, with no ``Series`` and no lookup
+        per series; the others take ``update``, whose metadata handling then runs as it would
+        have. Returns the number of samples refused because the store is full.
+        """
+        found = self._groups
+        removals = self._removals
+        slow: list[Series] = []
+        for group, values in groups:
+            names = group[0]
+            known = found.get(id(names))
+            if (
+                known is None
+                or known[0] is not names
+                or known[2] is not values
+                or known[3] != removals
+            ):
+                known = self._group(group, values)
+                if known is None:
+                    slow.extend(
+                        Series(labels, (Sample(value, timestamp),), (), (), meta)
+                        for labels, meta, value in zip(*group, values, strict=True)
+                    )
+                    continue
+            for entry, value in zip(known[1], values, strict=True):
+                if entry[1] <= timestamp:
+                    entry[0] = value
+                    entry[1] = timestamp
+        if slow:
+            return self.update(Batch(tuple(slow), tuple(families)))
+        return 0
+
+    def _group(
+        self, group: tuple[tuple[Labels, ...], tuple[Metadata, ...]], values: Sequence[float]
+    ) -> _Group | None:
+        """The entries of a group's series, remembered by the identity of its labels tuple, if
+        every one is held and ``values`` holds no NaN (a stale marker removes a series); None
+        otherwise. Valid while no series is removed from the store (``_removals``)."""
+        names = group[0]
+        if len(values) != len(names) or not all(v == v for v in values):
+            return None
+        entries: list[list[Any]] = []
+        for labels in names:
+            entry = self._latest.get(labels)
+            if entry is None:
+                return None
+            entries.append(entry)
+        if len(self._groups) >= len(self._latest) + 1024:
+            self._groups.clear()  # groups of objects long gone (see _by_id)
+        known = self._groups[id(names)] = (names, entries, values, self._removals)
+        return known
+
     def _update_slow(self, series: Series) -> int:
         """``update`` for a series whose labels tuple is new here: the selectors, one hash."""
         labels = series.labels
@@ -118,6 +187,7 @@ class FederateStore:
     def _remove(self, labels: Labels) -> None:
         entry = self._latest.pop(labels, None)
         if entry is not None:
+            self._removals += 1
             entry[2] = False  # any handle on it in _by_id now takes the slow path
 
     def _family(self, series: Series) -> None:

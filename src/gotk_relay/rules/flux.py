@@ -112,7 +112,7 @@ import operator
 import re
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -293,6 +293,24 @@ _FORWARD_FAMILIES: Final[_Families] = (
     (SUSPEND_STATUS, SUSPEND_METADATA),
 )
 _INFO_FAMILIES: Final[_Families] = ((RESOURCE_INFO, INFO_METADATA),)
+# The metadata rewrite() adds to a batch whose forward objects wrote outputs.
+FORWARD_FAMILIES: Final = tuple(
+    FamilyMetadata(family, meta.type, meta.help, meta.unit) for family, meta in _FORWARD_FAMILIES
+)
+
+
+class Steady(NamedTuple):
+    """What ``FluxRewriter.steady`` wrote: the relay queues ``body`` (then ``families``' metadata)
+    where it would queue ``rewrite()``'s synthesized series, and the federate store keeps each
+    group's outputs at ``newest``."""
+
+    groups: list[tuple[_Outputs, _Values]]  # per object: its outputs and the values written
+    body: bytes  # the remote write 1.0 encoding of the synthesized series, in rewrite()'s order
+    outputs: int  # synthesized series, one sample each
+    newest: int  # their timestamp
+    families: tuple[FamilyMetadata, ...]  # the metadata rewrite() would append to the batch
+
+
 _ONE: Final[_Values] = (1.0,)
 _STALE: Final[_Values] = (STALE_NAN,)
 # The NamedTuples' own __new__ spells out every default by keyword; the output is built per
@@ -765,6 +783,108 @@ class FluxRewriter:
         self._expire()
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
         return self._output(batch, matched, untracked, emitter)
+
+    def steady(self, batch: Batch, now_ms: int, max_outputs: int) -> Steady | None:
+        """``rewrite(batch, now_ms)`` for a batch in the steady state, or None (nothing changed).
+
+        The steady state is the scrape after scrape of a cluster where nothing happens: every
+        Flux series is a ``gotk_resource_info`` series already routed to its tracked object,
+        with one sample, all at one timestamp that is newer than anything seen for the object,
+        on distinct objects, and no object's end is pending. Then the rules come down to: each
+        object takes the sample's state and writes its outputs at that timestamp, and nothing
+        else happens. Written out here, that skips the events, the emitter and the ``Series``
+        of every output, which were most of what a Flux-heavy stream cost. The effect on the
+        state and what is written are exactly ``rewrite()``'s (``Steady.body`` is what the
+        relay would queue for its output; ``tests/unit/test_flux_steady.py`` runs both on
+        messy traffic). Anything else (a new object, a stale marker, a resend, a Ready change,
+        more than ``max_outputs`` outputs) returns None before changing anything, and the caller
+        takes ``rewrite()``. Series whose metric name no rule reads are left alone, as there.
+        """
+        names = self._names
+        if not names or self._pending:
+            return None
+        by_id = self._routes_by_id
+        ts: int | None = None
+        picked: list[tuple[_InfoObject, _Route, _Input, tuple[bytes, ...]]] = []
+        seen: set[int] = set()
+        outputs = 0
+        for series in batch.series:
+            labels = series.labels
+            route = by_id.get(id(labels))
+            if route is None or route.labels is not labels:
+                name = labels[0][1] if labels and labels[0][0] == "__name__" else None
+                if name is None:
+                    name = _metric_name(labels)
+                if name in names:
+                    return None  # unrouted yet, or not a Flux object: rewrite() decides
+                continue
+            obj = route.obj
+            entry = route.input
+            samples = series.samples
+            if (
+                not route.forward
+                or not isinstance(obj, _InfoObject)  # forward routes lead to _info's objects
+                or obj.gone
+                or entry is None
+                or entry.dropped
+                or len(samples) != 1
+                or series.histograms
+                or id(obj) in seen
+            ):
+                return None
+            value, sample_ts, _ = samples[0]
+            if ts is None:
+                ts = sample_ts
+            if (
+                sample_ts != ts
+                or value != value  # NaN: a stale marker, or a value rewrite() must weigh
+                or sample_ts <= obj.out_last
+                or sample_ts <= obj.newest_value_ts
+                or sample_ts <= obj.state_ts
+                or sample_ts <= entry.value_ts
+                or sample_ts <= entry.stale_ts
+            ):
+                return None
+            values = route.values
+            encoded = obj.encoded
+            if encoded is None or encoded[0] is not values:
+                prefixes = rw1.series_prefixes(obj.outputs[0], values)
+                if prefixes is None:
+                    return None
+                encoded = obj.encoded = (values, (*prefixes, b""))
+            seen.add(id(obj))
+            outputs += len(values)
+            picked.append((obj, route, entry, encoded[1]))
+        stamp = b""
+        if ts is None:
+            ts = _NEVER  # nothing picked: no object is written
+        else:
+            stamp = rw1.timestamp_field(ts) if type(ts) is int and ts else b""
+            if len(stamp) != rw1.STAMP_FIELD_LEN or outputs > max_outputs:
+                return None
+        # From here on the state changes, as rewrite() would change it.
+        self._encoded = None
+        self._clock = clock = max(self._clock, now_ms)
+        self._calls += 1
+        groups: list[tuple[_Outputs, _Values]] = []
+        blocks: list[bytes] = []
+        for obj, route, entry, parts in picked:
+            obj.last_seen = clock
+            entry.value_ts = obj.newest_value_ts = obj.state_ts = obj.out_last = ts
+            obj.ready, obj.suspended = route.ready, route.suspended
+            obj.values = values = route.values
+            obj.open = True  # live: its newest input has no stale marker (deadline stays None)
+            groups.append((obj.outputs, values))
+            blocks.append(stamp.join(parts))
+        self.stats.outputs_emitted += outputs
+        self._expire()
+        self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        newest = ts
+        families: tuple[FamilyMetadata, ...] = ()
+        if picked:
+            present = {m.family for m in batch.metadata}
+            families = tuple(f for f in FORWARD_FAMILIES if f.family not in present)
+        return Steady(groups, b"".join(blocks), outputs, newest, families)
 
     # -- classification -------------------------------------------------------------------
 

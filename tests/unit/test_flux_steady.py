@@ -1,0 +1,262 @@
+"""The relay's steady-state shortcut (``FluxRewriter.steady``) against its general path.
+
+In a cluster where nothing happens, every scrape brings each Flux object's one
+``gotk_resource_info`` series with a newer timestamp, and the rules only write each object's
+outputs again. The relay then skips the general machinery (events, emitter, a ``Series`` per
+output). That must change how the answer is reached, never the answer: two relays with the same
+configuration take the same requests on the fast path, one with the shortcut and one without,
+and after every request they must have queued the same entries for every destination (payload
+bytes, points, newest timestamp), hold the same federate store (entries, float bits, metadata,
+refusals, what ``/federate`` renders) and the same Flux state and statistics. The traffic mixes
+quiet scrapes (where the shortcut applies) with Ready flips, suspends, revision changes, KSM
+restarts, deletions, resends, held-back samples, several samples per series and clock jumps
+(where it must decline), and the shortcut has to have been taken, or the test proves nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from bench_workload import loadgen
+from flux_traffic import SCRAPE_MS, Traffic, deliver
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gotk_relay import config as config_module
+from gotk_relay import ingest
+from gotk_relay.delivery.entry import Entry
+from gotk_relay.model import STALE_NAN, Batch, Sample, Series, labels_from
+from gotk_relay.relay import Relay
+from gotk_relay.rules.flux import FluxRewriter, Steady
+from gotk_relay.telemetry import Telemetry
+from gotk_relay.wire import rw1, snappy
+
+CONFIGS: Final[dict[str, str]] = {
+    "defaults": "flux: {mode: legacy, keep_source: true}\n",
+    "emit-deleted": "flux: {mode: legacy, emit_deleted: true}\n",
+    "grace-0": "flux: {mode: legacy, stale_grace: 0s}\n",
+    "both": "flux: {mode: both, emit_deleted: true}\n",
+    "few-objects": "flux: {mode: legacy, max_objects: 5}\nfederate: {max_series: 14}\n",
+    "federate-off": "flux: {mode: legacy}\nfederate: {enabled: false}\n",
+}
+DESTINATIONS: Final = (
+    "remote_write:\n"
+    "  - url: http://127.0.0.1:9/api/v1/write\n"
+    "  - url: http://127.0.0.1:9/b/api/v1/write\n"
+    "    queue_config: {max_samples_per_send: 40}\n"
+)
+
+
+def _relay(flux: str) -> Relay:
+    text = "receiver: {validation: framing}\n" + flux + DESTINATIONS
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "relay.yml"
+        path.write_text(text)
+        return Relay(config_module.load_file(path), Telemetry())
+
+
+def _bits(value: float) -> int:
+    return int(struct.unpack("<Q", struct.pack("<d", value))[0])
+
+
+def _taken(relay: Relay) -> list[tuple[str, list[Entry]]]:
+    """Every destination's queued entries, taken out as a sender that keeps up would."""
+    out = []
+    for name, destination in relay.destinations.items():
+        entries = []
+        for shard in destination.queue.shards:
+            entries += list(shard.entries)
+            shard.entries.clear()
+            shard.points = shard.memory_points = shard.queued_bytes = 0
+        out.append((name, entries))
+    relay.budget.used = 0
+    return out
+
+
+def _federate(relay: Relay) -> object:
+    store = relay.federate
+    if store is None:
+        return None
+    latest = sorted(
+        (labels, _bits(entry[0]), entry[1], entry[2]) for labels, entry in store._latest.items()
+    )
+    return latest, sorted(store._metadata.items()), store.refused, store.render()
+
+
+def _flux(rewriter: FluxRewriter) -> object:
+    def state(obj: Any) -> tuple[object, ...]:
+        inputs = sorted((k, i.value_ts, i.stale_ts) for k, i in obj.inputs.items())
+        common = (obj.key, obj.newest_value_ts, obj.open, obj.last_seen, obj.deadline, inputs)
+        if hasattr(obj, "state_ts"):
+            values = tuple(map(_bits, obj.values))
+            return (*common, obj.state_ts, obj.ready, obj.suspended, values, obj.out_last)
+        return (*common, sorted(obj.cond.items()), obj.suspend, obj.last_emit)
+
+    return (
+        rewriter.stats,
+        rewriter._clock,
+        sorted(rewriter._pending),
+        sorted(state(o) for o in rewriter._info.values()),
+        sorted(state(o) for o in rewriter._legacy.values()),
+    )
+
+
+class Pair:
+    """The relay with the shortcut and the one without, fed the same requests."""
+
+    def __init__(self, flux: str) -> None:
+        self.shortcut = _relay(flux)
+        self.general = _relay(flux)
+        self.general.steady = False
+        self.requests = 0
+        self.steady = 0  # requests the shortcut took
+        rewriter = self.shortcut.pipeline.flux
+        original = rewriter.steady
+
+        def counted(batch: Batch, now_ms: int, max_outputs: int) -> Steady | None:
+            found = original(batch, now_ms, max_outputs)
+            self.steady += found is not None
+            return found
+
+        rewriter.steady = counted  # type: ignore[method-assign]
+
+    def feed(self, series: list[Series], now_ms: int) -> None:
+        raw = rw1.encode(Batch(tuple(series)))
+        body = snappy.compress(raw)
+        answers = []
+        for relay in (self.shortcut, self.general):
+            fast = relay.fast
+            assert fast is not None
+            limits = relay.config.receiver
+            scanned = ingest.scan_request(body, raw, limits, fast)
+            picked = ingest.decode_picked(scanned, limits)
+            answers.append(ingest.admit(relay, scanned, picked, now_ms).accepted)
+        self.requests += 1
+        where = f"request {self.requests}"
+        assert answers[0] == answers[1], where
+        assert _taken(self.shortcut) == _taken(self.general), f"{where}: queued entries differ"
+        assert _federate(self.shortcut) == _federate(self.general), f"{where}: federate differs"
+        got, want = self.shortcut.pipeline.flux, self.general.pipeline.flux
+        assert _flux(got) == _flux(want), f"{where}: Flux state differs"
+
+
+def run(pair: Pair, rng: random.Random, rounds: int, objects: int, churn: float) -> None:
+    """Rounds of scrapes: a quiet one (every object's current series, new timestamp, cut into
+    requests as remote write shards them) or a messy one (``flux_traffic.deliver``)."""
+    traffic = Traffic(rng, objects, churn)
+    late: list[Series] = []
+    ts = loadgen.WorkloadSpec("flux").ts_base_ms
+    for _ in range(rounds):
+        ts += SCRAPE_MS
+        if rng.random() < 0.03:  # the relay was away: every object expires
+            ts += 2 * 3600 * 1000
+        quiet = rng.random() < 0.6
+        traffic.churn = 0.0 if quiet else churn
+        samples = traffic.scrape(ts, fresh=0.0)
+        if quiet:
+            series = [Series(labels, (sample,)) for labels, sample in samples]
+            rng.shuffle(series)
+            if rng.random() < 0.3:  # a controller's own gotk_ series, kept by federate only
+                labels = (("__name__", "gotk_reconcile_duration_seconds_count"), ("kind", "A"))
+                series.insert(rng.randrange(len(series) + 1), Series(labels, (Sample(2.5, ts),)))
+            cut = rng.randrange(len(series) + 1)
+            requests = [series[:cut], series[cut:]]
+        else:
+            requests = [list(batch.series) for batch in deliver(rng, samples, ts, late)]
+        for request in requests:
+            pair.feed(request, ts + rng.randrange(0, 5000))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_quiet_and_messy_traffic_leave_the_same_queues_store_and_state(name: str) -> None:
+    pair = Pair(CONFIGS[name])
+    run(pair, random.Random(name), rounds=40, objects=12, churn=0.2)
+    assert pair.steady > pair.requests // 10, "the shortcut was hardly taken"
+    assert pair.shortcut.pipeline.flux.stats.outputs_emitted > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(list(CONFIGS)),
+    st.integers(0, 2**32),
+    st.integers(1, 12),
+    st.floats(0.0, 0.6),
+)
+def test_random_traffic_leaves_the_same_queues_store_and_state(
+    name: str, seed: int, objects: int, churn: float
+) -> None:
+    pair = Pair(CONFIGS[name])
+    run(pair, random.Random(seed), rounds=12, objects=objects, churn=churn)
+
+
+def test_a_steady_scrape_takes_the_shortcut_and_a_changed_one_does_not() -> None:
+    pair = Pair(CONFIGS["defaults"])
+    traffic = Traffic(random.Random(7), 6, 0.0)
+    ts = loadgen.WorkloadSpec("flux").ts_base_ms
+
+    def scrape(skip: int | None = None, stale: int | None = None) -> None:
+        series = []
+        for index, obj in enumerate(traffic.objects):
+            labels = traffic.labels(obj.labels, False)
+            if index == stale:
+                series.append(Series(labels, (Sample(STALE_NAN, ts),)))
+            elif index != skip:
+                series.append(Series(labels, (Sample(1.0, ts),)))
+        pair.feed(series, ts)
+
+    for round_ in range(3):
+        ts += SCRAPE_MS
+        scrape()
+        assert pair.steady == round_  # the first scrape admits the objects: general path
+    ts += SCRAPE_MS
+    pair.feed([Series(labels, (s,)) for labels, s in traffic.scrape(ts, 0.0)] * 2, ts)
+    assert pair.steady == 2  # one object twice in a request: declined
+    ts += SCRAPE_MS
+    two = [
+        Series(labels, (s._replace(timestamp=ts + i),))
+        for i, (labels, s) in enumerate(traffic.scrape(ts, 0.0))
+    ]
+    pair.feed(two, ts)
+    assert pair.steady == 2  # samples of several scrapes in one request: declined
+    traffic.objects[0].labels["ready"] = "False"  # a Ready change: a new input series
+    ts += SCRAPE_MS
+    scrape()
+    assert pair.steady == 2
+    ts += SCRAPE_MS
+    scrape()
+    assert pair.steady == 3  # the new series is routed now
+    ts += SCRAPE_MS
+    scrape(stale=1)  # object 1 deleted: its series ends
+    assert pair.steady == 3
+    ts += SCRAPE_MS
+    scrape(skip=1)
+    assert pair.steady == 3  # its end is pending (flux.stale_grace): declined until written
+    ts += 3 * SCRAPE_MS
+    scrape(skip=1)  # the end falls due and is written here
+    assert pair.steady == 3
+    ts += SCRAPE_MS
+    scrape(skip=1)
+    assert pair.steady == 4
+
+
+def test_a_value_older_than_its_series_stale_marker_is_left_to_the_general_path() -> None:
+    """A KSM restart's old series may end (stale marker) before its last value arrives: that
+    value then makes the object look gone, which only the general path works out."""
+    pair = Pair(CONFIGS["defaults"])
+    obj = Traffic(random.Random(3), 1, 0.0).objects[0]
+    obj.labels["ready"] = "True"
+    current = labels_from(obj.labels)
+    old = labels_from({**obj.labels, "ready": "False"})  # another input of the same object
+    ts = loadgen.WorkloadSpec("flux").ts_base_ms
+    for step in range(2):
+        pair.feed([Series(current, (Sample(1.0, ts + step * SCRAPE_MS),))], ts + step * SCRAPE_MS)
+    assert pair.steady == 1
+    pair.feed([Series(old, (Sample(STALE_NAN, ts + 5 * SCRAPE_MS),))], ts + 5 * SCRAPE_MS)
+    pair.feed([Series(old, (Sample(1.0, ts + 4 * SCRAPE_MS),))], ts + 5 * SCRAPE_MS)
+    assert pair.steady == 1  # `old` is routed to the object by then, and still declined
+    assert pair.shortcut.pipeline.flux._pending  # the general path started the object's end
