@@ -43,6 +43,7 @@ CONFIGS: Final[dict[str, str]] = {
     "both": "flux: {mode: both, emit_deleted: true}\n",
     "few-objects": "flux: {mode: legacy, max_objects: 5}\nfederate: {max_series: 14}\n",
     "federate-off": "flux: {mode: legacy}\nfederate: {enabled: false}\n",
+    "spool": "flux: {mode: legacy}\nspool: {data_dir: '{spool}', synchronous: normal}\n",
 }
 DESTINATIONS: Final = (
     "remote_write:\n"
@@ -52,8 +53,10 @@ DESTINATIONS: Final = (
 )
 
 
-def _relay(flux: str) -> Relay:
-    text = "receiver: {validation: framing}\n" + flux + DESTINATIONS
+def _relay(flux: str, spool: Path) -> Relay:
+    """A relay on the fast path with two remote_write destinations; ``{spool}`` in ``flux`` is
+    replaced by ``spool``, a directory of its own."""
+    text = "receiver: {validation: framing}\n" + flux.replace("{spool}", str(spool)) + DESTINATIONS
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "relay.yml"
         path.write_text(text)
@@ -70,7 +73,12 @@ def _taken(relay: Relay) -> list[tuple[str, list[Entry]]]:
     for name, destination in relay.destinations.items():
         entries = []
         for shard in destination.queue.shards:
-            entries += list(shard.entries)
+            assert not shard.disk_entries  # small requests: every entry is held in memory too
+            taken = list(shard.entries)
+            if shard.spool is not None and taken:  # delivered: gone from the spool as well
+                shard.spool.delete(e.spool_id for e in taken)
+                shard.cursor = taken[-1].spool_id
+            entries += taken
             shard.entries.clear()
             shard.points = shard.memory_points = shard.queued_bytes = 0
         out.append((name, entries))
@@ -110,8 +118,10 @@ class Pair:
     """The relay with the shortcut and the one without, fed the same requests."""
 
     def __init__(self, flux: str) -> None:
-        self.shortcut = _relay(flux)
-        self.general = _relay(flux)
+        self._dirs = tempfile.TemporaryDirectory()  # the spools, removed with the pair
+        root = Path(self._dirs.name)
+        self.shortcut = _relay(flux, root / "shortcut")
+        self.general = _relay(flux, root / "general")
         self.general.steady = False
         self.requests = 0
         self.steady = 0  # requests the shortcut took
