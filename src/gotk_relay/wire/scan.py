@@ -191,7 +191,10 @@ def pick(
     if b"" in wanted:  # matches everywhere, and a missing name is not ""
         return None
     view = memoryview(raw)
-    parse = _pb.FlatWriteRequest.FromString
+    # One message takes every proof of the request: one upb arena, not one per series found.
+    # Besides the allocations, protobuf's runtime calls malloc_trim() after every 10000 arena
+    # blocks freed, handing every free page of the heap back to the kernel (to fault in again).
+    parse = _pb.FlatWriteRequest().MergeFromString
     starts = tuple(prefixes)
     picked: list[bytes] = []
     boundary = 0  # a field boundary of the request: 0, then the end of the last series read
