@@ -237,6 +237,19 @@ def core_busy_seconds(core: int) -> float:
     return 0.0
 
 
+def steal_seconds() -> float:
+    """Time the hypervisor gave every core of this machine to other guests (``/proc/stat``).
+
+    On a virtual machine a vCPU that is not scheduled stalls whatever ran on it, the system or
+    the loader, for 10 ms or more: the latency phase reports it beside its p99.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu "):
+                return int(line.split()[8]) / CLK_TCK
+    return 0.0
+
+
 def own_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -419,6 +432,7 @@ class Phase:
     drain_wall: float  # phase start to drained
     loader_cpu: float  # this process + the sink, phase start to last answer
     core_busy: float  # the system's core, busy with anything, phase start to last answer
+    steal: float  # every core, taken by the hypervisor, phase start to last answer
     delivered: int
     expected: int
 
@@ -434,6 +448,7 @@ class Phase:
             )
             if self.wall
             else None,
+            "steal_ms": round(self.steal * 1000),
             "drained_after_s": round(self.drain_wall, 3),
             "delivered_samples": self.delivered,
             "expected_samples": self.expected,
@@ -454,12 +469,12 @@ async def run_phase(
     rounds: int | None = None,
 ) -> Phase:
     cpu0, own0, sink0 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
-    busy0 = sum(core_busy_seconds(c) for c in system.cores)
+    busy0, steal0 = sum(core_busy_seconds(c) for c in system.cores), steal_seconds()
     t0 = time.monotonic()
     result = await loader.run(duration, rate, rounds)
     t1 = time.monotonic()
     cpu1, own1, sink1 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
-    busy1 = sum(core_busy_seconds(c) for c in system.cores)
+    busy1, steal1 = sum(core_busy_seconds(c) for c in system.cores), steal_seconds()
     tally.add(result)
     delivered, changed = await drain(session, sink_port, tally.expected, settings.drain_timeout)
     drained_at = min(changed, time.monotonic())
@@ -472,6 +487,7 @@ async def run_phase(
         drain_wall=drained_at - t0,
         loader_cpu=(own1 - own0) + (sink1 - sink0),
         core_busy=busy1 - busy0,
+        steal=steal1 - steal0,
         delivered=delivered,
         expected=tally.expected,
     )
@@ -567,6 +583,7 @@ async def bench_one(
             "loader_core_utilisation": peak.summary()["loader_core_utilisation"],
             "latency_p50_ms": round(steady.result.percentile(0.5) * 1000, 3),
             "latency_p99_ms": round(steady.result.percentile(0.99) * 1000, 3),
+            "latency_steal_ms": steady.summary()["steal_ms"],
             "peak_rss_bytes": hwm * 1024,
             "rss_end_bytes": rss * 1024,
             "delivered_samples": sink_final["samples"],
@@ -732,7 +749,8 @@ def _pct(value: float | None) -> str:
 
 
 def warnings(results: Sequence[dict[str, Any]]) -> Iterator[str]:
-    """Rows whose throughput number may not be the system's own limit."""
+    """Rows whose figures may not be the system's own: refusals, a busy loader core, other
+    processes on its core, the hypervisor stalling the cores during the latency phase."""
     for r in results:
         where = f"{r['system']} on {r['workload']}"
         phase = r["throughput"]
@@ -747,6 +765,11 @@ def warnings(results: Sequence[dict[str, Any]]) -> Iterator[str]:
             )
         if (r["loader_core_utilisation"] or 0) > 0.85:
             yield f"! {where}: the loader+sink core was {_pct(r['loader_core_utilisation'])} busy"
+        if r.get("latency_steal_ms"):
+            yield (
+                f"! {where}: the hypervisor took {r['latency_steal_ms']} ms from the cores "
+                "(steal) during the latency phase; its p99 includes such stalls"
+            )
         if (r["sut_core_foreign_utilisation"] or 0) > 0.10:
             yield (
                 f"! {where}: other processes took {_pct(r['sut_core_foreign_utilisation'])} "

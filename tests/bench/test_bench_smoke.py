@@ -29,6 +29,7 @@ RESULT_KEYS = {
     "samples_per_cpu_s",
     "latency_p50_ms",
     "latency_p99_ms",
+    "latency_steal_ms",
     "peak_rss_bytes",
     "delivered_samples",
     "expected_samples",
