@@ -102,7 +102,9 @@ by the identity of the labels tuple a caching decoder (``wire.picked``) hands ov
 sets and the values they take per state are built once per object, emissions are collected by
 identity rather than by labels, and events already in timestamp order are not sorted. None of it
 changes what is written: ``tests/unit/test_flux_speed_equivalence.py`` holds the implementation
-before these changes and compares the two on long, messy traffic.
+before these changes and compares the two on long, messy traffic. A scrape in which nothing
+changed can skip even that (``steady``: no events, no emitter, no ``Series`` per output), and
+``tests/unit/test_flux_steady.py`` compares the relay with and without it.
 """
 
 from __future__ import annotations
