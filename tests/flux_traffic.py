@@ -22,6 +22,18 @@ from gotk_relay.rules.flux import (
 )
 
 SCRAPE_MS: Final = 30_000
+AWAY_MS: Final = 2 * 3600 * 1000  # longer than any idle_expiry the tests configure
+
+
+def scrape_times(rng: random.Random, rounds: int, away: float) -> Iterator[int]:
+    """Each round's scrape timestamp, ``SCRAPE_MS`` apart; with probability ``away`` a round
+    comes ``AWAY_MS`` late instead (the relay was away: every object expires)."""
+    ts = loadgen.WorkloadSpec("flux").ts_base_ms
+    for _ in range(rounds):
+        ts += SCRAPE_MS
+        if rng.random() < away:
+            ts += AWAY_MS
+        yield ts
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import pytest
 from bench_workload import loadgen
-from flux_traffic import SCRAPE_MS, Traffic, deliver
+from flux_traffic import SCRAPE_MS, Traffic, deliver, scrape_times
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -654,11 +654,7 @@ def run(twins: Twins, rng: random.Random, rounds: int, objects: int, churn: floa
     reverse = twins.oracle.config.mode != "legacy" or rng.random() < 0.2
     traffic = Traffic(rng, objects, churn)
     late: list[Series] = []
-    ts = loadgen.WorkloadSpec("flux").ts_base_ms
-    for _ in range(rounds):
-        ts += SCRAPE_MS
-        if rng.random() < 0.04:  # the relay was away: every object expires
-            ts += 2 * 3600 * 1000
+    for ts in scrape_times(rng, rounds, away=0.04):
         samples = traffic.scrape(ts, fresh=0.3)
         if reverse:
             samples += traffic.legacy_scrape(ts, fresh=0.3)

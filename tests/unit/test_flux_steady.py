@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import pytest
 from bench_workload import loadgen
-from flux_traffic import SCRAPE_MS, Traffic, deliver
+from flux_traffic import SCRAPE_MS, Traffic, deliver, scrape_times
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,11 +160,7 @@ def run(pair: Pair, rng: random.Random, rounds: int, objects: int, churn: float)
     requests as remote write shards them) or a messy one (``flux_traffic.deliver``)."""
     traffic = Traffic(rng, objects, churn)
     late: list[Series] = []
-    ts = loadgen.WorkloadSpec("flux").ts_base_ms
-    for _ in range(rounds):
-        ts += SCRAPE_MS
-        if rng.random() < 0.03:  # the relay was away: every object expires
-            ts += 2 * 3600 * 1000
+    for ts in scrape_times(rng, rounds, away=0.03):
         quiet = rng.random() < 0.6
         traffic.churn = 0.0 if quiet else churn
         samples = traffic.scrape(ts, fresh=0.0)
