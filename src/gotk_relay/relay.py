@@ -222,18 +222,13 @@ class Relay:
         without a ``Series`` per synthesized output: every destination takes the request as it
         came (``fastpath.plan``) and the rules' output as one encoded entry.
         """
-        if self.pipeline.relabel:
+        if self.fast is None:  # scanned under a configuration a reload has since replaced
             return False
-        max_outputs = 1 << 62
-        for name, destination in self.destinations.items():
-            if (
-                destination.protocol != V1
-                or len(destination.queue.shards) != 1
-                or self.pipeline.write_relabel.get(name)
-                or getattr(destination.client, "tenant", None) is not None
-            ):
-                return False
-            max_outputs = min(max_outputs, destination.queue.max_points_per_send)
+        # fastpath.plan holds every destination to one shard, no rules, no tenants and remote
+        # write 1.0; the rules' output must also fit in one request to be one entry.
+        max_outputs = min(
+            (d.queue.max_points_per_send for d in self.destinations.values()), default=1 << 62
+        )
         steady = self.pipeline.flux.steady(batch, now_ms, max_outputs)
         if steady is None:
             return False
