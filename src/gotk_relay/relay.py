@@ -13,7 +13,6 @@ batch (at most four series per Flux object in it).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -29,17 +28,16 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import V1, Entry, compress, encode_entry, made_entry
+from .delivery.entry import V1, Entry, encode_entry, made_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool
 from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
-from .model import Batch, FamilyMetadata
+from .model import Batch
 from .pipeline import Pipeline, split_by_tenant
 from .rules.flux import FluxRewriter
 from .telemetry import Telemetry, flux_metrics, gauge
-from .wire import rw1
 
 log = logging.getLogger("gotk_relay.relay")
 
@@ -74,12 +72,6 @@ def build_destination(
     queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send, budget, spool, name)
     retry = RetrySettings(q.min_backoff, q.max_backoff, q.sample_age_limit)
     return QueuedDestination(name, build_client(name, cfg), queue, retry, telemetry)
-
-
-@functools.lru_cache(maxsize=16)
-def _metadata_bytes(families: tuple[FamilyMetadata, ...]) -> bytes:
-    """The encoded metadata of a WriteRequest, which follows its series (as ``made_entry``)."""
-    return rw1.encode(Batch((), families))
 
 
 def _added(inputs: Batch, rewritten: Batch) -> Batch:
@@ -199,7 +191,9 @@ class Relay:
                         key = (id(chunk), protocol)
                         if key not in encoded:
                             if made is not None and chunk is queued and protocol == V1:
-                                encoded[key] = made_entry(made, chunk, tenant)
+                                encoded[key] = made_entry(
+                                    *made, len(chunk.series), chunk.metadata, tenant
+                                )
                             else:
                                 encoded[key] = encode_entry(chunk, protocol, tenant)
                         entries[index].append(encoded[key])
@@ -234,10 +228,7 @@ class Relay:
             return False
         entries = [passthrough]
         if steady.outputs:
-            body = steady.body
-            if steady.families:
-                body += _metadata_bytes(steady.families)
-            entries.append(Entry(compress(body), V1, steady.outputs, max(0, steady.newest), 0, ""))
+            entries.append(made_entry(steady.body, steady.newest, steady.outputs, steady.families))
         planned = [(destination, [list(entries)]) for destination in self.destinations.values()]
         if self.spool is not None:
             planned = self._spool(planned)

@@ -12,13 +12,14 @@ re-encoding.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
 import cramjam
 
-from ..model import Batch, merge
+from ..model import Batch, FamilyMetadata, merge
 from ..wire import rw1, rw2, snappy_concat
 
 V1 = "prometheus.WriteRequest"
@@ -71,13 +72,24 @@ def encode_entry(batch: Batch, protocol: str, tenant: str = "") -> Entry:
     )
 
 
-def made_entry(made: tuple[bytes, int], batch: Batch, tenant: str = "") -> Entry:
+def made_entry(
+    series_bytes: bytes,
+    newest: int,
+    points: int,
+    metadata: tuple[FamilyMetadata, ...] = (),
+    tenant: str = "",
+) -> Entry:
     """``encode_entry(batch, V1, tenant)`` for a batch whose series a rule encoded already
-    (``made``: their WriteRequest bytes and newest timestamp; one sample each). Only its
-    metadata is encoded here: a WriteRequest's metadata follows its series."""
-    series_bytes, newest = made
-    body = series_bytes + rw1.encode(Batch((), batch.metadata)) if batch.metadata else series_bytes
-    return Entry(compress(body), V1, len(batch.series), max(0, newest), 0, tenant)
+    (``series_bytes``: their WriteRequest bytes, one sample each, ``points`` of them, the newest
+    at ``newest``). Only the metadata is encoded here: a WriteRequest's metadata follows its
+    series, and the rules add the same few families to every batch, so it is remembered."""
+    body = series_bytes + _metadata_bytes(metadata) if metadata else series_bytes
+    return Entry(compress(body), V1, points, max(0, newest), 0, tenant)
+
+
+@functools.lru_cache(maxsize=16)
+def _metadata_bytes(metadata: tuple[FamilyMetadata, ...]) -> bytes:
+    return rw1.encode(Batch((), metadata))
 
 
 def message(entry: Entry) -> bytes:
