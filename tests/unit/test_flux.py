@@ -657,6 +657,25 @@ def test_max_objects_rejects_new_objects_and_passes_their_inputs() -> None:
     assert rewriter.stats.objects_rejected == 2  # refused again: nothing is remembered of it
 
 
+def test_outputs_hold_no_copies_of_label_pairs() -> None:
+    """What keeps thousands of objects small: an output's label pair is its input's own tuple,
+    or one tuple shared by every output that has it (the kind, the namespace, the status)."""
+    rewriter = FluxRewriter(FluxConfig())
+    inputs = batch_of([ks(name=f"app-{i}", ts=1000) for i in range(3)])
+    outputs = synthesized(rewriter.rewrite(inputs))
+    assert len(outputs) == 12
+    own = {label_value(s.labels, "name"): {p: p for p in s.labels} for s in inputs.series}
+    shared: dict[tuple[str, str], set[int]] = {}
+    for series in outputs:
+        mine = own[label_value(series.labels, "name")]
+        for pair in series.labels:
+            if mine.get(pair) is not pair:
+                shared.setdefault(pair, set()).add(id(pair))
+    added = {"__name__", "exported_namespace", "job", "kind", "namespace", "status", "type"}
+    assert {name for name, _ in shared} <= added
+    assert all(len(ids) == 1 for ids in shared.values()), shared
+
+
 def test_idle_objects_are_forgotten_silently() -> None:
     rewriter = FluxRewriter(FluxConfig(idle_expiry=60))
     rewriter.rewrite(batch_of([ks(ts=1000)]), now_ms=1000)

@@ -112,6 +112,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, Literal, NamedTuple
@@ -665,6 +666,14 @@ def _event_order(event: _Event) -> tuple[int, bool]:
     return event[0], event[1]
 
 
+_SHARED_PAIRS_MAX: Final = 16_384
+
+
+def _sorted_pairs(pairs: Iterable[tuple[str, str]]) -> Labels:
+    """``labels_from`` of pairs, keeping the pair tuples themselves rather than copies."""
+    return tuple(sorted([pair for pair in pairs if pair[1] != ""]))
+
+
 # A label set of a Flux metric name that is not a Flux object (cached like a route).
 _NOT_FLUX: Final = _Route((), False, (), next(iter(BY_KIND.values())))
 
@@ -701,6 +710,7 @@ class FluxRewriter:
         self._expiry_floor = _NEVER  # no object's last_seen is below this
         self._calls = 0  # rewrite() calls that emitted or could have: stamps emissions
         self._values: dict[tuple[str, bool], _Values] = {}  # forward outputs per ready/suspended
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # see _shared_pair
         # The last rewrite()'s synthesized series, their encoding and newest timestamp.
         self._encoded: tuple[tuple[Series, ...], bytes, int] | None = None
         if config.emit_deleted:
@@ -911,31 +921,34 @@ class FluxRewriter:
         if not given.get("name"):
             return _NOT_FLUX
         own = _KSM_OWN[kind.kind]
-        out: dict[str, str] = {}
-        for key, value in labels:
+        # Label name → pair; the input's own pairs are kept (see _shared_pair).
+        out: dict[str, tuple[str, str]] = {}
+        for pair in labels:
+            key = pair[0]
             if key in own:
                 if _EXPORTED + key in given:  # the scrape's label; KSM's was renamed
-                    out[key] = value
+                    out[key] = pair
             elif not (key.startswith(_EXPORTED) and key[len(_EXPORTED) :] in own):
-                out[key] = value
+                out[key] = pair
         for key in ("__name__", "type", "status", "exported_namespace"):
             out.pop(key, None)
         namespace = given.get("exported_namespace") or given.get("namespace", "")
+        share = self._shared_pair
         if self.config.label_shape == "stored":
-            out["exported_namespace"] = namespace
-            out["namespace"] = self.config.controller_namespace
+            out["exported_namespace"] = share(("exported_namespace", namespace))
+            out["namespace"] = share(("namespace", self.config.controller_namespace))
         else:
-            out["namespace"] = namespace
+            out["namespace"] = share(("namespace", namespace))
         if self.config.set_job:
-            out["job"] = kind.controller
-        out["kind"] = kind.kind
+            out["job"] = share(("job", kind.controller))
+        out["kind"] = share(("kind", kind.kind))
         ready = _ksm_value(given, "ready")
         ready = ready if ready in STATUSES else "Unknown"
         suspended = _ksm_value(given, "suspended") == "true"
         return _Route(
             labels,
             True,
-            labels_from(out),
+            _sorted_pairs(out.values()),
             kind,
             ready=ready,
             suspended=suspended,
@@ -959,12 +972,31 @@ class FluxRewriter:
             status = given.get("status", "")
             if given.get("type") != "Ready" or status not in _LEGACY_STATUSES:
                 return _NOT_FLUX
-        out = {key: value for key, value in labels if key not in _LEGACY_OWN}
-        out["customresource_group"] = kind.group
-        out["customresource_kind"] = kind.kind
-        out["customresource_version"] = self.config.versions[kind.kind]
-        out["exported_namespace"] = given.get("exported_namespace") or given.get("namespace", "")
-        return _Route(labels, False, labels_from(out), kind, status=status)
+        out = {pair[0]: pair for pair in labels if pair[0] not in _LEGACY_OWN}
+        share = self._shared_pair
+        out["customresource_group"] = share(("customresource_group", kind.group))
+        out["customresource_kind"] = share(("customresource_kind", kind.kind))
+        out["customresource_version"] = share(
+            ("customresource_version", self.config.versions[kind.kind])
+        )
+        namespace = given.get("exported_namespace") or given.get("namespace", "")
+        out["exported_namespace"] = share(("exported_namespace", namespace))
+        return _Route(labels, False, _sorted_pairs(out.values()), kind, status=status)
+
+    def _shared_pair(self, pair: tuple[str, str]) -> tuple[str, str]:
+        """One tuple for each label pair the rules add (a namespace, a kind, a job, a status).
+
+        A Flux object's key and outputs hold these pairs and the input's own ones rather than
+        copies: with thousands of objects, the copies were a third of the rewriter's memory.
+        Bounded: emptied when full (the pairs stay valid; only the sharing restarts).
+        """
+        pairs = self._pairs
+        found = pairs.get(pair)
+        if found is None:
+            if len(pairs) >= _SHARED_PAIRS_MAX:
+                pairs.clear()
+            found = pairs[pair] = pair
+        return found
 
     # -- processing -----------------------------------------------------------------------
 
@@ -1112,11 +1144,12 @@ class FluxRewriter:
             {**base, "__name__": RECONCILE_CONDITION, "type": "Ready", "status": status}
             for status in self._statuses
         ]
-        # The outputs share their label pairs with the object's key and with each other (all but
-        # __name__, type and status are the same): a third of the memory a Flux object holds.
+        # The outputs share their label pairs with the object's key (all but __name__, type and
+        # status are the same), and those three with every other object's outputs.
         pairs = {pair: pair for pair in route.key}
+        share = self._shared_pair
         names = tuple(
-            tuple([pairs.setdefault(pair, pair) for pair in labels_from(labels)])
+            tuple([pairs.get(pair) or share(pair) for pair in labels_from(labels)])
             for labels in (*conditions, {**base, "__name__": SUSPEND_STATUS})
         )
         outputs = (names, (CONDITION_METADATA,) * len(conditions) + (SUSPEND_METADATA,))
