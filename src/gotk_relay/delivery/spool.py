@@ -14,7 +14,6 @@ and this keeps admission free of awaits, which is what keeps it all-or-nothing.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -53,6 +52,8 @@ class Backlog(NamedTuple):
 
 class Spool:
     def __init__(self, data_dir: str | Path, synchronous: str = "full") -> None:
+        import sqlite3  # here: a relay without a spool does not load SQLite (~1 MiB resident)
+
         path = Path(data_dir)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -90,6 +91,8 @@ class Spool:
 
     def append(self, rows: Sequence[tuple[str, int, Entry]]) -> list[int]:
         """Commit ``(destination, shard, entry)`` rows in one transaction; their ids, in order."""
+        import sqlite3  # loaded by __init__ already
+
         if not rows:
             return []
         cursor = self.db.cursor()
