@@ -8,6 +8,7 @@ picked series, Flux, queue, federate — and reports CPU time per request, so on
 hot path can be judged in seconds. The queues are emptied after each request (no sender runs).
 
 Usage: .venv/bin/python bench/inprocess.py [--workload flux-heavy] [--rounds 6] [--repeats 3]
+       .venv/bin/python bench/inprocess.py --memory    # state memory per Flux object
 A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python bench/inprocess.py
 """
 
@@ -17,6 +18,7 @@ import argparse
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,15 +70,44 @@ def write(relay: Relay, body: bytes, now_ms: int) -> None:
     drain(relay)
 
 
+def state_memory(workload: loadgen.Workload, rounds: int) -> None:
+    """The Python memory the relay holds after ``rounds`` of the workload, per Flux object.
+
+    Why: the relay's memory grows with the Flux objects it tracks (their state, their four
+    outputs' encodings, the federate store's entries, the decoder's label cache), not with the
+    series it forwards; this is the figure to size it by. Traced by ``tracemalloc`` from before
+    the first request, so the interpreter and the modules are left out.
+    """
+    spec = workload.spec
+    tracemalloc.start()
+    relay = make_relay()
+    before = tracemalloc.get_traced_memory()[0]
+    for round_ in range(rounds):
+        for index in range(len(workload.batches)):
+            write(relay, workload.body(index, round_), spec.timestamp(round_))
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    objects = relay.pipeline.flux.stats.objects_tracked
+    per_object = f", {held / objects / 1024:.2f} KiB per Flux object" if objects else ""
+    print(
+        f"{spec.name}: the relay's state holds {held / 2**20:.2f} MiB after {rounds} rounds "
+        f"of {len(workload.batches)} requests; {objects} Flux objects{per_object}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="flux-heavy")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of every batch, timed")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    parser.add_argument("--memory", action="store_true", help="report state memory, not time")
     args = parser.parse_args()
     keep_freed_memory()  # as `gotk-relay serve` does
     spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])
     workload = loadgen.Workload(spec)
+    if args.memory:
+        state_memory(workload, args.rounds)
+        return
     count = len(workload.batches)
     relay = make_relay()
     for index in range(count):  # round 0: every label set and Flux object seen once

@@ -133,3 +133,26 @@ def test_the_in_process_benchmark_runs_the_write_path() -> None:
     assert objects == expected == 2500
     # Each object: its gotk_resource_info, three gotk_reconcile_condition, a gotk_suspend_status.
     assert federated == 5 * objects
+
+
+def test_the_in_process_benchmark_reports_memory_per_flux_object() -> None:
+    """``--memory`` is the sizing figure the docs quote: the state held for the workload's 2500
+    Flux objects, and its share per object."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "inprocess.py"), "--memory", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.fullmatch(
+        r"flux-heavy: the relay's state holds ([\d.]+) MiB after 2 rounds of 25 requests; "
+        r"(\d+) Flux objects, ([\d.]+) KiB per Flux object",
+        done.stdout.strip(),
+    )
+    assert found is not None, done.stdout
+    held, objects, per_object = float(found[1]), int(found[2]), float(found[3])
+    assert objects == 2500
+    assert per_object > 0
+    assert abs(held * 1024 / objects - per_object) < 0.01
