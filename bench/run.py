@@ -17,7 +17,9 @@ sink and a fresh system are started, and:
    produced, so the forwarding work after the last 2xx is paid for too);
 3. latency: a push at 50 % of that system's own max rate → p50/p99 of the request latency the
    loader sees (the sink, on the loader's core, yields it from here on: ``nice 10``);
-4. peak RSS (``VmHWM``) of the system over the whole run;
+4. peak RSS (``VmHWM``) of the system over the whole run, and over the latency phase alone
+   (the high-water mark is reset before it through ``/proc/<pid>/clear_refs``): issue 6 sets its
+   memory goal at 50% of the maximum rate;
 5. delivery: after each phase, what the sink counted must equal what the loader had acked, times
    what the system adds (gotk-relay adds four legacy series per ``gotk_resource_info`` sample).
 
@@ -85,6 +87,7 @@ TABLE_COLUMNS: Final = (
     ("p50 ms", 8),
     ("p99 ms", 8),
     ("peak RSS MiB", 13),
+    ("@50% MiB", 9),
     ("delivered", 10),
 )
 
@@ -253,6 +256,29 @@ def steal_seconds() -> float:
 def own_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def peak_rss_kib(pid: int) -> dict[int, int]:
+    """``VmHWM`` of ``pid`` and each of its descendants, by pid."""
+    peaks = {}
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[p] = int(line.split()[1])
+    return peaks
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the ``VmHWM`` of ``pid`` and its descendants to their current RSS (``clear_refs``
+    value 5, Linux 4.0+); False when the kernel refused it for any of them."""
+    done = True
+    for p in _tree(pid):
+        try:
+            Path(f"/proc/{p}/clear_refs").write_text("5")
+        except OSError:
+            done = False
+    return done
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -545,9 +571,13 @@ async def bench_one(
         # already has, and the system would be charged for it. Each system gets a fresh sink,
         # so it stays at the lower priority until it is stopped.
         os.setpriority(os.PRIO_PROCESS, sink.pid, SINK_NICE_DURING_LATENCY)
+        before = peak_rss_kib(system.proc.pid)
+        reset = reset_peak_rss(system.proc.pid)
         steady = await run_phase(*args, settings.duration, settings, rate=rate, rounds=cap)
         phases += [peak, steady]
-        hwm = status_kib(system.proc.pid, "VmHWM")
+        during = peak_rss_kib(system.proc.pid)
+        hwm = sum(max(kib, before.get(p, 0)) for p, kib in during.items())
+        latency_hwm = sum(during.values()) if reset else None
         rss = status_kib(system.proc.pid, "VmRSS")
         self_report = {}
         if name == "gotk-relay":
@@ -585,6 +615,7 @@ async def bench_one(
             "latency_p99_ms": round(steady.result.percentile(0.99) * 1000, 3),
             "latency_steal_ms": steady.summary()["steal_ms"],
             "peak_rss_bytes": hwm * 1024,
+            "latency_peak_rss_bytes": latency_hwm * 1024 if latency_hwm is not None else None,
             "rss_end_bytes": rss * 1024,
             "delivered_samples": sink_final["samples"],
             "expected_samples": tally.expected,
@@ -800,6 +831,7 @@ def table(results: Sequence[dict[str, Any]], ratios: Sequence[dict[str, Any]]) -
                 _num(r["latency_p50_ms"]),
                 _num(r["latency_p99_ms"]),
                 _num(r["peak_rss_bytes"] / 2**20),
+                _num(r["latency_peak_rss_bytes"] / 2**20 if r["latency_peak_rss_bytes"] else None),
                 delivered,
             ]
         )
@@ -815,6 +847,7 @@ def table(results: Sequence[dict[str, Any]], ratios: Sequence[dict[str, Any]]) -
                 f"{q['latency_p50_ms']:.2f}x",
                 f"{q['latency_p99_ms']:.2f}x",
                 f"{q['peak_rss_bytes']:.2f}x",
+                f"{q['latency_peak_rss_bytes']:.2f}x" if q["latency_peak_rss_bytes"] else "-",
                 "",
             ]
         )
@@ -832,7 +865,7 @@ def ratio_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if relay is None or base is None:
                 continue
             row: dict[str, Any] = {"name": f"relay/{other}", "workload": workload}
-            for key in (*keys, "peak_rss_bytes"):
+            for key in (*keys, "peak_rss_bytes", "latency_peak_rss_bytes"):
                 a, b = relay[key], base[key]
                 row[key] = a / b if a and b else None
             out.append(row)

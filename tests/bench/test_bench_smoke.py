@@ -31,6 +31,7 @@ RESULT_KEYS = {
     "latency_p99_ms",
     "latency_steal_ms",
     "peak_rss_bytes",
+    "latency_peak_rss_bytes",
     "delivered_samples",
     "expected_samples",
     "accepted_samples",
@@ -62,7 +63,8 @@ def test_prints_the_table_with_every_system_and_workload(
 ) -> None:
     stdout, _ = smoke
     header = next((line for line in stdout.splitlines() if line.startswith("system ")), "")
-    for column in ("workload", "accepted/s", "samples/CPU-s", "p50 ms", "p99 ms", "peak RSS"):
+    columns = ("workload", "accepted/s", "samples/CPU-s", "p50 ms", "p99 ms", "peak RSS", "@50%")
+    for column in columns:
         assert column in header, f"{column!r} missing from the table header {header!r}"
     for system in SYSTEMS:
         for workload in WORKLOADS:
@@ -84,6 +86,15 @@ def test_writes_json_with_the_expected_keys(smoke: tuple[str, dict[str, Any]]) -
     for result in report["results"]:
         assert result.keys() >= RESULT_KEYS, RESULT_KEYS - result.keys()
     assert len(report["memory_scaling"]) == 2
+
+
+def test_peak_rss_of_the_latency_phase_is_its_own(smoke: tuple[str, dict[str, Any]]) -> None:
+    """The high-water mark is reset before the 50% phase: its peak is measured, not the run's,
+    and the run's peak stays the larger of the two."""
+    _, report = smoke
+    for result in report["results"]:
+        where = f"{result['system']} on {result['workload']}"
+        assert 0 < result["latency_peak_rss_bytes"] <= result["peak_rss_bytes"], where
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
