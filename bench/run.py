@@ -21,7 +21,10 @@ sink and a fresh system are started, and:
    (the high-water mark is reset before it through ``/proc/<pid>/clear_refs``): issue 6 sets its
    memory goal at 50% of the maximum rate;
 5. delivery: after each phase, what the sink counted must equal what the loader had acked, times
-   what the system adds (gotk-relay adds four legacy series per ``gotk_resource_info`` sample).
+   what the system adds (gotk-relay adds four legacy series per ``gotk_resource_info`` sample);
+6. the latency floor: right after, the same push at the same rate to a bare receiver (a second
+   sink, alone on the system's core): what the loader, the kernel and this machine's stalls
+   cost with no system in between, so a p99 can be read as what the system adds to it.
 
 Then gotk-relay alone takes 50k distinct pass-through series (2 rounds) and 1M (20 clusters ×
 the same 50k, 1 round), to show how its memory grows with the number of distinct series; each
@@ -363,12 +366,12 @@ def start_system(
     return System(name, Proc(name, argv, core, workdir), port, "/health", cores)
 
 
-def start_sink(workdir: Path, full: bool, core: int | None) -> tuple[Proc, int]:
+def start_sink(workdir: Path, full: bool, core: int | None, name: str = "sink") -> tuple[Proc, int]:
     port = free_port()
     argv = [sys.executable, str(REPO / "bench" / "sink.py"), "--port", str(port)]
     if full:
         argv.append("--full")
-    return Proc("sink", argv, core, workdir), port
+    return Proc(name, argv, core, workdir), port
 
 
 async def wait_ready(
@@ -519,6 +522,45 @@ async def run_phase(
     )
 
 
+async def latency_floor(
+    workload: loadgen.Workload,
+    rate: float,
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    workdir: Path,
+) -> dict[str, Any]:
+    """The loader's latency against a bare receiver at ``rate``: a fresh sink (it decompresses
+    and counts, nothing else) alone on the system's core, for the latency phase's duration.
+
+    Why: on a shared virtual machine a p99 holds the machine's own stalls (steal time, the
+    loader's scheduling); measured minutes apart, two systems' tails are not comparable to
+    each other or to a fixed goal without the floor of the same minutes beside them.
+    """
+    core = SUT_CORE if settings.pinned else None
+    sink, port = start_sink(workdir, False, core, name="floor-sink")
+    loader: loadgen.Loader | None = None
+    try:
+        await wait_ready(session, sink, f"http://{HOST}:{port}/stats")
+        loader = loadgen.Loader(workload, HOST, port, settings.connections)
+        steal0 = steal_seconds()
+        result = await loader.run(settings.duration, rate, settings.max_rounds)
+        steal = steal_seconds() - steal0
+        return {
+            "requests": result.requests,
+            "accepted_requests": result.accepted_requests,
+            "late_sends": result.late_sends,
+            "p50_ms": round(result.percentile(0.5) * 1000, 3),
+            "p99_ms": round(result.percentile(0.99) * 1000, 3),
+            "max_ms": round(max(result.latencies, default=0.0) * 1000, 3),
+            "steal_ms": round(steal * 1000),
+            "target_rate_per_s": round(rate, 1),
+        }
+    finally:
+        if loader is not None:
+            await loader.close()
+        sink.stop()
+
+
 async def relay_self_report(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
     """The relay's own counters, as a cross-check of the sink's (informational)."""
     out: dict[str, float] = {}
@@ -594,6 +636,7 @@ async def bench_one(
                 verification = await response.json()
         sink_final = await sink_stats(session, sink_port)
         exited = system.proc.popen.poll()  # a crash must not pass as a slow system
+        floor = await latency_floor(workload, rate, settings, session, workdir)
         delivered_ok = exited is None and all(p.delivered == p.expected for p in phases)
         if verification is not None:
             delivered_ok = delivered_ok and bool(verification["ok"])
@@ -614,6 +657,7 @@ async def bench_one(
             "latency_p50_ms": round(steady.result.percentile(0.5) * 1000, 3),
             "latency_p99_ms": round(steady.result.percentile(0.99) * 1000, 3),
             "latency_steal_ms": steady.summary()["steal_ms"],
+            "latency_floor": floor,
             "peak_rss_bytes": hwm * 1024,
             "latency_peak_rss_bytes": latency_hwm * 1024 if latency_hwm is not None else None,
             "rss_end_bytes": rss * 1024,
@@ -872,6 +916,23 @@ def ratio_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def floor_table(results: Sequence[dict[str, Any]]) -> Iterator[str]:
+    """Each system's latency at 50% beside the bare receiver's, pushed right after it."""
+    yield "latency at 50% vs a bare receiver (a sink alone on the system's core, same rate, after)"
+    yield (
+        f"{'system':<21}  {'workload':<11}  {'p50 ms':>7}  {'p99 ms':>7}  {'bare p50':>8}  "
+        f"{'bare p99':>8}  {'steal ms':>13}"
+    )
+    for r in results:
+        floor = r["latency_floor"]
+        steal = f"{r['latency_steal_ms']} / {floor['steal_ms']}"
+        yield (
+            f"{r['system']:<21}  {r['workload']:<11}  {_num(r['latency_p50_ms']):>7}  "
+            f"{_num(r['latency_p99_ms']):>7}  {_num(floor['p50_ms']):>8}  "
+            f"{_num(floor['p99_ms']):>8}  {steal:>13}"
+        )
+
+
 def memory_table(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
     yield "gotk-relay memory vs distinct pass-through series"
     yield (
@@ -1046,6 +1107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in table(report["results"], report["ratios"]):
         print(line)
     for line in warnings(report["results"]):
+        print(line)
+    print()
+    for line in floor_table(report["results"]):
         print(line)
     if report["memory_scaling"]:
         print()

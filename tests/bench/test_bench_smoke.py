@@ -30,6 +30,7 @@ RESULT_KEYS = {
     "latency_p50_ms",
     "latency_p99_ms",
     "latency_steal_ms",
+    "latency_floor",
     "peak_rss_bytes",
     "latency_peak_rss_bytes",
     "delivered_samples",
@@ -95,6 +96,19 @@ def test_peak_rss_of_the_latency_phase_is_its_own(smoke: tuple[str, dict[str, An
     for result in report["results"]:
         where = f"{result['system']} on {result['workload']}"
         assert 0 < result["latency_peak_rss_bytes"] <= result["peak_rss_bytes"], where
+
+
+def test_latency_floor_is_measured_at_the_same_rate(smoke: tuple[str, dict[str, Any]]) -> None:
+    """Each latency phase is followed by the same push to a bare receiver, so a p99 comes with
+    the machine's own floor of the same minutes; the table prints both."""
+    stdout, report = smoke
+    assert "latency at 50% vs a bare receiver" in stdout
+    for result in report["results"]:
+        floor = result["latency_floor"]
+        where = f"{result['system']} on {result['workload']}"
+        assert floor["target_rate_per_s"] == result["latency"]["target_rate_per_s"], where
+        assert floor["accepted_requests"] == floor["requests"] > 0, where
+        assert 0 < floor["p50_ms"] <= floor["p99_ms"] <= floor["max_ms"], where
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
