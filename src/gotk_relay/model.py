@@ -154,9 +154,13 @@ assert Series._fields[1:3] == ("samples", "histograms")
 
 
 def labels_from(mapping: dict[str, str] | Iterable[tuple[str, str]]) -> Labels:
-    """Sorted labels with empty values dropped, as Prometheus' ``labels.Builder`` makes them."""
+    """Sorted labels with empty values dropped, as Prometheus' ``labels.Builder`` makes them.
+
+    Pairs given as tuples are kept, not copied: the Flux rules build label sets from an input's
+    own pairs so that thousands of objects share them (``FluxRewriter._shared_pair``).
+    """
     items = mapping.items() if isinstance(mapping, dict) else mapping
-    return tuple(sorted((k, v) for k, v in items if v != ""))
+    return tuple(sorted([pair for pair in items if pair[1] != ""]))
 
 
 def label_value(labels: Labels, name: str) -> str:

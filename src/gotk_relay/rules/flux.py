@@ -112,7 +112,6 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, Literal, NamedTuple
@@ -669,11 +668,6 @@ def _event_order(event: _Event) -> tuple[int, bool]:
 _SHARED_PAIRS_MAX: Final = 16_384
 
 
-def _sorted_pairs(pairs: Iterable[tuple[str, str]]) -> Labels:
-    """``labels_from`` of pairs, keeping the pair tuples themselves rather than copies."""
-    return tuple(sorted([pair for pair in pairs if pair[1] != ""]))
-
-
 # A label set of a Flux metric name that is not a Flux object (cached like a route).
 _NOT_FLUX: Final = _Route((), False, (), next(iter(BY_KIND.values())))
 
@@ -948,7 +942,7 @@ class FluxRewriter:
         return _Route(
             labels,
             True,
-            _sorted_pairs(out.values()),
+            labels_from(out.values()),
             kind,
             ready=ready,
             suspended=suspended,
@@ -981,7 +975,7 @@ class FluxRewriter:
         )
         namespace = given.get("exported_namespace") or given.get("namespace", "")
         out["exported_namespace"] = share(("exported_namespace", namespace))
-        return _Route(labels, False, _sorted_pairs(out.values()), kind, status=status)
+        return _Route(labels, False, labels_from(out.values()), kind, status=status)
 
     def _shared_pair(self, pair: tuple[str, str]) -> tuple[str, str]:
         """One tuple for each label pair the rules add (a namespace, a kind, a job, a status).
