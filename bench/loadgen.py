@@ -595,6 +595,23 @@ class PhaseResult:
     # Which (batch index, round) were acked: the sink's full check needs them.
     acked: list[tuple[int, int]] = field(default_factory=list)
 
+    def absorb(self, other: PhaseResult) -> None:
+        """Add a later run's counts to these, as if both had been one phase of their summed
+        durations (the benchmark's latency phase is made of slices, see ``bench/run.py``)."""
+        self.duration += other.duration
+        self.requests += other.requests
+        self.accepted_requests += other.accepted_requests
+        self.accepted_samples += other.accepted_samples
+        self.accepted_flux += other.accepted_flux
+        self.dropped_samples += other.dropped_samples
+        self.abandoned_samples += other.abandoned_samples
+        self.retries += other.retries
+        self.transport_errors += other.transport_errors
+        self.late_sends += other.late_sends
+        self.statuses.update(other.statuses)
+        self.latencies.extend(other.latencies)
+        self.acked.extend(other.acked)
+
     @property
     def accepted_per_second(self) -> float:
         return self.accepted_samples / self.duration if self.duration > 0 else 0.0

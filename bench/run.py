@@ -129,6 +129,7 @@ class Settings:
     relay_validation: str = ""  # receiver.validation of gotk-relay; "" = its default (framing)
     relay_workers: int = 1  # receiver.workers of gotk-relay (processes taking connections)
     relay_cores: tuple[int, ...] = ()  # cores gotk-relay (all its processes) runs on; () = SUT_CORE
+    latency_slice: float = 2.0  # seconds per system/floor alternation in the latency phase
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -485,6 +486,61 @@ class Phase:
         }
 
 
+@dataclass
+class Floor:
+    """A bare receiver alone on the system's core, and the loader that pushes to it.
+
+    Why: on a shared virtual machine a p99 holds the machine's own stalls (steal time, the
+    loader's scheduling), which move from 3 to 23 ms here from one quarter of an hour to the
+    next. The latency phase alternates between the system and this receiver, slice by slice at
+    the same rate, so both tails are taken in the same seconds and their difference is what
+    the system adds.
+    """
+
+    sink: Proc
+    loader: loadgen.Loader
+    result: loadgen.PhaseResult = field(default_factory=loadgen.PhaseResult)
+    steal: float = 0.0
+    slices: int = 0
+
+    def summary(self, rate: float) -> dict[str, Any]:
+        result = self.result
+        return {
+            "requests": result.requests,
+            "accepted_requests": result.accepted_requests,
+            "late_sends": result.late_sends,
+            "p50_ms": round(result.percentile(0.5) * 1000, 3),
+            "p99_ms": round(result.percentile(0.99) * 1000, 3),
+            "max_ms": round(max(result.latencies, default=0.0) * 1000, 3),
+            "steal_ms": round(self.steal * 1000),
+            "target_rate_per_s": round(rate, 1),
+            "slices": self.slices,
+        }
+
+
+async def start_floor(
+    workload: loadgen.Workload,
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    workdir: Path,
+) -> Floor:
+    """A fresh sink (it decompresses and counts, nothing else) on the system's core."""
+    core = SUT_CORE if settings.pinned else None
+    sink, port = start_sink(workdir, False, core, name="floor-sink")
+    try:
+        await wait_ready(session, sink, f"http://{HOST}:{port}/stats")
+    except BaseException:
+        sink.stop()
+        raise
+    return Floor(sink, loadgen.Loader(workload, HOST, port, settings.connections))
+
+
+def latency_slices(duration: float, settings: Settings) -> int:
+    """How many system/floor alternations a latency phase of ``duration`` is cut into (≥ 2,
+    so the smoke run takes the same path as a full one)."""
+    return max(2, round(duration / settings.latency_slice))
+
+
 async def run_phase(
     loader: loadgen.Loader,
     session: aiohttp.ClientSession,
@@ -496,69 +552,59 @@ async def run_phase(
     settings: Settings,
     rate: float | None = None,
     rounds: int | None = None,
+    floor: Floor | None = None,
 ) -> Phase:
-    cpu0, own0, sink0 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
-    busy0, steal0 = sum(core_busy_seconds(c) for c in system.cores), steal_seconds()
-    t0 = time.monotonic()
-    result = await loader.run(duration, rate, rounds)
-    t1 = time.monotonic()
-    cpu1, own1, sink1 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
-    busy1, steal1 = sum(core_busy_seconds(c) for c in system.cores), steal_seconds()
-    tally.add(result)
+    """Push to the system for ``duration`` seconds, wait until the sink has it all, measure.
+
+    With ``floor``, the push is cut into slices, each followed by the same push to the bare
+    receiver: after each system slice the sink must hold everything the system took (so the
+    system's forwarding is over before the receiver takes its core), then the receiver gets a
+    slice of the same length at the same rate. The phase's figures (wall, CPU, steal, latency)
+    are the system slices' sums; the receiver's are kept in ``floor``.
+    """
+    slices = 1 if floor is None else latency_slices(duration, settings)
+    span = duration / slices
+    if rounds is not None:
+        rounds = -(-rounds // slices)
+    result = loadgen.PhaseResult()
+    wall = sut_cpu = loader_cpu = core_busy = steal = 0.0
+    start, cpu_start = time.monotonic(), cpu_seconds(system.proc.pid)
+    for _ in range(slices):
+        cpu0, own0, sink0 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
+        busy0, steal0 = sum(core_busy_seconds(c) for c in system.cores), steal_seconds()
+        t0 = time.monotonic()
+        part = await loader.run(span, rate, rounds)
+        t1 = time.monotonic()
+        cpu1, own1, sink1 = cpu_seconds(system.proc.pid), own_cpu_seconds(), cpu_seconds(sink.pid)
+        busy1, steal1 = sum(core_busy_seconds(c) for c in system.cores), steal_seconds()
+        wall += t1 - t0
+        sut_cpu += cpu1 - cpu0
+        loader_cpu += (own1 - own0) + (sink1 - sink0)
+        core_busy += busy1 - busy0
+        steal += steal1 - steal0
+        result.absorb(part)
+        tally.add(part)
+        if floor is not None:
+            await drain(session, sink_port, tally.expected, settings.drain_timeout)
+            steal0 = steal_seconds()
+            floor.result.absorb(await floor.loader.run(span, rate, rounds))
+            floor.steal += steal_seconds() - steal0
+            floor.slices += 1
     delivered, changed = await drain(session, sink_port, tally.expected, settings.drain_timeout)
     drained_at = min(changed, time.monotonic())
-    cpu2 = cpu_seconds(system.proc.pid)
+    cpu_end = cpu_seconds(system.proc.pid)
     return Phase(
         result=result,
-        wall=t1 - t0,
-        sut_cpu=cpu1 - cpu0,
-        sut_cpu_drained=cpu2 - cpu0,
-        drain_wall=drained_at - t0,
-        loader_cpu=(own1 - own0) + (sink1 - sink0),
-        core_busy=busy1 - busy0,
-        steal=steal1 - steal0,
+        wall=wall,
+        sut_cpu=sut_cpu,
+        sut_cpu_drained=cpu_end - cpu_start,
+        drain_wall=drained_at - start,
+        loader_cpu=loader_cpu,
+        core_busy=core_busy,
+        steal=steal,
         delivered=delivered,
         expected=tally.expected,
     )
-
-
-async def latency_floor(
-    workload: loadgen.Workload,
-    rate: float,
-    settings: Settings,
-    session: aiohttp.ClientSession,
-    workdir: Path,
-) -> dict[str, Any]:
-    """The loader's latency against a bare receiver at ``rate``: a fresh sink (it decompresses
-    and counts, nothing else) alone on the system's core, for the latency phase's duration.
-
-    Why: on a shared virtual machine a p99 holds the machine's own stalls (steal time, the
-    loader's scheduling); measured minutes apart, two systems' tails are not comparable to
-    each other or to a fixed goal without the floor of the same minutes beside them.
-    """
-    core = SUT_CORE if settings.pinned else None
-    sink, port = start_sink(workdir, False, core, name="floor-sink")
-    loader: loadgen.Loader | None = None
-    try:
-        await wait_ready(session, sink, f"http://{HOST}:{port}/stats")
-        loader = loadgen.Loader(workload, HOST, port, settings.connections)
-        steal0 = steal_seconds()
-        result = await loader.run(settings.duration, rate, settings.max_rounds)
-        steal = steal_seconds() - steal0
-        return {
-            "requests": result.requests,
-            "accepted_requests": result.accepted_requests,
-            "late_sends": result.late_sends,
-            "p50_ms": round(result.percentile(0.5) * 1000, 3),
-            "p99_ms": round(result.percentile(0.99) * 1000, 3),
-            "max_ms": round(max(result.latencies, default=0.0) * 1000, 3),
-            "steal_ms": round(steal * 1000),
-            "target_rate_per_s": round(rate, 1),
-        }
-    finally:
-        if loader is not None:
-            await loader.close()
-        sink.stop()
 
 
 async def relay_self_report(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
@@ -587,6 +633,7 @@ async def bench_one(
     sink, sink_port = start_sink(workdir, settings.full_verify, load_core)
     system: System | None = None
     loader: loadgen.Loader | None = None
+    floor: Floor | None = None
     try:
         await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
         system = start_system(
@@ -613,9 +660,12 @@ async def bench_one(
         # already has, and the system would be charged for it. Each system gets a fresh sink,
         # so it stays at the lower priority until it is stopped.
         os.setpriority(os.PRIO_PROCESS, sink.pid, SINK_NICE_DURING_LATENCY)
+        floor = await start_floor(workload, settings, session, workdir)
         before = peak_rss_kib(system.proc.pid)
         reset = reset_peak_rss(system.proc.pid)
-        steady = await run_phase(*args, settings.duration, settings, rate=rate, rounds=cap)
+        steady = await run_phase(
+            *args, settings.duration, settings, rate=rate, rounds=cap, floor=floor
+        )
         phases += [peak, steady]
         during = peak_rss_kib(system.proc.pid)
         hwm = sum(max(kib, before.get(p, 0)) for p, kib in during.items())
@@ -636,7 +686,6 @@ async def bench_one(
                 verification = await response.json()
         sink_final = await sink_stats(session, sink_port)
         exited = system.proc.popen.poll()  # a crash must not pass as a slow system
-        floor = await latency_floor(workload, rate, settings, session, workdir)
         delivered_ok = exited is None and all(p.delivered == p.expected for p in phases)
         if verification is not None:
             delivered_ok = delivered_ok and bool(verification["ok"])
@@ -657,7 +706,13 @@ async def bench_one(
             "latency_p50_ms": round(steady.result.percentile(0.5) * 1000, 3),
             "latency_p99_ms": round(steady.result.percentile(0.99) * 1000, 3),
             "latency_steal_ms": steady.summary()["steal_ms"],
-            "latency_floor": floor,
+            "latency_floor": floor.summary(rate),
+            "latency_added_p50_ms": round(
+                (steady.result.percentile(0.5) - floor.result.percentile(0.5)) * 1000, 3
+            ),
+            "latency_added_p99_ms": round(
+                (steady.result.percentile(0.99) - floor.result.percentile(0.99)) * 1000, 3
+            ),
             "peak_rss_bytes": hwm * 1024,
             "latency_peak_rss_bytes": latency_hwm * 1024 if latency_hwm is not None else None,
             "rss_end_bytes": rss * 1024,
@@ -674,6 +729,9 @@ async def bench_one(
     finally:
         if loader is not None:
             await loader.close()
+        if floor is not None:
+            await floor.loader.close()
+            floor.sink.stop()
         if system is not None:
             system.proc.stop()
         sink.stop()
@@ -917,11 +975,14 @@ def ratio_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def floor_table(results: Sequence[dict[str, Any]]) -> Iterator[str]:
-    """Each system's latency at 50% beside the bare receiver's, pushed right after it."""
-    yield "latency at 50% vs a bare receiver (a sink alone on the system's core, same rate, after)"
+    """Each system's latency at 50% beside the bare receiver's, taken in alternate slices."""
+    yield (
+        "latency at 50%: the system, and a bare receiver on its core at the same rate in "
+        "alternate slices; added = system - bare"
+    )
     yield (
         f"{'system':<21}  {'workload':<11}  {'p50 ms':>7}  {'p99 ms':>7}  {'bare p50':>8}  "
-        f"{'bare p99':>8}  {'steal ms':>13}"
+        f"{'bare p99':>8}  {'added p50':>9}  {'added p99':>9}  {'steal ms':>13}"
     )
     for r in results:
         floor = r["latency_floor"]
@@ -929,8 +990,58 @@ def floor_table(results: Sequence[dict[str, Any]]) -> Iterator[str]:
         yield (
             f"{r['system']:<21}  {r['workload']:<11}  {_num(r['latency_p50_ms']):>7}  "
             f"{_num(r['latency_p99_ms']):>7}  {_num(floor['p50_ms']):>8}  "
-            f"{_num(floor['p99_ms']):>8}  {steal:>13}"
+            f"{_num(floor['p99_ms']):>8}  {_num(r['latency_added_p50_ms']):>9}  "
+            f"{_num(r['latency_added_p99_ms']):>9}  {steal:>13}"
         )
+
+
+def goals(
+    results: Sequence[dict[str, Any]], memory: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Issue 6's acceptance points as this run measured them (those its systems allow)."""
+    by = {(r["system"], r["workload"]): r for r in results}
+    out: list[dict[str, Any]] = []
+
+    def add(goal: str, figure: float | None, target: float, at_least: bool, ok: bool) -> None:
+        met = figure is not None and ok and (figure >= target if at_least else figure <= target)
+        out.append(
+            {"goal": goal, "figure": figure, "target": target, "at_least": at_least, "met": met}
+        )
+
+    for workload, floor in (("cluster", 2.0), ("flux-heavy", 1.0)):
+        relay, peer = by.get(("gotk-relay", workload)), by.get(("vmagent", workload))
+        if relay is None or peer is None:
+            continue
+        ratio = None
+        if relay["samples_per_cpu_s"] and peer["samples_per_cpu_s"]:
+            ratio = relay["samples_per_cpu_s"] / peer["samples_per_cpu_s"]
+        ok = relay["delivered_ok"] and peer["delivered_ok"]
+        add(f"{workload}: samples/CPU-s vs vmagent (x)", ratio, floor, True, ok)
+    for workload in WORKLOADS:
+        relay, peer = by.get(("gotk-relay", workload)), by.get(("vmagent", workload))
+        if relay is None:
+            continue
+        add(f"{workload}: added p99 at 50% (ms)", relay["latency_added_p99_ms"], 10.0, False, True)
+        if peer is not None and relay["latency_peak_rss_bytes"] and peer["latency_peak_rss_bytes"]:
+            ratio = relay["latency_peak_rss_bytes"] / peer["latency_peak_rss_bytes"]
+            add(f"{workload}: peak RSS at 50% vs vmagent (x)", ratio, 0.5, False, True)
+    if len(memory) == 2 and memory[0]["peak_rss_bytes"]:
+        ratio = memory[1]["peak_rss_bytes"] / memory[0]["peak_rss_bytes"]
+        ok = all(m["complete"] and m["delivered_ok"] for m in memory)
+        small, big = memory[0]["series"], memory[1]["series"]
+        add(f"peak RSS, {big:,} vs {small:,} distinct series (x)", ratio, 1.2, False, ok)
+    return out
+
+
+def goals_table(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
+    yield "issue 6's goals in this run"
+    for row in rows:
+        sign = ">=" if row["at_least"] else "<="
+        figure = "-" if row["figure"] is None else f"{row['figure']:.2f}"
+        verdict = "met" if row["met"] else "MISSED"
+        yield f"  {row['goal']:<44} {figure:>7}  {sign} {row['target']:<5g} {verdict}"
+    if rows:
+        yield f"  all at once: {'yes' if all(r['met'] for r in rows) else 'no'}"
 
 
 def memory_table(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
@@ -1090,6 +1201,7 @@ async def run(settings: Settings, skip_memory: bool) -> dict[str, Any]:
         "results": results,
         "ratios": ratios,
         "memory_scaling": memory,
+        "goals": goals(results, memory),
         "ok": all(r["delivered_ok"] for r in results) and all(m["delivered_ok"] for m in memory),
         "elapsed_s": round(time.monotonic() - started, 1),
         "load_average_after": os.getloadavg(),
@@ -1114,6 +1226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["memory_scaling"]:
         print()
         for line in memory_table(report["memory_scaling"]):
+            print(line)
+    if report["goals"]:
+        print()
+        for line in goals_table(report["goals"]):
             print(line)
     print()
     print(f"delivered == expected everywhere: {report['ok']}; took {report['elapsed_s']}s")

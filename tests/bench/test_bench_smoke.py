@@ -99,16 +99,50 @@ def test_peak_rss_of_the_latency_phase_is_its_own(smoke: tuple[str, dict[str, An
 
 
 def test_latency_floor_is_measured_at_the_same_rate(smoke: tuple[str, dict[str, Any]]) -> None:
-    """Each latency phase is followed by the same push to a bare receiver, so a p99 comes with
-    the machine's own floor of the same minutes; the table prints both."""
+    """The latency phase alternates, slice by slice, between the system and a bare receiver
+    pushed at the same rate, so a p99 comes with the machine's own floor of the same seconds;
+    the table prints both and what the system adds."""
     stdout, report = smoke
-    assert "latency at 50% vs a bare receiver" in stdout
+    assert "a bare receiver on its core at the same rate in alternate slices" in stdout
+    assert "added p99" in stdout
     for result in report["results"]:
         floor = result["latency_floor"]
         where = f"{result['system']} on {result['workload']}"
+        assert floor["slices"] >= 2, where
         assert floor["target_rate_per_s"] == result["latency"]["target_rate_per_s"], where
         assert floor["accepted_requests"] == floor["requests"] > 0, where
         assert 0 < floor["p50_ms"] <= floor["p99_ms"] <= floor["max_ms"], where
+        added = result["latency_p99_ms"] - floor["p99_ms"]
+        assert abs(result["latency_added_p99_ms"] - added) < 0.002, where
+
+
+def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) -> None:
+    """The run states each of issue 6's goals with its figure and verdict; a verdict follows
+    from its figure (the smoke run's figures themselves mean nothing)."""
+    stdout, report = smoke
+    goals = {row["goal"]: row for row in report["goals"]}
+    expected = {
+        "cluster: samples/CPU-s vs vmagent (x)",
+        "flux-heavy: samples/CPU-s vs vmagent (x)",
+        "cluster: added p99 at 50% (ms)",
+        "flux-heavy: added p99 at 50% (ms)",
+        "cluster: peak RSS at 50% vs vmagent (x)",
+        "flux-heavy: peak RSS at 50% vs vmagent (x)",
+    }
+    assert expected <= goals.keys(), expected - goals.keys()
+    by = {(r["system"], r["workload"]): r for r in report["results"]}
+    relay, peer = by[("gotk-relay", "cluster")], by[("vmagent", "cluster")]
+    ratio = goals["cluster: samples/CPU-s vs vmagent (x)"]["figure"]
+    assert ratio == pytest.approx(relay["samples_per_cpu_s"] / peer["samples_per_cpu_s"])
+    added = goals["flux-heavy: added p99 at 50% (ms)"]["figure"]
+    assert added == by[("gotk-relay", "flux-heavy")]["latency_added_p99_ms"]
+    for row in report["goals"]:
+        beyond = (
+            row["figure"] >= row["target"] if row["at_least"] else row["figure"] <= row["target"]
+        )
+        assert row["met"] == beyond, row
+    assert "issue 6's goals in this run" in stdout
+    assert ("all at once: yes" in stdout) == all(row["met"] for row in report["goals"])
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
