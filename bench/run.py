@@ -1039,7 +1039,7 @@ def goals_table(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
         sign = ">=" if row["at_least"] else "<="
         figure = "-" if row["figure"] is None else f"{row['figure']:.2f}"
         verdict = "met" if row["met"] else "MISSED"
-        yield f"  {row['goal']:<44} {figure:>7}  {sign} {row['target']:<5g} {verdict}"
+        yield f"  {row['goal']:<50} {figure:>7}  {sign} {row['target']:<5g} {verdict}"
     if rows:
         yield f"  all at once: {'yes' if all(r['met'] for r in rows) else 'no'}"
 
