@@ -22,9 +22,11 @@ sink and a fresh system are started, and:
    memory goal at 50% of the maximum rate;
 5. delivery: after each phase, what the sink counted must equal what the loader had acked, times
    what the system adds (gotk-relay adds four legacy series per ``gotk_resource_info`` sample);
-6. the latency floor: right after, the same push at the same rate to a bare receiver (a second
-   sink, alone on the system's core): what the loader, the kernel and this machine's stalls
-   cost with no system in between, so a p99 can be read as what the system adds to it.
+6. the latency floor: the latency phase alternates 2 s slices between the system and a bare
+   receiver (a second sink, alone on the system's core) pushed at the same rate, each system
+   slice drained before the receiver's: what the loader, the kernel and this machine's stalls
+   cost with no system in between, taken in the same seconds, so ``p99 - bare p99`` is what the
+   system adds (issue 6's latency goal); the run ends with issue 6's goals judged.
 
 Then gotk-relay alone takes 50k distinct pass-through series (2 rounds) and 1M (20 clusters ×
 the same 50k, 1 round), to show how its memory grows with the number of distinct series; each
