@@ -215,3 +215,23 @@ def test_the_in_process_benchmark_reports_memory_per_flux_object() -> None:
     assert objects == 2500
     assert per_object > 0
     assert abs(held * 1024 / objects - per_object) < 0.01
+
+
+def test_a_partial_run_does_not_claim_every_goal(tmp_path: Path) -> None:
+    """A run of some systems or workloads judges the goals it measured and never says that
+    every goal held at once, since the others were not measured."""
+    out = tmp_path / "partial.json"
+    argv = ["--smoke", "--systems", "gotk-relay", "--workloads", "cluster", "--skip-memory"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), *argv, "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    goals = [row["goal"] for row in json.loads(out.read_text())["goals"]]
+    assert goals == ["cluster: added p99 at 50% (ms)"]
+    assert "all at once: not judged (this run measured 1 of 7 goals)" in proc.stdout
+    assert "all at once: yes" not in proc.stdout
