@@ -43,12 +43,10 @@ RESULT_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
-    """One smoke run for all the tests here: (stdout, the JSON report)."""
-    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+def run_smoke(out: Path, *argv: str) -> tuple[str, dict[str, Any]]:
+    """``bench/run.py --smoke`` with ``argv``, as a user runs it: (stdout, the JSON report)."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--json", str(out)],
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", *argv, "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -57,6 +55,12 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """One smoke run for all the tests here: (stdout, the JSON report)."""
+    return run_smoke(tmp_path_factory.mktemp("bench") / "smoke.json")
 
 
 def test_prints_the_table_with_every_system_and_workload(
@@ -220,18 +224,8 @@ def test_the_in_process_benchmark_reports_memory_per_flux_object() -> None:
 def test_a_partial_run_does_not_claim_every_goal(tmp_path: Path) -> None:
     """A run of some systems or workloads judges the goals it measured and never says that
     every goal held at once, since the others were not measured."""
-    out = tmp_path / "partial.json"
-    argv = ["--smoke", "--systems", "gotk-relay", "--workloads", "cluster", "--skip-memory"]
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), *argv, "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    goals = [row["goal"] for row in json.loads(out.read_text())["goals"]]
-    assert goals == ["cluster: added p99 at 50% (ms)"]
-    assert "all at once: not judged (this run measured 1 of 7 goals)" in proc.stdout
-    assert "all at once: yes" not in proc.stdout
+    argv = ("--systems", "gotk-relay", "--workloads", "cluster", "--skip-memory")
+    stdout, report = run_smoke(tmp_path / "partial.json", *argv)
+    assert [row["goal"] for row in report["goals"]] == ["cluster: added p99 at 50% (ms)"]
+    assert "all at once: not judged (this run measured 1 of 7 goals)" in stdout
+    assert "all at once: yes" not in stdout
