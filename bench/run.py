@@ -1010,7 +1010,7 @@ def goals(
             {"goal": goal, "figure": figure, "target": target, "at_least": at_least, "met": met}
         )
 
-    for workload, floor in (("cluster", 2.0), ("flux-heavy", 1.0)):
+    for workload, target in (("cluster", 2.0), ("flux-heavy", 1.0)):
         relay, peer = by.get(("gotk-relay", workload)), by.get(("vmagent", workload))
         if relay is None or peer is None:
             continue
@@ -1018,7 +1018,7 @@ def goals(
         if relay["samples_per_cpu_s"] and peer["samples_per_cpu_s"]:
             ratio = relay["samples_per_cpu_s"] / peer["samples_per_cpu_s"]
         ok = relay["delivered_ok"] and peer["delivered_ok"]
-        add(f"{workload}: samples/CPU-s vs vmagent (x)", ratio, floor, True, ok)
+        add(f"{workload}: samples/CPU-s vs vmagent (x)", ratio, target, True, ok)
     for workload in WORKLOADS:
         relay, peer = by.get(("gotk-relay", workload)), by.get(("vmagent", workload))
         if relay is None:
