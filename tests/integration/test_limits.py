@@ -203,8 +203,11 @@ async def test_a_slow_sender_gets_408_within_the_read_timeout() -> None:
         async with _raw_write(client, len(body)) as (reader, writer):
             loop = asyncio.get_running_loop()
             started = loop.time()
-            # At 5 bytes a second the body would take far longer than the 1 s allowed.
-            trickle = asyncio.create_task(_trickle(writer, body, 0.2))
+            # A byte every 0.45 s: never idle for the 1 s allowed, and the body would take far
+            # longer. No byte is due at the 1 s mark itself: one that arrives after the relay's
+            # last read and before it closes makes the kernel reset the connection (unread data
+            # at close), and the reset would discard the 408 the test reads.
+            trickle = asyncio.create_task(_trickle(writer, body, 0.45))
             try:
                 status_line = await asyncio.wait_for(reader.readline(), timeout=5)
                 rest = await asyncio.wait_for(reader.read(), timeout=5)  # then the relay hangs up
