@@ -157,10 +157,33 @@ SMOKE: Final = Settings(
 # Processes
 
 
+_ports_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A port below the kernel's ephemeral range, new to this run.
+
+    ``bind(0)`` would draw from the ephemeral range, where the loader's and the systems'
+    outgoing connections take their local ports: one of them could take the port before the
+    component binds it, and the component would fail to start.
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low, span = 10000, max(ephemeral - 10000, 1000)
+    for step in range(span):
+        port = low + (os.getpid() + len(_ports_taken) + step) % span
+        if port in _ports_taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _ports_taken.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port on {HOST} below {ephemeral}")
 
 
 Cores = int | tuple[int, ...] | None  # where a process may run; None: anywhere

@@ -99,16 +99,53 @@ def require_binary(name: str) -> str:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it).
+#: Where the kernel says its ephemeral range starts when /proc cannot be read (Linux default).
+_EPHEMERAL_LOW_DEFAULT = 32768
+#: The lowest port handed out: clear of the well-known and most registered service ports.
+_PORT_FLOOR = 10000
+_ports_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
 
-    There is a window between closing the probe socket and the component binding the port;
-    components that lose that race fail to start, which :func:`wait_http` reports with the log.
-    """
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_LOW_DEFAULT
+
+
+def _bindable(port: int) -> bool:
+    # No SO_REUSEADDR: a port with a connection still in TIME_WAIT counts as taken.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 for a component to listen on, never the same twice per process.
+
+    Not ``bind(0)``: that draws from the kernel's ephemeral range, which is also where every
+    outgoing connection gets its local port. Between the probe and the component's own bind,
+    a client connection elsewhere in the test (a load generator, a relay's sender) could take
+    the port, and the component then fails with "address already in use" (seen in CI). Ports
+    below the ephemeral range are only ever taken by an explicit bind. The walk starts at an
+    offset derived from the process id, so concurrent test processes take different ports.
+    """
+    low = _PORT_FLOOR
+    high = max(_ephemeral_low(), low + 1000)  # exclusive; a tiny or odd range still leaves room
+    span = high - low
+    with _ports_lock:
+        start = (os.getpid() * 7919 + len(_ports_handed_out)) % span
+        for step in range(span):
+            port = low + (start + step) % span
+            if port not in _ports_handed_out and _bindable(port):
+                _ports_handed_out.add(port)
+                return port
+    raise RigError(f"no free TCP port on {HOST} in [{low}, {high})")
 
 
 def eventually(

@@ -39,6 +39,20 @@ def test_free_port_can_be_bound() -> None:
         sock.bind((rig.HOST, port))
 
 
+def test_free_ports_are_distinct_and_outside_the_range_of_outgoing_connections() -> None:
+    """Two components started together never get the same port, and no client connection can
+    take a port between the probe and the component's bind: the kernel draws outgoing local
+    ports from the ephemeral range only (a CI run once lost a relay to exactly that race)."""
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [rig.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(10000 <= port < low for port in ports)
+    with socket.create_server((rig.HOST, 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        with client:
+            assert client.getsockname()[1] >= low  # what the ports above stay clear of
+
+
 def test_eventually_returns_value_or_reports_last_observation() -> None:
     """Polling ends at the first truthy value; a timeout names the last value seen."""
     calls = iter(range(100))

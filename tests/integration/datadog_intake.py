@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -39,17 +38,12 @@ from datadog_api_client.v2.model.metric_payload import MetricPayload
 from datadog_api_client.v2.model.metric_point import MetricPoint
 from datadog_api_client.v2.model.metric_resource import MetricResource
 from datadog_api_client.v2.model.metric_series import MetricSeries
+from e2e.rig import free_port
 
 MAX_COMPRESSED = 512_000
 MAX_UNCOMPRESSED = 5_242_880
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,199}$")
 _TAG_CHARS = re.compile(r"^[\w\-:./]+$")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -160,7 +154,7 @@ class DatadogIntake:
 
     def __init__(self, api_key: str = "test-key") -> None:
         self.api_key = api_key
-        self.port = _free_port()
+        self.port = free_port()
         self.server: TestServer | None = None
         self.script: list[Answer] = []
         self.requests: list[Request] = []

@@ -8,7 +8,6 @@ scripted.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from e2e.rig import free_port
 
 from gotk_relay.config import load_text
 from gotk_relay.model import Batch, Sample, Series
@@ -24,12 +24,6 @@ from gotk_relay.server import make_app
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, rw2, snappy
 from gotk_relay.wire.errors import DecodeError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -61,7 +55,7 @@ class ScriptedReceiver:
         self.default = default or Reply()
         self.requests: list[Received] = []
         self.server: TestServer | None = None
-        self.port = _free_port()
+        self.port = free_port()
         self._release = asyncio.Event()
         self.chooser: Callable[[Batch], Reply] | None = None
 

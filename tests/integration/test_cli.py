@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e.rig import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "docs" / "examples" / "ksm-flux.prom"
@@ -28,12 +28,6 @@ def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -45,7 +39,7 @@ def _get(url: str) -> tuple[int, str]:
 @pytest.fixture
 def relay_on_default_config(tmp_path: Path) -> Iterator[str]:
     """`gotk-relay serve` with no config file, as the README's first command runs it."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "relay.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gotk_relay", "serve", "--listen-address", f"127.0.0.1:{port}"],
@@ -79,7 +73,7 @@ def test_the_readme_first_command_serves_the_embedded_default_config(tmp_path: P
     """`./scripts/serve` (README line 1): installs into .venv and serves; SIGTERM ends it cleanly."""
     readme = (REPO / "README.md").read_text()
     assert "\n./scripts/serve\n" in readme
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [str(REPO / "scripts" / "serve"), "--listen-address", f"127.0.0.1:{port}"],
@@ -168,13 +162,13 @@ def test_version() -> None:
 def test_serve_refuses_a_bad_config_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
     path.write_text("flux: {mode: sideways}\n")
-    done = _cli("serve", "--config", str(path), "--listen-address", f"127.0.0.1:{_free_port()}")
+    done = _cli("serve", "--config", str(path), "--listen-address", f"127.0.0.1:{free_port()}")
     assert done.returncode == 1
     assert "flux.mode" in done.stderr
 
 
 def test_sighup_reloads_and_keeps_the_old_config_on_error(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     path = tmp_path / "relay.yml"
     path.write_text("federate: {match: ['{__name__=\"a\"}']}\n")
     proc = subprocess.Popen(

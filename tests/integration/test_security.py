@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e.rig import free_port
 from harness import gauge_batch, metric_value, relay_client, rw_body
 
 from gotk_relay.config import ConfigError, IngressAuth
@@ -216,12 +217,6 @@ def test_an_unusable_secret_file_is_refused_and_the_running_credentials_stay(
 # ---- the real command: reload, HTTPS, mTLS, start-up errors ---------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve_command(config: Path, port: int, *flags: str) -> list[str]:
     serve = [sys.executable, "-m", "gotk_relay", "serve", "--config", str(config)]
     return [*serve, "--listen-address", f"127.0.0.1:{port}", *flags]
@@ -237,7 +232,7 @@ class Served:
 @contextmanager
 def _serving(tmp_path: Path, config: dict[str, object], *flags: str) -> Iterator[Served]:
     """``gotk-relay serve`` on ``config`` until the test is done (SIGTERM, exit 0)."""
-    served = Served(_free_port(), tmp_path / "relay.yml", tmp_path / "relay.log")
+    served = Served(free_port(), tmp_path / "relay.yml", tmp_path / "relay.log")
     served.config.write_text(yaml.safe_dump(config))
     with served.log.open("w") as log:
         proc = subprocess.Popen(
@@ -482,7 +477,7 @@ def test_an_unusable_certificate_or_secret_stops_the_start_with_one_line(
     path = tmp_path / "relay.yml"
     path.write_text(yaml.safe_dump(config))
     done = subprocess.run(
-        _serve_command(path, _free_port()),
+        _serve_command(path, free_port()),
         capture_output=True,
         text=True,
         timeout=60,

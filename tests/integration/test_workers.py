@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from e2e.rig import free_port
 from harness import ScriptedReceiver, eventually, gauge_batch, metric_value, receivers, rw_body
 
 from gotk_relay.cli import build_parser
@@ -43,14 +44,6 @@ KSM = {
     "name": "apps",
 }
 WRITES = 'gotk_relay_received_total{kind="sample",protobuf_message="prometheus.WriteRequest"}'
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -124,7 +117,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def relay(tmp_path: Path, config: dict[str, object]) -> AsyncIterator[Running]:
-    port = _free_port()
+    port = free_port()
     config_path = tmp_path / "relay.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "relay.log"
