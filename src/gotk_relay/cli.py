@@ -336,7 +336,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from aiohttp import web
 
     from .config import Config, ConfigError, load_file
-    from .ingress import Authenticator, server_ssl_context
+    from .ingress import Authenticator, ServerTLS
     from .relay import Relay
     from .server import STATE, make_app
     from .telemetry import Telemetry
@@ -346,7 +346,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     tls = config.receiver.tls
     try:  # before the relay opens its spool: an unusable secret or certificate stops here
         authenticator = Authenticator(config.receiver.auth)
-        ssl_context = server_ssl_context(tls) if tls is not None else None
+        ssl_context = ServerTLS(tls).context if tls is not None else None
     except ConfigError as exc:
         log.error("cannot start", extra={"err": str(exc)})
         return 1

@@ -236,6 +236,60 @@ def server_ssl_context(tls: IngressTLS) -> ssl.SSLContext:
     return context
 
 
+class ServerTLS:
+    """The HTTPS context of a listener, renewed from its files when they change on disk.
+
+    cert-manager and the like replace the certificate and key files in place before the old
+    certificate expires. As Prometheus' own web server does, the relay picks up new files at
+    the next TLS handshake, with no reload and no restart: every ClientHello compares the
+    files' (mtime, size) with those the serving context was built from, and builds a new one
+    when they differ; connections already open keep theirs. Files that cannot be used (a key
+    that does not match yet, a file being written) leave the previous certificate in service
+    and are logged once per change. ``client_ca_file`` is re-read the same way; changing a
+    path or ``min_version`` in the config still needs a restart (cli.py says so on reload).
+    """
+
+    def __init__(self, tls: IngressTLS) -> None:
+        self.tls = tls
+        self._paths = tuple(p for p in (tls.cert_file, tls.key_file, tls.client_ca_file) if p)
+        self._stamps = self._stamp_files()
+        self.context = server_ssl_context(tls)  # the listener's; ConfigError when unusable
+        self._serving = self.context
+        self._refused: tuple[tuple[int, int] | None, ...] | None = None
+        # Called for every ClientHello, also one without SNI (a client dialling an IP address).
+        self.context.sni_callback = self._on_client_hello
+
+    def _stamp_files(self) -> tuple[tuple[int, int] | None, ...]:
+        return tuple(_stamp(path) for path in self._paths)
+
+    def _on_client_hello(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        self.refresh()
+        if self._serving is not self.context:
+            connection.context = self._serving
+
+    def refresh(self) -> ssl.SSLContext:
+        """The context new connections get: a new one when the files changed and are usable."""
+        stamps = self._stamp_files()
+        if stamps == self._stamps or stamps == self._refused:
+            return self._serving
+        try:
+            fresh = server_ssl_context(self.tls)
+        except ConfigError as exc:
+            self._refused = stamps
+            log.error(
+                "new TLS files are unusable; the previous certificate stays in service",
+                extra={"err": str(exc)},
+            )
+            return self._serving
+        self._serving, self._stamps, self._refused = fresh, stamps, None
+        log.info(
+            "TLS files changed; serving the new certificate", extra={"file": self.tls.cert_file}
+        )
+        return fresh
+
+
 def _check_readable(key: str, path: str) -> None:
     try:
         with open(path, "rb"):

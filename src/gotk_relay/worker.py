@@ -32,7 +32,7 @@ from yarl import URL
 from . import fastpath, ingest
 from .config import Config, ConfigError, ReceiverConfig
 from .fastpath import FastPath
-from .ingress import Authenticator, InFlight, server_ssl_context
+from .ingress import Authenticator, InFlight, ServerTLS
 from .server import (
     V1_PROTO,
     Rejection,
@@ -283,7 +283,7 @@ async def run(socket_path: str, listen: tuple[str, int], parent_fd: int | None, 
                 await asyncio.sleep(0.1)
         tls = worker.config.receiver.tls
         try:
-            ssl_context = server_ssl_context(tls) if tls is not None else None
+            ssl_context = ServerTLS(tls).context if tls is not None else None
         except ConfigError as exc:
             log.error("cannot start", extra={"err": str(exc)})
             return 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -410,6 +411,91 @@ def test_min_version_tls13_refuses_a_tls12_client(tmp_path: Path, pki: Pki) -> N
         with pytest.raises(ssl.SSLError):
             _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_2))
         _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_3))
+
+
+def _issue_server_certificate(pki: Pki, out: Path, name: str) -> tuple[Path, Path]:
+    """A new key and a certificate for IP 127.0.0.1 that the test CA signed, as a renewal makes."""
+    ca_dir = Path(pki.ca).parent
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    key, csr, cert = out / f"{name}.key", out / f"{name}.csr", out / f"{name}.pem"
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+    openssl(
+        "x509", "-req", "-in", str(csr), "-CA", pki.ca, "-CAkey", str(ca_dir / "ca.key"),
+        "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(ca_dir / "server.ext"),
+    )  # fmt: skip
+    return cert, key
+
+
+def _served_certificate(port: int, context: ssl.SSLContext) -> str:
+    """The common name of the certificate the relay presents to a new connection."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        peer = tls.getpeercert()
+    assert peer is not None
+    return dict(pair[0] for pair in peer["subject"])["commonName"]
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Put ``source``'s content at ``target`` in one step, as a Secret volume update does."""
+    staged = target.with_suffix(".new")
+    staged.write_bytes(source.read_bytes())
+    os.replace(staged, target)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_renewed_certificate_is_served_without_a_reload_or_restart(
+    tmp_path: Path, pki: Pki, workers: int
+) -> None:
+    """cert-manager rewrites the files in place: the next handshake gets the new certificate;
+    a half-done renewal (a key that does not match yet) keeps the old one in service. With
+    ingest workers every process listens, so every one of them must follow."""
+    live = tmp_path / "tls"
+    live.mkdir()
+    cert, key = live / "tls.crt", live / "tls.key"
+    _replace(Path(pki.server_cert), cert)
+    _replace(Path(pki.server_key), key)
+    config = {
+        "flux": {"mode": "off"},
+        "receiver": {
+            "workers": workers,
+            "tls": {"cert_file": str(cert), "key_file": str(key), "client_ca_file": pki.ca},
+        },
+    }
+    renewed_cert, renewed_key = _issue_server_certificate(pki, tmp_path, "renewed")
+    client = _client(pki, certificate=True)
+    connections = 6 * workers  # SO_REUSEPORT spreads them over the processes
+
+    def served_names(port: int) -> set[str]:
+        return {_served_certificate(port, client) for _ in range(connections)}
+
+    with _serving(tmp_path, config) as served:
+        deadline = time.monotonic() + 30
+        while served.log.read_text().count("ingest worker listening") < workers - 1:
+            assert time.monotonic() < deadline, served.log.read_text()
+            time.sleep(0.05)
+        base = f"https://127.0.0.1:{served.port}"
+        assert served_names(served.port) == {"server"}
+
+        _replace(renewed_cert, cert)  # the certificate first: it does not match the old key
+        assert served_names(served.port) == {"server"}
+        assert _write(base, context=client) == 204
+
+        _replace(renewed_key, key)
+        assert served_names(served.port) == {"renewed"}
+        assert _write(base, context=client) == 204
+        with pytest.raises(ssl.SSLError):  # the client CA is still required of every client
+            _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_2))
+    log = served.log.read_text()
+    # Logged once per change by each process that saw it, not once per handshake.
+    assert 1 <= log.count("new TLS files are unusable") <= workers
+    assert f"cannot use certificate {cert}" in log
+    assert 'msg="TLS files changed; serving the new certificate"' in log
 
 
 StartError = Callable[[Pki, Path], tuple[dict[str, object], str]]
