@@ -16,8 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, logs
+
+if TYPE_CHECKING:
+    from .config import TLSConfig
 
 log = logging.getLogger("gotk_relay.cli")
 
@@ -92,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="milliseconds for lines without a timestamp (default: now)",
+    )
+    # The remote_write client settings a secured receiver needs; secrets come from files only,
+    # so they never show in a process list or a shell history.
+    send.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra request header (repeatable), e.g. X-Scope-OrgID=team-a",
+    )
+    send.add_argument(
+        "--bearer-token-file", metavar="FILE", help="send Authorization: Bearer <file content>"
+    )
+    send.add_argument("--basic-auth-username", metavar="USER", help="basic auth user name")
+    send.add_argument(
+        "--basic-auth-password-file", metavar="FILE", help="basic auth password, from a file"
+    )
+    send.add_argument("--ca-file", metavar="FILE", help="CA to verify the server with")
+    send.add_argument(
+        "--cert-file", metavar="FILE", help="client certificate (mTLS), with --key-file"
+    )
+    send.add_argument("--key-file", metavar="FILE", help="client certificate key (mTLS)")
+    send.add_argument("--server-name", help="server name to verify the certificate against")
+    send.add_argument(
+        "--insecure-skip-verify", action="store_true", help="do not verify the server"
     )
 
     rewrite = sub.add_parser(
@@ -192,34 +221,80 @@ def send(args: argparse.Namespace) -> int:
     except DecodeError as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(_send(batch, args.url, args.protobuf_message))
+    return asyncio.run(_send(batch, args))
 
 
-async def _send(batch: object, url: str, protobuf_message: str) -> int:
-    import aiohttp
+def _send_client(args: argparse.Namespace) -> tuple[dict[str, str], TLSConfig]:
+    """The headers (auth included) and TLS settings of ``send``'s flags, as a ``remote_write``
+    entry with the same settings would use them; ConfigError/ValueError when they do not fit."""
+    from .config import Authorization, BasicAuth, ConfigError, TLSConfig
+    from .destinations.http import auth_headers
 
-    from .destinations.http import USER_AGENT
+    headers: dict[str, str] = {}
+    for item in args.header:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header {item!r}: expected NAME=VALUE")
+        headers[name.strip()] = value
+    if args.bearer_token_file and (args.basic_auth_username or args.basic_auth_password_file):
+        raise ConfigError("at most one of --bearer-token-file and --basic-auth-* can be given")
+    basic = None
+    if args.basic_auth_username or args.basic_auth_password_file:
+        basic = BasicAuth(
+            username=args.basic_auth_username or "", password_file=args.basic_auth_password_file
+        )
+    bearer = (
+        Authorization(credentials_file=args.bearer_token_file) if args.bearer_token_file else None
+    )
+    tls = TLSConfig(
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        server_name=args.server_name,
+        insecure_skip_verify=args.insecure_skip_verify,
+    )
+    return {**headers, **auth_headers(basic, bearer)}, tls
+
+
+async def _send(batch: object, args: argparse.Namespace) -> int:
+    import ssl
+    from http import HTTPStatus
+
+    from pydantic import ValidationError
+
+    from .config import ConfigError
+    from .destinations.http import HTTPEndpoint, one_line
     from .destinations.remote_write import encode_request
+    from .errors import SendError
     from .model import Batch
 
     assert isinstance(batch, Batch)
-    body, headers = encode_request(batch, protobuf_message)
-    headers["User-Agent"] = USER_AGENT
-    async with aiohttp.ClientSession() as session:
-        try:
-            async with session.post(url, data=body, headers=headers) as response:
-                answer = (await response.text()).strip()
-        except aiohttp.ClientError as exc:
-            print(f"error: {url}: {exc}", file=sys.stderr)
-            return 1
-    line = (
-        f"{response.status} {response.reason}: "
-        f"sent {len(batch.series)} series, {batch.sample_count} samples"
-    )
-    if 200 <= response.status < 300:
+    try:
+        extra, tls = _send_client(args)
+        endpoint = HTTPEndpoint(args.url, tls, timeout=30.0)
+    except ValidationError as exc:
+        print(f"error: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 1
+    except (ConfigError, OSError, ssl.SSLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    body, headers = encode_request(batch, args.protobuf_message)
+    try:
+        status, _, answer = await endpoint.post(body, {**extra, **headers}, read_limit=4096)
+    except SendError as exc:
+        print(f"error: {args.url}: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await endpoint.close()
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    line = f"{status} {reason}: sent {len(batch.series)} series, {batch.sample_count} samples"
+    if 200 <= status < 300:
         print(line)
         return 0
-    print(f"{line}; {answer}", file=sys.stderr)
+    print(f"{line}; {one_line(answer)}", file=sys.stderr)
     return 1
 
 

@@ -11,6 +11,7 @@ stops the start (exit 1, one line naming the file) or the reload (the running on
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -30,7 +31,14 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e.rig import free_port
-from harness import gauge_batch, metric_value, relay_client, rw_body
+from harness import (
+    ScriptedReceiver,
+    gauge_batch,
+    metric_value,
+    receivers,
+    relay_client,
+    rw_body,
+)
 
 from gotk_relay.config import ConfigError, IngressAuth
 from gotk_relay.ingress import Authenticator
@@ -496,6 +504,101 @@ def test_a_renewed_certificate_is_served_without_a_reload_or_restart(
     assert 1 <= log.count("new TLS files are unusable") <= workers
     assert f"cannot use certificate {cert}" in log
     assert 'msg="TLS files changed; serving the new certificate"' in log
+
+
+def _send(tmp_path: Path, url: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``gotk-relay send`` of one sample to ``url`` with ``flags``."""
+    sample = tmp_path / "up.prom"
+    sample.write_text('up{job="send"} 1\n')
+    argv = [sys.executable, "-m", "gotk_relay", "send", str(sample), "--url", url, *flags]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_send_reaches_a_relay_that_wants_a_token_and_a_client_certificate(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """The README's `send` works against a secured relay with the flags a remote_write block
+    would have: CA, client certificate and a token, each from a file."""
+    token = _secret(tmp_path, "token", TOKEN)
+    wrong = _secret(tmp_path, "wrong-token", "not-the-token")
+    tls = {"cert_file": pki.server_cert, "key_file": pki.server_key, "client_ca_file": pki.ca}
+    config = {
+        "flux": {"mode": "off"},
+        "receiver": {"auth": {"bearer_token_file": token}, "tls": tls},
+    }
+    mtls = ["--ca-file", pki.ca, "--cert-file", pki.client_cert, "--key-file", pki.client_key]
+    with _serving(tmp_path, config) as served:
+        url = f"https://127.0.0.1:{served.port}/api/v1/write"
+        sent = _send(tmp_path, url, *mtls, "--bearer-token-file", token)
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith("204 No Content: sent 1 series, 1 samples")
+
+        runs = {
+            "no token": _send(tmp_path, url, *mtls),
+            "wrong token": _send(tmp_path, url, *mtls, "--bearer-token-file", wrong),
+        }
+        for what, done in runs.items():
+            assert done.returncode == 1, what
+            assert done.stderr.startswith("401 Unauthorized: sent 1 series"), (what, done.stderr)
+
+        no_certificate = _send(tmp_path, url, "--ca-file", pki.ca, "--bearer-token-file", token)
+        assert no_certificate.returncode == 1
+        assert no_certificate.stderr.startswith(f"error: {url}: ")
+        untrusted = _send(tmp_path, url, *mtls[2:], "--bearer-token-file", token)
+        assert untrusted.returncode == 1 and "certificate verify failed" in untrusted.stderr
+        skipped = _send(
+            tmp_path, url, *mtls[2:], "--bearer-token-file", token, "--insecure-skip-verify"
+        )
+        assert skipped.returncode == 0, skipped.stderr
+    shown = served.log.read_text() + "".join(d.stdout + d.stderr for d in [sent, *runs.values()])
+    assert TOKEN not in shown
+
+
+def test_send_with_basic_auth(tmp_path: Path) -> None:
+    with _serving(tmp_path, _basic_config(tmp_path)) as served:
+        url = f"http://127.0.0.1:{served.port}/api/v1/write"
+        user = ["--basic-auth-username", USERNAME]
+        right = _send(
+            tmp_path, url, *user, "--basic-auth-password-file", str(tmp_path / "password")
+        )
+        assert right.returncode == 0, right.stderr
+        wrong = _secret(tmp_path, "wrong-password", "nope")
+        refused = _send(tmp_path, url, *user, "--basic-auth-password-file", wrong)
+        assert refused.returncode == 1 and refused.stderr.startswith("401 Unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--header", "X-Scope-OrgID"], "--header 'X-Scope-OrgID': expected NAME=VALUE"),
+        (["--cert-file", "client.pem"], "cert_file and key_file must be configured together"),
+        (["--bearer-token-file", "/nonexistent/token"], "unable to read secret file"),
+        (
+            ["--bearer-token-file", "t", "--basic-auth-username", "u"],
+            "at most one of --bearer-token-file and --basic-auth-* can be given",
+        ),
+    ],
+    ids=["header", "cert-without-key", "missing-token", "two-kinds-of-auth"],
+)
+def test_send_refuses_flags_that_do_not_fit_before_connecting(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    done = _send(tmp_path, f"http://127.0.0.1:{free_port()}/api/v1/write", *flags)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+async def test_send_passes_extra_headers(tmp_path: Path) -> None:
+    """``--header`` sets what a remote_write ``headers:`` block sets, e.g. a Mimir tenant."""
+    async with receivers(ScriptedReceiver()) as (receiver,):
+        flags = ["--header", "X-Scope-OrgID=team-a", "--header", "X-Extra= spaced value"]
+        done = await asyncio.to_thread(_send, tmp_path, receiver.url, *flags)
+    assert done.returncode == 0, done.stderr
+    (received,) = receiver.requests
+    assert received.headers["X-Scope-OrgID"] == "team-a"
+    assert received.headers["X-Extra"] == "spaced value"  # HTTP trims the leading space
+    assert received.headers["User-Agent"].startswith("gotk-relay/")
 
 
 StartError = Callable[[Pki, Path], tuple[dict[str, object], str]]
