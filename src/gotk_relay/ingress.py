@@ -276,7 +276,7 @@ class ServerTLS:
             return self._serving
         try:
             fresh = server_ssl_context(self.tls)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:  # OSError: a file gone between check and load
             self._refused = stamps
             log.error(
                 "new TLS files are unusable; the previous certificate stays in service",
