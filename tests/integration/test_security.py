@@ -334,17 +334,30 @@ class Pki:
     client_key: str
 
 
+_EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def _issue(ca_dir: Path, out: Path, name: str, extensions: Path) -> tuple[Path, Path]:
+    """A new key and a certificate ``CN=name`` with ``extensions``, signed by the CA in ``ca_dir``."""
+    key, csr, cert = out / f"{name}.key", out / f"{name}.csr", out / f"{name}.pem"
+    _openssl("req", *_EC_KEY, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+    _openssl(
+        "x509", "-req", "-in", csr, "-CA", ca_dir / "ca.pem", "-CAkey", ca_dir / "ca.key",
+        "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", extensions,
+    )  # fmt: skip
+    return cert, key
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA, a server certificate for IP 127.0.0.1 and a client certificate, made by openssl."""
     d = tmp_path_factory.mktemp("pki")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+    _openssl(
+        "req", "-x509", *_EC_KEY, "-keyout", d / "ca.key", "-out", d / "ca.pem", "-days", "1",
         "-subj", "/CN=gotk-relay test CA",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
@@ -355,11 +368,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     }
     for who, ext in extensions.items():
         (d / f"{who}.ext").write_text(ext + "authorityKeyIdentifier=keyid,issuer\n")
-        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}")
-        openssl(
-            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{who}.pem", "-days", "1", "-extfile", f"{who}.ext",
-        )  # fmt: skip
+        _issue(d, d, who, d / f"{who}.ext")
     names = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
     return Pki(*(str(d / name) for name in names))
 
@@ -379,14 +388,6 @@ def _client(
     if tls is not None:
         context.minimum_version = context.maximum_version = tls
     return context
-
-
-def _handshake(port: int, context: ssl.SSLContext) -> None:
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
-        context.wrap_socket(sock, server_hostname="127.0.0.1"),
-    ):
-        pass
 
 
 def test_with_tls_the_relay_speaks_only_https(tmp_path: Path, pki: Pki) -> None:
@@ -421,25 +422,8 @@ def test_min_version_tls13_refuses_a_tls12_client(tmp_path: Path, pki: Pki) -> N
         _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_3))
 
 
-def _issue_server_certificate(pki: Pki, out: Path, name: str) -> tuple[Path, Path]:
-    """A new key and a certificate for IP 127.0.0.1 that the test CA signed, as a renewal makes."""
-    ca_dir = Path(pki.ca).parent
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    key, csr, cert = out / f"{name}.key", out / f"{name}.csr", out / f"{name}.pem"
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-    openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-    openssl(
-        "x509", "-req", "-in", str(csr), "-CA", pki.ca, "-CAkey", str(ca_dir / "ca.key"),
-        "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(ca_dir / "server.ext"),
-    )  # fmt: skip
-    return cert, key
-
-
-def _served_certificate(port: int, context: ssl.SSLContext) -> str:
-    """The common name of the certificate the relay presents to a new connection."""
+def _handshake(port: int, context: ssl.SSLContext) -> str:
+    """A new TLS connection; the common name of the certificate the relay presented."""
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
         context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
@@ -475,12 +459,13 @@ def test_a_renewed_certificate_is_served_without_a_reload_or_restart(
             "tls": {"cert_file": str(cert), "key_file": str(key), "client_ca_file": pki.ca},
         },
     }
-    renewed_cert, renewed_key = _issue_server_certificate(pki, tmp_path, "renewed")
+    ca_dir = Path(pki.ca).parent  # a renewal: a new key, signed by the same CA
+    renewed_cert, renewed_key = _issue(ca_dir, tmp_path, "renewed", ca_dir / "server.ext")
     client = _client(pki, certificate=True)
     connections = 6 * workers  # SO_REUSEPORT spreads them over the processes
 
     def served_names(port: int) -> set[str]:
-        return {_served_certificate(port, client) for _ in range(connections)}
+        return {_handshake(port, client) for _ in range(connections)}
 
     with _serving(tmp_path, config) as served:
         deadline = time.monotonic() + 30
