@@ -1,7 +1,11 @@
 # gotk-relay: slim, non-root image. Build: docker build -t gotk-relay .
 FROM python:3.12-slim AS build
+# gcc builds the request-scanning accelerator (src/gotk_relay/wire/_survey.c); the image ships
+# Python's headers. Only the wheel goes on to the final stage.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

@@ -38,13 +38,14 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
 
     Raises DecodeError (broken framing) and TooManySeriesError like a full decode would.
     """
+    if fast.keeps_inputs:
+        surveyed = scan.survey(raw, fast.names, fast.prefixes)
+        if surveyed is not None:  # the shape Prometheus writes, in one pass (else: below)
+            _check_count(surveyed.series, limits)
+            metadata = surveyed.metadata if surveyed.picked else []
+            return Scanned(body, surveyed.points, surveyed.picked, metadata, True, len(raw))
     request = scan.frame(raw)  # checks the top-level framing
-    count = len(request.timeseries)
-    if count > limits.max_series_per_request:
-        raise TooManySeriesError(
-            f"request has {count} series, over receiver.max_series_per_request "
-            f"({limits.max_series_per_request}); send smaller requests"
-        )
+    _check_count(len(request.timeseries), limits)
     points = scan.count_points(raw)  # checks each series' framing
     if fast.keeps_inputs:
         picked = scan.pick(raw, fast.names, fast.prefixes)
@@ -67,6 +68,14 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
     rest_points = points - scan.count_points(scan.rebuild(picked))
     forward = compress(scan.rebuild(rest)) if rest else b""
     return Scanned(forward, rest_points, picked, list(split.metadata), False, len(raw))
+
+
+def _check_count(count: int, limits: ReceiverConfig) -> None:
+    if count > limits.max_series_per_request:
+        raise TooManySeriesError(
+            f"request has {count} series, over receiver.max_series_per_request "
+            f"({limits.max_series_per_request}); send smaller requests"
+        )
 
 
 def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:

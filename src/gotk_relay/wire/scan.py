@@ -14,7 +14,9 @@ series as the exact bytes that came:
 * ``select`` finds the series whose ``__name__`` is one of a few names by a C-speed search,
   walking the label encoding only of series that contain a name's bytes at all;
 * ``count_points`` counts samples + histograms by a protobuf merge trick, in C;
-* ``rebuild`` frames series/metadata bytes back into a WriteRequest.
+* ``rebuild`` frames series/metadata bytes back into a WriteRequest;
+* ``survey`` answers ``frame``'s, ``count_points``' and ``pick``'s questions in one pass over a
+  request in the shape Prometheus writes, in C (``_survey.c``), or says None.
 
 The input is the *uncompressed* request body. Everything here is pure and returns new objects.
 Nothing validates label names, UTF-8 or sample contents: the receivers downstream do, as they
@@ -24,6 +26,8 @@ do for any sender. Wire format: protobuf encoding, ``proto/remote.proto``.
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
@@ -37,6 +41,20 @@ from .errors import DecodeError
 
 # Generated code is typed as Any at the boundary (as remote_pb2 is for rw1); tests pin it.
 _pb: Any = _fastpath_pb2
+
+
+def _load_native() -> Any:
+    """``_survey`` if it was built and is not switched off (as ``AIOHTTP_NO_EXTENSIONS`` does)."""
+    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
+        return None
+    try:
+        return importlib.import_module(f"{__package__}._survey")
+    except ImportError:  # installed without a C compiler: the protobuf path does it all
+        return None
+
+
+_native: Any = _load_native()
+NATIVE = _native is not None
 
 NAME = b"__name__"
 # Field 1 (Label.name, LEN) of length 8 holding "__name__", then the tag of field 2 (value).
@@ -253,6 +271,34 @@ def _series_at(raw: bytes, name_at: int) -> tuple[int, int, int] | None:
     if length < value_len + 14 or stop > len(raw):
         return None
     return tag_at, body_at, stop
+
+
+class Survey(NamedTuple):
+    """What the fast path needs of a request that keeps its series: see ``survey``."""
+
+    series: int  # len(frame(raw).timeseries)
+    points: int  # count_points(raw)
+    picked: list[bytes]  # pick(raw, names, prefixes)
+    metadata: list[bytes]  # list(frame(raw).metadata)
+
+
+def survey(
+    raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes] = frozenset()
+) -> Survey | None:
+    """``frame``, ``count_points`` and ``pick`` in one pass, when ``raw`` is in the shape
+    Prometheus writes; None otherwise (any broken request among them): then ask those three.
+
+    Why: they cost ≈0.65 ms on a 2000-series request with 100 Flux series (three passes, and
+    a call into RE2 and Python per series found); the walk in ``_survey.c`` ≈0.1 ms. It accepts
+    only requests whose every field is length-delimited and of a number ``remote.proto``
+    declares, with lengths under 256 MiB, and whose labels up to each series' ``__name__`` are
+    a name then a value, so it never has to agree with protobuf on anything subtler. Always None
+    when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS`` is set.
+    """
+    if _native is None:
+        return None
+    found = _native.survey(raw, tuple(names), tuple(prefixes))
+    return None if found is None else Survey(*found)
 
 
 def count_points(source: Split | bytes) -> int:
