@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_workload import loadgen
 from google.protobuf.message import DecodeError as ProtoDecodeError
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -233,9 +234,6 @@ def test_scan_request_is_the_same_with_and_without_the_accelerator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the benchmark's own requests (node-exporter, kube-state-metrics and Flux series)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    import loadgen
-
     fast = _fast_path(tmp_path)
     limits = config_module.ReceiverConfig()
     workload = loadgen.Workload(loadgen.WorkloadSpec(name="flux-heavy", flux_fraction=0.05))
