@@ -13,6 +13,17 @@ ensure_venv() {
     echo "installing Debian package: python3-venv"
     apt_install python3-venv
   fi
+  # gcc and Python's headers build the request-scanning accelerator (src/gotk_relay/wire/_survey.c).
+  # Without them the install still succeeds and the relay takes its pure-Python path, slower.
+  if ! command -v gcc >/dev/null || ! python3 -c 'import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    if [ "$(id -u)" = 0 ] || command -v sudo >/dev/null; then
+      echo "installing Debian packages: gcc libc6-dev python3-dev (to build the C accelerator)"
+      apt_install gcc libc6-dev python3-dev
+    else
+      echo "note: no gcc or Python headers, and no root: installing without the C accelerator"
+    fi
+  fi
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".$1"

@@ -415,6 +415,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from .relay import Relay
     from .server import STATE, make_app
     from .telemetry import Telemetry
+    from .wire import scan
     from .workers import Generation, WorkerPool, add_internal_routes
 
     assert isinstance(config, Config)
@@ -503,6 +504,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "tls": "off" if tls is None else ("mtls" if tls.client_ca_file else "on"),
             "auth": (authenticator.scheme or "none").lower(),
             "workers": workers,
+            # False: installed without gcc/Python headers, or GOTK_RELAY_NO_EXTENSIONS set
+            "scan_accelerator": scan.NATIVE,
         },
     )
     stop = asyncio.Event()
