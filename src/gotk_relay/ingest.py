@@ -38,24 +38,29 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
 
     Raises DecodeError (broken framing) and TooManySeriesError like a full decode would.
     """
-    if fast.keeps_inputs:
-        surveyed = scan.survey(raw, fast.names, fast.prefixes)
-        if surveyed is not None:  # the shape Prometheus writes, in one pass (else: below)
-            _check_count(surveyed.series, limits)
+    surveyed = scan.survey(raw, fast.names, fast.prefixes)
+    if surveyed is not None:  # the shape Prometheus writes, in one pass
+        _check_count(surveyed.series, limits)
+        if fast.keeps_inputs or not surveyed.picked:  # forwarded whole, as the bytes that came
             metadata = surveyed.metadata if surveyed.picked else []
             return Scanned(body, surveyed.points, surveyed.picked, metadata, True, len(raw))
-    request = scan.frame(raw)  # checks the top-level framing
-    _check_count(len(request.timeseries), limits)
-    points = scan.count_points(raw)  # checks each series' framing
-    if fast.keeps_inputs:
-        picked = scan.pick(raw, fast.names, fast.prefixes)
-        if picked is None:  # a name in a place Prometheus does not write it: the exact way
-            series = list(request.timeseries)
-            picked = [
-                series[i] for i in scan.select(scan.Split(series, ()), fast.names, fast.prefixes)
-            ]
-        metadata = list(request.metadata) if picked else []
-        return Scanned(body, points, picked, metadata, True, len(raw))
+        request = scan.frame(raw)
+        points = surveyed.points
+    else:  # anything else: protobuf and RE2, which also word the errors
+        request = scan.frame(raw)  # checks the top-level framing
+        _check_count(len(request.timeseries), limits)
+        points = scan.count_points(raw)  # checks each series' framing
+        if fast.keeps_inputs:
+            picked = scan.pick(raw, fast.names, fast.prefixes)
+            if picked is None:  # a name in a place Prometheus does not write it: the exact way
+                series = list(request.timeseries)
+                picked = [
+                    series[i]
+                    for i in scan.select(scan.Split(series, ()), fast.names, fast.prefixes)
+                ]
+            metadata = list(request.metadata) if picked else []
+            return Scanned(body, points, picked, metadata, True, len(raw))
+    # flux.keep_source off and series to take out: the others are re-framed and forwarded.
     split = scan.Split(list(request.timeseries), list(request.metadata))
     indices = (
         scan.select(split, fast.names, fast.prefixes) if scan.mentions(raw, fast.watched) else []

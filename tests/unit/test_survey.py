@@ -218,25 +218,35 @@ def test_survey_takes_names_as_bytes_only() -> None:
 # -- the relay's scan, with and without the accelerator ---------------------------------------
 
 
-def _fast_path(tmp_path: Path) -> fastpath.FastPath:
+def _fast_path(tmp_path: Path, keep_source: bool = True) -> fastpath.FastPath:
     text = config_module.default_config_text().replace(
         "remote_write: []", "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
     )
+    if not keep_source:
+        text = text.replace("keep_source: true", "keep_source: false")
     path = tmp_path / "relay.yml"
     path.write_text(text)
     plan = fastpath.plan(config_module.load_file(path))
-    assert plan is not None and plan.keeps_inputs and plan.prefixes
+    assert plan is not None and plan.keeps_inputs == keep_source and plan.prefixes
     return plan
 
 
 @needs_native
+@pytest.mark.parametrize("keep_source", [True, False])
+@pytest.mark.parametrize("workload_name, flux_fraction", [("flux-heavy", 0.05), ("cluster", 0.001)])
 def test_scan_request_is_the_same_with_and_without_the_accelerator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    keep_source: bool,
+    workload_name: str,
+    flux_fraction: float,
 ) -> None:
-    """On the benchmark's own requests (node-exporter, kube-state-metrics and Flux series)."""
-    fast = _fast_path(tmp_path)
+    """On the benchmark's own requests (node-exporter, kube-state-metrics and Flux series), with
+    the rules' inputs forwarded in place (the default) or taken out and re-framed."""
+    fast = _fast_path(tmp_path, keep_source)
     limits = config_module.ReceiverConfig()
-    workload = loadgen.Workload(loadgen.WorkloadSpec(name="flux-heavy", flux_fraction=0.05))
+    spec = loadgen.WorkloadSpec(name=workload_name, flux_fraction=flux_fraction)
+    workload = loadgen.Workload(spec)
     bodies = [workload.body(i, 0) for i in range(len(workload.batches))]
     from gotk_relay.wire import snappy
 
@@ -251,7 +261,9 @@ def test_scan_request_is_the_same_with_and_without_the_accelerator(
     assert scan.survey(b"", fast.names) is None
     without = scan_all()
     assert with_native == without
-    assert sum(len(s.picked) for s in with_native) == pytest.approx(0.05 * 2000 * len(bodies), 0.3)
+    picked = sum(len(s.picked) for s in with_native)
+    assert picked == pytest.approx(flux_fraction * 2000 * len(bodies), 0.3)
+    assert all(s.inputs_forwarded == (keep_source or not s.picked) for s in with_native)
 
 
 @needs_native
