@@ -31,6 +31,7 @@ class Scanned(NamedTuple):
     metadata: list[bytes]  # encoded MetricMetadata of the request
     inputs_forwarded: bool  # ``picked`` are inside ``forward`` too (the rules keep their inputs)
     size: int  # uncompressed request size, for the memory budget / spool estimate
+    scanner: str = "protobuf"  # "c": the compiled survey read it (gotk_relay_scanned_requests)
 
 
 def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath) -> Scanned:
@@ -43,10 +44,12 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
         _check_count(surveyed.series, limits)
         if fast.keeps_inputs or not surveyed.picked:  # forwarded whole, as the bytes that came
             metadata = surveyed.metadata if surveyed.picked else []
-            return Scanned(body, surveyed.points, surveyed.picked, metadata, True, len(raw))
+            return Scanned(body, surveyed.points, surveyed.picked, metadata, True, len(raw), "c")
         request = scan.frame(raw)
         points = surveyed.points
+        scanner = "c"
     else:  # anything else: protobuf and RE2, which also word the errors
+        scanner = "protobuf"
         request = scan.frame(raw)  # checks the top-level framing
         _check_count(len(request.timeseries), limits)
         points = scan.count_points(raw)  # checks each series' framing
@@ -67,12 +70,12 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
     )
     picked = [split.series[i] for i in indices]
     if not picked:
-        return Scanned(body, points, [], [], True, len(raw))
+        return Scanned(body, points, [], [], True, len(raw), scanner)
     chosen = set(indices)
     rest = [s for i, s in enumerate(split.series) if i not in chosen]
     rest_points = points - scan.count_points(scan.rebuild(picked))
     forward = compress(scan.rebuild(rest)) if rest else b""
-    return Scanned(forward, rest_points, picked, list(split.metadata), False, len(raw))
+    return Scanned(forward, rest_points, picked, list(split.metadata), False, len(raw), scanner)
 
 
 def _check_count(count: int, limits: ReceiverConfig) -> None:

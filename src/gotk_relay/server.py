@@ -294,6 +294,7 @@ def count_scanned(telemetry: Telemetry, scanned: ingest.Scanned, picked: Batch) 
     Samples and histograms of forwarded bytes are not told apart without decoding: they count
     as samples, except in the picked series, which were decoded.
     """
+    telemetry.scanned.labels(scanned.scanner).inc()
     received = telemetry.received
     if scanned.inputs_forwarded:  # the picked series are inside the forwarded block
         histograms = picked.histogram_count

@@ -57,6 +57,16 @@ class Telemetry:
             ["kind", "protobuf_message"],
             registry=r,
         )
+        self.scanned = Counter(
+            "gotk_relay_scanned_requests",
+            "Remote-write 1.0 requests scanned on the fast path, by scanner: c (the compiled "
+            "one-pass survey) or protobuf (a request outside the shape Prometheus writes, or no "
+            "compiled scanner installed).",
+            ["scanner"],
+            registry=r,
+        )
+        for scanner in ("c", "protobuf"):
+            self.scanned.labels(scanner)
         self.rejected = Counter(
             "gotk_relay_rejected_requests",
             "Write requests refused, by reason (the sender keeps or drops them by status).",

@@ -32,6 +32,8 @@ from typing import Literal, NamedTuple
 
 import pytest
 
+from gotk_relay.wire import scan
+
 from . import rig
 from .conftest import AgentStarter, RelayStarter
 
@@ -625,3 +627,13 @@ def test_legacy_gauges_follow_flux_objects_through_their_life(
     # (three conditions and suspend), none on a Ready change; emit_deleted writes none at all.
     stale = 0 if variant.emit_deleted else 4
     assert flux_counter(relay, "gotk_relay_flux_stale_markers_total") == stale
+    # Every request the real Prometheus sent was read by the compiled one-pass scanner: what
+    # Prometheus writes is inside the shape it accepts, so none fell back to protobuf.
+    scanned = {
+        s.labels["scanner"]: s.value
+        for s in relay.metric_samples("gotk_relay_scanned_requests_total")
+    }
+    if scan.NATIVE:  # the relay runs with this process's environment and sources
+        assert scanned["c"] > 0 and scanned["protobuf"] == 0, scanned
+    else:
+        assert scanned["c"] == 0 and scanned["protobuf"] > 0, scanned

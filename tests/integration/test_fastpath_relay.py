@@ -8,7 +8,7 @@ from harness import ScriptedReceiver, eventually, gauge_batch, receivers, relay_
 
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
 from gotk_relay.relay import Relay
-from gotk_relay.wire import remote_pb2, rw1, snappy
+from gotk_relay.wire import remote_pb2, rw1, scan, snappy
 
 KSM = labels_from(
     {
@@ -158,3 +158,35 @@ async def test_a_pending_flux_end_is_written_while_only_other_series_flow() -> N
             return any(is_stale(x.value) for s in legacy for x in s.samples)
 
         await eventually(ended)
+
+
+async def test_each_request_is_counted_by_the_scanner_that_read_it() -> None:
+    """``gotk_relay_scanned_requests_total{scanner}``: what Prometheus writes is read by the
+    compiled survey; a label with its value before its name (valid protobuf, but not what
+    Prometheus writes) by protobuf, and both are forwarded alike."""
+    odd = remote_pb2.WriteRequest()
+    series = odd.timeseries.add()
+    series.samples.add(value=1, timestamp=1)
+    body_odd = bytearray(odd.SerializeToString())
+    # a Label written value first: 0a 0e | 12 02 "up" 0a 08 "__name__"
+    label = b"\x12\x02up\x0a\x08__name__"
+    body_odd = bytes(body_odd[:1]) + bytes([body_odd[1] + 2 + len(label)])
+    body_odd += b"\x0a" + bytes([len(label)]) + label + odd.timeseries[0].SerializeToString()
+    assert remote_pb2.WriteRequest.FromString(body_odd).timeseries[0].labels[0].name == "__name__"
+    receiver = ScriptedReceiver()
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
+        plain, headers = rw_body(gauge_batch(["up"], 1000, job="node"))
+        assert (await client.post("/api/v1/write", data=plain, headers=headers)).status == 204
+        odd_body = snappy.compress(body_odd)
+        assert (await client.post("/api/v1/write", data=odd_body, headers=headers)).status == 204
+        await eventually(lambda: len(receiver.delivered()) == 2)
+
+        def scanned(scanner: str) -> float | None:
+            return relay.telemetry.registry.get_sample_value(
+                "gotk_relay_scanned_requests_total", {"scanner": scanner}
+            )
+
+        if scan.NATIVE:
+            assert (scanned("c"), scanned("protobuf")) == (1, 1)
+        else:
+            assert (scanned("c"), scanned("protobuf")) == (0, 2)
