@@ -59,9 +59,9 @@ class Telemetry:
         )
         self.scanned = Counter(
             "gotk_relay_scanned_requests",
-            "Remote-write 1.0 requests scanned on the fast path, by scanner: c (the compiled "
-            "one-pass survey) or protobuf (a request outside the shape Prometheus writes, or no "
-            "compiled scanner installed).",
+            "Remote-write 1.0 requests admitted on the fast path, by the scanner that read them: "
+            "c (the compiled one-pass survey) or protobuf (a request outside the shape "
+            "Prometheus writes, or no compiled scanner installed).",
             ["scanner"],
             registry=r,
         )
