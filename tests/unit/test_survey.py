@@ -71,25 +71,14 @@ needs_native = pytest.mark.skipif(not scan.NATIVE, reason="the C accelerator is 
 
 
 @needs_native
-@settings(max_examples=400, deadline=None)
-@given(prometheus_batches(), WATCHED)
+@settings(max_examples=700, deadline=None)
+@given(st.one_of(prometheus_batches(), v1_batches()), WATCHED)
 def test_survey_answers_for_requests_as_prometheus_writes_them(
     batch: Batch, watched: tuple[frozenset[bytes], frozenset[bytes]]
 ) -> None:
-    names, prefixes = watched
-    raw = rw1.encode(batch)
-    found = same_or_none(raw, names, prefixes)
-    if without_empty_values(batch):
-        assert found is not None
-
-
-@needs_native
-@settings(max_examples=300, deadline=None)
-@given(v1_batches(), WATCHED)
-def test_survey_counts_histograms_and_skips_exemplars_and_metadata(
-    batch: Batch, watched: tuple[frozenset[bytes], frozenset[bytes]]
-) -> None:
-    """Histograms count as points; exemplars do not; metadata comes back as it came."""
+    """Watched names common, also inside values (``prometheus_batches``); histograms, which
+    count as points, exemplars, which do not, and metadata, which comes back as it came
+    (``v1_batches``)."""
     names, prefixes = watched
     raw = rw1.encode(batch)
     found = same_or_none(raw, names, prefixes)
