@@ -336,6 +336,10 @@ class ReceiverConfig(_Strict):
     max_request_bytes: ByteSize = Field(32 * 1024 * 1024, gt=0)
     max_decompressed_bytes: ByteSize = Field(128 * 1024 * 1024, gt=0)
     max_series_per_request: int = Field(200_000, gt=0)
+    # Samples + histograms in one request (413 above it). Prometheus sends at most
+    # max_samples_per_send (2000 by default) per request; this bounds the memory and event-loop
+    # time one small, highly compressible request can cost (a converting destination included).
+    max_samples_per_request: int = Field(1_000_000, gt=0)
     max_labels_per_series: int = Field(128, gt=0)
     max_label_name_length: int = Field(1024, gt=0)
     max_label_value_length: int = Field(4096, gt=0)

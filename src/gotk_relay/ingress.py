@@ -31,6 +31,7 @@ def limits_of(receiver: ReceiverConfig) -> Limits:
         max_labels_per_series=receiver.max_labels_per_series,
         max_label_name_length=receiver.max_label_name_length,
         max_label_value_length=receiver.max_label_value_length,
+        max_samples=receiver.max_samples_per_request,
     )
 
 

@@ -27,6 +27,7 @@ class Limits:
     max_labels_per_series: int = _UNLIMITED
     max_label_name_length: int = _UNLIMITED
     max_label_value_length: int = _UNLIMITED
+    max_samples: int = _UNLIMITED  # samples + histograms (receiver.max_samples_per_request)
 
     @property
     def bounds_labels(self) -> bool:
@@ -46,6 +47,13 @@ class TooManySeriesError(TooLargeError):
 
     The request as a whole is too big, not any series in it: the sender can split it (a smaller
     ``max_samples_per_send``), so the status is the one the other size limits use.
+    """
+
+
+class TooManySamplesError(TooLargeError):
+    """More samples + histograms in one request than ``receiver.max_samples_per_request``: 413.
+
+    Like too many series, the request as a whole is too big and the sender can split it.
     """
 
 

@@ -277,9 +277,13 @@ class Survey(NamedTuple):
     """What the fast path needs of a request that keeps its series: see ``survey``."""
 
     series: int  # len(frame(raw).timeseries)
-    points: int  # count_points(raw)
-    picked: list[bytes]  # pick(raw, names, prefixes)
+    points: int  # count_points(raw): samples + histograms
+    picked: list[bytes]  # encoded series a rule reads, as in ``raw`` below (labels sorted)
     metadata: list[bytes]  # list(frame(raw).metadata)
+    # The request to forward: the input object itself, or a copy in which every series whose
+    # labels were not sorted by name has them sorted (``sorted`` counts those series).
+    raw: bytes = b""
+    sorted: int = 0
 
 
 def survey(
