@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -117,11 +117,16 @@ class QueueConfig(_Strict):
     # keeps min_shards and receives whole batches from several senders at once, so it buffers
     # more per shard: enough for bursts of concurrent 2000-sample requests without refusals.
     capacity: int = Field(100_000, gt=0)
+    # The relay keeps exactly min_shards streams (resharding would reorder a series' samples),
+    # so max_shards is the bound min_shards is checked against, as Prometheus' maximum is.
     max_shards: int = Field(50, gt=0)
     min_shards: int = Field(1, gt=0)
     # Prometheus: 2000 per request, over up to 50 shards. The relay merges what queued while a
     # request was in flight into the next one, so one ordered stream keeps up: bigger default.
     max_samples_per_send: int = Field(20_000, gt=0)
+    # Prometheus: the longest a sample waits in a shard's buffer for a batch to fill. A shard of
+    # the relay never waits for more: it sends what is queued as soon as its previous request
+    # was answered, so the wait is always below any deadline (tests/integration/test_cli.py).
     batch_send_deadline: Duration = 5.0
     min_backoff: Duration = 0.03
     max_backoff: Duration = 5.0
@@ -131,16 +136,50 @@ class QueueConfig(_Strict):
     @model_validator(mode="after")
     def _bounds(self) -> QueueConfig:
         if self.min_shards > self.max_shards:
-            raise ValueError("min_shards must not be greater than max_shards")
+            raise ValueError(
+                f"min_shards ({self.min_shards}) must not be greater than max_shards "
+                f"({self.max_shards}): the relay runs min_shards ordered streams"
+            )
+        if self.batch_send_deadline <= 0:
+            raise ValueError("batch_send_deadline must be greater than 0")
         if self.min_backoff > self.max_backoff:
             raise ValueError("min_backoff must not be greater than max_backoff")
         return self
 
 
+# Prometheus' metadata_config defaults. The relay sends metadata within the requests it came
+# in, as the senders batched and timed it: it keeps no metadata of its own to resend on a timer
+# or to rebatch, so only these values are accepted (send: false is honoured).
+METADATA_SEND_INTERVAL: Final = 60.0
+METADATA_MAX_SAMPLES_PER_SEND: Final = 500
+
+
 class MetadataConfig(_Strict):
     send: bool = True
-    send_interval: Duration = 60.0
-    max_samples_per_send: int = 2000
+    send_interval: Duration = METADATA_SEND_INTERVAL
+    max_samples_per_send: int = METADATA_MAX_SAMPLES_PER_SEND
+
+    @field_validator("send_interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value != METADATA_SEND_INTERVAL:
+            raise ValueError(
+                "only Prometheus' default 1m is accepted: gotk-relay forwards metadata when its "
+                "senders send it, in the same requests, and has none of its own to send on an "
+                "interval (set send: false to send none)"
+            )
+        return value
+
+    @field_validator("max_samples_per_send")
+    @classmethod
+    def _batch(cls, value: int) -> int:
+        if value != METADATA_MAX_SAMPLES_PER_SEND:
+            raise ValueError(
+                f"only Prometheus' default {METADATA_MAX_SAMPLES_PER_SEND} is accepted: "
+                "gotk-relay forwards metadata within the requests it came in, as its senders "
+                "batched it (set send: false to send none)"
+            )
+        return value
 
 
 _RESERVED_HEADERS = frozenset(
@@ -162,9 +201,29 @@ _RESERVED_HEADERS = frozenset(
 
 
 def check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f'"{sanitize_url(value)}" is not a valid http(s) URL')
+    """An absolute http(s) URL with a host and, if given, a port from 1 to 65535.
+
+    The messages show the URL without user info or query (they may hold credentials).
+    """
+    try:
+        parts = urlsplit(value)
+        shown = sanitize_url(value)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f'"{shown}" is not a valid URL: it contains a space or control character')
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f'"{shown}" is not a valid http(s) URL: the scheme must be http or https')
+    if not parts.hostname:
+        raise ValueError(f'"{shown}" is not a valid http(s) URL: it has no host')
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 and parts.netloc.rsplit("@", 1)[-1].rsplit("]", 1)[-1].count(":"):
+        raise ValueError(
+            f'"{shown}" is not a valid http(s) URL: the port must be a number from 1 to 65535'
+        )
     return value
 
 
@@ -212,9 +271,17 @@ class RemoteWriteConfig(_QueuedDestinationConfig):
     basic_auth: BasicAuth | None = None
     authorization: Authorization | None = None
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
-    proxy_url: str | None = None
+    proxy_url: URL | None = None
     follow_redirects: bool = True
-    enable_http2: bool = True
+    # Prometheus 3's default for remote write (2.x defaulted to true). The relay's HTTP client
+    # speaks HTTP/1.1 only; true is accepted so that blocks pasted from a 2.x configuration
+    # load, and it is logged at start and documented that HTTP/2 is not negotiated (Prometheus
+    # itself falls back to HTTP/1.1 when a server does not offer h2; the data sent is the same).
+    enable_http2: bool = False
+    # Prometheus, as a sender, defaults both to false: it sends what it scraped. The relay
+    # forwards what its senders chose to send (a Prometheus sends exemplars or native
+    # histograms only when configured to), so by default it passes them on; an explicit false
+    # strips them from what this destination receives, as Prometheus documents.
     send_exemplars: bool = True
     send_native_histograms: bool = True
     metadata_config: MetadataConfig = Field(default_factory=MetadataConfig)
@@ -240,6 +307,14 @@ class RemoteWriteConfig(_QueuedDestinationConfig):
     @property
     def display_url(self) -> str:
         return sanitize_url(self.url)
+
+    @property
+    def strips(self) -> bool:
+        """What this destination is sent differs from what was received (exemplars, native
+        histograms or metadata left out), so its requests are re-encoded before sending."""
+        return not (
+            self.send_exemplars and self.send_native_histograms and self.metadata_config.send
+        )
 
 
 DATADOG_SITES = (
@@ -468,13 +543,29 @@ def read_secret_file(path: str) -> str:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
 
 
-def expand_env(node: Any, environ: Mapping[str, str], where: str = "") -> Any:
+class Expanded(NamedTuple):
+    """A string value that held ``${VAR}``: as written, as expanded, and the variables' values."""
+
+    written: str
+    value: str
+    variables: tuple[tuple[str, str], ...]  # (name, value)
+
+
+def expand_env(
+    node: Any,
+    environ: Mapping[str, str],
+    where: str = "",
+    found: dict[tuple[str | int, ...], Expanded] | None = None,
+    path: tuple[str | int, ...] = (),
+) -> Any:
     """Replace ``${VAR}`` in every string value; ``$$`` is a literal ``$``.
 
     A variable that is not set is an error rather than an empty string, since an empty password
-    or URL fails later and far from its cause.
+    or URL fails later and far from its cause. ``found`` collects, by location, every value that
+    came from the environment, so that no error message shows it.
     """
     if isinstance(node, str):
+        used: list[tuple[str, str]] = []
 
         def sub(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
@@ -484,14 +575,25 @@ def expand_env(node: Any, environ: Mapping[str, str], where: str = "") -> Any:
                 raise ConfigError(
                     f"{where or 'config'}: environment variable ${{{name}}} is not set"
                 )
+            used.append((name, environ[name]))
             return environ[name]
 
-        return _ENV.sub(sub, node) if "$" in node else node
+        if "$" not in node:
+            return node
+        value = _ENV.sub(sub, node)
+        if used and found is not None:
+            found[path] = Expanded(node, value, tuple(used))
+        return value
     if isinstance(node, list):
-        return [expand_env(item, environ, f"{where}[{i}]") for i, item in enumerate(node)]
+        return [
+            expand_env(item, environ, f"{where}[{i}]", found, (*path, i))
+            for i, item in enumerate(node)
+        ]
     if isinstance(node, dict):
         return {
-            key: expand_env(value, environ, f"{where}.{key}" if where else str(key))
+            key: expand_env(
+                value, environ, f"{where}.{key}" if where else str(key), found, (*path, key)
+            )
             for key, value in node.items()
         }
     return node
@@ -539,17 +641,25 @@ def load_text(
         raise ConfigError(
             f"{source}: the configuration must be a YAML mapping, got {type(raw).__name__}"
         )
+    from_env: dict[tuple[str | int, ...], Expanded] = {}
     try:
-        expanded = expand_env(raw, os.environ if environ is None else environ)
+        expanded = expand_env(raw, os.environ if environ is None else environ, found=from_env)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     try:
         return Config.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, root)) from exc
+        raise ConfigError(_describe(exc, source, root, from_env)) from exc
+    except ConfigError as exc:  # a validator that reads something (e.g. a rules file)
+        raise ConfigError(_redact(f"{source}: {exc}", list(from_env.values()))) from exc
 
 
-def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
+def _describe(
+    exc: ValidationError,
+    source: str,
+    root: yaml.Node | None,
+    from_env: Mapping[tuple[str | int, ...], Expanded] | None = None,
+) -> str:
     lines = []
     for error in exc.errors():
         loc = [part for part in error["loc"] if not _is_pydantic_tag(part)]
@@ -559,8 +669,51 @@ def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = f"field {loc[-1]} not found in type {_parent_name(loc)} (check its spelling)"
+        if from_env:
+            # A validator may quote the value it refuses: never one that came from ${ENV}.
+            near = [e for path, e in from_env.items() if _related(tuple(loc), path)]
+            message = _redact(message, near, list(from_env.values()))
         lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
     return "\n".join(lines)
+
+
+def _related(loc: tuple[Any, ...], path: tuple[str | int, ...]) -> bool:
+    """The error at ``loc`` is about the value at ``path``, or about a block holding it."""
+    return loc[: len(path)] == path or path[: len(loc)] == loc
+
+
+def _redact(message: str, near: list[Expanded], everywhere: list[Expanded] | None = None) -> str:
+    """``message`` with every value that came from ``${ENV}`` shown as written (``${VAR}``).
+
+    Values are replaced whole, and as a URL without user info and query (how URLs are quoted);
+    if a variable's value still shows in an error about its own location (a validator quoted
+    a part of it), the message is replaced by one that names the variables only.
+    """
+    pairs: dict[str, str] = {}
+    for item in (*near, *(everywhere or ())):
+        for value, written in (
+            (item.value, item.written),
+            (item.value.strip(), item.written.strip()),
+            (_safe_sanitize(item.value), _safe_sanitize(item.written)),
+        ):
+            if value and value != written:
+                pairs.setdefault(value, written)
+    for value in sorted(pairs, key=len, reverse=True):
+        message = message.replace(value, pairs[value])
+    for item in near:
+        for _, value in item.variables:
+            # Shorter values are not secrets worth a vaguer message ("1", "h").
+            if len(value) >= 3 and value in message:
+                names = ", ".join(sorted({f"${{{n}}}" for n, _ in item.variables}))
+                return f"invalid value (from {names}; the value is not shown)"
+    return message
+
+
+def _safe_sanitize(url: str) -> str:
+    try:
+        return sanitize_url(url)
+    except ValueError:
+        return url
 
 
 def _is_pydantic_tag(part: object) -> bool:

@@ -103,7 +103,7 @@ def test_secrets_do_not_show_in_the_config_repr() -> None:
         ),
         (
             "remote_write:\n  - url: http://a/\n    queue_config: {min_shards: 5, max_shards: 2}\n",
-            "min_shards must not be greater than max_shards",
+            "min_shards (5) must not be greater than max_shards (2)",
         ),
         ("federate:\n  match: ['up{']\n", "federate.match"),
         ("remote_write: [\n", "relay.yml:2: invalid YAML"),
