@@ -4,6 +4,11 @@ The sender decides *when* to send; this decides *what* goes on the wire and what
 means. A v2 destination that turns out to be v1-only (415, or a 2xx without the
 ``X-Prometheus-Remote-Write-*-Written`` headers the 2.0 spec requires) is switched to v1 for
 the rest of its life and the same batch is sent again at once, as the spec allows.
+
+``send_exemplars: false``, ``send_native_histograms: false`` and ``metadata_config.send: false``
+are applied here, to the request about to be sent (``strip``): queues hold what was received,
+shared by every destination, and the fast path never decodes it; only a destination that
+leaves something out pays for decoding its own requests.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from ..delivery.retry import Outcome, classify, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch
-from ..wire import rw1, rw2, snappy
+from ..wire import remote_pb2, rw1, rw2, snappy, write_v2_pb2
 from .http import HTTPEndpoint, auth_headers, one_line
 
 log = logging.getLogger("gotk_relay.remote_write")
@@ -46,10 +51,69 @@ def encode_request(batch: Batch, protobuf_message: str) -> tuple[bytes, dict[str
     return snappy.compress(body), protocol_headers(protobuf_message)
 
 
+def strip(
+    body: bytes,
+    protobuf_message: str,
+    *,
+    exemplars: bool = True,
+    histograms: bool = True,
+    metadata: bool = True,
+) -> tuple[bytes, int]:
+    """``body`` (a compressed request) without what a destination is not to be sent: the
+    exemplars, native histograms or metadata whose flag is False. Series left with nothing are
+    left out. Returns the body (the same object when nothing was in it to leave out) and the
+    number of native histogram points left out."""
+    # The relay made this body from requests it validated: its own size is the only bound.
+    raw = snappy.decompress(body, snappy.declared_length(body))
+    request: remote_pb2.WriteRequest | write_v2_pb2.Request
+    if protobuf_message == V2:
+        request = write_v2_pb2.Request.FromString(raw)
+    else:
+        request = remote_pb2.WriteRequest.FromString(raw)
+    changed = False
+    left_out = 0
+    emptied = False
+    for ts in request.timeseries:
+        had = bool(ts.samples or ts.histograms or ts.exemplars)
+        if not exemplars and ts.exemplars:
+            ts.ClearField("exemplars")
+            changed = True
+        if not histograms and ts.histograms:
+            left_out += len(ts.histograms)
+            ts.ClearField("histograms")
+            changed = True
+        if not metadata and isinstance(ts, write_v2_pb2.TimeSeries) and ts.HasField("metadata"):
+            ts.ClearField("metadata")
+            changed = True
+        if had and not (ts.samples or ts.histograms or ts.exemplars):
+            emptied = True
+    if not metadata and isinstance(request, remote_pb2.WriteRequest) and request.metadata:
+        request.ClearField("metadata")
+        changed = True
+    if not changed:
+        return body, 0
+    if emptied:
+        # Prometheus sends exemplars (and histograms) in series of their own, without samples:
+        # such a series left empty is not sent at all.
+        kept = [ts for ts in request.timeseries if ts.samples or ts.histograms or ts.exemplars]
+        request.ClearField("timeseries")
+        request.timeseries.extend(kept)
+    return snappy.compress(request.SerializeToString()), left_out
+
+
 class RemoteWriteClient:
     def __init__(self, name: str, cfg: RemoteWriteConfig) -> None:
         self.name = name
         self.cfg = cfg
+        # Points a destination is not sent (its send_native_histograms: false), by reason: the
+        # relay shows them as gotk_relay_samples_skipped_total; they count as forwarded too.
+        self.skipped: dict[str, int] = {}
+        if cfg.enable_http2:
+            log.info(
+                "enable_http2: the relay's HTTP client speaks HTTP/1.1 only; this destination "
+                "is sent HTTP/1.1 requests (as Prometheus does when a server offers no h2)",
+                extra={"destination": name},
+            )
         self.protobuf_message: str = cfg.protobuf_message
         self.tenant = cfg.tenant  # the relay splits batches by it; entries carry the value
         self.http = HTTPEndpoint(
@@ -64,6 +128,8 @@ class RemoteWriteClient:
         while True:
             protocol = self.protobuf_message
             body = request_body(entries, protocol)  # compressed
+            if self.cfg.strips:
+                body = self._strip(body, protocol)
             headers = protocol_headers(protocol)
             if self.tenant is not None:  # the queue never merges entries of two tenants
                 headers[self.tenant.header] = entries[0].tenant
@@ -87,6 +153,19 @@ class RemoteWriteClient:
             reason = "ok" if outcome is Outcome.OK else f"http_{status}"
             detail = one_line(answer) if outcome is not Outcome.OK else ""
             return SendResult(outcome, reason, retry_after, detail)
+
+    def _strip(self, body: bytes, protocol: str) -> bytes:
+        body, left_out = strip(
+            body,
+            protocol,
+            exemplars=self.cfg.send_exemplars,
+            histograms=self.cfg.send_native_histograms,
+            metadata=self.cfg.metadata_config.send,
+        )
+        if left_out:
+            reason = "send_native_histograms_false"
+            self.skipped[reason] = self.skipped.get(reason, 0) + left_out
+        return body
 
     @staticmethod
     def _is_v1_only(status: int, headers: CIMultiDict[str]) -> bool:

@@ -1,0 +1,158 @@
+"""remote_write keys pasted from prometheus.yml do what Prometheus documents, through the relay."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from harness import (
+    Reply,
+    ScriptedReceiver,
+    eventually,
+    gauge_batch,
+    metric_value,
+    receivers,
+    relay_client,
+    rw_body,
+)
+
+from gotk_relay.config import V1, V2, load_text
+from gotk_relay.destinations.remote_write import RemoteWriteClient
+from gotk_relay.model import (
+    Batch,
+    Exemplar,
+    FamilyMetadata,
+    Histogram,
+    Metadata,
+    MetricType,
+    Sample,
+    Series,
+)
+
+FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
+V2_ANSWER = Reply(
+    204,
+    headers={
+        "X-Prometheus-Remote-Write-Samples-Written": "1",
+        "X-Prometheus-Remote-Write-Histograms-Written": "0",
+        "X-Prometheus-Remote-Write-Exemplars-Written": "0",
+    },
+)
+
+
+def _request(v2: bool) -> Batch:
+    """A sample with an exemplar, a native histogram and metadata, as Prometheus sends them."""
+    meta = Metadata(MetricType.COUNTER, "requests", "") if v2 else None
+    return Batch(
+        (
+            Series(
+                (("__name__", "http_requests_total"), ("job", "api")),
+                (Sample(0.1 + 0.2, 1000),),
+                exemplars=(Exemplar((("trace_id", "abc"),), 1.0, 1000),),
+                metadata=meta,
+            ),
+            Series(
+                (("__name__", "latency_seconds"), ("job", "api")),
+                histograms=(Histogram(1000, 3, 1, sum=1.5, schema=0),),
+            ),
+        ),
+        () if v2 else (FamilyMetadata("http_requests_total", MetricType.COUNTER, "requests"),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "destination"),
+    [(False, V1), (False, V2), (True, V1), (True, V2)],
+    ids=["rw1-to-rw1", "rw1-to-rw2", "rw2-to-rw1", "rw2-to-rw2"],
+)
+async def test_false_flags_leave_out_exemplars_histograms_metadata(
+    sent: bool, destination: str
+) -> None:
+    full = ScriptedReceiver(default=V2_ANSWER)
+    lean = ScriptedReceiver(default=V2_ANSWER)
+    config = {
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {"name": "full", "url": full.url, "protobuf_message": destination},
+            {
+                "name": "lean",
+                "url": lean.url,
+                "protobuf_message": destination,
+                "send_exemplars": False,
+                "send_native_histograms": False,
+                "metadata_config": {"send": False},
+                "queue_config": FAST,
+            },
+        ],
+    }
+    async with receivers(full, lean), relay_client(config) as (client, _):
+        body, headers = rw_body(_request(sent), sent)
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        assert response.status == 204, await response.text()
+        await eventually(lambda: bool(full.delivered()) and bool(lean.delivered()))
+        everything = [s for b in full.delivered() for s in b.series]
+        assert any(s.exemplars for s in everything)
+        assert any(s.histograms for s in everything)
+        if not (sent and destination == V1):  # v2's per-series metadata has no v1 form here
+            assert any(b.metadata for b in full.delivered()) or any(s.metadata for s in everything)
+
+        got = [s for b in lean.delivered() for s in b.series]
+        assert [s.labels for s in got] == [(("__name__", "http_requests_total"), ("job", "api"))]
+        assert got[0].samples == (Sample(0.1 + 0.2, 1000),)
+        assert not got[0].exemplars and got[0].metadata is None
+        assert not any(b.metadata for b in lean.delivered())
+        metrics = await (await client.get("/metrics")).text()
+        skipped = metric_value(
+            metrics,
+            "gotk_relay_samples_skipped_total",
+            destination="lean",
+            reason="send_native_histograms_false",
+        )
+        assert skipped == 1
+        # Left out on purpose is still delivered as configured: counted as forwarded.
+        assert metric_value(metrics, "gotk_relay_samples_forwarded_total", destination="lean") == 2
+
+
+async def test_a_lone_sample_is_sent_within_batch_send_deadline() -> None:
+    # Prometheus flushes a partial batch after batch_send_deadline; the relay never holds one
+    # back to fill it, so a single sample far below max_samples_per_send arrives before it.
+    receiver = ScriptedReceiver()
+    config = {
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {
+                "url": receiver.url,
+                "queue_config": {
+                    **FAST,
+                    "max_samples_per_send": 20000,
+                    "batch_send_deadline": "5s",
+                },
+            }
+        ],
+    }
+    async with receivers(receiver), relay_client(config) as (client, _):
+        body, headers = rw_body(gauge_batch(["up"], 1000))
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: len(receiver.delivered()) == 1, timeout=5.0)
+
+
+async def test_shards_run_are_min_shards_within_max_shards() -> None:
+    receiver = ScriptedReceiver()
+    config = {
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {"name": "d", "url": receiver.url, "queue_config": {"min_shards": 3, "max_shards": 3}}
+        ],
+    }
+    async with receivers(receiver), relay_client(config) as (client, _):
+        metrics = await (await client.get("/metrics")).text()
+        assert metric_value(metrics, "gotk_relay_shards", destination="d") == 3
+
+
+def test_enable_http2_true_is_logged_as_not_negotiated(caplog: pytest.LogCaptureFixture) -> None:
+    config = load_text("remote_write: [{url: 'http://a:9/', enable_http2: true}]")
+    with caplog.at_level(logging.INFO, logger="gotk_relay.remote_write"):
+        RemoteWriteClient("a", config.remote_write[0])
+        RemoteWriteClient("b", config.remote_write[0].model_copy(update={"enable_http2": False}))
+    lines = [r for r in caplog.records if "HTTP/1.1" in r.getMessage()]
+    assert [getattr(r, "destination", None) for r in lines] == ["a"]
