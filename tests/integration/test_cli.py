@@ -334,3 +334,27 @@ def test_ksm_config_names_every_kind_with_its_labels() -> None:
     configmap = yaml.safe_load(_cli("ksm-config", "--kinds", "Kustomization").stdout)
     assert configmap["kind"] == "ConfigMap"
     assert "Kustomization" in configmap["data"]["config.yaml"]
+
+
+def test_check_config_refuses_a_url_with_a_bad_port(tmp_path: Path) -> None:
+    path = tmp_path / "relay.yml"
+    path.write_text("remote_write:\n  - url: http://h:notaport/api/v1/write\n")
+    done = _cli("check-config", str(path))
+    assert done.returncode == 1
+    assert f"{path}:2: remote_write[0].url: " in done.stdout
+    assert "the port must be a number from 1 to 65535" in done.stdout
+
+
+def test_check_config_never_prints_a_value_from_env(tmp_path: Path) -> None:
+    path = tmp_path / "relay.yml"
+    path.write_text("remote_write:\n  - url: ${RELAY_URL}\n    remote_timeout: ${RELAY_TIMEOUT}\n")
+    env = {
+        **os.environ,
+        "RELAY_URL": "https://user:hunter2-pass@mimir:notaport/push?token=hunter2-token",
+        "RELAY_TIMEOUT": "hunter2-duration",
+    }
+    done = _cli("check-config", str(path), env=env)
+    assert done.returncode == 1
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "remote_write[0].url: " in done.stdout and "${RELAY_URL}" in done.stdout
+    assert "remote_write[0].remote_timeout: " in done.stdout and "${RELAY_TIMEOUT}" in done.stdout

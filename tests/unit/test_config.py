@@ -204,3 +204,119 @@ def test_sizes_parse_si_and_iec(text: str | int, size: int) -> None:
 def test_a_bad_size_is_named() -> None:
     with pytest.raises(ConfigError, match=r"spool.max_bytes: not a valid size: \"lots\""):
         load_text("spool: {max_bytes: lots}", "relay.yml")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h:notaport/",
+        "http://h:0/",
+        "http://h:65536/",
+        "http://h:-1/",
+        "http:///api/v1/write",
+        "ftp://h/",
+        "h:9201/api/v1/write",
+        "http://h x/",
+        "http://[::1/",
+    ],
+    ids=[
+        "port-word",
+        "port-0",
+        "port-too-big",
+        "port-negative",
+        "no-host",
+        "scheme",
+        "no-scheme",
+        "space",
+        "ipv6-unclosed",
+    ],
+)
+def test_urls_are_checked_fully(url: str) -> None:
+    for key in ("url", "proxy_url"):
+        text = f"remote_write:\n  - url: http://a/\n    {key}: '{url}'\n".replace(
+            "url: http://a/\n    url:", "url:"
+        )
+        with pytest.raises(ConfigError, match=rf"relay\.yml:\d+: remote_write\[0\]\.{key}: "):
+            load_text(text, "relay.yml", {})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://h/", "https://h:443/x", "http://[::1]:9201/api/v1/write", "http://u:p@h:1/?a=b"],
+    ids=["plain", "port", "ipv6", "userinfo-query"],
+)
+def test_valid_urls_load(url: str) -> None:
+    assert load_text(f"remote_write: [{{url: '{url}'}}]").remote_write[0].url == url
+
+
+SECRET = "Sup3rSecretValue"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ"),
+    [
+        ("remote_write: [{url: 'http://a/', remote_timeout: '${D}'}]", {"D": SECRET}),
+        ("remote_write: [{url: '${U}'}]", {"U": f"http://{SECRET}:notaport/"}),
+        ("remote_write: [{url: '${U}'}]", {"U": f"http://u:{SECRET}@h:99999/?k={SECRET}"}),
+        ("remote_write: [{url: 'http://h:${P}/'}]", {"P": SECRET}),
+        ("remote_write: [{url: 'http://a/', proxy_url: '${P}'}]", {"P": f"socks5://{SECRET}/"}),
+        ("queues: {memory_budget_bytes: '${B}'}", {"B": SECRET}),
+        (
+            "remote_write: [{url: 'http://a/', tenant: {label: t, header: '${H}'}}]",
+            {"H": "Authorization"},
+        ),
+        ("remote_write: [{url: 'http://a/', protobuf_message: '${M}'}]", {"M": SECRET}),
+        ("relabel_configs: [{source_labels: [a], regex: '${R}'}]", {"R": f"({SECRET}"}),
+        (
+            "remote_write: [{url: 'http://a/', headers: {'${H}': v}, queue_config: "
+            "{capacity: '${C}'}}]",
+            {"C": SECRET, "H": "x"},
+        ),
+    ],
+    ids=[
+        "duration",
+        "url-host",
+        "url-userinfo",
+        "url-port-part",
+        "proxy",
+        "size",
+        "tenant-header",
+        "literal",
+        "regex",
+        "int",
+    ],
+)
+def test_errors_never_show_a_value_from_env(text: str, environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "relay.yml", environ)
+    message = str(info.value)
+    assert message.startswith("relay.yml:1: ")
+    for value in environ.values():
+        if len(value) >= 3:
+            assert value not in message
+    assert "${" in message or "Input should be" in message
+
+
+def test_metadata_config_accepts_prometheus_defaults_and_refuses_others() -> None:
+    ok = load_text(
+        "remote_write: [{url: 'http://a/', metadata_config: "
+        "{send: false, send_interval: 1m, max_samples_per_send: 500}}]"
+    )
+    assert not ok.remote_write[0].metadata_config.send
+    for key, value in (("send_interval", "30s"), ("max_samples_per_send", "2000")):
+        with pytest.raises(ConfigError, match=rf"metadata_config\.{key}: only Prometheus' default"):
+            load_text(f"remote_write: [{{url: 'http://a/', metadata_config: {{{key}: {value}}}}}]")
+
+
+def test_batch_send_deadline_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="batch_send_deadline must be greater than 0"):
+        load_text("remote_write: [{url: 'http://a/', queue_config: {batch_send_deadline: 0s}}]")
+
+
+def test_defaults_follow_prometheus_where_the_relay_does_the_same() -> None:
+    rw = load_text("remote_write: [{url: 'http://a/'}]").remote_write[0]
+    assert rw.enable_http2 is False  # Prometheus 3's remote-write default
+    assert rw.metadata_config.send_interval == 60.0
+    assert rw.metadata_config.max_samples_per_send == 500
+    # Forwarded as received unless switched off (see the comment in config.py).
+    assert rw.send_exemplars and rw.send_native_histograms and not rw.strips
