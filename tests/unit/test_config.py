@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gotk_relay.config import ConfigError, default_config_text, load_file, load_text
 from gotk_relay.units import parse_bytes, parse_duration
@@ -320,3 +321,75 @@ def test_defaults_follow_prometheus_where_the_relay_does_the_same() -> None:
     assert rw.metadata_config.max_samples_per_send == 500
     # Forwarded as received unless switched off (see the comment in config.py).
     assert rw.send_exemplars and rw.send_native_histograms and not rw.strips
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# Each table of README's configuration reference, by its header, and where its keys live.
+_TABLES = {
+    "| key | default | meaning |": "",
+    "| key | default | in gotk-relay |": "remote_write[]",
+    "| `queue_config` key | default | in gotk-relay |": "remote_write[].queue_config",
+}
+
+
+def _readme_defaults() -> list[tuple[str, str]]:
+    """(dotted key, default as written) for every row of the configuration reference tables."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Configuration reference") : text.index("### Delivery rules")]
+    rows: list[tuple[str, str]] = []
+    prefix: str | None = None
+    for line in section.splitlines():
+        if line in _TABLES:
+            prefix = _TABLES[line]
+            continue
+        if prefix is None or not line.startswith("| ") or line.startswith("|---"):
+            if not line.startswith("|"):
+                prefix = None
+            continue
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        keys = [k.strip().strip("`") for k in cells[0].split(" / ")]
+        defaults = [d.strip() for d in cells[1].split(" / ")] if len(keys) > 1 else [cells[1]]
+        assert len(keys) == len(defaults), line
+        for key, default in zip(keys, defaults, strict=True):
+            rows.append((f"{prefix}.{key}" if prefix else key, default))
+    return rows
+
+
+def _model_value(key: str, written: str | None) -> object:
+    """The configuration value at ``key``: its default (``written`` None) or as written."""
+    from gotk_relay.config import Config
+
+    parts = key.split(".")
+    node: dict[str, object] = {}
+    root: dict[str, object] = node
+    if parts[0] == "remote_write[]":
+        item: dict[str, object] = {"url": "http://a/"}
+        root = {"remote_write": [item]}
+        node, parts = item, parts[1:]
+    if written is not None:
+        leaf = node
+        for part in parts[:-1]:
+            leaf = leaf.setdefault(part, {})  # type: ignore[assignment]
+        leaf[parts[-1]] = yaml.safe_load(written)
+    value: object = Config.model_validate(root)
+    if key.startswith("remote_write[]"):
+        value = value.remote_write[0]  # type: ignore[attr-defined]
+    for part in parts:
+        if value is None:
+            return None
+        value = getattr(value, part)
+    return value
+
+
+def test_readme_config_reference_defaults_are_the_code_defaults() -> None:
+    rows = _readme_defaults()
+    assert len(rows) > 30  # the tables were found
+    wrong = []
+    for key, written in rows:
+        text = written.strip("`")
+        expected = None if text.startswith("unset") else text
+        default = _model_value(key, None)
+        documented = None if expected is None else _model_value(key, expected)
+        if documented != default:
+            wrong.append(f"{key}: README says {written}, the code's default is {default!r}")
+    assert wrong == []
