@@ -98,7 +98,34 @@ def strip(
         kept = [ts for ts in request.timeseries if ts.samples or ts.histograms or ts.exemplars]
         request.ClearField("timeseries")
         request.timeseries.extend(kept)
+    if isinstance(request, write_v2_pb2.Request):
+        _drop_unused_symbols(request)  # help texts and exemplar labels must not travel unused
     return snappy.compress(request.SerializeToString()), left_out
+
+
+def _drop_unused_symbols(request: write_v2_pb2.Request) -> None:
+    """Renumber a 2.0 request's symbol table to the strings its series still refer to."""
+    symbols = request.symbols
+    renumber: dict[int, int] = {0: 0}  # symbols[0] is always ""
+
+    def new(ref: int) -> int:
+        found = renumber.get(ref)
+        if found is None:
+            found = renumber[ref] = len(renumber)
+        return found
+
+    for ts in request.timeseries:
+        ts.labels_refs[:] = [new(r) for r in ts.labels_refs]
+        for ex in ts.exemplars:
+            ex.labels_refs[:] = [new(r) for r in ex.labels_refs]
+        if ts.HasField("metadata"):
+            ts.metadata.help_ref = new(ts.metadata.help_ref)
+            ts.metadata.unit_ref = new(ts.metadata.unit_ref)
+    table = [""] * len(renumber)
+    for old, ref in renumber.items():
+        table[ref] = symbols[old]
+    request.ClearField("symbols")
+    request.symbols.extend(table)
 
 
 class RemoteWriteClient:
