@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_config(files: list[str]) -> int:
-    from .config import ConfigError, load_file
+    from .config import ConfigError, load_file, referenced_files
 
     failed = False
     for name in files:
@@ -201,6 +201,19 @@ def check_config(files: list[str]) -> int:
         except ConfigError as exc:
             failed = True
             print(f"  FAILED: {exc}")
+            continue
+        # As promtool does: every file the configuration names must be readable. Only the key,
+        # the path and the reason are shown, never what a file holds.
+        unreadable = []
+        for key, path in referenced_files(config):
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                unreadable.append(f"{name}: {key}: unable to read {path}: {exc.strerror}")
+        if unreadable:
+            failed = True
+            print("  FAILED: " + "\n".join(unreadable))
             continue
         print(
             f"  SUCCESS: {len(config.remote_write)} remote_write destination(s), "

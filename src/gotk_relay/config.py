@@ -599,6 +599,23 @@ def expand_env(
     return node
 
 
+def referenced_files(node: object, where: str = "") -> list[tuple[str, str]]:
+    """(key, path) of every ``*_file`` the configuration names (secrets, TLS files), in order."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, BaseModel):
+        for key in type(node).model_fields:
+            value = getattr(node, key)
+            at = f"{where}.{key}" if where else key
+            if key.endswith("_file") and isinstance(value, str) and value:
+                found.append((at, value))
+            else:
+                found.extend(referenced_files(value, at))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            found.extend(referenced_files(item, f"{where}[{index}]"))
+    return found
+
+
 def destination_names(config: Config) -> list[str]:
     return [name for _, name, _ in config.destinations()]
 

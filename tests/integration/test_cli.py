@@ -358,3 +358,25 @@ def test_check_config_never_prints_a_value_from_env(tmp_path: Path) -> None:
     assert "hunter2" not in done.stdout + done.stderr
     assert "remote_write[0].url: " in done.stdout and "${RELAY_URL}" in done.stdout
     assert "remote_write[0].remote_timeout: " in done.stdout and "${RELAY_TIMEOUT}" in done.stdout
+
+
+def test_check_config_reads_every_named_file_but_never_prints_it(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("hunter2-from-file\n")
+    missing = tmp_path / "no-such-ca.pem"
+    path = tmp_path / "relay.yml"
+    path.write_text(
+        "remote_write:\n"
+        f"  - url: https://a/\n    authorization: {{credentials_file: {token}}}\n"
+        f"  - url: https://b/\n    tls_config: {{ca_file: {missing}}}\n"
+    )
+    done = _cli("check-config", str(path))
+    assert done.returncode == 1
+    assert f"remote_write[1].tls_config.ca_file: unable to read {missing}" in done.stdout
+    assert "remote_write[0]" not in done.stdout  # the readable file is not reported
+    path.write_text(
+        f"remote_write:\n  - url: https://a/\n    authorization: {{credentials_file: {token}}}\n"
+    )
+    done = _cli("check-config", str(path))
+    assert done.returncode == 0 and "SUCCESS" in done.stdout
+    assert "hunter2" not in done.stdout + done.stderr
