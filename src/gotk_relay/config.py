@@ -685,13 +685,27 @@ def _describe(
         where = f"{source}:{line}" if line else source
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = f"field {loc[-1]} not found in type {_parent_name(loc)} (check its spelling)"
+            hint = _PROMETHEUS_KEYS.get(str(loc[-1]), "check its spelling")
+            message = f"field {loc[-1]} not found in type {_parent_name(loc)} ({hint})"
         if from_env:
             # A validator may quote the value it refuses: never one that came from ${ENV}.
             near = [e for path, e in from_env.items() if _related(tuple(loc), path)]
             message = _redact(message, near, list(from_env.values()))
         lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
     return "\n".join(lines)
+
+
+# Keys of Prometheus' remote_write (http_config) that gotk-relay does not take, with what to
+# write instead: refused rather than accepted and ignored.
+_PROMETHEUS_KEYS: Final = {
+    "bearer_token": "use authorization: {credentials: ...} instead",
+    "bearer_token_file": "use authorization: {credentials_file: ...} instead",
+    "http_headers": "use headers: {Name: value} instead",
+    "no_proxy": "not supported by gotk-relay: only proxy_url",
+    "proxy_from_environment": "not supported by gotk-relay: set proxy_url",
+    "proxy_connect_header": "not supported by gotk-relay",
+    "username_file": "not supported by gotk-relay: set username",
+}
 
 
 def _related(loc: tuple[Any, ...], path: tuple[str | int, ...]) -> bool:

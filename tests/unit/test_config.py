@@ -87,6 +87,11 @@ def test_secrets_do_not_show_in_the_config_repr() -> None:
             "Content-Type is a reserved header",
         ),
         (
+            "remote_write:\n  - url: http://a/\n    bearer_token_file: /t\n",
+            "remote_write[0].bearer_token_file: field bearer_token_file not found in type "
+            "remote_write (use authorization: {credentials_file: ...} instead)",
+        ),
+        (
             "remote_write:\n  - url: http://a/\n    sigv4: {region: eu-west-1}\n",
             "sigv4 is not supported by gotk-relay yet",
         ),
@@ -119,6 +124,7 @@ def test_secrets_do_not_show_in_the_config_repr() -> None:
         "bad-url",
         "bad-duration",
         "reserved-header",
+        "bearer-token-file",
         "sigv4",
         "bad-protobuf-message",
         "duplicate-name",
