@@ -730,7 +730,10 @@ def _redact(message: str, near: list[Expanded], everywhere: list[Expanded] | Non
             if value and value != written:
                 pairs.setdefault(value, written)
     for value in sorted(pairs, key=len, reverse=True):
-        message = message.replace(value, pairs[value])
+        if len(value) >= 3:
+            message = message.replace(value, pairs[value])
+        else:  # "1" or "h" would also match inside other words: only where it is quoted
+            message = message.replace(f'"{value}"', f'"{pairs[value]}"')
     for item in near:
         for _, value in item.variables:
             # Shorter values are not secrets worth a vaguer message ("1", "h").

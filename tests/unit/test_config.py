@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gotk_relay.config import ConfigError, default_config_text, load_file, load_text
 from gotk_relay.units import parse_bytes, parse_duration
@@ -399,3 +401,28 @@ def test_readme_config_reference_defaults_are_the_code_defaults() -> None:
         if documented != default:
             wrong.append(f"{key}: README says {written}, the code's default is {default!r}")
     assert wrong == []
+
+
+_TEMPLATES = [
+    "remote_write: [{url: 'http://a/', remote_timeout: '${V}'}]",
+    "remote_write: [{url: '${V}'}]",
+    "remote_write: [{url: 'http://${V}:x/'}]",
+    "remote_write: [{url: 'http://h:${V}/'}]",
+    "remote_write: [{url: 'http://a/', proxy_url: 'ftp://${V}/'}]",
+    "queues: {memory_budget_bytes: '${V}'}",
+    "remote_write: [{url: 'http://a/', tenant: {label: t, header: '${V}'}}]",
+    "relabel_configs: [{source_labels: [a], regex: '(${V}'}]",
+]
+
+
+@given(
+    template=st.sampled_from(_TEMPLATES),
+    value=st.text(
+        st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")), min_size=3
+    ).filter(lambda v: "$" not in v and "'" not in v),
+)
+def test_no_config_error_shows_a_value_from_env(template: str, value: str) -> None:
+    try:
+        load_text(template, "relay.yml", {"V": value})
+    except ConfigError as exc:
+        assert value not in str(exc)
