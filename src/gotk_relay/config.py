@@ -126,7 +126,7 @@ class QueueConfig(_Strict):
     max_samples_per_send: int = Field(20_000, gt=0)
     # Prometheus: the longest a sample waits in a shard's buffer for a batch to fill. A shard of
     # the relay never waits for more: it sends what is queued as soon as its previous request
-    # was answered, so the wait is always below any deadline (tests/integration/test_cli.py).
+    # was answered (tests/integration/test_remote_write_keys.py). Must be > 0, as a deadline.
     batch_send_deadline: Duration = 5.0
     min_backoff: Duration = 0.03
     max_backoff: Duration = 5.0
