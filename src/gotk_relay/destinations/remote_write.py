@@ -13,6 +13,7 @@ leaves something out pays for decoding its own requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -73,20 +74,23 @@ def strip(
     changed = False
     left_out = 0
     emptied = False
-    for ts in request.timeseries:
-        had = bool(ts.samples or ts.histograms or ts.exemplars)
+    per_series = not (exemplars and histograms) or (protobuf_message == V2 and not metadata)
+    # Only metadata off in 1.0: it is a field of the request, no series needs a look.
+    for ts in request.timeseries if per_series else ():
+        cleared = False
         if not exemplars and ts.exemplars:
             ts.ClearField("exemplars")
-            changed = True
+            cleared = True
         if not histograms and ts.histograms:
             left_out += len(ts.histograms)
             ts.ClearField("histograms")
-            changed = True
+            cleared = True
         if not metadata and isinstance(ts, write_v2_pb2.TimeSeries) and ts.HasField("metadata"):
             ts.ClearField("metadata")
             changed = True
-        if had and not (ts.samples or ts.histograms or ts.exemplars):
-            emptied = True
+        if cleared:
+            changed = True
+            emptied = emptied or not (ts.samples or ts.histograms or ts.exemplars)
     if not metadata and isinstance(request, remote_pb2.WriteRequest) and request.metadata:
         request.ClearField("metadata")
         changed = True
@@ -156,7 +160,7 @@ class RemoteWriteClient:
             protocol = self.protobuf_message
             body = request_body(entries, protocol)  # compressed
             if self.cfg.strips:
-                body = self._strip(body, protocol)
+                body = await self._strip(body, protocol)
             headers = protocol_headers(protocol)
             if self.tenant is not None:  # the queue never merges entries of two tenants
                 headers[self.tenant.header] = entries[0].tenant
@@ -181,8 +185,11 @@ class RemoteWriteClient:
             detail = one_line(answer) if outcome is not Outcome.OK else ""
             return SendResult(outcome, reason, retry_after, detail)
 
-    def _strip(self, body: bytes, protocol: str) -> bytes:
-        body, left_out = strip(
+    async def _strip(self, body: bytes, protocol: str) -> bytes:
+        # About 3 µs a series (decode, a look at each, re-encode): in a thread, so that the
+        # event loop gets the GIL back every switch interval while a merged request is worked.
+        body, left_out = await asyncio.to_thread(
+            strip,
             body,
             protocol,
             exemplars=self.cfg.send_exemplars,
