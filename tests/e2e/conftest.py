@@ -122,6 +122,7 @@ class AgentStarter(Protocol):
         extra_remote_write: dict[str, Any] | None = None,
         *,
         job_name: str = "e2e",
+        extra_scrape_config: dict[str, Any] | None = None,
     ) -> rig.PromAgent: ...
 
 
@@ -154,6 +155,7 @@ def start_agent(tmp_path: Path, teardown: ExitStack) -> AgentStarter:
         extra_remote_write: dict[str, Any] | None = None,
         *,
         job_name: str = "e2e",
+        extra_scrape_config: dict[str, Any] | None = None,
     ) -> rig.PromAgent:
         agent = rig.start_prometheus_agent(
             tmp_path,
@@ -162,6 +164,7 @@ def start_agent(tmp_path: Path, teardown: ExitStack) -> AgentStarter:
             scrape_interval,
             extra_remote_write,
             job_name=job_name,
+            extra_scrape_config=extra_scrape_config,
         )
         teardown.callback(agent.stop)
         return agent

@@ -684,6 +684,7 @@ def agent_config(
     job_name: str,
     scrape_interval: str,
     extra_remote_write: Mapping[str, Any] | None = None,
+    extra_scrape_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The agent's configuration as a dict (see :func:`start_prometheus_agent`)."""
     remote_write: list[dict[str, Any]] = []
@@ -717,6 +718,7 @@ def agent_config(
                 "scrape_interval": scrape_interval,
                 "scrape_timeout": scrape_interval,
                 "static_configs": [{"targets": list(scrape_targets)}],
+                **(extra_scrape_config or {}),
             }
         ],
         "remote_write": remote_write,
@@ -731,13 +733,15 @@ def start_prometheus_agent(
     extra_remote_write: Mapping[str, Any] | None = None,
     *,
     job_name: str = "e2e",
+    extra_scrape_config: Mapping[str, Any] | None = None,
     ready_deadline_s: float = 30.0,
 ) -> PromAgent:
     """Start ``prometheus --enable-feature=agent`` scraping ``scrape_targets`` (``host:port``).
 
     One remote_write block is generated per URL in ``remote_write_url``; ``extra_remote_write``
     is merged into each block (nested dicts such as ``queue_config`` key by key), e.g.
-    ``{"headers": {...}}``. Metadata sending keeps Prometheus' defaults (on, every minute), so a
+    ``{"headers": {...}}``; ``extra_scrape_config`` is added to the scrape job (e.g.
+    ``{"metric_relabel_configs": [...]}``). Metadata sending keeps Prometheus' defaults (on, every minute), so a
     destination also sees metadata-only requests like in production.
     """
     urls = [remote_write_url] if isinstance(remote_write_url, str) else list(remote_write_url)
@@ -750,6 +754,7 @@ def start_prometheus_agent(
         job_name=job_name,
         scrape_interval=scrape_interval,
         extra_remote_write=extra_remote_write,
+        extra_scrape_config=extra_scrape_config,
     )
     config_path.write_text(json.dumps(config, indent=2))
     argv = [

@@ -2,17 +2,19 @@
 
 Pipeline under test (issue 16, "interop kept")::
 
-    StaticExporter "prom"    -> prometheus --enable-feature=agent ---------------\\
-    StaticExporter "vmagent" -> vmagent -remoteWrite.url=<relay>?from=good ------> gotk-relay -> VM
-    StaticExporter "poison"  -> vmagent -remoteWrite.url=<relay>?from=poison ---/
+    StaticExporter "prom"    -> prometheus --enable-feature=agent ------------------\\
+    StaticExporter "vmagent" -> vmagent -remoteWrite.url=<relay>?from=vmagent-good --> relay -> VM
+    StaticExporter "poison"  -> (same vmagent) -remoteWrite.url=<relay>?from=vmagent-poison /
 
-The poison target exposes a series that Prometheus never sends but vmagent 1.79 does (each
-captured from the real vmagent's requests while this test was written):
+The poison target exposes a series that Prometheus never sends but vmagent 1.79 does:
 
-* ``nameless``: ``metric_relabel_configs`` replacing ``__name__`` by ``""``. Prometheus refuses
-  a scraped sample without a metric name; vmagent sends the series without ``__name__``.
-* ``invalid-utf8``: a label value with the bytes ``\\xff\\xfe``. Prometheus refuses label values
-  that are not UTF-8; vmagent forwards the bytes as they came.
+* ``nameless``: ``metric_relabel_configs`` replacing ``__name__`` by ``""``; vmagent sends the
+  series without ``__name__``.
+* ``invalid-utf8``: a label value with the bytes ``\\xff\\xfe``; vmagent forwards the bytes as
+  they came.
+
+Prometheus 2.42 fails the whole scrape of either page (``up`` 0) and sends none of it; the last
+test here checks both senders on the wire, so that this premise cannot silently stop holding.
 
 vmagent writes the poison job and its good job to the relay in requests of their own (two
 ``-remoteWrite.url`` with ``-remoteWrite.urlRelabelConfig`` keeping one job each), as one
@@ -27,10 +29,17 @@ changes in VictoriaMetrics, not a series that was there once.
 
 from __future__ import annotations
 
+import struct
+import threading
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
 
+import cramjam
 import pytest
 
 from . import rig
@@ -44,21 +53,33 @@ FLOW = "e2e_flow"
 COMPANION = "e2e_poison_companion"
 
 
+RawLabels = tuple[tuple[bytes, bytes], ...]
+"""A series' labels as the bytes on the wire, in the order sent (not decoded: may be invalid)."""
+
+
 @dataclass(frozen=True)
 class Poison:
     """A series vmagent sends and Prometheus never would: the exposition and scrape rules that
-    make it, and ``marker``, the value of its ``poison`` label, which the relay's 400 must name."""
+    make it, ``marker``, the value of its ``poison`` label, which the relay's 400 must name,
+    and ``wire_labels``, its labels as vmagent sends them (besides ``job`` and ``instance``)."""
 
     name: str
     marker: str
     exposition: bytes
+    wire_labels: RawLabels
     metric_relabel_configs: tuple[dict[str, Any], ...] = field(default=())
+
+    def sent_by_scrape(self, job: str, instance: str) -> RawLabels:
+        """The poison series as a sender puts it on the wire, labels sorted by name."""
+        target = ((b"instance", instance.encode()), (b"job", job.encode()))
+        return tuple(sorted(self.wire_labels + target))
 
 
 NAMELESS = Poison(
     name="nameless",
     marker="e2e-nameless-series",
     exposition=b'e2e_poison_nameless{poison="e2e-nameless-series"} 1\n',
+    wire_labels=((b"poison", b"e2e-nameless-series"),),
     metric_relabel_configs=(
         {
             "action": "replace",
@@ -73,6 +94,11 @@ INVALID_UTF8 = Poison(
     name="utf8",
     marker="e2e-invalid-utf8-series",
     exposition=b'e2e_poison_utf8{poison="e2e-invalid-utf8-series",v="\xff\xfe"} 1\n',
+    wire_labels=(
+        (b"__name__", b"e2e_poison_utf8"),
+        (b"poison", b"e2e-invalid-utf8-series"),
+        (b"v", b"\xff\xfe"),
+    ),
 )
 
 
@@ -252,3 +278,172 @@ def test_invalid_series_from_vmagent_is_refused_while_other_senders_keep_flowing
     stored = victoria_metrics.export(f'{COMPANION}{{job="{poison_job}"}}')
     assert {value for row in stored for value in row["values"]} == {3.0}, stored
     assert all("poison" not in series for series in stored_of_poison_job())
+
+
+# --------------------------------------------------------------------------------------------
+# The control: what each sender really puts on the wire, without the relay
+
+
+def _fields(message: bytes) -> Iterator[tuple[int, int, bytes | int]]:
+    """``(field number, wire type, value)`` of a protobuf message, length-delimited values as
+    bytes; enough for remote write 1.0 (no groups)."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        result = shift = 0
+        while True:
+            byte = message[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return result, pos
+
+    pos = 0
+    while pos < len(message):
+        key, pos = varint(pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = varint(pos)
+            yield number, wire_type, value
+        elif wire_type == 1:
+            yield number, wire_type, message[pos : pos + 8]
+            pos += 8
+        elif wire_type == 2:
+            size, pos = varint(pos)
+            yield number, wire_type, message[pos : pos + size]
+            pos += size
+        elif wire_type == 5:
+            yield number, wire_type, message[pos : pos + 4]
+            pos += 4
+        else:
+            raise ValueError(f"wire type {wire_type} at byte {pos}")
+
+
+def _sub(message: bytes, number: int) -> list[bytes]:
+    return [v for n, t, v in _fields(message) if n == number and t == 2 and isinstance(v, bytes)]
+
+
+def _sample_value(sample: bytes) -> float:
+    # proto3 leaves a zero value out of the message (Prometheus' ``up`` 0, for one).
+    for number, wire_type, value in _fields(sample):
+        if number == 1 and wire_type == 1 and isinstance(value, bytes):
+            return float(struct.unpack("<d", value)[0])
+    return 0.0
+
+
+def request_series(request: bytes) -> list[tuple[RawLabels, tuple[float, ...]]]:
+    """The series of an uncompressed ``prometheus.WriteRequest``: raw labels and sample values."""
+    series = []
+    for ts in _sub(request, 1):
+        labels = tuple(
+            (b"".join(_sub(label, 1)), b"".join(_sub(label, 2))) for label in _sub(ts, 1)
+        )
+        values = tuple(_sample_value(sample) for sample in _sub(ts, 2))
+        series.append((labels, values))
+    return series
+
+
+class RemoteWriteCapture:
+    """A remote-write 1.0 receiver on 127.0.0.1 that answers 204 and keeps every series it got,
+    as raw label bytes (invalid UTF-8 stays visible), by URL path so senders can share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._series: dict[str, list[tuple[RawLabels, tuple[float, ...]]]] = {}
+        capture = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                series = request_series(bytes(cramjam.snappy.decompress_raw(body)))
+                with capture._lock:
+                    capture._series.setdefault(urlsplit(self.path).path, []).extend(series)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((rig.HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        """Where a sender writes to have its series kept under ``path``."""
+        return f"http://{rig.HOST}:{self._server.server_address[1]}{path}"
+
+    def series(self, path: str) -> list[tuple[RawLabels, tuple[float, ...]]]:
+        """Every series received on ``path`` so far, one entry per series per request."""
+        with self._lock:
+            return list(self._series.get(path, []))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poison", [NAMELESS, INVALID_UTF8], ids=lambda p: p.name)
+def test_vmagent_sends_the_poison_series_that_prometheus_never_sends(
+    start_agent: AgentStarter,
+    start_vmagent: VMAgentStarter,
+    teardown: ExitStack,
+    poison: Poison,
+) -> None:
+    """The premise of the test above, checked on the wire: scraping the poison target with the
+    same rules, vmagent sends the invalid series as it is; Prometheus 2.42 fails the scrape.
+
+    If a vmagent upgrade stopped sending it, the test above would prove nothing; this fails.
+    """
+    target = teardown.enter_context(rig.StaticExporter())
+    target.set_body(poison_body(1, poison))
+    capture = teardown.enter_context(RemoteWriteCapture())
+    job = f"e2e_inv_wire_{poison.name}"
+    rules = list(poison.metric_relabel_configs)
+    start_agent(
+        [target.target],
+        capture.url("/prometheus"),
+        job_name=job,
+        extra_scrape_config={"metric_relabel_configs": rules} if rules else None,
+    )
+    start_vmagent(
+        [scrape_job(job, target.target, rules)],
+        [rig.VMAgentRemoteWrite(capture.url("/vmagent"))],
+    )
+    wanted = poison.sent_by_scrape(job, target.target)
+
+    def vmagent_sent_it() -> bool:
+        sent = [tuple(sorted(labels)) for labels, _ in capture.series("/vmagent")]
+        assert wanted in sent, sent[-5:]
+        return True
+
+    rig.eventually(vmagent_sent_it, DEADLINE_S, what="vmagent sent the poison series")
+
+    def prometheus_reported_scrapes(count: int) -> list[float]:
+        up = [
+            value
+            for labels, values in capture.series("/prometheus")
+            if (b"__name__", b"up") in labels
+            for value in values
+        ]
+        assert len(up) >= count, up
+        return up
+
+    # Three scrapes of the same page reported by Prometheus, each failed as a whole (up 0),
+    # and not one poison series sent.
+    up = rig.eventually(lambda: prometheus_reported_scrapes(3), DEADLINE_S, what="3 scrapes")
+    assert set(up) == {0.0}, up
+    sent = capture.series("/prometheus")
+    assert not [labels for labels, _ in sent if (b"poison", poison.marker.encode()) in labels]
