@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,7 +131,9 @@ def poison_body(phase: int, poison: Poison | None) -> bytes:
     return text + (poison.exposition if poison is not None else b"")
 
 
-def scrape_job(job: str, target: str, metric_relabel_configs: Any = ()) -> dict[str, Any]:
+def scrape_job(
+    job: str, target: str, metric_relabel_configs: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     """A vmagent scrape config for one target, scraped every second."""
     config: dict[str, Any] = {
         "job_name": job,
