@@ -21,6 +21,11 @@ from . import rig
 E2E_DIR = Path(__file__).resolve().parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register ``slow`` (the suite runs with ``--strict-markers``)."""
+    config.addinivalue_line("markers", "slow: takes more than ~2 s; deselect with -m 'not slow'")
+
+
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -117,7 +122,20 @@ class AgentStarter(Protocol):
         extra_remote_write: dict[str, Any] | None = None,
         *,
         job_name: str = "e2e",
+        extra_scrape_config: dict[str, Any] | None = None,
     ) -> rig.PromAgent: ...
+
+
+class VMAgentStarter(Protocol):
+    """Signature of the ``start_vmagent`` fixture (see :func:`rig.start_vmagent`)."""
+
+    def __call__(
+        self,
+        scrape_configs: Sequence[dict[str, Any]],
+        remote_writes: Sequence[rig.VMAgentRemoteWrite],
+        *,
+        flags: Sequence[str] = (),
+    ) -> rig.VMAgent: ...
 
 
 class RelayStarter(Protocol):
@@ -137,6 +155,7 @@ def start_agent(tmp_path: Path, teardown: ExitStack) -> AgentStarter:
         extra_remote_write: dict[str, Any] | None = None,
         *,
         job_name: str = "e2e",
+        extra_scrape_config: dict[str, Any] | None = None,
     ) -> rig.PromAgent:
         agent = rig.start_prometheus_agent(
             tmp_path,
@@ -145,7 +164,25 @@ def start_agent(tmp_path: Path, teardown: ExitStack) -> AgentStarter:
             scrape_interval,
             extra_remote_write,
             job_name=job_name,
+            extra_scrape_config=extra_scrape_config,
         )
+        teardown.callback(agent.stop)
+        return agent
+
+    return start
+
+
+@pytest.fixture
+def start_vmagent(tmp_path: Path, teardown: ExitStack) -> VMAgentStarter:
+    """Start a vmagent that is stopped when the test ends."""
+
+    def start(
+        scrape_configs: Sequence[dict[str, Any]],
+        remote_writes: Sequence[rig.VMAgentRemoteWrite],
+        *,
+        flags: Sequence[str] = (),
+    ) -> rig.VMAgent:
+        agent = rig.start_vmagent(tmp_path, scrape_configs, remote_writes, flags=flags)
         teardown.callback(agent.stop)
         return agent
 

@@ -2,8 +2,9 @@
 
 The relay only earns trust if real Prometheus and VictoriaMetrics accept what it forwards, so
 this module starts the genuine Debian binaries (``prometheus`` as remote-write receiver and as
-scraping agent, ``victoria-metrics`` single node), a scrape target whose exposition the test
-controls (:class:`StaticExporter`) and the relay itself, and talks to them over their HTTP APIs.
+scraping agent, ``victoria-metrics`` single node, ``vmagent`` as a second kind of sender), a
+scrape target whose exposition the test controls (:class:`StaticExporter`) and the relay itself,
+and talks to them over their HTTP APIs.
 
 Ground rules, all enforced here so that tests cannot forget them:
 
@@ -54,6 +55,7 @@ SRC_DIR = REPO_ROOT / "src"
 REQUIRED_BINARIES: Mapping[str, str] = {
     "prometheus": "prometheus",
     "victoria-metrics": "victoria-metrics",
+    "vmagent": "victoria-metrics",
 }
 INSTALL_HINT = "apt-get install prometheus victoria-metrics"
 
@@ -682,6 +684,7 @@ def agent_config(
     job_name: str,
     scrape_interval: str,
     extra_remote_write: Mapping[str, Any] | None = None,
+    extra_scrape_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The agent's configuration as a dict (see :func:`start_prometheus_agent`)."""
     remote_write: list[dict[str, Any]] = []
@@ -715,6 +718,7 @@ def agent_config(
                 "scrape_interval": scrape_interval,
                 "scrape_timeout": scrape_interval,
                 "static_configs": [{"targets": list(scrape_targets)}],
+                **(extra_scrape_config or {}),
             }
         ],
         "remote_write": remote_write,
@@ -729,13 +733,15 @@ def start_prometheus_agent(
     extra_remote_write: Mapping[str, Any] | None = None,
     *,
     job_name: str = "e2e",
+    extra_scrape_config: Mapping[str, Any] | None = None,
     ready_deadline_s: float = 30.0,
 ) -> PromAgent:
     """Start ``prometheus --enable-feature=agent`` scraping ``scrape_targets`` (``host:port``).
 
     One remote_write block is generated per URL in ``remote_write_url``; ``extra_remote_write``
     is merged into each block (nested dicts such as ``queue_config`` key by key), e.g.
-    ``{"headers": {...}}``. Metadata sending keeps Prometheus' defaults (on, every minute), so a
+    ``{"headers": {...}}``; ``extra_scrape_config`` is added to the scrape job (e.g.
+    ``{"metric_relabel_configs": [...]}``). Metadata sending keeps Prometheus' defaults (on, every minute), so a
     destination also sees metadata-only requests like in production.
     """
     urls = [remote_write_url] if isinstance(remote_write_url, str) else list(remote_write_url)
@@ -748,6 +754,7 @@ def start_prometheus_agent(
         job_name=job_name,
         scrape_interval=scrape_interval,
         extra_remote_write=extra_remote_write,
+        extra_scrape_config=extra_scrape_config,
     )
     config_path.write_text(json.dumps(config, indent=2))
     argv = [
@@ -787,6 +794,75 @@ def start_victoria_metrics(tmp: Path, *, ready_deadline_s: float = 30.0) -> VM:
     vm = VM(proc, port)
     _await_ready(vm, "/health", ready_deadline_s)
     return vm
+
+
+@dataclass
+class VMAgent(_Service):
+    """A vmagent: scrapes targets and remote-writes; stores nothing queryable."""
+
+    config_path: Path
+
+    def rejected_blocks(self) -> list[str]:
+        """vmagent's log lines for blocks the remote storage refused and vmagent dropped.
+
+        vmagent 1.79 drops a block answered 400 or 409 without retrying and logs the answer's
+        body (at most one such line per 5 s); other errors are retried.
+        """
+        return [line for line in self.proc.log_text().splitlines() if _VMAGENT_DROP in line]
+
+    def counter(self, name: str) -> float:
+        """A counter of vmagent's own ``/metrics`` summed over its labels (0 if absent)."""
+        return sum(s.value for s in parse_exposition(self.metrics_text()) if s.name == name)
+
+
+_VMAGENT_DROP = "was rejected (skipping the block)"
+
+
+@dataclass(frozen=True)
+class VMAgentRemoteWrite:
+    """One ``-remoteWrite.url`` of a vmagent, with its ``-remoteWrite.urlRelabelConfig``."""
+
+    url: str
+    relabel_configs: Sequence[Mapping[str, Any]] = ()
+
+
+def start_vmagent(
+    tmp: Path,
+    scrape_configs: Sequence[Mapping[str, Any]],
+    remote_writes: Sequence[VMAgentRemoteWrite],
+    *,
+    flags: Sequence[str] = (),
+    ready_deadline_s: float = 30.0,
+) -> VMAgent:
+    """Start vmagent scraping ``scrape_configs`` (prometheus.yml syntax) and writing to each of
+    ``remote_writes`` (each URL gets every sample that its relabel configs keep).
+
+    Blocks are flushed every 200 ms rather than every second, so samples cross within about a
+    scrape interval; the on-disk queue lives in the component's directory.
+    """
+    if not remote_writes:
+        raise ValueError("vmagent needs at least one remote write URL")
+    workdir = _component_dir(tmp, "vmagent")
+    port = free_port()
+    config_path = workdir / "scrape.yml"
+    config_path.write_text(json.dumps({"scrape_configs": list(scrape_configs)}, indent=2))
+    argv = [
+        require_binary("vmagent"),
+        f"-promscrape.config={config_path}",
+        f"-remoteWrite.tmpDataPath={workdir / 'queue'}",
+        f"-httpListenAddr={HOST}:{port}",
+        "-remoteWrite.flushInterval=200ms",
+        "-loggerLevel=INFO",
+    ]
+    for index, target in enumerate(remote_writes):
+        relabel_path = workdir / f"url-relabel-{index}.yml"
+        relabel_path.write_text(json.dumps(list(target.relabel_configs), indent=2))
+        argv += [f"-remoteWrite.url={target.url}", f"-remoteWrite.urlRelabelConfig={relabel_path}"]
+    argv += flags
+    proc = Proc(f"vmagent-{port}", argv, workdir)
+    agent = VMAgent(proc, port, config_path)
+    _await_ready(agent, "/health", ready_deadline_s)
+    return agent
 
 
 @dataclass
@@ -923,8 +999,12 @@ class StaticExporter:
 
     def set_text(self, text: str) -> None:
         """Replace the exposition served from the next scrape on."""
+        self.set_body(text.encode())
+
+    def set_body(self, body: bytes) -> None:
+        """Like :meth:`set_text` for bytes that need not be UTF-8 (a hostile exposition)."""
         with self._lock:
-            self._text = text.encode()
+            self._text = body
 
     def wait_for_scrapes(self, count: int, deadline_s: float) -> None:
         """Wait until ``count`` more scrapes than now have been served."""
