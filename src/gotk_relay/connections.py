@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -100,7 +101,7 @@ class ConnectionMetrics:
 class GuardedHandler(RequestHandler):
     """aiohttp's connection protocol with a header timeout (see the module docstring)."""
 
-    __slots__ = ("_guard", "_head_timer", "_heads", "_answered")
+    __slots__ = ("_answered", "_guard", "_head_timer", "_heads", "tracked")
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -108,6 +109,7 @@ class GuardedHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads = 0  # request heads parsed on this connection
         self._answered = 0  # requests answered on it
+        self.tracked = False  # bounded: a client's connection, not refused at the cap
 
     @property
     def idle(self) -> bool:
@@ -116,7 +118,7 @@ class GuardedHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if not self._force_close:  # not refused at the cap
+        if self.tracked:
             self._arm()
 
     def _arm(self) -> None:
@@ -189,6 +191,9 @@ class GuardedServer(web.Server):
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         assert isinstance(handler, GuardedHandler)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family == socket.AF_UNIX:
+            return  # the ingest workers' private socket to the core (workers.py): not bounded
         cap = connection_cap(self.receiver(), self.fds)
         self.metrics.limit.set(cap)
         if len(self._open) >= cap and not self._make_room():
@@ -204,6 +209,7 @@ class GuardedServer(web.Server):
             handler.force_close()
             return
         self._open[handler] = None
+        handler.tracked = True
         self.metrics.open.set(len(self._open))
 
     def _make_room(self) -> bool:

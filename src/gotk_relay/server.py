@@ -17,8 +17,8 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from aiohttp import StreamReader, web
@@ -221,7 +221,7 @@ class _Pace:
     as mod_reqtimeout's MinRate: ``grace`` seconds, plus one second per ``rate`` bytes received.
     """
 
-    __slots__ = ("_read_by", "_start", "_rate", "deadline", "slow")
+    __slots__ = ("_rate", "_read_by", "_start", "deadline", "slow")
 
     def __init__(self, limits: ReceiverConfig) -> None:
         now = asyncio.get_running_loop().time()
