@@ -257,9 +257,7 @@ async def test_a_body_below_min_body_rate_gets_408_after_the_grace() -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"slower than 1000 bytes/s (receiver.min_body_rate) after 0.5s" in answer
         text = await relay.metrics()
-        assert (
-            metric_value(text, "gotk_relay_rejected_requests_total", reason="slow_body") == 1
-        )
+        assert metric_value(text, "gotk_relay_rejected_requests_total", reason="slow_body") == 1
 
 
 async def _trickle(relay: Edge, stop: asyncio.Event) -> bytes:
@@ -284,7 +282,6 @@ async def _trickle(relay: Edge, stop: asyncio.Event) -> bytes:
         writer.close()
 
 
-@pytest.mark.slow
 async def test_slow_uploads_do_not_keep_a_fast_writer_out() -> None:
     # 64 uploads at 1 byte/s hold all 64 write slots; the rate bound cuts them after the grace
     # instead of letting them hold the slots for all of read_timeout (30s).
@@ -298,12 +295,10 @@ async def test_slow_uploads_do_not_keep_a_fast_writer_out() -> None:
                 while in_flight.active < 64:
                     await asyncio.sleep(0.01)
             assert await relay.write() == 503  # every slot is held
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            async with asyncio.timeout(10):  # bound: grace (1s) + the rate's first byte (10ms)
+            # The bound: the grace (1s) and the rate's first byte (10ms), with room for CI.
+            async with asyncio.timeout(10):
                 while await relay.write() != 204:
                     await asyncio.sleep(0.05)
-            assert loop.time() - started < 10
             answers = await asyncio.gather(*slow)
         finally:
             stop.set()
@@ -399,8 +394,8 @@ async def test_1100_idle_connections_do_not_lock_out_writes_or_probes(tmp_path: 
             for _ in range(1100):  # connected, nothing sent: what exhausted the fds
                 with contextlib.suppress(OSError):
                     idle.append((await asyncio.open_connection("127.0.0.1", port))[1])
-            loop = asyncio.get_running_loop()
-            started = loop.time()
+            # Each answer within 5s, well within the header timeout (10s) that would free the
+            # idle connections' places otherwise: the cap made room at once.
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=5)
@@ -414,8 +409,6 @@ async def test_1100_idle_connections_do_not_lock_out_writes_or_probes(tmp_path: 
                     assert response.status == 204
                 async with session.get(relay.base + "/metrics") as response:
                     text = await response.text()
-            # Well within the header timeout (10s): the cap made room at once.
-            assert loop.time() - started < 5
             assert metric_value(text, "gotk_relay_connections_limit") == 768
             assert metric_value(text, "gotk_relay_connections") <= 768
             closed = metric_value(text, "gotk_relay_connections_closed_total", reason="limit")
