@@ -9,6 +9,7 @@ beyond ``max_series`` new series are refused and counted, existing ones keep upd
 from __future__ import annotations
 
 import asyncio
+import heapq
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -19,6 +20,7 @@ from ..wire import text
 
 SNAPSHOT_CHUNK = 10_000  # series copied per event-loop step (about 2 ms)
 CHECK_EVERY = 1_024  # series matched between two looks at the stop flag
+SORT_RUN = 1_000  # series sorted by one call to sorted() (a few ms holding the GIL)
 
 # update_outputs' memory of a group: its labels, their entries, the values it was checked
 # with, and the store's removal count then.
@@ -245,7 +247,7 @@ def render_snapshot(
     Safe in another thread: it reads only the snapshot. Raises ``Abandoned`` once ``stop`` is
     set.
     """
-    points = sorted(snapshot.points)  # label sets are unique: values are never compared
+    points = snapshot.points
     if selectors is not None:
         kept = []
         for i, point in enumerate(points):
@@ -254,6 +256,11 @@ def render_snapshot(
             if selectors(point[0]):
                 kept.append(point)
         points = kept
+    # Sorted in short runs, then merged: one sorted() over all of them would hold the GIL for
+    # its whole length (its comparisons run in C), stalling the event loop that long (100 ms
+    # for 20k series). Label sets are unique: values are never compared.
+    runs = [sorted(points[i : i + SORT_RUN]) for i in range(0, len(points), SORT_RUN)]
     if stop is not None and stop.is_set():
         raise Abandoned
-    return text.render(points, snapshot.metadata)
+    ordered = runs[0] if len(runs) == 1 else heapq.merge(*runs)
+    return text.render(ordered, snapshot.metadata)
