@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import resource
 import shutil
 import signal
@@ -32,7 +33,7 @@ from aiohttp import web
 from e2e.rig import free_port
 from harness import gauge_batch, metric_value, rw_body
 
-from gotk_relay.config import ReceiverConfig, load_text
+from gotk_relay.config import ConfigError, ReceiverConfig, load_text
 from gotk_relay.connections import GuardedRunner, connection_cap
 from gotk_relay.relay import Relay
 from gotk_relay.server import IN_FLIGHT, make_app
@@ -439,3 +440,44 @@ async def test_ingest_workers_close_connections_without_a_head_too(tmp_path: Pat
         finally:
             for _, writer in conns:
                 writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("receiver: {header_timeout: 0}", "receiver.header_timeout: Input should be greater"),
+        ("receiver: {idle_timeout: soon}", "receiver.idle_timeout: not a valid duration"),
+        ("receiver: {max_connections: -1}", "receiver.max_connections: Input should be greater"),
+        ("receiver: {min_body_rate: -1}", "receiver.min_body_rate: Input should be greater"),
+        ("federate: {max_selectors: 0}", "federate.max_selectors: Input should be greater"),
+        ("federate: {timeout: 0s}", "federate.timeout: Input should be greater"),
+        ("federate: {max_concurrent_requests: 0}", "federate.max_concurrent_requests: Input"),
+    ],
+    ids=[
+        "header-0",
+        "idle-word",
+        "cap-negative",
+        "rate-negative",
+        "selectors-0",
+        "timeout-0",
+        "federate-concurrency-0",
+    ],
+)
+def test_a_bound_that_cannot_work_is_refused_naming_the_key(text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match="relay.yml:1: " + re.escape(error)):
+        load_text(text, "relay.yml")
+
+
+async def test_a_reload_applies_to_the_connections_made_after_it() -> None:
+    async with edge({"header_timeout": "60s"}) as relay:
+        config = relay.relay.config
+        receiver = config.receiver.model_copy(update={"header_timeout": 0.3})
+        relay.relay.reload(config.model_copy(update={"receiver": receiver}))
+        reader, writer = await relay.connect()
+        assert await closed_by_relay(reader) == b""
+        writer.close()
+        assert await relay.closed("header_timeout") == 1
