@@ -22,7 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,7 +324,7 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def served(
-    tmp_path: Path, config: dict[str, object], nofile: str | None = None
+    tmp_path: Path, config: Mapping[str, object], nofile: str | None = None
 ) -> AsyncIterator[Served]:
     port = free_port()
     config_path = tmp_path / "relay.yml"
