@@ -113,19 +113,38 @@ async def closed_by_relay(reader: asyncio.StreamReader, within: float = 5.0) -> 
 # Header and idle timeouts
 
 
+async def _head_in_pieces(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+    """A slowloris: a byte of a head that never ends every 50ms (each byte resets no timer)."""
+    for i in range(100):  # 5s at most, the test's bound
+        if reader.at_eof():
+            return
+        with contextlib.suppress(ConnectionError):
+            writer.write(b"GET /-/healthy HTTP/1.1\r\nX-Pad: "[i : i + 1] or b"a")
+            await writer.drain()
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     "sent",
-    [b"", b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n"],
-    ids=["nothing", "half-a-head"],
+    [b"", b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n", None],
+    ids=["nothing", "half-a-head", "a-byte-at-a-time"],
 )
 async def test_a_connection_without_a_whole_head_is_closed_after_header_timeout(
-    sent: bytes,
+    sent: bytes | None,
 ) -> None:
     async with edge({"header_timeout": "300ms"}) as relay:
         reader, writer = await relay.connect()
-        writer.write(sent)
-        assert await closed_by_relay(reader) == b""  # closed, nothing answered
-        writer.close()
+        trickle = None
+        if sent is None:
+            trickle = asyncio.create_task(_head_in_pieces(writer, reader))
+        else:
+            writer.write(sent)
+        try:
+            assert await closed_by_relay(reader, within=3) == b""  # closed, nothing answered
+        finally:
+            if trickle is not None:
+                trickle.cancel()
+            writer.close()
         assert await relay.closed("header_timeout") == 1
 
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from gotk_relay.destinations.federate import FederateStore, render_snapshot
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.selectors import parse_selectors
-from gotk_relay.server import FEDERATE_THREAD
+from gotk_relay.server import FEDERATE_THREAD, FEDERATING
 
 
 def _config(**federate: object) -> dict[str, object]:
@@ -59,7 +59,10 @@ async def test_concurrency_and_time_bounds_hold_until_the_render_ends() -> None:
         blocker = asyncio.get_running_loop().run_in_executor(executor, release.wait, 10)
         try:
             first = asyncio.create_task(client.get("/federate"))
-            await asyncio.sleep(0)  # let it take the slot
+            gate = client.server.app[FEDERATING]
+            async with asyncio.timeout(5):
+                while gate.active < 1:  # it took the slot
+                    await asyncio.sleep(0.01)
             second = await client.get("/federate")
             assert second.status == 503
             assert "federate.max_concurrent_requests" in await second.text()
