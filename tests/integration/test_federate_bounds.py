@@ -63,6 +63,8 @@ async def test_concurrency_and_time_bounds_hold_until_the_render_ends() -> None:
             async with asyncio.timeout(5):
                 while gate.active < 1:  # it took the slot
                     await asyncio.sleep(0.01)
+            # Writes go on while a /federate waits for (or runs in) its thread.
+            await _write(client, ["b"])
             second = await client.get("/federate")
             assert second.status == 503
             assert "federate.max_concurrent_requests" in await second.text()
