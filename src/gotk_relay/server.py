@@ -6,6 +6,10 @@ The write handler is a thin shell: check credentials, headers and sizes, read th
 Nothing between reading the body and queuing it awaits, so batches are queued in the order
 their bodies arrived.
 
+``GET /federate`` is bounded (``federate.max_selectors``, ``max_concurrent_requests``,
+``timeout``) and renders in one thread from a snapshot, so writes never wait behind it. The
+connection bounds (header and idle timeouts, the connection cap) are connections.py's.
+
 When ``receiver.auth`` is set, the write endpoints, ``/federate`` (it serves the written data)
 and ``/-/reload`` require credentials; ``/metrics``, ``/-/healthy`` and ``/-/ready`` stay open
 for scrapers and probes.
