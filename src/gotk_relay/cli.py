@@ -424,6 +424,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from aiohttp import web
 
     from .config import Config, ConfigError, load_file
+    from .connections import GuardedRunner, raise_fd_limit
     from .ingress import Authenticator, ServerTLS
     from .relay import Relay
     from .server import STATE, make_app
@@ -470,7 +471,15 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     )
     if workers > 1:
         add_internal_routes(app, generation)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    fd_soft, fd_hard = raise_fd_limit()
+    runner = GuardedRunner(
+        app,
+        receiver=lambda: relay.config.receiver,  # the current one: a reload applies
+        registry=telemetry.registry,
+        fds=fd_soft,
+        access_log=None,
+        handle_signals=False,
+    )
     await runner.setup()
     host, port = args.listen or ("0.0.0.0", 9201)
     # With workers every process listens on the address (SO_REUSEPORT, the kernel spreads the
@@ -517,6 +526,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "tls": "off" if tls is None else ("mtls" if tls.client_ca_file else "on"),
             "auth": (authenticator.scheme or "none").lower(),
             "workers": workers,
+            "fd_limits": f"(soft={fd_soft}, hard={fd_hard})",
+            "max_connections": runner.max_connections,
             # False: installed without gcc/Python headers, or GOTK_RELAY_NO_EXTENSIONS set
             "scan_accelerator": scan.NATIVE,
         },

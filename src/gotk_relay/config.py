@@ -420,6 +420,22 @@ class ReceiverConfig(_Strict):
     max_label_value_length: int = Field(4096, gt=0)
     read_timeout: Duration = 30.0  # whole body; a slower sender gets 408
     max_concurrent_requests: int = Field(64, gt=0)  # beyond it: 503, retry later
+    # Connection bounds (connections.py), per process. A new connection, and a kept-alive one
+    # from the first byte of its next request, must send a whole request head within
+    # header_timeout (Go's ReadHeaderTimeout). An idle kept-alive connection is closed after
+    # idle_timeout: above the 5m of Prometheus' client (prometheus/common), so the client closes
+    # first and never sends on a connection the relay is closing.
+    header_timeout: Duration = Field(10.0, gt=0)
+    idle_timeout: Duration = Field(310.0, gt=0)
+    # Open connections at once; 0: sized from the file-descriptor limit (raised to the hard
+    # limit at start), leaving room for the destinations, the spool and the probes. At the cap
+    # a new connection first takes the place of an idle one, else it is closed at once.
+    max_connections: int = Field(0, ge=0)
+    # A body must keep coming at min_body_rate bytes/s on average once min_body_rate_grace has
+    # passed (as Apache's mod_reqtimeout MinRate), else 408 and the connection is closed: slow
+    # uploads cannot hold the write slots for all of read_timeout. 0: off.
+    min_body_rate: int = Field(500, ge=0)
+    min_body_rate_grace: Duration = Field(5.0, ge=0)
     # framing (default): a remote write 1.0 request is checked for snappy and protobuf framing
     # (every series' framing, the series count) and forwarded as the bytes that came, without
     # a Python object per series; only the series the rules read are decoded, their labels
@@ -464,6 +480,12 @@ class FederateConfig(_Strict):
     enabled: bool = True
     match: list[str] = Field(default_factory=lambda: ['{__name__=~"gotk_.*"}'])
     max_series: int = Field(100000, gt=0)
+    # GET /federate bounds: requests rendered at once (beyond: 503), match[] selectors in one
+    # request (beyond: 400), and the time one may take (beyond: 503). Rendering runs in a thread
+    # from a snapshot, off the write path's event loop.
+    max_concurrent_requests: int = Field(4, gt=0)
+    max_selectors: int = Field(64, gt=0)
+    timeout: Duration = Field(10.0, gt=0)
 
     @field_validator("match")
     @classmethod

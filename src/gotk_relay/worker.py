@@ -31,6 +31,7 @@ from yarl import URL
 
 from . import fastpath, ingest
 from .config import Config, ConfigError, ReceiverConfig
+from .connections import GuardedRunner, raise_fd_limit
 from .fastpath import FastPath
 from .ingress import Authenticator, InFlight, ServerTLS
 from .server import (
@@ -287,8 +288,16 @@ async def run(socket_path: str, listen: tuple[str, int], parent_fd: int | None, 
         except ConfigError as exc:
             log.error("cannot start", extra={"err": str(exc)})
             return 1
-        runner = web.AppRunner(
-            worker.app(), access_log=None, handle_signals=False, shutdown_timeout=10.0
+        fd_soft, _ = raise_fd_limit()
+        # The same connection bounds as the core's (connections.py), per process; their
+        # metrics stay here (the core's /metrics shows its own connections).
+        runner = GuardedRunner(
+            worker.app(),
+            receiver=lambda: worker.config.receiver,
+            fds=fd_soft,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=10.0,
         )
         await runner.setup()
         host, port = listen

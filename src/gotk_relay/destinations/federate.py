@@ -8,12 +8,19 @@ beyond ``max_series`` new series are refused and counted, existing ones keep upd
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import asyncio
+import heapq
+import threading
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from ..model import Batch, FamilyMetadata, Labels, Metadata, Sample, Series, is_stale
 from ..selectors import Predicate, parse_selectors
 from ..wire import text
+
+SNAPSHOT_CHUNK = 10_000  # series copied per event-loop step (about 2 ms)
+CHECK_EVERY = 1_024  # series matched between two looks at the stop flag
+SORT_RUN = 1_000  # series sorted by one call to sorted() (a few ms holding the GIL)
 
 # update_outputs' memory of a group: its labels, their entries, the values it was checked
 # with, and the store's removal count then.
@@ -199,9 +206,61 @@ class FederateStore:
 
     def render(self, selectors: Predicate | None = None) -> str:
         """Text format of the stored series (those matching ``selectors`` when given)."""
-        points: Iterable[tuple[Labels, float, int | None]] = (
-            (labels, value, ts)
-            for labels, (value, ts, _) in sorted(self._latest.items())
-            if selectors is None or selectors(labels)
-        )
-        return text.render(points, self._metadata)
+        points = [(labels, value, ts) for labels, (value, ts, _) in self._latest.items()]
+        return render_snapshot(Snapshot(points, self._metadata), selectors)
+
+    async def snapshot(self, chunk: int = SNAPSHOT_CHUNK) -> Snapshot:
+        """The stored points and metadata as they are now, for ``render_snapshot`` in another
+        thread; read ``chunk`` series at a time, yielding to the event loop in between.
+
+        Read on the loop, so each value comes with its own timestamp (the loop updates the two
+        in place, one after the other); a series updated while this runs shows either sample,
+        one removed meanwhile is left out.
+        """
+        entries = tuple(self._latest.items())  # one C-level copy: later changes do not move it
+        points: list[tuple[Labels, float, int | None]] = []
+        for start in range(0, len(entries), chunk):
+            points.extend(
+                (labels, value, ts)
+                for labels, (value, ts, stored) in entries[start : start + chunk]
+                if stored
+            )
+            if start + chunk < len(entries):
+                await asyncio.sleep(0)
+        return Snapshot(points, dict(self._metadata))
+
+
+class Abandoned(Exception):
+    """A render stopped because its request gave up waiting (``federate.timeout``)."""
+
+
+class Snapshot(NamedTuple):
+    points: list[tuple[Labels, float, int | None]]
+    metadata: dict[str, FamilyMetadata]
+
+
+def render_snapshot(
+    snapshot: Snapshot, selectors: Predicate | None = None, stop: threading.Event | None = None
+) -> str:
+    """Text format of a snapshot's series (those matching ``selectors``), sorted by labels.
+
+    Safe in another thread: it reads only the snapshot. Raises ``Abandoned`` once ``stop`` is
+    set.
+    """
+    points = snapshot.points
+    if selectors is not None:
+        kept = []
+        for i, point in enumerate(points):
+            if stop is not None and i % CHECK_EVERY == 0 and stop.is_set():
+                raise Abandoned
+            if selectors(point[0]):
+                kept.append(point)
+        points = kept
+    # Sorted in short runs, then merged: one sorted() over all of them would hold the GIL for
+    # its whole length (its comparisons run in C), stalling the event loop that long (100 ms
+    # for 20k series). Label sets are unique: values are never compared.
+    runs = [sorted(points[i : i + SORT_RUN]) for i in range(0, len(points), SORT_RUN)]
+    if stop is not None and stop.is_set():
+        raise Abandoned
+    ordered = runs[0] if len(runs) == 1 else heapq.merge(*runs)
+    return text.render(ordered, snapshot.metadata)
