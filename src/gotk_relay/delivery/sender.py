@@ -40,8 +40,9 @@ ISOLATE_AFTER = 3
 MAX_ISOLATE_AFTER = 48
 # Attempts of one part during isolation before it counts as refused.
 PART_TRIES = 2
-# Refused single series with nothing accepted in between: the destination is down, not picky.
-OUTAGE_SUSPECTS = 3
+# Refused single series with nothing accepted in between, with more of the batch still to try:
+# the destination is down, not picky (an outage costs ~log2(series) + this many extra sends).
+OUTAGE_SUSPECTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,13 +261,15 @@ class QueuedDestination:
         work: deque[list[Entry]] = deque(halves if halves is not None else [entries])
         suspects: list[tuple[list[Entry], SendResult]] = []
         tenant = entries[0].tenant if entries else ""
+        pulled = False
         while True:
             if not work:
-                if not suspects or self._ok_sends > accepted_before:
+                if not suspects or self._ok_sends > accepted_before or pulled:
                     break
-                # Only refused series so far: compare with what is queued next. A series that
-                # is refused while later ones are accepted is the poison; those later ones do
-                # not overtake it unless it is dropped.
+                # Only refused series so far: compare with what is queued next (once). A series
+                # refused while later ones are accepted is the poison; the later ones overtake
+                # it only if it is dropped, so delivered samples keep their order.
+                pulled = True
                 more = shard.take_more(self.queue.max_points_per_send, tenant)
                 if not more:
                     break
@@ -295,7 +298,7 @@ class QueuedDestination:
                 self._poison(part, result)
                 continue
             suspects.append((part, result))
-            if len(suspects) >= OUTAGE_SUSPECTS:
+            if len(suspects) >= OUTAGE_SUSPECTS and work:
                 return _flatten([s for s, _ in suspects], work)
         if not suspects:
             return None
