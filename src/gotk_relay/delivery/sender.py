@@ -110,6 +110,7 @@ class QueuedDestination:
         self._failing_retries = 0
         self._faults: dict[int, str] = {}  # shards whose sender loop hit an error, and why
         self._isolate_after = ISOLATE_AFTER
+        self._isolating: set[int] = set()  # shards looking for a poison series
 
     def start(self, after: asyncio.Task[None] | None = None) -> None:
         """Start the shard senders (after ``after`` finished: a reloaded destination's
@@ -188,7 +189,10 @@ class QueuedDestination:
         started = time.perf_counter()
         result = await self.client.send(entries)
         self.recorder.sent(self.name, result.reason, time.perf_counter() - started)
-        if result.outcome is Outcome.RETRY:
+        if shard.index in self._isolating:  # one episode: judged when the isolation ends
+            if result.outcome is Outcome.OK:
+                self._ok_sends += 1
+        elif result.outcome is Outcome.RETRY:
             self._note_failing(shard.index, result)
         else:
             if result.outcome is Outcome.OK:
@@ -212,8 +216,13 @@ class QueuedDestination:
                 return
             failures += 1
             if failures >= self._isolate_after and isolatable(result):
-                rest = await self._isolate(shard, entries)
+                self._isolating.add(shard.index)
+                try:
+                    rest = await self._isolate(shard, entries)
+                finally:
+                    self._isolating.discard(shard.index)
                 if rest is None:
+                    self._note_answered(shard.index)
                     self._isolate_after = ISOLATE_AFTER
                     return
                 # An outage: back to retrying everything in order, isolating less often.
@@ -282,7 +291,7 @@ class QueuedDestination:
             if result.outcome is Outcome.OK:
                 self.recorder.forwarded(self.name, _points(part))
                 for suspect, refusal in suspects:
-                    self._poison(suspect, refusal)
+                    await self._poison(shard, suspect, refusal)
                 suspects = []
                 continue
             if result.outcome is Outcome.DROP:
@@ -295,7 +304,7 @@ class QueuedDestination:
                 work.extendleft(reversed(halves))
                 continue
             if self._ok_sends > accepted_before:
-                self._poison(part, result)
+                await self._poison(shard, part, result)
                 continue
             suspects.append((part, result))
             if len(suspects) >= OUTAGE_SUSPECTS and work:
@@ -304,12 +313,21 @@ class QueuedDestination:
             return None
         if self._ok_sends > accepted_before:
             for suspect, refusal in suspects:
-                self._poison(suspect, refusal)
+                await self._poison(shard, suspect, refusal)
             return None
         return _flatten([s for s, _ in suspects])
 
-    def _poison(self, part: list[Entry], result: SendResult) -> None:
+    async def _poison(self, shard: Shard, part: list[Entry], result: SendResult) -> None:
+        """Drop a series refused while others were accepted, after one last try: an outage that
+        ended during the isolation must not pass for poison."""
         points = _points(part)
+        last = await self._send(shard, part)
+        if last.outcome is Outcome.OK:
+            self.recorder.forwarded(self.name, points)
+            return
+        if last.outcome is Outcome.DROP:
+            await self._dropped(shard, part, last)
+            return
         log.warning(
             "destination keeps refusing one series while it accepts others; dropping it",
             extra={
