@@ -124,7 +124,11 @@ def build_destination(
 ) -> QueuedDestination:
     q = cfg.queue_config
     queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send, budget, spool, name)
-    return QueuedDestination(name, build_client(name, cfg), queue, retry_settings(cfg), telemetry)
+    client = build_client(name, cfg)
+    # Datadog's client retries a batch piece by piece and keeps counter state per batch: it
+    # must see the same batch again (and its intake refuses bad data with 400, not 5xx).
+    isolate = not isinstance(cfg, DatadogConfig)
+    return QueuedDestination(name, client, queue, retry_settings(cfg), telemetry, isolate=isolate)
 
 
 def _added(inputs: Batch, rewritten: Batch) -> Batch:

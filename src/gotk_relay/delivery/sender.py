@@ -95,8 +95,12 @@ class QueuedDestination:
         retry: RetrySettings,
         recorder: Recorder,
         clock: Callable[[], float] = time.time,
+        isolate: bool = True,
     ) -> None:
         self.name = name
+        # False for clients that must be retried with the same batch (Datadog's resends only
+        # the pieces not yet accepted and keeps counter state per batch).
+        self.isolate = isolate
         self.client = client
         self.queue = queue
         self.retry = retry  # read at every decision: a reload may replace it (sample_age_limit)
@@ -215,7 +219,7 @@ class QueuedDestination:
                 self.recorder.dropped(self.name, _points(entries), "sample_age_limit")
                 return
             failures += 1
-            if failures >= self._isolate_after and isolatable(result):
+            if self.isolate and failures >= self._isolate_after and isolatable(result):
                 self._isolating.add(shard.index)
                 try:
                     rest = await self._isolate(shard, entries)
