@@ -188,16 +188,16 @@ class Relay:
         """Why the relay cannot do its work now, one line each ([] when it can): for /-/ready.
 
         A destination that answers errors is not a problem of the relay (its data is queued
-        and retried, and refusing writes would not help); a sender or the spool failing is.
+        and retried, and refusing writes would not help); a sender failing on an error is. A
+        refused spool write is not either: it is known to have ended only when a write
+        succeeds, and a relay taken out of its Service would get none (it is logged and
+        exposed as gotk_relay_spool_write_failing; the senders' spool errors show here).
         """
-        found = [
+        return [
             f"destination {name}: {problem}"
             for name, destination in self.destinations.items()
             if (problem := destination.problem())
         ]
-        if self.spool_failing.active:
-            found.append(f"spool: {self.spool_failing.reason}")
-        return found
 
     def room(self, points: int, size_hint: int) -> Admission:
         """Whether every destination can take a batch of this size now (before any rule runs)."""

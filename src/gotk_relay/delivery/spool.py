@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS entries_by_queue ON entries (destination, shard, id);
 
 
 BUSY_TIMEOUT_S = 0.02  # see the module docstring
+WAL_PAGES = 256
 
 FORMAT = 1  # PRAGMA user_version: 1 = payloads are snappy blocks (see ``Spool._upgrade``)
 
@@ -71,6 +72,12 @@ class Spool:
                 path / "spool.sqlite3", isolation_level=None, timeout=BUSY_TIMEOUT_S
             )
             self.db.execute("PRAGMA journal_mode=WAL")
+            # Fold the WAL into the database every ~1 MiB (not 4) and keep it no bigger after:
+            # rows live in the database file then, and on a full disk the few pages a delete
+            # writes fit in the WAL already there; a 4 MiB WAL holding every row could not be
+            # checkpointed without as much space again.
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+            self.db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
             self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             self.db.executescript(SCHEMA)
             self._upgrade(path)
@@ -88,9 +95,13 @@ class Spool:
         try:
             yield
         except sqlite3.Error as exc:
-            if self.db.in_transaction:
-                with suppress(sqlite3.Error):  # the error being raised says what went wrong
+            with suppress(sqlite3.Error):  # the error being raised says what went wrong
+                if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    # The WAL grows until a checkpoint (every 1000 pages): on a full disk, fold
+                    # it into the database now so that the retry, deletes first, finds room.
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             raise SpoolError(f"cannot {doing} the spool in {self.path}: {exc}") from exc
 
     def _upgrade(self, path: Path) -> None:
