@@ -202,9 +202,7 @@ class Relay:
     def room(self, points: int, size_hint: int) -> Admission:
         """Whether every destination can take a batch of this size now (before any rule runs)."""
         admission = self._room(points, size_hint)
-        if admission.accepted:
-            self.refusing.ended()
-        else:
+        if not admission.accepted:
             self.refusing.happened("queue_full", destination=admission.busy_destination)
         return admission
 
@@ -242,6 +240,7 @@ class Relay:
         admission = self.room(points, size_hint)
         if not admission.accepted:
             return admission
+        self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
         if (
             self.steady
             and passthrough is not None

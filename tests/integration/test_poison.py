@@ -134,3 +134,29 @@ async def test_a_sample_age_limit_set_by_reload_applies_to_what_is_queued() -> N
         labels = {"destination": "d", "reason": "sample_age_limit"}
         await eventually(lambda: _value(relay, "gotk_relay_samples_dropped_total", **labels) == 1)
         assert kept.idle
+
+
+async def test_queue_full_refusals_are_logged_when_they_start_and_stop_not_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = ScriptedReceiver(default=Reply(hang=True))
+    with caplog.at_level(logging.INFO, logger="gotk_relay"):
+        async with (
+            receivers(receiver),
+            relay_client(_config(receiver.url, capacity=10)) as (
+                client,
+                relay,
+            ),
+        ):
+            assert await _post(client, gauge_batch([f"m{i}" for i in range(8)], 1000)) == 204
+            await eventually(lambda: len(receiver.requests) == 1)  # in flight, hanging
+            for _ in range(5):
+                assert await _post(client, gauge_batch([f"n{i}" for i in range(8)], 1000)) == 503
+            receiver.default = Reply(204)
+            receiver._release.set()
+            await eventually(lambda: relay.destinations["d"].idle)
+            assert await _post(client, gauge_batch(["after"], 1001)) == 204
+    lines = [r for r in caplog.records if "queue is full" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["WARNING", "INFO"]
+    assert lines[0].destination == "d"  # type: ignore[attr-defined]
+    assert lines[1].occurrences >= 5  # type: ignore[attr-defined]
