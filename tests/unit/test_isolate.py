@@ -139,7 +139,7 @@ class Destination:
         series = [s for e in entries for s in decode_entry(e).series]
         self.sizes.append(len(series))
         if self.requests <= self.down:
-            return SendResult(Outcome.RETRY, "http_503", detail="down")
+            return SendResult(Outcome.RETRY, "http_500", detail="down")
         if any(map(self.refuses, series)):
             return SendResult(Outcome.RETRY, "http_500", detail="label name is not unique")
         self.stored.extend(series)
@@ -223,7 +223,7 @@ def test_an_outage_drops_nothing_and_delivers_in_order_when_it_ends(
     assert loud[0][1].startswith("destination is failing")
     assert loud[1][1] == "destination recovered"
     failing = next(r for r in caplog.records if r.levelno == logging.WARNING)
-    assert (failing.reason, failing.response) == ("http_503", "down")  # type: ignore[attr-defined]
+    assert (failing.reason, failing.response) == ("http_500", "down")  # type: ignore[attr-defined]
 
 
 def test_a_lone_refused_series_is_judged_against_what_is_queued_after_it(
@@ -242,13 +242,14 @@ def test_a_lone_refused_series_is_judged_against_what_is_queued_after_it(
     assert poison_lines[0].reason == "http_500"  # type: ignore[attr-defined]
 
 
-def test_connection_errors_are_never_taken_for_poison() -> None:
+@pytest.mark.parametrize("reason", ["connect_error", "http_503", "http_502", "timeout"])
+def test_unavailability_is_never_taken_for_poison(reason: str) -> None:
     class Flaky(Destination):
         async def send(self, entries: list[Entry]) -> SendResult:
             if self.requests < 30:
                 self.requests += 1
                 self.sizes.append(len(decode_entry(entries[0]).series))
-                return SendResult(Outcome.RETRY, "connect_error")
+                return SendResult(Outcome.RETRY, reason)
             return await super().send(entries)
 
     destination = Flaky(lambda s: False)

@@ -40,9 +40,15 @@ ISOLATE_AFTER = 3
 MAX_ISOLATE_AFTER = 48
 # Attempts of one part during isolation before it counts as refused.
 PART_TRIES = 2
+# How much a shard may hold in flight while isolation compares refused series with what
+# follows them: beyond both PULL_FACTOR × max_samples_per_send points and PULL_ENTRIES requests,
+# a run of refused series with nothing accepted counts as an outage.
+PULL_FACTOR = 4
+PULL_ENTRIES = 64
 # Refused single series with nothing accepted in between, with more of the batch still to try:
 # the destination is down, not picky (an outage costs ~log2(series) + this many extra sends).
 OUTAGE_SUSPECTS = 8
+MAX_OUTAGE_SUSPECTS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +87,13 @@ class RetrySettings:
 
 
 def isolatable(result: SendResult) -> bool:
-    """Whether a refusal may be about the data: an HTTP 5xx answer. Connection errors, timeouts,
-    408 and 429 are the transport's or the backend's state: splitting cannot help."""
-    return result.reason.startswith("http_5")
+    """Whether a refusal may be about the data: a 5xx other than 502/503/504 (Prometheus
+    answers 500 to a request holding an invalid series). 502/503/504 say a proxy or the backend
+    is unavailable or overloaded, and connection errors, timeouts, 408 and 429 are the
+    transport's or the backend's state: splitting cannot help, and a flaky backend must never
+    have its series taken for poison."""
+    reason = result.reason
+    return reason.startswith("http_5") and reason not in ("http_502", "http_503", "http_504")
 
 
 class QueuedDestination:
@@ -114,6 +124,7 @@ class QueuedDestination:
         self._failing_retries = 0
         self._faults: dict[int, str] = {}  # shards whose sender loop hit an error, and why
         self._isolate_after = ISOLATE_AFTER
+        self._outage_suspects = OUTAGE_SUSPECTS
         self._isolating: set[int] = set()  # shards looking for a poison series
 
     def start(self, after: asyncio.Task[None] | None = None) -> None:
@@ -227,11 +238,13 @@ class QueuedDestination:
                     self._isolating.discard(shard.index)
                 if rest is None:
                     self._note_answered(shard.index)
-                    self._isolate_after = ISOLATE_AFTER
+                    self._isolate_after, self._outage_suspects = ISOLATE_AFTER, OUTAGE_SUSPECTS
                     return
-                # An outage: back to retrying everything in order, isolating less often.
+                # An outage, or more refused series in a row than this round looked at: back
+                # to retrying everything in order; the next round comes later and looks further.
                 entries, failures = rest, 0
                 self._isolate_after = min(self._isolate_after * 2, MAX_ISOLATE_AFTER)
+                self._outage_suspects = min(self._outage_suspects * 2, MAX_OUTAGE_SUSPECTS)
             self.recorder.retried(self.name, result.reason)
             backoff = next_backoff(backoff, self.retry.min_backoff, self.retry.max_backoff)
             delay = retry_delay(backoff, result.retry_after, self.retry.max_backoff, jitter=0.1)
@@ -242,9 +255,9 @@ class QueuedDestination:
             await asyncio.sleep(delay)
 
     async def _dropped(self, shard: Shard, entries: list[Entry], result: SendResult) -> None:
-        if len(entries) > 1 and result.reason == "http_400":
-            # Several requests merged into one: find the one the destination refuses, so a
-            # malformed series forwarded unchecked never takes others with it. A 400 is a
+        if len(entries) > 1 and result.reason in ("http_400", "http_413"):
+            # Several requests merged into one (too big for it, or one of them malformed): resend
+            # them one by one, so one bad series never takes others with it. A 400 is a
             # verdict on the data (Prometheus and Mimir store the valid series of a request
             # before answering it), so the split stops at the requests that came.
             for entry in entries:
@@ -274,15 +287,16 @@ class QueuedDestination:
         work: deque[list[Entry]] = deque(halves if halves is not None else [entries])
         suspects: list[tuple[list[Entry], SendResult]] = []
         tenant = entries[0].tenant if entries else ""
-        pulled = False
+        cap = PULL_FACTOR * self.queue.max_points_per_send
         while True:
             if not work:
-                if not suspects or self._ok_sends > accepted_before or pulled:
+                if not suspects or self._ok_sends > accepted_before:
                     break
-                # Only refused series so far: compare with what is queued next (once). A series
-                # refused while later ones are accepted is the poison; the later ones overtake
-                # it only if it is dropped, so delivered samples keep their order.
-                pulled = True
+                # Only refused series so far: compare with what is queued next (in flight is
+                # bounded). A series refused while later ones are accepted is the poison; the
+                # later ones overtake it only if it is dropped, so delivered samples keep order.
+                if len(shard.in_flight) >= PULL_ENTRIES and _points(shard.in_flight) >= cap:
+                    break
                 more = shard.take_more(self.queue.max_points_per_send, tenant)
                 if not more:
                     break
@@ -311,7 +325,7 @@ class QueuedDestination:
                 await self._poison(shard, part, result)
                 continue
             suspects.append((part, result))
-            if len(suspects) >= OUTAGE_SUSPECTS and work:
+            if len(suspects) >= self._outage_suspects and work:
                 return _flatten([s for s, _ in suspects], work)
         if not suspects:
             return None
