@@ -336,6 +336,21 @@ class Relay:
     ) -> list[tuple[QueuedDestination, list[list[Entry]]]]:
         """Commit every destination's entries in one transaction; the entries with their ids."""
         assert self.spool is not None
+        try:
+            appended = self._append(planned, self.spool)
+        except SpoolError as exc:
+            self.spool_failing.happened(str(exc))
+            raise
+        self.spool_failing.ended()
+        ids = iter(appended)
+        return [
+            (destination, [[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
+            for destination, entries in planned
+        ]
+
+    def _append(
+        self, planned: list[tuple[QueuedDestination, list[list[Entry]]]], spool: Spool
+    ) -> list[int]:
         cfg = self.config.spool
         if cfg.when_full == "drop_oldest":
             for destination, entries in planned:
@@ -350,17 +365,7 @@ class Relay:
             for index, shard in enumerate(entries)
             for entry in shard
         ]
-        try:
-            appended = self.spool.append(rows)
-        except SpoolError as exc:
-            self.spool_failing.happened(str(exc))
-            raise
-        self.spool_failing.ended()
-        ids = iter(appended)
-        return [
-            (destination, [[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
-            for destination, entries in planned
-        ]
+        return spool.append(rows)
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; unchanged destinations keep their queues.
