@@ -31,7 +31,7 @@ from .config import (
 from .delivery.entry import V1, Entry, encode_entry, made_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
-from .delivery.spool import Spool
+from .delivery.spool import Spool, SpoolError
 from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
 from .model import Batch
@@ -61,6 +61,60 @@ def build_client(name: str, cfg: QueuedDestinationConfig) -> Client:
     return RemoteWriteClient(name, cfg)
 
 
+def retry_settings(cfg: QueuedDestinationConfig) -> RetrySettings:
+    q = cfg.queue_config
+    return RetrySettings(q.min_backoff, q.max_backoff, q.sample_age_limit)
+
+
+# queue_config keys a running sender reads at each decision: changing them keeps the queue.
+_LIVE_KEYS = ("min_backoff", "max_backoff", "sample_age_limit")
+
+
+def same_but_retry(old: QueuedDestinationConfig, new: QueuedDestinationConfig) -> bool:
+    """Whether two destination configs differ at most in ``_LIVE_KEYS``."""
+    live = {key: getattr(old.queue_config, key) for key in _LIVE_KEYS}
+    return new.model_copy(update={"queue_config": new.queue_config.model_copy(update=live)}) == old
+
+
+class Episode:
+    """A condition that is logged once when it starts and once when it ends (with a count),
+    not once per occurrence: queue-full refusals, spool write errors."""
+
+    def __init__(self, what: str, level: int = logging.WARNING) -> None:
+        self.what = what
+        self.level = level
+        self.since = 0.0
+        self.count = 0
+        self.reason = ""
+
+    @property
+    def active(self) -> bool:
+        return self.count > 0
+
+    def happened(self, reason: str, **extra: object) -> None:
+        if not self.count:
+            self.since = time.monotonic()
+            self.reason = reason
+            log.log(
+                self.level,
+                f"{self.what}; logged once until it stops",
+                extra={"reason": reason, **extra},
+            )
+        self.count += 1
+
+    def ended(self) -> None:
+        if self.count:
+            log.info(
+                f"{self.what}: stopped",
+                extra={
+                    "reason": self.reason,
+                    "occurrences": self.count,
+                    "seconds": round(time.monotonic() - self.since, 3),
+                },
+            )
+            self.count = 0
+
+
 def build_destination(
     name: str,
     cfg: QueuedDestinationConfig,
@@ -70,8 +124,11 @@ def build_destination(
 ) -> QueuedDestination:
     q = cfg.queue_config
     queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send, budget, spool, name)
-    retry = RetrySettings(q.min_backoff, q.max_backoff, q.sample_age_limit)
-    return QueuedDestination(name, build_client(name, cfg), queue, retry, telemetry)
+    client = build_client(name, cfg)
+    # Datadog's client retries a batch piece by piece and keeps counter state per batch: it
+    # must see the same batch again (and its intake refuses bad data with 400, not 5xx).
+    isolate = not isinstance(cfg, DatadogConfig)
+    return QueuedDestination(name, client, queue, retry_settings(cfg), telemetry, isolate=isolate)
 
 
 def _added(inputs: Batch, rewritten: Batch) -> Batch:
@@ -117,6 +174,8 @@ class Relay:
             else None
         )
         self._draining: list[asyncio.Task[None]] = []
+        self.refusing = Episode("a destination's queue is full: writes are refused with 503")
+        self.spool_failing = Episode("the spool cannot be written: writes are refused with 503")
         # Take FluxRewriter.steady when it applies; off only to compare the two ways in tests.
         self.steady = True
         telemetry.add_state_collector(self._collect)
@@ -125,8 +184,29 @@ class Relay:
         for destination in self.destinations.values():
             destination.start()
 
+    def problems(self) -> list[str]:
+        """Why the relay cannot do its work now, one line each ([] when it can): for /-/ready.
+
+        A destination that answers errors is not a problem of the relay (its data is queued
+        and retried, and refusing writes would not help); a sender failing on an error is. A
+        refused spool write is not either: it is known to have ended only when a write
+        succeeds, and a relay taken out of its Service would get none (it is logged and
+        exposed as gotk_relay_spool_write_failing; the senders' spool errors show here).
+        """
+        return [
+            f"destination {name}: {problem}"
+            for name, destination in self.destinations.items()
+            if (problem := destination.problem())
+        ]
+
     def room(self, points: int, size_hint: int) -> Admission:
         """Whether every destination can take a batch of this size now (before any rule runs)."""
+        admission = self._room(points, size_hint)
+        if not admission.accepted:
+            self.refusing.happened("queue_full", destination=admission.busy_destination)
+        return admission
+
+    def _room(self, points: int, size_hint: int) -> Admission:
         spool_cfg = self.config.spool
         for name, destination in self.destinations.items():
             if self.spool is not None:
@@ -160,6 +240,7 @@ class Relay:
         admission = self.room(points, size_hint)
         if not admission.accepted:
             return admission
+        self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
         if (
             self.steady
             and passthrough is not None
@@ -255,6 +336,21 @@ class Relay:
     ) -> list[tuple[QueuedDestination, list[list[Entry]]]]:
         """Commit every destination's entries in one transaction; the entries with their ids."""
         assert self.spool is not None
+        try:
+            appended = self._append(planned, self.spool)
+        except SpoolError as exc:
+            self.spool_failing.happened(str(exc))
+            raise
+        self.spool_failing.ended()
+        ids = iter(appended)
+        return [
+            (destination, [[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
+            for destination, entries in planned
+        ]
+
+    def _append(
+        self, planned: list[tuple[QueuedDestination, list[list[Entry]]]], spool: Spool
+    ) -> list[int]:
         cfg = self.config.spool
         if cfg.when_full == "drop_oldest":
             for destination, entries in planned:
@@ -269,11 +365,7 @@ class Relay:
             for index, shard in enumerate(entries)
             for entry in shard
         ]
-        ids = iter(self.spool.append(rows))
-        return [
-            (destination, [[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
-            for destination, entries in planned
-        ]
+        return spool.append(rows)
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; unchanged destinations keep their queues.
@@ -298,11 +390,15 @@ class Relay:
             )
         for _, name, cfg in config.destinations():
             previous = old.pop(name, None)
-            if previous is not None and old_cfg[name] == cfg:
+            if previous is not None and same_but_retry(old_cfg[name], cfg):
+                # Backoff and sample_age_limit are read by the running senders at each
+                # decision, so a new sample_age_limit applies to what is queued already.
+                previous.retry = retry_settings(cfg)
                 destinations[name] = previous
                 continue
             drain = None
             if previous is not None:
+                previous.retry = retry_settings(cfg)  # its last batches obey the new limits too
                 if self.spool is not None:
                     # Its entries stay in the spool: stop it now, the successor resumes them.
                     self._draining.append(previous.halt())
@@ -348,6 +444,13 @@ class Relay:
         if self.spool is not None:
             self.spool.close()
 
+    def _spool_oldest(self, name: str, shard: int) -> int | None:
+        assert self.spool is not None
+        try:
+            return self.spool.oldest_newest_ms(name, shard)
+        except SpoolError:  # a scrape does not fail for it; the senders report the error
+            return None
+
     def _collect(self) -> Iterable[Metric]:
         dests = list(self.destinations.items())
         yield gauge(
@@ -378,6 +481,37 @@ class Relay:
                 if isinstance(d.client, RemoteWriteClient)
             ),
         )
+        now_ms = time.time() * 1000
+        ages = []
+        for n, d in dests:
+            oldest = d.oldest_unsent_ms()
+            ages.append(([n], 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)))
+        yield gauge(
+            "gotk_relay_oldest_unsent_seconds",
+            "Age of the newest sample of the oldest entry a destination has not yet delivered "
+            "(0 when empty): grows while it makes no progress.",
+            ["destination"],
+            ages,
+        )
+        yield gauge(
+            "gotk_relay_destination_failing",
+            "1 while a destination answers with errors that are retried (no progress).",
+            ["destination"],
+            (([n], int(d.failing)) for n, d in dests),
+        )
+        yield gauge(
+            "gotk_relay_sender_up",
+            "0 while a destination's sender loop is failing on an error (e.g. the spool cannot "
+            "be read or written; see /-/ready), else 1.",
+            ["destination"],
+            (([n], int(not d.problem())) for n, d in dests),
+        )
+        yield gauge(
+            "gotk_relay_spool_write_failing",
+            "1 while the spool cannot be written (writes are refused with 503).",
+            [],
+            [([], int(self.spool_failing.active))] if self.spool is not None else [],
+        )
         yield from flux_metrics(self.pipeline.flux.stats)
         skipped = CounterMetricFamily(
             "gotk_relay_samples_skipped",
@@ -396,11 +530,10 @@ class Relay:
                 ["destination"],
                 (([n], d.queue.bytes) for n, d in dests),
             )
-            now_ms = time.time() * 1000
             ages = []
             for n, d in dests:
-                oldest = [self.spool.oldest_newest_ms(n, i) for i in range(len(d.queue.shards))]
-                known = [o for o in oldest if o is not None]
+                heads = [self._spool_oldest(n, i) for i in range(len(d.queue.shards))]
+                known = [o for o in heads if o is not None]
                 ages.append(([n], max(0.0, (now_ms - min(known)) / 1000) if known else 0.0))
             yield gauge(
                 "gotk_relay_spool_oldest_sample_age_seconds",

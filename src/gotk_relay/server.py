@@ -515,9 +515,13 @@ async def handle_healthy(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_ready(request: web.Request) -> web.StreamResponse:
-    if request.app[STATE].get("accepting", True):
-        return _plain(200, "gotk-relay is Ready.")
-    return _plain(503, "gotk-relay is shutting down.")
+    if not request.app[STATE].get("accepting", True):
+        return _plain(503, "gotk-relay is shutting down.")
+    # A sender or the spool failing on an error: not ready until it recovers (Relay.problems).
+    problems = request.app[RELAY].problems()
+    if problems:
+        return _plain(503, "not ready: " + "; ".join(problems))
+    return _plain(200, "gotk-relay is Ready.")
 
 
 async def handle_reload(request: web.Request) -> web.StreamResponse:

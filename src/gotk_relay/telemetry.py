@@ -98,6 +98,13 @@ class Telemetry:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.task_failures = Counter(
+            "gotk_relay_task_failures",
+            "Errors a destination's sender loop hit (spool read/delete, unexpected): each is "
+            "logged once, retried with backoff and shown in /-/ready until it recovers.",
+            ["destination"],
+            registry=r,
+        )
         self.reload_success = Gauge(
             "gotk_relay_config_last_reload_successful",
             "Whether the last configuration reload succeeded.",
@@ -124,6 +131,9 @@ class Telemetry:
 
     def sent(self, destination: str, reason: str, seconds: float) -> None:
         self.send_duration.labels(destination, reason).observe(seconds)
+
+    def task_failed(self, destination: str) -> None:
+        self.task_failures.labels(destination).inc()
 
 
 class _StateCollector(Collector):

@@ -19,7 +19,7 @@ from collections import deque
 
 from ..model import Batch, Labels, Series
 from .entry import Entry
-from .spool import Spool
+from .spool import Spool, SpoolError
 
 _PARTS = ("_bucket", "_count", "_sum")
 _PART_LABELS = frozenset(("le", "quantile"))
@@ -192,6 +192,40 @@ class Shard:
         self.in_flight = taken
         return taken
 
+    def take_more(self, max_points: int, tenant: str) -> list[Entry]:
+        """Take the next queued entries of ``tenant`` (up to ``max_points``, at least one) into
+        what is in flight: poison isolation compares a refused series with what follows it."""
+        if not self.entries and self.disk_entries:
+            self._load()
+        taken: list[Entry] = []
+        total = 0
+        while self.entries:
+            entry = self.entries[0]
+            if entry.tenant != tenant or (taken and total + entry.points > max_points):
+                break
+            self.entries.popleft()
+            taken.append(entry)
+            total += entry.points
+        self.memory_points -= total
+        if taken:
+            self.cursor = max(self.cursor, taken[-1].spool_id)
+            self.in_flight = self.in_flight + taken  # a new list: the sender holds the old one
+        return taken
+
+    def oldest_ms(self) -> int | None:
+        """The newest sample timestamp of the oldest entry not delivered (None when empty)."""
+        heads = [e.newest_ms for e in self.in_flight if e.newest_ms]
+        if heads:
+            return min(heads)
+        if self.entries:
+            return self.entries[0].newest_ms or None
+        if self.disk_entries and self.spool is not None:
+            try:
+                return self.spool.oldest_newest_ms(self.name, self.index)
+            except SpoolError:
+                return None
+        return None
+
     def _load(self) -> None:
         assert self.spool is not None
         rows = self.spool.read(self.name, self.index, self.cursor, _READ_ROWS)
@@ -223,11 +257,12 @@ class Shard:
             self._load()
         if not self.entries:
             return None
-        entry = self.entries.popleft()
+        entry = self.entries[0]
+        if self.spool is not None:  # first: a SpoolError leaves the shard as it was
+            self.spool.delete([entry.spool_id])
+        self.entries.popleft()
         self.memory_points -= entry.points
         self.cursor = max(self.cursor, entry.spool_id)
-        if self.spool is not None:
-            self.spool.delete([entry.spool_id])
         self._release([entry])
         return entry
 

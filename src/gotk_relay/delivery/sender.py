@@ -3,6 +3,17 @@
 The protocol-specific part (encode, HTTP, how to read the answer) is a ``Client``; this module
 only knows outcomes. A shard's sender holds its batch until the client reports OK or DROP, so a
 retried batch is never overtaken by a newer one of the same series.
+
+Two things keep one bad request from stalling a destination silently:
+
+- Poison isolation. A request the destination keeps answering 5xx while it accepts others
+  (Prometheus 2.42 answers 500 to a series with a duplicate label name) is split in halves,
+  sent in order, until the smallest part it refuses is found: one series. That series is
+  dropped (``reason="poison"``, one WARNING naming it), everything else delivered. When nothing
+  is accepted at all, it is an outage: the whole batch is retried in order, as before.
+- Supervision. A sender that hits an unexpected error (a spool that cannot be read or written,
+  a bug) logs it once, reports it as the destination's problem (``/-/ready``, a metric), waits
+  with backoff and carries on with the same batch; nothing in flight is lost or skipped.
 """
 
 from __future__ import annotations
@@ -10,15 +21,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .entry import Entry
+from .isolate import describe, split
 from .queue import Shard, ShardedQueue
 from .retry import Outcome, next_backoff, retry_delay
+from .spool import SpoolError
 
 log = logging.getLogger("gotk_relay.delivery")
+
+# Failed attempts of a whole batch (5xx) before it is split to look for a poison series; it
+# doubles after each isolation that found an outage, so a long outage costs few extra sends.
+ISOLATE_AFTER = 3
+MAX_ISOLATE_AFTER = 48
+# Attempts of one part during isolation before it counts as refused.
+PART_TRIES = 2
+# How much a shard may hold in flight while isolation compares refused series with what
+# follows them: beyond both PULL_FACTOR × max_samples_per_send points and PULL_ENTRIES requests,
+# a run of refused series with nothing accepted counts as an outage.
+PULL_FACTOR = 4
+PULL_ENTRIES = 64
+# Refused single series with nothing accepted in between, with more of the batch still to try:
+# the destination is down, not picky (an outage costs ~log2(series) + this many extra sends).
+OUTAGE_SUSPECTS = 8
+MAX_OUTAGE_SUSPECTS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +76,24 @@ class Recorder(Protocol):
 
     def sent(self, destination: str, reason: str, seconds: float) -> None: ...
 
+    def task_failed(self, destination: str) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
     min_backoff: float
     max_backoff: float
     sample_age_limit: float = 0.0  # seconds; 0 = keep retrying however old
+
+
+def isolatable(result: SendResult) -> bool:
+    """Whether a refusal may be about the data: a 5xx other than 502/503/504 (Prometheus
+    answers 500 to a request holding an invalid series). 502/503/504 say a proxy or the backend
+    is unavailable or overloaded, and connection errors, timeouts, 408 and 429 are the
+    transport's or the backend's state: splitting cannot help, and a flaky backend must never
+    have its series taken for poison."""
+    reason = result.reason
+    return reason.startswith("http_5") and reason not in ("http_502", "http_503", "http_504")
 
 
 class QueuedDestination:
@@ -63,15 +105,27 @@ class QueuedDestination:
         retry: RetrySettings,
         recorder: Recorder,
         clock: Callable[[], float] = time.time,
+        isolate: bool = True,
     ) -> None:
         self.name = name
+        # False for clients that must be retried with the same batch (Datadog's resends only
+        # the pieces not yet accepted and keeps counter state per batch).
+        self.isolate = isolate
         self.client = client
         self.queue = queue
-        self.retry = retry
+        self.retry = retry  # read at every decision: a reload may replace it (sample_age_limit)
         self.recorder = recorder
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._logged: set[str] = set()
+        self._ok_sends = 0  # requests accepted, all shards: isolation's evidence of progress
+        self._failing: dict[int, SendResult] = {}  # shards whose last answer was a retry
+        self._failing_since = 0.0
+        self._failing_retries = 0
+        self._faults: dict[int, str] = {}  # shards whose sender loop hit an error, and why
+        self._isolate_after = ISOLATE_AFTER
+        self._outage_suspects = OUTAGE_SUSPECTS
+        self._isolating: set[int] = set()  # shards looking for a poison series
 
     def start(self, after: asyncio.Task[None] | None = None) -> None:
         """Start the shard senders (after ``after`` finished: a reloaded destination's
@@ -80,43 +134,117 @@ class QueuedDestination:
             task = asyncio.create_task(self._run(shard, after), name=f"send:{self.name}:{index}")
             self._tasks.append(task)
 
+    # Health -------------------------------------------------------------------------------
+    def problem(self) -> str:
+        """Why a sender of this destination cannot work ("" when none): for ``/-/ready``."""
+        return next(iter(self._faults.values()), "")
+
+    @property
+    def failing(self) -> bool:
+        """Whether a shard's last request was refused (retrying: no progress)."""
+        return bool(self._failing)
+
+    def oldest_unsent_ms(self) -> int | None:
+        """The newest sample timestamp of the oldest entry not yet delivered (None: empty)."""
+        oldest: int | None = None
+        for shard in self.queue.shards:
+            ms = shard.oldest_ms()
+            if ms is not None and (oldest is None or ms < oldest):
+                oldest = ms
+        return oldest
+
+    def _fault(self, index: int, exc: Exception) -> None:
+        reason = f"sender of shard {index}: {exc}" if len(self.queue.shards) > 1 else str(exc)
+        self.recorder.task_failed(self.name)
+        if index in self._faults:
+            return
+        self._faults[index] = reason
+        log.error(
+            "destination's sender failed; retrying with backoff (logged once until it recovers)",
+            extra={"destination": self.name, "shard": index, "err": str(exc)},
+            exc_info=not isinstance(exc, SpoolError),  # a bug: its traceback, once
+        )
+
+    def _recovered(self, index: int) -> None:
+        if self._faults.pop(index, None) is not None:
+            log.info(
+                "destination's sender recovered", extra={"destination": self.name, "shard": index}
+            )
+
+    # Sending ------------------------------------------------------------------------------
     async def _run(self, shard: Shard, after: asyncio.Task[None] | None) -> None:
         if after is not None:
             await asyncio.shield(after)
+        backoff = 0.0
+        entries: list[Entry] | None = None
+        delivered = False
         while True:
-            entries = await shard.take(self.queue.max_points_per_send)
             try:
-                await self._deliver(entries)
+                if entries is None:
+                    entries = await shard.take(self.queue.max_points_per_send)
+                if not delivered:
+                    # in_flight, not entries: isolation may have taken more from the queue
+                    await self._deliver(shard, list(shard.in_flight))
+                    delivered = True
+                shard.done()  # with a spool: deletes the rows; may fail like any spool call
+                entries, delivered, backoff = None, False, 0.0
+                self._recovered(shard.index)
             except asyncio.CancelledError:
-                if self.queue.spool is None:  # spooled entries are resent after a restart
-                    self.recorder.dropped(self.name, _points(entries), "shutdown")
+                if self.queue.spool is None and entries is not None and not delivered:
+                    # spooled entries are resent after a restart
+                    self.recorder.dropped(self.name, _points(shard.in_flight), "shutdown")
                     shard.done()
                 raise
-            shard.done()
+            except Exception as exc:  # supervised: logged once, shown in /-/ready, retried
+                self._fault(shard.index, exc)
+                backoff = next_backoff(backoff, self.retry.min_backoff, self.retry.max_backoff)
+                await asyncio.sleep(backoff)
 
-    async def _deliver(self, entries: list[Entry]) -> None:
-        backoff = 0.0
-        points = _points(entries)
-        while True:
-            started = time.perf_counter()
-            result = await self.client.send(entries)
-            self.recorder.sent(self.name, result.reason, time.perf_counter() - started)
+    async def _send(self, shard: Shard, entries: list[Entry]) -> SendResult:
+        started = time.perf_counter()
+        result = await self.client.send(entries)
+        self.recorder.sent(self.name, result.reason, time.perf_counter() - started)
+        if shard.index in self._isolating:  # one episode: judged when the isolation ends
             if result.outcome is Outcome.OK:
-                self.recorder.forwarded(self.name, points)
+                self._ok_sends += 1
+        elif result.outcome is Outcome.RETRY:
+            self._note_failing(shard.index, result)
+        else:
+            if result.outcome is Outcome.OK:
+                self._ok_sends += 1
+            self._note_answered(shard.index)
+        return result
+
+    async def _deliver(self, shard: Shard, entries: list[Entry]) -> None:
+        backoff = 0.0
+        failures = 0
+        while True:
+            result = await self._send(shard, entries)
+            if result.outcome is Outcome.OK:
+                self.recorder.forwarded(self.name, _points(entries))
                 return
             if result.outcome is Outcome.DROP:
-                if len(entries) > 1 and result.reason == "http_400":
-                    # Several requests merged into one: find the one the destination refuses,
-                    # so a malformed series forwarded unchecked never takes others with it.
-                    for entry in entries:
-                        await self._deliver([entry])
-                    return
-                self._log_drop(result)
-                self.recorder.dropped(self.name, points, result.reason)
+                await self._dropped(shard, entries, result)
                 return
             if self._too_old(entries):
-                self.recorder.dropped(self.name, points, "sample_age_limit")
+                self.recorder.dropped(self.name, _points(entries), "sample_age_limit")
                 return
+            failures += 1
+            if self.isolate and failures >= self._isolate_after and isolatable(result):
+                self._isolating.add(shard.index)
+                try:
+                    rest = await self._isolate(shard, entries)
+                finally:
+                    self._isolating.discard(shard.index)
+                if rest is None:
+                    self._note_answered(shard.index)
+                    self._isolate_after, self._outage_suspects = ISOLATE_AFTER, OUTAGE_SUSPECTS
+                    return
+                # An outage, or more refused series in a row than this round looked at: back
+                # to retrying everything in order; the next round comes later and looks further.
+                entries, failures = rest, 0
+                self._isolate_after = min(self._isolate_after * 2, MAX_ISOLATE_AFTER)
+                self._outage_suspects = min(self._outage_suspects * 2, MAX_OUTAGE_SUSPECTS)
             self.recorder.retried(self.name, result.reason)
             backoff = next_backoff(backoff, self.retry.min_backoff, self.retry.max_backoff)
             delay = retry_delay(backoff, result.retry_after, self.retry.max_backoff, jitter=0.1)
@@ -126,11 +254,145 @@ class QueuedDestination:
             )
             await asyncio.sleep(delay)
 
+    async def _dropped(self, shard: Shard, entries: list[Entry], result: SendResult) -> None:
+        if len(entries) > 1 and result.reason in ("http_400", "http_413"):
+            # Several requests merged into one (too big for it, or one of them malformed): resend
+            # them one by one, so one bad series never takes others with it. A 400 is a
+            # verdict on the data (Prometheus and Mimir store the valid series of a request
+            # before answering it), so the split stops at the requests that came.
+            for entry in entries:
+                await self._deliver(shard, [entry])
+            return
+        self._log_drop(result)
+        self.recorder.dropped(self.name, _points(entries), result.reason)
+
+    async def _attempts(self, shard: Shard, part: list[Entry], tries: int) -> SendResult:
+        """Send ``part`` up to ``tries`` times while it is answered with a retry."""
+        backoff = 0.0
+        while True:
+            result = await self._send(shard, part)
+            tries -= 1
+            if result.outcome is not Outcome.RETRY or tries <= 0 or not isolatable(result):
+                return result
+            self.recorder.retried(self.name, result.reason)
+            backoff = next_backoff(backoff, self.retry.min_backoff, self.retry.max_backoff)
+            await asyncio.sleep(retry_delay(backoff, result.retry_after, self.retry.max_backoff))
+
+    async def _isolate(self, shard: Shard, entries: list[Entry]) -> list[Entry] | None:
+        """Deliver ``entries`` part by part, dropping only single series that stay refused
+        while others are accepted. None when all is settled; otherwise (an outage: nothing
+        accepted) what is left to retry whole, in order."""
+        accepted_before = self._ok_sends
+        halves = split(entries)
+        work: deque[list[Entry]] = deque(halves if halves is not None else [entries])
+        suspects: list[tuple[list[Entry], SendResult]] = []
+        tenant = entries[0].tenant if entries else ""
+        cap = PULL_FACTOR * self.queue.max_points_per_send
+        while True:
+            if not work:
+                if not suspects or self._ok_sends > accepted_before:
+                    break
+                # Only refused series so far: compare with what is queued next (in flight is
+                # bounded). A series refused while later ones are accepted is the poison; the
+                # later ones overtake it only if it is dropped, so delivered samples keep order.
+                if len(shard.in_flight) >= PULL_ENTRIES and _points(shard.in_flight) >= cap:
+                    break
+                more = shard.take_more(self.queue.max_points_per_send, tenant)
+                if not more:
+                    break
+                work.append(more)
+            part = work.popleft()
+            if self._too_old(part):
+                self.recorder.dropped(self.name, _points(part), "sample_age_limit")
+                continue
+            result = await self._attempts(shard, part, PART_TRIES)
+            if result.outcome is Outcome.OK:
+                self.recorder.forwarded(self.name, _points(part))
+                for suspect, refusal in suspects:
+                    await self._poison(shard, suspect, refusal)
+                suspects = []
+                continue
+            if result.outcome is Outcome.DROP:
+                await self._dropped(shard, part, result)
+                continue
+            if not isolatable(result):  # the destination went away meanwhile: an outage
+                return _flatten([s for s, _ in suspects], [part], work)
+            halves = split(part)
+            if halves is not None:
+                work.extendleft(reversed(halves))
+                continue
+            if self._ok_sends > accepted_before:
+                await self._poison(shard, part, result)
+                continue
+            suspects.append((part, result))
+            if len(suspects) >= self._outage_suspects and work:
+                return _flatten([s for s, _ in suspects], work)
+        if not suspects:
+            return None
+        if self._ok_sends > accepted_before:
+            for suspect, refusal in suspects:
+                await self._poison(shard, suspect, refusal)
+            return None
+        return _flatten([s for s, _ in suspects])
+
+    async def _poison(self, shard: Shard, part: list[Entry], result: SendResult) -> None:
+        """Drop a series refused while others were accepted, after one last try: an outage that
+        ended during the isolation must not pass for poison."""
+        points = _points(part)
+        last = await self._send(shard, part)
+        if last.outcome is Outcome.OK:
+            self.recorder.forwarded(self.name, points)
+            return
+        if last.outcome is Outcome.DROP:
+            await self._dropped(shard, part, last)
+            return
+        log.warning(
+            "destination keeps refusing one series while it accepts others; dropping it",
+            extra={
+                "destination": self.name,
+                "series": describe(part),
+                "reason": result.reason,
+                "response": result.detail[:200],
+                "points": points,
+            },
+        )
+        self.recorder.dropped(self.name, points, "poison")
+
     def _too_old(self, entries: list[Entry]) -> bool:
-        if not self.retry.sample_age_limit:
+        limit = self.retry.sample_age_limit
+        if not limit or not entries:
             return False
         newest = max(e.newest_ms for e in entries)
-        return newest / 1000.0 < self._clock() - self.retry.sample_age_limit
+        return newest / 1000.0 < self._clock() - limit
+
+    # Log once ------------------------------------------------------------------------------
+    def _note_failing(self, index: int, result: SendResult) -> None:
+        if not self._failing:
+            self._failing_since = time.monotonic()
+            self._failing_retries = 0
+            log.warning(
+                "destination is failing; retrying with backoff until it recovers "
+                "(logged once; the recovery is logged too)",
+                extra={
+                    "destination": self.name,
+                    "reason": result.reason,
+                    "response": result.detail[:200],
+                    "queued_points": self.queue.points,
+                },
+            )
+        self._failing[index] = result
+        self._failing_retries += 1
+
+    def _note_answered(self, index: int) -> None:
+        if self._failing.pop(index, None) is not None and not self._failing:
+            log.info(
+                "destination recovered",
+                extra={
+                    "destination": self.name,
+                    "failing_seconds": round(time.monotonic() - self._failing_since, 3),
+                    "failed_requests": self._failing_retries,
+                },
+            )
 
     def _log_drop(self, result: SendResult) -> None:
         # Once per reason: a backend rejecting every batch must not flood the log.
@@ -182,3 +444,7 @@ class QueuedDestination:
 
 def _points(entries: list[Entry]) -> int:
     return sum(e.points for e in entries)
+
+
+def _flatten(*parts: Iterable[list[Entry]]) -> list[Entry]:
+    return [entry for group in parts for part in group for entry in part]

@@ -9,12 +9,20 @@ so reading ``id > cursor`` in id order replays a shard in the order it was admit
 process but may lose the last commits on power loss, for fewer fsyncs.
 
 All calls are synchronous and made from the event loop: they are short (one small transaction)
-and this keeps admission free of awaits, which is what keeps it all-or-nothing.
+and this keeps admission free of awaits, which is what keeps it all-or-nothing. So that no call
+waits for long, SQLite's busy wait (5 s by default) is cut to ``BUSY_TIMEOUT_S``: only another
+process holding the file (a backup, the sqlite3 shell) can make the relay's own single
+connection wait, and then a write is refused (503, the sender retries) and a sender's read or
+delete is retried with backoff by its supervisor, instead of the whole loop stalling.
+
+Every method raises ``SpoolError`` only, never ``sqlite3.Error``: callers (admission, the
+supervised senders, start-up) handle one exception type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +42,9 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_by_queue ON entries (destination, shard, id);
 """
 
+
+BUSY_TIMEOUT_S = 0.02  # see the module docstring
+WAL_PAGES = 256
 
 FORMAT = 1  # PRAGMA user_version: 1 = payloads are snappy blocks (see ``Spool._upgrade``)
 
@@ -57,14 +68,41 @@ class Spool:
         path = Path(data_dir)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path / "spool.sqlite3", isolation_level=None)
+            self.db = sqlite3.connect(
+                path / "spool.sqlite3", isolation_level=None, timeout=BUSY_TIMEOUT_S
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
+            # Fold the WAL into the database every ~1 MiB (not 4) and keep it no bigger after:
+            # rows live in the database file then, and on a full disk the few pages a delete
+            # writes fit in the WAL already there; a 4 MiB WAL holding every row could not be
+            # checkpointed without as much space again.
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+            self.db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
             self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             self.db.executescript(SCHEMA)
             self._upgrade(path)
+            # Every page of the index the queues read at start, so a file whose pages were
+            # overwritten is refused here, in one line, rather than on a later read.
+            self.db.execute("SELECT COUNT(*), SUM(points) FROM entries").fetchone()
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the spool in {path}: {exc}") from exc
         self.path = path
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        import sqlite3  # loaded by __init__ already
+
+        try:
+            yield
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):  # the error being raised says what went wrong
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    # The WAL grows until a checkpoint (every 1000 pages): on a full disk, fold
+                    # it into the database now so that the retry, deletes first, finds room.
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            raise SpoolError(f"cannot {doing} the spool in {self.path}: {exc}") from exc
 
     def _upgrade(self, path: Path) -> None:
         """Bring a spool written by an earlier release to ``FORMAT`` (``PRAGMA user_version``).
@@ -91,12 +129,10 @@ class Spool:
 
     def append(self, rows: Sequence[tuple[str, int, Entry]]) -> list[int]:
         """Commit ``(destination, shard, entry)`` rows in one transaction; their ids, in order."""
-        import sqlite3  # loaded by __init__ already
-
         if not rows:
             return []
-        cursor = self.db.cursor()
-        try:
+        with self._guard("write to"):
+            cursor = self.db.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             ids = []
             for destination, shard, entry in rows:
@@ -116,24 +152,22 @@ class Spool:
                 )
                 ids.append(int(cursor.lastrowid or 0))
             cursor.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise SpoolError(f"cannot write to the spool in {self.path}: {exc}") from exc
         return ids
 
     def delete(self, ids: Iterable[int]) -> None:
         """Forget entries a destination answered for (accepted or permanently rejected)."""
         batch = [(i,) for i in ids if i]
         if batch:
-            self.db.executemany("DELETE FROM entries WHERE id = ?", batch)
+            with self._guard("delete from"):
+                self.db.executemany("DELETE FROM entries WHERE id = ?", batch)
 
     def read(self, destination: str, shard: int, after_id: int, limit: int) -> list[Entry]:
-        rows = self.db.execute(
-            "SELECT id, protocol, points, newest_ms, tenant, payload FROM entries"
-            " WHERE destination = ? AND shard = ? AND id > ? ORDER BY id LIMIT ?",
-            (destination, shard, after_id, limit),
-        ).fetchall()
+        with self._guard("read"):
+            rows = self.db.execute(
+                "SELECT id, protocol, points, newest_ms, tenant, payload FROM entries"
+                " WHERE destination = ? AND shard = ? AND id > ? ORDER BY id LIMIT ?",
+                (destination, shard, after_id, limit),
+            ).fetchall()
         return [
             Entry(bytes(payload), proto, points, newest, row_id, tenant)
             for row_id, proto, points, newest, tenant, payload in rows
@@ -141,11 +175,12 @@ class Spool:
 
     def backlog(self, destination: str) -> dict[int, Backlog]:
         """Per shard, what is waiting from a previous run."""
-        rows = self.db.execute(
-            "SELECT shard, COUNT(*), SUM(points), SUM(LENGTH(payload)) FROM entries"
-            " WHERE destination = ? GROUP BY shard",
-            (destination,),
-        ).fetchall()
+        with self._guard("read"):
+            rows = self.db.execute(
+                "SELECT shard, COUNT(*), SUM(points), SUM(LENGTH(payload)) FROM entries"
+                " WHERE destination = ? GROUP BY shard",
+                (destination,),
+            ).fetchall()
         return {shard: Backlog(n, pts or 0, size or 0) for shard, n, pts, size in rows}
 
     def reshard(self, destination: str, shards: int) -> int:
@@ -155,22 +190,27 @@ class Spool:
         ``min_shards`` a series may move, so the old rows are replayed before newer ones of the
         same target shard by id, which keeps each old shard's order but interleaves shards.
         """
-        cursor = self.db.execute(
-            "UPDATE entries SET shard = shard % ? WHERE destination = ? AND shard >= ?",
-            (shards, destination, shards),
-        )
+        with self._guard("write to"):
+            cursor = self.db.execute(
+                "UPDATE entries SET shard = shard % ? WHERE destination = ? AND shard >= ?",
+                (shards, destination, shards),
+            )
         return cursor.rowcount
 
     def oldest_newest_ms(self, destination: str, shard: int) -> int | None:
         """The newest sample timestamp of a shard's oldest entry: how far behind it is."""
-        row = self.db.execute(
-            "SELECT newest_ms FROM entries WHERE destination = ? AND shard = ? ORDER BY id LIMIT 1",
-            (destination, shard),
-        ).fetchone()
+        with self._guard("read"):
+            row = self.db.execute(
+                "SELECT newest_ms FROM entries WHERE destination = ? AND shard = ?"
+                " ORDER BY id LIMIT 1",
+                (destination, shard),
+            ).fetchone()
         return None if row is None else int(row[0])
 
     def destinations(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT destination FROM entries")]
+        with self._guard("read"):
+            return [r[0] for r in self.db.execute("SELECT DISTINCT destination FROM entries")]
 
     def close(self) -> None:
-        self.db.close()
+        with self._guard("close"):
+            self.db.close()

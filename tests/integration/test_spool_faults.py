@@ -1,0 +1,119 @@
+"""The spool failing under a running relay: errors are shown, retried, and nothing acked is lost.
+
+A real full disk (a 2 MiB tmpfs, as root) rather than a simulated error: SQLite fails its
+writes *and* its deletes there ("database or disk is full"), which is what used to kill a
+destination's sender for good, silently, while writes kept getting 204.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import (
+    Reply,
+    ScriptedReceiver,
+    eventually,
+    metric_value,
+    receivers,
+    relay_client,
+    rw_body,
+)
+
+from gotk_relay.model import Batch, Sample, Series
+
+FAST = {"min_backoff": "10ms", "max_backoff": "100ms"}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs, unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _batch(rng: random.Random, index: int) -> Batch:
+    # Random label values: the snappy blocks stay about as big as the protobuf (~20 KiB).
+    return Batch(
+        tuple(
+            Series(
+                (("__name__", f"m{index}_{k}"), ("noise", f"{rng.getrandbits(96):x}")),
+                (Sample(float(k), 1000 + index),),
+            )
+            for k in range(300)
+        )
+    )
+
+
+async def _post(client: object, batch: Batch) -> tuple[int, str]:
+    body, headers = rw_body(batch)
+    response = await client.post("/api/v1/write", data=body, headers=headers)  # type: ignore[attr-defined]
+    return int(response.status), await response.text()
+
+
+@pytest.mark.slow
+async def test_a_full_disk_is_shown_retried_and_everything_acked_is_delivered_when_space_returns(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(os.urandom(400 * 1024))  # removed later: "space returns"
+    receiver = ScriptedReceiver(default=Reply(503, body="down"))
+    config = {
+        "flux": {"mode": "off"},
+        "spool": {"data_dir": str(small_disk / "spool"), "max_bytes": 1 << 30},
+        "remote_write": [
+            {"name": "d0", "url": receiver.url, "queue_config": {**FAST, "capacity": 1000}}
+        ],
+    }
+    rng = random.Random(16)
+    acked: set[str] = set()
+    with caplog.at_level(logging.INFO, logger="gotk_relay"):
+        async with receivers(receiver), relay_client(config) as (client, relay):
+            refused = ""
+            for index in range(400):  # bounded: 2 MiB holds ~100 of these
+                batch = _batch(rng, index)
+                status, text = await _post(client, batch)
+                if status != 204:
+                    refused = f"{status} {text}"
+                    break
+                acked.update(s.name for s in batch.series)
+            assert refused.startswith("503"), refused
+            assert len(acked) >= 300
+            # The destination is back; every delete of what it accepted fails on the full disk.
+            receiver.default = Reply(204)
+            await eventually(lambda: bool(relay.problems()))
+            ready = await client.get("/-/ready")
+            assert ready.status == 503
+            assert (await ready.text()).startswith("not ready: destination d0: cannot delete")
+            metrics = await (await client.get("/metrics")).text()
+            assert metric_value(metrics, "gotk_relay_sender_up", destination="d0") == 0
+            assert metric_value(metrics, "gotk_relay_task_failures_total", destination="d0") >= 1
+            # Space returns: no restart, everything acked arrives.
+            ballast.unlink()
+            delivered: set[str] = set()
+
+            def all_delivered() -> bool:
+                delivered.update(s.name for b in receiver.delivered() for s in b.series)
+                return acked <= delivered
+
+            await eventually(all_delivered, timeout=30)
+            await eventually(lambda: relay.problems() == [], timeout=10)
+            assert (await client.get("/-/ready")).status == 200
+            assert (await _post(client, _batch(rng, 999)))[0] == 204
+    faults = [r for r in caplog.records if "sender failed" in r.getMessage()]
+    assert len(faults) == 1  # once, however many retries
+    assert any("sender recovered" in r.getMessage() for r in caplog.records)
+    spool_lines = [r for r in caplog.records if "spool cannot be written" in r.getMessage()]
+    assert 1 <= len(spool_lines) <= 2  # started (and stopped), not one per refused write
