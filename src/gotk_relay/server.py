@@ -358,7 +358,8 @@ def _admitted(telemetry: Telemetry, admit: Callable[[], Admission]) -> web.Respo
     try:
         admission = admit()
     except SpoolError as exc:
-        log.error("spool write failed; the request is refused", extra={"err": str(exc)})
+        # Relay.spool_failing logs the episode once when it starts and once when it ends.
+        log.debug("spool write failed; the request is refused", extra={"err": str(exc)})
         telemetry.rejected.labels("spool_error").inc()
         return _plain(503, "the spool cannot be written; retry later", {"Retry-After": "5"})
     if not admission.accepted:
