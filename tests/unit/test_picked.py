@@ -105,7 +105,8 @@ def test_same_batch_or_error_as_rw1(batch: Batch, limits: Limits) -> None:
 
 @st.composite
 def broken_label_sets(draw: st.DrawFn) -> tuple[tuple[str, str], ...]:
-    """Label sets the spec refuses: unsorted, duplicated, empty, or without a metric name."""
+    """Label sets a sender may get wrong: refused (a name twice, an empty name, no metric name)
+    or accepted and sorted (shuffled, an empty value)."""
     labels = list(draw(label_sets()))
     how = draw(st.sampled_from(["shuffle", "duplicate", "empty-name", "empty-value", "no-name"]))
     if how == "shuffle":
@@ -269,8 +270,11 @@ def test_too_many_series_is_refused_before_anything_is_decoded() -> None:
     parts = encode(Series(UP, (Sample(1.0, 10),)), Series(UP, (Sample(1.0, 11),)))
     with pytest.raises(TooManySeriesError, match="request has 2 series"):
         picked.decode(parts.series, [], Limits(max_series=1))
-    with pytest.raises(DecodeError, match="invalid protobuf"):  # a parse error comes first
+    # The count is checked once the request's own framing is, before any series is read.
+    with pytest.raises(TooManySeriesError, match="request has 3 series"):
         picked.decode([b"\x0a", *parts.series], [], Limits(max_series=1))
+    with pytest.raises(DecodeError, match=r"invalid protobuf WriteRequest: timeseries\[0\]"):
+        picked.decode([b"\x0a", *parts.series], [], Limits(max_series=3))
 
 
 def test_metadata_is_decoded_and_broken_metadata_refused() -> None:
