@@ -41,7 +41,7 @@ from .labels import (
     describe_raw,
     quote,
 )
-from .scan import _key, _varint
+from .scan import _varint
 
 NAME: Final = b"__name__"
 _MAX_DEPTH: Final = 32  # nesting the schemas below can reach is 4; bounds a hostile schema walk
@@ -258,6 +258,7 @@ def _series(
 def _label(raw: bytes, pos: int, stop: int, where: str) -> tuple[bytes, bytes]:
     """A Label's name and value bytes (last occurrence wins; UTF-8 is checked by the caller)."""
     name = value = b""
+    counts = [0, 0]
     try:
         while pos < stop:
             field_at = pos
@@ -266,10 +267,17 @@ def _label(raw: bytes, pos: int, stop: int, where: str) -> tuple[bytes, bytes]:
             if number == 1 or number == 2:
                 what = "name" if number == 1 else "value"
                 inner, pos = _declared_len(raw, pos, stop, key, f"Label.{what}", field_at)
+                # An occurrence a later one overrides is still a proto3 string that upb (so
+                # the relay's own decoder) refuses when it is not UTF-8; the last is named later.
                 if number == 1:
+                    if counts[0] and not _utf8(name):
+                        raise DecodeError("invalid UTF-8 in an overridden Label.name")
                     name = raw[inner:pos]
                 else:
+                    if counts[1] and not _utf8(value):
+                        raise DecodeError("invalid UTF-8 in an overridden Label.value")
                     value = raw[inner:pos]
+                counts[number - 1] += 1
             else:
                 pos = _skip(raw, pos, stop, key, "Label")
     except DecodeError as exc:
@@ -337,6 +345,22 @@ def _quote(data: bytes) -> str:
 # -- protobuf framing ---------------------------------------------------------------------
 
 
+def _key(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A field key: a varint of at most 5 bytes and 32 bits (upb refuses wider ones)."""
+    key, after = _varint(data, pos, end)
+    if after - pos > 5 or key > 0xFFFFFFFF:
+        raise DecodeError("invalid protobuf: field key longer than 5 bytes or over 32 bits")
+    return key, after
+
+
+def _length(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A LEN field's length: at most 5 bytes, as upb reads it (Prometheus never pads one)."""
+    length, after = _varint(data, pos, end)
+    if after - pos > 5:
+        raise DecodeError("invalid protobuf: length varint longer than 5 bytes")
+    return length, after
+
+
 def _field_key(data: bytes, pos: int, end: int, message: str) -> tuple[int, int]:
     """A field's key, refusing field number 0 and the group wire types."""
     try:
@@ -380,7 +404,7 @@ def _declared_len(
             f"{_WIRE_NAMES[key & 7]}, declared LEN (at byte {field_at})"
         )
     try:
-        length, pos = _varint(data, pos, end)
+        length, pos = _length(data, pos, end)
     except DecodeError as exc:
         raise DecodeError(_reason(exc, message)) from None
     if length > end - pos:
@@ -398,7 +422,7 @@ def _skip(data: bytes, pos: int, end: int, key: int, message: str) -> int:
         if kind == 0:
             return _varint(data, pos, end)[1]
         if kind == 2:
-            length, pos = _varint(data, pos, end)
+            length, pos = _length(data, pos, end)
             if length > end - pos:
                 raise DecodeError(f"invalid protobuf: field {key >> 3} is truncated")
             return pos + length
