@@ -11,6 +11,7 @@ import struct
 from collections.abc import Callable
 
 import pytest
+from hand_proto import key, label, ld, sample, series
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import canonical, odd_v1_requests, pb_varint, v1_batches
@@ -25,30 +26,6 @@ from gotk_relay.wire.labels import (
     TooManySamplesError,
     TooManySeriesError,
 )
-
-# -- a hand encoder: any bytes, any wire type ----------------------------------------------
-
-
-def key(number: int, wire: int, pad: int = 0) -> bytes:
-    return pb_varint(number << 3 | wire, pad)
-
-
-def ld(number: int, payload: bytes, pad: int = 0) -> bytes:
-    return key(number, 2) + pb_varint(len(payload), pad) + payload
-
-
-def label(name: bytes, value: bytes) -> bytes:
-    return ld(1, ld(1, name) + ld(2, value))
-
-
-def sample(value: float = 1.0, timestamp: int = 1000) -> bytes:
-    return ld(2, key(1, 1) + struct.pack("<d", value) + key(2, 0) + pb_varint(timestamp))
-
-
-def series(*labels: tuple[bytes, bytes], tail: bytes | None = None) -> bytes:
-    body = b"".join(label(n, v) for n, v in labels)
-    return ld(1, body + (sample() if tail is None else tail))
-
 
 UP = (b"__name__", b"up")
 JOB = (b"job", b"a")
