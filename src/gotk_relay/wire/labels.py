@@ -120,13 +120,13 @@ def _length_problem(name: str, value: str, limits: Limits) -> str | None:
     size = _utf8_len(name)
     if size > limits.max_label_name_length:
         return (
-            f"label name {_clip(name)!r} of {size} bytes, over "
+            f"label name {clip(name)!r} of {size} bytes, over "
             f"receiver.max_label_name_length ({limits.max_label_name_length})"
         )
     size = _utf8_len(value)
     if size > limits.max_label_value_length:
         return (
-            f"value of label {_clip(name)!r} of {size} bytes, over "
+            f"value of label {clip(name)!r} of {size} bytes, over "
             f"receiver.max_label_value_length ({limits.max_label_value_length})"
         )
     return None
@@ -136,7 +136,7 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _clip(text: str, keep: int = 40) -> str:
+def clip(text: str, keep: int = 40) -> str:
     return text if len(text) <= keep else text[: keep - 3] + "..."
 
 

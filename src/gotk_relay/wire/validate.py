@@ -38,6 +38,7 @@ from .labels import (
     Limits,
     check_points,
     check_series_count,
+    clip,
     describe_raw,
     quote,
 )
@@ -294,12 +295,12 @@ def _limit_problem(pairs: list[tuple[bytes, bytes]], limits: Limits) -> str | No
     for name, value in pairs:
         if len(name) > limits.max_label_name_length:
             return (
-                f"label name {_quote(name[:40])} of {len(name)} bytes, over "
+                f"label name {_clipped(name)} of {len(name)} bytes, over "
                 f"receiver.max_label_name_length ({limits.max_label_name_length})"
             )
         if len(value) > limits.max_label_value_length:
             return (
-                f"value of label {_quote(name[:40])} of {len(value)} bytes, over "
+                f"value of label {_clipped(name)} of {len(value)} bytes, over "
                 f"receiver.max_label_value_length ({limits.max_label_value_length})"
             )
     return None
@@ -336,6 +337,11 @@ def _utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _clipped(name: bytes) -> str:
+    """A label name as ``labels.limit_problem`` words it (so both paths say the same)."""
+    return repr(clip(name.decode("utf-8", "backslashreplace")))
 
 
 def _quote(data: bytes) -> str:
