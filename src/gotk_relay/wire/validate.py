@@ -28,6 +28,7 @@ then the label rules (400). Errors: ``DecodeError``, ``LabelLimitError``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -45,6 +46,8 @@ from .labels import (
 from .scan import _varint
 
 NAME: Final = b"__name__"
+# Exactly one varint (of at most 10 bytes): what a Sample's timestamp field holds.
+_ONE_VARINT: Final = re.compile(rb"[\x80-\xff]{0,9}[\x00-\x7f]", re.DOTALL).fullmatch
 _MAX_DEPTH: Final = 32  # nesting the schemas below can reach is 4; bounds a hostile schema walk
 
 # Field kinds of the schemas: how a field's value must be encoded.
@@ -204,12 +207,48 @@ def _series(
 ) -> tuple[int, bytes, bytes | None]:
     """Check series ``index`` (content ``raw[start:stop]``): its points, its metric name and its
     content with the labels sorted (None when they already are)."""
-    where = f"timeseries[{index}]"
     labels: list[tuple[bytes, bytes, int, int]] = []  # name, value, field start, field end
     points = 0
     pos = start
+    varint = _ONE_VARINT
     try:
         while pos < stop:
+            # The shapes Prometheus writes, read in a few byte comparisons (3-4x faster): a
+            # Label holding exactly a name and a value field, a Sample holding a value (or
+            # none, 0) and a timestamp, all lengths one byte. Anything else, or anything these
+            # do not fully match, takes the general walk below.
+            tag = raw[pos]
+            if tag == 0x0A and pos + 4 < stop:
+                end_at = pos + 2 + raw[pos + 1]
+                name_end = pos + 4 + raw[pos + 3]
+                if (
+                    end_at <= stop
+                    and raw[pos + 1] < 0x80
+                    and raw[pos + 2] == 0x0A
+                    and name_end + 2 <= end_at
+                    and raw[name_end] == 0x12
+                    and raw[name_end + 1] == end_at - name_end - 2
+                ):
+                    labels.append(
+                        (raw[pos + 4 : name_end], raw[name_end + 2 : end_at], pos, end_at)
+                    )
+                    pos = end_at
+                    continue
+            elif tag == 0x12 and pos + 3 < stop:
+                size = raw[pos + 1]
+                end_at = pos + 2 + size
+                if end_at <= stop and (
+                    (
+                        11 <= size <= 20
+                        and raw[pos + 2] == 0x09
+                        and raw[pos + 11] == 0x10
+                        and varint(raw, pos + 12, end_at)
+                    )
+                    or (2 <= size <= 11 and raw[pos + 2] == 0x10 and varint(raw, pos + 3, end_at))
+                ):
+                    points += 1
+                    pos = end_at
+                    continue
             field_at = pos
             key, pos = _field_key(raw, pos, stop, "TimeSeries")
             number = key >> 3
@@ -230,7 +269,10 @@ def _series(
             else:
                 pos = _skip(raw, pos, stop, key, "TimeSeries")
     except DecodeError as exc:
-        raise DecodeError(f"invalid protobuf WriteRequest: {where}: {_inner(exc)}") from None
+        raise DecodeError(
+            f"invalid protobuf WriteRequest: timeseries[{index}]: {_inner(exc)}"
+        ) from None
+    where = f"timeseries[{index}]"
     pairs = [(name, value) for name, value, _, _ in labels]
     problem = _limit_problem(pairs, limits)
     if problem:
@@ -282,7 +324,7 @@ def _label(raw: bytes, pos: int, stop: int, where: str) -> tuple[bytes, bytes]:
             else:
                 pos = _skip(raw, pos, stop, key, "Label")
     except DecodeError as exc:
-        raise DecodeError(f"{where}: {exc}") from None
+        raise DecodeError(f"{where}: {_inner(exc)}") from None
     return name, value
 
 
