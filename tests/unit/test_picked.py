@@ -366,7 +366,7 @@ REFUSED_LOOKALIKES = {
 @pytest.mark.parametrize("tail", list(REFUSED_LOOKALIKES.values()), ids=list(REFUSED_LOOKALIKES))
 def test_sample_lookalikes_of_the_wrong_wire_type_are_refused(tail: bytes) -> None:
     head = b"".join(label_field(k, v) for k, v in UP)
-    with pytest.raises(DecodeError, match="has wire type [A-Z0-9]+, declared"):
+    with pytest.raises(DecodeError, match=r"has wire type [A-Z0-9]+, declared"):
         rw1.decode(scan.rebuild([head + USUAL, head + tail]))
 
 
