@@ -14,10 +14,10 @@ import pytest
 from hand_proto import key, label, ld, sample, series
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import canonical, odd_v1_requests, pb_varint, v1_batches
+from strategies import canonical, odd_v1_requests, pb_varint, v1_batches, v2_batches
 
 from gotk_relay.model import Batch, Histogram, Labels, Sample, Series
-from gotk_relay.wire import remote_pb2, rw1, scan, validate
+from gotk_relay.wire import remote_pb2, rw1, rw2, scan, validate, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import (
     NO_LIMITS,
@@ -378,3 +378,16 @@ def test_sorted_series_keep_samples_exemplars_and_histograms() -> None:
     assert got == (("__name__", "x"), ("a", "1"), ("b", "2"))
     assert decoded.batch.series[0].samples == item.samples
     assert decoded.batch.series[0].histograms[0].count_value == 2
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(v2_batches().map(rw2.encode).flatmap(_mutations))
+def test_fuzz_v2_whatever_passes_check_v2_upb_reads(raw: bytes) -> None:
+    """Remote write 2.0: the framing check is never looser than upb, and its errors are one
+    line; what it accepts, upb parses."""
+    try:
+        validate.check_v2(raw)
+    except DecodeError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    write_v2_pb2.Request.FromString(raw)

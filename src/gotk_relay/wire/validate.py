@@ -48,6 +48,7 @@ from .scan import _varint
 NAME: Final = b"__name__"
 # Exactly one varint (of at most 10 bytes): what a Sample's timestamp field holds.
 _ONE_VARINT: Final = re.compile(rb"[\x80-\xff]{0,9}[\x00-\x7f]", re.DOTALL).fullmatch
+_VARINTS: Final = re.compile(rb"(?:[\x80-\xff]{0,9}[\x00-\x7f])*", re.DOTALL).fullmatch
 _MAX_DEPTH: Final = 32  # nesting the schemas below can reach is 4; bounds a hostile schema walk
 
 # Field kinds of the schemas: how a field's value must be encoded.
@@ -486,6 +487,8 @@ def _message(data: bytes, pos: int, end: int, message: str, where: str, depth: i
     """Check a message of a schema in ``_SCHEMAS`` and, recursively, its sub-messages."""
     if depth > _MAX_DEPTH:
         raise DecodeError(f"invalid protobuf: {where}: nested too deeply")
+    if message in _SAMPLES and _usual_sample(data, pos, end):
+        return
     schema = _SCHEMAS[message]
     field_names = _FIELD_NAMES.get(message, {})
     counts: dict[int, int] = {}
@@ -537,6 +540,20 @@ def _message(data: bytes, pos: int, end: int, message: str, where: str, depth: i
         raise DecodeError(f"{where}: {_inner(exc)}") from None
 
 
+_SAMPLES: Final = frozenset({"Sample", "v2.Sample"})
+
+
+def _usual_sample(data: bytes, pos: int, end: int) -> bool:
+    """Whether a Sample's content is ``09 <double> 10 <varint>`` or ``10 <varint>`` exactly (the
+    encodings Prometheus writes): valid without the general walk."""
+    size = end - pos
+    if size >= 11 and data[pos] == 0x09 and data[pos + 9] == 0x10:
+        return _ONE_VARINT(data, pos + 10, end) is not None
+    if size >= 2 and data[pos] == 0x10:
+        return _ONE_VARINT(data, pos + 1, end) is not None
+    return False
+
+
 def _expect(wire: int, wanted: int, message: str, label: str, field_at: int) -> None:
     if wire != wanted:
         raise DecodeError(
@@ -546,6 +563,8 @@ def _expect(wire: int, wanted: int, message: str, label: str, field_at: int) -> 
 
 
 def _packed_varints(data: bytes, pos: int, end: int, message: str, label: str) -> None:
+    if _VARINTS(data, pos, end) is not None:  # one C call; the loop below words an error
+        return
     read: Callable[[bytes, int, int], tuple[int, int]] = _varint
     try:
         while pos < end:
