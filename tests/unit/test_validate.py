@@ -14,7 +14,14 @@ import pytest
 from hand_proto import key, label, ld, sample, series
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import canonical, odd_v1_requests, pb_varint, v1_batches, v2_batches
+from strategies import (
+    canonical,
+    odd_v1_requests,
+    odd_v2_requests,
+    pb_varint,
+    v1_batches,
+    v2_batches,
+)
 
 from gotk_relay.model import Batch, Histogram, Labels, Sample, Series
 from gotk_relay.wire import remote_pb2, rw1, rw2, scan, validate, write_v2_pb2
@@ -25,6 +32,7 @@ from gotk_relay.wire.labels import (
     Limits,
     TooManySamplesError,
     TooManySeriesError,
+    is_sorted,
 )
 
 UP = (b"__name__", b"up")
@@ -391,3 +399,14 @@ def test_fuzz_v2_whatever_passes_check_v2_upb_reads(raw: bytes) -> None:
         assert str(exc) and "\n" not in str(exc)
         return
     write_v2_pb2.Request.FromString(raw)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(odd_v2_requests())
+def test_any_valid_v2_encoding_is_accepted_and_decoded_sorted(case: tuple[bytes, Batch]) -> None:
+    raw, batch = case
+    validate.check_v2(raw)
+    decoded = rw2.decode_counted(raw)
+    assert canonical(decoded.batch) == canonical(rw2.decode(rw2.encode(batch)))
+    unsorted = sum(1 for s in rw2.decode(raw, validate=False).series if not is_sorted(s.labels))
+    assert decoded.sorted == unsorted
