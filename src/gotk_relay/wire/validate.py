@@ -24,7 +24,7 @@ only that series' bytes change and the request keeps its length.
 Order of the checks: the request's own fields (framing of every top-level field), then the
 series count (413), then the point count (413, counted by upb in C first, so an oversized
 request is never walked here), then every MetricMetadata, then series by series, each: its
-framing, label limits (400), then the label rules (400). Cost: ~18 µs per series of Prometheus'
+framing, label limits (400), then the label rules (400). Cost: ~9 µs CPU per series of Prometheus'
 shape (the shapes it writes are read in a few byte comparisons), so a caller that runs this on
 a large request (the default path does only for one the compiled scanner refused) should keep
 it off the event loop or bound the request. Errors: ``DecodeError``, ``LabelLimitError``,
