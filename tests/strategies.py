@@ -141,3 +141,244 @@ def canonical(batch: Batch) -> object:
         return x
 
     return f(batch)
+
+
+# -- requests in every encoding protobuf allows (for the strict check, wire.validate) -------
+
+
+def pb_varint(value: int, pad: int = 0, width: int = 10) -> bytes:
+    """``value`` (two's complement when negative) as a varint, ``pad`` bytes longer than needed
+    but at most ``width`` bytes in all: 10 for a value, 5 for a key or a length (upb's limit)."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    pad = max(0, min(pad, width - 1 - len(out)))
+    if pad:
+        out.append(value | 0x80)
+        out.extend(b"\x80" * (pad - 1))
+        out.append(0)
+    else:
+        out.append(value)
+    return bytes(out)
+
+
+def _zigzag(value: int) -> int:
+    return (value << 1) ^ (value >> 63)
+
+
+Field = tuple[int, bytes]  # field number, whole encoded field (key included)
+
+
+class OddEncoder:
+    """Encodes the model as protobuf in any way a valid encoder may: fields in any order
+    (repeated fields keep their relative order), varints wider than needed, unknown fields,
+    packed or unpacked repeated scalars, repeated Label name/value fields (the last wins)."""
+
+    def __init__(self, draw: st.DrawFn, *, shuffle_labels: bool = True) -> None:
+        self.draw = draw
+        self.shuffle_labels = shuffle_labels
+        self.written: list[Labels] = []  # each series' labels in the order encoded
+
+    def pad(self) -> int:
+        return self.draw(st.sampled_from([0, 0, 0, 1, 3]))
+
+    def key(self, number: int, wire: int) -> bytes:
+        return pb_varint(number << 3 | wire, self.pad(), 5)
+
+    def varint(self, number: int, value: int) -> Field:
+        return number, self.key(number, 0) + pb_varint(value, self.pad())
+
+    def double(self, number: int, value: float) -> Field:
+        return number, self.key(number, 1) + struct.pack("<d", value)
+
+    def ld(self, number: int, payload: bytes) -> Field:
+        return number, self.key(number, 2) + pb_varint(len(payload), self.pad(), 5) + payload
+
+    def unknown(self) -> list[Field]:
+        out: list[Field] = []
+        for _ in range(self.draw(st.sampled_from([0, 0, 0, 1, 2]))):
+            number = self.draw(st.integers(20, 2**29 - 1))
+            wire = self.draw(st.sampled_from([0, 1, 2, 5]))
+            if wire == 0:
+                out.append(self.varint(number, self.draw(st.integers(0, 2**64 - 1))))
+            elif wire == 1:
+                out.append((number, self.key(number, 1) + bytes(8)))
+            elif wire == 5:
+                out.append((number, self.key(number, 5) + b"\x01\x02\x03\x04"))
+            else:
+                out.append(self.ld(number, self.draw(st.binary(max_size=6))))
+        return out
+
+    def message(self, fields: list[Field]) -> bytes:
+        """The fields in an order protobuf reads as the same message, unknown fields among them."""
+        fields = fields + self.unknown()
+        order = self.draw(st.permutations(range(len(fields))))
+        slots: dict[int, list[int]] = {}
+        for position in order:
+            slots.setdefault(fields[position][0], []).append(position)
+        # Each field number's occurrences keep their order among the positions they got.
+        by_number: dict[int, list[bytes]] = {}
+        for number, data in fields:
+            by_number.setdefault(number, []).append(data)
+        placed: list[bytes] = [b""] * len(fields)
+        for number, positions in slots.items():
+            for position, data in zip(sorted(positions), by_number[number], strict=True):
+                placed[position] = data
+        return b"".join(placed)
+
+    def label(self, name: str, value: str) -> bytes:
+        fields: list[Field] = []
+        if self.draw(st.booleans()):  # an earlier occurrence the last one overrides
+            fields.append(self.ld(1, b"overridden"))
+            fields.append(self.ld(2, b"overridden"))
+        if name or self.draw(st.booleans()):
+            fields.append(self.ld(1, name.encode()))
+        if value or self.draw(st.booleans()):
+            fields.append(self.ld(2, value.encode()))
+        return self.message(fields)
+
+    def labels(self, labels: Labels) -> list[Field]:
+        return [self.ld(1, self.label(k, v)) for k, v in labels]
+
+    def scalars(
+        self, number: int, values: tuple[int, ...] | tuple[float, ...], kind: str
+    ) -> list[Field]:
+        if not values:
+            return []
+        if kind == "double":
+            if self.draw(st.booleans()):
+                return [self.ld(number, b"".join(struct.pack("<d", v) for v in values))]
+            return [self.double(number, float(v)) for v in values]
+        encoded = [int(v) if kind == "uint" else _zigzag(int(v)) for v in values]
+        if self.draw(st.booleans()):
+            return [self.ld(number, b"".join(pb_varint(v, self.pad()) for v in encoded))]
+        return [self.varint(number, v) for v in encoded]
+
+    def histogram(self, hist: Histogram) -> bytes:
+        fields: list[Field] = []
+        if hist.is_float:
+            fields += [
+                self.double(2, float(hist.count_value)),
+                self.double(7, float(hist.zero_count)),
+            ]
+        else:
+            fields += [self.varint(1, int(hist.count_value)), self.varint(6, int(hist.zero_count))]
+        fields += [
+            self.double(3, hist.sum),
+            self.varint(4, _zigzag(hist.schema)),
+            self.double(5, hist.zero_threshold),
+            self.varint(14, hist.reset_hint),
+            self.varint(15, hist.timestamp),
+        ]
+        for number, spans in ((8, hist.negative_spans), (11, hist.positive_spans)):
+            for span in spans:
+                body = self.message(
+                    [self.varint(1, _zigzag(span.offset)), self.varint(2, span.length)]
+                )
+                fields.append(self.ld(number, body))
+        fields += self.scalars(9, hist.negative_deltas, "sint")
+        fields += self.scalars(10, hist.negative_counts, "double")
+        fields += self.scalars(12, hist.positive_deltas, "sint")
+        fields += self.scalars(13, hist.positive_counts, "double")
+        fields += self.scalars(16, hist.custom_values, "double")
+        return self.message(fields)
+
+    def series(self, item: Series) -> bytes:
+        labels = item.labels
+        if self.shuffle_labels:
+            labels = tuple(self.draw(st.permutations(labels)))
+        self.written.append(labels)
+        fields = self.labels(labels)
+        for sample in item.samples:
+            body = self.message([self.double(1, sample.value), self.varint(2, sample.timestamp)])
+            fields.append(self.ld(2, body))
+        for ex in item.exemplars:
+            body = self.message(
+                [*self.labels(ex.labels), self.double(2, ex.value), self.varint(3, ex.timestamp)]
+            )
+            fields.append(self.ld(3, body))
+        for hist in item.histograms:
+            fields.append(self.ld(4, self.histogram(hist)))
+        return self.message(fields)
+
+    def request(self, batch: Batch) -> bytes:
+        fields = [self.ld(1, self.series(item)) for item in batch.series]
+        for meta in batch.metadata:
+            body = self.message(
+                [
+                    self.varint(1, int(meta.type)),
+                    self.ld(2, meta.family.encode()),
+                    self.ld(4, meta.help.encode()),
+                    self.ld(5, meta.unit.encode()),
+                ]
+            )
+            fields.append(self.ld(3, body))
+        return self.message(fields)
+
+
+@st.composite
+def odd_v1_requests(draw: st.DrawFn, *, shuffle_labels: bool = True) -> tuple[bytes, Batch]:
+    """A valid remote write 1.0 request in an encoding Prometheus never writes, and the batch it
+    holds (labels as encoded: maybe unsorted)."""
+    batch = draw(v1_batches())
+    encoder = OddEncoder(draw, shuffle_labels=shuffle_labels)
+    raw = encoder.request(batch)
+    written = tuple(
+        item._replace(labels=labels)
+        for item, labels in zip(batch.series, encoder.written, strict=True)
+    )
+    return raw, batch._replace(series=written)
+
+
+@st.composite
+def odd_v2_requests(draw: st.DrawFn) -> tuple[bytes, Batch]:
+    """A valid remote write 2.0 request in an encoding the Prometheus client never writes
+    (field order, unknown fields, wide varints, packed or unpacked refs, labels in any order),
+    and the batch it holds, its label sets sorted (as ``rw2.decode`` hands them on)."""
+    batch = draw(v2_batches())
+    encoder = OddEncoder(draw)
+    table: dict[str, int] = {"": 0}
+
+    def ref(text: str) -> int:
+        return table.setdefault(text, len(table))
+
+    def refs(labels: Labels) -> list[Field]:
+        numbers = tuple(r for name, value in labels for r in (ref(name), ref(value)))
+        return encoder.scalars(1, numbers, "uint")
+
+    series_fields: list[Field] = []
+    for item in batch.series:
+        fields = refs(tuple(draw(st.permutations(item.labels))))
+        for s in item.samples:
+            body = encoder.message(
+                [
+                    encoder.double(1, s.value),
+                    encoder.varint(2, s.timestamp),
+                    encoder.varint(3, s.start_timestamp),
+                ]
+            )
+            fields.append(encoder.ld(2, body))
+        for hist in item.histograms:
+            fields.append(encoder.ld(3, encoder.histogram(hist)))
+        for ex in item.exemplars:
+            body = encoder.message(
+                [*refs(ex.labels), encoder.double(2, ex.value), encoder.varint(3, ex.timestamp)]
+            )
+            fields.append(encoder.ld(4, body))
+        if item.metadata is not None:
+            meta = item.metadata
+            body = encoder.message(
+                [
+                    encoder.varint(1, int(meta.type)),
+                    encoder.varint(3, ref(meta.help)),
+                    encoder.varint(4, ref(meta.unit)),
+                ]
+            )
+            fields.append(encoder.ld(5, body))
+        if item.created_timestamp:
+            fields.append(encoder.varint(6, item.created_timestamp))
+        series_fields.append(encoder.ld(5, encoder.message(fields)))
+    symbols = [encoder.ld(4, text.encode()) for text in table]  # in ref order, "" first
+    return encoder.message(symbols + series_fields), batch

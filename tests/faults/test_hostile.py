@@ -19,10 +19,10 @@ Statuses, as README, ``server.py`` and the receiver limits document them:
   string field (upb refuses it in proto3 strings), label sets the spec forbids, v2 symbol
   references out of range, a series over a per-series label limit (as Mimir answers);
 - 408 a body not complete within ``read_timeout``; 503 beyond ``max_concurrent_requests``;
-- 204 the edge cases that *are* valid: an empty WriteRequest (snappy of zero bytes), and a
-  field with a mismatched wire type at the top level, which protobuf parsers keep as an
-  unknown field (forward compatibility), leaving an empty request. A zero-byte body is not a
-  snappy block at all: 400, as Prometheus' own receiver answers.
+- 204 the edge cases that *are* valid: an empty WriteRequest (snappy of zero bytes), a label
+  set with an empty value or not sorted by name (sorted on the way). A declared field of
+  another wire type is refused (400) as Prometheus 3 and Mimir refuse it. A zero-byte body is
+  not a snappy block at all: 400, as Prometheus' own receiver answers.
 """
 
 from __future__ import annotations
@@ -194,8 +194,8 @@ CORPUS: list[Case] = [
     Case("protobuf-length-past-end", 400, "field length beyond the message", snappy.compress(b"\x0a\x64abc")),
     Case("protobuf-end-group-without-start", 400, "wire type 4 alone", snappy.compress(b"\x0c")),
     Case("protobuf-field-number-zero", 400, "field 0 does not exist", snappy.compress(b"\x00\x01")),
-    Case("protobuf-wrong-wire-type-top-level", 204, "kept as an unknown field: an empty request", snappy.compress(b"\x08\x01")),
-    Case("protobuf-wrong-wire-type-in-series", 400, "labels lost as unknown field: no metric name", snappy.compress(b"\x0a\x02\x08\x01")),
+    Case("protobuf-wrong-wire-type-top-level", 400, "a declared field of another wire type (Prometheus 3, Mimir)", snappy.compress(b"\x08\x01")),
+    Case("protobuf-wrong-wire-type-in-series", 400, "a declared field of another wire type (Prometheus 3, Mimir)", snappy.compress(b"\x0a\x02\x08\x01")),
     Case("protobuf-truncated-double", 400, "sample value cut short", snappy.compress(b"\x0a\x05\x12\x03\x09\x00\x00")),
     # Strings and label sets
     Case("invalid-utf8-label-name", 400, "upb refuses bad UTF-8 in proto3 strings", _pb_string_label(b"\xff\xfe", b"x")),
@@ -203,9 +203,9 @@ CORPUS: list[Case] = [
     Case("utf8-encoded-surrogate", 400, "surrogates are not UTF-8", _pb_string_label(b"__name__", b"\xed\xa0\x80")),
     Case("overlong-utf8", 400, "overlong encodings are not UTF-8", _pb_string_label(b"__name__", b"\xc0\xaf")),
     Case("empty-label-name", 400, "spec: names are non-empty", _unchecked_v1([("", "x"), ("__name__", "up")])),
-    Case("empty-label-value", 400, "spec: empty values are dropped by senders", _unchecked_v1([("__name__", "up"), ("job", "")])),
+    Case("empty-label-value", 204, "an empty value means no such label (Prometheus 3, Mimir)", _unchecked_v1([("__name__", "up"), ("job", "")])),
     Case("duplicate-label-name", 400, "spec: no name twice", _unchecked_v1([("__name__", "up"), ("job", "a"), ("job", "b")])),
-    Case("unsorted-labels", 400, "spec: sorted by name", _unchecked_v1([("job", "a"), ("__name__", "up")])),
+    Case("unsorted-labels", 204, "sorted on the way, as Prometheus and VictoriaMetrics accept it", _unchecked_v1([("job", "a"), ("__name__", "up")])),
     Case("no-metric-name", 400, "spec: __name__ is required", _unchecked_v1([("job", "a")])),
     # Receiver limits
     Case("too-many-series", 413, "max_series_per_request 1000", _v1(_series(("__name__", "up"), n=1001))),
@@ -350,6 +350,7 @@ def _relay(factory: pytest.TempPathFactory, validation: str) -> Iterator[RelayPr
 # only). With no Flux name in these bodies, framing answers them 204.
 FULL_ONLY = frozenset(
     {
+        "protobuf-wrong-wire-type-top-level",
         "protobuf-wrong-wire-type-in-series",
         "protobuf-truncated-double",
         "invalid-utf8-label-name",
@@ -357,9 +358,7 @@ FULL_ONLY = frozenset(
         "utf8-encoded-surrogate",
         "overlong-utf8",
         "empty-label-name",
-        "empty-label-value",
         "duplicate-label-name",
-        "unsorted-labels",
         "no-metric-name",
         "too-many-labels",
         "label-name-too-long",

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from harness import ScriptedReceiver, eventually, gauge_batch, receivers, relay_client, rw_body
+from harness import (
+    Reply,
+    ScriptedReceiver,
+    eventually,
+    gauge_batch,
+    receivers,
+    relay_client,
+    rw_body,
+)
 
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
 from gotk_relay.relay import Relay
@@ -108,22 +116,17 @@ async def test_a_request_holding_only_flux_series_is_fully_decoded() -> None:
     }
 
 
-async def test_label_sets_are_not_judged_on_the_pass_through_path() -> None:
-    """Documented trade-off: framing is checked, label order is left to the destination."""
-    request = remote_pb2.WriteRequest()
-    ts = request.timeseries.add()
-    ts.labels.add(name="job", value="a")
-    ts.labels.add(name="__name__", value="up")
-    ts.samples.add(value=1, timestamp=1)
-    receiver = ScriptedReceiver()
+async def test_a_request_the_destination_refuses_is_dropped_and_counted() -> None:
+    """Framing is checked at the edge (400); a request the destination still refuses with 400
+    is dropped and counted instead of retried. (Label sets: see test_strict_corpus.)"""
+    receiver = ScriptedReceiver(script=[Reply(400, body="bad data")])
     async with receivers(receiver), relay_client(_config(receiver.url)) as (client, relay):
         headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
         broken = snappy.compress(b"\x0a\x05\x0a\x03")
         assert (await client.post("/api/v1/write", data=broken, headers=headers)).status == 400
-        body = snappy.compress(request.SerializeToString())
+        body, _ = rw_body(gauge_batch(["up"], 1))
         assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
         labels = {"destination": "d", "reason": "http_400"}
-        # The destination refuses it; the relay counts the drop instead of retrying.
         await eventually(
             lambda: (
                 relay.telemetry.registry.get_sample_value(

@@ -12,8 +12,7 @@ CONFIG = {
     "flux": {"mode": "off"},
     "receiver": {"max_request_bytes": 4096, "max_decompressed_bytes": 65536},
 }
-# Every series decoded and checked at the edge (the default, framing, checks the label sets of
-# the series the rules read only: see test_framing_checks_the_series_the_rules_read).
+# Every series decoded and checked at the edge (test_strict_corpus runs the default path too).
 FULL = {**CONFIG, "receiver": {**CONFIG["receiver"], "validation": "full"}}
 V1_HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
 V2_HEADERS = {
@@ -27,6 +26,16 @@ def _unsorted(name: str = "up") -> bytes:
     ts = req.timeseries.add()
     ts.labels.add(name="job", value="a")
     ts.labels.add(name="__name__", value=name)
+    ts.samples.add(value=1, timestamp=1)
+    return snappy.compress(req.SerializeToString())
+
+
+def _duplicate(name: str = "up") -> bytes:
+    req = remote_pb2.WriteRequest()
+    ts = req.timeseries.add()
+    ts.labels.add(name="__name__", value=name)
+    ts.labels.add(name="job", value="a")
+    ts.labels.add(name="job", value="b")
     ts.samples.add(value=1, timestamp=1)
     return snappy.compress(req.SerializeToString())
 
@@ -69,7 +78,7 @@ MALFORMED = [
         400,
         "invalid protobuf",
     ),
-    ("unsorted-labels", V1_HEADERS, _unsorted(), 400, "not sorted"),
+    ("duplicate-label", V1_HEADERS, _duplicate(), 400, 'duplicate label name "job"'),
     ("v2-ref-out-of-range", V2_HEADERS, _v2_bad_ref(), 400, "out of range"),
 ]
 
@@ -136,16 +145,25 @@ async def test_missing_content_type_means_v1() -> None:
         assert response.status == 204
 
 
-@pytest.mark.parametrize(
-    ("name", "status"), [("gotk_resource_info", 400), ("up", 204)], ids=["read", "forwarded"]
-)
-async def test_framing_checks_the_series_the_rules_read(name: str, status: int) -> None:
-    """Under the default ``validation: framing`` a series the Flux rules read is decoded and
-    checked (400), any other goes to the destinations as it came (they judge its labels)."""
-    config = {**CONFIG, "flux": {"mode": "legacy"}}
+@pytest.mark.parametrize("validation", ["framing", "full"])
+@pytest.mark.parametrize("name", ["gotk_resource_info", "up"], ids=["read", "forwarded"])
+async def test_unsorted_labels_are_accepted_whoever_reads_the_series(
+    name: str, validation: str
+) -> None:
+    """Prometheus, Mimir and VictoriaMetrics take a label set in any order: so does the relay,
+    a series the Flux rules read included (issue 16 item 3)."""
+    config = {**CONFIG, "flux": {"mode": "legacy"}, "receiver": {"validation": validation}}
     async with relay_client(config) as (client, _):
         response = await client.post("/api/v1/write", data=_unsorted(name), headers=V1_HEADERS)
+        assert response.status == 204, await response.text()
+
+
+async def test_the_rules_refuse_a_bad_series_they_read() -> None:
+    """A series the Flux rules read is decoded and checked on every path (400)."""
+    config = {**CONFIG, "flux": {"mode": "legacy"}}
+    async with relay_client(config) as (client, _):
+        body = _duplicate("gotk_resource_info")
+        response = await client.post("/api/v1/write", data=body, headers=V1_HEADERS)
         text = await response.text()
-        assert response.status == status, text
-        if status == 400:
-            assert "not sorted" in text and text.count("\n") == 1
+        assert response.status == 400, text
+        assert "duplicate label name" in text and text.count("\n") == 1

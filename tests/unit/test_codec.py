@@ -171,18 +171,16 @@ def _v1(*labels: tuple[str, str]) -> bytes:
     [
         (_v1(("job", "x")), "without a metric name"),
         (_v1(("__name__", "up"), ("", "x")), "empty label name"),
-        (_v1(("__name__", "up"), ("job", "")), "empty value"),
         (_v1(("__name__", "up"), ("job", "a"), ("job", "b")), "duplicate label name"),
-        (_v1(("job", "a"), ("__name__", "up")), "not sorted"),
+        (_v1(("__name__", "")), "empty metric name"),
         (b"\x0a\xff\xff\xff\xff\x0f", "invalid protobuf"),
         (b"\x08", "invalid protobuf"),
     ],
     ids=[
         "no-name",
         "empty-name",
-        "empty-value",
         "duplicate",
-        "unsorted",
+        "empty-metric-name",
         "truncated",
         "wrong-wire-type",
     ],
@@ -190,6 +188,25 @@ def _v1(*labels: tuple[str, str]) -> bytes:
 def test_v1_malformed_requests_are_refused_with_a_reason(body: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         rw1.decode(body)
+
+
+@pytest.mark.parametrize(
+    ("labels", "unsorted"),
+    [
+        ((("__name__", "up"), ("job", "")), 0),
+        ((("job", "a"), ("__name__", "up")), 1),
+        ((("z", "1"), ("a", ""), ("__name__", "up")), 1),
+    ],
+    ids=["empty-value", "unsorted", "unsorted-with-empty-value"],
+)
+def test_v1_sets_prometheus_accepts_are_decoded_sorted_and_counted(
+    labels: tuple[tuple[str, str], ...], unsorted: int
+) -> None:
+    """Empty values and any label order are valid (Prometheus 3, Mimir, VictoriaMetrics take
+    them); the decoder hands on the set sorted by name and says how many it sorted."""
+    decoded = rw1.decode_counted(_v1(*labels))
+    assert [s.labels for s in decoded.batch.series] == [tuple(sorted(labels))]
+    assert decoded.sorted == unsorted
 
 
 def _v2(symbols: list[str], refs: list[int], help_ref: int = 0) -> bytes:
@@ -208,12 +225,37 @@ def _v2(symbols: list[str], refs: list[int], help_ref: int = 0) -> bytes:
         (_v2(["", "__name__", "up"], [1, 2, 1]), "odd number"),
         (_v2(["x", "__name__", "up"], [1, 2]), r"symbols\[0\]"),
         (b"\x2a\x03\x0a\x01", "invalid protobuf"),
+        (_v2(["", "__name__", "up", "a"], [1, 2, 3, 2, 3, 2]), 'duplicate label name "a"'),
+        (_v2(["", "__name__", "up", "a"], [3, 2]), "without a metric name"),
+        (_v2(["", "__name__", "up", "a"], [1, 0]), "empty metric name"),
+        (_v2(["", "__name__", "up", "a"], [1, 2, 0, 2]), "empty label name"),
+        (b"\x2a\x02\x10\x01", "samples .2. has wire type VARINT, declared LEN"),
+        (b"\x2a\x02\x13\x14", "group wire type"),
     ],
-    ids=["label-ref", "help-ref", "odd-refs", "symbols0", "truncated"],
+    ids=[
+        "label-ref",
+        "help-ref",
+        "odd-refs",
+        "symbols0",
+        "truncated",
+        "duplicate",
+        "no-name",
+        "empty-name-value",
+        "empty-label-name",
+        "wrong-wire-type",
+        "group",
+    ],
 )
 def test_v2_malformed_requests_are_refused_with_a_reason(body: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         rw2.decode(body)
+
+
+def test_v2_unsorted_label_sets_are_decoded_sorted_and_counted() -> None:
+    body = _v2(["", "__name__", "up", "job", "a", "b", ""], [3, 4, 1, 2, 5, 6])
+    decoded = rw2.decode_counted(body)
+    assert decoded.batch.series[0].labels == (("__name__", "up"), ("b", ""), ("job", "a"))
+    assert decoded.sorted == 1
 
 
 def test_v2_series_with_samples_and_histograms_is_refused() -> None:

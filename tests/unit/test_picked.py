@@ -105,7 +105,8 @@ def test_same_batch_or_error_as_rw1(batch: Batch, limits: Limits) -> None:
 
 @st.composite
 def broken_label_sets(draw: st.DrawFn) -> tuple[tuple[str, str], ...]:
-    """Label sets the spec refuses: unsorted, duplicated, empty, or without a metric name."""
+    """Label sets a sender may get wrong: refused (a name twice, an empty name, no metric name)
+    or accepted and sorted (shuffled, an empty value)."""
     labels = list(draw(label_sets()))
     how = draw(st.sampled_from(["shuffle", "duplicate", "empty-name", "empty-value", "no-name"]))
     if how == "shuffle":
@@ -269,8 +270,11 @@ def test_too_many_series_is_refused_before_anything_is_decoded() -> None:
     parts = encode(Series(UP, (Sample(1.0, 10),)), Series(UP, (Sample(1.0, 11),)))
     with pytest.raises(TooManySeriesError, match="request has 2 series"):
         picked.decode(parts.series, [], Limits(max_series=1))
-    with pytest.raises(DecodeError, match="invalid protobuf"):  # a parse error comes first
+    # The count is checked once the request's own framing is, before any series is read.
+    with pytest.raises(TooManySeriesError, match="request has 3 series"):
         picked.decode([b"\x0a", *parts.series], [], Limits(max_series=1))
+    with pytest.raises(DecodeError, match=r"invalid protobuf WriteRequest: timeseries\[0\]"):
+        picked.decode([b"\x0a", *parts.series], [], Limits(max_series=3))
 
 
 def test_metadata_is_decoded_and_broken_metadata_refused() -> None:
@@ -332,26 +336,38 @@ def test_series_sharing_several_trailing_samples_keep_them_all() -> None:
 
 USUAL = ld(2, b"\x09" + double(1.0) + b"\x10" + varint(1_764_000_000_000))
 LOOKALIKES = {
-    # A value-only sample, then a top-level varint field 2 (a wire-type mismatch: unknown, so
-    # skipped): the bytes of a usual sample whose length byte says 9 instead of 16.
+    # Value and timestamp inside a label value: not a sample at all.
+    "in-a-label": ld(1, ld(1, b"zz") + ld(2, b"\x12\x0b\x09" + double(2.0) + b"\x10\x05")),
+    # A timestamp varint of 10 bytes: a negative timestamp.
+    "negative": ld(2, b"\x09" + double(1.0) + b"\x10" + varint(-5)),
+}
+# Look-alikes that hold a declared field of the wrong wire type: protobuf libraries skip it as
+# unknown, Prometheus 3 and Mimir refuse the request, and so does the strict check that every
+# request passes before its picked series reach ``picked.decode``.
+REFUSED_LOOKALIKES = {
+    # A value-only sample, then a varint field 2 of the series (samples is LEN): the bytes of
+    # a usual sample whose length byte says 9 instead of 16.
     "short-length": ld(2, b"\x09" + double(4.0)) + b"\x10" + varint(1_764_000_000_000),
     # An empty sample, then the same stray varint.
     "empty-sample": ld(2, b"") + b"\x10" + varint(77),
     # A timestamp-only sample whose length covers the usual sample after it too (inside a
-    # Sample, that one is a field 2 of the wrong wire type: skipped).
+    # Sample, that one is a field 2, timestamp, of the wrong wire type).
     "long-length": b"\x12" + varint(2 + len(USUAL)) + b"\x10\x05" + USUAL,
-    # The same with a value: one sample, not two.
+    # The same with a value.
     "long-length-value": b"\x12"
     + varint(11 + len(USUAL))
     + b"\x09"
     + double(3.0)
     + b"\x10\x05"
     + USUAL,
-    # Value and timestamp inside a label value: not a sample at all.
-    "in-a-label": ld(1, ld(1, b"zz") + ld(2, b"\x12\x0b\x09" + double(2.0) + b"\x10\x05")),
-    # A timestamp varint of 10 bytes: a negative timestamp.
-    "negative": ld(2, b"\x09" + double(1.0) + b"\x10" + varint(-5)),
 }
+
+
+@pytest.mark.parametrize("tail", list(REFUSED_LOOKALIKES.values()), ids=list(REFUSED_LOOKALIKES))
+def test_sample_lookalikes_of_the_wrong_wire_type_are_refused(tail: bytes) -> None:
+    head = b"".join(label_field(k, v) for k, v in UP)
+    with pytest.raises(DecodeError, match=r"has wire type [A-Z0-9]+, declared"):
+        rw1.decode(scan.rebuild([head + USUAL, head + tail]))
 
 
 @pytest.mark.parametrize("tail", list(LOOKALIKES.values()), ids=list(LOOKALIKES))

@@ -5,6 +5,7 @@ receiver's configurable bounds on what one request may hold.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,6 +71,15 @@ def check_series_count(count: int, limits: Limits) -> None:
         )
 
 
+def check_points(count: int, limits: Limits) -> None:
+    """Refuse a request with more samples + histograms than ``max_samples``."""
+    if count > limits.max_samples:
+        raise TooManySamplesError(
+            f"request has {count} samples and histograms, over "
+            f"receiver.max_samples_per_request ({limits.max_samples}); send smaller requests"
+        )
+
+
 def check_series(labels: Labels, limits: Limits = NO_LIMITS, *, validate: bool = True) -> None:
     """Raise ``LabelLimitError`` for a breached limit, ``DecodeError`` for a spec violation.
 
@@ -110,13 +120,13 @@ def _length_problem(name: str, value: str, limits: Limits) -> str | None:
     size = _utf8_len(name)
     if size > limits.max_label_name_length:
         return (
-            f"label name {_clip(name)!r} of {size} bytes, over "
+            f"label name {clip(name)!r} of {size} bytes, over "
             f"receiver.max_label_name_length ({limits.max_label_name_length})"
         )
     size = _utf8_len(value)
     if size > limits.max_label_value_length:
         return (
-            f"value of label {_clip(name)!r} of {size} bytes, over "
+            f"value of label {clip(name)!r} of {size} bytes, over "
             f"receiver.max_label_value_length ({limits.max_label_value_length})"
         )
     return None
@@ -126,39 +136,72 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _clip(text: str, keep: int = 40) -> str:
+def clip(text: str, keep: int = 40) -> str:
     return text if len(text) <= keep else text[: keep - 3] + "..."
 
 
 def label_problem(labels: Labels) -> str | None:
     """Why ``labels`` is not a valid remote-write label set, or None when it is.
 
-    The rules are the spec's: a metric name, no empty names or values, sorted by name with no
-    name twice. A receiver that stored such a series would corrupt the destination's index, so
-    the request is refused (400) rather than forwarded.
+    The rules Prometheus 3 and Mimir apply: non-empty names, no name twice, a non-empty metric
+    name (``__name__``). Empty values are allowed (they mean "no such label"), and so is any
+    order: the codecs sort a label set (``sort_labels``) rather than refuse it. A receiver that
+    stored a refused set would corrupt the destination's index, so the request is refused (400).
     """
-    previous = ""
-    has_name = False
+    seen: set[str] = set()
+    metric: str | None = None
     for name, value in labels:
         if not name:
             return "empty label name"
-        if not value:
-            return f"empty value for label {name!r}"
-        if name <= previous:
-            if name == previous:
-                return f"duplicate label name {name!r}"
-            return f"labels not sorted by name ({previous!r} before {name!r})"
+        if name in seen:
+            return f"duplicate label name {quote(name)}"
+        seen.add(name)
         if name == "__name__":
-            has_name = True
-        previous = name
-    if not has_name:
+            metric = value
+    if metric is None:
         return "series without a metric name (__name__)"
+    if not metric:
+        return "empty metric name (__name__)"
     return None
+
+
+def is_sorted(labels: Labels) -> bool:
+    """Whether the names ascend (strictly, for a set ``label_problem`` accepts)."""
+    return all(labels[i][0] < labels[i + 1][0] for i in range(len(labels) - 1))
+
+
+def sort_labels(labels: Labels) -> Labels:
+    """``labels`` in name order; the very tuple when it is in order already.
+
+    Code points order str as UTF-8 bytes order, so this is the order Prometheus sorts in.
+    """
+    return labels if is_sorted(labels) else tuple(sorted(labels))
+
+
+def quote(text: str) -> str:
+    return '"' + _one_line(text) + '"'
+
+
+def _one_line(text: str) -> str:
+    """Quotes and line breaks escaped, as Go's %q would: a reason stays one readable line."""
+    if '"' in text or "\n" in text or "\r" in text:
+        return text.replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def describe_raw(pairs: Sequence[tuple[bytes, bytes]]) -> str:
+    """``describe`` for label bytes not yet known to be UTF-8 (bad bytes shown as ``\\xNN``)."""
+    return describe(
+        tuple(
+            (name.decode("utf-8", "backslashreplace"), value.decode("utf-8", "backslashreplace"))
+            for name, value in pairs
+        )
+    )
 
 
 def describe(labels: Labels) -> str:
     """``name{a="b"}`` for error messages; long sets are cut so a reason stays one line."""
     name = next((v for k, v in labels if k == "__name__"), "")
-    rest = ",".join(f'{k}="{v}"' for k, v in labels if k != "__name__")
-    text = f"{name}{{{rest}}}"
+    rest = ",".join(f'{_one_line(k)}="{_one_line(v)}"' for k, v in labels[:100] if k != "__name__")
+    text = f"{_one_line(name)}{{{rest}}}"
     return text if len(text) <= 200 else text[:197] + "..."

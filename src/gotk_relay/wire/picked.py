@@ -21,6 +21,8 @@ timestamp, or timestamp alone for a value of 0, the timestamp a varint of at mos
 never negative); anything else (histograms, exemplars, a timestamp of 0, a negative one, odd field
 order) decodes that series through ``rw1`` as before.
 
+Label sets not sorted by name come out sorted, as ``rw1.decode`` sorts them.
+
 Verdicts depend on the limits, so there is one cache per ``Limits`` value: a reload with other
 limits never reuses a label set accepted under the old ones. Caches are bounded and cleared when
 full; the relay is single-threaded (asyncio), and a cleared cache only costs the next decode.
@@ -35,7 +37,7 @@ from typing import Final
 from ..model import Batch, FamilyMetadata, Labels, Sample, Series
 from . import rw1, scan
 from .errors import DecodeError
-from .labels import Limits, check_series
+from .labels import Limits, check_series, sort_labels
 
 MAX_ENTRIES: Final = 65536  # label sets remembered per Limits value
 MAX_KEY_BYTES: Final = 32 << 20  # and at most this many bytes of label encodings
@@ -131,7 +133,8 @@ def decode(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -
             decoded = rw1.decode(scan.rebuild([series[i] for i in slow]), validate=False).series
             for index, item in zip(slow, decoded, strict=True):
                 check_series(item.labels, limits)
-                out[index] = item
+                ordered = sort_labels(item.labels)
+                out[index] = item if ordered is item.labels else item._replace(labels=ordered)
         except DecodeError:
             return _exact(series, metadata, limits)
     families: tuple[FamilyMetadata, ...] = ()
@@ -169,7 +172,7 @@ def _learn(key: bytes, cache: _LabelCache, limits: Limits) -> Labels | None:
         check_series(alone.labels, limits)
     except DecodeError:
         return None
-    return cache.store(key, alone.labels)
+    return cache.store(key, sort_labels(alone.labels))
 
 
 def _trailing_samples(

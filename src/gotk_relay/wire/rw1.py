@@ -21,33 +21,58 @@ from ..model import (
     Series,
 )
 from . import remote_pb2 as pb
+from . import validate as strict
 from .errors import DecodeError
-from .labels import NO_LIMITS, Limits, check_series, check_series_count
+from .labels import NO_LIMITS, Limits, check_points, check_series, check_series_count
 
 CONTENT_TYPE = "application/x-protobuf"
 VERSION = "0.1.0"
 
 
-def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:
-    """Parse an uncompressed WriteRequest; labels are checked unless ``validate`` is false.
+class Decoded(NamedTuple):
+    """A decoded request and how many of its series had their labels sorted on the way."""
 
-    ``limits`` apply either way; the series count is checked before any series is converted.
+    batch: Batch
+    sorted: int = 0
+
+
+def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:
+    """Parse an uncompressed WriteRequest: ``decode_counted(...).batch``."""
+    return decode_counted(data, validate=validate, limits=limits).batch
+
+
+def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Decoded:
+    """Parse an uncompressed WriteRequest, checked as strictly as Prometheus 3 and Mimir do.
+
+    With ``validate`` the request passes ``validate.survey`` first (protobuf strictness, UTF-8,
+    label rules, every limit; the errors it words are the ones sent back) and label sets not
+    sorted by name come out sorted, counted in ``Decoded.sorted``. Without it (decoding what
+    the relay itself queued) only ``limits`` apply, the series and point counts first.
     """
+    sorted_count = 0
+    if validate:
+        checked = strict.survey(data, frozenset(), frozenset(), limits)
+        data, sorted_count = checked.raw, checked.sorted
     request = pb.WriteRequest()
     try:
         request.ParseFromString(data)
     except ProtoDecodeError as exc:
         raise DecodeError(f"invalid protobuf WriteRequest: {exc}") from exc
-    check_series_count(len(request.timeseries), limits)
+    if not validate:
+        check_series_count(len(request.timeseries), limits)
+        if limits.max_samples < len(data) // 2:  # a point takes 2 bytes at least
+            check_points(
+                sum(len(ts.samples) + len(ts.histograms) for ts in request.timeseries), limits
+            )
     series = tuple(_series(ts) for ts in request.timeseries)
-    if validate or limits.bounds_labels:
+    if not validate and limits.bounds_labels:
         for item in series:
-            check_series(item.labels, limits, validate=validate)
+            check_series(item.labels, limits, validate=False)
     metadata = tuple(
         FamilyMetadata(m.metric_family_name, _metric_type(m.type), m.help, m.unit)
         for m in request.metadata
     )
-    return Batch(series, metadata)
+    return Decoded(Batch(series, metadata), sorted_count)
 
 
 def encode(batch: Batch) -> bytes:

@@ -11,33 +11,67 @@ from collections.abc import Mapping
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
+from . import validate as strict
 from . import write_v2_pb2 as pb
 from .errors import DecodeError
-from .labels import NO_LIMITS, Limits, check_series, check_series_count, describe
-from .rw1 import fill_histogram, histogram_from_proto
+from .labels import (
+    NO_LIMITS,
+    Limits,
+    check_points,
+    check_series,
+    check_series_count,
+    describe,
+    is_sorted,
+)
+from .rw1 import Decoded, fill_histogram, histogram_from_proto
 
 CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 VERSION = "2.0.0"
 
 
 def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:
-    """Parse an uncompressed v2 Request; ``limits`` apply even when ``validate`` is false."""
+    """Parse an uncompressed v2 Request: ``decode_counted(...).batch``."""
+    return decode_counted(data, validate=validate, limits=limits).batch
+
+
+def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Decoded:
+    """Parse an uncompressed v2 Request, checked as strictly as ``rw1.decode_counted``.
+
+    With ``validate``: the protobuf encoding (``validate.check_v2``), every symbol reference,
+    the label rules and limits per series in request order; a label set not sorted by name is
+    sorted (counted in ``Decoded.sorted``). ``limits`` apply even when ``validate`` is false.
+    """
+    if validate:
+        strict.check_v2(data)
     request = pb.Request()
     try:
         request.ParseFromString(data)
     except ProtoDecodeError as exc:
         raise DecodeError(f"invalid protobuf io.prometheus.write.v2.Request: {exc}") from exc
     check_series_count(len(request.timeseries), limits)
+    if limits.max_samples < len(data) // 2:  # a point takes 2 bytes at least
+        check_points(sum(len(ts.samples) + len(ts.histograms) for ts in request.timeseries), limits)
     symbols = tuple(request.symbols)
     if symbols and symbols[0] != "":
         raise DecodeError("symbols[0] must be the empty string")
     series: list[Series] = []
+    sorted_count = 0
     for index, ts in enumerate(request.timeseries):
         labels = _resolve_pairs(symbols, ts.labels_refs, f"timeseries[{index}].labels_refs")
         if validate or limits.bounds_labels:
-            check_series(labels, limits, validate=validate)
-        if validate and ts.samples and ts.histograms:
-            raise DecodeError(f"series {describe(labels)} carries both samples and histograms")
+            try:
+                check_series(labels, limits, validate=validate)
+            except DecodeError as exc:
+                raise type(exc)(f"{exc} (timeseries[{index}])") from None
+        if validate:
+            if ts.samples and ts.histograms:
+                raise DecodeError(
+                    f"series {describe(labels)} carries both samples and histograms "
+                    f"(timeseries[{index}])"
+                )
+            if not is_sorted(labels):
+                labels = tuple(sorted(labels))
+                sorted_count += 1
         metadata = None
         if ts.HasField("metadata"):
             meta = ts.metadata
@@ -66,7 +100,7 @@ def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) ->
                 created_timestamp=ts.created_timestamp,
             )
         )
-    return Batch(tuple(series), ())
+    return Decoded(Batch(tuple(series), ()), sorted_count)
 
 
 def encode(batch: Batch) -> bytes:
