@@ -15,12 +15,15 @@ series as the exact bytes that came:
   walking the label encoding only of series that contain a name's bytes at all;
 * ``count_points`` counts samples + histograms by a protobuf merge trick, in C;
 * ``rebuild`` frames series/metadata bytes back into a WriteRequest;
-* ``survey`` answers ``frame``'s, ``count_points``' and ``pick``'s questions in one pass over a
-  request in the shape Prometheus writes, in C (``_survey.c``), or says None.
+* ``survey`` checks a request as strictly as Prometheus 3 and Mimir do (protobuf, UTF-8, label
+  names, limits) and answers ``frame``'s, ``count_points``' and ``pick``'s questions, in one
+  pass in C (``_survey.c``), sorting unsorted label sets; None for an invalid request, whose
+  error ``validate.survey`` words.
 
 The input is the *uncompressed* request body. Everything here is pure and returns new objects.
-Nothing validates label names, UTF-8 or sample contents: the receivers downstream do, as they
-do for any sender. Wire format: protobuf encoding, ``proto/remote.proto``.
+Only ``survey`` validates label sets; the other functions check framing at most. Sample values
+and timestamps are never judged (any float bits and any int64 are valid). Wire format: protobuf
+encoding, ``proto/remote.proto``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from . import fastpath_pb2 as _fastpath_pb2
 from .errors import DecodeError
+from .labels import NO_LIMITS, Limits
 
 # Generated code is typed as Any at the boundary (as remote_pb2 is for rw1); tests pin it.
 _pb: Any = _fastpath_pb2
@@ -287,21 +291,40 @@ class Survey(NamedTuple):
 
 
 def survey(
-    raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes] = frozenset()
+    raw: bytes,
+    names: frozenset[bytes],
+    prefixes: frozenset[bytes] = frozenset(),
+    limits: Limits = NO_LIMITS,
+    *,
+    strict: bool = True,
 ) -> Survey | None:
-    """``frame``, ``count_points`` and ``pick`` in one pass, when ``raw`` is in the shape
-    Prometheus writes; None otherwise (any broken request among them): then ask those three.
+    """The request ``raw`` checked and surveyed in one pass (``_survey.c``); None when it is
+    invalid or over ``limits``, or when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS``
+    is set: then ``validate.survey`` (the pure-Python reference, same arguments) raises the
+    worded error or answers the same Survey.
 
-    Why: they cost ≈0.65 ms on a 2000-series request with 100 Flux series (three passes, and
-    a call into RE2 and Python per series found); the walk in ``_survey.c`` ≈0.1 ms. It accepts
-    only requests whose every field is length-delimited and of a number ``remote.proto``
-    declares, with lengths under 256 MiB, and whose labels up to each series' ``__name__`` are
-    a name then a value, so it never has to agree with protobuf on anything subtler. Always None
-    when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS`` is set.
+    Strict (the default, ``receiver.validation: full``): valid protobuf at every level with Go's
+    wire-type rules, every string valid UTF-8, label names non-empty and unique, ``__name__``
+    present and non-empty, and every limit of ``limits`` (series, samples + histograms, labels
+    per series, name and value bytes). Label sets not sorted by name are sorted in
+    ``Survey.raw`` (a copy; the input object itself when none was). Not strict
+    (``receiver.validation: framing``): framing and the series/point limits only, the request
+    forwarded as it came. Why in C: the checks cost about as much as one memory scan, where
+    protobuf and Python take ~30 times as long (docs/performance.md).
     """
     if _native is None:
         return None
-    found = _native.survey(raw, tuple(names), tuple(prefixes))
+    found = _native.survey(
+        raw,
+        tuple(names),
+        tuple(prefixes),
+        limits.max_series,
+        limits.max_samples,
+        limits.max_labels_per_series,
+        limits.max_label_name_length,
+        limits.max_label_value_length,
+        strict,
+    )
     return None if found is None else Survey(*found)
 
 
