@@ -8,8 +8,8 @@
  *
  * What "valid" means (the Python reference, wire/validate.py, raises the worded error for each):
  *  - protobuf at every level of proto/remote.proto, with Go (gogo) semantics as Prometheus 3
- *    and Mimir decode it: fields in any order, varints of up to 10 bytes (keys up to 5, at most
- *    32 bits), unknown field numbers skipped for wire types 0, 1, 2 and 5; a known field number
+ *    and Mimir decode it: fields in any order, varints of up to 10 bytes (keys and lengths up to
+ *    5, as upb reads them: keys of at most 32 bits, lengths under 2 GiB), unknown field numbers skipped for wire types 0, 1, 2 and 5; a known field number
  *    with another wire type is invalid (repeated scalars may be packed or not); groups (3, 4),
  *    wire types 6 and 7 and field number 0 are invalid; every length within its parent, packed
  *    fixed64 lengths a multiple of 8; a Label's repeated name/value keeps the last occurrence;
@@ -74,7 +74,9 @@ rd_key(Bytes d, Py_ssize_t *pos, Py_ssize_t end, uint32_t *field, int *wire)
     return *field != 0 && (*wire == 0 || *wire == 1 || *wire == 2 || *wire == 5);
 }
 
-/* A length that fits within [pos, end): *pos moves past the length varint. */
+/* A length that fits within [pos, end): *pos moves past the length varint. At most 5 bytes and
+ * under 2 GiB, as upb (Python's protobuf) requires of a length; gogo would take 10 bytes, but no
+ * encoder pads a length that far, and what is forwarded must decode everywhere. */
 static inline int
 rd_len(Bytes d, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t *out)
 {
@@ -82,8 +84,11 @@ rd_len(Bytes d, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t *out)
     if (*pos < end && d[*pos] < 0x80) {
         value = d[(*pos)++];
     }
-    else if (!rd_varint(d, pos, end, &value)) {
-        return 0;
+    else {
+        Py_ssize_t start = *pos;
+        if (!rd_varint(d, pos, end, &value) || *pos - start > 5 || value > 0x7FFFFFFFu) {
+            return 0;
+        }
     }
     if (value > (uint64_t)(end - *pos)) {
         return 0;
