@@ -303,7 +303,8 @@ def _odd_unknown(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from([0, 1, 2, 5]))
     key = varint(number << 3 | kind)
     if kind == 0:
-        return key + varint(draw(st.integers(0, 2**64 - 1)), draw(st.integers(0, 1)))
+        value = draw(st.integers(0, 2**64 - 1))
+        return key + varint(value, 10 - len(varint(value)) if draw(st.booleans()) else 0)
     if kind == 1:
         return key + draw(st.binary(min_size=8, max_size=8))
     if kind == 5:
