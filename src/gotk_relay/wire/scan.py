@@ -8,17 +8,15 @@ series as the exact bytes that came:
 * ``split`` slices a WriteRequest into its encoded TimeSeries/MetricMetadata messages with a
   reduced schema (``proto/fastpath.proto``) that upb parses without building nested objects;
   ``frame`` parses the same without making a Python object per series;
-* ``pick`` finds the series whose metric name is one of a few in the request body itself, with
-  no object per series at all (``select`` is its exact fallback);
 * ``mentions`` says in ≈0.02 ms whether a request can hold a series of some names at all;
 * ``select`` finds the series whose ``__name__`` is one of a few names by a C-speed search,
   walking the label encoding only of series that contain a name's bytes at all;
 * ``count_points`` counts samples + histograms by a protobuf merge trick, in C;
 * ``rebuild`` frames series/metadata bytes back into a WriteRequest;
 * ``survey`` checks a request as strictly as Prometheus 3 and Mimir do (protobuf, UTF-8, label
-  names, limits) and answers ``frame``'s, ``count_points``' and ``pick``'s questions, in one
+  names, limits) and answers ``frame``'s, ``count_points``' and ``select``'s questions, in one
   pass in C (``_survey.c``), sorting unsorted label sets; None for an invalid request, whose
-  error ``validate.survey`` words.
+  error ``validate.survey`` words. The relay's write path uses only this one.
 
 The input is the *uncompressed* request body. Everything here is pure and returns new objects.
 Only ``survey`` validates label sets; the other functions check framing at most. Sample values
@@ -185,96 +183,6 @@ def select(
             hits.append(index)
         found = search(joined, ends[index], end)
     return hits
-
-
-def pick(
-    raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes] = frozenset()
-) -> list[bytes] | None:
-    """The encoded series of ``raw`` that ``select`` would pick, found without splitting it; None
-    when a place where a name occurs is not in the shape Prometheus writes (then use ``select``).
-
-    ``raw`` must be a request ``frame`` accepted. A search over the body finds where a name's
-    bytes occur; Prometheus sorts labels, so a series it wrote starts ``0a L 0a l 0a 08 __name__
-    12 v name``, which is read backwards from there. That start is proven to be a series of the
-    request, and not bytes inside some label value that look like one, by parsing the body from
-    the end of the series before it up to that start: the parse succeeds only when it ends on a
-    field boundary, since the request as a whole parses. Nothing is made per series that holds no
-    name, so a request of 2000 series with two Flux series costs ≈0.05 ms instead of ``split``
-    and ``select``'s ≈0.3 ms.
-    """
-    wanted = names | prefixes
-    if not wanted:
-        return []
-    search = _searcher(wanted)
-    end = len(raw)
-    found = search(raw, 0, end)
-    if found < 0:
-        return []
-    if b"" in wanted:  # matches everywhere, and a missing name is not ""
-        return None
-    view = memoryview(raw)
-    # One message takes every proof of the request: one upb arena, not one per series found.
-    # Besides the allocations, protobuf's runtime calls malloc_trim() after every 10000 arena
-    # blocks freed, handing every free page of the heap back to the kernel (to fault in again).
-    parse = _pb.FlatWriteRequest().MergeFromString
-    starts = tuple(prefixes)
-    picked: list[bytes] = []
-    boundary = 0  # a field boundary of the request: 0, then the end of the last series read
-    while found >= 0:
-        located = _series_at(raw, found)
-        if located is None:
-            return None
-        tag_at, body_at, stop = located
-        if tag_at < boundary:
-            return None
-        if tag_at > boundary:
-            try:
-                parse(view[boundary:tag_at])
-            except ProtoDecodeError:  # not a boundary: the look-alike is inside another field
-                return None
-        name = raw[found : found + raw[found - 1]]
-        if name in names or name.startswith(starts):
-            picked.append(raw[body_at:stop])
-        boundary = stop
-        found = search(raw, stop, end)
-    return picked
-
-
-def _series_at(raw: bytes, name_at: int) -> tuple[int, int, int] | None:
-    """(tag, content, end) offsets of the series whose leading ``__name__`` value starts at
-    ``name_at``, if the bytes before it have the shape of one; it is not proven to be one."""
-    body_at = name_at - 14
-    if body_at < 2:
-        return None
-    value_len = raw[name_at - 1]
-    if (
-        value_len >= 0x80 - 12
-        or raw[body_at] != 0x0A
-        or raw[body_at + 1] != value_len + 12
-        or not raw.startswith(_NAME_THEN_VALUE, body_at + 2)
-    ):
-        return None
-    last = body_at - 1
-    high = raw[last]
-    if high >= 0x80:
-        return None
-    low = raw[last - 1]
-    if low >= 0x80 and last >= 2 and raw[last - 2] == 0x0A:  # two length bytes: most series
-        tag_at = last - 2
-        length = high << 7 | low & 0x7F
-    else:
-        tag_at = last - 1
-        while tag_at >= 0 and raw[tag_at] >= 0x80 and last - tag_at < 5:
-            tag_at -= 1
-        if tag_at < 0 or raw[tag_at] != 0x0A:
-            return None
-        length = 0
-        for byte in reversed(raw[tag_at + 1 : body_at]):
-            length = length << 7 | byte & 0x7F
-    stop = body_at + length
-    if length < value_len + 14 or stop > len(raw):
-        return None
-    return tag_at, body_at, stop
 
 
 class Survey(NamedTuple):
