@@ -226,6 +226,23 @@ utf8_ok(Bytes s, Py_ssize_t n)
     return 1;
 }
 
+/* Whether s[0:n] is all ASCII: one test per 8 bytes, the tail folded into the same test. */
+static inline int
+ascii_only(Bytes s, Py_ssize_t n)
+{
+    uint64_t seen = 0;
+    Py_ssize_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t word;
+        memcpy(&word, s + i, 8);
+        seen |= word;
+    }
+    for (; i < n; i++) {
+        seen |= s[i];
+    }
+    return (seen & 0x8080808080808080ull) == 0;
+}
+
 /* -- messages ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -247,6 +264,19 @@ static int
 rd_label(const Walk *w, Py_ssize_t pos, Py_ssize_t end, Label *label)
 {
     Bytes d = w->d;
+    /* The shape every encoder writes: 0a n name 12 v value, lengths under 128. Its tag and
+     * length bytes are ASCII, so one ASCII test of the whole message checks both strings. */
+    if (end - pos >= 4 && d[pos] == 0x0A && d[pos + 1] < 0x80) {
+        Py_ssize_t at = pos + 2 + d[pos + 1];
+        if (end - at >= 2 && d[at] == 0x12 && d[at + 1] < 0x80 && at + 2 + d[at + 1] == end &&
+            (!w->strict || ascii_only(d + pos, end - pos))) {
+            label->name = pos + 2;
+            label->name_len = d[pos + 1];
+            label->value = at + 2;
+            label->value_len = d[at + 1];
+            return 1;
+        }
+    }
     label->name = label->value = pos;
     label->name_len = label->value_len = 0;
     while (pos < end) {
@@ -428,13 +458,16 @@ rd_metadata(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
 
 /* -- a series -------------------------------------------------------------------------- */
 
+/* Byte order, as Go compares strings. A loop, not memcmp: names are short and differ early. */
 static inline int
 name_cmp(Bytes d, const Label *a, const Label *b)
 {
+    Bytes x = d + a->name, y = d + b->name;
     Py_ssize_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
-    int c = memcmp(d + a->name, d + b->name, (size_t)n);
-    if (c != 0) {
-        return c;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (x[i] != y[i]) {
+            return x[i] < y[i] ? -1 : 1;
+        }
     }
     return (a->name_len > b->name_len) - (a->name_len < b->name_len);
 }
@@ -496,15 +529,9 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
         }
         Py_ssize_t stop = pos + length;
         if (field == 1) {
-            Label label;
-            if (!rd_label(w, pos, stop, &label)) {
-                return 0;
-            }
-            label.at = at;
-            label.end = stop;
+            Label scratch, *label = &scratch;
             if (w->strict) {
-                if (info->count >= w->max_labels || label.name_len == 0 ||
-                    label.name_len > w->max_name || label.value_len > w->max_value) {
+                if (info->count >= w->max_labels) {
                     return 0;
                 }
                 if (info->count == w->capacity) {
@@ -517,16 +544,38 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
                     w->labels = bigger;
                     w->capacity = grown;
                 }
-                if (info->count > 0 && name_cmp(d, &w->labels[info->count - 1], &label) > 0) {
-                    info->unsorted = 1;
-                }
-                w->labels[info->count++] = label;
+                /* read into its slot: a copy from the stack costs a store-forwarding stall */
+                label = &w->labels[info->count];
             }
-            else if (!info->found && is_name(d, label.name, label.name_len)) {
+            if (!rd_label(w, pos, stop, label)) {
+                return 0;
+            }
+            label->at = at;
+            label->end = stop;
+            if (w->strict) {
+                if (label->name_len == 0 || label->name_len > w->max_name ||
+                    label->value_len > w->max_value) {
+                    return 0;
+                }
+                if (info->count > 0) {
+                    int order = name_cmp(d, label - 1, label);
+                    if (order == 0) {
+                        return 0; /* a name twice */
+                    }
+                    info->unsorted |= order > 0;
+                }
+                if (is_name(d, label->name, label->name_len)) {
+                    info->found = 1;
+                    info->at = label->value;
+                    info->len = label->value_len;
+                }
+                info->count++;
+            }
+            else if (!info->found && is_name(d, label->name, label->name_len)) {
                 /* framing: the first __name__ label names the series, as scan.metric_name */
                 info->found = 1;
-                info->at = label.value;
-                info->len = label.value_len;
+                info->at = label->value;
+                info->len = label->value_len;
             }
         }
         else if (field == 2 || field == 4) {
@@ -543,18 +592,12 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
     if (!w->strict) {
         return 1;
     }
-    if (info->unsorted) {
+    if (info->unsorted) { /* names twice may be apart until sorted */
         sort_labels(d, w->labels, info->count);
-    }
-    for (Py_ssize_t i = 0; i < info->count; i++) {
-        const Label *label = &w->labels[i];
-        if (i > 0 && name_cmp(d, &w->labels[i - 1], label) == 0) {
-            return 0; /* a name twice */
-        }
-        if (is_name(d, label->name, label->name_len)) {
-            info->found = 1;
-            info->at = label->value;
-            info->len = label->value_len;
+        for (Py_ssize_t i = 1; i < info->count; i++) {
+            if (name_cmp(d, &w->labels[i - 1], &w->labels[i]) == 0) {
+                return 0;
+            }
         }
     }
     return info->found && info->len > 0;
