@@ -259,9 +259,10 @@ typedef struct {
     Py_ssize_t capacity;
 } Walk;
 
-/* A Label message in [pos, end): the last name and value (offsets into d). */
+/* A Label message in [pos, end): the last name and value (offsets into d). 2 (with ``defer``):
+ * in the canonical shape, its UTF-8 left to the caller (check_labels). */
 static int
-rd_label(const Walk *w, Py_ssize_t pos, Py_ssize_t end, Label *label)
+rd_label(const Walk *w, Py_ssize_t pos, Py_ssize_t end, Label *label, int defer)
 {
     Bytes d = w->d;
     /* The shape every encoder writes: 0a n name 12 v value, lengths under 128. Its tag and
@@ -269,12 +270,12 @@ rd_label(const Walk *w, Py_ssize_t pos, Py_ssize_t end, Label *label)
     if (end - pos >= 4 && d[pos] == 0x0A && d[pos + 1] < 0x80) {
         Py_ssize_t at = pos + 2 + d[pos + 1];
         if (end - at >= 2 && d[at] == 0x12 && d[at + 1] < 0x80 && at + 2 + d[at + 1] == end &&
-            (!w->strict || ascii_only(d + pos, end - pos))) {
+            (!w->strict || defer || ascii_only(d + pos, end - pos))) {
             label->name = pos + 2;
             label->name_len = d[pos + 1];
             label->value = at + 2;
             label->value_len = d[at + 1];
-            return 1;
+            return defer ? 2 : 1;
         }
     }
     label->name = label->value = pos;
@@ -342,7 +343,7 @@ rd_exemplar(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
             Py_ssize_t length;
             Label label;
             if (wire != 2 || !rd_len(w->d, &pos, end, &length) ||
-                !rd_label(w, pos, pos + length, &label)) {
+                !rd_label(w, pos, pos + length, &label, 0)) {
                 return 0;
             }
             pos += length;
@@ -460,16 +461,21 @@ rd_metadata(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
 
 /* Byte order, as Go compares strings. A loop, not memcmp: names are short and differ early. */
 static inline int
-name_cmp(Bytes d, const Label *a, const Label *b)
+bytes_cmp(Bytes x, Py_ssize_t x_len, Bytes y, Py_ssize_t y_len)
 {
-    Bytes x = d + a->name, y = d + b->name;
-    Py_ssize_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
+    Py_ssize_t n = x_len < y_len ? x_len : y_len;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (x[i] != y[i]) {
             return x[i] < y[i] ? -1 : 1;
         }
     }
-    return (a->name_len > b->name_len) - (a->name_len < b->name_len);
+    return (x_len > y_len) - (x_len < y_len);
+}
+
+static inline int
+name_cmp(Bytes d, const Label *a, const Label *b)
+{
+    return bytes_cmp(d + a->name, a->name_len, d + b->name, b->name_len);
 }
 
 /* Insertion sort by name: label sets are small and nearly sorted when they are not sorted
@@ -493,21 +499,90 @@ static const char NAME[] = "__name__";
 static inline int
 is_name(Bytes d, Py_ssize_t at, Py_ssize_t length)
 {
-    return length == 8 && memcmp(d + at, NAME, 8) == 0;
+    uint64_t word, name;
+    if (length != 8) {
+        return 0;
+    }
+    memcpy(&word, d + at, 8);
+    memcpy(&name, NAME, 8);
+    return word == name;
 }
 
 typedef struct {
     int found;          /* a __name__ label was read */
     Py_ssize_t at, len; /* its value */
     int unsorted;       /* strict: labels were not in name order */
-    Py_ssize_t count;   /* strict: labels in w->labels */
+    Py_ssize_t count;   /* strict: labels read */
 } SeriesInfo;
 
-/* The series message at [pos, end). */
+/* UTF-8 of a run [at, end) of Label fields rd_label read in the canonical shape (deferred):
+ * one ASCII test for the whole run, as Prometheus writes them one after the other; each string
+ * on its own only when that fails (non-ASCII text, or a field length over 127). */
+static int
+check_labels(Bytes d, Py_ssize_t at, Py_ssize_t end)
+{
+    if (end <= at || ascii_only(d + at, end - at)) {
+        return 1;
+    }
+    while (at < end) {
+        uint32_t field = 0;
+        int wire = 0;
+        Py_ssize_t length = 0;
+        rd_key(d, &at, end, &field, &wire);
+        rd_len(d, &at, end, &length);
+        Py_ssize_t name_len = d[at + 1], value_at = at + 2 + name_len;
+        if (!utf8_ok(d + at + 2, name_len) || !utf8_ok(d + value_at + 2, d[value_at + 1])) {
+            return 0;
+        }
+        at += length;
+    }
+    return 1;
+}
+
+/* The labels of the series at [pos, end), read before, into w->labels (grown as needed). */
+static int
+collect_labels(Walk *w, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t count)
+{
+    if (count > w->capacity) {
+        Label *bigger = PyMem_Realloc(w->labels, (size_t)count * sizeof(Label));
+        if (bigger == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->labels = bigger;
+        w->capacity = count;
+    }
+    Py_ssize_t n = 0;
+    while (pos < end) {
+        uint32_t field = 0;
+        int wire = 0;
+        Py_ssize_t at = pos;
+        rd_key(w->d, &pos, end, &field, &wire);
+        skip(w->d, &pos, end, wire);
+        if (field == 1) {
+            Label *label = &w->labels[n++];
+            Py_ssize_t inner = at, length = 0;
+            /* step over the key (it may be padded) and the length again */
+            rd_key(w->d, &inner, end, &field, &wire);
+            rd_len(w->d, &inner, end, &length);
+            rd_label(w, inner, inner + length, label, 1);
+            label->at = at;
+            label->end = pos;
+        }
+    }
+    return 1;
+}
+
+/* The series message at [pos, end). Labels are compared with the one before as they come, so
+ * a sorted set (nearly all) is checked without being stored; an unsorted one is collected and
+ * sorted afterwards. */
 static int
 rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
 {
     Bytes d = w->d;
+    Py_ssize_t start = pos;
+    Py_ssize_t previous = 0, previous_len = -1; /* the name of the label before */
+    Py_ssize_t run = 0, run_end = -1;             /* canonical labels whose UTF-8 is unchecked */
     info->found = info->unsorted = 0;
     info->count = 0;
     info->at = info->len = 0;
@@ -529,53 +604,46 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
         }
         Py_ssize_t stop = pos + length;
         if (field == 1) {
-            Label scratch, *label = &scratch;
-            if (w->strict) {
-                if (info->count >= w->max_labels) {
-                    return 0;
-                }
-                if (info->count == w->capacity) {
-                    Py_ssize_t grown = w->capacity * 2;
-                    Label *bigger = PyMem_Realloc(w->labels, (size_t)grown * sizeof(Label));
-                    if (bigger == NULL) {
-                        PyErr_NoMemory();
-                        return -1;
-                    }
-                    w->labels = bigger;
-                    w->capacity = grown;
-                }
-                /* read into its slot: a copy from the stack costs a store-forwarding stall */
-                label = &w->labels[info->count];
-            }
-            if (!rd_label(w, pos, stop, label)) {
+            Label label;
+            int read = rd_label(w, pos, stop, &label, w->strict);
+            if (!read) {
                 return 0;
             }
-            label->at = at;
-            label->end = stop;
+            if (read == 2) { /* extend the run, or check it and start another */
+                if (at != run_end) {
+                    if (!check_labels(d, run, run_end)) {
+                        return 0;
+                    }
+                    run = at;
+                }
+                run_end = stop;
+            }
             if (w->strict) {
-                if (label->name_len == 0 || label->name_len > w->max_name ||
-                    label->value_len > w->max_value) {
+                if (++info->count > w->max_labels || label.name_len == 0 ||
+                    label.name_len > w->max_name || label.value_len > w->max_value) {
                     return 0;
                 }
-                if (info->count > 0) {
-                    int order = name_cmp(d, label - 1, label);
+                if (previous_len >= 0) {
+                    int order = bytes_cmp(d + previous, previous_len, d + label.name,
+                                          label.name_len);
                     if (order == 0) {
                         return 0; /* a name twice */
                     }
                     info->unsorted |= order > 0;
                 }
-                if (is_name(d, label->name, label->name_len)) {
+                previous = label.name;
+                previous_len = label.name_len;
+                if (is_name(d, label.name, label.name_len)) {
                     info->found = 1;
-                    info->at = label->value;
-                    info->len = label->value_len;
+                    info->at = label.value;
+                    info->len = label.value_len;
                 }
-                info->count++;
             }
-            else if (!info->found && is_name(d, label->name, label->name_len)) {
+            else if (!info->found && is_name(d, label.name, label.name_len)) {
                 /* framing: the first __name__ label names the series, as scan.metric_name */
                 info->found = 1;
-                info->at = label->value;
-                info->len = label->value_len;
+                info->at = label.value;
+                info->len = label.value_len;
             }
         }
         else if (field == 2 || field == 4) {
@@ -592,7 +660,13 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
     if (!w->strict) {
         return 1;
     }
+    if (!check_labels(d, run, run_end)) {
+        return 0;
+    }
     if (info->unsorted) { /* names twice may be apart until sorted */
+        if (collect_labels(w, start, end, info->count) < 0) {
+            return -1;
+        }
         sort_labels(d, w->labels, info->count);
         for (Py_ssize_t i = 1; i < info->count; i++) {
             if (name_cmp(d, &w->labels[i - 1], &w->labels[i]) == 0) {
