@@ -115,7 +115,7 @@ def _unsorted_request() -> bytes:
     ts.labels.add(name="job", value="a")
     ts.labels.add(name="__name__", value="up")
     ts.samples.add(value=1, timestamp=1)
-    return request.SerializeToString()
+    return bytes(request.SerializeToString())
 
 
 HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}

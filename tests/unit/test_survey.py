@@ -220,7 +220,7 @@ def _model(
             ordered = sorted(labels, key=lambda item: item[0])
             if len({name for name, _, _ in labels}) != len(labels):
                 raise _Invalid
-            metric = dict((name, value) for name, value, _ in labels).get(b"__name__", b"")
+            metric: bytes | None = dict((n, v) for n, v, _ in labels).get(b"__name__", b"")
             if not metric:
                 raise _Invalid
             if ordered != labels:
@@ -652,7 +652,8 @@ def test_an_unsorted_series_is_sorted_and_the_others_kept_byte_for_byte() -> Non
     assert found.raw == plain + sorted_series + plain + meta
     assert found.picked == [plain[2:], sorted_series[2:], plain[2:]]
     assert found.metadata == [ld(2, b"x")]
-    assert scan.survey(raw, frozenset(), frozenset(), strict=False).raw is raw  # framing: as came
+    loose = scan.survey(raw, frozenset(), frozenset(), strict=False)
+    assert loose is not None and loose.raw is raw  # framing: as it came
     agree(raw, frozenset({b"x"}), frozenset())
 
 
