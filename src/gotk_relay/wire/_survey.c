@@ -314,6 +314,14 @@ rd_label(const Walk *w, Py_ssize_t pos, Py_ssize_t end, Label *label, int defer)
 static int
 rd_sample(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
 {
+    /* The shape every encoder writes: 09 <value> 10 <timestamp varint>, nothing after it. */
+    if (end - pos >= 11 && w->d[pos] == 0x09 && w->d[pos + 9] == 0x10) {
+        Py_ssize_t at = pos + 10;
+        uint64_t ignored;
+        if (rd_varint(w->d, &at, end, &ignored) && at == end) {
+            return 1;
+        }
+    }
     while (pos < end) {
         uint32_t field;
         int wire;
@@ -605,8 +613,19 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
         Py_ssize_t stop = pos + length;
         if (field == 1) {
             Label label;
-            int read = rd_label(w, pos, stop, &label, w->strict);
-            if (!read) {
+            int read;
+            /* rd_label's first case, inlined: the shape of nearly every label */
+            Py_ssize_t value_at = length >= 4 ? pos + 2 + d[pos + 1] : stop;
+            if (length >= 4 && d[pos] == 0x0A && d[pos + 1] < 0x80 && stop - value_at >= 2 &&
+                d[value_at] == 0x12 && d[value_at + 1] < 0x80 &&
+                value_at + 2 + d[value_at + 1] == stop) {
+                label.name = pos + 2;
+                label.name_len = d[pos + 1];
+                label.value = value_at + 2;
+                label.value_len = d[value_at + 1];
+                read = w->strict ? 2 : 1;
+            }
+            else if (!(read = rd_label(w, pos, stop, &label, w->strict))) {
                 return 0;
             }
             if (read == 2) { /* extend the run, or check it and start another */
