@@ -402,7 +402,7 @@ def _wanted(name: bytes | None, names: frozenset[bytes], prefixes: frozenset[byt
 
 
 @needs_native
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(odd_encodings(), WATCHED)
 def test_every_valid_encoding_is_accepted(
     raw: bytes, watched: tuple[frozenset[bytes], frozenset[bytes]]
@@ -416,7 +416,7 @@ def test_every_valid_encoding_is_accepted(
 
 
 @needs_native
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=700, deadline=None)
 @given(st.one_of(odd_encodings(), st.builds(rw1.encode, prometheus_batches())), WATCHED, st.data())
 def test_a_damaged_request_is_judged_alike(
     raw: bytes, watched: tuple[frozenset[bytes], frozenset[bytes]], data: st.DataObject
@@ -460,7 +460,7 @@ LIMITS = st.builds(
 
 
 @needs_native
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(odd_encodings(), LIMITS)
 def test_the_limits_are_applied_alike(raw: bytes, limits: Limits) -> None:
     found = agree(raw, frozenset(), frozenset(), limits)
