@@ -49,11 +49,11 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
     if surveyed is None:  # invalid, or no extension: the reference words the error (or agrees)
         surveyed = validate.survey(raw, fast.names, fast.prefixes, bounds)
         scanner = "python"
-    # The body as it came when no label set needed sorting, else the sorted copy recompressed.
     forward_raw = surveyed.raw
-    block = body if forward_raw is raw else compress(forward_raw)
     if fast.keeps_inputs or not surveyed.picked:  # forwarded whole
         metadata = surveyed.metadata if surveyed.picked else []
+        # The body as it came when no label set needed sorting, else the sorted copy.
+        block = body if forward_raw is raw else compress(forward_raw)
         return Scanned(
             block,
             surveyed.points,
