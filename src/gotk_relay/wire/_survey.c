@@ -30,6 +30,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 typedef const unsigned char *Bytes;
 
@@ -226,12 +229,21 @@ utf8_ok(Bytes s, Py_ssize_t n)
     return 1;
 }
 
-/* Whether s[0:n] is all ASCII: one test per 8 bytes, the tail folded into the same test. */
+/* Whether s[0:n] is all ASCII: the bytes OR-ed together 16 (SSE2) or 8 at a time, one test. */
 static inline int
 ascii_only(Bytes s, Py_ssize_t n)
 {
     uint64_t seen = 0;
     Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    __m128i wide = _mm_setzero_si128();
+    for (; n - i >= 16; i += 16) {
+        wide = _mm_or_si128(wide, _mm_loadu_si128((const __m128i *)(s + i)));
+    }
+    if (_mm_movemask_epi8(wide) != 0) {
+        return 0;
+    }
+#endif
     for (; n - i >= 8; i += 8) {
         uint64_t word;
         memcpy(&word, s + i, 8);
