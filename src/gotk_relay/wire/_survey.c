@@ -267,7 +267,7 @@ typedef struct {
     int strict;
     Py_ssize_t max_series, max_points, max_labels, max_name, max_value;
     Py_ssize_t points;
-    Label *labels; /* one series' labels (strict mode) */
+    Label *labels; /* an unsorted series' labels, to sort */
     Py_ssize_t capacity;
 } Walk;
 
