@@ -11,8 +11,9 @@ the rules. With ``flux.keep_source`` (the default) the rules change none of them
 body is forwarded as it came and the synthesized series are queued after it; without it the
 other series are re-framed and forwarded as bytes beside the rules' output.
 
-Only with ``receiver.validation: framing``: pass-through then checks snappy and the protobuf
-framing, not each label set.
+Every request on it is checked as strictly as a decode would (``scan.survey``, in C: protobuf,
+UTF-8, label names, limits; unsorted label sets are sorted), unless ``receiver.validation:
+framing`` asks for framing and counts only.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ _LITERAL = re.compile(r"[A-Za-z0-9_:]*")
 
 def plan(config: Config) -> FastPath | None:
     """The fast path this configuration allows, or None when every request must be decoded."""
-    if config.receiver.validation != "framing" or config.relabel_configs:
+    if config.relabel_configs:
         return None
     for _, _, cfg in config.destinations():
         if cfg.queue_config.min_shards != 1 or cfg.write_relabel_configs:

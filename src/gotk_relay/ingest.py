@@ -1,7 +1,8 @@
 """The fast path's two halves: scanning a request (stateless) and admitting it (stateful).
 
-``scan`` needs only the request and the configuration: it checks the framing, counts points
-and picks the series the rules read, and can run in any process. ``admit`` decodes the picked
+``scan`` needs only the request and the configuration: it checks the request (strictly, unless
+``receiver.validation: framing``), counts points, sorts unsorted label sets and picks the series
+the rules read, and can run in any process. ``admit`` decodes the picked
 series and runs the rules and the queues, which hold state (Flux objects, per-series order), so
 it runs where that state lives. The split is what lets ingest scale over cores without moving
 any state (see docs/scaling.md).
@@ -17,8 +18,7 @@ from .fastpath import FastPath
 from .ingress import limits_of
 from .model import Batch
 from .relay import Admission, Relay
-from .wire import scan
-from .wire.labels import TooManySeriesError
+from .wire import scan, validate
 from .wire.picked import decode as decode_series
 
 
@@ -31,59 +31,55 @@ class Scanned(NamedTuple):
     metadata: list[bytes]  # encoded MetricMetadata of the request
     inputs_forwarded: bool  # ``picked`` are inside ``forward`` too (the rules keep their inputs)
     size: int  # uncompressed request size, for the memory budget / spool estimate
-    scanner: str = "protobuf"  # "c": the compiled survey read it (gotk_relay_scanned_requests)
+    scanner: str = "python"  # "c": the compiled survey read it (gotk_relay_scanned_requests)
+    sorted: int = 0  # series whose labels came unsorted and are forwarded sorted
 
 
 def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath) -> Scanned:
     """Check and reduce a v1 request; ``body`` is its snappy block, ``raw`` that decompressed.
 
-    Raises DecodeError (broken framing) and TooManySeriesError like a full decode would.
+    Raises DecodeError/LabelLimitError (400) and TooManySeriesError/TooManySamplesError (413),
+    worded by ``validate.survey``, for a request the compiled survey refused. With
+    ``receiver.validation: framing`` only the framing and the counts are checked.
     """
-    surveyed = scan.survey(raw, fast.names, fast.prefixes)
-    if surveyed is not None:  # the shape Prometheus writes, in one pass
-        _check_count(surveyed.series, limits)
-        if fast.keeps_inputs or not surveyed.picked:  # forwarded whole, as the bytes that came
-            metadata = surveyed.metadata if surveyed.picked else []
-            return Scanned(body, surveyed.points, surveyed.picked, metadata, True, len(raw), "c")
-        request = scan.frame(raw)
-        points = surveyed.points
-        scanner = "c"
-    else:  # anything else: protobuf and RE2, which also word the errors
-        scanner = "protobuf"
-        request = scan.frame(raw)  # checks the top-level framing
-        _check_count(len(request.timeseries), limits)
-        points = scan.count_points(raw)  # checks each series' framing
-        if fast.keeps_inputs:
-            picked = scan.pick(raw, fast.names, fast.prefixes)
-            if picked is None:  # a name in a place Prometheus does not write it: the exact way
-                series = list(request.timeseries)
-                picked = [
-                    series[i]
-                    for i in scan.select(scan.Split(series, ()), fast.names, fast.prefixes)
-                ]
-            metadata = list(request.metadata) if picked else []
-            return Scanned(body, points, picked, metadata, True, len(raw))
-    # flux.keep_source off and series to take out: the others are re-framed and forwarded.
-    split = scan.Split(list(request.timeseries), list(request.metadata))
-    indices = (
-        scan.select(split, fast.names, fast.prefixes) if scan.mentions(raw, fast.watched) else []
-    )
-    picked = [split.series[i] for i in indices]
-    if not picked:
-        return Scanned(body, points, [], [], True, len(raw), scanner)
-    chosen = set(indices)
-    rest = [s for i, s in enumerate(split.series) if i not in chosen]
-    rest_points = points - scan.count_points(scan.rebuild(picked))
-    forward = compress(scan.rebuild(rest)) if rest else b""
-    return Scanned(forward, rest_points, picked, list(split.metadata), False, len(raw), scanner)
-
-
-def _check_count(count: int, limits: ReceiverConfig) -> None:
-    if count > limits.max_series_per_request:
-        raise TooManySeriesError(
-            f"request has {count} series, over receiver.max_series_per_request "
-            f"({limits.max_series_per_request}); send smaller requests"
+    bounds = limits_of(limits)
+    strict = limits.validation != "framing"
+    surveyed = scan.survey(raw, fast.names, fast.prefixes, bounds, strict=strict)
+    scanner = "c"
+    if surveyed is None:  # invalid, or no extension: the reference words the error (or agrees)
+        surveyed = validate.survey(raw, fast.names, fast.prefixes, bounds)
+        scanner = "python"
+    forward_raw = surveyed.raw
+    if fast.keeps_inputs or not surveyed.picked:  # forwarded whole
+        metadata = surveyed.metadata if surveyed.picked else []
+        # The body as it came when no label set needed sorting, else the sorted copy.
+        block = body if forward_raw is raw else compress(forward_raw)
+        return Scanned(
+            block,
+            surveyed.points,
+            surveyed.picked,
+            metadata,
+            True,
+            len(raw),
+            scanner,
+            surveyed.sorted,
         )
+    # flux.keep_source off and series to take out: the others are re-framed and forwarded.
+    # A series picked is taken out wherever its bytes occur (the same bytes: the same series).
+    taken = set(surveyed.picked)
+    rest = [s for s in scan.frame(forward_raw).timeseries if s not in taken]
+    rest_points = surveyed.points - scan.count_points(scan.rebuild(surveyed.picked))
+    forward = compress(scan.rebuild(rest)) if rest else b""
+    return Scanned(
+        forward,
+        rest_points,
+        surveyed.picked,
+        surveyed.metadata,
+        False,
+        len(raw),
+        scanner,
+        surveyed.sorted,
+    )
 
 
 def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:

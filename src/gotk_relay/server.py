@@ -41,7 +41,7 @@ from .selectors import SelectorError, parse_selectors
 from .telemetry import Telemetry
 from .wire import rw1, rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
-from .wire.labels import LabelLimitError, TooManySeriesError
+from .wire.labels import LabelLimitError, TooManySamplesError, TooManySeriesError
 
 log = logging.getLogger("gotk_relay.server")
 
@@ -252,6 +252,8 @@ def decode_rejection(exc: Exception) -> Rejection | None:
     """The 4xx of a request that does not decode (within the limits); None for other errors."""
     if isinstance(exc, TooManySeriesError):
         return Rejection("too_many_series", 413, str(exc))
+    if isinstance(exc, TooManySamplesError):
+        return Rejection("too_many_samples", 413, str(exc))
     if isinstance(exc, LabelLimitError):
         return Rejection("label_limits", 400, str(exc))
     if isinstance(exc, TooLargeError):
@@ -342,6 +344,8 @@ def count_scanned(telemetry: Telemetry, scanned: ingest.Scanned, picked: Batch) 
     as samples, except in the picked series, which were decoded.
     """
     telemetry.scanned.labels(scanned.scanner).inc()
+    if scanned.sorted:
+        telemetry.sorted_series.inc(scanned.sorted)
     received = telemetry.received
     if scanned.inputs_forwarded:  # the picked series are inside the forwarded block
         histograms = picked.histogram_count

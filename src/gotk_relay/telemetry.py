@@ -60,13 +60,18 @@ class Telemetry:
         self.scanned = Counter(
             "gotk_relay_scanned_requests",
             "Remote-write 1.0 requests admitted on the fast path, by the scanner that read them: "
-            "c (the compiled one-pass survey) or protobuf (a request outside the shape "
-            "Prometheus writes, or no compiled scanner installed).",
+            "c (the compiled one-pass survey) or python (the reference check: no compiled "
+            "scanner installed).",
             ["scanner"],
             registry=r,
         )
-        for scanner in ("c", "protobuf"):
+        for scanner in ("c", "python"):
             self.scanned.labels(scanner)
+        self.sorted_series = Counter(
+            "gotk_relay_sorted_series",
+            "Series received with labels not sorted by name, forwarded sorted.",
+            registry=r,
+        )
         self.rejected = Counter(
             "gotk_relay_rejected_requests",
             "Write requests refused, by reason (the sender keeps or drops them by status).",

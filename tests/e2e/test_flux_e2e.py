@@ -634,6 +634,6 @@ def test_legacy_gauges_follow_flux_objects_through_their_life(
         for s in relay.metric_samples("gotk_relay_scanned_requests_total")
     }
     if scan.NATIVE:  # the relay runs with this process's environment and sources
-        assert scanned["c"] > 0 and scanned["protobuf"] == 0, scanned
+        assert scanned["c"] > 0 and scanned["python"] == 0, scanned
     else:
-        assert scanned["c"] == 0 and scanned["protobuf"] > 0, scanned
+        assert scanned["c"] == 0 and scanned["python"] > 0, scanned

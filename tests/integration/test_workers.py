@@ -269,30 +269,27 @@ async def test_flux_state_stays_consistent_across_processes(tmp_path: Path) -> N
 
 async def test_a_reload_reaches_requests_the_workers_handle(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
-    three = Batch(
-        (Series((("__name__", "up"), ("instance", "a"), ("job", "b")), (Sample(1.0, 1000),)),)
-    )
-    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+    duplicate = Batch((Series((("__name__", "up"), ("a", "1"), ("a", "2")), (Sample(1.0, 1000),)),))
+    framing = _config(receiver.url, validation="framing")
+    async with receivers(receiver), relay(tmp_path, framing) as running:
+        # framing (the opt-out): label sets are left to the destination.
         for _ in range(6):
-            assert (await running.write(three))[0] == 204
-        # Every request decoded, and at most two labels a series: the reload must reach the
-        # workers' requests too (they scan no more, the serve process decodes).
-        config = _config(receiver.url, validation="full", max_labels_per_series=2)
-        running.config_path.write_text(yaml.safe_dump(config))
+            assert (await running.write(duplicate))[0] == 204
+        running.config_path.write_text(yaml.safe_dump(_config(receiver.url)))
         running.proc.send_signal(signal.SIGHUP)
         await eventually(lambda: "completed loading" in running.log(), timeout=10)
-        statuses = [(await running.write(three))[0] for _ in range(16)]
-        assert statuses == [400] * 16
+        statuses = [(await running.write(duplicate))[0] for _ in range(16)]
+        assert statuses == [400] * 16  # full, the default: a name twice is refused
         _, metrics = await running.get("/metrics")
         assert (
-            metric_value(metrics, "gotk_relay_rejected_requests_total", reason="label_limits") == 16
+            metric_value(metrics, "gotk_relay_rejected_requests_total", reason="malformed") == 16
         )
-        # Back to the default: the workers scan again.
-        running.config_path.write_text(yaml.safe_dump(_config(receiver.url)))
+        # Back to framing: forwarded again, scanned by the workers.
+        running.config_path.write_text(yaml.safe_dump(framing))
         running.proc.send_signal(signal.SIGHUP)
         await eventually(lambda: running.log().count("completed loading") == 2, timeout=10)
         scanned = _handoffs((await running.get("/metrics"))[1], "scanned")
-        statuses = [(await running.write(three))[0] for _ in range(16)]
+        statuses = [(await running.write(duplicate))[0] for _ in range(16)]
         assert statuses == [204] * 16
         assert _handoffs((await running.get("/metrics"))[1], "scanned") > scanned
 

@@ -508,35 +508,13 @@ def test_the_fast_search_answers_as_the_re2_module_does(
     assert _searcher(names)(data, pos, end) == _public_search(_finder(names), data, pos, end)
 
 
-# -- pick --------------------------------------------------------------------------------------
-
-
-def selected(raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes]) -> list[bytes]:
-    """The oracle: split, then select (which reads every name exactly)."""
-    parts = scan.split(raw)
-    return [parts.series[i] for i in scan.select(parts, names, prefixes)]
+# -- requests as Prometheus writes them (shared with test_survey) -------------------------------
 
 
 WATCHED = st.tuples(
     st.frozensets(st.sampled_from([b"gotk_resource_info", b"up", b"x", b"node_load1"])),
     st.frozensets(st.sampled_from([b"gotk_", b"node_", b"u"])),
 )
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(series_encodings(), max_size=8), WATCHED, st.binary(max_size=6))
-def test_pick_is_select_or_gives_way_on_any_encoding(
-    encodings: list[bytes], watched: tuple[frozenset[bytes], frozenset[bytes]], tail: bytes
-) -> None:
-    """Whatever the bytes, pick never answers differently from select: it answers the same or
-    says None (the caller then runs select)."""
-    names, prefixes = watched
-    raw = scan.rebuild(encodings) + ld(3, tail)  # metadata after the series, as Prometheus
-    try:
-        expected = selected(raw, names, prefixes)
-    except (ProtoDecodeError, DecodeError):
-        assume(False)
-    assert scan.pick(raw, names, prefixes) in (None, expected)
 
 
 NAMES_SEEN = st.sampled_from(
@@ -566,109 +544,3 @@ def prometheus_batches(draw: st.DrawFn) -> Batch:
         labels = labels_from({"__name__": draw(NAMES_SEEN), **others})
         items.append(Series(labels, (Sample(draw(st.floats()), draw(st.integers(0, 2**50))),)))
     return Batch(tuple(items))
-
-
-@settings(max_examples=400, deadline=None)
-@given(prometheus_batches(), WATCHED)
-def test_pick_answers_for_requests_as_prometheus_writes_them(
-    batch: Batch, watched: tuple[frozenset[bytes], frozenset[bytes]]
-) -> None:
-    """Pick gives select's answer unless a watched name's bytes also occur somewhere other than
-    at the start of a short metric name, where it says None."""
-    names, prefixes = watched
-    raw = rw1.encode(batch)
-    expected = selected(raw, names, prefixes)
-    picked = scan.pick(raw, names, prefixes)
-    assert picked in (None, expected)
-    wanted = names | prefixes
-    elsewhere = raw
-    for item in scan.split(raw).series:  # what is left once the short names are taken out
-        name = scan.metric_name(item)
-        if name is not None and len(name) < 116 and name.startswith(tuple(wanted)):
-            elsewhere = elsewhere.replace(b"\x12" + bytes([len(name)]) + name, b"", 1)
-    if not any(w in elsewhere for w in wanted):
-        assert picked == expected
-
-
-def _flux_series(name: str, ready: str, size: int = 1) -> Series:
-    labels = {"__name__": "gotk_resource_info", "name": name, "ready": ready, "pad": "p" * size}
-    return Series(labels_from(labels), (Sample(1.0, 1000),))
-
-
-@pytest.mark.parametrize("pad", [1, 200, 20000])  # series length varints of 2 and 3 bytes
-def test_pick_finds_flux_series_among_others(pad: int) -> None:
-    items = [
-        _flux_series("a", "True", pad),
-        Series(labels_from({"__name__": "up", "job": "x"}), (Sample(1.0, 1),)),
-        _flux_series("b", "False", pad),
-        _flux_series("b", "False", pad),  # a duplicate is picked twice, as select does
-        Series(labels_from({"__name__": "gotk_reconcile_duration_seconds_count"}), ()),
-    ]
-    raw = rw1.encode(Batch(tuple(items)))
-    for prefixes in (frozenset(), frozenset({b"gotk_"})):
-        picked = scan.pick(raw, FLUX, prefixes)
-        assert picked == selected(raw, FLUX, prefixes)
-        assert len(picked) == (3 if not prefixes else 4)
-    # Prometheus sends metadata in requests of their own; a name in metadata beside series
-    # makes pick give way to select.
-    family = (FamilyMetadata("gotk_resource_info", MetricType.GAUGE),)
-    mixed = rw1.encode(Batch(tuple(items), family))
-    assert scan.pick(mixed, FLUX) is None
-    assert len(selected(mixed, FLUX, frozenset())) == 3
-    assert scan.pick(rw1.encode(Batch((), family)), FLUX) is None
-
-
-def label(name: bytes, value: bytes) -> bytes:
-    return ld(1, ld(1, name) + ld(2, value))
-
-
-def test_pick_never_takes_a_look_alike_inside_a_label_value() -> None:
-    """An encoded Flux series, framed like one of the request's own, hidden in a label value or
-    in metadata help: the proof by parsing refuses it, and select gives the answer."""
-    fake = label(b"__name__", b"gotk_resource_info") + label(b"name", b"fake")
-    real = label(b"__name__", b"gotk_resource_info") + label(b"name", b"real")
-    up = label(b"__name__", b"up")
-    for raw in (
-        ld(1, up + label(b"note", ld(1, fake))) + ld(1, real),
-        ld(1, real) + ld(1, up + label(b"note", ld(1, fake))),
-        ld(1, real) + ld(3, ld(3, ld(1, fake))),
-        ld(1, up + label(b"note", b"x" + ld(1, fake))),
-    ):
-        fake_at = raw.index(b"gotk_resource_info", raw.index(ld(1, fake)))
-        assert scan._series_at(raw, fake_at) is not None  # it has the shape: the proof decides
-        expected = selected(raw, FLUX, frozenset())
-        assert all(b"fake" not in s for s in expected)
-        assert scan.pick(raw, FLUX) is None
-
-
-def test_pick_gives_way_where_prometheus_would_not_put_a_name() -> None:
-    upper_first = rw1.encode(Batch((Series((("A", "1"), ("__name__", "up")), ()),)))
-    assert selected(upper_first, frozenset({b"up"}), frozenset()) == scan.split(upper_first).series
-    assert scan.pick(upper_first, frozenset({b"up"})) is None
-    long_name = "gotk_" + "x" * 120  # its label length needs two bytes
-    raw = rw1.encode(Batch((Series((("__name__", long_name),), ()),)))
-    assert scan.pick(raw, frozenset(), frozenset({b"gotk_"})) is None
-    assert len(selected(raw, frozenset(), frozenset({b"gotk_"}))) == 1
-    in_a_value = rw1.encode(
-        Batch((Series((("__name__", "up"), ("job", "gotk_resource_info")), ()),))
-    )
-    assert scan.pick(in_a_value, FLUX) is None
-    assert selected(in_a_value, FLUX, frozenset()) == []
-    assert scan.pick(in_a_value, frozenset({b""})) is None
-
-
-def test_pick_without_any_name_in_the_request() -> None:
-    raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(1.0, 1),)),)))
-    assert scan.pick(raw, FLUX, frozenset({b"gotk_"})) == []
-    assert scan.pick(raw, frozenset()) == []
-    assert scan.pick(b"", FLUX) == []
-
-
-def test_pick_with_padded_length_varints() -> None:
-    """Non-minimal varints are valid protobuf: the backwards read takes them as upb does."""
-    item = ld(1, ld(1, b"__name__") + ld(2, b"gotk_resource_info")) + ld(2, b"\x09" + bytes(8))
-    for pad in range(4):
-        raw = ld(1, ld(1, ld(1, b"__name__") + ld(2, b"up")), pad) + ld(1, item, pad)
-        assert scan.pick(raw, FLUX) in (None, [item])
-        assert selected(raw, FLUX, frozenset()) == [item]
-    assert scan.pick(ld(1, item, 1), FLUX) == [item]

@@ -8,19 +8,20 @@ series as the exact bytes that came:
 * ``split`` slices a WriteRequest into its encoded TimeSeries/MetricMetadata messages with a
   reduced schema (``proto/fastpath.proto``) that upb parses without building nested objects;
   ``frame`` parses the same without making a Python object per series;
-* ``pick`` finds the series whose metric name is one of a few in the request body itself, with
-  no object per series at all (``select`` is its exact fallback);
 * ``mentions`` says in ≈0.02 ms whether a request can hold a series of some names at all;
 * ``select`` finds the series whose ``__name__`` is one of a few names by a C-speed search,
   walking the label encoding only of series that contain a name's bytes at all;
 * ``count_points`` counts samples + histograms by a protobuf merge trick, in C;
 * ``rebuild`` frames series/metadata bytes back into a WriteRequest;
-* ``survey`` answers ``frame``'s, ``count_points``' and ``pick``'s questions in one pass over a
-  request in the shape Prometheus writes, in C (``_survey.c``), or says None.
+* ``survey`` checks a request as strictly as Prometheus 3 and Mimir do (protobuf, UTF-8, label
+  names, limits) and answers ``frame``'s, ``count_points``' and ``select``'s questions, in one
+  pass in C (``_survey.c``), sorting unsorted label sets; None for an invalid request, whose
+  error ``validate.survey`` words. The relay's write path uses only this one.
 
 The input is the *uncompressed* request body. Everything here is pure and returns new objects.
-Nothing validates label names, UTF-8 or sample contents: the receivers downstream do, as they
-do for any sender. Wire format: protobuf encoding, ``proto/remote.proto``.
+Only ``survey`` validates label sets; the other functions check framing at most. Sample values
+and timestamps are never judged (any float bits and any int64 are valid). Wire format: protobuf
+encoding, ``proto/remote.proto``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from . import fastpath_pb2 as _fastpath_pb2
 from .errors import DecodeError
+from .labels import NO_LIMITS, Limits
 
 # Generated code is typed as Any at the boundary (as remote_pb2 is for rw1); tests pin it.
 _pb: Any = _fastpath_pb2
@@ -183,96 +185,6 @@ def select(
     return hits
 
 
-def pick(
-    raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes] = frozenset()
-) -> list[bytes] | None:
-    """The encoded series of ``raw`` that ``select`` would pick, found without splitting it; None
-    when a place where a name occurs is not in the shape Prometheus writes (then use ``select``).
-
-    ``raw`` must be a request ``frame`` accepted. A search over the body finds where a name's
-    bytes occur; Prometheus sorts labels, so a series it wrote starts ``0a L 0a l 0a 08 __name__
-    12 v name``, which is read backwards from there. That start is proven to be a series of the
-    request, and not bytes inside some label value that look like one, by parsing the body from
-    the end of the series before it up to that start: the parse succeeds only when it ends on a
-    field boundary, since the request as a whole parses. Nothing is made per series that holds no
-    name, so a request of 2000 series with two Flux series costs ≈0.05 ms instead of ``split``
-    and ``select``'s ≈0.3 ms.
-    """
-    wanted = names | prefixes
-    if not wanted:
-        return []
-    search = _searcher(wanted)
-    end = len(raw)
-    found = search(raw, 0, end)
-    if found < 0:
-        return []
-    if b"" in wanted:  # matches everywhere, and a missing name is not ""
-        return None
-    view = memoryview(raw)
-    # One message takes every proof of the request: one upb arena, not one per series found.
-    # Besides the allocations, protobuf's runtime calls malloc_trim() after every 10000 arena
-    # blocks freed, handing every free page of the heap back to the kernel (to fault in again).
-    parse = _pb.FlatWriteRequest().MergeFromString
-    starts = tuple(prefixes)
-    picked: list[bytes] = []
-    boundary = 0  # a field boundary of the request: 0, then the end of the last series read
-    while found >= 0:
-        located = _series_at(raw, found)
-        if located is None:
-            return None
-        tag_at, body_at, stop = located
-        if tag_at < boundary:
-            return None
-        if tag_at > boundary:
-            try:
-                parse(view[boundary:tag_at])
-            except ProtoDecodeError:  # not a boundary: the look-alike is inside another field
-                return None
-        name = raw[found : found + raw[found - 1]]
-        if name in names or name.startswith(starts):
-            picked.append(raw[body_at:stop])
-        boundary = stop
-        found = search(raw, stop, end)
-    return picked
-
-
-def _series_at(raw: bytes, name_at: int) -> tuple[int, int, int] | None:
-    """(tag, content, end) offsets of the series whose leading ``__name__`` value starts at
-    ``name_at``, if the bytes before it have the shape of one; it is not proven to be one."""
-    body_at = name_at - 14
-    if body_at < 2:
-        return None
-    value_len = raw[name_at - 1]
-    if (
-        value_len >= 0x80 - 12
-        or raw[body_at] != 0x0A
-        or raw[body_at + 1] != value_len + 12
-        or not raw.startswith(_NAME_THEN_VALUE, body_at + 2)
-    ):
-        return None
-    last = body_at - 1
-    high = raw[last]
-    if high >= 0x80:
-        return None
-    low = raw[last - 1]
-    if low >= 0x80 and last >= 2 and raw[last - 2] == 0x0A:  # two length bytes: most series
-        tag_at = last - 2
-        length = high << 7 | low & 0x7F
-    else:
-        tag_at = last - 1
-        while tag_at >= 0 and raw[tag_at] >= 0x80 and last - tag_at < 5:
-            tag_at -= 1
-        if tag_at < 0 or raw[tag_at] != 0x0A:
-            return None
-        length = 0
-        for byte in reversed(raw[tag_at + 1 : body_at]):
-            length = length << 7 | byte & 0x7F
-    stop = body_at + length
-    if length < value_len + 14 or stop > len(raw):
-        return None
-    return tag_at, body_at, stop
-
-
 class Survey(NamedTuple):
     """What the fast path needs of a request that keeps its series: see ``survey``."""
 
@@ -287,21 +199,40 @@ class Survey(NamedTuple):
 
 
 def survey(
-    raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes] = frozenset()
+    raw: bytes,
+    names: frozenset[bytes],
+    prefixes: frozenset[bytes] = frozenset(),
+    limits: Limits = NO_LIMITS,
+    *,
+    strict: bool = True,
 ) -> Survey | None:
-    """``frame``, ``count_points`` and ``pick`` in one pass, when ``raw`` is in the shape
-    Prometheus writes; None otherwise (any broken request among them): then ask those three.
+    """The request ``raw`` checked and surveyed in one pass (``_survey.c``); None when it is
+    invalid or over ``limits``, or when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS``
+    is set: then ``validate.survey`` (the pure-Python reference, same arguments) raises the
+    worded error or answers the same Survey.
 
-    Why: they cost ≈0.65 ms on a 2000-series request with 100 Flux series (three passes, and
-    a call into RE2 and Python per series found); the walk in ``_survey.c`` ≈0.1 ms. It accepts
-    only requests whose every field is length-delimited and of a number ``remote.proto``
-    declares, with lengths under 256 MiB, and whose labels up to each series' ``__name__`` are
-    a name then a value, so it never has to agree with protobuf on anything subtler. Always None
-    when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS`` is set.
+    Strict (the default, ``receiver.validation: full``): valid protobuf at every level with Go's
+    wire-type rules, every string valid UTF-8, label names non-empty and unique, ``__name__``
+    present and non-empty, and every limit of ``limits`` (series, samples + histograms, labels
+    per series, name and value bytes). Label sets not sorted by name are sorted in
+    ``Survey.raw`` (a copy; the input object itself when none was). Not strict
+    (``receiver.validation: framing``): framing and the series/point limits only, the request
+    forwarded as it came. Why in C: the checks cost about as much as one memory scan, where
+    protobuf and Python take ~30 times as long (docs/performance.md).
     """
     if _native is None:
         return None
-    found = _native.survey(raw, tuple(names), tuple(prefixes))
+    found = _native.survey(
+        raw,
+        tuple(names),
+        tuple(prefixes),
+        limits.max_series,
+        limits.max_samples,
+        limits.max_labels_per_series,
+        limits.max_label_name_length,
+        limits.max_label_value_length,
+        strict,
+    )
     return None if found is None else Survey(*found)
 
 
