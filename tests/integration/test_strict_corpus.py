@@ -10,11 +10,6 @@ an accepted one arrives with its label sets sorted. Each case runs three ways:
   which hands any request it does not accept to ``wire.validate`` for the words;
 * ``default-pure``: the same with the scanner switched off (as ``GOTK_RELAY_NO_EXTENSIONS``
   does), so ``wire.validate`` alone decides.
-
-NEEDS_STRICT_SCANNER lists the cases whose expectation holds only once the strict C scanner
-and ``ingest.scan_request``'s use of ``wire.validate`` are merged (issue 16): until then the
-default path checks framing only. Those are xfail (not strict) in the default modes; once the
-merge is in they pass, and the set is to be emptied.
 """
 
 from __future__ import annotations
@@ -190,73 +185,13 @@ CORPUS: list[Case] = [
 ]
 # fmt: on
 
-# Cases the default path (compiled scanner + ingest) refuses or sorts only once the strict
-# scanner is merged (issue 16); see the module docstring.
-NEEDS_STRICT_SCANNER = frozenset(
-    {
-        "trailing-garbage",
-        "trailing-zero-byte",
-        "trailing-partial-series",
-        "varint-overflow",
-        "six-byte-length",
-        "field-0-top",
-        "field-0-in-series",
-        "huge-declared-length",
-        "length-past-series",
-        "truncated-label",
-        "truncated-sample",
-        "truncated-exemplar",
-        "truncated-histogram",
-        "truncated-metadata",
-        "group-top",
-        "group-in-series",
-        "group-in-label",
-        "end-group-alone",
-        "wire-type-6",
-        "timeseries-as-varint",
-        "repeated-labels-wrong-wire-type",
-        "repeated-samples-wrong-wire-type",
-        "sample-value-as-varint",
-        "histogram-span-as-varint",
-        "packed-doubles-not-whole",
-        "labels-after-samples",
-        "utf8-label-name",
-        "utf8-label-value",
-        "utf8-surrogate",
-        "utf8-overlong",
-        "utf8-exemplar-label",
-        "utf8-metadata-help",
-        "utf8-metadata-family",
-        "duplicate-label-name",
-        "otel-attribute-collision",
-        "empty-label-name",
-        "no-metric-name",
-        "empty-metric-name",
-        "bad-series-after-good-ones",
-        "unsorted-labels",
-        "unsorted-flux-series",
-        "unsorted-flux-among-others",
-        "20000-labels",
-        "label-name-too-long",
-        "label-value-too-long-in-bytes",
-        "3M-samples-in-one-series",
-        "samples-over-many-series",
-    }
-)
-HEAVY = frozenset({"3M-samples-in-one-series", "samples-over-many-series"})
 MODES = ("full", "default", "default-pure")
 
 
 def _params() -> Iterator[object]:
     for mode in MODES:
         for case in CORPUS:
-            marks = []
-            if mode != "full" and case.id in NEEDS_STRICT_SCANNER:
-                # Not run when the framing-only path would queue and forward a bomb.
-                heavy = case.id in HEAVY
-                reason = "needs the strict C scanner (issue 16)"
-                marks.append(pytest.mark.xfail(reason=reason, strict=False, run=not heavy))
-            yield pytest.param(mode, case, id=f"{mode}-{case.id}", marks=marks)
+            yield pytest.param(mode, case, id=f"{mode}-{case.id}")
 
 
 def _config(mode: str, url: str) -> dict[str, object]:
@@ -284,7 +219,6 @@ def _label_sets(receiver: ScriptedReceiver) -> list[Labels]:
 def test_the_corpus_is_big_enough_and_ids_are_unique() -> None:
     ids = [case.id for case in CORPUS]
     assert len(ids) == len(set(ids)) >= 60
-    assert set(ids) >= NEEDS_STRICT_SCANNER
 
 
 @pytest.mark.parametrize(("mode", "case"), list(_params()))

@@ -281,9 +281,7 @@ async def test_a_reload_reaches_requests_the_workers_handle(tmp_path: Path) -> N
         statuses = [(await running.write(duplicate))[0] for _ in range(16)]
         assert statuses == [400] * 16  # full, the default: a name twice is refused
         _, metrics = await running.get("/metrics")
-        assert (
-            metric_value(metrics, "gotk_relay_rejected_requests_total", reason="malformed") == 16
-        )
+        assert metric_value(metrics, "gotk_relay_rejected_requests_total", reason="malformed") == 16
         # Back to framing: forwarded again, scanned by the workers.
         running.config_path.write_text(yaml.safe_dump(framing))
         running.proc.send_signal(signal.SIGHUP)
