@@ -128,7 +128,7 @@ class Settings:
     drain_timeout: float = 30.0
     pinned: bool = True
     smoke: bool = False
-    relay_validation: str = ""  # receiver.validation of gotk-relay; "" = its default (framing)
+    relay_validation: str = ""  # receiver.validation of gotk-relay; "" = its default (full)
     relay_workers: int = 1  # receiver.workers of gotk-relay (processes taking connections)
     relay_cores: tuple[int, ...] = ()  # cores gotk-relay (all its processes) runs on; () = SUT_CORE
     latency_slice: float = 2.0  # seconds per system/floor alternation in the latency phase
@@ -346,8 +346,9 @@ def system_cores(name: str, settings: Settings) -> tuple[int, ...] | None:
 def relay_config(sink_port: int, validation: str = "", workers: int = 1) -> dict[str, Any]:
     """The relay's embedded default config, plus one remote_write to the sink.
 
-    ``validation`` overrides ``receiver.validation`` (``full`` decodes every series; the default
-    ``framing`` is the pass-through fast path, see docs/performance.md).
+    ``validation`` overrides ``receiver.validation`` (the default ``full`` checks every series in
+    the compiled scanner; ``framing`` is the opt-out that checks framing only, see
+    docs/performance.md).
     """
     text = (importlib.resources.files("gotk_relay") / "default.yml").read_text()
     config = yaml.safe_load(text) or {}
@@ -1121,7 +1122,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
     parser.add_argument(
         "--relay-validation",
         choices=["full", "framing"],
-        help="override gotk-relay's receiver.validation (default: its own default, framing)",
+        help="override gotk-relay's receiver.validation (default: its own default, full)",
     )
     parser.add_argument(
         "--relay-workers",
