@@ -135,8 +135,18 @@ async def test_a_request_exactly_at_every_limit_is_accepted() -> None:
             assert response.status == 204, await response.text()
 
 
-async def test_framing_applies_label_limits_to_the_series_the_rules_read() -> None:
-    config = {"flux": {"mode": "legacy"}, "receiver": {"max_label_value_length": 16}}
+@pytest.mark.parametrize(
+    ("validation", "other_status"),
+    [("full", 400), ("framing", 204)],
+    ids=["default-every-series", "framing-the-series-the-rules-read"],
+)
+async def test_label_limits_apply_to_every_series_unless_framing(
+    validation: str, other_status: int
+) -> None:
+    config = {
+        "flux": {"mode": "legacy"},
+        "receiver": {"max_label_value_length": 16, "validation": validation},
+    }
     flux = Batch((Series(labels_from({"__name__": "gotk_resource_info", "name": "v" * 17}), ()),))
     other = Batch((_series(job="v" * 17),))
     async with relay_client(config) as (client, _):
@@ -144,8 +154,11 @@ async def test_framing_applies_label_limits_to_the_series_the_rules_read() -> No
         response = await client.post("/api/v1/write", data=body, headers=headers)
         assert response.status == 400
         assert "over receiver.max_label_value_length (16)" in await response.text()
-        body, headers = rw_body(other)  # forwarded as it came: the destinations judge it
-        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        # framing (the opt-out) forwards the others as they came: the destinations judge them.
+        body, headers = rw_body(other)
+        assert (
+            await client.post("/api/v1/write", data=body, headers=headers)
+        ).status == other_status
 
 
 async def test_a_chunked_body_over_max_request_bytes_is_refused_while_reading() -> None:

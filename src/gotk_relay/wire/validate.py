@@ -17,8 +17,8 @@ so that nothing accepted here fails later: field keys and lengths of at most 5 b
 occurrence of a string valid UTF-8, also one a later occurrence overrides. Within a Label a
 repeated name or value keeps its last occurrence. A label set must have non-empty, unique names
 and a non-empty ``__name__``; empty values are allowed. A set that is not sorted by name is not
-refused: its Label fields are permuted in place, among the positions Label fields hold in that
-series, into name order. The series keeps its length and its other fields where they were, so
+refused: its Label fields come first, each as its own bytes, in name order (as Prometheus
+writes a series), then its other fields in the order they came. The series keeps its length, so
 only that series' bytes change and the request keeps its length.
 
 Order of the checks: the request's own fields (framing of every top-level field), then the
@@ -289,18 +289,18 @@ def _series(
     reordered = None
     if any(labels[i][0] >= labels[i + 1][0] for i in range(len(labels) - 1)):
         # Names are unique here, so the order is total. Each Label field keeps its own bytes;
-        # the fields fill, in name order, the positions Label fields held.
-        ordered = sorted(labels)
+        # they come first, in name order (as Prometheus writes a series), then the series'
+        # other fields in the order they came. The series keeps its length.
+        rest: list[bytes] = []
         cursor = start
-        chunks: list[bytes] = []
-        for (_, _, slot_start, slot_end), (_, _, field_start, field_end) in zip(
-            labels, ordered, strict=True
-        ):
-            chunks.append(raw[cursor:slot_start])
-            chunks.append(raw[field_start:field_end])
-            cursor = slot_end
-        chunks.append(raw[cursor:stop])
-        reordered = b"".join(chunks)
+        for _, _, field_start, field_end in labels:
+            rest.append(raw[cursor:field_start])
+            cursor = field_end
+        rest.append(raw[cursor:stop])
+        moved = b"".join(
+            raw[field_start:field_end] for _, _, field_start, field_end in sorted(labels)
+        )
+        reordered = moved + b"".join(rest)
     return points, metric, reordered
 
 
