@@ -4,7 +4,7 @@ What goes on the wire is decided in :mod:`.datadog_mapping` (names, tags, types,
 deltas); this module sizes requests, sends them and reads the answers.
 
 One queued batch, many requests
-    A batch is converted in steps of at most 32 KiB of remote write (a single huge series is cut
+    A batch is converted in steps of at most 8 KiB of remote write (a single huge series is cut
     by samples, see ``chunked``), yielding to the event loop after each, until
     ``max_samples_per_send`` points are mapped; those are sized into pieces and sent before the
     batch is mapped on. So one entry of a million samples holds about one request's worth of
@@ -275,6 +275,7 @@ class DatadogClient:
         what it held is committed now.
         """
         series: list[MappedSeries] = []
+        parts: list[bytes] = []  # their JSON, encoded step by step too
         updates: dict[Labels, CounterMark] = {}
         pending: dict[Labels, CounterMark] = {}
         points = 0
@@ -287,10 +288,11 @@ class DatadogClient:
             mapped = map_batch(batch, self.options, self.types, self.counters, now_ms, pending)
             self.skipped.update(mapped.skipped)
             series.extend(mapped.series)
+            parts.extend(_dumps(item.to_dict()) for item in mapped.series)
             updates.update(mapped.updates)
             points += sum(len(s.points) for s in mapped.series)
             await asyncio.sleep(0)
-        pieces = await self._pieces(series)
+        pieces = await self._pieces(series, parts)
         if pieces:
             pieces[0].updates = updates
         else:  # nothing to send: the observations are all there is to keep
@@ -299,10 +301,10 @@ class DatadogClient:
                 self.counters.commit(key, mark, now)
         plan.pieces.extend(pieces)
 
-    async def _pieces(self, series: list[MappedSeries]) -> list[Piece]:
-        """Requests within both limits: group by uncompressed size, then halve what does not
-        compress small enough (JSON of similar series compresses 10-30×, so halving is rare)."""
-        parts = [_dumps(s.to_dict()) for s in series]
+    async def _pieces(self, series: list[MappedSeries], parts: list[bytes]) -> list[Piece]:
+        """Requests within both limits (``parts``: the series' JSON): group by uncompressed
+        size, then halve what does not compress small enough (JSON of similar series
+        compresses 10-30×, so halving is rare)."""
         todo: deque[Piece] = deque()
         for start, end in group(parts, self.max_uncompressed):
             todo.append(Piece(series[start:end], parts[start:end]))

@@ -12,7 +12,7 @@ The sender decides *when* to send; this maps, posts and says what the answer mea
 - no answer (connect error, reset, timeout): retried.
 
 A batch is converted in steps and sent as requests of at most ``max_samples_per_send`` points,
-in order: each step decodes and maps at most 32 KiB of remote write (a single huge series is cut
+in order: each step decodes and maps at most 8 KiB of remote write (a single huge series is cut
 by samples, see ``chunked``) and then yields to the event loop, and a request is mapped only
 once the previous one was accepted. So one entry of a million samples holds one request's worth
 of objects at a time (plus its uncompressed protobuf), and never blocks the loop for long.
@@ -62,6 +62,7 @@ log = logging.getLogger("gotk_relay.otlp")
 CONTENT_TYPE: Final = "application/x-protobuf"
 RETRYABLE: Final = frozenset({429, 502, 503, 504})
 _OFF_LOOP_BYTES: Final = 256 * 1024  # compress bigger bodies in a worker thread
+_SERIALIZE_POINTS: Final = 2048  # data points serialized at once (~1 ms)
 
 
 @dataclass(slots=True)
@@ -139,10 +140,13 @@ class OTLPClient:
         """Map the batch on until a request holds ``max_points`` points or the batch ends.
 
         Each step maps at most ``sub_chunk_bytes`` of remote write and then lets the event loop
-        run; the request is serialized (and compressed, off the loop when large) once.
+        run; the request is serialized in parts of ~``_SERIALIZE_POINTS`` points as it grows
+        (a 20000-point one at once took ~10 ms) and compressed off the loop when large.
         """
         mapper = run.mapper
-        while not run.mapped_all and mapper.out.points < self.max_points:
+        parts: list[bytes] = []
+        points = 0
+        while not run.mapped_all and points + mapper.out.points < self.max_points:
             batch = await anext(run.batches, None)
             if batch is None:
                 mapper.finish()
@@ -152,17 +156,23 @@ class OTLPClient:
             if mapper.grouped > self.max_points:
                 # Histogram parts waiting for the rest of their point: bounded like a request.
                 mapper.finish()
+            if mapper.out.points >= _SERIALIZE_POINTS:
+                part, count = mapper.cut()
+                parts.append(part)
+                points += count
             await asyncio.sleep(0)
-        if run.mapped_all and not (mapper.out.points or mapper.updates or mapper.unmapped):
+        if run.mapped_all and not (points or mapper.out.points or mapper.updates):
+            self.unmapped_points += mapper.take().unmapped
             return None
         mapped = mapper.take()
         self.unmapped_points += mapped.unmapped
-        body = b""
         if mapped.points:
-            body = mapped.request.SerializeToString()
-            if self.cfg.compression == "gzip":
-                body = await _gzip(body)
-        return _Piece(body, mapped.updates, mapped.points)
+            parts.append(mapped.request.SerializeToString())
+            points += mapped.points
+        body = b"".join(parts)
+        if body and self.cfg.compression == "gzip":
+            body = await _gzip(body)
+        return _Piece(body, mapped.updates, points)
 
     def _forget(self, entries: list[Entry]) -> None:
         self._runs.pop(id(entries), None)

@@ -778,6 +778,14 @@ class Mapper:
         self.group_exemplars.clear()
         self.grouped = 0
 
+    def cut(self) -> tuple[bytes, int]:
+        """The request mapped so far, serialized, and its point count; mapping goes on into a
+        new one (stream updates are kept for ``take``). Serialized requests concatenate into
+        one (protobuf repeated fields), so a large request is serialized in parts."""
+        out = self.out
+        self.out = _Output(self.resource_labels, "delta" if self.delta else "cumulative")
+        return out.request.SerializeToString(), out.points
+
     def take(self) -> Mapped:
         """The request mapped since the last ``take``, and its stream updates; the next request
         starts empty and reads the state the caller committed in between."""
