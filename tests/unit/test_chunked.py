@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gotk_relay.delivery.entry import V1, V2, Entry, compress, decode_entry, encode_entry
-from gotk_relay.destinations.chunked import entry_batches
+from gotk_relay.destinations.chunked import entry_batches, split_batch
 from gotk_relay.model import (
     STALE_NAN,
     Batch,
@@ -153,3 +153,18 @@ def test_remote_write_2_entries_are_decoded_whole() -> None:
     meta = FamilyMetadata("v2", MetricType.GAUGE, "h", "")
     chunks = _chunks([encode_entry(Batch((one,), (meta,)), V2)], 64)
     assert _points(chunks) == _points([Batch((one,))])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(series, max_size=5).map(tuple), metadata, st.integers(1, 400))
+def test_split_batch_takes_exactly_that_many_points_first(
+    parts: tuple[Series, ...], meta: tuple[FamilyMetadata, ...], points: int
+) -> None:
+    batch = Batch(parts, meta)
+    head, rest = split_batch(batch, points)
+    assert head.point_count == min(points, batch.point_count)
+    assert head.metadata == meta
+    assert (rest is None) == (batch.point_count <= points)
+    together = [head] if rest is None else [head, rest]
+    assert _points(together) == _points([batch])
+    assert _exemplars(together) == _exemplars([batch])

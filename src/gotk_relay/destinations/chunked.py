@@ -31,7 +31,7 @@ from typing import Final
 import cramjam
 
 from ..delivery.entry import V1, Entry, decode_entry
-from ..model import Batch
+from ..model import Batch, Series
 from ..wire import rw1
 from ..wire.errors import DecodeError
 
@@ -172,6 +172,30 @@ def _series_request(
 ) -> bytes:
     body = b"".join([head, *(data[a:b] for a, b in spans), *tail])
     return bytes((_TAG_SERIES,)) + rw1.uvarint(len(body)) + body
+
+
+def split_batch(batch: Batch, points: int) -> tuple[Batch, Batch | None]:
+    """``batch``'s first ``points`` samples and histograms (a series cut if need be; its
+    exemplars stay with its last part) and the rest, None when nothing is left."""
+    if batch.point_count <= points:
+        return batch, None
+    head: list[Series] = []
+    for index, series in enumerate(batch.series):
+        size = len(series.samples) + len(series.histograms)
+        if size <= points:
+            head.append(series)
+            points -= size
+            continue
+        samples = series.samples[:points]
+        histograms = series.histograms[: points - len(samples)]
+        first = series._replace(samples=samples, histograms=histograms, exemplars=())
+        rest = series._replace(
+            samples=series.samples[len(samples) :], histograms=series.histograms[len(histograms) :]
+        )
+        if samples or histograms:
+            head.append(first)
+        return Batch(tuple(head), batch.metadata), Batch((rest, *batch.series[index + 1 :]), ())
+    raise AssertionError("point_count counts more than the series hold")  # pragma: no cover
 
 
 async def _message(entry: Entry) -> memoryview:

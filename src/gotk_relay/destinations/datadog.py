@@ -63,7 +63,7 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch, Labels
-from .chunked import SUB_CHUNK_BYTES, entry_batches
+from .chunked import SUB_CHUNK_BYTES, entry_batches, split_batch
 from .datadog_mapping import (
     CounterMark,
     CounterStore,
@@ -151,6 +151,7 @@ class Plan:
     entries: list[Entry]
     batches: AsyncIterator[Batch]
     pieces: deque[Piece] = field(default_factory=deque)
+    carry: Batch | None = None  # the part of a step's batch left for the next pieces
     mapped_all: bool = False
 
 
@@ -267,7 +268,7 @@ class DatadogClient:
         return plan
 
     async def _refill(self, plan: Plan) -> None:
-        """Map the batch on (every piece before was accepted) until ``max_points`` points are
+        """Map the batch on (every piece before was accepted) until ``max_points`` samples are
         mapped or it ends, and size them into pieces.
 
         Each step maps at most ``sub_chunk_bytes`` of remote write, then lets the loop run.
@@ -278,19 +279,20 @@ class DatadogClient:
         parts: list[bytes] = []  # their JSON, encoded step by step too
         updates: dict[Labels, CounterMark] = {}
         pending: dict[Labels, CounterMark] = {}
-        points = 0
         now_ms = int(self._clock() * 1000)
-        while not plan.mapped_all and points < self.max_points:
-            batch = await anext(plan.batches, None)
+        budget = self.max_points  # samples: a piece's points are at most those
+        while not plan.mapped_all and budget > 0:
+            batch = plan.carry or await anext(plan.batches, None)
             if batch is None:
                 plan.mapped_all = True
                 break
+            batch, plan.carry = split_batch(batch, budget)
+            budget -= batch.point_count
             mapped = map_batch(batch, self.options, self.types, self.counters, now_ms, pending)
             self.skipped.update(mapped.skipped)
             series.extend(mapped.series)
             parts.extend(_dumps(item.to_dict()) for item in mapped.series)
             updates.update(mapped.updates)
-            points += sum(len(s.points) for s in mapped.series)
             await asyncio.sleep(0)
         pieces = await self._pieces(series, parts)
         if pieces:

@@ -53,7 +53,7 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch
-from .chunked import SUB_CHUNK_BYTES, entry_batches
+from .chunked import SUB_CHUNK_BYTES, entry_batches, split_batch
 from .http import HTTPEndpoint, auth_headers
 from .otlp_mapping import Mapper, MappingState, StreamKey, StreamState
 
@@ -82,6 +82,7 @@ class _Run:
     batches: AsyncIterator[Batch]
     mapper: Mapper
     piece: _Piece | None = None  # the request sent and not yet accepted
+    carry: Batch | None = None  # the part of a step's batch left for the next request
     mapped_all: bool = False
 
 
@@ -137,8 +138,10 @@ class OTLPClient:
         return run
 
     async def _next_piece(self, run: _Run) -> _Piece | None:
-        """Map the batch on until a request holds ``max_points`` points or the batch ends.
+        """Map the batch on until ``max_points`` samples are mapped or the batch ends.
 
+        A request's points are at most the samples mapped for it (a histogram's parts make one
+        point), plus the histogram parts still waiting from before, which its budget counts.
         Each step maps at most ``sub_chunk_bytes`` of remote write and then lets the event loop
         run; the request is serialized in parts of ~``_SERIALIZE_POINTS`` points as it grows
         (a 20000-point one at once took ~10 ms) and compressed off the loop when large.
@@ -146,14 +149,17 @@ class OTLPClient:
         mapper = run.mapper
         parts: list[bytes] = []
         points = 0
-        while not run.mapped_all and points + mapper.out.points < self.max_points:
-            batch = await anext(run.batches, None)
+        budget = self.max_points - mapper.grouped
+        while not run.mapped_all and budget > 0:
+            batch = run.carry or await anext(run.batches, None)
             if batch is None:
                 mapper.finish()
                 run.mapped_all = True
                 break
+            batch, run.carry = split_batch(batch, budget)
+            budget -= batch.point_count
             mapper.feed(batch)
-            if mapper.grouped > self.max_points:
+            if mapper.grouped > self.max_points // 2:
                 # Histogram parts waiting for the rest of their point: bounded like a request.
                 mapper.finish()
             if mapper.out.points >= _SERIALIZE_POINTS:
