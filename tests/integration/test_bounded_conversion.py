@@ -39,7 +39,7 @@ from gotk_relay.delivery.sender import Client
 from gotk_relay.destinations.datadog import DatadogClient
 from gotk_relay.destinations.otlp import OTLPClient
 from gotk_relay.destinations.otlp_mapping import NO_RECORDED_VALUE
-from gotk_relay.model import STALE_NAN, Batch, Sample, Series
+from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale
 
 NS = 1_000_000
 BIG = 1_000_000
@@ -60,6 +60,16 @@ def _gauge_value(i: int) -> float:
     if i == 3:
         return -0.0
     return i * 0.7310585786300049 - 1e5
+
+
+def _gauge_points(start: int) -> Callable[[int], tuple[int, float | None]]:
+    """The i-th OTLP point of ``_gauge_entry``: a stale marker is a point without a value."""
+
+    def point(i: int) -> tuple[int, float | None]:
+        value = _gauge_value(i)
+        return start + i, None if is_stale(value) else value
+
+    return point
 
 
 def _counter_values(n: int) -> list[float]:
@@ -279,7 +289,7 @@ async def test_a_million_sample_series_reaches_otlp_whole_in_bounded_memory_and_
     for n in (SMALL, BIG):
         start = _start_ms(n)
         entry = _gauge_entry(n, start)
-        expect = Expect(lambda i, start=start: (start + i, _gauge_value(i)))  # type: ignore[misc]
+        expect = Expect(_gauge_points(start))
         with otlp_in_thread(expect) as url:
             client = _otlp_client(url)
             try:
