@@ -25,7 +25,7 @@ never queue) are decoded whole.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Final
 
 import cramjam
@@ -208,7 +208,7 @@ async def _message(entry: Entry) -> memoryview:
 
 async def entry_batches(
     entries: Sequence[Entry], budget: int = SUB_CHUNK_BYTES
-) -> AsyncIterator[Batch]:
+) -> AsyncGenerator[Batch, None]:
     """``merge(decode_entry(e) for e in entries)`` as small batches: all metadata, then every
     series in order (a large one cut by samples). Empty batches mark places to yield at."""
     for entry in entries:

@@ -51,7 +51,7 @@ import logging
 import time
 import zlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -149,7 +149,7 @@ class Plan:
     mapped and not yet accepted, and where its conversion is."""
 
     entries: list[Entry]
-    batches: AsyncIterator[Batch]
+    batches: AsyncGenerator[Batch, None]
     pieces: deque[Piece] = field(default_factory=deque)
     carry: Batch | None = None  # the part of a step's batch left for the next pieces
     mapped_all: bool = False
@@ -370,4 +370,7 @@ class DatadogClient:
         return status, answer_headers, one_line(answer) if status >= 300 else ""
 
     async def close(self) -> None:
+        for plan in list(self._plans.values()):  # batches left half converted
+            await plan.batches.aclose()
+        self._plans.clear()
         await self.http.close()

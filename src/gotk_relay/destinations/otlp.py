@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Final
 
@@ -79,7 +79,7 @@ class _Run:
     """A batch being converted and sent, request by request, kept across the sender's retries."""
 
     entries: list[Entry]  # held so that id(entries) cannot be reused while kept
-    batches: AsyncIterator[Batch]
+    batches: AsyncGenerator[Batch, None]
     mapper: Mapper
     piece: _Piece | None = None  # the request sent and not yet accepted
     carry: Batch | None = None  # the part of a step's batch left for the next request
@@ -242,6 +242,9 @@ class OTLPClient:
             )
 
     async def close(self) -> None:
+        for run in list(self._runs.values()):  # batches left half converted
+            await run.batches.aclose()
+        self._runs.clear()
         await self.http.close()
 
 
