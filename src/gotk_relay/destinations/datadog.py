@@ -62,11 +62,12 @@ from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import Batch, Labels
+from ..model import Batch, Labels, MetricType
 from .chunked import SUB_CHUNK_BYTES, entry_batches, split_batch
 from .datadog_mapping import (
     CounterMark,
     CounterStore,
+    Kind,
     MappedSeries,
     MappingOptions,
     TypeCache,
@@ -279,6 +280,7 @@ class DatadogClient:
         parts: list[bytes] = []  # their JSON, encoded step by step too
         updates: dict[Labels, CounterMark] = {}
         pending: dict[Labels, CounterMark] = {}
+        names: dict[tuple[str, MetricType | None], tuple[str, Kind]] = {}
         now_ms = int(self._clock() * 1000)
         budget = self.max_points  # samples: a piece's points are at most those
         while not plan.mapped_all and budget > 0:
@@ -288,7 +290,9 @@ class DatadogClient:
                 break
             batch, plan.carry = split_batch(batch, budget)
             budget -= batch.point_count
-            mapped = map_batch(batch, self.options, self.types, self.counters, now_ms, pending)
+            mapped = map_batch(
+                batch, self.options, self.types, self.counters, now_ms, pending, names
+            )
             self.skipped.update(mapped.skipped)
             series.extend(mapped.series)
             parts.extend(_dumps(item.to_dict()) for item in mapped.series)
