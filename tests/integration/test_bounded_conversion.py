@@ -416,3 +416,46 @@ async def test_datadog_retry_resumes_at_the_refused_request_with_exact_deltas(
     want = [((start + i) // 1000, d) for i, d in enumerate(_deltas(values), 1)]
     assert got == want
     assert max(r.points for r in intake.requests) <= 1000
+
+
+async def test_datadog_sends_what_follows_a_request_worth_of_samples_it_cannot_take() -> None:
+    """1500 stale markers (nothing Datadog can store), then 1500 values, in requests of 1000
+    samples: the first request's worth maps to nothing, and the batch goes on after it."""
+    start = _start_ms(3000)
+    labels = (("__name__", "after_gap"), ("job", "bulk"))
+    values = [STALE_NAN] * 1500 + [float(i) for i in range(1500)]
+    entry = encode_entry(
+        Batch((Series(labels, tuple(Sample(v, start + i) for i, v in enumerate(values))),)), V1
+    )
+    async with DatadogIntake() as intake:
+        client = DatadogClient(
+            "dd",
+            DatadogConfig(
+                url=intake.url, api_key="test-key", queue_config={"max_samples_per_send": 1000}
+            ),
+        )
+        try:
+            assert (await client.send([entry])).outcome is Outcome.OK
+        finally:
+            await client.close()
+    assert intake.problems == []
+    got = [(ts, value) for _, ts, value, _ in intake.points("after_gap")]
+    assert got == [((start + 1500 + i) // 1000, float(i)) for i in range(1500)]
+    assert client.skipped["stale"] == 1500
+
+
+async def test_otlp_sends_what_follows_a_request_worth_of_samples_that_map_to_nothing() -> None:
+    """Delta temporality: a counter whose first 1000 samples repeat one timestamp (no interval
+    to report after the baseline), then 1000 increasing ones, in requests of 1000 samples."""
+    labels = (("__name__", "after_gap_total"), ("job", "bulk"))
+    samples = [Sample(1.0, 5000)] * 1000 + [Sample(float(i), 5001 + i) for i in range(1000)]
+    entry = encode_entry(Batch((Series(labels, tuple(samples)),)), V1)
+    async with _otlp([]) as (receiver, client):
+        assert (await client.send([entry])).outcome is Outcome.OK
+    sent = [
+        (p.time_unix_nano // NS, p.as_double)
+        for got in receiver.delivered()
+        for p in got.metrics()["after_gap_total"].sum.data_points
+    ]
+    # From 1.0 at 5000 to 0.0 at 5001 is a reset: the delta is the value itself.
+    assert sent == [(5001 + i, 0.0 if i == 0 else 1.0) for i in range(1000)]

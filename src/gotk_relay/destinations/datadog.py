@@ -208,7 +208,8 @@ class DatadogClient:
         api_key: str | None = None
         while True:
             if not plan.pieces:
-                await self._refill(plan)
+                while not plan.pieces and not plan.mapped_all:  # a step may map nothing to send
+                    await self._refill(plan)
                 if not plan.pieces:  # everything was skipped, or accepted before
                     self._forget(entries)
                     return SendResult(Outcome.OK, "ok")
