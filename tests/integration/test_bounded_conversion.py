@@ -39,8 +39,8 @@ from gotk_relay.delivery.retry import Outcome
 from gotk_relay.delivery.sender import Client
 from gotk_relay.destinations.datadog import DatadogClient
 from gotk_relay.destinations.otlp import OTLPClient
-from gotk_relay.destinations.otlp_mapping import NO_RECORDED_VALUE
-from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale
+from gotk_relay.destinations.otlp_mapping import NO_RECORDED_VALUE, MappingState, to_otlp
+from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series, is_stale
 
 NS = 1_000_000
 BIG = 1_000_000
@@ -459,3 +459,69 @@ async def test_otlp_sends_what_follows_a_request_worth_of_samples_that_map_to_no
     ]
     # From 1.0 at 5000 to 0.0 at 5001 is a reset: the delta is the value itself.
     assert sent == [(5001 + i, 0.0 if i == 0 else 1.0) for i in range(1000)]
+
+
+def _flat(requests: list[ExportMetricsServiceRequest]) -> list[tuple[object, ...]]:
+    """Every data point of ``requests`` with its resource, scope, metric and attributes, sorted:
+    how a batch was cut into requests and steps does not matter, what was said does."""
+    out: list[tuple[object, ...]] = []
+    for request in requests:
+        for rm in request.resource_metrics:
+            resource = tuple(sorted((a.key, a.value.string_value) for a in rm.resource.attributes))
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    data = getattr(m, kind)
+                    for p in data.data_points:
+                        attrs = tuple(sorted((a.key, a.value.string_value) for a in p.attributes))
+                        point = p.SerializeToString(deterministic=True)
+                        head = (resource, sm.scope.name, m.name, m.unit, kind)
+                        out.append((*head, attrs, p.time_unix_nano, point))
+    return sorted(out)
+
+
+def _mixed(ts: int) -> list[Series]:
+    """Counters, gauges, a classic histogram, a summary and a counter's ``_created``."""
+    out: list[Series] = []
+    for pod in range(12):
+        base = (("instance", f"10.0.0.{pod}:80"), ("job", "api"), ("pod", f"p{pod}"))
+
+        def one(name: str, value: float, *extra: tuple[str, str], base: Labels = base) -> Series:
+            labels = tuple(sorted((("__name__", name), *base, *extra)))
+            return Series(labels, (Sample(value, ts),))
+
+        out.append(one("requests_total", 10.0 * pod + ts / 1000))
+        out.append(one("requests_created", 1.5))
+        out.append(one("temperature", 20.5 + pod))
+        for le, count in (("0.1", 1), ("1", 3), ("+Inf", 4)):
+            out.append(one("latency_bucket", count * ts / 1000, ("le", le)))
+        out.append(one("latency_sum", 2.5 * ts / 1000))
+        out.append(one("latency_count", 4 * ts / 1000))
+        for q, v in (("0.5", 0.2), ("0.99", 0.9)):
+            out.append(one("rpc_seconds", v, ("quantile", q)))
+        out.append(one("rpc_seconds_sum", 7.0))
+        out.append(one("rpc_seconds_count", 70.0))
+    return out
+
+
+@pytest.mark.parametrize("step_bytes", [64, 700, 1 << 20], ids=["tiny", "small", "whole"])
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+async def test_otlp_in_steps_says_what_one_mapping_of_the_batch_says(
+    step_bytes: int, temporality: str
+) -> None:
+    """Histogram and summary parts, ``_created`` and counter baselines meet across steps: cut
+    into steps of any size, the batches map to the very points one ``to_otlp`` maps them to."""
+    batches = [Batch(tuple(_mixed(ts))) for ts in (60_000, 120_000)]
+    state = MappingState()
+    want: list[ExportMetricsServiceRequest] = []
+    for batch in batches:
+        mapped = to_otlp(batch, state, temporality=temporality)  # type: ignore[arg-type]
+        state.commit(mapped.updates)
+        want.append(mapped.request)
+    async with _otlp([]) as (receiver, client):
+        client.cfg = client.cfg.model_copy(update={"temporality": temporality})
+        client.sub_chunk_bytes = step_bytes
+        for batch in batches:
+            assert (await client.send([encode_entry(batch, V1)])).outcome is Outcome.OK
+    assert _flat([g.request for g in receiver.delivered()]) == _flat(want)
+    assert client.unmapped_points == 0

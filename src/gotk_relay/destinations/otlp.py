@@ -141,7 +141,8 @@ class OTLPClient:
         """Map the batch on until ``max_points`` samples are mapped or the batch ends.
 
         A request's points are at most the samples mapped for it (a histogram's parts make one
-        point), plus the histogram parts still waiting from before, which its budget counts.
+        point), plus the histogram parts and the step still waiting from before (the mapper
+        maps each step one step late), which its budget counts.
         Each step maps at most ``sub_chunk_bytes`` of remote write and then lets the event loop
         run; the request is serialized in parts of ~``_SERIALIZE_POINTS`` points as it grows
         (a 20000-point one at once took ~10 ms) and compressed off the loop when large.
@@ -149,19 +150,21 @@ class OTLPClient:
         mapper = run.mapper
         parts: list[bytes] = []
         points = 0
-        budget = self.max_points - mapper.grouped
+        # What waits is at most a quarter each (a step's samples, and the parts in groups).
+        quarter = max(1, self.max_points // 4)
+        budget = max(1, self.max_points - mapper.grouped - mapper.waiting_points)
         while not run.mapped_all and budget > 0:
             batch = run.carry or await anext(run.batches, None)
             if batch is None:
                 mapper.finish()
                 run.mapped_all = True
                 break
-            batch, run.carry = split_batch(batch, budget)
+            batch, run.carry = split_batch(batch, min(budget, quarter))
             budget -= batch.point_count
             mapper.feed(batch)
-            if mapper.grouped > self.max_points // 2:
+            if mapper.grouped > quarter:
                 # Histogram parts waiting for the rest of their point: bounded like a request.
-                mapper.finish()
+                mapper.flush_groups()
             if mapper.out.points >= _SERIALIZE_POINTS:
                 part, count = mapper.cut()
                 parts.append(part)

@@ -622,6 +622,8 @@ class Mapper:
         self.groups: dict[StreamKey, dict[int, _Group]] = {}
         self.group_exemplars: dict[StreamKey, list[Exemplar]] = {}
         self.grouped = 0  # samples held in ``groups``
+        self.waiting: list[tuple[Series, _Kind, str]] = []  # the last batch fed, not mapped yet
+        self.waiting_points = 0  # its samples and histograms
         self.seen_shapes: dict[str, MetricType] = {}
         self._ctx: dict[Labels, _Ctx] = {}
 
@@ -729,8 +731,14 @@ class Mapper:
         return self.take()
 
     def feed(self, batch: Batch) -> None:
-        """Map ``batch`` into the request being built. Classic histogram and summary parts wait
-        in ``groups`` for the rest of their point, which may be in a later batch."""
+        """Read ``batch`` and map the one fed before it into the request being built.
+
+        Mapping a batch one ``feed`` late lets the ``_created`` series of the next one reach
+        the counters and histograms they belong to (OpenMetrics puts ``_created`` after its
+        family: a cut between the two would otherwise lose the start time). Classic histogram
+        and summary parts wait in ``groups`` for the rest of their point, which may be in a
+        later batch. ``finish`` maps what waits.
+        """
         self.state.learn(batch.metadata)
         shapes = self.seen_shapes
         shapes.update(self.shapes(batch))
@@ -756,6 +764,11 @@ class Mapper:
                         self.created[(kind.family, rest)] = int(sample.value * 1000)
                 continue
             plan.append((series, kind, role))
+        waiting, self.waiting = self.waiting, plan
+        self.waiting_points = sum(len(s.samples) + len(s.histograms) for s, _, _ in plan)
+        self.map_plan(waiting)
+
+    def map_plan(self, plan: list[tuple[Series, _Kind, str]]) -> None:
         for series, kind, role in plan:
             if series.histograms:
                 self.native(series, kind)
@@ -771,6 +784,13 @@ class Mapper:
                 self.part(series, kind, role)
 
     def finish(self) -> None:
+        """Map the batch waiting, and emit every classic histogram and summary point still
+        waiting for parts."""
+        waiting, self.waiting, self.waiting_points = self.waiting, [], 0
+        self.map_plan(waiting)
+        self.flush_groups()
+
+    def flush_groups(self) -> None:
         """Emit every classic histogram and summary point still waiting for parts."""
         for key, by_ts in self.groups.items():
             self.finish_groups(key, by_ts)
