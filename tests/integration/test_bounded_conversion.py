@@ -38,6 +38,12 @@ from gotk_relay.delivery.entry import V1, Entry, encode_entry
 from gotk_relay.delivery.retry import Outcome
 from gotk_relay.delivery.sender import Client
 from gotk_relay.destinations.datadog import DatadogClient
+from gotk_relay.destinations.datadog_mapping import (
+    CounterStore,
+    MappingOptions,
+    TypeCache,
+    map_batch,
+)
 from gotk_relay.destinations.otlp import OTLPClient
 from gotk_relay.destinations.otlp_mapping import NO_RECORDED_VALUE, MappingState, to_otlp
 from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series, is_stale
@@ -525,3 +531,40 @@ async def test_otlp_in_steps_says_what_one_mapping_of_the_batch_says(
             assert (await client.send([encode_entry(batch, V1)])).outcome is Outcome.OK
     assert _flat([g.request for g in receiver.delivered()]) == _flat(want)
     assert client.unmapped_points == 0
+
+
+@pytest.mark.parametrize("step_bytes", [64, 700, 1 << 20], ids=["tiny", "small", "whole"])
+async def test_datadog_in_steps_sends_what_one_mapping_of_the_batch_sends(step_bytes: int) -> None:
+    """Counter deltas (the first sample of each series a baseline) and gauges, cut into steps of
+    any size: the same points one ``map_batch`` of the whole batch makes."""
+    start = _start_ms(10_000)
+    series = [
+        Series(
+            tuple(sorted({"__name__": name, "job": "api", "pod": f"p{pod}"}.items())),
+            tuple(Sample(pod * 3.5 + k * (k + 1) / 2, start + 1000 * k) for k in range(8)),
+        )
+        for pod in range(10)
+        for name in ("requests_total", "temperature", "latency_count")
+    ]
+    batch = Batch(tuple(series))
+    options = MappingOptions(counters_as_count=True)
+    mapped = map_batch(batch, options, TypeCache(), CounterStore(), int(time.time() * 1000))
+    want = sorted(
+        (s.metric, tuple(sorted(s.tags)), ts, value, s.type)
+        for s in mapped.series
+        for ts, value in s.points
+    )
+    async with DatadogIntake() as intake:
+        client = _datadog_client(intake.url)
+        client.sub_chunk_bytes = step_bytes
+        try:
+            assert (await client.send([encode_entry(batch, V1)])).outcome is Outcome.OK
+        finally:
+            await client.close()
+    got = sorted(
+        (s["metric"], tuple(sorted(s.get("tags", []))), p["timestamp"], p["value"], s["type"])
+        for s in intake.series
+        for p in s["points"]
+    )
+    assert (got, intake.problems) == (want, [])
+    assert len(got) == 10 * (8 * 1 + 7 * 2)  # gauges: every sample; counters: all but the first
