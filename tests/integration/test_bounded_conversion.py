@@ -45,7 +45,12 @@ from gotk_relay.destinations.datadog_mapping import (
     map_batch,
 )
 from gotk_relay.destinations.otlp import OTLPClient
-from gotk_relay.destinations.otlp_mapping import NO_RECORDED_VALUE, MappingState, to_otlp
+from gotk_relay.destinations.otlp_mapping import (
+    NO_RECORDED_VALUE,
+    MappingState,
+    Temporality,
+    to_otlp,
+)
 from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series, is_stale
 
 NS = 1_000_000
@@ -103,6 +108,15 @@ def _counter_entry(values: list[float], start: int, offset: int = 0) -> Entry:
     labels = (("__name__", "big_total"), ("job", "bulk"))
     samples = tuple(Sample(v, start + offset + i) for i, v in enumerate(values))
     return encode_entry(Batch((Series(labels, samples),)), V1)
+
+
+def _delta_points(start: int, deltas: list[float]) -> Callable[[int], tuple[int, float | None]]:
+    """The i-th Datadog point of ``_counter_entry``: the increase at sample i + 1, by second."""
+
+    def point(i: int) -> tuple[int, float | None]:
+        return (start + i + 1) // 1000, deltas[i]
+
+    return point
 
 
 def _deltas(values: list[float]) -> list[float]:
@@ -331,7 +345,7 @@ async def test_a_million_sample_counter_reaches_datadog_as_exact_deltas_in_bound
         deltas = _deltas(values)
         entry = _counter_entry(values, start)
         # The first sample is the baseline; each later one its increase, at its second.
-        expect = Expect(lambda i, d=deltas, s=start: ((s + i + 1) // 1000, d[i]))  # type: ignore[misc]
+        expect = Expect(_delta_points(start, deltas))
         with intake_in_thread(expect) as intake:
             client = _datadog_client(intake.url)
             try:
@@ -513,7 +527,7 @@ def _mixed(ts: int) -> list[Series]:
 @pytest.mark.parametrize("step_bytes", [64, 700, 1 << 20], ids=["tiny", "small", "whole"])
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])
 async def test_otlp_in_steps_says_what_one_mapping_of_the_batch_says(
-    step_bytes: int, temporality: str
+    step_bytes: int, temporality: Temporality
 ) -> None:
     """Histogram and summary parts, ``_created`` and counter baselines meet across steps: cut
     into steps of any size, the batches map to the very points one ``to_otlp`` maps them to."""
@@ -521,7 +535,7 @@ async def test_otlp_in_steps_says_what_one_mapping_of_the_batch_says(
     state = MappingState()
     want: list[ExportMetricsServiceRequest] = []
     for batch in batches:
-        mapped = to_otlp(batch, state, temporality=temporality)  # type: ignore[arg-type]
+        mapped = to_otlp(batch, state, temporality=temporality)
         state.commit(mapped.updates)
         want.append(mapped.request)
     async with _otlp([]) as (receiver, client):
