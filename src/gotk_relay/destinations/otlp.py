@@ -12,7 +12,7 @@ The sender decides *when* to send; this maps, posts and says what the answer mea
 - no answer (connect error, reset, timeout): retried.
 
 A batch is converted in steps and sent as requests of at most ``max_samples_per_send`` points,
-in order: each step decodes and maps at most 8 KiB of remote write (a single huge series is cut
+in order: each step decodes and maps at most 4 KiB of remote write (a single huge series is cut
 by samples, see ``chunked``) and then yields to the event loop, and a request is mapped only
 once the previous one was accepted. So one entry of a million samples holds one request's worth
 of objects at a time (plus its uncompressed protobuf), and never blocks the loop for long.
