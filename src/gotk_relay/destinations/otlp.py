@@ -15,7 +15,9 @@ A batch is converted in steps and sent as requests of at most ``max_samples_per_
 in order: each step decodes and maps at most 4 KiB of remote write (a single huge series is cut
 by samples, see ``chunked``) and then yields to the event loop, and a request is mapped only
 once the previous one was accepted. So one entry of a million samples holds one request's worth
-of objects at a time (plus its uncompressed protobuf), and never blocks the loop for long.
+of objects at a time (plus its uncompressed protobuf), and never blocks the loop for long. A
+request is serialized in parts of ~2048 points that concatenate (protobuf repeated fields), so
+it may name the same resource in several ``ResourceMetrics``, which OTLP allows.
 
 Each request is mapped once and the same body is resent on every retry (a retried batch resumes
 at the request that was not accepted); the stream state the mapping computed (start times,
