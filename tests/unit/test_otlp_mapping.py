@@ -12,9 +12,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from gotk_relay.config import OTLPConfig
-from gotk_relay.delivery.entry import encode_entry
-from gotk_relay.destinations.otlp import OTLPClient, error_detail, partial_success
+from gotk_relay.destinations.otlp import error_detail, partial_success
 from gotk_relay.destinations.otlp_mapping import (
     NO_RECORDED_VALUE,
     SCOPE_NAME,
@@ -733,19 +731,7 @@ def test_exemplars_carry_trace_and_span_ids() -> None:
     assert (exemplar.time_unix_nano, exemplar.as_double) == (990 * NS, 1.0)
 
 
-# -- the client's request preparation and answers -----------------------------------------------
-
-
-def test_client_maps_a_batch_once_and_reuses_it_for_retries() -> None:
-    client = OTLPClient("o", OTLPConfig(url="http://127.0.0.1:1/v1/metrics", temporality="delta"))
-    base = [encode_entry(Batch((series("req_total", (10, 1000)),)), "prometheus.WriteRequest")]
-    client._done(base, client.prepare(base), delivered=True)
-    entries = [encode_entry(Batch((series("req_total", (15, 2000)),)), "prometheus.WriteRequest")]
-    first = client.prepare(entries)
-    assert client.prepare(entries) is first  # the retry sends the same body
-    assert client.prepare(list(entries)) is not first  # another batch is mapped anew
-    client._done(entries, first, delivered=True)
-    assert client.state.streams[("counter", "req_total", labels("req_total")[1:])].value == 15
+# -- the client's answers ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,13 @@ What goes on the wire is decided in :mod:`.datadog_mapping` (names, tags, types,
 deltas); this module sizes requests, sends them and reads the answers.
 
 One queued batch, many requests
+    A batch is converted in steps of at most 4 KiB of remote write (a single huge series is cut
+    by samples, see ``chunked``), yielding to the event loop after each, until
+    ``max_samples_per_send`` points are mapped; those are sized into pieces and sent before the
+    batch is mapped on. So one entry of a million samples holds about one request's worth of
+    objects at a time (plus its uncompressed protobuf) and never blocks the loop for long.
     The intake takes at most 512000 bytes compressed and 5242880 bytes uncompressed per
-    request, so a batch becomes as many *pieces* as needed (series grouped up to the
+    request, so mapped points become as many *pieces* as needed (series grouped up to the
     uncompressed limit, then halved until each compresses under the other). They are sent in
     order. A 413 for a piece splits that piece (by series, or by points for a lone series) and
     the halves are sent in its place.
@@ -14,8 +19,10 @@ Retries never send a point twice, nor compute a delta twice
     Counters are sent as deltas from per-series state, so mapping the same entries again on a
     retry would compute different deltas (or none). A batch's pieces are therefore computed once,
     kept (keyed by the identity of the entries list: the sender resends the very same list until
-    it hears OK or DROP), and only the pieces not yet accepted are sent again. A piece's counter
-    state is committed when Datadog answers 202 for it, and only then.
+    it hears OK or DROP), and only the pieces not yet accepted are sent again, before the batch is
+    mapped on. A piece's counter state is committed when Datadog answers 202 for it, and only
+    then; within one step of mapping it is carried from sample to sample, and a series cut by
+    samples takes its delta across the cut from the committed state, so deltas stay exact.
 
 Answers
     2xx: accepted. 408, 429, 5xx and transport errors: retried by the sender, honouring
@@ -44,21 +51,23 @@ import logging
 import time
 import zlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from multidict import CIMultiDict
 
 from ..config import ConfigError, DatadogConfig, sanitize_url
-from ..delivery.entry import Entry, decode_entry
+from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import Labels, merge
+from ..model import Batch, Labels, MetricType
+from .chunked import SUB_CHUNK_BYTES, entry_batches, split_batch
 from .datadog_mapping import (
     CounterMark,
     CounterStore,
+    Kind,
     MappedSeries,
     MappingOptions,
     TypeCache,
@@ -71,7 +80,9 @@ try:  # orjson is several times faster on large batches; json is always there
     import orjson
 
     def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        # A copy of the exact size: orjson's bytes keep its 64 KiB buffer (3.13, measured), so
+        # a request's worth of series JSON held 10× its size.
+        return bytes(memoryview(orjson.dumps(obj)))
 
 except ImportError:  # pragma: no cover - depends on the environment
 
@@ -137,10 +148,14 @@ class Piece:
 
 @dataclass
 class Plan:
-    """A batch's pieces not yet accepted, kept across the sender's retries of it."""
+    """A batch being converted and sent, kept across the sender's retries of it: its pieces
+    mapped and not yet accepted, and where its conversion is."""
 
     entries: list[Entry]
-    pieces: deque[Piece]
+    batches: AsyncGenerator[Batch, None]
+    pieces: deque[Piece] = field(default_factory=deque)
+    carry: Batch | None = None  # the part of a step's batch left for the next pieces
+    mapped_all: bool = False
 
 
 def group(parts: list[bytes], limit: int) -> list[tuple[int, int]]:
@@ -179,6 +194,9 @@ class DatadogClient:
         self.skipped: Counter[str] = Counter()  # reason → samples not sent (telemetry pending)
         self.max_compressed = MAX_COMPRESSED_BYTES
         self.max_uncompressed = MAX_UNCOMPRESSED_BYTES
+        # Points mapped at once, like remote write's batches (a queued entry may hold far more).
+        self.max_points = cfg.queue_config.max_samples_per_send
+        self.sub_chunk_bytes = SUB_CHUNK_BYTES
         # One plan per shard is in flight; a few more cover batches the sender gave up on
         # (sample_age_limit) without telling us.
         self._plans: OrderedDict[int, Plan] = OrderedDict()
@@ -188,16 +206,21 @@ class DatadogClient:
         self._expired_at = 0.0
 
     async def send(self, entries: list[Entry]) -> SendResult:
-        plan = await self._plan(entries)
-        if not plan.pieces:  # everything was skipped, or accepted before
-            self._forget(entries)
-            return SendResult(Outcome.OK, "ok")
-        try:
-            api_key = self.cfg.resolve_api_key()  # per attempt: a rotated key file is picked up
-        except ConfigError as exc:
-            self._log_auth("the Datadog API key file cannot be read", str(exc))
-            return SendResult(Outcome.RETRY, "api_key_file", detail=str(exc))
-        while plan.pieces:
+        plan = self._plan(entries)
+        api_key: str | None = None
+        while True:
+            if not plan.pieces:
+                while not plan.pieces and not plan.mapped_all:  # a step may map nothing to send
+                    await self._refill(plan)
+                if not plan.pieces:  # everything was skipped, or accepted before
+                    self._forget(entries)
+                    return SendResult(Outcome.OK, "ok")
+            if api_key is None:
+                try:  # per attempt: a rotated key file is picked up
+                    api_key = self.cfg.resolve_api_key()
+                except ConfigError as exc:
+                    self._log_auth("the Datadog API key file cannot be read", str(exc))
+                    return SendResult(Outcome.RETRY, "api_key_file", detail=str(exc))
             piece = plan.pieces[0]
             if piece.body is None:
                 piece.body = await self._compress(piece.raw())
@@ -231,11 +254,9 @@ class DatadogClient:
                 )
                 return SendResult(Outcome.DROP, "auth_failed", detail=text)
             return SendResult(Outcome.DROP, f"http_{status}", detail=text)
-        self._forget(entries)
-        return SendResult(Outcome.OK, "ok")
 
-    async def _plan(self, entries: list[Entry]) -> Plan:
-        """The batch's plan: the kept one on a retry, else mapped and sized now."""
+    def _plan(self, entries: list[Entry]) -> Plan:
+        """The batch's plan: the kept one on a retry, else a new one (nothing mapped yet)."""
         plan = self._plans.get(id(entries))
         if plan is not None and plan.entries is entries:
             self._plans.move_to_end(id(entries))
@@ -244,25 +265,55 @@ class DatadogClient:
         if now - self._expired_at >= _EXPIRE_INTERVAL:
             self._expired_at = now
             self.counters.expire(now)
-        batch = merge(decode_entry(e) for e in entries)
-        mapped = map_batch(batch, self.options, self.types, self.counters, int(now * 1000))
-        self.skipped.update(mapped.skipped)
-        pieces = await self._pieces(mapped.series)
-        if pieces:
-            pieces[0].updates = mapped.updates
-        else:  # nothing to send: the observations are all there is to keep
-            for key, mark in mapped.updates.items():
-                self.counters.commit(key, mark, now)
-        plan = Plan(entries, deque(pieces))
+        plan = Plan(entries, entry_batches(entries, self.sub_chunk_bytes))
         self._plans[id(entries)] = plan  # holding `entries` keeps its id from being reused
         while len(self._plans) > self._max_plans:
             self._plans.popitem(last=False)
         return plan
 
-    async def _pieces(self, series: list[MappedSeries]) -> list[Piece]:
-        """Requests within both limits: group by uncompressed size, then halve what does not
-        compress small enough (JSON of similar series compresses 10-30×, so halving is rare)."""
-        parts = [_dumps(s.to_dict()) for s in series]
+    async def _refill(self, plan: Plan) -> None:
+        """Map the batch on (every piece before was accepted) until ``max_points`` samples are
+        mapped or it ends, and size them into pieces.
+
+        Each step maps at most ``sub_chunk_bytes`` of remote write, then lets the loop run.
+        Counter state is carried from step to step in ``pending``; it restarts empty here since
+        what it held is committed now.
+        """
+        series: list[MappedSeries] = []
+        parts: list[bytes] = []  # their JSON, encoded step by step too
+        updates: dict[Labels, CounterMark] = {}
+        pending: dict[Labels, CounterMark] = {}
+        names: dict[tuple[str, MetricType | None], tuple[str, Kind]] = {}
+        now_ms = int(self._clock() * 1000)
+        budget = self.max_points  # samples: a piece's points are at most those
+        while not plan.mapped_all and budget > 0:
+            batch = plan.carry or await anext(plan.batches, None)
+            if batch is None:
+                plan.mapped_all = True
+                break
+            batch, plan.carry = split_batch(batch, budget)
+            budget -= batch.point_count
+            mapped = map_batch(
+                batch, self.options, self.types, self.counters, now_ms, pending, names
+            )
+            self.skipped.update(mapped.skipped)
+            series.extend(mapped.series)
+            parts.extend(_dumps(item.to_dict()) for item in mapped.series)
+            updates.update(mapped.updates)
+            await asyncio.sleep(0)
+        pieces = await self._pieces(series, parts)
+        if pieces:
+            pieces[0].updates = updates
+        else:  # nothing to send: the observations are all there is to keep
+            now = self._clock()
+            for key, mark in updates.items():
+                self.counters.commit(key, mark, now)
+        plan.pieces.extend(pieces)
+
+    async def _pieces(self, series: list[MappedSeries], parts: list[bytes]) -> list[Piece]:
+        """Requests within both limits (``parts``: the series' JSON): group by uncompressed
+        size, then halve what does not compress small enough (JSON of similar series
+        compresses 10-30×, so halving is rare)."""
         todo: deque[Piece] = deque()
         for start, end in group(parts, self.max_uncompressed):
             todo.append(Piece(series[start:end], parts[start:end]))
@@ -326,4 +377,7 @@ class DatadogClient:
         return status, answer_headers, one_line(answer) if status >= 300 else ""
 
     async def close(self) -> None:
+        for plan in list(self._plans.values()):  # batches left half converted
+            await plan.batches.aclose()
+        self._plans.clear()
         await self.http.close()

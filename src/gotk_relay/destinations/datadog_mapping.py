@@ -377,18 +377,25 @@ def map_batch(
     types: TypeCache,
     counters: CounterStore,
     now_ms: int,
+    pending: dict[Labels, CounterMark] | None = None,
+    names: dict[tuple[str, MetricType | None], tuple[str, Kind]] | None = None,
 ) -> Mapped:
     """Map ``batch`` without changing ``counters`` (the caller commits after delivery).
 
     ``types`` learns the batch's own metadata first, so a batch that carries its families'
     types is typed by them. The same Prometheus series met twice (merged queue entries) is one
-    Datadog series, its samples in arrival order.
+    Datadog series, its samples in arrival order. ``pending`` carries the counter state of
+    earlier, not yet committed, batches of one conversion into this one (and is updated), so
+    deltas stay exact across the batches a large one is cut into; ``names`` likewise carries
+    the names and kinds already resolved (their types learnt before).
     """
     types.observe(batch.metadata)
     skipped: Counter[str] = Counter()
     out: dict[Labels, MappedSeries] = {}
-    names: dict[tuple[str, MetricType | None], tuple[str, Kind]] = {}
-    pending: dict[Labels, CounterMark] = {}  # counter state as of this batch, uncommitted
+    if names is None:
+        names = {}
+    if pending is None:
+        pending = {}  # counter state as of this batch, uncommitted
     oldest = now_ms - MAX_AGE_MS
     newest = now_ms + MAX_AHEAD_MS
     for series in batch.series:

@@ -11,10 +11,20 @@ The sender decides *when* to send; this maps, posts and says what the answer mea
 - anything else (400, 401, 403, 404, 413, 500, ...): final; dropped with reason ``http_<code>``.
 - no answer (connect error, reset, timeout): retried.
 
-Each batch is mapped once and the same body is resent on every retry; the stream state the
-mapping computed (start times, delta baselines) is committed only when the destination accepted
-the request, so a retry never subtracts twice and a dropped request leaves the baseline where it
-was (the next delta covers the lost interval too).
+A batch is converted in steps and sent as requests of at most ``max_samples_per_send`` points,
+in order: each step decodes and maps at most 4 KiB of remote write (a single huge series is cut
+by samples, see ``chunked``) and then yields to the event loop, and a request is mapped only
+once the previous one was accepted. So one entry of a million samples holds one request's worth
+of objects at a time (plus its uncompressed protobuf), and never blocks the loop for long. A
+request is serialized in parts of ~2048 points that concatenate (protobuf repeated fields), so
+it may name the same resource in several ``ResourceMetrics``, which OTLP allows.
+
+Each request is mapped once and the same body is resent on every retry (a retried batch resumes
+at the request that was not accepted); the stream state the mapping computed (start times,
+delta baselines) is committed only when the destination accepted the request, so a retry never
+subtracts twice and a dropped request leaves the baseline where it was (the next delta covers
+the lost interval too). A drop ends the batch: its later requests are not sent, and the sender
+counts the whole batch as dropped.
 
 Queued entries stay remote-write 1.0 (the client has no ``protobuf_message``): Prometheus sends
 1.0 metadata in requests of their own, which a 2.0 entry would lose since it carries metadata
@@ -24,11 +34,13 @@ mapping uses when present.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,29 +50,42 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from ..config import OTLPConfig
-from ..delivery.entry import Entry, decode_entry
+from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import merge
+from ..model import Batch
+from .chunked import SUB_CHUNK_BYTES, entry_batches, split_batch
 from .http import HTTPEndpoint, auth_headers
-from .otlp_mapping import MappingState, StreamKey, StreamState, to_otlp
+from .otlp_mapping import Mapper, MappingState, StreamKey, StreamState
 
 log = logging.getLogger("gotk_relay.otlp")
 
 CONTENT_TYPE: Final = "application/x-protobuf"
 RETRYABLE: Final = frozenset({429, 502, 503, 504})
-_PREPARED_LIMIT: Final = 64  # requests being retried at once: one per shard, plus abandoned ones
+_OFF_LOOP_BYTES: Final = 256 * 1024  # compress bigger bodies in a worker thread
+_SERIALIZE_POINTS: Final = 2048  # data points serialized at once (~1 ms)
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """One batch's request, mapped once and resent as is on every retry."""
+@dataclass(slots=True)
+class _Piece:
+    """One request of a batch, mapped once and resent as is on every retry."""
 
-    entries: list[Entry]  # held so that id(entries) cannot be reused while cached
     body: bytes  # serialized (and compressed) ExportMetricsServiceRequest; b"" when empty
     updates: dict[StreamKey, StreamState]  # stream state to commit after a 2xx
     points: int
+
+
+@dataclass(slots=True)
+class _Run:
+    """A batch being converted and sent, request by request, kept across the sender's retries."""
+
+    entries: list[Entry]  # held so that id(entries) cannot be reused while kept
+    batches: AsyncGenerator[Batch, None]
+    mapper: Mapper
+    piece: _Piece | None = None  # the request sent and not yet accepted
+    carry: Batch | None = None  # the part of a step's batch left for the next request
+    mapped_all: bool = False
 
 
 class OTLPClient:
@@ -86,7 +111,13 @@ class OTLPClient:
         self.rejected_points = 0
         self.unmapped_points = 0
         self.http = HTTPEndpoint(cfg.url, cfg.tls_config, cfg.remote_timeout)
-        self._prepared: OrderedDict[int, _Prepared] = OrderedDict()
+        # Points per request, like remote write's batches (a queued entry may hold far more).
+        self.max_points = cfg.queue_config.max_samples_per_send
+        self.sub_chunk_bytes = SUB_CHUNK_BYTES
+        # One run per shard is in flight; a few more cover batches the sender gave up on
+        # (sample_age_limit) without telling us.
+        self._runs: OrderedDict[int, _Run] = OrderedDict()
+        self._max_runs = cfg.queue_config.min_shards + 8
         self._partial_logged = False
 
     @property
@@ -94,67 +125,112 @@ class OTLPClient:
         """For the relay's ``gotk_relay_samples_skipped_total`` (see the class docstring)."""
         return {"rejected_by_receiver": self.rejected_points, "unmapped": self.unmapped_points}
 
-    def prepare(self, entries: list[Entry]) -> _Prepared:
-        """The mapped request for ``entries``: computed on the first attempt, reused after.
+    def _run(self, entries: list[Entry]) -> _Run:
+        """The batch's run: the kept one on a retry (the sender resends the very same list, so
+        identity finds it), else a new one."""
+        run = self._runs.get(id(entries))
+        if run is not None and run.entries is entries:
+            self._runs.move_to_end(id(entries))
+            return run
+        mapper = Mapper(self.state, self.cfg.temporality, self.cfg.resource_labels)
+        run = _Run(entries, entry_batches(entries, self.sub_chunk_bytes), mapper)
+        self._runs[id(entries)] = run
+        while len(self._runs) > self._max_runs:
+            self._runs.popitem(last=False)
+        return run
 
-        The sender retries with the very same list, so identity finds it; the cache holds the
-        list, so its id cannot be reused by another while cached.
+    async def _next_piece(self, run: _Run) -> _Piece | None:
+        """Map the batch on until ``max_points`` samples are mapped or the batch ends.
+
+        A request's points are at most the samples mapped for it (a histogram's parts make one
+        point), plus the histogram parts and the step still waiting from before (the mapper
+        maps each step one step late), which its budget counts.
+        Each step maps at most ``sub_chunk_bytes`` of remote write and then lets the event loop
+        run; the request is serialized in parts of ~``_SERIALIZE_POINTS`` points as it grows
+        (a 20000-point one at once took ~10 ms) and compressed off the loop when large.
         """
-        found = self._prepared.get(id(entries))
-        if found is not None and found.entries is entries:
-            return found
-        batch = merge(decode_entry(entry) for entry in entries)
-        mapped = to_otlp(
-            batch,
-            self.state,
-            temporality=self.cfg.temporality,
-            resource_labels=self.cfg.resource_labels,
-        )
+        mapper = run.mapper
+        parts: list[bytes] = []
+        points = 0
+        # What waits is at most a quarter each (a step's samples, and the parts in groups).
+        quarter = max(1, self.max_points // 4)
+        budget = max(1, self.max_points - mapper.grouped - mapper.waiting_points)
+        while not run.mapped_all and budget > 0:
+            batch = run.carry or await anext(run.batches, None)
+            if batch is None:
+                mapper.finish()
+                run.mapped_all = True
+                break
+            batch, run.carry = split_batch(batch, min(budget, quarter))
+            budget -= batch.point_count
+            mapper.feed(batch)
+            if mapper.grouped > quarter:
+                # Histogram parts waiting for the rest of their point: bounded like a request.
+                mapper.flush_groups()
+            if mapper.out.points >= _SERIALIZE_POINTS:
+                part, count = mapper.cut()
+                parts.append(part)
+                points += count
+            await asyncio.sleep(0)
+        if run.mapped_all and not (points or mapper.out.points or mapper.updates):
+            self.unmapped_points += mapper.take().unmapped
+            return None
+        mapped = mapper.take()
         self.unmapped_points += mapped.unmapped
-        body = b""
         if mapped.points:
-            body = mapped.request.SerializeToString()
-            if self.cfg.compression == "gzip":
-                body = gzip.compress(body, compresslevel=6, mtime=0)
-        prepared = _Prepared(entries, body, mapped.updates, mapped.points)
-        self._prepared[id(entries)] = prepared
-        while len(self._prepared) > _PREPARED_LIMIT:
-            self._prepared.popitem(last=False)
-        return prepared
+            parts.append(mapped.request.SerializeToString())
+            points += mapped.points
+        body = b"".join(parts)
+        if body and self.cfg.compression == "gzip":
+            body = await _gzip(body)
+        return _Piece(body, mapped.updates, points)
 
-    def _done(self, entries: list[Entry], prepared: _Prepared, delivered: bool) -> None:
-        self._prepared.pop(id(entries), None)
-        if delivered:
-            self.state.commit(prepared.updates)
+    def _forget(self, entries: list[Entry]) -> None:
+        self._runs.pop(id(entries), None)
 
     async def send(self, entries: list[Entry]) -> SendResult:
-        prepared = self.prepare(entries)
-        if not prepared.body:
-            # Nothing to send (metadata only, or only the first observations of delta
-            # streams): the baselines still count as delivered.
-            self._done(entries, prepared, delivered=True)
-            return SendResult(Outcome.OK, "ok")
+        """Send the batch as requests of at most ``max_points`` points, in order. A retried
+        batch resumes at the request that was not accepted, with the same body."""
+        run = self._run(entries)
+        while True:
+            if run.piece is None:
+                run.piece = await self._next_piece(run)
+                if run.piece is None:
+                    self._forget(entries)
+                    return SendResult(Outcome.OK, "ok")
+            piece = run.piece
+            if piece.body:
+                result = await self._post(piece)
+                if result is not None:
+                    if result.outcome is not Outcome.RETRY:
+                        self._forget(entries)
+                    return result
+            # Accepted, or nothing to send (metadata only, or only the first observations of
+            # delta streams): the baselines count as delivered.
+            self.state.commit(piece.updates)
+            run.piece = None
+
+    async def _post(self, piece: _Piece) -> SendResult | None:
+        """None when the destination accepted ``piece``, else what the sender should do."""
         headers = {"Content-Type": CONTENT_TYPE}
         if self.cfg.compression == "gzip":
             headers["Content-Encoding"] = "gzip"
         try:
             auth = auth_headers(self.cfg.basic_auth, self.cfg.authorization)
             status, response_headers, raw = await self.http.post(
-                prepared.body, {**self.cfg.headers, **auth, **headers}, read_limit=64 * 1024
+                piece.body, {**self.cfg.headers, **auth, **headers}, read_limit=64 * 1024
             )
         except SendError as exc:
             return SendResult(Outcome.RETRY, exc.reason, detail=exc.detail)
         content_type = response_headers.get("Content-Type", "")
         if 200 <= status < 300:
             self._partial_success(raw, content_type)
-            self._done(entries, prepared, delivered=True)
-            return SendResult(Outcome.OK, "ok")
+            return None
         reason = f"http_{status}"
         detail = error_detail(raw, content_type)
         if status in RETRYABLE:
             retry_after = parse_retry_after(response_headers.get("Retry-After"), time.time())
             return SendResult(Outcome.RETRY, reason, retry_after, detail)
-        self._done(entries, prepared, delivered=False)
         return SendResult(Outcome.DROP, reason, None, detail)
 
     def _partial_success(self, raw: bytes, content_type: str) -> None:
@@ -171,6 +247,9 @@ class OTLPClient:
             )
 
     async def close(self) -> None:
+        for run in list(self._runs.values()):  # batches left half converted
+            await run.batches.aclose()
+        self._runs.clear()
         await self.http.close()
 
 
@@ -258,3 +337,13 @@ def _status_message(raw: bytes) -> str | None:
     except IndexError:
         return None
     return None
+
+
+async def _gzip(body: bytes) -> bytes:
+    if len(body) >= _OFF_LOOP_BYTES:  # zlib lets go of the GIL: the loop runs meanwhile
+        return await asyncio.to_thread(_gzip_now, body)
+    return _gzip_now(body)
+
+
+def _gzip_now(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=6, mtime=0)

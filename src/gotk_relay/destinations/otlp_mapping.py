@@ -93,6 +93,7 @@ _INF = math.inf
 _RESOURCE_ATTRIBUTES: Final = {"job": "service.name", "instance": "service.instance.id"}
 _SCOPE_LABELS: Final = frozenset({"otel_scope_name", "otel_scope_version"})
 _CUMULATIVE: Final = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
+_CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
 _DELTA: Final = pb.AGGREGATION_TEMPORALITY_DELTA
 
 # Which name suffixes belong to a family of each type (the series named like the family itself
@@ -597,7 +598,16 @@ def _native_delta(prev: _NativeValues, cur: _NativeValues) -> tuple[str, _Native
     return "ok", delta
 
 
-class _Mapper:
+class Mapper:
+    """Maps batches into requests: ``to_otlp`` in steps, for what is too large to map at once.
+
+    ``feed`` maps a batch into the request being built, ``take`` hands it over (with its stream
+    updates) and starts the next, ``finish`` emits the classic histogram and summary points still
+    waiting for parts. Between two ``take``s the caller commits the taken updates (or stops):
+    ``prev`` reads them from the state. A ``_created`` series or a family's shape seen in an
+    earlier batch of the same mapping still applies to later ones.
+    """
+
     def __init__(
         self, state: MappingState, temporality: Temporality, resource_labels: Sequence[str]
     ) -> None:
@@ -611,6 +621,10 @@ class _Mapper:
         self.created: dict[tuple[str, Labels], int] = {}
         self.groups: dict[StreamKey, dict[int, _Group]] = {}
         self.group_exemplars: dict[StreamKey, list[Exemplar]] = {}
+        self.grouped = 0  # samples held in ``groups``
+        self.waiting: list[tuple[Series, _Kind, str]] = []  # the last batch fed, not mapped yet
+        self.waiting_points = 0  # its samples and histograms
+        self.seen_shapes: dict[str, MetricType] = {}
         self._ctx: dict[Labels, _Ctx] = {}
 
     # -- helpers ---------------------------------------------------------------------------
@@ -712,8 +726,29 @@ class _Mapper:
     # -- the batch -------------------------------------------------------------------------
 
     def run(self, batch: Batch) -> Mapped:
+        self.feed(batch)
+        self.finish()
+        return self.take()
+
+    def feed(self, batch: Batch) -> None:
+        """Read ``batch`` and map the one fed before it into the request being built.
+
+        Mapping a batch one ``feed`` late lets the ``_created`` series of the next one reach
+        the counters and histograms they belong to (OpenMetrics puts ``_created`` after its
+        family: a cut between the two would otherwise lose the start time). Classic histogram
+        and summary parts wait in ``groups`` for the rest of their point, which may be in a
+        later batch. ``finish`` maps what waits.
+        """
         self.state.learn(batch.metadata)
-        shapes = self.shapes(batch)
+        shapes = self.seen_shapes
+        shapes.update(self.shapes(batch))
+        if len(shapes) > self.state.max_families:  # what it forgets is still in state.inferred
+            shapes.clear()
+            shapes.update(self.shapes(batch))
+        if len(self.created) > self.state.max_streams:
+            self.created.clear()
+        if len(self._ctx) > _CTX_LIMIT:
+            self._ctx.clear()
         plan: list[tuple[Series, _Kind, str]] = []
         for series in batch.series:
             name = series.name
@@ -729,6 +764,11 @@ class _Mapper:
                         self.created[(kind.family, rest)] = int(sample.value * 1000)
                 continue
             plan.append((series, kind, role))
+        waiting, self.waiting = self.waiting, plan
+        self.waiting_points = sum(len(s.samples) + len(s.histograms) for s, _, _ in plan)
+        self.map_plan(waiting)
+
+    def map_plan(self, plan: list[tuple[Series, _Kind, str]]) -> None:
         for series, kind, role in plan:
             if series.histograms:
                 self.native(series, kind)
@@ -742,9 +782,38 @@ class _Mapper:
                 self.counter(series, kind)
             else:
                 self.part(series, kind, role)
+
+    def finish(self) -> None:
+        """Map the batch waiting, and emit every classic histogram and summary point still
+        waiting for parts."""
+        waiting, self.waiting, self.waiting_points = self.waiting, [], 0
+        self.map_plan(waiting)
+        self.flush_groups()
+
+    def flush_groups(self) -> None:
+        """Emit every classic histogram and summary point still waiting for parts."""
         for key, by_ts in self.groups.items():
             self.finish_groups(key, by_ts)
-        return Mapped(self.out.request, self.out.points, self.updates, self.unmapped)
+        self.groups.clear()
+        self.group_exemplars.clear()
+        self.grouped = 0
+
+    def cut(self) -> tuple[bytes, int]:
+        """The request mapped so far, serialized, and its point count; mapping goes on into a
+        new one (stream updates are kept for ``take``). Serialized requests concatenate into
+        one (protobuf repeated fields), so a large request is serialized in parts."""
+        out = self.out
+        self.out = _Output(self.resource_labels, "delta" if self.delta else "cumulative")
+        return out.request.SerializeToString(), out.points
+
+    def take(self) -> Mapped:
+        """The request mapped since the last ``take``, and its stream updates; the next request
+        starts empty and reads the state the caller committed in between."""
+        mapped = Mapped(self.out.request, self.out.points, self.updates, self.unmapped)
+        self.out = _Output(self.resource_labels, "delta" if self.delta else "cumulative")
+        self.updates = {}
+        self.unmapped = 0
+        return mapped
 
     # -- gauges and counters ---------------------------------------------------------------
 
@@ -830,6 +899,7 @@ class _Mapper:
                 ctx = ctx or self.ctx(rest)
                 group = by_ts[sample.timestamp] = _Group(ctx, kind)
             group.samples += 1
+            self.grouped += 1
             value = sample.value
             if is_stale(value):
                 group.stale = True
@@ -1082,4 +1152,4 @@ def to_otlp(
 ) -> Mapped:
     """Map ``batch`` to one request. Learns family metadata into ``state`` at once; stream
     state changes come back in ``Mapped.updates`` for the caller to commit after delivery."""
-    return _Mapper(state, temporality, resource_labels).run(batch)
+    return Mapper(state, temporality, resource_labels).run(batch)
