@@ -343,16 +343,13 @@ def _relay(factory: pytest.TempPathFactory, validation: str) -> Iterator[RelayPr
         asyncio.run(process.stop())
 
 
-# What only a full decode refuses: the inside of a series (its labels' bytes, names and values,
-# a sample's fields) and the per-series label limits. ``validation: framing`` checks snappy,
-# the request's framing, each series' framing and the series count, and forwards a series the
-# rules do not read as it came: the destination judges it (and a 400 there drops that request
-# only). With no Flux name in these bodies, framing answers them 204.
+# What only the strict check (the default) refuses: the label rules (UTF-8, names) and the
+# per-series label limits. ``validation: framing`` (the opt-out) checks snappy, the protobuf
+# encoding at every level and the counts, and forwards a series the rules do not read as it
+# came: the destination judges its labels. With no Flux name in these bodies, framing answers
+# them 204.
 FULL_ONLY = frozenset(
     {
-        "protobuf-wrong-wire-type-top-level",
-        "protobuf-wrong-wire-type-in-series",
-        "protobuf-truncated-double",
         "invalid-utf8-label-name",
         "invalid-utf8-label-value",
         "utf8-encoded-surrogate",
