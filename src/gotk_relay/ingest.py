@@ -46,8 +46,11 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
     strict = limits.validation != "framing"
     surveyed = scan.survey(raw, fast.names, fast.prefixes, bounds, strict=strict)
     scanner = "c"
-    if surveyed is None:  # invalid, or no extension: the reference words the error (or agrees)
-        surveyed = validate.survey(raw, fast.names, fast.prefixes, bounds)
+    if not isinstance(surveyed, scan.Survey):
+        # Refused: the reference words why, starting at the series the walk refused. Without
+        # the extension (None) it does the whole check and answers what the walk would.
+        suspect = -1 if surveyed is None else surveyed.series
+        surveyed = validate.survey(raw, fast.names, fast.prefixes, bounds, suspect=suspect)
         scanner = "python"
     forward_raw = surveyed.raw
     if fast.keeps_inputs or not surveyed.picked:  # forwarded whole

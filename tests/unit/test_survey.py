@@ -247,6 +247,19 @@ def reference(
         return None
 
 
+def accepted(found: scan.Survey | scan.Refused | None) -> scan.Survey | None:
+    """The C walk's Survey, or None where it refused the request."""
+    return found if isinstance(found, scan.Survey) else None
+
+
+def worded(
+    raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes], limits: Limits, suspect: int
+) -> str:
+    with pytest.raises(DecodeError) as raised:
+        validate.survey(raw, names, prefixes, limits, suspect=suspect)
+    return f"{type(raised.value).__name__}: {raised.value}"
+
+
 def agree(
     raw: bytes,
     names: frozenset[bytes] = frozenset(),
@@ -254,12 +267,19 @@ def agree(
     limits: Limits = NO_LIMITS,
 ) -> scan.Survey | None:
     """Assert that C, the model and the reference agree on ``raw`` (strict and framing), that
-    upb accepts what strict C accepts and that framing accepts what strict accepts; return
-    the strict answer."""
-    found = scan.survey(raw, names, prefixes, limits)
+    upb accepts what strict C accepts and that framing accepts what strict accepts, and that the
+    reference words a refusal alike whether or not it starts at the series C refused it in;
+    return the strict answer."""
+    walked = scan.survey(raw, names, prefixes, limits)
+    found = accepted(walked)
     assert found == model_survey(raw, names, prefixes, limits)
     assert found == reference(raw, names, prefixes, limits)
-    loose = scan.survey(raw, names, prefixes, limits, strict=False)
+    if isinstance(walked, scan.Refused):
+        assert walked.series >= -1
+        assert worded(raw, names, prefixes, limits, walked.series) == worded(
+            raw, names, prefixes, limits, -1
+        )
+    loose = accepted(scan.survey(raw, names, prefixes, limits, strict=False))
     assert loose == model_survey(raw, names, prefixes, limits, strict=False)
     if found is not None:
         assert found.raw is raw if not found.sorted else found.raw != raw
@@ -560,7 +580,7 @@ HOSTILE = [
 @pytest.mark.parametrize("raw", HOSTILE)
 def test_a_hostile_request_is_refused(raw: bytes) -> None:
     limits = Limits(max_labels_per_series=128)
-    assert scan.survey(raw, frozenset({b"x"}), frozenset(), limits) is None
+    assert accepted(scan.survey(raw, frozenset({b"x"}), frozenset(), limits)) is None
     assert agree(raw, frozenset({b"x"}), frozenset(), limits) is None
 
 
@@ -646,13 +666,13 @@ def test_an_unsorted_series_is_sorted_and_the_others_kept_byte_for_byte() -> Non
     plain = series(X, label(b"a", b"1"), SAMPLE)
     meta = ld(3, ld(2, b"x"))
     raw = plain + unsorted + plain + meta
-    found = scan.survey(raw, frozenset({b"x"}), frozenset())
+    found = accepted(scan.survey(raw, frozenset({b"x"}), frozenset()))
     assert found is not None and found.sorted == 1 and found.points == 4
     sorted_series = series(X, odd_label, label(b"b", b"1"), SAMPLE, ld(3, b""), SAMPLE)
     assert found.raw == plain + sorted_series + plain + meta
     assert found.picked == [plain[2:], sorted_series[2:], plain[2:]]
     assert found.metadata == [ld(2, b"x")]
-    loose = scan.survey(raw, frozenset(), frozenset(), strict=False)
+    loose = accepted(scan.survey(raw, frozenset(), frozenset(), strict=False))
     assert loose is not None and loose.raw is raw  # framing: as it came
     agree(raw, frozenset({b"x"}), frozenset())
 
@@ -686,8 +706,10 @@ def test_each_limit_is_inclusive(limits: Limits, accepted: bool) -> None:
 @needs_native
 def test_value_length_counts_utf8_bytes() -> None:
     raw = series(X, label(b"a", "éé".encode()))
-    assert scan.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=4))
-    assert scan.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=3)) is None
+    assert accepted(scan.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=4)))
+    assert scan.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=3)) == (
+        scan.Refused(0)
+    )
 
 
 @needs_native
@@ -703,8 +725,8 @@ def test_value_length_counts_utf8_bytes() -> None:
 )
 def test_framing_forwards_label_sets_as_they_came(raw: bytes) -> None:
     """``receiver.validation: framing``, the explicit opt-out: framing and counts only."""
-    assert scan.survey(raw, frozenset(), frozenset()) is None
-    found = scan.survey(raw, frozenset(), frozenset(), strict=False)
+    assert accepted(scan.survey(raw, frozenset(), frozenset())) is None
+    found = accepted(scan.survey(raw, frozenset(), frozenset(), strict=False))
     assert found is not None and found.raw is raw and found.sorted == 0 and found.series == 1
 
 
@@ -720,14 +742,26 @@ def test_a_large_request_is_surveyed_without_recursion_or_copies() -> None:
     just past it; the default limits let the same series with 1M samples through."""
     samples = SAMPLE * 1_000_000
     raw = ld(1, X + samples)
-    found = scan.survey(raw, frozenset(), frozenset(), Limits(max_samples=1_000_000))
+    found = accepted(scan.survey(raw, frozenset(), frozenset(), Limits(max_samples=1_000_000)))
     assert found is not None and found.points == 1_000_000 and found.raw is raw
-    assert (
-        scan.survey(
-            ld(1, X + samples + SAMPLE), frozenset(), frozenset(), Limits(max_samples=1_000_000)
-        )
-        is None
-    )
+    assert scan.survey(
+        ld(1, X + samples + SAMPLE), frozenset(), frozenset(), Limits(max_samples=1_000_000)
+    ) == scan.Refused(0)
+
+
+@needs_native
+def test_a_refusal_is_worded_from_the_series_the_walk_refused_it_in() -> None:
+    """Wording a refusal walks one series in Python, not every valid one before it: the walk
+    says where it stopped, and the reference's words are the same as from a whole walk."""
+    good = ld(1, X + SAMPLE)
+    bad = ld(1, label(b"__name__", b"x") + label(b"a", b"1") + label(b"a", b"2") + SAMPLE)
+    raw = good * 5000 + bad + good
+    assert scan.survey(raw, frozenset(), frozenset()) == scan.Refused(5000)
+    words = worded(raw, frozenset(), frozenset(), NO_LIMITS, 5000)
+    assert "duplicate label name" in words and "(timeseries[5000])" in words
+    assert words == worded(raw, frozenset(), frozenset(), NO_LIMITS, -1)
+    # Outside a series (trailing bytes after valid ones): no series to start from.
+    assert scan.survey(good * 3 + b"\x00", frozenset(), frozenset()) == scan.Refused(-1)
 
 
 # -- the relay's scan -------------------------------------------------------------------------

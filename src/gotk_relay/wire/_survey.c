@@ -812,6 +812,9 @@ survey(PyObject *module, PyObject *args)
     }
     Bytes d = w.d;
     Py_ssize_t end = PyBytes_GET_SIZE(raw), pos = 0, series = 0, sorted = 0;
+    /* The series being read when the walk refuses the request, -1 outside one: the reference
+     * words the refusal from it instead of walking every series before it in Python. */
+    Py_ssize_t bad = -1;
     while (pos < end) {
         uint32_t field = 0;
         int wire = 0;
@@ -842,6 +845,7 @@ survey(PyObject *module, PyObject *args)
             goto invalid;
         }
         SeriesInfo info;
+        bad = series - 1;
         int read = rd_series(&w, pos, pos + length, &info);
         if (read < 0) {
             goto done;
@@ -849,6 +853,7 @@ survey(PyObject *module, PyObject *args)
         if (read == 0) {
             goto invalid;
         }
+        bad = -1;
         const unsigned char *source = d;
         if (info.unsorted) {
             if (out == NULL) {
@@ -870,7 +875,7 @@ survey(PyObject *module, PyObject *args)
     result = Py_BuildValue("nnOOOn", series, w.points, picked, metadata, out ? out : raw, sorted);
     goto done;
 invalid:
-    result = Py_NewRef(Py_None);
+    result = PyLong_FromSsize_t(bad);
 done:
     PyMem_Free(w.labels);
     Py_XDECREF(picked);
@@ -882,9 +887,10 @@ done:
 static PyMethodDef methods[] = {
     {"survey", survey, METH_VARARGS,
      "survey(raw, names, prefixes, max_series, max_points, max_labels, max_name_length,\n"
-     "       max_value_length, strict) -> (series, points, picked, metadata, raw, sorted) | None\n\n"
+     "       max_value_length, strict) -> (series, points, picked, metadata, raw, sorted) | int\n\n"
      "raw: an uncompressed remote-write 1.0 WriteRequest (bytes); names, prefixes: tuples of\n"
-     "bytes. None when the request is invalid or over a limit (wire.validate says why)."},
+     "bytes. An int when the request is invalid or over a limit: the index of the series the\n"
+     "walk refused it in, -1 outside a series (wire.validate says why)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -198,6 +198,12 @@ class Survey(NamedTuple):
     sorted: int = 0
 
 
+class Refused(NamedTuple):
+    """The compiled walk refused a request; ``validate.survey(..., suspect=series)`` words why."""
+
+    series: int  # the index of the series it was refused in; -1: outside a series
+
+
 def survey(
     raw: bytes,
     names: frozenset[bytes],
@@ -205,11 +211,11 @@ def survey(
     limits: Limits = NO_LIMITS,
     *,
     strict: bool = True,
-) -> Survey | None:
-    """The request ``raw`` checked and surveyed in one pass (``_survey.c``); None when it is
-    invalid or over ``limits``, or when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS``
-    is set: then ``validate.survey`` (the pure-Python reference, same arguments) raises the
-    worded error or answers the same Survey.
+) -> Survey | Refused | None:
+    """The request ``raw`` checked and surveyed in one pass (``_survey.c``); ``Refused`` when it
+    is invalid or over ``limits``, None when the extension is not built or
+    ``GOTK_RELAY_NO_EXTENSIONS`` is set: then ``validate.survey`` (the pure-Python reference, same
+    arguments) raises the worded error or answers the same Survey.
 
     Strict (the default, ``receiver.validation: full``): valid protobuf at every level with Go's
     wire-type rules, every string valid UTF-8, label names non-empty and unique, ``__name__``
@@ -233,7 +239,7 @@ def survey(
         limits.max_label_value_length,
         strict,
     )
-    return None if found is None else Survey(*found)
+    return Refused(found) if isinstance(found, int) else Survey(*found)
 
 
 def count_points(source: Split | bytes) -> int:

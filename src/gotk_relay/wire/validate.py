@@ -134,12 +134,22 @@ _FIELD_NAMES: Final[dict[str, dict[int, str]]] = {
 
 
 def survey(
-    raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes], limits: Limits
+    raw: bytes,
+    names: frozenset[bytes],
+    prefixes: frozenset[bytes],
+    limits: Limits,
+    *,
+    suspect: int = -1,
 ) -> scan.Survey:
     """Check an uncompressed remote write 1.0 request and survey it (see the module docstring).
 
     ``picked`` holds the encoded series (as in the returned ``raw``) whose ``__name__`` is in
     ``names`` or starts with one of ``prefixes``; ``metadata`` every encoded MetricMetadata.
+
+    ``suspect``: the index of the series the compiled walk refused the request in
+    (``scan.Refused``), which found every series before it valid: that series is checked right
+    after the request's own fields, so wording a refusal costs one series in Python, not every
+    series before it (~9 µs each). The answer is the same with or without it.
     """
     end = len(raw)
     series_at: list[tuple[int, int]] = []
@@ -172,6 +182,8 @@ def survey(
     points = 0
     picked: list[bytes] = []
     rewritten: list[tuple[int, bytes]] = []
+    if 0 <= suspect < len(series_at):
+        _series(raw, *series_at[suspect], suspect, limits)  # raises for the walk's refusal
     for index, (start, stop) in enumerate(series_at):
         count, name, reordered = _series(raw, start, stop, index, limits)
         points += count
