@@ -121,7 +121,7 @@ def test_latency_floor_is_measured_at_the_same_rate(smoke: tuple[str, dict[str, 
 
 
 def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) -> None:
-    """The run states each of issue 6's goals with its figure and verdict; a verdict follows
+    """The run states each of the goals (issues 16 and 6) with its figure and verdict; a verdict follows
     from its figure (the smoke run's figures themselves mean nothing)."""
     stdout, report = smoke
     goals = {row["goal"]: row for row in report["goals"]}
@@ -145,7 +145,7 @@ def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) ->
             row["figure"] >= row["target"] if row["at_least"] else row["figure"] <= row["target"]
         )
         assert row["met"] == beyond, row
-    assert "issue 6's goals in this run" in stdout
+    assert "the goals in this run (issue 16: strict by default; issue 6)" in stdout
     assert ("all at once: yes" in stdout) == all(row["met"] for row in report["goals"])
 
 
