@@ -21,11 +21,6 @@ from . import rig
 E2E_DIR = Path(__file__).resolve().parent
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Register ``slow`` (the suite runs with ``--strict-markers``)."""
-    config.addinivalue_line("markers", "slow: takes more than ~2 s; deselect with -m 'not slow'")
-
-
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:

@@ -69,6 +69,7 @@ def relay_on_default_config(tmp_path: Path) -> Iterator[str]:
             log.close()
 
 
+@pytest.mark.slow
 def test_the_readme_first_command_serves_the_embedded_default_config(tmp_path: Path) -> None:
     """`./scripts/serve` (README line 1): installs into .venv and serves; SIGTERM ends it cleanly."""
     readme = (REPO / "README.md").read_text()

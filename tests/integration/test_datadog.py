@@ -175,6 +175,7 @@ async def test_v1_metadata_types_a_counter_without_a_counter_suffix() -> None:
     assert intake.problems == []
 
 
+@pytest.mark.slow
 async def test_an_oversize_batch_is_split_into_requests_within_both_limits() -> None:
     count = 30_000
     queue = {"max_samples_per_send": 50_000, "capacity": 100_000}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from harness import (
     Reply,
     ScriptedReceiver,
@@ -96,6 +97,7 @@ async def test_a_400_for_merged_requests_drops_only_the_request_it_is_about() ->
         assert _sample(relay, "gotk_relay_samples_forwarded_total", {"destination": "d0"}) == 5
 
 
+@pytest.mark.slow
 async def test_429_with_retry_after_is_retried_after_the_delay_when_enabled() -> None:
     receiver = ScriptedReceiver([Reply(429, {"Retry-After": "2"})])
     config = _config(receiver.url, retry_on_http_429=True)
@@ -237,6 +239,7 @@ async def test_exemplars_histograms_and_metadata_reach_the_destination() -> None
     assert receiver.delivered()[0] == batch
 
 
+@pytest.mark.slow
 async def test_shutdown_drains_what_can_be_delivered_and_counts_the_rest() -> None:
     slow = ScriptedReceiver([Reply(503), Reply(503)])
     dead = ScriptedReceiver(default=Reply(hang=True))

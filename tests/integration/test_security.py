@@ -499,6 +499,7 @@ def _send(tmp_path: Path, url: str, *flags: str) -> subprocess.CompletedProcess[
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_send_reaches_a_relay_that_wants_a_token_and_a_client_certificate(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -292,6 +292,7 @@ async def test_a_reload_reaches_requests_the_workers_handle(tmp_path: Path) -> N
         assert _handoffs((await running.get("/metrics"))[1], "scanned") > scanned
 
 
+@pytest.mark.slow
 async def test_a_killed_worker_is_restarted_and_none_outlive_the_core(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     batch = gauge_batch(["up"], 1000, job="k")

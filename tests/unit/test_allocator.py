@@ -37,6 +37,7 @@ def test_without_mallopt_nothing_is_changed(monkeypatch: pytest.MonkeyPatch) -> 
     assert allocator.keep_freed_memory(environ={}) is False
 
 
+@pytest.mark.slow
 def test_the_write_path_stops_faulting_in_a_fresh_buffer_per_request() -> None:
     """The reason it exists. ``bench/inprocess.py``'s write path (decompress, scan, Flux, queue,
     federate) on the benchmark's ``cluster`` requests, in a fresh process, with glibc's defaults

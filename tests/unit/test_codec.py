@@ -24,12 +24,14 @@ from gotk_relay.wire import remote_pb2, rw1, rw2, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(v1_batches())
 def test_v1_round_trip_is_lossless(batch: Batch) -> None:
     assert canonical(rw1.decode(rw1.encode(batch), validate=False)) == canonical(batch)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(v2_batches())
 def test_v2_round_trip_is_lossless(batch: Batch) -> None:
@@ -66,6 +68,7 @@ def test_v1_to_v2_to_v1_keeps_series_and_their_metadata(batch: Batch, data: st.D
     assert set(back.metadata) == set(families)
 
 
+@pytest.mark.slow
 @settings(max_examples=200)
 @given(v2_batches())
 def test_v2_to_v1_to_v2_keeps_everything_v1_can_carry(batch: Batch) -> None:

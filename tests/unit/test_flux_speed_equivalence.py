@@ -691,6 +691,7 @@ def test_long_messy_traffic_gives_the_oracles_batches(name: str) -> None:
     assert stats.out_of_order_dropped > 0 and stats.objects_expired > 0
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(list(CONFIGS)),
@@ -737,6 +738,7 @@ def test_refused_objects_and_route_cache_clears_match_the_oracle() -> None:
         ts += SCRAPE_MS
 
 
+@pytest.mark.slow
 def test_loadgen_flux_heavy_requests_decoded_both_ways() -> None:
     """The benchmark's own requests, as the fast path decodes them (picked) and as rw1 does."""
     spec = loadgen.WorkloadSpec("flux-heavy", series=4000, flux_fraction=0.05)

@@ -96,6 +96,7 @@ limits_values = st.one_of(
 # -- equivalence over arbitrary batches ------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(v1_batches(), limits_values)
 def test_same_batch_or_error_as_rw1(batch: Batch, limits: Limits) -> None:
@@ -199,6 +200,7 @@ def series_encodings(draw: st.DrawFn) -> bytes:
     return b"".join(fields)
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.lists(series_encodings(), max_size=4), limits_values)
 def test_hand_encoded_series_decode_as_rw1_decodes_them(

@@ -84,6 +84,7 @@ def _cached_series(labels: Labels) -> Series:
     return Series(labels, (Sample(1.5, 1_764_000_000_000),))
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(batches(int_values=True))
 @example(Batch((Series(()),)))
@@ -96,6 +97,7 @@ def test_fast_path_writes_upb_bytes(batch: Batch) -> None:
     assert rw1.encode(batch) == want
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(batches())
 def test_round_trip_keeps_float_bits(batch: Batch) -> None:

@@ -104,6 +104,7 @@ def test_split_keeps_a_malformed_series_as_it_came() -> None:
     assert scan.split(raw).series == [b"\x12\x05ab", b""]
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(v1_batches(), v1_batches(), st.data())
 def test_drop_replace_and_append_series_without_touching_the_others(
@@ -216,6 +217,7 @@ def series_encodings(draw: st.DrawFn) -> bytes:
     return b"".join(parts)
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(series_encodings())
 def test_metric_name_agrees_with_upb_on_any_encoding(encoded: bytes) -> None:

@@ -397,6 +397,7 @@ def odd_encodings(draw: st.DrawFn) -> bytes:
     return _reencode(draw, raw, 0, len(raw), "request")
 
 
+@pytest.mark.slow
 @needs_native
 @settings(max_examples=600, deadline=None)
 @given(st.one_of(prometheus_batches(), v1_batches()), WATCHED)
@@ -421,6 +422,7 @@ def _wanted(name: bytes | None, names: frozenset[bytes], prefixes: frozenset[byt
     return name is not None and (name in names or name.startswith(tuple(prefixes)))
 
 
+@pytest.mark.slow
 @needs_native
 @settings(max_examples=500, deadline=None)
 @given(odd_encodings(), WATCHED)
@@ -435,6 +437,7 @@ def test_every_valid_encoding_is_accepted(
 # -- broken requests: fuzzing against the model, the reference and upb ------------------------
 
 
+@pytest.mark.slow
 @needs_native
 @settings(max_examples=700, deadline=None)
 @given(st.one_of(odd_encodings(), st.builds(rw1.encode, prometheus_batches())), WATCHED, st.data())
@@ -479,6 +482,7 @@ LIMITS = st.builds(
 )
 
 
+@pytest.mark.slow
 @needs_native
 @settings(max_examples=300, deadline=None)
 @given(odd_encodings(), LIMITS)
@@ -783,6 +787,7 @@ def _fast_path(
     return plan, config.receiver.model_copy(update={"validation": validation})
 
 
+@pytest.mark.slow
 @needs_native
 @pytest.mark.parametrize("keep_source", [True, False], ids=["keep-source", "take-out"])
 @pytest.mark.parametrize("workload_name, flux_fraction", [("flux-heavy", 0.05), ("cluster", 0.001)])

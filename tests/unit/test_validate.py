@@ -286,6 +286,7 @@ def _picked(batch: Batch) -> list[int]:
     ]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(odd_v1_requests())
 def test_any_valid_encoding_is_accepted_and_agrees_with_upb(case: tuple[bytes, Batch]) -> None:
@@ -335,6 +336,7 @@ def _mutations(raw: bytes) -> st.SearchStrategy[bytes]:
     return st.one_of(flip, cut, insert)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(odd_v1_requests().flatmap(lambda case: _mutations(case[0])))
 def test_fuzz_whatever_is_accepted_upb_reads_the_same(raw: bytes) -> None:
@@ -388,6 +390,7 @@ def test_sorted_series_keep_samples_exemplars_and_histograms() -> None:
     assert decoded.batch.series[0].histograms[0].count_value == 2
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(v2_batches().map(rw2.encode).flatmap(_mutations))
 def test_fuzz_v2_whatever_passes_check_v2_upb_reads(raw: bytes) -> None:
@@ -401,6 +404,7 @@ def test_fuzz_v2_whatever_passes_check_v2_upb_reads(raw: bytes) -> None:
     write_v2_pb2.Request.FromString(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(odd_v2_requests())
 def test_any_valid_v2_encoding_is_accepted_and_decoded_sorted(case: tuple[bytes, Batch]) -> None:
