@@ -177,26 +177,22 @@ class Shard:
             await self._ready.wait()
         if not self.entries:
             self._load()
-        taken: list[Entry] = []
-        total = 0
-        while self.entries:
-            entry = self.entries[0]
-            if taken and (total + entry.points > max_points or entry.tenant != taken[0].tenant):
-                break  # one request carries one tenant
-            self.entries.popleft()
-            taken.append(entry)
-            total += entry.points
-        self.memory_points -= total
-        if taken:
-            self.cursor = max(self.cursor, taken[-1].spool_id)
-        self.in_flight = taken
-        return taken
+        self.in_flight = self._pop(max_points, self.entries[0].tenant if self.entries else "")
+        return self.in_flight
 
     def take_more(self, max_points: int, tenant: str) -> list[Entry]:
         """Take the next queued entries of ``tenant`` (up to ``max_points``, at least one) into
         what is in flight: poison isolation compares a refused series with what follows it."""
         if not self.entries and self.disk_entries:
             self._load()
+        taken = self._pop(max_points, tenant)
+        if taken:
+            self.in_flight = self.in_flight + taken  # a new list: the sender holds the old one
+        return taken
+
+    def _pop(self, max_points: int, tenant: str) -> list[Entry]:
+        """Queued entries of ``tenant`` from the front, up to ``max_points`` (at least one):
+        one request carries one tenant."""
         taken: list[Entry] = []
         total = 0
         while self.entries:
@@ -209,7 +205,6 @@ class Shard:
         self.memory_points -= total
         if taken:
             self.cursor = max(self.cursor, taken[-1].spool_id)
-            self.in_flight = self.in_flight + taken  # a new list: the sender holds the old one
         return taken
 
     def oldest_ms(self) -> int | None:
