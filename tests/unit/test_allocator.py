@@ -41,7 +41,8 @@ def test_without_mallopt_nothing_is_changed(monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_write_path_stops_faulting_in_a_fresh_buffer_per_request() -> None:
     """The reason it exists. ``bench/inprocess.py``'s write path (decompress, scan, Flux, queue,
     federate) on the benchmark's ``cluster`` requests, in a fresh process, with glibc's defaults
-    and with the relay's settings: page faults over 50 requests after two warm-up rounds."""
+    (their values, held fixed) and with the relay's settings: page faults over 50 requests after
+    two warm-up rounds."""
     script = textwrap.dedent(
         """
         import resource, sys
@@ -50,6 +51,10 @@ def test_the_write_path_stops_faulting_in_a_fresh_buffer_per_request() -> None:
         from gotk_relay.allocator import keep_freed_memory
         if sys.argv[1] == "tuned":
             assert keep_freed_memory(environ={})
+        else:  # glibc's default thresholds, held fixed: its dynamic raise of the mmap threshold
+            # (on the first large free) depends on the order of earlier frees, so whether a
+            # fresh process with untouched defaults faults per request varies run to run.
+            assert keep_freed_memory(128 * 1024, 128 * 1024, environ={})
         spec = inprocess.loadgen.WorkloadSpec(name="cluster", flux_fraction=0.001)
         workload = inprocess.loadgen.Workload(spec)
         relay = inprocess.make_relay()
