@@ -137,10 +137,18 @@ def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) ->
     by = {(r["system"], r["workload"]): r for r in report["results"]}
     relay, peer = by[("gotk-relay", "cluster")], by[("vmagent", "cluster")]
     ratio = goals["cluster: samples/CPU-s vs vmagent (x)"]["figure"]
-    assert ratio == pytest.approx(relay["samples_per_cpu_s"] / peer["samples_per_cpu_s"])
+    # A smoke phase pushes three rounds: on a fast machine a system can spend less than one
+    # clock tick of CPU on them, and then there is no figure and no verdict to draw from it.
+    if relay["samples_per_cpu_s"] and peer["samples_per_cpu_s"]:
+        assert ratio == pytest.approx(relay["samples_per_cpu_s"] / peer["samples_per_cpu_s"])
+    else:
+        assert ratio is None
     added = goals["flux-heavy: added p99 at 50% (ms)"]["figure"]
     assert added == by[("gotk-relay", "flux-heavy")]["latency_added_p99_ms"]
     for row in report["goals"]:
+        if row["figure"] is None:
+            assert row["met"] is False, row
+            continue
         beyond = (
             row["figure"] >= row["target"] if row["at_least"] else row["figure"] <= row["target"]
         )
