@@ -1,4 +1,5 @@
-"""The one compiled part: an optional accelerator for scanning requests (``wire/_survey.c``).
+"""The compiled parts: optional accelerators for scanning requests (``wire/_survey.c``) and
+for routing them (``_route.c``: relabel rules, shards, tenants on the bytes).
 
 ``optional=True``: where no C compiler or Python headers are at hand, the install still
 succeeds and the relay takes the pure protobuf path (``wire.scan.survey`` returns None).
@@ -14,6 +15,12 @@ setup(
             sources=["src/gotk_relay/wire/_survey.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "gotk_relay._route",
+            sources=["src/gotk_relay/_route.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

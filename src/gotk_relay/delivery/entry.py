@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from operator import itemgetter
 from typing import NamedTuple
 
 import cramjam
 
-from ..model import Batch, FamilyMetadata, merge
+from ..model import Batch, FamilyMetadata, merge, newest_timestamp
 from ..wire import rw1, rw2, snappy_concat
 
 V1 = "prometheus.WriteRequest"
@@ -37,24 +36,6 @@ class Entry(NamedTuple):
     @property
     def size(self) -> int:
         return len(self.payload)
-
-
-def newest_timestamp(batch: Batch) -> int:
-    """The newest timestamp among each series' last sample and last histogram (0 if none).
-
-    Series keep their samples in time order, so the last is the newest. C iterators only: this
-    runs on every batch the rules make (~0.15 ms per 400 synthesized series as a loop).
-    """
-    series = batch.series
-    newest: int = max(map(_TIMESTAMP, map(_LAST, filter(None, map(_SAMPLES, series)))), default=0)
-    histograms: list[int] = [h[-1].timestamp for h in map(_HISTOGRAMS, series) if h]
-    return max(0, newest, *histograms)
-
-
-_SAMPLES = itemgetter(1)  # Series.samples
-_HISTOGRAMS = itemgetter(2)  # Series.histograms
-_LAST = itemgetter(-1)
-_TIMESTAMP = itemgetter(1)  # Sample.timestamp
 
 
 def compress(data: bytes) -> bytes:

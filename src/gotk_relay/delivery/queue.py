@@ -14,50 +14,14 @@ destinations.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import deque
 
-from ..model import Batch, Labels, Series
+from ..model import Batch, Series
+from ..routing import shard_key, split_by_shard
 from .entry import Entry
 from .spool import Spool, SpoolError
 
-_PARTS = ("_bucket", "_count", "_sum")
-_PART_LABELS = frozenset(("le", "quantile"))
-
-
-def shard_key(labels: Labels) -> int:
-    """Which shard a series belongs to, the same in every process and across restarts.
-
-    Python's ``hash()`` of strings changes with each process, so a restarted relay would put a
-    series' new samples on another shard than its spooled backlog and send them concurrently,
-    out of order. The parts of one classic histogram or summary (``_bucket{le}``, ``_sum``,
-    ``_count``, ``{quantile}``) share a key, so destinations that reassemble them (OTLP) get
-    them in one request.
-    """
-    crc = 0
-    for name, value in labels:
-        if name in _PART_LABELS:
-            continue
-        if name == "__name__":
-            for suffix in _PARTS:
-                if value.endswith(suffix):
-                    value = value[: -len(suffix)]
-                    break
-        crc = zlib.crc32(value.encode(), zlib.crc32(name.encode(), crc))
-    return crc
-
-
-def split_by_shard(batch: Batch, shards: int) -> list[Batch]:
-    """One batch per shard (empty ones included); metadata travels with shard 0."""
-    if shards == 1:
-        return [batch]
-    buckets: list[list[Series]] = [[] for _ in range(shards)]
-    for series in batch.series:
-        buckets[shard_key(series.labels) % shards].append(series)
-    out = [Batch(tuple(b), ()) for b in buckets]
-    out[0] = Batch(out[0].series, batch.metadata)
-    return out
-
+__all__ = ["MemoryBudget", "Shard", "ShardedQueue", "chunk", "shard_key", "split_by_shard"]
 
 def chunk(batch: Batch, max_points: int) -> list[Batch]:
     """Split a batch so no request carries more than ``max_points`` (a bigger series goes alone)."""

@@ -321,7 +321,7 @@ def _replace_all(pattern: _Pattern, first: _Match, src: str, template: _Template
     return "".join(out)
 
 
-def _go_lower(value: str) -> str:
+def go_lower(value: str) -> str:
     """``strings.ToLower``: per-rune simple mapping (``str.lower`` adds final sigma, "i̇")."""
     if value.isascii():
         return value.lower()
@@ -329,7 +329,7 @@ def _go_lower(value: str) -> str:
     return "".join(char.lower()[0] for char in value)
 
 
-def _go_upper(value: str) -> str:
+def go_upper(value: str) -> str:
     """``strings.ToUpper``: per-rune simple mapping, so "ß" stays "ß" rather than becoming "SS"."""
     if value.isascii():
         return value.upper()
@@ -463,6 +463,14 @@ class _Rule:
     def matches(self, value: str) -> bool:
         return True if self.whole else _memoize(self._matches, value, self._match)
 
+    def rewrite(self, value: str) -> tuple[str, str] | None:
+        """replace's (target, value) for a source value (None: nothing is written)."""
+        return self._rewrite(value)
+
+    def rename(self, name: str) -> str | None:
+        """labelmap's new name for a label name (None: the label is not mapped)."""
+        return self._rename(name)
+
     def run(self, lb: _Builder) -> bool:
         """One rule, as ``relabel()`` in relabel.go; False means the series is dropped."""
         action = self.action
@@ -487,9 +495,9 @@ class _Rule:
             shard = int.from_bytes(digest[8:], "big") % self.modulus
             lb.set(self.name, str(shard))
         elif action == "lowercase":
-            lb.set(self.name, _go_lower(value))
+            lb.set(self.name, go_lower(value))
         elif action == "uppercase":
-            lb.set(self.name, _go_upper(value))
+            lb.set(self.name, go_upper(value))
         elif action == "labelmap":
             for name, label_value in lb.snapshot():
                 new_name = _memoize(self._renames, name, self._rename)
@@ -519,6 +527,10 @@ class RuleSet:
 
     def __repr__(self) -> str:
         return f"RuleSet({[rule.action for rule in self._rules]})"
+
+    def compiled(self) -> tuple[_Rule, ...]:
+        """The compiled rules, for ``routing``'s compiled twin (which calls their functions)."""
+        return self._rules
 
     def apply(self, labels: Labels) -> Labels | None:
         """The relabeled, sorted labels, or None when a rule (or a missing name) drops the series.

@@ -1,0 +1,243 @@
+"""Routing: relabel rules, shards and tenants applied to a request's bytes.
+
+Between the receiver and the queues, each destination needs its own view of a request: its
+``write_relabel_configs`` applied, its series spread over its shards by a stable hash, and with
+tenant routing, split by tenant. The global ``relabel_configs`` are the same step with one
+shard. A ``Router`` does it for one such view on the *encoded* request (an uncompressed remote
+write 1.0 WriteRequest, validated by the receiver): a series no rule changes is copied as it
+came, a relabeled one is re-encoded with its new labels and its samples, exemplars and
+histograms copied as they came. No Python object is made per series.
+
+Two implementations, one interface (``Router.route``), switched in one place (``NATIVE``):
+
+* ``_route.c`` walks the request once and runs the rules over a compact label builder; every
+  string function a rule needs (RE2 matches and replacements, hashmod, case mappings) is the
+  reference's own, called through a bounded memo per rule, so the rules cannot drift apart;
+* ``route_reference`` decodes the request into ``model`` objects and runs ``rules.relabel``,
+  ``pipeline.split_by_tenant`` and ``split_by_shard``: the straightforward reference the tests
+  compare with, and the path taken where the extension was not built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from .config import TenantConfig
+from .model import Batch, Labels, Series, newest_timestamp
+from .pipeline import relabel_batch, split_by_tenant
+from .rules.relabel import RelabelConfig, RuleSet, compile_rules, go_lower, go_upper
+from .wire import rw1
+from .wire.errors import DecodeError
+
+_PARTS = ("_bucket", "_count", "_sum")
+_PART_LABELS = frozenset(("le", "quantile"))
+
+
+def shard_key(labels: Labels) -> int:
+    """Which shard a series belongs to, the same in every process and across restarts.
+
+    Python's ``hash()`` of strings changes with each process, so a restarted relay would put a
+    series' new samples on another shard than its spooled backlog and send them concurrently,
+    out of order. The parts of one classic histogram or summary (``_bucket{le}``, ``_sum``,
+    ``_count``, ``{quantile}``) share a key, so destinations that reassemble them (OTLP) get
+    them in one request. ``_route.c`` computes the same key.
+    """
+    crc = 0
+    for name, value in labels:
+        if name in _PART_LABELS:
+            continue
+        if name == "__name__":
+            for suffix in _PARTS:
+                if value.endswith(suffix):
+                    value = value[: -len(suffix)]
+                    break
+        crc = zlib.crc32(value.encode(), zlib.crc32(name.encode(), crc))
+    return crc
+
+
+def split_by_shard(batch: Batch, shards: int) -> list[Batch]:
+    """One batch per shard (empty ones included); metadata travels with shard 0."""
+    if shards == 1:
+        return [batch]
+    buckets: list[list[Series]] = [[] for _ in range(shards)]
+    for series in batch.series:
+        buckets[shard_key(series.labels) % shards].append(series)
+    out = [Batch(tuple(b), ()) for b in buckets]
+    out[0] = Batch(out[0].series, batch.metadata)
+    return out
+
+
+def _load_native() -> Any:
+    """``_route`` if it was built and is not switched off (``GOTK_RELAY_NO_EXTENSIONS``)."""
+    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
+        return None
+    try:
+        return importlib.import_module(f"{__package__}._route")
+    except ImportError:  # installed without a C compiler: the reference does it all
+        return None
+
+
+_native: Any = _load_native()
+NATIVE = _native is not None
+
+
+class Group(NamedTuple):
+    """What one (tenant, shard) of a destination gets from a request."""
+
+    tenant: str  # "" without tenant routing
+    shard: int
+    body: bytes  # an uncompressed WriteRequest: the series in request order, then the metadata
+    points: int  # samples + histograms
+    newest_ms: int  # newest timestamp of each series' last sample/histogram (0 if none)
+    series: int
+
+
+class Routed(NamedTuple):
+    """A request as one destination (or the global rules) sees it."""
+
+    groups: tuple[Group, ...] | None  # None: unchanged, the request itself is its one group
+    dropped: int = 0  # points of series the rules dropped
+    orphaned: int = 0  # points of series without a tenant (tenant routing, no default)
+
+
+_KINDS = {
+    "replace": 0,
+    "keep": 1,
+    "drop": 2,
+    "keepequal": 3,
+    "dropequal": 4,
+    "hashmod": 5,
+    "labelmap": 6,
+    "labeldrop": 7,
+    "labelkeep": 8,
+    "lowercase": 9,
+    "uppercase": 10,
+}
+
+
+def _text(value: bytes) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:  # only reachable with receiver.validation: framing
+        raise DecodeError(f"a label is not valid UTF-8: {value[:64]!r}") from None
+
+
+def _callback(rule: Any) -> Callable[[bytes], object]:
+    """The pure string function ``_route.c`` memoizes for one compiled rule (``_Rule``)."""
+    action = rule.action
+    if action == "replace":
+
+        def rewrite(value: bytes) -> tuple[bytes, bytes] | None:
+            result = rule.rewrite(_text(value))
+            return None if result is None else (result[0].encode(), result[1].encode())
+
+        return rewrite
+    if action in ("keep", "drop", "labeldrop", "labelkeep"):
+        return lambda value: rule.matches(_text(value))
+    if action == "hashmod":
+
+        def hashmod(value: bytes) -> bytes:
+            digest = hashlib.md5(value, usedforsecurity=False).digest()
+            return str(int.from_bytes(digest[8:], "big") % rule.modulus).encode()
+
+        return hashmod
+    if action == "lowercase":
+        return lambda value: go_lower(_text(value)).encode()
+    if action == "uppercase":
+        return lambda value: go_upper(_text(value)).encode()
+    if action == "labelmap":
+
+        def rename(name: bytes) -> bytes | None:
+            new = rule.rename(_text(name))
+            return None if new is None else new.encode()
+
+        return rename
+    return lambda value: None  # keepequal / dropequal compare in C and call nothing
+
+
+class Router:
+    """One destination's view of requests (or the global rules'): rules, shards, tenants."""
+
+    def __init__(
+        self,
+        rules: Sequence[RelabelConfig] | RuleSet = (),
+        shards: int = 1,
+        tenant: TenantConfig | None = None,
+    ) -> None:
+        self.rules = rules if isinstance(rules, RuleSet) else compile_rules(rules)
+        self.shards = max(1, shards)
+        self.tenant = tenant
+        # Per rule: (kind, source names, separator, target, memo, function); the memos live as
+        # long as the router (one configuration) and are bounded in _route.c.
+        self._program = tuple(
+            (
+                _KINDS[rule.action],
+                tuple(name.encode() for name in rule.sources),
+                rule.sep.encode(),
+                rule.name.encode(),
+                {},
+                _callback(rule),
+            )
+            for rule in self.rules.compiled()
+        )
+        self._tenant_args = (
+            (tenant.label.encode(), tenant.default.encode(), tenant.keep_label)
+            if tenant is not None
+            else (None, b"", False)
+        )
+
+    @property
+    def trivial(self) -> bool:
+        """Whether every request comes out as it came (no rules, one shard, no tenants)."""
+        return not self.rules and self.shards == 1 and self.tenant is None
+
+    def route(self, raw: bytes, native: bool | None = None) -> Routed:
+        """``raw`` as this view sees it; ``native`` picks an implementation (tests only)."""
+        if native is None:
+            native = NATIVE
+        if not native:
+            return self.route_reference(raw)
+        if self.trivial:
+            return Routed(None)
+        found = _native.route(raw, self._program, self.shards, *self._tenant_args)
+        if found is None:
+            return Routed(None)
+        groups, dropped, orphaned = found
+        return Routed(
+            tuple(Group(t.decode(), *rest) for t, *rest in groups),
+            dropped,
+            orphaned,
+        )
+
+    def route_reference(self, raw: bytes) -> Routed:
+        """The same by decoding: ``model`` objects, ``RuleSet.apply``, the batch splitters."""
+        batch = rw1.decode(raw, validate=False)
+        out = relabel_batch(self.rules, batch)
+        dropped = batch.point_count - out.point_count
+        if out is batch and self.shards == 1 and self.tenant is None:
+            return Routed(None)
+        orphaned = 0
+        parts: list[tuple[str, Batch]] = [("", out)]
+        if self.tenant is not None:
+            by_tenant, orphaned = split_by_tenant(out, self.tenant)
+            parts = sorted(by_tenant.items())
+        groups: list[Group] = []
+        for tenant, part in parts:
+            for shard, piece in enumerate(split_by_shard(part, self.shards)):
+                if piece.series or piece.metadata:
+                    groups.append(
+                        Group(
+                            tenant,
+                            shard,
+                            rw1.encode(piece),
+                            piece.point_count,
+                            newest_timestamp(piece),
+                            len(piece.series),
+                        )
+                    )
+        return Routed(tuple(groups), dropped, orphaned)
