@@ -1,29 +1,46 @@
-"""When a write request may skip decoding: the plan, derived once per configuration.
+"""How a remote write 1.0 request is handled without decoding it: the plan, once per configuration.
 
-A remote-write 1.0 request whose series no rule can change is forwarded as the bytes that came:
-no Python object per series, no re-encoding, not even a recompression (the snappy block is
-queued as received). That holds when there are no global relabel rules,
-every destination takes the request as is (one shard, no write_relabel_configs, no tenants,
-remote write 1.0 — Datadog and OTLP destinations read 1.0 entries too), and the request holds
-none of the metric names the Flux rules or the federate store look at. The series that hold such
-names are selected from the encoded request (``wire.scan``) and decoded; only they go through
-the rules. With ``flux.keep_source`` (the default) the rules change none of them, so the whole
-body is forwarded as it came and the synthesized series are queued after it; without it the
-other series are re-framed and forwarded as bytes beside the rules' output.
+A request is checked as strictly as a decode would (``scan.survey``, in C: protobuf, UTF-8,
+label names, limits; unsorted label sets are sorted) unless ``receiver.validation: framing``
+asks for framing and counts only. Then, on its bytes (``routing``): the global
+``relabel_configs``; the series the Flux rules or the federate store read are picked and decoded
+(only they go through the rules); and every destination gets its own view of the request, its
+``write_relabel_configs`` applied, spread over its shards and tenants, in the message it speaks.
+A destination with no rules, one shard, no tenant and remote write 1.0 (Datadog and OTLP
+destinations read 1.0 entries too) takes the snappy block as it came, not even recompressed.
 
-Every request on it is checked as strictly as a decode would (``scan.survey``, in C: protobuf,
-UTF-8, label names, limits; unsorted label sets are sorted), unless ``receiver.validation:
-framing`` asks for framing and counts only.
+With ``flux.keep_source`` (the default) the Flux rules change none of the series they read, so
+they are forwarded with the rest and the synthesized series are queued after them; without it
+the series they read are taken out and only the rules' output is queued for them.
+
+Only a federate selector that can match any metric name sends every request through the decoded
+path (the store must then see every series).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from .config import V1, Config, RemoteWriteConfig
+from .config import V1, Config, QueuedDestinationConfig, RemoteWriteConfig
+from .routing import Router
 from .rules.flux import RECONCILE_CONDITION, RESOURCE_INFO, SUSPEND_STATUS
 from .selectors import name_prefixes
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """How one destination (or several alike) sees each request."""
+
+    router: Router  # its write_relabel_configs, shards and tenant routing
+    protocol: str  # the message its entries hold (V1, or V2 for remote write 2.0)
+
+    @property
+    def as_received(self) -> bool:
+        """It takes the request as it came (after the global rules)."""
+        return self.router.trivial and self.protocol == V1
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +50,16 @@ class FastPath:
     # The rules leave every series they read in place (flux.keep_source): the received body is
     # then forwarded whole, as the snappy block that came, and only synthesized series are added.
     keeps_inputs: bool = True
+    relabel: Router | None = None  # the global relabel_configs, None without any
+    # Per destination name, its view; destinations that see alike share one View object, so a
+    # request is routed once per distinct view.
+    views: dict[str, View] = field(default_factory=dict)
+
+    @property
+    def as_received(self) -> bool:
+        """Every destination takes the request as it came: the Flux rules' steady state may skip
+        building series (Relay._admit_steady)."""
+        return self.relabel is None and all(v.as_received for v in self.views.values())
 
     @property
     def watched(self) -> frozenset[bytes]:
@@ -44,15 +71,6 @@ _LITERAL = re.compile(r"[A-Za-z0-9_:]*")
 
 def plan(config: Config) -> FastPath | None:
     """The fast path this configuration allows, or None when every request must be decoded."""
-    if config.relabel_configs:
-        return None
-    for _, _, cfg in config.destinations():
-        if cfg.queue_config.min_shards != 1 or cfg.write_relabel_configs:
-            return None
-        if isinstance(cfg, RemoteWriteConfig) and (
-            cfg.tenant is not None or cfg.protobuf_message != V1
-        ):
-            return None
     names: set[bytes] = set()
     if config.flux.mode in ("legacy", "both"):
         names.add(RESOURCE_INFO.encode())
@@ -65,5 +83,38 @@ def plan(config: Config) -> FastPath | None:
             return None  # a selector that can match any name: the store must see every series
         prefixes = found
     return FastPath(
-        frozenset(names), frozenset(p.encode() for p in prefixes), config.flux.keep_source
+        frozenset(names),
+        frozenset(p.encode() for p in prefixes),
+        config.flux.keep_source,
+        Router(config.relabel_configs) if config.relabel_configs else None,
+        views(config),
     )
+
+
+def views(config: Config) -> dict[str, View]:
+    """Each destination's view, one object per distinct (rules, shards, tenant, message)."""
+    shared: dict[str, View] = {}
+    out: dict[str, View] = {}
+    for _, name, cfg in config.destinations():
+        key, make = _view_of(cfg)
+        if key not in shared:
+            shared[key] = make()
+        out[name] = shared[key]
+    return out
+
+
+def _view_of(cfg: QueuedDestinationConfig) -> tuple[str, Callable[[], View]]:
+    tenant = cfg.tenant if isinstance(cfg, RemoteWriteConfig) else None
+    protocol = cfg.protobuf_message if isinstance(cfg, RemoteWriteConfig) else V1
+    shards = cfg.queue_config.min_shards
+    rules = cfg.write_relabel_configs
+    key = json.dumps(
+        [
+            [r.model_dump(mode="json") for r in rules],
+            shards,
+            None if tenant is None else tenant.model_dump(mode="json"),
+            protocol,
+        ],
+        sort_keys=True,
+    )
+    return key, lambda: View(Router(rules, shards, tenant), protocol)

@@ -1,11 +1,12 @@
 """The fast path's two halves: scanning a request (stateless) and admitting it (stateful).
 
 ``scan`` needs only the request and the configuration: it checks the request (strictly, unless
-``receiver.validation: framing``), counts points, sorts unsorted label sets and picks the series
-the rules read, and can run in any process. ``admit`` decodes the picked
-series and runs the rules and the queues, which hold state (Flux objects, per-series order), so
-it runs where that state lives. The split is what lets ingest scale over cores without moving
-any state (see docs/scaling.md).
+``receiver.validation: framing``), counts points, sorts unsorted label sets, applies the global
+relabel rules, picks the series the Flux rules read and routes the request to every destination
+(its rules, shards, tenants and message: ``routing``), all on the bytes, and can run in any
+process. ``admit`` decodes the picked series and runs the Flux rules and the queues, which hold
+state (Flux objects, per-series order), so it runs where that state lives. The split is what
+lets ingest scale over cores without moving any state (see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -13,19 +14,44 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .config import ReceiverConfig
-from .delivery.entry import V1, Entry, compress
-from .fastpath import FastPath
+from .delivery.entry import V1, V2, Entry, compress
+from .fastpath import FastPath, View
 from .ingress import limits_of
 from .model import Batch
 from .relay import Admission, Relay
-from .wire import scan, validate
+from .routing import Routed
+from .wire import rw1, rw2, scan, validate
+from .wire.labels import NO_LIMITS
 from .wire.picked import decode as decode_series
+
+AS_RECEIVED = -1
+"""``Part.newest_ms`` of the request as it came: its newest timestamp is not read (admission
+time stands for it, as for every forwarded block)."""
+
+
+class Part(NamedTuple):
+    """What one shard (of one tenant) of a destination gets from a request: an entry to be."""
+
+    tenant: str
+    shard: int
+    payload: bytes  # snappy block of a WriteRequest (V1) or a v2 Request (V2)
+    protocol: str
+    points: int
+    newest_ms: int  # AS_RECEIVED for the request itself
+
+
+class Routing(NamedTuple):
+    """One view's share of a request: its parts, their points, and what it drops."""
+
+    parts: tuple[Part, ...]
+    points: int
+    orphaned: int  # points without a tenant (dropped, counted as no_tenant)
 
 
 class Scanned(NamedTuple):
     """A v1 request reduced to what admission needs; plain bytes and ints, cheap to pass on."""
 
-    forward: bytes  # snappy block to queue as it is (b"" when nothing is left to forward)
+    forward: bytes  # snappy block after the global rules (b"" when nothing is left to forward)
     forward_points: int  # samples + histograms in ``forward``
     picked: list[bytes]  # encoded TimeSeries the rules read, in request order
     metadata: list[bytes]  # encoded MetricMetadata of the request
@@ -33,10 +59,15 @@ class Scanned(NamedTuple):
     size: int  # uncompressed request size, for the memory budget / spool estimate
     scanner: str = "python"  # "c": the compiled survey read it (gotk_relay_scanned_requests)
     sorted: int = 0  # series whose labels came unsorted and are forwarded sorted
+    points: int = 0  # samples + histograms received (before any rule)
+    # Per destination that does not take ``forward`` as it is: its share. Destinations that
+    # see alike share one Routing object.
+    routes: dict[str, Routing] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath) -> Scanned:
-    """Check and reduce a v1 request; ``body`` is its snappy block, ``raw`` that decompressed.
+    """Check, reduce and route a v1 request; ``body`` is its snappy block, ``raw`` that
+    decompressed.
 
     Raises DecodeError/LabelLimitError (400) and TooManySeriesError/TooManySamplesError (413),
     worded by ``validate.survey``, for a request the compiled survey refused. With
@@ -52,37 +83,96 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
         suspect = -1 if surveyed is None else surveyed.series
         surveyed = validate.survey(raw, fast.names, fast.prefixes, bounds, suspect=suspect)
         scanner = "python"
+    received = surveyed.points
     forward_raw = surveyed.raw
-    if fast.keeps_inputs or not surveyed.picked:  # forwarded whole
-        metadata = surveyed.metadata if surveyed.picked else []
-        # The body as it came when no label set needed sorting, else the sorted copy.
-        block = body if forward_raw is raw else compress(forward_raw)
-        return Scanned(
-            block,
-            surveyed.points,
-            surveyed.picked,
-            metadata,
-            True,
-            len(raw),
-            scanner,
-            surveyed.sorted,
-        )
-    # flux.keep_source off and series to take out: the others are re-framed and forwarded.
-    # A series picked is taken out wherever its bytes occur (the same bytes: the same series).
-    taken = set(surveyed.picked)
-    rest = [s for s in scan.frame(forward_raw).timeseries if s not in taken]
-    rest_points = surveyed.points - scan.count_points(scan.rebuild(surveyed.picked))
-    forward = compress(scan.rebuild(rest)) if rest else b""
+    # The body as it came when no label set needed sorting and no global rule changed it.
+    block: bytes | None = body if forward_raw is raw else None
+    picked, metadata, points = surveyed.picked, surveyed.metadata, surveyed.points
+    if fast.relabel is not None:
+        relabeled = fast.relabel.route(forward_raw)
+        if relabeled.groups is not None:
+            block = None
+            forward_raw = relabeled.groups[0].body if relabeled.groups else b""
+            points = relabeled.groups[0].points if relabeled.groups else 0
+            picked, metadata = _pick(forward_raw, fast) if fast.watched else ([], [])
+    inputs_forwarded = fast.keeps_inputs or not picked
+    if not inputs_forwarded:
+        # flux.keep_source off: the series the rules read are taken out of what is forwarded.
+        # A series picked is taken out wherever its bytes occur (the same bytes: the same series).
+        taken = set(picked)
+        rest = [s for s in scan.frame(forward_raw).timeseries if s not in taken]
+        points -= scan.count_points(scan.rebuild(picked))
+        forward_raw = scan.rebuild(rest) if rest else b""
+        block = None
+    else:
+        metadata = metadata if picked else []
+    routes: dict[str, Routing] = {}
+    shared: dict[int, Routing] = {}
+    for name, view in fast.views.items():
+        if view.as_received:
+            continue
+        routing = shared.get(id(view))
+        if routing is None:
+            routing = shared[id(view)] = _route(view, forward_raw, block, points)
+        routes[name] = routing
+    if not _forwarded(fast):
+        block = b""
+    elif block is None:
+        block = compress(forward_raw) if forward_raw else b""
     return Scanned(
-        forward,
-        rest_points,
-        surveyed.picked,
-        surveyed.metadata,
-        False,
+        block,
+        points,
+        picked,
+        metadata,
+        inputs_forwarded,
         len(raw),
         scanner,
         surveyed.sorted,
+        received,
+        routes,
     )
+
+
+def _forwarded(fast: FastPath) -> bool:
+    """Whether some destination takes the (globally relabeled) request as it is."""
+    return not fast.views or any(v.as_received for v in fast.views.values())
+
+
+def _pick(raw: bytes, fast: FastPath) -> tuple[list[bytes], list[bytes]]:
+    """The series the rules read in a request the global rules rewrote (checked already)."""
+    found = scan.survey(raw, fast.names, fast.prefixes, NO_LIMITS, strict=False)
+    if not isinstance(found, scan.Survey):
+        found = validate.survey(raw, fast.names, fast.prefixes, NO_LIMITS)
+    return found.picked, found.metadata
+
+
+def _route(view: View, raw: bytes, block: bytes | None, points: int) -> Routing:
+    routed = view.router.route(raw) if raw else Routed(())
+    if routed.groups is None:  # the request as it is, in another message
+        if view.protocol == V1 and block is not None:
+            payload = block
+        else:
+            payload = compress(_message(raw, view.protocol))
+        return Routing((Part("", 0, payload, view.protocol, points, AS_RECEIVED),), points, 0)
+    parts = tuple(
+        Part(
+            g.tenant,
+            g.shard,
+            compress(_message(g.body, view.protocol)),
+            view.protocol,
+            g.points,
+            g.newest_ms,
+        )
+        for g in routed.groups
+    )
+    return Routing(parts, sum(g.points for g in routed.groups), routed.orphaned)
+
+
+def _message(raw: bytes, protocol: str) -> bytes:
+    """A validated v1 WriteRequest in ``protocol``."""
+    if protocol == V2:
+        return rw2.encode(rw1.decode(raw, validate=False))
+    return raw
 
 
 def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:
@@ -97,6 +187,32 @@ def admit(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) -> Admissi
     forward = (
         Entry(scanned.forward, V1, scanned.forward_points, now_ms) if scanned.forward else None
     )
+    routes = {
+        name: (
+            [
+                (
+                    p.shard,
+                    Entry(
+                        p.payload,
+                        p.protocol,
+                        p.points,
+                        now_ms if p.newest_ms == AS_RECEIVED else p.newest_ms,
+                        0,
+                        p.tenant,
+                    ),
+                )
+                for p in routing.parts
+            ],
+            routing.points,
+            routing.orphaned,
+        )
+        for name, routing in scanned.routes.items()
+    }
     return relay.admit(
-        picked, now_ms, scanned.size, forward, inputs_forwarded=scanned.inputs_forwarded
+        picked,
+        now_ms,
+        scanned.size,
+        forward,
+        inputs_forwarded=scanned.inputs_forwarded,
+        routes=routes,
     )

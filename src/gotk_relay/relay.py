@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -40,6 +40,11 @@ from .rules.flux import FluxRewriter
 from .telemetry import Telemetry, flux_metrics, gauge
 
 log = logging.getLogger("gotk_relay.relay")
+
+
+Route = tuple[list[tuple[int, Entry]], int, int]
+"""A destination's own share of a fast-path request: (shard, entry) pairs, points, points
+dropped for want of a tenant."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,21 +204,24 @@ class Relay:
             if (problem := destination.problem())
         ]
 
-    def room(self, points: int, size_hint: int) -> Admission:
-        """Whether every destination can take a batch of this size now (before any rule runs)."""
-        admission = self._room(points, size_hint)
+    def room(self, points: int, size_hint: int, own: Mapping[str, int] | None = None) -> Admission:
+        """Whether every destination can take a batch of this size now (before any rule runs);
+        ``own``: the points of destinations that take their own share of it instead."""
+        admission = self._room(points, size_hint, own or {})
         if not admission.accepted:
             self.refusing.happened("queue_full", destination=admission.busy_destination)
         return admission
 
-    def _room(self, points: int, size_hint: int) -> Admission:
+    def _room(self, points: int, size_hint: int, own: Mapping[str, int]) -> Admission:
         spool_cfg = self.config.spool
         for name, destination in self.destinations.items():
             if self.spool is not None:
                 full = destination.queue.bytes + size_hint > spool_cfg.max_bytes
                 if full and spool_cfg.when_full == "backpressure" and destination.queue.bytes:
                     return Admission(False, name)
-            elif not destination.queue.room_for(points) or not self.budget.room_for(size_hint):
+            elif not destination.queue.room_for(own.get(name, points)) or not self.budget.room_for(
+                size_hint
+            ):
                 return Admission(False, name)
         return Admission(True)
 
@@ -224,6 +232,7 @@ class Relay:
         size_hint: int = 0,
         passthrough: Entry | None = None,
         inputs_forwarded: bool = False,
+        routes: Mapping[str, Route] | None = None,
     ) -> Admission:
         """Queue ``batch`` for every destination, or for none (see the module docstring).
 
@@ -232,28 +241,38 @@ class Relay:
         of the request, series no rule can change, already encoded (see fastpath.py): every
         destination queues it as it is, before ``batch``'s own entries. ``inputs_forwarded``:
         ``batch``'s series are inside ``passthrough`` already (the rules keep their inputs), so
-        only what the rules add is queued. Raises SpoolError when
-        the spool cannot be written: then nothing was queued anywhere.
+        only what the rules add is queued. ``routes``: per destination that does not take
+        ``passthrough`` as it is, its own entries of the request (``ingest.scan_request``
+        routed it: its rules, shards, tenants, message) with their shards, points and the points
+        it drops for want of a tenant. Fast-path batches (``passthrough`` or ``routes`` given)
+        went through the global rules already. Raises SpoolError when the spool cannot be
+        written: then nothing was queued anywhere.
         """
-        points = 0 if inputs_forwarded else batch.point_count
-        points += passthrough.points if passthrough is not None else 0
-        admission = self.room(points, size_hint)
+        fast = passthrough is not None or routes is not None
+        routes = routes or {}
+        added = 0 if inputs_forwarded else batch.point_count
+        points = added + (passthrough.points if passthrough is not None else 0)
+        own = {name: added + route[1] for name, route in routes.items()}
+        admission = self.room(points, size_hint, own)
         if not admission.accepted:
             return admission
         self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
         if (
             self.steady
             and passthrough is not None
+            and not routes
             and inputs_forwarded
             and now_ms is not None
             and self._admit_steady(batch, now_ms, passthrough)
         ):
             return admission
-        rewritten = self.pipeline.ingest(batch, now_ms)
+        rewritten = (
+            self.pipeline.synthesize(batch, now_ms) if fast else self.pipeline.ingest(batch, now_ms)
+        )
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         # On the fast path what is queued beside the received block is only what the Flux rules
         # made, and they may have encoded it as they went (FluxRewriter.encoded).
-        made = self.pipeline.flux.encoded(queued.series) if passthrough is not None else None
+        made = self.pipeline.flux.encoded(queued.series) if fast else None
         # Destinations that see the same batch, sharded alike and speaking the same message,
         # share the encoded entries: one encode per distinct (chunk, protocol).
         encoded: dict[tuple[int, str], Entry] = {}
@@ -263,7 +282,11 @@ class Relay:
             out = self.pipeline.for_destination(name, queued)
             protocol = destination.protocol
             entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
-            if passthrough is not None:  # one shard, no rules: fastpath.plan guarantees it
+            route = routes.get(name)
+            if route is not None:
+                for shard, entry in route[0]:
+                    entries[shard].append(entry)
+            elif passthrough is not None:  # one shard, no rules: fastpath.plan guarantees it
                 entries[0].append(passthrough)
             for tenant, part in self._tenants(destination, out):
                 for index, chunks in enumerate(destination.queue.plan(part)):
@@ -283,6 +306,9 @@ class Relay:
             planned = self._spool(planned)
         for destination, entries in planned:
             destination.queue.put(entries)
+        for name, route in routes.items():
+            if route[2]:
+                self.telemetry.dropped(name, route[2], "no_tenant")
         if self.federate is not None:
             refused = self.federate.update(rewritten)
             if refused:
@@ -297,7 +323,7 @@ class Relay:
         without a ``Series`` per synthesized output: every destination takes the request as it
         came (``fastpath.plan``) and the rules' output as one encoded entry.
         """
-        if self.fast is None:  # scanned under a configuration a reload has since replaced
+        if self.fast is None or not self.fast.as_received:  # scanned under an older config
             return False
         # fastpath.plan holds every destination to one shard, no rules, no tenants and remote
         # write 1.0; the rules' output must also fit in one request to be one entry.

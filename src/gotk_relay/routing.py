@@ -174,7 +174,7 @@ class Router:
         self.tenant = tenant
         # Per rule: (kind, source names, separator, target, memo, function); the memos live as
         # long as the router (one configuration) and are bounded in _route.c.
-        self._program = tuple(
+        self._program: tuple[tuple[object, ...], ...] = tuple(
             (
                 _KINDS[rule.action],
                 tuple(name.encode() for name in rule.sources),

@@ -347,14 +347,12 @@ def count_scanned(telemetry: Telemetry, scanned: ingest.Scanned, picked: Batch) 
     if scanned.sorted:
         telemetry.sorted_series.inc(scanned.sorted)
     received = telemetry.received
-    if scanned.inputs_forwarded:  # the picked series are inside the forwarded block
-        histograms = picked.histogram_count
-        received.labels("sample", V1_PROTO).inc(scanned.forward_points - histograms)
-        received.labels("histogram", V1_PROTO).inc(histograms)
-        received.labels("exemplar", V1_PROTO).inc(picked.exemplar_count)
-    else:
-        _count(telemetry, picked, V1_PROTO)
-        received.labels("sample", V1_PROTO).inc(scanned.forward_points)
+    # Points as they came, before any rule (the picked series are counted as they came out of
+    # the global rules, which rarely change their sample counts).
+    histograms = picked.histogram_count
+    received.labels("sample", V1_PROTO).inc(max(0, scanned.points - histograms))
+    received.labels("histogram", V1_PROTO).inc(histograms)
+    received.labels("exemplar", V1_PROTO).inc(picked.exemplar_count)
 
 
 def _admitted(telemetry: Telemetry, admit: Callable[[], Admission]) -> web.Response | None:

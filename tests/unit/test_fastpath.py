@@ -47,27 +47,56 @@ def test_both_validations_take_the_fast_path(validation: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("extra", "as_received"),
+    [
+        ("relabel_configs: [{target_label: cluster, replacement: a}]\n", True),
+        ("remote_write: [{url: 'http://a/', queue_config: {min_shards: 2}}]\n", False),
+        (
+            "remote_write: [{url: 'http://a/', write_relabel_configs: "
+            "[{action: labeldrop, regex: pod}]}]\n",
+            False,
+        ),
+        ("remote_write: [{url: 'http://a/', tenant: {label: team}}]\n", False),
+        (
+            "remote_write: [{url: 'http://a/', protobuf_message: io.prometheus.write.v2.Request}]\n",
+            False,
+        ),
+        ("datadog: [{api_key: k}]\n", True),
+    ],
+    ids=["global-relabel", "shards", "write-relabel", "tenant", "v2-destination", "datadog"],
+)
+def test_every_configuration_takes_the_fast_path(extra: str, as_received: bool) -> None:
+    """Rules, shards, tenants and other messages are applied on the bytes (routing.py): only the
+    destinations that take the request as it came skip routing."""
+    fast = plan(load_text(BASE + extra))
+    assert fast is not None
+    assert all(view.as_received == as_received for view in fast.views.values())
+    assert (fast.relabel is not None) == extra.startswith("relabel_configs")
+
+
+def test_destinations_that_see_alike_share_one_view() -> None:
+    fast = plan(
+        load_text(
+            "remote_write:\n"
+            "- {url: 'http://a/', queue_config: {min_shards: 4, max_shards: 4}}\n"
+            "- {url: 'http://b/', queue_config: {min_shards: 4, max_shards: 4}}\n"
+            "- {url: 'http://c/', queue_config: {min_shards: 2, max_shards: 2}}\n"
+        )
+    )
+    assert fast is not None
+    a, b, c = fast.views.values()
+    assert a is b and a is not c
+
+
+@pytest.mark.parametrize(
     "extra",
     [
-        "relabel_configs: [{target_label: cluster, replacement: a}]\n",
-        "remote_write: [{url: 'http://a/', queue_config: {min_shards: 2}}]\n",
-        "remote_write: [{url: 'http://a/', write_relabel_configs: [{action: labeldrop, regex: pod}]}]\n",
-        "remote_write: [{url: 'http://a/', tenant: {label: team}}]\n",
-        "remote_write: [{url: 'http://a/', protobuf_message: io.prometheus.write.v2.Request}]\n",
         "federate: {match: ['{job=\"x\"}']}\n",
         "federate: {match: ['{__name__=~\"(?i)gotk.*\"}']}\n",
     ],
-    ids=[
-        "global-relabel",
-        "shards",
-        "write-relabel",
-        "tenant",
-        "v2-destination",
-        "federate-any-name",
-        "federate-regex-without-prefix",
-    ],
+    ids=["federate-any-name", "federate-regex-without-prefix"],
 )
-def test_every_request_is_decoded_when_something_could_need_it(extra: str) -> None:
+def test_every_request_is_decoded_when_the_federate_store_needs_every_series(extra: str) -> None:
     assert plan(load_text(BASE + extra)) is None
 
 

@@ -176,9 +176,7 @@ def test_tenant_label_routes_and_is_removed(native: bool) -> None:
 def test_stale_marker_bits_survive_a_rewrite(native: bool) -> None:
     stale = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
     raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(stale, 7),)),)))
-    routed = Router(rules("- {target_label: cluster, replacement: prod}")).route(
-        raw, native=native
-    )
+    routed = Router(rules("- {target_label: cluster, replacement: prod}")).route(raw, native=native)
     assert routed.groups is not None
     (s,) = rw1.decode(routed.groups[0].body).series
     assert dict(s.labels) == {"__name__": "up", "cluster": "prod"}

@@ -23,6 +23,7 @@ from .spool import Spool, SpoolError
 
 __all__ = ["MemoryBudget", "Shard", "ShardedQueue", "chunk", "shard_key", "split_by_shard"]
 
+
 def chunk(batch: Batch, max_points: int) -> list[Batch]:
     """Split a batch so no request carries more than ``max_points`` (a bigger series goes alone)."""
     if batch.point_count <= max_points:
