@@ -99,10 +99,13 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
     if not inputs_forwarded:
         # flux.keep_source off: the series the rules read are taken out of what is forwarded.
         # A series picked is taken out wherever its bytes occur (the same bytes: the same series).
+        # The request's metadata stay with the rest (every tenant of it gets them, as on the
+        # decoded path); the rules' own families come with their output.
         taken = set(picked)
-        rest = [s for s in scan.frame(forward_raw).timeseries if s not in taken]
+        framed = scan.frame(forward_raw)
+        rest = [s for s in framed.timeseries if s not in taken]
         points -= scan.count_points(scan.rebuild(picked))
-        forward_raw = scan.rebuild(rest) if rest else b""
+        forward_raw = scan.rebuild(rest, framed.metadata) if rest or framed.metadata else b""
         block = None
     else:
         metadata = metadata if picked else []

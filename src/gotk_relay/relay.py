@@ -270,6 +270,10 @@ class Relay:
             self.pipeline.synthesize(batch, now_ms) if fast else self.pipeline.ingest(batch, now_ms)
         )
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
+        if fast and not inputs_forwarded and batch.metadata:
+            # The request's metadata were forwarded with its other series (ingest.scan_request).
+            sent = set(batch.metadata)
+            queued = Batch(queued.series, tuple(m for m in queued.metadata if m not in sent))
         # On the fast path what is queued beside the received block is only what the Flux rules
         # made, and they may have encoded it as they went (FluxRewriter.encoded).
         made = self.pipeline.flux.encoded(queued.series) if fast else None

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import canonical, series
 
 from gotk_relay.config import TenantConfig
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.routing import Routed, Router, shard_key
 from gotk_relay.rules.relabel import RelabelConfig
 from gotk_relay.wire import rw1
-from strategies import canonical, series
 
 NAMES = st.sampled_from(["__name__", "a", "b", "job", "instance", "le", "m_a", "zz"])
 VALUES = st.text(alphabet="ab;:-_é.0", max_size=5)
