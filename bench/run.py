@@ -29,6 +29,13 @@ sink and a fresh system are started, and:
    system adds (issue 6's latency goal); the run ends with the goals judged (issue 16's
    throughput ratios, issue 6's others).
 
+Issue 17's configurations (``--variants``, see :mod:`variants`: write relabel drop, a global
+rewrite, 4 shards, tenants, remote write 2.0, Datadog and OTLP destinations) then run on each
+workload with a warm-up and a throughput phase each, the relay and, where it has the same
+feature, vmagent; every delivery is counted per destination and must be exact; the
+"configurations" table and issue 17's goals compare them with vmagent and with the relay's own
+plain figure.
+
 Then gotk-relay alone takes 50k distinct pass-through series (2 rounds) and 1M (20 clusters ×
 the same 50k, 1 round), to show how its memory grows with the number of distinct series; each
 run is bounded by ``memory_timeout`` and reports how many series it got through.
