@@ -15,11 +15,12 @@ code agrees with itself.
   ``gotk_reconcile_condition`` samples (True/False/Unknown; 1 for the Ready status, 0 for the
   others; no ``ready`` label means Unknown) and one ``gotk_suspend_status`` (1 iff
   ``suspended="true"``).
+
+:mod:`variants` builds each configuration's expectation (per destination) on these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 from loadgen import FLUX_KINDS, Labels
@@ -126,13 +127,3 @@ def vmagent_rename(labels: Labels, value: float) -> Expected:
     common, ready, _ = _object_labels(labels)
     series = {**common, "__name__": "gotk_reconcile_condition", "type": "Ready", "status": ready}
     return [(tuple(sorted(series.items())), value)]
-
-
-EXPECTATIONS: Final[dict[str, Callable[[Labels, float], Expected]]] = {
-    "identity": identity,
-    "relay-legacy": relay_legacy,
-    "vmagent-rename": vmagent_rename,
-}
-
-#: Samples delivered per accepted sample: (per plain sample, per gotk_resource_info sample).
-DELIVERY_FACTOR: Final = {"identity": (1, 1), "relay-legacy": (1, 5), "vmagent-rename": (1, 1)}

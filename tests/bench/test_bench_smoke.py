@@ -22,8 +22,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMS = ("gotk-relay", "vmagent", "vmagent-relabel")
 WORKLOADS = ("cluster", "flux-heavy")
+# Issue 17's configurations; vmagent runs the ones it has the same feature for.
+VARIANTS = (
+    "plain",
+    "write-relabel-drop",
+    "global-relabel-rewrite",
+    "shards-4",
+    "tenants",
+    "rw2",
+    "fanout-datadog",
+    "datadog-all",
+    "otlp-all",
+)
+VMAGENT_VARIANTS = ("write-relabel-drop", "global-relabel-rewrite", "shards-4")
 RESULT_KEYS = {
     "system",
+    "variant",
     "workload",
     "accepted_per_s",
     "samples_per_cpu_s",
@@ -50,7 +64,7 @@ def run_smoke(out: Path, *argv: str) -> tuple[str, dict[str, Any]]:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
@@ -86,8 +100,12 @@ def test_writes_json_with_the_expected_keys(smoke: tuple[str, dict[str, Any]]) -
     assert report["machine"]["cores"] >= 1
     assert "cpu_model" in report["machine"]
     assert report["settings"]["smoke"] is True
-    pairs = {(r["system"], r["workload"]) for r in report["results"]}
-    assert pairs == {(s, w) for s in SYSTEMS for w in WORKLOADS}
+    plain = {(r["system"], r["workload"]) for r in report["results"] if r["variant"] == "plain"}
+    assert plain == {(s, w) for s in SYSTEMS for w in WORKLOADS}
+    others = {(r["variant"], r["system"]) for r in report["results"] if r["variant"] != "plain"}
+    assert others == {(v, "gotk-relay") for v in VARIANTS[1:]} | {
+        (v, "vmagent") for v in VMAGENT_VARIANTS
+    }
     for result in report["results"]:
         assert result.keys() >= RESULT_KEYS, RESULT_KEYS - result.keys()
     assert len(report["memory_scaling"]) == 2
@@ -98,7 +116,11 @@ def test_peak_rss_of_the_latency_phase_is_its_own(smoke: tuple[str, dict[str, An
     and the run's peak stays the larger of the two."""
     _, report = smoke
     for result in report["results"]:
-        where = f"{result['system']} on {result['workload']}"
+        where = f"{result['system']} ({result['variant']}) on {result['workload']}"
+        if result["variant"] != "plain":  # the throughput phase only
+            assert result["latency_peak_rss_bytes"] is None, where
+            assert result["peak_rss_bytes"] > 0, where
+            continue
         assert 0 < result["latency_peak_rss_bytes"] <= result["peak_rss_bytes"], where
 
 
@@ -110,6 +132,9 @@ def test_latency_floor_is_measured_at_the_same_rate(smoke: tuple[str, dict[str, 
     assert "a bare receiver on its core at the same rate in alternate slices" in stdout
     assert "added p99" in stdout
     for result in report["results"]:
+        if result["variant"] != "plain":  # the latency phase is the plain rows' alone
+            assert result["latency_floor"] is None and result["latency"] is None
+            continue
         floor = result["latency_floor"]
         where = f"{result['system']} on {result['workload']}"
         assert floor["slices"] >= 2, where
@@ -121,8 +146,8 @@ def test_latency_floor_is_measured_at_the_same_rate(smoke: tuple[str, dict[str, 
 
 
 def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) -> None:
-    """The run states each of the goals (issues 16 and 6) with its figure and verdict; a verdict follows
-    from its figure (the smoke run's figures themselves mean nothing)."""
+    """The run states each of the goals (issues 16, 6 and 17) with its figure and verdict; a
+    verdict follows from its figure (the smoke run's figures themselves mean nothing)."""
     stdout, report = smoke
     goals = {row["goal"]: row for row in report["goals"]}
     expected = {
@@ -133,8 +158,15 @@ def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) ->
         "cluster: peak RSS at 50% vs vmagent (x)",
         "flux-heavy: peak RSS at 50% vs vmagent (x)",
     }
+    for workload in WORKLOADS:
+        expected |= {f"{workload}: {v} vs vmagent, same feature (x)" for v in VMAGENT_VARIANTS}
+        expected |= {
+            f"{workload}: {v} vs the relay's plain (x)"
+            for v in ("tenants", "rw2", "fanout-datadog")
+        }
+        expected |= {f"{workload}: {v}: samples/CPU-s" for v in ("datadog-all", "otlp-all")}
     assert expected <= goals.keys(), expected - goals.keys()
-    by = {(r["system"], r["workload"]): r for r in report["results"]}
+    by = {(r["system"], r["workload"]): r for r in report["results"] if r["variant"] == "plain"}
     relay, peer = by[("gotk-relay", "cluster")], by[("vmagent", "cluster")]
     ratio = goals["cluster: samples/CPU-s vs vmagent (x)"]["figure"]
     # A smoke phase pushes three rounds: on a fast machine a system can spend less than one
@@ -153,7 +185,16 @@ def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) ->
             row["figure"] >= row["target"] if row["at_least"] else row["figure"] <= row["target"]
         )
         assert row["met"] == beyond, row
-    assert "the goals in this run (issue 16: strict by default; issue 6)" in stdout
+    shards = goals["cluster: shards-4 vs vmagent, same feature (x)"]
+    configs = {(c["variant"], c["workload"]): c for c in report["configurations"]}
+    assert shards["figure"] == configs[("shards-4", "cluster")]["ratio"]
+    datadog = goals["flux-heavy: datadog-all: samples/CPU-s"]
+    assert datadog["target"] == 300_000
+    assert datadog["figure"] == configs[("datadog-all", "flux-heavy")]["relay_samples_per_cpu_s"]
+    heading = (
+        "the goals in this run (issue 16: strict by default; issue 6; issue 17: configurations)"
+    )
+    assert heading in stdout
     assert ("all at once: yes" in stdout) == all(row["met"] for row in report["goals"])
 
 
@@ -161,7 +202,10 @@ def test_goals_are_judged_from_the_figures(smoke: tuple[str, dict[str, Any]]) ->
 def test_delivered_equals_accepted(smoke: tuple[str, dict[str, Any]], system: str) -> None:
     """Every acked sample arrived once, plus exactly what the system synthesizes."""
     _, report = smoke
+    rows = ("plain", "shards-4", "rw2")  # the configurations that deliver every sample as is
     for result in (r for r in report["results"] if r["system"] == system):
+        if result["variant"] not in rows:
+            continue
         where = f"{system} on {result['workload']}"
         assert result["accepted_samples"] > 0, where
         assert result["delivered_samples"] == result["expected_samples"], where
@@ -230,10 +274,109 @@ def test_the_in_process_benchmark_reports_memory_per_flux_object() -> None:
 
 
 def test_a_partial_run_does_not_claim_every_goal(tmp_path: Path) -> None:
-    """A run of some systems or workloads judges the goals it measured and never says that
-    every goal held at once, since the others were not measured."""
+    """A run of some systems, workloads or configurations judges the goals it measured and
+    never says that every goal held at once, since the others were not measured."""
     argv = ("--systems", "gotk-relay", "--workloads", "cluster", "--skip-memory")
-    stdout, report = run_smoke(tmp_path / "partial.json", *argv)
+    stdout, report = run_smoke(tmp_path / "partial.json", *argv, "--variants", "plain")
     assert [row["goal"] for row in report["goals"]] == ["cluster: added p99 at 50% (ms)"]
-    assert "all at once: not judged (this run measured 1 of 7 goals)" in stdout
+    assert {r["variant"] for r in report["results"]} == {"plain"}
+    assert "all at once: not judged (this run measured 1 of 23 goals)" in stdout
     assert "all at once: yes" not in stdout
+
+
+@pytest.mark.parametrize("variant", VARIANTS[1:])
+def test_every_configuration_is_verified_sample_by_sample(
+    smoke: tuple[str, dict[str, Any]], variant: str
+) -> None:
+    """Each configuration's deliveries were checked one by one (remote write: every series,
+    timestamp and value per destination; Datadog and OTLP: the points per metric name) against
+    what the acked batches must give under its rules, with the strict default on."""
+    _, report = smoke
+    rows = [r for r in report["results"] if r["variant"] == variant]
+    expected_systems = {"gotk-relay", "vmagent"} if variant in VMAGENT_VARIANTS else {"gotk-relay"}
+    assert {r["system"] for r in rows} == expected_systems
+    assert {r["workload"] for r in rows} == set(WORKLOADS)
+    assert report["settings"]["relay_validation"] == ""  # the relay's default: full
+    for result in rows:
+        where = f"{result['system']} ({variant}) on {result['workload']}"
+        verification = result["verification"]
+        assert result["accepted_samples"] > 0, where
+        assert verification["ok"], f"{where}: {verification}"
+        assert result["delivered_by_destination"] == result["expected_by_destination"], where
+        assert result["delivered_ok"], where
+
+
+def _row(report: dict[str, Any], variant: str, workload: str = "flux-heavy") -> dict[str, Any]:
+    return next(
+        r
+        for r in report["results"]
+        if (r["variant"], r["system"], r["workload"]) == (variant, "gotk-relay", workload)
+    )
+
+
+def _legacy(result: dict[str, Any]) -> int:
+    """What the relay's Flux rules make of a row's accepted samples: four series more per
+    gotk_resource_info sample."""
+    return int(result["accepted_samples"] + 4 * result["accepted_flux_samples"])
+
+
+def test_each_configuration_reaches_its_destinations(smoke: tuple[str, dict[str, Any]]) -> None:
+    """What each configuration changes shows at the sink: fewer series after a drop, one
+    request stream per tenant, remote write 2.0 requests, the Datadog and OTLP intakes."""
+    _, report = smoke
+    dropped = _row(report, "write-relabel-drop")
+    assert 0 < dropped["expected_samples"] < _legacy(dropped)
+    rewritten = _row(report, "global-relabel-rewrite")["verification"]
+    assert rewritten["received_samples"] == rewritten["expected_samples"] > 0
+    tenants = _row(report, "tenants")["delivered_by_destination"]
+    assert set(tenants) == {"remote_write@node-exporter", "remote_write@kube-state-metrics"}
+    assert _row(report, "rw2")["sink"]["remote_write_requests"].keys() == {"2.0"}
+    assert _row(report, "plain")["sink"]["remote_write_requests"].keys() == {"1.0"}
+    fanout = _row(report, "fanout-datadog")
+    assert fanout["delivered_by_destination"].keys() == {"remote_write", "datadog"}
+    assert set(fanout["verification"]["datadog_points"]["names"]) == {
+        "gotk_resource_info",
+        "gotk_reconcile_condition",
+        "gotk_suspend_status",
+    }
+    datadog = _row(report, "datadog-all")
+    assert datadog["delivered_by_destination"].keys() == {"datadog"}
+    # A Datadog count's first sample only sets its baseline: fewer points than samples.
+    assert 0 < datadog["delivered_samples"] < _legacy(datadog)
+    otlp = _row(report, "otlp-all")
+    assert otlp["delivered_by_destination"].keys() == {"otlp"}
+    assert otlp["delivered_samples"] == _legacy(otlp)
+
+
+def test_prints_the_configurations_table(smoke: tuple[str, dict[str, Any]]) -> None:
+    stdout, report = smoke
+    assert "configurations (issue 17)" in stdout
+    for variant in VARIANTS:
+        for workload in WORKLOADS:
+            row = re.compile(rf"^{re.escape(variant)}\s+{workload}\s.*\sok$", re.MULTILINE)
+            assert row.search(stdout), f"no verified row for {variant} on {workload}:\n{stdout}"
+    configs = {(c["variant"], c["workload"]): c for c in report["configurations"]}
+    assert len(configs) == len(VARIANTS) * len(WORKLOADS)
+    for (variant, _), row in configs.items():
+        has_peer = variant == "plain" or variant in VMAGENT_VARIANTS
+        assert (row["vmagent_verified"] is not None) == has_peer, row
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--variants", "plain,shards-9"), "unknown variant(s) ['shards-9']"),
+        (("--variants", ","), "unknown variant(s) []"),
+    ],
+    ids=["unknown", "empty"],
+)
+def test_variants_flag_refuses_what_it_does_not_know(argv: tuple[str, ...], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
