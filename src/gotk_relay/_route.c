@@ -177,6 +177,7 @@ typedef struct {
     Py_ssize_t nl;
     const char *v;
     Py_ssize_t vl;
+    Py_ssize_t rs, re; /* a received label's record (key to end) in the request; else 0, 0 */
 } Lab;
 
 typedef struct {
@@ -266,7 +267,7 @@ bld_set(Builder *lb, const char *n, Py_ssize_t nl, const char *v, Py_ssize_t vl)
         lb->add = add;
         lb->capadd = cap;
     }
-    lb->add[lb->nadd++] = (Lab){n, nl, v, vl};
+    lb->add[lb->nadd++] = (Lab){n, nl, v, vl, 0, 0};
     return 1;
 }
 
@@ -875,7 +876,7 @@ route(PyObject *self, PyObject *args)
                 if (!work_labels(&w, nlab + 1)) {
                     goto done;
                 }
-                Lab lab = {"", 0, "", 0};
+                Lab lab = {"", 0, "", 0, fstart, lend};
                 while (q < lend) {
                     uint64_t lkey;
                     if (!rd_varint(d, &q, lend, &lkey)) {
@@ -1038,9 +1039,12 @@ route(PyObject *self, PyObject *args)
                 last_group = group;
             }
         }
+        /* A series no rule changed loses only its tenant label's record: copied around it. */
+        Py_ssize_t cut_start = 0, cut_end = 0;
         if (strip) {
             Py_ssize_t k = 0;
-            if (final == w.base && !work_snap(&w, nlab + 1)) {
+            int as_received = final == w.base;
+            if (as_received && !work_snap(&w, nlab + 1)) {
                 goto done;
             }
             for (Py_ssize_t i = 0; i < nfinal; i++) {
@@ -1048,10 +1052,14 @@ route(PyObject *self, PyObject *args)
                           PyBytes_GET_SIZE(tenant_label))) {
                     w.snap[k++] = final[i];
                 }
+                else if (as_received) {
+                    cut_start = final[i].rs;
+                    cut_end = final[i].re;
+                }
             }
             final = w.snap;
             nfinal = k;
-            relabeled = 1;
+            relabeled = !as_received;
         }
         Buf *out = &group->shards[0];
         if (groups.nshards > 1) {
@@ -1088,6 +1096,16 @@ route(PyObject *self, PyObject *args)
             for (Py_ssize_t i = 0; i < w.nrest; i++) {
                 put(out, d + w.rest[i].start, w.rest[i].end - w.rest[i].start);
             }
+        }
+        else if (cut_end > cut_start) {
+            Py_ssize_t inner = (end - body) - (cut_end - cut_start);
+            if (!buf_reserve(out, inner + 11)) {
+                goto done;
+            }
+            out->data[out->len++] = 0x0a;
+            put_varint(out, (uint64_t)inner);
+            put(out, d + body, cut_start - body);
+            put(out, d + cut_end, end - cut_end);
         }
         else {
             /* As it came: the key, the length and the body. */
