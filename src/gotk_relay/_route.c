@@ -536,7 +536,12 @@ crc32_update(uint32_t crc, const char *p, Py_ssize_t n)
 static uint32_t
 shard_key(const Lab *labels, Py_ssize_t n)
 {
+    /* CRC-32 streams: crc32(value, crc32(name, crc)) is the CRC of name and value one after
+     * the other, so the pairs are gathered and hashed in one pass (short strings one by one
+     * would spend their time in the byte-at-a-time tail). */
     static const char *parts[] = {"_bucket", "_count", "_sum"};
+    char stack[4096];
+    Py_ssize_t used = 0;
     uint32_t crc = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         const Lab *l = &labels[i];
@@ -553,9 +558,26 @@ shard_key(const Lab *labels, Py_ssize_t n)
                 }
             }
         }
-        crc = crc32_update(crc32_update(crc, l->n, l->nl), l->v, vl);
+        if (used + l->nl + vl > (Py_ssize_t)sizeof(stack)) {
+            crc = crc32_update(crc, stack, used);
+            used = 0;
+            if (l->nl + vl > (Py_ssize_t)sizeof(stack)) {
+                crc = crc32_update(crc32_update(crc, l->n, l->nl), l->v, vl);
+                continue;
+            }
+        }
+        memcpy(stack + used, l->n, (size_t)l->nl);
+        used += l->nl;
+        memcpy(stack + used, l->v, (size_t)vl);
+        used += vl;
     }
-    return crc;
+    return crc32_update(crc, stack, used);
+}
+
+static void
+frame_error_set(void)
+{
+    PyErr_SetString(PyExc_ValueError, "the request cannot be framed");
 }
 
 /* -- groups: one output per (tenant, shard) ------------------------------------------------ */
@@ -715,6 +737,25 @@ work_rest(Work *w, Py_ssize_t start, Py_ssize_t end)
     return 1;
 }
 
+/* The fields of a series other than its labels, as spans, in order (for re-encoding it). */
+static int
+collect_rest(Work *w, Bytes d, Py_ssize_t pos, Py_ssize_t end)
+{
+    w->nrest = 0;
+    while (pos < end) {
+        Py_ssize_t start = pos;
+        uint64_t key;
+        if (!rd_varint(d, &pos, end, &key) || !skip(d, &pos, end, (int)(key & 7))) {
+            frame_error_set();
+            return 0;
+        }
+        if (!((key >> 3) == 1 && (key & 7) == 2) && !work_rest(w, start, pos)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* The timestamp (field ``field``) of an encoded Sample or Histogram; 0 when absent. */
 static long long
 timestamp_of(Bytes d, Py_ssize_t pos, Py_ssize_t end, uint32_t field)
@@ -799,6 +840,15 @@ route(PyObject *self, PyObject *args)
         rules[i] = (Rule){rules[i].kind, sources, PyBytes_AS_STRING(sep), PyBytes_GET_SIZE(sep),
                           PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target), memo, fn};
     }
+    /* Rules that only keep or drop by metric name need no other label: one is read. */
+    int name_only = nrules > 0 && nshards <= 1 && !tenants;
+    for (Py_ssize_t i = 0; i < nrules && name_only; i++) {
+        PyObject *sources = rules[i].sources;
+        name_only = (rules[i].kind == K_KEEP || rules[i].kind == K_DROP) &&
+                    PyTuple_GET_SIZE(sources) == 1 &&
+                    same(PyBytes_AS_STRING(PyTuple_GET_ITEM(sources, 0)),
+                         PyBytes_GET_SIZE(PyTuple_GET_ITEM(sources, 0)), "__name__", 8);
+    }
     if (tenants && (!PyBytes_Check(tenant_label) || !PyBytes_Check(tenant_default))) {
         PyErr_SetString(PyExc_TypeError, "the tenant label and default must be bytes");
         goto done;
@@ -850,96 +900,139 @@ route(PyObject *self, PyObject *args)
             meta[nmeta++] = (Span){record, end};
             continue;
         }
-        /* A TimeSeries: its labels into the builder, its other fields as spans. */
+        /* A TimeSeries: its labels into the builder (only __name__ when the rules read
+         * nothing else and nothing else needs labels); its points counted, the last sample
+         * and histogram kept for the newest timestamp. */
         Py_ssize_t nlab = 0;
-        long long points = 0, newest_sample = 0, newest_hist = 0;
-        int have_sample = 0, have_hist = 0;
-        w.nrest = 0;
+        long long points = 0;
+        Py_ssize_t last_sample = -1, last_sample_len = 0, last_hist = -1, last_hist_len = 0;
+        int named = 0;
+        /* Reading only __name__ holds while every other label is seen to have a value (an
+         * empty one is deleted by the builder, which changes the series): else read all. */
+        int only_name = name_only;
+    walk_series:;
         Py_ssize_t p = body;
         while (p < end) {
             Py_ssize_t fstart = p;
             uint64_t fkey;
-            if (!rd_varint(d, &p, end, &fkey)) {
+            if (p < end && d[p] < 0x80) {
+                fkey = d[p++];
+            }
+            else if (!rd_varint(d, &p, end, &fkey)) {
                 frame_error();
                 goto done;
             }
             uint32_t f = (uint32_t)(fkey >> 3);
             int fw = (int)(fkey & 7);
-            if (f == 1 && fw == 2) {
+            if (fw == 2 && f >= 1 && f <= 4) {
                 Py_ssize_t ll;
-                if (!rd_len(d, &p, end, &ll)) {
+                if (p < end && d[p] < 0x80 && (Py_ssize_t)d[p] < end - p) {
+                    ll = d[p++];
+                }
+                else if (!rd_len(d, &p, end, &ll)) {
                     frame_error();
                     goto done;
                 }
                 Py_ssize_t q = p, lend = p + ll;
                 p = lend;
+                if (f == 2) {
+                    points++;
+                    last_sample = q;
+                    last_sample_len = ll;
+                    continue;
+                }
+                if (f == 4) {
+                    points++;
+                    last_hist = q;
+                    last_hist_len = ll;
+                    continue;
+                }
+                if (f == 3) {
+                    continue; /* an exemplar */
+                }
+                if (only_name && named) {
+                    /* A label the rules do not read: only its value's presence matters. */
+                    if (ll >= 2 && d[q] == 0x0a && d[q + 1] < 0x80 && q + 4 + d[q + 1] <= lend &&
+                        d[q + 2 + d[q + 1]] == 0x12 && d[q + 3 + d[q + 1]] > 0) {
+                        continue;
+                    }
+                    only_name = 0;
+                    nlab = points = named = 0;
+                    last_sample = last_hist = -1;
+                    goto walk_series;
+                }
                 if (!work_labels(&w, nlab + 1)) {
                     goto done;
                 }
                 Lab lab = {"", 0, "", 0, fstart, lend};
-                while (q < lend) {
-                    uint64_t lkey;
-                    if (!rd_varint(d, &q, lend, &lkey)) {
-                        frame_error();
-                        goto done;
-                    }
-                    if ((lkey >> 3) <= 2 && (lkey & 7) == 2) {
-                        Py_ssize_t sl;
-                        if (!rd_len(d, &q, lend, &sl)) {
+                /* The usual encoding first: name then value, one-byte lengths. */
+                if (ll >= 4 && d[q] == 0x0a && d[q + 1] < 0x80 && q + 2 + d[q + 1] + 2 <= lend &&
+                    d[q + 2 + d[q + 1]] == 0x12 && d[q + 3 + d[q + 1]] < 0x80 &&
+                    q + 4 + d[q + 1] + d[q + 3 + d[q + 1]] == lend) {
+                    lab.n = (const char *)d + q + 2;
+                    lab.nl = d[q + 1];
+                    lab.v = (const char *)d + q + 4 + lab.nl;
+                    lab.vl = d[q + 3 + lab.nl];
+                }
+                else {
+                    while (q < lend) {
+                        uint64_t lkey;
+                        if (!rd_varint(d, &q, lend, &lkey)) {
                             frame_error();
                             goto done;
                         }
-                        if ((lkey >> 3) == 1) {
-                            lab.n = (const char *)d + q;
-                            lab.nl = sl;
+                        if ((lkey >> 3) <= 2 && (lkey & 7) == 2) {
+                            Py_ssize_t sl;
+                            if (!rd_len(d, &q, lend, &sl)) {
+                                frame_error();
+                                goto done;
+                            }
+                            if ((lkey >> 3) == 1) {
+                                lab.n = (const char *)d + q;
+                                lab.nl = sl;
+                            }
+                            else {
+                                lab.v = (const char *)d + q;
+                                lab.vl = sl;
+                            }
+                            q += sl;
                         }
-                        else {
-                            lab.v = (const char *)d + q;
-                            lab.vl = sl;
+                        else if (!skip(d, &q, lend, (int)(lkey & 7))) {
+                            frame_error();
+                            goto done;
                         }
-                        q += sl;
                     }
-                    else if (!skip(d, &q, lend, (int)(lkey & 7))) {
-                        frame_error();
-                        goto done;
+                }
+                if (only_name) {
+                    if (lab.vl == 0) { /* see above */
+                        only_name = 0;
+                        nlab = points = named = 0;
+                        last_sample = last_hist = -1;
+                        goto walk_series;
                     }
+                    if (!same(lab.n, lab.nl, "__name__", 8)) {
+                        continue;
+                    }
+                    named = 1;
                 }
                 w.base[nlab] = lab;
                 w.deleted[nlab] = lab.vl == 0; /* an empty value is an absent label */
                 nlab++;
                 continue;
             }
-            if (fw == 2 && (f == 2 || f == 4)) {
-                Py_ssize_t sl;
-                if (!rd_len(d, &p, end, &sl)) {
-                    frame_error();
-                    goto done;
-                }
-                points++;
-                if (f == 2) {
-                    newest_sample = timestamp_of(d, p, p + sl, 2);
-                    have_sample = 1;
-                }
-                else {
-                    newest_hist = timestamp_of(d, p, p + sl, 15);
-                    have_hist = 1;
-                }
-                p += sl;
-            }
-            else if (!skip(d, &p, end, fw)) {
+            if (!skip(d, &p, end, fw)) {
                 frame_error();
-                goto done;
-            }
-            if (!work_rest(&w, fstart, p)) {
                 goto done;
             }
         }
         long long newest = 0;
-        if (have_sample && newest_sample > newest) {
-            newest = newest_sample;
+        if (last_sample >= 0) {
+            long long ts = timestamp_of(d, last_sample, last_sample + last_sample_len, 2);
+            newest = ts > newest ? ts : newest;
         }
-        if (have_hist && newest_hist > newest) {
-            newest = newest_hist;
+        if (last_hist >= 0) {
+            long long ts = timestamp_of(d, last_hist, last_hist + last_hist_len, 15);
+            newest = ts > newest ? ts : newest;
         }
         /* The rules. */
         lb.base = w.base;
@@ -1066,6 +1159,9 @@ route(PyObject *self, PyObject *args)
             out = &group->shards[shard_key(final, nfinal) % (uint32_t)groups.nshards];
         }
         if (relabeled) {
+            if (!collect_rest(&w, d, body, end)) {
+                goto done;
+            }
             Py_ssize_t inner = 0;
             for (Py_ssize_t i = 0; i < nfinal; i++) {
                 inner += 1 + varint_size((uint64_t)label_size(&final[i])) + label_size(&final[i]);
