@@ -315,6 +315,30 @@ rd32(Bytes p)
     return v;
 }
 
+/* memcmp(a, b, n) == 0 inlined: the strings compared here are mostly under 64 bytes. */
+static inline int
+same(Bytes a, Bytes b, size_t n)
+{
+    if (n >= 8) {
+        size_t i = 0;
+        for (; n - i > 8; i += 8) {
+            if (rd64(a + i) != rd64(b + i)) {
+                return 0;
+            }
+        }
+        return rd64(a + n - 8) == rd64(b + n - 8);
+    }
+    if (n >= 4) {
+        return rd32(a) == rd32(b) && rd32(a + n - 4) == rd32(b + n - 4);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* A multiply-mix hash over 8-byte words (overlapping reads for the tail, never past n). */
 static inline uint32_t
 hash_bytes(Bytes p, size_t n)
@@ -348,6 +372,45 @@ hash_bytes(Bytes p, size_t n)
     }
     uint64_t h = mum(a ^ k1, b ^ seed);
     return (uint32_t)(h ^ (h >> 32));
+}
+
+/* A Label's hash: its first and last 16 bytes and its length, without a loop (a Label is
+ * mostly under 64 bytes, and two differing only in their middle just share a slot chain). */
+static inline uint32_t
+hash_label(Bytes p, size_t n)
+{
+    uint64_t a, b, x = 0, y = 0;
+    if (n >= 8) {
+        a = rd64(p);
+        b = rd64(p + n - 8);
+        if (n > 16) {
+            x = rd64(p + 8);
+            y = rd64(p + n - 16);
+        }
+    }
+    else if (n >= 4) {
+        a = rd32(p);
+        b = rd32(p + n - 4);
+    }
+    else {
+        a = n ? ((uint64_t)p[0] << 16) | ((uint64_t)p[n >> 1] << 8) | p[n - 1] : 0;
+        b = 0;
+    }
+    uint64_t h = mum(a ^ 0xa0761d6478bd642full ^ n, b ^ 0xe7037ed1a0b428dbull)
+                 ^ mum(x ^ 0x8ebc6af09c88c6e3ull, y ^ 0x589965cc75374cc3ull);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* same() for a Label: its first and last 16 bytes first, the middle only when they match. */
+static inline int
+same_label(Bytes a, Bytes b, size_t n)
+{
+    if (n >= 16) {
+        uint64_t diff = (rd64(a) ^ rd64(b)) | (rd64(a + 8) ^ rd64(b + 8))
+                        | (rd64(a + n - 16) ^ rd64(b + n - 16)) | (rd64(a + n - 8) ^ rd64(b + n - 8));
+        return diff == 0 && (n <= 32 || same(a + 16, b + 16, n - 32));
+    }
+    return same(a, b, n);
 }
 
 static int
@@ -425,7 +488,7 @@ intern(Table *t, Bytes p, Py_ssize_t n, uint32_t *ref)
             break;
         }
         const Sym *sym = &t->syms[at - 1];
-        if (sym->hash == h && sym->n == (uint32_t)n && memcmp(sym->p, p, (size_t)n) == 0) {
+        if (sym->hash == h && sym->n == (uint32_t)n && same(sym->p, p, (size_t)n)) {
             *ref = at - 1;
             return OK;
         }
@@ -532,7 +595,7 @@ families_get(const Families *f, Bytes p, Py_ssize_t n)
             return NULL;
         }
         const Family *item = &f->items[at - 1];
-        if (item->hash == h && item->family_n == n && memcmp(item->family, p, (size_t)n) == 0) {
+        if (item->hash == h && item->family_n == n && same(item->family, p, (size_t)n)) {
             return item;
         }
         s = (s + 1) & f->mask;
@@ -624,34 +687,115 @@ parse_metadata(Bytes d, Py_ssize_t pos, Py_ssize_t end, Families *families)
 
 /* -- the conversion --------------------------------------------------------------------- */
 
+/* Labels by their whole encoding: the same Label bytes are the same name and value refs, so a
+ * label seen before in the request costs one lookup and no parse. Each key is copied into one
+ * arena, and each slot holds its key's hash, so a lookup reads a few cache lines, not the
+ * request's bytes of wherever the label was first seen. */
+typedef struct {
+    uint32_t n, name, value;
+    size_t offset; /* in arena */
+} Pair;
+
+typedef struct {
+    Pair *items;
+    uint32_t count, cap;
+    uint64_t *slots; /* hash << 32 | (item index + 1); 0 is empty */
+    uint32_t mask;
+    unsigned char *arena;
+    size_t arena_len, arena_cap;
+} Pairs;
+
+/* The previous series' labels by position: consecutive series of one family share most of
+ * their labels at the same positions, found by one comparison without hashing. */
+#define RECENT 64
+typedef struct {
+    Bytes p;
+    uint32_t n, name, value;
+} Recent;
+
 typedef struct {
     Bytes d;
     Table table;
     Families families;
-    Buf out;         /* the timeseries fields */
-    uint32_t *refs;  /* scratch: one message's labels_refs */
+    Pairs pairs;
+    Recent recent[RECENT];
+    uint32_t name_ref; /* the symbol of "__name__", UINT32_MAX until it has one */
+    Buf out;           /* the timeseries fields */
+    uint32_t *refs;    /* scratch: an exemplar's labels_refs */
     size_t refs_cap;
 } Conv;
 
-static inline int
-push_ref(Conv *c, size_t *count, uint32_t ref)
+static void
+pairs_free(Pairs *t)
 {
-    if (*count >= c->refs_cap) {
-        size_t cap = c->refs_cap ? c->refs_cap * 2 : 256;
-        uint32_t *refs = realloc(c->refs, sizeof(uint32_t) * cap);
-        if (refs == NULL) {
+    free(t->items);
+    free(t->slots);
+    free(t->arena);
+}
+
+static int
+pairs_add(Pairs *t, Bytes p, uint32_t n, uint32_t hash, uint32_t name, uint32_t value)
+{
+    if (t->count >= t->cap) {
+        if (t->cap > 0x3FFFFFFF) {
             return NOMEM;
         }
-        c->refs = refs;
-        c->refs_cap = cap;
+        uint32_t cap = t->cap ? t->cap * 2 : 1024;
+        Pair *items = realloc(t->items, sizeof(Pair) * cap);
+        if (items == NULL) {
+            return NOMEM;
+        }
+        t->items = items;
+        t->cap = cap;
     }
-    c->refs[(*count)++] = ref;
+    if (t->arena_cap - t->arena_len < n) {
+        size_t cap = t->arena_cap ? t->arena_cap : 65536;
+        while (cap - t->arena_len < n) {
+            cap *= 2;
+        }
+        unsigned char *arena = realloc(t->arena, cap);
+        if (arena == NULL) {
+            return NOMEM;
+        }
+        t->arena = arena;
+        t->arena_cap = cap;
+    }
+    if (t->slots == NULL || (size_t)(t->count + 1) * 2 > t->mask) {
+        uint32_t mask = t->slots == NULL ? 2047 : t->mask * 2 + 1;
+        uint64_t *slots = calloc((size_t)mask + 1, sizeof(uint64_t));
+        if (slots == NULL) {
+            return NOMEM;
+        }
+        for (uint32_t i = 0; i < t->mask + 1 && t->slots != NULL; i++) {
+            uint64_t slot = t->slots[i];
+            if (slot) {
+                uint32_t at = (uint32_t)(slot >> 32) & mask;
+                while (slots[at]) {
+                    at = (at + 1) & mask;
+                }
+                slots[at] = slot;
+            }
+        }
+        free(t->slots);
+        t->slots = slots;
+        t->mask = mask;
+    }
+    uint32_t at = hash & t->mask;
+    while (t->slots[at]) {
+        at = (at + 1) & t->mask;
+    }
+    if (n) {
+        memcpy(t->arena + t->arena_len, p, n);
+    }
+    t->items[t->count] = (Pair){n, name, value, t->arena_len};
+    t->arena_len += n;
+    t->slots[at] = (uint64_t)hash << 32 | ++t->count;
     return OK;
 }
 
-/* A Label: its name and value (the last occurrence of each), interned, pushed as two refs. */
+/* A Label's name and value (the last occurrence of each), interned. */
 static int
-label(Conv *c, Py_ssize_t pos, Py_ssize_t end, size_t *count, Bytes *metric, Py_ssize_t *metric_n)
+parse_label(Conv *c, Py_ssize_t pos, Py_ssize_t end, uint32_t *name_ref, uint32_t *value_ref)
 {
     Bytes d = c->d, name = NULL, value = NULL;
     Py_ssize_t name_n = 0, value_n = 0;
@@ -682,20 +826,63 @@ label(Conv *c, Py_ssize_t pos, Py_ssize_t end, size_t *count, Bytes *metric, Py_
             }
         }
     }
-    uint32_t ref;
-    int rc = intern(&c->table, name, name_n, &ref);
-    if (rc != OK || (rc = push_ref(c, count, ref)) != OK) {
+    int rc = intern(&c->table, name, name_n, name_ref);
+    if (rc != OK) {
         return rc;
     }
-    /* Series.name: the value of the first __name__ label */
-    if (metric != NULL && *metric == NULL && name_n == 8 && memcmp(name, "__name__", 8) == 0) {
-        *metric = value != NULL ? value : (Bytes) "";
-        *metric_n = value_n;
+    if (name_n == 8 && memcmp(name, "__name__", 8) == 0) {
+        c->name_ref = *name_ref;
     }
-    rc = intern(&c->table, value, value_n, &ref);
-    if (rc != OK || (rc = push_ref(c, count, ref)) != OK) {
+    return intern(&c->table, value, value_n, value_ref);
+}
+
+/* The refs of the Label encoded in [pos, end). */
+static inline int
+label(Conv *c, Py_ssize_t pos, Py_ssize_t end, uint32_t *name_ref, uint32_t *value_ref)
+{
+    Pairs *t = &c->pairs;
+    Bytes p = c->d + pos;
+    uint32_t n = (uint32_t)(end - pos);
+    uint32_t h = hash_label(p, n);
+    if (t->slots != NULL) {
+        uint64_t want = (uint64_t)h << 32;
+        uint32_t s = h & t->mask;
+        for (;;) {
+            uint64_t slot = t->slots[s];
+            if (slot == 0) {
+                break;
+            }
+            if ((slot & 0xFFFFFFFF00000000ull) == want) {
+                const Pair *item = &t->items[(uint32_t)slot - 1];
+                if (item->n == n && same_label(t->arena + item->offset, p, n)) {
+                    *name_ref = item->name;
+                    *value_ref = item->value;
+                    return OK;
+                }
+            }
+            s = (s + 1) & t->mask;
+        }
+    }
+    int rc = parse_label(c, pos, end, name_ref, value_ref);
+    if (rc != OK) {
         return rc;
     }
+    return pairs_add(t, p, n, h, *name_ref, *value_ref);
+}
+
+static inline int
+push_ref(Conv *c, size_t *count, uint32_t ref)
+{
+    if (*count >= c->refs_cap) {
+        size_t cap = c->refs_cap ? c->refs_cap * 2 : 256;
+        uint32_t *refs = realloc(c->refs, sizeof(uint32_t) * cap);
+        if (refs == NULL) {
+            return NOMEM;
+        }
+        c->refs = refs;
+        c->refs_cap = cap;
+    }
+    c->refs[(*count)++] = ref;
     return OK;
 }
 
@@ -1079,8 +1266,13 @@ exemplar(Conv *c, Py_ssize_t pos, Py_ssize_t end)
             if (f.wire != 2) {
                 return FALLBACK;
             }
-            if ((rc = label(c, f.start, f.end, &count, NULL, NULL)) != OK) {
-                return rc;
+            {
+                uint32_t name, value;
+                if ((rc = label(c, f.start, f.end, &name, &value)) != OK
+                    || (rc = push_ref(c, &count, name)) != OK
+                    || (rc = push_ref(c, &count, value)) != OK) {
+                    return rc;
+                }
             }
             break;
         case 2:
@@ -1124,35 +1316,74 @@ series(Conv *c, Py_ssize_t start, Py_ssize_t end)
     Bytes d = c->d;
     Bytes name = NULL;
     Py_ssize_t name_n = 0;
-    size_t count = 0;
+    uint32_t labels = 0;
     Py_ssize_t first[5] = {-1, -1, -1, -1, -1}; /* where field 2, 3, 4 first occur */
     Field f;
     int rc;
+    Buf *b = &c->out;
+    size_t at, refs_at;
+    /* labels_refs are written as the labels are read: one byte kept for their length */
+    if ((rc = open_message(b, 0x2A, &at)) != OK || (rc = open_message(b, 0x0A, &refs_at)) != OK) {
+        return rc;
+    }
     Py_ssize_t pos = start;
     while (pos < end) {
-        Py_ssize_t at = pos;
-        if (!next_field(d, &pos, end, &f)) {
-            return FALLBACK;
+        Py_ssize_t label_at;
+        if (d[pos] == 0x0A && end - pos >= 2 && d[pos + 1] < 0x80 && end - pos - 2 >= d[pos + 1]) {
+            label_at = pos + 2; /* a Label under 128 bytes: read here, not by next_field */
+            pos = label_at + d[pos + 1];
         }
-        if (f.field > 4) {
-            continue; /* unknown: upb drops it */
+        else {
+            Py_ssize_t field_at = pos;
+            if (!next_field(d, &pos, end, &f)) {
+                return FALLBACK;
+            }
+            if (f.field > 4) {
+                continue; /* unknown: upb drops it */
+            }
+            if (f.wire != 2) {
+                return FALLBACK;
+            }
+            if (f.field != 1) {
+                if (first[f.field] < 0) {
+                    first[f.field] = field_at;
+                }
+                continue;
+            }
+            label_at = f.start;
         }
-        if (f.wire != 2) {
-            return FALLBACK;
+        uint32_t name_ref, value_ref;
+        Bytes p = d + label_at;
+        uint32_t n = (uint32_t)(pos - label_at);
+        Recent *recent = labels < RECENT ? &c->recent[labels] : NULL;
+        if (recent != NULL && recent->n == n && recent->p != NULL && same_label(recent->p, p, n)) {
+            name_ref = recent->name;
+            value_ref = recent->value;
         }
-        if (f.field == 1) {
-            if ((rc = label(c, f.start, f.end, &count, &name, &name_n)) != OK) {
+        else {
+            if ((rc = label(c, label_at, pos, &name_ref, &value_ref)) != OK) {
                 return rc;
             }
+            if (recent != NULL) {
+                *recent = (Recent){p, n, name_ref, value_ref};
+            }
         }
-        else if (first[f.field] < 0) {
-            first[f.field] = at;
+        labels++;
+        if (name == NULL && name_ref == c->name_ref) { /* Series.name: the first __name__ */
+            name = c->table.syms[value_ref].p;
+            name_n = c->table.syms[value_ref].n;
+        }
+        RESERVE(b, 10);
+        put_varint(b, name_ref);
+        put_varint(b, value_ref);
+    }
+    if (labels) {
+        if ((rc = close_message(b, refs_at)) != OK) {
+            return rc;
         }
     }
-    Buf *b = &c->out;
-    size_t at;
-    if ((rc = open_message(b, 0x2A, &at)) != OK || (rc = put_refs(c, count)) != OK) {
-        return rc;
+    else {
+        b->len = refs_at - 1; /* no labels: no field */
     }
     static const int order[3] = {2, 4, 3}; /* samples, histograms, exemplars */
     for (int k = 0; k < 3; k++) {
@@ -1253,6 +1484,7 @@ from_v1(PyObject *module, PyObject *arg)
     Conv c;
     memset(&c, 0, sizeof(c));
     c.d = view.buf;
+    c.name_ref = UINT32_MAX;
     int rc;
     if (!table_init(&c.table)) {
         rc = NOMEM;
@@ -1293,6 +1525,7 @@ from_v1(PyObject *module, PyObject *arg)
     }
     table_free(&c.table);
     families_free(&c.families);
+    pairs_free(&c.pairs);
     free(c.out.d);
     free(c.refs);
     PyBuffer_Release(&view);
