@@ -19,16 +19,15 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # bench/ is on the path when this script runs, as for bench/run.py
 
-import loadgen  # noqa: E402  (a sibling script, as bench/run.py imports it)
-
-from gotk_relay.wire import rw2  # noqa: E402
+from gotk_relay.wire import rw2
 
 
-def measure(fn: Callable[[bytes], object], requests: Sequence[bytes], iterations: int, repeats: int) -> float:
+def measure(
+    fn: Callable[[bytes], object], requests: Sequence[bytes], iterations: int, repeats: int
+) -> float:
     """Best CPU seconds per request over ``repeats`` runs of ``iterations`` passes."""
     best = float("inf")
     for _ in range(repeats):
@@ -55,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     rows = []
     if rw2.NATIVE:
-        rows.append(("C (_v2.from_v1)", measure(rw2.from_v1, requests, args.iterations, args.repeats)))
+        rows.append(
+            ("C (_v2.from_v1)", measure(rw2.from_v1, requests, args.iterations, args.repeats))
+        )
     else:
         print("_v2 is not built (or GOTK_RELAY_NO_EXTENSIONS is set): reference only")
     reference_iterations = max(1, args.iterations // 50)

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
+from . import rw1
 from . import validate as strict
 from . import write_v2_pb2 as pb
 from .errors import DecodeError
@@ -26,7 +27,6 @@ from .labels import (
     describe,
     is_sorted,
 )
-from . import rw1
 from .rw1 import Decoded, fill_histogram, histogram_from_proto
 
 CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
