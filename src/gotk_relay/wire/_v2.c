@@ -918,6 +918,25 @@ sample(Conv *c, Py_ssize_t pos, Py_ssize_t end)
 {
     Bytes d = c->d;
     uint64_t value = 0, timestamp = 0;
+    /* The usual sample, 09 value 10 timestamp with both non-zero and a minimal varint, is
+     * encoded in v2 exactly as in v1: its body is copied as it came. */
+    if (end - pos >= 11 && end - pos <= 20 && d[pos] == 0x09 && d[pos + 9] == 0x10
+        && rd64(d + pos + 1) != 0 && d[end - 1] != 0 && d[end - 1] < 0x80
+        && (end - pos < 20 || d[end - 1] == 1)) {
+        Py_ssize_t at = pos + 10;
+        while (at < end - 1 && d[at] >= 0x80) {
+            at++;
+        }
+        if (at == end - 1) {
+            Buf *b = &c->out;
+            RESERVE(b, 22);
+            put_byte(b, 0x12);
+            put_byte(b, (unsigned char)(end - pos));
+            memcpy(b->d + b->len, d + pos, (size_t)(end - pos));
+            b->len += (size_t)(end - pos);
+            return OK;
+        }
+    }
     Field f;
     while (pos < end) {
         if (!next_field(d, &pos, end, &f)) {
@@ -1326,6 +1345,9 @@ series(Conv *c, Py_ssize_t start, Py_ssize_t end)
     if ((rc = open_message(b, 0x2A, &at)) != OK || (rc = open_message(b, 0x0A, &refs_at)) != OK) {
         return rc;
     }
+    /* labels_refs take at most 5 times the labels' bytes: 2 varints of <= 5 bytes per Label,
+     * which takes 2 bytes at least */
+    RESERVE(b, 5 * (size_t)(end - start) + 16);
     Py_ssize_t pos = start;
     while (pos < end) {
         Py_ssize_t label_at;
@@ -1373,9 +1395,15 @@ series(Conv *c, Py_ssize_t start, Py_ssize_t end)
             name = c->table.syms[value_ref].p;
             name_n = c->table.syms[value_ref].n;
         }
-        RESERVE(b, 10);
-        put_varint(b, name_ref);
-        put_varint(b, value_ref);
+        if ((name_ref | value_ref) < 0x80) {
+            b->d[b->len] = (unsigned char)name_ref;
+            b->d[b->len + 1] = (unsigned char)value_ref;
+            b->len += 2;
+        }
+        else {
+            put_varint(b, name_ref);
+            put_varint(b, value_ref);
+        }
     }
     if (labels) {
         if ((rc = close_message(b, refs_at)) != OK) {
@@ -1393,6 +1421,16 @@ series(Conv *c, Py_ssize_t start, Py_ssize_t end)
         }
         pos = first[field];
         while (pos < end) {
+            if (d[pos] == 0x12 && field == 2 && end - pos >= 2 && d[pos + 1] < 0x80
+                && end - pos - 2 >= d[pos + 1]) {
+                /* a Sample under 128 bytes: read here, not by next_field */
+                Py_ssize_t body = pos + 2;
+                pos = body + d[pos + 1];
+                if ((rc = sample(c, body, pos)) != OK) {
+                    return rc;
+                }
+                continue;
+            }
             if (!next_field(d, &pos, end, &f)) {
                 return FALLBACK;
             }
@@ -1485,8 +1523,11 @@ from_v1(PyObject *module, PyObject *arg)
     memset(&c, 0, sizeof(c));
     c.d = view.buf;
     c.name_ref = UINT32_MAX;
+    /* the series part is mostly under a quarter of the v1 bytes (strings become refs) */
+    c.out.cap = (size_t)view.len / 4 + 4096;
+    c.out.d = malloc(c.out.cap);
     int rc;
-    if (!table_init(&c.table)) {
+    if (c.out.d == NULL || !table_init(&c.table)) {
         rc = NOMEM;
     }
     else {
