@@ -413,12 +413,13 @@ same_label(Bytes a, Bytes b, size_t n)
     return same(a, b, n);
 }
 
+/* ``expected``: a power of two, the distinct strings the request likely holds */
 static int
-table_init(Table *t)
+table_init(Table *t, uint32_t expected)
 {
-    t->cap = 1024;
+    t->cap = expected;
     t->syms = malloc(sizeof(Sym) * t->cap);
-    t->mask = 2047;
+    t->mask = expected * 2 - 1;
     t->slots = calloc(t->mask + 1, sizeof(uint32_t));
     if (t->syms == NULL || t->slots == NULL) {
         return 0;
@@ -703,6 +704,7 @@ typedef struct {
     uint32_t mask;
     unsigned char *arena;
     size_t arena_len, arena_cap;
+    uint32_t expected; /* a power of two: the distinct labels the request likely holds */
 } Pairs;
 
 /* The previous series' labels by position: consecutive series of one family share most of
@@ -740,7 +742,7 @@ pairs_add(Pairs *t, Bytes p, uint32_t n, uint32_t hash, uint32_t name, uint32_t 
         if (t->cap > 0x3FFFFFFF) {
             return NOMEM;
         }
-        uint32_t cap = t->cap ? t->cap * 2 : 1024;
+        uint32_t cap = t->cap ? t->cap * 2 : t->expected;
         Pair *items = realloc(t->items, sizeof(Pair) * cap);
         if (items == NULL) {
             return NOMEM;
@@ -761,7 +763,7 @@ pairs_add(Pairs *t, Bytes p, uint32_t n, uint32_t hash, uint32_t name, uint32_t 
         t->arena_cap = cap;
     }
     if (t->slots == NULL || (size_t)(t->count + 1) * 2 > t->mask) {
-        uint32_t mask = t->slots == NULL ? 2047 : t->mask * 2 + 1;
+        uint32_t mask = t->slots == NULL ? t->expected * 2 - 1 : t->mask * 2 + 1;
         uint64_t *slots = calloc((size_t)mask + 1, sizeof(uint64_t));
         if (slots == NULL) {
             return NOMEM;
@@ -1527,7 +1529,14 @@ from_v1(PyObject *module, PyObject *arg)
     c.out.cap = (size_t)view.len / 4 + 4096;
     c.out.d = malloc(c.out.cap);
     int rc;
-    if (c.out.d == NULL || !table_init(&c.table)) {
+    /* Tables sized for what a request of this size mostly holds (Prometheus' requests: one
+     * distinct label or string per ~250 bytes), so that they rarely grow. */
+    uint32_t expected = 512;
+    while (expected < (1u << 16) && (Py_ssize_t)expected * 256 < view.len) {
+        expected *= 2;
+    }
+    c.pairs.expected = expected;
+    if (c.out.d == NULL || !table_init(&c.table, expected)) {
         rc = NOMEM;
     }
     else {
