@@ -178,9 +178,9 @@ def test_compiled_gives_way_or_agrees_on_any_bytes(raw: bytes, data: st.DataObje
     converted = rw2._native.from_v1(raw)
     try:
         expected = rw2.from_v1_reference(raw)
-    except DecodeError:
+    except (DecodeError, ValueError, OverflowError):  # the last two: int() of a float count
         assert converted is None
-        with pytest.raises(DecodeError):
+        with pytest.raises((DecodeError, ValueError, OverflowError)):
             rw2.from_v1(raw)
     else:
         assert converted is None or converted == expected
