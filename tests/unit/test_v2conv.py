@@ -311,6 +311,17 @@ def test_strings_repeated_across_series_are_one_symbol(convert: Convert) -> None
     assert canonical(_decoded(convert(rw1.encode(batch))).series) == canonical(batch.series)
 
 
+def test_more_distinct_strings_than_a_request_of_its_size_usually_holds(convert: Convert) -> None:
+    # The compiled tables are sized from the request's length; these outgrow them 4 times.
+    batch = Batch(tuple(_series("m", ("v", str(i)), ("w", f"{i}w")) for i in range(6000)))
+    raw = rw1.encode(batch)
+    request = write_v2_pb2.Request.FromString(convert(raw))
+    assert (
+        len(request.symbols) == len(set(request.symbols)) == 5 + 2 * 6000
+    )  # "", __name__, m, v, w
+    assert canonical(_decoded(convert(raw)).series) == canonical(batch.series)
+
+
 @pytest.mark.parametrize(
     ("name", "families", "expected"),
     [
