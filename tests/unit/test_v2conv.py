@@ -274,6 +274,18 @@ _FLOAT_HISTOGRAM = Histogram(
         _series("x", ("big", "v" * 300_000), ("small", "w")),
         _series("x", *((f"l{i:03d}", f"v{i % 7}") for i in range(200))),
         _series("x", ("e", ""), samples=(Sample(1.0, 0), Sample(2.0, -1), Sample(0.0, 2**62))),
+        _series(
+            "x", exemplars=(Exemplar(tuple((f"e{i:03d}", str(i)) for i in range(200)), 1.0, 2),)
+        ),
+        _series(
+            "h",
+            samples=(),
+            histograms=(
+                _INT_HISTOGRAM._replace(
+                    positive_spans=(BucketSpan(0, 300),), positive_deltas=tuple(range(-150, 150))
+                ),
+            ),
+        ),
     ],
     ids=[
         "int-histogram",
@@ -286,6 +298,8 @@ _FLOAT_HISTOGRAM = Histogram(
         "huge-label-value",
         "200-labels",
         "empty-value-odd-timestamps",
+        "exemplar-with-200-labels",
+        "histogram-of-300-buckets",
     ],
 )
 def test_series_of_every_kind_come_through(convert: Convert, item: Series) -> None:
