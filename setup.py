@@ -1,8 +1,10 @@
-"""The compiled parts: optional accelerators for scanning requests (``wire/_survey.c``) and
-for routing them (``_route.c``: relabel rules, shards, tenants on the bytes).
+"""The compiled parts: optional accelerators for scanning requests (``wire/_survey.c``), for
+routing them (``_route.c``: relabel rules, shards, tenants on the bytes) and for converting
+remote write 1.0 bytes to 2.0 (``wire/_v2.c``).
 
 ``optional=True``: where no C compiler or Python headers are at hand, the install still
-succeeds and the relay takes the pure protobuf path (``wire.scan.survey`` returns None).
+succeeds and the relay takes the pure Python paths (``wire.scan.survey`` returns None,
+``routing.Router`` decodes, relabels and encodes, ``wire.rw2.from_v1`` decodes and encodes).
 Everything else about the package is declared in pyproject.toml.
 """
 
@@ -11,16 +13,15 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "gotk_relay.wire._survey",
-            sources=["src/gotk_relay/wire/_survey.c"],
+            name,
+            sources=[source],
             extra_compile_args=["-O2"],
             optional=True,
-        ),
-        Extension(
-            "gotk_relay._route",
-            sources=["src/gotk_relay/_route.c"],
-            extra_compile_args=["-O2"],
-            optional=True,
-        ),
+        )
+        for name, source in (
+            ("gotk_relay.wire._survey", "src/gotk_relay/wire/_survey.c"),
+            ("gotk_relay._route", "src/gotk_relay/_route.c"),
+            ("gotk_relay.wire._v2", "src/gotk_relay/wire/_v2.c"),
+        )
     ]
 )

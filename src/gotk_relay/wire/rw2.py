@@ -6,11 +6,15 @@ IndexError) and rebuilt on encode with ``symbols[0] == ""`` as the spec requires
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Mapping
+from typing import Any
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
+from . import rw1
 from . import validate as strict
 from . import write_v2_pb2 as pb
 from .errors import DecodeError
@@ -27,6 +31,40 @@ from .rw1 import Decoded, fill_histogram, histogram_from_proto
 
 CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 VERSION = "2.0.0"
+
+
+def _load_native() -> Any:
+    """``_v2`` if it was built and is not switched off (as ``scan`` loads ``_survey``)."""
+    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
+        return None
+    try:
+        return importlib.import_module(f"{__package__}._v2")
+    except ImportError:  # installed without a C compiler: the reference does it all
+        return None
+
+
+_native: Any = _load_native()
+NATIVE = _native is not None
+
+
+def from_v1(raw: bytes) -> bytes:
+    """An uncompressed v1 WriteRequest (one the relay accepted) as an uncompressed v2 Request.
+
+    The bytes of ``from_v1_reference(raw)``, made by one walk over the v1 bytes in C
+    (``_v2.c``, ~0.35 ms per 2000-series request against ~29 ms) when it is built; a request
+    it does not model (broken protobuf, a string that is not UTF-8, a histogram mixing int
+    and float counts) goes to the reference, which raises or converts as it does.
+    """
+    if _native is not None:
+        converted: bytes | None = _native.from_v1(raw)
+        if converted is not None:
+            return converted
+    return from_v1_reference(raw)
+
+
+def from_v1_reference(raw: bytes) -> bytes:
+    """The conversion through the model: v1 family metadata becomes per-series metadata."""
+    return encode(rw1.decode(raw, validate=False))
 
 
 def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:
