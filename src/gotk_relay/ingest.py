@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .config import ReceiverConfig
-from .delivery.entry import V1, V2, Entry, compress
+from .delivery.entry import V1, Entry, compress
 from .fastpath import FastPath, View
 from .ingress import limits_of
 from .model import Batch
 from .relay import Admission, Relay
 from .routing import Routed
-from .wire import rw1, rw2, scan, validate
+from .wire import scan, validate
 from .wire.labels import NO_LIMITS
 from .wire.picked import decode as decode_series
 
@@ -150,32 +150,17 @@ def _pick(raw: bytes, fast: FastPath) -> tuple[list[bytes], list[bytes]]:
 
 
 def _route(view: View, raw: bytes, block: bytes | None, points: int) -> Routing:
+    """A view's parts, in remote write 1.0 whatever the destination speaks: queued 1.0 entries
+    merge as compressed blocks, and a 2.0 destination converts each merged request once
+    (``delivery.entry.request_body``)."""
     routed = view.router.route(raw) if raw else Routed(())
-    if routed.groups is None:  # the request as it is, in another message
-        if view.protocol == V1 and block is not None:
-            payload = block
-        else:
-            payload = compress(_message(raw, view.protocol))
-        return Routing((Part("", 0, payload, view.protocol, points, AS_RECEIVED),), points, 0)
+    if routed.groups is None:  # the request as it is
+        payload = block if block is not None else compress(raw)
+        return Routing((Part("", 0, payload, V1, points, AS_RECEIVED),), points, 0)
     parts = tuple(
-        Part(
-            g.tenant,
-            g.shard,
-            compress(_message(g.body, view.protocol)),
-            view.protocol,
-            g.points,
-            g.newest_ms,
-        )
-        for g in routed.groups
+        Part(g.tenant, g.shard, compress(g.body), V1, g.points, g.newest_ms) for g in routed.groups
     )
     return Routing(parts, sum(g.points for g in routed.groups), routed.orphaned)
-
-
-def _message(raw: bytes, protocol: str) -> bytes:
-    """A validated v1 WriteRequest in ``protocol``."""
-    if protocol == V2:
-        return rw2.encode(rw1.decode(raw, validate=False))
-    return raw
 
 
 def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:

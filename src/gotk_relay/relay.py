@@ -28,13 +28,13 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import V1, Entry, encode_entry, made_entry
+from .delivery.entry import V1, V2, Entry, encode_entry, made_entry
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool, SpoolError
 from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
-from .model import Batch
+from .model import Batch, FamilyMetadata
 from .pipeline import Pipeline, split_by_tenant
 from .rules.flux import FluxRewriter
 from .telemetry import Telemetry, flux_metrics, gauge
@@ -144,6 +144,20 @@ def _added(inputs: Batch, rewritten: Batch) -> Batch:
     if rewritten.series[:count] != inputs.series:
         raise AssertionError("the rules changed series forwarded as received bytes")
     return Batch(rewritten.series[count:], rewritten.metadata[len(inputs.metadata) :])
+
+
+def _as_v1(batch: Batch) -> Batch:
+    """A batch for a 2.0 destination queued as 1.0 (the fast path): its series' own metadata
+    (2.0 carries it per series, the Flux rules set it) as 1.0 family metadata beside them, so
+    the conversion of the merged request (``wire.rw2.from_v1``) puts it back on them."""
+    families = {
+        FamilyMetadata(s.name, s.metadata.type, s.metadata.help, s.metadata.unit)
+        for s in batch.series
+        if s.metadata is not None
+    } - set(batch.metadata)
+    if not families:
+        return batch
+    return Batch(batch.series, (*batch.metadata, *sorted(families)))
 
 
 class Relay:
@@ -284,7 +298,8 @@ class Relay:
         planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
         for name, destination in self.destinations.items():
             out = self.pipeline.for_destination(name, queued)
-            protocol = destination.protocol
+            # On the fast path every entry is 1.0 (2.0 destinations convert merged requests).
+            protocol = V1 if fast else destination.protocol
             entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
             route = routes.get(name)
             if route is not None:
@@ -303,7 +318,11 @@ class Relay:
                                     *made, len(chunk.series), chunk.metadata, tenant
                                 )
                             else:
-                                encoded[key] = encode_entry(chunk, protocol, tenant)
+                                encoded[key] = encode_entry(
+                                    _as_v1(chunk) if fast and destination.protocol == V2 else chunk,
+                                    protocol,
+                                    tenant,
+                                )
                         entries[index].append(encoded[key])
             planned.append((destination, entries))
         if self.spool is not None:

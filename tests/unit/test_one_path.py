@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from gotk_relay import config as config_module
 from gotk_relay import ingest
-from gotk_relay.delivery.entry import decode_entry
+from gotk_relay.delivery.entry import Entry, decode_entry, request_body
 from gotk_relay.model import STALE_NAN, Batch, FamilyMetadata, MetricType, Sample, Series
 from gotk_relay.relay import Relay
 from gotk_relay.telemetry import Telemetry
@@ -130,11 +130,17 @@ def _held(relay: Relay) -> dict[str, Any]:
     for name, destination in relay.destinations.items():
         series: dict[tuple[int, str, Any], list[tuple[bytes, int]]] = defaultdict(list)
         metadata: set[Any] = set()
+        protocol = destination.protocol
         for index, shard in enumerate(destination.queue.shards):
+            by_tenant: dict[str, list[Entry]] = defaultdict(list)
             for entry in shard.entries:
-                batch = decode_entry(entry)
+                by_tenant[entry.tenant].append(entry)
+            for tenant, entries in by_tenant.items():
+                # What the destination is sent: its entries merged into one request.
+                body = request_body(entries, protocol)
+                batch = decode_entry(Entry(body, protocol, 0, 0, 0, tenant))
                 for item in batch.series:
-                    key = (index, entry.tenant, item.labels)
+                    key = (index, tenant, item.labels)
                     series[key].extend((_bits(s.value), s.timestamp) for s in item.samples)
                 metadata.update(batch.metadata)
                 metadata.update(s.metadata for s in batch.series if s.metadata is not None)
