@@ -71,6 +71,10 @@ def retry_settings(cfg: QueuedDestinationConfig) -> RetrySettings:
     return RetrySettings(q.min_backoff, q.max_backoff, q.sample_age_limit)
 
 
+# How long a shard waits after a take that was not a full request before the next take
+# (delivery/sender.py _linger): up to 20 small requests a second per shard.
+LINGER = 0.05
+
 # queue_config keys a running sender reads at each decision: changing them keeps the queue.
 _LIVE_KEYS = ("min_backoff", "max_backoff", "sample_age_limit")
 
@@ -133,7 +137,17 @@ def build_destination(
     # Datadog's client retries a batch piece by piece and keeps counter state per batch: it
     # must see the same batch again (and its intake refuses bad data with 400, not 5xx).
     isolate = not isinstance(cfg, DatadogConfig)
-    return QueuedDestination(name, client, queue, retry_settings(cfg), telemetry, isolate=isolate)
+    return QueuedDestination(
+        name,
+        client,
+        queue,
+        retry_settings(cfg),
+        telemetry,
+        isolate=isolate,
+        # Not where refused requests are split to find a poisoned series: bigger takes make
+        # the isolation's known ordering corner case likelier (docs/recipes.md, issue 16).
+        linger=0.0 if isolate else min(q.batch_send_deadline, LINGER),
+    )
 
 
 def _added(inputs: Batch, rewritten: Batch) -> Batch:

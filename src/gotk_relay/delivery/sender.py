@@ -79,6 +79,21 @@ class Recorder(Protocol):
     def task_failed(self, destination: str) -> None: ...
 
 
+async def _linger(until: float) -> None:
+    """Wait until ``until`` (``time.monotonic``), if it is still ahead.
+
+    Why: a destination that gets little of each request (a Datadog destination keeping the few
+    series one pays for) would otherwise send one tiny request per request received, and a
+    request's fixed cost (HTTP, JSON, gzip) is most of its CPU. After a take that was not a
+    full request, the next one waits until the linger has passed: at most one request per
+    linger per shard while they are small, none of them delayed when traffic is sparse (the
+    first take after a quiet spell does not wait), and bounded by batch_send_deadline.
+    """
+    delay = until - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
     min_backoff: float
@@ -106,8 +121,12 @@ class QueuedDestination:
         recorder: Recorder,
         clock: Callable[[], float] = time.time,
         isolate: bool = True,
+        linger: float = 0.0,
     ) -> None:
         self.name = name
+        # A shard that took less than a full request waits this long after that take before
+        # the next one (see _linger); 0: never waits.
+        self.linger = linger
         # False for clients that must be retried with the same batch (Datadog's resends only
         # the pieces not yet accepted and keeps counter state per batch).
         self.isolate = isolate
@@ -178,10 +197,15 @@ class QueuedDestination:
         backoff = 0.0
         entries: list[Entry] | None = None
         delivered = False
+        last_take = 0.0  # when this shard last took less than a full request
         while True:
             try:
                 if entries is None:
+                    if self.linger and shard.points < self.queue.max_points_per_send:
+                        await _linger(last_take + self.linger)
                     entries = await shard.take(self.queue.max_points_per_send)
+                    full = _points(entries) >= self.queue.max_points_per_send
+                    last_take = 0.0 if full else time.monotonic()
                 if not delivered:
                     # in_flight, not entries: isolation may have taken more from the queue
                     await self._deliver(shard, list(shard.in_flight))
