@@ -148,6 +148,9 @@ put_varint(Buf *b, uint64_t v)
 static inline void
 put(Buf *b, const void *src, Py_ssize_t n)
 {
+    if (n <= 0) {
+        return;
+    }
     memcpy(b->data + b->len, src, (size_t)n);
     b->len += n;
 }
@@ -192,7 +195,8 @@ typedef struct {
 static inline int
 same(const char *a, Py_ssize_t al, const char *b, Py_ssize_t bl)
 {
-    return al == bl && (al == 0 || memcmp(a, b, (size_t)al) == 0);
+    /* Most names differ in length or in their first byte: no call for those. */
+    return al == bl && (al == 0 || (a[0] == b[0] && memcmp(a, b, (size_t)al) == 0));
 }
 
 static void
@@ -307,6 +311,9 @@ static int
 lab_cmp(const void *a, const void *b)
 {
     const Lab *x = a, *y = b;
+    if (x->nl && y->nl && x->n[0] != y->n[0]) {
+        return (unsigned char)x->n[0] < (unsigned char)y->n[0] ? -1 : 1;
+    }
     Py_ssize_t n = x->nl < y->nl ? x->nl : y->nl;
     int c = n ? memcmp(x->n, y->n, (size_t)n) : 0;
     if (c) {
@@ -321,6 +328,33 @@ lab_cmp(const void *a, const void *b)
         return c;
     }
     return x->vl < y->vl ? -1 : (x->vl > y->vl);
+}
+
+/* The snapshot sorted by name. The base labels came sorted (the survey sorts them), so only
+ * the additions, usually one or two, are put in place, by insertion. */
+static Py_ssize_t
+sorted_snapshot(Builder *lb, Lab *out)
+{
+    Py_ssize_t n = bld_snapshot(lb, out);
+    Py_ssize_t kept = n - lb->nadd; /* out[0:kept]: base labels, in order */
+    int base_sorted = 1;
+    for (Py_ssize_t i = 1; i < kept && base_sorted; i++) {
+        base_sorted = lab_cmp(&out[i - 1], &out[i]) < 0;
+    }
+    if (!base_sorted) {
+        qsort(out, (size_t)n, sizeof(Lab), lab_cmp);
+        return n;
+    }
+    for (Py_ssize_t i = kept; i < n; i++) {
+        Lab item = out[i];
+        Py_ssize_t j = i;
+        while (j > 0 && lab_cmp(&out[j - 1], &item) > 0) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j] = item;
+    }
+    return n;
 }
 
 /* -- rules --------------------------------------------------------------------------------- */
@@ -1077,11 +1111,11 @@ route(PyObject *self, PyObject *args)
             if (!work_snap(&w, nlab + lb.nadd + 1)) {
                 goto done;
             }
-            nfinal = bld_snapshot(&lb, w.snap);
-            qsort(w.snap, (size_t)nfinal, sizeof(Lab), lab_cmp);
+            nfinal = sorted_snapshot(&lb, w.snap);
             final = w.snap;
-            /* Rules that set what was there already change nothing. */
-            Py_ssize_t k = 0, i = 0;
+            /* Rules that set what was there already change nothing (only worth a look when
+             * as many labels are left as came). */
+            Py_ssize_t k = 0, i = nfinal == nlab ? 0 : nlab + 1;
             for (; i < nlab; i++) {
                 if (k >= nfinal || !same(w.base[i].n, w.base[i].nl, final[k].n, final[k].nl) ||
                     !same(w.base[i].v, w.base[i].vl, final[k].v, final[k].vl)) {
@@ -1162,9 +1196,13 @@ route(PyObject *self, PyObject *args)
             if (!collect_rest(&w, d, body, end)) {
                 goto done;
             }
+            /* A label that came in the request is copied as it came (its record); only the
+             * rules' additions are encoded. */
             Py_ssize_t inner = 0;
             for (Py_ssize_t i = 0; i < nfinal; i++) {
-                inner += 1 + varint_size((uint64_t)label_size(&final[i])) + label_size(&final[i]);
+                const Lab *l = &final[i];
+                inner += l->re > l->rs ? l->re - l->rs
+                                       : 1 + varint_size((uint64_t)label_size(l)) + label_size(l);
             }
             for (Py_ssize_t i = 0; i < w.nrest; i++) {
                 inner += w.rest[i].end - w.rest[i].start;
@@ -1174,8 +1212,19 @@ route(PyObject *self, PyObject *args)
             }
             out->data[out->len++] = 0x0a;
             put_varint(out, (uint64_t)inner);
+            Py_ssize_t run_start = 0, run_end = 0; /* adjacent records, copied at once */
             for (Py_ssize_t i = 0; i < nfinal; i++) {
                 const Lab *l = &final[i];
+                if (l->re > l->rs) {
+                    if (l->rs != run_end) {
+                        put(out, d + run_start, run_end - run_start);
+                        run_start = l->rs;
+                    }
+                    run_end = l->re;
+                    continue;
+                }
+                put(out, d + run_start, run_end - run_start);
+                run_start = run_end = 0;
                 out->data[out->len++] = 0x0a;
                 put_varint(out, (uint64_t)label_size(l));
                 if (l->nl) { /* proto3 leaves empty strings out */
@@ -1189,6 +1238,7 @@ route(PyObject *self, PyObject *args)
                     put(out, l->v, l->vl);
                 }
             }
+            put(out, d + run_start, run_end - run_start);
             for (Py_ssize_t i = 0; i < w.nrest; i++) {
                 put(out, d + w.rest[i].start, w.rest[i].end - w.rest[i].start);
             }
