@@ -333,12 +333,13 @@ lab_cmp(const void *a, const void *b)
 /* The snapshot sorted by name. The base labels came sorted (the survey sorts them), so only
  * the additions, usually one or two, are put in place, by insertion. */
 static Py_ssize_t
-sorted_snapshot(Builder *lb, Lab *out)
+sorted_snapshot(Builder *lb, Lab *out, int presorted)
 {
     Py_ssize_t n = bld_snapshot(lb, out);
     Py_ssize_t kept = n - lb->nadd; /* out[0:kept]: base labels, in order */
     int base_sorted = 1;
-    for (Py_ssize_t i = 1; i < kept && base_sorted; i++) {
+    Py_ssize_t check = presorted ? 0 : kept; /* known sorted (strict validation): no check */
+    for (Py_ssize_t i = 1; i < check && base_sorted; i++) {
         base_sorted = lab_cmp(&out[i - 1], &out[i]) < 0;
     }
     if (!base_sorted) {
@@ -830,9 +831,9 @@ route(PyObject *self, PyObject *args)
     Py_buffer raw;
     PyObject *rules_obj, *tenant_label, *tenant_default;
     Py_ssize_t nshards;
-    int keep_label;
-    if (!PyArg_ParseTuple(args, "y*O!nOOp", &raw, &PyTuple_Type, &rules_obj, &nshards,
-                          &tenant_label, &tenant_default, &keep_label)) {
+    int keep_label, presorted = 0;
+    if (!PyArg_ParseTuple(args, "y*O!nOOp|p", &raw, &PyTuple_Type, &rules_obj, &nshards,
+                          &tenant_label, &tenant_default, &keep_label, &presorted)) {
         return NULL;
     }
     Bytes d = raw.buf;
@@ -1111,7 +1112,7 @@ route(PyObject *self, PyObject *args)
             if (!work_snap(&w, nlab + lb.nadd + 1)) {
                 goto done;
             }
-            nfinal = sorted_snapshot(&lb, w.snap);
+            nfinal = sorted_snapshot(&lb, w.snap, presorted);
             final = w.snap;
             /* Rules that set what was there already change nothing (only worth a look when
              * as many labels are left as came). */
@@ -1328,7 +1329,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"route", route, METH_VARARGS,
-     "route(raw, rules, shards, tenant_label, tenant_default, keep_label)\n"
+     "route(raw, rules, shards, tenant_label, tenant_default, keep_label, presorted=False)\n"
      "    -> None | ([(tenant, shard, body, points, newest_ms, series)], dropped, orphaned)\n\n"
      "raw: a validated, uncompressed remote-write 1.0 WriteRequest; rules: tuples (kind,\n"
      "sources, separator, target, memo, fn) made by routing.py; tenant_label: bytes or None."},

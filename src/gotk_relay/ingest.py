@@ -89,7 +89,7 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
     block: bytes | None = body if forward_raw is raw else None
     picked, metadata, points = surveyed.picked, surveyed.metadata, surveyed.points
     if fast.relabel is not None:
-        relabeled = fast.relabel.route(forward_raw)
+        relabeled = fast.relabel.route(forward_raw, presorted=strict)
         if relabeled.groups is not None:
             block = None
             forward_raw = relabeled.groups[0].body if relabeled.groups else b""
@@ -116,7 +116,7 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
             continue
         routing = shared.get(id(view))
         if routing is None:
-            routing = shared[id(view)] = _route(view, forward_raw, block, points)
+            routing = shared[id(view)] = _route(view, forward_raw, block, points, strict)
         routes[name] = routing
     if not _forwarded(fast):
         block = b""
@@ -149,11 +149,11 @@ def _pick(raw: bytes, fast: FastPath) -> tuple[list[bytes], list[bytes]]:
     return found.picked, found.metadata
 
 
-def _route(view: View, raw: bytes, block: bytes | None, points: int) -> Routing:
+def _route(view: View, raw: bytes, block: bytes | None, points: int, strict: bool) -> Routing:
     """A view's parts, in remote write 1.0 whatever the destination speaks: queued 1.0 entries
     merge as compressed blocks, and a 2.0 destination converts each merged request once
     (``delivery.entry.request_body``)."""
-    routed = view.router.route(raw) if raw else Routed(())
+    routed = view.router.route(raw, presorted=strict) if raw else Routed(())
     if routed.groups is None:  # the request as it is
         payload = block if block is not None else compress(raw)
         return Routing((Part("", 0, payload, V1, points, AS_RECEIVED),), points, 0)

@@ -196,15 +196,17 @@ class Router:
         """Whether every request comes out as it came (no rules, one shard, no tenants)."""
         return not self.rules and self.shards == 1 and self.tenant is None
 
-    def route(self, raw: bytes, native: bool | None = None) -> Routed:
-        """``raw`` as this view sees it; ``native`` picks an implementation (tests only)."""
+    def route(self, raw: bytes, native: bool | None = None, presorted: bool = False) -> Routed:
+        """``raw`` as this view sees it; ``native`` picks an implementation (tests only).
+        ``presorted``: every label set of ``raw`` is sorted by name (strict validation sorts
+        them), so the compiled walk need not check."""
         if native is None:
             native = NATIVE
         if not native:
             return self.route_reference(raw)
         if self.trivial:
             return Routed(None)
-        found = _native.route(raw, self._program, self.shards, *self._tenant_args)
+        found = _native.route(raw, self._program, self.shards, *self._tenant_args, presorted)
         if found is None:
             return Routed(None)
         groups, dropped, orphaned = found
