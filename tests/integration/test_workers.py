@@ -420,3 +420,62 @@ async def test_credentials_and_remote_write_2_behave_as_in_one_process(tmp_path:
             )
             assert received == 8
         await eventually(lambda: len(_points(receiver)) >= 16, timeout=20)
+
+
+async def test_requests_routed_in_a_worker_arrive_as_in_one_process(tmp_path: Path) -> None:
+    """Rules, shards, tenants and a 2.0 destination are applied where the request is read:
+    what a worker routes reaches each destination as the core would have sent it."""
+    sharded, v2 = ScriptedReceiver(), ScriptedReceiver()
+    config = {
+        "receiver": {"workers": 2},
+        "flux": {"mode": "legacy"},
+        "relabel_configs": [{"target_label": "cluster", "replacement": "prod"}],
+        "remote_write": [
+            {
+                "name": "sharded",
+                "url": sharded.url,
+                "queue_config": {"min_shards": 3, "max_shards": 3, "min_backoff": "10ms"},
+                "tenant": {"label": "team"},
+                "write_relabel_configs": [
+                    {"source_labels": ["__name__"], "regex": "drop_.*", "action": "drop"}
+                ],
+            },
+            {
+                "name": "v2",
+                "url": v2.url,
+                "protobuf_message": "io.prometheus.write.v2.Request",
+                "queue_config": {"min_backoff": "10ms"},
+            },
+        ],
+    }
+    requests = 60
+    async with receivers(sharded, v2), relay(tmp_path, config) as running:
+        for i in range(requests):
+            batch = Batch(
+                tuple(
+                    Series(
+                        labels_from({"__name__": name, "team": f"t{j % 2}", "i": str(j)}),
+                        (Sample(float(i), 1000 + i),),
+                    )
+                    for j, name in enumerate(["keep_a", "drop_b", "keep_c", "keep_d"])
+                )
+            )
+            assert (await running.write(batch))[0] == 204
+        await eventually(lambda: len(_points(sharded)) >= requests * 3, timeout=20)
+        await eventually(lambda: len(_points(v2)) >= requests * 4, timeout=20)
+        status, text = await running.get("/metrics")
+        assert status == 200
+        assert _handoffs(text, "scanned") > 0  # the worker routed some of the requests
+    kept = _points(sharded)
+    assert len(kept) == requests * 3 and len(set(kept)) == requests * 3
+    for request in sharded.requests:
+        tenant = request.headers["X-Scope-OrgID"]
+        for series in request.batch.series:
+            labels = dict(series.labels)
+            assert labels["cluster"] == "prod" and "team" not in labels
+            assert labels["__name__"] != "drop_b"
+            assert tenant == f"t{int(labels['i']) % 2}"
+    # Sent as 2.0 (a receiver that answers without 2.0's written-counts headers is sent 1.0
+    # afterwards, as Prometheus does): each series arrived once either way.
+    assert "io.prometheus.write.v2.Request" in v2.requests[0].headers["Content-Type"]
+    assert len(set(_points(v2))) == requests * 4
