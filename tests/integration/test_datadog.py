@@ -385,3 +385,30 @@ async def test_skipped_samples_are_exported_in_the_relay_metrics() -> None:
                 await asyncio.sleep(0.05)
     finally:
         await intake.close()
+
+
+async def test_small_requests_in_quick_succession_are_sent_together() -> None:
+    """A destination that gets a few series of each request (the usual Datadog fan-out) does
+    not send one request per request received: after a take that is not a full request, the
+    next waits out the linger (50 ms), so what arrived meanwhile goes in one request. The
+    first request after a quiet spell is not delayed."""
+    now = _now_ms()
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, _):
+        writes = 40
+        for i in range(writes):
+            series = Series((("__name__", f"small_{i}"), ("job", "x")), (Sample(1.0, now),))
+            await _post(client, Batch((series,)))
+        await eventually(lambda: len(intake.series) >= writes)
+        assert sorted(s["metric"] for s in intake.series) == sorted(
+            f"small_{i}" for i in range(writes)
+        )
+        assert len(intake.requests) < writes / 2
+        # After a quiet spell, a lone write goes out at once.
+        await asyncio.sleep(0.2)
+        sent = time.monotonic()
+        await _post(
+            client, Batch((Series((("__name__", "lone"), ("job", "x")), (Sample(1.0, now),)),))
+        )
+        await eventually(lambda: any(s["metric"] == "lone" for s in intake.series))
+        assert intake.requests[-1].at - sent < 0.045
+    assert intake.problems == []
