@@ -545,11 +545,10 @@ crc_init(void)
     }
 }
 
+/* The table walk on a CRC register (no pre- or post-inversion). */
 static inline uint32_t
-crc32_update(uint32_t crc, const char *p, Py_ssize_t n)
+crc32_tables(uint32_t crc, const unsigned char *b, Py_ssize_t n)
 {
-    const unsigned char *b = (const unsigned char *)p;
-    crc = ~crc;
     while (n >= 8) {
         uint32_t lo = crc ^ ((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
                              (uint32_t)b[3] << 24);
@@ -565,7 +564,98 @@ crc32_update(uint32_t crc, const char *p, Py_ssize_t n)
     while (n-- > 0) {
         crc = crc_table[0][(crc ^ *b++) & 0xFF] ^ (crc >> 8);
     }
-    return ~crc;
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_CLMUL_CODE 1
+
+/* Carry-less multiplication folds 64 bytes at a time (Intel's "Fast CRC Computation for
+ * Generic Polynomials Using PCLMULQDQ", with the reflected constants of zlib's polynomial as
+ * Linux's crc32-pclmul uses them): several times the tables' speed on a label set of a few
+ * hundred bytes. ``n`` is a multiple of 16, at least 64; ``crc`` a register as above. */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t
+crc32_clmul(uint32_t crc, const unsigned char *b, Py_ssize_t n)
+{
+    const __m128i r2r1 = _mm_set_epi64x(0x1c6e41596LL, 0x154442bd4LL);
+    const __m128i r4r3 = _mm_set_epi64x(0x0ccaa009eLL, 0x1751997d0LL);
+    const __m128i r5 = _mm_set_epi64x(0, 0x163cd6124LL);
+    const __m128i mask32 = _mm_set_epi32(0, 0, 0, -1);
+    const __m128i poly = _mm_set_epi64x(0x1F7011641LL, 0x1DB710641LL);
+    __m128i x1 = _mm_loadu_si128((const __m128i *)b);
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(b + 16));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(b + 32));
+    __m128i x4 = _mm_loadu_si128((const __m128i *)(b + 48));
+    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)crc));
+    b += 64;
+    n -= 64;
+    while (n >= 64) {
+        __m128i h1 = _mm_clmulepi64_si128(x1, r2r1, 0x11);
+        __m128i h2 = _mm_clmulepi64_si128(x2, r2r1, 0x11);
+        __m128i h3 = _mm_clmulepi64_si128(x3, r2r1, 0x11);
+        __m128i h4 = _mm_clmulepi64_si128(x4, r2r1, 0x11);
+        x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, r2r1, 0x00), h1),
+                           _mm_loadu_si128((const __m128i *)b));
+        x2 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x2, r2r1, 0x00), h2),
+                           _mm_loadu_si128((const __m128i *)(b + 16)));
+        x3 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x3, r2r1, 0x00), h3),
+                           _mm_loadu_si128((const __m128i *)(b + 32)));
+        x4 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x4, r2r1, 0x00), h4),
+                           _mm_loadu_si128((const __m128i *)(b + 48)));
+        b += 64;
+        n -= 64;
+    }
+    /* Four lanes into one. */
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, r4r3, 0x00),
+                                     _mm_clmulepi64_si128(x1, r4r3, 0x11)),
+                       x2);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, r4r3, 0x00),
+                                     _mm_clmulepi64_si128(x1, r4r3, 0x11)),
+                       x3);
+    x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, r4r3, 0x00),
+                                     _mm_clmulepi64_si128(x1, r4r3, 0x11)),
+                       x4);
+    while (n >= 16) {
+        x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, r4r3, 0x00),
+                                         _mm_clmulepi64_si128(x1, r4r3, 0x11)),
+                           _mm_loadu_si128((const __m128i *)b));
+        b += 16;
+        n -= 16;
+    }
+    /* 128 bits to 64, then 64 to 32 (Barrett). */
+    __m128i t = _mm_clmulepi64_si128(r4r3, x1, 0x01);
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), t);
+    __m128i x2b = _mm_srli_si128(x1, 4);
+    x1 = _mm_and_si128(x1, mask32);
+    x1 = _mm_xor_si128(_mm_clmulepi64_si128(x1, r5, 0x00), x2b);
+    __m128i keep = x1;
+    x1 = _mm_and_si128(x1, mask32);
+    x1 = _mm_clmulepi64_si128(x1, poly, 0x10);
+    x1 = _mm_and_si128(x1, mask32);
+    x1 = _mm_clmulepi64_si128(x1, poly, 0x00);
+    x1 = _mm_xor_si128(x1, keep);
+    return (uint32_t)_mm_extract_epi32(x1, 1);
+}
+#endif
+
+static int have_clmul = 0;
+
+/* zlib's crc32(): ``crc`` is a previous result (0 to start). */
+static inline uint32_t
+crc32_update(uint32_t crc, const char *p, Py_ssize_t n)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    crc = ~crc;
+#ifdef HAVE_CLMUL_CODE
+    if (have_clmul && n >= 64) {
+        Py_ssize_t bulk = n & ~(Py_ssize_t)15;
+        crc = crc32_clmul(crc, b, bulk);
+        b += bulk;
+        n -= bulk;
+    }
+#endif
+    return ~crc32_tables(crc, b, n);
 }
 
 static uint32_t
@@ -1327,7 +1417,23 @@ done:
     return result;
 }
 
+static PyObject *
+crc32_py(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    unsigned int crc = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*|I", &data, &crc)) {
+        return NULL;
+    }
+    uint32_t out = crc32_update(crc, data.buf, data.len);
+    PyBuffer_Release(&data);
+    return PyLong_FromUnsignedLong(out);
+}
+
 static PyMethodDef methods[] = {
+    {"crc32", crc32_py, METH_VARARGS,
+     "crc32(data, crc=0) -> int: zlib.crc32, as the shard key computes it (for tests)."},
     {"route", route, METH_VARARGS,
      "route(raw, rules, shards, tenant_label, tenant_default, keep_label, presorted=False)\n"
      "    -> None | ([(tenant, shard, body, points, newest_ms, series)], dropped, orphaned)\n\n"
@@ -1341,6 +1447,11 @@ exec_module(PyObject *module)
 {
     (void)module;
     crc_init();
+#ifdef HAVE_CLMUL_CODE
+    __builtin_cpu_init();
+    have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1") &&
+                 !getenv("GOTK_RELAY_NO_CLMUL");
+#endif
     return 0;
 }
 

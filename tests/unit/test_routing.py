@@ -7,7 +7,11 @@ rules, shard count and tenant routing: the relay takes whichever is built.
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+import zlib
 from typing import Any
 
 import pytest
@@ -183,3 +187,31 @@ def test_stale_marker_bits_survive_a_rewrite(native: bool) -> None:
     (s,) = rw1.decode(routed.groups[0].body).series
     assert dict(s.labels) == {"__name__": "up", "cluster": "prod"}
     assert struct.pack("<d", s.samples[0].value) == struct.pack("<Q", 0x7FF0000000000002)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=700), st.integers(0, 2**32 - 1))
+def test_the_shard_keys_crc_is_zlibs(data: bytes, crc: int) -> None:
+    """The compiled CRC-32 (carry-less multiplication on 64 bytes and more, tables for the
+    rest) is zlib's: shard keys must not change with the machine."""
+    from gotk_relay import _route  # type: ignore[attr-defined]
+
+    assert _route.crc32(data, crc) == zlib.crc32(data, crc)
+
+
+def test_the_table_crc_alone_is_zlibs_too() -> None:
+    """Where the CPU lacks carry-less multiplication the tables do it all, the same."""
+    code = (
+        "import os, zlib, random\n"
+        "from gotk_relay import _route\n"
+        "rng = random.Random(3)\n"
+        "for n in [*range(0, 200), 4096, 65537]:\n"
+        "    data = rng.randbytes(n)\n"
+        "    assert _route.crc32(data, n) == zlib.crc32(data, n), n\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "GOTK_RELAY_NO_CLMUL": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "ok", done.stderr
