@@ -14,6 +14,12 @@ setup(
             sources=["src/gotk_relay/wire/_survey.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "gotk_relay.destinations._rows",
+            sources=["src/gotk_relay/destinations/_rows.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )
