@@ -169,35 +169,59 @@ fail:
     return NULL;
 }
 
-static PyObject *rows(PyObject *self, PyObject *arg) {
+/* rows(data, pos, budget) -> (rows, next): the rows of the series fields from data[pos:] on, as
+ * many whole ones as fit in budget bytes (fields counted whole), and where the next starts.
+ * Other top-level fields are passed over. A first series over budget: ([], pos). */
+static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "rows(data, pos, budget)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t budget = PyLong_AsSsize_t(args[2]);
+    if (budget == -1 && PyErr_Occurred()) return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
     const uint8_t *p = (const uint8_t *)view.buf;
-    Py_ssize_t pos = 0, end = view.len;
+    Py_ssize_t end = view.len, used = 0;
+    PyObject *result = NULL;
     PyObject *out = PyList_New(0);
     if (out == NULL) goto done;
+    if (pos < 0 || pos > end) {
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        goto fail;
+    }
     while (pos < end) {
         uint64_t number;
         int wire;
-        Py_ssize_t payload;
-        if (read_field(p, &pos, end, &number, &wire, &payload) < 0) goto fail;
-        if (number != 1 || wire != 2) continue; /* metadata: read elsewhere */
-        PyObject *row = series_row(p, payload, pos);
+        Py_ssize_t payload, next = pos;
+        if (read_field(p, &next, end, &number, &wire, &payload) < 0) goto fail;
+        if (number != 1 || wire != 2) { /* metadata: read elsewhere */
+            pos = next;
+            continue;
+        }
+        if (used + (next - pos) > budget) break;
+        used += next - pos;
+        PyObject *row = series_row(p, payload, next);
         if (row == NULL) goto fail;
         int rc = PyList_Append(out, row);
         Py_DECREF(row);
         if (rc < 0) goto fail;
+        pos = next;
     }
+    result = Py_BuildValue("(Nn)", out, pos);
     goto done;
 fail:
     Py_CLEAR(out);
 done:
     PyBuffer_Release(&view);
-    return out;
+    return result;
 }
 
 static PyMethodDef methods[] = {
-    {"rows", rows, METH_O, "The series of an uncompressed WriteRequest as (key, samples, raw)."},
+    {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
+     "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -46,7 +46,6 @@ Native histograms
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
@@ -54,7 +53,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
-from ..model import Batch, FamilyMetadata, Labels, MetricType, is_stale
+from ..model import Batch, FamilyMetadata, Labels, MetricType, Series, is_stale
+from .rows import Item
+from .rows import labels as row_labels
 
 # Datadog's MetricIntakeType numbers.
 TYPE_UNSPECIFIED: Final = 0
@@ -325,6 +326,21 @@ class MappedSeries:
             out["interval"] = self.interval
         return out
 
+    def row(self) -> Row:
+        """This series as a ``Row`` (its label set's info not kept)."""
+        return [
+            self.key,
+            self.metric,
+            self.type,
+            self.tags,
+            self.host,
+            self.points,
+            self.marks,
+            self.final,
+            self.interval,
+            None,
+        ]
+
     def split(self) -> tuple[MappedSeries, MappedSeries]:
         """Two series holding the first and second half of the points (for a 413)."""
         mid = len(self.points) // 2
@@ -371,6 +387,49 @@ class MappingOptions:
     static_tags: tuple[str, ...] = ()
 
 
+# A mapped series as a list, in ``MappedSeries``' field order (key, metric, type, tags, host,
+# points, marks, final, interval), then its label set's ``SeriesInfo`` (None when not
+# memoized): the destination's hot loop makes one per series, and a list costs a fraction of a
+# dataclass (a ``MappedSeries`` is made only where one is asked for).
+Row = list[Any]
+# [labels, name, tags, host, the tags' and host's JSON once rendered] of one label set.
+SeriesInfo = list[Any]
+Names = dict[tuple[str, MetricType | None], tuple[str, Kind]]
+
+
+class LabelKey(tuple):  # type: ignore[type-arg]
+    """A label set (equal to, and hashing as, the plain tuple) whose hash is computed once: a
+    memoized series is looked up several times per sample (merging, counter state), and a
+    tuple of ~10 pairs hashes its every string again each time."""
+
+    def __init__(self, labels: Labels) -> None:
+        self._hash = tuple.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
+    """What a label set maps to whatever its samples: memoized by the caller."""
+    labels = LabelKey(labels)
+    name = ""
+    for key, value in labels:
+        if key == "__name__":
+            name = value
+            break
+    tags, host = series_tags(labels, options.host_label, options.static_tags)
+    return [labels, name, tags, host, None]
+
+
+@dataclass
+class MappedRows:
+    """``Mapped`` with the series as ``Row`` lists."""
+
+    rows: list[Row]
+    updates: dict[Labels, CounterMark]
+    skipped: Counter[str]
+
+
 def map_batch(
     batch: Batch,
     options: MappingOptions,
@@ -378,7 +437,7 @@ def map_batch(
     counters: CounterStore,
     now_ms: int,
     pending: dict[Labels, CounterMark] | None = None,
-    names: dict[tuple[str, MetricType | None], tuple[str, Kind]] | None = None,
+    names: Names | None = None,
 ) -> Mapped:
     """Map ``batch`` without changing ``counters`` (the caller commits after delivery).
 
@@ -390,80 +449,110 @@ def map_batch(
     the names and kinds already resolved (their types learnt before).
     """
     types.observe(batch.metadata)
+    mapped = map_items(batch.series, options, types, counters, now_ms, pending, names, {})
+    return Mapped([MappedSeries(*row[:9]) for row in mapped.rows], mapped.updates, mapped.skipped)
+
+
+def map_items(
+    items: Iterable[Item],
+    options: MappingOptions,
+    types: TypeCache,
+    counters: CounterStore,
+    now_ms: int,
+    pending: dict[Labels, CounterMark] | None,
+    names: Names | None,
+    memo: dict[bytes, SeriesInfo],
+) -> MappedRows:
+    """``map_batch``'s mapping of series given as ``Series`` or as ``rows`` rows without a rest
+    (their label set looked up in ``memo`` by its encoded bytes, learnt on a miss): one loop
+    for both, so the two cannot differ. The caller bounds ``memo``."""
     skipped: Counter[str] = Counter()
-    out: dict[Labels, MappedSeries] = {}
+    out: dict[Labels, Row] = {}
     if names is None:
         names = {}
     if pending is None:
         pending = {}  # counter state as of this batch, uncommitted
     oldest = now_ms - MAX_AGE_MS
     newest = now_ms + MAX_AHEAD_MS
-    for series in batch.series:
-        if series.histograms:
-            skipped[NATIVE_HISTOGRAM] += len(series.histograms)
-        if not series.samples:
-            continue
-        name = series.name
-        declared = series.metadata.type if series.metadata is not None else None
+    families = types.types
+    counters_as_count = options.counters_as_count
+    marks = counters._marks  # read only: CounterStore.get without a call per sample
+    info: SeriesInfo | None
+    for item in items:
+        if isinstance(item, Series):
+            if item.histograms:
+                skipped[NATIVE_HISTOGRAM] += len(item.histograms)
+            if not item.samples:
+                continue
+            samples = [(sample.value, sample.timestamp) for sample in item.samples]
+            info = None
+            key, name = item.labels, item.name
+            declared = item.metadata.type if item.metadata is not None else None
+        else:  # a row: its labels memoized by their bytes
+            key_bytes, samples, _ = item
+            info = memo.get(key_bytes)
+            if info is None:
+                info = memo[key_bytes] = series_info(row_labels(key_bytes), options)
+            if not samples:
+                continue
+            key, name, declared = info[0], info[1], None
         resolved = names.get((name, declared))
         if resolved is None:  # a batch holds many series of few names
             resolved = names[(name, declared)] = (
                 normalize_metric_name(name),
-                resolve_kind(name, declared, types.types),
+                resolve_kind(name, declared, families),
             )
         metric, kind = resolved
         if not metric:
-            skipped[INVALID_NAME] += len(series.samples)
+            skipped[INVALID_NAME] += len(samples)
             continue
         if kind is Kind.DROP:
-            skipped[CREATED] += len(series.samples)
+            skipped[CREATED] += len(samples)
             continue
-        is_count = kind is Kind.COUNTER and options.counters_as_count
-        key = series.labels
+        is_count = kind is Kind.COUNTER and counters_as_count
         mapped = out.get(key)
         if mapped is None:
-            tags, host = series_tags(key, options.host_label, options.static_tags)
-            mapped = MappedSeries(key, metric, TYPE_COUNT if is_count else TYPE_GAUGE, tags, host)
-            out[key] = mapped
-        for sample in series.samples:
-            value, ts = sample.value, sample.timestamp
-            if is_stale(value):
-                skipped[STALE] += 1
-                continue
-            if not math.isfinite(value):
-                skipped[NOT_FINITE] += 1
+            if info is None:
+                tags, host = series_tags(key, options.host_label, options.static_tags)
+            else:
+                tags, host = info[2], info[3]
+            kind_number = TYPE_COUNT if is_count else TYPE_GAUGE
+            mapped = out[key] = [key, metric, kind_number, tags, host, [], [], None, 0, info]
+        points: list[tuple[int, float]] = mapped[5]
+        for value, ts in samples:
+            if value - value != 0.0:  # NaN or ±Inf (one test for the common, finite, case)
+                skipped[STALE if is_stale(value) else NOT_FINITE] += 1
                 continue
             if ts > newest:  # a clock ahead: must not become a counter's last value either
                 skipped[TOO_NEW] += 1
                 continue
             if is_count:
-                last = pending.get(key) or counters.get(key)
-                delta, why = counter_step(last, ts, value)
-                if why == OUT_OF_ORDER:
-                    skipped[why] += 1
+                # counter_step, inlined (the hot path); ``marks`` entries are (ts, value, seen)
+                last = pending.get(key) or marks.get(key)
+                if last is not None and ts <= last[0]:
+                    skipped[OUT_OF_ORDER] += 1
                     continue
-                pending[key] = (ts, value)
-                mapped.final = (ts, value)
+                pending[key] = mapped[7] = (ts, value)
                 if ts < oldest:  # an observation all the same: the next delta starts here
                     skipped[TOO_OLD] += 1
                     continue
-                if delta is None:
-                    skipped[why] += 1
+                if last is None:
+                    skipped[COUNTER_FIRST] += 1
                     continue
-                if not mapped.points and last is not None:
-                    mapped.interval = max(1, round((ts - last[0]) / 1000))
-                mapped.points.append((ts // 1000, delta))
-                mapped.marks.append((ts, value))
+                if not points:
+                    mapped[8] = max(1, round((ts - last[0]) / 1000))
+                points.append((ts // 1000, value - last[1] if value >= last[1] else value))
+                mapped[6].append((ts, value))
                 continue
             if ts < oldest:
                 skipped[TOO_OLD] += 1
                 continue
-            mapped.points.append((ts // 1000, value))
-    series_out: list[MappedSeries] = []
+            points.append((ts // 1000, value))
+    rows: list[Row] = []
     updates: dict[Labels, CounterMark] = {}
     for mapped in out.values():
-        if mapped.points:
-            series_out.append(mapped)
-        elif mapped.final is not None:
-            updates[mapped.key] = mapped.final
-    return Mapped(series_out, updates, skipped)
+        if mapped[5]:
+            rows.append(mapped)
+        elif mapped[7] is not None:
+            updates[mapped[0]] = mapped[7]
+    return MappedRows(rows, updates, skipped)

@@ -20,13 +20,28 @@ from __future__ import annotations
 import importlib
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Final
 
-from ..model import Labels, Series
+from ..delivery.entry import V1, Entry, decode_entry
+from ..model import Batch, Labels, Series
 from ..wire import rw1
 from ..wire.errors import DecodeError
-from .chunked import _fields, _varint
+from .chunked import (
+    _EMPTY,
+    _fields,
+    _message,
+    _varint,
+    metadata_chunks,
+    split_batch,
+)
+from .chunked import (
+    _split_series as split_series,
+)
+
+# Steps of ``entry_steps``: rows cost ~1-2 µs a series (not ~40 as decoded objects), so a step
+# of ~100 series, or ~2000 samples of one series, still holds the event loop about a ms.
+ROW_CHUNK_BYTES: Final = 32 * 1024
 
 Row = tuple[bytes, list[tuple[float, int]], bytes | None]
 _DOUBLE: Final = struct.Struct("<d")
@@ -79,18 +94,31 @@ def _row(data: bytes | memoryview, pos: int, end: int) -> Row:
     return key, samples, bytes(data[pos:end]) if other else None
 
 
-def rows_py(data: bytes | memoryview) -> list[Row]:
-    """The pure-Python walk (see the module docstring)."""
+def rows_py(data: bytes | memoryview, pos: int, budget: int) -> tuple[list[Row], int]:
+    """The pure-Python walk (see ``rows``)."""
     out: list[Row] = []
-    for field, start, payload, stop in _fields(data, 0, len(data)):
-        if field == 1 and data[start] & 7 == 2:
-            out.append(_row(data, payload, stop))
-    return out
+    used = 0
+    for field, start, payload, stop in _fields(data, pos, len(data)):
+        if field != 1 or data[start] & 7 != 2:
+            pos = stop  # metadata: read elsewhere
+            continue
+        if used + stop - start > budget:
+            break
+        used += stop - start
+        out.append(_row(data, payload, stop))
+        pos = stop
+    return out, pos
 
 
 _native: Any = _load_native()
 NATIVE: Final = _native is not None
-rows: Callable[[bytes | memoryview], list[Row]] = _native.rows if _native is not None else rows_py
+rows: Callable[[bytes | memoryview, int, int], tuple[list[Row], int]] = (
+    _native.rows if _native is not None else rows_py
+)
+"""``rows(data, pos, budget)``: the rows of the series fields from ``data[pos:]`` on, as many
+whole ones as fit in ``budget`` bytes (each field counted with its tag and length), and where the
+next field starts; other top-level fields are passed over. ``([], pos)`` when the series at
+``pos`` is larger than ``budget`` on its own (``chunked`` cuts it by samples)."""
 
 
 def labels(key: bytes) -> Labels:
@@ -104,3 +132,83 @@ def series(payload: bytes) -> Series:
     if len(batch.series) != 1:  # pragma: no cover - one field in, one series out
         raise DecodeError("invalid protobuf: one series expected")
     return batch.series[0]
+
+
+Item = Series | Row
+Step = Batch | list[Item]
+
+
+async def entry_steps(
+    entries: Sequence[Entry], budget: int = ROW_CHUNK_BYTES
+) -> AsyncGenerator[Step, None]:
+    """``entry_batches`` with the series as ``rows`` rows, not decoded: a list per step, in
+    order, holding a row per series (its labels not decoded: ``rows``) or, for a series holding
+    more than labels and samples, its decoded ``Series``. Metadata and remote write 2.0 entries
+    come as ``Batch``es, as from ``entry_batches``; an empty list marks a place to yield at."""
+    for entry in entries:
+        if entry.protocol != V1:
+            yield Batch((), decode_entry(entry).metadata)
+            continue
+        data = await _message(entry)
+        for raw in metadata_chunks(data, budget):
+            yield rw1.decode(raw, validate=False) if raw else _EMPTY
+        del data
+    for entry in entries:
+        if entry.protocol != V1:
+            yield Batch(decode_entry(entry).series, ())
+            continue
+        data = await _message(entry)
+        pos, size = 0, len(data)
+        while pos < size:
+            found, after = rows(data, pos, budget)
+            if found or after > pos:
+                yield _with_series(found)
+                pos = after
+                continue
+            # One series larger than a step: cut by samples, as entry_batches does.
+            (_, _, payload, after), *_ = _fields(data, pos, size)
+            for raw in split_series(data, payload, after, budget):
+                yield _with_series(rows(raw, 0, len(raw))[0]) if raw else []
+            pos = after
+        del data
+
+
+def _with_series(found: list[Row]) -> list[Item]:
+    """``found`` with the rows that hold more than labels and samples decoded in full."""
+    items: list[Item] = found  # type: ignore[assignment]
+    for index, row in enumerate(found):
+        if row[2] is not None:
+            items[index] = series(row[2])
+    return items
+
+
+def step_points(step: list[Item]) -> int:
+    """Samples and histograms in ``step``."""
+    return sum(
+        len(item.samples) + len(item.histograms) if isinstance(item, Series) else len(item[1])
+        for item in step
+    )
+
+
+def split_step(step: list[Item], points: int) -> tuple[list[Item], list[Item] | None]:
+    """``split_batch`` for a step of ``entry_steps``: its first ``points`` samples and
+    histograms (a series cut if need be; a ``Series``' exemplars stay with its last part)
+    and the rest, None when nothing is left."""
+    for index, item in enumerate(step):
+        if isinstance(item, Series):
+            size = len(item.samples) + len(item.histograms)
+            if size <= points:
+                points -= size
+                continue
+            first, rest = split_batch(Batch((item,), ()), points)
+            assert rest is not None
+            return [*step[:index], *first.series], [*rest.series, *step[index + 1 :]]
+        key, samples, _ = item
+        if len(samples) <= points:
+            points -= len(samples)
+            continue
+        head = step[:index]
+        if points:
+            head.append((key, samples[:points], None))
+        return head, [(key, samples[points:], None), *step[index + 1 :]]
+    return step, None
