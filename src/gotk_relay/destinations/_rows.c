@@ -105,6 +105,9 @@ static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) 
     }
     PyTuple_SET_ITEM(out, 0, v);
     PyTuple_SET_ITEM(out, 1, t);
+    /* A float and an int cannot be part of a cycle: untracked, as the collector itself would
+     * untrack it, so a step's thousands of samples do not trigger collections. */
+    PyObject_GC_UnTrack(out);
     return out;
 }
 
@@ -112,8 +115,8 @@ static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) 
 static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) {
     Py_ssize_t pos = start, labels_start = -1, labels_end = -1;
     int other = 0, labels_done = 0;
-    PyObject *samples = PyList_New(0);
-    if (samples == NULL) return NULL;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
     while (pos < end) {
         uint64_t number;
         int wire;
@@ -131,7 +134,7 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
             if (number == 2 && wire == 2) {
                 PyObject *sample = sample_tuple(p, payload, pos);
                 if (sample == NULL) goto fail;
-                int rc = PyList_Append(samples, sample);
+                int rc = PyList_Append(list, sample);
                 Py_DECREF(sample);
                 if (rc < 0) goto fail;
             } else {
@@ -139,17 +142,25 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
             }
         }
     }
+    PyObject *samples = PyList_AsTuple(list);
+    Py_CLEAR(list);
+    if (samples == NULL) return NULL;
+    PyObject_GC_UnTrack(samples); /* holds untracked tuples only */
     PyObject *key = labels_start < 0
                         ? PyBytes_FromStringAndSize("", 0)
                         : PyBytes_FromStringAndSize((const char *)p + labels_start,
                                                     labels_end - labels_start);
-    if (key == NULL) goto fail;
+    if (key == NULL) {
+        Py_DECREF(samples);
+        return NULL;
+    }
     PyObject *raw;
     if (other) {
         raw = PyBytes_FromStringAndSize((const char *)p + start, end - start);
         if (raw == NULL) {
             Py_DECREF(key);
-            goto fail;
+            Py_DECREF(samples);
+            return NULL;
         }
     } else {
         raw = Py_NewRef(Py_None);
@@ -158,14 +169,16 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
     if (row == NULL) {
         Py_DECREF(key);
         Py_DECREF(raw);
-        goto fail;
+        Py_DECREF(samples);
+        return NULL;
     }
     PyTuple_SET_ITEM(row, 0, key);
     PyTuple_SET_ITEM(row, 1, samples);
     PyTuple_SET_ITEM(row, 2, raw);
+    PyObject_GC_UnTrack(row); /* bytes, an untracked tuple, bytes or None */
     return row;
 fail:
-    Py_DECREF(samples);
+    Py_XDECREF(list);
     return NULL;
 }
 

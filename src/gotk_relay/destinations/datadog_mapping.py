@@ -484,7 +484,7 @@ def map_items(
                 skipped[NATIVE_HISTOGRAM] += len(item.histograms)
             if not item.samples:
                 continue
-            samples = [(sample.value, sample.timestamp) for sample in item.samples]
+            samples = tuple([(sample.value, sample.timestamp) for sample in item.samples])
             info = None
             key, name = item.labels, item.name
             declared = item.metadata.type if item.metadata is not None else None

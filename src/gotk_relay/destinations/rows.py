@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from ..delivery.entry import V1, Entry, decode_entry
 from ..model import Batch, Labels, Series
-from ..wire import rw1
+from ..wire import rw1, scan
 from ..wire.errors import DecodeError
 from .chunked import (
     _EMPTY,
@@ -43,7 +43,7 @@ from .chunked import (
 # of ~100 series, or ~2000 samples of one series, still holds the event loop about a ms.
 ROW_CHUNK_BYTES: Final = 32 * 1024
 
-Row = tuple[bytes, list[tuple[float, int]], bytes | None]
+Row = tuple[bytes, tuple[tuple[float, int], ...], bytes | None]
 _DOUBLE: Final = struct.Struct("<d")
 _F_LABELS: Final = 1
 _F_SAMPLES: Final = 2
@@ -91,7 +91,7 @@ def _row(data: bytes | memoryview, pos: int, end: int) -> Row:
         else:
             other = True
     key = bytes(data[labels_start:labels_end]) if labels_start >= 0 else b""
-    return key, samples, bytes(data[pos:end]) if other else None
+    return key, tuple(samples), bytes(data[pos:end]) if other else None
 
 
 def rows_py(data: bytes | memoryview, pos: int, budget: int) -> tuple[list[Row], int]:
@@ -150,6 +150,8 @@ async def entry_steps(
             yield Batch((), decode_entry(entry).metadata)
             continue
         data = await _message(entry)
+        if not scan.frame(data).metadata:  # type: ignore[arg-type]  # upb reads any buffer
+            continue
         for raw in metadata_chunks(data, budget):
             yield rw1.decode(raw, validate=False) if raw else _EMPTY
         del data
