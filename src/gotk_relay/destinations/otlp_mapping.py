@@ -58,8 +58,9 @@ State
 from __future__ import annotations
 
 import math
+import struct
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Final, Literal, NamedTuple, TypeVar
@@ -79,9 +80,13 @@ from ..model import (
     Histogram,
     Labels,
     MetricType,
+    Sample,
     Series,
     is_stale,
 )
+from ..wire.rw1 import uvarint
+from .rows import Item
+from .rows import labels as row_labels
 
 Temporality = Literal["cumulative", "delta"]
 
@@ -219,6 +224,8 @@ class MappingState:
         self.families: OrderedDict[str, FamilyMetadata] = OrderedDict()
         self.inferred: OrderedDict[str, MetricType] = OrderedDict()
         self.streams: OrderedDict[StreamKey, StreamState] = OrderedDict()
+        # Label sets by their encoded bytes, per resource_labels (see ``_RowInfo``).
+        self.rows: dict[tuple[str, ...], dict[bytes, _RowInfo]] = {}
 
     def learn(self, metadata: Iterable[FamilyMetadata]) -> None:
         for meta in metadata:
@@ -278,6 +285,8 @@ class _Group:
 
 
 Point = pb.NumberDataPoint | pb.HistogramDataPoint | pb.ExponentialHistogramDataPoint
+# A series to map: a Series (samples None), or a row's info and its samples.
+_Planned = tuple["Series | _RowInfo", "_Kind", str, "Sequence[tuple[float, int]] | None"]
 
 
 def _family_of(name: str, mtype: MetricType) -> tuple[str, str]:
@@ -354,6 +363,82 @@ def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
     return out
 
 
+class _RestKey(tuple):  # type: ignore[type-arg]
+    """A label set equal to (and hashing as) the plain tuple, its hash computed once: stream
+    keys holding it are looked up several times per sample."""
+
+    def __init__(self, labels: Labels) -> None:
+        self._hash = tuple.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+_FIELD_KEY: Final = b"\x0a"  # KeyValue.key, AnyValue.string_value
+_FIELD_VALUE: Final = b"\x12"  # KeyValue.value
+_FIELD_ATTRIBUTE: Final = b"\x3a"  # NumberDataPoint.attributes (7)
+_STALE_FLAGS: Final = b"\x40" + bytes((NO_RECORDED_VALUE,))  # NumberDataPoint.flags (8)
+_TIME: Final = struct.Struct("<BQ")  # time_unix_nano (3, fixed64)
+_TIME_VALUE: Final = struct.Struct("<BQBd")  # time_unix_nano, as_double (4, double)
+_START_TIME_VALUE: Final = struct.Struct("<BQBQBd")  # start_time_unix_nano (2) first
+
+
+def _string_field(tag: bytes, text: str) -> bytes:
+    raw = text.encode()
+    return tag + uvarint(len(raw)) + raw
+
+
+def _attributes_bytes(attributes: Labels) -> bytes:
+    """``attributes`` as NumberDataPoint.attributes fields (KeyValue with a string AnyValue)."""
+    out = []
+    for key, value in attributes:
+        any_value = _string_field(_FIELD_KEY, value)  # a oneof member: sent even when ""
+        pair = _string_field(_FIELD_KEY, key) + _FIELD_VALUE + uvarint(len(any_value)) + any_value
+        out.append(_FIELD_ATTRIBUTE + uvarint(len(pair)) + pair)
+    return b"".join(out)
+
+
+def _number_bytes(attrs: bytes, ts: int, start: int, value: float | None) -> bytes:
+    """An encoded NumberDataPoint, as ``_Output.number`` would fill it (times in ms)."""
+    if value is None:
+        head = _TIME.pack(0x19, ts * NS_PER_MS) if ts else b""
+        if start:
+            head = b"\x11" + struct.pack("<Q", start * NS_PER_MS) + head
+        return head + attrs + _STALE_FLAGS
+    if start and ts:
+        return (
+            _START_TIME_VALUE.pack(0x11, start * NS_PER_MS, 0x19, ts * NS_PER_MS, 0x21, value)
+            + attrs
+        )
+    if ts:
+        return _TIME_VALUE.pack(0x19, ts * NS_PER_MS, 0x21, value) + attrs
+    head = b"\x11" + struct.pack("<Q", start * NS_PER_MS) if start else b""
+    return head + b"\x21" + struct.pack("<d", value) + attrs
+
+
+class _RowInfo:
+    """What a label set (a ``rows`` key) maps to whatever its samples, kept across requests:
+    its labels, name, the labels without ``__name__`` (``rest``, hash kept), its resource,
+    scope and encoded attributes, its counter stream key, and what ``resolve``/``role`` read
+    of it (a ``Series`` shell without samples, ``le``/``quantile`` presence)."""
+
+    __slots__ = ("attrs", "counter_key", "ctx", "has_le", "has_quantile", "name", "rest", "shell")
+
+    def __init__(self, labels: Labels, ctx_of: Callable[[Labels], _Ctx]) -> None:
+        self.shell = Series(labels)
+        self.name = self.shell.name
+        self.rest = _RestKey(_without(labels, "__name__"))
+        self.ctx = ctx_of(self.rest)
+        self.attrs = _attributes_bytes(self.ctx.attributes)
+        self.counter_key: StreamKey = ("counter", self.name, self.rest)
+        keys = {k for k, _ in labels}
+        self.has_le = "le" in keys
+        self.has_quantile = "quantile" in keys
+
+    def series(self, samples: Sequence[tuple[float, int]]) -> Series:
+        return Series(self.shell.labels, tuple(Sample(v, t) for v, t in samples))
+
+
 class _Output:
     """Builds the request, creating each ResourceMetrics / ScopeMetrics / Metric on first use."""
 
@@ -366,6 +451,42 @@ class _Output:
         self._metrics: dict[tuple[object, ...], pb.Metric] = {}
         self._attributes: dict[Labels, list[KeyValue]] = {}
         self.points = 0
+        # Encoded NumberDataPoints of each metric not yet merged into it, in order (see
+        # ``encoded``); keyed by the id of the row's info, which the value holds alive.
+        self._encoded: dict[tuple[int, str, str], tuple[_RowInfo, list[bytes], pb.Metric]] = {}
+        self._pending: dict[int, tuple[pb.Metric, str, list[bytes]]] = {}
+
+    def encoded(self, info: _RowInfo, data: str, kind: _Kind) -> list[bytes]:
+        """Where to append the encoded points of ``info``'s series as a ``data`` metric: points
+        made as bytes (``_number_bytes``) cost a fraction of a upb message built field by
+        field; they are merged into the metric, in order, by ``flush``."""
+        key = (id(info), info.name, data)
+        found = self._encoded.get(key)
+        if found is None:
+            metric = self.metric(info.ctx, info.name, data, kind)
+            pending = self._pending.get(id(metric))
+            if pending is None:
+                pending = self._pending[id(metric)] = (metric, data, [])
+            found = self._encoded[key] = (info, pending[2], metric)
+        return found[1]
+
+    def flush(self, metric: pb.Metric | None = None) -> None:
+        """Merge the encoded points waiting for ``metric`` (every metric: None) into it."""
+        if metric is None:
+            waiting = list(self._pending.values())
+            self._pending.clear()
+            self._encoded.clear()
+        else:
+            found = self._pending.pop(id(metric), None)
+            if found is None:
+                return
+            waiting = [found]
+            self._encoded = {k: v for k, v in self._encoded.items() if v[2] is not metric}
+        for target, data, points in waiting:
+            if not points:
+                continue
+            framed = b"".join([b"\x0a" + uvarint(len(p)) + p for p in points])
+            (target.gauge if data == "gauge" else target.sum).MergeFromString(framed)
 
     def attributes(self, labels: Labels) -> list[KeyValue]:
         found = self._attributes.get(labels)
@@ -436,6 +557,8 @@ class _Output:
         value: float | None,
     ) -> pb.NumberDataPoint:
         metric = self.metric(ctx, name, data, kind)
+        if self._pending:
+            self.flush(metric)  # encoded points of this metric go first, as they came first
         points = metric.gauge.data_points if data == "gauge" else metric.sum.data_points
         point: pb.NumberDataPoint = points.add(
             attributes=self.attributes(ctx.attributes), time_unix_nano=ts * NS_PER_MS
@@ -622,10 +745,11 @@ class Mapper:
         self.groups: dict[StreamKey, dict[int, _Group]] = {}
         self.group_exemplars: dict[StreamKey, list[Exemplar]] = {}
         self.grouped = 0  # samples held in ``groups``
-        self.waiting: list[tuple[Series, _Kind, str]] = []  # the last batch fed, not mapped yet
+        self.waiting: list[_Planned] = []  # the last batch fed, not mapped yet
         self.waiting_points = 0  # its samples and histograms
         self.seen_shapes: dict[str, MetricType] = {}
         self._ctx: dict[Labels, _Ctx] = {}
+        self._rows = state.rows.setdefault(self.resource_labels, {})
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -638,6 +762,10 @@ class Mapper:
         found = self._ctx.get(rest)
         if found is not None:
             return found
+        found = self._ctx[rest] = self._ctx_of(rest)
+        return found
+
+    def _ctx_of(self, rest: Labels) -> _Ctx:
         values = dict(rest)
         resource = tuple(values.get(label, "") for label in self.resource_labels)
         scope_name = values.get("otel_scope_name", "")
@@ -649,8 +777,7 @@ class Mapper:
         attributes = tuple(
             (k, v) for k, v in rest if k not in self._resource_set and k not in _SCOPE_LABELS
         )
-        found = self._ctx[rest] = _Ctx(resource, scope, attributes)
-        return found
+        return _Ctx(resource, scope, attributes)
 
     def resolve(self, series: Series, name: str, shapes: Mapping[str, MetricType]) -> _Kind:
         meta = series.metadata
@@ -685,10 +812,10 @@ class Mapper:
             return _Kind(MetricType.COUNTER, name[:-6], "_total", help_, unit)
         return _Kind(MetricType.UNKNOWN, name, "", help_, unit)
 
-    def shapes(self, batch: Batch) -> dict[str, MetricType]:
+    def shapes(self, batch: Batch | Iterable[Series]) -> dict[str, MetricType]:
         """Families this batch shows the shape of, for series whose type only names can tell."""
         out: dict[str, MetricType] = {}
-        for series in batch.series:
+        for series in batch.series if isinstance(batch, Batch) else batch:
             if series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
                 continue
             name = series.name
@@ -730,7 +857,7 @@ class Mapper:
         self.finish()
         return self.take()
 
-    def feed(self, batch: Batch) -> None:
+    def feed(self, batch: Batch | list[Item]) -> None:
         """Read ``batch`` and map the one fed before it into the request being built.
 
         Mapping a batch one ``feed`` late lets the ``_created`` series of the next one reach
@@ -738,38 +865,98 @@ class Mapper:
         family: a cut between the two would otherwise lose the start time). Classic histogram
         and summary parts wait in ``groups`` for the rest of their point, which may be in a
         later batch. ``finish`` maps what waits.
+
+        A batch may also be a step of ``rows.entry_steps``: its rows' label sets are looked up
+        by their bytes (``_RowInfo``), and their gauges and counters encoded straight to bytes.
         """
-        self.state.learn(batch.metadata)
+        if isinstance(batch, Batch):
+            self.state.learn(batch.metadata)
+            items: Sequence[Item] = batch.series
+        else:
+            items = batch
+        memo = self._rows
+        if len(memo) > _CTX_LIMIT:
+            memo.clear()
+        entries: list[tuple[Series, Sequence[tuple[float, int]] | None, _RowInfo | None]] = []
+        for item in items:
+            if isinstance(item, Series):
+                entries.append((item, None, None))
+                continue
+            key, row_samples, _ = item
+            info = memo.get(key)
+            if info is None:
+                info = memo[key] = _RowInfo(row_labels(key), self._ctx_of)
+            entries.append((info.shell, row_samples, info))
+        shells = [entry[0] for entry in entries]
         shapes = self.seen_shapes
-        shapes.update(self.shapes(batch))
+        shapes.update(self.shapes(shells))
         if len(shapes) > self.state.max_families:  # what it forgets is still in state.inferred
             shapes.clear()
-            shapes.update(self.shapes(batch))
+            shapes.update(self.shapes(shells))
         if len(self.created) > self.state.max_streams:
             self.created.clear()
         if len(self._ctx) > _CTX_LIMIT:
             self._ctx.clear()
-        plan: list[tuple[Series, _Kind, str]] = []
-        for series in batch.series:
-            name = series.name
+        # Kind and role by (name, has le, has quantile): all a row's resolve and role read,
+        # exact within one feed (families and shapes are learnt above).
+        kinds: dict[tuple[str, bool, bool], tuple[_Kind, str]] = {}
+        plan: list[_Planned] = []
+        waiting_points = 0
+        for series, samples, info in entries:
+            if info is None:
+                name = series.name
+                if not name:
+                    self.unmapped += len(series.samples) + len(series.histograms)
+                    continue
+                kind = self.resolve(series, name, shapes)
+                role = self.role(kind, series.labels) if series.samples else "none"
+                if role == "created":
+                    rest = _without(series.labels, "__name__")
+                    for sample in series.samples:
+                        if math.isfinite(sample.value) and sample.value > 0:
+                            self.created[(kind.family, rest)] = int(sample.value * 1000)
+                    continue
+                plan.append((series, kind, role, None))
+                waiting_points += len(series.samples) + len(series.histograms)
+                continue
+            assert samples is not None
+            name = info.name
             if not name:
-                self.unmapped += len(series.samples) + len(series.histograms)
+                self.unmapped += len(samples)
                 continue
-            kind = self.resolve(series, name, shapes)
-            role = self.role(kind, series.labels) if series.samples else "none"
+            if not samples:
+                continue  # role "none", and no histograms in a row
+            cached = (name, info.has_le, info.has_quantile)
+            found = kinds.get(cached)
+            if found is None:
+                kind = self.resolve(series, name, shapes)
+                found = kinds[cached] = (kind, self.role(kind, series.labels))
+            kind, role = found
             if role == "created":
-                rest = _without(series.labels, "__name__")
-                for sample in series.samples:
-                    if math.isfinite(sample.value) and sample.value > 0:
-                        self.created[(kind.family, rest)] = int(sample.value * 1000)
+                for value, _ in samples:
+                    if math.isfinite(value) and value > 0:
+                        self.created[(kind.family, info.rest)] = int(value * 1000)
                 continue
-            plan.append((series, kind, role))
+            plan.append((info, kind, role, samples))
+            waiting_points += len(samples)
         waiting, self.waiting = self.waiting, plan
-        self.waiting_points = sum(len(s.samples) + len(s.histograms) for s, _, _ in plan)
+        self.waiting_points = waiting_points
         self.map_plan(waiting)
 
-    def map_plan(self, plan: list[tuple[Series, _Kind, str]]) -> None:
-        for series, kind, role in plan:
+    def map_plan(self, plan: list[_Planned]) -> None:
+        for series, kind, role, samples in plan:
+            if samples is not None:  # a row
+                assert isinstance(series, _RowInfo)
+                if role == "counter":
+                    self.counter_row(series, samples, kind)
+                elif role in ("gauge", "updown"):
+                    self.gauge_row(series, samples, kind, role)
+                elif role == "drop":
+                    self.unmapped += len(samples)
+                elif role != "none":
+                    self.part(series.series(samples), kind, role)
+                continue
+            assert isinstance(series, Series)
             if series.histograms:
                 self.native(series, kind)
             if role == "none":
@@ -803,12 +990,14 @@ class Mapper:
         new one (stream updates are kept for ``take``). Serialized requests concatenate into
         one (protobuf repeated fields), so a large request is serialized in parts."""
         out = self.out
+        out.flush()
         self.out = _Output(self.resource_labels, "delta" if self.delta else "cumulative")
         return out.request.SerializeToString(), out.points
 
     def take(self) -> Mapped:
         """The request mapped since the last ``take``, and its stream updates; the next request
         starts empty and reads the state the caller committed in between."""
+        self.out.flush()
         mapped = Mapped(self.out.request, self.out.points, self.updates, self.unmapped)
         self.out = _Output(self.resource_labels, "delta" if self.delta else "cumulative")
         self.updates = {}
@@ -871,6 +1060,60 @@ class Mapper:
         if last is not None:
             for exemplar in series.exemplars:
                 _add_exemplar(last, exemplar)
+
+    def gauge_row(
+        self, info: _RowInfo, samples: Sequence[tuple[float, int]], kind: _Kind, role: str
+    ) -> None:
+        """``gauge`` for a row (no start or created timestamps in remote write 1.0)."""
+        data = "gauge" if role == "gauge" else "updown"
+        out = self.out.encoded(info, data, kind)
+        attrs = info.attrs
+        updown = data == "updown"
+        for value, ts in samples:
+            point = None if is_stale(value) else value
+            out.append(_number_bytes(attrs, ts, ts if updown else 0, point))
+        self.out.points += len(samples)
+
+    def counter_row(
+        self, info: _RowInfo, samples: Sequence[tuple[float, int]], kind: _Kind
+    ) -> None:
+        """``counter`` for a row, its points encoded (a row has no exemplars)."""
+        key, attrs, delta_mode = info.counter_key, info.attrs, self.delta
+        updates, streams = self.updates, self.state.streams
+        out: list[bytes] | None = None  # the metric is made with its first point, as in counter
+        for value, ts in samples:
+            prev = updates.get(key) or streams.get(key)
+            assert prev is None or isinstance(prev, CounterState)
+            point: float | None = value
+            if value != value and is_stale(value):
+                start = (prev.last_ms if delta_mode else prev.start_ms) if prev else ts
+                start, point = min(start, ts), None
+            else:
+                explicit = self.created.get((kind.family, info.rest), 0) if self.created else 0
+                if value != value:  # not a count: pass it on, but never as a baseline
+                    if delta_mode:
+                        continue
+                    start = _cumulative_start(prev, ts, explicit, False)
+                else:
+                    reset = prev is not None and (
+                        value < prev.value or ts >= explicit > prev.last_ms
+                    )
+                    if not delta_mode:
+                        start = _cumulative_start(prev, ts, explicit, reset)
+                        if prev is None or ts > prev.last_ms:
+                            updates[key] = CounterState(start, ts, value)
+                    elif prev is None:
+                        updates[key] = CounterState(ts, ts, value)  # the baseline, not sent
+                        continue
+                    elif ts <= prev.last_ms:
+                        continue  # a repeat or out of order: no interval to report
+                    else:
+                        updates[key] = CounterState(prev.start_ms, ts, value)
+                        start, point = prev.last_ms, value if reset else value - prev.value
+            if out is None:
+                out = self.out.encoded(info, "sum", kind)
+            out.append(_number_bytes(attrs, ts, start, point))
+            self.out.points += 1
 
     # -- classic histograms and summaries --------------------------------------------------
 
