@@ -324,6 +324,17 @@ def _hex_id(text: str, size: int) -> bytes | None:
         return None
 
 
+def _shape(name: str, keys: set[str]) -> tuple[str, MetricType] | None:
+    """The family a series named ``name`` with label names ``keys`` shows the shape of."""
+    if name.endswith("_bucket") and "le" in keys:
+        return name[:-7], MetricType.HISTOGRAM
+    if "quantile" in keys:
+        return name, MetricType.SUMMARY
+    if name.endswith("_total"):
+        return name[:-6], MetricType.COUNTER
+    return None
+
+
 def _cumulative_start(prev: StreamState | None, ts: int, explicit: int, reset: bool) -> int:
     if explicit and explicit <= ts:
         return explicit
@@ -422,7 +433,17 @@ class _RowInfo:
     scope and encoded attributes, its counter stream key, and what ``resolve``/``role`` read
     of it (a ``Series`` shell without samples, ``le``/``quantile`` presence)."""
 
-    __slots__ = ("attrs", "counter_key", "ctx", "has_le", "has_quantile", "name", "rest", "shell")
+    __slots__ = (
+        "attrs",
+        "counter_key",
+        "ctx",
+        "has_le",
+        "has_quantile",
+        "name",
+        "rest",
+        "shape",
+        "shell",
+    )
 
     def __init__(self, labels: Labels, ctx_of: Callable[[Labels], _Ctx]) -> None:
         self.shell = Series(labels)
@@ -434,6 +455,7 @@ class _RowInfo:
         keys = {k for k, _ in labels}
         self.has_le = "le" in keys
         self.has_quantile = "quantile" in keys
+        self.shape = _shape(self.name, keys)
 
     def series(self, samples: Sequence[tuple[float, int]]) -> Series:
         return Series(self.shell.labels, tuple(Sample(v, t) for v, t in samples))
@@ -814,18 +836,22 @@ class Mapper:
 
     def shapes(self, batch: Batch | Iterable[Series]) -> dict[str, MetricType]:
         """Families this batch shows the shape of, for series whose type only names can tell."""
+        series = batch.series if isinstance(batch, Batch) else batch
+        return self._learn_shapes([(item, None, None) for item in series])
+
+    def _learn_shapes(
+        self, entries: Iterable[tuple[Series, object, _RowInfo | None]]
+    ) -> dict[str, MetricType]:
         out: dict[str, MetricType] = {}
-        for series in batch.series if isinstance(batch, Batch) else batch:
-            if series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
+        for series, _, info in entries:
+            if info is not None:
+                found = info.shape
+            elif series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
                 continue
-            name = series.name
-            keys = {k for k, _ in series.labels}
-            if name.endswith("_bucket") and "le" in keys:
-                out[name[:-7]] = MetricType.HISTOGRAM
-            elif "quantile" in keys:
-                out[name] = MetricType.SUMMARY
-            elif name.endswith("_total"):
-                out[name[:-6]] = MetricType.COUNTER
+            else:
+                found = _shape(series.name, {k for k, _ in series.labels})
+            if found is not None:
+                out[found[0]] = found[1]
         for family, mtype in out.items():
             if family not in self.state.families:
                 self.state.infer(family, mtype)
@@ -887,12 +913,11 @@ class Mapper:
             if info is None:
                 info = memo[key] = _RowInfo(row_labels(key), self._ctx_of)
             entries.append((info.shell, row_samples, info))
-        shells = [entry[0] for entry in entries]
         shapes = self.seen_shapes
-        shapes.update(self.shapes(shells))
+        shapes.update(self._learn_shapes(entries))
         if len(shapes) > self.state.max_families:  # what it forgets is still in state.inferred
             shapes.clear()
-            shapes.update(self.shapes(shells))
+            shapes.update(self._learn_shapes(entries))
         if len(self.created) > self.state.max_streams:
             self.created.clear()
         if len(self._ctx) > _CTX_LIMIT:
@@ -1099,7 +1124,15 @@ class Mapper:
                         value < prev.value or ts >= explicit > prev.last_ms
                     )
                     if not delta_mode:
-                        start = _cumulative_start(prev, ts, explicit, reset)
+                        # _cumulative_start, inlined (the hot path)
+                        if explicit and explicit <= ts:
+                            start = explicit
+                        elif prev is None:
+                            start = ts
+                        elif reset:
+                            start = prev.last_ms + 1 if prev.last_ms + 1 < ts else ts
+                        else:
+                            start = prev.start_ms if prev.start_ms < ts else ts
                         if prev is None or ts > prev.last_ms:
                             updates[key] = CounterState(start, ts, value)
                     elif prev is None:
