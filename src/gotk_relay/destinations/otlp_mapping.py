@@ -375,10 +375,10 @@ def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
 
 
 class _RestKey(tuple):  # type: ignore[type-arg]
-    """A label set equal to (and hashing as) the plain tuple, its hash computed once: stream
-    keys holding it are looked up several times per sample."""
+    """A tuple equal to (and hashing as) the plain one, its hash computed once: label sets and
+    the keys holding them are looked up several times per sample."""
 
-    def __init__(self, labels: Labels) -> None:
+    def __init__(self, items: Iterable[object]) -> None:
         self._hash = tuple.__hash__(self)
 
     def __hash__(self) -> int:
@@ -434,6 +434,7 @@ class _RowInfo:
     of it (a ``Series`` shell without samples, ``le``/``quantile`` presence)."""
 
     __slots__ = (
+        "_metric_keys",
         "attrs",
         "counter_key",
         "ctx",
@@ -456,6 +457,15 @@ class _RowInfo:
         self.has_le = "le" in keys
         self.has_quantile = "quantile" in keys
         self.shape = _shape(self.name, keys)
+        self._metric_keys: dict[str, tuple[object, ...]] = {}
+
+    def metric_key(self, data: str) -> tuple[object, ...]:
+        """``_Output``'s key of this series' metric of ``data``, its hash computed once."""
+        found = self._metric_keys.get(data)
+        if found is None:
+            ctx = self.ctx
+            found = self._metric_keys[data] = _RestKey((ctx.resource, ctx.scope, self.name, data))
+        return found
 
     def series(self, samples: Sequence[tuple[float, int]]) -> Series:
         return Series(self.shell.labels, tuple(Sample(v, t) for v, t in samples))
@@ -474,36 +484,30 @@ class _Output:
         self._attributes: dict[Labels, list[KeyValue]] = {}
         self.points = 0
         # Encoded NumberDataPoints of each metric not yet merged into it, in order (see
-        # ``encoded``); keyed by the id of the row's info, which the value holds alive.
-        self._encoded: dict[tuple[int, str, str], tuple[_RowInfo, list[bytes], pb.Metric]] = {}
-        self._pending: dict[int, tuple[pb.Metric, str, list[bytes]]] = {}
+        # ``encoded``), by the metric's key in ``_metrics``.
+        self._pending: dict[tuple[object, ...], tuple[pb.Metric, str, list[bytes]]] = {}
 
     def encoded(self, info: _RowInfo, data: str, kind: _Kind) -> list[bytes]:
         """Where to append the encoded points of ``info``'s series as a ``data`` metric: points
         made as bytes (``_number_bytes``) cost a fraction of a upb message built field by
         field; they are merged into the metric, in order, by ``flush``."""
-        key = (id(info), info.name, data)
-        found = self._encoded.get(key)
+        key = info.metric_key(data)
+        found = self._pending.get(key)
         if found is None:
             metric = self.metric(info.ctx, info.name, data, kind)
-            pending = self._pending.get(id(metric))
-            if pending is None:
-                pending = self._pending[id(metric)] = (metric, data, [])
-            found = self._encoded[key] = (info, pending[2], metric)
-        return found[1]
+            found = self._pending[key] = (metric, data, [])
+        return found[2]
 
-    def flush(self, metric: pb.Metric | None = None) -> None:
-        """Merge the encoded points waiting for ``metric`` (every metric: None) into it."""
-        if metric is None:
+    def flush(self, key: tuple[object, ...] | None = None) -> None:
+        """Merge the encoded points waiting for the metric of ``key`` (all: None) into it."""
+        if key is None:
             waiting = list(self._pending.values())
             self._pending.clear()
-            self._encoded.clear()
         else:
-            found = self._pending.pop(id(metric), None)
+            found = self._pending.pop(key, None)
             if found is None:
                 return
             waiting = [found]
-            self._encoded = {k: v for k, v in self._encoded.items() if v[2] is not metric}
         for target, data, points in waiting:
             if not points:
                 continue
@@ -579,8 +583,8 @@ class _Output:
         value: float | None,
     ) -> pb.NumberDataPoint:
         metric = self.metric(ctx, name, data, kind)
-        if self._pending:
-            self.flush(metric)  # encoded points of this metric go first, as they came first
+        if self._pending:  # encoded points of this metric go first, as they came first
+            self.flush((ctx.resource, ctx.scope, name, data))
         points = metric.gauge.data_points if data == "gauge" else metric.sum.data_points
         point: pb.NumberDataPoint = points.add(
             attributes=self.attributes(ctx.attributes), time_unix_nano=ts * NS_PER_MS
