@@ -33,13 +33,13 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from loadgen import Workload, WorkloadSpec  # noqa: E402
+from loadgen import Workload, WorkloadSpec
 
-from gotk_relay.config import DatadogConfig, OTLPConfig  # noqa: E402
-from gotk_relay.delivery.entry import V1, Entry  # noqa: E402
-from gotk_relay.delivery.retry import Outcome  # noqa: E402
-from gotk_relay.destinations.datadog import DatadogClient  # noqa: E402
-from gotk_relay.destinations.otlp import OTLPClient  # noqa: E402
+from gotk_relay.config import DatadogConfig, OTLPConfig
+from gotk_relay.delivery.entry import V1, Entry
+from gotk_relay.delivery.retry import Outcome
+from gotk_relay.destinations.datadog import DatadogClient
+from gotk_relay.destinations.otlp import OTLPClient
 
 FLUX_FRACTIONS = {"cluster": 0.001, "flux-heavy": 0.05}
 STEP_MS = 1000  # one scrape a second: counters move, timestamps stay within Datadog's hour

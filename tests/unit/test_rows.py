@@ -1,0 +1,242 @@
+"""destinations.rows: the compiled walk and its twin read what rw1.decode reads, and the Datadog
+and OTLP mappings of rows are the mappings of the decoded series, point for point."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import ORDINARY_NAN, canonical, odd_v1_requests
+
+from gotk_relay.delivery.entry import V1, encode_entry
+from gotk_relay.destinations import rows as rows_module
+from gotk_relay.destinations.datadog_mapping import (
+    CounterStore,
+    MappedSeries,
+    MappingOptions,
+    TypeCache,
+    map_batch,
+    map_items,
+)
+from gotk_relay.destinations.otlp_mapping import Mapper, MappingState, to_otlp
+from gotk_relay.destinations.rows import Item, Row, entry_steps, labels, rows_py, series
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    Exemplar,
+    FamilyMetadata,
+    MetricType,
+    Sample,
+    Series,
+)
+from gotk_relay.wire import rw1
+
+Walk = Callable[[Any, int, int], tuple[list[Row], int]]
+IMPLEMENTATIONS: dict[str, Walk | None] = {
+    "python": rows_py,
+    "compiled": rows_module._native.rows if rows_module.NATIVE else None,
+}
+NOW_MS = 1_764_000_000_000
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Walk]:
+    found = IMPLEMENTATIONS[request.param]
+    if found is None:
+        pytest.skip("the _rows extension is not built")
+    monkeypatch.setattr(rows_module, "rows", found)  # what entry_steps calls
+    yield found
+
+
+def _bits(samples: Any) -> list[tuple[bytes, int]]:
+    return [(struct.pack("<d", value), ts) for value, ts in samples]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(odd_v1_requests())
+def test_rows_read_every_encoding_as_rw1_decodes_it(
+    walk: Walk, request: tuple[bytes, Batch]
+) -> None:
+    raw, _ = request
+    decoded = rw1.decode(raw, validate=False).series
+    found, end = walk(raw, 0, len(raw))
+    assert end == len(raw)
+    assert len(found) == len(decoded)
+    for (key, samples, rest), want in zip(found, decoded, strict=True):
+        if rest is None:  # labels and samples only: the key decodes to the labels
+            assert not want.histograms and not want.exemplars
+            assert labels(key) == want.labels
+            assert _bits(samples) == _bits((s.value, s.timestamp) for s in want.samples)
+        else:  # the whole series' payload, decoded in full
+            assert canonical(series(rest)) == canonical(want)
+
+
+@pytest.mark.parametrize("budget", [1, 60, 200, 1 << 20], ids=["1B", "60B", "200B", "whole"])
+def test_rows_take_whole_series_within_the_budget_and_stop_before_a_larger_one(
+    walk: Walk, budget: int
+) -> None:
+    items = [
+        Series((("__name__", f"s{i}"), ("pad", "x" * (10 * i))), (Sample(1.0, i),))
+        for i in range(8)
+    ]
+    metadata = (FamilyMetadata("s1", MetricType.GAUGE, "help", ""),)
+    raw = rw1.encode(Batch(tuple(items), metadata))
+    sizes = [len(rw1.encode(Batch((item,)))) for item in items]  # each series' field
+    pos, seen = 0, 0
+    while seen < len(items):
+        found, after = walk(raw, pos, budget)
+        if found:
+            assert sum(sizes[seen : seen + len(found)]) <= budget
+            assert (
+                seen + len(found) == len(items) or sum(sizes[seen : seen + len(found) + 1]) > budget
+            )
+        else:  # the next series alone is over the budget: the caller cuts it
+            assert after == pos and sizes[seen] > budget
+            found, after = walk(raw, pos, sizes[seen])
+            assert len(found) == 1
+        assert [labels(key) for key, _, _ in found] == [
+            s.labels for s in items[seen : seen + len(found)]
+        ]
+        seen += len(found)
+        pos = after
+    assert walk(raw, pos, budget) == ([], len(raw))  # metadata after the series: passed over
+
+
+# -- the mappings: rows against decoded series ----------------------------------------------
+
+_NAMES = (
+    "up",
+    "http_requests_total",
+    "rpc_seconds_count",
+    "rpc_seconds_sum",
+    "rpc_seconds_bucket",
+    "rpc_seconds",
+    "c_total",
+    "c_created",
+    "kube_pod_created",
+    "job:rate5m",
+    "9lead",
+)
+_values = st.one_of(
+    st.floats(allow_nan=False, min_value=-1e12, max_value=1e12),
+    st.sampled_from([STALE_NAN, ORDINARY_NAN, float("inf"), float("-inf"), -0.0, 0.0]),
+)
+_times = st.integers(NOW_MS - 2 * 3600_000, NOW_MS + 20 * 60_000)
+
+
+@st.composite
+def _traffic(draw: st.DrawFn) -> Batch:
+    """Series of few names and label sets (so they repeat and merge), some with exemplars."""
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        labels = [("__name__", draw(st.sampled_from(_NAMES)))]
+        labels += [("instance", draw(st.sampled_from(["a:1", "b:2"]))), ("job", "j")]
+        extra = draw(
+            st.sampled_from(
+                [
+                    (),
+                    (("le", "0.5"),),
+                    (("le", "+Inf"),),
+                    (("quantile", "0.9"),),
+                    (("Host", "H-1"),),
+                ]
+            )
+        )
+        labels = sorted([*labels, *extra])
+        samples = tuple(
+            Sample(v, t)
+            for v, t in sorted(
+                draw(st.lists(st.tuples(_values, _times), max_size=3)), key=lambda p: p[1]
+            )
+        )
+        exemplars = tuple(
+            Exemplar((("trace_id", "ab" * 16),), 1.0, NOW_MS)
+            for _ in range(draw(st.integers(0, 1)))
+        )
+        out.append(Series(tuple(labels), samples, (), exemplars))
+    metadata = tuple(
+        FamilyMetadata(name, draw(st.sampled_from(list(MetricType))), "h", "seconds")
+        for name in draw(
+            st.lists(st.sampled_from(["rpc_seconds", "c", "kube_pod_created", "up"]), max_size=2)
+        )
+    )
+    return Batch(tuple(out), metadata)
+
+
+def _steps(batch: Batch) -> list[Batch | list[Item]]:
+    async def collect() -> list[Batch | list[Item]]:
+        return [step async for step in entry_steps([encode_entry(batch, V1)], 1 << 20)]
+
+    return asyncio.run(collect())
+
+
+def _seeded_counters(batch: Batch) -> CounterStore:
+    counters = CounterStore()
+    for index, item in enumerate(batch.series):
+        if index % 2 == 0:
+            counters.commit(item.labels, (NOW_MS - 3600_000 - 1000 * index, 5.0), 0.0)
+    return counters
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_traffic(), st.booleans(), st.sampled_from([None, "Host"]))
+def test_datadog_maps_rows_as_it_maps_decoded_series(
+    walk: Walk, batch: Batch, as_count: bool, host_label: str | None
+) -> None:
+    options = MappingOptions(
+        host_label=host_label, counters_as_count=as_count, static_tags=("env:x",)
+    )
+    decoded = rw1.decode(rw1.encode(batch), validate=False)
+    types = TypeCache()
+    want = map_batch(decoded, options, types, _seeded_counters(batch), NOW_MS)
+    types = TypeCache()
+    rows_out: list[Any] = []
+    updates: dict[Any, Any] = {}
+    skipped: Counter[str] = Counter()
+    pending: dict[Any, Any] = {}
+    names: dict[Any, Any] = {}
+    counters = _seeded_counters(batch)
+    for step in _steps(batch):
+        if isinstance(step, Batch):
+            types.observe(step.metadata)
+            items: list[Item] = list(step.series)
+        else:
+            items = step
+        got = map_items(items, options, types, counters, NOW_MS, pending, names, {})
+        rows_out.extend(got.rows)
+        updates.update(got.updates)
+        skipped.update(got.skipped)
+    assert [MappedSeries(*row[:9]).to_dict() for row in rows_out] == [
+        s.to_dict() for s in want.series
+    ]
+    assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
+    assert updates == want.updates
+    assert skipped == want.skipped
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_traffic(), st.sampled_from(["cumulative", "delta"]))
+def test_otlp_maps_rows_as_it_maps_decoded_series(
+    walk: Walk, batch: Batch, temporality: Any
+) -> None:
+    decoded = rw1.decode(rw1.encode(batch), validate=False)
+    want = to_otlp(decoded, MappingState(), temporality=temporality)
+    mapper = Mapper(MappingState(), temporality, ("job", "instance"))
+    for step in _steps(batch):
+        mapper.feed(step)
+    mapper.finish()
+    got = mapper.take()
+    assert got.request == want.request
+    assert got.points == want.points
+    assert got.updates == want.updates
+    assert got.unmapped == want.unmapped
