@@ -191,7 +191,11 @@ def render(row: Row, heads: dict[tuple[str, int], bytes]) -> bytes:
             tail += _HOST_HEAD + _scalar(host) + _HOST_TAIL
         if info is not None:
             info[4] = tail
-    body = b",".join([b'{"timestamp":%d,"value":%s}' % (ts, _scalar(v)) for ts, v in points])
+    if len(points) == 1:  # one scrape per request: the common case
+        ts, value = points[0]
+        body = b'{"timestamp":%d,"value":%s}' % (ts, _scalar(value))
+    else:
+        body = b",".join([b'{"timestamp":%d,"value":%s}' % (t, _scalar(v)) for t, v in points])
     if interval:
         return b'%s%s%s,"interval":%d}' % (head, body, tail, interval)
     return b"%s%s%s}" % (head, body, tail)
@@ -418,11 +422,11 @@ class DatadogClient:
 
     def _commit(self, piece: Piece) -> None:
         now = self._clock()
-        for key, mark in piece.updates.items():
-            self.counters.commit(key, mark, now)
-        for row in piece.rows:
-            if row[7] is not None:  # the counter's state after its last sample
-                self.counters.commit(row[0], row[7], now)
+        self.counters.commit_all(piece.updates.items(), now)
+        # Each counter's state after its last sample in the piece.
+        self.counters.commit_all(
+            [(row[0], row[7]) for row in piece.rows if row[7] is not None], now
+        )
 
     def _forget(self, entries: list[Entry]) -> None:
         self._plans.pop(id(entries), None)

@@ -263,6 +263,19 @@ class CounterStore:
         while len(self._marks) > self.max_series:
             self._marks.popitem(last=False)
 
+    def commit_all(self, marks: Iterable[tuple[Labels, CounterMark]], now: float) -> None:
+        """``commit`` of each (key, mark), in order: one loop for a request's counters."""
+        store = self._marks
+        pop = store.pop
+        for key, mark in marks:
+            current = pop(key, None)
+            if current is not None and current[0] > mark[0]:
+                store[key] = (current[0], current[1], now)  # never go back in time
+            else:
+                store[key] = (mark[0], mark[1], now)
+        while len(store) > self.max_series:
+            store.popitem(last=False)
+
     def expire(self, now: float) -> int:
         """Forget series not committed for ``ttl`` seconds; how many were forgotten."""
         gone = 0
