@@ -210,7 +210,7 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
             items: list[Item] = list(step.series)
         else:
             items = step
-        got = map_items(items, options, types, counters, NOW_MS, pending, names, {})
+        got = map_items(items, options, types, counters, NOW_MS, pending, names)
         rows_out.extend(got.rows)
         updates.update(got.updates)
         skipped.update(got.skipped)

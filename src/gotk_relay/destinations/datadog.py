@@ -71,7 +71,7 @@ from .datadog_mapping import (
     MappingOptions,
     Names,
     Row,
-    SeriesInfo,
+    SeriesMemo,
     TypeCache,
     map_items,
     normalize_tag,
@@ -253,7 +253,7 @@ class DatadogClient:
         self.max_points = cfg.queue_config.max_samples_per_send
         self.sub_chunk_bytes = ROW_CHUNK_BYTES
         # Label sets seen (by their encoded bytes) → their SeriesInfo; cleared when full.
-        self._infos: dict[bytes, SeriesInfo] = {}
+        self._infos = SeriesMemo()
         self._heads: dict[tuple[str, int], bytes] = {}  # (metric, type) → its JSON head
         # One plan per shard is in flight; a few more cover batches the sender gave up on
         # (sample_age_limit) without telling us.

@@ -434,6 +434,23 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
     return [labels, name, tags, host, None]
 
 
+class SeriesMemo:
+    """The ``SeriesInfo`` of each label set seen, by its encoded bytes (a row's key) and by
+    the label set itself: one info per label set, whatever bytes encoded it, so series of one
+    label set merge by the info's identity. The owner bounds it (``clear``)."""
+
+    def __init__(self) -> None:
+        self.by_bytes: dict[bytes, SeriesInfo] = {}
+        self.by_labels: dict[Labels, SeriesInfo] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_labels)
+
+    def clear(self) -> None:
+        self.by_bytes.clear()
+        self.by_labels.clear()
+
+
 @dataclass
 class MappedRows:
     """``Mapped`` with the series as ``Row`` lists."""
@@ -462,7 +479,7 @@ def map_batch(
     the names and kinds already resolved (their types learnt before).
     """
     types.observe(batch.metadata)
-    mapped = map_items(batch.series, options, types, counters, now_ms, pending, names, {})
+    mapped = map_items(batch.series, options, types, counters, now_ms, pending, names)
     return Mapped([MappedSeries(*row[:9]) for row in mapped.rows], mapped.updates, mapped.skipped)
 
 
@@ -474,23 +491,25 @@ def map_items(
     now_ms: int,
     pending: dict[Labels, CounterMark] | None,
     names: Names | None,
-    memo: dict[bytes, SeriesInfo],
+    memo: SeriesMemo | None = None,
 ) -> MappedRows:
     """``map_batch``'s mapping of series given as ``Series`` or as ``rows`` rows without a rest
     (their label set looked up in ``memo`` by its encoded bytes, learnt on a miss): one loop
     for both, so the two cannot differ. The caller bounds ``memo``."""
     skipped: Counter[str] = Counter()
-    out: dict[Labels, Row] = {}
+    out: dict[int, Row] = {}  # by the id of the series' info: one per label set (SeriesMemo)
     if names is None:
         names = {}
     if pending is None:
         pending = {}  # counter state as of this batch, uncommitted
+    if memo is None:
+        memo = SeriesMemo()
+    by_bytes, by_labels = memo.by_bytes, memo.by_labels
     oldest = now_ms - MAX_AGE_MS
     newest = now_ms + MAX_AHEAD_MS
     families = types.types
     counters_as_count = options.counters_as_count
     marks = counters._marks  # read only: CounterStore.get without a call per sample
-    info: SeriesInfo | None
     for item in items:
         if isinstance(item, Series):
             if item.histograms:
@@ -498,14 +517,22 @@ def map_items(
             if not item.samples:
                 continue
             samples = tuple([(sample.value, sample.timestamp) for sample in item.samples])
-            info = None
-            key, name = item.labels, item.name
+            info = by_labels.get(item.labels)
+            if info is None:
+                info = series_info(item.labels, options)
+                by_labels[info[0]] = info
+            key, name = info[0], info[1]
             declared = item.metadata.type if item.metadata is not None else None
         else:  # a row: its labels memoized by their bytes
             key_bytes, samples, _ = item
-            info = memo.get(key_bytes)
+            info = by_bytes.get(key_bytes)
             if info is None:
-                info = memo[key_bytes] = series_info(row_labels(key_bytes), options)
+                labels = row_labels(key_bytes)
+                info = by_labels.get(labels)
+                if info is None:
+                    info = series_info(labels, options)
+                    by_labels[info[0]] = info
+                by_bytes[key_bytes] = info
             if not samples:
                 continue
             key, name, declared = info[0], info[1], None
@@ -523,14 +550,11 @@ def map_items(
             skipped[CREATED] += len(samples)
             continue
         is_count = kind is Kind.COUNTER and counters_as_count
-        mapped = out.get(key)
+        mapped = out.get(id(info))
         if mapped is None:
-            if info is None:
-                tags, host = series_tags(key, options.host_label, options.static_tags)
-            else:
-                tags, host = info[2], info[3]
             kind_number = TYPE_COUNT if is_count else TYPE_GAUGE
-            mapped = out[key] = [key, metric, kind_number, tags, host, [], [], None, 0, info]
+            mapped = [key, metric, kind_number, info[2], info[3], [], [], None, 0, info]
+            out[id(info)] = mapped
         points: list[tuple[int, float]] = mapped[5]
         for value, ts in samples:
             if value - value != 0.0:  # NaN or ±Inf (one test for the common, finite, case)
