@@ -113,7 +113,7 @@ _OVERHEAD: Final = len(_PREFIX) + len(_SUFFIX)
 _OFF_THREAD_BYTES: Final = 256 * 1024  # compress bigger bodies off the event loop
 _AUTH_LOG_INTERVAL: Final = 60.0  # at most one "key refused" error a minute
 _EXPIRE_INTERVAL: Final = 60.0
-_MAX_INFOS: Final = 100_000  # label sets whose tags a client remembers (~1 KiB each)
+_MAX_INFOS: Final = 65_536  # label sets whose tags a client remembers (~1 KiB each)
 
 
 def compress(body: bytes, encoding: str) -> bytes:

@@ -51,6 +51,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from sys import intern
 from typing import Any, Final
 
 from ..model import Batch, FamilyMetadata, Labels, MetricType, Series, is_stale
@@ -431,7 +432,7 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
             name = value
             break
     tags, host = series_tags(labels, options.host_label, options.static_tags)
-    return [labels, name, tags, host, None]
+    return [labels, name, [intern(tag) for tag in tags], host, None]
 
 
 class SeriesMemo:

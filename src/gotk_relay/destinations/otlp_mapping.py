@@ -99,6 +99,8 @@ _RESOURCE_ATTRIBUTES: Final = {"job": "service.name", "instance": "service.insta
 _SCOPE_LABELS: Final = frozenset({"otel_scope_name", "otel_scope_version"})
 _CUMULATIVE: Final = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
 _CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
+# Label sets a client remembers by their bytes (``_RowInfo``, ~2-3 KiB each with their strings).
+_ROWS_LIMIT: Final = 65_536
 _DELTA: Final = pb.AGGREGATION_TEMPORALITY_DELTA
 
 # Which name suffixes belong to a family of each type (the series named like the family itself
@@ -297,7 +299,7 @@ def _family_of(name: str, mtype: MetricType) -> tuple[str, str]:
 
 
 def _without(labels: Labels, *names: str) -> Labels:
-    return tuple((k, v) for k, v in labels if k not in names)
+    return tuple(pair for pair in labels if pair[0] not in names)  # the pairs themselves
 
 
 def _uint(value: float) -> int:
@@ -434,7 +436,7 @@ class _RowInfo:
     of it (a ``Series`` shell without samples, ``le``/``quantile`` presence)."""
 
     __slots__ = (
-        "_metric_keys",
+        "_metric_key",
         "attrs",
         "counter_key",
         "ctx",
@@ -457,14 +459,14 @@ class _RowInfo:
         self.has_le = "le" in keys
         self.has_quantile = "quantile" in keys
         self.shape = _shape(self.name, keys)
-        self._metric_keys: dict[str, tuple[object, ...]] = {}
+        self._metric_key: tuple[object, ...] = ()  # of the last data asked for: one, in practice
 
     def metric_key(self, data: str) -> tuple[object, ...]:
         """``_Output``'s key of this series' metric of ``data``, its hash computed once."""
-        found = self._metric_keys.get(data)
-        if found is None:
+        found = self._metric_key
+        if not found or found[3] != data:
             ctx = self.ctx
-            found = self._metric_keys[data] = _RestKey((ctx.resource, ctx.scope, self.name, data))
+            found = self._metric_key = _RestKey((ctx.resource, ctx.scope, self.name, data))
         return found
 
     def series(self, samples: Sequence[tuple[float, int]]) -> Series:
@@ -801,7 +803,9 @@ class Mapper:
             else (SCOPE_NAME, __version__)
         )
         attributes = tuple(
-            (k, v) for k, v in rest if k not in self._resource_set and k not in _SCOPE_LABELS
+            pair
+            for pair in rest
+            if pair[0] not in self._resource_set and pair[0] not in _SCOPE_LABELS
         )
         return _Ctx(resource, scope, attributes)
 
@@ -905,7 +909,7 @@ class Mapper:
         else:
             items = batch
         memo = self._rows
-        if len(memo) > _CTX_LIMIT:
+        if len(memo) > _ROWS_LIMIT:
             memo.clear()
         entries: list[tuple[Series, Sequence[tuple[float, int]] | None, _RowInfo | None]] = []
         for item in items:

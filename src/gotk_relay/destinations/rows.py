@@ -21,6 +21,7 @@ import importlib
 import os
 import struct
 from collections.abc import AsyncGenerator, Callable, Sequence
+from sys import intern
 from typing import Any, Final
 
 from ..delivery.entry import V1, Entry, decode_entry
@@ -122,8 +123,9 @@ next field starts; other top-level fields are passed over. ``([], pos)`` when th
 
 
 def labels(key: bytes) -> Labels:
-    """The label set a row's ``key`` encodes, as ``rw1.decode`` makes it."""
-    return series(key).labels
+    """The label set a row's ``key`` encodes, as ``rw1.decode`` makes it, its strings interned
+    (memos keep label sets for many series: names and most values repeat across them)."""
+    return tuple((intern(k), intern(v)) for k, v in series(key).labels)
 
 
 def series(payload: bytes) -> Series:
