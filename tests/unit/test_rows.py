@@ -16,6 +16,7 @@ from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import V1, encode_entry
 from gotk_relay.destinations import rows as rows_module
+from gotk_relay.destinations.chunked import entry_batches
 from gotk_relay.destinations.datadog_mapping import (
     CounterStore,
     MappedSeries,
@@ -240,3 +241,50 @@ def test_otlp_maps_rows_as_it_maps_decoded_series(
     assert got.points == want.points
     assert got.updates == want.updates
     assert got.unmapped == want.unmapped
+
+
+def _flat(steps: list[Batch | list[Item]]) -> tuple[list[Any], list[Any]]:
+    """Every sample (with its series' labels) and every other part of a series, in order."""
+    samples: list[Any] = []
+    rest: list[Any] = []
+    for step in steps:
+        items = list(step.series) if isinstance(step, Batch) else step
+        for item in items:
+            if isinstance(item, Series):
+                samples += [(item.labels, *_bits([(s.value, s.timestamp)])) for s in item.samples]
+                rest += [canonical(h) for h in item.histograms] + list(item.exemplars)
+            else:
+                samples += [(labels(item[0]), *_bits([s])) for s in item[1]]
+    return samples, rest
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(st.integers(1, 400), st.booleans()), min_size=1, max_size=5),
+    st.sampled_from([64, 512, 4096, 1 << 20]),
+)
+def test_steps_hold_every_sample_in_order_whatever_the_budget(
+    walk: Walk, shapes: list[tuple[int, bool]], budget: int
+) -> None:
+    """Long series (cut by samples) and short ones, some with exemplars: the steps hold what
+    ``entry_batches`` (decoded objects) holds, sample for sample, in order."""
+    items = tuple(
+        Series(
+            (("__name__", f"s{i}"), ("pod", "p" * i)),
+            tuple(Sample(float(k), NOW_MS + k) for k in range(count)),
+            (),
+            (Exemplar((("trace_id", "ab"),), 1.0, NOW_MS),) if with_exemplar else (),
+        )
+        for i, (count, with_exemplar) in enumerate(shapes)
+    )
+    entries = [encode_entry(Batch(items, ()), V1), encode_entry(Batch(items[:1], ()), V1)]
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        steps = [step async for step in entry_steps(entries, budget)]
+        batches = [batch async for batch in entry_batches(entries, 4096)]
+        return steps, batches  # type: ignore[return-value]
+
+    steps, batches = asyncio.run(both())
+    assert _flat(steps) == _flat(batches)
