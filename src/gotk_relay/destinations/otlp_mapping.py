@@ -197,6 +197,13 @@ class NativeState(NamedTuple):
 
 
 StreamState = CounterState | ClassicState | SummaryState | NativeState
+
+
+def _counter_state(start_ms: int, last_ms: int, value: float) -> CounterState:
+    # ``CounterState(...)`` without its generated ``__new__``, which costs a Python call.
+    return tuple.__new__(CounterState, (start_ms, last_ms, value))
+
+
 StreamKey = tuple[str, str, Labels]  # (kind, metric name, labels without __name__/le/quantile)
 
 _K = TypeVar("_K")
@@ -228,19 +235,26 @@ class MappingState:
         self.streams: OrderedDict[StreamKey, StreamState] = OrderedDict()
         # Label sets by their encoded bytes, per resource_labels (see ``_RowInfo``).
         self.rows: dict[tuple[str, ...], dict[bytes, _RowInfo]] = {}
+        self.version = 0  # changes whenever families or inferred do: what a type depends on
 
     def learn(self, metadata: Iterable[FamilyMetadata]) -> None:
         for meta in metadata:
             _remember(self.families, meta.family, meta, self.max_families)
+            self.version += 1
 
     def infer(self, family: str, mtype: MetricType) -> None:
         if self.inferred.get(family) is not mtype:
             _remember(self.inferred, family, mtype, self.max_families)
+            self.version += 1
 
     def commit(self, updates: Mapping[StreamKey, StreamState]) -> None:
         """Make a delivered request's stream updates the new baseline."""
-        for key, value in updates.items():
-            _remember(self.streams, key, value, self.max_streams)
+        streams, limit = self.streams, self.max_streams
+        for key, value in updates.items():  # _remember, in one loop
+            streams[key] = value
+            streams.move_to_end(key)
+        while len(streams) > limit:
+            streams.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,21 +426,27 @@ def _attributes_bytes(attributes: Labels) -> bytes:
 
 
 def _number_bytes(attrs: bytes, ts: int, start: int, value: float | None) -> bytes:
-    """An encoded NumberDataPoint, as ``_Output.number`` would fill it (times in ms)."""
+    """An encoded NumberDataPoint, as ``_Output.number`` would fill it (times in ms), framed as
+    a Gauge's or Sum's ``data_points`` field (1)."""
     if value is None:
-        head = _TIME.pack(0x19, ts * NS_PER_MS) if ts else b""
+        body = _TIME.pack(0x19, ts * NS_PER_MS) if ts else b""
         if start:
-            head = b"\x11" + struct.pack("<Q", start * NS_PER_MS) + head
-        return head + attrs + _STALE_FLAGS
-    if start and ts:
-        return (
-            _START_TIME_VALUE.pack(0x11, start * NS_PER_MS, 0x19, ts * NS_PER_MS, 0x21, value)
-            + attrs
-        )
-    if ts:
-        return _TIME_VALUE.pack(0x19, ts * NS_PER_MS, 0x21, value) + attrs
-    head = b"\x11" + struct.pack("<Q", start * NS_PER_MS) if start else b""
-    return head + b"\x21" + struct.pack("<d", value) + attrs
+            body = b"\x11" + struct.pack("<Q", start * NS_PER_MS) + body
+        body += attrs + _STALE_FLAGS
+    elif start and ts:
+        body = _START_TIME_VALUE.pack(0x11, start * NS_PER_MS, 0x19, ts * NS_PER_MS, 0x21, value)
+        body += attrs
+    elif ts:
+        body = _TIME_VALUE.pack(0x19, ts * NS_PER_MS, 0x21, value) + attrs
+    else:
+        body = b"\x11" + struct.pack("<Q", start * NS_PER_MS) if start else b""
+        body += b"\x21" + struct.pack("<d", value) + attrs
+    size = len(body)
+    if size < 0x80:
+        return bytes((0x0A, size)) + body
+    if size < 0x4000:
+        return bytes((0x0A, size & 0x7F | 0x80, size >> 7)) + body
+    return b"\x0a" + uvarint(size) + body
 
 
 class _RowInfo:
@@ -511,10 +531,8 @@ class _Output:
                 return
             waiting = [found]
         for target, data, points in waiting:
-            if not points:
-                continue
-            framed = b"".join([b"\x0a" + uvarint(len(p)) + p for p in points])
-            (target.gauge if data == "gauge" else target.sum).MergeFromString(framed)
+            if points:  # framed already: a Gauge's or Sum's data_points, in order
+                (target.gauge if data == "gauge" else target.sum).MergeFromString(b"".join(points))
 
     def attributes(self, labels: Labels) -> list[KeyValue]:
         found = self._attributes.get(labels)
@@ -778,6 +796,9 @@ class Mapper:
         self.seen_shapes: dict[str, MetricType] = {}
         self._ctx: dict[Labels, _Ctx] = {}
         self._rows = state.rows.setdefault(self.resource_labels, {})
+        self._kinds: dict[tuple[str, bool, bool], tuple[_Kind, str]] = {}
+        self._kinds_at = (-1, -1)
+        self._shapes_version = 0
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -922,17 +943,24 @@ class Mapper:
                 info = memo[key] = _RowInfo(row_labels(key), self._ctx_of)
             entries.append((info.shell, row_samples, info))
         shapes = self.seen_shapes
-        shapes.update(self._learn_shapes(entries))
+        learnt = self._learn_shapes(entries)
+        if any(shapes.get(family) is not mtype for family, mtype in learnt.items()):
+            self._shapes_version += 1
+        shapes.update(learnt)
         if len(shapes) > self.state.max_families:  # what it forgets is still in state.inferred
             shapes.clear()
             shapes.update(self._learn_shapes(entries))
+            self._shapes_version += 1
         if len(self.created) > self.state.max_streams:
             self.created.clear()
         if len(self._ctx) > _CTX_LIMIT:
             self._ctx.clear()
         # Kind and role by (name, has le, has quantile): all a row's resolve and role read,
-        # exact within one feed (families and shapes are learnt above).
-        kinds: dict[tuple[str, bool, bool], tuple[_Kind, str]] = {}
+        # kept while what they depend on (families, inferred and seen shapes) is unchanged.
+        if self._kinds_at != (self.state.version, self._shapes_version):
+            self._kinds.clear()
+            self._kinds_at = (self.state.version, self._shapes_version)
+        kinds = self._kinds
         plan: list[_Planned] = []
         waiting_points = 0
         for series, samples, info in entries:
@@ -1142,14 +1170,14 @@ class Mapper:
                         else:
                             start = prev.start_ms if prev.start_ms < ts else ts
                         if prev is None or ts > prev.last_ms:
-                            updates[key] = CounterState(start, ts, value)
+                            updates[key] = _counter_state(start, ts, value)
                     elif prev is None:
-                        updates[key] = CounterState(ts, ts, value)  # the baseline, not sent
+                        updates[key] = _counter_state(ts, ts, value)  # the baseline, not sent
                         continue
                     elif ts <= prev.last_ms:
                         continue  # a repeat or out of order: no interval to report
                     else:
-                        updates[key] = CounterState(prev.start_ms, ts, value)
+                        updates[key] = _counter_state(prev.start_ms, ts, value)
                         start, point = prev.last_ms, value if reset else value - prev.value
             if out is None:
                 out = self.out.encoded(info, "sum", kind)
