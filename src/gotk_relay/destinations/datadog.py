@@ -4,8 +4,9 @@ What goes on the wire is decided in :mod:`.datadog_mapping` (names, tags, types,
 deltas); this module sizes requests, sends them and reads the answers.
 
 One queued batch, many requests
-    A batch is converted in steps of at most 4 KiB of remote write (a single huge series is cut
-    by samples, see ``chunked``), yielding to the event loop after each, until
+    A batch is converted in steps of at most 32 KiB of remote write, read as rows (one per
+    series, its label set decoded once and remembered by its bytes: ``rows``; a single huge
+    series is cut by samples, see ``chunked``), yielding to the event loop after each, until
     ``max_samples_per_send`` points are mapped; those are sized into pieces and sent before the
     batch is mapped on. So one entry of a million samples holds about one request's worth of
     objects at a time (plus its uncompressed protobuf) and never blocks the loop for long.

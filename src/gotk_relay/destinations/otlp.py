@@ -12,8 +12,9 @@ The sender decides *when* to send; this maps, posts and says what the answer mea
 - no answer (connect error, reset, timeout): retried.
 
 A batch is converted in steps and sent as requests of at most ``max_samples_per_send`` points,
-in order: each step decodes and maps at most 4 KiB of remote write (a single huge series is cut
-by samples, see ``chunked``) and then yields to the event loop, and a request is mapped only
+in order: each step maps at most 32 KiB of remote write, read as rows (one per series, its label
+set decoded once and remembered by its bytes: ``rows``; a single huge series is cut by samples,
+see ``chunked``), and then yields to the event loop, and a request is mapped only
 once the previous one was accepted. So one entry of a million samples holds one request's worth
 of objects at a time (plus its uncompressed protobuf), and never blocks the loop for long. A
 request is serialized in parts of ~2048 points that concatenate (protobuf repeated fields), so
