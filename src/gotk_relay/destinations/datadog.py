@@ -70,7 +70,7 @@ from .datadog_mapping import (
     CounterStore,
     MappedSeries,
     MappingOptions,
-    Names,
+    NameCache,
     Row,
     SeriesMemo,
     TypeCache,
@@ -342,7 +342,7 @@ class DatadogClient:
         parts: list[bytes] = []  # their JSON, encoded step by step too
         updates: dict[Labels, CounterMark] = {}
         pending: dict[Labels, CounterMark] = {}
-        names: Names = {}
+        names = NameCache()
         now_ms = int(self._clock() * 1000)
         budget = self.max_points  # samples: a piece's points are at most those
         if len(self._infos) > _MAX_INFOS:

@@ -406,9 +406,19 @@ class MappingOptions:
 # memoized): the destination's hot loop makes one per series, and a list costs a fraction of a
 # dataclass (a ``MappedSeries`` is made only where one is asked for).
 Row = list[Any]
-# [labels, name, tags, host, the tags' and host's JSON once rendered] of one label set.
+# [labels, name, tags, host, the tags' and host's JSON once rendered, (token, metric, kind,
+# counted) as last resolved in the conversion of that ``NameCache`` token] of one label set.
 SeriesInfo = list[Any]
 Names = dict[tuple[str, MetricType | None], tuple[str, Kind]]
+
+
+class NameCache(Names):
+    """The ``names`` of one conversion, with a token by which the label sets' infos remember
+    what they resolved to in it (a token, not the cache: an info must not keep it alive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = object()
 
 
 class LabelKey(tuple):  # type: ignore[type-arg]
@@ -432,7 +442,7 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
             name = value
             break
     tags, host = series_tags(labels, options.host_label, options.static_tags)
-    return [labels, name, [intern(tag) for tag in tags], host, None]
+    return [labels, name, [intern(tag) for tag in tags], host, None, None]
 
 
 class SeriesMemo:
@@ -484,6 +494,19 @@ def map_batch(
     return Mapped([MappedSeries(*row[:9]) for row in mapped.rows], mapped.updates, mapped.skipped)
 
 
+def _resolved(
+    names: Names, name: str, declared: MetricType | None, families: Mapping[str, MetricType]
+) -> tuple[str, Kind]:
+    """A name's Datadog name and kind, resolved once per conversion (``names``)."""
+    resolved = names.get((name, declared))
+    if resolved is None:  # a batch holds many series of few names
+        resolved = names[(name, declared)] = (
+            normalize_metric_name(name),
+            resolve_kind(name, declared, families),
+        )
+    return resolved
+
+
 def map_items(
     items: Iterable[Item],
     options: MappingOptions,
@@ -511,20 +534,10 @@ def map_items(
     families = types.types
     counters_as_count = options.counters_as_count
     marks = counters._marks  # read only: CounterStore.get without a call per sample
+    drop, counter = Kind.DROP, Kind.COUNTER
+    token = names.token if isinstance(names, NameCache) else object()  # else: this call only
     for item in items:
-        if isinstance(item, Series):
-            if item.histograms:
-                skipped[NATIVE_HISTOGRAM] += len(item.histograms)
-            if not item.samples:
-                continue
-            samples = tuple([(sample.value, sample.timestamp) for sample in item.samples])
-            info = by_labels.get(item.labels)
-            if info is None:
-                info = series_info(item.labels, options)
-                by_labels[info[0]] = info
-            key, name = info[0], info[1]
-            declared = item.metadata.type if item.metadata is not None else None
-        else:  # a row: its labels memoized by their bytes
+        if not isinstance(item, Series):  # a row: its labels memoized by their bytes
             key_bytes, samples, _ = item
             info = by_bytes.get(key_bytes)
             if info is None:
@@ -537,20 +550,33 @@ def map_items(
             if not samples:
                 continue
             key, name, declared = info[0], info[1], None
-        resolved = names.get((name, declared))
-        if resolved is None:  # a batch holds many series of few names
-            resolved = names[(name, declared)] = (
-                normalize_metric_name(name),
-                resolve_kind(name, declared, families),
-            )
-        metric, kind = resolved
+            known = info[5]  # resolved already in this conversion (same ``names``)?
+            if known is not None and known[0] is token:
+                metric, kind, is_count = known[1], known[2], known[3]
+            else:
+                metric, kind = _resolved(names, name, None, families)
+                is_count = kind is counter and counters_as_count
+                info[5] = (token, metric, kind, is_count)
+        else:
+            if item.histograms:
+                skipped[NATIVE_HISTOGRAM] += len(item.histograms)
+            if not item.samples:
+                continue
+            samples = tuple([(sample.value, sample.timestamp) for sample in item.samples])
+            info = by_labels.get(item.labels)
+            if info is None:
+                info = series_info(item.labels, options)
+                by_labels[info[0]] = info
+            key, name = info[0], info[1]
+            declared = item.metadata.type if item.metadata is not None else None
+            metric, kind = _resolved(names, name, declared, families)
+            is_count = kind is counter and counters_as_count
         if not metric:
             skipped[INVALID_NAME] += len(samples)
             continue
-        if kind is Kind.DROP:
+        if kind is drop:
             skipped[CREATED] += len(samples)
             continue
-        is_count = kind is Kind.COUNTER and counters_as_count
         mapped = out.get(id(info))
         if mapped is None:
             kind_number = TYPE_COUNT if is_count else TYPE_GAUGE
