@@ -15,12 +15,15 @@ from hypothesis import strategies as st
 from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import V1, encode_entry
+from gotk_relay.destinations import datadog_mapping
 from gotk_relay.destinations import rows as rows_module
 from gotk_relay.destinations.chunked import entry_batches
 from gotk_relay.destinations.datadog_mapping import (
     CounterStore,
     MappedSeries,
     MappingOptions,
+    NameCache,
+    SeriesMemo,
     TypeCache,
     map_batch,
     map_items,
@@ -52,6 +55,10 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     if found is None:
         pytest.skip("the _rows extension is not built")
     monkeypatch.setattr(rows_module, "rows", found)  # what entry_steps calls
+    # The compiled Datadog loop goes with the compiled walk; its twin is map_items' own loop.
+    monkeypatch.setattr(
+        datadog_mapping, "_native", rows_module._native if request.param == "compiled" else None
+    )
     yield found
 
 
@@ -128,16 +135,20 @@ _values = st.one_of(
     st.floats(allow_nan=False, min_value=-1e12, max_value=1e12),
     st.sampled_from([STALE_NAN, ORDINARY_NAN, float("inf"), float("-inf"), -0.0, 0.0]),
 )
-_times = st.integers(NOW_MS - 2 * 3600_000, NOW_MS + 20 * 60_000)
+_times = st.one_of(
+    st.integers(NOW_MS - 2 * 3600_000, NOW_MS + 20 * 60_000), st.integers(NOW_MS - 60_000, NOW_MS)
+)
 
 
 @st.composite
 def _traffic(draw: st.DrawFn) -> Batch:
-    """Series of few names and label sets (so they repeat and merge), some with exemplars."""
+    """Series of few names and label sets (so names repeat, and series merge), few with
+    exemplars (the compiled loops map a name's series after its first, without exemplars)."""
     out = []
-    for _ in range(draw(st.integers(0, 12))):
-        labels = [("__name__", draw(st.sampled_from(_NAMES)))]
-        labels += [("instance", draw(st.sampled_from(["a:1", "b:2"]))), ("job", "j")]
+    names = draw(st.lists(st.sampled_from(_NAMES), min_size=1, max_size=4, unique=True))
+    for _ in range(draw(st.integers(0, 30))):
+        labels = [("__name__", draw(st.sampled_from(names)))]
+        labels += [("instance", draw(st.sampled_from(["a:1", "b:2", "c:3", "d:4"]))), ("job", "j")]
         extra = draw(
             st.sampled_from(
                 [
@@ -156,9 +167,11 @@ def _traffic(draw: st.DrawFn) -> Batch:
                 draw(st.lists(st.tuples(_values, _times), max_size=3)), key=lambda p: p[1]
             )
         )
+        if samples and draw(st.booleans()):  # a resend: the same timestamp again
+            samples += (Sample(samples[-1].value + 1.0, samples[-1].timestamp),)
         exemplars = tuple(
             Exemplar((("trace_id", "ab" * 16),), 1.0, NOW_MS)
-            for _ in range(draw(st.integers(0, 1)))
+            for _ in range(draw(st.sampled_from([0, 0, 0, 1])))
         )
         out.append(Series(tuple(labels), samples, (), exemplars))
     metadata = tuple(
@@ -178,10 +191,12 @@ def _steps(batch: Batch) -> list[Batch | list[Item]]:
 
 
 def _seeded_counters(batch: Batch) -> CounterStore:
+    """Counter state for most series: some before the hour Datadog takes, most within it."""
     counters = CounterStore()
     for index, item in enumerate(batch.series):
-        if index % 2 == 0:
-            counters.commit(item.labels, (NOW_MS - 3600_000 - 1000 * index, 5.0), 0.0)
+        if index % 4 != 3:
+            ago = 3600_000 + 1000 * index if index % 4 == 0 else 1800_000 + 1000 * index
+            counters.commit(item.labels, (NOW_MS - ago, 5.0 * (index % 3)), 0.0)
     return counters
 
 
@@ -192,29 +207,33 @@ def _seeded_counters(batch: Batch) -> CounterStore:
 def test_datadog_maps_rows_as_it_maps_decoded_series(
     walk: Walk, batch: Batch, as_count: bool, host_label: str | None
 ) -> None:
+    """The rows of a batch whose label sets the client knows already (as in every scrape but
+    the first), against ``map_batch`` of the decoded batch, from the same counter state."""
     options = MappingOptions(
         host_label=host_label, counters_as_count=as_count, static_tags=("env:x",)
     )
     decoded = rw1.decode(rw1.encode(batch), validate=False)
-    types = TypeCache()
-    want = map_batch(decoded, options, types, _seeded_counters(batch), NOW_MS)
-    types = TypeCache()
-    rows_out: list[Any] = []
-    updates: dict[Any, Any] = {}
-    skipped: Counter[str] = Counter()
-    pending: dict[Any, Any] = {}
-    names: dict[Any, Any] = {}
-    counters = _seeded_counters(batch)
-    for step in _steps(batch):
-        if isinstance(step, Batch):
-            types.observe(step.metadata)
-            items: list[Item] = list(step.series)
-        else:
-            items = step
-        got = map_items(items, options, types, counters, NOW_MS, pending, names)
-        rows_out.extend(got.rows)
-        updates.update(got.updates)
-        skipped.update(got.skipped)
+    want = map_batch(decoded, options, TypeCache(), _seeded_counters(batch), NOW_MS)
+    memo = SeriesMemo()
+    steps = _steps(batch)
+    for learn in (True, False):  # a first conversion teaches the memo the label sets
+        types = TypeCache()
+        rows_out: list[Any] = []
+        updates: dict[Any, Any] = {}
+        skipped: Counter[str] = Counter()
+        pending: dict[Any, Any] = {}
+        names = NameCache()
+        counters = CounterStore() if learn else _seeded_counters(batch)
+        for step in steps:
+            if isinstance(step, Batch):
+                types.observe(step.metadata)
+                items: list[Item] = list(step.series)
+            else:
+                items = step
+            got = map_items(items, options, types, counters, NOW_MS, pending, names, memo)
+            rows_out.extend(got.rows)
+            updates.update(got.updates)
+            skipped.update(got.skipped)
     assert [MappedSeries(*row[:9]).to_dict() for row in rows_out] == [
         s.to_dict() for s in want.series
     ]

@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 static PyObject *DecodeError;
@@ -232,9 +233,305 @@ done:
     return result;
 }
 
+/* ---- Datadog: the hot loop of datadog_mapping.map_items, for rows ---------------------------
+ *
+ * datadog_rows(items, start, names, by_bytes, pending, marks, out, counts, args) maps
+ * items[start:] as map_items does, row by row, and returns the index of the first item it left
+ * to Python: one that is not a row without a rest, whose label set is not in by_bytes, or whose
+ * name is not in names yet. args = (oldest, newest, counters_as_count, DROP, COUNTER,
+ * TYPE_COUNT, TYPE_GAUGE). counts is a list of 8 ints it adds to: stale, not finite, too new,
+ * out of order, too old, counter first, invalid name, created. */
+
+enum { C_STALE, C_NOT_FINITE, C_TOO_NEW, C_OUT_OF_ORDER, C_TOO_OLD, C_COUNTER_FIRST, C_INVALID,
+       C_CREATED, C_COUNT };
+
+#define STALE_BITS 0x7ff0000000000002ULL
+
+static int64_t floor_div_1000(int64_t ts) {
+    int64_t q = ts / 1000;
+    if (ts % 1000 != 0 && ts < 0) q -= 1;
+    return q;
+}
+
+/* One counter's interval, max(1, round((ts - last) / 1000)) as Python computes it: in doubles
+ * where they are exact (a difference within 2^53: the quotient is then correctly rounded, as
+ * int / int is), else with Python's own numbers. */
+static PyObject *interval_of(int64_t ts, int64_t last, PyObject *ts_obj, PyObject *last_obj) {
+    int64_t diff;
+    if (!__builtin_sub_overflow(ts, last, &diff) && diff <= (1LL << 53) && diff >= -(1LL << 53)) {
+        double q = rint((double)diff / 1000.0); /* half to even, as round() */
+        return PyLong_FromLongLong(q < 1.0 ? 1 : (long long)q);
+    }
+    PyObject *d = PyNumber_Subtract(ts_obj, last_obj);
+    if (d == NULL) return NULL;
+    PyObject *thousand = PyLong_FromLong(1000);
+    PyObject *q = thousand == NULL ? NULL : PyNumber_TrueDivide(d, thousand);
+    Py_DECREF(d);
+    Py_XDECREF(thousand);
+    if (q == NULL) return NULL;
+    PyObject *r;
+    PyObject *builtins = PyEval_GetBuiltins(); /* borrowed */
+    PyObject *round_fn = builtins == NULL ? NULL : PyDict_GetItemString(builtins, "round");
+    if (round_fn == NULL) {
+        Py_DECREF(q);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no round()");
+        return NULL;
+    }
+    r = PyObject_CallOneArg(round_fn, q);
+    Py_DECREF(q);
+    if (r == NULL) return NULL;
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    int smaller = PyObject_RichCompareBool(r, one, Py_LT);
+    if (smaller < 0) {
+        Py_DECREF(r);
+        Py_DECREF(one);
+        return NULL;
+    }
+    if (smaller) {
+        Py_DECREF(r);
+        return one;
+    }
+    Py_DECREF(one);
+    return r;
+}
+
+static PyObject *point_tuple(int64_t seconds, PyObject *value) {
+    PyObject *t = PyLong_FromLongLong(seconds);
+    if (t == NULL) return NULL;
+    PyObject *out = PyTuple_Pack(2, t, value);
+    Py_DECREF(t);
+    return out;
+}
+
+static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "datadog_rows takes 9 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *names = args[2], *by_bytes = args[3], *pending = args[4];
+    PyObject *marks = args[5], *out = args[6], *counts = args[7], *params = args[8];
+    if (!PyList_Check(items) || !PyDict_Check(names) || !PyDict_Check(by_bytes) ||
+        !PyDict_Check(pending) || !PyDict_Check(marks) || !PyDict_Check(out) ||
+        !PyList_Check(counts) || PyList_GET_SIZE(counts) != C_COUNT || !PyTuple_Check(params) ||
+        PyTuple_GET_SIZE(params) != 7) {
+        PyErr_SetString(PyExc_TypeError, "datadog_rows: unexpected argument types");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    int64_t oldest = PyLong_AsLongLong(PyTuple_GET_ITEM(params, 0));
+    int64_t newest = PyLong_AsLongLong(PyTuple_GET_ITEM(params, 1));
+    if (PyErr_Occurred()) return NULL;
+    int as_count = PyObject_IsTrue(PyTuple_GET_ITEM(params, 2));
+    if (as_count < 0) return NULL;
+    PyObject *drop = PyTuple_GET_ITEM(params, 3), *counter = PyTuple_GET_ITEM(params, 4);
+    PyObject *type_count = PyTuple_GET_ITEM(params, 5), *type_gauge = PyTuple_GET_ITEM(params, 6);
+    long long tally[C_COUNT] = {0};
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3 ||
+            PyTuple_GET_ITEM(item, 2) != Py_None)
+            break;
+        PyObject *info = PyDict_GetItemWithError(by_bytes, PyTuple_GET_ITEM(item, 0));
+        if (info == NULL) {
+            if (PyErr_Occurred()) goto error;
+            break;
+        }
+        if (!PyList_CheckExact(info) || PyList_GET_SIZE(info) < 6) break;
+        PyObject *samples = PyTuple_GET_ITEM(item, 1);
+        if (!PyTuple_CheckExact(samples)) break;
+        Py_ssize_t count = PyTuple_GET_SIZE(samples);
+        if (count == 0) continue;
+        int plain = 1; /* every sample a (float, int): else Python maps the row */
+        for (Py_ssize_t k = 0; k < count && plain; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            plain = PyTuple_CheckExact(sample) && PyTuple_GET_SIZE(sample) == 2 &&
+                    PyFloat_CheckExact(PyTuple_GET_ITEM(sample, 0)) &&
+                    PyLong_CheckExact(PyTuple_GET_ITEM(sample, 1));
+        }
+        if (!plain) break;
+        PyObject *key = PyList_GET_ITEM(info, 0);
+        PyObject *lookup = PyTuple_Pack(2, PyList_GET_ITEM(info, 1), Py_None);
+        if (lookup == NULL) goto error;
+        PyObject *resolved = PyDict_GetItemWithError(names, lookup);
+        Py_DECREF(lookup);
+        if (resolved == NULL) {
+            if (PyErr_Occurred()) goto error;
+            break; /* the name's first series in this conversion: Python resolves it */
+        }
+        if (!PyTuple_CheckExact(resolved) || PyTuple_GET_SIZE(resolved) != 2) break;
+        PyObject *metric = PyTuple_GET_ITEM(resolved, 0);
+        PyObject *kind = PyTuple_GET_ITEM(resolved, 1);
+        if (!PyUnicode_Check(metric)) break;
+        if (PyUnicode_GET_LENGTH(metric) == 0) {
+            tally[C_INVALID] += count;
+            continue;
+        }
+        if (kind == drop) {
+            tally[C_CREATED] += count;
+            continue;
+        }
+        int is_count = kind == counter && as_count;
+        PyObject *id = PyLong_FromVoidPtr(info);
+        if (id == NULL) goto error;
+        PyObject *mapped = PyDict_GetItemWithError(out, id);
+        if (mapped == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(id);
+                goto error;
+            }
+            PyObject *points = PyList_New(0), *marks_list = PyList_New(0);
+            PyObject *zero = PyLong_FromLong(0);
+            mapped = PyList_New(10);
+            if (points == NULL || marks_list == NULL || zero == NULL || mapped == NULL) {
+                Py_XDECREF(points);
+                Py_XDECREF(marks_list);
+                Py_XDECREF(zero);
+                Py_XDECREF(mapped);
+                Py_DECREF(id);
+                goto error;
+            }
+            PyObject *fields[10] = {key, metric, is_count ? type_count : type_gauge,
+                                    PyList_GET_ITEM(info, 2), PyList_GET_ITEM(info, 3),
+                                    points, marks_list, Py_None, zero, info};
+            for (int f = 0; f < 10; f++) {
+                if (f != 5 && f != 6 && f != 8) Py_INCREF(fields[f]);
+                PyList_SET_ITEM(mapped, f, fields[f]);
+            }
+            int rc = PyDict_SetItem(out, id, mapped);
+            Py_DECREF(mapped); /* out holds it */
+            if (rc < 0) {
+                Py_DECREF(id);
+                goto error;
+            }
+        }
+        Py_DECREF(id);
+        PyObject *points = PyList_GET_ITEM(mapped, 5);
+        for (Py_ssize_t k = 0; k < count; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
+            PyObject *ts_obj = PyTuple_GET_ITEM(sample, 1);
+            double value = PyFloat_AS_DOUBLE(value_obj);
+            int64_t ts = PyLong_AsLongLong(ts_obj);
+            if (ts == -1 && PyErr_Occurred()) goto error;
+            if (!(value - value == 0.0)) { /* NaN or ±Inf */
+                uint64_t bits;
+                memcpy(&bits, &value, 8);
+                tally[bits == STALE_BITS ? C_STALE : C_NOT_FINITE]++;
+                continue;
+            }
+            if (ts > newest) {
+                tally[C_TOO_NEW]++;
+                continue;
+            }
+            if (!is_count) {
+                if (ts < oldest) {
+                    tally[C_TOO_OLD]++;
+                    continue;
+                }
+                PyObject *point = point_tuple(floor_div_1000(ts), value_obj);
+                if (point == NULL) goto error;
+                int rc = PyList_Append(points, point);
+                Py_DECREF(point);
+                if (rc < 0) goto error;
+                continue;
+            }
+            PyObject *last = PyDict_GetItemWithError(pending, key);
+            if (last == NULL) {
+                if (PyErr_Occurred()) goto error;
+                last = PyDict_GetItemWithError(marks, key);
+                if (last == NULL && PyErr_Occurred()) goto error;
+            }
+            int64_t last_ts = 0;
+            double last_value = 0.0;
+            if (last != NULL) {
+                if (!PyTuple_Check(last) || PyTuple_GET_SIZE(last) < 2) {
+                    PyErr_SetString(PyExc_TypeError, "datadog_rows: a counter mark is not a tuple");
+                    goto error;
+                }
+                last_ts = PyLong_AsLongLong(PyTuple_GET_ITEM(last, 0));
+                if (last_ts == -1 && PyErr_Occurred()) goto error;
+                last_value = PyFloat_AsDouble(PyTuple_GET_ITEM(last, 1));
+                if (last_value == -1.0 && PyErr_Occurred()) goto error;
+                if (ts <= last_ts) {
+                    tally[C_OUT_OF_ORDER]++;
+                    continue;
+                }
+            }
+            PyObject *interval = NULL; /* set on a counter's first point */
+            if (last != NULL && PyList_GET_SIZE(points) == 0 && ts >= oldest) {
+                interval = interval_of(ts, last_ts, ts_obj, PyTuple_GET_ITEM(last, 0));
+                if (interval == NULL) goto error;
+            }
+            PyObject *mark = PyTuple_Pack(2, ts_obj, value_obj);
+            if (mark == NULL) {
+                Py_XDECREF(interval);
+                goto error;
+            }
+            int rc = PyDict_SetItem(pending, key, mark);
+            if (rc == 0) {
+                Py_INCREF(mark);
+                PyList_SetItem(mapped, 7, mark); /* steals; drops the old one */
+            }
+            if (rc < 0) {
+                Py_DECREF(mark);
+                Py_XDECREF(interval);
+                goto error;
+            }
+            if (ts < oldest) {
+                Py_DECREF(mark);
+                tally[C_TOO_OLD]++;
+                continue;
+            }
+            if (last == NULL) {
+                Py_DECREF(mark);
+                tally[C_COUNTER_FIRST]++;
+                continue;
+            }
+            if (interval != NULL) PyList_SetItem(mapped, 8, interval); /* steals */
+            PyObject *delta = value >= last_value ? PyFloat_FromDouble(value - last_value)
+                                                  : Py_NewRef(value_obj);
+            if (delta == NULL) {
+                Py_DECREF(mark);
+                goto error;
+            }
+            PyObject *point = point_tuple(floor_div_1000(ts), delta);
+            Py_DECREF(delta);
+            if (point == NULL) {
+                Py_DECREF(mark);
+                goto error;
+            }
+            rc = PyList_Append(points, point);
+            Py_DECREF(point);
+            if (rc == 0) rc = PyList_Append(PyList_GET_ITEM(mapped, 6), mark);
+            Py_DECREF(mark);
+            if (rc < 0) goto error;
+        }
+    }
+    for (int c = 0; c < C_COUNT; c++) {
+        if (!tally[c]) continue;
+        PyObject *before = PyList_GET_ITEM(counts, c);
+        long long was = PyLong_AsLongLong(before);
+        if (was == -1 && PyErr_Occurred()) return NULL;
+        PyObject *now = PyLong_FromLongLong(was + tally[c]);
+        if (now == NULL) return NULL;
+        PyList_SetItem(counts, c, now);
+    }
+    return PyLong_FromSsize_t(i);
+error:
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
+    {"datadog_rows", (PyCFunction)(void (*)(void))datadog_rows, METH_FASTCALL,
+     "datadog_mapping.map_items' loop for rows (see datadog_mapping)."},
     {NULL, NULL, 0, NULL},
 };
 

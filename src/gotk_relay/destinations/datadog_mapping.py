@@ -55,6 +55,7 @@ from sys import intern
 from typing import Any, Final
 
 from ..model import Batch, FamilyMetadata, Labels, MetricType, Series, is_stale
+from . import rows as _rows
 from .rows import Item
 from .rows import labels as row_labels
 
@@ -494,6 +495,21 @@ def map_batch(
     return Mapped([MappedSeries(*row[:9]) for row in mapped.rows], mapped.updates, mapped.skipped)
 
 
+# ``datadog_rows`` in ``_rows.c``: ``map_items``' loop over rows, compiled (None: not built, or
+# GOTK_RELAY_NO_EXTENSIONS set); it counts skipped samples by these reasons, in this order.
+_native: Any = _rows._native
+_NATIVE_REASONS: Final = (
+    STALE,
+    NOT_FINITE,
+    TOO_NEW,
+    OUT_OF_ORDER,
+    TOO_OLD,
+    COUNTER_FIRST,
+    INVALID_NAME,
+    CREATED,
+)
+
+
 def _resolved(
     names: Names, name: str, declared: MetricType | None, families: Mapping[str, MetricType]
 ) -> tuple[str, Kind]:
@@ -536,7 +552,20 @@ def map_items(
     marks = counters._marks  # read only: CounterStore.get without a call per sample
     drop, counter = Kind.DROP, Kind.COUNTER
     token = names.token if isinstance(names, NameCache) else object()  # else: this call only
-    for item in items:
+    todo = items if isinstance(items, list) else list(items)
+    native = _native
+    params = (oldest, newest, counters_as_count, drop, counter, TYPE_COUNT, TYPE_GAUGE)
+    counts = [0] * len(_NATIVE_REASONS)
+    index, size = 0, len(todo)
+    while index < size:
+        if native is not None:  # the loop below, compiled, for as many rows as it can map
+            index = native.datadog_rows(
+                todo, index, names, by_bytes, pending, marks, out, counts, params
+            )
+            if index >= size:
+                break
+        item = todo[index]  # a Series, or a row whose labels or name are new: mapped here
+        index += 1
         if not isinstance(item, Series):  # a row: its labels memoized by their bytes
             key_bytes, samples, _ = item
             info = by_bytes.get(key_bytes)
@@ -612,6 +641,9 @@ def map_items(
                 skipped[TOO_OLD] += 1
                 continue
             points.append((ts // 1000, value))
+    for reason, count in zip(_NATIVE_REASONS, counts, strict=True):
+        if count:
+            skipped[reason] += count
     rows: list[Row] = []
     updates: dict[Labels, CounterMark] = {}
     for mapped in out.values():
