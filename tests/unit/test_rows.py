@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import V1, encode_entry
-from gotk_relay.destinations import datadog_mapping
+from gotk_relay.destinations import datadog, datadog_mapping
 from gotk_relay.destinations import rows as rows_module
 from gotk_relay.destinations.chunked import entry_batches
 from gotk_relay.destinations.datadog_mapping import (
@@ -55,10 +55,11 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     if found is None:
         pytest.skip("the _rows extension is not built")
     monkeypatch.setattr(rows_module, "rows", found)  # what entry_steps calls
-    # The compiled Datadog loop goes with the compiled walk; its twin is map_items' own loop.
-    monkeypatch.setattr(
-        datadog_mapping, "_native", rows_module._native if request.param == "compiled" else None
-    )
+    # The compiled Datadog loops go with the compiled walk; their twins are map_items' own loop
+    # and render.
+    native = rows_module._native if request.param == "compiled" else None
+    monkeypatch.setattr(datadog_mapping, "_native", native)
+    monkeypatch.setattr(datadog, "_native", native)
     yield found
 
 
@@ -237,6 +238,11 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
     assert [MappedSeries(*row[:9]).to_dict() for row in rows_out] == [
         s.to_dict() for s in want.series
     ]
+    parts: list[bytes] = []
+    heads: dict[tuple[str, int], bytes] = {}
+    datadog.render_all(rows_out, heads, parts)  # heads and tags' JSON made as they are met
+    datadog.render_all(rows_out, heads, parts)  # all made already
+    assert parts == [datadog._dumps(s.to_dict()) for s in want.series] * 2
     assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
     assert updates == want.updates
     assert skipped == want.skipped

@@ -527,11 +527,125 @@ error:
     return NULL;
 }
 
+/* datadog_render(rows, start, heads, scalar, out) appends to out the JSON of rows[start:] as
+ * datadog.render makes it, and returns the index of the first row it left to Python: one whose
+ * head (heads[(metric, type)]) or tags' JSON (info[4]) is not made yet, or not a plain row.
+ * scalar is the function that writes one number (orjson.dumps): every value goes through it. */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, cap;
+} Buf;
+
+static int buf_put(Buf *b, const char *src, Py_ssize_t n) {
+    if (b->size + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 256;
+        while (cap < b->size + n) cap *= 2;
+        char *grown = PyMem_Realloc(b->data, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->size, src, n);
+    b->size += n;
+    return 0;
+}
+
+static int buf_bytes(Buf *b, PyObject *bytes) {
+    return buf_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+}
+
+static int buf_int(Buf *b, PyObject *number) {
+    PyObject *text = PyObject_Str(number); /* as %d formats it */
+    if (text == NULL) return -1;
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = utf8 == NULL ? -1 : buf_put(b, utf8, n);
+    Py_DECREF(text);
+    return rc;
+}
+
+static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "datadog_render(rows, start, heads, scalar, out)");
+        return NULL;
+    }
+    PyObject *rows_list = args[0], *heads = args[2], *scalar = args[3], *out = args[4];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Buf b = {NULL, 0, 0};
+    Py_ssize_t n = PyList_GET_SIZE(rows_list);
+    for (; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows_list, i);
+        if (!PyList_CheckExact(row) || PyList_GET_SIZE(row) != 10) break;
+        PyObject *info = PyList_GET_ITEM(row, 9);
+        if (!PyList_CheckExact(info) || PyList_GET_SIZE(info) < 5) break;
+        PyObject *tail = PyList_GET_ITEM(info, 4);
+        PyObject *points = PyList_GET_ITEM(row, 5);
+        PyObject *interval = PyList_GET_ITEM(row, 8);
+        if (!PyBytes_CheckExact(tail) || !PyList_CheckExact(points) ||
+            !PyLong_CheckExact(interval))
+            break;
+        PyObject *lookup = PyTuple_Pack(2, PyList_GET_ITEM(row, 1), PyList_GET_ITEM(row, 2));
+        if (lookup == NULL) goto error;
+        PyObject *head = PyDict_GetItemWithError(heads, lookup);
+        Py_DECREF(lookup);
+        if (head == NULL) {
+            if (PyErr_Occurred()) goto error;
+            break;
+        }
+        if (!PyBytes_CheckExact(head)) break;
+        b.size = 0;
+        if (buf_bytes(&b, head) < 0) goto error;
+        Py_ssize_t count = PyList_GET_SIZE(points);
+        for (Py_ssize_t k = 0; k < count; k++) {
+            PyObject *point = PyList_GET_ITEM(points, k);
+            if (!PyTuple_CheckExact(point) || PyTuple_GET_SIZE(point) != 2) {
+                PyErr_SetString(PyExc_TypeError, "datadog_render: a point is not a pair");
+                goto error;
+            }
+            if (k && buf_put(&b, ",", 1) < 0) goto error;
+            if (buf_put(&b, "{\"timestamp\":", 13) < 0) goto error;
+            if (buf_int(&b, PyTuple_GET_ITEM(point, 0)) < 0) goto error;
+            if (buf_put(&b, ",\"value\":", 9) < 0) goto error;
+            PyObject *value = PyObject_CallOneArg(scalar, PyTuple_GET_ITEM(point, 1));
+            if (value == NULL) goto error;
+            int rc = PyBytes_Check(value) ? buf_bytes(&b, value) : -1;
+            if (rc < 0 && !PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "datadog_render: scalar() made no bytes");
+            Py_DECREF(value);
+            if (rc < 0 || buf_put(&b, "}", 1) < 0) goto error;
+        }
+        if (buf_bytes(&b, tail) < 0) goto error;
+        int has_interval = PyObject_IsTrue(interval);
+        if (has_interval < 0) goto error;
+        if (has_interval) {
+            if (buf_put(&b, ",\"interval\":", 12) < 0 || buf_int(&b, interval) < 0) goto error;
+        }
+        if (buf_put(&b, "}", 1) < 0) goto error;
+        PyObject *part = PyBytes_FromStringAndSize(b.data, b.size);
+        if (part == NULL) goto error;
+        int rc = PyList_Append(out, part);
+        Py_DECREF(part);
+        if (rc < 0) goto error;
+    }
+    PyMem_Free(b.data);
+    return PyLong_FromSsize_t(i);
+error:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
     {"datadog_rows", (PyCFunction)(void (*)(void))datadog_rows, METH_FASTCALL,
      "datadog_mapping.map_items' loop for rows (see datadog_mapping)."},
+    {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,
+     "datadog.render for rows whose parts are made (see datadog)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -64,6 +64,7 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch, Labels
+from . import rows as _rows_module
 from .chunked import split_batch
 from .datadog_mapping import (
     CounterMark,
@@ -200,6 +201,24 @@ def render(row: Row, heads: dict[tuple[str, int], bytes]) -> bytes:
     if interval:
         return b'%s%s%s,"interval":%d}' % (head, body, tail, interval)
     return b"%s%s%s}" % (head, body, tail)
+
+
+# ``datadog_render`` in ``_rows.c``: ``render`` compiled (None: not built, or switched off).
+_native: Any = _rows_module._native
+
+
+def render_all(rows: list[Row], heads: dict[tuple[str, int], bytes], out: list[bytes]) -> None:
+    """``out.extend(render(row, heads) for row in rows)``, compiled for the rows whose head and
+    tags' JSON are made (``render`` makes them for the others, once)."""
+    index, size = 0, len(rows)
+    native = _native
+    while index < size:
+        if native is not None:
+            index = native.datadog_render(rows, index, heads, _scalar, out)
+            if index >= size:
+                break
+        out.append(render(rows[index], heads))
+        index += 1
 
 
 @dataclass
@@ -377,7 +396,7 @@ class DatadogClient:
             if mapped.skipped:
                 self.skipped.update(mapped.skipped)
             series.extend(mapped.rows)
-            parts.extend([render(row, heads) for row in mapped.rows])
+            render_all(mapped.rows, heads, parts)
             updates.update(mapped.updates)
             await asyncio.sleep(0)
         pieces = await self._pieces(series, parts)
