@@ -299,10 +299,19 @@ static PyObject *interval_of(int64_t ts, int64_t last, PyObject *ts_obj, PyObjec
     return r;
 }
 
+/* (int, float) pairs cannot be part of a cycle: untracked at once, as the collector would at
+ * its first pass, so a conversion's points and counter marks (alive until its request is sent)
+ * do not count towards full collections, which walk every series' memoized state. */
+static PyObject *atomic_pair(PyObject *first, PyObject *second) {
+    PyObject *out = PyTuple_Pack(2, first, second);
+    if (out != NULL) PyObject_GC_UnTrack(out);
+    return out;
+}
+
 static PyObject *point_tuple(int64_t seconds, PyObject *value) {
     PyObject *t = PyLong_FromLongLong(seconds);
     if (t == NULL) return NULL;
-    PyObject *out = PyTuple_Pack(2, t, value);
+    PyObject *out = atomic_pair(t, value);
     Py_DECREF(t);
     return out;
 }
@@ -468,7 +477,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 interval = interval_of(ts, last_ts, ts_obj, PyTuple_GET_ITEM(last, 0));
                 if (interval == NULL) goto error;
             }
-            PyObject *mark = PyTuple_Pack(2, ts_obj, value_obj);
+            PyObject *mark = atomic_pair(ts_obj, value_obj);
             if (mark == NULL) {
                 Py_XDECREF(interval);
                 goto error;
