@@ -394,7 +394,9 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 Py_DECREF(id);
                 goto error;
             }
-            PyObject *points = PyList_New(0), *marks_list = PyList_New(0);
+            /* A gauge's marks stay empty: a shared tuple, as map_items makes it. */
+            PyObject *points = PyList_New(0);
+            PyObject *marks_list = is_count ? PyList_New(0) : PyTuple_New(0);
             PyObject *zero = PyLong_FromLong(0);
             mapped = PyList_New(10);
             if (points == NULL || marks_list == NULL || zero == NULL || mapped == NULL) {
@@ -405,6 +407,14 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 Py_DECREF(id);
                 goto error;
             }
+            /* The row and its lists only ever point at what outlives them (the label set's
+             * info, strings, untracked pairs), never back: they cannot be part of a cycle, so
+             * the collector need not walk them. Untracked, the thousands a request's
+             * conversion holds do not make full collections (which walk every memoized label
+             * set) come several times a second. */
+            PyObject_GC_UnTrack(points);
+            if (is_count) PyObject_GC_UnTrack(marks_list);
+            PyObject_GC_UnTrack(mapped);
             PyObject *fields[10] = {key, metric, is_count ? type_count : type_gauge,
                                     PyList_GET_ITEM(info, 2), PyList_GET_ITEM(info, 3),
                                     points, marks_list, Py_None, zero, info};

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from sys import intern
@@ -320,10 +320,10 @@ class MappedSeries:
     key: Labels
     metric: str
     type: int
-    tags: list[str]
+    tags: Sequence[str]
     host: str
     points: list[tuple[int, float]] = field(default_factory=list)
-    marks: list[CounterMark] = field(default_factory=list)
+    marks: Sequence[CounterMark] = field(default_factory=list)
     final: CounterMark | None = None
     interval: int = 0
 
@@ -334,7 +334,7 @@ class MappedSeries:
             "points": [{"timestamp": ts, "value": value} for ts, value in self.points],
         }
         if self.tags:
-            out["tags"] = self.tags
+            out["tags"] = list(self.tags)
         if self.host:
             out["resources"] = [{"name": self.host, "type": "host"}]
         if self.interval:
@@ -443,7 +443,8 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
             name = value
             break
     tags, host = series_tags(labels, options.host_label, options.static_tags)
-    return [labels, name, [intern(tag) for tag in tags], host, None, None]
+    # A tuple of strings, which the collector stops walking (it walks every memo).
+    return [labels, name, tuple([intern(tag) for tag in tags]), host, None, None]
 
 
 class SeriesMemo:
@@ -581,11 +582,13 @@ def map_items(
             key, name, declared = info[0], info[1], None
             known = info[5]  # resolved already in this conversion (same ``names``)?
             if known is not None and known[0] is token:
-                metric, kind, is_count = known[1], known[2], known[3]
+                metric, dropped, is_count = known[1], known[2], known[3]
             else:
                 metric, kind = _resolved(names, name, None, families)
+                dropped = kind is drop
                 is_count = kind is counter and counters_as_count
-                info[5] = (token, metric, kind, is_count)
+                # Plain values only: the collector stops walking it (it walks every memo).
+                info[5] = (token, metric, dropped, is_count)
         else:
             if item.histograms:
                 skipped[NATIVE_HISTOGRAM] += len(item.histograms)
@@ -599,17 +602,20 @@ def map_items(
             key, name = info[0], info[1]
             declared = item.metadata.type if item.metadata is not None else None
             metric, kind = _resolved(names, name, declared, families)
+            dropped = kind is drop
             is_count = kind is counter and counters_as_count
         if not metric:
             skipped[INVALID_NAME] += len(samples)
             continue
-        if kind is drop:
+        if dropped:
             skipped[CREATED] += len(samples)
             continue
         mapped = out.get(id(info))
         if mapped is None:
             kind_number = TYPE_COUNT if is_count else TYPE_GAUGE
-            mapped = [key, metric, kind_number, info[2], info[3], [], [], None, 0, info]
+            # A gauge's marks stay empty: a shared tuple, not a list per series.
+            marks_of: list[CounterMark] | tuple[()] = [] if is_count else ()
+            mapped = [key, metric, kind_number, info[2], info[3], [], marks_of, None, 0, info]
             out[id(info)] = mapped
         points: list[tuple[int, float]] = mapped[5]
         for value, ts in samples:
