@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import V1, encode_entry
-from gotk_relay.destinations import datadog, datadog_mapping
+from gotk_relay.destinations import datadog, datadog_mapping, otlp_mapping
 from gotk_relay.destinations import rows as rows_module
 from gotk_relay.destinations.chunked import entry_batches
 from gotk_relay.destinations.datadog_mapping import (
@@ -55,11 +55,12 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     if found is None:
         pytest.skip("the _rows extension is not built")
     monkeypatch.setattr(rows_module, "rows", found)  # what entry_steps calls
-    # The compiled Datadog loops go with the compiled walk; their twins are map_items' own loop
-    # and render.
+    # The compiled loops go with the compiled walk; their twins are map_items' own loop, render,
+    # and Mapper.gauge_row and counter_row.
     native = rows_module._native if request.param == "compiled" else None
     monkeypatch.setattr(datadog_mapping, "_native", native)
     monkeypatch.setattr(datadog, "_native", native)
+    monkeypatch.setattr(otlp_mapping, "_native", native)
     yield found
 
 
@@ -251,21 +252,27 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
 @settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(_traffic(), st.sampled_from(["cumulative", "delta"]))
+@given(_traffic(), _traffic(), st.sampled_from(["cumulative", "delta"]))
 def test_otlp_maps_rows_as_it_maps_decoded_series(
-    walk: Walk, batch: Batch, temporality: Any
+    walk: Walk, first: Batch, second: Batch, temporality: Any
 ) -> None:
-    decoded = rw1.decode(rw1.encode(batch), validate=False)
-    want = to_otlp(decoded, MappingState(), temporality=temporality)
-    mapper = Mapper(MappingState(), temporality, ("job", "instance"))
-    for step in _steps(batch):
-        mapper.feed(step)
-    mapper.finish()
-    got = mapper.take()
-    assert got.request == want.request
-    assert got.points == want.points
-    assert got.updates == want.updates
-    assert got.unmapped == want.unmapped
+    """Two requests, each mapped and its stream state committed (so the second meets the
+    first's counters): the rows' requests are the decoded series' requests."""
+    reference, state = MappingState(), MappingState()
+    for batch in (first, second, first._replace(series=first.series[::-1])):
+        decoded = rw1.decode(rw1.encode(batch), validate=False)
+        want = to_otlp(decoded, reference, temporality=temporality)
+        reference.commit(want.updates)
+        mapper = Mapper(state, temporality, ("job", "instance"))
+        for step in _steps(batch):
+            mapper.feed(step)
+        mapper.finish()
+        got = mapper.take()
+        state.commit(got.updates)
+        assert got.request == want.request
+        assert got.points == want.points
+        assert got.updates == want.updates
+        assert got.unmapped == want.unmapped
 
 
 def _flat(steps: list[Batch | list[Item]]) -> tuple[list[Any], list[Any]]:

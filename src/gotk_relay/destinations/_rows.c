@@ -658,6 +658,291 @@ error:
     return NULL;
 }
 
+/* ---- OTLP: Mapper.gauge_row and Mapper.counter_row, compiled -------------------------------
+ *
+ * otlp_rows(plan, start, pending, updates, streams, created, counter_state, delta) maps the
+ * plan entries from start on that are rows (samples not None) with role "gauge", "updown" or
+ * "counter" and whose metric has its list of encoded points in pending already (else the entry is
+ * left to Python, which makes it), as those methods do; returns (index of the first entry left to
+ * Python, data points added). */
+
+#define NS_PER_MS 1000000ULL
+#define MAX_MS (UINT64_MAX / NS_PER_MS)
+
+static int put_fixed64(Buf *b, uint8_t tag, uint64_t v) {
+    char raw[9];
+    raw[0] = (char)tag;
+    memcpy(raw + 1, &v, 8); /* little-endian hosts only, checked at import */
+    return buf_put(b, raw, 9);
+}
+
+/* _number_bytes: a framed NumberDataPoint (Gauge/Sum data_points field). */
+static PyObject *number_bytes(Buf *b, PyObject *attrs, int64_t ts, int64_t start, int has_value,
+                              double value) {
+    if (ts < 0 || (uint64_t)ts > MAX_MS || start < 0 || (uint64_t)start > MAX_MS) {
+        PyErr_SetString(PyExc_OverflowError, "otlp_rows: a time out of range");
+        return NULL;
+    }
+    b->size = 0;
+    if (buf_put(b, "\0\0\0\0\0", 5) < 0) return NULL; /* room for the frame's tag and length */
+    if (start && put_fixed64(b, 0x11, (uint64_t)start * NS_PER_MS) < 0) return NULL;
+    if (ts && put_fixed64(b, 0x19, (uint64_t)ts * NS_PER_MS) < 0) return NULL;
+    if (has_value) {
+        char raw[9];
+        raw[0] = 0x21;
+        memcpy(raw + 1, &value, 8);
+        if (buf_put(b, raw, 9) < 0) return NULL;
+    }
+    if (buf_bytes(b, attrs) < 0) return NULL;
+    if (!has_value && buf_put(b, "\x40\x01", 2) < 0) return NULL;
+    Py_ssize_t size = b->size - 5;
+    char head[6];
+    int n = 0;
+    head[n++] = 0x0A;
+    uint64_t v = (uint64_t)size;
+    do {
+        uint8_t byte = v & 0x7F;
+        v >>= 7;
+        head[n++] = (char)(v ? byte | 0x80 : byte);
+    } while (v);
+    memcpy(b->data + 5 - n, head, n);
+    return PyBytes_FromStringAndSize(b->data + 5 - n, size + n);
+}
+
+static PyObject *counter_state(PyObject *type, int64_t start, int64_t last, PyObject *value) {
+    PyObject *a = PyLong_FromLongLong(start), *l = PyLong_FromLongLong(last);
+    PyObject *items = (a && l) ? PyTuple_Pack(3, a, l, value) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(l);
+    if (items == NULL) return NULL;
+    PyObject *call = PyTuple_Pack(1, items); /* tuple.__new__(type, items) */
+    Py_DECREF(items);
+    if (call == NULL) return NULL;
+    PyObject *out = PyTuple_Type.tp_new((PyTypeObject *)type, call, NULL);
+    Py_DECREF(call);
+    return out;
+}
+
+static int get_int64(PyObject *tuple, Py_ssize_t index, int64_t *out) {
+    *out = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, index));
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyDict_Check(args[3]) ||
+        !PyDict_Check(args[4]) || !PyDict_Check(args[5]) || !PyType_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "otlp_rows: unexpected arguments");
+        return NULL;
+    }
+    PyObject *plan = args[0], *pending = args[2], *updates = args[3], *streams = args[4];
+    PyObject *created = args[5], *state_type = args[6];
+    int delta = PyObject_IsTrue(args[7]);
+    if (delta < 0) return NULL;
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Buf b = {NULL, 0, 0};
+    long long added = 0;
+    Py_ssize_t n = PyList_GET_SIZE(plan);
+    for (; i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(plan, i);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4) break;
+        PyObject *info = PyTuple_GET_ITEM(entry, 0), *kind = PyTuple_GET_ITEM(entry, 1);
+        PyObject *role = PyTuple_GET_ITEM(entry, 2), *samples = PyTuple_GET_ITEM(entry, 3);
+        if (!PyTuple_CheckExact(samples) || !PyUnicode_Check(role)) break;
+        int is_counter = PyUnicode_CompareWithASCIIString(role, "counter") == 0;
+        int updown = PyUnicode_CompareWithASCIIString(role, "updown") == 0;
+        if (!is_counter && !updown && PyUnicode_CompareWithASCIIString(role, "gauge") != 0) break;
+        Py_ssize_t count = PyTuple_GET_SIZE(samples);
+        int plain = 1;
+        for (Py_ssize_t k = 0; k < count && plain; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            plain = PyTuple_CheckExact(sample) && PyTuple_GET_SIZE(sample) == 2 &&
+                    PyFloat_CheckExact(PyTuple_GET_ITEM(sample, 0)) &&
+                    PyLong_CheckExact(PyTuple_GET_ITEM(sample, 1));
+        }
+        if (!plain) break;
+        PyObject *data = PyUnicode_FromString(is_counter ? "sum" : (updown ? "updown" : "gauge"));
+        if (data == NULL) goto error;
+        PyObject *key = PyObject_CallMethod(info, "metric_key", "O", data);
+        Py_DECREF(data);
+        if (key == NULL) goto error;
+        PyObject *found = PyDict_GetItemWithError(pending, key);
+        Py_DECREF(key);
+        if (found == NULL) {
+            if (PyErr_Occurred()) goto error;
+            break; /* its metric is not made yet in this request: Python makes it */
+        }
+        if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 3 ||
+            !PyList_CheckExact(PyTuple_GET_ITEM(found, 2)))
+            break;
+        PyObject *out = PyTuple_GET_ITEM(found, 2);
+        PyObject *attrs = PyObject_GetAttrString(info, "attrs");
+        if (attrs == NULL) goto error;
+        if (!PyBytes_CheckExact(attrs)) {
+            Py_DECREF(attrs);
+            break;
+        }
+        if (!is_counter) {
+            for (Py_ssize_t k = 0; k < count; k++) {
+                PyObject *sample = PyTuple_GET_ITEM(samples, k);
+                double value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(sample, 0));
+                int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+                if (ts == -1 && PyErr_Occurred()) goto error_attrs;
+                uint64_t bits;
+                memcpy(&bits, &value, 8);
+                int stale = value != value && bits == STALE_BITS;
+                PyObject *point = number_bytes(&b, attrs, ts, updown ? ts : 0, !stale, value);
+                if (point == NULL) goto error_attrs;
+                int rc = PyList_Append(out, point);
+                Py_DECREF(point);
+                if (rc < 0) goto error_attrs;
+                added++;
+            }
+            Py_DECREF(attrs);
+            continue;
+        }
+        PyObject *key_obj = PyObject_GetAttrString(info, "counter_key");
+        PyObject *rest = key_obj ? PyObject_GetAttrString(info, "rest") : NULL;
+        if (rest == NULL) {
+            Py_XDECREF(key_obj);
+            goto error_attrs;
+        }
+        PyObject *family = PyTuple_Check(kind) && PyTuple_GET_SIZE(kind) > 1 ? PyTuple_GET_ITEM(kind, 1) : NULL;
+        int failed = 0;
+        for (Py_ssize_t k = 0; k < count && !failed; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
+            double value = PyFloat_AS_DOUBLE(value_obj);
+            int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+            if (ts == -1 && PyErr_Occurred()) {
+                failed = 1;
+                break;
+            }
+            PyObject *prev = PyDict_GetItemWithError(updates, key_obj);
+            if (prev == NULL && !PyErr_Occurred()) prev = PyDict_GetItemWithError(streams, key_obj);
+            if (prev == NULL && PyErr_Occurred()) {
+                failed = 1;
+                break;
+            }
+            int64_t p_start = 0, p_last = 0;
+            double p_value = 0.0;
+            if (prev != NULL) {
+                if (!PyTuple_Check(prev) || PyTuple_GET_SIZE(prev) != 3 || get_int64(prev, 0, &p_start) < 0 ||
+                    get_int64(prev, 1, &p_last) < 0) {
+                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "otlp_rows: a stream state is not a CounterState");
+                    failed = 1;
+                    break;
+                }
+                p_value = PyFloat_AsDouble(PyTuple_GET_ITEM(prev, 2));
+                if (p_value == -1.0 && PyErr_Occurred()) {
+                    failed = 1;
+                    break;
+                }
+            }
+            uint64_t bits;
+            memcpy(&bits, &value, 8);
+            int64_t start;
+            int has_value = 1;
+            double point = value;
+            PyObject *state = NULL;
+            if (value != value && bits == STALE_BITS) {
+                start = prev ? (delta ? p_last : p_start) : ts;
+                if (start > ts) start = ts;
+                has_value = 0;
+            } else {
+                int64_t explicit = 0;
+                if (PyDict_GET_SIZE(created) && family != NULL) {
+                    PyObject *lookup = PyTuple_Pack(2, family, rest);
+                    if (lookup == NULL) {
+                        failed = 1;
+                        break;
+                    }
+                    PyObject *got = PyDict_GetItemWithError(created, lookup);
+                    Py_DECREF(lookup);
+                    if (got == NULL && PyErr_Occurred()) {
+                        failed = 1;
+                        break;
+                    }
+                    if (got != NULL) {
+                        explicit = PyLong_AsLongLong(got);
+                        if (explicit == -1 && PyErr_Occurred()) {
+                            failed = 1;
+                            break;
+                        }
+                    }
+                }
+                int reset = prev != NULL && (value < p_value || (ts >= explicit && explicit > p_last));
+                if (value != value) { /* not a count: pass it on, never as a baseline */
+                    if (delta) continue;
+                    if (explicit && explicit <= ts) start = explicit;
+                    else if (prev == NULL) start = ts;
+                    else start = p_start < ts ? p_start : ts;
+                } else if (!delta) {
+                    if (explicit && explicit <= ts) start = explicit;
+                    else if (prev == NULL) start = ts;
+                    else if (reset) start = p_last + 1 < ts ? p_last + 1 : ts;
+                    else start = p_start < ts ? p_start : ts;
+                    if (prev == NULL || ts > p_last) {
+                        state = counter_state(state_type, start, ts, value_obj);
+                        if (state == NULL) {
+                            failed = 1;
+                            break;
+                        }
+                    }
+                } else if (prev == NULL) {
+                    state = counter_state(state_type, ts, ts, value_obj); /* the baseline */
+                    if (state == NULL || PyDict_SetItem(updates, key_obj, state) < 0) failed = 1;
+                    Py_XDECREF(state);
+                    continue;
+                } else if (ts <= p_last) {
+                    continue; /* a repeat or out of order */
+                } else {
+                    state = counter_state(state_type, p_start, ts, value_obj);
+                    if (state == NULL) {
+                        failed = 1;
+                        break;
+                    }
+                    start = p_last;
+                    point = reset ? value : value - p_value;
+                }
+            }
+            if (state != NULL) {
+                int rc = PyDict_SetItem(updates, key_obj, state);
+                Py_DECREF(state);
+                if (rc < 0) {
+                    failed = 1;
+                    break;
+                }
+            }
+            PyObject *encoded = number_bytes(&b, attrs, ts, start, has_value, point);
+            if (encoded == NULL) {
+                failed = 1;
+                break;
+            }
+            int rc = PyList_Append(out, encoded);
+            Py_DECREF(encoded);
+            if (rc < 0) {
+                failed = 1;
+                break;
+            }
+            added++;
+        }
+        Py_DECREF(key_obj);
+        Py_DECREF(rest);
+        Py_DECREF(attrs);
+        if (failed) goto error;
+        continue;
+    error_attrs:
+        Py_DECREF(attrs);
+        goto error;
+    }
+    PyMem_Free(b.data);
+    return Py_BuildValue("(nL)", i, added);
+error:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
@@ -665,6 +950,8 @@ static PyMethodDef methods[] = {
      "datadog_mapping.map_items' loop for rows (see datadog_mapping)."},
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,
      "datadog.render for rows whose parts are made (see datadog)."},
+    {"otlp_rows", (PyCFunction)(void (*)(void))otlp_rows, METH_FASTCALL,
+     "otlp_mapping.Mapper's gauge_row and counter_row, for a plan's rows (see otlp_mapping)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -63,7 +63,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Final, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -85,6 +85,7 @@ from ..model import (
     is_stale,
 )
 from ..wire.rw1 import uvarint
+from . import rows as _rows_module
 from .rows import Item
 from .rows import labels as row_labels
 
@@ -301,6 +302,9 @@ class _Group:
 
 
 Point = pb.NumberDataPoint | pb.HistogramDataPoint | pb.ExponentialHistogramDataPoint
+# ``otlp_rows`` in ``_rows.c``: ``Mapper.gauge_row`` and ``counter_row`` compiled (None: not
+# built, or GOTK_RELAY_NO_EXTENSIONS set).
+_native: Any = _rows_module._native
 # A series to map: a Series (samples None), or a row's info and its samples.
 _Planned = tuple["Series | _RowInfo", "_Kind", str, "Sequence[tuple[float, int]] | None"]
 
@@ -1006,7 +1010,25 @@ class Mapper:
         self.map_plan(waiting)
 
     def map_plan(self, plan: list[_Planned]) -> None:
-        for series, kind, role, samples in plan:
+        index, size = 0, len(plan)
+        native = _native
+        while index < size:
+            if native is not None:  # gauge_row and counter_row, compiled, for what they can
+                index, added = native.otlp_rows(
+                    plan,
+                    index,
+                    self.out._pending,
+                    self.updates,
+                    self.state.streams,
+                    self.created,
+                    CounterState,
+                    self.delta,
+                )
+                self.out.points += added
+                if index >= size:
+                    break
+            series, kind, role, samples = plan[index]
+            index += 1
             if samples is not None:  # a row
                 assert isinstance(series, _RowInfo)
                 if role == "counter":
