@@ -660,11 +660,13 @@ error:
 
 /* ---- OTLP: Mapper.gauge_row and Mapper.counter_row, compiled -------------------------------
  *
- * otlp_rows(plan, start, pending, updates, streams, created, counter_state, delta) maps the
+ * otlp_rows(plan, start, output, updates, streams, created, counter_state, delta) maps the
  * plan entries from start on that are rows (samples not None) with role "gauge", "updown" or
- * "counter" and whose metric has its list of encoded points in pending already (else the entry is
- * left to Python, which makes it), as those methods do; returns (index of the first entry left to
+ * "counter", as those methods do (output.encoded(info, data, kind) gives a metric's list of
+ * encoded points, made with the row's first point); returns (index of the first entry left to
  * Python, data points added). */
+
+static PyObject *s_encoded, *s_attrs, *s_counter_key, *s_rest, *s_gauge, *s_updown, *s_sum;
 
 #define NS_PER_MS 1000000ULL
 #define MAX_MS (UINT64_MAX / NS_PER_MS)
@@ -729,12 +731,12 @@ static int get_int64(PyObject *tuple, Py_ssize_t index, int64_t *out) {
 }
 
 static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyDict_Check(args[3]) ||
+    if (nargs != 8 || !PyList_Check(args[0]) || !PyDict_Check(args[3]) ||
         !PyDict_Check(args[4]) || !PyDict_Check(args[5]) || !PyType_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError, "otlp_rows: unexpected arguments");
         return NULL;
     }
-    PyObject *plan = args[0], *pending = args[2], *updates = args[3], *streams = args[4];
+    PyObject *plan = args[0], *output = args[2], *updates = args[3], *streams = args[4];
     PyObject *created = args[5], *state_type = args[6];
     int delta = PyObject_IsTrue(args[7]);
     if (delta < 0) return NULL;
@@ -761,48 +763,48 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
                     PyLong_CheckExact(PyTuple_GET_ITEM(sample, 1));
         }
         if (!plain) break;
-        PyObject *data = PyUnicode_FromString(is_counter ? "sum" : (updown ? "updown" : "gauge"));
-        if (data == NULL) goto error;
-        PyObject *key = PyObject_CallMethod(info, "metric_key", "O", data);
-        Py_DECREF(data);
-        if (key == NULL) goto error;
-        PyObject *found = PyDict_GetItemWithError(pending, key);
-        Py_DECREF(key);
-        if (found == NULL) {
-            if (PyErr_Occurred()) goto error;
-            break; /* its metric is not made yet in this request: Python makes it */
-        }
-        if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 3 ||
-            !PyList_CheckExact(PyTuple_GET_ITEM(found, 2)))
-            break;
-        PyObject *out = PyTuple_GET_ITEM(found, 2);
-        PyObject *attrs = PyObject_GetAttrString(info, "attrs");
+        PyObject *data = is_counter ? s_sum : (updown ? s_updown : s_gauge);
+        PyObject *attrs = PyObject_GetAttr(info, s_attrs);
         if (attrs == NULL) goto error;
         if (!PyBytes_CheckExact(attrs)) {
             Py_DECREF(attrs);
             break;
         }
+        PyObject *out = NULL; /* the metric's list: asked for with the row's first point */
         if (!is_counter) {
+            out = PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
+            if (out == NULL) goto error_attrs;
+            if (!PyList_CheckExact(out)) {
+                Py_DECREF(out);
+                PyErr_SetString(PyExc_TypeError, "otlp_rows: encoded() made no list");
+                goto error_attrs;
+            }
             for (Py_ssize_t k = 0; k < count; k++) {
                 PyObject *sample = PyTuple_GET_ITEM(samples, k);
                 double value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(sample, 0));
                 int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
-                if (ts == -1 && PyErr_Occurred()) goto error_attrs;
+                if (ts == -1 && PyErr_Occurred()) {
+                    Py_DECREF(out);
+                    goto error_attrs;
+                }
                 uint64_t bits;
                 memcpy(&bits, &value, 8);
                 int stale = value != value && bits == STALE_BITS;
                 PyObject *point = number_bytes(&b, attrs, ts, updown ? ts : 0, !stale, value);
-                if (point == NULL) goto error_attrs;
-                int rc = PyList_Append(out, point);
-                Py_DECREF(point);
-                if (rc < 0) goto error_attrs;
+                int rc = point == NULL ? -1 : PyList_Append(out, point);
+                Py_XDECREF(point);
+                if (rc < 0) {
+                    Py_DECREF(out);
+                    goto error_attrs;
+                }
                 added++;
             }
+            Py_DECREF(out);
             Py_DECREF(attrs);
             continue;
         }
-        PyObject *key_obj = PyObject_GetAttrString(info, "counter_key");
-        PyObject *rest = key_obj ? PyObject_GetAttrString(info, "rest") : NULL;
+        PyObject *key_obj = PyObject_GetAttr(info, s_counter_key);
+        PyObject *rest = key_obj ? PyObject_GetAttr(info, s_rest) : NULL;
         if (rest == NULL) {
             Py_XDECREF(key_obj);
             goto error_attrs;
@@ -914,6 +916,14 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
                     break;
                 }
             }
+            if (out == NULL) {
+                out = PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
+                if (out == NULL || !PyList_CheckExact(out)) {
+                    if (out != NULL) PyErr_SetString(PyExc_TypeError, "otlp_rows: encoded() made no list");
+                    failed = 1;
+                    break;
+                }
+            }
             PyObject *encoded = number_bytes(&b, attrs, ts, start, has_value, point);
             if (encoded == NULL) {
                 failed = 1;
@@ -930,6 +940,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_DECREF(key_obj);
         Py_DECREF(rest);
         Py_DECREF(attrs);
+        Py_XDECREF(out);
         if (failed) goto error;
         continue;
     error_attrs:
@@ -963,6 +974,15 @@ PyMODINIT_FUNC PyInit__rows(void) {
         PyErr_SetString(PyExc_ImportError, "_rows reads doubles as little-endian");
         return NULL;
     }
+    s_encoded = PyUnicode_InternFromString("encoded");
+    s_attrs = PyUnicode_InternFromString("attrs");
+    s_counter_key = PyUnicode_InternFromString("counter_key");
+    s_rest = PyUnicode_InternFromString("rest");
+    s_gauge = PyUnicode_InternFromString("gauge");
+    s_updown = PyUnicode_InternFromString("updown");
+    s_sum = PyUnicode_InternFromString("sum");
+    if (!s_encoded || !s_attrs || !s_counter_key || !s_rest || !s_gauge || !s_updown || !s_sum)
+        return NULL;
     PyObject *errors = PyImport_ImportModule("gotk_relay.wire.errors");
     if (errors == NULL) return NULL;
     DecodeError = PyObject_GetAttrString(errors, "DecodeError");

@@ -1017,7 +1017,7 @@ class Mapper:
                 index, added = native.otlp_rows(
                     plan,
                     index,
-                    self.out._pending,
+                    self.out,
                     self.updates,
                     self.state.streams,
                     self.created,
