@@ -1,10 +1,17 @@
-/* The series of an uncompressed remote-write 1.0 WriteRequest as rows, for the Datadog and OTLP
- * destinations' conversion (destinations/rows.py holds the pure-Python twin and the contract).
+/* The hot loops of the Datadog and OTLP destinations' conversion (issue 17), each with a
+ * pure-Python twin that is its reference, used when this is not built or
+ * GOTK_RELAY_NO_EXTENSIONS is set (tests/unit/test_rows.py runs both):
  *
- * Why in C: walking every label field of every series in Python costs more than the whole
- * conversion may (issue 17); here it is one pass over the bytes, and Python sees one row per
- * series: the label fields' bytes as they came (a memo key), the samples, and the series'
- * own bytes when it holds anything else (histograms, exemplars, interleaved fields).
+ * - rows: the series of an uncompressed remote-write 1.0 WriteRequest as rows (twin and contract:
+ *   destinations/rows.py). Walking every label field of every series in Python cost more than
+ *   the whole conversion may; here it is one pass over the bytes, and Python sees one row per
+ *   series: the label fields' bytes as they came (a memo key), the samples, and the series' own
+ *   bytes when it holds anything else (histograms, exemplars, interleaved fields);
+ * - datadog_rows, datadog_render: datadog_mapping.map_items' loop over rows, datadog.render;
+ * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row.
+ *
+ * They read and write the Python state the twins use (memos, counter and stream state) through
+ * the C API, and leave to Python what they do not handle (a label set or name seen first, ...).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

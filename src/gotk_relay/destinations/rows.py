@@ -10,8 +10,9 @@ A row is ``(key, samples, raw)`` per top-level ``timeseries`` field, in order:
 
 Metadata and unknown top-level fields are skipped. Why rows: decoding every label of every
 series into Python objects made the Datadog and OTLP destinations ~10× slower than the wire
-(issue 17). ``_rows.c`` does the walk in one pass in C; this module's ``rows_py`` is its twin and
-reference, used when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS`` is set.
+(issue 17). ``_rows.c`` does the walk in one pass in C (and holds the destinations' other
+compiled loops); this module's ``rows_py`` is its twin and reference, used when the extension is
+not built or ``GOTK_RELAY_NO_EXTENSIONS`` is set.
 Entries are the relay's own, validated when received; a malformed one raises ``DecodeError``.
 """
 
