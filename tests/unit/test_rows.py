@@ -68,7 +68,7 @@ def _bits(samples: Any) -> list[tuple[bytes, int]]:
     return [(struct.pack("<d", value), ts) for value, ts in samples]
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(odd_v1_requests())
 def test_rows_read_every_encoding_as_rw1_decodes_it(
     walk: Walk, request: tuple[bytes, Batch]
@@ -250,7 +250,7 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(_traffic(), _traffic(), st.sampled_from(["cumulative", "delta"]))
 def test_otlp_maps_rows_as_it_maps_decoded_series(
