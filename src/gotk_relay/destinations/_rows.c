@@ -729,6 +729,9 @@ static PyObject *counter_state(PyObject *type, int64_t start, int64_t last, PyOb
     if (call == NULL) return NULL;
     PyObject *out = PyTuple_Type.tp_new((PyTypeObject *)type, call, NULL);
     Py_DECREF(call);
+    /* Two ints and a float: never part of a cycle, and kept for every stream; untracked so that
+     * collections (which making thousands of them per request sets off) need not walk them. */
+    if (out != NULL && PyObject_IS_GC(out)) PyObject_GC_UnTrack(out);
     return out;
 }
 
