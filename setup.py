@@ -1,10 +1,12 @@
 """The compiled parts: optional accelerators for scanning requests (``wire/_survey.c``), for
-routing them (``_route.c``: relabel rules, shards, tenants on the bytes) and for converting
-remote write 1.0 bytes to 2.0 (``wire/_v2.c``).
+routing them (``_route.c``: relabel rules, shards, tenants on the bytes), for converting
+remote write 1.0 bytes to 2.0 (``wire/_v2.c``) and for the Datadog and OTLP destinations'
+conversion (``destinations/_rows.c``).
 
 ``optional=True``: where no C compiler or Python headers are at hand, the install still
 succeeds and the relay takes the pure Python paths (``wire.scan.survey`` returns None,
-``routing.Router`` decodes, relabels and encodes, ``wire.rw2.from_v1`` decodes and encodes).
+``routing.Router`` decodes, relabels and encodes, ``wire.rw2.from_v1`` decodes and encodes,
+``destinations.rows`` walks in Python).
 Everything else about the package is declared in pyproject.toml.
 """
 
@@ -22,6 +24,7 @@ setup(
             ("gotk_relay.wire._survey", "src/gotk_relay/wire/_survey.c"),
             ("gotk_relay._route", "src/gotk_relay/_route.c"),
             ("gotk_relay.wire._v2", "src/gotk_relay/wire/_v2.c"),
+            ("gotk_relay.destinations._rows", "src/gotk_relay/destinations/_rows.c"),
         )
     ]
 )

@@ -1,5 +1,8 @@
 """Queued entries as a stream of small batches, for destinations that convert what they send.
 
+(The Datadog and OTLP destinations read entries with ``rows.entry_steps``, which cuts them
+with the functions here but leaves series undecoded; ``entry_batches`` is its decoded twin.)
+
 An OTLP or Datadog destination maps every sample to an object of its own, so decoding a whole
 queued entry first (one remote-write request may hold a million samples of a single series)
 costs ~270 bytes per sample and seconds of event loop. ``entry_batches`` instead walks the

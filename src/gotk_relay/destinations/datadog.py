@@ -4,8 +4,9 @@ What goes on the wire is decided in :mod:`.datadog_mapping` (names, tags, types,
 deltas); this module sizes requests, sends them and reads the answers.
 
 One queued batch, many requests
-    A batch is converted in steps of at most 4 KiB of remote write (a single huge series is cut
-    by samples, see ``chunked``), yielding to the event loop after each, until
+    A batch is converted in steps of at most 32 KiB of remote write, read as rows (one per
+    series, its label set decoded once and remembered by its bytes: ``rows``; a single huge
+    series is cut by samples, see ``chunked``), yielding to the event loop after each, until
     ``max_samples_per_send`` points are mapped; those are sized into pieces and sent before the
     batch is mapped on. So one entry of a million samples holds about one request's worth of
     objects at a time (plus its uncompressed protobuf) and never blocks the loop for long.
@@ -62,19 +63,25 @@ from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import Batch, Labels, MetricType
-from .chunked import SUB_CHUNK_BYTES, entry_batches, split_batch
+from ..model import Batch, Labels
+from . import rows as _rows_module
+from .chunked import split_batch
 from .datadog_mapping import (
     CounterMark,
     CounterStore,
-    Kind,
     MappedSeries,
     MappingOptions,
+    NameCache,
+    Row,
+    SeriesMemo,
     TypeCache,
-    map_batch,
+    map_items,
     normalize_tag,
 )
 from .http import HTTPEndpoint, one_line
+from .rows import ROW_CHUNK_BYTES, Item, Step, entry_steps, split_step, step_points
+
+_scalar: Callable[[Any], bytes]
 
 try:  # orjson is several times faster on large batches; json is always there
     import orjson
@@ -84,15 +91,23 @@ try:  # orjson is several times faster on large batches; json is always there
         # a request's worth of series JSON held 10× its size.
         return bytes(memoryview(orjson.dumps(obj)))
 
+    _scalar = orjson.dumps  # one number or string: small, joined at once
+
 except ImportError:  # pragma: no cover - depends on the environment
 
     def _dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
+    _scalar = _dumps
+
 
 log = logging.getLogger("gotk_relay.datadog")
 
 MAX_COMPRESSED_BYTES: Final = 512_000
+# Level 1, not 6: series JSON compresses ~8× at level 1 and ~10× at 6, but level 6 cost
+# ~3.5 µs a series here, more than mapping and encoding it (bench/convert.py); the intake's
+# limits are checked on what is sent, so only bandwidth grows (~25 %).
+COMPRESS_LEVEL: Final = 1
 MAX_UNCOMPRESSED_BYTES: Final = 5_242_880
 _PREFIX: Final = b'{"series":['
 _SUFFIX: Final = b"]}"
@@ -100,23 +115,30 @@ _OVERHEAD: Final = len(_PREFIX) + len(_SUFFIX)
 _OFF_THREAD_BYTES: Final = 256 * 1024  # compress bigger bodies off the event loop
 _AUTH_LOG_INTERVAL: Final = 60.0  # at most one "key refused" error a minute
 _EXPIRE_INTERVAL: Final = 60.0
+_MAX_INFOS: Final = 65_536  # label sets whose tags a client remembers (~1 KiB each)
 
 
 def compress(body: bytes, encoding: str) -> bytes:
-    """``gzip`` or HTTP ``deflate`` (the zlib format, as the Datadog Agent sends it)."""
+    """``gzip`` or HTTP ``deflate`` (the zlib format, as the Datadog Agent sends it), at level
+    ``COMPRESS_LEVEL``."""
     if encoding == "deflate":
-        return zlib.compress(body, 6)
-    return gzip.compress(body, 6, mtime=0)
+        return zlib.compress(body, COMPRESS_LEVEL)
+    return gzip.compress(body, COMPRESS_LEVEL, mtime=0)
 
 
 @dataclass
 class Piece:
-    """One request's worth of series, the encoded series, and the compressed body once built."""
+    """One request's worth of series (``Row`` lists: ``MappedSeries``' fields), the encoded
+    series, and the compressed body once built."""
 
-    series: list[MappedSeries]
+    rows: list[Row]
     parts: list[bytes]
     updates: dict[Labels, CounterMark] = field(default_factory=dict)  # committed with it
     body: bytes | None = None
+
+    @property
+    def series(self) -> list[MappedSeries]:
+        return [MappedSeries(*row[:9]) for row in self.rows]
 
     @property
     def raw_size(self) -> int:
@@ -128,22 +150,75 @@ class Piece:
     def split(self) -> list[Piece] | None:
         """Halves of this piece (by series, or a lone series by points); None if it is one
         point. Counter state not tied to a point goes with the first half, sent first."""
-        if len(self.series) > 1:
-            mid = len(self.series) // 2
+        if len(self.rows) > 1:
+            mid = len(self.rows) // 2
             return [
-                Piece(self.series[:mid], self.parts[:mid], self.updates),
-                Piece(self.series[mid:], self.parts[mid:]),
+                Piece(self.rows[:mid], self.parts[:mid], self.updates),
+                Piece(self.rows[mid:], self.parts[mid:]),
             ]
-        if len(self.series) == 1 and len(self.series[0].points) > 1:
-            first, second = self.series[0].split()
+        if len(self.rows) == 1 and len(self.rows[0][5]) > 1:
+            first, second = MappedSeries(*self.rows[0][:9]).split()
             return [
-                Piece([first], [_dumps(first.to_dict())], self.updates),
-                Piece([second], [_dumps(second.to_dict())]),
+                Piece([first.row()], [_dumps(first.to_dict())], self.updates),
+                Piece([second.row()], [_dumps(second.to_dict())]),
             ]
         return None
 
     def points(self) -> int:
-        return sum(len(s.points) for s in self.series)
+        return sum(len(row[5]) for row in self.rows)
+
+
+_HOST_HEAD: Final = b',"resources":[{"name":'
+_HOST_TAIL: Final = b',"type":"host"}]'
+
+
+def render(row: Row, heads: dict[tuple[str, int], bytes]) -> bytes:
+    """``_dumps(MappedSeries(*row[:9]).to_dict())``, byte for byte, from memoized parts: the
+    head per (metric, type) in ``heads``, the tags and host once per label set (kept in its
+    ``SeriesInfo``, ``row[9]``), and the points, which are all that changes between scrapes."""
+    metric, kind, points, interval, info = row[1], row[2], row[5], row[8], row[9]
+    head = heads.get((metric, kind))
+    if head is None:
+        head = heads[(metric, kind)] = b'{"metric":%s,"type":%d,"points":[' % (
+            _scalar(metric),
+            kind,
+        )
+    tail = info[4] if info is not None else None
+    if tail is None:
+        tags, host = row[3], row[4]
+        tail = b"]"
+        if tags:
+            tail += b',"tags":' + _scalar(tags)
+        if host:
+            tail += _HOST_HEAD + _scalar(host) + _HOST_TAIL
+        if info is not None:
+            info[4] = tail
+    if len(points) == 1:  # one scrape per request: the common case
+        ts, value = points[0]
+        body = b'{"timestamp":%d,"value":%s}' % (ts, _scalar(value))
+    else:
+        body = b",".join([b'{"timestamp":%d,"value":%s}' % (t, _scalar(v)) for t, v in points])
+    if interval:
+        return b'%s%s%s,"interval":%d}' % (head, body, tail, interval)
+    return b"%s%s%s}" % (head, body, tail)
+
+
+# ``datadog_render`` in ``_rows.c``: ``render`` compiled (None: not built, or switched off).
+_native: Any = _rows_module._native
+
+
+def render_all(rows: list[Row], heads: dict[tuple[str, int], bytes], out: list[bytes]) -> None:
+    """``out.extend(render(row, heads) for row in rows)``, compiled for the rows whose head and
+    tags' JSON are made (``render`` makes them for the others, once)."""
+    index, size = 0, len(rows)
+    native = _native
+    while index < size:
+        if native is not None:
+            index = native.datadog_render(rows, index, heads, _scalar, out)
+            if index >= size:
+                break
+        out.append(render(rows[index], heads))
+        index += 1
 
 
 @dataclass
@@ -152,9 +227,9 @@ class Plan:
     mapped and not yet accepted, and where its conversion is."""
 
     entries: list[Entry]
-    batches: AsyncGenerator[Batch, None]
+    batches: AsyncGenerator[Step, None]
     pieces: deque[Piece] = field(default_factory=deque)
-    carry: Batch | None = None  # the part of a step's batch left for the next pieces
+    carry: Step | None = None  # the part of a step left for the next pieces
     mapped_all: bool = False
 
 
@@ -196,7 +271,10 @@ class DatadogClient:
         self.max_uncompressed = MAX_UNCOMPRESSED_BYTES
         # Points mapped at once, like remote write's batches (a queued entry may hold far more).
         self.max_points = cfg.queue_config.max_samples_per_send
-        self.sub_chunk_bytes = SUB_CHUNK_BYTES
+        self.sub_chunk_bytes = ROW_CHUNK_BYTES
+        # Label sets seen (by their encoded bytes) → their SeriesInfo; cleared when full.
+        self._infos = SeriesMemo()
+        self._heads: dict[tuple[str, int], bytes] = {}  # (metric, type) → its JSON head
         # One plan per shard is in flight; a few more cover batches the sender gave up on
         # (sample_age_limit) without telling us.
         self._plans: OrderedDict[int, Plan] = OrderedDict()
@@ -237,7 +315,7 @@ class DatadogClient:
                 if halves is not None:
                     log.debug(
                         "Datadog answered 413; splitting the request",
-                        extra={"destination": self.name, "series": len(piece.series)},
+                        extra={"destination": self.name, "series": len(piece.rows)},
                     )
                     plan.pieces.popleft()
                     plan.pieces.extendleft(reversed(halves))
@@ -265,7 +343,7 @@ class DatadogClient:
         if now - self._expired_at >= _EXPIRE_INTERVAL:
             self._expired_at = now
             self.counters.expire(now)
-        plan = Plan(entries, entry_batches(entries, self.sub_chunk_bytes))
+        plan = Plan(entries, entry_steps(entries, self.sub_chunk_bytes))
         self._plans[id(entries)] = plan  # holding `entries` keeps its id from being reused
         while len(self._plans) > self._max_plans:
             self._plans.popitem(last=False)
@@ -279,26 +357,46 @@ class DatadogClient:
         Counter state is carried from step to step in ``pending``; it restarts empty here since
         what it held is committed now.
         """
-        series: list[MappedSeries] = []
+        series: list[Row] = []
         parts: list[bytes] = []  # their JSON, encoded step by step too
         updates: dict[Labels, CounterMark] = {}
         pending: dict[Labels, CounterMark] = {}
-        names: dict[tuple[str, MetricType | None], tuple[str, Kind]] = {}
+        names = NameCache()
         now_ms = int(self._clock() * 1000)
         budget = self.max_points  # samples: a piece's points are at most those
+        if len(self._infos) > _MAX_INFOS:
+            self._infos.clear()
+        if len(self._heads) > _MAX_INFOS:
+            self._heads.clear()
+        heads = self._heads
         while not plan.mapped_all and budget > 0:
-            batch = plan.carry or await anext(plan.batches, None)
-            if batch is None:
+            step = plan.carry or await anext(plan.batches, None)
+            if step is None:
                 plan.mapped_all = True
                 break
-            batch, plan.carry = split_batch(batch, budget)
-            budget -= batch.point_count
-            mapped = map_batch(
-                batch, self.options, self.types, self.counters, now_ms, pending, names
+            if isinstance(step, Batch):
+                batch, rest = split_batch(step, budget)
+                plan.carry = rest
+                budget -= batch.point_count
+                self.types.observe(batch.metadata)
+                items: list[Item] = list(batch.series)
+            else:
+                items, plan.carry = split_step(step, budget)
+                budget -= step_points(items)
+            mapped = map_items(
+                items,
+                self.options,
+                self.types,
+                self.counters,
+                now_ms,
+                pending,
+                names,
+                self._infos,
             )
-            self.skipped.update(mapped.skipped)
-            series.extend(mapped.series)
-            parts.extend(_dumps(item.to_dict()) for item in mapped.series)
+            if mapped.skipped:
+                self.skipped.update(mapped.skipped)
+            series.extend(mapped.rows)
+            render_all(mapped.rows, heads, parts)
             updates.update(mapped.updates)
             await asyncio.sleep(0)
         pieces = await self._pieces(series, parts)
@@ -310,7 +408,7 @@ class DatadogClient:
                 self.counters.commit(key, mark, now)
         plan.pieces.extend(pieces)
 
-    async def _pieces(self, series: list[MappedSeries], parts: list[bytes]) -> list[Piece]:
+    async def _pieces(self, series: list[Row], parts: list[bytes]) -> list[Piece]:
         """Requests within both limits (``parts``: the series' JSON): group by uncompressed
         size, then halve what does not compress small enough (JSON of similar series
         compresses 10-30×, so halving is rare)."""
@@ -331,7 +429,7 @@ class DatadogClient:
                 self.skipped["too_large"] += piece.points()
                 log.warning(
                     "a single Datadog point exceeds the request size limits; skipped",
-                    extra={"destination": self.name, "metric": piece.series[0].metric},
+                    extra={"destination": self.name, "metric": piece.rows[0][1]},
                 )
                 continue
             todo.extendleft(reversed(halves))
@@ -344,11 +442,11 @@ class DatadogClient:
 
     def _commit(self, piece: Piece) -> None:
         now = self._clock()
-        for key, mark in piece.updates.items():
-            self.counters.commit(key, mark, now)
-        for series in piece.series:
-            if series.final is not None:
-                self.counters.commit(series.key, series.final, now)
+        self.counters.commit_all(piece.updates.items(), now)
+        # Each counter's state after its last sample in the piece.
+        self.counters.commit_all(
+            [(row[0], row[7]) for row in piece.rows if row[7] is not None], now
+        )
 
     def _forget(self, entries: list[Entry]) -> None:
         self._plans.pop(id(entries), None)

@@ -46,15 +46,18 @@ Native histograms
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from sys import intern
 from typing import Any, Final
 
-from ..model import Batch, FamilyMetadata, Labels, MetricType, is_stale
+from ..model import Batch, FamilyMetadata, Labels, MetricType, Series, is_stale
+from . import rows as _rows
+from .rows import Item
+from .rows import labels as row_labels
 
 # Datadog's MetricIntakeType numbers.
 TYPE_UNSPECIFIED: Final = 0
@@ -262,6 +265,19 @@ class CounterStore:
         while len(self._marks) > self.max_series:
             self._marks.popitem(last=False)
 
+    def commit_all(self, marks: Iterable[tuple[Labels, CounterMark]], now: float) -> None:
+        """``commit`` of each (key, mark), in order: one loop for a request's counters."""
+        store = self._marks
+        pop = store.pop
+        for key, mark in marks:
+            current = pop(key, None)
+            if current is not None and current[0] > mark[0]:
+                store[key] = (current[0], current[1], now)  # never go back in time
+            else:
+                store[key] = (mark[0], mark[1], now)
+        while len(store) > self.max_series:
+            store.popitem(last=False)
+
     def expire(self, now: float) -> int:
         """Forget series not committed for ``ttl`` seconds; how many were forgotten."""
         gone = 0
@@ -304,10 +320,10 @@ class MappedSeries:
     key: Labels
     metric: str
     type: int
-    tags: list[str]
+    tags: Sequence[str]
     host: str
     points: list[tuple[int, float]] = field(default_factory=list)
-    marks: list[CounterMark] = field(default_factory=list)
+    marks: Sequence[CounterMark] = field(default_factory=list)
     final: CounterMark | None = None
     interval: int = 0
 
@@ -318,12 +334,27 @@ class MappedSeries:
             "points": [{"timestamp": ts, "value": value} for ts, value in self.points],
         }
         if self.tags:
-            out["tags"] = self.tags
+            out["tags"] = list(self.tags)
         if self.host:
             out["resources"] = [{"name": self.host, "type": "host"}]
         if self.interval:
             out["interval"] = self.interval
         return out
+
+    def row(self) -> Row:
+        """This series as a ``Row`` (its label set's info not kept)."""
+        return [
+            self.key,
+            self.metric,
+            self.type,
+            self.tags,
+            self.host,
+            self.points,
+            self.marks,
+            self.final,
+            self.interval,
+            None,
+        ]
 
     def split(self) -> tuple[MappedSeries, MappedSeries]:
         """Two series holding the first and second half of the points (for a 413)."""
@@ -371,6 +402,77 @@ class MappingOptions:
     static_tags: tuple[str, ...] = ()
 
 
+# A mapped series as a list, in ``MappedSeries``' field order (key, metric, type, tags, host,
+# points, marks, final, interval), then its label set's ``SeriesInfo`` (None when not
+# memoized): the destination's hot loop makes one per series, and a list costs a fraction of a
+# dataclass (a ``MappedSeries`` is made only where one is asked for).
+Row = list[Any]
+# [labels, name, tags, host, the tags' and host's JSON once rendered, (token, metric, kind,
+# counted) as last resolved in the conversion of that ``NameCache`` token] of one label set.
+SeriesInfo = list[Any]
+Names = dict[tuple[str, MetricType | None], tuple[str, Kind]]
+
+
+class NameCache(Names):
+    """The ``names`` of one conversion, with a token by which the label sets' infos remember
+    what they resolved to in it (a token, not the cache: an info must not keep it alive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = object()
+
+
+class LabelKey(tuple):  # type: ignore[type-arg]
+    """A label set (equal to, and hashing as, the plain tuple) whose hash is computed once: a
+    memoized series is looked up several times per sample (merging, counter state), and a
+    tuple of ~10 pairs hashes its every string again each time."""
+
+    def __init__(self, labels: Labels) -> None:
+        self._hash = tuple.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
+    """What a label set maps to whatever its samples: memoized by the caller."""
+    labels = LabelKey(labels)
+    name = ""
+    for key, value in labels:
+        if key == "__name__":
+            name = value
+            break
+    tags, host = series_tags(labels, options.host_label, options.static_tags)
+    # A tuple of strings, which the collector stops walking (it walks every memo).
+    return [labels, name, tuple([intern(tag) for tag in tags]), host, None, None]
+
+
+class SeriesMemo:
+    """The ``SeriesInfo`` of each label set seen, by its encoded bytes (a row's key) and by
+    the label set itself: one info per label set, whatever bytes encoded it, so series of one
+    label set merge by the info's identity. The owner bounds it (``clear``)."""
+
+    def __init__(self) -> None:
+        self.by_bytes: dict[bytes, SeriesInfo] = {}
+        self.by_labels: dict[Labels, SeriesInfo] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_labels)
+
+    def clear(self) -> None:
+        self.by_bytes.clear()
+        self.by_labels.clear()
+
+
+@dataclass
+class MappedRows:
+    """``Mapped`` with the series as ``Row`` lists."""
+
+    rows: list[Row]
+    updates: dict[Labels, CounterMark]
+    skipped: Counter[str]
+
+
 def map_batch(
     batch: Batch,
     options: MappingOptions,
@@ -378,7 +480,7 @@ def map_batch(
     counters: CounterStore,
     now_ms: int,
     pending: dict[Labels, CounterMark] | None = None,
-    names: dict[tuple[str, MetricType | None], tuple[str, Kind]] | None = None,
+    names: Names | None = None,
 ) -> Mapped:
     """Map ``batch`` without changing ``counters`` (the caller commits after delivery).
 
@@ -390,80 +492,169 @@ def map_batch(
     the names and kinds already resolved (their types learnt before).
     """
     types.observe(batch.metadata)
+    mapped = map_items(batch.series, options, types, counters, now_ms, pending, names)
+    return Mapped([MappedSeries(*row[:9]) for row in mapped.rows], mapped.updates, mapped.skipped)
+
+
+# ``datadog_rows`` in ``_rows.c``: ``map_items``' loop over rows, compiled (None: not built, or
+# GOTK_RELAY_NO_EXTENSIONS set); it counts skipped samples by these reasons, in this order.
+_native: Any = _rows._native
+_NATIVE_REASONS: Final = (
+    STALE,
+    NOT_FINITE,
+    TOO_NEW,
+    OUT_OF_ORDER,
+    TOO_OLD,
+    COUNTER_FIRST,
+    INVALID_NAME,
+    CREATED,
+)
+
+
+def _resolved(
+    names: Names, name: str, declared: MetricType | None, families: Mapping[str, MetricType]
+) -> tuple[str, Kind]:
+    """A name's Datadog name and kind, resolved once per conversion (``names``)."""
+    resolved = names.get((name, declared))
+    if resolved is None:  # a batch holds many series of few names
+        resolved = names[(name, declared)] = (
+            normalize_metric_name(name),
+            resolve_kind(name, declared, families),
+        )
+    return resolved
+
+
+def map_items(
+    items: Iterable[Item],
+    options: MappingOptions,
+    types: TypeCache,
+    counters: CounterStore,
+    now_ms: int,
+    pending: dict[Labels, CounterMark] | None,
+    names: Names | None,
+    memo: SeriesMemo | None = None,
+) -> MappedRows:
+    """``map_batch``'s mapping of series given as ``Series`` or as ``rows`` rows without a rest
+    (their label set looked up in ``memo`` by its encoded bytes, learnt on a miss): one loop
+    for both, so the two cannot differ. The caller bounds ``memo``."""
     skipped: Counter[str] = Counter()
-    out: dict[Labels, MappedSeries] = {}
+    out: dict[int, Row] = {}  # by the id of the series' info: one per label set (SeriesMemo)
     if names is None:
         names = {}
     if pending is None:
         pending = {}  # counter state as of this batch, uncommitted
+    if memo is None:
+        memo = SeriesMemo()
+    by_bytes, by_labels = memo.by_bytes, memo.by_labels
     oldest = now_ms - MAX_AGE_MS
     newest = now_ms + MAX_AHEAD_MS
-    for series in batch.series:
-        if series.histograms:
-            skipped[NATIVE_HISTOGRAM] += len(series.histograms)
-        if not series.samples:
-            continue
-        name = series.name
-        declared = series.metadata.type if series.metadata is not None else None
-        resolved = names.get((name, declared))
-        if resolved is None:  # a batch holds many series of few names
-            resolved = names[(name, declared)] = (
-                normalize_metric_name(name),
-                resolve_kind(name, declared, types.types),
+    families = types.types
+    counters_as_count = options.counters_as_count
+    marks = counters._marks  # read only: CounterStore.get without a call per sample
+    drop, counter = Kind.DROP, Kind.COUNTER
+    token = names.token if isinstance(names, NameCache) else object()  # else: this call only
+    todo = items if isinstance(items, list) else list(items)
+    native = _native
+    params = (oldest, newest, counters_as_count, drop, counter, TYPE_COUNT, TYPE_GAUGE)
+    counts = [0] * len(_NATIVE_REASONS)
+    index, size = 0, len(todo)
+    while index < size:
+        if native is not None:  # the loop below, compiled, for as many rows as it can map
+            index = native.datadog_rows(
+                todo, index, names, by_bytes, pending, marks, out, counts, params
             )
-        metric, kind = resolved
-        if not metric:
-            skipped[INVALID_NAME] += len(series.samples)
-            continue
-        if kind is Kind.DROP:
-            skipped[CREATED] += len(series.samples)
-            continue
-        is_count = kind is Kind.COUNTER and options.counters_as_count
-        key = series.labels
-        mapped = out.get(key)
-        if mapped is None:
-            tags, host = series_tags(key, options.host_label, options.static_tags)
-            mapped = MappedSeries(key, metric, TYPE_COUNT if is_count else TYPE_GAUGE, tags, host)
-            out[key] = mapped
-        for sample in series.samples:
-            value, ts = sample.value, sample.timestamp
-            if is_stale(value):
-                skipped[STALE] += 1
+            if index >= size:
+                break
+        item = todo[index]  # a Series, or a row whose labels or name are new: mapped here
+        index += 1
+        if not isinstance(item, Series):  # a row: its labels memoized by their bytes
+            key_bytes, samples, _ = item
+            info = by_bytes.get(key_bytes)
+            if info is None:
+                labels = row_labels(key_bytes)
+                info = by_labels.get(labels)
+                if info is None:
+                    info = series_info(labels, options)
+                    by_labels[info[0]] = info
+                by_bytes[key_bytes] = info
+            if not samples:
                 continue
-            if not math.isfinite(value):
-                skipped[NOT_FINITE] += 1
+            key, name, declared = info[0], info[1], None
+            known = info[5]  # resolved already in this conversion (same ``names``)?
+            if known is not None and known[0] is token:
+                metric, dropped, is_count = known[1], known[2], known[3]
+            else:
+                metric, kind = _resolved(names, name, None, families)
+                dropped = kind is drop
+                is_count = kind is counter and counters_as_count
+                # Plain values only: the collector stops walking it (it walks every memo).
+                info[5] = (token, metric, dropped, is_count)
+        else:
+            if item.histograms:
+                skipped[NATIVE_HISTOGRAM] += len(item.histograms)
+            if not item.samples:
+                continue
+            samples = tuple([(sample.value, sample.timestamp) for sample in item.samples])
+            info = by_labels.get(item.labels)
+            if info is None:
+                info = series_info(item.labels, options)
+                by_labels[info[0]] = info
+            key, name = info[0], info[1]
+            declared = item.metadata.type if item.metadata is not None else None
+            metric, kind = _resolved(names, name, declared, families)
+            dropped = kind is drop
+            is_count = kind is counter and counters_as_count
+        if not metric:
+            skipped[INVALID_NAME] += len(samples)
+            continue
+        if dropped:
+            skipped[CREATED] += len(samples)
+            continue
+        mapped = out.get(id(info))
+        if mapped is None:
+            kind_number = TYPE_COUNT if is_count else TYPE_GAUGE
+            # A gauge's marks stay empty: a shared tuple, not a list per series.
+            marks_of: list[CounterMark] | tuple[()] = [] if is_count else ()
+            mapped = [key, metric, kind_number, info[2], info[3], [], marks_of, None, 0, info]
+            out[id(info)] = mapped
+        points: list[tuple[int, float]] = mapped[5]
+        for value, ts in samples:
+            if value - value != 0.0:  # NaN or ±Inf (one test for the common, finite, case)
+                skipped[STALE if is_stale(value) else NOT_FINITE] += 1
                 continue
             if ts > newest:  # a clock ahead: must not become a counter's last value either
                 skipped[TOO_NEW] += 1
                 continue
             if is_count:
-                last = pending.get(key) or counters.get(key)
-                delta, why = counter_step(last, ts, value)
-                if why == OUT_OF_ORDER:
-                    skipped[why] += 1
+                # counter_step, inlined (the hot path); ``marks`` entries are (ts, value, seen)
+                last = pending.get(key) or marks.get(key)
+                if last is not None and ts <= last[0]:
+                    skipped[OUT_OF_ORDER] += 1
                     continue
-                pending[key] = (ts, value)
-                mapped.final = (ts, value)
+                pending[key] = mapped[7] = (ts, value)
                 if ts < oldest:  # an observation all the same: the next delta starts here
                     skipped[TOO_OLD] += 1
                     continue
-                if delta is None:
-                    skipped[why] += 1
+                if last is None:
+                    skipped[COUNTER_FIRST] += 1
                     continue
-                if not mapped.points and last is not None:
-                    mapped.interval = max(1, round((ts - last[0]) / 1000))
-                mapped.points.append((ts // 1000, delta))
-                mapped.marks.append((ts, value))
+                if not points:
+                    mapped[8] = max(1, round((ts - last[0]) / 1000))
+                points.append((ts // 1000, value - last[1] if value >= last[1] else value))
+                mapped[6].append((ts, value))
                 continue
             if ts < oldest:
                 skipped[TOO_OLD] += 1
                 continue
-            mapped.points.append((ts // 1000, value))
-    series_out: list[MappedSeries] = []
+            points.append((ts // 1000, value))
+    for reason, count in zip(_NATIVE_REASONS, counts, strict=True):
+        if count:
+            skipped[reason] += count
+    rows: list[Row] = []
     updates: dict[Labels, CounterMark] = {}
     for mapped in out.values():
-        if mapped.points:
-            series_out.append(mapped)
-        elif mapped.final is not None:
-            updates[mapped.key] = mapped.final
-    return Mapped(series_out, updates, skipped)
+        if mapped[5]:
+            rows.append(mapped)
+        elif mapped[7] is not None:
+            updates[mapped[0]] = mapped[7]
+    return MappedRows(rows, updates, skipped)

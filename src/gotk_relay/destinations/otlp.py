@@ -12,8 +12,9 @@ The sender decides *when* to send; this maps, posts and says what the answer mea
 - no answer (connect error, reset, timeout): retried.
 
 A batch is converted in steps and sent as requests of at most ``max_samples_per_send`` points,
-in order: each step decodes and maps at most 4 KiB of remote write (a single huge series is cut
-by samples, see ``chunked``) and then yields to the event loop, and a request is mapped only
+in order: each step maps at most 32 KiB of remote write, read as rows (one per series, its label
+set decoded once and remembered by its bytes: ``rows``; a single huge series is cut by samples,
+see ``chunked``), and then yields to the event loop, and a request is mapped only
 once the previous one was accepted. So one entry of a million samples holds one request's worth
 of objects at a time (plus its uncompressed protobuf), and never blocks the loop for long. A
 request is serialized in parts of ~2048 points that concatenate (protobuf repeated fields), so
@@ -55,9 +56,10 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch
-from .chunked import SUB_CHUNK_BYTES, entry_batches, split_batch
+from .chunked import split_batch
 from .http import HTTPEndpoint, auth_headers
 from .otlp_mapping import Mapper, MappingState, StreamKey, StreamState
+from .rows import ROW_CHUNK_BYTES, Step, entry_steps, split_step, step_points
 
 log = logging.getLogger("gotk_relay.otlp")
 
@@ -65,6 +67,9 @@ CONTENT_TYPE: Final = "application/x-protobuf"
 RETRYABLE: Final = frozenset({429, 502, 503, 504})
 _OFF_LOOP_BYTES: Final = 256 * 1024  # compress bigger bodies in a worker thread
 _SERIALIZE_POINTS: Final = 2048  # data points serialized at once (~1 ms)
+# Level 1, not 6: level 6 cost about as much as mapping the points (bench/convert.py) for a
+# body ~20 % smaller.
+GZIP_LEVEL: Final = 1
 
 
 @dataclass(slots=True)
@@ -81,10 +86,10 @@ class _Run:
     """A batch being converted and sent, request by request, kept across the sender's retries."""
 
     entries: list[Entry]  # held so that id(entries) cannot be reused while kept
-    batches: AsyncGenerator[Batch, None]
+    batches: AsyncGenerator[Step, None]
     mapper: Mapper
     piece: _Piece | None = None  # the request sent and not yet accepted
-    carry: Batch | None = None  # the part of a step's batch left for the next request
+    carry: Step | None = None  # the part of a step left for the next request
     mapped_all: bool = False
 
 
@@ -113,7 +118,7 @@ class OTLPClient:
         self.http = HTTPEndpoint(cfg.url, cfg.tls_config, cfg.remote_timeout)
         # Points per request, like remote write's batches (a queued entry may hold far more).
         self.max_points = cfg.queue_config.max_samples_per_send
-        self.sub_chunk_bytes = SUB_CHUNK_BYTES
+        self.sub_chunk_bytes = ROW_CHUNK_BYTES
         # One run per shard is in flight; a few more cover batches the sender gave up on
         # (sample_age_limit) without telling us.
         self._runs: OrderedDict[int, _Run] = OrderedDict()
@@ -133,7 +138,7 @@ class OTLPClient:
             self._runs.move_to_end(id(entries))
             return run
         mapper = Mapper(self.state, self.cfg.temporality, self.cfg.resource_labels)
-        run = _Run(entries, entry_batches(entries, self.sub_chunk_bytes), mapper)
+        run = _Run(entries, entry_steps(entries, self.sub_chunk_bytes), mapper)
         self._runs[id(entries)] = run
         while len(self._runs) > self._max_runs:
             self._runs.popitem(last=False)
@@ -161,9 +166,14 @@ class OTLPClient:
                 mapper.finish()
                 run.mapped_all = True
                 break
-            batch, run.carry = split_batch(batch, min(budget, quarter))
-            budget -= batch.point_count
-            mapper.feed(batch)
+            if isinstance(batch, Batch):
+                batch, run.carry = split_batch(batch, min(budget, quarter))
+                budget -= batch.point_count
+                mapper.feed(batch)
+            else:
+                step, run.carry = split_step(batch, min(budget, quarter))
+                budget -= step_points(step)
+                mapper.feed(step)
             if mapper.grouped > quarter:
                 # Histogram parts waiting for the rest of their point: bounded like a request.
                 mapper.flush_groups()
@@ -346,4 +356,4 @@ async def _gzip(body: bytes) -> bytes:
 
 
 def _gzip_now(body: bytes) -> bytes:
-    return gzip.compress(body, compresslevel=6, mtime=0)
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)

@@ -58,11 +58,12 @@ State
 from __future__ import annotations
 
 import math
+import struct
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Final, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -79,9 +80,14 @@ from ..model import (
     Histogram,
     Labels,
     MetricType,
+    Sample,
     Series,
     is_stale,
 )
+from ..wire.rw1 import uvarint
+from . import rows as _rows_module
+from .rows import Item
+from .rows import labels as row_labels
 
 Temporality = Literal["cumulative", "delta"]
 
@@ -94,6 +100,8 @@ _RESOURCE_ATTRIBUTES: Final = {"job": "service.name", "instance": "service.insta
 _SCOPE_LABELS: Final = frozenset({"otel_scope_name", "otel_scope_version"})
 _CUMULATIVE: Final = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
 _CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
+# Label sets a client remembers by their bytes (``_RowInfo``, ~2-3 KiB each with their strings).
+_ROWS_LIMIT: Final = 65_536
 _DELTA: Final = pb.AGGREGATION_TEMPORALITY_DELTA
 
 # Which name suffixes belong to a family of each type (the series named like the family itself
@@ -190,6 +198,13 @@ class NativeState(NamedTuple):
 
 
 StreamState = CounterState | ClassicState | SummaryState | NativeState
+
+
+def _counter_state(start_ms: int, last_ms: int, value: float) -> CounterState:
+    # ``CounterState(...)`` without its generated ``__new__``, which costs a Python call.
+    return tuple.__new__(CounterState, (start_ms, last_ms, value))
+
+
 StreamKey = tuple[str, str, Labels]  # (kind, metric name, labels without __name__/le/quantile)
 
 _K = TypeVar("_K")
@@ -219,19 +234,28 @@ class MappingState:
         self.families: OrderedDict[str, FamilyMetadata] = OrderedDict()
         self.inferred: OrderedDict[str, MetricType] = OrderedDict()
         self.streams: OrderedDict[StreamKey, StreamState] = OrderedDict()
+        # Label sets by their encoded bytes, per resource_labels (see ``_RowInfo``).
+        self.rows: dict[tuple[str, ...], dict[bytes, _RowInfo]] = {}
+        self.version = 0  # changes whenever families or inferred do: what a type depends on
 
     def learn(self, metadata: Iterable[FamilyMetadata]) -> None:
         for meta in metadata:
             _remember(self.families, meta.family, meta, self.max_families)
+            self.version += 1
 
     def infer(self, family: str, mtype: MetricType) -> None:
         if self.inferred.get(family) is not mtype:
             _remember(self.inferred, family, mtype, self.max_families)
+            self.version += 1
 
     def commit(self, updates: Mapping[StreamKey, StreamState]) -> None:
         """Make a delivered request's stream updates the new baseline."""
-        for key, value in updates.items():
-            _remember(self.streams, key, value, self.max_streams)
+        streams, limit = self.streams, self.max_streams
+        for key, value in updates.items():  # _remember, in one loop
+            streams[key] = value
+            streams.move_to_end(key)
+        while len(streams) > limit:
+            streams.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +302,11 @@ class _Group:
 
 
 Point = pb.NumberDataPoint | pb.HistogramDataPoint | pb.ExponentialHistogramDataPoint
+# ``otlp_rows`` in ``_rows.c``: ``Mapper.gauge_row`` and ``counter_row`` compiled (None: not
+# built, or GOTK_RELAY_NO_EXTENSIONS set).
+_native: Any = _rows_module._native
+# A series to map: a Series (samples None), or a row's info and its samples.
+_Planned = tuple["Series | _RowInfo", "_Kind", str, "Sequence[tuple[float, int]] | None"]
 
 
 def _family_of(name: str, mtype: MetricType) -> tuple[str, str]:
@@ -288,7 +317,7 @@ def _family_of(name: str, mtype: MetricType) -> tuple[str, str]:
 
 
 def _without(labels: Labels, *names: str) -> Labels:
-    return tuple((k, v) for k, v in labels if k not in names)
+    return tuple(pair for pair in labels if pair[0] not in names)  # the pairs themselves
 
 
 def _uint(value: float) -> int:
@@ -313,6 +342,17 @@ def _hex_id(text: str, size: int) -> bytes | None:
         return bytes.fromhex(text)
     except ValueError:
         return None
+
+
+def _shape(name: str, keys: set[str]) -> tuple[str, MetricType] | None:
+    """The family a series named ``name`` with label names ``keys`` shows the shape of."""
+    if name.endswith("_bucket") and "le" in keys:
+        return name[:-7], MetricType.HISTOGRAM
+    if "quantile" in keys:
+        return name, MetricType.SUMMARY
+    if name.endswith("_total"):
+        return name[:-6], MetricType.COUNTER
+    return None
 
 
 def _cumulative_start(prev: StreamState | None, ts: int, explicit: int, reset: bool) -> int:
@@ -354,6 +394,110 @@ def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
     return out
 
 
+class _RestKey(tuple):  # type: ignore[type-arg]
+    """A tuple equal to (and hashing as) the plain one, its hash computed once: label sets and
+    the keys holding them are looked up several times per sample."""
+
+    def __init__(self, items: Iterable[object]) -> None:
+        self._hash = tuple.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+_FIELD_KEY: Final = b"\x0a"  # KeyValue.key, AnyValue.string_value
+_FIELD_VALUE: Final = b"\x12"  # KeyValue.value
+_FIELD_ATTRIBUTE: Final = b"\x3a"  # NumberDataPoint.attributes (7)
+_STALE_FLAGS: Final = b"\x40" + bytes((NO_RECORDED_VALUE,))  # NumberDataPoint.flags (8)
+_TIME: Final = struct.Struct("<BQ")  # time_unix_nano (3, fixed64)
+_TIME_VALUE: Final = struct.Struct("<BQBd")  # time_unix_nano, as_double (4, double)
+_START_TIME_VALUE: Final = struct.Struct("<BQBQBd")  # start_time_unix_nano (2) first
+
+
+def _string_field(tag: bytes, text: str) -> bytes:
+    raw = text.encode()
+    return tag + uvarint(len(raw)) + raw
+
+
+def _attributes_bytes(attributes: Labels) -> bytes:
+    """``attributes`` as NumberDataPoint.attributes fields (KeyValue with a string AnyValue)."""
+    out = []
+    for key, value in attributes:
+        any_value = _string_field(_FIELD_KEY, value)  # a oneof member: sent even when ""
+        pair = _string_field(_FIELD_KEY, key) + _FIELD_VALUE + uvarint(len(any_value)) + any_value
+        out.append(_FIELD_ATTRIBUTE + uvarint(len(pair)) + pair)
+    return b"".join(out)
+
+
+def _number_bytes(attrs: bytes, ts: int, start: int, value: float | None) -> bytes:
+    """An encoded NumberDataPoint, as ``_Output.number`` would fill it (times in ms), framed as
+    a Gauge's or Sum's ``data_points`` field (1)."""
+    if value is None:
+        body = _TIME.pack(0x19, ts * NS_PER_MS) if ts else b""
+        if start:
+            body = b"\x11" + struct.pack("<Q", start * NS_PER_MS) + body
+        body += attrs + _STALE_FLAGS
+    elif start and ts:
+        body = _START_TIME_VALUE.pack(0x11, start * NS_PER_MS, 0x19, ts * NS_PER_MS, 0x21, value)
+        body += attrs
+    elif ts:
+        body = _TIME_VALUE.pack(0x19, ts * NS_PER_MS, 0x21, value) + attrs
+    else:
+        body = b"\x11" + struct.pack("<Q", start * NS_PER_MS) if start else b""
+        body += b"\x21" + struct.pack("<d", value) + attrs
+    size = len(body)
+    if size < 0x80:
+        return bytes((0x0A, size)) + body
+    if size < 0x4000:
+        return bytes((0x0A, size & 0x7F | 0x80, size >> 7)) + body
+    return b"\x0a" + uvarint(size) + body
+
+
+class _RowInfo:
+    """What a label set (a ``rows`` key) maps to whatever its samples, kept across requests:
+    its labels, name, the labels without ``__name__`` (``rest``, hash kept), its resource,
+    scope and encoded attributes, its counter stream key, and what ``resolve``/``role`` read
+    of it (a ``Series`` shell without samples, ``le``/``quantile`` presence)."""
+
+    __slots__ = (
+        "_metric_key",
+        "attrs",
+        "counter_key",
+        "ctx",
+        "has_le",
+        "has_quantile",
+        "name",
+        "rest",
+        "shape",
+        "shell",
+    )
+
+    def __init__(self, labels: Labels, ctx_of: Callable[[Labels], _Ctx]) -> None:
+        self.shell = Series(labels)
+        self.name = self.shell.name
+        self.rest = _RestKey(_without(labels, "__name__"))
+        self.ctx = ctx_of(self.rest)
+        self.attrs = _attributes_bytes(self.ctx.attributes)
+        # Its hash kept too: looked up three to five times per sample.
+        self.counter_key: StreamKey = _RestKey(("counter", self.name, self.rest))
+        keys = {k for k, _ in labels}
+        self.has_le = "le" in keys
+        self.has_quantile = "quantile" in keys
+        self.shape = _shape(self.name, keys)
+        self._metric_key: tuple[object, ...] = ()  # of the last data asked for: one, in practice
+
+    def metric_key(self, data: str) -> tuple[object, ...]:
+        """``_Output``'s key of this series' metric of ``data``, its hash computed once."""
+        found = self._metric_key
+        if not found or found[3] != data:
+            ctx = self.ctx
+            found = self._metric_key = _RestKey((ctx.resource, ctx.scope, self.name, data))
+        return found
+
+    def series(self, samples: Sequence[tuple[float, int]]) -> Series:
+        return Series(self.shell.labels, tuple(Sample(v, t) for v, t in samples))
+
+
 class _Output:
     """Builds the request, creating each ResourceMetrics / ScopeMetrics / Metric on first use."""
 
@@ -366,6 +510,34 @@ class _Output:
         self._metrics: dict[tuple[object, ...], pb.Metric] = {}
         self._attributes: dict[Labels, list[KeyValue]] = {}
         self.points = 0
+        # Encoded NumberDataPoints of each metric not yet merged into it, in order (see
+        # ``encoded``), by the metric's key in ``_metrics``.
+        self._pending: dict[tuple[object, ...], tuple[pb.Metric, str, list[bytes]]] = {}
+
+    def encoded(self, info: _RowInfo, data: str, kind: _Kind) -> list[bytes]:
+        """Where to append the encoded points of ``info``'s series as a ``data`` metric: points
+        made as bytes (``_number_bytes``) cost a fraction of a upb message built field by
+        field; they are merged into the metric, in order, by ``flush``."""
+        key = info.metric_key(data)
+        found = self._pending.get(key)
+        if found is None:
+            metric = self.metric(info.ctx, info.name, data, kind)
+            found = self._pending[key] = (metric, data, [])
+        return found[2]
+
+    def flush(self, key: tuple[object, ...] | None = None) -> None:
+        """Merge the encoded points waiting for the metric of ``key`` (all: None) into it."""
+        if key is None:
+            waiting = list(self._pending.values())
+            self._pending.clear()
+        else:
+            found = self._pending.pop(key, None)
+            if found is None:
+                return
+            waiting = [found]
+        for target, data, points in waiting:
+            if points:  # framed already: a Gauge's or Sum's data_points, in order
+                (target.gauge if data == "gauge" else target.sum).MergeFromString(b"".join(points))
 
     def attributes(self, labels: Labels) -> list[KeyValue]:
         found = self._attributes.get(labels)
@@ -436,6 +608,8 @@ class _Output:
         value: float | None,
     ) -> pb.NumberDataPoint:
         metric = self.metric(ctx, name, data, kind)
+        if self._pending:  # encoded points of this metric go first, as they came first
+            self.flush((ctx.resource, ctx.scope, name, data))
         points = metric.gauge.data_points if data == "gauge" else metric.sum.data_points
         point: pb.NumberDataPoint = points.add(
             attributes=self.attributes(ctx.attributes), time_unix_nano=ts * NS_PER_MS
@@ -622,10 +796,14 @@ class Mapper:
         self.groups: dict[StreamKey, dict[int, _Group]] = {}
         self.group_exemplars: dict[StreamKey, list[Exemplar]] = {}
         self.grouped = 0  # samples held in ``groups``
-        self.waiting: list[tuple[Series, _Kind, str]] = []  # the last batch fed, not mapped yet
+        self.waiting: list[_Planned] = []  # the last batch fed, not mapped yet
         self.waiting_points = 0  # its samples and histograms
         self.seen_shapes: dict[str, MetricType] = {}
         self._ctx: dict[Labels, _Ctx] = {}
+        self._rows = state.rows.setdefault(self.resource_labels, {})
+        self._kinds: dict[tuple[str, bool, bool], tuple[_Kind, str]] = {}
+        self._kinds_at = (-1, -1)
+        self._shapes_version = 0
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -638,6 +816,10 @@ class Mapper:
         found = self._ctx.get(rest)
         if found is not None:
             return found
+        found = self._ctx[rest] = self._ctx_of(rest)
+        return found
+
+    def _ctx_of(self, rest: Labels) -> _Ctx:
         values = dict(rest)
         resource = tuple(values.get(label, "") for label in self.resource_labels)
         scope_name = values.get("otel_scope_name", "")
@@ -647,10 +829,11 @@ class Mapper:
             else (SCOPE_NAME, __version__)
         )
         attributes = tuple(
-            (k, v) for k, v in rest if k not in self._resource_set and k not in _SCOPE_LABELS
+            pair
+            for pair in rest
+            if pair[0] not in self._resource_set and pair[0] not in _SCOPE_LABELS
         )
-        found = self._ctx[rest] = _Ctx(resource, scope, attributes)
-        return found
+        return _Ctx(resource, scope, attributes)
 
     def resolve(self, series: Series, name: str, shapes: Mapping[str, MetricType]) -> _Kind:
         meta = series.metadata
@@ -685,20 +868,24 @@ class Mapper:
             return _Kind(MetricType.COUNTER, name[:-6], "_total", help_, unit)
         return _Kind(MetricType.UNKNOWN, name, "", help_, unit)
 
-    def shapes(self, batch: Batch) -> dict[str, MetricType]:
+    def shapes(self, batch: Batch | Iterable[Series]) -> dict[str, MetricType]:
         """Families this batch shows the shape of, for series whose type only names can tell."""
+        series = batch.series if isinstance(batch, Batch) else batch
+        return self._learn_shapes([(item, None, None) for item in series])
+
+    def _learn_shapes(
+        self, entries: Iterable[tuple[Series, object, _RowInfo | None]]
+    ) -> dict[str, MetricType]:
         out: dict[str, MetricType] = {}
-        for series in batch.series:
-            if series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
+        for series, _, info in entries:
+            if info is not None:
+                found = info.shape
+            elif series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
                 continue
-            name = series.name
-            keys = {k for k, _ in series.labels}
-            if name.endswith("_bucket") and "le" in keys:
-                out[name[:-7]] = MetricType.HISTOGRAM
-            elif "quantile" in keys:
-                out[name] = MetricType.SUMMARY
-            elif name.endswith("_total"):
-                out[name[:-6]] = MetricType.COUNTER
+            else:
+                found = _shape(series.name, {k for k, _ in series.labels})
+            if found is not None:
+                out[found[0]] = found[1]
         for family, mtype in out.items():
             if family not in self.state.families:
                 self.state.infer(family, mtype)
@@ -730,7 +917,7 @@ class Mapper:
         self.finish()
         return self.take()
 
-    def feed(self, batch: Batch) -> None:
+    def feed(self, batch: Batch | list[Item]) -> None:
         """Read ``batch`` and map the one fed before it into the request being built.
 
         Mapping a batch one ``feed`` late lets the ``_created`` series of the next one reach
@@ -738,38 +925,122 @@ class Mapper:
         family: a cut between the two would otherwise lose the start time). Classic histogram
         and summary parts wait in ``groups`` for the rest of their point, which may be in a
         later batch. ``finish`` maps what waits.
+
+        A batch may also be a step of ``rows.entry_steps``: its rows' label sets are looked up
+        by their bytes (``_RowInfo``), and their gauges and counters encoded straight to bytes.
         """
-        self.state.learn(batch.metadata)
+        if isinstance(batch, Batch):
+            self.state.learn(batch.metadata)
+            items: Sequence[Item] = batch.series
+        else:
+            items = batch
+        memo = self._rows
+        if len(memo) > _ROWS_LIMIT:
+            memo.clear()
+        entries: list[tuple[Series, Sequence[tuple[float, int]] | None, _RowInfo | None]] = []
+        for item in items:
+            if isinstance(item, Series):
+                entries.append((item, None, None))
+                continue
+            key, row_samples, _ = item
+            info = memo.get(key)
+            if info is None:
+                info = memo[key] = _RowInfo(row_labels(key), self._ctx_of)
+            entries.append((info.shell, row_samples, info))
         shapes = self.seen_shapes
-        shapes.update(self.shapes(batch))
+        learnt = self._learn_shapes(entries)
+        if any(shapes.get(family) is not mtype for family, mtype in learnt.items()):
+            self._shapes_version += 1
+        shapes.update(learnt)
         if len(shapes) > self.state.max_families:  # what it forgets is still in state.inferred
             shapes.clear()
-            shapes.update(self.shapes(batch))
+            shapes.update(self._learn_shapes(entries))
+            self._shapes_version += 1
         if len(self.created) > self.state.max_streams:
             self.created.clear()
         if len(self._ctx) > _CTX_LIMIT:
             self._ctx.clear()
-        plan: list[tuple[Series, _Kind, str]] = []
-        for series in batch.series:
-            name = series.name
+        # Kind and role by (name, has le, has quantile): all a row's resolve and role read,
+        # kept while what they depend on (families, inferred and seen shapes) is unchanged.
+        if self._kinds_at != (self.state.version, self._shapes_version):
+            self._kinds.clear()
+            self._kinds_at = (self.state.version, self._shapes_version)
+        kinds = self._kinds
+        plan: list[_Planned] = []
+        waiting_points = 0
+        for series, samples, info in entries:
+            if info is None:
+                name = series.name
+                if not name:
+                    self.unmapped += len(series.samples) + len(series.histograms)
+                    continue
+                kind = self.resolve(series, name, shapes)
+                role = self.role(kind, series.labels) if series.samples else "none"
+                if role == "created":
+                    rest = _without(series.labels, "__name__")
+                    for sample in series.samples:
+                        if math.isfinite(sample.value) and sample.value > 0:
+                            self.created[(kind.family, rest)] = int(sample.value * 1000)
+                    continue
+                plan.append((series, kind, role, None))
+                waiting_points += len(series.samples) + len(series.histograms)
+                continue
+            assert samples is not None
+            name = info.name
             if not name:
-                self.unmapped += len(series.samples) + len(series.histograms)
+                self.unmapped += len(samples)
                 continue
-            kind = self.resolve(series, name, shapes)
-            role = self.role(kind, series.labels) if series.samples else "none"
+            if not samples:
+                continue  # role "none", and no histograms in a row
+            cached = (name, info.has_le, info.has_quantile)
+            found = kinds.get(cached)
+            if found is None:
+                kind = self.resolve(series, name, shapes)
+                found = kinds[cached] = (kind, self.role(kind, series.labels))
+            kind, role = found
             if role == "created":
-                rest = _without(series.labels, "__name__")
-                for sample in series.samples:
-                    if math.isfinite(sample.value) and sample.value > 0:
-                        self.created[(kind.family, rest)] = int(sample.value * 1000)
+                for value, _ in samples:
+                    if math.isfinite(value) and value > 0:
+                        self.created[(kind.family, info.rest)] = int(value * 1000)
                 continue
-            plan.append((series, kind, role))
+            plan.append((info, kind, role, samples))
+            waiting_points += len(samples)
         waiting, self.waiting = self.waiting, plan
-        self.waiting_points = sum(len(s.samples) + len(s.histograms) for s, _, _ in plan)
+        self.waiting_points = waiting_points
         self.map_plan(waiting)
 
-    def map_plan(self, plan: list[tuple[Series, _Kind, str]]) -> None:
-        for series, kind, role in plan:
+    def map_plan(self, plan: list[_Planned]) -> None:
+        index, size = 0, len(plan)
+        native = _native
+        while index < size:
+            if native is not None:  # gauge_row and counter_row, compiled, for what they can
+                index, added = native.otlp_rows(
+                    plan,
+                    index,
+                    self.out,
+                    self.updates,
+                    self.state.streams,
+                    self.created,
+                    CounterState,
+                    self.delta,
+                )
+                self.out.points += added
+                if index >= size:
+                    break
+            series, kind, role, samples = plan[index]
+            index += 1
+            if samples is not None:  # a row
+                assert isinstance(series, _RowInfo)
+                if role == "counter":
+                    self.counter_row(series, samples, kind)
+                elif role in ("gauge", "updown"):
+                    self.gauge_row(series, samples, kind, role)
+                elif role == "drop":
+                    self.unmapped += len(samples)
+                elif role != "none":
+                    self.part(series.series(samples), kind, role)
+                continue
+            assert isinstance(series, Series)
             if series.histograms:
                 self.native(series, kind)
             if role == "none":
@@ -803,12 +1074,14 @@ class Mapper:
         new one (stream updates are kept for ``take``). Serialized requests concatenate into
         one (protobuf repeated fields), so a large request is serialized in parts."""
         out = self.out
+        out.flush()
         self.out = _Output(self.resource_labels, "delta" if self.delta else "cumulative")
         return out.request.SerializeToString(), out.points
 
     def take(self) -> Mapped:
         """The request mapped since the last ``take``, and its stream updates; the next request
         starts empty and reads the state the caller committed in between."""
+        self.out.flush()
         mapped = Mapped(self.out.request, self.out.points, self.updates, self.unmapped)
         self.out = _Output(self.resource_labels, "delta" if self.delta else "cumulative")
         self.updates = {}
@@ -871,6 +1144,70 @@ class Mapper:
         if last is not None:
             for exemplar in series.exemplars:
                 _add_exemplar(last, exemplar)
+
+    def gauge_row(
+        self, info: _RowInfo, samples: Sequence[tuple[float, int]], kind: _Kind, role: str
+    ) -> None:
+        """``gauge`` for a row (no start or created timestamps in remote write 1.0)."""
+        data = "gauge" if role == "gauge" else "updown"
+        out = self.out.encoded(info, data, kind)
+        attrs = info.attrs
+        updown = data == "updown"
+        for value, ts in samples:
+            point = None if is_stale(value) else value
+            out.append(_number_bytes(attrs, ts, ts if updown else 0, point))
+        self.out.points += len(samples)
+
+    def counter_row(
+        self, info: _RowInfo, samples: Sequence[tuple[float, int]], kind: _Kind
+    ) -> None:
+        """``counter`` for a row, its points encoded (a row has no exemplars)."""
+        key, attrs, delta_mode = info.counter_key, info.attrs, self.delta
+        updates, streams = self.updates, self.state.streams
+        out: list[bytes] | None = None  # the metric is made with its first point, as in counter
+        added = 0
+        for value, ts in samples:
+            prev = updates.get(key) or streams.get(key)
+            assert prev is None or isinstance(prev, CounterState)
+            point: float | None = value
+            if value != value and is_stale(value):
+                start = (prev.last_ms if delta_mode else prev.start_ms) if prev else ts
+                start, point = min(start, ts), None
+            else:
+                explicit = self.created.get((kind.family, info.rest), 0) if self.created else 0
+                if value != value:  # not a count: pass it on, but never as a baseline
+                    if delta_mode:
+                        continue
+                    start = _cumulative_start(prev, ts, explicit, False)
+                else:
+                    reset = prev is not None and (
+                        value < prev.value or ts >= explicit > prev.last_ms
+                    )
+                    if not delta_mode:
+                        # _cumulative_start, inlined (the hot path)
+                        if explicit and explicit <= ts:
+                            start = explicit
+                        elif prev is None:
+                            start = ts
+                        elif reset:
+                            start = prev.last_ms + 1 if prev.last_ms + 1 < ts else ts
+                        else:
+                            start = prev.start_ms if prev.start_ms < ts else ts
+                        if prev is None or ts > prev.last_ms:
+                            updates[key] = _counter_state(start, ts, value)
+                    elif prev is None:
+                        updates[key] = _counter_state(ts, ts, value)  # the baseline, not sent
+                        continue
+                    elif ts <= prev.last_ms:
+                        continue  # a repeat or out of order: no interval to report
+                    else:
+                        updates[key] = _counter_state(prev.start_ms, ts, value)
+                        start, point = prev.last_ms, value if reset else value - prev.value
+            if out is None:
+                out = self.out.encoded(info, "sum", kind)
+            out.append(_number_bytes(attrs, ts, start, point))
+            added += 1
+        self.out.points += added
 
     # -- classic histograms and summaries --------------------------------------------------
 

@@ -1,0 +1,1002 @@
+/* The hot loops of the Datadog and OTLP destinations' conversion (issue 17), each with a
+ * pure-Python twin that is its reference, used when this is not built or
+ * GOTK_RELAY_NO_EXTENSIONS is set (tests/unit/test_rows.py runs both):
+ *
+ * - rows: the series of an uncompressed remote-write 1.0 WriteRequest as rows (twin and contract:
+ *   destinations/rows.py). Walking every label field of every series in Python cost more than
+ *   the whole conversion may; here it is one pass over the bytes, and Python sees one row per
+ *   series: the label fields' bytes as they came (a memo key), the samples, and the series' own
+ *   bytes when it holds anything else (histograms, exemplars, interleaved fields);
+ * - datadog_rows, datadog_render: datadog_mapping.map_items' loop over rows, datadog.render;
+ * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row.
+ *
+ * They read and write the Python state the twins use (memos, counter and stream state) through
+ * the C API, and leave to Python what they do not handle (a label set or name seen first, ...).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <math.h>
+#include <string.h>
+
+static PyObject *DecodeError;
+
+static int read_varint(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, uint64_t *out) {
+    uint64_t result = 0;
+    int shift = 0;
+    while (*pos < end) {
+        uint8_t byte = p[(*pos)++];
+        result |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) {
+            *out = result;
+            return 0;
+        }
+        shift += 7;
+        if (shift >= 70) {
+            PyErr_SetString(DecodeError, "invalid protobuf: varint too long");
+            return -1;
+        }
+    }
+    PyErr_SetString(DecodeError, "invalid protobuf: truncated");
+    return -1;
+}
+
+/* One field at *pos: its number, wire type, payload start and the position after it. */
+static int read_field(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, uint64_t *number,
+                      int *wire, Py_ssize_t *payload) {
+    uint64_t tag, size;
+    if (read_varint(p, pos, end, &tag) < 0) return -1;
+    *number = tag >> 3;
+    *wire = (int)(tag & 7);
+    switch (*wire) {
+    case 0:
+        *payload = *pos;
+        if (read_varint(p, pos, end, &size) < 0) return -1;
+        break;
+    case 1:
+        *payload = *pos;
+        *pos += 8;
+        break;
+    case 2:
+        if (read_varint(p, pos, end, &size) < 0) return -1;
+        if (size > (uint64_t)(end - *pos)) {
+            PyErr_SetString(DecodeError, "invalid protobuf: field runs past its message");
+            return -1;
+        }
+        *payload = *pos;
+        *pos += (Py_ssize_t)size;
+        break;
+    case 5:
+        *payload = *pos;
+        *pos += 4;
+        break;
+    default:
+        PyErr_Format(DecodeError, "invalid protobuf: wire type %d", *wire);
+        return -1;
+    }
+    if (*pos > end) {
+        PyErr_SetString(DecodeError, "invalid protobuf: field runs past its message");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) {
+    double value = 0.0;
+    int64_t ts = 0;
+    while (pos < end) {
+        uint64_t number, raw;
+        int wire;
+        Py_ssize_t payload;
+        if (read_field(p, &pos, end, &number, &wire, &payload) < 0) return NULL;
+        if (number == 1 && wire == 1) {
+            memcpy(&raw, p + payload, 8); /* little-endian hosts only, checked at import */
+            memcpy(&value, &raw, 8);
+        } else if (number == 2 && wire == 0) {
+            Py_ssize_t at = payload;
+            if (read_varint(p, &at, end, &raw) < 0) return NULL;
+            ts = (int64_t)raw;
+        }
+    }
+    PyObject *v = PyFloat_FromDouble(value);
+    PyObject *t = PyLong_FromLongLong(ts);
+    if (v == NULL || t == NULL) {
+        Py_XDECREF(v);
+        Py_XDECREF(t);
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(2);
+    if (out == NULL) {
+        Py_DECREF(v);
+        Py_DECREF(t);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, v);
+    PyTuple_SET_ITEM(out, 1, t);
+    /* A float and an int cannot be part of a cycle: untracked, as the collector itself would
+     * untrack it, so a step's thousands of samples do not trigger collections. */
+    PyObject_GC_UnTrack(out);
+    return out;
+}
+
+/* One TimeSeries (payload p[start:end]) as (key, samples, raw or None). */
+static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t pos = start, labels_start = -1, labels_end = -1;
+    int other = 0, labels_done = 0;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    while (pos < end) {
+        uint64_t number;
+        int wire;
+        Py_ssize_t field_start = pos, payload;
+        if (read_field(p, &pos, end, &number, &wire, &payload) < 0) goto fail;
+        if (number == 1 && wire == 2) {
+            if (labels_start < 0) {
+                labels_start = field_start;
+            } else if (labels_done) {
+                other = 1; /* labels after another field: not one slice */
+            }
+            labels_end = pos;
+        } else {
+            if (labels_start >= 0) labels_done = 1;
+            if (number == 2 && wire == 2) {
+                PyObject *sample = sample_tuple(p, payload, pos);
+                if (sample == NULL) goto fail;
+                int rc = PyList_Append(list, sample);
+                Py_DECREF(sample);
+                if (rc < 0) goto fail;
+            } else {
+                other = 1;
+            }
+        }
+    }
+    PyObject *samples = PyList_AsTuple(list);
+    Py_CLEAR(list);
+    if (samples == NULL) return NULL;
+    PyObject_GC_UnTrack(samples); /* holds untracked tuples only */
+    PyObject *key = labels_start < 0
+                        ? PyBytes_FromStringAndSize("", 0)
+                        : PyBytes_FromStringAndSize((const char *)p + labels_start,
+                                                    labels_end - labels_start);
+    if (key == NULL) {
+        Py_DECREF(samples);
+        return NULL;
+    }
+    PyObject *raw;
+    if (other) {
+        raw = PyBytes_FromStringAndSize((const char *)p + start, end - start);
+        if (raw == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(samples);
+            return NULL;
+        }
+    } else {
+        raw = Py_NewRef(Py_None);
+    }
+    PyObject *row = PyTuple_New(3);
+    if (row == NULL) {
+        Py_DECREF(key);
+        Py_DECREF(raw);
+        Py_DECREF(samples);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(row, 0, key);
+    PyTuple_SET_ITEM(row, 1, samples);
+    PyTuple_SET_ITEM(row, 2, raw);
+    PyObject_GC_UnTrack(row); /* bytes, an untracked tuple, bytes or None */
+    return row;
+fail:
+    Py_XDECREF(list);
+    return NULL;
+}
+
+/* rows(data, pos, budget) -> (rows, next): the rows of the series fields from data[pos:] on, as
+ * many whole ones as fit in budget bytes (fields counted whole), and where the next starts.
+ * Other top-level fields are passed over. A first series over budget: ([], pos). */
+static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "rows(data, pos, budget)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t budget = PyLong_AsSsize_t(args[2]);
+    if (budget == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *p = (const uint8_t *)view.buf;
+    Py_ssize_t end = view.len, used = 0;
+    PyObject *result = NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) goto done;
+    if (pos < 0 || pos > end) {
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        goto fail;
+    }
+    while (pos < end) {
+        uint64_t number;
+        int wire;
+        Py_ssize_t payload, next = pos;
+        if (read_field(p, &next, end, &number, &wire, &payload) < 0) goto fail;
+        if (number != 1 || wire != 2) { /* metadata: read elsewhere */
+            pos = next;
+            continue;
+        }
+        if (used + (next - pos) > budget) break;
+        used += next - pos;
+        PyObject *row = series_row(p, payload, next);
+        if (row == NULL) goto fail;
+        int rc = PyList_Append(out, row);
+        Py_DECREF(row);
+        if (rc < 0) goto fail;
+        pos = next;
+    }
+    result = Py_BuildValue("(Nn)", out, pos);
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* ---- Datadog: the hot loop of datadog_mapping.map_items, for rows ---------------------------
+ *
+ * datadog_rows(items, start, names, by_bytes, pending, marks, out, counts, args) maps
+ * items[start:] as map_items does, row by row, and returns the index of the first item it left
+ * to Python: one that is not a row without a rest, whose label set is not in by_bytes, or whose
+ * name is not in names yet. args = (oldest, newest, counters_as_count, DROP, COUNTER,
+ * TYPE_COUNT, TYPE_GAUGE). counts is a list of 8 ints it adds to: stale, not finite, too new,
+ * out of order, too old, counter first, invalid name, created. */
+
+enum { C_STALE, C_NOT_FINITE, C_TOO_NEW, C_OUT_OF_ORDER, C_TOO_OLD, C_COUNTER_FIRST, C_INVALID,
+       C_CREATED, C_COUNT };
+
+#define STALE_BITS 0x7ff0000000000002ULL
+
+static int64_t floor_div_1000(int64_t ts) {
+    int64_t q = ts / 1000;
+    if (ts % 1000 != 0 && ts < 0) q -= 1;
+    return q;
+}
+
+/* One counter's interval, max(1, round((ts - last) / 1000)) as Python computes it: in doubles
+ * where they are exact (a difference within 2^53: the quotient is then correctly rounded, as
+ * int / int is), else with Python's own numbers. */
+static PyObject *interval_of(int64_t ts, int64_t last, PyObject *ts_obj, PyObject *last_obj) {
+    int64_t diff;
+    if (!__builtin_sub_overflow(ts, last, &diff) && diff <= (1LL << 53) && diff >= -(1LL << 53)) {
+        double q = rint((double)diff / 1000.0); /* half to even, as round() */
+        return PyLong_FromLongLong(q < 1.0 ? 1 : (long long)q);
+    }
+    PyObject *d = PyNumber_Subtract(ts_obj, last_obj);
+    if (d == NULL) return NULL;
+    PyObject *thousand = PyLong_FromLong(1000);
+    PyObject *q = thousand == NULL ? NULL : PyNumber_TrueDivide(d, thousand);
+    Py_DECREF(d);
+    Py_XDECREF(thousand);
+    if (q == NULL) return NULL;
+    PyObject *r;
+    PyObject *builtins = PyEval_GetBuiltins(); /* borrowed */
+    PyObject *round_fn = builtins == NULL ? NULL : PyDict_GetItemString(builtins, "round");
+    if (round_fn == NULL) {
+        Py_DECREF(q);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no round()");
+        return NULL;
+    }
+    r = PyObject_CallOneArg(round_fn, q);
+    Py_DECREF(q);
+    if (r == NULL) return NULL;
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    int smaller = PyObject_RichCompareBool(r, one, Py_LT);
+    if (smaller < 0) {
+        Py_DECREF(r);
+        Py_DECREF(one);
+        return NULL;
+    }
+    if (smaller) {
+        Py_DECREF(r);
+        return one;
+    }
+    Py_DECREF(one);
+    return r;
+}
+
+/* (int, float) pairs cannot be part of a cycle: untracked at once, as the collector would at
+ * its first pass, so a conversion's points and counter marks (alive until its request is sent)
+ * do not count towards full collections, which walk every series' memoized state. */
+static PyObject *atomic_pair(PyObject *first, PyObject *second) {
+    PyObject *out = PyTuple_Pack(2, first, second);
+    if (out != NULL) PyObject_GC_UnTrack(out);
+    return out;
+}
+
+static PyObject *point_tuple(int64_t seconds, PyObject *value) {
+    PyObject *t = PyLong_FromLongLong(seconds);
+    if (t == NULL) return NULL;
+    PyObject *out = atomic_pair(t, value);
+    Py_DECREF(t);
+    return out;
+}
+
+static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "datadog_rows takes 9 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *names = args[2], *by_bytes = args[3], *pending = args[4];
+    PyObject *marks = args[5], *out = args[6], *counts = args[7], *params = args[8];
+    if (!PyList_Check(items) || !PyDict_Check(names) || !PyDict_Check(by_bytes) ||
+        !PyDict_Check(pending) || !PyDict_Check(marks) || !PyDict_Check(out) ||
+        !PyList_Check(counts) || PyList_GET_SIZE(counts) != C_COUNT || !PyTuple_Check(params) ||
+        PyTuple_GET_SIZE(params) != 7) {
+        PyErr_SetString(PyExc_TypeError, "datadog_rows: unexpected argument types");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    int64_t oldest = PyLong_AsLongLong(PyTuple_GET_ITEM(params, 0));
+    int64_t newest = PyLong_AsLongLong(PyTuple_GET_ITEM(params, 1));
+    if (PyErr_Occurred()) return NULL;
+    int as_count = PyObject_IsTrue(PyTuple_GET_ITEM(params, 2));
+    if (as_count < 0) return NULL;
+    PyObject *drop = PyTuple_GET_ITEM(params, 3), *counter = PyTuple_GET_ITEM(params, 4);
+    PyObject *type_count = PyTuple_GET_ITEM(params, 5), *type_gauge = PyTuple_GET_ITEM(params, 6);
+    long long tally[C_COUNT] = {0};
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3 ||
+            PyTuple_GET_ITEM(item, 2) != Py_None)
+            break;
+        PyObject *info = PyDict_GetItemWithError(by_bytes, PyTuple_GET_ITEM(item, 0));
+        if (info == NULL) {
+            if (PyErr_Occurred()) goto error;
+            break;
+        }
+        if (!PyList_CheckExact(info) || PyList_GET_SIZE(info) < 6) break;
+        PyObject *samples = PyTuple_GET_ITEM(item, 1);
+        if (!PyTuple_CheckExact(samples)) break;
+        Py_ssize_t count = PyTuple_GET_SIZE(samples);
+        if (count == 0) continue;
+        int plain = 1; /* every sample a (float, int): else Python maps the row */
+        for (Py_ssize_t k = 0; k < count && plain; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            plain = PyTuple_CheckExact(sample) && PyTuple_GET_SIZE(sample) == 2 &&
+                    PyFloat_CheckExact(PyTuple_GET_ITEM(sample, 0)) &&
+                    PyLong_CheckExact(PyTuple_GET_ITEM(sample, 1));
+        }
+        if (!plain) break;
+        PyObject *key = PyList_GET_ITEM(info, 0);
+        PyObject *lookup = PyTuple_Pack(2, PyList_GET_ITEM(info, 1), Py_None);
+        if (lookup == NULL) goto error;
+        PyObject *resolved = PyDict_GetItemWithError(names, lookup);
+        Py_DECREF(lookup);
+        if (resolved == NULL) {
+            if (PyErr_Occurred()) goto error;
+            break; /* the name's first series in this conversion: Python resolves it */
+        }
+        if (!PyTuple_CheckExact(resolved) || PyTuple_GET_SIZE(resolved) != 2) break;
+        PyObject *metric = PyTuple_GET_ITEM(resolved, 0);
+        PyObject *kind = PyTuple_GET_ITEM(resolved, 1);
+        if (!PyUnicode_Check(metric)) break;
+        if (PyUnicode_GET_LENGTH(metric) == 0) {
+            tally[C_INVALID] += count;
+            continue;
+        }
+        if (kind == drop) {
+            tally[C_CREATED] += count;
+            continue;
+        }
+        int is_count = kind == counter && as_count;
+        PyObject *id = PyLong_FromVoidPtr(info);
+        if (id == NULL) goto error;
+        PyObject *mapped = PyDict_GetItemWithError(out, id);
+        if (mapped == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(id);
+                goto error;
+            }
+            /* A gauge's marks stay empty: a shared tuple, as map_items makes it. */
+            PyObject *points = PyList_New(0);
+            PyObject *marks_list = is_count ? PyList_New(0) : PyTuple_New(0);
+            PyObject *zero = PyLong_FromLong(0);
+            mapped = PyList_New(10);
+            if (points == NULL || marks_list == NULL || zero == NULL || mapped == NULL) {
+                Py_XDECREF(points);
+                Py_XDECREF(marks_list);
+                Py_XDECREF(zero);
+                Py_XDECREF(mapped);
+                Py_DECREF(id);
+                goto error;
+            }
+            /* The row and its lists only ever point at what outlives them (the label set's
+             * info, strings, untracked pairs), never back: they cannot be part of a cycle, so
+             * the collector need not walk them. Untracked, the thousands a request's
+             * conversion holds do not make full collections (which walk every memoized label
+             * set) come several times a second. */
+            PyObject_GC_UnTrack(points);
+            if (is_count) PyObject_GC_UnTrack(marks_list);
+            PyObject_GC_UnTrack(mapped);
+            PyObject *fields[10] = {key, metric, is_count ? type_count : type_gauge,
+                                    PyList_GET_ITEM(info, 2), PyList_GET_ITEM(info, 3),
+                                    points, marks_list, Py_None, zero, info};
+            for (int f = 0; f < 10; f++) {
+                if (f != 5 && f != 6 && f != 8) Py_INCREF(fields[f]);
+                PyList_SET_ITEM(mapped, f, fields[f]);
+            }
+            int rc = PyDict_SetItem(out, id, mapped);
+            Py_DECREF(mapped); /* out holds it */
+            if (rc < 0) {
+                Py_DECREF(id);
+                goto error;
+            }
+        }
+        Py_DECREF(id);
+        PyObject *points = PyList_GET_ITEM(mapped, 5);
+        for (Py_ssize_t k = 0; k < count; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
+            PyObject *ts_obj = PyTuple_GET_ITEM(sample, 1);
+            double value = PyFloat_AS_DOUBLE(value_obj);
+            int64_t ts = PyLong_AsLongLong(ts_obj);
+            if (ts == -1 && PyErr_Occurred()) goto error;
+            if (!(value - value == 0.0)) { /* NaN or ±Inf */
+                uint64_t bits;
+                memcpy(&bits, &value, 8);
+                tally[bits == STALE_BITS ? C_STALE : C_NOT_FINITE]++;
+                continue;
+            }
+            if (ts > newest) {
+                tally[C_TOO_NEW]++;
+                continue;
+            }
+            if (!is_count) {
+                if (ts < oldest) {
+                    tally[C_TOO_OLD]++;
+                    continue;
+                }
+                PyObject *point = point_tuple(floor_div_1000(ts), value_obj);
+                if (point == NULL) goto error;
+                int rc = PyList_Append(points, point);
+                Py_DECREF(point);
+                if (rc < 0) goto error;
+                continue;
+            }
+            PyObject *last = PyDict_GetItemWithError(pending, key);
+            if (last == NULL) {
+                if (PyErr_Occurred()) goto error;
+                last = PyDict_GetItemWithError(marks, key);
+                if (last == NULL && PyErr_Occurred()) goto error;
+            }
+            int64_t last_ts = 0;
+            double last_value = 0.0;
+            if (last != NULL) {
+                if (!PyTuple_Check(last) || PyTuple_GET_SIZE(last) < 2) {
+                    PyErr_SetString(PyExc_TypeError, "datadog_rows: a counter mark is not a tuple");
+                    goto error;
+                }
+                last_ts = PyLong_AsLongLong(PyTuple_GET_ITEM(last, 0));
+                if (last_ts == -1 && PyErr_Occurred()) goto error;
+                last_value = PyFloat_AsDouble(PyTuple_GET_ITEM(last, 1));
+                if (last_value == -1.0 && PyErr_Occurred()) goto error;
+                if (ts <= last_ts) {
+                    tally[C_OUT_OF_ORDER]++;
+                    continue;
+                }
+            }
+            PyObject *interval = NULL; /* set on a counter's first point */
+            if (last != NULL && PyList_GET_SIZE(points) == 0 && ts >= oldest) {
+                interval = interval_of(ts, last_ts, ts_obj, PyTuple_GET_ITEM(last, 0));
+                if (interval == NULL) goto error;
+            }
+            PyObject *mark = atomic_pair(ts_obj, value_obj);
+            if (mark == NULL) {
+                Py_XDECREF(interval);
+                goto error;
+            }
+            int rc = PyDict_SetItem(pending, key, mark);
+            if (rc == 0) {
+                Py_INCREF(mark);
+                PyList_SetItem(mapped, 7, mark); /* steals; drops the old one */
+            }
+            if (rc < 0) {
+                Py_DECREF(mark);
+                Py_XDECREF(interval);
+                goto error;
+            }
+            if (ts < oldest) {
+                Py_DECREF(mark);
+                tally[C_TOO_OLD]++;
+                continue;
+            }
+            if (last == NULL) {
+                Py_DECREF(mark);
+                tally[C_COUNTER_FIRST]++;
+                continue;
+            }
+            if (interval != NULL) PyList_SetItem(mapped, 8, interval); /* steals */
+            PyObject *delta = value >= last_value ? PyFloat_FromDouble(value - last_value)
+                                                  : Py_NewRef(value_obj);
+            if (delta == NULL) {
+                Py_DECREF(mark);
+                goto error;
+            }
+            PyObject *point = point_tuple(floor_div_1000(ts), delta);
+            Py_DECREF(delta);
+            if (point == NULL) {
+                Py_DECREF(mark);
+                goto error;
+            }
+            rc = PyList_Append(points, point);
+            Py_DECREF(point);
+            if (rc == 0) rc = PyList_Append(PyList_GET_ITEM(mapped, 6), mark);
+            Py_DECREF(mark);
+            if (rc < 0) goto error;
+        }
+    }
+    for (int c = 0; c < C_COUNT; c++) {
+        if (!tally[c]) continue;
+        PyObject *before = PyList_GET_ITEM(counts, c);
+        long long was = PyLong_AsLongLong(before);
+        if (was == -1 && PyErr_Occurred()) return NULL;
+        PyObject *now = PyLong_FromLongLong(was + tally[c]);
+        if (now == NULL) return NULL;
+        PyList_SetItem(counts, c, now);
+    }
+    return PyLong_FromSsize_t(i);
+error:
+    return NULL;
+}
+
+/* datadog_render(rows, start, heads, scalar, out) appends to out the JSON of rows[start:] as
+ * datadog.render makes it, and returns the index of the first row it left to Python: one whose
+ * head (heads[(metric, type)]) or tags' JSON (info[4]) is not made yet, or not a plain row.
+ * scalar is the function that writes one number (orjson.dumps): every value goes through it. */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, cap;
+} Buf;
+
+static int buf_put(Buf *b, const char *src, Py_ssize_t n) {
+    if (b->size + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 256;
+        while (cap < b->size + n) cap *= 2;
+        char *grown = PyMem_Realloc(b->data, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->size, src, n);
+    b->size += n;
+    return 0;
+}
+
+static int buf_bytes(Buf *b, PyObject *bytes) {
+    return buf_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+}
+
+static int buf_int(Buf *b, PyObject *number) {
+    PyObject *text = PyObject_Str(number); /* as %d formats it */
+    if (text == NULL) return -1;
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = utf8 == NULL ? -1 : buf_put(b, utf8, n);
+    Py_DECREF(text);
+    return rc;
+}
+
+static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "datadog_render(rows, start, heads, scalar, out)");
+        return NULL;
+    }
+    PyObject *rows_list = args[0], *heads = args[2], *scalar = args[3], *out = args[4];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Buf b = {NULL, 0, 0};
+    Py_ssize_t n = PyList_GET_SIZE(rows_list);
+    for (; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows_list, i);
+        if (!PyList_CheckExact(row) || PyList_GET_SIZE(row) != 10) break;
+        PyObject *info = PyList_GET_ITEM(row, 9);
+        if (!PyList_CheckExact(info) || PyList_GET_SIZE(info) < 5) break;
+        PyObject *tail = PyList_GET_ITEM(info, 4);
+        PyObject *points = PyList_GET_ITEM(row, 5);
+        PyObject *interval = PyList_GET_ITEM(row, 8);
+        if (!PyBytes_CheckExact(tail) || !PyList_CheckExact(points) ||
+            !PyLong_CheckExact(interval))
+            break;
+        PyObject *lookup = PyTuple_Pack(2, PyList_GET_ITEM(row, 1), PyList_GET_ITEM(row, 2));
+        if (lookup == NULL) goto error;
+        PyObject *head = PyDict_GetItemWithError(heads, lookup);
+        Py_DECREF(lookup);
+        if (head == NULL) {
+            if (PyErr_Occurred()) goto error;
+            break;
+        }
+        if (!PyBytes_CheckExact(head)) break;
+        b.size = 0;
+        if (buf_bytes(&b, head) < 0) goto error;
+        Py_ssize_t count = PyList_GET_SIZE(points);
+        for (Py_ssize_t k = 0; k < count; k++) {
+            PyObject *point = PyList_GET_ITEM(points, k);
+            if (!PyTuple_CheckExact(point) || PyTuple_GET_SIZE(point) != 2) {
+                PyErr_SetString(PyExc_TypeError, "datadog_render: a point is not a pair");
+                goto error;
+            }
+            if (k && buf_put(&b, ",", 1) < 0) goto error;
+            if (buf_put(&b, "{\"timestamp\":", 13) < 0) goto error;
+            if (buf_int(&b, PyTuple_GET_ITEM(point, 0)) < 0) goto error;
+            if (buf_put(&b, ",\"value\":", 9) < 0) goto error;
+            PyObject *value = PyObject_CallOneArg(scalar, PyTuple_GET_ITEM(point, 1));
+            if (value == NULL) goto error;
+            int rc = PyBytes_Check(value) ? buf_bytes(&b, value) : -1;
+            if (rc < 0 && !PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "datadog_render: scalar() made no bytes");
+            Py_DECREF(value);
+            if (rc < 0 || buf_put(&b, "}", 1) < 0) goto error;
+        }
+        if (buf_bytes(&b, tail) < 0) goto error;
+        int has_interval = PyObject_IsTrue(interval);
+        if (has_interval < 0) goto error;
+        if (has_interval) {
+            if (buf_put(&b, ",\"interval\":", 12) < 0 || buf_int(&b, interval) < 0) goto error;
+        }
+        if (buf_put(&b, "}", 1) < 0) goto error;
+        PyObject *part = PyBytes_FromStringAndSize(b.data, b.size);
+        if (part == NULL) goto error;
+        int rc = PyList_Append(out, part);
+        Py_DECREF(part);
+        if (rc < 0) goto error;
+    }
+    PyMem_Free(b.data);
+    return PyLong_FromSsize_t(i);
+error:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+/* ---- OTLP: Mapper.gauge_row and Mapper.counter_row, compiled -------------------------------
+ *
+ * otlp_rows(plan, start, output, updates, streams, created, counter_state, delta) maps the
+ * plan entries from start on that are rows (samples not None) with role "gauge", "updown" or
+ * "counter", as those methods do (output.encoded(info, data, kind) gives a metric's list of
+ * encoded points, made with the row's first point); returns (index of the first entry left to
+ * Python, data points added). */
+
+static PyObject *s_encoded, *s_attrs, *s_counter_key, *s_rest, *s_gauge, *s_updown, *s_sum;
+
+#define NS_PER_MS 1000000ULL
+#define MAX_MS (UINT64_MAX / NS_PER_MS)
+
+static int put_fixed64(Buf *b, uint8_t tag, uint64_t v) {
+    char raw[9];
+    raw[0] = (char)tag;
+    memcpy(raw + 1, &v, 8); /* little-endian hosts only, checked at import */
+    return buf_put(b, raw, 9);
+}
+
+/* _number_bytes: a framed NumberDataPoint (Gauge/Sum data_points field). */
+static PyObject *number_bytes(Buf *b, PyObject *attrs, int64_t ts, int64_t start, int has_value,
+                              double value) {
+    if (ts < 0 || (uint64_t)ts > MAX_MS || start < 0 || (uint64_t)start > MAX_MS) {
+        PyErr_SetString(PyExc_OverflowError, "otlp_rows: a time out of range");
+        return NULL;
+    }
+    b->size = 0;
+    if (buf_put(b, "\0\0\0\0\0", 5) < 0) return NULL; /* room for the frame's tag and length */
+    if (start && put_fixed64(b, 0x11, (uint64_t)start * NS_PER_MS) < 0) return NULL;
+    if (ts && put_fixed64(b, 0x19, (uint64_t)ts * NS_PER_MS) < 0) return NULL;
+    if (has_value) {
+        char raw[9];
+        raw[0] = 0x21;
+        memcpy(raw + 1, &value, 8);
+        if (buf_put(b, raw, 9) < 0) return NULL;
+    }
+    if (buf_bytes(b, attrs) < 0) return NULL;
+    if (!has_value && buf_put(b, "\x40\x01", 2) < 0) return NULL;
+    Py_ssize_t size = b->size - 5;
+    char head[6];
+    int n = 0;
+    head[n++] = 0x0A;
+    uint64_t v = (uint64_t)size;
+    do {
+        uint8_t byte = v & 0x7F;
+        v >>= 7;
+        head[n++] = (char)(v ? byte | 0x80 : byte);
+    } while (v);
+    memcpy(b->data + 5 - n, head, n);
+    return PyBytes_FromStringAndSize(b->data + 5 - n, size + n);
+}
+
+static PyObject *counter_state(PyObject *type, int64_t start, int64_t last, PyObject *value) {
+    PyObject *a = PyLong_FromLongLong(start), *l = PyLong_FromLongLong(last);
+    PyObject *items = (a && l) ? PyTuple_Pack(3, a, l, value) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(l);
+    if (items == NULL) return NULL;
+    PyObject *call = PyTuple_Pack(1, items); /* tuple.__new__(type, items) */
+    Py_DECREF(items);
+    if (call == NULL) return NULL;
+    PyObject *out = PyTuple_Type.tp_new((PyTypeObject *)type, call, NULL);
+    Py_DECREF(call);
+    /* Two ints and a float: never part of a cycle, and kept for every stream; untracked so that
+     * collections (which making thousands of them per request sets off) need not walk them. */
+    if (out != NULL && PyObject_IS_GC(out)) PyObject_GC_UnTrack(out);
+    return out;
+}
+
+static int get_int64(PyObject *tuple, Py_ssize_t index, int64_t *out) {
+    *out = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, index));
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyList_Check(args[0]) || !PyDict_Check(args[3]) ||
+        !PyDict_Check(args[4]) || !PyDict_Check(args[5]) || !PyType_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "otlp_rows: unexpected arguments");
+        return NULL;
+    }
+    PyObject *plan = args[0], *output = args[2], *updates = args[3], *streams = args[4];
+    PyObject *created = args[5], *state_type = args[6];
+    int delta = PyObject_IsTrue(args[7]);
+    if (delta < 0) return NULL;
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Buf b = {NULL, 0, 0};
+    long long added = 0;
+    Py_ssize_t n = PyList_GET_SIZE(plan);
+    for (; i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(plan, i);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4) break;
+        PyObject *info = PyTuple_GET_ITEM(entry, 0), *kind = PyTuple_GET_ITEM(entry, 1);
+        PyObject *role = PyTuple_GET_ITEM(entry, 2), *samples = PyTuple_GET_ITEM(entry, 3);
+        if (!PyTuple_CheckExact(samples) || !PyUnicode_Check(role)) break;
+        int is_counter = PyUnicode_CompareWithASCIIString(role, "counter") == 0;
+        int updown = PyUnicode_CompareWithASCIIString(role, "updown") == 0;
+        if (!is_counter && !updown && PyUnicode_CompareWithASCIIString(role, "gauge") != 0) break;
+        Py_ssize_t count = PyTuple_GET_SIZE(samples);
+        int plain = 1;
+        for (Py_ssize_t k = 0; k < count && plain; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            plain = PyTuple_CheckExact(sample) && PyTuple_GET_SIZE(sample) == 2 &&
+                    PyFloat_CheckExact(PyTuple_GET_ITEM(sample, 0)) &&
+                    PyLong_CheckExact(PyTuple_GET_ITEM(sample, 1));
+        }
+        if (!plain) break;
+        PyObject *data = is_counter ? s_sum : (updown ? s_updown : s_gauge);
+        PyObject *attrs = PyObject_GetAttr(info, s_attrs);
+        if (attrs == NULL) goto error;
+        if (!PyBytes_CheckExact(attrs)) {
+            Py_DECREF(attrs);
+            break;
+        }
+        PyObject *out = NULL; /* the metric's list: asked for with the row's first point */
+        if (!is_counter) {
+            out = PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
+            if (out == NULL) goto error_attrs;
+            if (!PyList_CheckExact(out)) {
+                Py_DECREF(out);
+                PyErr_SetString(PyExc_TypeError, "otlp_rows: encoded() made no list");
+                goto error_attrs;
+            }
+            for (Py_ssize_t k = 0; k < count; k++) {
+                PyObject *sample = PyTuple_GET_ITEM(samples, k);
+                double value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(sample, 0));
+                int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+                if (ts == -1 && PyErr_Occurred()) {
+                    Py_DECREF(out);
+                    goto error_attrs;
+                }
+                uint64_t bits;
+                memcpy(&bits, &value, 8);
+                int stale = value != value && bits == STALE_BITS;
+                PyObject *point = number_bytes(&b, attrs, ts, updown ? ts : 0, !stale, value);
+                int rc = point == NULL ? -1 : PyList_Append(out, point);
+                Py_XDECREF(point);
+                if (rc < 0) {
+                    Py_DECREF(out);
+                    goto error_attrs;
+                }
+                added++;
+            }
+            Py_DECREF(out);
+            Py_DECREF(attrs);
+            continue;
+        }
+        PyObject *key_obj = PyObject_GetAttr(info, s_counter_key);
+        PyObject *rest = key_obj ? PyObject_GetAttr(info, s_rest) : NULL;
+        if (rest == NULL) {
+            Py_XDECREF(key_obj);
+            goto error_attrs;
+        }
+        PyObject *family = PyTuple_Check(kind) && PyTuple_GET_SIZE(kind) > 1 ? PyTuple_GET_ITEM(kind, 1) : NULL;
+        int failed = 0;
+        for (Py_ssize_t k = 0; k < count && !failed; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
+            double value = PyFloat_AS_DOUBLE(value_obj);
+            int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+            if (ts == -1 && PyErr_Occurred()) {
+                failed = 1;
+                break;
+            }
+            PyObject *prev = PyDict_GetItemWithError(updates, key_obj);
+            if (prev == NULL && !PyErr_Occurred()) prev = PyDict_GetItemWithError(streams, key_obj);
+            if (prev == NULL && PyErr_Occurred()) {
+                failed = 1;
+                break;
+            }
+            int64_t p_start = 0, p_last = 0;
+            double p_value = 0.0;
+            if (prev != NULL) {
+                if (!PyTuple_Check(prev) || PyTuple_GET_SIZE(prev) != 3 || get_int64(prev, 0, &p_start) < 0 ||
+                    get_int64(prev, 1, &p_last) < 0) {
+                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "otlp_rows: a stream state is not a CounterState");
+                    failed = 1;
+                    break;
+                }
+                p_value = PyFloat_AsDouble(PyTuple_GET_ITEM(prev, 2));
+                if (p_value == -1.0 && PyErr_Occurred()) {
+                    failed = 1;
+                    break;
+                }
+            }
+            uint64_t bits;
+            memcpy(&bits, &value, 8);
+            int64_t start;
+            int has_value = 1;
+            double point = value;
+            PyObject *state = NULL;
+            if (value != value && bits == STALE_BITS) {
+                start = prev ? (delta ? p_last : p_start) : ts;
+                if (start > ts) start = ts;
+                has_value = 0;
+            } else {
+                int64_t explicit = 0;
+                if (PyDict_GET_SIZE(created) && family != NULL) {
+                    PyObject *lookup = PyTuple_Pack(2, family, rest);
+                    if (lookup == NULL) {
+                        failed = 1;
+                        break;
+                    }
+                    PyObject *got = PyDict_GetItemWithError(created, lookup);
+                    Py_DECREF(lookup);
+                    if (got == NULL && PyErr_Occurred()) {
+                        failed = 1;
+                        break;
+                    }
+                    if (got != NULL) {
+                        explicit = PyLong_AsLongLong(got);
+                        if (explicit == -1 && PyErr_Occurred()) {
+                            failed = 1;
+                            break;
+                        }
+                    }
+                }
+                int reset = prev != NULL && (value < p_value || (ts >= explicit && explicit > p_last));
+                if (value != value) { /* not a count: pass it on, never as a baseline */
+                    if (delta) continue;
+                    if (explicit && explicit <= ts) start = explicit;
+                    else if (prev == NULL) start = ts;
+                    else start = p_start < ts ? p_start : ts;
+                } else if (!delta) {
+                    if (explicit && explicit <= ts) start = explicit;
+                    else if (prev == NULL) start = ts;
+                    else if (reset) start = p_last + 1 < ts ? p_last + 1 : ts;
+                    else start = p_start < ts ? p_start : ts;
+                    if (prev == NULL || ts > p_last) {
+                        state = counter_state(state_type, start, ts, value_obj);
+                        if (state == NULL) {
+                            failed = 1;
+                            break;
+                        }
+                    }
+                } else if (prev == NULL) {
+                    state = counter_state(state_type, ts, ts, value_obj); /* the baseline */
+                    if (state == NULL || PyDict_SetItem(updates, key_obj, state) < 0) failed = 1;
+                    Py_XDECREF(state);
+                    continue;
+                } else if (ts <= p_last) {
+                    continue; /* a repeat or out of order */
+                } else {
+                    state = counter_state(state_type, p_start, ts, value_obj);
+                    if (state == NULL) {
+                        failed = 1;
+                        break;
+                    }
+                    start = p_last;
+                    point = reset ? value : value - p_value;
+                }
+            }
+            if (state != NULL) {
+                int rc = PyDict_SetItem(updates, key_obj, state);
+                Py_DECREF(state);
+                if (rc < 0) {
+                    failed = 1;
+                    break;
+                }
+            }
+            if (out == NULL) {
+                out = PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
+                if (out == NULL || !PyList_CheckExact(out)) {
+                    if (out != NULL) PyErr_SetString(PyExc_TypeError, "otlp_rows: encoded() made no list");
+                    failed = 1;
+                    break;
+                }
+            }
+            PyObject *encoded = number_bytes(&b, attrs, ts, start, has_value, point);
+            if (encoded == NULL) {
+                failed = 1;
+                break;
+            }
+            int rc = PyList_Append(out, encoded);
+            Py_DECREF(encoded);
+            if (rc < 0) {
+                failed = 1;
+                break;
+            }
+            added++;
+        }
+        Py_DECREF(key_obj);
+        Py_DECREF(rest);
+        Py_DECREF(attrs);
+        Py_XDECREF(out);
+        if (failed) goto error;
+        continue;
+    error_attrs:
+        Py_DECREF(attrs);
+        goto error;
+    }
+    PyMem_Free(b.data);
+    return Py_BuildValue("(nL)", i, added);
+error:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
+     "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
+    {"datadog_rows", (PyCFunction)(void (*)(void))datadog_rows, METH_FASTCALL,
+     "datadog_mapping.map_items' loop for rows (see datadog_mapping)."},
+    {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,
+     "datadog.render for rows whose parts are made (see datadog)."},
+    {"otlp_rows", (PyCFunction)(void (*)(void))otlp_rows, METH_FASTCALL,
+     "otlp_mapping.Mapper's gauge_row and counter_row, for a plan's rows (see otlp_mapping)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rows", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__rows(void) {
+    const uint16_t probe = 1;
+    if (*(const uint8_t *)&probe != 1) {
+        PyErr_SetString(PyExc_ImportError, "_rows reads doubles as little-endian");
+        return NULL;
+    }
+    s_encoded = PyUnicode_InternFromString("encoded");
+    s_attrs = PyUnicode_InternFromString("attrs");
+    s_counter_key = PyUnicode_InternFromString("counter_key");
+    s_rest = PyUnicode_InternFromString("rest");
+    s_gauge = PyUnicode_InternFromString("gauge");
+    s_updown = PyUnicode_InternFromString("updown");
+    s_sum = PyUnicode_InternFromString("sum");
+    if (!s_encoded || !s_attrs || !s_counter_key || !s_rest || !s_gauge || !s_updown || !s_sum)
+        return NULL;
+    PyObject *errors = PyImport_ImportModule("gotk_relay.wire.errors");
+    if (errors == NULL) return NULL;
+    DecodeError = PyObject_GetAttrString(errors, "DecodeError");
+    Py_DECREF(errors);
+    if (DecodeError == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,220 @@
+"""The series of a remote-write 1.0 WriteRequest as rows: what the converting destinations read.
+
+A row is ``(key, samples, raw)`` per top-level ``timeseries`` field, in order:
+
+- ``key``: the series' label fields as encoded (tag, length and payload of each), the bytes
+  that came; a memo keyed by them decodes each label set once (``labels``), not per sample;
+- ``samples``: ``(value, timestamp)`` of each sample, in order, the value's bits untouched;
+- ``raw``: None when the series holds only labels (one run of them) and samples, else the
+  series' whole payload (histograms, exemplars, ...) for the caller to decode in full.
+
+Metadata and unknown top-level fields are skipped. Why rows: decoding every label of every
+series into Python objects made the Datadog and OTLP destinations ~10× slower than the wire
+(issue 17). ``_rows.c`` does the walk in one pass in C (and holds the destinations' other
+compiled loops); this module's ``rows_py`` is its twin and reference, used when the extension is
+not built or ``GOTK_RELAY_NO_EXTENSIONS`` is set.
+Entries are the relay's own, validated when received; a malformed one raises ``DecodeError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import struct
+from collections.abc import AsyncGenerator, Callable, Sequence
+from sys import intern
+from typing import Any, Final
+
+from ..delivery.entry import V1, Entry, decode_entry
+from ..model import Batch, Labels, Series
+from ..wire import rw1, scan
+from ..wire.errors import DecodeError
+from .chunked import (
+    _EMPTY,
+    _fields,
+    _message,
+    _varint,
+    metadata_chunks,
+    split_batch,
+)
+from .chunked import (
+    _split_series as split_series,
+)
+
+# Steps of ``entry_steps``: a series of ~10 labels costs ~10 µs as rows (~50 as decoded
+# objects), so a step of ~100 such series holds the event loop about a ms.
+ROW_CHUNK_BYTES: Final = 32 * 1024
+
+Row = tuple[bytes, tuple[tuple[float, int], ...], bytes | None]
+_DOUBLE: Final = struct.Struct("<d")
+_F_LABELS: Final = 1
+_F_SAMPLES: Final = 2
+
+
+def _load_native() -> Any:
+    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
+        return None
+    try:
+        return importlib.import_module(f"{__package__}._rows")
+    except ImportError:  # installed without a C compiler: the twin below does it
+        return None
+
+
+def _sample(data: bytes | memoryview, pos: int, end: int) -> tuple[float, int]:
+    value, ts = 0.0, 0
+    for field, start, payload, stop in _fields(data, pos, end):
+        wire = data[start] & 7
+        if field == 1 and wire == 1:
+            value = _DOUBLE.unpack_from(data, payload)[0]
+        elif field == 2 and wire == 0:
+            raw, _ = _varint(data, payload)
+            ts = raw - (1 << 64) if raw >= 1 << 63 else raw
+        del stop
+    return value, ts
+
+
+def _row(data: bytes | memoryview, pos: int, end: int) -> Row:
+    labels_start = labels_end = -1
+    labels_done = other = False
+    samples: list[tuple[float, int]] = []
+    for field, start, payload, stop in _fields(data, pos, end):
+        wire = data[start] & 7
+        if field == _F_LABELS and wire == 2:
+            if labels_start < 0:
+                labels_start = start
+            elif labels_done:
+                other = True
+            labels_end = stop
+            continue
+        if labels_start >= 0:
+            labels_done = True
+        if field == _F_SAMPLES and wire == 2:
+            samples.append(_sample(data, payload, stop))
+        else:
+            other = True
+    key = bytes(data[labels_start:labels_end]) if labels_start >= 0 else b""
+    return key, tuple(samples), bytes(data[pos:end]) if other else None
+
+
+def rows_py(data: bytes | memoryview, pos: int, budget: int) -> tuple[list[Row], int]:
+    """The pure-Python walk (see ``rows``)."""
+    out: list[Row] = []
+    used = 0
+    for field, start, payload, stop in _fields(data, pos, len(data)):
+        if field != 1 or data[start] & 7 != 2:
+            pos = stop  # metadata: read elsewhere
+            continue
+        if used + stop - start > budget:
+            break
+        used += stop - start
+        out.append(_row(data, payload, stop))
+        pos = stop
+    return out, pos
+
+
+_native: Any = _load_native()
+NATIVE: Final = _native is not None
+rows: Callable[[bytes | memoryview, int, int], tuple[list[Row], int]] = (
+    _native.rows if _native is not None else rows_py
+)
+"""``rows(data, pos, budget)``: the rows of the series fields from ``data[pos:]`` on, as many
+whole ones as fit in ``budget`` bytes (each field counted with its tag and length), and where the
+next field starts; other top-level fields are passed over. ``([], pos)`` when the series at
+``pos`` is larger than ``budget`` on its own (``chunked`` cuts it by samples)."""
+
+
+def labels(key: bytes) -> Labels:
+    """The label set a row's ``key`` encodes, as ``rw1.decode`` makes it, its strings interned
+    (memos keep label sets for many series: names and most values repeat across them)."""
+    return tuple((intern(k), intern(v)) for k, v in series(key).labels)
+
+
+def series(payload: bytes) -> Series:
+    """A row's ``raw`` (or ``key``) as the Series ``rw1.decode`` makes of it."""
+    batch = rw1.decode(b"\x0a" + rw1.uvarint(len(payload)) + payload, validate=False)
+    if len(batch.series) != 1:  # pragma: no cover - one field in, one series out
+        raise DecodeError("invalid protobuf: one series expected")
+    return batch.series[0]
+
+
+Item = Series | Row
+Step = Batch | list[Item]
+
+
+async def entry_steps(
+    entries: Sequence[Entry], budget: int = ROW_CHUNK_BYTES
+) -> AsyncGenerator[Step, None]:
+    """``entry_batches`` with the series as ``rows`` rows, not decoded: a list per step, in
+    order, holding a row per series (its labels not decoded: ``rows``) or, for a series holding
+    more than labels and samples, its decoded ``Series``. Metadata and remote write 2.0 entries
+    come as ``Batch``es, as from ``entry_batches``; an empty list marks a place to yield at."""
+    for entry in entries:
+        if entry.protocol != V1:
+            yield Batch((), decode_entry(entry).metadata)
+            continue
+        data = await _message(entry)
+        if not scan.frame(data).metadata:  # type: ignore[arg-type]  # upb reads any buffer
+            continue
+        for raw in metadata_chunks(data, budget):
+            yield rw1.decode(raw, validate=False) if raw else _EMPTY
+        del data
+    for entry in entries:
+        if entry.protocol != V1:
+            yield Batch(decode_entry(entry).series, ())
+            continue
+        data = await _message(entry)
+        pos, size = 0, len(data)
+        while pos < size:
+            found, after = rows(data, pos, budget)
+            if found or after > pos:
+                yield _with_series(found)
+                pos = after
+                continue
+            # One series larger than a step: cut by samples, as entry_batches does, in pieces
+            # of an eighth of a step (each sample is mapped on its own: ~4 KiB, ~1 ms).
+            (_, _, payload, after), *_ = _fields(data, pos, size)
+            for raw in split_series(data, payload, after, max(1, budget // 8)):
+                yield _with_series(rows(raw, 0, len(raw))[0]) if raw else []
+            pos = after
+        del data
+
+
+def _with_series(found: list[Row]) -> list[Item]:
+    """``found`` with the rows that hold more than labels and samples decoded in full."""
+    items: list[Item] = found  # type: ignore[assignment]
+    for index, row in enumerate(found):
+        if row[2] is not None:
+            items[index] = series(row[2])
+    return items
+
+
+def step_points(step: list[Item]) -> int:
+    """Samples and histograms in ``step``."""
+    return sum(
+        len(item.samples) + len(item.histograms) if isinstance(item, Series) else len(item[1])
+        for item in step
+    )
+
+
+def split_step(step: list[Item], points: int) -> tuple[list[Item], list[Item] | None]:
+    """``split_batch`` for a step of ``entry_steps``: its first ``points`` samples and
+    histograms (a series cut if need be; a ``Series``' exemplars stay with its last part)
+    and the rest, None when nothing is left."""
+    for index, item in enumerate(step):
+        if isinstance(item, Series):
+            size = len(item.samples) + len(item.histograms)
+            if size <= points:
+                points -= size
+                continue
+            first, rest = split_batch(Batch((item,), ()), points)
+            assert rest is not None
+            return [*step[:index], *first.series], [*rest.series, *step[index + 1 :]]
+        key, samples, _ = item
+        if len(samples) <= points:
+            points -= len(samples)
+            continue
+        head = step[:index]
+        if points:
+            head.append((key, samples[:points], None))
+        return head, [(key, samples[points:], None), *step[index + 1 :]]
+    return step, None

@@ -1,0 +1,322 @@
+"""destinations.rows: the compiled walk and its twin read what rw1.decode reads, and the Datadog
+and OTLP mappings of rows are the mappings of the decoded series, point for point."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import ORDINARY_NAN, canonical, odd_v1_requests
+
+from gotk_relay.delivery.entry import V1, encode_entry
+from gotk_relay.destinations import datadog, datadog_mapping, otlp_mapping
+from gotk_relay.destinations import rows as rows_module
+from gotk_relay.destinations.chunked import entry_batches
+from gotk_relay.destinations.datadog_mapping import (
+    CounterStore,
+    MappedSeries,
+    MappingOptions,
+    NameCache,
+    SeriesMemo,
+    TypeCache,
+    map_batch,
+    map_items,
+)
+from gotk_relay.destinations.otlp_mapping import Mapper, MappingState, to_otlp
+from gotk_relay.destinations.rows import Item, Row, entry_steps, labels, rows_py, series
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    Exemplar,
+    FamilyMetadata,
+    MetricType,
+    Sample,
+    Series,
+)
+from gotk_relay.wire import rw1
+
+Walk = Callable[[Any, int, int], tuple[list[Row], int]]
+IMPLEMENTATIONS: dict[str, Walk | None] = {
+    "python": rows_py,
+    "compiled": rows_module._native.rows if rows_module.NATIVE else None,
+}
+NOW_MS = 1_764_000_000_000
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Walk]:
+    found = IMPLEMENTATIONS[request.param]
+    if found is None:
+        pytest.skip("the _rows extension is not built")
+    monkeypatch.setattr(rows_module, "rows", found)  # what entry_steps calls
+    # The compiled loops go with the compiled walk; their twins are map_items' own loop, render,
+    # and Mapper.gauge_row and counter_row.
+    native = rows_module._native if request.param == "compiled" else None
+    monkeypatch.setattr(datadog_mapping, "_native", native)
+    monkeypatch.setattr(datadog, "_native", native)
+    monkeypatch.setattr(otlp_mapping, "_native", native)
+    yield found
+
+
+def _bits(samples: Any) -> list[tuple[bytes, int]]:
+    return [(struct.pack("<d", value), ts) for value, ts in samples]
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(odd_v1_requests())
+def test_rows_read_every_encoding_as_rw1_decodes_it(
+    walk: Walk, request: tuple[bytes, Batch]
+) -> None:
+    raw, _ = request
+    decoded = rw1.decode(raw, validate=False).series
+    found, end = walk(raw, 0, len(raw))
+    assert end == len(raw)
+    assert len(found) == len(decoded)
+    for (key, samples, rest), want in zip(found, decoded, strict=True):
+        if rest is None:  # labels and samples only: the key decodes to the labels
+            assert not want.histograms and not want.exemplars
+            assert labels(key) == want.labels
+            assert _bits(samples) == _bits((s.value, s.timestamp) for s in want.samples)
+        else:  # the whole series' payload, decoded in full
+            assert canonical(series(rest)) == canonical(want)
+
+
+@pytest.mark.parametrize("budget", [1, 60, 200, 1 << 20], ids=["1B", "60B", "200B", "whole"])
+def test_rows_take_whole_series_within_the_budget_and_stop_before_a_larger_one(
+    walk: Walk, budget: int
+) -> None:
+    items = [
+        Series((("__name__", f"s{i}"), ("pad", "x" * (10 * i))), (Sample(1.0, i),))
+        for i in range(8)
+    ]
+    metadata = (FamilyMetadata("s1", MetricType.GAUGE, "help", ""),)
+    raw = rw1.encode(Batch(tuple(items), metadata))
+    sizes = [len(rw1.encode(Batch((item,)))) for item in items]  # each series' field
+    pos, seen = 0, 0
+    while seen < len(items):
+        found, after = walk(raw, pos, budget)
+        if found:
+            assert sum(sizes[seen : seen + len(found)]) <= budget
+            assert (
+                seen + len(found) == len(items) or sum(sizes[seen : seen + len(found) + 1]) > budget
+            )
+        else:  # the next series alone is over the budget: the caller cuts it
+            assert after == pos and sizes[seen] > budget
+            found, after = walk(raw, pos, sizes[seen])
+            assert len(found) == 1
+        assert [labels(key) for key, _, _ in found] == [
+            s.labels for s in items[seen : seen + len(found)]
+        ]
+        seen += len(found)
+        pos = after
+    assert walk(raw, pos, budget) == ([], len(raw))  # metadata after the series: passed over
+
+
+# -- the mappings: rows against decoded series ----------------------------------------------
+
+_NAMES = (
+    "up",
+    "http_requests_total",
+    "rpc_seconds_count",
+    "rpc_seconds_sum",
+    "rpc_seconds_bucket",
+    "rpc_seconds",
+    "c_total",
+    "c_created",
+    "kube_pod_created",
+    "job:rate5m",
+    "9lead",
+)
+_values = st.one_of(
+    st.floats(allow_nan=False, min_value=-1e12, max_value=1e12),
+    st.sampled_from([STALE_NAN, ORDINARY_NAN, float("inf"), float("-inf"), -0.0, 0.0]),
+)
+_times = st.one_of(
+    st.integers(NOW_MS - 2 * 3600_000, NOW_MS + 20 * 60_000), st.integers(NOW_MS - 60_000, NOW_MS)
+)
+
+
+@st.composite
+def _traffic(draw: st.DrawFn) -> Batch:
+    """Series of few names and label sets (so names repeat, and series merge), few with
+    exemplars (the compiled loops map a name's series after its first, without exemplars)."""
+    out = []
+    names = draw(st.lists(st.sampled_from(_NAMES), min_size=1, max_size=4, unique=True))
+    for _ in range(draw(st.integers(0, 30))):
+        labels = [("__name__", draw(st.sampled_from(names)))]
+        labels += [("instance", draw(st.sampled_from(["a:1", "b:2", "c:3", "d:4"]))), ("job", "j")]
+        extra = draw(
+            st.sampled_from(
+                [
+                    (),
+                    (("le", "0.5"),),
+                    (("le", "+Inf"),),
+                    (("quantile", "0.9"),),
+                    (("Host", "H-1"),),
+                ]
+            )
+        )
+        labels = sorted([*labels, *extra])
+        samples = tuple(
+            Sample(v, t)
+            for v, t in sorted(
+                draw(st.lists(st.tuples(_values, _times), max_size=3)), key=lambda p: p[1]
+            )
+        )
+        if samples and draw(st.booleans()):  # a resend: the same timestamp again
+            samples += (Sample(samples[-1].value + 1.0, samples[-1].timestamp),)
+        exemplars = tuple(
+            Exemplar((("trace_id", "ab" * 16),), 1.0, NOW_MS)
+            for _ in range(draw(st.sampled_from([0, 0, 0, 1])))
+        )
+        out.append(Series(tuple(labels), samples, (), exemplars))
+    metadata = tuple(
+        FamilyMetadata(name, draw(st.sampled_from(list(MetricType))), "h", "seconds")
+        for name in draw(
+            st.lists(st.sampled_from(["rpc_seconds", "c", "kube_pod_created", "up"]), max_size=2)
+        )
+    )
+    return Batch(tuple(out), metadata)
+
+
+def _steps(batch: Batch) -> list[Batch | list[Item]]:
+    async def collect() -> list[Batch | list[Item]]:
+        return [step async for step in entry_steps([encode_entry(batch, V1)], 1 << 20)]
+
+    return asyncio.run(collect())
+
+
+def _seeded_counters(batch: Batch) -> CounterStore:
+    """Counter state for most series: some before the hour Datadog takes, most within it."""
+    counters = CounterStore()
+    for index, item in enumerate(batch.series):
+        if index % 4 != 3:
+            ago = 3600_000 + 1000 * index if index % 4 == 0 else 1800_000 + 1000 * index
+            counters.commit(item.labels, (NOW_MS - ago, 5.0 * (index % 3)), 0.0)
+    return counters
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_traffic(), st.booleans(), st.sampled_from([None, "Host"]))
+def test_datadog_maps_rows_as_it_maps_decoded_series(
+    walk: Walk, batch: Batch, as_count: bool, host_label: str | None
+) -> None:
+    """The rows of a batch whose label sets the client knows already (as in every scrape but
+    the first), against ``map_batch`` of the decoded batch, from the same counter state."""
+    options = MappingOptions(
+        host_label=host_label, counters_as_count=as_count, static_tags=("env:x",)
+    )
+    decoded = rw1.decode(rw1.encode(batch), validate=False)
+    want = map_batch(decoded, options, TypeCache(), _seeded_counters(batch), NOW_MS)
+    memo = SeriesMemo()
+    steps = _steps(batch)
+    for learn in (True, False):  # a first conversion teaches the memo the label sets
+        types = TypeCache()
+        rows_out: list[Any] = []
+        updates: dict[Any, Any] = {}
+        skipped: Counter[str] = Counter()
+        pending: dict[Any, Any] = {}
+        names = NameCache()
+        counters = CounterStore() if learn else _seeded_counters(batch)
+        for step in steps:
+            if isinstance(step, Batch):
+                types.observe(step.metadata)
+                items: list[Item] = list(step.series)
+            else:
+                items = step
+            got = map_items(items, options, types, counters, NOW_MS, pending, names, memo)
+            rows_out.extend(got.rows)
+            updates.update(got.updates)
+            skipped.update(got.skipped)
+    assert [MappedSeries(*row[:9]).to_dict() for row in rows_out] == [
+        s.to_dict() for s in want.series
+    ]
+    parts: list[bytes] = []
+    heads: dict[tuple[str, int], bytes] = {}
+    datadog.render_all(rows_out, heads, parts)  # heads and tags' JSON made as they are met
+    datadog.render_all(rows_out, heads, parts)  # all made already
+    assert parts == [datadog._dumps(s.to_dict()) for s in want.series] * 2
+    assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
+    assert updates == want.updates
+    assert skipped == want.skipped
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_traffic(), _traffic(), st.sampled_from(["cumulative", "delta"]))
+def test_otlp_maps_rows_as_it_maps_decoded_series(
+    walk: Walk, first: Batch, second: Batch, temporality: Any
+) -> None:
+    """Two requests, each mapped and its stream state committed (so the second meets the
+    first's counters): the rows' requests are the decoded series' requests."""
+    reference, state = MappingState(), MappingState()
+    for batch in (first, second, first._replace(series=first.series[::-1])):
+        decoded = rw1.decode(rw1.encode(batch), validate=False)
+        want = to_otlp(decoded, reference, temporality=temporality)
+        reference.commit(want.updates)
+        mapper = Mapper(state, temporality, ("job", "instance"))
+        for step in _steps(batch):
+            mapper.feed(step)
+        mapper.finish()
+        got = mapper.take()
+        state.commit(got.updates)
+        assert got.request == want.request
+        assert got.points == want.points
+        assert got.updates == want.updates
+        assert got.unmapped == want.unmapped
+
+
+def _flat(steps: list[Batch | list[Item]]) -> tuple[list[Any], list[Any]]:
+    """Every sample (with its series' labels) and every other part of a series, in order."""
+    samples: list[Any] = []
+    rest: list[Any] = []
+    for step in steps:
+        items = list(step.series) if isinstance(step, Batch) else step
+        for item in items:
+            if isinstance(item, Series):
+                samples += [(item.labels, *_bits([(s.value, s.timestamp)])) for s in item.samples]
+                rest += [canonical(h) for h in item.histograms] + list(item.exemplars)
+            else:
+                samples += [(labels(item[0]), *_bits([s])) for s in item[1]]
+    return samples, rest
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(st.integers(1, 400), st.booleans()), min_size=1, max_size=5),
+    st.sampled_from([64, 512, 4096, 1 << 20]),
+)
+def test_steps_hold_every_sample_in_order_whatever_the_budget(
+    walk: Walk, shapes: list[tuple[int, bool]], budget: int
+) -> None:
+    """Long series (cut by samples) and short ones, some with exemplars: the steps hold what
+    ``entry_batches`` (decoded objects) holds, sample for sample, in order."""
+    items = tuple(
+        Series(
+            (("__name__", f"s{i}"), ("pod", "p" * i)),
+            tuple(Sample(float(k), NOW_MS + k) for k in range(count)),
+            (),
+            (Exemplar((("trace_id", "ab"),), 1.0, NOW_MS),) if with_exemplar else (),
+        )
+        for i, (count, with_exemplar) in enumerate(shapes)
+    )
+    entries = [encode_entry(Batch(items, ()), V1), encode_entry(Batch(items[:1], ()), V1)]
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        steps = [step async for step in entry_steps(entries, budget)]
+        batches = [batch async for batch in entry_batches(entries, 4096)]
+        return steps, batches  # type: ignore[return-value]
+
+    steps, batches = asyncio.run(both())
+    assert _flat(steps) == _flat(batches)
