@@ -28,7 +28,7 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import V1, V2, Entry, encode_entry, made_entry
+from .delivery.entry import V1, V2, Entry, compress, encode_entry, made_entry, metadata_bytes
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool, SpoolError
@@ -36,6 +36,7 @@ from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
 from .model import Batch, FamilyMetadata
 from .pipeline import Pipeline, split_by_tenant
+from .routing import Router
 from .rules.flux import FluxRewriter
 from .telemetry import Telemetry, flux_metrics, gauge
 
@@ -174,6 +175,20 @@ def _as_v1(batch: Batch) -> Batch:
     return Batch(batch.series, (*batch.metadata, *sorted(families)))
 
 
+def _route_output(
+    router: Router, output: bytes, newest: int, points: int
+) -> tuple[list[tuple[int, Entry]], int]:
+    """The Flux rules' encoded output (``points`` samples) as one view sees it: (shard, entry)
+    pairs, and the points left without a tenant. The rules write label sets sorted."""
+    routed = router.route(output, presorted=True)
+    if routed.groups is None:
+        return [(0, Entry(compress(output), V1, points, newest))], 0
+    return [
+        (g.shard, Entry(compress(g.body), V1, g.points, g.newest_ms, 0, g.tenant))
+        for g in routed.groups
+    ], routed.orphaned
+
+
 class Relay:
     def __init__(self, config: Config, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
@@ -287,11 +302,10 @@ class Relay:
         self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
         if (
             self.steady
-            and passthrough is not None
-            and not routes
+            and fast
             and inputs_forwarded
             and now_ms is not None
-            and self._admit_steady(batch, now_ms, passthrough)
+            and self._admit_steady(batch, now_ms, passthrough, routes)
         ):
             return admission
         rewritten = (
@@ -352,32 +366,76 @@ class Relay:
                 self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
         return Admission(True)
 
-    def _admit_steady(self, batch: Batch, now_ms: int, passthrough: Entry) -> bool:
+    def _admit_steady(
+        self,
+        batch: Batch,
+        now_ms: int,
+        passthrough: Entry | None,
+        routes: Mapping[str, Route],
+    ) -> bool:
         """``admit``'s second half for a fast-path batch the Flux rules find in their steady
         state (``FluxRewriter.steady``); False, with nothing changed, when they do not.
 
         It queues what ``admit`` would queue and keeps in the federate store what it would keep,
-        without a ``Series`` per synthesized output: every destination takes the request as it
-        came (``fastpath.plan``) and the rules' output as one encoded entry.
+        without a ``Series`` per synthesized output: a destination that takes the request as it
+        came takes the rules' output as one encoded entry; one with its own view of requests
+        (rules, shards, tenants: ``routes``) gets the output routed on its bytes the same way.
         """
-        if self.fast is None or not self.fast.as_received:  # scanned under an older config
-            return False
-        # fastpath.plan holds every destination to one shard, no rules, no tenants and remote
-        # write 1.0; the rules' output must also fit in one request to be one entry.
+        fast = self.fast
+        if fast is None or set(fast.views) != set(self.destinations):
+            return False  # scanned under a configuration a reload has since replaced
+        # The output of a destination taking it as it is must fit in one request: one entry.
         max_outputs = min(
-            (d.queue.max_points_per_send for d in self.destinations.values()), default=1 << 62
+            (
+                d.queue.max_points_per_send
+                for name, d in self.destinations.items()
+                if fast.views[name].as_received
+            ),
+            default=1 << 62,
         )
         steady = self.pipeline.flux.steady(batch, now_ms, max_outputs)
         if steady is None:
             return False
-        entries = [passthrough]
-        if steady.outputs:
-            entries.append(made_entry(steady.body, steady.newest, steady.outputs, steady.families))
-        planned = [(destination, [list(entries)]) for destination in self.destinations.values()]
+        made = (
+            made_entry(steady.body, steady.newest, steady.outputs, steady.families)
+            if steady.outputs
+            else None
+        )
+        output = steady.body + metadata_bytes(steady.families) if steady.outputs else b""
+        routed: dict[int, tuple[list[tuple[int, Entry]], int]] = {}
+        planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
+        orphans: list[tuple[str, int]] = []
+        for name, destination in self.destinations.items():
+            view = fast.views[name]
+            entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
+            route = routes.get(name)
+            if route is not None:
+                for shard, entry in route[0]:
+                    entries[shard].append(entry)
+            elif passthrough is not None:
+                entries[0].append(passthrough)
+            if made is not None and view.as_received:
+                entries[0].append(made)
+            elif output:
+                if id(view) not in routed:
+                    routed[id(view)] = _route_output(
+                        view.router, output, steady.newest, steady.outputs
+                    )
+                parts, orphaned = routed[id(view)]
+                for shard, entry in parts:
+                    entries[shard].append(entry)
+                if orphaned:
+                    orphans.append((name, orphaned))
+            planned.append((destination, entries))
         if self.spool is not None:
             planned = self._spool(planned)
         for destination, shards in planned:
             destination.queue.put(shards)
+        for name, route in routes.items():
+            if route[2]:
+                self.telemetry.dropped(name, route[2], "no_tenant")
+        for name, orphaned in orphans:
+            self.telemetry.dropped(name, orphaned, "no_tenant")
         if self.federate is not None:
             refused = self.federate.update(Batch(batch.series, steady.families))
             refused += self.federate.update_outputs(steady.groups, steady.newest, steady.families)

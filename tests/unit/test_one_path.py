@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from bench_workload import loadgen
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -211,3 +212,47 @@ def test_a_flux_object_behind_rules_shards_and_tenants(keep_source: bool) -> Non
     assert all(dict(labels)["cluster"] == "prod" for *_, labels in series)
     assert all("exported_namespace" not in dict(labels) for *_, labels in series)
     assert (("flux-system", "gotk_resource_info") in tenants) == keep_source
+
+
+STEADY_VIEWS = {
+    "shards-tenants": {
+        "queue_config": {"min_shards": 4, "max_shards": 4},
+        "tenant": {"label": "exported_namespace", "default": "other"},
+    },
+    "keep-flux": {
+        "write_relabel_configs": [
+            {"source_labels": ["__name__"], "regex": "gotk_.*", "action": "keep"}
+        ]
+    },
+    "remote-write-2": {"protobuf_message": "io.prometheus.write.v2.Request"},
+}
+
+
+@pytest.mark.parametrize("view", STEADY_VIEWS.values(), ids=STEADY_VIEWS.keys())
+def test_the_rules_steady_state_is_routed_like_the_rest(view: dict[str, Any]) -> None:
+    """Scrape after scrape of unchanged Flux objects, the rules write their output without
+    building series (FluxRewriter.steady); a destination with its own view of requests gets
+    that output routed on its bytes, and holds what the decoded reference holds."""
+    text = yaml.safe_dump(
+        {
+            "flux": {"mode": "legacy"},
+            "remote_write": [
+                {"name": "plain", "url": "http://127.0.0.1:9/a"},
+                {"name": "view", "url": "http://127.0.0.1:9/b", **view},
+            ],
+        }
+    )
+    fast, reference = _relay(text), _relay(text)
+    assert fast.fast is not None
+    limits = fast.config.receiver
+    spec = loadgen.WorkloadSpec("steady", series=400, batch_size=200, flux_fraction=0.05)
+    workload = loadgen.Workload(spec, precompress=False)
+    for round_ in range(3):
+        for index in range(len(workload.batches)):
+            raw = workload.raw(index, round_)
+            now_ms = spec.timestamp(round_) + 500
+            scanned = ingest.scan_request(snappy.compress(raw), raw, limits, fast.fast)
+            picked = ingest.decode_picked(scanned, limits)
+            assert ingest.admit(fast, scanned, picked, now_ms).accepted
+            assert reference.admit(rw1.decode(raw), now_ms, len(raw)).accepted
+    assert _held(fast) == _held(reference)

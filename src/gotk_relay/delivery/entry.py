@@ -64,12 +64,12 @@ def made_entry(
     (``series_bytes``: their WriteRequest bytes, one sample each, ``points`` of them, the newest
     at ``newest``). Only the metadata is encoded here: a WriteRequest's metadata follows its
     series, and the rules add the same few families to every batch, so it is remembered."""
-    body = series_bytes + _metadata_bytes(metadata) if metadata else series_bytes
+    body = series_bytes + metadata_bytes(metadata) if metadata else series_bytes
     return Entry(compress(body), V1, points, max(0, newest), 0, tenant)
 
 
 @functools.lru_cache(maxsize=16)
-def _metadata_bytes(metadata: tuple[FamilyMetadata, ...]) -> bytes:
+def metadata_bytes(metadata: tuple[FamilyMetadata, ...]) -> bytes:
     return rw1.encode(Batch((), metadata))
 
 
