@@ -21,12 +21,11 @@ Two implementations, one interface (``Router.route``), switched in one place (``
 from __future__ import annotations
 
 import hashlib
-import importlib
-import os
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from . import native
 from .config import TenantConfig
 from .model import Batch, Labels, Series, newest_timestamp
 from .pipeline import relabel_batch, split_by_tenant
@@ -72,17 +71,7 @@ def split_by_shard(batch: Batch, shards: int) -> list[Batch]:
     return out
 
 
-def _load_native() -> Any:
-    """``_route`` if it was built and is not switched off (``GOTK_RELAY_NO_EXTENSIONS``)."""
-    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
-        return None
-    try:
-        return importlib.import_module(f"{__package__}._route")
-    except ImportError:  # installed without a C compiler: the reference does it all
-        return None
-
-
-_native: Any = _load_native()
+_native: Any = native.load(f"{__package__}._route")
 NATIVE = _native is not None
 
 

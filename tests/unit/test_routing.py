@@ -20,11 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import canonical, series
 
+from gotk_relay import routing
 from gotk_relay.config import TenantConfig
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.routing import Routed, Router, shard_key
 from gotk_relay.rules.relabel import RelabelConfig
 from gotk_relay.wire import rw1
+
+# The compiled router against the reference; skipped only where GOTK_RELAY_NO_EXTENSIONS is set
+# or the extension was not built (then test_the_router_is_built fails).
+compiled = pytest.mark.skipif(not routing.NATIVE, reason="gotk_relay._route is not built")
+BOTH = [pytest.param(True, id="c", marks=compiled), pytest.param(False, id="python")]
 
 NAMES = st.sampled_from(["__name__", "a", "b", "job", "instance", "le", "m_a", "zz"])
 VALUES = st.text(alphabet="ab;:-_é.0", max_size=5)
@@ -110,6 +116,24 @@ def view(routed: Routed, raw: bytes) -> Any:
     )
 
 
+def test_the_router_is_built() -> None:
+    """The README's install builds it; without it every destination with rules, shards or
+    tenants decodes every series (the reference below), tens of times slower."""
+    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
+        pytest.skip("GOTK_RELAY_NO_EXTENSIONS is set: the Python reference is under test")
+    assert routing.NATIVE, f"gotk_relay._route is not built for {sys.executable}"
+
+
+def test_no_extensions_switches_the_router_off() -> None:
+    code = "from gotk_relay import routing; print(routing.NATIVE)"
+    env = {**os.environ, "GOTK_RELAY_NO_EXTENSIONS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False"]
+
+
+@compiled
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(), routers())
 def test_compiled_equals_reference(raw: bytes, router: Router) -> None:
@@ -124,7 +148,7 @@ def test_compiled_equals_reference(raw: bytes, router: Router) -> None:
 
 def test_no_rules_one_shard_no_tenant_is_unchanged() -> None:
     raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(1.0, 5),)),)))
-    for native in (True, False):
+    for native in (True, False) if routing.NATIVE else (False,):
         assert Router().route(raw, native=native) == Routed(None)
 
 
@@ -143,7 +167,7 @@ def stream() -> bytes:
     return rw1.encode(Batch(items))
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize("native", BOTH)
 def test_drop_by_name_keeps_the_others_as_they_came(native: bool) -> None:
     raw = stream()
     routed = Router(rules("- {source_labels: [__name__], regex: 'go_gc_.*', action: drop}")).route(
@@ -156,7 +180,7 @@ def test_drop_by_name_keeps_the_others_as_they_came(native: bool) -> None:
     assert (group.points, group.newest_ms, group.series) == (3, 1003, 3)
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize("native", BOTH)
 def test_shards_follow_the_stable_key(native: bool) -> None:
     raw = stream()
     routed = Router(shards=4).route(raw, native=native)
@@ -166,7 +190,7 @@ def test_shards_follow_the_stable_key(native: bool) -> None:
             assert shard_key(s.labels) % 4 == group.shard
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize("native", BOTH)
 def test_tenant_label_routes_and_is_removed(native: bool) -> None:
     raw = stream()
     tenant = TenantConfig(label="instance")
@@ -178,7 +202,7 @@ def test_tenant_label_routes_and_is_removed(native: bool) -> None:
         assert "instance" not in dict(only.labels)
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize("native", BOTH)
 def test_stale_marker_bits_survive_a_rewrite(native: bool) -> None:
     stale = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
     raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(stale, 7),)),)))
@@ -189,6 +213,7 @@ def test_stale_marker_bits_survive_a_rewrite(native: bool) -> None:
     assert struct.pack("<d", s.samples[0].value) == struct.pack("<Q", 0x7FF0000000000002)
 
 
+@compiled
 @settings(max_examples=300)
 @given(st.binary(max_size=700), st.integers(0, 2**32 - 1))
 def test_the_shard_keys_crc_is_zlibs(data: bytes, crc: int) -> None:
@@ -199,6 +224,7 @@ def test_the_shard_keys_crc_is_zlibs(data: bytes, crc: int) -> None:
     assert _route.crc32(data, crc) == zlib.crc32(data, crc)
 
 
+@compiled
 def test_the_table_crc_alone_is_zlibs_too() -> None:
     """Where the CPU lacks carry-less multiplication the tables do it all, the same."""
     code = (

@@ -18,13 +18,12 @@ Entries are the relay's own, validated when received; a malformed one raises ``D
 
 from __future__ import annotations
 
-import importlib
-import os
 import struct
 from collections.abc import AsyncGenerator, Callable, Sequence
 from sys import intern
 from typing import Any, Final
 
+from .. import native
 from ..delivery.entry import V1, Entry, decode_entry
 from ..model import Batch, Labels, Series
 from ..wire import rw1, scan
@@ -49,15 +48,6 @@ Row = tuple[bytes, tuple[tuple[float, int], ...], bytes | None]
 _DOUBLE: Final = struct.Struct("<d")
 _F_LABELS: Final = 1
 _F_SAMPLES: Final = 2
-
-
-def _load_native() -> Any:
-    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
-        return None
-    try:
-        return importlib.import_module(f"{__package__}._rows")
-    except ImportError:  # installed without a C compiler: the twin below does it
-        return None
 
 
 def _sample(data: bytes | memoryview, pos: int, end: int) -> tuple[float, int]:
@@ -112,7 +102,7 @@ def rows_py(data: bytes | memoryview, pos: int, budget: int) -> tuple[list[Row],
     return out, pos
 
 
-_native: Any = _load_native()
+_native: Any = native.load(f"{__package__}._rows")
 NATIVE: Final = _native is not None
 rows: Callable[[bytes | memoryview, int, int], tuple[list[Row], int]] = (
     _native.rows if _native is not None else rows_py

@@ -6,13 +6,12 @@ IndexError) and rebuilt on encode with ``symbols[0] == ""`` as the spec requires
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
+from .. import native
 from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
 from . import rw1
 from . import validate as strict
@@ -33,17 +32,7 @@ CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 VERSION = "2.0.0"
 
 
-def _load_native() -> Any:
-    """``_v2`` if it was built and is not switched off (as ``scan`` loads ``_survey``)."""
-    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
-        return None
-    try:
-        return importlib.import_module(f"{__package__}._v2")
-    except ImportError:  # installed without a C compiler: the reference does it all
-        return None
-
-
-_native: Any = _load_native()
+_native: Any = native.load(f"{__package__}._v2")
 NATIVE = _native is not None
 
 

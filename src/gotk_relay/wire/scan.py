@@ -27,8 +27,6 @@ encoding, ``proto/remote.proto``.
 from __future__ import annotations
 
 import functools
-import importlib
-import os
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
@@ -37,6 +35,7 @@ from typing import Any, NamedTuple
 import re2
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
+from .. import native
 from . import fastpath_pb2 as _fastpath_pb2
 from .errors import DecodeError
 from .labels import NO_LIMITS, Limits
@@ -45,17 +44,7 @@ from .labels import NO_LIMITS, Limits
 _pb: Any = _fastpath_pb2
 
 
-def _load_native() -> Any:
-    """``_survey`` if it was built and is not switched off (as ``AIOHTTP_NO_EXTENSIONS`` does)."""
-    if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
-        return None
-    try:
-        return importlib.import_module(f"{__package__}._survey")
-    except ImportError:  # installed without a C compiler: the protobuf path does it all
-        return None
-
-
-_native: Any = _load_native()
+_native: Any = native.load(f"{__package__}._survey")
 NATIVE = _native is not None
 
 NAME = b"__name__"
