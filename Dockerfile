@@ -1,7 +1,7 @@
 # gotk-relay: slim, non-root image. Build: docker build -t gotk-relay .
 FROM python:3.12-slim AS build
-# gcc builds the request-scanning accelerator (src/gotk_relay/wire/_survey.c); the image ships
-# Python's headers. Only the wheel goes on to the final stage.
+# gcc builds the compiled accelerators (setup.py: request scanning, routing, 2.0 conversion,
+# Datadog/OTLP conversion); the image ships Python's headers. Only the wheels go on.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
