@@ -315,7 +315,7 @@ lab_cmp(const void *a, const void *b)
         return (unsigned char)x->n[0] < (unsigned char)y->n[0] ? -1 : 1;
     }
     Py_ssize_t n = x->nl < y->nl ? x->nl : y->nl;
-    int c = n ? memcmp(x->n, y->n, (size_t)n) : 0;
+    int c = n > 0 ? memcmp(x->n, y->n, (size_t)n) : 0;
     if (c) {
         return c;
     }
@@ -323,7 +323,7 @@ lab_cmp(const void *a, const void *b)
         return x->nl < y->nl ? -1 : 1;
     }
     n = x->vl < y->vl ? x->vl : y->vl;
-    c = n ? memcmp(x->v, y->v, (size_t)n) : 0;
+    c = n > 0 ? memcmp(x->v, y->v, (size_t)n) : 0;
     if (c) {
         return c;
     }
