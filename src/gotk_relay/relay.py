@@ -189,6 +189,20 @@ def _route_output(
     ], routed.orphaned
 
 
+def _request_entries(
+    destination: QueuedDestination, route: Route | None, passthrough: Entry | None
+) -> list[list[Entry]]:
+    """Per shard, what a destination queues of a fast-path request itself: its own routed
+    share, or the request as it came (a destination without a view takes it whole)."""
+    entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
+    if route is not None:
+        for shard, entry in route[0]:
+            entries[shard].append(entry)
+    elif passthrough is not None:  # one shard, no rules: fastpath.plan guarantees it
+        entries[0].append(passthrough)
+    return entries
+
+
 class Relay:
     def __init__(self, config: Config, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
@@ -328,13 +342,7 @@ class Relay:
             out = self.pipeline.for_destination(name, queued)
             # On the fast path every entry is 1.0 (2.0 destinations convert merged requests).
             protocol = V1 if fast else destination.protocol
-            entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
-            route = routes.get(name)
-            if route is not None:
-                for shard, entry in route[0]:
-                    entries[shard].append(entry)
-            elif passthrough is not None:  # one shard, no rules: fastpath.plan guarantees it
-                entries[0].append(passthrough)
+            entries = _request_entries(destination, routes.get(name), passthrough)
             for tenant, part in self._tenants(destination, out):
                 for index, chunks in enumerate(destination.queue.plan(part)):
                     keep_alive.extend(chunks)
@@ -357,9 +365,7 @@ class Relay:
             planned = self._spool(planned)
         for destination, entries in planned:
             destination.queue.put(entries)
-        for name, route in routes.items():
-            if route[2]:
-                self.telemetry.dropped(name, route[2], "no_tenant")
+        self._count_orphans((name, route[2]) for name, route in routes.items())
         if self.federate is not None:
             refused = self.federate.update(rewritten)
             if refused:
@@ -407,13 +413,7 @@ class Relay:
         orphans: list[tuple[str, int]] = []
         for name, destination in self.destinations.items():
             view = fast.views[name]
-            entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
-            route = routes.get(name)
-            if route is not None:
-                for shard, entry in route[0]:
-                    entries[shard].append(entry)
-            elif passthrough is not None:
-                entries[0].append(passthrough)
+            entries = _request_entries(destination, routes.get(name), passthrough)
             if made is not None and view.as_received:
                 entries[0].append(made)
             elif output:
@@ -431,17 +431,20 @@ class Relay:
             planned = self._spool(planned)
         for destination, shards in planned:
             destination.queue.put(shards)
-        for name, route in routes.items():
-            if route[2]:
-                self.telemetry.dropped(name, route[2], "no_tenant")
-        for name, orphaned in orphans:
-            self.telemetry.dropped(name, orphaned, "no_tenant")
+        self._count_orphans((name, route[2]) for name, route in routes.items())
+        self._count_orphans(orphans)
         if self.federate is not None:
             refused = self.federate.update(Batch(batch.series, steady.families))
             refused += self.federate.update_outputs(steady.groups, steady.newest, steady.families)
             if refused:
                 self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
         return True
+
+    def _count_orphans(self, orphans: Iterable[tuple[str, int]]) -> None:
+        """Points a destination drops for want of a tenant (routed ones, counted once queued)."""
+        for name, points in orphans:
+            if points:
+                self.telemetry.dropped(name, points, "no_tenant")
 
     def _tenants(self, destination: QueuedDestination, batch: Batch) -> list[tuple[str, Batch]]:
         tenant = getattr(destination.client, "tenant", None)
