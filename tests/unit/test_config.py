@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gotk_relay.config import ConfigError, default_config_text, load_file, load_text
@@ -422,6 +422,9 @@ _TEMPLATES = [
     ).filter(lambda v: "$" not in v and "'" not in v),
 )
 def test_no_config_error_shows_a_value_from_env(template: str, value: str) -> None:
+    # A value that is part of the config's own text ("mem" of memory_budget_bytes) shows in
+    # the message through that text, not from the environment: it proves nothing either way.
+    assume(value not in template)
     try:
         load_text(template, "relay.yml", {"V": value})
     except ConfigError as exc:
