@@ -242,6 +242,68 @@ def test_a_lone_refused_series_is_judged_against_what_is_queued_after_it(
     assert poison_lines[0].reason == "http_500"  # type: ignore[attr-defined]
 
 
+def _refused_at_first(times: dict[tuple[str, int], int]) -> Callable[[Series], bool]:
+    """A destination that refuses some samples for their first few sends, then takes them (a
+    transient error that looks like poison while isolation runs)."""
+    seen: dict[tuple[str, int], int] = {}
+
+    def refuses(series: Series) -> bool:
+        key = (series.name, series.samples[0].timestamp)
+        seen[key] = seen.get(key, 0) + 1
+        return seen[key] <= times.get(key, 0)
+
+    return refuses
+
+
+def _in_order(stored: list[Series]) -> bool:
+    stamps: dict[str, list[int]] = {}
+    for series in stored:
+        stamps.setdefault(series.name, []).extend(x.timestamp for x in series.samples)
+    return all(t == sorted(t) for t in stamps.values())
+
+
+def test_a_suspect_that_passes_its_last_try_is_not_overtaken_by_its_own_later_samples() -> None:
+    # [s@1] and [s@2, t@2] go out merged and are refused three times (s@1 is refused), then
+    # halved: [s@1] is refused twice more and becomes a suspect; [s@2, t@2] would be accepted,
+    # and s@1 only after it at its last try. s@2 must wait for that last try.
+    entries = [_entry(_series("s", 1)), _entry(_series("s", 2), _series("t", 2))]
+    destination = Destination(_refused_at_first({("s", 1): 5}))
+    telemetry = _deliver(entries, destination)
+    assert [(s.name, s.samples[0].timestamp) for s in destination.stored] == [
+        ("t", 2),
+        ("s", 1),
+        ("s", 2),
+    ]
+    assert _dropped(telemetry, "poison") == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 8)), min_size=1, max_size=5),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(1, 12),
+)
+def test_transient_refusals_never_reorder_a_series(
+    requests: list[list[tuple[int, int]]], max_points: int
+) -> None:
+    """Samples refused for their first few sends: each one is delivered or counted as poison,
+    and what is delivered keeps every series' order."""
+    entries, times = [], {}
+    for r, request in enumerate(requests):
+        names = {f"m{name}": refusals for name, refusals in request}  # a series once a request
+        for name, refusals in names.items():
+            times[(name, 1000 + r)] = refusals
+        entries.append(_entry(*(_series(name, 1000 + r) for name in names)))
+    entries.append(_entry(_series("after", 5000)))  # senders keep writing
+    destination = Destination(_refused_at_first(times))
+    telemetry = _deliver(entries, destination, max_points)
+    assert _in_order(destination.stored)
+    assert len(destination.stored) + _dropped(telemetry, "poison") == len(times) + 1
+
+
 @pytest.mark.parametrize("reason", ["connect_error", "http_503", "http_502", "timeout"])
 def test_unavailability_is_never_taken_for_poison(reason: str) -> None:
     class Flaky(Destination):

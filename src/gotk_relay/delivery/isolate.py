@@ -32,6 +32,36 @@ def split(entries: list[Entry]) -> tuple[list[Entry], list[Entry]] | None:
     return [_encode(first, entry)], [_encode(second, entry)]
 
 
+Labels = tuple[tuple[str, str], ...]
+
+
+def series_of(entries: list[Entry]) -> set[Labels]:
+    """The label sets of the series in ``entries``."""
+    return {series.labels for entry in entries for series in decode_entry(entry).series}
+
+
+def separate(entries: list[Entry], held: set[Labels]) -> tuple[list[Entry], list[Entry]]:
+    """``entries`` without the series in ``held``, and those series on their own, both in order.
+
+    Isolation holds back the later samples of a series it suspects until it has judged the
+    earlier ones, so that a suspect delivered at its last try never lands behind them.
+    Metadata stays with the first part.
+    """
+    rest: list[Entry] = []
+    later: list[Entry] = []
+    for entry in entries:
+        batch = decode_entry(entry)
+        kept = tuple(s for s in batch.series if s.labels not in held)
+        if len(kept) == len(batch.series):
+            rest.append(entry)
+            continue
+        if kept or batch.metadata:
+            rest.append(_encode(Batch(kept, batch.metadata), entry))
+        taken = tuple(s for s in batch.series if s.labels in held)
+        later.append(_encode(Batch(taken, ()), entry))
+    return rest, later
+
+
 def _encode(batch: Batch, like: Entry) -> Entry:
     # spool_id stays 0: the spool row is the original entry's, deleted when the shard is done.
     return encode_entry(batch, like.protocol, like.tenant)

@@ -9,7 +9,8 @@ Two things keep one bad request from stalling a destination silently:
 - Poison isolation. A request the destination keeps answering 5xx while it accepts others
   (Prometheus 2.42 answers 500 to a series with a duplicate label name) is split in halves,
   sent in order, until the smallest part it refuses is found: one series. That series is
-  dropped (``reason="poison"``, one WARNING naming it), everything else delivered. When nothing
+  dropped (``reason="poison"``, one WARNING naming it), everything else delivered. Later samples
+  of a suspected series wait until it is judged, so per-series order holds. When nothing
   is accepted at all, it is an outage: the whole batch is retried in order, as before.
 - Supervision. A sender that hits an unexpected error (a spool that cannot be read or written,
   a bug) logs it once, reports it as the destination's problem (``/-/ready``, a metric), waits
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .entry import Entry
-from .isolate import describe, split
+from .isolate import Labels, describe, separate, series_of, split
 from .queue import Shard, ShardedQueue
 from .retry import Outcome, next_backoff, retry_delay
 from .spool import SpoolError
@@ -310,15 +311,25 @@ class QueuedDestination:
         halves = split(entries)
         work: deque[list[Entry]] = deque(halves if halves is not None else [entries])
         suspects: list[tuple[list[Entry], SendResult]] = []
+        # Later samples of the suspects' series, held back until the suspects are judged: a
+        # suspect delivered at its last try must not land behind them.
+        suspected: set[Labels] = set()
+        held: list[list[Entry]] = []
         tenant = entries[0].tenant if entries else ""
         cap = PULL_FACTOR * self.queue.max_points_per_send
         while True:
+            if suspects and self._ok_sends > accepted_before:
+                # Others are accepted: the suspects are poison unless their last try passes.
+                for suspect, refusal in suspects:
+                    await self._poison(shard, suspect, refusal)
+                work.extendleft(reversed(held))
+                suspects, held = [], []
+                suspected.clear()
             if not work:
-                if not suspects or self._ok_sends > accepted_before:
+                if not suspects:
                     break
                 # Only refused series so far: compare with what is queued next (in flight is
-                # bounded). A series refused while later ones are accepted is the poison; the
-                # later ones overtake it only if it is dropped, so delivered samples keep order.
+                # bounded). A series refused while later ones are accepted is the poison.
                 if len(shard.in_flight) >= PULL_ENTRIES and _points(shard.in_flight) >= cap:
                     break
                 more = shard.take_more(self.queue.max_points_per_send, tenant)
@@ -326,38 +337,38 @@ class QueuedDestination:
                     break
                 work.append(more)
             part = work.popleft()
+            if suspected:
+                part, later = separate(part, suspected)
+                if later:
+                    held.append(later)
+                if not part:
+                    continue
             if self._too_old(part):
                 self.recorder.dropped(self.name, _points(part), "sample_age_limit")
                 continue
             result = await self._attempts(shard, part, PART_TRIES)
             if result.outcome is Outcome.OK:
                 self.recorder.forwarded(self.name, _points(part))
-                for suspect, refusal in suspects:
-                    await self._poison(shard, suspect, refusal)
-                suspects = []
                 continue
             if result.outcome is Outcome.DROP:
                 await self._dropped(shard, part, result)
                 continue
             if not isolatable(result):  # the destination went away meanwhile: an outage
-                return _flatten([s for s, _ in suspects], [part], work)
+                return _flatten([s for s, _ in suspects], held, [part], work)
             halves = split(part)
             if halves is not None:
                 work.extendleft(reversed(halves))
                 continue
-            if self._ok_sends > accepted_before:
+            if self._ok_sends > accepted_before and not suspects:
                 await self._poison(shard, part, result)
                 continue
             suspects.append((part, result))
+            suspected |= series_of(part)
             if len(suspects) >= self._outage_suspects and work:
-                return _flatten([s for s, _ in suspects], work)
+                return _flatten([s for s, _ in suspects], held, work)
         if not suspects:
             return None
-        if self._ok_sends > accepted_before:
-            for suspect, refusal in suspects:
-                await self._poison(shard, suspect, refusal)
-            return None
-        return _flatten([s for s, _ in suspects])
+        return _flatten([s for s, _ in suspects], held)
 
     async def _poison(self, shard: Shard, part: list[Entry], result: SendResult) -> None:
         """Drop a series refused while others were accepted, after one last try: an outage that
