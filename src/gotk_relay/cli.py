@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gotk_relay.cli")
 
+DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9201"
+
 
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="listen",
         type=_listen,
         default=None,
-        help="HOST:PORT to listen on (default 0.0.0.0:9201)",
+        help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN_ADDRESS})",
     )
     serve.add_argument(
         "--web.enable-lifecycle",
@@ -481,7 +483,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         handle_signals=False,
     )
     await runner.setup()
-    host, port = args.listen or ("0.0.0.0", 9201)
+    host, port = args.listen or _listen(DEFAULT_LISTEN_ADDRESS)
     # With workers every process listens on the address (SO_REUSEPORT, the kernel spreads the
     # connections); the core also listens on a Unix socket in a private (0700) directory, for
     # the workers only.

@@ -32,7 +32,6 @@ from .rules.flux import FluxConfig
 from .rules.relabel import RelabelConfig
 from .units import ByteSize, Duration
 
-DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9201"
 ProtobufMessage = Literal["prometheus.WriteRequest", "io.prometheus.write.v2.Request"]
 V1: Final = "prometheus.WriteRequest"
 V2: Final = "io.prometheus.write.v2.Request"
@@ -303,10 +302,6 @@ class RemoteWriteConfig(_QueuedDestinationConfig):
         if self.basic_auth is not None and self.authorization is not None:
             raise ValueError("at most one of basic_auth & authorization must be configured")
         return self
-
-    @property
-    def display_url(self) -> str:
-        return sanitize_url(self.url)
 
     @property
     def strips(self) -> bool:

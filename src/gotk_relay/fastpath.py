@@ -20,7 +20,6 @@ path (the store must then see every series).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,9 +63,6 @@ class FastPath:
     @property
     def watched(self) -> frozenset[bytes]:
         return self.names | self.prefixes
-
-
-_LITERAL = re.compile(r"[A-Za-z0-9_:]*")
 
 
 def plan(config: Config) -> FastPath | None:

@@ -12,7 +12,6 @@ them sorted by name, which the decoders check and the encoders keep.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterable, Iterator
 from enum import IntEnum
@@ -201,14 +200,3 @@ def iter_points(batch: Batch) -> Iterator[tuple[Labels, int, float | Histogram]]
             yield series.labels, sample.timestamp, sample.value
         for hist in series.histograms:
             yield series.labels, hist.timestamp, hist
-
-
-def format_value(value: float) -> str:
-    """Prometheus text format rendering of a sample value."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)

@@ -179,7 +179,6 @@ class _Slot:
     index: int
     proc: subprocess.Popen[bytes] | None = None
     died_at: float | None = None
-    restarts: int = 0
 
 
 @dataclass
@@ -201,9 +200,6 @@ class WorkerPool:
     _stopping: bool = False
 
     @property
-    def pids(self) -> list[int]:
-        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
-
     def start(self) -> None:
         self._pipe = os.pipe()
         self.slots = [_Slot(i) for i in range(self.count)]
@@ -257,7 +253,6 @@ class WorkerPool:
                         extra={"worker": slot.index, "pid": slot.proc.pid, "code": code},
                     )
                 elif now - slot.died_at >= RESTART_BACKOFF:
-                    slot.restarts += 1
                     self._spawn(slot)
             await asyncio.sleep(0.1)
 

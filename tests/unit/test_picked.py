@@ -245,10 +245,12 @@ def test_float_bits_are_kept(value: float) -> None:
 
 
 def test_repeated_label_sets_come_from_the_cache() -> None:
-    picked.clear_caches()
-    limits = Limits(max_series=100)
+    # Caches are per Limits value: one no other test uses starts empty.
+    limits = Limits(max_series=100_001)
     first = picked.decode(encode(Series(UP, (Sample(1.0, 10),))).series, [], limits)
-    again = picked.decode(encode(Series(UP, (Sample(2.0, 20),))).series, [], Limits(max_series=100))
+    again = picked.decode(
+        encode(Series(UP, (Sample(2.0, 20),))).series, [], Limits(max_series=100_001)
+    )
     assert again.series[0].labels is first.series[0].labels  # equal Limits share one cache
     assert again.series[0].samples == (Sample(2.0, 20),)
     other = picked.decode(encode(Series(UP, (Sample(2.0, 20),))).series, [], NO_LIMITS)
@@ -297,7 +299,6 @@ def test_a_series_with_histograms_or_several_samples_takes_the_general_path() ->
 
 
 def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    picked.clear_caches()
     monkeypatch.setattr(picked, "MAX_ENTRIES", 3)
     items = [Series((("__name__", f"m{i}"),), (Sample(float(i), i + 1),)) for i in range(10)]
     parts = encode(*items)

@@ -146,11 +146,6 @@ def decode(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -
     return Batch(tuple(out), families)
 
 
-def clear_caches() -> None:
-    """Forget every remembered label set (tests; nothing in the relay needs it)."""
-    _caches.clear()
-
-
 def _exact(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Batch:
     return rw1.decode(scan.rebuild(series, metadata), limits=limits)
 
