@@ -36,10 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadgen import Workload, WorkloadSpec
 
 from gotk_relay.config import DatadogConfig, OTLPConfig
-from gotk_relay.delivery.entry import V1, Entry
+from gotk_relay.delivery.entry import Entry
 from gotk_relay.delivery.retry import Outcome
 from gotk_relay.destinations.datadog import DatadogClient
 from gotk_relay.destinations.otlp import OTLPClient
+from gotk_relay.model import Protocol
 
 FLUX_FRACTIONS = {"cluster": 0.001, "flux-heavy": 0.05}
 STEP_MS = 1000  # one scrape a second: counters move, timestamps stay within Datadog's hour
@@ -59,7 +60,7 @@ def _entries(workload: Workload, round_: int) -> list[Entry]:
     out = []
     for index, batch in enumerate(workload.batches):
         shifted = (ts - spec.ts_base_ms) // spec.ts_step_ms
-        out.append(Entry(workload.body(index, shifted), V1, batch.samples, ts))
+        out.append(Entry(workload.body(index, shifted), Protocol.V1, batch.samples, ts))
     return out
 
 

@@ -28,13 +28,10 @@ from pydantic import (
     model_validator,
 )
 
+from .model import Protocol
 from .rules.flux import FluxConfig
 from .rules.relabel import RelabelConfig
 from .units import ByteSize, Duration
-
-ProtobufMessage = Literal["prometheus.WriteRequest", "io.prometheus.write.v2.Request"]
-V1: Final = "prometheus.WriteRequest"
-V2: Final = "io.prometheus.write.v2.Request"
 
 
 class ConfigError(Exception):
@@ -266,7 +263,7 @@ class RemoteWriteConfig(_QueuedDestinationConfig):
     url: URL
     headers: Headers = Field(default_factory=dict)
     tenant: TenantConfig | None = None
-    protobuf_message: ProtobufMessage = V1
+    protobuf_message: Protocol = Protocol.V1
     basic_auth: BasicAuth | None = None
     authorization: Authorization | None = None
     tls_config: TLSConfig = Field(default_factory=TLSConfig)

@@ -23,7 +23,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import V1, Config, QueuedDestinationConfig, RemoteWriteConfig
+from .config import Config, QueuedDestinationConfig, RemoteWriteConfig
+from .model import Protocol
 from .routing import Router
 from .rules.flux import RECONCILE_CONDITION, RESOURCE_INFO, SUSPEND_STATUS
 from .selectors import name_prefixes
@@ -34,12 +35,12 @@ class View:
     """How one destination (or several alike) sees each request."""
 
     router: Router  # its write_relabel_configs, shards and tenant routing
-    protocol: str  # the message its entries hold (V1, or V2 for remote write 2.0)
+    protocol: Protocol  # the message its entries hold
 
     @property
     def as_received(self) -> bool:
         """It takes the request as it came (after the global rules)."""
-        return self.router.trivial and self.protocol == V1
+        return self.router.trivial and self.protocol == Protocol.V1
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ def views(config: Config) -> dict[str, View]:
 
 def _view_of(cfg: QueuedDestinationConfig) -> tuple[str, Callable[[], View]]:
     tenant = cfg.tenant if isinstance(cfg, RemoteWriteConfig) else None
-    protocol = cfg.protobuf_message if isinstance(cfg, RemoteWriteConfig) else V1
+    protocol = cfg.protobuf_message if isinstance(cfg, RemoteWriteConfig) else Protocol.V1
     shards = cfg.queue_config.min_shards
     rules = cfg.write_relabel_configs
     key = json.dumps(

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .config import ReceiverConfig
-from .delivery.entry import V1, Entry, compress
+from .delivery.entry import Entry, compress
 from .fastpath import FastPath, View
 from .ingress import limits_of
-from .model import Batch
+from .model import Batch, Protocol
 from .relay import Admission, Relay
 from .routing import Routed
 from .wire import scan, validate
@@ -34,8 +34,8 @@ class Part(NamedTuple):
 
     tenant: str
     shard: int
-    payload: bytes  # snappy block of a WriteRequest (V1) or a v2 Request (V2)
-    protocol: str
+    payload: bytes  # snappy block of a WriteRequest (Protocol.V1) or a v2 Request (Protocol.V2)
+    protocol: Protocol
     points: int
     newest_ms: int  # AS_RECEIVED for the request itself
 
@@ -156,9 +156,10 @@ def _route(view: View, raw: bytes, block: bytes | None, points: int, strict: boo
     routed = view.router.route(raw, presorted=strict) if raw else Routed(())
     if routed.groups is None:  # the request as it is
         payload = block if block is not None else compress(raw)
-        return Routing((Part("", 0, payload, V1, points, AS_RECEIVED),), points, 0)
+        return Routing((Part("", 0, payload, Protocol.V1, points, AS_RECEIVED),), points, 0)
     parts = tuple(
-        Part(g.tenant, g.shard, compress(g.body), V1, g.points, g.newest_ms) for g in routed.groups
+        Part(g.tenant, g.shard, compress(g.body), Protocol.V1, g.points, g.newest_ms)
+        for g in routed.groups
     )
     return Routing(parts, sum(g.points for g in routed.groups), routed.orphaned)
 
@@ -173,7 +174,9 @@ def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:
 def admit(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) -> Admission:
     """Queue a scanned request everywhere or nowhere (``Relay.admit``); raises SpoolError."""
     forward = (
-        Entry(scanned.forward, V1, scanned.forward_points, now_ms) if scanned.forward else None
+        Entry(scanned.forward, Protocol.V1, scanned.forward_points, now_ms)
+        if scanned.forward
+        else None
     )
     routes = {
         name: (

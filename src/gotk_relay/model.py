@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -34,6 +34,14 @@ def float_bits(value: float) -> int:
 def is_stale(value: float) -> bool:
     """True for Prometheus' stale marker; ordinary NaN (0x7ff8000000000001) is a value."""
     return value != value and float_bits(value) == STALE_NAN_BITS
+
+
+class Protocol(StrEnum):
+    """The message a write request or a queued entry holds: the ``proto`` of its Content-Type,
+    the values of ``protobuf_message``."""
+
+    V1 = "prometheus.WriteRequest"
+    V2 = "io.prometheus.write.v2.Request"
 
 
 class MetricType(IntEnum):

@@ -28,13 +28,13 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
-from .delivery.entry import V1, V2, Entry, compress, encode_entry, made_entry, metadata_bytes
+from .delivery.entry import Entry, compress, encode_entry, made_entry, metadata_bytes
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool, SpoolError
 from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
-from .model import Batch, FamilyMetadata
+from .model import Batch, FamilyMetadata, Protocol
 from .pipeline import Pipeline, split_by_tenant
 from .routing import Router
 from .rules.flux import FluxRewriter
@@ -182,9 +182,9 @@ def _route_output(
     pairs, and the points left without a tenant. The rules write label sets sorted."""
     routed = router.route(output, presorted=True)
     if routed.groups is None:
-        return [(0, Entry(compress(output), V1, points, newest))], 0
+        return [(0, Entry(compress(output), Protocol.V1, points, newest))], 0
     return [
-        (g.shard, Entry(compress(g.body), V1, g.points, g.newest_ms, 0, g.tenant))
+        (g.shard, Entry(compress(g.body), Protocol.V1, g.points, g.newest_ms, 0, g.tenant))
         for g in routed.groups
     ], routed.orphaned
 
@@ -335,13 +335,13 @@ class Relay:
         made = self.pipeline.flux.encoded(queued.series) if fast else None
         # Destinations that see the same batch, sharded alike and speaking the same message,
         # share the encoded entries: one encode per distinct (chunk, protocol).
-        encoded: dict[tuple[int, str], Entry] = {}
+        encoded: dict[tuple[int, Protocol], Entry] = {}
         keep_alive: list[Batch] = []  # ids in `encoded` stay unique while these live
         planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
         for name, destination in self.destinations.items():
             out = self.pipeline.for_destination(name, queued)
             # On the fast path every entry is 1.0 (2.0 destinations convert merged requests).
-            protocol = V1 if fast else destination.protocol
+            protocol = Protocol.V1 if fast else destination.protocol
             entries = _request_entries(destination, routes.get(name), passthrough)
             for tenant, part in self._tenants(destination, out):
                 for index, chunks in enumerate(destination.queue.plan(part)):
@@ -349,13 +349,15 @@ class Relay:
                     for chunk in chunks:
                         key = (id(chunk), protocol)
                         if key not in encoded:
-                            if made is not None and chunk is queued and protocol == V1:
+                            if made is not None and chunk is queued and protocol == Protocol.V1:
                                 encoded[key] = made_entry(
                                     *made, len(chunk.series), chunk.metadata, tenant
                                 )
                             else:
                                 encoded[key] = encode_entry(
-                                    _as_v1(chunk) if fast and destination.protocol == V2 else chunk,
+                                    _as_v1(chunk)
+                                    if fast and destination.protocol == Protocol.V2
+                                    else chunk,
                                     protocol,
                                     tenant,
                                 )
@@ -447,7 +449,7 @@ class Relay:
                 self.telemetry.dropped(name, points, "no_tenant")
 
     def _tenants(self, destination: QueuedDestination, batch: Batch) -> list[tuple[str, Batch]]:
-        tenant = getattr(destination.client, "tenant", None)
+        tenant = destination.client.tenant
         if tenant is None:
             return [("", batch)]
         groups, orphaned = split_by_tenant(batch, tenant)
@@ -600,7 +602,7 @@ class Relay:
             "The remote-write message a destination is sent (1 for the one in use).",
             ["destination", "protobuf_message"],
             (
-                ([n, d.client.protobuf_message], 1)
+                ([n, d.client.protocol], 1)
                 for n, d in dests
                 if isinstance(d.client, RemoteWriteClient)
             ),
@@ -644,7 +646,7 @@ class Relay:
             labels=["destination", "reason"],
         )
         for n, d in dests:
-            for reason, count in sorted(getattr(d.client, "skipped", {}).items()):
+            for reason, count in sorted(d.client.skipped.items()):
                 skipped.add_metric([n, reason], count)
         yield skipped
         if self.spool is not None:

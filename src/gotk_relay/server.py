@@ -35,7 +35,7 @@ from .delivery.spool import SpoolError
 from .destinations.federate import Snapshot, render_snapshot
 from .fastpath import FastPath
 from .ingress import Authenticator, InFlight, limits_of
-from .model import Batch
+from .model import Batch, Protocol
 from .relay import Admission, Relay
 from .selectors import SelectorError, parse_selectors
 from .telemetry import Telemetry
@@ -56,33 +56,31 @@ FEDERATE_THREAD: web.AppKey[FederateThread] = web.AppKey("federate_thread")
 # Request key: the route to count a request under when it is not the one it came in on.
 ROUTE = "gotk_relay.route"
 
-V1_PROTO = "prometheus.WriteRequest"
-V2_PROTO = "io.prometheus.write.v2.Request"
-
 
 class UnsupportedMediaType(Exception):
     pass
 
 
-def protocol_of(content_type: str | None) -> str:
+def protocol_of(content_type: str | None) -> Protocol:
     """Which message a write request carries, from its Content-Type (spec: no proto= means v1)."""
     if not content_type:
-        return V1_PROTO
+        return Protocol.V1
     media, _, params = content_type.partition(";")
     if media.strip().lower() != "application/x-protobuf":
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; expected application/x-protobuf"
         )
-    proto = V1_PROTO
+    proto = Protocol.V1.value
     for param in params.split(";"):
         key, _, value = param.partition("=")
         if key.strip().lower() == "proto":
             proto = value.strip().strip('"')
-    if proto not in (V1_PROTO, V2_PROTO):
+    try:
+        return Protocol(proto)
+    except ValueError:
         raise UnsupportedMediaType(
-            f"unsupported proto {proto!r}; expected {V1_PROTO} or {V2_PROTO}"
-        )
-    return proto
+            f"unsupported proto {proto!r}; expected {Protocol.V1} or {Protocol.V2}"
+        ) from None
 
 
 def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -166,7 +164,7 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
         in_flight.leave()
 
 
-def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection | str:
+def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection | Protocol:
     """Checks of a write request's headers: the rejection, or the protocol of the body."""
     encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
     if encoding != "snappy":
@@ -284,9 +282,9 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     try:
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
         fast = relay.fast
-        if proto == V1_PROTO and fast is not None:
+        if proto == Protocol.V1 and fast is not None:
             return _pass_through(relay, telemetry, body, raw, now_ms, fast)
-        codec = rw2 if proto == V2_PROTO else rw1
+        codec = rw2 if proto == Protocol.V2 else rw1
         batch = codec.decode(raw, limits=limits_of(limits))
     except (TooManySeriesError, LabelLimitError, TooLargeError, DecodeError) as exc:
         rejection = decode_rejection(exc)
@@ -298,7 +296,7 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         return refusal
     _count(telemetry, batch, proto)
     headers = {}
-    if proto == V2_PROTO:
+    if proto == Protocol.V2:
         headers = {
             "X-Prometheus-Remote-Write-Samples-Written": str(batch.sample_count),
             "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
@@ -350,9 +348,9 @@ def count_scanned(telemetry: Telemetry, scanned: ingest.Scanned, picked: Batch) 
     # Points as they came, before any rule (the picked series are counted as they came out of
     # the global rules, which rarely change their sample counts).
     histograms = picked.histogram_count
-    received.labels("sample", V1_PROTO).inc(max(0, scanned.points - histograms))
-    received.labels("histogram", V1_PROTO).inc(histograms)
-    received.labels("exemplar", V1_PROTO).inc(picked.exemplar_count)
+    received.labels("sample", Protocol.V1).inc(max(0, scanned.points - histograms))
+    received.labels("histogram", Protocol.V1).inc(histograms)
+    received.labels("exemplar", Protocol.V1).inc(picked.exemplar_count)
 
 
 def _admitted(telemetry: Telemetry, admit: Callable[[], Admission]) -> web.Response | None:
@@ -409,7 +407,7 @@ async def _hang_up(request: web.Request, status: int, text: str) -> web.StreamRe
     return response
 
 
-def _count(telemetry: Telemetry, batch: Batch, proto: str) -> None:
+def _count(telemetry: Telemetry, batch: Batch, proto: Protocol) -> None:
     telemetry.received.labels("sample", proto).inc(batch.sample_count)
     telemetry.received.labels("histogram", proto).inc(batch.histogram_count)
     telemetry.received.labels("exemplar", proto).inc(batch.exemplar_count)

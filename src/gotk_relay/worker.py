@@ -34,8 +34,8 @@ from .config import Config, ConfigError, ReceiverConfig
 from .connections import GuardedRunner, raise_fd_limit
 from .fastpath import FastPath
 from .ingress import Authenticator, InFlight, ServerTLS
+from .model import Protocol
 from .server import (
-    V1_PROTO,
     Rejection,
     answer,
     auth_rejection,
@@ -172,11 +172,11 @@ class Worker:
 
     @staticmethod
     def _scan(
-        body: bytes, proto: str, limits: ReceiverConfig, fast: FastPath | None
+        body: bytes, proto: Protocol, limits: ReceiverConfig, fast: FastPath | None
     ) -> ingest.Scanned | None:
         """The scanned request, or None when the core must handle it (v2, no fast path, or any
         error: the core redoes it, answers and counts it)."""
-        if proto != V1_PROTO or fast is None:
+        if proto != Protocol.V1 or fast is None:
             return None
         try:
             raw = snappy.decompress(body, limits.max_decompressed_bytes)

@@ -199,7 +199,6 @@ class WorkerPool:
     _supervisor: asyncio.Task[None] | None = None
     _stopping: bool = False
 
-    @property
     def start(self) -> None:
         self._pipe = os.pipe()
         self.slots = [_Slot(i) for i in range(self.count)]

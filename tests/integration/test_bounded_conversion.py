@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from test_otlp import Answer, OTLPReceiver, otlp_receiver
 
 from gotk_relay.config import DatadogConfig, OTLPConfig
-from gotk_relay.delivery.entry import V1, Entry, encode_entry
+from gotk_relay.delivery.entry import Entry, encode_entry
 from gotk_relay.delivery.retry import Outcome
 from gotk_relay.delivery.sender import Client
 from gotk_relay.destinations.datadog import DatadogClient
@@ -51,7 +51,7 @@ from gotk_relay.destinations.otlp_mapping import (
     Temporality,
     to_otlp,
 )
-from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series, is_stale
+from gotk_relay.model import STALE_NAN, Batch, Labels, Protocol, Sample, Series, is_stale
 
 NS = 1_000_000
 BIG = 1_000_000
@@ -101,13 +101,13 @@ def _start_ms(n: int) -> int:
 def _gauge_entry(n: int, start: int) -> Entry:
     labels = (("__name__", "big_gauge"), ("instance", "i:1"), ("job", "bulk"))
     samples = tuple(Sample(_gauge_value(i), start + i) for i in range(n))
-    return encode_entry(Batch((Series(labels, samples),)), V1)
+    return encode_entry(Batch((Series(labels, samples),)), Protocol.V1)
 
 
 def _counter_entry(values: list[float], start: int, offset: int = 0) -> Entry:
     labels = (("__name__", "big_total"), ("job", "bulk"))
     samples = tuple(Sample(v, start + offset + i) for i, v in enumerate(values))
-    return encode_entry(Batch((Series(labels, samples),)), V1)
+    return encode_entry(Batch((Series(labels, samples),)), Protocol.V1)
 
 
 def _delta_points(start: int, deltas: list[float]) -> Callable[[int], tuple[int, float | None]]:
@@ -445,7 +445,8 @@ async def test_datadog_sends_what_follows_a_request_worth_of_samples_it_cannot_t
     labels = (("__name__", "after_gap"), ("job", "bulk"))
     values = [STALE_NAN] * 1500 + [float(i) for i in range(1500)]
     entry = encode_entry(
-        Batch((Series(labels, tuple(Sample(v, start + i) for i, v in enumerate(values))),)), V1
+        Batch((Series(labels, tuple(Sample(v, start + i) for i, v in enumerate(values))),)),
+        Protocol.V1,
     )
     async with DatadogIntake() as intake:
         client = DatadogClient(
@@ -469,7 +470,7 @@ async def test_otlp_sends_what_follows_a_request_worth_of_samples_that_map_to_no
     to report after the baseline), then 1000 increasing ones, in requests of 1000 samples."""
     labels = (("__name__", "after_gap_total"), ("job", "bulk"))
     samples = [Sample(1.0, 5000)] * 1000 + [Sample(float(i), 5001 + i) for i in range(1000)]
-    entry = encode_entry(Batch((Series(labels, tuple(samples)),)), V1)
+    entry = encode_entry(Batch((Series(labels, tuple(samples)),)), Protocol.V1)
     async with _otlp([]) as (receiver, client):
         assert (await client.send([entry])).outcome is Outcome.OK
     sent = [
@@ -542,7 +543,7 @@ async def test_otlp_in_steps_says_what_one_mapping_of_the_batch_says(
         client.cfg = client.cfg.model_copy(update={"temporality": temporality})
         client.sub_chunk_bytes = step_bytes
         for batch in batches:
-            assert (await client.send([encode_entry(batch, V1)])).outcome is Outcome.OK
+            assert (await client.send([encode_entry(batch, Protocol.V1)])).outcome is Outcome.OK
     assert _flat([g.request for g in receiver.delivered()]) == _flat(want)
     assert client.unmapped_points == 0
 
@@ -572,7 +573,7 @@ async def test_datadog_in_steps_sends_what_one_mapping_of_the_batch_sends(step_b
         client = _datadog_client(intake.url)
         client.sub_chunk_bytes = step_bytes
         try:
-            assert (await client.send([encode_entry(batch, V1)])).outcome is Outcome.OK
+            assert (await client.send([encode_entry(batch, Protocol.V1)])).outcome is Outcome.OK
         finally:
             await client.close()
     got = sorted(

@@ -16,7 +16,7 @@ from harness import (
     rw_body,
 )
 
-from gotk_relay.config import V1, V2, load_text
+from gotk_relay.config import load_text
 from gotk_relay.destinations.remote_write import RemoteWriteClient
 from gotk_relay.model import (
     Batch,
@@ -25,6 +25,7 @@ from gotk_relay.model import (
     Histogram,
     Metadata,
     MetricType,
+    Protocol,
     Sample,
     Series,
 )
@@ -62,7 +63,12 @@ def _request(v2: bool) -> Batch:
 
 @pytest.mark.parametrize(
     ("sent", "destination"),
-    [(False, V1), (False, V2), (True, V1), (True, V2)],
+    [
+        (False, Protocol.V1.value),
+        (False, Protocol.V2.value),
+        (True, Protocol.V1.value),
+        (True, Protocol.V2.value),
+    ],
     ids=["rw1-to-rw1", "rw1-to-rw2", "rw2-to-rw1", "rw2-to-rw2"],
 )
 async def test_false_flags_leave_out_exemplars_histograms_metadata(
@@ -93,7 +99,9 @@ async def test_false_flags_leave_out_exemplars_histograms_metadata(
         everything = [s for b in full.delivered() for s in b.series]
         assert any(s.exemplars for s in everything)
         assert any(s.histograms for s in everything)
-        if not (sent and destination == V1):  # v2's per-series metadata has no v1 form here
+        if not (
+            sent and destination == Protocol.V1
+        ):  # v2's per-series metadata has no v1 form here
             assert any(b.metadata for b in full.delivered()) or any(s.metadata for s in everything)
 
         got = [s for b in lean.delivered() for s in b.series]

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from e2e.rig import free_port
 
-from gotk_relay.delivery.entry import V1, Entry
+from gotk_relay.delivery.entry import Entry
 from gotk_relay.delivery.spool import Spool, SpoolError
+from gotk_relay.model import Protocol
 
 
 def _spool_with_rows(directory: Path) -> Path:
     spool = Spool(directory)
-    rows = [("d0", 0, Entry(os.urandom(6000), V1, 1, 1000)) for _ in range(40)]
+    rows = [("d0", 0, Entry(os.urandom(6000), Protocol.V1, 1, 1000)) for _ in range(40)]
     spool.append(rows)
     spool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row in the database file
     spool.close()
@@ -74,7 +75,7 @@ def test_every_spool_method_raises_spool_error_only(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.close()
     calls = [
-        lambda: spool.append([("d0", 0, Entry(b"x", V1, 1, 1))]),
+        lambda: spool.append([("d0", 0, Entry(b"x", Protocol.V1, 1, 1))]),
         lambda: spool.delete([1]),
         lambda: spool.read("d0", 0, 0, 10),
         lambda: spool.backlog("d0"),

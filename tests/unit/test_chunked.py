@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gotk_relay.delivery.entry import V1, V2, Entry, compress, decode_entry, encode_entry
+from gotk_relay.delivery.entry import Entry, compress, decode_entry, encode_entry
 from gotk_relay.destinations.chunked import entry_batches, split_batch
 from gotk_relay.model import (
     STALE_NAN,
@@ -21,6 +21,7 @@ from gotk_relay.model import (
     Histogram,
     Labels,
     MetricType,
+    Protocol,
     Sample,
     Series,
     float_bits,
@@ -92,7 +93,7 @@ metadata = st.lists(
     st.sampled_from([64, 512, 8192]),
 )
 def test_chunks_put_together_are_the_entries(batches: list[Batch], budget: int) -> None:
-    entries = [encode_entry(batch, V1) for batch in batches]
+    entries = [encode_entry(batch, Protocol.V1) for batch in batches]
     whole = [decode_entry(entry) for entry in entries]
     chunks = _chunks(entries, budget)
     assert _points(chunks) == _points(whole)  # every point, in order, with its exact bits
@@ -106,7 +107,7 @@ def test_chunks_put_together_are_the_entries(batches: list[Batch], budget: int) 
 def test_a_large_series_is_cut_by_samples_into_bounded_batches() -> None:
     labels = (("__name__", "big"), ("job", "a"))
     big = Series(labels, tuple(Sample(i * 0.25, 1000 + i) for i in range(20_000)))
-    chunks = [c for c in _chunks([encode_entry(Batch((big,)), V1)], 4096) if c.series]
+    chunks = [c for c in _chunks([encode_entry(Batch((big,)), Protocol.V1)], 4096) if c.series]
     assert len(chunks) > 50
     assert all(len(c.series) == 1 and c.series[0].labels == labels for c in chunks)
     # Each holds about the budget: the labels, and one sample field at most over it.
@@ -130,7 +131,7 @@ def test_any_field_order_and_unknown_fields_are_read_as_protobuf_does() -> None:
     fields = [_field(2, _sample(float(i), 5000 + i)) for i in range(600)]
     timeseries = b"".join([*fields[:300], unknown, label, *fields[300:]])
     message = _field(1, timeseries) + b"\xa0\x06\x01"  # unknown field 100 of the request
-    chunks = [c for c in _chunks([Entry(compress(message), V1, 600, 0)], 512) if c.series]
+    chunks = [c for c in _chunks([Entry(compress(message), Protocol.V1, 600, 0)], 512) if c.series]
     assert len(chunks) > 5
     assert {c.series[0].labels for c in chunks} == {(("__name__", "late"),)}
     assert [s for c in chunks for s in c.series[0].samples] == [
@@ -145,13 +146,13 @@ def test_any_field_order_and_unknown_fields_are_read_as_protobuf_does() -> None:
 )
 def test_a_malformed_entry_raises_decode_error(payload: bytes) -> None:
     with pytest.raises(DecodeError):
-        _chunks([Entry(compress(payload), V1, 1, 0)], 512)
+        _chunks([Entry(compress(payload), Protocol.V1, 1, 0)], 512)
 
 
 def test_remote_write_2_entries_are_decoded_whole() -> None:
     one = Series((("__name__", "v2"),), (Sample(1.5, 7),))
     meta = FamilyMetadata("v2", MetricType.GAUGE, "h", "")
-    chunks = _chunks([encode_entry(Batch((one,), (meta,)), V2)], 64)
+    chunks = _chunks([encode_entry(Batch((one,), (meta,)), Protocol.V2)], 64)
     assert _points(chunks) == _points([Batch((one,))])
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gotk_relay.delivery.entry import V1, encode_entry, newest_timestamp
-from gotk_relay.model import Batch, Histogram, Sample, Series
+from gotk_relay.delivery.entry import encode_entry, newest_timestamp
+from gotk_relay.model import Batch, Histogram, Protocol, Sample, Series
 
 timestamps = st.integers(-(10**13), 10**13)
 series = st.builds(
@@ -28,5 +28,5 @@ def test_points_and_newest_timestamp(items: list[Series]) -> None:
     assert newest_timestamp(batch) == max([0, *last])  # 0 when nothing is newer than the epoch
     points = sum(len(s.samples) + len(s.histograms) for s in items)
     assert batch.point_count == points
-    entry = encode_entry(batch, V1)
+    entry = encode_entry(batch, Protocol.V1)
     assert (entry.points, entry.newest_ms) == (points, newest_timestamp(batch))

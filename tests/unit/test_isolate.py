@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import canonical, v1_batches, v2_batches
 
-from gotk_relay.delivery.entry import V1, V2, Entry, decode_entry, encode_entry
+from gotk_relay.delivery.entry import Entry, decode_entry, encode_entry
 from gotk_relay.delivery.isolate import describe, split
 from gotk_relay.delivery.queue import ShardedQueue
 from gotk_relay.delivery.retry import Outcome
 from gotk_relay.delivery.sender import QueuedDestination, RetrySettings, SendResult
-from gotk_relay.model import Batch, FamilyMetadata, Sample, Series
+from gotk_relay.model import Batch, FamilyMetadata, Protocol, Sample, Series
 from gotk_relay.telemetry import Telemetry
 
 
@@ -30,7 +30,9 @@ def _series(name: str, ts: int = 1000, **labels: str) -> Series:
     return Series((("__name__", name), *sorted(labels.items())), (Sample(1.0, ts),))
 
 
-def _entry(*series: Series, protocol: str = V1, tenant: str = "", meta: bool = False) -> Entry:
+def _entry(
+    *series: Series, protocol: str = Protocol.V1, tenant: str = "", meta: bool = False
+) -> Entry:
     metadata = (FamilyMetadata("m0", help="h"),) if meta else ()
     return encode_entry(Batch(tuple(series), metadata), protocol, tenant)
 
@@ -59,7 +61,10 @@ def _names(entries: list[Entry]) -> list[str]:
             [_entry(_series("a"), _series("b"), _series("c"))], ["a"], ["b", "c"], id="by-series"
         ),
         pytest.param(
-            [_entry(_series("a"), _series("b"), protocol=V2)], ["a"], ["b"], id="v2-by-series"
+            [_entry(_series("a"), _series("b"), protocol=Protocol.V2)],
+            ["a"],
+            ["b"],
+            id="v2-by-series",
         ),
     ],
 )
@@ -74,7 +79,7 @@ def test_split_halves_in_order(
     assert (_names(halves[0]), _names(halves[1])) == (first, second)
 
 
-@pytest.mark.parametrize("protocol", [V1, V2], ids=["v1", "v2"])
+@pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2], ids=["v1", "v2"])
 def test_split_within_an_entry_keeps_protocol_and_tenant(protocol: str) -> None:
     entry = _entry(_series("a"), _series("b"), protocol=protocol, tenant="t1")
     halves = split([entry])
@@ -104,7 +109,9 @@ def _leaves(entries: list[Entry]) -> list[list[Entry]]:
 @settings(max_examples=20, deadline=None)
 @given(st.lists(st.one_of(v1_batches(), v2_batches()), min_size=1, max_size=4))
 def test_splitting_to_the_end_keeps_every_series_in_order(batches: list[Batch]) -> None:
-    entries = [encode_entry(b, V2 if i % 2 else V1) for i, b in enumerate(batches)]
+    entries = [
+        encode_entry(b, Protocol.V2 if i % 2 else Protocol.V1) for i, b in enumerate(batches)
+    ]
     leaves = _leaves(entries)
     flat = [e for leaf in leaves for e in leaf]
     assert canonical(Batch(tuple(s for e in flat for s in decode_entry(e).series))) == canonical(

@@ -6,7 +6,7 @@ import asyncio
 
 import cramjam
 
-from gotk_relay.delivery.entry import V1, V2, Entry, decode_entry, encode_entry, request_body
+from gotk_relay.delivery.entry import Entry, decode_entry, encode_entry, request_body
 from gotk_relay.delivery.queue import (
     MemoryBudget,
     Shard,
@@ -15,7 +15,7 @@ from gotk_relay.delivery.queue import (
     shard_key,
     split_by_shard,
 )
-from gotk_relay.model import Batch, FamilyMetadata, Sample, Series
+from gotk_relay.model import Batch, FamilyMetadata, Protocol, Sample, Series
 from gotk_relay.wire import rw1, rw2
 
 
@@ -56,7 +56,7 @@ def test_a_series_bigger_than_max_points_goes_alone() -> None:
     assert [c.point_count for c in chunk(batch, 4)] == [1, 10, 1]
 
 
-def _entry(batch: Batch, protocol: str = V1) -> Entry:
+def _entry(batch: Batch, protocol: str = Protocol.V1) -> Entry:
     return encode_entry(batch, protocol)
 
 
@@ -133,7 +133,7 @@ def test_entries_hold_the_compressed_request() -> None:
 def test_v1_entries_merge_without_recompressing_and_equal_a_merged_encode() -> None:
     a = Batch((_series("a", 2),), (FamilyMetadata("a"),))
     b = Batch((_series("b", 1),))
-    body = request_body([_entry(a), _entry(b)], V1)
+    body = request_body([_entry(a), _entry(b)], Protocol.V1)
     # The merged block is the two blocks' element streams behind one new preamble.
     assert body.endswith(_entry(a).payload[1:] + _entry(b).payload[1:])
     assert _plain(body) == rw1.encode(a) + rw1.encode(b)
@@ -142,12 +142,12 @@ def test_v1_entries_merge_without_recompressing_and_equal_a_merged_encode() -> N
 
 def test_entries_convert_to_the_protocol_asked_for() -> None:
     a, b = Batch((_series("a", 2),)), Batch((_series("b", 1),))
-    as_v2 = request_body([_entry(a, V1), _entry(b, V2)], V2)
+    as_v2 = request_body([_entry(a, Protocol.V1), _entry(b, Protocol.V2)], Protocol.V2)
     assert rw2.decode(_plain(as_v2)).series == a.series + b.series
-    as_v1 = request_body([_entry(a, V2)], V1)
+    as_v1 = request_body([_entry(a, Protocol.V2)], Protocol.V1)
     assert rw1.decode(_plain(as_v1)).series == a.series
-    single = _entry(a, V2)
-    assert request_body([single], V2) is single.payload
+    single = _entry(a, Protocol.V2)
+    assert request_body([single], Protocol.V2) is single.payload
 
 
 def test_shard_keys_are_the_same_in_another_process() -> None:

@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import canonical, v1_batches, v2_batches
 
-from gotk_relay.config import V1, V2
 from gotk_relay.destinations.remote_write import strip
-from gotk_relay.model import Batch, Series
+from gotk_relay.model import Batch, Protocol, Series
 from gotk_relay.wire import rw1, rw2, snappy, write_v2_pb2
 
 FLAGS = st.fixed_dictionaries(
@@ -32,7 +31,9 @@ def _expected(batch: Batch, exemplars: bool, histograms: bool, metadata: bool) -
 
 
 @pytest.mark.parametrize(
-    ("protocol", "batches"), [(V1, v1_batches()), (V2, v2_batches())], ids=["v1", "v2"]
+    ("protocol", "batches"),
+    [(Protocol.V1, v1_batches()), (Protocol.V2, v2_batches())],
+    ids=["v1", "v2"],
 )
 @settings(max_examples=40, deadline=None)
 @given(data=st.data(), flags=FLAGS)
@@ -40,7 +41,7 @@ def test_strip_leaves_out_exactly_what_is_switched_off(
     protocol: str, batches: st.SearchStrategy[Batch], data: st.DataObject, flags: dict[str, bool]
 ) -> None:
     batch = data.draw(batches)
-    codec = rw2 if protocol == V2 else rw1
+    codec = rw2 if protocol == Protocol.V2 else rw1
     body = snappy.compress(codec.encode(batch))
     out, left_out = strip(body, protocol, **flags)
     got = codec.decode(snappy.decompress(out, 1 << 30), validate=False)
@@ -48,7 +49,7 @@ def test_strip_leaves_out_exactly_what_is_switched_off(
     assert canonical(got) == canonical(_expected(batch, **flags))
     histogram_points = sum(len(s.histograms) for s in batch.series)
     assert left_out == (0 if flags["histograms"] else histogram_points)
-    if protocol == V2 and out is not body:
+    if protocol == Protocol.V2 and out is not body:
         # What was left out does not travel as unused strings in the symbol table either.
         request = write_v2_pb2.Request.FromString(snappy.decompress(out, 1 << 30))
         used = {0}
@@ -61,11 +62,13 @@ def test_strip_leaves_out_exactly_what_is_switched_off(
         assert used == set(range(len(request.symbols)))
 
 
-@pytest.mark.parametrize("protocol", [V1, V2], ids=["v1", "v2"])
+@pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2], ids=["v1", "v2"])
 @settings(max_examples=20, deadline=None)
 @given(batch=v1_batches())
 def test_nothing_to_leave_out_sends_the_body_as_it_is(protocol: str, batch: Batch) -> None:
-    codec = rw2 if protocol == V2 else rw1
-    body = snappy.compress(codec.encode(batch._replace(metadata=()) if protocol == V2 else batch))
+    codec = rw2 if protocol == Protocol.V2 else rw1
+    body = snappy.compress(
+        codec.encode(batch._replace(metadata=()) if protocol == Protocol.V2 else batch)
+    )
     out, left_out = strip(body, protocol)
     assert out is body and left_out == 0

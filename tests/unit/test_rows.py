@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
-from gotk_relay.delivery.entry import V1, encode_entry
+from gotk_relay.delivery.entry import encode_entry
 from gotk_relay.destinations import datadog, datadog_mapping, otlp_mapping
 from gotk_relay.destinations import rows as rows_module
 from gotk_relay.destinations.chunked import entry_batches
@@ -36,6 +36,7 @@ from gotk_relay.model import (
     Exemplar,
     FamilyMetadata,
     MetricType,
+    Protocol,
     Sample,
     Series,
 )
@@ -187,7 +188,7 @@ def _traffic(draw: st.DrawFn) -> Batch:
 
 def _steps(batch: Batch) -> list[Batch | list[Item]]:
     async def collect() -> list[Batch | list[Item]]:
-        return [step async for step in entry_steps([encode_entry(batch, V1)], 1 << 20)]
+        return [step async for step in entry_steps([encode_entry(batch, Protocol.V1)], 1 << 20)]
 
     return asyncio.run(collect())
 
@@ -311,7 +312,10 @@ def test_steps_hold_every_sample_in_order_whatever_the_budget(
         )
         for i, (count, with_exemplar) in enumerate(shapes)
     )
-    entries = [encode_entry(Batch(items, ()), V1), encode_entry(Batch(items[:1], ()), V1)]
+    entries = [
+        encode_entry(Batch(items, ()), Protocol.V1),
+        encode_entry(Batch(items[:1], ()), Protocol.V1),
+    ]
 
     async def both() -> tuple[list[Any], list[Any]]:
         steps = [step async for step in entry_steps(entries, budget)]

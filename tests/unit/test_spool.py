@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gotk_relay.delivery.entry import V1, decode_entry, encode_entry
+from gotk_relay.delivery.entry import decode_entry, encode_entry
 from gotk_relay.delivery.queue import ShardedQueue
 from gotk_relay.delivery.spool import FORMAT, SCHEMA, Spool, SpoolError
-from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.model import Batch, Protocol, Sample, Series
 from gotk_relay.wire import rw1
 
 
@@ -24,7 +24,7 @@ def _batch(name: str, ts: int, points: int = 1) -> Batch:
 def _spooled(spool: Spool, queue: ShardedQueue, batch: Batch) -> None:
     """What the relay does: encode, commit to the spool, then queue with the row ids."""
     plan = queue.plan(batch)
-    entries = [[encode_entry(c, V1) for c in chunks] for chunks in plan]
+    entries = [[encode_entry(c, Protocol.V1) for c in chunks] for chunks in plan]
     ids = iter(spool.append([(queue.name, i, e) for i, shard in enumerate(entries) for e in shard]))
     queue.put([[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
 
@@ -126,7 +126,7 @@ def test_a_spool_of_uncompressed_entries_is_upgraded_in_place(tmp_path: Path) ->
     db.execute(
         "INSERT INTO entries (destination, shard, protocol, points, newest_ms, tenant, payload)"
         " VALUES ('d', 0, ?, 1, 1000, '', ?)",
-        (V1, plain),
+        (Protocol.V1, plain),
     )
     db.commit()
     db.close()

@@ -18,16 +18,13 @@ from typing import NamedTuple
 
 import cramjam
 
-from ..model import Batch, FamilyMetadata, merge, newest_timestamp
+from ..model import Batch, FamilyMetadata, Protocol, merge, newest_timestamp
 from ..wire import rw1, rw2, snappy_concat
-
-V1 = "prometheus.WriteRequest"
-V2 = "io.prometheus.write.v2.Request"
 
 
 class Entry(NamedTuple):
     payload: bytes  # snappy block (remote write's encoding) of a WriteRequest / v2 Request
-    protocol: str  # which of the two ``payload`` holds
+    protocol: Protocol  # which of the two ``payload`` holds
     points: int  # samples + histograms: what capacity and the forwarded/dropped counters count
     newest_ms: int  # newest sample timestamp, for sample_age_limit
     spool_id: int = 0  # row in the destination's spool, 0 when held in memory only
@@ -42,12 +39,12 @@ def compress(data: bytes) -> bytes:
     return bytes(cramjam.snappy.compress_raw(data))
 
 
-def encode(batch: Batch, protocol: str) -> bytes:
+def encode(batch: Batch, protocol: Protocol) -> bytes:
     """The compressed request body of ``batch`` in ``protocol``."""
-    return compress(rw2.encode(batch) if protocol == V2 else rw1.encode(batch))
+    return compress(rw2.encode(batch) if protocol == Protocol.V2 else rw1.encode(batch))
 
 
-def encode_entry(batch: Batch, protocol: str, tenant: str = "") -> Entry:
+def encode_entry(batch: Batch, protocol: Protocol, tenant: str = "") -> Entry:
     return Entry(
         encode(batch, protocol), protocol, batch.point_count, newest_timestamp(batch), 0, tenant
     )
@@ -60,12 +57,12 @@ def made_entry(
     metadata: tuple[FamilyMetadata, ...] = (),
     tenant: str = "",
 ) -> Entry:
-    """``encode_entry(batch, V1, tenant)`` for a batch whose series a rule encoded already
+    """``encode_entry(batch, Protocol.V1, tenant)`` for a batch whose series a rule encoded already
     (``series_bytes``: their WriteRequest bytes, one sample each, ``points`` of them, the newest
     at ``newest``). Only the metadata is encoded here: a WriteRequest's metadata follows its
     series, and the rules add the same few families to every batch, so it is remembered."""
     body = series_bytes + metadata_bytes(metadata) if metadata else series_bytes
-    return Entry(compress(body), V1, points, max(0, newest), 0, tenant)
+    return Entry(compress(body), Protocol.V1, points, max(0, newest), 0, tenant)
 
 
 @functools.lru_cache(maxsize=16)
@@ -83,12 +80,12 @@ def message(entry: Entry) -> bytes:
 
 def decode_entry(entry: Entry) -> Batch:
     # Entries were validated when they were received; decoding them again needs no checks.
-    if entry.protocol == V2:
+    if entry.protocol == Protocol.V2:
         return rw2.decode(message(entry), validate=False)
     return rw1.decode(message(entry), validate=False)
 
 
-def request_body(entries: Sequence[Entry], protocol: str) -> bytes:
+def request_body(entries: Sequence[Entry], protocol: Protocol) -> bytes:
     """One compressed request in ``protocol`` holding every entry, in order.
 
     v1 entries are merged as compressed blocks: nothing is decompressed or recompressed. v1
@@ -96,9 +93,9 @@ def request_body(entries: Sequence[Entry], protocol: str) -> bytes:
     """
     if len(entries) == 1 and entries[0].protocol == protocol:
         return entries[0].payload
-    if all(e.protocol == V1 for e in entries):
+    if all(e.protocol == Protocol.V1 for e in entries):
         merged = snappy_concat.concat([e.payload for e in entries])
-        if protocol == V1:
+        if protocol == Protocol.V1:
             return merged
         # Queued as 1.0 (the fast path routes 1.0 bytes), sent as 2.0: merged for free as
         # 1.0 blocks, then converted once per request (wire/_v2.c), symbols shared by all.

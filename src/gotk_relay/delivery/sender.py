@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import typing
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
+from ..config import TenantConfig
+from ..model import Protocol
 from .entry import Entry
 from .isolate import Labels, describe, separate, series_of, split
 from .queue import Shard, ShardedQueue
@@ -60,13 +62,28 @@ class SendResult:
     detail: str = ""  # the response body or error text (already cut to one short line)
 
 
-class Client(Protocol):
+class Client(typing.Protocol):
+    """What a destination's sender needs from its protocol-specific client."""
+
+    @property
+    def protocol(self) -> Protocol:
+        """The message this destination's entries are queued in: a remote write client may fall
+        back from 2.0 to 1.0 while it runs; Datadog and OTLP clients take 1.0 entries."""
+
+    @property
+    def tenant(self) -> TenantConfig | None:
+        """The tenant routing the relay splits this destination's requests by, if any."""
+
+    @property
+    def skipped(self) -> Mapping[str, int]:
+        """Samples not sent, by reason (points the destination cannot carry); for telemetry."""
+
     async def send(self, entries: list[Entry]) -> SendResult: ...
 
     async def close(self) -> None: ...
 
 
-class Recorder(Protocol):
+class Recorder(typing.Protocol):
     """What the sender reports; implemented by telemetry (kept abstract for tests)."""
 
     def forwarded(self, destination: str, points: int) -> None: ...
@@ -440,9 +457,9 @@ class QueuedDestination:
         )
 
     @property
-    def protocol(self) -> str:
+    def protocol(self) -> Protocol:
         """The message entries are encoded in for this destination (it may fall back to v1)."""
-        return str(getattr(self.client, "protobuf_message", "prometheus.WriteRequest"))
+        return self.client.protocol
 
     @property
     def idle(self) -> bool:

@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
+from ..model import Protocol
 from .entry import Entry, compress
 
 SCHEMA = """
@@ -169,7 +170,7 @@ class Spool:
                 (destination, shard, after_id, limit),
             ).fetchall()
         return [
-            Entry(bytes(payload), proto, points, newest, row_id, tenant)
+            Entry(bytes(payload), Protocol(proto), points, newest, row_id, tenant)
             for row_id, proto, points, newest, tenant, payload in rows
         ]
 

@@ -33,8 +33,8 @@ from typing import Final
 
 import cramjam
 
-from ..delivery.entry import V1, Entry, decode_entry
-from ..model import Batch, Series
+from ..delivery.entry import Entry, decode_entry
+from ..model import Batch, Protocol, Series
 from ..wire import rw1
 from ..wire.errors import DecodeError
 
@@ -215,7 +215,7 @@ async def entry_batches(
     """``merge(decode_entry(e) for e in entries)`` as small batches: all metadata, then every
     series in order (a large one cut by samples). Empty batches mark places to yield at."""
     for entry in entries:
-        if entry.protocol != V1:
+        if entry.protocol != Protocol.V1:
             yield Batch((), decode_entry(entry).metadata)
             continue
         data = await _message(entry)
@@ -223,7 +223,7 @@ async def entry_batches(
             yield rw1.decode(raw, validate=False) if raw else _EMPTY
         del data  # before the next one is decompressed
     for entry in entries:
-        if entry.protocol != V1:
+        if entry.protocol != Protocol.V1:
             yield Batch(decode_entry(entry).series, ())
             continue
         data = await _message(entry)

@@ -62,7 +62,7 @@ from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import Batch, Labels
+from ..model import Batch, Labels, Protocol
 from . import rows as _rows_module
 from .chunked import split_batch
 from .datadog_mapping import (
@@ -251,6 +251,9 @@ def group(parts: list[bytes], limit: int) -> list[tuple[int, int]]:
 
 class DatadogClient:
     """The ``Client`` of a ``datadog:`` destination (see the module docstring)."""
+
+    protocol: Final = Protocol.V1  # entries stay remote write 1.0; they are converted on send
+    tenant: Final = None
 
     def __init__(
         self, name: str, cfg: DatadogConfig, clock: Callable[[], float] = time.time

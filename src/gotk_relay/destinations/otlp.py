@@ -27,7 +27,7 @@ subtracts twice and a dropped request leaves the baseline where it was (the next
 the lost interval too). A drop ends the batch: its later requests are not sent, and the sender
 counts the whole batch as dropped.
 
-Queued entries stay remote-write 1.0 (the client has no ``protobuf_message``): Prometheus sends
+Queued entries stay remote-write 1.0 (the client's ``protocol``): Prometheus sends
 1.0 metadata in requests of their own, which a 2.0 entry would lose since it carries metadata
 only on series. What 1.0 cannot carry (RW 2.0 start timestamps and per-series metadata) the
 mapping uses when present.
@@ -55,7 +55,7 @@ from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import Batch
+from ..model import Batch, Protocol
 from .chunked import split_batch
 from .http import HTTPEndpoint, auth_headers
 from .otlp_mapping import Mapper, MappingState, StreamKey, StreamState
@@ -101,6 +101,9 @@ class OTLPClient:
     classic histogram part whose ``_count`` and ``+Inf`` bucket were in another request, a
     summary without ``_count``, gauge histograms).
     """
+
+    protocol: Final = Protocol.V1  # entries stay remote write 1.0; they are converted on send
+    tenant: Final = None
 
     def __init__(
         self,

@@ -19,12 +19,12 @@ import time
 
 from multidict import CIMultiDict
 
-from ..config import V1, V2, RemoteWriteConfig
+from ..config import RemoteWriteConfig
 from ..delivery.entry import Entry, request_body
 from ..delivery.retry import Outcome, classify, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import Batch
+from ..model import Batch, Protocol
 from ..wire import remote_pb2, rw1, rw2, snappy, write_v2_pb2
 from .http import HTTPEndpoint, auth_headers, one_line
 
@@ -37,8 +37,8 @@ _WRITTEN = (
 )
 
 
-def protocol_headers(protobuf_message: str) -> dict[str, str]:
-    codec = rw2 if protobuf_message == V2 else rw1
+def protocol_headers(protobuf_message: Protocol) -> dict[str, str]:
+    codec = rw2 if protobuf_message == Protocol.V2 else rw1
     return {
         "Content-Type": codec.CONTENT_TYPE,
         "Content-Encoding": "snappy",
@@ -46,15 +46,15 @@ def protocol_headers(protobuf_message: str) -> dict[str, str]:
     }
 
 
-def encode_request(batch: Batch, protobuf_message: str) -> tuple[bytes, dict[str, str]]:
+def encode_request(batch: Batch, protobuf_message: Protocol) -> tuple[bytes, dict[str, str]]:
     """Compressed body and protocol headers for one request of ``batch``."""
-    body = (rw2 if protobuf_message == V2 else rw1).encode(batch)
+    body = (rw2 if protobuf_message == Protocol.V2 else rw1).encode(batch)
     return snappy.compress(body), protocol_headers(protobuf_message)
 
 
 def strip(
     body: bytes,
-    protobuf_message: str,
+    protobuf_message: Protocol,
     *,
     exemplars: bool = True,
     histograms: bool = True,
@@ -67,14 +67,16 @@ def strip(
     # The relay made this body from requests it validated: its own size is the only bound.
     raw = snappy.decompress(body, snappy.declared_length(body))
     request: remote_pb2.WriteRequest | write_v2_pb2.Request
-    if protobuf_message == V2:
+    if protobuf_message == Protocol.V2:
         request = write_v2_pb2.Request.FromString(raw)
     else:
         request = remote_pb2.WriteRequest.FromString(raw)
     changed = False
     left_out = 0
     emptied = False
-    per_series = not (exemplars and histograms) or (protobuf_message == V2 and not metadata)
+    per_series = not (exemplars and histograms) or (
+        protobuf_message == Protocol.V2 and not metadata
+    )
     # Only metadata off in 1.0: it is a field of the request, no series needs a look.
     for ts in request.timeseries if per_series else ():
         cleared = False
@@ -145,7 +147,7 @@ class RemoteWriteClient:
                 "is sent HTTP/1.1 requests (as Prometheus does when a server offers no h2)",
                 extra={"destination": name},
             )
-        self.protobuf_message: str = cfg.protobuf_message
+        self.protocol: Protocol = cfg.protobuf_message
         self.tenant = cfg.tenant  # the relay splits batches by it; entries carry the value
         self.http = HTTPEndpoint(
             cfg.url,
@@ -157,7 +159,7 @@ class RemoteWriteClient:
 
     async def send(self, entries: list[Entry]) -> SendResult:
         while True:
-            protocol = self.protobuf_message
+            protocol = self.protocol
             body = request_body(entries, protocol)  # compressed
             if self.cfg.strips:
                 body = await self._strip(body, protocol)
@@ -171,13 +173,13 @@ class RemoteWriteClient:
                 )
             except SendError as exc:
                 return SendResult(Outcome.RETRY, exc.reason, detail=exc.detail)
-            if protocol == V2 and self._is_v1_only(status, response_headers):
+            if protocol == Protocol.V2 and self._is_v1_only(status, response_headers):
                 log.warning(
                     "destination does not speak remote write 2.0; switching it to "
                     "prometheus.WriteRequest and resending",
                     extra={"destination": self.name, "status": status},
                 )
-                self.protobuf_message = V1
+                self.protocol = Protocol.V1
                 continue
             outcome = classify(status, retry_on_http_429=self.cfg.queue_config.retry_on_http_429)
             retry_after = parse_retry_after(response_headers.get("Retry-After"), time.time())
@@ -185,7 +187,7 @@ class RemoteWriteClient:
             detail = one_line(answer) if outcome is not Outcome.OK else ""
             return SendResult(outcome, reason, retry_after, detail)
 
-    async def _strip(self, body: bytes, protocol: str) -> bytes:
+    async def _strip(self, body: bytes, protocol: Protocol) -> bytes:
         # About 3 µs a series (decode, a look at each, re-encode): in a thread, so that the
         # event loop gets the GIL back every switch interval while a merged request is worked.
         body, left_out = await asyncio.to_thread(

@@ -24,8 +24,8 @@ from sys import intern
 from typing import Any, Final
 
 from .. import native
-from ..delivery.entry import V1, Entry, decode_entry
-from ..model import Batch, Labels, Series
+from ..delivery.entry import Entry, decode_entry
+from ..model import Batch, Labels, Protocol, Series
 from ..wire import rw1, scan
 from ..wire.errors import DecodeError
 from .chunked import (
@@ -139,7 +139,7 @@ async def entry_steps(
     more than labels and samples, its decoded ``Series``. Metadata and remote write 2.0 entries
     come as ``Batch``es, as from ``entry_batches``; an empty list marks a place to yield at."""
     for entry in entries:
-        if entry.protocol != V1:
+        if entry.protocol != Protocol.V1:
             yield Batch((), decode_entry(entry).metadata)
             continue
         data = await _message(entry)
@@ -149,7 +149,7 @@ async def entry_steps(
             yield rw1.decode(raw, validate=False) if raw else _EMPTY
         del data
     for entry in entries:
-        if entry.protocol != V1:
+        if entry.protocol != Protocol.V1:
             yield Batch(decode_entry(entry).series, ())
             continue
         data = await _message(entry)
