@@ -4,7 +4,7 @@ remote write 1.0 bytes to 2.0 (``wire/_v2.c``) and for the Datadog and OTLP dest
 conversion (``destinations/_rows.c``).
 
 ``optional=True``: where no C compiler or Python headers are at hand, the install still
-succeeds and the relay takes the pure Python paths (``wire.scan.survey`` returns None,
+succeeds and the relay takes the pure Python paths (``wire.rw1_bytes.survey`` returns None,
 ``routing.Router`` decodes, relabels and encodes, ``wire.rw2.from_v1`` decodes and encodes,
 ``destinations.rows`` walks in Python).
 Everything else about the package is declared in pyproject.toml.

@@ -431,7 +431,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from .relay import Relay
     from .server import STATE, make_app
     from .telemetry import Telemetry
-    from .wire import scan
+    from .wire import rw1_bytes
     from .workers import Generation, WorkerPool, add_internal_routes
 
     assert isinstance(config, Config)
@@ -531,7 +531,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "fd_limits": f"(soft={fd_soft}, hard={fd_hard})",
             "max_connections": runner.max_connections,
             # False: installed without gcc/Python headers, or GOTK_RELAY_NO_EXTENSIONS set
-            "scan_accelerator": scan.NATIVE,
+            "scan_accelerator": rw1_bytes.NATIVE,
         },
     )
     stop = asyncio.Event()

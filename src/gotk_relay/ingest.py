@@ -20,7 +20,7 @@ from .ingress import limits_of
 from .model import Batch, Protocol
 from .relay import Admission, Relay
 from .routing import Routed
-from .wire import scan, validate
+from .wire import rw1_bytes, validate
 from .wire.labels import NO_LIMITS
 from .wire.picked import decode as decode_series
 
@@ -75,9 +75,9 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
     """
     bounds = limits_of(limits)
     strict = limits.validation != "framing"
-    surveyed = scan.survey(raw, fast.names, fast.prefixes, bounds, strict=strict)
+    surveyed = rw1_bytes.survey(raw, fast.names, fast.prefixes, bounds, strict=strict)
     scanner = "c"
-    if not isinstance(surveyed, scan.Survey):
+    if not isinstance(surveyed, rw1_bytes.Survey):
         # Refused: the reference words why, starting at the series the walk refused. Without
         # the extension (None) it does the whole check and answers what the walk would.
         suspect = -1 if surveyed is None else surveyed.series
@@ -102,10 +102,10 @@ def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath
         # The request's metadata stay with the rest (every tenant of it gets them, as on the
         # decoded path); the rules' own families come with their output.
         taken = set(picked)
-        framed = scan.frame(forward_raw)
+        framed = rw1_bytes.frame(forward_raw)
         rest = [s for s in framed.timeseries if s not in taken]
-        points -= scan.count_points(scan.rebuild(picked))
-        forward_raw = scan.rebuild(rest, framed.metadata) if rest or framed.metadata else b""
+        points -= rw1_bytes.count_points(rw1_bytes.rebuild(picked))
+        forward_raw = rw1_bytes.rebuild(rest, framed.metadata) if rest or framed.metadata else b""
         block = None
     else:
         metadata = metadata if picked else []
@@ -143,8 +143,8 @@ def _forwarded(fast: FastPath) -> bool:
 
 def _pick(raw: bytes, fast: FastPath) -> tuple[list[bytes], list[bytes]]:
     """The series the rules read in a request the global rules rewrote (checked already)."""
-    found = scan.survey(raw, fast.names, fast.prefixes, NO_LIMITS, strict=False)
-    if not isinstance(found, scan.Survey):
+    found = rw1_bytes.survey(raw, fast.names, fast.prefixes, NO_LIMITS, strict=False)
+    if not isinstance(found, rw1_bytes.Survey):
         found = validate.survey(raw, fast.names, fast.prefixes, NO_LIMITS)
     return found.picked, found.metadata
 

@@ -32,7 +32,7 @@ from typing import Literal, NamedTuple
 
 import pytest
 
-from gotk_relay.wire import scan
+from gotk_relay.wire import rw1_bytes
 
 from . import rig
 from .conftest import AgentStarter, RelayStarter
@@ -633,7 +633,7 @@ def test_legacy_gauges_follow_flux_objects_through_their_life(
         s.labels["scanner"]: s.value
         for s in relay.metric_samples("gotk_relay_scanned_requests_total")
     }
-    if scan.NATIVE:  # the relay runs with this process's environment and sources
+    if rw1_bytes.NATIVE:  # the relay runs with this process's environment and sources
         assert scanned["c"] > 0 and scanned["python"] == 0, scanned
     else:
         assert scanned["c"] == 0 and scanned["python"] > 0, scanned

@@ -17,7 +17,7 @@ from harness import (
 
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
 from gotk_relay.relay import Relay
-from gotk_relay.wire import remote_pb2, rw1, scan, snappy
+from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy
 
 KSM = labels_from(
     {
@@ -256,7 +256,7 @@ async def test_each_request_is_counted_by_the_scanner_that_read_it() -> None:
                 "gotk_relay_scanned_requests_total", {"scanner": scanner}
             )
 
-        if scan.NATIVE:
+        if rw1_bytes.NATIVE:
             assert (scanned("c"), scanned("python")) == (2, 0)
         else:
             assert (scanned("c"), scanned("python")) == (0, 2)

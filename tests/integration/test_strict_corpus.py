@@ -27,7 +27,7 @@ from strategies import pb_varint
 
 from gotk_relay.model import Labels
 from gotk_relay.relay import Relay
-from gotk_relay.wire import rw1, scan, snappy, write_v2_pb2
+from gotk_relay.wire import rw1, rw1_bytes, snappy, write_v2_pb2
 
 V1 = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
 V2 = {
@@ -210,8 +210,8 @@ def _label_sets(receiver: ScriptedReceiver) -> list[Labels]:
     """Every series the destination got, as forwarded (label order kept: no re-sorting)."""
     found: list[Labels] = []
     for request in receiver.requests:
-        for encoded in scan.split(request.raw).series:
-            (item,) = rw1.decode(scan.rebuild([encoded]), validate=False).series
+        for encoded in rw1_bytes.split(request.raw).series:
+            (item,) = rw1.decode(rw1_bytes.rebuild([encoded]), validate=False).series
             found.append(item.labels)
     return found
 
@@ -226,7 +226,7 @@ async def test_hostile_request_gets_its_exact_status(
     mode: str, case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if mode == "default-pure":
-        monkeypatch.setattr(scan, "_native", None)
+        monkeypatch.setattr(rw1_bytes, "_native", None)
     receiver = ScriptedReceiver()
     async with receivers(receiver), relay_client(_config(mode, receiver.url)) as (client, relay):
         response = await client.post("/api/v1/write", data=case.body, headers=case.headers)

@@ -1,4 +1,4 @@
-"""wire.picked: the same Batch, or the same error, as ``rw1.decode(scan.rebuild(...))``.
+"""wire.picked: the same Batch, or the same error, as ``rw1.decode(rw1_bytes.rebuild(...))``.
 
 The cache is module-wide and deliberately not reset between examples: a label part learned from
 one request must never change what another decodes to, under any limits.
@@ -24,7 +24,7 @@ from gotk_relay.model import (
     Series,
     float_bits,
 )
-from gotk_relay.wire import picked, rw1, scan
+from gotk_relay.wire import picked, rw1, rw1_bytes
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import NO_LIMITS, LabelLimitError, Limits, TooManySeriesError
 
@@ -72,7 +72,7 @@ def outcome(decode: Callable[[], Batch]) -> Outcome:
 
 
 def reference(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Outcome:
-    return outcome(lambda: rw1.decode(scan.rebuild(series, metadata), limits=limits))
+    return outcome(lambda: rw1.decode(rw1_bytes.rebuild(series, metadata), limits=limits))
 
 
 def assert_same(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Outcome:
@@ -100,7 +100,7 @@ limits_values = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(v1_batches(), limits_values)
 def test_same_batch_or_error_as_rw1(batch: Batch, limits: Limits) -> None:
-    parts = scan.split(rw1.encode(batch))
+    parts = rw1_bytes.split(rw1.encode(batch))
     assert_same(parts.series, parts.metadata, limits)
 
 
@@ -132,7 +132,7 @@ def _with_broken_labels(item: Series) -> st.SearchStrategy[Series]:
     st.lists(st.one_of(series(), series().flatmap(_with_broken_labels)), max_size=5), limits_values
 )
 def test_invalid_labels_raise_what_rw1_raises(items: list[Series], limits: Limits) -> None:
-    parts = scan.split(rw1.encode(Batch(tuple(items))))
+    parts = rw1_bytes.split(rw1.encode(Batch(tuple(items))))
     assert_same(parts.series, parts.metadata, limits)
 
 
@@ -227,8 +227,8 @@ def test_mangled_series_decode_or_fail_as_rw1(encoded: bytes, data: st.DataObjec
 UP = (("__name__", "up"), ("job", "node"))
 
 
-def encode(*items: Series, metadata: tuple[FamilyMetadata, ...] = ()) -> scan.Split:
-    return scan.split(rw1.encode(Batch(items, metadata)))
+def encode(*items: Series, metadata: tuple[FamilyMetadata, ...] = ()) -> rw1_bytes.Split:
+    return rw1_bytes.split(rw1.encode(Batch(items, metadata)))
 
 
 @pytest.mark.parametrize(
@@ -319,11 +319,11 @@ def test_loadgen_flux_heavy_rounds() -> None:
     limits = Limits(200_000, 128, 1024, 4096)
     for round_ in range(3):
         for index in range(len(workload.batches)):
-            parts = scan.split(workload.raw(index, round_))
-            chosen = [parts.series[i] for i in scan.select(parts, names)]
+            parts = rw1_bytes.split(workload.raw(index, round_))
+            chosen = [parts.series[i] for i in rw1_bytes.select(parts, names)]
             assert chosen
             for series_set in (chosen, list(parts.series)):
-                want = rw1.decode(scan.rebuild(series_set, parts.metadata), limits=limits)
+                want = rw1.decode(rw1_bytes.rebuild(series_set, parts.metadata), limits=limits)
                 got = picked.decode(series_set, parts.metadata, limits)
                 assert canonical(got) == canonical(want)
 
@@ -370,7 +370,7 @@ REFUSED_LOOKALIKES = {
 def test_sample_lookalikes_of_the_wrong_wire_type_are_refused(tail: bytes) -> None:
     head = b"".join(label_field(k, v) for k, v in UP)
     with pytest.raises(DecodeError, match=r"has wire type [A-Z0-9]+, declared"):
-        rw1.decode(scan.rebuild([head + USUAL, head + tail]))
+        rw1.decode(rw1_bytes.rebuild([head + USUAL, head + tail]))
 
 
 @pytest.mark.parametrize("tail", list(LOOKALIKES.values()), ids=list(LOOKALIKES))

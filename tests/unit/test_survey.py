@@ -1,4 +1,4 @@
-"""wire.scan.survey (the C walk): exactly the valid remote-write 1.0 requests, and the answers.
+"""wire.rw1_bytes.survey (the C walk): exactly the valid remote-write 1.0 requests, and the answers.
 
 The relay forwards every request the survey accepts as the bytes that came (or with unsorted
 label sets sorted), so the survey is the edge's whole check. These tests hold it to:
@@ -25,16 +25,16 @@ from bench_workload import loadgen
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from strategies import v1_batches
-from test_scan import WATCHED, ld, prometheus_batches, varint
+from test_rw1_bytes import WATCHED, ld, prometheus_batches, varint
 
 from gotk_relay import config as config_module
 from gotk_relay import fastpath, ingest
 from gotk_relay.model import Batch
-from gotk_relay.wire import remote_pb2, rw1, scan, snappy, validate
+from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy, validate
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import NO_LIMITS, Limits
 
-Surveyor = Callable[..., scan.Survey | None]
+Surveyor = Callable[..., rw1_bytes.Survey | None]
 
 
 def test_the_accelerator_is_built() -> None:
@@ -43,10 +43,10 @@ def test_the_accelerator_is_built() -> None:
     ``gotk_relay_scanned_requests_total{scanner="python"}`` would show it."""
     if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
         pytest.skip("GOTK_RELAY_NO_EXTENSIONS is set: the Python reference is under test")
-    assert scan.NATIVE, f"gotk_relay.wire._survey is not built for {sys.executable}"
+    assert rw1_bytes.NATIVE, f"gotk_relay.wire._survey is not built for {sys.executable}"
 
 
-needs_native = pytest.mark.skipif(not scan.NATIVE, reason="the C scanner is not built")
+needs_native = pytest.mark.skipif(not rw1_bytes.NATIVE, reason="the C scanner is not built")
 
 
 # -- a model of the strict survey, in Python, for fuzzing the C one ---------------------------
@@ -155,7 +155,7 @@ def model_survey(
     limits: Limits = NO_LIMITS,
     *,
     strict: bool = True,
-) -> scan.Survey | None:
+) -> rw1_bytes.Survey | None:
     """What the C survey answers, written for clarity; None for an invalid request."""
     try:
         return _model(raw, names, prefixes, limits, strict)
@@ -165,7 +165,7 @@ def model_survey(
 
 def _model(
     raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes], limits: Limits, strict: bool
-) -> scan.Survey:
+) -> rw1_bytes.Survey:
     out = bytearray(raw)
     series = points = count_sorted = 0
     picked: list[bytes] = []
@@ -231,7 +231,7 @@ def _model(
         if metric is not None and (metric in names or metric.startswith(tuple(prefixes))):
             picked.append(bytes(out[start:stop]))
     forward = bytes(out) if count_sorted else raw
-    return scan.Survey(series, points, picked, metadata, forward, count_sorted)
+    return rw1_bytes.Survey(series, points, picked, metadata, forward, count_sorted)
 
 
 # -- the oracles ------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def _model(
 
 def reference(
     raw: bytes, names: frozenset[bytes], prefixes: frozenset[bytes], limits: Limits = NO_LIMITS
-) -> scan.Survey | None:
+) -> rw1_bytes.Survey | None:
     """The reference check: its Survey, or None where it raises the worded 4xx."""
     try:
         return validate.survey(raw, names, prefixes, limits)
@@ -247,9 +247,9 @@ def reference(
         return None
 
 
-def accepted(found: scan.Survey | scan.Refused | None) -> scan.Survey | None:
+def accepted(found: rw1_bytes.Survey | rw1_bytes.Refused | None) -> rw1_bytes.Survey | None:
     """The C walk's Survey, or None where it refused the request."""
-    return found if isinstance(found, scan.Survey) else None
+    return found if isinstance(found, rw1_bytes.Survey) else None
 
 
 def worded(
@@ -265,21 +265,21 @@ def agree(
     names: frozenset[bytes] = frozenset(),
     prefixes: frozenset[bytes] = frozenset(),
     limits: Limits = NO_LIMITS,
-) -> scan.Survey | None:
+) -> rw1_bytes.Survey | None:
     """Assert that C, the model and the reference agree on ``raw`` (strict and framing), that
     upb accepts what strict C accepts and that framing accepts what strict accepts, and that the
     reference words a refusal alike whether or not it starts at the series C refused it in;
     return the strict answer."""
-    walked = scan.survey(raw, names, prefixes, limits)
+    walked = rw1_bytes.survey(raw, names, prefixes, limits)
     found = accepted(walked)
     assert found == model_survey(raw, names, prefixes, limits)
     assert found == reference(raw, names, prefixes, limits)
-    if isinstance(walked, scan.Refused):
+    if isinstance(walked, rw1_bytes.Refused):
         assert walked.series >= -1
         assert worded(raw, names, prefixes, limits, walked.series) == worded(
             raw, names, prefixes, limits, -1
         )
-    loose = accepted(scan.survey(raw, names, prefixes, limits, strict=False))
+    loose = accepted(rw1_bytes.survey(raw, names, prefixes, limits, strict=False))
     assert loose == model_survey(raw, names, prefixes, limits, strict=False)
     if found is not None:
         assert found.raw is raw if not found.sorted else found.raw != raw
@@ -413,7 +413,9 @@ def test_every_valid_request_as_prometheus_writes_it_is_accepted(
     assert found.points == batch.sample_count + batch.histogram_count
     names, prefixes = watched
     expected = [
-        item for item in scan.split(raw).series if _wanted(scan.metric_name(item), names, prefixes)
+        item
+        for item in rw1_bytes.split(raw).series
+        if _wanted(rw1_bytes.metric_name(item), names, prefixes)
     ]
     assert found.picked == expected
 
@@ -584,7 +586,7 @@ HOSTILE = [
 @pytest.mark.parametrize("raw", HOSTILE)
 def test_a_hostile_request_is_refused(raw: bytes) -> None:
     limits = Limits(max_labels_per_series=128)
-    assert accepted(scan.survey(raw, frozenset({b"x"}), frozenset(), limits)) is None
+    assert accepted(rw1_bytes.survey(raw, frozenset({b"x"}), frozenset(), limits)) is None
     assert agree(raw, frozenset({b"x"}), frozenset(), limits) is None
 
 
@@ -670,13 +672,13 @@ def test_an_unsorted_series_is_sorted_and_the_others_kept_byte_for_byte() -> Non
     plain = series(X, label(b"a", b"1"), SAMPLE)
     meta = ld(3, ld(2, b"x"))
     raw = plain + unsorted + plain + meta
-    found = accepted(scan.survey(raw, frozenset({b"x"}), frozenset()))
+    found = accepted(rw1_bytes.survey(raw, frozenset({b"x"}), frozenset()))
     assert found is not None and found.sorted == 1 and found.points == 4
     sorted_series = series(X, odd_label, label(b"b", b"1"), SAMPLE, ld(3, b""), SAMPLE)
     assert found.raw == plain + sorted_series + plain + meta
     assert found.picked == [plain[2:], sorted_series[2:], plain[2:]]
     assert found.metadata == [ld(2, b"x")]
-    loose = accepted(scan.survey(raw, frozenset(), frozenset(), strict=False))
+    loose = accepted(rw1_bytes.survey(raw, frozenset(), frozenset(), strict=False))
     assert loose is not None and loose.raw is raw  # framing: as it came
     agree(raw, frozenset({b"x"}), frozenset())
 
@@ -710,9 +712,11 @@ def test_each_limit_is_inclusive(limits: Limits, accepted: bool) -> None:
 @needs_native
 def test_value_length_counts_utf8_bytes() -> None:
     raw = series(X, label(b"a", "éé".encode()))
-    assert accepted(scan.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=4)))
-    assert scan.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=3)) == (
-        scan.Refused(0)
+    assert accepted(
+        rw1_bytes.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=4))
+    )
+    assert rw1_bytes.survey(raw, frozenset(), frozenset(), Limits(max_label_value_length=3)) == (
+        rw1_bytes.Refused(0)
     )
 
 
@@ -729,15 +733,15 @@ def test_value_length_counts_utf8_bytes() -> None:
 )
 def test_framing_forwards_label_sets_as_they_came(raw: bytes) -> None:
     """``receiver.validation: framing``, the explicit opt-out: framing and counts only."""
-    assert accepted(scan.survey(raw, frozenset(), frozenset())) is None
-    found = accepted(scan.survey(raw, frozenset(), frozenset(), strict=False))
+    assert accepted(rw1_bytes.survey(raw, frozenset(), frozenset())) is None
+    found = accepted(rw1_bytes.survey(raw, frozenset(), frozenset(), strict=False))
     assert found is not None and found.raw is raw and found.sorted == 0 and found.series == 1
 
 
 @needs_native
 def test_survey_takes_names_as_bytes_only() -> None:
     with pytest.raises(TypeError, match="bytes"):
-        scan._native.survey(b"", ("gotk_resource_info",), (), 1, 1, 1, 1, 1, True)
+        rw1_bytes._native.survey(b"", ("gotk_resource_info",), (), 1, 1, 1, 1, 1, True)
 
 
 @needs_native
@@ -746,11 +750,11 @@ def test_a_large_request_is_surveyed_without_recursion_or_copies() -> None:
     just past it; the default limits let the same series with 1M samples through."""
     samples = SAMPLE * 1_000_000
     raw = ld(1, X + samples)
-    found = accepted(scan.survey(raw, frozenset(), frozenset(), Limits(max_samples=1_000_000)))
+    found = accepted(rw1_bytes.survey(raw, frozenset(), frozenset(), Limits(max_samples=1_000_000)))
     assert found is not None and found.points == 1_000_000 and found.raw is raw
-    assert scan.survey(
+    assert rw1_bytes.survey(
         ld(1, X + samples + SAMPLE), frozenset(), frozenset(), Limits(max_samples=1_000_000)
-    ) == scan.Refused(0)
+    ) == rw1_bytes.Refused(0)
 
 
 @needs_native
@@ -760,12 +764,12 @@ def test_a_refusal_is_worded_from_the_series_the_walk_refused_it_in() -> None:
     good = ld(1, X + SAMPLE)
     bad = ld(1, label(b"__name__", b"x") + label(b"a", b"1") + label(b"a", b"2") + SAMPLE)
     raw = good * 5000 + bad + good
-    assert scan.survey(raw, frozenset(), frozenset()) == scan.Refused(5000)
+    assert rw1_bytes.survey(raw, frozenset(), frozenset()) == rw1_bytes.Refused(5000)
     words = worded(raw, frozenset(), frozenset(), NO_LIMITS, 5000)
     assert "duplicate label name" in words and "(timeseries[5000])" in words
     assert words == worded(raw, frozenset(), frozenset(), NO_LIMITS, -1)
     # Outside a series (trailing bytes after valid ones): no series to start from.
-    assert scan.survey(good * 3 + b"\x00", frozenset(), frozenset()) == scan.Refused(-1)
+    assert rw1_bytes.survey(good * 3 + b"\x00", frozenset(), frozenset()) == rw1_bytes.Refused(-1)
 
 
 # -- the relay's scan -------------------------------------------------------------------------
@@ -812,8 +816,8 @@ def test_scan_request_is_the_same_with_and_without_the_extension(
         ]
 
     with_native = scan_all()
-    monkeypatch.setattr(scan, "_native", None)
-    assert scan.survey(b"", fast.names) is None
+    monkeypatch.setattr(rw1_bytes, "_native", None)
+    assert rw1_bytes.survey(b"", fast.names) is None
     without = scan_all()
     assert {s.scanner for s in with_native} == {"c"}
     assert {s.scanner for s in without} == {"python"}
@@ -834,10 +838,10 @@ def test_scan_request_is_the_same_with_and_without_the_extension(
 def test_scan_request_refuses_an_invalid_request_with_the_reference_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
-    if native and not scan.NATIVE:
+    if native and not rw1_bytes.NATIVE:
         pytest.skip("the C scanner is not built")
     if not native:
-        monkeypatch.setattr(scan, "_native", None)
+        monkeypatch.setattr(rw1_bytes, "_native", None)
     fast, limits = _fast_path(tmp_path)
     raw = series(X, label(b"a", b"1"), label(b"a", b"2"), SAMPLE)
     with pytest.raises(DecodeError):

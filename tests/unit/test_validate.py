@@ -24,7 +24,7 @@ from strategies import (
 )
 
 from gotk_relay.model import Batch, Histogram, Labels, Sample, Series
-from gotk_relay.wire import remote_pb2, rw1, rw2, scan, validate, write_v2_pb2
+from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, rw2, validate, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import (
     NO_LIMITS,
@@ -47,7 +47,7 @@ LIMITS = Limits(
 )
 
 
-def run(raw: bytes, limits: Limits = LIMITS) -> scan.Survey:
+def run(raw: bytes, limits: Limits = LIMITS) -> rw1_bytes.Survey:
     return validate.survey(raw, frozenset({b"up"}), frozenset({b"gotk_"}), limits)
 
 
@@ -131,8 +131,8 @@ def test_survey_picks_by_name_and_prefix_from_the_sorted_request() -> None:
     flux = series((b"name", b"x"), (b"__name__", b"gotk_resource_info"))
     found = run(OK + series((b"__name__", b"down")) + flux + ld(3, ld(2, b"up")), NO_LIMITS)
     assert found.series == 3
-    assert found.picked == [OK[2:], scan.split(found.raw).series[2]]
-    assert rw1.decode(scan.rebuild(found.picked[1:]), validate=False).series[0].labels == (
+    assert found.picked == [OK[2:], rw1_bytes.split(found.raw).series[2]]
+    assert rw1.decode(rw1_bytes.rebuild(found.picked[1:]), validate=False).series[0].labels == (
         ("__name__", "gotk_resource_info"),
         ("name", "x"),
     )
@@ -301,7 +301,7 @@ def test_any_valid_encoding_is_accepted_and_agrees_with_upb(case: tuple[bytes, B
     unsorted = [i for i, s in enumerate(written.series) if list(s.labels) != sorted(s.labels)]
     assert found.sorted == len(unsorted)
     assert len(found.raw) == len(raw)
-    before, after = scan.split(raw), scan.split(found.raw)
+    before, after = rw1_bytes.split(raw), rw1_bytes.split(found.raw)
     for i, (old, new) in enumerate(zip(before.series, after.series, strict=True)):
         assert (old == new) == (i not in unsorted)
         assert sorted(old) == sorted(new)  # the same bytes, moved
@@ -319,7 +319,7 @@ def test_a_request_as_prometheus_writes_it_is_returned_as_it_came(batch: Batch) 
     raw = rw1.encode(batch)
     found = validate.survey(raw, NAMES, PREFIXES, NO_LIMITS)
     assert found.raw is raw and found.sorted == 0
-    assert found.picked == [scan.split(raw).series[i] for i in _picked(batch)]
+    assert found.picked == [rw1_bytes.split(raw).series[i] for i in _picked(batch)]
 
 
 def _mutations(raw: bytes) -> st.SearchStrategy[bytes]:

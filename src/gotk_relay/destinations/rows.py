@@ -26,7 +26,7 @@ from typing import Any, Final
 from .. import native
 from ..delivery.entry import Entry, decode_entry
 from ..model import Batch, Labels, Protocol, Series
-from ..wire import rw1, scan
+from ..wire import rw1, rw1_bytes
 from ..wire.errors import DecodeError
 from .chunked import (
     _EMPTY,
@@ -143,7 +143,7 @@ async def entry_steps(
             yield Batch((), decode_entry(entry).metadata)
             continue
         data = await _message(entry)
-        if not scan.frame(data).metadata:  # type: ignore[arg-type]  # upb reads any buffer
+        if not rw1_bytes.frame(data).metadata:  # type: ignore[arg-type]  # upb reads any buffer
             continue
         for raw in metadata_chunks(data, budget):
             yield rw1.decode(raw, validate=False) if raw else _EMPTY

@@ -1,4 +1,4 @@
-/* One strict pass over a remote-write 1.0 request (gotk_relay.wire.scan.survey): it decides
+/* One strict pass over a remote-write 1.0 request (gotk_relay.wire.rw1_bytes.survey): it decides
  * whether the request is valid, counts its series and points, finds the series a rule reads by
  * metric name and sorts label sets that came unsorted.
  *

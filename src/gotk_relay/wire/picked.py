@@ -1,4 +1,4 @@
-"""Decode the few series the fast path picks (``scan.select``), remembering label sets.
+"""Decode the few series the fast path picks (``rw1_bytes.select``), remembering label sets.
 
 Why: the series a rule picks (``gotk_resource_info`` above all) carry the same ~14 labels every
 scrape; only the sample changes. ``rw1.decode`` rebuilds and re-validates those labels each time
@@ -6,7 +6,7 @@ scrape; only the sample changes. ``rw1.decode`` rebuilds and re-validates those 
 as costly as the rest of the fast path together. Here each encoded series is cut into its label
 part and its trailing samples with a few byte comparisons; the label part's bytes key a cache of
 the ``Labels`` tuple that upb decoded and ``check_series`` accepted for them, and the samples are
-read with ``struct``. The result is the value ``rw1.decode(scan.rebuild(series, metadata),
+read with ``struct``. The result is the value ``rw1.decode(rw1_bytes.rebuild(series, metadata),
 limits=limits)`` returns, and every request that decoder refuses is refused by handing the whole
 request to it, so errors (type, message, which series is named) are its own.
 
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from ..model import Batch, FamilyMetadata, Labels, Sample, Series
-from . import rw1, scan
+from . import rw1, rw1_bytes
 from .errors import DecodeError
 from .labels import Limits, check_series, sort_labels
 
@@ -83,10 +83,10 @@ _caches: dict[Limits, _LabelCache] = {}
 
 
 def decode(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Batch:
-    """``rw1.decode(scan.rebuild(series, metadata), limits=limits)``, cheaper for known labels.
+    """``rw1.decode(rw1_bytes.rebuild(series, metadata), limits=limits)``, cheaper for known labels.
 
     ``series`` and ``metadata`` are encoded TimeSeries and MetricMetadata messages, as
-    ``scan.split`` gives them. Raises what ``rw1.decode`` raises for that request.
+    ``rw1_bytes.split`` gives them. Raises what ``rw1.decode`` raises for that request.
     """
     if len(series) > limits.max_series:
         return _exact(series, metadata, limits)  # which error comes first is rw1's to say
@@ -130,7 +130,9 @@ def decode(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -
             out.append(_new(Series, (labels, samples, (), (), None, 0)))
     if slow:
         try:
-            decoded = rw1.decode(scan.rebuild([series[i] for i in slow]), validate=False).series
+            decoded = rw1.decode(
+                rw1_bytes.rebuild([series[i] for i in slow]), validate=False
+            ).series
             for index, item in zip(slow, decoded, strict=True):
                 check_series(item.labels, limits)
                 ordered = sort_labels(item.labels)
@@ -140,14 +142,14 @@ def decode(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -
     families: tuple[FamilyMetadata, ...] = ()
     if metadata:
         try:
-            families = rw1.decode(scan.rebuild((), metadata), validate=False).metadata
+            families = rw1.decode(rw1_bytes.rebuild((), metadata), validate=False).metadata
         except DecodeError:
             return _exact(series, metadata, limits)
     return Batch(tuple(out), families)
 
 
 def _exact(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -> Batch:
-    return rw1.decode(scan.rebuild(series, metadata), limits=limits)
+    return rw1.decode(rw1_bytes.rebuild(series, metadata), limits=limits)
 
 
 def _learn(key: bytes, cache: _LabelCache, limits: Limits) -> Labels | None:
@@ -158,7 +160,7 @@ def _learn(key: bytes, cache: _LabelCache, limits: Limits) -> Labels | None:
     Only a refusal is not remembered, as it fails the request anyway.
     """
     try:
-        (alone,) = rw1.decode(scan.rebuild((key,)), validate=False).series
+        (alone,) = rw1.decode(rw1_bytes.rebuild((key,)), validate=False).series
     except DecodeError:
         return cache.store(key, None)
     if alone.samples or alone.histograms or alone.exemplars:

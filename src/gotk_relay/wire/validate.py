@@ -1,10 +1,11 @@
 """The strict reference check of remote-write requests, in pure Python.
 
 ``survey`` accepts exactly the remote write 1.0 requests that Prometheus 3 and Mimir accept and
-answers what the fast path needs of them (``scan.Survey``); any other request raises the error
-that is sent back, naming the first bad series in request order. The compiled scanner
-(``scan.survey``) answers the same for valid requests at speed and says None for any invalid one;
-this module then words the refusal, and it is the whole check when the extension is not built.
+answers what the fast path needs of them (``rw1_bytes.Survey``); any other request raises the
+error that is sent back, naming the first bad series in request order. The compiled scanner
+(``rw1_bytes.survey``) answers the same for valid requests at speed and says None for any
+invalid one; this module then words the refusal, and it is the whole check when the extension
+is not built.
 ``check_v2`` is the same protobuf strictness for a remote write 2.0 Request (``rw2`` does the
 label rules on the decoded request).
 
@@ -37,7 +38,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from . import scan
+from . import rw1_bytes
 from .errors import DecodeError
 from .labels import (
     LabelLimitError,
@@ -48,7 +49,7 @@ from .labels import (
     describe_raw,
     quote,
 )
-from .scan import _varint
+from .rw1_bytes import _varint
 
 NAME: Final = b"__name__"
 # Exactly one varint (of at most 10 bytes): what a Sample's timestamp field holds.
@@ -140,14 +141,14 @@ def survey(
     limits: Limits,
     *,
     suspect: int = -1,
-) -> scan.Survey:
+) -> rw1_bytes.Survey:
     """Check an uncompressed remote write 1.0 request and survey it (see the module docstring).
 
     ``picked`` holds the encoded series (as in the returned ``raw``) whose ``__name__`` is in
     ``names`` or starts with one of ``prefixes``; ``metadata`` every encoded MetricMetadata.
 
     ``suspect``: the index of the series the compiled walk refused the request in
-    (``scan.Refused``), which found every series before it valid: that series is checked right
+    (``rw1_bytes.Refused``), which found every series before it valid: that series is checked right
     after the request's own fields, so wording a refusal costs one series in Python, not every
     series before it (~9 µs each). The answer is the same with or without it.
     """
@@ -168,7 +169,7 @@ def survey(
     check_series_count(len(series_at), limits)
     if limits.max_samples < len(raw) // 2:  # a point takes 2 bytes at least
         try:
-            counted = scan.count_points(raw)
+            counted = rw1_bytes.count_points(raw)
         except DecodeError:
             counted = 0  # a broken series: the walk below says which, and bounds its count
         check_points(counted, limits)
@@ -200,7 +201,7 @@ def survey(
             buffer[start : start + len(content)] = content
         out = bytes(buffer)
     metadata = [raw[start:stop] for start, stop in metadata_at]
-    return scan.Survey(len(series_at), points, picked, metadata, out, len(rewritten))
+    return rw1_bytes.Survey(len(series_at), points, picked, metadata, out, len(rewritten))
 
 
 def check_v2(raw: bytes) -> None:
@@ -453,7 +454,7 @@ def _inner(exc: DecodeError) -> str:
 
 
 def _reason(exc: DecodeError, message: str) -> str:
-    """``scan``'s helpers say "invalid protobuf: why"; name the message instead."""
+    """``rw1_bytes``' helpers say "invalid protobuf: why"; name the message instead."""
     text = str(exc)
     prefix = "invalid protobuf: "
     return f"invalid protobuf {message}: {text[len(prefix) :]}" if text.startswith(prefix) else text

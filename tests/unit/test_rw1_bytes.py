@@ -1,4 +1,4 @@
-"""wire.scan: requests handled as bytes agree with the full decoder (rw1 / upb) on every input."""
+"""wire.rw1_bytes: requests handled as bytes agree with the full decoder (rw1 / upb) on every input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from strategies import canonical, series, v1_batches
 
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.wire import remote_pb2 as pb
-from gotk_relay.wire import rw1, scan
+from gotk_relay.wire import rw1, rw1_bytes
 from gotk_relay.wire.errors import DecodeError
 
 # -- a protobuf encoder written independently of the one under test --------------------------
@@ -53,7 +53,7 @@ def reference_name(encoded: bytes) -> bytes | None:
 
 
 def encode_series(*items: Series) -> list[bytes]:
-    return list(scan.split(rw1.encode(Batch(items))).series)
+    return list(rw1_bytes.split(rw1.encode(Batch(items))).series)
 
 
 # -- split / rebuild ---------------------------------------------------------------------------
@@ -63,18 +63,18 @@ def encode_series(*items: Series) -> list[bytes]:
 @given(v1_batches())
 def test_split_then_rebuild_is_byte_exact(batch: Batch) -> None:
     raw = rw1.encode(batch)
-    parts = scan.split(raw)
+    parts = rw1_bytes.split(raw)
     assert len(parts.series) == len(batch.series)
     assert len(parts.metadata) == len(batch.metadata)
-    assert scan.rebuild(parts.series, parts.metadata) == raw
-    assert scan.rebuild(iter(parts.series), (m for m in parts.metadata)) == raw
+    assert rw1_bytes.rebuild(parts.series, parts.metadata) == raw
+    assert rw1_bytes.rebuild(iter(parts.series), (m for m in parts.metadata)) == raw
     for item, encoded in zip(batch.series, parts.series, strict=True):
-        assert canonical(rw1.decode(scan.rebuild([encoded])).series[0]) == canonical(item)
+        assert canonical(rw1.decode(rw1_bytes.rebuild([encoded])).series[0]) == canonical(item)
 
 
 def test_split_of_an_empty_request() -> None:
-    assert scan.split(b"") == scan.Split([], [])
-    assert scan.rebuild([], []) == b""
+    assert rw1_bytes.split(b"") == rw1_bytes.Split([], [])
+    assert rw1_bytes.rebuild([], []) == b""
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_split_of_an_empty_request() -> None:
 )
 def test_split_refuses_broken_framing_with_one_line(raw: bytes) -> None:
     with pytest.raises(DecodeError) as info:
-        scan.split(raw)
+        rw1_bytes.split(raw)
     reason = str(info.value)
     assert reason.startswith("invalid protobuf WriteRequest:")
     assert "\n" not in reason and "fastpath" not in reason
@@ -101,7 +101,7 @@ def test_split_refuses_broken_framing_with_one_line(raw: bytes) -> None:
 def test_split_keeps_a_malformed_series_as_it_came() -> None:
     """Only the top level is parsed: the series' inside is the receiver's business."""
     raw = ld(1, b"\x12\x05ab") + ld(1, b"")
-    assert scan.split(raw).series == [b"\x12\x05ab", b""]
+    assert rw1_bytes.split(raw).series == [b"\x12\x05ab", b""]
 
 
 @pytest.mark.slow
@@ -110,13 +110,13 @@ def test_split_keeps_a_malformed_series_as_it_came() -> None:
 def test_drop_replace_and_append_series_without_touching_the_others(
     batch: Batch, extra: Batch, data: st.DataObject
 ) -> None:
-    parts = scan.split(rw1.encode(batch))
+    parts = rw1_bytes.split(rw1.encode(batch))
     n = len(batch.series)
     dropped = data.draw(st.sets(st.integers(0, max(n - 1, 0))) if n else st.just(set()))
     replaced = data.draw(st.sets(st.integers(0, max(n - 1, 0))) if n else st.just(set()))
     replacement = Series(labels_from({"__name__": "replaced", "job": "x"}), (Sample(1.0, 2),))
     new_encoded = encode_series(replacement)[0]
-    extra_encoded = scan.split(rw1.encode(extra)).series
+    extra_encoded = rw1_bytes.split(rw1.encode(extra)).series
 
     out: list[bytes] = []
     expected: list[Series] = []
@@ -128,7 +128,7 @@ def test_drop_replace_and_append_series_without_touching_the_others(
     out.extend(extra_encoded)
     expected.extend(extra.series)
 
-    body = scan.rebuild(out, parts.metadata)
+    body = rw1_bytes.rebuild(out, parts.metadata)
     want = Batch(tuple(expected), batch.metadata)
     assert canonical(rw1.decode(body, validate=False)) == canonical(want)
 
@@ -136,11 +136,11 @@ def test_drop_replace_and_append_series_without_touching_the_others(
 def test_rebuild_puts_series_before_metadata_whatever_order_they_came_in() -> None:
     series_bytes = encode_series(Series(labels_from({"__name__": "up"}), (Sample(1.0, 5),)))[0]
     meta = FamilyMetadata("up", MetricType.GAUGE, "help")
-    meta_bytes = scan.split(rw1.encode(Batch((), (meta,)))).metadata[0]
+    meta_bytes = rw1_bytes.split(rw1.encode(Batch((), (meta,)))).metadata[0]
     raw = ld(3, meta_bytes) + ld(1, series_bytes)  # metadata first: legal, not Prometheus' order
-    parts = scan.split(raw)
-    assert parts == scan.Split([series_bytes], [meta_bytes])
-    rebuilt = scan.rebuild(*parts)
+    parts = rw1_bytes.split(raw)
+    assert parts == rw1_bytes.Split([series_bytes], [meta_bytes])
+    rebuilt = rw1_bytes.rebuild(*parts)
     assert rebuilt == ld(1, series_bytes) + ld(3, meta_bytes)
     assert rw1.decode(rebuilt) == rw1.decode(raw)
 
@@ -149,8 +149,8 @@ def test_rebuild_uses_multi_byte_lengths() -> None:
     long_value = "v" * 20000
     item = Series(labels_from({"__name__": "up", "big": long_value}), (Sample(1.0, 5),))
     raw = rw1.encode(Batch((item,)))
-    assert scan.rebuild(*scan.split(raw)) == raw
-    assert scan.metric_name(scan.split(raw).series[0]) == b"up"
+    assert rw1_bytes.rebuild(*rw1_bytes.split(raw)) == raw
+    assert rw1_bytes.metric_name(rw1_bytes.split(raw).series[0]) == b"up"
 
 
 # -- metric_name -------------------------------------------------------------------------------
@@ -225,14 +225,14 @@ def test_metric_name_agrees_with_upb_on_any_encoding(encoded: bytes) -> None:
         expected = reference_name(encoded)
     except ProtoDecodeError:  # upb refuses it (e.g. invalid UTF-8): nothing to agree on
         assume(False)
-    assert scan.metric_name(encoded) == expected
+    assert rw1_bytes.metric_name(encoded) == expected
 
 
 @settings(max_examples=300, deadline=None)
 @given(series())
 def test_metric_name_of_prometheus_encoded_series(item: Series) -> None:
     (encoded,) = encode_series(item)
-    assert scan.metric_name(encoded) == item.name.encode()
+    assert rw1_bytes.metric_name(encoded) == item.name.encode()
 
 
 @pytest.mark.parametrize(
@@ -257,10 +257,10 @@ def test_metric_name_cases(encoded: bytes, expected: bytes | None) -> None:
         upb = reference_name(encoded)
     except ProtoDecodeError:
         with pytest.raises(DecodeError):
-            scan.metric_name(encoded)
+            rw1_bytes.metric_name(encoded)
         return
     assert upb == expected
-    assert scan.metric_name(encoded) == expected
+    assert rw1_bytes.metric_name(encoded) == expected
 
 
 @pytest.mark.parametrize(
@@ -280,7 +280,7 @@ def test_metric_name_cases(encoded: bytes, expected: bytes | None) -> None:
 )
 def test_metric_name_refuses_broken_framing(encoded: bytes) -> None:
     with pytest.raises(DecodeError):
-        scan.metric_name(encoded)
+        rw1_bytes.metric_name(encoded)
     with pytest.raises(ProtoDecodeError):  # upb refuses them too
         pb.TimeSeries.FromString(encoded)
 
@@ -290,7 +290,7 @@ def test_metric_name_refuses_broken_framing(encoded: bytes) -> None:
 FLUX = frozenset({b"gotk_resource_info"})
 
 
-def reference_select(parts: scan.Split, names: frozenset[bytes]) -> list[int]:
+def reference_select(parts: rw1_bytes.Split, names: frozenset[bytes]) -> list[int]:
     return [i for i, s in enumerate(parts.series) if reference_name(s) in names]
 
 
@@ -308,11 +308,11 @@ def test_select_agrees_with_upb_on_any_encoding(
     encodings: list[bytes], names: frozenset[bytes]
 ) -> None:
     try:
-        expected = reference_select(scan.Split(encodings, []), names)
+        expected = reference_select(rw1_bytes.Split(encodings, []), names)
     except ProtoDecodeError:
         assume(False)
-    assert scan.select(scan.Split(encodings, []), names) == expected
-    if not scan.mentions(scan.rebuild(encodings), names):
+    assert rw1_bytes.select(rw1_bytes.Split(encodings, []), names) == expected
+    if not rw1_bytes.mentions(rw1_bytes.rebuild(encodings), names):
         assert expected == []
 
 
@@ -329,7 +329,7 @@ def test_select_agrees_with_upb_on_any_encoding(
     ],
 )
 def test_mentions(names: frozenset[bytes], body: bytes, expected: bool) -> None:
-    assert scan.mentions(body, names) is expected
+    assert rw1_bytes.mentions(body, names) is expected
 
 
 @settings(max_examples=200, deadline=None)
@@ -353,13 +353,13 @@ def test_select_with_names_hidden_in_other_labels_and_metadata(
         for name, note in rows
     )
     metadata = tuple(FamilyMetadata(n.decode()) for n in sorted(names))
-    parts = scan.split(rw1.encode(Batch(items, metadata)))
+    parts = rw1_bytes.split(rw1.encode(Batch(items, metadata)))
     expected = [i for i, item in enumerate(items) if item.name.encode() in names]
-    assert scan.select(parts, names) == expected
+    assert rw1_bytes.select(parts, names) == expected
 
 
 def test_select_edge_cases() -> None:
-    parts = scan.split(
+    parts = rw1_bytes.split(
         rw1.encode(
             Batch(
                 (
@@ -370,29 +370,29 @@ def test_select_edge_cases() -> None:
             )
         )
     )
-    assert scan.select(parts, frozenset()) == []
-    assert scan.select(scan.Split([], []), FLUX) == []
-    assert scan.select(parts, FLUX) == [0]
-    assert scan.select(parts, frozenset({b"up", b"gotk_resource_info"})) == [0, 2]
-    assert scan.select(parts, frozenset({b""})) == []  # a missing name is not ""
-    assert scan.select(scan.Split([b"", *parts.series, b""], []), FLUX) == [1]
+    assert rw1_bytes.select(parts, frozenset()) == []
+    assert rw1_bytes.select(rw1_bytes.Split([], []), FLUX) == []
+    assert rw1_bytes.select(parts, FLUX) == [0]
+    assert rw1_bytes.select(parts, frozenset({b"up", b"gotk_resource_info"})) == [0, 2]
+    assert rw1_bytes.select(parts, frozenset({b""})) == []  # a missing name is not ""
+    assert rw1_bytes.select(rw1_bytes.Split([b"", *parts.series, b""], []), FLUX) == [1]
     empty_name = ld(1, ld(1, b"__name__"))
-    assert scan.select(scan.Split([b"", empty_name], []), frozenset({b""})) == [1]
+    assert rw1_bytes.select(rw1_bytes.Split([b"", empty_name], []), frozenset({b""})) == [1]
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     calls: list[bytes] = []
-    real: Callable[[bytes], bytes | None] = scan.metric_name
+    real: Callable[[bytes], bytes | None] = rw1_bytes.metric_name
 
     def counted(series_bytes: bytes) -> bytes | None:
         calls.append(series_bytes)
         return real(series_bytes)
 
-    monkeypatch.setattr(scan, "metric_name", counted)
+    monkeypatch.setattr(rw1_bytes, "metric_name", counted)
     return calls
 
 
-def _node_batch(n: int, flux_every: int = 0) -> scan.Split:
+def _node_batch(n: int, flux_every: int = 0) -> rw1_bytes.Split:
     items = []
     for i in range(n):
         if flux_every and i % flux_every == 0:
@@ -400,21 +400,21 @@ def _node_batch(n: int, flux_every: int = 0) -> scan.Split:
         else:
             labels = {"__name__": "node_cpu_seconds_total", "cpu": str(i % 8), "i": str(i)}
         items.append(Series(labels_from(labels), (Sample(float(i), 1000),)))
-    return scan.split(rw1.encode(Batch(tuple(items))))
+    return rw1_bytes.split(rw1.encode(Batch(tuple(items))))
 
 
 def test_select_reads_no_series_when_no_name_occurs(monkeypatch: pytest.MonkeyPatch) -> None:
     parts = _node_batch(500)
     calls = _counting(monkeypatch)
     names = frozenset({b"gotk_resource_info", b"gotk_reconcile_condition", b"gotk_suspend_status"})
-    assert scan.select(parts, names) == []
+    assert rw1_bytes.select(parts, names) == []
     assert calls == []
 
 
 def test_select_reads_only_series_holding_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
     parts = _node_batch(500, flux_every=20)
     calls = _counting(monkeypatch)
-    assert scan.select(parts, FLUX) == list(range(0, 500, 20))
+    assert rw1_bytes.select(parts, FLUX) == list(range(0, 500, 20))
     assert len(calls) == 25
 
 
@@ -426,26 +426,26 @@ def test_select_reads_only_series_holding_a_name(monkeypatch: pytest.MonkeyPatch
 def test_count_points_is_exact(batch: Batch) -> None:
     raw = rw1.encode(batch)
     expected = sum(len(s.samples) + len(s.histograms) for s in batch.series)
-    assert scan.count_points(raw) == expected
-    assert scan.count_points(scan.split(raw)) == expected
+    assert rw1_bytes.count_points(raw) == expected
+    assert rw1_bytes.count_points(rw1_bytes.split(raw)) == expected
 
 
 def test_count_points_ignores_exemplars_labels_and_metadata() -> None:
     item = ld(1, ld(1, b"__name__") + ld(2, b"x")) + ld(2, b"") + ld(3, b"") + ld(4, b"")
     raw = ld(1, item) * 3 + ld(3, b"\x08\x01")
-    assert scan.count_points(raw) == 6
-    assert scan.count_points(scan.split(raw)) == 6
+    assert rw1_bytes.count_points(raw) == 6
+    assert rw1_bytes.count_points(rw1_bytes.split(raw)) == 6
 
 
 def test_count_points_refuses_a_series_with_broken_framing() -> None:
     """Each series is parsed within its own length: no miscount across series boundaries."""
-    broken = scan.Split([b"\x12\x05ab", ld(1, b"abc")], [])
+    broken = rw1_bytes.Split([b"\x12\x05ab", ld(1, b"abc")], [])
     with pytest.raises(DecodeError):
-        scan.count_points(broken)
+        rw1_bytes.count_points(broken)
     with pytest.raises(DecodeError):
-        scan.count_points(scan.rebuild(broken.series))
+        rw1_bytes.count_points(rw1_bytes.rebuild(broken.series))
     with pytest.raises(DecodeError):
-        scan.count_points(b"\x0a")
+        rw1_bytes.count_points(b"\x0a")
 
 
 # -- the reduced schemas themselves ------------------------------------------------------------
@@ -459,7 +459,7 @@ def test_reduced_schemas_are_wire_compatible_with_prometheus(batch: Batch) -> No
 
     raw = rw1.encode(batch)
     full = pb.WriteRequest.FromString(raw)
-    for encoded, ts in zip(scan.split(raw).series, full.timeseries, strict=True):
+    for encoded, ts in zip(rw1_bytes.split(raw).series, full.timeseries, strict=True):
         flat = fp.FlatTimeSeries.FromString(encoded)
         for sliced, parsed in (
             (flat.labels, ts.labels),
@@ -473,7 +473,7 @@ def test_reduced_schemas_are_wire_compatible_with_prometheus(batch: Batch) -> No
 
 def test_select_by_prefix_finds_every_name_that_starts_with_it() -> None:
     from gotk_relay.model import Batch, Sample, Series
-    from gotk_relay.wire import rw1, scan
+    from gotk_relay.wire import rw1, rw1_bytes
 
     names = [
         "up",
@@ -483,9 +483,9 @@ def test_select_by_prefix_finds_every_name_that_starts_with_it() -> None:
         "xgotk_y",
     ]
     raw = rw1.encode(Batch(tuple(Series((("__name__", n),), (Sample(1.0, 1),)) for n in names)))
-    split = scan.split(raw)
-    assert scan.select(split, frozenset(), frozenset({b"gotk_"})) == [1, 3]
-    assert scan.select(split, frozenset({b"up"}), frozenset({b"gotk_"})) == [0, 1, 3]
+    split = rw1_bytes.split(raw)
+    assert rw1_bytes.select(split, frozenset(), frozenset({b"gotk_"})) == [1, 3]
+    assert rw1_bytes.select(split, frozenset({b"up"}), frozenset({b"gotk_"})) == [0, 1, 3]
 
 
 @settings(max_examples=300, deadline=None)
@@ -501,7 +501,7 @@ def test_the_fast_search_answers_as_the_re2_module_does(
     data: bytes, names: frozenset[bytes], pos: int, end: int
 ) -> None:
     """select calls RE2 underneath the re2 module's wrapper; both must find the same place."""
-    from gotk_relay.wire.scan import _finder, _public_search, _searcher
+    from gotk_relay.wire.rw1_bytes import _finder, _public_search, _searcher
 
     if not names:
         return
