@@ -5,7 +5,7 @@ conversion (``destinations/_rows.c``).
 
 ``optional=True``: where no C compiler or Python headers are at hand, the install still
 succeeds and the relay takes the pure Python paths (``wire.rw1_bytes.survey`` returns None,
-``routing.Router`` decodes, relabels and encodes, ``wire.rw2.from_v1`` decodes and encodes,
+``write.routing.Router`` decodes, relabels and encodes, ``wire.rw2.from_v1`` decodes and encodes,
 ``destinations.rows`` walks in Python).
 Everything else about the package is declared in pyproject.toml.
 """
@@ -22,7 +22,7 @@ setup(
         )
         for name, source in (
             ("gotk_relay.wire._survey", "src/gotk_relay/wire/_survey.c"),
-            ("gotk_relay._route", "src/gotk_relay/_route.c"),
+            ("gotk_relay.write._route", "src/gotk_relay/write/_route.c"),
             ("gotk_relay.wire._v2", "src/gotk_relay/wire/_v2.c"),
             ("gotk_relay.destinations._rows", "src/gotk_relay/destinations/_rows.c"),
         )

@@ -3,7 +3,7 @@
 Why: ``bench/run.py`` measures the relay end to end, where the loader, the sink, the kernel and
 the other core's load all move the figures by ±20%. This replays the benchmark's own requests
 (``bench/loadgen.py``'s workloads, same seeds) through the code a write takes on the relay's
-default config with one ``remote_write`` — decompress, ``ingest.scan_request``, decode the
+default config with one ``remote_write`` — decompress, ``scan.scan_request``, decode the
 picked series, Flux, queue, federate — and reports CPU time per request, so one change to the
 hot path can be judged in seconds. The queues are emptied after each request (no sender runs).
 
@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 
 from gotk_relay import config as config_module
-from gotk_relay import ingest, server
 from gotk_relay.allocator import keep_freed_memory
 from gotk_relay.relay import Relay
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import snappy
+from gotk_relay.write import admission, scan
 
 WORKLOADS = {"cluster": 0.001, "flux-heavy": 0.05}
 
@@ -62,11 +62,11 @@ def write(relay: Relay, body: bytes, now_ms: int) -> None:
     fast = relay.fast
     assert fast is not None, "the default config takes the fast path"
     raw = snappy.decompress(body, limits.max_decompressed_bytes)
-    scanned = ingest.scan_request(body, raw, limits, fast)
-    picked = ingest.decode_picked(scanned, limits)
-    if not ingest.admit(relay, scanned, picked, now_ms).accepted:
+    scanned = scan.scan_request(body, raw, limits, fast)
+    picked = scan.decode_picked(scanned, limits)
+    if not admission.queue_scanned(relay, scanned, picked, now_ms).accepted:
         raise RuntimeError("refused: the queues should have been drained")
-    server.count_scanned(relay.telemetry, scanned, picked)
+    admission.count_scanned(relay.telemetry, scanned, picked)
     drain(relay)
 
 

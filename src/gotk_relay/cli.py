@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ksm.add_argument("--namespace", help="namespace of the ConfigMap")
 
-    # Internal: an ingest worker, started by `serve` when receiver.workers > 1 (worker.py).
+    # Internal: an ingest worker, started by `serve` when receiver.workers > 1 (scan_worker.py).
     # Not listed in --help: no one types it.
     worker = sub.add_parser("worker")
     worker.add_argument("--socket", required=True, help="the core's Unix socket")
@@ -396,11 +396,11 @@ def _tune_runtime() -> None:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from . import worker as ingest_worker
+    from . import scan_worker
 
     logs.setup(args.log_level, args.log_format)
     _tune_runtime()
-    return asyncio.run(ingest_worker.run(args.socket, args.listen, args.parent_fd, args.index))
+    return asyncio.run(scan_worker.run(args.socket, args.listen, args.parent_fd, args.index))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -425,14 +425,14 @@ def serve(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, config: object) -> int:
     from aiohttp import web
 
+    from .access import Authenticator, ServerTLS
     from .config import Config, ConfigError, load_file
     from .connections import GuardedRunner, raise_fd_limit
-    from .ingress import Authenticator, ServerTLS
     from .relay import Relay
     from .server import STATE, make_app
     from .telemetry import Telemetry
     from .wire import rw1_bytes
-    from .workers import Generation, WorkerPool, add_internal_routes
+    from .worker_pool import Generation, WorkerPool, add_internal_routes
 
     assert isinstance(config, Config)
     tls = config.receiver.tls
@@ -445,7 +445,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     telemetry = Telemetry()
     relay = Relay(config, telemetry)
     workers = config.receiver.workers  # fixed for the life of the process
-    generation = Generation()  # the workers' view of the configuration (workers.py)
+    generation = Generation()  # the workers' view of the configuration (worker_pool.py)
 
     async def reload() -> None:
         if not args.config:

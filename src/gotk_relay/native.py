@@ -13,7 +13,7 @@ from typing import Any
 
 
 def load(module: str) -> Any:
-    """The compiled module ``module`` (e.g. ``"gotk_relay._route"``), or None without it."""
+    """The compiled module ``module`` (e.g. ``"gotk_relay.write._route"``), or None without it."""
     if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
         return None
     try:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from . import fastpath
 from .config import (
     Config,
     DatadogConfig,
@@ -36,9 +35,10 @@ from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
 from .model import Batch, FamilyMetadata, Protocol
 from .pipeline import Pipeline, split_by_tenant
-from .routing import Router
 from .rules.flux import FluxRewriter
 from .telemetry import Telemetry, flux_metrics, gauge
+from .write import views
+from .write.routing import Router
 
 log = logging.getLogger("gotk_relay.relay")
 
@@ -198,7 +198,7 @@ def _request_entries(
     if route is not None:
         for shard, entry in route[0]:
             entries[shard].append(entry)
-    elif passthrough is not None:  # one shard, no rules: fastpath.plan guarantees it
+    elif passthrough is not None:  # one shard, no rules: views.plan guarantees it
         entries[0].append(passthrough)
     return entries
 
@@ -209,7 +209,7 @@ class Relay:
         self.config = config
         self.names = destination_names(config)
         self.pipeline = Pipeline(config)
-        self.fast = fastpath.plan(config)
+        self.fast = views.plan(config)
         # Both are fixed for the life of the process: a reload that changes them is reported
         # and needs a restart (moving a spool under a running queue would lose its order).
         self.budget = MemoryBudget(config.queues.memory_budget_bytes)
@@ -295,7 +295,7 @@ class Relay:
 
         ``size_hint`` (the decoded request's size) estimates each destination's share of the
         memory budget or the spool before anything is encoded. ``passthrough`` holds the rest
-        of the request, series no rule can change, already encoded (see fastpath.py): every
+        of the request, series no rule can change, already encoded (see write/views.py): every
         destination queues it as it is, before ``batch``'s own entries. ``inputs_forwarded``:
         ``batch``'s series are inside ``passthrough`` already (the rules keep their inputs), so
         only what the rules add is queued. ``routes``: per destination that does not take
@@ -544,7 +544,7 @@ class Relay:
                 if config.federate.enabled
                 else None
             )
-        self.fast = fastpath.plan(config)
+        self.fast = views.plan(config)
         self.config, self.names, self.pipeline, self.destinations = (
             config,
             names,

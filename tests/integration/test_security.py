@@ -40,8 +40,8 @@ from harness import (
     rw_body,
 )
 
+from gotk_relay.access import Authenticator
 from gotk_relay.config import ConfigError, IngressAuth
-from gotk_relay.ingress import Authenticator
 
 TOKEN = "tok-3f9a1c7e5b"
 PASSWORD = "pw-8d2e6b0a4c"

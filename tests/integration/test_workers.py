@@ -28,10 +28,10 @@ from harness import ScriptedReceiver, eventually, gauge_batch, metric_value, rec
 from gotk_relay.cli import build_parser
 from gotk_relay.config import ConfigError, load_text
 from gotk_relay.model import Batch, Sample, Series, labels_from
-from gotk_relay.server import Rejection, decode_rejection
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import LabelLimitError, TooManySeriesError
-from gotk_relay.workers import Generation, WorkerPool
+from gotk_relay.worker_pool import Generation, WorkerPool
+from gotk_relay.write.edge import Rejection, decode_rejection
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreading")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gotk_relay.config import load_text
-from gotk_relay.fastpath import plan
+from gotk_relay.write.views import plan
 
 BASE = ""  # the default configuration: strict validation (receiver.validation: full)
 
@@ -105,9 +105,9 @@ def test_a_name_where_prometheus_would_not_put_it_is_scanned_the_exact_way(
     keep_source: bool,
 ) -> None:
     """A Flux name in another series' label value is not mistaken for a metric name."""
-    from gotk_relay import ingest
     from gotk_relay.model import Batch, Sample, Series, labels_from
     from gotk_relay.wire import rw1, snappy
+    from gotk_relay.write import scan
 
     config = load_text(BASE + f"flux: {{keep_source: {str(keep_source).lower()}}}\n")
     fast = plan(config)
@@ -120,6 +120,6 @@ def test_a_name_where_prometheus_would_not_put_it_is_scanned_the_exact_way(
         labels_from({"__name__": "up", "job": "gotk_resource_info"}), (Sample(1.0, 1000),)
     )
     raw = rw1.encode(Batch((hiding, flux, hiding)))
-    scanned = ingest.scan_request(snappy.compress(raw), raw, config.receiver, fast)
+    scanned = scan.scan_request(snappy.compress(raw), raw, config.receiver, fast)
     assert scanned.picked == [rw1.encode(Batch((flux,)))[2:]]
     assert scanned.forward_points == (3 if keep_source else 2)

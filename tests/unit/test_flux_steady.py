@@ -28,13 +28,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gotk_relay import config as config_module
-from gotk_relay import ingest
 from gotk_relay.delivery.entry import Entry
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series, labels_from
 from gotk_relay.relay import Relay
 from gotk_relay.rules.flux import FluxRewriter, Steady
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
+from gotk_relay.write import admission, scan
 
 CONFIGS: Final[dict[str, str]] = {
     "defaults": "flux: {mode: legacy, keep_source: true}\n",
@@ -143,9 +143,9 @@ class Pair:
             fast = relay.fast
             assert fast is not None
             limits = relay.config.receiver
-            scanned = ingest.scan_request(body, raw, limits, fast)
-            picked = ingest.decode_picked(scanned, limits)
-            answers.append(ingest.admit(relay, scanned, picked, now_ms).accepted)
+            scanned = scan.scan_request(body, raw, limits, fast)
+            picked = scan.decode_picked(scanned, limits)
+            answers.append(admission.queue_scanned(relay, scanned, picked, now_ms).accepted)
         self.requests += 1
         where = f"request {self.requests}"
         assert answers[0] == answers[1], where

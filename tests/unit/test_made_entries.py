@@ -16,13 +16,13 @@ import pytest
 from bench_workload import loadgen
 
 from gotk_relay import config as config_module
-from gotk_relay import ingest
 from gotk_relay.delivery.entry import Entry
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series
 from gotk_relay.relay import Relay
 from gotk_relay.rules.flux import FluxRewriter
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
+from gotk_relay.write import admission, scan
 
 
 def _relay(flux: str) -> Relay:
@@ -43,9 +43,9 @@ def _write(relay: Relay, raw: bytes, now_ms: int) -> list[Entry]:
     assert fast is not None
     limits = relay.config.receiver
     body = snappy.compress(raw)
-    scanned = ingest.scan_request(body, raw, limits, fast)
-    picked = ingest.decode_picked(scanned, limits)
-    assert ingest.admit(relay, scanned, picked, now_ms).accepted
+    scanned = scan.scan_request(body, raw, limits, fast)
+    picked = scan.decode_picked(scanned, limits)
+    assert admission.queue_scanned(relay, scanned, picked, now_ms).accepted
     (destination,) = relay.destinations.values()
     shard = destination.queue.shards[0]
     taken = list(shard.entries)

@@ -2,7 +2,7 @@
 
 Two relays take the same generated requests under the same generated configuration (global
 rules, destinations with their own rules, shards, tenants and messages, Flux rules keeping their
-inputs or not): one through ``ingest.scan_request`` + ``ingest.admit`` (the relay's path, which
+inputs or not): one through ``scan.scan_request`` + ``admission.queue_scanned`` (the relay's path, which
 routes the bytes), one through ``Relay.admit`` with every series decoded (the straightforward
 reference: ``pipeline``, ``split_by_tenant``, ``split_by_shard``). Every destination must hold
 the same series on the same shard for the same tenant, each series' points in the same order,
@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gotk_relay import config as config_module
-from gotk_relay import ingest
 from gotk_relay.delivery.entry import Entry, decode_entry, request_body
 from gotk_relay.model import STALE_NAN, Batch, FamilyMetadata, MetricType, Sample, Series
 from gotk_relay.relay import Relay
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
+from gotk_relay.write import admission, scan
 
 RULES = [
     {"source_labels": ["__name__"], "regex": "go_.*", "action": "drop"},
@@ -159,9 +159,9 @@ def test_the_bytes_path_queues_what_the_decoded_reference_queues(
     limits = fast.config.receiver
     for i, raw in enumerate(requests):
         now_ms = 2000 + i
-        scanned = ingest.scan_request(snappy.compress(raw), raw, limits, fast.fast)
-        picked = ingest.decode_picked(scanned, limits)
-        assert ingest.admit(fast, scanned, picked, now_ms).accepted
+        scanned = scan.scan_request(snappy.compress(raw), raw, limits, fast.fast)
+        picked = scan.decode_picked(scanned, limits)
+        assert admission.queue_scanned(fast, scanned, picked, now_ms).accepted
         assert reference.admit(rw1.decode(raw), now_ms, len(raw)).accepted
     got, want = _held(fast), _held(reference)
     assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in want.items()}
@@ -202,9 +202,9 @@ def test_a_flux_object_behind_rules_shards_and_tenants(keep_source: bool) -> Non
             )
         )
     )
-    scanned = ingest.scan_request(snappy.compress(raw), raw, fast.config.receiver, fast.fast)
-    picked = ingest.decode_picked(scanned, fast.config.receiver)
-    assert ingest.admit(fast, scanned, picked, 2000).accepted
+    scanned = scan.scan_request(snappy.compress(raw), raw, fast.config.receiver, fast.fast)
+    picked = scan.decode_picked(scanned, fast.config.receiver)
+    assert admission.queue_scanned(fast, scanned, picked, 2000).accepted
     (series, _), *_ = _held(fast).values()
     tenants = {(tenant, dict(labels)["__name__"]) for _, tenant, labels in series}
     assert ("flux-system", "gotk_reconcile_condition") in tenants
@@ -251,8 +251,8 @@ def test_the_rules_steady_state_is_routed_like_the_rest(view: dict[str, Any]) ->
         for index in range(len(workload.batches)):
             raw = workload.raw(index, round_)
             now_ms = spec.timestamp(round_) + 500
-            scanned = ingest.scan_request(snappy.compress(raw), raw, limits, fast.fast)
-            picked = ingest.decode_picked(scanned, limits)
-            assert ingest.admit(fast, scanned, picked, now_ms).accepted
+            scanned = scan.scan_request(snappy.compress(raw), raw, limits, fast.fast)
+            picked = scan.decode_picked(scanned, limits)
+            assert admission.queue_scanned(fast, scanned, picked, now_ms).accepted
             assert reference.admit(rw1.decode(raw), now_ms, len(raw)).accepted
     assert _held(fast) == _held(reference)

@@ -20,16 +20,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import canonical, series
 
-from gotk_relay import routing
 from gotk_relay.config import TenantConfig
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
-from gotk_relay.routing import Routed, Router, shard_key
 from gotk_relay.rules.relabel import RelabelConfig
 from gotk_relay.wire import rw1
+from gotk_relay.write import routing
+from gotk_relay.write.routing import Routed, Router, shard_key
 
 # The compiled router against the reference; skipped only where GOTK_RELAY_NO_EXTENSIONS is set
 # or the extension was not built (then test_the_router_is_built fails).
-compiled = pytest.mark.skipif(not routing.NATIVE, reason="gotk_relay._route is not built")
+compiled = pytest.mark.skipif(not routing.NATIVE, reason="gotk_relay.write._route is not built")
 BOTH = [pytest.param(True, id="c", marks=compiled), pytest.param(False, id="python")]
 
 NAMES = st.sampled_from(["__name__", "a", "b", "job", "instance", "le", "m_a", "zz"])
@@ -121,11 +121,11 @@ def test_the_router_is_built() -> None:
     tenants decodes every series (the reference below), tens of times slower."""
     if os.environ.get("GOTK_RELAY_NO_EXTENSIONS"):
         pytest.skip("GOTK_RELAY_NO_EXTENSIONS is set: the Python reference is under test")
-    assert routing.NATIVE, f"gotk_relay._route is not built for {sys.executable}"
+    assert routing.NATIVE, f"gotk_relay.write._route is not built for {sys.executable}"
 
 
 def test_no_extensions_switches_the_router_off() -> None:
-    code = "from gotk_relay import routing; print(routing.NATIVE)"
+    code = "from gotk_relay.write import routing; print(routing.NATIVE)"
     env = {**os.environ, "GOTK_RELAY_NO_EXTENSIONS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
@@ -219,7 +219,7 @@ def test_stale_marker_bits_survive_a_rewrite(native: bool) -> None:
 def test_the_shard_keys_crc_is_zlibs(data: bytes, crc: int) -> None:
     """The compiled CRC-32 (carry-less multiplication on 64 bytes and more, tables for the
     rest) is zlib's: shard keys must not change with the machine."""
-    from gotk_relay import _route  # type: ignore[attr-defined]
+    from gotk_relay.write import _route  # type: ignore[attr-defined]
 
     assert _route.crc32(data, crc) == zlib.crc32(data, crc)
 
@@ -229,7 +229,7 @@ def test_the_table_crc_alone_is_zlibs_too() -> None:
     """Where the CPU lacks carry-less multiplication the tables do it all, the same."""
     code = (
         "import os, zlib, random\n"
-        "from gotk_relay import _route\n"
+        "from gotk_relay.write import _route\n"
         "rng = random.Random(3)\n"
         "for n in [*range(0, 200), 4096, 65537]:\n"
         "    data = rng.randbytes(n)\n"

@@ -28,11 +28,11 @@ from strategies import v1_batches
 from test_rw1_bytes import WATCHED, ld, prometheus_batches, varint
 
 from gotk_relay import config as config_module
-from gotk_relay import fastpath, ingest
 from gotk_relay.model import Batch
 from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy, validate
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import NO_LIMITS, Limits
+from gotk_relay.write import scan, views
 
 Surveyor = Callable[..., rw1_bytes.Survey | None]
 
@@ -777,7 +777,7 @@ def test_a_refusal_is_worded_from_the_series_the_walk_refused_it_in() -> None:
 
 def _fast_path(
     tmp_path: Path, keep_source: bool = True, validation: str = "full"
-) -> tuple[fastpath.FastPath, config_module.ReceiverConfig]:
+) -> tuple[views.FastPath, config_module.ReceiverConfig]:
     text = config_module.default_config_text().replace(
         "remote_write: []", "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
     )
@@ -786,7 +786,7 @@ def _fast_path(
     path = tmp_path / "relay.yml"
     path.write_text(text)
     config = config_module.load_file(path)
-    plan = fastpath.plan(config)
+    plan = views.plan(config)
     assert plan is not None and plan.keeps_inputs == keep_source and plan.prefixes
     return plan, config.receiver.model_copy(update={"validation": validation})
 
@@ -809,9 +809,9 @@ def test_scan_request_is_the_same_with_and_without_the_extension(
     workload = loadgen.Workload(spec)
     bodies = [workload.body(i, 0) for i in range(len(workload.batches))]
 
-    def scan_all() -> list[ingest.Scanned]:
+    def scan_all() -> list[scan.Scanned]:
         return [
-            ingest.scan_request(body, snappy.decompress(body, 1 << 30), limits, fast)
+            scan.scan_request(body, snappy.decompress(body, 1 << 30), limits, fast)
             for body in bodies
         ]
 
@@ -845,7 +845,7 @@ def test_scan_request_refuses_an_invalid_request_with_the_reference_error(
     fast, limits = _fast_path(tmp_path)
     raw = series(X, label(b"a", b"1"), label(b"a", b"2"), SAMPLE)
     with pytest.raises(DecodeError):
-        ingest.scan_request(snappy.compress(raw), raw, limits, fast)
+        scan.scan_request(snappy.compress(raw), raw, limits, fast)
 
 
 @pytest.mark.parametrize("keep_source", [True, False], ids=["keep-source", "take-out"])
@@ -864,7 +864,7 @@ def test_scan_request_forwards_an_unsorted_request_sorted(
     other = series(label(b"job", b"n"), label(b"__name__", b"up"), SAMPLE)
     raw = flux + other
     body = snappy.compress(raw)
-    scanned = ingest.scan_request(body, raw, limits, fast)
+    scanned = scan.scan_request(body, raw, limits, fast)
     assert scanned.sorted == 2 and scanned.forward is not body
     sorted_flux = series(
         label(b"__name__", b"gotk_resource_info"),
@@ -884,5 +884,5 @@ def test_scan_request_in_framing_mode_forwards_duplicates_as_they_came(tmp_path:
     fast, limits = _fast_path(tmp_path, validation="framing")
     raw = series(X, label(b"a", b"1"), label(b"a", b"2"), SAMPLE)
     body = snappy.compress(raw)
-    scanned = ingest.scan_request(body, raw, limits, fast)
+    scanned = scan.scan_request(body, raw, limits, fast)
     assert scanned.forward is body and scanned.scanner == "c" and scanned.sorted == 0

@@ -17,7 +17,7 @@ import asyncio
 from collections import deque
 
 from ..model import Batch, Series
-from ..routing import shard_key, split_by_shard
+from ..write.routing import shard_key, split_by_shard
 from .entry import Entry
 from .spool import Spool, SpoolError
 

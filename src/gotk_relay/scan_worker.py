@@ -1,13 +1,14 @@
-"""An ingest worker (``receiver.workers`` > 1): the stateless half of the write path.
+"""A scan worker (``receiver.workers`` > 1): the stateless stages of the write path.
 
 It takes connections on the listen address beside the core (SO_REUSEPORT) and, for a remote
 write 1.0 request on the fast path, checks it (credentials, headers, sizes, read timeout) with the
-same code and limits as server.py, reads, decompresses and scans it (ingest.scan_request), then
+same code and limits as the core (write/edge.py), reads, decompresses and scans it
+(write/scan.py), then
 hands the result to the core, which admits it; the sender gets the core's answer, so a 2xx still
 means queued for every destination. Everything else — remote write 2.0, the fast path off, a
 request the worker cannot decompress or scan, every other route — is passed on to the core as it
 came, so the core answers it and counts it. Refusals the worker answers itself (before it has a
-body to pass on) are reported to the core for its counters. See workers.py and docs/scaling.md.
+body to pass on) are reported to the core for its counters. See worker_pool.py and docs/scaling.md.
 
 The worker holds the configuration of one generation. When the core answers that it is stale
 (409), the worker fetches the current one and does the request again from its body.
@@ -29,13 +30,14 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
-from . import fastpath, ingest
+from .access import Authenticator, InFlight, ServerTLS
 from .config import Config, ConfigError, ReceiverConfig
 from .connections import GuardedRunner, raise_fd_limit
-from .fastpath import FastPath
-from .ingress import Authenticator, InFlight, ServerTLS
 from .model import Protocol
-from .server import (
+from .wire import snappy
+from .worker_pool import GENERATION_HEADER, ROUTE_HEADER, STALE
+from .write import views
+from .write.edge import (
     Rejection,
     answer,
     auth_rejection,
@@ -43,10 +45,10 @@ from .server import (
     header_rejection,
     read_write_body,
 )
-from .wire import snappy
-from .workers import GENERATION_HEADER, ROUTE_HEADER, STALE
+from .write.scan import Scanned, scan_request
+from .write.views import FastPath
 
-log = logging.getLogger("gotk_relay.worker")
+log = logging.getLogger("gotk_relay.scan_worker")
 
 CORE: Final = "http://gotk-relay-core"
 TRIES: Final = 3  # attempts of one request across configuration changes
@@ -108,14 +110,14 @@ class Worker:
                     payload = await response.read()
             except aiohttp.ClientError as exc:
                 raise CoreUnavailable(str(exc)) from exc
-            # Trusted: the core's socket is in a 0700 directory of this user (workers.py).
+            # Trusted: the core's socket is in a 0700 directory of this user (worker_pool.py).
             generation, config = pickle.loads(payload)
             assert isinstance(generation, int) and isinstance(config, Config)
             try:
                 self.authenticator.configure(config.receiver.auth)
             except ConfigError as exc:  # the core read it a moment ago: a file being rewritten
                 log.error("cannot read the receiver.auth secret", extra={"err": str(exc)})
-            self.generation, self.config, self.fast = generation, config, fastpath.plan(config)
+            self.generation, self.config, self.fast = generation, config, views.plan(config)
             log.debug("configuration fetched", extra={"generation": generation})
 
     # ---------------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class Worker:
                 scanned = self._scan(body, proto, limits, fast)
                 if scanned is None:
                     return await self.proxy(request, body)
-                response = await self._admit(generation, route, scanned, now_ms)
+                response = await self._hand_over(generation, route, scanned, now_ms)
                 if response is None:
                     await self.refresh(generation)
                     continue
@@ -173,19 +175,19 @@ class Worker:
     @staticmethod
     def _scan(
         body: bytes, proto: Protocol, limits: ReceiverConfig, fast: FastPath | None
-    ) -> ingest.Scanned | None:
+    ) -> Scanned | None:
         """The scanned request, or None when the core must handle it (v2, no fast path, or any
         error: the core redoes it, answers and counts it)."""
         if proto != Protocol.V1 or fast is None:
             return None
         try:
             raw = snappy.decompress(body, limits.max_decompressed_bytes)
-            return ingest.scan_request(body, raw, limits, fast)
+            return scan_request(body, raw, limits, fast)
         except Exception:
             return None
 
-    async def _admit(
-        self, generation: int, route: str, scanned: ingest.Scanned, now_ms: int
+    async def _hand_over(
+        self, generation: int, route: str, scanned: Scanned, now_ms: int
     ) -> web.Response | None:
         """The core's answer to a scanned request; None when the configuration is stale."""
         payload = pickle.dumps((generation, scanned, now_ms), protocol=pickle.HIGHEST_PROTOCOL)

@@ -2,9 +2,9 @@
 
 With ``receiver.workers: N`` (N > 1) the ``serve`` process, the *core*, keeps everything that
 holds state (the Flux rules, the queues and senders, the spool, the federate store, telemetry,
-reload) and starts N-1 ingest workers (worker.py). All N processes accept connections on the
+reload) and starts N-1 ingest workers (scan_worker.py). All N processes accept connections on the
 listen address (SO_REUSEPORT: the kernel spreads connections over them). A worker does the
-stateless, CPU-heavy half of a remote write 1.0 request (read, decompress, scan: see ingest.py)
+stateless, CPU-heavy half of a remote write 1.0 request (read, decompress, scan: see write/scan.py)
 and hands the result to the core over a Unix socket in a private directory; the core admits it
 (rules and queues) and the worker answers the sender with the core's answer. So a 2xx still
 means "queued for every destination", batches are admitted in the order their senders got
@@ -14,7 +14,7 @@ Endpoints the core serves on the Unix socket only (refused on any other transpor
 
 * ``GET /internal/config``: pickle of ``(generation, Config)``; the generation goes up on every
   successful reload.
-* ``POST /internal/scanned``: pickle of ``(generation, ingest.Scanned, now_ms)``; answered like
+* ``POST /internal/scanned``: pickle of ``(generation, Scanned, now_ms)``; answered like
   the write endpoint (204, 400, 413, 503), or ``409`` when the generation is not the
   current one: the worker then fetches the configuration again and redoes the request.
 * ``POST /internal/rejected``: JSON ``{"generation", "route", "reason", "status"}``: a request
@@ -44,19 +44,12 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import Counter
 
-from . import ingest
-from .server import (
-    RELAY,
-    ROUTE,
-    SHUTTING_DOWN,
-    STATE,
-    TELEMETRY,
-    admit_scanned,
-    answer,
-    decode_rejection,
-)
+from .server import RELAY, ROUTE, STATE, TELEMETRY
+from .write.admission import answer_scanned
+from .write.edge import SHUTTING_DOWN, answer, decode_rejection
+from .write.scan import Scanned
 
-log = logging.getLogger("gotk_relay.workers")
+log = logging.getLogger("gotk_relay.worker_pool")
 
 STALE: Final = 409  # the internal status of a request made with an old configuration
 ROUTE_HEADER: Final = "X-Gotk-Relay-Route"
@@ -107,7 +100,7 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_scanned(request: web.Request) -> web.StreamResponse:
-    """Admit a request a worker scanned, as ``server._pass_through`` admits one read here."""
+    """Admit a request a worker scanned, as ``server._write`` admits one read here."""
     if not _private(request):
         raise web.HTTPNotFound()
     request[ROUTE] = request.headers.get(ROUTE_HEADER, "/api/v1/write")
@@ -121,10 +114,10 @@ async def handle_scanned(request: web.Request) -> web.StreamResponse:
     if not request.app[STATE].get("accepting", True):
         telemetry.rejected.labels(SHUTTING_DOWN.reason).inc()
         return await answer(request, SHUTTING_DOWN)
-    assert isinstance(scanned, ingest.Scanned) and isinstance(now_ms, int)
+    assert isinstance(scanned, Scanned) and isinstance(now_ms, int)
     relay = request.app[RELAY]
     try:
-        return admit_scanned(relay, telemetry, scanned, now_ms)
+        return answer_scanned(relay, telemetry, scanned, now_ms)
     except Exception as exc:
         rejection = decode_rejection(exc)
         if rejection is None:

@@ -19,7 +19,7 @@ from typing import Final, NoReturn
 from .config import ConfigError, IngressAuth, IngressTLS, ReceiverConfig, read_secret_file
 from .wire.labels import Limits
 
-log = logging.getLogger("gotk_relay.ingress")
+log = logging.getLogger("gotk_relay.access")
 
 REALM: Final = "gotk-relay"
 

@@ -23,11 +23,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import Config, QueuedDestinationConfig, RemoteWriteConfig
-from .model import Protocol
+from ..config import Config, QueuedDestinationConfig, RemoteWriteConfig
+from ..model import Protocol
+from ..rules.flux import RECONCILE_CONDITION, RESOURCE_INFO, SUSPEND_STATUS
+from ..selectors import name_prefixes
 from .routing import Router
-from .rules.flux import RECONCILE_CONDITION, RESOURCE_INFO, SUSPEND_STATUS
-from .selectors import name_prefixes
 
 
 @dataclass(frozen=True, slots=True)

@@ -1464,7 +1464,7 @@ static PyModuleDef_Slot slots[] = {
 };
 
 static struct PyModuleDef definition = {
-    PyModuleDef_HEAD_INIT, "gotk_relay._route",
+    PyModuleDef_HEAD_INIT, "gotk_relay.write._route",
     "Relabel rules, shards and tenants applied to a remote-write request's bytes (routing.py).",
     0, methods, slots,
 };

@@ -25,13 +25,13 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from . import native
-from .config import TenantConfig
-from .model import Batch, Labels, Series, newest_timestamp
-from .pipeline import relabel_batch, split_by_tenant
-from .rules.relabel import RelabelConfig, RuleSet, compile_rules, go_lower, go_upper
-from .wire import rw1
-from .wire.errors import DecodeError
+from .. import native
+from ..config import TenantConfig
+from ..model import Batch, Labels, Series, newest_timestamp
+from ..pipeline import relabel_batch, split_by_tenant
+from ..rules.relabel import RelabelConfig, RuleSet, compile_rules, go_lower, go_upper
+from ..wire import rw1
+from ..wire.errors import DecodeError
 
 _PARTS = ("_bucket", "_count", "_sum")
 _PART_LABELS = frozenset(("le", "quantile"))

@@ -1,28 +1,27 @@
-"""The fast path's two halves: scanning a request (stateless) and admitting it (stateful).
+"""Stage 2 of the write path: scanning a remote write 1.0 request, on its bytes.
 
-``scan`` needs only the request and the configuration: it checks the request (strictly, unless
-``receiver.validation: framing``), counts points, sorts unsorted label sets, applies the global
-relabel rules, picks the series the Flux rules read and routes the request to every destination
-(its rules, shards, tenants and message: ``routing``), all on the bytes, and can run in any
-process. ``admit`` decodes the picked series and runs the Flux rules and the queues, which hold
-state (Flux objects, per-series order), so it runs where that state lives. The split is what
-lets ingest scale over cores without moving any state (see docs/scaling.md).
+``scan_request`` needs only the request and the configuration: it checks the request (strictly,
+unless ``receiver.validation: framing``), counts points, sorts unsorted label sets, applies the
+global relabel rules, picks the series the Flux rules read and routes the request to every
+destination (their rules, shards, tenants and message: ``routing``), and can run in any
+process. Admission (``admission.py``) then decodes the picked series and runs the Flux rules and
+the queues, which hold state, where that state lives. The split is what lets the write path
+scale over cores without moving any state (see docs/scaling.md).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from .config import ReceiverConfig
-from .delivery.entry import Entry, compress
-from .fastpath import FastPath, View
-from .ingress import limits_of
-from .model import Batch, Protocol
-from .relay import Admission, Relay
+from ..access import limits_of
+from ..config import ReceiverConfig
+from ..delivery.entry import compress
+from ..model import Batch, Protocol
+from ..wire import rw1_bytes, validate
+from ..wire.labels import NO_LIMITS
+from ..wire.picked import decode as decode_series
 from .routing import Routed
-from .wire import rw1_bytes, validate
-from .wire.labels import NO_LIMITS
-from .wire.picked import decode as decode_series
+from .views import FastPath, View
 
 AS_RECEIVED = -1
 """``Part.newest_ms`` of the request as it came: its newest timestamp is not read (admission
@@ -169,41 +168,3 @@ def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:
     if not scanned.picked:
         return Batch()
     return decode_series(scanned.picked, scanned.metadata, limits_of(limits))
-
-
-def admit(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) -> Admission:
-    """Queue a scanned request everywhere or nowhere (``Relay.admit``); raises SpoolError."""
-    forward = (
-        Entry(scanned.forward, Protocol.V1, scanned.forward_points, now_ms)
-        if scanned.forward
-        else None
-    )
-    routes = {
-        name: (
-            [
-                (
-                    p.shard,
-                    Entry(
-                        p.payload,
-                        p.protocol,
-                        p.points,
-                        now_ms if p.newest_ms == AS_RECEIVED else p.newest_ms,
-                        0,
-                        p.tenant,
-                    ),
-                )
-                for p in routing.parts
-            ],
-            routing.points,
-            routing.orphaned,
-        )
-        for name, routing in scanned.routes.items()
-    }
-    return relay.admit(
-        picked,
-        now_ms,
-        scanned.size,
-        forward,
-        inputs_forwarded=scanned.inputs_forwarded,
-        routes=routes,
-    )

@@ -1,0 +1,123 @@
+"""Stage 3 of the write path: admission, where a checked request becomes queued entries.
+
+A scanned request (``scan.Scanned``: its forwarded bytes, per-destination parts and the series
+the Flux rules read) becomes entries that ``Relay.admit`` queues for every destination or for
+none (503 when one is full or the spool cannot be written). This runs where the state lives
+(the Flux objects, the queues): in the core process, also for requests a scan worker read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..delivery.entry import Entry
+from ..delivery.spool import SpoolError
+from ..model import Batch, Protocol
+from ..relay import Admission, Relay
+from ..telemetry import Telemetry
+from .edge import plain
+from .scan import AS_RECEIVED, Scanned, decode_picked
+
+log = logging.getLogger("gotk_relay.write")
+
+
+def queue_scanned(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) -> Admission:
+    """Queue a scanned request everywhere or nowhere (``Relay.admit``); raises SpoolError."""
+    forward = (
+        Entry(scanned.forward, Protocol.V1, scanned.forward_points, now_ms)
+        if scanned.forward
+        else None
+    )
+    routes = {
+        name: (
+            [
+                (
+                    p.shard,
+                    Entry(
+                        p.payload,
+                        p.protocol,
+                        p.points,
+                        now_ms if p.newest_ms == AS_RECEIVED else p.newest_ms,
+                        0,
+                        p.tenant,
+                    ),
+                )
+                for p in routing.parts
+            ],
+            routing.points,
+            routing.orphaned,
+        )
+        for name, routing in scanned.routes.items()
+    }
+    return relay.admit(
+        picked,
+        now_ms,
+        scanned.size,
+        forward,
+        inputs_forwarded=scanned.inputs_forwarded,
+        routes=routes,
+    )
+
+
+def answer_scanned(
+    relay: Relay, telemetry: Telemetry, scanned: Scanned, now_ms: int
+) -> web.Response:
+    """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503.
+
+    Raises DecodeError/LabelLimitError for the caller. The stateful half of the write path: it
+    runs in the process that holds the Flux state and the queues, also for requests a scan
+    worker scanned (worker_pool.py).
+    """
+    picked = decode_picked(scanned, relay.config.receiver)
+    answer = refused(telemetry, lambda: queue_scanned(relay, scanned, picked, now_ms))
+    if answer is not None:
+        return answer
+    count_scanned(telemetry, scanned, picked)
+    return web.Response(status=204)
+
+
+def count_scanned(telemetry: Telemetry, scanned: Scanned, picked: Batch) -> None:
+    """Received counters of an admitted fast-path request.
+
+    Samples and histograms of forwarded bytes are not told apart without decoding: they count
+    as samples, except in the picked series, which were decoded.
+    """
+    telemetry.scanned.labels(scanned.scanner).inc()
+    if scanned.sorted:
+        telemetry.sorted_series.inc(scanned.sorted)
+    received = telemetry.received
+    # Points as they came, before any rule (the picked series are counted as they came out of
+    # the global rules, which rarely change their sample counts).
+    histograms = picked.histogram_count
+    received.labels("sample", Protocol.V1).inc(max(0, scanned.points - histograms))
+    received.labels("histogram", Protocol.V1).inc(histograms)
+    received.labels("exemplar", Protocol.V1).inc(picked.exemplar_count)
+
+
+def refused(telemetry: Telemetry, queue: Callable[[], Admission]) -> web.Response | None:
+    """Queue a request (``queue`` calls ``Relay.admit``); the 503 to answer when it was not
+    queued, else None."""
+    try:
+        admission = queue()
+    except SpoolError as exc:
+        # Relay.spool_failing logs the episode once when it starts and once when it ends.
+        log.debug("spool write failed; the request is refused", extra={"err": str(exc)})
+        telemetry.rejected.labels("spool_error").inc()
+        return plain(503, "the spool cannot be written; retry later", {"Retry-After": "5"})
+    if not admission.accepted:
+        telemetry.rejected.labels("queue_full").inc()
+        return queue_full(admission.busy_destination)
+    return None
+
+
+def queue_full(destination: str) -> web.Response:
+    return plain(503, f"queue of destination {destination!r} is full; retry later")
+
+
+def count_decoded(telemetry: Telemetry, batch: Batch, proto: Protocol) -> None:
+    telemetry.received.labels("sample", proto).inc(batch.sample_count)
+    telemetry.received.labels("histogram", proto).inc(batch.histogram_count)
+    telemetry.received.labels("exemplar", proto).inc(batch.exemplar_count)

@@ -1,0 +1,226 @@
+"""Stage 1 of the write path: the edge checks, before a request's body is trusted.
+
+Credentials (``receiver.auth``), the in-flight cap, the headers (encoding, media type, the
+message), the body read within ``receiver.read_timeout``, ``min_body_rate`` and
+``max_request_bytes``, and the 4xx of a body that does not decode. Each refusal is a
+``Rejection``: the counter reason and the answer, built here so that the core (server.py) and
+the scan workers (scan_worker.py) answer alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+from aiohttp import StreamReader, web
+
+from ..access import Authenticator
+from ..config import ReceiverConfig
+from ..model import Protocol
+from ..wire.errors import DecodeError, TooLargeError
+from ..wire.labels import LabelLimitError, TooManySamplesError, TooManySeriesError
+
+
+class UnsupportedMediaType(Exception):
+    pass
+
+
+def protocol_of(content_type: str | None) -> Protocol:
+    """Which message a write request carries, from its Content-Type (spec: no proto= means v1)."""
+    if not content_type:
+        return Protocol.V1
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() != "application/x-protobuf":
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}; expected application/x-protobuf"
+        )
+    proto = Protocol.V1.value
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "proto":
+            proto = value.strip().strip('"')
+    try:
+        return Protocol(proto)
+    except ValueError:
+        raise UnsupportedMediaType(
+            f"unsupported proto {proto!r}; expected {Protocol.V1} or {Protocol.V2}"
+        ) from None
+
+
+def plain(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers=headers)
+
+
+class Rejection(NamedTuple):
+    """A write refused before admission: the counter reason and the answer the sender gets.
+
+    Built in one place so the core and the scan workers (scan_worker.py) answer alike.
+    """
+
+    reason: str  # gotk_relay_requests_rejected_total{reason}
+    status: int
+    text: str
+    headers: dict[str, str] | None = None
+    hang_up: bool = False  # close the connection after answering (the body was not read)
+
+
+async def answer(request: web.Request, rejection: Rejection) -> web.StreamResponse:
+    """The response of a rejection (see ``Rejection``)."""
+    if rejection.hang_up:
+        return await _hang_up(request, rejection.status, rejection.text)
+    return plain(rejection.status, rejection.text, rejection.headers)
+
+
+SHUTTING_DOWN = Rejection("shutting_down", 503, "gotk-relay is shutting down", {"Retry-After": "5"})
+
+
+def auth_rejection(authenticator: Authenticator, authorization: str | None) -> Rejection | None:
+    """The 401 to answer when ``receiver.auth`` is set and the credentials fail it."""
+    refusal = authenticator.refusal(authorization)
+    if refusal is None:
+        return None
+    return Rejection("unauthorized", 401, refusal.reason, {"WWW-Authenticate": refusal.challenge})
+
+
+# "Retry later" is a 503, not a 429: Prometheus retries every 5xx but drops a 429 unless
+# retry_on_http_429 is set (off by default), and data a relay refuses must stay with the sender.
+# No Retry-After: the sender's own backoff (min_backoff, doubling to max_backoff) applies.
+def busy_rejection(limit: int) -> Rejection:
+    return Rejection(
+        "too_many_requests",
+        503,
+        f"more than {limit} write requests in progress "
+        "(receiver.max_concurrent_requests); retry later",
+    )
+
+
+def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection | Protocol:
+    """Checks of a write request's headers: the rejection, or the protocol of the body."""
+    encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+    if encoding != "snappy":
+        return Rejection(
+            "unsupported_encoding",
+            415,
+            f"unsupported Content-Encoding {encoding!r}; remote write requires snappy",
+        )
+    try:
+        proto = protocol_of(request.headers.get("Content-Type"))
+    except UnsupportedMediaType as exc:
+        return Rejection("unsupported_media_type", 415, str(exc))
+    if request.content_length is not None and request.content_length > limits.max_request_bytes:
+        return Rejection(
+            "too_large",
+            413,
+            f"request body of {request.content_length} bytes exceeds the limit of "
+            f"{limits.max_request_bytes} bytes",
+        )
+    return proto
+
+
+async def read_write_body(request: web.Request, limits: ReceiverConfig) -> Rejection | bytes:
+    """The body of a write request within ``receiver.read_timeout``, ``min_body_rate`` and
+    ``max_request_bytes``."""
+    pace = _Pace(limits)
+    try:
+        async with asyncio.timeout_at(pace.deadline) as timer:
+            body = await _read_body(request.content, limits.max_request_bytes, pace, timer)
+    except TimeoutError:
+        if pace.slow:
+            return Rejection(
+                "slow_body",
+                408,
+                f"request body slower than {limits.min_body_rate} bytes/s "
+                f"(receiver.min_body_rate) after {limits.min_body_rate_grace:g}s",
+                hang_up=True,
+            )
+        return Rejection(
+            "read_timeout",
+            408,
+            f"request body not received within {limits.read_timeout:g}s (receiver.read_timeout)",
+            hang_up=True,
+        )
+    if body is None:
+        return Rejection(
+            "too_large",
+            413,
+            f"request body exceeds the limit of {limits.max_request_bytes} bytes",
+            hang_up=True,
+        )
+    return body
+
+
+class _Pace:
+    """When a body being read is overdue: ``read_timeout`` for all of it, and ``min_body_rate``
+    as mod_reqtimeout's MinRate: ``grace`` seconds, plus one second per ``rate`` bytes received.
+    """
+
+    __slots__ = ("_rate", "_read_by", "_start", "deadline", "slow")
+
+    def __init__(self, limits: ReceiverConfig) -> None:
+        now = asyncio.get_running_loop().time()
+        self._read_by = now + limits.read_timeout if limits.read_timeout else None  # 0: none
+        self._rate = limits.min_body_rate
+        self._start = now + limits.min_body_rate_grace
+        self.deadline: float | None = self._read_by
+        self.slow = False
+        self.received(0)
+
+    def received(self, size: int) -> None:
+        """Move the deadline for ``size`` bytes received so far."""
+        if not self._rate:
+            return
+        paced = self._start + size / self._rate
+        if self._read_by is None or paced < self._read_by:
+            self.deadline, self.slow = paced, True
+        else:
+            self.deadline, self.slow = self._read_by, False
+
+
+def decode_rejection(exc: Exception) -> Rejection | None:
+    """The 4xx of a request that does not decode (within the limits); None for other errors."""
+    if isinstance(exc, TooManySeriesError):
+        return Rejection("too_many_series", 413, str(exc))
+    if isinstance(exc, TooManySamplesError):
+        return Rejection("too_many_samples", 413, str(exc))
+    if isinstance(exc, LabelLimitError):
+        return Rejection("label_limits", 400, str(exc))
+    if isinstance(exc, TooLargeError):
+        return Rejection("too_large", 413, str(exc))
+    if isinstance(exc, DecodeError):
+        return Rejection("malformed", 400, str(exc))
+    return None
+
+
+async def _read_body(
+    content: StreamReader, limit: int, pace: _Pace, timer: asyncio.Timeout
+) -> bytes | None:
+    """The whole body, or None as soon as it exceeds ``limit`` bytes; ``timer`` follows
+    ``pace`` as bytes come.
+
+    A loop, because ``StreamReader.read(n)`` returns what has arrived so far, not n bytes: a body
+    that comes in several TCP segments would otherwise be cut short.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        pace.received(size)
+        timer.reschedule(pace.deadline)
+    return b"".join(chunks)
+
+
+async def _hang_up(request: web.Request, status: int, text: str) -> web.StreamResponse:
+    """Answer, then close the connection at once.
+
+    Otherwise aiohttp keeps reading (and discarding) the rest of a slow or oversized body for
+    its lingering time, and a slow sender holds the connection that much longer.
+    """
+    response = plain(status, text)
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # the transport sends what is buffered, then closes
+    return response
