@@ -319,7 +319,7 @@ class Relay:
             and fast
             and inputs_forwarded
             and now_ms is not None
-            and self._admit_steady(batch, now_ms, passthrough, routes)
+            and self._queue_steady(batch, now_ms, passthrough, routes)
         ):
             return admission
         rewritten = (
@@ -374,7 +374,7 @@ class Relay:
                 self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
         return Admission(True)
 
-    def _admit_steady(
+    def _queue_steady(
         self,
         batch: Batch,
         now_ms: int,
