@@ -43,6 +43,11 @@ run is bounded by ``memory_timeout`` and reports how many series it got through.
 The system under test is pinned to core 0, the loader (this process) and the sink to core 1,
 before they exec, so Go's runtime sees one CPU as Python's does. Other processes on the machine
 are not controlled: the report records the load average before the run.
+
+This file is the command line and the order of the run; the work is in :mod:`settings` (the
+knobs), :mod:`processes` (starting, pinning and stopping each system; CPU and RSS from
+``/proc``), :mod:`phases` (each measured phase), :mod:`results` (what they found, typed) and
+:mod:`report` (the comparisons, the goals, the tables and the JSON's shape).
 """
 
 from __future__ import annotations
