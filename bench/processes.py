@@ -29,6 +29,7 @@ import aiohttp
 import expect
 import variants
 import yaml
+from results import Machine
 from settings import Settings
 
 import gotk_relay
@@ -339,32 +340,6 @@ def ensure_vmagent() -> str | None:
     return shutil.which("vmagent")
 
 
-@dataclass(frozen=True, slots=True)
-class Machine:
-    """The machine a run measured on, and how busy it was when the run began."""
-
-    cpu_model: str
-    cores: int | None
-    memory_bytes: int
-    kernel: str
-    python: str
-    load_average_before: tuple[float, float, float]
-    sut_core: int = SUT_CORE
-    loader_core: int = LOAD_CORE
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "cpu_model": self.cpu_model,
-            "cores": self.cores,
-            "memory_bytes": self.memory_bytes,
-            "kernel": self.kernel,
-            "python": self.python,
-            "load_average_before": self.load_average_before,
-            "sut_core": self.sut_core,
-            "loader_core": self.loader_core,
-        }
-
-
 def machine_info() -> Machine:
     model = ""
     with contextlib.suppress(OSError):
@@ -384,6 +359,8 @@ def machine_info() -> Machine:
         kernel=platform.release(),
         python=platform.python_version(),
         load_average_before=os.getloadavg(),
+        sut_core=SUT_CORE,
+        loader_core=LOAD_CORE,
     )
 
 

@@ -1,8 +1,9 @@
 """What a benchmark run found, as typed records: each phase, each system's row, the memory runs,
 the comparisons and the goals' verdicts.
 
-:mod:`phases` makes them, :mod:`report` reads them; each record's ``to_json`` gives its part of
-the JSON report (the tests and docs read that shape: keys and their order are kept as they are).
+:mod:`phases` makes them (:mod:`processes` the machine's), :mod:`report` reads them; each
+record's ``to_json`` gives its part of the JSON report (the tests and docs read that shape: keys
+and their order are kept as they are).
 Figures are rounded where the JSON has them rounded, so the tables print what the JSON says.
 """
 
@@ -14,12 +15,37 @@ from dataclasses import dataclass
 from typing import Any
 
 import loadgen
-from processes import Machine
 from settings import SINK_NICE_DURING_LATENCY, Settings
 
 
 def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 3) if whole else None
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """The machine a run measured on, and how busy it was when the run began."""
+
+    cpu_model: str
+    cores: int | None
+    memory_bytes: int
+    kernel: str
+    python: str
+    load_average_before: tuple[float, float, float]
+    sut_core: int
+    loader_core: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cpu_model": self.cpu_model,
+            "cores": self.cores,
+            "memory_bytes": self.memory_bytes,
+            "kernel": self.kernel,
+            "python": self.python,
+            "load_average_before": self.load_average_before,
+            "sut_core": self.sut_core,
+            "loader_core": self.loader_core,
+        }
 
 
 @dataclass(slots=True)
