@@ -59,12 +59,13 @@ def ratio_rows(results: Sequence[SystemResult]) -> list[Ratio]:
             base = by.get((other, workload))
             if relay is None or base is None:
                 continue
+            a, b = relay.throughput, base.throughput
             out.append(
                 Ratio(
                     name=f"relay/{other}",
                     workload=workload,
-                    accepted_per_s=_over(relay.accepted_per_s, base.accepted_per_s),
-                    samples_per_cpu_s=_over(relay.samples_per_cpu_s, base.samples_per_cpu_s),
+                    accepted_per_s=_over(a.accepted_per_s, b.accepted_per_s),
+                    samples_per_cpu_s=_over(a.samples_per_cpu_s, b.samples_per_cpu_s),
                     latency_p50_ms=_over(relay.latency_p50_ms, base.latency_p50_ms),
                     latency_p99_ms=_over(relay.latency_p99_ms, base.latency_p99_ms),
                     peak_rss_bytes=_over(relay.peak_rss_bytes, base.peak_rss_bytes),
@@ -86,9 +87,9 @@ def configuration_rows(results: Sequence[SystemResult]) -> list[ConfigurationRow
             continue
         peer = by.get((r.variant, "vmagent", r.workload)) if VARIANTS[r.variant].vmagent else None
         base = by.get(("plain", "gotk-relay", r.workload))
-        relay_rate = r.samples_per_cpu_s
-        peer_rate = peer.samples_per_cpu_s if peer is not None else None
-        base_rate = base.samples_per_cpu_s if base is not None else None
+        relay_rate = r.throughput.samples_per_cpu_s
+        peer_rate = peer.throughput.samples_per_cpu_s if peer is not None else None
+        base_rate = base.throughput.samples_per_cpu_s if base is not None else None
         out.append(
             ConfigurationRow(
                 variant=r.variant,
@@ -117,7 +118,7 @@ def goals(results: Sequence[SystemResult], memory: Sequence[MemoryRow]) -> list[
         relay, peer = by.get(("gotk-relay", workload)), by.get(("vmagent", workload))
         if relay is None or peer is None:
             continue
-        ratio = _over(relay.samples_per_cpu_s, peer.samples_per_cpu_s)
+        ratio = _over(relay.throughput.samples_per_cpu_s, peer.throughput.samples_per_cpu_s)
         ok = relay.delivered_ok and peer.delivered_ok
         out.append(
             Verdict.judge(f"{workload}: samples/CPU-s vs vmagent (x)", ratio, target, True, ok)
@@ -217,26 +218,28 @@ def warnings(results: Sequence[SystemResult]) -> Iterator[str]:
     for r in results:
         variant = "" if r.variant == "plain" else f" ({r.variant})"
         where = f"{r.system}{variant} on {r.workload}"
-        phase = r.throughput.result
-        refused = phase.requests - phase.accepted_requests
+        peak = r.throughput
+        refused = peak.result.requests - peak.result.accepted_requests
         if refused:
             statuses = ", ".join(
-                f"{n}x {code}" for code, n in sorted(phase.statuses.items()) if code // 100 != 2
+                f"{n}x {code}"
+                for code, n in sorted(peak.result.statuses.items())
+                if code // 100 != 2
             )
             yield (
-                f"! {where}: {refused} of {phase.requests} requests at max load were refused "
+                f"! {where}: {refused} of {peak.result.requests} requests at max load were refused "
                 f"({statuses}); the loader retried them after Retry-After or a backoff"
             )
-        if (r.loader_core_utilisation or 0) > 0.85:
-            yield f"! {where}: the loader+sink core was {_pct(r.loader_core_utilisation)} busy"
+        if (peak.loader_core_utilisation or 0) > 0.85:
+            yield f"! {where}: the loader+sink core was {_pct(peak.loader_core_utilisation)} busy"
         if r.latency_steal_ms:
             yield (
                 f"! {where}: the hypervisor took {r.latency_steal_ms} ms from the cores "
                 "(steal) during the latency phase; its p99 includes such stalls"
             )
-        if (r.sut_core_foreign_utilisation or 0) > 0.10:
+        if (peak.sut_core_foreign_utilisation or 0) > 0.10:
             yield (
-                f"! {where}: other processes took {_pct(r.sut_core_foreign_utilisation)} "
+                f"! {where}: other processes took {_pct(peak.sut_core_foreign_utilisation)} "
                 "of the system's core"
             )
 
@@ -250,10 +253,10 @@ def table(results: Sequence[SystemResult], ratios: Sequence[Ratio]) -> Iterator[
             [
                 r.system,
                 r.workload,
-                _num(r.accepted_per_s),
-                _num(r.samples_per_cpu_s),
-                _pct(r.sut_core_utilisation),
-                _pct(r.sut_core_foreign_utilisation),
+                _num(r.throughput.accepted_per_s),
+                _num(r.throughput.samples_per_cpu_s),
+                _pct(r.throughput.sut_core_utilisation),
+                _pct(r.throughput.sut_core_foreign_utilisation),
                 _num(r.latency_p50_ms),
                 _num(r.latency_p99_ms),
                 _num(r.peak_rss_bytes / 2**20),

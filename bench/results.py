@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import loadgen
 from settings import SINK_NICE_DURING_LATENCY, Settings
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+
+def _flat(record: DataclassInstance) -> dict[str, object]:
+    """A record of plain values as JSON: its fields in their order (the JSON's order)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -36,16 +44,7 @@ class Machine:
     loader_core: int
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "cpu_model": self.cpu_model,
-            "cores": self.cores,
-            "memory_bytes": self.memory_bytes,
-            "kernel": self.kernel,
-            "python": self.python,
-            "load_average_before": self.load_average_before,
-            "sut_core": self.sut_core,
-            "loader_core": self.loader_core,
-        }
+        return _flat(self)
 
 
 @dataclass(slots=True)
@@ -67,6 +66,10 @@ class Phase:
     @property
     def ok(self) -> bool:
         return +self.delivered == +self.expected
+
+    @property
+    def accepted_per_s(self) -> float:
+        return round(self.result.accepted_per_second, 1)
 
     @property
     def samples_per_cpu_s(self) -> float | None:
@@ -129,25 +132,16 @@ class FloorFigures:
     slices: int
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "requests": self.requests,
-            "accepted_requests": self.accepted_requests,
-            "late_sends": self.late_sends,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-            "max_ms": self.max_ms,
-            "steal_ms": self.steal_ms,
-            "target_rate_per_s": self.target_rate_per_s,
-            "slices": self.slices,
-        }
+        return _flat(self)
 
 
 @dataclass(frozen=True, slots=True)
 class SystemResult:
     """One system in one configuration on one workload: a row of the tables.
 
-    The figures the tables print are properties of the phases; what the phases do not hold
-    (memory, the sink's counts, the floor's difference) is kept as measured.
+    The rates and CPU shares are the throughput phase's (``throughput.samples_per_cpu_s``...),
+    the latencies the latency phase's; what the phases do not hold (memory, the sink's counts,
+    the floor's difference) is kept as measured.
     """
 
     system: str
@@ -174,26 +168,6 @@ class SystemResult:
     sink: dict[str, Any]  # the sink's /stats, as it answered
     verification: dict[str, Any] | None  # the sink's /verify (--full-verify, --smoke)
     relay_self_report: dict[str, float]
-
-    @property
-    def accepted_per_s(self) -> float:
-        return round(self.throughput.result.accepted_per_second, 1)
-
-    @property
-    def samples_per_cpu_s(self) -> float | None:
-        return self.throughput.samples_per_cpu_s
-
-    @property
-    def sut_core_utilisation(self) -> float | None:
-        return self.throughput.sut_core_utilisation
-
-    @property
-    def sut_core_foreign_utilisation(self) -> float | None:
-        return self.throughput.sut_core_foreign_utilisation
-
-    @property
-    def loader_core_utilisation(self) -> float | None:
-        return self.throughput.loader_core_utilisation
 
     @property
     def latency_p50_ms(self) -> float | None:
@@ -227,11 +201,11 @@ class SystemResult:
             "warmup": self.warmup.to_json() if self.warmup is not None else None,
             "throughput": self.throughput.to_json(),
             "latency": latency,
-            "accepted_per_s": self.accepted_per_s,
-            "samples_per_cpu_s": self.samples_per_cpu_s,
-            "sut_core_utilisation": self.sut_core_utilisation,
-            "sut_core_foreign_utilisation": self.sut_core_foreign_utilisation,
-            "loader_core_utilisation": self.loader_core_utilisation,
+            "accepted_per_s": self.throughput.accepted_per_s,
+            "samples_per_cpu_s": self.throughput.samples_per_cpu_s,
+            "sut_core_utilisation": self.throughput.sut_core_utilisation,
+            "sut_core_foreign_utilisation": self.throughput.sut_core_foreign_utilisation,
+            "loader_core_utilisation": self.throughput.loader_core_utilisation,
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p99_ms": self.latency_p99_ms,
             "latency_steal_ms": self.latency_steal_ms,
@@ -283,7 +257,7 @@ class MemoryRow:
 
     @property
     def accepted_per_s(self) -> float:
-        return round(self.phase.result.accepted_per_second, 1)
+        return self.phase.accepted_per_s
 
     @property
     def delivered_ok(self) -> bool:
@@ -321,16 +295,7 @@ class Ratio:
     latency_peak_rss_bytes: float | None
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "workload": self.workload,
-            "accepted_per_s": self.accepted_per_s,
-            "samples_per_cpu_s": self.samples_per_cpu_s,
-            "latency_p50_ms": self.latency_p50_ms,
-            "latency_p99_ms": self.latency_p99_ms,
-            "peak_rss_bytes": self.peak_rss_bytes,
-            "latency_peak_rss_bytes": self.latency_peak_rss_bytes,
-        }
+        return _flat(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,19 +316,7 @@ class ConfigurationRow:
     plain_verified: bool | None
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "variant": self.variant,
-            "workload": self.workload,
-            "relay_samples_per_cpu_s": self.relay_samples_per_cpu_s,
-            "vmagent_samples_per_cpu_s": self.vmagent_samples_per_cpu_s,
-            "ratio": self.ratio,
-            "ratio_to_plain": self.ratio_to_plain,
-            "relay_peak_rss_bytes": self.relay_peak_rss_bytes,
-            "vmagent_peak_rss_bytes": self.vmagent_peak_rss_bytes,
-            "relay_verified": self.relay_verified,
-            "vmagent_verified": self.vmagent_verified,
-            "plain_verified": self.plain_verified,
-        }
+        return _flat(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,13 +338,7 @@ class Verdict:
         return cls(goal, figure, target, at_least, ok and beyond)
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "goal": self.goal,
-            "figure": self.figure,
-            "target": self.target,
-            "at_least": self.at_least,
-            "met": self.met,
-        }
+        return _flat(self)
 
 
 @dataclass(frozen=True, slots=True)

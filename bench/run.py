@@ -62,7 +62,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -77,6 +77,17 @@ from settings import SMOKE, SYSTEMS, WORKLOADS, Settings
 from variants import VARIANTS
 
 DEFAULT_JSON: Final = processes.REPO / "bench" / "results" / "latest.json"
+
+
+def _names(
+    parser: argparse.ArgumentParser, value: str, known: Iterable[str], what: str
+) -> tuple[str, ...]:
+    """A comma-separated selection of ``known``; anything else, or nothing, is refused."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = set(names).difference(known)
+    if unknown or not names:
+        parser.error(f"unknown {what}(s) {sorted(unknown)}; choose from {list(known)}")
+    return names
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
@@ -133,22 +144,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
             parser.error("--latency-slice must be positive")
         changes["latency_slice"] = args.latency_slice
     if args.workloads:
-        names = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
-        unknown = set(names) - set(WORKLOADS)
-        if unknown:
-            parser.error(f"unknown workload(s) {sorted(unknown)}; choose from {list(WORKLOADS)}")
-        changes["workloads"] = names
+        changes["workloads"] = _names(parser, args.workloads, WORKLOADS, "workload")
     if args.systems:
-        names = tuple(s.strip() for s in args.systems.split(",") if s.strip())
-        unknown = set(names) - set(SYSTEMS)
-        if unknown:
-            parser.error(f"unknown system(s) {sorted(unknown)}; choose from {list(SYSTEMS)}")
-        changes["systems"] = names
+        changes["systems"] = _names(parser, args.systems, SYSTEMS, "system")
     if args.variants:
-        names = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-        unknown = set(names) - set(VARIANTS)
-        if unknown or not names:
-            parser.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(VARIANTS)}")
+        names = _names(parser, args.variants, VARIANTS, "variant")
         changes["variants"] = tuple(v for v in VARIANTS if v in names)  # the canonical order
     if args.connections is not None:
         changes["connections"] = args.connections
