@@ -597,7 +597,7 @@ class PhaseResult:
 
     def absorb(self, other: PhaseResult) -> None:
         """Add a later run's counts to these, as if both had been one phase of their summed
-        durations (the benchmark's latency phase is made of slices, see ``bench/run.py``)."""
+        durations (the benchmark's latency phase is made of slices, see ``bench/phases.py``)."""
         self.duration += other.duration
         self.requests += other.requests
         self.accepted_requests += other.accepted_requests

@@ -367,10 +367,23 @@ def test_prints_the_configurations_table(smoke: tuple[str, dict[str, Any]]) -> N
     [
         (("--variants", "plain,shards-9"), "unknown variant(s) ['shards-9']"),
         (("--variants", ","), "unknown variant(s) []"),
+        (("--workloads", "cluster,huge"), "unknown workload(s) ['huge']"),
+        (("--workloads", ","), "unknown workload(s) []"),
+        (("--systems", "prometheus"), "unknown system(s) ['prometheus']"),
+        (("--systems", " , "), "unknown system(s) []"),
     ],
-    ids=["unknown", "empty"],
+    ids=[
+        "variants-unknown",
+        "variants-empty",
+        "workloads-unknown",
+        "workloads-empty",
+        "systems-unknown",
+        "systems-empty",
+    ],
 )
-def test_variants_flag_refuses_what_it_does_not_know(argv: tuple[str, ...], message: str) -> None:
+def test_selection_flags_refuse_what_they_do_not_know(argv: tuple[str, ...], message: str) -> None:
+    """A selection naming nothing it knows is refused at once (exit 2, the name in the message),
+    rather than a run that measures nothing or fails halfway."""
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), *argv],
         capture_output=True,
