@@ -617,10 +617,10 @@ class Twins:
 
     def __init__(self, config: FluxConfig, route_cache_max: int | None = None) -> None:
         self.oracle = OracleRewriter(config)
-        self.fast = FluxRewriter(config)
+        self.fast = FluxRewriter(config, rw1)
         if route_cache_max is not None:  # exercise clearing the route cache
             self.oracle._route_cache_max = route_cache_max
-            self.fast._route_cache_max = route_cache_max
+            self.fast._classify.cache_max = route_cache_max
         self.calls = 0
         self.encoded_calls = 0  # calls whose outputs the rewriter encoded itself
 

@@ -2,7 +2,7 @@
 
 One table feeds every consumer, so adding or moving a kind is one edit:
 
-* matching (``rules/flux.py``): a ``gotk_resource_info`` series is a Flux object when its
+* matching (``rules/flux/classify.py``): a ``gotk_resource_info`` series is a Flux object when its
   ``customresource_group`` and ``customresource_kind`` are a row here. The version is *not*
   matched: Flux's published KSM config moved HelmRelease v2beta1 → v2beta2 → v2 and the source
   kinds v1beta2 → v1, and every cluster upgrades at its own pace;
