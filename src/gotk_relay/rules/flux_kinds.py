@@ -141,12 +141,7 @@ KINDS: Final[tuple[FluxKind, ...]] = (
 
 BY_KIND: Final[Mapping[str, FluxKind]] = MappingProxyType({k.kind: k for k in KINDS})
 KIND_NAMES: Final[tuple[str, ...]] = tuple(k.kind for k in KINDS)
-API_GROUPS: Final[tuple[str, ...]] = tuple(dict.fromkeys(k.group for k in KINDS))
 DEFAULT_VERSIONS: Final[Mapping[str, str]] = MappingProxyType({k.kind: k.version for k in KINDS})
-
-
-def lookup(kind: str) -> FluxKind | None:
-    return BY_KIND.get(kind)
 
 
 def suggest(kind: str) -> str:

@@ -133,10 +133,6 @@ class FluxRewriter:
             return None
         return found[1], found[2]
 
-    def may_match(self, name: str) -> bool:
-        """Whether series named ``name`` can be inputs in this mode (for a decode fast path)."""
-        return name in self._names
-
     def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
         """The batch to forward: inputs (unless ``keep_source`` is off), then synthesized series.
 
