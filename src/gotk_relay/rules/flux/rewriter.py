@@ -344,12 +344,7 @@ class FluxRewriter:
                     entry.value_ts = ts
                 if ts > obj.newest_value_ts:
                     obj.newest_value_ts = ts
-                if isinstance(obj, InfoObject):
-                    if ts > obj.state_ts:  # InfoObject.observe, written out
-                        obj.state_ts, obj.ready, obj.suspended = ts, route.ready, route.suspended
-                        obj.values = route.values
-                else:
-                    obj.observe(route, ts, value)
+                obj.observe(route, ts, value)
                 touched[obj] = True
         if touched:
             self._evaluate(touched, current, emitter)
@@ -365,40 +360,15 @@ class FluxRewriter:
         return obj
 
     def _evaluate(self, touched: dict[FluxObject, bool], ts: int, emitter: Emitter) -> None:
-        """Emit what each touched object says at ``ts``, then start or cancel its end.
-
-        The forward emission and the liveness test are written out here rather than called:
-        this runs once per object per scrape, and the calls were a good part of its cost.
-        """
+        """Emit what each touched object says at ``ts``, then start or cancel its end."""
         pending = self._pending
-        add = emitter.add
-        call = emitter.call
-        labels, metadata, samples = emitter.labels, emitter.metadata, emitter.samples
-        if emitter.shared_ts != ts:
-            emitter.shared.clear()
-            emitter.shared_ts = ts
-        shared = emitter.shared
-        emitted = dropped = 0
+        dropped = 0
         for obj, had_value in touched.items():
             if isinstance(obj, InfoObject):
                 forward = True
                 if had_value:
                     if ts > obj.out_last:
-                        values = obj.values
-                        known = shared.get(id(values))
-                        if obj.emit_call == call or known is None:
-                            add(obj, FORWARD, ts, values)
-                        else:  # Emitter.add's usual case, written out
-                            obj.emit_call = call
-                            obj.emit_at = len(labels)
-                            outputs = obj.outputs
-                            labels += outputs[0]
-                            metadata += outputs[1]
-                            samples += known[1]
-                            if emitter.blocks is not None:
-                                emitter.encode(obj, ts, values)
-                        obj.out_last = ts
-                        emitted += len(obj.values)
+                        self._emit_all(obj, ts, obj.values, emitter)
                         obj.open = True
                     elif ts < obj.out_last or not obj.open:
                         dropped += len(obj.values)
@@ -406,18 +376,13 @@ class FluxRewriter:
                 forward = False
                 if had_value and isinstance(obj, LegacyObject):
                     self._reverse_emit(obj, ts, emitter)
-            newest = obj.newest_value_ts
-            for entry in obj.inputs.values():
-                if entry.value_ts == newest and newest > entry.stale_ts:  # live()
-                    if obj.deadline is not None:
-                        obj.deadline = None
-                        del pending[(forward, obj.key)]
-                    break
-            else:
-                if obj.open and obj.deadline is None:
-                    obj.deadline = self._clock + self._grace_ms
-                    pending[(forward, obj.key)] = obj
-        self.stats.outputs_emitted += emitted
+            if obj.live():
+                if obj.deadline is not None:
+                    obj.deadline = None
+                    del pending[(forward, obj.key)]
+            elif obj.open and obj.deadline is None:
+                obj.deadline = self._clock + self._grace_ms
+                pending[(forward, obj.key)] = obj
         self.stats.out_of_order_dropped += dropped
         touched.clear()
 
