@@ -14,6 +14,7 @@ from ...model import (
     Labels,
     Series,
     float_bits,
+    label_value,
     labels_from,
 )
 from .classify import NOT_FLUX, Classifier
@@ -63,15 +64,6 @@ class Steady(NamedTuple):
 
 _ONE: Final[Values] = (1.0,)
 _STALE: Final[Values] = (STALE_NAN,)
-
-
-def _metric_name(labels: Labels) -> str:
-    if labels and labels[0][0] == "__name__":
-        return labels[0][1]
-    for key, value in labels:
-        if key == "__name__":
-            return value
-    return ""
 
 
 _Event = tuple[int, bool, int, float, Route]  # timestamp, stale marker, series index, value
@@ -159,10 +151,7 @@ class FluxRewriter:
             labels = series.labels
             route = by_id.get(id(labels))
             if route is None or route.labels is not labels:
-                if labels and labels[0][0] == "__name__":
-                    name = labels[0][1]
-                else:
-                    name = _metric_name(labels)
+                name = label_value(labels, "__name__")
                 if name not in names:
                     continue
                 route = classify.route(labels, name)
@@ -220,10 +209,7 @@ class FluxRewriter:
             labels = series.labels
             route = by_id.get(id(labels))
             if route is None or route.labels is not labels:
-                name = labels[0][1] if labels and labels[0][0] == "__name__" else None
-                if name is None:
-                    name = _metric_name(labels)
-                if name in names:
+                if label_value(labels, "__name__") in names:
                     return None  # unrouted yet, or not a Flux object: rewrite() decides
                 continue
             obj = route.obj
