@@ -202,7 +202,7 @@ class FluxRewriter:
             return None
         by_id = self._classify.by_id
         ts: int | None = None
-        picked: list[tuple[InfoObject, Route, Input, tuple[bytes, ...]]] = []
+        picked: list[tuple[InfoObject, Route, Input, float, tuple[bytes, ...]]] = []
         seen: set[int] = set()
         outputs = 0
         for series in batch.series:
@@ -245,7 +245,7 @@ class FluxRewriter:
                 return None
             seen.add(id(obj))
             outputs += len(values)
-            picked.append((obj, route, entry, parts))
+            picked.append((obj, route, entry, value, parts))
         stamp = b""
         if ts is None:
             ts = NEVER  # nothing picked: no object is written
@@ -260,13 +260,12 @@ class FluxRewriter:
         self._calls += 1
         groups: list[tuple[Outputs, Values]] = []
         blocks: list[bytes] = []
-        for obj, route, entry, parts in picked:
+        for obj, route, entry, value, parts in picked:
             obj.last_seen = clock
-            entry.value_ts = obj.newest_value_ts = obj.state_ts = obj.out_last = ts
-            obj.ready, obj.suspended = route.ready, route.suspended
-            obj.values = values = route.values
+            obj.observe(route, ts, value)
+            entry.value_ts = obj.newest_value_ts = obj.out_last = ts
             obj.open = True  # live: its newest input has no stale marker (deadline stays None)
-            groups.append((obj.outputs, values))
+            groups.append((obj.outputs, obj.values))
             blocks.append(stamp.join(parts))
         self.stats.outputs_emitted += outputs
         self._expire()
