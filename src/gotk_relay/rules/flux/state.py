@@ -125,6 +125,7 @@ class FluxObject:
         return max((i.stale_ts for i in self.inputs.values()), default=NEVER)
 
     def observe(self, route: Route, ts: int, value: float) -> None:
+        """A value sample of one of its inputs (each direction keeps what it needs of it)."""
         raise NotImplementedError
 
 
@@ -155,7 +156,7 @@ class InfoObject(FluxObject):
         self.out_last = NEVER
         self.emit_call = 0  # the rewrite() call that last emitted it (see Emitter.add)
         self.emit_at = 0  # where its outputs are in that call's emitter
-        self.encoded: Encoded | None = None  # see Emitter.encode
+        self.encoded: Encoded | None = None  # see emitter.prefixes
 
     def observe(self, route: Route, ts: int, value: float) -> None:
         """A value sample: the newest one decides what the outputs say (first wins on ties)."""
