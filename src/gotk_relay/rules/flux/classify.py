@@ -7,8 +7,16 @@ from typing import Final
 from ...model import Labels, labels_from
 from ..flux_kinds import BY_KIND
 from .config import FluxConfig
-from .names import DELETED, RECONCILE_CONDITION, RESOURCE_INFO, STATUSES
-from .state import Route, Values
+from .names import (
+    CONDITION_METADATA,
+    DELETED,
+    RECONCILE_CONDITION,
+    RESOURCE_INFO,
+    STATUSES,
+    SUSPEND_METADATA,
+    SUSPEND_STATUS,
+)
+from .state import Outputs, Route, Values
 
 _LEGACY_STATUSES: Final = frozenset((*STATUSES, DELETED))
 # Labels KSM's Flux config writes on every kind besides name/exported_namespace.
@@ -33,7 +41,7 @@ def _ksm_value(labels: dict[str, str], name: str) -> str:
 
 
 class Classifier:
-    """Routes input label sets (cached), and the label pairs and values the rules share."""
+    """Routes input label sets (cached); builds the output label sets and values objects share."""
 
     def __init__(self, config: FluxConfig) -> None:
         self.config = config
@@ -106,6 +114,23 @@ class Classifier:
             suspended=suspended,
             values=self.forward_values(ready, suspended),
         )
+
+    def forward_outputs(self, key: Labels) -> Outputs:
+        """The legacy series a forward object with identity ``key`` writes, and their metadata."""
+        base = dict(key)
+        conditions = [
+            {**base, "__name__": RECONCILE_CONDITION, "type": "Ready", "status": status}
+            for status in self.statuses
+        ]
+        # The outputs share their label pairs with the object's key (all but __name__, type and
+        # status are the same), and those three with every other object's outputs.
+        pairs = {pair: pair for pair in key}
+        share = self.share
+        names = tuple(
+            tuple([pairs.get(pair) or share(pair) for pair in labels_from(labels)])
+            for labels in (*conditions, {**base, "__name__": SUSPEND_STATUS})
+        )
+        return names, (CONDITION_METADATA,) * len(conditions) + (SUSPEND_METADATA,)
 
     def forward_values(self, ready: str, suspended: bool) -> Values:
         values = self._values.get((ready, suspended))

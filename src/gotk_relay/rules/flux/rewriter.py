@@ -15,7 +15,6 @@ from ...model import (
     Series,
     float_bits,
     label_value,
-    labels_from,
 )
 from .classify import NOT_FLUX, Classifier
 from .config import FluxConfig
@@ -29,11 +28,9 @@ from .emitter import (
     timestamp_field,
 )
 from .names import (
-    CONDITION_METADATA,
     DELETED,
     RECONCILE_CONDITION,
     RESOURCE_INFO,
-    SUSPEND_METADATA,
     SUSPEND_STATUS,
 )
 from .state import (
@@ -383,21 +380,9 @@ class FluxRewriter:
     def _admit_info(self, route: Route, refused: set[tuple[bool, Labels]]) -> InfoObject | None:
         if not self._room(route, refused):
             return None
-        base = dict(route.key)
-        conditions = [
-            {**base, "__name__": RECONCILE_CONDITION, "type": "Ready", "status": status}
-            for status in self._classify.statuses
-        ]
-        # The outputs share their label pairs with the object's key (all but __name__, type and
-        # status are the same), and those three with every other object's outputs.
-        pairs = {pair: pair for pair in route.key}
-        share = self._classify.share
-        names = tuple(
-            tuple([pairs.get(pair) or share(pair) for pair in labels_from(labels)])
-            for labels in (*conditions, {**base, "__name__": SUSPEND_STATUS})
-        )
-        outputs = (names, (CONDITION_METADATA,) * len(conditions) + (SUSPEND_METADATA,))
-        values = self._classify.forward_values("Unknown", False)
+        classify = self._classify
+        outputs = classify.forward_outputs(route.key)
+        values = classify.forward_values("Unknown", False)
         obj = self._info[route.key] = InfoObject(
             route.key, route.kind, self._clock, outputs, values
         )
