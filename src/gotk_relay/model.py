@@ -178,7 +178,7 @@ def labels_from(mapping: dict[str, str] | Iterable[tuple[str, str]]) -> Labels:
     """Sorted labels with empty values dropped, as Prometheus' ``labels.Builder`` makes them.
 
     Pairs given as tuples are kept, not copied: the Flux rules build label sets from an input's
-    own pairs so that thousands of objects share them (``FluxRewriter._shared_pair``).
+    own pairs so that thousands of objects share them (``rules.flux.classify.Classifier.share``).
     """
     items = mapping.items() if isinstance(mapping, dict) else mapping
     return tuple(sorted([pair for pair in items if pair[1] != ""]))

@@ -12,6 +12,7 @@ from .config import Config, TenantConfig
 from .model import Batch, Series, label_value
 from .rules.flux import FluxRewriter
 from .rules.relabel import RuleSet, compile_rules
+from .wire import rw1
 
 
 def relabel_batch(rules: RuleSet, batch: Batch) -> Batch:
@@ -36,7 +37,7 @@ def relabel_batch(rules: RuleSet, batch: Batch) -> Batch:
 class Pipeline:
     def __init__(self, config: Config, flux: FluxRewriter | None = None) -> None:
         self.relabel = compile_rules(config.relabel_configs)
-        self.flux = flux if flux is not None else FluxRewriter(config.flux)
+        self.flux = flux if flux is not None else FluxRewriter(config.flux, rw1)
         self.write_relabel: Mapping[str, RuleSet] = {
             name: compile_rules(cfg.write_relabel_configs) for _, name, cfg in config.destinations()
         }

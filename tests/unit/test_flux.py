@@ -608,9 +608,6 @@ def test_mode_off_returns_the_same_object() -> None:
     rewriter = FluxRewriter(FluxConfig(mode="off"))
     assert rewriter.rewrite(source) is source
     assert rewriter.rewrite(source, now_ms=10**13) is source
-    assert not any(
-        rewriter.may_match(n) for n in (RESOURCE_INFO, RECONCILE_CONDITION, SUSPEND_STATUS)
-    )
 
 
 def test_batch_without_flux_series_is_returned_as_is() -> None:
@@ -630,17 +627,23 @@ def test_batch_without_flux_series_is_returned_as_is() -> None:
         ("both", {RESOURCE_INFO, RECONCILE_CONDITION, SUSPEND_STATUS}),
         ("off", set()),
     ],
+    ids=["legacy", "resource_info", "both", "off"],
 )
-def test_may_match(mode: str, names: set[str]) -> None:
-    rewriter = FluxRewriter(FluxConfig.model_validate({"mode": mode}))
-    candidates = [
-        RESOURCE_INFO,
-        RECONCILE_CONDITION,
-        SUSPEND_STATUS,
-        "gotk_reconcile_duration_seconds",
-        "up",
+def test_each_mode_reads_only_its_input_names(mode: str, names: set[str]) -> None:
+    """With keep_source off the series a mode reads are taken out; every other name passes."""
+    duration = "gotk_reconcile_duration_seconds_count"
+    lines = [
+        ks("True", ts=1000),
+        cond("True", "1", 1000),
+        susp("0", 1000),
+        f'{duration}{{kind="Kustomization",name="podinfo",{LEGACY_SCRAPE}}} 3 1000',
+        'up{job="x"} 1 1000',
     ]
-    assert {n for n in candidates if rewriter.may_match(n)} == names
+    rewriter = FluxRewriter(FluxConfig.model_validate({"mode": mode, "keep_source": False}))
+    out = rewriter.rewrite(batch_of(lines))
+    passed = {s.name for s in out.series if s.metadata is None}
+    every = {RESOURCE_INFO, RECONCILE_CONDITION, SUSPEND_STATUS, duration, "up"}
+    assert passed == every - names
 
 
 # -- bounds ----------------------------------------------------------------------------------

@@ -617,20 +617,27 @@ class Twins:
 
     def __init__(self, config: FluxConfig, route_cache_max: int | None = None) -> None:
         self.oracle = OracleRewriter(config)
-        self.fast = FluxRewriter(config)
+        self.fast = FluxRewriter(config, rw1)
+        # Without an encoder the rewriter writes the same series and offers no bytes of them.
+        self.bare = FluxRewriter(config)
         if route_cache_max is not None:  # exercise clearing the route cache
             self.oracle._route_cache_max = route_cache_max
-            self.fast._route_cache_max = route_cache_max
+            self.fast._classify.cache_max = route_cache_max
+            self.bare._classify.cache_max = route_cache_max
         self.calls = 0
         self.encoded_calls = 0  # calls whose outputs the rewriter encoded itself
 
     def feed(self, batch: Batch, now_ms: int | None) -> Batch:
         want = self.oracle.rewrite(batch, now_ms)
         got = self.fast.rewrite(batch, now_ms)
+        bare = self.bare.rewrite(batch, now_ms)
         self.calls += 1
         assert (got is batch) == (want is batch), f"call {self.calls}: returned-as-is differs"
         assert fingerprint(got) == fingerprint(want), f"call {self.calls}: outputs differ"
         assert self.fast.stats == self.oracle.stats, f"call {self.calls}: stats differ"
+        assert (bare is batch) == (want is batch), f"call {self.calls}: without an encoder"
+        assert fingerprint(bare) == fingerprint(want), f"call {self.calls}: without an encoder"
+        assert self.bare.encoded(bare.series) is None, f"call {self.calls}: bytes unasked for"
         self._check_encoded(got)
         return want
 

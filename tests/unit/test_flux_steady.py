@@ -31,7 +31,7 @@ from gotk_relay import config as config_module
 from gotk_relay.delivery.entry import Entry
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series, labels_from
 from gotk_relay.relay import Relay
-from gotk_relay.rules.flux import FluxRewriter, Steady
+from gotk_relay.rules.flux import FluxConfig, FluxRewriter, Steady
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
 from gotk_relay.write import admission, scan
@@ -266,3 +266,28 @@ def test_a_value_older_than_its_series_stale_marker_is_left_to_the_general_path(
     pair.feed([Series(old, (Sample(1.0, ts + 4 * SCRAPE_MS),))], ts + 5 * SCRAPE_MS)
     assert pair.steady == 1  # `old` is routed to the object by then, and still declined
     assert pair.shortcut.pipeline.flux._pending  # the general path started the object's end
+
+
+@pytest.mark.parametrize("encoder", [rw1, None], ids=["rw1", "no-encoder"])
+def test_the_shortcut_needs_the_encoder_the_rewriter_was_given(encoder: Any) -> None:
+    """The shortcut's result is the outputs' bytes: a rewriter built without an encoder declines
+    a steady scrape (rewrite() then does the work); one built with rw1 takes it, and its bytes
+    are rw1's encoding of what rewrite() synthesizes for the same scrape."""
+    traffic = Traffic(random.Random(5), 3, 0.0)
+    first_ts = loadgen.WorkloadSpec("flux").ts_base_ms
+    ts = first_ts + SCRAPE_MS
+    first, second = (
+        Batch(tuple(Series(x, (s,)) for x, s in traffic.scrape(t, 0.0))) for t in (first_ts, ts)
+    )
+    rewriter, general = FluxRewriter(FluxConfig(), encoder), FluxRewriter(FluxConfig())
+    for each in (rewriter, general):
+        each.rewrite(first, first_ts)
+    found = rewriter.steady(second, ts, max_outputs=1000)
+    if encoder is None:
+        assert found is None
+        return
+    assert found is not None
+    out = general.rewrite(second, ts)
+    synthesized = out.series[len(second.series) :]
+    assert found.outputs == len(synthesized) == 3 * 4
+    assert found.body == rw1.encode(Batch(synthesized))

@@ -2,7 +2,7 @@
 
 One table feeds every consumer, so adding or moving a kind is one edit:
 
-* matching (``rules/flux.py``): a ``gotk_resource_info`` series is a Flux object when its
+* matching (``rules/flux/classify.py``): a ``gotk_resource_info`` series is a Flux object when its
   ``customresource_group`` and ``customresource_kind`` are a row here. The version is *not*
   matched: Flux's published KSM config moved HelmRelease v2beta1 → v2beta2 → v2 and the source
   kinds v1beta2 → v1, and every cluster upgrades at its own pace;
@@ -141,12 +141,7 @@ KINDS: Final[tuple[FluxKind, ...]] = (
 
 BY_KIND: Final[Mapping[str, FluxKind]] = MappingProxyType({k.kind: k for k in KINDS})
 KIND_NAMES: Final[tuple[str, ...]] = tuple(k.kind for k in KINDS)
-API_GROUPS: Final[tuple[str, ...]] = tuple(dict.fromkeys(k.group for k in KINDS))
 DEFAULT_VERSIONS: Final[Mapping[str, str]] = MappingProxyType({k.kind: k.version for k in KINDS})
-
-
-def lookup(kind: str) -> FluxKind | None:
-    return BY_KIND.get(kind)
 
 
 def suggest(kind: str) -> str:

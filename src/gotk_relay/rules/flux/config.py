@@ -1,0 +1,119 @@
+"""The ``flux:`` section of the relay configuration, and its validation."""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ...units import parse_duration
+from ..flux_kinds import BY_KIND, DEFAULT_VERSIONS, suggest
+
+_DEFAULT_GRACE: Final = 60.0
+_VERSION: Final = re.compile(r"v\d+(?:(?:alpha|beta)\d+)?")
+
+
+def _seconds(value: object, field: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"flux.{field}: {value!r} is not a duration; write seconds (3600) or a Prometheus "
+            "duration such as '1h' or '90s'"
+        ) from None
+
+
+class FluxConfig(BaseModel):
+    """The ``flux:`` section of the relay configuration.
+
+    Frozen, so a running rewriter's rules cannot change under it: a reload with an equal section
+    keeps the old rewriter (and its state), any other builds a new one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["legacy", "resource_info", "both", "off"] = "legacy"
+    keep_source: bool = True
+    label_shape: Literal["stored", "raw"] = "stored"
+    controller_namespace: str = "flux-system"
+    set_job: bool = False
+    emit_deleted: bool = False
+    versions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VERSIONS))
+    max_objects: int = 100_000
+    idle_expiry: float = 3600.0
+    stale_grace: float = _DEFAULT_GRACE  # or half of idle_expiry when that is shorter
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grace_default(cls, data: object) -> object:
+        """Without an explicit stale_grace, a short idle_expiry halves it rather than fail."""
+        if isinstance(data, dict) and "stale_grace" not in data and "idle_expiry" in data:
+            try:
+                expiry = _seconds(data["idle_expiry"], "idle_expiry")
+            except ValueError:
+                return data  # reported by the field validator
+            if 0 < expiry <= _DEFAULT_GRACE:
+                return {**data, "stale_grace": expiry / 2}
+        return data
+
+    @field_validator("idle_expiry", "stale_grace", mode="before")
+    @classmethod
+    def _duration(cls, value: object, info: ValidationInfo) -> float:
+        return _seconds(value, info.field_name or "duration")
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _versions_null(cls, value: object) -> object:
+        return {} if value is None else value
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, value: dict[str, str]) -> dict[str, str]:
+        for kind, version in value.items():
+            if kind not in BY_KIND:
+                raise ValueError(f"flux.versions: unknown kind {kind!r}; {suggest(kind)}")
+            if "/" in version:
+                raise ValueError(
+                    f"flux.versions.{kind}: {version!r} names a group; write the version only, "
+                    f"e.g. {version.rsplit('/', 1)[1]!r}"
+                )
+            if not _VERSION.fullmatch(version):
+                raise ValueError(
+                    f"flux.versions.{kind}: {version!r} is not an API version; write one like "
+                    "'v1' or 'v2beta1'"
+                )
+        return {**DEFAULT_VERSIONS, **value}
+
+    @field_validator("controller_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not value:
+            raise ValueError(
+                "flux.controller_namespace: must not be empty; set the namespace Flux's "
+                "controllers run in (usually flux-system)"
+            )
+        return value
+
+    @field_validator("max_objects")
+    @classmethod
+    def _max_objects(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                f"flux.max_objects: {value} tracks nothing; set at least 1 (the default is 100000)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _durations(self) -> FluxConfig:
+        if self.idle_expiry <= 0:
+            raise ValueError("flux.idle_expiry: must be positive; the default is 3600 (1h)")
+        if self.stale_grace < 0:
+            raise ValueError("flux.stale_grace: must not be negative; 0 ends objects at once")
+        if self.stale_grace >= self.idle_expiry:
+            raise ValueError(
+                f"flux.stale_grace ({self.stale_grace:g}s) must be shorter than flux.idle_expiry "
+                f"({self.idle_expiry:g}s), or objects would be forgotten before their end; "
+                "lower stale_grace or raise idle_expiry"
+            )
+        return self

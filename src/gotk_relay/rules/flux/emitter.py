@@ -1,0 +1,180 @@
+"""What one ``rewrite()`` call writes: the synthesized series, and their remote write bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Final, Protocol
+
+from ...model import FamilyMetadata, Labels, Metadata, Sample, Series
+from .names import (
+    CONDITION_METADATA,
+    INFO_METADATA,
+    RECONCILE_CONDITION,
+    RESOURCE_INFO,
+    SUSPEND_METADATA,
+    SUSPEND_STATUS,
+)
+from .state import NEVER, InfoObject, InfoSeries, Values
+
+Families = tuple[tuple[str, Metadata], ...]  # the families of an Outputs, in order
+FORWARD: Final[Families] = (
+    (RECONCILE_CONDITION, CONDITION_METADATA),
+    (SUSPEND_STATUS, SUSPEND_METADATA),
+)
+INFO: Final[Families] = ((RESOURCE_INFO, INFO_METADATA),)
+# The metadata rewrite() adds to a batch whose forward objects wrote outputs.
+FORWARD_FAMILIES: Final = tuple(
+    FamilyMetadata(family, meta.type, meta.help, meta.unit) for family, meta in FORWARD
+)
+
+# The NamedTuples' own __new__ spells out every default by keyword; the output is built per
+# sample, so it is made with tuple.__new__ and every field given (the same values either way).
+_new = tuple.__new__
+
+
+class SeriesEncoder(Protocol):
+    """The remote write 1.0 encoder, as far as the rules write their outputs' bytes (``wire.rw1``).
+
+    Handed in by whoever builds the rewriter, so that the rules do not depend on the wire.
+    """
+
+    STAMP_FIELD_LEN: int  # what series_prefixes assumes timestamp_field gives
+
+    def timestamp_field(self, timestamp: int) -> bytes: ...
+
+    def series_prefixes(
+        self, labels: Sequence[Labels], values: Sequence[float]
+    ) -> tuple[bytes, ...] | None: ...
+
+
+def prefixes(
+    owner: InfoObject | InfoSeries, values: Values, encoder: SeriesEncoder
+) -> tuple[bytes, ...] | None:
+    """The owner's outputs' bytes up to each timestamp field for ``values`` (then b""), or None.
+
+    Kept on the owner for the values it last wrote: an object's state lasts many scrapes, so a
+    scrape's outputs are one join of these around the timestamp field.
+    """
+    encoded = owner.encoded
+    if encoded is None or encoded[0] is not values:
+        parts = encoder.series_prefixes(owner.outputs[0], values)
+        if parts is None:
+            return None
+        encoded = owner.encoded = (values, (*parts, b""))
+    return encoded[1]
+
+
+def timestamp_field(ts: int, encoder: SeriesEncoder) -> bytes | None:
+    """The Sample.timestamp field that ``prefixes`` are joined around, or None (not that long)."""
+    stamp = encoder.timestamp_field(ts) if type(ts) is int and ts else b""
+    return stamp if len(stamp) == encoder.STAMP_FIELD_LEN else None
+
+
+class Emitter:
+    """Synthesized samples of one rewrite() call: one entry per output series, in first-emission
+    order, kept as flat lists that become Series at the end.
+
+    Whatever emits (a forward object, whose outputs are always written together, or one info
+    series of a reverse object) owns its output set, and no two owners have outputs with equal
+    labels. So rather than look its labels up, an owner is stamped with the call that last
+    emitted it and where its outputs are: a second emission in the same call (several timestamps
+    in one batch) appends to the samples already there.
+    """
+
+    __slots__ = (
+        "blocks",
+        "call",
+        "encoder",
+        "families",
+        "labels",
+        "metadata",
+        "newest",
+        "samples",
+        "shared",
+        "shared_ts",
+    )
+
+    def __init__(self, call: int, encoder: SeriesEncoder | None) -> None:
+        self.call = call  # unique per rewrite() call of one rewriter, never 0
+        self.encoder = encoder
+        # The remote write 1.0 encoding of the outputs so far, an owner's outputs at a time, as
+        # long as every output series has one sample (see encode); then None (also without an
+        # encoder).
+        self.blocks: list[bytes] | None = [] if encoder is not None else None
+        self.newest = NEVER  # newest timestamp in ``blocks``
+        self.labels: list[Labels] = []
+        self.metadata: list[Metadata] = []
+        self.samples: list[tuple[Sample, ...]] = []
+        self.families: dict[str, Metadata] = {}
+        # Objects in one state write the same values at one scrape's timestamp: the samples
+        # are equal (and immutable), so they are built once per values tuple and timestamp.
+        # Each entry holds its values tuple, so the id it is filed under is not reused.
+        self.shared: dict[int, tuple[Values, tuple[tuple[Sample], ...]]] = {}
+        self.shared_ts = NEVER
+
+    def add(
+        self,
+        owner: InfoObject | InfoSeries,
+        families: Families,
+        ts: int,
+        values: Values,
+    ) -> None:
+        """Add a sample to each of the owner's outputs; ``families`` are theirs, in order."""
+        if owner.emit_call != self.call:
+            owner.emit_call = self.call
+            owner.emit_at = len(self.labels)
+            outputs = owner.outputs
+            self.labels += outputs[0]
+            self.metadata += outputs[1]
+            if ts != self.shared_ts:
+                self.shared.clear()
+                self.shared_ts = ts
+            known = self.shared.get(id(values))
+            if known is None:
+                fresh = tuple([(_new(Sample, (value, ts, 0)),) for value in values])
+                known = self.shared[id(values)] = (values, fresh)
+            self.samples += known[1]
+            if families[0][0] not in self.families:
+                self.families.update(families)
+            if self.blocks is not None:
+                self.encode(owner, ts, values)
+        else:
+            start = owner.emit_at
+            for offset, value in enumerate(values):
+                self.samples[start + offset] += (_new(Sample, (value, ts, 0)),)
+            self.blocks = None  # a series with two samples: left to the encoder
+
+    def encode(self, owner: InfoObject | InfoSeries, ts: int, values: Values) -> None:
+        """Add the encoding of the owner's outputs, just added with ``values`` at ``ts``.
+
+        An owner keeps its outputs' bytes up to each timestamp field for the values it last
+        wrote (an object's state lasts many scrapes), so a scrape's four series are one join
+        here instead of four passes through the encoder. The relay queues these bytes when
+        they are the whole of what it queues (``FluxRewriter.encoded``).
+        """
+        blocks = self.blocks
+        assert blocks is not None and self.encoder is not None
+        parts = prefixes(owner, values, self.encoder)
+        stamp = timestamp_field(ts, self.encoder)
+        if parts is None or stamp is None:
+            self.blocks = None
+            return
+        blocks.append(stamp.join(parts))
+        if ts > self.newest:
+            self.newest = ts
+
+    def series(self) -> list[Series]:
+        """The synthesized series, built by C iterators: a Series per output is much of the
+        rewriter's work in steady state, so no Python bytecode runs per output here."""
+        count = len(self.labels)
+        fields = zip(
+            self.labels,
+            self.samples,
+            repeat((), count),
+            repeat((), count),
+            self.metadata,
+            repeat(0, count),
+            strict=True,
+        )
+        return list(map(_new, repeat(Series, count), fields))

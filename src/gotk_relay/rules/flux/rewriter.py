@@ -1,0 +1,507 @@
+"""The Flux rewriter: each batch's Flux samples applied to the objects' state, in time order."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Final, NamedTuple
+
+from ...model import (
+    STALE_NAN,
+    STALE_NAN_BITS,
+    Batch,
+    FamilyMetadata,
+    Labels,
+    Series,
+    float_bits,
+    label_value,
+)
+from .classify import NOT_FLUX, Classifier
+from .config import FluxConfig
+from .emitter import (
+    FORWARD,
+    FORWARD_FAMILIES,
+    INFO,
+    Emitter,
+    SeriesEncoder,
+    prefixes,
+    timestamp_field,
+)
+from .names import (
+    DELETED,
+    RECONCILE_CONDITION,
+    RESOURCE_INFO,
+    SUSPEND_STATUS,
+)
+from .state import (
+    NEVER,
+    FluxObject,
+    InfoObject,
+    InfoSeries,
+    Input,
+    LegacyObject,
+    Outputs,
+    Route,
+    Values,
+)
+from .stats import FluxStats
+
+
+class Steady(NamedTuple):
+    """What ``FluxRewriter.steady`` wrote: the relay queues ``body`` (then ``families``' metadata)
+    where it would queue ``rewrite()``'s synthesized series, and the federate store keeps each
+    group's outputs at ``newest``."""
+
+    groups: list[tuple[Outputs, Values]]  # per object: its outputs and the values written
+    body: bytes  # the remote write 1.0 encoding of the synthesized series, in rewrite()'s order
+    outputs: int  # synthesized series, one sample each
+    newest: int  # their timestamp
+    families: tuple[FamilyMetadata, ...]  # the metadata rewrite() would append to the batch
+
+
+_ONE: Final[Values] = (1.0,)
+_STALE: Final[Values] = (STALE_NAN,)
+
+
+_Event = tuple[int, bool, int, float, Route]  # timestamp, stale marker, series index, value
+
+
+def _event_order(event: _Event) -> tuple[int, bool]:
+    return event[0], event[1]
+
+
+class FluxRewriter:
+    """Turns each incoming batch into the batch to forward; see the package docstring.
+
+    ``rewrite()`` returns the input object itself when it has nothing to add or remove, so a
+    relay whose traffic holds no Flux series pays one name check per series.
+    """
+
+    def __init__(self, config: FluxConfig, encoder: SeriesEncoder | None = None) -> None:
+        """``encoder`` (``wire.rw1``) lets the rewriter write its outputs' bytes as it makes
+        them (``encoded``, ``steady``); without one it writes series only."""
+        self.config = config
+        self._encoder = encoder
+        self._classify = Classifier(config)
+        self.stats = FluxStats()
+        names: set[str] = set()
+        if config.mode in ("legacy", "both"):
+            names.add(RESOURCE_INFO)
+        if config.mode in ("resource_info", "both"):
+            names.update((RECONCILE_CONDITION, SUSPEND_STATUS))
+        self._names = frozenset(names)
+        self._grace_ms = round(config.stale_grace * 1000)
+        self._expiry_ms = round(config.idle_expiry * 1000)
+        self._info: dict[Labels, InfoObject] = {}
+        self._legacy: dict[Labels, LegacyObject] = {}
+        self._pending: dict[tuple[bool, Labels], FluxObject] = {}
+        self._clock = NEVER
+        self._expiry_floor = NEVER  # no object's last_seen is below this
+        self._calls = 0  # rewrite() calls that emitted or could have: stamps emissions
+        # The last rewrite()'s synthesized series, their encoding and newest timestamp.
+        self._encoded: tuple[tuple[Series, ...], bytes, int] | None = None
+        if config.emit_deleted:
+            statuses = self._classify.statuses
+            deleted = tuple(1.0 if status == DELETED else 0.0 for status in statuses)
+            self._end_values: Values = (*deleted, 0.0)
+        else:
+            self._end_values = (STALE_NAN,) * (len(self._classify.statuses) + 1)
+
+    def encoded(self, series: tuple[Series, ...]) -> tuple[bytes, int] | None:
+        """The remote write 1.0 encoding of ``series`` and their newest timestamp, if ``series``
+        are exactly the last rewrite()'s synthesized series and it could write them itself.
+
+        ``rw1.encode(Batch(series))`` would give the same bytes (the tests hold them equal): this
+        saves the relay encoding series the rewriter has just put together (see
+        ``Emitter.encode``). Each series then has one sample, so ``len(series)`` is its count.
+        """
+        found = self._encoded
+        if found is None or len(series) != len(found[0]):
+            return None
+        if not all(map(operator.is_, series, found[0])):
+            return None
+        return found[1], found[2]
+
+    def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
+        """The batch to forward: inputs (unless ``keep_source`` is off), then synthesized series.
+
+        ``now_ms`` is the relay clock (arrival time); without it the batch's newest Flux sample
+        timestamp stands in. Pending ends that fall due are written even into a batch without
+        Flux series, so pass ``now_ms`` for timely stale markers on quiet relays.
+        """
+        names = self._names
+        self._encoded = None
+        if not names:
+            return batch
+        classify = self._classify
+        by_id = classify.by_id
+        matched: dict[int, Route] = {}
+        # Every Flux sample as (timestamp, is stale marker, series index, value, route), and
+        # whether they already come in (timestamp, stale) order: a scrape's samples share one
+        # timestamp, so they usually do and need no sort.
+        events: list[_Event] = []
+        append = events.append
+        in_order = True
+        last_ts: float = -math.inf
+        last_stale = False
+        for index, series in enumerate(batch.series):
+            labels = series.labels
+            route = by_id.get(id(labels))
+            if route is None or route.labels is not labels:
+                name = label_value(labels, "__name__")
+                if name not in names:
+                    continue
+                route = classify.route(labels, name)
+            if route is not NOT_FLUX:
+                matched[index] = route
+                for value, ts, _ in series.samples:
+                    stale = value != value and float_bits(value) == STALE_NAN_BITS
+                    if ts < last_ts or (ts == last_ts and last_stale and not stale):
+                        in_order = False
+                    last_ts, last_stale = ts, stale
+                    append((ts, stale, index, value, route))
+        if not matched and not self._pending and now_ms is None:
+            return batch
+        self._advance_clock(batch, matched, events, now_ms)
+        self._calls += 1
+        emitter = Emitter(self._calls, self._encoder)
+        untracked: set[int] = set()
+        if events:
+            if not in_order:
+                events.sort(key=_event_order)  # stable: batch order on ties
+            self._process(batch, events, emitter, untracked)
+        self._commit_due(emitter)
+        self._expire()
+        self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        return self._output(batch, matched, untracked, emitter)
+
+    def steady(self, batch: Batch, now_ms: int, max_outputs: int) -> Steady | None:
+        """``rewrite(batch, now_ms)`` for a batch in the steady state, or None (nothing changed).
+
+        The steady state is the scrape after scrape of a cluster where nothing happens: every
+        Flux series is a ``gotk_resource_info`` series already routed to its tracked object,
+        with one sample, all at one timestamp that is newer than anything seen for the object,
+        on distinct objects, and no object's end is pending. Then the rules come down to: each
+        object takes the sample's state and writes its outputs at that timestamp, and nothing
+        else happens. Written out here, that skips the events, the emitter and the ``Series``
+        of every output, which were most of what a Flux-heavy stream cost. The effect on the
+        state and what is written are exactly ``rewrite()``'s (``Steady.body`` is what the
+        relay would queue for its output; ``tests/unit/test_flux_steady.py`` runs both on
+        messy traffic). Anything else (a new object, a stale marker, a resend, a Ready change,
+        more than ``max_outputs`` outputs) returns None before changing anything, and the caller
+        takes ``rewrite()``. Series whose metric name no rule reads are left alone, as there.
+        """
+        names = self._names
+        if not names or self._pending:
+            return None
+        encoder = self._encoder
+        if encoder is None:
+            return None
+        by_id = self._classify.by_id
+        ts: int | None = None
+        picked: list[tuple[InfoObject, Route, Input, float, tuple[bytes, ...]]] = []
+        seen: set[int] = set()
+        outputs = 0
+        for series in batch.series:
+            labels = series.labels
+            route = by_id.get(id(labels))
+            if route is None or route.labels is not labels:
+                if label_value(labels, "__name__") in names:
+                    return None  # unrouted yet, or not a Flux object: rewrite() decides
+                continue
+            obj = route.obj
+            entry = route.input
+            samples = series.samples
+            if (
+                not route.forward
+                or not isinstance(obj, InfoObject)  # forward routes lead to _info's objects
+                or obj.gone
+                or entry is None
+                or entry.dropped
+                or len(samples) != 1
+                or series.histograms
+                or id(obj) in seen
+            ):
+                return None
+            value, sample_ts, _ = samples[0]
+            if ts is None:
+                ts = sample_ts
+            if (
+                sample_ts != ts
+                or value != value  # NaN: a stale marker, or a value rewrite() must weigh
+                or sample_ts <= obj.out_last
+                or sample_ts <= obj.newest_value_ts
+                or sample_ts <= obj.state_ts
+                or sample_ts <= entry.value_ts
+                or sample_ts <= entry.stale_ts
+            ):
+                return None
+            values = route.values
+            parts = prefixes(obj, values, encoder)
+            if parts is None:
+                return None
+            seen.add(id(obj))
+            outputs += len(values)
+            picked.append((obj, route, entry, value, parts))
+        stamp = b""
+        if ts is None:
+            ts = NEVER  # nothing picked: no object is written
+        else:
+            field = timestamp_field(ts, encoder)
+            if field is None or outputs > max_outputs:
+                return None
+            stamp = field
+        # From here on the state changes, as rewrite() would change it.
+        self._encoded = None
+        self._clock = clock = max(self._clock, now_ms)
+        self._calls += 1
+        groups: list[tuple[Outputs, Values]] = []
+        blocks: list[bytes] = []
+        for obj, route, entry, value, parts in picked:
+            obj.last_seen = clock
+            obj.observe(route, ts, value)
+            entry.value_ts = obj.newest_value_ts = obj.out_last = ts
+            obj.open = True  # live: its newest input has no stale marker (deadline stays None)
+            groups.append((obj.outputs, obj.values))
+            blocks.append(stamp.join(parts))
+        self.stats.outputs_emitted += outputs
+        self._expire()
+        self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        newest = ts
+        families: tuple[FamilyMetadata, ...] = ()
+        if picked:
+            present = {m.family for m in batch.metadata}
+            families = tuple(f for f in FORWARD_FAMILIES if f.family not in present)
+        return Steady(groups, b"".join(blocks), outputs, newest, families)
+
+    # -- processing -----------------------------------------------------------------------
+
+    def _advance_clock(
+        self, batch: Batch, matched: dict[int, Route], events: list[_Event], now_ms: int | None
+    ) -> None:
+        if now_ms is not None:
+            clock = now_ms
+        elif matched:
+            clock = max((event[0] for event in events), default=NEVER)
+        else:
+            clock = max((s.timestamp for x in batch.series for s in x.samples), default=NEVER)
+        self._clock = max(self._clock, clock)
+
+    def _process(
+        self, batch: Batch, events: list[_Event], emitter: Emitter, untracked: set[int]
+    ) -> None:
+        """Apply the batch's Flux samples in timestamp order, one timestamp at a time.
+
+        All of an object's samples at one timestamp (one scrape: the three conditions and the
+        suspend gauge, or a new series and the old one's stale marker) are applied before the
+        object is evaluated once for that timestamp, so their order inside the batch is moot.
+        """
+        series = batch.series
+        clock = self._clock
+        refused: set[tuple[bool, Labels]] = set()
+        touched: dict[FluxObject, bool] = {}  # object → had a value sample, in first-touch order
+        current = events[0][0] if events else NEVER
+        for ts, stale, index, value, route in events:
+            if ts != current:
+                if touched:
+                    self._evaluate(touched, current, emitter)
+                current = ts
+            obj = route.obj
+            if obj is None or obj.gone:
+                obj = self._find(route, refused)
+                if obj is None:
+                    untracked.add(index)
+                    continue
+            obj.last_seen = clock
+            entry = route.input
+            if entry is None or entry.dropped:
+                entry = route.input = obj.input_for(series[index].labels)
+            if stale:
+                if ts > entry.stale_ts:
+                    entry.stale_ts = ts
+                if obj not in touched:
+                    touched[obj] = False
+            else:
+                if ts > entry.value_ts:
+                    entry.value_ts = ts
+                if ts > obj.newest_value_ts:
+                    obj.newest_value_ts = ts
+                obj.observe(route, ts, value)
+                touched[obj] = True
+        if touched:
+            self._evaluate(touched, current, emitter)
+
+    def _find(self, route: Route, refused: set[tuple[bool, Labels]]) -> FluxObject | None:
+        """The route's object, admitted if new; remembered on the route (None: refused)."""
+        obj: FluxObject | None
+        if route.forward:
+            obj = self._info.get(route.key) or self._admit_info(route, refused)
+        else:
+            obj = self._legacy.get(route.key) or self._admit_legacy(route, refused)
+        route.obj, route.input = obj, None
+        return obj
+
+    def _evaluate(self, touched: dict[FluxObject, bool], ts: int, emitter: Emitter) -> None:
+        """Emit what each touched object says at ``ts``, then start or cancel its end."""
+        pending = self._pending
+        dropped = 0
+        for obj, had_value in touched.items():
+            if isinstance(obj, InfoObject):
+                forward = True
+                if had_value:
+                    if ts > obj.out_last:
+                        self._emit_all(obj, ts, obj.values, emitter)
+                        obj.open = True
+                    elif ts < obj.out_last or not obj.open:
+                        dropped += len(obj.values)
+            else:
+                forward = False
+                if had_value and isinstance(obj, LegacyObject):
+                    self._reverse_emit(obj, ts, emitter)
+            if obj.live():
+                if obj.deadline is not None:
+                    obj.deadline = None
+                    del pending[(forward, obj.key)]
+            elif obj.open and obj.deadline is None:
+                obj.deadline = self._clock + self._grace_ms
+                pending[(forward, obj.key)] = obj
+        self.stats.out_of_order_dropped += dropped
+        touched.clear()
+
+    def _room(self, route: Route, refused: set[tuple[bool, Labels]]) -> bool:
+        if (route.forward, route.key) in refused:
+            return False
+        if len(self._info) + len(self._legacy) < self.config.max_objects:
+            return True
+        refused.add((route.forward, route.key))
+        self.stats.objects_rejected += 1
+        return False
+
+    def _admit_info(self, route: Route, refused: set[tuple[bool, Labels]]) -> InfoObject | None:
+        if not self._room(route, refused):
+            return None
+        classify = self._classify
+        outputs = classify.forward_outputs(route.key)
+        values = classify.forward_values("Unknown", False)
+        obj = self._info[route.key] = InfoObject(
+            route.key, route.kind, self._clock, outputs, values
+        )
+        return obj
+
+    def _admit_legacy(self, route: Route, refused: set[tuple[bool, Labels]]) -> LegacyObject | None:
+        if not self._room(route, refused):
+            return None
+        obj = self._legacy[route.key] = LegacyObject(route.key, route.kind, self._clock)
+        return obj
+
+    def _commit_due(self, emitter: Emitter) -> None:
+        if not self._pending:
+            return
+        clock = self._clock
+        due = [
+            k for k, o in self._pending.items() if o.deadline is not None and o.deadline <= clock
+        ]
+        for key in due:
+            obj = self._pending.pop(key)
+            obj.deadline = None
+            if not obj.open or obj.live():
+                continue
+            if isinstance(obj, InfoObject):
+                self._end_info_object(obj, emitter)
+            elif isinstance(obj, LegacyObject):
+                self._close_info(obj, max(obj.end_ts(), obj.last_emit + 1), emitter)
+
+    def _expire(self) -> None:
+        cutoff = self._clock - self._expiry_ms
+        if self._expiry_floor > cutoff:
+            return
+        floor = self._clock
+        tables: tuple[tuple[bool, dict[Labels, InfoObject] | dict[Labels, LegacyObject]], ...]
+        tables = ((True, self._info), (False, self._legacy))
+        for forward, table in tables:
+            expired = [key for key, obj in table.items() if obj.last_seen <= cutoff]
+            for key in expired:
+                table.pop(key).gone = True
+                self._pending.pop((forward, key), None)
+            self.stats.objects_expired += len(expired)
+            for obj in table.values():
+                floor = min(floor, obj.last_seen)
+        self._expiry_floor = floor
+
+    # -- forward: gotk_resource_info → legacy ---------------------------------------------
+
+    def _end_info_object(self, obj: InfoObject, emitter: Emitter) -> None:
+        ts = max(obj.end_ts(), obj.out_last + 1)
+        if not self.config.emit_deleted:
+            self.stats.stale_emitted += len(self._end_values)
+        self._emit_all(obj, ts, self._end_values, emitter)
+        obj.open = False
+
+    def _emit_all(self, obj: InfoObject, ts: int, values: Values, emitter: Emitter) -> None:
+        emitter.add(obj, FORWARD, ts, values)
+        obj.out_last = ts
+        self.stats.outputs_emitted += len(values)
+
+    # -- reverse: legacy → gotk_resource_info ---------------------------------------------
+
+    def _reverse_emit(self, obj: LegacyObject, ts: int, emitter: Emitter) -> None:
+        winner = obj.winner()
+        if winner == DELETED:  # the pre-2.1 controllers' word that the object is gone
+            if obj.current is not None:
+                self._close_info(obj, max(ts, obj.last_emit + 1), emitter)
+            return
+        if winner is None and obj.kind.has_ready:
+            return  # between two statuses (the old one is 0, the new 1 not seen yet): wait
+        desired = obj.info_series(winner)
+        if desired is obj.current:
+            if ts > desired.last:
+                self._emit_info(obj, desired, ts, _ONE, emitter)
+            elif ts < desired.last:
+                self.stats.out_of_order_dropped += 1
+            return
+        # A new ready/suspended: end the open series and start the new one at the same instant,
+        # never before anything already written for the object, so at most one is open.
+        at = ts if ts > obj.last_emit else obj.last_emit + 1
+        if obj.current is not None:
+            self._close_info(obj, at, emitter)
+        self._emit_info(obj, desired, at, _ONE, emitter)
+        obj.current, obj.current_ready, obj.open = desired, winner, True
+
+    def _close_info(self, obj: LegacyObject, ts: int, emitter: Emitter) -> None:
+        if obj.current is None:
+            return
+        self._emit_info(obj, obj.current, ts, _STALE, emitter)
+        self.stats.stale_emitted += 1
+        obj.current, obj.current_ready, obj.open = None, None, False
+
+    def _emit_info(
+        self, obj: LegacyObject, info: InfoSeries, ts: int, value: Values, emitter: Emitter
+    ) -> None:
+        emitter.add(info, INFO, ts, value)
+        info.last = ts
+        obj.last_emit = max(obj.last_emit, ts)
+        self.stats.outputs_emitted += 1
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _output(
+        self, batch: Batch, matched: dict[int, Route], untracked: set[int], emitter: Emitter
+    ) -> Batch:
+        removed: set[int] = set() if self.config.keep_source else matched.keys() - untracked
+        if not emitter.labels and not removed:
+            return batch
+        kept = (
+            batch.series
+            if not removed
+            else tuple(s for i, s in enumerate(batch.series) if i not in removed)
+        )
+        synthesized = tuple(emitter.series())
+        if emitter.blocks is not None and synthesized:
+            self._encoded = (synthesized, b"".join(emitter.blocks), emitter.newest)
+        present = {m.family for m in batch.metadata}
+        families = tuple(
+            FamilyMetadata(family, metadata.type, metadata.help, metadata.unit)
+            for family, metadata in emitter.families.items()
+            if family not in present
+        )
+        return Batch(kept + synthesized, batch.metadata + families)

@@ -1,0 +1,232 @@
+"""What the Flux rules keep: a route per input label set, and a state record per Flux object."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ...model import Labels, Metadata, labels_from
+from ..flux_kinds import FluxKind
+from .names import DELETED, INFO_METADATA, RESOURCE_INFO, STATUSES
+
+NEVER: Final = -(1 << 63)  # before any timestamp
+_MAX_INPUTS: Final = 8  # input series remembered per object
+
+# Synthesized series written together: their labels, and their metadata in the same order.
+Outputs = tuple[tuple[Labels, ...], tuple[Metadata, ...]]
+Values = tuple[float, ...]  # one per output
+# Values an owner wrote, and its outputs' encodings up to each timestamp field (then b""), so
+# that ``timestamp.join`` of them is the remote write 1.0 encoding of one scrape's outputs.
+Encoded = tuple[Values, tuple[bytes, ...]]
+
+
+class Route:
+    """What an input series is, worked out once per label set (cached), and where its state is.
+
+    The classification never changes for a label set. ``obj`` and ``input`` remember the state
+    record and input entry this label set last updated, so a steady scrape reaches them without
+    hashing the object's identity or the series' labels again (a labels tuple does not cache its
+    hash: each lookup hashes every pair). Both are checked on use, since expiry
+    (``FluxObject.gone``) and input eviction (``Input.dropped``) retire them.
+    """
+
+    __slots__ = (
+        "forward",
+        "input",
+        "key",
+        "kind",
+        "labels",
+        "obj",
+        "ready",
+        "status",
+        "suspended",
+        "values",
+    )
+
+    def __init__(
+        self,
+        labels: Labels,
+        forward: bool,
+        key: Labels,
+        kind: FluxKind,
+        *,
+        ready: str = "Unknown",
+        suspended: bool = False,
+        status: str = "",
+        values: Values = (),
+    ) -> None:
+        self.labels = labels  # the label set it was worked out for (this very tuple)
+        self.forward = forward  # gotk_resource_info → legacy; False: legacy → gotk_resource_info
+        self.key = key  # the object's identity: output labels without name/type/status/ready/...
+        self.kind = kind
+        self.ready = ready  # forward only
+        self.suspended = suspended  # forward only
+        self.values = values  # forward only: what the outputs say for ready/suspended
+        self.status = status  # reverse only: the condition status, "" for gotk_suspend_status
+        self.obj: FluxObject | None = None
+        self.input: Input | None = None
+
+
+class Input:
+    __slots__ = ("dropped", "stale_ts", "value_ts")
+
+    def __init__(self) -> None:
+        self.value_ts = NEVER
+        self.stale_ts = NEVER
+        self.dropped = False  # evicted from its object's inputs
+
+
+class FluxObject:
+    """Liveness bookkeeping shared by both directions."""
+
+    __slots__ = (
+        "deadline",
+        "gone",
+        "inputs",
+        "key",
+        "kind",
+        "last_seen",
+        "newest_value_ts",
+        "open",
+    )
+
+    def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
+        self.key = key
+        self.kind = kind
+        self.inputs: dict[Labels, Input] = {}
+        self.newest_value_ts = NEVER
+        self.open = False  # outputs carry a value and have not been ended since
+        self.last_seen = clock
+        self.deadline: int | None = None  # relay clock at which a pending end is due
+        self.gone = False  # expired: no longer in the rewriter's tables
+
+    def input_for(self, labels: Labels) -> Input:
+        entry = self.inputs.get(labels)
+        if entry is None:
+            if len(self.inputs) >= _MAX_INPUTS:
+                self._evict()
+            entry = self.inputs[labels] = Input()
+        return entry
+
+    def _evict(self) -> None:
+        oldest = min(
+            self.inputs, key=lambda k: max(self.inputs[k].value_ts, self.inputs[k].stale_ts)
+        )
+        self.inputs.pop(oldest).dropped = True
+        self.newest_value_ts = max((i.value_ts for i in self.inputs.values()), default=NEVER)
+
+    def live(self) -> bool:
+        newest = self.newest_value_ts
+        for entry in self.inputs.values():
+            if entry.value_ts == newest and newest > entry.stale_ts:
+                return True
+        return False
+
+    def end_ts(self) -> int:
+        return max((i.stale_ts for i in self.inputs.values()), default=NEVER)
+
+    def observe(self, route: Route, ts: int, value: float) -> None:
+        """A value sample of one of its inputs (each direction keeps what it needs of it)."""
+        raise NotImplementedError
+
+
+class InfoObject(FluxObject):
+    """A Flux object seen through gotk_resource_info; its outputs are the legacy series."""
+
+    __slots__ = (
+        "emit_at",
+        "emit_call",
+        "encoded",
+        "out_last",
+        "outputs",
+        "ready",
+        "state_ts",
+        "suspended",
+        "values",
+    )
+
+    def __init__(
+        self, key: Labels, kind: FluxKind, clock: int, outputs: Outputs, values: Values
+    ) -> None:
+        super().__init__(key, kind, clock)
+        self.outputs = outputs  # condition series (STATUSES [+ Deleted]) then gotk_suspend_status
+        self.state_ts = NEVER
+        self.ready = "Unknown"
+        self.suspended = False
+        self.values = values  # what the outputs say for ready/suspended
+        self.out_last = NEVER
+        self.emit_call = 0  # the rewrite() call that last emitted it (see Emitter.add)
+        self.emit_at = 0  # where its outputs are in that call's emitter
+        self.encoded: Encoded | None = None  # see emitter.prefixes
+
+    def observe(self, route: Route, ts: int, value: float) -> None:
+        """A value sample: the newest one decides what the outputs say (first wins on ties)."""
+        if ts > self.state_ts:
+            self.state_ts, self.ready, self.suspended = ts, route.ready, route.suspended
+            self.values = route.values
+
+
+class InfoSeries:
+    """One gotk_resource_info series a legacy object may write (one per ready/suspended)."""
+
+    __slots__ = ("emit_at", "emit_call", "encoded", "labels", "last", "outputs")
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        self.outputs: Outputs = ((labels,), (INFO_METADATA,))
+        self.last = NEVER  # the last timestamp written on it
+        self.emit_call = 0  # as InfoObject's
+        self.emit_at = 0
+        self.encoded: Encoded | None = None
+
+
+class LegacyObject(FluxObject):
+    """A Flux object seen through the legacy gauges; its output is one gotk_resource_info."""
+
+    __slots__ = ("cond", "current", "current_ready", "infos", "last_emit", "suspend")
+
+    def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
+        super().__init__(key, kind, clock)
+        self.cond: dict[str, tuple[int, float]] = {}  # status → newest (timestamp, value)
+        self.suspend: tuple[int, float] | None = None
+        self.current: InfoSeries | None = None  # the open info series
+        self.current_ready: str | None = None
+        # Every info series ever written for the object, by (ready, suspended) as they appear
+        # in its labels: at most 4 × 3, and one labels tuple each, so "the same series" is `is`.
+        self.infos: dict[tuple[str | None, bool | None], InfoSeries] = {}
+        self.last_emit = NEVER  # newest timestamp written on any of them
+
+    def observe(self, route: Route, ts: int, value: float) -> None:
+        """A value sample: keep the newest value of each status series and of suspend."""
+        if route.status:
+            seen = self.cond.get(route.status)
+            if seen is None or ts > seen[0]:
+                self.cond[route.status] = (ts, value)
+        elif self.suspend is None or ts > self.suspend[0]:
+            self.suspend = (ts, value)
+
+    def winner(self) -> str | None:
+        """The status whose series is 1 at the newest timestamp (ties keep the current one)."""
+        best: str | None = None
+        best_ts = NEVER
+        for status in (*STATUSES, DELETED):
+            seen = self.cond.get(status)
+            if seen is None or seen[1] != 1.0:
+                continue
+            if seen[0] > best_ts or (seen[0] == best_ts and status == self.current_ready):
+                best, best_ts = status, seen[0]
+        return best
+
+    def info_series(self, ready: str | None) -> InfoSeries:
+        """The info series for ``ready`` and the current suspend value."""
+        shown_ready = ready if self.kind.has_ready else None
+        shown_suspend = None if self.suspend is None else self.suspend[1] != 0.0
+        found = self.infos.get((shown_ready, shown_suspend))
+        if found is None:
+            labels = dict(self.key)
+            labels["__name__"] = RESOURCE_INFO
+            if shown_ready is not None:
+                labels["ready"] = shown_ready
+            if shown_suspend is not None:
+                labels["suspended"] = "true" if shown_suspend else "false"
+            found = self.infos[(shown_ready, shown_suspend)] = InfoSeries(labels_from(labels))
+        return found
