@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,7 +31,11 @@ from gotk_relay.write.routing import Routed, Router, shard_key
 # The compiled router against the reference; skipped only where GOTK_RELAY_NO_EXTENSIONS is set
 # or the extension was not built (then test_the_router_is_built fails).
 compiled = pytest.mark.skipif(not routing.NATIVE, reason="gotk_relay.write._route is not built")
-BOTH = [pytest.param(True, id="c", marks=compiled), pytest.param(False, id="python")]
+BOTH = [
+    pytest.param(Router.route_compiled, id="c", marks=compiled),
+    pytest.param(Router.route_reference, id="python"),
+]
+Route = Callable[[Router, bytes], Routed]
 
 NAMES = st.sampled_from(["__name__", "a", "b", "job", "instance", "le", "m_a", "zz"])
 VALUES = st.text(alphabet="ab;:-_é.0", max_size=5)
@@ -137,19 +142,19 @@ def test_no_extensions_switches_the_router_off() -> None:
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(), routers())
 def test_compiled_equals_reference(raw: bytes, router: Router) -> None:
-    reference = router.route(raw, native=False)
-    compiled = router.route(raw, native=True)
+    reference = router.route_reference(raw)
+    compiled = router.route_compiled(raw)
     assert view(compiled, raw) == view(reference, raw)
     # The memos are warm now: a second pass must not answer differently; nor one told the
     # label sets come sorted (they do here, as strict validation leaves them).
-    assert view(router.route(raw, native=True), raw) == view(reference, raw)
-    assert view(router.route(raw, native=True, presorted=True), raw) == view(reference, raw)
+    assert view(router.route_compiled(raw), raw) == view(reference, raw)
+    assert view(router.route_compiled(raw, presorted=True), raw) == view(reference, raw)
 
 
-def test_no_rules_one_shard_no_tenant_is_unchanged() -> None:
+@pytest.mark.parametrize("route", BOTH)
+def test_no_rules_one_shard_no_tenant_is_unchanged(route: Route) -> None:
     raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(1.0, 5),)),)))
-    for native in (True, False) if routing.NATIVE else (False,):
-        assert Router().route(raw, native=native) == Routed(None)
+    assert route(Router(), raw) == Routed(None)
 
 
 def rules(text: str) -> list[RelabelConfig]:
@@ -167,12 +172,11 @@ def stream() -> bytes:
     return rw1.encode(Batch(items))
 
 
-@pytest.mark.parametrize("native", BOTH)
-def test_drop_by_name_keeps_the_others_as_they_came(native: bool) -> None:
+@pytest.mark.parametrize("route", BOTH)
+def test_drop_by_name_keeps_the_others_as_they_came(route: Route) -> None:
     raw = stream()
-    routed = Router(rules("- {source_labels: [__name__], regex: 'go_gc_.*', action: drop}")).route(
-        raw, native=native
-    )
+    router = Router(rules("- {source_labels: [__name__], regex: 'go_gc_.*', action: drop}"))
+    routed = route(router, raw)
     assert routed.groups is not None and routed.dropped == 1
     (group,) = routed.groups
     names = [dict(s.labels)["__name__"] for s in rw1.decode(group.body).series]
@@ -180,21 +184,21 @@ def test_drop_by_name_keeps_the_others_as_they_came(native: bool) -> None:
     assert (group.points, group.newest_ms, group.series) == (3, 1003, 3)
 
 
-@pytest.mark.parametrize("native", BOTH)
-def test_shards_follow_the_stable_key(native: bool) -> None:
+@pytest.mark.parametrize("route", BOTH)
+def test_shards_follow_the_stable_key(route: Route) -> None:
     raw = stream()
-    routed = Router(shards=4).route(raw, native=native)
+    routed = route(Router(shards=4), raw)
     assert routed.groups is not None
     for group in routed.groups:
         for s in rw1.decode(group.body).series:
             assert shard_key(s.labels) % 4 == group.shard
 
 
-@pytest.mark.parametrize("native", BOTH)
-def test_tenant_label_routes_and_is_removed(native: bool) -> None:
+@pytest.mark.parametrize("route", BOTH)
+def test_tenant_label_routes_and_is_removed(route: Route) -> None:
     raw = stream()
     tenant = TenantConfig(label="instance")
-    routed = Router(tenant=tenant).route(raw, native=native)
+    routed = route(Router(tenant=tenant), raw)
     assert routed.groups is not None
     assert [g.tenant for g in routed.groups] == [f"10.0.0.{i}:9100" for i in range(4)]
     for group in routed.groups:
@@ -202,11 +206,11 @@ def test_tenant_label_routes_and_is_removed(native: bool) -> None:
         assert "instance" not in dict(only.labels)
 
 
-@pytest.mark.parametrize("native", BOTH)
-def test_stale_marker_bits_survive_a_rewrite(native: bool) -> None:
+@pytest.mark.parametrize("route", BOTH)
+def test_stale_marker_bits_survive_a_rewrite(route: Route) -> None:
     stale = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
     raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(stale, 7),)),)))
-    routed = Router(rules("- {target_label: cluster, replacement: prod}")).route(raw, native=native)
+    routed = route(Router(rules("- {target_label: cluster, replacement: prod}")), raw)
     assert routed.groups is not None
     (s,) = rw1.decode(routed.groups[0].body).series
     assert dict(s.labels) == {"__name__": "up", "cluster": "prod"}

@@ -797,7 +797,6 @@ def _fast_path(
 @pytest.mark.parametrize("workload_name, flux_fraction", [("flux-heavy", 0.05), ("cluster", 0.001)])
 def test_scan_request_is_the_same_with_and_without_the_extension(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     keep_source: bool,
     workload_name: str,
     flux_fraction: float,
@@ -809,16 +808,14 @@ def test_scan_request_is_the_same_with_and_without_the_extension(
     workload = loadgen.Workload(spec)
     bodies = [workload.body(i, 0) for i in range(len(workload.batches))]
 
-    def scan_all() -> list[scan.Scanned]:
+    def scan_all(survey: scan.Surveyor) -> list[scan.Scanned]:
         return [
-            scan.scan_request(body, snappy.decompress(body, 1 << 30), limits, fast)
+            scan.scan_request(body, snappy.decompress(body, 1 << 30), limits, fast, survey)
             for body in bodies
         ]
 
-    with_native = scan_all()
-    monkeypatch.setattr(rw1_bytes, "_native", None)
-    assert rw1_bytes.survey(b"", fast.names) is None
-    without = scan_all()
+    with_native = scan_all(scan.survey_compiled)
+    without = scan_all(scan.survey_python)
     assert {s.scanner for s in with_native} == {"c"}
     assert {s.scanner for s in without} == {"python"}
     assert [s._replace(scanner="") for s in with_native] == [
@@ -834,18 +831,20 @@ def test_scan_request_is_the_same_with_and_without_the_extension(
     )
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize(
+    "survey",
+    [
+        pytest.param(scan.survey_compiled, id="c", marks=needs_native),
+        pytest.param(scan.survey_python, id="python"),
+    ],
+)
 def test_scan_request_refuses_an_invalid_request_with_the_reference_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+    tmp_path: Path, survey: scan.Surveyor
 ) -> None:
-    if native and not rw1_bytes.NATIVE:
-        pytest.skip("the C scanner is not built")
-    if not native:
-        monkeypatch.setattr(rw1_bytes, "_native", None)
     fast, limits = _fast_path(tmp_path)
     raw = series(X, label(b"a", b"1"), label(b"a", b"2"), SAMPLE)
-    with pytest.raises(DecodeError):
-        scan.scan_request(snappy.compress(raw), raw, limits, fast)
+    with pytest.raises(DecodeError, match="duplicate label name"):
+        scan.scan_request(snappy.compress(raw), raw, limits, fast, survey)
 
 
 @pytest.mark.parametrize("keep_source", [True, False], ids=["keep-source", "take-out"])

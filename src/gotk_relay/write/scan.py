@@ -11,6 +11,7 @@ scale over cores without moving any state (see docs/scaling.md).
 
 from __future__ import annotations
 
+import typing
 from typing import NamedTuple
 
 from ..access import limits_of
@@ -18,7 +19,7 @@ from ..config import ReceiverConfig
 from ..delivery.entry import compress
 from ..model import Batch, Protocol
 from ..wire import rw1_bytes, validate
-from ..wire.labels import NO_LIMITS
+from ..wire.labels import NO_LIMITS, Limits
 from ..wire.picked import decode as decode_series
 from .routing import Routed
 from .views import FastPath, View
@@ -64,24 +65,51 @@ class Scanned(NamedTuple):
     routes: dict[str, Routing] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
-def scan_request(body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath) -> Scanned:
+class Surveyor(typing.Protocol):
+    """Checks a request and answers what the fast path needs of it (``rw1_bytes.Survey``), or
+    raises the worded 4xx error; and says which implementation read it (for telemetry)."""
+
+    def __call__(
+        self, raw: bytes, fast: FastPath, bounds: Limits, strict: bool
+    ) -> tuple[rw1_bytes.Survey, str]: ...
+
+
+def survey_compiled(
+    raw: bytes, fast: FastPath, bounds: Limits, strict: bool
+) -> tuple[rw1_bytes.Survey, str]:
+    """The compiled walk (``_survey.c``); a request it refuses is worded by the reference,
+    which starts at the series the walk refused. Only where the extension is built."""
+    surveyed = rw1_bytes.survey(raw, fast.names, fast.prefixes, bounds, strict=strict)
+    if isinstance(surveyed, rw1_bytes.Survey):
+        return surveyed, "c"
+    suspect = -1 if surveyed is None else surveyed.series
+    return validate.survey(raw, fast.names, fast.prefixes, bounds, suspect=suspect), "python"
+
+
+def survey_python(
+    raw: bytes, fast: FastPath, bounds: Limits, strict: bool
+) -> tuple[rw1_bytes.Survey, str]:
+    """The pure-Python reference: the whole check (strict whatever ``strict`` says)."""
+    return validate.survey(raw, fast.names, fast.prefixes, bounds), "python"
+
+
+# The one switch between the two; tests run both by name.
+SURVEY: Surveyor = survey_compiled if rw1_bytes.NATIVE else survey_python
+
+
+def scan_request(
+    body: bytes, raw: bytes, limits: ReceiverConfig, fast: FastPath, survey: Surveyor = SURVEY
+) -> Scanned:
     """Check, reduce and route a v1 request; ``body`` is its snappy block, ``raw`` that
     decompressed.
 
     Raises DecodeError/LabelLimitError (400) and TooManySeriesError/TooManySamplesError (413),
-    worded by ``validate.survey``, for a request the compiled survey refused. With
+    worded by ``validate.survey``, for a request the survey refused. With
     ``receiver.validation: framing`` only the framing and the counts are checked.
     """
     bounds = limits_of(limits)
     strict = limits.validation != "framing"
-    surveyed = rw1_bytes.survey(raw, fast.names, fast.prefixes, bounds, strict=strict)
-    scanner = "c"
-    if not isinstance(surveyed, rw1_bytes.Survey):
-        # Refused: the reference words why, starting at the series the walk refused. Without
-        # the extension (None) it does the whole check and answers what the walk would.
-        suspect = -1 if surveyed is None else surveyed.series
-        surveyed = validate.survey(raw, fast.names, fast.prefixes, bounds, suspect=suspect)
-        scanner = "python"
+    surveyed, scanner = survey(raw, fast, bounds, strict)
     received = surveyed.points
     forward_raw = surveyed.raw
     # The body as it came when no label set needed sorting and no global rule changed it.
