@@ -238,8 +238,6 @@ class Relay:
         self._draining: list[asyncio.Task[None]] = []
         self.refusing = Episode("a destination's queue is full: writes are refused with 503")
         self.spool_failing = Episode("the spool cannot be written: writes are refused with 503")
-        # Take FluxRewriter.steady when it applies; off only to compare the two ways in tests.
-        self.steady = True
         telemetry.add_state_collector(self._collect)
 
     def start(self) -> None:
@@ -315,8 +313,7 @@ class Relay:
             return admission
         self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
         if (
-            self.steady
-            and fast
+            fast
             and inputs_forwarded
             and now_ms is not None
             and self._queue_steady(batch, now_ms, passthrough, routes)
