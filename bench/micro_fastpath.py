@@ -1,4 +1,4 @@
-"""Micro-benchmark of the byte-level fast path (wire.rw1_bytes, wire.snappy_concat) on one core.
+"""Micro-benchmark of the write path's byte-level steps (survey, route, re-frame) on one core.
 
 Why: the relay's throughput is bounded by CPU per batch. This measures each building block of
 "forward the bytes that came, touch only what a rule changes" on realistic 2000-series batches
@@ -20,8 +20,11 @@ from collections.abc import Callable
 from typing import Final
 
 from gotk_relay.model import Batch, Sample, Series, labels_from
-from gotk_relay.wire import rw1, rw1_bytes, snappy
+from gotk_relay.rules.relabel import RelabelConfig
+from gotk_relay.wire import rw1, rw1_bytes, snappy, validate
 from gotk_relay.wire import snappy_concat as sc
+from gotk_relay.wire.labels import NO_LIMITS
+from gotk_relay.write.routing import Router
 
 SERIES_PER_BATCH: Final = 2000
 TS: Final = 1_764_000_000_000
@@ -136,14 +139,17 @@ def main() -> None:
     sparse = rw1.encode(make_batch(11, 0.001))  # 2 Flux series
     dense = rw1.encode(make_batch(12, 0.05))  # 100 Flux series
     dense_body = snappy.compress(dense)
-    parts, sparse_parts, dense_parts = (
-        rw1_bytes.split(raw),
-        rw1_bytes.split(sparse),
-        rw1_bytes.split(dense),
-    )
-    dense_hits = rw1_bytes.select(dense_parts, FLUX_NAMES)
-    assert rw1_bytes.select(parts, LEGACY_NAMES) == []
-    assert len(rw1_bytes.select(sparse_parts, FLUX_NAMES)) == 2 and len(dense_hits) == 100
+    parts = rw1_bytes.split(raw)
+
+    def pick(data: bytes, names: frozenset[bytes], strict: bool = True) -> list[bytes]:
+        found = rw1_bytes.survey(data, names, frozenset(), NO_LIMITS, strict=strict)
+        if not isinstance(found, rw1_bytes.Survey):  # not built: the reference does it all
+            found = validate.survey(data, names, frozenset(), NO_LIMITS)
+        return list(found.picked)
+
+    dense_hits = pick(dense, FLUX_NAMES)
+    assert pick(raw, LEGACY_NAMES) == []
+    assert len(pick(sparse, FLUX_NAMES)) == 2 and len(dense_hits) == 100
     assert rw1_bytes.count_points(raw) == SERIES_PER_BATCH
     # What a Flux rule would add per gotk_resource_info series: 3 conditions + suspend status.
     synthesized = rw1.encode(
@@ -159,65 +165,37 @@ def main() -> None:
     # A batch's share of an outgoing request merged from 10 received bodies.
     merged_share = 1 / len(bodies)
     it, rep = args.iterations, args.repeats
+    drop = Router([RelabelConfig(source_labels=["__name__"], regex="go_gc_.*", action="drop")])
 
     def full_no_match() -> bytes:
         for b in bodies:
-            r = snappy.decompress(b, 1 << 26)
-            if rw1_bytes.select(rw1_bytes.split(r), LEGACY_NAMES):
-                raise AssertionError
-        return sc.concat(bodies)
-
-    def full_mentions() -> bytes:
-        for b in bodies:
-            if rw1_bytes.mentions(snappy.decompress(b, 1 << 26), LEGACY_NAMES):
+            if pick(snappy.decompress(b, 1 << 26), LEGACY_NAMES):
                 raise AssertionError
         return sc.concat(bodies)
 
     def full_dense() -> bytes:
-        r = snappy.decompress(dense_body, 1 << 26)
-        p = rw1_bytes.split(r)
-        hits = rw1_bytes.select(p, FLUX_NAMES)
-        rw1.decode(rw1_bytes.rebuild([p.series[i] for i in hits]))  # what the Flux rule reads
+        hits = pick(snappy.decompress(dense_body, 1 << 26), FLUX_NAMES)
+        rw1.decode(rw1_bytes.rebuild(hits))  # what the Flux rule reads
         return sc.append_literal(dense_body, synthesized)  # the source series are kept
 
     def full_dense_compressed() -> bytes:
-        r = snappy.decompress(dense_body, 1 << 26)
-        p = rw1_bytes.split(r)
-        hits = rw1_bytes.select(p, FLUX_NAMES)
-        rw1.decode(rw1_bytes.rebuild([p.series[i] for i in hits]))
+        hits = pick(snappy.decompress(dense_body, 1 << 26), FLUX_NAMES)
+        rw1.decode(rw1_bytes.rebuild(hits))
         return sc.concat([dense_body, snappy.compress(synthesized)])  # smaller on the wire
 
     rows: list[tuple[str, float, float]] = [
         ("decompress (snappy)", measure(lambda: snappy.decompress(body, 1 << 26), it, rep), 1),
+        ("survey, strict, no Flux", measure(lambda: pick(raw, LEGACY_NAMES), it, rep), 1),
+        (
+            "survey, framing, no Flux",
+            measure(lambda: pick(raw, LEGACY_NAMES, strict=False), it, rep),
+            1,
+        ),
+        ("survey, strict, 5% Flux", measure(lambda: pick(dense, FLUX_NAMES), it, rep), 1),
         ("split", measure(lambda: rw1_bytes.split(raw), it, rep), 1),
-        (
-            "mentions, no Flux, 3 names",
-            measure(lambda: rw1_bytes.mentions(raw, LEGACY_NAMES), it, rep),
-            1,
-        ),
-        (
-            "select, no Flux, 1 name",
-            measure(lambda: rw1_bytes.select(parts, FLUX_NAMES), it, rep),
-            1,
-        ),
-        (
-            "select, no Flux, 3 names",
-            measure(lambda: rw1_bytes.select(parts, LEGACY_NAMES), it, rep),
-            1,
-        ),
-        (
-            "select, 0.1% Flux (2 series)",
-            measure(lambda: rw1_bytes.select(sparse_parts, FLUX_NAMES), it, rep),
-            1,
-        ),
-        (
-            "select, 5% Flux (100 series)",
-            measure(lambda: rw1_bytes.select(dense_parts, FLUX_NAMES), it, rep),
-            1,
-        ),
         ("count_points(raw body)", measure(lambda: rw1_bytes.count_points(raw), it, rep), 1),
-        ("count_points(split)", measure(lambda: rw1_bytes.count_points(parts), it, rep), 1),
         ("rebuild (all 2000 series)", measure(lambda: rw1_bytes.rebuild(*parts), it, rep), 1),
+        ("route: drop by name", measure(lambda: drop.route(raw), it, rep), 1),
         (
             "concat 10 compressed (per batch)",
             measure(lambda: sc.concat(bodies), it, rep),
@@ -229,13 +207,8 @@ def main() -> None:
             1,
         ),
         (
-            "path: decompress→split→select→concat",
+            "path: decompress→survey→concat",
             measure(full_no_match, max(1, it // 10), rep),
-            merged_share,
-        ),
-        (
-            "path: decompress→mentions→concat",
-            measure(full_mentions, max(1, it // 10), rep),
             merged_share,
         ),
         (

@@ -51,8 +51,8 @@ from gotk_relay.rules.flux import (
     FluxStats,
 )
 from gotk_relay.rules.flux_kinds import BY_KIND, FluxKind
-from gotk_relay.wire import picked, rw1, rw1_bytes
-from gotk_relay.wire.labels import Limits
+from gotk_relay.wire import picked, rw1, rw1_bytes, validate
+from gotk_relay.wire.labels import NO_LIMITS, Limits
 
 _LEGACY_STATUSES: Final = frozenset((*STATUSES, DELETED))
 
@@ -757,8 +757,9 @@ def test_loadgen_flux_heavy_requests_decoded_both_ways() -> None:
         for round_ in range(6):
             now = spec.timestamp(round_) + 1000
             for index in range(len(workload.batches)):
-                parts = rw1_bytes.split(workload.raw(index, round_))
-                chosen = [parts.series[i] for i in rw1_bytes.select(parts, names)]
+                parts_raw = workload.raw(index, round_)
+                parts = rw1_bytes.split(parts_raw)
+                chosen = validate.survey(parts_raw, names, frozenset(), NO_LIMITS).picked
                 by_picked.feed(picked.decode(chosen, parts.metadata, limits), now)
                 by_rw1.feed(rw1.decode(workload.raw(index, round_), limits=limits), now)
         assert by_picked.oracle.stats.objects_tracked == spec.flux_series

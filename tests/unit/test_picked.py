@@ -24,7 +24,7 @@ from gotk_relay.model import (
     Series,
     float_bits,
 )
-from gotk_relay.wire import picked, rw1, rw1_bytes
+from gotk_relay.wire import picked, rw1, rw1_bytes, validate
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import NO_LIMITS, LabelLimitError, Limits, TooManySeriesError
 
@@ -319,8 +319,9 @@ def test_loadgen_flux_heavy_rounds() -> None:
     limits = Limits(200_000, 128, 1024, 4096)
     for round_ in range(3):
         for index in range(len(workload.batches)):
-            parts = rw1_bytes.split(workload.raw(index, round_))
-            chosen = [parts.series[i] for i in rw1_bytes.select(parts, names)]
+            parts_raw = workload.raw(index, round_)
+            parts = rw1_bytes.split(parts_raw)
+            chosen = validate.survey(parts_raw, names, frozenset(), NO_LIMITS).picked
             assert chosen
             for series_set in (chosen, list(parts.series)):
                 want = rw1.decode(rw1_bytes.rebuild(series_set, parts.metadata), limits=limits)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-from google.protobuf.message import DecodeError as ProtoDecodeError
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import canonical, series, v1_batches
+from strategies import canonical, v1_batches
 
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.wire import remote_pb2 as pb
@@ -41,15 +38,6 @@ def varint(value: int, pad: int = 0) -> bytes:
 
 def ld(field: int, payload: bytes, pad: int = 0) -> bytes:
     return varint(field << 3 | 2) + varint(len(payload), pad) + payload
-
-
-def reference_name(encoded: bytes) -> bytes | None:
-    """What upb makes of it: the first label whose name is ``__name__``."""
-    ts = pb.TimeSeries.FromString(encoded)
-    for label in ts.labels:
-        if label.name == "__name__":
-            return label.value.encode()
-    return None
 
 
 def encode_series(*items: Series) -> list[bytes]:
@@ -150,10 +138,9 @@ def test_rebuild_uses_multi_byte_lengths() -> None:
     item = Series(labels_from({"__name__": "up", "big": long_value}), (Sample(1.0, 5),))
     raw = rw1.encode(Batch((item,)))
     assert rw1_bytes.rebuild(*rw1_bytes.split(raw)) == raw
-    assert rw1_bytes.metric_name(rw1_bytes.split(raw).series[0]) == b"up"
 
 
-# -- metric_name -------------------------------------------------------------------------------
+# -- hand-made series encodings (any field order, padding; used by test_picked) -------------
 
 NAMES = st.sampled_from(["__name__", "job", "__name", "a", "__name__x", "Z"])
 VALUES = st.one_of(
@@ -217,205 +204,7 @@ def series_encodings(draw: st.DrawFn) -> bytes:
     return b"".join(parts)
 
 
-@pytest.mark.slow
-@settings(max_examples=1000, deadline=None)
-@given(series_encodings())
-def test_metric_name_agrees_with_upb_on_any_encoding(encoded: bytes) -> None:
-    try:
-        expected = reference_name(encoded)
-    except ProtoDecodeError:  # upb refuses it (e.g. invalid UTF-8): nothing to agree on
-        assume(False)
-    assert rw1_bytes.metric_name(encoded) == expected
-
-
-@settings(max_examples=300, deadline=None)
-@given(series())
-def test_metric_name_of_prometheus_encoded_series(item: Series) -> None:
-    (encoded,) = encode_series(item)
-    assert rw1_bytes.metric_name(encoded) == item.name.encode()
-
-
-@pytest.mark.parametrize(
-    ("encoded", "expected"),
-    [
-        (b"", None),
-        (ld(1, ld(1, b"__name__") + ld(2, b"up")), b"up"),  # the fast path
-        (ld(1, ld(2, b"up") + ld(1, b"__name__")), b"up"),  # value before name
-        (ld(1, ld(1, b"__name__")), b""),  # proto3 omits an empty value
-        (ld(1, ld(1, b"job") + ld(2, b"x")), None),  # no __name__ at all
-        (ld(1, ld(1, b"__name__") + ld(2, b"a") + ld(2, b"b")), b"b"),  # last value wins
-        (ld(1, ld(1, b"__name__") + ld(2, b"a")) + ld(1, ld(1, b"__name__") + ld(2, b"b")), b"a"),
-        (ld(1, ld(1, b"__name__") + ld(2, b"up") + varint(9 << 3) + b"\x01"), b"up"),
-        (ld(1, ld(1, b"__name__") + ld(2, b"x" * 300)), b"x" * 300),  # 2-byte lengths
-        (ld(1, ld(1, b"__name__", pad=1) + ld(2, b"up")), b"up"),  # overlong length varint
-        (ld(2, b"") + ld(1, ld(1, b"__name__") + ld(2, b"up")), b"up"),  # sample first
-        (ld(1, ld(1, b"__name__") + ld(2, b"up"))[:-1], None),  # truncated label: see below
-    ],
-)
-def test_metric_name_cases(encoded: bytes, expected: bytes | None) -> None:
-    try:
-        upb = reference_name(encoded)
-    except ProtoDecodeError:
-        with pytest.raises(DecodeError):
-            rw1_bytes.metric_name(encoded)
-        return
-    assert upb == expected
-    assert rw1_bytes.metric_name(encoded) == expected
-
-
-@pytest.mark.parametrize(
-    "encoded",
-    [
-        b"\x0a",  # no length
-        b"\x0a\x05\x0a\x08",  # label past the end
-        ld(1, b"\x0a\x09__name__"),  # name past the label's end
-        b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",  # varint of 11 bytes
-        b"\x07",  # wire type 7
-        varint(13 << 3 | 3) + varint(12 << 3 | 4),  # mismatched end group
-        varint(13 << 3 | 3),  # unterminated group
-        varint(13 << 3 | 3) * 101,  # groups nested beyond upb's limit
-        b"\xf8\xff\xff\xff\x7f\x01",  # key over 32 bits
-        b"\x00\x01",  # field number 0
-    ],
-)
-def test_metric_name_refuses_broken_framing(encoded: bytes) -> None:
-    with pytest.raises(DecodeError):
-        rw1_bytes.metric_name(encoded)
-    with pytest.raises(ProtoDecodeError):  # upb refuses them too
-        pb.TimeSeries.FromString(encoded)
-
-
 # -- select ------------------------------------------------------------------------------------
-
-FLUX = frozenset({b"gotk_resource_info"})
-
-
-def reference_select(parts: rw1_bytes.Split, names: frozenset[bytes]) -> list[int]:
-    return [i for i, s in enumerate(parts.series) if reference_name(s) in names]
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(series_encodings(), max_size=8),
-    st.frozensets(
-        st.one_of(
-            st.sampled_from([b"up", b"gotk_resource_info", b"__name__", b"", b"x", b"x.", b"(x"]),
-            st.binary(max_size=3),
-        )
-    ),
-)
-def test_select_agrees_with_upb_on_any_encoding(
-    encodings: list[bytes], names: frozenset[bytes]
-) -> None:
-    try:
-        expected = reference_select(rw1_bytes.Split(encodings, []), names)
-    except ProtoDecodeError:
-        assume(False)
-    assert rw1_bytes.select(rw1_bytes.Split(encodings, []), names) == expected
-    if not rw1_bytes.mentions(rw1_bytes.rebuild(encodings), names):
-        assert expected == []
-
-
-@pytest.mark.parametrize(
-    ("names", "body", "expected"),
-    [
-        (frozenset(), b"anything", False),
-        (frozenset({b""}), b"", True),
-        (frozenset({b"a.b"}), b"axb", False),  # names are bytes, not patterns
-        (frozenset({b"a.b"}), b"xa.b", True),
-        (frozenset({b"\xff\x00("}), b"..\xff\x00(..", True),  # not UTF-8, metacharacters
-        (frozenset({b"\xff"}), "\xff".encode(), False),  # one byte is one byte, not UTF-8
-        (frozenset({b"gotk_resource_info", b"up"}), b"..up..", True),
-    ],
-)
-def test_mentions(names: frozenset[bytes], body: bytes, expected: bool) -> None:
-    assert rw1_bytes.mentions(body, names) is expected
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["gotk_resource_info", "gotk_reconcile_condition", "up", "gotk_x"]),
-            st.sampled_from(["", "gotk_resource_info", "gotk_reconcile_condition", "gotk_"]),
-        ),
-        max_size=10,
-    ),
-    st.frozensets(
-        st.sampled_from([b"gotk_resource_info", b"gotk_reconcile_condition", b"gotk_suspend"])
-    ),
-)
-def test_select_with_names_hidden_in_other_labels_and_metadata(
-    rows: list[tuple[str, str]], names: frozenset[bytes]
-) -> None:
-    items = tuple(
-        Series(labels_from({"__name__": name, "note": note}), (Sample(1.0, 1),))
-        for name, note in rows
-    )
-    metadata = tuple(FamilyMetadata(n.decode()) for n in sorted(names))
-    parts = rw1_bytes.split(rw1.encode(Batch(items, metadata)))
-    expected = [i for i, item in enumerate(items) if item.name.encode() in names]
-    assert rw1_bytes.select(parts, names) == expected
-
-
-def test_select_edge_cases() -> None:
-    parts = rw1_bytes.split(
-        rw1.encode(
-            Batch(
-                (
-                    Series(labels_from({"__name__": "gotk_resource_info"}), (Sample(1, 1),)),
-                    Series(labels_from({"job": "no_name"}), (Sample(1, 1),)),
-                    Series(labels_from({"__name__": "up"}), (Sample(1, 1),)),
-                )
-            )
-        )
-    )
-    assert rw1_bytes.select(parts, frozenset()) == []
-    assert rw1_bytes.select(rw1_bytes.Split([], []), FLUX) == []
-    assert rw1_bytes.select(parts, FLUX) == [0]
-    assert rw1_bytes.select(parts, frozenset({b"up", b"gotk_resource_info"})) == [0, 2]
-    assert rw1_bytes.select(parts, frozenset({b""})) == []  # a missing name is not ""
-    assert rw1_bytes.select(rw1_bytes.Split([b"", *parts.series, b""], []), FLUX) == [1]
-    empty_name = ld(1, ld(1, b"__name__"))
-    assert rw1_bytes.select(rw1_bytes.Split([b"", empty_name], []), frozenset({b""})) == [1]
-
-
-def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    calls: list[bytes] = []
-    real: Callable[[bytes], bytes | None] = rw1_bytes.metric_name
-
-    def counted(series_bytes: bytes) -> bytes | None:
-        calls.append(series_bytes)
-        return real(series_bytes)
-
-    monkeypatch.setattr(rw1_bytes, "metric_name", counted)
-    return calls
-
-
-def _node_batch(n: int, flux_every: int = 0) -> rw1_bytes.Split:
-    items = []
-    for i in range(n):
-        if flux_every and i % flux_every == 0:
-            labels = {"__name__": "gotk_resource_info", "name": f"app{i}", "ready": "True"}
-        else:
-            labels = {"__name__": "node_cpu_seconds_total", "cpu": str(i % 8), "i": str(i)}
-        items.append(Series(labels_from(labels), (Sample(float(i), 1000),)))
-    return rw1_bytes.split(rw1.encode(Batch(tuple(items))))
-
-
-def test_select_reads_no_series_when_no_name_occurs(monkeypatch: pytest.MonkeyPatch) -> None:
-    parts = _node_batch(500)
-    calls = _counting(monkeypatch)
-    names = frozenset({b"gotk_resource_info", b"gotk_reconcile_condition", b"gotk_suspend_status"})
-    assert rw1_bytes.select(parts, names) == []
-    assert calls == []
-
-
-def test_select_reads_only_series_holding_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    parts = _node_batch(500, flux_every=20)
-    calls = _counting(monkeypatch)
-    assert rw1_bytes.select(parts, FLUX) == list(range(0, 500, 20))
-    assert len(calls) == 25
 
 
 # -- count_points ------------------------------------------------------------------------------
@@ -469,45 +258,6 @@ def test_reduced_schemas_are_wire_compatible_with_prometheus(batch: Batch) -> No
         ):
             assert list(sliced) == [m.SerializeToString() for m in parsed]
         assert flat.SerializeToString() == encoded
-
-
-def test_select_by_prefix_finds_every_name_that_starts_with_it() -> None:
-    from gotk_relay.model import Batch, Sample, Series
-    from gotk_relay.wire import rw1, rw1_bytes
-
-    names = [
-        "up",
-        "gotk_resource_info",
-        "node_load1",
-        "gotk_reconcile_duration_seconds_count",
-        "xgotk_y",
-    ]
-    raw = rw1.encode(Batch(tuple(Series((("__name__", n),), (Sample(1.0, 1),)) for n in names)))
-    split = rw1_bytes.split(raw)
-    assert rw1_bytes.select(split, frozenset(), frozenset({b"gotk_"})) == [1, 3]
-    assert rw1_bytes.select(split, frozenset({b"up"}), frozenset({b"gotk_"})) == [0, 1, 3]
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.binary(max_size=64),
-    st.frozensets(
-        st.one_of(st.sampled_from([b"gotk_", b"up", b"", b"(x", b"\xff"]), st.binary(max_size=3))
-    ),
-    st.integers(min_value=0, max_value=70),
-    st.integers(min_value=0, max_value=70),
-)
-def test_the_fast_search_answers_as_the_re2_module_does(
-    data: bytes, names: frozenset[bytes], pos: int, end: int
-) -> None:
-    """select calls RE2 underneath the re2 module's wrapper; both must find the same place."""
-    from gotk_relay.wire.rw1_bytes import _finder, _public_search, _searcher
-
-    if not names:
-        return
-    end = min(end, len(data))
-    pos = min(pos, end)
-    assert _searcher(names)(data, pos, end) == _public_search(_finder(names), data, pos, end)
 
 
 # -- requests as Prometheus writes them (shared with test_survey) -------------------------------

@@ -1,4 +1,4 @@
-"""Decode the few series the fast path picks (``rw1_bytes.select``), remembering label sets.
+"""Decode the few series the fast path picks (``rw1_bytes.survey``), remembering label sets.
 
 Why: the series a rule picks (``gotk_resource_info`` above all) carry the same ~14 labels every
 scrape; only the sample changes. ``rw1.decode`` rebuilds and re-validates those labels each time
