@@ -671,7 +671,7 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
                 }
             }
             else if (!info->found && is_name(d, label.name, label.name_len)) {
-                /* framing: the first __name__ label names the series, as protobuf's last-wins aside, the first one read */
+                /* framing: the first __name__ label read names the series */
                 info->found = 1;
                 info->at = label.value;
                 info->len = label.value_len;
