@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__, logs
+from .model import Protocol
 
 if TYPE_CHECKING:
     from .config import TLSConfig
@@ -90,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--protobuf-message",
-        default="prometheus.WriteRequest",
-        choices=["prometheus.WriteRequest", "io.prometheus.write.v2.Request"],
+        default=Protocol.V1.value,
+        choices=[message.value for message in Protocol],
     )
     send.add_argument(
         "--timestamp",
@@ -293,7 +294,7 @@ async def _send(batch: object, args: argparse.Namespace) -> int:
     except (ConfigError, OSError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    body, headers = encode_request(batch, args.protobuf_message)
+    body, headers = encode_request(batch, Protocol(args.protobuf_message))
     try:
         status, _, answer = await endpoint.post(body, {**extra, **headers}, read_limit=4096)
     except SendError as exc:

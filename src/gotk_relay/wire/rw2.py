@@ -12,7 +12,17 @@ from typing import Any
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from .. import native
-from ..model import Batch, Exemplar, FamilyMetadata, Labels, Metadata, MetricType, Sample, Series
+from ..model import (
+    Batch,
+    Exemplar,
+    FamilyMetadata,
+    Labels,
+    Metadata,
+    MetricType,
+    Protocol,
+    Sample,
+    Series,
+)
 from . import rw1
 from . import validate as strict
 from . import write_v2_pb2 as pb
@@ -28,7 +38,7 @@ from .labels import (
 )
 from .rw1 import Decoded, fill_histogram, histogram_from_proto
 
-CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+CONTENT_TYPE = f"application/x-protobuf;proto={Protocol.V2}"
 VERSION = "2.0.0"
 
 
