@@ -3,34 +3,17 @@ modules each import only those before them, so they read top-down without cycles
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Final
 
 import pytest
+from test_write_layout import imported
 
 import gotk_relay.rules
 
 RULES: Final = Path(gotk_relay.rules.__file__).resolve().parent
 # The Flux package's modules in the order they build on each other (package docstring).
 ORDER: Final = ("names", "config", "stats", "state", "classify", "emitter", "rewriter")
-
-
-def imported(path: Path) -> set[str]:
-    """The absolute names of the modules ``path`` imports (relative imports resolved)."""
-    package = ["gotk_relay", *path.relative_to(RULES.parent).with_suffix("").parts[:-1]]
-    if path.name == "__init__.py":
-        package = ["gotk_relay", *path.parent.relative_to(RULES.parent).parts]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
-            out.add(module)
-            out.update(f"{module}.{alias.name}" for alias in node.names)
-    return out
 
 
 @pytest.mark.parametrize(
