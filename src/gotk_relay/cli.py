@@ -349,7 +349,7 @@ def rewrite(args: argparse.Namespace) -> int:
                     f"{describe(step.before)} -> {after}",
                     file=sys.stderr,
                 )
-    out = pipeline.ingest(batch, now_ms)
+    out = pipeline.rewrite(batch, now_ms)
     if args.destination:
         out = pipeline.for_destination(args.destination, out)
     metadata = {m.family: m for m in out.metadata}

@@ -42,7 +42,7 @@ class Pipeline:
             name: compile_rules(cfg.write_relabel_configs) for _, name, cfg in config.destinations()
         }
 
-    def ingest(self, batch: Batch, now_ms: int | None = None) -> Batch:
+    def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
         """Global rules then Flux synthesis; runs once per accepted request (Flux is stateful)."""
         return self.flux.rewrite(relabel_batch(self.relabel, batch), now_ms)
 
