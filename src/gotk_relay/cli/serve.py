@@ -17,7 +17,7 @@ import time
 from .. import __version__, logs
 from .parser import DEFAULT_LISTEN_ADDRESS, listen_address
 
-# The name the relay's log lines have always carried (``logger=gotk_relay.cli``).
+# Log lines say component=cli, as before the command line was a package.
 log = logging.getLogger("gotk_relay.cli")
 
 
