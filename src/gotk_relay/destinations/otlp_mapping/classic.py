@@ -26,7 +26,7 @@ from .state import ClassicState, SummaryState, cumulative_start
 _INF = math.inf
 
 
-def float_or_none(text: str) -> float | None:
+def _float_or_none(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
@@ -43,10 +43,10 @@ class Classic(Builder):
         le: float | None = None
         quantile: float | None = None
         if role == "bucket":
-            le = float_or_none(dict(labels)["le"])
+            le = _float_or_none(dict(labels)["le"])
             rest = without(labels, "__name__", "le")
         elif role == "quantile":
-            quantile = float_or_none(dict(labels)["quantile"])
+            quantile = _float_or_none(dict(labels)["quantile"])
             rest = without(labels, "__name__", "quantile")
         else:
             rest = without(labels, "__name__")

@@ -11,7 +11,7 @@ from .encoder import attributes_bytes
 from .naming import Ctx, StreamKey, shape_of, without
 
 
-class RestKey(tuple):  # type: ignore[type-arg]
+class _RestKey(tuple):  # type: ignore[type-arg]
     """A tuple equal to (and hashing as) the plain one, its hash computed once: label sets and
     the keys holding them are looked up several times per sample."""
 
@@ -44,11 +44,11 @@ class RowInfo:
     def __init__(self, labels: Labels, ctx_of: Callable[[Labels], Ctx]) -> None:
         self.shell = Series(labels)
         self.name = self.shell.name
-        self.rest = RestKey(without(labels, "__name__"))
+        self.rest = _RestKey(without(labels, "__name__"))
         self.ctx = ctx_of(self.rest)
         self.attrs = attributes_bytes(self.ctx.attributes)
         # Its hash kept too: looked up three to five times per sample.
-        self.counter_key: StreamKey = RestKey(("counter", self.name, self.rest))
+        self.counter_key: StreamKey = _RestKey(("counter", self.name, self.rest))
         keys = {k for k, _ in labels}
         self.has_le = "le" in keys
         self.has_quantile = "quantile" in keys
@@ -60,7 +60,7 @@ class RowInfo:
         found = self._metric_key
         if not found or found[3] != data:
             ctx = self.ctx
-            found = self._metric_key = RestKey((ctx.resource, ctx.scope, self.name, data))
+            found = self._metric_key = _RestKey((ctx.resource, ctx.scope, self.name, data))
         return found
 
     def series(self, samples: Sequence[tuple[float, int]]) -> Series:

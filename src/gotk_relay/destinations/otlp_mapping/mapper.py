@@ -28,7 +28,7 @@ _ROWS_LIMIT: Final = 65_536
 # built, or GOTK_RELAY_NO_EXTENSIONS set).
 _native: Any = _rows_module._native
 # A series to map: a Series (samples None), or a row's info and its samples.
-Planned = tuple["Series | RowInfo", "Kind", str, "Sequence[tuple[float, int]] | None"]
+_Planned = tuple["Series | RowInfo", "Kind", str, "Sequence[tuple[float, int]] | None"]
 
 
 class Mapper(Numbers, Classic, Native):
@@ -45,7 +45,7 @@ class Mapper(Numbers, Classic, Native):
         self, state: MappingState, temporality: Temporality, resource_labels: Sequence[str]
     ) -> None:
         super().__init__(state, temporality, resource_labels)
-        self.waiting: list[Planned] = []  # the last batch fed, not mapped yet
+        self.waiting: list[_Planned] = []  # the last batch fed, not mapped yet
         self.waiting_points = 0  # its samples and histograms
         self.seen_shapes: dict[str, MetricType] = {}
         self._rows = state.rows.setdefault(self.resource_labels, {})
@@ -184,7 +184,7 @@ class Mapper(Numbers, Classic, Native):
             self._kinds.clear()
             self._kinds_at = (self.state.version, self._shapes_version)
         kinds = self._kinds
-        plan: list[Planned] = []
+        plan: list[_Planned] = []
         waiting_points = 0
         for series, samples, info in entries:
             if info is None:
@@ -227,7 +227,7 @@ class Mapper(Numbers, Classic, Native):
         self.waiting_points = waiting_points
         self.map_plan(waiting)
 
-    def map_plan(self, plan: list[Planned]) -> None:
+    def map_plan(self, plan: list[_Planned]) -> None:
         index, size = 0, len(plan)
         native = _native
         while index < size:

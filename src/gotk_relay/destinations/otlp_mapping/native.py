@@ -22,7 +22,7 @@ from .state import NativeState, cumulative_start
 NHCB_SCHEMA: Final = -53  # native histogram with custom buckets
 
 
-def native_buckets(
+def _native_buckets(
     spans: Sequence[BucketSpan], deltas: Sequence[int], counts: Sequence[float], is_float: bool
 ) -> dict[int, float]:
     values: Iterable[float] = counts if is_float else accumulate(float(d) for d in deltas)
@@ -37,7 +37,7 @@ def native_buckets(
     return out
 
 
-def downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
+def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
     """Merge buckets to a schema ``by`` lower: index i covers (b^(i-1), b^i], so it goes to
     ceil(i / 2^by)."""
     if by <= 0:
@@ -49,7 +49,7 @@ def downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
     return out
 
 
-class NativeValues(NamedTuple):
+class _NativeValues(NamedTuple):
     schema: int
     zero_threshold: float
     custom_values: tuple[float, ...]
@@ -60,21 +60,21 @@ class NativeValues(NamedTuple):
     negative: dict[int, float]
 
     @staticmethod
-    def of(h: Histogram) -> NativeValues:
-        return NativeValues(
+    def of(h: Histogram) -> _NativeValues:
+        return _NativeValues(
             h.schema,
             h.zero_threshold,
             tuple(h.custom_values),
             float(h.count_value),
             float(h.zero_count),
             h.sum,
-            native_buckets(h.positive_spans, h.positive_deltas, h.positive_counts, h.is_float),
-            native_buckets(h.negative_spans, h.negative_deltas, h.negative_counts, h.is_float),
+            _native_buckets(h.positive_spans, h.positive_deltas, h.positive_counts, h.is_float),
+            _native_buckets(h.negative_spans, h.negative_deltas, h.negative_counts, h.is_float),
         )
 
     @staticmethod
-    def of_state(s: NativeState) -> NativeValues:
-        return NativeValues(
+    def of_state(s: NativeState) -> _NativeValues:
+        return _NativeValues(
             s.schema,
             s.zero_threshold,
             s.custom_values,
@@ -100,7 +100,7 @@ class NativeValues(NamedTuple):
         )
 
 
-def native_delta(prev: NativeValues, cur: NativeValues) -> tuple[str, NativeValues]:
+def _native_delta(prev: _NativeValues, cur: _NativeValues) -> tuple[str, _NativeValues]:
     """("incompatible" | "reset" | "ok", cur - prev at the coarser of the two schemas)."""
     if prev.custom_values != cur.custom_values or prev.zero_threshold != cur.zero_threshold:
         return "incompatible", cur
@@ -109,10 +109,10 @@ def native_delta(prev: NativeValues, cur: NativeValues) -> tuple[str, NativeValu
         if prev.schema != cur.schema:
             return "incompatible", cur
         schema = cur.schema
-    p_pos = downscale(prev.positive, prev.schema - schema)
-    p_neg = downscale(prev.negative, prev.schema - schema)
-    c_pos = downscale(cur.positive, cur.schema - schema)
-    c_neg = downscale(cur.negative, cur.schema - schema)
+    p_pos = _downscale(prev.positive, prev.schema - schema)
+    p_neg = _downscale(prev.negative, prev.schema - schema)
+    c_pos = _downscale(cur.positive, cur.schema - schema)
+    c_neg = _downscale(cur.negative, cur.schema - schema)
     reset = cur.total < prev.total or cur.zero_count < prev.zero_count
     pos: dict[int, float] = {}
     neg: dict[int, float] = {}
@@ -124,7 +124,7 @@ def native_delta(prev: NativeValues, cur: NativeValues) -> tuple[str, NativeValu
             out[index] = diff
     if reset:
         return "reset", cur
-    delta = NativeValues(
+    delta = _NativeValues(
         schema,
         cur.zero_threshold,
         cur.custom_values,
@@ -157,11 +157,11 @@ class Native(Builder):
                 start = (prev.last_ms if self.delta else prev.start_ms) if prev else ts
                 last = self.emit_native(ctx, name, kind, ts, min(start, ts), None, h.schema)
                 continue
-            cur = NativeValues.of(h)
+            cur = _NativeValues.of(h)
             explicit = h.start_timestamp or series.created_timestamp
             outcome, delta = "new", cur
             if prev is not None:
-                outcome, delta = native_delta(NativeValues.of_state(prev), cur)
+                outcome, delta = _native_delta(_NativeValues.of_state(prev), cur)
                 if h.reset_hint == 1 or ts >= explicit > prev.last_ms:
                     outcome, delta = "reset", cur
             if not self.delta:
@@ -187,7 +187,7 @@ class Native(Builder):
         kind: Kind,
         ts: int,
         start: int,
-        values: NativeValues | None,
+        values: _NativeValues | None,
         schema: int,
     ) -> Point:
         if schema == NHCB_SCHEMA:

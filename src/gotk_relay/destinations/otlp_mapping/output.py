@@ -44,7 +44,7 @@ def uint(value: float) -> int:
     return round(value)
 
 
-def hex_id(text: str, size: int) -> bytes | None:
+def _hex_id(text: str, size: int) -> bytes | None:
     if len(text) != 2 * size:
         return None
     try:
@@ -255,9 +255,9 @@ def add_exemplar(point: Point, exemplar: Exemplar) -> None:
         time_unix_nano=exemplar.timestamp * NS_PER_MS, as_double=exemplar.value
     )
     for key, value in exemplar.labels:
-        if key == "trace_id" and (trace := hex_id(value, 16)) is not None:
+        if key == "trace_id" and (trace := _hex_id(value, 16)) is not None:
             target.trace_id = trace
-        elif key == "span_id" and (span := hex_id(value, 8)) is not None:
+        elif key == "span_id" and (span := _hex_id(value, 8)) is not None:
             target.span_id = span
         else:
             target.filtered_attributes.add(key=key, value=AnyValue(string_value=value))
