@@ -247,7 +247,7 @@ class ServerTLS:
     when they differ; connections already open keep theirs. Files that cannot be used (a key
     that does not match yet, a file being written) leave the previous certificate in service
     and are logged once per change. ``client_ca_file`` is re-read the same way; changing a
-    path or ``min_version`` in the config still needs a restart (cli.py says so on reload).
+    path or ``min_version`` in the config still needs a restart (cli/serve.py says so on reload).
     """
 
     def __init__(self, tls: IngressTLS) -> None:

@@ -1,7 +1,7 @@
 """The relay's exception tree; transport errors become SendError in exactly one place.
 
 Exception
-├── ConfigError            (config.py)     a configuration that cannot be used
+├── ConfigError            (config/base)   a configuration that cannot be used
 ├── DecodeError(ValueError) (wire/errors)  a malformed request body → 400
 │   └── TooLargeError                      over a size limit → 413
 └── SendError                              a request to a destination failed before any

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import encode_entry
-from gotk_relay.destinations import datadog, datadog_mapping, otlp_mapping
+from gotk_relay.destinations import datadog
 from gotk_relay.destinations import rows as rows_module
 from gotk_relay.destinations.chunked import entry_batches
 from gotk_relay.destinations.datadog_mapping import (
@@ -28,7 +28,9 @@ from gotk_relay.destinations.datadog_mapping import (
     map_batch,
     map_items,
 )
+from gotk_relay.destinations.datadog_mapping import mapper as datadog_mapping
 from gotk_relay.destinations.otlp_mapping import Mapper, MappingState, to_otlp
+from gotk_relay.destinations.otlp_mapping import mapper as otlp_mapping
 from gotk_relay.destinations.rows import Item, Row, entry_steps, labels, rows_py, series
 from gotk_relay.model import (
     STALE_NAN,

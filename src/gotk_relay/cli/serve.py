@@ -1,0 +1,208 @@
+"""``serve``: the relay's process from start to drain: configuration, runtime tuning, the HTTP
+server and its sites, the ingest workers, reload on SIGHUP and ``/-/reload``, and shutdown on
+SIGTERM. ``worker`` is one ingest worker, started by ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+from .. import __version__, logs
+from .parser import DEFAULT_LISTEN_ADDRESS, listen_address
+
+# Log lines say component=cli, as before the command line was a package.
+log = logging.getLogger("gotk_relay.cli")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # optional: plain asyncio works, a little slower
+        pass
+
+
+def _tune_runtime() -> None:
+    """uvloop, and glibc keeping freed request buffers for reuse (allocator.py)."""
+    from ..allocator import keep_freed_memory
+
+    _install_uvloop()
+    if not keep_freed_memory():
+        log.debug("glibc allocator settings left as they are (not glibc, or MALLOC_* set)")
+
+
+def worker(args: argparse.Namespace) -> int:
+    from .. import scan_worker
+
+    logs.setup(args.log_level, args.log_format)
+    _tune_runtime()
+    return asyncio.run(scan_worker.run(args.socket, args.listen, args.parent_fd, args.index))
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, load
+
+    logs.setup(args.log_level, args.log_format)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        log.error("error loading config", extra={"err": str(exc)})
+        return 1
+    _tune_runtime()
+    from ..delivery.spool import SpoolError
+
+    try:
+        return asyncio.run(_serve(args, config))
+    except SpoolError as exc:
+        log.error("cannot start", extra={"err": str(exc)})
+        return 1
+
+
+async def _serve(args: argparse.Namespace, config: object) -> int:
+    from aiohttp import web
+
+    from ..access import Authenticator, ServerTLS
+    from ..config import Config, ConfigError, load_file
+    from ..connections import GuardedRunner, raise_fd_limit
+    from ..relay import Relay
+    from ..server import STATE, make_app
+    from ..telemetry import Telemetry
+    from ..wire import rw1_bytes
+    from ..worker_pool import Generation, WorkerPool, add_internal_routes
+
+    assert isinstance(config, Config)
+    tls = config.receiver.tls
+    try:  # before the relay opens its spool: an unusable secret or certificate stops here
+        authenticator = Authenticator(config.receiver.auth)
+        ssl_context = ServerTLS(tls).context if tls is not None else None
+    except ConfigError as exc:
+        log.error("cannot start", extra={"err": str(exc)})
+        return 1
+    telemetry = Telemetry()
+    relay = Relay(config, telemetry)
+    workers = config.receiver.workers  # fixed for the life of the process
+    generation = Generation()  # the workers' view of the configuration (worker_pool.py)
+
+    async def reload() -> None:
+        if not args.config:
+            log.info("no --config file; nothing to reload")
+            return
+        try:
+            new = load_file(args.config)
+            authenticator.configure(new.receiver.auth)  # re-reads the secret files
+        except ConfigError as exc:
+            telemetry.reload_success.set(0)
+            log.error("failed to reload config; keeping the running one", extra={"err": str(exc)})
+            raise
+        if new.receiver.tls != tls:
+            log.warning("receiver.tls changed; it takes effect when the relay restarts")
+        if new.receiver.workers != workers:
+            log.warning("receiver.workers changed; it takes effect when the relay restarts")
+        relay.reload(new)
+        generation.bump()  # no await since relay.reload: workers see it on their next request
+        telemetry.reload_success.set(1)
+        telemetry.reload_timestamp.set(time.time())
+        log.info("completed loading of configuration file", extra={"file": args.config})
+
+    app = make_app(
+        relay, telemetry, reload, enable_lifecycle=args.lifecycle, authenticator=authenticator
+    )
+    if workers > 1:
+        add_internal_routes(app, generation)
+    fd_soft, fd_hard = raise_fd_limit()
+    runner = GuardedRunner(
+        app,
+        receiver=lambda: relay.config.receiver,  # the current one: a reload applies
+        registry=telemetry.registry,
+        fds=fd_soft,
+        access_log=None,
+        handle_signals=False,
+    )
+    await runner.setup()
+    host, port = args.listen or listen_address(DEFAULT_LISTEN_ADDRESS)
+    # With workers every process listens on the address (SO_REUSEPORT, the kernel spreads the
+    # connections); the core also listens on a Unix socket in a private (0700) directory, for
+    # the workers only.
+    site = web.TCPSite(
+        runner, host, port, backlog=1024, ssl_context=ssl_context, reuse_port=workers > 1 or None
+    )
+    private_dir = tempfile.mkdtemp(prefix="gotk-relay-") if workers > 1 else None
+    sites: list[web.BaseSite] = [site]
+    if private_dir is not None:
+        sites.append(web.UnixSite(runner, os.path.join(private_dir, "core.sock")))
+    try:
+        for each in sites:
+            await each.start()
+    except OSError as exc:
+        log.error("failed to listen", extra={"address": f"{host}:{port}", "err": exc.strerror})
+        await runner.cleanup()
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
+        return 1
+    relay.start()
+    pool: WorkerPool | None = None
+    if private_dir is not None:
+        pool = WorkerPool(
+            workers - 1,
+            os.path.join(private_dir, "core.sock"),
+            (host, port),
+            args.log_level,
+            args.log_format,
+        )
+        pool.start()
+    telemetry.reload_success.set(1)
+    telemetry.reload_timestamp.set(time.time())
+    log.info(
+        "gotk-relay started",
+        extra={
+            "version": __version__,
+            "address": f"{host}:{port}",
+            "config": args.config or "<embedded default>",
+            "destinations": ",".join(relay.names) or "none",
+            "federate": relay.federate is not None,
+            "flux_mode": config.flux.mode,
+            "tls": "off" if tls is None else ("mtls" if tls.client_ca_file else "on"),
+            "auth": (authenticator.scheme or "none").lower(),
+            "workers": workers,
+            "fd_limits": f"(soft={fd_soft}, hard={fd_hard})",
+            "max_connections": runner.max_connections,
+            # False: installed without gcc/Python headers, or GOTK_RELAY_NO_EXTENSIONS set
+            "scan_accelerator": rw1_bytes.NATIVE,
+        },
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    log.info(
+        "received shutdown signal; no longer accepting writes, draining queues",
+        extra={"timeout_s": args.shutdown_timeout},
+    )
+    if pool is not None:
+        # First the workers: they stop taking connections and finish the requests they hold,
+        # which the core still admits; then the core stops accepting and drains as always.
+        await pool.stop(min(10.0, args.shutdown_timeout))
+    app[STATE]["accepting"] = False
+    for each in sites:
+        await each.stop()
+    await relay.stop(args.shutdown_timeout)
+    await runner.cleanup()
+    if private_dir is not None:
+        shutil.rmtree(private_dir, ignore_errors=True)
+    log.info("see you next time!")
+    return 0

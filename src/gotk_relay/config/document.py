@@ -1,0 +1,111 @@
+"""The whole configuration (``Config``): the receiver, the shared queue bounds, the spool, the
+rules, the embedded federate destination and the queued destinations, each named uniquely.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from ..rules.flux import FluxConfig
+from ..rules.relabel import RelabelConfig
+from ..units import ByteSize, Duration
+from .base import Strict
+from .destinations import (
+    DatadogConfig,
+    OTLPConfig,
+    QueuedDestinationConfig,
+    RemoteWriteConfig,
+    destination_name,
+)
+from .receiver import ReceiverConfig
+
+
+class QueuesConfig(Strict):
+    """Bounds shared by all destinations' in-memory queues."""
+
+    memory_budget_bytes: ByteSize = Field(256 * 1024 * 1024, gt=0)
+
+
+class SpoolConfig(Strict):
+    """A durable queue per destination in SQLite (WAL) under ``data_dir``; off when unset.
+
+    With the spool on, a batch is committed for every destination before the sender hears
+    2xx, and the relay resumes from it after a restart or a crash.
+    """
+
+    data_dir: str | None = None
+    max_bytes: ByteSize = Field(1024 * 1024 * 1024, gt=0)  # per destination
+    when_full: Literal["backpressure", "drop_oldest"] = "backpressure"
+    synchronous: Literal["full", "normal"] = "full"  # normal: survives a crash, not power loss
+
+
+class FederateConfig(Strict):
+    """The embedded destination that keeps the latest sample of matching series for scraping."""
+
+    enabled: bool = True
+    match: list[str] = Field(default_factory=lambda: ['{__name__=~"gotk_.*"}'])
+    max_series: int = Field(100000, gt=0)
+    # GET /federate bounds: requests rendered at once (beyond: 503), match[] selectors in one
+    # request (beyond: 400), and the time one may take (beyond: 503). Rendering runs in a thread
+    # from a snapshot, off the write path's event loop.
+    max_concurrent_requests: int = Field(4, gt=0)
+    max_selectors: int = Field(64, gt=0)
+    timeout: Duration = Field(10.0, gt=0)
+
+    @field_validator("match")
+    @classmethod
+    def _selectors(cls, value: list[str]) -> list[str]:
+        from ..selectors import parse_selector
+
+        for selector in value:
+            parse_selector(selector)
+        return value
+
+
+class Config(Strict):
+    receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    queues: QueuesConfig = Field(default_factory=QueuesConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    flux: FluxConfig = Field(default_factory=FluxConfig)
+    federate: FederateConfig = Field(default_factory=FederateConfig)
+    remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
+    datadog: list[DatadogConfig] = Field(default_factory=list)
+    otlp: list[OTLPConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> Config:
+        seen: dict[str, str] = {}
+        for where, name, _ in self.destinations():
+            if name in seen or name == "federate":
+                raise ValueError(
+                    f"{where}: duplicate destination name {name!r} "
+                    f"(also {seen.get(name, 'the embedded federate')}); give each a unique name:"
+                )
+            seen[name] = where
+        return self
+
+    def destinations(self) -> list[tuple[str, str, QueuedDestinationConfig]]:
+        """Every queued destination as (config location, name, config), in config order."""
+        out: list[tuple[str, str, QueuedDestinationConfig]] = []
+        for i, rw in enumerate(self.remote_write):
+            out.append((f"remote_write[{i}]", rw.name or destination_name(i, rw.url), rw))
+        for i, dd in enumerate(self.datadog):
+            out.append(
+                (
+                    f"datadog[{i}]",
+                    dd.name
+                    or f"datadog:{i}:{dd.site if dd.url is None else urlsplit(dd.url).netloc}",
+                    dd,
+                )
+            )
+        for i, ot in enumerate(self.otlp):
+            out.append((f"otlp[{i}]", ot.name or f"otlp:{destination_name(i, ot.url)}", ot))
+        return out
+
+
+def destination_names(config: Config) -> list[str]:
+    return [name for _, name, _ in config.destinations()]

@@ -1,0 +1,182 @@
+"""A mapped batch (``Mapped``, ``MappedSeries``, and the ``Row`` lists the hot loop makes
+instead), the mapping's options, and what a label set maps to whatever its samples
+(``SeriesInfo``, memoized in a ``SeriesMemo``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from sys import intern
+from typing import Any
+
+from ...model import Labels, MetricType
+from .counters import CounterMark
+from .kinds import Kind
+from .names import series_tags
+
+
+@dataclass
+class MappedSeries:
+    """One Datadog series of one Prometheus series, with what committing it means.
+
+    ``marks`` hold, for counters, the counter state after each point; ``final`` the state after
+    the series' last sample in the batch (which may be later than its last point, e.g. a first
+    observation), committed when the request carrying this series is accepted.
+    """
+
+    key: Labels
+    metric: str
+    type: int
+    tags: Sequence[str]
+    host: str
+    points: list[tuple[int, float]] = field(default_factory=list)
+    marks: Sequence[CounterMark] = field(default_factory=list)
+    final: CounterMark | None = None
+    interval: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "metric": self.metric,
+            "type": self.type,
+            "points": [{"timestamp": ts, "value": value} for ts, value in self.points],
+        }
+        if self.tags:
+            out["tags"] = list(self.tags)
+        if self.host:
+            out["resources"] = [{"name": self.host, "type": "host"}]
+        if self.interval:
+            out["interval"] = self.interval
+        return out
+
+    def row(self) -> Row:
+        """This series as a ``Row`` (its label set's info not kept)."""
+        return [
+            self.key,
+            self.metric,
+            self.type,
+            self.tags,
+            self.host,
+            self.points,
+            self.marks,
+            self.final,
+            self.interval,
+            None,
+        ]
+
+    def split(self) -> tuple[MappedSeries, MappedSeries]:
+        """Two series holding the first and second half of the points (for a 413)."""
+        mid = len(self.points) // 2
+        first = MappedSeries(
+            self.key,
+            self.metric,
+            self.type,
+            self.tags,
+            self.host,
+            self.points[:mid],
+            self.marks[:mid],
+            self.marks[mid - 1] if self.marks else None,
+            self.interval,
+        )
+        second = MappedSeries(
+            self.key,
+            self.metric,
+            self.type,
+            self.tags,
+            self.host,
+            self.points[mid:],
+            self.marks[mid:],
+            self.final,
+            self.interval,
+        )
+        return first, second
+
+
+@dataclass
+class Mapped:
+    """A batch in Datadog's terms: the series to send, counter state that no point carries
+    (series whose samples were all first observations, too old, ...), and the skipped samples
+    by reason."""
+
+    series: list[MappedSeries]
+    updates: dict[Labels, CounterMark]
+    skipped: Counter[str]
+
+
+@dataclass(frozen=True)
+class MappingOptions:
+    host_label: str | None = None
+    counters_as_count: bool = True
+    static_tags: tuple[str, ...] = ()
+
+
+# A mapped series as a list, in ``MappedSeries``' field order (key, metric, type, tags, host,
+# points, marks, final, interval), then its label set's ``SeriesInfo`` (None when not
+# memoized): the destination's hot loop makes one per series, and a list costs a fraction of a
+# dataclass (a ``MappedSeries`` is made only where one is asked for).
+Row = list[Any]
+# [labels, name, tags, host, the tags' and host's JSON once rendered, (token, metric, kind,
+# counted) as last resolved in the conversion of that ``NameCache`` token] of one label set.
+SeriesInfo = list[Any]
+Names = dict[tuple[str, MetricType | None], tuple[str, Kind]]
+
+
+class NameCache(Names):
+    """The ``names`` of one conversion, with a token by which the label sets' infos remember
+    what they resolved to in it (a token, not the cache: an info must not keep it alive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = object()
+
+
+class LabelKey(tuple):  # type: ignore[type-arg]
+    """A label set (equal to, and hashing as, the plain tuple) whose hash is computed once: a
+    memoized series is looked up several times per sample (merging, counter state), and a
+    tuple of ~10 pairs hashes its every string again each time."""
+
+    def __init__(self, labels: Labels) -> None:
+        self._hash = tuple.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
+    """What a label set maps to whatever its samples: memoized by the caller."""
+    labels = LabelKey(labels)
+    name = ""
+    for key, value in labels:
+        if key == "__name__":
+            name = value
+            break
+    tags, host = series_tags(labels, options.host_label, options.static_tags)
+    # A tuple of strings, which the collector stops walking (it walks every memo).
+    return [labels, name, tuple([intern(tag) for tag in tags]), host, None, None]
+
+
+class SeriesMemo:
+    """The ``SeriesInfo`` of each label set seen, by its encoded bytes (a row's key) and by
+    the label set itself: one info per label set, whatever bytes encoded it, so series of one
+    label set merge by the info's identity. The owner bounds it (``clear``)."""
+
+    def __init__(self) -> None:
+        self.by_bytes: dict[bytes, SeriesInfo] = {}
+        self.by_labels: dict[Labels, SeriesInfo] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_labels)
+
+    def clear(self) -> None:
+        self.by_bytes.clear()
+        self.by_labels.clear()
+
+
+@dataclass
+class MappedRows:
+    """``Mapped`` with the series as ``Row`` lists."""
+
+    rows: list[Row]
+    updates: dict[Labels, CounterMark]
+    skipped: Counter[str]

@@ -1,0 +1,82 @@
+"""The state every metric-type builder of a ``Mapper`` reads and writes (``Builder``), and the
+resource, scope and attributes of a series' labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ... import __version__
+from ...model import Exemplar, Labels
+from .naming import SCOPE_NAME, Ctx, Kind, StreamKey, Temporality
+from .output import Output
+from .state import MappingState, StreamState
+
+_SCOPE_LABELS: Final = frozenset({"otel_scope_name", "otel_scope_version"})
+
+
+@dataclass(slots=True)
+class Group:
+    """The parts of one classic histogram or summary point (one stream, one timestamp)."""
+
+    ctx: Ctx
+    kind: Kind
+    buckets: dict[float, float] = field(default_factory=dict)
+    quantiles: dict[float, float] = field(default_factory=dict)
+    count: float | None = None
+    sum: float | None = None
+    stale: bool = False
+    samples: int = 0
+
+
+class Builder:
+    """What the builders of each metric type share while one request is mapped: the request
+    (``out``), the stream updates it makes, the ``_created`` start times seen, the classic
+    histogram and summary parts waiting for the rest of their point, and each label set's
+    resource, scope and attributes."""
+
+    def __init__(
+        self, state: MappingState, temporality: Temporality, resource_labels: Sequence[str]
+    ) -> None:
+        self.state = state
+        self.delta = temporality == "delta"
+        self.resource_labels = tuple(resource_labels)
+        self._resource_set = frozenset(resource_labels)
+        self.out = Output(resource_labels, temporality)
+        self.updates: dict[StreamKey, StreamState] = {}
+        self.unmapped = 0
+        self.created: dict[tuple[str, Labels], int] = {}
+        self.groups: dict[StreamKey, dict[int, Group]] = {}
+        self.group_exemplars: dict[StreamKey, list[Exemplar]] = {}
+        self.grouped = 0  # samples held in ``groups``
+        self._ctx: dict[Labels, Ctx] = {}
+
+    def prev(self, key: StreamKey) -> StreamState | None:
+        found = self.updates.get(key)
+        return found if found is not None else self.state.streams.get(key)
+
+    def ctx(self, rest: Labels) -> Ctx:
+        """Resource, scope and attributes of a series' labels (``__name__`` etc. removed)."""
+        found = self._ctx.get(rest)
+        if found is not None:
+            return found
+        found = self._ctx[rest] = self._ctx_of(rest)
+        return found
+
+    def _ctx_of(self, rest: Labels) -> Ctx:
+        values = dict(rest)
+        resource = tuple(values.get(label, "") for label in self.resource_labels)
+        scope_name = values.get("otel_scope_name", "")
+        scope = (
+            (scope_name, values.get("otel_scope_version", ""))
+            if scope_name
+            else (SCOPE_NAME, __version__)
+        )
+        attributes = tuple(
+            pair
+            for pair in rest
+            if pair[0] not in self._resource_set and pair[0] not in _SCOPE_LABELS
+        )
+        return Ctx(resource, scope, attributes)

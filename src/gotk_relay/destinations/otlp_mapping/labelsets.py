@@ -1,0 +1,67 @@
+"""What a label set read from a row maps to whatever its samples (``RowInfo``), kept across
+requests by its encoded bytes, so a steady source's series are resolved once, not per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from ...model import Labels, Sample, Series
+from .encoder import attributes_bytes
+from .naming import Ctx, StreamKey, shape_of, without
+
+
+class _RestKey(tuple):  # type: ignore[type-arg]
+    """A tuple equal to (and hashing as) the plain one, its hash computed once: label sets and
+    the keys holding them are looked up several times per sample."""
+
+    def __init__(self, items: Iterable[object]) -> None:
+        self._hash = tuple.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class RowInfo:
+    """What a label set (a ``rows`` key) maps to whatever its samples, kept across requests:
+    its labels, name, the labels without ``__name__`` (``rest``, hash kept), its resource,
+    scope and encoded attributes, its counter stream key, and what ``resolve``/``role`` read
+    of it (a ``Series`` shell without samples, ``le``/``quantile`` presence)."""
+
+    __slots__ = (
+        "_metric_key",
+        "attrs",
+        "counter_key",
+        "ctx",
+        "has_le",
+        "has_quantile",
+        "name",
+        "rest",
+        "shape",
+        "shell",
+    )
+
+    def __init__(self, labels: Labels, ctx_of: Callable[[Labels], Ctx]) -> None:
+        self.shell = Series(labels)
+        self.name = self.shell.name
+        self.rest = _RestKey(without(labels, "__name__"))
+        self.ctx = ctx_of(self.rest)
+        self.attrs = attributes_bytes(self.ctx.attributes)
+        # Its hash kept too: looked up three to five times per sample.
+        self.counter_key: StreamKey = _RestKey(("counter", self.name, self.rest))
+        keys = {k for k, _ in labels}
+        self.has_le = "le" in keys
+        self.has_quantile = "quantile" in keys
+        self.shape = shape_of(self.name, keys)
+        self._metric_key: tuple[object, ...] = ()  # of the last data asked for: one, in practice
+
+    def metric_key(self, data: str) -> tuple[object, ...]:
+        """``Output``'s key of this series' metric of ``data``, its hash computed once."""
+        found = self._metric_key
+        if not found or found[3] != data:
+            ctx = self.ctx
+            found = self._metric_key = _RestKey((ctx.resource, ctx.scope, self.name, data))
+        return found
+
+    def series(self, samples: Sequence[tuple[float, int]]) -> Series:
+        return Series(self.shell.labels, tuple(Sample(v, t) for v, t in samples))

@@ -1,0 +1,319 @@
+"""``Mapper``: what each series of a batch is (``resolve``, ``role``) and which builder maps it,
+a batch one ``feed`` late so a ``_created`` series reaches its family; and ``to_otlp``, a batch
+mapped at once. The compiled ``otlp_rows`` is switched here (``_native``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from ...model import Batch, Labels, MetricType, Series
+from .. import rows as _rows_module
+from ..rows import Item
+from ..rows import labels as row_labels
+from .classic import Classic
+from .labelsets import RowInfo
+from .naming import PARTS, SUFFIXES, Kind, Temporality, family_of, shape_of, without
+from .native import Native
+from .numbers import Numbers
+from .output import Output
+from .state import CounterState, Mapped, MappingState
+
+_CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
+# Label sets a client remembers by their bytes (``RowInfo``, ~2-3 KiB each with their strings).
+_ROWS_LIMIT: Final = 65_536
+# ``otlp_rows`` in ``_rows.c``: ``Mapper.gauge_row`` and ``counter_row`` compiled (None: not
+# built, or GOTK_RELAY_NO_EXTENSIONS set).
+_native: Any = _rows_module._native
+# A series to map: a Series (samples None), or a row's info and its samples.
+_Planned = tuple["Series | RowInfo", "Kind", str, "Sequence[tuple[float, int]] | None"]
+
+
+class Mapper(Numbers, Classic, Native):
+    """Maps batches into requests: ``to_otlp`` in steps, for what is too large to map at once.
+
+    ``feed`` maps a batch into the request being built, ``take`` hands it over (with its stream
+    updates) and starts the next, ``finish`` emits the classic histogram and summary points still
+    waiting for parts. Between two ``take``s the caller commits the taken updates (or stops):
+    ``prev`` reads them from the state. A ``_created`` series or a family's shape seen in an
+    earlier batch of the same mapping still applies to later ones.
+    """
+
+    def __init__(
+        self, state: MappingState, temporality: Temporality, resource_labels: Sequence[str]
+    ) -> None:
+        super().__init__(state, temporality, resource_labels)
+        self.waiting: list[_Planned] = []  # the last batch fed, not mapped yet
+        self.waiting_points = 0  # its samples and histograms
+        self.seen_shapes: dict[str, MetricType] = {}
+        self._rows = state.rows.setdefault(self.resource_labels, {})
+        self._kinds: dict[tuple[str, bool, bool], tuple[Kind, str]] = {}
+        self._kinds_at = (-1, -1)
+        self._shapes_version = 0
+
+    def resolve(self, series: Series, name: str, shapes: Mapping[str, MetricType]) -> Kind:
+        meta = series.metadata
+        if meta is not None and meta.type is not MetricType.UNKNOWN:
+            family, suffix = family_of(name, meta.type)
+            return Kind(meta.type, family, suffix, meta.help, meta.unit, True)
+        families = self.state.families
+        exact = families.get(name)
+        if exact is not None and exact.type is not MetricType.UNKNOWN:
+            family, suffix = family_of(name, exact.type)
+            return Kind(exact.type, family, suffix, exact.help, exact.unit, True)
+        for suffix in SUFFIXES:
+            if name.endswith(suffix):
+                fam = families.get(name[: -len(suffix)])
+                if fam is not None and suffix in PARTS.get(fam.type, ()):
+                    return Kind(fam.type, fam.family, suffix, fam.help, fam.unit, True)
+        help_, unit = (meta.help, meta.unit) if meta is not None else ("", "")
+        if exact is not None:
+            help_, unit = exact.help or help_, exact.unit or unit
+        labels = series.labels
+        if name.endswith("_bucket") and any(k == "le" for k, _ in labels):
+            return Kind(MetricType.HISTOGRAM, name[:-7], "_bucket", help_, unit)
+        if any(k == "quantile" for k, _ in labels):
+            return Kind(MetricType.SUMMARY, name, "", help_, unit)
+        for suffix in ("_sum", "_count", "_created"):
+            if name.endswith(suffix):
+                base = name[: -len(suffix)]
+                guess = shapes.get(base) or self.state.inferred.get(base)
+                if guess is not None and suffix in PARTS.get(guess, ()):
+                    return Kind(guess, base, suffix, help_, unit)
+        if name.endswith("_total") and len(name) > 6:
+            return Kind(MetricType.COUNTER, name[:-6], "_total", help_, unit)
+        return Kind(MetricType.UNKNOWN, name, "", help_, unit)
+
+    def shapes(self, batch: Batch | Iterable[Series]) -> dict[str, MetricType]:
+        """Families this batch shows the shape of, for series whose type only names can tell."""
+        series = batch.series if isinstance(batch, Batch) else batch
+        return self._learn_shapes([(item, None, None) for item in series])
+
+    def _learn_shapes(
+        self, entries: Iterable[tuple[Series, object, RowInfo | None]]
+    ) -> dict[str, MetricType]:
+        out: dict[str, MetricType] = {}
+        for series, _, info in entries:
+            if info is not None:
+                found = info.shape
+            elif series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
+                continue
+            else:
+                found = shape_of(series.name, {k for k, _ in series.labels})
+            if found is not None:
+                out[found[0]] = found[1]
+        for family, mtype in out.items():
+            if family not in self.state.families:
+                self.state.infer(family, mtype)
+        return out
+
+    @staticmethod
+    def role(kind: Kind, labels: Labels) -> str:
+        mtype, suffix = kind.type, kind.suffix
+        if mtype is MetricType.COUNTER:
+            return "created" if suffix == "_created" else "counter"
+        if mtype is MetricType.HISTOGRAM:
+            if suffix == "_bucket":
+                return "bucket" if any(k == "le" for k, _ in labels) else "gauge"
+            return {"_sum": "sum", "_count": "count", "_created": "created"}.get(suffix, "gauge")
+        if mtype is MetricType.SUMMARY:
+            if not suffix:
+                return "quantile" if any(k == "quantile" for k, _ in labels) else "gauge"
+            return {"_sum": "sum", "_count": "count", "_created": "created"}[suffix]
+        if mtype is MetricType.GAUGEHISTOGRAM:
+            return "drop"
+        if mtype in (MetricType.INFO, MetricType.STATESET):
+            return "updown"
+        return "gauge"
+
+    # -- the batch -------------------------------------------------------------------------
+
+    def run(self, batch: Batch) -> Mapped:
+        self.feed(batch)
+        self.finish()
+        return self.take()
+
+    def feed(self, batch: Batch | list[Item]) -> None:
+        """Read ``batch`` and map the one fed before it into the request being built.
+
+        Mapping a batch one ``feed`` late lets the ``_created`` series of the next one reach
+        the counters and histograms they belong to (OpenMetrics puts ``_created`` after its
+        family: a cut between the two would otherwise lose the start time). Classic histogram
+        and summary parts wait in ``groups`` for the rest of their point, which may be in a
+        later batch. ``finish`` maps what waits.
+
+        A batch may also be a step of ``rows.entry_steps``: its rows' label sets are looked up
+        by their bytes (``RowInfo``), and their gauges and counters encoded straight to bytes.
+        """
+        if isinstance(batch, Batch):
+            self.state.learn(batch.metadata)
+            items: Sequence[Item] = batch.series
+        else:
+            items = batch
+        memo = self._rows
+        if len(memo) > _ROWS_LIMIT:
+            memo.clear()
+        entries: list[tuple[Series, Sequence[tuple[float, int]] | None, RowInfo | None]] = []
+        for item in items:
+            if isinstance(item, Series):
+                entries.append((item, None, None))
+                continue
+            key, row_samples, _ = item
+            info = memo.get(key)
+            if info is None:
+                info = memo[key] = RowInfo(row_labels(key), self._ctx_of)
+            entries.append((info.shell, row_samples, info))
+        shapes = self.seen_shapes
+        learnt = self._learn_shapes(entries)
+        if any(shapes.get(family) is not mtype for family, mtype in learnt.items()):
+            self._shapes_version += 1
+        shapes.update(learnt)
+        if len(shapes) > self.state.max_families:  # what it forgets is still in state.inferred
+            shapes.clear()
+            shapes.update(self._learn_shapes(entries))
+            self._shapes_version += 1
+        if len(self.created) > self.state.max_streams:
+            self.created.clear()
+        if len(self._ctx) > _CTX_LIMIT:
+            self._ctx.clear()
+        # Kind and role by (name, has le, has quantile): all a row's resolve and role read,
+        # kept while what they depend on (families, inferred and seen shapes) is unchanged.
+        if self._kinds_at != (self.state.version, self._shapes_version):
+            self._kinds.clear()
+            self._kinds_at = (self.state.version, self._shapes_version)
+        kinds = self._kinds
+        plan: list[_Planned] = []
+        waiting_points = 0
+        for series, samples, info in entries:
+            if info is None:
+                name = series.name
+                if not name:
+                    self.unmapped += len(series.samples) + len(series.histograms)
+                    continue
+                kind = self.resolve(series, name, shapes)
+                role = self.role(kind, series.labels) if series.samples else "none"
+                if role == "created":
+                    rest = without(series.labels, "__name__")
+                    for sample in series.samples:
+                        if math.isfinite(sample.value) and sample.value > 0:
+                            self.created[(kind.family, rest)] = int(sample.value * 1000)
+                    continue
+                plan.append((series, kind, role, None))
+                waiting_points += len(series.samples) + len(series.histograms)
+                continue
+            assert samples is not None
+            name = info.name
+            if not name:
+                self.unmapped += len(samples)
+                continue
+            if not samples:
+                continue  # role "none", and no histograms in a row
+            cached = (name, info.has_le, info.has_quantile)
+            found = kinds.get(cached)
+            if found is None:
+                kind = self.resolve(series, name, shapes)
+                found = kinds[cached] = (kind, self.role(kind, series.labels))
+            kind, role = found
+            if role == "created":
+                for value, _ in samples:
+                    if math.isfinite(value) and value > 0:
+                        self.created[(kind.family, info.rest)] = int(value * 1000)
+                continue
+            plan.append((info, kind, role, samples))
+            waiting_points += len(samples)
+        waiting, self.waiting = self.waiting, plan
+        self.waiting_points = waiting_points
+        self.map_plan(waiting)
+
+    def map_plan(self, plan: list[_Planned]) -> None:
+        index, size = 0, len(plan)
+        native = _native
+        while index < size:
+            if native is not None:  # gauge_row and counter_row, compiled, for what they can
+                index, added = native.otlp_rows(
+                    plan,
+                    index,
+                    self.out,
+                    self.updates,
+                    self.state.streams,
+                    self.created,
+                    CounterState,
+                    self.delta,
+                )
+                self.out.points += added
+                if index >= size:
+                    break
+            series, kind, role, samples = plan[index]
+            index += 1
+            if samples is not None:  # a row
+                assert isinstance(series, RowInfo)
+                if role == "counter":
+                    self.counter_row(series, samples, kind)
+                elif role in ("gauge", "updown"):
+                    self.gauge_row(series, samples, kind, role)
+                elif role == "drop":
+                    self.unmapped += len(samples)
+                elif role != "none":
+                    self.part(series.series(samples), kind, role)
+                continue
+            assert isinstance(series, Series)
+            if series.histograms:
+                self.native(series, kind)
+            if role == "none":
+                continue
+            if role == "drop":
+                self.unmapped += len(series.samples)
+            elif role in ("gauge", "updown"):
+                self.gauge(series, kind, role)
+            elif role == "counter":
+                self.counter(series, kind)
+            else:
+                self.part(series, kind, role)
+
+    def finish(self) -> None:
+        """Map the batch waiting, and emit every classic histogram and summary point still
+        waiting for parts."""
+        waiting, self.waiting, self.waiting_points = self.waiting, [], 0
+        self.map_plan(waiting)
+        self.flush_groups()
+
+    def flush_groups(self) -> None:
+        """Emit every classic histogram and summary point still waiting for parts."""
+        for key, by_ts in self.groups.items():
+            self.finish_groups(key, by_ts)
+        self.groups.clear()
+        self.group_exemplars.clear()
+        self.grouped = 0
+
+    def cut(self) -> tuple[bytes, int]:
+        """The request mapped so far, serialized, and its point count; mapping goes on into a
+        new one (stream updates are kept for ``take``). Serialized requests concatenate into
+        one (protobuf repeated fields), so a large request is serialized in parts."""
+        out = self.out
+        out.flush()
+        self.out = Output(self.resource_labels, "delta" if self.delta else "cumulative")
+        return out.request.SerializeToString(), out.points
+
+    def take(self) -> Mapped:
+        """The request mapped since the last ``take``, and its stream updates; the next request
+        starts empty and reads the state the caller committed in between."""
+        self.out.flush()
+        mapped = Mapped(self.out.request, self.out.points, self.updates, self.unmapped)
+        self.out = Output(self.resource_labels, "delta" if self.delta else "cumulative")
+        self.updates = {}
+        self.unmapped = 0
+        return mapped
+
+
+def to_otlp(
+    batch: Batch,
+    state: MappingState,
+    *,
+    temporality: Temporality = "cumulative",
+    resource_labels: Sequence[str] = ("job", "instance"),
+) -> Mapped:
+    """Map ``batch`` to one request. Learns family metadata into ``state`` at once; stream
+    state changes come back in ``Mapped.updates`` for the caller to commit after delivery."""
+    return Mapper(state, temporality, resource_labels).run(batch)

@@ -1,0 +1,235 @@
+"""Native histograms: standard schemas become ExponentialHistograms (OTLP index = Prometheus
+index - 1, scale = schema); custom-bucket ones (schema -53) become explicit-bounds Histograms.
+Delta points subtract at the coarser of two schemas; buckets that cannot be subtracted make a
+new baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
+from typing import Final, NamedTuple
+
+from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
+
+from ...model import BucketSpan, Histogram, Series, is_stale
+from .builder import Builder
+from .naming import NO_RECORDED_VALUE, NS_PER_MS, Ctx, Kind, StreamKey, without
+from .output import Point, add_exemplar, uint
+from .state import NativeState, cumulative_start
+
+NHCB_SCHEMA: Final = -53  # native histogram with custom buckets
+
+
+def _native_buckets(
+    spans: Sequence[BucketSpan], deltas: Sequence[int], counts: Sequence[float], is_float: bool
+) -> dict[int, float]:
+    values: Iterable[float] = counts if is_float else accumulate(float(d) for d in deltas)
+    out: dict[int, float] = {}
+    it = iter(values)
+    index = 0
+    for span in spans:
+        index += span.offset
+        for _ in range(span.length):
+            out[index] = next(it, 0.0)
+            index += 1
+    return out
+
+
+def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
+    """Merge buckets to a schema ``by`` lower: index i covers (b^(i-1), b^i], so it goes to
+    ceil(i / 2^by)."""
+    if by <= 0:
+        return dict(buckets)
+    out: dict[int, float] = {}
+    for index, count in buckets.items():
+        target = (index + (1 << by) - 1) >> by
+        out[target] = out.get(target, 0.0) + count
+    return out
+
+
+class _NativeValues(NamedTuple):
+    schema: int
+    zero_threshold: float
+    custom_values: tuple[float, ...]
+    total: float  # count (``count`` would shadow tuple.count)
+    zero_count: float
+    sum: float
+    positive: dict[int, float]
+    negative: dict[int, float]
+
+    @staticmethod
+    def of(h: Histogram) -> _NativeValues:
+        return _NativeValues(
+            h.schema,
+            h.zero_threshold,
+            tuple(h.custom_values),
+            float(h.count_value),
+            float(h.zero_count),
+            h.sum,
+            _native_buckets(h.positive_spans, h.positive_deltas, h.positive_counts, h.is_float),
+            _native_buckets(h.negative_spans, h.negative_deltas, h.negative_counts, h.is_float),
+        )
+
+    @staticmethod
+    def of_state(s: NativeState) -> _NativeValues:
+        return _NativeValues(
+            s.schema,
+            s.zero_threshold,
+            s.custom_values,
+            s.total,
+            s.zero_count,
+            s.sum,
+            dict(s.positive),
+            dict(s.negative),
+        )
+
+    def state(self, start_ms: int, last_ms: int) -> NativeState:
+        return NativeState(
+            start_ms,
+            last_ms,
+            self.schema,
+            self.zero_threshold,
+            self.custom_values,
+            self.total,
+            self.zero_count,
+            self.sum,
+            tuple(sorted(self.positive.items())),
+            tuple(sorted(self.negative.items())),
+        )
+
+
+def _native_delta(prev: _NativeValues, cur: _NativeValues) -> tuple[str, _NativeValues]:
+    """("incompatible" | "reset" | "ok", cur - prev at the coarser of the two schemas)."""
+    if prev.custom_values != cur.custom_values or prev.zero_threshold != cur.zero_threshold:
+        return "incompatible", cur
+    schema = min(prev.schema, cur.schema)
+    if cur.schema == NHCB_SCHEMA or prev.schema == NHCB_SCHEMA:
+        if prev.schema != cur.schema:
+            return "incompatible", cur
+        schema = cur.schema
+    p_pos = _downscale(prev.positive, prev.schema - schema)
+    p_neg = _downscale(prev.negative, prev.schema - schema)
+    c_pos = _downscale(cur.positive, cur.schema - schema)
+    c_neg = _downscale(cur.negative, cur.schema - schema)
+    reset = cur.total < prev.total or cur.zero_count < prev.zero_count
+    pos: dict[int, float] = {}
+    neg: dict[int, float] = {}
+    for c, p, out in ((c_pos, p_pos, pos), (c_neg, p_neg, neg)):
+        for index in c.keys() | p.keys():
+            diff = c.get(index, 0.0) - p.get(index, 0.0)
+            if diff < 0:
+                reset = True
+            out[index] = diff
+    if reset:
+        return "reset", cur
+    delta = _NativeValues(
+        schema,
+        cur.zero_threshold,
+        cur.custom_values,
+        cur.total - prev.total,
+        cur.zero_count - prev.zero_count,
+        cur.sum - prev.sum,
+        pos,
+        neg,
+    )
+    return "ok", delta
+
+
+class Native(Builder):
+    """The native histogram builders of a ``Mapper``."""
+
+    def native(self, series: Series, kind: Kind) -> None:
+        name = series.name
+        rest = without(series.labels, "__name__")
+        ctx = self.ctx(rest)
+        key: StreamKey = ("native", name, rest)
+        last: Point | None = None
+        for h in series.histograms:
+            ts = h.timestamp
+            if h.reset_hint == 3:  # GAUGE: a gauge histogram, which the spec drops
+                self.unmapped += 1
+                continue
+            prev = self.prev(key)
+            assert prev is None or isinstance(prev, NativeState)
+            if is_stale(h.sum):
+                start = (prev.last_ms if self.delta else prev.start_ms) if prev else ts
+                last = self.emit_native(ctx, name, kind, ts, min(start, ts), None, h.schema)
+                continue
+            cur = _NativeValues.of(h)
+            explicit = h.start_timestamp or series.created_timestamp
+            outcome, delta = "new", cur
+            if prev is not None:
+                outcome, delta = _native_delta(_NativeValues.of_state(prev), cur)
+                if h.reset_hint == 1 or ts >= explicit > prev.last_ms:
+                    outcome, delta = "reset", cur
+            if not self.delta:
+                start = cumulative_start(prev, ts, explicit, outcome == "reset")
+                if prev is None or ts > prev.last_ms:
+                    self.updates[key] = cur.state(start, ts)
+                last = self.emit_native(ctx, name, kind, ts, start, cur, h.schema)
+                continue
+            if prev is not None and ts <= prev.last_ms:
+                continue
+            self.updates[key] = cur.state(prev.start_ms if prev else ts, ts)
+            if prev is None or outcome == "incompatible":
+                continue  # a new baseline: nothing to subtract from
+            last = self.emit_native(ctx, name, kind, ts, prev.last_ms, delta, h.schema)
+        if last is not None:
+            for exemplar in series.exemplars:
+                add_exemplar(last, exemplar)
+
+    def emit_native(
+        self,
+        ctx: Ctx,
+        name: str,
+        kind: Kind,
+        ts: int,
+        start: int,
+        values: _NativeValues | None,
+        schema: int,
+    ) -> Point:
+        if schema == NHCB_SCHEMA:
+            if values is None:
+                return self.out.histogram(ctx, name, kind, ts, start, stale=True)
+            bounds = values.custom_values
+            counts = [uint(values.positive.get(i, 0.0)) for i in range(len(bounds) + 1)]
+            return self.out.histogram(
+                ctx,
+                name,
+                kind,
+                ts,
+                start,
+                count=values.total,
+                sum_=values.sum,
+                bounds=bounds,
+                counts=counts,
+            )
+        metric = self.out.metric(ctx, name, "exponential", kind)
+        point: pb.ExponentialHistogramDataPoint = metric.exponential_histogram.data_points.add(
+            attributes=self.out.attributes(ctx.attributes),
+            start_time_unix_nano=start * NS_PER_MS,
+            time_unix_nano=ts * NS_PER_MS,
+        )
+        self.out.points += 1
+        if values is None:
+            point.flags = NO_RECORDED_VALUE
+            return point
+        point.scale = values.schema
+        point.count = uint(values.total)
+        point.zero_count = uint(values.zero_count)
+        point.zero_threshold = values.zero_threshold
+        if not math.isnan(values.sum):
+            point.sum = values.sum
+        for buckets, target in (
+            (values.positive, point.positive),
+            (values.negative, point.negative),
+        ):
+            used = [i for i, c in buckets.items() if c]
+            if not used:
+                continue
+            low, high = min(used), max(used)
+            target.offset = low - 1  # Prometheus bucket i is OTLP bucket i - 1
+            target.bucket_counts.extend(uint(buckets.get(i, 0.0)) for i in range(low, high + 1))
+        return point
