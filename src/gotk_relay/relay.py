@@ -320,7 +320,9 @@ class Relay:
         ):
             return admission
         rewritten = (
-            self.pipeline.synthesize(batch, now_ms) if fast else self.pipeline.rewrite(batch, now_ms)
+            self.pipeline.synthesize(batch, now_ms)
+            if fast
+            else self.pipeline.rewrite(batch, now_ms)
         )
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         if fast and not inputs_forwarded and batch.metadata:
