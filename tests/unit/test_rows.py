@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import encode_entry
 from gotk_relay.destinations import datadog
-from gotk_relay.destinations import rows as rows_module
 from gotk_relay.destinations.chunked import entry_batches
 from gotk_relay.destinations.datadog_mapping import (
     CounterStore,
@@ -28,10 +26,8 @@ from gotk_relay.destinations.datadog_mapping import (
     map_batch,
     map_items,
 )
-from gotk_relay.destinations.datadog_mapping import mapper as datadog_mapping
 from gotk_relay.destinations.otlp_mapping import Mapper, MappingState, to_otlp
-from gotk_relay.destinations.otlp_mapping import mapper as otlp_mapping
-from gotk_relay.destinations.rows import Item, Row, entry_steps, labels, rows_py, series
+from gotk_relay.destinations.rows import COMPILED, PYTHON, Item, Loops, entry_steps, labels, series
 from gotk_relay.model import (
     STALE_NAN,
     Batch,
@@ -44,27 +40,18 @@ from gotk_relay.model import (
 )
 from gotk_relay.wire import rw1
 
-Walk = Callable[[Any, int, int], tuple[list[Row], int]]
-IMPLEMENTATIONS: dict[str, Walk | None] = {
-    "python": rows_py,
-    "compiled": rows_module._native.rows if rows_module.NATIVE else None,
-}
+IMPLEMENTATIONS: dict[str, Loops | None] = {"python": PYTHON, "compiled": COMPILED}
 NOW_MS = 1_764_000_000_000
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
-def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Walk]:
+def loops(request: pytest.FixtureRequest) -> Loops:
+    """The compiled walk and mapping loops, or their Python twins (map_items' own loop,
+    render, Mapper.gauge_row and counter_row): each test runs both."""
     found = IMPLEMENTATIONS[request.param]
     if found is None:
         pytest.skip("the _rows extension is not built")
-    monkeypatch.setattr(rows_module, "rows", found)  # what entry_steps calls
-    # The compiled loops go with the compiled walk; their twins are map_items' own loop, render,
-    # and Mapper.gauge_row and counter_row.
-    native = rows_module._native if request.param == "compiled" else None
-    monkeypatch.setattr(datadog_mapping, "_native", native)
-    monkeypatch.setattr(datadog, "_native", native)
-    monkeypatch.setattr(otlp_mapping, "_native", native)
-    yield found
+    return found
 
 
 def _bits(samples: Any) -> list[tuple[bytes, int]]:
@@ -74,11 +61,11 @@ def _bits(samples: Any) -> list[tuple[bytes, int]]:
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(odd_v1_requests())
 def test_rows_read_every_encoding_as_rw1_decodes_it(
-    walk: Walk, request: tuple[bytes, Batch]
+    loops: Loops, request: tuple[bytes, Batch]
 ) -> None:
     raw, _ = request
     decoded = rw1.decode(raw, validate=False).series
-    found, end = walk(raw, 0, len(raw))
+    found, end = loops.walk(raw, 0, len(raw))
     assert end == len(raw)
     assert len(found) == len(decoded)
     for (key, samples, rest), want in zip(found, decoded, strict=True):
@@ -92,7 +79,7 @@ def test_rows_read_every_encoding_as_rw1_decodes_it(
 
 @pytest.mark.parametrize("budget", [1, 60, 200, 1 << 20], ids=["1B", "60B", "200B", "whole"])
 def test_rows_take_whole_series_within_the_budget_and_stop_before_a_larger_one(
-    walk: Walk, budget: int
+    loops: Loops, budget: int
 ) -> None:
     items = [
         Series((("__name__", f"s{i}"), ("pad", "x" * (10 * i))), (Sample(1.0, i),))
@@ -103,7 +90,7 @@ def test_rows_take_whole_series_within_the_budget_and_stop_before_a_larger_one(
     sizes = [len(rw1.encode(Batch((item,)))) for item in items]  # each series' field
     pos, seen = 0, 0
     while seen < len(items):
-        found, after = walk(raw, pos, budget)
+        found, after = loops.walk(raw, pos, budget)
         if found:
             assert sum(sizes[seen : seen + len(found)]) <= budget
             assert (
@@ -111,14 +98,14 @@ def test_rows_take_whole_series_within_the_budget_and_stop_before_a_larger_one(
             )
         else:  # the next series alone is over the budget: the caller cuts it
             assert after == pos and sizes[seen] > budget
-            found, after = walk(raw, pos, sizes[seen])
+            found, after = loops.walk(raw, pos, sizes[seen])
             assert len(found) == 1
         assert [labels(key) for key, _, _ in found] == [
             s.labels for s in items[seen : seen + len(found)]
         ]
         seen += len(found)
         pos = after
-    assert walk(raw, pos, budget) == ([], len(raw))  # metadata after the series: passed over
+    assert loops.walk(raw, pos, budget) == ([], len(raw))  # metadata after the series: passed over
 
 
 # -- the mappings: rows against decoded series ----------------------------------------------
@@ -188,9 +175,10 @@ def _traffic(draw: st.DrawFn) -> Batch:
     return Batch(tuple(out), metadata)
 
 
-def _steps(batch: Batch) -> list[Batch | list[Item]]:
+def _steps(batch: Batch, loops: Loops) -> list[Batch | list[Item]]:
     async def collect() -> list[Batch | list[Item]]:
-        return [step async for step in entry_steps([encode_entry(batch, Protocol.V1)], 1 << 20)]
+        entries = [encode_entry(batch, Protocol.V1)]
+        return [step async for step in entry_steps(entries, 1 << 20, loops)]
 
     return asyncio.run(collect())
 
@@ -210,7 +198,7 @@ def _seeded_counters(batch: Batch) -> CounterStore:
 )
 @given(_traffic(), st.booleans(), st.sampled_from([None, "Host"]))
 def test_datadog_maps_rows_as_it_maps_decoded_series(
-    walk: Walk, batch: Batch, as_count: bool, host_label: str | None
+    loops: Loops, batch: Batch, as_count: bool, host_label: str | None
 ) -> None:
     """The rows of a batch whose label sets the client knows already (as in every scrape but
     the first), against ``map_batch`` of the decoded batch, from the same counter state."""
@@ -220,7 +208,7 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
     decoded = rw1.decode(rw1.encode(batch), validate=False)
     want = map_batch(decoded, options, TypeCache(), _seeded_counters(batch), NOW_MS)
     memo = SeriesMemo()
-    steps = _steps(batch)
+    steps = _steps(batch, loops)
     for learn in (True, False):  # a first conversion teaches the memo the label sets
         types = TypeCache()
         rows_out: list[Any] = []
@@ -235,7 +223,7 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
                 items: list[Item] = list(step.series)
             else:
                 items = step
-            got = map_items(items, options, types, counters, NOW_MS, pending, names, memo)
+            got = map_items(items, options, types, counters, NOW_MS, pending, names, memo, loops)
             rows_out.extend(got.rows)
             updates.update(got.updates)
             skipped.update(got.skipped)
@@ -244,8 +232,8 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
     ]
     parts: list[bytes] = []
     heads: dict[tuple[str, int], bytes] = {}
-    datadog.render_all(rows_out, heads, parts)  # heads and tags' JSON made as they are met
-    datadog.render_all(rows_out, heads, parts)  # all made already
+    datadog.render_all(rows_out, heads, parts, loops)  # heads and tags' JSON made as they are met
+    datadog.render_all(rows_out, heads, parts, loops)  # all made already
     assert parts == [datadog._dumps(s.to_dict()) for s in want.series] * 2
     assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
     assert updates == want.updates
@@ -257,7 +245,7 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
 )
 @given(_traffic(), _traffic(), st.sampled_from(["cumulative", "delta"]))
 def test_otlp_maps_rows_as_it_maps_decoded_series(
-    walk: Walk, first: Batch, second: Batch, temporality: Any
+    loops: Loops, first: Batch, second: Batch, temporality: Any
 ) -> None:
     """Two requests, each mapped and its stream state committed (so the second meets the
     first's counters): the rows' requests are the decoded series' requests."""
@@ -266,8 +254,8 @@ def test_otlp_maps_rows_as_it_maps_decoded_series(
         decoded = rw1.decode(rw1.encode(batch), validate=False)
         want = to_otlp(decoded, reference, temporality=temporality)
         reference.commit(want.updates)
-        mapper = Mapper(state, temporality, ("job", "instance"))
-        for step in _steps(batch):
+        mapper = Mapper(state, temporality, ("job", "instance"), loops)
+        for step in _steps(batch, loops):
             mapper.feed(step)
         mapper.finish()
         got = mapper.take()
@@ -301,7 +289,7 @@ def _flat(steps: list[Batch | list[Item]]) -> tuple[list[Any], list[Any]]:
     st.sampled_from([64, 512, 4096, 1 << 20]),
 )
 def test_steps_hold_every_sample_in_order_whatever_the_budget(
-    walk: Walk, shapes: list[tuple[int, bool]], budget: int
+    loops: Loops, shapes: list[tuple[int, bool]], budget: int
 ) -> None:
     """Long series (cut by samples) and short ones, some with exemplars: the steps hold what
     ``entry_batches`` (decoded objects) holds, sample for sample, in order."""
@@ -320,7 +308,7 @@ def test_steps_hold_every_sample_in_order_whatever_the_budget(
     ]
 
     async def both() -> tuple[list[Any], list[Any]]:
-        steps = [step async for step in entry_steps(entries, budget)]
+        steps = [step async for step in entry_steps(entries, budget, loops)]
         batches = [batch async for batch in entry_batches(entries, 4096)]
         return steps, batches  # type: ignore[return-value]
 

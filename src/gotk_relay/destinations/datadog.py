@@ -63,7 +63,6 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch, Labels, Protocol
-from . import rows as _rows_module
 from .chunked import split_batch
 from .datadog_mapping import (
     CounterMark,
@@ -78,7 +77,7 @@ from .datadog_mapping import (
     normalize_tag,
 )
 from .http import HTTPEndpoint, one_line
-from .rows import ROW_CHUNK_BYTES, Item, Step, entry_steps, split_step, step_points
+from .rows import LOOPS, ROW_CHUNK_BYTES, Item, Loops, Step, entry_steps, split_step, step_points
 
 _scalar: Callable[[Any], bytes]
 
@@ -202,15 +201,14 @@ def render(row: Row, heads: dict[tuple[str, int], bytes]) -> bytes:
     return b"%s%s%s}" % (head, body, tail)
 
 
-# ``datadog_render`` in ``_rows.c``: ``render`` compiled (None: not built, or switched off).
-_native: Any = _rows_module._native
-
-
-def render_all(rows: list[Row], heads: dict[tuple[str, int], bytes], out: list[bytes]) -> None:
-    """``out.extend(render(row, heads) for row in rows)``, compiled for the rows whose head and
-    tags' JSON are made (``render`` makes them for the others, once)."""
+def render_all(
+    rows: list[Row], heads: dict[tuple[str, int], bytes], out: list[bytes], loops: Loops = LOOPS
+) -> None:
+    """``out.extend(render(row, heads) for row in rows)``, compiled (``datadog_render`` in
+    ``_rows.c``) for the rows whose head and tags' JSON are made (``render`` makes them for the
+    others, once)."""
     index, size = 0, len(rows)
-    native = _native
+    native = loops.compiled
     while index < size:
         if native is not None:
             index = native.datadog_render(rows, index, heads, _scalar, out)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from collections.abc import AsyncGenerator, Callable, Sequence
 from sys import intern
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .. import native
 from ..delivery.entry import Entry, decode_entry
@@ -102,15 +102,28 @@ def rows_py(data: bytes | memoryview, pos: int, budget: int) -> tuple[list[Row],
     return out, pos
 
 
-_native: Any = native.load(f"{__package__}._rows")
-NATIVE: Final = _native is not None
-rows: Callable[[bytes | memoryview, int, int], tuple[list[Row], int]] = (
-    _native.rows if _native is not None else rows_py
-)
-"""``rows(data, pos, budget)``: the rows of the series fields from ``data[pos:]`` on, as many
+Walk = Callable[[bytes | memoryview, int, int], tuple[list[Row], int]]
+"""``walk(data, pos, budget)``: the rows of the series fields from ``data[pos:]`` on, as many
 whole ones as fit in ``budget`` bytes (each field counted with its tag and length), and where the
 next field starts; other top-level fields are passed over. ``([], pos)`` when the series at
 ``pos`` is larger than ``budget`` on its own (``chunked`` cuts it by samples)."""
+
+
+class Loops(NamedTuple):
+    """The loops the converting destinations run over rows: the walk (``rows_py`` or its
+    compiled twin) and ``_rows.c``'s mapping loops (``datadog_rows``, ``datadog_render``,
+    ``otlp_rows``), None where their Python twins run alone."""
+
+    walk: Walk
+    compiled: Any
+
+
+_native: Any = native.load(f"{__package__}._rows")
+NATIVE: Final = _native is not None
+PYTHON: Final = Loops(rows_py, None)
+COMPILED: Final = Loops(_native.rows, _native) if _native is not None else None
+# The one switch; the destinations take it as a default argument, the tests run both by name.
+LOOPS: Final = COMPILED if COMPILED is not None else PYTHON
 
 
 def labels(key: bytes) -> Labels:
@@ -132,7 +145,7 @@ Step = Batch | list[Item]
 
 
 async def entry_steps(
-    entries: Sequence[Entry], budget: int = ROW_CHUNK_BYTES
+    entries: Sequence[Entry], budget: int = ROW_CHUNK_BYTES, loops: Loops = LOOPS
 ) -> AsyncGenerator[Step, None]:
     """``entry_batches`` with the series as ``rows`` rows, not decoded: a list per step, in
     order, holding a row per series (its labels not decoded: ``rows``) or, for a series holding
@@ -155,7 +168,7 @@ async def entry_steps(
         data = await _message(entry)
         pos, size = 0, len(data)
         while pos < size:
-            found, after = rows(data, pos, budget)
+            found, after = loops.walk(data, pos, budget)
             if found or after > pos:
                 yield _with_series(found)
                 pos = after
@@ -164,7 +177,7 @@ async def entry_steps(
             # of an eighth of a step (each sample is mapped on its own: ~4 KiB, ~1 ms).
             (_, _, payload, after), *_ = _fields(data, pos, size)
             for raw in split_series(data, payload, after, max(1, budget // 8)):
-                yield _with_series(rows(raw, 0, len(raw))[0]) if raw else []
+                yield _with_series(loops.walk(raw, 0, len(raw))[0]) if raw else []
             pos = after
         del data
 

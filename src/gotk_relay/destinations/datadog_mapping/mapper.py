@@ -1,5 +1,5 @@
 """Prometheus series (or rows) → Datadog series: ``map_batch`` and its loop, ``map_items``, whose
-rows part ``datadog_rows`` in ``_rows.c`` compiles (switched here, ``_native``).
+rows part ``datadog_rows`` in ``_rows.c`` compiles (``rows.LOOPS`` chooses).
 
 Points
     Timestamps are whole seconds (milliseconds floored). Datadog stores neither Prometheus'
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Final
 
 from ...model import Batch, Labels, MetricType, Series, is_stale
-from .. import rows as _rows
-from ..rows import Item
+from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .counters import CounterMark, CounterStore
 from .intake import (
@@ -74,9 +73,8 @@ def map_batch(
     return Mapped([MappedSeries(*row[:9]) for row in mapped.rows], mapped.updates, mapped.skipped)
 
 
-# ``datadog_rows`` in ``_rows.c``: ``map_items``' loop over rows, compiled (None: not built, or
-# GOTK_RELAY_NO_EXTENSIONS set); it counts skipped samples by these reasons, in this order.
-_native: Any = _rows._native
+# ``datadog_rows`` in ``_rows.c`` (``Loops.compiled``): ``map_items``' loop over rows, compiled;
+# it counts skipped samples by these reasons, in this order.
 _NATIVE_REASONS: Final = (
     STALE,
     NOT_FINITE,
@@ -111,6 +109,7 @@ def map_items(
     pending: dict[Labels, CounterMark] | None,
     names: Names | None,
     memo: SeriesMemo | None = None,
+    loops: Loops = LOOPS,
 ) -> MappedRows:
     """``map_batch``'s mapping of series given as ``Series`` or as ``rows`` rows without a rest
     (their label set looked up in ``memo`` by its encoded bytes, learnt on a miss): one loop
@@ -132,7 +131,7 @@ def map_items(
     drop, counter = Kind.DROP, Kind.COUNTER
     token = names.token if isinstance(names, NameCache) else object()  # else: this call only
     todo = items if isinstance(items, list) else list(items)
-    native = _native
+    native = loops.compiled
     params = (oldest, newest, counters_as_count, drop, counter, TYPE_COUNT, TYPE_GAUGE)
     counts = [0] * len(_NATIVE_REASONS)
     index, size = 0, len(todo)

@@ -1,17 +1,17 @@
 """``Mapper``: what each series of a batch is (``resolve``, ``role``) and which builder maps it,
 a batch one ``feed`` late so a ``_created`` series reaches its family; and ``to_otlp``, a batch
-mapped at once. The compiled ``otlp_rows`` is switched here (``_native``).
+mapped at once. ``loops.compiled.otlp_rows`` (``_rows.c``) is ``gauge_row`` and ``counter_row``
+compiled (``rows.LOOPS`` chooses).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from ...model import Batch, Labels, MetricType, Series
-from .. import rows as _rows_module
-from ..rows import Item
+from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .classic import Classic
 from .labelsets import RowInfo
@@ -24,9 +24,6 @@ from .state import CounterState, Mapped, MappingState
 _CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
 # Label sets a client remembers by their bytes (``RowInfo``, ~2-3 KiB each with their strings).
 _ROWS_LIMIT: Final = 65_536
-# ``otlp_rows`` in ``_rows.c``: ``Mapper.gauge_row`` and ``counter_row`` compiled (None: not
-# built, or GOTK_RELAY_NO_EXTENSIONS set).
-_native: Any = _rows_module._native
 # A series to map: a Series (samples None), or a row's info and its samples.
 _Planned = tuple["Series | RowInfo", "Kind", str, "Sequence[tuple[float, int]] | None"]
 
@@ -42,9 +39,14 @@ class Mapper(Numbers, Classic, Native):
     """
 
     def __init__(
-        self, state: MappingState, temporality: Temporality, resource_labels: Sequence[str]
+        self,
+        state: MappingState,
+        temporality: Temporality,
+        resource_labels: Sequence[str],
+        loops: Loops = LOOPS,
     ) -> None:
         super().__init__(state, temporality, resource_labels)
+        self.loops = loops
         self.waiting: list[_Planned] = []  # the last batch fed, not mapped yet
         self.waiting_points = 0  # its samples and histograms
         self.seen_shapes: dict[str, MetricType] = {}
@@ -229,7 +231,7 @@ class Mapper(Numbers, Classic, Native):
 
     def map_plan(self, plan: list[_Planned]) -> None:
         index, size = 0, len(plan)
-        native = _native
+        native = self.loops.compiled
         while index < size:
             if native is not None:  # gauge_row and counter_row, compiled, for what they can
                 index, added = native.otlp_rows(
