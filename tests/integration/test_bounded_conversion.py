@@ -26,8 +26,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from datadog_intake import MAX_COMPRESSED, DatadogIntake, Request
-from e2e.rig import free_port
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -52,6 +50,8 @@ from gotk_relay.destinations.otlp_mapping import (
     to_otlp,
 )
 from gotk_relay.model import STALE_NAN, Batch, Labels, Protocol, Sample, Series, is_stale
+from tests.support.datadog_intake import MAX_COMPRESSED, DatadogIntake, Request
+from tests.support.rig import free_port
 
 NS = 1_000_000
 BIG = 1_000_000

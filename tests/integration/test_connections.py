@@ -30,14 +30,14 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from e2e.rig import free_port
-from harness import gauge_batch, metric_value, rw_body
 
 from gotk_relay.config import ConfigError, ReceiverConfig, load_text
 from gotk_relay.connections import GuardedRunner, connection_cap
 from gotk_relay.relay import Relay
 from gotk_relay.server import IN_FLIGHT, make_app
 from gotk_relay.telemetry import Telemetry
+from tests.support.harness import gauge_batch, metric_value, rw_body
+from tests.support.rig import free_port
 
 HEAD = b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 

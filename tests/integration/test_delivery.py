@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from harness import (
+
+from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.relay import Relay
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -15,9 +18,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.model import Batch, Sample, Series
-from gotk_relay.relay import Relay
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from harness import (
+from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
+from gotk_relay.relay import Relay
+from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -14,10 +17,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
-from gotk_relay.relay import Relay
-from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy
 
 KSM = labels_from(
     {

@@ -17,7 +17,6 @@ import threading
 
 import pytest
 from aiohttp.test_utils import TestClient
-from harness import gauge_batch, relay_client, rw_body
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from gotk_relay.destinations.federate import FederateStore, render_snapshot
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.selectors import parse_selectors
 from gotk_relay.server import FEDERATE_THREAD, FEDERATING
+from tests.support.harness import gauge_batch, relay_client, rw_body
 
 
 def _config(**federate: object) -> dict[str, object]:

@@ -17,11 +17,11 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp.test_utils import TestClient
-from harness import eventually, gauge_batch, metric_value, relay_client, rw_body
 
 from gotk_relay.model import Batch, Sample, Series, labels_from
 from gotk_relay.server import IN_FLIGHT
 from gotk_relay.wire.labels import describe
+from tests.support.harness import eventually, gauge_batch, metric_value, relay_client, rw_body
 
 
 def _config(**receiver: object) -> dict[str, object]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from harness import eventually, metric_value, relay_client, rw_body
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -22,6 +21,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from gotk_relay.model import Batch, Sample, Series
+from tests.support.harness import eventually, metric_value, relay_client, rw_body
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 TARGET = {"job": "api", "instance": "10.0.0.1:8080"}

@@ -12,7 +12,11 @@ import time
 
 import pytest
 import yaml
-from harness import (
+
+from gotk_relay.config import load_text
+from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.relay import Relay
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -22,10 +26,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.config import load_text
-from gotk_relay.model import Batch, Sample, Series
-from gotk_relay.relay import Relay
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 

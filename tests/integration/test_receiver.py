@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from harness import gauge_batch, relay_client, rw_body
 
 from gotk_relay.model import Batch, Histogram, Sample, Series
 from gotk_relay.wire import remote_pb2, snappy, write_v2_pb2
+from tests.support.harness import gauge_batch, relay_client, rw_body
 
 CONFIG = {
     "flux": {"mode": "off"},

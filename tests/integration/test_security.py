@@ -30,8 +30,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e.rig import free_port
-from harness import (
+
+from gotk_relay.access import Authenticator
+from gotk_relay.config import ConfigError, IngressAuth
+from tests.support.harness import (
     ScriptedReceiver,
     gauge_batch,
     metric_value,
@@ -39,9 +41,7 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.access import Authenticator
-from gotk_relay.config import ConfigError, IngressAuth
+from tests.support.rig import free_port
 
 TOKEN = "tok-3f9a1c7e5b"
 PASSWORD = "pw-8d2e6b0a4c"

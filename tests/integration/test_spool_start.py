@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e.rig import free_port
 
 from gotk_relay.delivery.entry import Entry
 from gotk_relay.delivery.spool import Spool, SpoolError
 from gotk_relay.model import Protocol
+from tests.support.rig import free_port
 
 
 def _spool_with_rows(directory: Path) -> Path:

@@ -22,8 +22,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from e2e.rig import free_port
-from harness import ScriptedReceiver, eventually, gauge_batch, metric_value, receivers, rw_body
 
 from gotk_relay.cli import build_parser
 from gotk_relay.config import ConfigError, load_text
@@ -32,6 +30,15 @@ from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import LabelLimitError, TooManySeriesError
 from gotk_relay.worker_pool import Generation, WorkerPool
 from gotk_relay.write.edge import Rejection, decode_rejection
+from tests.support.harness import (
+    ScriptedReceiver,
+    eventually,
+    gauge_batch,
+    metric_value,
+    receivers,
+    rw_body,
+)
+from tests.support.rig import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreading")
 

@@ -7,7 +7,6 @@ import contextlib
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from strategies import ORDINARY_NAN, canonical, series, v1_batches, v2_batches
 
 from gotk_relay.model import (
     STALE_NAN,
@@ -22,6 +21,7 @@ from gotk_relay.model import (
 )
 from gotk_relay.wire import remote_pb2, rw1, rw2, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
+from tests.support.strategies import ORDINARY_NAN, canonical, series, v1_batches, v2_batches
 
 
 @pytest.mark.slow

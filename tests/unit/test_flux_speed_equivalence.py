@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pytest
-from bench_workload import loadgen
-from flux_traffic import SCRAPE_MS, Traffic, deliver, scrape_times
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,6 +51,8 @@ from gotk_relay.rules.flux import (
 from gotk_relay.rules.flux_kinds import BY_KIND, FluxKind
 from gotk_relay.wire import picked, rw1, rw1_bytes
 from gotk_relay.wire.labels import Limits
+from tests.support import loadgen
+from tests.support.flux_traffic import SCRAPE_MS, Traffic, deliver, scrape_times
 
 _LEGACY_STATUSES: Final = frozenset((*STATUSES, DELETED))
 

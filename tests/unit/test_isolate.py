@@ -15,7 +15,6 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import canonical, v1_batches, v2_batches
 
 from gotk_relay.delivery.entry import Entry, decode_entry, encode_entry
 from gotk_relay.delivery.isolate import describe, split
@@ -24,6 +23,7 @@ from gotk_relay.delivery.retry import Outcome
 from gotk_relay.delivery.sender import QueuedDestination, RetrySettings, SendResult
 from gotk_relay.model import Batch, FamilyMetadata, Protocol, Sample, Series
 from gotk_relay.telemetry import Telemetry
+from tests.support.strategies import canonical, v1_batches, v2_batches
 
 
 def _series(name: str, ts: int = 1000, **labels: str) -> Series:

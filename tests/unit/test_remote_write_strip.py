@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import canonical, v1_batches, v2_batches
 
 from gotk_relay.destinations.remote_write import strip
 from gotk_relay.model import Batch, Protocol, Series
 from gotk_relay.wire import rw1, rw2, snappy, write_v2_pb2
+from tests.support.strategies import canonical, v1_batches, v2_batches
 
 FLAGS = st.fixed_dictionaries(
     {"exemplars": st.booleans(), "histograms": st.booleans(), "metadata": st.booleans()}

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import encode_entry
 from gotk_relay.destinations import datadog, datadog_mapping, otlp_mapping
@@ -41,6 +40,7 @@ from gotk_relay.model import (
     Series,
 )
 from gotk_relay.wire import rw1
+from tests.support.strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 Walk = Callable[[Any, int, int], tuple[list[Row], int]]
 IMPLEMENTATIONS: dict[str, Walk | None] = {

@@ -8,12 +8,12 @@ import pytest
 from google.protobuf.message import DecodeError as ProtoDecodeError
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from strategies import canonical, series, v1_batches
 
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.wire import remote_pb2 as pb
 from gotk_relay.wire import rw1, rw1_bytes
 from gotk_relay.wire.errors import DecodeError
+from tests.support.strategies import canonical, series, v1_batches
 
 # -- a protobuf encoder written independently of the one under test --------------------------
 

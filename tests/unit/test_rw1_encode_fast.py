@@ -7,7 +7,6 @@ import struct
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from strategies import canonical, label_names, label_values, metric_types, series, timestamps
 
 from gotk_relay.model import (
     STALE_NAN,
@@ -22,6 +21,14 @@ from gotk_relay.model import (
     float_bits,
 )
 from gotk_relay.wire import rw1
+from tests.support.strategies import (
+    canonical,
+    label_names,
+    label_values,
+    metric_types,
+    series,
+    timestamps,
+)
 
 
 def _from_bits(bits: int) -> float:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from e2e.rig import free_port
 
 from gotk_relay.config import load_text
 from gotk_relay.model import Batch, Sample, Series
@@ -24,6 +23,7 @@ from gotk_relay.server import make_app
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, rw2, snappy
 from gotk_relay.wire.errors import DecodeError
+from tests.support.rig import free_port
 
 
 @dataclass

@@ -38,7 +38,8 @@ from datadog_api_client.v2.model.metric_payload import MetricPayload
 from datadog_api_client.v2.model.metric_point import MetricPoint
 from datadog_api_client.v2.model.metric_resource import MetricResource
 from datadog_api_client.v2.model.metric_series import MetricSeries
-from e2e.rig import free_port
+
+from tests.support.rig import free_port
 
 MAX_COMPRESSED = 512_000
 MAX_UNCOMPRESSED = 5_242_880
