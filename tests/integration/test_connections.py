@@ -148,6 +148,7 @@ async def test_a_connection_without_a_whole_head_is_closed_after_header_timeout(
         assert await relay.closed("header_timeout") == 1
 
 
+@pytest.mark.slow  # waits out the header timeout
 async def test_header_timeout_counts_from_the_first_byte_of_a_kept_alive_request() -> None:
     async with edge({"header_timeout": "300ms", "idle_timeout": "30s"}) as relay:
         reader, writer = await relay.connect()
@@ -302,6 +303,7 @@ async def _trickle(relay: Edge, stop: asyncio.Event) -> bytes:
         writer.close()
 
 
+@pytest.mark.slow  # uploads slowly on purpose
 async def test_slow_uploads_do_not_keep_a_fast_writer_out() -> None:
     # 64 uploads at 1 byte/s hold all 64 write slots; the rate bound cuts them after the grace
     # instead of letting them hold the slots for all of read_timeout (30s).

@@ -196,6 +196,7 @@ async def test_an_oversize_batch_is_split_into_requests_within_both_limits() -> 
     assert len(names) == len(set(names)) == count  # nothing lost, nothing twice
 
 
+@pytest.mark.slow  # waits out Retry-After
 async def test_retries_after_429_and_503_resend_only_what_was_not_accepted() -> None:
     t0 = _now_ms() - 60_000
     counter = ("__name__", "jobs_total")

@@ -285,11 +285,9 @@ async def test_tenants_are_split_into_requests_with_their_header() -> None:
 async def test_series_without_a_tenant_are_dropped_and_counted_when_there_is_no_default() -> None:
     receiver = ScriptedReceiver()
     config = _config(receiver.url)
-    config["remote_write"][0]["tenant"] = {
-        "label": "tenant",
-        "header": "THANOS-TENANT",
-        "keep_label": True,
-    }  # type: ignore[index]
+    destinations = config["remote_write"]
+    assert isinstance(destinations, list)
+    destinations[0]["tenant"] = {"label": "tenant", "header": "THANOS-TENANT", "keep_label": True}
     batch = Batch(
         (
             Series((("__name__", "m"), ("tenant", "a")), (Sample(1.0, 1000),)),

@@ -204,6 +204,7 @@ def _handoffs(metrics: str, kind: str) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_every_sample_arrives_once_and_metrics_are_the_cores_on_any_connection(
     tmp_path: Path,
 ) -> None:
@@ -237,6 +238,7 @@ async def test_every_sample_arrives_once_and_metrics_are_the_cores_on_any_connec
         assert _handoffs(text, "scanned") < requests  # and the core some
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_flux_state_stays_consistent_across_processes(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     flips = 24
@@ -274,6 +276,7 @@ async def test_flux_state_stays_consistent_across_processes(tmp_path: Path) -> N
             assert value == (1.0 if status == current else 0.0), (status, ts, value)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_a_reload_reaches_requests_the_workers_handle(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     duplicate = Batch((Series((("__name__", "up"), ("a", "1"), ("a", "2")), (Sample(1.0, 1000),)),))
@@ -326,6 +329,7 @@ async def test_a_killed_worker_is_restarted_and_none_outlive_the_core(tmp_path: 
         assert not _alive(second), "the worker outlived the core"
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_workers_exit_when_the_core_dies_without_stopping_them(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
@@ -397,6 +401,7 @@ def test_worker_argv_brackets_ipv6_and_passes_the_pipe() -> None:
     assert build_parser().parse_args(argv[3:]).listen == ("::1", 9201)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_credentials_and_remote_write_2_behave_as_in_one_process(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     token = tmp_path / "token"
@@ -429,6 +434,7 @@ async def test_credentials_and_remote_write_2_behave_as_in_one_process(tmp_path:
         await eventually(lambda: len(_points(receiver)) >= 16, timeout=20)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_requests_routed_in_a_worker_arrive_as_in_one_process(tmp_path: Path) -> None:
     """Rules, shards, tenants and a 2.0 destination are applied where the request is read:
     what a worker routes reaches each destination as the core would have sent it."""

@@ -8,7 +8,7 @@ scripted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -111,9 +111,15 @@ async def receivers(*scripts: ScriptedReceiver) -> AsyncIterator[tuple[ScriptedR
             await r.close()
 
 
+RelayClient = TestClient[web.Request, web.Application]
+"""A client of the relay's app (``relay_client``)."""
+
+
 @asynccontextmanager
-async def relay_client(config: dict[str, object] | str) -> AsyncIterator[tuple[TestClient, Relay]]:
-    text = config if isinstance(config, str) else yaml.safe_dump(config)
+async def relay_client(
+    config: Mapping[str, object] | str,
+) -> AsyncIterator[tuple[RelayClient, Relay]]:
+    text = config if isinstance(config, str) else yaml.safe_dump(dict(config))
     telemetry = Telemetry()
     relay = Relay(load_text(text, "<test>"), telemetry)
 

@@ -166,7 +166,8 @@ def _v1(*labels: tuple[str, str]) -> bytes:
     for k, v in labels:
         ts.labels.add(name=k, value=v)
     ts.samples.add(value=1, timestamp=1)
-    return req.SerializeToString()
+    raw: bytes = req.SerializeToString()
+    return raw
 
 
 @pytest.mark.parametrize(
@@ -217,7 +218,8 @@ def _v2(symbols: list[str], refs: list[int], help_ref: int = 0) -> bytes:
     ts = req.timeseries.add(labels_refs=refs)
     ts.samples.add(value=1, timestamp=1)
     ts.metadata.help_ref = help_ref
-    return req.SerializeToString()
+    raw: bytes = req.SerializeToString()
+    return raw
 
 
 @pytest.mark.parametrize(

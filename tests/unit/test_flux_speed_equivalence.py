@@ -687,6 +687,7 @@ CONFIGS: Final[dict[str, dict[str, Any]]] = {
 }
 
 
+@pytest.mark.slow  # long traffic, ~2 s
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_long_messy_traffic_gives_the_oracles_batches(name: str) -> None:
     twins = Twins(FluxConfig(**CONFIGS[name]))

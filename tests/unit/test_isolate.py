@@ -31,7 +31,7 @@ def _series(name: str, ts: int = 1000, **labels: str) -> Series:
 
 
 def _entry(
-    *series: Series, protocol: str = Protocol.V1, tenant: str = "", meta: bool = False
+    *series: Series, protocol: Protocol = Protocol.V1, tenant: str = "", meta: bool = False
 ) -> Entry:
     metadata = (FamilyMetadata("m0", help="h"),) if meta else ()
     return encode_entry(Batch(tuple(series), metadata), protocol, tenant)
@@ -80,7 +80,7 @@ def test_split_halves_in_order(
 
 
 @pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2], ids=["v1", "v2"])
-def test_split_within_an_entry_keeps_protocol_and_tenant(protocol: str) -> None:
+def test_split_within_an_entry_keeps_protocol_and_tenant(protocol: Protocol) -> None:
     entry = _entry(_series("a"), _series("b"), protocol=protocol, tenant="t1")
     halves = split([entry])
     assert halves is not None
@@ -140,6 +140,10 @@ class Destination:
         self.stored: list[Series] = []
         self.requests = 0
         self.sizes: list[int] = []  # series per request
+        # What the sender reads of a client: remote write 1.0 entries, no tenants, nothing skipped.
+        self.protocol = Protocol.V1
+        self.tenant = None
+        self.skipped: dict[str, int] = {}
 
     async def send(self, entries: list[Entry]) -> SendResult:
         self.requests += 1

@@ -309,6 +309,7 @@ def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPa
     assert all(len(cache.entries) <= 3 for cache in picked._caches.values())
 
 
+@pytest.mark.slow  # the benchmark's flux-heavy workload, 3 rounds
 def test_loadgen_flux_heavy_rounds() -> None:
     """The benchmark's own traffic: a realistic request, round after round."""
     from tests.support import loadgen

@@ -48,7 +48,8 @@ def reference_name(encoded: bytes) -> bytes | None:
     ts = pb.TimeSeries.FromString(encoded)
     for label in ts.labels:
         if label.name == "__name__":
-            return label.value.encode()
+            value: str = label.value
+            return value.encode()
     return None
 
 
@@ -508,41 +509,3 @@ def test_the_fast_search_answers_as_the_re2_module_does(
     end = min(end, len(data))
     pos = min(pos, end)
     assert _searcher(names)(data, pos, end) == _public_search(_finder(names), data, pos, end)
-
-
-# -- requests as Prometheus writes them (shared with test_survey) -------------------------------
-
-
-WATCHED = st.tuples(
-    st.frozensets(st.sampled_from([b"gotk_resource_info", b"up", b"x", b"node_load1"])),
-    st.frozensets(st.sampled_from([b"gotk_", b"node_", b"u"])),
-)
-
-
-NAMES_SEEN = st.sampled_from(
-    [
-        "gotk_resource_info",
-        "gotk_reconcile_duration_seconds_count",
-        "up",
-        "node_load1",
-        "node_cpu_seconds_total",
-        "kube_pod_info",
-        "gotk_" + "x" * 120,  # a name whose label length takes two bytes
-    ]
-)
-VALUES_SEEN = st.one_of(
-    st.sampled_from(["", "True", "gotk_resource_info", "up", "node_1", "p" * 200]),
-    st.text(max_size=12),
-)
-
-
-@st.composite
-def prometheus_batches(draw: st.DrawFn) -> Batch:
-    """Requests as Prometheus writes them: labels sorted, ``__name__`` first, one sample each,
-    names and values drawn so that watched names are common, also inside values."""
-    items = []
-    for _ in range(draw(st.integers(0, 12))):
-        others = draw(st.dictionaries(st.sampled_from(["job", "name", "ready", "z"]), VALUES_SEEN))
-        labels = labels_from({"__name__": draw(NAMES_SEEN), **others})
-        items.append(Series(labels, (Sample(draw(st.floats()), draw(st.integers(0, 2**50))),)))
-    return Batch(tuple(items))

@@ -170,7 +170,7 @@ _NAME = ("__name__", "up")
 @pytest.mark.parametrize(
     "batch",
     [
-        Batch((Series((_NAME,), (Sample(1.0, True),)),)),  # type: ignore[arg-type]
+        Batch((Series((_NAME,), (Sample(1.0, True),)),)),
         Batch((Series((_NAME,), (Sample(1.0, 1.0),)),)),  # type: ignore[arg-type]
         Batch((Series((_NAME,), (Sample(1.0, 2**63),)),)),
         Batch((Series((_NAME,), (Sample(1.0, -(2**63) - 1),)),)),

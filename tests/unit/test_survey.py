@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from test_rw1_bytes import WATCHED, ld, prometheus_batches, varint
 
 from gotk_relay import config as config_module
 from gotk_relay.model import Batch
@@ -32,7 +31,9 @@ from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import NO_LIMITS, Limits
 from gotk_relay.write import scan, views
 from tests.support import loadgen
-from tests.support.strategies import v1_batches
+from tests.support.hand_proto import ld
+from tests.support.strategies import WATCHED, prometheus_batches, v1_batches
+from tests.support.strategies import pb_varint as varint
 
 Surveyor = Callable[..., rw1_bytes.Survey | None]
 
