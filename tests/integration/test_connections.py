@@ -87,9 +87,9 @@ async def edge(receiver: dict[str, object], fds: int = 4096) -> AsyncIterator[Ed
         access_log=None,
     )
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     relay.start()
     # Every request on a new connection: the test's own connections are the ones it counts.
     session = aiohttp.ClientSession(

@@ -86,7 +86,7 @@ async def test_a_400_for_merged_requests_drops_only_the_request_it_is_about() ->
         await eventually(lambda: len(receiver.requests) == 1)  # in flight: the rest queues up
         for name in ("a", "bad", "c"):
             assert await _post(client, gauge_batch([name, f"{name}2"], 1000)) == 204
-        receiver._release.set()
+        receiver.release()
         await eventually(lambda: len(receiver.requests) == 5)
         sent = [sorted(s.name for s in r.batch.series) for r in receiver.requests[1:]]
         merged = ["a", "a2", "bad", "bad2", "c", "c2"]

@@ -155,7 +155,7 @@ async def test_queue_full_refusals_are_logged_when_they_start_and_stop_not_per_r
             for _ in range(5):
                 assert await _post(client, gauge_batch([f"n{i}" for i in range(8)], 1000)) == 503
             receiver.default = Reply(204)
-            receiver._release.set()
+            receiver.release()
             await eventually(lambda: relay.destinations["d"].idle)
             assert await _post(client, gauge_batch(["after"], 1001)) == 204
     lines = [r for r in caplog.records if "queue is full" in r.getMessage()]

@@ -88,6 +88,10 @@ class ScriptedReceiver:
     def delivered(self) -> list[Batch]:
         return [r.batch for r in self.requests if 200 <= r.status < 300]
 
+    def release(self) -> None:
+        """Answer the requests held by a ``Reply(hang=True)``, and every later one at once."""
+        self._release.set()
+
     async def start(self) -> None:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_post("/api/v1/write", self.handle)
@@ -95,7 +99,7 @@ class ScriptedReceiver:
         await self.server.start_server()
 
     async def close(self) -> None:
-        self._release.set()
+        self.release()
         if self.server is not None:
             await self.server.close()
 
