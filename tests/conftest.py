@@ -9,10 +9,10 @@ from hypothesis import settings
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE. `ci` (scripts/test sets it) is hypothesis's
 # defaults plus each test's own example count: the full search. `dev`, the default, runs at most
-# _DEV_EXAMPLES examples per property, so `pytest -m "not slow"` stays a quick signal.
-_DEV_EXAMPLES = 20
+# DEV_EXAMPLES examples per property, so `pytest -m "not slow"` stays a quick signal.
+DEV_EXAMPLES = 20
 settings.register_profile("ci")
-settings.register_profile("dev", max_examples=_DEV_EXAMPLES, deadline=None)
+settings.register_profile("dev", max_examples=DEV_EXAMPLES, deadline=None)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 settings.load_profile(PROFILE)
 
@@ -35,8 +35,8 @@ def _cap_examples(item: pytest.Item) -> None:
     """
     test = getattr(item, "obj", None)
     own = getattr(test, "_hypothesis_internal_use_settings", None)
-    if isinstance(own, settings) and own.max_examples > _DEV_EXAMPLES:
-        test._hypothesis_internal_use_settings = settings(own, max_examples=_DEV_EXAMPLES)  # type: ignore[union-attr]
+    if isinstance(own, settings) and own.max_examples > DEV_EXAMPLES:
+        test._hypothesis_internal_use_settings = settings(own, max_examples=DEV_EXAMPLES)  # type: ignore[union-attr]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
