@@ -3,6 +3,7 @@
 - ``strategies``: hypothesis strategies for the model (batches, series, odd requests);
 - ``hand_proto``: protobuf written by hand, independent of the codecs under test;
 - ``flux_traffic``: Flux traffic as kube-state-metrics and Prometheus send it;
+- ``flux_oracle``: the Flux rewriter before its speed-up, the oracle the rewriter is compared with;
 - ``loadgen`` (with ``snappy_holes``): the benchmark's workload generator and loader;
 - ``harness``: the relay in process with scripted remote-write receivers (integration tests);
 - ``datadog_intake``: a Datadog intake double that validates payloads with Datadog's models;
