@@ -7,7 +7,7 @@ asks for ≥ 300k samples per CPU-second end to end. This times that work alone:
 snappy block that came), with the HTTP post replaced by an immediate 2xx, so conversion,
 request sizing, compression and the commit of stream state all run as in production.
 
-The entries come from ``bench/loadgen.py``'s workloads (``cluster``, ``flux-heavy``). Every
+The entries come from ``tests/support/loadgen.py``'s workloads (``cluster``, ``flux-heavy``). Every
 round sends every series once with a timestamp one second later, so counters have deltas from
 the second round on; round 0 is a warm-up (first observations, memos filled) and not timed.
 The clients' clocks are set to the workload's time so Datadog's one-hour age limit keeps every
@@ -17,7 +17,7 @@ merges them.
 Timing is ``time.process_time`` (CPU, not wall) over ``--rounds`` rounds, best of ``--repeats``
 (each repeat on fresh rounds, so counters keep moving forward).
 
-Usage: .venv/bin/python bench/convert.py [--series 50000] [--rounds 2] [--repeats 3]
+Usage: .venv/bin/python -m bench.convert [--series 50000] [--rounds 2] [--repeats 3]
        [--workloads cluster,flux-heavy] [--destinations datadog,otlp]
 """
 
@@ -25,15 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from loadgen import Workload, WorkloadSpec
 
 from gotk_relay.config import DatadogConfig, OTLPConfig
 from gotk_relay.delivery.entry import Entry
@@ -41,6 +35,7 @@ from gotk_relay.delivery.retry import Outcome
 from gotk_relay.destinations.datadog import DatadogClient
 from gotk_relay.destinations.otlp import OTLPClient
 from gotk_relay.model import Protocol
+from tests.support.loadgen import Workload, WorkloadSpec
 
 FLUX_FRACTIONS = {"cluster": 0.001, "flux-heavy": 0.05}
 STEP_MS = 1000  # one scrape a second: counters move, timestamps stay within Datadog's hour

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from loadgen import FLUX_KINDS, Labels
+from tests.support.loadgen import FLUX_KINDS, Labels
 
 RESOURCE_INFO: Final = "gotk_resource_info"
 CONTROLLER_NAMESPACE: Final = "flux-system"

@@ -1,9 +1,9 @@
 """Run the relay's fault scenarios and print one accounting line per scenario.
 
-    .venv/bin/python bench/faults.py [--only crash,outage,isolation] [--outage-seconds 62]
+    .venv/bin/python -m bench.faults [--only crash,outage,isolation] [--outage-seconds 62]
                                      [--kills 6] [--seed N] [-v]
 
-Scenarios (the same code ``tests/faults`` asserts on, see ``tests/faults/scenarios.py``):
+Scenarios (the same code ``tests/faults`` asserts on, see ``tests/support/fault_scenarios.py``):
 
 - ``crash``: kill -9 the relay at seeded-random points under load, restart on the same spool;
 - ``outage-spool`` / ``outage-memory``: the destination is down for a minute under steady load,
@@ -12,7 +12,7 @@ Scenarios (the same code ``tests/faults`` asserts on, see ``tests/faults/scenari
   recovers, one is healthy; with in-memory queues and with the spool.
 
 Each line reads ``scenario acked=… delivered=… duplicated=… lost=… out_of_order=…`` (see
-``loadgen.Accounting``). ``-v`` adds the loader's answers and timings on stderr. The exit
+``fault_load.Accounting``). ``-v`` adds the loader's answers and timings on stderr. The exit
 status is 1 when any scenario lost, reordered or corrupted an acked sample, so the script can
 gate a CI job; it takes about 2 minutes with the default one-minute outage.
 """
@@ -21,32 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Protocol
 
-REPO = Path(__file__).resolve().parents[1]
-# tests/ for the e2e rig, tests/faults for the scenarios, src/ if the package is not installed.
-# Ahead of bench/, whose own loadgen.py (the benchmark's) would shadow the fault suite's.
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "faults"), str(REPO / "src")]
-# Imported by name at run time: for mypy, which checks bench/ with bench/ on its path,
-# ``loadgen`` is the benchmark's; the fault suite's modules are checked with the tests.
-scenarios = importlib.import_module("scenarios")
+from tests.support import fault_scenarios as scenarios
+from tests.support.fault_load import Accounting
 
 SCENARIOS = ("crash", "outage", "isolation")
-
-
-class Accounting(Protocol):
-    """What this script reads of the fault suite's ``loadgen.Accounting``."""
-
-    lost: int
-    out_of_order: int
-    corrupt: int
-
-    def line(self) -> str: ...
 
 
 def _print(acc: Accounting, extra: str, verbose: bool) -> None:

@@ -2,28 +2,23 @@
 
 Why: ``bench/run.py`` measures the relay end to end, where the loader, the sink, the kernel and
 the other core's load all move the figures by ±20%. This replays the benchmark's own requests
-(``bench/loadgen.py``'s workloads, same seeds) through the code a write takes on the relay's
+(``tests/support/loadgen.py``'s workloads, same seeds) through the code a write takes on the relay's
 default config with one ``remote_write`` — decompress, ``scan.scan_request``, decode the
 picked series, Flux, queue, federate — and reports CPU time per request, so one change to the
 hot path can be judged in seconds. The queues are emptied after each request (no sender runs).
 
-Usage: .venv/bin/python bench/inprocess.py [--workload flux-heavy] [--rounds 6] [--repeats 3]
-       .venv/bin/python bench/inprocess.py --memory    # state memory per Flux object
-A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python bench/inprocess.py
+Usage: .venv/bin/python -m bench.inprocess [--workload flux-heavy] [--rounds 6] [--repeats 3]
+       .venv/bin/python -m bench.inprocess --memory    # state memory per Flux object
+A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python -m bench.inprocess
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import loadgen
 
 from gotk_relay import config as config_module
 from gotk_relay.allocator import keep_freed_memory
@@ -31,6 +26,7 @@ from gotk_relay.relay import Relay
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import snappy
 from gotk_relay.write import admission, scan
+from tests.support import loadgen
 
 WORKLOADS = {"cluster": 0.001, "flux-heavy": 0.05}
 

@@ -8,7 +8,7 @@ decode + re-encode, so a change to either shows up as ms per batch and samples p
 Timing is ``time.process_time`` (CPU, not wall) over ``--iterations`` runs, best of
 ``--repeats``: the minimum is the least disturbed by whatever else the machine is running.
 
-Usage: .venv/bin/python bench/micro_fastpath.py [--iterations 200] [--repeats 5]
+Usage: .venv/bin/python -m bench.micro_fastpath [--iterations 200] [--repeats 5]
 """
 
 from __future__ import annotations

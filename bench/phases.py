@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import loadgen
-import variants
-from processes import (
+
+from bench import variants
+from bench.processes import (
     HOST,
     LOAD_CORE,
     SUT_CORE,
@@ -40,9 +40,10 @@ from processes import (
     system_cores,
     wait_ready,
 )
-from results import FloorFigures, MemoryRow, Phase, SystemResult
-from settings import SINK_NICE_DURING_LATENCY, Settings
-from variants import VARIANTS
+from bench.results import FloorFigures, MemoryRow, Phase, SystemResult
+from bench.settings import SINK_NICE_DURING_LATENCY, Settings
+from bench.variants import VARIANTS
+from tests.support import loadgen
 
 BatchCounts = list[tuple[Counter[str], Counter[str]]]
 

@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-import expect
-import variants
 import yaml
-from results import Machine
-from settings import Settings
 
 import gotk_relay
+from bench import expect, variants
+from bench.results import Machine
+from bench.settings import Settings
 
 REPO: Final = Path(__file__).resolve().parents[1]
 HOST: Final = "127.0.0.1"
@@ -88,7 +87,14 @@ Cores = int | tuple[int, ...] | None  # where a process may run; None: anywhere
 class Proc:
     """A child process with its log file; stopped by :meth:`stop` or with this process."""
 
-    def __init__(self, name: str, argv: Sequence[str], core: Cores, workdir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        core: Cores,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         executable = shutil.which(argv[0]) or argv[0]
@@ -100,7 +106,12 @@ class Proc:
         launch += [affinity, executable, *argv[1:]]
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                launch, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+                launch,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=env,
             )
         self.pid = self.popen.pid
 
@@ -302,12 +313,14 @@ def start_system(
 
 
 def start_sink(workdir: Path, full: bool, core: int | None, name: str = "sink") -> tuple[Proc, int]:
-    """``sink.py`` (``--full``: it keeps every sample for ``/verify``), and its port."""
+    """``bench.sink`` (``--full``: it keeps every sample for ``/verify``), and its port."""
     port = free_port()
-    argv = [sys.executable, str(REPO / "bench" / "sink.py"), "--port", str(port)]
+    argv = [sys.executable, "-m", "bench.sink", "--port", str(port)]
     if full:
         argv.append("--full")
-    return Proc(name, argv, core, workdir), port
+    # The sink is a module of the bench package: importable with the repository's root.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return Proc(name, argv, core, workdir, {**os.environ, "PYTHONPATH": path}), port
 
 
 async def wait_ready(

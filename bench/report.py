@@ -11,9 +11,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Final
 
-from results import ConfigurationRow, MemoryRow, Ratio, Report, SystemResult, Verdict
-from settings import WORKLOADS
-from variants import VARIANTS
+from bench.results import ConfigurationRow, MemoryRow, Ratio, Report, SystemResult, Verdict
+from bench.settings import WORKLOADS
+from bench.variants import VARIANTS
 
 TABLE_COLUMNS: Final = (
     ("system", 21),

@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-import loadgen
-from settings import SINK_NICE_DURING_LATENCY, Settings
+from bench.settings import SINK_NICE_DURING_LATENCY, Settings
+from tests.support import loadgen
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -1,8 +1,11 @@
 """Benchmark runner: gotk-relay against vmagent, same workload, same machine, same run.
 
-    .venv/bin/python bench/run.py                  # everything, < 5 minutes
-    .venv/bin/python bench/run.py --smoke          # seconds; correctness only
-    .venv/bin/python bench/run.py --duration 20 --workloads flux-heavy --json /tmp/x.json
+    .venv/bin/python -m bench.run                  # everything, < 5 minutes
+    .venv/bin/python -m bench.run --smoke          # seconds; correctness only
+    .venv/bin/python -m bench.run --duration 20 --workloads flux-heavy --json /tmp/x.json
+
+(from the repository root: ``bench`` is a package importing ``tests.support``; ``python
+bench/run.py`` works too, it runs itself again as the module).
 
 For each workload (``cluster``: 0.1 % Flux series; ``flux-heavy``: 5 %) and each system
 (``gotk-relay`` with its default config plus one remote_write to the sink; ``vmagent``
@@ -52,29 +55,35 @@ knobs), :mod:`processes` (starting, pinning and stopping each system; CPU and RS
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file: bench/ and tests/support are packages of the repository, importable when
+    # its root is, so run again as ``-m bench.run`` with the root on PYTHONPATH.
+    _path = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    _env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, _path))}
+    os.execve(sys.executable, [sys.executable, "-m", "bench.run", *sys.argv[1:]], _env)
+
 import argparse
 import asyncio
 import dataclasses
 import datetime as dt
 import gc
 import json
-import os
-import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Iterable, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-import loadgen
-import phases
-import processes
-import report
-import variants
-from results import MemoryRow, Report
-from settings import SMOKE, SYSTEMS, WORKLOADS, Settings
-from variants import VARIANTS
+
+from bench import phases, processes, report, variants
+from bench.results import MemoryRow, Report
+from bench.settings import SMOKE, SYSTEMS, WORKLOADS, Settings
+from bench.variants import VARIANTS
+from tests.support import loadgen
 
 DEFAULT_JSON: Final = processes.REPO / "bench" / "results" / "latest.json"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Final
 
-from variants import VARIANTS
+from bench.variants import VARIANTS
 
 #: Share of each workload's series that are Flux ``gotk_resource_info`` series.
 WORKLOADS: Final = {"cluster": 0.001, "flux-heavy": 0.05}

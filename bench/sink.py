@@ -48,13 +48,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import cramjam
-import loadgen
 import orjson
-import variants
 from aiohttp import web
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from bench import variants
 from gotk_relay.allocator import keep_freed_memory
+from tests.support import loadgen
 
 Labels = tuple[tuple[str, str], ...]
 

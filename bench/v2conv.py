@@ -4,15 +4,15 @@ Why: a ``protobuf_message: io.prometheus.write.v2.Request`` destination converts
 it gets, so the conversion's CPU per request bounds that destination's throughput (goal: at
 least 0.7x the plain configuration's samples per CPU-second, ~2M today, so well under 0.3 ms
 per 2000-series request). This times the compiled walk (``_v2.c``) beside the reference
-(decode into the model, encode) on the benchmark's own ``cluster`` requests (bench/loadgen.py:
-50k series sent as 2000-series requests of one sample each, 0.1 % Flux), checking first that
-both give the same bytes.
+(decode into the model, encode) on the benchmark's own ``cluster`` requests
+(tests/support/loadgen.py: 50k series sent as 2000-series requests of one sample each, 0.1 %
+Flux), checking first that both give the same bytes.
 
 The allocator is set up as the relay sets it (``allocator.keep_freed_memory``). Timing is
 ``time.process_time`` (CPU, not wall) over ``--iterations`` runs, best of
 ``--repeats``: the minimum is the least disturbed by whatever else the machine is running.
 
-Usage: .venv/bin/python bench/v2conv.py [--iterations 200] [--repeats 5] [--requests 5]
+Usage: .venv/bin/python -m bench.v2conv [--iterations 200] [--repeats 5] [--requests 5]
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import loadgen  # bench/ is on the path when this script runs, as for bench/run.py
-
 from gotk_relay import allocator
 from gotk_relay.wire import rw2
+from tests.support import loadgen
 
 
 def measure(

@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import expect
 import yaml
-from loadgen import GenSeries, Labels
 
+from bench import expect
 from gotk_relay.rules.relabel import RelabelConfig, RuleSet, compile_rules
+from tests.support.loadgen import GenSeries, Labels
 
 REMOTE_WRITE: Final = "remote_write"
 DATADOG: Final = "datadog"

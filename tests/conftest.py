@@ -1,17 +1,50 @@
-import sys
+import os
 from pathlib import Path
 
-# tests/strategies.py and friends are imported as top-level helper modules.
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pytest
+from hypothesis import settings
+
+# Shared helpers live in tests/support, imported as ``tests.support.<module>``: the repository's
+# root is on pytest's ``pythonpath`` (pyproject.toml), as it is for ``python -m bench.run``.
+
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE. `ci` (scripts/test sets it) is hypothesis's
+# defaults plus each test's own example count: the full search. `dev`, the default, runs at most
+# DEV_EXAMPLES examples per property, so `pytest -m "not slow"` stays a quick signal.
+DEV_EXAMPLES = 20
+settings.register_profile("ci")
+settings.register_profile("dev", max_examples=DEV_EXAMPLES, deadline=None)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+settings.load_profile(PROFILE)
 
 # Suites that start real processes (Prometheus, vmagent, VictoriaMetrics, the relay, the
 # benchmark) take seconds per test: `pytest -m "not slow"` leaves them out for a quick signal.
-_SLOW_DIRS = tuple(Path(__file__).parent / name for name in ("e2e", "faults", "bench"))
+_TESTS = Path(__file__).parent
+_MARKS_BY_DIR = {
+    _TESTS / "e2e": ("e2e", "slow"),
+    _TESTS / "faults": ("faults", "slow"),
+    _TESTS / "bench": ("slow",),
+}
+
+
+def _cap_examples(item: pytest.Item) -> None:
+    """Under `dev`, cap a test's own ``@settings(max_examples=N)`` too.
+
+    Hypothesis lets a test's explicit settings override the profile; the settings a ``@given``
+    test runs with are the object it keeps on the test function, replaced here by a copy with
+    fewer examples (the rest unchanged).
+    """
+    test = getattr(item, "obj", None)
+    own = getattr(test, "_hypothesis_internal_use_settings", None)
+    if isinstance(own, settings) and own.max_examples > DEV_EXAMPLES:
+        test._hypothesis_internal_use_settings = settings(own, max_examples=DEV_EXAMPLES)  # type: ignore[union-attr]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if any(directory in Path(item.path).parents for directory in _SLOW_DIRS):
-            item.add_marker(pytest.mark.slow)
+        parents = Path(item.path).parents
+        for directory, marks in _MARKS_BY_DIR.items():
+            if directory in parents:
+                for mark in marks:
+                    item.add_marker(getattr(pytest.mark, mark))
+        if PROFILE == "dev":
+            _cap_examples(item)

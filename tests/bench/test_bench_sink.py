@@ -22,11 +22,10 @@ from typing import Any
 
 import cramjam
 import pytest
-from bench_workload import loadgen
-from e2e import rig
 
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.wire import rw1, rw2
+from tests.support import loadgen, rig
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = loadgen.WorkloadSpec("sink-check", series=300, batch_size=300, flux_fraction=0.0)
@@ -38,7 +37,7 @@ Delivery = list[tuple[str, Labels, float]]  # (tenant, labels, value)
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = rig.free_port()
-    argv = [sys.executable, str(REPO / "bench" / "sink.py"), "--port", str(port), "--full"]
+    argv = [sys.executable, "-m", "bench.sink", "--port", str(port), "--full"]
     proc = rig.Proc("bench-sink", argv, tmp_path_factory.mktemp("sink"), cwd=REPO)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -233,7 +233,8 @@ def test_the_in_process_benchmark_runs_the_write_path() -> None:
     """``bench/inprocess.py`` replays the benchmark's requests through the write path; every
     request must be admitted and every Flux object of the workload tracked and federated."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "inprocess.py"), "--rounds", "1", "--repeats", "1"],
+        [sys.executable, "-m", "bench.inprocess", "--rounds", "1", "--repeats", "1"],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
@@ -254,7 +255,8 @@ def test_the_in_process_benchmark_reports_memory_per_flux_object() -> None:
     """``--memory`` is the sizing figure the docs quote: the state held for the workload's 2500
     Flux objects, and its share per object."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "inprocess.py"), "--memory", "--rounds", "2"],
+        [sys.executable, "-m", "bench.inprocess", "--memory", "--rounds", "2"],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,

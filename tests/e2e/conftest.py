@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from . import rig
+from tests.support import rig
 
 E2E_DIR = Path(__file__).resolve().parent
 

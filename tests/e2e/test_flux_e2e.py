@@ -33,8 +33,8 @@ from typing import Literal, NamedTuple
 import pytest
 
 from gotk_relay.wire import rw1_bytes
+from tests.support import rig
 
-from . import rig
 from .conftest import AgentStarter, RelayStarter
 
 DEADLINE_S = 45.0

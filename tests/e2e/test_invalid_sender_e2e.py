@@ -42,7 +42,8 @@ from urllib.parse import urlsplit
 import cramjam
 import pytest
 
-from . import rig
+from tests.support import rig
+
 from .conftest import AgentStarter, RelayStarter, VMAgentStarter
 
 DEADLINE_S = 45.0

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from gotk_relay.wire import remote_pb2, snappy
+from tests.support import rig
 
-from . import rig
 from .conftest import RelayStarter
 
 DEADLINE_S = 30.0

@@ -10,7 +10,8 @@ same labels, same float64 bits (to VictoriaMetrics' own precision there), stale 
 
 from __future__ import annotations
 
-from . import rig
+from tests.support import rig
+
 from .conftest import AgentStarter, RelayStarter
 
 DEADLINE_S = 45.0

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from . import rig
+from tests.support import rig
+
 from .conftest import AgentStarter
 
 DEADLINE_S = 45.0
@@ -105,14 +106,14 @@ def test_children_die_with_the_test_process(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        f"sys.path.insert(0, {str(rig.REPO_ROOT)!r})\n"
-        "from tests.e2e import rig\n"
+        "from tests.support import rig\n"
         "p = rig.Proc('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'],"
         f" Path({str(tmp_path)!r}))\n"
         f"Path({str(pid_file)!r}).write_text(str(p.pid))\n"
         "time.sleep(60)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code])
+    # -c puts the working directory on the path: the repository's root, for tests.support.
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=rig.REPO_ROOT)
     grandchild = 0
     try:
         rig.eventually(pid_file.exists, 10.0, 0.05, what="sleeper started")

@@ -2,11 +2,8 @@
 
 The lines are printed by the tests too (visible with ``-s``) and repeated in assertion
 messages; the summary shows them for a plain ``pytest tests/faults`` run, passed or failed,
-since the figures matter as much as the verdict.
-
-``tests/`` is on ``sys.path`` already (``tests/conftest.py``), which makes ``e2e.rig``
-importable; pytest's rootdir-relative import puts this directory there for ``loadgen`` and
-``scenarios``.
+since the figures matter as much as the verdict. The scenarios and their loader are in
+``tests/support`` (``fault_scenarios``, ``fault_load``), which ``bench/faults.py`` runs too.
 """
 
 from __future__ import annotations

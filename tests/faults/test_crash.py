@@ -18,7 +18,8 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from scenarios import CrashResult, crash_scenario
+
+from tests.support.fault_scenarios import CrashResult, crash_scenario
 
 SEED = 20261125
 KILLS = 6

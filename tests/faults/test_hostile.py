@@ -38,8 +38,6 @@ from types import ModuleType
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loadgen import HOST, RelayProcess, relay_config
-from strategies import v1_batches, v2_batches
 
 from gotk_relay.model import (
     STALE_NAN,
@@ -55,6 +53,8 @@ from gotk_relay.model import (
 )
 from gotk_relay.wire import remote_pb2, rw1, rw2, snappy, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
+from tests.support.fault_load import HOST, RelayProcess, relay_config
+from tests.support.strategies import v1_batches, v2_batches
 
 TOKEN = "fault-suite-token"
 KiB = 1024

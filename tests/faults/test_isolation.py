@@ -14,7 +14,8 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from scenarios import IsolationResult, isolation_scenario
+
+from tests.support.fault_scenarios import IsolationResult, isolation_scenario
 
 MAX_LATENCY_S = 1.0  # healthy: p99 of ack → arrival; normal operation shows ~10 ms
 MIN_RATE_RATIO = 0.9  # healthy arrivals per second during the load ÷ acked per second

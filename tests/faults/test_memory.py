@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadgen import Loader, LoadPlan, RecordingReceiver, RelayProcess, relay_config
+from tests.support.fault_load import Loader, LoadPlan, RecordingReceiver, RelayProcess, relay_config
 
 MiB = 1024 * 1024
 BUDGET = 32 * MiB

@@ -15,7 +15,8 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from scenarios import OutageResult, outage_scenario
+
+from tests.support.fault_scenarios import OutageResult, outage_scenario
 
 DOWN_S = 62.0  # the issue asks for at least 60 s
 

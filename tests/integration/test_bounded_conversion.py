@@ -26,12 +26,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from datadog_intake import MAX_COMPRESSED, DatadogIntake, Request
-from e2e.rig import free_port
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
-from test_otlp import Answer, OTLPReceiver, otlp_receiver
 
 from gotk_relay.config import DatadogConfig, OTLPConfig
 from gotk_relay.delivery.entry import Entry, encode_entry
@@ -52,6 +49,9 @@ from gotk_relay.destinations.otlp_mapping import (
     to_otlp,
 )
 from gotk_relay.model import STALE_NAN, Batch, Labels, Protocol, Sample, Series, is_stale
+from tests.support.datadog_intake import MAX_COMPRESSED, DatadogIntake, Request
+from tests.support.otlp_receiver import Answer, OTLPReceiver, otlp_receiver
+from tests.support.rig import free_port
 
 NS = 1_000_000
 BIG = 1_000_000
@@ -408,6 +408,7 @@ async def test_otlp_retry_resumes_at_the_refused_request_with_exact_deltas(faili
     assert max(len(g.metrics()["big_total"].sum.data_points) for g in receiver.requests) <= 1000
 
 
+@pytest.mark.slow  # over 1 s of retries
 @pytest.mark.parametrize("failing", [0, 3], ids=["first", "fourth"])
 async def test_datadog_retry_resumes_at_the_refused_request_with_exact_deltas(
     failing: int,

@@ -12,20 +12,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.rig import free_port
+
+from tests.support.rig import free_port
+
+# Every test here runs gotk-relay as an operator does, in a process of its own (~0.5 s each).
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "docs" / "examples" / "ksm-flux.prom"
 
 
 def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done: subprocess.CompletedProcess[str] = subprocess.run(
         [sys.executable, "-m", "gotk_relay", *args],
         capture_output=True,
         text=True,
         timeout=60,
         **kwargs,  # type: ignore[call-overload]
     )
+    return done
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -208,7 +213,9 @@ def test_sighup_reloads_and_keeps_the_old_config_on_error(tmp_path: Path) -> Non
     assert proc.returncode == 0
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[str], deadline_s: float = 30) -> None:
+def _wait_ready(
+    base: str, proc: subprocess.Popen[str] | subprocess.Popen[bytes], deadline_s: float = 30
+) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         assert proc.poll() is None
@@ -245,7 +252,12 @@ def _samples(
     from prometheus_client.parser import text_string_to_metric_families
 
     return {
-        (s.name, tuple(sorted(s.labels.items())), float(s.value), s.timestamp or default_ts)
+        (
+            s.name,
+            tuple(sorted(s.labels.items())),
+            float(s.value),
+            float(s.timestamp) if s.timestamp else default_ts,
+        )
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }

@@ -30,14 +30,14 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from e2e.rig import free_port
-from harness import gauge_batch, metric_value, rw_body
 
 from gotk_relay.config import ConfigError, ReceiverConfig, load_text
 from gotk_relay.connections import GuardedRunner, connection_cap
 from gotk_relay.relay import Relay
 from gotk_relay.server import IN_FLIGHT, make_app
 from gotk_relay.telemetry import Telemetry
+from tests.support.harness import gauge_batch, metric_value, rw_body
+from tests.support.rig import free_port
 
 HEAD = b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -87,9 +87,9 @@ async def edge(receiver: dict[str, object], fds: int = 4096) -> AsyncIterator[Ed
         access_log=None,
     )
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     relay.start()
     # Every request on a new connection: the test's own connections are the ones it counts.
     session = aiohttp.ClientSession(
@@ -148,6 +148,7 @@ async def test_a_connection_without_a_whole_head_is_closed_after_header_timeout(
         assert await relay.closed("header_timeout") == 1
 
 
+@pytest.mark.slow  # waits out the header timeout
 async def test_header_timeout_counts_from_the_first_byte_of_a_kept_alive_request() -> None:
     async with edge({"header_timeout": "300ms", "idle_timeout": "30s"}) as relay:
         reader, writer = await relay.connect()
@@ -302,6 +303,7 @@ async def _trickle(relay: Edge, stop: asyncio.Event) -> bytes:
         writer.close()
 
 
+@pytest.mark.slow  # uploads slowly on purpose
 async def test_slow_uploads_do_not_keep_a_fast_writer_out() -> None:
     # 64 uploads at 1 byte/s hold all 64 write slots; the rate bound cuts them after the grace
     # instead of letting them hold the slots for all of read_timeout (30s).

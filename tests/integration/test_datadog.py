@@ -17,13 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from datadog_intake import MAX_COMPRESSED, MAX_UNCOMPRESSED, DatadogIntake
-from harness import eventually, relay_client, rw_body
 
 from gotk_relay.destinations.datadog import DatadogClient
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series
 from gotk_relay.relay import Relay
 from gotk_relay.wire import text
+from tests.support.datadog_intake import MAX_COMPRESSED, MAX_UNCOMPRESSED, DatadogIntake
+from tests.support.harness import eventually, relay_client, rw_body
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "flux"
@@ -196,6 +196,7 @@ async def test_an_oversize_batch_is_split_into_requests_within_both_limits() -> 
     assert len(names) == len(set(names)) == count  # nothing lost, nothing twice
 
 
+@pytest.mark.slow  # waits out Retry-After
 async def test_retries_after_429_and_503_resend_only_what_was_not_accepted() -> None:
     t0 = _now_ms() - 60_000
     counter = ("__name__", "jobs_total")
@@ -358,7 +359,7 @@ async def test_the_intake_double_refuses_what_datadog_would() -> None:
 
 async def test_skipped_samples_are_exported_in_the_relay_metrics() -> None:
     """What Datadog cannot store is counted per reason in /metrics, not silently lost."""
-    from harness import metric_value
+    from tests.support.harness import metric_value
 
     intake = DatadogIntake()
     await intake.start()

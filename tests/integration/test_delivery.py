@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from harness import (
+
+from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.relay import Relay
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -15,9 +18,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.model import Batch, Sample, Series
-from gotk_relay.relay import Relay
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 
@@ -86,7 +86,7 @@ async def test_a_400_for_merged_requests_drops_only_the_request_it_is_about() ->
         await eventually(lambda: len(receiver.requests) == 1)  # in flight: the rest queues up
         for name in ("a", "bad", "c"):
             assert await _post(client, gauge_batch([name, f"{name}2"], 1000)) == 204
-        receiver._release.set()
+        receiver.release()
         await eventually(lambda: len(receiver.requests) == 5)
         sent = [sorted(s.name for s in r.batch.series) for r in receiver.requests[1:]]
         merged = ["a", "a2", "bad", "bad2", "c", "c2"]
@@ -285,11 +285,9 @@ async def test_tenants_are_split_into_requests_with_their_header() -> None:
 async def test_series_without_a_tenant_are_dropped_and_counted_when_there_is_no_default() -> None:
     receiver = ScriptedReceiver()
     config = _config(receiver.url)
-    config["remote_write"][0]["tenant"] = {
-        "label": "tenant",
-        "header": "THANOS-TENANT",
-        "keep_label": True,
-    }  # type: ignore[index]
+    destinations = config["remote_write"]
+    assert isinstance(destinations, list)
+    destinations[0]["tenant"] = {"label": "tenant", "header": "THANOS-TENANT", "keep_label": True}
     batch = Batch(
         (
             Series((("__name__", "m"), ("tenant", "a")), (Sample(1.0, 1000),)),

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from harness import (
+import pytest
+
+from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
+from gotk_relay.relay import Relay
+from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -14,10 +19,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
-from gotk_relay.relay import Relay
-from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy
 
 KSM = labels_from(
     {
@@ -205,6 +206,7 @@ async def test_by_default_an_invalid_series_refuses_its_request_and_nothing_is_q
     assert [s.name for b in receiver.delivered() for s in b.series] == ["after"]
 
 
+@pytest.mark.slow  # waits for the Flux end's delay
 async def test_a_pending_flux_end_is_written_while_only_other_series_flow() -> None:
     receiver = ScriptedReceiver()
     async with (
@@ -237,7 +239,7 @@ async def test_each_request_is_counted_by_the_scanner_that_read_it() -> None:
     odd = remote_pb2.WriteRequest()
     series = odd.timeseries.add()
     series.samples.add(value=1, timestamp=1)
-    body_odd = bytearray(odd.SerializeToString())
+    body_odd = bytes(odd.SerializeToString())
     # a Label written value first: 0a 0e | 12 02 "up" 0a 08 "__name__"
     label = b"\x12\x02up\x0a\x08__name__"
     body_odd = bytes(body_odd[:1]) + bytes([body_odd[1] + 2 + len(label)])

@@ -16,8 +16,6 @@ import asyncio
 import threading
 
 import pytest
-from aiohttp.test_utils import TestClient
-from harness import gauge_batch, relay_client, rw_body
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,13 +23,14 @@ from gotk_relay.destinations.federate import FederateStore, render_snapshot
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.selectors import parse_selectors
 from gotk_relay.server import FEDERATE_THREAD, FEDERATING
+from tests.support.harness import RelayClient, gauge_batch, relay_client, rw_body
 
 
 def _config(**federate: object) -> dict[str, object]:
     return {"flux": {"mode": "off"}, "federate": {"match": ['{__name__=~".+"}'], **federate}}
 
 
-async def _write(client: TestClient, names: list[str]) -> None:
+async def _write(client: RelayClient, names: list[str]) -> None:
     body, headers = rw_body(gauge_batch(names, 1000, 2.5, job="j"))
     assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
 
@@ -55,11 +54,11 @@ async def test_concurrency_and_time_bounds_hold_until_the_render_ends() -> None:
         await _write(client, ["a"])
         # Keep the render thread busy, so the first request waits for it, holding its slot.
         release = threading.Event()
-        executor = client.server.app[FEDERATE_THREAD].get()
+        executor = client.app[FEDERATE_THREAD].get()
         blocker = asyncio.get_running_loop().run_in_executor(executor, release.wait, 10)
         try:
             first = asyncio.create_task(client.get("/federate"))
-            gate = client.server.app[FEDERATING]
+            gate = client.app[FEDERATING]
             async with asyncio.timeout(5):
                 while gate.active < 1:  # it took the slot
                     await asyncio.sleep(0.01)

@@ -16,12 +16,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from aiohttp.test_utils import TestClient
-from harness import eventually, gauge_batch, metric_value, relay_client, rw_body
 
 from gotk_relay.model import Batch, Sample, Series, labels_from
 from gotk_relay.server import IN_FLIGHT
 from gotk_relay.wire.labels import describe
+from tests.support.harness import (
+    RelayClient,
+    eventually,
+    gauge_batch,
+    metric_value,
+    relay_client,
+    rw_body,
+)
 
 
 def _config(**receiver: object) -> dict[str, object]:
@@ -37,12 +43,12 @@ def _series(**labels: str) -> Series:
     return Series(tuple(sorted({"__name__": "flux_up", **labels}.items())), (Sample(1, 1),))
 
 
-async def _rejected(client: TestClient, reason: str) -> float:
+async def _rejected(client: RelayClient, reason: str) -> float:
     text = await (await client.get("/metrics")).text()
     return metric_value(text, "gotk_relay_rejected_requests_total", reason=reason)
 
 
-async def _still_serving(client: TestClient) -> None:
+async def _still_serving(client: RelayClient) -> None:
     assert (await client.get("/-/healthy")).status == 200
     body, headers = rw_body(gauge_batch(["up"], 1))
     assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
@@ -181,7 +187,7 @@ async def test_a_chunked_body_over_max_request_bytes_is_refused_while_reading() 
 
 @asynccontextmanager
 async def _raw_write(
-    client: TestClient, body_length: int
+    client: RelayClient, body_length: int
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """A write request on a socket of its own: headers now, the body whenever the test sends it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
@@ -210,6 +216,7 @@ async def _trickle(writer: asyncio.StreamWriter, body: bytes, interval: float) -
         pass  # the relay hung up on us: what the test expects
 
 
+@pytest.mark.slow  # waits out the read timeout
 async def test_a_slow_sender_gets_408_within_the_read_timeout() -> None:
     body, _ = rw_body(gauge_batch(["up", "down", "left", "right"], 1))
     async with relay_client(_config(read_timeout="1s")) as (client, _):
@@ -236,7 +243,7 @@ async def test_a_slow_sender_gets_408_within_the_read_timeout() -> None:
 async def test_writes_beyond_max_concurrent_requests_get_503() -> None:
     body, headers = rw_body(gauge_batch(["up"], 1))
     async with relay_client(_config(max_concurrent_requests=1)) as (client, _):
-        in_flight = client.server.app[IN_FLIGHT]
+        in_flight = client.app[IN_FLIGHT]
         async with _raw_write(client, len(body)) as (reader, writer):
             # The first write holds the only slot while its body is still coming.
             writer.write(body[:5])

@@ -4,96 +4,20 @@ would."""
 
 from __future__ import annotations
 
-import asyncio
-import gzip
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from harness import eventually, metric_value, relay_client, rw_body
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
+    ExportMetricsPartialSuccess,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from gotk_relay.model import Batch, Sample, Series
+from tests.support.harness import RelayClient, eventually, metric_value, relay_client, rw_body
+from tests.support.otlp_receiver import Answer, OTLPReceiver, otlp_receiver
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 TARGET = {"job": "api", "instance": "10.0.0.1:8080"}
 NS = 1_000_000
-
-
-@dataclass
-class Answer:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-@dataclass
-class Got:
-    at: float
-    headers: dict[str, str]
-    request: ExportMetricsServiceRequest
-    status: int
-
-    def metrics(self) -> dict[str, pb.Metric]:
-        return {
-            m.name: m
-            for rm in self.request.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-        }
-
-
-class OTLPReceiver:
-    """Answers each POST /v1/metrics with the next scripted Answer (then ``default``)."""
-
-    def __init__(self, script: list[Answer] | None = None, default: Answer | None = None) -> None:
-        self.script = list(script or [])
-        self.default = default or Answer()
-        self.requests: list[Got] = []
-        self.server: TestServer | None = None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-
-    async def handle(self, request: web.Request) -> web.Response:
-        # aiohttp's server inflates a ``Content-Encoding: gzip`` body itself; gunzip here only
-        # what it left compressed, so the test does not depend on that.
-        raw = await request.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        decoded = ExportMetricsServiceRequest.FromString(raw)
-        answer = self.script.pop(0) if self.script else self.default
-        loop = asyncio.get_running_loop()
-        self.requests.append(Got(loop.time(), dict(request.headers), decoded, answer.status))
-        headers = {"Content-Type": "application/x-protobuf", **answer.headers}
-        return web.Response(status=answer.status, headers=headers, body=answer.body)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/metrics"
-
-    def delivered(self) -> list[Got]:
-        return [r for r in self.requests if 200 <= r.status < 300]
-
-
-@asynccontextmanager
-async def otlp_receiver(receiver: OTLPReceiver) -> AsyncIterator[OTLPReceiver]:
-    app = web.Application()
-    app.router.add_post("/v1/metrics", receiver.handle)
-    receiver.server = TestServer(app, host="127.0.0.1", port=receiver.port)
-    await receiver.server.start_server()
-    try:
-        yield receiver
-    finally:
-        await receiver.server.close()
 
 
 def _config(url: str, **destination: object) -> dict[str, object]:
@@ -109,13 +33,13 @@ def _series(name: str, value: float, ts: int, **labels: str) -> Series:
     )
 
 
-async def _post(client: TestClient, *series: Series) -> None:
+async def _post(client: RelayClient, *series: Series) -> None:
     body, headers = rw_body(Batch(tuple(series)))
     response = await client.post("/api/v1/write", data=body, headers=headers)
     assert response.status == 204
 
 
-async def _metric(client: TestClient, name: str, **labels: str) -> float:
+async def _metric(client: RelayClient, name: str, **labels: str) -> float:
     return metric_value(await (await client.get("/metrics")).text(), name, **labels)
 
 
@@ -266,6 +190,7 @@ async def test_only_429_502_503_504_are_retried(status: int) -> None:
         assert dropped == (0 if status in RETRIED else 1)
 
 
+@pytest.mark.slow  # waits out a 1 s Retry-After
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_is_honoured(status: int) -> None:
     receiver = OTLPReceiver([Answer(status, {"Retry-After": "1"})])
@@ -278,7 +203,9 @@ async def test_retry_after_is_honoured(status: int) -> None:
 
 async def test_partial_success_is_counted_and_not_retried() -> None:
     body = ExportMetricsServiceResponse(
-        partial_success={"rejected_data_points": 2, "error_message": "out of order"}
+        partial_success=ExportMetricsPartialSuccess(
+            rejected_data_points=2, error_message="out of order"
+        )
     ).SerializeToString()
     receiver = OTLPReceiver([Answer(200, body=body)])
     async with otlp_receiver(receiver), relay_client(_config(receiver.url)) as (client, relay):

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from harness import Reply, ScriptedReceiver, eventually, receivers, relay_client, rw_body
-
 from gotk_relay.model import Batch, MetricType, Sample, Series, labels_from
 from gotk_relay.wire import rw2
+from tests.support.harness import (
+    Reply,
+    ScriptedReceiver,
+    eventually,
+    receivers,
+    relay_client,
+    rw_body,
+)
 
 KSM = labels_from(
     {

@@ -12,7 +12,11 @@ import time
 
 import pytest
 import yaml
-from harness import (
+
+from gotk_relay.config import load_text
+from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.relay import Relay
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -22,10 +26,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.config import load_text
-from gotk_relay.model import Batch, Sample, Series
-from gotk_relay.relay import Relay
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 
@@ -155,7 +155,7 @@ async def test_queue_full_refusals_are_logged_when_they_start_and_stop_not_per_r
             for _ in range(5):
                 assert await _post(client, gauge_batch([f"n{i}" for i in range(8)], 1000)) == 503
             receiver.default = Reply(204)
-            receiver._release.set()
+            receiver.release()
             await eventually(lambda: relay.destinations["d"].idle)
             assert await _post(client, gauge_batch(["after"], 1001)) == 204
     lines = [r for r in caplog.records if "queue is full" in r.getMessage()]

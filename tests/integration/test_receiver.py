@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from harness import gauge_batch, relay_client, rw_body
 
 from gotk_relay.model import Batch, Histogram, Sample, Series
 from gotk_relay.wire import remote_pb2, snappy, write_v2_pb2
+from tests.support.harness import gauge_batch, relay_client, rw_body
 
-CONFIG = {
-    "flux": {"mode": "off"},
-    "receiver": {"max_request_bytes": 4096, "max_decompressed_bytes": 65536},
-}
+RECEIVER = {"max_request_bytes": 4096, "max_decompressed_bytes": 65536}
+CONFIG = {"flux": {"mode": "off"}, "receiver": RECEIVER}
 # Every series decoded and checked at the edge (test_strict_corpus runs the default path too).
-FULL = {**CONFIG, "receiver": {**CONFIG["receiver"], "validation": "full"}}
+FULL = {**CONFIG, "receiver": {**RECEIVER, "validation": "full"}}
 V1_HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
 V2_HEADERS = {
     "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",

@@ -5,16 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-from harness import (
-    Reply,
-    ScriptedReceiver,
-    eventually,
-    gauge_batch,
-    metric_value,
-    receivers,
-    relay_client,
-    rw_body,
-)
 
 from gotk_relay.config import load_text
 from gotk_relay.destinations.remote_write import RemoteWriteClient
@@ -28,6 +18,16 @@ from gotk_relay.model import (
     Protocol,
     Sample,
     Series,
+)
+from tests.support.harness import (
+    Reply,
+    ScriptedReceiver,
+    eventually,
+    gauge_batch,
+    metric_value,
+    receivers,
+    relay_client,
+    rw_body,
 )
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}

@@ -27,11 +27,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
-from e2e.rig import free_port
-from harness import (
+
+from gotk_relay.access import Authenticator
+from gotk_relay.config import ConfigError, IngressAuth
+from tests.support.harness import (
     ScriptedReceiver,
     gauge_batch,
     metric_value,
@@ -39,9 +42,7 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.access import Authenticator
-from gotk_relay.config import ConfigError, IngressAuth
+from tests.support.rig import free_port
 
 TOKEN = "tok-3f9a1c7e5b"
 PASSWORD = "pw-8d2e6b0a4c"
@@ -430,7 +431,10 @@ def _handshake(port: int, context: ssl.SSLContext) -> str:
     ):
         peer = tls.getpeercert()
     assert peer is not None
-    return dict(pair[0] for pair in peer["subject"])["commonName"]
+    # ((("commonName", "relay"),), ...): one tuple of (name, value) pairs per RDN
+    subject = cast("tuple[tuple[tuple[str, str], ...], ...]", peer["subject"])
+    names = {name: value for rdn in subject for name, value in rdn}
+    return names["commonName"]
 
 
 def _replace(source: Path, target: Path) -> None:
@@ -440,6 +444,7 @@ def _replace(source: Path, target: Path) -> None:
     os.replace(staged, target)
 
 
+@pytest.mark.slow  # a real process, waits for the renewal
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_renewed_certificate_is_served_without_a_reload_or_restart(
     tmp_path: Path, pki: Pki, workers: int
@@ -540,6 +545,7 @@ def test_send_reaches_a_relay_that_wants_a_token_and_a_client_certificate(
     assert TOKEN not in shown
 
 
+@pytest.mark.slow  # runs `gotk-relay send`
 def test_send_with_basic_auth(tmp_path: Path) -> None:
     with _serving(tmp_path, _basic_config(tmp_path)) as served:
         url = f"http://127.0.0.1:{served.port}/api/v1/write"
@@ -553,6 +559,7 @@ def test_send_with_basic_auth(tmp_path: Path) -> None:
         assert refused.returncode == 1 and refused.stderr.startswith("401 Unauthorized")
 
 
+@pytest.mark.slow  # runs `gotk-relay send` per case
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -575,6 +582,7 @@ def test_send_refuses_flags_that_do_not_fit_before_connecting(
     assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
 
 
+@pytest.mark.slow  # runs `gotk-relay send`
 async def test_send_passes_extra_headers(tmp_path: Path) -> None:
     """``--header`` sets what a remote_write ``headers:`` block sets, e.g. a Mimir tenant."""
     async with receivers(ScriptedReceiver()) as (receiver,):
@@ -644,6 +652,7 @@ def _start_errors() -> list[tuple[str, StartError]]:
 START_ERRORS = _start_errors()
 
 
+@pytest.mark.slow  # starts the relay's process per case
 @pytest.mark.parametrize("case", [c[1] for c in START_ERRORS], ids=[c[0] for c in START_ERRORS])
 def test_an_unusable_certificate_or_secret_stops_the_start_with_one_line(
     tmp_path: Path, pki: Pki, case: StartError

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import (
+
+from gotk_relay.model import Batch, Sample, Series
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -24,8 +26,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.model import Batch, Sample, Series
 
 FAST = {"min_backoff": "10ms", "max_backoff": "100ms"}
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from harness import (
+
+from gotk_relay.relay import Relay
+from tests.support.harness import (
     Reply,
     ScriptedReceiver,
     eventually,
@@ -14,8 +16,6 @@ from harness import (
     relay_client,
     rw_body,
 )
-
-from gotk_relay.relay import Relay
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e.rig import free_port
 
 from gotk_relay.delivery.entry import Entry
 from gotk_relay.delivery.spool import Spool, SpoolError
 from gotk_relay.model import Protocol
+from tests.support.rig import free_port
 
 
 def _spool_with_rows(directory: Path) -> Path:
@@ -36,6 +37,7 @@ def _not_a_database(path: Path) -> None:
     path.write_bytes(b"this is not an SQLite file" * 400)
 
 
+@pytest.mark.slow  # starts the relay's process per case
 @pytest.mark.parametrize(
     "damage",
     [_overwrite_pages, _not_a_database],
@@ -74,7 +76,7 @@ def test_a_corrupt_spool_is_one_start_error_not_a_traceback(tmp_path: Path, dama
 def test_every_spool_method_raises_spool_error_only(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.close()
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: spool.append([("d0", 0, Entry(b"x", Protocol.V1, 1, 1))]),
         lambda: spool.delete([1]),
         lambda: spool.read("d0", 0, 0, 10),

@@ -21,9 +21,6 @@ from importlib import resources
 
 import pytest
 import yaml
-from hand_proto import key, label, ld, sample, series
-from harness import ScriptedReceiver, eventually, receivers, relay_client
-from strategies import pb_varint
 
 from gotk_relay.config import load_text
 from gotk_relay.model import Labels
@@ -32,6 +29,9 @@ from gotk_relay.wire import rw1, rw1_bytes, snappy, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import LabelLimitError, TooManySamplesError, TooManySeriesError
 from gotk_relay.write import scan, views
+from tests.support.hand_proto import key, label, ld, sample, series
+from tests.support.harness import ScriptedReceiver, eventually, receivers, relay_client
+from tests.support.strategies import pb_varint
 
 V1 = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
 V2 = {

@@ -22,8 +22,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from e2e.rig import free_port
-from harness import ScriptedReceiver, eventually, gauge_batch, metric_value, receivers, rw_body
 
 from gotk_relay.cli import build_parser
 from gotk_relay.config import ConfigError, load_text
@@ -32,6 +30,15 @@ from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import LabelLimitError, TooManySeriesError
 from gotk_relay.worker_pool import Generation, WorkerPool
 from gotk_relay.write.edge import Rejection, decode_rejection
+from tests.support.harness import (
+    ScriptedReceiver,
+    eventually,
+    gauge_batch,
+    metric_value,
+    receivers,
+    rw_body,
+)
+from tests.support.rig import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreading")
 
@@ -197,6 +204,7 @@ def _handoffs(metrics: str, kind: str) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_every_sample_arrives_once_and_metrics_are_the_cores_on_any_connection(
     tmp_path: Path,
 ) -> None:
@@ -230,6 +238,7 @@ async def test_every_sample_arrives_once_and_metrics_are_the_cores_on_any_connec
         assert _handoffs(text, "scanned") < requests  # and the core some
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_flux_state_stays_consistent_across_processes(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     flips = 24
@@ -267,6 +276,7 @@ async def test_flux_state_stays_consistent_across_processes(tmp_path: Path) -> N
             assert value == (1.0 if status == current else 0.0), (status, ts, value)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_a_reload_reaches_requests_the_workers_handle(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     duplicate = Batch((Series((("__name__", "up"), ("a", "1"), ("a", "2")), (Sample(1.0, 1000),)),))
@@ -319,6 +329,7 @@ async def test_a_killed_worker_is_restarted_and_none_outlive_the_core(tmp_path: 
         assert not _alive(second), "the worker outlived the core"
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_workers_exit_when_the_core_dies_without_stopping_them(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
@@ -390,6 +401,7 @@ def test_worker_argv_brackets_ipv6_and_passes_the_pipe() -> None:
     assert build_parser().parse_args(argv[3:]).listen == ("::1", 9201)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_credentials_and_remote_write_2_behave_as_in_one_process(tmp_path: Path) -> None:
     receiver = ScriptedReceiver()
     token = tmp_path / "token"
@@ -422,6 +434,7 @@ async def test_credentials_and_remote_write_2_behave_as_in_one_process(tmp_path:
         await eventually(lambda: len(_points(receiver)) >= 16, timeout=20)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_requests_routed_in_a_worker_arrive_as_in_one_process(tmp_path: Path) -> None:
     """Rules, shards, tenants and a 2.0 destination are applied where the request is read:
     what a worker routes reaches each destination as the core would have sent it."""

@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-from bench_workload import BENCH
 
 from gotk_relay import allocator
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_thresholds_are_set_on_glibc() -> None:
@@ -46,8 +48,7 @@ def test_the_write_path_stops_faulting_in_a_fresh_buffer_per_request() -> None:
     script = textwrap.dedent(
         """
         import resource, sys
-        sys.path.insert(0, sys.argv[2])
-        import inprocess
+        from bench import inprocess
         from gotk_relay.allocator import keep_freed_memory
         if sys.argv[1] == "tuned":
             assert keep_freed_memory(environ={})
@@ -73,7 +74,8 @@ def test_the_write_path_stops_faulting_in_a_fresh_buffer_per_request() -> None:
 
     def faults(mode: str) -> int:
         done = subprocess.run(
-            [sys.executable, "-c", script, mode, str(BENCH)],
+            [sys.executable, "-c", script, mode],
+            cwd=REPO,  # bench/ is a package of the repository
             capture_output=True,
             text=True,
             timeout=120,

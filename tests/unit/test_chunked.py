@@ -67,7 +67,7 @@ histograms = st.lists(
     ),
     max_size=20,
 ).map(tuple)
-names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8)
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=8)
 series = st.builds(
     Series,
     st.lists(st.tuples(names, names), min_size=1, max_size=4).map(

@@ -7,7 +7,6 @@ import contextlib
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from strategies import ORDINARY_NAN, canonical, series, v1_batches, v2_batches
 
 from gotk_relay.model import (
     STALE_NAN,
@@ -22,6 +21,7 @@ from gotk_relay.model import (
 )
 from gotk_relay.wire import remote_pb2, rw1, rw2, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
+from tests.support.strategies import ORDINARY_NAN, canonical, series, v1_batches, v2_batches
 
 
 @pytest.mark.slow
@@ -166,7 +166,8 @@ def _v1(*labels: tuple[str, str]) -> bytes:
     for k, v in labels:
         ts.labels.add(name=k, value=v)
     ts.samples.add(value=1, timestamp=1)
-    return req.SerializeToString()
+    raw: bytes = req.SerializeToString()
+    return raw
 
 
 @pytest.mark.parametrize(
@@ -217,7 +218,8 @@ def _v2(symbols: list[str], refs: list[int], help_ref: int = 0) -> bytes:
     ts = req.timeseries.add(labels_refs=refs)
     ts.samples.add(value=1, timestamp=1)
     ts.metadata.help_ref = help_ref
-    return req.SerializeToString()
+    raw: bytes = req.SerializeToString()
+    return raw
 
 
 @pytest.mark.parametrize(

@@ -237,7 +237,9 @@ def test_counter_deltas_across_batches_with_a_reset_once_committed() -> None:
     counters.commit((("__name__", "req_total"),), (NOW_MS - 45_000, 15.0), NOW_S)
     later = [(18.0, NOW_MS - 30_000), (3.0, NOW_MS - 15_000), (7.0, NOW_MS)]  # reset in between
     series, _, skipped = _map(Batch((_series("req_total", later),)), counters)
-    assert [p["value"] for p in series[0]["points"]] == [3.0, 3.0, 4.0]  # type: ignore[index]
+    points = series[0]["points"]
+    assert isinstance(points, list)
+    assert [p["value"] for p in points] == [3.0, 3.0, 4.0]
     assert skipped == {}
 
 

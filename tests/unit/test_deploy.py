@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 
@@ -16,15 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "kubernetes" / "prometheus-sidecar.yaml"
 
 
-def _docs() -> list[dict[str, object]]:
+def _docs() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
 
 
 def test_relay_configmap_and_embedded_default_pass_check_config() -> None:
     configmap = next(
         d for d in _docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gotk-relay"
-    )  # type: ignore[index]
-    config = load_text(configmap["data"]["relay.yml"], "configmap gotk-relay")  # type: ignore[index]
+    )
+    config = load_text(configmap["data"]["relay.yml"], "configmap gotk-relay")
     assert [rw.name for rw in config.remote_write] == ["mimir"]
     assert load_text(default_config_text(), "<embedded default>").federate.enabled
 
@@ -32,21 +33,21 @@ def test_relay_configmap_and_embedded_default_pass_check_config() -> None:
 def test_prometheus_writes_to_the_relay_on_localhost() -> None:
     configmap = next(
         d for d in _docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "prometheus"
-    )  # type: ignore[index]
-    prom = yaml.safe_load(configmap["data"]["prometheus.yml"])  # type: ignore[index]
+    )
+    prom = yaml.safe_load(configmap["data"]["prometheus.yml"])
     assert prom["remote_write"][0]["url"] == "http://127.0.0.1:9201/api/v1/write"
 
 
 def test_sidecar_args_are_accepted_by_the_cli() -> None:
     deployment = next(d for d in _docs() if d["kind"] == "Deployment")
-    containers = deployment["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    containers = deployment["spec"]["template"]["spec"]["containers"]
     relay = next(c for c in containers if c["name"] == "gotk-relay")
     args = build_parser().parse_args(["serve", *relay["args"]])
     assert args.config == "/etc/gotk-relay/config/relay.yml"
     assert relay["readinessProbe"]["httpGet"]["path"] == "/-/ready"
 
 
-def _kustomize() -> list[dict[str, object]]:
+def _kustomize() -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     # A skip would hide that the manifest was never rendered: scripts/test installs kubectl.
     assert kubectl, "kubectl is needed (scripts/test installs Debian's kubernetes-client)"
@@ -63,7 +64,7 @@ def _kustomize() -> list[dict[str, object]]:
 
 def test_kustomize_renders_well_formed_objects() -> None:
     rendered = _kustomize()
-    assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == {  # type: ignore[index]
+    assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == {
         ("ConfigMap", "gotk-relay"),
         ("ConfigMap", "prometheus"),
         ("Deployment", "prometheus"),
@@ -75,7 +76,7 @@ def test_kustomize_renders_well_formed_objects() -> None:
 def test_the_relay_config_is_mounted_so_that_a_reload_sees_a_changed_configmap() -> None:
     # A subPath mount is a copy the kubelet never updates: a reload would read the old file.
     deployment = next(d for d in _kustomize() if d["kind"] == "Deployment")
-    pod = deployment["spec"]["template"]["spec"]  # type: ignore[index]
+    pod = deployment["spec"]["template"]["spec"]
     configmaps = {v["name"]: v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
     relay = next(c for c in pod["containers"] if c["name"] == "gotk-relay")
     config = PurePosixPath(build_parser().parse_args(["serve", *relay["args"]]).config)
@@ -89,10 +90,10 @@ def test_the_relay_config_is_mounted_so_that_a_reload_sees_a_changed_configmap()
     configmap = next(
         d
         for d in _kustomize()
-        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gotk-relay"  # type: ignore[index]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gotk-relay"
     )
-    assert key in configmap["data"]  # type: ignore[operator]
-    load_text(configmap["data"][key], "configmap gotk-relay")  # type: ignore[index]
+    assert key in configmap["data"]
+    load_text(configmap["data"][key], "configmap gotk-relay")
 
 
 def test_no_doc_says_the_relay_answers_429() -> None:

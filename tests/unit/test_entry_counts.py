@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gotk_relay.delivery.entry import encode_entry, newest_timestamp
-from gotk_relay.model import Batch, Histogram, Protocol, Sample, Series
+from gotk_relay.delivery.entry import encode_entry
+from gotk_relay.model import Batch, Histogram, Protocol, Sample, Series, newest_timestamp
 
 timestamps = st.integers(-(10**13), 10**13)
 series = st.builds(
@@ -24,7 +24,8 @@ series = st.builds(
 @given(st.lists(series, max_size=6))
 def test_points_and_newest_timestamp(items: list[Series]) -> None:
     batch = Batch(tuple(items))
-    last = [x.timestamp for s in items for x in (*s.samples[-1:], *s.histograms[-1:])]
+    last = [x.timestamp for s in items for x in s.samples[-1:]]
+    last += [x.timestamp for s in items for x in s.histograms[-1:]]
     assert newest_timestamp(batch) == max([0, *last])  # 0 when nothing is newer than the epoch
     points = sum(len(s.samples) + len(s.histograms) for s in items)
     assert batch.point_count == points

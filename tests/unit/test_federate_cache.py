@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import promql_parser
 import pytest
@@ -27,25 +28,34 @@ from gotk_relay.model import (
 from gotk_relay.selectors import SelectorError, memoize, parse_selector, parse_selectors
 
 
+def _equal(want: str, equal: bool) -> Callable[[str], bool]:
+    return lambda actual: (actual == want) is equal
+
+
+def _matches(regex: Any, match: bool) -> Callable[[str], bool]:
+    return lambda actual: (regex.match(actual) is not None) is match
+
+
 def _reference(texts: Sequence[str]) -> Callable[[Labels], bool]:
     """The selectors as they were evaluated before memoization: a dict, a re2 match per label."""
     compiled: list[list[tuple[str, Callable[[str], bool]]]] = []
     for text in texts:
         expr = promql_parser.parse(text)
         checks: list[tuple[str, Callable[[str], bool]]] = []
+        assert isinstance(expr, promql_parser.VectorSelector), text
         if expr.name:
-            checks.append(("__name__", lambda actual, want=expr.name: actual == want))
+            checks.append(("__name__", _equal(expr.name, True)))
         for m in expr.matchers.matchers:
             op, value = str(m.op), m.value
             regex = re2.compile(f"^(?:{value})$")
             if op in ("MatchOp.Equal", "="):
-                checks.append((m.name, lambda a, v=value: a == v))
+                checks.append((m.name, _equal(value, True)))
             elif op in ("MatchOp.NotEqual", "!="):
-                checks.append((m.name, lambda a, v=value: a != v))
+                checks.append((m.name, _equal(value, False)))
             elif op in ("MatchOp.Re", "=~"):
-                checks.append((m.name, lambda a, r=regex: r.match(a) is not None))
+                checks.append((m.name, _matches(regex, True)))
             else:
-                checks.append((m.name, lambda a, r=regex: r.match(a) is None))
+                checks.append((m.name, _matches(regex, False)))
         compiled.append(checks)
 
     def any_of(labels: Labels) -> bool:

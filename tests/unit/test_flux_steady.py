@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from bench_workload import loadgen
-from flux_traffic import SCRAPE_MS, Traffic, deliver, scrape_times
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +33,8 @@ from gotk_relay.rules.flux import FluxConfig, FluxRewriter, Steady
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
 from gotk_relay.write import admission, scan
+from tests.support import loadgen
+from tests.support.flux_traffic import SCRAPE_MS, Traffic, deliver, scrape_times
 
 CONFIGS: Final[dict[str, str]] = {
     "defaults": "flux: {mode: legacy, keep_source: true}\n",

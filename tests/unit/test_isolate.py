@@ -15,7 +15,6 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import canonical, v1_batches, v2_batches
 
 from gotk_relay.delivery.entry import Entry, decode_entry, encode_entry
 from gotk_relay.delivery.isolate import describe, split
@@ -24,6 +23,7 @@ from gotk_relay.delivery.retry import Outcome
 from gotk_relay.delivery.sender import QueuedDestination, RetrySettings, SendResult
 from gotk_relay.model import Batch, FamilyMetadata, Protocol, Sample, Series
 from gotk_relay.telemetry import Telemetry
+from tests.support.strategies import canonical, v1_batches, v2_batches
 
 
 def _series(name: str, ts: int = 1000, **labels: str) -> Series:
@@ -31,7 +31,7 @@ def _series(name: str, ts: int = 1000, **labels: str) -> Series:
 
 
 def _entry(
-    *series: Series, protocol: str = Protocol.V1, tenant: str = "", meta: bool = False
+    *series: Series, protocol: Protocol = Protocol.V1, tenant: str = "", meta: bool = False
 ) -> Entry:
     metadata = (FamilyMetadata("m0", help="h"),) if meta else ()
     return encode_entry(Batch(tuple(series), metadata), protocol, tenant)
@@ -80,7 +80,7 @@ def test_split_halves_in_order(
 
 
 @pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2], ids=["v1", "v2"])
-def test_split_within_an_entry_keeps_protocol_and_tenant(protocol: str) -> None:
+def test_split_within_an_entry_keeps_protocol_and_tenant(protocol: Protocol) -> None:
     entry = _entry(_series("a"), _series("b"), protocol=protocol, tenant="t1")
     halves = split([entry])
     assert halves is not None
@@ -140,6 +140,10 @@ class Destination:
         self.stored: list[Series] = []
         self.requests = 0
         self.sizes: list[int] = []  # series per request
+        # What the sender reads of a client: remote write 1.0 entries, no tenants, nothing skipped.
+        self.protocol = Protocol.V1
+        self.tenant = None
+        self.skipped: dict[str, int] = {}
 
     async def send(self, entries: list[Entry]) -> SendResult:
         self.requests += 1

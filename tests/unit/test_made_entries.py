@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from bench_workload import loadgen
 
 from gotk_relay import config as config_module
 from gotk_relay.delivery.entry import Entry
@@ -23,6 +22,7 @@ from gotk_relay.rules.flux import FluxRewriter
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
 from gotk_relay.write import admission, scan
+from tests.support import loadgen
 
 
 def _relay(flux: str) -> Relay:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import yaml
-from bench_workload import loadgen
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +29,7 @@ from gotk_relay.relay import Relay
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
 from gotk_relay.write import admission, scan
+from tests.support import loadgen
 
 RULES = [
     {"source_labels": ["__name__"], "regex": "go_.*", "action": "drop"},

@@ -7,6 +7,7 @@ import math
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
@@ -60,16 +61,21 @@ def histogram_series(
     sum_: float | None,
     **extra: str,
 ) -> list[Series]:
-    out = [series(f"{name}_bucket", (v, ts), le=le, **extra) for le, v in buckets.items()]
+    out = [
+        Series(labels(f"{name}_bucket", le=le, **extra), (Sample(v, ts),))
+        for le, v in buckets.items()
+    ]
     if sum_ is not None:
-        out.append(series(f"{name}_sum", (sum_, ts), **extra))
+        out.append(Series(labels(f"{name}_sum", **extra), (Sample(sum_, ts),)))
     if count is not None:
-        out.append(series(f"{name}_count", (count, ts), **extra))
+        out.append(Series(labels(f"{name}_count", **extra), (Sample(count, ts),)))
     return out
 
 
 def decode(mapped: Mapped) -> ExportMetricsServiceRequest:
-    return ExportMetricsServiceRequest.FromString(mapped.request.SerializeToString())
+    request = ExportMetricsServiceRequest()
+    request.ParseFromString(mapped.request.SerializeToString())
+    return request
 
 
 def metrics(mapped: Mapped) -> dict[str, pb.Metric]:
@@ -740,7 +746,9 @@ def test_exemplars_carry_trace_and_span_ids() -> None:
         (b"", "application/x-protobuf", (0, "")),
         (
             ExportMetricsServiceResponse(
-                partial_success={"rejected_data_points": 3, "error_message": "too old"}
+                partial_success=ExportMetricsPartialSuccess(
+                    rejected_data_points=3, error_message="too old"
+                )
             ).SerializeToString(),
             "application/x-protobuf",
             (3, "too old"),

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ORDINARY_NAN, canonical, label_sets, series, v1_batches
 
 from gotk_relay.model import (
     STALE_NAN,
@@ -27,6 +26,7 @@ from gotk_relay.model import (
 from gotk_relay.wire import picked, rw1, rw1_bytes, validate
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import NO_LIMITS, LabelLimitError, Limits, TooManySeriesError
+from tests.support.strategies import ORDINARY_NAN, canonical, label_sets, series, v1_batches
 
 Outcome = tuple[object, ...]
 
@@ -309,9 +309,10 @@ def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPa
     assert all(len(cache.entries) <= 3 for cache in picked._caches.values())
 
 
+@pytest.mark.slow  # the benchmark's flux-heavy workload, 3 rounds
 def test_loadgen_flux_heavy_rounds() -> None:
     """The benchmark's own traffic: a realistic request, round after round."""
-    from bench_workload import loadgen
+    from tests.support import loadgen
 
     spec = loadgen.WorkloadSpec("flux-heavy", series=4000, flux_fraction=0.05)
     workload = loadgen.Workload(spec, precompress=False)

@@ -56,7 +56,7 @@ def test_a_series_bigger_than_max_points_goes_alone() -> None:
     assert [c.point_count for c in chunk(batch, 4)] == [1, 10, 1]
 
 
-def _entry(batch: Batch, protocol: str = Protocol.V1) -> Entry:
+def _entry(batch: Batch, protocol: Protocol = Protocol.V1) -> Entry:
     return encode_entry(batch, protocol)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import canonical, v1_batches, v2_batches
 
 from gotk_relay.destinations.remote_write import strip
 from gotk_relay.model import Batch, Protocol, Series
 from gotk_relay.wire import rw1, rw2, snappy, write_v2_pb2
+from tests.support.strategies import canonical, v1_batches, v2_batches
 
 FLAGS = st.fixed_dictionaries(
     {"exemplars": st.booleans(), "histograms": st.booleans(), "metadata": st.booleans()}
@@ -38,7 +38,10 @@ def _expected(batch: Batch, exemplars: bool, histograms: bool, metadata: bool) -
 @settings(max_examples=40, deadline=None)
 @given(data=st.data(), flags=FLAGS)
 def test_strip_leaves_out_exactly_what_is_switched_off(
-    protocol: str, batches: st.SearchStrategy[Batch], data: st.DataObject, flags: dict[str, bool]
+    protocol: Protocol,
+    batches: st.SearchStrategy[Batch],
+    data: st.DataObject,
+    flags: dict[str, bool],
 ) -> None:
     batch = data.draw(batches)
     codec = rw2 if protocol == Protocol.V2 else rw1
@@ -65,7 +68,7 @@ def test_strip_leaves_out_exactly_what_is_switched_off(
 @pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2], ids=["v1", "v2"])
 @settings(max_examples=20, deadline=None)
 @given(batch=v1_batches())
-def test_nothing_to_leave_out_sends_the_body_as_it_is(protocol: str, batch: Batch) -> None:
+def test_nothing_to_leave_out_sends_the_body_as_it_is(protocol: Protocol, batch: Batch) -> None:
     codec = rw2 if protocol == Protocol.V2 else rw1
     body = snappy.compress(
         codec.encode(batch._replace(metadata=()) if protocol == Protocol.V2 else batch)

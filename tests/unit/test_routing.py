@@ -19,7 +19,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import canonical, series
 
 from gotk_relay.config import TenantConfig
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
@@ -27,6 +26,7 @@ from gotk_relay.rules.relabel import RelabelConfig
 from gotk_relay.wire import rw1
 from gotk_relay.write import routing
 from gotk_relay.write.routing import Routed, Router, shard_key
+from tests.support.strategies import canonical, series
 
 # The compiled router against the reference; skipped only where GOTK_RELAY_NO_EXTENSIONS is set
 # or the extension was not built (then test_the_router_is_built fails).

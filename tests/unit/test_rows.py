@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 from gotk_relay.delivery.entry import encode_entry
 from gotk_relay.destinations import datadog
@@ -39,6 +38,7 @@ from gotk_relay.model import (
     Series,
 )
 from gotk_relay.wire import rw1
+from tests.support.strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 IMPLEMENTATIONS: dict[str, Loops | None] = {"python": PYTHON, "compiled": COMPILED}
 NOW_MS = 1_764_000_000_000

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import canonical, v1_batches
 
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.wire import remote_pb2 as pb
 from gotk_relay.wire import rw1, rw1_bytes
 from gotk_relay.wire.errors import DecodeError
+from tests.support.strategies import canonical, v1_batches
 
 # -- a protobuf encoder written independently of the one under test --------------------------
 
@@ -258,41 +258,3 @@ def test_reduced_schemas_are_wire_compatible_with_prometheus(batch: Batch) -> No
         ):
             assert list(sliced) == [m.SerializeToString() for m in parsed]
         assert flat.SerializeToString() == encoded
-
-
-# -- requests as Prometheus writes them (shared with test_survey) -------------------------------
-
-
-WATCHED = st.tuples(
-    st.frozensets(st.sampled_from([b"gotk_resource_info", b"up", b"x", b"node_load1"])),
-    st.frozensets(st.sampled_from([b"gotk_", b"node_", b"u"])),
-)
-
-
-NAMES_SEEN = st.sampled_from(
-    [
-        "gotk_resource_info",
-        "gotk_reconcile_duration_seconds_count",
-        "up",
-        "node_load1",
-        "node_cpu_seconds_total",
-        "kube_pod_info",
-        "gotk_" + "x" * 120,  # a name whose label length takes two bytes
-    ]
-)
-VALUES_SEEN = st.one_of(
-    st.sampled_from(["", "True", "gotk_resource_info", "up", "node_1", "p" * 200]),
-    st.text(max_size=12),
-)
-
-
-@st.composite
-def prometheus_batches(draw: st.DrawFn) -> Batch:
-    """Requests as Prometheus writes them: labels sorted, ``__name__`` first, one sample each,
-    names and values drawn so that watched names are common, also inside values."""
-    items = []
-    for _ in range(draw(st.integers(0, 12))):
-        others = draw(st.dictionaries(st.sampled_from(["job", "name", "ready", "z"]), VALUES_SEEN))
-        labels = labels_from({"__name__": draw(NAMES_SEEN), **others})
-        items.append(Series(labels, (Sample(draw(st.floats()), draw(st.integers(0, 2**50))),)))
-    return Batch(tuple(items))

@@ -7,7 +7,6 @@ import struct
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from strategies import canonical, label_names, label_values, metric_types, series, timestamps
 
 from gotk_relay.model import (
     STALE_NAN,
@@ -22,6 +21,14 @@ from gotk_relay.model import (
     float_bits,
 )
 from gotk_relay.wire import rw1
+from tests.support.strategies import (
+    canonical,
+    label_names,
+    label_values,
+    metric_types,
+    series,
+    timestamps,
+)
 
 
 def _from_bits(bits: int) -> float:
@@ -163,7 +170,7 @@ _NAME = ("__name__", "up")
 @pytest.mark.parametrize(
     "batch",
     [
-        Batch((Series((_NAME,), (Sample(1.0, True),)),)),  # type: ignore[arg-type]
+        Batch((Series((_NAME,), (Sample(1.0, True),)),)),
         Batch((Series((_NAME,), (Sample(1.0, 1.0),)),)),  # type: ignore[arg-type]
         Batch((Series((_NAME,), (Sample(1.0, 2**63),)),)),
         Batch((Series((_NAME,), (Sample(1.0, -(2**63) - 1),)),)),

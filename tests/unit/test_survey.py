@@ -21,11 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from bench_workload import loadgen
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from strategies import v1_batches
-from test_rw1_bytes import WATCHED, ld, prometheus_batches, varint
 
 from gotk_relay import config as config_module
 from gotk_relay.model import Batch
@@ -33,6 +30,10 @@ from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy, validate
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import NO_LIMITS, Limits
 from gotk_relay.write import scan, views
+from tests.support import loadgen
+from tests.support.hand_proto import ld
+from tests.support.strategies import WATCHED, prometheus_batches, v1_batches
+from tests.support.strategies import pb_varint as varint
 
 Surveyor = Callable[..., rw1_bytes.Survey | None]
 

@@ -16,18 +16,8 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from hand_proto import key, ld, series
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import (
-    ORDINARY_NAN,
-    canonical,
-    label_values,
-    metric_types,
-    odd_v1_requests,
-    pb_varint,
-    v1_batches,
-)
 
 from gotk_relay.model import (
     STALE_NAN,
@@ -45,6 +35,16 @@ from gotk_relay.model import (
 )
 from gotk_relay.wire import rw1, rw2, write_v2_pb2
 from gotk_relay.wire.errors import DecodeError
+from tests.support.hand_proto import key, ld, series
+from tests.support.strategies import (
+    ORDINARY_NAN,
+    canonical,
+    label_values,
+    metric_types,
+    odd_v1_requests,
+    pb_varint,
+    v1_batches,
+)
 
 Convert = Callable[[bytes], bytes]
 needs_native = pytest.mark.skipif(not rw2.NATIVE, reason="gotk_relay.wire._v2 is not built")

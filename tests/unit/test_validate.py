@@ -11,17 +11,8 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from hand_proto import key, label, ld, sample, series
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import (
-    canonical,
-    odd_v1_requests,
-    odd_v2_requests,
-    pb_varint,
-    v1_batches,
-    v2_batches,
-)
 
 from gotk_relay.model import Batch, Histogram, Labels, Sample, Series
 from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, rw2, validate, write_v2_pb2
@@ -33,6 +24,15 @@ from gotk_relay.wire.labels import (
     TooManySamplesError,
     TooManySeriesError,
     is_sorted,
+)
+from tests.support.hand_proto import key, label, ld, sample, series
+from tests.support.strategies import (
+    canonical,
+    odd_v1_requests,
+    odd_v2_requests,
+    pb_varint,
+    v1_batches,
+    v2_batches,
 )
 
 UP = (b"__name__", b"up")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from strategies import pb_varint
+from tests.support.strategies import pb_varint
 
 
 def key(number: int, wire: int, pad: int = 0) -> bytes:

@@ -11,8 +11,7 @@ a backend refusing connections, a request that never gets an answer) live in soc
 kernel and SQLite, which in-process fakes would not exercise.
 
 Every loop here is bounded in count and in time, so a broken relay fails a test instead of
-hanging it. ``tests/`` must be on ``sys.path`` (``tests/conftest.py`` puts it there under
-pytest; ``bench/faults.py`` does it by hand) for the rig's process helpers.
+hanging it. The relay runs under the rig's process helpers (``tests.support.rig``).
 """
 
 from __future__ import annotations
@@ -32,12 +31,12 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
-from e2e import rig
 
 import gotk_relay
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.wire import rw1, rw2, snappy
 from gotk_relay.wire.errors import DecodeError
+from tests.support import rig
 
 HOST = "127.0.0.1"
 METRIC = "fault_load"

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from bench_workload import loadgen
-
 from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series, labels_from
 from gotk_relay.rules.flux import (
     DELETED,
@@ -20,6 +18,7 @@ from gotk_relay.rules.flux import (
     STATUSES,
     SUSPEND_STATUS,
 )
+from tests.support import loadgen
 
 SCRAPE_MS: Final = 30_000
 AWAY_MS: Final = 2 * 3600 * 1000  # longer than any idle_expiry the tests configure

@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 import cramjam
-from snappy_holes import snappy_with_holes
+
+from tests.support.snappy_holes import snappy_with_holes
 
 Labels = tuple[tuple[str, str], ...]
 

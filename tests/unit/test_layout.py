@@ -1,7 +1,8 @@
-"""The layout of the packages split by responsibility (issue 18): each module imports only the
-package's modules before it, so a package reads top-down without cycles; every module has its
-place in that order; and the names the rest of the relay imports stay importable from the
-package, as before the split."""
+"""The layout (issue 18, docs/architecture.md): each package's modules import only the package's
+modules before them, so a package reads top-down without cycles (the write path's in the order
+a request travels); every module has its place in that order; the names the rest of the relay
+imports from a split package stay importable from it; the rules and the codecs import nothing
+of the path, and the scan workers take the edge checks from the write path, not the server."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ import gotk_relay
 SOURCE: Final = Path(gotk_relay.__file__).resolve().parent
 # Each package's modules in the order they build on each other (its docstring says the same).
 ORDER: Final[dict[str, tuple[str, ...]]] = {
+    # The write path's stages, in the order a request travels (write/__init__.py).
+    "gotk_relay.write": ("edge", "routing", "views", "scan", "admission"),
+    "gotk_relay.rules.flux": (
+        "names",
+        "config",
+        "stats",
+        "state",
+        "classify",
+        "emitter",
+        "rewriter",
+    ),
     "gotk_relay.config": (
         "base",
         "client",
@@ -49,6 +61,10 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
     ),
 }
 MODULES: Final = [(package, name) for package, names in ORDER.items() for name in names]
+# Packages that re-export what the rest of the relay imports from them (``__all__``).
+EXPORTING: Final = [package for package in ORDER if package != "gotk_relay.write"]
+# What comes after the write path's stages: none of its modules imports these.
+LATER: Final = ("gotk_relay.server", "gotk_relay.worker_pool", "gotk_relay.cli")
 
 
 def folder(package: str) -> Path:
@@ -96,7 +112,7 @@ def test_every_module_has_its_place(package: str) -> None:
     assert modules == set(ORDER[package])
 
 
-@pytest.mark.parametrize("package", ORDER)
+@pytest.mark.parametrize("package", EXPORTING)
 def test_the_names_the_relay_imports_are_the_packages(package: str) -> None:
     """What the modules outside the package import from it, it exports (``__all__``)."""
     wanted: set[str] = set()
@@ -109,3 +125,48 @@ def test_the_names_the_relay_imports_are_the_packages(package: str) -> None:
     exported = set(importlib.import_module(package).__all__)
     assert wanted, f"nothing imports from {package}: the walk is wrong"
     assert wanted <= exported, sorted(wanted - exported)
+
+
+def imported(path: Path) -> set[str]:
+    """Every module ``path`` imports, relative imports resolved, and each name imported from
+    one as ``module.name``."""
+    found: set[str] = set()
+    for node in ast.walk(tree(path)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = absolute(path, node)
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("name", ORDER["gotk_relay.write"])
+def test_no_stage_imports_what_comes_after_the_write_path(name: str) -> None:
+    later = {m for m in imported(folder("gotk_relay.write") / f"{name}.py") if m.startswith(LATER)}
+    assert not later, f"{name} imports {sorted(later)}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(folder("gotk_relay.rules").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(SOURCE)),
+)
+def test_the_rules_do_not_import_the_wire_format(path: Path) -> None:
+    wire = {m for m in imported(path) if m.startswith("gotk_relay.wire")}
+    assert not wire, f"{path.name} imports {sorted(wire)}"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(folder("gotk_relay.wire").glob("*.py")), ids=lambda p: p.name
+)
+def test_the_codecs_import_nothing_of_the_path(path: Path) -> None:
+    path_modules = ("gotk_relay.write", "gotk_relay.relay", "gotk_relay.delivery", *LATER)
+    found = {m for m in imported(path) if m.startswith(path_modules)}
+    assert not found, f"{path.name} imports {sorted(found)}"
+
+
+def test_the_scan_worker_takes_the_edge_checks_from_the_write_path_not_the_server() -> None:
+    found = imported(SOURCE / "scan_worker.py")
+    assert "gotk_relay.write.edge" in found
+    assert not {m for m in found if m.startswith("gotk_relay.server")}

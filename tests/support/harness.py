@@ -8,14 +8,13 @@ scripted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from e2e.rig import free_port
 
 from gotk_relay.config import load_text
 from gotk_relay.model import Batch, Sample, Series
@@ -24,6 +23,7 @@ from gotk_relay.server import make_app
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, rw2, snappy
 from gotk_relay.wire.errors import DecodeError
+from tests.support.rig import free_port
 
 
 @dataclass
@@ -88,6 +88,10 @@ class ScriptedReceiver:
     def delivered(self) -> list[Batch]:
         return [r.batch for r in self.requests if 200 <= r.status < 300]
 
+    def release(self) -> None:
+        """Answer the requests held by a ``Reply(hang=True)``, and every later one at once."""
+        self._release.set()
+
     async def start(self) -> None:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_post("/api/v1/write", self.handle)
@@ -95,7 +99,7 @@ class ScriptedReceiver:
         await self.server.start_server()
 
     async def close(self) -> None:
-        self._release.set()
+        self.release()
         if self.server is not None:
             await self.server.close()
 
@@ -111,9 +115,15 @@ async def receivers(*scripts: ScriptedReceiver) -> AsyncIterator[tuple[ScriptedR
             await r.close()
 
 
+RelayClient = TestClient[web.Request, web.Application]
+"""A client of the relay's app (``relay_client``)."""
+
+
 @asynccontextmanager
-async def relay_client(config: dict[str, object] | str) -> AsyncIterator[tuple[TestClient, Relay]]:
-    text = config if isinstance(config, str) else yaml.safe_dump(config)
+async def relay_client(
+    config: Mapping[str, object] | str,
+) -> AsyncIterator[tuple[RelayClient, Relay]]:
+    text = config if isinstance(config, str) else yaml.safe_dump(dict(config))
     telemetry = Telemetry()
     relay = Relay(load_text(text, "<test>"), telemetry)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadgen import (
+from tests.support.fault_load import (
     Accounting,
     Loader,
     LoadPlan,

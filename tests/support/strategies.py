@@ -18,17 +18,18 @@ from gotk_relay.model import (
     MetricType,
     Sample,
     Series,
+    labels_from,
 )
 
 ORDINARY_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000001))[0]
 
 label_names = st.text(
-    alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=("Cs",)),
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=["Cs"]),
     min_size=1,
     max_size=12,
 ).filter(lambda s: s != "__name__")
 label_values = st.text(
-    alphabet=st.characters(min_codepoint=1, exclude_categories=("Cs",)), min_size=1, max_size=20
+    alphabet=st.characters(min_codepoint=1, exclude_categories=["Cs"]), min_size=1, max_size=20
 )
 timestamps = st.integers(min_value=-(2**62), max_value=2**62)
 values = st.one_of(
@@ -130,8 +131,9 @@ def v2_batches(draw: st.DrawFn) -> Batch:
     )
 
 
-def canonical(batch: Batch) -> object:
-    """The batch with every float replaced by its bits, so NaNs compare by payload."""
+def canonical(batch: object) -> object:
+    """The batch (or series, sample, ...) with every float replaced by its bits, so NaNs compare
+    by payload."""
 
     def f(x: object) -> object:
         if isinstance(x, float):
@@ -382,3 +384,41 @@ def odd_v2_requests(draw: st.DrawFn) -> tuple[bytes, Batch]:
         series_fields.append(encoder.ld(5, encoder.message(fields)))
     symbols = [encoder.ld(4, text.encode()) for text in table]  # in ref order, "" first
     return encoder.message(symbols + series_fields), batch
+
+
+# -- requests as Prometheus writes them (test_rw1_bytes, test_survey) ---------------------------
+
+
+WATCHED = st.tuples(
+    st.frozensets(st.sampled_from([b"gotk_resource_info", b"up", b"x", b"node_load1"])),
+    st.frozensets(st.sampled_from([b"gotk_", b"node_", b"u"])),
+)
+
+
+NAMES_SEEN = st.sampled_from(
+    [
+        "gotk_resource_info",
+        "gotk_reconcile_duration_seconds_count",
+        "up",
+        "node_load1",
+        "node_cpu_seconds_total",
+        "kube_pod_info",
+        "gotk_" + "x" * 120,  # a name whose label length takes two bytes
+    ]
+)
+VALUES_SEEN = st.one_of(
+    st.sampled_from(["", "True", "gotk_resource_info", "up", "node_1", "p" * 200]),
+    st.text(max_size=12),
+)
+
+
+@st.composite
+def prometheus_batches(draw: st.DrawFn) -> Batch:
+    """Requests as Prometheus writes them: labels sorted, ``__name__`` first, one sample each,
+    names and values drawn so that watched names are common, also inside values."""
+    items = []
+    for _ in range(draw(st.integers(0, 12))):
+        others = draw(st.dictionaries(st.sampled_from(["job", "name", "ready", "z"]), VALUES_SEEN))
+        labels = labels_from({"__name__": draw(NAMES_SEEN), **others})
+        items.append(Series(labels, (Sample(draw(st.floats()), draw(st.integers(0, 2**50))),)))
+    return Batch(tuple(items))

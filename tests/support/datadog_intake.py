@@ -38,7 +38,8 @@ from datadog_api_client.v2.model.metric_payload import MetricPayload
 from datadog_api_client.v2.model.metric_point import MetricPoint
 from datadog_api_client.v2.model.metric_resource import MetricResource
 from datadog_api_client.v2.model.metric_series import MetricSeries
-from e2e.rig import free_port
+
+from tests.support.rig import free_port
 
 MAX_COMPRESSED = 512_000
 MAX_UNCOMPRESSED = 5_242_880
@@ -96,8 +97,13 @@ def validate_payload(payload: Any, now: float | None = None) -> list[str]:
     if not isinstance(payload, dict) or set(payload) != {"series"}:
         return [f"payload: expected exactly {{'series': [...]}}, got {str(payload)[:200]}"]
     try:
-        model = validate_and_convert_types(
-            payload, (MetricPayload,), ["payload"], True, True, configuration=Configuration()
+        model = validate_and_convert_types(  # type: ignore[no-untyped-call]
+            payload,
+            (MetricPayload,),
+            ["payload"],
+            True,
+            True,
+            configuration=Configuration(),  # type: ignore[no-untyped-call]
         )
     except Exception as exc:  # the models raise for missing required keys
         return [f"payload: rejected by MetricPayload: {exc}"]
@@ -144,7 +150,7 @@ def validate_payload(payload: Any, now: float | None = None) -> list[str]:
             ts, value = point.get("timestamp"), point.get("value")
             if type(ts) is not int:
                 problems.append(f"{where}.points[{j}].timestamp: {ts!r} is not an integer")
-            if type(value) not in (int, float) or not math.isfinite(value):
+            if type(value) not in (int, float) or not math.isfinite(float(value)):  # type: ignore[arg-type]
                 problems.append(f"{where}.points[{j}].value: {value!r} is not a finite number")
     return problems
 

@@ -1,0 +1,1 @@
+"""The test suites; the helpers they share are in tests.support."""
