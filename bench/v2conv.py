@@ -2,11 +2,11 @@
 
 Why: a ``protobuf_message: io.prometheus.write.v2.Request`` destination converts every request
 it gets, so the conversion's CPU per request bounds that destination's throughput (goal: at
-least 0.7x the plain configuration's samples per CPU-second, ~2M today, so well under 0.3 ms
-per 2000-series request). This times the compiled walk (``_v2.c``) beside the reference
-(decode into the model, encode) on the benchmark's own ``cluster`` requests
-(tests/support/loadgen.py: 50k series sent as 2000-series requests of one sample each, 0.1 %
-Flux), checking first that both give the same bytes.
+least 0.7x the plain configuration's samples per CPU-second, so the conversion may add at most
+~40% to the plain path's CPU per request; figures: docs/performance.md). This times the
+compiled walk (``_v2.c``) beside the reference (decode into the model, encode) on the
+benchmark's own ``cluster`` requests (tests/support/loadgen.py: 50k series sent as 2000-series requests
+of one sample each, 0.1 % Flux), checking first that both give the same bytes.
 
 The allocator is set up as the relay sets it (``allocator.keep_freed_memory``). Timing is
 ``time.process_time`` (CPU, not wall) over ``--iterations`` runs, best of

@@ -3,9 +3,9 @@
 Why: every remote-write request is decompressed into a fresh ~0.5–1 MB buffer and parsed into
 upb arenas about as large. With glibc's defaults such blocks are mapped and unmapped, or the top
 of the heap is trimmed and grown again, so each request first takes a page fault for every
-4 KiB it writes: on the benchmark's requests that was ~170k minor faults in 525 requests, and
-decompressing plus counting cost 1.1 ms a request instead of 0.47 (``bench/inprocess.py`` on
-``cluster``; docs/performance.md). Blocks up to ``mmap_threshold`` then come from the heap, and
+4 KiB it writes, which more than doubled what decompressing and counting a request cost
+(``bench/inprocess.py``; figures: docs/performance.md, the hot path). Blocks up to
+``mmap_threshold`` then come from the heap, and
 up to ``trim_threshold`` of free memory at its top is kept rather than given back.
 
 What it costs: RSS does not fall below its high-water mark by less than ``trim_threshold`` after

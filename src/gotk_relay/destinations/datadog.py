@@ -102,9 +102,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 log = logging.getLogger("gotk_relay.datadog")
 
 MAX_COMPRESSED_BYTES: Final = 512_000
-# ISA-L (the isal package) at its level 1: ~0.14 ms for 2000 series' JSON where zlib took ~0.6
-# at level 1 (and ~3.5 µs a series at 6, more than mapping them), and a smaller body than
-# zlib's level 1 (bench/convert.py). The output is plain deflate/gzip.
+# ISA-L (the isal package) at its level 1: a fraction of zlib's CPU at its level 1 (zlib's
+# level 6 cost more than mapping the series), for a body no larger than zlib's level 1
+# (bench/convert.py; figures: docs/performance.md). The output is plain deflate/gzip.
 COMPRESS_LEVEL: Final = 1
 MAX_UNCOMPRESSED_BYTES: Final = 5_242_880
 _PREFIX: Final = b'{"series":['

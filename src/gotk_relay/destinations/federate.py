@@ -257,8 +257,8 @@ def render_snapshot(
                 kept.append(point)
         points = kept
     # Sorted in short runs, then merged: one sorted() over all of them would hold the GIL for
-    # its whole length (its comparisons run in C), stalling the event loop that long (100 ms
-    # for 20k series). Label sets are unique: values are never compared.
+    # its whole length (its comparisons run in C), stalling the event loop that long on a large
+    # store. Label sets are unique: values are never compared.
     runs = [sorted(points[i : i + SORT_RUN]) for i in range(0, len(points), SORT_RUN)]
     if stop is not None and stop.is_set():
         raise Abandoned

@@ -155,7 +155,8 @@ class OTLPClient:
         maps each step one step late), which its budget counts.
         Each step maps at most ``sub_chunk_bytes`` of remote write and then lets the event loop
         run; the request is serialized in parts of ~``_SERIALIZE_POINTS`` points as it grows
-        (a 20000-point one at once took ~10 ms) and compressed off the loop when large.
+        (a whole merged request at once would hold the loop for its whole length) and
+        compressed off the loop when large.
         """
         mapper = run.mapper
         parts: list[bytes] = []

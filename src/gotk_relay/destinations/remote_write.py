@@ -188,7 +188,7 @@ class RemoteWriteClient:
             return SendResult(outcome, reason, retry_after, detail)
 
     async def _strip(self, body: bytes, protocol: Protocol) -> bytes:
-        # About 3 µs a series (decode, a look at each, re-encode): in a thread, so that the
+        # Every series is decoded, looked at and re-encoded: in a thread, so that the
         # event loop gets the GIL back every switch interval while a merged request is worked.
         body, left_out = await asyncio.to_thread(
             strip,

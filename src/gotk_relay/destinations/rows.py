@@ -9,10 +9,12 @@ A row is ``(key, samples, raw)`` per top-level ``timeseries`` field, in order:
   series' whole payload (histograms, exemplars, ...) for the caller to decode in full.
 
 Metadata and unknown top-level fields are skipped. Why rows: decoding every label of every
-series into Python objects made the Datadog and OTLP destinations ~10× slower than the wire
-(issue 17). ``_rows.c`` does the walk in one pass in C (and holds the destinations' other
-compiled loops); this module's ``rows_py`` is its twin and reference, used when the extension is
-not built or ``GOTK_RELAY_NO_EXTENSIONS`` is set.
+series into Python objects, for each sample sent, made the conversion the Datadog and OTLP
+destinations' largest cost (issue 17; figures: docs/performance.md), while a label set's
+bytes are enough to find what was worked out for it before. ``_rows.c`` does the walk in one
+pass in C (and holds the destinations' other compiled loops); this module's ``rows_py`` is its
+twin and reference, used when the extension is not built or ``GOTK_RELAY_NO_EXTENSIONS`` is
+set.
 Entries are the relay's own, validated when received; a malformed one raises ``DecodeError``.
 """
 
@@ -40,8 +42,8 @@ from .chunked import (
     _split_series as split_series,
 )
 
-# Steps of ``entry_steps``: a series of ~10 labels costs ~10 µs as rows (~50 as decoded
-# objects), so a step of ~100 such series holds the event loop about a ms.
+# Steps of ``entry_steps``: about a hundred series of ~10 labels, so that mapping one step holds
+# the event loop only briefly (rows are cheaper than decoded series, so steps can be larger).
 ROW_CHUNK_BYTES: Final = 32 * 1024
 
 Row = tuple[bytes, tuple[tuple[float, int], ...], bytes | None]

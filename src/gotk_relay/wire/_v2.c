@@ -1,10 +1,10 @@
 /* Remote write 1.0 WriteRequest bytes to remote write 2.0 Request bytes (wire.rw2.from_v1).
  *
  * Why in C: a remote write 2.0 destination gets every request converted, and decoding it into
- * the Python model and encoding that again costs ~29 ms per 2000-series request, ~80 times this
- * (bench/v2conv.py). This walks the v1 bytes once and writes exactly what
- * ``rw2.encode(rw1.decode(raw, validate=False))`` writes (same symbol order, same fields, same
- * bytes):
+ * the Python model and encoding that again makes objects per label and sample, where this
+ * walk copies bytes (bench/v2conv.py; figures: docs/performance.md). This walks the v1 bytes
+ * once and writes exactly what ``rw2.encode(rw1.decode(raw, validate=False))`` writes (same
+ * symbol order, same fields, same bytes):
  *  - symbols: "" first, then each string in the order the reference first refers to it: per
  *    series its label names and values, then its exemplars' labels, then its metadata's help
  *    and unit; interned in a hash table of (pointer, length) into the input, so no string is

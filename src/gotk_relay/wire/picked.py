@@ -2,8 +2,8 @@
 
 Why: the series a rule picks (``gotk_resource_info`` above all) carry the same ~14 labels every
 scrape; only the sample changes. ``rw1.decode`` rebuilds and re-validates those labels each time
-(≈30 µs per series: upb objects, then Python tuples, then ``check_series``), which made decoding
-as costly as the rest of the fast path together. Here each encoded series is cut into its label
+(upb objects, then Python tuples, then ``check_series``), which made decoding as costly as the
+rest of the fast path together. Here each encoded series is cut into its label
 part and its trailing samples with a few byte comparisons; the label part's bytes key a cache of
 the ``Labels`` tuple that upb decoded and ``check_series`` accepted for them, and the samples are
 read with ``struct``. The result is the value ``rw1.decode(rw1_bytes.rebuild(series, metadata),

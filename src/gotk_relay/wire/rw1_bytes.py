@@ -1,9 +1,9 @@
 """Remote write 1.0 requests handled as bytes: survey, split, count, re-frame.
 
-Why: decoding every series into ``model`` objects and re-encoding it per destination is ~25
-times the cost of the bytes, while a rule (the Flux rewrites) only ever changes a few series
-picked by metric name. These functions let the relay touch only those and forward every other
-series as the exact bytes that came:
+Why: decoding every series into ``model`` objects and re-encoding it per destination costs an
+object per label and sample where the bytes cost a copy, while a rule (the Flux rewrites) only
+ever changes a few series picked by metric name. These functions let the relay touch only those
+and forward every other series as the exact bytes that came:
 
 * ``survey`` checks a request as strictly as Prometheus 3 and Mimir do (protobuf, UTF-8, label
   names, limits), counts its points and picks the series of some metric names, in one pass in
@@ -49,7 +49,7 @@ class Split(NamedTuple):
 
 
 def split(raw: bytes) -> Split:
-    """Slice an uncompressed WriteRequest into encoded series and metadata (≈0.15 ms per 2000).
+    """Slice an uncompressed WriteRequest into encoded series and metadata, in one upb parse.
 
     Only the top level is parsed: a malformed series is returned as it came and only surfaces
     when something reads it (``count_points``, the receiver).
@@ -62,7 +62,7 @@ def split(raw: bytes) -> Split:
 
 
 def frame(raw: bytes) -> Any:
-    """The top level of an uncompressed WriteRequest, its framing checked (≈0.04 ms per 2000).
+    """The top level of an uncompressed WriteRequest, its framing checked, no object per series.
 
     A ``FlatWriteRequest``: ``len(.timeseries)`` is the series count and its items are the
     encoded series, made into Python bytes only when read (that is most of ``split``'s cost).
@@ -123,7 +123,7 @@ def survey(
     ``Survey.raw`` (a copy; the input object itself when none was). Not strict
     (``receiver.validation: framing``): framing and the series/point limits only, the request
     forwarded as it came. Why in C: the checks cost about as much as one memory scan, where
-    protobuf and Python take ~30 times as long (docs/performance.md).
+    protobuf and Python do Python work per label (figures: docs/performance.md).
     """
     if _native is None:
         return None
@@ -148,8 +148,8 @@ def count_points(source: Split | bytes) -> int:
     message: protobuf merges every occurrence into one, concatenating their ``samples`` and
     ``histograms``, so the count is two ``len()`` calls and no Python loop runs per series.
     Each series is still parsed within its own length, so the count is exact, and a series whose
-    own framing is broken raises DecodeError. Cost per 2000-series batch: ≈0.2 ms from the raw
-    body, ≈0.3 ms from a Split (re-framed first); the naive nested parse + sum is ≈2 ms.
+    own framing is broken raises DecodeError. From the raw body it is one parse; from a Split
+    the series are re-framed first; a nested parse and a sum would build an object per sample.
     """
     raw = source if isinstance(source, bytes) else rebuild(source.series)
     try:

@@ -1,8 +1,9 @@
 """Snappy block surgery: merge compressed blocks and append raw bytes without recompressing.
 
-Why: compressing a 2000-series request costs ≈0.4 ms, more than everything else the fast path
-does to it. A relay that forwards what it received can instead keep the compressed bodies it was
-sent, merge queued ones into one larger request, and append synthesized series after them.
+Why: compressing a request costs more than everything else the fast path does to it
+(docs/performance.md). A relay that forwards what it received can instead keep the compressed
+bodies it was sent, merge queued ones into one larger request, and append synthesized series
+after them.
 
 The block format (snappy's ``format_description.txt``) is a varint preamble holding the
 decompressed length, then a stream of elements, each tagged by its two low bits:
@@ -49,7 +50,7 @@ def concat(blocks: Sequence[bytes]) -> bytes:
     """One block that decompresses to the concatenation of ``blocks``' decompressions.
 
     Each block must be valid (see the module docstring). Cost: parsing each preamble plus one
-    copy of the element streams (≈0.05 ms for ten 2000-series blocks). Raises TooLargeError if
+    copy of the element streams; nothing is decompressed. Raises TooLargeError if
     the total would exceed what a preamble can declare, DecodeError on a broken preamble.
     """
     if len(blocks) == 1:

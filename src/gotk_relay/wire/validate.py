@@ -25,11 +25,11 @@ only that series' bytes change and the request keeps its length.
 Order of the checks: the request's own fields (framing of every top-level field), then the
 series count (413), then the point count (413, counted by upb in C first, so an oversized
 request is never walked here), then every MetricMetadata, then series by series, each: its
-framing, label limits (400), then the label rules (400). Cost: ~9 µs CPU per series of Prometheus'
-shape (the shapes it writes are read in a few byte comparisons), so a caller that runs this on
-a large request (the default path does only for one the compiled scanner refused) should keep
-it off the event loop or bound the request. Errors: ``DecodeError``, ``LabelLimitError``,
-``TooManySeriesError``, ``TooManySamplesError``.
+framing, label limits (400), then the label rules (400). Cost: Python work per series, even in
+Prometheus' shape (the shapes it writes are read in a few byte comparisons; figures:
+docs/performance.md), so a caller that runs this on a large request (the default path does only
+for one the compiled scanner refused) should keep it off the event loop or bound the request.
+Errors: ``DecodeError``, ``LabelLimitError``, ``TooManySeriesError``, ``TooManySamplesError``.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def survey(
     ``suspect``: the index of the series the compiled walk refused the request in
     (``rw1_bytes.Refused``), which found every series before it valid: that series is checked right
     after the request's own fields, so wording a refusal costs one series in Python, not every
-    series before it (~9 µs each). The answer is the same with or without it.
+    series before it. The answer is the same with or without it.
     """
     end = len(raw)
     series_at: list[tuple[int, int]] = []
@@ -232,7 +232,7 @@ def _series(
     varint = _ONE_VARINT
     try:
         while pos < stop:
-            # The shapes Prometheus writes, read in a few byte comparisons (3-4x faster): a
+            # The shapes Prometheus writes, read in a few byte comparisons (no varint loop): a
             # Label holding exactly a name and a value field, a Sample holding a value (or
             # none, 0) and a timestamp, all lengths one byte. Anything else, or anything these
             # do not fully match, takes the general walk below.

@@ -1,10 +1,11 @@
 /* Routing a remote-write 1.0 request on its bytes: relabel rules, shards and tenants.
  *
  * The relay's per-destination work (write_relabel_configs, global relabel_configs, the shard a
- * series goes to, the tenant it belongs to) used to decode every series into Python objects,
- * ~25x slower than the bytes path. Here each series is walked once: its label spans are read
- * in place, the rules run over a small builder that mirrors labels.Builder (routing.py's
- * reference, rules/relabel.py), and the series is copied as it came when nothing changed it,
+ * series goes to, the tenant it belongs to) used to decode every series into Python objects and
+ * encode it again, an object per label and sample where this copies bytes (figures:
+ * docs/performance.md). Here each series is walked once: its label spans are read in place,
+ * the rules run over a small builder that mirrors labels.Builder (routing.py's reference,
+ * rules/relabel.py), and the series is copied as it came when nothing changed it,
  * or re-encoded with its new labels and its other fields (samples, exemplars, histograms)
  * copied as they came.
  *
