@@ -5,8 +5,8 @@ it gets, so the conversion's CPU per request bounds that destination's throughpu
 least 0.7x the plain configuration's samples per CPU-second, so the conversion may add at most
 ~40% to the plain path's CPU per request; figures: docs/performance.md). This times the
 compiled walk (``_v2.c``) beside the reference (decode into the model, encode) on the
-benchmark's own ``cluster`` requests (tests/support/loadgen.py: 50k series sent as 2000-series requests
-of one sample each, 0.1 % Flux), checking first that both give the same bytes.
+benchmark's own ``cluster`` requests (tests/support/loadgen.py: 50k series sent as 2000-series
+requests of one sample each, 0.1 % Flux), checking first that both give the same bytes.
 
 The allocator is set up as the relay sets it (``allocator.keep_freed_memory``). Timing is
 ``time.process_time`` (CPU, not wall) over ``--iterations`` runs, best of
