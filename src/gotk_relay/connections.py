@@ -193,7 +193,7 @@ class GuardedServer(web.Server):
         assert isinstance(handler, GuardedHandler)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_UNIX:
-            return  # the ingest workers' private socket to the core (workers.py): not bounded
+            return  # the ingest workers' private socket to the core (worker_pool.py): not bounded
         cap = connection_cap(self.receiver(), self.fds)
         self.metrics.limit.set(cap)
         if len(self._open) >= cap and not self._make_room():

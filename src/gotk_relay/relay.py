@@ -297,7 +297,7 @@ class Relay:
         destination queues it as it is, before ``batch``'s own entries. ``inputs_forwarded``:
         ``batch``'s series are inside ``passthrough`` already (the rules keep their inputs), so
         only what the rules add is queued. ``routes``: per destination that does not take
-        ``passthrough`` as it is, its own entries of the request (``ingest.scan_request``
+        ``passthrough`` as it is, its own entries of the request (``write.scan.scan_request``
         routed it: its rules, shards, tenants, message) with their shards, points and the points
         it drops for want of a tenant. Fast-path batches (``passthrough`` or ``routes`` given)
         went through the global rules already. Raises SpoolError when the spool cannot be
@@ -326,7 +326,7 @@ class Relay:
         )
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         if fast and not inputs_forwarded and batch.metadata:
-            # The request's metadata were forwarded with its other series (ingest.scan_request).
+            # The request's metadata were forwarded with its other series (write.scan.scan_request).
             sent = set(batch.metadata)
             queued = Batch(queued.series, tuple(m for m in queued.metadata if m not in sent))
         # On the fast path what is queued beside the received block is only what the Flux rules

@@ -300,7 +300,7 @@ async def instrument(
         return plain(500, "internal error; see the relay's log")
     finally:
         # A request an ingest worker handled for a client is counted under the client's route
-        # (workers.py sets it); the workers' own calls to the core are not counted.
+        # (worker_pool.py sets it); the workers' own calls to the core are not counted.
         name = request.get(ROUTE, name)
         if not name.startswith("/internal/"):
             telemetry.http_requests.labels(name, str(status)).inc()

@@ -903,7 +903,7 @@ static PyModuleDef_Slot slots[] = {
 
 static struct PyModuleDef definition = {
     PyModuleDef_HEAD_INIT, "gotk_relay.wire._survey",
-    "A one-pass strict survey of a remote-write request (see scan.survey).", 0, methods, slots,
+    "A one-pass strict survey of a remote-write request (see rw1_bytes.survey).", 0, methods, slots,
 };
 
 PyMODINIT_FUNC

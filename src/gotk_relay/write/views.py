@@ -1,6 +1,6 @@
 """How a remote write 1.0 request is handled without decoding it: the plan, once per configuration.
 
-A request is checked as strictly as a decode would (``scan.survey``, in C: protobuf, UTF-8,
+A request is checked as strictly as a decode would (``write.scan.SURVEY``, in C: protobuf, UTF-8,
 label names, limits; unsorted label sets are sorted) unless ``receiver.validation: framing``
 asks for framing and counts only. Then, on its bytes (``routing``): the global
 ``relabel_configs``; the series the Flux rules or the federate store read are picked and decoded
