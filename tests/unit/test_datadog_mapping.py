@@ -17,7 +17,6 @@ from gotk_relay.destinations.datadog_mapping import (
     MappedSeries,
     MappingOptions,
     TypeCache,
-    counter_step,
     map_batch,
     normalize_metric_name,
     normalize_tag,
@@ -157,22 +156,38 @@ def test_kind_resolution(
     assert resolve_kind(name, series_type, families) is expected
 
 
+_NOW = 1_764_000_000_000
+
+
 @pytest.mark.parametrize(
     ("last", "ts", "value", "expected"),
     [
-        (None, 1000, 5.0, (None, COUNTER_FIRST)),  # nothing to subtract from yet
-        ((1000, 5.0), 2000, 8.0, (3.0, "")),
-        ((1000, 5.0), 2000, 5.0, (0.0, "")),  # no increase is a zero count, still a point
-        ((1000, 5.0), 2000, 2.0, (2.0, "")),  # a reset: the value is the increase
-        ((1000, 5.0), 2000, 0.0, (0.0, "")),
-        ((2000, 5.0), 2000, 9.0, (None, OUT_OF_ORDER)),  # same timestamp: a resend
-        ((2000, 5.0), 1000, 1.0, (None, OUT_OF_ORDER)),  # older than the last one seen
+        (None, _NOW, 5.0, (None, COUNTER_FIRST)),  # nothing to subtract from yet
+        ((_NOW - 1000, 5.0), _NOW, 8.0, (3.0, "")),
+        ((_NOW - 1000, 5.0), _NOW, 5.0, (0.0, "")),  # no increase is a zero count, a point
+        ((_NOW - 1000, 5.0), _NOW, 2.0, (2.0, "")),  # a reset: the value is the increase
+        ((_NOW - 1000, 5.0), _NOW, 0.0, (0.0, "")),
+        ((_NOW, 5.0), _NOW, 9.0, (None, OUT_OF_ORDER)),  # same timestamp: a resend
+        ((_NOW, 5.0), _NOW - 1000, 1.0, (None, OUT_OF_ORDER)),  # older than the last one seen
     ],
 )
-def test_counter_step(
+def test_a_counter_sample_is_sent_as_its_increase_since_the_last_one(
     last: tuple[int, float] | None, ts: int, value: float, expected: tuple[float | None, str]
 ) -> None:
-    assert counter_step(last, ts, value) == expected
+    labels: Labels = (("__name__", "req_total"),)
+    counters = CounterStore()
+    if last is not None:
+        counters.commit(labels, last, 0.0)
+    item = Series(labels, (Sample(value, ts),), metadata=Metadata(MetricType.COUNTER))
+    mapped = map_batch(Batch((item,)), MappingOptions(), TypeCache(), counters, _NOW)
+    delta, reason = expected
+    if delta is None:
+        assert [s.points for s in mapped.series] in ([], [[]])
+        assert mapped.skipped == {reason: 1}
+    else:
+        (only,) = mapped.series
+        assert only.points == [(ts // 1000, delta)] and only.type == TYPE_COUNT
+        assert not mapped.skipped
 
 
 def _series(name: str, samples: list[tuple[float, int]], **labels: str) -> Series:

@@ -12,7 +12,7 @@ label sets), ``mapper`` (``map_batch``, ``map_items``).
 
 from __future__ import annotations
 
-from .counters import CounterMark, CounterStore, counter_step
+from .counters import CounterMark, CounterStore
 from .intake import (
     COUNTER_FIRST,
     CREATED,
@@ -81,7 +81,6 @@ __all__ = [
     "SeriesInfo",
     "SeriesMemo",
     "TypeCache",
-    "counter_step",
     "kind_by_suffix",
     "kind_for_type",
     "map_batch",

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from ...model import Labels
-from .intake import COUNTER_FIRST, OUT_OF_ORDER
 
 CounterMark = tuple[int, float]  # (timestamp ms, cumulative value) of a counter's last sample
 
@@ -72,18 +71,3 @@ class CounterStore:
 
     def __len__(self) -> int:
         return len(self._marks)
-
-
-def counter_step(last: CounterMark | None, ts: int, value: float) -> tuple[float | None, str]:
-    """One counter sample against the series' last one: (delta to send or None, why not).
-
-    ``monotonic_count``: first sample → nothing; not newer → ignored; lower → reset, the value
-    itself is the increase; else the difference.
-    """
-    if last is None:
-        return None, COUNTER_FIRST
-    if ts <= last[0]:
-        return None, OUT_OF_ORDER
-    if value >= last[1]:
-        return value - last[1], ""
-    return value, ""

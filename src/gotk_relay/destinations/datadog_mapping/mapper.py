@@ -203,7 +203,8 @@ def map_items(
                 skipped[TOO_NEW] += 1
                 continue
             if is_count:
-                # counter_step, inlined (the hot path); ``marks`` entries are (ts, value, seen)
+                # monotonic_count: a first sample sends nothing, one not newer is ignored, a
+                # lower one is a reset (its value is the increase); ``marks``: (ts, value, seen)
                 last = pending.get(key) or marks.get(key)
                 if last is not None and ts <= last[0]:
                     skipped[OUT_OF_ORDER] += 1
