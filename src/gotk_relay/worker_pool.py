@@ -167,6 +167,36 @@ def add_internal_routes(app: web.Application, generation: Generation) -> None:
     app.router.add_post("/internal/rejected", handle_rejected)
 
 
+def worker_argv(
+    socket_path: str,
+    listen: tuple[str, int],
+    parent_fd: int,
+    index: int,
+    log_level: str = "info",
+    log_format: str = "logfmt",
+) -> list[str]:
+    """The command line of one scan worker (``gotk-relay worker``, an internal subcommand)."""
+    host, port = listen
+    return [
+        sys.executable,
+        "-m",
+        "gotk_relay",
+        "worker",
+        "--socket",
+        socket_path,
+        "--listen-address",
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "--parent-fd",
+        str(parent_fd),
+        "--index",
+        str(index),
+        "--log.level",
+        log_level,
+        "--log.format",
+        log_format,
+    ]
+
+
 @dataclass
 class _Slot:
     index: int
@@ -201,25 +231,9 @@ class WorkerPool:
 
     def _argv(self, index: int) -> list[str]:
         assert self._pipe is not None
-        host, port = self.listen
-        return [
-            sys.executable,
-            "-m",
-            "gotk_relay",
-            "worker",
-            "--socket",
-            self.socket_path,
-            "--listen-address",
-            f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-            "--parent-fd",
-            str(self._pipe[0]),
-            "--index",
-            str(index),
-            "--log.level",
-            self.log_level,
-            "--log.format",
-            self.log_format,
-        ]
+        return worker_argv(
+            self.socket_path, self.listen, self._pipe[0], index, self.log_level, self.log_format
+        )
 
     def _spawn(self, slot: _Slot) -> None:
         assert self._pipe is not None

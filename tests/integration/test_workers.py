@@ -28,7 +28,7 @@ from gotk_relay.config import ConfigError, load_text
 from gotk_relay.model import Batch, Sample, Series, labels_from
 from gotk_relay.wire.errors import DecodeError
 from gotk_relay.wire.labels import LabelLimitError, TooManySeriesError
-from gotk_relay.worker_pool import Generation, WorkerPool
+from gotk_relay.worker_pool import Generation, worker_argv
 from gotk_relay.write.edge import Rejection, decode_rejection
 from tests.support.harness import (
     ScriptedReceiver,
@@ -393,9 +393,7 @@ def test_decode_errors_map_to_the_statuses_of_the_write_endpoint() -> None:
 
 
 def test_worker_argv_brackets_ipv6_and_passes_the_pipe() -> None:
-    pool = WorkerPool(1, "/tmp/s.sock", ("::1", 9201))
-    pool._pipe = (7, 8)
-    argv = pool._argv(0)
+    argv = worker_argv("/tmp/s.sock", ("::1", 9201), 7, 0)
     assert argv[argv.index("--listen-address") + 1] == "[::1]:9201"
     assert argv[argv.index("--parent-fd") + 1] == "7"
     assert build_parser().parse_args(argv[3:]).listen == ("::1", 9201)
