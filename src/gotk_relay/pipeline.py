@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from .config import Config, TenantConfig
 from .model import Batch, Series, label_value
-from .rules.flux import FluxRewriter
+from .rules.flux import FluxRewriter, Rewritten
 from .rules.relabel import RuleSet, compile_rules
 from .wire import rw1
 
@@ -42,13 +42,17 @@ class Pipeline:
             name: compile_rules(cfg.write_relabel_configs) for _, name, cfg in config.destinations()
         }
 
+    def apply(
+        self, batch: Batch, now_ms: int | None, fast: bool, max_outputs: int | None = None
+    ) -> Rewritten:
+        """The Flux rules' one result for an accepted request: on the fast path the global rules
+        ran on its bytes already; ``max_outputs`` allows their steady shortcut (``Rewritten``)."""
+        rules_input = batch if fast else relabel_batch(self.relabel, batch)
+        return self.flux.apply(rules_input, now_ms, max_outputs)
+
     def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
         """Global rules then Flux synthesis; runs once per accepted request (Flux is stateful)."""
         return self.flux.rewrite(relabel_batch(self.relabel, batch), now_ms)
-
-    def synthesize(self, batch: Batch, now_ms: int | None = None) -> Batch:
-        """The Flux rules alone, for a batch the global rules have seen already (fast path)."""
-        return self.flux.rewrite(batch, now_ms)
 
     def for_destination(self, name: str, batch: Batch) -> Batch:
         rules = self.write_relabel.get(name)

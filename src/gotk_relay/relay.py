@@ -35,7 +35,7 @@ from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
 from .model import Batch, FamilyMetadata, Protocol
 from .pipeline import Pipeline, split_by_tenant
-from .rules.flux import FluxRewriter
+from .rules.flux import FluxRewriter, Steady
 from .telemetry import Telemetry, flux_metrics, gauge
 from .write import views
 from .write.routing import Router
@@ -312,18 +312,35 @@ class Relay:
         if not admission.accepted:
             return admission
         self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
-        if (
-            fast
-            and inputs_forwarded
-            and now_ms is not None
-            and self._queue_steady(batch, now_ms, passthrough, routes)
-        ):
-            return admission
-        rewritten = (
-            self.pipeline.synthesize(batch, now_ms)
-            if fast
-            else self.pipeline.rewrite(batch, now_ms)
-        )
+        # The Flux rules' one result: their steady shortcut (outputs as bytes) or a batch.
+        max_outputs = self._steady_outputs() if fast and inputs_forwarded else None
+        result = self.pipeline.apply(batch, now_ms, fast, max_outputs)
+        if result.steady is not None:
+            self._queue_steady(result.steady, passthrough, routes)
+        else:
+            self._queue_rewritten(batch, result.batch, fast, passthrough, inputs_forwarded, routes)
+        if self.federate is not None:
+            refused = self.federate.update(result.batch)
+            if result.steady is not None:
+                steady = result.steady
+                refused += self.federate.update_outputs(
+                    steady.groups, steady.newest, steady.families
+                )
+            if refused:
+                self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
+        return Admission(True)
+
+    def _queue_rewritten(
+        self,
+        batch: Batch,
+        rewritten: Batch,
+        fast: bool,
+        passthrough: Entry | None,
+        inputs_forwarded: bool,
+        routes: Mapping[str, Route],
+    ) -> None:
+        """Queue what the rules made of ``batch`` as series (``rewritten``): each destination's
+        share encoded once per (chunk, message), after its share of the request itself."""
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         if fast and not inputs_forwarded and batch.metadata:
             # The request's metadata were forwarded with its other series (write.scan.scan_request).
@@ -367,32 +384,15 @@ class Relay:
         for destination, entries in planned:
             destination.queue.put(entries)
         self._count_orphans((name, route[2]) for name, route in routes.items())
-        if self.federate is not None:
-            refused = self.federate.update(rewritten)
-            if refused:
-                self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
-        return Admission(True)
 
-    def _queue_steady(
-        self,
-        batch: Batch,
-        now_ms: int,
-        passthrough: Entry | None,
-        routes: Mapping[str, Route],
-    ) -> bool:
-        """``admit``'s second half for a fast-path batch the Flux rules find in their steady
-        state (``FluxRewriter.steady``); False, with nothing changed, when they do not.
-
-        It queues what ``admit`` would queue and keeps in the federate store what it would keep,
-        without a ``Series`` per synthesized output: a destination that takes the request as it
-        came takes the rules' output as one encoded entry; one with its own view of requests
-        (rules, shards, tenants: ``routes``) gets the output routed on its bytes the same way.
-        """
+    def _steady_outputs(self) -> int | None:
+        """How many outputs the Flux rules' steady shortcut may write for a fast-path request
+        (the output of a destination taking requests as they are must fit in one entry), or
+        None when it must not be taken."""
         fast = self.fast
         if fast is None or set(fast.views) != set(self.destinations):
-            return False  # scanned under a configuration a reload has since replaced
-        # The output of a destination taking it as it is must fit in one request: one entry.
-        max_outputs = min(
+            return None  # scanned under a configuration a reload has since replaced
+        return min(
             (
                 d.queue.max_points_per_send
                 for name, d in self.destinations.items()
@@ -400,9 +400,16 @@ class Relay:
             ),
             default=1 << 62,
         )
-        steady = self.pipeline.flux.steady(batch, now_ms, max_outputs)
-        if steady is None:
-            return False
+
+    def _queue_steady(
+        self, steady: Steady, passthrough: Entry | None, routes: Mapping[str, Route]
+    ) -> None:
+        """Queue the Flux rules' steady output (``FluxRewriter.steady``) as ``_queue_rewritten``
+        would queue the same series, without a ``Series`` per output: a destination that takes
+        the request as it came takes the output as one encoded entry; one with its own view of
+        requests (rules, shards, tenants: ``routes``) gets the output routed on its bytes."""
+        fast = self.fast
+        assert fast is not None  # _steady_outputs allowed the shortcut
         made = (
             made_entry(steady.body, steady.newest, steady.outputs, steady.families)
             if steady.outputs
@@ -434,12 +441,6 @@ class Relay:
             destination.queue.put(shards)
         self._count_orphans((name, route[2]) for name, route in routes.items())
         self._count_orphans(orphans)
-        if self.federate is not None:
-            refused = self.federate.update(Batch(batch.series, steady.families))
-            refused += self.federate.update_outputs(steady.groups, steady.newest, steady.families)
-            if refused:
-                self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
-        return True
 
     def _count_orphans(self, orphans: Iterable[tuple[str, int]]) -> None:
         """Points a destination drops for want of a tenant (routed ones, counted once queued)."""

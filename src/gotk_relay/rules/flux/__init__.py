@@ -49,7 +49,7 @@ from .names import (
     SUSPEND_METADATA,
     SUSPEND_STATUS,
 )
-from .rewriter import FluxRewriter, Steady
+from .rewriter import FluxRewriter, Rewritten, Steady
 from .stats import FluxStats
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "FluxConfig",
     "FluxRewriter",
     "FluxStats",
+    "Rewritten",
     "SeriesEncoder",
     "Steady",
 ]

@@ -59,6 +59,16 @@ class Steady(NamedTuple):
     families: tuple[FamilyMetadata, ...]  # the metadata rewrite() would append to the batch
 
 
+class Rewritten(NamedTuple):
+    """What the Flux rules made of a batch (``FluxRewriter.apply``), for admission and the
+    federate store. ``batch`` is the batch as forwarded: ``rewrite()``'s output, or, when the
+    rules took their steady shortcut, the inputs with the families the outputs need; then
+    ``steady`` holds the outputs, written as bytes, and no ``Series`` of them was made."""
+
+    batch: Batch
+    steady: Steady | None = None
+
+
 _ONE: Final[Values] = (1.0,)
 _STALE: Final[Values] = (STALE_NAN,)
 
@@ -121,6 +131,16 @@ class FluxRewriter:
         if not all(map(operator.is_, series, found[0])):
             return None
         return found[1], found[2]
+
+    def apply(self, batch: Batch, now_ms: int | None, max_outputs: int | None) -> Rewritten:
+        """The rules applied to ``batch``: the steady shortcut (``steady``) when ``max_outputs``
+        is given and the batch is in the steady state, else ``rewrite``; the same effect on the
+        state either way (``tests/unit/test_flux_steady.py`` holds them equal)."""
+        if max_outputs is not None and now_ms is not None:
+            found = self.steady(batch, now_ms, max_outputs)
+            if found is not None:
+                return Rewritten(Batch(batch.series, found.families), found)
+        return Rewritten(self.rewrite(batch, now_ms))
 
     def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
         """The batch to forward: inputs (unless ``keep_source`` is off), then synthesized series.
