@@ -18,8 +18,6 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, Metric
-
 from .config import (
     Config,
     DatadogConfig,
@@ -35,8 +33,9 @@ from .destinations.federate import FederateStore
 from .destinations.remote_write import RemoteWriteClient
 from .model import Batch, FamilyMetadata, Protocol
 from .pipeline import Pipeline, split_by_tenant
+from .relay_metrics import state_metrics
 from .rules.flux import FluxRewriter, Steady
-from .telemetry import Telemetry, flux_metrics, gauge
+from .telemetry import Telemetry
 from .write import views
 from .write.routing import Router
 
@@ -238,7 +237,7 @@ class Relay:
         self._draining: list[asyncio.Task[None]] = []
         self.refusing = Episode("a destination's queue is full: writes are refused with 503")
         self.spool_failing = Episode("the spool cannot be written: writes are refused with 503")
-        telemetry.add_state_collector(self._collect)
+        telemetry.add_state_collector(lambda: state_metrics(self))
 
     def start(self) -> None:
         for destination in self.destinations.values():
@@ -570,119 +569,10 @@ class Relay:
         if self.spool is not None:
             self.spool.close()
 
-    def _spool_oldest(self, name: str, shard: int) -> int | None:
+    def spool_oldest(self, name: str, shard: int) -> int | None:
+        """The newest timestamp of a destination shard's oldest spooled entry, if any."""
         assert self.spool is not None
         try:
             return self.spool.oldest_newest_ms(name, shard)
         except SpoolError:  # a scrape does not fail for it; the senders report the error
             return None
-
-    def _collect(self) -> Iterable[Metric]:
-        dests = list(self.destinations.items())
-        yield gauge(
-            "gotk_relay_queue_samples",
-            "Samples and histograms queued or in flight per destination.",
-            ["destination"],
-            (([n], d.queue.points) for n, d in dests),
-        )
-        yield gauge(
-            "gotk_relay_queue_capacity_samples",
-            "Queue capacity per destination (queue_config.capacity × shards).",
-            ["destination"],
-            (([n], d.queue.capacity) for n, d in dests),
-        )
-        yield gauge(
-            "gotk_relay_shards",
-            "Ordered sender streams per destination.",
-            ["destination"],
-            (([n], len(d.queue.shards)) for n, d in dests),
-        )
-        yield gauge(
-            "gotk_relay_destination_protocol",
-            "The remote-write message a destination is sent (1 for the one in use).",
-            ["destination", "protobuf_message"],
-            (
-                ([n, d.client.protocol], 1)
-                for n, d in dests
-                if isinstance(d.client, RemoteWriteClient)
-            ),
-        )
-        now_ms = time.time() * 1000
-        ages = []
-        for n, d in dests:
-            oldest = d.oldest_unsent_ms()
-            ages.append(([n], 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)))
-        yield gauge(
-            "gotk_relay_oldest_unsent_seconds",
-            "Age of the newest sample of the oldest entry a destination has not yet delivered "
-            "(0 when empty): grows while it makes no progress.",
-            ["destination"],
-            ages,
-        )
-        yield gauge(
-            "gotk_relay_destination_failing",
-            "1 while a destination answers with errors that are retried (no progress).",
-            ["destination"],
-            (([n], int(d.failing)) for n, d in dests),
-        )
-        yield gauge(
-            "gotk_relay_sender_up",
-            "0 while a destination's sender loop is failing on an error (e.g. the spool cannot "
-            "be read or written; see /-/ready), else 1.",
-            ["destination"],
-            (([n], int(not d.problem())) for n, d in dests),
-        )
-        yield gauge(
-            "gotk_relay_spool_write_failing",
-            "1 while the spool cannot be written (writes are refused with 503).",
-            [],
-            [([], int(self.spool_failing.active))] if self.spool is not None else [],
-        )
-        yield from flux_metrics(self.pipeline.flux.stats)
-        skipped = CounterMetricFamily(
-            "gotk_relay_samples_skipped",
-            "Samples a destination's protocol cannot carry, not sent (e.g. stale markers and "
-            "points older than 1h for Datadog), by reason; they count as forwarded too.",
-            labels=["destination", "reason"],
-        )
-        for n, d in dests:
-            for reason, count in sorted(d.client.skipped.items()):
-                skipped.add_metric([n, reason], count)
-        yield skipped
-        if self.spool is not None:
-            yield gauge(
-                "gotk_relay_spool_bytes",
-                "Bytes of entries a destination holds in the spool (queued and in flight).",
-                ["destination"],
-                (([n], d.queue.bytes) for n, d in dests),
-            )
-            ages = []
-            for n, d in dests:
-                heads = [self._spool_oldest(n, i) for i in range(len(d.queue.shards))]
-                known = [o for o in heads if o is not None]
-                ages.append(([n], max(0.0, (now_ms - min(known)) / 1000) if known else 0.0))
-            yield gauge(
-                "gotk_relay_spool_oldest_sample_age_seconds",
-                "Age of the newest sample in a destination's oldest spooled entry (0 when empty).",
-                ["destination"],
-                ages,
-            )
-        else:
-            yield gauge(
-                "gotk_relay_memory_queued_bytes",
-                "Bytes held by in-memory queues, all destinations together.",
-                [],
-                [([], self.budget.used)],
-            )
-            yield gauge(
-                "gotk_relay_memory_budget_bytes",
-                "queues.memory_budget_bytes.",
-                [],
-                [([], self.budget.limit)],
-            )
-        yield gauge(
-            "gotk_relay_federate_series",
-            "Series held by the federate store.",
-            [],
-            [([], len(self.federate))] if self.federate is not None else [],
-        )
