@@ -34,13 +34,16 @@ from .destinations.remote_write import RemoteWriteClient
 from .model import Batch, FamilyMetadata, Protocol
 from .pipeline import Pipeline, split_by_tenant
 from .relay_metrics import state_metrics
-from .rules.flux import FluxRewriter, Steady
+from .rules.flux import FluxRewriter, Rewritten, Steady
 from .telemetry import Telemetry
 from .write import views
 from .write.routing import Router
 
 log = logging.getLogger("gotk_relay.relay")
 
+
+Planned = tuple[QueuedDestination, list[list[Entry]]]
+"""A destination and its entries for one request, per shard, in the order they are queued."""
 
 Route = tuple[list[tuple[int, Entry]], int, int]
 """A destination's own share of a fast-path request: (shard, entry) pairs, points, points
@@ -311,25 +314,45 @@ class Relay:
         if not admission.accepted:
             return admission
         self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
-        # The Flux rules' one result: their steady shortcut (outputs as bytes) or a batch.
+        # The Flux rules' one result: their steady shortcut (outputs as bytes) or a batch. Either
+        # way it becomes every destination's entries, committed (spool, queues) on one path.
         max_outputs = self._steady_outputs() if fast and inputs_forwarded else None
         result = self.pipeline.apply(batch, now_ms, fast, max_outputs)
         if result.steady is not None:
-            self._queue_steady(result.steady, passthrough, routes)
+            planned, orphans = self._plan_steady(result.steady, passthrough, routes)
         else:
-            self._queue_rewritten(batch, result.batch, fast, passthrough, inputs_forwarded, routes)
-        if self.federate is not None:
-            refused = self.federate.update(result.batch)
-            if result.steady is not None:
-                steady = result.steady
-                refused += self.federate.update_outputs(
-                    steady.groups, steady.newest, steady.families
-                )
-            if refused:
-                self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
+            planned, orphans = self._plan_rewritten(
+                batch, result.batch, fast, passthrough, inputs_forwarded, routes
+            )
+        orphans += [(name, route[2]) for name, route in routes.items()]
+        self._commit(planned, orphans)
+        self._remember(result)
         return Admission(True)
 
-    def _queue_rewritten(
+    def _commit(self, planned: list[Planned], orphans: Iterable[tuple[str, int]]) -> None:
+        """Queue every destination's entries (in the spool first, in one transaction), then
+        count the points destinations drop for want of a tenant: counted once queued, so a
+        request refused for its spool write and sent again is not counted twice."""
+        if self.spool is not None:
+            planned = self._spool(planned)
+        for destination, entries in planned:
+            destination.queue.put(entries)
+        for name, points in orphans:
+            if points:
+                self.telemetry.dropped(name, points, "no_tenant")
+
+    def _remember(self, result: Rewritten) -> None:
+        """Keep what /federate serves: the batch as forwarded, and the steady outputs."""
+        if self.federate is None:
+            return
+        refused = self.federate.update(result.batch)
+        if result.steady is not None:
+            steady = result.steady
+            refused += self.federate.update_outputs(steady.groups, steady.newest, steady.families)
+        if refused:
+            self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
+
+    def _plan_rewritten(
         self,
         batch: Batch,
         rewritten: Batch,
@@ -337,9 +360,10 @@ class Relay:
         passthrough: Entry | None,
         inputs_forwarded: bool,
         routes: Mapping[str, Route],
-    ) -> None:
-        """Queue what the rules made of ``batch`` as series (``rewritten``): each destination's
-        share encoded once per (chunk, message), after its share of the request itself."""
+    ) -> tuple[list[Planned], list[tuple[str, int]]]:
+        """Every destination's entries of what the rules made of ``batch`` as series
+        (``rewritten``): its share encoded once per (chunk, message), after its share of the
+        request itself; and the points each drops for want of a tenant."""
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         if fast and not inputs_forwarded and batch.metadata:
             # The request's metadata were forwarded with its other series (write.scan.scan_request).
@@ -352,13 +376,16 @@ class Relay:
         # share the encoded entries: one encode per distinct (chunk, protocol).
         encoded: dict[tuple[int, Protocol], Entry] = {}
         keep_alive: list[Batch] = []  # ids in `encoded` stay unique while these live
-        planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
+        planned: list[Planned] = []
+        orphans: list[tuple[str, int]] = []
         for name, destination in self.destinations.items():
             out = self.pipeline.for_destination(name, queued)
             # On the fast path every entry is 1.0 (2.0 destinations convert merged requests).
             protocol = Protocol.V1 if fast else destination.protocol
             entries = _request_entries(destination, routes.get(name), passthrough)
-            for tenant, part in self._tenants(destination, out):
+            groups, orphaned = self._tenants(destination, out)
+            orphans.append((name, orphaned))
+            for tenant, part in groups:
                 for index, chunks in enumerate(destination.queue.plan(part)):
                     keep_alive.extend(chunks)
                     for chunk in chunks:
@@ -378,11 +405,7 @@ class Relay:
                                 )
                         entries[index].append(encoded[key])
             planned.append((destination, entries))
-        if self.spool is not None:
-            planned = self._spool(planned)
-        for destination, entries in planned:
-            destination.queue.put(entries)
-        self._count_orphans((name, route[2]) for name, route in routes.items())
+        return planned, orphans
 
     def _steady_outputs(self) -> int | None:
         """How many outputs the Flux rules' steady shortcut may write for a fast-path request
@@ -400,11 +423,11 @@ class Relay:
             default=1 << 62,
         )
 
-    def _queue_steady(
+    def _plan_steady(
         self, steady: Steady, passthrough: Entry | None, routes: Mapping[str, Route]
-    ) -> None:
-        """Queue the Flux rules' steady output (``FluxRewriter.steady``) as ``_queue_rewritten``
-        would queue the same series, without a ``Series`` per output: a destination that takes
+    ) -> tuple[list[Planned], list[tuple[str, int]]]:
+        """The Flux rules' steady output (``FluxRewriter.steady``) planned as ``_plan_rewritten``
+        plans the same series, without a ``Series`` per output: a destination that takes
         the request as it came takes the output as one encoded entry; one with its own view of
         requests (rules, shards, tenants: ``routes``) gets the output routed on its bytes."""
         fast = self.fast
@@ -416,7 +439,7 @@ class Relay:
         )
         output = steady.body + metadata_bytes(steady.families) if steady.outputs else b""
         routed: dict[int, tuple[list[tuple[int, Entry]], int]] = {}
-        planned: list[tuple[QueuedDestination, list[list[Entry]]]] = []
+        planned: list[Planned] = []
         orphans: list[tuple[str, int]] = []
         for name, destination in self.destinations.items():
             view = fast.views[name]
@@ -434,31 +457,19 @@ class Relay:
                 if orphaned:
                     orphans.append((name, orphaned))
             planned.append((destination, entries))
-        if self.spool is not None:
-            planned = self._spool(planned)
-        for destination, shards in planned:
-            destination.queue.put(shards)
-        self._count_orphans((name, route[2]) for name, route in routes.items())
-        self._count_orphans(orphans)
+        return planned, orphans
 
-    def _count_orphans(self, orphans: Iterable[tuple[str, int]]) -> None:
-        """Points a destination drops for want of a tenant (routed ones, counted once queued)."""
-        for name, points in orphans:
-            if points:
-                self.telemetry.dropped(name, points, "no_tenant")
-
-    def _tenants(self, destination: QueuedDestination, batch: Batch) -> list[tuple[str, Batch]]:
+    def _tenants(
+        self, destination: QueuedDestination, batch: Batch
+    ) -> tuple[list[tuple[str, Batch]], int]:
+        """A destination's share per tenant, and the points left without one."""
         tenant = destination.client.tenant
         if tenant is None:
-            return [("", batch)]
+            return [("", batch)], 0
         groups, orphaned = split_by_tenant(batch, tenant)
-        if orphaned:
-            self.telemetry.dropped(destination.name, orphaned, "no_tenant")
-        return sorted(groups.items())
+        return sorted(groups.items()), orphaned
 
-    def _spool(
-        self, planned: list[tuple[QueuedDestination, list[list[Entry]]]]
-    ) -> list[tuple[QueuedDestination, list[list[Entry]]]]:
+    def _spool(self, planned: list[Planned]) -> list[Planned]:
         """Commit every destination's entries in one transaction; the entries with their ids."""
         assert self.spool is not None
         try:
@@ -473,9 +484,7 @@ class Relay:
             for destination, entries in planned
         ]
 
-    def _append(
-        self, planned: list[tuple[QueuedDestination, list[list[Entry]]]], spool: Spool
-    ) -> list[int]:
+    def _append(self, planned: list[Planned], spool: Spool) -> list[int]:
         cfg = self.config.spool
         if cfg.when_full == "drop_oldest":
             for destination, entries in planned:

@@ -2,7 +2,8 @@
 
 A real full disk (a 2 MiB tmpfs, as root) rather than a simulated error: SQLite fails its
 writes *and* its deletes there ("database or disk is full"), which is what used to kill a
-destination's sender for good, silently, while writes kept getting 204.
+destination's sender for good, silently, while writes kept getting 204. A spool locked by another
+process (SQLite's own lock, taken by a second connection) refuses writes the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +119,50 @@ async def test_a_full_disk_is_shown_retried_and_everything_acked_is_delivered_wh
     assert any("sender recovered" in r.getMessage() for r in caplog.records)
     spool_lines = [r for r in caplog.records if "spool cannot be written" in r.getMessage()]
     assert 1 <= len(spool_lines) <= 2  # started (and stopped), not one per refused write
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["rw1-fast-path", "rw2-decoded-path"])
+async def test_series_without_a_tenant_are_counted_once_when_a_refused_write_is_sent_again(
+    tmp_path: Path, v2: bool
+) -> None:
+    """A write refused because the spool cannot take it (503) is sent again by the sender; the
+    points it drops for want of a tenant are counted when it is queued, not at each try."""
+    receiver = ScriptedReceiver()
+    config = {
+        "flux": {"mode": "off"},
+        "spool": {"data_dir": str(tmp_path / "spool")},
+        "remote_write": [
+            {
+                "name": "d0",
+                "url": receiver.url,
+                "queue_config": FAST,
+                "tenant": {"label": "tenant", "header": "X-Scope-OrgID"},
+            }
+        ],
+    }
+    batch = Batch(
+        (
+            Series((("__name__", "m"), ("tenant", "a")), (Sample(1.0, 1000),)),
+            Series((("__name__", "orphan"), ("i", "1")), (Sample(1.0, 1000),)),
+            Series((("__name__", "orphan"), ("i", "2")), (Sample(2.0, 1000),)),
+        )
+    )
+    body, headers = rw_body(batch, v2=v2)
+    async with receivers(receiver), relay_client(config) as (client, _):
+        # Another process holding the spool's write lock (a backup, the sqlite3 shell).
+        holder = sqlite3.connect(tmp_path / "spool" / "spool.sqlite3", isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            for _ in range(3):
+                response = await client.post("/api/v1/write", data=body, headers=headers)
+                assert response.status == 503, await response.text()
+        finally:
+            holder.close()
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        assert response.status == 204, await response.text()
+        await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 1)
+        metrics = await (await client.get("/metrics")).text()
+    dropped = metric_value(
+        metrics, "gotk_relay_samples_dropped_total", destination="d0", reason="no_tenant"
+    )
+    assert dropped == 2

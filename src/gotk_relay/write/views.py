@@ -58,7 +58,7 @@ class FastPath:
     @property
     def as_received(self) -> bool:
         """Every destination takes the request as it came: the Flux rules' steady state may skip
-        building series (Relay._queue_steady)."""
+        building series (Relay._plan_steady)."""
         return self.relabel is None and all(v.as_received for v in self.views.values())
 
     @property
