@@ -7,7 +7,8 @@ output). That must change how the answer is reached, never the answer: two relay
 configuration take the same requests on the fast path, one with the shortcut and one without,
 and after every request they must have queued the same entries for every destination (payload
 bytes, points, newest timestamp), hold the same federate store (entries, float bits, metadata,
-refusals, what ``/federate`` renders) and the same Flux state and statistics. The traffic mixes
+refusals, what ``/federate`` renders) and the same Flux statistics, and at the end write the
+same outputs for one more quiet scrape and for every end and expiry still to come. The traffic mixes
 quiet scrapes (where the shortcut applies) with Ready flips, suspends, revision changes, KSM
 restarts, deletions, resends, held-back samples, several samples per series and clock jumps
 (where it must decline), and the shortcut has to have been taken, or the test proves nothing.
@@ -15,6 +16,7 @@ restarts, deletions, resends, held-back samples, several samples per series and 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 import tempfile
@@ -87,31 +89,17 @@ def _taken(relay: Relay) -> list[tuple[str, list[Entry]]]:
 
 
 def _federate(relay: Relay) -> object:
+    """What /federate serves (the stored points with their float bits, the families, the text)
+    and what the store refused."""
     store = relay.federate
     if store is None:
         return None
-    latest = sorted(
-        (labels, _bits(entry[0]), entry[1], entry[2]) for labels, entry in store._latest.items()
-    )
-    return latest, sorted(store._metadata.items()), store.refused, store.render()
+    snapshot = asyncio.run(store.snapshot())
+    points = sorted((labels, _bits(value), ts) for labels, value, ts in snapshot.points)
+    return points, sorted(snapshot.metadata.items()), len(store), store.refused, store.render()
 
 
-def _flux(rewriter: FluxRewriter) -> object:
-    def state(obj: Any) -> tuple[object, ...]:
-        inputs = sorted((k, i.value_ts, i.stale_ts) for k, i in obj.inputs.items())
-        common = (obj.key, obj.newest_value_ts, obj.open, obj.last_seen, obj.deadline, inputs)
-        if hasattr(obj, "state_ts"):
-            values = tuple(map(_bits, obj.values))
-            return (*common, obj.state_ts, obj.ready, obj.suspended, values, obj.out_last)
-        return (*common, sorted(obj.cond.items()), obj.suspend, obj.last_emit)
-
-    return (
-        rewriter.stats,
-        rewriter._clock,
-        sorted(rewriter._pending),
-        sorted(state(o) for o in rewriter._info.values()),
-        sorted(state(o) for o in rewriter._legacy.values()),
-    )
+_OTHER: Final = (("__name__", "up"), ("job", "other"))  # a series no Flux rule reads
 
 
 class Pair:
@@ -152,8 +140,20 @@ class Pair:
         assert answers[0] == answers[1], where
         assert _taken(self.shortcut) == _taken(self.general), f"{where}: queued entries differ"
         assert _federate(self.shortcut) == _federate(self.general), f"{where}: federate differs"
-        got, want = self.shortcut.pipeline.flux, self.general.pipeline.flux
-        assert _flux(got) == _flux(want), f"{where}: Flux state differs"
+        got, want = self.shortcut.pipeline.flux.stats, self.general.pipeline.flux.stats
+        assert got == want, f"{where}: Flux statistics differ"
+
+    def settle(self, traffic: Traffic, ts: int) -> None:
+        """Show what state the two rule sets were left in, through what they write next: one
+        more quiet scrape of every object (its outputs, and whether they may be written after
+        the last ones), then requests with no Flux series: one just before the scraped objects
+        would expire (``flux.idle_expiry``: only objects seen earlier do, and their ends), one
+        long after, where every pending end falls due and every object expires."""
+        now = ts + SCRAPE_MS
+        self.feed([Series(labels, (sample,)) for labels, sample in traffic.scrape(now, 0.0)], now)
+        expiry = int(self.shortcut.config.flux.idle_expiry * 1000)
+        for later in (now + expiry - 1, now + 2 * expiry + 2 * SCRAPE_MS):
+            self.feed([Series(_OTHER, (Sample(1.0, later),))], later)
 
 
 def run(pair: Pair, rng: random.Random, rounds: int, objects: int, churn: float) -> None:
@@ -177,6 +177,7 @@ def run(pair: Pair, rng: random.Random, rounds: int, objects: int, churn: float)
             requests = [list(batch.series) for batch in deliver(rng, samples, ts, late)]
         for request in requests:
             pair.feed(request, ts + rng.randrange(0, 5000))
+    pair.settle(traffic, ts)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -266,7 +267,12 @@ def test_a_value_older_than_its_series_stale_marker_is_left_to_the_general_path(
     pair.feed([Series(old, (Sample(STALE_NAN, ts + 5 * SCRAPE_MS),))], ts + 5 * SCRAPE_MS)
     pair.feed([Series(old, (Sample(1.0, ts + 4 * SCRAPE_MS),))], ts + 5 * SCRAPE_MS)
     assert pair.steady == 1  # `old` is routed to the object by then, and still declined
-    assert pair.shortcut.pipeline.flux._pending  # the general path started the object's end
+    # The general path started the object's end: it is written once flux.stale_grace has passed.
+    stats = pair.shortcut.pipeline.flux.stats
+    assert stats.stale_emitted == 0
+    later = ts + 5 * SCRAPE_MS + int(pair.shortcut.config.flux.stale_grace * 1000) + SCRAPE_MS
+    pair.feed([Series(_OTHER, (Sample(1.0, later),))], later)
+    assert stats.stale_emitted > 0
 
 
 @pytest.mark.parametrize("encoder", [rw1, None], ids=["rw1", "no-encoder"])
