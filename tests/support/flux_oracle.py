@@ -200,7 +200,7 @@ def _ksm_value(labels: dict[str, str], name: str) -> str:
 class OracleRewriter:
     """The rewriter as it was before its speed-up, verbatim but for this name."""
 
-    def __init__(self, config: FluxConfig) -> None:
+    def __init__(self, config: FluxConfig, route_cache_max: int | None = None) -> None:
         self.config = config
         self.stats = FluxStats()
         names: set[str] = set()
@@ -216,7 +216,7 @@ class OracleRewriter:
         self._legacy: dict[Labels, _LegacyObject] = {}
         self._pending: dict[tuple[bool, Labels], _Object] = {}
         self._routes: dict[Labels, _Route | None] = {}
-        self._route_cache_max = max(4096, 4 * config.max_objects)
+        self._route_cache_max = route_cache_max or max(4096, 4 * config.max_objects)
         self._clock = _NEVER
         self._expiry_floor = _NEVER  # no object's last_seen is below this
 

@@ -92,7 +92,8 @@ class FluxRewriter:
         them (``encoded``, ``steady``); without one it writes series only."""
         self.config = config
         self._encoder = encoder
-        self._classify = Classifier(config)
+        # Routes input series to their objects; its route cache is bounded by cache_max.
+        self.classifier = Classifier(config)
         self.stats = FluxStats()
         names: set[str] = set()
         if config.mode in ("legacy", "both"):
@@ -111,11 +112,11 @@ class FluxRewriter:
         # The last rewrite()'s synthesized series, their encoding and newest timestamp.
         self._encoded: tuple[tuple[Series, ...], bytes, int] | None = None
         if config.emit_deleted:
-            statuses = self._classify.statuses
+            statuses = self.classifier.statuses
             deleted = tuple(1.0 if status == DELETED else 0.0 for status in statuses)
             self._end_values: Values = (*deleted, 0.0)
         else:
-            self._end_values = (STALE_NAN,) * (len(self._classify.statuses) + 1)
+            self._end_values = (STALE_NAN,) * (len(self.classifier.statuses) + 1)
 
     def encoded(self, series: tuple[Series, ...]) -> tuple[bytes, int] | None:
         """The remote write 1.0 encoding of ``series`` and their newest timestamp, if ``series``
@@ -153,7 +154,7 @@ class FluxRewriter:
         self._encoded = None
         if not names:
             return batch
-        classify = self._classify
+        classify = self.classifier
         by_id = classify.by_id
         matched: dict[int, Route] = {}
         # Every Flux sample as (timestamp, is stale marker, series index, value, route), and
@@ -217,7 +218,7 @@ class FluxRewriter:
         encoder = self._encoder
         if encoder is None:
             return None
-        by_id = self._classify.by_id
+        by_id = self.classifier.by_id
         ts: int | None = None
         picked: list[tuple[InfoObject, Route, Input, float, tuple[bytes, ...]]] = []
         seen: set[int] = set()
@@ -400,7 +401,7 @@ class FluxRewriter:
     def _admit_info(self, route: Route, refused: set[tuple[bool, Labels]]) -> InfoObject | None:
         if not self._room(route, refused):
             return None
-        classify = self._classify
+        classify = self.classifier
         outputs = classify.forward_outputs(route.key)
         values = classify.forward_values("Unknown", False)
         obj = self._info[route.key] = InfoObject(
