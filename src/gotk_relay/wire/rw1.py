@@ -136,11 +136,6 @@ _UINT64_SPAN = 1 << 64
 _pack_double = struct.Struct("<d").pack
 _pack_tagged_double = struct.Struct("<Bd").pack  # "<": no padding between tag and value
 
-# Encoded labels per label set: the same synthesized and scraped series come back every batch,
-# so most label sets cost one lookup. Emptied when full rather than LRU-evicted, so a hit needs
-# no bookkeeping. It keeps its label tuples alive (~2.7 KB for 12 labels, encoding included), so
-# the entry count bounds its memory: ~45 MB at most, however many distinct series pass.
-
 
 class _Encoded(NamedTuple):
     """A label set's encoding, and the series headers of its usual one-sample series.
@@ -157,6 +152,11 @@ class _Encoded(NamedTuple):
     zero: bytes
 
 
+# Encoded labels per label set: the same synthesized and scraped series come back every batch,
+# so most label sets cost one lookup. Emptied when full rather than LRU-evicted, so a hit needs
+# no bookkeeping. It keeps its label tuples alive (~2.7 KB for 12 labels, encoding included), so
+# the entry count bounds its memory: ~45 MB at most, however many distinct series pass. Only
+# ``_encoded`` empties it, together with ``_labels_by_id``.
 LABELS_CACHE: Bounded[Labels, _Encoded] = caches.family("rw1_labels", 16_384).new()
 _labels_cache = LABELS_CACHE.entries
 # The same entries by the id of their tuple, for label sets handed again as the very same tuple
