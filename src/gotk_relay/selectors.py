@@ -16,14 +16,17 @@ from typing import NamedTuple
 import promql_parser
 import re2
 
+from . import caches
+from .caches import Bounded
 from .model import Labels
 
 Predicate = Callable[[Labels], bool]
 ValueTest = Callable[[str], bool]
 
-# Values memoized per test. Emptied when full: the keys are label values the relay was sent, so
-# this is what bounds the memory one selector holds.
-MEMO_MAX = 8_192
+# Values memoized per test (caches.FAMILIES["selectors"].limit for new ones). Emptied when full:
+# the keys are label values the relay was sent, so this is what bounds the memory one selector
+# holds.
+MEMOS = caches.family("selectors", 8_192)
 
 
 class SelectorError(ValueError):
@@ -53,15 +56,15 @@ def _matcher(name: str, op: str, value: str) -> _Check:
 
 
 def memoize(test: ValueTest, limit: int | None = None) -> ValueTest:
-    """``test`` with its answers kept per value, at most ``limit`` (or MEMO_MAX) at a time."""
-    memo: dict[str, bool] = {}
-    bound = MEMO_MAX if limit is None else limit
+    """``test`` with its answers kept per value, at most ``limit`` (or the family's) at a time."""
+    bounded: Bounded[str, bool] = MEMOS.new(limit)
+    memo = bounded.entries
 
     def memoized(value: str) -> bool:
         answer = memo.get(value)
         if answer is None:
             answer = test(value)
-            if len(memo) >= bound:
+            if len(memo) >= bounded.limit:
                 memo.clear()
             memo[value] = answer
         return answer

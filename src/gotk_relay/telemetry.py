@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import caches
 from .rules.flux import FluxStats
 
 _LATENCY_BUCKETS = (
@@ -120,6 +121,7 @@ class Telemetry:
             "Timestamp of the last successful configuration reload.",
             registry=r,
         )
+        self.add_state_collector(cache_metrics)
 
     def add_state_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         self.registry.register(_StateCollector(collect))
@@ -191,6 +193,23 @@ def flux_metrics(stats: FluxStats) -> Iterable[Metric]:
         family = CounterMetricFamily(f"gotk_relay_flux_{name}", documentation)
         family.add_metric([], value)
         yield family
+
+
+def cache_metrics() -> Iterable[Metric]:
+    """Every bounded cache family (``caches.FAMILIES``) of this process: entries and limit."""
+    families = sorted(caches.FAMILIES.values(), key=lambda f: f.name)
+    yield gauge(
+        "gotk_relay_cache_entries",
+        "Entries held by a kind of bounded cache, over all its live instances in this process.",
+        ["cache"],
+        [([f.name], f.entries()) for f in families],
+    )
+    yield gauge(
+        "gotk_relay_cache_limit",
+        "Entries a kind of cache may hold before it is emptied, summed over its live instances.",
+        ["cache"],
+        [([f.name], f.capacity()) for f in families],
+    )
 
 
 def gauge(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable, Iterator, Sequence
+import tracemalloc
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import promql_parser
@@ -13,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gotk_relay import selectors
-from gotk_relay.destinations.federate import FederateStore
+from gotk_relay.destinations.federate import FederateStore, Snapshot
 from gotk_relay.model import (
     STALE_NAN,
     Batch,
@@ -138,33 +140,21 @@ def test_invalid_selectors_are_still_refused(text: str) -> None:
         parse_selectors([text])
 
 
-def _memos(fn: object, seen: set[int] | None = None) -> Iterator[dict[str, bool]]:
-    """The memo dicts a compiled predicate holds, found through its closures."""
-    seen = set() if seen is None else seen
-    if id(fn) in seen:
-        return
-    seen.add(id(fn))
-    if isinstance(fn, dict):
-        yield fn
-    elif isinstance(fn, tuple | list):
-        for item in fn:
-            yield from _memos(item, seen)
-    for cell in getattr(fn, "__closure__", None) or ():
-        yield from _memos(cell.cell_contents, seen)
-
-
 @pytest.mark.parametrize(
-    "texts", [['{__name__=~"gotk_.*"}'], ['{job=~"a.*", __name__!~"x.*"}'], ["up", '{job="x"}']]
+    "texts",
+    [['{__name__=~"gotk_.*"}'], ['{job=~"a.*", __name__!~"x.*"}'], ["up", '{job="x"}']],
+    ids=["one-regex", "two-regexes", "equalities"],
 )
 def test_memos_stay_bounded(monkeypatch: pytest.MonkeyPatch, texts: list[str]) -> None:
-    monkeypatch.setattr(selectors, "MEMO_MAX", 16)
+    monkeypatch.setattr(selectors.MEMOS, "limit", 16)  # for the selectors parsed below
     want = _reference(texts)
     got = parse_selectors(texts)
-    assert list(_memos(got))  # the walk finds them
     for i in range(500):
         labels = (("__name__", f"gotk_{i}"), ("job", f"a{i}"))
         assert got(labels) is want(labels)
-        assert all(len(memo) <= 16 for memo in _memos(got))
+        small = [memo for memo in selectors.MEMOS.live() if memo.limit == 16]
+        assert small  # every selector set above memoizes something
+        assert all(len(memo) <= 16 for memo in small)
 
 
 def test_memoize_recomputes_after_it_empties() -> None:
@@ -182,8 +172,13 @@ def test_memoize_recomputes_after_it_empties() -> None:
     assert calls == ["a", "b", "c", "d", "a"]
 
 
-def _stored(store: FederateStore) -> dict[Labels, tuple[float, int]]:
-    return {labels: (entry[0], entry[1]) for labels, entry in store._latest.items()}
+def _snapshot(store: FederateStore) -> Snapshot:
+    """What ``GET /federate`` renders: the stored points and family metadata."""
+    return asyncio.run(store.snapshot())
+
+
+def _stored(store: FederateStore) -> dict[Labels, tuple[float, int | None]]:
+    return {labels: (value, ts) for labels, value, ts in _snapshot(store).points}
 
 
 def _series(name: str, *samples: Sample) -> Series:
@@ -303,18 +298,30 @@ def test_federate_store_answers_as_one_without_caches(
         for labels, (value, ts) in reference.latest.items():
             assert got[labels][1] == ts
             assert math.isnan(value) if math.isnan(got[labels][0]) else got[labels][0] == value
-        assert {k: tuple(v)[1:] for k, v in store._metadata.items()} == reference.families
+        families = _snapshot(store).metadata
+        assert {k: tuple(v)[1:] for k, v in families.items()} == reference.families
 
 
 def test_handles_on_tuples_seen_once_stay_bounded() -> None:
     """A decoder that makes new label tuples for every request (the general path) must not
-    make the store keep every tuple it was ever handed alive."""
+    make the store keep every tuple it was ever handed alive: its memory stops growing."""
     store = FederateStore(['{__name__=~"gotk_.*"}'], 100_000)
-    for ts in range(1, 200):
-        items = tuple(
-            Series((("__name__", "gotk_x"), ("name", str(i))), (Sample(1.0, ts),))
-            for i in range(50)
-        )
-        store.update(Batch(items))
+
+    def rounds(first: int, last: int) -> None:
+        for ts in range(first, last):
+            items = tuple(
+                Series((("__name__", "gotk_x"), ("name", str(i))), (Sample(1.0, ts),))
+                for i in range(50)
+            )
+            store.update(Batch(items))
+
+    tracemalloc.start()
+    try:
+        rounds(1, 60)  # past the point where old handles are dropped (~2 x 50 + 1024)
+        settled = tracemalloc.get_traced_memory()[0]
+        rounds(60, 400)  # 17,000 more tuples: ~3 MB if each stayed alive
+        grown = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
     assert len(store) == 50
-    assert len(store._by_id) <= 2 * 50 + 1024
+    assert grown < 1_000_000

@@ -299,14 +299,14 @@ def test_a_series_with_histograms_or_several_samples_takes_the_general_path() ->
 
 
 def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(picked, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(picked.LABEL_CACHES, "limit", 3)  # for the cache of a new Limits value
+    limits = Limits(max_series=1_000_003)  # a value no other test decodes with
     items = [Series((("__name__", f"m{i}"),), (Sample(float(i), i + 1),)) for i in range(10)]
     parts = encode(*items)
     for _ in range(3):
-        assert canonical(picked.decode(parts.series, [], NO_LIMITS)) == canonical(
-            Batch(tuple(items))
-        )
-    assert all(len(cache.entries) <= 3 for cache in picked._caches.values())
+        assert canonical(picked.decode(parts.series, [], limits)) == canonical(Batch(tuple(items)))
+        small = [cache for cache in picked.LABEL_CACHES.live() if cache.limit == 3]
+        assert len(small) == 1 and 0 < len(small[0]) <= 3
 
 
 @pytest.mark.slow  # the benchmark's flux-heavy workload, 3 rounds

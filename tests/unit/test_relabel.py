@@ -964,11 +964,14 @@ def test_reused_ruleset_matches_fresh_one(batch: list[Labels], snippets: list[An
 
 
 def test_memo_overflow_keeps_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(relabel, "_MEMO_SIZE", 2)
+    monkeypatch.setattr(relabel.MEMOS, "limit", 2)  # for the rules compiled below
     rules = rules_from("- source_labels: [job]\n  regex: 'a|c'\n  action: keep")
     for job in "abcabcdd":
         kept = rules.apply(parse_series(f'up{{job="{job}"}}')) is not None
         assert kept == (job in "ac")
+        small = [memo for memo in relabel.MEMOS.live() if memo.limit == 2]
+        assert len(small) == 3  # the rule's three memos
+        assert all(len(memo) <= 2 for memo in small) and any(small)
 
 
 @given(label_sets(), st.sampled_from(["a.*", "", ".*;.*", "(?i)B", "up|x"]))

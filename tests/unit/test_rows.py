@@ -8,6 +8,7 @@ import struct
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -234,7 +235,7 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
     heads: dict[tuple[str, int], bytes] = {}
     datadog.render_all(rows_out, heads, parts, loops)  # heads and tags' JSON made as they are met
     datadog.render_all(rows_out, heads, parts, loops)  # all made already
-    assert parts == [datadog._dumps(s.to_dict()) for s in want.series] * 2
+    assert parts == [orjson.dumps(s.to_dict()) for s in want.series] * 2  # the body's JSON
     assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
     assert updates == want.updates
     assert skipped == want.skipped

@@ -1,8 +1,13 @@
-"""The hand-rolled ``rw1.encode`` against the upb encoder it replaced: the same bytes, always."""
+"""``rw1.encode_cached`` (hand-rolled) against ``rw1.encode_reference`` (upb): the same bytes, always.
+
+Tests of what an encoding must be run over both encoders by name (``ENCODERS``); the
+equivalence tests call ``encode_cached`` itself, which never falls back to the reference.
+"""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given, settings
@@ -87,6 +92,12 @@ def batches(draw: st.DrawFn, *, int_values: bool = False) -> Batch:
     return Batch(tuple(items), tuple(draw(st.lists(families, max_size=3))))
 
 
+ENCODERS = [
+    pytest.param(rw1.encode_cached, id="cached"),
+    pytest.param(rw1.encode_reference, id="reference"),
+]
+
+
 def _cached_series(labels: Labels) -> Series:
     return Series(labels, (Sample(1.5, 1_764_000_000_000),))
 
@@ -97,48 +108,56 @@ def _cached_series(labels: Labels) -> Series:
 @example(Batch((Series(()),)))
 @example(Batch((Series((("", ""),), (Sample(0.0, 0), Sample(-0.0, 0))),)))
 @example(Batch((Series((("a", "b"),), (Sample(1, -1), Sample(2**53 + 1, 2**63 - 1))),)))
-def test_fast_path_writes_upb_bytes(batch: Batch) -> None:
-    want = rw1._encode_upb(batch)
-    assert rw1._encode_fast(batch) == want  # not through a fallback
-    assert rw1._encode_fast(batch) == want  # label sets now cached
+def test_the_cached_encoder_writes_upb_bytes(batch: Batch) -> None:
+    want = rw1.encode_reference(batch)
+    assert rw1.encode_cached(batch) == want  # it has no fallback: these are its own bytes
+    assert rw1.encode_cached(batch) == want  # label sets now cached
     assert rw1.encode(batch) == want
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("encode", ENCODERS)
 @settings(max_examples=300)
-@given(batches())
-def test_round_trip_keeps_float_bits(batch: Batch) -> None:
+@given(batch=batches())
+def test_round_trip_keeps_float_bits(encode: Callable[[Batch], bytes], batch: Batch) -> None:
     # Enum values outside MetricType decode as UNKNOWN: keep to those that round-trip.
     batch = batch._replace(
         metadata=tuple(
             m._replace(type=MetricType(m.type)) for m in batch.metadata if 0 <= m.type <= 7
         )
     )
-    assert canonical(rw1.decode(rw1.encode(batch), validate=False)) == canonical(batch)
+    assert canonical(rw1.decode(encode(batch), validate=False)) == canonical(batch)
 
 
-@given(any_double)
-def test_struct_keeps_every_double_bit_pattern(value: float) -> None:
-    # The fast path's float bytes come from struct; a NaN payload must survive it.
+@pytest.mark.parametrize("encode", ENCODERS)
+@given(value=any_double)
+def test_every_double_bit_pattern_survives(encode: Callable[[Batch], bytes], value: float) -> None:
+    # The cached encoder's float bytes come from struct; a NaN payload must survive it.
     bits = float_bits(value)
     assert struct.unpack("<Q", struct.pack("<d", value))[0] == bits
-    sample = rw1.encode(Batch((Series((("__name__", "x"),), (Sample(value, 1),)),)))
+    sample = encode(Batch((Series((("__name__", "x"),), (Sample(value, 1),)),)))
     got = rw1.decode(sample, validate=False).series[0].samples[0].value
     assert float_bits(got) == bits
 
 
+@pytest.mark.parametrize("encode", ENCODERS)
 @pytest.mark.parametrize(
     ("value", "present"),
     [(0.0, False), (-0.0, True), (STALE_NAN, True), (0, False)],
     ids=["+0", "-0", "stale", "int0"],
 )
-def test_a_double_is_omitted_only_when_all_its_bits_are_zero(value: float, present: bool) -> None:
-    raw = rw1._encode_fast(Batch((Series((), (Sample(value, 0),)),)))
-    assert raw == rw1._encode_upb(Batch((Series((), (Sample(value, 0),)),)))
+def test_a_double_is_omitted_only_when_all_its_bits_are_zero(
+    encode: Callable[[Batch], bytes], value: float, present: bool
+) -> None:
+    raw = encode(Batch((Series((), (Sample(value, 0),)),)))
+    assert raw == rw1.encode_reference(Batch((Series((), (Sample(value, 0),)),)))
     assert (b"\x09" in raw) is present
 
 
-def test_the_usual_batch_does_not_fall_back_to_upb(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_usual_batch_is_the_cached_encoders_own_work() -> None:
+    """Labels, one and several samples, a histogram and an exemplar (spliced in from upb's
+    TimeSeries), metadata: ``encode_cached`` models all of it, so it gives the bytes itself
+    (it raises on what it does not model) and ``encode`` never needs the reference."""
     labels = tuple(sorted({"__name__": "gotk_reconcile_condition", "name": "x", "ns": ""}.items()))
     batch = Batch(
         (
@@ -148,12 +167,9 @@ def test_the_usual_batch_does_not_fall_back_to_upb(monkeypatch: pytest.MonkeyPat
         ),
         (FamilyMetadata("gotk_reconcile_condition", MetricType.GAUGE, "Help.", ""),),
     )
-    want = rw1._encode_upb(batch)
-
-    def refuse(batch: Batch) -> bytes:
-        raise AssertionError("fell back to upb")
-
-    monkeypatch.setattr(rw1, "_encode_upb", refuse)
+    want = rw1.encode_reference(batch)
+    assert rw1.encode_cached(batch) == want
+    assert rw1.encode_cached(batch) == want  # its label sets cached now
     assert rw1.encode(batch) == want
 
 
@@ -202,27 +218,31 @@ _NAME = ("__name__", "up")
         "bool-type",
     ],
 )
-def test_what_the_fast_path_does_not_model_ends_as_upb_would(batch: Batch) -> None:
+def test_what_the_cached_encoder_does_not_model_ends_as_upb_would(batch: Batch) -> None:
     # The same bytes, or the same kind of error.
-    assert _outcome(rw1.encode, batch) == _outcome(rw1._encode_upb, batch)
+    want = _outcome(rw1.encode_reference, batch)
+    assert _outcome(rw1.encode, batch) == want
+    cached = _outcome(rw1.encode_cached, batch)
+    assert cached == want or isinstance(cached, type)  # upb's bytes, or it gives up
 
 
 def test_the_labels_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rw1, "_LABELS_CACHE_MAX", 8)
-    monkeypatch.setattr(rw1, "_labels_cache", {})
+    monkeypatch.setattr(rw1.LABELS_CACHE, "limit", 8)
     for i in range(100):
         batch = Batch(tuple(_cached_series((("__name__", f"m{i}_{j}"),)) for j in range(3)))
-        assert rw1.encode(batch) == rw1._encode_upb(batch)
-        assert len(rw1._labels_cache) <= 8
+        assert rw1.encode_cached(batch) == rw1.encode_reference(batch)
+        assert len(rw1.LABELS_CACHE) <= 8
+    assert len(rw1.LABELS_CACHE) > 0
 
 
 def test_a_cached_label_set_is_found_by_value_not_identity() -> None:
     labels: Labels = (("__name__", "gotk_x"), ("name", "a" * 200), ("ns", "é"))
-    first = rw1.encode(Batch((_cached_series(labels),)))
+    first = rw1.encode_cached(Batch((_cached_series(labels),)))
+    held = len(rw1.LABELS_CACHE)
     copy = tuple((str(k), "".join(v)) for k, v in labels)
     assert copy is not labels
-    assert rw1.encode(Batch((_cached_series(copy),))) == first
-    assert rw1._labels_cache[labels] == rw1._labels_cache[copy]
+    assert rw1.encode_cached(Batch((_cached_series(copy),))) == first
+    assert len(rw1.LABELS_CACHE) == held  # the copy found the first one's entry
 
 
 _FLUX_VALUES = st.sampled_from([1.0, 0.0, -0.0, 2.5, STALE_NAN, float("nan"), float("inf"), 1])
@@ -255,9 +275,9 @@ def test_the_same_label_tuples_every_batch_encode_as_upb_does(
                 for i, samples in batch_rows
             )
         )
-        want = rw1._encode_upb(batch)
-        assert rw1._encode_fast(batch) == want
-        assert rw1._encode_fast(batch) == want
+        want = rw1.encode_reference(batch)
+        assert rw1.encode_cached(batch) == want
+        assert rw1.encode_cached(batch) == want
 
 
 @settings(max_examples=300)
@@ -274,7 +294,7 @@ def test_series_prefixes_and_a_timestamp_field_are_the_encoding(
     prefixes = rw1.series_prefixes(labels, values)
     batch = Batch(tuple(Series(ls, (Sample(v, timestamp),)) for ls, v in rows))
     try:
-        want = rw1._encode_upb(batch)
+        want = rw1.encode_reference(batch)
     except Exception:  # upb refuses some label (a lone surrogate): so must the prefixes
         assert prefixes is None
         return

@@ -747,7 +747,7 @@ def test_framing_forwards_label_sets_as_they_came(raw: bytes) -> None:
 @needs_native
 def test_survey_takes_names_as_bytes_only() -> None:
     with pytest.raises(TypeError, match="bytes"):
-        rw1_bytes._native.survey(b"", ("gotk_resource_info",), (), 1, 1, 1, 1, 1, True)
+        rw1_bytes.survey(b"", frozenset({"gotk_resource_info"}), frozenset())  # type: ignore[arg-type]
 
 
 @needs_native

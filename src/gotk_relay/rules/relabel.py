@@ -28,6 +28,8 @@ from typing import Any, Final, Literal, NamedTuple, Protocol, Self, TypeVar, cas
 import re2  # type: ignore[import-untyped, unused-ignore]  # no stubs; pyproject may ignore
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gotk_relay import caches
+from gotk_relay.caches import Bounded
 from gotk_relay.model import Labels
 
 Action = Literal[
@@ -49,7 +51,8 @@ DEFAULT_SEPARATOR: Final = ";"
 DEFAULT_REGEX: Final = "(.*)"
 DEFAULT_REPLACEMENT: Final = "$1"
 _T = TypeVar("_T")
-_MEMO_SIZE: Final = 4096  # results kept per rule (see _memoize)
+# Results kept per memo of a rule (see _memoize); caches.FAMILIES["relabel"].limit for new rules.
+MEMOS: Final = caches.family("relabel", 4096)
 NAMELESS: Final = "missing __name__"
 """``Step.action`` of the relay's own final check, which drops series left without a name."""
 
@@ -386,21 +389,22 @@ class _Builder:
         return tuple(sorted(self.snapshot()))
 
 
-def _memoize(memo: dict[str, _T], key: str, compute: Callable[[str], _T]) -> _T:
-    """Look up or compute a pure function of one string, keeping at most ``_MEMO_SIZE`` results.
+def _memoize(memo: Bounded[str, _T], key: str, compute: Callable[[str], _T]) -> _T:
+    """Look up or compute a pure function of one string, keeping at most ``memo.limit`` results.
 
     Label names, metric names and most label values repeat from series to series, and an RE2 call
     through its Python wrapper costs microseconds; a full memo is dropped rather than evicted
     entry by entry, so a high-cardinality value costs one dict miss and never unbounded memory.
     """
+    entries = memo.entries
     try:
-        return memo[key]
+        return entries[key]
     except KeyError:
         pass
     result = compute(key)
-    if len(memo) >= _MEMO_SIZE:
-        memo.clear()
-    memo[key] = result
+    if len(entries) >= memo.limit:
+        entries.clear()
+    entries[key] = result
     return result
 
 
@@ -435,9 +439,9 @@ class _Rule:
         self.name = config.target_label  # the actions other than replace take it verbatim
         self.target = _Template(config.target_label, self.pattern)
         self.replacement = _Template(config.replacement, self.pattern)
-        self._matches: dict[str, bool] = {}
-        self._rewrites: dict[str, tuple[str, str] | None] = {}
-        self._renames: dict[str, str | None] = {}
+        self._matches: Bounded[str, bool] = MEMOS.new()
+        self._rewrites: Bounded[str, tuple[str, str] | None] = MEMOS.new()
+        self._renames: Bounded[str, str | None] = MEMOS.new()
 
     def _search(self, value: str) -> _Match | None:
         return _Whole(value) if self.whole else self.pattern.search(value)

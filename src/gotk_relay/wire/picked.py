@@ -34,12 +34,15 @@ import struct
 from collections.abc import Sequence
 from typing import Final
 
+from .. import caches
+from ..caches import Bounded
 from ..model import Batch, FamilyMetadata, Labels, Sample, Series
 from . import rw1, rw1_bytes
 from .errors import DecodeError
 from .labels import Limits, check_series, sort_labels
 
-MAX_ENTRIES: Final = 65536  # label sets remembered per Limits value
+# Label sets remembered per Limits value (caches.FAMILIES["picked_labels"].limit for new ones)
+LABEL_CACHES: Final = caches.family("picked_labels", 65536)
 MAX_KEY_BYTES: Final = 32 << 20  # and at most this many bytes of label encodings
 _MAX_LIMITS: Final = 8  # Limits values with a cache (a reload makes a new one)
 
@@ -55,17 +58,18 @@ class _LabelCache:
     """Label encodings met under one ``Limits`` value: their accepted labels, or None for a part
     that holds more than labels (so it is not parsed alone again on every request)."""
 
-    __slots__ = ("entries", "key_bytes", "pairs")
+    __slots__ = ("bounded", "entries", "key_bytes", "pairs")
 
     def __init__(self) -> None:
-        self.entries: dict[bytes, Labels | None] = {}
+        self.bounded: Bounded[bytes, Labels | None] = LABEL_CACHES.new()
+        self.entries = self.bounded.entries
         # One tuple per distinct (name, value): most pairs repeat across series (scrape labels),
         # so sharing them keeps a full cache to roughly its keys' bytes.
         self.pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self.key_bytes = 0
 
     def store(self, key: bytes, labels: Labels | None) -> Labels | None:
-        if len(self.entries) >= MAX_ENTRIES or self.key_bytes + len(key) > MAX_KEY_BYTES:
+        if len(self.entries) >= self.bounded.limit or self.key_bytes + len(key) > MAX_KEY_BYTES:
             self.entries.clear()
             self.pairs.clear()
             self.key_bytes = 0

@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
+from .. import caches
+from ..caches import Bounded
 from ..model import (
     Batch,
     BucketSpan,
@@ -78,19 +80,18 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
 def encode(batch: Batch) -> bytes:
     """Serialize to a WriteRequest (RW 2.0's start/created timestamps have no place in it).
 
-    Hand-rolled because building upb objects per label and sample was the largest cost in the
-    relay's profile on Flux-heavy traffic. The bytes are exactly ``_encode_upb``'s: anything the
-    fast path does not model (a value upb would convert or refuse, a string that is not UTF-8
-    encodable) makes it give up, and upb then encodes the whole batch, or raises what it raises.
+    The one switch between the two encoders: ``encode_cached``, and ``encode_reference`` for a
+    batch holding anything the cached one does not model (a value upb would convert or refuse,
+    a string that is not UTF-8 encodable), which then encodes it or raises what upb raises.
     """
     try:
-        return _encode_fast(batch)
+        return encode_cached(batch)
     except Exception:
-        return _encode_upb(batch)
+        return encode_reference(batch)
 
 
-def _encode_upb(batch: Batch) -> bytes:
-    """The reference encoder: ``encode``'s bytes must equal these (the tests compare them)."""
+def encode_reference(batch: Batch) -> bytes:
+    """The reference encoder (upb): ``encode_cached``'s bytes must equal these (tests compare)."""
     request = pb.WriteRequest()
     add = request.timeseries.add
     for series in batch.series:
@@ -135,12 +136,6 @@ _UINT64_SPAN = 1 << 64
 _pack_double = struct.Struct("<d").pack
 _pack_tagged_double = struct.Struct("<Bd").pack  # "<": no padding between tag and value
 
-# Encoded labels per label set: the same synthesized and scraped series come back every batch,
-# so most label sets cost one lookup. Emptied when full rather than LRU-evicted, so a hit needs
-# no bookkeeping. It keeps its label tuples alive (~2.7 KB for 12 labels, encoding included), so
-# the entry count bounds its memory: ~45 MB at most, however many distinct series pass.
-_LABELS_CACHE_MAX = 16_384
-
 
 class _Encoded(NamedTuple):
     """A label set's encoding, and the series headers of its usual one-sample series.
@@ -157,10 +152,16 @@ class _Encoded(NamedTuple):
     zero: bytes
 
 
-_labels_cache: dict[Labels, _Encoded] = {}
+# Encoded labels per label set: the same synthesized and scraped series come back every batch,
+# so most label sets cost one lookup. Emptied when full rather than LRU-evicted, so a hit needs
+# no bookkeeping. It keeps its label tuples alive (~2.7 KB for 12 labels, encoding included), so
+# the entry count bounds its memory: ~45 MB at most, however many distinct series pass. Only
+# ``_encoded`` empties it, together with ``_labels_by_id``.
+LABELS_CACHE: Bounded[Labels, _Encoded] = caches.family("rw1_labels", 16_384).new()
+_labels_cache = LABELS_CACHE.entries
 # The same entries by the id of their tuple, for label sets handed again as the very same tuple
 # (the Flux rewriter's outputs, the fast path's cached label sets): found without hashing every
-# pair. Only tuples held by ``_labels_cache`` are entered, so an id here is never reused.
+# pair. Only tuples held by ``LABELS_CACHE`` are entered, so an id here is never reused.
 _labels_by_id: dict[int, _Encoded] = {}
 _STAMP_LEN = 7
 _VALUED_SAMPLE_HEADER = bytes((_TAG_SAMPLES, 9 + _STAMP_LEN))
@@ -295,7 +296,7 @@ def _encoded(labels: Labels) -> _Encoded:
             _series_header(size + 9 + _STAMP_LEN),
             _series_header(size + _STAMP_LEN),
         )
-        if len(_labels_cache) >= _LABELS_CACHE_MAX:
+        if len(_labels_cache) >= LABELS_CACHE.limit:
             _labels_cache.clear()
             _labels_by_id.clear()
         _labels_cache[labels] = entry
@@ -345,8 +346,13 @@ def series_prefixes(labels: Sequence[Labels], values: Sequence[float]) -> tuple[
     return tuple(parts)
 
 
-def _encode_fast(batch: Batch) -> bytes:
-    """``_encode_upb``'s bytes: fields in field-number order, as upb writes them."""
+def encode_cached(batch: Batch) -> bytes:
+    """``encode_reference``'s bytes, hand-rolled, label set encodings kept in ``LABELS_CACHE``.
+
+    Why: building upb objects per label and sample was the largest cost in the relay's profile
+    on Flux-heavy traffic. Fields in field-number order, as upb writes them. Raises on anything
+    it does not model (see ``encode``) rather than guess; it never calls the reference itself.
+    """
     parts: list[bytes] = []
     append = parts.append
     by_id = _labels_by_id

@@ -1,0 +1,75 @@
+"""Bounded caches by name: one place to see what every memo on the path holds and may hold.
+
+A cache here is a plain dict (``Bounded.entries``) that its owner reads inline on the hot
+path and empties when it holds ``limit`` entries: a hit costs one dict lookup and no
+bookkeeping, a miss one ``len`` against the bound. Each kind of cache is a ``Family`` in
+``FAMILIES`` (by name); its instances (one per rule, per selector, per ``Limits`` value, or
+just one) are counted while they live, and ``/metrics`` shows each family's entries and limit
+(``gotk_relay_cache_entries`` / ``gotk_relay_cache_limit``, summed over its instances).
+
+Pure: it imports nothing of the relay, so any module can own a cache.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Bounded(Generic[K, V]):
+    """One cache: ``entries``, emptied by its owner before it grows past ``limit``."""
+
+    __slots__ = ("__weakref__", "entries", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.entries: dict[K, V] = {}
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class Family:
+    """The caches of one kind: the bound new ones get, and the ones alive now."""
+
+    __slots__ = ("_live", "limit", "name")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit  # for caches made from now on (a test may lower it)
+        self._live: weakref.WeakSet[Bounded[object, object]] = weakref.WeakSet()
+
+    def new(self, limit: int | None = None) -> Bounded[K, V]:
+        """A cache of this family, bounded by ``limit`` or the family's."""
+        cache: Bounded[K, V] = Bounded(self.limit if limit is None else limit)
+        self._live.add(cache)  # type: ignore[arg-type]
+        return cache
+
+    def live(self) -> list[Bounded[object, object]]:
+        """The caches of this family still in use."""
+        return list(self._live)
+
+    def entries(self) -> int:
+        """Entries held now, over every live cache of this family."""
+        return sum(len(cache) for cache in self.live())
+
+    def capacity(self) -> int:
+        """The most they may hold together: the sum of their limits."""
+        return sum(cache.limit for cache in self.live())
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def family(name: str, limit: int) -> Family:
+    """The family ``name``, made with ``limit`` the first time (a module owns its family)."""
+    found = FAMILIES.get(name)
+    if found is None:
+        found = FAMILIES[name] = Family(name, limit)
+    return found

@@ -1,0 +1,83 @@
+"""Bounded caches by name: what a family counts, and what /metrics shows of it."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import gotk_relay.server  # noqa: F401 - it imports every module that owns a family
+from gotk_relay import caches
+from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.telemetry import Telemetry
+from gotk_relay.wire import rw1
+
+
+def _gauges(telemetry: Telemetry) -> dict[tuple[str, str], float]:
+    text = generate_latest(telemetry.registry).decode()
+    return {
+        (sample.name, sample.labels["cache"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("gotk_relay_cache_")
+        for sample in family.samples
+    }
+
+
+@given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 60)), max_size=8))
+def test_a_family_sums_its_live_caches(sizes: list[tuple[int, int]]) -> None:
+    family = caches.Family("test", 7)
+    held = []
+    for limit, count in sizes:
+        cache: caches.Bounded[int, int] = family.new(limit)
+        cache.entries.update((i, i) for i in range(count))
+        held.append(cache)
+    assert family.entries() == sum(count for _, count in sizes)
+    assert family.capacity() == sum(limit for limit, _ in sizes)
+    assert sorted(len(c) for c in family.live()) == sorted(count for _, count in sizes)
+
+
+def test_a_cache_no_longer_used_leaves_its_family() -> None:
+    family = caches.Family("test", 7)
+    kept: caches.Bounded[str, int] = family.new()
+    dropped: caches.Bounded[str, int] = family.new(3)
+    dropped.entries["x"] = 1
+    assert (kept.limit, family.capacity(), family.entries()) == (7, 10, 1)
+    del dropped
+    gc.collect()
+    assert family.live() == [kept] and family.capacity() == 7 and family.entries() == 0
+
+
+def test_family_gives_one_family_per_name() -> None:
+    first = caches.family("test-once", 5)
+    assert caches.family("test-once", 9) is first and first.limit == 5
+    del caches.FAMILIES["test-once"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["rw1_labels", "picked_labels", "relabel", "selectors"],
+    ids=["rw1_labels", "picked_labels", "relabel", "selectors"],
+)
+def test_metrics_show_each_cache_family(name: str) -> None:
+    telemetry = Telemetry()
+    family = caches.FAMILIES[name]
+    gauges = _gauges(telemetry)
+    assert gauges[("gotk_relay_cache_entries", name)] == family.entries()
+    assert gauges[("gotk_relay_cache_limit", name)] == family.capacity()
+
+
+def test_the_encoders_label_cache_on_metrics_follows_what_it_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    telemetry = Telemetry()
+    monkeypatch.setattr(rw1.LABELS_CACHE, "limit", 4)
+    for i in range(10):
+        rw1.encode(Batch((Series((("__name__", f"cache_metric_{i}"),), (Sample(1.0, 1),)),)))
+    gauges = _gauges(telemetry)
+    assert gauges[("gotk_relay_cache_limit", "rw1_labels")] == 4
+    assert 0 < gauges[("gotk_relay_cache_entries", "rw1_labels")] <= 4
+    assert gauges[("gotk_relay_cache_entries", "rw1_labels")] == len(rw1.LABELS_CACHE)
