@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from enum import IntEnum, StrEnum
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -101,6 +101,24 @@ class Metadata(NamedTuple):
     type: MetricType = MetricType.UNKNOWN
     help: str = ""
     unit: str = ""
+
+
+# The series names a family of each type writes besides its own (a remote write 2.0 series
+# carries its family's metadata, not the family's name).
+_FAMILY_SUFFIXES: Final = {
+    MetricType.HISTOGRAM: ("_bucket", "_sum", "_count"),
+    MetricType.GAUGEHISTOGRAM: ("_bucket", "_gsum", "_gcount"),
+    MetricType.SUMMARY: ("_sum", "_count"),
+}
+
+
+def family_name(series_name: str, mtype: MetricType) -> str:
+    """The name of the family a series named ``series_name`` of type ``mtype`` belongs to: a
+    histogram's ``x_bucket``, ``x_sum`` and ``x_count`` are the family ``x``."""
+    for suffix in _FAMILY_SUFFIXES.get(mtype, ()):
+        if series_name.endswith(suffix):
+            return series_name[: -len(suffix)]
+    return series_name
 
 
 class FamilyMetadata(NamedTuple):

@@ -14,7 +14,16 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..model import Batch, FamilyMetadata, Labels, Metadata, Sample, Series, is_stale
+from ..model import (
+    Batch,
+    FamilyMetadata,
+    Labels,
+    Metadata,
+    Sample,
+    Series,
+    family_name,
+    is_stale,
+)
 from ..selectors import Predicate, parse_selectors
 from ..wire import text
 
@@ -201,7 +210,8 @@ class FederateStore:
         meta = series.metadata
         if meta is not None:
             name = series.name
-            self._metadata[name] = FamilyMetadata(name, *meta)
+            family = family_name(name, meta.type)  # a histogram's parts are one family
+            self._metadata[family] = FamilyMetadata(family, *meta)
             self._applied[name] = meta
 
     def render(self, selectors: Predicate | None = None) -> str:

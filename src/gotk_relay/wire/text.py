@@ -1,4 +1,5 @@
-"""Prometheus text exposition format in and out, through prometheus-client's parser and writer.
+"""Prometheus text exposition format in and out, read with prometheus-client's
+parser, written here (see ``render``).
 
 In: ``send`` and ``rewrite`` read files a user can write by hand (or copy from a /metrics page).
 Out: ``/federate`` and ``rewrite`` print what would be forwarded, with timestamps, the way
@@ -7,15 +8,17 @@ Prometheus' own /federate does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
 
-from prometheus_client.core import Metric
-from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from ..model import Batch, FamilyMetadata, Labels, MetricType, Sample, Series, labels_from
 from .errors import DecodeError
+
+# Go's float formatting, as Prometheus writes values (prometheus-client leaves it untyped).
+_go_float: Callable[[float], str] = floatToGoString
 
 _TYPES = {
     "counter": MetricType.COUNTER,
@@ -26,7 +29,6 @@ _TYPES = {
     "info": MetricType.INFO,
     "stateset": MetricType.STATESET,
 }
-_TYPE_NAMES = {v: k for k, v in _TYPES.items()}
 
 
 def parse(text: str, default_timestamp_ms: int) -> Batch:
@@ -65,39 +67,88 @@ def _to_ms(timestamp: object) -> int:
     return round(float(timestamp) * 1000)  # type: ignore[arg-type]
 
 
-class _Snapshot(Collector):
-    """Feeds fixed families to prometheus-client's writer (which escapes and formats values)."""
+# The text format (0.0.4) knows these types; the others are written as what a scraper of that
+# format reads them as (OpenMetrics' info and stateset are gauges there).
+_TEXT_TYPES: Final = {
+    MetricType.COUNTER: "counter",
+    MetricType.GAUGE: "gauge",
+    MetricType.HISTOGRAM: "histogram",
+    MetricType.SUMMARY: "summary",
+    MetricType.INFO: "gauge",
+    MetricType.STATESET: "gauge",
+}
+# The series names a family of each type writes besides its own name (or instead of it).
+_PARTS: Final = {
+    MetricType.HISTOGRAM: ("_bucket", "_sum", "_count"),
+    MetricType.SUMMARY: ("_sum", "_count"),
+    MetricType.COUNTER: ("_total",),
+    MetricType.INFO: ("_info",),
+}
 
-    def __init__(self, families: Sequence[Metric]) -> None:
-        self._families = families
 
-    def collect(self) -> Iterable[Metric]:
-        return self._families
+def family_of(name: str, metadata: Mapping[str, FamilyMetadata]) -> FamilyMetadata | None:
+    """The metadata of the family a series named ``name`` belongs to, if known: that of the
+    name without the suffix its family's type writes (``_bucket``/``_sum``/``_count`` of a
+    histogram, ``_total`` of a counter as OpenMetrics names the family, ...), else that of the
+    name itself (a gauge, a counter as the text format names it, a summary's quantiles)."""
+    for suffix in ("_bucket", "_sum", "_count", "_total", "_info"):
+        if name.endswith(suffix):
+            base = metadata.get(name[: -len(suffix)])
+            if base is not None and suffix in _PARTS.get(base.type, ()):
+                return base
+    found = metadata.get(name)
+    if found is None or found.type in (MetricType.HISTOGRAM, MetricType.INFO):
+        return None  # a series named as the family of a type that never writes that name
+    return found
 
 
 def render(
     points: Iterable[tuple[Labels, float, int | None]],
-    metadata: dict[str, FamilyMetadata] | None = None,
+    metadata: Mapping[str, FamilyMetadata] | None = None,
 ) -> str:
-    """Text format for ``(labels, value, timestamp_ms)`` points, grouped by metric name."""
-    families: dict[str, Metric] = {}
+    """Text format (0.0.4) for ``(labels, value, timestamp_ms)`` points, a family at a time.
+
+    Each family is written once, under the name the format wants on its ``# TYPE`` line (a
+    histogram's or summary's own name, a counter's series name), with its HELP and type from
+    ``metadata`` (by family name, as remote write 1.0 names them), its series in the order
+    given; series of no known family are ``untyped``. prometheus-client's writer is not used
+    here: it renames families by OpenMetrics' rules (a counter ``x_total`` becomes
+    ``x_total_total``) and cannot hold a histogram's parts given as plain series.
+    """
     meta = metadata or {}
+    families: dict[str, tuple[FamilyMetadata | None, list[str]]] = {}
     for labels, value, ts in points:
-        name = next((v for k, v in labels if k == "__name__"), "")
-        family = families.get(name)
+        name = labels[0][1] if labels and labels[0][0] == "__name__" else ""
+        info = family_of(name, meta)
+        key = name if info is None or info.type not in _FAMILY_NAMED else info.family
+        family = families.get(key)
         if family is None:
-            info = meta.get(name)
-            mtype = _TYPE_NAMES.get(info.type, "untyped") if info else "untyped"
-            if mtype not in ("gauge", "counter", "untyped", "info", "stateset"):
-                mtype = "untyped"  # histogram/summary parts are rendered sample by sample
-            family = families[name] = Metric(name, info.help if info else "", mtype)
-            family.type = mtype
-        family.add_sample(
-            name,
-            {k: v for k, v in labels if k != "__name__"},
-            value,
-            None if ts is None else ts / 1000.0,
-        )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(list(families.values())))
-    return generate_latest(registry).decode("utf-8")
+            family = families[key] = (info, [])
+        family[1].append(_sample_line(name, labels, value, ts))
+    out: list[str] = []
+    for key, (info, lines) in families.items():
+        if info is not None and info.help:
+            out.append(f"# HELP {key} {_escape_help(info.help)}\n")
+        mtype = _TEXT_TYPES.get(info.type, "untyped") if info is not None else "untyped"
+        out.append(f"# TYPE {key} {mtype}\n")
+        out.extend(lines)
+    return "".join(out)
+
+
+# Families written under their own name; the others under each series' name.
+_FAMILY_NAMED: Final = frozenset({MetricType.HISTOGRAM, MetricType.SUMMARY})
+
+
+def _sample_line(name: str, labels: Labels, value: float, ts: int | None) -> str:
+    pairs = ",".join(f'{k}="{_escape_value(v)}"' for k, v in labels if k != "__name__")
+    head = f"{name}{{{pairs}}}" if pairs else name
+    stamp = "" if ts is None else f" {ts:d}"
+    return f"{head} {_go_float(value)}{stamp}\n"
+
+
+def _escape_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")

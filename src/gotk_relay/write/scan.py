@@ -134,8 +134,6 @@ def scan_request(
         points -= rw1_bytes.count_points(rw1_bytes.rebuild(picked))
         forward_raw = rw1_bytes.rebuild(rest, framed.metadata) if rest or framed.metadata else b""
         block = None
-    else:
-        metadata = metadata if picked else []
     routes: dict[str, Routing] = {}
     shared: dict[int, Routing] = {}
     for name, view in fast.views.items():
@@ -192,7 +190,9 @@ def _route(view: View, raw: bytes, block: bytes | None, points: int, strict: boo
 
 
 def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:
-    """The picked series as a batch, their labels checked (LabelLimitError, DecodeError)."""
-    if not scanned.picked:
+    """The picked series as a batch, with the request's family metadata (which the federate
+    store keeps, also from the metadata-only requests Prometheus sends), their labels checked
+    (LabelLimitError, DecodeError)."""
+    if not scanned.picked and not scanned.metadata:
         return Batch()
     return decode_series(scanned.picked, scanned.metadata, limits_of(limits))
