@@ -262,3 +262,40 @@ async def test_each_request_is_counted_by_the_scanner_that_read_it() -> None:
             assert (scanned("c"), scanned("python")) == (2, 0)
         else:
             assert (scanned("c"), scanned("python")) == (0, 2)
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["rw1-fast-path", "rw2-decoded-path"])
+async def test_the_flux_operators_report_is_a_source_of_the_legacy_series(v2: bool) -> None:
+    receiver = ScriptedReceiver()
+    operator = labels_from(
+        {
+            "__name__": "flux_resource_info",
+            "kind": "Kustomization",
+            "exported_namespace": "apps",
+            "name": "podinfo",
+            "ready": "False",
+            "suspended": "True",
+            "reason": "BuildFailed",
+            "uid": "6f0e",
+        }
+    )
+    batch = Batch((Series(operator, (Sample(1.0, 1000),)),))
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (client, _):
+        body, headers = rw_body(batch, v2=v2)
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 1 + 4)
+    got = {
+        (s.name, dict(s.labels).get("status", "")): s.samples[-1].value
+        for b in receiver.delivered()
+        for s in b.series
+        if s.name != "flux_resource_info"
+    }
+    assert got == {
+        ("gotk_reconcile_condition", "True"): 0.0,
+        ("gotk_reconcile_condition", "False"): 1.0,
+        ("gotk_reconcile_condition", "Unknown"): 0.0,
+        ("gotk_suspend_status", ""): 1.0,
+    }
+    outputs = [s for b in receiver.delivered() for s in b.series if s.name != "flux_resource_info"]
+    assert {dict(s.labels)["exported_namespace"] for s in outputs} == {"apps"}
+    assert not any("reason" in dict(s.labels) or "uid" in dict(s.labels) for s in outputs)

@@ -297,8 +297,8 @@ class OracleRewriter:
             forward=True,
             key=labels_from(out),
             kind=kind,
-            ready=ready if ready in STATUSES else "Unknown",
-            suspended=_ksm_value(given, "suspended") == "true",
+            ready={status.lower(): status for status in STATUSES}.get(ready.lower(), "Unknown"),
+            suspended=_ksm_value(given, "suspended").lower() == "true",
         )
 
     def _classify_legacy(self, labels: Labels, name: str) -> _Route | None:

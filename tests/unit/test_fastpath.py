@@ -13,19 +13,24 @@ BASE = ""  # the default configuration: strict validation (receiver.validation: 
 @pytest.mark.parametrize(
     ("extra", "watched"),
     [
-        ("", {b"gotk_resource_info", b"gotk_"}),
+        ("", {b"gotk_resource_info", b"flux_resource_info", b"gotk_"}),
         ("flux: {mode: 'off'}\n", {b"gotk_"}),
         (
             "flux: {mode: both}\nfederate: {enabled: false}\n",
-            {b"gotk_resource_info", b"gotk_reconcile_condition", b"gotk_suspend_status"},
+            {
+                b"gotk_resource_info",
+                b"flux_resource_info",
+                b"gotk_reconcile_condition",
+                b"gotk_suspend_status",
+            },
         ),
         (
             "federate: {match: ['up', '{__name__=~\"kube_pod_.*\"}']}\n",
-            {b"gotk_resource_info", b"up", b"kube_pod_"},
+            {b"gotk_resource_info", b"flux_resource_info", b"up", b"kube_pod_"},
         ),
         (
             "remote_write: [{url: 'http://a/'}]\ndatadog: [{url: 'http://b/', api_key: k}]\n",
-            {b"gotk_resource_info", b"gotk_"},
+            {b"gotk_resource_info", b"flux_resource_info", b"gotk_"},
         ),
     ],
     ids=["default", "flux-off", "flux-both-no-federate", "federate-selectors", "rw-and-datadog"],
@@ -43,7 +48,11 @@ def test_the_watched_names_are_what_rules_and_the_store_look_at(
 def test_both_validations_take_the_fast_path(validation: str) -> None:
     """Strictness is checked in the compiled scan itself: it costs no decode."""
     fast = plan(load_text(f"receiver: {{validation: {validation}}}\n"))
-    assert fast is not None and fast.watched == {b"gotk_resource_info", b"gotk_"}
+    assert fast is not None and fast.watched == {
+        b"gotk_resource_info",
+        b"flux_resource_info",
+        b"gotk_",
+    }
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config, QueuedDestinationConfig, RemoteWriteConfig
 from ..model import Protocol
-from ..rules.flux import RECONCILE_CONDITION, RESOURCE_INFO, SUSPEND_STATUS
+from ..rules.flux import OPERATOR_INFO, RECONCILE_CONDITION, RESOURCE_INFO, SUSPEND_STATUS
 from ..selectors import name_prefixes
 from .routing import Router
 
@@ -70,7 +70,7 @@ def plan(config: Config) -> FastPath | None:
     """The fast path this configuration allows, or None when every request must be decoded."""
     names: set[bytes] = set()
     if config.flux.mode in ("legacy", "both"):
-        names.add(RESOURCE_INFO.encode())
+        names.update((RESOURCE_INFO.encode(), OPERATOR_INFO.encode()))
     if config.flux.mode in ("resource_info", "both"):
         names.update((RECONCILE_CONDITION.encode(), SUSPEND_STATUS.encode()))
     prefixes: set[str] = set()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Final
 
 from ...model import Labels, labels_from
-from ..flux_kinds import BY_KIND
+from ..flux_kinds import BY_KIND, FluxKind
 from .config import FluxConfig
 from .names import (
     CONDITION_METADATA,
     DELETED,
+    OPERATOR_INFO,
     RECONCILE_CONDITION,
     RESOURCE_INFO,
     STATUSES,
@@ -24,6 +25,13 @@ _KSM_COMMON: Final = frozenset(
     ("customresource_group", "customresource_kind", "customresource_version", "ready", "suspended")
 )
 _KSM_OWN: Final = {k.kind: _KSM_COMMON | k.extra_label_names for k in BY_KIND.values()}
+# Labels the Flux Operator writes on flux_resource_info besides name/exported_namespace: none of
+# them is part of an object's identity (uid changes when an object is re-created).
+_OPERATOR_OWN: Final = frozenset(
+    ("kind", "ready", "suspended", "reason", "revision", "uid", "url", "ref", "source_name", "path")
+)
+# Condition statuses as sources spell them (KSM's config and the operator differ in case).
+_STATUS: Final = {status.lower(): status for status in STATUSES}
 # Labels of a legacy series that the info shape expresses otherwise (or not at all).
 _LEGACY_OWN: Final = frozenset(
     ("__name__", "kind", "type", "status", "namespace", "exported_namespace", "ready", "suspended")
@@ -33,6 +41,11 @@ _SHARED_PAIRS_MAX: Final = 16_384
 
 # A label set of a Flux metric name that is not a Flux object (cached like a route).
 NOT_FLUX: Final = Route((), False, (), next(iter(BY_KIND.values())))
+
+
+def _status(value: str) -> str:
+    """A Ready status however a source spells it; absent, empty or anything else is Unknown."""
+    return _STATUS.get(value.lower(), "Unknown")
 
 
 def _ksm_value(labels: dict[str, str], name: str) -> str:
@@ -63,6 +76,8 @@ class Classifier:
             return route
         if name == RESOURCE_INFO:
             route = self._classify_info(labels)
+        elif name == OPERATOR_INFO:
+            route = self._classify_operator(labels)
         else:
             route = self._classify_legacy(labels, name)
         if len(self.routes) >= self.cache_max:
@@ -81,12 +96,39 @@ class Classifier:
         if not given.get("name"):
             return NOT_FLUX
         own = _KSM_OWN[kind.kind]
+        ready = _status(_ksm_value(given, "ready"))
+        suspended = _ksm_value(given, "suspended").lower() == "true"
+        return self._forward(labels, given, own, kind, ready, suspended)
+
+    def _classify_operator(self, labels: Labels) -> Route:
+        """``flux_resource_info`` of the Flux Operator: ``kind`` names the kind, ``ready`` and
+        ``suspended`` are capitalised and always present (a kind without a Ready condition
+        reports ``Unknown``; Alert, Provider and OCI HelmRepository always ``True``)."""
+        given = dict(labels)
+        kind = BY_KIND.get(_ksm_value(given, "kind"))
+        if kind is None or not given.get("name"):
+            return NOT_FLUX  # one of the operator's own kinds (FluxInstance, ResourceSet, ...)
+        ready = _status(_ksm_value(given, "ready"))
+        suspended = _ksm_value(given, "suspended").lower() == "true"
+        return self._forward(labels, given, _OPERATOR_OWN, kind, ready, suspended)
+
+    def _forward(
+        self,
+        labels: Labels,
+        given: dict[str, str],
+        own: frozenset[str],
+        kind: FluxKind,
+        ready: str,
+        suspended: bool,
+    ) -> Route:
+        """The route of an object-state series (``own``: the labels its source writes besides
+        name and namespace): its object's identity is the rest, the scrape's labels included."""
         # Label name → pair; the input's own pairs are kept (see share).
         out: dict[str, tuple[str, str]] = {}
         for pair in labels:
             key = pair[0]
             if key in own:
-                if _EXPORTED + key in given:  # the scrape's label; KSM's was renamed
+                if _EXPORTED + key in given:  # the scrape's label; the source's was renamed
                     out[key] = pair
             elif not (key.startswith(_EXPORTED) and key[len(_EXPORTED) :] in own):
                 out[key] = pair
@@ -102,9 +144,6 @@ class Classifier:
         if self.config.set_job:
             out["job"] = share(("job", kind.controller))
         out["kind"] = share(("kind", kind.kind))
-        ready = _ksm_value(given, "ready")
-        ready = ready if ready in STATUSES else "Unknown"
-        suspended = _ksm_value(given, "suspended") == "true"
         return Route(
             labels,
             True,

@@ -7,6 +7,8 @@ from typing import Final
 from ...model import Metadata, MetricType
 
 RESOURCE_INFO: Final = "gotk_resource_info"
+# The Flux Operator's report of the same object state (flux-sources-and-consumers.md).
+OPERATOR_INFO: Final = "flux_resource_info"
 RECONCILE_CONDITION: Final = "gotk_reconcile_condition"
 SUSPEND_STATUS: Final = "gotk_suspend_status"
 

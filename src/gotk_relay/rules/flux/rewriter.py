@@ -29,6 +29,7 @@ from .emitter import (
 )
 from .names import (
     DELETED,
+    OPERATOR_INFO,
     RECONCILE_CONDITION,
     RESOURCE_INFO,
     SUSPEND_STATUS,
@@ -97,7 +98,7 @@ class FluxRewriter:
         self.stats = FluxStats()
         names: set[str] = set()
         if config.mode in ("legacy", "both"):
-            names.add(RESOURCE_INFO)
+            names.update((RESOURCE_INFO, OPERATOR_INFO))
         if config.mode in ("resource_info", "both"):
             names.update((RECONCILE_CONDITION, SUSPEND_STATUS))
         self._names = frozenset(names)
