@@ -41,6 +41,9 @@ from .write.routing import Router
 
 log = logging.getLogger("gotk_relay.relay")
 
+FLUX_TICK_S = 1.0
+"""How often the Flux rules' pending ends are looked at when no request brings the clock on."""
+
 
 Planned = tuple[QueuedDestination, list[list[Entry]]]
 """A destination and its entries for one request, per shard, in the order they are queued."""
@@ -240,11 +243,39 @@ class Relay:
         self._draining: list[asyncio.Task[None]] = []
         self.refusing = Episode("a destination's queue is full: writes are refused with 503")
         self.spool_failing = Episode("the spool cannot be written: writes are refused with 503")
+        self.clock_failing = Episode(
+            "the Flux rules' clock failed; retried every second", logging.ERROR
+        )
+        self._clock: asyncio.Task[None] | None = None
         telemetry.add_state_collector(lambda: state_metrics(self))
 
     def start(self) -> None:
         for destination in self.destinations.values():
             destination.start()
+        self._clock = asyncio.create_task(self._flux_clock(), name="flux-clock")
+
+    async def _flux_clock(self) -> None:
+        """Write the Flux rules' ends that fall due while no request arrives.
+
+        A deleted object's outputs end one of its scrape intervals after its input went stale
+        (``flux.stale_grace``); the rules write an end when they are next called, which a
+        request does. A lone kube-state-metrics target may send one request per scrape, so an
+        end could wait a whole interval more: a batch with no series brings the clock on.
+        """
+        while True:
+            await asyncio.sleep(FLUX_TICK_S)
+            now_ms = int(time.time() * 1000)
+            if not self.pipeline.flux.due(now_ms):
+                continue
+            try:
+                self.admit(Batch(), now_ms)  # refused (queues full): tried again next tick
+            except SpoolError:
+                continue  # shown as the spool's own failure; tried again next tick
+            except Exception as exc:  # a bug: shown in /-/ready, logged once, tried again
+                self.telemetry.task_failed("flux-clock")
+                self.clock_failing.happened(repr(exc))
+            else:
+                self.clock_failing.ended()
 
     def problems(self) -> list[str]:
         """Why the relay cannot do its work now, one line each ([] when it can): for /-/ready.
@@ -255,11 +286,14 @@ class Relay:
         succeeds, and a relay taken out of its Service would get none (it is logged and
         exposed as gotk_relay_spool_write_failing; the senders' spool errors show here).
         """
-        return [
+        problems = [
             f"destination {name}: {problem}"
             for name, destination in self.destinations.items()
             if (problem := destination.problem())
         ]
+        if self.clock_failing.active:
+            problems.append(f"the Flux rules' clock: {self.clock_failing.reason}")
+        return problems
 
     def room(self, points: int, size_hint: int, own: Mapping[str, int] | None = None) -> Admission:
         """Whether every destination can take a batch of this size now (before any rule runs);
@@ -569,6 +603,8 @@ class Relay:
         return task
 
     async def stop(self, timeout: float) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
         deadline = asyncio.get_running_loop().time() + timeout
         await asyncio.gather(
             *(d.stop(deadline) for d in self.destinations.values()),

@@ -232,6 +232,35 @@ async def test_a_pending_flux_end_is_written_while_only_other_series_flow() -> N
         await eventually(ended)
 
 
+@pytest.mark.slow  # waits for the Flux end's delay
+async def test_a_pending_flux_end_is_written_when_no_request_comes() -> None:
+    """The last request before a quiet spell brought a deletion: the end falls due on the
+    relay's clock alone (a lone kube-state-metrics target sends nothing between scrapes)."""
+    receiver = ScriptedReceiver()
+    async with (
+        receivers(receiver),
+        relay_client(_config(receiver.url, stale_grace="1s")) as (client, relay),
+    ):
+        for batch in (
+            Batch((Series(KSM, (Sample(1.0, 1000),)),)),
+            Batch((Series(KSM, (Sample(STALE_NAN, 2000),)),)),
+        ):
+            body, headers = rw_body(batch)
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+
+        def ended() -> list[str]:
+            return [
+                s.name
+                for b in receiver.delivered()
+                for s in b.series
+                if s.name != "gotk_resource_info" and any(is_stale(x.value) for x in s.samples)
+            ]
+
+        await eventually(lambda: len(ended()) == 4, timeout=5)
+        assert sorted(ended()) == ["gotk_reconcile_condition"] * 3 + ["gotk_suspend_status"]
+        assert relay.problems() == []
+
+
 async def test_each_request_is_counted_by_the_scanner_that_read_it() -> None:
     """``gotk_relay_scanned_requests_total{scanner}``: what Prometheus writes and a label with
     its value before its name (valid protobuf, but not what Prometheus writes) are both read by

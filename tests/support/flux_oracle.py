@@ -71,13 +71,23 @@ class _Input:
 class _Object:
     """Liveness bookkeeping shared by both directions."""
 
-    __slots__ = ("deadline", "inputs", "key", "kind", "last_seen", "newest_value_ts", "open")
+    __slots__ = (
+        "deadline",
+        "inputs",
+        "interval",
+        "key",
+        "kind",
+        "last_seen",
+        "newest_value_ts",
+        "open",
+    )
 
     def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
         self.key = key
         self.kind = kind
         self.inputs: dict[Labels, _Input] = {}
         self.newest_value_ts = _NEVER
+        self.interval = 0  # gap between the two newest value timestamps; 0: unknown
         self.open = False  # outputs carry a value and have not been ended since
         self.last_seen = clock
         self.deadline: int | None = None  # relay clock at which a pending end is due
@@ -92,7 +102,10 @@ class _Object:
             entry.stale_ts = max(entry.stale_ts, ts)
         else:
             entry.value_ts = max(entry.value_ts, ts)
-            self.newest_value_ts = max(self.newest_value_ts, ts)
+            if ts > self.newest_value_ts:
+                if self.newest_value_ts != _NEVER:
+                    self.interval = ts - self.newest_value_ts
+                self.newest_value_ts = ts
 
     def _evict(self) -> None:
         oldest = min(
@@ -210,7 +223,8 @@ class OracleRewriter:
             names.update((RECONCILE_CONDITION, SUSPEND_STATUS))
         self._names = frozenset(names)
         self._statuses = (*STATUSES, DELETED) if config.emit_deleted else STATUSES
-        self._grace_ms = round(config.stale_grace * 1000)
+        self._grace_ms = None if config.stale_grace is None else round(config.stale_grace * 1000)
+        self._grace_cap_ms = round(config.grace_cap * 1000)
         self._expiry_ms = round(config.idle_expiry * 1000)
         self._info: dict[Labels, _InfoObject] = {}
         self._legacy: dict[Labels, _LegacyObject] = {}
@@ -419,7 +433,13 @@ class OracleRewriter:
                 obj.deadline = None
                 del self._pending[(forward, obj.key)]
         elif obj.open and obj.deadline is None:
-            obj.deadline = self._clock + self._grace_ms
+            if self._grace_ms is not None:
+                grace = self._grace_ms
+            elif obj.interval > 0:
+                grace = min(self._grace_cap_ms, obj.interval + 5000)
+            else:
+                grace = self._grace_cap_ms
+            obj.deadline = self._clock + grace
             self._pending[(forward, obj.key)] = obj
 
     def _commit_due(self, emitter: _Emitter) -> None:

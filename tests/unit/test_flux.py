@@ -364,6 +364,42 @@ SCENARIOS = {
         [legacy(1000), {}, {}, ended(2000)],
         now=[1000, 2000, 61_999, 62_000],
     ),
+    # The automatic grace: one of the object's scrape intervals (here 15 s) and 5 s of margin.
+    "deletion-ends-one-scrape-interval-and-the-margin-after-the-stale-marker": Scenario(
+        [
+            [ks("True", ts=1000)],
+            [ks("True", ts=16_000)],
+            [ks("True", ts=31_000, value="stale")],
+            [],
+            [],
+        ],
+        [legacy(1000), legacy(16_000), {}, {}, ended(31_000)],
+        now=[1000, 16_000, 31_500, 51_499, 51_500],
+    ),
+    "a-replacement-within-the-automatic-grace-cancels-the-end": Scenario(
+        [
+            [ks("True", ts=1000)],
+            [ks("True", ts=16_000)],
+            [ks("True", ts=31_000, value="stale")],
+            [ks("False", ts=31_000)],
+            [],
+        ],
+        [legacy(1000), legacy(16_000), {}, legacy(31_000, "False"), {}],
+        now=[1000, 16_000, 31_500, 51_000, 120_000],
+        stats={"stale_emitted": 0},
+    ),
+    "a-fixed-stale-grace-overrides-the-interval": Scenario(
+        [
+            [ks("True", ts=1000)],
+            [ks("True", ts=16_000)],
+            [ks("True", ts=31_000, value="stale")],
+            [],
+            [],
+        ],
+        [legacy(1000), legacy(16_000), {}, {}, ended(31_000)],
+        config={"stale_grace": "45s"},
+        now=[1000, 16_000, 31_500, 76_499, 76_500],
+    ),
     "replacement-within-grace-cancels-the-end": Scenario(
         [
             [ks("True", ts=1000)],
@@ -918,12 +954,26 @@ def test_config_errors_name_the_field_and_the_fix(text: str, message: str) -> No
     assert message in str(caught.value)
 
 
-def test_short_idle_expiry_halves_the_default_grace() -> None:
-    assert FluxConfig(idle_expiry=40).stale_grace == 20
+def test_the_grace_is_automatic_unless_set_and_a_short_idle_expiry_halves_its_cap() -> None:
+    assert FluxConfig().stale_grace is None
+    assert FluxConfig(stale_grace="auto").stale_grace is None
+    assert FluxConfig().grace_cap == 60
+    assert FluxConfig(idle_expiry=40).grace_cap == 20
     assert FluxConfig(idle_expiry="30s", stale_grace=5).stale_grace == 5
-    assert FluxConfig(idle_expiry=7200).stale_grace == 60
     with pytest.raises(ValidationError, match="lower stale_grace or raise idle_expiry"):
         FluxConfig(idle_expiry=60, stale_grace=60)
+
+
+def test_an_object_seen_once_waits_the_cap_of_a_short_idle_expiry() -> None:
+    """No interval known yet: the end waits the cap, half of a short idle_expiry."""
+    rewriter = FluxRewriter(FluxConfig(idle_expiry=40))
+    rewriter.rewrite(batch_of([ks(ts=1000)]), 1000)
+    rewriter.rewrite(batch_of([ks(ts=2000, value="stale")]), 2000)
+    assert rewriter.stats.stale_emitted == 0
+    rewriter.rewrite(Batch(), 21_999)
+    assert rewriter.stats.stale_emitted == 0
+    out = rewriter.rewrite(Batch(), 22_000)
+    assert rewriter.stats.stale_emitted == 4 and len(out.series) == 4
 
 
 def test_stats_are_plain_numbers_for_telemetry() -> None:

@@ -5,8 +5,9 @@ increasing timestamps, maybe ended by deletion. It is rendered as KSM + Promethe
 (each state change = a new input series plus a stale marker for the previous one, at the same
 timestamp), then delivered as remote write can: cut into batches anywhere, with series
 interleaved and samples moved within a bounded window, and old samples re-sent later. The relay
-clock advances one second per batch, well inside ``stale_grace``, so every replacement arrives in
-time. Whatever the delivery, the legacy outputs must:
+clock advances half a second per batch: a replacement is at most nine batches after its stale
+marker (``WINDOW`` and three re-sends), so it arrives within the automatic ``stale_grace`` (one
+scrape interval and 5 s), in time. Whatever the delivery, the legacy outputs must:
 
 * never go back in time (strictly increasing timestamps per output series);
 * never say anything untrue (a value written at t is the object's state at t);
@@ -165,7 +166,7 @@ def run(
     outputs: dict[Labels, list[Sample]] = {}
     arrivals = [*batches, []]
     for number, events in enumerate(arrivals):
-        now = 10**9 if number == len(arrivals) - 1 else 1_000 * number
+        now = 10**9 if number == len(arrivals) - 1 else 500 * number
         for series in rewriter.rewrite(to_batch(events), now_ms=now).series:
             if series.metadata is not None:  # synthesized
                 outputs.setdefault(series.labels, []).extend(series.samples)
@@ -290,7 +291,7 @@ def test_info_series_never_go_back_and_end_on_the_final_state(
     outputs: dict[Labels, list[Sample]] = {}
     arrivals = [*batches, []]
     for number, events in enumerate(arrivals):
-        now = 10**9 if number == len(arrivals) - 1 else 1_000 * number
+        now = 10**9 if number == len(arrivals) - 1 else 500 * number
         for series in rewriter.rewrite(to_legacy_batch(events, values), now_ms=now).series:
             if series.metadata is not None:
                 outputs.setdefault(series.labels, []).extend(series.samples)

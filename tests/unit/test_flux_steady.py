@@ -270,7 +270,7 @@ def test_a_value_older_than_its_series_stale_marker_is_left_to_the_general_path(
     # The general path started the object's end: it is written once flux.stale_grace has passed.
     stats = pair.shortcut.pipeline.flux.stats
     assert stats.stale_emitted == 0
-    later = ts + 5 * SCRAPE_MS + int(pair.shortcut.config.flux.stale_grace * 1000) + SCRAPE_MS
+    later = ts + 5 * SCRAPE_MS + int(pair.shortcut.config.flux.grace_cap * 1000) + SCRAPE_MS
     pair.feed([Series(_OTHER, (Sample(1.0, later),))], later)
     assert stats.stale_emitted > 0
 

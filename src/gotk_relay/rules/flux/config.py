@@ -10,7 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ...units import parse_duration
 from ..flux_kinds import BY_KIND, DEFAULT_VERSIONS, suggest
 
-_DEFAULT_GRACE: Final = 60.0
+# Without an explicit stale_grace, a pending end waits one observed scrape interval of its
+# object plus AUTO_MARGIN (remote write sends a scrape's series in several requests, up to its
+# batch_send_deadline of 5 s apart), and AUTO_CAP when the interval is not known yet.
+AUTO_MARGIN: Final = 5.0
+AUTO_CAP: Final = 60.0
 _VERSION: Final = re.compile(r"v\d+(?:(?:alpha|beta)\d+)?")
 
 
@@ -42,25 +46,26 @@ class FluxConfig(BaseModel):
     versions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VERSIONS))
     max_objects: int = 100_000
     idle_expiry: float = 3600.0
-    stale_grace: float = _DEFAULT_GRACE  # or half of idle_expiry when that is shorter
+    # None: per object, one observed scrape interval + AUTO_MARGIN (see grace_cap).
+    stale_grace: float | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _grace_default(cls, data: object) -> object:
-        """Without an explicit stale_grace, a short idle_expiry halves it rather than fail."""
-        if isinstance(data, dict) and "stale_grace" not in data and "idle_expiry" in data:
-            try:
-                expiry = _seconds(data["idle_expiry"], "idle_expiry")
-            except ValueError:
-                return data  # reported by the field validator
-            if 0 < expiry <= _DEFAULT_GRACE:
-                return {**data, "stale_grace": expiry / 2}
-        return data
-
-    @field_validator("idle_expiry", "stale_grace", mode="before")
+    @field_validator("idle_expiry", mode="before")
     @classmethod
     def _duration(cls, value: object, info: ValidationInfo) -> float:
         return _seconds(value, info.field_name or "duration")
+
+    @field_validator("stale_grace", mode="before")
+    @classmethod
+    def _grace(cls, value: object) -> float | None:
+        if value is None or value == "auto":
+            return None
+        return _seconds(value, "stale_grace")
+
+    @property
+    def grace_cap(self) -> float:
+        """The longest an automatic grace waits: AUTO_CAP, or half a shorter idle_expiry (an
+        object must not be forgotten before its end is written)."""
+        return min(AUTO_CAP, self.idle_expiry / 2)
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -108,6 +113,8 @@ class FluxConfig(BaseModel):
     def _durations(self) -> FluxConfig:
         if self.idle_expiry <= 0:
             raise ValueError("flux.idle_expiry: must be positive; the default is 3600 (1h)")
+        if self.stale_grace is None:
+            return self
         if self.stale_grace < 0:
             raise ValueError("flux.stale_grace: must not be negative; 0 ends objects at once")
         if self.stale_grace >= self.idle_expiry:

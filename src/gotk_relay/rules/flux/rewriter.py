@@ -17,7 +17,7 @@ from ...model import (
     label_value,
 )
 from .classify import NOT_FLUX, Classifier
-from .config import FluxConfig
+from .config import AUTO_MARGIN, FluxConfig
 from .emitter import (
     FORWARD,
     FORWARD_FAMILIES,
@@ -70,6 +70,7 @@ class Rewritten(NamedTuple):
     steady: Steady | None = None
 
 
+AUTO_MARGIN_MS: Final = round(AUTO_MARGIN * 1000)
 _ONE: Final[Values] = (1.0,)
 _STALE: Final[Values] = (STALE_NAN,)
 
@@ -102,7 +103,9 @@ class FluxRewriter:
         if config.mode in ("resource_info", "both"):
             names.update((RECONCILE_CONDITION, SUSPEND_STATUS))
         self._names = frozenset(names)
-        self._grace_ms = round(config.stale_grace * 1000)
+        # A fixed grace (flux.stale_grace), or None: each object's own (see _grace).
+        self._grace_ms = None if config.stale_grace is None else round(config.stale_grace * 1000)
+        self._grace_cap_ms = round(config.grace_cap * 1000)
         self._expiry_ms = round(config.idle_expiry * 1000)
         self._info: dict[Labels, InfoObject] = {}
         self._legacy: dict[Labels, LegacyObject] = {}
@@ -133,6 +136,12 @@ class FluxRewriter:
         if not all(map(operator.is_, series, found[0])):
             return None
         return found[1], found[2]
+
+    def due(self, now_ms: int) -> bool:
+        """Whether an object's end falls due by relay clock ``now_ms``: a call then writes it."""
+        return any(
+            obj.deadline is not None and obj.deadline <= now_ms for obj in self._pending.values()
+        )
 
     def apply(self, batch: Batch, now_ms: int | None, max_outputs: int | None) -> Rewritten:
         """The rules applied to ``batch``: the steady shortcut (``steady``) when ``max_outputs``
@@ -282,7 +291,8 @@ class FluxRewriter:
         for obj, route, entry, value, parts in picked:
             obj.last_seen = clock
             obj.observe(route, ts, value)
-            entry.value_ts = obj.newest_value_ts = obj.out_last = ts
+            obj.newer_value(ts)
+            entry.value_ts = obj.out_last = ts
             obj.open = True  # live: its newest input has no stale marker (deadline stays None)
             groups.append((obj.outputs, obj.values))
             blocks.append(stamp.join(parts))
@@ -347,7 +357,7 @@ class FluxRewriter:
                 if ts > entry.value_ts:
                     entry.value_ts = ts
                 if ts > obj.newest_value_ts:
-                    obj.newest_value_ts = ts
+                    obj.newer_value(ts)
                 obj.observe(route, ts, value)
                 touched[obj] = True
         if touched:
@@ -385,10 +395,19 @@ class FluxRewriter:
                     obj.deadline = None
                     del pending[(forward, obj.key)]
             elif obj.open and obj.deadline is None:
-                obj.deadline = self._clock + self._grace_ms
+                obj.deadline = self._clock + self._grace(obj)
                 pending[(forward, obj.key)] = obj
         self.stats.out_of_order_dropped += dropped
         touched.clear()
+
+    def _grace(self, obj: FluxObject) -> int:
+        """How long an object that looks gone waits for a replacement input before its end is
+        written: ``flux.stale_grace``, else one of its scrape intervals and a margin (a Ready
+        change's two halves come from one scrape, so both have arrived by then)."""
+        if self._grace_ms is not None:
+            return self._grace_ms
+        cap = self._grace_cap_ms
+        return min(cap, obj.interval + AUTO_MARGIN_MS) if obj.interval > 0 else cap
 
     def _room(self, route: Route, refused: set[tuple[bool, Labels]]) -> bool:
         if (route.forward, route.key) in refused:

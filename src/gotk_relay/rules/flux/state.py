@@ -82,6 +82,7 @@ class FluxObject:
         "deadline",
         "gone",
         "inputs",
+        "interval",
         "key",
         "kind",
         "last_seen",
@@ -94,6 +95,8 @@ class FluxObject:
         self.kind = kind
         self.inputs: dict[Labels, Input] = {}
         self.newest_value_ts = NEVER
+        # The gap between its two newest value timestamps (its scrape interval); 0: unknown.
+        self.interval = 0
         self.open = False  # outputs carry a value and have not been ended since
         self.last_seen = clock
         self.deadline: int | None = None  # relay clock at which a pending end is due
@@ -113,6 +116,12 @@ class FluxObject:
         )
         self.inputs.pop(oldest).dropped = True
         self.newest_value_ts = max((i.value_ts for i in self.inputs.values()), default=NEVER)
+
+    def newer_value(self, ts: int) -> None:
+        """A value timestamp after every one seen: the newest, and the interval it makes."""
+        if self.newest_value_ts != NEVER:
+            self.interval = ts - self.newest_value_ts
+        self.newest_value_ts = ts
 
     def live(self) -> bool:
         newest = self.newest_value_ts
