@@ -202,11 +202,31 @@ class DatadogConfig(_QueuedDestinationConfig):
     tags: list[str] = Field(default_factory=list)  # static tags added to every series
     compression: Literal["gzip", "deflate"] = "gzip"
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
+    # Send the Flux families under the names and tags Datadog's Flux check (fluxcd) gives them,
+    # so its dashboard and monitors work without the Agent check (docs/datadog.md).
+    flux_integration: bool = False
+    # Labels kept as tags on those families besides the check's own (e.g. cluster).
+    flux_integration_labels: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _key(self) -> DatadogConfig:
         if (self.api_key is None) == (not self.api_key_file):
             raise ValueError("configure exactly one of api_key (e.g. ${DD_API_KEY}) & api_key_file")
+        return self
+
+    @model_validator(mode="after")
+    def _flux(self) -> DatadogConfig:
+        if self.flux_integration_labels and not self.flux_integration:
+            raise ValueError(
+                "flux_integration_labels is set but flux_integration is false: the labels are "
+                "kept on the Flux integration's families only; set flux_integration: true"
+            )
+        if self.flux_integration and self.counters != "count":
+            raise ValueError(
+                "flux_integration: true sends the Flux check's counters as counts, as the check "
+                f"does; counters: {self.counters} contradicts it (remove counters, or set it to "
+                "count)"
+            )
         return self
 
     @property

@@ -263,6 +263,8 @@ class DatadogClient:
             host_label=cfg.host_label,
             counters_as_count=cfg.counters == "count",
             static_tags=tuple(t for t in (normalize_tag(t) for t in cfg.tags) if t),
+            flux_integration=cfg.flux_integration,
+            flux_keep=tuple(cfg.flux_integration_labels),
         )
         self.types = TypeCache()
         self.counters = CounterStore()

@@ -7,15 +7,18 @@ docstring gives the rules of its part.
 Modules, in the order they build on each other: ``intake`` (what the intake takes, and why a
 sample is not sent), ``names`` (names, tags, host), ``kinds`` (gauge, counter or dropped),
 ``counters`` (counter state between requests), ``series`` (a mapped batch, options, memoized
-label sets), ``mapper`` (``map_batch``, ``map_items``).
+label sets), ``mapper`` (``map_batch``, ``map_items``); ``flux`` (``flux_integration``: the
+Flux families as Datadog's Flux check names and tags them) is used by ``series`` and ``mapper``.
 """
 
 from __future__ import annotations
 
 from .counters import CounterMark, CounterStore
+from .flux import FluxName, flux_labels, flux_name
 from .intake import (
     COUNTER_FIRST,
     CREATED,
+    INF_BUCKET,
     INVALID_NAME,
     MAX_AGE_MS,
     MAX_AHEAD_MS,
@@ -52,6 +55,7 @@ from .series import (
 __all__ = [
     "COUNTER_FIRST",
     "CREATED",
+    "INF_BUCKET",
     "INVALID_NAME",
     "MAX_AGE_MS",
     "MAX_AHEAD_MS",
@@ -69,6 +73,7 @@ __all__ = [
     "TYPE_UNSPECIFIED",
     "CounterMark",
     "CounterStore",
+    "FluxName",
     "Kind",
     "LabelKey",
     "Mapped",
@@ -81,6 +86,8 @@ __all__ = [
     "SeriesInfo",
     "SeriesMemo",
     "TypeCache",
+    "flux_labels",
+    "flux_name",
     "kind_by_suffix",
     "kind_for_type",
     "map_batch",

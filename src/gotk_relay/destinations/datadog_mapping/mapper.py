@@ -20,9 +20,11 @@ from ...model import Batch, Labels, MetricType, Series, is_stale
 from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .counters import CounterMark, CounterStore
+from .flux import flux_name
 from .intake import (
     COUNTER_FIRST,
     CREATED,
+    INF_BUCKET,
     INVALID_NAME,
     MAX_AGE_MS,
     MAX_AHEAD_MS,
@@ -38,6 +40,7 @@ from .intake import (
 from .kinds import Kind, TypeCache, resolve_kind
 from .names import normalize_metric_name
 from .series import (
+    OMITTED,
     Mapped,
     MappedRows,
     MappedSeries,
@@ -88,15 +91,27 @@ _NATIVE_REASONS: Final = (
 
 
 def _resolved(
-    names: Names, name: str, declared: MetricType | None, families: Mapping[str, MetricType]
-) -> tuple[str, Kind]:
-    """A name's Datadog name and kind, resolved once per conversion (``names``)."""
+    names: Names,
+    name: str,
+    declared: MetricType | None,
+    families: Mapping[str, MetricType],
+    flux: bool = False,
+) -> tuple[str | None, Kind]:
+    """A name's Datadog name and kind, resolved once per conversion (``names``); the name is
+    None for a series not sent (``OMITTED``: the compiled loop leaves it to Python).
+
+    ``flux``: the Flux integration's names and kinds (``flux.py``) for its families.
+    """
     resolved = names.get((name, declared))
     if resolved is None:  # a batch holds many series of few names
-        resolved = names[(name, declared)] = (
-            normalize_metric_name(name),
-            resolve_kind(name, declared, families),
-        )
+        found = flux_name(name) if flux else None
+        if name == OMITTED:
+            resolved = (None, Kind.DROP)
+        elif found is not None:
+            resolved = (found.metric, found.kind)
+        else:
+            resolved = (normalize_metric_name(name), resolve_kind(name, declared, families))
+        names[(name, declared)] = resolved
     return resolved
 
 
@@ -127,6 +142,7 @@ def map_items(
     newest = now_ms + MAX_AHEAD_MS
     families = types.types
     counters_as_count = options.counters_as_count
+    flux = options.flux_integration
     marks = counters._marks  # read only: CounterStore.get without a call per sample
     drop, counter = Kind.DROP, Kind.COUNTER
     token = names.token if isinstance(names, NameCache) else object()  # else: this call only
@@ -161,7 +177,7 @@ def map_items(
             if known is not None and known[0] is token:
                 metric, dropped, is_count = known[1], known[2], known[3]
             else:
-                metric, kind = _resolved(names, name, None, families)
+                metric, kind = _resolved(names, name, None, families, flux)
                 dropped = kind is drop
                 is_count = kind is counter and counters_as_count
                 # Plain values only: the collector stops walking it (it walks every memo).
@@ -178,9 +194,12 @@ def map_items(
                 by_labels[info[0]] = info
             key, name = info[0], info[1]
             declared = item.metadata.type if item.metadata is not None else None
-            metric, kind = _resolved(names, name, declared, families)
+            metric, kind = _resolved(names, name, declared, families, flux)
             dropped = kind is drop
             is_count = kind is counter and counters_as_count
+        if metric is None:  # a series the Flux integration does not send
+            skipped[INF_BUCKET] += len(samples)
+            continue
         if not metric:
             skipped[INVALID_NAME] += len(samples)
             continue
