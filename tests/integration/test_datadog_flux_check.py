@@ -34,12 +34,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
-from datadog_checks.base import OpenMetricsBaseCheckV2
-from datadog_checks.base.stubs import aggregator
+from datadog_checks.base import OpenMetricsBaseCheckV2 as _Check
+from datadog_checks.base.stubs import aggregator as _aggregator
 
 from gotk_relay.model import Batch, Sample, Series
 from tests.support.datadog_intake import DatadogIntake
 from tests.support.harness import eventually, relay_client, rw_body
+
+# datadog-checks-base is partly annotated; its check and stub are used as untyped objects.
+OpenMetricsBaseCheckV2: Any = _Check
+aggregator: Any = _aggregator
 
 # The Flux check's maps (DataDog/integrations-core, fluxcd/datadog_checks/fluxcd/metrics.py).
 CHECK_METRIC_MAP = {
