@@ -3,6 +3,12 @@ tables and properties; and the ``flux_integration`` keys of ``datadog[]``."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -364,3 +370,35 @@ def test_flux_integration_is_off_by_default_and_loads_when_set() -> None:
 def test_flux_integration_misconfigurations_are_refused_by_name(extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_text(_datadog(extra), "t")
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
+
+
+def test_check_config_accepts_the_recipe_and_names_the_key_it_refuses(tmp_path: Path) -> None:
+    """The documented recipe through the real ``check-config`` command, and the same recipe
+    with ``counters: gauge``, refused with both keys named."""
+    found = re.search(
+        r"```yaml\n# recipe: datadog-flux-integration\n(.*?)```", RECIPES.read_text(), re.DOTALL
+    )
+    assert found is not None
+    good = tmp_path / "good.yml"
+    good.write_text(found.group(1))
+    assert load_text(found.group(1), "recipe", {"DD_API_KEY": "x"}).datadog[0].flux_integration
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        found.group(1).replace(
+            "flux_integration: true", "flux_integration: true\n    counters: gauge"
+        )
+    )
+    env = {**os.environ, "DD_API_KEY": "x"}
+    for path, code in ((good, 0), (bad, 1)):
+        done = subprocess.run(
+            [sys.executable, "-m", "gotk_relay", "check-config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == code, done.stdout + done.stderr
+    assert "flux_integration" in done.stdout and "counters: gauge" in done.stdout

@@ -203,7 +203,7 @@ class DatadogConfig(_QueuedDestinationConfig):
     compression: Literal["gzip", "deflate"] = "gzip"
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
     # Send the Flux families under the names and tags Datadog's Flux check (fluxcd) gives them,
-    # so its dashboard and monitors work without the Agent check (docs/datadog.md).
+    # so its dashboard and monitors work without the Agent check (docs/recipes.md).
     flux_integration: bool = False
     # Labels kept as tags on those families besides the check's own (e.g. cluster).
     flux_integration_labels: list[str] = Field(default_factory=list)
