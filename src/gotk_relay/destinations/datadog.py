@@ -38,7 +38,8 @@ Answers
     increase: sums over time stay right, the increase just lands later.
 
 Samples the intake cannot store (stale markers, NaN, more than an hour old or ten minutes
-ahead, native histograms, counters' first observations...) are not sent and are counted in
+ahead, native histograms, counters' first observations...), and with ``flux_integration`` the
+``le="+Inf"`` buckets Datadog's Flux check does not send, are not sent and are counted in
 ``DatadogClient.skipped`` (reason → samples). Exposing that as a relay metric is pending: the
 telemetry module does not read it yet.
 """

@@ -6,9 +6,9 @@ docstring gives the rules of its part.
 
 Modules, in the order they build on each other: ``intake`` (what the intake takes, and why a
 sample is not sent), ``names`` (names, tags, host), ``kinds`` (gauge, counter or dropped),
-``counters`` (counter state between requests), ``series`` (a mapped batch, options, memoized
-label sets), ``mapper`` (``map_batch``, ``map_items``); ``flux`` (``flux_integration``: the
-Flux families as Datadog's Flux check names and tags them) is used by ``series`` and ``mapper``.
+``counters`` (counter state between requests), ``flux`` (``flux_integration``: the Flux
+families named and tagged as Datadog's Flux check does), ``series`` (a mapped batch, options,
+memoized label sets), ``mapper`` (``map_batch``, ``map_items``).
 """
 
 from __future__ import annotations
