@@ -278,6 +278,9 @@ def relay_batch(round_: int, ts: int) -> Batch:
         (name, _stored(labels, CONTROLLER_TARGET), value)
         for _, name, labels, value in _controller_families(round_)
     ]
+    # Another Go program's process_* (Prometheus' own): not a Flux controller's, not renamed.
+    prometheus = {"job": "prometheus", "namespace": "monitoring", "pod": "prometheus-0"}
+    series.append(("process_cpu_seconds_total", {**prometheus, "region": REGION}, 90.0 * round_))
     return Batch(
         tuple(
             Series(tuple(sorted({"__name__": name, **labels}.items())), (Sample(value, ts),))
@@ -408,8 +411,9 @@ async def test_the_intake_holds_what_the_datadog_flux_check_submits(label_shape:
     got = intake_rows(intake.series, second // 1000)
     fluxcd = _fluxcd(intake.series, second)
     assert fluxcd == expected
-    # Everything else keeps today's mapping (go_goroutines is not in the check's map).
-    assert {key[0] for key in got} - names == {"go_goroutines"}
+    # Everything else keeps today's mapping: go_goroutines is not in the check's map, and
+    # Prometheus' own process_cpu_seconds_total is not a Flux controller's (namespace).
+    assert {key[0] for key in got} - names == {"go_goroutines", "process_cpu_seconds_total"}
 
     # The dashboard's per-object rows (by kind, namespace, name): one per object, and
     # apps/podinfo (False) apart from staging/podinfo (True).

@@ -21,6 +21,7 @@ from gotk_relay.destinations.datadog_mapping import (
     Kind,
     MappingOptions,
     TypeCache,
+    flux_applies,
     flux_labels,
     flux_name,
     map_batch,
@@ -311,6 +312,10 @@ def test_map_batch_sends_the_families_renamed_and_everything_else_as_before() ->
                 _l(__name__="process_cpu_seconds_total", job="j", namespace="flux-system"),
                 (Sample(1.0, ts - 15_000), Sample(3.5, ts)),
             ),
+            Series(  # another program's: not from a Flux namespace
+                _l(__name__="process_cpu_seconds_total", job="j", namespace="monitoring"),
+                (Sample(1.0, ts - 15_000), Sample(2.0, ts)),
+            ),
         )
     )
     options = MappingOptions(flux_integration=True, static_tags=("env:x",))
@@ -337,13 +342,39 @@ def test_map_batch_sends_the_families_renamed_and_everything_else_as_before() ->
             ["env:x", "kube_namespace:flux-system"],
             [(ts // 1000, 2.5)],
         ),
+        (
+            "process_cpu_seconds_total",
+            TYPE_COUNT,
+            ["env:x", "job:j", "namespace:monitoring"],
+            [(ts // 1000, 1.0)],
+        ),
     ]
     off = map_batch(batch, MappingOptions(), TypeCache(), CounterStore(), NOW_MS)
     assert [s.metric for s in off.series] == [
         "gotk_reconcile_condition",
         "up",
         "process_cpu_seconds_total",
+        "process_cpu_seconds_total",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "want"),
+    [
+        ("gotk_reconcile_condition", _l(namespace="anywhere"), True),
+        ("gotk_resource_info", (), True),
+        ("workqueue_depth", _l(namespace="flux-system"), True),
+        ("workqueue_depth", _l(namespace="flux"), True),
+        ("workqueue_depth", _l(namespace="cert-manager"), False),
+        ("process_open_fds", (), False),  # no namespace: whose it is cannot be told
+        ("go_goroutines", _l(namespace="flux-system"), False),
+    ],
+    ids=["object", "info", "flux-ns", "second-flux-ns", "other-ns", "no-ns", "unmapped"],
+)
+def test_controller_families_are_the_integrations_only_from_flux_namespaces(
+    name: str, labels: Labels, want: bool
+) -> None:
+    assert flux_applies(name, labels, {"flux-system", "flux"}) is want
 
 
 def _datadog(extra: str) -> str:
@@ -362,10 +393,18 @@ def test_flux_integration_is_off_by_default_and_loads_when_set() -> None:
     ("extra", "message"),
     [
         ("    flux_integration_labels: [cluster]\n", "flux_integration_labels"),
+        ("    flux_integration_namespaces: [flux]\n", "flux_integration_namespaces"),
+        ("    flux_integration: true\n    flux_integration_namespaces: ['']\n", "empty names"),
         ("    flux_integration: true\n    counters: gauge\n", "counters: gauge"),
         ("    flux_integration: yes please\n", "flux_integration"),
     ],
-    ids=["labels-without-option", "counters-as-gauges", "not-a-bool"],
+    ids=[
+        "labels-without-option",
+        "namespaces-without-option",
+        "empty-namespace",
+        "counters-as-gauges",
+        "not-a-bool",
+    ],
 )
 def test_flux_integration_misconfigurations_are_refused_by_name(extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -207,6 +207,10 @@ class DatadogConfig(_QueuedDestinationConfig):
     flux_integration: bool = False
     # Labels kept as tags on those families besides the check's own (e.g. cluster).
     flux_integration_labels: list[str] = Field(default_factory=list)
+    # Where the Flux controllers run: their process_*, workqueue_* and controller_runtime_*
+    # families are the integration's only from targets in these namespaces (every Go program
+    # has process_*), as the check only scrapes Flux's controllers.
+    flux_integration_namespaces: list[str] = Field(default_factory=lambda: ["flux-system"])
 
     @model_validator(mode="after")
     def _key(self) -> DatadogConfig:
@@ -216,10 +220,16 @@ class DatadogConfig(_QueuedDestinationConfig):
 
     @model_validator(mode="after")
     def _flux(self) -> DatadogConfig:
-        if self.flux_integration_labels and not self.flux_integration:
+        for key in ("flux_integration_labels", "flux_integration_namespaces"):
+            if key in self.model_fields_set and not self.flux_integration:
+                raise ValueError(
+                    f"{key} is set but flux_integration is false: it applies to the Flux "
+                    "integration's families only; set flux_integration: true"
+                )
+        if not all(self.flux_integration_namespaces):
             raise ValueError(
-                "flux_integration_labels is set but flux_integration is false: the labels are "
-                "kept on the Flux integration's families only; set flux_integration: true"
+                "flux_integration_namespaces: list the namespaces Flux's controllers run in "
+                "(usually flux-system), without empty names"
             )
         if self.flux_integration and self.counters != "count":
             raise ValueError(

@@ -266,6 +266,7 @@ class DatadogClient:
             static_tags=tuple(t for t in (normalize_tag(t) for t in cfg.tags) if t),
             flux_integration=cfg.flux_integration,
             flux_keep=tuple(cfg.flux_integration_labels),
+            flux_namespaces=frozenset(cfg.flux_integration_namespaces),
         )
         self.types = TypeCache()
         self.counters = CounterStore()

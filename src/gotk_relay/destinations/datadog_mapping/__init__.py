@@ -14,7 +14,7 @@ memoized label sets), ``mapper`` (``map_batch``, ``map_items``).
 from __future__ import annotations
 
 from .counters import CounterMark, CounterStore
-from .flux import FluxName, flux_labels, flux_name
+from .flux import FLUX_KEY, FluxName, flux_applies, flux_labels, flux_name
 from .intake import (
     COUNTER_FIRST,
     CREATED,
@@ -55,6 +55,7 @@ from .series import (
 __all__ = [
     "COUNTER_FIRST",
     "CREATED",
+    "FLUX_KEY",
     "INF_BUCKET",
     "INVALID_NAME",
     "MAX_AGE_MS",
@@ -86,6 +87,7 @@ __all__ = [
     "SeriesInfo",
     "SeriesMemo",
     "TypeCache",
+    "flux_applies",
     "flux_labels",
     "flux_name",
     "kind_by_suffix",

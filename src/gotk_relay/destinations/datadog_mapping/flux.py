@@ -38,7 +38,12 @@ Tags
       ``leader_election_master_status``): their labels are not a fixed set, so the scrape's
       target labels (``job``, ``instance``, ``pod``, ``container``, ``endpoint``, ``service``)
       are removed instead and the target's ``namespace`` becomes ``kube_namespace``, the tag
-      the Agent puts on a pod's check metrics and the integration's monitors group by.
+      the Agent puts on a pod's check metrics and the integration's monitors group by. Every
+      Go program exposes ``process_*`` and every controller-runtime operator the others, and
+      the check only ever scrapes Flux's controllers: so these families are the integration's
+      only from targets whose ``namespace`` is one of the Flux controllers' namespaces
+      (``flux_integration_namespaces``); from any other target (or one without a
+      ``namespace`` label) they keep the default mapping.
 
     ``keep`` names labels kept on every family all the same (e.g. ``cluster``), and the
     ``host_label`` still becomes the host. Every other series keeps the default mapping.
@@ -110,6 +115,9 @@ OBJECT_LABELS: Final = frozenset(("kind", "name", "type", "status"))
 # Labels a Prometheus scrape of a pod adds (kubernetes_sd, the Prometheus Operator's monitors).
 SCRAPE_LABELS: Final = frozenset(("job", "instance", "pod", "container", "endpoint", "service"))
 _EXPORTED: Final = "exported_"
+# What ``series_info`` puts before the name of a series sent as the integration's, so that its
+# name resolves apart from the same name's other series (not a metric name: no clash).
+FLUX_KEY: Final = "\x00fluxcd\x00"
 _KSM_COMMON: Final = frozenset(
     (
         "customresource_group",
@@ -177,6 +185,20 @@ def _own(labels: Mapping[str, str], key: str) -> str | None:
     label took the plain name."""
     value = labels.get(_EXPORTED + key)
     return value if value is not None else labels.get(key)
+
+
+def flux_applies(name: str, labels: Labels, namespaces: Collection[str]) -> bool:
+    """Whether a series is sent as the integration's: always for the ``gotk_*`` families, for
+    the controller families only from a target in one of ``namespaces``."""
+    found = SERIES_NAMES.get(name)
+    if found is None:
+        return False
+    if found.family in OBJECT_FAMILIES or found.family == RESOURCE_INFO:
+        return True
+    for key, value in labels:
+        if key == "namespace":
+            return value in namespaces
+    return False
 
 
 def flux_labels(name: str, labels: Labels, keep: Collection[str] = ()) -> Labels | None:

@@ -20,7 +20,7 @@ from ...model import Batch, Labels, MetricType, Series, is_stale
 from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .counters import CounterMark, CounterStore
-from .flux import flux_name
+from .flux import FLUX_KEY, flux_name
 from .intake import (
     COUNTER_FIRST,
     CREATED,
@@ -91,20 +91,14 @@ _NATIVE_REASONS: Final = (
 
 
 def _resolved(
-    names: Names,
-    name: str,
-    declared: MetricType | None,
-    families: Mapping[str, MetricType],
-    flux: bool = False,
+    names: Names, name: str, declared: MetricType | None, families: Mapping[str, MetricType]
 ) -> tuple[str | None, Kind]:
     """A name's Datadog name and kind, resolved once per conversion (``names``); the name is
-    None for a series not sent (``OMITTED``: the compiled loop leaves it to Python).
-
-    ``flux``: the Flux integration's names and kinds (``flux.py``) for its families.
-    """
+    None for a series not sent (``OMITTED``: the compiled loop leaves it to Python). A name
+    ``series_info`` marked with ``FLUX_KEY`` gets the Flux integration's (``flux.py``)."""
     resolved = names.get((name, declared))
     if resolved is None:  # a batch holds many series of few names
-        found = flux_name(name) if flux else None
+        found = flux_name(name[len(FLUX_KEY) :]) if name.startswith(FLUX_KEY) else None
         if name == OMITTED:
             resolved = (None, Kind.DROP)
         elif found is not None:
@@ -142,7 +136,6 @@ def map_items(
     newest = now_ms + MAX_AHEAD_MS
     families = types.types
     counters_as_count = options.counters_as_count
-    flux = options.flux_integration
     marks = counters._marks  # read only: CounterStore.get without a call per sample
     drop, counter = Kind.DROP, Kind.COUNTER
     token = names.token if isinstance(names, NameCache) else object()  # else: this call only
@@ -177,7 +170,7 @@ def map_items(
             if known is not None and known[0] is token:
                 metric, dropped, is_count = known[1], known[2], known[3]
             else:
-                metric, kind = _resolved(names, name, None, families, flux)
+                metric, kind = _resolved(names, name, None, families)
                 dropped = kind is drop
                 is_count = kind is counter and counters_as_count
                 # Plain values only: the collector stops walking it (it walks every memo).
@@ -194,7 +187,7 @@ def map_items(
                 by_labels[info[0]] = info
             key, name = info[0], info[1]
             declared = item.metadata.type if item.metadata is not None else None
-            metric, kind = _resolved(names, name, declared, families, flux)
+            metric, kind = _resolved(names, name, declared, families)
             dropped = kind is drop
             is_count = kind is counter and counters_as_count
         if metric is None:  # a series the Flux integration does not send

@@ -13,7 +13,7 @@ from typing import Any
 
 from ...model import Labels, MetricType
 from .counters import CounterMark
-from .flux import flux_labels
+from .flux import FLUX_KEY, flux_applies, flux_labels
 from .kinds import Kind
 from .names import series_tags
 
@@ -111,9 +111,11 @@ class MappingOptions:
     counters_as_count: bool = True
     static_tags: tuple[str, ...] = ()
     # Name and tag the Flux families as Datadog's Flux check does (``flux``), keeping the
-    # ``flux_keep`` labels on them too.
+    # ``flux_keep`` labels on them too; the controller families only from targets in the
+    # ``flux_namespaces``.
     flux_integration: bool = False
     flux_keep: tuple[str, ...] = ()
+    flux_namespaces: frozenset[str] = frozenset(("flux-system",))
 
 
 # The name of a label set that is not sent at all (``Mapped.skipped``: ``inf_bucket``): not a
@@ -156,7 +158,9 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
     """What a label set maps to whatever its samples: memoized by the caller.
 
     Its name (``info[1]``) is what the mapper resolves the Datadog name and kind from: the
-    Prometheus name, or ``OMITTED`` for a series the Flux integration does not send.
+    Prometheus name; for a series the Flux integration maps, that name after ``FLUX_KEY``
+    (so that another job's ``process_*`` series keep their own name), or ``OMITTED`` for one
+    it does not send.
     """
     labels = LabelKey(labels)
     name = ""
@@ -165,7 +169,7 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
             name = value
             break
     tagged: Labels = labels
-    if options.flux_integration:
+    if options.flux_integration and flux_applies(name, labels, options.flux_namespaces):
         keep = options.flux_keep
         if options.host_label is not None:
             keep = (*keep, options.host_label)
@@ -174,6 +178,7 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
             name = OMITTED
         else:
             tagged = shaped
+            name = FLUX_KEY + name
     tags, host = series_tags(tagged, options.host_label, options.static_tags)
     # A tuple of strings, which the collector stops walking (it walks every memo).
     return [labels, name, tuple([intern(tag) for tag in tags]), host, None, None]
