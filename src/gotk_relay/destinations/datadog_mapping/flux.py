@@ -1,7 +1,7 @@
 """``flux_integration``: the Flux families named and tagged as Datadog's Flux check sends them.
 
 Datadog's Flux integration (``fluxcd`` in DataDog/integrations-core) is an OpenMetrics V2 check
-with namespace ``fluxcd`` that scrapes each Flux controller's own ``/metrics`` (and, since 2026,
+with namespace ``fluxcd`` that scrapes each Flux controller's own ``/metrics`` (and, since mid-2026,
 kube-state-metrics for ``gotk_resource_info``). Its dashboard and monitors query what that check
 submits, so a destination with this option sends the same families under the same names, types
 and tags, and the dashboard works without an Agent check.
@@ -203,7 +203,7 @@ def flux_applies(name: str, labels: Labels, namespaces: Collection[str]) -> bool
 
 def flux_labels(name: str, labels: Labels, keep: Collection[str] = ()) -> Labels | None:
     """The labels the check would tag a series of ``name`` with (see the module docstring),
-    ``__name__`` first; None for a series the check does not send (a ``+Inf`` bucket).
+    with ``__name__``, sorted; None for a series the check does not send (a ``+Inf`` bucket).
     ``labels`` of a name that is not a mapped family come back as they are."""
     found = SERIES_NAMES.get(name)
     if found is None:
