@@ -302,6 +302,33 @@ def test_flux_labels_never_carry_scrape_labels_and_keep_the_objects_identity(
             raise AssertionError(f"kept label {label} lost")
 
 
+_words = st.text(alphabet="abcdefghij-", min_size=1, max_size=6)
+
+
+@given(
+    st.sampled_from(
+        ["gotk_reconcile_condition", "gotk_suspend_status", "gotk_reconcile_duration_seconds_sum"]
+    ),
+    st.fixed_dictionaries(
+        {"kind": st.sampled_from(["HelmRelease", "Kustomization"]), "name": _words},
+        optional={"type": st.just("Ready"), "status": st.sampled_from(["True", "False"])},
+    ),
+    _words,
+    st.dictionaries(st.sampled_from(["job", "instance", "pod", "container"]), _words),
+    _words,
+)
+def test_the_stored_shape_maps_as_the_raw_shape_the_controller_exposed(
+    name: str, own: dict[str, str], namespace: str, target: dict[str, str], controller_ns: str
+) -> None:
+    """What a controller exposed (raw) and what Prometheus stored of it (the object's namespace
+    in exported_namespace, the target's labels added) are the same Datadog series."""
+    raw = _l(__name__=name, **own, namespace=namespace)
+    stored = _l(
+        __name__=name, **own, exported_namespace=namespace, namespace=controller_ns, **target
+    )
+    assert flux_labels(name, stored) == flux_labels(name, raw) == raw
+
+
 def test_map_batch_sends_the_families_renamed_and_everything_else_as_before() -> None:
     ts = NOW_MS - 1000
     batch = Batch(
