@@ -56,6 +56,7 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
         "names",
         "kinds",
         "counters",
+        "flux",
         "series",
         "mapper",
     ),

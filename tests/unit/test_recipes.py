@@ -27,6 +27,7 @@ def test_the_page_has_every_recipe_the_issue_asks_for() -> None:
         "thanos",
         "datadog",
         "datadog-agent-federate",
+        "datadog-flux-integration",
         "otlp",
     } <= names
 

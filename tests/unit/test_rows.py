@@ -123,6 +123,11 @@ _NAMES = (
     "kube_pod_created",
     "job:rate5m",
     "9lead",
+    # Families datadog flux_integration renames and retags (and whose +Inf bucket it skips).
+    "gotk_reconcile_condition",
+    "gotk_reconcile_duration_seconds_bucket",
+    "controller_runtime_reconcile_total",
+    "gotk_resource_info",
 )
 _values = st.one_of(
     st.floats(allow_nan=False, min_value=-1e12, max_value=1e12),
@@ -150,6 +155,7 @@ def _traffic(draw: st.DrawFn) -> Batch:
                     (("le", "+Inf"),),
                     (("quantile", "0.9"),),
                     (("Host", "H-1"),),
+                    (("exported_namespace", "apps"), ("namespace", "flux-system")),
                 ]
             )
         )
@@ -197,14 +203,20 @@ def _seeded_counters(batch: Batch) -> CounterStore:
 @settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(_traffic(), st.booleans(), st.sampled_from([None, "Host"]))
+@given(_traffic(), st.booleans(), st.sampled_from([None, "Host"]), st.booleans())
 def test_datadog_maps_rows_as_it_maps_decoded_series(
-    loops: Loops, batch: Batch, as_count: bool, host_label: str | None
+    loops: Loops, batch: Batch, as_count: bool, host_label: str | None, flux: bool
 ) -> None:
     """The rows of a batch whose label sets the client knows already (as in every scrape but
-    the first), against ``map_batch`` of the decoded batch, from the same counter state."""
+    the first), against ``map_batch`` of the decoded batch, from the same counter state; with
+    and without ``flux_integration`` (whose skipped +Inf buckets the compiled loop leaves to
+    Python)."""
     options = MappingOptions(
-        host_label=host_label, counters_as_count=as_count, static_tags=("env:x",)
+        host_label=host_label,
+        counters_as_count=as_count,
+        static_tags=("env:x",),
+        flux_integration=flux,
+        flux_keep=("job",) if flux else (),
     )
     decoded = rw1.decode(rw1.encode(batch), validate=False)
     want = map_batch(decoded, options, TypeCache(), _seeded_counters(batch), NOW_MS)
@@ -239,6 +251,44 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
     assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
     assert updates == want.updates
     assert skipped == want.skipped
+
+
+def test_datadog_flux_integration_rows_skip_the_inf_bucket_in_both_loops(loops: Loops) -> None:
+    """A known ``le="+Inf"`` bucket of a Flux histogram among mapped rows: the compiled loop
+    hands it to Python, which skips it as ``inf_bucket``; the rows around it are mapped."""
+    base = (("exported_namespace", "apps"), ("kind", "HelmRelease"), ("name", "podinfo"))
+    bucket = "gotk_reconcile_duration_seconds_bucket"
+    batch = Batch(
+        tuple(
+            Series(((("__name__", bucket), *base, ("le", le))), (Sample(value, NOW_MS - 1000),))
+            for le, value in (("0.5", 1.0), ("+Inf", 3.0), ("1", 2.0))
+        )
+    )
+    options = MappingOptions(flux_integration=True)
+    memo = SeriesMemo()
+    counters = CounterStore()
+    for item in batch.series:
+        counters.commit(item.labels, (NOW_MS - 16_000, 0.0), 0.0)
+    for _ in range(2):  # the second time every label set is memoized: the compiled path
+        rows: list[Any] = []
+        skipped: Counter[str] = Counter()
+        for step in _steps(batch, loops):
+            items = list(step.series) if isinstance(step, Batch) else step
+            got = map_items(
+                items, options, TypeCache(), counters, NOW_MS, {}, NameCache(), memo, loops
+            )
+            rows += got.rows
+            skipped.update(got.skipped)
+        assert skipped == Counter({"inf_bucket": 1})
+        assert [(row[1], row[2], sorted(row[3]), row[5]) for row in rows] == [
+            (
+                "fluxcd.gotk.reconcile.duration.seconds.bucket",
+                1,
+                ["kind:helmrelease", "name:podinfo", "namespace:apps", f"upper_bound:{bound}"],
+                [((NOW_MS - 1000) // 1000, value)],
+            )
+            for bound, value in (("0.5", 1.0), ("1.0", 2.0))
+        ]
 
 
 @settings(

@@ -202,11 +202,41 @@ class DatadogConfig(_QueuedDestinationConfig):
     tags: list[str] = Field(default_factory=list)  # static tags added to every series
     compression: Literal["gzip", "deflate"] = "gzip"
     tls_config: TLSConfig = Field(default_factory=TLSConfig)
+    # Send the Flux families under the names and tags Datadog's Flux check (fluxcd) gives them,
+    # so its dashboard and monitors work without the Agent check (docs/recipes.md).
+    flux_integration: bool = False
+    # Labels kept as tags on those families besides the check's own (e.g. cluster).
+    flux_integration_labels: list[str] = Field(default_factory=list)
+    # Where the Flux controllers run: their process_*, workqueue_* and controller_runtime_*
+    # families are the integration's only from targets in these namespaces (every Go program
+    # has process_*), as the check only scrapes Flux's controllers.
+    flux_integration_namespaces: list[str] = Field(default_factory=lambda: ["flux-system"])
 
     @model_validator(mode="after")
     def _key(self) -> DatadogConfig:
         if (self.api_key is None) == (not self.api_key_file):
             raise ValueError("configure exactly one of api_key (e.g. ${DD_API_KEY}) & api_key_file")
+        return self
+
+    @model_validator(mode="after")
+    def _flux(self) -> DatadogConfig:
+        for key in ("flux_integration_labels", "flux_integration_namespaces"):
+            if key in self.model_fields_set and not self.flux_integration:
+                raise ValueError(
+                    f"{key} is set but flux_integration is false: it applies to the Flux "
+                    "integration's families only; set flux_integration: true"
+                )
+        if not all(self.flux_integration_namespaces):
+            raise ValueError(
+                "flux_integration_namespaces: list the namespaces Flux's controllers run in "
+                "(usually flux-system), without empty names"
+            )
+        if self.flux_integration and self.counters != "count":
+            raise ValueError(
+                "flux_integration: true sends the Flux check's counters as counts, as the check "
+                f"does; counters: {self.counters} contradicts it (remove counters, or set it to "
+                "count)"
+            )
         return self
 
     @property

@@ -38,7 +38,8 @@ Answers
     increase: sums over time stay right, the increase just lands later.
 
 Samples the intake cannot store (stale markers, NaN, more than an hour old or ten minutes
-ahead, native histograms, counters' first observations...) are not sent and are counted in
+ahead, native histograms, counters' first observations...), and with ``flux_integration`` the
+``le="+Inf"`` buckets Datadog's Flux check does not send, are not sent and are counted in
 ``DatadogClient.skipped`` (reason → samples). Exposing that as a relay metric is pending: the
 telemetry module does not read it yet.
 """
@@ -263,6 +264,9 @@ class DatadogClient:
             host_label=cfg.host_label,
             counters_as_count=cfg.counters == "count",
             static_tags=tuple(t for t in (normalize_tag(t) for t in cfg.tags) if t),
+            flux_integration=cfg.flux_integration,
+            flux_keep=tuple(cfg.flux_integration_labels),
+            flux_namespaces=frozenset(cfg.flux_integration_namespaces),
         )
         self.types = TypeCache()
         self.counters = CounterStore()

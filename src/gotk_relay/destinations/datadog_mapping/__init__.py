@@ -6,16 +6,19 @@ docstring gives the rules of its part.
 
 Modules, in the order they build on each other: ``intake`` (what the intake takes, and why a
 sample is not sent), ``names`` (names, tags, host), ``kinds`` (gauge, counter or dropped),
-``counters`` (counter state between requests), ``series`` (a mapped batch, options, memoized
-label sets), ``mapper`` (``map_batch``, ``map_items``).
+``counters`` (counter state between requests), ``flux`` (``flux_integration``: the Flux
+families named and tagged as Datadog's Flux check does), ``series`` (a mapped batch, options,
+memoized label sets), ``mapper`` (``map_batch``, ``map_items``).
 """
 
 from __future__ import annotations
 
 from .counters import CounterMark, CounterStore
+from .flux import FLUX_KEY, FluxName, flux_applies, flux_labels, flux_name
 from .intake import (
     COUNTER_FIRST,
     CREATED,
+    INF_BUCKET,
     INVALID_NAME,
     MAX_AGE_MS,
     MAX_AHEAD_MS,
@@ -52,6 +55,8 @@ from .series import (
 __all__ = [
     "COUNTER_FIRST",
     "CREATED",
+    "FLUX_KEY",
+    "INF_BUCKET",
     "INVALID_NAME",
     "MAX_AGE_MS",
     "MAX_AHEAD_MS",
@@ -69,6 +74,7 @@ __all__ = [
     "TYPE_UNSPECIFIED",
     "CounterMark",
     "CounterStore",
+    "FluxName",
     "Kind",
     "LabelKey",
     "Mapped",
@@ -81,6 +87,9 @@ __all__ = [
     "SeriesInfo",
     "SeriesMemo",
     "TypeCache",
+    "flux_applies",
+    "flux_labels",
+    "flux_name",
     "kind_by_suffix",
     "kind_for_type",
     "map_batch",

@@ -27,3 +27,4 @@ CREATED: Final = "created"
 INVALID_NAME: Final = "invalid_name"
 COUNTER_FIRST: Final = "counter_first"  # first sample of a counter: no delta yet
 OUT_OF_ORDER: Final = "out_of_order"  # counter sample not newer than the last one seen
+INF_BUCKET: Final = "inf_bucket"  # flux_integration: the check does not send le="+Inf" buckets

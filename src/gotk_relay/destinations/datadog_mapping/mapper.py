@@ -20,9 +20,11 @@ from ...model import Batch, Labels, MetricType, Series, is_stale
 from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .counters import CounterMark, CounterStore
+from .flux import FLUX_KEY, flux_name
 from .intake import (
     COUNTER_FIRST,
     CREATED,
+    INF_BUCKET,
     INVALID_NAME,
     MAX_AGE_MS,
     MAX_AHEAD_MS,
@@ -38,6 +40,7 @@ from .intake import (
 from .kinds import Kind, TypeCache, resolve_kind
 from .names import normalize_metric_name
 from .series import (
+    OMITTED,
     Mapped,
     MappedRows,
     MappedSeries,
@@ -89,14 +92,20 @@ _NATIVE_REASONS: Final = (
 
 def _resolved(
     names: Names, name: str, declared: MetricType | None, families: Mapping[str, MetricType]
-) -> tuple[str, Kind]:
-    """A name's Datadog name and kind, resolved once per conversion (``names``)."""
+) -> tuple[str | None, Kind]:
+    """A name's Datadog name and kind, resolved once per conversion (``names``); the name is
+    None for a series not sent (``OMITTED``: the compiled loop leaves it to Python). A name
+    ``series_info`` marked with ``FLUX_KEY`` gets the Flux integration's (``flux.py``)."""
     resolved = names.get((name, declared))
     if resolved is None:  # a batch holds many series of few names
-        resolved = names[(name, declared)] = (
-            normalize_metric_name(name),
-            resolve_kind(name, declared, families),
-        )
+        found = flux_name(name[len(FLUX_KEY) :]) if name.startswith(FLUX_KEY) else None
+        if name == OMITTED:
+            resolved = (None, Kind.DROP)
+        elif found is not None:
+            resolved = (found.metric, found.kind)
+        else:
+            resolved = (normalize_metric_name(name), resolve_kind(name, declared, families))
+        names[(name, declared)] = resolved
     return resolved
 
 
@@ -181,6 +190,9 @@ def map_items(
             metric, kind = _resolved(names, name, declared, families)
             dropped = kind is drop
             is_count = kind is counter and counters_as_count
+        if metric is None:  # a series the Flux integration does not send
+            skipped[INF_BUCKET] += len(samples)
+            continue
         if not metric:
             skipped[INVALID_NAME] += len(samples)
             continue

@@ -13,6 +13,7 @@ from typing import Any
 
 from ...model import Labels, MetricType
 from .counters import CounterMark
+from .flux import FLUX_KEY, flux_applies, flux_labels
 from .kinds import Kind
 from .names import series_tags
 
@@ -109,7 +110,17 @@ class MappingOptions:
     host_label: str | None = None
     counters_as_count: bool = True
     static_tags: tuple[str, ...] = ()
+    # Name and tag the Flux families as Datadog's Flux check does (``flux``), keeping the
+    # ``flux_keep`` labels on them too; the controller families only from targets in the
+    # ``flux_namespaces``.
+    flux_integration: bool = False
+    flux_keep: tuple[str, ...] = ()
+    flux_namespaces: frozenset[str] = frozenset(("flux-system",))
 
+
+# The name of a label set that is not sent at all (``Mapped.skipped``: ``inf_bucket``): not a
+# metric name, so no series of another label set resolves to it.
+OMITTED = "\x00omitted"
 
 # A mapped series as a list, in ``MappedSeries``' field order (key, metric, type, tags, host,
 # points, marks, final, interval), then its label set's ``SeriesInfo`` (None when not
@@ -119,7 +130,7 @@ Row = list[Any]
 # [labels, name, tags, host, the tags' and host's JSON once rendered, (token, metric, kind,
 # counted) as last resolved in the conversion of that ``NameCache`` token] of one label set.
 SeriesInfo = list[Any]
-Names = dict[tuple[str, MetricType | None], tuple[str, Kind]]
+Names = dict[tuple[str, MetricType | None], tuple[str | None, Kind]]
 
 
 class NameCache(Names):
@@ -144,14 +155,31 @@ class LabelKey(tuple):  # type: ignore[type-arg]
 
 
 def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
-    """What a label set maps to whatever its samples: memoized by the caller."""
+    """What a label set maps to whatever its samples: memoized by the caller.
+
+    Its name (``info[1]``) is what the mapper resolves the Datadog name and kind from: the
+    Prometheus name; for a series the Flux integration maps, that name after ``FLUX_KEY``
+    (so that another job's ``process_*`` series keep their own name), or ``OMITTED`` for one
+    it does not send.
+    """
     labels = LabelKey(labels)
     name = ""
     for key, value in labels:
         if key == "__name__":
             name = value
             break
-    tags, host = series_tags(labels, options.host_label, options.static_tags)
+    tagged: Labels = labels
+    if options.flux_integration and flux_applies(name, labels, options.flux_namespaces):
+        keep = options.flux_keep
+        if options.host_label is not None:
+            keep = (*keep, options.host_label)
+        shaped = flux_labels(name, labels, keep)
+        if shaped is None:
+            name = OMITTED
+        else:
+            tagged = shaped
+            name = FLUX_KEY + name
+    tags, host = series_tags(tagged, options.host_label, options.static_tags)
     # A tuple of strings, which the collector stops walking (it walks every memo).
     return [labels, name, tuple([intern(tag) for tag in tags]), host, None, None]
 
