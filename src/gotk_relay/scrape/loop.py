@@ -319,7 +319,7 @@ class Scraper:
     def __init__(self, relay: Relay, telemetry: Telemetry) -> None:
         self.relay = relay
         self.metrics = ScrapeMetrics(telemetry)
-        self.loops: dict[tuple[str, Labels], TargetLoop] = {}
+        self.loops: dict[tuple[str, Labels, str], TargetLoop] = {}
         self._applying = asyncio.Lock()  # a SIGHUP and a /-/reload at once: one after the other
 
     async def apply(self, jobs: list[ScrapeConfig]) -> None:

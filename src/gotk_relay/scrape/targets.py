@@ -27,9 +27,10 @@ class Target:
     labels: Labels  # job, instance and the static labels, sorted
 
     @property
-    def key(self) -> tuple[str, Labels]:
-        """A target's identity across reloads: its job and labels (as Prometheus hashes it)."""
-        return self.job.job_name, self.labels
+    def key(self) -> tuple[str, Labels, str]:
+        """A target's identity across reloads: its job, labels and URL (as Prometheus hashes
+        it: two addresses with the same labels are two targets)."""
+        return self.job.job_name, self.labels, self.url
 
     @property
     def url(self) -> str:
@@ -48,9 +49,9 @@ class Target:
         return (int.from_bytes(digest, "big") % step) / 1e6
 
 
-def targets_of(jobs: list[ScrapeConfig]) -> dict[tuple[str, Labels], Target]:
+def targets_of(jobs: list[ScrapeConfig]) -> dict[tuple[str, Labels, str], Target]:
     """Every target of every job, by identity (duplicates in a job collapse into one)."""
-    found: dict[tuple[str, Labels], Target] = {}
+    found: dict[tuple[str, Labels, str], Target] = {}
     for job in jobs:
         for group in job.static_configs:
             for address in group.targets:
