@@ -171,12 +171,15 @@ def test_the_codecs_import_nothing_of_the_path(path: Path) -> None:
 @pytest.mark.parametrize("name", ORDER["gotk_relay.scrape"])
 def test_the_scrape_input_feeds_the_relay_and_takes_nothing_else_of_the_path(name: str) -> None:
     """The scrape input is a stage before the rules: it hands its batches to ``Relay.admit``
-    and reuses the destinations' TLS client context; nothing else of what comes after."""
+    and reuses the destinations' client credentials and TLS context; nothing else of what comes
+    after."""
     found = imported(folder("gotk_relay.scrape") / f"{name}.py")
     after = ("gotk_relay.write", "gotk_relay.destinations", "gotk_relay.relay", *LATER)
     allowed = {
         "gotk_relay.relay",
         "gotk_relay.relay.Relay",
+        "gotk_relay.destinations.http",
+        "gotk_relay.destinations.http.auth_headers",
         "gotk_relay.destinations.tls",
         "gotk_relay.destinations.tls.client_ssl_context",
     }

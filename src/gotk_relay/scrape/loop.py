@@ -29,6 +29,7 @@ from prometheus_client import Counter, Gauge
 from .. import __version__
 from ..config import ConfigError, ScrapeConfig
 from ..delivery.spool import SpoolError
+from ..destinations.http import auth_headers
 from ..destinations.tls import client_ssl_context
 from ..model import Batch, Labels
 from ..relay import Relay
@@ -182,14 +183,9 @@ class TargetLoop:
         }
         if not job.enable_compression:
             headers["Accept-Encoding"] = "identity"
-        auth = None
-        try:
-            if job.basic_auth is not None:
-                auth = aiohttp.BasicAuth(job.basic_auth.username, job.basic_auth.resolve_password())
-            elif job.authorization is not None:
-                credentials = job.authorization.resolve_credentials()
-                headers["Authorization"] = f"{job.authorization.type} {credentials}"
-        except ConfigError as exc:  # a secret file gone: re-read at each scrape, as Prometheus
+        try:  # secret files are re-read at each scrape, as Prometheus does
+            headers.update(auth_headers(job.basic_auth, job.authorization))
+        except ConfigError as exc:
             raise ScrapeError("secret", str(exc)) from None
         limit = job.body_size_limit
         try:
@@ -197,7 +193,6 @@ class TargetLoop:
                 async with session.get(
                     self.target.url,
                     headers=headers,
-                    auth=auth,
                     allow_redirects=job.follow_redirects,
                     server_hostname=job.tls_config.server_name,
                 ) as response:
