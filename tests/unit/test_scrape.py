@@ -343,7 +343,10 @@ def test_static_labels_override_scheme_path_params_and_instance() -> None:
             "scrape_configs: [{job_name: a, scrape_intervall: 1s}]",
             "scrape_configs[0].scrape_intervall: field scrape_intervall not found",
         ),
-        ("global: {scrape_interval: 1s}", "global: field global not found"),
+        (
+            "global: {scrape_interval: 1s}",
+            "global: field global not found in type config (gotk-relay has no global section",
+        ),
     ],
     ids=[
         "kubernetes_sd",
