@@ -27,7 +27,7 @@ from gotk_relay.relay import Relay
 from gotk_relay.scrape import Scraper
 from gotk_relay.telemetry import Telemetry
 from tests.support.datadog_intake import DatadogIntake
-from tests.support.harness import ScriptedReceiver, eventually, receivers
+from tests.support.harness import Reply, ScriptedReceiver, eventually, receivers
 from tests.support.rig import free_port
 
 pytestmark = pytest.mark.slow  # each runs several 200 ms scrape intervals
@@ -201,6 +201,27 @@ async def test_a_reload_that_changes_a_target_keeps_its_series_going() -> None:
         await scraper.apply(changed.scrape_configs)
         before = len(receiver.delivered())
         await eventually(lambda: len(receiver.delivered()) > before + 2)
+    assert not any(is_stale(value) for labels, _, value in points(receiver) if a(labels))
+
+
+async def test_a_scrape_the_queues_cannot_take_is_dropped_and_its_stale_markers_stay_due() -> None:
+    """No WAL: a refused scrape is dropped and counted; a series that disappeared meanwhile
+    still gets its stale marker from the next scrape the relay takes."""
+    exporter = Exporter(TEXT)
+    receiver = ScriptedReceiver([Reply(hang=True)])  # the first request waits for release()
+    config = rw_config(receiver, job("t", exporter))
+    config["remote_write"][0]["queue_config"]["capacity"] = 10  # type: ignore[index]
+    async with receivers(receiver), scraping(config, exporter) as scraper:
+        dropped = scraper.metrics.dropped.labels("t", "queue_full")
+        b = named("b_metric", job="t")
+        await eventually(lambda: dropped._value.get() > 0)
+        assert last(receiver, b) == 2.0  # the first scrape, held by the receiver
+        exporter.text = TEXT.replace("b_metric 2\n", "")
+        count = dropped._value.get()
+        await eventually(lambda: dropped._value.get() > count + 1)  # a scrape without b, dropped
+        receiver.release()
+        await eventually(lambda: stale(last(receiver, b)))
+    a = named("a_metric", job="t")
     assert not any(is_stale(value) for labels, _, value in points(receiver) if a(labels))
 
 

@@ -299,13 +299,14 @@ class TargetLoop:
 
     def end(self) -> None:
         """The target is gone (a reload removed it): end every series it wrote."""
+        with contextlib.suppress(KeyError):  # never scraped: no gauge to remove
+            self.metrics.up.remove(self.target.job.job_name, self.target.instance)
         if not self.state.written:
             return
         ts = self._timestamp()
         stale = stale_markers(self.state.written, {}.keys(), ts)
         if self._admit(Batch(stale), ts):
             self.state.written = {}
-        self.metrics.up.remove(self.target.job.job_name, self.target.instance)
 
 
 class Scraper:
