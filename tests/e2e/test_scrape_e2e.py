@@ -6,12 +6,15 @@ objects → gotk-relay (``scrape_configs``, 1 s interval; ``flux.mode: legacy``)
 (remote-write receiver). The same five steps as ``test_flux_e2e`` (create, Ready True → False →
 True, suspend, delete) must converge to the same receiver answers as when a Prometheus agent
 scraped the target, the surviving objects' legacy series must never be interrupted, and when
-the target goes away ``up`` must turn 0 and every series end. The target labels are the relay's
+the target stops answering ``up`` must turn 0 and every series end; when a reload removes the
+target, its ``up`` ends too. The target labels are the relay's
 own (``job``, ``instance``), as Prometheus would set them.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -98,7 +101,7 @@ def test_the_relay_scrapes_ksm_and_the_receiver_holds_the_legacy_series(
         history_problems(prom_receiver, legacy, converged_at[0], converged_at[-1], histories) == []
     )
 
-    # The target goes away: up 0, and every series it gave (and the rules made) ends.
+    # The target stops answering: up 0, and every series it gave (and the rules made) ends.
     exporter.close()
 
     def ended() -> bool:
@@ -110,6 +113,19 @@ def test_the_relay_scrapes_ksm_and_the_receiver_holds_the_legacy_series(
         return True
 
     rig.eventually(ended, DEADLINE_S, what="the target's series to end")
+
+    # A reload (SIGHUP) that removes the job ends the target's report series too.
+    relay.config_path.write_text(
+        relay_config(prom_receiver.write_url, job_name, "").split("scrape_configs:")[0]
+    )
+    os.kill(relay.proc.pid, signal.SIGHUP)
+
+    def removed() -> bool:
+        left = prom_receiver.samples(f'{{job="{job_name}"}}')
+        assert left == {}, left
+        return True
+
+    rig.eventually(removed, DEADLINE_S, what="the removed target's up to end")
 
     assert baseline.problems(prom_receiver) == []
     dropped = relay.metric_samples("gotk_relay_samples_dropped_total")
