@@ -297,20 +297,34 @@ async def test_ksm_scraped_reaches_datadog_as_the_legacy_series() -> None:
             "scrape_configs": [job("kube-state-metrics", exporter)],
         }
 
-        def ready(status: str) -> float | None:
+        # The stored legacy shape, as Datadog's tag normalisation lowercases it; namespace is
+        # the controllers' (flux.controller_namespace), not the scrape's static label.
+        identity = (
+            "exported_namespace:apps",
+            f"instance:{exporter.address}",
+            "job:kube-state-metrics",
+            "kind:helmrelease",
+            "name:podinfo",
+            "namespace:flux-system",
+        )
+
+        def condition(status: str) -> float | None:
+            want = tuple(sorted((*identity, f"status:{status}", "type:ready")))
             found = [
-                value
-                for tags, _, value, _ in intake.points("gotk_reconcile_condition")
-                # Datadog's tag normalisation lowercases values
-                if {f"status:{status}", "name:podinfo", "kind:helmrelease"} <= set(tags)
+                v for tags, _, v, _ in intake.points("gotk_reconcile_condition") if tags == want
             ]
             return found[-1] if found else None
 
+        def table() -> list[float | None]:
+            return [condition(status) for status in ("true", "false", "unknown")]
+
         async with scraping(config, exporter):
-            await eventually(lambda: ready("true") == 1.0 and ready("false") == 0.0, WAIT_S)
+            await eventually(lambda: table() == [1.0, 0.0, 0.0], WAIT_S)
             exporter.text = KSM.format(ready="False")
-            await eventually(lambda: ready("true") == 0.0 and ready("false") == 1.0, WAIT_S)
+            await eventually(lambda: table() == [0.0, 1.0, 0.0], WAIT_S)
         assert intake.problems == []
-        tags = {t for tags, _, _, _ in intake.points("gotk_reconcile_condition") for t in tags}
-        assert "exported_namespace:apps" in tags
-        assert "job:kube-state-metrics" in tags
+        # One object, one row per status: no tag set the legacy controllers did not have.
+        rows = {tags for tags, _, _, _ in intake.points("gotk_reconcile_condition")}
+        assert len(rows) == 3
+        suspend = {(tags, v) for tags, _, v, _ in intake.points("gotk_suspend_status")}
+        assert suspend == {(identity, 0.0)}
