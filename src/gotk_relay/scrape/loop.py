@@ -84,6 +84,7 @@ class _State:
     last_ms: int = 0
     failing: str = ""  # the reason of the failure logged, "" while it scrapes fine
     dropping: str = ""
+    broken: str = ""  # an unexpected error in the loop, logged once
 
 
 class TargetLoop:
@@ -105,7 +106,7 @@ class TargetLoop:
             job.label_value_length_limit,
         )
         self.task: asyncio.Task[None] | None = None
-        self._ssl = client_ssl_context(target.url, job.tls_config)
+        self._client: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
         name = f"scrape:{self.target.job.job_name}:{self.target.instance}"
@@ -117,33 +118,62 @@ class TargetLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
+    def _session(self) -> aiohttp.ClientSession:
+        """The target's HTTP client, made at the first scrape; TLS files that cannot be read
+        fail the scrape (and are tried again at the next), as an unreachable target does."""
+        if self._client is None:
+            try:
+                context = client_ssl_context(self.target.url, self.target.job.tls_config)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ScrapeError("tls", f"tls_config: {exc}") from None
+            connector = aiohttp.TCPConnector(limit=1, ssl=context)
+            self._client = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, trust_env=False
+            )
+        return self._client
+
     async def _run(self) -> None:
         job = self.target.job
         interval = job.scrape_interval
-        offset = self.target.offset(interval)
-        connector = aiohttp.TCPConnector(limit=1, ssl=self._ssl)
-        async with aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, trust_env=False
-        ) as session:
-            # Prometheus' schedule: the first scrape at the target's offset within the
-            # interval, then one every interval (a scrape that overran skips its missed ticks).
-            loop = asyncio.get_running_loop()
-            delay = (offset - time.time() % interval) % interval
-            next_at = loop.time() + delay
+        # Prometheus' schedule: the first scrape at the target's offset within the interval,
+        # then one every interval (a scrape that overran skips its missed ticks).
+        loop = asyncio.get_running_loop()
+        delay = (self.target.offset(interval) - time.time() % interval) % interval
+        next_at = loop.time() + delay
+        try:
             while True:
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
                 try:
-                    await self.scrape_once(session)
-                except Exception:  # a bug, not a target's failure: logged, the loop goes on
-                    self.metrics.task_failures.labels(job.job_name).inc()
-                    log.exception(
-                        "scrape loop error; retrying at the next interval",
-                        extra={"job": job.job_name, "instance": self.target.instance},
-                    )
+                    await self.scrape_once()
+                    self._recovered()
+                except Exception as exc:  # a bug, not a target's failure: the loop goes on
+                    self._broken(exc)
                 next_at += interval
                 now = loop.time()
                 if next_at <= now:
                     next_at += ((now - next_at) // interval + 1) * interval
+        finally:
+            if self._client is not None:
+                await self._client.close()
+
+    def _broken(self, exc: Exception) -> None:
+        job = self.target.job
+        self.metrics.task_failures.labels(job.job_name).inc()
+        reason = f"{type(exc).__name__}: {exc}"
+        if self.state.broken != reason:  # logged once, with its traceback, until it changes
+            self.state.broken = reason
+            log.exception(
+                "scrape loop error; retrying at each interval, logged again when it changes",
+                extra={"job": job.job_name, "instance": self.target.instance, "err": reason},
+            )
+
+    def _recovered(self) -> None:
+        if self.state.broken:
+            log.info(
+                "scrape loop error: stopped",
+                extra={"job": self.target.job.job_name, "instance": self.target.instance},
+            )
+            self.state.broken = ""
 
     def _timestamp(self) -> int:
         """The scrape's start in ms, after the last one (a clock step back keeps the order)."""
@@ -151,12 +181,13 @@ class TargetLoop:
         self.state.last_ms = ms
         return ms
 
-    async def scrape_once(self, session: aiohttp.ClientSession) -> None:
+    async def scrape_once(self) -> None:
+        """One scrape: fetch, parse, and admit what it appends (see the module docstring)."""
         job = self.target.job
         ts = self._timestamp()
         started = time.monotonic()
         try:
-            body, content_type = await self._fetch(session)
+            body, content_type = await self._fetch(self._session())
             scraped = await asyncio.to_thread(
                 parse,
                 body,

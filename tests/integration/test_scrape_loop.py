@@ -260,17 +260,20 @@ async def test_https_with_credentials(
     secure = job("tls", exporter, scheme="https", tls_config={"ca_file": str(cert)}, **auth)
     untrusting = job("untrusting", exporter, scheme="https", **auth)
     anonymous = job("anonymous", exporter, scheme="https", tls_config={"ca_file": str(cert)})
+    no_ca = job("no_ca", exporter, scheme="https", tls_config={"ca_file": str(tmp_path / "gone")})
     async with receivers(ScriptedReceiver()) as (receiver,):
-        config = rw_config(receiver, secure, untrusting, anonymous)
+        config = rw_config(receiver, secure, untrusting, anonymous, no_ca)
         async with scraping(config, exporter) as scraper:
             await eventually(lambda: last(receiver, named("a_metric", job="tls")) == 1.5)
-            for failing in ("untrusting", "anonymous"):
+            for failing in ("untrusting", "anonymous", "no_ca"):
                 await eventually(lambda f=failing: last(receiver, named("up", job=f)) == 0.0)  # type: ignore[misc]
                 assert last(receiver, named("a_metric", job=failing)) is None
             assert last(receiver, named("up", job="tls")) == 1.0
             failures = scraper.metrics.failures
             assert failures.labels("untrusting", "connection")._value.get() >= 1
             assert failures.labels("anonymous", "http_status")._value.get() >= 1
+            # An unreadable CA file fails each scrape (tried again each time), not the relay.
+            assert failures.labels("no_ca", "tls")._value.get() >= 1
 
 
 KSM = """\
