@@ -4,6 +4,7 @@ series, targets from ``scrape_configs``, and the config errors that name the key
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -11,10 +12,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gotk_relay.config import ConfigError, load_text
-from gotk_relay.model import STALE_NAN_BITS, MetricType, float_bits
+from gotk_relay.model import (
+    STALE_NAN_BITS,
+    Labels,
+    MetricType,
+    Sample,
+    Series,
+    float_bits,
+    is_stale,
+)
 from gotk_relay.rules.relabel import RelabelConfig, compile_rules
-from gotk_relay.scrape.parse import Limits, ScrapeError, merge_labels, parse
-from gotk_relay.scrape.staleness import Report, report_series, series_added, stale_markers
+from gotk_relay.scrape.parse import Limits, Scraped, ScrapeError, merge_labels, parse
+from gotk_relay.scrape.staleness import (
+    Report,
+    append,
+    report_series,
+    series_added,
+    stale_markers,
+)
 from gotk_relay.scrape.targets import targets_of
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -265,6 +280,52 @@ def test_each_scrape_writes_the_five_report_series(report: Report, values: list[
     assert [s.samples[0].value for s in series] == values
     assert {s.samples[0].timestamp for s in series} == {7000}
     assert all(dict(s.labels).keys() == {"__name__", "job", "instance"} for s in series)
+
+
+_scrapes = st.lists(
+    st.tuples(
+        st.none() | st.frozensets(st.sampled_from(["a", "b", "c", "d"])),  # None: it failed
+        st.booleans(),  # whether the relay took the batch (False: dropped, queue full)
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(_scrapes)
+def test_after_each_scrape_taken_the_receiver_sees_exactly_that_scrape(
+    scrapes: list[tuple[frozenset[str] | None, bool]],
+) -> None:
+    """Whatever the sequence of scrapes, failures and dropped batches: after each batch the relay
+    takes, a series' last value is live exactly when that scrape has it (samples and report
+    series), and no series gets a stale marker it did not need (two in a row)."""
+    written: dict[Labels, None] = {}
+    stream: dict[Labels, list[float]] = {}
+    for step, (names, taken) in enumerate(scrapes):
+        ts = 1000 * (step + 1)
+        scraped = None
+        if names is not None:
+            series = tuple(
+                Series(labels(__name__=n, job="ksm", instance="ksm:8080"), (Sample(1.0, ts),))
+                for n in sorted(names)
+            )
+            scraped = Scraped(series, (), len(series), frozenset())
+        batch, now_written = append(written, scraped, TARGET, ts, 0.01)
+        if not taken:
+            continue
+        written = now_written
+        for s in batch.series:
+            ((sample,),) = [s.samples]
+            assert sample.timestamp == ts
+            stream.setdefault(s.labels, []).append(sample.value)
+        present = {s.labels for s in batch.series if not is_stale(s.samples[0].value)}
+        live = {key for key, values in stream.items() if not is_stale(values[-1])}
+        assert live == present
+        up = labels(__name__="up", job="ksm", instance="ksm:8080")
+        assert stream[up][-1] == (0.0 if names is None else 1.0)
+    for values in stream.values():
+        kinds = [is_stale(v) for v in values]
+        assert not any(a and b for a, b in itertools.pairwise(kinds))
 
 
 # --------------------------------------------------------------------------------------------

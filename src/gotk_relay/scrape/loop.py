@@ -36,7 +36,7 @@ from ..relay import Relay
 from ..rules.relabel import RuleSet, compile_rules
 from ..telemetry import Telemetry
 from .parse import ACCEPT, Limits, Scraped, ScrapeError, parse
-from .staleness import Report, report_series, series_added, stale_markers
+from .staleness import append, stale_markers
 from .targets import Target, targets_of
 
 log = logging.getLogger("gotk_relay.scrape")
@@ -275,25 +275,10 @@ class TargetLoop:
                 extra={"job": job.job_name, "instance": self.target.instance},
             )
             state.failing = ""
-        samples = scraped.series if scraped is not None else ()
-        timestamped = scraped.timestamped if scraped is not None else frozenset()
-        current: dict[Labels, None] = {
-            s.labels: None for s in samples if s.labels not in timestamped
-        }
-        report = Report(
-            up,
-            duration,
-            scraped.samples_scraped if scraped is not None else 0,
-            len(samples),
-            series_added(state.written.keys(), current) if up else 0,
-        )
-        reports = report_series(self.target.labels, report, ts)
-        current.update((s.labels, None) for s in reports)
-        stale = stale_markers(state.written, current.keys(), ts)
-        batch = Batch((*samples, *stale, *reports), scraped.metadata if scraped is not None else ())
+        batch, written = append(state.written, scraped, self.target.labels, ts, duration)
         self.metrics.up.labels(job.job_name, self.target.instance).set(1 if up else 0)
         if self._admit(batch, ts):
-            state.written = current
+            state.written = written
 
     def _admit(self, batch: Batch, ts: int) -> bool:
         """Queue ``batch`` for every destination; False (dropped, counted) if refused."""

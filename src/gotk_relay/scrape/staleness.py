@@ -2,15 +2,17 @@
 every series the previous scrape wrote and this one does not (all of them when the scrape
 failed), and the report series (``up``, ``scrape_duration_seconds``...).
 
-Pure: the caller keeps the set of series written and hands in the scrape's timestamp.
+Pure: the caller keeps the series written (``append`` says what they are once its batch is
+queued) and hands in the scrape's timestamp.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from typing import Final, NamedTuple
 
-from ..model import STALE_NAN, Labels, Sample, Series
+from ..model import STALE_NAN, Batch, Labels, Sample, Series
+from .parse import Scraped
 
 REPORT_NAMES: Final = (
     "up",
@@ -58,3 +60,35 @@ def report_labels(target: Labels, name: str) -> Labels:
 def series_added(previous: Set[Labels], current: Iterable[Labels]) -> int:
     """Series of this scrape that the previous one did not write."""
     return sum(1 for labels in current if labels not in previous)
+
+
+class Appended(NamedTuple):
+    batch: Batch  # the scrape's samples, the stale markers, the report series, in that order
+    written: dict[Labels, None]  # the series live once ``batch`` is written
+
+
+def append(
+    written: Mapping[Labels, None],
+    scraped: Scraped | None,
+    target: Labels,
+    ts: int,
+    duration_s: float,
+) -> Appended:
+    """What one scrape appends after the series in ``written`` (those whose last written value
+    is not a stale marker): ``scraped`` is None when the scrape failed. A series with its own
+    timestamp is written but not tracked (Prometheus 2.x does not stale it)."""
+    samples = scraped.series if scraped is not None else ()
+    timestamped = scraped.timestamped if scraped is not None else frozenset()
+    current = {s.labels: None for s in samples if s.labels not in timestamped}
+    report = Report(
+        scraped is not None,
+        duration_s,
+        scraped.samples_scraped if scraped is not None else 0,
+        len(samples),
+        series_added(written.keys(), current) if scraped is not None else 0,
+    )
+    reports = report_series(target, report, ts)
+    current.update((s.labels, None) for s in reports)
+    stale = stale_markers(written, current.keys(), ts)
+    metadata = scraped.metadata if scraped is not None else ()
+    return Appended(Batch((*samples, *stale, *reports), metadata), current)
