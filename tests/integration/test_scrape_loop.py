@@ -22,7 +22,7 @@ import yaml
 from aiohttp import web
 
 from gotk_relay.config import load_text
-from gotk_relay.model import Labels, is_stale
+from gotk_relay.model import Labels, MetricType, is_stale
 from gotk_relay.relay import Relay
 from gotk_relay.scrape import Scraper
 from gotk_relay.telemetry import Telemetry
@@ -185,6 +185,29 @@ async def test_samples_stale_markers_and_up_as_prometheus_writes_them() -> None:
     for labels, ts, _ in points(receiver):
         assert ts > seen.get(labels, -1), dict(labels)
         seen[labels] = ts
+
+
+OPENMETRICS = """\
+# TYPE jobs counter
+# HELP jobs Jobs run.
+jobs_total{kind="sync"} 3
+jobs_created{kind="sync"} 1700000000
+# EOF
+"""
+
+
+async def test_an_openmetrics_answer_is_parsed_as_openmetrics() -> None:
+    exporter = Exporter(OPENMETRICS)
+    exporter.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(rw_config(receiver, job("om", exporter)), exporter),
+    ):
+        await eventually(lambda: last(receiver, named("jobs_total", kind="sync")) == 3.0)
+        assert last(receiver, named("jobs_created")) is None  # not ingested, as in Prometheus
+        assert last(receiver, named("up", job="om")) == 1.0
+    metadata = {(m.family, m.type, m.help) for b in receiver.delivered() for m in b.metadata}
+    assert ("jobs", MetricType.COUNTER, "Jobs run.") in metadata
 
 
 async def test_a_reload_that_changes_a_target_keeps_its_series_going() -> None:
