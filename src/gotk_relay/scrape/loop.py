@@ -82,7 +82,7 @@ class _State:
 
     written: dict[Labels, None] = field(default_factory=dict)  # series whose last value is live
     last_ms: int = 0
-    failing: str = ""  # the reason of the failure logged, "" while it scrapes fine
+    failing: str = ""  # the reason (token) of the failure logged, "" while it scrapes fine
     dropping: str = ""
     broken: str = ""  # an unexpected error in the loop, logged once
 
@@ -252,8 +252,8 @@ class TargetLoop:
     def _failed(self, reason: str, message: str) -> None:
         job = self.target.job
         self.metrics.failures.labels(job.job_name, reason).inc()
-        if self.state.failing != message:
-            self.state.failing = message
+        if self.state.failing != reason:  # a message may vary from scrape to scrape
+            self.state.failing = reason
             log.warning(
                 "scrape failed; logged again when the reason changes or the target recovers",
                 extra={
