@@ -11,6 +11,7 @@ a bearer token or basic auth; and KSM's ``gotk_resource_info`` through the Flux 
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -185,6 +186,27 @@ async def test_samples_stale_markers_and_up_as_prometheus_writes_them() -> None:
     for labels, ts, _ in points(receiver):
         assert ts > seen.get(labels, -1), dict(labels)
         seen[labels] = ts
+
+
+async def test_a_failing_target_is_logged_once_until_it_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = Exporter(TEXT)
+    exporter.status = 503
+    caplog.set_level(logging.INFO, logger="gotk_relay.scrape")
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(rw_config(receiver, job("t", exporter)), exporter) as scraper,
+    ):
+        failures = scraper.metrics.failures.labels("t", "http_status")
+        await eventually(lambda: failures._value.get() >= 3)
+        exporter.status = 200
+        await eventually(lambda: last(receiver, named("up", job="t")) == 1.0)
+    messages = [r.getMessage() for r in caplog.records if r.name == "gotk_relay.scrape"]
+    assert [m for m in messages if m.startswith("scrape failed")] == [
+        "scrape failed; logged again when the reason changes or the target recovers"
+    ]
+    assert messages.count("scrape succeeded again") == 1
 
 
 OPENMETRICS = """\
