@@ -34,11 +34,13 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
         "client",
         "destinations",
         "receiver",
+        "scrape",
         "document",
         "env",
         "loading",
     ),
     "gotk_relay.cli": ("parser", "tools", "serve"),
+    "gotk_relay.scrape": ("targets", "parse", "staleness", "loop"),
     "gotk_relay.destinations.otlp_mapping": (
         "naming",
         "encoder",
@@ -165,6 +167,24 @@ def test_the_codecs_import_nothing_of_the_path(path: Path) -> None:
     path_modules = ("gotk_relay.write", "gotk_relay.relay", "gotk_relay.delivery", *LATER)
     found = {m for m in imported(path) if m.startswith(path_modules)}
     assert not found, f"{path.name} imports {sorted(found)}"
+
+
+@pytest.mark.parametrize("name", ORDER["gotk_relay.scrape"])
+def test_the_scrape_input_feeds_the_relay_and_takes_nothing_else_of_the_path(name: str) -> None:
+    """The scrape input is a stage before the rules: it hands its batches to ``Relay.admit``
+    and reuses the destinations' client credentials and TLS context; nothing else of what comes
+    after."""
+    found = imported(folder("gotk_relay.scrape") / f"{name}.py")
+    after = ("gotk_relay.write", "gotk_relay.destinations", "gotk_relay.relay", *LATER)
+    allowed = {
+        "gotk_relay.relay",
+        "gotk_relay.relay.Relay",
+        "gotk_relay.destinations.http",
+        "gotk_relay.destinations.http.auth_headers",
+        "gotk_relay.destinations.tls",
+        "gotk_relay.destinations.tls.client_ssl_context",
+    }
+    assert not {m for m in found if m.startswith(after)} - allowed
 
 
 def test_the_scan_worker_takes_the_edge_checks_from_the_write_path_not_the_server() -> None:

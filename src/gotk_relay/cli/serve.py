@@ -1,6 +1,7 @@
 """``serve``: the relay's process from start to drain: configuration, runtime tuning, the HTTP
-server and its sites, the ingest workers, reload on SIGHUP and ``/-/reload``, and shutdown on
-SIGTERM. ``worker`` is one ingest worker, started by ``serve``.
+server and its sites, the ingest workers, the scrape loops (``scrape_configs``), reload on
+SIGHUP and ``/-/reload``, and shutdown on SIGTERM. ``worker`` is one ingest worker, started by
+``serve``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from ..config import Config, ConfigError, load_file
     from ..connections import GuardedRunner, raise_fd_limit
     from ..relay import Relay
+    from ..scrape import Scraper
     from ..server import STATE, make_app
     from ..telemetry import Telemetry
     from ..wire import rw1_bytes
@@ -88,6 +90,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         return 1
     telemetry = Telemetry()
     relay = Relay(config, telemetry)
+    scraper = Scraper(relay, telemetry)  # scrape_configs: started with the relay, reloaded
     workers = config.receiver.workers  # fixed for the life of the process
     generation = Generation()  # the workers' view of the configuration (worker_pool.py)
 
@@ -108,6 +111,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             log.warning("receiver.workers changed; it takes effect when the relay restarts")
         relay.reload(new)
         generation.bump()  # no await since relay.reload: workers see it on their next request
+        await scraper.apply(relay.config.scrape_configs)
         telemetry.reload_success.set(1)
         telemetry.reload_timestamp.set(time.time())
         log.info("completed loading of configuration file", extra={"file": args.config})
@@ -148,6 +152,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             shutil.rmtree(private_dir, ignore_errors=True)
         return 1
     relay.start()
+    await scraper.apply(config.scrape_configs)
     pool: WorkerPool | None = None
     if private_dir is not None:
         pool = WorkerPool(
@@ -169,6 +174,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "destinations": ",".join(relay.names) or "none",
             "federate": relay.federate is not None,
             "flux_mode": config.flux.mode,
+            "scrape_targets": len(scraper.loops),
             "tls": "off" if tls is None else ("mtls" if tls.client_ca_file else "on"),
             "auth": (authenticator.scheme or "none").lower(),
             "workers": workers,
@@ -193,6 +199,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         "received shutdown signal; no longer accepting writes, draining queues",
         extra={"timeout_s": args.shutdown_timeout},
     )
+    await scraper.stop()  # no new scrapes while the queues drain
     if pool is not None:
         # First the workers: they stop taking connections and finish the requests they hold,
         # which the core still admits; then the core stops accepting and drains as always.

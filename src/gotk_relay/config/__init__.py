@@ -7,8 +7,9 @@ is ready to print (``check-config`` and ``/-/reload`` both show it as is).
 
 Modules, in the order they build on each other: ``base`` (``ConfigError``, strict models),
 ``client`` (HTTP auth, TLS, URLs, headers, secret files), ``destinations`` (``remote_write:``,
-``datadog:``, ``otlp:``), ``receiver`` (``receiver:``), ``document`` (``Config``, the whole
-file), ``env`` (``${VAR}`` expansion and redaction), ``loading`` (YAML to ``Config``, errors).
+``datadog:``, ``otlp:``), ``receiver`` (``receiver:``), ``scrape`` (``scrape_configs:``),
+``document`` (``Config``, the whole file), ``env`` (``${VAR}`` expansion and redaction),
+``loading`` (YAML to ``Config``, errors).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .document import (
 from .env import Expanded, expand_env
 from .loading import default_config_text, load, load_file, load_text, referenced_files
 from .receiver import IngressAuth, IngressBasicAuth, IngressTLS, ReceiverConfig
+from .scrape import ScrapeConfig, StaticConfig
 
 __all__ = [
     "DATADOG_SITES",
@@ -72,7 +74,9 @@ __all__ = [
     "QueuesConfig",
     "ReceiverConfig",
     "RemoteWriteConfig",
+    "ScrapeConfig",
     "SpoolConfig",
+    "StaticConfig",
     "TLSConfig",
     "TenantConfig",
     "check_headers",

@@ -1,5 +1,6 @@
 """The whole configuration (``Config``): the receiver, the shared queue bounds, the spool, the
-rules, the embedded federate destination and the queued destinations, each named uniquely.
+rules, the embedded federate destination and the queued destinations, each named uniquely,
+and the scrape jobs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .destinations import (
     destination_name,
 )
 from .receiver import ReceiverConfig
+from .scrape import ScrapeConfig, check_jobs
 
 
 class QueuesConfig(Strict):
@@ -75,6 +77,14 @@ class Config(Strict):
     remote_write: list[RemoteWriteConfig] = Field(default_factory=list)
     datadog: list[DatadogConfig] = Field(default_factory=list)
     otlp: list[OTLPConfig] = Field(default_factory=list)
+    # Prometheus' scrape_configs (static targets): the relay scrapes KSM or the Flux Operator
+    # itself and feeds what it scraped to the same rules and destinations (docs/scrape.md).
+    scrape_configs: list[ScrapeConfig] = Field(default_factory=list)
+
+    @field_validator("scrape_configs")
+    @classmethod
+    def _jobs(cls, value: list[ScrapeConfig]) -> list[ScrapeConfig]:
+        return check_jobs(value)
 
     @model_validator(mode="after")
     def _names(self) -> Config:

@@ -121,6 +121,9 @@ _PROMETHEUS_KEYS: Final = {
     "proxy_from_environment": "not supported by gotk-relay: set proxy_url",
     "proxy_connect_header": "not supported by gotk-relay",
     "username_file": "not supported by gotk-relay: set username",
+    # prometheus.yml's top level: the relay takes scrape_configs, each with its own settings.
+    "global": "gotk-relay has no global section: set scrape_interval and scrape_timeout on "
+    "each scrape_configs entry (Prometheus' defaults, 1m and 10s, apply otherwise)",
 }
 
 

@@ -1,0 +1,181 @@
+"""``scrape_configs:``: the relay scrapes kube-state-metrics or the Flux Operator itself, with
+the keys and meanings of Prometheus' ``scrape_configs`` so that a block pasted from
+``prometheus.yml`` works (issue 19's "``scrape:`` section").
+
+Only static targets: every service-discovery key, ``relabel_configs`` and the client keys the
+relay cannot honour are refused with an error naming them, never accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..rules.relabel import RelabelConfig
+from ..units import ByteSize, Duration
+from .base import Strict
+from .client import Authorization, BasicAuth, TLSConfig
+
+# Prometheus' defaults (config/config.go): global scrape_interval 1m, scrape_timeout 10s.
+DEFAULT_SCRAPE_INTERVAL: Final = 60.0
+DEFAULT_SCRAPE_TIMEOUT: Final = 10.0
+# Prometheus' default body_size_limit is 0 (none); the relay bounds every body it reads.
+DEFAULT_BODY_SIZE_LIMIT: Final = 64 * 1024 * 1024
+
+_LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# host:port, as Prometheus requires a static target to be (no scheme, no path).
+_TARGET: Final = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^\s/:\[\]@?#]+)(:\d{1,5})?$")
+
+# Keys of Prometheus' scrape_config gotk-relay does not implement, with what to do instead.
+UNSUPPORTED: Final[dict[str, str]] = {
+    **{
+        f"{sd}_sd_configs": "only static_configs are supported by gotk-relay"
+        for sd in (
+            "azure",
+            "consul",
+            "digitalocean",
+            "docker",
+            "dockerswarm",
+            "dns",
+            "ec2",
+            "eureka",
+            "file",
+            "gce",
+            "hetzner",
+            "http",
+            "ionos",
+            "kubernetes",
+            "kuma",
+            "lightsail",
+            "linode",
+            "marathon",
+            "nerve",
+            "nomad",
+            "openstack",
+            "ovhcloud",
+            "puppetdb",
+            "scaleway",
+            "serverset",
+            "triton",
+            "uyuni",
+            "vultr",
+        )
+    },
+    "relabel_configs": "target relabeling is not supported by gotk-relay: write the target "
+    "and its labels in static_configs (metric_relabel_configs is supported)",
+    "bearer_token": "use authorization: {credentials: ...} instead",
+    "bearer_token_file": "use authorization: {credentials_file: ...} instead",
+    "oauth2": "not supported by gotk-relay: use basic_auth, authorization or tls_config",
+    "proxy_url": "not supported by gotk-relay for scraping",
+    "no_proxy": "not supported by gotk-relay",
+    "proxy_from_environment": "not supported by gotk-relay",
+    "proxy_connect_header": "not supported by gotk-relay",
+    "http_headers": "not supported by gotk-relay for scraping",
+    "target_limit": "only meaningful with service discovery; not supported by gotk-relay",
+    "keep_dropped_targets": "only meaningful with service discovery; not supported by gotk-relay",
+    "native_histogram_bucket_limit": "native histograms are not scraped by gotk-relay",
+    "native_histogram_min_bucket_factor": "native histograms are not scraped by gotk-relay",
+    "scrape_classic_histograms": "native histograms are not scraped by gotk-relay",
+    "always_scrape_classic_histograms": "native histograms are not scraped by gotk-relay",
+    "scrape_protocols": "gotk-relay negotiates the text and OpenMetrics formats as Prometheus "
+    "2.42 does; the protobuf format is not supported",
+    "track_timestamps_staleness": "not supported by gotk-relay: series with an exposed "
+    "timestamp are not tracked for staleness (Prometheus' default)",
+    "metric_name_validation_scheme": "gotk-relay checks names with the legacy scheme",
+    "fallback_scrape_protocol": "not supported by gotk-relay",
+}
+
+
+class StaticConfig(Strict):
+    targets: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if not _TARGET.match(target):
+                raise ValueError(
+                    f'"{target}" is not a valid target: write host:port (the scheme and path '
+                    "are the job's scheme and metrics_path)"
+                )
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _LABEL_NAME.match(name):
+                raise ValueError(f'"{name}" is not a valid label name')
+        return value
+
+
+class ScrapeConfig(Strict):
+    """One job, as Prometheus' ``scrape_config`` (static targets only)."""
+
+    job_name: str = Field(min_length=1)
+    scrape_interval: Duration = Field(DEFAULT_SCRAPE_INTERVAL, gt=0)
+    # None: Prometheus' default, 10s or the interval if that is shorter.
+    scrape_timeout: Duration | None = Field(None, gt=0)
+    metrics_path: str = "/metrics"
+    scheme: Literal["http", "https"] = "http"
+    params: dict[str, list[str]] = Field(default_factory=dict)
+    static_configs: list[StaticConfig] = Field(default_factory=list)
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
+    tls_config: TLSConfig = Field(default_factory=TLSConfig)
+    follow_redirects: bool = True
+    # Accepted so that blocks pasted from a 2.x configuration load; the scraper speaks
+    # HTTP/1.1 (as remote_write's enable_http2, see config/destinations.py).
+    enable_http2: bool = True
+    enable_compression: bool = True
+    metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    # 0: no limit, as in Prometheus (the body size is bounded anyway).
+    sample_limit: int = Field(0, ge=0)
+    label_limit: int = Field(0, ge=0)
+    label_name_length_limit: int = Field(0, ge=0)
+    label_value_length_limit: int = Field(0, ge=0)
+    body_size_limit: ByteSize = Field(DEFAULT_BODY_SIZE_LIMIT, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in UNSUPPORTED:
+                    raise ValueError(f"{key}: {UNSUPPORTED[key]}")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ScrapeConfig:
+        if self.basic_auth is not None and self.authorization is not None:
+            raise ValueError("at most one of basic_auth & authorization must be configured")
+        if self.scrape_timeout is not None and self.scrape_timeout > self.scrape_interval:
+            raise ValueError(
+                f"scrape timeout greater than scrape interval for scrape config with job "
+                f'name "{self.job_name}"'
+            )
+        if not self.metrics_path.startswith("/"):
+            raise ValueError(f'metrics_path "{self.metrics_path}" must start with /')
+        return self
+
+    @property
+    def timeout(self) -> float:
+        """The scrape timeout in seconds: as set, else Prometheus' default."""
+        if self.scrape_timeout is not None:
+            return self.scrape_timeout
+        return min(DEFAULT_SCRAPE_TIMEOUT, self.scrape_interval)
+
+
+def check_jobs(jobs: list[ScrapeConfig]) -> list[ScrapeConfig]:
+    """Job names are unique, as Prometheus requires."""
+    seen: set[str] = set()
+    for job in jobs:
+        if job.job_name in seen:
+            raise ValueError(f'found multiple scrape configs with job name "{job.job_name}"')
+        seen.add(job.job_name)
+    return jobs

@@ -1,0 +1,234 @@
+"""One scrape's exposition as what Prometheus 2.x would append: parsed with ``prometheus_client``'s
+text and OpenMetrics parsers (chosen by ``Content-Type``, as Prometheus negotiates), the target's
+labels merged in (``honor_labels``), ``metric_relabel_configs`` applied, the limits checked.
+
+Pure: no I/O, no clock; the scrape's timestamp is an argument.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, Final, NamedTuple
+
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..model import FamilyMetadata, Labels, MetricType, Sample, Series
+from ..rules.relabel import RuleSet
+
+# What Prometheus 2.42 sends: OpenMetrics preferred, then the text format.
+ACCEPT: Final = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+OPENMETRICS: Final = "application/openmetrics-text"
+
+_TYPES: Final[Mapping[str, MetricType]] = {
+    "counter": MetricType.COUNTER,
+    "gauge": MetricType.GAUGE,
+    "histogram": MetricType.HISTOGRAM,
+    "gaugehistogram": MetricType.GAUGEHISTOGRAM,
+    "summary": MetricType.SUMMARY,
+    "info": MetricType.INFO,
+    "stateset": MetricType.STATESET,
+    "unknown": MetricType.UNKNOWN,
+}
+# OpenMetrics' _created series: Prometheus 2.x does not ingest them.
+_CREATED_TYPES: Final = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+_LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_METRIC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_COUNTER_TYPE_LINE: Final = re.compile(r"^[ \t]*#[ \t]+TYPE[ \t]+(\S+)[ \t]+counter[ \t]*$", re.M)
+
+
+class ScrapeError(Exception):
+    """Why a scrape failed; ``reason`` is a short token for metrics and logs."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Limits(NamedTuple):
+    """The job's per-scrape limits; 0 is no limit, as in Prometheus."""
+
+    sample_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+
+
+NO_LIMITS: Final = Limits()
+
+
+class Scraped(NamedTuple):
+    """What one successful scrape appends, before staleness and the report series."""
+
+    series: tuple[Series, ...]  # one sample each, after metric relabeling
+    metadata: tuple[FamilyMetadata, ...]
+    samples_scraped: int  # in the exposition, before metric relabeling
+    timestamped: frozenset[Labels]  # series with their own timestamp: not tracked for staleness
+
+
+def is_openmetrics(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == OPENMETRICS
+
+
+def merge_labels(scraped: Mapping[str, str], target: Labels, honor_labels: bool) -> Labels:
+    """A scraped sample's labels with the target's, as Prometheus' ``mutateSampleLabels``.
+
+    ``honor_labels: false``: a scraped label that clashes with a target label is kept as
+    ``exported_<name>`` (``exported_exported_<name>`` if that is taken too), and the target's
+    value is set. ``true``: the scraped value wins; the target's is set only where the scraped
+    one is absent or empty. Empty values are dropped.
+    """
+    labels = {name: value for name, value in scraped.items() if value != ""}
+    for name, value in target:
+        if honor_labels:
+            if not labels.get(name):
+                labels[name] = value
+            continue
+        existing = labels.get(name)
+        if existing:
+            renamed = f"exported_{name}"
+            while renamed in labels:
+                renamed = f"exported_{renamed}"
+            labels[renamed] = existing
+        labels[name] = value
+    return tuple(sorted(labels.items()))
+
+
+def _timestamp_ms(value: Any) -> int:
+    """A parsed sample's timestamp (seconds: a float, or OpenMetrics' ``Timestamp``) in ms."""
+    sec = getattr(value, "sec", None)
+    if sec is not None:
+        return int(sec) * 1000 + int(value.nsec) // 1_000_000
+    return round(float(value) * 1000)
+
+
+def _families(text: str, openmetrics: bool) -> Iterator[tuple[str, str, str, str, list[Any]]]:
+    """(family name for metadata, type, help, unit, samples) of each family in ``text``."""
+    if openmetrics:
+        for family in openmetrics_parser.text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
+            samples = family.samples
+            if family.type in _CREATED_TYPES:
+                samples = [s for s in samples if not s.name.endswith("_created")]
+            yield family.name, family.type, family.documentation, family.unit, samples
+        return
+    # prometheus_client's text parser renames a counter's samples to <name>_total when its TYPE
+    # line names it without the suffix; Prometheus keeps the names as exposed, so undo that.
+    declared = set(_COUNTER_TYPE_LINE.findall(text))
+    for family in text_string_to_metric_families(text):
+        samples = family.samples
+        name = family.name
+        if family.type == "counter":
+            if f"{name}_total" in declared:
+                name = f"{name}_total"
+            elif name in declared:
+                samples = [
+                    s._replace(name=s.name.removesuffix("_total"))
+                    if s.name == f"{name}_total"
+                    # a renamed sample: only one whose original name was the family's
+                    else s
+                    for s in samples
+                ]
+        yield name, family.type, family.documentation, "", samples
+
+
+def parse(
+    body: bytes,
+    content_type: str,
+    scrape_ms: int,
+    target: Labels,
+    *,
+    honor_labels: bool = False,
+    honor_timestamps: bool = True,
+    rules: RuleSet | None = None,
+    limits: Limits = NO_LIMITS,
+) -> Scraped:
+    """The series one scrape appends, or ``ScrapeError`` (the scrape fails as a whole)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScrapeError("parse", f"the exposition is not valid UTF-8: {exc}") from None
+    openmetrics = is_openmetrics(content_type)
+    series: dict[Labels, Series] = {}
+    timestamped: set[Labels] = set()
+    metadata: list[FamilyMetadata] = []
+    scraped = 0
+    try:
+        families = list(_families(text, openmetrics))
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        kind = "OpenMetrics" if openmetrics else "text"
+        raise ScrapeError(
+            "parse", f"invalid {kind} exposition: {exc or type(exc).__name__}"
+        ) from None
+    for family, kind, help_text, unit, samples in families:
+        kept = False
+        for sample in samples:
+            if getattr(sample, "native_histogram", None) is not None:
+                continue  # Prometheus 2.42 does not scrape native histograms from text
+            scraped += 1
+            labels = _labels(sample.name, sample.labels, target, honor_labels, rules)
+            if labels is None or labels in series:  # dropped, or a duplicate: the first wins
+                continue
+            ts = scrape_ms
+            if honor_timestamps and sample.timestamp is not None:
+                ts = _timestamp_ms(sample.timestamp)
+                timestamped.add(labels)
+            series[labels] = Series(labels, (Sample(float(sample.value), ts),))
+            kept = True
+        if kept:
+            metadata.append(
+                FamilyMetadata(family, _TYPES.get(kind, MetricType.UNKNOWN), help_text, unit)
+            )
+    if limits.sample_limit and len(series) > limits.sample_limit:
+        raise ScrapeError(
+            "sample_limit",
+            f"sample limit exceeded: {len(series)} samples after metric relabeling, "
+            f"sample_limit is {limits.sample_limit}",
+        )
+    for labels in series:
+        _check(labels, limits)
+    return Scraped(tuple(series.values()), tuple(metadata), scraped, frozenset(timestamped))
+
+
+def _labels(
+    name: str,
+    scraped: Mapping[str, str],
+    target: Labels,
+    honor_labels: bool,
+    rules: RuleSet | None,
+) -> Labels | None:
+    merged = merge_labels({**scraped, "__name__": name}, target, honor_labels)
+    if rules:
+        return rules.apply(merged)
+    return merged
+
+
+def _check(labels: Labels, limits: Limits) -> None:
+    """Names valid in the legacy scheme (what every remote-write receiver takes), and the
+    job's label limits; a breach fails the scrape, as in Prometheus."""
+    if limits.label_limit and len(labels) > limits.label_limit:
+        raise ScrapeError(
+            "label_limit",
+            f"label_limit exceeded: {len(labels)} labels, the limit is {limits.label_limit}",
+        )
+    for name, value in labels:
+        if name == "__name__":
+            if not _METRIC_NAME.match(value):
+                raise ScrapeError("parse", f'invalid metric name "{value}"')
+        elif not _LABEL_NAME.match(name):
+            raise ScrapeError("parse", f'invalid label name "{name}"')
+        if limits.label_name_length_limit and len(name) > limits.label_name_length_limit:
+            raise ScrapeError(
+                "label_limit",
+                f'label name "{name}" is longer than label_name_length_limit '
+                f"({limits.label_name_length_limit})",
+            )
+        if limits.label_value_length_limit and len(value) > limits.label_value_length_limit:
+            raise ScrapeError(
+                "label_limit",
+                f'the value of label "{name}" is longer than label_value_length_limit '
+                f"({limits.label_value_length_limit})",
+            )

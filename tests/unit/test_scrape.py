@@ -1,0 +1,448 @@
+"""The scrape input's pure parts: an exposition → the series Prometheus 2.x would append (target
+labels, honor_labels, honor_timestamps, metric relabeling, limits), stale markers and report
+series, targets from ``scrape_configs``, and the config errors that name the key."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gotk_relay.config import ConfigError, load_text
+from gotk_relay.model import (
+    STALE_NAN_BITS,
+    Labels,
+    MetricType,
+    Sample,
+    Series,
+    float_bits,
+    is_stale,
+)
+from gotk_relay.rules.relabel import RelabelConfig, compile_rules
+from gotk_relay.scrape.parse import Limits, Scraped, ScrapeError, merge_labels, parse
+from gotk_relay.scrape.staleness import (
+    Report,
+    append,
+    report_series,
+    series_added,
+    stale_markers,
+)
+from gotk_relay.scrape.targets import targets_of
+
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TARGET = (("instance", "ksm:8080"), ("job", "ksm"))
+KSM_LINE = (
+    'gotk_resource_info{customresource_group="kustomize.toolkit.fluxcd.io",'
+    'customresource_kind="Kustomization",customresource_version="v1",'
+    'exported_namespace="flux-system",name="flux-system",ready="True",suspended="false"} 1\n'
+)
+
+
+def labels(**kv: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(kv.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# Target labels
+
+
+@pytest.mark.parametrize(
+    ("scraped", "target", "honor", "expected"),
+    [
+        ({"a": "1"}, TARGET, False, {"a": "1", "instance": "ksm:8080", "job": "ksm"}),
+        # KSM's own `namespace` clashes with a target label: it becomes exported_namespace.
+        (
+            {"namespace": "apps"},
+            (*TARGET, ("namespace", "monitoring")),
+            False,
+            {
+                "exported_namespace": "apps",
+                "namespace": "monitoring",
+                "instance": "ksm:8080",
+                "job": "ksm",
+            },
+        ),
+        (
+            {"job": "inner", "exported_job": "taken"},
+            TARGET,
+            False,
+            {
+                "exported_exported_job": "inner",
+                "exported_job": "taken",
+                "job": "ksm",
+                "instance": "ksm:8080",
+            },
+        ),
+        ({"job": "inner"}, TARGET, True, {"job": "inner", "instance": "ksm:8080"}),
+        # An empty scraped value is no value: the target's is set even with honor_labels.
+        ({"job": ""}, TARGET, True, {"job": "ksm", "instance": "ksm:8080"}),
+        ({"job": "", "a": ""}, TARGET, False, {"job": "ksm", "instance": "ksm:8080"}),
+    ],
+    ids=["plain", "namespace_clash", "exported_taken", "honor_labels", "honor_empty", "empty"],
+)
+def test_target_labels_merge_as_prometheus(
+    scraped: dict[str, str],
+    target: tuple[tuple[str, str], ...],
+    honor: bool,
+    expected: dict[str, str],
+) -> None:
+    assert merge_labels(scraped, target, honor) == tuple(sorted(expected.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
+    lambda n: n not in ("job", "instance") and not n.startswith("exported_")
+)
+_values = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
+_floats = st.floats(allow_nan=False)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _render(series: dict[str, tuple[dict[str, str], float]]) -> str:
+    lines = []
+    for name, (lbls, value) in series.items():
+        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in lbls.items())
+        lines += [f"# TYPE {name} gauge", f"{name}{{{inner}}} {value!r}"]
+    return "\n".join(lines) + "\n"
+
+
+@given(
+    st.dictionaries(
+        _names.map(lambda n: f"m_{n}"),
+        st.tuples(st.dictionaries(_names, _values, max_size=4), _floats),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(min_value=0, max_value=2**42),
+)
+def test_every_sample_is_kept_with_its_exact_value_at_the_scrape_time(
+    series: dict[str, tuple[dict[str, str], float]], scrape_ms: int
+) -> None:
+    scraped = parse(_render(series).encode(), TEXT, scrape_ms, TARGET)
+    got = {s.labels: s.samples for s in scraped.series}
+    assert scraped.samples_scraped == len(series)
+    assert len(got) == len(series)
+    for name, (lbls, value) in series.items():
+        key = labels(__name__=name, **lbls, job="ksm", instance="ksm:8080")
+        ((sample,),) = [got[key]]
+        assert sample.timestamp == scrape_ms
+        assert float_bits(sample.value) == float_bits(float(value))
+    assert {(m.family, m.type) for m in scraped.metadata} == {(n, MetricType.GAUGE) for n in series}
+
+
+def test_ksm_text_keeps_its_labels_and_metadata() -> None:
+    body = (
+        "# HELP gotk_resource_info The current state of a Flux resource.\n"
+        "# TYPE gotk_resource_info gauge\n" + KSM_LINE
+    ).encode()
+    scraped = parse(body, TEXT, 1000, TARGET)
+    (series,) = scraped.series
+    assert dict(series.labels)["exported_namespace"] == "flux-system"
+    assert dict(series.labels)["job"] == "ksm"
+    (meta,) = scraped.metadata
+    assert meta.family == "gotk_resource_info"
+    assert meta.type == MetricType.GAUGE
+    assert meta.help == "The current state of a Flux resource."
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "names", "family"),
+    [
+        ("# TYPE foo counter\nfoo 1\n", TEXT, ["foo"], "foo"),
+        ("# TYPE foo_total counter\nfoo_total 1\n", TEXT, ["foo_total"], "foo_total"),
+        ("# TYPE foo counter\nfoo_total 1\nfoo_created 5\n# EOF\n", OM, ["foo_total"], "foo"),
+        (
+            '# TYPE h histogram\nh_bucket{le="+Inf"} 2\nh_sum 3\nh_count 2\n',
+            TEXT,
+            ["h_bucket", "h_sum", "h_count"],
+            "h",
+        ),
+    ],
+    ids=["text_counter", "text_counter_total", "om_counter_created_dropped", "histogram"],
+)
+def test_names_are_kept_as_exposed_and_metadata_under_the_family(
+    body: str, content_type: str, names: list[str], family: str
+) -> None:
+    scraped = parse(body.encode(), content_type, 1000, TARGET)
+    assert [s.name for s in scraped.series] == names
+    assert [m.family for m in scraped.metadata] == [family]
+
+
+@pytest.mark.parametrize(
+    ("honor", "content_type", "body", "timestamp"),
+    [
+        (True, TEXT, "a 1 1700000000123\n", 1700000000123),
+        (False, TEXT, "a 1 1700000000123\n", 5000),
+        (True, OM, "a 1 1700000000.123\n# EOF\n", 1700000000123),
+        (True, TEXT, "a 1\n", 5000),
+    ],
+    ids=["text_honored", "text_ignored", "om_honored", "none_given"],
+)
+def test_timestamps_are_the_scrapes_unless_honored(
+    honor: bool, content_type: str, body: str, timestamp: int
+) -> None:
+    scraped = parse(body.encode(), content_type, 5000, TARGET, honor_timestamps=honor)
+    (series,) = scraped.series
+    assert series.samples[0].timestamp == timestamp
+    # A series with its own timestamp is not tracked for staleness (Prometheus 2.x).
+    assert (series.labels in scraped.timestamped) == (timestamp != 5000)
+
+
+def test_metric_relabeling_runs_after_the_target_labels() -> None:
+    rules = compile_rules(
+        [
+            RelabelConfig(source_labels=("job", "__name__"), regex="ksm;drop_.*", action="drop"),
+        ]
+    )
+    scraped = parse(b"keep_me 1\ndrop_me 2\n", TEXT, 1000, TARGET, rules=rules)
+    assert [s.name for s in scraped.series] == ["keep_me"]
+    assert scraped.samples_scraped == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "limits", "reason"),
+    [
+        (b"a 1\nb 1\nc 1\n", TEXT, Limits(sample_limit=2), "sample_limit"),
+        (b'a{x="1",y="2"} 1\n', TEXT, Limits(label_limit=3), "label_limit"),
+        (b'a{long_name="1"} 1\n', TEXT, Limits(label_name_length_limit=4), "label_limit"),
+        (b'a{x="long value"} 1\n', TEXT, Limits(label_value_length_limit=4), "label_limit"),
+        (b"a{x=1} 1\n", TEXT, Limits(), "parse"),
+        (b"\xff\xfe 1\n", TEXT, Limits(), "parse"),
+        (b"a 1\n", OM, Limits(), "parse"),  # no # EOF
+    ],
+    ids=["sample_limit", "label_limit", "name_length", "value_length", "syntax", "utf8", "om_eof"],
+)
+def test_a_breach_fails_the_whole_scrape(
+    body: bytes, content_type: str, limits: Limits, reason: str
+) -> None:
+    with pytest.raises(ScrapeError) as caught:
+        parse(body, content_type, 1000, TARGET, limits=limits)
+    assert caught.value.reason == reason
+    assert str(caught.value)
+
+
+def test_a_duplicate_series_keeps_the_first_sample() -> None:
+    scraped = parse(b"a 1\na 2\n", TEXT, 1000, TARGET)
+    assert [s.samples[0].value for s in scraped.series] == [1.0]
+
+
+# --------------------------------------------------------------------------------------------
+# Staleness and report series
+
+_label_sets = st.frozensets(
+    st.lists(st.tuples(_names, _names), max_size=3).map(lambda kv: tuple(sorted(set(kv)))),
+    max_size=8,
+)
+
+
+@given(_label_sets, _label_sets, st.integers(min_value=0, max_value=2**42))
+def test_stale_markers_end_exactly_the_series_that_went_away(
+    previous: frozenset[tuple[tuple[str, str], ...]],
+    current: frozenset[tuple[tuple[str, str], ...]],
+    ts: int,
+) -> None:
+    markers = stale_markers(sorted(previous), current, ts)
+    assert {m.labels for m in markers} == previous - current
+    assert len(markers) == len(previous - current)
+    for marker in markers:
+        ((sample,),) = [marker.samples]
+        assert sample.timestamp == ts
+        assert float_bits(sample.value) == STALE_NAN_BITS
+    assert series_added(previous, current) == len(current - previous)
+
+
+@pytest.mark.parametrize(
+    ("report", "values"),
+    [
+        (Report(True, 0.25, 10, 8, 3), [1.0, 0.25, 10.0, 8.0, 3.0]),
+        (Report(False, 1.5), [0.0, 1.5, 0.0, 0.0, 0.0]),
+    ],
+    ids=["up", "down"],
+)
+def test_each_scrape_writes_the_five_report_series(report: Report, values: list[float]) -> None:
+    series = report_series(TARGET, report, 7000)
+    assert [s.name for s in series] == [
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    ]
+    assert [s.samples[0].value for s in series] == values
+    assert {s.samples[0].timestamp for s in series} == {7000}
+    assert all(dict(s.labels).keys() == {"__name__", "job", "instance"} for s in series)
+
+
+_scrapes = st.lists(
+    st.tuples(
+        st.none() | st.frozensets(st.sampled_from(["a", "b", "c", "d"])),  # None: it failed
+        st.booleans(),  # whether the relay took the batch (False: dropped, queue full)
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(_scrapes)
+def test_after_each_scrape_taken_the_receiver_sees_exactly_that_scrape(
+    scrapes: list[tuple[frozenset[str] | None, bool]],
+) -> None:
+    """Whatever the sequence of scrapes, failures and dropped batches: after each batch the relay
+    takes, a series' last value is live exactly when that scrape has it (samples and report
+    series), and no series gets a stale marker it did not need (two in a row)."""
+    written: dict[Labels, None] = {}
+    stream: dict[Labels, list[float]] = {}
+    for step, (names, taken) in enumerate(scrapes):
+        ts = 1000 * (step + 1)
+        scraped = None
+        if names is not None:
+            series = tuple(
+                Series(labels(__name__=n, job="ksm", instance="ksm:8080"), (Sample(1.0, ts),))
+                for n in sorted(names)
+            )
+            scraped = Scraped(series, (), len(series), frozenset())
+        batch, now_written = append(written, scraped, TARGET, ts, 0.01)
+        if not taken:
+            continue
+        written = now_written
+        for s in batch.series:
+            ((sample,),) = [s.samples]
+            assert sample.timestamp == ts
+            stream.setdefault(s.labels, []).append(sample.value)
+        present = {s.labels for s in batch.series if not is_stale(s.samples[0].value)}
+        live = {key for key, values in stream.items() if not is_stale(values[-1])}
+        assert live == present
+        up = labels(__name__="up", job="ksm", instance="ksm:8080")
+        assert stream[up][-1] == (0.0 if names is None else 1.0)
+    for values in stream.values():
+        kinds = [is_stale(v) for v in values]
+        assert not any(a and b for a, b in itertools.pairwise(kinds))
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and configuration
+
+JOBS = """
+scrape_configs:
+  - job_name: ksm
+    scrape_interval: 15s
+    metrics_path: /metrics
+    params: {{collect: [a, b]}}
+    static_configs:
+      - targets: [ksm.monitoring:8080, "10.0.0.2:8080"]
+        labels: {{namespace: monitoring{extra}}}
+"""
+
+
+def test_targets_have_job_instance_and_static_labels() -> None:
+    config = load_text(JOBS.format(extra=""))
+    targets = sorted(targets_of(config.scrape_configs).values(), key=lambda t: t.address)
+    assert [t.url for t in targets] == [
+        "http://10.0.0.2:8080/metrics?collect=a&collect=b",
+        "http://ksm.monitoring:8080/metrics?collect=a&collect=b",
+    ]
+    assert dict(targets[1].labels) == {
+        "job": "ksm",
+        "instance": "ksm.monitoring:8080",
+        "namespace": "monitoring",
+    }
+    offsets = {t.offset(15.0) for t in targets}
+    assert all(0 <= o < 15.0 for o in offsets)
+    assert len(offsets) == 2  # spread, not all at once
+
+
+def test_static_labels_override_scheme_path_params_and_instance() -> None:
+    extra = ", __scheme__: https, __metrics_path__: /x, __param_collect: c, instance: ksm"
+    config = load_text(JOBS.format(extra=extra))
+    target = sorted(targets_of(config.scrape_configs).values(), key=lambda t: t.address)[0]
+    assert target.url == "https://10.0.0.2:8080/x?collect=c"
+    assert dict(target.labels) == {"job": "ksm", "instance": "ksm", "namespace": "monitoring"}
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "scrape_configs: [{job_name: a, kubernetes_sd_configs: [{role: pod}]}]",
+            "scrape_configs[0]: kubernetes_sd_configs: only static_configs are supported",
+        ),
+        (
+            "scrape_configs: [{job_name: a, relabel_configs: []}]",
+            "scrape_configs[0]: relabel_configs: target relabeling is not supported",
+        ),
+        (
+            "scrape_configs: [{job_name: a, bearer_token: x}]",
+            "bearer_token: use authorization: {credentials: ...} instead",
+        ),
+        (
+            "scrape_configs: [{job_name: a, scrape_interval: 1s, scrape_timeout: 2s}]",
+            'scrape timeout greater than scrape interval for scrape config with job name "a"',
+        ),
+        (
+            "scrape_configs: [{job_name: a}, {job_name: a}]",
+            'found multiple scrape configs with job name "a"',
+        ),
+        (
+            "scrape_configs: [{job_name: a, static_configs: [{targets: ['http://h:1/m']}]}]",
+            'scrape_configs[0].static_configs[0].targets: "http://h:1/m" is not a valid target',
+        ),
+        (
+            "scrape_configs: [{job_name: a, basic_auth: {username: u}, "
+            "authorization: {credentials: c}}]",
+            "at most one of basic_auth & authorization must be configured",
+        ),
+        (
+            "scrape_configs: [{job_name: a, scrape_intervall: 1s}]",
+            "scrape_configs[0].scrape_intervall: field scrape_intervall not found",
+        ),
+        (
+            "global: {scrape_interval: 1s}",
+            "global: field global not found in type config (gotk-relay has no global section",
+        ),
+    ],
+    ids=[
+        "kubernetes_sd",
+        "relabel_configs",
+        "bearer_token",
+        "timeout_over_interval",
+        "duplicate_job",
+        "target_with_scheme",
+        "two_auths",
+        "typo",
+        "global",
+    ],
+)
+def test_what_the_relay_cannot_honour_is_refused_naming_the_key(
+    yaml_text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(yaml_text, "relay.yml")
+    assert message in str(caught.value)
+
+
+def test_prometheus_defaults() -> None:
+    (job,) = load_text("scrape_configs: [{job_name: a}]").scrape_configs
+    assert (job.scrape_interval, job.timeout, job.metrics_path, job.scheme) == (
+        60.0,
+        10.0,
+        "/metrics",
+        "http",
+    )
+    assert (job.honor_labels, job.honor_timestamps, job.sample_limit) == (False, True, 0)
+    (short,) = load_text("scrape_configs: [{job_name: a, scrape_interval: 2s}]").scrape_configs
+    assert short.timeout == 2.0
+    assert math.isclose(
+        load_text("scrape_configs: [{job_name: a, scrape_interval: 200ms}]")
+        .scrape_configs[0]
+        .scrape_interval,
+        0.2,
+    )
