@@ -38,11 +38,6 @@ from .test_flux_e2e import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STALE_GRACE = "2s"
-"""As in ``test_flux_e2e``: the default (60 s) would keep a deleted object's legacy series for a
-minute; how long is the rules' business, not the scrape's."""
-
-
 def relay_config(prom_url: str, job: str, target: str) -> str:
     return f"""\
 flux:
@@ -50,7 +45,6 @@ flux:
   keep_source: true
   label_shape: stored
   controller_namespace: {CONTROLLER_NAMESPACE}
-  stale_grace: {STALE_GRACE}
 remote_write:
   - name: prom
     url: {prom_url}
