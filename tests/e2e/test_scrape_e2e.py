@@ -38,6 +38,7 @@ from .test_flux_e2e import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+
 def relay_config(prom_url: str, job: str, target: str) -> str:
     return f"""\
 flux:

@@ -13,6 +13,7 @@ no hole.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 import pytest
@@ -168,3 +169,82 @@ def test_true_is_read_however_it_is_spelled() -> None:
     )
     assert lower == upper
     assert sum(value for _, value in upper) == 2.0  # Ready True, and suspended
+
+
+# -- the operator's report in kube-state-metrics' shape (modes resource_info and both) ------
+
+SAMPLES = st.lists(
+    st.sampled_from([1.0, STALE_NAN]) | st.floats(allow_nan=False, allow_infinity=False),
+    min_size=1,
+    max_size=3,
+)
+
+
+def _bits(value: float) -> int:
+    return int(struct.unpack("<Q", struct.pack("<d", value))[0])
+
+
+@pytest.mark.parametrize("mode", ["resource_info", "both"])
+@given(objects=OBJECTS, values=SAMPLES)
+def test_the_operators_report_is_also_written_in_ksm_shape_sample_for_sample(
+    mode: str, objects: list[tuple[str, str, str, str | None, bool | None]], values: list[float]
+) -> None:
+    rewriter = FluxRewriter(FluxConfig(mode=mode))
+    inputs = tuple(
+        Series(operator(*o), tuple(Sample(v, TS + i) for i, v in enumerate(values)))
+        for o in objects
+    )
+    out = rewriter.rewrite(Batch(inputs), TS)
+    assert out.series[: len(inputs)] == inputs  # keep_source: the inputs as they came
+    shaped = [s for s in out.series[len(inputs) :] if s.name == RESOURCE_INFO]
+    assert len(shaped) == len(inputs)  # one KSM-shaped series per operator series
+    for source, series in zip(inputs, shaped, strict=True):
+        given_labels, got = dict(source.labels), dict(series.labels)
+        kind = BY_KIND[given_labels["kind"]]
+        assert got["customresource_kind"] == kind.kind
+        assert got["customresource_group"] == kind.group
+        assert got["customresource_version"] == kind.version
+        assert got["suspended"] == given_labels["suspended"].lower()
+        assert "kind" not in got
+        assert {k: v for k, v in got.items() if not k.startswith("customresource_")} == {
+            **{k: v for k, v in given_labels.items() if k != "kind"},
+            "__name__": RESOURCE_INFO,
+            "suspended": given_labels["suspended"].lower(),
+        }
+        assert [(_bits(x.value), x.timestamp) for x in series.samples] == [
+            (_bits(x.value), x.timestamp) for x in source.samples
+        ]
+    assert len({s.labels for s in shaped}) == len(shaped)
+    assert RESOURCE_INFO in {m.family for m in out.metadata}
+    legacy = {s.name for s in out.series[len(inputs) :]} - {RESOURCE_INFO}
+    assert bool(legacy) == (mode == "both" and any(not is_stale(v) for v in values))
+
+
+def test_a_recreated_objects_two_series_stay_two_ksm_series() -> None:
+    """A new ``uid`` at the same timestamp as the old series' stale marker: mapped apart."""
+    rewriter = FluxRewriter(FluxConfig(mode="resource_info"))
+    old = operator("HelmRelease", "podinfo", "apps", "True", False, uid="a1")
+    new = operator("HelmRelease", "podinfo", "apps", "True", False, uid="b2")
+    batch = Batch((Series(old, (Sample(STALE_NAN, TS),)), Series(new, (Sample(1.0, TS),))))
+    out = rewriter.rewrite(batch, TS)
+    shaped = out.series[2:]
+    assert len({s.labels for s in shaped}) == 2
+    assert sorted(dict(s.labels)["uid"] for s in shaped) == ["a1", "b2"]
+
+
+def test_without_keep_source_only_the_ksm_shape_goes_on() -> None:
+    rewriter = FluxRewriter(FluxConfig(mode="resource_info", keep_source=False))
+    source = operator("GitRepository", "fleet", "flux-system", "False", True)
+    other = labels_from({"__name__": "up", "job": "x"})
+    out = rewriter.rewrite(
+        Batch((Series(source, (Sample(1.0, TS),)), Series(other, (Sample(1.0, TS),)))), TS
+    )
+    assert [s.name for s in out.series] == ["up", RESOURCE_INFO]
+
+
+def test_in_legacy_mode_the_operators_report_is_not_written_in_ksm_shape() -> None:
+    rewriter = FluxRewriter(FluxConfig(mode="legacy"))
+    out = rewriter.rewrite(
+        Batch((Series(operator("Bucket", "b", "apps", "True", False), (Sample(1.0, TS),)),)), TS
+    )
+    assert RESOURCE_INFO not in {s.name for s in out.series}

@@ -72,7 +72,10 @@ def plan(config: Config) -> FastPath | None:
     if config.flux.mode in ("legacy", "both"):
         names.update((RESOURCE_INFO.encode(), OPERATOR_INFO.encode()))
     if config.flux.mode in ("resource_info", "both"):
-        names.update((RECONCILE_CONDITION.encode(), SUSPEND_STATUS.encode()))
+        # The legacy gauges, and the operator's report, which is also written in KSM's shape.
+        names.update(
+            (RECONCILE_CONDITION.encode(), SUSPEND_STATUS.encode(), OPERATOR_INFO.encode())
+        )
     prefixes: set[str] = set()
     if config.federate.enabled:
         found = name_prefixes(config.federate.match)

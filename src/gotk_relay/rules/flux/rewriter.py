@@ -29,11 +29,13 @@ from .emitter import (
 )
 from .names import (
     DELETED,
+    INFO_METADATA,
     OPERATOR_INFO,
     RECONCILE_CONDITION,
     RESOURCE_INFO,
     SUSPEND_STATUS,
 )
+from .operator import OperatorMapping
 from .state import (
     NEVER,
     FluxObject,
@@ -103,6 +105,11 @@ class FluxRewriter:
         if config.mode in ("resource_info", "both"):
             names.update((RECONCILE_CONDITION, SUSPEND_STATUS))
         self._names = frozenset(names)
+        # In resource_info and both modes the operator's report is also written in KSM's shape.
+        self._operator = (
+            OperatorMapping(config) if config.mode in ("resource_info", "both") else None
+        )
+        self._operator_seen = False  # the steady shortcut does not map: declined once seen
         # A fixed grace (flux.stale_grace), or None: each object's own (see _grace).
         self._grace_ms = None if config.stale_grace is None else round(config.stale_grace * 1000)
         self._grace_cap_ms = round(config.grace_cap * 1000)
@@ -164,6 +171,7 @@ class FluxRewriter:
         self._encoded = None
         if not names:
             return batch
+        mapped = self._operator_series(batch) if self._operator is not None else {}
         classify = self.classifier
         by_id = classify.by_id
         matched: dict[int, Route] = {}
@@ -191,7 +199,7 @@ class FluxRewriter:
                         in_order = False
                     last_ts, last_stale = ts, stale
                     append((ts, stale, index, value, route))
-        if not matched and not self._pending and now_ms is None:
+        if not matched and not mapped and not self._pending and now_ms is None:
             return batch
         self._advance_clock(batch, matched, events, now_ms)
         self._calls += 1
@@ -204,7 +212,7 @@ class FluxRewriter:
         self._commit_due(emitter)
         self._expire()
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
-        return self._output(batch, matched, untracked, emitter)
+        return self._output(batch, matched, untracked, emitter, mapped)
 
     def steady(self, batch: Batch, now_ms: int, max_outputs: int) -> Steady | None:
         """``rewrite(batch, now_ms)`` for a batch in the steady state, or None (nothing changed).
@@ -223,7 +231,7 @@ class FluxRewriter:
         takes ``rewrite()``. Series whose metric name no rule reads are left alone, as there.
         """
         names = self._names
-        if not names or self._pending:
+        if not names or self._pending or self._operator_seen:
             return None
         encoder = self._encoder
         if encoder is None:
@@ -525,11 +533,34 @@ class FluxRewriter:
 
     # -- output ---------------------------------------------------------------------------
 
+    def _operator_series(self, batch: Batch) -> dict[int, Series]:
+        """The operator's series in KSM's shape, by their index in the batch (see operator.py)."""
+        mapping = self._operator
+        assert mapping is not None
+        out: dict[int, Series] = {}
+        for index, series in enumerate(batch.series):
+            labels = series.labels
+            if label_value(labels, "__name__") != OPERATOR_INFO:
+                continue
+            mapped = mapping.labels(labels)
+            if mapped is not None:
+                out[index] = Series(mapped, series.samples, (), (), INFO_METADATA)
+        if out:
+            self._operator_seen = True
+        return out
+
     def _output(
-        self, batch: Batch, matched: dict[int, Route], untracked: set[int], emitter: Emitter
+        self,
+        batch: Batch,
+        matched: dict[int, Route],
+        untracked: set[int],
+        emitter: Emitter,
+        mapped: dict[int, Series],
     ) -> Batch:
-        removed: set[int] = set() if self.config.keep_source else matched.keys() - untracked
-        if not emitter.labels and not removed:
+        removed: set[int] = set()
+        if not self.config.keep_source:
+            removed = (matched.keys() - untracked) | mapped.keys()
+        if not emitter.labels and not removed and not mapped:
             return batch
         kept = (
             batch.series
@@ -540,9 +571,12 @@ class FluxRewriter:
         if emitter.blocks is not None and synthesized:
             self._encoded = (synthesized, b"".join(emitter.blocks), emitter.newest)
         present = {m.family for m in batch.metadata}
+        written = dict(emitter.families)
+        if mapped:
+            written.setdefault(RESOURCE_INFO, INFO_METADATA)
         families = tuple(
             FamilyMetadata(family, metadata.type, metadata.help, metadata.unit)
-            for family, metadata in emitter.families.items()
+            for family, metadata in written.items()
             if family not in present
         )
-        return Batch(kept + synthesized, batch.metadata + families)
+        return Batch(kept + synthesized + tuple(mapped.values()), batch.metadata + families)
