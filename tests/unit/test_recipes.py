@@ -29,6 +29,7 @@ def test_the_page_has_every_recipe_the_issue_asks_for() -> None:
         "datadog-agent-federate",
         "datadog-flux-integration",
         "otlp",
+        "flux-operator",
     } <= names
 
 
