@@ -27,6 +27,7 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
         "state",
         "classify",
         "emitter",
+        "operator",
         "rewriter",
     ),
     "gotk_relay.config": (

@@ -1,4 +1,5 @@
-"""Flux object-state rules: ``gotk_resource_info`` (kube-state-metrics) ⇄ the legacy gauges.
+"""Flux object-state rules: ``gotk_resource_info`` (kube-state-metrics) and ``flux_resource_info``
+(the Flux Operator) ⇄ the legacy gauges.
 
 Flux ≤ 2.1 controllers exposed, per object, ``gotk_reconcile_condition{type="Ready",status=...}``
 (1 for the current status, 0 for the two others) and ``gotk_suspend_status``; Flux 2.2–2.5
@@ -6,9 +7,10 @@ expose one kube-state-metrics series ``gotk_resource_info{ready=...,suspended=..
 The rules synthesize one shape from the other (``docs/flux.md`` says why they keep state, and
 how):
 
-* ``mode: legacy``        gotk_resource_info → gotk_reconcile_condition ×3 (+ Deleted with
-  ``emit_deleted``) and gotk_suspend_status;
-* ``mode: resource_info`` the legacy pair → gotk_resource_info;
+* ``mode: legacy``        gotk_resource_info or flux_resource_info → gotk_reconcile_condition ×3
+  (+ Deleted with ``emit_deleted``) and gotk_suspend_status;
+* ``mode: resource_info`` the legacy pair → gotk_resource_info, and flux_resource_info written
+  in gotk_resource_info's shape, series for series;
 * ``mode: both``          both, each from its own inputs only (outputs are never read back);
 * ``mode: off``           nothing is read; batches pass as they are.
 
@@ -20,8 +22,10 @@ at one timestamp before the object is evaluated once for it:
    at its timestamp if that is after the last one written. Anything older is dropped and
    counted; the same timestamp again is skipped.
 2. The object is live while the input holding its newest value has no stale marker at or
-   after it. When an object with open outputs stops being live, its outputs end after
-   ``stale_grace`` of relay clock (stale markers, or the ``emit_deleted`` snapshot), unless a
+   after it (with ``replica_labels``: while one replica's newest input has none; the object
+   follows the first live replica's values only). When an object with open outputs stops being
+   live, its outputs end after the grace (``stale_grace``; by default one of its scrape
+   intervals and 5 s) of relay clock (stale markers, or the ``emit_deleted`` snapshot), unless a
    live input comes first; ``status="Deleted"`` 1 ends a reverse object's info series at once.
 3. At most ``max_objects`` objects are tracked (the inputs of others pass untouched); an object
    not seen for ``idle_expiry`` is forgotten without writing anything.
@@ -29,7 +33,8 @@ at one timestamp before the object is evaluated once for it:
 The relay clock is ``now_ms`` when given, else the newest Flux sample timestamp; it never goes
 back. Modules, in the order they build on each other: ``names``, ``config``, ``stats``,
 ``state`` (routes and per-object records), ``classify`` (what an input series is), ``emitter``
-(the synthesized series and their bytes), ``rewriter`` (``FluxRewriter``).
+(the synthesized series and their bytes), ``operator`` (the operator's report in KSM's shape),
+``rewriter`` (``FluxRewriter``).
 """
 
 from __future__ import annotations

@@ -134,6 +134,10 @@ class Classifier:
                 out[key] = pair
         for key in ("__name__", "type", "status", "exported_namespace"):
             out.pop(key, None)
+        # Replicas of one source report the same object: their labels are no part of it.
+        replica = tuple(given.get(name, "") for name in self.config.replica_labels)
+        for key in self.config.replica_labels:
+            out.pop(key, None)
         namespace = given.get("exported_namespace") or given.get("namespace", "")
         share = self.share
         if self.config.label_shape == "stored":
@@ -152,6 +156,7 @@ class Classifier:
             ready=ready,
             suspended=suspended,
             values=self.forward_values(ready, suspended),
+            replica=replica,
         )
 
     def forward_outputs(self, key: Labels) -> Outputs:

@@ -15,6 +15,10 @@ from ..flux_kinds import BY_KIND, DEFAULT_VERSIONS, suggest
 # batch_send_deadline of 5 s apart), and AUTO_CAP when the interval is not known yet.
 AUTO_MARGIN: Final = 5.0
 AUTO_CAP: Final = 60.0
+# Labels an object's identity is made of: never a replica's.
+_IDENTITY_LABELS: Final = frozenset(
+    ("__name__", "name", "kind", "customresource_kind", "exported_namespace", "namespace")
+)
 _VERSION: Final = re.compile(r"v\d+(?:(?:alpha|beta)\d+)?")
 
 
@@ -48,6 +52,9 @@ class FluxConfig(BaseModel):
     idle_expiry: float = 3600.0
     # None: per object, one observed scrape interval + AUTO_MARGIN (see grace_cap).
     stale_grace: float | None = None
+    # Labels telling replicas of one source apart (e.g. [instance, pod] for two KSM pods):
+    # one output set per object, following one replica at a time. Empty: off.
+    replica_labels: list[str] = Field(default_factory=list)
 
     @field_validator("idle_expiry", mode="before")
     @classmethod
@@ -89,6 +96,20 @@ class FluxConfig(BaseModel):
                     "'v1' or 'v2beta1'"
                 )
         return {**DEFAULT_VERSIONS, **value}
+
+    @field_validator("replica_labels")
+    @classmethod
+    def _replica_labels(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name in _IDENTITY_LABELS:
+                raise ValueError(
+                    f"flux.replica_labels: {name!r} names the object, not the replica that "
+                    "reports it; list the scrape's labels that differ between replicas, such "
+                    "as instance and pod"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("flux.replica_labels: a label is listed twice")
+        return value
 
     @field_validator("controller_namespace")
     @classmethod

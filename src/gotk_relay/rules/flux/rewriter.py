@@ -110,6 +110,7 @@ class FluxRewriter:
             OperatorMapping(config) if config.mode in ("resource_info", "both") else None
         )
         self._operator_seen = False  # the steady shortcut does not map: declined once seen
+        self._replicas = bool(config.replica_labels)
         # A fixed grace (flux.stale_grace), or None: each object's own (see _grace).
         self._grace_ms = None if config.stale_grace is None else round(config.stale_grace * 1000)
         self._grace_cap_ms = round(config.grace_cap * 1000)
@@ -265,6 +266,7 @@ class FluxRewriter:
                 or len(samples) != 1
                 or series.histograms
                 or id(obj) in seen
+                or (self._replicas and route.replica != obj.leader())
             ):
                 return None
             value, sample_ts, _ = samples[0]
@@ -366,7 +368,7 @@ class FluxRewriter:
             obj.last_seen = clock
             entry = route.input
             if entry is None or entry.dropped:
-                entry = route.input = obj.input_for(series[index].labels)
+                entry = route.input = obj.input_for(series[index].labels, route.replica)
             if stale:
                 if ts > entry.stale_ts:
                     entry.stale_ts = ts
@@ -377,6 +379,9 @@ class FluxRewriter:
                     entry.value_ts = ts
                 if ts > obj.newest_value_ts:
                     obj.newer_value(ts)
+                if self._replicas and route.replica != obj.leader():
+                    touched.setdefault(obj, False)  # another replica's: only its liveness counts
+                    continue
                 obj.observe(route, ts, value)
                 touched[obj] = True
         if touched:
@@ -409,7 +414,7 @@ class FluxRewriter:
                 forward = False
                 if had_value and isinstance(obj, LegacyObject):
                     self._reverse_emit(obj, ts, emitter)
-            if obj.live():
+            if self._live(obj):
                 if obj.deadline is not None:
                     obj.deadline = None
                     del pending[(forward, obj.key)]
@@ -418,6 +423,11 @@ class FluxRewriter:
                 pending[(forward, obj.key)] = obj
         self.stats.out_of_order_dropped += dropped
         touched.clear()
+
+    def _live(self, obj: FluxObject) -> bool:
+        """Whether the object exists: its newest input is live, or with flux.replica_labels,
+        one replica's newest input is (the others may have gone away)."""
+        return obj.leader() is not None if self._replicas else obj.live()
 
     def _grace(self, obj: FluxObject) -> int:
         """How long an object that looks gone waits for a replacement input before its end is
@@ -464,7 +474,7 @@ class FluxRewriter:
         for key in due:
             obj = self._pending.pop(key)
             obj.deadline = None
-            if not obj.open or obj.live():
+            if not obj.open or self._live(obj):
                 continue
             if isinstance(obj, InfoObject):
                 self._end_info_object(obj, emitter)

@@ -37,6 +37,7 @@ class Route:
         "labels",
         "obj",
         "ready",
+        "replica",
         "status",
         "suspended",
         "values",
@@ -53,6 +54,7 @@ class Route:
         suspended: bool = False,
         status: str = "",
         values: Values = (),
+        replica: tuple[str, ...] = (),
     ) -> None:
         self.labels = labels  # the label set it was worked out for (this very tuple)
         self.forward = forward  # gotk_resource_info → legacy; False: legacy → gotk_resource_info
@@ -62,14 +64,16 @@ class Route:
         self.suspended = suspended  # forward only
         self.values = values  # forward only: what the outputs say for ready/suspended
         self.status = status  # reverse only: the condition status, "" for gotk_suspend_status
+        self.replica = replica  # forward: the flux.replica_labels values that reported it
         self.obj: FluxObject | None = None
         self.input: Input | None = None
 
 
 class Input:
-    __slots__ = ("dropped", "stale_ts", "value_ts")
+    __slots__ = ("dropped", "replica", "stale_ts", "value_ts")
 
-    def __init__(self) -> None:
+    def __init__(self, replica: tuple[str, ...] = ()) -> None:
+        self.replica = replica  # the replica whose series it is (flux.replica_labels)
         self.value_ts = NEVER
         self.stale_ts = NEVER
         self.dropped = False  # evicted from its object's inputs
@@ -102,13 +106,24 @@ class FluxObject:
         self.deadline: int | None = None  # relay clock at which a pending end is due
         self.gone = False  # expired: no longer in the rewriter's tables
 
-    def input_for(self, labels: Labels) -> Input:
+    def input_for(self, labels: Labels, replica: tuple[str, ...] = ()) -> Input:
         entry = self.inputs.get(labels)
         if entry is None:
             if len(self.inputs) >= _MAX_INPUTS:
                 self._evict()
-            entry = self.inputs[labels] = Input()
+            entry = self.inputs[labels] = Input(replica)
         return entry
+
+    def leader(self) -> tuple[str, ...] | None:
+        """The replica the object follows: the first, in label order, whose newest input has
+        no stale marker at or after its newest value (None: no replica is live)."""
+        newest: dict[tuple[str, ...], Input] = {}
+        for entry in self.inputs.values():
+            found = newest.get(entry.replica)
+            if found is None or entry.value_ts > found.value_ts:
+                newest[entry.replica] = entry
+        live = [r for r, e in newest.items() if e.value_ts > e.stale_ts]
+        return min(live) if live else None
 
     def _evict(self) -> None:
         oldest = min(
