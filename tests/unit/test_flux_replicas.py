@@ -172,3 +172,29 @@ def test_the_outputs_follow_one_replica_whatever_the_other_says(
 def test_a_label_of_the_object_is_refused_as_a_replica_label(label: str) -> None:
     with pytest.raises(ValidationError, match="names the object"):
         FluxConfig(replica_labels=[label])
+
+
+def test_two_sources_of_one_object_are_replicas_too_when_their_scrape_labels_are_listed() -> None:
+    """kube-state-metrics and the Flux Operator report the same object: with the labels their
+    scrapes differ in listed (job too), one output set, following the first live source."""
+    run = Run(FluxConfig(replica_labels=["instance", "job", "pod"]))
+    operator = labels_from(
+        {
+            "__name__": "flux_resource_info",
+            "kind": "HelmRelease",
+            "exported_namespace": "apps",
+            "name": "podinfo",
+            "ready": "True",
+            "suspended": "False",
+            "uid": "3c1d",
+            "job": "flux-operator",
+            "instance": "10.0.0.9:8080",
+            "pod": "flux-operator-0",
+        }
+    )
+    run.feed(500, (info(0, "True"), 1.0, 0), (operator, 1.0, 4000))
+    run.feed(15_500, (info(0, "True"), STALE_NAN, STEP))  # KSM is gone: the operator goes on
+    run.feed(19_500, (operator, 1.0, 19_000))
+    assert len(run.written) == 4
+    assert run.rewriter.stats.stale_emitted == 0
+    assert run.history("True") == [1.0]
