@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
@@ -994,3 +996,56 @@ def test_config_is_frozen() -> None:
     config = FluxConfig()
     with pytest.raises(ValidationError):
         config.mode = "off"  # type: ignore[misc]
+
+
+# -- the automatic grace: deletions on time, Ready changes without a hole --------------------
+
+
+@given(
+    interval=st.integers(1_000, 120_000),
+    scrapes=st.integers(2, 6),
+    delay=st.integers(0, 3_000),
+)
+def test_a_deletion_ends_one_scrape_interval_and_the_margin_after_it_arrives(
+    interval: int, scrapes: int, delay: int
+) -> None:
+    """Scraped every ``interval``, then deleted (its series' stale marker reaches the relay
+    ``delay`` after the scrape): the end is written once the grace (the interval and 5 s, at
+    most 60 s) has passed on the relay clock, on the first call after it, and not before."""
+    rewriter = FluxRewriter(FluxConfig())
+    for n in range(scrapes):
+        rewriter.rewrite(batch_of([ks(ts=1_000 + n * interval)]), 1_000 + n * interval + delay)
+    deleted = 1_000 + scrapes * interval
+    arrival = deleted + delay
+    rewriter.rewrite(batch_of([ks(ts=deleted, value="stale")]), arrival)
+    grace = min(interval + 5_000, 60_000)
+    rewriter.rewrite(Batch(), arrival + grace - 1)
+    assert rewriter.stats.stale_emitted == 0
+    out = rewriter.rewrite(Batch(), arrival + grace)
+    assert rewriter.stats.stale_emitted == 4
+    assert {x.timestamp for s in out.series for x in s.samples} == {deleted}
+
+
+@given(
+    interval=st.integers(1_000, 120_000),
+    late=st.integers(0, 5_000),
+    stale_first=st.booleans(),
+)
+def test_a_ready_change_whose_halves_arrive_apart_makes_no_hole(
+    interval: int, late: int, stale_first: bool
+) -> None:
+    """The new series and the old one's stale marker, from one scrape, reach the relay up to
+    5 s (remote write's batch_send_deadline) apart, in either order: the outputs never end."""
+    rewriter = FluxRewriter(FluxConfig())
+    for n in range(3):
+        rewriter.rewrite(batch_of([ks("True", ts=1_000 + n * interval)]), 1_000 + n * interval)
+    changed = 1_000 + 3 * interval
+    halves = [[ks("True", ts=changed, value="stale")], [ks("False", ts=changed)]]
+    if not stale_first:
+        halves.reverse()
+    rewriter.rewrite(batch_of(halves[0]), changed)
+    rewriter.rewrite(Batch(), changed + late)  # the relay's clock ticks in between
+    rewriter.rewrite(batch_of(halves[1]), changed + late)
+    rewriter.rewrite(batch_of([ks("False", ts=changed + interval)]), changed + interval)
+    rewriter.rewrite(Batch(), changed + 10 * interval)
+    assert rewriter.stats.stale_emitted == 0
