@@ -382,3 +382,22 @@ def test_sample_lookalikes_decode_as_protobuf_reads_them(tail: bytes) -> None:
     assert assert_same(encoded, [], NO_LIMITS)[0] == "ok"
     for item in encoded:
         assert_same([item], [], NO_LIMITS)
+
+
+LABELS_PART = b"\n\r\n\x08__name__\x12\x010"
+MISTYPED_SAMPLES = b"\x11\x00\x00\x00\x00\x00\x00\xf0?"  # field 2 as I64: samples must be LEN
+SAMPLE = b"\x12\x0b\t\x00\x00\x00\x00\x00\x00\xf0?\x10\x01"  # value 1.0 at timestamp 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(LABELS_PART + b"\xb8\x1a\x1a" + MISTYPED_SAMPLES, id="after-the-labels"),
+        pytest.param(LABELS_PART + MISTYPED_SAMPLES + SAMPLE, id="inside-the-label-part"),
+    ],
+)
+def test_a_field_of_the_wrong_wire_type_is_refused_as_rw1_refuses_it(data: bytes) -> None:
+    """The survey that picked a series may have checked the framing only; a known field with
+    the wrong wire type must not pass as an unknown one (found by hypothesis)."""
+    found = assert_same([data], [], NO_LIMITS)
+    assert found[0] == "error"

@@ -134,9 +134,10 @@ def decode(series: Sequence[bytes], metadata: Sequence[bytes], limits: Limits) -
             out.append(_new(Series, (labels, samples, (), (), None, 0)))
     if slow:
         try:
-            decoded = rw1.decode(
-                rw1_bytes.rebuild([series[i] for i in slow]), validate=False
-            ).series
+            # Checked as rw1 checks a request: the survey that picked them may have checked the
+            # framing only (receiver.validation: framing), and a field of the wrong wire type
+            # would otherwise pass as an unknown field.
+            decoded = rw1.decode(rw1_bytes.rebuild([series[i] for i in slow])).series
             for index, item in zip(slow, decoded, strict=True):
                 check_series(item.labels, limits)
                 ordered = sort_labels(item.labels)
@@ -164,7 +165,8 @@ def _learn(key: bytes, cache: _LabelCache, limits: Limits) -> Labels | None:
     Only a refusal is not remembered, as it fails the request anyway.
     """
     try:
-        (alone,) = rw1.decode(rw1_bytes.rebuild((key,)), validate=False).series
+        # Checked (see the general path in decode): once per label part, then cached.
+        (alone,) = rw1.decode(rw1_bytes.rebuild((key,))).series
     except DecodeError:
         return cache.store(key, None)
     if alone.samples or alone.histograms or alone.exemplars:
