@@ -1,0 +1,148 @@
+"""The Flux families as their own exporters served them, from the federate store's snapshot.
+
+Datadog's Flux check (an OpenMetrics V2 check, namespace ``fluxcd``) expects to scrape each Flux
+≤ 2.1 controller's own ``/metrics`` (``openmetrics_endpoint``) and kube-state-metrics' own page
+(``kube_state_metrics_endpoint``), and tags what it reads with every label it finds. What the
+federate store holds went through a Prometheus scrape and the Flux rules: target labels
+(``instance``, ``job``, ``pod``, external labels), the controller's ``namespace`` with the
+object's moved to ``exported_namespace`` (``flux.label_shape: stored``). These pages undo that,
+with the same pure functions the Datadog API destination's ``flux_integration`` uses
+(``datadog_mapping.flux_labels``):
+
+``controller_page``
+    ``gotk_reconcile_condition{kind,name,namespace,type,status}`` and
+    ``gotk_suspend_status{kind,name,namespace}``, ``namespace`` the object's (either label
+    shape), no other label, values as stored, no timestamps, the controllers' HELP and
+    ``TYPE gauge``. ``status="Deleted"`` series appear when the rules write them
+    (``flux.emit_deleted``).
+``ksm_page``
+    ``gotk_resource_info`` with kube-state-metrics' own labels for the kind (``customresource_*``,
+    ``name``, ``exported_namespace`` — a literal label of Flux's KSM config, so the object's
+    namespace —, ``ready``, ``suspended``, the kind's extra labels), the scrape's renames undone.
+
+One object, several sources: two KSM replicas (or two clusters through one relay) give the same
+object twice, told apart only by labels these pages remove. Per object (kind, namespace, name;
+for KSM also the group) the page shows the series of one source only: the one whose removed
+labels sort first (e.g. the smallest ``instance``), so all of an object's lines come from the
+same replica, the choice is the same for every render of the same data, and when that replica's
+series end (a stale marker removes them from the store) the next one takes over on the next
+scrape. Any line still equal to one already kept is dropped. ``Page.collapsed`` counts the
+series left out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterable
+from typing import Final, NamedTuple
+
+from ..model import FamilyMetadata, Labels, MetricType
+from ..rules.flux import (
+    CONDITION_HELP,
+    INFO_HELP,
+    RECONCILE_CONDITION,
+    RESOURCE_INFO,
+    SUSPEND_HELP,
+    SUSPEND_STATUS,
+)
+from ..wire import text
+from .datadog_mapping import flux_labels
+from .federate import CHECK_EVERY, Abandoned, Snapshot
+
+_CONTROLLER_NEEDS: Final = {
+    RECONCILE_CONDITION: ("kind", "name", "namespace", "type", "status"),
+    SUSPEND_STATUS: ("kind", "name", "namespace"),
+}
+_CONTROLLER_METADATA: Final = {
+    RECONCILE_CONDITION: FamilyMetadata(RECONCILE_CONDITION, MetricType.GAUGE, CONDITION_HELP),
+    SUSPEND_STATUS: FamilyMetadata(SUSPEND_STATUS, MetricType.GAUGE, SUSPEND_HELP),
+}
+_KSM_NEEDS: Final = ("customresource_group", "customresource_kind", "name")
+
+
+class Page(NamedTuple):
+    """A page's text, and how many stored series it left out as another source's copy."""
+
+    text: str
+    collapsed: int
+
+
+# A stored series: its object, its source (the labels the page removes), its page labels, its
+# stored labels (the last tie-break) and its value.
+_Row = tuple[tuple[str, ...], Labels, Labels, Labels, float]
+
+
+def _source(labels: Labels, shown: Collection[str]) -> Labels:
+    """The labels of ``labels`` the page does not show, the scrape's renames of shown ones
+    aside: what tells two sources apart (the controller's ``namespace`` of the stored shape is
+    the same for every source, so the order of sources is the same in either shape)."""
+    return tuple(
+        (key, value)
+        for key, value in labels
+        if key != "__name__"
+        and key not in shown
+        and not (key.startswith("exported_") and key[len("exported_") :] in shown)
+    )
+
+
+def _rows(
+    snapshot: Snapshot,
+    needs: dict[str, tuple[str, ...]],
+    object_keys: tuple[str, ...],
+    stop: threading.Event | None,
+) -> Iterable[_Row]:
+    for i, (labels, value, _) in enumerate(snapshot.points):
+        if stop is not None and i % CHECK_EVERY == 0 and stop.is_set():
+            raise Abandoned
+        name = labels[0][1] if labels and labels[0][0] == "__name__" else ""
+        required = needs.get(name)
+        if required is None:
+            continue
+        shown = flux_labels(name, labels)
+        if shown is None:
+            continue
+        own = dict(shown)
+        if any(not own.get(key) for key in required):
+            continue  # not an object series a controller or KSM could have written
+        # An object's condition and suspend series share its key: one source for both.
+        obj = tuple(own.get(key, "") for key in object_keys)
+        yield obj, _source(labels, own), shown, labels, value
+
+
+def _page(rows: Iterable[_Row], metadata: dict[str, FamilyMetadata]) -> Page:
+    """The rows of each object's first source (by its removed labels), one line per label set,
+    sorted by labels as /federate and Prometheus' exporters write them."""
+    chosen: dict[tuple[str, ...], Labels] = {}
+    listed = list(rows)
+    for obj, source, _, _, _ in listed:
+        best = chosen.get(obj)
+        if best is None or source < best:
+            chosen[obj] = source
+    lines: dict[Labels, float] = {}
+    collapsed = 0
+    for obj, source, shown, _, value in sorted(listed, key=lambda row: row[1:4]):
+        if source != chosen[obj] or shown in lines:
+            collapsed += 1
+            continue
+        lines[shown] = value
+    points = [(shown, value, None) for shown, value in sorted(lines.items())]
+    return Page(text.render(points, metadata), collapsed)
+
+
+def controller_page(snapshot: Snapshot, stop: threading.Event | None = None) -> Page:
+    """``gotk_reconcile_condition`` and ``gotk_suspend_status`` as a Flux ≤ 2.1 controller's
+    ``/metrics`` served them (see the module docstring). Raises ``Abandoned`` once ``stop`` is
+    set."""
+    rows = _rows(snapshot, dict(_CONTROLLER_NEEDS), ("kind", "namespace", "name"), stop)
+    return _page(rows, dict(_CONTROLLER_METADATA))
+
+
+def ksm_page(snapshot: Snapshot, stop: threading.Event | None = None) -> Page:
+    """``gotk_resource_info`` as kube-state-metrics with Flux's custom-resource config serves
+    it (see the module docstring). Its HELP is the one the store holds for it (what Prometheus
+    sent), else Flux's config's; its type is gauge (an Info metric, as KSM writes it)."""
+    keys = ("customresource_group", "customresource_kind", "exported_namespace", "name")
+    rows = _rows(snapshot, {RESOURCE_INFO: _KSM_NEEDS}, keys, stop)
+    stored = snapshot.metadata.get(RESOURCE_INFO)
+    help_text = stored.help if stored is not None and stored.help else INFO_HELP
+    return _page(rows, {RESOURCE_INFO: FamilyMetadata(RESOURCE_INFO, MetricType.GAUGE, help_text)})
