@@ -17,6 +17,7 @@ the scrape's target labels) and serves them at ``/flux/controller/metrics`` and
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from datadog_checks.base import OpenMetricsBaseCheckV2 as _Check
 from datadog_checks.base.stubs import aggregator as _aggregator
 
 from gotk_relay.model import Batch, Sample, Series
+from gotk_relay.server import FEDERATE_THREAD, FEDERATING
 from tests.integration.test_datadog_flux_check import (
     CHECK_KSM_MAP,
     CHECK_METRIC_MAP,
@@ -174,3 +176,32 @@ async def test_the_pages_take_federates_credentials(path: str, tmp_path: Path) -
         assert (await client.get(path)).status == 401
         response = await client.get(path, headers={"Authorization": "Bearer s3cret"})
         assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("path", [CONTROLLER_PATH, KSM_PATH], ids=["controller", "ksm"])
+async def test_the_pages_share_federates_concurrency_and_time_bounds(path: str) -> None:
+    config = {"federate": {"max_concurrent_requests": 1, "timeout": "300ms"}}
+    async with relay_client(config) as (client, _):
+        # Keep the render thread busy, so the first request waits for it, holding its slot.
+        release = threading.Event()
+        executor = client.app[FEDERATE_THREAD].get()
+        blocker = asyncio.get_running_loop().run_in_executor(executor, release.wait, 10)
+        try:
+            first = asyncio.create_task(client.get(path))
+            gate = client.app[FEDERATING]
+            async with asyncio.timeout(5):
+                while gate.active < 1:  # it took the slot
+                    await asyncio.sleep(0.01)
+            for other in ("/federate", CONTROLLER_PATH, KSM_PATH):  # one count for all of them
+                second = await client.get(other)
+                assert second.status == 503
+                assert "federate.max_concurrent_requests" in await second.text()
+            answer = await first
+            assert answer.status == 503
+            assert f"{path} took longer than 0.3s (federate.timeout)" in await answer.text()
+        finally:
+            release.set()
+            await blocker
+        async with asyncio.timeout(5):  # the abandoned render ends, and frees the slot
+            while (answer := await client.get(path)).status != 200:
+                await asyncio.sleep(0.01)
