@@ -14,8 +14,8 @@ families from the same store as their own exporters did (``destinations/controll
 for the Datadog Agent's Flux check, under ``/federate``'s bounds.
 
 When ``receiver.auth`` is set, the write endpoints, ``/federate`` and the Flux pages (they serve
-the written data) and ``/-/reload`` require credentials; ``/metrics``, ``/-/healthy`` and ``/-/ready`` stay open
-for scrapers and probes.
+the written data) and ``/-/reload`` require credentials; ``/metrics``, ``/-/healthy`` and
+``/-/ready`` stay open for scrapers and probes.
 """
 
 from __future__ import annotations

@@ -279,3 +279,31 @@ def test_promtool_check_metrics_passes_on_the_pages(page: object) -> None:
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stdout + done.stderr + "\n" + text
+
+
+@given(world=worlds, seed=st.integers(0, 2**32))
+def test_the_ksm_page_shows_an_objects_newest_series_only_during_a_ready_change(
+    world: dict[Obj, list[Report]], seed: int
+) -> None:
+    """A Ready change in KSM's shape: the new series arrives, the old one stays in the store
+    until its stale marker does; KSM itself served only the new one."""
+    now = stored_points(world, "stored", False)
+    before = {
+        obj: [Report(r.instance, "False" if r.ready == "True" else "True", r.suspended) for r in rs]
+        for obj, rs in world.items()
+    }
+    old = [
+        (labels, value, 500)
+        for labels, value, _ in stored_points(before, "stored", False)
+        if labels[0][1] == "gotk_resource_info" and "ready" in dict(labels)
+    ]
+    points = now + old
+    random.Random(seed).shuffle(points)
+    page = ksm_page(Snapshot(points, {}))
+    assert page.text == ksm_page(Snapshot(now, {})).text
+    # The chosen source's old series are superseded; the other sources' are copies.
+    chosen_old = sum(1 for obj in world if obj.kind != "Alert")
+    assert page.superseded == chosen_old
+    assert page.collapsed == sum(
+        (len(rs) - 1) * (2 if obj.kind != "Alert" else 1) for obj, rs in world.items()
+    )

@@ -28,6 +28,11 @@ same replica, the choice is the same for every render of the same data, and when
 series end (a stale marker removes them from the store) the next one takes over on the next
 scrape. Any line still equal to one already kept is dropped. ``Page.collapsed`` counts the
 series left out.
+
+kube-state-metrics serves one series per object; during a Ready change the store holds the old
+one (``ready="True"``) beside the new one until the old one's stale marker comes. The KSM page
+shows the newest of an object's series from its source only (``Page.superseded`` counts the
+others), as KSM itself did at that scrape.
 """
 
 from __future__ import annotations
@@ -61,15 +66,18 @@ _KSM_NEEDS: Final = ("customresource_group", "customresource_kind", "name")
 
 
 class Page(NamedTuple):
-    """A page's text, and how many stored series it left out as another source's copy."""
+    """A page's text; how many stored series it left out as another source's copy
+    (``collapsed``), and as an older series of an object its source reports anew
+    (``superseded``: KSM's series of a Ready change, until the stale marker of the old one)."""
 
     text: str
     collapsed: int
+    superseded: int = 0
 
 
 # A stored series: its object, its source (the labels the page removes), its page labels, its
-# stored labels (the last tie-break) and its value.
-_Row = tuple[tuple[str, ...], Labels, Labels, Labels, float]
+# stored labels (the last tie-break), its value and its timestamp.
+_Row = tuple[tuple[str, ...], Labels, Labels, Labels, float, int]
 
 
 def _source(labels: Labels, shown: Collection[str]) -> Labels:
@@ -91,7 +99,7 @@ def _rows(
     object_keys: tuple[str, ...],
     stop: threading.Event | None,
 ) -> Iterable[_Row]:
-    for i, (labels, value, _) in enumerate(snapshot.points):
+    for i, (labels, value, ts) in enumerate(snapshot.points):
         if stop is not None and i % CHECK_EVERY == 0 and stop.is_set():
             raise Abandoned
         name = labels[0][1] if labels and labels[0][0] == "__name__" else ""
@@ -106,27 +114,34 @@ def _rows(
             continue  # not an object series a controller or KSM could have written
         # An object's condition and suspend series share its key: one source for both.
         obj = tuple(own.get(key, "") for key in object_keys)
-        yield obj, _source(labels, own), shown, labels, value
+        yield obj, _source(labels, own), shown, labels, value, -1 if ts is None else ts
 
 
-def _page(rows: Iterable[_Row], metadata: dict[str, FamilyMetadata]) -> Page:
+def _page(rows: Iterable[_Row], metadata: dict[str, FamilyMetadata], newest: bool) -> Page:
     """The rows of each object's first source (by its removed labels), one line per label set,
-    sorted by labels as /federate and Prometheus' exporters write them."""
-    chosen: dict[tuple[str, ...], Labels] = {}
+    sorted by labels as /federate and Prometheus' exporters write them; with ``newest``, only
+    the newest series of an object from that source (the rest are ``superseded``)."""
+    # Per object: the first source, and its newest timestamp (negated, to take the minimum).
+    chosen: dict[tuple[str, ...], tuple[Labels, int]] = {}
     listed = list(rows)
-    for obj, source, _, _, _ in listed:
+    for obj, source, _, _, _, ts in listed:
         best = chosen.get(obj)
-        if best is None or source < best:
-            chosen[obj] = source
+        if best is None or (source, -ts) < best:
+            chosen[obj] = (source, -ts)
     lines: dict[Labels, float] = {}
-    collapsed = 0
-    for obj, source, shown, _, value in sorted(listed, key=lambda row: row[1:4]):
-        if source != chosen[obj] or shown in lines:
+    collapsed = superseded = 0
+    for obj, source, shown, _, value, ts in sorted(listed, key=lambda row: row[1:4]):
+        best_source, newest_ts = chosen[obj]
+        if source != best_source:
             collapsed += 1
-            continue
-        lines[shown] = value
+        elif newest and ts < -newest_ts:
+            superseded += 1
+        elif shown in lines:
+            collapsed += 1  # two stored series that differ only in labels of no source
+        else:
+            lines[shown] = value
     points = [(shown, value, None) for shown, value in sorted(lines.items())]
-    return Page(text.render(points, metadata), collapsed)
+    return Page(text.render(points, metadata), collapsed, superseded)
 
 
 def controller_page(snapshot: Snapshot, stop: threading.Event | None = None) -> Page:
@@ -134,7 +149,8 @@ def controller_page(snapshot: Snapshot, stop: threading.Event | None = None) -> 
     ``/metrics`` served them (see the module docstring). Raises ``Abandoned`` once ``stop`` is
     set."""
     rows = _rows(snapshot, dict(_CONTROLLER_NEEDS), ("kind", "namespace", "name"), stop)
-    return _page(rows, dict(_CONTROLLER_METADATA))
+    # A controller's object writes a fixed set of series: all of them are current.
+    return _page(rows, dict(_CONTROLLER_METADATA), newest=False)
 
 
 def ksm_page(snapshot: Snapshot, stop: threading.Event | None = None) -> Page:
@@ -145,4 +161,7 @@ def ksm_page(snapshot: Snapshot, stop: threading.Event | None = None) -> Page:
     rows = _rows(snapshot, {RESOURCE_INFO: _KSM_NEEDS}, keys, stop)
     stored = snapshot.metadata.get(RESOURCE_INFO)
     help_text = stored.help if stored is not None and stored.help else INFO_HELP
-    return _page(rows, {RESOURCE_INFO: FamilyMetadata(RESOURCE_INFO, MetricType.GAUGE, help_text)})
+    # KSM serves one series per object: during a Ready change the store holds the old one too
+    # until its stale marker comes, but it is older than the new one.
+    metadata = {RESOURCE_INFO: FamilyMetadata(RESOURCE_INFO, MetricType.GAUGE, help_text)}
+    return _page(rows, metadata, newest=True)
