@@ -38,7 +38,7 @@ from .destinations.controller_view import Page, controller_page, ksm_page
 from .destinations.federate import Snapshot, render_snapshot
 from .model import Protocol
 from .relay import Relay
-from .selectors import SelectorError, parse_selectors
+from .selectors import Predicate, SelectorError, parse_selectors
 from .telemetry import Telemetry
 from .wire import rw1, rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
@@ -207,17 +207,23 @@ async def handle_federate(request: web.Request) -> web.StreamResponse:
 CONTROLLER_PAGE = "/flux/controller/metrics"
 KSM_PAGE = "/flux/kube-state-metrics/metrics"
 # Flux pages by path: how each is made from a snapshot, and what it shows.
-_FLUX_PAGES: dict[str, tuple[Callable[[Snapshot, threading.Event], Page], str]] = {
+_FLUX_PAGES: dict[
+    str, tuple[Callable[[Snapshot, threading.Event, Predicate | None], Page], str]
+] = {
     CONTROLLER_PAGE: (controller_page, "the Flux controllers' gotk_reconcile_condition"),
     KSM_PAGE: (ksm_page, "kube-state-metrics' gotk_resource_info"),
 }
+# The last number of series each page (with its query) left out, to log its changes only.
 FLUX_COLLAPSED: web.AppKey[dict[str, int]] = web.AppKey("flux_collapsed", dict)
+FLUX_COLLAPSED_PAGES = 64
 
 
 async def handle_flux_page(request: web.Request) -> web.StreamResponse:
     """A Flux page (``CONTROLLER_PAGE``, ``KSM_PAGE``) from the federate store, under
-    ``/federate``'s credentials and bounds (``federate.max_concurrent_requests``, ``timeout``;
-    the requests of both count together), rendered in the same thread from a snapshot."""
+    ``/federate``'s credentials and bounds (``federate.max_selectors``,
+    ``max_concurrent_requests``, ``timeout``; the requests of both count together), rendered in
+    the same thread from a snapshot. ``match[]`` selectors, as /federate takes them, choose the
+    stored series it is made from (one cluster's, when several write to one relay)."""
     unauthenticated = _unauthenticated(request)
     if unauthenticated is not None:
         return unauthenticated
@@ -232,6 +238,13 @@ async def handle_flux_page(request: web.Request) -> web.StreamResponse:
             "(federate.enabled: false)",
         )
     limits = request.app[RELAY].config.federate
+    matches = request.query.getall("match[]", [])
+    if len(matches) > limits.max_selectors:
+        return plain(
+            400,
+            f"{len(matches)} match[] selectors; at most {limits.max_selectors} are allowed "
+            "(federate.max_selectors)",
+        )
     gate = request.app[FEDERATING]
     if not gate.enter(limits.max_concurrent_requests):
         return plain(
@@ -246,7 +259,7 @@ async def handle_flux_page(request: web.Request) -> web.StreamResponse:
         async with asyncio.timeout(limits.timeout):
             snapshot = await store.snapshot()
             rendering = loop.run_in_executor(
-                request.app[FEDERATE_THREAD].get(), _render_page, make, snapshot, stop
+                request.app[FEDERATE_THREAD].get(), _render_page, make, snapshot, matches, stop
             )
             rendering.add_done_callback(lambda done: _rendered(gate, done))
             page = await asyncio.shield(rendering)
@@ -257,19 +270,24 @@ async def handle_flux_page(request: web.Request) -> web.StreamResponse:
             f"{path.canonical} took longer than {limits.timeout:g}s (federate.timeout); "
             "retry later",
         )
+    except SelectorError as exc:
+        return plain(400, str(exc))
     finally:
         stop.set()
         if rendering is None:
             gate.leave()
-    _collapsed(request.app[FLUX_COLLAPSED], path.canonical, page.collapsed)
+    _collapsed(request.app[FLUX_COLLAPSED], request.path_qs, page.collapsed)
     return web.Response(
         body=page.text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
 
 
 def _collapsed(last: dict[str, int], path: str, collapsed: int) -> None:
-    """Log when the number of stored series a page leaves out as another source's copy changes
-    (two replicas or clusters reporting one object): once per change, not per scrape."""
+    """Log when the number of stored series a page (with its query) leaves out as another
+    source's copy changes (two replicas or clusters reporting one object): once per change, not
+    per scrape."""
+    if len(last) >= FLUX_COLLAPSED_PAGES and path not in last:
+        last.clear()  # bounded: queries are the scrapers' to choose
     if last.get(path, 0) != collapsed:
         last[path] = collapsed
         log.info(
@@ -281,13 +299,16 @@ def _collapsed(last: dict[str, int], path: str, collapsed: int) -> None:
 
 
 def _render_page(
-    make: Callable[[Snapshot, threading.Event], Page], snapshot: Snapshot, stop: threading.Event
+    make: Callable[[Snapshot, threading.Event, Predicate | None], Page],
+    snapshot: Snapshot,
+    matches: list[str],
+    stop: threading.Event,
 ) -> Page:
     """A Flux page (in the federate thread), with /federate's switch interval."""
     interval = sys.getswitchinterval()
     sys.setswitchinterval(min(interval, RENDER_SWITCH_INTERVAL))
     try:
-        return make(snapshot, stop)
+        return make(snapshot, stop, parse_selectors(matches) if matches else None)
     finally:
         sys.setswitchinterval(interval)
 

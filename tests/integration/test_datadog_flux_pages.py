@@ -205,3 +205,63 @@ async def test_the_pages_share_federates_concurrency_and_time_bounds(path: str) 
         async with asyncio.timeout(5):  # the abandoned render ends, and frees the slot
             while (answer := await client.get(path)).status != 200:
                 await asyncio.sleep(0.01)
+
+
+def cluster_batch(cluster: str, ready: str, ts: int) -> Batch:
+    """kube-state-metrics' gotk_resource_info for apps/podinfo, from one cluster's Prometheus
+    (its external label ``cluster``)."""
+    labels = _ksm_labels(OBJECTS[0]) | {"ready": ready}
+    stored = _stored(labels, KSM_TARGET) | {"cluster": cluster}
+    return Batch(
+        (
+            Series(
+                tuple(sorted({"__name__": "gotk_resource_info", **stored}.items())),
+                (Sample(1.0, ts),),
+            ),
+        )
+    )
+
+
+async def test_two_clusters_through_one_relay_are_told_apart_with_match() -> None:
+    """Without a selector the page serves one cluster's object (the first by its removed
+    labels: cluster a); with ``match[]`` each cluster's check reads its own."""
+    async with relay_client({"flux": {"mode": "legacy"}}) as (client, _):
+        ts = int(time.time() * 1000)
+        for cluster, ready in (("b", "True"), ("a", "False")):
+            body, headers = rw_body(cluster_batch(cluster, ready, ts))
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        pages = {}
+        for query in ({}, {"match[]": '{cluster="a"}'}, {"match[]": '{cluster="b"}'}):
+            response = await client.get(CONTROLLER_PATH, params=query)
+            assert response.status == 200
+            pages[query.get("match[]", "")] = await response.text()
+        ksm = await (await client.get(KSM_PATH, params={"match[]": '{cluster="b"}'})).text()
+    current = (
+        'gotk_reconcile_condition{kind="HelmRelease",name="podinfo",namespace="apps",'
+        'status="%s",type="Ready"} 1.0'
+    )
+    assert current % "False" in pages[""]
+    assert current % "False" in pages['{cluster="a"}']
+    assert current % "True" in pages['{cluster="b"}']
+    assert pages[""].count("gotk_suspend_status{") == 1
+    assert 'ready="True"' in ksm
+    assert "cluster" not in ksm
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ([("match[]", "up")] * 65, "65 match[] selectors; at most 64 are allowed"),
+        ([("match[]", "up{")], "invalid series selector"),
+    ],
+    ids=["too-many-selectors", "invalid-selector"],
+)
+async def test_a_bad_match_gets_400_and_frees_the_slot(
+    query: list[tuple[str, str]], message: str
+) -> None:
+    async with relay_client({"federate": {"max_concurrent_requests": 1}}) as (client, _):
+        for path in (CONTROLLER_PATH, KSM_PATH):
+            response = await client.get(path, params=query)
+            assert response.status == 400
+            assert message in await response.text()
+            assert (await client.get(path)).status == 200

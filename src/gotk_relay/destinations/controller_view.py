@@ -50,6 +50,7 @@ from ..rules.flux import (
     SUSPEND_HELP,
     SUSPEND_STATUS,
 )
+from ..selectors import Predicate
 from ..wire import text
 from .datadog_mapping import flux_labels
 from .federate import CHECK_EVERY, Abandoned, Snapshot
@@ -98,13 +99,14 @@ def _rows(
     needs: dict[str, tuple[str, ...]],
     object_keys: tuple[str, ...],
     stop: threading.Event | None,
+    selectors: Predicate | None,
 ) -> Iterable[_Row]:
     for i, (labels, value, ts) in enumerate(snapshot.points):
         if stop is not None and i % CHECK_EVERY == 0 and stop.is_set():
             raise Abandoned
         name = labels[0][1] if labels and labels[0][0] == "__name__" else ""
         required = needs.get(name)
-        if required is None:
+        if required is None or (selectors is not None and not selectors(labels)):
             continue
         shown = flux_labels(name, labels)
         if shown is None:
@@ -144,21 +146,28 @@ def _page(rows: Iterable[_Row], metadata: dict[str, FamilyMetadata], newest: boo
     return Page(text.render(points, metadata), collapsed, superseded)
 
 
-def controller_page(snapshot: Snapshot, stop: threading.Event | None = None) -> Page:
+def controller_page(
+    snapshot: Snapshot, stop: threading.Event | None = None, selectors: Predicate | None = None
+) -> Page:
     """``gotk_reconcile_condition`` and ``gotk_suspend_status`` as a Flux ≤ 2.1 controller's
-    ``/metrics`` served them (see the module docstring). Raises ``Abandoned`` once ``stop`` is
-    set."""
-    rows = _rows(snapshot, dict(_CONTROLLER_NEEDS), ("kind", "namespace", "name"), stop)
+    ``/metrics`` served them (see the module docstring), from the stored series that match
+    ``selectors`` (on their stored labels: e.g. one cluster's) when given. Raises ``Abandoned``
+    once ``stop`` is set."""
+    keys = ("kind", "namespace", "name")
+    rows = _rows(snapshot, dict(_CONTROLLER_NEEDS), keys, stop, selectors)
     # A controller's object writes a fixed set of series: all of them are current.
     return _page(rows, dict(_CONTROLLER_METADATA), newest=False)
 
 
-def ksm_page(snapshot: Snapshot, stop: threading.Event | None = None) -> Page:
+def ksm_page(
+    snapshot: Snapshot, stop: threading.Event | None = None, selectors: Predicate | None = None
+) -> Page:
     """``gotk_resource_info`` as kube-state-metrics with Flux's custom-resource config serves
-    it (see the module docstring). Its HELP is the one the store holds for it (what Prometheus
+    it (see the module docstring), from the stored series that match ``selectors`` when given.
+    Its HELP is the one the store holds for it (what Prometheus
     sent), else Flux's config's; its type is gauge (an Info metric, as KSM writes it)."""
     keys = ("customresource_group", "customresource_kind", "exported_namespace", "name")
-    rows = _rows(snapshot, {RESOURCE_INFO: _KSM_NEEDS}, keys, stop)
+    rows = _rows(snapshot, {RESOURCE_INFO: _KSM_NEEDS}, keys, stop, selectors)
     stored = snapshot.metadata.get(RESOURCE_INFO)
     help_text = stored.help if stored is not None and stored.help else INFO_HELP
     # KSM serves one series per object: during a Ready change the store holds the old one too
