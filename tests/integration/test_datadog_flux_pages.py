@@ -265,3 +265,21 @@ async def test_a_bad_match_gets_400_and_frees_the_slot(
             assert response.status == 400
             assert message in await response.text()
             assert (await client.get(path)).status == 200
+
+
+async def test_a_collapse_is_logged_when_its_count_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with relay_client({"flux": {"mode": "legacy"}}) as (client, _):
+        ts = int(time.time() * 1000)
+        for batch in (relay_batch(1, ts), second_replica(ts)):
+            body, headers = rw_body(batch)
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        with caplog.at_level("INFO", logger="gotk_relay.server"):
+            for _ in range(2):  # the second scrape leaves out as many: no second line
+                assert (await client.get(KSM_PATH)).status == 200
+    logged = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert logged == [
+        f"{KSM_PATH}: {len(OBJECTS)} stored series left out: another source (replica or "
+        "cluster) reports the same objects, and each object is served from one (docs/recipes.md)"
+    ]
