@@ -290,12 +290,15 @@ def _collapsed(last: dict[str, int], path: str, collapsed: int) -> None:
         last.clear()  # bounded: queries are the scrapers' to choose
     if last.get(path, 0) != collapsed:
         last[path] = collapsed
-        log.info(
-            "%s: %d stored series left out: another source (replica or cluster) reports the "
-            "same objects, and each object is served from one (docs/recipes.md)",
-            path,
-            collapsed,
-        )
+        if collapsed:
+            log.info(
+                "%s: %d stored series left out: another source (replica or cluster) reports "
+                "the same objects, and each object is served from one (docs/recipes.md)",
+                path,
+                collapsed,
+            )
+        else:
+            log.info("%s: no stored series left out any more: one source per object", path)
 
 
 def _render_page(

@@ -307,3 +307,28 @@ def test_the_ksm_page_shows_an_objects_newest_series_only_during_a_ready_change(
     assert page.collapsed == sum(
         (len(rs) - 1) * (2 if obj.kind != "Alert" else 1) for obj, rs in world.items()
     )
+
+
+def test_a_large_store_gives_every_object_once_in_label_order() -> None:
+    """More series than one sort run (federate.SORT_RUN): the runs are merged in order."""
+    world = {
+        Obj("HelmRelease", f"ns{i % 7}", f"app{i:04d}"): [
+            Report("10.0.0.2:8080", "True", False),
+            Report("10.0.0.1:8080", "False", True),
+        ]
+        for i in range(700)
+    }
+    points = stored_points(world, "stored", False)
+    random.Random(7).shuffle(points)
+    page = controller_page(Snapshot(points, {}))
+    families = parsed(page.text)
+    for name, per_object in (("gotk_reconcile_condition", 3), ("gotk_suspend_status", 1)):
+        keys = [sorted(labels.items()) for labels, _ in families[name]]
+        assert keys == sorted(keys)
+        assert len(keys) == len(set(map(tuple, keys))) == per_object * len(world)
+    assert all(value == 1.0 for _, value in families["gotk_suspend_status"])  # 10.0.0.1's
+    ksm = parsed(ksm_page(Snapshot(points, {})).text)["gotk_resource_info"]
+    assert len(ksm) == len(world)
+    assert [sorted(labels.items()) for labels, _ in ksm] == sorted(
+        sorted(labels.items()) for labels, _ in ksm
+    )

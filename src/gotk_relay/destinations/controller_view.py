@@ -37,9 +37,10 @@ others), as KSM itself did at that scrape.
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Collection, Iterable
-from typing import Final, NamedTuple
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Any, Final, NamedTuple, TypeVar
 
 from ..model import FamilyMetadata, Labels, MetricType
 from ..rules.flux import (
@@ -53,7 +54,9 @@ from ..rules.flux import (
 from ..selectors import Predicate
 from ..wire import text
 from .datadog_mapping import flux_labels
-from .federate import CHECK_EVERY, Abandoned, Snapshot
+from .federate import CHECK_EVERY, SORT_RUN, Abandoned, Snapshot
+
+_T = TypeVar("_T")
 
 _CONTROLLER_NEEDS: Final = {
     RECONCILE_CONDITION: ("kind", "name", "namespace", "type", "status"),
@@ -119,6 +122,13 @@ def _rows(
         yield obj, _source(labels, own), shown, labels, value, -1 if ts is None else ts
 
 
+def _ordered(items: list[_T], key: Callable[[_T], Any]) -> Iterator[_T]:
+    """``items`` sorted by ``key``, in short runs merged: one sorted() over a large store would
+    hold the GIL for its whole length, stalling the event loop (as render_snapshot does)."""
+    runs = [sorted(items[i : i + SORT_RUN], key=key) for i in range(0, len(items), SORT_RUN)]
+    return iter(runs[0]) if len(runs) == 1 else heapq.merge(*runs, key=key)
+
+
 def _page(rows: Iterable[_Row], metadata: dict[str, FamilyMetadata], newest: bool) -> Page:
     """The rows of each object's first source (by its removed labels), one line per label set,
     sorted by labels as /federate and Prometheus' exporters write them; with ``newest``, only
@@ -132,7 +142,7 @@ def _page(rows: Iterable[_Row], metadata: dict[str, FamilyMetadata], newest: boo
             chosen[obj] = (source, -ts)
     lines: dict[Labels, float] = {}
     collapsed = superseded = 0
-    for obj, source, shown, _, value, ts in sorted(listed, key=lambda row: row[1:4]):
+    for obj, source, shown, _, value, ts in _ordered(listed, lambda row: row[1:4]):
         best_source, newest_ts = chosen[obj]
         if source != best_source:
             collapsed += 1
@@ -142,7 +152,8 @@ def _page(rows: Iterable[_Row], metadata: dict[str, FamilyMetadata], newest: boo
             collapsed += 1  # two stored series that differ only in labels of no source
         else:
             lines[shown] = value
-    points = [(shown, value, None) for shown, value in sorted(lines.items())]
+    ordered = _ordered(list(lines.items()), lambda line: line[0])
+    points = [(shown, value, None) for shown, value in ordered]
     return Page(text.render(points, metadata), collapsed, superseded)
 
 
@@ -164,8 +175,8 @@ def ksm_page(
 ) -> Page:
     """``gotk_resource_info`` as kube-state-metrics with Flux's custom-resource config serves
     it (see the module docstring), from the stored series that match ``selectors`` when given.
-    Its HELP is the one the store holds for it (what Prometheus
-    sent), else Flux's config's; its type is gauge (an Info metric, as KSM writes it)."""
+    Its HELP is the one the store holds for it (what Prometheus sent), else Flux's config's;
+    its type is gauge (an Info metric, as KSM writes it)."""
     keys = ("customresource_group", "customresource_kind", "exported_namespace", "name")
     rows = _rows(snapshot, {RESOURCE_INFO: _KSM_NEEDS}, keys, stop, selectors)
     stored = snapshot.metadata.get(RESOURCE_INFO)
