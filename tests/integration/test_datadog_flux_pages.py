@@ -12,6 +12,9 @@ Prometheus remote-writes them (kube-state-metrics' ``gotk_resource_info`` from t
 the scrape's target labels) and serves them at ``/flux/controller/metrics`` and
 ``/flux/kube-state-metrics/metrics``: the aggregator stubs must hold the same object rows
 (names, values, tag sets; the ``endpoint`` tag, the scraped URL, aside), one per object.
+
+Also here: why the check needs two URLs, the pages' ``match[]`` for two clusters through one
+relay, and that the pages take ``/federate``'s store, credentials and bounds.
 """
 
 from __future__ import annotations
