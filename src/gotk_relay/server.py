@@ -9,9 +9,13 @@ queuing it awaits, so batches are queued in the order their bodies arrived.
 ``timeout``) and renders in one thread from a snapshot, so writes never wait behind it. The
 connection bounds (header and idle timeouts, the connection cap) are connections.py's.
 
-When ``receiver.auth`` is set, the write endpoints, ``/federate`` (it serves the written data)
-and ``/-/reload`` require credentials; ``/metrics``, ``/-/healthy`` and ``/-/ready`` stay open
-for scrapers and probes.
+``GET /flux/controller/metrics`` and ``/flux/kube-state-metrics/metrics`` serve the Flux
+families from the same store as their own exporters did (``destinations/controller_view.py``),
+for the Datadog Agent's Flux check, under ``/federate``'s bounds.
+
+When ``receiver.auth`` is set, the write endpoints, ``/federate`` and the Flux pages (they serve
+the written data) and ``/-/reload`` require credentials; ``/metrics``, ``/-/healthy`` and
+``/-/ready`` stay open for scrapers and probes.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .access import Authenticator, InFlight, limits_of
 from .config import ConfigError
+from .destinations.controller_view import Page, controller_page, ksm_page
 from .destinations.federate import Snapshot, render_snapshot
 from .model import Protocol
 from .relay import Relay
-from .selectors import SelectorError, parse_selectors
+from .selectors import Predicate, SelectorError, parse_selectors
 from .telemetry import Telemetry
 from .wire import rw1, rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
@@ -197,7 +203,120 @@ async def handle_federate(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _rendered(gate: InFlight, done: asyncio.Future[bytes]) -> None:
+# The Flux pages for the Datadog Agent's Flux check (controller_view.py): its two endpoints.
+CONTROLLER_PAGE = "/flux/controller/metrics"
+KSM_PAGE = "/flux/kube-state-metrics/metrics"
+# Flux pages by path: how each is made from a snapshot, and what it shows.
+_FLUX_PAGES: dict[
+    str, tuple[Callable[[Snapshot, threading.Event, Predicate | None], Page], str]
+] = {
+    CONTROLLER_PAGE: (controller_page, "the Flux controllers' gotk_reconcile_condition"),
+    KSM_PAGE: (ksm_page, "kube-state-metrics' gotk_resource_info"),
+}
+# The last number of series each page (with its query) left out, to log its changes only.
+FLUX_COLLAPSED: web.AppKey[dict[str, int]] = web.AppKey("flux_collapsed", dict)
+FLUX_COLLAPSED_PAGES = 64
+
+
+async def handle_flux_page(request: web.Request) -> web.StreamResponse:
+    """A Flux page (``CONTROLLER_PAGE``, ``KSM_PAGE``) from the federate store, under
+    ``/federate``'s credentials and bounds (``federate.max_selectors``,
+    ``max_concurrent_requests``, ``timeout``; the requests of both count together), rendered in
+    the same thread from a snapshot. ``match[]`` selectors, as /federate takes them, choose the
+    stored series it is made from (one cluster's, when several write to one relay)."""
+    unauthenticated = _unauthenticated(request)
+    if unauthenticated is not None:
+        return unauthenticated
+    path = request.match_info.route.resource
+    assert path is not None
+    make, what = _FLUX_PAGES[path.canonical]
+    store = request.app[RELAY].federate
+    if store is None:
+        return plain(
+            404,
+            f"{path.canonical} serves {what} from the federate store, which is disabled "
+            "(federate.enabled: false)",
+        )
+    limits = request.app[RELAY].config.federate
+    matches = request.query.getall("match[]", [])
+    if len(matches) > limits.max_selectors:
+        return plain(
+            400,
+            f"{len(matches)} match[] selectors; at most {limits.max_selectors} are allowed "
+            "(federate.max_selectors)",
+        )
+    gate = request.app[FEDERATING]
+    if not gate.enter(limits.max_concurrent_requests):
+        return plain(
+            503,
+            f"more than {limits.max_concurrent_requests} /federate and Flux page requests in "
+            "progress (federate.max_concurrent_requests); retry later",
+        )
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    rendering: asyncio.Future[Page] | None = None
+    try:
+        async with asyncio.timeout(limits.timeout):
+            snapshot = await store.snapshot()
+            rendering = loop.run_in_executor(
+                request.app[FEDERATE_THREAD].get(), _render_page, make, snapshot, matches, stop
+            )
+            rendering.add_done_callback(lambda done: _rendered(gate, done))
+            page = await asyncio.shield(rendering)
+    except TimeoutError:
+        stop.set()
+        return plain(
+            503,
+            f"{path.canonical} took longer than {limits.timeout:g}s (federate.timeout); "
+            "retry later",
+        )
+    except SelectorError as exc:
+        return plain(400, str(exc))
+    finally:
+        stop.set()
+        if rendering is None:
+            gate.leave()
+    _collapsed(request.app[FLUX_COLLAPSED], request.path_qs, page.collapsed)
+    return web.Response(
+        body=page.text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def _collapsed(last: dict[str, int], path: str, collapsed: int) -> None:
+    """Log when the number of stored series a page (with its query) leaves out as another
+    source's copy changes (two replicas or clusters reporting one object): once per change, not
+    per scrape."""
+    if len(last) >= FLUX_COLLAPSED_PAGES and path not in last:
+        last.clear()  # bounded: queries are the scrapers' to choose
+    if last.get(path, 0) != collapsed:
+        last[path] = collapsed
+        if collapsed:
+            log.info(
+                "%s: %d stored series left out: another source (replica or cluster) reports "
+                "the same objects, and each object is served from one (docs/recipes.md)",
+                path,
+                collapsed,
+            )
+        else:
+            log.info("%s: no stored series left out any more: one source per object", path)
+
+
+def _render_page(
+    make: Callable[[Snapshot, threading.Event, Predicate | None], Page],
+    snapshot: Snapshot,
+    matches: list[str],
+    stop: threading.Event,
+) -> Page:
+    """A Flux page (in the federate thread), with /federate's switch interval."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, RENDER_SWITCH_INTERVAL))
+    try:
+        return make(snapshot, stop, parse_selectors(matches) if matches else None)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _rendered(gate: InFlight, done: asyncio.Future[Any]) -> None:
     gate.leave()
     if not done.cancelled():
         done.exception()  # retrieved: an abandoned render's error is no one's to log
@@ -274,8 +393,8 @@ async def handle_reload(request: web.Request) -> web.StreamResponse:
 async def handle_index(request: web.Request) -> web.StreamResponse:
     return plain(
         200,
-        "gotk-relay: POST /api/v1/write (remote write 1.0/2.0), GET /federate, /metrics, "
-        "/-/healthy, /-/ready, POST /-/reload",
+        "gotk-relay: POST /api/v1/write (remote write 1.0/2.0), GET /federate, "
+        f"{CONTROLLER_PAGE}, {KSM_PAGE}, /metrics, /-/healthy, /-/ready, POST /-/reload",
     )
 
 
@@ -342,6 +461,9 @@ def make_app(
     app.router.add_post("/api/v1/write", handle_write)
     app.router.add_post("/api/v1/push", handle_write)
     app.router.add_get("/federate", handle_federate)
+    app[FLUX_COLLAPSED] = {}
+    for path in _FLUX_PAGES:
+        app.router.add_get(path, handle_flux_page)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/-/healthy", handle_healthy)
     app.router.add_get("/-/ready", handle_ready)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from gotk_relay.config import load_text
+from gotk_relay.server import CONTROLLER_PAGE, KSM_PAGE
 
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
 BLOCK = re.compile(r"```yaml\n# recipe: (?P<name>[\w-]+)\n(?P<body>.*?)```", re.DOTALL)
@@ -41,7 +42,9 @@ def test_recipe_passes_check_config(name: str, body: str) -> None:
     assert config.destinations() or config.federate.enabled
 
 
-def test_the_agent_check_config_targets_federate() -> None:
+def test_the_agent_check_config_gives_each_endpoint_its_own_flux_page() -> None:
+    """The check keeps its scrapers by URL: one URL for both options loses one of them."""
     block = RECIPES.read_text().split("# not-a-relay-config\n", 1)[1].split("```", 1)[0]
-    check = yaml.safe_load(block)
-    assert check["instances"][0]["openmetrics_endpoint"].endswith(":9201/federate")
+    check = yaml.safe_load(block)["instances"][0]
+    assert check["openmetrics_endpoint"].endswith(":9201" + CONTROLLER_PAGE)
+    assert check["kube_state_metrics_endpoint"].endswith(":9201" + KSM_PAGE)
