@@ -21,13 +21,14 @@ the written data) and ``/-/reload`` require credentials; ``/metrics``, ``/-/heal
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -156,52 +157,15 @@ async def handle_federate(request: web.Request) -> web.StreamResponse:
     unauthenticated = _unauthenticated(request)
     if unauthenticated is not None:
         return unauthenticated
-    relay = request.app[RELAY]
-    store = relay.federate
-    if store is None:
+    if request.app[RELAY].federate is None:
         return plain(404, "the federate destination is disabled (federate.enabled: false)")
-    limits = relay.config.federate
-    matches = request.query.getall("match[]", [])
-    if len(matches) > limits.max_selectors:
-        return plain(
-            400,
-            f"{len(matches)} match[] selectors; at most {limits.max_selectors} are allowed "
-            "(federate.max_selectors)",
-        )
-    gate = request.app[FEDERATING]
-    if not gate.enter(limits.max_concurrent_requests):
-        return plain(
-            503,
-            f"more than {limits.max_concurrent_requests} /federate requests in progress "
-            "(federate.max_concurrent_requests); retry later",
-        )
-    # Selectors are parsed, matched and the text rendered in a thread, from a snapshot taken
-    # on the loop a chunk at a time: the write path's loop never waits for a /federate.
-    stop = threading.Event()
-    loop = asyncio.get_running_loop()
-    rendering: asyncio.Future[bytes] | None = None
-    try:
-        async with asyncio.timeout(limits.timeout):
-            snapshot = await store.snapshot()
-            rendering = loop.run_in_executor(
-                request.app[FEDERATE_THREAD].get(), _render, snapshot, matches, stop
-            )
-            # The slot is free when the thread is, not when this request stops waiting for it.
-            rendering.add_done_callback(lambda done: _rendered(gate, done))
-            body = await asyncio.shield(rendering)
-    except TimeoutError:
-        stop.set()
-        return plain(
-            503, f"/federate took longer than {limits.timeout:g}s (federate.timeout); retry later"
-        )
-    except SelectorError as exc:
-        return plain(400, str(exc))
-    finally:
-        stop.set()  # also when the client went away: the thread stops at its next look
-        if rendering is None:
-            gate.leave()
+    body = await _from_store(request, "/federate", _render)
+    if isinstance(body, web.Response):
+        return body
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+
+_Rendered = TypeVar("_Rendered")
 
 # The Flux pages for the Datadog Agent's Flux check (controller_view.py): its two endpoints.
 CONTROLLER_PAGE = "/flux/controller/metrics"
@@ -220,24 +184,46 @@ FLUX_COLLAPSED_PAGES = 64
 
 async def handle_flux_page(request: web.Request) -> web.StreamResponse:
     """A Flux page (``CONTROLLER_PAGE``, ``KSM_PAGE``) from the federate store, under
-    ``/federate``'s credentials and bounds (``federate.max_selectors``,
-    ``max_concurrent_requests``, ``timeout``; the requests of both count together), rendered in
-    the same thread from a snapshot. ``match[]`` selectors, as /federate takes them, choose the
-    stored series it is made from (one cluster's, when several write to one relay)."""
+    ``/federate``'s credentials and bounds (``_from_store``). ``match[]`` selectors, as
+    /federate takes them, choose the stored series it is made from (one cluster's, when several
+    write to one relay)."""
     unauthenticated = _unauthenticated(request)
     if unauthenticated is not None:
         return unauthenticated
     path = request.match_info.route.resource
     assert path is not None
     make, what = _FLUX_PAGES[path.canonical]
-    store = request.app[RELAY].federate
-    if store is None:
+    if request.app[RELAY].federate is None:
         return plain(
             404,
             f"{path.canonical} serves {what} from the federate store, which is disabled "
             "(federate.enabled: false)",
         )
-    limits = request.app[RELAY].config.federate
+    page = await _from_store(request, path.canonical, functools.partial(_render_page, make))
+    if isinstance(page, web.Response):
+        return page
+    _collapsed(request.app[FLUX_COLLAPSED], request.path_qs, page.collapsed)
+    return web.Response(
+        body=page.text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def _from_store(
+    request: web.Request,
+    path: str,
+    render: Callable[[Snapshot, list[str], threading.Event], _Rendered],
+) -> _Rendered | web.Response:
+    """``render`` of the federate store's snapshot, or the answer that refuses it, under the
+    bounds /federate and the Flux pages share: ``federate.max_selectors`` ``match[]`` (400),
+    ``max_concurrent_requests`` renders at once (503), ``timeout`` (503).
+
+    Selectors are parsed, matched and the text rendered in a thread, from a snapshot taken on
+    the loop a chunk at a time: the write path's loop never waits for a render.
+    """
+    relay = request.app[RELAY]
+    store = relay.federate
+    assert store is not None  # the caller answered 404
+    limits = relay.config.federate
     matches = request.query.getall("match[]", [])
     if len(matches) > limits.max_selectors:
         return plain(
@@ -254,32 +240,27 @@ async def handle_flux_page(request: web.Request) -> web.StreamResponse:
         )
     stop = threading.Event()
     loop = asyncio.get_running_loop()
-    rendering: asyncio.Future[Page] | None = None
+    rendering: asyncio.Future[_Rendered] | None = None
     try:
         async with asyncio.timeout(limits.timeout):
             snapshot = await store.snapshot()
             rendering = loop.run_in_executor(
-                request.app[FEDERATE_THREAD].get(), _render_page, make, snapshot, matches, stop
+                request.app[FEDERATE_THREAD].get(), render, snapshot, matches, stop
             )
+            # The slot is free when the thread is, not when this request stops waiting for it.
             rendering.add_done_callback(lambda done: _rendered(gate, done))
-            page = await asyncio.shield(rendering)
+            return await asyncio.shield(rendering)
     except TimeoutError:
         stop.set()
         return plain(
-            503,
-            f"{path.canonical} took longer than {limits.timeout:g}s (federate.timeout); "
-            "retry later",
+            503, f"{path} took longer than {limits.timeout:g}s (federate.timeout); retry later"
         )
     except SelectorError as exc:
         return plain(400, str(exc))
     finally:
-        stop.set()
+        stop.set()  # also when the client went away: the thread stops at its next look
         if rendering is None:
             gate.leave()
-    _collapsed(request.app[FLUX_COLLAPSED], request.path_qs, page.collapsed)
-    return web.Response(
-        body=page.text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
 
 
 def _collapsed(last: dict[str, int], path: str, collapsed: int) -> None:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..model import FamilyMetadata, Labels, MetricType, Sample, Series
 from ..rules.relabel import RuleSet
+from ..wire.text import TYPES
 
 # What Prometheus 2.42 sends: OpenMetrics preferred, then the text format.
 ACCEPT: Final = (
@@ -24,17 +25,6 @@ ACCEPT: Final = (
 )
 OPENMETRICS: Final = "application/openmetrics-text"
 
-_TYPES: Final[Mapping[str, MetricType]] = {
-    "counter": MetricType.COUNTER,
-    "gauge": MetricType.GAUGE,
-    "histogram": MetricType.HISTOGRAM,
-    "gaugehistogram": MetricType.GAUGEHISTOGRAM,
-    "summary": MetricType.SUMMARY,
-    "info": MetricType.INFO,
-    "stateset": MetricType.STATESET,
-    "unknown": MetricType.UNKNOWN,
-}
-# OpenMetrics' _created series: Prometheus 2.x does not ingest them.
 _CREATED_TYPES: Final = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
 _LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -180,7 +170,7 @@ def parse(
             kept = True
         if kept:
             metadata.append(
-                FamilyMetadata(family, _TYPES.get(kind, MetricType.UNKNOWN), help_text, unit)
+                FamilyMetadata(family, TYPES.get(kind, MetricType.UNKNOWN), help_text, unit)
             )
     if limits.sample_limit and len(series) > limits.sample_limit:
         raise ScrapeError(

@@ -20,7 +20,8 @@ from .errors import DecodeError
 # Go's float formatting, as Prometheus writes values (prometheus-client leaves it untyped).
 _go_float: Callable[[float], str] = floatToGoString
 
-_TYPES = {
+# prometheus-client's parsers' family types, as remote write's metadata types.
+TYPES: Final[Mapping[str, MetricType]] = {
     "counter": MetricType.COUNTER,
     "gauge": MetricType.GAUGE,
     "histogram": MetricType.HISTOGRAM,
@@ -28,6 +29,7 @@ _TYPES = {
     "summary": MetricType.SUMMARY,
     "info": MetricType.INFO,
     "stateset": MetricType.STATESET,
+    "unknown": MetricType.UNKNOWN,
 }
 
 
@@ -42,7 +44,7 @@ def parse(text: str, default_timestamp_ms: int) -> Batch:
     metadata: list[FamilyMetadata] = []
     try:
         for family in text_string_to_metric_families(text):
-            mtype = _TYPES.get(family.type, MetricType.UNKNOWN)
+            mtype = TYPES.get(family.type, MetricType.UNKNOWN)
             if mtype is not MetricType.UNKNOWN or family.documentation:
                 metadata.append(
                     FamilyMetadata(family.name, mtype, family.documentation, family.unit)
