@@ -43,6 +43,11 @@ ISOLATE_AFTER = 3
 MAX_ISOLATE_AFTER = 48
 # Attempts of one part during isolation before it counts as refused.
 PART_TRIES = 2
+# Last tries of a series refused while others are accepted, before it is dropped as poison: a
+# destination that fails at random (a flaky proxy answering 500 to 40% of requests) must not
+# pass for one refusing that series. With PART_TRIES, 8 refusals in a row (0.4^8 < 0.1%);
+# a real poison series costs about 8 backoffs (a few seconds) once.
+POISON_LAST_TRIES = 6
 # How much a shard may hold in flight while isolation compares refused series with what
 # follows them: beyond both PULL_FACTOR × max_samples_per_send points and PULL_ENTRIES requests,
 # a run of refused series with nothing accepted counts as an outage.
@@ -388,10 +393,11 @@ class QueuedDestination:
         return _flatten([s for s, _ in suspects], held)
 
     async def _poison(self, shard: Shard, part: list[Entry], result: SendResult) -> None:
-        """Drop a series refused while others were accepted, after one last try: an outage that
-        ended during the isolation must not pass for poison."""
+        """Drop a series refused while others were accepted, after its last tries (with
+        backoff): an outage that ended during the isolation, or a destination failing at random,
+        must not pass for poison."""
         points = _points(part)
-        last = await self._send(shard, part)
+        last = await self._attempts(shard, part, POISON_LAST_TRIES)
         if last.outcome is Outcome.OK:
             self.recorder.forwarded(self.name, points)
             return
