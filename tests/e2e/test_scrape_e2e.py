@@ -91,7 +91,7 @@ def test_the_relay_scrapes_ksm_and_the_receiver_holds_the_legacy_series(
     assert 'name="nextcloud-redis"' in federated
 
     legacy = f'{{__name__=~"gotk_reconcile_condition|gotk_suspend_status",job="{job_name}"}}'
-    histories = expected_histories(variant, job=job_name, instance=instance)
+    histories = expected_histories(STEPS, variant, job=job_name, instance=instance)
     assert (
         history_problems(prom_receiver, legacy, converged_at[0], converged_at[-1], histories) == []
     )
