@@ -106,8 +106,9 @@ class Telemetry:
         )
         self.task_failures = Counter(
             "gotk_relay_task_failures",
-            "Errors a destination's sender loop hit (spool read/delete, unexpected): each is "
-            "logged once, retried with backoff and shown in /-/ready until it recovers.",
+            "Errors a destination's sender loop hit (spool read/delete, unexpected), or the "
+            'Flux rules\' clock (destination="flux-clock"): each is logged once, retried and '
+            "shown in /-/ready until it recovers.",
             ["destination"],
             registry=r,
         )
