@@ -10,6 +10,7 @@ a bearer token or basic auth; and KSM's ``gotk_resource_info`` through the Flux 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import ssl
@@ -330,7 +331,8 @@ customresource_version="v2",exported_namespace="apps",name="podinfo",ready="{rea
 
 
 async def test_ksm_scraped_reaches_datadog_as_the_legacy_series() -> None:
-    """kube-state-metrics → gotk-relay → Datadog API, no Prometheus anywhere."""
+    """kube-state-metrics → gotk-relay → Datadog API, no Prometheus anywhere: an object
+    created, its Ready flipped, then deleted."""
     exporter = Exporter(KSM.format(ready="True"))
     async with DatadogIntake() as intake:
         config: dict[str, object] = {
@@ -366,10 +368,22 @@ async def test_ksm_scraped_reaches_datadog_as_the_legacy_series() -> None:
         def table() -> list[float | None]:
             return [condition(status) for status in ("true", "false", "unknown")]
 
-        async with scraping(config, exporter):
+        async with scraping(config, exporter) as scraper:
             await eventually(lambda: table() == [1.0, 0.0, 0.0], WAIT_S)
             exporter.text = KSM.format(ready="False")
             await eventually(lambda: table() == [0.0, 1.0, 0.0], WAIT_S)
+            # Deleted: the KSM series ends, then (one scrape interval and 5 s later) the four
+            # legacy series; Datadog has no stale marker, so their points just stop.
+            exporter.text = ""
+            (client,) = [d.client for d in scraper.relay.destinations.values()]
+
+            def ended() -> bool:
+                return client.skipped.get("stale", 0) >= 1 + 4  # the input and its outputs
+
+            await eventually(ended, WAIT_S)
+            written = len(intake.points("gotk_reconcile_condition"))
+            await asyncio.sleep(1.0)  # five more scrapes of the emptied target
+            assert len(intake.points("gotk_reconcile_condition")) == written
         assert intake.problems == []
         # One object, one row per status: no tag set the legacy controllers did not have.
         rows = {tags for tags, _, _, _ in intake.points("gotk_reconcile_condition")}
