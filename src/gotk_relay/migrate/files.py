@@ -614,7 +614,8 @@ def _promql_sites(text: str) -> list[_Site]:
         def encode(new: str) -> str:
             return newline.join(new.split("\n"))
 
-        sites.append(_Site(Query(f"line {first + 1}", first + 1, value, False), start, end, encode))
+        where = f"expression #{len(sites) + 1}"
+        sites.append(_Site(Query(where, first + 1, value, False), start, end, encode))
     return sites
 
 
