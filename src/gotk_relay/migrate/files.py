@@ -56,16 +56,27 @@ class Query:
     line: int  # 1-based line of the query's start in the file
     text: str
     template: bool  # a Grafana template-variable query (label_values(...), query_result(...))
+    last_line: int = 0  # its last line in the file (a YAML block scalar, a .promql expression)
 
 
 @dataclass(frozen=True)
 class QueryReport:
-    location: str
-    line: int
+    query: Query
     status: Status
-    original: str
     migrated: str  # the original when not migrated
     reason: str = ""  # why not migratable / invalid; the rewrite's notes when migrated
+
+    @property
+    def location(self) -> str:
+        return self.query.location
+
+    @property
+    def line(self) -> int:
+        return self.query.line
+
+    @property
+    def original(self) -> str:
+        return self.query.text
 
 
 @dataclass(frozen=True)
@@ -207,7 +218,7 @@ def encode_json_string(value: str, original: str) -> str:
 def _json_site(text: str, node: _J, location: str, template: bool) -> _Site:
     original = text[node.start : node.end]
     return _Site(
-        Query(location, _line_of(text, node.start), node.value, template),
+        Query(location, (line := _line_of(text, node.start)), node.value, template, line),
         node.start,
         node.end,
         lambda new: encode_json_string(new, original),
@@ -447,10 +458,9 @@ def _newline_of(text: str) -> str:
     return "\r\n" if "\r\n" in text else "\n"
 
 
-def _block_span(text: str, node: yaml.ScalarNode) -> tuple[int, int, int, str]:
+def _block_span(text: str, node: yaml.ScalarNode, start: int) -> tuple[int, int, int, str]:
     """A block scalar's header end (just after its line break), the end of its last non-blank
-    content line, the content's indentation, and the header itself."""
-    start = node.start_mark.index
+    content line, the content's indentation, and the header itself (from ``start``)."""
     header_end = text.index("\n", start) + 1
     header = text[start:header_end].rstrip("\r\n")
     limit = node.end_mark.index
@@ -469,11 +479,19 @@ def _block_span(text: str, node: yaml.ScalarNode) -> tuple[int, int, int, str]:
     return header_end, content_end, indent if indent is not None else 2, header
 
 
+_PROPERTY = re.compile(r"(?:[&!][^ \t\r\n]*[ \t]+)+")
+
+
 def _yaml_site(text: str, node: yaml.ScalarNode, location: str) -> _Site:
-    query = Query(location, node.start_mark.line + 1, node.value, False)
     start, end = node.start_mark.index, node.end_mark.index
+    # A node's marks start at its properties (&anchor, !tag): they stay, the value follows them.
+    prop = _PROPERTY.match(text, start)
+    if prop is not None:
+        start = prop.end()
+    query = Query(location, node.start_mark.line + 1, node.value, False, _line_of(text, end))
     if node.style in ("|", ">"):
-        header_end, content_end, indent, header = _block_span(text, node)
+        header_end, content_end, indent, header = _block_span(text, node, start)
+        query = Query(location, query.line, node.value, False, _line_of(text, content_end))
         newline = _newline_of(text)
         chomp = "-" if "-" in header else "+" if "+" in header else ""
         # The value's whitespace around the query is kept by leaving the trailing line breaks
@@ -615,7 +633,8 @@ def _promql_sites(text: str) -> list[_Site]:
             return newline.join(new.split("\n"))
 
         where = f"expression #{len(sites) + 1}"
-        sites.append(_Site(Query(where, first + 1, value, False), start, end, encode))
+        query = Query(where, first + 1, value, False, last + 1)
+        sites.append(_Site(query, start, end, encode))
     return sites
 
 
@@ -645,26 +664,13 @@ def _migrate_one(query: Query, rewrite: Rewrite) -> QueryReport:
     try:
         done = rewrite(core, query.template)
     except NotMigratable as exc:
-        return QueryReport(
-            query.location, query.line, Status.NOT_MIGRATABLE, query.text, query.text, exc.reason
-        )
+        return QueryReport(query, Status.NOT_MIGRATABLE, query.text, exc.reason)
     except ValueError as exc:
-        return QueryReport(
-            query.location, query.line, Status.INVALID, query.text, query.text, str(exc)
-        )
+        return QueryReport(query, Status.INVALID, query.text, str(exc))
     if not done.changed or done.text == core:
         reason = "reads no Flux metric" if done.source is None else "; ".join(done.notes)
-        return QueryReport(
-            query.location, query.line, Status.UNCHANGED, query.text, query.text, reason
-        )
-    return QueryReport(
-        query.location,
-        query.line,
-        Status.MIGRATED,
-        query.text,
-        lead + done.text + trail,
-        "; ".join(done.notes),
-    )
+        return QueryReport(query, Status.UNCHANGED, query.text, reason)
+    return QueryReport(query, Status.MIGRATED, lead + done.text + trail, "; ".join(done.notes))
 
 
 def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
