@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         from .migrate import migrate
 
-        return migrate(args, parser)
+        return migrate(args, args.migrate_parser)
     if args.command == "worker":
         return worker(args)
     parser.error(f"unknown command {args.command}")

@@ -123,8 +123,10 @@ def _files(args: argparse.Namespace) -> int:
         summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
         print(f"{name} ({result.format.value}): {summary or 'no queries'}", file=sys.stderr)
         for q in result.queries:
-            reason = f": {q.reason}" if q.reason else ""
-            print(f"  {name}:{q.line}: {q.location}: {q.status.value}{reason}", file=sys.stderr)
+            # a migrated query's reason is the rewrite's notes: differences it could not avoid
+            reason = ("; note: " if q.status is Status.MIGRATED else ": ") + q.reason
+            line = f"  {name}:{q.line}: {q.location}: {q.status.value}"
+            print(line + (reason if q.reason else ""), file=sys.stderr)
         if counts[Status.INVALID]:
             # A file with a query that does not parse is not written: fix it, then run again.
             print(f"error: {name}: not written: a query does not parse", file=sys.stderr)
