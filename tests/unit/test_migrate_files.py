@@ -618,3 +618,56 @@ def test_any_new_text_reads_back_from_a_dashboard(new: str) -> None:
     text = json.dumps({"title": "x", "panels": [{"targets": [target(OLD)]}]}, indent=2)
     result = migrate_text(text, constant(new), name="d.json")
     assert json.loads(result.text)["panels"][0]["targets"][0]["expr"] == new
+
+
+def test_a_datasource_known_by_name_only_is_migrated_when_its_query_is_promql() -> None:
+    dash = {
+        "title": "x",
+        "panels": [
+            {
+                "title": "logs",
+                "datasource": "Logs",
+                "targets": [target('{app="x"} |= "gotk_reconcile_condition("')],
+            },
+            {"title": "thanos", "datasource": "Thanos", "targets": [target(OLD)]},
+            {
+                "title": "default",
+                "datasource": None,
+                "targets": [target("sum(gotk_suspend_status")],
+            },
+        ],
+    }
+    result = migrate_text(json.dumps(dash, indent=1), rename, name="d.json")
+    logs, thanos, default = result.queries
+    assert logs.status is Status.UNCHANGED and "not PromQL" in logs.reason
+    assert thanos.status is Status.MIGRATED
+    # the default datasource of a dashboard with Flux queries is Prometheus: a typo is an error
+    assert default.status is Status.INVALID
+
+
+def test_rule_groups_inside_chart_values_are_found() -> None:
+    text = (
+        "additionalPrometheusRulesMap:\n"
+        "  flux:\n"
+        "    groups:\n"
+        "      - name: flux\n"
+        "        rules:\n"
+        "          - alert: Suspended\n"
+        "            expr: gotk_suspend_status == 1\n"
+        "grafana:\n"
+        "  groups: [a, b]\n"
+    )
+    result = migrate_text(text, rename, name="values.yaml")
+    assert [(q.location, q.status) for q in result.queries] == [
+        ('group "flux" alert "Suspended"', Status.MIGRATED)
+    ]
+    assert result.text == text.replace(
+        "gotk_suspend_status", 'gotk_resource_info{suspended="true"}'
+    )
+
+
+def test_a_blank_line_inside_a_rewritten_promql_expression_goes() -> None:
+    text = "# c\nsum(gotk_suspend_status)\n\nup\n"
+    result = migrate_text(text, constant("sum(\n\n  x)"), name="q.promql")
+    assert result.text == "# c\nsum(\n  x)\n\nup\n"
+    assert [q.status for q in result.queries] == [Status.MIGRATED, Status.UNCHANGED]

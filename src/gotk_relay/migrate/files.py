@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -57,6 +57,9 @@ class Query:
     text: str
     template: bool  # a Grafana template-variable query (label_values(...), query_result(...))
     last_line: int = 0  # its last line in the file (a YAML block scalar, a .promql expression)
+    # False when the query may be another language (a Grafana datasource known by name only):
+    # then text that does not parse as PromQL is left unchanged, reported, not an error.
+    strict: bool = True
 
 
 @dataclass(frozen=True)
@@ -215,10 +218,11 @@ def encode_json_string(value: str, original: str) -> str:
     return out
 
 
-def _json_site(text: str, node: _J, location: str, template: bool) -> _Site:
+def _json_site(text: str, node: _J, location: str, template: bool, strict: bool = True) -> _Site:
     original = text[node.start : node.end]
+    line = _line_of(text, node.start)
     return _Site(
-        Query(location, (line := _line_of(text, node.start)), node.value, template, line),
+        Query(location, line, node.value, template, line, strict),
         node.start,
         node.end,
         lambda new: encode_json_string(new, original),
@@ -275,7 +279,8 @@ class _Datasources:
         return self.plugin_of.get(name)
 
     def kind(self, ref: _J | None) -> str:
-        """'prometheus', 'mixed' (decided per target) or 'other'."""
+        """'prometheus', 'mixed' (decided per target), 'other', or 'unknown' (a name only
+        Grafana can resolve: its queries are migrated when they parse as PromQL)."""
         if ref is None or ref.value is None:
             return "prometheus"
         value = ref.value
@@ -299,7 +304,10 @@ class _Datasources:
         if name in _NOT_PROMETHEUS_NAMES:
             return "other"
         plugin = self._plugin(name)
-        return "prometheus" if plugin in (None, "prometheus") else "other"
+        if plugin is None:
+            # A datasource's name as configured in Grafana: its type is not in the file.
+            return "prometheus" if name.lower().startswith("prometheus") else "unknown"
+        return "prometheus" if plugin == "prometheus" else "other"
 
 
 def _title(node: _J, fallback: str) -> str:
@@ -340,13 +348,14 @@ def _grafana_sites(text: str, root: _J) -> list[_Site]:
             kind = panel_kind
             if target_ds is not None and target_ds.value is not None:
                 kind = ds.kind(target_ds)
-            if kind != "prometheus":
+            if kind not in ("prometheus", "unknown"):
                 continue
             expr = _jget(target, "expr")
             if expr is None or not isinstance(expr.value, str) or not expr.value.strip():
                 continue
             ref = _jstr(target, "refId") or str(i)
-            sites.append(_json_site(text, expr, f"{name} target {ref}", False))
+            where = f"{name} target {ref}"
+            sites.append(_json_site(text, expr, where, False, kind == "prometheus"))
         for child in _jlist(node, "panels"):
             panel(child, f"{name} / ", panel_ds)
 
@@ -366,29 +375,32 @@ def _grafana_sites(text: str, root: _J) -> list[_Site]:
                 panel(inner, "library ", None)
     for ann in _jlist(_jget(dashboard, "annotations"), "list"):
         expr = _jget(ann, "expr")
-        if ds.kind(_jget(ann, "datasource")) != "prometheus" or expr is None:
+        kind = ds.kind(_jget(ann, "datasource"))
+        if kind not in ("prometheus", "unknown") or expr is None:
             continue
         if isinstance(expr.value, str) and expr.value.strip():
-            label = _jstr(ann, "name") or "(unnamed)"
-            sites.append(_json_site(text, expr, f'annotation "{label}"', False))
+            label = f'annotation "{_jstr(ann, "name") or "(unnamed)"}"'
+            sites.append(_json_site(text, expr, label, False, kind == "prometheus"))
     for var in _jlist(_jget(dashboard, "templating"), "list"):
-        if _jstr(var, "type") != "query" or ds.kind(_jget(var, "datasource")) != "prometheus":
+        kind = ds.kind(_jget(var, "datasource"))
+        if _jstr(var, "type") != "query" or kind not in ("prometheus", "unknown"):
             continue
+        strict = kind == "prometheus"
         label = f'variable "{_jstr(var, "name") or "(unnamed)"}"'
         query = _jget(var, "query")
         if query is not None and isinstance(query.value, dict):
             query = _jget(query, "query")  # {"query": "...", "refId": ...} (Grafana 10+)
         if query is None or not isinstance(query.value, str) or not query.value.strip():
             continue
-        site = _json_site(text, query, label, True)
+        site = _json_site(text, query, label, True, strict)
         definition = _jget(var, "definition")
         if definition is not None and isinstance(definition.value, str):
             if definition.value == query.value:
-                site.extra.append(_json_site(text, definition, label, True))
+                site.extra.append(_json_site(text, definition, label, True, strict))
             elif definition.value.strip():
                 # A definition that drifted from its query is migrated on its own: Grafana
                 # shows it, so it must not keep reading the old metrics either.
-                sites.append(_json_site(text, definition, f"{label} definition", True))
+                sites.append(_json_site(text, definition, f"{label} definition", True, strict))
         sites.append(site)
     return sites
 
@@ -558,11 +570,29 @@ def _yscalar(node: yaml.Node | None) -> str | None:
     return node.value if isinstance(node, yaml.ScalarNode) else None
 
 
-def _rule_groups(doc: yaml.Node) -> yaml.Node | None:
-    top = _ymap(doc)
-    if _yscalar(top.get("kind")) == "PrometheusRule":
-        return _ymap(top.get("spec")).get("groups")
-    return top.get("groups")
+def _is_groups(node: yaml.Node) -> bool:
+    return (
+        isinstance(node, yaml.SequenceNode)
+        and bool(node.value)
+        and all(isinstance(_ymap(g).get("rules"), yaml.SequenceNode) for g in node.value)
+    )
+
+
+def _rule_groups(node: yaml.Node, depth: int = 0) -> Iterator[yaml.SequenceNode]:
+    """Rule groups wherever they sit: a rule file's top level, a PrometheusRule's ``spec``, a
+    chart's values (kube-prometheus-stack's ``additionalPrometheusRulesMap``, the prometheus
+    chart's ``serverFiles``): a ``groups`` key whose items all have a ``rules`` list."""
+    if depth > 32:
+        return
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if _yscalar(key) == "groups" and _is_groups(value):
+                yield value
+            else:
+                yield from _rule_groups(value, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _rule_groups(item, depth + 1)
 
 
 def _yaml_sites(text: str) -> list[_Site]:
@@ -572,10 +602,8 @@ def _yaml_sites(text: str) -> list[_Site]:
         raise FileFormatError(f"invalid YAML: {exc}") from exc
     sites: list[_Site] = []
     seen: set[int] = set()  # an aliased expr is one node: rewritten once, at its anchor
-    for doc in docs:
-        groups = _rule_groups(doc)
-        if not isinstance(groups, yaml.SequenceNode):
-            continue  # not a rule file: left untouched
+    # Documents without rule groups are left untouched.
+    for groups in (g for doc in docs for g in _rule_groups(doc)):
         for gi, group in enumerate(groups.value):
             gmap = _ymap(group)
             gname = _yscalar(gmap.get("name")) or f"#{gi}"
@@ -666,6 +694,9 @@ def _migrate_one(query: Query, rewrite: Rewrite) -> QueryReport:
     except NotMigratable as exc:
         return QueryReport(query, Status.NOT_MIGRATABLE, query.text, exc.reason)
     except ValueError as exc:
+        if not query.strict:
+            reason = f"not PromQL, left as is (its datasource is known by name only): {exc}"
+            return QueryReport(query, Status.UNCHANGED, query.text, reason)
         return QueryReport(query, Status.INVALID, query.text, str(exc))
     if not done.changed or done.text == core:
         reason = "reads no Flux metric" if done.source is None else "; ".join(done.notes)
@@ -715,6 +746,14 @@ def migrate_text(
     fmt = fmt or detect_format(name, text)
     sites = _sites(text, fmt)
     reports = [_migrate_one(site.query, rewrite) for site in sites]
+    if fmt is FileFormat.PROMQL:
+        # A blank line ends a .promql expression: one inside a rewritten expression goes.
+        reports = [
+            replace(r, migrated="\n".join(x for x in r.migrated.split("\n") if x.strip()))
+            if r.status is Status.MIGRATED
+            else r
+            for r in reports
+        ]
     levels = [0] * len(sites)
     for _ in range(3):
         edits: list[tuple[int, int, str]] = []
