@@ -382,3 +382,28 @@ def test_the_command_as_an_operator_types_it() -> None:
     assert refused.returncode == 3
     assert refused.stdout == 'gotk_reconcile_condition{status="Deleted"} == 1\n'
     assert "Deleted" in refused.stderr
+
+
+@pytest.mark.parametrize("to", ["resource_info", "flux_resource_info"])
+def test_migrated_rules_pass_promtool(tmp_path: Path, to: str) -> None:
+    """Prometheus' own checker accepts the migrated rule file and the manifest's groups."""
+    from tests.support.rig import require_binary
+
+    promtool = require_binary("promtool")
+    rules = migrate_text(
+        (FIXTURES / "flux-alerts.rules.yaml").read_text(), real(Shape(to)), name="r.yaml"
+    ).text
+    manifest = migrate_text(
+        (FIXTURES / "flux-prometheusrule.yaml").read_text(), real(Shape(to)), name="m.yaml"
+    ).text
+    (tmp_path / "rules.yaml").write_text(rules)
+    spec = next(yaml.safe_load_all(manifest))["spec"]
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run(
+        [promtool, "check", "rules", str(tmp_path / "rules.yaml"), str(tmp_path / "manifest.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 6 rules found" in done.stdout and "SUCCESS: 2 rules found" in done.stdout
