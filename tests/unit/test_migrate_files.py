@@ -671,3 +671,17 @@ def test_a_blank_line_inside_a_rewritten_promql_expression_goes() -> None:
     result = migrate_text(text, constant("sum(\n\n  x)"), name="q.promql")
     assert result.text == "# c\nsum(\n  x)\n\nup\n"
     assert [q.status for q in result.queries] == [Status.MIGRATED, Status.UNCHANGED]
+
+
+def test_a_plain_scalar_in_a_flow_mapping_is_quoted_when_it_must_be() -> None:
+    text = "groups:\n- name: g\n  rules:\n  - {alert: A, expr: gotk_suspend_status == 1, for: 5m}\n"
+    result = migrate_text(text, constant("sum by (a, b) (x)"), name="r.yaml")
+    assert result.text == text.replace("gotk_suspend_status == 1", '"sum by (a, b) (x)"')
+    assert yaml.safe_load(result.text)["groups"][0]["rules"][0]["for"] == "5m"
+
+
+def test_a_block_header_comment_does_not_change_its_chomping() -> None:
+    text = RULE.format(expr="| # a-b-c\n          sum(gotk_suspend_status)\n")
+    result = migrate_text(text, constant("x\ny"), name="r.yaml")
+    assert "expr: | # a-b-c\n          x\n          y\n" in result.text
+    assert yaml.safe_load(result.text)["groups"][0]["rules"][0]["expr"] == "x\ny\n"

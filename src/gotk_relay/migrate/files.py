@@ -505,7 +505,8 @@ def _yaml_site(text: str, node: yaml.ScalarNode, location: str) -> _Site:
         header_end, content_end, indent, header = _block_span(text, node, start)
         query = Query(location, query.line, node.value, False, _line_of(text, content_end))
         newline = _newline_of(text)
-        chomp = "-" if "-" in header else "+" if "+" in header else ""
+        indicators = re.match(r"[|>]([-+0-9]*)", header)
+        chomp = "".join(c for c in (indicators.group(1) if indicators else "") if c in "+-")
         # The value's whitespace around the query is kept by leaving the trailing line breaks
         # (chomping decides them) untouched: only the content lines are replaced.
         lead = _split_ws(node.value)[0]
@@ -536,15 +537,22 @@ def _yaml_site(text: str, node: yaml.ScalarNode, location: str) -> _Site:
         )
     if node.style == "'":
         return _Site(
-            query, start, end, lambda new: yaml_single_quoted(new) or yaml_double_quoted(new)
+            query,
+            start,
+            end,
+            lambda new: yaml_single_quoted(new) or yaml_double_quoted(new),
+            fallback=yaml_double_quoted,
         )
     if node.style == '"':
-        return _Site(query, start, end, yaml_double_quoted)
+        return _Site(query, start, end, yaml_double_quoted, fallback=yaml_double_quoted)
+    # Plain: checked alone, in a block mapping; in a flow collection (',', '}' end a plain
+    # scalar there) the read-back check finds the difference and the fallback quotes it.
     return _Site(
         query,
         start,
         end,
         lambda new: yaml_plain(new) or yaml_single_quoted(new) or yaml_double_quoted(new),
+        fallback=yaml_double_quoted,
     )
 
 
@@ -718,22 +726,24 @@ def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
 
 
 def _edits(site: _Site, new: str, level: int) -> list[tuple[int, int, str]]:
-    """The edits writing ``new`` at ``site``: level 0 in its own style, 1 in its fallback
-    style, 2 as a double-quoted YAML scalar over the whole node (YAML's last resort)."""
-    node_span = site.node_span
+    """The edits writing ``new`` at ``site`` (and its mirrors): level 0 in its own style, 1 in
+    its fallback style, 2 as a double-quoted YAML scalar (YAML's last resort, exact for any
+    string in any context). A block scalar's fallbacks replace its whole node, header too."""
     edits: list[tuple[int, int, str]] = []
     for s in (site, *site.extra):
-        if level >= 1 and node_span is not None:
-            if level == 1 and site.fallback is not None:
-                edits.append((node_span[0], node_span[1], site.fallback(new)))
-            else:
-                edits.append((node_span[0], node_span[1], yaml_double_quoted(new)))
-            continue
-        try:
-            encoded = s.encode(new)
-        except ValueError:
-            return _edits(site, new, level + 1) if node_span is not None else []
-        edits.append((s.start, s.end, encoded))
+        if level == 0:
+            try:
+                edits.append((s.start, s.end, s.encode(new)))
+                continue
+            except ValueError:
+                pass
+        start, end = s.node_span or (s.start, s.end)
+        if max(level, 1) == 1 and s.fallback is not None:
+            edits.append((start, end, s.fallback(new)))
+        elif s.node_span is not None or s.fallback is not None:
+            edits.append((start, end, yaml_double_quoted(new)))
+        else:
+            edits.append((start, end, s.encode(new)))  # JSON, .promql: one exact encoding
     return edits
 
 
@@ -784,7 +794,3 @@ def _verify(out: str, fmt: FileFormat, sites: list[_Site], reports: list[QueryRe
         if any(v != report.migrated for v in values):
             wrong.append(i)
     return wrong
-
-
-def iter_reports(result: FileResult, status: Status) -> Iterator[QueryReport]:
-    return (q for q in result.queries if q.status is status)
