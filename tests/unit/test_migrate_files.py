@@ -685,3 +685,49 @@ def test_a_block_header_comment_does_not_change_its_chomping() -> None:
     result = migrate_text(text, constant("x\ny"), name="r.yaml")
     assert "expr: | # a-b-c\n          x\n          y\n" in result.text
     assert yaml.safe_load(result.text)["groups"][0]["rules"][0]["expr"] == "x\ny\n"
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | any_text
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=8,
+)
+exprs = st.sampled_from(
+    [OLD, 'gotk_suspend_status{name="\u00e9<&>"} == 1', "up", "sum(gotk_reconcile_condition"]
+)
+
+
+@settings(max_examples=80)
+@given(
+    st.lists(st.tuples(any_text, exprs, json_values), min_size=1, max_size=4),
+    st.sampled_from([None, 0, 2, "\t"]),
+    st.booleans(),
+)
+def test_any_dashboard_keeps_every_byte_but_its_rewritten_queries(
+    panels: list[tuple[str, str, Any]], indent: int | str | None, ascii_only: bool
+) -> None:
+    def build(expr_of: Any) -> dict[str, Any]:
+        return {
+            "title": "generated",
+            "panels": [
+                {"title": title, "extra": extra, "targets": [{"refId": "A", "expr": expr_of(expr)}]}
+                for title, expr, extra in panels
+            ],
+        }
+
+    text = json.dumps(build(lambda e: e), indent=indent, ensure_ascii=ascii_only)
+    assert migrate_text(text, keep, name="d.json").text == text
+    result = migrate_text(text, rename, name="d.json")
+
+    def expected(expr: str) -> str:
+        try:
+            return rename(expr, False).text
+        except ValueError:
+            return expr
+
+    assert json.loads(result.text) == build(expected)
+    if ascii_only:
+        assert result.text.isascii()
+    invalid = [q for q in result.queries if q.status is Status.INVALID]
+    assert len(invalid) == sum(1 for _, e, _ in panels if e.endswith("condition"))
