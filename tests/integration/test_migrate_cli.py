@@ -87,6 +87,14 @@ def test_expr_prints_the_migrated_expression(
     )
 
 
+def test_expr_takes_a_grafana_variable_query(capsys: pytest.CaptureFixture[str]) -> None:
+    query = "label_values(gotk_reconcile_condition, exported_namespace)"
+    code, out, _ = run(capsys, "--to", "resource_info", "--expr", query)
+    expected = migrate_template_query(query, Shape.RESOURCE_INFO)
+    assert expected.changed
+    assert (code, out) == (0, expected.text + "\n")
+
+
 def test_expr_not_migratable_prints_it_unchanged_and_the_reason(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

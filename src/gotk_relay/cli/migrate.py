@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..migrate.files import Rewrite
+
+_GRAFANA_CALL = re.compile(r"\s*(label_values|query_result|label_names|metrics)\s*\(")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,8 +69,11 @@ def _expr(args: argparse.Namespace) -> int:
     from ..migrate import NotMigratable
 
     rewrite = _rewrite(args)
+    # A Grafana variable query (label_values(...), query_result(...)) is no PromQL: it goes
+    # through the template rewrite, as it does in a dashboard.
+    template = _GRAFANA_CALL.match(args.expr) is not None
     try:
-        done = rewrite(args.expr, False)
+        done = rewrite(args.expr, template)
     except NotMigratable as exc:
         # The wording, both ways it reads: the unchanged expression on stdout (a script
         # keeps a valid query) and, with the reason, on stderr.
