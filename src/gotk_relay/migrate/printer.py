@@ -105,6 +105,8 @@ def number(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "Inf" if value > 0 else "-Inf"
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0"
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(value)
