@@ -309,6 +309,7 @@ class Protected:
     text: str
     restore: Callable[[str], str]
     had_macros: bool
+    tokens: frozenset[str] = frozenset()  # the placeholders, as printed
 
 
 def _scan_macro(text: str, i: int) -> int:
@@ -388,7 +389,7 @@ def protect(text: str, *, numbers: bool = False) -> Protected:
             printed = printed.replace(token, back[token])
         return printed
 
-    return Protected(protected, restore, bool(back))
+    return Protected(protected, restore, bool(back), frozenset(back))
 
 
 def parse(text: str) -> tuple[pp.Expr, Protected]:
