@@ -1,6 +1,6 @@
-"""`gotk-relay migrate --check URL FILE...` against a real Prometheus 2.42: the queries that read
-a Flux metric with no series there are listed (exit 3); a URL that does not answer like
-Prometheus is an error (exit 1)."""
+"""`gotk-relay migrate --check URL FILE...` against a real Prometheus 2.42 and VictoriaMetrics:
+the queries that read a Flux metric with no series there are listed (exit 3); a URL that does
+not answer like Prometheus is an error (exit 1)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,13 @@ from gotk_relay.migrate import (
 )
 from gotk_relay.migrate.check import CheckError, Located, check, existing_metrics, template_inner
 from gotk_relay.migrate.files import FileFormat, Query, migrate_text, queries
-from tests.support.rig import Prom, free_port, start_prometheus_receiver
+from tests.support.rig import (
+    VM,
+    Prom,
+    free_port,
+    start_prometheus_receiver,
+    start_victoria_metrics,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "migrate" / "files"
 
@@ -36,13 +42,19 @@ up{job="kustomize-controller"} 1
 """
 
 
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
+@pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
+def prom(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prom | VM]:
+    """Prometheus 2.42, and VictoriaMetrics: two servers of the API --check asks."""
     tmp = tmp_path_factory.mktemp("check")
-    with start_prometheus_receiver(tmp) as server:
+    start = start_prometheus_receiver if request.param == "prometheus" else start_victoria_metrics
+    with start(tmp) as server:
         sample = tmp / "sample.prom"
         sample.write_text(EXPOSITION)
         assert main(["send", str(sample), "--url", server.write_url]) == 0
+        if isinstance(server, VM):
+            server.flush()
         yield server
 
 
@@ -63,7 +75,7 @@ def migrated_copy(tmp_path: Path, name: str, to: Shape) -> Path:
 
 @pytest.mark.slow
 def test_legacy_queries_are_listed_where_only_the_info_shape_exists(
-    prom: Prom, capsys: pytest.CaptureFixture[str]
+    prom: Prom | VM, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rule = FIXTURES / "flux-prometheusrule.yaml"
     code, out, err = run(capsys, "--check", prom.base_url, str(rule))
@@ -78,7 +90,7 @@ def test_legacy_queries_are_listed_where_only_the_info_shape_exists(
 
 @pytest.mark.slow
 def test_a_migrated_file_passes(
-    prom: Prom, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    prom: Prom | VM, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = migrated_copy(tmp_path, "flux-prometheusrule.yaml", Shape.RESOURCE_INFO)
     code, out, _ = run(capsys, "--check", prom.base_url, str(path))
@@ -87,7 +99,7 @@ def test_a_migrated_file_passes(
 
 @pytest.mark.slow
 def test_the_dashboard_lists_exactly_what_still_reads_legacy_metrics(
-    prom: Prom, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    prom: Prom | VM, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """After migration to the KSM shape, only the query the report called not migratable (the
     Deleted one) still reads a legacy metric, and --check names it; a query reading no Flux
@@ -114,7 +126,7 @@ def _reads_flux(query: Query) -> bool:
 
 
 @pytest.mark.slow
-def test_the_window_bounds_what_counts_as_present(prom: Prom) -> None:
+def test_the_window_bounds_what_counts_as_present(prom: Prom | VM) -> None:
     names = {"gotk_resource_info", "gotk_reconcile_condition"}
     assert existing_metrics(prom.base_url, names) == {"gotk_resource_info"}
     # a window that ended a day ago holds nothing the test wrote
@@ -166,11 +178,11 @@ def test_a_url_that_is_not_prometheus_is_an_error(
 
 
 @pytest.mark.slow
-def test_an_error_status_is_an_error(prom: Prom, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_error_status_is_an_error(prom: Prom | VM, capsys: pytest.CaptureFixture[str]) -> None:
     url = prom.base_url + "/nowhere"
     code, out, err = run(capsys, "--check", url, str(FIXTURES / "flux-queries.promql"))
     assert (code, out) == (1, "")
-    assert f"error: {url}: HTTP 404" in err
+    assert f"error: {url}: HTTP 4" in err  # Prometheus 404, VictoriaMetrics 400
 
 
 def test_a_query_that_does_not_parse_is_named(
