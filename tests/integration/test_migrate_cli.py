@@ -323,6 +323,8 @@ def test_a_missing_file_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path
         ["--to", "legacy"],
         ["--to", "legacy", "--expr", "up", "x.json"],
         ["--to", "legacy", "--output", "d", "--in-place", "x.json"],
+        ["--to", "legacy", "--in-place", "-"],
+        ["--to", "legacy", "-", "x.json"],
         ["--to", "legacy", "--check", "http://127.0.0.1:1", "x.json"],
         ["--check", "http://127.0.0.1:1"],
         ["--to", "nonsense", "--expr", "up"],
@@ -333,6 +335,8 @@ def test_a_missing_file_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path
         "nothing-to-do",
         "expr-and-file",
         "output-and-in-place",
+        "stdin-in-place",
+        "stdin-and-file",
         "check-and-to",
         "check-without-files",
         "bad-shape",
@@ -357,6 +361,22 @@ def test_format_flag_overrides_detection(
     assert code == 1  # as PromQL, "groups: ..." does not parse
     code, out, _ = run(capsys, "--to", "resource_info", "--format", "rules", str(path))
     assert code == 0 and "gotk_resource_info" in out
+
+
+@pytest.mark.slow
+def test_stdin_is_read_and_its_format_detected() -> None:
+    text = (FIXTURES / "flux-prometheusrule.yaml").read_text().replace("\n", "\r\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "gotk_relay", "migrate", "--to", "resource_info", "-"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = migrate_text(text, real(Shape.RESOURCE_INFO), name="-")
+    assert expected.format is FileFormat.RULES and expected.changed
+    assert done.stdout == expected.text.encode()
+    assert b"- (rules): 2 migrated" in done.stderr
 
 
 @pytest.mark.slow

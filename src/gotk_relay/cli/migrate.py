@@ -46,6 +46,8 @@ def migrate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("migrate needs --expr PROMQL or at least one FILE")
     if args.output and args.in_place:
         parser.error("--output and --in-place exclude each other")
+    if "-" in args.files and (args.output or args.in_place or len(args.files) > 1):
+        parser.error("FILE - (stdin) goes alone, to stdout: no --output or --in-place")
     if len(args.files) > 1 and not (args.output or args.in_place):
         parser.error("several FILEs need --output DIR or --in-place (stdout takes one file)")
     return _files(args)
@@ -90,6 +92,8 @@ def _expr(args: argparse.Namespace) -> int:
 
 
 def _read(name: str) -> str:
+    if name == "-":
+        return sys.stdin.buffer.read().decode("utf-8")  # bytes: \r\n stays as it is
     # newline="" keeps \r\n as it is: the rewritten file keeps its line endings.
     with open(name, encoding="utf-8", newline="") as f:
         return f.read()

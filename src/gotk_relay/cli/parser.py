@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     shapes = ["legacy", "resource_info", "flux_resource_info"]
     # The command checks its flags' combinations itself and reports them with its own usage.
     mig.set_defaults(migrate_parser=mig)
-    mig.add_argument("files", nargs="*", metavar="FILE")
+    mig.add_argument(
+        "files", nargs="*", metavar="FILE", help="files to rewrite; - reads stdin (alone)"
+    )
     mig.add_argument("--to", choices=shapes, help="the shape to rewrite to")
     mig.add_argument(
         "--from",
