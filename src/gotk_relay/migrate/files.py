@@ -253,11 +253,11 @@ _MIXED = "-- Mixed --"
 
 
 class _Datasources:
-    """Which datasource references are known not to be Prometheus: a reference's ``type``, the
-    dashboard's ``__inputs`` (``${DS_X}`` with its pluginId), and datasource variables
-    (``$ds`` whose ``query`` names the plugin). Unknown names (the default datasource, a name
-    configured in Grafana) count as Prometheus: a query of another language then shows as
-    invalid in the report, never silently skipped."""
+    """Which datasource a query goes to, as far as the file says: a reference's ``type``, the
+    dashboard's ``__inputs`` (``${DS_X}`` with its pluginId), datasource variables (``$ds``
+    whose ``query`` names the plugin). No reference (the default datasource) counts as
+    Prometheus; a bare name that nothing resolves is 'unknown': its query is migrated when it
+    parses as PromQL and otherwise left as is, with the reason in the report."""
 
     def __init__(self, root: _J, dashboard: _J) -> None:
         self.plugin_of: dict[str, str] = {}
