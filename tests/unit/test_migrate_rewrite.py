@@ -52,6 +52,22 @@ REWRITES = {
         'count by (customresource_kind) (gotk_resource_info{ready="False"}) '
         "or group by (customresource_kind) (gotk_resource_info) * 0",
     ),
+    "max-per-object-filtered": (
+        f'max by (exported_namespace, name, kind) ({C}{{status="False"}}) == 1',
+        KSM,
+        'group by (exported_namespace, name, customresource_kind) (gotk_resource_info{ready="False"})',
+    ),
+    "sum-filtered-keeps-the-count": (
+        f'sum by (kind) ({C}{{status="False"}}) > 2',
+        KSM,
+        'count by (customresource_kind) (gotk_resource_info{ready="False"}) > 2',
+    ),
+    "suspended-in-the-window": (
+        f'max_over_time({S}{{kind="HelmRelease"}}[1h]) == 1',
+        OP,
+        "max without (path, ready, reason, ref, revision, source_name, suspended, uid, url) "
+        '(max_over_time(flux_resource_info{kind="HelmRelease",suspended="True"}[1h]))',
+    ),
     "max-per-object": (
         f'max by (exported_namespace, name, kind) ({C}{{status="False"}})',
         KSM,
@@ -61,8 +77,8 @@ REWRITES = {
     "min-all-ready": (
         f'min by (kind) ({C}{{status="True"}})',
         KSM,
-        "(group by (customresource_kind) (gotk_resource_info) unless on (customresource_kind) "
-        'gotk_resource_info{ready!="True"}) or group by (customresource_kind) (gotk_resource_info) * 0',
+        "group by (customresource_kind) (gotk_resource_info) unless on (customresource_kind) "
+        'gotk_resource_info{ready!="True"} or group by (customresource_kind) (gotk_resource_info) * 0',
     ),
     "suspended": (f"{S} == 1", KSM, 'gotk_resource_info{suspended="true"}'),
     "not-suspended-counted": (
@@ -78,8 +94,7 @@ REWRITES = {
     "absent-keeps-its-labels": (
         f'absent({C}{{kind="Kustomization",name="flux-system",status="True"}})',
         KSM,
-        'label_replace(absent(gotk_resource_info{customresource_kind="Kustomization",'
-        'name="flux-system"}), "ready", "True", "", "")',
+        'absent(gotk_resource_info{customresource_kind="Kustomization",name="flux-system"})',
     ),
     "join-on-object-namespace": (
         f'({C}{{status="False"}} == 1) * on (exported_namespace) group_left (team) team_info',
@@ -142,8 +157,7 @@ REWRITES = {
     "absent-of-a-state-back-to-legacy": (
         'absent(gotk_resource_info{name="podinfo",ready="False"})',
         LEGACY,
-        f'label_replace(label_replace(absent({C}{{name="podinfo",status="False"}} == 1), "name", '
-        '"podinfo", "", ""), "status", "False", "", "")',
+        f'label_replace(absent({C}{{name="podinfo",status="False"}} == 1), "name", "podinfo", "", "")',
     ),
     # Info -> info.
     "ksm-to-operator": (
@@ -196,6 +210,7 @@ REFUSALS = {
     ),
     "mixed-shapes": (f"{C} == 1 and on (name) gotk_resource_info", KSM, "several shapes"),
     "status-variable": (f'{C}{{status=~"$status"}} == 1', KSM, "template variable"),
+    "never-in-a-state-in-the-window": (f"max_over_time({S}[1h]) == 0", KSM, "window"),
     "threshold-variable": (f'sum({C}{{status="False"}} == 1) > 0 or {C} > $t', KSM, "0/1"),
     "name-pattern": ('{__name__=~"gotk_.*"}', KSM, "__name__"),
 }

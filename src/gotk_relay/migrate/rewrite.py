@@ -72,6 +72,9 @@ class Migrated:
 
 
 ALL_STATUSES = frozenset(STATUSES)
+# Labels that hold an object's state: one series per status on the legacy shape, the state of
+# the object on the info shapes. Results are compared without them (docs/migrate.md).
+STATE_LABELS = frozenset({"status", "type", "ready", "suspended"})
 # Labels that name what exposed the series (the controllers, kube-state-metrics, the operator):
 # a fixed value of one of them selects a different exposer on the other shape.
 EXPOSER_LABELS = frozenset({"job", "instance", "pod", "container", "service", "namespace"})
@@ -104,6 +107,9 @@ class Term:
     at: str | None = None
     range_: timedelta | None = None  # a matrix selector
     window: str | None = None  # ONE over a window: the range function applied (max_over_time)
+    # The result has one series per object and status (from gotk_reconcile_condition): keep
+    # ``ready`` apart in windowed info results; from gotk_suspend_status it is one per object.
+    per_status: bool = True
     # Equality matchers of the selector as written (target-independent, mapped later), for
     # absent(): None when the term no longer is a bare selector.
     absent_labels: tuple[tuple[str, str], ...] | None = None
@@ -119,6 +125,10 @@ class Out:
     labels: frozenset[str] | None = None  # known target label names (after by()); None: all
     scalar: bool = False
     vector_call: bool = False  # ``vector(...)``: one series without labels
+    # The same result without its 0-valued series, for a comparison that drops them anyway
+    # (``max by (...) (legacy) == 1``): the zero fill only serves unfiltered results.
+    nonzero: Out | None = None
+    ones: bool = False  # every value is 1
 
 
 Node = Term | Out
@@ -448,7 +458,11 @@ class _Context:
         if self.to is Shape.LEGACY:
             return self.legacy_set(term, statuses, suspended)
         if term.window is not None:
-            varying = sorted({"suspended"} | info_only_labels(self.to))
+            varying = sorted(
+                {"suspended"}
+                | info_only_labels(self.to)
+                | (set() if term.per_status else {"ready"})
+            )
             inner = f"{term.window}({self.info_selector(term, statuses, suspended)})"
             return Out(aggregate_text("max", inner, without=varying), PREC_ATOM, flux=True)
         return Out(self.info_selector(term, statuses, suspended), PREC_ATOM, flux=True)
@@ -480,23 +494,10 @@ class _Context:
         """Make ``absent(...)``'s labels what the original's were, mapped to the target names."""
         want: dict[str, str] = {}
         for label, value in original.items():
-            if self.source is Shape.LEGACY and label == "type":
-                continue
-            if label == "status" and self.source is Shape.LEGACY:
-                want["ready"] = value
-            elif label == "ready":
-                want["status" if self.to is Shape.LEGACY else "ready"] = value
-            elif label == "suspended" and self.to is not Shape.LEGACY:
-                suspended = value.lower() == "true"
-                want["suspended"] = (
-                    self.suspended_matcher(suspended)[0][2]
-                    if suspended
-                    else ("False" if self.to is Shape.FLUX_RESOURCE_INFO else "false")
-                )
-            elif label in ("suspended", "customresource_group", "customresource_version"):
-                continue
-            else:
-                want[self.target_label(self.neutral_label(label, where="absent()"))] = value
+            if label in STATE_LABELS or label in ("customresource_group", "customresource_version"):
+                continue  # state labels are the object's state, not compared (docs/migrate.md)
+            want[self.target_label(self.neutral_label(label, where="absent()"))] = value
+        migrated = {label: value for label, value in migrated.items() if label not in STATE_LABELS}
         text = inner
         for label in sorted(set(want) | set(migrated)):
             if want.get(label) != migrated.get(label):
@@ -590,6 +591,9 @@ class _Rewriter:
             filtered = self.filter(lhs, op, rhs) or self.filter(rhs, _FLIP[op], lhs)
             if filtered is not None:
                 return filtered
+            dropped = self.drop_zero_fill(lhs, op, rhs) or self.drop_zero_fill(rhs, _FLIP[op], lhs)
+            if dropped is not None:
+                return dropped
         if op in ("and", "unless"):
             merged = self.merge_suspend(lhs, op, rhs, modifier)
             if merged is not None:
@@ -644,6 +648,24 @@ class _Rewriter:
             scalar=left.scalar and right.scalar,
         )
 
+    def drop_zero_fill(self, agg: Node, op: str, number: Node) -> Out | None:
+        if not (isinstance(agg, Out) and agg.nonzero is not None and isinstance(number, Out)):
+            return None
+        try:
+            threshold = float(number.text)
+        except ValueError:
+            return None
+        keeps_one, keeps_zero = _compare_one(op, threshold)
+        if keeps_zero:
+            return None
+        part = agg.nonzero
+        if part.ones and keeps_one:
+            return part
+        text = printer.binary_text(
+            op, Printed(part.text, part.prec), Printed(number.text, PREC_ATOM)
+        )
+        return Out(text, PREC_CMP, flux=True, labels=part.labels)
+
     def filter(self, term: Node, op: str, number: Node) -> Term | None:
         if not isinstance(term, Term) or not isinstance(number, Out) or not number.scalar:
             return None
@@ -670,9 +692,10 @@ class _Rewriter:
                 + ("every value" if keeps_one else "no value")
                 + "; the info shapes have no counterpart"
             )
-        if term.range_ is not None and term.window is None:
+        if term.range_ is not None and (term.window is None or not keeps_one):
             raise NotMigratable(
-                "compares a range of Flux samples: only max_over_time(...) == 1 has a counterpart"
+                "compares a range of Flux samples: only max_over_time(...) == 1 has a counterpart "
+                "(never in a state over the window is not the same as some series of another)"
             )
         if term.suspend_gauge:
             return replace(
@@ -681,6 +704,7 @@ class _Rewriter:
                 suspended=keeps_one,
                 suspend_gauge=False,
                 absent_labels=None,
+                per_status=False,
             )
         if keeps_one:
             return replace(term, value=Value.ONE, absent_labels=None)
@@ -820,12 +844,20 @@ class _Rewriter:
         if miss is None:  # every status named: one 1 per object
             return done(agg("count", everything) if op == "sum" else everything_grouped)
         if op == "sum":
-            return done(f"{agg('count', hit)} or {zero_fill}", PREC_OR)
-        if op == "max":
-            return done(f"{agg('group', hit)} or {zero_fill}", PREC_OR)
-        # min: 1 where every object of the group is in a named state.
-        on = printer.grouping_text("on", by)
-        return done(f"({everything_grouped} unless {on} {miss.text}) or {zero_fill}", PREC_OR)
+            part = Out(agg("count", hit), PREC_ATOM, flux=True, labels=labels)
+        elif op == "max":
+            part = Out(agg("group", hit), PREC_ATOM, flux=True, labels=labels, ones=True)
+        else:  # min: 1 where every object of the group is in a named state.
+            on = printer.grouping_text("on", by)
+            part = Out(
+                f"{everything_grouped} unless {on} {miss.text}",
+                PREC_AND,
+                flux=True,
+                labels=labels,
+                ones=True,
+            )
+        text = f"{printer.paren(part.text, part.prec, PREC_OR + 1)} or {zero_fill}"
+        return replace(done(text, PREC_OR), nonzero=part)
 
     # --- functions -------------------------------------------------------------------------
 
@@ -839,7 +871,7 @@ class _Rewriter:
             term = args[0]
             if term.value is Value.ONE:
                 return replace(term, window="max_over_time", absent_labels=None)
-            if name == "max_over_time" and term.value is Value.INDICATOR and not term.suspend_gauge:
+            if name == "max_over_time" and term.value is Value.INDICATOR:
                 return replace(term, window="max_over_time", absent_labels=None)
             raise NotMigratable(
                 f"{name}() over the legacy gauges is 1 for every object whose series existed; "
