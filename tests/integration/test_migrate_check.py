@@ -20,8 +20,9 @@ from gotk_relay.migrate import (
     migrate_template_query,
     referenced_metrics,
 )
-from gotk_relay.migrate.check import CheckError, Located, check, existing_metrics, template_inner
+from gotk_relay.migrate.check import CheckError, Located, check, existing_metrics
 from gotk_relay.migrate.files import FileFormat, Query, migrate_text, queries
+from gotk_relay.migrate.templates import template_promql
 from tests.support.rig import (
     VM,
     Prom,
@@ -121,7 +122,7 @@ def test_the_dashboard_lists_exactly_what_still_reads_legacy_metrics(
 
 
 def _reads_flux(query: Query) -> bool:
-    inner = template_inner(query.text) if query.template else query.text
+    inner = template_promql(query.text) if query.template else query.text
     return bool(inner and referenced_metrics(inner))
 
 
@@ -229,4 +230,4 @@ def test_queries_that_read_no_flux_metric_ask_nothing() -> None:
     ],
 )
 def test_template_queries_give_the_promql_they_read(text: str, inner: str | None) -> None:
-    assert template_inner(text) == inner
+    assert template_promql(text) == inner

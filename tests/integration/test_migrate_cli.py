@@ -26,7 +26,6 @@ from gotk_relay.migrate import (
     migrate_template_query,
     referenced_metrics,
 )
-from gotk_relay.migrate.check import template_inner
 from gotk_relay.migrate.files import (
     FileFormat,
     Rewrite,
@@ -35,6 +34,7 @@ from gotk_relay.migrate.files import (
     migrate_text,
     queries,
 )
+from gotk_relay.migrate.templates import template_promql
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "migrate" / "files"
 FILES = sorted(p.name for p in FIXTURES.iterdir())
@@ -160,7 +160,7 @@ def test_one_file_goes_to_stdout_with_a_summary_on_stderr(
 def flux_queries(text: str, fmt: FileFormat) -> list[str]:
     found = []
     for q in queries(text, fmt):
-        inner = template_inner(q.text) if q.template else q.text
+        inner = template_promql(q.text) if q.template else q.text
         if inner and referenced_metrics(inner):
             found.append(inner)
     return found
@@ -177,7 +177,7 @@ def test_migrated_files_read_only_the_new_metric_but_where_refused(name: str, to
     wanted = {"resource_info": "gotk_resource_info", "flux_resource_info": "flux_resource_info"}
     refused = {q.original.strip() for q in result.queries if q.status is Status.NOT_MIGRATABLE}
     for query in flux_queries(result.text, result.format):
-        if query.strip() in refused or template_inner(query) in refused:
+        if query.strip() in refused or template_promql(query) in refused:
             continue
         assert referenced_metrics(query) == {wanted[to]}, query
     migrated = [q for q in result.queries if q.status is Status.MIGRATED]
@@ -205,7 +205,7 @@ def test_a_migrated_dashboard_migrates_back_to_legacy_queries(tmp_path: Path) ->
     back = migrate_text(there.text, real(Shape.LEGACY), name="d.json")
     for q in back.queries:
         if q.status is Status.MIGRATED:
-            inner = template_inner(q.migrated) if q.query.template else q.migrated
+            inner = template_promql(q.migrated) if q.query.template else q.migrated
             assert inner is not None
             assert referenced_metrics(inner) <= {"gotk_reconcile_condition", "gotk_suspend_status"}
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .files import Query
+from .templates import template_promql
 
 DEFAULT_WINDOW_S = 3600.0
 DEFAULT_TIMEOUT_S = 10.0
@@ -41,50 +42,9 @@ class Missing:
     metrics: tuple[str, ...]  # the Flux metrics it reads that have no series at the URL
 
 
-def template_inner(text: str) -> str | None:
-    """The PromQL inside a Grafana variable query: ``label_values(SEL, label)`` gives SEL,
-    ``query_result(EXPR)`` gives EXPR, ``label_values(label)`` and ``metrics(re)`` give None (they
-    read no series of a given metric), anything else is PromQL itself."""
-    stripped = text.strip()
-    for name in ("label_values", "query_result", "metrics", "label_names"):
-        if stripped.startswith(name) and stripped[len(name) :].lstrip().startswith("("):
-            inner = stripped[stripped.index("(") + 1 :]
-            if not inner.rstrip().endswith(")"):
-                return stripped  # not Grafana's form: let the PromQL parser say what is wrong
-            inner = inner.rstrip()[:-1]
-            if name == "query_result":
-                return inner
-            if name != "label_values":
-                return None
-            cut = _last_top_level_comma(inner)
-            return None if cut < 0 else inner[:cut]
-    return stripped
-
-
-def _last_top_level_comma(text: str) -> int:
-    depth, quote, last, escaped = 0, "", -1, False
-    for i, ch in enumerate(text):
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            last = i
-    return last
-
-
 def metrics_read(query: Query, referenced: Callable[[str], frozenset[str]]) -> frozenset[str]:
     """The Flux metrics ``query`` reads; ValueError when it does not parse."""
-    text = template_inner(query.text) if query.template else query.text.strip()
+    text = template_promql(query.text) if query.template else query.text.strip()
     return referenced(text) if text else frozenset()
 
 

@@ -255,19 +255,21 @@ class _Context:
 
     def _neutral_matcher(self, label: str, op: str, value: str) -> Matcher:
         neutral = self.neutral_label(label, where=f"the matcher {label}{op}{quote(value)}")
-        if label in EXPOSER_LABELS and not (
-            self.source is Shape.LEGACY
-            and self.label_shape is LabelShape.RAW
-            and label == "namespace"
+        if (
+            label in EXPOSER_LABELS
+            and not (
+                self.source is Shape.LEGACY
+                and self.label_shape is LabelShape.RAW
+                and label == "namespace"
+            )
+            and not (_has_macro(value) or _matches_all(op, value))
         ):
-            if not (_has_macro(value) or _matches_all(op, value)):
-                raise NotMigratable(
-                    f"the matcher {label}{op}{quote(value)} names what exposed the series (the "
-                    "Flux controllers on the legacy shape, kube-state-metrics or the Flux Operator "
-                    "on the info shapes): a fixed value selects something else on the other shape; "
-                    "use a template variable or drop it"
-                )
-            self.rename(label, where="a matcher")
+            raise NotMigratable(
+                f"the matcher {label}{op}{quote(value)} names what exposed the series (the "
+                "Flux controllers on the legacy shape, kube-state-metrics or the Flux Operator "
+                "on the info shapes): a fixed value selects something else on the other shape; "
+                "use a template variable or drop it"
+            )
         return (neutral, op, value)
 
     def _legacy_term(

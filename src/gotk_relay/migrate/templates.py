@@ -76,3 +76,19 @@ def migrate_template_query(
         if _call(text, name) is not None:
             return Migrated(text, None, False)
     return migrate_expr(text, to, source=source, label_shape=label_shape)
+
+
+def template_promql(text: str) -> str | None:
+    """The PromQL a Grafana variable query reads: ``label_values(SEL, label)`` gives SEL,
+    ``query_result(EXPR)`` gives EXPR, ``label_values(label)``, ``metrics(re)`` and
+    ``label_names()`` give None (no series of a given metric), anything else is PromQL itself."""
+    inner = _call(text, "label_values")
+    if inner is not None:
+        parts = _split_last_comma(inner)
+        return None if parts is None else parts[0]
+    inner = _call(text, "query_result")
+    if inner is not None:
+        return inner
+    if _call(text, "metrics") is not None or _call(text, "label_names") is not None:
+        return None
+    return text.strip()
