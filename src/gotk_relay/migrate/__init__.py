@@ -13,7 +13,13 @@ rule YAML, ``.promql``), ``check`` (does a Prometheus still hold what the querie
 
 from __future__ import annotations
 
-from .rewrite import Migrated, NotMigratable, migrate_expr, referenced_metrics
+from .rewrite import (
+    Migrated,
+    NotMigratable,
+    migrate_expr,
+    migrate_series_selector,
+    referenced_metrics,
+)
 from .shapes import FLUX_METRICS, LabelShape, Shape
 from .templates import migrate_template_query
 
@@ -24,6 +30,7 @@ __all__ = [
     "NotMigratable",
     "Shape",
     "migrate_expr",
+    "migrate_series_selector",
     "migrate_template_query",
     "referenced_metrics",
 ]
