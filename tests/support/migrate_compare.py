@@ -95,7 +95,7 @@ def format_labels(labels: Mapping[str, str] | LabelKey) -> str:
 
 def format_point(key: PointKey, value: float) -> str:
     labels, at = key
-    stamp = "" if at is None else f" @{at:g}"
+    stamp = "" if at is None else f" @{at:.3f}"
     return f"{format_labels(labels)}{stamp} = {value!r}"
 
 
