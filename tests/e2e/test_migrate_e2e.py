@@ -635,6 +635,28 @@ def test_corpus_queries_return_data_on_their_own_shape(store: Store) -> None:
     assert not problems, "\n".join(problems)
 
 
+#: Prometheus' counters of samples it refused; in 2.42 they appear once incremented.
+REFUSALS = (
+    "prometheus_tsdb_out_of_order_samples_total",
+    "prometheus_tsdb_out_of_bound_samples_total",
+    "prometheus_tsdb_too_old_samples_total",
+)
+
+
+def test_the_store_refused_nothing(store: Store) -> None:
+    """Every sample the relay wrote was stored: the comparison sees the whole life."""
+    samples = rig.parse_exposition(store.prom.metrics_text())
+    refused = {s.name: s.value for s in samples if s.name in REFUSALS and s.value}
+    assert not refused, refused
+    writes = [s for s in samples if s.name == "prometheus_http_requests_total"]
+    failed = [
+        s
+        for s in writes
+        if s.labels.get("handler") == "/api/v1/write" and s.labels.get("code") != "204"
+    ]
+    assert not [(s.labels, s.value) for s in failed if s.value], failed
+
+
 class Mismatch(NamedTuple):
     id: str
     target: str
