@@ -134,6 +134,17 @@ REWRITES = {
         LEGACY,
         f'count by (kind) ({C}{{status=~"False|Unknown"}} == 1)',
     ),
+    "absent-object-back-to-legacy": (
+        'absent(gotk_resource_info{name="podinfo"})',
+        LEGACY,
+        f'absent({C}{{name="podinfo"}})',
+    ),
+    "absent-of-a-state-back-to-legacy": (
+        'absent(gotk_resource_info{name="podinfo",ready="False"})',
+        LEGACY,
+        f'label_replace(label_replace(absent({C}{{name="podinfo",status="False"}} == 1), "name", '
+        '"podinfo", "", ""), "status", "False", "", "")',
+    ),
     # Info -> info.
     "ksm-to-operator": (
         'count(gotk_resource_info{ready="False",suspended!="true"})',
@@ -185,6 +196,7 @@ REFUSALS = {
     ),
     "mixed-shapes": (f"{C} == 1 and on (name) gotk_resource_info", KSM, "several shapes"),
     "status-variable": (f'{C}{{status=~"$status"}} == 1', KSM, "template variable"),
+    "threshold-variable": (f'sum({C}{{status="False"}} == 1) > 0 or {C} > $t', KSM, "0/1"),
     "name-pattern": ('{__name__=~"gotk_.*"}', KSM, "__name__"),
 }
 

@@ -105,6 +105,8 @@ def number(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "Inf" if value > 0 else "-Inf"
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0"
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(value)
@@ -307,6 +309,7 @@ class Protected:
     text: str
     restore: Callable[[str], str]
     had_macros: bool
+    tokens: frozenset[str] = frozenset()  # the placeholders, as printed
 
 
 def _scan_macro(text: str, i: int) -> int:
@@ -386,7 +389,7 @@ def protect(text: str, *, numbers: bool = False) -> Protected:
             printed = printed.replace(token, back[token])
         return printed
 
-    return Protected(protected, restore, bool(back))
+    return Protected(protected, restore, bool(back), frozenset(back))
 
 
 def parse(text: str) -> tuple[pp.Expr, Protected]:

@@ -526,8 +526,9 @@ _FLIP = {"==": "==", "!=": "!=", ">": "<", "<": ">", ">=": "<=", "<=": ">="}
 
 
 class _Rewriter:
-    def __init__(self, ctx: _Context) -> None:
+    def __init__(self, ctx: _Context, macros: frozenset[str]) -> None:
         self.ctx = ctx
+        self.macros = macros  # placeholder texts standing for Grafana macros
 
     def out(self, node: pp.Expr) -> Out:
         return self.ctx.materialize(self.visit(node), what="the expression")
@@ -646,6 +647,11 @@ class _Rewriter:
     def filter(self, term: Node, op: str, number: Node) -> Term | None:
         if not isinstance(term, Term) or not isinstance(number, Out) or not number.scalar:
             return None
+        if any(token in number.text for token in self.macros):
+            raise NotMigratable(
+                "compares Flux series with a template variable: which values it keeps cannot "
+                "be known"
+            )
         try:
             threshold = float(number.text)
         except ValueError:
@@ -877,26 +883,38 @@ class _Rewriter:
             # Every object has all its legacy series whatever its state: absent means "no such
             # object", so the state matchers are dropped.
             objects = replace(
-                term, value=Value.ONE, ready=ALL_STATUSES, suspended=None, window=None
+                term,
+                value=Value.ONE,
+                ready=ALL_STATUSES,
+                suspended=None,
+                suspend_gauge=False,
+                window=None,
             )
         else:
             objects = replace(term, window=None)
-        out = ctx.objects(objects, objects.ready, objects.suspended)
         if term.range_ is None and name == "absent_over_time":
             raise NotMigratable("absent_over_time() needs a range")
-        selector_like = out.prec == PREC_ATOM and "(" not in out.text.split("{")[0]
         migrated: dict[str, str] = {}
-        if selector_like:
-            for label, op, value in ctx.target_matchers(objects) + (
-                ctx.ready_matcher(objects.ready) + ctx.suspended_matcher(objects.suspended)
-                if ctx.to is not Shape.LEGACY
-                else []
-            ):
-                if op == "=":
-                    migrated[label] = value
-            inner_text = out.text
+        everything = objects.ready == ALL_STATUSES and objects.suspended is None
+        if ctx.to is Shape.LEGACY and everything:
+            # Any legacy series of the object will do: the bare selector, labels and all.
+            matchers = ctx.target_matchers(objects)
+            inner_text = selector_text(
+                CONDITION, matchers, range_=objects.range_, offset=objects.offset, at=objects.at
+            )
+        elif ctx.to is Shape.LEGACY:
+            inner_text = ctx.objects(objects, objects.ready, objects.suspended).text
+            matchers = []  # absent() of a comparison has no labels
         else:
-            inner_text = out.text
+            matchers = (
+                ctx.target_matchers(objects)
+                + ctx.ready_matcher(objects.ready)
+                + ctx.suspended_matcher(objects.suspended)
+            )
+            inner_text = ctx.info_selector(objects, objects.ready, objects.suspended)
+        for label, op, value in matchers:
+            if op == "=":
+                migrated[label] = value
         original = dict(term.absent_labels or ())
         text = ctx.absent_fixup(f"{name}({inner_text})", original, migrated)
         return Out(text, PREC_ATOM, flux=True, labels=None)
@@ -987,7 +1005,7 @@ def migrate_expr(
     if found is to:
         return Migrated(text, found, False)
     ctx = _Context(found, to, label_shape)
-    out = _Rewriter(ctx).out(tree)
+    out = _Rewriter(ctx, protected.tokens).out(tree)
     migrated = protected.restore(out.text)
     # What is printed must parse: a rewrite that built invalid PromQL is a bug, not output.
     printer.parse(migrated)
