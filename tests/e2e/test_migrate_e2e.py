@@ -219,8 +219,13 @@ OBJECTS = (
 )
 
 # Namespaces of kube_namespace_labels (a non-Flux series the corpus joins with) and their teams.
-TEAMS = {"flux-system": "platform", "apps": "web", "staging": "web", "nextcloud": "files"}
-TEAMS["observability"] = "platform"
+TEAMS = {
+    "flux-system": "platform",
+    "apps": "web",
+    "staging": "web",
+    "nextcloud": "files",
+    "observability": "platform",
+}
 
 # --------------------------------------------------------------------------------------------
 # The three sources' series
@@ -239,7 +244,7 @@ def ksm_series(obj: Obj, state: State) -> Shot:
         "customresource_version": kind.version,
         "exported_namespace": obj.namespace,
         "name": obj.name,
-        "revision": state.revision if kind.has_ready else "",
+        "revision": state.revision if kind.has_ready else "",  # Alert/Provider: no extra labels
         **obj.extra,
         "job": "kube-state-metrics",
         "instance": "10.42.0.17:8080",
