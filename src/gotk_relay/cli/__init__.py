@@ -1,4 +1,5 @@
-"""Command line: ``serve``, ``check-config``, ``send``, ``rewrite``, ``ksm-config``, ``--version``.
+"""Command line: ``serve``, ``check-config``, ``send``, ``rewrite``, ``ksm-config``, ``migrate``,
+``--version``.
 
 Modules, in the order they build on each other: ``parser`` (the flags), ``tools`` (the one-shot
 commands), ``serve`` (the relay's process, and an ingest worker's); ``main`` here picks one.
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return rewrite(args)
     if args.command == "ksm-config":
         return ksm_config(args)
+    if args.command == "migrate":
+        from .migrate import migrate
+
+        return migrate(args, args.migrate_parser)
     if args.command == "worker":
         return worker(args)
     parser.error(f"unknown command {args.command}")

@@ -140,6 +140,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ksm.add_argument("--namespace", help="namespace of the ConfigMap")
 
+    mig = sub.add_parser(
+        "migrate",
+        help="rewrite queries (dashboards, rules, .promql) to another Flux metric shape",
+        description=(
+            "Rewrite PromQL to read another Flux object-state shape: --expr, or FILEs (Grafana "
+            "dashboard JSON, Prometheus rule files and PrometheusRule manifests, .promql). "
+            "--check URL lists the queries reading a Flux metric with no series at URL. "
+            "Exit 0: all migrated; 3: some could not be (--check: some read no data); 1: errors."
+        ),
+    )
+    shapes = ["legacy", "resource_info", "flux_resource_info"]
+    # The command checks its flags' combinations itself and reports them with its own usage.
+    mig.set_defaults(migrate_parser=mig)
+    mig.add_argument(
+        "files", nargs="*", metavar="FILE", help="files to rewrite; - reads stdin (alone)"
+    )
+    mig.add_argument("--to", choices=shapes, help="the shape to rewrite to")
+    mig.add_argument(
+        "--from",
+        dest="source",
+        choices=shapes,
+        default=None,
+        help="the shape the queries read (default: detected per query)",
+    )
+    mig.add_argument(
+        "--label-shape",
+        dest="label_shape",
+        choices=["stored", "raw"],
+        default="stored",
+        help="legacy labels as Prometheus stored them (exported_namespace) or raw (namespace); "
+        "as flux.label_shape (default stored)",
+    )
+    mig.add_argument("--expr", metavar="PROMQL", help="one expression; the result on stdout")
+    mig.add_argument(
+        "--format",
+        choices=["grafana", "rules", "promql"],
+        default=None,
+        help="the FILEs' format (default: by extension, else by content)",
+    )
+    mig.add_argument("--output", metavar="DIR", help="write each FILE to DIR/<its name>")
+    mig.add_argument("--in-place", dest="in_place", action="store_true", help="rewrite FILEs")
+    mig.add_argument(
+        "--check",
+        metavar="URL",
+        default=None,
+        help="Prometheus-compatible API base URL: list the queries reading a Flux metric that "
+        "has no series there",
+    )
+    mig.add_argument(
+        "--check-window",
+        dest="check_window",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="--check: a metric counts when it has a series in this window (default 3600)",
+    )
+    mig.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="--check: HTTP timeout (default 10)",
+    )
+
     # Internal: an ingest worker, started by `serve` when receiver.workers > 1 (scan_worker.py).
     # Not listed in --help: no one types it.
     worker = sub.add_parser("worker")
@@ -153,5 +217,5 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
     )
-    sub.metavar = "{serve,check-config,send,rewrite,ksm-config}"
+    sub.metavar = "{serve,check-config,send,rewrite,ksm-config,migrate}"
     return parser
