@@ -4,19 +4,22 @@
 returned on the other shape of the same objects, "after the documented label mapping". This
 module is that mapping, applied to query results (pure; the e2e test feeds it Prometheus' JSON):
 
-* ``__name__``: the four Flux metric names become ``flux``; any other name stays;
+* ``__name__``: the four Flux metric names are dropped (each shape's own; a migrated query that
+  aggregates per object has none); any other name stays;
 * the kind: legacy ``kind``, kube-state-metrics ``customresource_kind``, operator ``kind`` → ``kind``;
-* Ready: legacy ``status`` and info ``ready`` → ``ready``; an info series (``__name__`` still an
-  info metric) without ``ready`` has no Ready condition, which the legacy shape spells ``Unknown``;
-* dropped: legacy ``type``; the info shapes' ``customresource_group``, ``customresource_version``,
-  ``suspended`` (the legacy shape has it in another series) and their info-only labels;
+* the state labels are dropped: legacy ``status`` and ``type`` name one of an object's series,
+  info ``ready`` and ``suspended`` are the object's state; a migrated filter selects the same
+  objects, so what is compared is which objects (groups) a result holds, and their values;
+* dropped: the info shapes' ``customresource_group``, ``customresource_version`` and their
+  info-only labels;
 * ``namespace`` names whatever exposed the series, which differs by pipeline (the relay writes
   legacy series with ``controller_namespace``; kube-state-metrics' series keep its own): a
   per-scenario value map says which values are the same (a value mapped to None is dropped).
 
-Every other label is compared as it is, and values bit for bit (any NaN equals any NaN). A key
-that one side produces twice is a failure, never a merge: it means the mapping lost a label that
-told two results apart.
+Every other label is compared as it is, and values bit for bit (any NaN equals any NaN). Both
+sides are compared as multisets: a key one side holds twice (an object that was False and then
+Unknown within a ``max_over_time`` window has two series on both shapes) must be held twice, with
+the same values, by the other.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from gotk_relay.migrate.shapes import (
 
 NEUTRAL_NAME = "flux"
 INFO_METRICS = frozenset({KSM_INFO, OPERATOR_INFO})
-RENAMED = {"customresource_kind": "kind", "status": "ready"}
+RENAMED = {"customresource_kind": "kind"}
+STATE_LABELS = frozenset({"status", "type", "ready", "suspended"})
 DROPPED = (
-    frozenset({"type", "customresource_group", "customresource_version", "suspended"})
+    STATE_LABELS
+    | frozenset({"customresource_group", "customresource_version"})
     | KSM_ONLY_LABELS
     | OPERATOR_ONLY_LABELS
 )
@@ -64,9 +69,9 @@ def neutral_labels(labels: Mapping[str, str], namespaces: NamespaceMap | None = 
     for name, value in labels.items():
         if name in DROPPED:
             continue
-        if name == "__name__":
-            value = NEUTRAL_NAME if value in FLUX_METRICS else value
-        elif name == "namespace" and value in namespaces:
+        if name == "__name__" and value in FLUX_METRICS:
+            continue
+        if name == "namespace" and value in namespaces:
             mapped = namespaces[value]
             if mapped is None:
                 continue
@@ -75,8 +80,6 @@ def neutral_labels(labels: Mapping[str, str], namespaces: NamespaceMap | None = 
         if target in out:
             raise MappingConflict(f"{format_labels(labels)}: two labels map to {target!r}")
         out[target] = value
-    if labels.get("__name__") in INFO_METRICS and "ready" not in out:
-        out["ready"] = "Unknown"
     return tuple(sorted(out.items()))
 
 
@@ -139,9 +142,9 @@ def label_value_result(values: Iterable[str], label: str) -> Result:
 
 def neutral(
     result: Result, namespaces: NamespaceMap | None = None
-) -> tuple[dict[PointKey, float], list[str]]:
-    """The result's points by neutral key, and the problems found (duplicates, conflicts)."""
-    points: dict[PointKey, float] = {}
+) -> tuple[dict[PointKey, list[float]], list[str]]:
+    """The result's points by neutral key (a key may hold several), and the conflicts found."""
+    points: dict[PointKey, list[float]] = {}
     problems: list[str] = []
     for labels, at, value in result.points:
         if result.kind == "values":
@@ -150,17 +153,14 @@ def neutral(
             if mapped is None:
                 continue
             key: PointKey = ((("", mapped),), None)
-            points[key] = value  # a set: the same value twice is the same value
+            points[key] = [value]  # a set: the same value twice is the same value
             continue
         try:
             key = (neutral_labels(labels, namespaces), at)
         except MappingConflict as exc:
             problems.append(f"conflict: {exc}")
             continue
-        if key in points:
-            problems.append(f"duplicate key: {format_point(key, value)} (also {points[key]!r})")
-            continue
-        points[key] = value
+        points.setdefault(key, []).append(value)
     return points, problems
 
 
@@ -168,7 +168,7 @@ def _template_value(label: str, value: str, namespaces: NamespaceMap) -> str | N
     if label == "namespace" and value in namespaces:
         return namespaces[value]
     if label == "__name__" and value in FLUX_METRICS:
-        return NEUTRAL_NAME
+        return NEUTRAL_NAME  # ``label_values(__name__)``: each shape's own names, one entry
     return value
 
 
@@ -191,13 +191,25 @@ def compare(original: Result, migrated: Result, namespaces: NamespaceMap | None 
     right, right_problems = neutral(migrated, namespaces)
     only_left = list(left_problems)
     only_right = list(right_problems)
-    for key, value in left.items():
-        if key not in right or not same_value(value, right[key]):
-            only_left.append(format_point(key, value))
-    for key, value in right.items():
-        if key not in left or not same_value(value, left[key]):
-            only_right.append(format_point(key, value))
+    for key in left.keys() | right.keys():
+        a, b = _unmatched(left.get(key, []), right.get(key, []))
+        only_left.extend(format_point(key, value) for value in a)
+        only_right.extend(format_point(key, value) for value in b)
     return Diff(tuple(sorted(only_left)), tuple(sorted(only_right)))
+
+
+def _unmatched(a: list[float], b: list[float]) -> tuple[list[float], list[float]]:
+    """The values of ``a`` and ``b`` left once each is paired with an equal one of the other."""
+    rest = list(b)
+    left: list[float] = []
+    for value in a:
+        for i, other in enumerate(rest):
+            if same_value(value, other):
+                del rest[i]
+                break
+        else:
+            left.append(value)
+    return left, rest
 
 
 # Grafana's variables, as they appear in dashboard queries. Only names starting with a letter or

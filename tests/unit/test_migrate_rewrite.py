@@ -23,33 +23,50 @@ KSM, OP, LEGACY = Shape.RESOURCE_INFO, Shape.FLUX_RESOURCE_INFO, Shape.LEGACY
 C = "gotk_reconcile_condition"
 S = "gotk_suspend_status"
 
+# The per-object aggregation the info shapes need (docs/migrate.md): the labels that change
+# while an object lives, with and without its Ready status.
+_KSM_VARYING = (
+    "bucket_name, chart_app_version, chart_name, chart_ref_name, chart_source_name, chart_version, "
+    "customresource_version, endpoint, image, {}revision, source_name, suspended, url, webhook_path"
+)
+KSM_DEDUPE = "max without (" + _KSM_VARYING.format("") + ")"
+KSM_DEDUPE_READY = "max without (" + _KSM_VARYING.format("ready, ") + ")"
+OP_DEDUPE = "max without (path, reason, ref, revision, source_name, suspended, uid, url)"
+OP_DEDUPE_READY = (
+    "max without (path, ready, reason, ref, revision, source_name, suspended, uid, url)"
+)
+
 REWRITES = {
     # Legacy -> kube-state-metrics.
     "filter-to-failing": (
         f'{C}{{type="Ready",status="False"}} == 1',
         KSM,
-        'gotk_resource_info{ready="False"}',
+        f'{KSM_DEDUPE} (gotk_resource_info{{ready="False"}})',
     ),
     "filter-greater-than-zero": (
         f'{C}{{status="True"}} > 0',
         KSM,
-        'gotk_resource_info{ready="True"}',
+        f'{KSM_DEDUPE} (gotk_resource_info{{ready="True"}})',
     ),
     "filter-unknown-covers-no-ready-label": (
         f'{C}{{status="Unknown"}} == 1',
         KSM,
-        'gotk_resource_info{ready=~"Unknown|"}',
+        f'{KSM_DEDUPE} (gotk_resource_info{{ready=~"Unknown|"}})',
     ),
-    "filter-not-ready": (f'{C}{{status!="True"}} == 1', KSM, 'gotk_resource_info{ready!="True"}'),
+    "filter-not-ready": (
+        f'{C}{{status!="True"}} == 1',
+        KSM,
+        f'{KSM_DEDUPE_READY} (gotk_resource_info{{ready!="True"}})',
+    ),
     "count-is-every-object": (
         f'count({C}{{status="True",kind=~"Kustomization|HelmRelease"}})',
         KSM,
-        'count(gotk_resource_info{customresource_kind=~"Kustomization|HelmRelease"})',
+        f'count({KSM_DEDUPE_READY} (gotk_resource_info{{customresource_kind=~"Kustomization|HelmRelease"}}))',
     ),
     "sum-counts-with-zero-for-groups-without-failures": (
         f'sum by (kind) ({C}{{status="False"}})',
         KSM,
-        'count by (customresource_kind) (gotk_resource_info{ready="False"}) '
+        f'count by (customresource_kind) ({KSM_DEDUPE} (gotk_resource_info{{ready="False"}})) '
         "or group by (customresource_kind) (gotk_resource_info) * 0",
     ),
     "max-per-object-filtered": (
@@ -60,7 +77,7 @@ REWRITES = {
     "sum-filtered-keeps-the-count": (
         f'sum by (kind) ({C}{{status="False"}}) > 2',
         KSM,
-        'count by (customresource_kind) (gotk_resource_info{ready="False"}) > 2',
+        f'count by (customresource_kind) ({KSM_DEDUPE} (gotk_resource_info{{ready="False"}})) > 2',
     ),
     "suspended-in-the-window": (
         f'max_over_time({S}{{kind="HelmRelease"}}[1h]) == 1',
@@ -80,16 +97,16 @@ REWRITES = {
         "group by (customresource_kind) (gotk_resource_info) unless on (customresource_kind) "
         'gotk_resource_info{ready!="True"} or group by (customresource_kind) (gotk_resource_info) * 0',
     ),
-    "suspended": (f"{S} == 1", KSM, 'gotk_resource_info{suspended="true"}'),
+    "suspended": (f"{S} == 1", KSM, f'{KSM_DEDUPE_READY} (gotk_resource_info{{suspended="true"}})'),
     "not-suspended-counted": (
         f"count({S} == 0)",
         KSM,
-        'count(gotk_resource_info{suspended!="true"})',
+        f'count({KSM_DEDUPE_READY} (gotk_resource_info{{suspended!="true"}}))',
     ),
     "failing-and-not-suspended": (
         f'{C}{{status="False"}} == 1 unless on (kind, name, exported_namespace) {S} == 1',
         KSM,
-        'gotk_resource_info{ready="False",suspended!="true"}',
+        f'{KSM_DEDUPE} (gotk_resource_info{{ready="False",suspended!="true"}})',
     ),
     "absent-keeps-its-labels": (
         f'absent({C}{{kind="Kustomization",name="flux-system",status="True"}})',
@@ -99,12 +116,12 @@ REWRITES = {
     "join-on-object-namespace": (
         f'({C}{{status="False"}} == 1) * on (exported_namespace) group_left (team) team_info',
         KSM,
-        'gotk_resource_info{ready="False"} * on (exported_namespace) group_left (team) team_info',
+        f'{KSM_DEDUPE} (gotk_resource_info{{ready="False"}}) * on (exported_namespace) group_left (team) team_info',
     ),
     "or-vector-zero-kept": (
         f'sum({C}{{status="False"}}) or vector(0)',
         KSM,
-        'count(gotk_resource_info{ready="False"}) or group(gotk_resource_info) * 0 or vector(0)',
+        f'count({KSM_DEDUPE} (gotk_resource_info{{ready="False"}})) or group(gotk_resource_info) * 0 or vector(0)',
     ),
     "window": (
         f'max_over_time({C}{{status="False"}}[5m]) == 1',
@@ -115,18 +132,18 @@ REWRITES = {
     "variables-kept": (
         f'count({C}{{namespace=~"$operator_namespace",exported_namespace=~"$namespace",status="True"}})',
         KSM,
-        'count(gotk_resource_info{namespace=~"$operator_namespace",exported_namespace=~"$namespace"})',
+        f'count({KSM_DEDUPE_READY} (gotk_resource_info{{namespace=~"$operator_namespace",exported_namespace=~"$namespace"}}))',
     ),
     # Legacy -> Flux Operator.
     "operator-suspend-values": (
         f"count({S} == 0)",
         OP,
-        'count(flux_resource_info{suspended="False"})',
+        f'count({OP_DEDUPE_READY} (flux_resource_info{{suspended="False"}}))',
     ),
     "operator-unknown": (
         f'{C}{{status="Unknown"}} == 1',
         OP,
-        'flux_resource_info{ready="Unknown"}',
+        f'{OP_DEDUPE} (flux_resource_info{{ready="Unknown"}})',
     ),
     # Info -> legacy.
     "info-count-failing": (
@@ -159,11 +176,23 @@ REWRITES = {
         LEGACY,
         f'label_replace(absent({C}{{name="podinfo",status="False"}} == 1), "name", "podinfo", "", "")',
     ),
+    "states-per-status-back-to-legacy": (
+        'count by (ready) (flux_resource_info{kind=~"Kustomization|HelmRelease"})',
+        LEGACY,
+        f'count by (status) ({C}{{kind=~"Kustomization|HelmRelease",status=~"True|False|Unknown"}} == 1)',
+    ),
+    "failing-in-the-window-by-kind": (
+        f'max by (kind) (max_over_time({C}{{status="False"}}[$__rate_interval]))',
+        KSM,
+        'group by (customresource_kind) (max_over_time(gotk_resource_info{ready="False"}'
+        "[$__rate_interval])) or group by (customresource_kind) "
+        "(max_over_time(gotk_resource_info[$__rate_interval])) * 0",
+    ),
     # Info -> info.
     "ksm-to-operator": (
         'count(gotk_resource_info{ready="False",suspended!="true"})',
         OP,
-        'count(flux_resource_info{ready="False",suspended="False"})',
+        f'count({OP_DEDUPE} (flux_resource_info{{ready="False",suspended="False"}}))',
     ),
 }
 
@@ -211,6 +240,18 @@ REFUSALS = {
     "mixed-shapes": (f"{C} == 1 and on (name) gotk_resource_info", KSM, "several shapes"),
     "status-variable": (f'{C}{{status=~"$status"}} == 1', KSM, "template variable"),
     "never-in-a-state-in-the-window": (f"max_over_time({S}[1h]) == 0", KSM, "window"),
+    "ksm-by-ready": (
+        "count by (ready) (gotk_resource_info)",
+        LEGACY,
+        "no `ready` for an object without",
+    ),
+    "revision-between-info-shapes": ('gotk_resource_info{revision="v1"}', OP, "revision"),
+    "samples-in-a-window": (
+        'count_over_time(gotk_resource_info{ready="False"}[5m])',
+        LEGACY,
+        "range",
+    ),
+    "min-in-a-window": (f'min(max_over_time({C}{{status="True"}}[5m]))', KSM, "window"),
     "threshold-variable": (f'sum({C}{{status="False"}} == 1) > 0 or {C} > $t', KSM, "0/1"),
     "name-pattern": ('{__name__=~"gotk_.*"}', KSM, "__name__"),
 }
@@ -242,7 +283,9 @@ def test_the_raw_label_shape_reads_the_object_namespace_from_namespace() -> None
     out = migrate_expr(
         f'{C}{{namespace="apps",status="False"}} == 1', KSM, label_shape=LabelShape.RAW
     )
-    assert out.text == 'gotk_resource_info{exported_namespace="apps",ready="False"}'
+    assert (
+        out.text == f'{KSM_DEDUPE} (gotk_resource_info{{exported_namespace="apps",ready="False"}})'
+    )
     back = migrate_expr(
         'gotk_resource_info{exported_namespace="apps"} == 1', LEGACY, label_shape=LabelShape.RAW
     )
@@ -273,7 +316,7 @@ TEMPLATES = {
     "query-result": (
         f'query_result(count({C}{{status="False"}} == 1))',
         KSM,
-        'query_result(count(gotk_resource_info{ready="False"}))',
+        f'query_result(count({KSM_DEDUPE} (gotk_resource_info{{ready="False"}})))',
     ),
     "label-only": ("label_values(namespace)", KSM, "label_values(namespace)"),
 }

@@ -42,8 +42,6 @@ from .shapes import (
     CONDITION,
     DELETED,
     FLUX_METRICS,
-    KSM_ONLY_LABELS,
-    OPERATOR_ONLY_LABELS,
     STATUSES,
     SUSPEND,
     LabelShape,
@@ -200,13 +198,9 @@ class _Context:
             "customresource_group",
             "customresource_version",
         ):
-            other = (
-                frozenset()
-                if to is Shape.LEGACY
-                else (KSM_ONLY_LABELS if to is Shape.RESOURCE_INFO else OPERATOR_ONLY_LABELS)
-            )
-            if label not in other or label.startswith("customresource_"):
-                raise NotMigratable(f"{where} uses `{label}`, which only {src.value} series have")
+            # Not even between the two info shapes: their sources differ (KSM's `revision` is
+            # the last applied one, the operator's the last attempted).
+            raise NotMigratable(f"{where} uses `{label}`, which only {src.value} series have")
         return label
 
     def target_label(self, neutral: str) -> str:
@@ -455,30 +449,53 @@ class _Context:
         op = "and" if suspended else "unless"
         return Out(f"{text} {op} ignoring (status, type) {gauge} == 1", PREC_AND, flux=True)
 
-    def objects(self, term: Term, statuses: frozenset[str], suspended: bool | None) -> Out:
-        """The selected objects as one 1-valued series each, on the target shape."""
+    def objects(
+        self,
+        term: Term,
+        statuses: frozenset[str],
+        suspended: bool | None,
+        *,
+        dedupe: bool = False,
+        keep: frozenset[str] = frozenset(),
+    ) -> Out:
+        """The selected objects as one 1-valued series each, on the target shape.
+
+        On the info shapes an object's series changes with its state and with labels such as
+        ``revision``, and the old and new series can both be there for up to a scrape (a stale
+        marker late or lost): ``max without (...)`` those labels makes it one series per object,
+        whose labels stay put while the object does, as the legacy series' did (an alert's
+        ``for:`` is not restarted by a new revision). ``ready`` is kept where it is constant
+        (one status selected), or per status in a window, where the legacy shape has one series
+        per status too.
+        """
         if self.to is Shape.LEGACY:
             return self.legacy_set(term, statuses, suspended)
+        selector = self.info_selector(term, statuses, suspended)
+        inner = f"{term.window}({selector})" if term.window is not None else selector
+        if not dedupe:  # for group(), max(), min(), unless: how many series per object is moot
+            return Out(inner, PREC_ATOM, flux=True, ones=True)
         if term.window is not None:
-            varying = sorted(
-                {"suspended"}
-                | info_only_labels(self.to)
-                | (set() if term.per_status else {"ready"})
-            )
-            inner = f"{term.window}({self.info_selector(term, statuses, suspended)})"
-            return Out(aggregate_text("max", inner, without=varying), PREC_ATOM, flux=True)
-        return Out(self.info_selector(term, statuses, suspended), PREC_ATOM, flux=True)
+            keep_ready = term.per_status
+        else:
+            keep_ready = term.per_status and len(statuses) == 1
+        varying = sorted(
+            ({"suspended"} | info_only_labels(self.to) | (set() if keep_ready else {"ready"}))
+            - {"customresource_group"}  # one per kind: it never changes
+            - keep  # labels an aggregation above groups by
+        )
+        return Out(aggregate_text("max", inner, without=varying), PREC_ATOM, flux=True, ones=True)
 
     def materialize(self, node: Node, *, what: str) -> Out:
         if isinstance(node, Out):
             return node
-        if node.value is Value.ONE:
-            return self.objects(node, node.ready, node.suspended)
         if node.range_ is not None and node.window is None:
             raise NotMigratable(
-                f"{what} reads a range of Flux samples: only max_over_time(...) == 1 and "
-                "absent_over_time() have a counterpart"
+                f"{what} reads a range of Flux samples, which differ between shapes (the legacy "
+                "gauges have a sample per status; an info series ends at each change): only "
+                "max_over_time(...) == 1 and absent_over_time() have a counterpart"
             )
+        if node.value is Value.ONE:
+            return self.objects(node, node.ready, node.suspended, dedupe=True)
         if node.value is Value.ZERO:
             raise NotMigratable(
                 f"{what} uses the value 0 of legacy series (`== 0`): the info shapes have no "
@@ -749,6 +766,23 @@ class _Rewriter:
 
     # --- aggregations ----------------------------------------------------------------------
 
+    def state_grouping(self, label: str, term: Term, op: str) -> str:
+        """A by() label over a Flux selection: the Ready status too, where both shapes have it
+        on exactly one series per object (a set of objects, neither side kube-state-metrics,
+        whose ``ready`` is missing where the others say Unknown)."""
+        ctx = self.ctx
+        state = {Shape.LEGACY: "status"}.get(ctx.source, "ready")
+        if label != state:
+            return ctx.rename(label, where=f"{op} by")
+        if term.value is not Value.ONE or not term.per_status or term.window is not None:
+            ctx.rename(label, where=f"{op} by")  # raises with the reason
+        if Shape.RESOURCE_INFO in (ctx.source, ctx.to):
+            raise NotMigratable(
+                f"{op} by ({label}): kube-state-metrics writes no `ready` for an object without a "
+                "Ready condition (nor for Alert and Provider), which the other shapes call Unknown"
+            )
+        return "status" if ctx.to is Shape.LEGACY else "ready"
+
     def grouping(
         self, node: pp.AggregateExpr, inner_flux: bool
     ) -> tuple[list[str] | None, list[str] | None]:
@@ -777,9 +811,10 @@ class _Rewriter:
                     f"{op}() over Flux series depends on how many series each object has and "
                     "their values, which differ between shapes"
                 )
-            by, _ = self.grouping(node, True)
-            by = by or []
-            return self.aggregate_term(op, inner, by)
+            labels_by = node.modifier.labels if node.modifier is not None else []
+            return self.aggregate_term(
+                op, inner, [self.state_grouping(label, inner, op) for label in labels_by]
+            )
         by, without = self.grouping(node, inner.flux)
         text = aggregate_text(
             op, inner.text, param=param.text if param else None, by=by, without=without
@@ -809,29 +844,36 @@ class _Rewriter:
 
         if term.range_ is not None and term.window is None:
             ctx.materialize(term, what=f"{op}()")
+        # Counting needs one series per object (see ``objects``); group/max/min do not care.
+        counting = op in ("count", "sum")
         if term.value is Value.ONE:
-            return done(agg(op, ctx.objects(term, term.ready, term.suspended)))
+            return done(
+                agg(op, ctx.objects(term, term.ready, term.suspended, dedupe=counting, keep=labels))
+            )
         if term.value is Value.ZERO:
             if op not in ("count", "group"):
                 raise NotMigratable(
                     f"{op}() of legacy series filtered to 0 (`== 0`) sums their 0 values; the info "
                     "shapes only have 1-valued series; count() and group() have a counterpart"
                 )
-            return done(agg(op, ctx.objects(term, term.ready, term.suspended)))
-        # INDICATOR: every object has one 0/1 series per named status (or one suspend gauge).
-        if term.window is not None:
+            return done(agg(op, ctx.objects(term, term.ready, term.suspended, dedupe=counting)))
+        # INDICATOR: every object has one 0/1 series per named status (or one suspend gauge);
+        # in a window (max_over_time), one per status it was in.
+        if term.window is not None and op == "min":
             raise NotMigratable(
-                f"{op}() over max_over_time() of the legacy gauges counts objects that changed "
-                "state in the window once per state on the info shapes; compare with `== 1` first"
+                "min() over max_over_time() of the legacy gauges asks whether every object was "
+                "in a state at some point of the window, which the info shapes cannot tell apart "
+                "from an object that was in it all along"
             )
-        everything = ctx.objects(term, ALL_STATUSES, None)
+        whole = replace(term, per_status=False)  # one series per object, any state
+        everything = ctx.objects(whole, ALL_STATUSES, None)
         miss: Out | None
         if term.suspend_gauge:
-            hit = ctx.objects(term, ALL_STATUSES, True)
-            miss = ctx.objects(term, ALL_STATUSES, False)
+            hit = ctx.objects(whole, ALL_STATUSES, True, dedupe=op == "sum")
+            miss = ctx.objects(whole, ALL_STATUSES, False)
             per_object = 1
         else:
-            hit = ctx.objects(term, term.ready, None)
+            hit = ctx.objects(term, term.ready, None, dedupe=op == "sum")
             rest = ALL_STATUSES - term.ready
             miss = ctx.objects(term, rest, None) if rest else None
             per_object = len(term.ready)
@@ -840,16 +882,20 @@ class _Rewriter:
         if op == "group":
             return done(everything_grouped)
         if op == "count":
+            counted = agg("count", ctx.objects(whole, ALL_STATUSES, None, dedupe=True))
             if per_object != 1:
-                return done(f"{agg('count', everything)} * {per_object}", PREC_ADD + 1)
-            return done(agg("count", everything))
-        if miss is None:  # every status named: one 1 per object
-            return done(agg("count", everything) if op == "sum" else everything_grouped)
+                return done(f"{counted} * {per_object}", PREC_ADD + 1)
+            return done(counted)
+        if miss is None and term.window is None:  # every status named: one 1 per object
+            if op == "sum":
+                return done(agg("count", ctx.objects(whole, ALL_STATUSES, None, dedupe=True)))
+            return done(everything_grouped)
         if op == "sum":
             part = Out(agg("count", hit), PREC_ATOM, flux=True, labels=labels)
         elif op == "max":
             part = Out(agg("group", hit), PREC_ATOM, flux=True, labels=labels, ones=True)
         else:  # min: 1 where every object of the group is in a named state.
+            assert miss is not None
             on = printer.grouping_text("on", by)
             part = Out(
                 f"{everything_grouped} unless {on} {miss.text}",
