@@ -40,7 +40,10 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
         "env",
         "loading",
     ),
-    "gotk_relay.cli": ("parser", "tools", "serve"),
+    "gotk_relay.cli": ("parser", "tools", "migrate", "serve"),
+    # The query migration: the shapes, PromQL text, the rewrite, Grafana's variable queries,
+    # files, the check against a Prometheus (migrate/__init__.py).
+    "gotk_relay.migrate": ("shapes", "printer", "rewrite", "templates", "files", "check"),
     "gotk_relay.scrape": ("targets", "parse", "staleness", "loop"),
     "gotk_relay.destinations.otlp_mapping": (
         "naming",
