@@ -252,7 +252,9 @@ def test_relay_config_passes_check_config(overlay: str, tmp_path: Path) -> None:
             text = text.replace(mount["mountPath"].rstrip("/") + "/", f"{local}/")
     config = load_text(text, f"{overlay}/{key}")
     assert config.remote_write, "the example forwards somewhere"
-    for _, path in referenced_files(config):
+    for key, path in referenced_files(config):
+        # Only files under a Secret's mount were moved here (the rest is another test's failure).
+        assert Path(path).is_relative_to(tmp_path), f"{key}: {path} is not in a Secret's mount"
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("not-a-real-token\n")
     (tmp_path / key).write_text(text)
@@ -321,6 +323,48 @@ def test_relay_containers_run_locked_down(overlay: str) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     tmp = next(m for m in relay["volumeMounts"] if m["mountPath"] == "/tmp")
     assert "emptyDir" in volumes[tmp["name"]]
+
+
+# Pod Security Standards, "restricted" profile: the volume types it allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+@pytest.mark.parametrize(("overlay", "component"), VARIANTS, ids=VARIANT_IDS)
+def test_every_pod_meets_the_restricted_pod_security_standard(
+    overlay: str, component: str | None
+) -> None:
+    """Every pod rendered (the sidecar's Prometheus too) can run in a namespace labelled
+    pod-security.kubernetes.io/enforce: restricted."""
+    pods = [
+        o["spec"]["template"]["spec"]
+        for o in _objects(overlay, component)
+        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")
+    ]
+    assert pods
+    for pod in pods:
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, volume
+        pod_context = pod.get("securityContext", {})
+        for container in pod["containers"] + pod.get("initContainers", []):
+            ctx = {**pod_context, **container.get("securityContext", {})}
+            name = container["name"]
+            assert ctx.get("runAsNonRoot") is True and ctx.get("runAsUser", 1) != 0, name
+            assert ctx.get("allowPrivilegeEscalation") is False, name
+            assert not ctx.get("privileged"), name
+            assert ctx.get("capabilities", {}).get("drop") == ["ALL"], name
+            assert set(ctx.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}
+            assert ctx.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost")
+            assert not any("hostPort" in port for port in container.get("ports", [])), name
 
 
 def test_the_image_runs_as_the_user_the_pods_ask_for() -> None:
