@@ -30,6 +30,7 @@ import yaml
 from gotk_relay import __version__
 from gotk_relay.cli import build_parser
 from gotk_relay.config import load_text, referenced_files
+from tests.support.rig import HOST, Proc, free_port, http_request, relay_env, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "deploy" / "kustomize"
@@ -586,3 +587,89 @@ def test_nothing_is_mounted_with_subpath(overlay: str, component: str | None) ->
         k for obj in _objects(overlay, component) for k, _ in _walk(obj) if k.startswith("subPath")
     ]
     assert found == []
+
+
+# -- the rendered pod, run -----------------------------------------------------------------------
+
+
+def _kubelet_update(directory: Path, files: dict[str, str], generation: int) -> None:
+    """Lay out a ConfigMap volume as the kubelet does, or update it: the files in a new
+    timestamped directory, then one atomic rename of the ``..data`` symlink to it. The visible
+    names are symlinks through ``..data``, so a reader sees the old files or the new ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    version = directory / f"..{generation}"
+    version.mkdir()
+    for name, text in files.items():
+        (version / name).write_text(text)
+        link = directory / name
+        if not link.is_symlink():
+            link.symlink_to(f"..data/{name}")
+    staged = directory / "..data_tmp"
+    staged.symlink_to(version.name)
+    staged.rename(directory / "..data")
+
+
+@pytest.mark.slow  # runs the relay (~2 s)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_relay_runs_as_the_pod_runs_it(overlay: str, tmp_path: Path) -> None:
+    """The rendered container's flags, config and mounts, on a real relay: the probes' paths
+    answer 200, the reloader's POST reloads a kubelet-style update of the mounted directory (and
+    a bad one is refused, the relay still ready), and SIGTERM drains and exits 0 in time."""
+    objs = _objects(overlay)
+    pod = _workload(overlay)["spec"]["template"]["spec"]
+    relay = _container(pod, RELAY)
+    root = tmp_path / "pod"  # the container's filesystem, for the paths the pod mounts
+
+    def local(path: str) -> str:
+        return str(root / path.lstrip("/"))
+
+    key, text = _relay_config_text(objs, pod)
+    for mount in sorted(relay["volumeMounts"], key=lambda m: -len(m["mountPath"])):
+        if mount["mountPath"] != "/tmp":
+            text = text.replace(
+                mount["mountPath"].rstrip("/") + "/", local(mount["mountPath"]) + "/"
+            )
+    for _, path in referenced_files(load_text(text, overlay)):
+        assert Path(path).is_relative_to(root), path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("not-a-real-token\n")
+    args = _serve_args(relay)
+    config_dir = Path(local(str(PurePosixPath(args.config).parent)))
+    _kubelet_update(config_dir, {key: text}, 1)
+    port = free_port()
+    argv = []
+    for arg in relay["args"]:
+        if arg.startswith("--config.file="):
+            arg = f"--config.file={config_dir / key}"
+        elif arg.startswith("--web.listen-address="):
+            arg = f"--web.listen-address={HOST}:{port}"
+        argv.append(arg)
+    base = f"http://{HOST}:{port}"
+    reloader = dict(a.removeprefix("--").split("=", 1) for a in _container(pod, RELOADER)["args"])
+    reload_url = base + urlsplit(reloader["reload-url"]).path
+    with Proc(
+        f"relay-{overlay}",
+        [sys.executable, "-m", "gotk_relay", "serve", *argv],
+        tmp_path,
+        env=relay_env({"TMPDIR": str(tmp_path)}),
+    ) as proc:
+        wait_http(base + relay["readinessProbe"]["httpGet"]["path"], 30, proc=proc)
+        assert http_request(base + relay["livenessProbe"]["httpGet"]["path"])[0] == 200
+        # An update, as the kubelet writes it, then the reloader's POST.
+        _kubelet_update(config_dir, {key: text + "\nrelabel_configs: []\n"}, 2)
+        status, _, body = http_request(reload_url, method="POST", data=b"")
+        assert status == 200, body
+        # A file that does not validate: refused, the running config stays, still ready.
+        _kubelet_update(config_dir, {key: text + "\nrelabel_configz: []\n"}, 3)
+        status, _, body = http_request(reload_url, method="POST", data=b"")
+        assert status == 500 and b"relabel_configz" in body, body
+        metrics = http_request(base + "/metrics")[2].decode()
+        assert "gotk_relay_config_last_reload_successful 0.0" in metrics
+        assert http_request(base + relay["readinessProbe"]["httpGet"]["path"])[0] == 200
+        if overlay == "stateful":
+            data_dir = load_text(text, overlay).spool.data_dir
+            assert data_dir and Path(data_dir).is_dir()
+        # The kubelet's SIGTERM comes after preStop; the drain must end within the grace left.
+        pre_stop = float(relay["lifecycle"]["preStop"]["exec"]["command"][1])
+        grace = pod["terminationGracePeriodSeconds"] - pre_stop
+        assert proc.stop(timeout_s=grace) == 0, proc.log_tail()
