@@ -85,6 +85,7 @@ def _render(overlay: str, component: str | None) -> tuple[Obj, ...]:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == "", f"kustomize warns: {done.stderr}"  # e.g. a deprecated field
     return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
 
 
