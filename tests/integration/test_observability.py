@@ -340,21 +340,73 @@ def _push(relay: rig.Relay) -> None:
     assert sent.returncode == 0, sent.stdout + sent.stderr
 
 
+def start_prometheus(tmp: Path) -> rig.Prom:
+    """A Prometheus server (remote-write receiver, lifecycle API) with no targets yet."""
+    workdir = tmp / "prometheus"
+    workdir.mkdir()
+    port = rig.free_port()
+    config = workdir / "prometheus.yml"
+    config.write_text(json.dumps({"global": {"scrape_interval": "1s"}}))
+    argv = [
+        rig.require_binary("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address={rig.HOST}:{port}",
+        "--web.enable-remote-write-receiver",
+        "--web.enable-lifecycle",
+    ]
+    prom = rig.Prom(rig.Proc(f"prometheus-{port}", argv, workdir), port)
+    try:
+        rig.wait_http(f"{prom.base_url}/-/ready", 30.0, proc=prom.proc)
+    except BaseException:
+        prom.stop()
+        raise
+    return prom
+
+
+def scrape_relays(prom: rig.Prom, relays: list[rig.Relay]) -> None:
+    """Point Prometheus at the relays every second, with the rule file evaluated every second."""
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
+            {
+                "job_name": "gotk-relay",
+                "static_configs": [{"targets": [f"{rig.HOST}:{r.port}" for r in relays]}],
+            }
+        ],
+    }
+    (prom.proc.log_path.parent / "prometheus.yml").write_text(json.dumps(config))
+    status, _, body = rig.http_request(f"{prom.base_url}/-/reload", method="POST")
+    assert status == 200, body
+
+
+@dataclass
+class Lab:
+    exported: Exported
+    prom: rig.Prom
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
-    """Two relays' /metrics: one with a spool, three destinations (one refusing, one failing
-    at first), Flux rules and a scrape job (one target up, one down), and one without a spool
-    (the memory-budget metrics are its own)."""
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Two relays and a Prometheus scraping them. One relay has a spool, three destinations (a
+    real Prometheus, one refusing, one failing at first), Flux rules fed and a scrape job (one
+    target up, one down); the other no spool (the memory-budget metrics are its own)."""
     tmp = tmp_path_factory.mktemp("observability")
     destination = Destination()
     exporter = rig.StaticExporter("node_load1 0.5\n")
-    relays: list[rig.Relay] = []
+    services: list[rig.Prom | rig.Relay] = []
     try:
+        prom = start_prometheus(tmp)
+        services.append(prom)
         spooled = {
             "spool": {"data_dir": str(tmp / "spool")},
             "remote_write": [
-                {"name": name, "url": destination.url(f"/{name}"), "queue_config": FAST}
-                for name in ("ok", "refuse", "flaky")
+                {"name": "prometheus", "url": prom.write_url, "queue_config": FAST},
+                *(
+                    {"name": name, "url": destination.url(f"/{name}"), "queue_config": FAST}
+                    for name in ("refuse", "flaky")
+                ),
             ],
             "scrape_configs": [
                 {
@@ -366,16 +418,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
                 }
             ],
         }
-        in_memory = {"remote_write": [{"name": "ok", "url": destination.url("/ok")}]}
-        for name, config in (("spooled", spooled), ("in-memory", in_memory)):
-            relays.append(rig.start_relay(tmp / name, json.dumps(config)))
-        found = Exported()
+        in_memory = {"remote_write": [{"name": "prometheus", "url": prom.write_url}]}
+        relays = [
+            rig.start_relay(tmp / name, json.dumps(config))
+            for name, config in (("spooled", spooled), ("in-memory", in_memory))
+        ]
+        services.extend(relays)
+        scrape_relays(prom, relays)
         for relay in relays:
             _push(relay)
-        spooled_relay = relays[0]
 
         def settled() -> bool:
-            text = spooled_relay.metrics_text()
+            text = relays[0].metrics_text()
             seen = Exported()
             seen.add(text)
             wanted = (
@@ -391,12 +445,19 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
             )
 
         rig.eventually(settled, 20.0, what="the spooled relay's lazily created series")
+        found = Exported()
         for relay in relays:
             found.add(relay.metrics_text())
-        yield found
+        # Rates need two scrapes of every series: wait for the last ones created.
+        rig.eventually(
+            lambda: prom.query("count(rate(gotk_relay_samples_dropped_total[1m])) > 0"),
+            30.0,
+            what="Prometheus' scrapes of the relays",
+        )
+        yield Lab(found, prom)
     finally:
-        for relay in relays:
-            relay.stop()
+        for service in reversed(services):
+            service.stop()
         exporter.close()
         destination.close()
 
@@ -409,9 +470,8 @@ def rule_queries() -> list[Query]:
 @pytest.mark.parametrize(
     "query", dashboard_queries() + rule_queries(), ids=lambda q: q.where.replace(" ", "_")
 )
-def test_every_metric_and_label_read_is_one_a_relay_exports(
-    query: Query, exported: Exported
-) -> None:
+def test_every_metric_and_label_read_is_one_a_relay_exports(query: Query, lab: Lab) -> None:
+    exported = lab.exported
     needs = needs_of(pp.parse(grafana_to_promql(query.expr)), Needs())
     if query.label is not None:
         for name in needs.labels:
@@ -423,3 +483,38 @@ def test_every_metric_and_label_read_is_one_a_relay_exports(
         assert name in exported.labels, f"{name}: no series on /metrics to check its labels"
         missing = labels - exported.labels[name] - TARGET_LABELS
         assert not missing, f"{name} has no label {sorted(missing)}"
+
+
+def _only_without_samples(query: Query) -> bool:
+    needs = needs_of(pp.parse(grafana_to_promql(query.expr)), Needs())
+    return set(needs.labels) <= set(WITHOUT_SAMPLES_HERE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", dashboard_queries(), ids=lambda q: q.where.replace(" ", "_"))
+def test_every_dashboard_query_shows_data_from_relays_scraped_by_prometheus(
+    query: Query, lab: Lab
+) -> None:
+    if query.label is not None:  # a variable: what Grafana's label_values() asks Prometheus
+        values = lab.prom.api(
+            f"label/{query.label}/values", [("match[]", grafana_to_promql(query.expr))]
+        )
+        assert values, query.expr
+        return
+    result = lab.prom.query(grafana_to_promql(query.expr))
+    # Empty only where every metric read has no series yet (see WITHOUT_SAMPLES_HERE).
+    assert bool(result) != _only_without_samples(query), (query.expr, result)
+
+
+@pytest.mark.slow
+def test_prometheus_loads_the_rules_and_evaluates_each_without_error(lab: Lab) -> None:
+    def evaluated() -> list[dict[str, Any]]:
+        groups = lab.prom.api("rules", [])["groups"]
+        rules: list[dict[str, Any]] = [r for g in groups for r in g["rules"]]
+        return rules if rules and all(r["lastEvaluation"][:4] != "0001" for r in rules) else []
+
+    rules = rig.eventually(evaluated, 20.0, what="one evaluation of every rule")
+    assert len(rules) == len(_rules())
+    assert sorted((r["name"], r["health"], r.get("lastError", "")) for r in rules) == sorted(
+        (rule["alert"], "ok", "") for rule in _rules()
+    )
