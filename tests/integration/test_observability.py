@@ -1,7 +1,8 @@
 """The relay's own alerts and dashboard (deploy/observability): promtool checks and unit-tests
 the rules, the PrometheusRule component and the dashboard JSON are what their scripts generate,
-every dashboard query parses, and every metric (and label) the queries and rules name is one a
-running relay serves on /metrics."""
+every dashboard query parses, every metric (and label) the queries and rules name is one that
+running relays serve on /metrics, and a real Prometheus scraping those relays evaluates every
+rule without error and has data for every dashboard query."""
 
 from __future__ import annotations
 
