@@ -321,13 +321,15 @@ class Destination:
 FAST = {"min_backoff": "20ms", "max_backoff": "100ms"}
 
 
-def _push(relay: rig.Relay) -> None:
+def _push(relay: rig.Relay, job: str, flux: bool) -> None:
     """A write, one refused write, and the Flux objects of docs/examples/ksm-flux.prom."""
-    body, headers = rw_body(gauge_batch(["up", "node_load1"], int(time.time() * 1000), job="node"))
+    body, headers = rw_body(gauge_batch(["up", "node_load1"], int(time.time() * 1000), job=job))
     status, _, answer = rig.http_request(relay.write_url, method="POST", data=body, headers=headers)
     assert status == 204, answer
     status, _, _ = rig.http_request(relay.write_url, method="POST", data=b"x", headers=headers)
     assert status == 400
+    if not flux:
+        return
     sent = _run(
         sys.executable,
         "-m",
@@ -426,8 +428,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         ]
         services.extend(relays)
         scrape_relays(prom, relays)
-        for relay in relays:
-            _push(relay)
+        # Each its own series: both write to the same Prometheus.
+        _push(relays[0], "node-a", flux=True)
+        _push(relays[1], "node-b", flux=False)
 
         def settled() -> bool:
             text = relays[0].metrics_text()
