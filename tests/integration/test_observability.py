@@ -522,3 +522,28 @@ def test_prometheus_loads_the_rules_and_evaluates_each_without_error(lab: Lab) -
     assert sorted((r["name"], r["health"], r.get("lastError", "")) for r in rules) == sorted(
         (rule["alert"], "ok", "") for rule in _rules()
     )
+
+
+@pytest.mark.slow
+def test_alerts_become_active_on_what_the_relays_did(lab: Lab) -> None:
+    """On the live relays: the refused write, the 400-refusing destination's drops and the
+    scrape target that is down start their alerts (pending: their `for:` is minutes); no other
+    alert starts but the failing-at-first destination's, which may."""
+    expected = [
+        {"alertname": "GotkRelayRequestsRefused", "reason": "malformed"},
+        {"alertname": "GotkRelaySamplesDropped", "destination": "refuse", "reason": "http_400"},
+        {"alertname": "GotkRelayScrapeTargetDown", "exported_job": "node"},
+    ]
+    optional = [{"alertname": "GotkRelayDestinationFailing", "destination": "flaky"}]
+
+    def matches(labels: dict[str, str], wanted: dict[str, str]) -> bool:
+        return wanted.items() <= labels.items()
+
+    def active() -> list[dict[str, str]]:
+        alerts = [a["labels"] for a in lab.prom.api("alerts", [])["alerts"]]
+        seen = all(any(matches(a, w) for a in alerts) for w in expected)
+        return alerts if seen else []
+
+    alerts = rig.eventually(active, 20.0, what="the expected alerts")
+    unexpected = [a for a in alerts if not any(matches(a, w) for w in expected + optional)]
+    assert not unexpected
