@@ -441,6 +441,40 @@ def resources(board: dash.Dashboard) -> dash.Dashboard:
         board.with_row(dash.Row("Resources and configuration"))
         .with_panel(
             panel(
+                "Resident memory",
+                "The relay process's RSS (process_resident_memory_bytes). Sizing: about 62 MiB "
+                "idle plus ~6 KiB per tracked Flux object (docs/performance.md).",
+                "bytes",
+                (
+                    f"max by (instance) (process_resident_memory_bytes{{{RELAY}}})",
+                    "{{instance}}",
+                ),
+            )
+        )
+        .with_panel(
+            panel(
+                "CPU",
+                "CPU seconds per second of the relay process (one process uses at most one "
+                "core; receiver.workers adds processes not counted here).",
+                "percentunit",
+                (
+                    f"sum by (instance) (rate(process_cpu_seconds_total{{{RELAY}}}{RATE}))",
+                    "{{instance}}",
+                ),
+            )
+        )
+        .with_panel(
+            panel(
+                "Open file descriptors",
+                "Open fds against the process limit (connections, the spool, sockets to "
+                "destinations).",
+                "short",
+                (f"max by (instance) (process_open_fds{{{RELAY}}})", "open {{instance}}"),
+                (f"max by (instance) (process_max_fds{{{RELAY}}})", "limit {{instance}}"),
+            )
+        )
+        .with_panel(
+            panel(
                 "Memory queues",
                 "Bytes held by in-memory queues against queues.memory_budget_bytes (relays "
                 "without a spool).",

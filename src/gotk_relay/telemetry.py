@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -39,6 +39,10 @@ class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, …: what
+        # every Prometheus exporter reports, for the dashboard's and the sizing's resources
+        # (the serve process's own; scan workers, with receiver.workers > 1, are not in it).
+        ProcessCollector(registry=r)
         self.http_requests = Counter(
             "gotk_relay_http_requests",
             "HTTP requests answered, by handler and status code.",
