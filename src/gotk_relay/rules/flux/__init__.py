@@ -34,7 +34,8 @@ The relay clock is ``now_ms`` when given, else the newest Flux sample timestamp;
 back. Modules, in the order they build on each other: ``names``, ``config``, ``stats``,
 ``state`` (routes and per-object records), ``classify`` (what an input series is), ``emitter``
 (the synthesized series and their bytes), ``operator`` (the operator's report in KSM's shape),
-``rewriter`` (``FluxRewriter``).
+``rewriter`` (``FluxRewriter``), ``tracked`` (the tracked objects, read-only, for the status
+page).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .names import (
 )
 from .rewriter import FluxRewriter, Rewritten, Steady
 from .stats import FluxStats
+from .tracked import Tracked, TrackedObjects
 
 __all__ = [
     "CONDITION_HELP",
@@ -77,4 +79,6 @@ __all__ = [
     "Rewritten",
     "SeriesEncoder",
     "Steady",
+    "Tracked",
+    "TrackedObjects",
 ]
