@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 from gotk_relay import status_page
 from gotk_relay.config import load_text
 from gotk_relay.delivery.sender import LastError
-from gotk_relay.model import STALE_NAN, Batch, Sample, Series, labels_from
+from gotk_relay.model import STALE_NAN, Batch, Sample, Series
 from gotk_relay.rules.flux import FluxConfig, FluxRewriter, Tracked
 from gotk_relay.status_page import (
     DestinationStatus,
@@ -39,63 +38,11 @@ from gotk_relay.status_page import (
     select,
 )
 from gotk_relay.telemetry import REFUSED_EXAMPLES, REFUSED_REASONS, Refusals, Telemetry
-
-T = 1_764_900_000_000
-
-
-def series(metric: str, value: float = 1.0, ts: int = T, /, **labels: str) -> Series:
-    return Series(labels_from({"__name__": metric, **labels}), (Sample(value, ts),))
-
-
-def ksm(name: str, namespace: str, ready: str = "True", suspended: str = "false") -> Series:
-    return series(
-        "gotk_resource_info",
-        customresource_group="kustomize.toolkit.fluxcd.io",
-        customresource_kind="Kustomization",
-        customresource_version="v1",
-        exported_namespace=namespace,
-        name=name,
-        ready=ready,
-        suspended=suspended,
-        namespace="monitoring",
-        job="kube-state-metrics",
-    )
-
-
-def operator(name: str, namespace: str, ready: str = "False") -> Series:
-    return series(
-        "flux_resource_info",
-        kind="HelmRelease",
-        exported_namespace=namespace,
-        name=name,
-        ready=ready,
-        suspended="True",
-        namespace="flux-system",
-        job="flux-operator",
-    )
-
-
-def legacy(
-    name: str, namespace: str, ready: str = "Unknown", suspended: float = 0.0
-) -> list[Series]:
-    common = {"kind": "GitRepository", "exported_namespace": namespace, "name": name}
-    common |= {"namespace": "flux-system", "job": "source-controller"}
-    conditions = [
-        series(
-            "gotk_reconcile_condition",
-            1.0 if status == ready else 0.0,
-            T,
-            type="Ready",
-            status=status,
-            **common,
-        )
-        for status in ("True", "False", "Unknown")
-    ]
-    return [*conditions, series("gotk_suspend_status", suspended, T, **common)]
+from tests.support.status_page import T, ksm, legacy, operator, parse, series
 
 
 def fed(mode: str, *batches: list[Series]) -> FluxRewriter:
-    rewriter = FluxRewriter(FluxConfig(mode=mode))  # type: ignore[arg-type]
+    rewriter = FluxRewriter(FluxConfig.model_validate({"mode": mode}))
     for batch in batches:
         rewriter.rewrite(Batch(tuple(batch)), T)
     return rewriter
@@ -432,40 +379,6 @@ def test_redact_url(url: str, shown: str) -> None:
 
 
 # -- the HTML -------------------------------------------------------------------------------
-
-
-class Parsed(HTMLParser):
-    """The elements and the text of each table cell, as a browser's parser sees them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.cells: list[str] = []
-        self._cell: list[str] | None = None
-        self.object_rows = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-        if tag == "td":
-            self._cell = []
-        if tag == "tr" and dict(attrs).get("class") == "object":
-            self.object_rows += 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._cell is not None:
-            self.cells.append("".join(self._cell))
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def parse(body: str) -> Parsed:
-    parsed = Parsed()
-    parsed.feed(body)
-    parsed.close()
-    return parsed
 
 
 ALLOWED_TAGS = {
