@@ -14,9 +14,13 @@ def series(metric: str, value: float = 1.0, ts: int = T, /, **labels: str) -> Se
     return Series(labels_from({"__name__": metric, **labels}), (Sample(value, ts),))
 
 
-def ksm(name: str, namespace: str, ready: str = "True", suspended: str = "false") -> Series:
+def ksm(
+    name: str, namespace: str, ready: str = "True", suspended: str = "false", ts: int = T
+) -> Series:
     return series(
         "gotk_resource_info",
+        1.0,
+        ts,
         customresource_group="kustomize.toolkit.fluxcd.io",
         customresource_kind="Kustomization",
         customresource_version="v1",
