@@ -200,3 +200,45 @@ async def test_100k_objects_page_renders_only_per_page_rows_from_one_index() -> 
                 f"100k objects, GET /?{query}: {took * 1000:.1f} ms, "
                 f"longest event-loop stall {longest * 1000:.1f} ms"
             )
+
+
+@pytest.mark.parametrize("spooled", [False, True], ids=["memory", "spool"])
+async def test_a_full_queue_is_blocked_and_its_refusals_name_the_client(
+    tmp_path: Path, spooled: bool
+) -> None:
+    """A destination that never answers: its first request fills the queue (memory: capacity
+    1 point; spool: 64 bytes), the next write is refused and the page says why."""
+    now = int(time.time() * 1000)
+    hanging = ScriptedReceiver(default=Reply(hang=True))
+    async with receivers(hanging):
+        config: dict[str, object] = {
+            "flux": {"mode": "legacy"},
+            "remote_write": [
+                {"name": "stuck", "url": hanging.url, "queue_config": {"capacity": 1}}
+            ],
+        }
+        if spooled:
+            config["spool"] = {"data_dir": str(tmp_path / "spool"), "max_bytes": 64}
+        async with relay_client(config) as (client, _):
+            batch = Batch(tuple(ksm(f"app-{i}", "ns", ts=now) for i in range(20)))
+            body, headers = rw_body(batch)
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+            await eventually(lambda: len(hanging.requests) == 1)
+            refused = await client.post("/api/v1/write", data=body, headers=headers)
+            assert refused.status == 503
+            data = json.loads(await (await client.get("/status.json")).text())
+            [stuck] = data["destinations"]
+            assert stuck["state"] == "blocked"
+            assert stuck["why"].startswith("queue full")
+            assert stuck["queue_fill"] > 1  # an empty queue takes any one batch
+            if spooled:
+                assert stuck["spool_max_bytes"] == 64 and stuck["spool_fill"] >= 1
+            else:
+                assert stuck["spool_bytes"] is None and stuck["spool_fill"] is None
+            assert stuck["oldest_unsent_s"] is not None
+            [queue_full] = data["refused"]
+            assert queue_full["reason"] == "queue_full" and queue_full["count"] == 1
+            assert queue_full["examples"][0]["remote"] == "127.0.0.1"
+            assert "'stuck' is full" in queue_full["examples"][0]["text"]
+            text = await (await client.get("/")).text()
+            assert 'class="blocked"' in text
