@@ -440,6 +440,7 @@ async def handle_index(request: web.Request) -> web.StreamResponse:
     state = request.app[STATUS]
     if not state.making.enter(STATUS_MAX_CONCURRENT):
         return plain(503, f"more than {STATUS_MAX_CONCURRENT} status pages in progress; retry")
+    rendering: asyncio.Future[str] | None = None
     try:
         relay = request.app[RELAY]
         thread = request.app[FEDERATE_THREAD].get()
@@ -464,9 +465,13 @@ async def handle_index(request: web.Request) -> web.StreamResponse:
             objects = status_page.select(rows, query)
             return render(status_page.StatusPage(now, view, objects, refusals, config, refresh))
 
-        body = await run(make)
+        rendering = run(make)
+        # The slot is free when the thread is, not when this request stops waiting for it.
+        rendering.add_done_callback(lambda done: _rendered(state.making, done))
+        body = await asyncio.shield(rendering)
     finally:
-        state.making.leave()
+        if rendering is None:
+            state.making.leave()
     return web.Response(text=body, content_type=content_type, charset="utf-8")
 
 

@@ -35,6 +35,7 @@ from . import __version__
 from .config import Config, DatadogConfig, sanitize_url
 from .delivery.sender import LastError
 from .destinations.federate import SORT_RUN
+from .relay import Relay
 from .rules.flux import FluxRewriter, Tracked, TrackedObjects
 from .rules.flux.tracked import SHAPES
 from .telemetry import Refused
@@ -265,9 +266,9 @@ class RelayView:
     max_objects: int
 
 
-def relay_view(relay: Any, now: float) -> RelayView:
-    """Each destination's state from the running relay (``relay.Relay``)."""
-    config: Config = relay.config
+def relay_view(relay: Relay, now: float) -> RelayView:
+    """Each destination's state from the running relay."""
+    config = relay.config
     places = {name: (where, cfg) for where, name, cfg in config.destinations()}
     spool = relay.spool is not None
     out = []
