@@ -41,8 +41,8 @@ from gotk_relay.telemetry import REFUSED_EXAMPLES, REFUSED_REASONS, Refusals, Te
 from tests.support.status_page import T, ksm, legacy, operator, parse, series
 
 
-def fed(mode: str, *batches: list[Series]) -> FluxRewriter:
-    rewriter = FluxRewriter(FluxConfig.model_validate({"mode": mode}))
+def fed(mode: str, *batches: list[Series], **config: str) -> FluxRewriter:
+    rewriter = FluxRewriter(FluxConfig.model_validate({"mode": mode, **config}))
     for batch in batches:
         rewriter.rewrite(Batch(tuple(batch)), T)
     return rewriter
@@ -74,6 +74,12 @@ def test_tracked_objects_describe_each_source_shape(
 ) -> None:
     rows = list(fed(mode, batch).tracked().describe())
     assert rows == [expected]
+
+
+@pytest.mark.parametrize("shape", ["stored", "raw"])
+def test_the_namespace_is_the_objects_in_either_label_shape(shape: str) -> None:
+    rewriter = fed("legacy", [ksm("apps", "team-a")], label_shape=shape)
+    assert [r.namespace for r in rewriter.tracked().describe()] == ["team-a"]
 
 
 def test_an_object_both_ksm_and_the_operator_report_shows_both_shapes() -> None:
