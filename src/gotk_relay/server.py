@@ -395,7 +395,8 @@ async def handle_reload(request: web.Request) -> web.StreamResponse:
 
 class StatusState:
     """What the status page keeps between requests: the tracked objects' sorted index, the
-    redacted YAML of the running configuration, and the count of pages being made."""
+    redacted YAML of the running configuration (made in the render thread, the only one that
+    reads or writes it), and the count of pages being made."""
 
     def __init__(self) -> None:
         self.index = ObjectIndex()
@@ -452,7 +453,7 @@ async def handle_index(request: web.Request) -> web.StreamResponse:
         now = time.time()
         view = status_page.relay_view(relay, now)
         refusals = request.app[TELEMETRY].refusals.summary()
-        config = state.config_yaml(relay.config)
+        config = relay.config
         rows = await state.index.rows(relay.pipeline.flux, run)
         if request.path == STATUS_JSON:
             render, content_type = status_page.render_json, "application/json"
@@ -463,7 +464,8 @@ async def handle_index(request: web.Request) -> web.StreamResponse:
 
         def make() -> str:
             objects = status_page.select(rows, query)
-            return render(status_page.StatusPage(now, view, objects, refusals, config, refresh))
+            shown = state.config_yaml(config)  # cached while the configuration stays
+            return render(status_page.StatusPage(now, view, objects, refusals, shown, refresh))
 
         rendering = run(make)
         # The slot is free when the thread is, not when this request stops waiting for it.

@@ -36,8 +36,8 @@ from .config import Config, DatadogConfig, sanitize_url
 from .delivery.sender import LastError
 from .destinations.federate import SORT_RUN
 from .relay import Relay
-from .rules.flux import FluxRewriter, Tracked, TrackedObjects
-from .rules.flux.tracked import SHAPES
+from .rules.flux import FluxRewriter, Row, Tracked, TrackedObjects
+from .rules.flux.tracked import SHAPES, tracked_of
 from .telemetry import Refused
 
 SECRET: Final = "<secret>"
@@ -83,14 +83,16 @@ class ObjectQuery:
         defaults = asdict(ObjectQuery())
         return {k: str(v) for k, v in values.items() if v != defaults[k]}
 
-    def matches(self, row: Tracked, q: str) -> bool:
-        if self.ready and row.ready != self.ready:
+    def matches(self, row: Row, q: str) -> bool:
+        """Whether a row (``tracked.Row``) passes; ``q``: ``self.q`` lower-cased."""
+        kind, namespace, name, shape, ready, suspended, _ = row
+        if self.ready and ready != self.ready:
             return False
-        if self.suspended and row.suspended is not (self.suspended == "true"):
+        if self.suspended and suspended != (self.suspended == "true"):
             return False
-        if self.shape and self.shape not in row.shape.split("+"):
+        if self.shape and self.shape not in shape.split("+"):
             return False
-        return not q or q in f"{row.kind}/{row.namespace}/{row.name}".lower()
+        return not q or q in f"{kind}/{namespace}/{name}".lower()
 
 
 def _integer(params: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -139,19 +141,17 @@ def parse_refresh(params: Mapping[str, str]) -> int:
 # -- the tracked objects ------------------------------------------------------------------
 
 
-def _order(row: Tracked) -> tuple[str, str, str, str]:
-    return row.kind, row.namespace, row.name, row.shape
-
-
-def sorted_rows(tracked: TrackedObjects) -> list[Tracked]:
+def sorted_rows(tracked: TrackedObjects) -> list[Row]:
     """Every tracked object's row, by kind, namespace and name (O(n log n): off the loop).
 
     Sorted in short runs, then merged, as /federate's render does: one sorted() over 100,000
-    rows holds the GIL for its whole length (measured: a 49 ms stall of the event loop).
+    rows holds the GIL for its whole length (measured: a 49 ms stall of the event loop). Rows
+    are plain tuples (``tracked.Row``), which sort as they are and which the garbage collector
+    leaves alone.
     """
-    rows = list(tracked.describe())
-    runs = [sorted(rows[i : i + SORT_RUN], key=_order) for i in range(0, len(rows), SORT_RUN)]
-    return runs[0] if len(runs) == 1 else list(heapq.merge(*runs, key=_order))
+    rows = list(tracked.rows())
+    runs = [sorted(rows[i : i + SORT_RUN]) for i in range(0, len(rows), SORT_RUN)]
+    return runs[0] if len(runs) == 1 else list(heapq.merge(*runs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,15 +168,17 @@ class ObjectPage:
         return max(1, math.ceil(self.matching / self.query.per_page))
 
 
-def select(rows: Sequence[Tracked], query: ObjectQuery) -> ObjectPage:
+def select(rows: Sequence[Row], query: ObjectQuery) -> ObjectPage:
     """The page of ``rows`` (sorted) that ``query`` asks for; only a filter walks them all."""
     start = (query.page - 1) * query.per_page
     stop = start + query.per_page
     if not query.filtered:
-        return ObjectPage(query, len(rows), len(rows), tuple(rows[start:stop]))
-    q = query.q.lower()
-    matching = [row for row in rows if query.matches(row, q)]
-    return ObjectPage(query, len(rows), len(matching), tuple(matching[start:stop]))
+        shown, matching = rows[start:stop], len(rows)
+    else:
+        q = query.q.lower()
+        found = [row for row in rows if query.matches(row, q)]
+        shown, matching = found[start:stop], len(found)
+    return ObjectPage(query, len(rows), matching, tuple(map(tracked_of, shown)))
 
 
 class ObjectIndex:
@@ -186,14 +188,14 @@ class ObjectIndex:
     def __init__(self, max_age: float = INDEX_MAX_AGE) -> None:
         self.max_age = max_age
         self.builds = 0  # how many times the rows were built (tests read it)
-        self._rows: list[Tracked] = []
+        self._rows: list[Row] = []
         self._source: FluxRewriter | None = None
         self._built_at = -math.inf
-        self._building: asyncio.Future[list[Tracked]] | None = None
+        self._building: asyncio.Future[list[Row]] | None = None
 
     async def rows(
-        self, flux: FluxRewriter, run: Callable[[Callable[[], list[Tracked]]], Awaitable[Any]]
-    ) -> list[Tracked]:
+        self, flux: FluxRewriter, run: Callable[[Callable[[], list[Row]]], Awaitable[Any]]
+    ) -> list[Row]:
         now = time.monotonic()
         if self._source is flux and now - self._built_at < self.max_age:
             return self._rows
@@ -203,7 +205,7 @@ class ObjectIndex:
             self._building.add_done_callback(lambda done: self._built(flux, now, done))
         return await asyncio.shield(self._building)
 
-    def _built(self, flux: FluxRewriter, at: float, done: asyncio.Future[list[Tracked]]) -> None:
+    def _built(self, flux: FluxRewriter, at: float, done: asyncio.Future[list[Row]]) -> None:
         self._building = None
         if done.cancelled() or done.exception() is not None:
             return

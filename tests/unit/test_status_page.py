@@ -23,7 +23,8 @@ from gotk_relay import status_page
 from gotk_relay.config import load_text
 from gotk_relay.delivery.sender import LastError
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series
-from gotk_relay.rules.flux import FluxConfig, FluxRewriter, Tracked
+from gotk_relay.rules.flux import FluxConfig, FluxRewriter, Row, Tracked
+from gotk_relay.rules.flux.tracked import row_of, tracked_of
 from gotk_relay.status_page import (
     DestinationStatus,
     ObjectIndex,
@@ -93,10 +94,12 @@ def test_an_object_both_ksm_and_the_operator_report_shows_both_shapes() -> None:
         namespace="monitoring",
         job="kube-state-metrics",
     )
-    rows = list(fed("legacy", [ksm("apps", "team-a"), both]).tracked().describe())
+    tracked = fed("legacy", [ksm("apps", "team-a"), both]).tracked()
+    rows = list(tracked.describe())
     assert [(r.kind, r.name, r.shape) for r in rows] == [("Kustomization", "apps", "ksm+operator")]
-    query = parse_query({"shape": "operator"})
-    assert select(rows, query).matching == 1
+    for shape in ("ksm", "operator"):
+        assert select(list(tracked.rows()), parse_query({"shape": shape})).matching == 1
+    assert select(list(tracked.rows()), parse_query({"shape": "legacy"})).matching == 0
 
 
 def test_tracked_is_a_copy_the_rules_can_change_under() -> None:
@@ -151,9 +154,9 @@ def test_parse_query_refuses_naming_the_parameter(params: dict[str, str], messag
     assert str(info.value).startswith(message)
 
 
-def row(kind: str, namespace: str, name: str, ready: str = "True", **more: Any) -> Tracked:
+def row(kind: str, namespace: str, name: str, ready: str = "True", **more: Any) -> Row:
     values: dict[str, Any] = {"suspended": False, "shape": "ksm", "last_seen_ms": T} | more
-    return Tracked(kind, namespace, name, ready, **values)
+    return row_of(Tracked(kind, namespace, name, ready, **values))
 
 
 ROWS = [
@@ -208,7 +211,7 @@ def test_pages_hold_per_page_rows_in_order_and_cover_every_match_once(
     ]
     for params in ({}, {"ready": "False"}):
         query = parse_query({"page": str(page), "per_page": str(per_page), **params})
-        matching = [r for r in rows if not params or r.ready == "False"]
+        matching = [tracked_of(r) for r in rows if not params or r[4] == "False"]
         got = select(rows, query)
         assert got.matching == len(matching)
         assert got.rows == tuple(matching[(page - 1) * per_page : page * per_page])
@@ -219,7 +222,10 @@ def test_pages_hold_per_page_rows_in_order_and_cover_every_match_once(
 def test_sorted_rows_are_by_kind_namespace_name() -> None:
     rewriter = fed("legacy", [ksm("b", "ns2"), ksm("a", "ns2"), ksm("z", "ns1")])
     rows = status_page.sorted_rows(rewriter.tracked())
-    assert [(r.namespace, r.name) for r in rows] == [("ns1", "z"), ("ns2", "a"), ("ns2", "b")]
+    assert [(r[1], r[2]) for r in rows] == [("ns1", "z"), ("ns2", "a"), ("ns2", "b")]
+    assert [tracked_of(r) for r in rows] == sorted(
+        rewriter.tracked().describe(), key=lambda t: (t.kind, t.namespace, t.name)
+    )
 
 
 # -- the index ------------------------------------------------------------------------------
@@ -235,7 +241,7 @@ def test_index_is_reused_until_it_is_older_than_max_age() -> None:
     async def scenario() -> None:
         rewriter = fed("legacy", [ksm("a", "ns")])
         index = ObjectIndex(max_age=3600)
-        run: Callable[[Callable[[], list[Tracked]]], Awaitable[Any]] = _inline
+        run: Callable[[Callable[[], list[Row]]], Awaitable[Any]] = _inline
         first, second = await asyncio.gather(index.rows(rewriter, run), index.rows(rewriter, run))
         assert first is second and index.builds == 1  # one build for concurrent requests
         rewriter.rewrite(Batch((ksm("b", "ns"),)), T + 1000)
@@ -411,7 +417,7 @@ def destination(name: str = "vm", **more: Any) -> DestinationStatus:
 
 
 def make_page(
-    rows: list[Tracked] | None = None,
+    rows: list[Row] | None = None,
     query: ObjectQuery | None = None,
     destinations: tuple[DestinationStatus, ...] | None = None,
     refusals: Refusals | None = None,

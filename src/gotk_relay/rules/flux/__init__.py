@@ -58,7 +58,7 @@ from .names import (
 )
 from .rewriter import FluxRewriter, Rewritten, Steady
 from .stats import FluxStats
-from .tracked import Tracked, TrackedObjects
+from .tracked import Row, Tracked, TrackedObjects
 
 __all__ = [
     "CONDITION_HELP",
@@ -77,6 +77,7 @@ __all__ = [
     "FluxRewriter",
     "FluxStats",
     "Rewritten",
+    "Row",
     "SeriesEncoder",
     "Steady",
     "Tracked",
