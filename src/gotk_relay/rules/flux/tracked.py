@@ -1,8 +1,9 @@
 """The Flux objects the rules track, read-only, for the status page (``status_page.py``).
 
 ``FluxRewriter.tracked()`` copies the references of its tracked objects (one C-level copy of
-its two tables, bounded by ``flux.max_objects``); ``TrackedObjects.describe()`` reads each one's
-kind, namespace, name, Ready, suspended, source shape and last seen. Describing is Python work
+its two tables, bounded by ``flux.max_objects``); ``TrackedObjects.rows()`` (plain tuples) and
+``describe()`` (``Tracked``) read each one's kind, namespace, name, Ready, suspended, source
+shape and last seen. Describing is Python work
 per object, so it may run in another thread: every attribute read is atomic, and an object's
 inputs are copied whole before they are looked at (a row may mix two scrapes of one object,
 which a status page can live with; nothing is written).
