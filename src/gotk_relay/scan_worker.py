@@ -34,11 +34,11 @@ from .access import Authenticator, InFlight, ServerTLS
 from .config import Config, ConfigError, ReceiverConfig
 from .connections import GuardedRunner, raise_fd_limit
 from .model import Protocol
-from .server import REMOTE_HEADER
 from .wire import snappy
 from .worker_pool import GENERATION_HEADER, ROUTE_HEADER, STALE
 from .write import views
 from .write.edge import (
+    REMOTE_HEADER,
     Rejection,
     answer,
     auth_rejection,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import socket
 import sys
 import threading
 import time
@@ -56,6 +55,7 @@ from .write.edge import (
     answer,
     auth_rejection,
     busy_rejection,
+    client_address,
     decode_rejection,
     header_rejection,
     plain,
@@ -75,20 +75,6 @@ FEDERATING: web.AppKey[InFlight] = web.AppKey("federating", InFlight)
 FEDERATE_THREAD: web.AppKey[FederateThread] = web.AppKey("federate_thread")
 # Request key: the route to count a request under when it is not the one it came in on.
 ROUTE = "gotk_relay.route"
-
-
-# The client's address, as a scan worker passes a request on to the core (worker_pool.py).
-REMOTE_HEADER = "X-Gotk-Relay-Remote"
-
-
-def client_address(request: web.Request) -> str:
-    """Who sent a request: its peer, or for one a scan worker passed on over the core's Unix
-    socket (only this user can reach it), the worker's client as the worker names it."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and getattr(sock, "family", None) == socket.AF_UNIX:
-        return request.headers.get(REMOTE_HEADER, "")
-    return request.remote or ""
 
 
 def _unauthenticated(request: web.Request) -> web.Response | None:

@@ -45,9 +45,9 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import Counter
 
-from .server import RELAY, ROUTE, STATE, TELEMETRY, client_address
+from .server import RELAY, ROUTE, STATE, TELEMETRY
 from .write.admission import answer_scanned
-from .write.edge import SHUTTING_DOWN, answer, decode_rejection
+from .write.edge import SHUTTING_DOWN, answer, client_address, decode_rejection
 from .write.scan import Scanned
 
 log = logging.getLogger("gotk_relay.worker_pool")

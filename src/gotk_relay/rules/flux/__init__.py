@@ -34,8 +34,8 @@ The relay clock is ``now_ms`` when given, else the newest Flux sample timestamp;
 back. Modules, in the order they build on each other: ``names``, ``config``, ``stats``,
 ``state`` (routes and per-object records), ``classify`` (what an input series is), ``emitter``
 (the synthesized series and their bytes), ``operator`` (the operator's report in KSM's shape),
-``rewriter`` (``FluxRewriter``), ``tracked`` (the tracked objects, read-only, for the status
-page).
+``tracked`` (the tracked objects, read-only, for the status page), ``rewriter``
+(``FluxRewriter``).
 """
 
 from __future__ import annotations
