@@ -525,3 +525,39 @@ def test_stale_marker_ends_do_not_hide_an_object_still_tracked() -> None:
     stale = Series(ksm("gone", "ns").labels, (Sample(STALE_NAN, T + 1000),))
     rewriter = fed("legacy", [ksm("gone", "ns")], [stale])
     assert [r.name for r in rewriter.tracked().describe()] == ["gone"]
+
+
+_SECRET_TEXT = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~",
+    min_size=12,
+    max_size=40,
+)
+
+
+@given(
+    password=_SECRET_TEXT,
+    credentials=_SECRET_TEXT,
+    url_password=_SECRET_TEXT,
+    query=_SECRET_TEXT,
+    api_key=_SECRET_TEXT,
+    header=_SECRET_TEXT,
+)
+def test_no_secret_value_is_ever_shown(
+    password: str, credentials: str, url_password: str, query: str, api_key: str, header: str
+) -> None:
+    text = yaml.safe_dump(
+        {
+            "remote_write": [
+                {
+                    "url": f"https://relay:{url_password}@a.example/push?key={query}",
+                    "basic_auth": {"username": "relay", "password": password},
+                    "headers": {"X-Scope-OrgID": header},
+                },
+                {"url": "https://b.example/push", "authorization": {"credentials": credentials}},
+            ],
+            "datadog": [{"api_key": api_key}],
+        }
+    )
+    shown = status_page.config_yaml(load_text(text))
+    for secret in (password, credentials, url_password, query, api_key, header):
+        assert secret not in shown
