@@ -137,7 +137,9 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         if proto == Protocol.V1 and fast is not None:
             # Raises DecodeError/TooManySeriesError/LabelLimitError like the decoders.
             scanned = scan_request(body, raw, limits, fast)
-            return answer_scanned(relay, telemetry, scanned, now_ms, client_address(request))
+            return answer_scanned(
+                relay, telemetry, scanned, now_ms, lambda: client_address(request)
+            )
         codec = rw2 if proto == Protocol.V2 else rw1
         batch = codec.decode(raw, limits=limits_of(limits))
     except (TooManySeriesError, LabelLimitError, TooLargeError, DecodeError) as exc:
@@ -146,7 +148,7 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         telemetry.refuse(rejection.reason, client_address(request), rejection.text)
         return await answer(request, rejection)
     refusal = refused(
-        telemetry, lambda: relay.admit(batch, now_ms, len(raw)), client_address(request)
+        telemetry, lambda: relay.admit(batch, now_ms, len(raw)), lambda: client_address(request)
     )
     if refusal is not None:
         return refusal

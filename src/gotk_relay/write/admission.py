@@ -63,7 +63,11 @@ def queue_scanned(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) ->
 
 
 def answer_scanned(
-    relay: Relay, telemetry: Telemetry, scanned: Scanned, now_ms: int, remote: str = ""
+    relay: Relay,
+    telemetry: Telemetry,
+    scanned: Scanned,
+    now_ms: int,
+    remote: Callable[[], str] = str,
 ) -> web.Response:
     """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503.
 
@@ -98,21 +102,22 @@ def count_scanned(telemetry: Telemetry, scanned: Scanned, picked: Batch) -> None
 
 
 def refused(
-    telemetry: Telemetry, queue: Callable[[], Admission], remote: str = ""
+    telemetry: Telemetry, queue: Callable[[], Admission], remote: Callable[[], str] = str
 ) -> web.Response | None:
     """Queue a request (``queue`` calls ``Relay.admit``); the 503 to answer when it was not
-    queued, else None (``remote``: the client, for the status page's examples)."""
+    queued, else None (``remote()``: the client, for the status page's examples; asked only
+    when the request is refused)."""
     try:
         admission = queue()
     except SpoolError as exc:
         # Relay.spool_failing logs the episode once when it starts and once when it ends.
         log.debug("spool write failed; the request is refused", extra={"err": str(exc)})
         text = "the spool cannot be written; retry later"
-        telemetry.refuse("spool_error", remote, text)
+        telemetry.refuse("spool_error", remote(), text)
         return plain(503, text, {"Retry-After": "5"})
     if not admission.accepted:
         answer = queue_full(admission.busy_destination)
-        telemetry.refuse("queue_full", remote, answer.text or "")
+        telemetry.refuse("queue_full", remote(), answer.text or "")
         return answer
     return None
 
