@@ -6,8 +6,9 @@ Ready, suspended, source shape, last seen), filtered and paginated on the server
 write requests by reason with their last few examples; and the running configuration as YAML
 with every secret shown as ``<secret>``.
 
-Everything here is a pure function of what the server gathers, except ``ObjectIndex``, which
-keeps the sorted rows of the tracked objects between requests. At 100,000 objects describing
+Everything here is a pure function except ``relay_view`` (it reads the running relay, on the
+event loop: cheap) and ``ObjectIndex``, which keeps the sorted rows of the tracked objects
+between requests. At 100,000 objects describing
 and sorting them costs a few hundred milliseconds of Python, so it is done in a thread (the
 server's render thread), at most once per ``INDEX_MAX_AGE`` seconds however many pages are
 asked for, and a request then only filters the rows (when it has a filter) and renders
