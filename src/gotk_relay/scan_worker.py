@@ -38,6 +38,7 @@ from .wire import snappy
 from .worker_pool import GENERATION_HEADER, ROUTE_HEADER, STALE
 from .write import views
 from .write.edge import (
+    REMOTE_HEADER,
     Rejection,
     answer,
     auth_rejection,
@@ -79,12 +80,15 @@ def _unavailable() -> web.Response:
     )
 
 
-def _forwardable(headers: MultiMapping[str]) -> CIMultiDict[str]:
-    """The headers of a message passed on, without the ones of its own connection."""
+def _forwardable(headers: MultiMapping[str], remote: str | None = None) -> CIMultiDict[str]:
+    """The headers of a message passed on, without the ones of its own connection; a request's
+    with its client's address (``remote``) in REMOTE_HEADER, never one the client sent."""
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
-        if key.lower() not in HOP_BY_HOP:
+        if key.lower() not in HOP_BY_HOP and key.lower() != REMOTE_HEADER.lower():
             out.add(key, value)
+    if remote is not None:
+        out[REMOTE_HEADER] = remote
     return out
 
 
@@ -141,21 +145,22 @@ class Worker:
                 checked = header_rejection(request, limits) if rejection is None else rejection
                 if isinstance(checked, Rejection):
                     last = checked
-                    if await self._rejected(generation, route, checked):
+                    if await self._rejected(generation, route, checked, request.remote):
                         continue  # the configuration changed: judge the request again
                     return await answer(request, checked)
                 proto = checked
                 if body is None:
                     read = await read_write_body(request, limits)
                     if isinstance(read, Rejection):
-                        await self._rejected(generation, route, read)  # the body is gone
+                        # the body is gone
+                        await self._rejected(generation, route, read, request.remote)
                         return await answer(request, read)
                     body = read
                 now_ms = int(time.time() * 1000)
                 scanned = self._scan(body, proto, limits, fast)
                 if scanned is None:
                     return await self.proxy(request, body)
-                response = await self._hand_over(generation, route, scanned, now_ms)
+                response = await self._hand_over(generation, route, scanned, now_ms, request.remote)
                 if response is None:
                     await self.refresh(generation)
                     continue
@@ -187,7 +192,7 @@ class Worker:
             return None
 
     async def _hand_over(
-        self, generation: int, route: str, scanned: Scanned, now_ms: int
+        self, generation: int, route: str, scanned: Scanned, now_ms: int, remote: str | None
     ) -> web.Response | None:
         """The core's answer to a scanned request; None when the configuration is stale."""
         payload = pickle.dumps((generation, scanned, now_ms), protocol=pickle.HIGHEST_PROTOCOL)
@@ -195,7 +200,11 @@ class Worker:
             async with self.session.post(
                 f"{CORE}/internal/scanned",
                 data=payload,
-                headers={ROUTE_HEADER: route, "Content-Type": "application/octet-stream"},
+                headers={
+                    ROUTE_HEADER: route,
+                    REMOTE_HEADER: remote or "",
+                    "Content-Type": "application/octet-stream",
+                },
             ) as response:
                 if response.status == STALE:
                     return None
@@ -207,7 +216,9 @@ class Worker:
         except aiohttp.ClientError as exc:
             raise CoreUnavailable(str(exc)) from exc
 
-    async def _rejected(self, generation: int, route: str, rejection: Rejection) -> bool:
+    async def _rejected(
+        self, generation: int, route: str, rejection: Rejection, remote: str | None
+    ) -> bool:
         """Report a refusal to the core's counters; True if the configuration was stale (then
         it has been fetched again)."""
         note = {
@@ -215,6 +226,8 @@ class Worker:
             "route": route,
             "reason": rejection.reason,
             "status": rejection.status,
+            "remote": remote or "",
+            "text": rejection.text,
         }
         try:
             async with self.session.post(
@@ -241,7 +254,7 @@ class Worker:
                 request.method,
                 url,
                 data=body or None,
-                headers=_forwardable(request.headers),
+                headers=_forwardable(request.headers, request.remote),
                 allow_redirects=False,
             ) as response:
                 payload = await response.read()

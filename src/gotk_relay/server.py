@@ -13,9 +13,11 @@ connection bounds (header and idle timeouts, the connection cap) are connections
 families from the same store as their own exporters did (``destinations/controller_view.py``),
 for the Datadog Agent's Flux check, under ``/federate``'s bounds.
 
-When ``receiver.auth`` is set, the write endpoints, ``/federate`` and the Flux pages (they serve
-the written data) and ``/-/reload`` require credentials; ``/metrics``, ``/-/healthy`` and
-``/-/ready`` stay open for scrapers and probes.
+``GET /`` is the status page (``status_page.py``; its data as JSON at ``/status.json``).
+
+When ``receiver.auth`` is set, the write endpoints, ``/federate``, the Flux pages and the status
+page (they serve the written data) and ``/-/reload`` require credentials; ``/metrics``,
+``/-/healthy`` and ``/-/ready`` stay open for scrapers and probes.
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import status_page
 from .access import Authenticator, InFlight, limits_of
-from .config import ConfigError
+from .config import Config, ConfigError
 from .destinations.controller_view import Page, controller_page, ksm_page
 from .destinations.federate import Snapshot, render_snapshot
 from .model import Protocol
 from .relay import Relay
 from .selectors import Predicate, SelectorError, parse_selectors
+from .status_page import ObjectIndex
 from .telemetry import Telemetry
 from .wire import rw1, rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
@@ -51,6 +55,7 @@ from .write.edge import (
     answer,
     auth_rejection,
     busy_rejection,
+    client_address,
     decode_rejection,
     header_rejection,
     plain,
@@ -84,19 +89,19 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
     telemetry = request.app[TELEMETRY]
     if not request.app[STATE].get("accepting", True):
-        telemetry.rejected.labels(SHUTTING_DOWN.reason).inc()
+        telemetry.refuse(SHUTTING_DOWN.reason, client_address(request), SHUTTING_DOWN.text)
         return await answer(request, SHUTTING_DOWN)
     unauthenticated = auth_rejection(
         request.app[AUTHENTICATOR], request.headers.get("Authorization")
     )
     if unauthenticated is not None:
-        telemetry.rejected.labels(unauthenticated.reason).inc()
+        telemetry.refuse(unauthenticated.reason, client_address(request), unauthenticated.text)
         return await answer(request, unauthenticated)
     in_flight = request.app[IN_FLIGHT]
     limit = relay.config.receiver.max_concurrent_requests
     if not in_flight.enter(limit):
         busy = busy_rejection(limit)
-        telemetry.rejected.labels(busy.reason).inc()
+        telemetry.refuse(busy.reason, client_address(request), busy.text)
         return await answer(request, busy)
     try:
         return await _write(request, relay, telemetry)
@@ -111,18 +116,19 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     limits = relay.config.receiver
     checked = header_rejection(request, limits)
     if isinstance(checked, Rejection):
-        telemetry.rejected.labels(checked.reason).inc()
+        telemetry.refuse(checked.reason, client_address(request), checked.text)
         return await answer(request, checked)
     proto = checked
     saturated = relay.room(1, 1)  # the smallest batch: a refusal here is certain
     if not saturated.accepted:
         # Refused before its body is read, decompressed and scanned: under overload the relay
         # spends its CPU on the requests it can take (aiohttp discards the unread body).
-        telemetry.rejected.labels("queue_full").inc()
-        return queue_full(saturated.busy_destination)
+        full = queue_full(saturated.busy_destination)
+        telemetry.refuse("queue_full", client_address(request), full.text or "")
+        return full
     body = await read_write_body(request, limits)
     if isinstance(body, Rejection):
-        telemetry.rejected.labels(body.reason).inc()
+        telemetry.refuse(body.reason, client_address(request), body.text)
         return await answer(request, body)
     now_ms = int(time.time() * 1000)
     try:
@@ -131,15 +137,19 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         if proto == Protocol.V1 and fast is not None:
             # Raises DecodeError/TooManySeriesError/LabelLimitError like the decoders.
             scanned = scan_request(body, raw, limits, fast)
-            return answer_scanned(relay, telemetry, scanned, now_ms)
+            return answer_scanned(
+                relay, telemetry, scanned, now_ms, lambda: client_address(request)
+            )
         codec = rw2 if proto == Protocol.V2 else rw1
         batch = codec.decode(raw, limits=limits_of(limits))
     except (TooManySeriesError, LabelLimitError, TooLargeError, DecodeError) as exc:
         rejection = decode_rejection(exc)
         assert rejection is not None
-        telemetry.rejected.labels(rejection.reason).inc()
+        telemetry.refuse(rejection.reason, client_address(request), rejection.text)
         return await answer(request, rejection)
-    refusal = refused(telemetry, lambda: relay.admit(batch, now_ms, len(raw)))
+    refusal = refused(
+        telemetry, lambda: relay.admit(batch, now_ms, len(raw)), lambda: client_address(request)
+    )
     if refusal is not None:
         return refusal
     count_decoded(telemetry, batch, proto)
@@ -371,12 +381,94 @@ async def handle_reload(request: web.Request) -> web.StreamResponse:
     return plain(200, "config reloaded")
 
 
+class StatusState:
+    """What the status page keeps between requests: the tracked objects' sorted index, the
+    redacted YAML of the running configuration (made in the render thread, the only one that
+    reads or writes it), and the count of pages being made."""
+
+    def __init__(self) -> None:
+        self.index = ObjectIndex()
+        self.making = InFlight()
+        self._config: tuple[Config, str] | None = None
+
+    def config_yaml(self, config: Config) -> str:
+        if self._config is None or self._config[0] is not config:
+            self._config = (config, status_page.config_yaml(config))
+        return self._config[1]
+
+
+STATUS: web.AppKey[StatusState] = web.AppKey("status", StatusState)
+# Status pages made at once (beyond: 503); each waits for the render thread.
+STATUS_MAX_CONCURRENT = 4
+STATUS_JSON = "/status.json"
+
+
+def _switching(make: Callable[[], _Rendered]) -> _Rendered:
+    """``make()`` in the render thread, with /federate's switch interval."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, RENDER_SWITCH_INTERVAL))
+    try:
+        return make()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 async def handle_index(request: web.Request) -> web.StreamResponse:
-    return plain(
-        200,
-        "gotk-relay: POST /api/v1/write (remote write 1.0/2.0), GET /federate, "
-        f"{CONTROLLER_PAGE}, {KSM_PAGE}, /metrics, /-/healthy, /-/ready, POST /-/reload",
-    )
+    """The status page (``status_page.py``): HTML at ``/`` (plain text for a client that
+    accepts only that), JSON at ``/status.json``; under ``/federate``'s credentials. The
+    relay's state is read on the loop (cheap); the tracked objects are described, sorted,
+    filtered and rendered in the render thread (``status_page.ObjectIndex``)."""
+    unauthenticated = _unauthenticated(request)
+    if unauthenticated is not None:
+        return unauthenticated
+    try:
+        query = status_page.parse_query(request.query)
+        refresh = status_page.parse_refresh(request.query)
+    except status_page.QueryError as exc:
+        return plain(400, str(exc))
+    state = request.app[STATUS]
+    if not state.making.enter(STATUS_MAX_CONCURRENT):
+        return plain(503, f"more than {STATUS_MAX_CONCURRENT} status pages in progress; retry")
+    rendering: asyncio.Future[str] | None = None
+    try:
+        relay = request.app[RELAY]
+        thread = request.app[FEDERATE_THREAD].get()
+        loop = asyncio.get_running_loop()
+
+        def run(make: Callable[[], _Rendered]) -> asyncio.Future[_Rendered]:
+            return loop.run_in_executor(thread, _switching, make)
+
+        now = time.time()
+        view = status_page.relay_view(relay, now)
+        refusals = request.app[TELEMETRY].refusals.summary()
+        config = relay.config
+        rows = await state.index.rows(relay.pipeline.flux, run)
+        if request.path == STATUS_JSON:
+            render, content_type = status_page.render_json, "application/json"
+        elif _wants_text(request.headers.get("Accept", "")):
+            render, content_type = status_page.render_text, "text/plain"
+        else:
+            render, content_type = status_page.render_html, "text/html"
+
+        def make() -> str:
+            objects = status_page.select(rows, query)
+            shown = state.config_yaml(config)  # cached while the configuration stays
+            return render(status_page.StatusPage(now, view, objects, refusals, shown, refresh))
+
+        rendering = run(make)
+        # The slot is free when the thread is, not when this request stops waiting for it.
+        rendering.add_done_callback(lambda done: _rendered(state.making, done))
+        body = await asyncio.shield(rendering)
+    finally:
+        if rendering is None:
+            state.making.leave()
+    return web.Response(text=body, content_type=content_type, charset="utf-8")
+
+
+def _wants_text(accept: str) -> bool:
+    """Whether a client asked for plain text and not HTML (``curl -H 'Accept: text/plain'``)."""
+    kinds = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    return "text/plain" in kinds and not kinds & {"text/html", "*/*", "text/*"}
 
 
 @web.middleware
@@ -450,5 +542,7 @@ def make_app(
     app.router.add_get("/-/ready", handle_ready)
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_put("/-/reload", handle_reload)
+    app[STATUS] = StatusState()
     app.router.add_get("/", handle_index)
+    app.router.add_get(STATUS_JSON, handle_index)
     return app

@@ -7,7 +7,10 @@ from the truth.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,6 +36,51 @@ _LATENCY_BUCKETS = (
     10,
     30,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One refused write request, as the status page shows it (never its body)."""
+
+    at: float  # time.time()
+    remote: str  # the client's address ("" when unknown)
+    text: str  # the answer's reason text, cut to REFUSED_TEXT characters
+
+
+REFUSED_EXAMPLES = 5  # kept per reason
+REFUSED_REASONS = 64  # reasons kept; the code has fewer (the bound is for the workers' notes)
+REFUSED_TEXT = 300
+
+
+class Refusals:
+    """Refused write requests by reason: a count and the last ``REFUSED_EXAMPLES`` of each, in
+    memory (bounded: ``REFUSED_REASONS`` reasons). Counts restart with the process, as the
+    counter ``gotk_relay_rejected_requests_total`` does."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._examples: dict[str, deque[Refused]] = {}
+
+    def add(self, reason: str, remote: str, text: str, at: float | None = None) -> None:
+        if reason not in self._counts and len(self._counts) >= REFUSED_REASONS:
+            reason = "other"  # a bounded map; the counter still has the real reason
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        examples = self._examples.get(reason)
+        if examples is None:
+            examples = self._examples[reason] = deque(maxlen=REFUSED_EXAMPLES)
+        examples.append(
+            Refused(time.time() if at is None else at, remote, text.strip()[:REFUSED_TEXT])
+        )
+
+    def summary(self) -> list[tuple[str, int, tuple[Refused, ...]]]:
+        """(reason, count, examples newest first) for each reason, the most refused first."""
+        return sorted(
+            (
+                (reason, count, tuple(reversed(self._examples[reason])))
+                for reason, count in self._counts.items()
+            ),
+            key=lambda row: (-row[1], row[0]),
+        )
 
 
 class Telemetry:
@@ -126,7 +174,13 @@ class Telemetry:
             "Timestamp of the last successful configuration reload.",
             registry=r,
         )
+        self.refusals = Refusals()
         self.add_state_collector(cache_metrics)
+
+    def refuse(self, reason: str, remote: str | None = None, text: str = "") -> None:
+        """Count a refused write request, and keep it as an example (``Refusals``)."""
+        self.rejected.labels(reason).inc()
+        self.refusals.add(reason, remote or "", text)
 
     def add_state_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         self.registry.register(_StateCollector(collect))

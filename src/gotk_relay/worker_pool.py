@@ -17,9 +17,10 @@ Endpoints the core serves on the Unix socket only (refused on any other transpor
 * ``POST /internal/scanned``: pickle of ``(generation, Scanned, now_ms)``; answered like
   the write endpoint (204, 400, 413, 503), or ``409`` when the generation is not the
   current one: the worker then fetches the configuration again and redoes the request.
-* ``POST /internal/rejected``: JSON ``{"generation", "route", "reason", "status"}``: a request
-  the worker refused before it could pass it on (401, 408, 413, 415, 503), counted here so the
-  core's telemetry covers every process; ``409`` when stale, as above.
+* ``POST /internal/rejected``: JSON ``{"generation", "route", "reason", "status", "remote",
+  "text"}``: a request the worker refused before it could pass it on (401, 408, 413, 415, 503),
+  counted here so the core's telemetry (and the status page's examples) cover every process;
+  ``409`` when stale, as above.
 
 Pickle is safe here only because the socket is in a 0700 directory of the user running the
 relay: whoever can connect to it can run code as that user anyway.
@@ -46,7 +47,7 @@ from prometheus_client import Counter
 
 from .server import RELAY, ROUTE, STATE, TELEMETRY
 from .write.admission import answer_scanned
-from .write.edge import SHUTTING_DOWN, answer, decode_rejection
+from .write.edge import SHUTTING_DOWN, answer, client_address, decode_rejection
 from .write.scan import Scanned
 
 log = logging.getLogger("gotk_relay.worker_pool")
@@ -112,17 +113,17 @@ async def handle_scanned(request: web.Request) -> web.StreamResponse:
     request.app[HANDOFFS].labels("scanned").inc()
     telemetry = request.app[TELEMETRY]
     if not request.app[STATE].get("accepting", True):
-        telemetry.rejected.labels(SHUTTING_DOWN.reason).inc()
+        telemetry.refuse(SHUTTING_DOWN.reason, client_address(request), SHUTTING_DOWN.text)
         return await answer(request, SHUTTING_DOWN)
     assert isinstance(scanned, Scanned) and isinstance(now_ms, int)
     relay = request.app[RELAY]
     try:
-        return answer_scanned(relay, telemetry, scanned, now_ms)
+        return answer_scanned(relay, telemetry, scanned, now_ms, lambda: client_address(request))
     except Exception as exc:
         rejection = decode_rejection(exc)
         if rejection is None:
             raise
-        telemetry.rejected.labels(rejection.reason).inc()
+        telemetry.refuse(rejection.reason, client_address(request), rejection.text)
         return await answer(request, rejection)
 
 
@@ -136,7 +137,9 @@ async def handle_rejected(request: web.Request) -> web.StreamResponse:
         request.app[HANDOFFS].labels("stale").inc()
         return web.Response(status=STALE)
     request.app[HANDOFFS].labels("rejected").inc()
-    request.app[TELEMETRY].rejected.labels(str(note["reason"])).inc()
+    request.app[TELEMETRY].refuse(
+        str(note["reason"]), str(note.get("remote", "")), str(note.get("text", ""))
+    )
     return web.Response(status=int(note["status"]))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -490,3 +491,27 @@ async def test_requests_routed_in_a_worker_arrive_as_in_one_process(tmp_path: Pa
     # afterwards, as Prometheus does): each series arrived once either way.
     assert "io.prometheus.write.v2.Request" in v2.requests[0].headers["Content-Type"]
     assert len(set(_points(v2))) == requests * 4
+
+
+@pytest.mark.slow  # starts worker processes
+async def test_refusals_on_the_status_page_name_the_client_whichever_process_refused(
+    tmp_path: Path,
+) -> None:
+    """A worker passes its client's address on to the core; a client cannot set it."""
+    receiver = ScriptedReceiver()
+    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+        body, headers = rw_body(gauge_batch(["up"], 1000, job="a"))
+        spoofing = {**headers, "Content-Encoding": "gzip", "X-Gotk-Relay-Remote": "203.0.113.9"}
+        for _ in range(12):  # refused by whichever process took the connection
+            async with running.session.post(
+                running.base + "/api/v1/write", data=body, headers=spoofing
+            ) as response:
+                assert response.status == 415
+        for _ in range(4):  # the page itself, passed on by a worker or served by the core
+            status, text = await running.get("/status.json")
+            assert status == 200, text
+            [refused] = json.loads(text)["refused"]
+            assert (refused["reason"], refused["count"]) == ("unsupported_encoding", 12)
+            assert {x["remote"] for x in refused["examples"]} == {"127.0.0.1"}
+        _, metrics = await running.get("/metrics")
+        assert _handoffs(metrics, "rejected") > 0  # some were the worker's

@@ -28,6 +28,7 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
         "classify",
         "emitter",
         "operator",
+        "tracked",
         "rewriter",
     ),
     "gotk_relay.config": (

@@ -67,6 +67,15 @@ class SendResult:
     detail: str = ""  # the response body or error text (already cut to one short line)
 
 
+@dataclass(frozen=True, slots=True)
+class LastError:
+    """A destination's last refused request or sender error: for the status page."""
+
+    at: float  # time.time()
+    reason: str  # as SendResult.reason, or "sender_error"
+    detail: str
+
+
 class Client(typing.Protocol):
     """What a destination's sender needs from its protocol-specific client."""
 
@@ -168,6 +177,7 @@ class QueuedDestination:
         self._isolate_after = ISOLATE_AFTER
         self._outage_suspects = OUTAGE_SUSPECTS
         self._isolating: set[int] = set()  # shards looking for a poison series
+        self.last_error: LastError | None = None  # read-only for others (the status page)
 
     def start(self, after: asyncio.Task[None] | None = None) -> None:
         """Start the shard senders (after ``after`` finished: a reloaded destination's
@@ -198,6 +208,7 @@ class QueuedDestination:
     def _fault(self, index: int, exc: Exception) -> None:
         reason = f"sender of shard {index}: {exc}" if len(self.queue.shards) > 1 else str(exc)
         self.recorder.task_failed(self.name)
+        self.last_error = LastError(time.time(), "sender_error", reason)
         if index in self._faults:
             return
         self._faults[index] = reason
@@ -251,6 +262,8 @@ class QueuedDestination:
         started = time.perf_counter()
         result = await self.client.send(entries)
         self.recorder.sent(self.name, result.reason, time.perf_counter() - started)
+        if result.outcome is not Outcome.OK:
+            self.last_error = LastError(time.time(), result.reason, result.detail)
         if shard.index in self._isolating:  # one episode: judged when the isolation ends
             if result.outcome is Outcome.OK:
                 self._ok_sends += 1

@@ -63,7 +63,11 @@ def queue_scanned(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) ->
 
 
 def answer_scanned(
-    relay: Relay, telemetry: Telemetry, scanned: Scanned, now_ms: int
+    relay: Relay,
+    telemetry: Telemetry,
+    scanned: Scanned,
+    now_ms: int,
+    remote: Callable[[], str] = str,
 ) -> web.Response:
     """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503.
 
@@ -72,7 +76,7 @@ def answer_scanned(
     worker scanned (worker_pool.py).
     """
     picked = decode_picked(scanned, relay.config.receiver)
-    answer = refused(telemetry, lambda: queue_scanned(relay, scanned, picked, now_ms))
+    answer = refused(telemetry, lambda: queue_scanned(relay, scanned, picked, now_ms), remote)
     if answer is not None:
         return answer
     count_scanned(telemetry, scanned, picked)
@@ -97,19 +101,24 @@ def count_scanned(telemetry: Telemetry, scanned: Scanned, picked: Batch) -> None
     received.labels("exemplar", Protocol.V1).inc(picked.exemplar_count)
 
 
-def refused(telemetry: Telemetry, queue: Callable[[], Admission]) -> web.Response | None:
+def refused(
+    telemetry: Telemetry, queue: Callable[[], Admission], remote: Callable[[], str] = str
+) -> web.Response | None:
     """Queue a request (``queue`` calls ``Relay.admit``); the 503 to answer when it was not
-    queued, else None."""
+    queued, else None (``remote()``: the client, for the status page's examples; asked only
+    when the request is refused)."""
     try:
         admission = queue()
     except SpoolError as exc:
         # Relay.spool_failing logs the episode once when it starts and once when it ends.
         log.debug("spool write failed; the request is refused", extra={"err": str(exc)})
-        telemetry.rejected.labels("spool_error").inc()
-        return plain(503, "the spool cannot be written; retry later", {"Retry-After": "5"})
+        text = "the spool cannot be written; retry later"
+        telemetry.refuse("spool_error", remote(), text)
+        return plain(503, text, {"Retry-After": "5"})
     if not admission.accepted:
-        telemetry.rejected.labels("queue_full").inc()
-        return queue_full(admission.busy_destination)
+        answer = queue_full(admission.busy_destination)
+        telemetry.refuse("queue_full", remote(), answer.text or "")
+        return answer
     return None
 
 

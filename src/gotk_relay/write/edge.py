@@ -10,6 +10,7 @@ the scan workers (scan_worker.py) answer alike.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import NamedTuple
 
 from aiohttp import StreamReader, web
@@ -49,6 +50,21 @@ def protocol_of(content_type: str | None) -> Protocol:
 
 def plain(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
+
+
+# The client's address, as a scan worker passes a request on to the core (worker_pool.py).
+REMOTE_HEADER = "X-Gotk-Relay-Remote"
+
+
+def client_address(request: web.Request) -> str:
+    """Who sent a request (for the status page's examples of refusals): its peer, or for one a
+    scan worker passed on over the core's Unix socket (only this user can reach it), the
+    worker's client as the worker names it."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and getattr(sock, "family", None) == socket.AF_UNIX:
+        return request.headers.get(REMOTE_HEADER, "")
+    return request.remote or ""
 
 
 class Rejection(NamedTuple):

@@ -34,7 +34,8 @@ The relay clock is ``now_ms`` when given, else the newest Flux sample timestamp;
 back. Modules, in the order they build on each other: ``names``, ``config``, ``stats``,
 ``state`` (routes and per-object records), ``classify`` (what an input series is), ``emitter``
 (the synthesized series and their bytes), ``operator`` (the operator's report in KSM's shape),
-``rewriter`` (``FluxRewriter``).
+``tracked`` (the tracked objects, read-only, for the status page), ``rewriter``
+(``FluxRewriter``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .names import (
 )
 from .rewriter import FluxRewriter, Rewritten, Steady
 from .stats import FluxStats
+from .tracked import Row, Tracked, TrackedObjects
 
 __all__ = [
     "CONDITION_HELP",
@@ -75,6 +77,9 @@ __all__ = [
     "FluxRewriter",
     "FluxStats",
     "Rewritten",
+    "Row",
     "SeriesEncoder",
     "Steady",
+    "Tracked",
+    "TrackedObjects",
 ]

@@ -48,6 +48,7 @@ from .state import (
     Values,
 )
 from .stats import FluxStats
+from .tracked import TrackedObjects
 
 
 class Steady(NamedTuple):
@@ -144,6 +145,11 @@ class FluxRewriter:
         if not all(map(operator.is_, series, found[0])):
             return None
         return found[1], found[2]
+
+    def tracked(self) -> TrackedObjects:
+        """The objects tracked now, read-only (``tracked.py``): references copied in C (a
+        fraction of a millisecond at 100,000 objects), described later, off the event loop."""
+        return TrackedObjects((*self._info.values(), *self._legacy.values()))
 
     def due(self, now_ms: int) -> bool:
         """Whether an object's end falls due by relay clock ``now_ms``: a call then writes it."""
