@@ -31,6 +31,7 @@ from gotk_relay.wire.labels import LabelLimitError, TooManySeriesError
 from gotk_relay.worker_pool import Generation, worker_argv
 from gotk_relay.write.edge import Rejection, decode_rejection
 from tests.support.harness import (
+    Reply,
     ScriptedReceiver,
     eventually,
     gauge_batch,
@@ -490,3 +491,39 @@ async def test_requests_routed_in_a_worker_arrive_as_in_one_process(tmp_path: Pa
     # afterwards, as Prometheus does): each series arrived once either way.
     assert "io.prometheus.write.v2.Request" in v2.requests[0].headers["Content-Type"]
     assert len(set(_points(v2))) == requests * 4
+
+
+@pytest.mark.slow  # starts worker processes
+async def test_acknowledge_delivered_holds_for_requests_a_worker_scanned(tmp_path: Path) -> None:
+    """The core waits for the delivery before it answers the worker (receiver.acknowledge:
+    delivered), so a sender whose connection a worker took gets the destination's verdict."""
+
+    def choose(batch: Batch) -> Reply:
+        return Reply(500) if any(s.name.startswith("bad") for s in batch.series) else Reply(204)
+
+    receiver = ScriptedReceiver()
+    receiver.chooser = choose
+    config = {
+        "receiver": {"workers": 2, "acknowledge": "delivered"},
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {"name": "d", "url": receiver.url, "queue_config": {"min_backoff": "10ms"}}
+        ],
+    }
+    requests = 40
+    async with receivers(receiver), relay(tmp_path, config) as running:
+        for i in range(requests):  # one at a time: each request is its own send
+            name = f"bad_{i}" if i % 2 else f"good_{i}"
+            status, _ = await running.write(gauge_batch([name], 1000 + i))
+            assert status == (503 if i % 2 else 204), name
+            # a 204 only once the destination has it
+            assert i % 2 or any(b.series[0].name == name for b in receiver.delivered())
+        _, text = await running.get("/metrics")
+        assert _handoffs(text, "scanned") > 0  # some went through the worker
+        outcomes = {
+            o: metric_value(text, "gotk_relay_acknowledged_requests_total", outcome=o)
+            for o in ("delivered", "failed")
+        }
+        assert outcomes == {"delivered": requests / 2, "failed": requests / 2}
+        bad = [r for r in receiver.requests if r.status == 500]
+        assert len(bad) == requests / 2  # each sent once: not retried by the relay
