@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from gotk_relay.config import ConfigError, load_text
+from gotk_relay.config import ConfigError, load_file, load_text
 from gotk_relay.model import Batch
+from gotk_relay.pipeline import Pipeline
 from gotk_relay.relay import Relay
 from tests.support.harness import (
     RelayClient,
@@ -236,3 +240,38 @@ def test_delivered_is_refused_with_what_it_cannot_go_with(extra: str, message: s
 def test_bad_acknowledge_settings_name_the_key(receiver: str, key: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(key)):
         load_text(f"receiver: {receiver}\nflux: {{mode: 'off'}}\n", "<test>")
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+FLUX_INPUTS = [
+    "gotk_resource_info",
+    "flux_resource_info",
+    "gotk_reconcile_condition",
+    "gotk_suspend_status",
+]
+
+
+@pytest.mark.parametrize("name", ["gateway.yml", "flux-tier.yml"], ids=["gateway", "flux-tier"])
+def test_the_scale_out_examples_pass_check_config(name: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gotk_relay", "check-config", str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_the_gateway_example_sends_each_series_to_exactly_one_of_backend_and_flux_tier() -> None:
+    """One owner per Flux object: the Flux inputs go to the Flux tier only, all else to the
+    backend only (the Flux tier writes the Flux series to the backend itself)."""
+    config = load_file(EXAMPLES / "gateway.yml", environ={})
+    assert config.receiver.acknowledge == "delivered"
+    pipeline = Pipeline(config)
+    others = ["up", "gotk_reconcile_duration_seconds_bucket", "flux_resource_info_total"]
+    batch = gauge_batch([*FLUX_INPUTS, *others], 1000)
+    backend = pipeline.for_destination("backend", batch)
+    flux = pipeline.for_destination("flux-tier", batch)
+    assert sorted(s.name for s in flux.series) == sorted(FLUX_INPUTS)
+    assert sorted(s.name for s in backend.series) == sorted(others)
