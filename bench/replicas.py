@@ -18,6 +18,11 @@ samples per request, 0.1 % Flux series) pushes as fast as the acknowledgements c
 * delivered: the sink holds at least every acknowledged sample (more when a write answered
   503 after part of it was delivered, and sent again).
 
+``--flux-tier`` measures the other tier instead: ONE relay as config/examples/flux-tier.yml runs it
+(``flux.mode: legacy``, a spool) taking only Flux inputs (a workload of ``gotk_resource_info``
+series alone, ``--series`` objects), loaded directly; delivered when the sink holds the
+acknowledged inputs and the four legacy series the rules add per input sample.
+
 The relays, HAProxy, the sink and the loader share the machine's cores: on a 2-core machine
 the replicas' throughput cannot grow past what two cores give. The per-replica samples per
 CPU-second is the figure that carries to a larger machine (docs/scaling.md's model).
@@ -148,6 +153,70 @@ async def measure(
     )
 
 
+async def measure_flux_tier(
+    workload: loadgen.Workload, duration: float, connections: int, root: Path
+) -> Row:
+    """One Flux tier relay (config/examples/flux-tier.yml) under a Flux-only workload."""
+    workdir = Path(tempfile.mkdtemp(prefix="flux-tier-", dir=root))
+    procs: list[Proc] = []
+    try:
+        sink, sink_port = start_sink(workdir, False, None)
+        procs.append(sink)
+        config = workdir / "flux-tier.yml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "flux": {"mode": "legacy", "keep_source": True},
+                    "spool": {"data_dir": str(workdir / "spool")},
+                    "remote_write": [
+                        {"name": "backend", "url": f"http://{HOST}:{sink_port}/api/v1/write"}
+                    ],
+                }
+            )
+        )
+        port = free_port()
+        argv = [sys.executable, "-m", "gotk_relay", "serve", "--config", str(config)]
+        argv += ["--listen-address", f"{HOST}:{port}", "--log.level", "warn"]
+        relay = Proc("flux-tier", argv, None, workdir)
+        procs.append(relay)
+        async with aiohttp.ClientSession() as session:
+            await wait_ready(session, sink, f"http://{HOST}:{sink_port}/stats")
+            await wait_ready(session, relay, f"http://{HOST}:{port}/-/ready")
+            loader = loadgen.Loader(workload, HOST, port, connections)
+            try:
+                warm = await loader.run(1.0)
+                before = cpu_seconds(relay.pid)
+                result = await loader.run(duration)
+            finally:
+                await loader.close()
+            # Acknowledged once spooled: the CPU counts until the sink has all of it.
+            want = (warm.accepted_samples + result.accepted_samples) * 5  # input + 4 legacy
+            deadline = time.monotonic() + 60
+            in_sink = 0
+            while time.monotonic() < deadline:
+                in_sink = int((await sink_stats(session, sink_port))["samples"])
+                if in_sink >= want:
+                    break
+                await asyncio.sleep(0.05)
+            used = cpu_seconds(relay.pid) - before
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    accepted = result.accepted_samples
+    return Row(
+        replicas=1,
+        accepted_per_s=round(result.accepted_per_second),
+        replica_cpu_s=[round(used, 2)],
+        haproxy_cpu_s=0.0,
+        samples_per_cpu_s_per_replica=round(accepted / used) if used else 0,
+        p50_ms=round(result.percentile(0.5) * 1000, 2),
+        p99_ms=round(result.percentile(0.99) * 1000, 2),
+        statuses={str(k): v for k, v in sorted(result.statuses.items())},
+        acked=want,
+        in_sink=in_sink,
+    )
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         f"{'replicas':>8} {'accepted/s':>11} {'replica CPU-s':>20} {'haproxy CPU-s':>13} "
@@ -164,11 +233,16 @@ def table(rows: list[Row]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    spec = loadgen.WorkloadSpec("cluster", series=args.series, flux_fraction=0.001)
+    fraction = 1.0 if args.flux_tier else 0.001
+    spec = loadgen.WorkloadSpec("cluster", series=args.series, flux_fraction=fraction)
     workload = loadgen.Workload(spec)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as root:
-        for replicas in args.replicas:
+        if args.flux_tier:
+            rows.append(
+                await measure_flux_tier(workload, args.duration, args.connections, Path(root))
+            )
+        for replicas in [] if args.flux_tier else args.replicas:
             started = time.monotonic()
             rows.append(
                 await measure(replicas, workload, args.duration, args.connections, Path(root))
@@ -191,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=12, help="the loader's, to HAProxy")
     parser.add_argument("--series", type=int, default=20_000)
     parser.add_argument("--json", default="bench/results/replicas.json")
+    parser.add_argument(
+        "--flux-tier", action="store_true", help="one Flux tier relay on Flux inputs alone"
+    )
     args = parser.parse_args(argv)
     return asyncio.run(main_async(args))
 
