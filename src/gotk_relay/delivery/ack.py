@@ -66,3 +66,8 @@ class Ack:
         except TimeoutError:
             self.failed("", "timeout")
             return self._future.result()
+        except asyncio.CancelledError:
+            # The handler was cancelled (the sender went away, the server stops): nobody is
+            # told 2xx, so what is not sent yet need not be (the sender sends it again).
+            self.failed("", "cancelled")
+            raise
