@@ -250,6 +250,7 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"{replicas} replica(s): {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(table(rows))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
             json.dumps([asdict(r) | {"delivered": r.delivered} for r in rows], indent=2)
         )
