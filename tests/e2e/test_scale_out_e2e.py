@@ -216,7 +216,7 @@ def kill_holding_a_write(
         def holding() -> bool:
             return counter(victim, "gotk_relay_queue_samples", destination="flux-tier") > 0
 
-        rig.eventually(holding, 30.0, 0.05, what="the victim holding a write")
+        rig.eventually(holding, 40.0, 0.05, what="the victim holding a write")
         exporter.wait_for_scrapes(2, 10.0)
         os.kill(victim.proc.pid, signal.SIGKILL)
     finally:
