@@ -25,6 +25,7 @@ from .config import (
     QueuedDestinationConfig,
     destination_names,
 )
+from .delivery.ack import Ack
 from .delivery.entry import Entry, compress, encode_entry, made_entry, metadata_bytes
 from .delivery.queue import MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
@@ -324,6 +325,7 @@ class Relay:
         passthrough: Entry | None = None,
         inputs_forwarded: bool = False,
         routes: Mapping[str, Route] | None = None,
+        ack: Ack | None = None,
     ) -> Admission:
         """Queue ``batch`` for every destination, or for none (see the module docstring).
 
@@ -336,8 +338,9 @@ class Relay:
         ``passthrough`` as it is, its own entries of the request (``write.scan.scan_request``
         routed it: its rules, shards, tenants, message) with their shards, points and the points
         it drops for want of a tenant. Fast-path batches (``passthrough`` or ``routes`` given)
-        went through the global rules already. Raises SpoolError when the spool cannot be
-        written: then nothing was queued anywhere.
+        went through the global rules already. ``ack``: the request waits for its delivery
+        (``receiver.acknowledge: delivered``): every entry queued carries it. Raises SpoolError
+        when the spool cannot be written: then nothing was queued anywhere.
         """
         fast = passthrough is not None or routes is not None
         routes = routes or {}
@@ -359,16 +362,26 @@ class Relay:
                 batch, result.batch, fast, passthrough, inputs_forwarded, routes
             )
         orphans += [(name, route[2]) for name, route in routes.items()]
-        self._commit(planned, orphans)
+        self._commit(planned, orphans, ack)
         self._remember(result)
         return Admission(True)
 
-    def _commit(self, planned: list[Planned], orphans: Iterable[tuple[str, int]]) -> None:
+    def _commit(
+        self, planned: list[Planned], orphans: Iterable[tuple[str, int]], ack: Ack | None
+    ) -> None:
         """Queue every destination's entries (in the spool first, in one transaction), then
         count the points destinations drop for want of a tenant: counted once queued, so a
-        request refused for its spool write and sent again is not counted twice."""
+        request refused for its spool write and sent again is not counted twice. With ``ack``
+        each destination's entries carry it (an entry shared by destinations is answered by
+        each of them: one copy each)."""
         if self.spool is not None:
             planned = self._spool(planned)
+        elif ack is not None:
+            planned = [
+                (destination, [[e._replace(ack=ack) for e in shard] for shard in entries])
+                for destination, entries in planned
+            ]
+            ack.pending += sum(len(shard) for _, entries in planned for shard in entries)
         for destination, entries in planned:
             destination.queue.put(entries)
         for name, points in orphans:

@@ -48,7 +48,14 @@ from .telemetry import Telemetry
 from .wire import rw1, rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
 from .wire.labels import LabelLimitError, TooManySeriesError
-from .write.admission import answer_scanned, count_decoded, queue_full, refused
+from .write.admission import (
+    acknowledged,
+    answer_scanned,
+    count_decoded,
+    queue_full,
+    refused,
+    waiter,
+)
 from .write.edge import (
     SHUTTING_DOWN,
     Rejection,
@@ -137,7 +144,7 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         if proto == Protocol.V1 and fast is not None:
             # Raises DecodeError/TooManySeriesError/LabelLimitError like the decoders.
             scanned = scan_request(body, raw, limits, fast)
-            return answer_scanned(
+            return await answer_scanned(
                 relay, telemetry, scanned, now_ms, lambda: client_address(request)
             )
         codec = rw2 if proto == Protocol.V2 else rw1
@@ -147,8 +154,11 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         assert rejection is not None
         telemetry.refuse(rejection.reason, client_address(request), rejection.text)
         return await answer(request, rejection)
+    ack = waiter(relay)
     refusal = refused(
-        telemetry, lambda: relay.admit(batch, now_ms, len(raw)), lambda: client_address(request)
+        telemetry,
+        lambda: relay.admit(batch, now_ms, len(raw), ack=ack),
+        lambda: client_address(request),
     )
     if refusal is not None:
         return refusal
@@ -160,7 +170,7 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
             "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
             "X-Prometheus-Remote-Write-Exemplars-Written": str(batch.exemplar_count),
         }
-    return web.Response(status=204, headers=headers)
+    return await acknowledged(relay, telemetry, ack, web.Response(status=204, headers=headers))
 
 
 async def handle_federate(request: web.Request) -> web.StreamResponse:

@@ -137,6 +137,16 @@ class Telemetry:
             ["destination"],
             registry=r,
         )
+        self.acknowledged = Counter(
+            "gotk_relay_acknowledged_requests",
+            "With receiver.acknowledge: delivered, write requests answered after waiting for "
+            "their delivery, by outcome: delivered (2xx), failed (a destination failed: 503), "
+            "timeout (receiver.acknowledge_timeout passed: 503).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("delivered", "failed", "timeout"):
+            self.acknowledged.labels(outcome)
         self.samples_dropped = Counter(
             "gotk_relay_samples_dropped",
             "Samples and histograms given up for a destination, by reason.",

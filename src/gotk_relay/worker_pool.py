@@ -118,7 +118,9 @@ async def handle_scanned(request: web.Request) -> web.StreamResponse:
     assert isinstance(scanned, Scanned) and isinstance(now_ms, int)
     relay = request.app[RELAY]
     try:
-        return answer_scanned(relay, telemetry, scanned, now_ms, lambda: client_address(request))
+        return await answer_scanned(
+            relay, telemetry, scanned, now_ms, lambda: client_address(request)
+        )
     except Exception as exc:
         rejection = decode_rejection(exc)
         if rejection is None:

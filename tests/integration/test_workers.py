@@ -32,6 +32,7 @@ from gotk_relay.wire.labels import LabelLimitError, TooManySeriesError
 from gotk_relay.worker_pool import Generation, worker_argv
 from gotk_relay.write.edge import Rejection, decode_rejection
 from tests.support.harness import (
+    Reply,
     ScriptedReceiver,
     eventually,
     gauge_batch,
@@ -515,3 +516,38 @@ async def test_refusals_on_the_status_page_name_the_client_whichever_process_ref
             assert {x["remote"] for x in refused["examples"]} == {"127.0.0.1"}
         _, metrics = await running.get("/metrics")
         assert _handoffs(metrics, "rejected") > 0  # some were the worker's
+
+
+async def test_acknowledge_delivered_holds_for_requests_a_worker_scanned(tmp_path: Path) -> None:
+    """The core waits for the delivery before it answers the worker (receiver.acknowledge:
+    delivered), so a sender whose connection a worker took gets the destination's verdict."""
+
+    def choose(batch: Batch) -> Reply:
+        return Reply(500) if any(s.name.startswith("bad") for s in batch.series) else Reply(204)
+
+    receiver = ScriptedReceiver()
+    receiver.chooser = choose
+    config = {
+        "receiver": {"workers": 2, "acknowledge": "delivered"},
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {"name": "d", "url": receiver.url, "queue_config": {"min_backoff": "10ms"}}
+        ],
+    }
+    requests = 40
+    async with receivers(receiver), relay(tmp_path, config) as running:
+        for i in range(requests):  # one at a time: each request is its own send
+            name = f"bad_{i}" if i % 2 else f"good_{i}"
+            status, _ = await running.write(gauge_batch([name], 1000 + i))
+            assert status == (503 if i % 2 else 204), name
+            # a 204 only once the destination has it
+            assert i % 2 or any(b.series[0].name == name for b in receiver.delivered())
+        _, text = await running.get("/metrics")
+        assert _handoffs(text, "scanned") > 0  # some went through the worker
+        outcomes = {
+            o: metric_value(text, "gotk_relay_acknowledged_requests_total", outcome=o)
+            for o in ("delivered", "failed")
+        }
+        assert outcomes == {"delivered": requests / 2, "failed": requests / 2}
+        bad = [r for r in receiver.requests if r.status == 500]
+        assert len(bad) == requests / 2  # each sent once: not retried by the relay

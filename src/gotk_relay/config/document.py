@@ -98,6 +98,27 @@ class Config(Strict):
             seen[name] = where
         return self
 
+    @model_validator(mode="after")
+    def _acknowledge(self) -> Config:
+        """``receiver.acknowledge: delivered`` answers a write once it is delivered: a spool
+        exists to answer before that, and the Flux rules' state moves on when a request is
+        admitted, so a request answered 503 afterwards would come again as old news to them."""
+        if self.receiver.acknowledge != "delivered":
+            return self
+        if self.spool.data_dir:
+            raise ValueError(
+                "receiver.acknowledge: delivered answers a write only once it is delivered; "
+                "spool.data_dir (a spool acknowledges before delivery) cannot go with it: "
+                "remove one of them (docs/scaling.md)"
+            )
+        if self.flux.mode != "off":
+            raise ValueError(
+                f"receiver.acknowledge: delivered needs flux.mode: off (it is {self.flux.mode!r}): "
+                "the Flux rules are stateful and belong to one relay with acknowledge: queued "
+                "(the Flux tier, docs/scaling.md)"
+            )
+        return self
+
     def destinations(self) -> list[tuple[str, str, QueuedDestinationConfig]]:
         """Every queued destination as (config location, name, config), in config order."""
         out: list[tuple[str, str, QueuedDestinationConfig]] = []

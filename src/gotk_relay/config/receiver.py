@@ -90,3 +90,14 @@ class ReceiverConfig(Strict):
     # write 1.0 requests and hand them to it for admission; everything else they pass on to it.
     # Changes with a restart only. See docs/scaling.md.
     workers: int = Field(1, ge=1, le=64)
+    # When a write is answered. queued (default): once it is queued for every destination (or
+    # committed to the spool). delivered: once every destination that got a part of it accepted
+    # that part (2xx; a 4xx refusal is dropped and counted as in queued), without retries: the
+    # first retryable failure is answered 503, and the sender resends. Then the sender's next
+    # batch of a shard follows the previous one into the backend, whichever replica behind a
+    # balancer takes it, and nothing a replica acknowledged is held only by it. Needs
+    # flux.mode: off and no spool (the config refuses the others). See docs/scaling.md.
+    acknowledge: Literal["queued", "delivered"] = "queued"
+    # delivered: the longest a write waits for its destinations before it is answered 503
+    # (Prometheus' remote_timeout is 30s too: a longer wait would answer a sender gone).
+    acknowledge_timeout: Duration = Field(30.0, gt=0)

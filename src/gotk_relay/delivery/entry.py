@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import cramjam
 
 from ..model import Batch, FamilyMetadata, Protocol, merge, newest_timestamp
 from ..wire import rw1, rw2, snappy_concat
+
+if TYPE_CHECKING:
+    from .ack import Ack
 
 
 class Entry(NamedTuple):
@@ -29,6 +32,9 @@ class Entry(NamedTuple):
     newest_ms: int  # newest sample timestamp, for sample_age_limit
     spool_id: int = 0  # row in the destination's spool, 0 when held in memory only
     tenant: str = ""  # for tenant routing: sent with the destination's tenant header
+    # With receiver.acknowledge: delivered, the request waiting for this entry (delivery/ack.py);
+    # never spooled (the two are refused together).
+    ack: Ack | None = None
 
     @property
     def size(self) -> int:

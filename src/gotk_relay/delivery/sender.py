@@ -57,6 +57,9 @@ PULL_ENTRIES = 64
 # the destination is down, not picky (an outage costs ~log2(series) + this many extra sends).
 OUTAGE_SUSPECTS = 8
 MAX_OUTAGE_SUSPECTS = 1024
+# The drop reason of points given up with receiver.acknowledge: delivered when their request
+# was answered 503 (a failure, or acknowledge_timeout): not lost, their sender sends them again.
+NOT_ACKNOWLEDGED = "not_acknowledged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +245,11 @@ class QueuedDestination:
                     last_take = 0.0 if full else time.monotonic()
                 if not delivered:
                     # in_flight, not entries: isolation may have taken more from the queue
-                    await self._deliver(shard, list(shard.in_flight))
+                    live = self._skip_settled(list(shard.in_flight))
+                    if live:
+                        await self._deliver(shard, live)
                     delivered = True
+                    _answered(shard.in_flight)
                 shard.done()  # with a spool: deletes the rows; may fail like any spool call
                 entries, delivered, backoff = None, False, 0.0
                 self._recovered(shard.index)
@@ -251,6 +257,7 @@ class QueuedDestination:
                 if self.queue.spool is None and entries is not None and not delivered:
                     # spooled entries are resent after a restart
                     self.recorder.dropped(self.name, _points(shard.in_flight), "shutdown")
+                    self._fail(shard.in_flight, "shutdown", None)
                     shard.done()
                 raise
             except Exception as exc:  # supervised: logged once, shown in /-/ready, retried
@@ -286,6 +293,15 @@ class QueuedDestination:
             if result.outcome is Outcome.DROP:
                 await self._dropped(shard, entries, result)
                 return
+            waited = [e for e in entries if e.ack is not None]
+            if waited:
+                # receiver.acknowledge: delivered: their requests are answered 503 now and
+                # their senders send them again; the relay does not (delivery/ack.py).
+                self._fail(waited, result.reason, result.retry_after)
+                self.recorder.dropped(self.name, _points(waited), NOT_ACKNOWLEDGED)
+                entries = [e for e in entries if e.ack is None]
+                if not entries:
+                    return
             if self._too_old(entries):
                 self.recorder.dropped(self.name, _points(entries), "sample_age_limit")
                 return
@@ -313,6 +329,21 @@ class QueuedDestination:
                 extra={"destination": self.name, "reason": result.reason, "delay": round(delay, 3)},
             )
             await asyncio.sleep(delay)
+
+    def _skip_settled(self, entries: list[Entry]) -> list[Entry]:
+        """``entries`` but those of requests already answered 503 (another destination failed,
+        or the wait timed out): their senders send them again (delivery/ack.py)."""
+        if all(e.ack is None or not e.ack.settled for e in entries):
+            return entries
+        skipped = [e for e in entries if e.ack is not None and e.ack.settled]
+        self.recorder.dropped(self.name, _points(skipped), NOT_ACKNOWLEDGED)
+        return [e for e in entries if e.ack is None or not e.ack.settled]
+
+    def _fail(self, entries: Iterable[Entry], reason: str, retry_after: float | None) -> None:
+        """The requests waiting for ``entries`` are answered 503 (``receiver.acknowledge``)."""
+        for entry in entries:
+            if entry.ack is not None:
+                entry.ack.failed(self.name, reason, retry_after)
 
     async def _dropped(self, shard: Shard, entries: list[Entry], result: SendResult) -> None:
         if len(entries) > 1 and result.reason in ("http_400", "http_413"):
@@ -510,7 +541,16 @@ class QueuedDestination:
             left = shard.drain_all()
             if left:
                 self.recorder.dropped(self.name, _points(left), "shutdown")
+                self._fail(left, "shutdown", None)
         await self.client.close()
+
+
+def _answered(entries: list[Entry]) -> None:
+    """Tell the requests waiting for ``entries`` that their destination answered for them
+    (delivered, dropped, or failed: a failed request's answer is decided already)."""
+    for entry in entries:
+        if entry.ack is not None:
+            entry.ack.answered()
 
 
 def _points(entries: list[Entry]) -> int:

@@ -9,10 +9,12 @@ none (503 when one is full or the spool cannot be written). This runs where the 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from aiohttp import web
 
+from ..delivery.ack import Ack
 from ..delivery.entry import Entry
 from ..delivery.spool import SpoolError
 from ..model import Batch, Protocol
@@ -24,7 +26,9 @@ from .scan import AS_RECEIVED, Scanned, decode_picked
 log = logging.getLogger("gotk_relay.write")
 
 
-def queue_scanned(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) -> Admission:
+def queue_scanned(
+    relay: Relay, scanned: Scanned, picked: Batch, now_ms: int, ack: Ack | None = None
+) -> Admission:
     """Queue a scanned request everywhere or nowhere (``Relay.admit``); raises SpoolError."""
     forward = (
         Entry(scanned.forward, Protocol.V1, scanned.forward_points, now_ms)
@@ -59,28 +63,67 @@ def queue_scanned(relay: Relay, scanned: Scanned, picked: Batch, now_ms: int) ->
         forward,
         inputs_forwarded=scanned.inputs_forwarded,
         routes=routes,
+        ack=ack,
     )
 
 
-def answer_scanned(
+async def answer_scanned(
     relay: Relay,
     telemetry: Telemetry,
     scanned: Scanned,
     now_ms: int,
     remote: Callable[[], str] = str,
 ) -> web.Response:
-    """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503.
+    """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503 (with
+    ``receiver.acknowledge: delivered``, once it is delivered: ``acknowledged``).
 
     Raises DecodeError/LabelLimitError for the caller. The stateful half of the write path: it
     runs in the process that holds the Flux state and the queues, also for requests a scan
-    worker scanned (worker_pool.py).
+    worker scanned (worker_pool.py); so a worker's sender waits for the delivery too.
     """
     picked = decode_picked(scanned, relay.config.receiver)
-    answer = refused(telemetry, lambda: queue_scanned(relay, scanned, picked, now_ms), remote)
+    ack = waiter(relay)
+    answer = refused(telemetry, lambda: queue_scanned(relay, scanned, picked, now_ms, ack), remote)
     if answer is not None:
         return answer
     count_scanned(telemetry, scanned, picked)
-    return web.Response(status=204)
+    return await acknowledged(relay, telemetry, ack, web.Response(status=204))
+
+
+def waiter(relay: Relay) -> Ack | None:
+    """The request's ``Ack`` when it is answered once delivered (``receiver.acknowledge``)."""
+    return Ack() if relay.config.receiver.acknowledge == "delivered" else None
+
+
+async def acknowledged(
+    relay: Relay, telemetry: Telemetry, ack: Ack | None, ok: web.Response
+) -> web.Response:
+    """``ok`` once a queued request is delivered everywhere it went (at once without ``ack``),
+    or the 503 that tells its sender to send it again (delivery/ack.py)."""
+    if ack is None:
+        return ok
+    verdict = await ack.wait(relay.config.receiver.acknowledge_timeout)
+    if verdict.delivered:
+        telemetry.acknowledged.labels("delivered").inc()
+        return ok
+    if verdict.reason == "timeout":
+        telemetry.acknowledged.labels("timeout").inc()
+        return plain(
+            503,
+            "not delivered within "
+            f"{relay.config.receiver.acknowledge_timeout:g}s (receiver.acknowledge_timeout); "
+            "retry",
+        )
+    telemetry.acknowledged.labels("failed").inc()
+    headers = None
+    if verdict.retry_after is not None:
+        headers = {"Retry-After": str(math.ceil(verdict.retry_after))}
+    return plain(
+        503,
+        f"destination {verdict.destination!r} did not accept the request ({verdict.reason}); "
+        "the relay keeps none of it: retry",
+        headers,
+    )
 
 
 def count_scanned(telemetry: Telemetry, scanned: Scanned, picked: Batch) -> None:
