@@ -219,7 +219,7 @@ class Printer:
             return Printed(f"({self.print(node.expr).text})", PREC_ATOM)
         if isinstance(node, pp.UnaryExpr):
             inner = self.print(node.expr)
-            return Printed("-" + paren(inner.text, inner.prec, PREC_POW), PREC_UNARY)
+            return Printed("-" + paren(inner.text, inner.prec, PREC_UNARY), PREC_UNARY)
         if isinstance(node, pp.SubqueryExpr):
             inner = self.print(node.expr)
             step = f"{duration(node.step)}" if node.step is not None else ""
@@ -291,10 +291,13 @@ def binary_text(op: str, lhs: Printed, rhs: Printed, modifier: str = "") -> str:
     prec = binary_prec(op)
     # Left-associative except ``^``: an equal-precedence operand needs parentheses on the
     # right (on the left for ``^``) to keep its grouping.
+    # A unary minus on the right binds to its operand whatever the operator (``a ^ -b``).
     if op == "^":
         left, right = paren(lhs.text, lhs.prec, prec + 1), paren(rhs.text, rhs.prec, prec)
     else:
         left, right = paren(lhs.text, lhs.prec, prec), paren(rhs.text, rhs.prec, prec + 1)
+    if rhs.prec == PREC_UNARY:
+        right = rhs.text
     return f"{left} {op}{modifier} {right}"
 
 

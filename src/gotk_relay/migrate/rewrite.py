@@ -575,7 +575,7 @@ class _Rewriter:
         if isinstance(node, pp.UnaryExpr):
             inner_out = ctx.materialize(self.visit(node.expr), what="unary minus")
             return Out(
-                "-" + printer.paren(inner_out.text, inner_out.prec, printer.PREC_POW),
+                "-" + printer.paren(inner_out.text, inner_out.prec, printer.PREC_UNARY),
                 printer.PREC_UNARY,
                 flux=True,
                 labels=inner_out.labels,
