@@ -39,9 +39,15 @@ OVERLAYS = ("sidecar", "gateway", "stateful")
 OPTIONAL = tuple(
     sorted(p.name for p in (KUSTOMIZE / "components").iterdir() if p.name != "relay-pod")
 )
-VARIANTS = [(overlay, None) for overlay in OVERLAYS] + [
-    (overlay, component) for overlay in OVERLAYS for component in OPTIONAL
-]
+# The shared service's Flux tier, and both tiers in one command: their objects are named
+# gotk-relay-flux (the tier) or both ways, so the one-relay-per-overlay tests do not take them;
+# the tests over every variant and the shared-service tests below do.
+TIERS = ("flux-tier", "shared-service")
+VARIANTS = (
+    [(overlay, None) for overlay in OVERLAYS]
+    + [(overlay, component) for overlay in OVERLAYS for component in OPTIONAL]
+    + [(overlay, None) for overlay in TIERS]
+)
 VARIANT_IDS = [overlay if c is None else f"{overlay}+{c}" for overlay, c in VARIANTS]
 # Current Kubernetes minors, as kubernetes-validate ships their schemas (1.37 the newest).
 K8S_VERSIONS = ("1.33", "1.34", "1.35", "1.36", "1.37")
@@ -185,7 +191,8 @@ def test_every_variant_renders_uniquely_named_objects(overlay: str, component: s
     objs = _objects(overlay, component)
     keys = [(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objs]
     assert len(keys) == len(set(keys)), keys
-    assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == RELAY for o in objs)
+    for workload in _workloads(objs):  # each relay's config is rendered with it
+        _relay_config_text(objs, workload["spec"]["template"]["spec"])
     if component is not None:
         assert len(objs) > len(_objects(overlay)), f"{component} added nothing to {overlay}"
     # Every workload marked for the relay got its containers from the relay-pod component.
@@ -674,3 +681,84 @@ def test_the_relay_runs_as_the_pod_runs_it(overlay: str, tmp_path: Path) -> None
         pre_stop = float(relay["lifecycle"]["preStop"]["exec"]["command"][1])
         grace = pod["terminationGracePeriodSeconds"] - pre_stop
         assert proc.stop(timeout_s=grace) == 0, proc.log_tail()
+
+
+# -- the shared service: gateways and the Flux tier ---------------------------------------------
+
+
+def _by_kind(objs: tuple[Obj, ...], kind: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def test_the_flux_tier_is_one_pod_with_its_spool_on_a_claim() -> None:
+    objs = _objects("flux-tier")
+    [statefulset] = _workloads(objs)
+    assert statefulset["kind"] == "StatefulSet"
+    # One owner for every Flux object: more pods would split the objects' state.
+    assert statefulset["spec"]["replicas"] == 1
+    assert not _by_kind(objs, "HorizontalPodAutoscaler")
+    pod = statefulset["spec"]["template"]["spec"]
+    _, text = _relay_config_text(objs, pod)
+    config = load_text(text, "flux-tier")
+    assert config.flux.mode == "legacy"
+    assert config.spool.data_dir
+    claims = {t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]}
+    mounts = [
+        m
+        for m in _container(pod, RELAY)["volumeMounts"]
+        if PurePosixPath(config.spool.data_dir).is_relative_to(PurePosixPath(m["mountPath"]))
+    ]
+    assert max(mounts, key=lambda m: len(m["mountPath"]))["name"] in claims
+    service = _one(objs, "Service", statefulset["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+    assert _selects(service["spec"]["selector"], _pod_labels(statefulset))
+    account = pod["serviceAccountName"]
+    assert _one(objs, "ServiceAccount", account)["automountServiceAccountToken"] is False
+
+
+def test_the_shared_service_wires_the_gateways_to_the_flux_tier() -> None:
+    objs = _objects("shared-service")
+    workloads = {w["kind"]: w for w in _workloads(objs)}
+    assert sorted(workloads) == ["Deployment", "StatefulSet"]
+    gateway, tier = workloads["Deployment"], workloads["StatefulSet"]
+    gateway_pod, tier_pod = gateway["spec"]["template"]["spec"], tier["spec"]["template"]["spec"]
+    # Each tier's pods get their own config and account, and each Service reaches its own only.
+    gateway_config = load_text(_relay_config_text(objs, gateway_pod)[1], "gateway")
+    tier_config = load_text(_relay_config_text(objs, tier_pod)[1], "flux-tier")
+    assert gateway_pod["serviceAccountName"] != tier_pod["serviceAccountName"]
+    for account in (gateway_pod["serviceAccountName"], tier_pod["serviceAccountName"]):
+        _one(objs, "ServiceAccount", account)
+    for service in _by_kind(objs, "Service"):
+        selected = [
+            w["kind"]
+            for w in (gateway, tier)
+            if _selects(service["spec"]["selector"], _pod_labels(w))
+        ]
+        assert len(selected) == 1, (service["metadata"]["name"], selected)
+    for budget in _by_kind(objs, "PodDisruptionBudget"):
+        assert sum(
+            _selects(budget["spec"]["selector"]["matchLabels"], _pod_labels(w))
+            for w in (gateway, tier)
+        ) == 1
+    # The gateways answer once delivered and leave the Flux rules to the tier...
+    assert gateway_config.receiver.acknowledge == "delivered"
+    assert gateway_config.flux.mode == "off"
+    assert tier_config.flux.mode == "legacy" and tier_config.receiver.acknowledge == "queued"
+    # ...whose one pod they write the Flux inputs to, by its stable name and port...
+    [to_tier] = [d for d in gateway_config.remote_write if d.name == "flux-tier"]
+    url = urlsplit(str(to_tier.url))
+    assert url.hostname == f"{tier['metadata']['name']}-0.{tier['spec']['serviceName']}"
+    assert url.port == _relay_port(tier_pod)
+    # ...and only them: the backend gets every other series, the tier the Flux ones.
+    [backend] = [d for d in gateway_config.remote_write if d.name != "flux-tier"]
+    [drop] = backend.write_relabel_configs
+    [keep] = to_tier.write_relabel_configs
+    assert (drop.action, keep.action) == ("drop", "keep")
+    assert tuple(drop.source_labels) == tuple(keep.source_labels) == ("__name__",)
+    assert drop.regex == keep.regex
+    assert set(str(drop.regex).split("|")) == {
+        "gotk_resource_info",
+        "flux_resource_info",
+        "gotk_reconcile_condition",
+        "gotk_suspend_status",
+    }
