@@ -736,10 +736,13 @@ def test_the_shared_service_wires_the_gateways_to_the_flux_tier() -> None:
         ]
         assert len(selected) == 1, (service["metadata"]["name"], selected)
     for budget in _by_kind(objs, "PodDisruptionBudget"):
-        assert sum(
-            _selects(budget["spec"]["selector"]["matchLabels"], _pod_labels(w))
-            for w in (gateway, tier)
-        ) == 1
+        assert (
+            sum(
+                _selects(budget["spec"]["selector"]["matchLabels"], _pod_labels(w))
+                for w in (gateway, tier)
+            )
+            == 1
+        )
     # The gateways answer once delivered and leave the Flux rules to the tier...
     assert gateway_config.receiver.acknowledge == "delivered"
     assert gateway_config.flux.mode == "off"
