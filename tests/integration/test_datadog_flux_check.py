@@ -25,12 +25,11 @@ difference between two scrapes, which is what the relay's ``count`` points must 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
@@ -38,6 +37,7 @@ from datadog_checks.base import OpenMetricsBaseCheckV2 as _Check
 from datadog_checks.base.stubs import aggregator as _aggregator
 
 from gotk_relay.model import Batch, Sample, Series
+from tests.support import rig
 from tests.support.datadog_intake import DatadogIntake
 from tests.support.harness import eventually, relay_client, rw_body
 
@@ -311,16 +311,8 @@ class _Target(BaseHTTPRequestHandler):
 @contextmanager
 def targets(bodies: dict[str, str]) -> Iterator[str]:
     """A loopback HTTP server on a free port serving ``bodies`` by path; yields its base URL."""
-    handler = type("Target", (_Target,), {"bodies": bodies})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with rig.serve_http(type("Target", (_Target,), {"bodies": bodies})) as url:
+        yield url
 
 
 Key = tuple[str, int, frozenset[str]]

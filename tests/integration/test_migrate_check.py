@@ -5,7 +5,6 @@ not answer like Prometheus is an error (exit 1)."""
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from gotk_relay.migrate import (
 from gotk_relay.migrate.check import CheckError, Located, check, existing_metrics
 from gotk_relay.migrate.files import FileFormat, Query, migrate_text, queries
 from gotk_relay.migrate.templates import template_promql
+from tests.support import rig
 from tests.support.rig import (
     VM,
     Prom,
@@ -157,15 +157,8 @@ class _NotPrometheus(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def not_prometheus() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotPrometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with rig.serve_http(_NotPrometheus) as url:
+        yield url
 
 
 @pytest.mark.parametrize("path", ["", "/json"], ids=["html", "json-not-prometheus"])
