@@ -902,8 +902,13 @@ def start_relay(
     *,
     env: Mapping[str, str] | None = None,
     ready_deadline_s: float = 30.0,
+    shutdown_timeout_s: float = 5.0,
 ) -> Relay:
-    """Write ``config_yaml`` to a file, run ``python -m gotk_relay serve`` on it, wait for ready."""
+    """Write ``config_yaml`` to a file, run ``python -m gotk_relay serve`` on it, wait for ready.
+
+    ``shutdown_timeout_s`` is its ``--shutdown-timeout``: below :meth:`Proc.stop`'s 10 s, so a
+    relay whose destination is down at the end of a test drains, gives up and exits by itself
+    instead of holding the test for the stop's whole wait and a SIGKILL."""
     workdir = _component_dir(tmp, "relay")
     port = free_port()
     config_path = workdir / "relay.yml"
@@ -917,6 +922,8 @@ def start_relay(
         str(config_path),
         "--listen-address",
         f"{HOST}:{port}",
+        "--shutdown-timeout",
+        f"{shutdown_timeout_s:g}",
     ]
     proc = Proc(f"relay-{port}", argv, workdir, env=relay_env(env), cwd=REPO_ROOT)
     relay = Relay(proc, port, config_path)
