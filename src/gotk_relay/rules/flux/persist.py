@@ -167,6 +167,10 @@ class FluxState:
         try:
             self._begin()
             self._delete([o.row for o in extra])
+            # Numbers whose object row is gone (no write leaves them; a hand's edit might).
+            self.db.execute(
+                "DELETE FROM flux_numbers WHERE id NOT IN (SELECT id FROM flux_objects)"
+            )
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -253,23 +257,14 @@ class FluxState:
             extra={"reason": reason, "detail": why},
         )
         try:
+            # Dropped and made anew, not emptied: a table of another shape would fail every
+            # later write, and with it every request's spool commit.
             self._begin()
-            self.db.execute("DELETE FROM flux_objects")
-            self.db.execute("DELETE FROM flux_numbers")
-            self._meta(rules)
-            self.db.execute("COMMIT")
-            return
-        except sqlite3.Error:
-            self._rollback()
-        # Tables that cannot even be emptied (damaged pages, another schema): made anew.
-        try:
-            self._begin()
-            self.db.execute("DROP TABLE IF EXISTS flux_objects")
-            self.db.execute("DROP TABLE IF EXISTS flux_numbers")
-            self.db.execute("DROP TABLE IF EXISTS flux_meta")
-            self.db.execute("COMMIT")
-            self.db.executescript(SCHEMA)
-            self._begin()
+            for table in ("flux_objects", "flux_numbers", "flux_meta"):
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
             self._meta(rules)
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
