@@ -74,7 +74,11 @@ def rules_of(config: FluxConfig) -> str:
 
 
 def _labels(raw: Any) -> tuple[tuple[str, str], ...]:
-    return tuple((str(name), str(value)) for name, value in raw)
+    """A label set as JSON holds it (pairs of strings) as the rules hold it."""
+    labels: tuple[tuple[str, str], ...] = tuple(map(tuple, raw))
+    if not all(len(pair) == 2 for pair in labels):
+        raise ValueError(f"not a label set: {raw!r}")
+    return labels
 
 
 def _numbers(obj: FluxObject) -> bytes:
