@@ -22,6 +22,7 @@ from prometheus_client.core import Metric
 
 from gotk_relay import config as config_module
 from gotk_relay.delivery.entry import Entry
+from gotk_relay.delivery.spool import SpoolError
 from gotk_relay.model import (
     STALE_NAN,
     Batch,
@@ -262,6 +263,22 @@ def test_a_reload_to_compatible_rules_keeps_the_state(spool: Path) -> None:
     assert relay.pipeline.flux is not old
     feed(relay, round_of("legacy", ["a"], T), T + 1000)
     assert written(taken(relay), OUTPUT_NAMES["legacy"]) == []
+
+
+def test_a_refused_spool_write_leaves_its_state_to_the_next_one(spool: Path) -> None:
+    relay = make_relay(spool)
+    feed(relay, round_of("legacy", ["a"], T), T)
+    holder = sqlite3.connect(spool / "spool.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the file: the write is refused
+    with pytest.raises(SpoolError):
+        feed(relay, round_of("legacy", ["b"], T + 1000), T + 1000)
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert rows(spool) == 1
+    feed(relay, round_of("legacy", ["c"], T + 2000), T + 2000)
+    assert rows(spool) == 3  # b's state went with the next commit
+    relay = restart(relay)
+    assert relay.pipeline.flux.stats.objects_tracked == 3
 
 
 DAMAGE: Final = {
