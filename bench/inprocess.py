@@ -8,6 +8,7 @@ picked series, Flux, queue, federate — and reports CPU time per request, so on
 hot path can be judged in seconds. The queues are emptied after each request (no sender runs).
 
 Usage: .venv/bin/python -m bench.inprocess [--workload flux-heavy] [--rounds 6] [--repeats 3]
+       .venv/bin/python -m bench.inprocess --spool full   # with a spool (synchronous: full)
        .venv/bin/python -m bench.inprocess --memory    # state memory per Flux object
 A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python -m bench.inprocess
 """
@@ -31,11 +32,14 @@ from tests.support import loadgen
 WORKLOADS = {"cluster": 0.001, "flux-heavy": 0.05}
 
 
-def make_relay() -> Relay:
-    """The relay as ``bench/run.py`` runs it: the embedded default config, one remote_write."""
+def make_relay(spool: Path | None = None, synchronous: str = "full") -> Relay:
+    """The relay as ``bench/run.py`` runs it: the embedded default config, one remote_write;
+    with ``spool``, a spool in that directory."""
     text = config_module.default_config_text().replace(
         "remote_write: []", "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
     )
+    if spool is not None:
+        text += f"spool: {{data_dir: '{spool}', synchronous: {synchronous}}}\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "relay.yml"
         path.write_text(text)
@@ -44,9 +48,12 @@ def make_relay() -> Relay:
 
 
 def drain(relay: Relay) -> None:
-    """Forget what was queued, as a sender that keeps up would."""
+    """Forget what was queued, as a sender that keeps up would (out of the spool too)."""
     for destination in relay.destinations.values():
         for shard in destination.queue.shards:
+            if shard.spool is not None and shard.entries:
+                shard.spool.delete(e.spool_id for e in shard.entries)
+                shard.cursor = shard.entries[-1].spool_id
             shard.entries.clear()
             shard.points = shard.memory_points = shard.queued_bytes = 0
     relay.budget.used = 0
@@ -97,6 +104,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="rounds of every batch, timed")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     parser.add_argument("--memory", action="store_true", help="report state memory, not time")
+    parser.add_argument(
+        "--spool",
+        choices=("full", "normal"),
+        help="with a spool in a temporary directory, at this spool.synchronous",
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as `gotk-relay serve` does
     spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])
@@ -105,7 +117,10 @@ def main() -> None:
         state_memory(workload, args.rounds)
         return
     count = len(workload.batches)
-    relay = make_relay()
+    spool_dir = tempfile.TemporaryDirectory() if args.spool else None
+    relay = make_relay(
+        Path(spool_dir.name) if spool_dir is not None else None, args.spool or "full"
+    )
     for index in range(count):  # round 0: every label set and Flux object seen once
         write(relay, workload.body(index, 0), spec.timestamp(0))
     best = float("inf")
@@ -130,7 +145,12 @@ def main() -> None:
     print(
         f"flux objects {relay.pipeline.flux.stats.objects_tracked} of {spec.flux_series}, "
         f"federate series {federated}"
+        + (f", spool synchronous: {args.spool}" if args.spool else "")
     )
+    if spool_dir is not None:
+        if relay.spool is not None:
+            relay.spool.close()
+        spool_dir.cleanup()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from .destinations.remote_write import RemoteWriteClient
 from .model import Batch, FamilyMetadata, Protocol
 from .pipeline import Pipeline, split_by_tenant
 from .relay_metrics import state_metrics
-from .rules.flux import FluxRewriter, Rewritten, Steady
+from .rules.flux import FluxRewriter, FluxState, Rewritten, Steady
 from .telemetry import Telemetry
 from .write import views
 from .write.routing import Router
@@ -224,6 +224,11 @@ class Relay:
             if config.spool.data_dir
             else None
         )
+        # The Flux rules' per-object state is kept in the spool's database, written with each
+        # request's entries (rules/flux/persist.py): restored here, and at a reload.
+        self.flux_state = FluxState(self.spool.db) if self.spool is not None else None
+        if self.flux_state is not None:
+            self.flux_state.load(self.pipeline.flux)
         self.destinations: dict[str, QueuedDestination] = {
             name: build_destination(name, cfg, telemetry, self.budget, self.spool)
             for _, name, cfg in config.destinations()
@@ -525,6 +530,8 @@ class Relay:
             self.spool_failing.happened(str(exc))
             raise
         self.spool_failing.ended()
+        if self.flux_state is not None:
+            self.flux_state.committed()
         ids = iter(appended)
         return [
             (destination, [[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
@@ -546,7 +553,8 @@ class Relay:
             for index, shard in enumerate(entries)
             for entry in shard
         ]
-        return spool.append(rows)
+        state = self.flux_state
+        return spool.append(rows, state.write if state is not None and state.pending else None)
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; unchanged destinations keep their queues.
@@ -560,6 +568,9 @@ class Relay:
         old_cfg = {name: cfg for _, name, cfg in self.config.destinations()}
         flux: FluxRewriter | None = self.pipeline.flux if config.flux == self.config.flux else None
         pipeline = Pipeline(config, flux)
+        if flux is None and self.flux_state is not None:
+            # New rules: they take the stored state if it means the same under them (persist.py).
+            self.flux_state.load(pipeline.flux)
         destinations: dict[str, QueuedDestination] = {}
         starts: list[tuple[QueuedDestination, asyncio.Task[None] | None]] = []
         if (config.spool, config.queues) != (self.config.spool, self.config.queues):

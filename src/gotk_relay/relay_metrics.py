@@ -75,6 +75,23 @@ def state_metrics(relay: Relay) -> Iterable[Metric]:
         [([], int(relay.spool_failing.active))] if relay.spool is not None else [],
     )
     yield from flux_metrics(relay.pipeline.flux.stats)
+    if relay.flux_state is not None:
+        yield gauge(
+            "gotk_relay_flux_state_restored_objects",
+            "Flux objects whose state was restored from the spool at start or the last reload "
+            "that built new rules.",
+            [],
+            [([], relay.flux_state.restored)],
+        )
+        discarded = CounterMetricFamily(
+            "gotk_relay_flux_state_discarded",
+            "Starts and reloads at which the stored Flux state was not restored, by reason "
+            "(absent, corrupt, format, rules_changed): the rules started with no object state.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(relay.flux_state.discarded.items()):
+            discarded.add_metric([reason], count)
+        yield discarded
     skipped = CounterMetricFamily(
         "gotk_relay_samples_skipped",
         "Samples a destination's protocol cannot carry, not sent (e.g. stale markers and "

@@ -30,6 +30,7 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
         "operator",
         "tracked",
         "rewriter",
+        "persist",
     ),
     "gotk_relay.config": (
         "base",

@@ -21,13 +21,16 @@ supervised senders, start-up) handle one exception type.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..model import Protocol
 from .entry import Entry, compress
+
+if TYPE_CHECKING:
+    import sqlite3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -104,6 +107,13 @@ class Spool:
                     # it into the database now so that the retry, deletes first, finds room.
                     self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             raise SpoolError(f"cannot {doing} the spool in {self.path}: {exc}") from exc
+        except BaseException:
+            # Not SQLite's error (a bug in an ``also`` writer): the transaction must not stay
+            # open, or every later write would fail on it.
+            with suppress(sqlite3.Error):
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+            raise
 
     def _upgrade(self, path: Path) -> None:
         """Bring a spool written by an earlier release to ``FORMAT`` (``PRAGMA user_version``).
@@ -128,13 +138,22 @@ class Spool:
         self.db.execute(f"PRAGMA user_version = {FORMAT}")
         self.db.execute("COMMIT")
 
-    def append(self, rows: Sequence[tuple[str, int, Entry]]) -> list[int]:
-        """Commit ``(destination, shard, entry)`` rows in one transaction; their ids, in order."""
-        if not rows:
+    def append(
+        self,
+        rows: Sequence[tuple[str, int, Entry]],
+        also: Callable[[sqlite3.Cursor], None] | None = None,
+    ) -> list[int]:
+        """Commit ``(destination, shard, entry)`` rows in one transaction; their ids, in order.
+
+        ``also`` writes more in the same transaction (the Flux rules' state, rules/flux/persist.py),
+        so that both are committed, or neither."""
+        if not rows and also is None:
             return []
         with self._guard("write to"):
             cursor = self.db.cursor()
             cursor.execute("BEGIN IMMEDIATE")
+            if also is not None:
+                also(cursor)
             ids = []
             for destination, shard, entry in rows:
                 cursor.execute(

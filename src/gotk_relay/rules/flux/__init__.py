@@ -35,7 +35,7 @@ back. Modules, in the order they build on each other: ``names``, ``config``, ``s
 ``state`` (routes and per-object records), ``classify`` (what an input series is), ``emitter``
 (the synthesized series and their bytes), ``operator`` (the operator's report in KSM's shape),
 ``tracked`` (the tracked objects, read-only, for the status page), ``rewriter``
-(``FluxRewriter``).
+(``FluxRewriter``), ``persist`` (its state across restarts, in the spool's database).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from .names import (
     SUSPEND_METADATA,
     SUSPEND_STATUS,
 )
+from .persist import FluxState
 from .rewriter import FluxRewriter, Rewritten, Steady
 from .stats import FluxStats
 from .tracked import Row, Tracked, TrackedObjects
@@ -75,6 +76,7 @@ __all__ = [
     "SUSPEND_STATUS",
     "FluxConfig",
     "FluxRewriter",
+    "FluxState",
     "FluxStats",
     "Rewritten",
     "Row",

@@ -124,6 +124,10 @@ class FluxRewriter:
         self._calls = 0  # rewrite() calls that emitted or could have: stamps emissions
         # The last rewrite()'s synthesized series, their encoding and newest timestamp.
         self._encoded: tuple[tuple[Series, ...], bytes, int] | None = None
+        # With the state persisted (persist.py sets it to {}): the objects whose state changed
+        # and the ones forgotten since their rows were last written; None: not persisted.
+        self.changed: dict[FluxObject, None] | None = None
+        self.forgotten: list[FluxObject] = []
         if config.emit_deleted:
             statuses = self.classifier.statuses
             deleted = tuple(1.0 if status == DELETED else 0.0 for status in statuses)
@@ -145,6 +149,29 @@ class FluxRewriter:
         if not all(map(operator.is_, series, found[0])):
             return None
         return found[1], found[2]
+
+    def restore(self, objects: list[FluxObject], clock: int) -> None:
+        """Take ``objects`` (a previous run's, ``persist.py``) as the tracked ones, with relay
+        clock ``clock`` (it never goes back): pending ends are pending again, and objects not
+        seen for ``idle_expiry`` are forgotten at the next call."""
+        self._info.clear()
+        self._legacy.clear()
+        self._pending.clear()
+        for obj in objects:
+            if isinstance(obj, InfoObject):
+                self._info[obj.key] = obj
+            elif isinstance(obj, LegacyObject):
+                self._legacy[obj.key] = obj
+            if obj.deadline is not None:
+                self._pending[(isinstance(obj, InfoObject), obj.key)] = obj
+        self._clock = max(self._clock, clock)
+        self._expiry_floor = NEVER
+        self.stats.objects_tracked = len(self._info) + len(self._legacy)
+
+    @property
+    def clock(self) -> int:
+        """The relay clock: the newest ``now_ms`` (or Flux sample timestamp) seen."""
+        return self._clock
 
     def tracked(self) -> TrackedObjects:
         """The objects tracked now, read-only (``tracked.py``): references copied in C (a
@@ -329,6 +356,10 @@ class FluxRewriter:
             groups.append((obj.outputs, obj.values))
             blocks.append(stamp.join(parts))
         self.stats.outputs_emitted += outputs
+        changed = self.changed
+        if changed is not None:
+            for found in picked:
+                changed[found[0]] = None
         self._expire()
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
         newest = ts
@@ -433,6 +464,8 @@ class FluxRewriter:
                 obj.deadline = self._clock + self._grace(obj)
                 pending[(forward, obj.key)] = obj
         self.stats.out_of_order_dropped += dropped
+        if self.changed is not None:
+            self.changed.update(dict.fromkeys(touched))
         touched.clear()
 
     def _live(self, obj: FluxObject) -> bool:
@@ -482,9 +515,12 @@ class FluxRewriter:
         due = [
             k for k, o in self._pending.items() if o.deadline is not None and o.deadline <= clock
         ]
+        changed = self.changed
         for key in due:
             obj = self._pending.pop(key)
             obj.deadline = None
+            if changed is not None:
+                changed[obj] = None
             if not obj.open or self._live(obj):
                 continue
             if isinstance(obj, InfoObject):
@@ -502,8 +538,11 @@ class FluxRewriter:
         for forward, table in tables:
             expired = [key for key, obj in table.items() if obj.last_seen <= cutoff]
             for key in expired:
-                table.pop(key).gone = True
+                obj = table.pop(key)
+                obj.gone = True
                 self._pending.pop((forward, key), None)
+                if self.changed is not None:
+                    self.forgotten.append(obj)
             self.stats.objects_expired += len(expired)
             for obj in table.values():
                 floor = min(floor, obj.last_seen)

@@ -92,6 +92,8 @@ class FluxObject:
         "last_seen",
         "newest_value_ts",
         "open",
+        "row",
+        "stored_inputs",
     )
 
     def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
@@ -105,6 +107,10 @@ class FluxObject:
         self.last_seen = clock
         self.deadline: int | None = None  # relay clock at which a pending end is due
         self.gone = False  # expired: no longer in the rewriter's tables
+        # With the state persisted (persist.py): its row there (0: none yet), and the input
+        # label sets that row holds, in order (rewritten only when they change).
+        self.row = 0
+        self.stored_inputs: tuple[Labels, ...] = ()
 
     def input_for(self, labels: Labels, replica: tuple[str, ...] = ()) -> Input:
         entry = self.inputs.get(labels)
@@ -244,6 +250,11 @@ class LegacyObject(FluxObject):
         """The info series for ``ready`` and the current suspend value."""
         shown_ready = ready if self.kind.has_ready else None
         shown_suspend = None if self.suspend is None else self.suspend[1] != 0.0
+        return self.info_shown(shown_ready, shown_suspend)
+
+    def info_shown(self, shown_ready: str | None, shown_suspend: bool | None) -> InfoSeries:
+        """The info series whose labels show ``shown_ready`` and ``shown_suspend`` (None: no
+        such label)."""
         found = self.infos.get((shown_ready, shown_suspend))
         if found is None:
             labels = dict(self.key)
