@@ -9,6 +9,8 @@ hot path can be judged in seconds. The queues are emptied after each request (no
 
 Usage: .venv/bin/python -m bench.inprocess [--workload flux-heavy] [--rounds 6] [--repeats 3]
        .venv/bin/python -m bench.inprocess --memory    # state memory per Flux object
+       .venv/bin/python -m bench.inprocess --workload fleet --objects 100000 --flux-share 0.5
+           # N Flux objects refreshed per 30 s round (bench/fleet.py): samples/CPU-s and RSS
 A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python -m bench.inprocess
 """
 
@@ -28,7 +30,10 @@ from gotk_relay.wire import snappy
 from gotk_relay.write import admission, scan
 from tests.support import loadgen
 
+from .fleet import Fleet
+
 WORKLOADS = {"cluster": 0.001, "flux-heavy": 0.05}
+FLEET = "fleet"
 
 
 def make_relay() -> Relay:
@@ -91,14 +96,67 @@ def state_memory(workload: loadgen.Workload, rounds: int) -> None:
     )
 
 
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory figure (``VmRSS``, ``VmHWM``) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def fleet(objects: int, flux_share: float, rounds: int) -> None:
+    """The fleet workload (``bench/fleet.py``): CPU per sample and memory at ``objects``.
+
+    Round 0 meets every object and label set (not timed); then ``rounds`` rounds are timed,
+    the CPU time of the writes alone (making each body is not counted). RSS is the process's:
+    the relay's share is what it grew by from just before the relay was made (the workload's
+    own bytes were held already); peak is ``VmHWM`` over the whole run.
+    """
+    made = time.monotonic()
+    workload = Fleet(objects, flux_share)
+    built = time.monotonic() - made
+    before = _status_kib("VmRSS")
+    relay = make_relay()
+    count = len(workload.requests)
+    for index in range(count):
+        write(relay, workload.body(index, 0), workload.timestamp(0))
+    cpu = 0.0
+    for round_ in range(1, rounds + 1):
+        now = workload.timestamp(round_)
+        for index in range(count):
+            body = workload.body(index, round_)
+            started = time.process_time()
+            write(relay, body, now)
+            cpu += time.process_time() - started
+    rss, peak = _status_kib("VmRSS"), _status_kib("VmHWM")
+    stats = relay.pipeline.flux.stats
+    federated = len(relay.federate) if relay.federate is not None else 0
+    print(
+        f"fleet objects={objects} flux_share={flux_share}: "
+        f"{workload.samples * rounds / cpu / 1000:,.0f}k samples/CPU-s over {rounds} rounds of "
+        f"{count} requests ({workload.samples} samples per round); "
+        f"RSS {rss / 1024:.0f} MiB, relay's share {(rss - before) / 1024:.0f} MiB "
+        f"({(rss - before) / objects:.2f} KiB per object), peak {peak / 1024:.0f} MiB; "
+        f"tracked {stats.objects_tracked}, refused {stats.objects_rejected}, "
+        f"federate series {federated}; workload built in {built:.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="flux-heavy")
+    parser.add_argument("--workload", choices=[*sorted(WORKLOADS), FLEET], default="flux-heavy")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of every batch, timed")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     parser.add_argument("--memory", action="store_true", help="report state memory, not time")
+    parser.add_argument("--objects", type=int, default=1000, help="fleet: Flux objects")
+    parser.add_argument(
+        "--flux-share", type=float, default=0.05, help="fleet: Flux samples' share of a round"
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as `gotk-relay serve` does
+    if args.workload == FLEET:
+        fleet(args.objects, args.flux_share, args.rounds)
+        return
     spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])
     workload = loadgen.Workload(spec)
     if args.memory:
