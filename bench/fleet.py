@@ -55,7 +55,9 @@ class Fleet:
         used = 0
         for index in range(requests):
             chunks = flux[index * per_request : (index + 1) * per_request]
-            for _ in range(plain_per_request if pool else 0):
+            # The last request may hold fewer objects: fewer pass-through series, same share.
+            plain = plain_per_request * len(chunks) // per_request
+            for _ in range(plain if pool else 0):
                 chunks.append(pool[used % len(pool)])
                 used += 1
             rng.shuffle(chunks)  # remote write's sharding scatters the Flux series

@@ -137,7 +137,7 @@ def fleet(objects: int, flux_share: float, rounds: int) -> None:
         f"{count} requests ({workload.samples} samples per round); "
         f"RSS {rss / 1024:.0f} MiB, relay's share {(rss - before) / 1024:.0f} MiB "
         f"({(rss - before) / objects:.2f} KiB per object), peak {peak / 1024:.0f} MiB; "
-        f"tracked {stats.objects_tracked}, refused {stats.objects_rejected}, "
+        f"tracked {stats.objects_tracked}, refused {stats.objects_refused}, "
         f"federate series {federated}; workload built in {built:.1f} s"
     )
 
