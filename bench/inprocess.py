@@ -39,11 +39,19 @@ WORKLOADS = {"cluster": 0.001, "flux-heavy": 0.05}
 FLEET = "fleet"
 
 
-def make_relay() -> Relay:
-    """The relay as ``bench/run.py`` runs it: the embedded default config, one remote_write."""
+def make_relay(federate_max_series: int | None = None) -> Relay:
+    """The relay as ``bench/run.py`` runs it: the embedded default config, one remote_write
+    (and ``federate.max_series`` if given)."""
     text = config_module.default_config_text().replace(
         "remote_write: []", "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
     )
+    if federate_max_series is not None:
+        text = text.replace("\nfederate:\n", f"\nfederate:\n  max_series: {federate_max_series}\n")
+        if text.count("max_series:") > 1:  # the default's own line: drop it
+            lines = text.splitlines(keepends=True)
+            default = [i for i, line in enumerate(lines) if line.strip().startswith("max_series:")]
+            del lines[default[1]]
+            text = "".join(lines)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "relay.yml"
         path.write_text(text)
@@ -114,7 +122,9 @@ def _give_back_freed_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
-def fleet(objects: int, flux_share: float, rounds: int) -> None:
+def fleet(
+    objects: int, flux_share: float, rounds: int, federate_max_series: int | None = None
+) -> None:
     """The fleet workload (``bench/fleet.py``): CPU per sample and memory at ``objects``.
 
     Round 0 meets every object and label set (not timed); then ``rounds`` rounds are timed,
@@ -128,7 +138,7 @@ def fleet(objects: int, flux_share: float, rounds: int) -> None:
     built = time.monotonic() - made
     _give_back_freed_memory()  # what building the workload freed is not the relay's to reuse
     before = _status_kib("VmRSS")
-    relay = make_relay()
+    relay = make_relay(federate_max_series)
     count = len(workload.requests)
     for index in range(count):
         write(relay, workload.body(index, 0), workload.timestamp(0))
@@ -164,10 +174,13 @@ def main() -> None:
     parser.add_argument(
         "--flux-share", type=float, default=0.05, help="fleet: Flux samples' share of a round"
     )
+    parser.add_argument(
+        "--federate-max-series", type=int, help="fleet: this federate.max_series, not the default"
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as `gotk-relay serve` does
     if args.workload == FLEET:
-        fleet(args.objects, args.flux_share, args.rounds)
+        fleet(args.objects, args.flux_share, args.rounds, args.federate_max_series)
         return
     spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])
     workload = loadgen.Workload(spec)
