@@ -482,9 +482,9 @@ class OracleRewriter:
             self.stats.objects_expired += len(expired)
             for obj in table.values():
                 floor = min(floor, obj.last_seen)
-        for key, (last, _) in list(self._refused.items()):
+        for refused, (last, _) in list(self._refused.items()):
             if last <= cutoff:
-                del self._refused[key]
+                del self._refused[refused]
             else:
                 floor = min(floor, last)
         self._expiry_floor = floor

@@ -524,11 +524,11 @@ class FluxRewriter:
                 floor = min(floor, obj.last_seen)
         refused = self._refused
         while refused:
-            key, last = next(iter(refused.items()))  # the least recently refused
+            oldest, last = next(iter(refused.items()))  # the least recently refused
             if last > cutoff:
                 floor = min(floor, last)
                 break
-            del refused[key]
+            del refused[oldest]
         self._expiry_floor = floor
 
     # -- forward: gotk_resource_info → legacy ---------------------------------------------
