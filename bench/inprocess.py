@@ -10,12 +10,17 @@ hot path can be judged in seconds. The queues are emptied after each request (no
 Usage: .venv/bin/python -m bench.inprocess [--workload flux-heavy] [--rounds 6] [--repeats 3]
        .venv/bin/python -m bench.inprocess --spool full   # with a spool (synchronous: full)
        .venv/bin/python -m bench.inprocess --memory    # state memory per Flux object
+       .venv/bin/python -m bench.inprocess --workload fleet --objects 100000 --flux-share 0.5
+           # N Flux objects refreshed per 30 s round (bench/fleet.py): samples/CPU-s and RSS
 A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python -m bench.inprocess
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import tempfile
 import time
 import tracemalloc
@@ -29,17 +34,30 @@ from gotk_relay.wire import snappy
 from gotk_relay.write import admission, scan
 from tests.support import loadgen
 
+from .fleet import Fleet
+
 WORKLOADS = {"cluster": 0.001, "flux-heavy": 0.05}
+FLEET = "fleet"
+WARM_ROUNDS = 2  # fleet: rounds not timed (see fleet())
 
 
-def make_relay(spool: Path | None = None, synchronous: str = "full") -> Relay:
+def make_relay(
+    spool: Path | None = None, synchronous: str = "full", federate_max_series: int | None = None
+) -> Relay:
     """The relay as ``bench/run.py`` runs it: the embedded default config, one remote_write;
-    with ``spool``, a spool in that directory."""
+    with ``spool``, a spool in that directory; ``federate.max_series`` if given."""
     text = config_module.default_config_text().replace(
         "remote_write: []", "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
     )
     if spool is not None:
         text += f"spool: {{data_dir: '{spool}', synchronous: {synchronous}}}\n"
+    if federate_max_series is not None:
+        text = text.replace("\nfederate:\n", f"\nfederate:\n  max_series: {federate_max_series}\n")
+        if text.count("max_series:") > 1:  # the default's own line: drop it
+            lines = text.splitlines(keepends=True)
+            default = [i for i, line in enumerate(lines) if line.strip().startswith("max_series:")]
+            del lines[default[1]]
+            text = "".join(lines)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "relay.yml"
         path.write_text(text)
@@ -98,9 +116,69 @@ def state_memory(workload: loadgen.Workload, rounds: int) -> None:
     )
 
 
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory figure (``VmRSS``, ``VmHWM``) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _give_back_freed_memory() -> None:
+    """Collect, then ask glibc to return its free pages (``malloc_trim``), where it can."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def fleet(
+    objects: int, flux_share: float, rounds: int, federate_max_series: int | None = None
+) -> None:
+    """The fleet workload (``bench/fleet.py``): CPU per sample and memory at ``objects``.
+
+    Round 0 meets every object and label set, round 1 is the first the Flux rules' steady
+    shortcut takes (the federate store then remembers each object's output entries); neither
+    is timed. Then ``rounds`` rounds are timed,
+    the CPU time of the writes alone (making each body is not counted). RSS is the process's:
+    the relay's share is what it grew by from just before the relay was made (the workload's
+    own bytes were held already, what building it freed given back first); peak is ``VmHWM``
+    over the whole run, workload generation included.
+    """
+    made = time.monotonic()
+    workload = Fleet(objects, flux_share)
+    built = time.monotonic() - made
+    _give_back_freed_memory()  # what building the workload freed is not the relay's to reuse
+    before = _status_kib("VmRSS")
+    relay = make_relay(federate_max_series=federate_max_series)
+    count = len(workload.requests)
+    for round_ in range(WARM_ROUNDS):
+        for index in range(count):
+            write(relay, workload.body(index, round_), workload.timestamp(round_))
+    cpu = 0.0
+    for round_ in range(WARM_ROUNDS, WARM_ROUNDS + rounds):
+        now = workload.timestamp(round_)
+        for index in range(count):
+            body = workload.body(index, round_)
+            started = time.process_time()
+            write(relay, body, now)
+            cpu += time.process_time() - started
+    rss, peak = _status_kib("VmRSS"), _status_kib("VmHWM")
+    stats = relay.pipeline.flux.stats
+    federated = len(relay.federate) if relay.federate is not None else 0
+    print(
+        f"fleet objects={objects} flux_share={flux_share}: "
+        f"{workload.samples * rounds / cpu / 1000:,.0f}k samples/CPU-s over {rounds} rounds of "
+        f"{count} requests ({workload.samples} samples per round); "
+        f"RSS {rss / 1024:.0f} MiB, relay's share {(rss - before) / 1024:.0f} MiB "
+        f"({(rss - before) / objects:.2f} KiB per object), peak {peak / 1024:.0f} MiB; "
+        f"tracked {stats.objects_tracked}, refused {stats.objects_refused}, "
+        f"federate series {federated}; workload built in {built:.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="flux-heavy")
+    parser.add_argument("--workload", choices=[*sorted(WORKLOADS), FLEET], default="flux-heavy")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of every batch, timed")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     parser.add_argument("--memory", action="store_true", help="report state memory, not time")
@@ -109,8 +187,18 @@ def main() -> None:
         choices=("full", "normal"),
         help="with a spool in a temporary directory, at this spool.synchronous",
     )
+    parser.add_argument("--objects", type=int, default=1000, help="fleet: Flux objects")
+    parser.add_argument(
+        "--flux-share", type=float, default=0.05, help="fleet: Flux samples' share of a round"
+    )
+    parser.add_argument(
+        "--federate-max-series", type=int, help="fleet: this federate.max_series, not the default"
+    )
     args = parser.parse_args()
     keep_freed_memory()  # as `gotk-relay serve` does
+    if args.workload == FLEET:
+        fleet(args.objects, args.flux_share, args.rounds, args.federate_max_series)
+        return
     spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])
     workload = loadgen.Workload(spec)
     if args.memory:

@@ -1,26 +1,41 @@
 """Bounded caches by name: one place to see what every memo on the path holds and may hold.
 
 A cache here is a plain dict (``Bounded.entries``) that its owner reads inline on the hot
-path and empties when it holds ``limit`` entries: a hit costs one dict lookup and no
-bookkeeping, a miss one ``len`` against the bound. Each kind of cache is a ``Family`` in
-``FAMILIES`` (by name); its instances (one per rule, per selector, per ``Limits`` value, or
-just one) are counted while they live, and ``/metrics`` shows each family's entries and limit
-(``gotk_relay_cache_entries`` / ``gotk_relay_cache_limit``, summed over its instances).
+path; when it holds ``limit`` entries, a miss drops the oldest slice of them (``make_room``:
+insertion order, a ``1/SLICE`` of the limit at a time), never the whole cache, so a working set
+near the limit keeps most of its hits instead of being decoded again all at once. A hit costs
+one dict lookup and no bookkeeping, a miss one ``len`` against the bound. Each kind of cache is
+a ``Family`` in ``FAMILIES`` (by name); its instances (one per rule, per selector, per
+``Limits`` value, or just one) are counted while they live, and ``/metrics`` shows each
+family's entries and limit (``gotk_relay_cache_entries`` / ``gotk_relay_cache_limit``, summed
+over its instances).
 
 Pure: it imports nothing of the relay, so any module can own a cache.
 """
 
 from __future__ import annotations
 
+import itertools
 import weakref
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
 
+SLICE: Final = 16  # a full cache drops this fraction (1/SLICE) of its limit at once
+
+
+def evict_oldest(entries: dict[K, V], count: int) -> list[K]:
+    """Drop the ``count`` entries inserted first (a dict keeps insertion order); their keys."""
+    doomed = list(itertools.islice(entries, count))
+    for key in doomed:
+        del entries[key]
+    return doomed
+
 
 class Bounded(Generic[K, V]):
-    """One cache: ``entries``, emptied by its owner before it grows past ``limit``."""
+    """One cache: ``entries``, trimmed by its owner (``make_room``) before it grows past
+    ``limit``."""
 
     __slots__ = ("__weakref__", "entries", "limit")
 
@@ -33,6 +48,16 @@ class Bounded(Generic[K, V]):
 
     def clear(self) -> None:
         self.entries.clear()
+
+    def make_room(self) -> list[K]:
+        """Before adding an entry: when ``limit`` are held (or more, after the limit was
+        lowered), drop the oldest until a slice of the limit is free; the keys dropped (for an
+        owner that keeps something per entry). A slice at a time keeps the cost per miss
+        constant on average."""
+        over = len(self.entries) - self.limit
+        if over < 0:
+            return []
+        return evict_oldest(self.entries, over + max(1, self.limit // SLICE))
 
 
 class Family:

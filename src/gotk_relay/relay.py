@@ -37,6 +37,7 @@ from .pipeline import Pipeline, split_by_tenant
 from .relay_metrics import state_metrics
 from .rules.flux import FluxRewriter, FluxState, Rewritten, Steady
 from .telemetry import Telemetry
+from .wire import picked
 from .write import views
 from .write.routing import Router
 
@@ -216,6 +217,7 @@ class Relay:
         self.names = destination_names(config)
         self.pipeline = Pipeline(config)
         self.fast = views.plan(config)
+        picked.bound(*views.label_cache_bound(config))
         # Both are fixed for the life of the process: a reload that changes them is reported
         # and needs a restart (moving a spool under a running queue would lose its order).
         self.budget = MemoryBudget(config.queues.memory_budget_bytes)
@@ -611,6 +613,7 @@ class Relay:
                 else None
             )
         self.fast = views.plan(config)
+        picked.bound(*views.label_cache_bound(config))
         self.config, self.names, self.pipeline, self.destinations = (
             config,
             names,

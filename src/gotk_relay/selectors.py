@@ -23,9 +23,9 @@ from .model import Labels
 Predicate = Callable[[Labels], bool]
 ValueTest = Callable[[str], bool]
 
-# Values memoized per test (caches.FAMILIES["selectors"].limit for new ones). Emptied when full:
-# the keys are label values the relay was sent, so this is what bounds the memory one selector
-# holds.
+# Values memoized per test (caches.FAMILIES["selectors"].limit for new ones), the oldest slice
+# dropped when full: the keys are label values the relay was sent, so this is what bounds the
+# memory one selector holds.
 MEMOS = caches.family("selectors", 8_192)
 
 
@@ -65,7 +65,7 @@ def memoize(test: ValueTest, limit: int | None = None) -> ValueTest:
         if answer is None:
             answer = test(value)
             if len(memo) >= bounded.limit:
-                memo.clear()
+                bounded.make_room()
             memo[value] = answer
         return answer
 

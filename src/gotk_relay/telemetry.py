@@ -231,6 +231,13 @@ def flux_metrics(stats: FluxStats) -> Iterable[Metric]:
         [],
         [([], stats.objects_tracked)],
     )
+    yield gauge(
+        "gotk_relay_flux_objects_refused",
+        "Flux objects not tracked because flux.max_objects was reached, refused within "
+        "flux.idle_expiry (at most flux.max_objects are remembered).",
+        [],
+        [([], stats.objects_refused)],
+    )
     counters = (
         (
             "samples_synthesized",
@@ -254,7 +261,9 @@ def flux_metrics(stats: FluxStats) -> Iterable[Metric]:
         ),
         (
             "objects_rejected",
-            "New Flux objects not tracked because flux.max_objects was reached.",
+            "Distinct Flux objects not tracked because flux.max_objects was reached: each "
+            "counted once, not per batch (again only after idle_expiry unrefused, after being "
+            "tracked, or when more than flux.max_objects refused ones are remembered).",
             stats.objects_rejected,
         ),
     )
@@ -275,7 +284,8 @@ def cache_metrics() -> Iterable[Metric]:
     )
     yield gauge(
         "gotk_relay_cache_limit",
-        "Entries a kind of cache may hold before it is emptied, summed over its live instances.",
+        "Entries a kind of cache may hold before its oldest are dropped, summed over its live "
+        "instances.",
         ["cache"],
         [([f.name], f.capacity()) for f in families],
     )

@@ -230,6 +230,11 @@ class OracleRewriter:
         self._legacy: dict[Labels, _LegacyObject] = {}
         self._pending: dict[tuple[bool, Labels], _Object] = {}
         self._routes: dict[Labels, _Route | None] = {}
+        # Objects refused at max_objects: key → (clock of its last refusal, refusal number).
+        # Each is counted once; past max_objects remembered, the least recently refused is
+        # forgotten; one not refused for idle_expiry is forgotten (then it counts again).
+        self._refused: dict[tuple[bool, Labels], tuple[int, int]] = {}
+        self._refusals = 0
         self._route_cache_max = route_cache_max or max(4096, 4 * config.max_objects)
         self._clock = _NEVER
         self._expiry_floor = _NEVER  # no object's last_seen is below this
@@ -264,6 +269,7 @@ class OracleRewriter:
         self._commit_due(emitter)
         self._expire()
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        self.stats.objects_refused = len(self._refused)
         return self._output(batch, matched, untracked, emitter)
 
     # -- classification -------------------------------------------------------------------
@@ -359,15 +365,14 @@ class OracleRewriter:
             for sample in batch.series[index].samples
         ]
         events.sort(key=lambda event: (event[0], event[1]))  # stable: batch order on ties
-        refused: set[tuple[bool, Labels]] = set()
         touched: dict[int, tuple[_Object, bool]] = {}  # id → (object, had a value sample)
         for position, (ts, stale, index, value) in enumerate(events):
             route = matched[index]
             obj: _Object | None
             if route.forward:
-                obj = self._info.get(route.key) or self._admit_info(route, refused)
+                obj = self._info.get(route.key) or self._admit_info(route)
             else:
-                obj = self._legacy.get(route.key) or self._admit_legacy(route, refused)
+                obj = self._legacy.get(route.key) or self._admit_legacy(route)
             if obj is None:
                 untracked.add(index)
             else:
@@ -394,17 +399,22 @@ class OracleRewriter:
                 self._reverse_emit(obj, ts, emitter)
         self._settle(obj, forward)
 
-    def _room(self, route: _Route, refused: set[tuple[bool, Labels]]) -> bool:
-        if (route.forward, route.key) in refused:
-            return False
+    def _room(self, route: _Route) -> bool:
+        key = (route.forward, route.key)
         if len(self._info) + len(self._legacy) < self.config.max_objects:
+            self._refused.pop(key, None)
             return True
-        refused.add((route.forward, route.key))
-        self.stats.objects_rejected += 1
+        if key not in self._refused:
+            self.stats.objects_rejected += 1
+            if len(self._refused) >= self.config.max_objects:
+                oldest = min(self._refused, key=lambda k: self._refused[k][1])
+                del self._refused[oldest]
+        self._refusals += 1
+        self._refused[key] = (self._clock, self._refusals)
         return False
 
-    def _admit_info(self, route: _Route, refused: set[tuple[bool, Labels]]) -> _InfoObject | None:
-        if not self._room(route, refused):
+    def _admit_info(self, route: _Route) -> _InfoObject | None:
+        if not self._room(route):
             return None
         base = dict(route.key)
         conditions = [
@@ -418,10 +428,8 @@ class OracleRewriter:
         obj = self._info[route.key] = _InfoObject(route.key, route.kind, self._clock, outputs)
         return obj
 
-    def _admit_legacy(
-        self, route: _Route, refused: set[tuple[bool, Labels]]
-    ) -> _LegacyObject | None:
-        if not self._room(route, refused):
+    def _admit_legacy(self, route: _Route) -> _LegacyObject | None:
+        if not self._room(route):
             return None
         obj = self._legacy[route.key] = _LegacyObject(route.key, route.kind, self._clock)
         return obj
@@ -474,6 +482,11 @@ class OracleRewriter:
             self.stats.objects_expired += len(expired)
             for obj in table.values():
                 floor = min(floor, obj.last_seen)
+        for refused, (last, _) in list(self._refused.items()):
+            if last <= cutoff:
+                del self._refused[refused]
+            else:
+                floor = min(floor, last)
         self._expiry_floor = floor
 
     # -- forward: gotk_resource_info → legacy ---------------------------------------------

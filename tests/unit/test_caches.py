@@ -81,3 +81,37 @@ def test_the_encoders_label_cache_on_metrics_follows_what_it_holds(
     assert gauges[("gotk_relay_cache_limit", "rw1_labels")] == 4
     assert 0 < gauges[("gotk_relay_cache_entries", "rw1_labels")] <= 4
     assert gauges[("gotk_relay_cache_entries", "rw1_labels")] == len(rw1.LABELS_CACHE)
+
+
+@given(
+    limit=st.integers(1, 40),
+    keys=st.lists(st.integers(0, 60), max_size=300),
+)
+def test_a_full_cache_drops_its_oldest_slice_never_all(limit: int, keys: list[int]) -> None:
+    """The owner's pattern (make room on a miss, then add): never above the limit, what is
+    kept is the newest insertions in order, and a full cache keeps all but a slice."""
+    cache: caches.Bounded[int, int] = caches.Family("test", limit).new()
+    inserted: list[int] = []  # insertion order of what the cache was given
+    for key in keys:
+        if key in cache.entries:
+            continue  # a hit: no bookkeeping
+        before = len(cache)
+        dropped = cache.make_room()
+        assert dropped == inserted[: len(dropped)]  # the oldest, in order
+        del inserted[: len(dropped)]
+        if before < limit:
+            assert dropped == []
+        else:
+            assert len(dropped) == max(1, limit // caches.SLICE) < limit or limit == 1
+        cache.entries[key] = key
+        inserted.append(key)
+        assert len(cache) <= limit
+        assert list(cache.entries) == inserted
+
+
+def test_make_room_after_the_limit_was_lowered_comes_back_under_it() -> None:
+    cache: caches.Bounded[int, int] = caches.Family("test", 100).new()
+    cache.entries.update((i, i) for i in range(100))
+    cache.limit = 10
+    dropped = cache.make_room()
+    assert dropped == list(range(91)) and list(cache.entries) == list(range(91, 100))

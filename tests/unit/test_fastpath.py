@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gotk_relay.config import load_text
-from gotk_relay.write.views import plan
+from gotk_relay.relay import Relay
+from gotk_relay.telemetry import Telemetry
+from gotk_relay.wire import picked
+from gotk_relay.write.views import LABEL_SET_BYTES, label_cache_bound, plan
 
 BASE = ""  # the default configuration: strict validation (receiver.validation: full)
 
@@ -132,3 +135,37 @@ def test_a_name_where_prometheus_would_not_put_it_is_scanned_the_exact_way(
     scanned = scan.scan_request(snappy.compress(raw), raw, config.receiver, fast)
     assert scanned.picked == [rw1.encode(Batch((flux,)))[2:]]
     assert scanned.forward_points == (3 if keep_source else 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "entries"),
+    [
+        ("flux: {max_objects: 1000}\nfederate: {enabled: false}\n", 1000),
+        ("flux: {mode: resource_info, max_objects: 1000}\nfederate: {enabled: false}\n", 5000),
+        ("flux: {mode: both, max_objects: 1000}\nfederate: {max_series: 7}\n", 6007),
+        ("flux: {mode: 'off'}\nfederate: {max_series: 7}\n", 7),
+    ],
+    ids=["legacy", "resource-info", "both-and-federate", "federate-only"],
+)
+def test_the_label_cache_bound_is_what_the_relay_tracks(extra: str, entries: int) -> None:
+    """Every input of flux.max_objects objects, and every series the store may keep."""
+    assert label_cache_bound(load_text(extra)) == (entries, entries * LABEL_SET_BYTES)
+
+
+def test_the_default_label_cache_bound_fits_a_full_fleet() -> None:
+    """100,000 objects' gotk_resource_info label sets (~555 B encoded each) fit at once."""
+    config = load_text(BASE)
+    entries, key_bytes = label_cache_bound(config)
+    assert config.flux.max_objects == 100_000
+    assert entries >= 100_000 and key_bytes >= 100_000 * 555
+
+
+def test_the_relay_bounds_the_label_caches_from_its_config() -> None:
+    saved = picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes
+    try:
+        config = load_text("flux: {max_objects: 300000}\n")
+        Relay(config, Telemetry())
+        entries, key_bytes = label_cache_bound(config)
+        assert (picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes) == (entries, key_bytes)
+    finally:
+        picked.bound(*saved)

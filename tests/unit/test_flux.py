@@ -695,7 +695,77 @@ def test_max_objects_rejects_new_objects_and_passes_their_inputs() -> None:
     assert rewriter.stats.objects_tracked == 1
     second = rewriter.rewrite(batch_of([ks(name="a", ts=2000), ks(name="b", ts=2000)]))
     assert points(second) == legacy(2000)
-    assert rewriter.stats.objects_rejected == 2  # refused again: nothing is remembered of it
+    assert rewriter.stats.objects_rejected == 1  # refused again: one object, counted once
+    assert rewriter.stats.objects_refused == 1
+
+
+def fleet_round(rewriter: FluxRewriter, names: Sequence[str], ts: int) -> None:
+    rewriter.rewrite(batch_of([ks(name=name, ts=ts) for name in names]), now_ms=ts)
+
+
+@given(
+    objects=st.integers(1, 12),
+    max_objects=st.integers(1, 12),
+    rounds=st.integers(1, 4),
+    per_batch=st.integers(1, 12),
+)
+def test_rejected_counts_each_refused_object_once(
+    objects: int, max_objects: int, rounds: int, per_batch: int
+) -> None:
+    """However many rounds and batches an object is refused in, it is one refused object, as
+    long as the refused ones fit the memory (max_objects of them)."""
+    refused = max(0, objects - max_objects)
+    rewriter = FluxRewriter(FluxConfig(max_objects=max_objects))
+    names = [f"app-{i}" for i in range(objects)]
+    for round_ in range(rounds):
+        ts = 1000 + 30_000 * round_
+        for start in range(0, objects, per_batch):
+            fleet_round(rewriter, names[start : start + per_batch], ts)
+    stats = rewriter.stats
+    assert stats.objects_tracked == min(objects, max_objects)
+    assert stats.objects_refused == min(refused, max_objects)
+    if refused <= max_objects:
+        assert stats.objects_rejected == refused
+    else:  # past the memory's bound, the least recently refused are counted again
+        assert refused <= stats.objects_rejected <= refused * rounds
+
+
+def test_the_memory_of_refused_objects_is_bounded_by_max_objects() -> None:
+    """Three refused objects, a memory of two: the least recently refused is forgotten, so
+    each round counts all three again, and the memory never holds more than two."""
+    rewriter = FluxRewriter(FluxConfig(max_objects=2))
+    names = ["a", "b", "c", "d", "e"]
+    for round_ in range(3):
+        fleet_round(rewriter, names, 1000 + 30_000 * round_)
+        assert rewriter.stats.objects_refused == 2
+        assert rewriter.stats.objects_rejected == 3 * (round_ + 1)
+    assert rewriter.stats.objects_tracked == 2
+
+
+def test_a_refused_object_is_forgotten_after_idle_expiry_and_counts_again() -> None:
+    rewriter = FluxRewriter(FluxConfig(max_objects=1, idle_expiry=60))
+    fleet_round(rewriter, ["a", "b"], 1000)
+    assert (rewriter.stats.objects_rejected, rewriter.stats.objects_refused) == (1, 1)
+    fleet_round(rewriter, ["a"], 30_000)
+    fleet_round(rewriter, ["a"], 60_999)
+    assert rewriter.stats.objects_refused == 1  # refused at 1000: remembered up to 61_000
+    fleet_round(rewriter, ["a"], 61_000)
+    assert (rewriter.stats.objects_rejected, rewriter.stats.objects_refused) == (1, 0)
+    fleet_round(rewriter, ["a", "b"], 62_000)
+    assert (rewriter.stats.objects_rejected, rewriter.stats.objects_refused) == (2, 1)
+
+
+def test_a_refused_object_tracked_once_there_is_room_is_no_longer_refused() -> None:
+    rewriter = FluxRewriter(FluxConfig(max_objects=1, idle_expiry=60))
+    fleet_round(rewriter, ["a", "b"], 1000)
+    fleet_round(rewriter, ["b"], 31_000)  # a is idle from here on
+    fleet_round(rewriter, ["b"], 61_000)  # refused once more, then a expires
+    assert (rewriter.stats.objects_expired, rewriter.stats.objects_refused) == (1, 1)
+    fleet_round(rewriter, ["b"], 62_000)  # room: b is tracked
+    assert (rewriter.stats.objects_tracked, rewriter.stats.objects_refused) == (1, 0)
+    assert rewriter.stats.objects_rejected == 1
+    fleet_round(rewriter, ["a", "b"], 91_000)  # now a is refused: a second refused object
+    assert (rewriter.stats.objects_rejected, rewriter.stats.objects_refused) == (2, 1)
 
 
 def test_outputs_hold_no_copies_of_label_pairs() -> None:
@@ -989,6 +1059,7 @@ def test_stats_are_plain_numbers_for_telemetry() -> None:
         "stale_emitted": 4,
         "objects_expired": 0,
         "objects_rejected": 0,
+        "objects_refused": 0,
     }
 
 

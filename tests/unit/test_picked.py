@@ -298,7 +298,7 @@ def test_a_series_with_histograms_or_several_samples_takes_the_general_path() ->
     assert_same(parts.series, [], NO_LIMITS)
 
 
-def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_cache_drops_its_oldest_and_keeps_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(picked.LABEL_CACHES, "limit", 3)  # for the cache of a new Limits value
     limits = Limits(max_series=1_000_003)  # a value no other test decodes with
     items = [Series((("__name__", f"m{i}"),), (Sample(float(i), i + 1),)) for i in range(10)]
@@ -306,7 +306,49 @@ def test_a_full_cache_is_cleared_and_keeps_decoding(monkeypatch: pytest.MonkeyPa
     for _ in range(3):
         assert canonical(picked.decode(parts.series, [], limits)) == canonical(Batch(tuple(items)))
         small = [cache for cache in picked.LABEL_CACHES.live() if cache.limit == 3]
-        assert len(small) == 1 and 0 < len(small[0]) <= 3
+        assert len(small) == 1
+        kept = [labels for labels in small[0].entries.values() if labels is not None]
+        assert kept == [items[i].labels for i in (7, 8, 9)]  # the newest, never emptied
+
+
+SMALL_ENTRIES, SMALL_BYTES = 5, 160
+SMALL = Limits(max_series=1_000_007)  # a value no other test decodes with
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(series(), min_size=1, max_size=6), min_size=1, max_size=8))
+def test_a_small_cache_stays_in_its_bounds_and_decodes_as_a_fresh_decode(
+    requests: list[list[Series]],
+) -> None:
+    """Incremental eviction under both bounds (entries, key bytes): after every request the
+    cache is within them, and every decode is what ``rw1.decode`` gives (``assert_same``
+    decodes twice: the second finds what the first cached, or what it evicted)."""
+    saved = picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes
+    picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes = SMALL_ENTRIES, SMALL_BYTES
+    try:
+        for items in requests:
+            parts = rw1_bytes.split(rw1.encode(Batch(tuple(items))))
+            assert_same(parts.series, [], SMALL)
+            (cache,) = [c for c in picked.LABEL_CACHES.live() if c.limit == SMALL_ENTRIES]
+            assert len(cache) <= SMALL_ENTRIES
+            keys = [key for key in cache.entries if isinstance(key, bytes)]
+            assert len(keys) == len(cache) and sum(map(len, keys)) <= SMALL_BYTES
+    finally:
+        picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes = saved
+
+
+def test_bound_applies_to_the_caches_made_already_with_its_floors() -> None:
+    saved = picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes
+    try:
+        picked.decode(encode(Series(UP, (Sample(1.0, 10),))).series, [], NO_LIMITS)
+        picked.bound(500_000, 400 << 20)
+        assert {cache.limit for cache in picked.LABEL_CACHES.live()} == {500_000}
+        assert picked.BUDGET.key_bytes == 400 << 20
+        picked.bound(10, 10)  # a tiny fleet: the floors
+        assert {cache.limit for cache in picked.LABEL_CACHES.live()} == {picked.MIN_ENTRIES}
+        assert picked.BUDGET.key_bytes == picked.MIN_KEY_BYTES
+    finally:
+        picked.bound(*saved)
 
 
 @pytest.mark.slow  # the benchmark's flux-heavy workload, 3 rounds

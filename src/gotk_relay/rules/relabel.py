@@ -393,8 +393,8 @@ def _memoize(memo: Bounded[str, _T], key: str, compute: Callable[[str], _T]) -> 
     """Look up or compute a pure function of one string, keeping at most ``memo.limit`` results.
 
     Label names, metric names and most label values repeat from series to series, and an RE2 call
-    through its Python wrapper costs microseconds; a full memo is dropped rather than evicted
-    entry by entry, so a high-cardinality value costs one dict miss and never unbounded memory.
+    through its Python wrapper costs microseconds; a full memo drops its oldest slice (never
+    the whole), so a high-cardinality value costs one dict miss and never unbounded memory.
     """
     entries = memo.entries
     try:
@@ -403,7 +403,7 @@ def _memoize(memo: Bounded[str, _T], key: str, compute: Callable[[str], _T]) -> 
         pass
     result = compute(key)
     if len(entries) >= memo.limit:
-        entries.clear()
+        memo.make_room()
     entries[key] = result
     return result
 

@@ -24,8 +24,14 @@ order) decodes that series through ``rw1`` as before.
 Label sets not sorted by name come out sorted, as ``rw1.decode`` sorts them.
 
 Verdicts depend on the limits, so there is one cache per ``Limits`` value: a reload with other
-limits never reuses a label set accepted under the old ones. Caches are bounded and cleared when
-full; the relay is single-threaded (asyncio), and a cleared cache only costs the next decode.
+limits never reuses a label set accepted under the old ones. Caches are bounded by what the
+relay tracks (``bound``: the relay sets it from ``flux.max_objects`` and ``federate.max_series``,
+``views.label_cache_bound``) in entries and in key bytes, and a full one drops its oldest label
+sets a slice at a time, never all at once: cleared whole, a cache a little smaller than the
+working set (100,000 Flux objects: ~55 MB of label parts) missed on almost every series, and
+each miss also gave the Flux rules and the federate store a new label tuple, missing their
+identity-keyed shortcuts. The relay is single-threaded (asyncio); an evicted entry only costs
+its next decode.
 """
 
 from __future__ import annotations
@@ -41,10 +47,12 @@ from . import rw1, rw1_bytes
 from .errors import DecodeError
 from .labels import Limits, check_series, sort_labels
 
-# Label sets remembered per Limits value (caches.FAMILIES["picked_labels"].limit for new ones)
-LABEL_CACHES: Final = caches.family("picked_labels", 65536)
-MAX_KEY_BYTES: Final = 32 << 20  # and at most this many bytes of label encodings
+# Label sets remembered per Limits value (caches.FAMILIES["picked_labels"].limit; ``bound``)
+MIN_ENTRIES: Final = 65_536  # the bound's floor, whatever little the relay tracks
+MIN_KEY_BYTES: Final = 32 << 20
+LABEL_CACHES: Final = caches.family("picked_labels", MIN_ENTRIES)
 _MAX_LIMITS: Final = 8  # Limits values with a cache (a reload makes a new one)
+PAIRS_PER_ENTRY: Final = 4  # shared (name, value) tuples kept per label set the cache may hold
 
 _SAMPLE_TAG: Final = 0x12  # TimeSeries.samples: field 2, LEN
 _VALUE_TAG: Final = 0x09  # Sample.value: field 1, I64
@@ -52,6 +60,30 @@ _TS_TAG: Final = 0x10  # Sample.timestamp: field 2, VARINT
 _MAX_VARINT: Final = 9  # bytes: 63 bits, so an int64 that cannot be negative
 _DOUBLE_AT: Final = struct.Struct("<d").unpack_from
 _new = tuple.__new__  # builds the NamedTuples without their keyword-handling __new__
+
+
+class _Budget:
+    """Bytes of label encodings every cache may hold (``bound``); one object, so a reload's
+    new bound reaches the caches already made."""
+
+    __slots__ = ("key_bytes",)
+
+    def __init__(self) -> None:
+        self.key_bytes = MIN_KEY_BYTES
+
+
+BUDGET: Final = _Budget()
+
+
+def bound(entries: int, key_bytes: int) -> None:
+    """Bound every label cache, the ones made already included: at most ``entries`` label sets
+    and ``key_bytes`` bytes of their encodings each (raised to ``MIN_ENTRIES`` and
+    ``MIN_KEY_BYTES``). A lower bound takes effect at the next miss, oldest entries first."""
+    entries = max(MIN_ENTRIES, entries)
+    LABEL_CACHES.limit = entries
+    BUDGET.key_bytes = max(MIN_KEY_BYTES, key_bytes)
+    for cache in LABEL_CACHES.live():
+        cache.limit = entries
 
 
 class _LabelCache:
@@ -64,19 +96,29 @@ class _LabelCache:
         self.bounded: Bounded[bytes, Labels | None] = LABEL_CACHES.new()
         self.entries = self.bounded.entries
         # One tuple per distinct (name, value): most pairs repeat across series (scrape labels),
-        # so sharing them keeps a full cache to roughly its keys' bytes.
+        # so sharing them keeps a full cache to roughly its keys' bytes. Bounded too, oldest
+        # first: a pair dropped here stays in the label sets that hold it, only unshared.
         self.pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self.key_bytes = 0
 
     def store(self, key: bytes, labels: Labels | None) -> Labels | None:
-        if len(self.entries) >= self.bounded.limit or self.key_bytes + len(key) > MAX_KEY_BYTES:
-            self.entries.clear()
-            self.pairs.clear()
-            self.key_bytes = 0
+        budget = BUDGET.key_bytes
+        if len(key) > budget:
+            return labels  # larger than the whole budget: decoded each time, never cached
+        bounded = self.bounded
+        entries = self.entries
+        if len(entries) >= bounded.limit:
+            self.key_bytes -= sum(map(len, bounded.make_room()))
+        while entries and self.key_bytes + len(key) > budget:
+            # The oldest slice of the entries, as make_room drops them, until the key fits.
+            dropped = caches.evict_oldest(entries, max(1, bounded.limit // caches.SLICE))
+            self.key_bytes -= sum(map(len, dropped))
         if labels is not None:
             pairs = self.pairs
+            if len(pairs) >= PAIRS_PER_ENTRY * bounded.limit:
+                caches.evict_oldest(pairs, max(1, len(pairs) // caches.SLICE))
             labels = tuple([pairs.setdefault(pair, pair) for pair in labels])
-        self.entries[key] = labels
+        entries[key] = labels
         self.key_bytes += len(key)
         return labels
 

@@ -153,10 +153,10 @@ class _Encoded(NamedTuple):
 
 
 # Encoded labels per label set: the same synthesized and scraped series come back every batch,
-# so most label sets cost one lookup. Emptied when full rather than LRU-evicted, so a hit needs
-# no bookkeeping. It keeps its label tuples alive (~2.7 KB for 12 labels, encoding included), so
-# the entry count bounds its memory: ~45 MB at most, however many distinct series pass. Only
-# ``_encoded`` empties it, together with ``_labels_by_id``.
+# so most label sets cost one lookup. When full, its oldest slice is dropped (insertion order,
+# not LRU, so a hit needs no bookkeeping). It keeps its label tuples alive (~2.7 KB for 12
+# labels, encoding included), so the entry count bounds its memory: ~45 MB at most, however
+# many distinct series pass. Only ``_encoded`` drops entries, from ``_labels_by_id`` too.
 LABELS_CACHE: Bounded[Labels, _Encoded] = caches.family("rw1_labels", 16_384).new()
 _labels_cache = LABELS_CACHE.entries
 # The same entries by the id of their tuple, for label sets handed again as the very same tuple
@@ -297,8 +297,9 @@ def _encoded(labels: Labels) -> _Encoded:
             _series_header(size + _STAMP_LEN),
         )
         if len(_labels_cache) >= LABELS_CACHE.limit:
-            _labels_cache.clear()
-            _labels_by_id.clear()
+            # The oldest slice; each key is its entry's tuple, so its id leaves with it.
+            for dropped in LABELS_CACHE.make_room():
+                _labels_by_id.pop(id(dropped), None)
         _labels_cache[labels] = entry
     elif entry.labels is labels:
         _labels_by_id[id(labels)] = entry

@@ -66,6 +66,27 @@ class FastPath:
         return self.names | self.prefixes
 
 
+# Input series a Flux object sends in each flux.mode's steady state: legacy, its one
+# gotk_resource_info (or flux_resource_info); resource_info, its gotk_reconcile_condition
+# statuses (Deleted included, as pre-2.1 controllers send it) and gotk_suspend_status; both.
+_INPUTS_PER_OBJECT = {"off": 0, "legacy": 1, "resource_info": 5, "both": 6}
+LABEL_SET_BYTES = 1024  # key bytes allowed per label set: a Flux one is ~555 B encoded
+
+
+def label_cache_bound(config: Config) -> tuple[int, int]:
+    """The decoder's label cache bound (``wire.picked.bound``): entries and key bytes.
+
+    Why: the cache holds the label sets of the series the fast path picks, which are the Flux
+    rules' inputs and the series the federate store may keep, so what the relay tracks bounds
+    it: every input of ``flux.max_objects`` objects plus ``federate.max_series``, at
+    ``LABEL_SET_BYTES`` each. Sized below that, it would miss on every round of a full fleet.
+    """
+    entries = _INPUTS_PER_OBJECT[config.flux.mode] * config.flux.max_objects
+    if config.federate.enabled:
+        entries += config.federate.max_series
+    return entries, entries * LABEL_SET_BYTES
+
+
 def plan(config: Config) -> FastPath | None:
     """The fast path this configuration allows, or None when every request must be decoded."""
     names: set[bytes] = set()

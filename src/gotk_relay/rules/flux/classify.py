@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from ...caches import SLICE, evict_oldest
 from ...model import Labels, labels_from
 from ..flux_kinds import BY_KIND, FluxKind
 from .config import FluxConfig
@@ -81,8 +82,10 @@ class Classifier:
         else:
             route = self._classify_legacy(labels, name)
         if len(self.routes) >= self.cache_max:
-            self.routes.clear()
-            self.by_id.clear()
+            # The oldest slice, never all: a full cache would route every object again at once.
+            by_id = self.by_id
+            for dropped in evict_oldest(self.routes, max(1, self.cache_max // SLICE)):
+                by_id.pop(id(dropped), None)
         self.routes[labels] = route
         if route is not NOT_FLUX:
             self.by_id[id(labels)] = route

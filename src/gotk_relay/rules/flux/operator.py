@@ -29,7 +29,10 @@ class OperatorMapping:
 
     def __init__(self, config: FluxConfig) -> None:
         self.versions = config.versions
-        self.cache: Bounded[Labels, Labels | None] = LABELS.new()
+        # One entry per object the rules may track, so a full fleet never misses on a round.
+        self.cache: Bounded[Labels, Labels | None] = LABELS.new(
+            max(LABELS.limit, config.max_objects)
+        )
 
     def labels(self, labels: Labels) -> Labels | None:
         """The KSM-shaped label set, or None for a kind that is not a Flux object's."""
@@ -38,7 +41,7 @@ class OperatorMapping:
             return entries[labels]
         mapped = self._map(labels)
         if len(entries) >= self.cache.limit:
-            entries.clear()
+            self.cache.make_room()
         entries[labels] = mapped
         return mapped
 

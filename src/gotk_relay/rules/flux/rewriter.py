@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import OrderedDict
 from typing import Final, NamedTuple
 
 from ...model import (
@@ -119,6 +120,11 @@ class FluxRewriter:
         self._info: dict[Labels, InfoObject] = {}
         self._legacy: dict[Labels, LegacyObject] = {}
         self._pending: dict[tuple[bool, Labels], FluxObject] = {}
+        # Objects refused at max_objects (key → relay clock of their last refusal), least
+        # recently refused first: each is counted once in objects_rejected, not once per batch.
+        # At most max_objects of them (the oldest is forgotten past that, and counts again if
+        # refused again); one not refused for idle_expiry is forgotten, as a tracked one is.
+        self._refused: OrderedDict[tuple[bool, Labels], int] = OrderedDict()
         self._clock = NEVER
         self._expiry_floor = NEVER  # no object's last_seen is below this
         self._calls = 0  # rewrite() calls that emitted or could have: stamps emissions
@@ -246,6 +252,7 @@ class FluxRewriter:
         self._commit_due(emitter)
         self._expire()
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        self.stats.objects_refused = len(self._refused)
         return self._output(batch, matched, untracked, emitter, mapped)
 
     def steady(self, batch: Batch, now_ms: int, max_outputs: int) -> Steady | None:
@@ -362,6 +369,7 @@ class FluxRewriter:
                 changed[found[0]] = None
         self._expire()
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        self.stats.objects_refused = len(self._refused)
         newest = ts
         families: tuple[FamilyMetadata, ...] = ()
         if picked:
@@ -393,7 +401,6 @@ class FluxRewriter:
         """
         series = batch.series
         clock = self._clock
-        refused: set[tuple[bool, Labels]] = set()
         touched: dict[FluxObject, bool] = {}  # object → had a value sample, in first-touch order
         current = events[0][0] if events else NEVER
         for ts, stale, index, value, route in events:
@@ -403,7 +410,7 @@ class FluxRewriter:
                 current = ts
             obj = route.obj
             if obj is None or obj.gone:
-                obj = self._find(route, refused)
+                obj = self._find(route)
                 if obj is None:
                     untracked.add(index)
                     continue
@@ -429,13 +436,13 @@ class FluxRewriter:
         if touched:
             self._evaluate(touched, current, emitter)
 
-    def _find(self, route: Route, refused: set[tuple[bool, Labels]]) -> FluxObject | None:
+    def _find(self, route: Route) -> FluxObject | None:
         """The route's object, admitted if new; remembered on the route (None: refused)."""
         obj: FluxObject | None
         if route.forward:
-            obj = self._info.get(route.key) or self._admit_info(route, refused)
+            obj = self._info.get(route.key) or self._admit_info(route)
         else:
-            obj = self._legacy.get(route.key) or self._admit_legacy(route, refused)
+            obj = self._legacy.get(route.key) or self._admit_legacy(route)
         route.obj, route.input = obj, None
         return obj
 
@@ -482,17 +489,25 @@ class FluxRewriter:
         cap = self._grace_cap_ms
         return min(cap, obj.interval + AUTO_MARGIN_MS) if obj.interval > 0 else cap
 
-    def _room(self, route: Route, refused: set[tuple[bool, Labels]]) -> bool:
-        if (route.forward, route.key) in refused:
-            return False
+    def _room(self, route: Route) -> bool:
+        """Whether a new object may be tracked; a refusal is counted once per object (see
+        ``_refused``), however many batches it is refused in."""
+        key = (route.forward, route.key)
+        refused = self._refused
         if len(self._info) + len(self._legacy) < self.config.max_objects:
+            refused.pop(key, None)  # tracked now: refused again later, it counts again
             return True
-        refused.add((route.forward, route.key))
-        self.stats.objects_rejected += 1
+        if key in refused:
+            refused.move_to_end(key)
+        else:
+            self.stats.objects_rejected += 1
+            if len(refused) >= self.config.max_objects:
+                refused.popitem(last=False)
+        refused[key] = self._clock
         return False
 
-    def _admit_info(self, route: Route, refused: set[tuple[bool, Labels]]) -> InfoObject | None:
-        if not self._room(route, refused):
+    def _admit_info(self, route: Route) -> InfoObject | None:
+        if not self._room(route):
             return None
         classify = self.classifier
         outputs = classify.forward_outputs(route.key)
@@ -502,8 +517,8 @@ class FluxRewriter:
         )
         return obj
 
-    def _admit_legacy(self, route: Route, refused: set[tuple[bool, Labels]]) -> LegacyObject | None:
-        if not self._room(route, refused):
+    def _admit_legacy(self, route: Route) -> LegacyObject | None:
+        if not self._room(route):
             return None
         obj = self._legacy[route.key] = LegacyObject(route.key, route.kind, self._clock)
         return obj
@@ -546,6 +561,13 @@ class FluxRewriter:
             self.stats.objects_expired += len(expired)
             for obj in table.values():
                 floor = min(floor, obj.last_seen)
+        refused = self._refused
+        while refused:
+            oldest, last = next(iter(refused.items()))  # the least recently refused
+            if last > cutoff:
+                floor = min(floor, last)
+                break
+            del refused[oldest]
         self._expiry_floor = floor
 
     # -- forward: gotk_resource_info → legacy ---------------------------------------------
