@@ -64,15 +64,24 @@ async def _timed(store: FederateStore, matches: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, size
 
 
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 async def _store(count: int) -> None:
     store = FederateStore(['{__name__=~"gotk_.*"}'], count)
     for batch in _batches(count, 1000):
         store.update(batch)
+    print(f"RSS with the store filled: {_rss_mib():.0f} MiB")
     rows = [("first render (sorts every new series)", [])]
     rows.append(("again, nothing changed", []))
     for label, matches in rows:
         took, size = await _timed(store, matches)
         print(f"{label:48s} {took * 1000:8.1f} ms {size / 1e6:7.1f} MB")
+    print(f"RSS with every line kept: {_rss_mib():.0f} MiB")
     for batch in _batches(count, 2000):
         store.update(batch)
     took, size = await _timed(store, [])

@@ -218,7 +218,7 @@ class _ReferenceStore:
         self.max_series = max_series
         self.latest: dict[Labels, tuple[float, int]] = {}
         self.families: dict[str, tuple[object, ...]] = {}
-        # Refused series, oldest first, at most max_series: each counted once while remembered.
+        # Refused series, oldest first, at most 4 x max_series: each counted once while remembered.
         self.refused: dict[Labels, None] = {}
 
     def update(self, batch: Batch) -> int:
@@ -235,7 +235,7 @@ class _ReferenceStore:
                 continue
             if known is None and len(self.latest) >= self.max_series:
                 if series.labels not in self.refused:
-                    if len(self.refused) >= self.max_series:
+                    if len(self.refused) >= 4 * self.max_series:
                         del self.refused[next(iter(self.refused))]
                     self.refused[series.labels] = None
                     refused += 1

@@ -5,7 +5,7 @@ rewritten Flux series without any API key in the relay. It is a destination like
 (it sees the batch after the Flux rules), but in memory and synchronous, so it is never full:
 beyond ``max_series`` new series are refused and counted, existing ones keep updating.
 
-A refused series is remembered (at most ``max_series`` of them, the oldest forgotten first), so
+A refused series is remembered (at most 4 × ``max_series`` of them, the oldest forgotten first), so
 it is counted once and a write that brings it again costs one lookup while the store is full.
 
 ``GET /federate`` is served by ``stream`` on the event loop, a few thousand series at a time:
@@ -51,6 +51,9 @@ STREAM_CHUNK = 4_096  # series looked at between two turns of the event loop (1-
 # A bucket's new series are put in place one by one (bisect, a copy of the list) up to this
 # many (and an eighth of the bucket); more are sorted in runs and merged, yielding as it goes.
 INSERT_MAX = 256
+# Refused series remembered per series the store holds (oldest forgotten first): a fleet four
+# times what the store holds costs a lookup per refused series, not a selector and a count.
+REFUSED_PER_SERIES = 4
 INDEXED_LABELS = 4  # label indexes kept for match[] equalities (8 bytes a series each)
 
 # A stored series' entry: [value, timestamp, stored, line, fresh, labels]. ``stored`` turns
@@ -260,7 +263,7 @@ class FederateStore:
             entry = _REFUSED
             refused = self._refused
             if labels not in refused:
-                if len(refused) >= self.max_series:
+                if len(refused) >= REFUSED_PER_SERIES * self.max_series:
                     del refused[next(iter(refused))]  # the oldest refusal: bounded
                 refused[labels] = None
                 counted = 1
@@ -367,45 +370,65 @@ class FederateStore:
             # The named metrics' buckets, and those of label sets whose first label is not
             # __name__ (a name sorting before it, as upper case does): rare, and checked whole.
             keys = [k for k in keys if not k or k[0][0] != "__name__" or k[0][1] in names]
-        # Families in the order their first series comes, as render() writes them.
-        families: dict[str, tuple[FamilyMetadata | None, list[Labels]]] = {}
+        # A family is written where its first line comes, with that line's metadata (as
+        # render() does): its later buckets follow at once, its earlier ones had no line.
+        family_of: dict[Labels, tuple[str, FamilyMetadata | None]] = {}
+        members: dict[str, list[Labels]] = {}
         for key in keys:
             name = key[0][1] if key and key[0][0] == "__name__" else ""
-            family, info = text.family_key(name, metadata)
-            members = families.get(family)
-            if members is None:
-                members = families[family] = (info, [])
-            members[1].append(key)
+            family_of[key] = family, _ = text.family_key(name, metadata)
+            members.setdefault(family, []).append(key)
         out: list[bytes] = []
         seen = 0
-        for family, (info, members) in families.items():
-            header: bytes | None = text.family_header(family, info).encode()
-            for key in members:
-                if found is not None:
-                    ordered = found[key]
-                    if len(ordered) > SORT_RUN:
-                        ordered = await _sorted(ordered)
-                    else:
-                        ordered.sort(key=_labels_of)
-                else:
-                    bucket = self._buckets.get(key)
-                    if bucket is None:
-                        continue  # all its series went meanwhile
-                    ordered = await self._ordered(bucket)
-                for start in range(0, len(ordered), chunk):
-                    lines = _lines(ordered[start : start + chunk], selectors)
-                    seen += min(chunk, len(ordered) - start)
+        done: set[str] = set()
+        for first in keys:
+            family = family_of[first][0]
+            if family in done:
+                continue
+            following = members[family]
+            started = False
+            for key in following[following.index(first) :]:
+                async for lines, looked in self._pieces(key, found, selectors, chunk):
                     if lines:
-                        if header is not None:
-                            out.append(header)
-                            header = None
+                        if not started:
+                            out.append(text.family_header(family, family_of[key][1]).encode())
+                            started = True
                         out.append(b"".join(lines))
+                    seen += looked
                     if seen >= chunk:
                         yield b"".join(out)
                         out = []
                         seen = 0
+                if not started:
+                    break  # no line here: the family starts at a later bucket, if any
+            if started:
+                done.add(family)
         if out:
             yield b"".join(out)
+
+    async def _pieces(
+        self,
+        key: Labels,
+        found: dict[Labels, list[list[Any]]] | None,
+        selectors: Predicate | None,
+        chunk: int,
+    ) -> AsyncIterator[tuple[list[bytes], int]]:
+        """The lines of a bucket's series (those an index ``found``, when given), matching
+        ``selectors``, in label order, a chunk at a time, with the number looked at."""
+        if found is not None:
+            ordered = found[key]
+            if len(ordered) > SORT_RUN:
+                ordered = await _sorted(ordered)
+            else:
+                ordered.sort(key=_labels_of)
+        else:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return  # all its series went meanwhile
+            ordered = await self._ordered(bucket)
+        for start in range(0, len(ordered), chunk):
+            part = ordered[start : start + chunk]
+            yield _lines(part, selectors), len(part)
 
     async def _indexed(
         self,
@@ -427,29 +450,40 @@ class FederateStore:
                     async for _ in self._build(label, index, chunk):
                         yield None
                 indexes[label] = index
-            postings = [indexes[label].get(value) for label, value in alternatives]
-            if any(posting is None for posting in postings):
-                continue  # a label with no series of that value: this selector matches none
-            smallest = min(postings, key=len)  # type: ignore[arg-type]
-            assert smallest is not None
-            for start in range(0, len(smallest), chunk):
-                for entry in smallest[start : start + chunk]:
-                    if not entry[2] or id(entry) in seen:
-                        continue
-                    key = entry[5][:1]
-                    if (
-                        names is not None
-                        and key
-                        and key[0][0] == "__name__"
-                        and key[0][1] not in names
-                    ):
-                        continue
-                    seen.add(id(entry))
-                    group = found.get(key)
-                    if group is None:
-                        group = found[key] = []
-                    group.append(entry)
-                yield None
+            postings: list[list[list[Any]]] = []
+            for label, value in alternatives:
+                posting = indexes[label].get(value)
+                if posting is None:
+                    break  # no series has that value: this selector matches none
+                postings.append(posting)
+            else:
+                smallest = min(postings, key=len)
+                async for _ in self._gather(smallest, names, found, seen, chunk):
+                    yield None
+
+    @staticmethod
+    async def _gather(
+        posting: list[list[Any]],
+        names: frozenset[str] | None,
+        found: dict[Labels, list[list[Any]]],
+        seen: set[int],
+        chunk: int,
+    ) -> AsyncIterator[None]:
+        """The stored entries of ``posting`` (of the ``names`` when given) not ``seen`` yet,
+        into ``found`` by bucket key, a chunk at a time."""
+        for start in range(0, len(posting), chunk):
+            for entry in posting[start : start + chunk]:
+                if not entry[2] or id(entry) in seen:
+                    continue
+                key = entry[5][:1]
+                if names is not None and key and key[0][0] == "__name__" and key[0][1] not in names:
+                    continue
+                seen.add(id(entry))
+                group = found.get(key)
+                if group is None:
+                    group = found[key] = []
+                group.append(entry)
+            yield None
 
     async def _build(
         self, label: str, index: dict[str, list[list[Any]]], chunk: int
