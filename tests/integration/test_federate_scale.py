@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gotk_relay.cli import check_config
 from gotk_relay.config import load_text
@@ -68,9 +69,10 @@ def test_check_config_warns_when_max_series_cannot_hold_max_objects(
     )
     assert (warning in out) is warned, out
     assert ("WARNING" in out) is warned
-    assert load_text(text, "<test>").warnings() == (
-        [out.split("WARNING: ")[1].strip()] if warned else []
-    )
+    warnings = load_text(text, "<test>").warnings()
+    assert [f"  WARNING: {w}" for w in warnings] == [
+        line for line in out.splitlines() if "WARNING" in line
+    ]
 
 
 def _objects(count: int, ts: int) -> Batch:
@@ -120,17 +122,9 @@ async def test_federate_streams_under_its_credentials(tmp_path: Path) -> None:
         assert "gotk_o" not in await anonymous.text()
         answer = await client.get("/federate", headers=signed)
         assert answer.status == 200
-        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert answer.headers["Content-Type"] == CONTENT_TYPE_LATEST  # as before streaming
         assert relay.federate is not None
         assert await answer.text() == relay.federate.render()
-
-
-async def test_an_invalid_selector_gets_400_before_any_byte() -> None:
-    async with relay_client(_config(max_concurrent_requests=1)) as (client, _):
-        response = await client.get("/federate", params={"match[]": '{a=~"("}'})
-        assert response.status == 400
-        assert "invalid regex" in await response.text()
-        assert (await client.get("/federate")).status == 200  # the slot was freed
 
 
 async def test_federate_timeout_before_and_after_the_first_piece() -> None:
