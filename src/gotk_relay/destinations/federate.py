@@ -47,7 +47,8 @@ from ..wire import text
 SNAPSHOT_CHUNK = 10_000  # series copied per event-loop step (about 2 ms)
 CHECK_EVERY = 1_024  # series matched between two looks at the stop flag
 SORT_RUN = 1_000  # series sorted by one call to sorted() (a few ms holding the GIL)
-STREAM_CHUNK = 4_096  # series looked at between two turns of the event loop (1-3 ms)
+STREAM_CHUNK = 1_024  # series looked at between two turns of the event loop (~1 ms at most)
+MERGE_STEP = 128  # series merged (or put in place) between two turns of the loop (~1 ms)
 # A bucket's new series are put in place one by one (bisect, a copy of the list) up to this
 # many (and an eighth of the bucket); more are sorted in runs and merged, yielding as it goes.
 INSERT_MAX = 256
@@ -521,11 +522,13 @@ class FederateStore:
                 added.sort(key=_labels_of)
                 merged: list[list[Any]] = []
                 at = 0
-                for entry in added:
+                for i, entry in enumerate(added):
                     place = bisect.bisect_left(ordered, entry[5], at, key=_labels_of)
                     merged.extend(ordered[at:place])
                     merged.append(entry)
                     at = place
+                    if i % MERGE_STEP == MERGE_STEP - 1:
+                        await asyncio.sleep(0)
                 merged.extend(ordered[at:])
             else:
                 bucket.dead = 0
@@ -537,7 +540,7 @@ class FederateStore:
                 for i, entry in enumerate(heapq.merge(ordered, *runs, key=_labels_of)):
                     if entry[2]:
                         merged.append(entry)
-                    if i % STREAM_CHUNK == STREAM_CHUNK - 1:
+                    if i % MERGE_STEP == MERGE_STEP - 1:
                         await asyncio.sleep(0)
                 # Removed while this ran: still in merged, to drop at a later sort.
                 bucket.dead += sum(1 for entry in merged if not entry[2])
@@ -582,7 +585,7 @@ async def _sorted(entries: list[list[Any]]) -> list[list[Any]]:
     merged: list[list[Any]] = []
     for i, entry in enumerate(heapq.merge(*runs, key=_labels_of)):
         merged.append(entry)
-        if i % STREAM_CHUNK == STREAM_CHUNK - 1:
+        if i % MERGE_STEP == MERGE_STEP - 1:
             await asyncio.sleep(0)
     return merged
 
