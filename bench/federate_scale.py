@@ -76,7 +76,7 @@ async def _store(count: int) -> None:
     for batch in _batches(count, 1000):
         store.update(batch)
     print(f"RSS with the store filled: {_rss_mib():.0f} MiB")
-    rows = [("first render (sorts every new series)", [])]
+    rows: list[tuple[str, list[str]]] = [("first render (sorts every new series)", [])]
     rows.append(("again, nothing changed", []))
     for label, matches in rows:
         took, size = await _timed(store, matches)

@@ -104,7 +104,7 @@ def test_writes_between_the_pieces_of_a_stream_show_one_sample_or_the_other(
         store = FederateStore(['{__name__=~".+"}', '{A="z"}'], 100)
         store.update(_batch(*steps[0]))
         before = set(store.render().splitlines())
-        pieces = []
+        pieces: list[bytes] = []
         async for piece in store.stream(store.query([]), chunk):
             if not pieces:
                 for rows, metadata in steps[1:]:

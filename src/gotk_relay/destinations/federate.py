@@ -21,7 +21,7 @@ import bisect
 import heapq
 import math
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -344,7 +344,7 @@ class FederateStore:
             return Query(None, None, None)
         return Query(parse_selectors(matches), required_names(matches), label_equalities(matches))
 
-    async def stream(self, query: Query, chunk: int = STREAM_CHUNK) -> AsyncIterator[bytes]:
+    async def stream(self, query: Query, chunk: int = STREAM_CHUNK) -> AsyncGenerator[bytes, None]:
         """The text ``render`` gives (UTF-8), in pieces, made on the event loop: ``chunk``
         series at most are looked at before each piece is handed over (one may be empty), so
         the loop's other work waits a few ms at most, and a piece is small whatever the store.
