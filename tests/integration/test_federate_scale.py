@@ -44,6 +44,17 @@ async def test_the_store_bound_follows_flux_max_objects(text: str, bound: int) -
         assert relay.federate.max_series == bound
 
 
+async def test_a_reload_that_changes_max_objects_moves_the_bound_and_keeps_the_store() -> None:
+    async with relay_client("flux: {max_objects: 10}") as (client, relay):
+        await _write(client, _objects(3, 1000))
+        store = relay.federate
+        assert store is not None and store.max_series == 5 * 10 + 10_000
+        relay.reload(load_text("flux: {max_objects: 20}", "<test>"))
+        assert relay.federate is store  # the same store, with what it holds
+        assert store.max_series == 5 * 20 + 10_000
+        assert len(store) == 3
+
+
 @pytest.mark.parametrize(
     ("text", "warned"),
     [
