@@ -178,3 +178,34 @@ def test_query_plans(
     query = FederateStore(["up"], 1).query(matches)
     assert query.names == (None if names is None else frozenset(names))
     assert query.equalities == labels
+
+
+def test_label_indexes_stay_exact_and_bounded_through_churn() -> None:
+    """Series ending and coming back (stale markers) leave removed entries in an index built by
+    an earlier request: skipped while few, the index dropped and built again when they outnumber
+    the stored series; every answer stays the reference text."""
+
+    def series(i: int, value: float, ts: int) -> Series:
+        labels = (("__name__", "gotk_x"), ("name", f"o{i % 50}"), ("ns", f"n{i % 5}"))
+        return Series(labels, (Sample(value, ts),))
+
+    async def run() -> None:
+        store = FederateStore(['{__name__=~"gotk_.*"}'], 1000)
+        store.update(Batch(tuple(series(i, 1.0, 1) for i in range(50))))
+        matches = ['{ns="n1"}', '{name="o7", ns="n2"}']
+        want = store.render(parse_selectors(matches))
+        assert await _streamed(store, matches, 3) == want
+        assert set(store._indexes) == {"ns", "name"}
+        for ts in range(2, 70):  # 68 rounds of 25 series ending and coming back: 1700 removals
+            store.update(Batch(tuple(series(i, STALE_NAN, ts) for i in range(0, 50, 2))))
+            store.update(Batch(tuple(series(i, float(ts), ts) for i in range(0, 50, 2))))
+            if ts % 10 == 0:
+                want = store.render(parse_selectors(matches))
+                assert await _streamed(store, matches, 3) == want
+        assert store._indexes  # built again by the last request
+        for index in store._indexes.values():
+            # 1,700 removed entries were made: at most as many as the stored series plus 1024
+            # stay before an index is dropped.
+            assert sum(len(posting) for posting in index.values()) <= len(store) + 1024
+
+    asyncio.run(run())

@@ -55,6 +55,9 @@ INSERT_MAX = 256
 # Refused series remembered per series the store holds (oldest forgotten first): a fleet four
 # times what the store holds costs a lookup per refused series, not a selector and a count.
 REFUSED_PER_SERIES = 4
+# Selectors naming metrics that hold at most this share of the store read those metrics'
+# series instead of building an index of their label equalities' labels.
+SCAN_SHARE = 16
 INDEXED_LABELS = 4  # label indexes kept for match[] equalities (8 bytes a series each)
 
 # A stored series' entry: [value, timestamp, stored, line, fresh, labels]. ``stored`` turns
@@ -357,6 +360,15 @@ class FederateStore:
         the start or none; one added meanwhile may be left out.
         """
         selectors, names, equalities = query
+        if equalities is not None and names is not None and not self._indexed_all(equalities):
+            # Named metrics with few series: reading them costs less than a first index.
+            named = sum(
+                bucket.live
+                for name in names
+                if (bucket := self._buckets.get((("__name__", name),))) is not None
+            )
+            if named * SCAN_SHARE <= len(self._latest):
+                equalities = None
         metadata = dict(self._metadata)
         found: dict[Labels, list[list[Any]]] | None = None
         if equalities is not None:
@@ -430,6 +442,9 @@ class FederateStore:
         for start in range(0, len(ordered), chunk):
             part = ordered[start : start + chunk]
             yield _lines(part, selectors), len(part)
+
+    def _indexed_all(self, equalities: list[list[tuple[str, str]]]) -> bool:
+        return all(label in self._indexes for labels in equalities for label, _ in labels)
 
     async def _indexed(
         self,
