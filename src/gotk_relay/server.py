@@ -224,6 +224,11 @@ async def handle_federate(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
         return response
+    except ConnectionResetError:
+        # The scraper went away mid-answer: nothing to tell it, and no error of the relay's.
+        log.debug("/federate: the client closed the connection mid-answer")
+        assert response is not None
+        return response
     finally:
         await pieces.aclose()
         gate.leave()
