@@ -407,9 +407,9 @@ RENDER_SWITCH_INTERVAL = 0.001
 
 
 class FederateThread:
-    """The one thread /federate renders in: one, so that renders take turns with the event
-    loop for the GIL instead of crowding it out (``federate.max_concurrent_requests`` bounds how
-    many wait for it)."""
+    """The one thread the Flux pages and the status page render in (/federate is streamed from
+    the loop): one, so that renders take turns with the event loop for the GIL instead of
+    crowding it out (``federate.max_concurrent_requests`` bounds how many wait for it)."""
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
