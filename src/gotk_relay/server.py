@@ -6,8 +6,8 @@ outcome into the status the remote-write spec prescribes. Nothing between readin
 queuing it awaits, so batches are queued in the order their bodies arrived.
 
 ``GET /federate`` is bounded (``federate.max_selectors``, ``max_concurrent_requests``,
-``timeout``) and streamed as the store makes it on the loop, a few thousand series at a time
-(``FederateStore.stream``), so writes wait a few ms at most behind it. The
+``timeout``) and streamed as the store makes it on the loop, about a thousand series at a time
+(``FederateStore.stream``), giving way to writes between pieces. The
 connection bounds (header and idle timeouts, the connection cap) are connections.py's.
 
 ``GET /flux/controller/metrics`` and ``/flux/kube-state-metrics/metrics`` serve the Flux
@@ -175,9 +175,9 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
 
 
 async def handle_federate(request: web.Request) -> web.StreamResponse:
-    """The federate store's text, streamed as the store makes it on the loop a few thousand
-    series at a time (``FederateStore.stream``), under ``/federate``'s bounds: writes wait a few
-    ms at most behind it, and a render holds one piece of the text at a time."""
+    """The federate store's text, streamed as the store makes it on the loop about a thousand
+    series at a time (``FederateStore.stream``), under ``/federate``'s bounds: writes wait about
+    a ms at most behind a piece (``_give_way``), and a render holds one piece at a time."""
     unauthenticated = _unauthenticated(request)
     if unauthenticated is not None:
         return unauthenticated
