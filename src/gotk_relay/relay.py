@@ -244,7 +244,7 @@ class Relay:
                     extra={"destinations": ",".join(sorted(orphans))},
                 )
         self.federate = (
-            FederateStore(config.federate.match, config.federate.max_series)
+            FederateStore(config.federate.match, config.federate_max_series)
             if config.federate.enabled
             else None
         )
@@ -608,10 +608,13 @@ class Relay:
                 self._drain(leftover)
         if config.federate != self.config.federate:
             self.federate = (
-                FederateStore(config.federate.match, config.federate.max_series)
+                FederateStore(config.federate.match, config.federate_max_series)
                 if config.federate.enabled
                 else None
             )
+        elif self.federate is not None:
+            # The default bound follows flux.max_objects: kept in place, with what is stored.
+            self.federate.max_series = config.federate_max_series
         self.fast = views.plan(config)
         picked.bound(*views.label_cache_bound(config))
         self.config, self.names, self.pipeline, self.destinations = (

@@ -72,7 +72,7 @@ def memoize(test: ValueTest, limit: int | None = None) -> ValueTest:
     return memoized
 
 
-def _value_of(labels: Labels, name: str) -> str:
+def value_of(labels: Labels, name: str) -> str:
     """``dict(labels).get(name, "")`` (the last value when a name repeats) without the dict."""
     found = ""
     for key, value in labels:
@@ -118,12 +118,12 @@ def _on_value(label: str, test: ValueTest) -> Predicate:
         def on_name(labels: Labels) -> bool:
             if labels and labels[0][0] == "__name__":
                 return test(labels[0][1])
-            return test(_value_of(labels, "__name__"))
+            return test(value_of(labels, "__name__"))
 
         return on_name
 
     def predicate(labels: Labels) -> bool:
-        return test(_value_of(labels, label))
+        return test(value_of(labels, label))
 
     return predicate
 
@@ -189,6 +189,51 @@ def name_prefixes(texts: Sequence[str]) -> set[str] | None:
         if found is None:
             return None
         out.add(found)
+    return out
+
+
+def required_names(texts: Sequence[str]) -> frozenset[str] | None:
+    """The metric names the selectors can match when each of them names its metric by an
+    equality (``up``, ``{__name__="up"}``); None when some selector can match other names.
+
+    A selector already accepted by ``parse_selectors`` is assumed (the /federate index uses
+    this to visit only those names' series).
+    """
+    names: set[str] = set()
+    for text in texts:
+        expr = promql_parser.parse(text)
+        if not isinstance(expr, promql_parser.VectorSelector):
+            return None
+        found: set[str] = {expr.name} if expr.name else set()
+        for m in expr.matchers.matchers:
+            if m.name == "__name__" and str(m.op) in ("MatchOp.Equal", "="):
+                found.add(m.value)
+        if not found:
+            return None
+        if len(found) > 1:
+            continue  # two different names required at once: this selector matches nothing
+        names |= found
+    return frozenset(names)
+
+
+def label_equalities(texts: Sequence[str]) -> list[list[tuple[str, str]]] | None:
+    """Per selector, its equality matchers on labels other than ``__name__`` with a value
+    (``{namespace="a"}``: only series with that label and value can match, so an index of
+    that label's values finds them); None when some selector has none (it may match series
+    without any such label)."""
+    out: list[list[tuple[str, str]]] = []
+    for text in texts:
+        expr = promql_parser.parse(text)
+        if not isinstance(expr, promql_parser.VectorSelector):
+            return None
+        found = [
+            (m.name, m.value)
+            for m in expr.matchers.matchers
+            if m.name != "__name__" and m.value and str(m.op) in ("MatchOp.Equal", "=")
+        ]
+        if not found:
+            return None
+        out.append(found)
     return out
 
 

@@ -6,7 +6,8 @@ outcome into the status the remote-write spec prescribes. Nothing between readin
 queuing it awaits, so batches are queued in the order their bodies arrived.
 
 ``GET /federate`` is bounded (``federate.max_selectors``, ``max_concurrent_requests``,
-``timeout``) and renders in one thread from a snapshot, so writes never wait behind it. The
+``timeout``) and streamed as the store makes it on the loop, about a thousand series at a time
+(``FederateStore.stream``), giving way to writes between pieces. The
 connection bounds (header and idle timeouts, the connection cap) are connections.py's.
 
 ``GET /flux/controller/metrics`` and ``/flux/kube-state-metrics/metrics`` serve the Flux
@@ -39,7 +40,7 @@ from . import status_page
 from .access import Authenticator, InFlight, limits_of
 from .config import Config, ConfigError
 from .destinations.controller_view import Page, controller_page, ksm_page
-from .destinations.federate import Snapshot, render_snapshot
+from .destinations.federate import Snapshot
 from .model import Protocol
 from .relay import Relay
 from .selectors import Predicate, SelectorError, parse_selectors
@@ -174,15 +175,101 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
 
 
 async def handle_federate(request: web.Request) -> web.StreamResponse:
+    """The federate store's text, streamed as the store makes it on the loop about a thousand
+    series at a time (``FederateStore.stream``), under ``/federate``'s bounds: writes wait about
+    a ms at most behind a piece (``_give_way``), and a render holds one piece at a time."""
     unauthenticated = _unauthenticated(request)
     if unauthenticated is not None:
         return unauthenticated
-    if request.app[RELAY].federate is None:
+    relay = request.app[RELAY]
+    store = relay.federate
+    if store is None:
         return plain(404, "the federate destination is disabled (federate.enabled: false)")
-    body = await _from_store(request, "/federate", _render)
-    if isinstance(body, web.Response):
-        return body
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    limits = relay.config.federate
+    matches = request.query.getall("match[]", [])
+    if len(matches) > limits.max_selectors:
+        return _too_many_selectors(len(matches), limits.max_selectors)
+    try:
+        query = store.query(matches)
+    except SelectorError as exc:
+        return plain(400, str(exc))
+    gate = request.app[FEDERATING]
+    if not gate.enter(limits.max_concurrent_requests):
+        return _busy(limits.max_concurrent_requests)
+    response: web.StreamResponse | None = None
+    pieces = store.stream(query)
+    try:
+        async with asyncio.timeout(limits.timeout):
+            mark = time.perf_counter()
+            async for piece in pieces:
+                if response is None:
+                    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+                    await response.prepare(request)
+                if piece:
+                    await response.write(piece)
+                mark = await _give_way(mark)
+            if response is None:  # an empty store
+                response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+                await response.prepare(request)
+            await response.write_eof()
+            return response
+    except TimeoutError:
+        if response is None:
+            return _too_slow("/federate", limits.timeout)
+        # Part of the text is sent: the connection is cut, so that the scraper sees a failed
+        # scrape instead of a page that ends early (the chunked body never ends).
+        log.warning(
+            "/federate took longer than %gs (federate.timeout); connection closed mid-answer",
+            limits.timeout,
+        )
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    except ConnectionResetError:
+        # The scraper went away mid-answer: nothing to tell it, and no error of the relay's.
+        log.debug("/federate: the client closed the connection mid-answer")
+        assert response is not None
+        return response
+    finally:
+        await pieces.aclose()
+        gate.leave()
+
+
+# A turn of the loop longer than this means it had other work (writes) beside a render.
+BUSY_TURN = 0.0002
+# The longest a render waits after one piece while the loop has other work.
+MAX_GIVE_WAY = 0.005
+
+
+async def _give_way(mark: float) -> float:
+    """After a piece of a render made since ``mark``: the loop's other work goes first, and
+    when there was some, the render waits as long as its piece took (the writes get at least
+    half the loop while a render runs; alone, a render goes at full speed). Returns the new
+    mark."""
+    worked = time.perf_counter() - mark
+    before = time.perf_counter()
+    await asyncio.sleep(0)
+    if time.perf_counter() - before > BUSY_TURN:
+        await asyncio.sleep(min(worked, MAX_GIVE_WAY))
+    return time.perf_counter()
+
+
+def _too_many_selectors(count: int, limit: int) -> web.Response:
+    return plain(
+        400, f"{count} match[] selectors; at most {limit} are allowed (federate.max_selectors)"
+    )
+
+
+def _busy(limit: int) -> web.Response:
+    return plain(
+        503,
+        f"more than {limit} /federate and Flux page requests in progress "
+        "(federate.max_concurrent_requests); retry later",
+    )
+
+
+def _too_slow(path: str, timeout: float) -> web.Response:
+    return plain(503, f"{path} took longer than {timeout:g}s (federate.timeout); retry later")
 
 
 _Rendered = TypeVar("_Rendered")
@@ -246,18 +333,10 @@ async def _from_store(
     limits = relay.config.federate
     matches = request.query.getall("match[]", [])
     if len(matches) > limits.max_selectors:
-        return plain(
-            400,
-            f"{len(matches)} match[] selectors; at most {limits.max_selectors} are allowed "
-            "(federate.max_selectors)",
-        )
+        return _too_many_selectors(len(matches), limits.max_selectors)
     gate = request.app[FEDERATING]
     if not gate.enter(limits.max_concurrent_requests):
-        return plain(
-            503,
-            f"more than {limits.max_concurrent_requests} /federate and Flux page requests in "
-            "progress (federate.max_concurrent_requests); retry later",
-        )
+        return _busy(limits.max_concurrent_requests)
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     rendering: asyncio.Future[_Rendered] | None = None
@@ -272,9 +351,7 @@ async def _from_store(
             return await asyncio.shield(rendering)
     except TimeoutError:
         stop.set()
-        return plain(
-            503, f"{path} took longer than {limits.timeout:g}s (federate.timeout); retry later"
-        )
+        return _too_slow(path, limits.timeout)
     except SelectorError as exc:
         return plain(400, str(exc))
     finally:
@@ -329,21 +406,10 @@ def _rendered(gate: InFlight, done: asyncio.Future[Any]) -> None:
 RENDER_SWITCH_INTERVAL = 0.001
 
 
-def _render(snapshot: Snapshot, matches: list[str], stop: threading.Event) -> bytes:
-    """The /federate body (in the federate thread: one render at a time)."""
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, RENDER_SWITCH_INTERVAL))
-    try:
-        selectors = parse_selectors(matches) if matches else None
-        return render_snapshot(snapshot, selectors, stop).encode("utf-8")
-    finally:
-        sys.setswitchinterval(interval)
-
-
 class FederateThread:
-    """The one thread /federate renders in: one, so that renders take turns with the event
-    loop for the GIL instead of crowding it out (``federate.max_concurrent_requests`` bounds how
-    many wait for it)."""
+    """The one thread the Flux pages and the status page render in (/federate is streamed from
+    the loop): one, so that renders take turns with the event loop for the GIL instead of
+    crowding it out (``federate.max_concurrent_requests`` bounds how many wait for it)."""
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None

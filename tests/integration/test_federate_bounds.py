@@ -6,8 +6,8 @@
 | `federate.max_concurrent_requests`   | 503 naming the key (a slot is held until its render ends) |
 | `federate.timeout`                   | 503 naming the key |
 
-Rendering runs in one thread from a snapshot the loop takes a chunk at a time; the answer is the
-same text ``FederateStore.render`` gives.
+/federate is streamed as the loop makes it (the Flux pages render in one thread from a snapshot
+the loop takes a chunk at a time); the answer is the same text ``FederateStore.render`` gives.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from gotk_relay.destinations.federate import FederateStore, render_snapshot
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.selectors import parse_selectors
-from gotk_relay.server import FEDERATE_THREAD, FEDERATING
+from gotk_relay.server import CONTROLLER_PAGE, FEDERATE_THREAD, FEDERATING
 from tests.support.harness import RelayClient, gauge_batch, relay_client, rw_body
 
 
@@ -57,7 +57,8 @@ async def test_concurrency_and_time_bounds_hold_until_the_render_ends() -> None:
         executor = client.app[FEDERATE_THREAD].get()
         blocker = asyncio.get_running_loop().run_in_executor(executor, release.wait, 10)
         try:
-            first = asyncio.create_task(client.get("/federate"))
+            # A Flux page renders in the thread; /federate shares its slots.
+            first = asyncio.create_task(client.get(CONTROLLER_PAGE))
             gate = client.app[FEDERATING]
             async with asyncio.timeout(5):
                 while gate.active < 1:  # it took the slot
@@ -69,7 +70,9 @@ async def test_concurrency_and_time_bounds_hold_until_the_render_ends() -> None:
             assert "federate.max_concurrent_requests" in await second.text()
             answer = await first
             assert answer.status == 503
-            assert "took longer than 0.3s (federate.timeout)" in await answer.text()
+            assert f"{CONTROLLER_PAGE} took longer than 0.3s (federate.timeout)" in (
+                await answer.text()
+            )
             # It stopped waiting, but its render has not run yet: the slot is still held.
             third = await client.get("/federate")
             assert "federate.max_concurrent_requests" in await third.text()

@@ -197,7 +197,7 @@ def test_federate_update_keeps_the_newest_sample_of_matching_series() -> None:
             )
         )
     )
-    assert refused == 2
+    assert refused == 1  # one series, gotk_c, of two samples (up is not matched)
     assert _stored(store) == {
         _series("gotk_a").labels: (1.0, 10),
         _series("gotk_b").labels: (2.0, 30),  # the first of the newest, as max() picks
@@ -218,6 +218,8 @@ class _ReferenceStore:
         self.max_series = max_series
         self.latest: dict[Labels, tuple[float, int]] = {}
         self.families: dict[str, tuple[object, ...]] = {}
+        # Refused series, oldest first, at most 4 x max_series: each counted once while remembered.
+        self.refused: dict[Labels, None] = {}
 
     def update(self, batch: Batch) -> int:
         refused = 0
@@ -232,8 +234,13 @@ class _ReferenceStore:
                 self.latest.pop(series.labels, None)
                 continue
             if known is None and len(self.latest) >= self.max_series:
-                refused += len(series.samples)
+                if series.labels not in self.refused:
+                    if len(self.refused) >= 4 * self.max_series:
+                        del self.refused[next(iter(self.refused))]
+                    self.refused[series.labels] = None
+                    refused += 1
                 continue
+            self.refused.pop(series.labels, None)
             self.latest[series.labels] = (newest.value, newest.timestamp)
             if series.metadata is not None:
                 self.families[series.name] = tuple(series.metadata)

@@ -57,6 +57,8 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("error loading config", extra={"err": str(exc)})
         return 1
+    for warning in config.warnings():  # as check-config prints them
+        log.warning(warning)
     _tune_runtime()
     from ..delivery.spool import SpoolError
 
@@ -109,6 +111,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             log.warning("receiver.tls changed; it takes effect when the relay restarts")
         if new.receiver.workers != workers:
             log.warning("receiver.workers changed; it takes effect when the relay restarts")
+        for warning in new.warnings():
+            log.warning(warning)
         relay.reload(new)
         generation.bump()  # no await since relay.reload: workers see it on their next request
         await scraper.apply(relay.config.scrape_configs)

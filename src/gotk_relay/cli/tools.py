@@ -41,6 +41,8 @@ def check_config(files: list[str]) -> int:
             failed = True
             print("  FAILED: " + "\n".join(unreadable))
             continue
+        for warning in config.warnings():  # valid, so not a failure: exit 0
+            print(f"  WARNING: {warning}")
         print(
             f"  SUCCESS: {len(config.remote_write)} remote_write destination(s), "
             f"{len(config.relabel_configs)} relabel rule(s), flux mode {config.flux.mode}, "

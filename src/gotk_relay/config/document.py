@@ -24,6 +24,17 @@ from .destinations import (
 from .receiver import ReceiverConfig
 from .scrape import ScrapeConfig, check_jobs
 
+# Each tracked Flux object's series in the federate store: its four outputs (three
+# gotk_reconcile_condition, one gotk_suspend_status) and its input (gotk_resource_info).
+SERIES_PER_OBJECT = 5
+# Room beyond them for the other series the default selector keeps (the controllers' own gotk_*).
+FLUX_ROOM = 10_000
+
+
+def flux_series_needed(max_objects: int) -> int:
+    """The federate series ``max_objects`` tracked Flux objects can put in the store."""
+    return SERIES_PER_OBJECT * max_objects
+
 
 class QueuesConfig(Strict):
     """Bounds shared by all destinations' in-memory queues."""
@@ -49,7 +60,8 @@ class FederateConfig(Strict):
 
     enabled: bool = True
     match: list[str] = Field(default_factory=lambda: ['{__name__=~"gotk_.*"}'])
-    max_series: int = Field(100000, gt=0)
+    # Unset: follows flux.max_objects (Config.federate_max_series).
+    max_series: int | None = Field(None, gt=0)
     # GET /federate bounds: requests rendered at once (beyond: 503), match[] selectors in one
     # request (beyond: 400), and the time one may take (beyond: 503). Rendering runs in a thread
     # from a snapshot, off the write path's event loop.
@@ -118,6 +130,35 @@ class Config(Strict):
                 "(the Flux tier, docs/scaling.md)"
             )
         return self
+
+    @property
+    def federate_max_series(self) -> int:
+        """The federate store's bound: ``federate.max_series`` when set, else what every
+        tracked Flux object's series need plus room for the controllers' own (``FLUX_ROOM``)."""
+        if self.federate.max_series is not None:
+            return self.federate.max_series
+        return flux_series_needed(self.flux.max_objects) + FLUX_ROOM
+
+    def warnings(self) -> list[str]:
+        """What is valid but likely wrong, for ``check-config`` and the log at (re)load."""
+        out: list[str] = []
+        explicit = self.federate.max_series
+        needed = flux_series_needed(self.flux.max_objects)
+        if (
+            self.federate.enabled
+            and self.flux.mode != "off"
+            and explicit is not None
+            and explicit < needed
+        ):
+            out.append(
+                f"federate.max_series: {explicit} holds the series of "
+                f"{explicit // SERIES_PER_OBJECT} Flux objects, but flux.max_objects tracks "
+                f"{self.flux.max_objects}, which need {needed} ({SERIES_PER_OBJECT} per object: "
+                "its four outputs and its gotk_resource_info); the series of objects past it "
+                "are refused from /federate (gotk_relay_samples_dropped_total"
+                '{destination="federate",reason="max_series"}); raise it or leave it unset'
+            )
+        return out
 
     def destinations(self) -> list[tuple[str, str, QueuedDestinationConfig]]:
         """Every queued destination as (config location, name, config), in config order."""

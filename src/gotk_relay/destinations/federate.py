@@ -4,14 +4,25 @@ A Datadog Agent (openmetrics check) or a Prometheus can scrape ``GET /federate``
 rewritten Flux series without any API key in the relay. It is a destination like the others
 (it sees the batch after the Flux rules), but in memory and synchronous, so it is never full:
 beyond ``max_series`` new series are refused and counted, existing ones keep updating.
+
+A refused series is remembered (at most 4 × ``max_series`` of them, the oldest forgotten first), so
+it is counted once and a write that brings it again costs one lookup while the store is full.
+
+``GET /federate`` is served by ``stream`` on the event loop, a few thousand series at a time:
+each series keeps its text line ready (made again only after its sample changed), the series
+are kept sorted per first label (the metric name: the index a ``match[]`` naming its metrics
+uses), and the text is the one ``render`` (the reference) gives for the same store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from ..model import (
@@ -24,12 +35,40 @@ from ..model import (
     family_name,
     is_stale,
 )
-from ..selectors import Predicate, parse_selectors
+from ..selectors import (
+    Predicate,
+    label_equalities,
+    parse_selectors,
+    required_names,
+    value_of,
+)
 from ..wire import text
 
 SNAPSHOT_CHUNK = 10_000  # series copied per event-loop step (about 2 ms)
 CHECK_EVERY = 1_024  # series matched between two looks at the stop flag
 SORT_RUN = 1_000  # series sorted by one call to sorted() (a few ms holding the GIL)
+STREAM_CHUNK = 1_024  # series looked at between two turns of the event loop (~1 ms at most)
+MERGE_STEP = 128  # series merged (or put in place) between two turns of the loop (~1 ms)
+# A bucket's new series are put in place one by one (bisect, a copy of the list) up to this
+# many (and an eighth of the bucket); more are sorted in runs and merged, yielding as it goes.
+INSERT_MAX = 256
+# Refused series remembered per series the store holds (oldest forgotten first): a fleet four
+# times what the store holds costs a lookup per refused series, not a selector and a count.
+REFUSED_PER_SERIES = 4
+# Selectors naming metrics that hold at most this share of the store read those metrics'
+# series instead of building an index of their label equalities' labels.
+SCAN_SHARE = 16
+INDEXED_LABELS = 4  # label indexes kept for match[] equalities (8 bytes a series each)
+
+# A stored series' entry: [value, timestamp, stored, line, fresh, labels]. ``stored`` turns
+# False when a stale marker removes the series (a handle on it can never revive it); ``line``
+# is its text line (bytes) as of the sample it was last rendered with, ``fresh`` whether that
+# is still the sample held (a write sets it False; the next render makes the line again).
+VALUE, TIMESTAMP, STORED, LINE, FRESH, LABELS = range(6)
+_labels_of = itemgetter(LABELS)
+# What a handle (and a group) holds for a series refused while the store is full, or not
+# matched: never stored, and a timestamp no sample is newer than, so nothing updates it.
+_REFUSED: list[Any] = [math.nan, math.inf, False, b"", True, ()]
 
 # update_outputs' memory of a group: its labels, their entries, the values it was checked
 # with, and the store's removal count then.
@@ -41,13 +80,37 @@ def _newest(samples: Sequence[Sample]) -> tuple[float, int]:
     return newest.value, newest.timestamp
 
 
+class _Bucket:
+    """The stored series of one first label (one metric name), in label order."""
+
+    __slots__ = ("dead", "live", "ordered", "pending")
+
+    def __init__(self) -> None:
+        # Sorted by labels; replaced, never changed in place, so a render can go on reading
+        # the list it took across its turns of the loop. Removed entries stay until a sort.
+        self.ordered: list[list[Any]] = []
+        self.pending: list[list[Any]] = []  # added since the last sort
+        self.live = 0
+        self.dead = 0  # removed entries still in ordered or pending
+
+
 class FederateStore:
     def __init__(self, match: list[str], max_series: int) -> None:
         self._match = parse_selectors(match)
         self.max_series = max_series
-        # [value, timestamp, stored], updated in place; ``stored`` turns False when a stale
-        # marker removes the series, so a stale handle below can never revive it.
+        # Entries (see LABELS), updated in place.
         self._latest: dict[Labels, list[Any]] = {}
+        # Stored series by their first label (``__name__`` and the metric name, in the relay's
+        # sorted label sets): label order is the order of these keys, then within each.
+        self._buckets: dict[Labels, _Bucket] = {}
+        self._keys: list[Labels] | None = []  # the buckets' keys sorted; None: to sort
+        self._sorting = asyncio.Lock()  # one render at a time puts a bucket's new series in
+        # Indexes of label values (a label of match[] equalities) to stored entries, in the
+        # order they were built (INDEXED_LABELS at most), and their removed entries' counts.
+        self._indexes: dict[str, dict[str, list[list[Any]]]] = {}
+        self._index_dead: dict[str, int] = {}
+        # Series refused because the store was full, oldest first: counted once each.
+        self._refused: dict[Labels, None] = {}
         # The same entries by the id of a labels tuple seen before, with that tuple (which keeps
         # the id from being reused) and its metric name. The Flux rewriter and the fast path's
         # decoder hand the same tuple for a series every scrape, so a known series costs one
@@ -61,7 +124,7 @@ class FederateStore:
         # Each group holds its labels tuple, values tuple and entries (so no id is reused).
         self._groups: dict[int, _Group] = {}
         self._removals = 0  # series removed so far: a group found before a removal is checked
-        self.refused = 0  # series not stored because the store was full
+        self.refused = 0  # distinct series not stored because the store was full
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -69,7 +132,8 @@ class FederateStore:
     def update(self, batch: Batch) -> int:
         """Keep the newest sample per matching series; a stale marker removes the series.
 
-        Returns the number of samples refused because the store is full.
+        Returns the number of series newly refused because the store is full (a series
+        refused before and remembered is not counted again).
         """
         by_id = self._by_id
         applied = self._applied
@@ -85,6 +149,8 @@ class FederateStore:
                 continue
             stored, entry, name = handle
             if stored is not labels or not entry[2]:
+                if entry is _REFUSED and len(self._latest) >= self.max_series:
+                    continue  # refused before, and still no room: nothing to do
                 refused += self._update_slow(series)
                 continue
             # The newest sample (the first of equals, as max() picks); most series have one.
@@ -99,13 +165,13 @@ class FederateStore:
                 continue
             entry[0] = value
             entry[1] = timestamp
+            entry[4] = False
             if meta is not None and applied.get(name) is not meta:
                 self._family(series)
         for family in batch.metadata:
             if family.family in self._metadata or len(self._metadata) < self.max_series:
                 self._metadata[family.family] = family
                 applied.pop(family.family, None)
-        self.refused += refused
         return refused
 
     def update_outputs(
@@ -120,7 +186,7 @@ class FederateStore:
         A group whose series are all held (the usual case) is updated through the entries it
         found the last time it brought the same values tuple, with no ``Series`` and no lookup
         per series; the others take ``update``, whose metadata handling then runs as it would
-        have. Returns the number of samples refused because the store is full.
+        have. Returns the number of series newly refused because the store is full.
         """
         found = self._groups
         removals = self._removals
@@ -142,9 +208,10 @@ class FederateStore:
                     )
                     continue
             for entry, value in zip(known[1], values, strict=True):
-                if entry[1] <= timestamp:
+                if entry[1] <= timestamp:  # never for _REFUSED
                     entry[0] = value
                     entry[1] = timestamp
+                    entry[4] = False
         if slow:
             return self.update(Batch(tuple(slow), tuple(families)))
         return 0
@@ -153,16 +220,20 @@ class FederateStore:
         self, group: tuple[tuple[Labels, ...], tuple[Metadata, ...]], values: Sequence[float]
     ) -> _Group | None:
         """The entries of a group's series, remembered by the identity of its labels tuple, if
-        every one is held and ``values`` holds no NaN (a stale marker removes a series); None
-        otherwise. Valid while no series is removed from the store (``_removals``)."""
+        every one is held, not matched, or refused (and the store still full), and ``values``
+        holds no NaN (a stale marker removes a series); None otherwise. Valid while no series
+        is removed from the store (``_removals``): until then a full store stays full."""
         names = group[0]
         if len(values) != len(names) or not all(v == v for v in values):
             return None
         entries: list[list[Any]] = []
+        full = len(self._latest) >= self.max_series
         for labels in names:
             entry = self._latest.get(labels)
             if entry is None:
-                return None
+                if self._match(labels) and not (full and labels in self._refused):
+                    return None  # new here: update() stores or refuses it
+                entry = _REFUSED
             entries.append(entry)
         if len(self._groups) >= len(self._latest) + 1024:
             self._groups.clear()  # groups of objects long gone (see _by_id)
@@ -173,38 +244,88 @@ class FederateStore:
         """``update`` for a series whose labels tuple is new here: the selectors, one hash."""
         labels = series.labels
         samples = series.samples
+        latest = self._latest
+        if len(latest) >= self.max_series and labels in self._refused:
+            # Refused before (a new tuple of it): one hash, no selector, nothing counted.
+            self._handle(labels, _REFUSED, series.name)
+            return 0
         if not self._match(labels):
             return 0
         value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
-        latest = self._latest
         entry = latest.get(labels)
         if entry is not None and entry[1] > timestamp:
             return 0
         if value != value and is_stale(value):
             self._remove(labels)
             return 0
+        counted = 0
         if entry is not None:
             entry[0] = value
             entry[1] = timestamp
+            entry[4] = False
         elif len(latest) >= self.max_series:
-            return len(samples)
+            entry = _REFUSED
+            refused = self._refused
+            if labels not in refused:
+                if len(refused) >= REFUSED_PER_SERIES * self.max_series:
+                    del refused[next(iter(refused))]  # the oldest refusal: bounded
+                refused[labels] = None
+                counted = 1
+                self.refused += 1
         else:
-            entry = latest[labels] = [value, timestamp, True]
-        self._family(series)
+            entry = latest[labels] = [value, timestamp, True, None, False, labels]
+            self._refused.pop(labels, None)
+            self._insert(labels, entry)
+        if entry is not _REFUSED:
+            self._family(series)
+        self._handle(labels, entry, series.name)
+        return counted
+
+    def _handle(self, labels: Labels, entry: list[Any], name: str) -> None:
         by_id = self._by_id
-        if len(by_id) >= 2 * len(latest) + 1024:
+        if len(by_id) >= 2 * (len(self._latest) + len(self._refused)) + 1024:
             # Handles on tuples no decoder hands any more (a decoder that makes new tuples per
             # request, or a cache that was emptied): dropped all at once, so the tuples they
-            # keep alive never outnumber the stored series by much.
+            # keep alive never outnumber the stored and refused series by much.
             by_id.clear()
-        by_id[id(labels)] = (labels, entry, series.name)
-        return 0
+        by_id[id(labels)] = (labels, entry, name)
+
+    def _insert(self, labels: Labels, entry: list[Any]) -> None:
+        key = labels[:1]
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket()
+            self._keys = None
+        bucket.pending.append(entry)
+        bucket.live += 1
+        for label, index in self._indexes.items():
+            value = value_of(labels, label)
+            if value:
+                posting = index.get(value)
+                if posting is None:
+                    posting = index[value] = []
+                posting.append(entry)
 
     def _remove(self, labels: Labels) -> None:
         entry = self._latest.pop(labels, None)
         if entry is not None:
             self._removals += 1
             entry[2] = False  # any handle on it in _by_id now takes the slow path
+            key = labels[:1]
+            bucket = self._buckets[key]
+            bucket.live -= 1
+            bucket.dead += 1
+            if not bucket.live:
+                del self._buckets[key]
+                self._keys = None
+            # Label indexes keep removed entries (skipped when read) until they are as many as
+            # the stored series; then the index goes, to be built again when next needed.
+            dead = self._index_dead
+            for label in self._indexes:
+                dead[label] += 1
+                if dead[label] > len(self._latest) + 1024:
+                    self._indexes = {k: v for k, v in self._indexes.items() if k != label}
+                    break
 
     def _family(self, series: Series) -> None:
         meta = series.metadata
@@ -215,9 +336,231 @@ class FederateStore:
             self._applied[name] = meta
 
     def render(self, selectors: Predicate | None = None) -> str:
-        """Text format of the stored series (those matching ``selectors`` when given)."""
-        points = [(labels, value, ts) for labels, (value, ts, _) in self._latest.items()]
+        """Text format of the stored series (those matching ``selectors`` when given), made
+        from all of them at once: the reference ``stream`` answers as."""
+        points = [(labels, e[0], e[1]) for labels, e in self._latest.items()]
         return render_snapshot(Snapshot(points, self._metadata), selectors)
+
+    def query(self, matches: Sequence[str]) -> Query:
+        """``match[]`` selectors ready for ``stream``; SelectorError when one is invalid."""
+        if not matches:
+            return Query(None, None, None)
+        return Query(parse_selectors(matches), required_names(matches), label_equalities(matches))
+
+    async def stream(self, query: Query, chunk: int = STREAM_CHUNK) -> AsyncGenerator[bytes, None]:
+        """The text ``render`` gives (UTF-8), in pieces, made on the event loop: ``chunk``
+        series at most are looked at before each piece is handed over (one may be empty), so
+        the loop's other work waits a few ms at most, and a piece is small whatever the store.
+
+        Selectors that each name their metrics read only those metrics' series; selectors that
+        each have a label equality (``{namespace="a"}``) read only the series an index of that
+        label's values gives (built by the first such request, kept up to date after).
+
+        A series updated meanwhile shows either sample; one removed meanwhile, its sample at
+        the start or none; one added meanwhile may be left out.
+        """
+        selectors, names, equalities = query
+        if equalities is not None and names is not None and not self._indexed_all(equalities):
+            # Named metrics with few series: reading them costs less than a first index.
+            named = sum(
+                bucket.live
+                for name in names
+                if (bucket := self._buckets.get((("__name__", name),))) is not None
+            )
+            if named * SCAN_SHARE <= len(self._latest):
+                equalities = None
+        metadata = dict(self._metadata)
+        found: dict[Labels, list[list[Any]]] | None = None
+        if equalities is not None:
+            found = {}
+            async for _ in self._indexed(equalities, names, found, chunk):
+                yield b""
+            keys = sorted(found)
+        else:
+            keys = self._keys if self._keys is not None else sorted(self._buckets)
+            self._keys = keys
+        if names is not None:
+            # The named metrics' buckets, and those of label sets whose first label is not
+            # __name__ (a name sorting before it, as upper case does): rare, and checked whole.
+            keys = [k for k in keys if not k or k[0][0] != "__name__" or k[0][1] in names]
+        # A family is written where its first line comes, with that line's metadata (as
+        # render() does): its later buckets follow at once, its earlier ones had no line.
+        family_of: dict[Labels, tuple[str, FamilyMetadata | None]] = {}
+        members: dict[str, list[Labels]] = {}
+        for key in keys:
+            name = key[0][1] if key and key[0][0] == "__name__" else ""
+            family_of[key] = family, _ = text.family_key(name, metadata)
+            members.setdefault(family, []).append(key)
+        out: list[bytes] = []
+        seen = 0
+        done: set[str] = set()
+        for first in keys:
+            family = family_of[first][0]
+            if family in done:
+                continue
+            following = members[family]
+            started = False
+            for key in following[following.index(first) :]:
+                async for lines, looked in self._pieces(key, found, selectors, chunk):
+                    if lines:
+                        if not started:
+                            out.append(text.family_header(family, family_of[key][1]).encode())
+                            started = True
+                        out.append(b"".join(lines))
+                    seen += looked
+                    if seen >= chunk:
+                        yield b"".join(out)
+                        out = []
+                        seen = 0
+                if not started:
+                    break  # no line here: the family starts at a later bucket, if any
+            if started:
+                done.add(family)
+        if out:
+            yield b"".join(out)
+
+    async def _pieces(
+        self,
+        key: Labels,
+        found: dict[Labels, list[list[Any]]] | None,
+        selectors: Predicate | None,
+        chunk: int,
+    ) -> AsyncIterator[tuple[list[bytes], int]]:
+        """The lines of a bucket's series (those an index ``found``, when given), matching
+        ``selectors``, in label order, a chunk at a time, with the number looked at."""
+        if found is not None:
+            ordered = found[key]
+            if len(ordered) > SORT_RUN:
+                ordered = await _sorted(ordered)
+            else:
+                ordered.sort(key=_labels_of)
+        else:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return  # all its series went meanwhile
+            ordered = await self._ordered(bucket)
+        for start in range(0, len(ordered), chunk):
+            part = ordered[start : start + chunk]
+            yield _lines(part, selectors), len(part)
+
+    def _indexed_all(self, equalities: list[list[tuple[str, str]]]) -> bool:
+        return all(label in self._indexes for labels in equalities for label, _ in labels)
+
+    async def _indexed(
+        self,
+        equalities: list[list[tuple[str, str]]],
+        names: frozenset[str] | None,
+        found: dict[Labels, list[list[Any]]],
+        chunk: int,
+    ) -> AsyncIterator[None]:
+        """Fill ``found`` (by bucket key) with the stored entries the label indexes give for
+        the selectors' equalities (one per selector: the one with the fewest series), of the
+        ``names`` when given; yields between chunks of work (an index built the first time)."""
+        seen: set[int] = set()
+        for alternatives in equalities:
+            indexes: dict[str, dict[str, list[list[Any]]]] = {}
+            for label, _ in alternatives:
+                index = self._indexes.get(label)
+                if index is None:
+                    index = {}
+                    async for _ in self._build(label, index, chunk):
+                        yield None
+                indexes[label] = index
+            postings: list[list[list[Any]]] = []
+            for label, value in alternatives:
+                posting = indexes[label].get(value)
+                if posting is None:
+                    break  # no series has that value: this selector matches none
+                postings.append(posting)
+            else:
+                smallest = min(postings, key=len)
+                async for _ in self._gather(smallest, names, found, seen, chunk):
+                    yield None
+
+    @staticmethod
+    async def _gather(
+        posting: list[list[Any]],
+        names: frozenset[str] | None,
+        found: dict[Labels, list[list[Any]]],
+        seen: set[int],
+        chunk: int,
+    ) -> AsyncIterator[None]:
+        """The stored entries of ``posting`` (of the ``names`` when given) not ``seen`` yet,
+        into ``found`` by bucket key, a chunk at a time."""
+        for start in range(0, len(posting), chunk):
+            for entry in posting[start : start + chunk]:
+                if not entry[2] or id(entry) in seen:
+                    continue
+                key = entry[5][:1]
+                if names is not None and key and key[0][0] == "__name__" and key[0][1] not in names:
+                    continue
+                seen.add(id(entry))
+                group = found.get(key)
+                if group is None:
+                    group = found[key] = []
+                group.append(entry)
+            yield None
+
+    async def _build(
+        self, label: str, index: dict[str, list[list[Any]]], chunk: int
+    ) -> AsyncIterator[None]:
+        """Fill ``index`` with ``label``'s values over the stored series, a chunk at a time
+        (new series join it as they come meanwhile), and keep it; the least recently built
+        goes beyond ``INDEXED_LABELS``."""
+        if len(self._indexes) >= INDEXED_LABELS:
+            del self._indexes[next(iter(self._indexes))]
+        self._indexes[label] = index
+        self._index_dead[label] = 0
+        entries = list(self._latest.values())  # one C-level copy of the references
+        for start in range(0, len(entries), chunk):
+            for entry in entries[start : start + chunk]:
+                if entry[2]:
+                    value = value_of(entry[5], label)
+                    if value:
+                        posting = index.get(value)
+                        if posting is None:
+                            posting = index[value] = []
+                        posting.append(entry)
+            yield None
+
+    async def _ordered(self, bucket: _Bucket) -> list[list[Any]]:
+        """The bucket's series in label order, its new ones put in place and removed ones
+        dropped first when there are some (on the loop, yielding when it is long)."""
+        if not bucket.pending and bucket.dead * 4 <= len(bucket.ordered):
+            return bucket.ordered
+        async with self._sorting:
+            pending, bucket.pending = bucket.pending, []
+            ordered = bucket.ordered
+            added = [entry for entry in pending if entry[2]]
+            if bucket.dead * 4 <= len(ordered) and len(added) <= max(INSERT_MAX, len(ordered) // 8):
+                bucket.dead -= len(pending) - len(added)
+                added.sort(key=_labels_of)
+                merged: list[list[Any]] = []
+                at = 0
+                for i, entry in enumerate(added):
+                    place = bisect.bisect_left(ordered, entry[5], at, key=_labels_of)
+                    merged.extend(ordered[at:place])
+                    merged.append(entry)
+                    at = place
+                    if i % MERGE_STEP == MERGE_STEP - 1:
+                        await asyncio.sleep(0)
+                merged.extend(ordered[at:])
+            else:
+                bucket.dead = 0
+                runs = []
+                for start in range(0, len(added), SORT_RUN):
+                    runs.append(sorted(added[start : start + SORT_RUN], key=_labels_of))
+                    await asyncio.sleep(0)
+                merged = []
+                for i, entry in enumerate(heapq.merge(ordered, *runs, key=_labels_of)):
+                    if entry[2]:
+                        merged.append(entry)
+                    if i % MERGE_STEP == MERGE_STEP - 1:
+                        await asyncio.sleep(0)
+                # Removed while this ran: still in merged, to drop at a later sort.
+                bucket.dead += sum(1 for entry in merged if not entry[2])
+            bucket.ordered = merged
+            return merged
 
     async def snapshot(self, chunk: int = SNAPSHOT_CHUNK) -> Snapshot:
         """The stored points and metadata as they are now, for ``render_snapshot`` in another
@@ -231,13 +574,69 @@ class FederateStore:
         points: list[tuple[Labels, float, int | None]] = []
         for start in range(0, len(entries), chunk):
             points.extend(
-                (labels, value, ts)
-                for labels, (value, ts, stored) in entries[start : start + chunk]
-                if stored
+                (labels, e[0], e[1]) for labels, e in entries[start : start + chunk] if e[2]
             )
             if start + chunk < len(entries):
                 await asyncio.sleep(0)
         return Snapshot(points, dict(self._metadata))
+
+
+class Query(NamedTuple):
+    """Parsed ``match[]`` selectors: the predicate (None: every series), the metric names it
+    can match (None: any), and each selector's label equalities (None: not every selector
+    has one)."""
+
+    selectors: Predicate | None
+    names: frozenset[str] | None
+    equalities: list[list[tuple[str, str]]] | None
+
+
+async def _sorted(entries: list[list[Any]]) -> list[list[Any]]:
+    """``entries`` sorted by labels, in runs merged on the loop (yielding as it goes)."""
+    runs = []
+    for start in range(0, len(entries), SORT_RUN):
+        runs.append(sorted(entries[start : start + SORT_RUN], key=_labels_of))
+        await asyncio.sleep(0)
+    merged: list[list[Any]] = []
+    for i, entry in enumerate(heapq.merge(*runs, key=_labels_of)):
+        merged.append(entry)
+        if i % MERGE_STEP == MERGE_STEP - 1:
+            await asyncio.sleep(0)
+    return merged
+
+
+def _lines(entries: list[list[Any]], selectors: Predicate | None) -> list[bytes]:
+    """The text lines of the stored ``entries`` (matching ``selectors``), each made again
+    only when its sample changed since it was last made."""
+    lines: list[bytes] = []
+    append = lines.append
+    if selectors is None:
+        for entry in entries:
+            if entry[2]:
+                if not entry[4]:
+                    _refresh(entry)
+                append(entry[3])
+        return lines
+    for entry in entries:
+        if entry[2] and selectors(entry[5]):
+            if not entry[4]:
+                _refresh(entry)
+            append(entry[3])
+    return lines
+
+
+def _refresh(entry: list[Any]) -> None:
+    line: bytes | None = entry[3]
+    if line is None:
+        labels = entry[5]
+        head = text.sample_head(text.series_name(labels), labels).encode()
+    else:
+        head = line[: line.rindex(b" ", 0, line.rindex(b" "))]  # before " value timestamp"
+    value = entry[0]
+    # 1.0 (a Flux output's usual value) is exactly one float: no sign or NaN to tell apart.
+    shown = b"1.0" if value == 1.0 else text.go_float(value).encode()
+    entry[3] = b"%s %s %d\n" % (head, shown, entry[1])
+    entry[4] = True
 
 
 class Abandoned(Exception):

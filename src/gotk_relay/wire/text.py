@@ -120,21 +120,38 @@ def render(
     meta = metadata or {}
     families: dict[str, tuple[FamilyMetadata | None, list[str]]] = {}
     for labels, value, ts in points:
-        name = labels[0][1] if labels and labels[0][0] == "__name__" else ""
-        info = family_of(name, meta)
-        key = name if info is None or info.type not in _FAMILY_NAMED else info.family
+        name = series_name(labels)
+        key, info = family_key(name, meta)
         family = families.get(key)
         if family is None:
             family = families[key] = (info, [])
         family[1].append(_sample_line(name, labels, value, ts))
     out: list[str] = []
     for key, (info, lines) in families.items():
-        if info is not None and info.help:
-            out.append(f"# HELP {key} {_escape_help(info.help)}\n")
-        mtype = _TEXT_TYPES.get(info.type, "untyped") if info is not None else "untyped"
-        out.append(f"# TYPE {key} {mtype}\n")
+        out.append(family_header(key, info))
         out.extend(lines)
     return "".join(out)
+
+
+def series_name(labels: Labels) -> str:
+    """The name a line is written under: a leading ``__name__``'s value, else ''."""
+    return labels[0][1] if labels and labels[0][0] == "__name__" else ""
+
+
+def family_key(
+    name: str, metadata: Mapping[str, FamilyMetadata]
+) -> tuple[str, FamilyMetadata | None]:
+    """The name of the family a series named ``name`` is written under, and its metadata."""
+    info = family_of(name, metadata)
+    return (name if info is None or info.type not in _FAMILY_NAMED else info.family), info
+
+
+def family_header(key: str, info: FamilyMetadata | None) -> str:
+    """A family's ``# HELP`` (when it has one) and ``# TYPE`` lines."""
+    mtype = _TEXT_TYPES.get(info.type, "untyped") if info is not None else "untyped"
+    if info is not None and info.help:
+        return f"# HELP {key} {_escape_help(info.help)}\n# TYPE {key} {mtype}\n"
+    return f"# TYPE {key} {mtype}\n"
 
 
 # Families written under their own name; the others under each series' name.
@@ -142,10 +159,19 @@ _FAMILY_NAMED: Final = frozenset({MetricType.HISTOGRAM, MetricType.SUMMARY})
 
 
 def _sample_line(name: str, labels: Labels, value: float, ts: int | None) -> str:
-    pairs = ",".join(f'{k}="{_escape_value(v)}"' for k, v in labels if k != "__name__")
-    head = f"{name}{{{pairs}}}" if pairs else name
     stamp = "" if ts is None else f" {ts:d}"
-    return f"{head} {_go_float(value)}{stamp}\n"
+    return f"{sample_head(name, labels)} {_go_float(value)}{stamp}\n"
+
+
+def sample_head(name: str, labels: Labels) -> str:
+    """A sample line up to its value: the name and the labels but ``__name__``, escaped."""
+    pairs = ",".join(f'{k}="{_escape_value(v)}"' for k, v in labels if k != "__name__")
+    return f"{name}{{{pairs}}}" if pairs else name
+
+
+def go_float(value: float) -> str:
+    """A value as Prometheus writes it (Go's formatting)."""
+    return _go_float(value)
 
 
 def _escape_value(value: str) -> str:
