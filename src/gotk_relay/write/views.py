@@ -78,12 +78,12 @@ def label_cache_bound(config: Config) -> tuple[int, int]:
 
     Why: the cache holds the label sets of the series the fast path picks, which are the Flux
     rules' inputs and the series the federate store may keep, so what the relay tracks bounds
-    it: every input of ``flux.max_objects`` objects plus ``federate.max_series``, at
+    it: every input of ``flux.max_objects`` objects plus the federate store's bound, at
     ``LABEL_SET_BYTES`` each. Sized below that, it would miss on every round of a full fleet.
     """
     entries = _INPUTS_PER_OBJECT[config.flux.mode] * config.flux.max_objects
     if config.federate.enabled:
-        entries += config.federate.max_series
+        entries += config.federate_max_series
     return entries, entries * LABEL_SET_BYTES
 
 
