@@ -432,7 +432,7 @@ def _wanted(name: bytes | None, names: frozenset[bytes], prefixes: frozenset[byt
 
 @pytest.mark.slow
 @needs_native
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(odd_encodings(), WATCHED)
 def test_every_valid_encoding_is_accepted(
     raw: bytes, watched: tuple[frozenset[bytes], frozenset[bytes]]
@@ -447,7 +447,7 @@ def test_every_valid_encoding_is_accepted(
 
 @pytest.mark.slow
 @needs_native
-@settings(max_examples=700, deadline=None)
+@settings(max_examples=420, deadline=None)
 @given(st.one_of(odd_encodings(), st.builds(rw1.encode, prometheus_batches())), WATCHED, st.data())
 def test_a_damaged_request_is_judged_alike(
     raw: bytes, watched: tuple[frozenset[bytes], frozenset[bytes]], data: st.DataObject

@@ -167,7 +167,7 @@ def test_compiled_bytes_equal_the_reference_for_any_encoding(request: tuple[byte
 
 @pytest.mark.slow
 @needs_native
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=64), odd_v1_requests().map(lambda r: r[0])), st.data())
 def test_compiled_gives_way_or_agrees_on_any_bytes(raw: bytes, data: st.DataObject) -> None:
     """Mangled bytes: the compiled walk never reads past its input and never answers what the

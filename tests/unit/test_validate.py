@@ -337,7 +337,7 @@ def _mutations(raw: bytes) -> st.SearchStrategy[bytes]:
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=180, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(odd_v1_requests().flatmap(lambda case: _mutations(case[0])))
 def test_fuzz_whatever_is_accepted_upb_reads_the_same(raw: bytes) -> None:
     """Mutated requests: refused with a DecodeError (of a kind), or accepted as upb reads them
