@@ -98,6 +98,9 @@ class FederateStore:
     def __init__(self, match: list[str], max_series: int) -> None:
         self._match = parse_selectors(match)
         self.max_series = max_series
+        # Series matched against the selectors: a refused series must not come back here on
+        # every write (issue 22), which this count shows (tests, /federate's cost).
+        self.selector_checks = 0
         # Entries (see LABELS), updated in place.
         self._latest: dict[Labels, list[Any]] = {}
         # Stored series by their first label (``__name__`` and the metric name, in the relay's
@@ -231,6 +234,7 @@ class FederateStore:
         for labels in names:
             entry = self._latest.get(labels)
             if entry is None:
+                self.selector_checks += 1
                 if self._match(labels) and not (full and labels in self._refused):
                     return None  # new here: update() stores or refuses it
                 entry = _REFUSED
@@ -249,6 +253,7 @@ class FederateStore:
             # Refused before (a new tuple of it): one hash, no selector, nothing counted.
             self._handle(labels, _REFUSED, series.name)
             return 0
+        self.selector_checks += 1
         if not self._match(labels):
             return 0
         value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
