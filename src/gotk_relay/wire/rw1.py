@@ -323,28 +323,37 @@ def series_prefixes(labels: Sequence[Labels], values: Sequence[float]) -> tuple[
     object, one state for many scrapes) can keep these and write a scrape's outputs with one
     join. None when a value or a label is one only upb encodes (see ``encode``).
     """
-    parts: list[bytes] = []
+    pieces = series_pieces(labels, values)
+    return None if pieces is None else tuple(b"".join(parts) for parts in pieces)
+
+
+def series_pieces(
+    labels: Sequence[Labels], values: Sequence[float]
+) -> tuple[tuple[bytes, ...], ...] | None:
+    """``series_prefixes`` cut at each label: per series its header, each label's field in
+    order, then its sample up to the timestamp field; joined, each is that series' prefix.
+
+    Why: output series that share most of their labels (a Flux object's four) can then keep
+    the bytes of the labels they share once (``rules/flux/emitter.py``). None as there.
+    """
+    out: list[tuple[bytes, ...]] = []
     try:
         for label_set, value in zip(labels, values, strict=True):
             if type(value) is not float:
                 return None
-            encoded = _encode_labels(label_set)
-            size = len(encoded) + 2
+            fields = [_encode_labels((pair,)) for pair in label_set]
+            size = sum(map(len, fields)) + 2
             if value == 1.0:
-                head = _series_header(size + 9 + _STAMP_LEN) + encoded + _ONE_SAMPLE_HEAD
+                header, head = _series_header(size + 9 + _STAMP_LEN), _ONE_SAMPLE_HEAD
             elif value or copysign(1.0, value) < 0.0:
-                head = (
-                    _series_header(size + 9 + _STAMP_LEN)
-                    + encoded
-                    + _VALUED_SAMPLE_HEADER
-                    + _pack_tagged_double(_TAG_SAMPLE_VALUE, value)
-                )
+                header = _series_header(size + 9 + _STAMP_LEN)
+                head = _VALUED_SAMPLE_HEADER + _pack_tagged_double(_TAG_SAMPLE_VALUE, value)
             else:
-                head = _series_header(size + _STAMP_LEN) + encoded + _ZERO_SAMPLE_HEADER
-            parts.append(head)
+                header, head = _series_header(size + _STAMP_LEN), _ZERO_SAMPLE_HEADER
+            out.append((header, *fields, head))
     except Exception:  # a label upb would refuse or convert its own way
         return None
-    return tuple(parts)
+    return tuple(out)
 
 
 def encode_cached(batch: Batch) -> bytes:

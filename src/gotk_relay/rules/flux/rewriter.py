@@ -26,6 +26,7 @@ from .emitter import (
     Emitter,
     SeriesEncoder,
     prefixes,
+    stamped,
     timestamp_field,
 )
 from .names import (
@@ -45,6 +46,7 @@ from .state import (
     Input,
     LegacyObject,
     Outputs,
+    Pieces,
     Route,
     Values,
 )
@@ -280,7 +282,7 @@ class FluxRewriter:
         by_id = self.classifier.by_id
         replicas = self._replicas
         ts: int | None = None
-        picked: list[tuple[InfoObject, Route, Input, float, tuple[bytes, ...]]] = []
+        picked: list[tuple[InfoObject, Route, Input, float, Pieces]] = []
         seen: set[int] = set()
         outputs = 0
         for series in batch.series:
@@ -327,7 +329,7 @@ class FluxRewriter:
             # emitter.prefixes' cache hit, inlined (one call per object and scrape otherwise).
             cached = obj.encoded
             if cached is not None and cached[0] is values:
-                parts: tuple[bytes, ...] | None = cached[1]
+                parts: Pieces | None = cached[1]
             else:
                 parts = prefixes(obj, values, encoder)
             if parts is None:
@@ -348,7 +350,7 @@ class FluxRewriter:
         self._clock = clock = max(self._clock, now_ms)
         self._calls += 1
         groups: list[tuple[Outputs, Values]] = []
-        blocks: list[bytes] = []
+        blocks: list[bytes | bytearray] = []  # every object's pieces, joined once
         for obj, route, entry, _, parts in picked:
             obj.last_seen = clock
             # InfoObject.observe and FluxObject.newer_value, inlined: per object and scrape,
@@ -361,7 +363,7 @@ class FluxRewriter:
             entry.value_ts = obj.newest_value_ts = obj.out_last = ts
             obj.open = True  # live: its newest input has no stale marker (deadline stays None)
             groups.append((obj.outputs, obj.values))
-            blocks.append(stamp.join(parts))
+            blocks += parts
         self.stats.outputs_emitted += outputs
         changed = self.changed
         if changed is not None:
@@ -375,6 +377,7 @@ class FluxRewriter:
         if picked:
             present = {m.family for m in batch.metadata}
             families = tuple(f for f in FORWARD_FAMILIES if f.family not in present)
+        stamped(stamp)
         return Steady(groups, b"".join(blocks), outputs, newest, families)
 
     # -- processing -----------------------------------------------------------------------

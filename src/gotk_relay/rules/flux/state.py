@@ -14,9 +14,11 @@ _MAX_INPUTS: Final = 8  # input series remembered per object
 # Synthesized series written together: their labels, and their metadata in the same order.
 Outputs = tuple[tuple[Labels, ...], tuple[Metadata, ...]]
 Values = tuple[float, ...]  # one per output
-# Values an owner wrote, and its outputs' encodings up to each timestamp field (then b""), so
-# that ``timestamp.join`` of them is the remote write 1.0 encoding of one scrape's outputs.
-Encoded = tuple[Values, tuple[bytes, ...]]
+# An owner's outputs' remote write 1.0 encoding as pieces, some shared with other outputs and
+# objects, with ``emitter.SLOT`` where each output's timestamp field goes (``emitter.prefixes``).
+Pieces = tuple[bytes | bytearray, ...]
+# Values an owner wrote, and its outputs' pieces for them.
+Encoded = tuple[Values, Pieces]
 
 
 class Route:
