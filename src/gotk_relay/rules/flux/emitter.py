@@ -72,13 +72,12 @@ def prefixes(
     scrape's outputs are one join of these. ``b"".join`` of them, ``SLOT`` filled with a
     timestamp field, is ``rw1.encode`` of the outputs at that timestamp.
     """
-    encoded = owner.encoded
-    if encoded is None or encoded[0] is not values:
+    if owner.encoded_for is not values:
         pieces = _pieces(owner.outputs[0], values, encoder)
         if pieces is None:
             return None
-        encoded = owner.encoded = (values, pieces)
-    return encoded[1]
+        owner.encoded_for, owner.pieces = values, pieces
+    return owner.pieces
 
 
 def _pieces(outputs: tuple[Labels, ...], values: Values, encoder: SeriesEncoder) -> Pieces | None:

@@ -87,7 +87,7 @@ _ONE_INPUT_INFO: Final = struct.Struct("<qqqqBBqqqqB")
 
 def _numbers(obj: FluxObject) -> bytes:
     deadline = NEVER if obj.deadline is None else obj.deadline
-    inputs = obj.inputs.values()
+    inputs = obj.inputs
     if len(inputs) == 1 and isinstance(obj, InfoObject):
         (entry,) = inputs
         head = _ONE_INPUT_INFO.pack(
@@ -129,7 +129,7 @@ def _numbers(obj: FluxObject) -> bytes:
 
 
 def _shape(obj: FluxObject) -> str:
-    inputs = [[labels, list(entry.replica)] for labels, entry in obj.inputs.items()]
+    inputs = [[entry.labels, list(entry.replica)] for entry in obj.inputs]
     return json.dumps({"key": obj.key, "inputs": inputs})
 
 
@@ -143,7 +143,7 @@ class FluxState:
         self.discarded: dict[str, int] = {}  # loads that started empty, by reason
         self._next_row = 1
         self._clock = NEVER  # the relay clock as stored
-        self._shaped: list[tuple[FluxObject, tuple[tuple[tuple[str, str], ...], ...]]] = []
+        self._shaped: list[tuple[FluxObject, tuple[Input, ...]]] = []
 
     # -- start, reload ----------------------------------------------------------------------
 
@@ -255,15 +255,20 @@ class FluxState:
         stored = parsed["inputs"]
         if len(stored) != count:
             raise ValueError(f"object {row}: {len(stored)} inputs, {count} input numbers")
+        entries: dict[
+            tuple[tuple[str, str], ...], Input
+        ] = {}  # a label set stored twice is one input, as before
         for index, (labels, replica) in enumerate(stored):
-            entry = obj.inputs[_labels(labels)] = Input(tuple(str(r) for r in replica))
+            parsed_labels = _labels(labels)
+            entry = entries[parsed_labels] = Input(parsed_labels, tuple(str(r) for r in replica))
             entry.value_ts, entry.stale_ts = _INPUT.unpack_from(
                 numbers, _HEAD.size + index * _INPUT.size
             )
+        obj.inputs = tuple(entries.values())
         obj.newest_value_ts, obj.interval, obj.open = newest, interval, bool(is_open)
         obj.deadline = None if deadline == NEVER else deadline
         obj.row = row
-        obj.stored_inputs = tuple(obj.inputs)
+        obj.stored_inputs = obj.inputs
         return obj
 
     def _discard(self, reason: str, why: str, rules: str) -> None:
@@ -361,7 +366,7 @@ class FluxState:
             if not obj.row:
                 obj.row = self._next_row
                 self._next_row += 1
-            inputs = tuple(obj.inputs)
+            inputs = obj.inputs
             if inputs != obj.stored_inputs:
                 shapes.append((obj.row, isinstance(obj, InfoObject), obj.kind.kind, _shape(obj)))
                 shaped.append((obj, inputs))

@@ -327,9 +327,8 @@ class FluxRewriter:
                 return None
             values = route.values
             # emitter.prefixes' cache hit, inlined (one call per object and scrape otherwise).
-            cached = obj.encoded
-            if cached is not None and cached[0] is values:
-                parts: Pieces | None = cached[1]
+            if obj.encoded_for is values:
+                parts: Pieces | None = obj.pieces
             else:
                 parts = prefixes(obj, values, encoder)
             if parts is None:

@@ -17,8 +17,6 @@ Values = tuple[float, ...]  # one per output
 # An owner's outputs' remote write 1.0 encoding as pieces, some shared with other outputs and
 # objects, with ``emitter.SLOT`` where each output's timestamp field goes (``emitter.prefixes``).
 Pieces = tuple[bytes | bytearray, ...]
-# Values an owner wrote, and its outputs' pieces for them.
-Encoded = tuple[Values, Pieces]
 
 
 class Route:
@@ -72,9 +70,12 @@ class Route:
 
 
 class Input:
-    __slots__ = ("dropped", "replica", "stale_ts", "value_ts")
+    """One input series of an object: its label set, and what its newest samples were."""
 
-    def __init__(self, replica: tuple[str, ...] = ()) -> None:
+    __slots__ = ("dropped", "labels", "replica", "stale_ts", "value_ts")
+
+    def __init__(self, labels: Labels, replica: tuple[str, ...] = ()) -> None:
+        self.labels = labels
         self.replica = replica  # the replica whose series it is (flux.replica_labels)
         self.value_ts = NEVER
         self.stale_ts = NEVER
@@ -101,7 +102,9 @@ class FluxObject:
     def __init__(self, key: Labels, kind: FluxKind, clock: int) -> None:
         self.key = key
         self.kind = kind
-        self.inputs: dict[Labels, Input] = {}
+        # Its input series, first seen first: a tuple, as most objects have one (a dict of one
+        # entry took ~220 bytes more per object), and at most _MAX_INPUTS are searched.
+        self.inputs: tuple[Input, ...] = ()
         self.newest_value_ts = NEVER
         # The gap between its two newest value timestamps (its scrape interval); 0: unknown.
         self.interval = 0
@@ -109,24 +112,26 @@ class FluxObject:
         self.last_seen = clock
         self.deadline: int | None = None  # relay clock at which a pending end is due
         self.gone = False  # expired: no longer in the rewriter's tables
-        # With the state persisted (persist.py): its row there (0: none yet), and the input
-        # label sets that row holds, in order (rewritten only when they change).
+        # With the state persisted (persist.py): its row there (0: none yet), and the inputs
+        # that row holds, in order (rewritten only when they change).
         self.row = 0
-        self.stored_inputs: tuple[Labels, ...] = ()
+        self.stored_inputs: tuple[Input, ...] = ()
 
     def input_for(self, labels: Labels, replica: tuple[str, ...] = ()) -> Input:
-        entry = self.inputs.get(labels)
-        if entry is None:
-            if len(self.inputs) >= _MAX_INPUTS:
-                self._evict()
-            entry = self.inputs[labels] = Input(replica)
+        for entry in self.inputs:
+            if entry.labels is labels or entry.labels == labels:
+                return entry
+        if len(self.inputs) >= _MAX_INPUTS:
+            self._evict()
+        entry = Input(labels, replica)
+        self.inputs = (*self.inputs, entry)
         return entry
 
     def leader(self) -> tuple[str, ...] | None:
         """The replica the object follows: the first, in label order, whose newest input has
         no stale marker at or after its newest value (None: no replica is live)."""
         newest: dict[tuple[str, ...], Input] = {}
-        for entry in self.inputs.values():
+        for entry in self.inputs:
             found = newest.get(entry.replica)
             if found is None or entry.value_ts > found.value_ts:
                 newest[entry.replica] = entry
@@ -134,11 +139,10 @@ class FluxObject:
         return min(live) if live else None
 
     def _evict(self) -> None:
-        oldest = min(
-            self.inputs, key=lambda k: max(self.inputs[k].value_ts, self.inputs[k].stale_ts)
-        )
-        self.inputs.pop(oldest).dropped = True
-        self.newest_value_ts = max((i.value_ts for i in self.inputs.values()), default=NEVER)
+        oldest = min(self.inputs, key=lambda entry: max(entry.value_ts, entry.stale_ts))
+        oldest.dropped = True
+        self.inputs = tuple(entry for entry in self.inputs if entry is not oldest)
+        self.newest_value_ts = max((i.value_ts for i in self.inputs), default=NEVER)
 
     def newer_value(self, ts: int) -> None:
         """A value timestamp after every one seen: the newest, and the interval it makes."""
@@ -148,13 +152,13 @@ class FluxObject:
 
     def live(self) -> bool:
         newest = self.newest_value_ts
-        for entry in self.inputs.values():
+        for entry in self.inputs:  # noqa: SIM110 (a loop: no generator per call)
             if entry.value_ts == newest and newest > entry.stale_ts:
                 return True
         return False
 
     def end_ts(self) -> int:
-        return max((i.stale_ts for i in self.inputs.values()), default=NEVER)
+        return max((i.stale_ts for i in self.inputs), default=NEVER)
 
     def observe(self, route: Route, ts: int, value: float) -> None:
         """A value sample of one of its inputs (each direction keeps what it needs of it)."""
@@ -167,9 +171,10 @@ class InfoObject(FluxObject):
     __slots__ = (
         "emit_at",
         "emit_call",
-        "encoded",
+        "encoded_for",
         "out_last",
         "outputs",
+        "pieces",
         "ready",
         "state_ts",
         "suspended",
@@ -188,7 +193,10 @@ class InfoObject(FluxObject):
         self.out_last = NEVER
         self.emit_call = 0  # the rewrite() call that last emitted it (see Emitter.add)
         self.emit_at = 0  # where its outputs are in that call's emitter
-        self.encoded: Encoded | None = None  # see emitter.prefixes
+        # The values its outputs' pieces were made for, and the pieces (emitter.prefixes): two
+        # slots rather than a tuple of them, a tuple less per object.
+        self.encoded_for: Values | None = None
+        self.pieces: Pieces = ()
 
     def observe(self, route: Route, ts: int, value: float) -> None:
         """A value sample: the newest one decides what the outputs say (first wins on ties)."""
@@ -200,7 +208,7 @@ class InfoObject(FluxObject):
 class InfoSeries:
     """One gotk_resource_info series a legacy object may write (one per ready/suspended)."""
 
-    __slots__ = ("emit_at", "emit_call", "encoded", "labels", "last", "outputs")
+    __slots__ = ("emit_at", "emit_call", "encoded_for", "labels", "last", "outputs", "pieces")
 
     def __init__(self, labels: Labels) -> None:
         self.labels = labels
@@ -208,7 +216,8 @@ class InfoSeries:
         self.last = NEVER  # the last timestamp written on it
         self.emit_call = 0  # as InfoObject's
         self.emit_at = 0
-        self.encoded: Encoded | None = None
+        self.encoded_for: Values | None = None  # as InfoObject's
+        self.pieces: Pieces = ()
 
 
 class LegacyObject(FluxObject):

@@ -98,7 +98,7 @@ def describe_row(obj: FluxObject) -> Row:
     suspended = -1
     if isinstance(obj, InfoObject):
         ready, suspended = obj.ready, int(obj.suspended)
-        names = {label_value(labels, "__name__") for labels in tuple(obj.inputs)}
+        names = {label_value(entry.labels, "__name__") for entry in obj.inputs}
         shapes = [s for s, n in ((KSM, RESOURCE_INFO), (OPERATOR, OPERATOR_INFO)) if n in names]
         shape = "+".join(shapes) or KSM
     else:
