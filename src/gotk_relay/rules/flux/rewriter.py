@@ -350,6 +350,7 @@ class FluxRewriter:
         self._calls += 1
         groups: list[tuple[Outputs, Values]] = []
         blocks: list[bytes | bytearray] = []  # every object's pieces, joined once
+        gap_from, gap = NEVER, 0  # the interval from the last newest value timestamp met
         for obj, route, entry, _, parts in picked:
             obj.last_seen = clock
             # InfoObject.observe and FluxObject.newer_value, inlined: per object and scrape,
@@ -357,8 +358,11 @@ class FluxRewriter:
             # above make ts newer than its state, its newest value and its last output.
             obj.state_ts = ts
             obj.ready, obj.suspended, obj.values = route.ready, route.suspended, route.values
-            if obj.newest_value_ts != NEVER:
-                obj.interval = ts - obj.newest_value_ts
+            previous = obj.newest_value_ts
+            if previous != NEVER:
+                if previous != gap_from:
+                    gap_from, gap = previous, ts - previous
+                obj.interval = gap  # objects scraped together share one int, not one each
             entry.value_ts = obj.newest_value_ts = obj.out_last = ts
             obj.open = True  # live: its newest input has no stale marker (deadline stays None)
             groups.append((obj.outputs, obj.values))
