@@ -53,6 +53,8 @@ def related_outputs(draw: st.DrawFn) -> tuple[Labels, ...]:
     """1-5 label sets drawn from one pool of pairs, so they share some labels and not others,
     the ones they do not share anywhere in their order."""
     pool = draw(st.dictionaries(label_names, label_values, min_size=1, max_size=10))
+    if draw(st.booleans()):  # an object's name: the shared runs are cut around it
+        pool["name"] = draw(label_values)
     pairs = sorted(pool.items())
     count = draw(st.integers(1, 5))
     outputs = []
@@ -86,16 +88,19 @@ def test_pieces_join_to_a_fresh_encode(
     key=st.dictionaries(label_names, label_values, min_size=1, max_size=12).map(
         lambda d: {k: v for k, v in d.items() if k not in ("status", "type")}
     ),
+    name=st.one_of(st.none(), label_values),
     ready=st.sampled_from(["True", "False", "Unknown"]),
     suspended=st.booleans(),
     ts=STAMPED,
 )
 def test_forward_objects_outputs_join_to_a_fresh_encode(
-    key: dict[str, str], ready: str, suspended: bool, ts: int
+    key: dict[str, str], name: str | None, ready: str, suspended: bool, ts: int
 ) -> None:
     """A forward object's four outputs as the classifier builds them, in each state it may
     take (the values tuple changes, the pieces follow it)."""
     classify = Classifier(FluxConfig())
+    if name is not None:
+        key["name"] = name
     identity = labels_from({**key, "kind": KIND.kind})
     outputs = classify.forward_outputs(identity)
     owner = InfoObject(identity, KIND, 0, outputs, ())

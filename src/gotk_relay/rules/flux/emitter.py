@@ -55,6 +55,34 @@ class SeriesEncoder(Protocol):
 SLOT: Final = bytearray()
 _COMMON_MAX: Final = 4096  # pieces shared by every object (headers, names, statuses) at most
 _common: dict[bytes, bytes] = {}
+# Label names that tell one object from the others of its kind and namespace: the runs of
+# shared labels are cut around them, and the runs without them (its source's scrape labels,
+# its namespace and kind) are kept once for every object that has them, up to _RUNS_MAX_BYTES.
+IDENTITY: Final = frozenset(("name",))
+_RUNS_MAX_BYTES: Final = 8 << 20
+
+
+class _Runs:
+    """Runs of label fields equal across objects, one bytes object each, bounded in bytes:
+    once full, a new run is kept by its object alone (what it costs is what it saves)."""
+
+    __slots__ = ("held", "size")
+
+    def __init__(self) -> None:
+        self.held: dict[bytes, bytes] = {}
+        self.size = 0
+
+    def share(self, run: bytes) -> bytes:
+        found = self.held.get(run)
+        if found is not None:
+            return found
+        if self.size + len(run) <= _RUNS_MAX_BYTES:
+            self.held[run] = run
+            self.size += len(run)
+        return run
+
+
+_runs: Final = _Runs()
 
 
 def stamped(stamp: bytes) -> None:
@@ -82,8 +110,10 @@ def prefixes(
 
 def _pieces(outputs: tuple[Labels, ...], values: Values, encoder: SeriesEncoder) -> Pieces | None:
     """``prefixes``' pieces: the labels every output holds (a forward object's key, ~85% of
-    its outputs' bytes) kept once, in runs cut where an output has a label of its own; the
-    rest (headers, names, statuses, sample heads) shared with every other object."""
+    its outputs' bytes) kept once, in runs cut where an output has a label of its own and
+    around the object's name (``IDENTITY``), the runs without it shared with the objects that
+    have the same; the rest (headers, names, statuses, sample heads) shared with every other
+    object."""
     cut = encoder.series_pieces(outputs, values)
     if cut is None:
         return None
@@ -94,6 +124,9 @@ def _pieces(outputs: tuple[Labels, ...], values: Values, encoder: SeriesEncoder)
     # where any output puts a label of its own between two of them.
     order = [pair for pair in outputs[0] if pair in shared]
     ends = {len(order)}
+    for index, pair in enumerate(order):
+        if pair[0] in IDENTITY:
+            ends.update((index, index + 1))
     for labels in outputs:
         seen = 0
         for pair in labels:
@@ -106,7 +139,10 @@ def _pieces(outputs: tuple[Labels, ...], values: Values, encoder: SeriesEncoder)
     start = 0
     for end in sorted(ends):
         if end > start:
-            runs[order[start]] = b"".join([field[pair] for pair in order[start:end]])
+            joined = b"".join([field[pair] for pair in order[start:end]])
+            if order[start][0] not in IDENTITY:  # a name is cut out alone: its own
+                joined = _runs.share(joined)
+            runs[order[start]] = joined
             start = end
     out: list[bytes | bytearray] = []
     for labels, fields in zip(outputs, cut, strict=True):
