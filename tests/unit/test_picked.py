@@ -258,6 +258,31 @@ def test_repeated_label_sets_come_from_the_cache() -> None:
     assert other.series[0].labels is not first.series[0].labels
 
 
+def test_label_sets_share_their_pairs_and_label_names() -> None:
+    """Two objects' label sets: the pair they both have is one tuple, and the pairs of their
+    own (each object's name) share one str for the label name (memory per Flux object)."""
+    limits = Limits(max_series=100_002)  # a cache of its own
+    first, second = (
+        {"__name__": "gotk_resource_info", "job": "ksm", "name": f"object-{i}"} for i in (1, 2)
+    )
+    batch = picked.decode(
+        encode(
+            Series(tuple(sorted(first.items())), (Sample(1.0, 10),)),
+            Series(tuple(sorted(second.items())), (Sample(1.0, 10),)),
+        ).series,
+        [],
+        limits,
+    )
+    one, two = (dict(zip(("__name__", "job", "name"), s.labels, strict=True)) for s in batch.series)
+    assert one["job"] is two["job"]
+    assert one["name"] != two["name"]
+    assert one["name"][0] is two["name"][0]
+    assert [s.labels for s in batch.series] == [
+        tuple(sorted(first.items())),
+        tuple(sorted(second.items())),
+    ]
+
+
 def test_a_label_set_accepted_under_loose_limits_is_refused_under_strict_ones() -> None:
     parts = encode(Series(UP, (Sample(1.0, 10),)))
     assert picked.decode(parts.series, [], NO_LIMITS).series[0].labels == UP

@@ -90,7 +90,7 @@ class _LabelCache:
     """Label encodings met under one ``Limits`` value: their accepted labels, or None for a part
     that holds more than labels (so it is not parsed alone again on every request)."""
 
-    __slots__ = ("bounded", "entries", "key_bytes", "pairs")
+    __slots__ = ("bounded", "entries", "key_bytes", "names", "pairs")
 
     def __init__(self) -> None:
         self.bounded: Bounded[bytes, Labels | None] = LABEL_CACHES.new()
@@ -99,6 +99,9 @@ class _LabelCache:
         # so sharing them keeps a full cache to roughly its keys' bytes. Bounded too, oldest
         # first: a pair dropped here stays in the label sets that hold it, only unshared.
         self.pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        # One str per label name in the pairs: a pair of its own (an object's name, revision)
+        # otherwise brought a name str of its own too, ~56 bytes. Bounded as the pairs are.
+        self.names: dict[str, str] = {}
         self.key_bytes = 0
 
     def store(self, key: bytes, labels: Labels | None) -> Labels | None:
@@ -115,9 +118,20 @@ class _LabelCache:
             self.key_bytes -= sum(map(len, dropped))
         if labels is not None:
             pairs = self.pairs
+            names = self.names
             if len(pairs) >= PAIRS_PER_ENTRY * bounded.limit:
                 caches.evict_oldest(pairs, max(1, len(pairs) // caches.SLICE))
-            labels = tuple([pairs.setdefault(pair, pair) for pair in labels])
+            if len(names) >= PAIRS_PER_ENTRY * bounded.limit:
+                caches.evict_oldest(names, max(1, len(names) // caches.SLICE))
+            shared: list[tuple[str, str]] = []
+            for pair in labels:
+                found = pairs.get(pair)
+                if found is None:
+                    name = names.setdefault(pair[0], pair[0])
+                    found = pair if name is pair[0] else (name, pair[1])
+                    pairs[found] = found
+                shared.append(found)
+            labels = tuple(shared)
         entries[key] = labels
         self.key_bytes += len(key)
         return labels
