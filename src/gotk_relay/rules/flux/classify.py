@@ -61,6 +61,8 @@ class Classifier:
         self.config = config
         # The condition statuses forward objects write, in output order.
         self.statuses = (*STATUSES, DELETED) if config.emit_deleted else STATUSES
+        # The forward outputs' metadata, in output order: one tuple for every object.
+        self._metadata = (CONDITION_METADATA,) * len(self.statuses) + (SUSPEND_METADATA,)
         self.routes: dict[Labels, Route] = {}
         # The same routes by the id of the labels tuple they were worked out for: a decoder
         # that caches label sets (wire.picked) hands the same tuple every scrape, found here
@@ -177,7 +179,7 @@ class Classifier:
             tuple([pairs.get(pair) or share(pair) for pair in labels_from(labels)])
             for labels in (*conditions, {**base, "__name__": SUSPEND_STATUS})
         )
-        return names, (CONDITION_METADATA,) * len(conditions) + (SUSPEND_METADATA,)
+        return names, self._metadata
 
     def forward_values(self, ready: str, suspended: bool) -> Values:
         values = self._values.get((ready, suspended))
