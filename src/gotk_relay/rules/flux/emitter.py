@@ -64,7 +64,8 @@ _RUNS_MAX_BYTES: Final = 8 << 20
 
 class _Runs:
     """Runs of label fields equal across objects, one bytes object each, bounded in bytes:
-    once full, a new run is kept by its object alone (what it costs is what it saves)."""
+    once full, a new run is kept by its object alone, as every run was before. A run stays
+    until the process ends (the objects that had it may be gone): at most _RUNS_MAX_BYTES."""
 
     __slots__ = ("held", "size")
 
@@ -186,11 +187,12 @@ class Emitter:
     Whatever emits (a forward object, whose outputs are always written together, or one info
     series of a reverse object) owns its output set, and no two owners have outputs with equal
     labels. So rather than look its labels up, an owner is stamped with the call that last
-    emitted it and where its outputs are: a second emission in the same call (several timestamps
-    in one batch) appends to the samples already there.
+    emitted it, and the call keeps where its outputs are (``at``, by owner): a second emission
+    in the same call (several timestamps in one batch) appends to the samples already there.
     """
 
     __slots__ = (
+        "at",
         "blocks",
         "call",
         "encoder",
@@ -220,6 +222,9 @@ class Emitter:
         # Each entry holds its values tuple, so the id it is filed under is not reused.
         self.shared: dict[int, tuple[Values, tuple[tuple[Sample], ...]]] = {}
         self.shared_ts = NEVER
+        # Where each owner's outputs are in this call's lists: here for the call only, not on
+        # the owner (an int of its own per object, kept until its next emission).
+        self.at: dict[InfoObject | InfoSeries, int] = {}
 
     def add(
         self,
@@ -231,7 +236,7 @@ class Emitter:
         """Add a sample to each of the owner's outputs; ``families`` are theirs, in order."""
         if owner.emit_call != self.call:
             owner.emit_call = self.call
-            owner.emit_at = len(self.labels)
+            self.at[owner] = len(self.labels)
             outputs = owner.outputs
             self.labels += outputs[0]
             self.metadata += outputs[1]
@@ -248,7 +253,7 @@ class Emitter:
             if self.blocks is not None:
                 self.encode(owner, ts, values)
         else:
-            start = owner.emit_at
+            start = self.at[owner]
             for offset, value in enumerate(values):
                 self.samples[start + offset] += (_new(Sample, (value, ts, 0)),)
             self.blocks = None  # a series with two samples: left to the encoder

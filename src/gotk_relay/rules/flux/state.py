@@ -169,7 +169,6 @@ class InfoObject(FluxObject):
     """A Flux object seen through gotk_resource_info; its outputs are the legacy series."""
 
     __slots__ = (
-        "emit_at",
         "emit_call",
         "encoded_for",
         "out_last",
@@ -192,7 +191,6 @@ class InfoObject(FluxObject):
         self.values = values  # what the outputs say for ready/suspended
         self.out_last = NEVER
         self.emit_call = 0  # the rewrite() call that last emitted it (see Emitter.add)
-        self.emit_at = 0  # where its outputs are in that call's emitter
         # The values its outputs' pieces were made for, and the pieces (emitter.prefixes): two
         # slots rather than a tuple of them, a tuple less per object.
         self.encoded_for: Values | None = None
@@ -208,14 +206,13 @@ class InfoObject(FluxObject):
 class InfoSeries:
     """One gotk_resource_info series a legacy object may write (one per ready/suspended)."""
 
-    __slots__ = ("emit_at", "emit_call", "encoded_for", "labels", "last", "outputs", "pieces")
+    __slots__ = ("emit_call", "encoded_for", "labels", "last", "outputs", "pieces")
 
     def __init__(self, labels: Labels) -> None:
         self.labels = labels
         self.outputs: Outputs = ((labels,), (INFO_METADATA,))
         self.last = NEVER  # the last timestamp written on it
         self.emit_call = 0  # as InfoObject's
-        self.emit_at = 0
         self.encoded_for: Values | None = None  # as InfoObject's
         self.pieces: Pieces = ()
 
