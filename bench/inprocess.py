@@ -12,6 +12,8 @@ Usage: .venv/bin/python -m bench.inprocess [--workload flux-heavy] [--rounds 6] 
        .venv/bin/python -m bench.inprocess --memory    # state memory per Flux object
        .venv/bin/python -m bench.inprocess --workload fleet --objects 100000 --flux-share 0.5
            # N Flux objects refreshed per 30 s round (bench/fleet.py): samples/CPU-s and RSS
+       .venv/bin/python -m bench.inprocess --workload fleet --objects 10000 --memory --rounds 3
+           # what the relay holds per Flux object, by the line that allocated it
 A profile of the same: py-spy record --format raw -o out.raw -- .venv/bin/python -m bench.inprocess
 """
 
@@ -116,6 +118,40 @@ def state_memory(workload: loadgen.Workload, rounds: int) -> None:
     )
 
 
+def fleet_memory(objects: int, flux_share: float, rounds: int, lines: int = 25) -> None:
+    """What the relay holds per Flux object on the fleet workload, by the line that allocated it.
+
+    Why: the per-object breakdown in docs/performance.md ("Memory") is this. ``tracemalloc``
+    from just before the relay is made (the workload's bytes are left out), ``rounds`` rounds
+    (the first two meet every object and take the steady shortcut once), then the lines that
+    hold the most, in bytes and blocks per object.
+    """
+    workload = Fleet(objects, flux_share)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    relay = make_relay()
+    for round_ in range(rounds):
+        for index in range(len(workload.requests)):
+            write(relay, workload.body(index, round_), workload.timestamp(round_))
+    gc.collect()
+    stats = tracemalloc.take_snapshot().compare_to(before, "lineno")
+    tracemalloc.stop()
+    held = sum(stat.size_diff for stat in stats)
+    print(
+        f"fleet objects={objects} flux_share={flux_share}: the relay holds "
+        f"{held / 2**20:.1f} MiB after {rounds} rounds, {held / objects:,.0f} bytes per object"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    for stat in stats[:lines]:
+        frame = stat.traceback[0]
+        print(
+            f"{stat.size_diff / objects:8,.0f} B {stat.count_diff / objects:6.2f} blocks  "
+            f"{frame.filename.removeprefix(root + '/')}:{frame.lineno}"
+        )
+    del relay
+
+
 def _status_kib(field: str) -> int:
     """A ``/proc/self/status`` memory figure (``VmRSS``, ``VmHWM``) in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -197,6 +233,9 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()  # as `gotk-relay serve` does
     if args.workload == FLEET:
+        if args.memory:
+            fleet_memory(args.objects, args.flux_share, args.rounds)
+            return
         fleet(args.objects, args.flux_share, args.rounds, args.federate_max_series)
         return
     spec = loadgen.WorkloadSpec(name=args.workload, flux_fraction=WORKLOADS[args.workload])

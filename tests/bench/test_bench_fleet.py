@@ -47,3 +47,15 @@ def test_the_inprocess_fleet_run_tracks_every_object(capsys: pytest.CaptureFixtu
     inprocess.fleet(objects=300, flux_share=0.5, rounds=1)
     out = capsys.readouterr().out
     assert "samples/CPU-s" in out and "tracked 300, refused 0" in out
+
+
+def test_the_inprocess_fleet_memory_run_names_the_lines_that_hold_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--workload fleet --memory``: bytes per object in all, then the lines holding them (the
+    breakdown in docs/performance.md), the Flux rules' among them."""
+    inprocess.fleet_memory(objects=300, flux_share=0.5, rounds=2, lines=40)
+    first, *lines = capsys.readouterr().out.splitlines()
+    assert "bytes per object" in first
+    assert int(first.split("MiB after 2 rounds, ")[1].split()[0].replace(",", "")) > 0
+    assert any("src/gotk_relay/rules/flux/" in line for line in lines)
