@@ -592,11 +592,13 @@ class Query(NamedTuple):
     equalities: list[list[tuple[str, str]]] | None
 
 
-async def _sorted(entries: list[list[Any]], ordered: Sequence[list[Any]] = ()) -> list[list[Any]]:
+async def _sorted(
+    entries: list[list[Any]], ordered: list[list[Any]] | None = None
+) -> list[list[Any]]:
     """``entries`` sorted by labels, merged with the already sorted ``ordered`` when given,
     those removed meanwhile dropped: sorted in runs, the runs merged at once, each call a
     bounded piece of work with a turn of the loop after it."""
-    runs = [list(ordered)] if ordered else []
+    runs = [ordered] if ordered else []
     for start in range(0, len(entries), SORT_RUN):
         run = entries[start : start + SORT_RUN]
         _sort(run, LABELS)
@@ -626,7 +628,11 @@ def _py_merge(
     ``entry[at]``) from their ``positions`` merged onto ``out`` (the earlier run's first on
     equal labels), ``limit`` taken at most, those whose ``entry[alive]`` is not True dropped
     (``alive`` < 0: none); ``positions`` updated; whether entries are left."""
-    heads = [(run[p][at], r) for r, (run, p) in enumerate(zip(runs, positions, strict=True)) if p < len(run)]
+    heads = [
+        (run[p][at], r)
+        for r, (run, p) in enumerate(zip(runs, positions, strict=True))
+        if p < len(run)
+    ]
     heapq.heapify(heads)
     for _ in range(limit):
         if not heads:
@@ -650,9 +656,9 @@ def _py_sample_head(labels: Labels) -> bytes:
 
 _native: Any = native.load(f"{__package__}._federate")
 _sort: Callable[[list[list[Any]], int], None] = _py_sort if _native is None else _native.sort
-_merge: Callable[
-    [list[list[Any]], list[list[list[Any]]], list[int], int, int, int], bool
-] = _py_merge if _native is None else _native.merge
+_merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, int], bool] = (
+    _py_merge if _native is None else _native.merge
+)
 _sample_head: Callable[[Labels], bytes] = (
     _py_sample_head if _native is None else _native.sample_head
 )
