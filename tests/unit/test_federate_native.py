@@ -83,6 +83,42 @@ def test_the_compiled_head_is_the_text_modules(labels: Labels, named: bool) -> N
     assert native.sample_head(labels) == federate._py_sample_head(labels)
 
 
+SAMPLE: Final = st.tuples(
+    st.sampled_from([1.0, 0.0, -0.0, 2.0, 0.5, 1e21, float("inf"), float("nan"), STALE_NAN, 1]),
+    st.sampled_from([0, -1, 1_700_000_000_000, 2**63 - 1, 2**63, -(2**70)]),
+)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(LABELS, SAMPLE, st.booleans(), st.booleans(), st.booleans(), SAMPLE),
+        max_size=12,
+    )
+)
+def test_the_compiled_lines_are_the_twins(
+    rows: list[tuple[Labels, tuple[float, int], bool, bool, bool, tuple[float, int]]],
+) -> None:
+    """Lines made for the first time, made again from a kept line after a new sample, kept
+    as they are; removed entries skipped; the values that need Go's formatting made by the
+    reference (``_refresh``): the same lines, and the entries left the same."""
+
+    def entries() -> list[list[Any]]:
+        made = []
+        for labels, (value, ts), stored, rendered, fresh, (new_value, new_ts) in rows:
+            entry = [value, ts, stored, None, False, labels]
+            if rendered:
+                federate._refresh(entry)  # a kept line from an earlier sample
+                entry[0], entry[1], entry[4] = new_value, new_ts, fresh
+            made.append(entry)
+        return made
+
+    got, want = entries(), entries()
+    assert native.lines(got, federate._refresh) == federate._py_lines(want, federate._refresh)
+    assert repr(got) == repr(want)  # NaN != NaN: compared as text
+
+
 @needs_native
 @pytest.mark.parametrize(
     "call",
@@ -93,11 +129,22 @@ def test_the_compiled_head_is_the_text_modules(labels: Labels, named: bool) -> N
         lambda: native.sort([[1.0, 0, True, None, False, "x"]] * 2, federate.LABELS),
         lambda: native.sort([(1.0, 0, True, None, False, ())] * 2, federate.LABELS),
         lambda: native.merge([], [[[0, 0, True]]], [0], federate.LABELS, federate.STORED, 1),
+        lambda: native.lines([[1.0, 0, True, None, False]], federate._refresh),
+        lambda: native.lines([[1.0, 0, True, None, False, "x"]], federate._refresh),
     ],
-    ids=["list-labels", "int-value", "one-item-pair", "str-labels", "tuple-entry", "short-entry"],
+    ids=[
+        "list-labels",
+        "int-value",
+        "one-item-pair",
+        "str-labels",
+        "tuple-entry",
+        "short-entry",
+        "five-fields",
+        "lines-str-labels",
+    ],
 )
 def test_the_compiled_functions_refuse_what_is_not_entries_of_label_sets(call: Any) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"labels must be|entry must be"):
         call()
 
 
@@ -119,13 +166,22 @@ def _small_steps(compiled: bool) -> Iterator[None]:
     few series), through the compiled functions or their twins."""
     saved = {
         name: getattr(federate, name)
-        for name in ("SORT_RUN", "INSERT_MAX", "_merge_step", "_sort", "_merge", "_sample_head")
+        for name in (
+            "SORT_RUN",
+            "INSERT_MAX",
+            "_merge_step",
+            "_sort",
+            "_merge",
+            "_sample_head",
+            "_all_lines",
+        )
     }
     federate.SORT_RUN, federate.INSERT_MAX, federate._merge_step = 3, 0, 2
     if not compiled:
         federate._sort = federate._py_sort
         federate._merge = federate._py_merge
         federate._sample_head = federate._py_sample_head
+        federate._all_lines = federate._py_lines
     try:
         yield
     finally:

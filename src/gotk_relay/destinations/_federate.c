@@ -15,6 +15,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 
 /* A label set: a tuple of (name, value) tuples of str, checked by labels_ok before use. */
@@ -321,17 +322,16 @@ put_escaped(char **w, const char *s, Py_ssize_t n)
     return 0;
 }
 
+/* The text head of a checked label set (its name and the labels but __name__, escaped) with
+ * `tail` after it, as bytes. */
 static PyObject *
-sample_head(PyObject *self, PyObject *labels)
+head_with(PyObject *labels, const char *tail, Py_ssize_t tail_len)
 {
-    if (!labels_ok(labels)) {
-        return NULL;
-    }
     Py_ssize_t n = PyTuple_GET_SIZE(labels);
     const char *name = "";
     Py_ssize_t name_len = 0;
-    Py_ssize_t size = 2, pairs = 0;
-    /* First pass: UTF-8 of every part (cached by ASCII strs) and the worst-case size. */
+    Py_ssize_t size = 2 + tail_len, pairs = 0;
+    /* First pass: UTF-8 of every part (an ASCII str's own bytes) and the worst-case size. */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *pair = PyTuple_GET_ITEM(labels, i);
         Py_ssize_t kl, vl;
@@ -364,6 +364,7 @@ sample_head(PyObject *self, PyObject *labels)
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *pair = PyTuple_GET_ITEM(labels, i);
             Py_ssize_t kl, vl;
+            /* Made by the first pass: cannot fail now. */
             const char *k = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &kl);
             const char *v = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &vl);
             if (kl == 8 && memcmp(k, "__name__", 8) == 0) {
@@ -382,10 +383,136 @@ sample_head(PyObject *self, PyObject *labels)
         }
         *w++ = '}';
     }
+    memcpy(w, tail, (size_t)tail_len);
+    w += tail_len;
     if (_PyBytes_Resize(&out, w - start) < 0) {
         return NULL;
     }
     return out;
+}
+
+static PyObject *
+sample_head(PyObject *self, PyObject *labels)
+{
+    if (!labels_ok(labels)) {
+        return NULL;
+    }
+    return head_with(labels, "", 0);
+}
+
+/* An entry's layout (federate.py): [value, timestamp, stored, line, fresh, labels]. */
+enum { VALUE, TIMESTAMP, STORED, LINE, FRESH, LABELS, FIELDS };
+
+/* Make an entry's line again for its sample: here when the value is 1.0 or 0.0 (a Flux
+ * output's, which need no Go float formatting) and the timestamp an int, else by `refresh`
+ * (federate._refresh, the reference). 0, or -1 with an exception. */
+static int
+renew(PyObject *entry, PyObject *refresh)
+{
+    PyObject *value = PyList_GET_ITEM(entry, VALUE);
+    PyObject *ts = PyList_GET_ITEM(entry, TIMESTAMP);
+    PyObject *line = PyList_GET_ITEM(entry, LINE);
+    const char *shown = NULL;
+    if (PyFloat_CheckExact(value)) {
+        double v = PyFloat_AS_DOUBLE(value);
+        if (v == 1.0) {
+            shown = " 1.0 ";
+        }
+        else if (v == 0.0 && !signbit(v)) {
+            shown = " 0.0 ";
+        }
+    }
+    long long t = 0;
+    int overflow = 1;
+    if (PyLong_CheckExact(ts)) {
+        t = PyLong_AsLongLongAndOverflow(ts, &overflow);
+        if (t == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (shown == NULL || overflow || !(line == Py_None || PyBytes_CheckExact(line))) {
+        PyObject *done = PyObject_CallOneArg(refresh, entry);
+        Py_XDECREF(done);
+        return done == NULL ? -1 : 0;
+    }
+    char tail[48];
+    int tail_len = PyOS_snprintf(tail, sizeof tail, "%s%lld\n", shown, t);
+    PyObject *made;
+    if (line == Py_None) {
+        PyObject *labels = PyList_GET_ITEM(entry, LABELS);
+        if (!labels_ok(labels)) {
+            return -1;
+        }
+        made = head_with(labels, tail, tail_len);
+    }
+    else {
+        /* The kept line's head: up to its last two spaces (" value timestamp\n"). */
+        const char *b = PyBytes_AS_STRING(line);
+        Py_ssize_t end = PyBytes_GET_SIZE(line), spaces = 0;
+        while (end > 0 && spaces < 2) {
+            if (b[--end] == ' ') {
+                spaces++;
+            }
+        }
+        if (spaces < 2) {
+            PyErr_SetString(PyExc_ValueError, "a kept line without a value and a timestamp");
+            return -1;
+        }
+        made = PyBytes_FromStringAndSize(NULL, end + tail_len);
+        if (made != NULL) {
+            memcpy(PyBytes_AS_STRING(made), b, (size_t)end);
+            memcpy(PyBytes_AS_STRING(made) + end, tail, (size_t)tail_len);
+        }
+    }
+    if (made == NULL) {
+        return -1;
+    }
+    PyList_SetItem(entry, LINE, made); /* steals made; the old line has no finalizer */
+    Py_INCREF(Py_True);
+    PyList_SetItem(entry, FRESH, Py_True);
+    return 0;
+}
+
+static PyObject *
+lines_of(PyObject *self, PyObject *args)
+{
+    PyObject *entries, *refresh;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &entries, &refresh)) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    /* refresh runs Python code: sizes are read again after it, and the entry held. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != FIELDS) {
+            PyErr_SetString(PyExc_TypeError, "an entry must be a list of six fields");
+            goto error;
+        }
+        if (PyList_GET_ITEM(entry, STORED) != Py_True) {
+            continue;
+        }
+        Py_INCREF(entry);
+        if (PyList_GET_ITEM(entry, FRESH) != Py_True && renew(entry, refresh) < 0) {
+            Py_DECREF(entry);
+            goto error;
+        }
+        int failed = PyList_GET_SIZE(entry) != FIELDS ||
+                     PyList_Append(out, PyList_GET_ITEM(entry, LINE)) < 0;
+        Py_DECREF(entry);
+        if (failed) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "an entry must be a list of six fields");
+            }
+            goto error;
+        }
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
@@ -397,6 +524,10 @@ static PyMethodDef methods[] = {
      "each sorted by entry[at]) from their positions onto out (the earlier run's first on\n"
      "equal labels), taking `limit` entries at most; those whose entry[alive] is not True are\n"
      "dropped (alive < 0: none is). positions is updated; True while entries are left."},
+    {"lines", lines_of, METH_VARARGS,
+     "lines(entries, refresh) -> list[bytes]\n\nThe kept lines of the stored entries, each made\n"
+     "again first when its sample changed (here for the values 1.0 and 0.0, by refresh(entry)\n"
+     "for the others)."},
     {"sample_head", sample_head, METH_O,
      "sample_head(labels) -> bytes\n\ntext.sample_head(text.series_name(labels), labels), UTF-8."},
     {NULL, NULL, 0, NULL},

@@ -654,6 +654,35 @@ def _py_sample_head(labels: Labels) -> bytes:
     return text.sample_head(text.series_name(labels), labels).encode()
 
 
+def _lines(entries: list[list[Any]], selectors: Predicate | None) -> list[bytes]:
+    """The text lines of the stored ``entries`` (matching ``selectors``), each made again
+    only when its sample changed since it was last made."""
+    if selectors is None:
+        return _all_lines(entries, _refresh)
+    lines: list[bytes] = []
+    append = lines.append
+    for entry in entries:
+        if entry[2] and selectors(entry[5]):
+            if not entry[4]:
+                _refresh(entry)
+            append(entry[3])
+    return lines
+
+
+def _py_lines(entries: list[list[Any]], refresh: Callable[[list[Any]], None]) -> list[bytes]:
+    """``_federate.lines``'s pure-Python twin (the reference): the stored entries' lines, made
+    again by ``refresh`` first where the sample changed."""
+    lines: list[bytes] = []
+    append = lines.append
+    for entry in entries:
+        if entry[2]:
+            if not entry[4]:
+                refresh(entry)
+            append(entry[3])
+    return lines
+
+
+# The compiled twins when built (setup.py; native.load says when they are not).
 _native: Any = native.load(f"{__package__}._federate")
 _sort: Callable[[list[list[Any]], int], None] = _py_sort if _native is None else _native.sort
 _merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, int], bool] = (
@@ -662,27 +691,10 @@ _merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, i
 _sample_head: Callable[[Labels], bytes] = (
     _py_sample_head if _native is None else _native.sample_head
 )
+_all_lines: Callable[[list[list[Any]], Callable[[list[Any]], None]], list[bytes]] = (
+    _py_lines if _native is None else _native.lines
+)
 _merge_step = PY_MERGE_STEP if _native is None else MERGE_STEP
-
-
-def _lines(entries: list[list[Any]], selectors: Predicate | None) -> list[bytes]:
-    """The text lines of the stored ``entries`` (matching ``selectors``), each made again
-    only when its sample changed since it was last made."""
-    lines: list[bytes] = []
-    append = lines.append
-    if selectors is None:
-        for entry in entries:
-            if entry[2]:
-                if not entry[4]:
-                    _refresh(entry)
-                append(entry[3])
-        return lines
-    for entry in entries:
-        if entry[2] and selectors(entry[5]):
-            if not entry[4]:
-                _refresh(entry)
-            append(entry[3])
-    return lines
 
 
 def _refresh(entry: list[Any]) -> None:
