@@ -56,12 +56,31 @@ def _batches(count: int, ts: int, per: int = 20_000) -> list[Batch]:
     ]
 
 
+LONGEST: list[float] = [0.0]  # the longest the loop waited for a render's piece, so far
+
+
 async def _timed(store: FederateStore, matches: list[str]) -> tuple[float, int]:
+    """How long a render takes and its size; ``LONGEST`` keeps the longest wait of a task
+    that asks for a turn of the loop every ms meanwhile (what a write would have waited)."""
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            LONGEST[0] = max(LONGEST[0], time.perf_counter() - before - 0.001)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0)
     started = time.perf_counter()
     size = 0
     async for piece in store.stream(store.query(matches)):
         size += len(piece)
-    return time.perf_counter() - started, size
+        await asyncio.sleep(0)  # the server gives the loop a turn after each piece too
+    took = time.perf_counter() - started
+    done.set()
+    await watcher
+    return took, size
 
 
 def _rss_mib() -> float:
@@ -97,6 +116,7 @@ async def _store(count: int) -> None:
     ):
         took, size = await _timed(store, matches)
         print(f"{label:48s} {took * 1000:8.1f} ms {size / 1e3:9.1f} kB")
+    print(f"the longest wait of the loop's other work during these: {LONGEST[0] * 1000:.1f} ms")
 
 
 async def _writes(count: int, seconds: float) -> None:
