@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gotk_relay.destinations.federate import FederateStore
+from gotk_relay.destinations.federate import KEPT_INDEXES, FederateStore
 from gotk_relay.model import STALE_NAN, Batch, FamilyMetadata, Labels, MetricType, Sample, Series
 from gotk_relay.selectors import parse_selectors
 
@@ -186,7 +186,7 @@ def test_label_indexes_stay_exact_and_bounded_through_churn() -> None:
         matches = ['{ns="n1"}', '{name="o7", ns="n2"}']
         want = store.render(parse_selectors(matches))
         assert await _streamed(store, matches, 3) == want
-        assert set(store._indexes) == {"ns", "name"}
+        assert set(store._indexes) == {"ns", "name", *KEPT_INDEXES}
         for ts in range(2, 70):  # 68 rounds of 25 series ending and coming back: 1700 removals
             store.update(Batch(tuple(series(i, STALE_NAN, ts) for i in range(0, 50, 2))))
             store.update(Batch(tuple(series(i, float(ts), ts) for i in range(0, 50, 2))))

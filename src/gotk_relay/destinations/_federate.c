@@ -515,6 +515,66 @@ error:
     return NULL;
 }
 
+static PyObject *
+index_entries(PyObject *self, PyObject *args)
+{
+    PyObject *entries, *label, *index;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "O!nnUO!", &PyList_Type, &entries, &start, &stop, &label,
+                          &PyDict_Type, &index)) {
+        return NULL;
+    }
+    if (start < 0) {
+        start = 0;
+    }
+    for (Py_ssize_t i = start; i < stop && i < PyList_GET_SIZE(entries); i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != FIELDS) {
+            PyErr_SetString(PyExc_TypeError, "an entry must be a list of six fields");
+            return NULL;
+        }
+        if (PyList_GET_ITEM(entry, STORED) != Py_True) {
+            continue;
+        }
+        PyObject *labels = PyList_GET_ITEM(entry, LABELS);
+        if (!labels_ok(labels)) {
+            return NULL;
+        }
+        /* The last value of the label (as selectors.value_of reads it), when not empty. */
+        PyObject *value = NULL;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(labels); k++) {
+            PyObject *pair = PyTuple_GET_ITEM(labels, k);
+            if (str_cmp(PyTuple_GET_ITEM(pair, 0), label) == 0) {
+                value = PyTuple_GET_ITEM(pair, 1);
+            }
+        }
+        if (value == NULL || PyUnicode_GET_LENGTH(value) == 0) {
+            continue;
+        }
+        /* Hashing a str and a dict's own methods run no Python code. */
+        PyObject *posting = PyDict_GetItemWithError(index, value);
+        if (posting == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            posting = PyList_New(0);
+            if (posting == NULL || PyDict_SetItem(index, value, posting) < 0) {
+                Py_XDECREF(posting);
+                return NULL;
+            }
+            Py_DECREF(posting); /* the index holds it */
+        }
+        else if (!PyList_CheckExact(posting)) {
+            PyErr_SetString(PyExc_TypeError, "an index maps values to lists");
+            return NULL;
+        }
+        if (PyList_Append(posting, entry) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"sort", sort_entries, METH_VARARGS,
      "sort(entries, at) -> None\n\nSort the list of entries (lists) in place by entry[at], a label\n"
@@ -528,6 +588,9 @@ static PyMethodDef methods[] = {
      "lines(entries, refresh) -> list[bytes]\n\nThe kept lines of the stored entries, each made\n"
      "again first when its sample changed (here for the values 1.0 and 0.0, by refresh(entry)\n"
      "for the others)."},
+    {"index", index_entries, METH_VARARGS,
+     "index(entries, start, stop, label, index) -> None\n\nAdd entries[start:stop] that are\n"
+     "stored to index (a dict: the label's value, when not empty, to a list of entries)."},
     {"sample_head", sample_head, METH_O,
      "sample_head(labels) -> bytes\n\ntext.sample_head(text.series_name(labels), labels), UTF-8."},
     {NULL, NULL, 0, NULL},

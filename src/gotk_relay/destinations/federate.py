@@ -54,6 +54,9 @@ STREAM_CHUNK = 1_024  # series looked at between two turns of the event loop (~1
 # compiler) is several times slower, so it takes fewer.
 MERGE_STEP = 2_048
 PY_MERGE_STEP = 256
+# Series a label index's build reads by one compiled call (~1 ms); the pure-Python twin reads
+# a stream's chunk at a time.
+INDEX_STEP = 8_192
 INSERT_STEP = 128  # new series put in place (bisect) between two turns of the loop (~1 ms)
 # A bucket's new series are put in place one by one (bisect, a copy of the list) up to this
 # many (and an eighth of the bucket); more are sorted in runs and merged, yielding as it goes.
@@ -65,6 +68,11 @@ REFUSED_PER_SERIES = 4
 # series instead of building an index of their label equalities' labels.
 SCAN_SHARE = 16
 INDEXED_LABELS = 4  # label indexes kept for match[] equalities (8 bytes a series each)
+# Labels indexed from the start, kept up to date as series come (a lookup per new series) and
+# never evicted: the Flux objects' namespace as kube-state-metrics exports it and a scrape's
+# namespace, what a team's or a tenant's slice of a fleet is selected by, so its first query
+# costs what the next ones do. Other labels are indexed by the first query that names them.
+KEPT_INDEXES = ("exported_namespace", "namespace")
 
 # A stored series' entry: [value, timestamp, stored, line, fresh, labels]. ``stored`` turns
 # False when a stale marker removes the series (a handle on it can never revive it); ``line``
@@ -116,8 +124,8 @@ class FederateStore:
         self._sorting = asyncio.Lock()  # one render at a time puts a bucket's new series in
         # Indexes of label values (a label of match[] equalities) to stored entries, in the
         # order they were built (INDEXED_LABELS at most), and their removed entries' counts.
-        self._indexes: dict[str, dict[str, list[list[Any]]]] = {}
-        self._index_dead: dict[str, int] = {}
+        self._indexes: dict[str, dict[str, list[list[Any]]]] = {k: {} for k in KEPT_INDEXES}
+        self._index_dead: dict[str, int] = dict.fromkeys(KEPT_INDEXES, 0)
         # Series refused because the store was full, oldest first: counted once each.
         self._refused: dict[Labels, None] = {}
         # The same entries by the id of a labels tuple seen before, with that tuple (which keeps
@@ -517,21 +525,16 @@ class FederateStore:
     ) -> AsyncIterator[None]:
         """Fill ``index`` with ``label``'s values over the stored series, a chunk at a time
         (new series join it as they come meanwhile), and keep it; the least recently built
-        goes beyond ``INDEXED_LABELS``."""
-        if len(self._indexes) >= INDEXED_LABELS:
-            del self._indexes[next(iter(self._indexes))]
+        goes beyond ``INDEXED_LABELS`` (the ``KEPT_INDEXES`` aside)."""
+        built = [k for k in self._indexes if k not in KEPT_INDEXES]
+        if len(built) >= INDEXED_LABELS:
+            del self._indexes[built[0]]
         self._indexes[label] = index
         self._index_dead[label] = 0
         entries = list(self._latest.values())  # one C-level copy of the references
-        for start in range(0, len(entries), chunk):
-            for entry in entries[start : start + chunk]:
-                if entry[2]:
-                    value = value_of(entry[5], label)
-                    if value:
-                        posting = index.get(value)
-                        if posting is None:
-                            posting = index[value] = []
-                        posting.append(entry)
+        step = max(chunk, _index_step)
+        for start in range(0, len(entries), step):
+            _index(entries, start, start + step, label, index)
             yield None
 
     async def _ordered(self, bucket: _Bucket) -> list[list[Any]]:
@@ -604,6 +607,9 @@ async def _sorted(
     runs = [ordered] if ordered else []
     for start in range(0, len(entries), SORT_RUN):
         run = entries[start : start + SORT_RUN]
+        # Their lines made now, in the order they came (mostly the order they lie in memory),
+        # rather than in label order later, where each read misses the cache.
+        _all_lines(run, _refresh)
         _sort(run, LABELS)
         runs.append(run)
         await asyncio.sleep(0)
@@ -685,6 +691,21 @@ def _py_lines(entries: list[list[Any]], refresh: Callable[[list[Any]], None]) ->
     return lines
 
 
+def _py_index(
+    entries: list[list[Any]], start: int, stop: int, label: str, index: dict[str, list[list[Any]]]
+) -> None:
+    """``_federate.index``'s pure-Python twin (the reference): the stored entries of
+    ``entries[start:stop]`` added to ``index`` by their value of ``label`` (when not empty)."""
+    for entry in entries[start:stop]:
+        if entry[2]:
+            value = value_of(entry[5], label)
+            if value:
+                posting = index.get(value)
+                if posting is None:
+                    posting = index[value] = []
+                posting.append(entry)
+
+
 # The compiled twins when built (setup.py; native.load says when they are not).
 _native: Any = native.load(f"{__package__}._federate")
 _sort: Callable[[list[list[Any]], int], None] = _py_sort if _native is None else _native.sort
@@ -697,7 +718,11 @@ _sample_head: Callable[[Labels], bytes] = (
 _all_lines: Callable[[list[list[Any]], Callable[[list[Any]], None]], list[bytes]] = (
     _py_lines if _native is None else _native.lines
 )
+_index: Callable[[list[list[Any]], int, int, str, dict[str, list[list[Any]]]], None] = (
+    _py_index if _native is None else _native.index
+)
 _merge_step = PY_MERGE_STEP if _native is None else MERGE_STEP
+_index_step = 0 if _native is None else INDEX_STEP
 
 
 def _refresh(entry: list[Any]) -> None:
