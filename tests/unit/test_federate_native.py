@@ -120,6 +120,29 @@ def test_the_compiled_lines_are_the_twins(
 
 
 @needs_native
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.tuples(LABELS, st.booleans()), max_size=20),
+    label=NAME,
+    bounds=st.tuples(st.integers(0, 22), st.integers(0, 22)),
+)
+def test_the_compiled_index_is_its_twin(
+    rows: list[tuple[Labels, bool]], label: str, bounds: tuple[int, int]
+) -> None:
+    """Any slice of the entries (past the end, or empty, included), a label repeated in a set
+    (its last value counts), empty values left out, removed entries skipped."""
+    entries = _entries([ls for ls, _ in rows], [live for _, live in rows])
+    got: dict[str, list[list[Any]]] = {"kept": [entries[0]] if entries else []}
+    want = {key: list(posting) for key, posting in got.items()}
+    start, stop = bounds
+    native.index(entries, start, stop, label, got)
+    federate._py_index(entries, start, stop, label, want)
+    assert {k: [id(e) for e in v] for k, v in got.items()} == {
+        k: [id(e) for e in v] for k, v in want.items()
+    }
+
+
+@needs_native
 @pytest.mark.parametrize(
     "call",
     [
