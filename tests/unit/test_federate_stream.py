@@ -200,3 +200,35 @@ def test_label_indexes_stay_exact_and_bounded_through_churn() -> None:
             assert sum(len(posting) for posting in index.values()) <= len(store) + 1024
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("before", "added"),
+    [(0, 5_000), (2_000, 200)],
+    ids=["runs-merged", "put-in-place"],
+)
+def test_a_render_cancelled_while_it_orders_new_series_leaves_them_to_the_next(
+    before: int, added: int
+) -> None:
+    """A render's task cancelled (its request timed out) while it puts new series in order:
+    the lock is released and the next render has every series, in order."""
+
+    async def run() -> None:
+        store = FederateStore(['{__name__=~"gotk_.*"}'], 100_000)
+        store.update(Batch(tuple(_gotk(i) for i in range(before))))
+        await _streamed(store, [], 1024)
+        store.update(Batch(tuple(_gotk(i) for i in range(before, before + added))))
+        render = asyncio.create_task(_streamed(store, [], 1024))
+        for _ in range(10_000):  # a turn of the loop each: the render starts ordering
+            if store._sorting.locked():
+                break
+            await asyncio.sleep(0)
+        assert store._sorting.locked()
+        render.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await render
+        assert not store._sorting.locked()
+        assert await _streamed(store, [], 1024) == store.render()
+        assert len(store.render().splitlines()) == before + added + 1  # and a TYPE line
+
+    asyncio.run(run())

@@ -539,33 +539,39 @@ class FederateStore:
 
     async def _ordered(self, bucket: _Bucket) -> list[list[Any]]:
         """The bucket's series in label order, its new ones put in place and removed ones
-        dropped first when there are some (on the loop, yielding when it is long)."""
+        dropped first when there are some (on the loop, yielding when it is long). A render
+        stopped meanwhile (its request timed out, its task cancelled) leaves the new series
+        to the next one."""
         if not bucket.pending and bucket.dead * 4 <= len(bucket.ordered):
             return bucket.ordered
         async with self._sorting:
             pending, bucket.pending = bucket.pending, []
             ordered = bucket.ordered
-            if bucket.dead * 4 <= len(ordered) and len(pending) <= max(
-                INSERT_MAX, len(ordered) // 8
-            ):
-                added = [entry for entry in pending if entry[2]]
-                bucket.dead -= len(pending) - len(added)
-                added.sort(key=_labels_of)
-                merged: list[list[Any]] = []
-                at = 0
-                for i, entry in enumerate(added):
-                    place = bisect.bisect_left(ordered, entry[5], at, key=_labels_of)
-                    merged.extend(ordered[at:place])
-                    merged.append(entry)
-                    at = place
-                    if i % INSERT_STEP == INSERT_STEP - 1:
-                        await asyncio.sleep(0)
-                merged.extend(ordered[at:])
-            else:
-                # The merge drops the removed entries; those removed while it runs count
-                # here (_remove), kept or not (dropped at a later sort, or counted twice).
-                bucket.dead = 0
-                merged = await _sorted(pending, ordered)
+            dead = bucket.dead  # removals counted so far; _remove counts those meanwhile
+            try:
+                if dead * 4 <= len(ordered) and len(pending) <= max(INSERT_MAX, len(ordered) // 8):
+                    added = [entry for entry in pending if entry[2]]
+                    added.sort(key=_labels_of)
+                    merged: list[list[Any]] = []
+                    at = 0
+                    for i, entry in enumerate(added):
+                        place = bisect.bisect_left(ordered, entry[5], at, key=_labels_of)
+                        merged.extend(ordered[at:place])
+                        merged.append(entry)
+                        at = place
+                        if i % INSERT_STEP == INSERT_STEP - 1:
+                            await asyncio.sleep(0)
+                    merged.extend(ordered[at:])
+                    dropped = len(pending) - len(added)  # removed before being put in place
+                else:
+                    # The merge drops every entry removed before it; those removed while it
+                    # runs are counted by _remove, kept or not (dropped at a later sort).
+                    merged = await _sorted(pending, ordered)
+                    dropped = dead
+            except BaseException:
+                bucket.pending = pending + bucket.pending  # for the next render to put in
+                raise
+            bucket.dead -= dropped
             bucket.ordered = merged
             return merged
 
