@@ -57,13 +57,14 @@ def _batches(count: int, ts: int, per: int = 20_000) -> list[Batch]:
     ]
 
 
-LONGEST: list[float] = [0.0]  # the longest the loop waited for a render's piece, so far
+LONGEST: list[float] = [0.0]  # the longest the loop waited for a render's piece, this render
 
 
 async def _timed(store: FederateStore, matches: list[str]) -> tuple[float, int]:
     """How long a render takes and its size; ``LONGEST`` keeps the longest wait of a task
     that asks for a turn of the loop every ms meanwhile (what a write would have waited)."""
     done = asyncio.Event()
+    LONGEST[0] = 0.0
 
     async def watch() -> None:
         while not done.is_set():
@@ -100,12 +101,12 @@ async def _store(count: int) -> None:
     rows.append(("again, nothing changed", []))
     for label, matches in rows:
         took, size = await _timed(store, matches)
-        print(f"{label:48s} {took * 1000:8.1f} ms {size / 1e6:7.1f} MB")
+        print(f"{label:48s} {took * 1000:8.1f} ms {size / 1e6:7.1f} MB {_waited()}")
     print(f"RSS with every line kept: {_rss_mib():.0f} MiB")
     for batch in _batches(count, 2000):
         store.update(batch)
     took, size = await _timed(store, [])
-    print(f"{'every sample changed (every line made again)':48s} {took * 1000:8.1f} ms")
+    print(f"{'every sample changed (every line made again)':48s} {took * 1000:8.1f} ms {_waited()}")
     for label, matches in (
         ("1% by name (gotk_other)", ["gotk_other"]),
         ('1% by label (exported_namespace="ns-0"), first', ['{exported_namespace="ns-0"}']),
@@ -118,8 +119,11 @@ async def _store(count: int) -> None:
         ),
     ):
         took, size = await _timed(store, matches)
-        print(f"{label:48s} {took * 1000:8.1f} ms {size / 1e3:9.1f} kB")
-    print(f"the longest wait of the loop's other work during these: {LONGEST[0] * 1000:.1f} ms")
+        print(f"{label:48s} {took * 1000:8.1f} ms {size / 1e3:9.1f} kB {_waited()}")
+
+
+def _waited() -> str:
+    return f"(the loop's other work waited {LONGEST[0] * 1000:.1f} ms at most)"
 
 
 async def _writes(count: int, seconds: float) -> None:
