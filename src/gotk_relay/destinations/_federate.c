@@ -551,24 +551,29 @@ index_entries(PyObject *self, PyObject *args)
         if (value == NULL || PyUnicode_GET_LENGTH(value) == 0) {
             continue;
         }
-        /* Hashing a str and a dict's own methods run no Python code. */
+        /* A new list may start a garbage collection (whose finalizers run Python code): what
+         * is used across it is held. */
+        Py_INCREF(entry);
+        Py_INCREF(value);
+        int failed = 0;
         PyObject *posting = PyDict_GetItemWithError(index, value);
         if (posting == NULL) {
-            if (PyErr_Occurred()) {
-                return NULL;
-            }
-            posting = PyList_New(0);
-            if (posting == NULL || PyDict_SetItem(index, value, posting) < 0) {
-                Py_XDECREF(posting);
-                return NULL;
-            }
-            Py_DECREF(posting); /* the index holds it */
+            posting = PyErr_Occurred() ? NULL : PyList_New(0);
+            failed = posting == NULL || PyDict_SetItem(index, value, posting) < 0;
         }
-        else if (!PyList_CheckExact(posting)) {
+        else if (PyList_CheckExact(posting)) {
+            Py_INCREF(posting);
+        }
+        else {
             PyErr_SetString(PyExc_TypeError, "an index maps values to lists");
-            return NULL;
+            posting = NULL;
+            failed = 1;
         }
-        if (PyList_Append(posting, entry) < 0) {
+        failed = failed || PyList_Append(posting, entry) < 0;
+        Py_XDECREF(posting);
+        Py_DECREF(value);
+        Py_DECREF(entry);
+        if (failed) {
             return NULL;
         }
     }
