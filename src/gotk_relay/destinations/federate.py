@@ -11,7 +11,10 @@ it is counted once and a write that brings it again costs one lookup while the s
 ``GET /federate`` is served by ``stream`` on the event loop, a few thousand series at a time:
 each series keeps its text line ready (made again only after its sample changed), the series
 are kept sorted per first label (the metric name: the index a ``match[]`` naming its metrics
-uses), and the text is the one ``render`` (the reference) gives for the same store.
+uses), and the text is the one ``render`` (the reference) gives for the same store. New series
+are put in order, lines made and label indexes built by ``_federate.c`` when it is built (a
+bounded step per call), else by its pure-Python twins here (``_py_sort``, ``_py_merge``,
+``_py_lines``, ``_py_index``, ``_py_sample_head``), which its tests compare it with.
 """
 
 from __future__ import annotations
