@@ -555,22 +555,37 @@ index_entries(PyObject *self, PyObject *args)
          * is used across it is held. */
         Py_INCREF(entry);
         Py_INCREF(value);
+        /* A value's one entry, or a list of its entries (federate._Index: told apart by the
+         * first item, a list in a list of entries, a value in an entry). */
         int failed = 0;
         PyObject *posting = PyDict_GetItemWithError(index, value);
         if (posting == NULL) {
-            posting = PyErr_Occurred() ? NULL : PyList_New(0);
-            failed = posting == NULL || PyDict_SetItem(index, value, posting) < 0;
+            failed = PyErr_Occurred() != NULL || PyDict_SetItem(index, value, entry) < 0;
         }
-        else if (PyList_CheckExact(posting)) {
-            Py_INCREF(posting);
-        }
-        else {
-            PyErr_SetString(PyExc_TypeError, "an index maps values to lists");
-            posting = NULL;
+        else if (!PyList_CheckExact(posting) || PyList_GET_SIZE(posting) == 0) {
+            PyErr_SetString(PyExc_TypeError, "an index maps values to entries or lists of them");
             failed = 1;
         }
-        failed = failed || PyList_Append(posting, entry) < 0;
-        Py_XDECREF(posting);
+        else if (PyList_CheckExact(PyList_GET_ITEM(posting, 0))) {
+            Py_INCREF(posting);
+            failed = PyList_Append(posting, entry) < 0;
+            Py_DECREF(posting);
+        }
+        else {
+            Py_INCREF(posting); /* held before the new list, given to it after */
+            PyObject *both = PyList_New(2);
+            if (both == NULL) {
+                Py_DECREF(posting);
+                failed = 1;
+            }
+            else {
+                PyList_SET_ITEM(both, 0, posting);
+                Py_INCREF(entry);
+                PyList_SET_ITEM(both, 1, entry);
+                failed = PyDict_SetItem(index, value, both) < 0;
+                Py_DECREF(both);
+            }
+        }
         Py_DECREF(value);
         Py_DECREF(entry);
         if (failed) {
@@ -595,7 +610,8 @@ static PyMethodDef methods[] = {
      "for the others)."},
     {"index", index_entries, METH_VARARGS,
      "index(entries, start, stop, label, index) -> None\n\nAdd entries[start:stop] that are\n"
-     "stored to index (a dict: the label's value, when not empty, to a list of entries)."},
+     "stored to index (a dict: the label's value, when not empty, to its one entry or a list of\n"
+     "two or more)."},
     {"sample_head", sample_head, METH_O,
      "sample_head(labels) -> bytes\n\ntext.sample_head(text.series_name(labels), labels), UTF-8."},
     {NULL, NULL, 0, NULL},

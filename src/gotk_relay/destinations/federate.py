@@ -77,6 +77,11 @@ INDEXED_LABELS = 4  # label indexes kept for match[] equalities (8 bytes a serie
 # costs what the next ones do. Other labels are indexed by the first query that names them.
 KEPT_INDEXES = ("exported_namespace", "namespace")
 
+# A label index: a value to its one stored entry, or to a list of them (of two or more), told
+# apart by their first item (an entry's is its value, a float; a list's, an entry): a value
+# held by one series (a name, say) costs no list, no memory and no garbage collector's work.
+_Index = dict[str, list[Any]]
+
 # A stored series' entry: [value, timestamp, stored, line, fresh, labels]. ``stored`` turns
 # False when a stale marker removes the series (a handle on it can never revive it); ``line``
 # is its text line (bytes) as of the sample it was last rendered with, ``fresh`` whether that
@@ -95,6 +100,22 @@ _Group = tuple[tuple[Labels, ...], list[list[Any]], Sequence[float], int]
 def _newest(samples: Sequence[Sample]) -> tuple[float, int]:
     newest = max(samples, key=lambda s: s.timestamp)
     return newest.value, newest.timestamp
+
+
+def _post(index: _Index, value: str, entry: list[Any]) -> None:
+    """Add ``entry`` to ``index`` under ``value`` (see ``_Index``)."""
+    posting = index.get(value)
+    if posting is None:
+        index[value] = entry
+    elif posting[0].__class__ is list:
+        posting.append(entry)
+    else:
+        index[value] = [posting, entry]
+
+
+def _entries_of(posting: list[Any]) -> list[list[Any]]:
+    """The entries an index holds for a value (see ``_Index``)."""
+    return posting if posting[0].__class__ is list else [posting]
 
 
 class _Bucket:
@@ -127,7 +148,7 @@ class FederateStore:
         self._sorting = asyncio.Lock()  # one render at a time puts a bucket's new series in
         # Indexes of label values (a label of match[] equalities) to stored entries, in the
         # order they were built (INDEXED_LABELS at most), and their removed entries' counts.
-        self._indexes: dict[str, dict[str, list[list[Any]]]] = {k: {} for k in KEPT_INDEXES}
+        self._indexes: dict[str, _Index] = {k: {} for k in KEPT_INDEXES}
         self._index_dead: dict[str, int] = dict.fromkeys(KEPT_INDEXES, 0)
         # Series refused because the store was full, oldest first: counted once each.
         self._refused: dict[Labels, None] = {}
@@ -323,10 +344,7 @@ class FederateStore:
         for label, index in self._indexes.items():
             value = value_of(labels, label)
             if value:
-                posting = index.get(value)
-                if posting is None:
-                    posting = index[value] = []
-                posting.append(entry)
+                _post(index, value, entry)
 
     def _remove(self, labels: Labels) -> None:
         entry = self._latest.pop(labels, None)
@@ -480,7 +498,7 @@ class FederateStore:
         ``names`` when given; yields between chunks of work (an index built the first time)."""
         seen: set[int] = set()
         for alternatives in equalities:
-            indexes: dict[str, dict[str, list[list[Any]]]] = {}
+            indexes: dict[str, _Index] = {}
             for label, _ in alternatives:
                 index = self._indexes.get(label)
                 if index is None:
@@ -493,7 +511,7 @@ class FederateStore:
                 posting = indexes[label].get(value)
                 if posting is None:
                     break  # no series has that value: this selector matches none
-                postings.append(posting)
+                postings.append(_entries_of(posting))
             else:
                 smallest = min(postings, key=len)
                 async for _ in self._gather(smallest, names, found, seen, chunk):
@@ -523,9 +541,7 @@ class FederateStore:
                 group.append(entry)
             yield None
 
-    async def _build(
-        self, label: str, index: dict[str, list[list[Any]]], chunk: int
-    ) -> AsyncIterator[None]:
+    async def _build(self, label: str, index: _Index, chunk: int) -> AsyncIterator[None]:
         """Fill ``index`` with ``label``'s values over the stored series, a chunk at a time
         (new series join it as they come meanwhile), and keep it; the least recently built
         goes beyond ``INDEXED_LABELS`` (the ``KEPT_INDEXES`` aside)."""
@@ -700,19 +716,14 @@ def _py_lines(entries: list[list[Any]], refresh: Callable[[list[Any]], None]) ->
     return lines
 
 
-def _py_index(
-    entries: list[list[Any]], start: int, stop: int, label: str, index: dict[str, list[list[Any]]]
-) -> None:
+def _py_index(entries: list[list[Any]], start: int, stop: int, label: str, index: _Index) -> None:
     """``_federate.index``'s pure-Python twin (the reference): the stored entries of
     ``entries[start:stop]`` added to ``index`` by their value of ``label`` (when not empty)."""
     for entry in entries[start:stop]:
         if entry[2]:
             value = value_of(entry[5], label)
             if value:
-                posting = index.get(value)
-                if posting is None:
-                    posting = index[value] = []
-                posting.append(entry)
+                _post(index, value, entry)
 
 
 # The compiled twins when built (setup.py; native.load says when they are not).
@@ -727,7 +738,7 @@ _sample_head: Callable[[Labels], bytes] = (
 _all_lines: Callable[[list[list[Any]], Callable[[list[Any]], None]], list[bytes]] = (
     _py_lines if _native is None else _native.lines
 )
-_index: Callable[[list[list[Any]], int, int, str, dict[str, list[list[Any]]]], None] = (
+_index: Callable[[list[list[Any]], int, int, str, _Index], None] = (
     _py_index if _native is None else _native.index
 )
 _merge_step = PY_MERGE_STEP if _native is None else MERGE_STEP
