@@ -394,7 +394,8 @@ class FederateStore:
 
         Selectors that each name their metrics read only those metrics' series; selectors that
         each have a label equality (``{namespace="a"}``) read only the series an index of that
-        label's values gives (built by the first such request, kept up to date after).
+        label's values gives (kept from the start for ``KEPT_INDEXES``, else built by the
+        first such request; kept up to date after).
 
         A series updated meanwhile shows either sample; one removed meanwhile, its sample at
         the start or none; one added meanwhile may be left out.
