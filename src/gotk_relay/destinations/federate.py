@@ -152,11 +152,12 @@ class FederateStore:
         self._index_dead: dict[str, int] = dict.fromkeys(KEPT_INDEXES, 0)
         # Series refused because the store was full, oldest first: counted once each.
         self._refused: dict[Labels, None] = {}
-        # The same entries by the id of a labels tuple seen before, with that tuple (which keeps
-        # the id from being reused) and its metric name. The Flux rewriter and the fast path's
-        # decoder hand the same tuple for a series every scrape, so a known series costs one
-        # int lookup here instead of a selector and a hash of all its labels.
-        self._by_id: dict[int, tuple[Labels, list[Any], str]] = {}
+        # The same entries by the id of a labels tuple seen before: the entry itself when that
+        # tuple is the one it holds (the usual case: no more memory), else that tuple (which
+        # keeps the id from being reused), the entry and the metric name. The Flux rewriter and
+        # the fast path's decoder hand the same tuple for a series every scrape, so a known
+        # series costs one int lookup here instead of a selector and a hash of all its labels.
+        self._by_id: dict[int, list[Any] | tuple[Labels, list[Any], str]] = {}
         self._metadata: dict[str, FamilyMetadata] = {}
         # The series metadata (RW 2.0) each family's entry was last made from: a series that
         # carries the very same object again has nothing to change.
@@ -188,7 +189,12 @@ class FederateStore:
             if handle is None:
                 refused += self._update_slow(series)
                 continue
-            stored, entry, name = handle
+            if handle.__class__ is list:
+                entry = handle
+                stored = entry[5]
+                name = None  # read from the series when its metadata needs it
+            else:
+                stored, entry, name = handle
             if stored is not labels or not entry[2]:
                 if entry is _REFUSED and len(self._latest) >= self.max_series:
                     continue  # refused before, and still no room: nothing to do
@@ -207,7 +213,7 @@ class FederateStore:
             entry[0] = value
             entry[1] = timestamp
             entry[4] = False
-            if meta is not None and applied.get(name) is not meta:
+            if meta is not None and applied.get(series.name if name is None else name) is not meta:
                 self._family(series)
         for family in batch.metadata:
             if family.family in self._metadata or len(self._metadata) < self.max_series:
@@ -331,7 +337,7 @@ class FederateStore:
             # request, or a cache that was emptied): dropped all at once, so the tuples they
             # keep alive never outnumber the stored and refused series by much.
             by_id.clear()
-        by_id[id(labels)] = (labels, entry, name)
+        by_id[id(labels)] = entry if entry[5] is labels else (labels, entry, name)
 
     def _insert(self, labels: Labels, entry: list[Any]) -> None:
         key = labels[:1]
