@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,8 +16,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gotk_relay.cli import check_config
 from gotk_relay.config import load_text
+from gotk_relay.destinations.federate import STREAM_CHUNK, Query
 from gotk_relay.model import Batch, Sample, Series
-from tests.support.harness import RelayClient, gauge_batch, metric_value, relay_client, rw_body
+from gotk_relay.server import FEDERATING
+from tests.support.harness import (
+    RelayClient,
+    eventually,
+    gauge_batch,
+    metric_value,
+    relay_client,
+    rw_body,
+)
 
 
 def _config(**federate: object) -> dict[str, object]:
@@ -208,3 +218,60 @@ async def test_the_loop_answers_while_a_large_store_is_streamed() -> None:
         assert answer.status == 200
         assert size > count * 40
         assert longest < 0.5, longest
+
+
+async def test_a_scraper_that_disconnects_mid_stream_stops_the_render(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scraper that closes its connection after the first chunk of a large first render: the
+    store's stream is closed a few pieces in (aiohttp cancels the handler), its slot
+    (``max_concurrent_requests: 1``) is freed, no lock is left held, and the next render is
+    whole and right."""
+    count = 60_000
+    pad = "x" * 200  # lines of ~250 bytes: 15 MB, more than the sockets' buffers hold
+    batch = Batch(
+        tuple(
+            Series(
+                (("__name__", f"gotk_{i % 3}"), ("name", f"o{i:06d}"), ("pad", pad)),
+                (Sample(1.0, 1000),),
+            )
+            for i in range(count)
+        )
+    )
+    config = _config(max_series=count, max_concurrent_requests=1)
+    async with relay_client(config) as (client, relay):
+        store = relay.federate
+        assert store is not None
+        store.update(batch)
+        # The real stream, its pieces counted as the handler takes them.
+        stream = store.stream
+        taken: list[int] = []
+        closed = asyncio.Event()
+
+        async def counted(query: Query, chunk: int = STREAM_CHUNK) -> AsyncIterator[bytes]:
+            try:
+                async for piece in stream(query, chunk):
+                    taken.append(len(piece))
+                    yield piece
+            finally:
+                closed.set()
+
+        monkeypatch.setattr(store, "stream", counted)
+        assert client.app is not None
+        gate = client.app[FEDERATING]
+        answer = await client.get("/federate")
+        assert answer.status == 200
+        assert await answer.content.readany()  # the first chunk
+        answer.close()  # the scraper goes away mid-answer
+        async with asyncio.timeout(10):
+            await closed.wait()
+        await eventually(lambda: gate.active == 0)
+        assert not store._sorting.locked()
+        # A whole render is count / STREAM_CHUNK pieces or more: this one stopped early.
+        assert len(taken) < count // STREAM_CHUNK // 4, len(taken)
+        monkeypatch.undo()
+        again = await client.get("/federate")
+        assert again.status == 200  # not 503: the one slot is free
+        text = await again.text()
+        assert text == store.render()
+        assert text.count("\n") == count + 3  # every series, and a TYPE line per metric

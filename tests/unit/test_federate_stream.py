@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gotk_relay.destinations.federate import FederateStore
+from gotk_relay.destinations.federate import KEPT_INDEXES, FederateStore, _entries_of
 from gotk_relay.model import STALE_NAN, Batch, FamilyMetadata, Labels, MetricType, Sample, Series
 from gotk_relay.selectors import parse_selectors
 
@@ -186,7 +186,7 @@ def test_label_indexes_stay_exact_and_bounded_through_churn() -> None:
         matches = ['{ns="n1"}', '{name="o7", ns="n2"}']
         want = store.render(parse_selectors(matches))
         assert await _streamed(store, matches, 3) == want
-        assert set(store._indexes) == {"ns", "name"}
+        assert set(store._indexes) == {"ns", "name", *KEPT_INDEXES}
         for ts in range(2, 70):  # 68 rounds of 25 series ending and coming back: 1700 removals
             store.update(Batch(tuple(series(i, STALE_NAN, ts) for i in range(0, 50, 2))))
             store.update(Batch(tuple(series(i, float(ts), ts) for i in range(0, 50, 2))))
@@ -197,6 +197,39 @@ def test_label_indexes_stay_exact_and_bounded_through_churn() -> None:
         for index in store._indexes.values():
             # 1,700 removed entries were made: at most as many as the stored series plus 1024
             # stay before an index is dropped.
-            assert sum(len(posting) for posting in index.values()) <= len(store) + 1024
+            held = sum(len(_entries_of(posting)) for posting in index.values())
+            assert held <= len(store) + 1024
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("before", "added"),
+    [(0, 5_000), (2_000, 200)],
+    ids=["runs-merged", "put-in-place"],
+)
+def test_a_render_cancelled_while_it_orders_new_series_leaves_them_to_the_next(
+    before: int, added: int
+) -> None:
+    """A render's task cancelled (its request timed out) while it puts new series in order:
+    the lock is released and the next render has every series, in order."""
+
+    async def run() -> None:
+        store = FederateStore(['{__name__=~"gotk_.*"}'], 100_000)
+        store.update(Batch(tuple(_gotk(i) for i in range(before))))
+        await _streamed(store, [], 1024)
+        store.update(Batch(tuple(_gotk(i) for i in range(before, before + added))))
+        render = asyncio.create_task(_streamed(store, [], 1024))
+        for _ in range(10_000):  # a turn of the loop each: the render starts ordering
+            if store._sorting.locked():
+                break
+            await asyncio.sleep(0)
+        assert store._sorting.locked()
+        render.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await render
+        assert not store._sorting.locked()
+        assert await _streamed(store, [], 1024) == store.render()
+        assert len(store.render().splitlines()) == before + added + 1  # and a TYPE line
 
     asyncio.run(run())

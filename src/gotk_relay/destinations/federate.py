@@ -11,7 +11,10 @@ it is counted once and a write that brings it again costs one lookup while the s
 ``GET /federate`` is served by ``stream`` on the event loop, a few thousand series at a time:
 each series keeps its text line ready (made again only after its sample changed), the series
 are kept sorted per first label (the metric name: the index a ``match[]`` naming its metrics
-uses), and the text is the one ``render`` (the reference) gives for the same store.
+uses), and the text is the one ``render`` (the reference) gives for the same store. New series
+are put in order, lines made and label indexes built by ``_federate.c`` when it is built (a
+bounded step per call), else by its pure-Python twins here (``_py_sort``, ``_py_merge``,
+``_py_lines``, ``_py_index``, ``_py_sample_head``), which its tests compare it with.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import bisect
 import heapq
 import math
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+from .. import native
 from ..model import (
     Batch,
     FamilyMetadata,
@@ -48,7 +52,15 @@ SNAPSHOT_CHUNK = 10_000  # series copied per event-loop step (about 2 ms)
 CHECK_EVERY = 1_024  # series matched between two looks at the stop flag
 SORT_RUN = 1_000  # series sorted by one call to sorted() (a few ms holding the GIL)
 STREAM_CHUNK = 1_024  # series looked at between two turns of the event loop (~1 ms at most)
-MERGE_STEP = 128  # series merged (or put in place) between two turns of the loop (~1 ms)
+# Series merged by one call of _merge between two turns of the loop: ~1 ms compiled (0.6 us a
+# series at 500,000 of them, most reads missing the cache); the pure-Python twin (no C
+# compiler) is several times slower, so it takes fewer.
+MERGE_STEP = 2_048
+PY_MERGE_STEP = 256
+# Series a label index's build reads by one compiled call (~1 ms); the pure-Python twin reads
+# a stream's chunk at a time.
+INDEX_STEP = 8_192
+INSERT_STEP = 128  # new series put in place (bisect) between two turns of the loop (~1 ms)
 # A bucket's new series are put in place one by one (bisect, a copy of the list) up to this
 # many (and an eighth of the bucket); more are sorted in runs and merged, yielding as it goes.
 INSERT_MAX = 256
@@ -59,6 +71,16 @@ REFUSED_PER_SERIES = 4
 # series instead of building an index of their label equalities' labels.
 SCAN_SHARE = 16
 INDEXED_LABELS = 4  # label indexes kept for match[] equalities (8 bytes a series each)
+# Labels indexed from the start, kept up to date as series come (a lookup per new series) and
+# never evicted: the Flux objects' namespace as kube-state-metrics exports it and a scrape's
+# namespace, what a team's or a tenant's slice of a fleet is selected by, so its first query
+# costs what the next ones do. Other labels are indexed by the first query that names them.
+KEPT_INDEXES = ("exported_namespace", "namespace")
+
+# A label index: a value to its one stored entry, or to a list of them (of two or more), told
+# apart by their first item (an entry's is its value, a float; a list's, an entry): a value
+# held by one series (a name, say) costs no list, no memory and no garbage collector's work.
+_Index = dict[str, list[Any]]
 
 # A stored series' entry: [value, timestamp, stored, line, fresh, labels]. ``stored`` turns
 # False when a stale marker removes the series (a handle on it can never revive it); ``line``
@@ -78,6 +100,22 @@ _Group = tuple[tuple[Labels, ...], list[list[Any]], Sequence[float], int]
 def _newest(samples: Sequence[Sample]) -> tuple[float, int]:
     newest = max(samples, key=lambda s: s.timestamp)
     return newest.value, newest.timestamp
+
+
+def _post(index: _Index, value: str, entry: list[Any]) -> None:
+    """Add ``entry`` to ``index`` under ``value`` (see ``_Index``)."""
+    posting = index.get(value)
+    if posting is None:
+        index[value] = entry
+    elif posting[0].__class__ is list:
+        posting.append(entry)
+    else:
+        index[value] = [posting, entry]
+
+
+def _entries_of(posting: list[Any]) -> list[list[Any]]:
+    """The entries an index holds for a value (see ``_Index``)."""
+    return posting if posting[0].__class__ is list else [posting]
 
 
 class _Bucket:
@@ -110,15 +148,16 @@ class FederateStore:
         self._sorting = asyncio.Lock()  # one render at a time puts a bucket's new series in
         # Indexes of label values (a label of match[] equalities) to stored entries, in the
         # order they were built (INDEXED_LABELS at most), and their removed entries' counts.
-        self._indexes: dict[str, dict[str, list[list[Any]]]] = {}
-        self._index_dead: dict[str, int] = {}
+        self._indexes: dict[str, _Index] = {k: {} for k in KEPT_INDEXES}
+        self._index_dead: dict[str, int] = dict.fromkeys(KEPT_INDEXES, 0)
         # Series refused because the store was full, oldest first: counted once each.
         self._refused: dict[Labels, None] = {}
-        # The same entries by the id of a labels tuple seen before, with that tuple (which keeps
-        # the id from being reused) and its metric name. The Flux rewriter and the fast path's
-        # decoder hand the same tuple for a series every scrape, so a known series costs one
-        # int lookup here instead of a selector and a hash of all its labels.
-        self._by_id: dict[int, tuple[Labels, list[Any], str]] = {}
+        # The same entries by the id of a labels tuple seen before: the entry itself when that
+        # tuple is the one it holds (the usual case: no more memory), else that tuple (which
+        # keeps the id from being reused), the entry and the metric name. The Flux rewriter and
+        # the fast path's decoder hand the same tuple for a series every scrape, so a known
+        # series costs one int lookup here instead of a selector and a hash of all its labels.
+        self._by_id: dict[int, list[Any] | tuple[Labels, list[Any], str]] = {}
         self._metadata: dict[str, FamilyMetadata] = {}
         # The series metadata (RW 2.0) each family's entry was last made from: a series that
         # carries the very same object again has nothing to change.
@@ -150,7 +189,12 @@ class FederateStore:
             if handle is None:
                 refused += self._update_slow(series)
                 continue
-            stored, entry, name = handle
+            if handle.__class__ is list:
+                entry = handle
+                stored = entry[5]
+                name = None  # read from the series when its metadata needs it
+            else:
+                stored, entry, name = handle
             if stored is not labels or not entry[2]:
                 if entry is _REFUSED and len(self._latest) >= self.max_series:
                     continue  # refused before, and still no room: nothing to do
@@ -169,7 +213,7 @@ class FederateStore:
             entry[0] = value
             entry[1] = timestamp
             entry[4] = False
-            if meta is not None and applied.get(name) is not meta:
+            if meta is not None and applied.get(series.name if name is None else name) is not meta:
                 self._family(series)
         for family in batch.metadata:
             if family.family in self._metadata or len(self._metadata) < self.max_series:
@@ -293,7 +337,7 @@ class FederateStore:
             # request, or a cache that was emptied): dropped all at once, so the tuples they
             # keep alive never outnumber the stored and refused series by much.
             by_id.clear()
-        by_id[id(labels)] = (labels, entry, name)
+        by_id[id(labels)] = entry if entry[5] is labels else (labels, entry, name)
 
     def _insert(self, labels: Labels, entry: list[Any]) -> None:
         key = labels[:1]
@@ -306,10 +350,7 @@ class FederateStore:
         for label, index in self._indexes.items():
             value = value_of(labels, label)
             if value:
-                posting = index.get(value)
-                if posting is None:
-                    posting = index[value] = []
-                posting.append(entry)
+                _post(index, value, entry)
 
     def _remove(self, labels: Labels) -> None:
         entry = self._latest.pop(labels, None)
@@ -359,7 +400,8 @@ class FederateStore:
 
         Selectors that each name their metrics read only those metrics' series; selectors that
         each have a label equality (``{namespace="a"}``) read only the series an index of that
-        label's values gives (built by the first such request, kept up to date after).
+        label's values gives (kept from the start for ``KEPT_INDEXES``, else built by the
+        first such request; kept up to date after).
 
         A series updated meanwhile shows either sample; one removed meanwhile, its sample at
         the start or none; one added meanwhile may be left out.
@@ -463,7 +505,7 @@ class FederateStore:
         ``names`` when given; yields between chunks of work (an index built the first time)."""
         seen: set[int] = set()
         for alternatives in equalities:
-            indexes: dict[str, dict[str, list[list[Any]]]] = {}
+            indexes: dict[str, _Index] = {}
             for label, _ in alternatives:
                 index = self._indexes.get(label)
                 if index is None:
@@ -476,7 +518,7 @@ class FederateStore:
                 posting = indexes[label].get(value)
                 if posting is None:
                     break  # no series has that value: this selector matches none
-                postings.append(posting)
+                postings.append(_entries_of(posting))
             else:
                 smallest = min(postings, key=len)
                 async for _ in self._gather(smallest, names, found, seen, chunk):
@@ -506,64 +548,56 @@ class FederateStore:
                 group.append(entry)
             yield None
 
-    async def _build(
-        self, label: str, index: dict[str, list[list[Any]]], chunk: int
-    ) -> AsyncIterator[None]:
+    async def _build(self, label: str, index: _Index, chunk: int) -> AsyncIterator[None]:
         """Fill ``index`` with ``label``'s values over the stored series, a chunk at a time
         (new series join it as they come meanwhile), and keep it; the least recently built
-        goes beyond ``INDEXED_LABELS``."""
-        if len(self._indexes) >= INDEXED_LABELS:
-            del self._indexes[next(iter(self._indexes))]
+        goes beyond ``INDEXED_LABELS`` (the ``KEPT_INDEXES`` aside)."""
+        built = [k for k in self._indexes if k not in KEPT_INDEXES]
+        if len(built) >= INDEXED_LABELS:
+            del self._indexes[built[0]]
         self._indexes[label] = index
         self._index_dead[label] = 0
         entries = list(self._latest.values())  # one C-level copy of the references
-        for start in range(0, len(entries), chunk):
-            for entry in entries[start : start + chunk]:
-                if entry[2]:
-                    value = value_of(entry[5], label)
-                    if value:
-                        posting = index.get(value)
-                        if posting is None:
-                            posting = index[value] = []
-                        posting.append(entry)
+        step = max(chunk, _index_step)
+        for start in range(0, len(entries), step):
+            _index(entries, start, start + step, label, index)
             yield None
 
     async def _ordered(self, bucket: _Bucket) -> list[list[Any]]:
         """The bucket's series in label order, its new ones put in place and removed ones
-        dropped first when there are some (on the loop, yielding when it is long)."""
+        dropped first when there are some (on the loop, yielding when it is long). A render
+        stopped meanwhile (its request timed out, its task cancelled) leaves the new series
+        to the next one."""
         if not bucket.pending and bucket.dead * 4 <= len(bucket.ordered):
             return bucket.ordered
         async with self._sorting:
             pending, bucket.pending = bucket.pending, []
             ordered = bucket.ordered
-            added = [entry for entry in pending if entry[2]]
-            if bucket.dead * 4 <= len(ordered) and len(added) <= max(INSERT_MAX, len(ordered) // 8):
-                bucket.dead -= len(pending) - len(added)
-                added.sort(key=_labels_of)
-                merged: list[list[Any]] = []
-                at = 0
-                for i, entry in enumerate(added):
-                    place = bisect.bisect_left(ordered, entry[5], at, key=_labels_of)
-                    merged.extend(ordered[at:place])
-                    merged.append(entry)
-                    at = place
-                    if i % MERGE_STEP == MERGE_STEP - 1:
-                        await asyncio.sleep(0)
-                merged.extend(ordered[at:])
-            else:
-                bucket.dead = 0
-                runs = []
-                for start in range(0, len(added), SORT_RUN):
-                    runs.append(sorted(added[start : start + SORT_RUN], key=_labels_of))
-                    await asyncio.sleep(0)
-                merged = []
-                for i, entry in enumerate(heapq.merge(ordered, *runs, key=_labels_of)):
-                    if entry[2]:
+            dead = bucket.dead  # removals counted so far; _remove counts those meanwhile
+            try:
+                if dead * 4 <= len(ordered) and len(pending) <= max(INSERT_MAX, len(ordered) // 8):
+                    added = [entry for entry in pending if entry[2]]
+                    added.sort(key=_labels_of)
+                    merged: list[list[Any]] = []
+                    at = 0
+                    for i, entry in enumerate(added):
+                        place = bisect.bisect_left(ordered, entry[5], at, key=_labels_of)
+                        merged.extend(ordered[at:place])
                         merged.append(entry)
-                    if i % MERGE_STEP == MERGE_STEP - 1:
-                        await asyncio.sleep(0)
-                # Removed while this ran: still in merged, to drop at a later sort.
-                bucket.dead += sum(1 for entry in merged if not entry[2])
+                        at = place
+                        if i % INSERT_STEP == INSERT_STEP - 1:
+                            await asyncio.sleep(0)
+                    merged.extend(ordered[at:])
+                    dropped = len(pending) - len(added)  # removed before being put in place
+                else:
+                    # The merge drops every entry removed before it; those removed while it
+                    # runs are counted by _remove, kept or not (dropped at a later sort).
+                    merged = await _sorted(pending, ordered)
+                    dropped = dead
+            except BaseException:
+                bucket.pending = pending + bucket.pending  # for the next render to put in
+                raise
+            bucket.dead -= dropped
             bucket.ordered = merged
             return merged
 
@@ -596,32 +630,78 @@ class Query(NamedTuple):
     equalities: list[list[tuple[str, str]]] | None
 
 
-async def _sorted(entries: list[list[Any]]) -> list[list[Any]]:
-    """``entries`` sorted by labels, in runs merged on the loop (yielding as it goes)."""
-    runs = []
+async def _sorted(
+    entries: list[list[Any]], ordered: list[list[Any]] | None = None
+) -> list[list[Any]]:
+    """``entries`` sorted by labels, merged with the already sorted ``ordered`` when given,
+    those removed meanwhile dropped: sorted in runs, the runs merged at once, each call a
+    bounded piece of work with a turn of the loop after it."""
+    runs = [ordered] if ordered else []
     for start in range(0, len(entries), SORT_RUN):
-        runs.append(sorted(entries[start : start + SORT_RUN], key=_labels_of))
+        run = entries[start : start + SORT_RUN]
+        # Their lines made now, in the order they came (mostly the order they lie in memory),
+        # rather than in label order later, where each read misses the cache.
+        _all_lines(run, _refresh)
+        _sort(run, LABELS)
+        runs.append(run)
         await asyncio.sleep(0)
     merged: list[list[Any]] = []
-    for i, entry in enumerate(heapq.merge(*runs, key=_labels_of)):
-        merged.append(entry)
-        if i % MERGE_STEP == MERGE_STEP - 1:
-            await asyncio.sleep(0)
+    positions = [0] * len(runs)
+    while _merge(merged, runs, positions, LABELS, STORED, _merge_step):
+        await asyncio.sleep(0)
     return merged
+
+
+def _py_sort(entries: list[list[Any]], at: int) -> None:
+    """``_federate.sort``'s pure-Python twin (the reference)."""
+    entries.sort(key=itemgetter(at))
+
+
+def _py_merge(
+    out: list[list[Any]],
+    runs: list[list[list[Any]]],
+    positions: list[int],
+    at: int,
+    alive: int,
+    limit: int,
+) -> bool:
+    """``_federate.merge``'s pure-Python twin (the reference): the ``runs`` (each sorted by
+    ``entry[at]``) from their ``positions`` merged onto ``out`` (the earlier run's first on
+    equal labels), ``limit`` taken at most, those whose ``entry[alive]`` is not True dropped
+    (``alive`` < 0: none); ``positions`` updated; whether entries are left."""
+    heads = [
+        (run[p][at], r)
+        for r, (run, p) in enumerate(zip(runs, positions, strict=True))
+        if p < len(run)
+    ]
+    heapq.heapify(heads)
+    for _ in range(limit):
+        if not heads:
+            break
+        r = heads[0][1]
+        take = runs[r][positions[r]]
+        positions[r] += 1
+        if alive < 0 or take[alive] is True:
+            out.append(take)
+        if positions[r] < len(runs[r]):
+            heapq.heapreplace(heads, (runs[r][positions[r]][at], r))
+        else:
+            heapq.heappop(heads)
+    return bool(heads)
+
+
+def _py_sample_head(labels: Labels) -> bytes:
+    """``_federate.sample_head``'s pure-Python twin (the reference)."""
+    return text.sample_head(text.series_name(labels), labels).encode()
 
 
 def _lines(entries: list[list[Any]], selectors: Predicate | None) -> list[bytes]:
     """The text lines of the stored ``entries`` (matching ``selectors``), each made again
     only when its sample changed since it was last made."""
+    if selectors is None:
+        return _all_lines(entries, _refresh)
     lines: list[bytes] = []
     append = lines.append
-    if selectors is None:
-        for entry in entries:
-            if entry[2]:
-                if not entry[4]:
-                    _refresh(entry)
-                append(entry[3])
-        return lines
     for entry in entries:
         if entry[2] and selectors(entry[5]):
             if not entry[4]:
@@ -630,11 +710,52 @@ def _lines(entries: list[list[Any]], selectors: Predicate | None) -> list[bytes]
     return lines
 
 
+def _py_lines(entries: list[list[Any]], refresh: Callable[[list[Any]], None]) -> list[bytes]:
+    """``_federate.lines``'s pure-Python twin (the reference): the stored entries' lines, made
+    again by ``refresh`` first where the sample changed."""
+    lines: list[bytes] = []
+    append = lines.append
+    for entry in entries:
+        if entry[2]:
+            if not entry[4]:
+                refresh(entry)
+            append(entry[3])
+    return lines
+
+
+def _py_index(entries: list[list[Any]], start: int, stop: int, label: str, index: _Index) -> None:
+    """``_federate.index``'s pure-Python twin (the reference): the stored entries of
+    ``entries[start:stop]`` added to ``index`` by their value of ``label`` (when not empty)."""
+    for entry in entries[start:stop]:
+        if entry[2]:
+            value = value_of(entry[5], label)
+            if value:
+                _post(index, value, entry)
+
+
+# The compiled twins when built (setup.py; native.load says when they are not).
+_native: Any = native.load(f"{__package__}._federate")
+_sort: Callable[[list[list[Any]], int], None] = _py_sort if _native is None else _native.sort
+_merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, int], bool] = (
+    _py_merge if _native is None else _native.merge
+)
+_sample_head: Callable[[Labels], bytes] = (
+    _py_sample_head if _native is None else _native.sample_head
+)
+_all_lines: Callable[[list[list[Any]], Callable[[list[Any]], None]], list[bytes]] = (
+    _py_lines if _native is None else _native.lines
+)
+_index: Callable[[list[list[Any]], int, int, str, _Index], None] = (
+    _py_index if _native is None else _native.index
+)
+_merge_step = PY_MERGE_STEP if _native is None else MERGE_STEP
+_index_step = 0 if _native is None else INDEX_STEP
+
+
 def _refresh(entry: list[Any]) -> None:
     line: bytes | None = entry[3]
     if line is None:
-        labels = entry[5]
-        head = text.sample_head(text.series_name(labels), labels).encode()
+        head = _sample_head(entry[5])
     else:
         head = line[: line.rindex(b" ", 0, line.rindex(b" "))]  # before " value timestamp"
     value = entry[0]
