@@ -395,55 +395,66 @@ class RemoteWriteCapture:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("poison", [NAMELESS, INVALID_UTF8], ids=lambda p: p.name)
 def test_vmagent_sends_the_poison_series_that_prometheus_never_sends(
     start_agent: AgentStarter,
     start_vmagent: VMAgentStarter,
     teardown: ExitStack,
-    poison: Poison,
 ) -> None:
-    """The premise of the test above, checked on the wire: scraping the poison target with the
-    same rules, vmagent sends the invalid series as it is; Prometheus 2.42 fails the scrape.
+    """The premise of the test above, checked on the wire for each poison: scraping the poison
+    target with the same rules, vmagent sends the invalid series as it is; Prometheus 2.42
+    fails the scrape.
 
     If a vmagent upgrade stopped sending it, the test above would prove nothing; this fails.
+    Each poison has its own target, job, agents and capture path; they run side by side, so
+    the agents' first scrapes (~5 s away) are waited for once.
     """
-    target = teardown.enter_context(rig.StaticExporter())
-    target.set_body(poison_body(1, poison))
     capture = teardown.enter_context(RemoteWriteCapture())
-    job = f"e2e_inv_wire_{poison.name}"
-    rules = list(poison.metric_relabel_configs)
-    start_agent(
-        [target.target],
-        capture.url("/prometheus"),
-        job_name=job,
-        extra_scrape_config={"metric_relabel_configs": rules} if rules else None,
-    )
-    start_vmagent(
-        [scrape_job(job, target.target, rules)],
-        [rig.VMAgentRemoteWrite(capture.url("/vmagent"))],
-    )
-    wanted = poison.sent_by_scrape(job, target.target)
+    cases: list[tuple[Poison, str, str]] = []
+    for poison in (NAMELESS, INVALID_UTF8):
+        target = teardown.enter_context(rig.StaticExporter())
+        target.set_body(poison_body(1, poison))
+        job = f"e2e_inv_wire_{poison.name}"
+        rules = list(poison.metric_relabel_configs)
+        start_agent(
+            [target.target],
+            capture.url(f"/prometheus/{poison.name}"),
+            job_name=job,
+            extra_scrape_config={"metric_relabel_configs": rules} if rules else None,
+        )
+        start_vmagent(
+            [scrape_job(job, target.target, rules)],
+            [rig.VMAgentRemoteWrite(capture.url(f"/vmagent/{poison.name}"))],
+        )
+        cases.append((poison, job, target.target))
 
-    def vmagent_sent_it() -> bool:
-        sent = [tuple(sorted(labels)) for labels, _ in capture.series("/vmagent")]
-        assert wanted in sent, sent[-5:]
-        return True
+    for poison, job, instance in cases:
+        wanted = poison.sent_by_scrape(job, instance)
 
-    rig.eventually(vmagent_sent_it, DEADLINE_S, what="vmagent sent the poison series")
+        def vmagent_sent_it(poison: Poison = poison, wanted: RawLabels = wanted) -> bool:
+            sent = [
+                tuple(sorted(labels)) for labels, _ in capture.series(f"/vmagent/{poison.name}")
+            ]
+            assert wanted in sent, sent[-5:]
+            return True
 
-    def prometheus_reported_scrapes(count: int) -> list[float]:
-        up = [
-            value
-            for labels, values in capture.series("/prometheus")
-            if (b"__name__", b"up") in labels
-            for value in values
-        ]
-        assert len(up) >= count, up
-        return up
+        rig.eventually(vmagent_sent_it, DEADLINE_S, what=f"vmagent sent the {poison.name} series")
 
-    # Three scrapes of the same page reported by Prometheus, each failed as a whole (up 0),
-    # and not one poison series sent.
-    up = rig.eventually(lambda: prometheus_reported_scrapes(3), DEADLINE_S, what="3 scrapes")
-    assert set(up) == {0.0}, up
-    sent = capture.series("/prometheus")
-    assert not [labels for labels, _ in sent if (b"poison", poison.marker.encode()) in labels]
+        def prometheus_reported_scrapes(count: int, poison: Poison = poison) -> list[float]:
+            up = [
+                value
+                for labels, values in capture.series(f"/prometheus/{poison.name}")
+                if (b"__name__", b"up") in labels
+                for value in values
+            ]
+            assert len(up) >= count, up
+            return up
+
+        # Three scrapes of the same page reported by Prometheus, each failed as a whole (up 0),
+        # and not one poison series sent.
+        up = rig.eventually(
+            lambda: prometheus_reported_scrapes(3), DEADLINE_S, what=f"3 scrapes ({poison.name})"
+        )
+        assert set(up) == {0.0}, (poison.name, up)
+        sent = capture.series(f"/prometheus/{poison.name}")
+        marker = (b"poison", poison.marker.encode())
+        assert not [labels for labels, _ in sent if marker in labels], poison.name
