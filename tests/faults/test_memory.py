@@ -54,7 +54,8 @@ async def _run(workdir: Path) -> MemoryRun:
         [{"name": "down", "url": down.url, "queue_config": queue}],
         queues={"memory_budget_bytes": BUDGET},
     )
-    relay = RelayProcess(workdir, config, name="relay-memory")
+    # Its queue never drains (the destination never starts): a short shutdown ends it at once.
+    relay = RelayProcess(workdir, config, name="relay-memory", shutdown_timeout_s=0.5)
     plan = LoadPlan(series=4000, steps=100_000, interval_s=0.0, lanes=4, pad=64)
     loader = Loader(relay.write_url, plan, retry_for_s=1.0, max_backoff_s=0.2)
     stop = asyncio.Event()

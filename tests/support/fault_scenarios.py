@@ -284,7 +284,8 @@ async def isolation_scenario(
         {"name": "healthy", "url": healthy.url, "queue_config": queue},
     ]
     config = relay_config(destinations, spool_dir=workdir / "spool" if spool else None)
-    relay = RelayProcess(workdir, config, name=f"relay-isolation-{tag}")
+    # The hanging destination's queue never drains: a short shutdown ends the relay at once.
+    relay = RelayProcess(workdir, config, name=f"relay-isolation-{tag}", shutdown_timeout_s=0.5)
     plan = LoadPlan(series=series, steps=int(load_s / interval_s), interval_s=interval_s)
     loader = Loader(relay.write_url, plan, retry_for_s=5.0)
     await hang.start("hang")
