@@ -149,18 +149,21 @@ def requests(series: list[bytes], rng: random.Random) -> list[bytes]:
     return out
 
 
-def check_sink(sink: OutputSink, want: dict[Output, float], tally: Tally) -> None:
-    """Each output's samples strictly later than the one before (out of order otherwise), its
-    last at T2 (stale otherwise), with the value the object's current input implies."""
+def check_sink(
+    sink: OutputSink, before: dict[Output, float], want: dict[Output, float], tally: Tally
+) -> None:
+    """Each output's samples strictly later than the one before (out of order otherwise), one
+    at T1 with the value of the first round's input and one at T2 with the current input's
+    (wrong otherwise; NaN, a stale marker, is wrong too), none missing at T2 (stale)."""
     for key, value in want.items():
         got = sink.outputs.get(key, [])
-        for (before, _), (ts, _) in pairwise(got):
-            if ts <= before:
-                tally.fault("out_of_order", f"{key}: {ts} after {before} in {got}")
+        for (earlier, _), (ts, _) in pairwise(got):
+            if ts <= earlier:
+                tally.fault("out_of_order", f"{key}: {ts} after {earlier} in {got}")
         if not got or got[-1][0] != T2:
             tally.fault("stale", f"{key}: last sample {got[-1:]}, want one at {T2}")
-        elif got[-1][1] != value:  # NaN (a stale marker) is wrong too
-            tally.fault("wrong", f"{key}: {got[-1][1]} at T2, want {value}")
+        elif got != [(T1, before[key]), (T2, value)]:
+            tally.fault("wrong", f"{key}: {got}, want {[(T1, before[key]), (T2, value)]}")
     extra = sink.outputs.keys() - want.keys()
     for key in sorted(extra)[:3]:
         tally.fault("wrong", f"{key}: an output no object implies: {sink.outputs[key]}")
@@ -198,6 +201,7 @@ async def test_every_object_is_right_after_a_round_in_which_a_tenth_flip_ready()
     rng = random.Random(2210)
     objects = [loadgen.flux_labels(rng, i) for i in range(OBJECTS)]
     inputs = encoded([labels_from(o) for o in objects])
+    before = expected(objects)
     flips = Counter[tuple[str, str]]()
     ended = []  # each flipped object's old series, which a stale marker ends
     for i, obj in enumerate(objects):
@@ -231,7 +235,7 @@ async def test_every_object_is_right_after_a_round_in_which_a_tenth_flip_ready()
         await send(rounds[T1], len(want))
         await send(rounds[T2], 2 * len(want))
         tally = Tally()
-        check_sink(sink, want, tally)
+        check_sink(sink, before, want, tally)
         await check_federate(client, want, tally)
     detail = "\n".join(tally.examples)
     assert sink.samples == 2 * len(want), f"{sink.samples} output samples\n{detail}"
