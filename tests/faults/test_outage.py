@@ -24,7 +24,7 @@ import pytest
 from tests.support.fault_scenarios import OutageResult, outage_scenario
 
 DOWN_S = 15.0
-SERIES = 400  # samples every 0.1 s: the memory variant's budget is full ~6 s into the outage
+SERIES = 400  # every 0.1 s: 8x the minute-long run's load, so the budget fills in the outage
 
 
 @pytest.fixture(scope="module")
