@@ -3,8 +3,8 @@
 The destination is down for the whole test and queue capacity is set out of the way, so only
 the budget stands between a sender that keeps pushing and the relay's RSS. Four lanes push
 1000-series requests (samples of ~136 bytes encoded) as fast as they can, retrying 503s, until
-the budget has been full (answered 503) for 10 s (40 s at most); the relay's VmRSS is sampled
-every 0.5 s. 10 s full is twice the time an unbounded queue takes to cross the bound (below).
+the budget has been full (answered 503) for 15 s (45 s at most); the relay's VmRSS is sampled
+every 0.5 s. 15 s full is three times what an unbounded queue takes to cross the bound (below).
 
 Bound: ``peak RSS ≤ baseline + budget + OVERHEAD``. The baseline is the RSS once the relay is
 ready. OVERHEAD covers what the budget does not count: up to four requests being decoded at
@@ -29,8 +29,8 @@ from tests.support.fault_load import Loader, LoadPlan, RecordingReceiver, RelayP
 MiB = 1024 * 1024
 BUDGET = 32 * MiB
 OVERHEAD = 16 * MiB
-LOAD_S = 40.0  # at most: a slow machine fills the budget later
-FULL_S = 10.0  # the load goes on this long after the first 503
+LOAD_S = 45.0  # at most: a slow machine fills the budget later
+FULL_S = 15.0  # the load goes on this long after the first 503
 SAMPLE_EVERY_S = 0.5
 
 
