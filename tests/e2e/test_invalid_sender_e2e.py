@@ -166,118 +166,159 @@ def dropped_by_vmagent(vmagent: rig.VMAgent) -> float:
     return vmagent.counter("vmagent_remotewrite_packets_dropped_total")
 
 
+@dataclass
+class Case:
+    """One poison's pipeline: its targets and jobs, its relay, agent and vmagent."""
+
+    poison: Poison
+    vm: rig.VM
+    prom_target: rig.StaticExporter
+    good_target: rig.StaticExporter
+    poison_target: rig.StaticExporter
+    relay: rig.Relay | None = None
+    vmagent: rig.VMAgent | None = None
+
+    @property
+    def jobs(self) -> tuple[str, str, str]:
+        # Short job names (unique in the shared VictoriaMetrics): the relay's description of
+        # the poison series, which must reach its ``poison`` label, may be cut after ~200
+        # characters.
+        case = f"e2e_inv_default_{self.poison.name}"
+        prom_job, good_job, poison_job = (f"{case}_{s}" for s in ("prom", "vmagent", "poison"))
+        return prom_job, good_job, poison_job
+
+    def set_phase(self, phase: int, *, with_poison: bool) -> None:
+        self.prom_target.set_text(rig.render_exposition([flow_family("prometheus", phase)]))
+        self.good_target.set_text(rig.render_exposition([flow_family("vmagent", phase)]))
+        self.poison_target.set_body(poison_body(phase, self.poison if with_poison else None))
+
+    def await_flow(self, phase: int) -> None:
+        """Both senders' good series hold ``phase`` in VictoriaMetrics."""
+        prom_job, good_job, _ = self.jobs
+        for sender, job, target in (
+            ("prometheus", prom_job, self.prom_target),
+            ("vmagent", good_job, self.good_target),
+        ):
+            expected = rig.expected_series(
+                [flow_family(sender, phase)], job=job, instance=target.target
+            )
+            rig.await_samples(self.vm, f'{FLOW}{{job="{job}"}}', expected, deadline_s=DEADLINE_S)
+
+    def stored_of_poison_job(self) -> list[dict[str, str]]:
+        self.vm.flush()
+        return self.vm.series(f'{{job="{self.jobs[2]}"}}', start=0)
+
+    def refused_naming_the_poison(self) -> list[str]:
+        assert self.vmagent is not None
+        lines = [
+            line
+            for line in self.vmagent.rejected_blocks()
+            if "status code 400" in line and self.poison.marker in line
+        ]
+        assert lines, self.vmagent.rejected_blocks()[-3:] or "vmagent logged no refused block"
+        return lines
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("validation", "poison"),
-    [
-        # The relay's default receiver, whose default is `validation: full` (the strict
-        # scanner, issue 16): an explicit `full` case would run the same path again.
-        pytest.param(None, NAMELESS, id="default-config-nameless"),
-        pytest.param(None, INVALID_UTF8, id="default-config-invalid-utf8"),
-    ],
-)
 def test_invalid_series_from_vmagent_is_refused_while_other_senders_keep_flowing(
     victoria_metrics: rig.VM,
     start_relay: RelayStarter,
     start_agent: AgentStarter,
     start_vmagent: VMAgentStarter,
     teardown: ExitStack,
-    validation: str | None,
-    poison: Poison,
 ) -> None:
-    """vmagent's requests carrying the poison are answered 400 naming it and are not stored;
-    the Prometheus agent's data and vmagent's other requests keep arriving, during the poison
-    and after it is gone; vmagent then delivers the formerly poisoned job's data again."""
-    prom_target, good_target, poison_target = (
-        teardown.enter_context(rig.StaticExporter()) for _ in range(3)
-    )
-    # Short job names (unique in the shared VictoriaMetrics): the relay's description of the
-    # poison series, which must reach its ``poison`` label, may be cut after ~200 characters.
-    case = f"e2e_inv_{validation or 'default'}_{poison.name}"
-    prom_job, good_job, poison_job = (f"{case}_{s}" for s in ("prom", "vmagent", "poison"))
+    """For each poison: vmagent's requests carrying it are answered 400 naming it and are not
+    stored; the Prometheus agent's data and vmagent's other requests keep arriving, during the
+    poison and after it is gone; vmagent then delivers the formerly poisoned job's data again.
 
-    def set_phase(phase: int, *, with_poison: bool) -> None:
-        prom_target.set_text(rig.render_exposition([flow_family("prometheus", phase)]))
-        good_target.set_text(rig.render_exposition([flow_family("vmagent", phase)]))
-        poison_target.set_body(poison_body(phase, poison if with_poison else None))
+    The relay runs its default receiver, whose default is ``validation: full`` (the strict
+    scanner, issue 16). The two poisons run side by side, each in a pipeline of its own (its
+    relay, Prometheus agent and vmagent), so the agents' first scrapes are waited for once.
+    """
 
-    def await_flow(phase: int) -> None:
-        """Both senders' good series hold ``phase`` in VictoriaMetrics."""
-        for sender, job, target in (
-            ("prometheus", prom_job, prom_target),
-            ("vmagent", good_job, good_target),
-        ):
-            expected = rig.expected_series(
-                [flow_family(sender, phase)], job=job, instance=target.target
-            )
-            rig.await_samples(
-                victoria_metrics, f'{FLOW}{{job="{job}"}}', expected, deadline_s=DEADLINE_S
-            )
+    def exporter() -> rig.StaticExporter:
+        return teardown.enter_context(rig.StaticExporter())
 
-    def stored_of_poison_job() -> list[dict[str, str]]:
-        victoria_metrics.flush()
-        return victoria_metrics.series(f'{{job="{poison_job}"}}', start=0)
-
-    set_phase(1, with_poison=True)
-    relay = start_relay(relay_config(victoria_metrics.write_url, validation))
-    start_agent([prom_target.target], relay.write_url, job_name=prom_job)
-    vmagent = start_vmagent(
-        [
-            scrape_job(good_job, good_target.target),
-            scrape_job(poison_job, poison_target.target, poison.metric_relabel_configs),
-        ],
-        [
-            rig.VMAgentRemoteWrite(f"{relay.write_url}?from=vmagent-good", keep_job(good_job)),
-            rig.VMAgentRemoteWrite(f"{relay.write_url}?from=vmagent-poison", keep_job(poison_job)),
-        ],
-    )
+    cases = [
+        Case(poison, victoria_metrics, exporter(), exporter(), exporter())
+        for poison in (NAMELESS, INVALID_UTF8)
+    ]
+    for case in cases:
+        prom_job, good_job, poison_job = case.jobs
+        case.set_phase(1, with_poison=True)
+        relay = case.relay = start_relay(relay_config(victoria_metrics.write_url, None))
+        start_agent([case.prom_target.target], relay.write_url, job_name=prom_job)
+        case.vmagent = start_vmagent(
+            [
+                scrape_job(good_job, case.good_target.target),
+                scrape_job(
+                    poison_job, case.poison_target.target, case.poison.metric_relabel_configs
+                ),
+            ],
+            [
+                rig.VMAgentRemoteWrite(f"{relay.write_url}?from=vmagent-good", keep_job(good_job)),
+                rig.VMAgentRemoteWrite(
+                    f"{relay.write_url}?from=vmagent-poison", keep_job(poison_job)
+                ),
+            ],
+        )
 
     # Phase 1: both senders' data arrives, and vmagent's poisoned requests are refused with
     # a 400 that names the poison series (vmagent logs the relay's answer).
-    await_flow(1)
-
-    def refused_naming_the_poison() -> list[str]:
-        lines = [
-            line
-            for line in vmagent.rejected_blocks()
-            if "status code 400" in line and poison.marker in line
-        ]
-        assert lines, vmagent.rejected_blocks()[-3:] or "vmagent logged no refused block"
-        return lines
-
-    rig.eventually(refused_naming_the_poison, DEADLINE_S, what="vmagent saw a 400 naming it")
-    assert refused_by_relay(relay), "the relay did not count the refusal"
+    for case in cases:
+        assert case.relay is not None and case.vmagent is not None
+        case.await_flow(1)
+        rig.eventually(
+            case.refused_naming_the_poison,
+            DEADLINE_S,
+            what=f"vmagent saw a 400 naming the {case.poison.name} series",
+        )
+        assert refused_by_relay(case.relay), f"the relay did not count the {case.poison.name}"
 
     # Phase 2, during: the poison is still scraped and refused, and new values keep flowing.
-    dropped_before = dropped_by_vmagent(vmagent)
-    set_phase(2, with_poison=True)
-    await_flow(2)
-    rig.eventually(
-        lambda: dropped_by_vmagent(vmagent) > dropped_before,
-        DEADLINE_S,
-        what="vmagent dropped another refused block during phase 2",
-    )
-    # Nothing of a refused request reached the destination: not the poison, not the
-    # companion series and vmagent's own up/scrape_* series that came with it.
-    assert stored_of_poison_job() == []
+    dropped_before = {}
+    for case in cases:
+        assert case.vmagent is not None
+        dropped_before[case.poison.name] = dropped_by_vmagent(case.vmagent)
+        case.set_phase(2, with_poison=True)
+    for case in cases:
+        vmagent = case.vmagent
+        assert vmagent is not None
+        case.await_flow(2)
+        before = dropped_before[case.poison.name]
+
+        def dropped_more(vmagent: rig.VMAgent = vmagent, before: float = before) -> bool:
+            return dropped_by_vmagent(vmagent) > before
+
+        rig.eventually(
+            dropped_more,
+            DEADLINE_S,
+            what=f"vmagent dropped another refused block during phase 2 ({case.poison.name})",
+        )
+        # Nothing of a refused request reached the destination: not the poison, not the
+        # companion series and vmagent's own up/scrape_* series that came with it.
+        assert case.stored_of_poison_job() == [], case.poison.name
 
     # Phase 3, after: the target is fixed; vmagent's queue for that URL was never stuck.
-    set_phase(3, with_poison=False)
-    await_flow(3)
-    companion = rig.expected_series(
-        [rig.Family(COMPANION, "gauge", "", [rig.ExpositionSample(COMPANION, {}, 3.0)])],
-        job=poison_job,
-        instance=poison_target.target,
-    )
-    rig.await_samples(
-        victoria_metrics,
-        f'{COMPANION}{{job="{poison_job}"}}',
-        companion,
-        deadline_s=DEADLINE_S,
-    )
-    stored = victoria_metrics.export(f'{COMPANION}{{job="{poison_job}"}}')
-    assert {value for row in stored for value in row["values"]} == {3.0}, stored
-    assert all("poison" not in series for series in stored_of_poison_job())
+    for case in cases:
+        case.set_phase(3, with_poison=False)
+    for case in cases:
+        poison_job = case.jobs[2]
+        case.await_flow(3)
+        companion = rig.expected_series(
+            [rig.Family(COMPANION, "gauge", "", [rig.ExpositionSample(COMPANION, {}, 3.0)])],
+            job=poison_job,
+            instance=case.poison_target.target,
+        )
+        rig.await_samples(
+            victoria_metrics,
+            f'{COMPANION}{{job="{poison_job}"}}',
+            companion,
+            deadline_s=DEADLINE_S,
+        )
+        stored = victoria_metrics.export(f'{COMPANION}{{job="{poison_job}"}}')
+        assert {value for row in stored for value in row["values"]} == {3.0}, stored
+        assert all("poison" not in series for series in case.stored_of_poison_job())
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,55 +436,66 @@ class RemoteWriteCapture:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("poison", [NAMELESS, INVALID_UTF8], ids=lambda p: p.name)
 def test_vmagent_sends_the_poison_series_that_prometheus_never_sends(
     start_agent: AgentStarter,
     start_vmagent: VMAgentStarter,
     teardown: ExitStack,
-    poison: Poison,
 ) -> None:
-    """The premise of the test above, checked on the wire: scraping the poison target with the
-    same rules, vmagent sends the invalid series as it is; Prometheus 2.42 fails the scrape.
+    """The premise of the test above, checked on the wire for each poison: scraping the poison
+    target with the same rules, vmagent sends the invalid series as it is; Prometheus 2.42
+    fails the scrape.
 
     If a vmagent upgrade stopped sending it, the test above would prove nothing; this fails.
+    Each poison has its own target, job, agents and capture path; they run side by side, so
+    the agents' first scrapes (~5 s away) are waited for once.
     """
-    target = teardown.enter_context(rig.StaticExporter())
-    target.set_body(poison_body(1, poison))
     capture = teardown.enter_context(RemoteWriteCapture())
-    job = f"e2e_inv_wire_{poison.name}"
-    rules = list(poison.metric_relabel_configs)
-    start_agent(
-        [target.target],
-        capture.url("/prometheus"),
-        job_name=job,
-        extra_scrape_config={"metric_relabel_configs": rules} if rules else None,
-    )
-    start_vmagent(
-        [scrape_job(job, target.target, rules)],
-        [rig.VMAgentRemoteWrite(capture.url("/vmagent"))],
-    )
-    wanted = poison.sent_by_scrape(job, target.target)
+    cases: list[tuple[Poison, str, str]] = []
+    for poison in (NAMELESS, INVALID_UTF8):
+        target = teardown.enter_context(rig.StaticExporter())
+        target.set_body(poison_body(1, poison))
+        job = f"e2e_inv_wire_{poison.name}"
+        rules = list(poison.metric_relabel_configs)
+        start_agent(
+            [target.target],
+            capture.url(f"/prometheus/{poison.name}"),
+            job_name=job,
+            extra_scrape_config={"metric_relabel_configs": rules} if rules else None,
+        )
+        start_vmagent(
+            [scrape_job(job, target.target, rules)],
+            [rig.VMAgentRemoteWrite(capture.url(f"/vmagent/{poison.name}"))],
+        )
+        cases.append((poison, job, target.target))
 
-    def vmagent_sent_it() -> bool:
-        sent = [tuple(sorted(labels)) for labels, _ in capture.series("/vmagent")]
-        assert wanted in sent, sent[-5:]
-        return True
+    for poison, job, instance in cases:
+        wanted = poison.sent_by_scrape(job, instance)
 
-    rig.eventually(vmagent_sent_it, DEADLINE_S, what="vmagent sent the poison series")
+        def vmagent_sent_it(poison: Poison = poison, wanted: RawLabels = wanted) -> bool:
+            sent = [
+                tuple(sorted(labels)) for labels, _ in capture.series(f"/vmagent/{poison.name}")
+            ]
+            assert wanted in sent, sent[-5:]
+            return True
 
-    def prometheus_reported_scrapes(count: int) -> list[float]:
-        up = [
-            value
-            for labels, values in capture.series("/prometheus")
-            if (b"__name__", b"up") in labels
-            for value in values
-        ]
-        assert len(up) >= count, up
-        return up
+        rig.eventually(vmagent_sent_it, DEADLINE_S, what=f"vmagent sent the {poison.name} series")
 
-    # Three scrapes of the same page reported by Prometheus, each failed as a whole (up 0),
-    # and not one poison series sent.
-    up = rig.eventually(lambda: prometheus_reported_scrapes(3), DEADLINE_S, what="3 scrapes")
-    assert set(up) == {0.0}, up
-    sent = capture.series("/prometheus")
-    assert not [labels for labels, _ in sent if (b"poison", poison.marker.encode()) in labels]
+        def prometheus_reported_scrapes(count: int, poison: Poison = poison) -> list[float]:
+            up = [
+                value
+                for labels, values in capture.series(f"/prometheus/{poison.name}")
+                if (b"__name__", b"up") in labels
+                for value in values
+            ]
+            assert len(up) >= count, up
+            return up
+
+        # Three scrapes of the same page reported by Prometheus, each failed as a whole (up 0),
+        # and not one poison series sent.
+        up = rig.eventually(
+            lambda: prometheus_reported_scrapes(3), DEADLINE_S, what=f"3 scrapes ({poison.name})"
+        )
+        assert set(up) == {0.0}, (poison.name, up)
+        sent = capture.series(f"/prometheus/{poison.name}")
+        marker = (b"poison", poison.marker.encode())
+        assert not [labels for labels, _ in sent if marker in labels], poison.name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,6 @@ from gotk_relay.model import Batch, Series
 from gotk_relay.wire import rw1, snappy
 from tests.support import rig
 from tests.support.status_page import Parsed, ksm, parse, series
-
-from .conftest import RelayStarter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -93,10 +92,13 @@ def objects(parsed: Parsed) -> list[list[str]]:
 
 
 def test_status_page_in_headless_chromium(
-    tmp_path: Path, start_relay: RelayStarter, victoria_metrics: rig.VM
+    tmp_path: Path, teardown: ExitStack, victoria_metrics: rig.VM
 ) -> None:
     down = rig.free_port()
-    relay = start_relay(
+    # Its queue for `down` never drains: a short --shutdown-timeout ends the relay at once when
+    # the test is over, instead of after the e2e default's 5 s of retries nobody waits for.
+    relay = rig.start_relay(
+        tmp_path,
         f"""
 flux: {{mode: legacy}}
 remote_write:
@@ -105,8 +107,10 @@ remote_write:
   - name: down
     url: http://127.0.0.1:{down}/api/v1/write
     queue_config: {{min_backoff: 50ms, max_backoff: 200ms}}
-"""
+""",
+        shutdown_timeout_s=0.5,
     )
+    teardown.callback(relay.stop)
     now = int(time.time() * 1000)
     flux = Batch(
         (

@@ -1,7 +1,8 @@
-"""OTLP and Datadog conversion is bounded (issue 16, item 5): a queued entry of a million samples
-of one series reaches the receiver whole, in order, with exact values, while the conversion
-holds a constant amount of memory and leaves the event loop free every few milliseconds; and a
-batch sent as several requests resumes after a retry without losing or repeating a point.
+"""OTLP and Datadog conversion is bounded (issue 16, item 5): a queued entry of 400,000 samples
+of one series (twenty requests) reaches the receiver whole, in order, with exact values, while
+the conversion holds the memory a tenth of it holds and leaves the event loop free every few
+milliseconds; and a batch sent as several requests resumes after a retry without losing or
+repeating a point.
 
 The receivers are the real aiohttp servers on 127.0.0.1. For the large entries they run on a
 loop of their own, in a thread, and check each request as it comes instead of keeping it: what
@@ -54,8 +55,11 @@ from tests.support.otlp_receiver import Answer, OTLPReceiver, otlp_receiver
 from tests.support.rig import free_port
 
 NS = 1_000_000
-BIG = 1_000_000
-SMALL = 100_000
+# Ten times the samples in the same memory proves the bound; a million (the issue's figure) and
+# 100,000 proved it too, in 70 s of the suite's budget instead of ~25 s. SMALL is still two
+# requests (max_samples_per_send 20,000), so both sizes cross a request boundary.
+BIG = 400_000
+SMALL = 40_000
 
 
 def _bits(value: float) -> int:
@@ -317,7 +321,7 @@ def _datadog_client(url: str) -> DatadogClient:
 
 
 @pytest.mark.slow
-async def test_a_million_sample_series_reaches_otlp_whole_in_bounded_memory_and_loop_time() -> None:
+async def test_a_400k_sample_series_reaches_otlp_whole_in_bounded_memory_and_loop_time() -> None:
     measured: dict[int, Measured] = {}
     for n in (SMALL, BIG):
         start = _start_ms(n)
@@ -337,7 +341,7 @@ async def test_a_million_sample_series_reaches_otlp_whole_in_bounded_memory_and_
 
 
 @pytest.mark.slow
-async def test_a_million_sample_counter_reaches_datadog_as_exact_deltas_in_bounded_memory() -> None:
+async def test_a_400k_sample_counter_reaches_datadog_as_exact_deltas_in_bounded_memory() -> None:
     measured: dict[int, Measured] = {}
     for n in (SMALL, BIG):
         start = _start_ms(n)

@@ -178,7 +178,7 @@ async def outage_scenario(
     """Steady load (``series`` samples every ``interval_s``); the destination goes down for
     ``down_s`` after ``before_s`` of normal operation, then comes back for ``after_s``.
 
-    With the spool the relay must keep acking and deliver the whole minute afterwards. Without
+    With the spool the relay must keep acking and deliver the whole outage afterwards. Without
     it the relay must hold what fits (a 256 KiB memory budget here, capacity set out of the
     way) and answer 503 beyond, and the loader keeps retrying as Prometheus does.
     """
@@ -284,7 +284,8 @@ async def isolation_scenario(
         {"name": "healthy", "url": healthy.url, "queue_config": queue},
     ]
     config = relay_config(destinations, spool_dir=workdir / "spool" if spool else None)
-    relay = RelayProcess(workdir, config, name=f"relay-isolation-{tag}")
+    # The hanging destination's queue never drains: a short shutdown ends the relay at once.
+    relay = RelayProcess(workdir, config, name=f"relay-isolation-{tag}", shutdown_timeout_s=0.5)
     plan = LoadPlan(series=series, steps=int(load_s / interval_s), interval_s=interval_s)
     loader = Loader(relay.write_url, plan, retry_for_s=5.0)
     await hang.start("hang")

@@ -149,7 +149,7 @@ def _held(relay: Relay) -> dict[str, Any]:
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configurations(), traffic())
 def test_the_bytes_path_queues_what_the_decoded_reference_queues(
     text: str, requests: list[bytes]

@@ -340,7 +340,7 @@ SMALL_ENTRIES, SMALL_BYTES = 5, 160
 SMALL = Limits(max_series=1_000_007)  # a value no other test decodes with
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.lists(series(), min_size=1, max_size=6), min_size=1, max_size=8))
 def test_a_small_cache_stays_in_its_bounds_and_decodes_as_a_fresh_decode(
     requests: list[list[Series]],

@@ -139,7 +139,7 @@ def test_no_extensions_switches_the_router_off() -> None:
 
 
 @compiled
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(), routers())
 def test_compiled_equals_reference(raw: bytes, router: Router) -> None:
     reference = router.route_reference(raw)

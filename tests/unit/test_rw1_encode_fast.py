@@ -103,7 +103,7 @@ def _cached_series(labels: Labels) -> Series:
 
 
 @pytest.mark.slow
-@settings(max_examples=500)
+@settings(max_examples=300)
 @given(batches(int_values=True))
 @example(Batch((Series(()),)))
 @example(Batch((Series((("", ""),), (Sample(0.0, 0), Sample(-0.0, 0))),)))

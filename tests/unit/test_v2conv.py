@@ -156,7 +156,7 @@ def test_compiled_metadata_mapping_equals_the_reference(batch: Batch) -> None:
 
 @pytest.mark.slow
 @needs_native
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(odd_v1_requests())
 def test_compiled_bytes_equal_the_reference_for_any_encoding(request: tuple[bytes, Batch]) -> None:
     """Fields in any order, unknown fields, wide varints, unpacked repeated scalars, a label's
