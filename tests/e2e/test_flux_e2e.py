@@ -2,7 +2,7 @@
 
 Pipeline under test: a :class:`rig.StaticExporter` serving what kube-state-metrics exposes for
 Flux objects (``gotk_resource_info{...} 1``, Flux's published custom-resource-state config) →
-``prometheus --enable-feature=agent`` (scrape every 1 s, and every 5 s in one case; remote write
+``prometheus --enable-feature=agent`` (scrape every 1 s, and every 15 s in one case; remote write
 1.0) → gotk-relay (``flux.mode: legacy``, ``keep_source: true``, the default automatic
 ``stale_grace``) → Prometheus 2.42 as remote-write receiver.
 
@@ -300,7 +300,7 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-# A shorter life at a 5 s scrape interval (each step waits for scrapes): create, a Ready
+# A shorter life at a 15 s scrape interval (each step waits for scrapes): create, a Ready
 # change, a deletion.
 SHORT_STEPS: tuple[Step, ...] = (
     STEPS[0],
@@ -348,11 +348,10 @@ and this test's polling, with room for a loaded CI machine."""
 # label each), so their scrapes, queues and graces are waited for once.
 CASES: list[tuple[tuple[Variant, ...], int]] = [
     (VARIANTS, 1),
-    # A longer interval, on the issue's configuration: the automatic grace follows it (a deletion
-    # ends the outputs within two intervals and the slack, far sooner than the 60 s used while no
-    # interval is known). 5 s proves this as 15 s (a common production interval) did, in half
-    # the suite's time.
-    ((VARIANTS[0],), 5),
+    # A common production interval, on the issue's configuration: the automatic grace follows it
+    # (a deletion ends the outputs within two intervals and the slack, far sooner than the 60 s
+    # used while no interval is known). Issue 19 asks for this interval end to end.
+    ((VARIANTS[0],), 15),
 ]
 
 

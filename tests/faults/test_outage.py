@@ -1,15 +1,10 @@
-"""A destination down under steady load for longer than the relay's memory can hold, with and
-without the spool.
+"""A destination down for over a minute under steady load, with and without the spool.
 
 Both variants run at once (two relays, two receivers, one event loop) in a module-scoped
-fixture, so the file costs one outage of wall time, not two. The outage is as long as it takes
-the variant without a spool to fill its 256 KiB memory budget and push back for several seconds
-(4000 samples/s for 15 s; the issue's minute at 500 samples/s proved the same thing in 70 s of
-the suite's budget instead of ~25 s; ``bench/faults.py`` still runs the minute).
+fixture, so the file costs one outage of wall time, not two.
 
-- With the spool the relay keeps acking through the whole outage, more than the memory budget
-  holds (the other variant's 503s show it), and delivers all of it, in per-series order, when
-  the destination returns.
+- With the spool the relay keeps acking through the outage (a minute of 500 samples/s is a few
+  MB on disk) and delivers all of it, in per-series order, when the destination returns.
 - Without it the relay holds what its memory budget allows and then answers 503; the loader
   retries as Prometheus does, so nothing acked is lost either: the backlog is in the sender.
 """
@@ -23,8 +18,7 @@ import pytest
 
 from tests.support.fault_scenarios import OutageResult, outage_scenario
 
-DOWN_S = 15.0
-SERIES = 400  # every 0.1 s: 8x the minute-long run's load, so the budget fills in the outage
+DOWN_S = 62.0  # the issue asks for at least 60 s
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +28,8 @@ def outages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OutageResult]
     async def both() -> list[OutageResult]:
         return list(
             await asyncio.gather(
-                outage_scenario(base / "spool", spool=True, down_s=DOWN_S, series=SERIES),
-                outage_scenario(base / "memory", spool=False, down_s=DOWN_S, series=SERIES),
+                outage_scenario(base / "spool", spool=True, down_s=DOWN_S),
+                outage_scenario(base / "memory", spool=False, down_s=DOWN_S),
             )
         )
 
@@ -52,16 +46,14 @@ def _detail(result: OutageResult) -> str:
     )
 
 
-def test_with_spool_an_outage_beyond_the_memory_budget_is_absorbed_and_delivered(
+def test_with_spool_a_minute_long_outage_is_absorbed_and_delivered(
     outages: dict[str, OutageResult], report: Callable[[str], None]
 ) -> None:
     result = outages["spool"]
     acc = result.accounting
     report(f"{acc.line()} [down {result.down_s:.0f}s]")
     detail = _detail(result)
-    assert result.down_s >= DOWN_S, detail
-    # the same load and outage filled the memory budget of the relay without a spool
-    assert outages["memory"].statuses.get("503", 0) > 0, detail
+    assert result.down_s >= 60, detail
     assert acc.acked > 0 and result.refused == 0 and result.given_up == 0, detail
     assert set(result.statuses) <= {"200", "204"}, (
         "the spool should have taken everything\n" + detail
@@ -78,7 +70,7 @@ def test_without_spool_the_relay_pushes_back_and_loses_nothing_acked(
     acc = result.accounting
     report(f"{acc.line()} [down {result.down_s:.0f}s, 503s={result.statuses.get('503', 0)}]")
     detail = _detail(result)
-    assert result.down_s >= DOWN_S, detail
+    assert result.down_s >= 60, detail
     assert result.statuses.get("503", 0) > 0, "a full memory budget must answer 503\n" + detail
     assert acc.acked > 0, detail
     assert acc.lost == 0, detail

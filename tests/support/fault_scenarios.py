@@ -178,7 +178,7 @@ async def outage_scenario(
     """Steady load (``series`` samples every ``interval_s``); the destination goes down for
     ``down_s`` after ``before_s`` of normal operation, then comes back for ``after_s``.
 
-    With the spool the relay must keep acking and deliver the whole outage afterwards. Without
+    With the spool the relay must keep acking and deliver the whole minute afterwards. Without
     it the relay must hold what fits (a 256 KiB memory budget here, capacity set out of the
     way) and answer 503 beyond, and the loader keeps retrying as Prometheus does.
     """
