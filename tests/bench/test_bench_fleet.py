@@ -3,12 +3,13 @@ Flux samples asked for), and ``bench.inprocess --workload fleet`` runs it. Never
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import cramjam
 import pytest
 
-from bench import inprocess
+from bench import fleet_served, inprocess
 from bench.fleet import BATCH, STEP_MS, Fleet
 from gotk_relay.model import label_value
 from gotk_relay.wire import rw1
@@ -59,3 +60,13 @@ def test_the_inprocess_fleet_memory_run_names_the_lines_that_hold_it(
     assert "bytes per object" in first
     assert int(first.split("MiB after 2 rounds, ")[1].split()[0].replace(",", "")) > 0
     assert any("src/gotk_relay/rules/flux/" in line for line in lines)
+
+
+def test_the_served_fleet_run_tracks_every_object_and_reads_the_relays_memory() -> None:
+    """``bench.fleet_served``: a real ``gotk-relay serve`` fed the fleet over HTTP; it tracks
+    every object, and the line gives its CPU figure and its RSS against issue 22's target."""
+    line = asyncio.run(fleet_served.run(objects=300, flux_share=0.5, rounds=1, conns=2, pin=False))
+    assert "tracked 300;" in line and "samples/CPU-s" in line, line
+    idle = float(line.split("RSS idle ")[1].split()[0])
+    after = float(line.split(", after ")[1].split()[0])
+    assert 0 < idle <= after, line
