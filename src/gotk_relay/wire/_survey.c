@@ -767,6 +767,113 @@ append_bytes(PyObject *list, const unsigned char *at, Py_ssize_t length)
     return failed;
 }
 
+/* -- labels_equal: is a label part the canonical encoding of a label set? ----------------- */
+
+/* A length as an encoder writes it: the shortest varint (no trailing 0x80 00 padding), at most
+ * 5 bytes, within [pos, end). */
+static inline int
+rd_min_len(Bytes d, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t *out)
+{
+    Py_ssize_t start = *pos;
+    if (!rd_len(d, pos, end, out)) {
+        return 0;
+    }
+    return *pos - start == 1 || d[*pos - 1] != 0;
+}
+
+/* 1 when ``text`` (a str) encodes to exactly the UTF-8 bytes [at, at + length), 0 when not or
+ * when it cannot be encoded (a lone surrogate), -1 with an exception set on failure. A compact
+ * ASCII str is compared with its own data; any other is encoded into a temporary bytes object
+ * (never cached in the str: that would cost memory per label kept). */
+static int
+str_equals(PyObject *text, Bytes at, Py_ssize_t length)
+{
+    if (!PyUnicode_Check(text)) {
+        return 0;
+    }
+    if (PyUnicode_IS_COMPACT_ASCII(text)) {
+        return PyUnicode_GET_LENGTH(text) == length &&
+               memcmp(PyUnicode_DATA(text), at, (size_t)length) == 0;
+    }
+    if (PyUnicode_GET_LENGTH(text) > length) { /* every code point takes 1 to 4 bytes */
+        return 0;
+    }
+    PyObject *encoded = PyUnicode_AsUTF8String(text);
+    if (encoded == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    int same = PyBytes_GET_SIZE(encoded) == length &&
+               memcmp(PyBytes_AS_STRING(encoded), at, (size_t)length) == 0;
+    Py_DECREF(encoded);
+    return same;
+}
+
+/* One string field of a Label, tag ``tag``: absent when ``text`` is empty (proto3), else the
+ * tag, the shortest length and the bytes. 1 when [*pos, end) starts with it (*pos moves past
+ * it), 0 when not, -1 on failure. */
+static int
+string_field(Bytes d, Py_ssize_t *pos, Py_ssize_t end, unsigned char tag, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        return 0;
+    }
+    if (PyUnicode_GET_LENGTH(text) == 0) {
+        return 1; /* an empty string is omitted; whatever follows is checked by the caller */
+    }
+    Py_ssize_t length;
+    if (*pos >= end || d[*pos] != tag) {
+        return 0;
+    }
+    (*pos)++;
+    if (!rd_min_len(d, pos, end, &length)) {
+        return 0;
+    }
+    int same = str_equals(text, d + *pos, length);
+    *pos += length;
+    return same;
+}
+
+static PyObject *
+labels_equal(PyObject *module, PyObject *args)
+{
+    PyObject *key, *labels;
+    if (!PyArg_ParseTuple(args, "SO!:labels_equal", &key, &PyTuple_Type, &labels)) {
+        return NULL;
+    }
+    Bytes d = (Bytes)PyBytes_AS_STRING(key);
+    Py_ssize_t end = PyBytes_GET_SIZE(key), pos = 0;
+    Py_ssize_t count = PyTuple_GET_SIZE(labels);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(labels, i);
+        Py_ssize_t length;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || pos >= end || d[pos] != 0x0A) {
+            Py_RETURN_FALSE;
+        }
+        pos++;
+        if (!rd_min_len(d, &pos, end, &length)) {
+            Py_RETURN_FALSE;
+        }
+        Py_ssize_t stop = pos + length;
+        for (int f = 0; f < 2; f++) {
+            int same = string_field(d, &pos, stop, f ? 0x12 : 0x0A, PyTuple_GET_ITEM(pair, f));
+            if (same < 0) {
+                return NULL;
+            }
+            if (!same) {
+                Py_RETURN_FALSE;
+            }
+        }
+        if (pos != stop) { /* another field, a repeated one, or the fields in the other order */
+            Py_RETURN_FALSE;
+        }
+    }
+    return PyBool_FromLong(pos == end);
+}
+
 /* -- the module function ----------------------------------------------------------------- */
 
 static PyObject *
@@ -891,6 +998,11 @@ static PyMethodDef methods[] = {
      "raw: an uncompressed remote-write 1.0 WriteRequest (bytes); names, prefixes: tuples of\n"
      "bytes. An int when the request is invalid or over a limit: the index of the series the\n"
      "walk refused it in, -1 outside a series (wire.validate says why)."},
+    {"labels_equal", labels_equal, METH_VARARGS,
+     "labels_equal(key, labels) -> bool\n\n"
+     "Whether key (bytes) is exactly the encoding rw1 writes for labels (a tuple of (name,\n"
+     "value) strs): one Label field each, in order, name then value, an empty string omitted,\n"
+     "every length its shortest varint. Any other encoding of the same labels is False."},
     {NULL, NULL, 0, NULL},
 };
 

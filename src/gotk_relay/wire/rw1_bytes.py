@@ -23,12 +23,13 @@ encoding, ``proto/remote.proto``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from .. import native
+from ..model import Labels
 from . import fastpath_pb2 as _fastpath_pb2
 from .errors import DecodeError
 from .labels import NO_LIMITS, Limits
@@ -39,6 +40,11 @@ _pb: Any = _fastpath_pb2
 
 _native: Any = native.load(f"{__package__}._survey")
 NATIVE = _native is not None
+# Whether a label part is exactly rw1's encoding of a label set (``_survey.c``); None without
+# the extension. ``picked`` holds the switch between it and its pure-Python twin.
+labels_equal_compiled: Callable[[bytes, Labels], bool] | None = (
+    None if _native is None else _native.labels_equal
+)
 
 
 class Split(NamedTuple):
