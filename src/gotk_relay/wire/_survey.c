@@ -837,41 +837,161 @@ string_field(Bytes d, Py_ssize_t *pos, Py_ssize_t end, unsigned char tag, PyObje
     return same;
 }
 
-static PyObject *
-labels_equal(PyObject *module, PyObject *args)
+/* memcmp(a, b, n) == 0 for the short strings labels are, without a library call: 8 bytes at a
+ * time, the last 8 (or 4) overlapping the ones before. */
+static inline int
+same_bytes(const unsigned char *a, const unsigned char *b, Py_ssize_t n)
 {
-    PyObject *key, *labels;
-    if (!PyArg_ParseTuple(args, "SO!:labels_equal", &key, &PyTuple_Type, &labels)) {
-        return NULL;
+    uint64_t x, y;
+    uint32_t u, v;
+    if (n >= 8) {
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y) {
+                return 0;
+            }
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
     }
-    Bytes d = (Bytes)PyBytes_AS_STRING(key);
-    Py_ssize_t end = PyBytes_GET_SIZE(key), pos = 0;
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        if (u != v) {
+            return 0;
+        }
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&v, b + n - 4, 4);
+        return u == v;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1 when [d, d + end) is rw1's encoding of ``labels`` (a tuple), 0 when not, -1 on failure. */
+static int
+labels_match(Bytes d, Py_ssize_t end, PyObject *labels)
+{
+    Py_ssize_t pos = 0;
     Py_ssize_t count = PyTuple_GET_SIZE(labels);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *pair = PyTuple_GET_ITEM(labels, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            return 0;
+        }
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        if (PyUnicode_CheckExact(name) && PyUnicode_CheckExact(value) &&
+            PyUnicode_IS_COMPACT_ASCII(name) && PyUnicode_IS_COMPACT_ASCII(value)) {
+            /* The usual label, as rw1 writes it directly: both present, every length one byte:
+             * 0a <n + v + 4> 0a <n> name 12 <v> value. */
+            Py_ssize_t n = PyUnicode_GET_LENGTH(name), v = PyUnicode_GET_LENGTH(value);
+            if (n && v && n + v < 124) {
+                if (end - pos < n + v + 6 || d[pos] != 0x0A || d[pos + 1] != n + v + 4 ||
+                    d[pos + 2] != 0x0A || d[pos + 3] != n || d[pos + 4 + n] != 0x12 ||
+                    d[pos + 5 + n] != v || !same_bytes(d + pos + 4, PyUnicode_DATA(name), n) ||
+                    !same_bytes(d + pos + 6 + n, PyUnicode_DATA(value), v)) {
+                    return 0;
+                }
+                pos += n + v + 6;
+                continue;
+            }
+        }
         Py_ssize_t length;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || pos >= end || d[pos] != 0x0A) {
-            Py_RETURN_FALSE;
+        if (pos >= end || d[pos] != 0x0A) {
+            return 0;
         }
         pos++;
         if (!rd_min_len(d, &pos, end, &length)) {
-            Py_RETURN_FALSE;
+            return 0;
         }
         Py_ssize_t stop = pos + length;
         for (int f = 0; f < 2; f++) {
-            int same = string_field(d, &pos, stop, f ? 0x12 : 0x0A, PyTuple_GET_ITEM(pair, f));
-            if (same < 0) {
-                return NULL;
-            }
-            if (!same) {
-                Py_RETURN_FALSE;
+            int same = string_field(d, &pos, stop, f ? 0x12 : 0x0A, f ? value : name);
+            if (same <= 0) {
+                return same;
             }
         }
         if (pos != stop) { /* another field, a repeated one, or the fields in the other order */
-            Py_RETURN_FALSE;
+            return 0;
         }
     }
-    return PyBool_FromLong(pos == end);
+    return pos == end;
+}
+
+static PyObject *
+labels_equal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "labels_equal(key: bytes, labels: tuple)");
+        return NULL;
+    }
+    int same = labels_match((Bytes)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), args[1]);
+    return same < 0 ? NULL : PyBool_FromLong(same);
+}
+
+/* The hash Python gives bytes of this content (hash(data[:end])), without making them. */
+static inline Py_hash_t
+hash_bytes(const void *data, Py_ssize_t length)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return Py_HashBuffer(data, length);
+#else
+    return _Py_HashBytes(data, length);
+#endif
+}
+
+/* find(entries, data, end): the labels ``entries`` holds under hash(data[:end]) when those bytes
+ * are their encoding, else None: the label cache's lookup (wire/picked.py), one call per series,
+ * with no bytes object made for the label part on a hit. */
+static PyObject *
+find_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t end;
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyBytes_Check(args[1]) ||
+        !PyLong_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "find(entries: dict, data: bytes, end: int)");
+        return NULL;
+    }
+    end = PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (end < 0 || end > PyBytes_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_ValueError, "find: end outside data");
+        return NULL;
+    }
+    PyObject *number = PyLong_FromSsize_t(hash_bytes(PyBytes_AS_STRING(args[1]), end));
+    if (number == NULL) {
+        return NULL;
+    }
+    PyObject *labels = PyDict_GetItemWithError(args[0], number);
+    Py_DECREF(number);
+    if (labels == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_Check(labels)) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(labels);
+    int same = labels_match((Bytes)PyBytes_AS_STRING(args[1]), end, labels);
+    if (same > 0) {
+        return labels;
+    }
+    Py_DECREF(labels);
+    if (same < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* -- the module function ----------------------------------------------------------------- */
@@ -998,11 +1118,15 @@ static PyMethodDef methods[] = {
      "raw: an uncompressed remote-write 1.0 WriteRequest (bytes); names, prefixes: tuples of\n"
      "bytes. An int when the request is invalid or over a limit: the index of the series the\n"
      "walk refused it in, -1 outside a series (wire.validate says why)."},
-    {"labels_equal", labels_equal, METH_VARARGS,
+    {"labels_equal", (PyCFunction)(void (*)(void))labels_equal, METH_FASTCALL,
      "labels_equal(key, labels) -> bool\n\n"
      "Whether key (bytes) is exactly the encoding rw1 writes for labels (a tuple of (name,\n"
      "value) strs): one Label field each, in order, name then value, an empty string omitted,\n"
      "every length its shortest varint. Any other encoding of the same labels is False."},
+    {"find", (PyCFunction)(void (*)(void))find_labels, METH_FASTCALL,
+     "find(entries, data, end) -> labels | None\n\n"
+     "entries.get(hash(data[:end])) when data[:end] is its labels' encoding (labels_equal),\n"
+     "else None; the slice is never made."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final
 
 from .. import caches
@@ -84,11 +85,25 @@ def labels_equal_reference(key: bytes, labels: Labels) -> bool:
         return False
 
 
-# The one switch between the compiled check (``_survey.c``) and its twin; tests call both.
+def find_reference(
+    entries: dict[int, Labels], data: bytes, end: int, hasher: Callable[[bytes], int] = hash
+) -> Labels | None:
+    """The labels ``entries`` holds under the hash of the label part ``data[:end]`` when that
+    part is exactly their encoding, else None: the cache's lookup (``LabelCache.find``; the
+    compiled one makes no bytes object for the part)."""
+    key = data[:end]
+    labels = entries.get(hasher(key))
+    return labels if labels is not None and labels_equal(key, labels) else None
+
+
+# The one switch between the compiled twins (``_survey.c``) and these; tests call both.
 labels_equal: Final[Callable[[bytes, Labels], bool]] = (
     labels_equal_reference
     if rw1_bytes.labels_equal_compiled is None
     else rw1_bytes.labels_equal_compiled
+)
+_find: Final[Callable[[dict[int, Labels], bytes, int], Labels | None]] = (
+    find_reference if rw1_bytes.find_compiled is None else rw1_bytes.find_compiled
 )
 
 
@@ -123,10 +138,24 @@ class LabelCache:
     (``by_bytes``), where a part that holds more than labels maps to None (so it is not parsed
     alone again on every request). ``hasher`` is ``hash`` (a test gives one that collides)."""
 
-    __slots__ = ("bounded", "by_bytes", "entries", "hasher", "key_bytes", "names", "pairs", "raw")
+    __slots__ = (
+        "bounded",
+        "by_bytes",
+        "entries",
+        "find",
+        "hasher",
+        "key_bytes",
+        "names",
+        "pairs",
+        "raw",
+    )
 
     def __init__(self, hasher: Callable[[bytes], int] = hash) -> None:
         self.hasher = hasher
+        # find(entries, data, end): what ``entries`` holds for ``data[:end]``, or None
+        self.find: Callable[[dict[int, Labels], bytes, int], Labels | None] = (
+            _find if hasher is hash else partial(find_reference, hasher=hasher)
+        )
         self.bounded: Bounded[int, Labels] = LABEL_CACHES.new()
         self.entries = self.bounded.entries
         self.raw: Bounded[bytes, Labels | None] = BYTES_CACHES.new()
@@ -215,8 +244,7 @@ def decode(
             cache = _caches[limits] = LabelCache()
     entries = cache.entries
     by_bytes = cache.by_bytes
-    hasher = cache.hasher
-    equal = labels_equal
+    find = cache.find
     seen: dict[bytes, Sample] = {}  # a request's samples mostly share one timestamp and value
     last_field: bytes | None = None  # the sample field that ended the previous series
     last_sample: tuple[Sample, ...] = ()
@@ -240,9 +268,9 @@ def decode(
                 continue
             start, samples, last = cut
             last_field, last_sample = data[last:], samples[-1:]
-        key = data[:start]
-        labels = entries.get(hasher(key))
-        if labels is None or not equal(key, labels):
+        labels = find(entries, data, start)
+        if labels is None:
+            key = data[:start]
             labels = by_bytes.get(key, _UNSEEN)
             if labels is _UNSEEN:
                 labels = _learn(key, cache, limits)

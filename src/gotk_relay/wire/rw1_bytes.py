@@ -41,9 +41,13 @@ _pb: Any = _fastpath_pb2
 _native: Any = native.load(f"{__package__}._survey")
 NATIVE = _native is not None
 # Whether a label part is exactly rw1's encoding of a label set (``_survey.c``); None without
-# the extension. ``picked`` holds the switch between it and its pure-Python twin.
+# the extension. ``picked`` holds the switch between these and their pure-Python twins.
 labels_equal_compiled: Callable[[bytes, Labels], bool] | None = (
     None if _native is None else _native.labels_equal
+)
+# ``entries.get(hash(data[:end]))`` when those bytes are the labels' encoding, else None.
+find_compiled: Callable[[dict[int, Labels], bytes, int], Labels | None] | None = (
+    None if _native is None else _native.find
 )
 
 
