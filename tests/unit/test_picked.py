@@ -6,6 +6,7 @@ one request must never change what another decodes to, under any limits.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -358,7 +359,7 @@ def small_cache(hasher: Callable[[bytes], int]) -> picked.LabelCache:
 
 
 @pytest.mark.parametrize("hasher", HASHERS, ids=HASHER_IDS)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(series(), min_size=1, max_size=6), min_size=1, max_size=8))
 def test_a_small_cache_stays_in_its_bounds_and_decodes_as_a_fresh_decode(
     hasher: Callable[[bytes], int], requests: list[list[Series]]
@@ -638,3 +639,33 @@ def test_colliding_and_non_canonical_parts_are_kept_by_their_bytes(
     in_entries = 2 if hasher is hash else 1
     assert held == (in_entries, len(encoded) - in_entries)
     assert cache.key_bytes == sum(map(len, cache.by_bytes))
+
+
+@pytest.mark.skipif(not rw1_bytes.NATIVE, reason="_survey not built")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(any_text, any_text), max_size=3).map(tuple), max_size=4),
+    st.data(),
+)
+def test_find_compiled_answers_as_its_twin(
+    label_sets_held: list[tuple[tuple[str, str], ...]], data: st.DataObject
+) -> None:
+    """The cache's lookup: the labels held under the part's hash when the part is their
+    encoding, else None, from a part that ends anywhere in a series' bytes; the compiled one
+    hashes the part without making it, as ``hash`` of the bytes would."""
+    assert rw1_bytes.find_compiled is not None
+    entries = {}
+    for labels in label_sets_held:
+        with contextlib.suppress(UnicodeEncodeError):
+            entries[hash(rw1._encode_labels(labels))] = labels
+    if entries and data.draw(st.booleans()):
+        labels = data.draw(st.sampled_from(list(entries.values())))
+        part = data.draw(label_parts(labels))
+    else:
+        part = data.draw(st.binary(max_size=40))
+    series = part + data.draw(st.binary(max_size=12))
+    end = data.draw(st.sampled_from([len(part), 0, len(series)]))
+    found = rw1_bytes.find_compiled(entries, series, end)
+    assert found is picked.find_reference(entries, series, end)
+    if found is not None:
+        assert rw1._encode_labels(found) == series[:end]
