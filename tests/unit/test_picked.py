@@ -654,11 +654,12 @@ def test_find_compiled_answers_as_its_twin(
     encoding, else None, from a part that ends anywhere in a series' bytes; the compiled one
     hashes the part without making it, as ``hash`` of the bytes would."""
     assert rw1_bytes.find_compiled is not None
-    entries = {}
+    entries: dict[int, tuple[tuple[str, str], ...]] = {}
     for labels in label_sets_held:
         with contextlib.suppress(UnicodeEncodeError):
             entries[hash(rw1._encode_labels(labels))] = labels
-    if entries and data.draw(st.booleans()):
+    held = data.draw(st.booleans())  # a part near a label set held, or any bytes
+    if entries and held:
         labels = data.draw(st.sampled_from(list(entries.values())))
         part = data.draw(label_parts(labels))
     else:
