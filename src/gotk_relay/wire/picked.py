@@ -25,16 +25,17 @@ Label sets not sorted by name come out sorted, as ``rw1.decode`` sorts them.
 
 How a label part finds its labels without keeping its bytes: a Flux label set is ~555 bytes
 encoded, which as a dict key (the bytes object itself) was the largest thing the relay kept per
-Flux object. The cache is keyed by the part's ``hash`` instead (an int, computed anyway), and a
-hit is confirmed by ``labels_equal``: the part must be exactly the encoding rw1 writes for the
-cached labels (each Label field in order, name then value, an empty string omitted, shortest
-lengths), compared field by field with the label strs themselves (in C, ``_survey.c``; the
-pure-Python twin compares rw1's own encoding). Such a part decodes to those labels, so a hit is
-exact, never a guess by hash. A part whose labels are not its own canonical encoding (fields in
-another order, an empty string written out, unknown fields, padded lengths, labels sorted on
-the way), a part cached as None, and a second label set whose part has a hash already taken are
-kept by their bytes in a second dict (``by_bytes``), as every part was before: nothing is decoded
-more often than it was.
+Flux object. The cache is keyed by the part's hash instead (an int: ``hash_part`` in C, a fast
+hash of the bytes, or Python's ``hash`` without the extension), and a hit is confirmed by
+``labels_equal``: the part must be exactly the encoding rw1 writes for the cached labels (each
+Label field in order, name then value, an empty string omitted, shortest lengths), compared
+field by field with the label strs themselves (in C, ``_survey.c``; the pure-Python twin
+compares rw1's own encoding). Such a part decodes to those labels, so a hit is exact, never a
+guess by hash. A part whose labels are not its own canonical encoding (fields in another order,
+an empty string written out, unknown fields, padded lengths, labels sorted on the way), a part
+cached as None, and a second label set whose part has a hash already taken are kept by their
+bytes in a second dict (``by_bytes``), as every part was before: nothing is decoded more often
+than it was.
 
 Verdicts depend on the limits, so there is one cache per ``Limits`` value: a reload with other
 limits never reuses a label set accepted under the old ones. Caches are bounded by what the
@@ -96,7 +97,8 @@ def find_reference(
     return labels if labels is not None and labels_equal(key, labels) else None
 
 
-# The one switch between the compiled twins (``_survey.c``) and these; tests call both.
+# The one switch between the compiled twins (``_survey.c``) and these; tests call both. The
+# compiled lookup hashes with its own function (``hash_part``), the reference with ``hash``.
 labels_equal: Final[Callable[[bytes, Labels], bool]] = (
     labels_equal_reference
     if rw1_bytes.labels_equal_compiled is None
@@ -104,6 +106,9 @@ labels_equal: Final[Callable[[bytes, Labels], bool]] = (
 )
 _find: Final[Callable[[dict[int, Labels], bytes, int], Labels | None]] = (
     find_reference if rw1_bytes.find_compiled is None else rw1_bytes.find_compiled
+)
+_hash: Final[Callable[[bytes], int]] = (
+    hash if rw1_bytes.hash_part_compiled is None else rw1_bytes.hash_part_compiled
 )
 
 
@@ -136,7 +141,8 @@ class LabelCache:
     """Label encodings met under one ``Limits`` value: their accepted labels, found by the
     part's hash when the part is their canonical encoding (``entries``), else by its bytes
     (``by_bytes``), where a part that holds more than labels maps to None (so it is not parsed
-    alone again on every request). ``hasher`` is ``hash`` (a test gives one that collides)."""
+    alone again on every request). ``hasher``: the hash of a part (by default the compiled
+    lookup's own, or ``hash``; a test gives one that collides)."""
 
     __slots__ = (
         "bounded",
@@ -150,11 +156,11 @@ class LabelCache:
         "raw",
     )
 
-    def __init__(self, hasher: Callable[[bytes], int] = hash) -> None:
-        self.hasher = hasher
+    def __init__(self, hasher: Callable[[bytes], int] | None = None) -> None:
+        self.hasher = _hash if hasher is None else hasher
         # find(entries, data, end): what ``entries`` holds for ``data[:end]``, or None
         self.find: Callable[[dict[int, Labels], bytes, int], Labels | None] = (
-            _find if hasher is hash else partial(find_reference, hasher=hasher)
+            _find if hasher is None else partial(find_reference, hasher=hasher)
         )
         self.bounded: Bounded[int, Labels] = LABEL_CACHES.new()
         self.entries = self.bounded.entries

@@ -45,10 +45,12 @@ NATIVE = _native is not None
 labels_equal_compiled: Callable[[bytes, Labels], bool] | None = (
     None if _native is None else _native.labels_equal
 )
-# ``entries.get(hash(data[:end]))`` when those bytes are the labels' encoding, else None.
+# ``entries.get(hash_part_compiled(data[:end]))`` when those bytes are the labels' encoding,
+# else None; and that hash of a label part (``_survey.c`` says why not ``hash``).
 find_compiled: Callable[[dict[int, Labels], bytes, int], Labels | None] | None = (
     None if _native is None else _native.find
 )
+hash_part_compiled: Callable[[bytes], int] | None = None if _native is None else _native.hash_part
 
 
 class Split(NamedTuple):
