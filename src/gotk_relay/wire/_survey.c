@@ -24,6 +24,10 @@
  *
  * Work is linear in the input and bounded by the schema's fixed depth (no recursion); memory is
  * one label table per call, the outputs, and a copy of the request only when a set is sorted.
+ *
+ * Also here, as they read the same encoding: the lookup of the picked-series decoder's label
+ * cache (wire/picked.py): hash_part, labels_equal and find, which tell whether a label part is
+ * exactly the encoding of a cached label set by comparing its bytes with the labels' strs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1208,7 +1212,9 @@ static PyModuleDef_Slot slots[] = {
 
 static struct PyModuleDef definition = {
     PyModuleDef_HEAD_INIT, "gotk_relay.wire._survey",
-    "A one-pass strict survey of a remote-write request (see rw1_bytes.survey).", 0, methods, slots,
+    "A one-pass strict survey of a remote-write request (see rw1_bytes.survey), and the label\n"
+    "cache's lookup of wire.picked (find, labels_equal, hash_part).",
+    0, methods, slots,
 };
 
 PyMODINIT_FUNC

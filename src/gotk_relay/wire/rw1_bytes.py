@@ -13,7 +13,9 @@ and forward every other series as the exact bytes that came:
   messages with a reduced schema (``proto/fastpath.proto``) that upb parses without building
   nested objects (``frame`` without a Python object per series);
 * ``count_points`` counts samples + histograms by a protobuf merge trick, in C;
-* ``rebuild`` frames series/metadata bytes back into a WriteRequest.
+* ``rebuild`` frames series/metadata bytes back into a WriteRequest;
+* ``find_compiled``, ``labels_equal_compiled``, ``hash_part_compiled``: the lookup of
+  ``picked``'s label cache, in C (``picked`` switches between them and its twins).
 
 The input is the *uncompressed* request body. Everything here is pure and returns new objects.
 Only ``survey`` validates label sets; the other functions check framing at most. Sample values
