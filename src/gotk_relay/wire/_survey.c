@@ -885,6 +885,22 @@ labels_match(Bytes d, Py_ssize_t end, PyObject *labels)
 {
     Py_ssize_t pos = 0;
     Py_ssize_t count = PyTuple_GET_SIZE(labels);
+#if defined(__GNUC__)
+    /* A fleet's label sets are cold when their object comes round again, and the pairs and
+     * strs of an object's own labels lie wherever they were made: ask for them all first, so
+     * their cache misses overlap instead of following one another (100,000 objects, 5 % Flux:
+     * ~4 % of the write path's CPU; no difference when they are hot). */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        __builtin_prefetch(PyTuple_GET_ITEM(labels, i));
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(labels, i);
+        if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+            __builtin_prefetch(PyTuple_GET_ITEM(pair, 0));
+            __builtin_prefetch(PyTuple_GET_ITEM(pair, 1));
+        }
+    }
+#endif
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *pair = PyTuple_GET_ITEM(labels, i);
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
