@@ -127,8 +127,9 @@ BUDGET: Final = _Budget()
 
 def bound(entries: int, key_bytes: int) -> None:
     """Bound every label cache, the ones made already included: at most ``entries`` label sets
-    and ``key_bytes`` bytes of their encodings each (raised to ``MIN_ENTRIES`` and
-    ``MIN_KEY_BYTES``). A lower bound takes effect at the next miss, oldest entries first."""
+    in each of its two dicts, and ``key_bytes`` bytes of the parts kept by their bytes (raised
+    to ``MIN_ENTRIES`` and ``MIN_KEY_BYTES``). A lower bound takes effect at the next miss,
+    oldest entries first."""
     entries = max(MIN_ENTRIES, entries)
     BUDGET.key_bytes = max(MIN_KEY_BYTES, key_bytes)
     for family in (LABEL_CACHES, BYTES_CACHES):
