@@ -14,7 +14,7 @@ from tests.support.harness import (
     rw_body,
 )
 
-CACHES = ("rw1_labels", "picked_labels", "relabel", "selectors")
+CACHES = ("rw1_labels", "picked_labels", "picked_label_bytes", "relabel", "selectors")
 GAUGES = ("gotk_relay_cache_entries", "gotk_relay_cache_limit")
 
 

@@ -59,8 +59,8 @@ def test_family_gives_one_family_per_name() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["rw1_labels", "picked_labels", "relabel", "selectors"],
-    ids=["rw1_labels", "picked_labels", "relabel", "selectors"],
+    ["rw1_labels", "picked_labels", "picked_label_bytes", "relabel", "selectors"],
+    ids=["rw1_labels", "picked_labels", "picked_label_bytes", "relabel", "selectors"],
 )
 def test_metrics_show_each_cache_family(name: str) -> None:
     telemetry = Telemetry()

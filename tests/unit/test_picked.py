@@ -6,8 +6,10 @@ one request must never change what another decodes to, under any limits.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -340,26 +342,48 @@ SMALL_ENTRIES, SMALL_BYTES = 5, 160
 SMALL = Limits(max_series=1_000_007)  # a value no other test decodes with
 
 
-@settings(max_examples=100, deadline=None)
+def _constant(key: bytes) -> int:
+    return 0  # every label part's hash collides
+
+
+# Hashers a LabelCache may be given: its own (None: the compiled lookup when built), Python's
+# ``hash`` through the reference lookup, one under which every part collides, and one under
+# which parts of the same length collide.
+HASHERS = [None, hash, _constant, len]
+HASHER_IDS = ["default", "hash", "constant", "length"]
+
+
+def small_cache(hasher: Callable[[bytes], int] | None) -> picked.LabelCache:
+    cache = picked.LabelCache(hasher)
+    cache.bounded.limit = cache.raw.limit = SMALL_ENTRIES
+    return cache
+
+
+@pytest.mark.parametrize("hasher", HASHERS, ids=HASHER_IDS)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(series(), min_size=1, max_size=6), min_size=1, max_size=8))
 def test_a_small_cache_stays_in_its_bounds_and_decodes_as_a_fresh_decode(
-    requests: list[list[Series]],
+    hasher: Callable[[bytes], int] | None, requests: list[list[Series]]
 ) -> None:
-    """Incremental eviction under both bounds (entries, key bytes): after every request the
-    cache is within them, and every decode is what ``rw1.decode`` gives (``assert_same``
-    decodes twice: the second finds what the first cached, or what it evicted)."""
-    saved = picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes
-    picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes = SMALL_ENTRIES, SMALL_BYTES
+    """Incremental eviction under both bounds (entries in each dict, key bytes of the parts kept
+    by their bytes), whatever the hashes: after every request the cache is within them, and
+    every decode, twice (the second finds what the first cached, or what it evicted), is what
+    ``rw1.decode`` gives, also when every part's hash collides with every other's."""
+    saved = picked.BUDGET.key_bytes
+    picked.BUDGET.key_bytes = SMALL_BYTES
+    cache = small_cache(hasher)
     try:
         for items in requests:
             parts = rw1_bytes.split(rw1.encode(Batch(tuple(items))))
-            assert_same(parts.series, [], SMALL)
-            (cache,) = [c for c in picked.LABEL_CACHES.live() if c.limit == SMALL_ENTRIES]
-            assert len(cache) <= SMALL_ENTRIES
-            keys = [key for key in cache.entries if isinstance(key, bytes)]
-            assert len(keys) == len(cache) and sum(map(len, keys)) <= SMALL_BYTES
+            want = reference(parts.series, [], SMALL)
+            for _ in range(2):
+                assert outcome(partial(picked.decode, parts.series, [], SMALL, cache)) == want
+            assert len(cache.entries) <= SMALL_ENTRIES and len(cache.by_bytes) <= SMALL_ENTRIES
+            assert all(type(key) is int for key in cache.entries)
+            assert all(type(key) is bytes for key in cache.by_bytes)
+            assert cache.key_bytes == sum(map(len, cache.by_bytes)) <= SMALL_BYTES
     finally:
-        picked.LABEL_CACHES.limit, picked.BUDGET.key_bytes = saved
+        picked.BUDGET.key_bytes = saved
 
 
 def test_bound_applies_to_the_caches_made_already_with_its_floors() -> None:
@@ -368,9 +392,11 @@ def test_bound_applies_to_the_caches_made_already_with_its_floors() -> None:
         picked.decode(encode(Series(UP, (Sample(1.0, 10),))).series, [], NO_LIMITS)
         picked.bound(500_000, 400 << 20)
         assert {cache.limit for cache in picked.LABEL_CACHES.live()} == {500_000}
+        assert {cache.limit for cache in picked.BYTES_CACHES.live()} == {500_000}
         assert picked.BUDGET.key_bytes == 400 << 20
         picked.bound(10, 10)  # a tiny fleet: the floors
         assert {cache.limit for cache in picked.LABEL_CACHES.live()} == {picked.MIN_ENTRIES}
+        assert {cache.limit for cache in picked.BYTES_CACHES.live()} == {picked.MIN_ENTRIES}
         assert picked.BUDGET.key_bytes == picked.MIN_KEY_BYTES
     finally:
         picked.bound(*saved)
@@ -468,3 +494,207 @@ def test_a_field_of_the_wrong_wire_type_is_refused_as_rw1_refuses_it(data: bytes
     the wrong wire type must not pass as an unknown one (found by hypothesis)."""
     found = assert_same([data], [], NO_LIMITS)
     assert found[0] == "error"
+
+
+# -- the label cache keyed by hash, confirmed against the labels (labels_equal) ---------------
+
+EQUALS = [
+    pytest.param(picked.labels_equal_reference, id="reference"),
+    pytest.param(
+        rw1_bytes.labels_equal_compiled,
+        id="compiled",
+        marks=pytest.mark.skipif(not rw1_bytes.NATIVE, reason="_survey not built"),
+    ),
+]
+any_text = st.text(max_size=140)  # ASCII and not, lengths across the one-byte varint limit
+
+
+@st.composite
+def label_parts(draw: st.DrawFn, labels: tuple[tuple[str, str], ...]) -> bytes:
+    """An encoding of ``labels`` or of something near them: the canonical one (written by this
+    file's own encoder), the same labels encoded otherwise, or arbitrary bytes."""
+    how = draw(
+        st.sampled_from(["canonical", "padded", "empty-written", "swapped", "unknown", "other"])
+    )
+    fields = []
+    for name, value in labels:
+        name_bytes, value_bytes = name.encode(), value.encode()
+        name_field = ld(1, name_bytes) if name_bytes else b""
+        value_field = ld(2, value_bytes) if value_bytes else b""
+        body = name_field + value_field
+        if how == "padded" and draw(st.booleans()):
+            body = b"\x0a" + varint(len(name_bytes), pad=1) + name_bytes + value_field
+        elif how == "empty-written" and draw(st.booleans()):
+            body = ld(1, name_bytes) + ld(2, value_bytes)
+        elif how == "swapped" and draw(st.booleans()):
+            body = value_field + name_field
+        elif how == "unknown" and draw(st.booleans()):
+            body += varint(3 << 3) + varint(draw(st.integers(0, 300)))
+        fields.append(b"\x0a" + varint(len(body)) + body)
+    if how == "other":
+        return draw(st.binary(max_size=40))
+    return b"".join(fields)
+
+
+@pytest.mark.parametrize("equal", EQUALS)
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_labels_equal_is_true_exactly_for_rw1s_encoding(
+    equal: Callable[[bytes, tuple[tuple[str, str], ...]], bool], data: st.DataObject
+) -> None:
+    labels = data.draw(st.lists(st.tuples(any_text, any_text), max_size=4).map(tuple))
+    key = data.draw(label_parts(labels))
+    assert equal(key, labels) is (rw1._encode_labels(labels) == key)
+
+
+@pytest.mark.skipif(not rw1_bytes.NATIVE, reason="_survey not built")
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60), st.lists(st.tuples(any_text, any_text), max_size=3).map(tuple))
+def test_labels_equal_compiled_answers_as_its_twin_on_any_bytes(
+    key: bytes, labels: tuple[tuple[str, str], ...]
+) -> None:
+    assert rw1_bytes.labels_equal_compiled is not None
+    compiled = rw1_bytes.labels_equal_compiled
+    assert compiled(key, labels) is picked.labels_equal_reference(key, labels)
+    canonical_key = rw1._encode_labels(labels)
+    assert compiled(canonical_key, labels) is picked.labels_equal_reference(canonical_key, labels)
+
+
+@pytest.mark.parametrize("equal", EQUALS)
+@pytest.mark.parametrize(
+    ("key", "labels", "want"),
+    [
+        pytest.param(
+            b"\x0a\x07\x0a\x01a\x12\x02\xed\xa0", (("a", "\ud800"),), False, id="surrogate"
+        ),
+        pytest.param(b"\x0a\x05\x0a\x03\xe2\x88\x82", (("∂", ""),), True, id="non-ascii-name"),
+        pytest.param(b"\x0a\x02\x0a\x00", (("", ""),), False, id="empty-name-written"),
+        pytest.param(b"\x0a\x00", (("", ""),), True, id="both-empty"),
+        pytest.param(b"", (), True, id="no-labels"),
+        pytest.param(
+            label_field("b", "1") + label_field("a", "2"),
+            (("a", "2"), ("b", "1")),
+            False,
+            id="other-order",
+        ),
+        pytest.param(label_field("a", "2"), (("a", "2"), ("b", "1")), False, id="fewer-labels"),
+        pytest.param(label_field("a", "2"), (("a", "2"),), True, id="one-label"),
+    ],
+)
+def test_labels_equal_on_edge_cases(
+    equal: Callable[[bytes, tuple[tuple[str, str], ...]], bool],
+    key: bytes,
+    labels: tuple[tuple[str, str], ...],
+    want: bool,
+) -> None:
+    assert equal(key, labels) is want
+
+
+FLUX_LIKE = tuple(
+    Series(
+        (
+            ("__name__", "gotk_resource_info"),
+            ("customresource_kind", "Kustomization"),
+            ("exported_namespace", "flux-system"),
+            ("name", f"app-{i}"),
+            ("ready", "True"),
+        ),
+        (Sample(1.0, 1_764_000_000_000),),
+    )
+    for i in range(20)
+)
+
+
+def test_canonical_label_parts_are_kept_by_hash_not_by_their_bytes() -> None:
+    """What the cache is for: a label part as Prometheus writes it keeps no bytes, and is found
+    again (the very tuples the first decode returned, so no second decode happened)."""
+    cache = picked.LabelCache()
+    parts = encode(*FLUX_LIKE)
+    first = picked.decode(parts.series, [], NO_LIMITS, cache)
+    again = picked.decode(parts.series, [], NO_LIMITS, cache)
+    assert canonical(first) == canonical(again) == canonical(Batch(FLUX_LIKE))
+    assert len(cache.entries) == len(FLUX_LIKE) and not cache.by_bytes and cache.key_bytes == 0
+    assert all(a.labels is b.labels for a, b in zip(first.series, again.series, strict=True))
+
+
+@pytest.mark.parametrize("hasher", HASHERS, ids=HASHER_IDS)
+def test_colliding_and_non_canonical_parts_are_kept_by_their_bytes(
+    hasher: Callable[[bytes], int] | None,
+) -> None:
+    """Two label sets whose parts' hashes collide (``constant``: all of them), and parts that
+    are not their labels' canonical encoding (labels out of order, a padded length), decode to
+    their own labels and are found again, never decoded twice; a part that holds a sample is
+    remembered as such (None, by its bytes), not parsed alone again."""
+    cache = picked.LabelCache(hasher)
+    sample = ld(2, b"\x09" + double(1.0) + b"\x10" + varint(5))
+    unsorted = label_field("job", "a") + label_field("__name__", "up")
+    padded = b"\x0a" + varint(6, pad=1) + b"\x0a\x01x\x12\x01y" + label_field("__name__", "up")
+    with_sample = label_field("__name__", "up") + sample + label_field("job", "b")
+    encoded = [
+        *encode(*FLUX_LIKE[:2]).series,
+        unsorted + sample,
+        padded + sample,
+        with_sample + sample,
+    ]
+    want = reference(encoded, [], NO_LIMITS)
+    first = picked.decode(encoded, [], NO_LIMITS, cache)
+    held = (len(cache.entries), len(cache.by_bytes))
+    again = picked.decode(encoded, [], NO_LIMITS, cache)
+    assert ("ok", canonical(first)) == ("ok", canonical(again)) == want
+    assert all(a.labels is b.labels for a, b in zip(first.series[:4], again.series, strict=False))
+    assert cache.by_bytes[with_sample] is None
+    assert (len(cache.entries), len(cache.by_bytes)) == held
+    # The two canonical parts (of the same length: ``length`` collides them too); the rest by bytes.
+    in_entries = 2 if hasher in (None, hash) else 1
+    assert held == (in_entries, len(encoded) - in_entries)
+    assert cache.key_bytes == sum(map(len, cache.by_bytes))
+
+
+@pytest.mark.skipif(not rw1_bytes.NATIVE, reason="_survey not built")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(any_text, any_text), max_size=3).map(tuple), max_size=4),
+    st.data(),
+)
+def test_find_compiled_answers_as_its_twin(
+    label_sets_held: list[tuple[tuple[str, str], ...]], data: st.DataObject
+) -> None:
+    """The cache's lookup: the labels held under the part's hash when the part is their
+    encoding, else None, from a part that ends anywhere in a series' bytes; the compiled one
+    hashes the part without making it, as ``hash_part`` of the bytes would."""
+    assert rw1_bytes.find_compiled is not None and rw1_bytes.hash_part_compiled is not None
+    hash_part = rw1_bytes.hash_part_compiled
+    entries: dict[int, tuple[tuple[str, str], ...]] = {}
+    for labels in label_sets_held:
+        with contextlib.suppress(UnicodeEncodeError):
+            entries[hash_part(rw1._encode_labels(labels))] = labels
+    held = data.draw(st.booleans())  # a part near a label set held, or any bytes
+    if entries and held:
+        labels = data.draw(st.sampled_from(list(entries.values())))
+        part = data.draw(label_parts(labels))
+    else:
+        part = data.draw(st.binary(max_size=40))
+    series = part + data.draw(st.binary(max_size=12))
+    end = data.draw(st.sampled_from([len(part), 0, len(series)]))
+    found = rw1_bytes.find_compiled(entries, series, end)
+    assert found is picked.find_reference(entries, series, end, hash_part)
+    if found is not None:
+        assert rw1._encode_labels(found) == series[:end]
+
+
+@pytest.mark.skipif(not rw1_bytes.NATIVE, reason="_survey not built")
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.binary(min_size=1, max_size=200))
+def test_hash_part_is_a_function_of_the_bytes_alone(part: bytes, other: bytes) -> None:
+    """The same bytes hash alike wherever they lie (find hashes a part inside a series), in 60
+    bits; distinct parts rarely share a hash (no pair among these examples did)."""
+    assert rw1_bytes.hash_part_compiled is not None
+    hash_part = rw1_bytes.hash_part_compiled
+    assert (
+        hash_part(part)
+        == hash_part(bytes(bytearray(part)))
+        == hash_part((part + other)[: len(part)])
+    )
+    assert 0 <= hash_part(part) < 1 << 60
+    if other != part:
+        assert hash_part(other) != hash_part(part)

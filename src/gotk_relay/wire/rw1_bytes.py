@@ -13,7 +13,9 @@ and forward every other series as the exact bytes that came:
   messages with a reduced schema (``proto/fastpath.proto``) that upb parses without building
   nested objects (``frame`` without a Python object per series);
 * ``count_points`` counts samples + histograms by a protobuf merge trick, in C;
-* ``rebuild`` frames series/metadata bytes back into a WriteRequest.
+* ``rebuild`` frames series/metadata bytes back into a WriteRequest;
+* ``find_compiled``, ``labels_equal_compiled``, ``hash_part_compiled``: the lookup of
+  ``picked``'s label cache, in C (``picked`` switches between them and its twins).
 
 The input is the *uncompressed* request body. Everything here is pure and returns new objects.
 Only ``survey`` validates label sets; the other functions check framing at most. Sample values
@@ -23,12 +25,13 @@ encoding, ``proto/remote.proto``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from .. import native
+from ..model import Labels
 from . import fastpath_pb2 as _fastpath_pb2
 from .errors import DecodeError
 from .labels import NO_LIMITS, Limits
@@ -39,6 +42,17 @@ _pb: Any = _fastpath_pb2
 
 _native: Any = native.load(f"{__package__}._survey")
 NATIVE = _native is not None
+# Whether a label part is exactly rw1's encoding of a label set (``_survey.c``); None without
+# the extension. ``picked`` holds the switch between these and their pure-Python twins.
+labels_equal_compiled: Callable[[bytes, Labels], bool] | None = (
+    None if _native is None else _native.labels_equal
+)
+# ``entries.get(hash_part_compiled(data[:end]))`` when those bytes are the labels' encoding,
+# else None; and that hash of a label part (``_survey.c`` says why not ``hash``).
+find_compiled: Callable[[dict[int, Labels], bytes, int], Labels | None] | None = (
+    None if _native is None else _native.find
+)
+hash_part_compiled: Callable[[bytes], int] | None = None if _native is None else _native.hash_part
 
 
 class Split(NamedTuple):
