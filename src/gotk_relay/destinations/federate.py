@@ -51,7 +51,9 @@ from ..wire import text
 SNAPSHOT_CHUNK = 10_000  # series copied per event-loop step (about 2 ms)
 CHECK_EVERY = 1_024  # series matched between two looks at the stop flag
 SORT_RUN = 1_000  # series sorted by one call to sorted() (a few ms holding the GIL)
-STREAM_CHUNK = 1_024  # series looked at between two turns of the event loop (~1 ms at most)
+# Series between two turns of the loop: ~0.2 ms, so a write waits little behind a piece (1024, ~1
+# ms a piece, moved the write p99 by ~1.5 ms beside back-to-back renders; docs/performance.md).
+STREAM_CHUNK = 256
 # Series merged by one call of _merge between two turns of the loop: ~1 ms compiled (0.6 us a
 # series at 500,000 of them, most reads missing the cache); the pure-Python twin (no C
 # compiler) is several times slower, so it takes fewer.
