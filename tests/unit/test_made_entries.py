@@ -13,10 +13,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gotk_relay import config as config_module
-from gotk_relay.delivery.entry import Entry
-from gotk_relay.model import STALE_NAN, Batch, Sample, Series
+from gotk_relay.delivery.entry import Entry, compress, made_entry, metadata_bytes
+from gotk_relay.model import STALE_NAN, Batch, FamilyMetadata, MetricType, Sample, Series
 from gotk_relay.relay import Relay
 from gotk_relay.rules.flux import FluxRewriter
 from gotk_relay.telemetry import Telemetry
@@ -96,3 +98,33 @@ def test_made_entries_equal_encoded_ones(flux: str) -> None:
     assert made == encoded
     # The comparison saw synthesized entries (not only the forwarded blocks).
     assert sum(len(entries) - 1 for entries in made) > len(requests) // 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.one_of(
+        st.integers(0, 300),
+        st.sampled_from([65_535, 65_536, 65_537, 131_072, 200_000]),
+        st.integers(0, 400_000),
+    ),
+    seed=st.integers(0, 2**32 - 1),
+    families=st.lists(
+        st.builds(
+            FamilyMetadata,
+            st.text(min_size=1, max_size=20),
+            st.sampled_from(list(MetricType)),
+            st.text(max_size=40),
+        ),
+        max_size=3,
+    ),
+)
+def test_made_entry_compresses_the_series_and_metadata_as_one_body(
+    size: int, seed: int, families: list[FamilyMetadata]
+) -> None:
+    """The series are compressed where they lie and only their last 64 KiB fragment is copied
+    to append the metadata: the payload is the very bytes of compressing the joined body."""
+    rng = random.Random(seed)
+    words = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 40))) for _ in range(50)]
+    series = b"".join(rng.choice(words) for _ in range(size // 20 + 1))[:size]
+    made = made_entry(series, 5, 1, tuple(families))
+    assert made.payload == compress(series + metadata_bytes(tuple(families)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import cramjam
 
@@ -41,7 +41,10 @@ class Entry(NamedTuple):
         return len(self.payload)
 
 
-def compress(data: bytes) -> bytes:
+SNAPPY_FRAGMENT: Final = 1 << 16  # the compressor's unit: no copy reaches across one
+
+
+def compress(data: bytes | memoryview) -> bytes:
     return bytes(cramjam.snappy.compress_raw(data))
 
 
@@ -67,8 +70,21 @@ def made_entry(
     (``series_bytes``: their WriteRequest bytes, one sample each, ``points`` of them, the newest
     at ``newest``). Only the metadata is encoded here: a WriteRequest's metadata follows its
     series, and the rules add the same few families to every batch, so it is remembered."""
-    body = series_bytes + metadata_bytes(metadata) if metadata else series_bytes
-    return Entry(compress(body), Protocol.V1, points, max(0, newest), 0, tenant)
+    if not metadata:
+        return Entry(compress(series_bytes), Protocol.V1, points, max(0, newest), 0, tenant)
+    # The metadata is appended without copying the series (a request of 1000 Flux objects has
+    # ~1.6 MB of them): snappy compresses each 64 KiB fragment of its input on its own, so the
+    # whole fragments are compressed in place and only the last one is copied, with the
+    # metadata. Byte for byte what compressing the joined body gives
+    # (tests/unit/test_made_entries.py).
+    cut = len(series_bytes) // SNAPPY_FRAGMENT * SNAPPY_FRAGMENT
+    tail = series_bytes[cut:] + metadata_bytes(metadata)
+    block = (
+        snappy_concat.concat((compress(memoryview(series_bytes)[:cut]), compress(tail)))
+        if cut
+        else compress(tail)
+    )
+    return Entry(block, Protocol.V1, points, max(0, newest), 0, tenant)
 
 
 @functools.lru_cache(maxsize=16)
