@@ -487,7 +487,7 @@ class Relay:
         fast = self.fast
         assert fast is not None  # _steady_outputs allowed the shortcut
         made = (
-            made_entry(steady.body, steady.newest, steady.outputs, steady.families)
+            made_entry(steady.chunks, steady.newest, steady.outputs, steady.families)
             if steady.outputs
             else None
         )

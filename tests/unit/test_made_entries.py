@@ -121,10 +121,15 @@ def test_made_entries_equal_encoded_ones(flux: str) -> None:
 def test_made_entry_compresses_the_series_and_metadata_as_one_body(
     size: int, seed: int, families: list[FamilyMetadata]
 ) -> None:
-    """The series are compressed where they lie and only their last 64 KiB fragment is copied
-    to append the metadata: the payload is the very bytes of compressing the joined body."""
+    """The series, whole or in chunks, are compressed where they lie (only what crosses a
+    chunk's end is copied): the payload is the very bytes of compressing the joined body."""
     rng = random.Random(seed)
     words = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 40))) for _ in range(50)]
     series = b"".join(rng.choice(words) for _ in range(size // 20 + 1))[:size]
     made = made_entry(series, 5, 1, tuple(families))
+    assert made.payload == compress(series + metadata_bytes(tuple(families)))
+    # The same series handed as consecutive chunks of any sizes (the rules' steady output).
+    cuts = sorted(rng.randrange(size + 1) for _ in range(rng.randrange(0, 12)))
+    chunks = [series[a:b] for a, b in zip([0, *cuts], [*cuts, size], strict=True)]
+    made = made_entry(chunks, 5, 1, tuple(families))
     assert made.payload == compress(series + metadata_bytes(tuple(families)))
