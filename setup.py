@@ -1,8 +1,8 @@
 """The compiled parts: optional accelerators for scanning requests (``wire/_survey.c``), for
 routing them (``_route.c``: relabel rules, shards, tenants on the bytes), for converting
 remote write 1.0 bytes to 2.0 (``wire/_v2.c``) and for the Datadog and OTLP destinations'
-conversion (``destinations/_rows.c``), and for the federate store's label order
-(``destinations/_federate.c``).
+conversion (``destinations/_rows.c``), for the federate store's label order
+(``destinations/_federate.c``), and maps keyed by identity (``_identity.c``).
 
 ``optional=True``: where no C compiler or Python headers are at hand, the install still
 succeeds and the relay takes the pure Python paths (``wire.rw1_bytes.survey`` returns None,
@@ -27,6 +27,7 @@ setup(
             ("gotk_relay.wire._v2", "src/gotk_relay/wire/_v2.c"),
             ("gotk_relay.destinations._rows", "src/gotk_relay/destinations/_rows.c"),
             ("gotk_relay.destinations._federate", "src/gotk_relay/destinations/_federate.c"),
+            ("gotk_relay._identity", "src/gotk_relay/_identity.c"),
         )
     ]
 )

@@ -29,6 +29,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 from .. import native
+from ..identity import IdentityMap
 from ..model import (
     Batch,
     FamilyMetadata,
@@ -154,19 +155,19 @@ class FederateStore:
         self._index_dead: dict[str, int] = dict.fromkeys(KEPT_INDEXES, 0)
         # Series refused because the store was full, oldest first: counted once each.
         self._refused: dict[Labels, None] = {}
-        # The same entries by the id of a labels tuple seen before: the entry itself when that
-        # tuple is the one it holds (the usual case: no more memory), else that tuple (which
-        # keeps the id from being reused), the entry and the metric name. The Flux rewriter and
-        # the fast path's decoder hand the same tuple for a series every scrape, so a known
-        # series costs one int lookup here instead of a selector and a hash of all its labels.
-        self._by_id: dict[int, list[Any] | tuple[Labels, list[Any], str]] = {}
+        # The same entries by the identity of a labels tuple seen before: the entry itself when
+        # that tuple is the one it holds (the usual case: no more memory), else that tuple (which
+        # keeps it alive), the entry and the metric name. The Flux rewriter and the fast path's
+        # decoder hand the same tuple for a series every scrape, so a known series costs one
+        # identity lookup here instead of a selector and a hash of all its labels.
+        self._by_id: IdentityMap[list[Any] | tuple[Labels, list[Any], str]] = IdentityMap()
         self._metadata: dict[str, FamilyMetadata] = {}
         # The series metadata (RW 2.0) each family's entry was last made from: a series that
         # carries the very same object again has nothing to change.
         self._applied: dict[str, Metadata] = {}
-        # Entries of series written together (update_outputs), by the id of their labels tuple.
-        # Each group holds its labels tuple, values tuple and entries (so no id is reused).
-        self._groups: dict[int, _Group] = {}
+        # Entries of series written together (update_outputs), by the identity of their labels
+        # tuple. Each group holds its labels tuple, values tuple and entries (keeping them alive).
+        self._groups: IdentityMap[_Group] = IdentityMap()
         self._removals = 0  # series removed so far: a group found before a removal is checked
         self.refused = 0  # distinct series not stored because the store was full
 
@@ -187,7 +188,7 @@ class FederateStore:
             labels, samples, _, _, meta, _ = series
             if not samples:
                 continue
-            handle = by_id.get(id(labels))
+            handle = by_id.get(labels)
             if handle is None:
                 refused += self._update_slow(series)
                 continue
@@ -242,7 +243,7 @@ class FederateStore:
         slow: list[Series] = []
         for group, values in groups:
             names = group[0]
-            known = found.get(id(names))
+            known = found.get(names)
             if (
                 known is None
                 or known[0] is not names
@@ -287,7 +288,7 @@ class FederateStore:
             entries.append(entry)
         if len(self._groups) >= len(self._latest) + 1024:
             self._groups.clear()  # groups of objects long gone (see _by_id)
-        known = self._groups[id(names)] = (names, entries, values, self._removals)
+        known = self._groups[names] = (names, entries, values, self._removals)
         return known
 
     def _update_slow(self, series: Series) -> int:
@@ -339,7 +340,7 @@ class FederateStore:
             # request, or a cache that was emptied): dropped all at once, so the tuples they
             # keep alive never outnumber the stored and refused series by much.
             by_id.clear()
-        by_id[id(labels)] = entry if entry[5] is labels else (labels, entry, name)
+        by_id[labels] = entry if entry[5] is labels else (labels, entry, name)
 
     def _insert(self, labels: Labels, entry: list[Any]) -> None:
         key = labels[:1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from ...caches import SLICE, evict_oldest
+from ...identity import IdentityMap
 from ...model import Labels, labels_from
 from ..flux_kinds import BY_KIND, FluxKind
 from .config import FluxConfig
@@ -64,10 +65,10 @@ class Classifier:
         # The forward outputs' metadata, in output order: one tuple for every object.
         self._metadata = (CONDITION_METADATA,) * len(self.statuses) + (SUSPEND_METADATA,)
         self.routes: dict[Labels, Route] = {}
-        # The same routes by the id of the labels tuple they were worked out for: a decoder
-        # that caches label sets (wire.picked) hands the same tuple every scrape, found here
-        # without hashing its pairs. Each route holds its tuple, so an id here is never reused.
-        self.by_id: dict[int, Route] = {}
+        # The same routes by the identity of the labels tuple they were worked out for: a
+        # decoder that caches label sets (wire.picked) hands the same tuple every scrape, found
+        # here without hashing its pairs. Each route holds its tuple, keeping it alive.
+        self.by_id: IdentityMap[Route] = IdentityMap()
         self.cache_max = max(4096, 4 * config.max_objects)
         self._values: dict[tuple[str, bool], Values] = {}  # forward outputs per ready/suspended
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # see share
@@ -87,10 +88,10 @@ class Classifier:
             # The oldest slice, never all: a full cache would route every object again at once.
             by_id = self.by_id
             for dropped in evict_oldest(self.routes, max(1, self.cache_max // SLICE)):
-                by_id.pop(id(dropped), None)
+                by_id.pop(dropped, None)
         self.routes[labels] = route
         if route is not NOT_FLUX:
-            self.by_id[id(labels)] = route
+            self.by_id[labels] = route
         return route
 
     def _classify_info(self, labels: Labels) -> Route:
