@@ -29,7 +29,10 @@ LABELS: Final = st.lists(st.tuples(NAME, TEXT), max_size=4).map(tuple)
 
 
 def _entries(labels: list[Labels], alive: list[bool]) -> list[list[Any]]:
-    return [[1.0, 0, live, None, False, ls] for ls, live in zip(labels, alive, strict=True)]
+    return [
+        federate._new_entry(1.0, 0, live, None, False, ls)
+        for ls, live in zip(labels, alive, strict=True)
+    ]
 
 
 @needs_native
@@ -107,7 +110,7 @@ def test_the_compiled_lines_are_the_twins(
     def entries() -> list[list[Any]]:
         made = []
         for labels, (value, ts), stored, rendered, fresh, (new_value, new_ts) in rows:
-            entry = [value, ts, stored, None, False, labels]
+            entry = federate._new_entry(value, ts, stored, None, False, labels)
             if rendered:
                 federate._refresh(entry)  # a kept line from an earlier sample
                 entry[0], entry[1], entry[4] = new_value, new_ts, fresh
@@ -153,11 +156,12 @@ def test_the_compiled_index_is_its_twin(
         lambda: native.sample_head([("a", "b")]),
         lambda: native.sample_head((("a", 1),)),
         lambda: native.sample_head((("a",),)),
-        lambda: native.sort([[1.0, 0, True, None, False, "x"]] * 2, federate.LABELS),
+        lambda: native.sort([native.Entry(1.0, 0, True, None, False, "x")] * 2, federate.LABELS),
         lambda: native.sort([(1.0, 0, True, None, False, ())] * 2, federate.LABELS),
         lambda: native.merge([], [[[0, 0, True]]], [0], federate.LABELS, federate.STORED, 1),
-        lambda: native.lines([[1.0, 0, True, None, False]], federate._refresh),
-        lambda: native.lines([[1.0, 0, True, None, False, "x"]], federate._refresh),
+        lambda: native.lines([[1.0, 0, True, None, False, ()]], federate._refresh),
+        lambda: native.lines([native.Entry(1.0, 0, True, None, False, "x")], federate._refresh),
+        lambda: native.Entry(1.0, 0, True, None, False),
     ],
     ids=[
         "list-labels",
@@ -166,8 +170,9 @@ def test_the_compiled_index_is_its_twin(
         "str-labels",
         "tuple-entry",
         "short-entry",
-        "five-fields",
+        "list-entry",
         "lines-str-labels",
+        "five-fields",
     ],
 )
 def test_the_compiled_functions_refuse_what_is_not_entries_of_label_sets(call: Any) -> None:
@@ -249,3 +254,46 @@ def test_runs_merged_give_the_reference_text(
 
     with _small_steps(compiled):
         asyncio.run(run())
+
+
+ENTRY_KINDS: Final = [pytest.param(federate._PyEntry, id="python")]
+if native is not None:
+    ENTRY_KINDS.append(pytest.param(lambda fields: native.Entry(*fields), id="compiled"))
+
+
+@pytest.mark.parametrize("make", ENTRY_KINDS)
+def test_an_entry_is_read_and_written_as_its_six_fields(make: Any) -> None:
+    """What federate.py does with an entry, on the compiled one and its twin alike."""
+    labels = (("__name__", "x"),)
+    entry = make((1.0, 5, True, None, False, labels))
+    assert len(entry) == 6 and list(entry) == [1.0, 5, True, None, False, labels]
+    entry[federate.VALUE], entry[federate.TIMESTAMP] = 0.0, 6
+    entry[federate.FRESH] = True
+    value, timestamp, stored, line, fresh, held = entry
+    assert (value, timestamp, stored, line, fresh) == (0.0, 6, True, None, True)
+    assert held is labels and entry[-1] is labels and federate._labels_of(entry) is labels
+    federate._refresh(entry)
+    assert entry[federate.LINE] == b"x 0.0 6\n"
+    with pytest.raises(IndexError):
+        entry[6]
+    assert entry.__class__ is not list  # an index tells an entry from a list of them by this
+
+
+@needs_native
+def test_a_compiled_entry_is_smaller_than_a_list_and_collected_in_a_cycle() -> None:
+    import gc
+    import sys
+    import weakref
+
+    class Marker:
+        pass
+
+    entry = native.Entry(1.0, 0, True, None, False, ())
+    assert sys.getsizeof(entry) < sys.getsizeof([1.0, 0, True, None, False, ()])
+    labels = Marker()
+    entry[federate.LINE] = [entry]  # a cycle through the entry
+    probe = weakref.ref(labels)
+    entry[federate.LABELS] = labels
+    del entry, labels
+    gc.collect()
+    assert probe() is None

@@ -82,15 +82,159 @@ labels_cmp(PyObject *a, PyObject *b)
     return na < nb ? -1 : (na > nb ? 1 : 0);
 }
 
-/* entry[at] when entry is a list holding a checked label set there, else NULL (TypeError). */
+/* A stored series' entry (federate.py): value, timestamp, stored, line, fresh, labels.
+ *
+ * Why a type of its own: the store keeps one per series (five per Flux object, 500,000 at
+ * issue 22's scale). As a list that is a 56-byte object plus a 48-byte item array; here it is
+ * one 80-byte block with the six fields inline. Python reads and writes it as a sequence
+ * (entry[VALUE] = ...), exactly as its pure-Python twin, a list (federate._PyEntry). */
+enum { VALUE, TIMESTAMP, STORED, LINE, FRESH, LABELS, FIELDS };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *f[FIELDS];
+} Entry;
+
+static PyTypeObject EntryType;
+
+#define IS_ENTRY(o) Py_IS_TYPE((o), &EntryType)
+#define FIELD(o, k) (((Entry *)(o))->f[(k)])
+
+/* Replace field k of an entry (held), releasing the old value after the entry is whole. */
+static void
+set_field(PyObject *entry, int k, PyObject *value)
+{
+    PyObject *old = FIELD(entry, k);
+    FIELD(entry, k) = Py_NewRef(value);
+    Py_XDECREF(old);
+}
+
+static PyObject *
+Entry_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Entry() takes no keyword arguments");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != FIELDS) {
+        PyErr_SetString(PyExc_TypeError,
+                        "an entry must be six fields: value, timestamp, stored, line, fresh, labels");
+        return NULL;
+    }
+    Entry *e = (Entry *)type->tp_alloc(type, 0);
+    if (e == NULL) {
+        return NULL;
+    }
+    for (int k = 0; k < FIELDS; k++) {
+        e->f[k] = Py_NewRef(PyTuple_GET_ITEM(args, k));
+    }
+    return (PyObject *)e;
+}
+
+static int
+Entry_traverse(Entry *e, visitproc visit, void *arg)
+{
+    for (int k = 0; k < FIELDS; k++) {
+        Py_VISIT(e->f[k]);
+    }
+    return 0;
+}
+
+static int
+Entry_clear(Entry *e)
+{
+    for (int k = 0; k < FIELDS; k++) {
+        Py_CLEAR(e->f[k]);
+    }
+    return 0;
+}
+
+static void
+Entry_dealloc(Entry *e)
+{
+    PyObject_GC_UnTrack(e);
+    Entry_clear(e);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static Py_ssize_t
+Entry_length(PyObject *e)
+{
+    return FIELDS;
+}
+
+static PyObject *
+Entry_item(PyObject *e, Py_ssize_t k)
+{
+    if (k < 0 || k >= FIELDS) {
+        PyErr_SetString(PyExc_IndexError, "entry index out of range");
+        return NULL;
+    }
+    PyObject *value = FIELD(e, k);
+    if (value == NULL) { /* cleared by the collector */
+        PyErr_SetString(PyExc_ValueError, "a cleared entry");
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+static int
+Entry_ass_item(PyObject *e, Py_ssize_t k, PyObject *value)
+{
+    if (k < 0 || k >= FIELDS) {
+        PyErr_SetString(PyExc_IndexError, "entry index out of range");
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "an entry's fields cannot be deleted");
+        return -1;
+    }
+    set_field(e, (int)k, value);
+    return 0;
+}
+
+static PyObject *
+Entry_repr(PyObject *e)
+{
+    for (int k = 0; k < FIELDS; k++) {
+        if (FIELD(e, k) == NULL) {
+            return PyUnicode_FromString("Entry(<cleared>)");
+        }
+    }
+    return PyUnicode_FromFormat("Entry(%R, %R, %R, %R, %R, %R)", FIELD(e, 0), FIELD(e, 1),
+                                FIELD(e, 2), FIELD(e, 3), FIELD(e, 4), FIELD(e, 5));
+}
+
+static PySequenceMethods Entry_as_sequence = {
+    .sq_length = Entry_length,
+    .sq_item = Entry_item,
+    .sq_ass_item = Entry_ass_item,
+};
+
+static PyTypeObject EntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gotk_relay.destinations._federate.Entry",
+    .tp_basicsize = sizeof(Entry),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Entry(value, timestamp, stored, line, fresh, labels): a stored series' fields,\n"
+              "read and written as a sequence (entry[0] = value).",
+    .tp_new = Entry_new,
+    .tp_dealloc = (destructor)Entry_dealloc,
+    .tp_traverse = (traverseproc)Entry_traverse,
+    .tp_clear = (inquiry)Entry_clear,
+    .tp_repr = Entry_repr,
+    .tp_as_sequence = &Entry_as_sequence,
+    .tp_hash = PyObject_HashNotImplemented,
+};
+
+/* entry[at] when entry is an Entry holding a checked label set there, else NULL (TypeError). */
 static PyObject *
 labels_of(PyObject *entry, Py_ssize_t at)
 {
-    if (!PyList_Check(entry) || at < 0 || PyList_GET_SIZE(entry) <= at) {
-        PyErr_SetString(PyExc_TypeError, "an entry must be a list holding labels at `at`");
+    if (!IS_ENTRY(entry) || at < 0 || at >= FIELDS || FIELD(entry, at) == NULL) {
+        PyErr_SetString(PyExc_TypeError, "an entry must be an Entry holding labels at `at`");
         return NULL;
     }
-    PyObject *labels = PyList_GET_ITEM(entry, at);
+    PyObject *labels = FIELD(entry, at);
     return labels_ok(labels) ? labels : NULL;
 }
 
@@ -170,7 +314,7 @@ sort_entries(PyObject *self, PyObject *args)
 static int
 kept(PyObject *entry, Py_ssize_t alive)
 {
-    return alive < 0 || PyList_GET_ITEM(entry, alive) == Py_True;
+    return alive < 0 || FIELD(entry, alive) == Py_True;
 }
 
 /* A run's head in the merge's heap: its next entry's labels, and the run's index (the
@@ -225,8 +369,8 @@ merge_runs(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "one position per run");
         return NULL;
     }
-    if (alive >= 0 && alive >= at) {
-        PyErr_SetString(PyExc_ValueError, "alive must come before at in an entry");
+    if (at < 0 || at >= FIELDS || (alive >= 0 && alive >= at)) {
+        PyErr_SetString(PyExc_ValueError, "at is a field, and alive comes before it");
         return NULL;
     }
     Py_ssize_t *pos = PyMem_New(Py_ssize_t, (size_t)k + 1);
@@ -400,18 +544,19 @@ sample_head(PyObject *self, PyObject *labels)
     return head_with(labels, "", 0);
 }
 
-/* An entry's layout (federate.py): [value, timestamp, stored, line, fresh, labels]. */
-enum { VALUE, TIMESTAMP, STORED, LINE, FRESH, LABELS, FIELDS };
-
 /* Make an entry's line again for its sample: here when the value is 1.0 or 0.0 (a Flux
  * output's, which need no Go float formatting) and the timestamp an int, else by `refresh`
  * (federate._refresh, the reference). 0, or -1 with an exception. */
 static int
 renew(PyObject *entry, PyObject *refresh)
 {
-    PyObject *value = PyList_GET_ITEM(entry, VALUE);
-    PyObject *ts = PyList_GET_ITEM(entry, TIMESTAMP);
-    PyObject *line = PyList_GET_ITEM(entry, LINE);
+    PyObject *value = FIELD(entry, VALUE);
+    PyObject *ts = FIELD(entry, TIMESTAMP);
+    PyObject *line = FIELD(entry, LINE);
+    if (value == NULL || ts == NULL || line == NULL || FIELD(entry, LABELS) == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a cleared entry");
+        return -1;
+    }
     const char *shown = NULL;
     if (PyFloat_CheckExact(value)) {
         double v = PyFloat_AS_DOUBLE(value);
@@ -439,7 +584,7 @@ renew(PyObject *entry, PyObject *refresh)
     int tail_len = PyOS_snprintf(tail, sizeof tail, "%s%lld\n", shown, t);
     PyObject *made;
     if (line == Py_None) {
-        PyObject *labels = PyList_GET_ITEM(entry, LABELS);
+        PyObject *labels = FIELD(entry, LABELS);
         if (!labels_ok(labels)) {
             return -1;
         }
@@ -467,9 +612,9 @@ renew(PyObject *entry, PyObject *refresh)
     if (made == NULL) {
         return -1;
     }
-    PyList_SetItem(entry, LINE, made); /* steals made; the old line has no finalizer */
-    Py_INCREF(Py_True);
-    PyList_SetItem(entry, FRESH, Py_True);
+    set_field(entry, LINE, made); /* the old line (bytes) has no finalizer */
+    Py_DECREF(made);
+    set_field(entry, FRESH, Py_True);
     return 0;
 }
 
@@ -487,24 +632,24 @@ lines_of(PyObject *self, PyObject *args)
     /* refresh runs Python code: sizes are read again after it, and the entry held. */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
         PyObject *entry = PyList_GET_ITEM(entries, i);
-        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != FIELDS) {
-            PyErr_SetString(PyExc_TypeError, "an entry must be a list of six fields");
+        if (!IS_ENTRY(entry) || FIELD(entry, STORED) == NULL) {
+            PyErr_SetString(PyExc_TypeError, "an entry must be an Entry");
             goto error;
         }
-        if (PyList_GET_ITEM(entry, STORED) != Py_True) {
+        if (FIELD(entry, STORED) != Py_True) {
             continue;
         }
         Py_INCREF(entry);
-        if (PyList_GET_ITEM(entry, FRESH) != Py_True && renew(entry, refresh) < 0) {
+        if (FIELD(entry, FRESH) != Py_True && renew(entry, refresh) < 0) {
             Py_DECREF(entry);
             goto error;
         }
-        int failed = PyList_GET_SIZE(entry) != FIELDS ||
-                     PyList_Append(out, PyList_GET_ITEM(entry, LINE)) < 0;
+        PyObject *line = FIELD(entry, LINE);
+        int failed = line == NULL || PyList_Append(out, line) < 0;
         Py_DECREF(entry);
         if (failed) {
             if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError, "an entry must be a list of six fields");
+                PyErr_SetString(PyExc_TypeError, "a cleared entry");
             }
             goto error;
         }
@@ -529,15 +674,15 @@ index_entries(PyObject *self, PyObject *args)
     }
     for (Py_ssize_t i = start; i < stop && i < PyList_GET_SIZE(entries); i++) {
         PyObject *entry = PyList_GET_ITEM(entries, i);
-        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != FIELDS) {
-            PyErr_SetString(PyExc_TypeError, "an entry must be a list of six fields");
+        if (!IS_ENTRY(entry) || FIELD(entry, STORED) == NULL) {
+            PyErr_SetString(PyExc_TypeError, "an entry must be an Entry");
             return NULL;
         }
-        if (PyList_GET_ITEM(entry, STORED) != Py_True) {
+        if (FIELD(entry, STORED) != Py_True) {
             continue;
         }
-        PyObject *labels = PyList_GET_ITEM(entry, LABELS);
-        if (!labels_ok(labels)) {
+        PyObject *labels = FIELD(entry, LABELS);
+        if (labels == NULL || !labels_ok(labels)) {
             return NULL;
         }
         /* The last value of the label (as selectors.value_of reads it), when not empty. */
@@ -555,21 +700,21 @@ index_entries(PyObject *self, PyObject *args)
          * is used across it is held. */
         Py_INCREF(entry);
         Py_INCREF(value);
-        /* A value's one entry, or a list of its entries (federate._Index: told apart by the
-         * first item, a list in a list of entries, a value in an entry). */
+        /* A value's one entry, or a list of its entries (federate._Index: a list is a list of
+         * entries, an entry is never a list). */
         int failed = 0;
         PyObject *posting = PyDict_GetItemWithError(index, value);
         if (posting == NULL) {
             failed = PyErr_Occurred() != NULL || PyDict_SetItem(index, value, entry) < 0;
         }
-        else if (!PyList_CheckExact(posting) || PyList_GET_SIZE(posting) == 0) {
-            PyErr_SetString(PyExc_TypeError, "an index maps values to entries or lists of them");
-            failed = 1;
-        }
-        else if (PyList_CheckExact(PyList_GET_ITEM(posting, 0))) {
+        else if (PyList_CheckExact(posting)) {
             Py_INCREF(posting);
             failed = PyList_Append(posting, entry) < 0;
             Py_DECREF(posting);
+        }
+        else if (!IS_ENTRY(posting)) {
+            PyErr_SetString(PyExc_TypeError, "an index maps values to entries or lists of them");
+            failed = 1;
         }
         else {
             Py_INCREF(posting); /* held before the new list, given to it after */
@@ -597,7 +742,7 @@ index_entries(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"sort", sort_entries, METH_VARARGS,
-     "sort(entries, at) -> None\n\nSort the list of entries (lists) in place by entry[at], a label\n"
+     "sort(entries, at) -> None\n\nSort the list of entries (Entry) in place by entry[at], a label\n"
      "set, in Python's order for label tuples (stable). O(n log n) work in one call."},
     {"merge", merge_runs, METH_VARARGS,
      "merge(out, runs, positions, at, alive, limit) -> bool\n\nMerge the runs (lists of entries,\n"
@@ -617,10 +762,18 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int
+exec_module(PyObject *module)
+{
+    if (PyType_Ready(&EntryType) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "Entry", (PyObject *)&EntryType);
+}
+
+/* A static type (Entry): one interpreter's, so no per-interpreter GIL slot. */
 static PyModuleDef_Slot slots[] = {
-#ifdef Py_mod_multiple_interpreters
-    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
-#endif
+    {Py_mod_exec, exec_module},
     {0, NULL},
 };
 

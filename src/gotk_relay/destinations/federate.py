@@ -81,19 +81,50 @@ INDEXED_LABELS = 4  # label indexes kept for match[] equalities (8 bytes a serie
 KEPT_INDEXES = ("exported_namespace", "namespace")
 
 # A label index: a value to its one stored entry, or to a list of them (of two or more), told
-# apart by their first item (an entry's is its value, a float; a list's, an entry): a value
-# held by one series (a name, say) costs no list, no memory and no garbage collector's work.
+# apart by their class (a list is never an entry): a value held by one series (a name, say)
+# costs no list, no memory and no garbage collector's work.
 _Index = dict[str, list[Any]]
 
-# A stored series' entry: [value, timestamp, stored, line, fresh, labels]. ``stored`` turns
-# False when a stale marker removes the series (a handle on it can never revive it); ``line``
-# is its text line (bytes) as of the sample it was last rendered with, ``fresh`` whether that
-# is still the sample held (a write sets it False; the next render makes the line again).
+# A stored series' entry: (value, timestamp, stored, line, fresh, labels), read and written by
+# index. ``stored`` turns False when a stale marker removes the series (a handle on it can
+# never revive it); ``line`` is its text line (bytes) as of the sample it was last rendered
+# with, ``fresh`` whether that is still the sample held (a write sets it False; the next render
+# makes the line again). Compiled, an entry is ``_federate.Entry`` (one 80-byte block, where a
+# list takes 104 bytes in two: five per Flux object); its twin is a list of its own class, so
+# that a list is never an entry (``_Index``, ``_by_id``).
 VALUE, TIMESTAMP, STORED, LINE, FRESH, LABELS = range(6)
 _labels_of = itemgetter(LABELS)
+
+
+class _PyEntry(list[Any]):
+    """An entry without the compiled module: a list of the six fields."""
+
+    __slots__ = ()
+
+
+# The compiled twins when built (setup.py; native.load says when they are not).
+_native: Any = native.load(f"{__package__}._federate")
+_Entry: Any = _PyEntry if _native is None else _native.Entry
+
+
+def _new_entry(
+    value: float,
+    timestamp: int | float,
+    stored: bool,
+    line: bytes | None,
+    fresh: bool,
+    labels: Labels,
+) -> list[Any]:
+    """A new entry (the one switch between the compiled ``Entry`` and the twin)."""
+    if _native is None:
+        return _PyEntry((value, timestamp, stored, line, fresh, labels))
+    entry: list[Any] = _native.Entry(value, timestamp, stored, line, fresh, labels)
+    return entry
+
+
 # What a handle (and a group) holds for a series refused while the store is full, or not
 # matched: never stored, and a timestamp no sample is newer than, so nothing updates it.
-_REFUSED: list[Any] = [math.nan, math.inf, False, b"", True, ()]
+_REFUSED: list[Any] = _new_entry(math.nan, math.inf, False, b"", True, ())
 
 # update_outputs' memory of a group: its labels, their entries, the values it was checked
 # with, and the store's removal count then.
@@ -110,7 +141,7 @@ def _post(index: _Index, value: str, entry: list[Any]) -> None:
     posting = index.get(value)
     if posting is None:
         index[value] = entry
-    elif posting[0].__class__ is list:
+    elif posting.__class__ is list:
         posting.append(entry)
     else:
         index[value] = [posting, entry]
@@ -118,7 +149,7 @@ def _post(index: _Index, value: str, entry: list[Any]) -> None:
 
 def _entries_of(posting: list[Any]) -> list[list[Any]]:
     """The entries an index holds for a value (see ``_Index``)."""
-    return posting if posting[0].__class__ is list else [posting]
+    return posting if posting.__class__ is list else [posting]
 
 
 class _Bucket:
@@ -188,11 +219,11 @@ class FederateStore:
             labels, samples, _, _, meta, _ = series
             if not samples:
                 continue
-            handle = by_id.get(labels)
+            handle: Any = by_id.get(labels)
             if handle is None:
                 refused += self._update_slow(series)
                 continue
-            if handle.__class__ is list:
+            if handle.__class__ is _Entry:  # else (labels, entry, name)
                 entry = handle
                 stored = entry[5]
                 name = None  # read from the series when its metadata needs it
@@ -325,7 +356,7 @@ class FederateStore:
                 counted = 1
                 self.refused += 1
         else:
-            entry = latest[labels] = [value, timestamp, True, None, False, labels]
+            entry = latest[labels] = _new_entry(value, timestamp, True, None, False, labels)
             self._refused.pop(labels, None)
             self._insert(labels, entry)
         if entry is not _REFUSED:
@@ -736,8 +767,6 @@ def _py_index(entries: list[list[Any]], start: int, stop: int, label: str, index
                 _post(index, value, entry)
 
 
-# The compiled twins when built (setup.py; native.load says when they are not).
-_native: Any = native.load(f"{__package__}._federate")
 _sort: Callable[[list[list[Any]], int], None] = _py_sort if _native is None else _native.sort
 _merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, int], bool] = (
     _py_merge if _native is None else _native.merge
