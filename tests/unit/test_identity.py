@@ -5,6 +5,7 @@ and removal in the middle of probe runs included)."""
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from typing import Any, Final
 
@@ -159,11 +160,11 @@ def test_the_compiled_map_takes_a_fraction_of_a_dict_by_id() -> None:
     """Why it exists: ~16-43 bytes an entry against ~85 for a dict keyed by ``id()``."""
     keys = [(i,) for i in range(50_000)]
     compiled = identity._native.IdentityMap()
-    by_id = {}
+    by_id: dict[int, None] = {}
     for key in keys:
         compiled[key] = None
         by_id[id(key)] = None
-    dict_bytes = by_id.__sizeof__() + sum(int.__sizeof__(k) for k in by_id)
+    dict_bytes = by_id.__sizeof__() + sum(sys.getsizeof(k) for k in by_id)
     assert compiled.__sizeof__() < dict_bytes / 2
     with pytest.raises(TypeError):
         identity._native.IdentityMap(1)
