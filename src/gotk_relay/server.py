@@ -571,8 +571,8 @@ async def instrument(
         # (worker_pool.py sets it); the workers' own calls to the core are not counted.
         name = request.get(ROUTE, name)
         if not name.startswith("/internal/"):
-            telemetry.http_requests.labels(name, str(status)).inc()
-            telemetry.http_duration.labels(name).observe(time.perf_counter() - started)
+            telemetry.labelled(telemetry.http_requests, name, str(status)).inc()
+            telemetry.labelled(telemetry.http_duration, name).observe(time.perf_counter() - started)
 
 
 def make_app(

@@ -132,16 +132,15 @@ def count_scanned(telemetry: Telemetry, scanned: Scanned, picked: Batch) -> None
     Samples and histograms of forwarded bytes are not told apart without decoding: they count
     as samples, except in the picked series, which were decoded.
     """
-    telemetry.scanned.labels(scanned.scanner).inc()
+    telemetry.labelled(telemetry.scanned, scanned.scanner).inc()
     if scanned.sorted:
         telemetry.sorted_series.inc(scanned.sorted)
-    received = telemetry.received
     # Points as they came, before any rule (the picked series are counted as they came out of
     # the global rules, which rarely change their sample counts).
     histograms = picked.histogram_count
-    received.labels("sample", Protocol.V1).inc(max(0, scanned.points - histograms))
-    received.labels("histogram", Protocol.V1).inc(histograms)
-    received.labels("exemplar", Protocol.V1).inc(picked.exemplar_count)
+    telemetry.points_received(
+        Protocol.V1, max(0, scanned.points - histograms), histograms, picked.exemplar_count
+    )
 
 
 def refused(
@@ -170,6 +169,6 @@ def queue_full(destination: str) -> web.Response:
 
 
 def count_decoded(telemetry: Telemetry, batch: Batch, proto: Protocol) -> None:
-    telemetry.received.labels("sample", proto).inc(batch.sample_count)
-    telemetry.received.labels("histogram", proto).inc(batch.histogram_count)
-    telemetry.received.labels("exemplar", proto).inc(batch.exemplar_count)
+    telemetry.points_received(
+        proto, batch.sample_count, batch.histogram_count, batch.exemplar_count
+    )
