@@ -6,8 +6,11 @@ length as a varint, so a length bomb is refused from its first bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cramjam
 
+from .. import native
 from .errors import DecodeError, TooLargeError
 
 
@@ -29,9 +32,21 @@ def decompress(block: bytes, max_size: int) -> bytes:
     if size > max_size:
         raise TooLargeError(f"decompressed size {size} bytes exceeds the limit of {max_size} bytes")
     try:
+        if _fill_bytes is not None:
+            # Decompressed straight into the bytes returned (_survey.c), not copied from
+            # cramjam's buffer: ~2 % of a request's CPU.
+            out: bytes = _fill_bytes(size, _decompress_into, block)
+            return out
         return bytes(cramjam.snappy.decompress_raw(block))
     except cramjam.DecompressionError as exc:
         raise DecodeError(str(exc).split("\n", 1)[0]) from exc
+
+
+_decompress_into = cramjam.snappy.decompress_raw_into
+# The compiled filler when built (native.load says when it is not): the one switch.
+_fill_bytes: Callable[..., bytes] | None = getattr(
+    native.load(f"{__package__}._survey"), "fill_bytes", None
+)
 
 
 def compress(data: bytes) -> bytes:
