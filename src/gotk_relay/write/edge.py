@@ -223,8 +223,10 @@ async def _read_body(
         if size > limit:
             return None
         chunks.append(chunk)
+        deadline = pace.deadline
         pace.received(size)
-        timer.reschedule(pace.deadline)
+        if pace.deadline != deadline:  # once the body is past its grace, it stays put
+            timer.reschedule(pace.deadline)
     return b"".join(chunks)
 
 
