@@ -157,9 +157,10 @@ async def start_floor(
     session: aiohttp.ClientSession,
     workdir: Path,
 ) -> Floor:
-    """A fresh sink (it decompresses and counts, nothing else) on the system's core."""
+    """A fresh sink (it decompresses and counts, then answers; nothing else) on the system's
+    core."""
     core = SUT_CORE if settings.pinned else None
-    sink, port = start_sink(workdir, False, core, name="floor-sink")
+    sink, port = start_sink(workdir, False, core, name="floor-sink", count_first=True)
     try:
         await wait_ready(session, sink, f"http://{HOST}:{port}/stats")
     except BaseException:

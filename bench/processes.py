@@ -312,12 +312,17 @@ def start_system(
     return System(name, Proc(name, argv, core, workdir), port, "/health", cores)
 
 
-def start_sink(workdir: Path, full: bool, core: int | None, name: str = "sink") -> tuple[Proc, int]:
-    """``bench.sink`` (``--full``: it keeps every sample for ``/verify``), and its port."""
+def start_sink(
+    workdir: Path, full: bool, core: int | None, name: str = "sink", count_first: bool = False
+) -> tuple[Proc, int]:
+    """``bench.sink`` (``--full``: it keeps every sample for ``/verify``; ``count_first``: it
+    answers a write only once counted, as the latency floor's bare receiver), and its port."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.sink", "--port", str(port)]
     if full:
         argv.append("--full")
+    if count_first:
+        argv.append("--count-first")
     # The sink is a module of the bench package: importable with the repository's root.
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
     return Proc(name, argv, core, workdir, {**os.environ, "PYTHONPATH": path}), port

@@ -191,3 +191,50 @@ def test_datadog_points_are_checked_per_metric_name(
     result = verify(fresh, "datadog-all/gotk-relay", [(0, 0), (0, 1)])
     assert result["ok"] is ok, result
     assert result["datadog_points"]["by_name_ok"] is ok
+
+
+def write_headers() -> dict[str, str]:
+    return {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf"}
+
+
+def test_writes_answered_before_counted_are_all_counted(fresh: str) -> None:
+    """The sink acks a 1.0 write on receipt and counts it right after (``Backlog``): the counts
+    ``/stats`` gives are still every sample of every write acked, and a body that does not
+    decode, acked too, is counted as an error, which fails the row."""
+    ts = SPEC.timestamp(0)
+    writes = 40  # more than Backlog.LIMIT: some are counted before they are answered
+    for i in range(writes):
+        post_write(fresh, [(s.labels, s.value) for s in SERIES[: i + 1]], ts + i)
+    status, _, stats = rig.http_request(f"{fresh}/stats")
+    counted = json.loads(stats)
+    assert status == 200
+    assert counted["samples"] == writes * (writes + 1) // 2
+    assert counted["requests"] == writes and counted["errors"] == 0
+    status, _, _ = rig.http_request(
+        f"{fresh}/api/v1/write", method="POST", data=b"\xff not snappy", headers=write_headers()
+    )
+    assert status == 204
+    status, _, stats = rig.http_request(f"{fresh}/stats")
+    assert json.loads(stats)["errors"] == 1
+    assert not verify(fresh, "tenants/gotk-relay", [])["ok"]
+
+
+def test_the_bare_receiver_counts_before_it_answers(tmp_path: Path) -> None:
+    """``--count-first`` (the latency floor's bare receiver): a write is answered once counted,
+    so a body that does not decode is a 400."""
+    port = rig.free_port()
+    argv = [sys.executable, "-m", "bench.sink", "--port", str(port), "--count-first"]
+    proc = rig.Proc("bench-sink-count-first", argv, tmp_path, cwd=REPO)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        rig.wait_http(f"{base}/stats", 30.0, proc=proc)
+        status, _, _ = rig.http_request(
+            f"{base}/api/v1/write", method="POST", data=b"\xff not snappy", headers=write_headers()
+        )
+        assert status == 400
+        post_write(base, [(s.labels, s.value) for s in SERIES], SPEC.timestamp(0))
+        status, _, stats = rig.http_request(f"{base}/stats")
+        counted = json.loads(stats)
+        assert (counted["samples"], counted["errors"]) == (len(SERIES), 1)
+    finally:
+        proc.stop()
