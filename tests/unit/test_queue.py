@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import cramjam
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gotk_relay.delivery.entry import Entry, decode_entry, encode_entry, request_body
 from gotk_relay.delivery.queue import (
@@ -179,3 +181,94 @@ def test_histogram_and_summary_parts_share_a_shard() -> None:
     assert shard_key((("__name__", "lat_sum"), ("instance", "b"), ("job", "api"))) != shard_key(
         tuple(sorted(parts[2]))
     )
+
+
+def _tenant_entry(tenant: str, name: str, points: int = 1) -> Entry:
+    return encode_entry(Batch((_series(name, points),)), Protocol.V1, tenant)
+
+
+def _names(entries: list[Entry]) -> list[str]:
+    return [s.name for e in entries for s in decode_entry(e).series]
+
+
+def test_a_request_takes_its_tenants_entries_past_other_tenants() -> None:
+    """Requests routed by tenant queue one entry per tenant each, alternating: a send takes
+    every queued entry of the head's tenant (up to max points), and the others keep their
+    places, so each tenant's stream is merged as an untenanted one is."""
+
+    async def scenario() -> None:
+        shard = Shard(capacity=1000)
+        for i in range(4):
+            shard.put(_tenant_entry("a", f"a{i}", 2))
+            shard.put(_tenant_entry("b", f"b{i}", 2))
+        first = await shard.take(6)
+        assert _names(first) == ["a0", "a1", "a2"]
+        assert {e.tenant for e in first} == {"a"}
+        shard.done()
+        assert _names(await shard.take(100)) == ["b0", "b1", "b2", "b3"]
+        shard.done()
+        assert _names(await shard.take(100)) == ["a3"]
+        shard.done()
+        assert shard.points == 0 and shard.memory_points == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_request_looks_past_a_bounded_number_of_other_tenants_entries() -> None:
+    async def scenario() -> None:
+        shard = Shard(capacity=100_000)
+        shard.put(_tenant_entry("a", "a0"))
+        for i in range(300):  # more than the lookahead
+            shard.put(_tenant_entry(f"t{i}", f"x{i}"))
+        shard.put(_tenant_entry("a", "a1"))
+        assert _names(await shard.take(100)) == ["a0"]  # a1 is beyond the lookahead
+        shard.done()
+        assert _names(await shard.take(100)) == ["x0"]
+        shard.done()
+        assert [e.tenant for e in shard.entries][:2] == ["t1", "t2"]
+        assert shard.entries[-1].tenant == "a"
+
+    asyncio.run(scenario())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    queued=st.lists(
+        st.tuples(st.sampled_from(["", "a", "b", "c"]), st.integers(1, 5)), max_size=40
+    ),
+    max_points=st.integers(1, 12),
+    more=st.booleans(),
+)
+def test_tenant_merging_keeps_each_tenants_order(
+    queued: list[tuple[str, int]], max_points: int, more: bool
+) -> None:
+    """Whatever the mix: every request is one tenant's, at most max points unless one entry
+    is bigger, each tenant's entries come out in the order they were queued, and none is
+    lost or sent twice (``take_more``, as poison isolation calls it, too)."""
+
+    async def scenario() -> None:
+        shard = Shard(capacity=10_000)
+        for i, (tenant, points) in enumerate(queued):
+            shard.put(_tenant_entry(tenant, f"e{i}", points))
+        out: dict[str, list[str]] = {}
+        seen: list[str] = []
+        for _ in range(len(queued) + 1):
+            if not shard.entries:
+                break
+            taken = await shard.take(max_points)
+            tenant = taken[0].tenant
+            if more:
+                shard.take_more(max_points, tenant)
+                taken = shard.in_flight
+            assert {e.tenant for e in taken} == {tenant}
+            if not more:
+                assert len(taken) == 1 or sum(e.points for e in taken) <= max_points
+            out.setdefault(tenant, []).extend(_names(taken))
+            seen.extend(_names(taken))
+            shard.done()
+        assert not shard.entries and shard.points == 0 and shard.memory_points == 0
+        assert sorted(seen) == sorted(f"e{i}" for i in range(len(queued)))
+        for tenant, names in out.items():
+            assert names == [f"e{i}" for i, (t, _) in enumerate(queued) if t == tenant]
+
+    asyncio.run(scenario())

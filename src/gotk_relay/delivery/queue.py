@@ -58,6 +58,9 @@ class MemoryBudget:
 
 # How many spool rows a shard reads at once when it replays a backlog from disk.
 _READ_ROWS = 64
+# How many entries of other tenants a shard passes over to fill a request with one tenant's
+# (Shard._pop): bounds the work per send when thousands of tenants share a shard.
+_LOOKAHEAD = 256
 
 
 class Shard:
@@ -156,17 +159,31 @@ class Shard:
         return taken
 
     def _pop(self, max_points: int, tenant: str) -> list[Entry]:
-        """Queued entries of ``tenant`` from the front, up to ``max_points`` (at least one):
-        one request carries one tenant."""
+        """Queued entries of ``tenant`` in queue order, up to ``max_points`` (at least one):
+        one request carries one tenant.
+
+        Entries of other tenants are passed over (within ``_LOOKAHEAD`` entries) and keep
+        their places: each tenant is its own ordered stream, so only the order within a tenant
+        matters. Taking only the entries up to the first of another tenant sent one received
+        request's share per request when tenants alternate (every request routed by tenant
+        queues one entry per tenant): the stream then ran at one share per round trip.
+        """
         taken: list[Entry] = []
+        passed: list[Entry] = []
         total = 0
-        while self.entries:
-            entry = self.entries[0]
-            if entry.tenant != tenant or (taken and total + entry.points > max_points):
+        entries = self.entries
+        while entries and len(passed) < _LOOKAHEAD:
+            entry = entries[0]
+            if entry.tenant != tenant:
+                passed.append(entries.popleft())
+                continue
+            if taken and total + entry.points > max_points:
                 break
-            self.entries.popleft()
+            entries.popleft()
             taken.append(entry)
             total += entry.points
+        if passed:
+            entries.extendleft(reversed(passed))
         self.memory_points -= total
         if taken:
             self.cursor = max(self.cursor, taken[-1].spool_id)
