@@ -1,7 +1,8 @@
 # gotk-relay: slim, non-root image. Build: docker build -t gotk-relay .
 FROM python:3.12-slim AS build
 # gcc builds the compiled accelerators (setup.py: request scanning, routing, 2.0 conversion,
-# Datadog/OTLP conversion); the image ships Python's headers. Only the wheels go on.
+# Datadog/OTLP conversion, snappy compression); the image ships Python's headers. Only the
+# wheels go on.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -10,7 +11,10 @@ COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.12-slim
-RUN useradd --system --uid 65532 --no-create-home --shell /usr/sbin/nologin relay
+# libsnappy compresses routed requests (wire/_snappy.c loads it; without it, cramjam does).
+RUN apt-get update && apt-get install -y --no-install-recommends libsnappy1v5 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 65532 --no-create-home --shell /usr/sbin/nologin relay
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 65532:65532

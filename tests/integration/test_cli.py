@@ -91,8 +91,11 @@ def test_the_readme_first_command_serves_the_embedded_default_config(tmp_path: P
         _wait_ready(f"http://127.0.0.1:{port}", proc, deadline_s=180)  # includes the pip install
         status, text = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "gotk_relay_federate_series" in text
-        # The install built the C request scanner (scripts/lib.sh brings gcc and the headers).
-        assert "scan_accelerator=True" in (tmp_path / "serve.log").read_text()
+        # The install built the C request scanner (scripts/lib.sh brings gcc and the headers)
+        # and the relay compresses with libsnappy (scripts/lib.sh installs libsnappy1v5).
+        started = (tmp_path / "serve.log").read_text()
+        assert "scan_accelerator=True" in started
+        assert "compressor=libsnappy" in started
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -79,7 +79,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     from ..scrape import Scraper
     from ..server import STATE, make_app
     from ..telemetry import Telemetry
-    from ..wire import rw1_bytes
+    from ..wire import rw1_bytes, snappy
     from ..worker_pool import Generation, WorkerPool, add_internal_routes
 
     assert isinstance(config, Config)
@@ -186,6 +186,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "max_connections": runner.max_connections,
             # False: installed without gcc/Python headers, or GOTK_RELAY_NO_EXTENSIONS set
             "scan_accelerator": rw1_bytes.NATIVE,
+            # cramjam: libsnappy.so.1 missing (or the extension not built)
+            "compressor": snappy.COMPRESSOR,
         },
     )
     stop = asyncio.Event()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import cramjam
 
 from ..model import Batch, FamilyMetadata, Protocol, merge, newest_timestamp
-from ..wire import rw1, rw2, snappy_concat
+from ..wire import rw1, rw2, snappy, snappy_concat
 
 if TYPE_CHECKING:
     from .ack import Ack
@@ -44,8 +44,8 @@ class Entry(NamedTuple):
 SNAPPY_FRAGMENT: Final = 1 << 16  # the compressor's unit: no copy reaches across one
 
 
-def compress(data: bytes | memoryview) -> bytes:
-    return bytes(cramjam.snappy.compress_raw(data))
+# One snappy block of ``data`` (bytes or a memoryview): libsnappy's or cramjam's (wire/snappy.py).
+compress: Final = snappy.compress
 
 
 def encode(batch: Batch, protocol: Protocol) -> bytes:
