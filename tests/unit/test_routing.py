@@ -151,6 +151,51 @@ def test_compiled_equals_reference(raw: bytes, router: Router) -> None:
     assert view(router.route_compiled(raw, presorted=True), raw) == view(reference, raw)
 
 
+@compiled
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), routers(), st.integers(0, 2))
+def test_values_the_memo_finds_no_slot_for_are_computed_each_time(
+    raw: bytes, router: Router, probes: int
+) -> None:
+    """A memo lookup gives up after a few slots (label values are anyone's input, and a run of
+    colliding ones must not make each lookup walk the table): those values are computed per
+    call and held until it ends, with the same result."""
+    from gotk_relay.write import _route  # type: ignore[attr-defined]
+
+    reference = router.route_reference(raw)
+    _route.set_memo_probes(probes)
+    try:
+        for _ in range(2):
+            assert view(router.route_compiled(raw), raw) == view(reference, raw)
+    finally:
+        _route.set_memo_probes(32)
+
+
+@compiled
+def test_a_rules_memo_is_emptied_between_requests_once_over_its_bound() -> None:
+    from gotk_relay.write import _route  # type: ignore[attr-defined]
+
+    router = Router(rules("- source_labels: [a]\n  target_label: b\n  replacement: x$1\n"))
+    memo = router._program[0][4]
+    many = [
+        Series(labels_from({"__name__": "up", "a": str(i)}), (Sample(1.0, i),))
+        for i in range(20_000)
+    ]
+    raw = rw1.encode(Batch(tuple(many)))
+    routed = router.route_compiled(raw)
+    # Within one request every value is kept (the builder points into the results) ...
+    assert _route.memo_size(memo) == 20_000
+    assert routed.groups is not None
+    decoded = rw1.decode(routed.groups[0].body).series
+    assert [dict(s.labels)["b"] for s in decoded] == [f"x{i}" for i in range(20_000)]
+    # ... and the next one starts from an empty memo: over 16384 entries it is not kept.
+    small = rw1.encode(Batch(tuple(many[:3])))
+    router.route_compiled(small)
+    assert _route.memo_size(memo) == 3
+    router.route_compiled(small)
+    assert _route.memo_size(memo) == 3
+
+
 @pytest.mark.parametrize("route", BOTH)
 def test_no_rules_one_shard_no_tenant_is_unchanged(route: Route) -> None:
     raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(1.0, 5),)),)))

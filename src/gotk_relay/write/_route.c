@@ -10,10 +10,12 @@
  * copied as they came.
  *
  * Every string function a rule needs (a regex match, a replacement, hashmod's md5, Go's case
- * mappings) is called back in Python, through a memo dict per rule that this file reads and
- * fills: label values and names repeat from series to series and from request to request, so
- * a steady stream costs one dict lookup per rule per series. The memo holds the returned
- * objects, and the builder points into them, so a memo is only ever cleared between calls.
+ * mappings) is called back in Python, through a memo per rule (a hash table kept here, in a
+ * capsule the router holds): label values and names repeat from series to series and from
+ * request to request, so a steady stream costs one lookup by the value's bytes per rule per
+ * series, with no Python object made (a dict keyed by bytes cost a bytes object and its
+ * SipHash per lookup: a third of a drop-by-name walk). The memo holds the returned objects,
+ * and the builder points into them, so a memo is only ever cleared between calls.
  *
  * The input has been validated (wire/_survey.c): the walk only needs framing checks, and it
  * refuses (ValueError) whatever it cannot frame.
@@ -23,6 +25,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 typedef const unsigned char *Bytes;
 
@@ -361,6 +365,146 @@ sorted_snapshot(Builder *lb, Lab *out, int presorted)
 
 /* -- rules --------------------------------------------------------------------------------- */
 
+/* -- memos: the string functions' results by the bytes they were called with ----------- */
+
+typedef struct {
+    uint64_t hash;
+    char *key; /* a copy (PyMem), NULL in an empty slot */
+    Py_ssize_t keyl;
+    PyObject *value; /* owned */
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    Py_ssize_t cap, n; /* cap: a power of two, or 0 */
+} Memo;
+
+#define MEMO_CAPSULE "gotk_relay.write._route.memo"
+/* A value that finds no slot within this many is looked up uncached (set by tests). */
+static int memo_probes = 32;
+
+/* Seeded at import: which values collide cannot be chosen from outside (a request's labels are
+ * anyone's input), and a run of collisions ends at memo_probes anyway. */
+static uint64_t memo_seed;
+
+static inline uint64_t
+mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint64_t
+memo_hash(const char *key, Py_ssize_t n)
+{
+    uint64_t h = memo_seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, key, 8);
+        h = (h ^ mix64(w)) * 0x9e3779b97f4a7c15ULL;
+        key += 8;
+        n -= 8;
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, key, (size_t)n);
+        h = (h ^ mix64(w ^ ((uint64_t)n << 56))) * 0x9e3779b97f4a7c15ULL;
+    }
+    return mix64(h);
+}
+
+static void
+memo_clear(Memo *m)
+{
+    for (Py_ssize_t i = 0; i < m->cap; i++) {
+        if (m->slots[i].key != NULL) {
+            PyMem_Free(m->slots[i].key);
+            Py_DECREF(m->slots[i].value);
+            m->slots[i].key = NULL;
+        }
+    }
+    m->n = 0;
+}
+
+static void
+memo_destroy(PyObject *capsule)
+{
+    Memo *m = PyCapsule_GetPointer(capsule, MEMO_CAPSULE);
+    if (m != NULL) {
+        memo_clear(m);
+        PyMem_Free(m->slots);
+        PyMem_Free(m);
+    }
+}
+
+static PyObject *
+memo_new(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    Memo *m = PyMem_Calloc(1, sizeof(Memo));
+    if (m == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *capsule = PyCapsule_New(m, MEMO_CAPSULE, memo_destroy);
+    if (capsule == NULL) {
+        PyMem_Free(m);
+    }
+    return capsule;
+}
+
+static PyObject *
+set_memo_probes(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    memo_probes = n < 0 ? 0 : (int)n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+memo_size(PyObject *self, PyObject *capsule)
+{
+    (void)self;
+    Memo *m = PyCapsule_GetPointer(capsule, MEMO_CAPSULE);
+    return m == NULL ? NULL : PyLong_FromSsize_t(m->n);
+}
+
+/* Twice the room (load kept at most 1/2); entries keep their objects, so the builder's
+ * pointers into them stay valid. */
+static int
+memo_grow(Memo *m)
+{
+    Py_ssize_t cap = m->cap ? m->cap * 2 : 64;
+    Slot *slots = PyMem_Calloc((size_t)cap, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < m->cap; i++) {
+        Slot *old = &m->slots[i];
+        if (old->key == NULL) {
+            continue;
+        }
+        Py_ssize_t j = (Py_ssize_t)(old->hash & (uint64_t)(cap - 1));
+        while (slots[j].key != NULL) {
+            j = (j + 1) & (cap - 1);
+        }
+        slots[j] = *old;
+    }
+    PyMem_Free(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+    return 1;
+}
+
 typedef struct {
     int kind;
     PyObject *sources; /* tuple of bytes */
@@ -368,8 +512,9 @@ typedef struct {
     Py_ssize_t sepl;
     const char *target;
     Py_ssize_t targetl;
-    PyObject *memo; /* dict */
-    PyObject *fn;   /* callable(bytes) -> the memo's value */
+    Memo *memo;
+    PyObject *fn;      /* callable(bytes) -> the memo's value */
+    PyObject **spill;  /* values found uncached this call, kept alive until it ends (a list) */
 } Rule;
 
 typedef struct {
@@ -377,24 +522,64 @@ typedef struct {
     Py_ssize_t len, cap;
 } Scratch;
 
-/* The memo's value for ``key`` (borrowed), computing and storing it on a miss. */
+/* The memo's value for ``key`` (borrowed, alive until the call ends), computing and storing
+ * it on a miss. */
 static PyObject *
 memo_get(Rule *r, const char *key, Py_ssize_t keyl)
 {
+    Memo *m = r->memo;
+    uint64_t h = memo_hash(key, keyl);
+    Py_ssize_t i = 0, probes = 0;
+    if (m->cap) {
+        i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));
+        for (; probes < memo_probes; probes++) {
+            Slot *sl = &m->slots[i];
+            if (sl->key == NULL) {
+                break;
+            }
+            if (sl->hash == h && sl->keyl == keyl && memcmp(sl->key, key, (size_t)keyl) == 0) {
+                return sl->value;
+            }
+            i = (i + 1) & (m->cap - 1);
+        }
+    }
     PyObject *k = PyBytes_FromStringAndSize(key, keyl);
     if (k == NULL) {
         return NULL;
     }
-    PyObject *value = PyDict_GetItemWithError(r->memo, k);
-    if (value == NULL && !PyErr_Occurred()) {
-        PyObject *computed = PyObject_CallOneArg(r->fn, k);
-        if (computed != NULL) {
-            int failed = PyDict_SetItem(r->memo, k, computed);
-            Py_DECREF(computed); /* the memo holds it, and is not cleared during a call */
-            value = failed ? NULL : computed;
+    PyObject *value = PyObject_CallOneArg(r->fn, k);
+    Py_DECREF(k);
+    if (value == NULL) {
+        return NULL;
+    }
+    if (probes < memo_probes && 2 * (m->n + 1) > m->cap) {
+        if (!memo_grow(m)) {
+            Py_DECREF(value);
+            return NULL;
+        }
+        i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));
+        for (probes = 0; probes < memo_probes && m->slots[i].key != NULL; probes++) {
+            i = (i + 1) & (m->cap - 1);
         }
     }
-    Py_DECREF(k);
+    if (probes >= memo_probes) {
+        /* No slot near: kept for this call only. */
+        if (*r->spill == NULL && (*r->spill = PyList_New(0)) == NULL) {
+            Py_DECREF(value);
+            return NULL;
+        }
+        int failed = PyList_Append(*r->spill, value);
+        Py_DECREF(value);
+        return failed ? NULL : value;
+    }
+    char *copy = PyMem_Malloc((size_t)(keyl ? keyl : 1));
+    if (copy == NULL) {
+        Py_DECREF(value);
+        return PyErr_NoMemory();
+    }
+    memcpy(copy, key, (size_t)keyl);
+    m->slots[i] = (Slot){h, copy, keyl, value}; /* the memo owns the value */
+    m->n++;
     return value;
 }
 
@@ -939,6 +1124,7 @@ route(PyObject *self, PyObject *args)
     Span *meta = NULL;
     Py_ssize_t nmeta = 0, capmeta = 0;
     long long dropped = 0, orphaned = 0;
+    PyObject *spill = NULL; /* see Rule.spill */
     int changed = 0;
     int tenants = tenant_label != Py_None;
     Group *single = NULL;
@@ -949,9 +1135,13 @@ route(PyObject *self, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < nrules; i++) {
         PyObject *t = PyTuple_GET_ITEM(rules_obj, i);
-        PyObject *sources, *sep, *target, *memo, *fn;
-        if (!PyArg_ParseTuple(t, "iO!SSO!O", &rules[i].kind, &PyTuple_Type, &sources, &sep,
-                              &target, &PyDict_Type, &memo, &fn)) {
+        PyObject *sources, *sep, *target, *capsule, *fn;
+        if (!PyArg_ParseTuple(t, "iO!SSOO", &rules[i].kind, &PyTuple_Type, &sources, &sep,
+                              &target, &capsule, &fn)) {
+            goto done;
+        }
+        Memo *memo = PyCapsule_GetPointer(capsule, MEMO_CAPSULE);
+        if (memo == NULL) {
             goto done;
         }
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(sources); k++) {
@@ -960,11 +1150,12 @@ route(PyObject *self, PyObject *args)
                 goto done;
             }
         }
-        if (PyDict_GET_SIZE(memo) > MEMO_MAX) {
-            PyDict_Clear(memo); /* bounded: a high-cardinality value costs misses, not memory */
+        if (memo->n > MEMO_MAX) {
+            memo_clear(memo); /* bounded: a high-cardinality value costs misses, not memory */
         }
-        rules[i] = (Rule){rules[i].kind, sources, PyBytes_AS_STRING(sep), PyBytes_GET_SIZE(sep),
-                          PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target), memo, fn};
+        rules[i] = (Rule){rules[i].kind,          sources, PyBytes_AS_STRING(sep),
+                          PyBytes_GET_SIZE(sep),  PyBytes_AS_STRING(target),
+                          PyBytes_GET_SIZE(target), memo, fn, &spill};
     }
     /* Rules that only keep or drop by metric name need no other label: one is read. */
     int name_only = nrules > 0 && nshards <= 1 && !tenants;
@@ -1414,6 +1605,7 @@ done:
     PyMem_Free(lb.add);
     PyMem_Free(s.data);
     PyMem_Free(meta);
+    Py_XDECREF(spill);
     PyBuffer_Release(&raw);
     return result;
 }
@@ -1435,11 +1627,16 @@ crc32_py(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"crc32", crc32_py, METH_VARARGS,
      "crc32(data, crc=0) -> int: zlib.crc32, as the shard key computes it (for tests)."},
+    {"memo", memo_new, METH_NOARGS, "memo() -> an empty memo for one rule of route()."},
+    {"memo_size", memo_size, METH_O, "memo_size(memo) -> int: the entries it holds (for tests)."},
+    {"set_memo_probes", set_memo_probes, METH_O,
+     "set_memo_probes(n): slots a lookup tries before it goes uncached (32; for tests)."},
     {"route", route, METH_VARARGS,
      "route(raw, rules, shards, tenant_label, tenant_default, keep_label, presorted=False)\n"
      "    -> None | ([(tenant, shard, body, points, newest_ms, series)], dropped, orphaned)\n\n"
      "raw: a validated, uncompressed remote-write 1.0 WriteRequest; rules: tuples (kind,\n"
-     "sources, separator, target, memo, fn) made by routing.py; tenant_label: bytes or None."},
+     "sources, separator, target, memo (from memo()), fn) made by routing.py; tenant_label: bytes\n"
+     "or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1448,6 +1645,10 @@ exec_module(PyObject *module)
 {
     (void)module;
     crc_init();
+    if (memo_seed == 0 && getrandom(&memo_seed, sizeof memo_seed, GRND_NONBLOCK) !=
+                              (ssize_t)sizeof memo_seed) {
+        memo_seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&memo_seed;
+    }
 #ifdef HAVE_CLMUL_CODE
     __builtin_cpu_init();
     have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1") &&

@@ -162,15 +162,16 @@ class Router:
         self.rules = rules if isinstance(rules, RuleSet) else compile_rules(rules)
         self.shards = max(1, shards)
         self.tenant = tenant
-        # Per rule: (kind, source names, separator, target, memo, function); the memos live as
-        # long as the router (one configuration) and are bounded in _route.c.
+        # Per rule: (kind, source names, separator, target, memo, function); the memos (hash
+        # tables in _route.c, by the bytes a function was called with) live as long as the
+        # router (one configuration) and are bounded there. The reference reads none of this.
         self._program: tuple[tuple[object, ...], ...] = tuple(
             (
                 _KINDS[rule.action],
                 tuple(name.encode() for name in rule.sources),
                 rule.sep.encode(),
                 rule.name.encode(),
-                {},
+                _native.memo() if NATIVE else None,
                 _callback(rule),
             )
             for rule in self.rules.compiled()
