@@ -40,6 +40,14 @@ RULES = [
     {"source_labels": ["job"], "target_label": "shard", "modulus": 3, "action": "hashmod"},
     {"source_labels": ["name"], "target_label": "name", "action": "uppercase"},
     {"regex": "exported_(.*)", "replacement": "ns_$1", "action": "labelmap"},
+    # Names a series anew, into one the Flux rules read: the relay must look at what the
+    # global rules made, not at what came (scan.py: Router.keeps_names).
+    {
+        "source_labels": ["__name__", "i"],
+        "regex": "node_load1;0",
+        "target_label": "__name__",
+        "replacement": "gotk_resource_info",
+    },
 ]
 NAMES = ["up", "go_gc_duration_seconds", "node_load1", "gotk_x", "lat_bucket"]
 
@@ -212,6 +220,50 @@ def test_a_flux_object_behind_rules_shards_and_tenants(keep_source: bool) -> Non
     assert all(dict(labels)["cluster"] == "prod" for *_, labels in series)
     assert all("exported_namespace" not in dict(labels) for *_, labels in series)
     assert (("flux-system", "gotk_resource_info") in tenants) == keep_source
+
+
+@pytest.mark.parametrize("rename", [True, False])
+def test_a_series_the_global_rules_name_into_a_flux_input_is_read(rename: bool) -> None:
+    """The Flux rules read what the global rules made: a series renamed into
+    ``gotk_resource_info`` is an object's state, the one renamed out of it no longer is."""
+    rule = (
+        {"source_labels": ["__name__"], "regex": "ksm_alias", "target_label": "__name__",
+         "replacement": "gotk_resource_info"}
+        if rename
+        else {"source_labels": ["__name__"], "regex": "gotk_(.*)", "target_label": "__name__",
+              "replacement": "old_${1}"}
+    )  # fmt: skip
+    text = yaml.safe_dump(
+        {
+            "flux": {"mode": "legacy"},
+            "relabel_configs": [rule, {"target_label": "cluster", "replacement": "prod"}],
+            "remote_write": [{"name": "d", "url": "http://127.0.0.1:9/"}],
+        }
+    )
+    fast, reference = _relay(text), _relay(text)
+    assert fast.fast is not None and fast.fast.relabel is not None
+    assert not fast.fast.relabel.keeps_names
+    alias = {**_ksm("apps", "False"), "__name__": "ksm_alias"}
+    raw = rw1.encode(
+        Batch(
+            (
+                Series(tuple(sorted(alias.items())), (Sample(1.0, 1000),)),
+                Series(tuple(sorted(_ksm("web", "True").items())), (Sample(1.0, 1000),)),
+            )
+        )
+    )
+    scanned = scan.scan_request(snappy.compress(raw), raw, fast.config.receiver, fast.fast)
+    picked = scan.decode_picked(scanned, fast.config.receiver)
+    assert admission.queue_scanned(fast, scanned, picked, 2000).accepted
+    assert reference.admit(rw1.decode(raw), 2000, len(raw)).accepted
+    got, want = _held(fast)["d"][0], _held(reference)["d"][0]
+    assert got == want
+    objects = {
+        dict(labels)["name"]
+        for _, _, labels in got
+        if dict(labels)["__name__"] == "gotk_reconcile_condition"
+    }
+    assert objects == ({"apps", "web"} if rename else set())
 
 
 STEADY_VIEWS = {

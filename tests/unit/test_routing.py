@@ -196,6 +196,26 @@ def test_a_rules_memo_is_emptied_between_requests_once_over_its_bound() -> None:
     assert _route.memo_size(memo) == 3
 
 
+@pytest.mark.parametrize(
+    ("text", "keeps"),
+    [
+        ("", True),
+        ("- {source_labels: [__name__], regex: 'go_.*', action: drop}", True),
+        ("- {source_labels: [instance], regex: '(.+):.*', target_label: host}", True),
+        ("- {regex: pod, action: labeldrop}", True),
+        ("- {source_labels: [a], target_label: h, modulus: 3, action: hashmod}", True),
+        ("- {source_labels: [a], target_label: __name__}", False),
+        ("- {source_labels: [a], regex: '(.*)', target_label: '$1', replacement: x}", False),
+        ("- {source_labels: [a], target_label: __name__, action: lowercase}", False),
+        ("- {regex: 'exported_(.*)', replacement: 'ns_$1', action: labelmap}", False),
+    ],
+)
+def test_which_rules_keep_every_metric_name(text: str, keeps: bool) -> None:
+    """Where they do, the relay finds the series its Flux rules read after the global rules
+    by routing the ones it found before them (write/scan.py)."""
+    assert Router(rules(text) if text else []).keeps_names is keeps
+
+
 @pytest.mark.parametrize("route", BOTH)
 def test_no_rules_one_shard_no_tenant_is_unchanged(route: Route) -> None:
     raw = rw1.encode(Batch((Series(labels_from({"__name__": "up"}), (Sample(1.0, 5),)),)))

@@ -183,6 +183,22 @@ class Router:
         )
 
     @property
+    def keeps_names(self) -> bool:
+        """Whether no rule can give a series a metric name it did not have: then the series
+        a request's rules leave with a name the relay watches are its watched series routed
+        (keep and drop actions may remove them, a rule may remove ``__name__`` and so the
+        series). A ``target_label`` with ``$`` may expand to ``__name__``, ``labelmap`` may map
+        a label onto it."""
+        for rule in self.rules.compiled():
+            if rule.action == "labelmap":
+                return False
+            if rule.action in ("replace", "hashmod", "lowercase", "uppercase") and (
+                rule.name == "__name__" or "$" in rule.name
+            ):
+                return False
+        return True
+
+    @property
     def trivial(self) -> bool:
         """Whether every request comes out as it came (no rules, one shard, no tenants)."""
         return not self.rules and self.shards == 1 and self.tenant is None

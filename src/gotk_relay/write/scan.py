@@ -21,7 +21,7 @@ from ..model import Batch, Protocol
 from ..wire import rw1_bytes, validate
 from ..wire.labels import NO_LIMITS, Limits
 from ..wire.picked import decode as decode_series
-from .routing import Routed
+from .routing import Routed, Router
 from .views import FastPath, View
 
 AS_RECEIVED = -1
@@ -121,7 +121,14 @@ def scan_request(
             block = None
             forward_raw = relabeled.groups[0].body if relabeled.groups else b""
             points = relabeled.groups[0].points if relabeled.groups else 0
-            picked, metadata = _pick(forward_raw, fast) if fast.watched else ([], [])
+            if not fast.watched:
+                picked, metadata = [], []
+            elif fast.relabel.keeps_names:
+                # The rules name no series anew: the watched series they left are the picked
+                # ones routed (a few), not a second survey of the whole request.
+                picked = _relabeled(fast.relabel, picked, strict)
+            else:
+                picked, metadata = _pick(forward_raw, fast)
     inputs_forwarded = fast.keeps_inputs or not picked
     if not inputs_forwarded:
         # flux.keep_source off: the series the rules read are taken out of what is forwarded.
@@ -164,6 +171,16 @@ def scan_request(
 def _forwarded(fast: FastPath) -> bool:
     """Whether some destination takes the (globally relabeled) request as it is."""
     return not fast.views or any(v.as_received for v in fast.views.values())
+
+
+def _relabeled(router: Router, picked: list[bytes], strict: bool) -> list[bytes]:
+    """The series ``picked`` as the global rules leave them, in order (those they drop left out)."""
+    if not picked:
+        return []
+    routed = router.route(rw1_bytes.rebuild(picked), presorted=strict)
+    if routed.groups is None:
+        return picked
+    return [bytes(s) for g in routed.groups for s in rw1_bytes.frame(g.body).timeseries]
 
 
 def _pick(raw: bytes, fast: FastPath) -> tuple[list[bytes], list[bytes]]:
