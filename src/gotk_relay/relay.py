@@ -187,7 +187,7 @@ def _route_output(
 ) -> tuple[list[tuple[int, Entry]], int]:
     """The Flux rules' encoded output (``points`` samples) as one view sees it: (shard, entry)
     pairs, and the points left without a tenant. The rules write label sets sorted."""
-    routed = router.route(output, presorted=True)
+    routed = router.route(output, presorted=True, points=points)
     if routed.groups is None:
         return [(0, Entry(compress(output), Protocol.V1, points, newest))], 0
     return [

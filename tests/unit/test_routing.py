@@ -149,6 +149,11 @@ def test_compiled_equals_reference(raw: bytes, router: Router) -> None:
     # label sets come sorted (they do here, as strict validation leaves them).
     assert view(router.route_compiled(raw), raw) == view(reference, raw)
     assert view(router.route_compiled(raw, presorted=True), raw) == view(reference, raw)
+    # Told the request's points (as the relay is), rules that keep or drop by name leave a
+    # dropped series at its name and count what it dropped from what was kept.
+    points = rw1.decode(raw, validate=False).point_count
+    told = router.route_compiled(raw, presorted=True, points=points)
+    assert view(told, raw) == view(reference, raw)
 
 
 @compiled
@@ -237,16 +242,37 @@ def stream() -> bytes:
     return rw1.encode(Batch(items))
 
 
+@pytest.mark.parametrize("told", [False, True])
 @pytest.mark.parametrize("route", BOTH)
-def test_drop_by_name_keeps_the_others_as_they_came(route: Route) -> None:
+def test_drop_by_name_keeps_the_others_as_they_came(route: Route, told: bool) -> None:
     raw = stream()
     router = Router(rules("- {source_labels: [__name__], regex: 'go_gc_.*', action: drop}"))
-    routed = route(router, raw)
+    routed = route(router, raw, points=4) if told else route(router, raw)  # type: ignore[call-arg]
     assert routed.groups is not None and routed.dropped == 1
     (group,) = routed.groups
     names = [dict(s.labels)["__name__"] for s in rw1.decode(group.body).series]
     assert names == ["up", "gotk_resource_info", "up"]
     assert (group.points, group.newest_ms, group.series) == (3, 1003, 3)
+
+
+NAME_RULES = [
+    r for r in RULES if r.get("action") in ("keep", "drop") and r["source_labels"] == ["__name__"]
+] + [{"source_labels": ["__name__"], "regex": "up|x", "action": "drop"}]
+
+
+@compiled
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), st.lists(st.sampled_from(NAME_RULES), min_size=1, max_size=3))
+def test_rules_on_the_name_alone_told_the_points_equal_the_reference(
+    raw: bytes, chosen: list[dict[str, Any]]
+) -> None:
+    """Keep and drop by ``__name__`` with the request's points given (as the relay routes):
+    a series dropped is left at its name, and what was dropped counted from what was kept."""
+    router = Router([RelabelConfig.model_validate(r) for r in chosen])
+    points = rw1.decode(raw, validate=False).point_count
+    reference = router.route_reference(raw)
+    for _ in range(2):  # the memos cold, then warm
+        assert view(router.route_compiled(raw, True, points), raw) == view(reference, raw)
 
 
 @pytest.mark.parametrize("route", BOTH)

@@ -1108,8 +1108,9 @@ route(PyObject *self, PyObject *args)
     PyObject *rules_obj, *tenant_label, *tenant_default;
     Py_ssize_t nshards;
     int keep_label, presorted = 0;
-    if (!PyArg_ParseTuple(args, "y*O!nOOp|p", &raw, &PyTuple_Type, &rules_obj, &nshards,
-                          &tenant_label, &tenant_default, &keep_label, &presorted)) {
+    long long total = -1;
+    if (!PyArg_ParseTuple(args, "y*O!nOOp|pL", &raw, &PyTuple_Type, &rules_obj, &nshards,
+                          &tenant_label, &tenant_default, &keep_label, &presorted, &total)) {
         return NULL;
     }
     Bytes d = raw.buf;
@@ -1166,6 +1167,10 @@ route(PyObject *self, PyObject *args)
                     same(PyBytes_AS_STRING(PyTuple_GET_ITEM(sources, 0)),
                          PyBytes_GET_SIZE(PyTuple_GET_ITEM(sources, 0)), "__name__", 8);
     }
+    /* With the request's points known, a series those rules drop is left as soon as its name
+     * is read: what was dropped is what came less what was kept (a Datadog view keeping
+     * gotk_.* reads one label of each other series, not all of them and their samples). */
+    int early = name_only && total >= 0;
     if (tenants && (!PyBytes_Check(tenant_label) || !PyBytes_Check(tenant_default))) {
         PyErr_SetString(PyExc_TypeError, "the tenant label and default must be bytes");
         goto done;
@@ -1227,7 +1232,10 @@ route(PyObject *self, PyObject *args)
         /* Reading only __name__ holds while every other label is seen to have a value (an
          * empty one is deleted by the builder, which changes the series): else read all. */
         int only_name = name_only;
+        int dropped_early = 0;
+        int kept_early; /* the rules kept it by its name: not run again */
     walk_series:;
+        kept_early = 0;
         Py_ssize_t p = body;
         while (p < end) {
             Py_ssize_t fstart = p;
@@ -1331,6 +1339,29 @@ route(PyObject *self, PyObject *args)
                         continue;
                     }
                     named = 1;
+                    if (early) {
+                        /* The rules on the name alone (keep or drop, which read nothing else;
+                         * the name is not empty here). */
+                        w.base[nlab] = lab;
+                        w.deleted[nlab] = 0;
+                        lb.base = w.base + nlab;
+                        lb.deleted = w.deleted + nlab;
+                        lb.nbase = 1;
+                        lb.nadd = 0;
+                        lb.any_deleted = 0;
+                        int kept = 1;
+                        for (Py_ssize_t i = 0; i < nrules && kept == 1; i++) {
+                            kept = run_rule(&rules[i], &lb, &s, w.snap);
+                        }
+                        if (kept < 0) {
+                            goto done;
+                        }
+                        if (!kept) {
+                            dropped_early = 1;
+                            break;
+                        }
+                        kept_early = 1;
+                    }
                 }
                 w.base[nlab] = lab;
                 w.deleted[nlab] = lab.vl == 0; /* an empty value is an absent label */
@@ -1341,6 +1372,10 @@ route(PyObject *self, PyObject *args)
                 frame_error();
                 goto done;
             }
+        }
+        if (dropped_early) {
+            changed = 1;
+            continue;
         }
         long long newest = 0;
         if (last_sample >= 0) {
@@ -1361,7 +1396,7 @@ route(PyObject *self, PyObject *args)
             lb.any_deleted |= w.deleted[i];
         }
         int keep = 1;
-        if (nrules) {
+        if (nrules && !kept_early) {
             /* Room for a snapshot: every base label plus every addition the rules can make. */
             for (Py_ssize_t i = 0; i < nrules && keep == 1; i++) {
                 if (!work_snap(&w, nlab + lb.nadd + 1)) {
@@ -1380,7 +1415,9 @@ route(PyObject *self, PyObject *args)
             }
         }
         if (!keep) {
-            dropped += points;
+            if (!early) {
+                dropped += points;
+            }
             changed = 1;
             continue;
         }
@@ -1549,6 +1586,10 @@ route(PyObject *self, PyObject *args)
             out->newest = newest;
         }
     }
+    if (early) {
+        long long kept = single->shards[0].points;
+        dropped = total > kept ? total - kept : 0;
+    }
     if (nshards <= 1 && !tenants && !changed) {
         result = Py_NewRef(Py_None); /* forwarded as it came */
         goto done;
@@ -1632,11 +1673,12 @@ static PyMethodDef methods[] = {
     {"set_memo_probes", set_memo_probes, METH_O,
      "set_memo_probes(n): slots a lookup tries before it goes uncached (32; for tests)."},
     {"route", route, METH_VARARGS,
-     "route(raw, rules, shards, tenant_label, tenant_default, keep_label, presorted=False)\n"
+     "route(raw, rules, shards, tenant_label, tenant_default, keep_label, presorted=False,\n"
+     "      points=-1)\n"
      "    -> None | ([(tenant, shard, body, points, newest_ms, series)], dropped, orphaned)\n\n"
      "raw: a validated, uncompressed remote-write 1.0 WriteRequest; rules: tuples (kind,\n"
      "sources, separator, target, memo (from memo()), fn) made by routing.py; tenant_label: bytes\n"
-     "or None."},
+     "or None; points: raw's samples + histograms (-1: not known, every series is counted)."},
     {NULL, NULL, 0, NULL},
 };
 

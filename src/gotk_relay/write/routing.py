@@ -203,13 +203,16 @@ class Router:
         """Whether every request comes out as it came (no rules, one shard, no tenants)."""
         return not self.rules and self.shards == 1 and self.tenant is None
 
-    def route_compiled(self, raw: bytes, presorted: bool = False) -> Routed:
+    def route_compiled(self, raw: bytes, presorted: bool = False, points: int = -1) -> Routed:
         """``raw`` as this view sees it, walked in C (``_route.c``). ``presorted``: every label
         set of ``raw`` is sorted by name (strict validation sorts them), so the walk need not
-        check."""
+        check. ``points``: ``raw``'s samples and histograms when known (the survey counted
+        them): rules that keep or drop by name then leave a dropped series at its name."""
         if self.trivial:
             return Routed(None)
-        found = _native.route(raw, self._program, self.shards, *self._tenant_args, presorted)
+        found = _native.route(
+            raw, self._program, self.shards, *self._tenant_args, presorted, points
+        )
         if found is None:
             return Routed(None)
         groups, dropped, orphaned = found
@@ -219,9 +222,10 @@ class Router:
             orphaned,
         )
 
-    def route_reference(self, raw: bytes, presorted: bool = False) -> Routed:
+    def route_reference(self, raw: bytes, presorted: bool = False, points: int = -1) -> Routed:
         """The same by decoding: ``model`` objects, ``RuleSet.apply``, the batch splitters
-        (``presorted`` is not needed: the decoder reads label sets in any order)."""
+        (``presorted`` and ``points`` are not needed: the decoder reads label sets in any order
+        and counts every series)."""
         batch = rw1.decode(raw, validate=False)
         out = relabel_batch(self.rules, batch)
         dropped = batch.point_count - out.point_count

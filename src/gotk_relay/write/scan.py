@@ -116,7 +116,7 @@ def scan_request(
     block: bytes | None = body if forward_raw is raw else None
     picked, metadata, points = surveyed.picked, surveyed.metadata, surveyed.points
     if fast.relabel is not None:
-        relabeled = fast.relabel.route(forward_raw, presorted=strict)
+        relabeled = fast.relabel.route(forward_raw, presorted=strict, points=points)
         if relabeled.groups is not None:
             block = None
             forward_raw = relabeled.groups[0].body if relabeled.groups else b""
@@ -195,7 +195,7 @@ def _route(view: View, raw: bytes, block: bytes | None, points: int, strict: boo
     """A view's parts, in remote write 1.0 whatever the destination speaks: queued 1.0 entries
     merge as compressed blocks, and a 2.0 destination converts each merged request once
     (``delivery.entry.request_body``)."""
-    routed = view.router.route(raw, presorted=strict) if raw else Routed(())
+    routed = view.router.route(raw, presorted=strict, points=points) if raw else Routed(())
     if routed.groups is None:  # the request as it is
         payload = block if block is not None else compress(raw)
         return Routing((Part("", 0, payload, Protocol.V1, points, AS_RECEIVED),), points, 0)
