@@ -255,9 +255,11 @@ def test_drop_by_name_keeps_the_others_as_they_came(route: Route, told: bool) ->
     assert (group.points, group.newest_ms, group.series) == (3, 1003, 3)
 
 
-NAME_RULES = [
-    r for r in RULES if r.get("action") in ("keep", "drop") and r["source_labels"] == ["__name__"]
-] + [{"source_labels": ["__name__"], "regex": "up|x", "action": "drop"}]
+NAME_RULES: list[dict[str, Any]] = [
+    {"source_labels": ["__name__"], "regex": "a.*", "action": "drop"},
+    {"source_labels": ["__name__"], "regex": "gotk_.*|a", "action": "keep"},
+    {"source_labels": ["__name__"], "regex": "up|x", "action": "drop"},
+]
 
 
 @compiled
