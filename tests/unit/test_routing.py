@@ -188,8 +188,9 @@ def test_a_rules_memo_is_emptied_between_requests_once_over_its_bound() -> None:
     ]
     raw = rw1.encode(Batch(tuple(many)))
     routed = router.route_compiled(raw)
-    # Within one request every value is kept (the builder points into the results) ...
-    assert _route.memo_size(memo) == 20_000
+    # Within one request the values are kept past the bound (the builder points into the
+    # results; a rare one that found no slot near its hash is held for the call only) ...
+    assert 16_384 < _route.memo_size(memo) <= 20_000
     assert routed.groups is not None
     decoded = rw1.decode(routed.groups[0].body).series
     assert [dict(s.labels)["b"] for s in decoded] == [f"x{i}" for i in range(20_000)]
