@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from gotk_relay.config import TenantConfig
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.rules.relabel import RelabelConfig
-from gotk_relay.wire import rw1
+from gotk_relay.wire import rw1, rw1_bytes
 from gotk_relay.write import routing
 from gotk_relay.write.routing import Routed, Router, shard_key
 from tests.support.strategies import canonical, series
@@ -272,10 +272,17 @@ def test_rules_on_the_name_alone_told_the_points_equal_the_reference(
     """Keep and drop by ``__name__`` with the request's points given (as the relay routes):
     a series dropped is left at its name, and what was dropped counted from what was kept."""
     router = Router([RelabelConfig.model_validate(r) for r in chosen])
+    assert router.name_only
     points = rw1.decode(raw, validate=False).point_count
     reference = router.route_reference(raw)
+    # And with the survey's series table, as the relay routes such a view (no label read;
+    # the walk where a label value is empty).
+    surveyed = rw1_bytes.survey(raw, frozenset(), table=True)
+    assert isinstance(surveyed, rw1_bytes.Survey) and surveyed.raw is raw
     for _ in range(2):  # the memos cold, then warm
         assert view(router.route_compiled(raw, True, points), raw) == view(reference, raw)
+        tabled = router.route_compiled(raw, True, points, surveyed.table)
+        assert view(tabled, raw) == view(reference, raw)
 
 
 @pytest.mark.parametrize("route", BOTH)

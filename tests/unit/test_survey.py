@@ -442,6 +442,72 @@ def test_every_valid_encoding_is_accepted(
     assert agree(raw, *watched) is not None
 
 
+def _top_fields(raw: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(field, start of its key, start of its message, end) of each length-delimited
+    top-level field of a valid request; other wire types are stepped over."""
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            byte = raw[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while pos < len(raw):
+        start = pos
+        key = varint()
+        wire = key & 7
+        if wire == 2:
+            length = varint()
+            yield key >> 3, start, pos, pos + length
+            pos += length
+        elif wire == 0:
+            varint()
+        else:
+            pos += 8 if wire == 1 else 4
+
+
+@needs_native
+@settings(max_examples=150, deadline=None)
+@given(odd_encodings())
+def test_the_series_table_says_where_each_series_and_its_name_are(raw: bytes) -> None:
+    """The table rules on the name alone route from (write/_route.c): one record per series
+    and metadata field, in order, with the series' extent, its name's place, its points, its
+    last sample's timestamp and whether it has an empty label value or histograms; none when
+    a series was sorted (its name moved)."""
+    import struct
+
+    found = rw1_bytes.survey(raw, frozenset(), table=True)
+    assert isinstance(found, rw1_bytes.Survey)
+    if found.sorted:
+        assert found.table == b""
+        return
+    records = list(struct.iter_unpack("8I", found.table))
+    fields = [f for f in _top_fields(raw) if f[0] in (1, 3)]
+    assert len(records) == len(fields)
+    for (field, start, body, end), record in zip(fields, records, strict=True):
+        at, stop, name_at, name_len, points, flags, low, high = record
+        assert (at, stop) == (start, end)
+        if field == 3:
+            assert flags == 4
+            continue
+        message = remote_pb2.TimeSeries.FromString(raw[body:end])
+        (name,) = [label.value for label in message.labels if label.name == "__name__"]
+        assert raw[name_at : name_at + name_len] == name.encode()
+        assert points == len(message.samples) + len(message.histograms)
+        empty = any(label.value == "" for label in message.labels)
+        assert flags == (1 if empty else 0) | (2 if message.histograms else 0)
+        last = message.samples[-1].timestamp if message.samples else 0
+        assert low | high << 32 == last % (1 << 64)
+    unasked = rw1_bytes.survey(raw, frozenset())
+    assert isinstance(unasked, rw1_bytes.Survey) and unasked.table == b""  # only when asked
+
+
 # -- broken requests: fuzzing against the model, the reference and upb ------------------------
 
 

@@ -327,17 +327,18 @@ rd_label(const Walk *w, Py_ssize_t pos, Py_ssize_t end, Label *label, int defer)
     return 1;
 }
 
+/* A Sample message; ``*ts``: its timestamp (the last one given, 0 when none is). */
 static int
-rd_sample(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
+rd_sample(const Walk *w, Py_ssize_t pos, Py_ssize_t end, uint64_t *ts)
 {
     /* The shape every encoder writes: 09 <value> 10 <timestamp varint>, nothing after it. */
     if (end - pos >= 11 && w->d[pos] == 0x09 && w->d[pos + 9] == 0x10) {
         Py_ssize_t at = pos + 10;
-        uint64_t ignored;
-        if (rd_varint(w->d, &at, end, &ignored) && at == end) {
+        if (rd_varint(w->d, &at, end, ts) && at == end) {
             return 1;
         }
     }
+    *ts = 0;
     while (pos < end) {
         uint32_t field;
         int wire;
@@ -346,6 +347,12 @@ rd_sample(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
         }
         if ((field == 1 && wire != 1) || (field == 2 && wire != 0)) {
             return 0;
+        }
+        if (field == 2) {
+            Py_ssize_t at = pos;
+            if (!rd_varint(w->d, &at, end, ts)) {
+                return 0;
+            }
         }
         if (!skip(w->d, &pos, end, wire)) {
             return 0;
@@ -537,6 +544,11 @@ typedef struct {
     Py_ssize_t at, len; /* its value */
     int unsorted;       /* strict: labels were not in name order */
     Py_ssize_t count;   /* strict: labels read */
+    /* For the series table (survey's ``index``): */
+    int empty;          /* a label with an empty value */
+    int histograms;     /* histograms read */
+    Py_ssize_t points;  /* samples + histograms */
+    uint64_t sample_ts; /* the last sample's timestamp (0 without one) */
 } SeriesInfo;
 
 /* UTF-8 of a run [at, end) of Label fields rd_label read in the canonical shape (deferred):
@@ -610,6 +622,9 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
     info->found = info->unsorted = 0;
     info->count = 0;
     info->at = info->len = 0;
+    info->empty = info->histograms = 0;
+    info->points = 0;
+    info->sample_ts = 0;
     while (pos < end) {
         uint32_t field;
         int wire;
@@ -644,6 +659,7 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
             else if (!(read = rd_label(w, pos, stop, &label, w->strict))) {
                 return 0;
             }
+            info->empty |= label.value_len == 0;
             if (read == 2) { /* extend the run, or check it and start another */
                 if (at != run_end) {
                     if (!check_labels(d, run, run_end)) {
@@ -682,8 +698,11 @@ rd_series(Walk *w, Py_ssize_t pos, Py_ssize_t end, SeriesInfo *info)
             }
         }
         else if (field == 2 || field == 4) {
+            info->points++;
+            info->histograms += field == 4;
             if (++w->points > w->max_points ||
-                !(field == 2 ? rd_sample(w, pos, stop) : rd_histogram(w, pos, stop))) {
+                !(field == 2 ? rd_sample(w, pos, stop, &info->sample_ts)
+                             : rd_histogram(w, pos, stop))) {
                 return 0;
             }
         }
@@ -1080,6 +1099,56 @@ find_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* -- the series table ---------------------------------------------------------------------- */
+
+/* One record per TimeSeries and MetricMetadata field, in request order, as write/_route.c reads
+ * them (routing.Router, rules that keep or drop by name): native uint32s. */
+enum {
+    REC_START,    /* the field's key */
+    REC_END,      /* the end of its message */
+    REC_NAME,     /* __name__'s value */
+    REC_NAME_LEN, /* its length (0: none) */
+    REC_POINTS,   /* samples + histograms */
+    REC_FLAGS,    /* TABLE_EMPTY | TABLE_HISTOGRAMS | TABLE_METADATA */
+    REC_TS_LOW,   /* the last sample's timestamp, as the uint64 of its varint */
+    REC_TS_HIGH,
+    REC_FIELDS
+};
+#define TABLE_EMPTY 1      /* a label has an empty value (a rule would take it out) */
+#define TABLE_HISTOGRAMS 2 /* the series has histograms (their timestamps are not here) */
+#define TABLE_METADATA 4   /* a MetricMetadata field, not a series */
+
+typedef struct {
+    uint32_t *data;
+    Py_ssize_t n, cap; /* records */
+} Table;
+
+static int
+table_add(Table *t, Py_ssize_t start, Py_ssize_t end, const SeriesInfo *info, uint32_t flags)
+{
+    if (t->n == t->cap) {
+        Py_ssize_t cap = t->cap ? t->cap * 2 : 256;
+        uint32_t *data = PyMem_Realloc(t->data, (size_t)cap * REC_FIELDS * sizeof(uint32_t));
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        t->data = data;
+        t->cap = cap;
+    }
+    uint32_t *r = t->data + REC_FIELDS * t->n++;
+    r[REC_START] = (uint32_t)start;
+    r[REC_END] = (uint32_t)end;
+    r[REC_NAME] = info && info->found ? (uint32_t)info->at : 0;
+    r[REC_NAME_LEN] = info && info->found ? (uint32_t)info->len : 0;
+    r[REC_POINTS] = info ? (uint32_t)info->points : 0;
+    r[REC_FLAGS] = flags | (info && info->empty ? TABLE_EMPTY : 0) |
+                   (info && info->histograms ? TABLE_HISTOGRAMS : 0);
+    r[REC_TS_LOW] = info ? (uint32_t)info->sample_ts : 0;
+    r[REC_TS_HIGH] = info ? (uint32_t)(info->sample_ts >> 32) : 0;
+    return 1;
+}
+
 /* -- the module function ----------------------------------------------------------------- */
 
 static PyObject *
@@ -1087,10 +1156,10 @@ survey(PyObject *module, PyObject *args)
 {
     PyObject *raw, *names, *prefixes;
     Py_ssize_t max_series, max_points, max_labels, max_name, max_value;
-    int strict;
-    if (!PyArg_ParseTuple(args, "SO!O!nnnnnp:survey", &raw, &PyTuple_Type, &names, &PyTuple_Type,
-                          &prefixes, &max_series, &max_points, &max_labels, &max_name, &max_value,
-                          &strict)) {
+    int strict, want_table = 0;
+    if (!PyArg_ParseTuple(args, "SO!O!nnnnnp|p:survey", &raw, &PyTuple_Type, &names,
+                          &PyTuple_Type, &prefixes, &max_series, &max_points, &max_labels,
+                          &max_name, &max_value, &strict, &want_table)) {
         return NULL;
     }
     for (int t = 0; t < 2; t++) {
@@ -1113,7 +1182,10 @@ survey(PyObject *module, PyObject *args)
         .points = 0,
         .capacity = 64,
     };
-    PyObject *result = NULL, *picked = NULL, *metadata = NULL, *out = NULL;
+    PyObject *result = NULL, *picked = NULL, *metadata = NULL, *out = NULL, *table_bytes = NULL;
+    Table table = {NULL, 0, 0};
+    /* Offsets are uint32s: a larger request (beyond every size limit) gets no table. */
+    want_table = want_table && PyBytes_GET_SIZE(raw) <= (Py_ssize_t)UINT32_MAX;
     w.labels = PyMem_Malloc((size_t)w.capacity * sizeof(Label));
     picked = PyList_New(0);
     metadata = PyList_New(0);
@@ -1131,7 +1203,7 @@ survey(PyObject *module, PyObject *args)
     while (pos < end) {
         uint32_t field = 0;
         int wire = 0;
-        Py_ssize_t length;
+        Py_ssize_t length, record = pos;
         if (!rd_key(d, &pos, end, &field, &wire)) {
             goto invalid;
         }
@@ -1150,6 +1222,9 @@ survey(PyObject *module, PyObject *args)
                     goto done;
                 }
                 goto invalid;
+            }
+            if (want_table && !table_add(&table, record, pos + length, NULL, TABLE_METADATA)) {
+                goto done;
             }
             pos += length;
             continue;
@@ -1183,17 +1258,30 @@ survey(PyObject *module, PyObject *args)
             append_bytes(picked, source + pos, length) < 0) {
             goto done;
         }
+        if (want_table && !table_add(&table, record, pos + length, &info, 0)) {
+            goto done;
+        }
         pos += length;
     }
-    result = Py_BuildValue("nnOOOn", series, w.points, picked, metadata, out ? out : raw, sorted);
+    /* A sorted series' __name__ moved: no table then (routing walks the request instead). */
+    table_bytes = PyBytes_FromStringAndSize(
+        want_table && sorted == 0 ? (const char *)table.data : NULL,
+        want_table && sorted == 0 ? table.n * REC_FIELDS * (Py_ssize_t)sizeof(uint32_t) : 0);
+    if (table_bytes == NULL) {
+        goto done;
+    }
+    result = Py_BuildValue("nnOOOnO", series, w.points, picked, metadata, out ? out : raw, sorted,
+                           table_bytes);
     goto done;
 invalid:
     result = PyLong_FromSsize_t(bad);
 done:
     PyMem_Free(w.labels);
+    PyMem_Free(table.data);
     Py_XDECREF(picked);
     Py_XDECREF(metadata);
     Py_XDECREF(out);
+    Py_XDECREF(table_bytes);
     return result;
 }
 
@@ -1308,10 +1396,13 @@ fill_bytes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"survey", survey, METH_VARARGS,
      "survey(raw, names, prefixes, max_series, max_points, max_labels, max_name_length,\n"
-     "       max_value_length, strict) -> (series, points, picked, metadata, raw, sorted) | int\n\n"
+     "       max_value_length, strict, table=False)\n"
+     "    -> (series, points, picked, metadata, raw, sorted, table) | int\n\n"
      "raw: an uncompressed remote-write 1.0 WriteRequest (bytes); names, prefixes: tuples of\n"
      "bytes. An int when the request is invalid or over a limit: the index of the series the\n"
-     "walk refused it in, -1 outside a series (wire.validate says why)."},
+     "walk refused it in, -1 outside a series (wire.validate says why). table: with table=True\n"
+     "and no series sorted, one record of 8 native uint32s per series and metadata field (see\n"
+     "REC_* in _survey.c), else b\"\"."},
     {"labels_equal", (PyCFunction)(void (*)(void))labels_equal, METH_FASTCALL,
      "labels_equal(key, labels) -> bool\n\n"
      "Whether key (bytes) is exactly the encoding rw1 writes for labels (a tuple of (name,\n"

@@ -109,6 +109,9 @@ class Survey(NamedTuple):
     # labels were not sorted by name has them sorted (``sorted`` counts those series).
     raw: bytes = b""
     sorted: int = 0
+    # With ``survey(..., table=True)`` and no series sorted: one record per series and metadata
+    # field of ``raw`` (native uint32s, ``_survey.c``'s REC_*), for routing by name; else b"".
+    table: bytes = b""
 
 
 class Refused(NamedTuple):
@@ -124,6 +127,7 @@ def survey(
     limits: Limits = NO_LIMITS,
     *,
     strict: bool = True,
+    table: bool = False,
 ) -> Survey | Refused | None:
     """The request ``raw`` checked and surveyed in one pass (``_survey.c``); ``Refused`` when it
     is invalid or over ``limits``, None when the extension is not built or
@@ -137,7 +141,8 @@ def survey(
     ``Survey.raw`` (a copy; the input object itself when none was). Not strict
     (``receiver.validation: framing``): framing and the series/point limits only, the request
     forwarded as it came. Why in C: the checks cost about as much as one memory scan, where
-    protobuf and Python do Python work per label (figures: docs/performance.md).
+    protobuf and Python do Python work per label (figures: docs/performance.md). ``table``: also
+    the series table (``Survey.table``) that rules keeping or dropping by name route from.
     """
     if _native is None:
         return None
@@ -151,6 +156,7 @@ def survey(
         limits.max_label_name_length,
         limits.max_label_value_length,
         strict,
+        table,
     )
     return Refused(found) if isinstance(found, int) else Survey(*found)
 

@@ -387,34 +387,58 @@ static int memo_probes = 32;
  * anyone's input), and a run of collisions ends at memo_probes anyway. */
 static uint64_t memo_seed;
 
+/* The 64x64 -> 128 bit product folded to 64 bits: one multiplication mixes 16 bytes (the
+ * construction of wyhash). */
 static inline uint64_t
-mix64(uint64_t h)
+fold_mul(uint64_t a, uint64_t b)
 {
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
 static inline uint64_t
+load64(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static inline uint64_t
+load32(const char *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* Label values and names are a few to a few dozen bytes: 16 bytes per multiplication, the
+ * last 16 (or fewer) read as two overlapping words, the length mixed in. */
+static inline uint64_t
 memo_hash(const char *key, Py_ssize_t n)
 {
-    uint64_t h = memo_seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, key, 8);
-        h = (h ^ mix64(w)) * 0x9e3779b97f4a7c15ULL;
-        key += 8;
-        n -= 8;
+    const uint64_t k1 = 0xa0761d6478bd642fULL, k2 = 0xe7037ed1a0b428dbULL;
+    uint64_t h = memo_seed ^ ((uint64_t)n * k1);
+    Py_ssize_t left = n;
+    while (left > 16) {
+        h = fold_mul(load64(key) ^ k1, load64(key + 8) ^ h);
+        key += 16;
+        left -= 16;
     }
-    if (n) {
-        uint64_t w = 0;
-        memcpy(&w, key, (size_t)n);
-        h = (h ^ mix64(w ^ ((uint64_t)n << 56))) * 0x9e3779b97f4a7c15ULL;
+    uint64_t a = 0, b = 0;
+    if (left >= 8) {
+        a = load64(key);
+        b = load64(key + left - 8);
     }
-    return mix64(h);
+    else if (left >= 4) {
+        a = load32(key);
+        b = load32(key + left - 4);
+    }
+    else if (left > 0) {
+        a = ((uint64_t)(unsigned char)key[0] << 16) |
+            ((uint64_t)(unsigned char)key[left >> 1] << 8) | (unsigned char)key[left - 1];
+    }
+    return fold_mul(a ^ k2 ^ (uint64_t)n, b ^ h ^ k1);
 }
 
 static void
@@ -1090,6 +1114,66 @@ timestamp_of(Bytes d, Py_ssize_t pos, Py_ssize_t end, uint32_t field)
     return ts;
 }
 
+/* The timestamp of the last histogram of the series record at [start, end); 0 without one. */
+static long long
+last_histogram_ts(Bytes d, Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t p = start, len, at = -1, at_len = 0;
+    uint64_t key;
+    if (!rd_varint(d, &p, end, &key) || !rd_len(d, &p, end, &len)) {
+        return 0;
+    }
+    while (p < end) {
+        if (!rd_varint(d, &p, end, &key)) {
+            return 0;
+        }
+        if ((key & 7) == 2) {
+            if (!rd_len(d, &p, end, &len)) {
+                return 0;
+            }
+            if ((key >> 3) == 4) {
+                at = p;
+                at_len = len;
+            }
+            p += len;
+        }
+        else if (!skip(d, &p, end, (int)(key & 7))) {
+            return 0;
+        }
+    }
+    return at >= 0 ? timestamp_of(d, at, at + at_len, 15) : 0;
+}
+
+/* The survey's series table (wire/_survey.c): records of REC_FIELDS native uint32s. */
+enum { REC_START, REC_END, REC_NAME, REC_NAME_LEN, REC_POINTS, REC_FLAGS, REC_TS_LOW,
+       REC_TS_HIGH, REC_FIELDS };
+#define TABLE_EMPTY 1
+#define TABLE_HISTOGRAMS 2
+#define TABLE_METADATA 4
+
+/* Whether ``table`` describes ``size`` bytes of request in order with names inside their
+ * series, and no series has an empty label value (which a rule would take out). */
+static int
+table_usable(const Py_buffer *table, Py_ssize_t size)
+{
+    if (table->len == 0 || table->len % (REC_FIELDS * (Py_ssize_t)sizeof(uint32_t)) != 0) {
+        return 0;
+    }
+    Py_ssize_t n = table->len / (REC_FIELDS * (Py_ssize_t)sizeof(uint32_t)), previous = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t r[REC_FIELDS];
+        memcpy(r, (const char *)table->buf + i * sizeof r, sizeof r);
+        if (r[REC_START] < previous || r[REC_END] <= r[REC_START] || r[REC_END] > size ||
+            (r[REC_FLAGS] & TABLE_EMPTY) ||
+            (!(r[REC_FLAGS] & TABLE_METADATA) &&
+             (r[REC_NAME] < r[REC_START] || (uint64_t)r[REC_NAME] + r[REC_NAME_LEN] > r[REC_END]))) {
+            return 0;
+        }
+        previous = r[REC_END];
+    }
+    return 1;
+}
+
 static PyObject *
 frame_error(void)
 {
@@ -1109,8 +1193,10 @@ route(PyObject *self, PyObject *args)
     Py_ssize_t nshards;
     int keep_label, presorted = 0;
     long long total = -1;
-    if (!PyArg_ParseTuple(args, "y*O!nOOp|pL", &raw, &PyTuple_Type, &rules_obj, &nshards,
-                          &tenant_label, &tenant_default, &keep_label, &presorted, &total)) {
+    Py_buffer table = {0};
+    if (!PyArg_ParseTuple(args, "y*O!nOOp|pLy*", &raw, &PyTuple_Type, &rules_obj, &nshards,
+                          &tenant_label, &tenant_default, &keep_label, &presorted, &total,
+                          &table)) {
         return NULL;
     }
     Bytes d = raw.buf;
@@ -1182,7 +1268,76 @@ route(PyObject *self, PyObject *args)
         }
     }
 
-    Py_ssize_t pos = 0;
+    /* With the survey's series table (rules on the name alone, strict input, the points
+     * known): each series judged by the name the table points at, the kept ones copied in
+     * runs of adjacent series, no label read (a Datadog view keeping gotk_.* of a request
+     * then costs a memo lookup per series). */
+    int tabled = early && presorted && table.buf != NULL && table_usable(&table, size);
+    if (tabled) {
+        Buf *out = &single->shards[0];
+        Py_ssize_t n = table.len / (REC_FIELDS * (Py_ssize_t)sizeof(uint32_t));
+        Py_ssize_t run_start = 0, run_end = 0;
+        if (!work_labels(&w, 1) || !buf_reserve(out, 0)) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t r[REC_FIELDS];
+            memcpy(r, (const char *)table.buf + i * sizeof r, sizeof r);
+            if (r[REC_FLAGS] & TABLE_METADATA) {
+                if (nmeta == capmeta) {
+                    Py_ssize_t cap = capmeta ? capmeta * 2 : 8;
+                    Span *m = PyMem_Realloc(meta, (size_t)cap * sizeof(Span));
+                    if (m == NULL) {
+                        PyErr_NoMemory();
+                        goto done;
+                    }
+                    meta = m;
+                    capmeta = cap;
+                }
+                meta[nmeta++] = (Span){r[REC_START], r[REC_END]};
+                continue;
+            }
+            /* Each rule's memo by the name itself (what run_rule would look up). */
+            int kept = r[REC_NAME_LEN] > 0;
+            for (Py_ssize_t k = 0; k < nrules && kept; k++) {
+                PyObject *res =
+                    memo_get(&rules[k], (const char *)d + r[REC_NAME], r[REC_NAME_LEN]);
+                if (res == NULL) {
+                    goto done;
+                }
+                kept = (res == Py_True) == (rules[k].kind == K_KEEP);
+            }
+            if (!kept) {
+                changed = 1;
+                continue;
+            }
+            if (r[REC_START] != run_end) {
+                if (!buf_reserve(out, run_end - run_start)) {
+                    goto done;
+                }
+                put(out, d + run_start, run_end - run_start);
+                run_start = r[REC_START];
+            }
+            run_end = r[REC_END];
+            long long newest =
+                (long long)((uint64_t)r[REC_TS_LOW] | ((uint64_t)r[REC_TS_HIGH] << 32));
+            if (r[REC_FLAGS] & TABLE_HISTOGRAMS) {
+                long long ts = last_histogram_ts(d, r[REC_START], r[REC_END]);
+                newest = ts > newest ? ts : newest;
+            }
+            out->points += r[REC_POINTS];
+            out->series++;
+            if (newest > out->newest) {
+                out->newest = newest;
+            }
+        }
+        if (!buf_reserve(out, run_end - run_start)) {
+            goto done;
+        }
+        put(out, d + run_start, run_end - run_start);
+    }
+
+    Py_ssize_t pos = tabled ? size : 0;
     while (pos < size) {
         uint64_t key;
         Py_ssize_t record = pos; /* where the record's key starts */
@@ -1647,6 +1802,9 @@ done:
     PyMem_Free(s.data);
     PyMem_Free(meta);
     Py_XDECREF(spill);
+    if (table.buf != NULL) {
+        PyBuffer_Release(&table);
+    }
     PyBuffer_Release(&raw);
     return result;
 }
@@ -1674,11 +1832,12 @@ static PyMethodDef methods[] = {
      "set_memo_probes(n): slots a lookup tries before it goes uncached (32; for tests)."},
     {"route", route, METH_VARARGS,
      "route(raw, rules, shards, tenant_label, tenant_default, keep_label, presorted=False,\n"
-     "      points=-1)\n"
+     "      points=-1, table=b\"\")\n"
      "    -> None | ([(tenant, shard, body, points, newest_ms, series)], dropped, orphaned)\n\n"
      "raw: a validated, uncompressed remote-write 1.0 WriteRequest; rules: tuples (kind,\n"
      "sources, separator, target, memo (from memo()), fn) made by routing.py; tenant_label: bytes\n"
-     "or None; points: raw's samples + histograms (-1: not known, every series is counted)."},
+     "or None; points: raw's samples + histograms (-1: not known, every series is counted);\n"
+     "table: the survey's series table of raw (wire/_survey.c), for rules on the name alone."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -183,6 +183,20 @@ class Router:
         )
 
     @property
+    def name_only(self) -> bool:
+        """Whether this view only keeps or drops series by their metric name (one shard, no
+        tenants): the survey's series table then routes it (``route_compiled``)."""
+        return (
+            bool(self.rules)
+            and self.shards == 1
+            and self.tenant is None
+            and all(
+                rule.action in ("keep", "drop") and tuple(rule.sources) == ("__name__",)
+                for rule in self.rules.compiled()
+            )
+        )
+
+    @property
     def keeps_names(self) -> bool:
         """Whether no rule can give a series a metric name it did not have: then the series
         a request's rules leave with a name the relay watches are its watched series routed
@@ -203,15 +217,19 @@ class Router:
         """Whether every request comes out as it came (no rules, one shard, no tenants)."""
         return not self.rules and self.shards == 1 and self.tenant is None
 
-    def route_compiled(self, raw: bytes, presorted: bool = False, points: int = -1) -> Routed:
+    def route_compiled(
+        self, raw: bytes, presorted: bool = False, points: int = -1, table: bytes = b""
+    ) -> Routed:
         """``raw`` as this view sees it, walked in C (``_route.c``). ``presorted``: every label
         set of ``raw`` is sorted by name (strict validation sorts them), so the walk need not
         check. ``points``: ``raw``'s samples and histograms when known (the survey counted
-        them): rules that keep or drop by name then leave a dropped series at its name."""
+        them): rules that keep or drop by name then leave a dropped series at its name.
+        ``table``: the survey's series table of ``raw`` (``rw1_bytes.Survey.table``): with it
+        and ``points``, rules on the name alone (``name_only``) read no label at all."""
         if self.trivial:
             return Routed(None)
         found = _native.route(
-            raw, self._program, self.shards, *self._tenant_args, presorted, points
+            raw, self._program, self.shards, *self._tenant_args, presorted, points, table
         )
         if found is None:
             return Routed(None)
@@ -222,10 +240,12 @@ class Router:
             orphaned,
         )
 
-    def route_reference(self, raw: bytes, presorted: bool = False, points: int = -1) -> Routed:
+    def route_reference(
+        self, raw: bytes, presorted: bool = False, points: int = -1, table: bytes = b""
+    ) -> Routed:
         """The same by decoding: ``model`` objects, ``RuleSet.apply``, the batch splitters
-        (``presorted`` and ``points`` are not needed: the decoder reads label sets in any order
-        and counts every series)."""
+        (``presorted``, ``points`` and ``table`` are not needed: the decoder reads label sets in
+        any order and counts every series)."""
         batch = rw1.decode(raw, validate=False)
         out = relabel_batch(self.rules, batch)
         dropped = batch.point_count - out.point_count

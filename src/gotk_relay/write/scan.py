@@ -79,7 +79,9 @@ def survey_compiled(
 ) -> tuple[rw1_bytes.Survey, str]:
     """The compiled walk (``_survey.c``); a request it refuses is worded by the reference,
     which starts at the series the walk refused. Only where the extension is built."""
-    surveyed = rw1_bytes.survey(raw, fast.names, fast.prefixes, bounds, strict=strict)
+    surveyed = rw1_bytes.survey(
+        raw, fast.names, fast.prefixes, bounds, strict=strict, table=strict and fast.tabled
+    )
     if isinstance(surveyed, rw1_bytes.Survey):
         return surveyed, "c"
     suspect = -1 if surveyed is None else surveyed.series
@@ -116,7 +118,9 @@ def scan_request(
     block: bytes | None = body if forward_raw is raw else None
     picked, metadata, points = surveyed.picked, surveyed.metadata, surveyed.points
     if fast.relabel is not None:
-        relabeled = fast.relabel.route(forward_raw, presorted=strict, points=points)
+        relabeled = fast.relabel.route(
+            forward_raw, presorted=strict, points=points, table=surveyed.table
+        )
         if relabeled.groups is not None:
             block = None
             forward_raw = relabeled.groups[0].body if relabeled.groups else b""
@@ -148,7 +152,9 @@ def scan_request(
             continue
         routing = shared.get(id(view))
         if routing is None:
-            routing = shared[id(view)] = _route(view, forward_raw, block, points, strict)
+            # The series table describes the request as surveyed, not one the rules changed.
+            table = surveyed.table if forward_raw is surveyed.raw else b""
+            routing = shared[id(view)] = _route(view, forward_raw, block, points, strict, table)
         routes[name] = routing
     if not _forwarded(fast):
         block = b""
@@ -191,11 +197,15 @@ def _pick(raw: bytes, fast: FastPath) -> tuple[list[bytes], list[bytes]]:
     return found.picked, found.metadata
 
 
-def _route(view: View, raw: bytes, block: bytes | None, points: int, strict: bool) -> Routing:
+def _route(
+    view: View, raw: bytes, block: bytes | None, points: int, strict: bool, table: bytes = b""
+) -> Routing:
     """A view's parts, in remote write 1.0 whatever the destination speaks: queued 1.0 entries
     merge as compressed blocks, and a 2.0 destination converts each merged request once
     (``delivery.entry.request_body``)."""
-    routed = view.router.route(raw, presorted=strict, points=points) if raw else Routed(())
+    routed = (
+        view.router.route(raw, presorted=strict, points=points, table=table) if raw else Routed(())
+    )
     if routed.groups is None:  # the request as it is
         payload = block if block is not None else compress(raw)
         return Routing((Part("", 0, payload, Protocol.V1, points, AS_RECEIVED),), points, 0)

@@ -54,6 +54,9 @@ class FastPath:
     # Per destination name, its view; destinations that see alike share one View object, so a
     # request is routed once per distinct view.
     views: dict[str, View] = field(default_factory=dict)
+    # Some view (or the global rules) only keeps or drops by name: the survey also makes its
+    # series table (rw1_bytes.Survey.table), which routes such a view without reading labels.
+    tabled: bool = False
 
     @property
     def as_received(self) -> bool:
@@ -103,12 +106,16 @@ def plan(config: Config) -> FastPath | None:
         if found is None or "" in found:
             return None  # a selector that can match any name: the store must see every series
         prefixes = found
+    relabel = Router(config.relabel_configs) if config.relabel_configs else None
+    each = views(config)
+    routers = [*(v.router for v in each.values()), *([relabel] if relabel else [])]
     return FastPath(
         frozenset(names),
         frozenset(p.encode() for p in prefixes),
         config.flux.keep_source,
-        Router(config.relabel_configs) if config.relabel_configs else None,
-        views(config),
+        relabel,
+        each,
+        any(r.name_only for r in routers),
     )
 
 
