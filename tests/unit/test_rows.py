@@ -365,3 +365,36 @@ def test_steps_hold_every_sample_in_order_whatever_the_budget(
 
     steps, batches = asyncio.run(both())
     assert _flat(steps) == _flat(batches)
+
+
+def test_small_entries_are_read_together_and_keep_their_order(loops: Loops) -> None:
+    """A destination keeping a few series of each request queues an entry per request: runs of
+    such 1.0 entries are read as one message (``COALESCE_BYTES``), a 2.0 entry between them
+    where it was, every sample and metadata family in order, as ``entry_batches`` has them."""
+    from gotk_relay.destinations.rows import COALESCE_BYTES
+    from gotk_relay.model import FamilyMetadata, MetricType
+
+    def entry(i: int, protocol: Protocol = Protocol.V1) -> Any:
+        item = Series(
+            (("__name__", f"gotk_x{i % 3}"), ("i", str(i))), (Sample(1.0 * i, NOW_MS + i),)
+        )
+        metadata = (
+            (FamilyMetadata(f"gotk_x{i % 3}", MetricType.GAUGE, "h", ""),) if i % 7 == 0 else ()
+        )
+        return encode_entry(Batch((item,), metadata), protocol)
+
+    entries = [entry(i) for i in range(40)]
+    entries.insert(20, entry(99, Protocol.V2))
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        steps = [step async for step in entry_steps(entries, 1 << 20, loops)]
+        batches = [batch async for batch in entry_batches(entries, 4096)]
+        return steps, batches  # type: ignore[return-value]
+
+    steps, batches = asyncio.run(both())
+    assert _flat(steps) == _flat(batches)
+    metadata = [m for step in steps if isinstance(step, Batch) for m in step.metadata]
+    assert metadata == [m for b in batches for m in b.metadata]
+    # Two runs of 1.0 entries around the 2.0 one: two messages of rows, not forty.
+    assert sum(1 for step in steps if isinstance(step, list) and step) == 2
+    assert COALESCE_BYTES >= 1 << 16

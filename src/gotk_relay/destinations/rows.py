@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple
 from .. import native
 from ..delivery.entry import Entry, decode_entry
 from ..model import Batch, Labels, Protocol, Series
-from ..wire import rw1, rw1_bytes
+from ..wire import rw1, rw1_bytes, snappy, snappy_concat
 from ..wire.errors import DecodeError
 from .chunked import (
     _EMPTY,
@@ -45,6 +45,12 @@ from .chunked import (
 # Steps of ``entry_steps``: about a hundred series of ~10 labels, so that mapping one step holds
 # the event loop only briefly (rows are cheaper than decoded series, so steps can be larger).
 ROW_CHUNK_BYTES: Final = 32 * 1024
+
+# Consecutive remote write 1.0 entries are read as one message up to this many bytes: a view
+# that keeps a few series of each request (a Datadog destination keeping gotk_.*) queues an
+# entry per request, and reading each on its own (decompressing it, framing it, a step of its
+# own to map) cost more than mapping its series.
+COALESCE_BYTES: Final = 1 << 20
 
 Row = tuple[bytes, tuple[tuple[float, int], ...], bytes | None]
 _DOUBLE: Final = struct.Struct("<d")
@@ -153,6 +159,7 @@ async def entry_steps(
     order, holding a row per series (its labels not decoded: ``rows``) or, for a series holding
     more than labels and samples, its decoded ``Series``. Metadata and remote write 2.0 entries
     come as ``Batch``es, as from ``entry_batches``; an empty list marks a place to yield at."""
+    entries = _coalesced(entries)
     for entry in entries:
         if entry.protocol != Protocol.V1:
             yield Batch((), decode_entry(entry).metadata)
@@ -182,6 +189,43 @@ async def entry_steps(
                 yield _with_series(loops.walk(raw, 0, len(raw))[0]) if raw else []
             pos = after
         del data
+
+
+def _coalesced(entries: Sequence[Entry]) -> list[Entry]:
+    """``entries`` with each run of consecutive 1.0 entries joined into one, up to
+    ``COALESCE_BYTES`` uncompressed (snappy blocks concatenate: nothing is decompressed here).
+    Only the payload and protocol of a joined entry mean anything."""
+    out: list[Entry] = []
+    run: list[Entry] = []
+    size = 0
+
+    def close() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            payload = snappy_concat.concat([e.payload for e in run])
+            out.append(Entry(payload, Protocol.V1, sum(e.points for e in run), 0))
+        run.clear()
+
+    for entry in entries:
+        if entry.protocol != Protocol.V1:
+            close()
+            out.append(entry)
+            continue
+        try:
+            length = snappy.declared_length(entry.payload)
+        except DecodeError:  # read on its own, to fail where it always did
+            close()
+            out.append(entry)
+            continue
+        if run and size + length > COALESCE_BYTES:
+            close()
+        if not run:
+            size = 0
+        run.append(entry)
+        size += length
+    close()
+    return out
 
 
 def _with_series(found: list[Row]) -> list[Item]:
