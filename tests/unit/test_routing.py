@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gotk_relay.config import TenantConfig
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
-from gotk_relay.rules.relabel import RelabelConfig
+from gotk_relay.rules.relabel import RelabelConfig, compile_rules
 from gotk_relay.wire import rw1, rw1_bytes
 from gotk_relay.write import routing
 from gotk_relay.write.routing import Routed, Router, shard_key
@@ -200,6 +200,50 @@ def test_a_rules_memo_is_emptied_between_requests_once_over_its_bound() -> None:
     assert _route.memo_size(memo) == 3
     router.route_compiled(small)
     assert _route.memo_size(memo) == 3
+
+
+@pytest.mark.parametrize(
+    ("regex", "form"),
+    [
+        ("gotk_.*", ((), (b"gotk_",))),
+        ("go_gc_.*|up|node_load1", ((b"up", b"node_load1"), (b"go_gc_",))),
+        (".*", ((), (b"",))),
+        ("", ((b"",), ())),
+        ("up|", ((b"up", b""), ())),
+        (".*_total", None),
+        ("gotk_(.*)", None),
+        ("go\\.x", None),
+        ("a+", None),
+        ("(?i)up", None),
+        ("[a-z]+", None),
+    ],
+)
+def test_which_regexes_are_literals(
+    regex: str, form: tuple[tuple[bytes, ...], tuple[bytes, ...]] | None
+) -> None:
+    assert routing.literal_form(regex) == form
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(st.text(alphabet="ab_é\n", max_size=3), st.booleans()), min_size=1, max_size=4
+    ),
+    st.text(alphabet="ab_é\nc", max_size=6),
+)
+def test_a_literal_regex_matches_as_prometheus_anchors_it(
+    alternatives: list[tuple[str, bool]], value: str
+) -> None:
+    """What ``_route.c`` tests (equal to a literal, or starting with a prefix) is what RE2
+    answers for ``^(?s:regex)$``: ``.`` takes a newline too."""
+    regex = "|".join(lit + (".*" if wild else "") for lit, wild in alternatives)
+    form = routing.literal_form(regex)
+    assert form is not None
+    exact, prefixes = form
+    encoded = value.encode()
+    by_form = encoded in exact or any(encoded.startswith(p) for p in prefixes)
+    rule = RelabelConfig.model_validate({"source_labels": ["a"], "regex": regex, "action": "keep"})
+    assert by_form == compile_rules([rule]).compiled()[0].matches(value)
 
 
 @pytest.mark.parametrize(

@@ -422,6 +422,7 @@ class _Rule:
         "modulus",
         "name",
         "pattern",
+        "regex",
         "replacement",
         "sep",
         "sources",
@@ -434,6 +435,7 @@ class _Rule:
         self.sources = config.source_labels
         self.sep = config.separator
         self.modulus = config.modulus
+        self.regex = config.regex  # as written (the pattern adds Prometheus' anchors)
         self.pattern = _compile(config.regex)
         self.whole = config.regex == DEFAULT_REGEX
         self.name = config.target_label  # the actions other than replace take it verbatim

@@ -539,7 +539,30 @@ typedef struct {
     Memo *memo;
     PyObject *fn;      /* callable(bytes) -> the memo's value */
     PyObject **spill;  /* values found uncached this call, kept alive until it ends (a list) */
+    PyObject *literal; /* keep/drop: (exact values, prefixes) the regex is, or NULL */
 } Rule;
+
+/* Whether ``v`` is one of the literal form's values or starts with one of its prefixes:
+ * what the anchored regex ``a|b.*|...`` answers (routing.literal_form). */
+static inline int
+literal_match(PyObject *literal, const char *v, Py_ssize_t vl)
+{
+    PyObject *exact = PyTuple_GET_ITEM(literal, 0), *prefixes = PyTuple_GET_ITEM(literal, 1);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(exact); i++) {
+        PyObject *e = PyTuple_GET_ITEM(exact, i);
+        if (PyBytes_GET_SIZE(e) == vl && memcmp(PyBytes_AS_STRING(e), v, (size_t)vl) == 0) {
+            return 1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++) {
+        PyObject *p = PyTuple_GET_ITEM(prefixes, i);
+        if (PyBytes_GET_SIZE(p) <= vl &&
+            memcmp(PyBytes_AS_STRING(p), v, (size_t)PyBytes_GET_SIZE(p)) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 typedef struct {
     char *data;
@@ -662,7 +685,13 @@ run_rule(Rule *r, Builder *lb, Scratch *s, Lab *snap)
     switch (r->kind) {
     case K_KEEP:
     case K_DROP:
-        if (!source_value(r, lb, s, &v, &vl) || (res = memo_get(r, v, vl)) == NULL) {
+        if (!source_value(r, lb, s, &v, &vl)) {
+            return -1;
+        }
+        if (r->literal != NULL) {
+            return literal_match(r->literal, v, vl) == (r->kind == K_KEEP);
+        }
+        if ((res = memo_get(r, v, vl)) == NULL) {
             return -1;
         }
         return (res == Py_True) == (r->kind == K_KEEP);
@@ -1222,10 +1251,24 @@ route(PyObject *self, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < nrules; i++) {
         PyObject *t = PyTuple_GET_ITEM(rules_obj, i);
-        PyObject *sources, *sep, *target, *capsule, *fn;
-        if (!PyArg_ParseTuple(t, "iO!SSOO", &rules[i].kind, &PyTuple_Type, &sources, &sep,
-                              &target, &capsule, &fn)) {
+        PyObject *sources, *sep, *target, *capsule, *fn, *literal = Py_None;
+        if (!PyArg_ParseTuple(t, "iO!SSOO|O", &rules[i].kind, &PyTuple_Type, &sources, &sep,
+                              &target, &capsule, &fn, &literal)) {
             goto done;
+        }
+        if (literal != Py_None) {
+            int ok = PyTuple_Check(literal) && PyTuple_GET_SIZE(literal) == 2;
+            for (int part = 0; ok && part < 2; part++) {
+                PyObject *items = PyTuple_GET_ITEM(literal, part);
+                ok = PyTuple_Check(items);
+                for (Py_ssize_t k = 0; ok && k < PyTuple_GET_SIZE(items); k++) {
+                    ok = PyBytes_Check(PyTuple_GET_ITEM(items, k));
+                }
+            }
+            if (!ok) {
+                PyErr_SetString(PyExc_TypeError, "a literal form is (exact, prefixes) of bytes");
+                goto done;
+            }
         }
         Memo *memo = PyCapsule_GetPointer(capsule, MEMO_CAPSULE);
         if (memo == NULL) {
@@ -1242,7 +1285,8 @@ route(PyObject *self, PyObject *args)
         }
         rules[i] = (Rule){rules[i].kind,          sources, PyBytes_AS_STRING(sep),
                           PyBytes_GET_SIZE(sep),  PyBytes_AS_STRING(target),
-                          PyBytes_GET_SIZE(target), memo, fn, &spill};
+                          PyBytes_GET_SIZE(target), memo, fn, &spill,
+                          literal == Py_None ? NULL : literal};
     }
     /* Rules that only keep or drop by metric name need no other label: one is read. */
     int name_only = nrules > 0 && nshards <= 1 && !tenants;
@@ -1300,8 +1344,13 @@ route(PyObject *self, PyObject *args)
             /* Each rule's memo by the name itself (what run_rule would look up). */
             int kept = r[REC_NAME_LEN] > 0;
             for (Py_ssize_t k = 0; k < nrules && kept; k++) {
-                PyObject *res =
-                    memo_get(&rules[k], (const char *)d + r[REC_NAME], r[REC_NAME_LEN]);
+                const char *name = (const char *)d + r[REC_NAME];
+                if (rules[k].literal != NULL) {
+                    kept = literal_match(rules[k].literal, name, r[REC_NAME_LEN]) ==
+                           (rules[k].kind == K_KEEP);
+                    continue;
+                }
+                PyObject *res = memo_get(&rules[k], name, r[REC_NAME_LEN]);
                 if (res == NULL) {
                     goto done;
                 }
@@ -1835,8 +1884,8 @@ static PyMethodDef methods[] = {
      "      points=-1, table=b\"\")\n"
      "    -> None | ([(tenant, shard, body, points, newest_ms, series)], dropped, orphaned)\n\n"
      "raw: a validated, uncompressed remote-write 1.0 WriteRequest; rules: tuples (kind,\n"
-     "sources, separator, target, memo (from memo()), fn) made by routing.py; tenant_label: bytes\n"
-     "or None; points: raw's samples + histograms (-1: not known, every series is counted);\n"
+     "sources, separator, target, memo (from memo()), fn[, literal form]) made by routing.py;\n"
+     "tenant_label: bytes or None; points: raw's samples + histograms (-1: not known, every series is counted);\n"
      "table: the survey's series table of raw (wire/_survey.c), for rules on the name alone."},
     {NULL, NULL, 0, NULL},
 };

@@ -110,6 +110,29 @@ _KINDS = {
 }
 
 
+_METACHARACTERS = frozenset("\\.+*?()[]{}|^$")
+
+
+def literal_form(regex: str) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
+    """A regex that is an alternation of literals, each maybe followed by ``.*`` (as rules by
+    name are written: ``gotk_.*``, ``go_gc_.*|up``), as (exact values, prefixes); None for any
+    other. Prometheus anchors a rule's regex and lets ``.`` match a newline (``^(?s:re)$``), so
+    such a regex matches exactly the values equal to one literal or starting with a prefix:
+    ``_route.c`` tests those instead of calling the regex (through its memo) per series."""
+    exact: list[bytes] = []
+    prefixes: list[bytes] = []
+    for alternative in regex.split("|"):
+        literal, wildcard = alternative, False
+        if alternative.endswith(".*"):
+            literal, wildcard = alternative[:-2], True
+        if any(c in _METACHARACTERS for c in literal):
+            return None
+        (prefixes if wildcard else exact).append(literal.encode())
+    if len(exact) + len(prefixes) > 16:  # a long list: the memo is as fast
+        return None
+    return tuple(exact), tuple(prefixes)
+
+
 def _text(value: bytes) -> str:
     try:
         return value.decode()
@@ -162,9 +185,11 @@ class Router:
         self.rules = rules if isinstance(rules, RuleSet) else compile_rules(rules)
         self.shards = max(1, shards)
         self.tenant = tenant
-        # Per rule: (kind, source names, separator, target, memo, function); the memos (hash
-        # tables in _route.c, by the bytes a function was called with) live as long as the
-        # router (one configuration) and are bounded there. The reference reads none of this.
+        # Per rule: (kind, source names, separator, target, memo, function, literal form); the
+        # memos (hash tables in _route.c, by the bytes a function was called with) live as long
+        # as the router (one configuration) and are bounded there; a keep or drop rule whose
+        # regex is literals (literal_form) is decided without them. The reference reads none
+        # of this.
         self._program: tuple[tuple[object, ...], ...] = tuple(
             (
                 _KINDS[rule.action],
@@ -173,6 +198,7 @@ class Router:
                 rule.name.encode(),
                 _native.memo() if NATIVE else None,
                 _callback(rule),
+                literal_form(rule.regex) if rule.action in ("keep", "drop") else None,
             )
             for rule in self.rules.compiled()
         )
