@@ -31,11 +31,9 @@ from ..model import Batch, Labels, Protocol, Series
 from ..wire import rw1, rw1_bytes, snappy, snappy_concat
 from ..wire.errors import DecodeError
 from .chunked import (
-    _EMPTY,
     _fields,
     _message,
     _varint,
-    metadata_chunks,
     split_batch,
 )
 from .chunked import (
@@ -165,11 +163,20 @@ async def entry_steps(
             yield Batch((), decode_entry(entry).metadata)
             continue
         data = await _message(entry)
-        if not rw1_bytes.frame(data).metadata:  # type: ignore[arg-type]  # upb reads any buffer
-            continue
-        for raw in metadata_chunks(data, budget):
-            yield rw1.decode(raw, validate=False) if raw else _EMPTY
-        del data
+        families = rw1_bytes.frame(data).metadata  # type: ignore[arg-type]  # upb reads any buffer
+        # In chunks of about ``budget`` bytes, framed again by upb (no Python walk of the
+        # message's fields: a merged message holds every request's families).
+        chunk: list[bytes] = []
+        size = 0
+        for family in families:
+            chunk.append(family)
+            size += len(family)
+            if size >= budget:
+                yield rw1.decode(rw1_bytes.rebuild((), chunk), validate=False)
+                chunk, size = [], 0
+        if chunk:
+            yield rw1.decode(rw1_bytes.rebuild((), chunk), validate=False)
+        del data, families
     for entry in entries:
         if entry.protocol != Protocol.V1:
             yield Batch(decode_entry(entry).series, ())
