@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from gotk_relay.config import TenantConfig
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series, labels_from
 from gotk_relay.rules.relabel import RelabelConfig, compile_rules
-from gotk_relay.wire import rw1, rw1_bytes
+from gotk_relay.wire import rw1, rw1_bytes, snappy
 from gotk_relay.write import routing
 from gotk_relay.write.routing import Routed, Router, shard_key
 from tests.support.strategies import canonical, series
@@ -390,3 +390,74 @@ def test_the_table_crc_alone_is_zlibs_too() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+COMPRESSORS = [
+    pytest.param(snappy.compress, id="switch"),
+    pytest.param(snappy.compress_cramjam, id="cramjam"),
+]
+
+
+@compiled
+@pytest.mark.parametrize("compress", COMPRESSORS)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), routers())
+def test_bodies_compressed_by_the_walk_are_the_blocks_of_the_bodies(
+    compress: Callable[[Any], bytes], raw: bytes, router: Router
+) -> None:
+    plain = router.route_compiled(raw)
+    packed = router.route_compiled(raw, compress=compress)
+    if plain.groups is None:
+        assert packed.groups is None
+        return
+    assert packed.compressed and packed.groups is not None
+    assert [g._replace(body=compress(g.body)) for g in plain.groups] == list(packed.groups)
+
+
+@compiled
+@pytest.mark.parametrize("compress", COMPRESSORS)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Router(rules("- {source_labels: [__name__], regex: 'm_1.*|m_7', action: drop}")),
+        lambda: Router(rules("- {source_labels: [pod], regex: '(.*)-3', target_label: x}")),
+        lambda: Router((), 4),
+        lambda: Router((), 1, TenantConfig(label="job")),
+    ],
+    ids=["drop-by-name", "rewrite", "shards", "tenants"],
+)
+def test_a_large_request_is_compressed_a_fragment_at_a_time(
+    compress: Callable[[Any], bytes], make: Callable[[], Router]
+) -> None:
+    """Bodies of many 64 KiB fragments (and the table's runs, for the rule by name): the walk
+    compresses each fragment as it fills and the result is the block of the whole body."""
+    items = tuple(
+        Series(
+            labels_from(
+                {
+                    "__name__": f"m_{i % 23}",
+                    "job": f"job-{i % 3}",
+                    "pod": f"pod-{i % 97}-" + "x" * (i % 40) + f"-{i % 5}",
+                }
+            ),
+            (Sample(float(i), 1_000 + i),),
+        )
+        for i in range(6000)
+    )
+    raw = rw1.encode(Batch(items, (FamilyMetadata("m_1", MetricType.GAUGE, "h", ""),)))
+    assert len(raw) > 4 * 65536
+    router = make()
+    surveyed = rw1_bytes.survey(raw, frozenset(), table=True)
+    assert isinstance(surveyed, rw1_bytes.Survey)
+    points = surveyed.points
+    plain = router.route_compiled(raw, True, points, surveyed.table)
+    packed = router.route_compiled(raw, True, points, surveyed.table, compress)
+    assert plain.groups is not None and packed.groups is not None
+    assert sum(len(g.body) for g in plain.groups) > 2 * 65536
+    assert [g._replace(body=compress(g.body)) for g in plain.groups] == list(packed.groups)
+    assert view(
+        packed._replace(
+            groups=tuple(g._replace(body=snappy.decompress(g.body, 1 << 30)) for g in packed.groups)
+        ),
+        raw,
+    ) == view(router.route_reference(raw), raw)

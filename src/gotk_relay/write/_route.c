@@ -118,6 +118,10 @@ typedef struct {
     long long points;
     long long newest;
     Py_ssize_t series;
+    /* Compressed as it fills (route's ``compress``): the snappy elements of the fragments
+     * taken off the front of ``data``, and how many bytes they held. */
+    unsigned char *z;
+    Py_ssize_t zlen, zcap, base;
 } Buf;
 
 static int
@@ -138,6 +142,105 @@ buf_reserve(Buf *b, Py_ssize_t more)
     b->data = data;
     b->cap = cap;
     return 1;
+}
+
+/* Snappy compresses each 64 KiB fragment of its input on its own (libsnappy and cramjam, as
+ * delivery/entry.py's compress_chunks relies on): an output compressed a fragment at a time,
+ * while the fragment is still in cache, is the block compress() makes of the whole. */
+#define FRAGMENT 65536
+
+/* ``n`` bytes at ``p`` compressed by ``compress`` (a snappy block), its elements appended to
+ * b->z (its length preamble left out). */
+static int
+buf_compress(Buf *b, const unsigned char *p, Py_ssize_t n, PyObject *compress)
+{
+    PyObject *view = PyMemoryView_FromMemory((char *)p, n, PyBUF_READ);
+    if (view == NULL) {
+        return 0;
+    }
+    PyObject *block = PyObject_CallOneArg(compress, view);
+    Py_DECREF(view);
+    if (block == NULL) {
+        return 0;
+    }
+    if (!PyBytes_Check(block)) {
+        Py_DECREF(block);
+        PyErr_SetString(PyExc_TypeError, "compress must return bytes");
+        return 0;
+    }
+    Bytes c = (Bytes)PyBytes_AS_STRING(block);
+    Py_ssize_t cl = PyBytes_GET_SIZE(block), at = 0;
+    while (at < cl && (c[at] & 0x80)) {
+        at++;
+    }
+    at++; /* past the length preamble */
+    if (at > cl) {
+        Py_DECREF(block);
+        PyErr_SetString(PyExc_ValueError, "compress returned a broken block");
+        return 0;
+    }
+    if (b->zlen + (cl - at) > b->zcap) {
+        Py_ssize_t cap = b->zcap ? b->zcap : 16384;
+        while (cap < b->zlen + (cl - at)) {
+            cap *= 2;
+        }
+        unsigned char *z = PyMem_Realloc(b->z, (size_t)cap);
+        if (z == NULL) {
+            Py_DECREF(block);
+            PyErr_NoMemory();
+            return 0;
+        }
+        b->z = z;
+        b->zcap = cap;
+    }
+    memcpy(b->z + b->zlen, c + at, (size_t)(cl - at));
+    b->zlen += cl - at;
+    Py_DECREF(block);
+    return 1;
+}
+
+/* Every whole fragment at the front of ``data`` compressed and taken off. */
+static int
+buf_stream(Buf *b, PyObject *compress)
+{
+    Py_ssize_t at = 0;
+    while (b->len - at >= FRAGMENT) {
+        if (!buf_compress(b, b->data + at, FRAGMENT, compress)) {
+            return 0;
+        }
+        at += FRAGMENT;
+    }
+    if (at) {
+        memmove(b->data, b->data + at, (size_t)(b->len - at));
+        b->len -= at;
+        b->base += at;
+    }
+    return 1;
+}
+
+/* The whole output as one snappy block: its total length, then every fragment's elements. */
+static PyObject *
+buf_block(Buf *b, PyObject *compress)
+{
+    if (!buf_stream(b, compress) || (b->len && !buf_compress(b, b->data, b->len, compress))) {
+        return NULL;
+    }
+    uint64_t total = (uint64_t)(b->base + b->len);
+    unsigned char preamble[10];
+    int n = 0;
+    while (total >= 0x80) {
+        preamble[n++] = (unsigned char)(total | 0x80);
+        total >>= 7;
+    }
+    preamble[n++] = (unsigned char)total;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n + b->zlen);
+    if (out != NULL) {
+        memcpy(PyBytes_AS_STRING(out), preamble, (size_t)n);
+        if (b->zlen) {
+            memcpy(PyBytes_AS_STRING(out) + n, b->z, (size_t)b->zlen);
+        }
+    }
+    return out;
 }
 
 static inline void
@@ -1010,6 +1113,7 @@ groups_free(Groups *g)
     for (Py_ssize_t i = 0; i < g->n; i++) {
         for (Py_ssize_t k = 0; k < g->nshards; k++) {
             PyMem_Free(g->items[i].shards[k].data);
+            PyMem_Free(g->items[i].shards[k].z);
         }
         PyMem_Free(g->items[i].shards);
         Py_DECREF(g->items[i].tenant);
@@ -1223,10 +1327,14 @@ route(PyObject *self, PyObject *args)
     int keep_label, presorted = 0;
     long long total = -1;
     Py_buffer table = {0};
-    if (!PyArg_ParseTuple(args, "y*O!nOOp|pLy*", &raw, &PyTuple_Type, &rules_obj, &nshards,
+    PyObject *compress = Py_None;
+    if (!PyArg_ParseTuple(args, "y*O!nOOp|pLy*O", &raw, &PyTuple_Type, &rules_obj, &nshards,
                           &tenant_label, &tenant_default, &keep_label, &presorted, &total,
-                          &table)) {
+                          &table, &compress)) {
         return NULL;
+    }
+    if (compress == Py_None) {
+        compress = NULL;
     }
     Bytes d = raw.buf;
     Py_ssize_t size = raw.len;
@@ -1366,6 +1474,10 @@ route(PyObject *self, PyObject *args)
                 }
                 put(out, d + run_start, run_end - run_start);
                 run_start = r[REC_START];
+                /* Compressed as it fills once a series was dropped (else it is not needed). */
+                if (compress && changed && out->len >= FRAGMENT && !buf_stream(out, compress)) {
+                    goto done;
+                }
             }
             run_end = r[REC_END];
             long long newest =
@@ -1789,6 +1901,11 @@ route(PyObject *self, PyObject *args)
         if (newest > out->newest) {
             out->newest = newest;
         }
+        /* Compressed as it fills where the request is not forwarded as it came. */
+        if (compress && out->len >= FRAGMENT && (changed || tenants || nshards > 1) &&
+            !buf_stream(out, compress)) {
+            goto done;
+        }
     }
     if (early) {
         long long kept = single->shards[0].points;
@@ -1824,11 +1941,18 @@ route(PyObject *self, PyObject *args)
         Group *g = &groups.items[PyLong_AsSsize_t(PyDict_GetItem(groups.index, tenant))];
         for (Py_ssize_t k = 0; k < groups.nshards; k++) {
             Buf *b = &g->shards[k];
-            if (b->len == 0) {
+            if (b->len == 0 && b->base == 0) {
                 continue;
             }
-            PyObject *item = Py_BuildValue("(Ony#LLn)", tenant, k, b->data, b->len, b->points,
-                                           b->newest, b->series);
+            PyObject *body = compress ? buf_block(b, compress)
+                                      : PyBytes_FromStringAndSize((const char *)b->data, b->len);
+            if (body == NULL) {
+                Py_DECREF(list);
+                Py_DECREF(order);
+                goto done;
+            }
+            PyObject *item = Py_BuildValue("(OnNLLn)", tenant, k, body, b->points, b->newest,
+                                           b->series);
             if (item == NULL || PyList_Append(list, item) < 0) {
                 Py_XDECREF(item);
                 Py_DECREF(list);
@@ -1881,12 +2005,13 @@ static PyMethodDef methods[] = {
      "set_memo_probes(n): slots a lookup tries before it goes uncached (32; for tests)."},
     {"route", route, METH_VARARGS,
      "route(raw, rules, shards, tenant_label, tenant_default, keep_label, presorted=False,\n"
-     "      points=-1, table=b\"\")\n"
+     "      points=-1, table=b\"\", compress=None)\n"
      "    -> None | ([(tenant, shard, body, points, newest_ms, series)], dropped, orphaned)\n\n"
      "raw: a validated, uncompressed remote-write 1.0 WriteRequest; rules: tuples (kind,\n"
      "sources, separator, target, memo (from memo()), fn[, literal form]) made by routing.py;\n"
      "tenant_label: bytes or None; points: raw's samples + histograms (-1: not known, every series is counted);\n"
-     "table: the survey's series table of raw (wire/_survey.c), for rules on the name alone."},
+     "table: the survey's series table of raw (wire/_survey.c), for rules on the name alone;\n"
+     "compress: a snappy compressor: each body is then its block, compressed 64 KiB at a time."},
     {NULL, NULL, 0, NULL},
 };
 

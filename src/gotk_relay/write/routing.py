@@ -81,7 +81,9 @@ class Group(NamedTuple):
 
     tenant: str  # "" without tenant routing
     shard: int
-    body: bytes  # an uncompressed WriteRequest: the series in request order, then the metadata
+    # A WriteRequest: the series in request order, then the metadata; its snappy block when the
+    # route was given a compressor (``Routed.compressed``), else uncompressed.
+    body: bytes
     points: int  # samples + histograms
     newest_ms: int  # newest timestamp of each series' last sample/histogram (0 if none)
     series: int
@@ -93,6 +95,7 @@ class Routed(NamedTuple):
     groups: tuple[Group, ...] | None  # None: unchanged, the request itself is its one group
     dropped: int = 0  # points of series the rules dropped
     orphaned: int = 0  # points of series without a tenant (tenant routing, no default)
+    compressed: bool = False  # each group's body is a snappy block
 
 
 _KINDS = {
@@ -244,18 +247,26 @@ class Router:
         return not self.rules and self.shards == 1 and self.tenant is None
 
     def route_compiled(
-        self, raw: bytes, presorted: bool = False, points: int = -1, table: bytes = b""
+        self,
+        raw: bytes,
+        presorted: bool = False,
+        points: int = -1,
+        table: bytes = b"",
+        compress: Callable[[memoryview], bytes] | None = None,
     ) -> Routed:
         """``raw`` as this view sees it, walked in C (``_route.c``). ``presorted``: every label
         set of ``raw`` is sorted by name (strict validation sorts them), so the walk need not
         check. ``points``: ``raw``'s samples and histograms when known (the survey counted
         them): rules that keep or drop by name then leave a dropped series at its name.
         ``table``: the survey's series table of ``raw`` (``rw1_bytes.Survey.table``): with it
-        and ``points``, rules on the name alone (``name_only``) read no label at all."""
+        and ``points``, rules on the name alone (``name_only``) read no label at all.
+        ``compress``: a snappy compressor (``wire.snappy.compress``): each body comes as the
+        block it makes of it, compressed 64 KiB at a time as the walk fills it (still in
+        cache), not after."""
         if self.trivial:
             return Routed(None)
         found = _native.route(
-            raw, self._program, self.shards, *self._tenant_args, presorted, points, table
+            raw, self._program, self.shards, *self._tenant_args, presorted, points, table, compress
         )
         if found is None:
             return Routed(None)
@@ -264,14 +275,20 @@ class Router:
             tuple(Group(t.decode(), *rest) for t, *rest in groups),
             dropped,
             orphaned,
+            compress is not None,
         )
 
     def route_reference(
-        self, raw: bytes, presorted: bool = False, points: int = -1, table: bytes = b""
+        self,
+        raw: bytes,
+        presorted: bool = False,
+        points: int = -1,
+        table: bytes = b"",
+        compress: Callable[[memoryview], bytes] | None = None,
     ) -> Routed:
         """The same by decoding: ``model`` objects, ``RuleSet.apply``, the batch splitters
         (``presorted``, ``points`` and ``table`` are not needed: the decoder reads label sets in
-        any order and counts every series)."""
+        any order and counts every series), each body compressed after it is encoded."""
         batch = rw1.decode(raw, validate=False)
         out = relabel_batch(self.rules, batch)
         dropped = batch.point_count - out.point_count
@@ -286,17 +303,18 @@ class Router:
         for tenant, part in parts:
             for shard, piece in enumerate(split_by_shard(part, self.shards)):
                 if piece.series or piece.metadata:
+                    body = rw1.encode(piece)
                     groups.append(
                         Group(
                             tenant,
                             shard,
-                            rw1.encode(piece),
+                            compress(memoryview(body)) if compress else body,
                             piece.point_count,
                             newest_timestamp(piece),
                             len(piece.series),
                         )
                     )
-        return Routed(tuple(groups), dropped, orphaned)
+        return Routed(tuple(groups), dropped, orphaned, compress is not None)
 
     # The one switch between the two (see the module docstring); tests call both by name.
     route = route_compiled if NATIVE else route_reference

@@ -203,14 +203,24 @@ def _route(
     """A view's parts, in remote write 1.0 whatever the destination speaks: queued 1.0 entries
     merge as compressed blocks, and a 2.0 destination converts each merged request once
     (``delivery.entry.request_body``)."""
+    # Each part compressed by the walk as it fills it (routing.Router.route_compiled).
     routed = (
-        view.router.route(raw, presorted=strict, points=points, table=table) if raw else Routed(())
+        view.router.route(raw, presorted=strict, points=points, table=table, compress=compress)
+        if raw
+        else Routed(())
     )
     if routed.groups is None:  # the request as it is
         payload = block if block is not None else compress(raw)
         return Routing((Part("", 0, payload, Protocol.V1, points, AS_RECEIVED),), points, 0)
     parts = tuple(
-        Part(g.tenant, g.shard, compress(g.body), Protocol.V1, g.points, g.newest_ms)
+        Part(
+            g.tenant,
+            g.shard,
+            g.body if routed.compressed else compress(g.body),
+            Protocol.V1,
+            g.points,
+            g.newest_ms,
+        )
         for g in routed.groups
     )
     return Routing(parts, sum(g.points for g in routed.groups), routed.orphaned)
