@@ -442,36 +442,6 @@ def test_every_valid_encoding_is_accepted(
     assert agree(raw, *watched) is not None
 
 
-def _top_fields(raw: bytes) -> Iterator[tuple[int, int, int, int]]:
-    """(field, start of its key, start of its message, end) of each length-delimited
-    top-level field of a valid request; other wire types are stepped over."""
-    pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        value = shift = 0
-        while True:
-            byte = raw[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while pos < len(raw):
-        start = pos
-        key = varint()
-        wire = key & 7
-        if wire == 2:
-            length = varint()
-            yield key >> 3, start, pos, pos + length
-            pos += length
-        elif wire == 0:
-            varint()
-        else:
-            pos += 8 if wire == 1 else 4
-
-
 @needs_native
 @settings(max_examples=150, deadline=None)
 @given(odd_encodings())
@@ -488,7 +458,11 @@ def test_the_series_table_says_where_each_series_and_its_name_are(raw: bytes) ->
         assert found.table == b""
         return
     records = list(struct.iter_unpack("8I", found.table))
-    fields = [f for f in _top_fields(raw) if f[0] in (1, 3)]
+    fields = [
+        (field, at, body, end)
+        for field, wire, at, body, end in _m_fields(raw, 0, len(raw))
+        if wire == 2 and field in (1, 3)
+    ]
     assert len(records) == len(fields)
     for (field, start, body, end), record in zip(fields, records, strict=True):
         at, stop, name_at, name_len, points, flags, low, high = record

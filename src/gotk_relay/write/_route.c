@@ -1128,6 +1128,24 @@ typedef struct {
     Py_ssize_t start, end;
 } Span;
 
+/* One more span at the end of a growable array. */
+static int
+spans_add(Span **spans, Py_ssize_t *n, Py_ssize_t *cap, Py_ssize_t start, Py_ssize_t end)
+{
+    if (*n == *cap) {
+        Py_ssize_t more = *cap ? *cap * 2 : 8;
+        Span *grown = PyMem_Realloc(*spans, (size_t)more * sizeof(Span));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        *spans = grown;
+        *cap = more;
+    }
+    (*spans)[(*n)++] = (Span){start, end};
+    return 1;
+}
+
 typedef struct {
     Lab *base;
     char *deleted;
@@ -1436,17 +1454,9 @@ route(PyObject *self, PyObject *args)
             uint32_t r[REC_FIELDS];
             memcpy(r, (const char *)table.buf + i * sizeof r, sizeof r);
             if (r[REC_FLAGS] & TABLE_METADATA) {
-                if (nmeta == capmeta) {
-                    Py_ssize_t cap = capmeta ? capmeta * 2 : 8;
-                    Span *m = PyMem_Realloc(meta, (size_t)cap * sizeof(Span));
-                    if (m == NULL) {
-                        PyErr_NoMemory();
-                        goto done;
-                    }
-                    meta = m;
-                    capmeta = cap;
+                if (!spans_add(&meta, &nmeta, &capmeta, r[REC_START], r[REC_END])) {
+                    goto done;
                 }
-                meta[nmeta++] = (Span){r[REC_START], r[REC_END]};
                 continue;
             }
             /* Each rule's memo by the name itself (what run_rule would look up). */
@@ -1525,17 +1535,9 @@ route(PyObject *self, PyObject *args)
         Py_ssize_t body = pos, end = pos + len;
         pos = end;
         if (field == 3) {
-            if (nmeta == capmeta) {
-                Py_ssize_t cap = capmeta ? capmeta * 2 : 8;
-                Span *m = PyMem_Realloc(meta, (size_t)cap * sizeof(Span));
-                if (m == NULL) {
-                    PyErr_NoMemory();
-                    goto done;
-                }
-                meta = m;
-                capmeta = cap;
+            if (!spans_add(&meta, &nmeta, &capmeta, record, end)) {
+                goto done;
             }
-            meta[nmeta++] = (Span){record, end};
             continue;
         }
         /* A TimeSeries: its labels into the builder (only __name__ when the rules read
