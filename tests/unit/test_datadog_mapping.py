@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gotk_relay.destinations.datadog import Piece, group
 from gotk_relay.destinations.datadog_mapping import (
@@ -409,6 +411,23 @@ def test_splitting_a_counter_series_keeps_each_halfs_state() -> None:
     first, second = s.split()
     assert (first.points, first.final) == ([(1, 1.0)], (1000, 2.0))
     assert (second.points, second.final) == ([(2, 1.0), (3, 1.0)], (4000, 4.0))
+
+
+@given(st.lists(st.integers(0, 90), max_size=40), st.integers(20, 300))
+def test_grouping_takes_as_many_parts_as_fit(sizes: list[int], limit: int) -> None:
+    """Each range is the longest run from where the previous ended whose request fits the
+    limit (one part alone when it does not fit by itself), and the ranges cover every part."""
+    parts = [b"x" * size for size in sizes]
+    ranges = group(parts, limit)
+    assert [index for start, end in ranges for index in range(start, end)] == list(
+        range(len(parts))
+    )
+    for start, end in ranges:
+        size = Piece([], parts[start:end]).raw_size
+        assert size == len(Piece([], parts[start:end]).raw())
+        assert size <= limit or end == start + 1
+        if end < len(parts):  # one part more would not fit
+            assert Piece([], parts[start : end + 1]).raw_size > limit
 
 
 def test_grouping_respects_the_uncompressed_limit() -> None:

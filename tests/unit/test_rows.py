@@ -398,3 +398,42 @@ def test_small_entries_are_read_together_and_keep_their_order(loops: Loops) -> N
     # Two runs of 1.0 entries around the 2.0 one: two messages of rows, not forty.
     assert sum(1 for step in steps if isinstance(step, list) and step) == 2
     assert COALESCE_BYTES >= 1 << 16
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.booleans()), max_size=12),
+    st.integers(1, 40),
+)
+def test_a_step_is_cut_at_its_budget_of_points(
+    loops: Loops, shapes: list[tuple[int, bool]], points: int
+) -> None:
+    """``split_step``: the first part holds the step's first ``points`` samples (a row or a
+    decoded series cut where they end), the rest every other one, in order, and the count it
+    returns is what the first part holds."""
+    from gotk_relay.destinations.rows import split_step, step_points
+
+    step: list[Item] = []
+    for i, (count, decoded) in enumerate(shapes):
+        samples = tuple(Sample(float(k), NOW_MS + k) for k in range(count))
+        if decoded:
+            step.append(Series((("__name__", f"s{i}"),), samples))
+        else:
+            step.append((b"key%d" % i, tuple((s.value, s.timestamp) for s in samples), None))
+
+    def flat(items: list[Item]) -> list[tuple[Any, float]]:
+        out: list[tuple[Any, float]] = []
+        for item in items:
+            if isinstance(item, Series):
+                out += [(item.labels, s.value) for s in item.samples]
+            else:
+                out += [(item[0], value) for value, _ in item[1]]
+        return out
+
+    first, rest, taken = split_step(list(step), points, loops)
+    total = step_points(step)
+    assert taken == step_points(first) == min(points, total)
+    assert flat(first) + flat(rest or []) == flat(step)
+    assert (rest is None) == (total <= points)

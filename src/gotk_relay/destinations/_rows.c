@@ -7,6 +7,7 @@
  *   the whole conversion may; here it is one pass over the bytes, and Python sees one row per
  *   series: the label fields' bytes as they came (a memo key), the samples, and the series' own
  *   bytes when it holds anything else (histograms, exemplars, interleaved fields);
+ * - step_fits: the rows of a step that fit in a budget of samples (rows.split_step);
  * - datadog_rows, datadog_render: datadog_mapping.map_items' loop over rows, datadog.render;
  * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row.
  *
@@ -238,6 +239,34 @@ fail:
 done:
     PyBuffer_Release(&view);
     return result;
+}
+
+/* step_fits(step, start, points) -> (index, used): from step[start] on, the rows (3-tuples)
+ * whose samples all fit in ``points``, taken in order; index is the first item not taken (a
+ * decoded Series, a row that does not fit, or the end) and used the samples taken. The prefix
+ * rows.split_step walks in Python, for a step of a few thousand rows. */
+static PyObject *step_fits(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "step_fits(step: list, start, points)");
+        return NULL;
+    }
+    PyObject *step = args[0];
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index == -1 && PyErr_Occurred()) return NULL;
+    long long points = PyLong_AsLongLong(args[2]);
+    if (points == -1 && PyErr_Occurred()) return NULL;
+    long long used = 0;
+    if (index < 0) index = 0;
+    for (; index < PyList_GET_SIZE(step); index++) {
+        PyObject *item = PyList_GET_ITEM(step, index);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) break;
+        PyObject *samples = PyTuple_GET_ITEM(item, 1);
+        Py_ssize_t count = PyObject_Length(samples);
+        if (count < 0) return NULL;
+        if (count > points - used) break;
+        used += count;
+    }
+    return Py_BuildValue("(nL)", index, used);
 }
 
 /* ---- Datadog: the hot loop of datadog_mapping.map_items, for rows ---------------------------
@@ -967,6 +996,8 @@ error:
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
+    {"step_fits", (PyCFunction)(void (*)(void))step_fits, METH_FASTCALL,
+     "step_fits(step, start, points) -> (index, used): the rows of a step that fit."},
     {"datadog_rows", (PyCFunction)(void (*)(void))datadog_rows, METH_FASTCALL,
      "datadog_mapping.map_items' loop for rows (see datadog_mapping)."},
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,

@@ -50,9 +50,11 @@ import asyncio
 import json
 import logging
 import time
+from bisect import bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, Final
 
 from isal import igzip, isal_zlib  # type: ignore[import-untyped, unused-ignore]
@@ -78,7 +80,7 @@ from .datadog_mapping import (
     normalize_tag,
 )
 from .http import HTTPEndpoint, one_line
-from .rows import LOOPS, ROW_CHUNK_BYTES, Item, Loops, Step, entry_steps, split_step, step_points
+from .rows import LOOPS, ROW_CHUNK_BYTES, Item, Loops, Step, entry_steps, split_step
 
 _scalar: Callable[[Any], bytes]
 
@@ -141,10 +143,17 @@ class Piece:
 
     @property
     def raw_size(self) -> int:
-        return _OVERHEAD + sum(len(p) for p in self.parts) + max(0, len(self.parts) - 1)
+        return _OVERHEAD + sum(map(len, self.parts)) + max(0, len(self.parts) - 1)
 
     def raw(self) -> bytes:
-        return _PREFIX + b",".join(self.parts) + _SUFFIX
+        parts = self.parts
+        if len(parts) < 2:
+            return _PREFIX + b"".join(parts) + _SUFFIX
+        # One copy of a body of up to 5 MiB: the brackets glued to the first and last parts.
+        joined = list(parts)
+        joined[0] = _PREFIX + parts[0]
+        joined[-1] = parts[-1] + _SUFFIX
+        return b",".join(joined)
 
     def split(self) -> list[Piece] | None:
         """Halves of this piece (by series, or a lone series by points); None if it is one
@@ -234,17 +243,18 @@ class Plan:
 def group(parts: list[bytes], limit: int) -> list[tuple[int, int]]:
     """Consecutive ranges of ``parts`` whose joined JSON fits in ``limit`` bytes (a part too big
     on its own gets a range of its own)."""
+    # ends[k] + k: the bytes of parts[:k] with a comma after each, ascending; a range [s, e)
+    # takes _OVERHEAD + (ends[e] + e) - (ends[s] + s) - 1 bytes, so its end is found by bisection
+    # (a piece holds thousands of parts, a request's worth of series).
+    ends = list(accumulate(map(len, parts), initial=0))
     ranges: list[tuple[int, int]] = []
-    start, size = 0, _OVERHEAD
-    for index, part in enumerate(parts):
-        extra = len(part) + (1 if index > start else 0)
-        if index > start and size + extra > limit:
-            ranges.append((start, index))
-            start, size = index, _OVERHEAD
-            extra = len(part)
-        size += extra
-    if start < len(parts):
-        ranges.append((start, len(parts)))
+    start, count = 0, len(parts)
+    while start < count:
+        room = limit - _OVERHEAD + 1 + ends[start] + start
+        after = bisect_right(range(count + 1), room, lo=start + 1, key=lambda k: ends[k] + k)
+        end = max(start + 1, after - 1)
+        ranges.append((start, end))
+        start = end
     return ranges
 
 
@@ -385,8 +395,8 @@ class DatadogClient:
                 self.types.observe(batch.metadata)
                 items: list[Item] = list(batch.series)
             else:
-                items, plan.carry = split_step(step, budget)
-                budget -= step_points(items)
+                items, plan.carry, taken = split_step(step, budget)
+                budget -= taken
             mapped = map_items(
                 items,
                 self.options,

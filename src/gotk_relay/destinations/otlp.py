@@ -59,7 +59,7 @@ from ..model import Batch, Protocol
 from .chunked import split_batch
 from .http import HTTPEndpoint, auth_headers
 from .otlp_mapping import Mapper, MappingState, StreamKey, StreamState
-from .rows import ROW_CHUNK_BYTES, Step, entry_steps, split_step, step_points
+from .rows import ROW_CHUNK_BYTES, Step, entry_steps, split_step
 
 log = logging.getLogger("gotk_relay.otlp")
 
@@ -175,8 +175,8 @@ class OTLPClient:
                 budget -= batch.point_count
                 mapper.feed(batch)
             else:
-                step, run.carry = split_step(batch, min(budget, quarter))
-                budget -= step_points(step)
+                step, run.carry, taken = split_step(batch, min(budget, quarter))
+                budget -= taken
                 mapper.feed(step)
             if mapper.grouped > quarter:
                 # Histogram parts waiting for the rest of their point: bounded like a request.

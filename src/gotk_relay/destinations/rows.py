@@ -252,25 +252,42 @@ def step_points(step: list[Item]) -> int:
     )
 
 
-def split_step(step: list[Item], points: int) -> tuple[list[Item], list[Item] | None]:
+def split_step(
+    step: list[Item], points: int, loops: Loops = LOOPS
+) -> tuple[list[Item], list[Item] | None, int]:
     """``split_batch`` for a step of ``entry_steps``: its first ``points`` samples and
-    histograms (a series cut if need be; a ``Series``' exemplars stay with its last part)
-    and the rest, None when nothing is left."""
-    for index, item in enumerate(step):
+    histograms (a series cut if need be; a ``Series``' exemplars stay with its last part),
+    the rest (None when nothing is left), and how many points the first part holds. The rows
+    that fit whole are counted by ``step_fits`` where it is compiled (a step holds thousands)."""
+    native = loops.compiled
+    taken, index, size = 0, 0, len(step)
+    while index < size:
+        if native is not None:
+            index, used = native.step_fits(step, index, points)
+            points -= used
+            taken += used
+            if index >= size:
+                break
+        item = step[index]
         if isinstance(item, Series):
-            size = len(item.samples) + len(item.histograms)
-            if size <= points:
-                points -= size
+            count = len(item.samples) + len(item.histograms)
+            if count <= points:
+                points -= count
+                taken += count
+                index += 1
                 continue
             first, rest = split_batch(Batch((item,), ()), points)
             assert rest is not None
-            return [*step[:index], *first.series], [*rest.series, *step[index + 1 :]]
+            head = [*step[:index], *first.series]
+            return head, [*rest.series, *step[index + 1 :]], taken + step_points(first.series)
         key, samples, _ = item
         if len(samples) <= points:
             points -= len(samples)
+            taken += len(samples)
+            index += 1
             continue
         head = step[:index]
         if points:
             head.append((key, samples[:points], None))
-        return head, [(key, samples[points:], None), *step[index + 1 :]]
-    return step, None
+        return head, [(key, samples[points:], None), *step[index + 1 :]], taken + points
+    return step, None, taken
