@@ -279,7 +279,7 @@ def split_step(
             first, rest = split_batch(Batch((item,), ()), points)
             assert rest is not None
             head = [*step[:index], *first.series]
-            return head, [*rest.series, *step[index + 1 :]], taken + step_points(first.series)
+            return head, [*rest.series, *step[index + 1 :]], taken + first.point_count
         key, samples, _ = item
         if len(samples) <= points:
             points -= len(samples)
