@@ -19,6 +19,7 @@ from gotk_relay.destinations.datadog_mapping import (
     MappedSeries,
     MappingOptions,
     TypeCache,
+    counter_key,
     map_batch,
     normalize_metric_name,
     normalize_tag,
@@ -204,7 +205,7 @@ def _map(
     counters: CounterStore | None = None,
     types: TypeCache | None = None,
     options: MappingOptions | None = None,
-) -> tuple[list[dict[str, object]], dict[Labels, tuple[int, float]], dict[str, int]]:
+) -> tuple[list[dict[str, object]], dict[bytes, tuple[int, float]], dict[str, int]]:
     mapped = map_batch(
         batch, options or MappingOptions(), types or TypeCache(), counters or CounterStore(), NOW_MS
     )
@@ -312,7 +313,7 @@ def test_observations_without_points_are_returned_as_updates() -> None:
     batch = Batch((_series("c_total", [(5.0, NOW_MS)], pod="a"),))
     series, updates, skipped = _map(batch)
     assert series == []
-    assert updates == {(("__name__", "c_total"), ("pod", "a")): (NOW_MS, 5.0)}
+    assert updates == {counter_key((("__name__", "c_total"), ("pod", "a"))): (NOW_MS, 5.0)}
     assert skipped == {COUNTER_FIRST: 1}
 
 
@@ -399,7 +400,7 @@ def test_type_cache_is_bounded() -> None:
 
 def test_splitting_a_counter_series_keeps_each_halfs_state() -> None:
     s = MappedSeries(
-        (("__name__", "c"),),
+        counter_key((("__name__", "c"),)),
         "c",
         TYPE_COUNT,
         [],

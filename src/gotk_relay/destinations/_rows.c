@@ -8,7 +8,8 @@
  *   series: the label fields' bytes as they came (a memo key), the samples, and the series' own
  *   bytes when it holds anything else (histograms, exemplars, interleaved fields);
  * - step_fits: the rows of a step that fit in a budget of samples (rows.split_step);
- * - datadog_rows, datadog_render: datadog_mapping.map_items' loop over rows, datadog.render;
+ * - datadog_rows, datadog_render, datadog_commit: datadog_mapping.map_items' loop over rows,
+ *   datadog.render, CounterStore.commit_rows;
  * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row.
  *
  * They read and write the Python state the twins use (memos, counter and stream state) through
@@ -387,7 +388,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
             if (PyErr_Occurred()) goto error;
             break;
         }
-        if (!PyList_CheckExact(info) || PyList_GET_SIZE(info) < 6) break;
+        if (!PyList_CheckExact(info) || PyList_GET_SIZE(info) < 7) break;
         PyObject *samples = PyTuple_GET_ITEM(item, 1);
         if (!PyTuple_CheckExact(samples)) break;
         Py_ssize_t count = PyTuple_GET_SIZE(samples);
@@ -400,7 +401,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                     PyLong_CheckExact(PyTuple_GET_ITEM(sample, 1));
         }
         if (!plain) break;
-        PyObject *key = PyList_GET_ITEM(info, 0);
+        PyObject *key = PyList_GET_ITEM(info, 6); /* counter_key(labels) */
         PyObject *lookup = PyTuple_Pack(2, PyList_GET_ITEM(info, 1), Py_None);
         if (lookup == NULL) goto error;
         PyObject *resolved = PyDict_GetItemWithError(names, lookup);
@@ -580,6 +581,65 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyLong_FromSsize_t(i);
 error:
     return NULL;
+}
+
+/* datadog_commit(store, rows, now): CounterStore.commit_rows' loop. For each row (a list, as
+ * datadog_rows makes it) whose final mark (row[7]) is set, store[row[0]] becomes (ts, value,
+ * now), moved to the end (the dict is kept least recently committed first); a kept mark newer
+ * than the row's stays, its time of commit renewed (never back in time). */
+static PyObject *datadog_commit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "datadog_commit(store: dict, rows: list, now)");
+        return NULL;
+    }
+    PyObject *store = args[0], *rows = args[1], *now = args[2];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyList_Check(row) || PyList_GET_SIZE(row) < 8) {
+            PyErr_SetString(PyExc_TypeError, "datadog_commit: a row is not a mapped row");
+            return NULL;
+        }
+        PyObject *final = PyList_GET_ITEM(row, 7);
+        if (final == Py_None) continue;
+        if (!PyTuple_Check(final) || PyTuple_GET_SIZE(final) < 2) {
+            PyErr_SetString(PyExc_TypeError, "datadog_commit: a counter mark is not a pair");
+            return NULL;
+        }
+        PyObject *key = PyList_GET_ITEM(row, 0);
+        Py_INCREF(key); /* the row may be the only holder, and the store is changed below */
+        PyObject *current = PyDict_GetItemWithError(store, key);
+        PyObject *source = final;
+        if (current != NULL) {
+            if (!PyTuple_Check(current) || PyTuple_GET_SIZE(current) < 2) {
+                PyErr_SetString(PyExc_TypeError, "datadog_commit: a kept mark is not a tuple");
+                Py_DECREF(key);
+                return NULL;
+            }
+            int newer = PyObject_RichCompareBool(PyTuple_GET_ITEM(current, 0),
+                                                 PyTuple_GET_ITEM(final, 0), Py_GT);
+            if (newer < 0) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            if (newer) source = current;
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyObject *value = PyTuple_Pack(3, PyTuple_GET_ITEM(source, 0),
+                                       PyTuple_GET_ITEM(source, 1), now);
+        if (value == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyObject_GC_UnTrack(value); /* an int and two floats */
+        int rc = current != NULL ? PyDict_DelItem(store, key) : 0;
+        if (rc == 0) rc = PyDict_SetItem(store, key, value);
+        Py_DECREF(value);
+        Py_DECREF(key);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* datadog_render(rows, start, heads, scalar, out) appends to out the JSON of rows[start:] as
@@ -1000,6 +1060,8 @@ static PyMethodDef methods[] = {
      "step_fits(step, start, points) -> (index, used): the rows of a step that fit."},
     {"datadog_rows", (PyCFunction)(void (*)(void))datadog_rows, METH_FASTCALL,
      "datadog_mapping.map_items' loop for rows (see datadog_mapping)."},
+    {"datadog_commit", (PyCFunction)(void (*)(void))datadog_commit, METH_FASTCALL,
+     "CounterStore.commit_rows' loop (see datadog_mapping.counters)."},
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,
      "datadog.render for rows whose parts are made (see datadog)."},
     {"otlp_rows", (PyCFunction)(void (*)(void))otlp_rows, METH_FASTCALL,

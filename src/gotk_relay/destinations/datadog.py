@@ -65,7 +65,7 @@ from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
-from ..model import Batch, Labels, Protocol
+from ..model import Batch, Protocol
 from .chunked import split_batch
 from .datadog_mapping import (
     CounterMark,
@@ -134,7 +134,7 @@ class Piece:
 
     rows: list[Row]
     parts: list[bytes]
-    updates: dict[Labels, CounterMark] = field(default_factory=dict)  # committed with it
+    updates: dict[bytes, CounterMark] = field(default_factory=dict)  # committed with it
     body: bytes | None = None
 
     @property
@@ -373,8 +373,8 @@ class DatadogClient:
         """
         series: list[Row] = []
         parts: list[bytes] = []  # their JSON, encoded step by step too
-        updates: dict[Labels, CounterMark] = {}
-        pending: dict[Labels, CounterMark] = {}
+        updates: dict[bytes, CounterMark] = {}
+        pending: dict[bytes, CounterMark] = {}
         names = NameCache()
         now_ms = int(self._clock() * 1000)
         budget = self.max_points  # samples: a piece's points are at most those
@@ -418,8 +418,7 @@ class DatadogClient:
             pieces[0].updates = updates
         else:  # nothing to send: the observations are all there is to keep
             now = self._clock()
-            for key, mark in updates.items():
-                self.counters.commit(key, mark, now)
+            self.counters.commit_keys(updates.items(), now)
         plan.pieces.extend(pieces)
 
     async def _pieces(self, series: list[Row], parts: list[bytes]) -> list[Piece]:
@@ -456,11 +455,9 @@ class DatadogClient:
 
     def _commit(self, piece: Piece) -> None:
         now = self._clock()
-        self.counters.commit_all(piece.updates.items(), now)
+        self.counters.commit_keys(piece.updates.items(), now)
         # Each counter's state after its last sample in the piece.
-        self.counters.commit_all(
-            [(row[0], row[7]) for row in piece.rows if row[7] is not None], now
-        )
+        self.counters.commit_rows(piece.rows, now)
 
     def _forget(self, entries: list[Entry]) -> None:
         self._plans.pop(id(entries), None)

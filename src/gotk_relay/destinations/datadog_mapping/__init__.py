@@ -13,7 +13,7 @@ memoized label sets), ``mapper`` (``map_batch``, ``map_items``).
 
 from __future__ import annotations
 
-from .counters import CounterMark, CounterStore
+from .counters import CounterMark, CounterStore, counter_key
 from .flux import FLUX_KEY, FluxName, flux_applies, flux_labels, flux_name
 from .intake import (
     COUNTER_FIRST,
@@ -87,6 +87,7 @@ __all__ = [
     "SeriesInfo",
     "SeriesMemo",
     "TypeCache",
+    "counter_key",
     "flux_applies",
     "flux_labels",
     "flux_name",

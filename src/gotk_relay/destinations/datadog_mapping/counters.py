@@ -11,16 +11,26 @@ Counters
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import islice
+from typing import Any
 
 from ...model import Labels
+from ..rows import LOOPS, Loops
 
 CounterMark = tuple[int, float]  # (timestamp ms, cumulative value) of a counter's last sample
 
 
+def counter_key(labels: Labels) -> bytes:
+    """A label set's identity in counter state: its pairs, in order, each string prefixed with
+    its length. A label set's ``SeriesInfo`` holds it, so the state is looked up by a bytes
+    object whose hash CPython keeps (a counter sample is looked up three or four times)."""
+    return "".join([f"{len(k)}:{k}{len(v)}:{v}" for k, v in labels]).encode()
+
+
 class CounterStore:
-    """Last accepted (timestamp, value) per counter series, bounded in time and size.
+    """Last accepted (timestamp, value) per counter series, by ``counter_key``, bounded in time
+    and size.
 
     Only values Datadog accepted are committed (by the client, after a 202), so a retried
     request never computes its deltas from its own, unacknowledged, samples. A series not
@@ -31,43 +41,54 @@ class CounterStore:
     def __init__(self, max_series: int = 500_000, ttl: float = 3600.0) -> None:
         self.max_series = max_series
         self.ttl = ttl
-        self._marks: OrderedDict[Labels, tuple[int, float, float]] = OrderedDict()
+        # A plain dict, least recently committed first: a commit moves its key to the end.
+        self._marks: dict[bytes, tuple[int, float, float]] = {}
 
-    def get(self, key: Labels) -> CounterMark | None:
-        found = self._marks.get(key)
+    def get(self, labels: Labels) -> CounterMark | None:
+        found = self._marks.get(counter_key(labels))
         return None if found is None else (found[0], found[1])
 
-    def commit(self, key: Labels, mark: CounterMark, now: float) -> None:
-        current = self._marks.pop(key, None)
-        if current is not None and current[0] > mark[0]:
-            mark = (current[0], current[1])  # never go back in time
-        self._marks[key] = (mark[0], mark[1], now)
-        while len(self._marks) > self.max_series:
-            self._marks.popitem(last=False)
+    def commit(self, labels: Labels, mark: CounterMark, now: float) -> None:
+        self.commit_keys(((counter_key(labels), mark),), now)
 
-    def commit_all(self, marks: Iterable[tuple[Labels, CounterMark]], now: float) -> None:
-        """``commit`` of each (key, mark), in order: one loop for a request's counters."""
+    def commit_keys(self, marks: Iterable[tuple[bytes, CounterMark]], now: float) -> None:
+        """Commit each (``counter_key``, mark), in order; a mark older than the one kept does
+        not replace it (never back in time)."""
         store = self._marks
         pop = store.pop
         for key, mark in marks:
             current = pop(key, None)
             if current is not None and current[0] > mark[0]:
-                store[key] = (current[0], current[1], now)  # never go back in time
+                store[key] = (current[0], current[1], now)
             else:
                 store[key] = (mark[0], mark[1], now)
-        while len(store) > self.max_series:
-            store.popitem(last=False)
+        self._bound()
+
+    def commit_rows(self, rows: list[list[Any]], now: float, loops: Loops = LOOPS) -> None:
+        """``commit_keys`` of each mapped row's (key, final) that has a final mark: the state
+        after a request's counters, compiled (``datadog_commit``) where built."""
+        if loops.compiled is not None:
+            loops.compiled.datadog_commit(self._marks, rows, now)
+            self._bound()
+        else:
+            self.commit_keys([(row[0], row[7]) for row in rows if row[7] is not None], now)
+
+    def _bound(self) -> None:
+        excess = len(self._marks) - self.max_series
+        if excess > 0:  # the least recently committed, in one walk from the front
+            for key in list(islice(self._marks, excess)):
+                del self._marks[key]
 
     def expire(self, now: float) -> int:
         """Forget series not committed for ``ttl`` seconds; how many were forgotten."""
-        gone = 0
-        while self._marks:
-            key, (_, _, seen) = next(iter(self._marks.items()))
+        stale: list[bytes] = []
+        for key, (_, _, seen) in self._marks.items():  # oldest first: stop at the first fresh
             if seen >= now - self.ttl:
                 break
+            stale.append(key)
+        for key in stale:
             del self._marks[key]
-            gone += 1
-        return gone
+        return len(stale)
 
     def __len__(self) -> int:
         return len(self._marks)

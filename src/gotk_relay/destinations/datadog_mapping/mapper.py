@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from ...model import Batch, Labels, MetricType, Series, is_stale
+from ...model import Batch, MetricType, Series, is_stale
 from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .counters import CounterMark, CounterStore
@@ -59,7 +59,7 @@ def map_batch(
     types: TypeCache,
     counters: CounterStore,
     now_ms: int,
-    pending: dict[Labels, CounterMark] | None = None,
+    pending: dict[bytes, CounterMark] | None = None,
     names: Names | None = None,
 ) -> Mapped:
     """Map ``batch`` without changing ``counters`` (the caller commits after delivery).
@@ -115,7 +115,7 @@ def map_items(
     types: TypeCache,
     counters: CounterStore,
     now_ms: int,
-    pending: dict[Labels, CounterMark] | None,
+    pending: dict[bytes, CounterMark] | None,
     names: Names | None,
     memo: SeriesMemo | None = None,
     loops: Loops = LOOPS,
@@ -165,7 +165,7 @@ def map_items(
                 by_bytes[key_bytes] = info
             if not samples:
                 continue
-            key, name, declared = info[0], info[1], None
+            key, name, declared = info[6], info[1], None
             known = info[5]  # resolved already in this conversion (same ``names``)?
             if known is not None and known[0] is token:
                 metric, dropped, is_count = known[1], known[2], known[3]
@@ -185,7 +185,7 @@ def map_items(
             if info is None:
                 info = series_info(item.labels, options)
                 by_labels[info[0]] = info
-            key, name = info[0], info[1]
+            key, name = info[6], info[1]
             declared = item.metadata.type if item.metadata is not None else None
             metric, kind = _resolved(names, name, declared, families)
             dropped = kind is drop
@@ -241,7 +241,7 @@ def map_items(
         if count:
             skipped[reason] += count
     rows: list[Row] = []
-    updates: dict[Labels, CounterMark] = {}
+    updates: dict[bytes, CounterMark] = {}
     for mapped in out.values():
         if mapped[5]:
             rows.append(mapped)

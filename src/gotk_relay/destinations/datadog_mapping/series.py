@@ -12,7 +12,7 @@ from sys import intern
 from typing import Any
 
 from ...model import Labels, MetricType
-from .counters import CounterMark
+from .counters import CounterMark, counter_key
 from .flux import FLUX_KEY, flux_applies, flux_labels
 from .kinds import Kind
 from .names import series_tags
@@ -27,7 +27,7 @@ class MappedSeries:
     observation), committed when the request carrying this series is accepted.
     """
 
-    key: Labels
+    key: bytes  # the label set's ``counter_key``: its counter state's
     metric: str
     type: int
     tags: Sequence[str]
@@ -101,7 +101,7 @@ class Mapped:
     by reason."""
 
     series: list[MappedSeries]
-    updates: dict[Labels, CounterMark]
+    updates: dict[bytes, CounterMark]
     skipped: Counter[str]
 
 
@@ -128,7 +128,8 @@ OMITTED = "\x00omitted"
 # dataclass (a ``MappedSeries`` is made only where one is asked for).
 Row = list[Any]
 # [labels, name, tags, host, the tags' and host's JSON once rendered, (token, metric, kind,
-# counted) as last resolved in the conversion of that ``NameCache`` token] of one label set.
+# counted) as last resolved in the conversion of that ``NameCache`` token, ``counter_key``] of
+# one label set.
 SeriesInfo = list[Any]
 Names = dict[tuple[str, MetricType | None], tuple[str | None, Kind]]
 
@@ -181,7 +182,15 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
             name = FLUX_KEY + name
     tags, host = series_tags(tagged, options.host_label, options.static_tags)
     # A tuple of strings, which the collector stops walking (it walks every memo).
-    return [labels, name, tuple([intern(tag) for tag in tags]), host, None, None]
+    return [
+        labels,
+        name,
+        tuple([intern(tag) for tag in tags]),
+        host,
+        None,
+        None,
+        counter_key(labels),
+    ]
 
 
 class SeriesMemo:
@@ -206,5 +215,5 @@ class MappedRows:
     """``Mapped`` with the series as ``Row`` lists."""
 
     rows: list[Row]
-    updates: dict[Labels, CounterMark]
+    updates: dict[bytes, CounterMark]
     skipped: Counter[str]
