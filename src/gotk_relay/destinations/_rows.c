@@ -423,14 +423,9 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
             continue;
         }
         int is_count = kind == counter && as_count;
-        PyObject *id = PyLong_FromVoidPtr(info);
-        if (id == NULL) goto error;
-        PyObject *mapped = PyDict_GetItemWithError(out, id);
+        PyObject *mapped = PyDict_GetItemWithError(out, key);
         if (mapped == NULL) {
-            if (PyErr_Occurred()) {
-                Py_DECREF(id);
-                goto error;
-            }
+            if (PyErr_Occurred()) goto error;
             /* A gauge's marks stay empty: a shared tuple, as map_items makes it. */
             PyObject *points = PyList_New(0);
             PyObject *marks_list = is_count ? PyList_New(0) : PyTuple_New(0);
@@ -441,7 +436,6 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 Py_XDECREF(marks_list);
                 Py_XDECREF(zero);
                 Py_XDECREF(mapped);
-                Py_DECREF(id);
                 goto error;
             }
             /* The row and its lists only ever point at what outlives them (the label set's
@@ -459,14 +453,10 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 if (f != 5 && f != 6 && f != 8) Py_INCREF(fields[f]);
                 PyList_SET_ITEM(mapped, f, fields[f]);
             }
-            int rc = PyDict_SetItem(out, id, mapped);
-            Py_DECREF(mapped); /* out holds it */
-            if (rc < 0) {
-                Py_DECREF(id);
-                goto error;
-            }
+            int rc = PyDict_SetItem(out, key, mapped); /* by counter_key, as map_items */
+            Py_DECREF(mapped);                        /* out holds it */
+            if (rc < 0) goto error;
         }
-        Py_DECREF(id);
         PyObject *points = PyList_GET_ITEM(mapped, 5);
         for (Py_ssize_t k = 0; k < count; k++) {
             PyObject *sample = PyTuple_GET_ITEM(samples, k);

@@ -124,7 +124,7 @@ def map_items(
     (their label set looked up in ``memo`` by its encoded bytes, learnt on a miss): one loop
     for both, so the two cannot differ. The caller bounds ``memo``."""
     skipped: Counter[str] = Counter()
-    out: dict[int, Row] = {}  # by the id of the series' info: one per label set (SeriesMemo)
+    out: dict[bytes, Row] = {}  # by counter_key: one row per label set
     if names is None:
         names = {}
     if pending is None:
@@ -199,13 +199,13 @@ def map_items(
         if dropped:
             skipped[CREATED] += len(samples)
             continue
-        mapped = out.get(id(info))
+        mapped = out.get(key)
         if mapped is None:
             kind_number = TYPE_COUNT if is_count else TYPE_GAUGE
             # A gauge's marks stay empty: a shared tuple, not a list per series.
             marks_of: list[CounterMark] | tuple[()] = [] if is_count else ()
             mapped = [key, metric, kind_number, info[2], info[3], [], marks_of, None, 0, info]
-            out[id(info)] = mapped
+            out[key] = mapped
         points: list[tuple[int, float]] = mapped[5]
         for value, ts in samples:
             if value - value != 0.0:  # NaN or ±Inf (one test for the common, finite, case)
