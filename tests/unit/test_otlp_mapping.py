@@ -4,6 +4,7 @@ opentelemetry-proto, so what is asserted is what a receiver would read."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -773,3 +774,112 @@ def test_error_detail_reads_a_google_rpc_status() -> None:
     assert error_detail(status, "application/x-protobuf") == "bad request"
     assert error_detail(b'{"code":3,"message":"nope"}', "application/json") == "nope"
     assert error_detail(b"plain\ntext", "text/plain") == "plain text"
+
+
+def test_a_request_written_as_bytes_parses_to_its_points_in_the_order_they_came() -> None:
+    """``Output.serialized``: a metric whose points came encoded (rows) is written from its
+    header and the points' bytes, one given points field by field as a upb message; a metric
+    given both holds them in the order they came, and the bytes parse to the request built
+    field by field throughout."""
+    from gotk_relay.destinations.otlp_mapping.encoder import number_bytes
+    from gotk_relay.destinations.otlp_mapping.labelsets import RowInfo
+    from gotk_relay.destinations.otlp_mapping.naming import Kind
+    from gotk_relay.destinations.otlp_mapping.output import Output
+
+    out = Output(("job", "instance"), "cumulative")
+
+    def ctx_of(rest: tuple[tuple[str, str], ...]) -> Any:
+        from gotk_relay.destinations.otlp_mapping.builder import Builder
+
+        return Builder(MappingState(), "cumulative", ("job", "instance"))._ctx_of(rest)
+
+    kind = Kind(MetricType.GAUGE, "g", "", help="a gauge", typed=True)
+    infos = [
+        RowInfo((("__name__", "g"), ("instance", i), ("job", "j"), ("pod", p)), ctx_of)
+        for i, p in (("a", "0"), ("a", "1"), ("b", "0"))
+    ]
+    want = Output(("job", "instance"), "cumulative")  # every point field by field
+    for step, (info, ts) in enumerate([(infos[0], 1), (infos[2], 1), (infos[1], 2), (infos[0], 3)]):
+        if step == 2:  # a point given field by field, between encoded ones
+            out.number(info.ctx, "g", "gauge", kind, ts, 0, 2.0)
+        else:
+            out.encoded(info, "gauge", kind).append(number_bytes(info.attrs, ts, 0, float(ts)))
+        want.number(info.ctx, "g", "gauge", kind, ts, 0, 2.0 if step == 2 else float(ts))
+    got = out.message()
+    assert got == want.message()
+    (first, second) = got.resource_metrics  # instance a, then b
+    points = first.scope_metrics[0].metrics[0].gauge.data_points
+    assert [(p.time_unix_nano // 1_000_000, p.as_double) for p in points] == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+    ]
+    assert len(second.scope_metrics[0].metrics[0].gauge.data_points) == 1
+
+
+def _fields(buf: bytes) -> list[tuple[int, bytes]]:
+    """The length-delimited fields of a protobuf message, in order (others skipped)."""
+    out, pos = [], 0
+
+    def varint() -> int:
+        nonlocal pos
+        value, shift = 0, 0
+        while True:
+            byte = buf[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while pos < len(buf):
+        tag = varint()
+        wire = tag & 7
+        if wire == 2:
+            size = varint()
+            out.append((tag >> 3, buf[pos : pos + size]))
+            pos += size
+        elif wire == 0:
+            varint()
+        else:
+            pos += 8 if wire == 1 else 4
+    return out
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_each_metric_written_as_bytes_has_one_data_field(temporality: str) -> None:
+    """A metric written from its headers and encoded points carries its Gauge or Sum once:
+    a parser that replaces a repeated oneof member (gogo's, in the OpenTelemetry Collector)
+    reads the same points and the same Sum temporality as one that merges (upb)."""
+    from gotk_relay.destinations.otlp_mapping.builder import Builder
+    from gotk_relay.destinations.otlp_mapping.encoder import number_bytes
+    from gotk_relay.destinations.otlp_mapping.labelsets import RowInfo
+    from gotk_relay.destinations.otlp_mapping.naming import Kind
+
+    builder = Builder(MappingState(), temporality, ("job", "instance"))  # type: ignore[arg-type]
+    out = builder.out
+    rows = [
+        (RowInfo((("__name__", "c_total"), ("job", "j"), ("pod", p)), builder._ctx_of), "sum")
+        for p in "ab"
+    ] + [(RowInfo((("__name__", "g"), ("job", "j")), builder._ctx_of), "gauge")]
+    for info, data in rows:
+        kind = Kind(MetricType.COUNTER if data == "sum" else MetricType.GAUGE, info.name, "")
+        out.encoded(info, data, kind).append(number_bytes(info.attrs, 5, 1, 1.0))
+    (resource,) = [body for number, body in _fields(out.serialized()) if number == 1]
+    (scope,) = [body for number, body in _fields(resource) if number == 2]
+    metrics = [body for number, body in _fields(scope) if number == 2]
+    assert len(metrics) == 2
+    for body in metrics:
+        fields = [(number, payload) for number, payload in _fields(body) if number in (5, 7)]
+        assert len(fields) == 1
+        (number, payload) = fields[0]
+        target: pb.Sum | pb.Gauge = pb.Sum() if number == 7 else pb.Gauge()
+        target.ParseFromString(payload)
+        assert len(target.data_points) == (2 if number == 7 else 1)
+        if number == 7:
+            want = (
+                pb.AGGREGATION_TEMPORALITY_DELTA
+                if temporality == "delta"
+                else pb.AGGREGATION_TEMPORALITY_CUMULATIVE
+            )
+            assert target.aggregation_temporality == want and target.is_monotonic

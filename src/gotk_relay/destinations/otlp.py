@@ -189,11 +189,12 @@ class OTLPClient:
         if run.mapped_all and not (points or mapper.out.points or mapper.updates):
             self.unmapped_points += mapper.take().unmapped
             return None
-        mapped = mapper.take()
+        part, count = mapper.cut()  # the rest of the request, as bytes
+        if count:
+            parts.append(part)
+            points += count
+        mapped = mapper.take()  # its stream updates (its request is empty now)
         self.unmapped_points += mapped.unmapped
-        if mapped.points:
-            parts.append(mapped.request.SerializeToString())
-            points += mapped.points
         body = b"".join(parts)
         if body and self.cfg.compression == "gzip":
             body = await _gzip(body)

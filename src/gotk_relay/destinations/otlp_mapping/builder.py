@@ -11,7 +11,7 @@ from typing import Final
 from ... import __version__
 from ...model import Exemplar, Labels
 from .naming import SCOPE_NAME, Ctx, Kind, StreamKey, Temporality
-from .output import Output
+from .output import Heads, Output
 from .state import MappingState, StreamState
 
 _SCOPE_LABELS: Final = frozenset({"otel_scope_name", "otel_scope_version"})
@@ -44,7 +44,9 @@ class Builder:
         self.delta = temporality == "delta"
         self.resource_labels = tuple(resource_labels)
         self._resource_set = frozenset(resource_labels)
-        self.out = Output(resource_labels, temporality)
+        self.temporality: Temporality = temporality
+        self.heads: Heads = {}  # the requests' metric, resource and scope headers
+        self.out = self._output()
         self.updates: dict[StreamKey, StreamState] = {}
         self.unmapped = 0
         self.created: dict[tuple[str, Labels], int] = {}
@@ -52,6 +54,10 @@ class Builder:
         self.group_exemplars: dict[StreamKey, list[Exemplar]] = {}
         self.grouped = 0  # samples held in ``groups``
         self._ctx: dict[Labels, Ctx] = {}
+
+    def _output(self) -> Output:
+        """A new request, sharing the headers of those before."""
+        return Output(self.resource_labels, self.temporality, self.heads)
 
     def prev(self, key: StreamKey) -> StreamState | None:
         found = self.updates.get(key)

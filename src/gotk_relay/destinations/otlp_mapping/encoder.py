@@ -1,6 +1,6 @@
 """NumberDataPoints encoded straight to protobuf bytes, for the rows of remote write 1.0
 requests: a point made as bytes costs a fraction of a upb message built field by field, and
-``Output.flush`` merges them into their metric in order.
+``Output.serialized`` writes them after their metric's other points, in order.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from .labelsets import RowInfo
 from .naming import PARTS, SUFFIXES, Kind, Temporality, family_of, shape_of, without
 from .native import Native
 from .numbers import Numbers
-from .output import Output
 from .state import CounterState, Mapped, MappingState
 
 _CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
@@ -294,16 +293,14 @@ class Mapper(Numbers, Classic, Native):
         new one (stream updates are kept for ``take``). Serialized requests concatenate into
         one (protobuf repeated fields), so a large request is serialized in parts."""
         out = self.out
-        out.flush()
-        self.out = Output(self.resource_labels, "delta" if self.delta else "cumulative")
-        return out.request.SerializeToString(), out.points
+        self.out = self._output()
+        return out.serialized(), out.points
 
     def take(self) -> Mapped:
         """The request mapped since the last ``take``, and its stream updates; the next request
         starts empty and reads the state the caller committed in between."""
-        self.out.flush()
-        mapped = Mapped(self.out.request, self.out.points, self.updates, self.unmapped)
-        self.out = Output(self.resource_labels, "delta" if self.delta else "cumulative")
+        mapped = Mapped(self.out.message(), self.out.points, self.updates, self.unmapped)
+        self.out = self._output()
         self.updates = {}
         self.unmapped = 0
         return mapped

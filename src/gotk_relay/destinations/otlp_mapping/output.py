@@ -1,5 +1,16 @@
 """The OTLP request being built (``Output``): each ResourceMetrics, ScopeMetrics and Metric
-created on first use, and the data points the builders add to them.
+created on first use, and the data points the builders add to them, written as bytes.
+
+Bytes, not upb
+    A request of rows is mostly gauges and counters whose points come encoded (``encoder``).
+    Building every metric in upb, merging those points into it (a parse) and serializing the
+    whole (a second pass) cost more than encoding the points. So the request is written here:
+    a metric's own fields and its Gauge's or Sum's fields but the points are serialized once
+    per mapper and kept (``Heads``), and the metric is written as those with its points
+    between. Each metric has one ``gauge``/``sum`` field: a second one would be merged into
+    the first by upb, Go and Java, but replace it in gogo-generated code (the OpenTelemetry
+    Collector's), losing a Sum's temporality. A metric given points field by field
+    (histograms, summaries, the decoded path) is a upb message, its encoded points merged in.
 
 Resource and scope
     Series are grouped into one ResourceMetrics per distinct values of ``resource_labels``
@@ -25,8 +36,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from ...model import Exemplar, Labels
+from ...wire.rw1 import uvarint
 from .labelsets import RowInfo
 from .naming import NO_RECORDED_VALUE, NS_PER_MS, Ctx, Kind, Temporality, otel_unit
 
@@ -53,46 +66,152 @@ def _hex_id(text: str, size: int) -> bytes | None:
         return None
 
 
-class Output:
-    """Builds the request, creating each ResourceMetrics / ScopeMetrics / Metric on first use."""
+class _Entry:
+    """One Metric of the request: its fields but the data (``head``) and its Gauge's or Sum's
+    fields but the points (``tail``), shared by the requests of a ``Heads``; the encoded
+    NumberDataPoints (``parts``); the upb message instead, once a point is added field by
+    field (``message``), the parts before it merged into it."""
 
-    def __init__(self, resource_labels: Sequence[str], temporality: Temporality) -> None:
-        self.request = ExportMetricsServiceRequest()
+    __slots__ = ("data", "field", "head", "message", "parts", "tail")
+
+    def __init__(self, head: bytes, tail: bytes, field: int, data: str) -> None:
+        self.head = head
+        self.tail = tail
+        self.field = field  # the Metric field of its data (``data``: gauge, sum, ...)
+        self.data = data
+        self.message: pb.Metric | None = None
+        self.parts: list[bytes] = []
+
+    def merge_parts(self) -> None:
+        """Move the encoded points into the message, after its own."""
+        if self.parts and self.message is not None:
+            target = self.message.gauge if self.data == "gauge" else self.message.sum
+            target.MergeFromString(b"".join(self.parts))
+            self.parts.clear()
+
+    def serialized(self) -> bytes:
+        if self.message is not None:
+            self.merge_parts()
+            return bytes(self.message.SerializeToString())
+        return self.head + _field(self.field, b"".join(self.parts) + self.tail)
+
+
+# The serialized headers a mapper's requests share: a gauge's or sum's metric fields but its
+# data and its data's fields but the points, by (name, data, kind, temporality); a
+# ResourceMetrics' resource and a ScopeMetrics' scope fields, by their values. Bounded by
+# ``Output``.
+Heads = dict[tuple[object, ...], tuple[bytes, bytes, int] | bytes]
+_MAX_HEADS: Final = 16_384
+
+
+def _field(number: int, body: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return uvarint(number << 3 | 2) + uvarint(len(body)) + body
+
+
+class Output:
+    """The request being built: each ResourceMetrics, ScopeMetrics and Metric made on first use,
+    in that order, written as bytes by ``serialized``. A metric whose points all come encoded
+    (``encoded``: the rows' gauges and counters) is never a upb message: it is written from
+    headers made once per mapper (``Heads``) and its points' bytes; one given points field by
+    field (``metric``: ``number``, histograms, summaries) is, the encoded points it was given
+    before merged into it first."""
+
+    def __init__(
+        self, resource_labels: Sequence[str], temporality: Temporality, heads: Heads | None = None
+    ) -> None:
         self.resource_labels = tuple(resource_labels)
         self.temporality = _DELTA if temporality == "delta" else _CUMULATIVE
-        self._resources: dict[tuple[str, ...], pb.ResourceMetrics] = {}
-        self._scopes: dict[tuple[tuple[str, ...], tuple[str, str]], pb.ScopeMetrics] = {}
-        self._metrics: dict[tuple[object, ...], pb.Metric] = {}
+        self._heads: Heads = {} if heads is None else heads
+        if len(self._heads) > _MAX_HEADS:
+            self._heads.clear()
+        # resource → scope → its metrics, in the order first used (the request's order).
+        self._tree: dict[tuple[str, ...], dict[tuple[str, str], list[_Entry]]] = {}
+        # (resource, scope, name, data) → its metric: RowInfo.metric_key's key, or the plain
+        # tuple, which equals it.
+        self._metrics: dict[tuple[object, ...], _Entry] = {}
         self._attributes: dict[Labels, list[KeyValue]] = {}
         self.points = 0
-        # Encoded NumberDataPoints of each metric not yet merged into it, in order (see
-        # ``encoded``), by the metric's key in ``_metrics``.
-        self._pending: dict[tuple[object, ...], tuple[pb.Metric, str, list[bytes]]] = {}
 
     def encoded(self, info: RowInfo, data: str, kind: Kind) -> list[bytes]:
-        """Where to append the encoded points of ``info``'s series as a ``data`` metric: points
-        made as bytes (``number_bytes``) cost a fraction of a upb message built field by
-        field; they are merged into the metric, in order, by ``flush``."""
+        """Where to append the encoded points of ``info``'s series as a ``data`` metric (a gauge
+        or a sum): points made as bytes (``number_bytes``) cost a fraction of a upb message
+        built field by field; they follow the metric's other points, in order."""
         key = info.metric_key(data)
-        found = self._pending.get(key)
+        found = self._metrics.get(key)
         if found is None:
-            metric = self.metric(info.ctx, info.name, data, kind)
-            found = self._pending[key] = (metric, data, [])
-        return found[2]
+            ctx = info.ctx
+            found = self._entry(ctx.resource, ctx.scope, info.name, data, kind, key)
+        return found.parts
 
-    def flush(self, key: tuple[object, ...] | None = None) -> None:
-        """Merge the encoded points waiting for the metric of ``key`` (all: None) into it."""
-        if key is None:
-            waiting = list(self._pending.values())
-            self._pending.clear()
-        else:
-            found = self._pending.pop(key, None)
-            if found is None:
-                return
-            waiting = [found]
-        for target, data, points in waiting:
-            if points:  # framed already: a Gauge's or Sum's data_points, in order
-                (target.gauge if data == "gauge" else target.sum).MergeFromString(b"".join(points))
+    def _entry(
+        self,
+        resource: tuple[str, ...],
+        scope: tuple[str, str],
+        name: str,
+        data: str,
+        kind: Kind,
+        key: tuple[object, ...],
+    ) -> _Entry:
+        head_key = (name, data, kind, self.temporality)
+        found = self._heads.get(head_key)
+        if not isinstance(found, tuple):
+            found = self._heads[head_key] = self._metric_parts(name, data, kind)
+        entry = self._metrics[key] = _Entry(*found, data)
+        scopes = self._tree.get(resource)
+        if scopes is None:
+            scopes = self._tree[resource] = {}
+        entries = scopes.get(scope)
+        if entries is None:
+            entries = scopes[scope] = []
+        entries.append(entry)
+        return entry
+
+    def serialized(self) -> bytes:
+        """The request, as bytes: what upb would serialize of the request the calls built."""
+        out: list[bytes] = []
+        for resource, scopes in self._tree.items():
+            body = [self._resource_head(resource)]
+            for scope, entries in scopes.items():
+                metrics = [self._scope_head(scope)]
+                for entry in entries:
+                    metrics.append(_field(2, entry.serialized()))  # ScopeMetrics.metrics
+                body.append(_field(2, b"".join(metrics)))  # ResourceMetrics.scope_metrics
+            out.append(_field(1, b"".join(body)))  # ExportMetricsServiceRequest.resource_metrics
+        return b"".join(out)
+
+    def message(self) -> ExportMetricsServiceRequest:
+        """The request as a upb message (parsed from ``serialized``)."""
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(self.serialized())
+        return request
+
+    def _resource_head(self, resource: tuple[str, ...]) -> bytes:
+        """ResourceMetrics.resource: the resource labels' values as attributes, absent when
+        they are all empty."""
+        key = ("resource", resource)
+        found = self._heads.get(key)
+        if not isinstance(found, bytes):
+            message = Resource()
+            for label, value in zip(self.resource_labels, resource, strict=True):
+                if value:
+                    message.attributes.add(
+                        key=_RESOURCE_ATTRIBUTES.get(label, label),
+                        value=AnyValue(string_value=value),
+                    )
+            found = _field(1, message.SerializeToString()) if message.attributes else b""
+            self._heads[key] = found
+        return found
+
+    def _scope_head(self, scope: tuple[str, str]) -> bytes:
+        """ScopeMetrics.scope, always present."""
+        key = ("scope", scope)
+        found = self._heads.get(key)
+        if not isinstance(found, bytes):
+            name, version = scope
+            message = InstrumentationScope(name=name, version=version)
+            found = self._heads[key] = _field(1, message.SerializeToString())
+        return found
 
     def attributes(self, labels: Labels) -> list[KeyValue]:
         found = self._attributes.get(labels)
@@ -102,36 +221,32 @@ class Output:
             ]
         return found
 
-    def _scope(self, ctx: Ctx) -> pb.ScopeMetrics:
-        key = (ctx.resource, ctx.scope)
-        scope = self._scopes.get(key)
-        if scope is not None:
-            return scope
-        resource = self._resources.get(ctx.resource)
-        if resource is None:
-            resource = self._resources[ctx.resource] = self.request.resource_metrics.add()
-            for label, value in zip(self.resource_labels, ctx.resource, strict=True):
-                if value:
-                    resource.resource.attributes.add(
-                        key=_RESOURCE_ATTRIBUTES.get(label, label),
-                        value=AnyValue(string_value=value),
-                    )
-        name, version = ctx.scope
-        added: pb.ScopeMetrics = resource.scope_metrics.add(
-            scope=InstrumentationScope(name=name, version=version)
-        )
-        self._scopes[key] = added
-        return added
-
     def metric(self, ctx: Ctx, name: str, data: str, kind: Kind) -> pb.Metric:
+        """The metric's upb message, to add points to field by field: the encoded points it
+        was given so far are merged into it first (they came first)."""
         key = (ctx.resource, ctx.scope, name, data)
-        found = self._metrics.get(key)
-        if found is not None:
-            return found
-        metric: pb.Metric = self._scope(ctx).metrics.add(
-            name=name, description=kind.help, unit=otel_unit(kind.unit)
-        )
-        self._metrics[key] = metric
+        entry = self._metrics.get(key)
+        if entry is None:
+            entry = self._entry(ctx.resource, ctx.scope, name, data, kind, key)
+        if entry.message is None:
+            entry.message = self._metric_message(name, data, kind)
+        entry.merge_parts()
+        return entry.message
+
+    def _metric_parts(self, name: str, data: str, kind: Kind) -> tuple[bytes, bytes, int]:
+        """A metric serialized but its data, its data (a Gauge, a Sum...) but the points, and
+        the number of the data's field."""
+        metric = self._metric_message(name, data, kind)
+        field = metric.WhichOneof("data")
+        assert field is not None  # _metric_message sets one
+        tail = bytes(getattr(metric, field).SerializeToString())
+        metric.ClearField(field)
+        number = pb.Metric.DESCRIPTOR.fields_by_name[field].number
+        return bytes(metric.SerializeToString()), tail, number
+
+    def _metric_message(self, name: str, data: str, kind: Kind) -> pb.Metric:
+        """A metric's fields but its points."""
+        metric = pb.Metric(name=name, description=kind.help, unit=otel_unit(kind.unit))
         if kind.typed:
             metric.metadata.add(
                 key="prometheus.type", value=AnyValue(string_value=kind.type.name.lower())
@@ -162,9 +277,7 @@ class Output:
         start: int,
         value: float | None,
     ) -> pb.NumberDataPoint:
-        metric = self.metric(ctx, name, data, kind)
-        if self._pending:  # encoded points of this metric go first, as they came first
-            self.flush((ctx.resource, ctx.scope, name, data))
+        metric = self.metric(ctx, name, data, kind)  # its encoded points first
         points = metric.gauge.data_points if data == "gauge" else metric.sum.data_points
         point: pb.NumberDataPoint = points.add(
             attributes=self.attributes(ctx.attributes), time_unix_nano=ts * NS_PER_MS
