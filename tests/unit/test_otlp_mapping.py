@@ -818,32 +818,14 @@ def test_a_request_written_as_bytes_parses_to_its_points_in_the_order_they_came(
 
 
 def _fields(buf: bytes) -> list[tuple[int, bytes]]:
-    """The length-delimited fields of a protobuf message, in order (others skipped)."""
-    out, pos = [], 0
+    """The length-delimited fields of a protobuf message, in order, as protobuf reads them
+    (unknown to ``Empty``, each is kept as it came)."""
+    from google.protobuf import empty_pb2
+    from google.protobuf.unknown_fields import UnknownFieldSet
 
-    def varint() -> int:
-        nonlocal pos
-        value, shift = 0, 0
-        while True:
-            byte = buf[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while pos < len(buf):
-        tag = varint()
-        wire = tag & 7
-        if wire == 2:
-            size = varint()
-            out.append((tag >> 3, buf[pos : pos + size]))
-            pos += size
-        elif wire == 0:
-            varint()
-        else:
-            pos += 8 if wire == 1 else 4
-    return out
+    message = empty_pb2.Empty()
+    message.ParseFromString(buf)
+    return [(f.field_number, f.data) for f in UnknownFieldSet(message) if f.wire_type == 2]
 
 
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])
