@@ -105,6 +105,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
     )
     parser.add_argument("--duration", type=float, help="seconds per measured phase (8)")
     parser.add_argument(
+        "--warmup", type=float, help="seconds of the warm-up push before each system's phases (1)"
+    )
+    parser.add_argument(
         "--latency-slice",
         type=float,
         help="seconds per system/bare-receiver alternation in the latency phase (2)",
@@ -148,6 +151,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path, bool]:
     changes: dict[str, Any] = {}
     if args.duration is not None:
         changes["duration"] = args.duration
+    if args.warmup is not None:
+        changes["warmup"] = args.warmup
     if args.latency_slice is not None:
         if not args.latency_slice > 0:
             parser.error("--latency-slice must be positive")

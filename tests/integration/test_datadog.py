@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gotk_relay.destinations import datadog
 from gotk_relay.destinations.datadog import DatadogClient
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series
 from gotk_relay.relay import Relay
@@ -194,6 +195,39 @@ async def test_an_oversize_batch_is_split_into_requests_within_both_limits() -> 
     assert len(requests) > raw_total // MAX_UNCOMPRESSED + 1
     names = [_tags(s)["series"] for s in intake.series]
     assert len(names) == len(set(names)) == count  # nothing lost, nothing twice
+
+
+async def test_once_the_ratio_is_known_each_request_is_compressed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Halving a piece that compressed over the limit compresses its JSON again; pieces sized by
+    # the ratio the last bodies had are compressed once, and stay within both limits.
+    compressed: list[int] = []
+    real = datadog.compress
+
+    def counting(body: bytes, encoding: str) -> bytes:
+        compressed.append(len(body))
+        return real(body, encoding)
+
+    monkeypatch.setattr(datadog, "compress", counting)
+    queue = {"max_samples_per_send": 4000, "capacity": 20_000}
+    now = _now_ms()
+    config = _config(intake := DatadogIntake(), queue_config=queue)
+    async with intake, relay_client(config) as (client, relay):
+        _client(relay).max_compressed = 40_000
+        await _post(client, _gauges(3000, now - 1000, entropy=2))  # learns the ratio
+        await eventually(lambda: len(intake.series) == 3000, timeout=20)
+        first = len(intake.requests)
+        compressed.clear()
+        await _post(client, _gauges(3000, now, entropy=2, prefix="h"))
+        await eventually(lambda: len(intake.series) == 6000, timeout=20)
+    second = intake.requests[first:]
+    assert intake.problems == []
+    assert len(second) >= 3  # the compressed limit binds: several requests
+    assert len(compressed) == len(second)  # each body compressed once, none halved
+    assert all(r.status == 202 and r.compressed_bytes <= 40_000 for r in second)
+    names = [_tags(s)["series"] for s in intake.series]
+    assert len(names) == len(set(names)) == 6000
 
 
 @pytest.mark.slow  # waits out Retry-After

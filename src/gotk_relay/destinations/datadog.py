@@ -11,9 +11,10 @@ One queued batch, many requests
     batch is mapped on. So one entry of a million samples holds about one request's worth of
     objects at a time (plus its uncompressed protobuf) and never blocks the loop for long.
     The intake takes at most 512000 bytes compressed and 5242880 bytes uncompressed per
-    request, so mapped points become as many *pieces* as needed (series grouped up to the
-    uncompressed limit, then halved until each compresses under the other). They are sent in
-    order. A 413 for a piece splits that piece (by series, or by points for a lone series) and
+    request, so mapped points become as many *pieces* as needed: series grouped up to the raw
+    size that compresses within the limit at the ratio the last large bodies had (and within the
+    uncompressed limit), then halved, should one still compress too big, until each fits. They
+    are sent in order. A 413 for a piece splits that piece (by series, or by points for a lone series) and
     the halves are sent in its place.
 
 Retries never send a point twice, nor compute a delta twice
@@ -117,6 +118,13 @@ _OFF_THREAD_BYTES: Final = 256 * 1024  # compress bigger bodies off the event lo
 _AUTH_LOG_INTERVAL: Final = 60.0  # at most one "key refused" error a minute
 _EXPIRE_INTERVAL: Final = 60.0
 _MAX_INFOS: Final = 65_536  # label sets whose tags a client remembers (~1 KiB each)
+# Pieces are grouped to this share of the raw bytes the learnt compression ratio says fit in
+# the compressed limit: a piece found too big once compressed is halved and each half
+# compressed again, which cost a 20000-sample send a second compression of all its JSON.
+_FILL: Final = 0.9
+# Only bodies of at least this share of the compressed limit teach the ratio: small ones
+# compress less well and are far from the limit anyway.
+_LEARN_SHARE: Final = 8
 
 
 def compress(body: bytes, encoding: str) -> bytes:
@@ -283,6 +291,7 @@ class DatadogClient:
         self.skipped: Counter[str] = Counter()  # reason → samples not sent (telemetry pending)
         self.max_compressed = MAX_COMPRESSED_BYTES
         self.max_uncompressed = MAX_UNCOMPRESSED_BYTES
+        self._ratio: float | None = None  # raw / compressed bytes of the last big body
         # Points mapped at once, like remote write's batches (a queued entry may hold far more).
         self.max_points = cfg.queue_config.max_samples_per_send
         self.sub_chunk_bytes = ROW_CHUNK_BYTES
@@ -422,17 +431,24 @@ class DatadogClient:
         plan.pieces.extend(pieces)
 
     async def _pieces(self, series: list[Row], parts: list[bytes]) -> list[Piece]:
-        """Requests within both limits (``parts``: the series' JSON): group by uncompressed
-        size, then halve what does not compress small enough (JSON of similar series
-        compresses 10-30×, so halving is rare)."""
+        """Requests within both limits (``parts``: the series' JSON): group by the raw size
+        that should compress within the limit at the ratio the last bodies had (capped by the
+        uncompressed limit), then halve what does not compress small enough: rare once the
+        ratio is known (similar series compress alike), and it teaches the ratio anew."""
+        limit = self.max_uncompressed
+        if self._ratio is not None:
+            limit = min(limit, max(1, int(self.max_compressed * self._ratio * _FILL)))
         todo: deque[Piece] = deque()
-        for start, end in group(parts, self.max_uncompressed):
+        for start, end in group(parts, limit):
             todo.append(Piece(series[start:end], parts[start:end]))
         pieces: list[Piece] = []
         while todo:
             piece = todo.popleft()
             if piece.raw_size <= self.max_uncompressed:
-                body = await self._compress(piece.raw())
+                raw = piece.raw()
+                body = await self._compress(raw)
+                if len(body) * _LEARN_SHARE >= self.max_compressed:
+                    self._ratio = len(raw) / len(body)
                 if len(body) <= self.max_compressed:
                     piece.body = body
                     pieces.append(piece)
