@@ -14,8 +14,8 @@ One queued batch, many requests
     request, so mapped points become as many *pieces* as needed: series grouped up to the raw
     size that compresses within the limit at the ratio the last large bodies had (and within the
     uncompressed limit), then halved, should one still compress too big, until each fits. They
-    are sent in order. A 413 for a piece splits that piece (by series, or by points for a lone series) and
-    the halves are sent in its place.
+    are sent in order. A 413 for a piece splits that piece (by series, or by points for a lone
+    series) and the halves are sent in its place.
 
 Retries never send a point twice, nor compute a delta twice
     Counters are sent as deltas from per-series state, so mapping the same entries again on a
