@@ -26,6 +26,38 @@ _MARKS_BY_DIR = {
 }
 
 
+# What may run beside another test (scripts/test runs these on two cores, pytest-xdist, then the
+# rest one at a time): the unit tests, and the integration modules whose relays run in the test's
+# own process, that start no process and bound no time or memory of their own. Anything that
+# starts real processes, measures wall time, RSS or the event loop, or binds fixed resources stays
+# out: a neighbour on the other core would skew what it asserts.
+_PARALLEL_DIRS = (_TESTS / "unit",)
+_PARALLEL_MODULES = frozenset(
+    f"test_{name}.py"
+    for name in (
+        "cache_metrics",
+        "delivery",
+        "fastpath_relay",
+        "flux_flip_scale",
+        "flux_restart",
+        "limits",
+        "otlp",
+        "pipeline_relay",
+        "poison",
+        "receiver",
+        "remote_write_keys",
+        "spool_relay",
+        "strict_corpus",
+    )
+)
+
+
+def _parallel(path: Path) -> bool:
+    if any(directory in path.parents for directory in _PARALLEL_DIRS):
+        return True
+    return path.parent == _TESTS / "integration" and path.name in _PARALLEL_MODULES
+
+
 def _cap_examples(item: pytest.Item) -> None:
     """Under `dev`, cap a test's own ``@settings(max_examples=N)`` too.
 
@@ -46,5 +78,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if directory in parents:
                 for mark in marks:
                     item.add_marker(getattr(pytest.mark, mark))
+        if _parallel(Path(item.path)):
+            item.add_marker(pytest.mark.parallel)
         if PROFILE == "dev":
             _cap_examples(item)
