@@ -160,7 +160,18 @@ async def test_federate_timeout_before_and_after_the_first_piece() -> None:
             assert late.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await late.read()
-        assert await (await client.get("/federate")).text() == store.render()
+        # The store is whole after the cut. A render is itself under the 300 ms timeout, which a
+        # stall of a loaded machine can exceed (seen once in CI, a render taking ~30 ms): a
+        # bounded retry, since what is asserted is the page, not how fast it came.
+        text = ""
+        for attempt in range(3):
+            try:
+                text = await (await client.get("/federate")).text()
+                break
+            except aiohttp.ClientPayloadError:
+                if attempt == 2:
+                    raise
+        assert text == store.render()
 
 
 def _large_store_batches(count: int, per_batch: int) -> list[Batch]:
