@@ -39,6 +39,7 @@ from gotk_relay.model import (
     Series,
 )
 from gotk_relay.wire import rw1
+from gotk_relay.wire.errors import DecodeError
 from tests.support.strategies import ORDINARY_NAN, canonical, odd_v1_requests
 
 IMPLEMENTATIONS: dict[str, Loops | None] = {"python": PYTHON, "compiled": COMPILED}
@@ -107,6 +108,105 @@ def test_rows_take_whole_series_within_the_budget_and_stop_before_a_larger_one(
         seen += len(found)
         pos = after
     assert loops.walk(raw, pos, budget) == ([], len(raw))  # metadata after the series: passed over
+
+
+def _ld(number: int, payload: bytes, wide: bool = False) -> bytes:
+    """A length-delimited field; ``wide``: its tag and length as two-byte varints (valid, and
+    never what Prometheus writes)."""
+    tag, size = rw1.uvarint(number << 3 | 2), rw1.uvarint(len(payload))
+    if wide:
+        tag, size = (v[:-1] + bytes([v[-1] | 0x80, 0]) for v in (tag, size))
+    return tag + size + payload
+
+
+def _sample_bytes(value: float, ts: int, order: str) -> bytes:
+    value_field = b"\x09" + struct.pack("<d", value)
+    ts_field = b"\x10" + rw1.uvarint(ts & (1 << 64) - 1)
+    return {
+        "usual": value_field + ts_field,
+        "reversed": ts_field + value_field,
+        "value only": value_field,
+        "time only": ts_field,
+        "then unknown": value_field + ts_field + b"\x18\x01",
+        "twice": value_field + ts_field + value_field + b"\x10\x05",
+        "unknown for time": value_field + b"\x18\x05",  # a varint where the time would be
+    }[order]
+
+
+_ORDERS = (
+    "usual",
+    "reversed",
+    "value only",
+    "time only",
+    "then unknown",
+    "twice",
+    "unknown for time",
+)
+
+
+def test_rows_read_the_usual_encoding_and_its_neighbours_as_rw1_decodes_them(
+    loops: Loops,
+) -> None:
+    """The walk's inline reading of the usual field (a one-byte tag and length) and of the
+    usual sample (value, then timestamp) against rw1.decode, at the edges where it must hand
+    over: a label of 127 and 128 bytes (a two-byte length), wide tags and lengths, samples in
+    other orders, repeated fields, unknown fields, negative timestamps."""
+    series_fields = []
+    for index, size in enumerate((0, 1, 121, 122, 123, 124, 125, 126, 127, 128, 300)):
+        label = _ld(1, b"x" * size) + _ld(2, b"v" * size, wide=index % 3 == 0)
+        name = _ld(1, _ld(1, b"__name__") + _ld(2, b"m%d" % index))
+        labels_bytes = name + _ld(1, label, wide=index % 2 == 0) if size else name
+        ts = (-1, 0, 1, 1 << 40, -(1 << 62), NOW_MS)[index % 6]
+        samples = b"".join(
+            _ld(2, _sample_bytes(float(index) + k / 4, ts + k, _ORDERS[(index + k) % 7]))
+            for k in range(3)
+        )
+        series_fields.append(_ld(1, labels_bytes + samples))
+    raw = b"".join(series_fields)
+    decoded = rw1.decode(raw, validate=False).series
+    found, end = loops.walk(raw, 0, len(raw))
+    assert end == len(raw)
+    assert [labels(key) for key, _, rest in found if rest is None] == [s.labels for s in decoded]
+    assert [_bits(samples) for _, samples, _ in found] == [
+        _bits((s.value, s.timestamp) for s in want.samples) for want in decoded
+    ]
+    truncated = _ld(1, _ld(2, b"\x09" + struct.pack("<d", 1.0) + b"\x10\xff"))
+    with pytest.raises(DecodeError):
+        loops.walk(truncated, 0, len(truncated))
+
+
+def test_render_writes_any_timestamp_and_interval_as_python_formats_them(loops: Loops) -> None:
+    """The compiled render writes seconds and intervals itself (not through str()): every
+    int64, negative ones and the extremes, and ints beyond (through str()), as ``render``
+    (the JSON of the series, where orjson can write it)."""
+    times = [0, 1, -1, 9, 10, -10, 1_764_000_000, -(1 << 63), (1 << 63) - 1, 1 << 70, -(1 << 70)]
+    metrics = ("m0", "m1", "m2")  # each as a count and as a gauge: one head each
+
+    def rows() -> list[Any]:  # each with an info (a label set's memo) to keep its tags' JSON
+        return [
+            [
+                *MappedSeries(
+                    b"k%d" % i,
+                    metrics[i % 3],
+                    i % 2,
+                    ("a:b",),
+                    "h",
+                    [(t, 0.5), (-t, 2.0)],
+                    interval=abs(t) if i % 2 else 0,
+                ).row()[:9],
+                [None] * 7,
+            ]
+            for i, t in enumerate(times)
+        ]
+
+    want = [datadog.render(row, {}) for row in rows()]
+    assert want[:9] == [orjson.dumps(MappedSeries(*row[:9]).to_dict()) for row in rows()[:9]]
+    heads: dict[tuple[str, int], bytes] = {}
+    parts: list[bytes] = []
+    made = rows()
+    datadog.render_all(made, heads, parts, loops)
+    datadog.render_all(made, heads, parts, loops)  # heads and tags' JSON known: compiled
+    assert parts == want * 2
 
 
 # -- the mappings: rows against decoded series ----------------------------------------------
@@ -251,6 +351,30 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
     assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
     assert updates == want.updates
     assert skipped == want.skipped
+
+
+def test_datadog_rows_of_many_names_in_one_step_keep_each_its_own_metric(loops: Loops) -> None:
+    """Hundreds of names in one step, all resolved before (the compiled loop keeps the last
+    resolutions by the name's identity, in fewer slots than names): each row gets its own
+    name's metric and type."""
+    names_list = [f"n{i}_total" if i % 2 else f"n{i}" for i in range(256)]
+    batch = Batch(
+        tuple(
+            Series((("__name__", name), ("i", str(i))), (Sample(float(i), NOW_MS - 1000),))
+            for i, name in enumerate(names_list)
+        )
+    )
+    options = MappingOptions(counters_as_count=False)
+    memo, names, counters = SeriesMemo(), NameCache(), CounterStore()
+    for _ in range(2):  # the second time every name and label set is known: one compiled call
+        rows: list[Any] = []
+        for step in _steps(batch, loops):
+            items = list(step.series) if isinstance(step, Batch) else step
+            got = map_items(items, options, TypeCache(), counters, NOW_MS, {}, names, memo, loops)
+            rows += got.rows
+        assert [(row[1], row[5]) for row in rows] == [
+            (name, [((NOW_MS - 1000) // 1000, float(i))]) for i, name in enumerate(names_list)
+        ]
 
 
 def test_datadog_flux_integration_rows_skip_the_inf_bucket_in_both_loops(loops: Loops) -> None:

@@ -83,9 +83,40 @@ static int read_field(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, uint64_
     return 0;
 }
 
+/* read_field for the usual field: a one-byte tag of a length-delimited field with a one-byte
+ * length (every label of a remote-write series, and most series), inline; else read_field.
+ * A walk of a step's rows made two calls per label field, most of the walk's instructions. */
+static inline int read_field_fast(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end,
+                                  uint64_t *number, int *wire, Py_ssize_t *payload) {
+    Py_ssize_t at = *pos;
+    if (end - at >= 2) {
+        uint8_t tag = p[at], size = p[at + 1];
+        if (tag < 0x80 && (tag & 7) == 2 && size < 0x80 && size <= end - at - 2) {
+            *number = tag >> 3;
+            *wire = 2;
+            *payload = at + 2;
+            *pos = at + 2 + size;
+            return 0;
+        }
+    }
+    return read_field(p, pos, end, number, wire, payload);
+}
+
 static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) {
     double value = 0.0;
     int64_t ts = 0;
+    /* The usual encoding: the value, then the timestamp as a varint ending the sample. */
+    if (end - pos >= 10 && p[pos] == 0x09 && p[pos + 9] == 0x10) {
+        Py_ssize_t at = pos + 10;
+        uint64_t raw;
+        if (read_varint(p, &at, end, &raw) == 0 && at == end) {
+            memcpy(&value, p + pos + 1, 8); /* little-endian hosts only, checked at import */
+            ts = (int64_t)raw;
+            pos = end;
+        } else if (PyErr_Occurred()) {
+            PyErr_Clear(); /* the generic walk below reports it */
+        }
+    }
     while (pos < end) {
         uint64_t number, raw;
         int wire;
@@ -131,7 +162,7 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
         uint64_t number;
         int wire;
         Py_ssize_t field_start = pos, payload;
-        if (read_field(p, &pos, end, &number, &wire, &payload) < 0) goto fail;
+        if (read_field_fast(p, &pos, end, &number, &wire, &payload) < 0) goto fail;
         if (number == 1 && wire == 2) {
             if (labels_start < 0) {
                 labels_start = field_start;
@@ -353,6 +384,36 @@ static PyObject *point_tuple(int64_t seconds, PyObject *value) {
     return out;
 }
 
+/* What a call found in a dict keyed by a tuple of objects it reads from its rows (a name's
+ * resolution, a head's JSON), by those objects' identity: a tuple made and hashed per row cost
+ * more than the lookup itself. A slot holds the last key hashed to it, and references to the
+ * key and what was found (released when the call ends), so nothing the call runs meanwhile can
+ * make it point at something else. */
+#define SEEN_SLOTS 64
+typedef struct {
+    PyObject *key, *key2, *value;
+} Seen;
+
+static inline Seen *seen_slot(Seen *seen, PyObject *key) {
+    return &seen[((uintptr_t)key >> 4) % SEEN_SLOTS];
+}
+
+static void seen_store(Seen *slot, PyObject *key, PyObject *key2, PyObject *value) {
+    Seen old = *slot;
+    *slot = (Seen){Py_NewRef(key), Py_XNewRef(key2), Py_NewRef(value)};
+    Py_XDECREF(old.key);
+    Py_XDECREF(old.key2);
+    Py_XDECREF(old.value);
+}
+
+static void seen_release(Seen *seen) {
+    for (int k = 0; k < SEEN_SLOTS; k++) {
+        Py_XDECREF(seen[k].key);
+        Py_XDECREF(seen[k].key2);
+        Py_XDECREF(seen[k].value);
+    }
+}
+
 static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "datadog_rows takes 9 arguments");
@@ -377,6 +438,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *drop = PyTuple_GET_ITEM(params, 3), *counter = PyTuple_GET_ITEM(params, 4);
     PyObject *type_count = PyTuple_GET_ITEM(params, 5), *type_gauge = PyTuple_GET_ITEM(params, 6);
     long long tally[C_COUNT] = {0};
+    Seen seen_names[SEEN_SLOTS] = {{0}};
     Py_ssize_t n = PyList_GET_SIZE(items);
     for (; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
@@ -402,13 +464,19 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         }
         if (!plain) break;
         PyObject *key = PyList_GET_ITEM(info, 6); /* counter_key(labels) */
-        PyObject *lookup = PyTuple_Pack(2, PyList_GET_ITEM(info, 1), Py_None);
-        if (lookup == NULL) goto error;
-        PyObject *resolved = PyDict_GetItemWithError(names, lookup);
-        Py_DECREF(lookup);
+        PyObject *name = PyList_GET_ITEM(info, 1);
+        Seen *seen = seen_slot(seen_names, name);
+        PyObject *resolved = seen->key == name ? seen->value : NULL;
         if (resolved == NULL) {
-            if (PyErr_Occurred()) goto error;
-            break; /* the name's first series in this conversion: Python resolves it */
+            PyObject *lookup = PyTuple_Pack(2, name, Py_None);
+            if (lookup == NULL) goto error;
+            resolved = PyDict_GetItemWithError(names, lookup);
+            Py_DECREF(lookup);
+            if (resolved == NULL) {
+                if (PyErr_Occurred()) goto error;
+                break; /* the name's first series in this conversion: Python resolves it */
+            }
+            seen_store(seen, name, NULL, resolved);
         }
         if (!PyTuple_CheckExact(resolved) || PyTuple_GET_SIZE(resolved) != 2) break;
         PyObject *metric = PyTuple_GET_ITEM(resolved, 0);
@@ -559,6 +627,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
             if (rc < 0) goto error;
         }
     }
+    seen_release(seen_names);
     for (int c = 0; c < C_COUNT; c++) {
         if (!tally[c]) continue;
         PyObject *before = PyList_GET_ITEM(counts, c);
@@ -570,6 +639,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     return PyLong_FromSsize_t(i);
 error:
+    seen_release(seen_names);
     return NULL;
 }
 
@@ -664,6 +734,23 @@ static int buf_bytes(Buf *b, PyObject *bytes) {
 }
 
 static int buf_int(Buf *b, PyObject *number) {
+    int overflow = 1;
+    long long v = 0;
+    if (PyLong_CheckExact(number)) {
+        v = PyLong_AsLongLongAndOverflow(number, &overflow);
+        if (v == -1 && PyErr_Occurred()) return -1;
+    }
+    if (!overflow) { /* written here: str() made a str object per timestamp */
+        char digits[24];
+        char *end = digits + sizeof digits, *at = end;
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        do {
+            *--at = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (v < 0) *--at = '-';
+        return buf_put(b, at, end - at);
+    }
     PyObject *text = PyObject_Str(number); /* as %d formats it */
     if (text == NULL) return -1;
     Py_ssize_t n;
@@ -682,6 +769,7 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if (i == -1 && PyErr_Occurred()) return NULL;
     Buf b = {NULL, 0, 0};
+    Seen seen_heads[SEEN_SLOTS] = {{0}};
     Py_ssize_t n = PyList_GET_SIZE(rows_list);
     for (; i < n; i++) {
         PyObject *row = PyList_GET_ITEM(rows_list, i);
@@ -694,13 +782,19 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
         if (!PyBytes_CheckExact(tail) || !PyList_CheckExact(points) ||
             !PyLong_CheckExact(interval))
             break;
-        PyObject *lookup = PyTuple_Pack(2, PyList_GET_ITEM(row, 1), PyList_GET_ITEM(row, 2));
-        if (lookup == NULL) goto error;
-        PyObject *head = PyDict_GetItemWithError(heads, lookup);
-        Py_DECREF(lookup);
+        PyObject *metric = PyList_GET_ITEM(row, 1), *type = PyList_GET_ITEM(row, 2);
+        Seen *seen = seen_slot(seen_heads, metric);
+        PyObject *head = seen->key == metric && seen->key2 == type ? seen->value : NULL;
         if (head == NULL) {
-            if (PyErr_Occurred()) goto error;
-            break;
+            PyObject *lookup = PyTuple_Pack(2, metric, type);
+            if (lookup == NULL) goto error;
+            head = PyDict_GetItemWithError(heads, lookup);
+            Py_DECREF(lookup);
+            if (head == NULL) {
+                if (PyErr_Occurred()) goto error;
+                break;
+            }
+            seen_store(seen, metric, type, head);
         }
         if (!PyBytes_CheckExact(head)) break;
         b.size = 0;
@@ -738,9 +832,11 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
         if (rc < 0) goto error;
     }
     PyMem_Free(b.data);
+    seen_release(seen_heads);
     return PyLong_FromSsize_t(i);
 error:
     PyMem_Free(b.data);
+    seen_release(seen_heads);
     return NULL;
 }
 
