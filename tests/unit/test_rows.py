@@ -377,6 +377,48 @@ def test_datadog_rows_of_many_names_in_one_step_keep_each_its_own_metric(loops: 
         ]
 
 
+def test_datadog_label_sets_learnt_by_either_loop_map_alike_and_the_index_goes_with_the_memo() -> (
+    None
+):
+    """The compiled loop finds label sets through an index of the memo's by_bytes: label sets
+    the Python loop learnt (by_bytes only) are found and indexed, the mapping is the Python
+    loop's, the index never holds more than by_bytes, and clearing the memo drops it."""
+    if COMPILED is None:
+        pytest.skip("the _rows extension is not built")
+    batch = Batch(
+        tuple(
+            Series(
+                (("__name__", f"m{i % 7}"), ("i", str(i)), ("pad", "p" * (i % 40))),
+                (Sample(float(i), NOW_MS - 1000),),
+            )
+            for i in range(300)
+        )
+    )
+    options = MappingOptions(counters_as_count=False)
+    memo, names = SeriesMemo(), NameCache()
+
+    def mapped(loops: Loops) -> list[Any]:
+        rows: list[Any] = []
+        for step in _steps(batch, loops):
+            items = list(step.series) if isinstance(step, Batch) else step
+            got = map_items(
+                items, options, TypeCache(), CounterStore(), NOW_MS, {}, names, memo, loops
+            )
+            rows += [(row[1], row[3], row[5]) for row in got.rows]
+        return rows
+
+    want = mapped(PYTHON)  # learns every label set, by_bytes only
+    assert memo.index is None and len(memo.by_bytes) == 300
+    assert mapped(COMPILED) == want
+    assert COMPILED.compiled.key_index_size(memo.index) == 300  # learnt from by_bytes
+    assert mapped(COMPILED) == want  # through the index alone
+    assert COMPILED.compiled.key_index_size(memo.index) == 300
+    memo.clear()
+    assert memo.index is None
+    assert mapped(COMPILED) == want  # learnt anew: by Python, indexed as it learns
+    assert COMPILED.compiled.key_index_size(memo.index) == len(memo.by_bytes) == 300
+
+
 def test_datadog_flux_integration_rows_skip_the_inf_bucket_in_both_loops(loops: Loops) -> None:
     """A known ``le="+Inf"`` bucket of a Flux histogram among mapped rows: the compiled loop
     hands it to Python, which skips it as ``inf_bucket``; the rows around it are mapped."""

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <math.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 static PyObject *DecodeError;
 
@@ -303,12 +305,13 @@ static PyObject *step_fits(PyObject *self, PyObject *const *args, Py_ssize_t nar
 
 /* ---- Datadog: the hot loop of datadog_mapping.map_items, for rows ---------------------------
  *
- * datadog_rows(items, start, names, by_bytes, pending, marks, out, counts, args) maps
+ * datadog_rows(items, start, names, by_bytes, pending, marks, out, counts, args, index) maps
  * items[start:] as map_items does, row by row, and returns the index of the first item it left
  * to Python: one that is not a row without a rest, whose label set is not in by_bytes, or whose
  * name is not in names yet. args = (oldest, newest, counters_as_count, DROP, COUNTER,
  * TYPE_COUNT, TYPE_GAUGE). counts is a list of 8 ints it adds to: stale, not finite, too new,
- * out of order, too old, counter first, invalid name, created. */
+ * out of order, too old, counter first, invalid name, created. index: by_bytes' key_index
+ * (below), looked in first, or None. */
 
 enum { C_STALE, C_NOT_FINITE, C_TOO_NEW, C_OUT_OF_ORDER, C_TOO_OLD, C_COUNTER_FIRST, C_INVALID,
        C_CREATED, C_COUNT };
@@ -384,6 +387,168 @@ static PyObject *point_tuple(int64_t seconds, PyObject *value) {
     return out;
 }
 
+/* A label set's info by its encoded bytes, for datadog_rows: the memo's dict (by_bytes) hashed
+ * each row's key (a new bytes object, ~300 bytes) with SipHash, the largest single cost of a
+ * steady row's mapping. This index holds the same (key, info) pairs (the key objects by_bytes
+ * holds, added where Python adds them) under a seeded hash of 16 bytes per multiplication; a
+ * key it does not find is looked up in by_bytes as before. It is cleared with the memo (the
+ * owner drops it), so it holds at most what by_bytes holds. */
+typedef struct {
+    uint64_t hash;
+    PyObject *key; /* bytes */
+    PyObject *info;
+} KeySlot;
+
+typedef struct {
+    KeySlot *slots;
+    Py_ssize_t cap, n; /* cap: a power of two, or 0 */
+} KeyIndex;
+
+#define KEY_INDEX_CAPSULE "gotk_relay.destinations._rows.key_index"
+/* A key that finds no slot within this many is left to by_bytes: which keys collide cannot be
+ * chosen from outside (the seed), and a run of collisions costs at most this many probes. */
+#define KEY_PROBES 32
+static uint64_t key_seed;
+
+static inline uint64_t fold_mul(uint64_t a, uint64_t b) {
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+static inline uint64_t load64(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static uint64_t key_hash(const uint8_t *p, Py_ssize_t n) {
+    const uint64_t k1 = 0xa0761d6478bd642fULL, k2 = 0xe7037ed1a0b428dbULL;
+    uint64_t h = key_seed ^ ((uint64_t)n * k1);
+    Py_ssize_t left = n;
+    while (left > 16) {
+        h = fold_mul(load64(p) ^ k1, load64(p + 8) ^ h);
+        p += 16;
+        left -= 16;
+    }
+    uint64_t a = 0, b = 0;
+    if (left >= 8) {
+        a = load64(p);
+        b = load64(p + left - 8);
+    } else {
+        for (Py_ssize_t i = 0; i < left; i++) a |= (uint64_t)p[i] << (8 * i);
+    }
+    return fold_mul(a ^ k2 ^ (uint64_t)n, b ^ h ^ k1);
+}
+
+static void key_index_free(KeyIndex *x) {
+    for (Py_ssize_t i = 0; i < x->cap; i++) {
+        Py_XDECREF(x->slots[i].key);
+        Py_XDECREF(x->slots[i].info);
+    }
+    PyMem_Free(x->slots);
+    x->slots = NULL;
+    x->cap = x->n = 0;
+}
+
+static void key_index_destroy(PyObject *capsule) {
+    KeyIndex *x = PyCapsule_GetPointer(capsule, KEY_INDEX_CAPSULE);
+    if (x != NULL) {
+        key_index_free(x);
+        PyMem_Free(x);
+    }
+}
+
+static PyObject *key_index(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    KeyIndex *x = PyMem_Calloc(1, sizeof(KeyIndex));
+    if (x == NULL) return PyErr_NoMemory();
+    PyObject *capsule = PyCapsule_New(x, KEY_INDEX_CAPSULE, key_index_destroy);
+    if (capsule == NULL) PyMem_Free(x);
+    return capsule;
+}
+
+/* The info of key (bytes), borrowed, or NULL (no error) when the index does not hold it. */
+static PyObject *key_index_get(KeyIndex *x, PyObject *key, uint64_t h) {
+    if (x->cap == 0) return NULL;
+    const char *p = PyBytes_AS_STRING(key);
+    Py_ssize_t n = PyBytes_GET_SIZE(key), mask = x->cap - 1;
+    Py_ssize_t at = (Py_ssize_t)(h & (uint64_t)mask);
+    for (int probe = 0; probe < KEY_PROBES; probe++) {
+        KeySlot *slot = &x->slots[at];
+        if (slot->key == NULL) return NULL;
+        if (slot->hash == h && PyBytes_GET_SIZE(slot->key) == n &&
+            (slot->key == key || memcmp(PyBytes_AS_STRING(slot->key), p, (size_t)n) == 0))
+            return slot->info;
+        at = (at + 1) & mask;
+    }
+    return NULL;
+}
+
+/* Twice the room (load kept at most 1/2), every entry moved. */
+static int key_index_grow(KeyIndex *x) {
+    Py_ssize_t cap = x->cap ? x->cap * 2 : 1024;
+    KeySlot *slots = PyMem_Calloc((size_t)cap, sizeof(KeySlot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < x->cap; i++) {
+        KeySlot *old = &x->slots[i];
+        if (old->key == NULL) continue;
+        Py_ssize_t j = (Py_ssize_t)(old->hash & (uint64_t)(cap - 1));
+        while (slots[j].key != NULL) j = (j + 1) & (cap - 1);
+        slots[j] = *old;
+    }
+    PyMem_Free(x->slots);
+    x->slots = slots;
+    x->cap = cap;
+    return 0;
+}
+
+/* key -> info, unless the key is there already or finds no free slot within KEY_PROBES. */
+static int key_index_put(KeyIndex *x, PyObject *key, PyObject *info, uint64_t h) {
+    if ((x->n + 1) * 2 > x->cap && key_index_grow(x) < 0) return -1;
+    if (key_index_get(x, key, h) != NULL) return 0;
+    Py_ssize_t mask = x->cap - 1, at = (Py_ssize_t)(h & (uint64_t)mask);
+    for (int probe = 0; probe < KEY_PROBES; probe++) {
+        KeySlot *slot = &x->slots[at];
+        if (slot->key == NULL) {
+            *slot = (KeySlot){h, Py_NewRef(key), Py_NewRef(info)};
+            x->n++;
+            return 0;
+        }
+        at = (at + 1) & mask;
+    }
+    return 0;
+}
+
+static KeyIndex *key_index_of(PyObject *capsule) {
+    return PyCapsule_GetPointer(capsule, KEY_INDEX_CAPSULE);
+}
+
+/* key_index_add(index, key, info): what map_items adds to by_bytes, added here too. */
+static PyObject *key_index_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "key_index_add(index, key: bytes, info)");
+        return NULL;
+    }
+    KeyIndex *x = key_index_of(args[0]);
+    if (x == NULL) return NULL;
+    PyObject *key = args[1];
+    uint64_t h = key_hash((const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+    if (key_index_put(x, key, args[2], h) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* key_index_size(index): the entries held (for tests). */
+static PyObject *key_index_size(PyObject *self, PyObject *capsule) {
+    (void)self;
+    KeyIndex *x = key_index_of(capsule);
+    return x == NULL ? NULL : PyLong_FromSsize_t(x->n);
+}
+
 /* What a call found in a dict keyed by a tuple of objects it reads from its rows (a name's
  * resolution, a head's JSON), by those objects' identity: a tuple made and hashed per row cost
  * more than the lookup itself. A slot holds the last key hashed to it, and references to the
@@ -415,10 +580,12 @@ static void seen_release(Seen *seen) {
 }
 
 static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "datadog_rows takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "datadog_rows takes 10 arguments");
         return NULL;
     }
+    KeyIndex *index = NULL;
+    if (args[9] != Py_None && (index = key_index_of(args[9])) == NULL) return NULL;
     PyObject *items = args[0], *names = args[2], *by_bytes = args[3], *pending = args[4];
     PyObject *marks = args[5], *out = args[6], *counts = args[7], *params = args[8];
     if (!PyList_Check(items) || !PyDict_Check(names) || !PyDict_Check(by_bytes) ||
@@ -445,10 +612,23 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3 ||
             PyTuple_GET_ITEM(item, 2) != Py_None)
             break;
-        PyObject *info = PyDict_GetItemWithError(by_bytes, PyTuple_GET_ITEM(item, 0));
+        PyObject *key_bytes = PyTuple_GET_ITEM(item, 0);
+        if (!PyBytes_CheckExact(key_bytes)) break;
+        PyObject *info = NULL;
+        uint64_t hash = 0;
+        if (index != NULL) {
+            hash = key_hash((const uint8_t *)PyBytes_AS_STRING(key_bytes),
+                            PyBytes_GET_SIZE(key_bytes));
+            info = key_index_get(index, key_bytes, hash);
+        }
         if (info == NULL) {
-            if (PyErr_Occurred()) goto error;
-            break;
+            info = PyDict_GetItemWithError(by_bytes, key_bytes);
+            if (info == NULL) {
+                if (PyErr_Occurred()) goto error;
+                break;
+            }
+            /* Known to by_bytes only (learnt without the index): learnt here. */
+            if (index != NULL && key_index_put(index, key_bytes, info, hash) < 0) goto error;
         }
         if (!PyList_CheckExact(info) || PyList_GET_SIZE(info) < 7) break;
         PyObject *samples = PyTuple_GET_ITEM(item, 1);
@@ -1146,6 +1326,11 @@ static PyMethodDef methods[] = {
      "step_fits(step, start, points) -> (index, used): the rows of a step that fit."},
     {"datadog_rows", (PyCFunction)(void (*)(void))datadog_rows, METH_FASTCALL,
      "datadog_mapping.map_items' loop for rows (see datadog_mapping)."},
+    {"key_index", key_index, METH_NOARGS,
+     "key_index() -> a new index of label sets' infos by their bytes (see datadog_rows)."},
+    {"key_index_add", (PyCFunction)(void (*)(void))key_index_add, METH_FASTCALL,
+     "key_index_add(index, key, info): what map_items adds to the memo's by_bytes."},
+    {"key_index_size", key_index_size, METH_O, "key_index_size(index) -> entries held."},
     {"datadog_commit", (PyCFunction)(void (*)(void))datadog_commit, METH_FASTCALL,
      "CounterStore.commit_rows' loop (see datadog_mapping.counters)."},
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,
@@ -1162,6 +1347,9 @@ PyMODINIT_FUNC PyInit__rows(void) {
     if (*(const uint8_t *)&probe != 1) {
         PyErr_SetString(PyExc_ImportError, "_rows reads doubles as little-endian");
         return NULL;
+    }
+    if (getrandom(&key_seed, sizeof key_seed, GRND_NONBLOCK) != (ssize_t)sizeof key_seed) {
+        key_seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&probe; /* no entropy yet */
     }
     s_encoded = PyUnicode_InternFromString("encoded");
     s_attrs = PyUnicode_InternFromString("attrs");

@@ -141,13 +141,16 @@ def map_items(
     token = names.token if isinstance(names, NameCache) else object()  # else: this call only
     todo = items if isinstance(items, list) else list(items)
     native = loops.compiled
+    key_index = memo.index
+    if native is not None and key_index is None:
+        key_index = memo.index = native.key_index()
     params = (oldest, newest, counters_as_count, drop, counter, TYPE_COUNT, TYPE_GAUGE)
     counts = [0] * len(_NATIVE_REASONS)
     index, size = 0, len(todo)
     while index < size:
         if native is not None:  # the loop below, compiled, for as many rows as it can map
             index = native.datadog_rows(
-                todo, index, names, by_bytes, pending, marks, out, counts, params
+                todo, index, names, by_bytes, pending, marks, out, counts, params, key_index
             )
             if index >= size:
                 break
@@ -163,6 +166,8 @@ def map_items(
                     info = series_info(labels, options)
                     by_labels[info[0]] = info
                 by_bytes[key_bytes] = info
+                if native is not None:
+                    native.key_index_add(key_index, key_bytes, info)
             if not samples:
                 continue
             key, name, declared = info[6], info[1], None

@@ -201,6 +201,9 @@ class SeriesMemo:
     def __init__(self) -> None:
         self.by_bytes: dict[bytes, SeriesInfo] = {}
         self.by_labels: dict[Labels, SeriesInfo] = {}
+        # The compiled loop's index of by_bytes (``_rows.c``'s key_index), made by map_items
+        # when it runs compiled: every entry is one of by_bytes', dropped with it.
+        self.index: object | None = None
 
     def __len__(self) -> int:
         return len(self.by_labels)
@@ -208,6 +211,7 @@ class SeriesMemo:
     def clear(self) -> None:
         self.by_bytes.clear()
         self.by_labels.clear()
+        self.index = None
 
 
 @dataclass
