@@ -24,6 +24,7 @@ from gotk_relay.destinations.otlp_mapping import (
     otel_unit,
     to_otlp,
 )
+from gotk_relay.destinations.rows import LOOPS
 from gotk_relay.model import (
     STALE_NAN,
     Batch,
@@ -865,3 +866,38 @@ def test_each_metric_written_as_bytes_has_one_data_field(temporality: str) -> No
                 else pb.AGGREGATION_TEMPORALITY_CUMULATIVE
             )
             assert target.aggregation_temporality == want and target.is_monotonic
+
+
+def test_label_set_keys_are_the_plain_tuples_to_every_dict() -> None:
+    """A RowInfo's keys (its labels without the name, its counter stream key, its metric key)
+    hash and compare as the plain tuples the decoded-series path builds, in a dict either way
+    round, whichever type keeps their hash (``_rows.c``'s HashedTuple reads it in C)."""
+    from gotk_relay.destinations.otlp_mapping.builder import Builder
+    from gotk_relay.destinations.otlp_mapping.labelsets import RowInfo
+
+    labels = (("__name__", "c_total"), ("instance", "a:1"), ("job", "j"))
+    info = RowInfo(labels, Builder(MappingState(), "cumulative", ("job", "instance"))._ctx_of)
+    rest = (("instance", "a:1"), ("job", "j"))
+    plain = {
+        "rest": rest,
+        "counter": ("counter", "c_total", rest),
+        "metric": (info.ctx.resource, info.ctx.scope, "c_total", "sum"),
+    }
+    kept = {"rest": info.rest, "counter": info.counter_key, "metric": info.metric_key("sum")}
+    for name, key in kept.items():
+        assert isinstance(key, tuple) and key == plain[name] and plain[name] == key
+        assert hash(key) == hash(plain[name]) == hash(tuple(key))
+        assert {plain[name]: name}[key] == name and {key: name}[plain[name]] == name
+    native = LOOPS.compiled
+    if native is not None:  # without a kept hash it is a tuple's; a wrong one is refused
+
+        class Bare(native.HashedTuple):  # type: ignore[misc,name-defined]
+            pass
+
+        class Wrong(native.HashedTuple):  # type: ignore[misc,name-defined]
+            def __init__(self, items: object) -> None:
+                self._hash = "x"
+
+        assert hash(Bare(rest)) == hash(rest)
+        with pytest.raises(TypeError):
+            hash(Wrong(rest))

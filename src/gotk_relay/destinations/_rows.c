@@ -1319,6 +1319,40 @@ error:
     return NULL;
 }
 
+/* ---- HashedTuple: a tuple whose hash its subclass keeps in ``_hash`` -----------------------
+ *
+ * otlp_mapping's keys (a label set without its name, a counter's stream key, a metric's key)
+ * are tuples looked up three to five times per sample, their hash computed once and kept in
+ * ``_hash``. A ``__hash__`` written in Python returning it cost a Python call per lookup (more
+ * than hashing the tuple anew); this slot reads it in C. Without ``_hash`` it hashes as tuple. */
+static PyObject *s_hash;
+
+static Py_hash_t hashed_tuple_hash(PyObject *self) {
+    PyObject *cached = PyObject_GetAttr(self, s_hash);
+    if (cached == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return -1;
+        PyErr_Clear();
+        return PyTuple_Type.tp_hash(self);
+    }
+    Py_hash_t h = PyLong_Check(cached) ? PyLong_AsSsize_t(cached) : -1;
+    Py_DECREF(cached);
+    if (h == -1 && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "HashedTuple: _hash must be tuple.__hash__(self)");
+    }
+    return h;
+}
+
+static PyType_Slot hashed_tuple_slots[] = {
+    {Py_tp_hash, hashed_tuple_hash},
+    {Py_tp_doc, "A tuple hashing as its subclass's _hash (tuple.__hash__ of it, kept)."},
+    {0, NULL},
+};
+
+static PyType_Spec hashed_tuple_spec = {
+    "gotk_relay.destinations._rows.HashedTuple", 0, 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, hashed_tuple_slots,
+};
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
@@ -1360,10 +1394,20 @@ PyMODINIT_FUNC PyInit__rows(void) {
     s_sum = PyUnicode_InternFromString("sum");
     if (!s_encoded || !s_attrs || !s_counter_key || !s_rest || !s_gauge || !s_updown || !s_sum)
         return NULL;
+    s_hash = PyUnicode_InternFromString("_hash");
+    if (s_hash == NULL) return NULL;
     PyObject *errors = PyImport_ImportModule("gotk_relay.wire.errors");
     if (errors == NULL) return NULL;
     DecodeError = PyObject_GetAttrString(errors, "DecodeError");
     Py_DECREF(errors);
     if (DecodeError == NULL) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *hashed = PyType_FromSpecWithBases(&hashed_tuple_spec, (PyObject *)&PyTuple_Type);
+    if (hashed == NULL || PyModule_AddObject(m, "HashedTuple", hashed) < 0) {
+        Py_XDECREF(hashed);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -5,21 +5,30 @@ requests by its encoded bytes, so a steady source's series are resolved once, no
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ...model import Labels, Sample, Series
+from ..rows import LOOPS
 from .encoder import attributes_bytes
 from .naming import Ctx, StreamKey, shape_of, without
 
+if TYPE_CHECKING:
+    _Tuple = tuple[Any, ...]
+else:  # _rows.c's HashedTuple reads _hash in C: a __hash__ in Python cost a call per lookup
+    _Tuple = LOOPS.compiled.HashedTuple if LOOPS.compiled is not None else tuple
 
-class _RestKey(tuple):  # type: ignore[type-arg]
+
+class _RestKey(_Tuple):
     """A tuple equal to (and hashing as) the plain one, its hash computed once: label sets and
     the keys holding them are looked up several times per sample."""
 
     def __init__(self, items: Iterable[object]) -> None:
         self._hash = tuple.__hash__(self)
 
-    def __hash__(self) -> int:
-        return self._hash
+    if _Tuple is tuple:
+
+        def __hash__(self) -> int:
+            return self._hash
 
 
 class RowInfo:
