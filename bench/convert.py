@@ -17,14 +17,27 @@ merges them.
 Timing is ``time.process_time`` (CPU, not wall) over ``--rounds`` rounds, best of ``--repeats``
 (each repeat on fresh rounds, so counters keep moving forward).
 
+``--instructions`` counts instead of timing: instructions per sample, by valgrind's callgrind
+(``apt-get install valgrind``), which gives the same count for the same build and input
+whatever else the machine runs (this two-core VM's timings move ±20 % within an hour). Each
+destination and workload runs twice under callgrind, with 1 and with 4 steady rounds after the
+warm-up (every round's entries made before the first send), and the difference is divided by
+the samples of those 3 rounds: setup, warm-up and exit cancel out. ``--series`` defaults to
+10000 there (callgrind runs ~50x slower); about two minutes per destination and workload.
+
 Usage: .venv/bin/python -m bench.convert [--series 50000] [--rounds 2] [--repeats 3]
-       [--workloads cluster,flux-heavy] [--destinations datadog,otlp]
+       [--workloads cluster,flux-heavy] [--destinations datadog,otlp] [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -129,17 +142,89 @@ async def _measure(
         await client.close()
 
 
+_STEADY = (1, 4)  # steady rounds of the two counted runs
+
+
+async def _steady(destination: str, workload: Workload, rounds: int) -> None:
+    """The warm-up round and ``rounds`` more (what ``--instructions`` counts twice), the
+    entries of every round either count sends made first, so that making them cancels out."""
+    made = [_entries(workload, round_) for round_ in range(max(_STEADY) + 1)][: rounds + 1]
+    clock = _Clock(workload.spec.ts_base_ms)
+    client = _client(destination, clock)
+    try:
+        for entries in made:
+            clock.now = entries[0].newest_ms / 1000 + 1
+            for send in _sends(entries, client.max_points):
+                result = await client.send(send)
+                if result.outcome is not Outcome.OK:
+                    raise RuntimeError(f"send failed: {result}")
+    finally:
+        await client.close()
+
+
+def _instructions(destination: str, name: str, series: int) -> int:
+    """Instructions callgrind counts for the whole process (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = []
+        for rounds in _STEADY:
+            out = subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={tmp}/out",
+                    sys.executable,
+                    "-m",
+                    "bench.convert",
+                    "--steady",
+                    str(rounds),
+                    "--series",
+                    str(series),
+                    "--workloads",
+                    name,
+                    "--destinations",
+                    destination,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONHASHSEED": "0"},
+            )
+            found = re.search(r"Collected : (\d+)", out.stderr)
+            if found is None:
+                raise RuntimeError(f"no count from callgrind:\n{out.stderr[-2000:]}")
+            counts.append(int(found.group(1)))
+    return counts[1] - counts[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--series", type=int, default=50_000)
+    parser.add_argument("--series", type=int)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workloads", default="cluster,flux-heavy")
     parser.add_argument("--destinations", default="datadog,otlp")
+    parser.add_argument("--instructions", action="store_true", help="count, by callgrind")
+    parser.add_argument("--steady", type=int, help=argparse.SUPPRESS)  # one counted run
     args = parser.parse_args(argv)
+    if args.series is None:
+        args.series = 10_000 if args.instructions or args.steady is not None else 50_000
     for name in args.workloads.split(","):
+        if args.instructions:
+            for destination in args.destinations.split(","):
+                spec = WorkloadSpec(name, series=args.series, flux_fraction=FLUX_FRACTIONS[name])
+                samples = (_STEADY[1] - _STEADY[0]) * spec.series  # a sample per series a round
+                count = _instructions(destination, name, args.series)
+                print(
+                    f"{destination:8} {name:11} {count / samples:8.0f} instructions per sample",
+                    flush=True,
+                )
+            continue
         spec = WorkloadSpec(name, series=args.series, flux_fraction=FLUX_FRACTIONS[name])
         workload = Workload(spec)
+        if args.steady is not None:
+            for destination in args.destinations.split(","):
+                asyncio.run(_steady(destination, workload, args.steady))
+            continue
         for destination in args.destinations.split(","):
             rate, ms = asyncio.run(_measure(destination, workload, args.rounds, args.repeats))
             print(
