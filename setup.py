@@ -21,6 +21,8 @@ setup(
             sources=[source],
             extra_compile_args=["-O2"],
             libraries=libraries,
+            # The seeded hash the memos and indexes share (in the sdist, rebuilt when changed).
+            depends=["src/gotk_relay/_seeded_hash.h"],
             optional=True,
         )
         for name, source, libraries in (

@@ -23,6 +23,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "../_seeded_hash.h"
+
 static PyObject *DecodeError;
 
 static int read_varint(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, uint64_t *out) {
@@ -410,34 +412,8 @@ typedef struct {
 #define KEY_PROBES 32
 static uint64_t key_seed;
 
-static inline uint64_t fold_mul(uint64_t a, uint64_t b) {
-    __uint128_t r = (__uint128_t)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-static inline uint64_t load64(const uint8_t *p) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    return w;
-}
-
-static uint64_t key_hash(const uint8_t *p, Py_ssize_t n) {
-    const uint64_t k1 = 0xa0761d6478bd642fULL, k2 = 0xe7037ed1a0b428dbULL;
-    uint64_t h = key_seed ^ ((uint64_t)n * k1);
-    Py_ssize_t left = n;
-    while (left > 16) {
-        h = fold_mul(load64(p) ^ k1, load64(p + 8) ^ h);
-        p += 16;
-        left -= 16;
-    }
-    uint64_t a = 0, b = 0;
-    if (left >= 8) {
-        a = load64(p);
-        b = load64(p + left - 8);
-    } else {
-        for (Py_ssize_t i = 0; i < left; i++) a |= (uint64_t)p[i] << (8 * i);
-    }
-    return fold_mul(a ^ k2 ^ (uint64_t)n, b ^ h ^ k1);
+static inline uint64_t key_hash(const uint8_t *p, Py_ssize_t n) {
+    return seeded_hash(key_seed, p, n);
 }
 
 static void key_index_free(KeyIndex *x) {

@@ -28,6 +28,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "../_seeded_hash.h"
+
 typedef const unsigned char *Bytes;
 
 enum {
@@ -490,58 +492,10 @@ static int memo_probes = 32;
  * anyone's input), and a run of collisions ends at memo_probes anyway. */
 static uint64_t memo_seed;
 
-/* The 64x64 -> 128 bit product folded to 64 bits: one multiplication mixes 16 bytes (the
- * construction of wyhash). */
-static inline uint64_t
-fold_mul(uint64_t a, uint64_t b)
-{
-    __uint128_t r = (__uint128_t)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-static inline uint64_t
-load64(const char *p)
-{
-    uint64_t w;
-    memcpy(&w, p, 8);
-    return w;
-}
-
-static inline uint64_t
-load32(const char *p)
-{
-    uint32_t w;
-    memcpy(&w, p, 4);
-    return w;
-}
-
-/* Label values and names are a few to a few dozen bytes: 16 bytes per multiplication, the
- * last 16 (or fewer) read as two overlapping words, the length mixed in. */
 static inline uint64_t
 memo_hash(const char *key, Py_ssize_t n)
 {
-    const uint64_t k1 = 0xa0761d6478bd642fULL, k2 = 0xe7037ed1a0b428dbULL;
-    uint64_t h = memo_seed ^ ((uint64_t)n * k1);
-    Py_ssize_t left = n;
-    while (left > 16) {
-        h = fold_mul(load64(key) ^ k1, load64(key + 8) ^ h);
-        key += 16;
-        left -= 16;
-    }
-    uint64_t a = 0, b = 0;
-    if (left >= 8) {
-        a = load64(key);
-        b = load64(key + left - 8);
-    }
-    else if (left >= 4) {
-        a = load32(key);
-        b = load32(key + left - 4);
-    }
-    else if (left > 0) {
-        a = ((uint64_t)(unsigned char)key[0] << 16) |
-            ((uint64_t)(unsigned char)key[left >> 1] << 8) | (unsigned char)key[left - 1];
-    }
-    return fold_mul(a ^ k2 ^ (uint64_t)n, b ^ h ^ k1);
+    return seeded_hash(memo_seed, (const unsigned char *)key, n);
 }
 
 static void
