@@ -547,6 +547,18 @@ static void seen_store(Seen *slot, PyObject *key, PyObject *key2, PyObject *valu
     Py_XDECREF(old.value);
 }
 
+/* dict[(key, key2)] through key's slot: borrowed; NULL, with no error set, when absent. */
+static inline PyObject *seen_get(Seen *seen, PyObject *dict, PyObject *key, PyObject *key2) {
+    Seen *slot = seen_slot(seen, key);
+    if (slot->key == key && slot->key2 == key2) return slot->value;
+    PyObject *lookup = PyTuple_Pack(2, key, key2);
+    if (lookup == NULL) return NULL;
+    PyObject *found = PyDict_GetItemWithError(dict, lookup);
+    Py_DECREF(lookup);
+    if (found != NULL) seen_store(slot, key, key2, found);
+    return found;
+}
+
 static void seen_release(Seen *seen) {
     for (int k = 0; k < SEEN_SLOTS; k++) {
         Py_XDECREF(seen[k].key);
@@ -620,19 +632,10 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         }
         if (!plain) break;
         PyObject *key = PyList_GET_ITEM(info, 6); /* counter_key(labels) */
-        PyObject *name = PyList_GET_ITEM(info, 1);
-        Seen *seen = seen_slot(seen_names, name);
-        PyObject *resolved = seen->key == name ? seen->value : NULL;
+        PyObject *resolved = seen_get(seen_names, names, PyList_GET_ITEM(info, 1), Py_None);
         if (resolved == NULL) {
-            PyObject *lookup = PyTuple_Pack(2, name, Py_None);
-            if (lookup == NULL) goto error;
-            resolved = PyDict_GetItemWithError(names, lookup);
-            Py_DECREF(lookup);
-            if (resolved == NULL) {
-                if (PyErr_Occurred()) goto error;
-                break; /* the name's first series in this conversion: Python resolves it */
-            }
-            seen_store(seen, name, NULL, resolved);
+            if (PyErr_Occurred()) goto error;
+            break; /* the name's first series in this conversion: Python resolves it */
         }
         if (!PyTuple_CheckExact(resolved) || PyTuple_GET_SIZE(resolved) != 2) break;
         PyObject *metric = PyTuple_GET_ITEM(resolved, 0);
@@ -939,18 +942,10 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
             !PyLong_CheckExact(interval))
             break;
         PyObject *metric = PyList_GET_ITEM(row, 1), *type = PyList_GET_ITEM(row, 2);
-        Seen *seen = seen_slot(seen_heads, metric);
-        PyObject *head = seen->key == metric && seen->key2 == type ? seen->value : NULL;
+        PyObject *head = seen_get(seen_heads, heads, metric, type);
         if (head == NULL) {
-            PyObject *lookup = PyTuple_Pack(2, metric, type);
-            if (lookup == NULL) goto error;
-            head = PyDict_GetItemWithError(heads, lookup);
-            Py_DECREF(lookup);
-            if (head == NULL) {
-                if (PyErr_Occurred()) goto error;
-                break;
-            }
-            seen_store(seen, metric, type, head);
+            if (PyErr_Occurred()) goto error;
+            break;
         }
         if (!PyBytes_CheckExact(head)) break;
         b.size = 0;
