@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import sys
 from collections import Counter
 from typing import Any
 
@@ -25,8 +26,12 @@ from gotk_relay.destinations.datadog_mapping import (
     TypeCache,
     map_batch,
     map_items,
+    normalize_tag,
+    series_tags,
 )
+from gotk_relay.destinations.datadog_mapping.counters import counter_key
 from gotk_relay.destinations.otlp_mapping import Mapper, MappingState, to_otlp
+from gotk_relay.destinations.otlp_mapping.encoder import attributes_bytes
 from gotk_relay.destinations.rows import COMPILED, PYTHON, Item, Loops, entry_steps, labels, series
 from gotk_relay.model import (
     STALE_NAN,
@@ -603,3 +608,118 @@ def test_a_step_is_cut_at_its_budget_of_points(
     assert taken == step_points(first) == min(points, total)
     assert flat(first) + flat(rest or []) == flat(step)
     assert (rest is None) == (total <= points)
+
+
+# ---- a memo miss: a key's label set, and what the destinations derive from it ----------------
+
+_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",)) | st.sampled_from("aZ09_-:./+ É"), max_size=12
+)
+_LONG = st.sampled_from(["", "x" * 127, "y" * 128, "Ab" * 100, "a" * 199, "b:" * 101])
+
+
+def _label_field(name: bytes, value: bytes, shape: str) -> bytes:
+    """One Label field of a row key, its message written as ``shape`` says: canonical ones
+    (both fields, or an empty one omitted) and the neighbours the compiled reader hands over
+    (two-byte tags among them)."""
+    payload = {
+        "canonical": (_ld(1, name) if name else b"") + (_ld(2, value) if value else b""),
+        "both written": _ld(1, name) + _ld(2, value),
+        "wide": _ld(1, name, wide=True) + _ld(2, value, wide=True),
+        "value first": _ld(2, value) + _ld(1, name),
+        "name twice": _ld(1, b"gone") + _ld(1, name) + _ld(2, value),
+        "unknown field": _ld(1, name) + _ld(2, value) + b"\x18\x01",
+        "bad utf-8": _ld(1, name) + _ld(2, value + b"\xff"),
+    }[shape]
+    return _ld(1, payload, wide=shape == "wide")
+
+
+_SHAPES = (
+    "canonical",
+    "both written",
+    "wide",
+    "value first",
+    "name twice",
+    "unknown field",
+    "bad utf-8",
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(_TEXT | _LONG, _TEXT | _LONG, st.sampled_from(_SHAPES)), min_size=0, max_size=6
+    )
+)
+def test_a_key_reads_as_the_label_set_rw1_decodes_with_its_strings_interned(
+    fields: list[tuple[str, str, str]],
+) -> None:
+    """A memo miss reads the key's label set in C (canonical Labels) and hands anything else
+    to rw1.decode: either way the label set rw1.decode reads, each string the interned one
+    (memos share them), and the same error for bytes that are not UTF-8."""
+    key = b"".join(_label_field(k.encode(), v.encode(), shape) for k, v, shape in fields)
+    try:
+        want = labels(key, PYTHON)
+    except DecodeError:
+        if COMPILED is not None:
+            with pytest.raises(DecodeError):
+                labels(key, COMPILED)
+        return
+    assert want == series(key).labels
+    if COMPILED is None:
+        return
+    got = labels(key, COMPILED)
+    assert got == want
+    assert all(text is sys.intern(text) for pair in got for text in pair)
+    if all(shape in ("canonical", "both written") for _, _, shape in fields):
+        assert COMPILED.compiled.labels(key) == want  # read in C, not handed over
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(_TEXT | _LONG | st.sampled_from(["__name__", "host"]), _TEXT | _LONG)),
+    st.sampled_from([None, "host", "É"]),
+    st.lists(st.sampled_from(["env:prod", "", "team:a", "kind:helmrelease"]), max_size=3),
+)
+def test_tags_counter_keys_and_attributes_of_a_label_set_match_their_twins(
+    pairs: list[tuple[str, str]], host_label: str | None, static_tags: list[str]
+) -> None:
+    """What a memo miss derives from a label set, compiled and in Python: the Datadog tags
+    (lowercased in C where a tag is one as it stands, else normalised by normalize_tag) and
+    host, the counter key, and the OTLP attributes' bytes."""
+    if COMPILED is None:
+        pytest.skip("the _rows extension is not built")
+    label_set = tuple(pairs)
+    statics = tuple(static_tags)
+    assert series_tags(label_set, host_label, statics, COMPILED) == series_tags(
+        label_set, host_label, statics, PYTHON
+    )
+    assert counter_key(label_set, COMPILED) == counter_key(label_set, PYTHON)
+    assert attributes_bytes(label_set, COMPILED) == attributes_bytes(label_set, PYTHON)
+
+
+def test_tags_that_are_tags_as_they_stand_and_those_normalize_tag_rewrites() -> None:
+    """The compiled fast path's edges, each against normalize_tag: case, the characters a tag
+    keeps, a first character that is not a letter, 200 characters and 201, a trailing ':'."""
+    if COMPILED is None:
+        pytest.skip("the _rows extension is not built")
+    cases = [
+        ("Kind", "HelmRelease"),
+        ("le", "+Inf"),
+        ("_x", "y"),
+        ("9", "y"),
+        ("a", "b-c:d.e/f_9"),
+        ("a", "b c"),
+        ("a", "x" * 198),
+        ("a", "x" * 199),
+        ("a", "x:"),
+        ("a", ""),
+        ("a", "É"),
+        ("a", "\u00e9"),
+    ]
+    for pair in cases:
+        label_set = (pair,)
+        assert series_tags(label_set, None, (), COMPILED) == (
+            [t] if (t := normalize_tag(f"{pair[0]}:{pair[1]}")) else [],
+            "",
+        ), pair

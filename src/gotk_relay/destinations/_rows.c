@@ -7,10 +7,14 @@
  *   the whole conversion may; here it is one pass over the bytes, and Python sees one row per
  *   series: the label fields' bytes as they came (a memo key), the samples, and the series' own
  *   bytes when it holds anything else (histograms, exemplars, interleaved fields);
+ * - labels: a row's key as its label set (rows.labels), for the memos' misses;
  * - step_fits: the rows of a step that fit in a budget of samples (rows.split_step);
+ * - series_tags, counter_key: a label set's tags and counter key (names.series_tags,
+ *   counters.counter_key), for the memo's misses;
  * - datadog_rows, datadog_render, datadog_commit: datadog_mapping.map_items' loop over rows,
  *   datadog.render, CounterStore.commit_rows;
- * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row.
+ * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row; attributes_bytes (encoder's), for
+ *   the memo's misses.
  *
  * They read and write the Python state the twins use (memos, counter and stream state) through
  * the C API, and leave to Python what they do not handle (a label set or name seen first, ...).
@@ -273,6 +277,94 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 fail:
     Py_CLEAR(out);
 done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* One string field's bytes as an interned str; NULL without an error set when they are not
+ * UTF-8 (rw1.decode raises that, in labels' Python twin). */
+static PyObject *interned_text(const uint8_t *p, Py_ssize_t size) {
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)p, size, NULL);
+    if (text == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();
+        return NULL;
+    }
+    PyUnicode_InternInPlace(&text);
+    return text;
+}
+
+/* The (name, value) of one Label message in its canonical encoding: field 1, then field 2,
+ * each once (an empty one omitted), one-byte tags, lengths of any width. 0 when read, 1 when
+ * the payload is anything else (left to Python), -1 on an error. */
+static int label_pair(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end, PyObject **pair) {
+    Py_ssize_t spans[2][2] = {{0, 0}, {0, 0}};
+    int expect = 1; /* the field number that may come next */
+    while (pos < end) {
+        uint8_t tag = p[pos];
+        int number = tag >> 3;
+        if ((tag & 7) != 2 || number < expect || number > 2) return 1;
+        pos++;
+        uint64_t size;
+        if (read_varint(p, &pos, end, &size) < 0) {
+            PyErr_Clear();
+            return 1;
+        }
+        if (size > (uint64_t)(end - pos)) return 1;
+        spans[number - 1][0] = pos;
+        spans[number - 1][1] = (Py_ssize_t)size;
+        pos += (Py_ssize_t)size;
+        expect = number + 1;
+    }
+    PyObject *name = interned_text(p + spans[0][0], spans[0][1]);
+    if (name == NULL) return PyErr_Occurred() ? -1 : 1;
+    PyObject *value = interned_text(p + spans[1][0], spans[1][1]);
+    if (value == NULL) {
+        Py_DECREF(name);
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    *pair = PyTuple_Pack(2, name, value);
+    Py_DECREF(name);
+    Py_DECREF(value);
+    return *pair == NULL ? -1 : 0;
+}
+
+/* labels(key) -> the label set a row's key encodes, as rows.labels makes it (a tuple of
+ * (name, value) pairs of interned strs), or None for a key whose labels are not all in the
+ * canonical encoding, or not UTF-8: rows.labels decodes those (what a memo miss costs most,
+ * ~12 us a label set through rw1.decode, on every series seen first). */
+static PyObject *labels(PyObject *self, PyObject *key) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(key, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *p = (const uint8_t *)view.buf;
+    Py_ssize_t pos = 0, end = view.len;
+    PyObject *pairs = PyList_New(0), *result = NULL;
+    if (pairs == NULL) goto done;
+    while (pos < end) {
+        uint64_t number;
+        int wire;
+        Py_ssize_t payload;
+        if (read_field_fast(p, &pos, end, &number, &wire, &payload) < 0) {
+            PyErr_Clear();
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        if (number != 1 || wire != 2) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *pair = NULL;
+        int rc = label_pair(p, payload, pos, &pair);
+        if (rc != 0) {
+            if (rc > 0) result = Py_NewRef(Py_None);
+            goto done;
+        }
+        rc = PyList_Append(pairs, pair);
+        Py_DECREF(pair);
+        if (rc < 0) goto done;
+    }
+    result = PyList_AsTuple(pairs);
+done:
+    Py_XDECREF(pairs);
     PyBuffer_Release(&view);
     return result;
 }
@@ -919,6 +1011,198 @@ static int buf_int(Buf *b, PyObject *number) {
     return rc;
 }
 
+/* ---- Datadog: a label set's tags and counter key, for the memo's misses ----------------- */
+
+#define TAG_MAX 200 /* intake.MAX_TAG_LENGTH */
+
+/* key ":" value lowercased into out when both are ASCII and the result is a tag as it stands
+ * (names._TAG_FAST: a letter, then up to 199 of [a-z0-9_-:./], not ending with ':'): its
+ * length, else -1 (normalize_tag decides). */
+static Py_ssize_t plain_tag(PyObject *key, PyObject *value, char *out) {
+    if (!PyUnicode_IS_ASCII(key) || !PyUnicode_IS_ASCII(value)) return -1;
+    Py_ssize_t nk = PyUnicode_GET_LENGTH(key), nv = PyUnicode_GET_LENGTH(value);
+    if (nk + 1 + nv > TAG_MAX) return -1;
+    memcpy(out, PyUnicode_DATA(key), (size_t)nk);
+    out[nk] = ':';
+    memcpy(out + nk + 1, PyUnicode_DATA(value), (size_t)nv);
+    Py_ssize_t n = nk + 1 + nv;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = out[i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c + ('a' - 'A'));
+        out[i] = c;
+        int ok = (c >= 'a' && c <= 'z') ||
+                 (i > 0 && ((c >= '0' && c <= '9') || c == '_' || c == '-' || c == ':' ||
+                            c == '.' || c == '/'));
+        if (!ok) return -1;
+    }
+    return out[n - 1] == ':' ? -1 : n;
+}
+
+/* series_tags(labels, host_label, static_tags, normalize_tag) -> (tags, host): names.series_tags
+ * (its twin and contract), normalize_tag called only for a tag that is not one as it stands. */
+static PyObject *series_tags(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "series_tags(labels, host_label, static_tags, normalize)");
+        return NULL;
+    }
+    PyObject *labels = args[0], *host_label = args[1], *statics = args[2], *normalize = args[3];
+    PyObject *tags = PyList_New(0), *seen = PySet_New(NULL), *host = NULL, *result = NULL;
+    PyObject *iter = NULL;
+    char buf[TAG_MAX];
+    if (tags == NULL || seen == NULL) goto done;
+    host = PyUnicode_FromStringAndSize("", 0);
+    if (host == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(labels); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(labels, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "series_tags: labels are (str, str) pairs");
+            goto done;
+        }
+        PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        if (PyUnicode_CompareWithASCIIString(key, "__name__") == 0) continue;
+        if (host_label != Py_None) {
+            int same = PyUnicode_Compare(key, host_label);
+            if (same == -1 && PyErr_Occurred()) goto done;
+            if (same == 0) {
+                Py_SETREF(host, Py_NewRef(value));
+                continue;
+            }
+        }
+        Py_ssize_t n = plain_tag(key, value, buf);
+        PyObject *tag;
+        if (n >= 0) {
+            tag = PyUnicode_FromStringAndSize(buf, n);
+        } else {
+            PyObject *joined = PyUnicode_FromFormat("%U:%U", key, value);
+            if (joined == NULL) goto done;
+            tag = PyObject_CallOneArg(normalize, joined);
+            Py_DECREF(joined);
+        }
+        if (tag == NULL) goto done;
+        int known = PyObject_IsTrue(tag) ? PySet_Contains(seen, tag) : 1;
+        if (known < 0 || (!known && (PySet_Add(seen, tag) < 0 || PyList_Append(tags, tag) < 0))) {
+            Py_DECREF(tag);
+            goto done;
+        }
+        Py_DECREF(tag);
+    }
+    iter = PyObject_GetIter(statics);
+    if (iter == NULL) goto done;
+    PyObject *tag;
+    while ((tag = PyIter_Next(iter)) != NULL) {
+        int truth = PyObject_IsTrue(tag);
+        int known = truth < 0 ? -1 : truth ? PySet_Contains(seen, tag) : 1;
+        if (known < 0 || (!known && (PySet_Add(seen, tag) < 0 || PyList_Append(tags, tag) < 0))) {
+            Py_DECREF(tag);
+            goto done;
+        }
+        Py_DECREF(tag);
+    }
+    if (PyErr_Occurred()) goto done;
+    result = PyTuple_Pack(2, tags, host);
+done:
+    Py_XDECREF(iter);
+    Py_XDECREF(tags);
+    Py_XDECREF(seen);
+    Py_XDECREF(host);
+    return result;
+}
+
+static int buf_varint(Buf *b, uint64_t v) {
+    char tmp[10];
+    int n = 0;
+    while (v >= 0x80) {
+        tmp[n++] = (char)(v | 0x80);
+        v >>= 7;
+    }
+    tmp[n++] = (char)v;
+    return buf_put(b, tmp, n);
+}
+
+static int varint_size(uint64_t v) {
+    int n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* attributes_bytes(attributes) -> otlp_mapping.encoder.attributes_bytes: each (key, value) as
+ * a NumberDataPoint.attributes field (7) holding KeyValue{key, AnyValue{string_value}}, every
+ * string sent even when empty. For the memo's misses (~7 us a label set in Python). */
+static PyObject *attributes_bytes(PyObject *self, PyObject *attributes) {
+    if (!PyTuple_Check(attributes)) {
+        PyErr_SetString(PyExc_TypeError, "attributes_bytes: a tuple of (str, str) pairs");
+        return NULL;
+    }
+    Buf b = {NULL, 0, 0};
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(attributes); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(attributes, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "attributes_bytes: (str, str) pairs");
+            goto done;
+        }
+        Py_ssize_t nk, nv;
+        const char *key = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &nk);
+        if (key == NULL) goto done;
+        const char *value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &nv);
+        if (value == NULL) goto done;
+        uint64_t any = 1 + (uint64_t)varint_size((uint64_t)nv) + (uint64_t)nv;
+        uint64_t kv = 1 + (uint64_t)varint_size((uint64_t)nk) + (uint64_t)nk + 1 +
+                      (uint64_t)varint_size(any) + any;
+        if (buf_put(&b, "\x3a", 1) < 0 || buf_varint(&b, kv) < 0 || buf_put(&b, "\x0a", 1) < 0 ||
+            buf_varint(&b, (uint64_t)nk) < 0 || buf_put(&b, key, nk) < 0 ||
+            buf_put(&b, "\x12", 1) < 0 || buf_varint(&b, any) < 0 || buf_put(&b, "\x0a", 1) < 0 ||
+            buf_varint(&b, (uint64_t)nv) < 0 || buf_put(&b, value, nv) < 0)
+            goto done;
+    }
+    result = PyBytes_FromStringAndSize(b.data != NULL ? b.data : "", b.size);
+done:
+    PyMem_Free(b.data);
+    return result;
+}
+
+/* counter_key(labels) -> counters.counter_key(labels): each name and value as its length in
+ * characters, ':', its UTF-8 bytes. */
+static PyObject *counter_key(PyObject *self, PyObject *labels) {
+    if (!PyTuple_Check(labels)) {
+        PyErr_SetString(PyExc_TypeError, "counter_key(labels): a tuple of (str, str) pairs");
+        return NULL;
+    }
+    Buf b = {NULL, 0, 0};
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(labels); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(labels, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "counter_key: labels are (str, str) pairs");
+            goto done;
+        }
+        for (int j = 0; j < 2; j++) {
+            PyObject *text = PyTuple_GET_ITEM(pair, j);
+            if (!PyUnicode_Check(text)) {
+                PyErr_SetString(PyExc_TypeError, "counter_key: labels are (str, str) pairs");
+                goto done;
+            }
+            Py_ssize_t size;
+            const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+            if (utf8 == NULL) goto done;
+            char head[24];
+            int n = snprintf(head, sizeof head, "%zd:", PyUnicode_GET_LENGTH(text));
+            if (buf_put(&b, head, n) < 0 || buf_put(&b, utf8, size) < 0) goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(b.data != NULL ? b.data : "", b.size);
+done:
+    PyMem_Free(b.data);
+    return result;
+}
+
 static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyList_Check(args[4])) {
         PyErr_SetString(PyExc_TypeError, "datadog_render(rows, start, heads, scalar, out)");
@@ -1327,6 +1611,12 @@ static PyType_Spec hashed_tuple_spec = {
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(data, pos, budget) -> (rows, next): series of a WriteRequest as (key, samples, raw)."},
+    {"labels", labels, METH_O,
+     "labels(key) -> a row key's label set, or None where rows.labels must decode it."},
+    {"series_tags", (PyCFunction)(void (*)(void))series_tags, METH_FASTCALL,
+     "datadog_mapping.names.series_tags, normalize_tag called where a tag needs it."},
+    {"attributes_bytes", attributes_bytes, METH_O, "otlp_mapping.encoder.attributes_bytes."},
+    {"counter_key", counter_key, METH_O, "datadog_mapping.counters.counter_key(labels)."},
     {"step_fits", (PyCFunction)(void (*)(void))step_fits, METH_FASTCALL,
      "step_fits(step, start, points) -> (index, used): the rows of a step that fit."},
     {"datadog_rows", (PyCFunction)(void (*)(void))datadog_rows, METH_FASTCALL,

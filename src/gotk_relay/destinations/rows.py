@@ -132,9 +132,17 @@ COMPILED: Final = Loops(_native.rows, _native) if _native is not None else None
 LOOPS: Final = COMPILED if COMPILED is not None else PYTHON
 
 
-def labels(key: bytes) -> Labels:
+def labels(key: bytes, loops: Loops = LOOPS) -> Labels:
     """The label set a row's ``key`` encodes, as ``rw1.decode`` makes it, its strings interned
-    (memos keep label sets for many series: names and most values repeat across them)."""
+    (memos keep label sets for many series: names and most values repeat across them).
+
+    What a memo miss costs most (every series a destination sees first): compiled
+    (``_rows.c``'s ``labels``) for keys in the canonical encoding, decoded here otherwise."""
+    native = loops.compiled
+    if native is not None:
+        found: Labels | None = native.labels(key)
+        if found is not None:
+            return found
     return tuple((intern(k), intern(v)) for k, v in series(key).labels)
 
 

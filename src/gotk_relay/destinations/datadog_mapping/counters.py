@@ -21,10 +21,14 @@ from ..rows import LOOPS, Loops
 CounterMark = tuple[int, float]  # (timestamp ms, cumulative value) of a counter's last sample
 
 
-def counter_key(labels: Labels) -> bytes:
+def counter_key(labels: Labels, loops: Loops = LOOPS) -> bytes:
     """A label set's identity in counter state: its pairs, in order, each string prefixed with
     its length. A label set's ``SeriesInfo`` holds it, so the state is looked up by a bytes
-    object whose hash CPython keeps (a counter sample is looked up three or four times)."""
+    object whose hash CPython keeps (a counter sample is looked up three or four times).
+    Compiled where built (``_rows.c``), for the memo's misses."""
+    if loops.compiled is not None and isinstance(labels, tuple):
+        key: bytes = loops.compiled.counter_key(labels)
+        return key
     return "".join([f"{len(k)}:{k}{len(v)}:{v}" for k, v in labels]).encode()
 
 

@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 
 from ...model import Labels
+from ..rows import LOOPS, Loops
 from .intake import MAX_NAME_LENGTH, MAX_TAG_LENGTH
 
 _NAME_FAST = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,199}")
@@ -57,10 +58,17 @@ def normalize_tag(tag: str) -> str:
 
 
 def series_tags(
-    labels: Labels, host_label: str | None, static_tags: Iterable[str] = ()
+    labels: Labels, host_label: str | None, static_tags: Iterable[str] = (), loops: Loops = LOOPS
 ) -> tuple[list[str], str]:
     """The tags of a series (label order, then ``static_tags``, duplicates removed) and its host
-    ("" when there is none)."""
+    ("" when there is none). Compiled where built (``_rows.c``: a tag that is one as it stands
+    is lowercased there, any other goes through ``normalize_tag``): every series a destination
+    sees first costs this, ~0.5 us a label here."""
+    if loops.compiled is not None and isinstance(labels, tuple):
+        found: tuple[list[str], str] = loops.compiled.series_tags(
+            labels, host_label, static_tags, normalize_tag
+        )
+        return found
     tags: list[str] = []
     seen: set[str] = set()
     host = ""
