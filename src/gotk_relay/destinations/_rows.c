@@ -1015,6 +1015,21 @@ static int buf_int(Buf *b, PyObject *number) {
 
 #define TAG_MAX 200 /* intake.MAX_TAG_LENGTH */
 
+/* A label set's pair i as two borrowed strs; -1 with a TypeError naming `who` otherwise. */
+static int str_pair(PyObject *labels, Py_ssize_t i, const char *who, PyObject **key,
+                    PyObject **value) {
+    PyObject *pair = PyTuple_GET_ITEM(labels, i);
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+        PyErr_Format(PyExc_TypeError, "%s: labels are (str, str) pairs", who);
+        return -1;
+    }
+    *key = PyTuple_GET_ITEM(pair, 0);
+    *value = PyTuple_GET_ITEM(pair, 1);
+    return 0;
+}
+
 /* key ":" value lowercased into out when both are ASCII and the result is a tag as it stands
  * (names._TAG_FAST: a letter, then up to 199 of [a-z0-9_-:./], not ending with ':'): its
  * length, else -1 (normalize_tag decides). */
@@ -1053,14 +1068,8 @@ static PyObject *series_tags(PyObject *self, PyObject *const *args, Py_ssize_t n
     host = PyUnicode_FromStringAndSize("", 0);
     if (host == NULL) goto done;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(labels); i++) {
-        PyObject *pair = PyTuple_GET_ITEM(labels, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
-            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
-            PyErr_SetString(PyExc_TypeError, "series_tags: labels are (str, str) pairs");
-            goto done;
-        }
-        PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        PyObject *key, *value;
+        if (str_pair(labels, i, "series_tags", &key, &value) < 0) goto done;
         if (PyUnicode_CompareWithASCIIString(key, "__name__") == 0) continue;
         if (host_label != Py_None) {
             int same = PyUnicode_Compare(key, host_label);
@@ -1132,7 +1141,7 @@ static int varint_size(uint64_t v) {
 
 /* attributes_bytes(attributes) -> otlp_mapping.encoder.attributes_bytes: each (key, value) as
  * a NumberDataPoint.attributes field (7) holding KeyValue{key, AnyValue{string_value}}, every
- * string sent even when empty. For the memo's misses (~7 us a label set in Python). */
+ * string sent even when empty. For the memo's misses (~6 us a label set in Python). */
 static PyObject *attributes_bytes(PyObject *self, PyObject *attributes) {
     if (!PyTuple_Check(attributes)) {
         PyErr_SetString(PyExc_TypeError, "attributes_bytes: a tuple of (str, str) pairs");
@@ -1141,17 +1150,12 @@ static PyObject *attributes_bytes(PyObject *self, PyObject *attributes) {
     Buf b = {NULL, 0, 0};
     PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(attributes); i++) {
-        PyObject *pair = PyTuple_GET_ITEM(attributes, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
-            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
-            PyErr_SetString(PyExc_TypeError, "attributes_bytes: (str, str) pairs");
-            goto done;
-        }
+        PyObject *key_text, *value_text;
+        if (str_pair(attributes, i, "attributes_bytes", &key_text, &value_text) < 0) goto done;
         Py_ssize_t nk, nv;
-        const char *key = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &nk);
+        const char *key = PyUnicode_AsUTF8AndSize(key_text, &nk);
         if (key == NULL) goto done;
-        const char *value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &nv);
+        const char *value = PyUnicode_AsUTF8AndSize(value_text, &nv);
         if (value == NULL) goto done;
         uint64_t any = 1 + (uint64_t)varint_size((uint64_t)nv) + (uint64_t)nv;
         uint64_t kv = 1 + (uint64_t)varint_size((uint64_t)nk) + (uint64_t)nk + 1 +
@@ -1178,17 +1182,10 @@ static PyObject *counter_key(PyObject *self, PyObject *labels) {
     Buf b = {NULL, 0, 0};
     PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(labels); i++) {
-        PyObject *pair = PyTuple_GET_ITEM(labels, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "counter_key: labels are (str, str) pairs");
-            goto done;
-        }
+        PyObject *texts[2];
+        if (str_pair(labels, i, "counter_key", &texts[0], &texts[1]) < 0) goto done;
         for (int j = 0; j < 2; j++) {
-            PyObject *text = PyTuple_GET_ITEM(pair, j);
-            if (!PyUnicode_Check(text)) {
-                PyErr_SetString(PyExc_TypeError, "counter_key: labels are (str, str) pairs");
-                goto done;
-            }
+            PyObject *text = texts[j];
             Py_ssize_t size;
             const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
             if (utf8 == NULL) goto done;
