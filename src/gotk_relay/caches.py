@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from collections.abc import Callable
 from typing import Final, Generic, TypeVar
 
 K = TypeVar("K")
@@ -60,15 +61,63 @@ class Bounded(Generic[K, V]):
         return evict_oldest(self.entries, over + max(1, self.limit // SLICE))
 
 
+class Saturating:
+    """The bound of a memo read on every row of a stream that comes round again (the Datadog and
+    OTLP destinations' label sets, ~2-3 KiB each with their state): it learns until it holds
+    ``limit`` entries, then stops learning instead of forgetting, and a full one is emptied at
+    most once per ``interval`` seconds.
+
+    Why not ``Bounded``'s slices: every scrape sends each series once, in a cycle, and any
+    policy that evicts by age misses on every row of a cycle longer than the cache (each entry
+    is evicted before its series comes round again); emptying it whole does the same. A memo
+    that keeps what it holds hits on ``limit`` of the cycle's N label sets, the others being
+    mapped afresh each time; label sets that stopped coming are forgotten at the next emptying.
+    """
+
+    __slots__ = ("__weakref__", "_emptied_at", "_size", "interval", "limit")
+
+    def __init__(self, limit: int, interval: float = 600.0) -> None:
+        self.limit = limit
+        self.interval = interval
+        self._emptied_at: float | None = None  # or when it was first found full
+        self._size: Callable[[], int] = lambda: 0
+
+    def watch(self, size: Callable[[], int]) -> None:
+        """What ``len`` reports (the memo's size), for ``gotk_relay_cache_entries``."""
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size()
+
+    def learns(self, size: int) -> bool:
+        """Whether a memo holding ``size`` entries learns one more."""
+        return size < self.limit
+
+    def empties(self, size: int, now: float) -> bool:
+        """Before a batch: whether a memo holding ``size`` entries is emptied now: full, and
+        neither emptied nor first found full within ``interval`` seconds (a clock that went back
+        counts from where it is now)."""
+        if size < self.limit:
+            return False
+        if self._emptied_at is None or now < self._emptied_at:
+            self._emptied_at = now
+            return False
+        if now - self._emptied_at < self.interval:
+            return False
+        self._emptied_at = now
+        return True
+
+
 class Family:
     """The caches of one kind: the bound new ones get, and the ones alive now."""
 
-    __slots__ = ("_live", "limit", "name")
+    __slots__ = ("_bounds", "_live", "limit", "name")
 
     def __init__(self, name: str, limit: int) -> None:
         self.name = name
         self.limit = limit  # for caches made from now on (a test may lower it)
         self._live: weakref.WeakSet[Bounded[object, object]] = weakref.WeakSet()
+        self._bounds: weakref.WeakSet[Saturating] = weakref.WeakSet()  # memos bounded so
 
     def new(self, limit: int | None = None) -> Bounded[K, V]:
         """A cache of this family, bounded by ``limit`` or the family's."""
@@ -76,17 +125,27 @@ class Family:
         self._live.add(cache)  # type: ignore[arg-type]
         return cache
 
+    def saturating(self, limit: int | None = None, interval: float = 600.0) -> Saturating:
+        """A ``Saturating`` bound of this family (its owner tells it the memo's size)."""
+        bound = Saturating(self.limit if limit is None else limit, interval)
+        self._bounds.add(bound)
+        return bound
+
     def live(self) -> list[Bounded[object, object]]:
         """The caches of this family still in use."""
         return list(self._live)
 
+    def bounds(self) -> list[Saturating]:
+        """The ``Saturating`` bounds of this family still in use."""
+        return list(self._bounds)
+
     def entries(self) -> int:
         """Entries held now, over every live cache of this family."""
-        return sum(len(cache) for cache in self.live())
+        return sum(len(c) for c in self.live()) + sum(len(b) for b in self.bounds())
 
     def capacity(self) -> int:
         """The most they may hold together: the sum of their limits."""
-        return sum(cache.limit for cache in self.live())
+        return sum(c.limit for c in self.live()) + sum(b.limit for b in self.bounds())
 
 
 FAMILIES: dict[str, Family] = {}

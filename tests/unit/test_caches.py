@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import gotk_relay.server  # noqa: F401 - it imports every module that owns a family
+import gotk_relay.destinations.datadog  # imported only for a datadog: destination
+import gotk_relay.destinations.otlp
+import gotk_relay.server  # noqa: F401 - it imports the other modules that own a family
 from gotk_relay import caches
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.telemetry import Telemetry
@@ -59,8 +61,16 @@ def test_family_gives_one_family_per_name() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["rw1_labels", "picked_labels", "picked_label_bytes", "relabel", "selectors"],
-    ids=["rw1_labels", "picked_labels", "picked_label_bytes", "relabel", "selectors"],
+    _NAMES := [
+        "rw1_labels",
+        "picked_labels",
+        "picked_label_bytes",
+        "relabel",
+        "selectors",
+        "datadog_label_sets",
+        "otlp_label_sets",
+    ],
+    ids=_NAMES,
 )
 def test_metrics_show_each_cache_family(name: str) -> None:
     telemetry = Telemetry()
@@ -115,3 +125,26 @@ def test_make_room_after_the_limit_was_lowered_comes_back_under_it() -> None:
     cache.limit = 10
     dropped = cache.make_room()
     assert dropped == list(range(91)) and list(cache.entries) == list(range(91, 100))
+
+
+def test_a_saturating_bound_learns_to_its_limit_and_empties_once_an_interval() -> None:
+    """Below the limit a memo learns; at it, it stops; a full memo is emptied an interval
+    after it was first found full (or last emptied), not before, and a clock that went back
+    starts the interval again; its family counts it while it lives."""
+    family = caches.Family("test", 3)
+    bound = family.saturating(interval=10.0)
+    held = [1, 2]
+    bound.watch(lambda: len(held))
+    assert bound.learns(2) and not bound.learns(3)
+    assert (family.entries(), family.capacity()) == (2, 3)
+    assert not bound.empties(2, 100.0)  # not full
+    assert not bound.empties(3, 100.0)  # found full now: the interval starts
+    assert not bound.empties(3, 109.9)
+    assert bound.empties(3, 110.0)
+    assert not bound.empties(3, 115.0)
+    assert not bound.empties(3, 50.0)  # the clock went back: counted from here
+    assert not bound.empties(3, 59.0)
+    assert bound.empties(3, 60.0)
+    del bound
+    gc.collect()
+    assert family.bounds() == [] and family.capacity() == 0

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gotk_relay import caches
 from gotk_relay.delivery.entry import encode_entry
 from gotk_relay.destinations import datadog
 from gotk_relay.destinations.chunked import entry_batches
@@ -31,6 +32,7 @@ from gotk_relay.destinations.datadog_mapping import (
 )
 from gotk_relay.destinations.datadog_mapping.counters import counter_key
 from gotk_relay.destinations.otlp_mapping import Mapper, MappingState, to_otlp
+from gotk_relay.destinations.otlp_mapping import mapper as mapper_module
 from gotk_relay.destinations.otlp_mapping.encoder import attributes_bytes
 from gotk_relay.destinations.rows import COMPILED, PYTHON, Item, Loops, entry_steps, labels, series
 from gotk_relay.model import (
@@ -723,3 +725,90 @@ def test_tags_that_are_tags_as_they_stand_and_those_normalize_tag_rewrites() -> 
             [t] if (t := normalize_tag(f"{pair[0]}:{pair[1]}")) else [],
             "",
         ), pair
+
+
+# ---- more label sets than a destination remembers ------------------------------------------
+
+
+def _cycle(count: int, round_: int) -> Batch:
+    """One scrape of ``count`` label sets (a cycle: each comes once a round)."""
+    return Batch(
+        tuple(
+            Series(
+                (("__name__", f"m{i % 5}"), ("i", str(i)), ("job", "j")),
+                (Sample(float(i + round_), NOW_MS - 60_000 + 1000 * round_),),
+            )
+            for i in range(count)
+        )
+    )
+
+
+def test_a_full_datadog_memo_keeps_what_it_holds_and_maps_the_rest_afresh(loops: Loops) -> None:
+    """Over its bound the memo stops learning instead of forgetting: the label sets it holds
+    keep hitting round after round (the first ones learnt; the compiled loop's index holds the
+    same), and every series is mapped as with a memo without a bound."""
+    options = MappingOptions(counters_as_count=False)
+    bound = caches.Saturating(40)
+    memo, free = SeriesMemo(bound.learns), SeriesMemo()
+    for round_ in range(3):
+        got: list[Any] = []
+        want: list[Any] = []
+        for target, into in ((memo, got), (free, want)):
+            for step in _steps(_cycle(100, round_), loops):
+                items = list(step.series) if isinstance(step, Batch) else step
+                found = map_items(
+                    items,
+                    options,
+                    TypeCache(),
+                    CounterStore(),
+                    NOW_MS,
+                    {},
+                    NameCache(),
+                    target,
+                    loops,
+                )
+                into += [(row[1], row[3], row[5]) for row in found.rows]
+        assert got == want and len(got) == 100
+        assert len(memo) == 40 and len(free) == 100
+        assert {info[0][1][1] for info in memo.by_bytes.values()} == {str(i) for i in range(40)}
+        if loops.compiled is not None and memo.index is not None:
+            assert loops.compiled.key_index_size(memo.index) == 40
+
+
+def test_a_full_otlp_memo_keeps_what_it_holds_and_is_emptied_once_an_interval(
+    loops: Loops,
+) -> None:
+    """The OTLP rows' memo (per MappingState and resource_labels) likewise: full, it stops
+    learning and the requests are those of an unbounded one; it is emptied when full at most
+    once per interval of the state's clock, then learns again."""
+    now = [1000.0]
+    state, reference = MappingState(clock=lambda: now[0]), MappingState()
+    reference.row_bounds[("job",)] = caches.Saturating(1 << 30)  # no bound to speak of
+    limit = mapper_module.ROW_MEMOS.limit
+    mapper_module.ROW_MEMOS.limit = 40
+    try:
+        for round_ in range(4):
+            if round_ == 3:
+                now[0] += 600.0  # an interval later: the full memo is emptied, then refilled
+            outputs = []
+            for target in (state, reference):
+                mapper = Mapper(target, "cumulative", ("job",), loops)
+                for step in _steps(_cycle(100, round_), loops):
+                    mapper.feed(step)
+                mapper.finish()
+                got = mapper.take()
+                target.commit(got.updates)
+                outputs.append(got.request)
+            assert outputs[0] == outputs[1]
+            memo = state.rows[("job",)]
+            assert len(memo) == 40 and len(reference.rows[("job",)]) == 100
+            held = {info.shell.labels[1][1] for info in memo.values()}
+            assert held == {str(i) for i in range(40)}  # the first learnt, every round
+            if round_ == 0:
+                first = list(memo.values())
+            kept = all(a is b for a, b in zip(first, memo.values(), strict=True))
+            assert kept == (round_ < 3)  # emptied an interval after it was found full
+            bounds = mapper_module.ROW_MEMOS.bounds()
+            assert any(b.limit == 40 and len(b) == 40 for b in bounds)
+    finally:
+        mapper_module.ROW_MEMOS.limit = limit

@@ -61,6 +61,7 @@ from typing import Any, Final
 from isal import igzip, isal_zlib  # type: ignore[import-untyped, unused-ignore]
 from multidict import CIMultiDict
 
+from .. import caches
 from ..config import ConfigError, DatadogConfig, sanitize_url
 from ..delivery.entry import Entry
 from ..delivery.retry import Outcome, parse_retry_after
@@ -118,6 +119,9 @@ _OFF_THREAD_BYTES: Final = 256 * 1024  # compress bigger bodies off the event lo
 _AUTH_LOG_INTERVAL: Final = 60.0  # at most one "key refused" error a minute
 _EXPIRE_INTERVAL: Final = 60.0
 _MAX_INFOS: Final = 65_536  # label sets whose tags a client remembers (~1 KiB each)
+# Label sets per client (caches.Saturating: full, it stops learning, and is emptied at most
+# every 10 minutes); gotk_relay_cache_entries{cache="datadog_label_sets"}.
+MEMOS: Final = caches.family("datadog_label_sets", _MAX_INFOS)
 # Pieces are grouped to this share of the raw bytes the learnt compression ratio says fit in
 # the compressed limit: a piece found too big once compressed is halved and each half
 # compressed again, which cost a 20000-sample send a second compression of all its JSON.
@@ -295,8 +299,10 @@ class DatadogClient:
         # Points mapped at once, like remote write's batches (a queued entry may hold far more).
         self.max_points = cfg.queue_config.max_samples_per_send
         self.sub_chunk_bytes = ROW_CHUNK_BYTES
-        # Label sets seen (by their encoded bytes) → their SeriesInfo; cleared when full.
-        self._infos = SeriesMemo()
+        # Label sets seen (by their encoded bytes) → their SeriesInfo, bounded by _memo_bound.
+        self._memo_bound = MEMOS.saturating()
+        self._infos = SeriesMemo(self._memo_bound.learns)
+        self._memo_bound.watch(self._infos.__len__)
         self._heads: dict[tuple[str, int], bytes] = {}  # (metric, type) → its JSON head
         # One plan per shard is in flight; a few more cover batches the sender gave up on
         # (sample_age_limit) without telling us.
@@ -387,7 +393,7 @@ class DatadogClient:
         names = NameCache()
         now_ms = int(self._clock() * 1000)
         budget = self.max_points  # samples: a piece's points are at most those
-        if len(self._infos) > _MAX_INFOS:
+        if self._memo_bound.empties(len(self._infos), self._clock()):
             self._infos.clear()
         if len(self._heads) > _MAX_INFOS:
             self._heads.clear()

@@ -162,12 +162,15 @@ def map_items(
             if info is None:
                 labels = row_labels(key_bytes)
                 info = by_labels.get(labels)
+                learns = memo.learns(len(memo))  # else mapped afresh each time it comes
                 if info is None:
                     info = series_info(labels, options)
-                    by_labels[info[0]] = info
-                by_bytes[key_bytes] = info
-                if native is not None:
-                    native.key_index_add(key_index, key_bytes, info)
+                    if learns:
+                        by_labels[info[0]] = info
+                if learns:
+                    by_bytes[key_bytes] = info
+                    if native is not None:
+                        native.key_index_add(key_index, key_bytes, info)
             if not samples:
                 continue
             key, name, declared = info[6], info[1], None
@@ -189,7 +192,8 @@ def map_items(
             info = by_labels.get(item.labels)
             if info is None:
                 info = series_info(item.labels, options)
-                by_labels[info[0]] = info
+                if memo.learns(len(memo)):
+                    by_labels[info[0]] = info
             key, name = info[6], info[1]
             declared = item.metadata.type if item.metadata is not None else None
             metric, kind = _resolved(names, name, declared, families)

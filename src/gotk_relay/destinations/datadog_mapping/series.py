@@ -6,7 +6,7 @@ instead), the mapping's options, and what a label set maps to whatever its sampl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
@@ -193,12 +193,19 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
     ]
 
 
+def _always(size: int) -> bool:
+    return True
+
+
 class SeriesMemo:
     """The ``SeriesInfo`` of each label set seen, by its encoded bytes (a row's key) and by
     the label set itself: one info per label set, whatever bytes encoded it, so series of one
     label set merge by the info's identity. The owner bounds it (``clear``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, learns: Callable[[int], bool] | None = None) -> None:
+        # Whether a memo of this many label sets learns one more (caches.Saturating.learns):
+        # a label set it does not learn is mapped afresh each time it comes.
+        self.learns: Callable[[int], bool] = learns if learns is not None else _always
         self.by_bytes: dict[bytes, SeriesInfo] = {}
         self.by_labels: dict[Labels, SeriesInfo] = {}
         # The compiled loop's index of by_bytes (``_rows.c``'s key_index), made by map_items
@@ -206,7 +213,8 @@ class SeriesMemo:
         self.index: object | None = None
 
     def __len__(self) -> int:
-        return len(self.by_labels)
+        """The label sets held, or the encodings of them if more (either dict may be larger)."""
+        return max(len(self.by_labels), len(self.by_bytes))
 
     def clear(self) -> None:
         self.by_bytes.clear()

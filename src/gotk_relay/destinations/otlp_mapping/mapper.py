@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
+from ... import caches
 from ...model import Batch, Labels, MetricType, Series
 from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
@@ -23,6 +24,9 @@ from .state import CounterState, Mapped, MappingState
 _CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
 # Label sets a client remembers by their bytes (``RowInfo``, ~2-3 KiB each with their strings).
 _ROWS_LIMIT: Final = 65_536
+# Label sets per MappingState and resource_labels (caches.Saturating: full, it stops learning,
+# and is emptied at most every 10 minutes); gotk_relay_cache_entries{cache="otlp_label_sets"}.
+ROW_MEMOS: Final = caches.family("otlp_label_sets", _ROWS_LIMIT)
 # A series to map: a Series (samples None), or a row's info and its samples.
 _Planned = tuple["Series | RowInfo", "Kind", str, "Sequence[tuple[float, int]] | None"]
 
@@ -50,6 +54,11 @@ class Mapper(Numbers, Classic, Native):
         self.waiting_points = 0  # its samples and histograms
         self.seen_shapes: dict[str, MetricType] = {}
         self._rows = state.rows.setdefault(self.resource_labels, {})
+        bound = state.row_bounds.get(self.resource_labels)
+        if bound is None:
+            bound = state.row_bounds[self.resource_labels] = ROW_MEMOS.saturating()
+            bound.watch(self._rows.__len__)
+        self._row_bound = bound
         self._kinds: dict[tuple[str, bool, bool], tuple[Kind, str]] = {}
         self._kinds_at = (-1, -1)
         self._shapes_version = 0
@@ -153,8 +162,8 @@ class Mapper(Numbers, Classic, Native):
             items: Sequence[Item] = batch.series
         else:
             items = batch
-        memo = self._rows
-        if len(memo) > _ROWS_LIMIT:
+        memo, bound = self._rows, self._row_bound
+        if len(memo) >= bound.limit and bound.empties(len(memo), self.state.clock()):
             memo.clear()
         entries: list[tuple[Series, Sequence[tuple[float, int]] | None, RowInfo | None]] = []
         for item in items:
@@ -164,7 +173,9 @@ class Mapper(Numbers, Classic, Native):
             key, row_samples, _ = item
             info = memo.get(key)
             if info is None:
-                info = memo[key] = RowInfo(row_labels(key), self._ctx_of)
+                info = RowInfo(row_labels(key), self._ctx_of)
+                if bound.learns(len(memo)):  # else mapped afresh each time it comes
+                    memo[key] = info
             entries.append((info.shell, row_samples, info))
         shapes = self.seen_shapes
         learnt = self._learn_shapes(entries)

@@ -21,8 +21,9 @@ State
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
@@ -30,6 +31,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
+from ...caches import Saturating
 from ...model import FamilyMetadata, MetricType
 from .labelsets import RowInfo
 from .naming import StreamKey
@@ -97,7 +99,12 @@ class MappingState:
     start times and last values, changed only by ``commit``.
     """
 
-    def __init__(self, max_streams: int = 200_000, max_families: int = 50_000) -> None:
+    def __init__(
+        self,
+        max_streams: int = 200_000,
+        max_families: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_streams = max_streams
         self.max_families = max_families
         self.families: OrderedDict[str, FamilyMetadata] = OrderedDict()
@@ -105,6 +112,8 @@ class MappingState:
         self.streams: OrderedDict[StreamKey, StreamState] = OrderedDict()
         # Label sets by their encoded bytes, per resource_labels (see ``RowInfo``).
         self.rows: dict[tuple[str, ...], dict[bytes, RowInfo]] = {}
+        self.row_bounds: dict[tuple[str, ...], Saturating] = {}  # each one's bound
+        self.clock = clock  # when a full one was last emptied (Saturating.empties)
         self.version = 0  # changes whenever families or inferred do: what a type depends on
 
     def learn(self, metadata: Iterable[FamilyMetadata]) -> None:
