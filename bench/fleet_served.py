@@ -124,6 +124,8 @@ async def run(objects: int, flux_share: float, rounds: int, conns: int, pin: boo
         )
         cmd = [sys.executable, "-m", "gotk_relay", "serve", "--config", str(path)]
         cmd += ["--listen-address", f"127.0.0.1:{relay_port}", "--log.level", "warn"]
+        # Its drain on SIGTERM bounded well within the wait below (the default is 30 s).
+        cmd += ["--shutdown-timeout", "10"]
         pinned = pin and (os.cpu_count() or 1) >= 2
         if pinned:
             cmd = ["taskset", "-c", "0", *cmd]
@@ -159,7 +161,15 @@ async def run(objects: int, flux_share: float, rounds: int, conns: int, pin: boo
                     tracked = _gauge(await metrics.text(), "gotk_relay_flux_objects")
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            # Waited for off the loop: the sink runs on this loop and must answer the sends
+            # of the relay's drain (a blocking wait once held a relay with a send left for
+            # its whole shutdown timeout, in CI).
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+                raise
             await runner.cleanup()
     samples = fleet.samples * rounds
     target = 70 * MiB + 4096 * objects
