@@ -659,6 +659,41 @@ static void seen_release(Seen *seen) {
     }
 }
 
+/* The rows ahead of the one being mapped: with 50,000 label sets, what a row reads (its index
+ * slot, the key kept there, the info list and its items) is in no cache (the same conversion
+ * ran ~35 % slower per sample than with 10,000). Row i + AHEAD's hash is computed and its slot
+ * fetched; row i + 1's slot is read and its key and info fetched; row i finds them there. */
+#define AHEAD 4
+
+/* The key of items[j] if it is a row datadog_rows maps (else NULL). */
+static inline PyObject *row_key(PyObject *items, Py_ssize_t j) {
+    PyObject *item = PyList_GET_ITEM(items, j);
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) return NULL;
+    PyObject *key = PyTuple_GET_ITEM(item, 0);
+    return PyBytes_CheckExact(key) ? key : NULL;
+}
+
+static inline void fetch_ahead(KeyIndex *x, PyObject *items, Py_ssize_t j, uint64_t *hashes) {
+    PyObject *key = row_key(items, j);
+    if (key == NULL) return;
+    uint64_t h = key_hash((const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+    hashes[j % AHEAD] = h;
+    __builtin_prefetch(&x->slots[h & (uint64_t)(x->cap - 1)]);
+}
+
+static inline void fetch_found(KeyIndex *x, uint64_t h) {
+    KeySlot *slot = &x->slots[h & (uint64_t)(x->cap - 1)];
+    if (slot->key == NULL || slot->hash != h) return;
+    const char *bytes = (const char *)slot->key;
+    __builtin_prefetch(bytes);
+    __builtin_prefetch(bytes + 64);
+    __builtin_prefetch(bytes + 128);
+    __builtin_prefetch(bytes + 192);
+    __builtin_prefetch(bytes + 256);
+    __builtin_prefetch(slot->info);
+    if (PyList_CheckExact(slot->info)) __builtin_prefetch(((PyListObject *)slot->info)->ob_item);
+}
+
 static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError, "datadog_rows takes 10 arguments");
@@ -687,6 +722,13 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     long long tally[C_COUNT] = {0};
     Seen seen_names[SEEN_SLOTS] = {{0}};
     Py_ssize_t n = PyList_GET_SIZE(items);
+    /* hashes[j % AHEAD]: row j's key hash, computed AHEAD rows before it is mapped (rows that
+     * are not plain break the loop before they would be read). */
+    uint64_t hashes[AHEAD] = {0};
+    int ahead = index != NULL && index->cap > 0;
+    if (ahead) {
+        for (Py_ssize_t j = i; j < n && j < i + AHEAD; j++) fetch_ahead(index, items, j, hashes);
+    }
     for (; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3 ||
@@ -697,8 +739,14 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyObject *info = NULL;
         uint64_t hash = 0;
         if (index != NULL) {
-            hash = key_hash((const uint8_t *)PyBytes_AS_STRING(key_bytes),
-                            PyBytes_GET_SIZE(key_bytes));
+            if (ahead && index->cap > 0) {
+                hash = hashes[i % AHEAD];
+                if (i + AHEAD < n) fetch_ahead(index, items, i + AHEAD, hashes);
+                if (i + 1 < n) fetch_found(index, hashes[(i + 1) % AHEAD]);
+            } else {
+                hash = key_hash((const uint8_t *)PyBytes_AS_STRING(key_bytes),
+                                PyBytes_GET_SIZE(key_bytes));
+            }
             info = key_index_get(index, key_bytes, hash);
         }
         if (info == NULL) {
