@@ -812,3 +812,56 @@ def test_a_full_otlp_memo_keeps_what_it_holds_and_is_emptied_once_an_interval(
             assert any(b.limit == 40 and len(b) == 40 for b in bounds)
     finally:
         mapper_module.ROW_MEMOS.limit = limit
+
+
+_EDGE_VALUES = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    99.0,
+    1e15,
+    9999999999999998.0,
+    1e16,
+    -1e16,
+    -9999999999999998.0,
+    float(2**53),
+    float(2**53 + 2),
+    1.7e9,
+    0.5,
+    -2.5,
+    1e-5,
+    1e-7,
+    5e-324,
+    1.7976931348623157e308,
+    123456789.123,
+]
+
+
+@settings(max_examples=150)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20))
+def test_render_writes_every_value_as_the_series_json_does(values: list[float]) -> None:
+    """The compiled render writes a whole number below 1e16 itself ("%d.0", "-0.0") and any
+    other value through orjson: byte for byte the JSON of the series either way."""
+    if COMPILED is None:
+        pytest.skip("the _rows extension is not built")
+    values = [*_EDGE_VALUES, *values]
+
+    def rows() -> list[Any]:
+        return [
+            [
+                *MappedSeries(b"k%d" % i, "m", 0, ("a:b",), "", [(1_764_000_000, v)]).row()[:9],
+                [None] * 7,
+            ]
+            for i, v in enumerate(values)
+        ]
+
+    want = [orjson.dumps(MappedSeries(*row[:9]).to_dict()) for row in rows()]
+    assert [datadog.render(row, {}) for row in rows()] == want
+    heads: dict[tuple[str, int], bytes] = {}
+    parts: list[bytes] = []
+    made = rows()
+    datadog.render_all(made, heads, parts, COMPILED)
+    parts.clear()
+    datadog.render_all(made, heads, parts, COMPILED)  # heads and tags' JSON known: compiled
+    assert parts == want

@@ -1032,6 +1032,20 @@ static int buf_bytes(Buf *b, PyObject *bytes) {
     return buf_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
 }
 
+/* v in decimal, then suffix (n bytes). */
+static int buf_int64(Buf *b, long long v, const char *suffix, Py_ssize_t n) {
+    char digits[32];
+    char *end = digits + 24, *at = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--at = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--at = '-';
+    memcpy(end, suffix, (size_t)n);
+    return buf_put(b, at, end - at + n);
+}
+
 static int buf_int(Buf *b, PyObject *number) {
     int overflow = 1;
     long long v = 0;
@@ -1039,17 +1053,7 @@ static int buf_int(Buf *b, PyObject *number) {
         v = PyLong_AsLongLongAndOverflow(number, &overflow);
         if (v == -1 && PyErr_Occurred()) return -1;
     }
-    if (!overflow) { /* written here: str() made a str object per timestamp */
-        char digits[24];
-        char *end = digits + sizeof digits, *at = end;
-        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-        do {
-            *--at = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
-        if (v < 0) *--at = '-';
-        return buf_put(b, at, end - at);
-    }
+    if (!overflow) return buf_int64(b, v, "", 0); /* str() made a str object per timestamp */
     PyObject *text = PyObject_Str(number); /* as %d formats it */
     if (text == NULL) return -1;
     Py_ssize_t n;
@@ -1290,7 +1294,20 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
             if (buf_put(&b, "{\"timestamp\":", 13) < 0) goto error;
             if (buf_int(&b, PyTuple_GET_ITEM(point, 0)) < 0) goto error;
             if (buf_put(&b, ",\"value\":", 9) < 0) goto error;
-            PyObject *value = PyObject_CallOneArg(scalar, PyTuple_GET_ITEM(point, 1));
+            PyObject *number = PyTuple_GET_ITEM(point, 1);
+            if (PyFloat_CheckExact(number)) {
+                /* A whole number below 1e16 is written "%d.0" by orjson and json alike (and
+                 * -0.0 as "-0.0"): here, without a call and a bytes object (most points are:
+                 * counts, counters' increases, states). Any other value goes to scalar. */
+                double d = PyFloat_AS_DOUBLE(number);
+                if (d > -1e16 && d < 1e16 && d == (double)(long long)d) {
+                    int rc = d == 0.0 && signbit(d) ? buf_put(&b, "-0.0", 4)
+                                                    : buf_int64(&b, (long long)d, ".0", 2);
+                    if (rc < 0 || buf_put(&b, "}", 1) < 0) goto error;
+                    continue;
+                }
+            }
+            PyObject *value = PyObject_CallOneArg(scalar, number);
             if (value == NULL) goto error;
             int rc = PyBytes_Check(value) ? buf_bytes(&b, value) : -1;
             if (rc < 0 && !PyErr_Occurred())
