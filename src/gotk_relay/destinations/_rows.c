@@ -1346,6 +1346,32 @@ error:
  * Python, data points added). */
 
 static PyObject *s_encoded, *s_attrs, *s_counter_key, *s_rest, *s_gauge, *s_updown, *s_sum;
+static PyObject *s_metric_key, *s_metrics, *s_parts;
+
+/* Output.encoded(info, data, kind), a new reference: found here when the row's metric is in
+ * the request already under the key its info keeps for this data (RowInfo._metric_key, in
+ * Output._metrics), else by calling it (which makes the metric, or the key). A Python call
+ * per row cost more than the point it encodes. */
+static PyObject *encoded_parts(PyObject *output, PyObject *metrics, PyObject *info,
+                               PyObject *data, PyObject *kind) {
+    if (metrics != NULL) {
+        PyObject *key = PyObject_GetAttr(info, s_metric_key);
+        if (key == NULL) return NULL;
+        PyObject *entry = NULL;
+        if (PyTuple_Check(key) && PyTuple_GET_SIZE(key) == 4 && PyTuple_GET_ITEM(key, 3) == data) {
+            entry = PyDict_GetItemWithError(metrics, key); /* borrowed: the dict holds it */
+        }
+        Py_DECREF(key);
+        if (entry != NULL) {
+            PyObject *parts = PyObject_GetAttr(entry, s_parts);
+            if (parts == NULL || PyList_CheckExact(parts)) return parts;
+            Py_DECREF(parts);
+        } else if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
+}
 
 #define NS_PER_MS 1000000ULL
 #define MAX_MS (UINT64_MAX / NS_PER_MS)
@@ -1424,6 +1450,14 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (delta < 0) return NULL;
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if (i == -1 && PyErr_Occurred()) return NULL;
+    /* The request's metrics by key (Output._metrics), or NULL: then encoded() every row. */
+    PyObject *metrics = PyObject_GetAttr(output, s_metrics);
+    if (metrics == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
+        PyErr_Clear();
+    } else if (!PyDict_CheckExact(metrics)) {
+        Py_CLEAR(metrics);
+    }
     Buf b = {NULL, 0, 0};
     long long added = 0;
     Py_ssize_t n = PyList_GET_SIZE(plan);
@@ -1454,7 +1488,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         PyObject *out = NULL; /* the metric's list: asked for with the row's first point */
         if (!is_counter) {
-            out = PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
+            out = encoded_parts(output, metrics, info, data, kind);
             if (out == NULL) goto error_attrs;
             if (!PyList_CheckExact(out)) {
                 Py_DECREF(out);
@@ -1599,7 +1633,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 }
             }
             if (out == NULL) {
-                out = PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
+                out = encoded_parts(output, metrics, info, data, kind);
                 if (out == NULL || !PyList_CheckExact(out)) {
                     if (out != NULL) PyErr_SetString(PyExc_TypeError, "otlp_rows: encoded() made no list");
                     failed = 1;
@@ -1630,9 +1664,11 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         goto error;
     }
     PyMem_Free(b.data);
+    Py_XDECREF(metrics);
     return Py_BuildValue("(nL)", i, added);
 error:
     PyMem_Free(b.data);
+    Py_XDECREF(metrics);
     return NULL;
 }
 
@@ -1718,7 +1754,10 @@ PyMODINIT_FUNC PyInit__rows(void) {
     if (!s_encoded || !s_attrs || !s_counter_key || !s_rest || !s_gauge || !s_updown || !s_sum)
         return NULL;
     s_hash = PyUnicode_InternFromString("_hash");
-    if (s_hash == NULL) return NULL;
+    s_metric_key = PyUnicode_InternFromString("_metric_key");
+    s_metrics = PyUnicode_InternFromString("_metrics");
+    s_parts = PyUnicode_InternFromString("parts");
+    if (s_hash == NULL || !s_metric_key || !s_metrics || !s_parts) return NULL;
     PyObject *errors = PyImport_ImportModule("gotk_relay.wire.errors");
     if (errors == NULL) return NULL;
     DecodeError = PyObject_GetAttrString(errors, "DecodeError");
