@@ -200,7 +200,8 @@ def _always(size: int) -> bool:
 class SeriesMemo:
     """The ``SeriesInfo`` of each label set seen, by its encoded bytes (a row's key) and by
     the label set itself: one info per label set, whatever bytes encoded it, so series of one
-    label set merge by the info's identity. The owner bounds it (``clear``)."""
+    label set merge by the info's identity. The owner bounds it: ``learns`` says whether it
+    takes one more label set (``map_items`` asks), ``clear`` empties it."""
 
     def __init__(self, learns: Callable[[int], bool] | None = None) -> None:
         # Whether a memo of this many label sets learns one more (caches.Saturating.learns):
