@@ -74,13 +74,15 @@ class Saturating:
     mapped afresh each time; label sets that stopped coming are forgotten at the next emptying.
     """
 
-    __slots__ = ("__weakref__", "_emptied_at", "_size", "interval", "limit")
+    __slots__ = ("__weakref__", "_emptied_at", "_news", "_size", "full", "interval", "limit")
 
     def __init__(self, limit: int, interval: float = 600.0) -> None:
         self.limit = limit
         self.interval = interval
         self._emptied_at: float | None = None  # or when it was first found full
         self._size: Callable[[], int] = lambda: 0
+        self.full = False  # found full since it was last emptied (or ever)
+        self._news = False  # it turned full and its owner was not told yet (``turned_full``)
 
     def watch(self, size: Callable[[], int]) -> None:
         """What ``len`` reports (the memo's size), for ``gotk_relay_cache_entries``."""
@@ -99,13 +101,22 @@ class Saturating:
         counts from where it is now)."""
         if size < self.limit:
             return False
+        if not self.full:
+            self.full = self._news = True
         if self._emptied_at is None or now < self._emptied_at:
             self._emptied_at = now
             return False
         if now - self._emptied_at < self.interval:
             return False
         self._emptied_at = now
+        self.full = False
         return True
+
+    def turned_full(self) -> bool:
+        """True once each time the memo was found full after being emptied (or ever): for its
+        owner's one log line. A memo that refills after each emptying turns full again."""
+        news, self._news = self._news, False
+        return news
 
 
 class Family:

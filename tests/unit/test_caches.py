@@ -130,7 +130,8 @@ def test_make_room_after_the_limit_was_lowered_comes_back_under_it() -> None:
 def test_a_saturating_bound_learns_to_its_limit_and_empties_once_an_interval() -> None:
     """Below the limit a memo learns; at it, it stops; a full memo is emptied an interval
     after it was first found full (or last emptied), not before, and a clock that went back
-    starts the interval again; its family counts it while it lives."""
+    starts the interval again; its owner hears once each time it turns full (its log line);
+    its family counts it while it lives."""
     family = caches.Family("test", 3)
     bound = family.saturating(interval=10.0)
     held = [1, 2]
@@ -138,10 +139,15 @@ def test_a_saturating_bound_learns_to_its_limit_and_empties_once_an_interval() -
     assert bound.learns(2) and not bound.learns(3)
     assert (family.entries(), family.capacity()) == (2, 3)
     assert not bound.empties(2, 100.0)  # not full
+    assert not bound.turned_full() and not bound.full
     assert not bound.empties(3, 100.0)  # found full now: the interval starts
+    assert bound.full and bound.turned_full() and not bound.turned_full()  # told once
     assert not bound.empties(3, 109.9)
+    assert not bound.turned_full()
     assert bound.empties(3, 110.0)
-    assert not bound.empties(3, 115.0)
+    assert not bound.full and not bound.turned_full()
+    assert not bound.empties(3, 115.0)  # refilled: it turned full again
+    assert bound.turned_full()
     assert not bound.empties(3, 50.0)  # the clock went back: counted from here
     assert not bound.empties(3, 59.0)
     assert bound.empties(3, 60.0)

@@ -395,6 +395,12 @@ class DatadogClient:
         budget = self.max_points  # samples: a piece's points are at most those
         if self._memo_bound.empties(len(self._infos), self._clock()):
             self._infos.clear()
+        if self._memo_bound.turned_full():
+            log.warning(
+                "more label sets than the Datadog destination remembers; those beyond are "
+                "mapped afresh each time (slower) until it is emptied, at most every 10 minutes",
+                extra={"destination": self.name, "limit": self._memo_bound.limit},
+            )
         if len(self._heads) > _MAX_INFOS:
             self._heads.clear()
         heads = self._heads

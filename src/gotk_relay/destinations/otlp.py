@@ -195,6 +195,14 @@ class OTLPClient:
             points += count
         mapped = mapper.take()  # its stream updates (its request is empty now)
         self.unmapped_points += mapped.unmapped
+        for bound in self.state.row_bounds.values():
+            if bound.turned_full():
+                log.warning(
+                    "more label sets than the OTLP destination remembers; those beyond are "
+                    "mapped afresh each time (slower) until it is emptied, at most every 10 "
+                    "minutes",
+                    extra={"destination": self.name, "limit": bound.limit},
+                )
         body = b"".join(parts)
         if body and self.cfg.compression == "gzip":
             body = await _gzip(body)
