@@ -164,8 +164,8 @@ static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) 
 static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) {
     Py_ssize_t pos = start, labels_start = -1, labels_end = -1;
     int other = 0, labels_done = 0;
-    PyObject *list = PyList_New(0);
-    if (list == NULL) return NULL;
+    /* Most series hold one sample: a list is made only for a second one. */
+    PyObject *first = NULL, *list = NULL;
     while (pos < end) {
         uint64_t number;
         int wire;
@@ -183,6 +183,18 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
             if (number == 2 && wire == 2) {
                 PyObject *sample = sample_tuple(p, payload, pos);
                 if (sample == NULL) goto fail;
+                if (first == NULL && list == NULL) {
+                    first = sample;
+                    continue;
+                }
+                if (list == NULL) {
+                    list = PyList_New(0);
+                    if (list == NULL || PyList_Append(list, first) < 0) {
+                        Py_DECREF(sample);
+                        goto fail;
+                    }
+                    Py_CLEAR(first);
+                }
                 int rc = PyList_Append(list, sample);
                 Py_DECREF(sample);
                 if (rc < 0) goto fail;
@@ -191,8 +203,16 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
             }
         }
     }
-    PyObject *samples = PyList_AsTuple(list);
-    Py_CLEAR(list);
+    PyObject *samples;
+    if (list != NULL) {
+        samples = PyList_AsTuple(list);
+        Py_CLEAR(list);
+    } else {
+        samples = PyTuple_New(first != NULL);
+        if (samples != NULL && first != NULL) PyTuple_SET_ITEM(samples, 0, first);
+        else Py_XDECREF(first);
+        first = NULL;
+    }
     if (samples == NULL) return NULL;
     PyObject_GC_UnTrack(samples); /* holds untracked tuples only */
     PyObject *key = labels_start < 0
@@ -227,6 +247,7 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
     PyObject_GC_UnTrack(row); /* bytes, an untracked tuple, bytes or None */
     return row;
 fail:
+    Py_XDECREF(first);
     Py_XDECREF(list);
     return NULL;
 }
