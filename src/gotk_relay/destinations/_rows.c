@@ -110,7 +110,23 @@ static inline int read_field_fast(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t 
     return read_field(p, pos, end, number, wire, payload);
 }
 
-static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) {
+/* The last int made, handed again for the same value: a scrape's series share one timestamp,
+ * so a request's rows share a handful of int objects instead of one each. */
+typedef struct {
+    int64_t value;
+    PyObject *obj; /* owned; NULL before the first */
+} IntCache;
+
+static inline PyObject *cached_int(IntCache *c, int64_t value) {
+    if (c->obj != NULL && c->value == value) return Py_NewRef(c->obj);
+    PyObject *obj = PyLong_FromLongLong(value);
+    if (obj == NULL) return NULL;
+    Py_XSETREF(c->obj, Py_NewRef(obj));
+    c->value = value;
+    return obj;
+}
+
+static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end, IntCache *ints) {
     double value = 0.0;
     int64_t ts = 0;
     /* The usual encoding: the value, then the timestamp as a varint ending the sample. */
@@ -140,7 +156,7 @@ static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) 
         }
     }
     PyObject *v = PyFloat_FromDouble(value);
-    PyObject *t = PyLong_FromLongLong(ts);
+    PyObject *t = cached_int(ints, ts);
     if (v == NULL || t == NULL) {
         Py_XDECREF(v);
         Py_XDECREF(t);
@@ -161,7 +177,7 @@ static PyObject *sample_tuple(const uint8_t *p, Py_ssize_t pos, Py_ssize_t end) 
 }
 
 /* One TimeSeries (payload p[start:end]) as (key, samples, raw or None). */
-static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) {
+static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end, IntCache *ints) {
     Py_ssize_t pos = start, labels_start = -1, labels_end = -1;
     int other = 0, labels_done = 0;
     /* Most series hold one sample: a list is made only for a second one. */
@@ -181,7 +197,7 @@ static PyObject *series_row(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) 
         } else {
             if (labels_start >= 0) labels_done = 1;
             if (number == 2 && wire == 2) {
-                PyObject *sample = sample_tuple(p, payload, pos);
+                PyObject *sample = sample_tuple(p, payload, pos, ints);
                 if (sample == NULL) goto fail;
                 if (first == NULL && list == NULL) {
                     first = sample;
@@ -269,6 +285,7 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     const uint8_t *p = (const uint8_t *)view.buf;
     Py_ssize_t end = view.len, used = 0;
     PyObject *result = NULL;
+    IntCache ints = {0, NULL};
     PyObject *out = PyList_New(0);
     if (out == NULL) goto done;
     if (pos < 0 || pos > end) {
@@ -286,7 +303,7 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         }
         if (used + (next - pos) > budget) break;
         used += next - pos;
-        PyObject *row = series_row(p, payload, next);
+        PyObject *row = series_row(p, payload, next, &ints);
         if (row == NULL) goto fail;
         int rc = PyList_Append(out, row);
         Py_DECREF(row);
@@ -298,6 +315,7 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 fail:
     Py_CLEAR(out);
 done:
+    Py_XDECREF(ints.obj);
     PyBuffer_Release(&view);
     return result;
 }
@@ -494,8 +512,8 @@ static PyObject *atomic_pair(PyObject *first, PyObject *second) {
     return out;
 }
 
-static PyObject *point_tuple(int64_t seconds, PyObject *value) {
-    PyObject *t = PyLong_FromLongLong(seconds);
+static PyObject *point_tuple(IntCache *seconds_cache, int64_t seconds, PyObject *value) {
+    PyObject *t = cached_int(seconds_cache, seconds);
     if (t == NULL) return NULL;
     PyObject *out = atomic_pair(t, value);
     Py_DECREF(t);
@@ -742,6 +760,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *type_count = PyTuple_GET_ITEM(params, 5), *type_gauge = PyTuple_GET_ITEM(params, 6);
     long long tally[C_COUNT] = {0};
     Seen seen_names[SEEN_SLOTS] = {{0}};
+    IntCache seconds = {0, NULL}; /* points' timestamps, in seconds */
     Py_ssize_t n = PyList_GET_SIZE(items);
     /* hashes[j % AHEAD]: row j's key hash, computed AHEAD rows before it is mapped (rows that
      * are not plain break the loop before they would be read). */
@@ -868,7 +887,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                     tally[C_TOO_OLD]++;
                     continue;
                 }
-                PyObject *point = point_tuple(floor_div_1000(ts), value_obj);
+                PyObject *point = point_tuple(&seconds, floor_div_1000(ts), value_obj);
                 if (point == NULL) goto error;
                 int rc = PyList_Append(points, point);
                 Py_DECREF(point);
@@ -934,7 +953,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 Py_DECREF(mark);
                 goto error;
             }
-            PyObject *point = point_tuple(floor_div_1000(ts), delta);
+            PyObject *point = point_tuple(&seconds, floor_div_1000(ts), delta);
             Py_DECREF(delta);
             if (point == NULL) {
                 Py_DECREF(mark);
@@ -948,6 +967,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         }
     }
     seen_release(seen_names);
+    Py_CLEAR(seconds.obj);
     for (int c = 0; c < C_COUNT; c++) {
         if (!tally[c]) continue;
         PyObject *before = PyList_GET_ITEM(counts, c);
@@ -960,6 +980,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyLong_FromSsize_t(i);
 error:
     seen_release(seen_names);
+    Py_XDECREF(seconds.obj);
     return NULL;
 }
 
