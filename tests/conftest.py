@@ -40,6 +40,7 @@ _PARALLEL_MODULES = frozenset(
         "fastpath_relay",
         "flux_flip_scale",
         "flux_restart",
+        "label_set_memo_warning",
         "limits",
         "otlp",
         "pipeline_relay",
