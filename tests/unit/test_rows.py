@@ -810,6 +810,12 @@ def test_a_full_otlp_memo_keeps_what_it_holds_and_is_emptied_once_an_interval(
             assert kept == (round_ < 3)  # emptied an interval after it was found full
             bounds = mapper_module.ROW_MEMOS.bounds()
             assert any(b.limit == 40 and len(b) == 40 for b in bounds)
+            if loops.compiled is not None:  # its index in C holds what the memo holds
+                index = state.row_indexes[("job",)]
+                assert loops.compiled.key_index_size(index) == 40
+                assert loops.compiled.key_index_infos(index, [(k, (), None) for k in memo]) == [
+                    *memo.values()
+                ]
     finally:
         mapper_module.ROW_MEMOS.limit = limit
 

@@ -163,19 +163,39 @@ class Mapper(Numbers, Classic, Native):
         else:
             items = batch
         memo, bound = self._rows, self._row_bound
+        native = self.loops.compiled
+        index = self.state.row_indexes.get(self.resource_labels)
         if len(memo) >= bound.limit and bound.empties(len(memo), self.state.clock()):
             memo.clear()
+            self.state.row_indexes.pop(self.resource_labels, None)  # dropped with the memo
+            index = None
+        if native is not None and index is None:
+            # The memo's index in C (_rows.key_index, as Datadog's): a row's key found by a
+            # seeded hash instead of the dict's SipHash of its ~300 bytes. It holds what the
+            # memo holds (added below, dropped with it); a key it lacks is looked up in the dict.
+            index = self.state.row_indexes[self.resource_labels] = native.key_index()
+            for memo_key, memo_info in memo.items():
+                native.key_index_add(index, memo_key, memo_info)
+        indexed: Sequence[RowInfo | None] = (
+            native.key_index_infos(index, items)
+            if native is not None and isinstance(items, list)
+            else ()
+        )
         entries: list[tuple[Series, Sequence[tuple[float, int]] | None, RowInfo | None]] = []
-        for item in items:
+        for at, item in enumerate(items):
             if isinstance(item, Series):
                 entries.append((item, None, None))
                 continue
             key, row_samples, _ = item
-            info = memo.get(key)
+            info = indexed[at] if indexed else None
+            if info is None:
+                info = memo.get(key)
             if info is None:
                 info = RowInfo(row_labels(key), self._ctx_of)
                 if bound.learns(len(memo)):  # else mapped afresh each time it comes
                     memo[key] = info
+                    if native is not None:
+                        native.key_index_add(index, key, info)
             entries.append((info.shell, row_samples, info))
         shapes = self.seen_shapes
         learnt = self._learn_shapes(entries)

@@ -113,6 +113,8 @@ class MappingState:
         # Label sets by their encoded bytes, per resource_labels (see ``RowInfo``).
         self.rows: dict[tuple[str, ...], dict[bytes, RowInfo]] = {}
         self.row_bounds: dict[tuple[str, ...], Saturating] = {}  # each one's bound
+        # Each one's index in C (_rows.key_index), when the compiled loops run: what it holds.
+        self.row_indexes: dict[tuple[str, ...], object] = {}
         self.clock = clock  # when a full one was last emptied (Saturating.empties)
         self.version = 0  # changes whenever families or inferred do: what a type depends on
 
