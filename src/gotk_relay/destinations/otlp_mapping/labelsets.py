@@ -44,6 +44,7 @@ class RowInfo:
         "ctx",
         "has_le",
         "has_quantile",
+        "kind_key",
         "name",
         "rest",
         "shape",
@@ -62,6 +63,8 @@ class RowInfo:
         self.has_le = "le" in keys
         self.has_quantile = "quantile" in keys
         self.shape = shape_of(self.name, keys)
+        # What Mapper.feed finds a row's kind and role by, made once, not a tuple a row.
+        self.kind_key = (self.name, self.has_le, self.has_quantile)
         self._metric_key: tuple[object, ...] = ()  # of the last data asked for: one, in practice
 
     def metric_key(self, data: str) -> tuple[object, ...]:

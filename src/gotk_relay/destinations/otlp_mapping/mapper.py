@@ -27,6 +27,16 @@ _ROWS_LIMIT: Final = 65_536
 # Label sets per MappingState and resource_labels (caches.Saturating: full, it stops learning,
 # and is emptied at most every 10 minutes); gotk_relay_cache_entries{cache="otlp_label_sets"}.
 ROW_MEMOS: Final = caches.family("otlp_label_sets", _ROWS_LIMIT)
+
+
+def _series_shape(series: Series) -> tuple[str, MetricType] | None:
+    """The family shape a decoded series shows by its name and labels (None when its
+    metadata types it, or its name tells nothing)."""
+    if series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
+        return None
+    return shape_of(series.name, {k for k, _ in series.labels})
+
+
 # A series to map: a Series (samples None), or a row's info and its samples.
 _Planned = tuple["Series | RowInfo", "Kind", str, "Sequence[tuple[float, int]] | None"]
 
@@ -106,18 +116,18 @@ class Mapper(Numbers, Classic, Native):
     ) -> dict[str, MetricType]:
         out: dict[str, MetricType] = {}
         for series, _, info in entries:
-            if info is not None:
-                found = info.shape
-            elif series.metadata is not None and series.metadata.type is not MetricType.UNKNOWN:
-                continue
-            else:
-                found = shape_of(series.name, {k for k, _ in series.labels})
+            found = info.shape if info is not None else _series_shape(series)
             if found is not None:
                 out[found[0]] = found[1]
-        for family, mtype in out.items():
+        return self._inferred(out)
+
+    def _inferred(self, learnt: dict[str, MetricType]) -> dict[str, MetricType]:
+        """``learnt``, the shapes a batch shows, once the state has inferred those whose family
+        it has no metadata for."""
+        for family, mtype in learnt.items():
             if family not in self.state.families:
                 self.state.infer(family, mtype)
-        return out
+        return learnt
 
     @staticmethod
     def role(kind: Kind, labels: Labels) -> str:
@@ -182,9 +192,13 @@ class Mapper(Numbers, Classic, Native):
             else ()
         )
         entries: list[tuple[Series, Sequence[tuple[float, int]] | None, RowInfo | None]] = []
+        learnt: dict[str, MetricType] = {}  # the shapes the batch shows (_learn_shapes' loop)
         for at, item in enumerate(items):
             if isinstance(item, Series):
                 entries.append((item, None, None))
+                series_shape = _series_shape(item)
+                if series_shape is not None:
+                    learnt[series_shape[0]] = series_shape[1]
                 continue
             key, row_samples, _ = item
             info = indexed[at] if indexed else None
@@ -197,8 +211,11 @@ class Mapper(Numbers, Classic, Native):
                     if native is not None:
                         native.key_index_add(index, key, info)
             entries.append((info.shell, row_samples, info))
+            shape = info.shape
+            if shape is not None:
+                learnt[shape[0]] = shape[1]
         shapes = self.seen_shapes
-        learnt = self._learn_shapes(entries)
+        learnt = self._inferred(learnt)
         if any(shapes.get(family) is not mtype for family, mtype in learnt.items()):
             self._shapes_version += 1
         shapes.update(learnt)
@@ -242,7 +259,7 @@ class Mapper(Numbers, Classic, Native):
                 continue
             if not samples:
                 continue  # role "none", and no histograms in a row
-            cached = (name, info.has_le, info.has_quantile)
+            cached = info.kind_key
             found = kinds.get(cached)
             if found is None:
                 kind = self.resolve(series, name, shapes)
