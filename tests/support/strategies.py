@@ -217,9 +217,10 @@ class OddEncoder:
         """The fields in an order protobuf reads as the same message, unknown fields among them."""
         fields = fields + self.unknown()
         order = self.draw(st.permutations(range(len(fields))))
+        # Position ``at`` gets a field of ``fields[order[at]]``'s number.
         slots: dict[int, list[int]] = {}
-        for position in order:
-            slots.setdefault(fields[position][0], []).append(position)
+        for at, position in enumerate(order):
+            slots.setdefault(fields[position][0], []).append(at)
         # Each field number's occurrences keep their order among the positions they got.
         by_number: dict[int, list[bytes]] = {}
         for number, data in fields:
