@@ -26,7 +26,7 @@ from gotk_relay.rules.relabel import RelabelConfig, compile_rules
 from gotk_relay.wire import rw1, rw1_bytes, snappy
 from gotk_relay.write import routing
 from gotk_relay.write.routing import Routed, Router, shard_key
-from tests.support.strategies import canonical, series
+from tests.support.strategies import OddEncoder, canonical, series
 
 # The compiled router against the reference; skipped only where GOTK_RELAY_NO_EXTENSIONS is set
 # or the extension was not built (then test_the_router_is_built fails).
@@ -154,6 +154,26 @@ def test_compiled_equals_reference(raw: bytes, router: Router) -> None:
     points = rw1.decode(raw, validate=False).point_count
     told = router.route_compiled(raw, presorted=True, points=points)
     assert view(told, raw) == view(reference, raw)
+
+
+@st.composite
+def odd_requests(draw: st.DrawFn) -> bytes:
+    """A request of ``requests()`` as other valid encoders may write it: labels in any order,
+    a series' labels after or among its samples, unknown fields, wide varints."""
+    return OddEncoder(draw).request(rw1.decode(draw(requests()), validate=False))
+
+
+@compiled
+@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@given(odd_requests(), routers())
+def test_compiled_equals_reference_for_any_encoding(raw: bytes, router: Router) -> None:
+    """A series re-encoded by a rule keeps its samples, exemplars and histograms wherever they
+    came among its labels (the walk copies them as one span when they follow the labels, and
+    gathers them field by field when a label comes after one)."""
+    reference = router.route_reference(raw)
+    assert view(router.route_compiled(raw), raw) == view(reference, raw)
+    points = rw1.decode(raw, validate=False).point_count
+    assert view(router.route_compiled(raw, points=points), raw) == view(reference, raw)
 
 
 @compiled

@@ -127,11 +127,8 @@ typedef struct {
 } Buf;
 
 static int
-buf_reserve(Buf *b, Py_ssize_t more)
+buf_grow(Buf *b, Py_ssize_t more)
 {
-    if (b->len + more <= b->cap) {
-        return 1;
-    }
     Py_ssize_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + more) {
         cap *= 2;
@@ -144,6 +141,13 @@ buf_reserve(Buf *b, Py_ssize_t more)
     b->data = data;
     b->cap = cap;
     return 1;
+}
+
+/* Room for ``more`` bytes: the check inline, the growth not. */
+static inline int
+buf_reserve(Buf *b, Py_ssize_t more)
+{
+    return b->len + more <= b->cap || buf_grow(b, more);
 }
 
 /* Snappy compresses each 64 KiB fragment of its input on its own (libsnappy and cramjam, as
@@ -1111,11 +1115,8 @@ typedef struct {
 } Work;
 
 static int
-work_labels(Work *w, Py_ssize_t n)
+work_labels_grow(Work *w, Py_ssize_t n)
 {
-    if (n <= w->cap) {
-        return 1;
-    }
     Py_ssize_t cap = w->cap ? w->cap : 32;
     while (cap < n) {
         cap *= 2;
@@ -1136,12 +1137,16 @@ work_labels(Work *w, Py_ssize_t n)
     return 1;
 }
 
-static int
-work_snap(Work *w, Py_ssize_t n)
+/* Room for ``n`` labels; the check inline, the growth (rare) not. */
+static inline int
+work_labels(Work *w, Py_ssize_t n)
 {
-    if (n <= w->snapcap) {
-        return 1;
-    }
+    return n <= w->cap || work_labels_grow(w, n);
+}
+
+static int
+work_snap_grow(Work *w, Py_ssize_t n)
+{
     Py_ssize_t cap = w->snapcap ? w->snapcap : 32;
     while (cap < n) {
         cap *= 2;
@@ -1154,6 +1159,12 @@ work_snap(Work *w, Py_ssize_t n)
     w->snap = snap;
     w->snapcap = cap;
     return 1;
+}
+
+static inline int
+work_snap(Work *w, Py_ssize_t n)
+{
+    return n <= w->snapcap || work_snap_grow(w, n);
 }
 
 static int
@@ -1506,8 +1517,15 @@ route(PyObject *self, PyObject *args)
         int only_name = name_only;
         int dropped_early = 0;
         int kept_early; /* the rules kept it by its name: not run again */
+        /* The series' other fields (samples, exemplars, histograms, unknown ones): usually
+         * one span after the labels, from rest_at to the end; else (a label after one of
+         * them) gathered again by collect_rest. */
+        Py_ssize_t rest_at;
+        int interleaved;
     walk_series:;
         kept_early = 0;
+        rest_at = -1;
+        interleaved = 0;
         Py_ssize_t p = body;
         while (p < end) {
             Py_ssize_t fstart = p;
@@ -1532,6 +1550,12 @@ route(PyObject *self, PyObject *args)
                 }
                 Py_ssize_t q = p, lend = p + ll;
                 p = lend;
+                if (f != 1) {
+                    rest_at = rest_at < 0 ? fstart : rest_at;
+                }
+                else if (rest_at >= 0) {
+                    interleaved = 1;
+                }
                 if (f == 2) {
                     points++;
                     last_sample = q;
@@ -1640,6 +1664,7 @@ route(PyObject *self, PyObject *args)
                 nlab++;
                 continue;
             }
+            rest_at = rest_at < 0 ? fstart : rest_at;
             if (!skip(d, &p, end, fw)) {
                 frame_error();
                 goto done;
@@ -1785,8 +1810,16 @@ route(PyObject *self, PyObject *args)
             out = &group->shards[shard_key(final, nfinal) % (uint32_t)groups.nshards];
         }
         if (relabeled) {
-            if (!collect_rest(&w, d, body, end)) {
-                goto done;
+            if (interleaved) {
+                if (!collect_rest(&w, d, body, end)) {
+                    goto done;
+                }
+            }
+            else {
+                w.nrest = 0;
+                if (rest_at >= 0 && !work_rest(&w, rest_at, end)) {
+                    goto done;
+                }
             }
             /* A label that came in the request is copied as it came (its record); only the
              * rules' additions are encoded. */
