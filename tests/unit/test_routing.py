@@ -359,6 +359,27 @@ def test_shards_follow_the_stable_key(route: Route) -> None:
             assert shard_key(s.labels) % 4 == group.shard
 
 
+@compiled
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(
+        st.text(alphabet="abl_é", min_size=1, max_size=40),
+        st.one_of(st.text(alphabet="xyzé_", min_size=1, max_size=40), st.just("v" * 5000)),
+        max_size=8,
+    ),
+    st.sampled_from(["up", "lat_bucket", "lat_count", "lat_sum", "a" * 20]),
+)
+def test_every_label_set_goes_to_the_shard_of_its_key(pairs: dict[str, str], name: str) -> None:
+    """Names and values of every length (the walk gathers them without a call below 17 bytes,
+    and hashes a pair too long for its 4 KiB buffer on its own), histogram and summary parts
+    shorn of their suffix and ``le``/``quantile`` left out as the Python key does."""
+    labels = tuple(sorted({**pairs, "__name__": name}.items()))
+    raw = rw1.encode(Batch((Series(labels, (Sample(1.0, 5),)),)))
+    routed = Router(shards=7).route_compiled(raw, presorted=True)
+    assert routed.groups is not None
+    assert [g.shard for g in routed.groups] == [shard_key(labels) % 7]
+
+
 @pytest.mark.parametrize("route", BOTH)
 def test_tenant_label_routes_and_is_removed(route: Route) -> None:
     raw = stream()

@@ -249,7 +249,7 @@ buf_block(Buf *b, PyObject *compress)
     return out;
 }
 
-static inline void
+static inline __attribute__((always_inline)) void
 put_varint(Buf *b, uint64_t v)
 {
     while (v >= 0x80) {
@@ -259,7 +259,7 @@ put_varint(Buf *b, uint64_t v)
     b->data[b->len++] = (unsigned char)v;
 }
 
-static inline void
+static inline __attribute__((always_inline)) void
 put(Buf *b, const void *src, Py_ssize_t n)
 {
     if (n <= 0) {
@@ -296,6 +296,19 @@ typedef struct {
     Py_ssize_t vl;
     Py_ssize_t rs, re; /* a received label's record (key to end) in the request; else 0, 0 */
 } Lab;
+
+/* A label copied field by field: a struct assignment of this size compiles to ``rep movs``
+ * here, whose start-up cost is most of a snapshot's time. */
+static inline void
+lab_copy(Lab *dst, const Lab *src)
+{
+    dst->n = src->n;
+    dst->nl = src->nl;
+    dst->v = src->v;
+    dst->vl = src->vl;
+    dst->rs = src->rs;
+    dst->re = src->re;
+}
 
 typedef struct {
     Lab *base;
@@ -406,11 +419,11 @@ bld_snapshot(Builder *lb, Lab *out)
             }
         }
         if (!overridden) {
-            out[k++] = lb->base[i];
+            lab_copy(&out[k++], &lb->base[i]);
         }
     }
     for (Py_ssize_t j = 0; j < lb->nadd; j++) {
-        out[k++] = lb->add[j];
+        lab_copy(&out[k++], &lb->add[j]);
     }
     return k;
 }
@@ -444,11 +457,62 @@ lab_cmp(const void *a, const void *b)
     return x->vl < y->vl ? -1 : (x->vl > y->vl);
 }
 
+/* Two names in Go's string order (bytes, then length). */
+static inline int
+name_cmp(const Lab *x, const Lab *y)
+{
+    if (x->nl && y->nl && x->n[0] != y->n[0]) {
+        return (unsigned char)x->n[0] < (unsigned char)y->n[0] ? -1 : 1;
+    }
+    Py_ssize_t n = x->nl < y->nl ? x->nl : y->nl;
+    int c = n > 0 ? memcmp(x->n, y->n, (size_t)n) : 0;
+    if (c) {
+        return c;
+    }
+    return x->nl < y->nl ? -1 : (x->nl > y->nl);
+}
+
+#define MERGED_ADDS 8
+
 /* The snapshot sorted by name. The base labels came sorted (the survey sorts them), so only
- * the additions, usually one or two, are put in place, by insertion. */
+ * the additions, usually one or two, are put in place: merged into the base as it is copied
+ * when the base is known sorted with unique names (strict validation), by insertion after a
+ * check otherwise. Names are unique in a snapshot, so the order by name is the order. */
 static Py_ssize_t
 sorted_snapshot(Builder *lb, Lab *out, int presorted)
 {
+    if (presorted && lb->nadd <= MERGED_ADDS) {
+        Lab adds[MERGED_ADDS];
+        Py_ssize_t nadd = lb->nadd, k = 0, j = 0;
+        for (Py_ssize_t i = 0; i < nadd; i++) {
+            Lab item;
+            lab_copy(&item, &lb->add[i]);
+            Py_ssize_t at = i;
+            while (at > 0 && name_cmp(&adds[at - 1], &item) > 0) {
+                lab_copy(&adds[at], &adds[at - 1]);
+                at--;
+            }
+            lab_copy(&adds[at], &item);
+        }
+        for (Py_ssize_t i = 0; i < lb->nbase; i++) {
+            if (lb->deleted[i]) {
+                continue;
+            }
+            int c = 1;
+            while (j < nadd && (c = name_cmp(&adds[j], &lb->base[i])) < 0) {
+                lab_copy(&out[k++], &adds[j++]);
+            }
+            if (j < nadd && c == 0) { /* overridden by the rules */
+                lab_copy(&out[k++], &adds[j++]);
+                continue;
+            }
+            lab_copy(&out[k++], &lb->base[i]);
+        }
+        while (j < nadd) {
+            lab_copy(&out[k++], &adds[j++]);
+        }
+        return k;
+    }
     Py_ssize_t n = bld_snapshot(lb, out);
     Py_ssize_t kept = n - lb->nadd; /* out[0:kept]: base labels, in order */
     int base_sorted = 1;
@@ -461,13 +525,14 @@ sorted_snapshot(Builder *lb, Lab *out, int presorted)
         return n;
     }
     for (Py_ssize_t i = kept; i < n; i++) {
-        Lab item = out[i];
+        Lab item;
+        lab_copy(&item, &out[i]);
         Py_ssize_t j = i;
         while (j > 0 && lab_cmp(&out[j - 1], &item) > 0) {
-            out[j] = out[j - 1];
+            lab_copy(&out[j], &out[j - 1]);
             j--;
         }
-        out[j] = item;
+        lab_copy(&out[j], &item);
     }
     return n;
 }
@@ -958,6 +1023,29 @@ crc32_update(uint32_t crc, const char *p, Py_ssize_t n)
     return ~crc32_tables(crc, b, n);
 }
 
+/* ``n`` bytes copied without a call for the short strings label names and values mostly are
+ * (fixed-size copies compile to moves; the two may overlap). */
+static inline void
+copy_short(char *dst, const char *src, Py_ssize_t n)
+{
+    if (n >= 8 && n <= 16) {
+        memcpy(dst, src, 8);
+        memcpy(dst + n - 8, src + n - 8, 8);
+    }
+    else if (n >= 4 && n < 8) {
+        memcpy(dst, src, 4);
+        memcpy(dst + n - 4, src + n - 4, 4);
+    }
+    else if (n > 0 && n < 4) {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+    else if (n > 16) {
+        memcpy(dst, src, (size_t)n);
+    }
+}
+
 static uint32_t
 shard_key(const Lab *labels, Py_ssize_t n)
 {
@@ -965,6 +1053,7 @@ shard_key(const Lab *labels, Py_ssize_t n)
      * the other, so the pairs are gathered and hashed in one pass (short strings one by one
      * would spend their time in the byte-at-a-time tail). */
     static const char *parts[] = {"_bucket", "_count", "_sum"};
+    static const Py_ssize_t part_lengths[] = {7, 6, 4};
     char stack[4096];
     Py_ssize_t used = 0;
     uint32_t crc = 0;
@@ -976,7 +1065,7 @@ shard_key(const Lab *labels, Py_ssize_t n)
         Py_ssize_t vl = l->vl;
         if (same(l->n, l->nl, "__name__", 8)) {
             for (int k = 0; k < 3; k++) {
-                Py_ssize_t pl = (Py_ssize_t)strlen(parts[k]);
+                Py_ssize_t pl = part_lengths[k];
                 if (vl >= pl && memcmp(l->v + vl - pl, parts[k], (size_t)pl) == 0) {
                     vl -= pl;
                     break;
@@ -991,9 +1080,9 @@ shard_key(const Lab *labels, Py_ssize_t n)
                 continue;
             }
         }
-        memcpy(stack + used, l->n, (size_t)l->nl);
+        copy_short(stack + used, l->n, l->nl);
         used += l->nl;
-        memcpy(stack + used, l->v, (size_t)vl);
+        copy_short(stack + used, l->v, vl);
         used += vl;
     }
     return crc32_update(crc, stack, used);
@@ -1212,6 +1301,14 @@ static long long
 timestamp_of(Bytes d, Py_ssize_t pos, Py_ssize_t end, uint32_t field)
 {
     long long ts = 0;
+    if (field == 2 && end - pos >= 11 && d[pos] == 0x09 && d[pos + 9] == 0x10) {
+        /* The usual Sample: its value, then its timestamp up to the end. */
+        Py_ssize_t p = pos + 10;
+        uint64_t v;
+        if (rd_varint(d, &p, end, &v) && p == end) {
+            return (long long)v;
+        }
+    }
     while (pos < end) {
         uint64_t key, v;
         if (!rd_varint(d, &pos, end, &key)) {
@@ -1522,10 +1619,12 @@ route(PyObject *self, PyObject *args)
          * them) gathered again by collect_rest. */
         Py_ssize_t rest_at;
         int interleaved;
+        int empty; /* some label's value is empty (the builder takes it out) */
     walk_series:;
         kept_early = 0;
         rest_at = -1;
         interleaved = 0;
+        empty = 0;
         Py_ssize_t p = body;
         while (p < end) {
             Py_ssize_t fstart = p;
@@ -1638,7 +1737,7 @@ route(PyObject *self, PyObject *args)
                     if (early) {
                         /* The rules on the name alone (keep or drop, which read nothing else;
                          * the name is not empty here). */
-                        w.base[nlab] = lab;
+                        lab_copy(&w.base[nlab], &lab);
                         w.deleted[nlab] = 0;
                         lb.base = w.base + nlab;
                         lb.deleted = w.deleted + nlab;
@@ -1659,8 +1758,9 @@ route(PyObject *self, PyObject *args)
                         kept_early = 1;
                     }
                 }
-                w.base[nlab] = lab;
+                lab_copy(&w.base[nlab], &lab);
                 w.deleted[nlab] = lab.vl == 0; /* an empty value is an absent label */
+                empty |= lab.vl == 0;
                 nlab++;
                 continue;
             }
@@ -1688,10 +1788,7 @@ route(PyObject *self, PyObject *args)
         lb.deleted = w.deleted;
         lb.nbase = nlab;
         lb.nadd = 0;
-        lb.any_deleted = 0;
-        for (Py_ssize_t i = 0; i < nlab; i++) {
-            lb.any_deleted |= w.deleted[i];
-        }
+        lb.any_deleted = empty;
         int keep = 1;
         if (nrules && !kept_early) {
             /* Room for a snapshot: every base label plus every addition the rules can make. */
@@ -1794,7 +1891,7 @@ route(PyObject *self, PyObject *args)
             for (Py_ssize_t i = 0; i < nfinal; i++) {
                 if (!same(final[i].n, final[i].nl, PyBytes_AS_STRING(tenant_label),
                           PyBytes_GET_SIZE(tenant_label))) {
-                    w.snap[k++] = final[i];
+                    lab_copy(&w.snap[k++], &final[i]);
                 }
                 else if (as_received) {
                     cut_start = final[i].rs;
