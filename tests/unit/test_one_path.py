@@ -69,7 +69,10 @@ def configurations(draw: st.DrawFn) -> str:
                 st.sampled_from(["prometheus.WriteRequest", "io.prometheus.write.v2.Request"])
             ),
         }
-        if draw(st.booleans()):
+        if draw(st.integers(0, 2)) == 0:
+            # As the request came (after the global rules): its block is queued as it is.
+            destination = {"name": f"d{i}", "url": f"http://127.0.0.1:9/{i}"}
+        elif draw(st.booleans()):
             destination["tenant"] = {
                 "label": draw(st.sampled_from(["job", "namespace"])),
                 "default": draw(st.sampled_from(["", "anonymous"])),

@@ -118,13 +118,22 @@ def scan_request(
     block: bytes | None = body if forward_raw is raw else None
     picked, metadata, points = surveyed.picked, surveyed.metadata, surveyed.points
     if fast.relabel is not None:
+        # Compressed as the walk fills it where nothing after reads the rewritten request
+        # itself (another view to route, a second survey, keep_source off): the block queued.
+        packed = _relabeled_block_only(fast)
         relabeled = fast.relabel.route(
-            forward_raw, presorted=strict, points=points, table=surveyed.table
+            forward_raw,
+            presorted=strict,
+            points=points,
+            table=surveyed.table,
+            compress=compress if packed else None,
         )
         if relabeled.groups is not None:
             block = None
             forward_raw = relabeled.groups[0].body if relabeled.groups else b""
             points = relabeled.groups[0].points if relabeled.groups else 0
+            if packed:
+                block, forward_raw = forward_raw, b""
             if not fast.watched:
                 picked, metadata = [], []
             elif fast.relabel.keeps_names:
@@ -171,6 +180,18 @@ def scan_request(
         surveyed.sorted,
         received,
         routes,
+    )
+
+
+def _relabeled_block_only(fast: FastPath) -> bool:
+    """Whether, after the global rules, only the compressed block of the request they leave
+    is needed: every destination takes it as it is, the rules read only series the global
+    rules cannot rename (no second survey) and keep them (``flux.keep_source``)."""
+    return (
+        bool(fast.views)
+        and all(v.as_received for v in fast.views.values())
+        and fast.keeps_inputs
+        and (not fast.watched or (fast.relabel is not None and fast.relabel.keeps_names))
     )
 
 
