@@ -447,3 +447,52 @@ async def test_small_requests_in_quick_succession_are_sent_together() -> None:
         await eventually(lambda: any(s["metric"] == "lone" for s in intake.series))
         assert intake.requests[-1].at - sent < 0.045
     assert intake.problems == []
+
+
+def _jobs(value: float, ts: int) -> Batch:
+    """A counter's sample and a gauge's: a request to the intake even for a first count."""
+    return Batch(
+        (
+            Series((("__name__", "jobs_total"), ("job", "x")), (Sample(value, ts),)),
+            Series((("__name__", "jobs_running"), ("job", "x")), (Sample(1.0, ts),)),
+        )
+    )
+
+
+async def test_the_next_batch_is_mapped_while_a_request_waits_on_the_intake() -> None:
+    """With the intake's round trip in the way, a shard's next batch is converted while its
+    request is in flight (requests still go one at a time, in order): deltas go on from the
+    state the batch before leaves, each computed once."""
+    t0 = _now_ms() - 120_000
+    config = _config(intake := DatadogIntake(), queue_config={"max_samples_per_send": 2})
+    async with intake, relay_client(config) as (client, relay):
+        intake.latency = 0.3
+        await _post(client, _jobs(100.0, t0))  # the baseline holds the sender 0.3 s...
+        await eventually(lambda: _client(relay)._plans != {})
+        for i, value in enumerate([130.0, 135.0, 150.0], start=1):  # ...while these queue
+            await _post(client, _jobs(value, t0 + i * 15_000))
+        await eventually(lambda: len(intake.points("jobs_total")) == 3, timeout=10)
+        adopted = _client(relay).adopted
+    assert intake.problems == []
+    assert [p[2] for p in intake.points("jobs_total")] == [30.0, 5.0, 15.0]
+    assert adopted == 2  # the second and third, each while the one before was in flight
+
+
+async def test_a_batch_mapped_ahead_is_mapped_again_when_the_one_before_is_dropped() -> None:
+    """The batch after one Datadog refuses (400) is mapped anew: its delta then starts from
+    the state Datadog has, so the dropped increase lands in it rather than being lost."""
+    t0 = _now_ms() - 120_000
+    config = _config(intake := DatadogIntake(), queue_config={"max_samples_per_send": 2})
+    async with intake, relay_client(config) as (client, relay):
+        intake.latency = 0.3
+        intake.answer_next(202)  # the baseline
+        intake.answer_next(400)  # the next batch: refused, dropped
+        await _post(client, _jobs(100.0, t0))
+        await eventually(lambda: _client(relay)._plans != {})
+        await _post(client, _jobs(130.0, t0 + 15_000))
+        await _post(client, _jobs(135.0, t0 + 30_000))
+        await eventually(lambda: len(intake.points("jobs_total")) == 1, timeout=10)
+        adopted = _client(relay).adopted
+    assert [r.status for r in intake.requests] == [202, 400, 202]
+    assert [p[2] for p in intake.points("jobs_total")] == [35.0]
+    assert adopted == 0

@@ -18,6 +18,7 @@ series accepted with a 2xx are kept in ``series``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -167,6 +168,8 @@ class DatadogIntake:
         self.series: list[dict[str, Any]] = []  # accepted, in arrival order
         self.problems: list[str] = []
         self.out_of_window: list[tuple[str, int]] = []  # (metric, ts) the real intake drops
+        # Seconds each answer waits after the body is read (the real intake's round trip).
+        self.latency = 0.0
 
     def answer_next(
         self,
@@ -184,6 +187,8 @@ class DatadogIntake:
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
+        if self.latency:
+            await asyncio.sleep(self.latency)
         encoding = request.headers.get("Content-Encoding", "")
         record = Request(0, len(raw), 0, 0, 0, encoding, time.monotonic())
         self.requests.append(record)

@@ -272,3 +272,34 @@ def test_tenant_merging_keeps_each_tenants_order(
             assert names == [f"e{i}" for i, (t, _) in enumerate(queued) if t == tenant]
 
     asyncio.run(scenario())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    queued=st.lists(
+        st.tuples(st.sampled_from(["", "a", "b"]), st.integers(1, 5)), min_size=1, max_size=40
+    ),
+    max_points=st.integers(1, 12),
+)
+def test_peek_shows_what_the_next_take_takes_and_takes_nothing(
+    queued: list[tuple[str, int]], max_points: int
+) -> None:
+    """A destination that converts batches maps the next one ahead from ``peek``: it must be
+    the very entries the next ``take`` hands out, and leave the queue as it was."""
+
+    async def scenario() -> None:
+        shard = Shard(capacity=10_000)
+        for i, (tenant, points) in enumerate(queued):
+            shard.put(_tenant_entry(tenant, f"e{i}", points))
+        while shard.entries:
+            before = (list(shard.entries), shard.points, shard.memory_points)
+            peeked = shard.peek(max_points)
+            assert (list(shard.entries), shard.points, shard.memory_points) == before
+            taken = await shard.take(max_points)
+            assert len(peeked) == len(taken) and all(
+                a is b for a, b in zip(peeked, taken, strict=True)
+            )
+            shard.done()
+        assert shard.peek(max_points) == []
+
+    asyncio.run(scenario())

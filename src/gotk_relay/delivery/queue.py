@@ -158,6 +158,27 @@ class Shard:
             self.in_flight = self.in_flight + taken  # a new list: the sender holds the old one
         return taken
 
+    def peek(self, max_points: int) -> list[Entry]:
+        """What the next ``take(max_points)`` would take of the entries in memory, left queued
+        (a destination that converts batches maps the next one while a request is in flight)."""
+        entries = self.entries
+        if not entries:
+            return []
+        tenant = entries[0].tenant
+        taken: list[Entry] = []
+        total = passed = 0
+        for entry in entries:
+            if passed >= _LOOKAHEAD:
+                break
+            if entry.tenant != tenant:
+                passed += 1
+                continue
+            if taken and total + entry.points > max_points:
+                break
+            taken.append(entry)
+            total += entry.points
+        return taken
+
     def _pop(self, max_points: int, tenant: str) -> list[Entry]:
         """Queued entries of ``tenant`` in queue order, up to ``max_points`` (at least one):
         one request carries one tenant.

@@ -181,6 +181,15 @@ class QueuedDestination:
         self._outage_suspects = OUTAGE_SUSPECTS
         self._isolating: set[int] = set()  # shards looking for a poison series
         self.last_error: LastError | None = None  # read-only for others (the status page)
+        if hasattr(client, "upcoming"):  # a client that maps the next batch ahead
+            client.upcoming = self._upcoming
+
+    def _upcoming(self, entries: list[Entry]) -> list[Entry]:
+        """The entries the shard sending ``entries`` will take next, as things stand."""
+        for shard in self.queue.shards:
+            if entries and shard.in_flight and shard.in_flight[0] is entries[0]:
+                return shard.peek(self.queue.max_points_per_send)
+        return []
 
     def start(self, after: asyncio.Task[None] | None = None) -> None:
         """Start the shard senders (after ``after`` finished: a reloaded destination's

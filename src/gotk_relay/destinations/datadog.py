@@ -250,6 +250,31 @@ class Plan:
     pieces: deque[Piece] = field(default_factory=deque)
     carry: Step | None = None  # the part of a step left for the next pieces
     mapped_all: bool = False
+    # Counter state as the batch's mapping leaves it, committed or not (each step goes on from
+    # it), and the state of counters observed without a point, committed with the next piece
+    # or when the batch ends.
+    pending: dict[bytes, CounterMark] = field(default_factory=dict)
+    updates: dict[bytes, CounterMark] = field(default_factory=dict)
+    accepted: bool = False  # every piece accepted: the state it leaves is Datadog's
+    looked_ahead: bool = False  # the batch after it was given to _prepare (or there was none)
+    # Mapped ahead (see DatadogClient._prepare): samples skipped, counted once it is adopted.
+    skipped: Counter[str] | None = None
+
+
+@dataclass
+class _Ahead:
+    """The next batch of a shard, mapped while the batch before it (``after``) is in flight."""
+
+    after: Plan
+    plan: Plan
+    task: asyncio.Task[None]
+
+    async def discard(self) -> None:
+        """Stop mapping it and let its entries go (its error, if any, is the sender's to meet
+        when it maps the batch itself)."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.plan.batches.aclose()
 
 
 def group(parts: list[bytes], limit: int) -> list[tuple[int, int]]:
@@ -308,20 +333,33 @@ class DatadogClient:
         # (sample_age_limit) without telling us.
         self._plans: OrderedDict[int, Plan] = OrderedDict()
         self._max_plans = cfg.queue_config.min_shards + 8
+        # The sender's view of what it takes next on a shard (set by QueuedDestination): the
+        # batch after one in flight is mapped while its request waits on the intake.
+        self.upcoming: Callable[[list[Entry]], list[Entry]] | None = None
+        self._ahead: OrderedDict[int, _Ahead] = OrderedDict()  # by id of its first entry
+        self.adopted = 0  # batches whose mapping was done ahead (for tests and telemetry)
+        self._discarding: set[asyncio.Task[None]] = set()
         self.http = HTTPEndpoint(cfg.endpoint, cfg.tls_config, cfg.remote_timeout)
         self._auth_logged_at = -_AUTH_LOG_INTERVAL
         self._expired_at = 0.0
 
     async def send(self, entries: list[Entry]) -> SendResult:
-        plan = self._plan(entries)
+        plan = await self._plan(entries)
         api_key: str | None = None
         while True:
             if not plan.pieces:
                 while not plan.pieces and not plan.mapped_all:  # a step may map nothing to send
                     await self._refill(plan)
                 if not plan.pieces:  # everything was skipped, or accepted before
+                    if plan.updates:
+                        self.counters.commit_keys(plan.updates.items(), self._clock())
+                        plan.updates = {}
+                    plan.accepted = True
                     self._forget(entries)
                     return SendResult(Outcome.OK, "ok")
+            if plan.mapped_all and not plan.looked_ahead:
+                plan.looked_ahead = True
+                self._prepare(plan)
             if api_key is None:
                 try:  # per attempt: a rotated key file is picked up
                     api_key = self.cfg.resolve_api_key()
@@ -362,20 +400,70 @@ class DatadogClient:
                 return SendResult(Outcome.DROP, "auth_failed", detail=text)
             return SendResult(Outcome.DROP, f"http_{status}", detail=text)
 
-    def _plan(self, entries: list[Entry]) -> Plan:
-        """The batch's plan: the kept one on a retry, else a new one (nothing mapped yet)."""
+    async def _plan(self, entries: list[Entry]) -> Plan:
+        """The batch's plan: the kept one on a retry, the one mapped ahead when it holds these
+        very entries and the batch before it was accepted, else a new one (nothing mapped)."""
         plan = self._plans.get(id(entries))
         if plan is not None and plan.entries is entries:
             self._plans.move_to_end(id(entries))
             return plan
-        now = self._clock()
-        if now - self._expired_at >= _EXPIRE_INTERVAL:
-            self._expired_at = now
-            self.counters.expire(now)
-        plan = Plan(entries, entry_steps(entries, self.sub_chunk_bytes))
+        plan = await self._adopt(entries)
+        if plan is None:
+            now = self._clock()
+            if now - self._expired_at >= _EXPIRE_INTERVAL:
+                self._expired_at = now
+                self.counters.expire(now)
+            plan = Plan(entries, entry_steps(entries, self.sub_chunk_bytes))
         self._plans[id(entries)] = plan  # holding `entries` keeps its id from being reused
         while len(self._plans) > self._max_plans:
             self._plans.popitem(last=False)
+        return plan
+
+    def _prepare(self, after: Plan) -> None:
+        """Map the shard's next batch while ``after``'s requests wait on the intake (its
+        mapping is done): a shard's requests still go one at a time, in order, but the relay
+        no longer idles through each round trip. Its counter deltas go on from the state
+        ``after`` leaves, so it is used only if ``after`` is accepted whole (``_adopt``)."""
+        upcoming = self.upcoming(after.entries) if self.upcoming is not None else []
+        if not upcoming or id(upcoming[0]) in self._ahead:
+            return
+        plan = Plan(
+            list(upcoming),
+            entry_steps(upcoming, self.sub_chunk_bytes),
+            pending=dict(after.pending),
+            skipped=Counter(),
+        )
+        task = asyncio.create_task(self._refill(plan), name=f"datadog-ahead:{self.name}")
+        self._ahead[id(upcoming[0])] = _Ahead(after, plan, task)
+        while len(self._ahead) > self._max_plans:  # batches that were never taken after all
+            stale = self._ahead.popitem(last=False)[1]
+            self._discarding.add(cleanup := asyncio.create_task(stale.discard()))
+            cleanup.add_done_callback(self._discarding.discard)
+
+    async def _adopt(self, entries: list[Entry]) -> Plan | None:
+        """The plan mapped ahead for ``entries``, if it can stand: the same entries in the same
+        order, the batch before it accepted (else its deltas start from a state Datadog never
+        got), its mapping finished without an error."""
+        ahead = self._ahead.pop(id(entries[0]), None) if entries else None
+        if ahead is None:
+            return None
+        plan = ahead.plan
+        same = len(plan.entries) == len(entries) and all(
+            a is b for a, b in zip(plan.entries, entries, strict=True)
+        )
+        if not (same and ahead.after.accepted):
+            await ahead.discard()
+            return None
+        try:
+            await ahead.task
+        except Exception:  # mapped again by the sender's call, which reports the error
+            await plan.batches.aclose()
+            return None
+        plan.entries = entries
+        if plan.skipped:
+            self.skipped.update(plan.skipped)
+        plan.skipped = None
+        self.adopted += 1
         return plan
 
     async def _refill(self, plan: Plan) -> None:
@@ -389,7 +477,8 @@ class DatadogClient:
         series: list[Row] = []
         parts: list[bytes] = []  # their JSON, encoded step by step too
         updates: dict[bytes, CounterMark] = {}
-        pending: dict[bytes, CounterMark] = {}
+        pending = plan.pending
+        skipped = self.skipped if plan.skipped is None else plan.skipped
         names = NameCache()
         now_ms = int(self._clock() * 1000)
         budget = self.max_points  # samples: a piece's points are at most those
@@ -429,17 +518,22 @@ class DatadogClient:
                 self._infos,
             )
             if mapped.skipped:
-                self.skipped.update(mapped.skipped)
+                skipped.update(mapped.skipped)
             series.extend(mapped.rows)
             render_all(mapped.rows, heads, parts)
             updates.update(mapped.updates)
             await asyncio.sleep(0)
+        if not plan.mapped_all and plan.carry is None:
+            # The budget spent exactly: whether the batch goes on is read now (its next step,
+            # mapped next anyway), so that a batch that ends here is known to, and the one
+            # after it is mapped while these requests are in flight (_prepare).
+            plan.carry = await anext(plan.batches, None)
+            plan.mapped_all = plan.carry is None
         pieces = await self._pieces(series, parts)
-        if pieces:
-            pieces[0].updates = updates
-        else:  # nothing to send: the observations are all there is to keep
-            now = self._clock()
-            self.counters.commit_keys(updates.items(), now)
+        plan.updates.update(updates)
+        if pieces:  # committed with the first piece (else with the next, or at the end)
+            pieces[0].updates = plan.updates
+            plan.updates = {}
         plan.pieces.extend(pieces)
 
     async def _pieces(self, series: list[Row], parts: list[bytes]) -> list[Piece]:
@@ -514,6 +608,11 @@ class DatadogClient:
         return status, answer_headers, one_line(answer) if status >= 300 else ""
 
     async def close(self) -> None:
+        aheads = list(self._ahead.values())
+        self._ahead.clear()
+        for ahead in aheads:
+            await ahead.discard()
+        await asyncio.gather(*self._discarding, return_exceptions=True)
         for plan in list(self._plans.values()):  # batches left half converted
             await plan.batches.aclose()
         self._plans.clear()
