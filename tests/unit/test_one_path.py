@@ -311,3 +311,36 @@ def test_the_rules_steady_state_is_routed_like_the_rest(view: dict[str, Any]) ->
             assert admission.queue_scanned(fast, scanned, picked, now_ms).accepted
             assert reference.admit(rw1.decode(raw), now_ms, len(raw)).accepted
     assert _held(fast) == _held(reference)
+
+
+@pytest.mark.parametrize("with_metadata", [False, True])
+def test_entries_say_whether_their_request_held_families(with_metadata: bool) -> None:
+    """A converting destination skips reading an entry for families when it holds none: the
+    flag comes from the survey of the request, for what is forwarded and for every view."""
+    relay = _relay(
+        yaml.safe_dump(
+            {
+                "remote_write": [
+                    {"name": "plain", "url": "http://127.0.0.1:9/a"},
+                    {
+                        "name": "sharded",
+                        "url": "http://127.0.0.1:9/b",
+                        "queue_config": {"min_shards": 2, "max_shards": 2},
+                    },
+                ]
+            }
+        )
+    )
+    assert relay.fast is not None
+    metadata = (FamilyMetadata("up", MetricType.GAUGE, "h", ""),) if with_metadata else ()
+    series = tuple(
+        Series((("__name__", "up"), ("i", str(i))), (Sample(1.0, 1000),)) for i in range(8)
+    )
+    raw = rw1.encode(Batch(series, metadata))
+    limits = relay.config.receiver
+    scanned = scan.scan_request(snappy.compress(raw), raw, limits, relay.fast)
+    assert scanned.families is with_metadata
+    picked = scan.decode_picked(scanned, limits)
+    assert admission.queue_scanned(relay, scanned, picked, 2000).accepted
+    queued = [e for d in relay.destinations.values() for s in d.queue.shards for e in s.entries]
+    assert len(queued) == 3 and {e.families for e in queued} == {with_metadata}

@@ -871,3 +871,31 @@ def test_render_writes_every_value_as_the_series_json_does(values: list[float]) 
     parts.clear()
     datadog.render_all(made, heads, parts, COMPILED)  # heads and tags' JSON known: compiled
     assert parts == want
+
+
+def test_entries_known_to_hold_no_families_are_not_read_for_them(loops: Loops) -> None:
+    """Most sample requests carry no metadata (Prometheus sends it apart): their entries say
+    so, and the converters' first pass (every family before any series) skips them instead of
+    decompressing them once more; an entry that may hold families, alone or in a run read
+    together, is read as before."""
+    from gotk_relay.delivery.entry import Entry
+    from gotk_relay.model import FamilyMetadata, MetricType
+
+    family = FamilyMetadata("up", MetricType.GAUGE, "h", "")
+    item = Series((("__name__", "up"),), (Sample(1.0, NOW_MS),))
+    with_family = encode_entry(Batch((item,), (family,)), Protocol.V1)
+    without = encode_entry(Batch((item,), ()), Protocol.V1)
+    assert with_family.families and not without.families
+
+    def families(entries: list[Entry]) -> list[FamilyMetadata]:
+        async def collect() -> list[Any]:
+            return [step async for step in entry_steps(entries, 1 << 20, loops)]
+
+        steps = asyncio.run(collect())
+        return [m for step in steps if isinstance(step, Batch) for m in step.metadata]
+
+    assert families([with_family]) == [family]
+    assert families([without, with_family, without]) == [family]  # one run, read together
+    # The flag is what is trusted: a body whose entry says "none" is not opened for families.
+    assert families([with_family._replace(families=False)]) == []
+    assert families([with_family._replace(families=False), without]) == []

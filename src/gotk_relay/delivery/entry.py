@@ -35,6 +35,10 @@ class Entry(NamedTuple):
     # With receiver.acknowledge: delivered, the request waiting for this entry (delivery/ack.py);
     # never spooled (the two are refused together).
     ack: Ack | None = None
+    # Whether the request may hold family metadata: False when known to hold none (as most
+    # sample requests are; Prometheus sends metadata apart), so a converting destination does
+    # not decompress it once more to look for families. Not spooled: read back, it may.
+    families: bool = True
 
     @property
     def size(self) -> int:
@@ -55,7 +59,13 @@ def encode(batch: Batch, protocol: Protocol) -> bytes:
 
 def encode_entry(batch: Batch, protocol: Protocol, tenant: str = "") -> Entry:
     return Entry(
-        encode(batch, protocol), protocol, batch.point_count, newest_timestamp(batch), 0, tenant
+        encode(batch, protocol),
+        protocol,
+        batch.point_count,
+        newest_timestamp(batch),
+        0,
+        tenant,
+        families=bool(batch.metadata),
     )
 
 
@@ -73,7 +83,15 @@ def made_entry(
     every batch, so it is remembered."""
     tail = metadata_bytes(metadata) if metadata else b""
     chunks = (series,) if isinstance(series, bytes) else series
-    return Entry(compress_chunks(chunks, tail), Protocol.V1, points, max(0, newest), 0, tenant)
+    return Entry(
+        compress_chunks(chunks, tail),
+        Protocol.V1,
+        points,
+        max(0, newest),
+        0,
+        tenant,
+        families=bool(metadata),
+    )
 
 
 def compress_chunks(chunks: Sequence[bytes], tail: bytes = b"") -> bytes:

@@ -218,6 +218,8 @@ async def entry_batches(
         if entry.protocol != Protocol.V1:
             yield Batch((), decode_entry(entry).metadata)
             continue
+        if not entry.families:  # known to hold none: not decompressed for nothing
+            continue
         data = await _message(entry)
         for raw in metadata_chunks(data, budget):
             yield rw1.decode(raw, validate=False) if raw else _EMPTY

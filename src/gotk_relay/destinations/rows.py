@@ -170,6 +170,8 @@ async def entry_steps(
         if entry.protocol != Protocol.V1:
             yield Batch((), decode_entry(entry).metadata)
             continue
+        if not entry.families:  # known to hold none: not decompressed for nothing
+            continue
         data = await _message(entry)
         families = rw1_bytes.frame(data).metadata  # type: ignore[arg-type]  # upb reads any buffer
         # In chunks of about ``budget`` bytes, framed again by upb (no Python walk of the
@@ -219,7 +221,10 @@ def _coalesced(entries: Sequence[Entry]) -> list[Entry]:
             out.append(run[0])
         elif run:
             payload = snappy_concat.concat([e.payload for e in run])
-            out.append(Entry(payload, Protocol.V1, sum(e.points for e in run), 0))
+            families = any(e.families for e in run)
+            out.append(
+                Entry(payload, Protocol.V1, sum(e.points for e in run), 0, families=families)
+            )
         run.clear()
 
     for entry in entries:

@@ -31,7 +31,13 @@ def queue_scanned(
 ) -> Admission:
     """Queue a scanned request everywhere or nowhere (``Relay.admit``); raises SpoolError."""
     forward = (
-        Entry(scanned.forward, Protocol.V1, scanned.forward_points, now_ms)
+        Entry(
+            scanned.forward,
+            Protocol.V1,
+            scanned.forward_points,
+            now_ms,
+            families=scanned.families,
+        )
         if scanned.forward
         else None
     )
@@ -47,6 +53,7 @@ def queue_scanned(
                         now_ms if p.newest_ms == AS_RECEIVED else p.newest_ms,
                         0,
                         p.tenant,
+                        families=scanned.families,
                     ),
                 )
                 for p in routing.parts

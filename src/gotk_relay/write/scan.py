@@ -63,6 +63,8 @@ class Scanned(NamedTuple):
     # Per destination that does not take ``forward`` as it is: its share. Destinations that
     # see alike share one Routing object.
     routes: dict[str, Routing] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
+    # The request held family metadata (every part of it may): else its entries say none.
+    families: bool = True
 
 
 class Surveyor(typing.Protocol):
@@ -180,6 +182,7 @@ def scan_request(
         surveyed.sorted,
         received,
         routes,
+        bool(surveyed.metadata),
     )
 
 
