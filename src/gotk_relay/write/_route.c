@@ -1846,6 +1846,7 @@ route(PyObject *self, PyObject *args)
         changed |= relabeled;
         Group *group = single;
         int strip = 0;
+        Py_ssize_t tenant_at = -1; /* the tenant label's place in ``final`` */
         if (tenants) {
             const char *tv = NULL;
             Py_ssize_t tvl = 0;
@@ -1855,6 +1856,7 @@ route(PyObject *self, PyObject *args)
                     tv = final[i].v;
                     tvl = final[i].vl;
                     strip = !keep_label;
+                    tenant_at = i;
                     break;
                 }
             }
@@ -1882,7 +1884,12 @@ route(PyObject *self, PyObject *args)
         }
         /* A series no rule changed loses only its tenant label's record: copied around it. */
         Py_ssize_t cut_start = 0, cut_end = 0;
-        if (strip) {
+        if (strip && final == w.base && groups.nshards <= 1) {
+            /* Nothing else reads the labels: only the record to leave out is needed. */
+            cut_start = final[tenant_at].rs;
+            cut_end = final[tenant_at].re;
+        }
+        else if (strip) {
             Py_ssize_t k = 0;
             int as_received = final == w.base;
             if (as_received && !work_snap(&w, nlab + 1)) {
