@@ -10,6 +10,11 @@ One queued batch, many requests
     ``max_samples_per_send`` points are mapped; those are sized into pieces and sent before the
     batch is mapped on. So one entry of a million samples holds about one request's worth of
     objects at a time (plus its uncompressed protobuf) and never blocks the loop for long.
+    Once a batch is mapped to its end, the batch its shard will take next (``Shard.peek``) is
+    mapped while the batch's requests wait on the intake (``_prepare``): requests still go one
+    at a time, in order, but the relay does not idle through each round trip. Its deltas go on
+    from the state the batch before leaves, so it is used only for the very entries taken next
+    and only if that batch was accepted whole; otherwise it is mapped again (``_adopt``).
     The intake takes at most 512000 bytes compressed and 5242880 bytes uncompressed per
     request, so mapped points become as many *pieces* as needed: series grouped up to the raw
     size that compresses within the limit at the ratio the last large bodies had (and within the
@@ -23,8 +28,9 @@ Retries never send a point twice, nor compute a delta twice
     kept (keyed by the identity of the entries list: the sender resends the very same list until
     it hears OK or DROP), and only the pieces not yet accepted are sent again, before the batch is
     mapped on. A piece's counter state is committed when Datadog answers 202 for it, and only
-    then; within one step of mapping it is carried from sample to sample, and a series cut by
-    samples takes its delta across the cut from the committed state, so deltas stay exact.
+    then; within a batch it is carried from sample to sample and step to step (``Plan.pending``,
+    the committed state once the pieces before are accepted), and a batch mapped ahead starts
+    from the state the batch before it leaves, so deltas stay exact.
 
 Answers
     2xx: accepted. 408, 429, 5xx and transport errors: retried by the sender, honouring
