@@ -434,29 +434,6 @@ label_size(const Lab *l)
     return label_size_of(l->nl, l->vl);
 }
 
-static int
-lab_cmp(const void *a, const void *b)
-{
-    const Lab *x = a, *y = b;
-    if (x->nl && y->nl && x->n[0] != y->n[0]) {
-        return (unsigned char)x->n[0] < (unsigned char)y->n[0] ? -1 : 1;
-    }
-    Py_ssize_t n = x->nl < y->nl ? x->nl : y->nl;
-    int c = n > 0 ? memcmp(x->n, y->n, (size_t)n) : 0;
-    if (c) {
-        return c;
-    }
-    if (x->nl != y->nl) {
-        return x->nl < y->nl ? -1 : 1;
-    }
-    n = x->vl < y->vl ? x->vl : y->vl;
-    c = n > 0 ? memcmp(x->v, y->v, (size_t)n) : 0;
-    if (c) {
-        return c;
-    }
-    return x->vl < y->vl ? -1 : (x->vl > y->vl);
-}
-
 /* Two names in Go's string order (bytes, then length). */
 static inline int
 name_cmp(const Lab *x, const Lab *y)
@@ -470,6 +447,23 @@ name_cmp(const Lab *x, const Lab *y)
         return c;
     }
     return x->nl < y->nl ? -1 : (x->nl > y->nl);
+}
+
+/* Labels by name, then value (a label set's order; qsort's comparator). */
+static int
+lab_cmp(const void *a, const void *b)
+{
+    const Lab *x = a, *y = b;
+    int c = name_cmp(x, y);
+    if (c) {
+        return c;
+    }
+    Py_ssize_t n = x->vl < y->vl ? x->vl : y->vl;
+    c = n > 0 ? memcmp(x->v, y->v, (size_t)n) : 0;
+    if (c) {
+        return c;
+    }
+    return x->vl < y->vl ? -1 : (x->vl > y->vl);
 }
 
 #define MERGED_ADDS 8
