@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Final
 
-from isal import igzip, isal_zlib  # type: ignore[import-untyped, unused-ignore]
 from multidict import CIMultiDict
 
 from .. import caches
@@ -74,6 +73,7 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch, Protocol
+from . import deflate
 from .chunked import split_batch
 from .datadog_mapping import (
     CounterMark,
@@ -113,10 +113,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 log = logging.getLogger("gotk_relay.datadog")
 
 MAX_COMPRESSED_BYTES: Final = 512_000
-# ISA-L (the isal package) at its level 1: a fraction of zlib's CPU at its level 1 (zlib's
-# level 6 cost more than mapping the series), for a body no larger than zlib's level 1
-# (bench/convert.py; figures: docs/performance.md). The output is plain deflate/gzip.
-COMPRESS_LEVEL: Final = 1
 MAX_UNCOMPRESSED_BYTES: Final = 5_242_880
 _PREFIX: Final = b'{"series":['
 _SUFFIX: Final = b"]}"
@@ -138,11 +134,11 @@ _LEARN_SHARE: Final = 8
 
 
 def compress(body: bytes, encoding: str) -> bytes:
-    """``gzip`` or HTTP ``deflate`` (the zlib format, as the Datadog Agent sends it), at level
-    ``COMPRESS_LEVEL``."""
+    """``gzip`` or HTTP ``deflate`` (the zlib format, as the Datadog Agent sends it), by ISA-L
+    at its fastest level (``deflate.py``)."""
     if encoding == "deflate":
-        return bytes(isal_zlib.compress(body, COMPRESS_LEVEL))
-    return bytes(igzip.compress(body, COMPRESS_LEVEL, mtime=0))
+        return deflate.zlib(body)
+    return deflate.gzip(body)
 
 
 @dataclass

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from google.protobuf.message import DecodeError
-from isal import igzip  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
@@ -56,6 +55,7 @@ from ..delivery.retry import Outcome, parse_retry_after
 from ..delivery.sender import SendResult
 from ..errors import SendError
 from ..model import Batch, Protocol
+from . import deflate
 from .chunked import split_batch
 from .http import HTTPEndpoint, auth_headers
 from .otlp_mapping import Mapper, MappingState, StreamKey, StreamState
@@ -67,9 +67,6 @@ CONTENT_TYPE: Final = "application/x-protobuf"
 RETRYABLE: Final = frozenset({429, 502, 503, 504})
 _OFF_LOOP_BYTES: Final = 256 * 1024  # compress bigger bodies in a worker thread
 _SERIALIZE_POINTS: Final = 2048  # data points serialized at once (~1 ms)
-# ISA-L (the isal package) at its level 1: several times zlib's level 1 speed, for a body as
-# small or smaller; level 6 of zlib cost about as much as mapping the points (bench/convert.py).
-GZIP_LEVEL: Final = 1
 
 
 @dataclass(slots=True)
@@ -369,4 +366,4 @@ async def _gzip(body: bytes) -> bytes:
 
 
 def _gzip_now(body: bytes) -> bytes:
-    return bytes(igzip.compress(body, GZIP_LEVEL, mtime=0))
+    return deflate.gzip(body)  # ISA-L at its fastest level (deflate.py)
