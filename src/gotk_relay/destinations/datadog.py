@@ -339,7 +339,7 @@ class DatadogClient:
         # batch after one in flight is mapped while its request waits on the intake.
         self.upcoming: Callable[[list[Entry]], list[Entry]] | None = None
         self._ahead: OrderedDict[int, _Ahead] = OrderedDict()  # by id of its first entry
-        self.adopted = 0  # batches whose mapping was done ahead (for tests and telemetry)
+        self.adopted = 0  # batches whose mapping was done ahead (read by the tests)
         self._discarding: set[asyncio.Task[None]] = set()
         self.http = HTTPEndpoint(cfg.endpoint, cfg.tls_config, cfg.remote_timeout)
         self._auth_logged_at = -_AUTH_LOG_INTERVAL
