@@ -20,7 +20,7 @@ import pytest
 
 from gotk_relay.destinations import datadog
 from gotk_relay.destinations.datadog import DatadogClient
-from gotk_relay.model import Batch, FamilyMetadata, MetricType, Sample, Series
+from gotk_relay.model import Batch, FamilyMetadata, MetricType, Protocol, Sample, Series
 from gotk_relay.relay import Relay
 from gotk_relay.wire import text
 from tests.support.datadog_intake import MAX_COMPRESSED, MAX_UNCOMPRESSED, DatadogIntake
@@ -496,3 +496,41 @@ async def test_a_batch_mapped_ahead_is_mapped_again_when_the_one_before_is_dropp
     assert [r.status for r in intake.requests] == [202, 400, 202]
     assert [p[2] for p in intake.points("jobs_total")] == [35.0]
     assert adopted == 0
+
+
+async def test_counter_state_expires_while_every_batch_is_mapped_ahead() -> None:
+    """Counter state not committed for an hour is forgotten at the next batch, also when each
+    batch is the one mapped while the batch before it was in flight."""
+    from gotk_relay.config import DatadogConfig
+    from gotk_relay.delivery.entry import encode_entry
+    from gotk_relay.delivery.retry import Outcome
+
+    now = [time.time()]
+    t0 = int(now[0] * 1000) - 60_000
+
+    def entry(name: str, value: float, ts: int) -> Any:
+        series = Series((("__name__", name), ("job", "x")), (Sample(value, ts),))
+        gauge = Series((("__name__", "up"), ("job", "x")), (Sample(1.0, ts),))
+        return encode_entry(Batch((series, gauge)), Protocol.V1)
+
+    batches = [
+        [entry("old_total", 1.0, t0)],
+        [entry("a_total", 1.0, t0 + 1000)],
+        [entry("b_total", 1.0, t0 + 2000)],
+    ]
+    async with DatadogIntake() as intake:
+        client = DatadogClient(
+            "dd", DatadogConfig(url=intake.url, api_key="test-key"), clock=lambda: now[0]
+        )
+        following = {id(b[0]): batches[i + 1] for i, b in enumerate(batches[:-1])}
+        client.upcoming = lambda entries: following.get(id(entries[0]), [])
+        try:
+            assert (await client.send(batches[0])).outcome is Outcome.OK
+            assert len(client.counters) == 1
+            now[0] += 2 * 3600  # the first counter is now stale
+            for batch in batches[1:]:
+                assert (await client.send(batch)).outcome is Outcome.OK
+        finally:
+            await client.close()
+    assert client.adopted == 2  # the second and third, each during the request before it
+    assert len(client.counters) == 2  # old_total forgotten, a_total and b_total kept

@@ -409,12 +409,12 @@ class DatadogClient:
         if plan is not None and plan.entries is entries:
             self._plans.move_to_end(id(entries))
             return plan
+        now = self._clock()
+        if now - self._expired_at >= _EXPIRE_INTERVAL:  # also when every batch is mapped ahead
+            self._expired_at = now
+            self.counters.expire(now)
         plan = await self._adopt(entries)
         if plan is None:
-            now = self._clock()
-            if now - self._expired_at >= _EXPIRE_INTERVAL:
-                self._expired_at = now
-                self.counters.expire(now)
             plan = Plan(entries, entry_steps(entries, self.sub_chunk_bytes))
         self._plans[id(entries)] = plan  # holding `entries` keeps its id from being reused
         while len(self._plans) > self._max_plans:
@@ -469,8 +469,9 @@ class DatadogClient:
         return plan
 
     async def _refill(self, plan: Plan) -> None:
-        """Map the batch on (every piece before was accepted) until ``max_points`` samples are
-        mapped or it ends, and size them into pieces.
+        """Map the batch on (every piece before was accepted, or, mapped ahead, the batch
+        before is in flight) until ``max_points`` samples are mapped or it ends, and size them
+        into pieces.
 
         Each step maps at most ``sub_chunk_bytes`` of remote write, then lets the loop run.
         Counter state is carried from step to step in ``pending``; it restarts empty here since
