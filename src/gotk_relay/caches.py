@@ -8,7 +8,9 @@ one dict lookup and no bookkeeping, a miss one ``len`` against the bound. Each k
 a ``Family`` in ``FAMILIES`` (by name); its instances (one per rule, per selector, per
 ``Limits`` value, or just one) are counted while they live, and ``/metrics`` shows each
 family's entries and limit (``gotk_relay_cache_entries`` / ``gotk_relay_cache_limit``, summed
-over its instances).
+over its instances). State an owner bounds by its own rule (the Datadog destinations' counter
+state, the OTLP destinations' streams: least recently committed first) is shown the same way
+through ``Watched``.
 
 Pure: it imports nothing of the relay, so any module can own a cache.
 """
@@ -119,16 +121,31 @@ class Saturating:
         return news
 
 
+class Watched:
+    """State whose owner bounds it by its own rule, at ``limit`` entries: only shown (its size
+    is what ``size`` says). The owner keeps it; it leaves its family with the owner."""
+
+    __slots__ = ("__weakref__", "_size", "limit")
+
+    def __init__(self, limit: int, size: Callable[[], int]) -> None:
+        self.limit = limit
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size()
+
+
 class Family:
     """The caches of one kind: the bound new ones get, and the ones alive now."""
 
-    __slots__ = ("_bounds", "_live", "limit", "name")
+    __slots__ = ("_bounds", "_live", "_watched", "limit", "name")
 
     def __init__(self, name: str, limit: int) -> None:
         self.name = name
         self.limit = limit  # for caches made from now on (a test may lower it)
         self._live: weakref.WeakSet[Bounded[object, object]] = weakref.WeakSet()
         self._bounds: weakref.WeakSet[Saturating] = weakref.WeakSet()  # memos bounded so
+        self._watched: weakref.WeakSet[Watched] = weakref.WeakSet()
 
     def new(self, limit: int | None = None) -> Bounded[K, V]:
         """A cache of this family, bounded by ``limit`` or the family's."""
@@ -142,6 +159,13 @@ class Family:
         self._bounds.add(bound)
         return bound
 
+    def watched(self, limit: int, size: Callable[[], int]) -> Watched:
+        """A ``Watched`` state of this family: ``size`` should not hold its owner (a bound
+        method of the dict it counts, say), so the state leaves with the owner at once."""
+        state = Watched(limit, size)
+        self._watched.add(state)
+        return state
+
     def live(self) -> list[Bounded[object, object]]:
         """The caches of this family still in use."""
         return list(self._live)
@@ -152,11 +176,13 @@ class Family:
 
     def entries(self) -> int:
         """Entries held now, over every live cache of this family."""
-        return sum(len(c) for c in self.live()) + sum(len(b) for b in self.bounds())
+        watched = sum(len(w) for w in list(self._watched))
+        return sum(len(c) for c in self.live()) + sum(len(b) for b in self.bounds()) + watched
 
     def capacity(self) -> int:
         """The most they may hold together: the sum of their limits."""
-        return sum(c.limit for c in self.live()) + sum(b.limit for b in self.bounds())
+        watched = sum(w.limit for w in list(self._watched))
+        return sum(c.limit for c in self.live()) + sum(b.limit for b in self.bounds()) + watched
 
 
 FAMILIES: dict[str, Family] = {}

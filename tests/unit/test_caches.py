@@ -14,6 +14,8 @@ import gotk_relay.destinations.datadog  # imported only for a datadog: destinati
 import gotk_relay.destinations.otlp
 import gotk_relay.server  # noqa: F401 - it imports the other modules that own a family
 from gotk_relay import caches
+from gotk_relay.destinations.datadog_mapping import CounterStore
+from gotk_relay.destinations.otlp_mapping.state import CounterState, MappingState
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1
@@ -69,6 +71,8 @@ def test_family_gives_one_family_per_name() -> None:
         "selectors",
         "datadog_label_sets",
         "otlp_label_sets",
+        "datadog_counters",
+        "otlp_streams",
     ],
     ids=_NAMES,
 )
@@ -154,3 +158,36 @@ def test_a_saturating_bound_learns_to_its_limit_and_empties_once_an_interval() -
     del bound
     gc.collect()
     assert family.bounds() == [] and family.capacity() == 0
+
+
+def _commit(state: CounterStore | MappingState, keys: list[str]) -> None:
+    if isinstance(state, CounterStore):
+        state.commit_keys([(key.encode(), (1_000, 1.0)) for key in keys], now=1.0)
+    else:
+        state.commit({("counter", key, ()): CounterState(0, 1_000, 1.0) for key in keys})
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("datadog_counters", lambda: CounterStore(max_series=2)),
+        ("otlp_streams", lambda: MappingState(max_streams=2)),
+    ],
+    ids=["datadog", "otlp"],
+)
+def test_a_destinations_state_is_shown_while_it_lives(name: str, make: object) -> None:
+    """The Datadog destinations' counter state and the OTLP destinations' streams are bounded
+    by their own rule (the least recently committed go first), and shown as the caches are:
+    entries and limit summed over destinations, a destination's leaving with it."""
+    telemetry = Telemetry()
+    gc.collect()
+    before = _gauges(telemetry)
+    state = make()  # type: ignore[operator]
+    _commit(state, ["a", "b", "c"])  # one over its bound
+    during = _gauges(telemetry)
+    assert during[("gotk_relay_cache_limit", name)] == before[("gotk_relay_cache_limit", name)] + 2
+    assert (
+        during[("gotk_relay_cache_entries", name)] == before[("gotk_relay_cache_entries", name)] + 2
+    )
+    del state
+    assert _gauges(telemetry) == before

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import islice
-from typing import Any
+from typing import Any, Final
 
+from ... import caches
 from ...model import Labels
 from ..rows import LOOPS, Loops
 
 CounterMark = tuple[int, float]  # (timestamp ms, cumulative value) of a counter's last sample
+# Every Datadog destination's counter state: gotk_relay_cache_entries{cache="datadog_counters"}.
+STATES: Final = caches.family("datadog_counters", 500_000)
 
 
 def counter_key(labels: Labels, loops: Loops = LOOPS) -> bytes:
@@ -47,6 +50,7 @@ class CounterStore:
         self.ttl = ttl
         # A plain dict, least recently committed first: a commit moves its key to the end.
         self._marks: dict[bytes, tuple[int, float, float]] = {}
+        self._shown = STATES.watched(max_series, self._marks.__len__)
 
     def get(self, labels: Labels) -> CounterMark | None:
         found = self._marks.get(counter_key(labels))

@@ -25,12 +25,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
+from ... import caches
 from ...caches import Saturating
 from ...model import FamilyMetadata, MetricType
 from .labelsets import RowInfo
@@ -82,6 +83,10 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
+# Every OTLP destination's streams: gotk_relay_cache_entries{cache="otlp_streams"}.
+STREAMS: Final = caches.family("otlp_streams", 200_000)
+
+
 def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V, limit: int) -> None:
     cache[key] = value
     cache.move_to_end(key)
@@ -110,6 +115,7 @@ class MappingState:
         self.families: OrderedDict[str, FamilyMetadata] = OrderedDict()
         self.inferred: OrderedDict[str, MetricType] = OrderedDict()
         self.streams: OrderedDict[StreamKey, StreamState] = OrderedDict()
+        self._shown = STREAMS.watched(max_streams, self.streams.__len__)
         # Label sets by their encoded bytes, per resource_labels (see ``RowInfo``).
         self.rows: dict[tuple[str, ...], dict[bytes, RowInfo]] = {}
         self.row_bounds: dict[tuple[str, ...], Saturating] = {}  # each one's bound
