@@ -273,6 +273,74 @@ async def test_a_413_splits_the_request_and_resends_the_halves() -> None:
     assert intake.problems == []
 
 
+async def test_a_413_for_one_series_of_several_points_splits_it_by_points() -> None:
+    """A series whose points are all a request is kept whole after its JSON is made, so that a
+    413 can still halve it by points: the first time its label set is met and after (its JSON
+    then made by the compiled render)."""
+    now = _now_ms()
+
+    def lone(first: int) -> Batch:
+        samples = tuple(
+            Sample(float(first + k), now - 20_000 + (first + k) * 1_000) for k in range(4)
+        )
+        return Batch((Series((("__name__", "lone_gauge"), ("job", "x")), samples),))
+
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, _):
+        for first in (0, 4):
+            intake.answer_next(413, body='{"errors":["Payload too large"]}')
+            await _post(client, lone(first))
+
+            def arrived(want: int = first + 4) -> bool:
+                return len(intake.points("lone_gauge")) == want
+
+            await eventually(arrived)
+    assert [(r.status, r.series, r.points) for r in intake.requests] == [
+        (413, 1, 4),
+        (202, 1, 2),
+        (202, 1, 2),
+    ] * 2
+    assert [p[2] for p in intake.points("lone_gauge")] == [float(k) for k in range(8)]
+    assert intake.problems == []
+
+
+async def test_counters_among_one_point_gauges_commit_their_state_after_a_413() -> None:
+    """In requests of one-point gauges (of which only the JSON is kept once it is made) and
+    counters, halved by a 413, each half commits its own counters' state: every delta is
+    exact, the first time the label sets are met and after."""
+    t0 = _now_ms() - 60_000
+    names = [f"jobs_{k}_total" for k in range(3)]
+
+    def scrape(round_: int) -> Batch:
+        ts = t0 + round_ * 15_000
+        gauges = [
+            Series((("__name__", "up"), ("pod", f"p{k}")), (Sample(1.0, ts),)) for k in range(4)
+        ]
+        counters = [
+            Series((("__name__", n),), (Sample(100.0 + 10 * round_ + k, ts),))
+            for k, n in enumerate(names)
+        ]
+        return Batch((*gauges[:2], *counters, *gauges[2:]))
+
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, _):
+        await _post(client, scrape(0))  # the counters' baselines
+        await eventually(lambda: len(intake.series) == 4)
+        for round_ in (1, 2, 3):
+            intake.answer_next(413, body='{"errors":["Payload too large"]}')
+            await _post(client, scrape(round_))
+
+            def sent(want: int = round_) -> bool:
+                return all(len(intake.points(n)) == want for n in names)
+
+            await eventually(sent)
+    assert [(r.status, r.series) for r in intake.requests] == [(202, 4)] + [
+        (413, 7),
+        (202, 3),
+        (202, 4),
+    ] * 3
+    assert [[p[2] for p in intake.points(n)] for n in names] == [[10.0, 10.0, 10.0]] * 3
+    assert intake.problems == []
+
+
 async def test_400_is_dropped_counted_and_not_retried() -> None:
     now = _now_ms()
     async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, relay):

@@ -216,6 +216,45 @@ def test_render_writes_any_timestamp_and_interval_as_python_formats_them(loops: 
     assert parts == want * 2
 
 
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 3), st.booleans()), min_size=1, max_size=12))
+def test_render_keeps_the_rows_a_piece_still_needs(loops: Loops, shapes: list[Any]) -> None:
+    """``kept`` gets each rendered row again where a piece still needs it once its JSON is
+    made (a counter's: its state is committed with the piece; several points: a 413 may split
+    it by points), None for a series of one point that is not a counter; the JSON is the same
+    with or without it, whoever renders the row (the Python render the first time a label
+    set is met, the compiled one after)."""
+
+    def rows() -> list[Any]:
+        return [
+            [
+                *MappedSeries(
+                    b"k%d" % i,
+                    "m",
+                    1 if counter else 3,
+                    ("a:b",),
+                    "",
+                    [(1_764_000_000 + k, float(k)) for k in range(points)],
+                    final=(1_764_000_000_000, 1.0) if counter else None,
+                ).row()[:9],
+                [None] * 7,
+            ]
+            for i, (points, counter) in enumerate(shapes)
+        ]
+
+    made = rows()
+    heads: dict[tuple[str, int], bytes] = {}
+    for _ in range(2):  # the first time rendered in Python, then by the compiled loop
+        want: list[bytes] = []
+        datadog.render_all(rows(), {}, want, loops)
+        parts: list[bytes] = []
+        kept: list[Any] = []
+        datadog.render_all(made, heads, parts, loops, kept)
+        assert parts == want
+        assert [row is not None for row in kept] == [c or p > 1 for p, c in shapes]
+        assert all(k is r for k, r in zip(kept, made, strict=True) if k is not None)
+
+
 # -- the mappings: rows against decoded series ----------------------------------------------
 
 _NAMES = (

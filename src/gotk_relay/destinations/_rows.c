@@ -1042,6 +1042,7 @@ static PyObject *datadog_commit(PyObject *self, PyObject *const *args, Py_ssize_
     PyObject *store = args[0], *rows = args[1], *now = args[2];
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
+        if (row == Py_None) continue; /* a series of one point, not a counter (render_all) */
         if (!PyList_Check(row) || PyList_GET_SIZE(row) < 8) {
             PyErr_SetString(PyExc_TypeError, "datadog_commit: a row is not a mapped row");
             return NULL;
@@ -1341,11 +1342,15 @@ done:
 }
 
 static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyList_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "datadog_render(rows, start, heads, scalar, out)");
+    if ((nargs != 5 && nargs != 6) || !PyList_Check(args[0]) || !PyDict_Check(args[2]) ||
+        !PyList_Check(args[4]) || (nargs == 6 && !PyList_Check(args[5]))) {
+        PyErr_SetString(PyExc_TypeError, "datadog_render(rows, start, heads, scalar, out[, kept])");
         return NULL;
     }
     PyObject *rows_list = args[0], *heads = args[2], *scalar = args[3], *out = args[4];
+    /* kept: each rendered row again, or None where its JSON is all that is left of it
+     * (datadog.render_all) */
+    PyObject *kept = nargs == 6 ? args[5] : NULL;
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if (i == -1 && PyErr_Occurred()) return NULL;
     Buf b = {NULL, 0, 0};
@@ -1415,6 +1420,10 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
         int rc = PyList_Append(out, part);
         Py_DECREF(part);
         if (rc < 0) goto error;
+        if (kept != NULL) {
+            int keep = PyList_GET_ITEM(row, 7) != Py_None || PyList_GET_SIZE(points) != 1;
+            if (PyList_Append(kept, keep ? row : Py_None) < 0) goto error;
+        }
     }
     PyMem_Free(b.data);
     seen_release(seen_heads);
@@ -1888,7 +1897,8 @@ static PyMethodDef methods[] = {
     {"datadog_commit", (PyCFunction)(void (*)(void))datadog_commit, METH_FASTCALL,
      "CounterStore.commit_rows' loop (see datadog_mapping.counters)."},
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,
-     "datadog.render for rows whose parts are made (see datadog)."},
+     "datadog.render for rows whose parts are made (see datadog); with kept, each row again\n"
+     "or None (datadog.render_all)."},
     {"otlp_rows", (PyCFunction)(void (*)(void))otlp_rows, METH_FASTCALL,
      "otlp_mapping.Mapper's gauge_row and counter_row, for a plan's rows (see otlp_mapping)."},
     {NULL, NULL, 0, NULL},

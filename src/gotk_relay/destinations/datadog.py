@@ -143,17 +143,15 @@ def compress(body: bytes, encoding: str) -> bytes:
 
 @dataclass
 class Piece:
-    """One request's worth of series (``Row`` lists: ``MappedSeries``' fields), the encoded
-    series, and the compressed body once built."""
+    """One request's worth of series: their JSON (``parts``), the compressed body once built,
+    and beside each part its ``Row`` (``MappedSeries``' fields) where it is still needed once
+    rendered: a counter's (its state is committed when the piece is accepted) and a series of
+    several points (a 413 may split it by points); None for the others (``render_all``)."""
 
-    rows: list[Row]
+    rows: list[Row | None]
     parts: list[bytes]
     updates: dict[bytes, CounterMark] = field(default_factory=dict)  # committed with it
     body: bytes | None = None
-
-    @property
-    def series(self) -> list[MappedSeries]:
-        return [MappedSeries(*row[:9]) for row in self.rows]
 
     @property
     def raw_size(self) -> int:
@@ -178,8 +176,9 @@ class Piece:
                 Piece(self.rows[:mid], self.parts[:mid], self.updates),
                 Piece(self.rows[mid:], self.parts[mid:]),
             ]
-        if len(self.rows) == 1 and len(self.rows[0][5]) > 1:
-            first, second = MappedSeries(*self.rows[0][:9]).split()
+        row = self.rows[0] if len(self.rows) == 1 else None
+        if row is not None and len(row[5]) > 1:
+            first, second = MappedSeries(*row[:9]).split()
             return [
                 Piece([first.row()], [_dumps(first.to_dict())], self.updates),
                 Piece([second.row()], [_dumps(second.to_dict())]),
@@ -187,7 +186,13 @@ class Piece:
         return None
 
     def points(self) -> int:
-        return sum(len(row[5]) for row in self.rows)
+        return sum(1 if row is None else len(row[5]) for row in self.rows)
+
+    def metric(self) -> str:
+        """The first series' metric name (for a log line)."""
+        row = self.rows[0]
+        name: str = json.loads(self.parts[0])["metric"] if row is None else row[1]
+        return name
 
 
 _HOST_HEAD: Final = b',"resources":[{"name":'
@@ -226,19 +231,32 @@ def render(row: Row, heads: dict[tuple[str, int], bytes]) -> bytes:
 
 
 def render_all(
-    rows: list[Row], heads: dict[tuple[str, int], bytes], out: list[bytes], loops: Loops = LOOPS
+    rows: list[Row],
+    heads: dict[tuple[str, int], bytes],
+    out: list[bytes],
+    loops: Loops = LOOPS,
+    kept: list[Row | None] | None = None,
 ) -> None:
     """``out.extend(render(row, heads) for row in rows)``, compiled (``datadog_render`` in
     ``_rows.c``) for the rows whose head and tags' JSON are made (``render`` makes them for the
-    others, once)."""
+    others, once). ``kept``: each row appended again, or None for a series of one point that is
+    not a counter, whose JSON is all a piece needs of it (``Piece``): let go now, while the
+    objects it holds are in cache, not once its request is answered (docs/performance.md,
+    "Rows let go once rendered")."""
     index, size = 0, len(rows)
     native = loops.compiled
     while index < size:
         if native is not None:
-            index = native.datadog_render(rows, index, heads, _scalar, out)
+            if kept is None:
+                index = native.datadog_render(rows, index, heads, _scalar, out)
+            else:
+                index = native.datadog_render(rows, index, heads, _scalar, out, kept)
             if index >= size:
                 break
-        out.append(render(rows[index], heads))
+        row = rows[index]
+        out.append(render(row, heads))
+        if kept is not None:
+            kept.append(row if row[7] is not None or len(row[5]) != 1 else None)
         index += 1
 
 
@@ -477,7 +495,7 @@ class DatadogClient:
         Counter state is carried from step to step in ``pending``; it restarts empty here since
         what it held is committed now.
         """
-        series: list[Row] = []
+        series: list[Row | None] = []  # what pieces keep of the rows (render_all's kept)
         parts: list[bytes] = []  # their JSON, encoded step by step too
         updates: dict[bytes, CounterMark] = {}
         pending = plan.pending
@@ -522,9 +540,9 @@ class DatadogClient:
             )
             if mapped.skipped:
                 skipped.update(mapped.skipped)
-            series.extend(mapped.rows)
-            render_all(mapped.rows, heads, parts)
+            render_all(mapped.rows, heads, parts, kept=series)
             updates.update(mapped.updates)
+            del mapped  # the rows not kept go now, not after the next step
             await asyncio.sleep(0)
         if not plan.mapped_all and plan.carry is None:
             # The budget spent exactly: whether the batch goes on is read now (its next step,
@@ -539,7 +557,7 @@ class DatadogClient:
             plan.updates = {}
         plan.pieces.extend(pieces)
 
-    async def _pieces(self, series: list[Row], parts: list[bytes]) -> list[Piece]:
+    async def _pieces(self, series: list[Row | None], parts: list[bytes]) -> list[Piece]:
         """Requests within both limits (``parts``: the series' JSON): group by the raw size
         that should compress within the limit at the ratio the last bodies had (capped by the
         uncompressed limit), then halve what does not compress small enough: rare once the
@@ -567,7 +585,7 @@ class DatadogClient:
                 self.skipped["too_large"] += piece.points()
                 log.warning(
                     "a single Datadog point exceeds the request size limits; skipped",
-                    extra={"destination": self.name, "metric": piece.rows[0][1]},
+                    extra={"destination": self.name, "metric": piece.metric()},
                 )
                 continue
             todo.extendleft(reversed(halves))

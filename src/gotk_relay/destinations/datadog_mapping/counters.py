@@ -72,14 +72,17 @@ class CounterStore:
                 store[key] = (mark[0], mark[1], now)
         self._bound()
 
-    def commit_rows(self, rows: list[list[Any]], now: float, loops: Loops = LOOPS) -> None:
+    def commit_rows(self, rows: list[list[Any] | None], now: float, loops: Loops = LOOPS) -> None:
         """``commit_keys`` of each mapped row's (key, final) that has a final mark: the state
-        after a request's counters, compiled (``datadog_commit``) where built."""
+        after a request's counters, compiled (``datadog_commit``) where built. A None is a row
+        let go after rendering (a series of one point, not a counter: nothing to commit)."""
         if loops.compiled is not None:
             loops.compiled.datadog_commit(self._marks, rows, now)
             self._bound()
         else:
-            self.commit_keys([(row[0], row[7]) for row in rows if row[7] is not None], now)
+            self.commit_keys(
+                [(row[0], row[7]) for row in rows if row is not None and row[7] is not None], now
+            )
 
     def _bound(self) -> None:
         excess = len(self._marks) - self.max_series
