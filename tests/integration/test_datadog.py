@@ -262,14 +262,21 @@ async def test_retries_after_429_and_503_resend_only_what_was_not_accepted() -> 
     assert retries == 1
 
 
-async def test_a_413_splits_the_request_and_resends_the_halves() -> None:
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+async def test_a_413_splits_the_request_and_resends_the_halves(compression: str) -> None:
+    """The halves are cut from the body that was sent (a piece keeps its body, not its
+    series' JSON, until Datadog answers), whichever way it was compressed."""
     now = _now_ms()
-    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, _):
+    config = _config(intake := DatadogIntake(), compression=compression)
+    async with intake, relay_client(config) as (client, _):
         intake.answer_next(413, body='{"errors":["Payload too large"]}')
-        await _post(client, _gauges(4, now))
+        batch = _gauges(4, now)
+        await _post(client, batch)
         await eventually(lambda: len(intake.series) == 4)
     assert [r.status for r in intake.requests] == [413, 202, 202]
     assert [r.series for r in intake.requests] == [4, 2, 2]
+    assert [r.encoding for r in intake.requests] == [compression] * 3
+    assert sorted(_tags(s)["series"] for s in intake.series) == [f"g{i:06d}" for i in range(4)]
     assert intake.problems == []
 
 

@@ -57,6 +57,8 @@ import asyncio
 import json
 import logging
 import time
+import zlib
+from array import array
 from bisect import bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable
@@ -146,19 +148,47 @@ class Piece:
     """One request's worth of series: their JSON (``parts``), the compressed body once built,
     and beside each part its ``Row`` (``MappedSeries``' fields) where it is still needed once
     rendered: a counter's (its state is committed when the piece is accepted) and a series of
-    several points (a 413 may split it by points); None for the others (``render_all``)."""
+    several points (a 413 may split it by points); None for the others (``render_all``).
+
+    Once the body is built (``settle``) the parts go too, their ends kept: a 413, the only
+    reader left, cuts them again from the body decompressed. Until Datadog answers a piece
+    then holds its compressed body, not its JSON a second time in thousands of objects freed
+    out of cache (docs/performance.md, "Rows let go once rendered")."""
 
     rows: list[Row | None]
-    parts: list[bytes]
+    parts: list[bytes] | None  # None once settled
     updates: dict[bytes, CounterMark] = field(default_factory=dict)  # committed with it
     body: bytes | None = None
+    ends: array[int] | None = None  # settled: where each part ends, commas not counted
+    encoding: str = "gzip"
+
+    def settle(self, body: bytes, encoding: str) -> None:
+        """Keep ``body`` (this piece's JSON compressed by ``encoding``), let the parts go."""
+        assert self.parts is not None
+        self.body, self.encoding = body, encoding
+        self.ends = array("q", accumulate(map(len, self.parts)))
+        self.parts = None
+
+    def json_parts(self) -> list[bytes]:
+        """The series' JSON, cut again from the body once settled."""
+        if self.parts is not None:
+            return self.parts
+        assert self.body is not None and self.ends is not None
+        raw = zlib.decompress(self.body, 31 if self.encoding == "gzip" else 15)
+        at, start = len(_PREFIX), 0
+        out = []
+        for commas, end in enumerate(self.ends):
+            out.append(raw[at + start + commas : at + end + commas])
+            start = end
+        return out
 
     @property
     def raw_size(self) -> int:
-        return _OVERHEAD + sum(map(len, self.parts)) + max(0, len(self.parts) - 1)
+        parts = self.json_parts()
+        return _OVERHEAD + sum(map(len, parts)) + max(0, len(parts) - 1)
 
     def raw(self) -> bytes:
-        parts = self.parts
+        parts = self.json_parts()
         if len(parts) < 2:
             return _PREFIX + b"".join(parts) + _SUFFIX
         # One copy of a body of up to 5 MiB: the brackets glued to the first and last parts.
@@ -172,9 +202,10 @@ class Piece:
         point. Counter state not tied to a point goes with the first half, sent first."""
         if len(self.rows) > 1:
             mid = len(self.rows) // 2
+            parts = self.json_parts()
             return [
-                Piece(self.rows[:mid], self.parts[:mid], self.updates),
-                Piece(self.rows[mid:], self.parts[mid:]),
+                Piece(self.rows[:mid], parts[:mid], self.updates),
+                Piece(self.rows[mid:], parts[mid:]),
             ]
         row = self.rows[0] if len(self.rows) == 1 else None
         if row is not None and len(row[5]) > 1:
@@ -191,7 +222,7 @@ class Piece:
     def metric(self) -> str:
         """The first series' metric name (for a log line)."""
         row = self.rows[0]
-        name: str = json.loads(self.parts[0])["metric"] if row is None else row[1]
+        name: str = json.loads(self.json_parts()[0])["metric"] if row is None else row[1]
         return name
 
 
@@ -387,10 +418,12 @@ class DatadogClient:
                     self._log_auth("the Datadog API key file cannot be read", str(exc))
                     return SendResult(Outcome.RETRY, "api_key_file", detail=str(exc))
             piece = plan.pieces[0]
-            if piece.body is None:
-                piece.body = await self._compress(piece.raw())
+            body = piece.body
+            if body is None:
+                body = await self._compress(piece.raw())
+                piece.settle(body, self.cfg.compression)
             try:
-                status, headers, text = await self._post(piece.body, api_key)
+                status, headers, text = await self._post(body, api_key)
             except SendError as exc:
                 return SendResult(Outcome.RETRY, exc.reason, detail=exc.detail)
             if 200 <= status < 300:
@@ -577,7 +610,7 @@ class DatadogClient:
                 if len(body) * _LEARN_SHARE >= self.max_compressed:
                     self._ratio = len(raw) / len(body)
                 if len(body) <= self.max_compressed:
-                    piece.body = body
+                    piece.settle(body, self.cfg.compression)
                     pieces.append(piece)
                     continue
             halves = piece.split()
