@@ -7,6 +7,7 @@ import asyncio
 import struct
 import sys
 from collections import Counter
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -253,6 +254,13 @@ def test_render_keeps_the_rows_a_piece_still_needs(loops: Loops, shapes: list[An
         assert parts == want
         assert [row is not None for row in kept] == [c or p > 1 for p, c in shapes]
         assert all(k is r for k, r in zip(kept, made, strict=True) if k is not None)
+        # Into one buffer (what a batch's pieces are cut from): the same JSON, where it starts.
+        rendered = datadog.Rendered()
+        datadog.render_all(made, heads, rendered, loops, [])
+        starts = rendered.starts()
+        assert len(rendered) == len(want) and starts[-1] == len(rendered.data)
+        assert [rendered.data[a : b - 1] for a, b in pairwise(starts)] == want
+        assert all(rendered.data[b - 1 : b] == b"," for b in starts[1:])
 
 
 # -- the mappings: rows against decoded series ----------------------------------------------

@@ -1342,15 +1342,21 @@ done:
 }
 
 static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if ((nargs != 5 && nargs != 6) || !PyList_Check(args[0]) || !PyDict_Check(args[2]) ||
-        !PyList_Check(args[4]) || (nargs == 6 && !PyList_Check(args[5]))) {
-        PyErr_SetString(PyExc_TypeError, "datadog_render(rows, start, heads, scalar, out[, kept])");
+    /* ends: a bytearray; out is then one too, each part written to it followed by a comma,
+     * and where the next one starts appended to ends as a native int64 (datadog.Rendered). */
+    PyObject *ends = nargs == 7 ? args[6] : NULL;
+    if (nargs < 5 || nargs > 7 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) ||
+        (ends == NULL ? !PyList_Check(args[4])
+                      : !PyByteArray_CheckExact(args[4]) || !PyByteArray_CheckExact(ends)) ||
+        (nargs >= 6 && args[5] != Py_None && !PyList_Check(args[5]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "datadog_render(rows, start, heads, scalar, out[, kept[, ends]])");
         return NULL;
     }
     PyObject *rows_list = args[0], *heads = args[2], *scalar = args[3], *out = args[4];
     /* kept: each rendered row again, or None where its JSON is all that is left of it
      * (datadog.render_all) */
-    PyObject *kept = nargs == 6 ? args[5] : NULL;
+    PyObject *kept = nargs >= 6 && args[5] != Py_None ? args[5] : NULL;
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if (i == -1 && PyErr_Occurred()) return NULL;
     Buf b = {NULL, 0, 0};
@@ -1415,11 +1421,23 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
             if (buf_put(&b, ",\"interval\":", 12) < 0 || buf_int(&b, interval) < 0) goto error;
         }
         if (buf_put(&b, "}", 1) < 0) goto error;
-        PyObject *part = PyBytes_FromStringAndSize(b.data, b.size);
-        if (part == NULL) goto error;
-        int rc = PyList_Append(out, part);
-        Py_DECREF(part);
-        if (rc < 0) goto error;
+        if (ends != NULL) {
+            Py_ssize_t at = PyByteArray_GET_SIZE(out), marks = PyByteArray_GET_SIZE(ends);
+            if (PyByteArray_Resize(out, at + b.size + 1) < 0 ||
+                PyByteArray_Resize(ends, marks + 8) < 0)
+                goto error;
+            memcpy(PyByteArray_AS_STRING(out) + at, b.data, (size_t)b.size);
+            PyByteArray_AS_STRING(out)[at + b.size] = ',';
+            int64_t next = (int64_t)(at + b.size + 1);
+            memcpy(PyByteArray_AS_STRING(ends) + marks, &next, 8);
+        }
+        else {
+            PyObject *part = PyBytes_FromStringAndSize(b.data, b.size);
+            if (part == NULL) goto error;
+            int rc = PyList_Append(out, part);
+            Py_DECREF(part);
+            if (rc < 0) goto error;
+        }
         if (kept != NULL) {
             int keep = PyList_GET_ITEM(row, 7) != Py_None || PyList_GET_SIZE(points) != 1;
             if (PyList_Append(kept, keep ? row : Py_None) < 0) goto error;

@@ -56,14 +56,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 import time
 import zlib
-from array import array
 from bisect import bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, Final
 
 from multidict import CIMultiDict
@@ -116,6 +116,7 @@ log = logging.getLogger("gotk_relay.datadog")
 
 MAX_COMPRESSED_BYTES: Final = 512_000
 MAX_UNCOMPRESSED_BYTES: Final = 5_242_880
+_INT64: Final = struct.Struct("=q")  # Rendered.ends, as datadog_render writes them
 _PREFIX: Final = b'{"series":['
 _SUFFIX: Final = b"]}"
 _OVERHEAD: Final = len(_PREFIX) + len(_SUFFIX)
@@ -143,51 +144,87 @@ def compress(body: bytes, encoding: str) -> bytes:
     return deflate.gzip(body)
 
 
+class Rendered:
+    """Series' JSON written one after another, each followed by a comma (``data``), and where
+    each next one starts (``ends``: native int64s): what ``render_all`` writes for a batch, its
+    pieces cut from it without an object per series or a join (``Piece.source``)."""
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ends = bytearray()
+
+    def add(self, part: bytes) -> None:
+        self.data += part
+        self.data += b","
+        self.ends += _INT64.pack(len(self.data))
+
+    def starts(self) -> list[int]:
+        """Where each part starts, then where one more would: ``len(self) + 1`` offsets."""
+        return [0, *memoryview(self.ends).cast("q")]
+
+    def __len__(self) -> int:
+        return len(self.ends) // _INT64.size
+
+
 @dataclass
 class Piece:
-    """One request's worth of series: their JSON (``parts``), the compressed body once built,
-    and beside each part its ``Row`` (``MappedSeries``' fields) where it is still needed once
-    rendered: a counter's (its state is committed when the piece is accepted) and a series of
-    several points (a 413 may split it by points); None for the others (``render_all``).
+    """One request's worth of series: their JSON, the compressed body once built, and beside
+    each series its ``Row`` (``MappedSeries``' fields) where it is still needed once rendered:
+    a counter's (its state is committed when the piece is accepted) and a series of several
+    points (a 413 may split it by points); None for the others (``render_all``).
 
-    Once the body is built (``settle``) the parts go too, their ends kept: a 413, the only
-    reader left, cuts them again from the body decompressed. Until Datadog answers a piece
-    then holds its compressed body, not its JSON a second time in thousands of objects freed
-    out of cache (docs/performance.md, "Rows let go once rendered")."""
+    The JSON is ``parts`` (a piece made by a split), or the range of its batch's ``Rendered``
+    (``source``) that ``cuts`` bound: where each series starts in it, then where one more
+    would. Once the body is built (``settle``) it goes, the cuts kept: a 413, the only reader
+    left, cuts the series again from the body decompressed. Until Datadog answers, a piece so
+    holds its compressed body, not its JSON a second time (docs/performance.md, "Rows let go
+    once rendered")."""
 
     rows: list[Row | None]
-    parts: list[bytes] | None  # None once settled
+    parts: list[bytes] | None = None
     updates: dict[bytes, CounterMark] = field(default_factory=dict)  # committed with it
     body: bytes | None = None
-    ends: array[int] | None = None  # settled: where each part ends, commas not counted
+    source: bytearray | None = None
+    cuts: list[int] | None = None
     encoding: str = "gzip"
 
     def settle(self, body: bytes, encoding: str) -> None:
-        """Keep ``body`` (this piece's JSON compressed by ``encoding``), let the parts go."""
-        assert self.parts is not None
+        """Keep ``body`` (this piece's JSON compressed by ``encoding``), let the JSON go."""
+        if self.cuts is None:
+            assert self.parts is not None
+            self.cuts = list(accumulate((len(part) + 1 for part in self.parts), initial=0))
         self.body, self.encoding = body, encoding
-        self.ends = array("q", accumulate(map(len, self.parts)))
-        self.parts = None
+        self.parts = self.source = None
 
     def json_parts(self) -> list[bytes]:
-        """The series' JSON, cut again from the body once settled."""
+        """The series' JSON (cut again from the body once settled)."""
         if self.parts is not None:
             return self.parts
-        assert self.body is not None and self.ends is not None
-        raw = zlib.decompress(self.body, 31 if self.encoding == "gzip" else 15)
-        at, start = len(_PREFIX), 0
-        out = []
-        for commas, end in enumerate(self.ends):
-            out.append(raw[at + start + commas : at + end + commas])
-            start = end
-        return out
+        assert self.cuts is not None
+        data: bytes | bytearray
+        if self.source is not None:
+            data, base = self.source, 0
+        else:
+            assert self.body is not None
+            data = zlib.decompress(self.body, 31 if self.encoding == "gzip" else 15)
+            base = len(_PREFIX) - self.cuts[0]
+        cuts = self.cuts
+        return [bytes(data[base + a : base + b - 1]) for a, b in pairwise(cuts)]
 
     @property
     def raw_size(self) -> int:
+        if self.parts is None and self.cuts is not None:
+            return _OVERHEAD + self.cuts[-1] - self.cuts[0] - 1
         parts = self.json_parts()
         return _OVERHEAD + sum(map(len, parts)) + max(0, len(parts) - 1)
 
     def raw(self) -> bytes:
+        if self.source is not None and self.cuts is not None:
+            # One copy: the range of the batch's JSON, its last comma left out.
+            span = memoryview(self.source)[self.cuts[0] : self.cuts[-1] - 1]
+            return b"".join((_PREFIX, span, _SUFFIX))
         parts = self.json_parts()
         if len(parts) < 2:
             return _PREFIX + b"".join(parts) + _SUFFIX
@@ -202,6 +239,18 @@ class Piece:
         point. Counter state not tied to a point goes with the first half, sent first."""
         if len(self.rows) > 1:
             mid = len(self.rows) // 2
+            if self.source is not None and self.cuts is not None:
+                cuts = self.cuts
+                return [
+                    Piece(
+                        self.rows[:mid],
+                        None,
+                        self.updates,
+                        source=self.source,
+                        cuts=cuts[: mid + 1],
+                    ),
+                    Piece(self.rows[mid:], None, source=self.source, cuts=cuts[mid:]),
+                ]
             parts = self.json_parts()
             return [
                 Piece(self.rows[:mid], parts[:mid], self.updates),
@@ -264,28 +313,33 @@ def render(row: Row, heads: dict[tuple[str, int], bytes]) -> bytes:
 def render_all(
     rows: list[Row],
     heads: dict[tuple[str, int], bytes],
-    out: list[bytes],
+    out: list[bytes] | Rendered,
     loops: Loops = LOOPS,
     kept: list[Row | None] | None = None,
 ) -> None:
-    """``out.extend(render(row, heads) for row in rows)``, compiled (``datadog_render`` in
-    ``_rows.c``) for the rows whose head and tags' JSON are made (``render`` makes them for the
-    others, once). ``kept``: each row appended again, or None for a series of one point that is
-    not a counter, whose JSON is all a piece needs of it (``Piece``): let go now, while the
-    objects it holds are in cache, not once its request is answered (docs/performance.md,
-    "Rows let go once rendered")."""
+    """``out.extend(render(row, heads) for row in rows)`` (``Rendered.add`` each), compiled
+    (``datadog_render`` in ``_rows.c``) for the rows whose head and tags' JSON are made
+    (``render`` makes them for the others, once). ``kept``: each row appended again, or None
+    for a series of one point that is not a counter, whose JSON is all a piece needs of it
+    (``Piece``): let go now, while the objects it holds are in cache, not once its request is
+    answered (docs/performance.md, "Rows let go once rendered")."""
     index, size = 0, len(rows)
     native = loops.compiled
     while index < size:
         if native is not None:
-            if kept is None:
+            if isinstance(out, Rendered):
+                index = native.datadog_render(rows, index, heads, _scalar, out.data, kept, out.ends)
+            elif kept is None:
                 index = native.datadog_render(rows, index, heads, _scalar, out)
             else:
                 index = native.datadog_render(rows, index, heads, _scalar, out, kept)
             if index >= size:
                 break
         row = rows[index]
-        out.append(render(row, heads))
+        if isinstance(out, Rendered):
+            out.add(render(row, heads))
+        else:
+            out.append(render(row, heads))
         if kept is not None:
             kept.append(row if row[7] is not None or len(row[5]) != 1 else None)
         index += 1
@@ -331,16 +385,19 @@ class _Ahead:
 def group(parts: list[bytes], limit: int) -> list[tuple[int, int]]:
     """Consecutive ranges of ``parts`` whose joined JSON fits in ``limit`` bytes (a part too big
     on its own gets a range of its own)."""
-    # ends[k] + k: the bytes of parts[:k] with a comma after each, ascending; a range [s, e)
-    # takes _OVERHEAD + (ends[e] + e) - (ends[s] + s) - 1 bytes, so its end is found by bisection
-    # (a piece holds thousands of parts, a request's worth of series).
-    ends = list(accumulate(map(len, parts), initial=0))
+    return group_starts(list(accumulate((len(part) + 1 for part in parts), initial=0)), limit)
+
+
+def group_starts(starts: list[int], limit: int) -> list[tuple[int, int]]:
+    """``group`` of the parts that start at ``starts`` (each followed by a comma; the last
+    offset where one more would start: ``Rendered.starts``)."""
+    # A range [s, e) takes _OVERHEAD + starts[e] - starts[s] - 1 bytes: its end is found by
+    # bisection (a piece holds thousands of parts, a request's worth of series).
     ranges: list[tuple[int, int]] = []
-    start, count = 0, len(parts)
+    start, count = 0, len(starts) - 1
     while start < count:
-        room = limit - _OVERHEAD + 1 + ends[start] + start
-        after = bisect_right(range(count + 1), room, lo=start + 1, key=lambda k: ends[k] + k)
-        end = max(start + 1, after - 1)
+        room = limit - _OVERHEAD + 1 + starts[start]
+        end = max(start + 1, bisect_right(starts, room, lo=start + 1) - 1)
         ranges.append((start, end))
         start = end
     return ranges
@@ -529,7 +586,7 @@ class DatadogClient:
         what it held is committed now.
         """
         series: list[Row | None] = []  # what pieces keep of the rows (render_all's kept)
-        parts: list[bytes] = []  # their JSON, encoded step by step too
+        rendered = Rendered()  # their JSON, encoded step by step too
         updates: dict[bytes, CounterMark] = {}
         pending = plan.pending
         skipped = self.skipped if plan.skipped is None else plan.skipped
@@ -573,7 +630,7 @@ class DatadogClient:
             )
             if mapped.skipped:
                 skipped.update(mapped.skipped)
-            render_all(mapped.rows, heads, parts, kept=series)
+            render_all(mapped.rows, heads, rendered, kept=series)
             updates.update(mapped.updates)
             del mapped  # the rows not kept go now, not after the next step
             await asyncio.sleep(0)
@@ -583,15 +640,15 @@ class DatadogClient:
             # after it is mapped while these requests are in flight (_prepare).
             plan.carry = await anext(plan.batches, None)
             plan.mapped_all = plan.carry is None
-        pieces = await self._pieces(series, parts)
+        pieces = await self._pieces(series, rendered)
         plan.updates.update(updates)
         if pieces:  # committed with the first piece (else with the next, or at the end)
             pieces[0].updates = plan.updates
             plan.updates = {}
         plan.pieces.extend(pieces)
 
-    async def _pieces(self, series: list[Row | None], parts: list[bytes]) -> list[Piece]:
-        """Requests within both limits (``parts``: the series' JSON): group by the raw size
+    async def _pieces(self, series: list[Row | None], rendered: Rendered) -> list[Piece]:
+        """Requests within both limits (``rendered``: the series' JSON): group by the raw size
         that should compress within the limit at the ratio the last bodies had (capped by the
         uncompressed limit), then halve what does not compress small enough: rare once the
         ratio is known (similar series compress alike), and it teaches the ratio anew."""
@@ -599,8 +656,11 @@ class DatadogClient:
         if self._ratio is not None:
             limit = min(limit, max(1, int(self.max_compressed * self._ratio * _FILL)))
         todo: deque[Piece] = deque()
-        for start, end in group(parts, limit):
-            todo.append(Piece(series[start:end], parts[start:end]))
+        starts = rendered.starts()
+        for start, end in group_starts(starts, limit):
+            todo.append(
+                Piece(series[start:end], source=rendered.data, cuts=starts[start : end + 1])
+            )
         pieces: list[Piece] = []
         while todo:
             piece = todo.popleft()
