@@ -194,7 +194,7 @@ class Piece:
         """Keep ``body`` (this piece's JSON compressed by ``encoding``), let the JSON go."""
         if self.cuts is None:
             assert self.parts is not None
-            self.cuts = list(accumulate((len(part) + 1 for part in self.parts), initial=0))
+            self.cuts = starts_of(self.parts)
         self.body, self.encoding = body, encoding
         self.parts = self.source = None
 
@@ -385,7 +385,13 @@ class _Ahead:
 def group(parts: list[bytes], limit: int) -> list[tuple[int, int]]:
     """Consecutive ranges of ``parts`` whose joined JSON fits in ``limit`` bytes (a part too big
     on its own gets a range of its own)."""
-    return group_starts(list(accumulate((len(part) + 1 for part in parts), initial=0)), limit)
+    return group_starts(starts_of(parts), limit)
+
+
+def starts_of(parts: list[bytes]) -> list[int]:
+    """Where each of ``parts`` would start written as ``Rendered`` writes them (each followed
+    by a comma), then where one more would: what ``Rendered.starts`` gives for its own."""
+    return list(accumulate((len(part) + 1 for part in parts), initial=0))
 
 
 def group_starts(starts: list[int], limit: int) -> list[tuple[int, int]]:
