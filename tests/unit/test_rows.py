@@ -21,6 +21,7 @@ from gotk_relay.destinations import datadog
 from gotk_relay.destinations.chunked import entry_batches
 from gotk_relay.destinations.datadog_mapping import (
     CounterStore,
+    Emit,
     MappedSeries,
     MappingOptions,
     NameCache,
@@ -405,6 +406,108 @@ def test_datadog_maps_rows_as_it_maps_decoded_series(
     assert [(row[0], row[7]) for row in rows_out] == [(s.key, s.final) for s in want.series]
     assert updates == want.updates
     assert skipped == want.skipped
+
+
+@st.composite
+def _distinct_traffic(draw: st.DrawFn) -> Batch:
+    """Series of distinct label sets without exemplars, most of one sample: steps the compiled
+    loop renders as it maps them once their label sets are known."""
+    names = draw(st.lists(st.sampled_from(_NAMES), min_size=1, max_size=4, unique=True))
+    out = []
+    for i in range(draw(st.integers(1, 40))):
+        extra = draw(
+            st.sampled_from(
+                [(), (("Host", "H-1"),), (("le", "+Inf"),), (("exported_namespace", "apps"),)]
+            )
+        )
+        labels = sorted([("__name__", draw(st.sampled_from(names))), ("i", str(i)), *extra])
+        count = draw(st.sampled_from([1, 1, 1, 0, 2]))
+        # Also times just past the hour: a counter's sample after its seeded state is then
+        # skipped as too old, its state kept (_seeded_counters).
+        past_the_hour = st.integers(NOW_MS - 3_640_000, NOW_MS - 3_600_001)
+        times = st.one_of(_times, past_the_hour, past_the_hour)
+        points = draw(st.lists(st.tuples(_values, times), min_size=count, max_size=count))
+        out.append(Series(tuple(labels), tuple(Sample(v, t) for v, t in sorted(points, key=_ts))))
+    return Batch(tuple(out))
+
+
+def _ts(point: tuple[float, int]) -> int:
+    return point[1]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.one_of(_traffic(), _distinct_traffic()), st.booleans(), st.booleans())
+def test_datadog_steps_rendered_as_mapped_are_what_mapping_then_rendering_makes(
+    loops: Loops, batch: Batch, as_count: bool, flux: bool
+) -> None:
+    """With ``Emit``, the compiled loop renders a step of known, distinct label sets as it maps
+    it: the JSON, where each series starts, what pieces keep of each, the counter updates, the
+    skipped samples and the counter state are those of mapping every step, then rendering its
+    rows; in the scrape that teaches the memo and in the next, with label sets met twice in a
+    step (merged) or not, in both loops."""
+    options = MappingOptions(
+        host_label="Host", counters_as_count=as_count, flux_integration=flux, flux_keep=("job",)
+    )
+    # A scrape of the same label sets, each one sample in the hour, teaches the memo the label
+    # sets and their tags' JSON, and the heads theirs (the compiled loop leaves a series whose
+    # JSON parts are not made to Python); then the drawn samples, mapped twice.
+    teach = Batch(
+        tuple(Series(item.labels, (Sample(1.0, NOW_MS - 1000),)) for item in batch.series),
+        batch.metadata,
+    )
+    taught = (_steps(teach, loops), _steps(batch, loops), _steps(batch, loops))
+
+    def scrapes(fused: bool) -> list[Any]:
+        memo, heads, seen_out = SeriesMemo(), {}, []
+        counters = _seeded_counters(batch)
+        for steps in taught:
+            rendered = datadog.Rendered()
+            kept: list[Any] = []
+            updates: dict[Any, Any] = {}
+            skipped: Counter[str] = Counter()
+            pending: dict[Any, Any] = {}
+            names, types = NameCache(), TypeCache()
+
+            def one(
+                row: Any, rendered: datadog.Rendered = rendered, kept: list[Any] = kept
+            ) -> None:
+                datadog.render_all([row], heads, rendered, loops, kept)
+
+            emit = Emit(heads, datadog._scalar, rendered.data, rendered.ends, kept, one)
+            for step in steps:
+                if isinstance(step, Batch):
+                    types.observe(step.metadata)
+                items: list[Item] = list(step.series) if isinstance(step, Batch) else list(step)
+                got = map_items(
+                    items,
+                    options,
+                    types,
+                    counters,
+                    NOW_MS,
+                    pending,
+                    names,
+                    memo,
+                    loops,
+                    emit if fused else None,
+                )
+                datadog.render_all(got.rows, heads, rendered, loops, kept)
+                updates.update(got.updates)
+                skipped.update(got.skipped)
+            seen_out.append(
+                (
+                    bytes(rendered.data),
+                    rendered.starts(),
+                    [None if row is None else (row[0], row[5], row[7], row[8]) for row in kept],
+                    updates,
+                    skipped,
+                    pending,
+                )
+            )
+        return seen_out
+
+    assert scrapes(fused=True) == scrapes(fused=False)
 
 
 def test_datadog_rows_of_many_names_in_one_step_keep_each_its_own_metric(loops: Loops) -> None:

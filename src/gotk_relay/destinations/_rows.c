@@ -744,6 +744,130 @@ static void seen_release(Seen *seen) {
     }
 }
 
+typedef struct {
+    char *data;
+    Py_ssize_t size, cap;
+} Buf;
+
+static int buf_put(Buf *b, const char *src, Py_ssize_t n) {
+    if (b->size + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 256;
+        while (cap < b->size + n) cap *= 2;
+        char *grown = PyMem_Realloc(b->data, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->size, src, n);
+    b->size += n;
+    return 0;
+}
+
+static int buf_bytes(Buf *b, PyObject *bytes) {
+    return buf_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+}
+
+/* v in decimal, then suffix (n bytes). */
+static int buf_int64(Buf *b, long long v, const char *suffix, Py_ssize_t n) {
+    char digits[32];
+    char *end = digits + 24, *at = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--at = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--at = '-';
+    memcpy(end, suffix, (size_t)n);
+    return buf_put(b, at, end - at + n);
+}
+
+static int buf_int(Buf *b, PyObject *number) {
+    int overflow = 1;
+    long long v = 0;
+    if (PyLong_CheckExact(number)) {
+        v = PyLong_AsLongLongAndOverflow(number, &overflow);
+        if (v == -1 && PyErr_Occurred()) return -1;
+    }
+    if (!overflow) return buf_int64(b, v, "", 0); /* str() made a str object per timestamp */
+    PyObject *text = PyObject_Str(number); /* as %d formats it */
+    if (text == NULL) return -1;
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = utf8 == NULL ? -1 : buf_put(b, utf8, n);
+    Py_DECREF(text);
+    return rc;
+}
+
+
+/* One point's value as datadog.render writes it: a whole number below 1e16 as "%d.0" (and -0.0
+ * as "-0.0"), as orjson and json both write it, without a call or a bytes object (most points
+ * are: counts, counters' increases, states); any other value by scalar (orjson.dumps). */
+static int put_value(Buf *b, PyObject *number, PyObject *scalar) {
+    if (PyFloat_CheckExact(number)) {
+        double d = PyFloat_AS_DOUBLE(number);
+        if (d > -1e16 && d < 1e16 && d == (double)(long long)d)
+            return d == 0.0 && signbit(d) ? buf_put(b, "-0.0", 4)
+                                          : buf_int64(b, (long long)d, ".0", 2);
+    }
+    PyObject *value = PyObject_CallOneArg(scalar, number);
+    if (value == NULL) return -1;
+    int rc = PyBytes_Check(value) ? buf_bytes(b, value) : -1;
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "datadog_render: scalar() made no bytes");
+    Py_DECREF(value);
+    return rc;
+}
+
+/* A row's JSON (datadog.render) in b, emptied first: its head, points, tags' JSON (tail) and
+ * interval. */
+static int render_row(Buf *b, PyObject *head, PyObject *points, PyObject *tail,
+                      PyObject *interval, PyObject *scalar) {
+    b->size = 0;
+    if (buf_bytes(b, head) < 0) return -1;
+    Py_ssize_t count = PyList_GET_SIZE(points);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *point = PyList_GET_ITEM(points, k);
+        if (!PyTuple_CheckExact(point) || PyTuple_GET_SIZE(point) != 2) {
+            PyErr_SetString(PyExc_TypeError, "datadog_render: a point is not a pair");
+            return -1;
+        }
+        if ((k && buf_put(b, ",", 1) < 0) || buf_put(b, "{\"timestamp\":", 13) < 0 ||
+            buf_int(b, PyTuple_GET_ITEM(point, 0)) < 0 || buf_put(b, ",\"value\":", 9) < 0 ||
+            put_value(b, PyTuple_GET_ITEM(point, 1), scalar) < 0 || buf_put(b, "}", 1) < 0)
+            return -1;
+    }
+    if (buf_bytes(b, tail) < 0) return -1;
+    int has_interval = PyObject_IsTrue(interval);
+    if (has_interval < 0) return -1;
+    if (has_interval && (buf_put(b, ",\"interval\":", 12) < 0 || buf_int(b, interval) < 0))
+        return -1;
+    return buf_put(b, "}", 1);
+}
+
+/* b's JSON added to out: with ends (datadog.Rendered), written to the bytearray out followed by
+ * a comma, where the next part starts appended to ends as a native int64; else appended to the
+ * list out as bytes. */
+static int emit_part(Buf *b, PyObject *out, PyObject *ends) {
+    if (ends == NULL) {
+        PyObject *part = PyBytes_FromStringAndSize(b->data, b->size);
+        if (part == NULL) return -1;
+        int rc = PyList_Append(out, part);
+        Py_DECREF(part);
+        return rc;
+    }
+    Py_ssize_t at = PyByteArray_GET_SIZE(out), marks = PyByteArray_GET_SIZE(ends);
+    if (PyByteArray_Resize(out, at + b->size + 1) < 0 || PyByteArray_Resize(ends, marks + 8) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(out) + at, b->data, (size_t)b->size);
+    PyByteArray_AS_STRING(out)[at + b->size] = ',';
+    int64_t next = (int64_t)(at + b->size + 1);
+    memcpy(PyByteArray_AS_STRING(ends) + marks, &next, 8);
+    return 0;
+}
+
 /* The rows ahead of the one being mapped: with 50,000 label sets, what a row reads (its index
  * slot, the key kept there, the info list and its items) is in no cache (the same conversion
  * ran ~35 % slower per sample than with 10,000). Row i + AHEAD's hash is computed and its slot
@@ -780,10 +904,37 @@ static inline void fetch_found(KeyIndex *x, uint64_t h) {
 }
 
 static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "datadog_rows takes 10 arguments");
+    if (nargs != 10 && nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "datadog_rows takes 10 or 11 arguments");
         return NULL;
     }
+    /* fused: (heads, scalar, data, ends, kept, updates), for a step whose rows are all known
+     * and of distinct label sets (distinct_rows): each row is then final once mapped, and is
+     * rendered at once as datadog_render would (to data and ends, a datadog.Rendered), kept
+     * as render_all keeps it, or its counter state put in updates when it has no point. A
+     * gauge of one sample is written without a row. */
+    PyObject *fused = nargs == 11 && args[10] != Py_None ? args[10] : NULL;
+    PyObject *f_heads = NULL, *f_scalar = NULL, *f_data = NULL, *f_ends = NULL;
+    PyObject *f_kept = NULL, *f_updates = NULL;
+    if (fused != NULL) {
+        if (!PyTuple_CheckExact(fused) || PyTuple_GET_SIZE(fused) != 6 ||
+            !PyDict_Check(PyTuple_GET_ITEM(fused, 0)) ||
+            !PyByteArray_CheckExact(PyTuple_GET_ITEM(fused, 2)) ||
+            !PyByteArray_CheckExact(PyTuple_GET_ITEM(fused, 3)) ||
+            !PyList_Check(PyTuple_GET_ITEM(fused, 4)) || !PyDict_Check(PyTuple_GET_ITEM(fused, 5))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "datadog_rows: fused is (heads, scalar, data, ends, kept, updates)");
+            return NULL;
+        }
+        f_heads = PyTuple_GET_ITEM(fused, 0);
+        f_scalar = PyTuple_GET_ITEM(fused, 1);
+        f_data = PyTuple_GET_ITEM(fused, 2);
+        f_ends = PyTuple_GET_ITEM(fused, 3);
+        f_kept = PyTuple_GET_ITEM(fused, 4);
+        f_updates = PyTuple_GET_ITEM(fused, 5);
+    }
+    Buf b = {NULL, 0, 0};
+    PyObject *owned = NULL; /* a fused row being mapped, not in out */
     KeyIndex *index = NULL;
     if (args[9] != Py_None && (index = key_index_of(args[9])) == NULL) return NULL;
     PyObject *items = args[0], *names = args[2], *by_bytes = args[3], *pending = args[4];
@@ -806,6 +957,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *type_count = PyTuple_GET_ITEM(params, 5), *type_gauge = PyTuple_GET_ITEM(params, 6);
     long long tally[C_COUNT] = {0};
     Seen seen_names[SEEN_SLOTS] = {{0}};
+    Seen seen_heads[SEEN_SLOTS] = {{0}};
     IntCache seconds = {0, NULL}; /* points' timestamps, in seconds */
     Py_ssize_t n = PyList_GET_SIZE(items);
     /* hashes[j % AHEAD]: row j's key hash, computed AHEAD rows before it is mapped (rows that
@@ -876,7 +1028,50 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
             continue;
         }
         int is_count = kind == counter && as_count;
-        PyObject *mapped = PyDict_GetItemWithError(out, key);
+        PyObject *head = NULL, *tail = NULL;
+        if (fused != NULL) {
+            /* Rendered only once its head and tags' JSON are made: Python makes them for the
+             * first series of each (datadog.render). */
+            head = seen_get(seen_heads, f_heads, metric, is_count ? type_count : type_gauge);
+            if (head == NULL) {
+                if (PyErr_Occurred()) goto error;
+                break;
+            }
+            tail = PyList_GET_ITEM(info, 4);
+            if (!PyBytes_CheckExact(head) || !PyBytes_CheckExact(tail)) break;
+        }
+        if (fused != NULL && !is_count && count == 1) {
+            /* The usual series: its JSON straight from the sample, as render writes a gauge's
+             * one point (no interval), with the same checks as the loop below. */
+            PyObject *sample = PyTuple_GET_ITEM(samples, 0);
+            PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
+            double value = PyFloat_AS_DOUBLE(value_obj);
+            int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+            if (ts == -1 && PyErr_Occurred()) goto error;
+            if (!(value - value == 0.0)) {
+                uint64_t bits;
+                memcpy(&bits, &value, 8);
+                tally[bits == STALE_BITS ? C_STALE : C_NOT_FINITE]++;
+                continue;
+            }
+            if (ts > newest) {
+                tally[C_TOO_NEW]++;
+                continue;
+            }
+            if (ts < oldest) {
+                tally[C_TOO_OLD]++;
+                continue;
+            }
+            b.size = 0;
+            if (buf_bytes(&b, head) < 0 || buf_put(&b, "{\"timestamp\":", 13) < 0 ||
+                buf_int64(&b, floor_div_1000(ts), "", 0) < 0 || buf_put(&b, ",\"value\":", 9) < 0 ||
+                put_value(&b, value_obj, f_scalar) < 0 || buf_put(&b, "}", 1) < 0 ||
+                buf_bytes(&b, tail) < 0 || buf_put(&b, "}", 1) < 0 ||
+                emit_part(&b, f_data, f_ends) < 0 || PyList_Append(f_kept, Py_None) < 0)
+                goto error;
+            continue;
+        }
+        PyObject *mapped = fused != NULL ? NULL : PyDict_GetItemWithError(out, key);
         if (mapped == NULL) {
             if (PyErr_Occurred()) goto error;
             /* A gauge's marks stay empty: a shared tuple, as map_items makes it. */
@@ -906,9 +1101,13 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 if (f != 5 && f != 6 && f != 8) Py_INCREF(fields[f]);
                 PyList_SET_ITEM(mapped, f, fields[f]);
             }
-            int rc = PyDict_SetItem(out, key, mapped); /* by counter_key, as map_items */
-            Py_DECREF(mapped);                        /* out holds it */
-            if (rc < 0) goto error;
+            if (fused != NULL) {
+                owned = mapped; /* rendered below, once its samples are mapped */
+            } else {
+                int rc = PyDict_SetItem(out, key, mapped); /* by counter_key, as map_items */
+                Py_DECREF(mapped);                        /* out holds it */
+                if (rc < 0) goto error;
+            }
         }
         PyObject *points = PyList_GET_ITEM(mapped, 5);
         for (Py_ssize_t k = 0; k < count; k++) {
@@ -1011,8 +1210,23 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
             Py_DECREF(mark);
             if (rc < 0) goto error;
         }
+        if (owned != NULL) { /* as map_items' end and render_all take it */
+            int rc = 0;
+            if (PyList_GET_SIZE(points) > 0) {
+                rc = render_row(&b, head, points, tail, PyList_GET_ITEM(owned, 8), f_scalar);
+                if (rc == 0) rc = emit_part(&b, f_data, f_ends);
+                int keep = PyList_GET_ITEM(owned, 7) != Py_None || PyList_GET_SIZE(points) != 1;
+                if (rc == 0) rc = PyList_Append(f_kept, keep ? owned : Py_None);
+            } else if (PyList_GET_ITEM(owned, 7) != Py_None) {
+                rc = PyDict_SetItem(f_updates, key, PyList_GET_ITEM(owned, 7));
+            }
+            Py_CLEAR(owned);
+            if (rc < 0) goto error;
+        }
     }
     seen_release(seen_names);
+    seen_release(seen_heads);
+    PyMem_Free(b.data);
     Py_CLEAR(seconds.obj);
     for (int c = 0; c < C_COUNT; c++) {
         if (!tally[c]) continue;
@@ -1025,9 +1239,60 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     return PyLong_FromSsize_t(i);
 error:
+    Py_XDECREF(owned);
     seen_release(seen_names);
+    seen_release(seen_heads);
+    PyMem_Free(b.data);
     Py_XDECREF(seconds.obj);
     return NULL;
+}
+
+/* distinct_rows(items, index) -> bool: whether every item is a row datadog_rows maps (a tuple of
+ * a bytes key, samples and None) whose key the index holds, no two of one label set (one info):
+ * a step datadog_rows may map fused, each row final once mapped (map_items merges the samples
+ * of a label set met twice in a step into one row). The lookups are the ones datadog_rows then
+ * makes, fetched ahead the same way, so that it finds them in cache. */
+static PyObject *distinct_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "distinct_rows(items: list, index)");
+        return NULL;
+    }
+    if (args[1] == Py_None) Py_RETURN_FALSE;
+    KeyIndex *x = key_index_of(args[1]);
+    if (x == NULL) return NULL;
+    PyObject *items = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (x->cap == 0) Py_RETURN_FALSE;
+    size_t cap = 16;
+    while (cap < (size_t)n * 2) cap *= 2;
+    PyObject **seen = PyMem_Calloc(cap, sizeof(PyObject *));
+    if (seen == NULL) return PyErr_NoMemory();
+    uint64_t hashes[AHEAD] = {0};
+    for (Py_ssize_t j = 0; j < n && j < AHEAD; j++) fetch_ahead(x, items, j, hashes);
+    int distinct = 1;
+    for (Py_ssize_t j = 0; j < n && distinct; j++) {
+        PyObject *item = PyList_GET_ITEM(items, j);
+        PyObject *key = row_key(items, j);
+        if (key == NULL || PyTuple_GET_ITEM(item, 2) != Py_None) {
+            distinct = 0;
+            break;
+        }
+        uint64_t h = hashes[j % AHEAD];
+        if (j + AHEAD < n) fetch_ahead(x, items, j + AHEAD, hashes);
+        if (j + 1 < n) fetch_found(x, hashes[(j + 1) % AHEAD]);
+        PyObject *info = key_index_get(x, key, h);
+        if (info == NULL) {
+            distinct = 0;
+            break;
+        }
+        size_t at = ((uintptr_t)info >> 4) & (cap - 1);
+        while (seen[at] != NULL && seen[at] != info) at = (at + 1) & (cap - 1);
+        if (seen[at] == info) distinct = 0;
+        seen[at] = info;
+    }
+    PyMem_Free(seen);
+    return PyBool_FromLong(distinct);
 }
 
 /* datadog_commit(store, rows, now): CounterStore.commit_rows' loop. For each row (a list, as
@@ -1094,63 +1359,6 @@ static PyObject *datadog_commit(PyObject *self, PyObject *const *args, Py_ssize_
  * datadog.render makes it, and returns the index of the first row it left to Python: one whose
  * head (heads[(metric, type)]) or tags' JSON (info[4]) is not made yet, or not a plain row.
  * scalar is the function that writes one number (orjson.dumps): every value goes through it. */
-
-typedef struct {
-    char *data;
-    Py_ssize_t size, cap;
-} Buf;
-
-static int buf_put(Buf *b, const char *src, Py_ssize_t n) {
-    if (b->size + n > b->cap) {
-        Py_ssize_t cap = b->cap ? b->cap : 256;
-        while (cap < b->size + n) cap *= 2;
-        char *grown = PyMem_Realloc(b->data, cap);
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->size, src, n);
-    b->size += n;
-    return 0;
-}
-
-static int buf_bytes(Buf *b, PyObject *bytes) {
-    return buf_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
-}
-
-/* v in decimal, then suffix (n bytes). */
-static int buf_int64(Buf *b, long long v, const char *suffix, Py_ssize_t n) {
-    char digits[32];
-    char *end = digits + 24, *at = end;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--at = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *--at = '-';
-    memcpy(end, suffix, (size_t)n);
-    return buf_put(b, at, end - at + n);
-}
-
-static int buf_int(Buf *b, PyObject *number) {
-    int overflow = 1;
-    long long v = 0;
-    if (PyLong_CheckExact(number)) {
-        v = PyLong_AsLongLongAndOverflow(number, &overflow);
-        if (v == -1 && PyErr_Occurred()) return -1;
-    }
-    if (!overflow) return buf_int64(b, v, "", 0); /* str() made a str object per timestamp */
-    PyObject *text = PyObject_Str(number); /* as %d formats it */
-    if (text == NULL) return -1;
-    Py_ssize_t n;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
-    int rc = utf8 == NULL ? -1 : buf_put(b, utf8, n);
-    Py_DECREF(text);
-    return rc;
-}
 
 /* ---- Datadog: a label set's tags and counter key, for the memo's misses ----------------- */
 
@@ -1380,64 +1588,9 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
             break;
         }
         if (!PyBytes_CheckExact(head)) break;
-        b.size = 0;
-        if (buf_bytes(&b, head) < 0) goto error;
-        Py_ssize_t count = PyList_GET_SIZE(points);
-        for (Py_ssize_t k = 0; k < count; k++) {
-            PyObject *point = PyList_GET_ITEM(points, k);
-            if (!PyTuple_CheckExact(point) || PyTuple_GET_SIZE(point) != 2) {
-                PyErr_SetString(PyExc_TypeError, "datadog_render: a point is not a pair");
-                goto error;
-            }
-            if (k && buf_put(&b, ",", 1) < 0) goto error;
-            if (buf_put(&b, "{\"timestamp\":", 13) < 0) goto error;
-            if (buf_int(&b, PyTuple_GET_ITEM(point, 0)) < 0) goto error;
-            if (buf_put(&b, ",\"value\":", 9) < 0) goto error;
-            PyObject *number = PyTuple_GET_ITEM(point, 1);
-            if (PyFloat_CheckExact(number)) {
-                /* A whole number below 1e16 is written "%d.0" by orjson and json alike (and
-                 * -0.0 as "-0.0"): here, without a call and a bytes object (most points are:
-                 * counts, counters' increases, states). Any other value goes to scalar. */
-                double d = PyFloat_AS_DOUBLE(number);
-                if (d > -1e16 && d < 1e16 && d == (double)(long long)d) {
-                    int rc = d == 0.0 && signbit(d) ? buf_put(&b, "-0.0", 4)
-                                                    : buf_int64(&b, (long long)d, ".0", 2);
-                    if (rc < 0 || buf_put(&b, "}", 1) < 0) goto error;
-                    continue;
-                }
-            }
-            PyObject *value = PyObject_CallOneArg(scalar, number);
-            if (value == NULL) goto error;
-            int rc = PyBytes_Check(value) ? buf_bytes(&b, value) : -1;
-            if (rc < 0 && !PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "datadog_render: scalar() made no bytes");
-            Py_DECREF(value);
-            if (rc < 0 || buf_put(&b, "}", 1) < 0) goto error;
-        }
-        if (buf_bytes(&b, tail) < 0) goto error;
-        int has_interval = PyObject_IsTrue(interval);
-        if (has_interval < 0) goto error;
-        if (has_interval) {
-            if (buf_put(&b, ",\"interval\":", 12) < 0 || buf_int(&b, interval) < 0) goto error;
-        }
-        if (buf_put(&b, "}", 1) < 0) goto error;
-        if (ends != NULL) {
-            Py_ssize_t at = PyByteArray_GET_SIZE(out), marks = PyByteArray_GET_SIZE(ends);
-            if (PyByteArray_Resize(out, at + b.size + 1) < 0 ||
-                PyByteArray_Resize(ends, marks + 8) < 0)
-                goto error;
-            memcpy(PyByteArray_AS_STRING(out) + at, b.data, (size_t)b.size);
-            PyByteArray_AS_STRING(out)[at + b.size] = ',';
-            int64_t next = (int64_t)(at + b.size + 1);
-            memcpy(PyByteArray_AS_STRING(ends) + marks, &next, 8);
-        }
-        else {
-            PyObject *part = PyBytes_FromStringAndSize(b.data, b.size);
-            if (part == NULL) goto error;
-            int rc = PyList_Append(out, part);
-            Py_DECREF(part);
-            if (rc < 0) goto error;
-        }
+        if (render_row(&b, head, points, tail, interval, scalar) < 0 ||
+            emit_part(&b, out, ends) < 0)
+            goto error;
         if (kept != NULL) {
             int keep = PyList_GET_ITEM(row, 7) != Py_None || PyList_GET_SIZE(points) != 1;
             if (PyList_Append(kept, keep ? row : Py_None) < 0) goto error;
@@ -1912,6 +2065,8 @@ static PyMethodDef methods[] = {
      "key_index_infos(index, items) -> list\n\n"
      "For each item, the info the index holds for its key if it is a row (key, samples, raw),\n"
      "else None."},
+    {"distinct_rows", (PyCFunction)(void (*)(void))distinct_rows, METH_FASTCALL,
+     "Whether every row of a step is known and of its own label set (datadog_rows fused)."},
     {"datadog_commit", (PyCFunction)(void (*)(void))datadog_commit, METH_FASTCALL,
      "CounterStore.commit_rows' loop (see datadog_mapping.counters)."},
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,

@@ -80,6 +80,7 @@ from .chunked import split_batch
 from .datadog_mapping import (
     CounterMark,
     CounterStore,
+    Emit,
     MappedSeries,
     MappingOptions,
     NameCache,
@@ -610,6 +611,15 @@ class DatadogClient:
         if len(self._heads) > _MAX_INFOS:
             self._heads.clear()
         heads = self._heads
+        # Steps the compiled loop can render as it maps them are rendered there (map_items).
+        emit = Emit(
+            heads,
+            _scalar,
+            rendered.data,
+            rendered.ends,
+            series,
+            lambda row: render_all([row], heads, rendered, kept=series),
+        )
         while not plan.mapped_all and budget > 0:
             step = plan.carry or await anext(plan.batches, None)
             if step is None:
@@ -633,6 +643,7 @@ class DatadogClient:
                 pending,
                 names,
                 self._infos,
+                emit=emit,
             )
             if mapped.skipped:
                 skipped.update(mapped.skipped)

@@ -36,7 +36,7 @@ from .intake import (
     TYPE_UNSPECIFIED,
 )
 from .kinds import Kind, TypeCache, kind_by_suffix, kind_for_type, resolve_kind
-from .mapper import map_batch, map_items
+from .mapper import Emit, map_batch, map_items
 from .names import normalize_metric_name, normalize_tag, series_tags
 from .series import (
     LabelKey,
@@ -74,6 +74,7 @@ __all__ = [
     "TYPE_UNSPECIFIED",
     "CounterMark",
     "CounterStore",
+    "Emit",
     "FluxName",
     "Kind",
     "LabelKey",

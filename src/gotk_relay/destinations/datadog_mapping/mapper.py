@@ -13,8 +13,8 @@ Native histograms
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final, NamedTuple
 
 from ...model import Batch, MetricType, Series, is_stale
 from ..rows import LOOPS, Item, Loops
@@ -109,6 +109,21 @@ def _resolved(
     return resolved
 
 
+class Emit(NamedTuple):
+    """Where ``map_items`` writes a step's series as it maps them, in arrival order, with the
+    compiled loops: a step of label sets all memoized, no two alike, whose rows are so final
+    once mapped (``datadog_rows`` fused; docs/performance.md, "Rendered as mapped"). ``data``
+    and ``ends`` are a ``datadog.Rendered``'s, ``kept`` what ``datadog.render_all`` keeps of
+    each, and ``row`` renders a row mapped in Python (``render_all`` of it)."""
+
+    heads: dict[tuple[str, int], bytes]
+    scalar: Callable[[object], bytes]
+    data: bytearray
+    ends: bytearray
+    kept: list[Row | None]
+    row: Callable[[Row], None]
+
+
 def map_items(
     items: Iterable[Item],
     options: MappingOptions,
@@ -119,10 +134,13 @@ def map_items(
     names: Names | None,
     memo: SeriesMemo | None = None,
     loops: Loops = LOOPS,
+    emit: Emit | None = None,
 ) -> MappedRows:
     """``map_batch``'s mapping of series given as ``Series`` or as ``rows`` rows without a rest
     (their label set looked up in ``memo`` by its encoded bytes, learnt on a miss): one loop
-    for both, so the two cannot differ. The caller bounds ``memo``."""
+    for both, so the two cannot differ. The caller bounds ``memo``. With ``emit``, the rows of
+    a step it can take are rendered there, not returned (see ``Emit``); the series are the same
+    either way, in the same order."""
     skipped: Counter[str] = Counter()
     out: dict[bytes, Row] = {}  # by counter_key: one row per label set
     if names is None:
@@ -146,11 +164,15 @@ def map_items(
         key_index = memo.index = native.key_index()
     params = (oldest, newest, counters_as_count, drop, counter, TYPE_COUNT, TYPE_GAUGE)
     counts = [0] * len(_NATIVE_REASONS)
+    updates: dict[bytes, CounterMark] = {}
+    fused = None
+    if emit is not None and native is not None and native.distinct_rows(todo, key_index):
+        fused = (emit.heads, emit.scalar, emit.data, emit.ends, emit.kept, updates)
     index, size = 0, len(todo)
     while index < size:
         if native is not None:  # the loop below, compiled, for as many rows as it can map
             index = native.datadog_rows(
-                todo, index, names, by_bytes, pending, marks, out, counts, params, key_index
+                todo, index, names, by_bytes, pending, marks, out, counts, params, key_index, fused
             )
             if index >= size:
                 break
@@ -246,11 +268,16 @@ def map_items(
                 skipped[TOO_OLD] += 1
                 continue
             points.append((ts // 1000, value))
+        if fused is not None and emit is not None:  # final: no other row of its label set
+            del out[key]
+            if points:
+                emit.row(mapped)
+            elif mapped[7] is not None:
+                updates[key] = mapped[7]
     for reason, count in zip(_NATIVE_REASONS, counts, strict=True):
         if count:
             skipped[reason] += count
     rows: list[Row] = []
-    updates: dict[bytes, CounterMark] = {}
     for mapped in out.values():
         if mapped[5]:
             rows.append(mapped)
