@@ -460,7 +460,8 @@ def test_datadog_steps_rendered_as_mapped_are_what_mapping_then_rendering_makes(
     taught = (_steps(teach, loops), _steps(batch, loops), _steps(batch, loops))
 
     def scrapes(fused: bool) -> list[Any]:
-        memo, heads, seen_out = SeriesMemo(), {}, []
+        memo, seen_out = SeriesMemo(), []
+        heads: dict[tuple[str, int], bytes] = {}
         counters = _seeded_counters(batch)
         for steps in taught:
             rendered = datadog.Rendered()
