@@ -12,7 +12,8 @@
  * - series_tags, counter_key: a label set's tags and counter key (names.series_tags,
  *   counters.counter_key), for the memo's misses;
  * - datadog_rows, datadog_render, datadog_commit: datadog_mapping.map_items' loop over rows,
- *   datadog.render, CounterStore.commit_rows;
+ *   datadog.render, CounterStore.commit_rows; datadog_rows renders a step as it maps it when
+ *   distinct_rows finds each of its label sets known and met once (datadog_mapping.Emit);
  * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row; attributes_bytes (encoder's), for
  *   the memo's misses.
  *
