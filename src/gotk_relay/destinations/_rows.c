@@ -904,6 +904,26 @@ static inline void fetch_found(KeyIndex *x, uint64_t h) {
     if (PyList_CheckExact(slot->info)) __builtin_prefetch(((PyListObject *)slot->info)->ob_item);
 }
 
+/* A (float, int) sample's value and timestamp: 1 when Datadog may take it, 0 when no series
+ * can have it (a NaN or ±Inf, a time too far ahead; counted in tally), -1 on an error. */
+static inline int sample_read(PyObject *sample, int64_t newest, long long *tally, double *value,
+                              int64_t *ts) {
+    *value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(sample, 0));
+    *ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+    if (*ts == -1 && PyErr_Occurred()) return -1;
+    if (!(*value - *value == 0.0)) { /* NaN or ±Inf */
+        uint64_t bits;
+        memcpy(&bits, value, 8);
+        tally[bits == STALE_BITS ? C_STALE : C_NOT_FINITE]++;
+        return 0;
+    }
+    if (*ts > newest) {
+        tally[C_TOO_NEW]++;
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 10 && nargs != 11) {
         PyErr_SetString(PyExc_TypeError, "datadog_rows takes 10 or 11 arguments");
@@ -1044,21 +1064,14 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (fused != NULL && !is_count && count == 1) {
             /* The usual series: its JSON straight from the sample, as render writes a gauge's
              * one point (no interval), with the same checks as the loop below. */
-            PyObject *sample = PyTuple_GET_ITEM(samples, 0);
-            PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
-            double value = PyFloat_AS_DOUBLE(value_obj);
-            int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
-            if (ts == -1 && PyErr_Occurred()) goto error;
-            if (!(value - value == 0.0)) {
-                uint64_t bits;
-                memcpy(&bits, &value, 8);
-                tally[bits == STALE_BITS ? C_STALE : C_NOT_FINITE]++;
+            double value;
+            int64_t ts;
+            int taken = sample_read(PyTuple_GET_ITEM(samples, 0), newest, tally, &value, &ts);
+            if (taken <= 0) {
+                if (taken < 0) goto error;
                 continue;
             }
-            if (ts > newest) {
-                tally[C_TOO_NEW]++;
-                continue;
-            }
+            PyObject *value_obj = PyTuple_GET_ITEM(PyTuple_GET_ITEM(samples, 0), 0);
             if (ts < oldest) {
                 tally[C_TOO_OLD]++;
                 continue;
@@ -1115,19 +1128,11 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
             PyObject *sample = PyTuple_GET_ITEM(samples, k);
             PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
             PyObject *ts_obj = PyTuple_GET_ITEM(sample, 1);
-            double value = PyFloat_AS_DOUBLE(value_obj);
-            int64_t ts = PyLong_AsLongLong(ts_obj);
-            if (ts == -1 && PyErr_Occurred()) goto error;
-            if (!(value - value == 0.0)) { /* NaN or ±Inf */
-                uint64_t bits;
-                memcpy(&bits, &value, 8);
-                tally[bits == STALE_BITS ? C_STALE : C_NOT_FINITE]++;
-                continue;
-            }
-            if (ts > newest) {
-                tally[C_TOO_NEW]++;
-                continue;
-            }
+            double value;
+            int64_t ts;
+            int taken = sample_read(sample, newest, tally, &value, &ts);
+            if (taken < 0) goto error;
+            if (!taken) continue;
             if (!is_count) {
                 if (ts < oldest) {
                     tally[C_TOO_OLD]++;
