@@ -1998,6 +1998,16 @@ zero_upper(void)
 }
 #endif
 
+/* untrack(obj): the collector stops walking obj (a container, tracked or not; anything else is
+ * left alone). For memo entries that hold only strings, numbers and tuples of them, which can
+ * be part of no cycle: every full collection walked each of a memo's label sets, holding the
+ * event loop for tens of milliseconds (docs/performance.md, "Memos the collector skips"). */
+static PyObject *untrack(PyObject *self, PyObject *obj) {
+    (void)self;
+    if (PyObject_IS_GC(obj) && PyObject_GC_IsTracked(obj)) PyObject_GC_UnTrack(obj);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 clear_upper(PyObject *self, PyObject *noargs)
 {
@@ -2044,6 +2054,7 @@ upper_clearing(PyObject *self, PyObject *noargs)
 }
 
 static PyMethodDef methods[] = {
+    {"untrack", untrack, METH_O, "untrack(obj): the collector stops walking obj."},
     {"clear_upper", clear_upper, METH_NOARGS,
      "clear_upper(): VZEROUPPER where the CPU has AVX (see destinations/deflate.py)."},
     {"upper_dirty", upper_dirty, METH_NOARGS,

@@ -12,6 +12,7 @@ from sys import intern
 from typing import Any
 
 from ...model import Labels, MetricType
+from ..rows import LOOPS
 from .counters import CounterMark, counter_key
 from .flux import FLUX_KEY, flux_applies, flux_labels
 from .kinds import Kind
@@ -155,6 +156,14 @@ class LabelKey(tuple):  # type: ignore[type-arg]
         return self._hash
 
 
+# The collector stops walking a label set's info and its LabelKey (``_rows.c``'s untrack; nothing
+# without it): they hold only strings, numbers, bytes and tuples of them, never a cycle, and a
+# full collection walked every memoized one (docs/performance.md, "Memos the collector skips").
+_untrack: Callable[[object], None] = (
+    LOOPS.compiled.untrack if LOOPS.compiled is not None else lambda obj: None
+)
+
+
 def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
     """What a label set maps to whatever its samples: memoized by the caller.
 
@@ -182,7 +191,7 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
             name = FLUX_KEY + name
     tags, host = series_tags(tagged, options.host_label, options.static_tags)
     # A tuple of strings, which the collector stops walking (it walks every memo).
-    return [
+    info = [
         labels,
         name,
         tuple([intern(tag) for tag in tags]),
@@ -191,6 +200,9 @@ def series_info(labels: Labels, options: MappingOptions) -> SeriesInfo:
         None,
         counter_key(labels),
     ]
+    _untrack(labels)
+    _untrack(info)
+    return info
 
 
 def _always(size: int) -> bool:
