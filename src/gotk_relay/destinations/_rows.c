@@ -848,6 +848,12 @@ static int render_row(Buf *b, PyObject *head, PyObject *points, PyObject *tail,
     return buf_put(b, "}", 1);
 }
 
+/* Whether a piece keeps a rendered row (datadog.render_all's kept): a counter's (its state is
+ * committed once the piece is accepted) or a series of several points (a 413 may split it). */
+static inline int row_kept(PyObject *row) {
+    return PyList_GET_ITEM(row, 7) != Py_None || PyList_GET_SIZE(PyList_GET_ITEM(row, 5)) != 1;
+}
+
 /* b's JSON added to out: with ends (datadog.Rendered), written to the bytearray out followed by
  * a comma, where the next part starts appended to ends as a native int64; else appended to the
  * list out as bytes. */
@@ -1221,8 +1227,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
             if (PyList_GET_SIZE(points) > 0) {
                 rc = render_row(&b, head, points, tail, PyList_GET_ITEM(owned, 8), f_scalar);
                 if (rc == 0) rc = emit_part(&b, f_data, f_ends);
-                int keep = PyList_GET_ITEM(owned, 7) != Py_None || PyList_GET_SIZE(points) != 1;
-                if (rc == 0) rc = PyList_Append(f_kept, keep ? owned : Py_None);
+                if (rc == 0) rc = PyList_Append(f_kept, row_kept(owned) ? owned : Py_None);
             } else if (PyList_GET_ITEM(owned, 7) != Py_None) {
                 rc = PyDict_SetItem(f_updates, key, PyList_GET_ITEM(owned, 7));
             }
@@ -1598,8 +1603,7 @@ static PyObject *datadog_render(PyObject *self, PyObject *const *args, Py_ssize_
             emit_part(&b, out, ends) < 0)
             goto error;
         if (kept != NULL) {
-            int keep = PyList_GET_ITEM(row, 7) != Py_None || PyList_GET_SIZE(points) != 1;
-            if (PyList_Append(kept, keep ? row : Py_None) < 0) goto error;
+            if (PyList_Append(kept, row_kept(row) ? row : Py_None) < 0) goto error;
         }
     }
     PyMem_Free(b.data);
