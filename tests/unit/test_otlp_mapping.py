@@ -889,15 +889,21 @@ def test_label_set_keys_are_the_plain_tuples_to_every_dict() -> None:
         assert hash(key) == hash(plain[name]) == hash(tuple(key))
         assert {plain[name]: name}[key] == name and {key: name}[plain[name]] == name
     native = LOOPS.compiled
-    if native is not None:  # without a kept hash it is a tuple's; a wrong one is refused
+    if native is not None:  # kept by a subclass without a __dict__; any other hashes anew
 
-        class Bare(native.HashedTuple):  # type: ignore[misc,name-defined]
+        class Kept(native.HashedTuple):  # type: ignore[misc,name-defined]
+            __slots__ = ()
+
+        class WithDict(native.HashedTuple):  # type: ignore[misc,name-defined]
             pass
 
-        class Wrong(native.HashedTuple):  # type: ignore[misc,name-defined]
-            def __init__(self, items: object) -> None:
-                self._hash = "x"
-
-        assert hash(Bare(rest)) == hash(rest)
+        with_dict = WithDict(rest)
+        with_dict.note = "a __dict__ where Kept keeps its hash"
+        made: list[Any] = [Kept(rest), with_dict, Kept(iter(rest)), Kept(list(rest))]
+        for key in made:
+            assert key == rest and hash(key) == hash(rest) and {rest: 1}[key] == 1
+        assert Kept(()) == () and hash(Kept(())) == hash(())
         with pytest.raises(TypeError):
-            hash(Wrong(rest))
+            Kept(rest, rest)
+        with pytest.raises(TypeError):
+            hash(Kept(([],)))

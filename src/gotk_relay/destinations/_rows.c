@@ -14,14 +14,16 @@
  * - datadog_rows, datadog_render, datadog_commit: datadog_mapping.map_items' loop over rows,
  *   datadog.render, CounterStore.commit_rows; datadog_rows renders a step as it maps it when
  *   distinct_rows finds each of its label sets known and met once (datadog_mapping.Emit);
- * - otlp_rows: otlp_mapping.Mapper.gauge_row and counter_row; attributes_bytes (encoder's), for
- *   the memo's misses.
+ * - otlp_known, otlp_plan: otlp_mapping.Mapper.feed's two loops, for a step whose label sets
+ *   are all known; otlp_rows: Mapper.gauge_row and counter_row; attributes_bytes (encoder's),
+ *   for the memo's misses; HashedTuple, the OTLP keys' tuple that keeps its hash.
  *
  * They read and write the Python state the twins use (memos, counter and stream state) through
  * the C API, and leave to Python what they do not handle (a label set or name seen first, ...).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <math.h>
 #include <string.h>
@@ -1624,7 +1626,50 @@ error:
  * Python, data points added). */
 
 static PyObject *s_encoded, *s_attrs, *s_counter_key, *s_rest, *s_gauge, *s_updown, *s_sum;
-static PyObject *s_metric_key, *s_metrics, *s_parts;
+static PyObject *s_metric_key, *s_metrics, *s_parts, *s_name, *s_shape, *s_kind_key;
+
+/* An attribute a class keeps in a __slots__ slot (RowInfo's, _Entry's), read at the slot's
+ * offset: getattr looked the name up in the type's dicts and called the member descriptor, ~5
+ * of them a row, more than encoding its point. The offset is the one getattr's descriptor
+ * reads, taken from the object's type and kept while the type is unchanged (its version tag);
+ * any other object, or an empty slot, is read by getattr. */
+typedef struct {
+    PyObject **name;
+    PyTypeObject *type; /* a strong reference once learnt */
+    unsigned int version;
+    Py_ssize_t offset;
+} Slot;
+
+static Slot sl_attrs = {&s_attrs, NULL, 0, 0}, sl_counter_key = {&s_counter_key, NULL, 0, 0},
+            sl_rest = {&s_rest, NULL, 0, 0}, sl_metric_key = {&s_metric_key, NULL, 0, 0},
+            sl_parts = {&s_parts, NULL, 0, 0}, sl_name = {&s_name, NULL, 0, 0},
+            sl_shape = {&s_shape, NULL, 0, 0}, sl_kind_key = {&s_kind_key, NULL, 0, 0};
+
+static int slot_learn(Slot *s, PyTypeObject *tp) {
+    if (tp->tp_getattro != PyObject_GenericGetAttr) return 0;
+    PyObject *found = _PyType_Lookup(tp, *s->name); /* borrowed; gives tp a version tag */
+    if (found == NULL || !Py_IS_TYPE(found, &PyMemberDescr_Type) ||
+        !(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return 0;
+    PyMemberDef *member = ((PyMemberDescrObject *)found)->d_member;
+    if (member->type != T_OBJECT_EX) return 0;
+    Py_XSETREF(s->type, (PyTypeObject *)Py_NewRef(tp));
+    s->version = tp->tp_version_tag;
+    s->offset = member->offset;
+    return 1;
+}
+
+/* getattr(obj, name), a new reference. */
+static inline PyObject *slot_get(Slot *s, PyObject *obj) {
+    PyTypeObject *tp = Py_TYPE(obj);
+    if ((tp == s->type && tp->tp_version_tag == s->version &&
+         (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) ||
+        slot_learn(s, tp)) {
+        PyObject *value = *(PyObject **)((char *)obj + s->offset);
+        if (value != NULL) return Py_NewRef(value);
+    }
+    return PyObject_GetAttr(obj, *s->name);
+}
 
 /* Output.encoded(info, data, kind), a new reference: found here when the row's metric is in
  * the request already under the key its info keeps for this data (RowInfo._metric_key, in
@@ -1633,7 +1678,7 @@ static PyObject *s_metric_key, *s_metrics, *s_parts;
 static PyObject *encoded_parts(PyObject *output, PyObject *metrics, PyObject *info,
                                PyObject *data, PyObject *kind) {
     if (metrics != NULL) {
-        PyObject *key = PyObject_GetAttr(info, s_metric_key);
+        PyObject *key = slot_get(&sl_metric_key, info);
         if (key == NULL) return NULL;
         PyObject *entry = NULL;
         if (PyTuple_Check(key) && PyTuple_GET_SIZE(key) == 4 && PyTuple_GET_ITEM(key, 3) == data) {
@@ -1641,7 +1686,7 @@ static PyObject *encoded_parts(PyObject *output, PyObject *metrics, PyObject *in
         }
         Py_DECREF(key);
         if (entry != NULL) {
-            PyObject *parts = PyObject_GetAttr(entry, s_parts);
+            PyObject *parts = slot_get(&sl_parts, entry);
             if (parts == NULL || PyList_CheckExact(parts)) return parts;
             Py_DECREF(parts);
         } else if (PyErr_Occurred()) {
@@ -1758,7 +1803,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         if (!plain) break;
         PyObject *data = is_counter ? s_sum : (updown ? s_updown : s_gauge);
-        PyObject *attrs = PyObject_GetAttr(info, s_attrs);
+        PyObject *attrs = slot_get(&sl_attrs, info);
         if (attrs == NULL) goto error;
         if (!PyBytes_CheckExact(attrs)) {
             Py_DECREF(attrs);
@@ -1797,8 +1842,8 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
             Py_DECREF(attrs);
             continue;
         }
-        PyObject *key_obj = PyObject_GetAttr(info, s_counter_key);
-        PyObject *rest = key_obj ? PyObject_GetAttr(info, s_rest) : NULL;
+        PyObject *key_obj = slot_get(&sl_counter_key, info);
+        PyObject *rest = key_obj ? slot_get(&sl_rest, info) : NULL;
         if (rest == NULL) {
             Py_XDECREF(key_obj);
             goto error_attrs;
@@ -1950,32 +1995,158 @@ error:
     return NULL;
 }
 
-/* ---- HashedTuple: a tuple whose hash its subclass keeps in ``_hash`` -----------------------
+/* otlp_known(index, items, learnt) -> list or None: Mapper.feed's first loop for a step whose
+ * items are all rows of label sets the index holds: their infos, in order, each info's shape
+ * (when not None) put in learnt in that order. None, learnt untouched, when any item is not
+ * such a row: the loop runs in Python then. */
+static PyObject *otlp_known(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[1]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "otlp_known(index, items: list, learnt: dict)");
+        return NULL;
+    }
+    PyObject *infos = key_index_infos(self, args, 2);
+    if (infos == NULL) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(infos);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_ITEM(infos, i) == Py_None) {
+            Py_DECREF(infos);
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *learnt = args[2];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *shape = slot_get(&sl_shape, PyList_GET_ITEM(infos, i));
+        if (shape == NULL) goto error;
+        int rc = 0;
+        if (shape != Py_None) {
+            if (PyTuple_CheckExact(shape) && PyTuple_GET_SIZE(shape) == 2) {
+                rc = PyDict_SetItem(learnt, PyTuple_GET_ITEM(shape, 0), PyTuple_GET_ITEM(shape, 1));
+            } else {
+                PyErr_SetString(PyExc_TypeError, "otlp_known: a shape is not a pair");
+                rc = -1;
+            }
+        }
+        Py_DECREF(shape);
+        if (rc < 0) goto error;
+    }
+    return infos;
+error:
+    Py_DECREF(infos);
+    return NULL;
+}
+
+/* otlp_plan(infos, items, start, kinds, plan) -> (index, points, unmapped): Mapper.feed's
+ * second loop over the rows otlp_known gave infos for, from start: a row of a nameless label
+ * set counts its samples unmapped, one without samples is passed over, one whose kind and role
+ * kinds holds (by its kind_key) goes to plan as (info, kind, role, samples), unless its role is
+ * "created"; returns where it stopped (the first row left to Python: its kind not resolved yet,
+ * or a _created series), the samples it planned and those it counted unmapped. */
+static PyObject *otlp_plan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
+        !PyDict_CheckExact(args[3]) || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "otlp_plan(infos, items, start, kinds, plan)");
+        return NULL;
+    }
+    PyObject *infos = args[0], *items = args[1], *kinds = args[3], *plan = args[4];
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(infos);
+    if (PyList_GET_SIZE(items) < n) n = PyList_GET_SIZE(items);
+    long long points = 0, unmapped = 0;
+    for (; i < n; i++) {
+        PyObject *info = PyList_GET_ITEM(infos, i), *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) break;
+        PyObject *samples = PyTuple_GET_ITEM(item, 1);
+        if (!PyTuple_CheckExact(samples)) break;
+        PyObject *name = slot_get(&sl_name, info);
+        if (name == NULL) return NULL;
+        int named = PyUnicode_CheckExact(name) ? PyUnicode_GET_LENGTH(name) > 0 : -1;
+        Py_DECREF(name);
+        if (named < 0) break;
+        Py_ssize_t count = PyTuple_GET_SIZE(samples);
+        if (!named) {
+            unmapped += count;
+            continue;
+        }
+        if (count == 0) continue;
+        PyObject *kind_key = slot_get(&sl_kind_key, info);
+        if (kind_key == NULL) return NULL;
+        PyObject *found = PyDict_GetItemWithError(kinds, kind_key); /* borrowed */
+        Py_DECREF(kind_key);
+        if (found == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            break;
+        }
+        if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 2) break;
+        PyObject *role = PyTuple_GET_ITEM(found, 1);
+        if (!PyUnicode_CheckExact(role) || PyUnicode_CompareWithASCIIString(role, "created") == 0)
+            break;
+        PyObject *entry = PyTuple_Pack(4, info, PyTuple_GET_ITEM(found, 0), role, samples);
+        if (entry == NULL) return NULL;
+        /* Never in a cycle, and thousands of them live for a step: untracked, young
+         * collections need not walk them. */
+        PyObject_GC_UnTrack(entry);
+        int rc = PyList_Append(plan, entry);
+        Py_DECREF(entry);
+        if (rc < 0) return NULL;
+        points += count;
+    }
+    return Py_BuildValue("(nLL)", i, points, unmapped);
+}
+
+/* ---- HashedTuple: a tuple that keeps its hash ---------------------------------------------
  *
  * otlp_mapping's keys (a label set without its name, a counter's stream key, a metric's key)
- * are tuples looked up three to five times per sample, their hash computed once and kept in
- * ``_hash``. A ``__hash__`` written in Python returning it cost a Python call per lookup (more
- * than hashing the tuple anew); this slot reads it in C. Without ``_hash`` it hashes as tuple. */
-static PyObject *s_hash;
+ * are tuples looked up three to five times per sample. A tuple of ~10 pairs hashes every pair
+ * again each time, ~25 objects read, most out of cache for a 50,000-label-set memo; a hash kept
+ * in a Python attribute cost a lookup in the instance's dict (three more objects). Made here,
+ * the hash is computed once and kept in the word after the last item, which the allocation
+ * holds anyway (PyType_GenericAlloc allocates one item more than asked), stored inverted so
+ * that zero means "not kept". Only a subclass that adds nothing after the items (no __dict__:
+ * ``__slots__ = ()``) keeps it, since a __dict__ pointer lives in that word; any other, or a
+ * tuple made by tuple.__new__, hashes as a tuple. Equal to, and hashing as, the plain tuple. */
+static inline int hashed_tuple_keeps(PyTypeObject *type) {
+    return type->tp_basicsize == PyTuple_Type.tp_basicsize &&
+           type->tp_itemsize == PyTuple_Type.tp_itemsize && type->tp_dictoffset == 0;
+}
+
+static PyObject *hashed_tuple_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *iterable = NULL;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || !PyArg_UnpackTuple(args, "HashedTuple", 1, 1, &iterable))
+        return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_TypeError, "HashedTuple(iterable)"), NULL);
+    PyObject *items = PySequence_Tuple(iterable);
+    if (items == NULL) return NULL;
+    Py_hash_t h = PyObject_Hash(items);
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    int keeps = hashed_tuple_keeps(type);
+    PyObject *self = h == -1 ? NULL : type->tp_alloc(type, keeps ? n + 1 : n);
+    if (self == NULL) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    PyTupleObject *t = (PyTupleObject *)self;
+    for (Py_ssize_t i = 0; i < n; i++) t->ob_item[i] = Py_NewRef(PyTuple_GET_ITEM(items, i));
+    Py_DECREF(items);
+    if (keeps) {
+        Py_SET_SIZE(self, n);
+        t->ob_item[n] = (PyObject *)(uintptr_t)~(uint64_t)(int64_t)h;
+    }
+    return self;
+}
 
 static Py_hash_t hashed_tuple_hash(PyObject *self) {
-    PyObject *cached = PyObject_GetAttr(self, s_hash);
-    if (cached == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return -1;
-        PyErr_Clear();
-        return PyTuple_Type.tp_hash(self);
+    if (hashed_tuple_keeps(Py_TYPE(self))) {
+        uint64_t kept = (uint64_t)(uintptr_t)((PyTupleObject *)self)->ob_item[Py_SIZE(self)];
+        if (kept) return (Py_hash_t)(int64_t)~kept;
     }
-    Py_hash_t h = PyLong_Check(cached) ? PyLong_AsSsize_t(cached) : -1;
-    Py_DECREF(cached);
-    if (h == -1 && !PyErr_Occurred()) {
-        PyErr_SetString(PyExc_TypeError, "HashedTuple: _hash must be tuple.__hash__(self)");
-    }
-    return h;
+    return PyTuple_Type.tp_hash(self);
 }
 
 static PyType_Slot hashed_tuple_slots[] = {
+    {Py_tp_new, hashed_tuple_new},
     {Py_tp_hash, hashed_tuple_hash},
-    {Py_tp_doc, "A tuple hashing as its subclass's _hash (tuple.__hash__ of it, kept)."},
+    {Py_tp_doc, "HashedTuple(iterable): a tuple whose hash is computed once and kept."},
     {0, NULL},
 };
 
@@ -2093,6 +2264,10 @@ static PyMethodDef methods[] = {
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,
      "datadog.render for rows whose parts are made (see datadog); with kept, each row again\n"
      "or None (datadog.render_all)."},
+    {"otlp_known", (PyCFunction)(void (*)(void))otlp_known, METH_FASTCALL,
+     "Mapper.feed's first loop, for a step of rows whose label sets are all known."},
+    {"otlp_plan", (PyCFunction)(void (*)(void))otlp_plan, METH_FASTCALL,
+     "Mapper.feed's second loop, for the rows otlp_known found."},
     {"otlp_rows", (PyCFunction)(void (*)(void))otlp_rows, METH_FASTCALL,
      "otlp_mapping.Mapper's gauge_row and counter_row, for a plan's rows (see otlp_mapping)."},
     {NULL, NULL, 0, NULL},
@@ -2128,11 +2303,15 @@ PyMODINIT_FUNC PyInit__rows(void) {
     s_sum = PyUnicode_InternFromString("sum");
     if (!s_encoded || !s_attrs || !s_counter_key || !s_rest || !s_gauge || !s_updown || !s_sum)
         return NULL;
-    s_hash = PyUnicode_InternFromString("_hash");
     s_metric_key = PyUnicode_InternFromString("_metric_key");
     s_metrics = PyUnicode_InternFromString("_metrics");
     s_parts = PyUnicode_InternFromString("parts");
-    if (s_hash == NULL || !s_metric_key || !s_metrics || !s_parts) return NULL;
+    s_name = PyUnicode_InternFromString("name");
+    s_shape = PyUnicode_InternFromString("shape");
+    s_kind_key = PyUnicode_InternFromString("kind_key");
+    if (!s_metric_key || !s_metrics || !s_parts || !s_name || !s_shape ||
+        !s_kind_key)
+        return NULL;
     PyObject *errors = PyImport_ImportModule("gotk_relay.wire.errors");
     if (errors == NULL) return NULL;
     DecodeError = PyObject_GetAttrString(errors, "DecodeError");

@@ -186,14 +186,21 @@ class Mapper(Numbers, Classic, Native):
             index = self.state.row_indexes[self.resource_labels] = native.key_index()
             for memo_key, memo_info in memo.items():
                 native.key_index_add(index, memo_key, memo_info)
+        learnt: dict[str, MetricType] = {}  # the shapes the batch shows (_learn_shapes' loop)
+        # A step of rows whose label sets are all known (a steady source's): both loops below
+        # run in C (otlp_known, otlp_plan), what they leave to Python by _plan_row.
+        known: list[RowInfo] | None = (
+            native.otlp_known(index, items, learnt)
+            if native is not None and isinstance(items, list)
+            else None
+        )
         indexed: Sequence[RowInfo | None] = (
             native.key_index_infos(index, items)
-            if native is not None and isinstance(items, list)
+            if native is not None and isinstance(items, list) and known is None
             else ()
         )
         entries: list[tuple[Series, Sequence[tuple[float, int]] | None, RowInfo | None]] = []
-        learnt: dict[str, MetricType] = {}  # the shapes the batch shows (_learn_shapes' loop)
-        for at, item in enumerate(items):
+        for at, item in enumerate(items if known is None else ()):
             if isinstance(item, Series):
                 entries.append((item, None, None))
                 series_shape = _series_shape(item)
@@ -221,7 +228,8 @@ class Mapper(Numbers, Classic, Native):
         shapes.update(learnt)
         if len(shapes) > self.state.max_families:  # what it forgets is still in state.inferred
             shapes.clear()
-            shapes.update(self._learn_shapes(entries))
+            shown = entries if known is None else [(info.shell, None, info) for info in known]
+            shapes.update(self._learn_shapes(shown))
             self._shapes_version += 1
         if len(self.created) > self.state.max_streams:
             self.created.clear()
@@ -235,6 +243,16 @@ class Mapper(Numbers, Classic, Native):
         kinds = self._kinds
         plan: list[_Planned] = []
         waiting_points = 0
+        if known is not None:
+            assert native is not None and isinstance(items, list)
+            at, size = 0, len(known)
+            while at < size:
+                at, points, unmapped = native.otlp_plan(known, items, at, kinds, plan)
+                waiting_points += points
+                self.unmapped += unmapped
+                if at < size:
+                    waiting_points += self._plan_row(known[at], items[at][1], shapes, plan)
+                    at += 1
         for series, samples, info in entries:
             if info is None:
                 name = series.name
@@ -253,28 +271,40 @@ class Mapper(Numbers, Classic, Native):
                 waiting_points += len(series.samples) + len(series.histograms)
                 continue
             assert samples is not None
-            name = info.name
-            if not name:
-                self.unmapped += len(samples)
-                continue
-            if not samples:
-                continue  # role "none", and no histograms in a row
-            cached = info.kind_key
-            found = kinds.get(cached)
-            if found is None:
-                kind = self.resolve(series, name, shapes)
-                found = kinds[cached] = (kind, self.role(kind, series.labels))
-            kind, role = found
-            if role == "created":
-                for value, _ in samples:
-                    if math.isfinite(value) and value > 0:
-                        self.created[(kind.family, info.rest)] = int(value * 1000)
-                continue
-            plan.append((info, kind, role, samples))
-            waiting_points += len(samples)
+            waiting_points += self._plan_row(info, samples, shapes, plan)
         waiting, self.waiting = self.waiting, plan
         self.waiting_points = waiting_points
         self.map_plan(waiting)
+
+    def _plan_row(
+        self,
+        info: RowInfo,
+        samples: Sequence[tuple[float, int]],
+        shapes: Mapping[str, MetricType],
+        plan: list[_Planned],
+    ) -> int:
+        """A row's kind and role (resolved once per ``kind_key`` while ``_kinds`` holds), and
+        the row put in ``plan``; the samples planned."""
+        name = info.name
+        if not name:
+            self.unmapped += len(samples)
+            return 0
+        if not samples:
+            return 0  # role "none", and no histograms in a row
+        kinds = self._kinds
+        cached = info.kind_key
+        found = kinds.get(cached)
+        if found is None:
+            kind = self.resolve(info.shell, name, shapes)
+            found = kinds[cached] = (kind, self.role(kind, info.shell.labels))
+        kind, role = found
+        if role == "created":
+            for value, _ in samples:
+                if math.isfinite(value) and value > 0:
+                    self.created[(kind.family, info.rest)] = int(value * 1000)
+            return 0
+        plan.append((info, kind, role, samples))
+        return len(samples)
 
     def map_plan(self, plan: list[_Planned]) -> None:
         index, size = 0, len(plan)
