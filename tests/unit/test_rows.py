@@ -702,6 +702,55 @@ def test_otlp_maps_rows_as_it_maps_decoded_series(
         assert got.unmapped == want.unmapped
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", ""]),  # instance
+            st.sampled_from(["", "lib"]),  # otel_scope_name
+            st.sampled_from(["g", "c_total"]),
+            st.sampled_from(["encoded", "field by field"]),
+            st.integers(0, 400),  # points, then the attribute's length
+            st.integers(0, 20_000),
+        ),
+        max_size=12,
+    )
+)
+def test_a_request_is_serialized_alike_by_both_loops(ops: list[Any]) -> None:
+    """``Output.serialized`` compiled (``_rows.otlp_serialized``) writes the bytes its Python
+    twin writes: resources, scopes, metrics of encoded points, metrics given points field by
+    field (and both), of any size (every length's varint)."""
+    if COMPILED is None:
+        pytest.skip("the _rows extension is not built")
+    from gotk_relay.destinations.otlp_mapping.builder import Builder
+    from gotk_relay.destinations.otlp_mapping.encoder import number_bytes
+    from gotk_relay.destinations.otlp_mapping.labelsets import RowInfo
+    from gotk_relay.destinations.otlp_mapping.naming import Kind
+
+    builders = [
+        Builder(MappingState(), "cumulative", ("job", "instance"), native)
+        for native in (None, COMPILED.compiled)
+    ]
+    for instance, scope, name, how, points, width in ops:
+        labels: tuple[tuple[str, str], ...] = (("__name__", name), ("instance", instance))
+        labels += (("job", "j"),)
+        labels += (("otel_scope_name", scope),) if scope else ()
+        labels += (("pod", "p" * (width // 4)),)
+        data = "sum" if name.endswith("_total") else "gauge"
+        kind = Kind(MetricType.COUNTER if data == "sum" else MetricType.GAUGE, name, "")
+        for builder in builders:
+            info = RowInfo(labels, builder._ctx_of)
+            for ts in range(1, min(points, 40) + 1):
+                if how == "encoded":
+                    point = number_bytes(info.attrs, ts, 1, float(ts))
+                    builder.out.encoded(info, data, kind).append(point)
+                else:
+                    builder.out.number(info.ctx, name, data, kind, ts, 1, float(ts))
+    python, compiled = (builder.out.serialized() for builder in builders)
+    assert compiled == python
+    assert builders[1].out.message() == builders[0].out.message()
+
+
 def _flat(steps: list[Batch | list[Item]]) -> tuple[list[Any], list[Any]]:
     """Every sample (with its series' labels) and every other part of a series, in order."""
     samples: list[Any] = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ... import __version__
 from ...model import Exemplar, Labels
@@ -38,9 +38,14 @@ class Builder:
     resource, scope and attributes."""
 
     def __init__(
-        self, state: MappingState, temporality: Temporality, resource_labels: Sequence[str]
+        self,
+        state: MappingState,
+        temporality: Temporality,
+        resource_labels: Sequence[str],
+        native: Any = None,
     ) -> None:
         self.state = state
+        self._native = native  # rows.LOOPS.compiled for Output, or None (its Python twin)
         self.delta = temporality == "delta"
         self.resource_labels = tuple(resource_labels)
         self._resource_set = frozenset(resource_labels)
@@ -57,7 +62,7 @@ class Builder:
 
     def _output(self) -> Output:
         """A new request, sharing the headers of those before."""
-        return Output(self.resource_labels, self.temporality, self.heads)
+        return Output(self.resource_labels, self.temporality, self.heads, self._native)
 
     def prev(self, key: StreamKey) -> StreamState | None:
         found = self.updates.get(key)

@@ -58,7 +58,7 @@ class Mapper(Numbers, Classic, Native):
         resource_labels: Sequence[str],
         loops: Loops = LOOPS,
     ) -> None:
-        super().__init__(state, temporality, resource_labels)
+        super().__init__(state, temporality, resource_labels, loops.compiled)
         self.loops = loops
         self.waiting: list[_Planned] = []  # the last batch fed, not mapped yet
         self.waiting_points = 0  # its samples and histograms
