@@ -1646,6 +1646,10 @@ static Slot sl_attrs = {&s_attrs, NULL, 0, 0}, sl_counter_key = {&s_counter_key,
             sl_parts = {&s_parts, NULL, 0, 0}, sl_name = {&s_name, NULL, 0, 0},
             sl_shape = {&s_shape, NULL, 0, 0}, sl_kind_key = {&s_kind_key, NULL, 0, 0};
 
+static PyObject *s_message, *s_head, *s_tail, *s_field;
+static Slot sl_message = {&s_message, NULL, 0, 0}, sl_head = {&s_head, NULL, 0, 0},
+            sl_tail = {&s_tail, NULL, 0, 0}, sl_field = {&s_field, NULL, 0, 0};
+
 static int slot_learn(Slot *s, PyTypeObject *tp) {
     if (tp->tp_getattro != PyObject_GenericGetAttr) return 0;
     PyObject *found = _PyType_Lookup(tp, *s->name); /* borrowed; gives tp a version tag */
@@ -1672,26 +1676,146 @@ static inline PyObject *slot_get(Slot *s, PyObject *obj) {
     return PyObject_GetAttr(obj, *s->name);
 }
 
+/* What otlp_rows reads of the Output (its attributes, each a new reference, or NULL): the
+ * request's metrics by key, the mapper's headers, the request's tree, its temporality and the
+ * _Entry class. Without metrics every row asks Output.encoded; without the rest a metric new
+ * to the request is made by it. */
+typedef struct {
+    PyObject *metrics, *heads, *tree, *temporality, *entry_type;
+} OutputRefs;
+
+static PyObject *s_heads, *s_tree, *s_temporality, *s_entry_type, *s_ctx, *s_data;
+static Slot sl_ctx = {&s_ctx, NULL, 0, 0}, sl_data = {&s_data, NULL, 0, 0};
+
+static void output_refs_clear(OutputRefs *o) {
+    Py_CLEAR(o->metrics);
+    Py_CLEAR(o->heads);
+    Py_CLEAR(o->tree);
+    Py_CLEAR(o->temporality);
+    Py_CLEAR(o->entry_type);
+}
+
+static int output_refs(PyObject *output, OutputRefs *o) {
+    PyObject **refs[5] = {&o->metrics, &o->heads, &o->tree, &o->temporality, &o->entry_type};
+    PyObject *names[5] = {s_metrics, s_heads, s_tree, s_temporality, s_entry_type};
+    for (int k = 0; k < 5; k++) {
+        *refs[k] = PyObject_GetAttr(output, names[k]);
+        if (*refs[k] == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                output_refs_clear(o);
+                return -1;
+            }
+            PyErr_Clear();
+        }
+    }
+    if (o->metrics == NULL || !PyDict_CheckExact(o->metrics)) {
+        output_refs_clear(o);
+    } else if (o->heads == NULL || !PyDict_CheckExact(o->heads) || o->tree == NULL ||
+               !PyDict_CheckExact(o->tree) || o->temporality == NULL || o->entry_type == NULL ||
+               !PyType_Check(o->entry_type)) {
+        Py_CLEAR(o->heads); /* made by Output.encoded */
+    }
+    return 0;
+}
+
+/* obj.<slot> = value (a new reference taken), at the slot's offset as slot_get reads it. */
+static int slot_put(Slot *s, PyObject *obj, PyObject *value) {
+    PyTypeObject *tp = Py_TYPE(obj);
+    if ((tp == s->type && tp->tp_version_tag == s->version &&
+         (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) ||
+        slot_learn(s, tp)) {
+        Py_XSETREF(*(PyObject **)((char *)obj + s->offset), Py_NewRef(value));
+        return 0;
+    }
+    return PyObject_SetAttr(obj, *s->name, value);
+}
+
+/* A value of dict under key, made by make() and put there when it has none; borrowed. */
+static PyObject *dict_child(PyObject *dict, PyObject *key, PyObject *(*make)(Py_ssize_t)) {
+    PyObject *found = PyDict_GetItemWithError(dict, key);
+    if (found != NULL || PyErr_Occurred()) return found;
+    PyObject *made = make(0);
+    if (made == NULL) return NULL;
+    int rc = PyDict_SetItem(dict, key, made);
+    Py_DECREF(made);
+    return rc < 0 ? NULL : made;
+}
+
+static PyObject *new_dict(Py_ssize_t unused) {
+    (void)unused;
+    return PyDict_New();
+}
+
+/* Output._entry for a row's metric new to the request (key: its info's metric key), when
+ * the mapper has its headers already: the _Entry made with them (what its __init__ sets, slot
+ * by slot), kept under key and appended to its resource's scope's metrics; its points' list,
+ * a new reference. NULL without an error when the headers are not made yet (Python makes
+ * them). The entry and its list are untracked: they hold bytes, strings and ints, and some
+ * 40,000 of them were made per second, each setting off its share of young collections. */
+static PyObject *new_entry(OutputRefs *o, PyObject *info, PyObject *data, PyObject *kind,
+                           PyObject *key) {
+    PyObject *ctx = slot_get(&sl_ctx, info), *name = ctx ? slot_get(&sl_name, info) : NULL;
+    PyObject *out = NULL, *head_key = NULL, *entry = NULL, *parts = NULL;
+    if (name == NULL) goto done;
+    if (!PyTuple_Check(ctx) || PyTuple_GET_SIZE(ctx) < 2) goto done; /* Python's, then */
+    head_key = PyTuple_Pack(4, name, data, kind, o->temporality);
+    if (head_key == NULL) goto done;
+    PyObject *found = PyDict_GetItemWithError(o->heads, head_key); /* borrowed */
+    if (found == NULL || !PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 3) goto done;
+    PyTypeObject *type = (PyTypeObject *)o->entry_type;
+    entry = type->tp_alloc(type, 0);
+    parts = entry ? PyList_New(0) : NULL;
+    if (parts == NULL) goto done;
+    if (slot_put(&sl_head, entry, PyTuple_GET_ITEM(found, 0)) < 0 ||
+        slot_put(&sl_tail, entry, PyTuple_GET_ITEM(found, 1)) < 0 ||
+        slot_put(&sl_field, entry, PyTuple_GET_ITEM(found, 2)) < 0 ||
+        slot_put(&sl_data, entry, data) < 0 || slot_put(&sl_message, entry, Py_None) < 0 ||
+        slot_put(&sl_parts, entry, parts) < 0)
+        goto done;
+    if (PyObject_GC_IsTracked(entry)) PyObject_GC_UnTrack(entry);
+    PyObject_GC_UnTrack(parts);
+    PyObject *scopes = dict_child(o->tree, PyTuple_GET_ITEM(ctx, 0), new_dict);
+    PyObject *entries = scopes ? dict_child(scopes, PyTuple_GET_ITEM(ctx, 1), PyList_New) : NULL;
+    if (entries == NULL || PyDict_SetItem(o->metrics, key, entry) < 0 ||
+        PyList_Append(entries, entry) < 0)
+        goto done;
+    out = Py_NewRef(parts);
+done:
+    Py_XDECREF(ctx);
+    Py_XDECREF(name);
+    Py_XDECREF(head_key);
+    Py_XDECREF(entry);
+    Py_XDECREF(parts);
+    return out;
+}
+
 /* Output.encoded(info, data, kind), a new reference: found here when the row's metric is in
  * the request already under the key its info keeps for this data (RowInfo._metric_key, in
- * Output._metrics), else by calling it (which makes the metric, or the key). A Python call
- * per row cost more than the point it encodes. */
-static PyObject *encoded_parts(PyObject *output, PyObject *metrics, PyObject *info,
+ * Output._metrics), made here (new_entry) when it is not but its key and headers are, else by
+ * calling it (which makes the metric, the headers or the key). A Python call per row cost
+ * more than the point it encodes. */
+static PyObject *encoded_parts(PyObject *output, OutputRefs *o, PyObject *info,
                                PyObject *data, PyObject *kind) {
-    if (metrics != NULL) {
+    if (o->metrics != NULL) {
         PyObject *key = slot_get(&sl_metric_key, info);
         if (key == NULL) return NULL;
         PyObject *entry = NULL;
-        if (PyTuple_Check(key) && PyTuple_GET_SIZE(key) == 4 && PyTuple_GET_ITEM(key, 3) == data) {
-            entry = PyDict_GetItemWithError(metrics, key); /* borrowed: the dict holds it */
-        }
-        Py_DECREF(key);
+        int keyed = PyTuple_Check(key) && PyTuple_GET_SIZE(key) == 4 && PyTuple_GET_ITEM(key, 3) == data;
+        if (keyed) entry = PyDict_GetItemWithError(o->metrics, key); /* borrowed */
         if (entry != NULL) {
+            Py_DECREF(key);
             PyObject *parts = slot_get(&sl_parts, entry);
             if (parts == NULL || PyList_CheckExact(parts)) return parts;
             Py_DECREF(parts);
         } else if (PyErr_Occurred()) {
+            Py_DECREF(key);
             return NULL;
+        } else if (keyed && o->heads != NULL) {
+            PyObject *parts = new_entry(o, info, data, kind, key);
+            Py_DECREF(key);
+            if (parts != NULL || PyErr_Occurred()) return parts;
+        } else {
+            Py_DECREF(key);
         }
     }
     return PyObject_CallMethodObjArgs(output, s_encoded, info, data, kind, NULL);
@@ -1774,14 +1898,8 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (delta < 0) return NULL;
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if (i == -1 && PyErr_Occurred()) return NULL;
-    /* The request's metrics by key (Output._metrics), or NULL: then encoded() every row. */
-    PyObject *metrics = PyObject_GetAttr(output, s_metrics);
-    if (metrics == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
-        PyErr_Clear();
-    } else if (!PyDict_CheckExact(metrics)) {
-        Py_CLEAR(metrics);
-    }
+    OutputRefs refs = {NULL, NULL, NULL, NULL, NULL};
+    if (output_refs(output, &refs) < 0) return NULL;
     Buf b = {NULL, 0, 0};
     long long added = 0;
     Py_ssize_t n = PyList_GET_SIZE(plan);
@@ -1812,7 +1930,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         PyObject *out = NULL; /* the metric's list: asked for with the row's first point */
         if (!is_counter) {
-            out = encoded_parts(output, metrics, info, data, kind);
+            out = encoded_parts(output, &refs, info, data, kind);
             if (out == NULL) goto error_attrs;
             if (!PyList_CheckExact(out)) {
                 Py_DECREF(out);
@@ -1957,7 +2075,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 }
             }
             if (out == NULL) {
-                out = encoded_parts(output, metrics, info, data, kind);
+                out = encoded_parts(output, &refs, info, data, kind);
                 if (out == NULL || !PyList_CheckExact(out)) {
                     if (out != NULL) PyErr_SetString(PyExc_TypeError, "otlp_rows: encoded() made no list");
                     failed = 1;
@@ -1988,11 +2106,11 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         goto error;
     }
     PyMem_Free(b.data);
-    Py_XDECREF(metrics);
+    output_refs_clear(&refs);
     return Py_BuildValue("(nL)", i, added);
 error:
     PyMem_Free(b.data);
-    Py_XDECREF(metrics);
+    output_refs_clear(&refs);
     return NULL;
 }
 
@@ -2104,9 +2222,6 @@ static PyObject *otlp_plan(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * message as written(entry) gives it. Sizes are summed first, then every byte is written once
  * into the result: in Python, each metric cost two keys made by uvarint and a dozen list
  * operations, ~12 % of a served otlp-all. */
-static PyObject *s_message, *s_head, *s_tail, *s_field;
-static Slot sl_message = {&s_message, NULL, 0, 0}, sl_head = {&s_head, NULL, 0, 0},
-            sl_tail = {&s_tail, NULL, 0, 0}, sl_field = {&s_field, NULL, 0, 0};
 
 static inline char *put_key(char *at, int number, Py_ssize_t size) {
     *at++ = (char)(number << 3 | 2);
@@ -2493,6 +2608,13 @@ PyMODINIT_FUNC PyInit__rows(void) {
     s_tail = PyUnicode_InternFromString("tail");
     s_field = PyUnicode_InternFromString("field");
     if (!s_message || !s_head || !s_tail || !s_field) return NULL;
+    s_heads = PyUnicode_InternFromString("_heads");
+    s_tree = PyUnicode_InternFromString("_tree");
+    s_temporality = PyUnicode_InternFromString("temporality");
+    s_entry_type = PyUnicode_InternFromString("entry_type");
+    s_ctx = PyUnicode_InternFromString("ctx");
+    s_data = PyUnicode_InternFromString("data");
+    if (!s_heads || !s_tree || !s_temporality || !s_entry_type || !s_ctx || !s_data) return NULL;
     if (!s_metric_key || !s_metrics || !s_parts || !s_name || !s_shape ||
         !s_kind_key)
         return NULL;

@@ -143,6 +143,10 @@ class Output:
     field (``metric``: ``number``, histograms, summaries) is, the encoded points it was given
     before merged into it first."""
 
+    # What ``_rows.otlp_rows`` makes a metric new to the request of (``_entry``'s, in C, once
+    # the mapper has its headers; no other class: it sets the slots ``__init__`` sets).
+    entry_type: Final = _Entry
+
     def __init__(
         self,
         resource_labels: Sequence[str],
