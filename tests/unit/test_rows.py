@@ -1069,6 +1069,17 @@ def test_a_full_otlp_memo_keeps_what_it_holds_and_is_emptied_once_an_interval(
                 first = list(memo.values())
             kept = all(a is b for a, b in zip(first, memo.values(), strict=True))
             assert kept == (round_ < 3)  # emptied an interval after it was found full
+            # The keys the held infos share, one object per value: 5 kinds, 5 metrics, a
+            # resource and a scope, however many label sets (and emptied with the memo).
+            shared = state.row_keys[("job",)]
+            assert len(shared) == 12
+            if round_ == 0:
+                shared_first = list(shared)
+            assert all((shared[key] is key) == (round_ < 3) for key in shared_first)
+            for info in memo.values():
+                metric = info.metric_key("gauge")
+                assert shared[metric] is metric and shared[info.kind_key] is info.kind_key
+                assert shared[info.ctx.resource] is info.ctx.resource
             bounds = mapper_module.ROW_MEMOS.bounds()
             assert any(b.limit == 40 and len(b) == 40 for b in bounds)
             if loops.compiled is not None:  # its index in C holds what the memo holds
@@ -1077,6 +1088,14 @@ def test_a_full_otlp_memo_keeps_what_it_holds_and_is_emptied_once_an_interval(
                 assert loops.compiled.key_index_infos(index, [(k, (), None) for k in memo]) == [
                     *memo.values()
                 ]
+        # A label set the full memo does not keep shares nothing: nothing added for it.
+        unkept = Batch((Series((("__name__", "unkept"), ("job", "j")), (Sample(1.0, NOW_MS),)),))
+        mapper = Mapper(state, "cumulative", ("job",), loops)
+        for step in _steps(unkept, loops):
+            mapper.feed(step)
+        mapper.finish()
+        assert len(mapper.take().request.resource_metrics) == 1
+        assert len(state.row_keys[("job",)]) == 12
     finally:
         mapper_module.ROW_MEMOS.limit = limit
 

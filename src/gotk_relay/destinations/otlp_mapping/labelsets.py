@@ -5,7 +5,7 @@ requests by its encoded bytes, so a steady source's series are resolved once, no
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...model import Labels, Sample, Series
 from ..rows import LOOPS
@@ -46,6 +46,7 @@ class RowInfo:
 
     __slots__ = (
         "_metric_key",
+        "_shared",
         "attrs",
         "counter_key",
         "ctx",
@@ -58,11 +59,27 @@ class RowInfo:
         "shell",
     )
 
-    def __init__(self, labels: Labels, ctx_of: Callable[[Labels], Ctx]) -> None:
+    def __init__(
+        self,
+        labels: Labels,
+        ctx_of: Callable[[Labels], Ctx],
+        shared: dict[object, Any] | None = None,
+    ) -> None:
+        # ``shared``: the keys the memo's infos share, one object per value (its owner empties
+        # it with the memo), so that the dicts they are looked up in (a row's kind, its metric
+        # in the request, the request's resources) find them by identity, not by comparing
+        # tuples. None for an info the memo does not keep: nothing shared.
+        self._shared = shared
         self.shell = Series(labels)
         self.name = self.shell.name
         self.rest = _RestKey(without(labels, "__name__"))
-        self.ctx = ctx_of(self.rest)
+        ctx = ctx_of(self.rest)
+        if shared is not None:
+            resource, scope = ctx.resource, ctx.scope
+            ctx = Ctx(
+                shared.setdefault(resource, resource), shared.setdefault(scope, scope), ctx[2]
+            )
+        self.ctx = ctx
         self.attrs = attributes_bytes(self.ctx.attributes)
         # Its hash kept too: looked up three to five times per sample.
         self.counter_key: StreamKey = _RestKey(("counter", self.name, self.rest))
@@ -71,7 +88,8 @@ class RowInfo:
         self.has_quantile = "quantile" in keys
         self.shape = shape_of(self.name, keys)
         # What Mapper.feed finds a row's kind and role by, made once, not a tuple a row.
-        self.kind_key = (self.name, self.has_le, self.has_quantile)
+        kind_key = (self.name, self.has_le, self.has_quantile)
+        self.kind_key = kind_key if shared is None else shared.setdefault(kind_key, kind_key)
         self._metric_key: tuple[object, ...] = ()  # of the last data asked for: one, in practice
         held_by = (self.shell, self.rest, self.ctx, self.counter_key, self.kind_key, self.shape)
         for held in (self, *held_by):
@@ -82,7 +100,10 @@ class RowInfo:
         found = self._metric_key
         if not found or found[3] != data:
             ctx = self.ctx
-            found = self._metric_key = _RestKey((ctx.resource, ctx.scope, self.name, data))
+            found = _RestKey((ctx.resource, ctx.scope, self.name, data))
+            if self._shared is not None:
+                found = self._shared.setdefault(found, found)
+            self._metric_key = found
             _untrack(found)
         return found
 

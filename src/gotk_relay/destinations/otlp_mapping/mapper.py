@@ -64,6 +64,7 @@ class Mapper(Numbers, Classic, Native):
         self.waiting_points = 0  # its samples and histograms
         self.seen_shapes: dict[str, MetricType] = {}
         self._rows = state.rows.setdefault(self.resource_labels, {})
+        self._row_keys = state.row_keys.setdefault(self.resource_labels, {})
         bound = state.row_bounds.get(self.resource_labels)
         if bound is None:
             bound = state.row_bounds[self.resource_labels] = ROW_MEMOS.saturating()
@@ -177,6 +178,7 @@ class Mapper(Numbers, Classic, Native):
         index = self.state.row_indexes.get(self.resource_labels)
         if len(memo) >= bound.limit and bound.empties(len(memo), self.state.clock()):
             memo.clear()
+            self._row_keys.clear()
             self.state.row_indexes.pop(self.resource_labels, None)  # dropped with the memo
             index = None
         if native is not None and index is None:
@@ -212,8 +214,9 @@ class Mapper(Numbers, Classic, Native):
             if info is None:
                 info = memo.get(key)
             if info is None:
-                info = RowInfo(row_labels(key), self._ctx_of)
-                if bound.learns(len(memo)):  # else mapped afresh each time it comes
+                learns = bound.learns(len(memo))  # else mapped afresh each time it comes
+                info = RowInfo(row_labels(key), self._ctx_of, self._row_keys if learns else None)
+                if learns:
                     memo[key] = info
                     if native is not None:
                         native.key_index_add(index, key, info)

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -119,6 +119,8 @@ class MappingState:
         # Label sets by their encoded bytes, per resource_labels (see ``RowInfo``).
         self.rows: dict[tuple[str, ...], dict[bytes, RowInfo]] = {}
         self.row_bounds: dict[tuple[str, ...], Saturating] = {}  # each one's bound
+        # The keys each one's infos share (``RowInfo``'s ``shared``), emptied with it.
+        self.row_keys: dict[tuple[str, ...], dict[object, Any]] = {}
         # Each one's index in C (_rows.key_index), when the compiled loops run: what it holds.
         self.row_indexes: dict[tuple[str, ...], object] = {}
         self.clock = clock  # when a full one was last emptied (Saturating.empties)
