@@ -938,24 +938,27 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "datadog_rows takes 10 or 11 arguments");
         return NULL;
     }
-    /* fused: (heads, scalar, data, ends, kept, updates), for a step whose rows are all known
-     * and of distinct label sets (distinct_rows): each row is then final once mapped, and is
+    /* fused: (heads, scalar, data, ends, kept, updates, infos), for a step whose rows are all
+     * known and of distinct label sets (distinct_rows, which gives their infos in order, so they
+     * are not looked up again): each row is then final once mapped, and is
      * rendered at once as datadog_render would (to data and ends, a datadog.Rendered), kept
      * as render_all keeps it, or its counter state put in updates when it has no point. A
      * gauge of one sample is written without a row. */
     PyObject *fused = nargs == 11 && args[10] != Py_None ? args[10] : NULL;
     PyObject *f_heads = NULL, *f_scalar = NULL, *f_data = NULL, *f_ends = NULL;
-    PyObject *f_kept = NULL, *f_updates = NULL;
+    PyObject *f_kept = NULL, *f_updates = NULL, *f_infos = NULL;
     if (fused != NULL) {
-        if (!PyTuple_CheckExact(fused) || PyTuple_GET_SIZE(fused) != 6 ||
+        if (!PyTuple_CheckExact(fused) || PyTuple_GET_SIZE(fused) != 7 ||
+            !PyList_CheckExact(PyTuple_GET_ITEM(fused, 6)) ||
             !PyDict_Check(PyTuple_GET_ITEM(fused, 0)) ||
             !PyByteArray_CheckExact(PyTuple_GET_ITEM(fused, 2)) ||
             !PyByteArray_CheckExact(PyTuple_GET_ITEM(fused, 3)) ||
             !PyList_Check(PyTuple_GET_ITEM(fused, 4)) || !PyDict_Check(PyTuple_GET_ITEM(fused, 5))) {
-            PyErr_SetString(PyExc_TypeError,
-                            "datadog_rows: fused is (heads, scalar, data, ends, kept, updates)");
+            PyErr_SetString(PyExc_TypeError, "datadog_rows: fused is (heads, scalar, data, "
+                                             "ends, kept, updates, infos)");
             return NULL;
         }
+        f_infos = PyTuple_GET_ITEM(fused, 6);
         f_heads = PyTuple_GET_ITEM(fused, 0);
         f_scalar = PyTuple_GET_ITEM(fused, 1);
         f_data = PyTuple_GET_ITEM(fused, 2);
@@ -993,7 +996,8 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     /* hashes[j % AHEAD]: row j's key hash, computed AHEAD rows before it is mapped (rows that
      * are not plain break the loop before they would be read). */
     uint64_t hashes[AHEAD] = {0};
-    int ahead = index != NULL && index->cap > 0;
+    /* Fused, each row's info is the one distinct_rows found (f_infos[i]): not looked up again. */
+    int ahead = index != NULL && index->cap > 0 && f_infos == NULL;
     if (ahead) {
         for (Py_ssize_t j = i; j < n && j < i + AHEAD; j++) fetch_ahead(index, items, j, hashes);
     }
@@ -1006,7 +1010,9 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (!PyBytes_CheckExact(key_bytes)) break;
         PyObject *info = NULL;
         uint64_t hash = 0;
-        if (index != NULL) {
+        if (f_infos != NULL && i < PyList_GET_SIZE(f_infos)) {
+            info = PyList_GET_ITEM(f_infos, i);
+        } else if (index != NULL) {
             if (ahead && index->cap > 0) {
                 hash = hashes[i % AHEAD];
                 if (i + AHEAD < n) fetch_ahead(index, items, i + AHEAD, hashes);
@@ -1261,27 +1267,32 @@ error:
     return NULL;
 }
 
-/* distinct_rows(items, index) -> bool: whether every item is a row datadog_rows maps (a tuple of
- * a bytes key, samples and None) whose key the index holds, no two of one label set (one info):
- * a step datadog_rows may map fused, each row final once mapped (map_items merges the samples
- * of a label set met twice in a step into one row). The lookups are the ones datadog_rows then
- * makes, fetched ahead the same way, so that it finds them in cache. */
+/* distinct_rows(items, index) -> list or None: when every item is a row datadog_rows maps (a
+ * tuple of a bytes key, samples and None) whose key the index holds, no two of one label set
+ * (one info), their infos in order, else None: a step datadog_rows may map fused, each row
+ * final once mapped (map_items merges the samples of a label set met twice in a step into one
+ * row). datadog_rows takes the infos from it instead of looking each row up again. */
 static PyObject *distinct_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2 || !PyList_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "distinct_rows(items: list, index)");
         return NULL;
     }
-    if (args[1] == Py_None) Py_RETURN_FALSE;
+    if (args[1] == Py_None) Py_RETURN_NONE;
     KeyIndex *x = key_index_of(args[1]);
     if (x == NULL) return NULL;
     PyObject *items = args[0];
     Py_ssize_t n = PyList_GET_SIZE(items);
-    if (x->cap == 0) Py_RETURN_FALSE;
+    if (x->cap == 0) Py_RETURN_NONE;
     size_t cap = 16;
     while (cap < (size_t)n * 2) cap *= 2;
     PyObject **seen = PyMem_Calloc(cap, sizeof(PyObject *));
     if (seen == NULL) return PyErr_NoMemory();
+    PyObject *infos = PyList_New(n);
+    if (infos == NULL) {
+        PyMem_Free(seen);
+        return NULL;
+    }
     uint64_t hashes[AHEAD] = {0};
     for (Py_ssize_t j = 0; j < n && j < AHEAD; j++) fetch_ahead(x, items, j, hashes);
     int distinct = 1;
@@ -1304,9 +1315,14 @@ static PyObject *distinct_rows(PyObject *self, PyObject *const *args, Py_ssize_t
         while (seen[at] != NULL && seen[at] != info) at = (at + 1) & (cap - 1);
         if (seen[at] == info) distinct = 0;
         seen[at] = info;
+        PyList_SET_ITEM(infos, j, Py_NewRef(info));
     }
     PyMem_Free(seen);
-    return PyBool_FromLong(distinct);
+    if (!distinct) {
+        Py_DECREF(infos); /* its unset items are NULL, which list_dealloc passes over */
+        Py_RETURN_NONE;
+    }
+    return infos;
 }
 
 /* datadog_commit(store, rows, now): CounterStore.commit_rows' loop. For each row (a list, as
@@ -2550,7 +2566,7 @@ static PyMethodDef methods[] = {
      "For each item, the info the index holds for its key if it is a row (key, samples, raw),\n"
      "else None."},
     {"distinct_rows", (PyCFunction)(void (*)(void))distinct_rows, METH_FASTCALL,
-     "Whether every row of a step is known and of its own label set (datadog_rows fused)."},
+     "The infos of a step's rows when each is known and of its own label set, else None."},
     {"datadog_commit", (PyCFunction)(void (*)(void))datadog_commit, METH_FASTCALL,
      "CounterStore.commit_rows' loop (see datadog_mapping.counters)."},
     {"datadog_render", (PyCFunction)(void (*)(void))datadog_render, METH_FASTCALL,

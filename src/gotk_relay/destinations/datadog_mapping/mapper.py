@@ -166,8 +166,10 @@ def map_items(
     counts = [0] * len(_NATIVE_REASONS)
     updates: dict[bytes, CounterMark] = {}
     fused = None
-    if emit is not None and native is not None and native.distinct_rows(todo, key_index):
-        fused = (emit.heads, emit.scalar, emit.data, emit.ends, emit.kept, updates)
+    # A step of known, distinct label sets: their infos, found once (None otherwise).
+    known = native.distinct_rows(todo, key_index) if emit is not None and native else None
+    if emit is not None and known is not None:
+        fused = (emit.heads, emit.scalar, emit.data, emit.ends, emit.kept, updates, known)
     index, size = 0, len(todo)
     while index < size:
         if native is not None:  # the loop below, compiled, for as many rows as it can map
