@@ -2604,36 +2604,39 @@ PyMODINIT_FUNC PyInit__rows(void) {
     if (getrandom(&key_seed, sizeof key_seed, GRND_NONBLOCK) != (ssize_t)sizeof key_seed) {
         key_seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&probe; /* no entropy yet */
     }
-    s_encoded = PyUnicode_InternFromString("encoded");
-    s_attrs = PyUnicode_InternFromString("attrs");
-    s_counter_key = PyUnicode_InternFromString("counter_key");
-    s_rest = PyUnicode_InternFromString("rest");
-    s_gauge = PyUnicode_InternFromString("gauge");
-    s_updown = PyUnicode_InternFromString("updown");
-    s_sum = PyUnicode_InternFromString("sum");
-    if (!s_encoded || !s_attrs || !s_counter_key || !s_rest || !s_gauge || !s_updown || !s_sum)
-        return NULL;
-    s_metric_key = PyUnicode_InternFromString("_metric_key");
-    s_metrics = PyUnicode_InternFromString("_metrics");
-    s_parts = PyUnicode_InternFromString("parts");
-    s_name = PyUnicode_InternFromString("name");
-    s_shape = PyUnicode_InternFromString("shape");
-    s_kind_key = PyUnicode_InternFromString("kind_key");
-    s_message = PyUnicode_InternFromString("message");
-    s_head = PyUnicode_InternFromString("head");
-    s_tail = PyUnicode_InternFromString("tail");
-    s_field = PyUnicode_InternFromString("field");
-    if (!s_message || !s_head || !s_tail || !s_field) return NULL;
-    s_heads = PyUnicode_InternFromString("_heads");
-    s_tree = PyUnicode_InternFromString("_tree");
-    s_temporality = PyUnicode_InternFromString("temporality");
-    s_entry_type = PyUnicode_InternFromString("entry_type");
-    s_ctx = PyUnicode_InternFromString("ctx");
-    s_data = PyUnicode_InternFromString("data");
-    if (!s_heads || !s_tree || !s_temporality || !s_entry_type || !s_ctx || !s_data) return NULL;
-    if (!s_metric_key || !s_metrics || !s_parts || !s_name || !s_shape ||
-        !s_kind_key)
-        return NULL;
+    /* The attribute names and strings the loops look up, interned once. */
+    static const struct {
+        PyObject **at;
+        const char *text;
+    } interned[] = {
+        {&s_encoded, "encoded"},
+        {&s_attrs, "attrs"},
+        {&s_counter_key, "counter_key"},
+        {&s_rest, "rest"},
+        {&s_gauge, "gauge"},
+        {&s_updown, "updown"},
+        {&s_sum, "sum"},
+        {&s_metric_key, "_metric_key"},
+        {&s_metrics, "_metrics"},
+        {&s_parts, "parts"},
+        {&s_name, "name"},
+        {&s_shape, "shape"},
+        {&s_kind_key, "kind_key"},
+        {&s_message, "message"},
+        {&s_head, "head"},
+        {&s_tail, "tail"},
+        {&s_field, "field"},
+        {&s_heads, "_heads"},
+        {&s_tree, "_tree"},
+        {&s_temporality, "temporality"},
+        {&s_entry_type, "entry_type"},
+        {&s_ctx, "ctx"},
+        {&s_data, "data"},
+    };
+    for (size_t k = 0; k < sizeof interned / sizeof interned[0]; k++) {
+        *interned[k].at = PyUnicode_InternFromString(interned[k].text);
+        if (*interned[k].at == NULL) return NULL;
+    }
     PyObject *errors = PyImport_ImportModule("gotk_relay.wire.errors");
     if (errors == NULL) return NULL;
     DecodeError = PyObject_GetAttrString(errors, "DecodeError");
