@@ -638,6 +638,66 @@ def test_an_otlp_memo_and_plan_leave_the_collector_nothing_to_walk() -> None:
     assert len(gc.get_objects()) - before < 100
 
 
+def test_a_datadog_batch_waiting_on_the_intake_leaves_the_collector_no_long_list() -> None:
+    """While a batch's requests wait on Datadog, what they keep (the rows a piece still needs,
+    None for the others, and where each series starts in its JSON) is lists of as many items as
+    series: untracked, so that young and middle collections do not walk them item by item."""
+    if COMPILED is None:
+        pytest.skip("the _rows extension is not built")
+    from gotk_relay.config import DatadogConfig
+
+    batch = Batch(
+        tuple(
+            Series(
+                (("__name__", f"c{i % 7}_total" if i % 2 else f"g{i % 7}"), ("i", str(i))),
+                (Sample(float(i), NOW_MS - 2000), Sample(float(i + 1), NOW_MS - 1000)),
+            )
+            for i in range(5000)
+        )
+    )
+    client = datadog.DatadogClient(
+        "dd",
+        DatadogConfig(url="http://127.0.0.1:9/api/v2/series", api_key="x"),
+        lambda: NOW_MS / 1000,
+    )
+    long_lists: list[int] = []
+
+    def long() -> list[list[Any]]:  # source lines (linecache's) aside
+        return [
+            o
+            for o in gc.get_objects()
+            if type(o) is list and len(o) >= 1000 and type(o[0]) is not str
+        ]
+
+    there = long()  # other tests' (held: their ids stay theirs)
+    known = {id(o) for o in there}
+
+    def look() -> None:
+        long_lists.extend(len(o) for o in long() if id(o) not in known)
+
+    async def accepted(body: bytes, api_key: str) -> tuple[int, Any, str]:
+        look()  # the pieces wait
+        return 202, {}, ""
+
+    compress = client._compress
+
+    async def compressing(raw: bytes) -> bytes:
+        look()  # the batch's rows and offsets, being cut into pieces
+        return await compress(raw)
+
+    client._post = accepted  # type: ignore[method-assign]
+    client._compress = compressing  # type: ignore[method-assign]
+
+    async def send() -> Any:
+        try:
+            return await client.send([encode_entry(batch, Protocol.V1)])
+        finally:
+            await client.close()
+
+    assert asyncio.run(send()).outcome.name == "OK"
+    assert long_lists == []
+
+
 def test_datadog_flux_integration_rows_skip_the_inf_bucket_in_both_loops(loops: Loops) -> None:
     """A known ``le="+Inf"`` bucket of a Flux histogram among mapped rows: the compiled loop
     hands it to Python, which skips it as ``inf_bucket``; the rows around it are mapped."""

@@ -169,6 +169,15 @@ class Rendered:
         return len(self.ends) // _INT64.size
 
 
+# A batch's kept rows and its pieces' rows and offsets: lists of rows (which point only at what
+# outlives them), None and ints, tens of thousands of items a batch, never part of a cycle.
+# Tracked, every young and middle collection while a batch waits on Datadog walked them item
+# by item (``_rows.c``'s untrack; nothing without it).
+_untrack: Callable[[object], None] = (
+    LOOPS.compiled.untrack if LOOPS.compiled is not None else lambda obj: None
+)
+
+
 @dataclass
 class Piece:
     """One request's worth of series: their JSON, the compressed body once built, and beside
@@ -593,6 +602,7 @@ class DatadogClient:
         what it held is committed now.
         """
         series: list[Row | None] = []  # what pieces keep of the rows (render_all's kept)
+        _untrack(series)
         rendered = Rendered()  # their JSON, encoded step by step too
         updates: dict[bytes, CounterMark] = {}
         pending = plan.pending
@@ -674,10 +684,12 @@ class DatadogClient:
             limit = min(limit, max(1, int(self.max_compressed * self._ratio * _FILL)))
         todo: deque[Piece] = deque()
         starts = rendered.starts()
+        _untrack(starts)
         for start, end in group_starts(starts, limit):
-            todo.append(
-                Piece(series[start:end], source=rendered.data, cuts=starts[start : end + 1])
-            )
+            rows, cuts = series[start:end], starts[start : end + 1]
+            _untrack(rows)
+            _untrack(cuts)
+            todo.append(Piece(rows, source=rendered.data, cuts=cuts))
         pieces: list[Piece] = []
         while todo:
             piece = todo.popleft()
