@@ -2130,10 +2130,10 @@ error:
     return NULL;
 }
 
-/* otlp_known(index, items, learnt) -> list or None: Mapper.feed's first loop for a step whose
- * items are all rows of label sets the index holds: their infos, in order, each info's shape
- * (when not None) put in learnt in that order. None, learnt untouched, when any item is not
- * such a row: the loop runs in Python then. */
+/* otlp_known(index, items, learnt) -> (infos, known): key_index_infos(index, items), and
+ * whether every item is a row of a label set the index holds. When it is, this is Mapper.feed's
+ * first loop for the step: each info's shape (when not None) put in learnt in the items' order;
+ * else learnt is untouched and the loop runs in Python, with these infos. */
 static PyObject *otlp_known(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyList_Check(args[1]) || !PyDict_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "otlp_known(index, items: list, learnt: dict)");
@@ -2143,10 +2143,7 @@ static PyObject *otlp_known(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (infos == NULL) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(infos);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (PyList_GET_ITEM(infos, i) == Py_None) {
-            Py_DECREF(infos);
-            Py_RETURN_NONE;
-        }
+        if (PyList_GET_ITEM(infos, i) == Py_None) return Py_BuildValue("(NO)", infos, Py_False);
     }
     PyObject *learnt = args[2];
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -2164,7 +2161,7 @@ static PyObject *otlp_known(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_DECREF(shape);
         if (rc < 0) goto error;
     }
-    return infos;
+    return Py_BuildValue("(NO)", infos, Py_True);
 error:
     Py_DECREF(infos);
     return NULL;

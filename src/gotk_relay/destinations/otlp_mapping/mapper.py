@@ -189,18 +189,15 @@ class Mapper(Numbers, Classic, Native):
             for memo_key, memo_info in memo.items():
                 native.key_index_add(index, memo_key, memo_info)
         learnt: dict[str, MetricType] = {}  # the shapes the batch shows (_learn_shapes' loop)
-        # A step of rows whose label sets are all known (a steady source's): both loops below
-        # run in C (otlp_known, otlp_plan), what they leave to Python by _plan_row.
-        known: list[RowInfo] | None = (
-            native.otlp_known(index, items, learnt)
-            if native is not None and isinstance(items, list)
-            else None
-        )
-        indexed: Sequence[RowInfo | None] = (
-            native.key_index_infos(index, items)
-            if native is not None and isinstance(items, list) and known is None
-            else ()
-        )
+        # Each row's info the index holds (a step's rows looked up in one call); a step of rows
+        # whose label sets are all known (a steady source's) runs both loops below in C
+        # (otlp_known, otlp_plan), what they leave to Python by _plan_row.
+        indexed: Sequence[RowInfo | None] = ()
+        known: list[RowInfo] | None = None
+        if native is not None and isinstance(items, list):
+            indexed, all_known = native.otlp_known(index, items, learnt)
+            if all_known:
+                known = indexed  # type: ignore[assignment]  # no None in it
         entries: list[tuple[Series, Sequence[tuple[float, int]] | None, RowInfo | None]] = []
         for at, item in enumerate(items if known is None else ()):
             if isinstance(item, Series):
