@@ -1680,12 +1680,17 @@ static int slot_learn(Slot *s, PyTypeObject *tp) {
     return 1;
 }
 
+/* Whether obj's slot is at s->offset: its type is the one learnt, unchanged, or is learnt now. */
+static inline int slot_ready(Slot *s, PyObject *obj) {
+    PyTypeObject *tp = Py_TYPE(obj);
+    return (tp == s->type && tp->tp_version_tag == s->version &&
+            (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) ||
+           slot_learn(s, tp);
+}
+
 /* getattr(obj, name), a new reference. */
 static inline PyObject *slot_get(Slot *s, PyObject *obj) {
-    PyTypeObject *tp = Py_TYPE(obj);
-    if ((tp == s->type && tp->tp_version_tag == s->version &&
-         (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) ||
-        slot_learn(s, tp)) {
+    if (slot_ready(s, obj)) {
         PyObject *value = *(PyObject **)((char *)obj + s->offset);
         if (value != NULL) return Py_NewRef(value);
     }
@@ -1736,10 +1741,7 @@ static int output_refs(PyObject *output, OutputRefs *o) {
 
 /* obj.<slot> = value (a new reference taken), at the slot's offset as slot_get reads it. */
 static int slot_put(Slot *s, PyObject *obj, PyObject *value) {
-    PyTypeObject *tp = Py_TYPE(obj);
-    if ((tp == s->type && tp->tp_version_tag == s->version &&
-         (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) ||
-        slot_learn(s, tp)) {
+    if (slot_ready(s, obj)) {
         Py_XSETREF(*(PyObject **)((char *)obj + s->offset), Py_NewRef(value));
         return 0;
     }
