@@ -183,13 +183,15 @@ def _as_v1(batch: Batch) -> Batch:
 
 
 def _route_output(
-    router: Router, output: bytes, newest: int, points: int
+    router: Router, output: bytes, whole: Entry
 ) -> tuple[list[tuple[int, Entry]], int]:
-    """The Flux rules' encoded output (``points`` samples) as one view sees it: (shard, entry)
-    pairs, and the points left without a tenant. The rules write label sets sorted."""
-    routed = router.route(output, presorted=True, points=points)
+    """The Flux rules' encoded output as one view sees it: (shard, entry) pairs, and the points
+    left without a tenant. ``whole`` is the output's own entry (``made_entry``: the same bytes
+    compressed), which a view that keeps all of it takes as it is. The rules write label sets
+    sorted."""
+    routed = router.route(output, presorted=True, points=whole.points)
     if routed.groups is None:
-        return [(0, Entry(compress(output), Protocol.V1, points, newest))], 0
+        return [(0, whole)], 0
     return [
         (g.shard, Entry(compress(g.body), Protocol.V1, g.points, g.newest_ms, 0, g.tenant))
         for g in routed.groups
@@ -506,9 +508,8 @@ class Relay:
                 if output is None:
                     output = steady.body + metadata_bytes(steady.families)
                 if id(view) not in routed:
-                    routed[id(view)] = _route_output(
-                        view.router, output, steady.newest, steady.outputs
-                    )
+                    assert made is not None  # made whenever there are outputs
+                    routed[id(view)] = _route_output(view.router, output, made)
                 parts, orphaned = routed[id(view)]
                 for shard, entry in parts:
                     entries[shard].append(entry)
