@@ -33,6 +33,21 @@
 
 #include "../_seeded_hash.h"
 
+/* PyLong_AsLongLong by the digit loop. CPython 3.11's PyLong_AsLongLong converts an int of more
+ * than one 30-bit digit (every millisecond timestamp) through _PyLong_AsByteArray, ~200
+ * instructions a call; the AndOverflow variant adds up the digits. */
+static inline long long
+as_longlong(PyObject *number)
+{
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(number, &overflow);
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C long long");
+        return -1;
+    }
+    return value;
+}
+
 static PyObject *DecodeError;
 
 static int read_varint(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, uint64_t *out) {
@@ -424,7 +439,7 @@ static PyObject *step_fits(PyObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *step = args[0];
     Py_ssize_t index = PyLong_AsSsize_t(args[1]);
     if (index == -1 && PyErr_Occurred()) return NULL;
-    long long points = PyLong_AsLongLong(args[2]);
+    long long points = as_longlong(args[2]);
     if (points == -1 && PyErr_Occurred()) return NULL;
     long long used = 0;
     if (index < 0) index = 0;
@@ -857,6 +872,18 @@ static inline int row_kept(PyObject *row) {
     return PyList_GET_ITEM(row, 7) != Py_None || PyList_GET_SIZE(PyList_GET_ITEM(row, 5)) != 1;
 }
 
+/* A bytearray resized to size, its storage at least doubled when it must grow. CPython grows a
+ * bytearray by an eighth each time, so a batch's JSON (megabytes, written part by part) was
+ * copied about eight times over by realloc; doubled, about once. Asking for twice the size is
+ * a "major upsize" (allocated exactly); the size asked for next is a "minor downsize", which
+ * keeps the storage. */
+static int grow_bytearray(PyObject *array, Py_ssize_t size) {
+    if (size + 1 > ((PyByteArrayObject *)array)->ob_alloc &&
+        PyByteArray_Resize(array, size > PY_SSIZE_T_MAX / 2 ? size : 2 * size) < 0)
+        return -1;
+    return PyByteArray_Resize(array, size);
+}
+
 /* b's JSON added to out: with ends (datadog.Rendered), written to the bytearray out followed by
  * a comma, where the next part starts appended to ends as a native int64; else appended to the
  * list out as bytes. */
@@ -869,7 +896,7 @@ static int emit_part(Buf *b, PyObject *out, PyObject *ends) {
         return rc;
     }
     Py_ssize_t at = PyByteArray_GET_SIZE(out), marks = PyByteArray_GET_SIZE(ends);
-    if (PyByteArray_Resize(out, at + b->size + 1) < 0 || PyByteArray_Resize(ends, marks + 8) < 0)
+    if (grow_bytearray(out, at + b->size + 1) < 0 || grow_bytearray(ends, marks + 8) < 0)
         return -1;
     memcpy(PyByteArray_AS_STRING(out) + at, b->data, (size_t)b->size);
     PyByteArray_AS_STRING(out)[at + b->size] = ',';
@@ -918,7 +945,7 @@ static inline void fetch_found(KeyIndex *x, uint64_t h) {
 static inline int sample_read(PyObject *sample, int64_t newest, long long *tally, double *value,
                               int64_t *ts) {
     *value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(sample, 0));
-    *ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+    *ts = as_longlong(PyTuple_GET_ITEM(sample, 1));
     if (*ts == -1 && PyErr_Occurred()) return -1;
     if (!(*value - *value == 0.0)) { /* NaN or ±Inf */
         uint64_t bits;
@@ -981,8 +1008,8 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if (i == -1 && PyErr_Occurred()) return NULL;
-    int64_t oldest = PyLong_AsLongLong(PyTuple_GET_ITEM(params, 0));
-    int64_t newest = PyLong_AsLongLong(PyTuple_GET_ITEM(params, 1));
+    int64_t oldest = as_longlong(PyTuple_GET_ITEM(params, 0));
+    int64_t newest = as_longlong(PyTuple_GET_ITEM(params, 1));
     if (PyErr_Occurred()) return NULL;
     int as_count = PyObject_IsTrue(PyTuple_GET_ITEM(params, 2));
     if (as_count < 0) return NULL;
@@ -1173,7 +1200,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                     PyErr_SetString(PyExc_TypeError, "datadog_rows: a counter mark is not a tuple");
                     goto error;
                 }
-                last_ts = PyLong_AsLongLong(PyTuple_GET_ITEM(last, 0));
+                last_ts = as_longlong(PyTuple_GET_ITEM(last, 0));
                 if (last_ts == -1 && PyErr_Occurred()) goto error;
                 last_value = PyFloat_AsDouble(PyTuple_GET_ITEM(last, 1));
                 if (last_value == -1.0 && PyErr_Occurred()) goto error;
@@ -1251,7 +1278,7 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
     for (int c = 0; c < C_COUNT; c++) {
         if (!tally[c]) continue;
         PyObject *before = PyList_GET_ITEM(counts, c);
-        long long was = PyLong_AsLongLong(before);
+        long long was = as_longlong(before);
         if (was == -1 && PyErr_Occurred()) return NULL;
         PyObject *now = PyLong_FromLongLong(was + tally[c]);
         if (now == NULL) return NULL;
@@ -1900,7 +1927,7 @@ static PyObject *counter_state(PyObject *type, int64_t start, int64_t last, PyOb
 }
 
 static int get_int64(PyObject *tuple, Py_ssize_t index, int64_t *out) {
-    *out = PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, index));
+    *out = as_longlong(PyTuple_GET_ITEM(tuple, index));
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
@@ -1958,7 +1985,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
             for (Py_ssize_t k = 0; k < count; k++) {
                 PyObject *sample = PyTuple_GET_ITEM(samples, k);
                 double value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(sample, 0));
-                int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+                int64_t ts = as_longlong(PyTuple_GET_ITEM(sample, 1));
                 if (ts == -1 && PyErr_Occurred()) {
                     Py_DECREF(out);
                     goto error_attrs;
@@ -1991,7 +2018,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
             PyObject *sample = PyTuple_GET_ITEM(samples, k);
             PyObject *value_obj = PyTuple_GET_ITEM(sample, 0);
             double value = PyFloat_AS_DOUBLE(value_obj);
-            int64_t ts = PyLong_AsLongLong(PyTuple_GET_ITEM(sample, 1));
+            int64_t ts = as_longlong(PyTuple_GET_ITEM(sample, 1));
             if (ts == -1 && PyErr_Occurred()) {
                 failed = 1;
                 break;
@@ -2042,7 +2069,7 @@ static PyObject *otlp_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
                         break;
                     }
                     if (got != NULL) {
-                        explicit = PyLong_AsLongLong(got);
+                        explicit = as_longlong(got);
                         if (explicit == -1 && PyErr_Occurred()) {
                             failed = 1;
                             break;
