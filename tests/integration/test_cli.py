@@ -81,11 +81,15 @@ def test_the_readme_first_command_serves_the_embedded_default_config(tmp_path: P
     assert "\n./scripts/serve\n" in readme
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
+    # As a user runs it: a test run's GOTK_RELAY_NO_EXTENSIONS (the pure-Python twins) is not
+    # part of the README's command.
+    env = {k: v for k, v in os.environ.items() if k != "GOTK_RELAY_NO_EXTENSIONS"}
     proc = subprocess.Popen(
         [str(REPO / "scripts" / "serve"), "--listen-address", f"127.0.0.1:{port}"],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
+        env=env,
     )
     try:
         _wait_ready(f"http://127.0.0.1:{port}", proc, deadline_s=180)  # includes the pip install
