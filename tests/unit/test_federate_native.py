@@ -6,6 +6,7 @@ new series come in runs and are merged (the path the first render of a large sto
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -147,6 +148,53 @@ def test_the_compiled_index_is_its_twin(
     for posting in got.values():  # one entry stands for itself, two or more are a list
         held = federate._entries_of(posting)
         assert (held[0] is posting) is (len(held) == 1)
+
+
+TIMESTAMPS: Final = st.one_of(
+    st.integers(-(2**63), 2**63 - 1), st.integers(2**63, 2**70), st.just(math.inf)
+)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(TIMESTAMPS, st.floats(allow_nan=True), st.booleans(), st.booleans()),
+        max_size=12,
+    ),
+    timestamp=st.integers(-(2**63), 2**70),
+)
+def test_the_compiled_stamp_is_its_twin(
+    rows: list[tuple[int | float, float, bool, bool]], timestamp: int
+) -> None:
+    """Entries older, equal and newer (the refused entry's inf, ints past 64 bits, fresh or
+    not) take the new value and timestamp exactly where the twin's do, the same objects."""
+
+    def entries() -> list[list[Any]]:
+        return [
+            federate._new_entry(1.5, ts, stored, b"x 1.5 7\n", fresh, (("a", "b"),))
+            for ts, _, stored, fresh in rows
+        ]
+
+    values = tuple(value for _, value, _, _ in rows)
+    got, want = entries(), entries()
+    native.stamp(got, values, timestamp)
+    federate._py_stamp(want, values, timestamp)
+    for a, b in zip(got, want, strict=True):
+        assert [a[k] is b[k] or a[k] == b[k] for k in range(6)] == [True] * 6
+    assert [e[federate.VALUE] is v for e, v in zip(got, values, strict=True)] == [
+        e[federate.TIMESTAMP] is timestamp for e in got
+    ]
+
+
+@needs_native
+def test_the_compiled_stamp_refuses_mismatched_or_foreign_entries() -> None:
+    entry = federate._new_entry(1.0, 0, True, None, False, ())
+    with pytest.raises(ValueError, match="as many values"):
+        native.stamp([entry], (1.0, 2.0), 5)
+    with pytest.raises(TypeError, match="entry must be"):
+        native.stamp([[1.0, 0, True, None, False, ()]], (1.0,), 5)
+    assert entry[federate.TIMESTAMP] == 0  # nothing written before the refusal
 
 
 @needs_native

@@ -257,7 +257,7 @@ class FederateStore:
 
     def update_outputs(
         self,
-        groups: Sequence[tuple[tuple[tuple[Labels, ...], tuple[Metadata, ...]], Sequence[float]]],
+        groups: Sequence[tuple[tuple[tuple[Labels, ...], tuple[Metadata, ...]], tuple[float, ...]]],
         timestamp: int,
         families: Sequence[FamilyMetadata],
     ) -> int:
@@ -288,11 +288,7 @@ class FederateStore:
                         for labels, meta, value in zip(*group, values, strict=True)
                     )
                     continue
-            for entry, value in zip(known[1], values, strict=True):
-                if entry[1] <= timestamp:  # never for _REFUSED
-                    entry[0] = value
-                    entry[1] = timestamp
-                    entry[4] = False
+            _stamp(known[1], values, timestamp)
         if slow:
             return self.update(Batch(tuple(slow), tuple(families)))
         return 0
@@ -767,6 +763,19 @@ def _py_index(entries: list[list[Any]], start: int, stop: int, label: str, index
                 _post(index, value, entry)
 
 
+def _py_stamp(entries: list[list[Any]], values: tuple[float, ...], timestamp: int) -> None:
+    """Each entry not newer than ``timestamp`` takes its value and the timestamp, its line to be
+    made again (``update_outputs`` for a group it knows; never ``_REFUSED``, timestamped inf)."""
+    for entry, value in zip(entries, values, strict=True):
+        if entry[TIMESTAMP] <= timestamp:
+            entry[VALUE] = value
+            entry[TIMESTAMP] = timestamp
+            entry[FRESH] = False
+
+
+_stamp: Callable[[list[list[Any]], tuple[float, ...], int], None] = (
+    _py_stamp if _native is None else _native.stamp
+)
 _sort: Callable[[list[list[Any]], int], None] = _py_sort if _native is None else _native.sort
 _merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, int], bool] = (
     _py_merge if _native is None else _native.merge
