@@ -1,6 +1,6 @@
 """Benchmark runner: gotk-relay against vmagent, same workload, same machine, same run.
 
-    .venv/bin/python -m bench.run                  # everything, < 5 minutes
+    .venv/bin/python -m bench.run                  # everything, about 7½ minutes
     .venv/bin/python -m bench.run --smoke          # seconds; correctness only
     .venv/bin/python -m bench.run --duration 20 --workloads flux-heavy --json /tmp/x.json
 
