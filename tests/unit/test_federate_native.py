@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gotk_relay.destinations import federate
-from gotk_relay.model import STALE_NAN, Batch, Labels, Sample, Series
+from gotk_relay.model import STALE_NAN, Batch, Labels, Metadata, MetricType, Sample, Series
 from gotk_relay.selectors import parse_selectors
 
 native: Any = federate._native
@@ -302,6 +302,84 @@ def test_runs_merged_give_the_reference_text(
 
     with _small_steps(compiled):
         asyncio.run(run())
+
+
+# A series of update_known's test: which of four label sets, a fresh tuple of it or the one
+# the store saw, its samples (none, one, or two: value kind and timestamp offset), metadata.
+UPDATE_ROW: Final = st.tuples(
+    st.integers(0, 3),
+    st.booleans(),
+    st.lists(
+        st.tuples(st.sampled_from(["one", "nan", "stale", "int"]), st.integers(-2, 2)),
+        max_size=2,
+    ),
+    st.booleans(),
+)
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(
+    rounds=st.lists(st.lists(UPDATE_ROW, max_size=8), min_size=1, max_size=6),
+    max_series=st.integers(1, 5),
+)
+def test_the_compiled_update_is_the_python_loops(
+    rounds: list[list[tuple[int, bool, list[tuple[str, int]], bool]]], max_series: int
+) -> None:
+    """Two stores fed the same batches, one through ``update_known`` and one through the
+    Python loop alone: the same refusals counted, entries (value bits, timestamp, freshness)
+    and text, whatever mix of known and new tuples, stale markers, older samples, several
+    samples, metadata and a full store (``max_series`` below the four label sets)."""
+    sets = [(("__name__", f"m{i}"), ("job", "j")) for i in range(4)]
+    values = {"one": 1.5, "nan": math.nan, "stale": STALE_NAN, "int": 7}
+    meta = Metadata(MetricType.GAUGE, "h")
+
+    def feed(compiled: bool) -> list[Any]:
+        store = federate.FederateStore(['{__name__=~"m[0-2]"}'], max_series)
+        seen: list[Labels] = list(sets)
+        out: list[Any] = []
+        saved = federate._update_known
+        federate._update_known = saved if compiled else None
+        try:
+            for ts, rows in enumerate(rounds, 10):
+                series = []
+                for which, fresh_tuple, samples, with_meta in rows:
+                    labels = tuple(sets[which]) if fresh_tuple else seen[which]
+                    seen[which] = labels
+                    points = tuple(Sample(values[kind], ts + delta) for kind, delta in samples)
+                    series.append(Series(labels, points, metadata=meta if with_meta else None))
+                out.append(store.update(Batch(tuple(series))))
+                out.append(store.render())
+        finally:
+            federate._update_known = saved
+        entries = sorted(store._latest.items())
+        out.append([(k, repr(e[0]), e[1], e[2], e[4]) for k, e in entries])
+        out.append((store.refused, store.selector_checks, dict(store._applied)))
+        return out
+
+    assert feed(True) == feed(False)
+
+
+@needs_native
+def test_the_compiled_update_takes_the_usual_series_and_leaves_the_rest() -> None:
+    """What the Flux inputs are every scrape (one float sample, a stored entry for the very
+    tuple) is updated in C; a new tuple stops it there, with nothing after it touched."""
+    store = federate.FederateStore(['{__name__=~".+"}'], 10)
+    known = (("__name__", "a"),)
+    store.update(Batch((Series(known, (Sample(1.0, 5),)),)))
+    new = (("__name__", "b"),)
+    batch = (
+        Series((("__name__", "c"),), ()),
+        Series(known, (Sample(2.0, 6),)),
+        Series(new, (Sample(3.0, 6),)),
+        Series(known, (Sample(4.0, 7),)),
+    )
+    assert native.update_known(batch, 0, store._by_id.get) == 2
+    assert store._latest[known][federate.VALUE] == 2.0
+    assert store._latest[known][federate.TIMESTAMP] == 6
+    assert new not in store._latest
+    assert native.update_known(batch, 3, store._by_id.get) == 4
+    assert store._latest[known][federate.VALUE] == 4.0
 
 
 ENTRY_KINDS: Final = [pytest.param(federate._PyEntry, id="python")]

@@ -794,6 +794,72 @@ stamp_entries(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* update_known(series, start, get) -> int: FederateStore.update's loop from series[start] on,
+ * for as long as each series is the usual one: no sample (nothing to do), or one sample of a
+ * float that is not NaN at an int timestamp, no metadata, and ``get(labels)`` (the store's
+ * identity map) gives an Entry that holds this very labels tuple and is stored. Such an entry
+ * takes the sample unless it is newer. Returns the index of the first series it leaves to the
+ * Python loop (len(series) when none): a new or refused series, a stale marker, several
+ * samples, metadata to apply. Why in C: the Flux inputs come every scrape (bench.inprocess
+ * flux-heavy: ~5 % of a request in Python). */
+static PyObject *
+update_known(PyObject *self, PyObject *args)
+{
+    PyObject *series, *get;
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "O!nO", &PyTuple_Type, &series, &i, &get)) {
+        return NULL;
+    }
+    if (i < 0) {
+        i = 0;
+    }
+    /* ``series`` (a tuple, held by the caller) and its items cannot change under get(). */
+    for (; i < PyTuple_GET_SIZE(series); i++) {
+        PyObject *one = PyTuple_GET_ITEM(series, i);
+        if (!PyTuple_Check(one) || PyTuple_GET_SIZE(one) < 5) {
+            break;
+        }
+        PyObject *labels = PyTuple_GET_ITEM(one, 0), *samples = PyTuple_GET_ITEM(one, 1);
+        if (!PyTuple_Check(samples)) {
+            break;
+        }
+        if (PyTuple_GET_SIZE(samples) == 0) {
+            continue;
+        }
+        if (PyTuple_GET_SIZE(samples) != 1 || PyTuple_GET_ITEM(one, 4) != Py_None) {
+            break;
+        }
+        PyObject *sample = PyTuple_GET_ITEM(samples, 0);
+        if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 3) {
+            break;
+        }
+        PyObject *value = PyTuple_GET_ITEM(sample, 0), *ts = PyTuple_GET_ITEM(sample, 1);
+        if (!PyFloat_CheckExact(value) || isnan(PyFloat_AS_DOUBLE(value)) ||
+            !PyLong_CheckExact(ts)) {
+            break;
+        }
+        PyObject *entry = PyObject_CallOneArg(get, labels);
+        if (entry == NULL) {
+            return NULL;
+        }
+        if (!IS_ENTRY(entry) || FIELD(entry, LABELS) != labels || FIELD(entry, STORED) != Py_True) {
+            Py_DECREF(entry);
+            break;
+        }
+        int due = not_after(FIELD(entry, TIMESTAMP), ts);
+        if (due > 0) {
+            set_field(entry, VALUE, value);
+            set_field(entry, TIMESTAMP, ts);
+            set_field(entry, FRESH, Py_False);
+        }
+        Py_DECREF(entry);
+        if (due < 0) {
+            return NULL;
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"sort", sort_entries, METH_VARARGS,
      "sort(entries, at) -> None\n\nSort the list of entries (Entry) in place by entry[at], a label\n"
@@ -815,6 +881,10 @@ static PyMethodDef methods[] = {
      "stamp(entries, values, timestamp) -> None\n\nEach entry whose timestamp is not after\n"
      "`timestamp` takes the value at its place in `values` and that timestamp, and is no longer\n"
      "fresh (federate.update_outputs for a group it knows)."},
+    {"update_known", update_known, METH_VARARGS,
+     "update_known(series, start, get) -> int\n\nFederateStore.update's loop from series[start]\n"
+     "for the usual series (one float sample, no metadata, a stored entry for its very labels\n"
+     "tuple by get(labels)); the index of the first one left to Python."},
     {"sample_head", sample_head, METH_O,
      "sample_head(labels) -> bytes\n\ntext.sample_head(text.series_name(labels), labels), UTF-8."},
     {NULL, NULL, 0, NULL},

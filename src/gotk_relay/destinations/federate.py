@@ -214,7 +214,17 @@ class FederateStore:
         by_id = self._by_id
         applied = self._applied
         refused = 0
-        for series in batch.series:
+        every = batch.series
+        index, size = 0, len(every)
+        known = _update_known if every.__class__ is tuple else None
+        get = by_id.get
+        while index < size:
+            if known is not None:  # the usual series compiled, from index on, as below
+                index = known(every, index, get)
+                if index >= size:
+                    break
+            series = every[index]
+            index += 1
             # Unpacked at once: cheaper than three attribute reads, on every stored series.
             labels, samples, _, _, meta, _ = series
             if not samples:
@@ -775,6 +785,10 @@ def _py_stamp(entries: list[list[Any]], values: tuple[float, ...], timestamp: in
 
 _stamp: Callable[[list[list[Any]], tuple[float, ...], int], None] = (
     _py_stamp if _native is None else _native.stamp
+)
+# No twin: without it ``update``'s own loop takes every series (the reference).
+_update_known: Callable[[tuple[Series, ...], int, Callable[[Any], Any]], int] | None = (
+    None if _native is None else _native.update_known
 )
 _sort: Callable[[list[list[Any]], int], None] = _py_sort if _native is None else _native.sort
 _merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, int], bool] = (
