@@ -210,6 +210,22 @@ def test_federate_update_keeps_the_newest_sample_of_matching_series() -> None:
     assert _stored(store)[_series("gotk_b").labels][1] == 31
 
 
+def test_a_series_refused_under_one_tuple_and_stored_under_another_takes_its_samples() -> None:
+    """A full store refuses a series, one series is removed, the same series comes again under
+    a new tuple and is stored: the tuple it was refused under then brings its samples and its
+    stale marker to the stored series, not nothing (the handle said "refused, still full")."""
+    store = FederateStore(['{__name__=~"gotk_.*"}'], max_series=1)
+    first = _series("gotk_b").labels  # the tuple the decoder hands every time
+    store.update(Batch((_series("gotk_a", Sample(1.0, 0)), Series(first, (Sample(1.0, 0),)))))
+    assert list(_stored(store)) == [_series("gotk_a").labels]  # gotk_b refused: full
+    store.update(Batch((_series("gotk_a", Sample(STALE_NAN, 1)),)))  # room again
+    store.update(Batch((_series("gotk_b", Sample(2.0, 2)),)))  # stored, under a new tuple
+    store.update(Batch((Series(first, (Sample(3.0, 3),)),)))
+    assert _stored(store) == {first: (3.0, 3)}
+    store.update(Batch((Series(first, (Sample(STALE_NAN, 4),)),)))
+    assert _stored(store) == {}
+
+
 class _ReferenceStore:
     """The federate store's rules with nothing cached: a dict by label set, checked each time."""
 

@@ -122,9 +122,15 @@ def _new_entry(
     return entry
 
 
-# What a handle (and a group) holds for a series refused while the store is full, or not
-# matched: never stored, and a timestamp no sample is newer than, so nothing updates it.
-_REFUSED: list[Any] = _new_entry(math.nan, math.inf, False, b"", True, ())
+def _new_refusal() -> list[Any]:
+    """An entry that is never stored, with a timestamp no sample is newer than: nothing
+    updates it."""
+    return _new_entry(math.nan, math.inf, False, b"", True, ())
+
+
+# What a group holds for a series refused while the store is full, or not matched (a group is
+# checked again after any removal). Handles use the store's own mark (``_refusal``).
+_REFUSED: list[Any] = _new_refusal()
 
 # update_outputs' memory of a group: its labels, their entries, the values it was checked
 # with, and the store's removal count then.
@@ -200,6 +206,8 @@ class FederateStore:
         # tuple. Each group holds its labels tuple, values tuple and entries (keeping them alive).
         self._groups: IdentityMap[_Group] = IdentityMap()
         self._removals = 0  # series removed so far: a group found before a removal is checked
+        # What a handle on a refused series holds: replaced at each removal (see ``_remove``).
+        self._refusal = _new_refusal()
         self.refused = 0  # distinct series not stored because the store was full
 
     def __len__(self) -> int:
@@ -240,8 +248,8 @@ class FederateStore:
             else:
                 stored, entry, name = handle
             if stored is not labels or not entry[2]:
-                if entry is _REFUSED and len(self._latest) >= self.max_series:
-                    continue  # refused before, and still no room: nothing to do
+                if entry is self._refusal and len(self._latest) >= self.max_series:
+                    continue  # refused, and no series removed since: still not stored
                 refused += self._update_slow(series)
                 continue
             # The newest sample (the first of equals, as max() picks); most series have one.
@@ -335,7 +343,7 @@ class FederateStore:
         latest = self._latest
         if len(latest) >= self.max_series and labels in self._refused:
             # Refused before (a new tuple of it): one hash, no selector, nothing counted.
-            self._handle(labels, _REFUSED, series.name)
+            self._handle(labels, self._refusal, series.name)
             return 0
         self.selector_checks += 1
         if not self._match(labels):
@@ -353,7 +361,7 @@ class FederateStore:
             entry[1] = timestamp
             entry[4] = False
         elif len(latest) >= self.max_series:
-            entry = _REFUSED
+            entry = self._refusal
             refused = self._refused
             if labels not in refused:
                 if len(refused) >= REFUSED_PER_SERIES * self.max_series:
@@ -365,7 +373,7 @@ class FederateStore:
             entry = latest[labels] = _new_entry(value, timestamp, True, None, False, labels)
             self._refused.pop(labels, None)
             self._insert(labels, entry)
-        if entry is not _REFUSED:
+        if entry is not self._refusal:
             self._family(series)
         self._handle(labels, entry, series.name)
         return counted
@@ -397,6 +405,10 @@ class FederateStore:
         if entry is not None:
             self._removals += 1
             entry[2] = False  # any handle on it in _by_id now takes the slow path
+            # A series refused while the store was full may be stored from now on (under
+            # another tuple of its labels): the handles on refused tuples, made with the old
+            # mark, take the slow path again.
+            self._refusal = _new_refusal()
             key = labels[:1]
             bucket = self._buckets[key]
             bucket.live -= 1
