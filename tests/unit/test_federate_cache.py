@@ -226,6 +226,28 @@ def test_a_series_refused_under_one_tuple_and_stored_under_another_takes_its_sam
     assert _stored(store) == {}
 
 
+def test_a_larger_bound_lets_refused_series_in_on_both_paths() -> None:
+    """A reload that raises the bound (it follows ``flux.max_objects``) keeps what is stored:
+    series refused so far are stored from the next update, the Flux rules' steady outputs (a
+    group known from before) and a series under the tuple it was refused under alike."""
+    store = FederateStore(['{__name__=~"gotk_.*"}'], max_series=1)
+    names: tuple[Labels, ...] = (_series("gotk_a").labels, _series("gotk_b").labels)
+    gauge = Metadata(MetricType.GAUGE, "h")
+    group = (names, (gauge, gauge))
+    values = (1.0, 0.0)
+    assert store.update_outputs([(group, values)], 5, ()) == 1  # gotk_b refused: full
+    assert store.update_outputs([(group, values)], 6, ()) == 0  # known group, nothing new
+    refused = _series("gotk_c").labels
+    assert store.update(Batch((Series(refused, (Sample(2.0, 6),)),))) == 1
+    assert list(_stored(store)) == [names[0]]
+    store.max_series = 3
+    store.update_outputs([(group, values)], 7, ())
+    store.update(Batch((Series(refused, (Sample(2.0, 7),)),)))
+    assert _stored(store) == {names[0]: (1.0, 7), names[1]: (0.0, 7), refused: (2.0, 7)}
+    store.max_series = 2  # smaller: what is stored stays, nothing new comes in
+    assert len(store) == 3
+
+
 class _ReferenceStore:
     """The federate store's rules with nothing cached: a dict by label set, checked each time."""
 

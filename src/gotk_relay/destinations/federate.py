@@ -175,7 +175,7 @@ class _Bucket:
 class FederateStore:
     def __init__(self, match: list[str], max_series: int) -> None:
         self._match = parse_selectors(match)
-        self.max_series = max_series
+        self._max_series = max_series
         # Series matched against the selectors: a refused series must not come back here on
         # every write (issue 22), which this count shows (tests, /federate's cost).
         self.selector_checks = 0
@@ -205,13 +205,34 @@ class FederateStore:
         # Entries of series written together (update_outputs), by the identity of their labels
         # tuple. Each group holds its labels tuple, values tuple and entries (keeping them alive).
         self._groups: IdentityMap[_Group] = IdentityMap()
-        self._removals = 0  # series removed so far: a group found before a removal is checked
-        # What a handle on a refused series holds: replaced at each removal (see ``_remove``).
+        # Removals and raised bounds so far: after either a refused series may be stored, so a
+        # group found before one is checked again, and the handles on refused tuples hold a
+        # mark (``_refusal``) that is replaced then (``_room_made``).
+        self._removals = 0
         self._refusal = _new_refusal()
         self.refused = 0  # distinct series not stored because the store was full
 
     def __len__(self) -> int:
         return len(self._latest)
+
+    @property
+    def max_series(self) -> int:
+        return self._max_series
+
+    @max_series.setter
+    def max_series(self, value: int) -> None:
+        """A reload may change the bound (it follows ``flux.max_objects``) with what is stored
+        kept: a larger one lets series refused so far in."""
+        grew = value > self._max_series
+        self._max_series = value
+        if grew:
+            self._room_made()
+
+    def _room_made(self) -> None:
+        """A refused series may be stored from now on (under any tuple of its labels): groups
+        and the handles on refused tuples, made before, take the slow path again."""
+        self._removals += 1
+        self._refusal = _new_refusal()
 
     def update(self, batch: Batch) -> int:
         """Keep the newest sample per matching series; a stale marker removes the series.
@@ -249,7 +270,7 @@ class FederateStore:
                 stored, entry, name = handle
             if stored is not labels or not entry[2]:
                 if entry is self._refusal and len(self._latest) >= self.max_series:
-                    continue  # refused, and no series removed since: still not stored
+                    continue  # refused, and no room made since: still not stored
                 refused += self._update_slow(series)
                 continue
             # The newest sample (the first of equals, as max() picks); most series have one.
@@ -316,8 +337,9 @@ class FederateStore:
     ) -> _Group | None:
         """The entries of a group's series, remembered by the identity of its labels tuple, if
         every one is held, not matched, or refused (and the store still full), and ``values``
-        holds no NaN (a stale marker removes a series); None otherwise. Valid while no series
-        is removed from the store (``_removals``): until then a full store stays full."""
+        holds no NaN (a stale marker removes a series); None otherwise. Valid while no room is
+        made (``_removals``: a series removed, a larger bound): until then a full store stays
+        full."""
         names = group[0]
         if len(values) != len(names) or not all(v == v for v in values):
             return None
@@ -403,12 +425,8 @@ class FederateStore:
     def _remove(self, labels: Labels) -> None:
         entry = self._latest.pop(labels, None)
         if entry is not None:
-            self._removals += 1
+            self._room_made()
             entry[2] = False  # any handle on it in _by_id now takes the slow path
-            # A series refused while the store was full may be stored from now on (under
-            # another tuple of its labels): the handles on refused tuples, made with the old
-            # mark, take the slow path again.
-            self._refusal = _new_refusal()
             key = labels[:1]
             bucket = self._buckets[key]
             bucket.live -= 1
