@@ -26,6 +26,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <sys/random.h>
@@ -614,10 +615,12 @@ static PyObject *key_index_get(KeyIndex *x, PyObject *key, uint64_t h) {
 
 /* At least twice the room (load kept at most 1/2), every entry moved, each within KEY_PROBES
  * of its hash's slot (as key_index_get looks): a table where some entry would land further is
- * doubled again. */
+ * doubled again, up to 64 times the room the entries need; past that (33 equal hashes: a
+ * broken hash) the rest are placed wherever they fit, out of the lookups' reach, as before. */
 static int key_index_grow(KeyIndex *x) {
     Py_ssize_t cap = x->cap ? x->cap * 2 : 1024;
     for (;;) {
+        int limit = cap >= 64 * (x->n + 1) ? INT_MAX : KEY_PROBES;
         KeySlot *slots = PyMem_Calloc((size_t)cap, sizeof(KeySlot));
         if (slots == NULL) {
             PyErr_NoMemory();
@@ -629,7 +632,7 @@ static int key_index_grow(KeyIndex *x) {
             if (old->key == NULL) continue;
             Py_ssize_t j = (Py_ssize_t)(old->hash & (uint64_t)(cap - 1));
             int probe = 0;
-            while (slots[j].key != NULL && probe < KEY_PROBES) {
+            while (slots[j].key != NULL && probe < limit) {
                 j = (j + 1) & (cap - 1);
                 probe++;
             }
