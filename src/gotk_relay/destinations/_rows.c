@@ -615,8 +615,8 @@ static PyObject *key_index_get(KeyIndex *x, PyObject *key, uint64_t h) {
 
 /* At least twice the room (load kept at most 1/2), every entry moved, each within KEY_PROBES
  * of its hash's slot (as key_index_get looks): a table where some entry would land further is
- * doubled again, up to 64 times the room the entries need; past that (33 equal hashes: a
- * broken hash) the rest are placed wherever they fit, out of the lookups' reach, as before. */
+ * doubled again, up to 64 slots an entry; past that (a broken hash) the rest are placed
+ * wherever they fit, out of the lookups' reach, as before. */
 static int key_index_grow(KeyIndex *x) {
     Py_ssize_t cap = x->cap ? x->cap * 2 : 1024;
     for (;;) {
@@ -657,8 +657,8 @@ static int key_index_grow(KeyIndex *x) {
 /* key -> info, unless the key is there already. A key whose run of slots is full for
  * KEY_PROBES doubles the table (the runs shorten) rather than being left out: a key the index
  * lacks sends every step holding it to the slower path, for as long as the memo lives (with
- * 50,000 label sets one index in six lost some at half load). Past 16 times the room the keys
- * need, it is left to by_bytes: 32 seeded hashes alike in their low bits is a broken hash. */
+ * 50,000 label sets one index in six lost some at half load). Past 32 slots a key it is left
+ * to by_bytes: 32 seeded hashes alike in their low bits is a broken hash. */
 static int key_index_put(KeyIndex *x, PyObject *key, PyObject *info, uint64_t h) {
     if ((x->n + 1) * 2 > x->cap && key_index_grow(x) < 0) return -1;
     if (key_index_get(x, key, h) != NULL) return 0;

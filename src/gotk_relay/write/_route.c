@@ -548,7 +548,8 @@ typedef struct {
 } Memo;
 
 #define MEMO_CAPSULE "gotk_relay.write._route.memo"
-/* A value that finds no slot within this many is looked up uncached (set by tests). */
+/* A lookup probes at most this many slots (memo_get and memo_grow keep every value within
+ * them); 0, set by tests, memoizes nothing. */
 static int memo_probes = 32;
 
 /* Seeded at import: which values collide cannot be chosen from outside (a request's labels are
@@ -621,32 +622,48 @@ memo_size(PyObject *self, PyObject *capsule)
     return m == NULL ? NULL : PyLong_FromSsize_t(m->n);
 }
 
-/* Twice the room (load kept at most 1/2); entries keep their objects, so the builder's
- * pointers into them stay valid. */
+/* At least twice the room (load kept at most 1/2), every entry within memo_probes of its
+ * hash's slot (as memo_get looks): a table where some entry would land further is doubled
+ * again, up to 64 slots an entry; past that (a broken hash) the rest are placed wherever they
+ * fit, out of the lookups' reach. Entries keep their objects, so the builder's pointers into
+ * them stay valid. */
 static int
 memo_grow(Memo *m)
 {
     Py_ssize_t cap = m->cap ? m->cap * 2 : 64;
-    Slot *slots = PyMem_Calloc((size_t)cap, sizeof(Slot));
-    if (slots == NULL) {
-        PyErr_NoMemory();
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < m->cap; i++) {
-        Slot *old = &m->slots[i];
-        if (old->key == NULL) {
-            continue;
+    for (;;) {
+        int limit = cap >= 64 * (m->n + 1) ? INT_MAX : memo_probes;
+        Slot *slots = PyMem_Calloc((size_t)cap, sizeof(Slot));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return 0;
         }
-        Py_ssize_t j = (Py_ssize_t)(old->hash & (uint64_t)(cap - 1));
-        while (slots[j].key != NULL) {
-            j = (j + 1) & (cap - 1);
+        int placed = 1;
+        for (Py_ssize_t i = 0; i < m->cap && placed; i++) {
+            Slot *old = &m->slots[i];
+            if (old->key == NULL) {
+                continue;
+            }
+            Py_ssize_t j = (Py_ssize_t)(old->hash & (uint64_t)(cap - 1));
+            for (int probe = 0; slots[j].key != NULL && probe < limit; probe++) {
+                j = (j + 1) & (cap - 1);
+            }
+            if (slots[j].key != NULL) {
+                placed = 0;
+            }
+            else {
+                slots[j] = *old;
+            }
         }
-        slots[j] = *old;
+        if (placed) {
+            PyMem_Free(m->slots);
+            m->slots = slots;
+            m->cap = cap;
+            return 1;
+        }
+        PyMem_Free(slots); /* the slots were only copied: nothing to release */
+        cap *= 2;
     }
-    PyMem_Free(m->slots);
-    m->slots = slots;
-    m->cap = cap;
-    return 1;
 }
 
 typedef struct {
@@ -719,18 +736,30 @@ memo_get(Rule *r, const char *key, Py_ssize_t keyl)
     if (value == NULL) {
         return NULL;
     }
-    if (probes < memo_probes && 2 * (m->n + 1) > m->cap) {
-        if (!memo_grow(m)) {
-            Py_DECREF(value);
-            return NULL;
-        }
+    /* A value whose run of slots is full for memo_probes doubles the table (the runs
+     * shorten) rather than being left out: one left out was computed again at every lookup
+     * (with 60,000 values one request in two left some out at half load). Past 32 slots an
+     * entry it stays out: 32 seeded hashes alike in their low bits is a broken hash. */
+    if (memo_probes > 0 && 2 * (m->n + 1) > m->cap && !memo_grow(m)) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    probes = memo_probes;
+    while (memo_probes > 0) {
         i = (Py_ssize_t)(h & (uint64_t)(m->cap - 1));
         for (probes = 0; probes < memo_probes && m->slots[i].key != NULL; probes++) {
             i = (i + 1) & (m->cap - 1);
         }
+        if (probes < memo_probes || m->cap >= 32 * (m->n + 1)) {
+            break;
+        }
+        if (!memo_grow(m)) {
+            Py_DECREF(value);
+            return NULL;
+        }
     }
     if (probes >= memo_probes) {
-        /* No slot near: kept for this call only. */
+        /* No slot near (or memo_probes is 0): kept for this call only. */
         if (*r->spill == NULL && (*r->spill = PyList_New(0)) == NULL) {
             Py_DECREF(value);
             return NULL;
