@@ -1,9 +1,9 @@
 /* A seeded hash of byte strings for the extensions' own hash tables (write/_route.c's rule
- * memos, destinations/_rows.c's index of label sets), where a dict keyed by bytes would cost a
- * bytes object and its SipHash per lookup. The construction of wyhash: the 64x64 -> 128 bit
+ * memos, destinations/_rows.c's index of label sets, wire/_v2.c's symbols and labels), where a
+ * dict keyed by bytes would cost a bytes object and its SipHash per lookup. The construction of wyhash: the 64x64 -> 128 bit
  * product folded to 64 bits mixes 16 bytes per multiplication; the last 16 bytes or fewer are
  * read as two overlapping words, the length mixed in. The seed, drawn at import, keeps which
- * keys collide from being chosen from outside; the tables bound their probes anyway.
+ * keys collide from being chosen from outside.
  * Include after Python.h. */
 #ifndef GOTK_RELAY_SEEDED_HASH_H
 #define GOTK_RELAY_SEEDED_HASH_H

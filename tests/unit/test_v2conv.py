@@ -337,6 +337,43 @@ def test_more_distinct_strings_than_a_request_of_its_size_usually_holds(convert:
     assert canonical(_decoded(convert(raw)).series) == canonical(batch.series)
 
 
+@needs_native
+@pytest.mark.parametrize("middle", [4, 20, 100])
+def test_labels_alike_at_both_ends_hash_apart(middle: int) -> None:
+    """The labels table's hash counts every byte of a Label: one of its first and last 16
+    bytes made labels that differ only in the middle (a request's values are anyone's) share
+    one slot chain, and each lookup walked all of them (20,000 series: 707 ms against 4)."""
+    from gotk_relay.wire import _v2  # type: ignore[attr-defined]
+
+    labels = [
+        b"\x0a\x01a\x12" + rw1.uvarint(32 + middle) + b"A" * 16 + b"%0*d" % (middle, i) + b"B" * 16
+        for i in range(2000)
+    ]
+    assert len({_v2.hash_label(label) for label in labels}) >= 1998  # 32 bits: a rare pair
+    batch = Batch(
+        tuple(_series("m", ("a", "A" * 16 + f"{i:0{middle}d}" + "B" * 16)) for i in range(2000))
+    )
+    raw = rw1.encode(batch)
+    assert _compiled(raw) == rw2.from_v1_reference(raw)
+
+
+@needs_native
+def test_the_labels_tables_hash_is_seeded_per_process() -> None:
+    """Which strings collide cannot be worked out offline and sent: each process draws its
+    own seed."""
+    code = (
+        "from gotk_relay.wire import _v2; "
+        "print(_v2.hash_label(b'\\x0a\\x01a\\x12\\x02up'), _v2.hash_label(b'x' * 100))"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    assert len(runs) == 2
+
+
 @pytest.mark.parametrize(
     ("name", "families", "expected"),
     [
