@@ -253,6 +253,9 @@ class Relay:
         self._draining: list[asyncio.Task[None]] = []
         self.refusing = Episode("a destination's queue is full: writes are refused with 503")
         self.spool_failing = Episode("the spool cannot be written: writes are refused with 503")
+        # Drops counted here rather than by a sender: logged once per destination and reason,
+        # as a sender logs what a destination refuses (delivery/sender.py).
+        self._drops_logged: set[tuple[str, str]] = set()
         self.clock_failing = Episode(
             "the Flux rules' clock failed; retried every second", logging.ERROR
         )
@@ -395,7 +398,16 @@ class Relay:
             destination.queue.put(entries)
         for name, points in orphans:
             if points:
-                self.telemetry.dropped(name, points, "no_tenant")
+                self._drop(name, points, "no_tenant", "series without a tenant are dropped")
+
+    def _drop(self, destination: str, points: int, reason: str, what: str) -> None:
+        self.telemetry.dropped(destination, points, reason)
+        if (destination, reason) not in self._drops_logged:
+            self._drops_logged.add((destination, reason))
+            log.warning(
+                f"{what}; logged once per destination and reason",
+                extra={"destination": destination, "reason": reason, "points": points},
+            )
 
     def _remember(self, result: Rewritten) -> None:
         """Keep what /federate serves: the batch as forwarded, and the steady outputs."""
@@ -406,7 +418,12 @@ class Relay:
             steady = result.steady
             refused += self.federate.update_outputs(steady.groups, steady.newest, steady.families)
         if refused:
-            self.telemetry.samples_dropped.labels("federate", "max_series").inc(refused)
+            self._drop(
+                "federate",
+                refused,
+                "max_series",
+                "the federate store is full (federate.max_series): new series are not served",
+            )
 
     def _plan_rewritten(
         self,

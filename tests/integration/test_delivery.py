@@ -296,7 +296,9 @@ async def test_tenants_are_split_into_requests_with_their_header() -> None:
     assert all("tenant" not in dict(s.labels) for r in receiver.requests for s in r.batch.series)
 
 
-async def test_series_without_a_tenant_are_dropped_and_counted_when_there_is_no_default() -> None:
+async def test_series_without_a_tenant_are_dropped_and_counted_when_there_is_no_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     receiver = ScriptedReceiver()
     config = _config(receiver.url)
     destinations = config["remote_write"]
@@ -319,5 +321,12 @@ async def test_series_without_a_tenant_are_dropped_and_counted_when_there_is_no_
             )
             == 1
         )
+        assert await _post(client, batch) == 204
+        await eventually(lambda: len(receiver.delivered()) == 2)
+    # Logged, once per destination and reason: not once per request.
+    logged = [r for r in caplog.records if "without a tenant" in r.getMessage()]
+    assert [(r.levelname, r.__dict__["destination"], r.__dict__["reason"]) for r in logged] == [
+        ("WARNING", "d0", "no_tenant")
+    ]
     assert receiver.requests[0].headers["THANOS-TENANT"] == "a"
     assert receiver.requests[0].batch.series[0].labels == (("__name__", "m"), ("tenant", "a"))

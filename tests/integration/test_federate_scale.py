@@ -100,7 +100,9 @@ def _objects(count: int, ts: int) -> Batch:
     return gauge_batch([f"gotk_o{i}" for i in range(count)], ts, job="j")
 
 
-async def test_a_refused_series_is_counted_once_and_matched_no_more() -> None:
+async def test_a_refused_series_is_counted_once_and_matched_no_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with relay_client(_config(max_series=5)) as (client, relay):
         store = relay.federate
         assert store is not None
@@ -118,6 +120,10 @@ async def test_a_refused_series_is_counted_once_and_matched_no_more() -> None:
         text = await (await client.get("/federate")).text()
         assert text.count("gotk_o") == 10  # 5 series, a TYPE line each
         assert " 6000\n" in text  # the stored ones keep updating
+    logged = [r for r in caplog.records if "federate store is full" in r.getMessage()]
+    assert [(r.levelname, r.__dict__["destination"], r.__dict__["points"]) for r in logged] == [
+        ("WARNING", "federate", 15)
+    ]
 
 
 async def test_federate_streams_under_its_credentials(tmp_path: Path) -> None:
