@@ -443,7 +443,7 @@ def resources(board: dash.Dashboard) -> dash.Dashboard:
             panel(
                 "Resident memory",
                 "The relay process's RSS (process_resident_memory_bytes). Sizing: about 62 MiB "
-                "idle plus ~6 KiB per tracked Flux object (docs/performance.md).",
+                "idle plus ~3.5 KiB per tracked Flux object (docs/performance.md).",
                 "bytes",
                 (
                     f"max by (instance) (process_resident_memory_bytes{{{RELAY}}})",

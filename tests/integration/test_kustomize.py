@@ -47,6 +47,7 @@ VARIANTS = (
     [(overlay, None) for overlay in OVERLAYS]
     + [(overlay, component) for overlay in OVERLAYS for component in OPTIONAL]
     + [(overlay, None) for overlay in TIERS]
+    + [(overlay, component) for overlay in TIERS for component in OPTIONAL]
 )
 VARIANT_IDS = [overlay if c is None else f"{overlay}+{c}" for overlay, c in VARIANTS]
 # Current Kubernetes minors, as kubernetes-validate ships their schemas (1.37 the newest).
@@ -562,6 +563,7 @@ def test_sidecar_adds_the_relay_to_a_prometheus_statefulset() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_servicemonitor_scrapes_the_relay_service(overlay: str) -> None:
+    # One relay per overlay: its Service, named as the relay.
     objs = _objects(overlay, "servicemonitor")
     monitor = _one(objs, "ServiceMonitor", RELAY)
     selected = [
@@ -576,6 +578,37 @@ def test_servicemonitor_scrapes_the_relay_service(overlay: str) -> None:
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in ports
         assert endpoint["path"] == "/metrics"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS + TIERS)
+def test_servicemonitor_scrapes_every_relay_pod_through_one_service(overlay: str) -> None:
+    """Both tiers of the shared service too: the gateways' Service and the Flux tier's."""
+    objs = _objects(overlay, "servicemonitor")
+    (monitor,) = [o for o in objs if o["kind"] == "ServiceMonitor"]
+    selected = [
+        o
+        for o in objs
+        if o["kind"] == "Service"
+        and _selects(monitor["spec"]["selector"]["matchLabels"], o["metadata"]["labels"])
+    ]
+    workloads = _workloads(objs)
+    assert len(workloads) == (2 if overlay == "shared-service" else 1)
+    for workload in workloads:
+        pods = workload["spec"]["template"]["metadata"]["labels"]
+        over = [s for s in selected if _selects(s["spec"]["selector"], pods)]
+        # Exactly one: two Services over the same pods would scrape each pod twice.
+        assert len(over) == 1, (workload["metadata"]["name"], [s["metadata"]["name"] for s in over])
+        ports = {p["name"] for p in over[0]["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in ports
+    # Every Service it selects is over relay pods.
+    assert all(
+        any(
+            _selects(s["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])
+            for w in workloads
+        )
+        for s in selected
+    )
 
 
 def _walk(node: object) -> Iterator[tuple[str, object]]:
