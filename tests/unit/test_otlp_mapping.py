@@ -726,6 +726,71 @@ def test_native_histogram_delta_aligns_schemas() -> None:
     )
 
 
+def test_native_buckets_far_apart_are_merged_to_a_coarser_scale() -> None:
+    """OTLP's buckets are dense: two used buckets a million indexes apart would be a million
+    counts. They are merged to the scale where they lie within MAX_DENSE_BUCKETS (index i goes
+    to ceil(i / 2) a scale lower), the counts kept."""
+    native = Histogram(
+        timestamp=1000,
+        count_value=5,
+        sum=7.0,
+        schema=0,
+        positive_spans=(BucketSpan(1, 1), BucketSpan(1_000_000, 1)),
+        positive_deltas=(2, 1),  # absolute 2 at index 1, 3 at index 1,000,002
+        negative_spans=(BucketSpan(-3, 1),),
+        negative_deltas=(4,),
+    )
+    (point,) = metrics(run(Series(labels("rpc"), histograms=(native,))))[
+        "rpc"
+    ].exponential_histogram.data_points
+    # 6 scales lower: 1 -> 1 and 1,000,002 -> ceil(1,000,002 / 64) = 15,626 (5 lower is 31,251
+    # buckets); -3 -> ceil(-3 / 64) = 0 on the negative side.
+    assert point.scale == -6
+    counts = list(point.positive.bucket_counts)
+    assert (point.positive.offset, len(counts), counts[0], counts[-1], sum(counts)) == (
+        0,
+        15_626,
+        2,
+        3,
+        5,
+    )
+    assert (point.negative.offset, list(point.negative.bucket_counts)) == (-1, [4])
+
+
+def test_native_buckets_too_far_apart_for_any_scale_are_unmapped() -> None:
+    far = Histogram(
+        timestamp=1000,
+        count_value=2,
+        sum=2.0,
+        schema=-4,
+        positive_spans=(BucketSpan(1, 1), BucketSpan(2_000_000_000, 1)),
+        positive_deltas=(1, 0),
+    )
+    mapped = run(Series(labels("rpc"), histograms=(far,)))
+    assert (mapped.points, mapped.unmapped) == (0, 1)
+
+
+def test_native_spans_longer_than_their_buckets_cost_only_the_buckets() -> None:
+    """Under framing-only validation a histogram may declare spans of 2^32 - 1 buckets and
+    carry three: the buckets given are mapped (a span's length is not the work)."""
+    odd = Histogram(
+        timestamp=1000,
+        count_value=6,
+        sum=6.0,
+        schema=0,
+        positive_spans=(BucketSpan(1, 2**32 - 1), BucketSpan(5, 2**32 - 1)),
+        positive_deltas=(1, 1, 0),
+    )
+    (point,) = metrics(run(Series(labels("rpc"), histograms=(odd,))))[
+        "rpc"
+    ].exponential_histogram.data_points
+    assert (point.scale, point.positive.offset, list(point.positive.bucket_counts)) == (
+        0,
+        0,
+        [1, 2, 2],
+    )
+
+
 def test_exemplars_carry_trace_and_span_ids() -> None:
     trace, span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     one = Series(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Final, NamedTuple
 
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
@@ -20,21 +20,49 @@ from .output import Point, add_exemplar, uint
 from .state import NativeState, cumulative_start
 
 NHCB_SCHEMA: Final = -53  # native histogram with custom buckets
+# OTLP buckets are dense from an offset: a histogram whose used buckets lie further apart than
+# this is merged to a coarser scale until they fit, as an OpenTelemetry SDK does past its
+# max_size (every bucket of a schema nests in one of the next lower). A schema-8 histogram
+# spanning 1 µs to 1000 s uses 7,680; an index gap of billions (anyone may send one) would
+# otherwise be as many zeros, each a Python int, in memory at once.
+MAX_DENSE_BUCKETS: Final = 16_384
+MIN_SCALE: Final = -10  # the data model's lowest: beyond it a point is not mapped
 
 
 def _native_buckets(
     spans: Sequence[BucketSpan], deltas: Sequence[int], counts: Sequence[float], is_float: bool
 ) -> dict[int, float]:
+    """Bucket index -> count. Spans longer than the buckets given end with the buckets (a
+    request validated strictly has as many as its spans say, as Prometheus requires; one
+    forwarded under framing-only validation may not, and its spans' lengths, up to 2^32 each,
+    are not the measure of the work)."""
     values: Iterable[float] = counts if is_float else accumulate(float(d) for d in deltas)
     out: dict[int, float] = {}
     it = iter(values)
     index = 0
     for span in spans:
         index += span.offset
-        for _ in range(span.length):
-            out[index] = next(it, 0.0)
+        for value in islice(it, span.length):
+            out[index] = value
             index += 1
     return out
+
+
+def _dense_scale(schema: int, *sides: Mapping[int, float]) -> int | None:
+    """How many schemas lower the used buckets of ``sides`` fit MAX_DENSE_BUCKETS each (0 when
+    they fit as they are), or None when not even at MIN_SCALE."""
+    ranges = [
+        (min(used), max(used)) for used in ([i for i, c in s.items() if c] for s in sides) if used
+    ]
+    by = 0
+    while any(
+        ((high + (1 << by) - 1) >> by) - ((low + (1 << by) - 1) >> by) >= MAX_DENSE_BUCKETS
+        for low, high in ranges
+    ):
+        by += 1
+        if schema - by < MIN_SCALE:
+            return None
+    return by
 
 
 def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
@@ -155,7 +183,7 @@ class Native(Builder):
             assert prev is None or isinstance(prev, NativeState)
             if is_stale(h.sum):
                 start = (prev.last_ms if self.delta else prev.start_ms) if prev else ts
-                last = self.emit_native(ctx, name, kind, ts, min(start, ts), None, h.schema)
+                last = self.emit_native(ctx, name, kind, ts, min(start, ts), None, h.schema) or last
                 continue
             cur = _NativeValues.of(h)
             explicit = h.start_timestamp or series.created_timestamp
@@ -168,14 +196,14 @@ class Native(Builder):
                 start = cumulative_start(prev, ts, explicit, outcome == "reset")
                 if prev is None or ts > prev.last_ms:
                     self.updates[key] = cur.state(start, ts)
-                last = self.emit_native(ctx, name, kind, ts, start, cur, h.schema)
+                last = self.emit_native(ctx, name, kind, ts, start, cur, h.schema) or last
                 continue
             if prev is not None and ts <= prev.last_ms:
                 continue
             self.updates[key] = cur.state(prev.start_ms if prev else ts, ts)
             if prev is None or outcome == "incompatible":
                 continue  # a new baseline: nothing to subtract from
-            last = self.emit_native(ctx, name, kind, ts, prev.last_ms, delta, h.schema)
+            last = self.emit_native(ctx, name, kind, ts, prev.last_ms, delta, h.schema) or last
         if last is not None:
             for exemplar in series.exemplars:
                 add_exemplar(last, exemplar)
@@ -189,7 +217,9 @@ class Native(Builder):
         start: int,
         values: _NativeValues | None,
         schema: int,
-    ) -> Point:
+    ) -> Point | None:
+        """The point, or None (counted in ``unmapped``) for one whose buckets lie too far apart
+        for OTLP's dense buckets even at ``MIN_SCALE``."""
         if schema == NHCB_SCHEMA:
             if values is None:
                 return self.out.histogram(ctx, name, kind, ts, start, stale=True)
@@ -206,6 +236,16 @@ class Native(Builder):
                 bounds=bounds,
                 counts=counts,
             )
+        positive: Mapping[int, float] = {}
+        negative: Mapping[int, float] = {}
+        if values is not None:
+            by = _dense_scale(values.schema, values.positive, values.negative)
+            if by is None:
+                self.unmapped += 1
+                return None
+            positive = _downscale(values.positive, by)
+            negative = _downscale(values.negative, by)
+            values = values._replace(schema=values.schema - by)
         metric = self.out.metric(ctx, name, "exponential", kind)
         point: pb.ExponentialHistogramDataPoint = metric.exponential_histogram.data_points.add(
             attributes=self.out.attributes(ctx.attributes),
@@ -222,10 +262,7 @@ class Native(Builder):
         point.zero_threshold = values.zero_threshold
         if not math.isnan(values.sum):
             point.sum = values.sum
-        for buckets, target in (
-            (values.positive, point.positive),
-            (values.negative, point.negative),
-        ):
+        for buckets, target in ((positive, point.positive), (negative, point.negative)):
             used = [i for i, c in buckets.items() if c]
             if not used:
                 continue
