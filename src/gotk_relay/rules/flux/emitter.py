@@ -197,6 +197,7 @@ class Emitter:
         "call",
         "encoder",
         "families",
+        "grown",
         "labels",
         "metadata",
         "newest",
@@ -215,7 +216,10 @@ class Emitter:
         self.newest = NEVER  # newest timestamp in ``blocks``
         self.labels: list[Labels] = []
         self.metadata: list[Metadata] = []
-        self.samples: list[tuple[Sample, ...]] = []
+        # A tuple per output; a list once a second emission in the call appends to it (a tuple
+        # grown by += is copied whole each time: n samples of one object in a request cost n²).
+        self.samples: list[tuple[Sample, ...] | list[Sample]] = []
+        self.grown = False
         self.families: dict[str, Metadata] = {}
         # Objects in one state write the same values at one scrape's timestamp: the samples
         # are equal (and immutable), so they are built once per values tuple and timestamp.
@@ -254,8 +258,13 @@ class Emitter:
                 self.encode(owner, ts, values)
         else:
             start = self.at[owner]
+            samples = self.samples
             for offset, value in enumerate(values):
-                self.samples[start + offset] += (_new(Sample, (value, ts, 0)),)
+                held = samples[start + offset]
+                if type(held) is tuple:
+                    held = samples[start + offset] = list(held)
+                held.append(_new(Sample, (value, ts, 0)))  # type: ignore[union-attr]
+            self.grown = True
             self.blocks = None  # a series with two samples: left to the encoder
 
     def encode(self, owner: InfoObject | InfoSeries, ts: int, values: Values) -> None:
@@ -282,9 +291,12 @@ class Emitter:
         """The synthesized series, built by C iterators: a Series per output is much of the
         rewriter's work in steady state, so no Python bytecode runs per output here."""
         count = len(self.labels)
+        samples = self.samples
+        if self.grown:
+            samples = [s if type(s) is tuple else tuple(s) for s in samples]
         fields = zip(
             self.labels,
-            self.samples,
+            samples,
             repeat((), count),
             repeat((), count),
             self.metadata,
