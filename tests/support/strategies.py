@@ -45,11 +45,28 @@ def label_sets(draw: st.DrawFn) -> Labels:
     return tuple(sorted({**others, "__name__": name}.items()))
 
 
-spans = st.builds(BucketSpan, st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1))
+@st.composite
+def bucket_spans(draw: st.DrawFn, buckets: int) -> tuple[BucketSpan, ...]:
+    """Spans over exactly ``buckets`` buckets, every offset but the first non-negative: what
+    Prometheus' ``Validate`` accepts (zero-length spans included)."""
+    cuts = sorted(draw(st.lists(st.integers(0, buckets), max_size=2)))
+    if not buckets and not cuts and draw(st.booleans()):
+        return ()
+    bounds = [0, *cuts, buckets]
+    lengths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+    first = draw(st.integers(-(2**31), 2**31 - 1))
+    rest = draw(st.lists(st.integers(0, 2**31 - 1), min_size=len(lengths) - 1))
+    return tuple(
+        BucketSpan(offset, length)
+        for offset, length in zip([first, *rest], lengths, strict=False)
+    )
 
 
 @st.composite
 def histograms(draw: st.DrawFn) -> Histogram:
+    """A native histogram Prometheus accepts: each side's spans cover its buckets (deltas for an
+    integer one, counts for a float one); the other kind's buckets, which Prometheus ignores,
+    may be there too."""
     is_float = draw(st.booleans())
     if is_float:
         count: int | float = draw(st.floats(allow_nan=False, min_value=0))
@@ -57,6 +74,12 @@ def histograms(draw: st.DrawFn) -> Histogram:
     else:
         count = draw(st.integers(0, 2**64 - 1))
         zero = draw(st.integers(0, 2**64 - 1))
+    negative_deltas = tuple(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)))
+    negative_counts = tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4)))
+    positive_deltas = tuple(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)))
+    positive_counts = tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4)))
+    negative = negative_counts if is_float else negative_deltas
+    positive = positive_counts if is_float else positive_deltas
     return Histogram(
         timestamp=draw(timestamps),
         count_value=count,
@@ -65,12 +88,12 @@ def histograms(draw: st.DrawFn) -> Histogram:
         sum=draw(values),
         schema=draw(st.one_of(st.integers(-4, 8), st.just(-53))),
         zero_threshold=draw(st.floats(allow_nan=False, min_value=0)),
-        negative_spans=tuple(draw(st.lists(spans, max_size=3))),
-        negative_deltas=tuple(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4))),
-        negative_counts=tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4))),
-        positive_spans=tuple(draw(st.lists(spans, max_size=3))),
-        positive_deltas=tuple(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4))),
-        positive_counts=tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4))),
+        negative_spans=draw(bucket_spans(len(negative))),
+        negative_deltas=negative_deltas,
+        negative_counts=negative_counts,
+        positive_spans=draw(bucket_spans(len(positive))),
+        positive_deltas=positive_deltas,
+        positive_counts=positive_counts,
         reset_hint=draw(st.integers(0, 3)),
         custom_values=tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4))),
     )

@@ -272,6 +272,22 @@ def test_v2_series_with_samples_and_histograms_is_refused() -> None:
         rw2.decode(req.SerializeToString())
 
 
+def test_v2_histograms_whose_spans_do_not_cover_their_buckets_are_refused() -> None:
+    req = write_v2_pb2.Request(symbols=["", "__name__", "up"])
+    ts = req.timeseries.add(labels_refs=[1, 2])
+    ts.histograms.add(count_int=3, timestamp=1, positive_deltas=[1, 1])
+    ts.histograms[0].positive_spans.add(offset=0, length=4_000_000_000)
+    with pytest.raises(DecodeError) as caught:
+        rw2.decode(req.SerializeToString())
+    assert str(caught.value) == (
+        "invalid native histogram in series up{} (timeseries[0]): histograms[0]: "
+        "positive side: spans need 4000000000 buckets, have 2 buckets"
+    )
+    # Spans that cover them are a histogram as any other.
+    ts.histograms[0].positive_spans[0].length = 2
+    assert rw2.decode(req.SerializeToString()).series[0].histograms[0].positive_deltas == (1, 1)
+
+
 @given(series(v2=True))
 def test_decode_never_raises_anything_but_decode_error_on_mangled_bytes(item: Series) -> None:
     data = bytearray(rw2.encode(Batch((item,))))

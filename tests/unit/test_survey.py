@@ -133,6 +133,40 @@ def _m_message(d: bytes, pos: int, end: int, schema: dict[int, str], strict: boo
             _m_message(d, start, stop, _M_SCHEMAS[kind], strict)
 
 
+def _m_histogram_spans(d: bytes, pos: int, end: int) -> None:
+    """Prometheus' Validate on spans: per side, no span but the first with a negative offset,
+    and the spans' lengths add up to the buckets (deltas if the count oneof's last member is
+    count_int or absent, counts if count_float)."""
+    is_float = False
+    spans: dict[int, list[tuple[int, int]]] = {8: [], 11: []}  # side's span field -> spans
+    buckets: dict[int, int] = {9: 0, 10: 0, 12: 0, 13: 0}
+    for field, wire, _, start, stop in _m_fields(d, pos, end):
+        if field in (1, 2):
+            is_float = field == 2
+        elif field in spans:
+            offset = length = 0
+            for f, _, _, b, _ in _m_fields(d, start, stop):
+                value = _m_varint(d, b, stop)[0] & 0xFFFFFFFF
+                if f == 1:
+                    offset = (value >> 1) ^ -(value & 1)
+                elif f == 2:
+                    length = value
+            spans[field].append((offset, length))
+        elif field in (9, 12):
+            count = 1
+            if wire == 2:
+                count = sum(1 for byte in d[start:stop] if byte < 0x80)
+            buckets[field] += count
+        elif field in (10, 13):
+            buckets[field] += (stop - start) // 8 if wire == 2 else 1
+    for span_field, deltas, counts in ((8, 9, 10), (11, 12, 13)):
+        side = spans[span_field]
+        if any(offset < 0 for offset, _ in side[1:]):
+            raise _Invalid
+        if sum(length for _, length in side) != buckets[counts if is_float else deltas]:
+            raise _Invalid
+
+
 _M_SCHEMAS = {
     "label": {1: "s", 2: "s"},
     "sample": {1: "d", 2: "v"},
@@ -205,6 +239,8 @@ def _model(
                 _m_message(
                     raw, begin, end, _M_SCHEMAS["sample" if inner == 2 else "histogram"], strict
                 )
+                if inner == 4 and strict:
+                    _m_histogram_spans(raw, begin, end)
             elif inner == 3:
                 _m_message(raw, begin, end, _M_SCHEMAS["exemplar"], strict)
             others.append(raw[at:end])
@@ -591,6 +627,23 @@ HOSTILE = [
     pytest.param(series(X, histogram(ld(10, b"\0" * 7))), id="packed-doubles-not-a-multiple"),
     pytest.param(series(X, histogram(ld(9, b"\x80"))), id="packed-varint-cut"),
     pytest.param(series(X, histogram(varint(10 << 3 | 5) + b"\0\0\0\0")), id="double-as-fixed32"),
+    # a native histogram's spans against its buckets, as Prometheus' Validate checks them
+    pytest.param(
+        series(X, histogram(ld(11, b"\x10\x03"), b"\x60\x02")), id="spans-need-more-deltas"
+    ),
+    pytest.param(series(X, histogram(b"\x60\x02\x60\x02")), id="deltas-without-spans"),
+    pytest.param(
+        series(X, histogram(b"\x11" + b"\0" * 8, ld(8, b"\x10\x01"), b"\x48\x02")),
+        id="float-histogram-spanning-its-deltas",
+    ),
+    pytest.param(
+        series(X, histogram(ld(11, b"\x10\xff\xff\xff\xff\x0f"), b"\x60\x02")),
+        id="span-of-four-billion-buckets",
+    ),
+    pytest.param(
+        series(X, histogram(ld(11, b"\x10\x01"), ld(11, b"\x08\x01\x10\x01"), ld(12, b"\x02\x02"))),
+        id="second-span-with-negative-offset",
+    ),
     pytest.param(series(X, ld(3, b"\x08\x01"), SAMPLE), id="exemplar-labels-as-varint"),
     pytest.param(series(X, SAMPLE) + ld(3, b"\x11" + b"\0" * 8), id="metadata-type-as-fixed64"),
     pytest.param(series(X, SAMPLE) + ld(3, b"\x10\x01"), id="metadata-name-as-varint"),
@@ -669,7 +722,10 @@ VALID = [
     ),
     pytest.param(ld(3, b"") + series(X, SAMPLE), id="metadata-first"),
     pytest.param(
-        series(X, histogram(b"\x08\x05", ld(9, b"\x01\x02\x03"), b"\x48\x01\x48\x02")),
+        series(
+            X,
+            histogram(b"\x08\x05", ld(8, b"\x10\x05"), ld(9, b"\x01\x02\x03"), b"\x48\x01\x48\x02"),
+        ),
         id="packed-and-unpacked-deltas",
     ),
     pytest.param(
@@ -678,7 +734,8 @@ VALID = [
     ),
     pytest.param(series(X, histogram(b"\x08\x05\x11" + b"\0" * 8)), id="both-count-oneof-members"),
     pytest.param(
-        series(X, histogram(ld(11, b"\x08\x01\x10\x02"), ld(16, b""))), id="spans-and-empty-packed"
+        series(X, histogram(ld(11, b"\x08\x01\x10\x02"), ld(12, b"\x02\x02"), ld(16, b""))),
+        id="spans-and-empty-packed",
     ),
     pytest.param(series(X, ld(3, label(b"trace_id", b"a") + b"\x11" + b"\0" * 8)), id="exemplar"),
     pytest.param(series(label(b"b", b"1"), X, label(b"a", b"2"), SAMPLE), id="unsorted"),

@@ -60,6 +60,7 @@ HIST = (
     + pb_varint(1)  # schema (sint32 -1)
     + ld(8, key(1, 0) + b"\x00" + key(2, 0) + b"\x02")  # negative span
     + ld(9, b"\x02\x01")  # negative_deltas, packed
+    + ld(11, key(1, 0) + b"\x02" + key(2, 0) + b"\x01")  # positive span: 1 bucket
     + key(12, 0)
     + b"\x04"  # positive_deltas, unpacked
     + ld(13, struct.pack("<d", 1.0))  # positive_counts, packed
@@ -188,6 +189,10 @@ REFUSED: list[tuple[str, bytes, type[Exception], str]] = [  # id, request, error
     ("histogram-span-as-varint", series(UP, tail=ld(4, key(8, 0) + b"\x00")), DecodeError, "declared LEN"),
     ("histogram-span-offset-as-len", series(UP, tail=ld(4, ld(11, ld(1, b"")))), DecodeError, "declared VARINT"),
     ("packed-doubles-not-whole", series(UP, tail=ld(4, ld(10, bytes(7)))), DecodeError, "not whole doubles"),
+    # a native histogram's spans against its buckets, in Prometheus' words (Validate)
+    ("histogram-spans-need-more-buckets", series(UP, tail=ld(4, ld(11, key(2, 0) + b"\x03") + key(12, 0) + b"\x02")), DecodeError, 'invalid native histogram in series up{} (timeseries[0]): histograms[0]: positive side: spans need 3 buckets, have 1 buckets'),
+    ("histogram-float-spans-its-counts", series(UP, tail=ld(4, HIST) + ld(4, key(2, 1) + bytes(8) + ld(8, key(2, 0) + b"\x01") + key(9, 0) + b"\x02")), DecodeError, "histograms[1]: negative side: spans need 1 buckets, have 0 buckets"),
+    ("histogram-second-span-negative-offset", series(UP, tail=ld(4, ld(8, key(2, 0) + b"\x01") + ld(8, key(1, 0) + b"\x03" + key(2, 0) + b"\x01") + ld(9, b"\x02\x02"))), DecodeError, "negative side: span number 2 with offset -2"),
     ("packed-varints-truncated", series(UP, tail=ld(4, ld(9, b"\x01\x80"))), DecodeError, "truncated varint"),
     ("metadata-type-as-len", OK + ld(3, ld(1, b"")), DecodeError, "declared VARINT"),
     # strings

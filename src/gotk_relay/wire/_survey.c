@@ -15,7 +15,9 @@
  *    fixed64 lengths a multiple of 8; a Label's repeated name/value keeps the last occurrence;
  *  - strict mode: every proto3 string (label names and values, exemplar labels, metadata) valid
  *    UTF-8; per series, label names non-empty and unique, __name__ present and non-empty, the
- *    label count and name/value lengths within the limits;
+ *    label count and name/value lengths within the limits; a native histogram's spans
+ *    covering exactly its buckets on each side, no span but the first at a negative offset
+ *    (Prometheus' Validate);
  *  - series and points (samples + histograms) within the request limits.
  * A label set not sorted by name is valid: its series is rewritten in a copy of the request
  * with its Label fields first, in name order (each field's bytes as they came), then the
@@ -390,29 +392,50 @@ rd_exemplar(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
     return 1;
 }
 
+/* A BucketSpan: its offset (sint32) and length (uint32), each the last one written, truncated
+ * to 32 bits as upb and Go read them. */
 static int
-rd_span(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
+rd_span(const Walk *w, Py_ssize_t pos, Py_ssize_t end, int32_t *offset, uint32_t *length)
 {
+    *offset = 0;
+    *length = 0;
     while (pos < end) {
         uint32_t field;
         int wire;
+        uint64_t value;
         if (!rd_key(w->d, &pos, end, &field, &wire)) {
             return 0;
         }
-        if ((field == 1 || field == 2) && wire != 0) {
-            return 0;
+        if (field == 1 || field == 2) {
+            if (wire != 0 || !rd_varint(w->d, &pos, end, &value)) {
+                return 0;
+            }
+            uint32_t v = (uint32_t)value;
+            if (field == 1) {
+                *offset = (int32_t)((v >> 1) ^ (0u - (v & 1u))); /* zigzag */
+            }
+            else {
+                *length = v;
+            }
         }
-        if (!skip(w->d, &pos, end, wire)) {
+        else if (!skip(w->d, &pos, end, wire)) {
             return 0;
         }
     }
     return 1;
 }
 
+/* A native histogram. Strict: each side's spans cover exactly its buckets (the deltas of an
+ * integer histogram, the counts of a float one: the count oneof says which) and no span but
+ * the first has a negative offset, as Prometheus' Validate requires. A span's length is what a
+ * consumer expands (OTLP's dense buckets): it may not claim more than the request holds. */
 static int
 rd_histogram(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
 {
     Bytes d = w->d;
+    int is_float = 0;
+    uint64_t spanned[2] = {0, 0}; /* [negative, positive] */
+    int64_t spans[2] = {0, 0}, deltas[2] = {0, 0}, counts[2] = {0, 0};
     while (pos < end) {
         uint32_t field;
         int wire;
@@ -420,36 +443,80 @@ rd_histogram(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
         if (!rd_key(d, &pos, end, &field, &wire)) {
             return 0;
         }
+        int side = field >= 11; /* 8-10 negative, 11-13 positive */
         switch (field) {
         case 1: case 4: case 6: case 14: case 15: /* (u)int64, sint32, enum */
             if (wire != 0 || !skip(d, &pos, end, 0)) {
                 return 0;
             }
+            is_float = field == 1 ? 0 : is_float; /* count_int: the oneof's last member */
             break;
         case 2: case 3: case 5: case 7: /* double */
             if (wire != 1 || !skip(d, &pos, end, 1)) {
                 return 0;
             }
+            is_float = field == 2 ? 1 : is_float; /* count_float */
             break;
-        case 8: case 11: /* BucketSpan */
+        case 8: case 11: { /* BucketSpan */
+            int32_t offset;
+            uint32_t span_length;
             if (wire != 2 || !rd_len(d, &pos, end, &length) ||
-                !rd_span(w, pos, pos + length)) {
+                !rd_span(w, pos, pos + length, &offset, &span_length)) {
                 return 0;
             }
+            if (w->strict && spans[side] > 0 && offset < 0) {
+                return 0;
+            }
+            spans[side]++;
+            spanned[side] += span_length;
             pos += length;
             break;
-        case 9: case 12: /* repeated sint64 */
-            if (!rd_varints(d, &pos, end, wire)) {
+        }
+        case 9: case 12: /* repeated sint64: deltas */
+            if (wire == 2) {
+                uint64_t ignored;
+                if (!rd_len(d, &pos, end, &length)) {
+                    return 0;
+                }
+                Py_ssize_t stop = pos + length;
+                while (pos < stop) {
+                    if (!rd_varint(d, &pos, stop, &ignored)) {
+                        return 0;
+                    }
+                    deltas[side]++;
+                }
+            }
+            else if (!rd_varints(d, &pos, end, wire)) {
                 return 0;
             }
+            else {
+                deltas[side]++;
+            }
             break;
-        case 10: case 13: case 16: /* repeated double */
-            if (!rd_doubles(d, &pos, end, wire)) {
+        case 10: case 13: case 16: /* repeated double: counts, custom_values */
+            if (wire == 2) {
+                if (!rd_len(d, &pos, end, &length) || length % 8 != 0) {
+                    return 0;
+                }
+                pos += length;
+                counts[side] += field == 16 ? 0 : length / 8;
+            }
+            else if (!rd_doubles(d, &pos, end, wire)) {
                 return 0;
+            }
+            else {
+                counts[side] += field != 16;
             }
             break;
         default:
             if (!skip(d, &pos, end, wire)) {
+                return 0;
+            }
+        }
+    }
+    if (w->strict) {
+        for (int side = 0; side < 2; side++) {
+            if (spanned[side] != (uint64_t)(is_float ? counts[side] : deltas[side])) {
                 return 0;
             }
         }

@@ -17,7 +17,11 @@ length past its parent's end or trailing bytes that do not make a field are refu
 so that nothing accepted here fails later: field keys and lengths of at most 5 bytes, and every
 occurrence of a string valid UTF-8, also one a later occurrence overrides. Within a Label a
 repeated name or value keeps its last occurrence. A label set must have non-empty, unique names
-and a non-empty ``__name__``; empty values are allowed. A set that is not sorted by name is not
+and a non-empty ``__name__``; empty values are allowed. A native histogram's spans cover exactly
+its buckets on each side (the deltas of an integer histogram, the counts of a float one), and no
+span but the first has a negative offset, as Prometheus' ``Validate`` requires (a consumer that
+expands spans, OTLP's dense buckets, may not be made to expand more than the request holds). A
+set that is not sorted by name is not
 refused: its Label fields come first, each as its own bytes, in name order (as Prometheus
 writes a series), then its other fields in the order they came. The series keeps its length, so
 only that series' bytes change and the request keeps its length.
@@ -25,18 +29,19 @@ only that series' bytes change and the request keeps its length.
 Order of the checks: the request's own fields (framing of every top-level field), then the
 series count (413), then the point count (413, counted by upb in C first, so an oversized
 request is never walked here), then every MetricMetadata, then series by series, each: its
-framing, label limits (400), then the label rules (400). Cost: Python work per series, even in
-Prometheus' shape (the shapes it writes are read in a few byte comparisons; figures:
-docs/performance.md), so a caller that runs this on a large request (the default path does only
-for one the compiled scanner refused) should keep it off the event loop or bound the request.
+framing, label limits (400), then the label rules (400), then its histograms' spans (400).
+Cost: Python work per series, even in Prometheus' shape (the shapes it writes are read in a few
+byte comparisons; figures: docs/performance.md), so a caller that runs this on a large request
+(the default path does only for one the compiled scanner refused) should keep it off the event
+loop or bound the request.
 Errors: ``DecodeError``, ``LabelLimitError``, ``TooManySeriesError``, ``TooManySamplesError``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, Protocol
 
 from . import rw1_bytes
 from .errors import DecodeError
@@ -49,6 +54,7 @@ from .labels import (
     describe_raw,
     quote,
 )
+from .remote_pb2 import Histogram as HistogramProto
 from .rw1_bytes import _varint
 
 NAME: Final = b"__name__"
@@ -228,6 +234,8 @@ def _series(
     content with the labels sorted (None when they already are)."""
     labels: list[tuple[bytes, bytes, int, int]] = []  # name, value, field start, field end
     points = 0
+    histograms = 0
+    histogram_problem: str | None = None  # the first, worded once the labels are known
     pos = start
     varint = _ONE_VARINT
     try:
@@ -284,6 +292,11 @@ def _series(
                     _message(raw, inner, pos, "Exemplar", "exemplars", 1)
                 else:
                     _message(raw, inner, pos, "Histogram", "histograms", 1)
+                    if histogram_problem is None:
+                        problem = _histogram_problem(raw, inner, pos)
+                        if problem is not None:
+                            histogram_problem = f"histograms[{histograms}]: {problem}"
+                    histograms += 1
                     points += 1
             else:
                 pos = _skip(raw, pos, stop, key, "TimeSeries")
@@ -299,6 +312,11 @@ def _series(
     problem, metric = _label_problem(pairs)
     if problem:
         raise DecodeError(f"{problem} in series {describe_raw(pairs)} ({where})")
+    if histogram_problem is not None:
+        raise DecodeError(
+            f"invalid native histogram in series {describe_raw(pairs)} ({where}): "
+            f"{histogram_problem}"
+        )
     reordered = None
     if any(labels[i][0] >= labels[i + 1][0] for i in range(len(labels) - 1)):
         # Names are unique here, so the order is total. Each Label field keeps its own bytes;
@@ -315,6 +333,46 @@ def _series(
         )
         reordered = moved + b"".join(rest)
     return points, metric, reordered
+
+
+class _Span(Protocol):
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+
+
+def spans_problem(
+    negative: Sequence[_Span],
+    negative_buckets: int,
+    positive: Sequence[_Span],
+    positive_buckets: int,
+) -> str | None:
+    """What Prometheus' ``Validate`` says of a histogram's spans against its buckets (each side's
+    deltas or counts, as the histogram is integer or float), or None."""
+    for side, spans, buckets in (
+        ("negative", negative, negative_buckets),
+        ("positive", positive, positive_buckets),
+    ):
+        for number, span in enumerate(spans[1:], 2):
+            if span.offset < 0:
+                return f"{side} side: span number {number} with offset {span.offset}"
+        needed = sum(span.length for span in spans)
+        if needed != buckets:
+            return f"{side} side: spans need {needed} buckets, have {buckets} buckets"
+    return None
+
+
+def _histogram_problem(raw: bytes, start: int, stop: int) -> str | None:
+    """``spans_problem`` of the Histogram encoded in ``raw[start:stop]`` (framing checked)."""
+    h = HistogramProto.FromString(raw[start:stop])
+    is_float = h.WhichOneof("count") == "count_float"
+    return spans_problem(
+        h.negative_spans,
+        len(h.negative_counts if is_float else h.negative_deltas),
+        h.positive_spans,
+        len(h.positive_counts if is_float else h.positive_deltas),
+    )
 
 
 def _label(raw: bytes, pos: int, stop: int, where: str) -> tuple[bytes, bytes]:
