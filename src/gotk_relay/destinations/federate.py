@@ -502,22 +502,29 @@ class FederateStore:
             keys = [k for k in keys if not k or k[0][0] != "__name__" or k[0][1] in names]
         # A family is written where its first line comes, with that line's metadata (as
         # render() does): its later buckets follow at once, its earlier ones had no line.
+        # Each key's place among its family's (taken here, not looked up per key: a family
+        # of many buckets with no line, as "" is for label sets without a name first, would
+        # cost a search of its list per bucket, quadratic in them).
         family_of: dict[Labels, tuple[str, FamilyMetadata | None]] = {}
         members: dict[str, list[Labels]] = {}
+        place: list[int] = []  # by the key's position in keys
         for key in keys:
             name = key[0][1] if key and key[0][0] == "__name__" else ""
             family_of[key] = family, _ = text.family_key(name, metadata)
-            members.setdefault(family, []).append(key)
+            following = members.setdefault(family, [])
+            place.append(len(following))
+            following.append(key)
         out: list[bytes] = []
         seen = 0
         done: set[str] = set()
-        for first in keys:
+        for at, first in enumerate(keys):
             family = family_of[first][0]
             if family in done:
                 continue
             following = members[family]
             started = False
-            for key in following[following.index(first) :]:
+            for i in range(place[at], len(following)):
+                key = following[i]
                 async for lines, looked in self._pieces(key, found, selectors, chunk):
                     if lines:
                         if not started:
