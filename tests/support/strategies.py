@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from itertools import pairwise
 
 from hypothesis import strategies as st
 
@@ -53,12 +54,13 @@ def bucket_spans(draw: st.DrawFn, buckets: int) -> tuple[BucketSpan, ...]:
     if not buckets and not cuts and draw(st.booleans()):
         return ()
     bounds = [0, *cuts, buckets]
-    lengths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+    lengths = [b - a for a, b in pairwise(bounds)]
     first = draw(st.integers(-(2**31), 2**31 - 1))
-    rest = draw(st.lists(st.integers(0, 2**31 - 1), min_size=len(lengths) - 1))
+    rest = draw(
+        st.lists(st.integers(0, 2**31 - 1), min_size=len(lengths) - 1, max_size=len(lengths) - 1)
+    )
     return tuple(
-        BucketSpan(offset, length)
-        for offset, length in zip([first, *rest], lengths, strict=False)
+        BucketSpan(offset, length) for offset, length in zip([first, *rest], lengths, strict=True)
     )
 
 
