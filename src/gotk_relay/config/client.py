@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator, SecretStr, model_validator
+from pydantic import AfterValidator, SecretStr, field_validator, model_validator
 
 from .base import ConfigError, Strict
 
@@ -37,6 +37,13 @@ class Authorization(Strict):
     type: str = "Bearer"
     credentials: SecretStr | None = None
     credentials_file: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        # As prometheus/common's HTTPClientConfig.Validate: the type is trimmed, and an empty
+        # one is Bearer (so ``type: ""`` sends "Bearer <credentials>", not " <credentials>").
+        return value.strip() or "Bearer"
 
     @model_validator(mode="after")
     def _one_credential(self) -> Authorization:
@@ -71,8 +78,11 @@ class TLSConfig(Strict):
         return self
 
 
+# Prometheus' reservedHeaders (prometheus/prometheus config/config.go), compared lowercased as
+# there. Authorization is refused separately, as there, with its own message.
 RESERVED_HEADERS = frozenset(
     {
+        "host",
         "content-encoding",
         "content-length",
         "content-type",
@@ -82,9 +92,13 @@ RESERVED_HEADERS = frozenset(
         "proxy-authenticate",
         "proxy-authorization",
         "www-authenticate",
-        "retry-after",
+        "accept-encoding",
         "x-prometheus-remote-write-version",
-        "authorization",
+        "x-prometheus-remote-read-version",
+        # Added by SigV4.
+        "x-amz-date",
+        "x-amz-security-token",
+        "x-amz-content-sha256",
     }
 )
 
@@ -117,7 +131,14 @@ def check_url(value: str) -> str:
 
 
 def check_headers(value: dict[str, str]) -> dict[str, str]:
+    """Prometheus' validateHeaders (config/config.go), with its messages; its Authorization
+    message names the parameters gotk-relay supports (oauth2, sigv4, azuread and google_iam
+    are refused)."""
     for key in value:
+        if key.lower() == "authorization":
+            raise ValueError(
+                "authorization header must be changed via the basic_auth or authorization parameter"
+            )
         if key.lower() in RESERVED_HEADERS:
             raise ValueError(f"{key} is a reserved header. It must not be changed")
     return value

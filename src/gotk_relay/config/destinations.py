@@ -113,7 +113,7 @@ class TenantConfig(Strict):
     @field_validator("header")
     @classmethod
     def _header(cls, value: str) -> str:
-        if value.lower() in RESERVED_HEADERS:
+        if value.lower() in RESERVED_HEADERS or value.lower() == "authorization":
             raise ValueError(f"{value} is a reserved header and cannot carry the tenant")
         return value
 

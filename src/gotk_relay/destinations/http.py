@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import base64
 from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from .. import __version__
 from ..config import Authorization, BasicAuth, TLSConfig
@@ -30,17 +32,32 @@ def one_line(body: bytes) -> str:
     return body.decode("utf-8", "replace").strip().replace("\n", " ")[:512]
 
 
+def basic(username: str, password: str) -> str:
+    """An ``Authorization`` value for HTTP Basic auth, UTF-8 as Go's ``SetBasicAuth``."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
 def auth_headers(
     basic_auth: BasicAuth | None, authorization: Authorization | None
 ) -> dict[str, str]:
     """Secret files are read on every call, as Prometheus does, so a rotated token is used
     without a reload."""
     if basic_auth is not None:
-        token = f"{basic_auth.username}:{basic_auth.resolve_password()}"
-        return {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()}
+        return {"Authorization": basic(basic_auth.username, basic_auth.resolve_password())}
     if authorization is not None:
         return {"Authorization": f"{authorization.type} {authorization.resolve_credentials()}"}
     return {}
+
+
+def url_auth(url: str) -> str | None:
+    """The Basic auth Go's ``http.Client`` sends for a URL's user info (``user:pass@``), or
+    None without one: the user info percent-decoded, split at its first colon, as
+    ``net/url`` does; an empty ``@`` is an empty user, as there."""
+    netloc = urlsplit(url).netloc
+    if "@" not in netloc:
+        return None
+    username, _, password = netloc.rpartition("@")[0].partition(":")
+    return basic(unquote(username), unquote(password))
 
 
 class HTTPEndpoint:
@@ -54,6 +71,12 @@ class HTTPEndpoint:
         follow_redirects: bool = True,
     ) -> None:
         self.url = url
+        # As Prometheus: Go's http.Client turns the URL's user info into Basic auth before the
+        # request reaches prometheus/common's basic_auth/authorization round-trippers, which
+        # leave an Authorization already set alone; so the user info wins over them. The URL
+        # is sent without it (aiohttp refuses user info beside an Authorization header).
+        self._url_auth = url_auth(url)
+        self._request_url = URL(url).with_user(None) if self._url_auth is not None else URL(url)
         self.timeout = timeout
         self._proxy = proxy
         self._follow = follow_redirects
@@ -72,9 +95,12 @@ class HTTPEndpoint:
         return self._session
 
     async def post(self, body: bytes, headers: dict[str, str], read_limit: int = 1024) -> Answer:
+        if self._url_auth is not None:
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            headers["Authorization"] = self._url_auth
         try:
             async with self._session_now().post(
-                self.url,
+                self._request_url,
                 data=body,
                 headers=headers,
                 proxy=self._proxy,
