@@ -40,6 +40,7 @@ def limits_of(receiver: ReceiverConfig) -> Limits:
         max_label_name_length=receiver.max_label_name_length,
         max_label_value_length=receiver.max_label_value_length,
         max_samples=receiver.max_samples_per_request,
+        max_expanded_bytes=receiver.max_decompressed_bytes,
     )
     _last_limits = (receiver, limits)
     return limits

@@ -149,7 +149,8 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
                 relay, telemetry, scanned, now_ms, lambda: client_address(request)
             )
         codec = rw2 if proto == Protocol.V2 else rw1
-        batch = codec.decode(raw, limits=limits_of(limits))
+        decoded = codec.decode_counted(raw, limits=limits_of(limits))
+        batch = decoded.batch
     except (TooManySeriesError, LabelLimitError, TooLargeError, DecodeError) as exc:
         rejection = decode_rejection(exc)
         assert rejection is not None
@@ -158,7 +159,9 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     ack = waiter(relay)
     refusal = refused(
         telemetry,
-        lambda: relay.admit(batch, now_ms, len(raw), ack=ack),
+        # A 2.0 request's size in the queues is its labels resolved, which may be many times
+        # its own (a long symbol referenced by every series).
+        lambda: relay.admit(batch, now_ms, max(len(raw), decoded.expanded), ack=ack),
         lambda: client_address(request),
     )
     if refusal is not None:

@@ -44,6 +44,20 @@ def _v2_bad_ref() -> bytes:
     return snappy.compress(req.SerializeToString())
 
 
+def _v2_expanding() -> bytes:
+    """A 2.0 request far under both size limits whose labels, once their symbols are resolved,
+    are over max_decompressed_bytes: one 4,000-byte value that each of 20 series refers to."""
+    symbols = ["", "__name__", "up", "v", "x" * 4000, "i", *(str(i) for i in range(20))]
+    req = write_v2_pb2.Request(symbols=symbols)
+    for i in range(20):
+        ts = req.timeseries.add(labels_refs=[1, 2, 5, 6 + i, 3, 4])
+        ts.samples.add(value=1, timestamp=1)
+    body = snappy.compress(req.SerializeToString())
+    assert len(body) < RECEIVER["max_request_bytes"]
+    assert len(req.SerializeToString()) < RECEIVER["max_decompressed_bytes"]
+    return body
+
+
 def _bomb() -> bytes:
     # A snappy preamble declaring 1 GiB, followed by nothing: refused before decompressing.
     return bytes([0x80, 0x80, 0x80, 0x80, 0x04]) + b"\x00" * 16
@@ -78,6 +92,13 @@ MALFORMED = [
     ),
     ("duplicate-label", V1_HEADERS, _duplicate(), 400, 'duplicate label name "job"'),
     ("v2-ref-out-of-range", V2_HEADERS, _v2_bad_ref(), 400, "out of range"),
+    (
+        "v2-expanding-past-the-limit",
+        V2_HEADERS,
+        _v2_expanding(),
+        413,
+        "request expands to over 65536 bytes of labels once its symbols are resolved",
+    ),
 ]
 
 

@@ -29,6 +29,10 @@ class Limits:
     max_label_name_length: int = _UNLIMITED
     max_label_value_length: int = _UNLIMITED
     max_samples: int = _UNLIMITED  # samples + histograms (receiver.max_samples_per_request)
+    # A remote write 2.0 request's labels once their symbols are resolved, in bytes as 1.0
+    # encodes them (receiver.max_decompressed_bytes): a symbol costs its bytes once in 2.0, and
+    # each reference to it costs them again in every copy the relay queues.
+    max_expanded_bytes: int = _UNLIMITED
 
     @property
     def bounds_labels(self) -> bool:

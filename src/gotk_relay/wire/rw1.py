@@ -36,6 +36,9 @@ class Decoded(NamedTuple):
 
     batch: Batch
     sorted: int = 0
+    # Remote write 2.0: its labels' bytes once the symbols are resolved (rw2.decode_counted),
+    # which the relay's queues hold; 0 for 1.0, whose size is the request's.
+    expanded: int = 0
 
 
 def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:

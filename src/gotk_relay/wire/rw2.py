@@ -26,7 +26,7 @@ from ..model import (
 from . import rw1
 from . import validate as strict
 from . import write_v2_pb2 as pb
-from .errors import DecodeError
+from .errors import DecodeError, TooLargeError
 from .labels import (
     NO_LIMITS,
     Limits,
@@ -100,10 +100,21 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
     symbols = tuple(request.symbols)
     if symbols and symbols[0] != "":
         raise DecodeError("symbols[0] must be the empty string")
+    # What each reference costs once resolved, as a 1.0 Label field holds it: the string, its
+    # tag and length, and (counted here, one byte a reference) the Label's own tag and length.
+    cost = [len(text.encode()) + 3 for text in symbols]
+    expanded = 0
     series: list[Series] = []
     sorted_count = 0
     for index, ts in enumerate(request.timeseries):
         labels = _resolve_pairs(symbols, ts.labels_refs, f"timeseries[{index}].labels_refs")
+        expanded += sum(map(cost.__getitem__, ts.labels_refs))  # in range: resolved above
+        if expanded > limits.max_expanded_bytes:
+            raise TooLargeError(
+                f"request expands to over {limits.max_expanded_bytes} bytes of labels once "
+                f"its symbols are resolved (at timeseries[{index}]), over "
+                "receiver.max_decompressed_bytes"
+            )
         if validate or limits.bounds_labels:
             try:
                 check_series(labels, limits, validate=validate)
@@ -149,6 +160,14 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
             )
             for ex in ts.exemplars
         )
+        for ex in ts.exemplars:  # in range: resolved above
+            expanded += sum(map(cost.__getitem__, ex.labels_refs))
+        if expanded > limits.max_expanded_bytes:
+            raise TooLargeError(
+                f"request expands to over {limits.max_expanded_bytes} bytes of labels once "
+                f"its symbols are resolved (at timeseries[{index}]), over "
+                "receiver.max_decompressed_bytes"
+            )
         series.append(
             Series(
                 labels=labels,
@@ -159,7 +178,7 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
                 created_timestamp=ts.created_timestamp,
             )
         )
-    return Decoded(Batch(tuple(series), ()), sorted_count)
+    return Decoded(Batch(tuple(series), ()), sorted_count, expanded)
 
 
 def encode(batch: Batch) -> bytes:
