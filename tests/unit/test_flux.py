@@ -772,6 +772,56 @@ def test_a_refused_object_is_forgotten_after_idle_expiry_and_counts_again() -> N
     assert (rewriter.stats.objects_rejected, rewriter.stats.objects_refused) == (2, 1)
 
 
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3_000), st.sets(st.integers(0, 24), max_size=25)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_each_object_is_forgotten_once_idle_for_idle_expiry_whenever_it_was_last_seen(
+    rounds: list[tuple[int, set[int]]],
+) -> None:
+    """Objects last seen at many different times (the relay takes the ones about to expire in
+    order, between full scans of every object): after each request exactly those seen within
+    idle_expiry are tracked, and each forgotten one is counted once."""
+    rewriter = FluxRewriter(FluxConfig(idle_expiry=16))  # due within 1 s: taken one by one
+    last_seen: dict[int, int] = {}
+    expired = 0
+    ts = 1000
+    for gap, seen in rounds:
+        ts += gap
+        rewriter.rewrite(batch_of([ks(name=f"o{i}", ts=ts) for i in sorted(seen)]), now_ms=ts)
+        last_seen.update(dict.fromkeys(seen, ts))
+        gone = [i for i, at in last_seen.items() if at <= ts - 16_000]
+        for i in gone:
+            del last_seen[i]
+        expired += len(gone)
+        assert rewriter.stats.objects_tracked == len(last_seen)
+        assert rewriter.stats.objects_expired == expired
+        assert {t.name for t in rewriter.tracked().describe()} == {f"o{i}" for i in last_seen}
+
+
+def test_objects_due_within_moments_of_each_other_are_forgotten_each_at_its_time() -> None:
+    rewriter = FluxRewriter(FluxConfig(idle_expiry=16))
+    for i in range(10):  # o0..o9 last seen 100 ms apart
+        fleet_round(rewriter, [f"o{i}"], 1000 + 100 * i)
+    fleet_round(rewriter, [], 17_000)  # o0 is idle for 16 s
+    assert rewriter.stats.objects_expired == 1
+    fleet_round(rewriter, ["o5"], 17_050)  # seen again
+    fleet_round(rewriter, [], 17_449)
+    assert rewriter.stats.objects_expired == 5  # o0..o4 (o4, last seen at 1400, at 17_400)
+    fleet_round(rewriter, [], 17_899)
+    assert {t.name for t in rewriter.tracked().describe()} == {"o5", "o9"}
+    fleet_round(rewriter, [], 17_900)
+    assert {t.name for t in rewriter.tracked().describe()} == {"o5"}
+    fleet_round(rewriter, [], 33_049)
+    assert {t.name for t in rewriter.tracked().describe()} == {"o5"}
+    fleet_round(rewriter, [], 33_050)
+    assert rewriter.stats.objects_tracked == 0
+    assert rewriter.stats.objects_expired == 10
+
+
 def test_a_refused_object_tracked_once_there_is_room_is_no_longer_refused() -> None:
     rewriter = FluxRewriter(FluxConfig(max_objects=1, idle_expiry=60))
     fleet_round(rewriter, ["a", "b"], 1000)
