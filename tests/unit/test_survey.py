@@ -988,3 +988,35 @@ def test_scan_request_in_framing_mode_forwards_duplicates_as_they_came(tmp_path:
     body = snappy.compress(raw)
     scanned = scan.scan_request(body, raw, limits, fast)
     assert scanned.forward is body and scanned.scanner == "c" and scanned.sorted == 0
+
+
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
+        .map(str.encode)
+        .filter(lambda name: name != b"__name__"),
+        min_size=1,
+        max_size=140,
+        unique=True,
+    ),
+    st.randoms(use_true_random=False),
+    st.integers(0, 40),
+)
+def test_many_labels_in_any_order_are_sorted_as_the_model_sorts_them(
+    names: list[bytes], order: object, prefix: int
+) -> None:
+    """Label sets of up to 140 names in any order, reverse included, names alike for a long
+    prefix: the walk sorts them by runs and merges (insertion alone was quadratic in them) and
+    compares long names through memcmp; the bytes it forwards are the model's."""
+    import random
+
+    assert isinstance(order, random.Random)
+    names = [b"p" * prefix + name for name in names]
+    fields = [label(name, b"v") for name in names] + [X]
+    order.shuffle(fields)
+    if order.random() < 0.3:
+        fields.sort(reverse=True)
+    raw = series(*fields, SAMPLE) + series(*reversed(fields), SAMPLE)
+    found = agree(raw, limits=Limits(max_label_name_length=4096))
+    assert found is not None
+    assert found.sorted >= 1  # the two orders are each other's reverse: one is unsorted
