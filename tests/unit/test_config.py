@@ -312,7 +312,11 @@ def test_metadata_config_accepts_prometheus_defaults_and_refuses_others() -> Non
         "{send: false, send_interval: 1m, max_samples_per_send: 500}}]"
     )
     assert not ok.remote_write[0].metadata_config.send
-    for key, value in (("send_interval", "30s"), ("max_samples_per_send", "2000")):
+    newer = load_text(
+        "remote_write: [{url: 'http://a/', metadata_config: {max_samples_per_send: 2000}}]"
+    )
+    assert newer.remote_write[0].metadata_config.max_samples_per_send == 2000  # 2.44 and later
+    for key, value in (("send_interval", "30s"), ("max_samples_per_send", "1000")):
         with pytest.raises(ConfigError, match=rf"metadata_config\.{key}: only Prometheus' default"):
             load_text(f"remote_write: [{{url: 'http://a/', metadata_config: {{{key}: {value}}}}}]")
 
@@ -326,7 +330,7 @@ def test_defaults_follow_prometheus_where_the_relay_does_the_same() -> None:
     rw = load_text("remote_write: [{url: 'http://a/'}]").remote_write[0]
     assert rw.enable_http2 is False  # Prometheus 3's remote-write default
     assert rw.metadata_config.send_interval == 60.0
-    assert rw.metadata_config.max_samples_per_send == 500
+    assert rw.metadata_config.max_samples_per_send == 2000  # Prometheus 2.44 and later
     # Forwarded as received unless switched off (see the comment in config.py).
     assert rw.send_exemplars and rw.send_native_histograms and not rw.strips
 

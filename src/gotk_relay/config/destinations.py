@@ -69,9 +69,11 @@ class QueueConfig(Strict):
 
 # Prometheus' metadata_config defaults. The relay sends metadata within the requests it came
 # in, as the senders batched and timed it: it keeps no metadata of its own to resend on a timer
-# or to rebatch, so only these values are accepted (send: false is honoured).
+# or to rebatch, so only these values are accepted (send: false is honoured). A batch size of
+# 500 was Prometheus' default until 2.44, 2000 since: a block pasted from either is accepted.
 METADATA_SEND_INTERVAL: Final = 60.0
-METADATA_MAX_SAMPLES_PER_SEND: Final = 500
+METADATA_MAX_SAMPLES_PER_SEND: Final = 2000
+METADATA_BATCH_DEFAULTS: Final = frozenset({500, 2000})
 
 
 class MetadataConfig(Strict):
@@ -93,9 +95,9 @@ class MetadataConfig(Strict):
     @field_validator("max_samples_per_send")
     @classmethod
     def _batch(cls, value: int) -> int:
-        if value != METADATA_MAX_SAMPLES_PER_SEND:
+        if value not in METADATA_BATCH_DEFAULTS:
             raise ValueError(
-                f"only Prometheus' default {METADATA_MAX_SAMPLES_PER_SEND} is accepted: "
+                "only Prometheus' defaults 2000 (500 before 2.44) are accepted: "
                 "gotk-relay forwards metadata within the requests it came in, as its senders "
                 "batched it (set send: false to send none)"
             )
