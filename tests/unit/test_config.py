@@ -321,6 +321,18 @@ def test_metadata_config_accepts_prometheus_defaults_and_refuses_others() -> Non
             load_text(f"remote_write: [{{url: 'http://a/', metadata_config: {{{key}: {value}}}}}]")
 
 
+def test_metadata_send_false_is_ignored_for_remote_write_2_with_a_warning() -> None:
+    v2 = "protobuf_message: io.prometheus.write.v2.Request"
+    text = f"remote_write: [{{url: 'http://a/', {v2}, metadata_config: {{send: false}}}}]"
+    assert load_text(text, "<test>").warnings() == [
+        "remote_write[0].metadata_config.send: false is ignored with protobuf_message: "
+        "io.prometheus.write.v2.Request: metadata is always sent in remote write 2.0, on each "
+        "series"
+    ]
+    v1 = "remote_write: [{url: 'http://a/', metadata_config: {send: false}}]"
+    assert load_text(v1, "<test>").warnings() == []
+
+
 def test_batch_send_deadline_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="batch_send_deadline must be greater than 0"):
         load_text("remote_write: [{url: 'http://a/', queue_config: {batch_send_deadline: 0s}}]")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from ..model import Protocol
 from ..rules.flux import FluxConfig
 from ..rules.relabel import RelabelConfig
 from ..units import ByteSize, Duration
@@ -158,6 +159,14 @@ class Config(Strict):
                 "are refused from /federate (gotk_relay_samples_dropped_total"
                 '{destination="federate",reason="max_series"}); raise it or leave it unset'
             )
+        for i, rw in enumerate(self.remote_write):
+            if rw.protobuf_message == Protocol.V2 and not rw.metadata_config.send:
+                # Prometheus' own words for it (storage/remote/queue_manager.go).
+                out.append(
+                    f"remote_write[{i}].metadata_config.send: false is ignored with "
+                    f"protobuf_message: {Protocol.V2}: metadata is always sent in remote write "
+                    "2.0, on each series"
+                )
         return out
 
     def destinations(self) -> list[tuple[str, str, QueuedDestinationConfig]]:

@@ -196,7 +196,9 @@ class RemoteWriteClient:
             protocol,
             exemplars=self.cfg.send_exemplars,
             histograms=self.cfg.send_native_histograms,
-            metadata=self.cfg.metadata_config.send,
+            # 2.0 always carries its metadata (as Prometheus); a destination switched to 1.0
+            # (415) leaves it out as metadata_config.send says.
+            metadata=self.cfg.metadata_config.send or protocol == Protocol.V2,
         )
         if left_out:
             reason = "send_native_histograms_false"
