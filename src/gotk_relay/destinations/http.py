@@ -1,11 +1,16 @@
 """The HTTP side every destination shares: one connection pool per destination, TLS from its
-``tls_config``, its ``remote_timeout``, auth headers from secret files, and transport failures
-turned into ``SendError`` (always retried) in exactly one place.
+``tls_config`` (its files followed as they change), its ``remote_timeout``, auth headers from
+secret files, and transport failures turned into ``SendError`` (always retried) in exactly one
+place.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
+import os
+import ssl
+import time
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -14,11 +19,28 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .. import __version__
-from ..config import Authorization, BasicAuth, TLSConfig
+from ..config import Authorization, BasicAuth, TLSConfig, sanitize_url
 from ..errors import SendError
 from .tls import client_ssl_context
 
 USER_AGENT = f"gotk-relay/{__version__}"
+log = logging.getLogger("gotk_relay.destinations")
+
+FileStamp = tuple[int, int, int] | None  # (inode, size, mtime in ns); None: unreadable
+
+
+def file_stamps(paths: tuple[str, ...]) -> tuple[FileStamp, ...]:
+    """What tells a rewritten file from the one read: a Secret volume update replaces the file
+    (a new inode), an editor or cert-manager may rewrite it in place (size, mtime)."""
+    out: list[FileStamp] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 class Answer(NamedTuple):
@@ -81,8 +103,15 @@ class HTTPEndpoint:
         self._proxy = proxy
         self._follow = follow_redirects
         self._server_name = tls.server_name
+        self._tls = tls
+        self._tls_files = tuple(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+        self._tls_stamps = file_stamps(self._tls_files)
+        self._tls_unusable = False  # the changed files did not load: logged once until they do
         self._ssl = client_ssl_context(url, tls)
         self._session: aiohttp.ClientSession | None = None
+        # Sessions made with the TLS files before they changed, closed once their requests are
+        # done (a remote_timeout after): (monotonic time to close, session).
+        self._retired: list[tuple[float, aiohttp.ClientSession]] = []
 
     def _session_now(self) -> aiohttp.ClientSession:
         # Created lazily: a session must be made inside the running event loop.
@@ -94,7 +123,42 @@ class HTTPEndpoint:
             )
         return self._session
 
+    async def _follow_tls_files(self) -> None:
+        """As Prometheus (prometheus/common reads ``ca_file``, ``cert_file`` and ``key_file``
+        again when they change): rotated files are used from the next request, on new
+        connections; requests under way finish on the old ones. Files that do not load (a
+        certificate renewed before its key) leave the last good ones in use."""
+        now = time.monotonic()
+        while self._retired and self._retired[0][0] <= now:
+            await self._retired.pop(0)[1].close()
+        stamps = file_stamps(self._tls_files)
+        if stamps == self._tls_stamps:
+            return
+        try:
+            context = client_ssl_context(self.url, self._tls)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            if not self._tls_unusable:
+                self._tls_unusable = True
+                log.warning(
+                    "tls_config files changed but cannot be used; the previous ones stay in use "
+                    "until they can (logged once until then)",
+                    extra={"url": sanitize_url(self.url), "err": str(exc)[:300]},
+                )
+            return
+        self._tls_stamps = stamps
+        self._tls_unusable = False
+        self._ssl = context
+        if self._session is not None:
+            self._retired.append((now + self.timeout + 1, self._session))
+            self._session = None
+        log.info(
+            "tls_config files changed; new connections use them",
+            extra={"url": sanitize_url(self.url)},
+        )
+
     async def post(self, body: bytes, headers: dict[str, str], read_limit: int = 1024) -> Answer:
+        if self._tls_files:
+            await self._follow_tls_files()
         if self._url_auth is not None:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             headers["Authorization"] = self._url_auth
@@ -117,3 +181,5 @@ class HTTPEndpoint:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        while self._retired:
+            await self._retired.pop(0)[1].close()
