@@ -389,6 +389,32 @@ def test_framing_refuses_what_it_checks_and_forwards_the_rest(
     _check(framing_relay, case, 204 if lenient else case.status)
 
 
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_a_body_over_the_limit_sent_whole_before_the_answer_is_read_gets_its_413(
+    relay: RelayProcess, chunked: bool
+) -> None:
+    """A sender that writes all of its body before it reads (Prometheus' Go client may) hears
+    the 413, not a reset: the relay reads the rest of the body and discards it before it
+    closes. Closing with the body unread reset the connection, and a reset is retried."""
+    case = Case("whole", 413, "written whole", b"\x00" * (4 * MiB), chunked=chunked)
+
+    async def scenario() -> int:
+        reader, writer = await asyncio.open_connection(HOST, relay.port)
+        try:
+            writer.write(_head(case, relay.port))
+            for part in _parts(case):
+                writer.write(part)
+                await asyncio.wait_for(writer.drain(), ANSWER_TIMEOUT_S)
+            answer = await asyncio.wait_for(_read_answer(reader), ANSWER_TIMEOUT_S)
+            return answer.status
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    assert [asyncio.run(scenario()) for _ in range(3)] == [413] * 3
+
+
 def test_every_full_only_case_is_in_the_corpus() -> None:
     assert {c.id for c in ONE_SHOT} >= FULL_ONLY
 

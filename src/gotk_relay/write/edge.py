@@ -78,13 +78,21 @@ class Rejection(NamedTuple):
     text: str
     headers: dict[str, str] | None = None
     hang_up: bool = False  # close the connection after answering (the body was not read)
+    # Answer with "Connection: close", the rest of the body read and discarded first, for
+    # aiohttp's lingering time at most: a sender still writing a body too large gets the 413,
+    # where closing at once with its bytes unread resets the connection, and a reset (which
+    # Prometheus retries) can reach it before the answer.
+    close: bool = False
 
 
 async def answer(request: web.Request, rejection: Rejection) -> web.StreamResponse:
     """The response of a rejection (see ``Rejection``)."""
     if rejection.hang_up:
         return await _hang_up(request, rejection.status, rejection.text)
-    return plain(rejection.status, rejection.text, rejection.headers)
+    response = plain(rejection.status, rejection.text, rejection.headers)
+    if rejection.close:
+        response.force_close()
+    return response
 
 
 SHUTTING_DOWN = Rejection("shutting_down", 503, "gotk-relay is shutting down", {"Retry-After": "5"})
@@ -129,6 +137,7 @@ def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection 
             413,
             f"request body of {request.content_length} bytes exceeds the limit of "
             f"{limits.max_request_bytes} bytes",
+            close=True,
         )
     return proto
 
@@ -160,7 +169,7 @@ async def read_write_body(request: web.Request, limits: ReceiverConfig) -> Rejec
             "too_large",
             413,
             f"request body exceeds the limit of {limits.max_request_bytes} bytes",
-            hang_up=True,
+            close=True,
         )
     return body
 
