@@ -414,6 +414,21 @@ SCENARIOS = {
         now=[1000, 2000, 30_000, 40_000, 500_000],
         stats={"stale_emitted": 0},
     ),
+    "an-end-cancelled-and-begun-again-comes-at-its-second-deadline-only": Scenario(
+        [
+            [ks("True", ts=1000)],
+            [ks("True", ts=2000, value="stale")],  # due at 47_000
+            [ks("False", ts=3000)],  # the replacement: no end
+            [ks("False", ts=4000, value="stale")],  # due at 55_000
+            [],
+            [],
+            [],
+        ],
+        [legacy(1000), {}, legacy(3000, "False"), {}, {}, {}, ended(4000)],
+        config={"stale_grace": "45s"},
+        now=[1000, 2000, 3000, 10_000, 47_000, 54_999, 55_000],
+        stats={"stale_emitted": 4},
+    ),
     "deletion-after-a-ready-change-in-flight": Scenario(
         [
             [ks("True", ts=1000)],

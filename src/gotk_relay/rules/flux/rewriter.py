@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import operator
 from collections import OrderedDict
@@ -133,6 +135,14 @@ class FluxRewriter:
         self._info: dict[Labels, InfoObject] = {}
         self._legacy: dict[Labels, LegacyObject] = {}
         self._pending: dict[tuple[bool, Labels], FluxObject] = {}
+        # The pending ends by deadline, so that a request looks at the due ones only, not at
+        # every pending one (tens of thousands while a fleet's objects end): (deadline, seq,
+        # key), a heap; an entry counts while _pending_seq holds its seq for the key (an end
+        # cancelled or started again leaves its old entry behind, skipped when it surfaces).
+        # Seqs grow as keys enter _pending, so they also give its order.
+        self._deadlines: list[tuple[int, int, tuple[bool, Labels]]] = []
+        self._pending_seq: dict[tuple[bool, Labels], int] = {}
+        self._seq = itertools.count()
         # Objects refused at max_objects (key → relay clock of their last refusal), least
         # recently refused first: each is counted once in objects_rejected, not once per batch.
         # At most max_objects of them (the oldest is forgotten past that, and counts again if
@@ -181,13 +191,15 @@ class FluxRewriter:
         self._info.clear()
         self._legacy.clear()
         self._pending.clear()
+        self._deadlines.clear()
+        self._pending_seq.clear()
         for obj in objects:
             if isinstance(obj, InfoObject):
                 self._info[obj.key] = obj
             elif isinstance(obj, LegacyObject):
                 self._legacy[obj.key] = obj
             if obj.deadline is not None:
-                self._pending[(isinstance(obj, InfoObject), obj.key)] = obj
+                self._start_end((isinstance(obj, InfoObject), obj.key), obj, obj.deadline)
         self._clock = max(self._clock, clock)
         self._expiry_floor = NEVER
         self._aging = []
@@ -205,9 +217,32 @@ class FluxRewriter:
 
     def due(self, now_ms: int) -> bool:
         """Whether an object's end falls due by relay clock ``now_ms``: a call then writes it."""
-        return any(
-            obj.deadline is not None and obj.deadline <= now_ms for obj in self._pending.values()
-        )
+        heap, seqs = self._deadlines, self._pending_seq
+        while heap and seqs.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)  # an end cancelled or started again since
+        return bool(heap) and heap[0][0] <= now_ms
+
+    def _start_end(self, key: tuple[bool, Labels], obj: FluxObject, deadline: int) -> None:
+        """``obj`` ends at ``deadline`` unless it is live again by then."""
+        obj.deadline = deadline
+        self._pending[key] = obj
+        seq = self._pending_seq[key] = next(self._seq)
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, seq, key))
+        if len(heap) > 2 * len(self._pending) + 1024:  # mostly entries that no longer count
+            seqs = self._pending_seq
+            self._deadlines = [
+                (o.deadline, seqs[k], k) for k, o in self._pending.items() if o.deadline is not None
+            ]
+            heapq.heapify(self._deadlines)
+
+    def _cancel_end(self, key: tuple[bool, Labels]) -> FluxObject | None:
+        """The object whose end at ``key`` no longer comes (its heap entry stays, skipped)."""
+        self._pending_seq.pop(key, None)
+        obj = self._pending.pop(key, None)
+        if obj is not None:
+            obj.deadline = None
+        return obj
 
     def apply(self, batch: Batch, now_ms: int | None, max_outputs: int | None) -> Rewritten:
         """The rules applied to ``batch``: the steady shortcut (``steady``) when ``max_outputs``
@@ -478,7 +513,6 @@ class FluxRewriter:
 
     def _evaluate(self, touched: dict[FluxObject, bool], ts: int, emitter: Emitter) -> None:
         """Emit what each touched object says at ``ts``, then start or cancel its end."""
-        pending = self._pending
         dropped = 0
         for obj, had_value in touched.items():
             if isinstance(obj, InfoObject):
@@ -495,11 +529,9 @@ class FluxRewriter:
                     self._reverse_emit(obj, ts, emitter)
             if self._live(obj):
                 if obj.deadline is not None:
-                    obj.deadline = None
-                    del pending[(forward, obj.key)]
+                    self._cancel_end((forward, obj.key))
             elif obj.open and obj.deadline is None:
-                obj.deadline = self._clock + self._grace(obj)
-                pending[(forward, obj.key)] = obj
+                self._start_end((forward, obj.key), obj, self._clock + self._grace(obj))
         self.stats.out_of_order_dropped += dropped
         if self.changed is not None:
             self.changed.update(dict.fromkeys(touched))
@@ -554,16 +586,20 @@ class FluxRewriter:
         return obj
 
     def _commit_due(self, emitter: Emitter) -> None:
-        if not self._pending:
+        heap = self._deadlines
+        if not heap:
             return
-        clock = self._clock
-        due = [
-            k for k, o in self._pending.items() if o.deadline is not None and o.deadline <= clock
-        ]
+        clock, seqs = self._clock, self._pending_seq
+        found: list[tuple[int, tuple[bool, Labels]]] = []
+        while heap and heap[0][0] <= clock:
+            _, seq, key = heapq.heappop(heap)
+            if seqs.get(key) == seq:
+                found.append((seq, key))
+        found.sort()  # in the order they began pending, as the pending dict keeps them
         changed = self.changed
-        for key in due:
-            obj = self._pending.pop(key)
-            obj.deadline = None
+        for _, key in found:
+            obj = self._cancel_end(key)
+            assert obj is not None
             if changed is not None:
                 changed[obj] = None
             if not obj.open or self._live(obj):
@@ -576,7 +612,7 @@ class FluxRewriter:
     def _forget(self, forward: bool, key: Labels) -> None:
         obj = (self._info if forward else self._legacy).pop(key)
         obj.gone = True
-        self._pending.pop((forward, key), None)
+        self._cancel_end((forward, key))
         if self.changed is not None:
             self.forgotten.append(obj)
         self.stats.objects_expired += 1
