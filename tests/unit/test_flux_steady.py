@@ -243,13 +243,24 @@ def test_a_steady_scrape_takes_the_shortcut_and_a_changed_one_does_not() -> None
     assert pair.steady == 3
     ts += SCRAPE_MS
     scrape(skip=1)
-    assert pair.steady == 3  # its end is pending (flux.stale_grace): declined until written
-    ts += 3 * SCRAPE_MS
-    scrape(skip=1)  # the end falls due and is written here
-    assert pair.steady == 3
+    assert pair.steady == 4  # its end is pending (flux.stale_grace), not due: the others go on
+    ts += SCRAPE_MS
+    scrape()  # object 1 back before its end: the general path cancels the end
+    assert pair.steady == 4
+    ts += SCRAPE_MS
+    scrape()
+    assert pair.steady == 5
+    ts += SCRAPE_MS
+    scrape(stale=1)  # deleted again
     ts += SCRAPE_MS
     scrape(skip=1)
-    assert pair.steady == 4
+    assert pair.steady == 6
+    ts += 3 * SCRAPE_MS
+    scrape(skip=1)  # the end falls due and is written here: declined
+    assert pair.steady == 6
+    ts += SCRAPE_MS
+    scrape(skip=1)
+    assert pair.steady == 7
 
 
 def test_a_value_older_than_its_series_stale_marker_is_left_to_the_general_path() -> None:

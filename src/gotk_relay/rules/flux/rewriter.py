@@ -315,10 +315,11 @@ class FluxRewriter:
         The steady state is the scrape after scrape of a cluster where nothing happens: every
         Flux series is a ``gotk_resource_info`` series already routed to its tracked object,
         with one sample, all at one timestamp that is newer than anything seen for the object,
-        on distinct objects, and no object's end is pending. Then the rules come down to: each
-        object takes the sample's state and writes its outputs at that timestamp, and nothing
-        else happens. Written out here, that skips the events, the emitter and the ``Series``
-        of every output, which were most of what a Flux-heavy stream cost. The effect on the
+        on distinct objects, none of them with its end pending, and no end falls due. Then the
+        rules come down to: each object takes the sample's state and writes its outputs at that
+        timestamp, and nothing else happens. Written out here, that skips the events, the
+        emitter and the ``Series`` of every output, which were most of what a Flux-heavy stream
+        cost. The effect on the
         state and what is written are exactly ``rewrite()``'s (``Steady.body`` is what the
         relay would queue for its output; ``tests/unit/test_flux_steady.py`` runs both on
         messy traffic). Anything else (a new object, a stale marker, a resend, a Ready change,
@@ -326,7 +327,11 @@ class FluxRewriter:
         takes ``rewrite()``. Series whose metric name no rule reads are left alone, as there.
         """
         names = self._names
-        if not names or self._pending or self._operator_seen:
+        if not names or self._operator_seen:
+            return None
+        # Ends pending elsewhere in the fleet do not matter here, unless one falls due now
+        # (rewrite() writes it) or the object is one of this batch's (checked below).
+        if self._pending and self.due(max(self._clock, now_ms)):
             return None
         encoder = self._encoder
         if encoder is None:
@@ -356,6 +361,7 @@ class FluxRewriter:
                 not route.forward
                 or not isinstance(obj, InfoObject)  # forward routes lead to _info's objects
                 or obj.gone
+                or obj.deadline is not None  # its end is pending: rewrite() cancels it
                 or entry is None
                 or entry.dropped
                 or len(samples) != 1
