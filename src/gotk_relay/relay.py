@@ -87,6 +87,22 @@ LINGER = 0.05
 _LIVE_KEYS = ("min_backoff", "max_backoff", "sample_age_limit")
 
 
+def _logged(task: asyncio.Task[None]) -> asyncio.Task[None]:
+    """``task``, whose failure is logged when it ends: a replaced destination's drain or halt,
+    which only stop() awaits otherwise (its error would be seen by no one)."""
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            log.error(
+                "a replaced destination's last sends failed",
+                extra={"task": done.get_name(), "err": repr(exc)},
+                exc_info=exc,
+            )
+
+    task.add_done_callback(ended)
+    return task
+
+
 def same_but_retry(old: QueuedDestinationConfig, new: QueuedDestinationConfig) -> bool:
     """Whether two destination configs differ at most in ``_LIVE_KEYS``."""
     live = {key: getattr(old.queue_config, key) for key in _LIVE_KEYS}
@@ -266,6 +282,16 @@ class Relay:
         for destination in self.destinations.values():
             destination.start()
         self._clock = asyncio.create_task(self._flux_clock(), name="flux-clock")
+        self._clock.add_done_callback(self._clock_ended)
+
+    def _clock_ended(self, task: asyncio.Task[None]) -> None:
+        """The clock runs until stop() cancels it: if it ends otherwise, that is logged and
+        shown in /-/ready (its ends would no longer be written between requests)."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self.telemetry.task_failed("flux-clock")
+        self.clock_failing.happened(f"the clock task ended: {exc!r}")
 
     async def _flux_clock(self) -> None:
         """Write the Flux rules' ends that fall due while no request arrives.
@@ -278,9 +304,10 @@ class Relay:
         while True:
             await asyncio.sleep(FLUX_TICK_S)
             now_ms = int(time.time() * 1000)
-            if not self.pipeline.flux.due(now_ms):
-                continue
-            try:
+            try:  # everything but the sleep: an error here must not end the loop unseen
+                if not self.pipeline.flux.due(now_ms):
+                    self.clock_failing.ended()
+                    continue
                 self.admit(Batch(), now_ms)  # refused (queues full): tried again next tick
             except SpoolError:
                 continue  # shown as the spool's own failure; tried again next tick
@@ -617,7 +644,7 @@ class Relay:
                 previous.retry = retry_settings(cfg)  # its last batches obey the new limits too
                 if self.spool is not None:
                     # Its entries stay in the spool: stop it now, the successor resumes them.
-                    self._draining.append(previous.halt())
+                    self._draining.append(_logged(previous.halt()))
                 else:
                     drain = self._drain(previous)
             fresh = build_destination(name, cfg, self.telemetry, self.budget, self.spool)
@@ -625,7 +652,7 @@ class Relay:
             starts.append((fresh, drain))
         for leftover in old.values():
             if self.spool is not None:
-                self._draining.append(leftover.halt())
+                self._draining.append(_logged(leftover.halt()))
             else:
                 self._drain(leftover)
         if config.federate != self.config.federate:
@@ -651,7 +678,7 @@ class Relay:
     def _drain(self, destination: QueuedDestination, seconds: float = 60.0) -> asyncio.Task[None]:
         deadline = asyncio.get_running_loop().time() + seconds
         task = asyncio.create_task(destination.stop(deadline), name=f"drain:{destination.name}")
-        self._draining.append(task)
+        self._draining.append(_logged(task))
         return task
 
     async def stop(self, timeout: float) -> None:

@@ -239,7 +239,15 @@ class QueuedDestination:
     # Sending ------------------------------------------------------------------------------
     async def _run(self, shard: Shard, after: asyncio.Task[None] | None) -> None:
         if after is not None:
-            await asyncio.shield(after)
+            # The destination this one replaces finishes first (order); whatever its end
+            # raised, this one sends on: its entries were accepted.
+            try:
+                await asyncio.shield(after)
+            except Exception as exc:
+                log.warning(
+                    "the destination this one replaces ended with an error; sending on",
+                    extra={"destination": self.name, "shard": shard.index, "err": repr(exc)},
+                )
         backoff = 0.0
         entries: list[Entry] | None = None
         delivered = False
@@ -533,7 +541,18 @@ class QueuedDestination:
 
     async def _close_after(self, tasks: list[asyncio.Task[None]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.client.close()
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        """Close the connections; a failure to is logged, not raised: nothing is lost by it,
+        and a successor waits on this."""
+        try:
+            await self.client.close()
+        except Exception as exc:
+            log.warning(
+                "destination's connections could not be closed",
+                extra={"destination": self.name, "err": repr(exc)},
+            )
 
     async def stop(self, deadline: float) -> None:
         """Let the senders drain until ``deadline`` (a loop.time()), then cancel them.
@@ -551,7 +570,7 @@ class QueuedDestination:
             if left:
                 self.recorder.dropped(self.name, _points(left), "shutdown")
                 self._fail(left, "shutdown", None)
-        await self.client.close()
+        await self._close_client()
 
 
 def _answered(entries: list[Entry]) -> None:
