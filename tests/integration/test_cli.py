@@ -213,10 +213,17 @@ def test_sighup_reloads_and_keeps_the_old_config_on_error(tmp_path: Path) -> Non
         proc.send_signal(signal.SIGHUP)
         _wait_metric(base, "gotk_relay_config_last_reload_successful 0.0")
         assert 'gotk_relay_shards{destination="extra"} 1.0' in _get(base + "/metrics")[1]
+        path.write_text("federate: {match: ['{__name__=\"b\"}']}\n")
+        proc.send_signal(signal.SIGHUP)
+        _wait_metric(base, "gotk_relay_config_last_reload_successful 1.0")
+        path.write_bytes(b"federate: {match: ['{__name__=\"caf\xe9\"}']}\n")  # Latin-1
+        proc.send_signal(signal.SIGHUP)
+        _wait_metric(base, "gotk_relay_config_last_reload_successful 0.0")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert "failed to reload config" in err and "remote_write[0].url" in err
+    assert "not UTF-8 (byte 0xe9 at offset" in err  # a file in another encoding: said so
     assert proc.returncode == 0
 
 

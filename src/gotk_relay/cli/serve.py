@@ -103,10 +103,17 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         try:
             new = load_file(args.config)
             authenticator.configure(new.receiver.auth)  # re-reads the secret files
+            await apply(new)
         except ConfigError as exc:
             telemetry.reload_success.set(0)
             log.error("failed to reload config; keeping the running one", extra={"err": str(exc)})
             raise
+        except Exception as exc:  # a bug: seen in the log and the gauge, as a bad file is
+            telemetry.reload_success.set(0)
+            log.error("failed to reload config", extra={"err": repr(exc)}, exc_info=True)
+            raise ConfigError(f"unexpected error while reloading: {exc!r}") from exc
+
+    async def apply(new: Config) -> None:
         if new.receiver.tls != tls:
             log.warning("receiver.tls changed; it takes effect when the relay restarts")
         if new.receiver.workers != workers:

@@ -53,6 +53,11 @@ def load_file(path: str | Path, environ: Mapping[str, str] | None = None) -> Con
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"couldn't load configuration (--config={path}): {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"couldn't load configuration (--config={path}): not UTF-8 "
+            f"(byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from exc
     return load_text(text, str(path), environ)
 
 
