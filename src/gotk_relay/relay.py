@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .config import (
@@ -276,6 +276,8 @@ class Relay:
             "the Flux rules' clock failed; retried every second", logging.ERROR
         )
         self._clock: asyncio.Task[None] | None = None
+        # What else the process runs and /-/ready reports on (the ingest workers' pool).
+        self.problem_sources: list[Callable[[], list[str]]] = []
         telemetry.add_state_collector(lambda: state_metrics(self))
 
     def start(self) -> None:
@@ -333,6 +335,8 @@ class Relay:
         ]
         if self.clock_failing.active:
             problems.append(f"the Flux rules' clock: {self.clock_failing.reason}")
+        for source in self.problem_sources:
+            problems += source()
         return problems
 
     def room(self, points: int, size_hint: int, own: Mapping[str, int] | None = None) -> Admission:

@@ -39,13 +39,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
 from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from .server import RELAY, ROUTE, STATE, TELEMETRY
+from .telemetry import gauge
 from .write.admission import answer_scanned
 from .write.edge import SHUTTING_DOWN, answer, client_address, decode_rejection
 from .write.scan import Scanned
@@ -57,7 +61,11 @@ ROUTE_HEADER: Final = "X-Gotk-Relay-Route"
 GENERATION_HEADER: Final = "X-Gotk-Relay-Generation"
 # Bodies on the socket hold at most a request's forwarded bytes and its picked series.
 INTERNAL_MAX_BYTES: Final = 1 << 31
-RESTART_BACKOFF: Final = 1.0  # seconds between a worker's death and its restart
+RESTART_BACKOFF: Final = 1.0  # seconds between a worker's death and its restart, at first
+# A worker that dies again soon waits twice as long each time, up to this; one that has stayed
+# up STAYED_UP seconds ends the episode (logged, and the next death waits RESTART_BACKOFF).
+MAX_RESTART_BACKOFF: Final = 30.0
+STAYED_UP: Final = 60.0
 
 
 class Generation:
@@ -206,7 +214,15 @@ def worker_argv(
 class _Slot:
     index: int
     proc: subprocess.Popen[bytes] | None = None
-    died_at: float | None = None
+    died_at: float | None = None  # when it was found dead or failed to start; None: running
+    started_at: float = 0.0
+    backoff: float = RESTART_BACKOFF  # before its next restart
+    restarts: int = 0  # for gotk_relay_worker_restarts_total
+    failing: str = ""  # why this episode began; "" when the worker runs and has stayed up
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.died_at is None and self.proc.poll() is None
 
 
 @dataclass
@@ -229,10 +245,35 @@ class WorkerPool:
 
     def start(self) -> None:
         self._pipe = os.pipe()
-        self.slots = [_Slot(i) for i in range(self.count)]
+        self.slots = [_Slot(i, backoff=RESTART_BACKOFF) for i in range(self.count)]
         for slot in self.slots:
-            self._spawn(slot)
+            self._spawn(slot, time.monotonic())
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="workers")
+
+    def problems(self) -> list[str]:
+        """Workers not running now (for /-/ready): exited or failing to start, until restarted."""
+        if self._stopping:
+            return []  # stopped on purpose (the relay is shutting down)
+        return [
+            f"ingest worker {slot.index}: {slot.failing or 'not running'}; restarting it"
+            for slot in self.slots
+            if not slot.running
+        ]
+
+    def metrics(self) -> Iterable[Metric]:
+        yield gauge(
+            "gotk_relay_workers_up",
+            "Ingest worker processes running (receiver.workers - 1 when all are).",
+            [],
+            [([], sum(slot.running for slot in self.slots))],
+        )
+        restarts = CounterMetricFamily(
+            "gotk_relay_worker_restarts",
+            "Ingest worker processes restarted after they exited or failed to start.",
+            labels=[],
+        )
+        restarts.add_metric([], sum(slot.restarts for slot in self.slots))
+        yield restarts
 
     def _argv(self, index: int) -> list[str]:
         assert self._pipe is not None
@@ -240,31 +281,63 @@ class WorkerPool:
             self.socket_path, self.listen, self._pipe[0], index, self.log_level, self.log_format
         )
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: _Slot, now: float) -> None:
         assert self._pipe is not None
-        slot.proc = subprocess.Popen(
-            self._argv(slot.index), stdin=subprocess.DEVNULL, pass_fds=(self._pipe[0],)
-        )
+        try:
+            slot.proc = subprocess.Popen(
+                self._argv(slot.index), stdin=subprocess.DEVNULL, pass_fds=(self._pipe[0],)
+            )
+        except OSError as exc:  # out of fds or memory: tried again after the backoff
+            slot.proc = None
+            self._died(slot, now, f"could not start: {exc}")
+            return
         slot.died_at = None
+        slot.started_at = now
         log.info("started ingest worker", extra={"worker": slot.index, "pid": slot.proc.pid})
 
+    def _died(self, slot: _Slot, now: float, reason: str) -> None:
+        slot.died_at = now
+        if slot.failing:
+            return  # this episode is logged already
+        slot.failing = reason
+        log.error(
+            "ingest worker failed; restarting it with backoff (logged once until it stays up)",
+            extra={"worker": slot.index, "reason": reason},
+        )
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        if slot.died_at is None:
+            assert slot.proc is not None
+            code = slot.proc.poll()
+            if code is None:
+                if slot.failing and now - slot.started_at >= STAYED_UP:
+                    log.info(
+                        "ingest worker running again",
+                        extra={"worker": slot.index, "since": slot.failing},
+                    )
+                    slot.failing = ""
+                    slot.backoff = RESTART_BACKOFF
+                return
+            self._died(slot, now, f"exited with code {code}")
+        elif now - slot.died_at >= slot.backoff:
+            if slot.failing and slot.restarts:  # died again before it stayed up: wait longer
+                slot.backoff = min(slot.backoff * 2, MAX_RESTART_BACKOFF)
+            slot.restarts += 1
+            self._spawn(slot, now)
+
     async def _supervise(self) -> None:
+        failed = False
         while not self._stopping:
             now = time.monotonic()
-            for slot in self.slots:
-                if slot.proc is None or self._stopping:
-                    continue
-                code = slot.proc.poll()
-                if code is None:
-                    continue
-                if slot.died_at is None:
-                    slot.died_at = now
-                    log.error(
-                        "ingest worker exited; restarting it",
-                        extra={"worker": slot.index, "pid": slot.proc.pid, "code": code},
-                    )
-                elif now - slot.died_at >= RESTART_BACKOFF:
-                    self._spawn(slot)
+            try:
+                for slot in self.slots:
+                    if not self._stopping:
+                        self._check(slot, now)
+                failed = False
+            except Exception:  # a bug here must not end the supervision: logged once
+                if not failed:
+                    log.exception("supervising the ingest workers failed; trying again")
+                failed = True
             await asyncio.sleep(0.1)
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -274,7 +347,7 @@ class WorkerPool:
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+                await self._supervisor  # it raises nothing else (see _supervise)
         procs = [s.proc for s in self.slots if s.proc is not None]
         for proc in procs:
             if proc.poll() is None:

@@ -332,7 +332,8 @@ async def test_a_killed_worker_is_restarted_and_none_outlive_the_core(tmp_path: 
         assert statuses == [204] * 10
         (second,) = await running.wait_workers_listening(1)
         assert second != first
-        assert "ingest worker exited; restarting it" in running.log()
+        assert "ingest worker failed; restarting it" in running.log()
+        assert "exited with code -9" in running.log()
         statuses = [(await running.write(batch))[0] for _ in range(20)]
         assert statuses == [204] * 20
         core = running.proc

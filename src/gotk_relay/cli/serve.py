@@ -174,6 +174,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             args.log_format,
         )
         pool.start()
+        relay.problem_sources.append(pool.problems)
+        telemetry.add_state_collector(pool.metrics)
     telemetry.reload_success.set(1)
     telemetry.reload_timestamp.set(time.time())
     log.info(
