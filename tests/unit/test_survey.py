@@ -146,10 +146,12 @@ def _m_histogram_spans(d: bytes, pos: int, end: int) -> None:
         elif field in spans:
             offset = length = 0
             for f, _, _, b, _ in _m_fields(d, start, stop):
+                if f not in (1, 2):
+                    continue  # an unknown field, of any wire type
                 value = _m_varint(d, b, stop)[0] & 0xFFFFFFFF
                 if f == 1:
                     offset = (value >> 1) ^ -(value & 1)
-                elif f == 2:
+                else:
                     length = value
             spans[field].append((offset, length))
         elif field in (9, 12):
