@@ -564,7 +564,16 @@ class DatadogClient:
         while len(self._ahead) > self._max_plans:  # batches that were never taken after all
             stale = self._ahead.popitem(last=False)[1]
             self._discarding.add(cleanup := asyncio.create_task(stale.discard()))
-            cleanup.add_done_callback(self._discarding.discard)
+            cleanup.add_done_callback(self._discarded)
+
+    def _discarded(self, task: asyncio.Task[None]) -> None:
+        """A stale plan let go: its error, if any, is logged (no one else awaits the task)."""
+        self._discarding.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning(
+                "a batch mapped ahead could not be let go",
+                extra={"destination": self.name, "err": repr(exc)},
+            )
 
     async def _adopt(self, entries: list[Entry]) -> Plan | None:
         """The plan mapped ahead for ``entries``, if it can stand: the same entries in the same
