@@ -27,6 +27,7 @@ from gotk_relay.config import load_text
 from gotk_relay.model import Labels, MetricType, is_stale
 from gotk_relay.relay import Relay
 from gotk_relay.scrape import Scraper
+from gotk_relay.scrape.loop import TargetLoop
 from gotk_relay.telemetry import Telemetry
 from tests.support.datadog_intake import DatadogIntake
 from tests.support.harness import Reply, ScriptedReceiver, eventually, receivers
@@ -208,6 +209,38 @@ async def test_a_failing_target_is_logged_once_until_it_recovers(
         "scrape failed; logged again when the reason changes or the target recovers"
     ]
     assert messages.count("scrape succeeded again") == 1
+
+
+async def test_an_error_in_a_scrape_loop_shows_in_ready_and_is_logged_once_per_kind(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a loop (not a target's failure): logged once however its text varies, shown in
+    /-/ready's problems until a scrape succeeds, and counted."""
+    exporter = Exporter(TEXT)
+    calls = {"n": 0}
+    real = TargetLoop.scrape_once
+
+    async def failing(self: TargetLoop) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 4:
+            raise RuntimeError(f"a bug, call {calls['n']}")  # its text changes every time
+        await real(self)
+
+    monkeypatch.setattr(TargetLoop, "scrape_once", failing)
+    caplog.set_level(logging.INFO, logger="gotk_relay.scrape")
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(rw_config(receiver, job("t", exporter)), exporter) as scraper,
+    ):
+        task_failures = scraper.metrics.task_failures.labels("t")
+        await eventually(lambda: task_failures._value.get() >= 2)
+        (problem,) = scraper.relay.problems()
+        assert problem.startswith(f"scrape loop of job t {exporter.address}: RuntimeError: a bug")
+        await eventually(lambda: last(receiver, named("up", job="t")) == 1.0)
+        assert scraper.relay.problems() == []
+    messages = [r.getMessage() for r in caplog.records if r.name == "gotk_relay.scrape"]
+    assert sum(m.startswith("scrape loop error; retrying") for m in messages) == 1
+    assert messages.count("scrape loop error: stopped") == 1
 
 
 OPENMETRICS = """\

@@ -159,11 +159,15 @@ class TargetLoop:
     def _broken(self, exc: Exception) -> None:
         job = self.target.job
         self.metrics.task_failures.labels(job.job_name).inc()
-        reason = f"{type(exc).__name__}: {exc}"
-        if self.state.broken != reason:  # logged once, with its traceback, until it changes
-            self.state.broken = reason
+        kind = type(exc).__name__
+        reason = f"{kind}: {exc}"
+        # Logged once, with its traceback, until it stops or its kind of error changes (not its
+        # text, which may hold a changing detail); the newest text is /-/ready's.
+        logged = self.state.broken.partition(":")[0] == kind
+        self.state.broken = reason
+        if not logged:
             log.exception(
-                "scrape loop error; retrying at each interval, logged again when it changes",
+                "scrape loop error; retrying at each interval, logged again if its kind changes",
                 extra={"job": job.job_name, "instance": self.target.instance, "err": reason},
             )
 
@@ -333,6 +337,16 @@ class Scraper:
         self.metrics = ScrapeMetrics(telemetry)
         self.loops: dict[tuple[str, Labels, str], TargetLoop] = {}
         self._applying = asyncio.Lock()  # a SIGHUP and a /-/reload at once: one after the other
+        relay.problem_sources.append(self.problems)
+
+    def problems(self) -> list[str]:
+        """Scrape loops failing on an error (a bug, not a target's failure), for /-/ready."""
+        return [
+            f"scrape loop of job {loop.target.job.job_name} {loop.target.instance}: "
+            f"{loop.state.broken}"
+            for loop in self.loops.values()
+            if loop.state.broken
+        ]
 
     async def apply(self, jobs: list[ScrapeConfig]) -> None:
         """Scrape the targets of ``jobs``: an unchanged target keeps its loop; a changed one gets
