@@ -297,8 +297,9 @@ class WorkerPool:
 
     def _died(self, slot: _Slot, now: float, reason: str) -> None:
         slot.died_at = now
-        if slot.failing:
-            return  # this episode is logged already
+        if slot.failing:  # again before it stayed up: waits twice as long; logged already
+            slot.backoff = min(slot.backoff * 2, MAX_RESTART_BACKOFF)
+            return
         slot.failing = reason
         log.error(
             "ingest worker failed; restarting it with backoff (logged once until it stays up)",
@@ -320,8 +321,6 @@ class WorkerPool:
                 return
             self._died(slot, now, f"exited with code {code}")
         elif now - slot.died_at >= slot.backoff:
-            if slot.failing and slot.restarts:  # died again before it stayed up: wait longer
-                slot.backoff = min(slot.backoff * 2, MAX_RESTART_BACKOFF)
             slot.restarts += 1
             self._spawn(slot, now)
 
