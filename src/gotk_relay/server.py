@@ -83,6 +83,8 @@ FEDERATING: web.AppKey[InFlight] = web.AppKey("federating", InFlight)
 FEDERATE_THREAD: web.AppKey[FederateThread] = web.AppKey("federate_thread")
 # Request key: the route to count a request under when it is not the one it came in on.
 ROUTE = "gotk_relay.route"
+# A remote write 2.0 body larger than this (≈500 series) is decoded in a thread.
+V2_DECODE_IN_THREAD = 64 * 1024
 
 
 def _unauthenticated(request: web.Request) -> web.Response | None:
@@ -149,7 +151,15 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
                 relay, telemetry, scanned, now_ms, lambda: client_address(request)
             )
         codec = rw2 if proto == Protocol.V2 else rw1
-        decoded = codec.decode_counted(raw, limits=limits_of(limits))
+        bounds = limits_of(limits)
+        if proto == Protocol.V2 and len(raw) > V2_DECODE_IN_THREAD:
+            # Remote write 2.0 is decoded in Python, ≈60 µs a series: off the event loop,
+            # which gets the GIL back every switch interval, so that other requests, probes
+            # and /metrics go on meanwhile. Decoding is a pure function of the bytes;
+            # admission, which changes state, stays on the loop.
+            decoded = await asyncio.to_thread(rw2.decode_counted, raw, limits=bounds)
+        else:
+            decoded = codec.decode_counted(raw, limits=bounds)
         batch = decoded.batch
     except (TooManySeriesError, LabelLimitError, TooLargeError, DecodeError) as exc:
         rejection = decode_rejection(exc)

@@ -152,6 +152,32 @@ async def test_v2_success_reports_what_was_written() -> None:
         assert response.headers["X-Prometheus-Remote-Write-Exemplars-Written"] == "0"
 
 
+async def test_a_large_v2_request_is_decoded_in_a_thread_and_answered_as_any_other() -> None:
+    """Over V2_DECODE_IN_THREAD bytes a 2.0 request is decoded off the event loop: accepted,
+    counted and refused (its errors reach the answer) as a small one is."""
+    from gotk_relay import server
+
+    series = tuple(
+        Series((("__name__", "m"), ("i", f"{i:06d}"), ("pad", "x" * 40)), (Sample(i, 1000),))
+        for i in range(2000)
+    )
+    body, headers = rw_body(Batch(series), v2=True)
+    assert len(snappy.decompress(body, 1 << 30)) > server.V2_DECODE_IN_THREAD
+    bad = write_v2_pb2.Request.FromString(snappy.decompress(body, 1 << 30))
+    bad.timeseries[-1].labels_refs[1] = 10**6
+    async with relay_client({"flux": {"mode": "off"}}) as (client, _):
+        response = await client.post("/api/v1/write", data=body, headers=headers)
+        assert response.status == 204
+        assert response.headers["X-Prometheus-Remote-Write-Samples-Written"] == "2000"
+        refused = await client.post(
+            "/api/v1/write", data=snappy.compress(bad.SerializeToString()), headers=headers
+        )
+        assert refused.status == 400
+        assert "timeseries[1999].labels_refs: symbol ref 1000000 out of range" in (
+            await refused.text()
+        )
+
+
 async def test_missing_content_type_means_v1() -> None:
     async with relay_client(CONFIG) as (client, _):
         body, _ = rw_body(gauge_batch(["up"], 1))
