@@ -303,14 +303,18 @@ class Relay:
         request does. A lone kube-state-metrics target may send one request per scrape, so an
         end could wait a whole interval more: a batch with no series brings the clock on.
         """
+        delay = FLUX_TICK_S
         while True:
-            await asyncio.sleep(FLUX_TICK_S)
+            await asyncio.sleep(delay)
+            delay = FLUX_TICK_S
             now_ms = int(time.time() * 1000)
             try:  # everything but the sleep: an error here must not end the loop unseen
                 if not self.pipeline.flux.due(now_ms):
                     self.clock_failing.ended()
                     continue
-                self.admit(Batch(), now_ms)  # refused (queues full): tried again next tick
+                # refused (queues full): tried again next tick
+                if self.admit(Batch(), now_ms).accepted and self.pipeline.flux.due(now_ms):
+                    delay = 0.0  # more ends due than one call writes: on with them at once
             except SpoolError:
                 continue  # shown as the spool's own failure; tried again next tick
             except Exception as exc:  # a bug: shown in /-/ready, logged once, tried again

@@ -837,6 +837,31 @@ def test_objects_due_within_moments_of_each_other_are_forgotten_each_at_its_time
     assert rewriter.stats.objects_expired == 10
 
 
+def test_ends_falling_due_together_are_written_a_bounded_number_per_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fleet deleted at once: each call writes at most MAX_ENDS_PER_CALL ends (the event loop
+    is held that long at most), the rest stay due, and each end keeps its own timestamp."""
+    from gotk_relay.rules.flux import rewriter as rewriter_module
+
+    monkeypatch.setattr(rewriter_module, "MAX_ENDS_PER_CALL", 3)
+    rewriter = FluxRewriter(FluxConfig(stale_grace=10))
+    names = [f"o{i}" for i in range(10)]
+    rewriter.rewrite(batch_of([ks(name=n, ts=1000) for n in names]), now_ms=1000)
+    rewriter.rewrite(
+        batch_of([ks(name=n, ts=2000 + i, value="stale") for i, n in enumerate(names)]),
+        now_ms=2000,
+    )
+    written: list[list[int]] = []
+    while rewriter.due(20_000):
+        out = rewriter.rewrite(Batch(), now_ms=20_000)
+        suspends = [s for s in out.series if s.name == SUSPEND_STATUS]
+        written.append([s.samples[0].timestamp for s in suspends])
+        assert all(is_stale(s.samples[0].value) for s in out.series)
+    assert [len(w) for w in written] == [3, 3, 3, 1]
+    assert sorted(ts for w in written for ts in w) == [2000 + i for i in range(10)]
+
+
 def test_a_refused_object_tracked_once_there_is_room_is_no_longer_refused() -> None:
     rewriter = FluxRewriter(FluxConfig(max_objects=1, idle_expiry=60))
     fleet_round(rewriter, ["a", "b"], 1000)

@@ -90,6 +90,10 @@ AUTO_MARGIN_MS: Final = round(AUTO_MARGIN * 1000)
 # Pieces joined into one chunk of a steady output (~100 objects, ~140 KB): a join allocates a
 # buffer record (80 bytes) per piece, 1.9 MB for the ~24,000 of a 1000-object request at once.
 STEADY_CHUNK_PIECES: Final = 2048
+# Ends written by one call at most; the others stay due for the next (a request, or the relay's
+# clock, which comes back at once while some are due): a fleet deleted at once (20,000 objects
+# ending together held the event loop 2.3 s) is written a few hundred objects at a time.
+MAX_ENDS_PER_CALL: Final = 500
 _ONE: Final[Values] = (1.0,)
 _STALE: Final[Values] = (STALE_NAN,)
 
@@ -597,7 +601,7 @@ class FluxRewriter:
             return
         clock, seqs = self._clock, self._pending_seq
         found: list[tuple[int, tuple[bool, Labels]]] = []
-        while heap and heap[0][0] <= clock:
+        while heap and heap[0][0] <= clock and len(found) < MAX_ENDS_PER_CALL:
             _, seq, key = heapq.heappop(heap)
             if seqs.get(key) == seq:
                 found.append((seq, key))
