@@ -651,8 +651,11 @@ class Relay:
             if previous is not None:
                 previous.retry = retry_settings(cfg)  # its last batches obey the new limits too
                 if self.spool is not None:
-                    # Its entries stay in the spool: stop it now, the successor resumes them.
-                    self._draining.append(_logged(previous.halt()))
+                    # Its entries stay in the spool: stop it now, the successor resumes them
+                    # once it has stopped (a request it had under way is abandoned first, not
+                    # sent beside the successor's resend of the same rows).
+                    drain = _logged(previous.halt())
+                    self._draining.append(drain)
                 else:
                     drain = self._drain(previous)
             fresh = build_destination(name, cfg, self.telemetry, self.budget, self.spool)

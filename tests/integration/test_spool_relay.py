@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import yaml
 
+from gotk_relay.config import load_text
 from gotk_relay.relay import Relay
 from tests.support.harness import (
     Reply,
@@ -113,3 +115,36 @@ async def test_a_reloaded_destination_resumes_the_spooled_backlog_of_its_predece
         x.timestamp for b in new.delivered() for s in b.series if s.name == "a" for x in s.samples
     ]
     assert stamps == [1000 + t for t in range(10)]  # each once, in order
+
+
+async def test_a_spooled_destination_replaced_by_a_reload_hands_over_once_it_has_stopped(
+    tmp_path: Path,
+) -> None:
+    """With a spool, a changed destination is stopped at once and its successor resumes its
+    rows: the successor's first request comes only after the replaced one has let go of its
+    connections (the request it had under way, hanging here, is abandoned first)."""
+    hanging = ScriptedReceiver(default=Reply(hang=True))
+    fresh = ScriptedReceiver(default=Reply(204))
+    async with (
+        receivers(hanging, fresh),
+        relay_client(_config(tmp_path, hanging.url)) as (
+            client,
+            relay,
+        ),
+    ):
+        assert await _post(client, ["a", "b"], 1000) == 204
+        await eventually(lambda: len(hanging.requests) >= 1)  # under way, never answered
+        replaced = relay.destinations["d0"]
+        closed: list[float] = []
+        close = replaced.client.close
+
+        async def recorded_close() -> None:  # slow to let go, as a busy pool may be
+            await asyncio.sleep(0.3)
+            await close()
+            closed.append(asyncio.get_running_loop().time())
+
+        replaced.client.close = recorded_close  # type: ignore[method-assign]
+        relay.reload(load_text(yaml.safe_dump(_config(tmp_path, fresh.url)), "<test>"))
+        await eventually(lambda: bool(fresh.delivered()))
+        assert closed and fresh.requests[0].at >= closed[0]
+        assert sorted(s.name for b in fresh.delivered() for s in b.series) == ["a", "b"]
