@@ -11,12 +11,19 @@ import base64
 import binascii
 import hmac
 import logging
-import os
 import ssl
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from .config import ConfigError, IngressAuth, IngressTLS, ReceiverConfig, read_secret_file
+from .config import (
+    ConfigError,
+    FileStamp,
+    IngressAuth,
+    IngressTLS,
+    ReceiverConfig,
+    file_stamp,
+    read_secret_file,
+)
 from .wire.labels import Limits
 
 log = logging.getLogger("gotk_relay.access")
@@ -88,11 +95,11 @@ class _SecretFile:
     def __init__(self, key: str, path: str) -> None:
         self.key = key  # the configuration key, for messages
         self.path = path
-        self._stamp = _stamp(path)
+        self._stamp = file_stamp(path)
         self.value = _read_strict(key, path)
 
     def current(self) -> bytes:
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp is None or stamp == self._stamp:
             return self.value
         self._stamp = stamp
@@ -109,14 +116,6 @@ class _SecretFile:
             return self.value
         self.value = value.encode("utf-8")
         return self.value
-
-
-def _stamp(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def _read_strict(key: str, path: str) -> bytes:
@@ -270,12 +269,12 @@ class ServerTLS:
         self._stamps = self._stamp_files()
         self.context = server_ssl_context(tls)  # the listener's; ConfigError when unusable
         self._serving = self.context
-        self._refused: tuple[tuple[int, int] | None, ...] | None = None
+        self._refused: tuple[FileStamp, ...] | None = None
         # Called for every ClientHello, also one without SNI (a client dialling an IP address).
         self.context.sni_callback = self._on_client_hello
 
-    def _stamp_files(self) -> tuple[tuple[int, int] | None, ...]:
-        return tuple(_stamp(path) for path in self._paths)
+    def _stamp_files(self) -> tuple[FileStamp, ...]:
+        return tuple(map(file_stamp, self._paths))
 
     def _on_client_hello(
         self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext

@@ -5,6 +5,7 @@ without the parts that may hold credentials.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -153,6 +154,19 @@ def sanitize_url(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+FileStamp = tuple[int, int, int] | None  # (inode, size, mtime in ns); None: unreadable
+
+
+def file_stamp(path: str) -> FileStamp:
+    """What tells a rewritten file from the one read: a Secret volume update replaces the file
+    (a new inode), an editor or cert-manager may rewrite it in place (size, mtime)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def read_secret_file(path: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import ssl
 import time
 from typing import NamedTuple
@@ -19,28 +18,12 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .. import __version__
-from ..config import Authorization, BasicAuth, TLSConfig, sanitize_url
+from ..config import Authorization, BasicAuth, TLSConfig, file_stamp, sanitize_url
 from ..errors import SendError
 from .tls import client_ssl_context
 
 USER_AGENT = f"gotk-relay/{__version__}"
 log = logging.getLogger("gotk_relay.destinations")
-
-FileStamp = tuple[int, int, int] | None  # (inode, size, mtime in ns); None: unreadable
-
-
-def file_stamps(paths: tuple[str, ...]) -> tuple[FileStamp, ...]:
-    """What tells a rewritten file from the one read: a Secret volume update replaces the file
-    (a new inode), an editor or cert-manager may rewrite it in place (size, mtime)."""
-    out: list[FileStamp] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append(None)
-        else:
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
 
 
 class Answer(NamedTuple):
@@ -105,7 +88,7 @@ class HTTPEndpoint:
         self._server_name = tls.server_name
         self._tls = tls
         self._tls_files = tuple(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
-        self._tls_stamps = file_stamps(self._tls_files)
+        self._tls_stamps = tuple(map(file_stamp, self._tls_files))
         self._tls_unusable = False  # the changed files did not load: logged once until they do
         self._ssl = client_ssl_context(url, tls)
         self._session: aiohttp.ClientSession | None = None
@@ -131,7 +114,7 @@ class HTTPEndpoint:
         now = time.monotonic()
         while self._retired and self._retired[0][0] <= now:
             await self._retired.pop(0)[1].close()
-        stamps = file_stamps(self._tls_files)
+        stamps = tuple(map(file_stamp, self._tls_files))
         if stamps == self._tls_stamps:
             return
         try:
