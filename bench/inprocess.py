@@ -172,9 +172,9 @@ def fleet(
 ) -> None:
     """The fleet workload (``bench/fleet.py``): CPU per sample and memory at ``objects``.
 
-    Round 0 meets every object and label set, round 1 is the first the Flux rules' steady
-    shortcut takes (the federate store then remembers each object's output entries); neither
-    is timed. Then ``rounds`` rounds are timed,
+    Round 0 meets every object and label set (its CPU per object is printed apart), round 1 is
+    the first the Flux rules' steady shortcut takes (the federate store then remembers each
+    object's output entries); neither counts in the rate. Then ``rounds`` rounds are timed,
     the CPU time of the writes alone (making each body is not counted). RSS is the process's:
     the relay's share is what it grew by from just before the relay was made (the workload's
     own bytes were held already, what building it freed given back first); peak is ``VmHWM``
@@ -187,9 +187,14 @@ def fleet(
     before = _status_kib("VmRSS")
     relay = make_relay(federate_max_series=federate_max_series)
     count = len(workload.requests)
+    first: list[float] = []  # round 0's writes: every Flux object and label set new
     for round_ in range(WARM_ROUNDS):
         for index in range(count):
-            write(relay, workload.body(index, round_), workload.timestamp(round_))
+            body = workload.body(index, round_)
+            started = time.process_time()
+            write(relay, body, workload.timestamp(round_))
+            if round_ == 0:
+                first.append(time.process_time() - started)
     cpu = 0.0
     for round_ in range(WARM_ROUNDS, WARM_ROUNDS + rounds):
         now = workload.timestamp(round_)
@@ -209,6 +214,13 @@ def fleet(
         f"({(rss - before) / objects:.2f} KiB per object), peak {peak / 1024:.0f} MiB; "
         f"tracked {stats.objects_tracked}, refused {stats.objects_refused}, "
         f"federate series {federated}; workload built in {built:.1f} s"
+    )
+    # Round 0 holds the event loop longest: each object met costs its classification, its
+    # outputs' encodings and its federate entries once (docs/performance.md, "Fleet scale").
+    print(
+        f"  round 0 (every object new): {sum(first) * 1e6 / objects:.0f} us of CPU per object, "
+        f"{sum(first) / len(first) * 1e3:.1f} ms a request on average, "
+        f"the longest {max(first) * 1e3:.1f} ms"
     )
 
 

@@ -14,7 +14,14 @@ from tests.support.harness import (
     rw_body,
 )
 
-CACHES = ("rw1_labels", "picked_labels", "picked_label_bytes", "relabel", "selectors")
+CACHES = (
+    "rw1_labels",
+    "rw1_label_fields",
+    "picked_labels",
+    "picked_label_bytes",
+    "relabel",
+    "selectors",
+)
 GAUGES = ("gotk_relay_cache_entries", "gotk_relay_cache_limit")
 
 

@@ -65,6 +65,7 @@ def test_family_gives_one_family_per_name() -> None:
     "name",
     _NAMES := [
         "rw1_labels",
+        "rw1_label_fields",
         "picked_labels",
         "picked_label_bytes",
         "relabel",
@@ -95,6 +96,30 @@ def test_the_encoders_label_cache_on_metrics_follows_what_it_holds(
     assert gauges[("gotk_relay_cache_limit", "rw1_labels")] == 4
     assert 0 < gauges[("gotk_relay_cache_entries", "rw1_labels")] <= 4
     assert gauges[("gotk_relay_cache_entries", "rw1_labels")] == len(rw1.LABELS_CACHE)
+
+
+NOW_MS = 1_800_000_000_000  # a timestamp field of rw1.STAMP_FIELD_LEN bytes, as the pieces assume
+
+
+def test_the_encoders_label_field_cache_stays_in_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each (name, value) the series pieces are cut from (the Flux outputs' encoder) is kept,
+    oldest dropped first, and the pieces read from it are the fields rw1 writes."""
+    telemetry = Telemetry()
+    monkeypatch.setattr(rw1.FIELDS_CACHE, "limit", 4)
+    for i in range(10):
+        labels = (("__name__", "pieces_metric"), ("name", f"object-{i}"))
+        pieces = rw1.series_pieces([labels], [1.0])
+        assert pieces is not None
+        assert b"".join(pieces[0]) + rw1.timestamp_field(NOW_MS) == rw1.encode(
+            Batch((Series(labels, (Sample(1.0, NOW_MS),)),))
+        )
+        assert len(rw1.FIELDS_CACHE) <= 4
+    gauges = _gauges(telemetry)
+    assert gauges[("gotk_relay_cache_limit", "rw1_label_fields")] == 4
+    assert gauges[("gotk_relay_cache_entries", "rw1_label_fields")] == len(rw1.FIELDS_CACHE)
+    assert ("name", "object-9") in rw1.FIELDS_CACHE.entries
 
 
 @given(

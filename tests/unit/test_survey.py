@@ -32,7 +32,7 @@ from gotk_relay.wire.labels import NO_LIMITS, Limits
 from gotk_relay.write import scan, views
 from tests.support import loadgen
 from tests.support.hand_proto import ld
-from tests.support.strategies import WATCHED, prometheus_batches, v1_batches
+from tests.support.strategies import WATCHED, canonical, prometheus_batches, v1_batches
 from tests.support.strategies import pb_varint as varint
 
 Surveyor = Callable[..., rw1_bytes.Survey | None]
@@ -556,6 +556,36 @@ def test_random_bytes_are_judged_alike(
     raw: bytes, watched: tuple[frozenset[bytes], frozenset[bytes]]
 ) -> None:
     agree(raw, *watched)
+
+
+def decoded_or_error(raw: bytes, limits: Limits = NO_LIMITS) -> object:
+    try:
+        decoded = rw1.decode_counted(raw, limits=limits)
+        return canonical(decoded.batch), decoded.sorted  # NaN compared by its bits
+    except DecodeError as exc:  # the limit errors too
+        return (type(exc).__name__, str(exc))
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.binary(max_size=80), odd_encodings(), st.builds(rw1.encode, prometheus_batches())),
+    st.sampled_from([NO_LIMITS, Limits(max_series=2, max_labels_per_series=3)]),
+)
+def test_rw1_decode_checks_with_the_walk_and_words_with_the_reference(
+    raw: bytes, limits: Limits
+) -> None:
+    """``rw1.decode`` (the decoded path, and each label set the picked series bring the first
+    time) checks with the compiled walk: the same batch, sorted count and worded error as the
+    reference alone gives."""
+    with_walk = decoded_or_error(raw, limits)
+    original = rw1_bytes.survey
+    try:
+        rw1_bytes.survey = lambda *args, **kwargs: None
+        reference_only = decoded_or_error(raw, limits)
+    finally:
+        rw1_bytes.survey = original
+    assert with_walk == reference_only
 
 
 LIMITS = st.builds(

@@ -23,6 +23,7 @@ from ..model import (
     Series,
 )
 from . import remote_pb2 as pb
+from . import rw1_bytes
 from . import validate as strict
 from .errors import DecodeError
 from .labels import NO_LIMITS, Limits, check_points, check_series, check_series_count
@@ -56,8 +57,7 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
     """
     sorted_count = 0
     if validate:
-        checked = strict.survey(data, frozenset(), frozenset(), limits)
-        data, sorted_count = checked.raw, checked.sorted
+        data, sorted_count = _checked(data, limits)
     request = pb.WriteRequest()
     try:
         request.ParseFromString(data)
@@ -78,6 +78,17 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
         for m in request.metadata
     )
     return Decoded(Batch(series, metadata), sorted_count)
+
+
+def _checked(data: bytes, limits: Limits) -> tuple[bytes, int]:
+    """``validate.survey``'s raw and sorted count: the compiled walk where it is built, the
+    reference (which words the refusal) where it refused or is not built, as the fast path
+    checks (write/scan.py); the reference costs Python work per label."""
+    found = rw1_bytes.survey(data, frozenset(), frozenset(), limits)
+    if not isinstance(found, rw1_bytes.Survey):
+        suspect = -1 if found is None else found.series
+        found = strict.survey(data, frozenset(), frozenset(), limits, suspect=suspect)
+    return found.raw, found.sorted
 
 
 def encode(batch: Batch) -> bytes:
@@ -166,6 +177,11 @@ _labels_cache = LABELS_CACHE.entries
 # (the Flux rewriter's outputs, the fast path's cached label sets): found without hashing every
 # pair. Only tuples held by ``LABELS_CACHE`` are entered, so an id here is never reused.
 _labels_by_id: dict[int, _Encoded] = {}
+# One label's field per (name, value): ``series_pieces`` encodes output series label by label,
+# and a Flux object's outputs share most of their pairs with each other and with the other
+# objects (namespace, kind, the KSM scrape's labels). ~200 bytes an entry at most.
+FIELDS_CACHE: Bounded[tuple[str, str], bytes] = caches.family("rw1_label_fields", 16_384).new()
+_fields_cache = FIELDS_CACHE.entries
 _STAMP_LEN = 7
 _VALUED_SAMPLE_HEADER = bytes((_TAG_SAMPLES, 9 + _STAMP_LEN))
 _ZERO_SAMPLE_HEADER = bytes((_TAG_SAMPLES, _STAMP_LEN))
@@ -344,7 +360,7 @@ def series_pieces(
         for label_set, value in zip(labels, values, strict=True):
             if type(value) is not float:
                 return None
-            fields = [_encode_labels((pair,)) for pair in label_set]
+            fields = [_fields_cache.get(pair) or _field(pair) for pair in label_set]
             size = sum(map(len, fields)) + 2
             if value == 1.0:
                 header, head = _series_header(size + 9 + _STAMP_LEN), _ONE_SAMPLE_HEAD
@@ -357,6 +373,15 @@ def series_pieces(
     except Exception:  # a label upb would refuse or convert its own way
         return None
     return tuple(out)
+
+
+def _field(pair: tuple[str, str]) -> bytes:
+    """One label's field, kept in ``FIELDS_CACHE`` (raises as ``_encode_labels``)."""
+    field = _encode_labels((pair,))
+    if len(_fields_cache) >= FIELDS_CACHE.limit:
+        FIELDS_CACHE.make_room()
+    _fields_cache[pair] = field
+    return field
 
 
 def encode_cached(batch: Batch) -> bytes:
