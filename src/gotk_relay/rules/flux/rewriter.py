@@ -255,7 +255,7 @@ class FluxRewriter:
         if max_outputs is not None and now_ms is not None:
             found = self.steady(batch, now_ms, max_outputs)
             if found is not None:
-                return Rewritten(Batch(batch.series, found.families), found)
+                return Rewritten(Batch(batch.series, batch.metadata + found.families), found)
         return Rewritten(self.rewrite(batch, now_ms))
 
     def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
