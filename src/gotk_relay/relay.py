@@ -520,7 +520,7 @@ class Relay:
         (the output of a destination taking requests as they are must fit in one entry), or
         None when it must not be taken."""
         fast = self.fast
-        if fast is None or set(fast.views) != set(self.destinations):
+        if set(fast.views) != set(self.destinations):
             return None  # scanned under a configuration a reload has since replaced
         return min(
             (
@@ -539,7 +539,6 @@ class Relay:
         the request as it came takes the output as one encoded entry; one with its own view of
         requests (rules, shards, tenants: ``routes``) gets the output routed on its bytes."""
         fast = self.fast
-        assert fast is not None  # _steady_outputs allowed the shortcut
         made = (
             made_entry(steady.chunks, steady.newest, steady.outputs, steady.families)
             if steady.outputs

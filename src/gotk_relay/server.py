@@ -46,7 +46,7 @@ from .relay import Relay
 from .selectors import Predicate, SelectorError, parse_selectors
 from .status_page import ObjectIndex
 from .telemetry import Telemetry
-from .wire import rw1, rw2, snappy
+from .wire import rw2, snappy
 from .wire.errors import DecodeError, TooLargeError
 from .wire.labels import LabelLimitError, TooManySeriesError
 from .write.admission import (
@@ -121,8 +121,8 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
 
 async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> web.StreamResponse:
     """One write request through the stages of ``write/``: the edge checks, then a remote write
-    1.0 request is scanned on its bytes (``relay.fast``: every configuration but a federate
-    selector that needs every series) and admitted; anything else is decoded and admitted."""
+    1.0 request is scanned on its bytes (``relay.fast``, under every configuration) and
+    admitted; a 2.0 request is decoded and admitted."""
     limits = relay.config.receiver
     checked = header_rejection(request, limits)
     if isinstance(checked, Rejection):
@@ -143,23 +143,21 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     now_ms = int(time.time() * 1000)
     try:
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
-        fast = relay.fast
-        if proto == Protocol.V1 and fast is not None:
+        if proto == Protocol.V1:
             # Raises DecodeError/TooManySeriesError/LabelLimitError like the decoders.
-            scanned = scan_request(body, raw, limits, fast)
+            scanned = scan_request(body, raw, limits, relay.fast)
             return await answer_scanned(
                 relay, telemetry, scanned, now_ms, lambda: client_address(request)
             )
-        codec = rw2 if proto == Protocol.V2 else rw1
         bounds = limits_of(limits)
-        if proto == Protocol.V2 and len(raw) > V2_DECODE_IN_THREAD:
+        if len(raw) > V2_DECODE_IN_THREAD:
             # Remote write 2.0 is decoded in Python, ≈60 µs a series: off the event loop,
             # which gets the GIL back every switch interval, so that other requests, probes
             # and /metrics go on meanwhile. Decoding is a pure function of the bytes;
             # admission, which changes state, stays on the loop.
             decoded = await asyncio.to_thread(rw2.decode_counted, raw, limits=bounds)
         else:
-            decoded = codec.decode_counted(raw, limits=bounds)
+            decoded = rw2.decode_counted(raw, limits=bounds)
         batch = decoded.batch
     except (TooManySeriesError, LabelLimitError, TooLargeError, DecodeError) as exc:
         rejection = decode_rejection(exc)
@@ -177,13 +175,11 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     if refusal is not None:
         return refusal
     count_decoded(telemetry, batch, proto)
-    headers = {}
-    if proto == Protocol.V2:
-        headers = {
-            "X-Prometheus-Remote-Write-Samples-Written": str(batch.sample_count),
-            "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
-            "X-Prometheus-Remote-Write-Exemplars-Written": str(batch.exemplar_count),
-        }
+    headers = {
+        "X-Prometheus-Remote-Write-Samples-Written": str(batch.sample_count),
+        "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
+        "X-Prometheus-Remote-Write-Exemplars-Written": str(batch.exemplar_count),
+    }
     return await acknowledged(relay, telemetry, ack, web.Response(status=204, headers=headers))
 
 

@@ -108,8 +108,13 @@ def test_destinations_that_see_alike_share_one_view() -> None:
     ],
     ids=["federate-any-name", "federate-regex-without-prefix"],
 )
-def test_every_request_is_decoded_when_the_federate_store_needs_every_series(extra: str) -> None:
-    assert plan(load_text(BASE + extra)) is None
+def test_every_series_is_picked_when_the_federate_store_needs_every_series(extra: str) -> None:
+    """A selector that may match any name: every series is picked for the store (through the
+    decoder's label cache), and the request is still forwarded as it came."""
+    fast = plan(load_text(BASE + extra))
+    assert fast is not None
+    assert fast.prefixes == frozenset({b""})
+    assert all(view.as_received for view in fast.views.values())
 
 
 @pytest.mark.parametrize("keep_source", [True, False])

@@ -84,8 +84,20 @@ def configurations(draw: st.DrawFn) -> str:
         "flux": {"mode": "legacy", "keep_source": draw(st.booleans())},
         "relabel_configs": rules(2),
         "remote_write": destinations,
+        # Selectors by name prefix pick those names; one that may match any name picks every
+        # series (the store must see them all).
+        "federate": draw(st.sampled_from(FEDERATE)),
     }
     return yaml.safe_dump(config)
+
+
+FEDERATE: list[dict[str, Any]] = [
+    {"enabled": True},  # the default: {__name__=~"gotk_.*"}
+    {"enabled": False},
+    {"enabled": True, "match": ['{job="api"}']},
+    {"enabled": True, "match": ['{__name__=~"(?i)UP|node.*"}', "lat_bucket"]},
+    {"enabled": True, "match": ['{namespace=~"a.*|web.*"}', '{__name__=~"gotk_.*"}']},
+]
 
 
 def _ksm(name: str, ready: str) -> dict[str, str]:
@@ -176,6 +188,10 @@ def test_the_bytes_path_queues_what_the_decoded_reference_queues(
         assert reference.admit(rw1.decode(raw), now_ms, len(raw)).accepted
     got, want = _held(fast), _held(reference)
     assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in want.items()}
+    # What /federate serves: the same series, values and metadata.
+    assert (fast.federate is None) == (reference.federate is None)
+    if fast.federate is not None and reference.federate is not None:
+        assert fast.federate.render() == reference.federate.render()
     for name, destination in fast.destinations.items():
         if getattr(destination.client, "tenant", None) is None:
             assert got[name][1] == want[name][1], name

@@ -224,6 +224,55 @@ def test_mangled_series_decode_or_fail_as_rw1(encoded: bytes, data: st.DataObjec
     assert_same([encoded, *variants], [], NO_LIMITS)
 
 
+@pytest.mark.parametrize(
+    "compiled",
+    [
+        pytest.param(
+            True,
+            id="compiled-run",
+            marks=pytest.mark.skipif(not rw1_bytes.NATIVE, reason="_survey not built"),
+        ),
+        pytest.param(False, id="python-loop"),
+    ],
+)
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(series(), min_size=1, max_size=4), min_size=1, max_size=3),
+    st.lists(series_encodings(), max_size=2),
+    st.integers(2, 3),
+    st.data(),
+)
+def test_known_series_decode_alike_in_the_compiled_run_and_the_loop(
+    compiled: bool,
+    batches: list[list[Series]],
+    odd: list[bytes],
+    rounds: int,
+    data: st.DataObject,
+) -> None:
+    """The usual series are decoded a run at a time in C (``decode_known``) once their label
+    part is cached, the others by the Python loop it hands them to: either way, every round
+    (the first learns the label parts, the next find them), what ``rw1.decode`` gives."""
+    cache = picked.LabelCache()
+    if compiled:
+        assert cache.known is not None
+    else:
+        cache.known = None
+    # Series as Prometheus writes them (valid, each batch's label sets distinct), and a few
+    # hand-encoded ones (odd shapes, invalid labels) that the run hands to the loop.
+    pool = [
+        part
+        for items in batches
+        for part in rw1_bytes.split(rw1.encode(Batch(tuple(items)))).series
+    ]
+    for round_ in range(rounds):
+        # Again in any order, some twice: a run stops and starts anywhere.
+        request = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=8))
+        if round_ and odd and data.draw(st.booleans()):
+            request.insert(data.draw(st.integers(0, len(request))), data.draw(st.sampled_from(odd)))
+        want = reference(request, [], NO_LIMITS)
+        assert outcome(partial(picked.decode, request, [], NO_LIMITS, cache)) == want
+
+
 # -- cases worth naming ----------------------------------------------------------------------
 
 UP = (("__name__", "up"), ("job", "node"))

@@ -29,7 +29,9 @@
  *
  * Also here, as they read the same encoding: the lookup of the picked-series decoder's label
  * cache (wire/picked.py): hash_part, labels_equal and find, which tell whether a label part is
- * exactly the encoding of a cached label set by comparing its bytes with the labels' strs.
+ * exactly the encoding of a cached label set by comparing its bytes with the labels' strs; and
+ * decode_known, which decodes the usual picked series (cached labels, usual samples) a run at
+ * a time.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1212,6 +1214,219 @@ find_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* -- the picked series in their usual shape (wire/picked.py's decode) ---------------------- */
+
+#define SAMPLE_TAG 0x12 /* TimeSeries.samples: field 2, LEN */
+#define VALUE_TAG 0x09  /* Sample.value: field 1, I64 */
+#define TS_TAG 0x10     /* Sample.timestamp: field 2, VARINT */
+#define MAX_TS_VARINT 9 /* bytes: 63 bits, so an int64 that cannot be negative */
+#define MAX_TRAILING 64 /* samples read from one series' end here; more: picked.py's loop */
+
+/* One sample field read from the end of a series (picked._trailing_samples' reading). */
+typedef struct {
+    Py_ssize_t start;   /* where its field starts */
+    int valued;         /* 12 L 09 <double> 10 <varint>, else 12 L 10 <varint> (value 0) */
+    Py_ssize_t ts_at;   /* its timestamp varint */
+    Py_ssize_t ts_end;
+} Trailing;
+
+/* The sample fields that end ``d[:end]``, last first, as picked._trailing_samples reads them:
+ * how many (0: none, or more than MAX_TRAILING, which the Python loop reads instead). */
+static int
+trailing_samples(Bytes d, Py_ssize_t end, Trailing *found)
+{
+    int n = 0;
+    while (end >= 4) {
+        Py_ssize_t final = end - 1;
+        if (d[final] >= 0x80) {
+            break;
+        }
+        Py_ssize_t pos = final - 1;
+        Py_ssize_t floor = final - MAX_TS_VARINT;
+        while (pos > floor && pos >= 0 && d[pos] >= 0x80) {
+            pos--;
+        }
+        if (pos < 0 || d[pos] != TS_TAG) {
+            break;
+        }
+        Py_ssize_t width = final - pos;
+        Py_ssize_t start;
+        int valued;
+        if (pos >= 11 && d[pos - 9] == VALUE_TAG && d[pos - 10] == 10 + width &&
+            d[pos - 11] == SAMPLE_TAG) {
+            start = pos - 11;
+            valued = 1;
+        }
+        else if (pos >= 2 && d[pos - 1] == 1 + width && d[pos - 2] == SAMPLE_TAG) {
+            start = pos - 2;
+            valued = 0;
+        }
+        else {
+            break;
+        }
+        if (n == MAX_TRAILING) {
+            return 0;
+        }
+        found[n++] = (Trailing){start, valued, pos + 1, end};
+        end = start;
+    }
+    return n;
+}
+
+/* A NamedTuple (a tuple subclass without fields of its own) of ``n`` items, stolen; NULL on
+ * failure (the items released). tuple.__new__(type, items) without the intermediate tuple. */
+static PyObject *
+named(PyTypeObject *type, Py_ssize_t n, PyObject **items)
+{
+    PyObject *out = type->tp_alloc(type, n);
+    if (out == NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_XDECREF(items[i]);
+        }
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(out, i, items[i]);
+    }
+    return out;
+}
+
+static PyObject *
+sample_of(Bytes d, const Trailing *t, PyTypeObject *sample_type, PyObject *zero)
+{
+    uint64_t ts = 0;
+    for (Py_ssize_t i = t->ts_at, shift = 0; i < t->ts_end; i++, shift += 7) {
+        ts |= (uint64_t)(d[i] & 0x7F) << shift;
+    }
+    double value = 0.0;
+    if (t->valued) {
+        memcpy(&value, d + t->ts_at - 9, 8); /* little-endian, as struct "<d" reads it */
+    }
+    PyObject *items[3] = {PyFloat_FromDouble(value), PyLong_FromUnsignedLongLong(ts),
+                          Py_NewRef(zero)};
+    if (items[0] == NULL || items[1] == NULL) {
+        Py_XDECREF(items[0]);
+        Py_XDECREF(items[1]);
+        Py_DECREF(items[2]);
+        return NULL;
+    }
+    return named(sample_type, 3, items);
+}
+
+/* decode_known(series, index, entries, out, series_type, sample_type) -> int
+ *
+ * picked.decode's usual series, from ``index`` on: each whose samples end it in their usual
+ * encodings and whose label part is a cached label set's exact encoding (``find``) is appended
+ * to ``out`` as series_type(labels, samples, (), (), None, 0); the index of the first other
+ * series (or len(series)) is returned, for the Python loop to take. A series that ends in the
+ * same sample bytes as the one before shares its samples tuple. */
+static PyObject *
+decode_known(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyLong_Check(args[1]) ||
+        !PyDict_Check(args[2]) || !PyList_Check(args[3]) || !PyType_Check(args[4]) ||
+        !PyType_Check(args[5]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[4], &PyTuple_Type) ||
+        !PyType_IsSubtype((PyTypeObject *)args[5], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode_known(series: list, index: int, entries: dict, out: list, "
+                        "series_type, sample_type)");
+        return NULL;
+    }
+    PyObject *series = args[0], *entries = args[2], *out = args[3];
+    PyTypeObject *series_type = (PyTypeObject *)args[4], *sample_type = (PyTypeObject *)args[5];
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    PyObject *empty = PyTuple_New(0);
+    Trailing found[MAX_TRAILING];
+    /* The previous series' trailing sample bytes and the samples tuple read from them. */
+    PyObject *last_data = NULL, *last_samples = NULL;
+    Py_ssize_t last_start = 0, last_len = 0;
+    PyObject *result = NULL;
+    if (zero == NULL || empty == NULL) {
+        goto done;
+    }
+    for (; index < PyList_GET_SIZE(series); index++) {
+        PyObject *item = PyList_GET_ITEM(series, index);
+        if (!PyBytes_Check(item)) {
+            break;
+        }
+        Bytes d = (Bytes)PyBytes_AS_STRING(item);
+        Py_ssize_t size = PyBytes_GET_SIZE(item);
+        int n = trailing_samples(d, size, found);
+        if (n == 0) {
+            break;
+        }
+        Py_ssize_t start = found[n - 1].start;
+        PyObject *number = PyLong_FromSsize_t(part_hash(d, start));
+        if (number == NULL) {
+            goto done;
+        }
+        PyObject *labels = PyDict_GetItemWithError(entries, number);
+        Py_DECREF(number);
+        if (labels == NULL) {
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            break;
+        }
+        if (!PyTuple_Check(labels)) {
+            break;
+        }
+        int same = labels_match(d, start, labels);
+        if (same < 0) {
+            goto done;
+        }
+        if (!same) {
+            break;
+        }
+        PyObject *samples;
+        if (last_samples != NULL && size - start == last_len &&
+            memcmp(d + start, PyBytes_AS_STRING(last_data) + last_start, (size_t)last_len) == 0) {
+            samples = Py_NewRef(last_samples);
+        }
+        else {
+            samples = PyTuple_New(n);
+            if (samples == NULL) {
+                goto done;
+            }
+            for (int k = 0; k < n; k++) { /* read last first: the tuple in order */
+                PyObject *sample = sample_of(d, &found[k], sample_type, zero);
+                if (sample == NULL) {
+                    Py_DECREF(samples);
+                    goto done;
+                }
+                PyTuple_SET_ITEM(samples, n - 1 - k, sample);
+            }
+            Py_XSETREF(last_samples, Py_NewRef(samples));
+            Py_XSETREF(last_data, Py_NewRef(item));
+            last_start = start;
+            last_len = size - start;
+        }
+        PyObject *fields[6] = {Py_NewRef(labels), samples,  Py_NewRef(empty),
+                               Py_NewRef(empty),  Py_NewRef(Py_None), Py_NewRef(zero)};
+        PyObject *one = named(series_type, 6, fields);
+        if (one == NULL) {
+            goto done;
+        }
+        int appended = PyList_Append(out, one);
+        Py_DECREF(one);
+        if (appended < 0) {
+            goto done;
+        }
+    }
+    result = PyLong_FromSsize_t(index);
+done:
+    Py_XDECREF(last_samples);
+    Py_XDECREF(last_data);
+    Py_XDECREF(zero);
+    Py_XDECREF(empty);
+    return result;
+}
+
 /* -- the series table ---------------------------------------------------------------------- */
 
 /* One record per TimeSeries and MetricMetadata field, in request order, as write/_route.c reads
@@ -1529,6 +1744,10 @@ static PyMethodDef methods[] = {
      "fill_bytes(size, fill, source) -> bytes\n\n"
      "A new bytes object of size bytes, written by fill(source, storage) (storage: a writable\n"
      "buffer over it, no view of which may outlive the call); fill must return size."},
+    {"decode_known", (PyCFunction)(void (*)(void))decode_known, METH_FASTCALL,
+     "decode_known(series, index, entries, out, series_type, sample_type) -> int\n\n"
+     "wire.picked.decode's usual series from index on, appended to out; the index of the\n"
+     "first series it leaves to the Python loop (or len(series))."},
     {"hash_part", hash_part, METH_O,
      "hash_part(key) -> int\n\n"
      "The label cache's hash of a label part (bytes): 60 bits, seeded per process."},

@@ -1,4 +1,7 @@
-"""Decode the few series the fast path picks (``rw1_bytes.survey``), remembering label sets.
+"""Decode the series the fast path picks (``rw1_bytes.survey``), remembering label sets.
+
+The picked series are the Flux rules' inputs and what the federate store may keep: a few per
+request, or every series when a federate selector may match any metric name.
 
 Why: the series a rule picks (``gotk_resource_info`` above all) carry the same ~14 labels every
 scrape; only the sample changes. ``rw1.decode`` rebuilds and re-validates those labels each time
@@ -22,6 +25,11 @@ never negative); anything else (histograms, exemplars, a timestamp of 0, a negat
 order) decodes that series through ``rw1`` as before.
 
 Label sets not sorted by name come out sorted, as ``rw1.decode`` sorts them.
+
+The usual series (samples in those encodings, a label part found in ``entries``) are decoded a
+run at a time in C where the extension is built (``decode_known`` in ``_survey.c``, with the
+same lookup as ``find``); the loop here takes each series the run stops at, and every series
+without the extension.
 
 How a label part finds its labels without keeping its bytes: a Flux label set is ~555 bytes
 encoded, which as a dict key (the bytes object itself) was the largest thing the relay kept per
@@ -110,6 +118,9 @@ _find: Final[Callable[[dict[int, Labels], bytes, int], Labels | None]] = (
 _hash: Final[Callable[[bytes], int]] = (
     hash if rw1_bytes.hash_part_compiled is None else rw1_bytes.hash_part_compiled
 )
+# The usual series a run at a time in C (``decode_known``: the loop below, for the series it
+# takes), where the cache's lookup is the compiled one; None: the loop takes every series.
+_known: Final = rw1_bytes.decode_known_compiled
 
 
 class _Budget:
@@ -152,6 +163,7 @@ class LabelCache:
         "find",
         "hasher",
         "key_bytes",
+        "known",
         "names",
         "pairs",
         "raw",
@@ -163,6 +175,8 @@ class LabelCache:
         self.find: Callable[[dict[int, Labels], bytes, int], Labels | None] = (
             _find if hasher is None else partial(find_reference, hasher=hasher)
         )
+        # The compiled run of usual series, which looks parts up as ``_find`` does.
+        self.known = _known if hasher is None and _find is not find_reference else None
         self.bounded: Bounded[int, Labels] = LABEL_CACHES.new()
         self.entries = self.bounded.entries
         self.raw: Bounded[bytes, Labels | None] = BYTES_CACHES.new()
@@ -257,7 +271,15 @@ def decode(
     last_sample: tuple[Sample, ...] = ()
     out: list[Series] = []
     slow: list[int] = []
-    for data in series:
+    known = cache.known if series.__class__ is list else None
+    index, size = 0, len(series)
+    while index < size:
+        if known is not None:
+            index = known(series, index, entries, out, Series, Sample)  # type: ignore[arg-type]
+            if index >= size:
+                break
+        data = series[index]
+        index += 1
         if last_field is not None and data.endswith(last_field):
             # Read from the end, the same bytes give the same field.
             start = len(data) - len(last_field)

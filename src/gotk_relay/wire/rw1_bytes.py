@@ -53,6 +53,12 @@ find_compiled: Callable[[dict[int, Labels], bytes, int], Labels | None] | None =
     None if _native is None else _native.find
 )
 hash_part_compiled: Callable[[bytes], int] | None = None if _native is None else _native.hash_part
+# ``picked.decode``'s usual series (samples in their usual encodings, the label part a cached
+# set's exact encoding under ``hash_part``), from an index on, appended to a list; the index of
+# the first series left to the Python loop. None without the extension.
+decode_known_compiled: (
+    Callable[[list[bytes], int, dict[int, Labels], list[Any], type, type], int] | None
+) = None if _native is None else _native.decode_known
 
 
 class Split(NamedTuple):

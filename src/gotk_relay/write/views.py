@@ -13,8 +13,10 @@ With ``flux.keep_source`` (the default) the Flux rules change none of the series
 they are forwarded with the rest and the synthesized series are queued after them; without it
 the series they read are taken out and only the rules' output is queued for them.
 
-Only a federate selector that can match any metric name sends every request through the decoded
-path (the store must then see every series).
+A federate selector that can match any metric name (``{job="x"}``, a regex without a literal
+start) has every series picked: the store must see them all. The request is still forwarded
+as it came; each series is decoded through the label cache, a few µs each (docs/performance.md,
+"A federate selector on any name").
 """
 
 from __future__ import annotations
@@ -90,8 +92,10 @@ def label_cache_bound(config: Config) -> tuple[int, int]:
     return entries, entries * LABEL_SET_BYTES
 
 
-def plan(config: Config) -> FastPath | None:
-    """The fast path this configuration allows, or None when every request must be decoded."""
+def plan(config: Config) -> FastPath:
+    """How every remote write 1.0 request is taken under this configuration: the names the
+    survey picks (the Flux rules' inputs, what the federate store may keep) and each
+    destination's view."""
     names: set[bytes] = set()
     if config.flux.mode in ("legacy", "both"):
         names.update((RESOURCE_INFO.encode(), OPERATOR_INFO.encode()))
@@ -103,9 +107,9 @@ def plan(config: Config) -> FastPath | None:
     prefixes: set[str] = set()
     if config.federate.enabled:
         found = name_prefixes(config.federate.match)
-        if found is None or "" in found:
-            return None  # a selector that can match any name: the store must see every series
-        prefixes = found
+        # A selector that can match any name: the store must see every series, so every
+        # series is picked (decoded through the label cache; still forwarded as it came).
+        prefixes = {""} if found is None or "" in found else found
     relabel = Router(config.relabel_configs) if config.relabel_configs else None
     each = views(config)
     routers = [*(v.router for v in each.values()), *([relabel] if relabel else [])]
