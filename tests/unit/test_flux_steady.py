@@ -29,7 +29,15 @@ from hypothesis import strategies as st
 
 from gotk_relay import config as config_module
 from gotk_relay.delivery.entry import Entry
-from gotk_relay.model import STALE_NAN, Batch, Sample, Series, labels_from
+from gotk_relay.model import (
+    STALE_NAN,
+    Batch,
+    FamilyMetadata,
+    MetricType,
+    Sample,
+    Series,
+    labels_from,
+)
 from gotk_relay.relay import Relay
 from gotk_relay.rules.flux import FluxConfig, FluxRewriter, Steady
 from gotk_relay.telemetry import Telemetry
@@ -124,8 +132,10 @@ class Pair:
 
         rewriter.steady = counted  # type: ignore[method-assign]
 
-    def feed(self, series: list[Series], now_ms: int) -> None:
-        raw = rw1.encode(Batch(tuple(series)))
+    def feed(
+        self, series: list[Series], now_ms: int, metadata: tuple[FamilyMetadata, ...] = ()
+    ) -> None:
+        raw = rw1.encode(Batch(tuple(series), metadata))
         body = snappy.compress(raw)
         answers = []
         for relay in (self.shortcut, self.general):
@@ -175,9 +185,21 @@ def run(pair: Pair, rng: random.Random, rounds: int, objects: int, churn: float)
             requests = [series[:cut], series[cut:]]
         else:
             requests = [list(batch.series) for batch in deliver(rng, samples, ts, late)]
+        if rng.random() < 0.2:  # metadata in a request of its own, as Prometheus sends it
+            requests.insert(rng.randrange(len(requests) + 1), [])
         for request in requests:
-            pair.feed(request, ts + rng.randrange(0, 5000))
+            # The families' metadata, beside the series or alone (the store serves them).
+            metadata = FAMILIES if not request or rng.random() < 0.2 else ()
+            pair.feed(request, ts + rng.randrange(0, 5000), metadata)
     pair.settle(traffic, ts)
+
+
+FAMILIES: Final = (
+    FamilyMetadata("gotk_resource_info", MetricType.GAUGE, "The current state of a resource.", ""),
+    FamilyMetadata(
+        "gotk_reconcile_duration_seconds", MetricType.HISTOGRAM, "Reconcile duration.", "seconds"
+    ),
+)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
