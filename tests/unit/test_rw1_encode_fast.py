@@ -25,7 +25,7 @@ from gotk_relay.model import (
     Series,
     float_bits,
 )
-from gotk_relay.wire import rw1
+from gotk_relay.wire import rw1, rw1_bytes
 from tests.support.strategies import (
     canonical,
     label_names,
@@ -96,6 +96,42 @@ ENCODERS = [
     pytest.param(rw1.encode_cached, id="cached"),
     pytest.param(rw1.encode_reference, id="reference"),
 ]
+
+
+# Label sets for the label writer: long values (a Label of 124 bytes or more takes a longer
+# length), non-ASCII, and strs that are not UTF-8 encodable (a lone surrogate).
+writer_values = st.one_of(
+    any_values,
+    st.text(min_size=100, max_size=300),
+    st.text(alphabet=st.characters(codec=None), max_size=6),
+)
+writer_labels = st.lists(st.tuples(any_names, writer_values), max_size=6).map(tuple)
+
+
+def _written(encode: Callable[[Labels], bytes], labels: Labels) -> object:
+    try:
+        return encode(labels)
+    except UnicodeEncodeError:
+        return "not UTF-8 encodable"
+
+
+@pytest.mark.skipif(rw1_bytes.encode_labels_compiled is None, reason="the extensions are not built")
+@settings(max_examples=300)
+@given(writer_labels)
+@example((("a" * 60, "b" * 60),))  # 120 bytes: the last length of one byte
+@example((("a" * 60, "b" * 64),))  # 124 bytes: a two-byte length
+@example((("", ""), ("a", ""), ("", "b")))
+@example((("\ud800", "x"),))
+def test_the_compiled_label_writer_writes_the_references_bytes(labels: Labels) -> None:
+    """``rw1._encode_labels`` (``_survey.c``'s ``encode_labels`` where built) against the
+    Python reference: the same bytes, or both refuse a str that is not UTF-8 encodable; and
+    the compiled label match accepts what they write."""
+    compiled = rw1_bytes.encode_labels_compiled
+    assert compiled is not None and rw1._encode_labels is compiled
+    written = _written(compiled, labels)
+    assert written == _written(rw1._encode_labels_reference, labels)
+    if isinstance(written, bytes) and rw1_bytes.labels_equal_compiled is not None:
+        assert rw1_bytes.labels_equal_compiled(written, labels)
 
 
 def _cached_series(labels: Labels) -> Series:

@@ -31,7 +31,7 @@
  * cache (wire/picked.py): hash_part, labels_equal and find, which tell whether a label part is
  * exactly the encoding of a cached label set by comparing its bytes with the labels' strs; and
  * decode_known, which decodes the usual picked series (cached labels, usual samples) a run at
- * a time.
+ * a time; and encode_labels, which writes that encoding (rw1's encoders' label sets).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1079,6 +1079,162 @@ labels_match(Bytes d, Py_ssize_t end, PyObject *labels)
     return pos == end;
 }
 
+/* -- rw1's label encoding, written (the encoding labels_match reads) --------------------- */
+
+typedef struct {
+    unsigned char *data;
+    Py_ssize_t len, cap;
+    unsigned char stack[1024];
+} Out;
+
+static int
+out_reserve(Out *o, Py_ssize_t more)
+{
+    if (o->len + more <= o->cap) {
+        return 1;
+    }
+    Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more;
+    unsigned char *grown = PyMem_Malloc((size_t)cap);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    memcpy(grown, o->data, (size_t)o->len);
+    if (o->data != o->stack) {
+        PyMem_Free(o->data);
+    }
+    o->data = grown;
+    o->cap = cap;
+    return 1;
+}
+
+static inline int
+varint_len(Py_ssize_t n)
+{
+    int k = 1;
+    while (n >= 0x80) {
+        n >>= 7;
+        k++;
+    }
+    return k;
+}
+
+static inline void
+out_varint(Out *o, Py_ssize_t n)
+{
+    while (n >= 0x80) {
+        o->data[o->len++] = (unsigned char)((n & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    o->data[o->len++] = (unsigned char)n;
+}
+
+/* A str's UTF-8 bytes: its own for a compact ASCII str, else a new bytes object in *hold
+ * (released by the caller), so no UTF-8 copy is cached on the str for the life of the label.
+ * NULL with an exception set for what str.encode() refuses (a lone surrogate) or a non-str. */
+static const char *
+utf8_of(PyObject *text, Py_ssize_t *size, PyObject **hold)
+{
+    *hold = NULL;
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "encode_labels: label names and values are str");
+        return NULL;
+    }
+    if (PyUnicode_IS_COMPACT_ASCII(text)) {
+        *size = PyUnicode_GET_LENGTH(text);
+        return (const char *)PyUnicode_DATA(text);
+    }
+    *hold = PyUnicode_AsUTF8String(text);
+    if (*hold == NULL) {
+        return NULL;
+    }
+    *size = PyBytes_GET_SIZE(*hold);
+    return PyBytes_AS_STRING(*hold);
+}
+
+/* encode_labels(labels) -> bytes: one Label field per (name, value) pair, in order, name then
+ * value, an empty string omitted (proto3), every length its shortest varint: rw1's
+ * _encode_labels_reference, the bytes labels_match accepts. */
+static PyObject *
+encode_labels(PyObject *module, PyObject *labels)
+{
+    if (!PyTuple_Check(labels)) {
+        PyErr_SetString(PyExc_TypeError, "encode_labels(labels: tuple)");
+        return NULL;
+    }
+    Out o;
+    o.data = o.stack;
+    o.len = 0;
+    o.cap = (Py_ssize_t)sizeof(o.stack);
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(labels); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(labels, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "encode_labels: each label is a (name, value) tuple");
+            goto done;
+        }
+        PyObject *hold_name, *hold_value;
+        Py_ssize_t n, v;
+        const char *name = utf8_of(PyTuple_GET_ITEM(pair, 0), &n, &hold_name);
+        if (name == NULL) {
+            goto done;
+        }
+        const char *value = utf8_of(PyTuple_GET_ITEM(pair, 1), &v, &hold_value);
+        if (value == NULL) {
+            Py_XDECREF(hold_name);
+            goto done;
+        }
+        int ok;
+        if (n && v && n + v < 124) {
+            /* The usual label, every length one byte: 0a <n + v + 4> 0a <n> name 12 <v> value. */
+            ok = out_reserve(&o, n + v + 6);
+            if (ok) {
+                unsigned char *w = o.data + o.len;
+                w[0] = 0x0A;
+                w[1] = (unsigned char)(n + v + 4);
+                w[2] = 0x0A;
+                w[3] = (unsigned char)n;
+                memcpy(w + 4, name, (size_t)n);
+                w[4 + n] = 0x12;
+                w[5 + n] = (unsigned char)v;
+                memcpy(w + 6 + n, value, (size_t)v);
+                o.len += n + v + 6;
+            }
+        }
+        else {
+            Py_ssize_t inner = (n ? 1 + varint_len(n) + n : 0) + (v ? 1 + varint_len(v) + v : 0);
+            ok = out_reserve(&o, 1 + varint_len(inner) + inner);
+            if (ok) {
+                o.data[o.len++] = 0x0A;
+                out_varint(&o, inner);
+                if (n) {
+                    o.data[o.len++] = 0x0A;
+                    out_varint(&o, n);
+                    memcpy(o.data + o.len, name, (size_t)n);
+                    o.len += n;
+                }
+                if (v) {
+                    o.data[o.len++] = 0x12;
+                    out_varint(&o, v);
+                    memcpy(o.data + o.len, value, (size_t)v);
+                    o.len += v;
+                }
+            }
+        }
+        Py_XDECREF(hold_name);
+        Py_XDECREF(hold_value);
+        if (!ok) {
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize((const char *)o.data, o.len);
+done:
+    if (o.data != o.stack) {
+        PyMem_Free(o.data);
+    }
+    return result;
+}
+
 static PyObject *
 labels_equal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1748,6 +1904,11 @@ static PyMethodDef methods[] = {
      "decode_known(series, index, entries, out, series_type, sample_type) -> int\n\n"
      "wire.picked.decode's usual series from index on, appended to out; the index of the\n"
      "first series it leaves to the Python loop (or len(series))."},
+    {"encode_labels", encode_labels, METH_O,
+     "encode_labels(labels) -> bytes\n\n"
+     "rw1's encoding of a label set (a tuple of (name, value) strs): the bytes labels_equal\n"
+     "accepts. UnicodeEncodeError for a str that is not UTF-8 encodable, TypeError for a\n"
+     "label that is not a pair of strs."},
     {"hash_part", hash_part, METH_O,
      "hash_part(key) -> int\n\n"
      "The label cache's hash of a label part (bytes): 60 bits, seeded per process."},

@@ -89,7 +89,7 @@ _new = tuple.__new__  # builds the NamedTuples without their keyword-handling __
 def labels_equal_reference(key: bytes, labels: Labels) -> bool:
     """Whether ``key`` is exactly the encoding rw1 writes for ``labels`` (``labels_equal``)."""
     try:
-        return rw1._encode_labels(labels) == key
+        return rw1._encode_labels_reference(labels) == key
     except UnicodeEncodeError:  # a lone surrogate: no bytes are its encoding
         return False
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import copysign
 from typing import NamedTuple
 
@@ -232,7 +232,9 @@ def _length_prefixed(tag: int, body: bytes) -> bytes:
     return _ONE_BYTE[tag] + uvarint(len(body)) + body
 
 
-def _encode_labels(labels: Labels) -> bytes:
+def _encode_labels_reference(labels: Labels) -> bytes:
+    """A label set's Label fields as rw1 writes them: in order, name then value, an empty
+    string omitted, shortest lengths. Raises for a str that is not UTF-8 encodable."""
     out = bytearray()
     for name, value in labels:
         name_bytes = name.encode()  # UnicodeEncodeError on a lone surrogate, as upb raises
@@ -250,6 +252,13 @@ def _encode_labels(labels: Labels) -> bytes:
                 _TAG_TIMESERIES, _string(_TAG_TIMESERIES, name) + _string(_TAG_SAMPLES, value)
             )
     return bytes(out)
+
+
+# The one switch: the compiled writer (``_survey.c``, the encoding ``labels_equal`` reads) or
+# the reference; tests call both. A miss of the label caches costs this per label set.
+_encode_labels: Callable[[Labels], bytes] = (
+    rw1_bytes.encode_labels_compiled or _encode_labels_reference
+)
 
 
 def _timestamp(timestamp: int) -> bytes:

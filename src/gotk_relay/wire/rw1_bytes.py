@@ -53,6 +53,10 @@ find_compiled: Callable[[dict[int, Labels], bytes, int], Labels | None] | None =
     None if _native is None else _native.find
 )
 hash_part_compiled: Callable[[bytes], int] | None = None if _native is None else _native.hash_part
+# rw1's encoding of a label set (``rw1._encode_labels_reference``'s bytes); None without it.
+encode_labels_compiled: Callable[[Labels], bytes] | None = (
+    None if _native is None else _native.encode_labels
+)
 # ``picked.decode``'s usual series (samples in their usual encodings, the label part a cached
 # set's exact encoding under ``hash_part``), from an index on, appended to a list; the index of
 # the first series left to the Python loop. None without the extension.
