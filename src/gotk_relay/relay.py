@@ -208,8 +208,22 @@ def _route_output(
     routed = router.route(output, presorted=True, points=whole.points)
     if routed.groups is None:
         return [(0, whole)], 0
+    # The output's metadata go to shard 0 of each tenant's group (``Router.route``): only
+    # those entries may hold families (a Datadog or OTLP destination reads an entry that may
+    # again, to find them).
     return [
-        (g.shard, Entry(compress(g.body), Protocol.V1, g.points, g.newest_ms, 0, g.tenant))
+        (
+            g.shard,
+            Entry(
+                compress(g.body),
+                Protocol.V1,
+                g.points,
+                g.newest_ms,
+                0,
+                g.tenant,
+                families=whole.families and g.shard == 0,
+            ),
+        )
         for g in routed.groups
     ], routed.orphaned
 

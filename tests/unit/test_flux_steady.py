@@ -54,6 +54,16 @@ CONFIGS: Final[dict[str, str]] = {
     "few-objects": "flux: {mode: legacy, max_objects: 5}\nfederate: {max_series: 14}\n",
     "federate-off": "flux: {mode: legacy}\nfederate: {enabled: false}\n",
     "spool": "flux: {mode: legacy}\nspool: {data_dir: '{spool}', synchronous: normal}\n",
+    # Destinations with views of their own: the outputs routed on their bytes, per shard and
+    # tenant (the entries compared exactly, their families flag too).
+    "views": (
+        "flux: {mode: legacy}\n"
+        "remote_write:\n"
+        "  - url: http://127.0.0.1:9/api/v1/write\n"
+        "    queue_config: {min_shards: 4, max_shards: 4}\n"
+        "  - url: http://127.0.0.1:9/b/api/v1/write\n"
+        "    tenant: {label: exported_namespace, default: other}\n"
+    ),
 }
 DESTINATIONS: Final = (
     "remote_write:\n"
@@ -66,7 +76,9 @@ DESTINATIONS: Final = (
 def _relay(flux: str, spool: Path) -> Relay:
     """A relay on the fast path with two remote_write destinations; ``{spool}`` in ``flux`` is
     replaced by ``spool``, a directory of its own."""
-    text = "receiver: {validation: framing}\n" + flux.replace("{spool}", str(spool)) + DESTINATIONS
+    text = "receiver: {validation: framing}\n" + flux.replace("{spool}", str(spool))
+    if "remote_write:" not in text:
+        text += DESTINATIONS
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "relay.yml"
         path.write_text(text)
