@@ -22,6 +22,8 @@ Labels = tuple[tuple[str, str], ...]
 
 STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+# Go's math.NaN(), what Prometheus' parsers give for "NaN" in an exposition.
+NORMAL_NAN: float = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000001))[0]
 _PACK_D = struct.Struct("<d")
 _PACK_Q = struct.Struct("<Q")
 

@@ -190,6 +190,32 @@ async def test_samples_stale_markers_and_up_as_prometheus_writes_them() -> None:
         seen[labels] = ts
 
 
+async def test_a_body_of_exactly_body_size_limit_fails_as_in_prometheus() -> None:
+    """Prometheus reads at most ``body_size_limit`` bytes and fails the scrape when it read
+    them all: a body of exactly the limit fails, one byte more of limit passes."""
+    exporter = Exporter("bs_a 1\nbs_b 2\n")  # 14 bytes
+    size = len(exporter.text.encode())
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(
+            rw_config(
+                receiver,
+                job("at", exporter, body_size_limit=f"{size}B"),
+                job("over", exporter, body_size_limit=f"{size + 1}B"),
+            ),
+            exporter,
+        ),
+    ):
+        await eventually(
+            lambda: (
+                last(receiver, named("up", job="at")) == 0.0
+                and last(receiver, named("up", job="over")) == 1.0
+            )
+        )
+        assert last(receiver, named("bs_a", job="over")) == 1.0
+        assert last(receiver, named("bs_a", job="at")) is None
+
+
 async def test_a_failing_target_is_logged_once_until_it_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -260,7 +286,8 @@ async def test_an_openmetrics_answer_is_parsed_as_openmetrics() -> None:
         scraping(rw_config(receiver, job("om", exporter)), exporter),
     ):
         await eventually(lambda: last(receiver, named("jobs_total", kind="sync")) == 3.0)
-        assert last(receiver, named("jobs_created")) is None  # not ingested, as in Prometheus
+        # A series of its own, as Prometheus appends it (without created-timestamp ingestion).
+        await eventually(lambda: last(receiver, named("jobs_created")) == 1700000000.0)
         assert last(receiver, named("up", job="om")) == 1.0
     metadata = {(m.family, m.type, m.help) for b in receiver.delivered() for m in b.metadata}
     assert ("jobs", MetricType.COUNTER, "Jobs run.") in metadata

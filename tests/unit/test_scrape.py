@@ -78,8 +78,9 @@ def labels(**kv: str) -> tuple[tuple[str, str], ...]:
             },
         ),
         ({"job": "inner"}, TARGET, True, {"job": "inner", "instance": "ksm:8080"}),
-        # An empty scraped value is no value: the target's is set even with honor_labels.
-        ({"job": ""}, TARGET, True, {"job": "ksm", "instance": "ksm:8080"}),
+        # A label exposed empty is present to honor_labels (Prometheus 2.42's Has): the
+        # target's value is not set, and the empty one is dropped: no job at all.
+        ({"job": ""}, TARGET, True, {"instance": "ksm:8080"}),
         ({"job": "", "a": ""}, TARGET, False, {"job": "ksm", "instance": "ksm:8080"}),
     ],
     ids=["plain", "namespace_clash", "exported_taken", "honor_labels", "honor_empty", "empty"],
@@ -159,7 +160,12 @@ def test_ksm_text_keeps_its_labels_and_metadata() -> None:
     [
         ("# TYPE foo counter\nfoo 1\n", TEXT, ["foo"], "foo"),
         ("# TYPE foo_total counter\nfoo_total 1\n", TEXT, ["foo_total"], "foo_total"),
-        ("# TYPE foo counter\nfoo_total 1\nfoo_created 5\n# EOF\n", OM, ["foo_total"], "foo"),
+        (
+            "# TYPE foo counter\nfoo_total 1\nfoo_created 5\n# EOF\n",
+            OM,
+            ["foo_total", "foo_created"],
+            "foo",
+        ),
         (
             '# TYPE h histogram\nh_bucket{le="+Inf"} 2\nh_sum 3\nh_count 2\n',
             TEXT,
@@ -167,7 +173,7 @@ def test_ksm_text_keeps_its_labels_and_metadata() -> None:
             "h",
         ),
     ],
-    ids=["text_counter", "text_counter_total", "om_counter_created_dropped", "histogram"],
+    ids=["text_counter", "text_counter_total", "om_counter_created_kept", "histogram"],
 )
 def test_names_are_kept_as_exposed_and_metadata_under_the_family(
     body: str, content_type: str, names: list[str], family: str
@@ -215,11 +221,25 @@ def test_metric_relabeling_runs_after_the_target_labels() -> None:
         (b'a{x="1",y="2"} 1\n', TEXT, Limits(label_limit=3), "label_limit"),
         (b'a{long_name="1"} 1\n', TEXT, Limits(label_name_length_limit=4), "label_limit"),
         (b'a{x="long value"} 1\n', TEXT, Limits(label_value_length_limit=4), "label_limit"),
+        # Lengths in UTF-8 bytes, as Go counts them: 3 characters, 6 bytes.
+        ('a{x="ééé"} 1\n'.encode(), TEXT, Limits(label_value_length_limit=5), "label_limit"),
+        # Every line appended counts, a duplicate too (Prometheus' limit appender).
+        (b"a 1\na 2\n", TEXT, Limits(sample_limit=1), "sample_limit"),
         (b"a{x=1} 1\n", TEXT, Limits(), "parse"),
         (b"\xff\xfe 1\n", TEXT, Limits(), "parse"),
         (b"a 1\n", OM, Limits(), "parse"),  # no # EOF
     ],
-    ids=["sample_limit", "label_limit", "name_length", "value_length", "syntax", "utf8", "om_eof"],
+    ids=[
+        "sample_limit",
+        "label_limit",
+        "name_length",
+        "value_length",
+        "value_length_bytes",
+        "sample_limit_duplicates",
+        "syntax",
+        "utf8",
+        "om_eof",
+    ],
 )
 def test_a_breach_fails_the_whole_scrape(
     body: bytes, content_type: str, limits: Limits, reason: str
@@ -231,8 +251,28 @@ def test_a_breach_fails_the_whole_scrape(
 
 
 def test_a_duplicate_series_keeps_the_first_sample() -> None:
-    scraped = parse(b"a 1\na 2\n", TEXT, 1000, TARGET)
-    assert [s.samples[0].value for s in scraped.series] == [1.0]
+    scraped = parse(b"a 1\na 2\nb 3\n", TEXT, 1000, TARGET)
+    assert [s.samples[0].value for s in scraped.series] == [1.0, 3.0]
+    # Reported as Prometheus counts appends: every line after relabeling.
+    assert (scraped.samples_scraped, scraped.samples_post_relabeling) == (3, 3)
+
+
+def test_relabeling_that_leaves_no_name_fails_the_scrape() -> None:
+    """Prometheus fails the scrape ("missing metric name"); a series silently dropped would
+    leave up at 1 with nothing scraped."""
+    rules = compile_rules([RelabelConfig(regex="__name__", action="labeldrop")])
+    with pytest.raises(ScrapeError, match="without __name__") as caught:
+        parse(b"a 1\n", TEXT, 1000, TARGET, rules=rules)
+    assert caught.value.reason == "parse"
+    dropped = compile_rules([RelabelConfig(source_labels=["__name__"], regex="a", action="drop")])
+    assert parse(b"a 1\nb 2\n", TEXT, 1000, TARGET, rules=dropped).samples_post_relabeling == 1
+
+
+def test_nan_is_gos_nan() -> None:
+    """``NaN`` in an exposition is the value Go's ParseFloat gives (0x7ff8000000000001), as
+    Prometheus stores it; never a stale marker."""
+    (series,) = parse(b"a NaN\n", TEXT, 1000, TARGET).series
+    assert float_bits(series.samples[0].value) == 0x7FF8000000000001
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,11 +400,17 @@ def test_targets_have_job_instance_and_static_labels() -> None:
     assert len(offsets) == 2  # spread, not all at once
 
 
-def test_static_labels_override_scheme_path_params_and_instance() -> None:
-    extra = ", __scheme__: https, __metrics_path__: /x, __param_collect: c, instance: ksm"
+def test_static_labels_override_scheme_path_and_instance_and_add_params() -> None:
+    """As Prometheus 2.42 builds the URL: ``__scheme__`` and ``__metrics_path__`` override the
+    job's; the job's ``params`` win over a static ``__param_`` of the same name (2.42 sets the
+    label from them), and a static one the job does not set is added; names sorted, as Go's
+    ``url.Values`` encodes them."""
+    extra = (
+        ", __scheme__: https, __metrics_path__: /x, __param_collect: c, __param_a: z, instance: ksm"
+    )
     config = load_text(JOBS.format(extra=extra))
     target = sorted(targets_of(config.scrape_configs).values(), key=lambda t: t.address)[0]
-    assert target.url == "https://10.0.0.2:8080/x?collect=c"
+    assert target.url == "https://10.0.0.2:8080/x?a=z&collect=a&collect=b"
     assert dict(target.labels) == {"job": "ksm", "instance": "ksm", "namespace": "monitoring"}
 
 

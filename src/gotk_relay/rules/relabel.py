@@ -538,10 +538,12 @@ class RuleSet:
         """The compiled rules, for ``routing``'s compiled twin (which calls their functions)."""
         return self._rules
 
-    def apply(self, labels: Labels) -> Labels | None:
+    def apply(self, labels: Labels, keep_nameless: bool = False) -> Labels | None:
         """The relabeled, sorted labels, or None when a rule (or a missing name) drops the series.
 
         Unchanged labels come back as the same object, so callers can detect "no change" cheaply.
+        ``keep_nameless``: a set the rules left without ``__name__`` comes back as it is, for a
+        caller that refuses it (a scrape fails on it, as Prometheus' does).
         """
         if not self._rules:
             return labels
@@ -549,7 +551,7 @@ class RuleSet:
         for rule in self._rules:
             if not rule.run(lb):
                 return None
-        if lb.get("__name__") == "":
+        if lb.get("__name__") == "" and not keep_nameless:
             return None
         return lb.labels()
 

@@ -239,10 +239,12 @@ class TargetLoop:
                     body = bytearray()
                     async for chunk in response.content.iter_chunked(_CHUNK):
                         body += chunk
-                        if len(body) > limit:
+                        if len(body) >= limit:
+                            # Prometheus reads at most the limit and fails when it read all
+                            # of it: a body of exactly the limit fails too.
                             raise ScrapeError(
                                 "body_size_limit",
-                                f"body size limit exceeded: more than {limit} bytes "
+                                f"body size limit exceeded: {limit} bytes or more "
                                 "(body_size_limit)",
                             )
                     return bytes(body), response.headers.get("Content-Type", "")

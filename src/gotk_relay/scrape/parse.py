@@ -14,7 +14,7 @@ from typing import Any, Final, NamedTuple
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..model import FamilyMetadata, Labels, MetricType, Sample, Series
+from ..model import NORMAL_NAN, FamilyMetadata, Labels, MetricType, Sample, Series
 from ..rules.relabel import RuleSet
 from ..wire.text import TYPES
 
@@ -25,7 +25,6 @@ ACCEPT: Final = (
 )
 OPENMETRICS: Final = "application/openmetrics-text"
 
-_CREATED_TYPES: Final = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
 _LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _COUNTER_TYPE_LINE: Final = re.compile(r"^[ \t]*#[ \t]+TYPE[ \t]+(\S+)[ \t]+counter[ \t]*$", re.M)
@@ -58,6 +57,7 @@ class Scraped(NamedTuple):
     metadata: tuple[FamilyMetadata, ...]
     samples_scraped: int  # in the exposition, before metric relabeling
     timestamped: frozenset[Labels]  # series with their own timestamp: not tracked for staleness
+    samples_post_relabeling: int = 0  # lines left by metric relabeling, duplicates included
 
 
 def is_openmetrics(content_type: str) -> bool:
@@ -70,12 +70,13 @@ def merge_labels(scraped: Mapping[str, str], target: Labels, honor_labels: bool)
     ``honor_labels: false``: a scraped label that clashes with a target label is kept as
     ``exported_<name>`` (``exported_exported_<name>`` if that is taken too), and the target's
     value is set. ``true``: the scraped value wins; the target's is set only where the scraped
-    one is absent or empty. Empty values are dropped.
+    one is absent (a label exposed with an empty value counts as present, and then is dropped
+    with the other empty values: the target's is not set). Empty values are dropped.
     """
     labels = {name: value for name, value in scraped.items() if value != ""}
     for name, value in target:
         if honor_labels:
-            if not labels.get(name):
+            if name not in scraped:
                 labels[name] = value
             continue
         existing = labels.get(name)
@@ -99,11 +100,10 @@ def _timestamp_ms(value: Any) -> int:
 def _families(text: str, openmetrics: bool) -> Iterator[tuple[str, str, str, str, list[Any]]]:
     """(family name for metadata, type, help, unit, samples) of each family in ``text``."""
     if openmetrics:
+        # A family's ``_created`` samples are series of their own, as Prometheus appends them
+        # (it skips them only with created-timestamp ingestion, a feature flag).
         for family in openmetrics_parser.text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
-            samples = family.samples
-            if family.type in _CREATED_TYPES:
-                samples = [s for s in samples if not s.name.endswith("_created")]
-            yield family.name, family.type, family.documentation, family.unit, samples
+            yield family.name, family.type, family.documentation, family.unit, family.samples
         return
     # prometheus_client's text parser renames a counter's samples to <name>_total when its TYPE
     # line names it without the suffix; Prometheus keeps the names as exposed, so undo that.
@@ -146,6 +146,7 @@ def parse(
     timestamped: set[Labels] = set()
     metadata: list[FamilyMetadata] = []
     scraped = 0
+    appended = 0  # samples after metric relabeling, each line counted (duplicates too)
     try:
         families = list(_families(text, openmetrics))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -160,27 +161,36 @@ def parse(
                 continue  # Prometheus 2.42 does not scrape native histograms from text
             scraped += 1
             labels = _labels(sample.name, sample.labels, target, honor_labels, rules)
-            if labels is None or labels in series:  # dropped, or a duplicate: the first wins
+            if labels is None:  # dropped by a rule
+                continue
+            appended += 1
+            if labels in series:  # a duplicate: the first wins, as the receiver keeps it
                 continue
             ts = scrape_ms
             if honor_timestamps and sample.timestamp is not None:
                 ts = _timestamp_ms(sample.timestamp)
                 timestamped.add(labels)
-            series[labels] = Series(labels, (Sample(float(sample.value), ts),))
+            value = float(sample.value)
+            if value != value:
+                value = NORMAL_NAN  # what Go's strconv.ParseFloat gives for "NaN"
+            series[labels] = Series(labels, (Sample(value, ts),))
             kept = True
         if kept:
             metadata.append(
                 FamilyMetadata(family, TYPES.get(kind, MetricType.UNKNOWN), help_text, unit)
             )
-    if limits.sample_limit and len(series) > limits.sample_limit:
+    if limits.sample_limit and appended > limits.sample_limit:
+        # Every line appended counts, a duplicate too, as Prometheus' limit appender counts.
         raise ScrapeError(
             "sample_limit",
-            f"sample limit exceeded: {len(series)} samples after metric relabeling, "
+            f"sample limit exceeded: {appended} samples after metric relabeling, "
             f"sample_limit is {limits.sample_limit}",
         )
     for labels in series:
         _check(labels, limits)
-    return Scraped(tuple(series.values()), tuple(metadata), scraped, frozenset(timestamped))
+    return Scraped(
+        tuple(series.values()), tuple(metadata), scraped, frozenset(timestamped), appended
+    )
 
 
 def _labels(
@@ -191,9 +201,15 @@ def _labels(
     rules: RuleSet | None,
 ) -> Labels | None:
     merged = merge_labels({**scraped, "__name__": name}, target, honor_labels)
-    if rules:
-        return rules.apply(merged)
-    return merged
+    if not rules:
+        return merged
+    out = rules.apply(merged, keep_nameless=True)
+    if out is not None and not any(label == "__name__" for label, _ in out):
+        # Prometheus fails the scrape ("missing metric name"); dropping it would be silent.
+        raise ScrapeError(
+            "parse", f"metric_relabel_configs left a series without __name__: {dict(merged)}"
+        )
+    return out
 
 
 def _check(labels: Labels, limits: Limits) -> None:
@@ -210,13 +226,17 @@ def _check(labels: Labels, limits: Limits) -> None:
                 raise ScrapeError("parse", f'invalid metric name "{value}"')
         elif not _LABEL_NAME.match(name):
             raise ScrapeError("parse", f'invalid label name "{name}"')
-        if limits.label_name_length_limit and len(name) > limits.label_name_length_limit:
+        # Lengths in bytes (UTF-8), as Go's len() counts them.
+        if limits.label_name_length_limit and len(name.encode()) > limits.label_name_length_limit:
             raise ScrapeError(
                 "label_limit",
                 f'label name "{name}" is longer than label_name_length_limit '
                 f"({limits.label_name_length_limit})",
             )
-        if limits.label_value_length_limit and len(value) > limits.label_value_length_limit:
+        if (
+            limits.label_value_length_limit
+            and len(value.encode()) > limits.label_value_length_limit
+        ):
             raise ScrapeError(
                 "label_limit",
                 f'the value of label "{name}" is longer than label_value_length_limit '

@@ -84,7 +84,7 @@ def append(
         scraped is not None,
         duration_s,
         scraped.samples_scraped if scraped is not None else 0,
-        len(samples),
+        scraped.samples_post_relabeling if scraped is not None else 0,
         series_added(written.keys(), current) if scraped is not None else 0,
     )
     reports = report_series(target, report, ts)

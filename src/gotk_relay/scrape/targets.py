@@ -2,9 +2,10 @@
 its scrapes within the interval.
 
 As in Prometheus: a target's labels are its group's ``labels`` with ``job`` (the job name unless
-a label sets it) and ``instance`` (the address unless a label sets it); ``__scheme__``,
-``__metrics_path__`` and ``__param_<name>`` in ``labels`` override the job's scheme, path and
-params; other labels starting with ``__`` are dropped.
+a label sets it) and ``instance`` (the address unless a label sets it); ``__scheme__`` and
+``__metrics_path__`` in ``labels`` override the job's scheme and path, ``__param_<name>`` adds a
+parameter the job's ``params`` do not set (theirs win, as in Prometheus 2.x); other labels
+starting with ``__`` are dropped.
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ def targets_of(jobs: list[ScrapeConfig]) -> dict[tuple[str, Labels, str], Target
 def _target(job: ScrapeConfig, address: str, static: dict[str, str]) -> Target:
     scheme = static.get("__scheme__", job.scheme)
     path = static.get("__metrics_path__", job.metrics_path)
-    params = [(name, value) for name, values in job.params.items() for value in values]
-    overridden = {name.removeprefix("__param_") for name in static if name.startswith("__param_")}
-    params = [(n, v) for n, v in params if n not in overridden]
-    params += [
-        (name.removeprefix("__param_"), value)
-        for name, value in static.items()
-        if name.startswith("__param_")
-    ]
+    # Prometheus 2.x sets ``__param_<name>`` from the job's params over a static one, so the
+    # job's values win; a static one adds a parameter the job does not set. Encoded sorted by
+    # name (Go's url.Values), each name's values in order.
+    by_name = {name: list(values) for name, values in job.params.items() if values}
+    for name, value in static.items():
+        if name.startswith("__param_"):
+            by_name.setdefault(name.removeprefix("__param_"), [value])
+    params = [(name, value) for name in sorted(by_name) for value in by_name[name]]
     labels = {"job": job.job_name, "instance": address}
     labels.update({k: v for k, v in static.items() if not k.startswith("__") and v != ""})
     return Target(job, address, scheme, path, tuple(params), tuple(sorted(labels.items())))
