@@ -182,6 +182,31 @@ _TIMESTAMP = itemgetter(1)  # Sample.timestamp
 assert Series._fields[1:3] == ("samples", "histograms")
 
 
+_METADATA = itemgetter(4)  # Series.metadata
+assert Series._fields[4] == "metadata"
+
+
+def with_series_families(batch: Batch) -> Batch:
+    """``batch`` as a remote write 1.0 request carries it: for series that carry their own
+    metadata, their family's entry added to ``batch.metadata`` where that has none for the
+    family (each family once, first seen first), so that a 2.0 sender's metadata reaches 1.0
+    destinations. A metadata of unknown type with no help or unit says nothing: not added."""
+    series = batch.series
+    if not any(map(_METADATA, series)):
+        return batch
+    present = {m.family for m in batch.metadata}
+    added: list[FamilyMetadata] = []
+    for item in series:
+        meta = item.metadata
+        if meta is None or (meta.type == MetricType.UNKNOWN and not meta.help and not meta.unit):
+            continue
+        family = family_name(item.name, meta.type)
+        if family not in present:
+            present.add(family)
+            added.append(FamilyMetadata(family, meta.type, meta.help, meta.unit))
+    return Batch(series, (*batch.metadata, *added)) if added else batch
+
+
 def newest_timestamp(batch: Batch) -> int:
     """The newest timestamp among each series' last sample and last histogram (0 if none).
 

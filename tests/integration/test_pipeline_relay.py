@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from gotk_relay.model import Batch, MetricType, Sample, Series, labels_from
+from gotk_relay.model import (
+    Batch,
+    FamilyMetadata,
+    Metadata,
+    MetricType,
+    Sample,
+    Series,
+    labels_from,
+)
 from gotk_relay.wire import rw2
 from tests.support.harness import (
     Reply,
@@ -97,3 +105,39 @@ async def test_global_rules_feed_the_flux_rules_and_destination_rules_see_their_
         meta["gotk_reconcile_condition"].help
         == "The current condition status of a GitOps Toolkit resource reconciliation."
     )
+
+
+async def test_a_2_0_senders_metadata_reaches_1_0_destinations() -> None:
+    """Remote write 2.0 carries metadata on each series, 1.0 as family entries: a 1.0
+    destination gets each family's entry (a histogram's under the family's name), and the
+    Datadog and OTLP conversions, which read 1.0, get the types."""
+    receiver = ScriptedReceiver()
+    config = {"flux": {"mode": "off"}, "remote_write": [{"name": "v1", "url": receiver.url}]}
+    counter = Metadata(MetricType.COUNTER, "Requests served.", "")
+    histogram = Metadata(MetricType.HISTOGRAM, "Request latency.", "seconds")
+    batch = Batch(
+        (
+            Series(
+                labels_from({"__name__": "http_requests_total", "code": "200"}),
+                (Sample(5.0, 1000),),
+                metadata=counter,
+            ),
+            Series(
+                labels_from({"__name__": "latency_bucket", "le": "1"}),
+                (Sample(2.0, 1000),),
+                metadata=histogram,
+            ),
+            Series(
+                labels_from({"__name__": "latency_count"}), (Sample(2.0, 1000),), metadata=histogram
+            ),
+        )
+    )
+    async with receivers(receiver), relay_client(config) as (client, _):
+        body, headers = rw_body(batch, v2=True)
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: len(receiver.delivered()) == 1, timeout=5.0)
+    (delivered,) = receiver.delivered()
+    assert set(delivered.metadata) == {
+        FamilyMetadata("http_requests_total", MetricType.COUNTER, "Requests served.", ""),
+        FamilyMetadata("latency", MetricType.HISTOGRAM, "Request latency.", "seconds"),
+    }

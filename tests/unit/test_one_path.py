@@ -226,9 +226,11 @@ def test_the_bytes_path_queues_what_the_decoded_reference_queues(
             assert got[name][1] <= want[name][1] | _sent_metadata(requests), name
 
 
-def _sent_metadata(requests: list[bytes]) -> set[Metadata]:
-    """Every family metadata the requests carry, as a 2.0 series carries it."""
-    return {Metadata(m.type, m.help, m.unit) for raw in requests for m in rw1.decode(raw).metadata}
+def _sent_metadata(requests: list[bytes]) -> set[Metadata | FamilyMetadata]:
+    """Every family metadata the requests carry, as a 2.0 series carries it and as a decoded
+    2.0 request gives it back (``rw2.decode``: each series' family's entry)."""
+    sent = [m for raw in requests for m in rw1.decode(raw).metadata]
+    return {Metadata(m.type, m.help, m.unit) for m in sent} | set(sent)
 
 
 @pytest.mark.parametrize("keep_source", [True, False])

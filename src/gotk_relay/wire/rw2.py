@@ -22,6 +22,7 @@ from ..model import (
     Protocol,
     Sample,
     Series,
+    with_series_families,
 )
 from . import rw1
 from . import validate as strict
@@ -178,7 +179,9 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
                 created_timestamp=ts.created_timestamp,
             )
         )
-    return Decoded(Batch(tuple(series), ()), sorted_count, expanded)
+    # The series' own metadata also as their families' entries: what 1.0 destinations (and the
+    # Datadog and OTLP conversions, which read 1.0) carry of a 2.0 sender's metadata.
+    return Decoded(with_series_families(Batch(tuple(series), ())), sorted_count, expanded)
 
 
 def encode(batch: Batch) -> bytes:
