@@ -69,7 +69,7 @@ from .write.edge import (
     plain,
     read_write_body,
 )
-from .write.scan import scan_request
+from .write.scan import scan_request, scan_v2
 
 log = logging.getLogger("gotk_relay.server")
 
@@ -149,6 +149,19 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
             return await answer_scanned(
                 relay, telemetry, scanned, now_ms, lambda: client_address(request)
             )
+        as_v1 = scan_v2(raw, limits, relay.fast)
+        if as_v1 is not None:
+            # A 2.0 request 1.0 carries as the decoded path would: on the fast path.
+            scanned, samples = as_v1
+            return await answer_scanned(
+                relay,
+                telemetry,
+                scanned,
+                now_ms,
+                lambda: client_address(request),
+                Protocol.V2,
+                written_headers(samples, 0, 0),
+            )
         bounds = limits_of(limits)
         if len(raw) > V2_DECODE_IN_THREAD:
             # Remote write 2.0 is decoded in Python, ≈20 µs a series: off the event loop,
@@ -175,12 +188,17 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     if refusal is not None:
         return refusal
     count_decoded(telemetry, batch, proto)
-    headers = {
-        "X-Prometheus-Remote-Write-Samples-Written": str(batch.sample_count),
-        "X-Prometheus-Remote-Write-Histograms-Written": str(batch.histogram_count),
-        "X-Prometheus-Remote-Write-Exemplars-Written": str(batch.exemplar_count),
-    }
+    headers = written_headers(batch.sample_count, batch.histogram_count, batch.exemplar_count)
     return await acknowledged(relay, telemetry, ack, web.Response(status=204, headers=headers))
+
+
+def written_headers(samples: int, histograms: int, exemplars: int) -> dict[str, str]:
+    """What a remote write 2.0 receiver says it wrote (the 2.0 spec's response headers)."""
+    return {
+        "X-Prometheus-Remote-Write-Samples-Written": str(samples),
+        "X-Prometheus-Remote-Write-Histograms-Written": str(histograms),
+        "X-Prometheus-Remote-Write-Exemplars-Written": str(exemplars),
+    }
 
 
 async def handle_federate(request: web.Request) -> web.StreamResponse:

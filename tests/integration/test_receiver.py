@@ -6,7 +6,7 @@ import pytest
 
 from gotk_relay.model import Batch, Histogram, Sample, Series
 from gotk_relay.wire import remote_pb2, snappy, write_v2_pb2
-from tests.support.harness import gauge_batch, relay_client, rw_body
+from tests.support.harness import gauge_batch, metric_value, relay_client, rw_body
 
 RECEIVER = {"max_request_bytes": 4096, "max_decompressed_bytes": 65536}
 CONFIG = {"flux": {"mode": "off"}, "receiver": RECEIVER}
@@ -152,9 +152,35 @@ async def test_v2_success_reports_what_was_written() -> None:
         assert response.headers["X-Prometheus-Remote-Write-Exemplars-Written"] == "0"
 
 
-async def test_a_large_v2_request_is_decoded_in_a_thread_and_answered_as_any_other() -> None:
-    """Over V2_DECODE_IN_THREAD bytes a 2.0 request is decoded off the event loop: accepted,
-    counted and refused (its errors reach the answer) as a small one is."""
+async def test_a_v2_request_of_samples_takes_the_fast_path() -> None:
+    """A 2.0 request 1.0 carries as the decoded path would (samples, metadata) is scanned on
+    its bytes as 1.0 (``gotk_relay_scanned_requests_total``), counted as 2.0 and answered with
+    2.0's written counts; one with a histogram is decoded."""
+    samples = Batch((Series((("__name__", "a"), ("i", "1")), (Sample(1, 1), Sample(2, 2))),))
+    histogram = Batch((Series((("__name__", "h"),), histograms=(Histogram(5, count_value=1),)),))
+    async with relay_client(CONFIG) as (client, _):
+        for batch, scanned in ((samples, 1.0), (histogram, 1.0)):
+            body, headers = rw_body(batch, v2=True)
+            response = await client.post("/api/v1/write", data=body, headers=headers)
+            assert response.status == 204
+            assert response.headers["X-Prometheus-Remote-Write-Samples-Written"] == str(
+                batch.sample_count
+            )
+            metrics = await (await client.get("/metrics")).text()
+            assert metric_value(metrics, "gotk_relay_scanned_requests_total") == scanned
+        received = metric_value(
+            metrics,
+            "gotk_relay_received_total",
+            kind="sample",
+            protobuf_message="io.prometheus.write.v2.Request",
+        )
+        assert received == 2.0
+
+
+async def test_a_large_v2_request_is_answered_and_refused_as_a_small_one() -> None:
+    """A large 2.0 request: accepted and counted as a small one is; one the conversion to 1.0
+    gives way on (a reference out of range) is decoded (over V2_DECODE_IN_THREAD bytes off the
+    event loop) and its refusal reaches the answer in 2.0's terms."""
     from gotk_relay import server
 
     series = tuple(

@@ -36,7 +36,7 @@ from gotk_relay.model import (
 )
 from gotk_relay.relay import Relay
 from gotk_relay.telemetry import Telemetry
-from gotk_relay.wire import rw1, snappy
+from gotk_relay.wire import rw1, rw2, snappy
 from gotk_relay.write import admission, scan
 from tests.support import loadgen
 
@@ -189,15 +189,28 @@ def _held(relay: Relay) -> dict[str, Any]:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(configurations(), traffic())
+@given(configurations(), traffic(), st.booleans())
 def test_the_bytes_path_queues_what_the_decoded_reference_queues(
-    text: str, requests: list[bytes]
+    text: str, requests: list[bytes], as_v2: bool
 ) -> None:
+    """``as_v2``: the requests come in remote write 2.0 (the metadata on each series), which
+    the relay takes as 1.0 (``scan.scan_v2``), against the decoded 2.0 request admitted."""
     fast, reference = _relay(text), _relay(text)
     assert fast.fast is not None
     limits = fast.config.receiver
     for i, raw in enumerate(requests):
         now_ms = 2000 + i
+        if as_v2 and rw2.to_v1 is not None:
+            sent = rw2.from_v1(raw)
+            found = scan.scan_v2(sent, limits, fast.fast)
+            assert found is not None  # samples only: 1.0 carries them as the decoded path does
+            scanned, samples = found
+            picked = scan.decode_picked(scanned, limits)
+            assert admission.queue_scanned(fast, scanned, picked, now_ms).accepted
+            decoded = rw2.decode(sent)
+            assert samples == decoded.sample_count
+            assert reference.admit(decoded, now_ms, len(sent)).accepted
+            continue
         scanned = scan.scan_request(snappy.compress(raw), raw, limits, fast.fast)
         picked = scan.decode_picked(scanned, limits)
         assert admission.queue_scanned(fast, scanned, picked, now_ms).accepted

@@ -44,6 +44,7 @@ from tests.support.strategies import (
     odd_v1_requests,
     pb_varint,
     v1_batches,
+    v2_batches,
 )
 
 Convert = Callable[[bytes], bytes]
@@ -472,3 +473,61 @@ def test_compiled_gives_way_only_where_the_reference_decides(raw: bytes, gives_w
         assert rw2.from_v1(raw) == expected
         if converted is not None:
             assert converted == expected
+
+
+# -- rw2.to_v1: a received 2.0 request as the 1.0 request the fast path takes -----------------
+
+
+def _v2_requests() -> st.SearchStrategy[bytes]:
+    """2.0 requests as a sender writes them (with metadata on some series, histograms and
+    exemplars on some), then some bytes changed or cut."""
+    sent = st.builds(rw2.encode, v2_batches())
+
+    @st.composite
+    def damaged(draw: st.DrawFn) -> bytes:
+        data = bytearray(draw(sent))
+        if data and draw(st.booleans()):
+            at = draw(st.integers(0, len(data) - 1))
+            data[at] = draw(st.integers(0, 255))
+        if data and draw(st.booleans()):
+            del data[draw(st.integers(0, len(data) - 1)) :]
+        return bytes(data)
+
+    return st.one_of(sent, damaged(), st.binary(max_size=48))
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(_v2_requests())
+def test_to_v1_compiled_gives_way_or_equals_the_reference(raw: bytes) -> None:
+    """The compiled walk answers exactly what the model answers (``rw2.to_v1_reference``: the
+    request decoded, encoded as 1.0 with its series' metadata as family entries), or gives way
+    (None) and the request is decoded. It never gives way on a plain request of samples."""
+    compiled = rw2.to_v1_compiled(raw)
+    reference = rw2.to_v1_reference(raw)
+    if compiled is not None:
+        assert compiled == reference
+    if reference is not None and raw == rw2.encode(rw2.decode(raw, validate=False)):
+        assert compiled is not None, "gave way on a request it models"
+
+
+def test_to_v1_gives_way_on_what_1_0_cannot_carry() -> None:
+    """Histograms, exemplars, start and created timestamps: the decoded path keeps them for
+    2.0 destinations; a reference out of range or a bad first symbol: the decoded path words
+    the refusal."""
+    base = Series((("__name__", "m"),), (Sample(1.0, 1000),))
+    for item in (
+        base._replace(samples=(), histograms=(Histogram(1000, count_value=1),)),
+        base._replace(exemplars=(Exemplar((("trace_id", "a"),), 1.0, 1000),)),
+        base._replace(samples=(Sample(1.0, 1000, 500),)),
+        base._replace(created_timestamp=500),
+    ):
+        sent = rw2.encode(Batch((item,)))
+        assert rw2.to_v1_reference(sent) is None
+        if rw2.NATIVE:
+            assert rw2.to_v1_compiled(sent) is None
+    bad = write_v2_pb2.Request.FromString(rw2.encode(Batch((base,))))
+    bad.timeseries[0].labels_refs[1] = 99
+    assert rw2.to_v1_reference(bad.SerializeToString()) is None
+    if rw2.NATIVE:
+        assert rw2.to_v1_compiled(bad.SerializeToString()) is None

@@ -1564,6 +1564,398 @@ from_v1(PyObject *module, PyObject *arg)
     return result;
 }
 
+/* -- remote write 2.0 to 1.0 (rw2.to_v1) ------------------------------------------------ */
+
+/* A received 2.0 Request as the 1.0 WriteRequest the relay's fast path takes: each series' labels
+ * resolved into Label fields, its samples re-encoded (value, then timestamp, a zero omitted, as
+ * rw1.encode writes them), and the series' own metadata as family entries after the series
+ * (model.with_series_families: a family's first entry wins, one of unknown type without help or
+ * unit is left out). Nothing is validated here beyond the framing: the survey checks the 1.0
+ * bytes as strictly as any 1.0 request, and a request it refuses goes to rw2.decode, which words
+ * the refusal in 2.0's terms. Anything 1.0 cannot carry as the decoded path does (histograms,
+ * exemplars, start or created timestamps, a reference out of range, symbols[0] not empty, a
+ * field of the wrong wire type) returns None: the caller decodes the request instead. */
+
+typedef struct {
+    Bytes p;
+    Py_ssize_t n;
+} Str;
+
+typedef struct {
+    Str *items;
+    size_t count, cap;
+} Strs;
+
+static int
+strs_push(Strs *s, Bytes p, Py_ssize_t n)
+{
+    if (s->count == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        Str *items = realloc(s->items, cap * sizeof(Str));
+        if (items == NULL) {
+            return NOMEM;
+        }
+        s->items = items;
+        s->cap = cap;
+    }
+    s->items[s->count++] = (Str){p, n};
+    return OK;
+}
+
+/* model.family_name: a histogram's, gauge histogram's or summary's series under the family. */
+static Py_ssize_t
+family_length(Bytes name, Py_ssize_t n, uint32_t type)
+{
+    static const char *const histogram[] = {"_bucket", "_sum", "_count"};
+    static const char *const gaugehistogram[] = {"_bucket", "_gsum", "_gcount"};
+    static const char *const summary[] = {"_sum", "_count"};
+    const char *const *suffixes = NULL;
+    size_t count = 0;
+    if (type == 3) {
+        suffixes = histogram;
+        count = 3;
+    }
+    else if (type == 4) {
+        suffixes = gaugehistogram;
+        count = 3;
+    }
+    else if (type == 5) {
+        suffixes = summary;
+        count = 2;
+    }
+    for (size_t i = 0; i < count; i++) {
+        Py_ssize_t k = (Py_ssize_t)strlen(suffixes[i]);
+        if (n >= k && memcmp(name + n - k, suffixes[i], (size_t)k) == 0) {
+            return n - k;
+        }
+    }
+    return n;
+}
+
+static inline void
+put_string_field(Buf *b, unsigned char tag, Str s)
+{
+    if (s.n) { /* proto3: an empty string is left out */
+        put_byte(b, tag);
+        put_varint(b, (uint64_t)s.n);
+        memcpy(b->d + b->len, s.p, (size_t)s.n);
+        b->len += (size_t)s.n;
+    }
+}
+
+typedef struct {
+    Strs symbols;
+    Buf out;
+    Families families;
+    uint32_t *refs;
+    size_t refs_cap;
+    long long samples;
+    long long expanded;
+} ToV1;
+
+static int
+v1_sample(ToV1 *t, Bytes d, Py_ssize_t pos, Py_ssize_t end)
+{
+    uint64_t value = 0, ts = 0;
+    Field f;
+    while (pos < end) {
+        if (!next_field(d, &pos, end, &f)) {
+            return FALLBACK;
+        }
+        if (f.field == 1) {
+            if (f.wire != 1) {
+                return FALLBACK;
+            }
+            value = f.value;
+        }
+        else if (f.field == 2 || f.field == 3) {
+            if (f.wire != 0) {
+                return FALLBACK;
+            }
+            if (f.field == 3) {
+                if (f.value) {
+                    return FALLBACK; /* a start timestamp: 1.0 has no place for it */
+                }
+            }
+            else {
+                ts = f.value;
+            }
+        }
+    }
+    RESERVE(&t->out, 24);
+    size_t body = (value ? 9 : 0) + (ts ? 1 + (size_t)varint_size(ts) : 0);
+    put_byte(&t->out, 0x12);
+    put_varint(&t->out, body);
+    if (value) {
+        put_byte(&t->out, 0x09);
+        put_fixed64(&t->out, value);
+    }
+    if (ts) {
+        put_byte(&t->out, 0x10);
+        put_varint(&t->out, ts);
+    }
+    t->samples++;
+    return OK;
+}
+
+static int
+v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
+{
+    size_t nrefs = 0;
+    int has_meta = 0;
+    uint64_t meta_type = 0, help_ref = 0, unit_ref = 0;
+    Field f;
+    Py_ssize_t pos = start;
+    /* First the labels and the metadata, which may come after the samples. */
+    while (pos < end) {
+        if (!next_field(d, &pos, end, &f)) {
+            return FALLBACK;
+        }
+        switch (f.field) {
+        case 1: /* labels_refs: packed, or one varint per field */
+            if (f.wire == 0) {
+                if (nrefs == t->refs_cap) {
+                    size_t cap = t->refs_cap ? t->refs_cap * 2 : 64;
+                    uint32_t *refs = realloc(t->refs, cap * sizeof(uint32_t));
+                    if (refs == NULL) {
+                        return NOMEM;
+                    }
+                    t->refs = refs;
+                    t->refs_cap = cap;
+                }
+                if (f.value > 0xFFFFFFFFu) {
+                    return FALLBACK;
+                }
+                t->refs[nrefs++] = (uint32_t)f.value;
+            }
+            else if (f.wire == 2) {
+                Py_ssize_t p = f.start;
+                while (p < f.end) {
+                    uint64_t ref;
+                    if (!rd_varint(d, &p, f.end, &ref) || ref > 0xFFFFFFFFu) {
+                        return FALLBACK;
+                    }
+                    if (nrefs == t->refs_cap) {
+                        size_t cap = t->refs_cap ? t->refs_cap * 2 : 64;
+                        uint32_t *refs = realloc(t->refs, cap * sizeof(uint32_t));
+                        if (refs == NULL) {
+                            return NOMEM;
+                        }
+                        t->refs = refs;
+                        t->refs_cap = cap;
+                    }
+                    t->refs[nrefs++] = (uint32_t)ref;
+                }
+            }
+            else {
+                return FALLBACK;
+            }
+            break;
+        case 2: /* samples: written below, in order */
+            if (f.wire != 2) {
+                return FALLBACK;
+            }
+            break;
+        case 3: /* histograms */
+        case 4: /* exemplars */
+            return FALLBACK;
+        case 5: { /* metadata */
+            if (f.wire != 2) {
+                return FALLBACK;
+            }
+            has_meta = 1;
+            Field m;
+            Py_ssize_t mp = f.start;
+            while (mp < f.end) {
+                if (!next_field(d, &mp, f.end, &m)) {
+                    return FALLBACK;
+                }
+                if (m.field == 1 || m.field == 3 || m.field == 4) {
+                    if (m.wire != 0) {
+                        return FALLBACK;
+                    }
+                    if (m.field == 1) {
+                        meta_type = m.value;
+                    }
+                    else if (m.field == 3) {
+                        help_ref = m.value;
+                    }
+                    else {
+                        unit_ref = m.value;
+                    }
+                }
+            }
+            break;
+        }
+        case 6: /* created_timestamp */
+            if (f.wire != 0) {
+                return FALLBACK;
+            }
+            if (f.value) {
+                return FALLBACK;
+            }
+            break;
+        default:
+            break; /* an unknown field: skipped, as upb does */
+        }
+    }
+    size_t nsym = t->symbols.count;
+    if (nrefs % 2) {
+        return FALLBACK;
+    }
+    Str name = {(Bytes) "", 0};
+    int named = 0;
+    for (size_t i = 0; i < nrefs; i++) {
+        if (t->refs[i] >= nsym) {
+            return FALLBACK;
+        }
+    }
+    for (size_t i = 0; i < nrefs; i++) { /* every reference in range */
+        t->expanded += t->symbols.items[t->refs[i]].n + 3;
+        if (i % 2 == 0) {
+            Str n = t->symbols.items[t->refs[i]];
+            if (n.n == 8 && memcmp(n.p, "__name__", 8) == 0) {
+                name = t->symbols.items[t->refs[i + 1]];
+                named = 1;
+            }
+        }
+    }
+    if (has_meta && (help_ref >= nsym || unit_ref >= nsym)) {
+        return FALLBACK;
+    }
+    /* The series: its labels, then its samples as they come. */
+    size_t at;
+    int rc = open_message(&t->out, 0x0A, &at);
+    if (rc != OK) {
+        return rc;
+    }
+    for (size_t i = 0; i < nrefs; i += 2) {
+        Str n = t->symbols.items[t->refs[i]], v = t->symbols.items[t->refs[i + 1]];
+        size_t body = (n.n ? 1 + (size_t)varint_size((uint64_t)n.n) + (size_t)n.n : 0) +
+                      (v.n ? 1 + (size_t)varint_size((uint64_t)v.n) + (size_t)v.n : 0);
+        RESERVE(&t->out, body + 12);
+        put_byte(&t->out, 0x0A);
+        put_varint(&t->out, body);
+        put_string_field(&t->out, 0x0A, n);
+        put_string_field(&t->out, 0x12, v);
+    }
+    pos = start;
+    while (pos < end) {
+        next_field(d, &pos, end, &f); /* read once above: it parses */
+        if (f.field == 2 && (rc = v1_sample(t, d, f.start, f.end)) != OK) {
+            return rc;
+        }
+    }
+    if ((rc = close_message(&t->out, at)) != OK) {
+        return rc;
+    }
+    /* Its metadata as its family's entry, the first one kept. */
+    if (has_meta) {
+        uint32_t type = meta_type <= 7 ? (uint32_t)meta_type : 0; /* rw2: unknown → UNKNOWN */
+        Str help = t->symbols.items[help_ref], unit = t->symbols.items[unit_ref];
+        if (type || help.n || unit.n) {
+            Py_ssize_t n = family_length(name.p, name.n, type);
+            if (!named) {
+                n = 0;
+            }
+            if (t->families.count == 0 || families_get(&t->families, name.p, n) == NULL) {
+                Family item = {name.p, help.p, unit.p, n, help.n, unit.n, type,
+                               hash_bytes(name.p, (size_t)n)};
+                if ((rc = families_add(&t->families, &item)) != OK) {
+                    return rc;
+                }
+            }
+        }
+    }
+    return OK;
+}
+
+static int
+to_v1_walk(ToV1 *t, Bytes d, Py_ssize_t size)
+{
+    Field f;
+    Py_ssize_t pos = 0;
+    int rc;
+    while (pos < size) {
+        if (!next_field(d, &pos, size, &f)) {
+            return FALLBACK;
+        }
+        if (f.field == 4) {
+            if (f.wire != 2 || !utf8_ok(d + f.start, f.end - f.start)) {
+                return FALLBACK; /* upb refuses a string that is not UTF-8 */
+            }
+            if ((rc = strs_push(&t->symbols, d + f.start, f.end - f.start)) != OK) {
+                return rc;
+            }
+        }
+        else if (f.field == 5 && f.wire != 2) {
+            return FALLBACK;
+        }
+    }
+    if (t->symbols.count && t->symbols.items[0].n != 0) {
+        return FALLBACK; /* rw2.decode refuses it */
+    }
+    pos = 0;
+    while (pos < size) {
+        next_field(d, &pos, size, &f);
+        if (f.field == 5 && (rc = v1_series(t, d, f.start, f.end)) != OK) {
+            return rc;
+        }
+    }
+    for (uint32_t i = 0; i < t->families.count; i++) {
+        const Family *m = &t->families.items[i];
+        Str family = {m->family, m->family_n}, help = {m->help, m->help_n},
+            unit = {m->unit, m->unit_n};
+        size_t body = (m->type ? 2 : 0) + (family.n ? 1 + varint_size((uint64_t)family.n) + (size_t)family.n : 0) +
+                      (help.n ? 1 + varint_size((uint64_t)help.n) + (size_t)help.n : 0) +
+                      (unit.n ? 1 + varint_size((uint64_t)unit.n) + (size_t)unit.n : 0);
+        RESERVE(&t->out, body + 12);
+        put_byte(&t->out, 0x1A);
+        put_varint(&t->out, body);
+        if (m->type) {
+            put_byte(&t->out, 0x08);
+            put_byte(&t->out, (unsigned char)m->type);
+        }
+        put_string_field(&t->out, 0x12, family);
+        put_string_field(&t->out, 0x22, help);
+        put_string_field(&t->out, 0x2A, unit);
+    }
+    return OK;
+}
+
+static PyObject *
+to_v1(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    ToV1 t;
+    memset(&t, 0, sizeof t);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = to_v1_walk(&t, (Bytes)view.buf, view.len);
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (rc == OK) {
+        result = Py_BuildValue("(y#LL)", t.out.d ? (const char *)t.out.d : "", (Py_ssize_t)t.out.len,
+                               t.samples, t.expanded);
+    }
+    else if (rc == FALLBACK) {
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        PyErr_NoMemory();
+    }
+    free(t.symbols.items);
+    free(t.out.d);
+    families_free(&t.families);
+    free(t.refs);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *
 hash_label_py(PyObject *module, PyObject *arg)
 {
@@ -1579,6 +1971,12 @@ hash_label_py(PyObject *module, PyObject *arg)
 static PyMethodDef methods[] = {
     {"hash_label", hash_label_py, METH_O,
      "hash_label(label) -> int: the labels table's hash of an encoded Label (for tests)."},
+    {"to_v1", to_v1, METH_O,
+     "to_v1(raw) -> (bytes, samples, expanded) | None\n\n"
+     "raw: an uncompressed remote-write 2.0 Request. The remote-write 1.0 WriteRequest the\n"
+     "relay's fast path takes for it (labels resolved, samples re-encoded, the series'\n"
+     "metadata as family entries), its sample count and its labels' bytes once resolved as\n"
+     "rw2.decode counts them; None for a request 1.0 cannot carry as the decoded path does."},
     {"from_v1", from_v1, METH_O,
      "from_v1(raw) -> bytes | None\n\n"
      "raw: an uncompressed remote-write 1.0 WriteRequest. The remote-write 2.0 Request that\n"

@@ -76,6 +76,41 @@ def from_v1_reference(raw: bytes) -> bytes:
 from_v1 = from_v1_compiled if NATIVE else from_v1_reference
 
 
+def to_v1_compiled(raw: bytes) -> tuple[bytes, int, int] | None:
+    """An uncompressed 2.0 Request as the 1.0 WriteRequest the fast path takes, with its sample
+    count and its labels' bytes once resolved (as ``decode_counted`` counts ``expanded``);
+    None for a request 1.0 cannot carry as the decoded path does (histograms, exemplars, start
+    or created timestamps) or one the walk does not model: the caller decodes it instead. Not a
+    check: the survey checks the 1.0 bytes, and a refusal is worded by ``decode_counted``. One
+    walk in C (``_v2.c``); only where the extension is built."""
+    found: tuple[bytes, int, int] | None = _native.to_v1(raw)
+    return found
+
+
+def to_v1_reference(raw: bytes) -> tuple[bytes, int, int] | None:
+    """``to_v1_compiled``'s answer through the model: decoded (unchecked), then encoded as 1.0
+    (the series' metadata as family entries, ``model.with_series_families``)."""
+    try:
+        decoded = decode_counted(raw, validate=False)
+    except DecodeError:
+        return None
+    batch = decoded.batch
+    for series in batch.series:
+        if (
+            series.histograms
+            or series.exemplars
+            or series.created_timestamp
+            or any(sample.start_timestamp for sample in series.samples)
+        ):
+            return None
+    return rw1.encode(batch), batch.sample_count, decoded.expanded
+
+
+# The one switch: without the extension a 2.0 request takes the decoded path (in a thread when
+# large), where the reference would decode it on the loop and then scan it again.
+to_v1 = to_v1_compiled if NATIVE else None
+
+
 def decode(data: bytes, *, validate: bool = True, limits: Limits = NO_LIMITS) -> Batch:
     """Parse an uncompressed v2 Request: ``decode_counted(...).batch``."""
     return decode_counted(data, validate=validate, limits=limits).batch

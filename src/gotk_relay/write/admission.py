@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -80,21 +80,25 @@ async def answer_scanned(
     scanned: Scanned,
     now_ms: int,
     remote: Callable[[], str] = str,
+    proto: Protocol = Protocol.V1,
+    headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503 (with
     ``receiver.acknowledge: delivered``, once it is delivered: ``acknowledged``).
 
     Raises DecodeError/LabelLimitError for the caller. The stateful half of the write path: it
     runs in the process that holds the Flux state and the queues, also for requests a scan
-    worker scanned (worker_pool.py); so a worker's sender waits for the delivery too.
+    worker scanned (worker_pool.py); so a worker's sender waits for the delivery too. ``proto``:
+    what the request came in (a 2.0 one scanned as 1.0, ``scan.scan_v2``), for the counters;
+    ``headers``: the 204's (2.0's written counts).
     """
     picked = decode_picked(scanned, relay.config.receiver)
     ack = waiter(relay)
     answer = refused(telemetry, lambda: queue_scanned(relay, scanned, picked, now_ms, ack), remote)
     if answer is not None:
         return answer
-    count_scanned(telemetry, scanned, picked)
-    return await acknowledged(relay, telemetry, ack, web.Response(status=204))
+    count_scanned(telemetry, scanned, picked, proto)
+    return await acknowledged(relay, telemetry, ack, web.Response(status=204, headers=headers))
 
 
 def waiter(relay: Relay) -> Ack | None:
@@ -133,7 +137,9 @@ async def acknowledged(
     )
 
 
-def count_scanned(telemetry: Telemetry, scanned: Scanned, picked: Batch) -> None:
+def count_scanned(
+    telemetry: Telemetry, scanned: Scanned, picked: Batch, proto: Protocol = Protocol.V1
+) -> None:
     """Received counters of an admitted fast-path request.
 
     Samples and histograms of forwarded bytes are not told apart without decoding: they count
@@ -146,7 +152,7 @@ def count_scanned(telemetry: Telemetry, scanned: Scanned, picked: Batch) -> None
     # the global rules, which rarely change their sample counts).
     histograms = picked.histogram_count
     telemetry.points_received(
-        Protocol.V1, max(0, scanned.points - histograms), histograms, picked.exemplar_count
+        proto, max(0, scanned.points - histograms), histograms, picked.exemplar_count
     )
 
 
