@@ -498,13 +498,13 @@ def _v2_requests() -> st.SearchStrategy[bytes]:
 
 @needs_native
 @settings(max_examples=300, deadline=None)
-@given(_v2_requests())
-def test_to_v1_compiled_gives_way_or_equals_the_reference(raw: bytes) -> None:
+@given(_v2_requests(), st.sampled_from([1 << 40, 200, 40]))
+def test_to_v1_compiled_gives_way_or_equals_the_reference(raw: bytes, bound: int) -> None:
     """The compiled walk answers exactly what the model answers (``rw2.to_v1_reference``: the
     request decoded, encoded as 1.0 with its series' metadata as family entries), or gives way
     (None) and the request is decoded. It never gives way on a plain request of samples."""
-    compiled = rw2.to_v1_compiled(raw)
-    reference = rw2.to_v1_reference(raw)
+    compiled = rw2.to_v1_compiled(raw, bound)
+    reference = rw2.to_v1_reference(raw, bound)
     if compiled is not None:
         assert compiled == reference
     if reference is not None and raw == rw2.encode(rw2.decode(raw, validate=False)):
@@ -523,11 +523,34 @@ def test_to_v1_gives_way_on_what_1_0_cannot_carry() -> None:
         base._replace(created_timestamp=500),
     ):
         sent = rw2.encode(Batch((item,)))
-        assert rw2.to_v1_reference(sent) is None
+        assert rw2.to_v1_reference(sent, 1 << 40) is None
         if rw2.NATIVE:
-            assert rw2.to_v1_compiled(sent) is None
+            assert rw2.to_v1_compiled(sent, 1 << 40) is None
     bad = write_v2_pb2.Request.FromString(rw2.encode(Batch((base,))))
     bad.timeseries[0].labels_refs[1] = 99
-    assert rw2.to_v1_reference(bad.SerializeToString()) is None
+    assert rw2.to_v1_reference(bad.SerializeToString(), 1 << 40) is None
     if rw2.NATIVE:
-        assert rw2.to_v1_compiled(bad.SerializeToString()) is None
+        assert rw2.to_v1_compiled(bad.SerializeToString(), 1 << 40) is None
+
+
+@needs_native
+def test_to_v1_stops_at_the_expansion_bound_before_writing_it() -> None:
+    """A 1 MiB symbol that 200 series refer to is 200 MiB of labels once resolved: the walk
+    gives way (the decoded path answers 413) without writing them: a fresh process doing it
+    peaks far below that."""
+    script = (
+        "import resource\n"
+        "from gotk_relay.model import Batch, Series\n"
+        "from gotk_relay.wire import rw2\n"
+        "long = 'x' * (1 << 20)\n"
+        "batch = Batch(tuple(Series((('__name__', 'm'), ('i', str(i)), ('v', long))) "
+        "for i in range(200)))\n"
+        "sent = rw2.encode(batch)\n"
+        "assert len(sent) < 2 << 20\n"
+        "assert rw2.to_v1_compiled(sent, 8 << 20) is None\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert int(done.stdout) < 120 * 1024, f"peak RSS {int(done.stdout) // 1024} MiB"

@@ -1651,6 +1651,7 @@ typedef struct {
     size_t refs_cap;
     long long samples;
     long long expanded;
+    long long max_expanded; /* beyond it: FALLBACK before more is written (the decoded path 413s) */
 } ToV1;
 
 static int
@@ -1812,6 +1813,9 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
     }
     for (size_t i = 0; i < nrefs; i++) { /* every reference in range */
         t->expanded += t->symbols.items[t->refs[i]].n + 3;
+        if (t->expanded > t->max_expanded) {
+            return FALLBACK; /* a long symbol every series refers to: bounded before written */
+        }
         if (i % 2 == 0) {
             Str n = t->symbols.items[t->refs[i]];
             if (n.n == 8 && memcmp(n.p, "__name__", 8) == 0) {
@@ -1924,15 +1928,17 @@ to_v1_walk(ToV1 *t, Bytes d, Py_ssize_t size)
 }
 
 static PyObject *
-to_v1(PyObject *module, PyObject *arg)
+to_v1(PyObject *module, PyObject *args)
 {
     (void)module;
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+    long long max_expanded;
+    if (!PyArg_ParseTuple(args, "y*L", &view, &max_expanded)) {
         return NULL;
     }
     ToV1 t;
     memset(&t, 0, sizeof t);
+    t.max_expanded = max_expanded;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = to_v1_walk(&t, (Bytes)view.buf, view.len);
@@ -1971,12 +1977,13 @@ hash_label_py(PyObject *module, PyObject *arg)
 static PyMethodDef methods[] = {
     {"hash_label", hash_label_py, METH_O,
      "hash_label(label) -> int: the labels table's hash of an encoded Label (for tests)."},
-    {"to_v1", to_v1, METH_O,
-     "to_v1(raw) -> (bytes, samples, expanded) | None\n\n"
+    {"to_v1", to_v1, METH_VARARGS,
+     "to_v1(raw, max_expanded) -> (bytes, samples, expanded) | None\n\n"
      "raw: an uncompressed remote-write 2.0 Request. The remote-write 1.0 WriteRequest the\n"
      "relay's fast path takes for it (labels resolved, samples re-encoded, the series'\n"
      "metadata as family entries), its sample count and its labels' bytes once resolved as\n"
-     "rw2.decode counts them; None for a request 1.0 cannot carry as the decoded path does."},
+     "rw2.decode counts them; None for a request 1.0 cannot carry as the decoded path does\n"
+     "or whose labels once resolved exceed max_expanded bytes (nothing more is written)."},
     {"from_v1", from_v1, METH_O,
      "from_v1(raw) -> bytes | None\n\n"
      "raw: an uncompressed remote-write 1.0 WriteRequest. The remote-write 2.0 Request that\n"

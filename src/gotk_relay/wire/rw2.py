@@ -76,23 +76,26 @@ def from_v1_reference(raw: bytes) -> bytes:
 from_v1 = from_v1_compiled if NATIVE else from_v1_reference
 
 
-def to_v1_compiled(raw: bytes) -> tuple[bytes, int, int] | None:
+def to_v1_compiled(raw: bytes, max_expanded: int) -> tuple[bytes, int, int] | None:
     """An uncompressed 2.0 Request as the 1.0 WriteRequest the fast path takes, with its sample
     count and its labels' bytes once resolved (as ``decode_counted`` counts ``expanded``);
     None for a request 1.0 cannot carry as the decoded path does (histograms, exemplars, start
-    or created timestamps) or one the walk does not model: the caller decodes it instead. Not a
-    check: the survey checks the 1.0 bytes, and a refusal is worded by ``decode_counted``. One
-    walk in C (``_v2.c``); only where the extension is built."""
-    found: tuple[bytes, int, int] | None = _native.to_v1(raw)
+    or created timestamps), one whose labels once resolved exceed ``max_expanded`` bytes (the
+    walk stops there: the decoded path answers 413), or one the walk does not model: the caller
+    decodes it instead. Not a check: the survey checks the 1.0 bytes, and a refusal is worded
+    by ``decode_counted``. One walk in C (``_v2.c``); only where the extension is built."""
+    found: tuple[bytes, int, int] | None = _native.to_v1(raw, max_expanded)
     return found
 
 
-def to_v1_reference(raw: bytes) -> tuple[bytes, int, int] | None:
+def to_v1_reference(raw: bytes, max_expanded: int) -> tuple[bytes, int, int] | None:
     """``to_v1_compiled``'s answer through the model: decoded (unchecked), then encoded as 1.0
     (the series' metadata as family entries, ``model.with_series_families``)."""
     try:
         decoded = decode_counted(raw, validate=False)
     except DecodeError:
+        return None
+    if decoded.expanded > max_expanded:
         return None
     batch = decoded.batch
     for series in batch.series:

@@ -204,12 +204,10 @@ def scan_v2(raw: bytes, limits: ReceiverConfig, fast: FastPath) -> tuple[Scanned
     convert = rw2.to_v1
     if convert is None:
         return None
-    converted = convert(raw)
+    converted = convert(raw, limits_of(limits).max_expanded_bytes)
     if converted is None:
         return None
-    v1, samples, expanded = converted
-    if expanded > limits_of(limits).max_expanded_bytes:
-        return None
+    v1, samples, _ = converted
     try:
         return scan_request(None, v1, limits, fast, strict=True), samples
     except DecodeError:
