@@ -36,6 +36,15 @@ static inline size_t home(const IdentityMap *m, const PyObject *key) {
     return (size_t)(((uint64_t)(uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ULL >> m->shift);
 }
 
+/* KeyError(key) as a dict raises it: the key wrapped, so a tuple key is not taken for args. */
+static void key_error(PyObject *key) {
+    PyObject *wrapped = PyTuple_Pack(1, key);
+    if (wrapped != NULL) {
+        PyErr_SetObject(PyExc_KeyError, wrapped);
+        Py_DECREF(wrapped);
+    }
+}
+
 static int alloc_table(IdentityMap *m, int bits) {
     Slot *slots = PyMem_Calloc((size_t)1 << bits, sizeof(Slot));
     if (slots == NULL) {
@@ -173,7 +182,7 @@ static PyObject *IdentityMap_subscript(IdentityMap *m, PyObject *key) {
             return Py_NewRef(slot->value);
         }
     }
-    PyErr_SetObject(PyExc_KeyError, key);
+    key_error(key);
     return NULL;
 }
 
@@ -206,7 +215,7 @@ static int IdentityMap_ass_subscript(IdentityMap *m, PyObject *key, PyObject *va
     }
     Slot *slot = m->slots == NULL ? NULL : find(m, key);
     if (slot == NULL || slot->key == NULL) {
-        PyErr_SetObject(PyExc_KeyError, key);
+        key_error(key);
         return -1;
     }
     PyObject *old = slot->value;
@@ -243,7 +252,7 @@ static PyObject *IdentityMap_pop(IdentityMap *m, PyObject *const *args, Py_ssize
         if (nargs == 2) {
             return Py_NewRef(args[1]);
         }
-        PyErr_SetObject(PyExc_KeyError, args[0]);
+        key_error(args[0]);
         return NULL;
     }
     PyObject *value = slot->value; /* the map's reference passes to the caller */

@@ -96,8 +96,16 @@ def test_an_equal_object_is_another_key(kind: Any) -> None:
     m = kind()
     m[first] = "first"
     assert m.get(second) is None and second not in m
-    with pytest.raises(KeyError):
+    # The missing key itself, as a dict says it (a tuple key wrapped, not taken for args).
+    with pytest.raises(KeyError) as raised:
         m.pop(second)
+    assert raised.value.args == (second,)
+    with pytest.raises(KeyError) as raised:
+        m[second]
+    assert raised.value.args == (second,)
+    with pytest.raises(KeyError) as raised:
+        del m[second]
+    assert raised.value.args == (second,)
     assert m.pop(first) == "first" and len(m) == 0
 
 

@@ -1281,3 +1281,43 @@ def test_entries_known_to_hold_no_families_are_not_read_for_them(loops: Loops) -
     # The flag is what is trusted: a body whose entry says "none" is not opened for families.
     assert families([with_family._replace(families=False)]) == []
     assert families([with_family._replace(families=False), without]) == []
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+@pytest.mark.parametrize("created", [9.3e15, 1e300, float("inf"), -5.0])
+def test_a_created_time_otlp_cannot_hold_is_no_created_time(
+    loops: Loops, temporality: str, created: float
+) -> None:
+    """A ``_created`` value past what OTLP's nanoseconds hold (or not a time at all) is taken
+    as no created time, on both loops: the counter's point starts at its sample. It made the
+    compiled loop raise, and the sender retry the request for ever."""
+    batch = Batch(
+        (
+            Series((("__name__", "req_created"), ("job", "j")), (Sample(created, NOW_MS),)),
+            Series((("__name__", "req_total"), ("job", "j")), (Sample(5.0, NOW_MS),)),
+        )
+    )
+    state = MappingState()
+    points = []
+    for _ in range(2):  # in delta mode the second request sends a point
+        mapper = Mapper(state, temporality, ("job",), loops)
+
+        async def steps() -> list[Any]:
+            return [
+                s async for s in entry_steps([encode_entry(batch, Protocol.V1)], 1 << 20, loops)
+            ]
+
+        for step in asyncio.run(steps()):
+            mapper.feed(step)
+        mapper.finish()
+        taken = mapper.take()
+        state.commit(taken.updates)
+        points = [
+            (p.start_time_unix_nano, p.time_unix_nano, p.as_double)
+            for rm in taken.request.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            for p in metric.sum.data_points
+        ]
+    if temporality == "cumulative":
+        assert points == [(NOW_MS * 1_000_000, NOW_MS * 1_000_000, 5.0)]

@@ -3,7 +3,8 @@
  * Why: every routed view of a request (a rule, a shard, a tenant, remote write 2.0) is
  * compressed again before it is queued, and that compression was the largest single cost of
  * those configurations (docs/performance.md). libsnappy 1.1.9 compresses a 646 kB remote-write
- * request in ~240 us where cramjam (the `snap` crate) takes ~315 us, into the same bytes. The
+ * request in ~240 us where cramjam (the `snap` crate) takes ~315 us; both write valid blocks of
+ * the input, not always the same bytes (each chooses its own copies). The
  * library is found with dlopen, so building needs no snappy headers and a machine without
  * libsnappy still installs: the import then fails and wire/snappy.py takes cramjam (its twin).
  *

@@ -55,7 +55,8 @@ def compress_cramjam(data: bytes | memoryview) -> bytes:
     return bytes(cramjam.snappy.compress_raw(data))
 
 
-# Compression: libsnappy's (``_snappy.c`` loads it; ~25 % less CPU, the same bytes) where it is
+# Compression: libsnappy's (``_snappy.c`` loads it; ~25 % less CPU; blocks of the same data, not
+# always the same bytes: each picks its own copies) where it is
 # built and the library is installed (Debian: libsnappy1v5), else cramjam's. The one switch;
 # tests run both by name.
 _libsnappy: Any = native.load(f"{__package__}._snappy")

@@ -16,7 +16,7 @@ from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .classic import Classic
 from .labelsets import RowInfo
-from .naming import PARTS, SUFFIXES, Kind, Temporality, family_of, shape_of, without
+from .naming import MAX_MS, PARTS, SUFFIXES, Kind, Temporality, family_of, shape_of, without
 from .native import Native
 from .numbers import Numbers
 from .state import CounterState, Mapped, MappingState
@@ -264,8 +264,9 @@ class Mapper(Numbers, Classic, Native):
                 if role == "created":
                     rest = without(series.labels, "__name__")
                     for sample in series.samples:
-                        if math.isfinite(sample.value) and sample.value > 0:
-                            self.created[(kind.family, rest)] = int(sample.value * 1000)
+                        created = _created_ms(sample.value)
+                        if created:
+                            self.created[(kind.family, rest)] = created
                     continue
                 plan.append((series, kind, role, None))
                 waiting_points += len(series.samples) + len(series.histograms)
@@ -300,8 +301,9 @@ class Mapper(Numbers, Classic, Native):
         kind, role = found
         if role == "created":
             for value, _ in samples:
-                if math.isfinite(value) and value > 0:
-                    self.created[(kind.family, info.rest)] = int(value * 1000)
+                created = _created_ms(value)
+                if created:
+                    self.created[(kind.family, info.rest)] = created
             return 0
         plan.append((info, kind, role, samples))
         return len(samples)
@@ -394,3 +396,12 @@ def to_otlp(
     """Map ``batch`` to one request. Learns family metadata into ``state`` at once; stream
     state changes come back in ``Mapped.updates`` for the caller to commit after delivery."""
     return Mapper(state, temporality, resource_labels).run(batch)
+
+
+def _created_ms(value: float) -> int:
+    """A ``_created`` sample's time in ms, or 0 (none) for one that is not a time OTLP holds:
+    not finite, not positive, or past ``MAX_MS`` (a point starts there; an out-of-range one
+    made every conversion of the request fail, and its sender retry it for ever)."""
+    if math.isfinite(value) and value > 0 and value * 1000 <= MAX_MS:
+        return int(value * 1000)
+    return 0

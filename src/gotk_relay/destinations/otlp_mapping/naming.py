@@ -21,6 +21,8 @@ from ...model import Labels, MetricType
 Temporality = Literal["cumulative", "delta"]
 
 NS_PER_MS: Final = 1_000_000
+# The latest time OTLP's fixed64 nanoseconds hold, in ms (year 2554).
+MAX_MS: Final = (2**64 - 1) // NS_PER_MS
 NO_RECORDED_VALUE: Final[int] = int(pb.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK)
 SCOPE_NAME: Final = "gotk-relay"
 
