@@ -897,6 +897,55 @@ put_refs(Conv *c, size_t count)
     return OK;
 }
 
+/* A Sample's value (field 1, I64) and timestamp (field 2, VARINT), the last occurrence of each
+ * winning; 0 for a field of the wrong wire type. ``v2``: field 3 is 2.0's start_timestamp,
+ * which only 0 may be (1.0 has no place for it); in 1.0 it is an unknown field, skipped. */
+static int
+read_sample(Bytes d, Py_ssize_t pos, Py_ssize_t end, int v2, uint64_t *value, uint64_t *ts)
+{
+    Field f;
+    while (pos < end) {
+        if (!next_field(d, &pos, end, &f)) {
+            return 0;
+        }
+        if (f.field == 1) {
+            if (f.wire != 1) {
+                return 0;
+            }
+            *value = f.value;
+        }
+        else if (f.field == 2) {
+            if (f.wire != 0) {
+                return 0;
+            }
+            *ts = f.value;
+        }
+        else if (f.field == 3 && v2 && (f.wire != 0 || f.value)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 12 L [09 value] [10 timestamp], as upb writes a Sample: a double is omitted when all its bits
+ * are zero (+0.0), a timestamp when 0. */
+static int
+write_sample(Buf *b, uint64_t value, uint64_t ts)
+{
+    RESERVE(b, 2 + 9 + 11);
+    put_byte(b, 0x12);
+    put_byte(b, (unsigned char)((value ? 9 : 0) + (ts ? 1 + varint_size(ts) : 0)));
+    if (value) {
+        put_byte(b, 0x09);
+        put_fixed64(b, value);
+    }
+    if (ts) {
+        put_byte(b, 0x10);
+        put_varint(b, ts);
+    }
+    return OK;
+}
+
 static int
 sample(Conv *c, Py_ssize_t pos, Py_ssize_t end)
 {
@@ -921,37 +970,10 @@ sample(Conv *c, Py_ssize_t pos, Py_ssize_t end)
             return OK;
         }
     }
-    Field f;
-    while (pos < end) {
-        if (!next_field(d, &pos, end, &f)) {
-            return FALLBACK;
-        }
-        if (f.field == 1) {
-            if (f.wire != 1) {
-                return FALLBACK;
-            }
-            value = f.value;
-        }
-        else if (f.field == 2) {
-            if (f.wire != 0) {
-                return FALLBACK;
-            }
-            timestamp = f.value;
-        }
+    if (!read_sample(d, pos, end, 0, &value, &timestamp)) {
+        return FALLBACK;
     }
-    Buf *b = &c->out;
-    RESERVE(b, 2 + 9 + 11);
-    put_byte(b, 0x12);
-    put_byte(b, (unsigned char)((value ? 9 : 0) + (timestamp ? 1 + varint_size(timestamp) : 0)));
-    if (value) { /* a double is omitted when all its bits are zero (+0.0) */
-        put_byte(b, 0x09);
-        put_fixed64(b, value);
-    }
-    if (timestamp) {
-        put_byte(b, 0x10);
-        put_varint(b, timestamp);
-    }
-    return OK;
+    return write_sample(&c->out, value, timestamp);
 }
 
 /* A repeated varint field (packed or not, in any number of occurrences), written packed. */
@@ -1658,44 +1680,30 @@ static int
 v1_sample(ToV1 *t, Bytes d, Py_ssize_t pos, Py_ssize_t end)
 {
     uint64_t value = 0, ts = 0;
-    Field f;
-    while (pos < end) {
-        if (!next_field(d, &pos, end, &f)) {
-            return FALLBACK;
-        }
-        if (f.field == 1) {
-            if (f.wire != 1) {
-                return FALLBACK;
-            }
-            value = f.value;
-        }
-        else if (f.field == 2 || f.field == 3) {
-            if (f.wire != 0) {
-                return FALLBACK;
-            }
-            if (f.field == 3) {
-                if (f.value) {
-                    return FALLBACK; /* a start timestamp: 1.0 has no place for it */
-                }
-            }
-            else {
-                ts = f.value;
-            }
-        }
-    }
-    RESERVE(&t->out, 24);
-    size_t body = (value ? 9 : 0) + (ts ? 1 + (size_t)varint_size(ts) : 0);
-    put_byte(&t->out, 0x12);
-    put_varint(&t->out, body);
-    if (value) {
-        put_byte(&t->out, 0x09);
-        put_fixed64(&t->out, value);
-    }
-    if (ts) {
-        put_byte(&t->out, 0x10);
-        put_varint(&t->out, ts);
+    if (!read_sample(d, pos, end, 1, &value, &ts)) {
+        return FALLBACK; /* also a start timestamp: 1.0 has no place for it */
     }
     t->samples++;
+    return write_sample(&t->out, value, ts);
+}
+
+/* One labels_refs entry kept (a reference beyond 32 bits: FALLBACK). */
+static int
+refs_push(ToV1 *t, size_t *count, uint64_t ref)
+{
+    if (ref > 0xFFFFFFFFu) {
+        return FALLBACK;
+    }
+    if (*count == t->refs_cap) {
+        size_t cap = t->refs_cap ? t->refs_cap * 2 : 64;
+        uint32_t *refs = realloc(t->refs, cap * sizeof(uint32_t));
+        if (refs == NULL) {
+            return NOMEM;
+        }
+        t->refs = refs;
+        t->refs_cap = cap;
+    }
+    t->refs[(*count)++] = (uint32_t)ref;
     return OK;
 }
 
@@ -1715,37 +1723,22 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
         switch (f.field) {
         case 1: /* labels_refs: packed, or one varint per field */
             if (f.wire == 0) {
-                if (nrefs == t->refs_cap) {
-                    size_t cap = t->refs_cap ? t->refs_cap * 2 : 64;
-                    uint32_t *refs = realloc(t->refs, cap * sizeof(uint32_t));
-                    if (refs == NULL) {
-                        return NOMEM;
-                    }
-                    t->refs = refs;
-                    t->refs_cap = cap;
+                int rc = refs_push(t, &nrefs, f.value);
+                if (rc != OK) {
+                    return rc;
                 }
-                if (f.value > 0xFFFFFFFFu) {
-                    return FALLBACK;
-                }
-                t->refs[nrefs++] = (uint32_t)f.value;
             }
             else if (f.wire == 2) {
                 Py_ssize_t p = f.start;
                 while (p < f.end) {
                     uint64_t ref;
-                    if (!rd_varint(d, &p, f.end, &ref) || ref > 0xFFFFFFFFu) {
+                    if (!rd_varint(d, &p, f.end, &ref)) {
                         return FALLBACK;
                     }
-                    if (nrefs == t->refs_cap) {
-                        size_t cap = t->refs_cap ? t->refs_cap * 2 : 64;
-                        uint32_t *refs = realloc(t->refs, cap * sizeof(uint32_t));
-                        if (refs == NULL) {
-                            return NOMEM;
-                        }
-                        t->refs = refs;
-                        t->refs_cap = cap;
+                    int rc = refs_push(t, &nrefs, ref);
+                    if (rc != OK) {
+                        return rc;
                     }
-                    t->refs[nrefs++] = (uint32_t)ref;
                 }
             }
             else {
