@@ -1321,3 +1321,72 @@ def test_a_created_time_otlp_cannot_hold_is_no_created_time(
         ]
     if temporality == "cumulative":
         assert points == [(NOW_MS * 1_000_000, NOW_MS * 1_000_000, 5.0)]
+
+
+@pytest.mark.parametrize("as_series", [False, True], ids=["rows", "series"])
+def test_a_sample_at_a_time_otlp_cannot_hold_is_unmapped(loops: Loops, as_series: bool) -> None:
+    """A timestamp before 1970 or past what OTLP's nanoseconds hold (year 2554): no point can
+    carry it, so it is counted as unmapped, on both loops, from rows and from decoded series;
+    the other samples map as ever. It made the encoding raise, and the sender retry the request
+    for ever."""
+    far = (2**64 - 1) // 1_000_000 + 1
+    batch = Batch(
+        (
+            Series(
+                (("__name__", "temp"), ("job", "j")),
+                (Sample(1.0, -1), Sample(2.0, NOW_MS), Sample(3.0, far)),
+            ),
+            Series((("__name__", "req_total"), ("job", "j")), (Sample(5.0, far),)),
+        )
+    )
+    mapper = Mapper(MappingState(), "cumulative", ("job",), loops)
+    if as_series:
+        mapper.feed(batch)
+    else:
+
+        async def steps() -> list[Any]:
+            return [
+                s async for s in entry_steps([encode_entry(batch, Protocol.V1)], 1 << 20, loops)
+            ]
+
+        for step in asyncio.run(steps()):
+            mapper.feed(step)
+    mapper.finish()
+    taken = mapper.take()
+    points = [
+        (p.time_unix_nano, p.as_double)
+        for rm in taken.request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for p in (*metric.gauge.data_points, *metric.sum.data_points)
+    ]
+    assert points == [(NOW_MS * 1_000_000, 2.0)]
+    assert taken.unmapped == 3
+
+
+def test_a_classic_histogram_count_past_uint64_is_held_at_its_largest(loops: Loops) -> None:
+    """OTLP counts are uint64: a ``_count`` (or bucket) of 2**64 or more is sent as 2**64 - 1
+    rather than making the request unsendable (upb refused it, and the sender retried it for
+    ever)."""
+    huge = 2.0**65
+    labels = (("job", "j"),)
+    batch = Batch(
+        (
+            Series((("__name__", "lat_bucket"), *labels, ("le", "+Inf")), (Sample(huge, NOW_MS),)),
+            Series((("__name__", "lat_count"), *labels), (Sample(huge, NOW_MS),)),
+            Series((("__name__", "lat_sum"), *labels), (Sample(3.0, NOW_MS),)),
+        ),
+        (FamilyMetadata("lat", MetricType.HISTOGRAM, "", ""),),
+    )
+    mapper = Mapper(MappingState(), "cumulative", ("job",), loops)
+    mapper.feed(batch)
+    mapper.finish()
+    taken = mapper.take()
+    counts = [
+        p.count
+        for rm in taken.request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for p in metric.histogram.data_points
+    ]
+    assert counts == [2**64 - 1]

@@ -2260,6 +2260,20 @@ static PyObject *otlp_plan(PyObject *self, PyObject *const *args, Py_ssize_t nar
             continue;
         }
         if (count == 0) continue;
+        /* A time OTLP's nanoseconds cannot hold: the Python loop leaves that sample out. */
+        int in_range = 1;
+        for (Py_ssize_t k = 0; k < count && in_range; k++) {
+            PyObject *sample = PyTuple_GET_ITEM(samples, k);
+            if (!PyTuple_CheckExact(sample) || PyTuple_GET_SIZE(sample) != 2) {
+                in_range = 0;
+                break;
+            }
+            int overflow = 0;
+            long long ts = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(sample, 1), &overflow);
+            if (ts == -1 && PyErr_Occurred()) return NULL;
+            in_range = !overflow && ts >= 0 && (unsigned long long)ts <= MAX_MS;
+        }
+        if (!in_range) break;
         PyObject *kind_key = slot_get(&sl_kind_key, info);
         if (kind_key == NULL) return NULL;
         PyObject *found = PyDict_GetItemWithError(kinds, kind_key); /* borrowed */

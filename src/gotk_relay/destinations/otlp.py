@@ -96,7 +96,8 @@ class OTLPClient:
     ``rejected_points`` counts data points receivers refused in a ``partial_success``;
     ``unmapped_points`` counts remote-write samples that could form no valid OTLP point (a
     classic histogram part whose ``_count`` and ``+Inf`` bucket were in another request, a
-    summary without ``_count``, gauge histograms).
+    summary without ``_count``, gauge histograms, a time before 1970 or past what OTLP's
+    nanoseconds hold).
     """
 
     protocol: Final = Protocol.V1  # entries stay remote write 1.0; they are converted on send

@@ -259,6 +259,7 @@ class Mapper(Numbers, Classic, Native):
                 if not name:
                     self.unmapped += len(series.samples) + len(series.histograms)
                     continue
+                series = self._in_range(series)
                 kind = self.resolve(series, name, shapes)
                 role = self.role(kind, series.labels) if series.samples else "none"
                 if role == "created":
@@ -277,6 +278,20 @@ class Mapper(Numbers, Classic, Native):
         self.waiting_points = waiting_points
         self.map_plan(waiting)
 
+    def _in_range(self, series: Series) -> Series:
+        """``series`` without the samples and histograms at a time OTLP cannot hold (counted
+        in ``unmapped``), as ``_plan_row`` leaves them out of a row."""
+        if all(0 <= s.timestamp <= MAX_MS for s in series.samples) and all(
+            0 <= h.timestamp <= MAX_MS for h in series.histograms
+        ):
+            return series
+        samples = tuple(s for s in series.samples if 0 <= s.timestamp <= MAX_MS)
+        histograms = tuple(h for h in series.histograms if 0 <= h.timestamp <= MAX_MS)
+        self.unmapped += (
+            len(series.samples) - len(samples) + len(series.histograms) - len(histograms)
+        )
+        return series._replace(samples=samples, histograms=histograms)
+
     def _plan_row(
         self,
         info: RowInfo,
@@ -292,6 +307,14 @@ class Mapper(Numbers, Classic, Native):
             return 0
         if not samples:
             return 0  # role "none", and no histograms in a row
+        if not all(0 <= ts <= MAX_MS for _, ts in samples):
+            # A time OTLP's nanoseconds cannot hold (before 1970, past 2554): no point can
+            # carry it (it made the encoding raise, and the sender retry for ever).
+            kept = tuple(sample for sample in samples if 0 <= sample[1] <= MAX_MS)
+            self.unmapped += len(samples) - len(kept)
+            samples = kept
+            if not samples:
+                return 0
         kinds = self._kinds
         cached = info.kind_key
         found = kinds.get(cached)

@@ -50,11 +50,16 @@ _CUMULATIVE: Final = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
 _DELTA: Final = pb.AGGREGATION_TEMPORALITY_DELTA
 
 
+_UINT64_MAX: Final = 2**64 - 1
+
+
 def uint(value: float) -> int:
-    """OTLP counts are unsigned integers; Prometheus' are floats (negative only if broken)."""
+    """OTLP counts are unsigned 64-bit integers; Prometheus' are floats (negative only if
+    broken). A count past 2**64 - 1 is held at it: upb refuses a larger one, and the request
+    could never be sent."""
     if not math.isfinite(value) or value <= 0:
         return 0
-    return round(value)
+    return min(round(value), _UINT64_MAX)
 
 
 def _hex_id(text: str, size: int) -> bytes | None:
