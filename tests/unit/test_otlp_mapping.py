@@ -804,6 +804,18 @@ def test_exemplars_carry_trace_and_span_ids() -> None:
     assert (exemplar.time_unix_nano, exemplar.as_double) == (990 * NS, 1.0)
 
 
+def test_an_exemplar_at_a_time_otlp_cannot_hold_is_left_out() -> None:
+    """Before 1970 (or past 2554) no OTLP time holds it: the exemplar is left out, the point
+    stays (upb refused the whole request, and its sender retried it for ever)."""
+    one = Series(
+        labels("req_total"),
+        (Sample(3, 1000),),
+        exemplars=(Exemplar((), 1.0, -5), Exemplar((), 2.0, 990)),
+    )
+    (point,) = metrics(run(one))["req_total"].sum.data_points
+    assert [e.time_unix_nano for e in point.exemplars] == [990 * NS]
+
+
 # -- the client's answers ------------------------------------------------------------------------
 
 

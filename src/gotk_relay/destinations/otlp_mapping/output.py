@@ -423,6 +423,9 @@ def bucket_counts(cumulative: Sequence[tuple[float, float]], count: float) -> li
 
 
 def add_exemplar(point: Point, exemplar: Exemplar) -> None:
+    # An exemplar at a time OTLP's nanoseconds cannot hold is left out (upb would refuse it).
+    if not 0 <= exemplar.timestamp * NS_PER_MS <= _UINT64_MAX:
+        return
     target = point.exemplars.add(
         time_unix_nano=exemplar.timestamp * NS_PER_MS, as_double=exemplar.value
     )
