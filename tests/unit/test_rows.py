@@ -1283,6 +1283,16 @@ def test_entries_known_to_hold_no_families_are_not_read_for_them(loops: Loops) -
     assert families([with_family._replace(families=False), without]) == []
 
 
+def _feed_rows(mapper: Mapper, batch: Batch, loops: Loops) -> None:
+    """``batch`` fed to ``mapper`` as the OTLP client feeds a queued entry: step by step."""
+
+    async def steps() -> list[Any]:
+        return [s async for s in entry_steps([encode_entry(batch, Protocol.V1)], 1 << 20, loops)]
+
+    for step in asyncio.run(steps()):
+        mapper.feed(step)
+
+
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])
 @pytest.mark.parametrize("created", [9.3e15, 1e300, float("inf"), -5.0])
 def test_a_created_time_otlp_cannot_hold_is_no_created_time(
@@ -1301,14 +1311,7 @@ def test_a_created_time_otlp_cannot_hold_is_no_created_time(
     points = []
     for _ in range(2):  # in delta mode the second request sends a point
         mapper = Mapper(state, temporality, ("job",), loops)
-
-        async def steps() -> list[Any]:
-            return [
-                s async for s in entry_steps([encode_entry(batch, Protocol.V1)], 1 << 20, loops)
-            ]
-
-        for step in asyncio.run(steps()):
-            mapper.feed(step)
+        _feed_rows(mapper, batch, loops)
         mapper.finish()
         taken = mapper.take()
         state.commit(taken.updates)
@@ -1343,14 +1346,7 @@ def test_a_sample_at_a_time_otlp_cannot_hold_is_unmapped(loops: Loops, as_series
     if as_series:
         mapper.feed(batch)
     else:
-
-        async def steps() -> list[Any]:
-            return [
-                s async for s in entry_steps([encode_entry(batch, Protocol.V1)], 1 << 20, loops)
-            ]
-
-        for step in asyncio.run(steps()):
-            mapper.feed(step)
+        _feed_rows(mapper, batch, loops)
     mapper.finish()
     taken = mapper.take()
     points = [
