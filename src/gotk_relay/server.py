@@ -122,7 +122,8 @@ async def handle_write(request: web.Request) -> web.StreamResponse:
 async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> web.StreamResponse:
     """One write request through the stages of ``write/``: the edge checks, then a remote write
     1.0 request is scanned on its bytes (``relay.fast``, under every configuration) and
-    admitted; a 2.0 request is decoded and admitted."""
+    admitted; a 2.0 request too once converted to 1.0 (``scan_v2``) when 1.0 carries it as the
+    decoded path would, else it is decoded and admitted."""
     limits = relay.config.receiver
     checked = header_rejection(request, limits)
     if isinstance(checked, Rejection):
