@@ -1386,3 +1386,64 @@ def test_a_classic_histogram_count_past_uint64_is_held_at_its_largest(loops: Loo
         for p in metric.histogram.data_points
     ]
     assert counts == [2**64 - 1]
+
+
+def _small_steps(batch: Batch, loops: Loops, size: int) -> list[Batch | list[Item]]:
+    """``batch``'s steps cut into steps of ``size`` series (more places for a mapping to stop)."""
+    out: list[Batch | list[Item]] = []
+    for step in _steps(batch, loops):
+        if isinstance(step, Batch):
+            out.append(step)
+        else:
+            out.extend(step[i : i + size] for i in range(0, len(step), size))
+    return out
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    _traffic(),
+    _traffic(),
+    st.sampled_from(["cumulative", "delta"]),
+    st.integers(1, 3),
+    st.integers(0, 12),
+    st.booleans(),
+)
+def test_otlp_mapper_rewound_to_a_checkpoint_maps_again_as_the_first_time(
+    loops: Loops,
+    first: Batch,
+    second: Batch,
+    temporality: Any,
+    size: int,
+    stop: int,
+    flushed: bool,
+) -> None:
+    """What the OTLP client does when mapping a request raised: the mapper is put back where
+    the request started (``Mapper.rewind``) and its steps are mapped again. Whatever the
+    abandoned attempt did (steps fed, histogram parts grouped or flushed, parts of the request
+    cut), the request mapped again is the one a mapper that never stopped maps."""
+    states = MappingState(), MappingState()
+    mappers = [Mapper(state, temporality, ("job", "instance"), loops) for state in states]
+    requests = []
+    for mapper, state in zip(mappers, states, strict=True):
+        for step in _small_steps(first, loops, size):
+            mapper.feed(step)
+        state.commit(mapper.take().updates)  # the first request, accepted
+    steps = _small_steps(second, loops, size)
+    mapper = mappers[1]
+    checkpoint = mapper.checkpoint()
+    for step in steps[:stop]:  # the attempt given up
+        mapper.feed(step)
+    if flushed:
+        mapper.flush_groups()
+    mapper.cut()
+    mapper.rewind(checkpoint)
+    for mapper in mappers:
+        for step in steps:
+            mapper.feed(step)
+        mapper.finish()
+        requests.append(mapper.take())
+    want, got = requests
+    assert got.request == want.request
+    assert (got.points, got.updates, got.unmapped) == (want.points, want.updates, want.unmapped)

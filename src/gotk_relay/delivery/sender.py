@@ -136,6 +136,13 @@ class RetrySettings:
     sample_age_limit: float = 0.0  # seconds; 0 = keep retrying however old
 
 
+def _same_or(before: list[Entry], now: list[Entry]) -> list[Entry]:
+    """``before`` when it holds the very entries of ``now``, in order; else ``now``."""
+    if len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True)):
+        return before
+    return now
+
+
 def isolatable(result: SendResult) -> bool:
     """Whether a refusal may be about the data: a 5xx other than 502/503/504 (Prometheus
     answers 500 to a request holding an invalid series). 502/503/504 say a proxy or the backend
@@ -252,6 +259,10 @@ class QueuedDestination:
         entries: list[Entry] | None = None
         delivered = False
         last_take = 0.0  # when this shard last took less than a full request
+        # The list last handed to _deliver: after an error it is handed again, the very same
+        # object, so that a client that keeps a batch's progress by its identity (Datadog and
+        # OTLP: requests already accepted) resumes it rather than sending all of it again.
+        live: list[Entry] = []
         while True:
             try:
                 if entries is None:
@@ -262,13 +273,13 @@ class QueuedDestination:
                     last_take = 0.0 if full else time.monotonic()
                 if not delivered:
                     # in_flight, not entries: isolation may have taken more from the queue
-                    live = self._skip_settled(list(shard.in_flight))
+                    live = _same_or(live, self._skip_settled(list(shard.in_flight)))
                     if live:
                         await self._deliver(shard, live)
                     delivered = True
                     _answered(shard.in_flight)
                 shard.done()  # with a spool: deletes the rows; may fail like any spool call
-                entries, delivered, backoff = None, False, 0.0
+                entries, delivered, backoff, live = None, False, 0.0, []
                 self._recovered(shard.index)
             except asyncio.CancelledError:
                 if self.queue.spool is None and entries is not None and not delivered:

@@ -47,8 +47,11 @@ Answers
 Samples the intake cannot store (stale markers, NaN, more than an hour old or ten minutes
 ahead, native histograms, counters' first observations...), and with ``flux_integration`` the
 ``le="+Inf"`` buckets Datadog's Flux check does not send, are not sent and are counted in
-``DatadogClient.skipped`` (reason → samples). Exposing that as a relay metric is pending: the
-telemetry module does not read it yet.
+``DatadogClient.skipped`` (reason → samples), which the relay exposes as
+``gotk_relay_samples_skipped_total``.
+
+A conversion that raises
+    costs only the series it raises on: see ``DatadogClient._refill``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ import time
 import zlib
 from bisect import bisect_right
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
 from typing import Any, Final
@@ -91,7 +94,16 @@ from .datadog_mapping import (
     normalize_tag,
 )
 from .http import HTTPEndpoint, one_line
-from .rows import LOOPS, ROW_CHUNK_BYTES, Item, Loops, Step, entry_steps, split_step
+from .rows import (
+    LOOPS,
+    ROW_CHUNK_BYTES,
+    Item,
+    Loops,
+    Step,
+    Steps,
+    Unconvertible,
+    split_step,
+)
 
 _scalar: Callable[[Any], bytes]
 
@@ -361,9 +373,11 @@ class Plan:
     mapped and not yet accepted, and where its conversion is."""
 
     entries: list[Entry]
-    batches: AsyncGenerator[Step, None]
+    batches: Steps
     pieces: deque[Piece] = field(default_factory=deque)
-    carry: Step | None = None  # the part of a step left for the next pieces
+    # Steps to map before the batch's next: the part of a step left for the next pieces, or
+    # the steps of a refill that raised (DatadogClient._rewind).
+    redo: deque[Step] = field(default_factory=deque)
     mapped_all: bool = False
     # Counter state as the batch's mapping leaves it, committed or not (each step goes on from
     # it), and the state of counters observed without a point, committed with the next piece
@@ -464,6 +478,7 @@ class DatadogClient:
         self.adopted = 0  # batches whose mapping was done ahead (read by the tests)
         self._discarding: set[asyncio.Task[None]] = set()
         self.http = HTTPEndpoint(cfg.endpoint, cfg.tls_config, cfg.remote_timeout)
+        self.unconvertible = Unconvertible("Datadog", name)
         self._auth_logged_at = -_AUTH_LOG_INTERVAL
         self._expired_at = 0.0
 
@@ -539,7 +554,7 @@ class DatadogClient:
             self.counters.expire(now)
         plan = await self._adopt(entries)
         if plan is None:
-            plan = Plan(entries, entry_steps(entries, self.sub_chunk_bytes))
+            plan = Plan(entries, Steps(entries, self.sub_chunk_bytes))
         self._plans[id(entries)] = plan  # holding `entries` keeps its id from being reused
         while len(self._plans) > self._max_plans:
             self._plans.popitem(last=False)
@@ -555,7 +570,7 @@ class DatadogClient:
             return
         plan = Plan(
             list(upcoming),
-            entry_steps(upcoming, self.sub_chunk_bytes),
+            Steps(upcoming, self.sub_chunk_bytes),
             pending=dict(after.pending),
             skipped=Counter(),
         )
@@ -606,16 +621,80 @@ class DatadogClient:
         before is in flight) until ``max_points`` samples are mapped or it ends, and size them
         into pieces.
 
+        All or nothing: should mapping raise (a bug: no input is known to), the plan is put
+        back as it was and the steps of the refill are screened series by series, each mapped
+        on its own (``_screen``). Series that raise alone are left out, counted as
+        ``conversion_error`` and logged, and the rest is mapped again. If none does, the error
+        goes to the sender, which retries: the same steps are mapped again from the same
+        state, and nothing accepted is sent twice.
+        """
+        before = (list(plan.redo), dict(plan.pending), plan.mapped_all, plan.batches.taken)
+        try:
+            await self._map_on(plan)
+            return
+        except Exception as exc:
+            await self._rewind(plan, before)
+            if isinstance(exc, MemoryError) or not await self._screen(plan, exc):
+                raise
+        before = (list(plan.redo), dict(plan.pending), plan.mapped_all, plan.batches.taken)
+        try:
+            await self._map_on(plan)
+        except Exception:
+            await self._rewind(plan, before)
+            raise
+
+    async def _rewind(
+        self, plan: Plan, before: tuple[list[Step], dict[bytes, CounterMark], bool, int]
+    ) -> None:
+        """Put ``plan`` back as it was before a refill that raised: the steps it had and those
+        it read to be taken again, its counter state as it was. The label sets learnt
+        meanwhile are forgotten too: nothing is kept half-learnt."""
+        redo, pending, mapped_all, taken = before
+        plan.redo = deque(redo)
+        read = plan.batches.taken - taken
+        if read:  # read them again, to hold them while they are screened and mapped again
+            await plan.batches.back_to(taken)
+            for _ in range(read):
+                step = await plan.batches.next()
+                if step is not None:
+                    plan.redo.append(step)
+        plan.pending, plan.mapped_all = dict(pending), mapped_all
+        self._infos.clear()
+        self._heads.clear()
+
+    async def _screen(self, plan: Plan, exc: Exception) -> bool:
+        """Leave out the series of ``plan.redo`` that raise when mapped on their own, on
+        scratch state (``rows.Unconvertible``). Whether any was left out."""
+        now_ms = int(self._clock() * 1000)
+
+        def convert(item: Item) -> None:
+            alone = map_items([item], self.options, self.types, self.counters, now_ms, {}, None)
+            render_all(alone.rows, {}, Rendered())
+
+        skipped = self.skipped if plan.skipped is None else plan.skipped
+        screened = self.unconvertible.screen(list(plan.redo), convert, skipped)
+        if screened is None:
+            log.debug(
+                "no series fails on its own; the sender retries the batch",
+                extra={"destination": self.name, "err": repr(exc)},
+            )
+            return False
+        plan.redo = deque(screened)
+        return True
+
+    async def _map_on(self, plan: Plan) -> None:
+        """The refill itself (see ``_refill``).
+
         Each step maps at most ``sub_chunk_bytes`` of remote write, then lets the loop run.
-        Counter state is carried from step to step in ``pending``; it restarts empty here since
-        what it held is committed now.
+        Counter state is carried from step to step in ``pending``, from where the batch's
+        mapping left it.
         """
         series: list[Row | None] = []  # what pieces keep of the rows (render_all's kept)
         _untrack(series)
         rendered = Rendered()  # their JSON, encoded step by step too
         updates: dict[bytes, CounterMark] = {}
         pending = plan.pending
-        skipped = self.skipped if plan.skipped is None else plan.skipped
+        skipped: Counter[str] = Counter()  # counted once the whole refill is done
         names = NameCache()
         now_ms = int(self._clock() * 1000)
         budget = self.max_points  # samples: a piece's points are at most those
@@ -640,19 +719,22 @@ class DatadogClient:
             lambda row: render_all([row], heads, rendered, kept=series),
         )
         while not plan.mapped_all and budget > 0:
-            step = plan.carry or await anext(plan.batches, None)
+            step = plan.redo.popleft() if plan.redo else await plan.batches.next()
             if step is None:
                 plan.mapped_all = True
                 break
             if isinstance(step, Batch):
                 batch, rest = split_batch(step, budget)
-                plan.carry = rest
+                if rest is not None:
+                    plan.redo.appendleft(rest)
                 budget -= batch.point_count
                 self.types.observe(batch.metadata)
                 items: list[Item] = list(batch.series)
             else:
-                items, plan.carry, taken = split_step(step, budget)
-                budget -= taken
+                items, rest_items, points = split_step(step, budget)
+                if rest_items is not None:
+                    plan.redo.appendleft(rest_items)
+                budget -= points
             mapped = map_items(
                 items,
                 self.options,
@@ -670,13 +752,17 @@ class DatadogClient:
             updates.update(mapped.updates)
             del mapped  # the rows not kept go now, not after the next step
             await asyncio.sleep(0)
-        if not plan.mapped_all and plan.carry is None:
+        if not plan.mapped_all and not plan.redo:
             # The budget spent exactly: whether the batch goes on is read now (its next step,
             # mapped next anyway), so that a batch that ends here is known to, and the one
             # after it is mapped while these requests are in flight (_prepare).
-            plan.carry = await anext(plan.batches, None)
-            plan.mapped_all = plan.carry is None
+            following = await plan.batches.next()
+            if following is None:
+                plan.mapped_all = True
+            else:
+                plan.redo.append(following)
         pieces = await self._pieces(series, rendered)
+        (self.skipped if plan.skipped is None else plan.skipped).update(skipped)
         plan.updates.update(updates)
         if pieces:  # committed with the first piece (else with the next, or at the end)
             pieces[0].updates = plan.updates

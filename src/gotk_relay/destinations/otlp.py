@@ -25,7 +25,8 @@ at the request that was not accepted); the stream state the mapping computed (st
 delta baselines) is committed only when the destination accepted the request, so a retry never
 subtracts twice and a dropped request leaves the baseline where it was (the next delta covers
 the lost interval too). A drop ends the batch: its later requests are not sent, and the sender
-counts the whole batch as dropped.
+counts the whole batch as dropped. A mapping that raises costs only the series it raises on
+(``OTLPClient._next_piece``).
 
 Queued entries stay remote-write 1.0 (the client's ``protocol``): Prometheus sends
 1.0 metadata in requests of their own, which a 2.0 entry would lose since it carries metadata
@@ -39,9 +40,8 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
 from typing import Final
 
 from google.protobuf.message import DecodeError
@@ -59,7 +59,16 @@ from . import deflate
 from .chunked import split_batch
 from .http import HTTPEndpoint, auth_headers
 from .otlp_mapping import Mapper, MappingState, StreamKey, StreamState
-from .rows import ROW_CHUNK_BYTES, Step, entry_steps, split_step
+from .otlp_mapping.mapper import Checkpoint
+from .rows import (
+    CONVERSION_ERROR,
+    ROW_CHUNK_BYTES,
+    Item,
+    Step,
+    Steps,
+    Unconvertible,
+    split_step,
+)
 
 log = logging.getLogger("gotk_relay.otlp")
 
@@ -83,10 +92,12 @@ class _Run:
     """A batch being converted and sent, request by request, kept across the sender's retries."""
 
     entries: list[Entry]  # held so that id(entries) cannot be reused while kept
-    batches: AsyncGenerator[Step, None]
+    batches: Steps
     mapper: Mapper
     piece: _Piece | None = None  # the request sent and not yet accepted
-    carry: Step | None = None  # the part of a step left for the next request
+    # Steps to map before the batch's next: the part of a step left for the next request, or
+    # the steps of a mapping that raised (OTLPClient._rewind).
+    redo: deque[Step] = field(default_factory=deque)
     mapped_all: bool = False
 
 
@@ -116,6 +127,8 @@ class OTLPClient:
         self.state = MappingState(max_streams=max_series, max_families=max_families)
         self.rejected_points = 0
         self.unmapped_points = 0
+        self.unconvertible_points = 0  # samples of series left out by _screen
+        self.unconvertible = Unconvertible("OTLP", name)
         self.http = HTTPEndpoint(cfg.url, cfg.tls_config, cfg.remote_timeout)
         # Points per request, like remote write's batches (a queued entry may hold far more).
         self.max_points = cfg.queue_config.max_samples_per_send
@@ -129,7 +142,11 @@ class OTLPClient:
     @property
     def skipped(self) -> dict[str, int]:
         """For the relay's ``gotk_relay_samples_skipped_total`` (see the class docstring)."""
-        return {"rejected_by_receiver": self.rejected_points, "unmapped": self.unmapped_points}
+        return {
+            "rejected_by_receiver": self.rejected_points,
+            "unmapped": self.unmapped_points,
+            CONVERSION_ERROR: self.unconvertible_points,
+        }
 
     def _run(self, entries: list[Entry]) -> _Run:
         """The batch's run: the kept one on a retry (the sender resends the very same list, so
@@ -139,13 +156,77 @@ class OTLPClient:
             self._runs.move_to_end(id(entries))
             return run
         mapper = Mapper(self.state, self.cfg.temporality, self.cfg.resource_labels)
-        run = _Run(entries, entry_steps(entries, self.sub_chunk_bytes), mapper)
+        run = _Run(entries, Steps(entries, self.sub_chunk_bytes), mapper)
         self._runs[id(entries)] = run
         while len(self._runs) > self._max_runs:
             self._runs.popitem(last=False)
         return run
 
     async def _next_piece(self, run: _Run) -> _Piece | None:
+        """The batch's next request (None when nothing is left to send), mapped by
+        ``_map_piece``.
+
+        All or nothing: should mapping raise (a bug: no input is known to), the run is put
+        back as it was (its mapper by ``Mapper.rewind``) and the steps it holds are screened
+        series by series, each mapped on its own (``rows.Unconvertible``). Series that raise
+        alone are left out, counted as ``conversion_error`` and logged, and the rest is mapped
+        again. If none does, the error goes to the sender, which retries: the same steps are
+        mapped again from the same state, and nothing accepted is sent twice.
+        """
+        before = (list(run.redo), run.mapper.checkpoint(), run.mapped_all, run.batches.taken)
+        try:
+            return await self._map_piece(run)
+        except Exception as exc:
+            await self._rewind(run, before)
+            if isinstance(exc, MemoryError) or not self._screen(run, exc):
+                raise
+        before = (list(run.redo), run.mapper.checkpoint(), run.mapped_all, run.batches.taken)
+        try:
+            return await self._map_piece(run)
+        except Exception:
+            await self._rewind(run, before)
+            raise
+
+    @staticmethod
+    async def _rewind(run: _Run, before: tuple[list[Step], Checkpoint, bool, int]) -> None:
+        """Put ``run`` back as it was before a request whose mapping raised: the steps it had
+        and those it read to be taken again, its mapper as it was."""
+        redo, checkpoint, mapped_all, taken = before
+        run.redo = deque(redo)
+        read = run.batches.taken - taken
+        if read:  # read them again, to hold them while they are screened and mapped again
+            await run.batches.back_to(taken)
+            for _ in range(read):
+                step = await run.batches.next()
+                if step is not None:
+                    run.redo.append(step)
+        run.mapper.rewind(checkpoint)
+        run.mapped_all = mapped_all
+
+    def _screen(self, run: _Run, exc: Exception) -> bool:
+        """Leave out the series of ``run.redo`` that raise when mapped on their own (the
+        state's families known, no stream state changed). Whether any was left out."""
+
+        def convert(item: Item) -> None:
+            alone = Mapper(self.state, self.cfg.temporality, self.cfg.resource_labels)
+            alone.feed([item])
+            alone.finish()
+            alone.cut()
+            alone.take()
+
+        skipped: Counter[str] = Counter()
+        screened = self.unconvertible.screen(list(run.redo), convert, skipped)
+        if screened is None:
+            log.debug(
+                "no series fails on its own; the sender retries the batch",
+                extra={"destination": self.name, "err": repr(exc)},
+            )
+            return False
+        self.unconvertible_points += skipped[CONVERSION_ERROR]
+        run.redo = deque(screened)
+        return True
+
+    async def _map_piece(self, run: _Run) -> _Piece | None:
         """Map the batch on until ``max_points`` samples are mapped or the batch ends.
 
         A request's points are at most the samples mapped for it (a histogram's parts make one
@@ -163,19 +244,22 @@ class OTLPClient:
         quarter = max(1, self.max_points // 4)
         budget = max(1, self.max_points - mapper.grouped - mapper.waiting_points)
         while not run.mapped_all and budget > 0:
-            batch = run.carry or await anext(run.batches, None)
+            batch = run.redo.popleft() if run.redo else await run.batches.next()
             if batch is None:
                 mapper.finish()
                 run.mapped_all = True
                 break
+            rest: Step | None
             if isinstance(batch, Batch):
-                batch, run.carry = split_batch(batch, min(budget, quarter))
-                budget -= batch.point_count
-                mapper.feed(batch)
+                first, rest = split_batch(batch, min(budget, quarter))
+                budget -= first.point_count
+                mapper.feed(first)
             else:
-                step, run.carry, taken = split_step(batch, min(budget, quarter))
+                step, rest, taken = split_step(batch, min(budget, quarter))
                 budget -= taken
                 mapper.feed(step)
+            if rest is not None:
+                run.redo.appendleft(rest)
             if mapper.grouped > quarter:
                 # Histogram parts waiting for the rest of their point: bounded like a request.
                 mapper.flush_groups()
@@ -191,6 +275,9 @@ class OTLPClient:
         if count:
             parts.append(part)
             points += count
+        body = b"".join(parts)
+        if body and self.cfg.compression == "gzip":
+            body = await _gzip(body)
         mapped = mapper.take()  # its stream updates (its request is empty now)
         self.unmapped_points += mapped.unmapped
         for bound in self.state.row_bounds.values():
@@ -201,9 +288,6 @@ class OTLPClient:
                     "minutes",
                     extra={"destination": self.name, "limit": bound.limit},
                 )
-        body = b"".join(parts)
-        if body and self.cfg.compression == "gzip":
-            body = await _gzip(body)
         return _Piece(body, mapped.updates, points)
 
     def _forget(self, entries: list[Entry]) -> None:

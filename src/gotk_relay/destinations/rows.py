@@ -20,13 +20,16 @@ Entries are the relay's own, validated when received; a malformed one raises ``D
 
 from __future__ import annotations
 
+import logging
 import struct
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 from sys import intern
 from typing import Any, Final, NamedTuple
 
 from .. import native
 from ..delivery.entry import Entry, decode_entry
+from ..delivery.isolate import labels_text
 from ..model import Batch, Labels, Protocol, Series
 from ..wire import rw1, rw1_bytes, snappy, snappy_concat
 from ..wire.errors import DecodeError
@@ -39,6 +42,8 @@ from .chunked import (
 from .chunked import (
     _split_series as split_series,
 )
+
+log = logging.getLogger("gotk_relay.convert")
 
 # Steps of ``entry_steps``: about a hundred series of ~10 labels, so that mapping one step holds
 # the event loop only briefly (rows are cheaper than decoded series, so steps can be larger).
@@ -208,6 +213,37 @@ async def entry_steps(
         del data
 
 
+class Steps:
+    """``entry_steps`` of a batch, read one at a time, that can go back to a step it passed
+    (``back_to``): a converting destination whose mapping raised maps the same steps again.
+    Why not keep the steps read: holding every row of a request until its mapping ends, rather
+    than letting each step go once mapped, made the conversion ≈20 % slower (objects out of
+    cache); reading them again costs only when mapping raised."""
+
+    def __init__(self, entries: Sequence[Entry], budget: int, loops: Loops = LOOPS) -> None:
+        self.entries, self.budget, self.loops = entries, budget, loops
+        self._steps = entry_steps(entries, budget, loops)
+        self.taken = 0  # steps read so far
+
+    async def next(self) -> Step | None:
+        """The next step, None at the end."""
+        step = await anext(self._steps, None)
+        if step is not None:
+            self.taken += 1
+        return step
+
+    async def back_to(self, taken: int) -> None:
+        """Read on from where ``taken`` steps had been read (walking the entries again)."""
+        await self._steps.aclose()
+        self._steps = entry_steps(self.entries, self.budget, self.loops)
+        self.taken = 0
+        while self.taken < taken and await self.next() is not None:
+            pass
+
+    async def aclose(self) -> None:
+        await self._steps.aclose()
+
+
 def _coalesced(entries: Sequence[Entry]) -> list[Entry]:
     """``entries`` with each run of consecutive 1.0 entries joined into one, up to
     ``COALESCE_BYTES`` uncompressed (snappy blocks concatenate: nothing is decompressed here).
@@ -263,6 +299,68 @@ def step_points(step: list[Item]) -> int:
         len(item.samples) + len(item.histograms) if isinstance(item, Series) else len(item[1])
         for item in step
     )
+
+
+# The reason a converting destination counts the samples of a series it cannot convert.
+CONVERSION_ERROR: Final = "conversion_error"
+_MAX_LOGGED: Final = 1024  # label sets an Unconvertible logs about, at most (then only counts)
+
+
+class Unconvertible:
+    """Screening a converting destination's steps after their mapping raised: which series
+    raise when mapped on their own. Why: a conversion that raises on one series (a bug: no
+    input is known to) must cost that series, counted and logged, not the shard it is on,
+    retried for ever, nor a request sent twice."""
+
+    def __init__(self, vendor: str, destination: str) -> None:
+        self.vendor = vendor
+        self.destination = destination
+        self._logged: set[object] = set()  # label sets logged about (bounded)
+
+    def screen(
+        self, steps: Sequence[Step], convert: Callable[[Item], object], skipped: Counter[str]
+    ) -> list[Step] | None:
+        """``steps`` without the series for which ``convert`` raises (their points counted in
+        ``skipped`` as ``conversion_error``, each label set logged once); None when every
+        series converts on its own. ``MemoryError`` is no verdict on a series: it is raised."""
+        bad = 0
+        out: list[Step] = []
+        for step in steps:
+            items: Sequence[Item] = step.series if isinstance(step, Batch) else step
+            kept: list[Item] = []
+            for item in items:
+                try:
+                    convert(item)
+                except MemoryError:
+                    raise
+                except Exception as err:
+                    bad += 1
+                    skipped[CONVERSION_ERROR] += step_points([item])
+                    self._log(item, err)
+                    continue
+                kept.append(item)
+            if isinstance(step, Batch):  # its items are all Series
+                out.append(step._replace(series=tuple(i for i in kept if isinstance(i, Series))))
+            else:
+                out.append(kept)
+        return out if bad else None
+
+    def _log(self, item: Item, err: Exception) -> None:
+        found = item.labels if isinstance(item, Series) else labels(bytes(item[0]))
+        if found in self._logged or len(self._logged) >= _MAX_LOGGED:
+            return
+        self._logged.add(found)
+        log.error(
+            f"a series cannot be converted for {self.vendor}; it is left out "
+            "(a bug in the relay: logged once per label set, counted in "
+            'gotk_relay_samples_skipped_total{reason="conversion_error"})',
+            extra={
+                "destination": self.destination,
+                "series": labels_text(found),
+                "err": repr(err),
+            },
+            exc_info=err,
+        )
 
 
 def split_step(

@@ -30,6 +30,19 @@ class Group:
     stale: bool = False
     samples: int = 0
 
+    def copy(self) -> Group:
+        """A copy that parts added to this one do not change."""
+        return Group(
+            self.ctx,
+            self.kind,
+            dict(self.buckets),
+            dict(self.quantiles),
+            self.count,
+            self.sum,
+            self.stale,
+            self.samples,
+        )
+
 
 class Builder:
     """What the builders of each metric type share while one request is mapped: the request

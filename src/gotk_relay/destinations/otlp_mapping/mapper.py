@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from ... import caches
-from ...model import Batch, Labels, MetricType, Series
+from ...model import Batch, Exemplar, Labels, MetricType, Series
 from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
+from .builder import Group
 from .classic import Classic
 from .labelsets import RowInfo
-from .naming import MAX_MS, PARTS, SUFFIXES, Kind, Temporality, family_of, shape_of, without
+from .naming import (
+    MAX_MS,
+    PARTS,
+    SUFFIXES,
+    Kind,
+    StreamKey,
+    Temporality,
+    family_of,
+    shape_of,
+    without,
+)
 from .native import Native
 from .numbers import Numbers
-from .state import CounterState, Mapped, MappingState
+from .state import CounterState, Mapped, MappingState, StreamState
 
 _CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
 # Label sets a client remembers by their bytes (``RowInfo``, ~2-3 KiB each with their strings).
@@ -39,6 +50,18 @@ def _series_shape(series: Series) -> tuple[str, MetricType] | None:
 
 # A series to map: a Series (samples None), or a row's info and its samples.
 _Planned = tuple["Series | RowInfo", "Kind", str, "Sequence[tuple[float, int]] | None"]
+
+
+class Checkpoint(NamedTuple):
+    """A ``Mapper``'s state between two requests (``Mapper.checkpoint``)."""
+
+    waiting: list[_Planned]
+    waiting_points: int
+    groups: dict[StreamKey, dict[int, Group]]
+    exemplars: dict[StreamKey, list[Exemplar]]
+    grouped: int
+    updates: dict[StreamKey, StreamState]
+    unmapped: int
 
 
 class Mapper(Numbers, Classic, Native):
@@ -390,6 +413,35 @@ class Mapper(Numbers, Classic, Native):
         self.groups.clear()
         self.group_exemplars.clear()
         self.grouped = 0
+
+    def checkpoint(self) -> Checkpoint:
+        """What mapping changes of this mapper between two ``take``s, as it is now: ``rewind``
+        puts it back, so that steps mapped after it can be mapped again as if for the first
+        time (a mapping that raised). The caches (``created``, the shapes seen, label sets'
+        contexts) are left as they are: mapping the same steps again sets them alike."""
+        groups = {
+            key: {ts: g.copy() for ts, g in by_ts.items()} for key, by_ts in self.groups.items()
+        }
+        exemplars = {key: list(found) for key, found in self.group_exemplars.items()}
+        return Checkpoint(
+            self.waiting,
+            self.waiting_points,
+            groups,
+            exemplars,
+            self.grouped,
+            dict(self.updates),
+            self.unmapped,
+        )
+
+    def rewind(self, to: Checkpoint) -> None:
+        """Back to ``to`` (see ``checkpoint``), the request being built empty."""
+        self.waiting, self.waiting_points = to.waiting, to.waiting_points
+        self.groups = {
+            key: {ts: g.copy() for ts, g in by_ts.items()} for key, by_ts in to.groups.items()
+        }
+        self.group_exemplars = {key: list(found) for key, found in to.exemplars.items()}
+        self.grouped, self.updates, self.unmapped = to.grouped, dict(to.updates), to.unmapped
+        self.out = self._output()
 
     def cut(self) -> tuple[bytes, int]:
         """The request mapped so far, serialized, and its point count; mapping goes on into a
