@@ -153,7 +153,7 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         as_v1 = scan_v2(raw, limits, relay.fast)
         if as_v1 is not None:
             # A 2.0 request 1.0 carries as the decoded path would: on the fast path.
-            scanned, samples = as_v1
+            scanned, held = as_v1
             return await answer_scanned(
                 relay,
                 telemetry,
@@ -161,7 +161,8 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
                 now_ms,
                 lambda: client_address(request),
                 Protocol.V2,
-                written_headers(samples, 0, 0),
+                written_headers(held.samples, held.histograms, held.exemplars),
+                (held.samples, held.histograms, held.exemplars),
             )
         bounds = limits_of(limits)
         if len(raw) > V2_DECODE_IN_THREAD:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from gotk_relay.destinations import datadog
+from gotk_relay.destinations import datadog, datadog_mapping
 from gotk_relay.destinations.otlp_mapping.mapper import Mapper
 from gotk_relay.destinations.rows import Item
 from gotk_relay.model import Batch, Sample, Series
@@ -99,7 +99,7 @@ class ToDatadog(Destination):
         return [dict(t.split(":", 1) for t in s["tags"])["series"] for s in self.intake.series]
 
     def inject(self, monkeypatch: pytest.MonkeyPatch, fault: Fault) -> None:
-        real = datadog.map_items
+        real = datadog_mapping.map_items  # what datadog.py calls
 
         def map_items(items: list[Item], *args: Any, **kwargs: Any) -> Any:
             fault.check(items)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gotk_relay.model import Batch, Histogram, Sample, Series
+from gotk_relay.model import Batch, Exemplar, Histogram, Sample, Series
 from gotk_relay.wire import remote_pb2, snappy, write_v2_pb2
 from tests.support.harness import gauge_batch, metric_value, relay_client, rw_body
 
@@ -153,28 +153,40 @@ async def test_v2_success_reports_what_was_written() -> None:
 
 
 async def test_a_v2_request_of_samples_takes_the_fast_path() -> None:
-    """A 2.0 request 1.0 carries as the decoded path would (samples, metadata) is scanned on
-    its bytes as 1.0 (``gotk_relay_scanned_requests_total``), counted as 2.0 and answered with
-    2.0's written counts; one with a histogram is decoded."""
+    """A 2.0 request 1.0 carries as the decoded path would (samples, metadata, exemplars,
+    native histograms) is scanned on its bytes as 1.0 (``gotk_relay_scanned_requests_total``),
+    counted as 2.0 and answered with 2.0's written counts; one with a start timestamp is
+    decoded."""
     samples = Batch((Series((("__name__", "a"), ("i", "1")), (Sample(1, 1), Sample(2, 2))),))
     histogram = Batch((Series((("__name__", "h"),), histograms=(Histogram(5, count_value=1),)),))
+    exemplar = Batch(
+        (Series((("__name__", "e"),), (Sample(1, 1),), (), (Exemplar((("t", "1"),), 1.0, 1),)),)
+    )
+    started = Batch((Series((("__name__", "s"),), (Sample(1, 5, 2),)),))
+    cases = ((samples, 1.0), (histogram, 2.0), (exemplar, 3.0), (started, 3.0))
     async with relay_client(CONFIG) as (client, _):
-        for batch, scanned in ((samples, 1.0), (histogram, 1.0)):
+        for batch, scanned in cases:
             body, headers = rw_body(batch, v2=True)
             response = await client.post("/api/v1/write", data=body, headers=headers)
             assert response.status == 204
-            assert response.headers["X-Prometheus-Remote-Write-Samples-Written"] == str(
-                batch.sample_count
-            )
+            written = {
+                kind: response.headers[f"X-Prometheus-Remote-Write-{kind}-Written"]
+                for kind in ("Samples", "Histograms", "Exemplars")
+            }
+            want = (batch.sample_count, batch.histogram_count, batch.exemplar_count)
+            assert written == dict(zip(written, map(str, want), strict=True))
             metrics = await (await client.get("/metrics")).text()
             assert metric_value(metrics, "gotk_relay_scanned_requests_total") == scanned
-        received = metric_value(
-            metrics,
-            "gotk_relay_received_total",
-            kind="sample",
-            protobuf_message="io.prometheus.write.v2.Request",
-        )
-        assert received == 2.0
+        received = {
+            kind: metric_value(
+                metrics,
+                "gotk_relay_received_total",
+                kind=kind,
+                protobuf_message="io.prometheus.write.v2.Request",
+            )
+            for kind in ("sample", "histogram", "exemplar")
+        }
+        assert received == {"sample": 4.0, "histogram": 1.0, "exemplar": 1.0}
 
 
 async def test_a_large_v2_request_is_answered_and_refused_as_a_small_one() -> None:

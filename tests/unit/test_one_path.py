@@ -204,11 +204,12 @@ def test_the_bytes_path_queues_what_the_decoded_reference_queues(
             sent = rw2.from_v1(raw)
             found = scan.scan_v2(sent, limits, fast.fast)
             assert found is not None  # samples only: 1.0 carries them as the decoded path does
-            scanned, samples = found
+            scanned, held = found
             picked = scan.decode_picked(scanned, limits)
             assert admission.queue_scanned(fast, scanned, picked, now_ms).accepted
             decoded = rw2.decode(sent)
-            assert samples == decoded.sample_count
+            assert held.samples == decoded.sample_count
+            assert held.histograms == decoded.histogram_count
             assert reference.admit(decoded, now_ms, len(sent)).accepted
             continue
         scanned = scan.scan_request(snappy.compress(raw), raw, limits, fast.fast)

@@ -512,13 +512,13 @@ def test_to_v1_compiled_gives_way_or_equals_the_reference(raw: bytes, bound: int
 
 
 def test_to_v1_gives_way_on_what_1_0_cannot_carry() -> None:
-    """Histograms, exemplars, start and created timestamps: the decoded path keeps them for
-    2.0 destinations; a reference out of range or a bad first symbol: the decoded path words
-    the refusal."""
+    """Start and created timestamps (of samples and histograms): the decoded path keeps them
+    for 2.0 destinations; samples and histograms in one series, a reference out of range or
+    a bad first symbol: the decoded path words the refusal."""
     base = Series((("__name__", "m"),), (Sample(1.0, 1000),))
     for item in (
-        base._replace(samples=(), histograms=(Histogram(1000, count_value=1),)),
-        base._replace(exemplars=(Exemplar((("trace_id", "a"),), 1.0, 1000),)),
+        base._replace(histograms=(Histogram(1000, count_value=1),)),
+        base._replace(samples=(), histograms=(Histogram(1000, count_value=1, start_timestamp=5),)),
         base._replace(samples=(Sample(1.0, 1000, 500),)),
         base._replace(created_timestamp=500),
     ):
@@ -531,6 +531,55 @@ def test_to_v1_gives_way_on_what_1_0_cannot_carry() -> None:
     assert rw2.to_v1_reference(bad.SerializeToString(), 1 << 40) is None
     if rw2.NATIVE:
         assert rw2.to_v1_compiled(bad.SerializeToString(), 1 << 40) is None
+
+
+@needs_native
+def test_to_v1_carries_histograms_and_exemplars_as_the_decoded_path_encodes_them() -> None:
+    """A 2.0 request of native histograms (integer and float, custom buckets) and samples with
+    exemplars is taken on the fast path, as the reference encodes it, its counts for 2.0's
+    written headers included."""
+    hist = Histogram(
+        1000,
+        count_value=7,
+        sum=3.5,
+        schema=1,
+        zero_threshold=0.001,
+        zero_count=1,
+        positive_spans=(BucketSpan(0, 2), BucketSpan(1, 1)),
+        positive_deltas=(1, 2, -1),
+    )
+    floats = hist._replace(
+        is_float=True,
+        count_value=7.0,
+        zero_count=1.0,
+        positive_deltas=(),
+        positive_counts=(1.0, 3.0, 2.0),
+        custom_values=(),
+    )
+    batch = Batch(
+        (
+            Series(
+                (("__name__", "h"), ("job", "j")),
+                (),
+                (hist, floats._replace(timestamp=2000)),
+                (Exemplar((("trace_id", "cd"),), 0.25, 1500),),
+            ),
+            Series(
+                (("__name__", "c_total"), ("job", "j")),
+                (Sample(1.0, 1000), Sample(2.0, 2000)),
+                exemplars=(
+                    Exemplar((("trace_id", "ab"),), 1.0, 1000),
+                    Exemplar((), 0.0, 0),
+                ),
+            ),
+        )
+    )
+    sent = rw2.encode(batch)
+    found = rw2.to_v1_compiled(sent, 1 << 40)
+    assert found is not None
+    assert found == rw2.to_v1_reference(sent, 1 << 40)
+    assert (found.samples, found.histograms, found.exemplars) == (2, 2, 3)
+    assert canonical(rw1.decode(found.v1)) == canonical(rw1.decode(rw1.encode(batch)))
 
 
 @needs_native

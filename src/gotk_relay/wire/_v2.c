@@ -978,9 +978,8 @@ sample(Conv *c, Py_ssize_t pos, Py_ssize_t end)
 
 /* A repeated varint field (packed or not, in any number of occurrences), written packed. */
 static int
-repeated_varints(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, unsigned char tag)
+repeated_varints(Bytes d, Buf *out, Py_ssize_t start, Py_ssize_t end, uint32_t field, unsigned char tag)
 {
-    Bytes d = c->d;
     size_t size = 0;
     Field f;
     for (int pass = 0; pass < 2; pass++) {
@@ -988,9 +987,9 @@ repeated_varints(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, unsi
             if (size == 0) {
                 return OK;
             }
-            RESERVE(&c->out, 11 + size);
-            put_byte(&c->out, tag);
-            put_varint(&c->out, size);
+            RESERVE(out, 11 + size);
+            put_byte(out, tag);
+            put_varint(out, size);
         }
         Py_ssize_t pos = start;
         while (pos < end) {
@@ -1005,7 +1004,7 @@ repeated_varints(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, unsi
                     size += (size_t)varint_size(f.value);
                 }
                 else {
-                    put_varint(&c->out, f.value);
+                    put_varint(out, f.value);
                 }
             }
             else if (f.wire == 2) {
@@ -1019,7 +1018,7 @@ repeated_varints(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, unsi
                         size += (size_t)varint_size(v);
                     }
                     else {
-                        put_varint(&c->out, v);
+                        put_varint(out, v);
                     }
                 }
             }
@@ -1033,10 +1032,9 @@ repeated_varints(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, unsi
 
 /* A repeated double field (packed or not, in any number of occurrences), written packed. */
 static int
-repeated_doubles(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, const char *tag,
+repeated_doubles(Bytes d, Buf *out, Py_ssize_t start, Py_ssize_t end, uint32_t field, const char *tag,
                  int tag_n)
 {
-    Bytes d = c->d;
     size_t size = 0;
     Field f;
     for (int pass = 0; pass < 2; pass++) {
@@ -1044,10 +1042,10 @@ repeated_doubles(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, cons
             if (size == 0) {
                 return OK;
             }
-            RESERVE(&c->out, 12 + size);
-            memcpy(c->out.d + c->out.len, tag, (size_t)tag_n);
-            c->out.len += (size_t)tag_n;
-            put_varint(&c->out, size);
+            RESERVE(out, 12 + size);
+            memcpy(out->d + out->len, tag, (size_t)tag_n);
+            out->len += (size_t)tag_n;
+            put_varint(out, size);
         }
         Py_ssize_t pos = start;
         while (pos < end) {
@@ -1062,7 +1060,7 @@ repeated_doubles(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, cons
                     size += 8;
                 }
                 else {
-                    put_fixed64(&c->out, f.value);
+                    put_fixed64(out, f.value);
                 }
             }
             else if (f.wire == 2) {
@@ -1074,8 +1072,8 @@ repeated_doubles(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, cons
                     size += n;
                 }
                 else {
-                    memcpy(c->out.d + c->out.len, d + f.start, n);
-                    c->out.len += n;
+                    memcpy(out->d + out->len, d + f.start, n);
+                    out->len += n;
                 }
             }
             else {
@@ -1088,9 +1086,8 @@ repeated_doubles(Conv *c, Py_ssize_t start, Py_ssize_t end, uint32_t field, cons
 
 /* Every BucketSpan of one field, re-encoded: sint32 offset and uint32 length, zero omitted. */
 static int
-spans(Conv *c, Py_ssize_t pos, Py_ssize_t end, uint32_t field, unsigned char tag)
+spans(Bytes d, Buf *out, Py_ssize_t pos, Py_ssize_t end, uint32_t field, unsigned char tag)
 {
-    Bytes d = c->d;
     Field f, g;
     while (pos < end) {
         if (!next_field(d, &pos, end, &f)) {
@@ -1115,7 +1112,7 @@ spans(Conv *c, Py_ssize_t pos, Py_ssize_t end, uint32_t field, unsigned char tag
                 *(g.field == 1 ? &offset : &length) = (uint32_t)g.value;
             }
         }
-        Buf *b = &c->out;
+        Buf *b = out;
         RESERVE(b, 2 + 12);
         put_byte(b, tag);
         put_byte(b, (unsigned char)((offset ? 1 + varint_size(offset) : 0)
@@ -1132,11 +1129,13 @@ spans(Conv *c, Py_ssize_t pos, Py_ssize_t end, uint32_t field, unsigned char tag
     return OK;
 }
 
-/* A v1 Histogram as rw1.histogram_from_proto then rw1.fill_histogram make it. */
+/* A v1 Histogram as rw1.histogram_from_proto then rw1.fill_histogram make it (both messages
+ * number fields 1-16 alike), as field ``tag`` of a TimeSeries: 0x1A in 2.0, 0x22 in 1.0. ``v2``:
+ * the input is a 2.0 Histogram, whose field 17, start_timestamp, only 0 may be (1.0 has no place
+ * for it); in 1.0 it is an unknown field, dropped. */
 static int
-histogram(Conv *c, Py_ssize_t start, Py_ssize_t end)
+histogram(Bytes d, Buf *out, Py_ssize_t start, Py_ssize_t end, unsigned char tag, int v2)
 {
-    Bytes d = c->d;
     /* kinds: 0 unset, 1 the int member, 2 the double member (the last occurrence wins) */
     int count_kind = 0, zero_kind = 0;
     uint64_t count = 0, zero = 0, sum = 0, schema = 0, threshold = 0, hint = 0, timestamp = 0;
@@ -1164,6 +1163,14 @@ histogram(Conv *c, Py_ssize_t start, Py_ssize_t end)
         case 10: case 13: case 16:
             want = f.wire == 2 ? 2 : 1;
             break;
+        case 17:
+            if (!v2) {
+                continue;
+            }
+            if (f.wire != 0 || f.value) {
+                return FALLBACK;
+            }
+            continue;
         default:
             continue; /* unknown: upb drops it */
         }
@@ -1213,9 +1220,9 @@ histogram(Conv *c, Py_ssize_t start, Py_ssize_t end)
     /* An open enum keeps int32 bits; int32 is written sign-extended to 64. */
     hint = (uint64_t)(int64_t)(int32_t)(uint32_t)hint;
 
-    Buf *b = &c->out;
+    Buf *b = out;
     size_t at;
-    int rc = open_message(b, 0x1A, &at);
+    int rc = open_message(b, tag, &at);
     if (rc != OK) {
         return rc;
     }
@@ -1250,12 +1257,12 @@ histogram(Conv *c, Py_ssize_t start, Py_ssize_t end)
         put_varint(b, zero_kind == 1 ? zero : 0);
     }
     if (has_repeated) {
-        if ((rc = spans(c, start, end, 8, 0x42)) != OK
-            || (rc = repeated_varints(c, start, end, 9, 0x4A)) != OK
-            || (rc = repeated_doubles(c, start, end, 10, "\x52", 1)) != OK
-            || (rc = spans(c, start, end, 11, 0x5A)) != OK
-            || (rc = repeated_varints(c, start, end, 12, 0x62)) != OK
-            || (rc = repeated_doubles(c, start, end, 13, "\x6A", 1)) != OK) {
+        if ((rc = spans(d, out, start, end, 8, 0x42)) != OK
+            || (rc = repeated_varints(d, out, start, end, 9, 0x4A)) != OK
+            || (rc = repeated_doubles(d, out, start, end, 10, "\x52", 1)) != OK
+            || (rc = spans(d, out, start, end, 11, 0x5A)) != OK
+            || (rc = repeated_varints(d, out, start, end, 12, 0x62)) != OK
+            || (rc = repeated_doubles(d, out, start, end, 13, "\x6A", 1)) != OK) {
             return rc;
         }
     }
@@ -1268,7 +1275,7 @@ histogram(Conv *c, Py_ssize_t start, Py_ssize_t end)
         put_byte(b, 0x78);
         put_varint(b, timestamp);
     }
-    if (has_repeated && (rc = repeated_doubles(c, start, end, 16, "\x82\x01", 2)) != OK) {
+    if (has_repeated && (rc = repeated_doubles(d, out, start, end, 16, "\x82\x01", 2)) != OK) {
         return rc;
     }
     return close_message(b, at);
@@ -1444,7 +1451,7 @@ series(Conv *c, Py_ssize_t start, Py_ssize_t end)
                 continue;
             }
             rc = field == 2   ? sample(c, f.start, f.end)
-                 : field == 4 ? histogram(c, f.start, f.end)
+                 : field == 4 ? histogram(c->d, &c->out, f.start, f.end, 0x1A, 0)
                               : exemplar(c, f.start, f.end);
             if (rc != OK) {
                 return rc;
@@ -1589,14 +1596,15 @@ from_v1(PyObject *module, PyObject *arg)
 /* -- remote write 2.0 to 1.0 (rw2.to_v1) ------------------------------------------------ */
 
 /* A received 2.0 Request as the 1.0 WriteRequest the relay's fast path takes: each series' labels
- * resolved into Label fields, its samples re-encoded (value, then timestamp, a zero omitted, as
- * rw1.encode writes them), and the series' own metadata as family entries after the series
- * (model.with_series_families: a family's first entry wins, one of unknown type without help or
- * unit is left out). Nothing is validated here beyond the framing: the survey checks the 1.0
+ * resolved into Label fields, its samples, exemplars (their labels resolved too) and native
+ * histograms re-encoded as rw1.encode writes them, and the series' own metadata as family
+ * entries after the series (model.with_series_families: a family's first entry wins, one of
+ * unknown type without help or unit is left out). Nothing is validated here beyond the framing
+ * and what only 2.0 forbids (samples and histograms in one series): the survey checks the 1.0
  * bytes as strictly as any 1.0 request, and a request it refuses goes to rw2.decode, which words
- * the refusal in 2.0's terms. Anything 1.0 cannot carry as the decoded path does (histograms,
- * exemplars, start or created timestamps, a reference out of range, symbols[0] not empty, a
- * field of the wrong wire type) returns None: the caller decodes the request instead. */
+ * the refusal in 2.0's terms. Anything 1.0 cannot carry as the decoded path does (start or
+ * created timestamps, a reference out of range, symbols[0] not empty, a field of the wrong wire
+ * type) returns None: the caller decodes the request instead. */
 
 typedef struct {
     Bytes p;
@@ -1671,7 +1679,7 @@ typedef struct {
     Families families;
     uint32_t *refs;
     size_t refs_cap;
-    long long samples;
+    long long samples, histograms, exemplars;
     long long expanded;
     long long max_expanded; /* beyond it: FALLBACK before more is written (the decoded path 413s) */
 } ToV1;
@@ -1707,10 +1715,110 @@ refs_push(ToV1 *t, size_t *count, uint64_t ref)
     return OK;
 }
 
+/* The Label fields of the ``count`` references in ``t->refs`` (each in range, its cost counted
+ * in ``t->expanded`` as rw2.decode_counted counts it). */
+static int
+v1_labels(ToV1 *t, size_t count)
+{
+    size_t nsym = t->symbols.count;
+    for (size_t i = 0; i < count; i++) {
+        if (t->refs[i] >= nsym) {
+            return FALLBACK;
+        }
+        t->expanded += t->symbols.items[t->refs[i]].n + 3;
+    }
+    if (t->expanded > t->max_expanded) {
+        return FALLBACK;
+    }
+    for (size_t i = 0; i < count; i += 2) {
+        Str n = t->symbols.items[t->refs[i]], v = t->symbols.items[t->refs[i + 1]];
+        size_t body = (n.n ? 1 + (size_t)varint_size((uint64_t)n.n) + (size_t)n.n : 0) +
+                      (v.n ? 1 + (size_t)varint_size((uint64_t)v.n) + (size_t)v.n : 0);
+        RESERVE(&t->out, body + 12);
+        put_byte(&t->out, 0x0A);
+        put_varint(&t->out, body);
+        put_string_field(&t->out, 0x0A, n);
+        put_string_field(&t->out, 0x12, v);
+    }
+    return OK;
+}
+
+/* An Exemplar in 1.0 (TimeSeries field 3): its labels_refs resolved into Label fields, then
+ * its value and timestamp, a zero omitted, as rw1.encode writes it. */
+static int
+v1_exemplar(ToV1 *t, Bytes d, Py_ssize_t pos, Py_ssize_t end)
+{
+    uint64_t value = 0, timestamp = 0;
+    size_t nrefs = 0;
+    Field f;
+    int rc;
+    while (pos < end) {
+        if (!next_field(d, &pos, end, &f)) {
+            return FALLBACK;
+        }
+        if (f.field == 1) {
+            if (f.wire == 0) {
+                if ((rc = refs_push(t, &nrefs, f.value)) != OK) {
+                    return rc;
+                }
+            }
+            else if (f.wire == 2) {
+                Py_ssize_t p = f.start;
+                uint64_t ref;
+                while (p < f.end) {
+                    if (!rd_varint(d, &p, f.end, &ref)) {
+                        return FALLBACK;
+                    }
+                    if ((rc = refs_push(t, &nrefs, ref)) != OK) {
+                        return rc;
+                    }
+                }
+            }
+            else {
+                return FALLBACK;
+            }
+        }
+        else if (f.field == 2) {
+            if (f.wire != 1) {
+                return FALLBACK;
+            }
+            value = f.value;
+        }
+        else if (f.field == 3) {
+            if (f.wire != 0) {
+                return FALLBACK;
+            }
+            timestamp = f.value;
+        }
+    }
+    if (nrefs % 2) {
+        return FALLBACK;
+    }
+    size_t at;
+    if ((rc = open_message(&t->out, 0x1A, &at)) != OK) {
+        return rc;
+    }
+    if ((rc = v1_labels(t, nrefs)) != OK) {
+        return rc;
+    }
+    RESERVE(&t->out, 9 + 11);
+    if (value) {
+        put_byte(&t->out, 0x11);
+        put_fixed64(&t->out, value);
+    }
+    if (timestamp) {
+        put_byte(&t->out, 0x18);
+        put_varint(&t->out, timestamp);
+    }
+    t->exemplars++;
+    return close_message(&t->out, at);
+}
+
 static int
 v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
 {
     size_t nrefs = 0;
+    unsigned kinds = 0; /* 1 << field of the samples (2), histograms (3), exemplars (4) seen */
     int has_meta = 0;
     uint64_t meta_type = 0, help_ref = 0, unit_ref = 0;
     Field f;
@@ -1745,14 +1853,14 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
                 return FALLBACK;
             }
             break;
-        case 2: /* samples: written below, in order */
+        case 2: /* samples, histograms, exemplars: written below, in order */
+        case 3:
+        case 4:
             if (f.wire != 2) {
                 return FALLBACK;
             }
+            kinds |= 1u << f.field;
             break;
-        case 3: /* histograms */
-        case 4: /* exemplars */
-            return FALLBACK;
         case 5: { /* metadata */
             if (f.wire != 2) {
                 return FALLBACK;
@@ -1820,7 +1928,11 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
     if (has_meta && (help_ref >= nsym || unit_ref >= nsym)) {
         return FALLBACK;
     }
-    /* The series: its labels, then its samples as they come. */
+    if ((kinds & (1u << 2)) && (kinds & (1u << 3))) {
+        return FALLBACK; /* samples and histograms: rw2.decode refuses it */
+    }
+    /* The series: its labels, then its samples, exemplars and histograms, each as they come
+     * (1.0's field order: exemplars 3, histograms 4). */
     size_t at;
     int rc = open_message(&t->out, 0x0A, &at);
     if (rc != OK) {
@@ -1836,11 +1948,27 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
         put_string_field(&t->out, 0x0A, n);
         put_string_field(&t->out, 0x12, v);
     }
-    pos = start;
-    while (pos < end) {
-        next_field(d, &pos, end, &f); /* read once above: it parses */
-        if (f.field == 2 && (rc = v1_sample(t, d, f.start, f.end)) != OK) {
-            return rc;
+    static const uint32_t order[3] = {2, 4, 3}; /* samples, exemplars, histograms (2.0's) */
+    for (int k = 0; k < 3; k++) {
+        uint32_t field = order[k];
+        if (!(kinds & (1u << field))) {
+            continue;
+        }
+        pos = start;
+        while (pos < end) {
+            next_field(d, &pos, end, &f); /* read once above: it parses */
+            if (f.field != field) {
+                continue;
+            }
+            rc = field == 2   ? v1_sample(t, d, f.start, f.end)
+                 : field == 4 ? v1_exemplar(t, d, f.start, f.end)
+                              : histogram(d, &t->out, f.start, f.end, 0x22, 1);
+            if (rc != OK) {
+                return rc;
+            }
+            if (field == 3) {
+                t->histograms++;
+            }
         }
     }
     if ((rc = close_message(&t->out, at)) != OK) {
@@ -1938,8 +2066,9 @@ to_v1(PyObject *module, PyObject *args)
     Py_END_ALLOW_THREADS
     PyObject *result = NULL;
     if (rc == OK) {
-        result = Py_BuildValue("(y#LL)", t.out.d ? (const char *)t.out.d : "", (Py_ssize_t)t.out.len,
-                               t.samples, t.expanded);
+        result = Py_BuildValue("(y#LLLL)", t.out.d ? (const char *)t.out.d : "",
+                               (Py_ssize_t)t.out.len, t.samples, t.expanded, t.histograms,
+                               t.exemplars);
     }
     else if (rc == FALLBACK) {
         result = Py_NewRef(Py_None);

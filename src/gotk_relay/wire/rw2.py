@@ -7,7 +7,7 @@ IndexError) and rebuilt on encode with ``symbols[0] == ""`` as the spec requires
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
@@ -76,19 +76,34 @@ def from_v1_reference(raw: bytes) -> bytes:
 from_v1 = from_v1_compiled if NATIVE else from_v1_reference
 
 
-def to_v1_compiled(raw: bytes, max_expanded: int) -> tuple[bytes, int, int] | None:
-    """An uncompressed 2.0 Request as the 1.0 WriteRequest the fast path takes, with its sample
-    count and its labels' bytes once resolved (as ``decode_counted`` counts ``expanded``);
-    None for a request 1.0 cannot carry as the decoded path does (histograms, exemplars, start
-    or created timestamps), one whose labels once resolved exceed ``max_expanded`` bytes (the
-    walk stops there: the decoded path answers 413), or one the walk does not model: the caller
-    decodes it instead. Not a check: the survey checks the 1.0 bytes, and a refusal is worded
-    by ``decode_counted``. One walk in C (``_v2.c``); only where the extension is built."""
-    found: tuple[bytes, int, int] | None = _native.to_v1(raw, max_expanded)
-    return found
+class Converted(NamedTuple):
+    """A 2.0 request as 1.0 (``to_v1``): the 1.0 bytes, what it holds (for 2.0's written
+    headers), and its labels' bytes once resolved."""
+
+    v1: bytes
+    samples: int
+    histograms: int
+    exemplars: int
+    expanded: int
 
 
-def to_v1_reference(raw: bytes, max_expanded: int) -> tuple[bytes, int, int] | None:
+def to_v1_compiled(raw: bytes, max_expanded: int) -> Converted | None:
+    """An uncompressed 2.0 Request as the 1.0 WriteRequest the fast path takes, with its counts
+    and its labels' bytes once resolved (as ``decode_counted`` counts ``expanded``); None for a
+    request 1.0 cannot carry as the decoded path does (start or created timestamps), one the
+    decoded path refuses for what only 2.0 forbids (a series of samples and histograms), one
+    whose labels once resolved exceed ``max_expanded`` bytes (the walk stops there: the decoded
+    path answers 413), or one the walk does not model: the caller decodes it instead. Not a
+    check: the survey checks the 1.0 bytes, and a refusal is worded by ``decode_counted``. One
+    walk in C (``_v2.c``); only where the extension is built."""
+    found = _native.to_v1(raw, max_expanded)
+    if found is None:
+        return None
+    v1, samples, expanded, histograms, exemplars = found
+    return Converted(v1, samples, histograms, exemplars, expanded)
+
+
+def to_v1_reference(raw: bytes, max_expanded: int) -> Converted | None:
     """``to_v1_compiled``'s answer through the model: decoded (unchecked), then encoded as 1.0
     (the series' metadata as family entries, ``model.with_series_families``)."""
     try:
@@ -100,13 +115,19 @@ def to_v1_reference(raw: bytes, max_expanded: int) -> tuple[bytes, int, int] | N
     batch = decoded.batch
     for series in batch.series:
         if (
-            series.histograms
-            or series.exemplars
+            (series.samples and series.histograms)
             or series.created_timestamp
             or any(sample.start_timestamp for sample in series.samples)
+            or any(hist.start_timestamp for hist in series.histograms)
         ):
             return None
-    return rw1.encode(batch), batch.sample_count, decoded.expanded
+    return Converted(
+        rw1.encode(batch),
+        batch.sample_count,
+        batch.histogram_count,
+        batch.exemplar_count,
+        decoded.expanded,
+    )
 
 
 # The one switch: without the extension a 2.0 request takes the decoded path (in a thread when

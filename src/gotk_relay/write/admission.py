@@ -82,6 +82,7 @@ async def answer_scanned(
     remote: Callable[[], str] = str,
     proto: Protocol = Protocol.V1,
     headers: Mapping[str, str] | None = None,
+    held: tuple[int, int, int] | None = None,
 ) -> web.Response:
     """Decode the picked series of a scanned request and admit it: 204, 400, 413 or 503 (with
     ``receiver.acknowledge: delivered``, once it is delivered: ``acknowledged``).
@@ -90,14 +91,15 @@ async def answer_scanned(
     runs in the process that holds the Flux state and the queues, also for requests a scan
     worker scanned (worker_pool.py); so a worker's sender waits for the delivery too. ``proto``:
     what the request came in (a 2.0 one scanned as 1.0, ``scan.scan_v2``), for the counters;
-    ``headers``: the 204's (2.0's written counts).
+    ``headers``: the 204's (2.0's written counts); ``held``: the request's samples, histograms
+    and exemplars when known (a 2.0 one's, counted as it was converted), for the counters.
     """
     picked = decode_picked(scanned, relay.config.receiver)
     ack = waiter(relay)
     answer = refused(telemetry, lambda: queue_scanned(relay, scanned, picked, now_ms, ack), remote)
     if answer is not None:
         return answer
-    count_scanned(telemetry, scanned, picked, proto)
+    count_scanned(telemetry, scanned, picked, proto, held)
     return await acknowledged(relay, telemetry, ack, web.Response(status=204, headers=headers))
 
 
@@ -138,16 +140,24 @@ async def acknowledged(
 
 
 def count_scanned(
-    telemetry: Telemetry, scanned: Scanned, picked: Batch, proto: Protocol = Protocol.V1
+    telemetry: Telemetry,
+    scanned: Scanned,
+    picked: Batch,
+    proto: Protocol = Protocol.V1,
+    held: tuple[int, int, int] | None = None,
 ) -> None:
     """Received counters of an admitted fast-path request.
 
-    Samples and histograms of forwarded bytes are not told apart without decoding: they count
-    as samples, except in the picked series, which were decoded.
+    ``held``: its samples, histograms and exemplars, when known. Else samples and histograms
+    of forwarded bytes are not told apart without decoding: they count as samples, except in
+    the picked series, which were decoded.
     """
     telemetry.labelled(telemetry.scanned, scanned.scanner).inc()
     if scanned.sorted:
         telemetry.sorted_series.inc(scanned.sorted)
+    if held is not None:
+        telemetry.points_received(proto, *held)
+        return
     # Points as they came, before any rule (the picked series are counted as they came out of
     # the global rules, which rarely change their sample counts).
     histograms = picked.histogram_count

@@ -194,22 +194,23 @@ def scan_request(
     )
 
 
-def scan_v2(raw: bytes, limits: ReceiverConfig, fast: FastPath) -> tuple[Scanned, int] | None:
+def scan_v2(
+    raw: bytes, limits: ReceiverConfig, fast: FastPath
+) -> tuple[Scanned, rw2.Converted] | None:
     """A remote write 2.0 request on the fast path: as 1.0 (``rw2.to_v1``), scanned strictly
-    whatever ``receiver.validation`` says (2.0 is always checked in full), with its sample
-    count; None when it must be decoded instead: 1.0 cannot carry it as the decoded path does
-    (histograms, exemplars, start or created timestamps), its labels once resolved are over
-    ``receiver.max_decompressed_bytes``, or the survey refused it (``rw2.decode_counted`` then
-    words the refusal in 2.0's terms: ``timeseries[3].labels_refs``)."""
+    whatever ``receiver.validation`` says (2.0 is always checked in full), with what it holds;
+    None when it must be decoded instead: 1.0 cannot carry it as the decoded path does (start
+    or created timestamps), its labels once resolved are over
+    ``receiver.max_decompressed_bytes``, or it is refused (``rw2.decode_counted`` then words
+    the refusal in 2.0's terms: ``timeseries[3].labels_refs``)."""
     convert = rw2.to_v1
     if convert is None:
         return None
     converted = convert(raw, limits_of(limits).max_expanded_bytes)
     if converted is None:
         return None
-    v1, samples, _ = converted
     try:
-        return scan_request(None, v1, limits, fast, strict=True), samples
+        return scan_request(None, converted.v1, limits, fast, strict=True), converted
     except DecodeError:
         return None
 
