@@ -3,9 +3,9 @@
 The Datadog and OTLP destinations convert a batch a step at a time and send it as several
 requests. Should converting a step raise, what was accepted is never sent again, and nothing
 mapped before the error is lost: the batch is put back as it was. A series that raises when
-mapped on its own is left out, counted (``gotk_relay_samples_skipped_total{reason=
-"conversion_error"}``) and logged once; an error no single series explains is retried by the
-sender, shown in ``/-/ready`` meanwhile.
+mapped on its own, or the one a run of series raises at, is left out, counted
+(``gotk_relay_samples_skipped_total{reason="conversion_error"}``) and logged once; an error no
+series explains is retried by the sender, shown in ``/-/ready`` meanwhile.
 
 The error is injected into each destination's mapping function (the real one runs otherwise),
 and the real relay app sends to the intake doubles.
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from gotk_relay.destinations import datadog, datadog_mapping
+from gotk_relay.destinations import datadog, datadog_mapping, otlp
 from gotk_relay.destinations.otlp_mapping.mapper import Mapper
 from gotk_relay.destinations.rows import Item
 from gotk_relay.model import Batch, Sample, Series
@@ -49,10 +49,15 @@ def _names(items: Any) -> list[str]:
     return out
 
 
+PARTNER = "g000051"  # after POISON in one run of series, what a ``together`` fault needs
+
+
 @dataclass
 class Fault:
-    """When mapping a step raises: ``once`` (the first step holding POISON), ``always`` (any
-    step holding it), ``grouped`` (a step holding it with other series: no series alone)."""
+    """When mapping raises: ``once`` (the first step holding POISON), ``always`` (any series
+    of POISON's), ``together`` (a run of series holding PARTNER after POISON: neither alone),
+    ``unexplained`` (a request holding POISON once mapped, while ``on``: no series makes the
+    mapping raise)."""
 
     mode: str
     raised: int = 0
@@ -60,14 +65,19 @@ class Fault:
 
     def check(self, items: Any) -> None:
         names = _names(items)
-        if not self.on or POISON not in names:
+        if not self.on or POISON not in names or self.mode == "unexplained":
             return
         if self.mode == "once" and self.raised:
             return
-        if self.mode == "grouped" and len(names) < 2:
+        if self.mode == "together" and PARTNER not in names:
             return
         self.raised += 1
         raise RuntimeError("injected: mapping failed")
+
+    def after(self, data: bytes) -> None:
+        if self.on and self.mode == "unexplained" and POISON.encode() in data:
+            self.raised += 1
+            raise RuntimeError("injected: failed after the mapping")
 
 
 class Destination:
@@ -106,6 +116,13 @@ class ToDatadog(Destination):
             return real(items, *args, **kwargs)
 
         monkeypatch.setattr(datadog, "map_items", map_items)
+        pieces = datadog.DatadogClient._pieces
+
+        async def _pieces(self: datadog.DatadogClient, *args: Any) -> Any:
+            fault.after(bytes(args[1].data))  # the series' JSON
+            return await pieces(self, *args)
+
+        monkeypatch.setattr(datadog.DatadogClient, "_pieces", _pieces)
 
 
 class ToOTLP(Destination):
@@ -136,6 +153,13 @@ class ToOTLP(Destination):
             real(self, batch)
 
         monkeypatch.setattr(Mapper, "feed", feed)
+        gzip = otlp._gzip
+
+        async def _gzip(body: bytes) -> bytes:
+            fault.after(body)
+            return await gzip(body)
+
+        monkeypatch.setattr(otlp, "_gzip", _gzip)
 
 
 @asynccontextmanager
@@ -148,9 +172,11 @@ async def _destination(kind: str) -> AsyncIterator[Destination]:
             yield ToOTLP(receiver)
 
 
-async def _send_batch(client: RelayClient, relay: Relay, name: str) -> list[str]:
-    """One request of SERIES gauges, converted in steps of a few series each."""
-    relay.destinations[name].client.sub_chunk_bytes = 2000  # type: ignore[attr-defined]
+async def _send_batch(
+    client: RelayClient, relay: Relay, name: str, step_bytes: int = 2000
+) -> list[str]:
+    """One request of SERIES gauges, converted in steps of ``step_bytes`` of remote write."""
+    relay.destinations[name].client.sub_chunk_bytes = step_bytes  # type: ignore[attr-defined]
     now = int(time.time() * 1000)
     series = tuple(
         Series((("__name__", "gauge_x"), ("series", f"g{i:06d}")), (Sample(float(i), now),))
@@ -210,10 +236,28 @@ async def test_a_series_that_always_fails_is_left_out_counted_and_logged_once(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_a_series_that_fails_only_after_another_is_left_out(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fault = Fault("together")
+    async with _destination(kind) as dest:
+        dest.inject(monkeypatch, fault)
+        async with relay_client(dest.config()) as (client, relay):
+            # One step a request: POISON and PARTNER are mapped in one call.
+            sent = await _send_batch(client, relay, dest.name, 1 << 20)
+            await eventually(lambda: len(dest.arrived()) >= SERIES - 1)
+            await eventually(lambda: not relay.destinations[dest.name].queue.points)
+            assert fault.raised
+            assert sorted(dest.arrived()) == [s for s in sent if s != PARTNER]
+            assert await _skipped(client, dest.name) == 1
+            assert (await client.get("/-/ready")).status == 200
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_an_error_no_series_explains_is_retried_and_shown_without_sending_twice(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fault = Fault("grouped")
+    fault = Fault("unexplained")
     async with _destination(kind) as dest:
         dest.inject(monkeypatch, fault)
         async with relay_client(dest.config()) as (client, relay):

@@ -622,11 +622,11 @@ class DatadogClient:
         into pieces.
 
         All or nothing: should mapping raise (a bug: no input is known to), the plan is put
-        back as it was and the steps of the refill are screened series by series, each mapped
-        on its own (``_screen``). Series that raise alone are left out, counted as
-        ``conversion_error`` and logged, and the rest is mapped again. If none does, the error
-        goes to the sender, which retries: the same steps are mapped again from the same
-        state, and nothing accepted is sent twice.
+        back as it was and the series of the refill's steps that make it raise are looked for
+        on scratch state (``_screen``: each on its own, then in order). Those are left out,
+        counted as ``conversion_error`` and logged, and the rest is mapped again. If none is
+        found, the error goes to the sender, which retries: the same steps are mapped again
+        from the same state, and nothing accepted is sent twice.
         """
         before = (list(plan.redo), dict(plan.pending), plan.mapped_all, plan.batches.taken)
         try:
@@ -663,19 +663,24 @@ class DatadogClient:
         self._heads.clear()
 
     async def _screen(self, plan: Plan, exc: Exception) -> bool:
-        """Leave out the series of ``plan.redo`` that raise when mapped on their own, on
-        scratch state (``rows.Unconvertible``). Whether any was left out."""
+        """Leave out the series of ``plan.redo`` that make its mapping raise, found on scratch
+        state (``rows.Unconvertible``). Whether any was left out."""
         now_ms = int(self._clock() * 1000)
 
-        def convert(item: Item) -> None:
-            alone = map_items([item], self.options, self.types, self.counters, now_ms, {}, None)
-            render_all(alone.rows, {}, Rendered())
+        def run(items: list[Item], pending: dict[bytes, CounterMark] | None = None) -> None:
+            rows = map_items(items, self.options, self.types, self.counters, now_ms, pending, None)
+            render_all(rows.rows, {}, Rendered())
 
         skipped = self.skipped if plan.skipped is None else plan.skipped
-        screened = self.unconvertible.screen(list(plan.redo), convert, skipped)
+        screened = await self.unconvertible.screen(
+            list(plan.redo),
+            lambda item: run([item]),
+            lambda items: run(items, dict(plan.pending)),
+            skipped,
+        )
         if screened is None:
             log.debug(
-                "no series fails on its own; the sender retries the batch",
+                "no series found that the mapping fails on; the sender retries the batch",
                 extra={"destination": self.name, "err": repr(exc)},
             )
             return False

@@ -167,18 +167,18 @@ class OTLPClient:
         ``_map_piece``.
 
         All or nothing: should mapping raise (a bug: no input is known to), the run is put
-        back as it was (its mapper by ``Mapper.rewind``) and the steps it holds are screened
-        series by series, each mapped on its own (``rows.Unconvertible``). Series that raise
-        alone are left out, counted as ``conversion_error`` and logged, and the rest is mapped
-        again. If none does, the error goes to the sender, which retries: the same steps are
-        mapped again from the same state, and nothing accepted is sent twice.
+        back as it was (its mapper by ``Mapper.rewind``) and the series of its steps that make
+        it raise are looked for on scratch mappers (``_screen``: each on its own, then in
+        order). Those are left out, counted as ``conversion_error`` and logged, and the rest
+        is mapped again. If none is found, the error goes to the sender, which retries: the
+        same steps are mapped again from the same state, and nothing accepted is sent twice.
         """
         before = (list(run.redo), run.mapper.checkpoint(), run.mapped_all, run.batches.taken)
         try:
             return await self._map_piece(run)
         except Exception as exc:
             await self._rewind(run, before)
-            if isinstance(exc, MemoryError) or not self._screen(run, exc):
+            if isinstance(exc, MemoryError) or not await self._screen(run, exc):
                 raise
         before = (list(run.redo), run.mapper.checkpoint(), run.mapped_all, run.batches.taken)
         try:
@@ -203,22 +203,32 @@ class OTLPClient:
         run.mapper.rewind(checkpoint)
         run.mapped_all = mapped_all
 
-    def _screen(self, run: _Run, exc: Exception) -> bool:
-        """Leave out the series of ``run.redo`` that raise when mapped on their own (the
-        state's families known, no stream state changed). Whether any was left out."""
+    async def _screen(self, run: _Run, exc: Exception) -> bool:
+        """Leave out the series of ``run.redo`` that make its mapping raise, found on scratch
+        mappers (``rows.Unconvertible``; the state's families known, no stream state
+        changed). Whether any was left out."""
+        start = run.mapper.checkpoint()
 
-        def convert(item: Item) -> None:
-            alone = Mapper(self.state, self.cfg.temporality, self.cfg.resource_labels)
-            alone.feed([item])
-            alone.finish()
-            alone.cut()
-            alone.take()
+        def convert(items: list[Item], after: Checkpoint | None = None) -> None:
+            scratch = Mapper(self.state, self.cfg.temporality, self.cfg.resource_labels)
+            if after is not None:  # from where the run stands: what waits, the parts grouped
+                scratch.rewind(after)
+                scratch.created = dict(run.mapper.created)
+            scratch.feed(items)
+            scratch.finish()
+            scratch.cut()
+            scratch.take()
 
         skipped: Counter[str] = Counter()
-        screened = self.unconvertible.screen(list(run.redo), convert, skipped)
+        screened = await self.unconvertible.screen(
+            list(run.redo),
+            lambda item: convert([item]),
+            lambda items: convert(items, start),
+            skipped,
+        )
         if screened is None:
             log.debug(
-                "no series fails on its own; the sender retries the batch",
+                "no series found that the mapping fails on; the sender retries the batch",
                 extra={"destination": self.name, "err": repr(exc)},
             )
             return False

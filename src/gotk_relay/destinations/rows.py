@@ -20,6 +20,7 @@ Entries are the relay's own, validated when received; a malformed one raises ``D
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections import Counter
@@ -304,11 +305,14 @@ def step_points(step: list[Item]) -> int:
 # The reason a converting destination counts the samples of a series it cannot convert.
 CONVERSION_ERROR: Final = "conversion_error"
 _MAX_LOGGED: Final = 1024  # label sets an Unconvertible logs about, at most (then only counts)
+# Series a screening leaves out one by one after a run of them raised, at most (then the
+# caller retries): each costs a bisection, a few dozen conversions of the steps.
+_MAX_RUN_CULPRITS: Final = 16
 
 
 class Unconvertible:
-    """Screening a converting destination's steps after their mapping raised: which series
-    raise when mapped on their own. Why: a conversion that raises on one series (a bug: no
+    """Screening a converting destination's steps after their mapping raised: which series to
+    leave out so that the rest converts. Why: a conversion that raises on one series (a bug: no
     input is known to) must cost that series, counted and logged, not the shard it is on,
     retried for ever, nor a request sent twice."""
 
@@ -317,33 +321,65 @@ class Unconvertible:
         self.destination = destination
         self._logged: set[object] = set()  # label sets logged about (bounded)
 
-    def screen(
-        self, steps: Sequence[Step], convert: Callable[[Item], object], skipped: Counter[str]
+    async def screen(
+        self,
+        steps: Sequence[Step],
+        alone: Callable[[Item], object],
+        run: Callable[[list[Item]], object],
+        skipped: Counter[str],
     ) -> list[Step] | None:
-        """``steps`` without the series for which ``convert`` raises (their points counted in
-        ``skipped`` as ``conversion_error``, each label set logged once); None when every
-        series converts on its own. ``MemoryError`` is no verdict on a series: it is raised."""
-        bad = 0
-        out: list[Step] = []
-        for step in steps:
-            items: Sequence[Item] = step.series if isinstance(step, Batch) else step
-            kept: list[Item] = []
-            for item in items:
-                try:
-                    convert(item)
-                except MemoryError:
-                    raise
-                except Exception as err:
-                    bad += 1
-                    skipped[CONVERSION_ERROR] += step_points([item])
-                    self._log(item, err)
-                    continue
-                kept.append(item)
+        """``steps`` without the series that make the conversion raise (their points counted
+        in ``skipped`` as ``conversion_error``, each label set logged once), or None when none
+        is found (the error is not the series': the caller retries).
+
+        First each series is converted on its own (``alone``); if none raises alone, the
+        series are converted in order from where the steps start (``run`` of a prefix) and the
+        first one the run raises at is found by bisection, left out, and the rest run again
+        (an error only some series together cause: a ``_created`` series and its counter).
+        ``MemoryError`` is no verdict on a series: it is raised. The loop gets a turn between
+        conversions."""
+        items = [(i, item) for i, step in enumerate(steps) for item in _items(step)]
+        out: set[int] = set()  # positions in ``items`` left out
+        for at, (_, item) in enumerate(items):
+            if (err := _raises(alone, item)) is not None:
+                out.add(at)
+                self._leave_out(item, err, skipped)
+            if at % 256 == 255:
+                await asyncio.sleep(0)
+        for _ in range(0 if out else _MAX_RUN_CULPRITS):
+            kept = [at for at in range(len(items)) if at not in out]
+            err = _raises(run, [items[at][1] for at in kept])
+            if err is None:
+                break
+            good, bad = 0, len(kept)  # the first ``good`` run, the first ``bad`` raise
+            while bad - good > 1:
+                await asyncio.sleep(0)
+                middle = (good + bad) // 2
+                found = _raises(run, [items[at][1] for at in kept[:middle]])
+                if found is None:
+                    good = middle
+                else:
+                    bad, err = middle, found
+            out.add(kept[bad - 1])
+            self._leave_out(items[kept[bad - 1]][1], err, skipped)
+        if not out:
+            return None
+        kept_by_step: list[list[Item]] = [[] for _ in steps]
+        for at, (index, item) in enumerate(items):
+            if at not in out:
+                kept_by_step[index].append(item)
+        screened: list[Step] = []
+        for step, kept_items in zip(steps, kept_by_step, strict=True):
             if isinstance(step, Batch):  # its items are all Series
-                out.append(step._replace(series=tuple(i for i in kept if isinstance(i, Series))))
+                series = tuple(i for i in kept_items if isinstance(i, Series))
+                screened.append(step._replace(series=series))
             else:
-                out.append(kept)
-        return out if bad else None
+                screened.append(kept_items)
+        return screened
+
+    def _leave_out(self, item: Item, err: Exception, skipped: Counter[str]) -> None:
+        skipped[CONVERSION_ERROR] += step_points([item])
+        self._log(item, err)
 
     def _log(self, item: Item, err: Exception) -> None:
         found = item.labels if isinstance(item, Series) else labels(bytes(item[0]))
@@ -361,6 +397,21 @@ class Unconvertible:
             },
             exc_info=err,
         )
+
+
+def _items(step: Step) -> Sequence[Item]:
+    return step.series if isinstance(step, Batch) else step
+
+
+def _raises(convert: Callable[[Any], object], arg: object) -> Exception | None:
+    """What ``convert(arg)`` raises (None when it does not); a ``MemoryError`` is raised."""
+    try:
+        convert(arg)
+    except MemoryError:
+        raise
+    except Exception as err:
+        return err
+    return None
 
 
 def split_step(
