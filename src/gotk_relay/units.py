@@ -1,4 +1,4 @@
-"""Config units: Prometheus durations (``30s``, ``1m30s``) and byte sizes (``256MiB``)."""
+"""Config units: Prometheus durations (``30s``, ``1m30s``) and byte sizes (``256MiB``, ``10MB``)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,41 @@ _DURATION = re.compile(
 _UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 
 
+# A Go time.Duration holds up to 2^63-1 ns (about 292 years); Prometheus refuses longer ones.
+_MAX_SECONDS = (2**63 - 1) / 1e9
+
+
 def parse_duration(value: object) -> float:
-    """Seconds from a Prometheus duration or a plain number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
+    """Seconds from a Prometheus duration (``30s``, ``1m30s``, ``100ms``, ``0``), as Prometheus
+    reads one: a bare number other than 0 is refused (``30`` is not 30 s there), and so are a
+    sign, a fraction and spaces."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(_not_a_duration(value))
+    text = str(value)  # a YAML integer as written (config/yaml_text.py)
+    if text == "0":
+        return 0.0
     match = _DURATION.match(text)
-    if not text or match is None or not any(match.groups()):
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        raise ValueError(f'not a valid duration string: "{text}" (examples: 30s, 1m30s, 100ms)')
-    return sum(int(g) * unit for g, unit in zip(match.groups(), _UNITS, strict=True) if g)
+    if match is None or not any(match.groups()):
+        raise ValueError(_not_a_duration(text))
+    seconds = sum(int(g) * unit for g, unit in zip(match.groups(), _UNITS, strict=True) if g)
+    if seconds > _MAX_SECONDS:
+        raise ValueError(f'duration out of range: "{text}" (at most 292y)')
+    return seconds
+
+
+def parse_seconds(value: object) -> float:
+    """Seconds from a Prometheus duration or a number of seconds (the relay's own keys that say
+    so), finite and not negative."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        if not 0 <= seconds <= _MAX_SECONDS:  # NaN fails both
+            raise ValueError(f"not a number of seconds from 0 to 292 years: {value}")
+        return seconds
+    return parse_duration(value)
+
+
+def _not_a_duration(value: object) -> str:
+    return f'not a valid duration string: "{value}" (examples: 30s, 1m30s, 100ms)'
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -58,3 +80,38 @@ def parse_bytes(value: object) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
+
+
+# Prometheus' sizes (body_size_limit: alecthomas/units' base-2 bytes): KB = KiB = 1024, every
+# number with its unit, several in a row ("1MB512KB"), "0" alone.
+_BASE2_UNITS = {
+    "B": 1,
+    **{f"{p}B": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")},
+    **{f"{p}iB": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")},
+}
+_BASE2_PART = re.compile(r"(\d+(?:\.\d+)?)([KMGTPE]i?B|B)")
+
+
+def parse_base2_bytes(value: object) -> int:
+    """Bytes from a size as Prometheus reads ``body_size_limit`` (``10MB`` = 10 MiB)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(_not_a_size(value))
+    text = str(value)
+    if text == "0":
+        return 0
+    total, at = 0.0, 0
+    for part in _BASE2_PART.finditer(text):
+        if part.start() != at:
+            break
+        total += float(part.group(1)) * _BASE2_UNITS[part.group(2)]
+        at = part.end()
+    if at == 0 or at != len(text):
+        raise ValueError(_not_a_size(text))
+    return int(total)
+
+
+def _not_a_size(value: object) -> str:
+    return f'not a valid size: "{value}" (examples: 10MB, 512KiB, 1GB; KB and KiB are 1024 bytes)'
+
+
+Base2Bytes = Annotated[int, BeforeValidator(parse_base2_bytes)]

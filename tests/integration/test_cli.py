@@ -150,7 +150,15 @@ def test_check_config_names_the_problem(tmp_path: Path) -> None:
         "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n    queue_config: {max_shard: 3}\n"
     )
     ok = _cli("check-config", str(good))
-    assert ok.returncode == 0 and "SUCCESS" in ok.stdout
+    assert ok.returncode == 0 and "SUCCESS: destinations: 1 remote_write;" in ok.stdout
+    every = tmp_path / "every.yml"
+    every.write_text(
+        "remote_write: [{url: 'http://127.0.0.1:9/api/v1/write'}]\n"
+        "datadog: [{api_key: k}, {api_key: k, name: b}]\n"
+        "otlp: [{url: 'http://127.0.0.1:9/v1/metrics'}]\n"
+    )
+    done = _cli("check-config", str(every))
+    assert "SUCCESS: destinations: 1 remote_write, 2 datadog, 1 otlp;" in done.stdout
     failed = _cli("check-config", str(good), str(bad))
     assert failed.returncode == 1
     assert (

@@ -165,12 +165,141 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
         ("1w", 604800),
         ("1y", 31536000),
         ("1m", 60),
-        (5, 5),
+        ("1h30m", 5400),
+        (0, 0),
+        ("0", 0),
     ],
-    ids=["s", "m-s", "ms", "h", "d", "w", "y", "m", "number"],
+    ids=["s", "m-s", "ms", "h", "d", "w", "y", "m", "h-m", "zero", "zero-text"],
 )
 def test_durations_parse_like_prometheus(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["30", "1.5", "-5", "nan", ".inf", "1e3", "' 30s'", "1.5s", "''", "1000000y", "true"],
+)
+def test_durations_prometheus_refuses_are_refused(written: str) -> None:
+    """promtool 2.42 refuses each of these (``not a valid duration string``); read as seconds
+    they meant no timeout (-5, nan), a crashing sender (.inf) or retries without backoff."""
+    with pytest.raises(
+        ConfigError,
+        match=r"remote_write\[0\]\.remote_timeout: (not a valid "
+        r"duration string|duration out of range)",
+    ):
+        load_text(f"remote_write: [{{url: 'http://a/', remote_timeout: {written}}}]", "relay.yml")
+
+
+def test_a_zero_remote_timeout_is_refused() -> None:
+    """Prometheus takes 0s and fails every request at once: refused, not read as no timeout."""
+    with pytest.raises(ConfigError, match=r"remote_timeout: Input should be greater than 0"):
+        load_text("remote_write: [{url: 'http://a/', remote_timeout: 0s}]")
+
+
+def test_flux_keys_also_take_seconds_but_not_negative_or_endless() -> None:
+    assert load_text("flux: {idle_expiry: 3600}").flux.idle_expiry == 3600
+    assert load_text("flux: {idle_expiry: 2h}").flux.idle_expiry == 7200
+    for written in ("-1", ".nan", ".inf"):
+        with pytest.raises(ConfigError, match=r"flux\.idle_expiry"):
+            load_text(f"flux: {{idle_expiry: {written}}}")
+
+
+@pytest.mark.parametrize(
+    ("written", "size"),
+    [
+        ("1KB", 1024),
+        ("10MB", 10 * 1024**2),
+        ("512KiB", 512 * 1024),
+        ("1MB512KB", 1024**2 + 512 * 1024),
+    ],
+)
+def test_body_size_limit_reads_sizes_as_prometheus_does(written: str, size: int) -> None:
+    """alecthomas/units' base-2 bytes, as Prometheus reads ``body_size_limit``: KB is 1024."""
+    config = load_text(
+        f"scrape_configs: [{{job_name: j, body_size_limit: {written}, "
+        "static_configs: [{targets: ['h:1']}]}]"
+    )
+    assert config.scrape_configs[0].body_size_limit == size
+
+
+@pytest.mark.parametrize("written", ["1000", "10mb", "'10 MB'", "-1KB", "1.5"])
+def test_body_size_limit_prometheus_refuses_are_refused(written: str) -> None:
+    with pytest.raises(ConfigError, match="body_size_limit: not a valid size"):
+        load_text(
+            f"scrape_configs: [{{job_name: j, body_size_limit: {written}, "
+            "static_configs: [{targets: ['h:1']}]}]"
+        )
+
+
+def test_numbers_are_taken_as_written_where_a_string_is_expected() -> None:
+    """Go's YAML gives a string key the text as written; PyYAML's YAML 1.1 numbers would have
+    turned a version 1.10 into 1.1, 010 into 8, 12:30 into 750."""
+    config = load_text(
+        "remote_write: [{url: 'http://a/', headers: {X-Scope-OrgID: 012345}}]\n"
+        "relabel_configs:\n"
+        "  - {target_label: version, replacement: 1.10}\n"
+        "  - {target_label: octal, replacement: 010}\n"
+        "  - {target_label: clock, replacement: 12:30}\n"
+        "  - {source_labels: [a, b], separator: 1.50, target_label: joined}\n"
+    )
+    assert config.remote_write[0].headers == {"X-Scope-OrgID": "012345"}
+    rules = config.relabel_configs
+    assert [r.replacement for r in rules[:3]] == ["1.10", "010", "12:30"]
+    assert rules[3].separator == "1.50"
+    assert config.remote_write[0].queue_config.capacity == 100_000  # numbers stay numbers
+
+
+def test_a_key_given_twice_is_refused() -> None:
+    """Go refuses it ("already set"); the last one silently winning could turn keep into drop."""
+    text = "relabel_configs:\n  - source_labels: [a]\n    action: keep\n    action: drop\n"
+    with pytest.raises(ConfigError, match=r"relay.yml:4: invalid YAML: key 'action' already set"):
+        load_text(text, "relay.yml")
+
+
+def test_an_empty_section_is_unset() -> None:
+    """``key:`` with nothing after it, as Helm templates render an empty block: Prometheus
+    reads it as unset."""
+    config = load_text(
+        "remote_write:\n"
+        "  - url: http://a/\n"
+        "    write_relabel_configs:\n"
+        "    queue_config:\n"
+        "    tls_config:\n"
+        "scrape_configs:\n"
+        "  - job_name: j\n"
+        "    static_configs:\n"
+        "      - targets: ['h:1']\n"
+        "        labels:\n"
+        "relabel_configs:\n"
+    )
+    destination = config.remote_write[0]
+    assert destination.write_relabel_configs == []
+    assert destination.queue_config.capacity == 100_000
+    assert config.relabel_configs == []
+    assert config.scrape_configs[0].static_configs[0].labels == {}
+
+
+def test_relabel_rules_are_not_expanded_from_the_environment() -> None:
+    """``${name}`` in a relabel rule is a regex group and ``$$`` a literal ``$``, as in the
+    prometheus.yml it is pasted from; the rest of the file is expanded."""
+    config = load_text(
+        "remote_write:\n"
+        "  - url: '${URL}'\n"
+        "    write_relabel_configs:\n"
+        "      - {source_labels: [a], regex: '(?P<HOME>.*)', target_label: b, "
+        "replacement: '${HOME}'}\n"
+        "relabel_configs:\n"
+        "  - {target_label: price, replacement: 'USD$$1'}\n",
+        environ={"URL": "http://a/", "HOME": "/root"},
+    )
+    assert config.remote_write[0].write_relabel_configs[0].replacement == "${HOME}"
+    assert config.relabel_configs[0].replacement == "USD$$1"
+
+
+def test_retry_on_http_429_is_refused_where_429_is_always_retried() -> None:
+    for section in ("datadog: [{api_key: k", "otlp: [{url: 'http://a/v1/metrics'"):
+        with pytest.raises(ConfigError, match="retry_on_http_429 is remote write's"):
+            load_text(f"{section}, queue_config: {{retry_on_http_429: false}}}}]")
 
 
 def test_the_embedded_default_config_is_valid_and_has_federate_on() -> None:
@@ -275,7 +404,11 @@ SECRET = "Sup3rSecretValue"
             {"H": "Authorization"},
         ),
         ("remote_write: [{url: 'http://a/', protobuf_message: '${M}'}]", {"M": SECRET}),
-        ("relabel_configs: [{source_labels: [a], regex: '${R}'}]", {"R": f"({SECRET}"}),
+        (
+            "remote_write: [{url: 'http://a/', tls_config: {server_name: '${S}', min_version: "
+            "'${V}'}}]",
+            {"S": "h", "V": SECRET},
+        ),
         (
             "remote_write: [{url: 'http://a/', headers: {'${H}': v}, queue_config: "
             "{capacity: '${C}'}}]",
@@ -291,7 +424,7 @@ SECRET = "Sup3rSecretValue"
         "size",
         "tenant-header",
         "literal",
-        "regex",
+        "tls-version",
         "int",
     ],
 )
@@ -457,3 +590,27 @@ def _message_without_env(template: str) -> str:
     except ConfigError as exc:
         return f"relay.yml {exc}"
     return "relay.yml"
+
+
+def test_tls_versions_take_prometheus_names_both_ways() -> None:
+    """``min_version`` and ``max_version`` as Prometheus names them, TLS10 to TLS13, set on the
+    destination's context; a maximum below the minimum is refused."""
+    import ssl
+
+    from gotk_relay.destinations.tls import client_ssl_context
+
+    config = load_text(
+        "remote_write: [{url: 'https://a/', tls_config: {min_version: TLS12, max_version: TLS12}}]"
+    )
+    context = client_ssl_context("https://a/", config.remote_write[0].tls_config)
+    assert isinstance(context, ssl.SSLContext)
+    assert (context.minimum_version, context.maximum_version) == (
+        ssl.TLSVersion.TLSv1_2,
+        ssl.TLSVersion.TLSv1_2,
+    )
+    assert load_text("otlp: [{url: 'https://a/', tls_config: {min_version: TLS10}}]")
+    with pytest.raises(ConfigError, match="max_version TLS12 is lower than min_version TLS13"):
+        load_text(
+            "remote_write: [{url: 'https://a/', "
+            "tls_config: {min_version: TLS13, max_version: TLS12}}]"
+        )

@@ -40,6 +40,7 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
         "scrape",
         "document",
         "env",
+        "yaml_text",
         "loading",
     ),
     "gotk_relay.cli": ("parser", "tools", "migrate", "serve"),

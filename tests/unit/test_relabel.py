@@ -8,6 +8,7 @@ marked "Prometheus' own" are taken from prometheus/model/relabel/relabel_test.go
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from gotk_relay.config.base import ConfigError
+from gotk_relay.config.loading import load_text
 from gotk_relay.model import Labels
 from gotk_relay.rules import relabel
 from gotk_relay.rules.relabel import (
@@ -781,6 +784,124 @@ def test_invalid_config(config: str, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         RelabelConfig.model_validate(yaml.safe_load(config))
     assert message in str(info.value)
+
+
+# What RE2 takes and Go's regexp (so Prometheus) refuses: found by the differential audit
+# against Prometheus, whose messages are quoted in the ids' comments.
+NO_C = r"invalid escape sequence: \C (Go's regexp, which Prometheus uses, has none)"
+NAME = (
+    "invalid named capture group: {} "
+    "(Go's regexp, which Prometheus uses, takes only [A-Za-z0-9_] in a name)"
+)
+GO_REFUSES = [
+    # error parsing regexp: invalid escape sequence: `\C`
+    pytest.param(r"\C*", NO_C, id="backslash-C"),
+    pytest.param(r"a|x\C", NO_C, id="backslash-C-late"),
+    pytest.param(r"\\\C", NO_C, id="escaped-backslash-then-backslash-C"),
+    pytest.param(r"\Qa\Eb\C", NO_C, id="backslash-C-after-quote"),
+    pytest.param(r"[]a]\C", NO_C, id="backslash-C-after-class"),
+    pytest.param(r"[[:alpha:]]\C", NO_C, id="backslash-C-after-posix"),
+    pytest.param(r"[^\C]", r"invalid escape sequence: \C", id="backslash-C-in-class"),
+    # error parsing regexp: invalid named capture: `(?P<é>`
+    pytest.param("(?P<é>x)", NAME.format("(?P<é>"), id="non-ascii-name"),
+    pytest.param("(?<é>x)", NAME.format("(?<é>"), id="non-ascii-angle-name"),
+    pytest.param("a(?P<x٣>b)", NAME.format("(?P<x٣>"), id="non-ascii-digit"),
+    pytest.param("(?P<a‿b>x)", NAME.format("(?P<a‿b>"), id="connector-name"),
+    pytest.param(r"\C(?P<é>x)", NO_C, id="first-error-first"),
+    pytest.param(r"(?P<é>x)\C", NAME.format("(?P<é>"), id="first-error-named"),
+]
+
+
+@pytest.mark.parametrize(("regex", "message"), GO_REFUSES)
+def test_regex_go_refuses_is_refused_at_load(regex: str, message: str) -> None:
+    text = "relabel_configs:\n  - action: keep\n  - regex: " + _yaml_quote(regex) + "\n"
+    text += "    action: labeldrop\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "<t>")
+    error = str(info.value)
+    assert error == f"<t>:3: relabel_configs[1].regex: invalid 'regex' {_go_q(regex)}: {message}"
+
+
+def _yaml_quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _go_q(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+GO_TAKES = [
+    pytest.param(r"\\C", "\\C", id="escaped-backslash-then-C"),
+    pytest.param(r"\\\\C", "\\\\C", id="two-escaped-backslashes-then-C"),
+    pytest.param(r"\Q\C\E", "\\C", id="quoted-backslash-C"),
+    pytest.param(r"\Qa\\E", "a\\", id="quote-ends-at-first-backslash-E"),
+    pytest.param(r"[\\C]+", "C\\", id="class-with-backslash-and-C"),
+    pytest.param("[(?P<é>]+", "(?P<é>", id="group-opener-in-class"),
+    pytest.param(r"\Q(?P<é>\E", "(?P<é>", id="group-opener-quoted"),
+    pytest.param(r"\(?P<é>", "P<é>", id="escaped-paren"),
+    pytest.param("(?P<1_a>.*)", "x", id="digit-first-name"),
+    pytest.param("(?P<_>.*)", "x", id="underscore-name"),
+    pytest.param("(?<n>.*)", "x", id="angle-name"),
+]
+
+
+@pytest.mark.parametrize(("regex", "value"), GO_TAKES)
+def test_regex_go_takes_loads_and_matches(regex: str, value: str) -> None:
+    rules = compile_rules([RelabelConfig(source_labels=("v",), regex=regex, action="keep")])
+    assert rules.apply((("__name__", "m"), ("v", value))) is not None
+
+
+@pytest.mark.parametrize(
+    ("regex", "value"),
+    [
+        (r"\pL{1000}", "é" * 1000),
+        (r"[\pL\pN]{500}", "٣é" * 250),
+        (r"(\pL|\pN|_){1,500}", "_a1" * 100),
+    ],
+)
+def test_regex_over_re2_default_memory_loads(regex: str, value: str) -> None:
+    """Prometheus loads these; RE2 refuses them with its default 8 MiB max_mem."""
+    rules = compile_rules([RelabelConfig(source_labels=("v",), regex=regex, action="keep")])
+    assert rules.apply((("__name__", "m"), ("v", value))) is not None
+    assert rules.apply((("__name__", "m"), ("v", value + "-"))) is None
+
+
+@pytest.mark.parametrize(
+    "regex", [r"a{1001}", r"a{1,1001}", r"a{1001,}", r"\pL{1001}", r"(?:\pL{1000}){2}"]
+)
+def test_repeat_count_over_1000_is_refused_as_in_go(regex: str) -> None:
+    with pytest.raises(ValidationError, match="invalid repetition size"):
+        RelabelConfig(regex=regex, action="keep")
+
+
+@pytest.mark.parametrize(
+    ("modulus", "message"),
+    [
+        ('"5"', "'modulus' must be an integer, got the string \"5\""),
+        ("'5'", "'modulus' must be an integer, got the string \"5\""),
+        ("true", "'modulus' must be an integer, got the boolean true"),
+        ("false", "'modulus' must be an integer, got the boolean false"),
+        ("5.5", "'modulus' must be an integer, got 5.5 (Prometheus would truncate it to 5)"),
+        (".inf", "'modulus' must be an integer, got inf"),
+    ],
+)
+def test_modulus_must_be_a_yaml_integer(modulus: str, message: str) -> None:
+    # Prometheus: cannot unmarshal !!str `5` (!!bool `true`) into uint64
+    text = "relabel_configs:\n  - source_labels: [a]\n    target_label: s\n    action: hashmod\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(text + f"    modulus: {modulus}\n", "<t>")
+    assert str(info.value) == f"<t>:5: relabel_configs[0].modulus: {message}"
+
+
+@pytest.mark.parametrize(
+    ("modulus", "value"), [("5", 5), ("5.0", 5), ("0x10", 16), ("1_000", 1000)]
+)
+def test_modulus_takes_yaml_integers(modulus: str, value: int) -> None:
+    config = RelabelConfig.model_validate(
+        yaml.safe_load(f"source_labels: [a]\ntarget_label: s\naction: hashmod\nmodulus: {modulus}")
+    )
+    assert config.modulus == value
+    assert type(config.modulus) is int
 
 
 def test_validation_error_carries_list_index() -> None:

@@ -43,9 +43,19 @@ def check_config(files: list[str]) -> int:
             continue
         for warning in config.warnings():  # valid, so not a failure: exit 0
             print(f"  WARNING: {warning}")
+        destinations = ", ".join(
+            f"{len(found)} {kind}"
+            for kind, found in (
+                ("remote_write", config.remote_write),
+                ("datadog", config.datadog),
+                ("otlp", config.otlp),
+            )
+            if found
+        )
         print(
-            f"  SUCCESS: {len(config.remote_write)} remote_write destination(s), "
-            f"{len(config.relabel_configs)} relabel rule(s), flux mode {config.flux.mode}, "
+            f"  SUCCESS: destinations: {destinations or 'none'}; "
+            f"{len(config.relabel_configs)} relabel rule(s), "
+            f"{len(config.scrape_configs)} scrape job(s), flux mode {config.flux.mode}, "
             f"federate {'on' if config.federate.enabled else 'off'}"
         )
     return 1 if failed else 0

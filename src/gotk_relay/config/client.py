@@ -70,12 +70,19 @@ class TLSConfig(Strict):
     key_file: str | None = None
     server_name: str | None = None
     insecure_skip_verify: bool = False
-    min_version: Literal["TLS12", "TLS13"] | None = None
+    # Prometheus' names; unset: Python's default floor (TLS 1.2) and the newest version.
+    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
+    max_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
 
     @model_validator(mode="after")
     def _pair(self) -> TLSConfig:
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("tls_config: cert_file and key_file must be configured together")
+        if self.min_version and self.max_version and self.min_version > self.max_version:
+            raise ValueError(
+                f"tls_config: max_version {self.max_version} is lower than min_version "
+                f"{self.min_version}"
+            )
         return self
 
 

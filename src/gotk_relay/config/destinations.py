@@ -124,7 +124,9 @@ class _QueuedDestinationConfig(Strict):
     """What every queued destination has: a name, its rules, its queue and its timeout."""
 
     name: str = ""
-    remote_timeout: Duration = 30.0
+    # > 0: Prometheus takes 0s and then fails every request at once ("context deadline
+    # exceeded"); refused here rather than read as "no timeout".
+    remote_timeout: Duration = Field(30.0, gt=0)
     write_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     queue_config: QueueConfig = Field(default_factory=QueueConfig)
 
@@ -194,7 +196,22 @@ DATADOG_SITES = (
 )
 
 
-class DatadogConfig(_QueuedDestinationConfig):
+class _ConvertingDestinationConfig(_QueuedDestinationConfig):
+    """A destination the relay converts for (Datadog, OTLP): their intakes document 429 as
+    "retry later", so it is always retried and remote write's opt-in is refused, not ignored."""
+
+    @field_validator("queue_config")
+    @classmethod
+    def _no_429_switch(cls, value: QueueConfig) -> QueueConfig:
+        if "retry_on_http_429" in value.model_fields_set:
+            raise ValueError(
+                "retry_on_http_429 is remote write's: Datadog and OTLP destinations always "
+                "retry a 429, as their intakes document (remove the key)"
+            )
+        return value
+
+
+class DatadogConfig(_ConvertingDestinationConfig):
     """Datadog's metrics intake (``POST https://api.<site>/api/v2/series``, JSON)."""
 
     site: Literal[DATADOG_SITES] = "datadoghq.com"  # type: ignore[valid-type]
@@ -253,7 +270,7 @@ class DatadogConfig(_QueuedDestinationConfig):
         return self.api_key.get_secret_value() if self.api_key else ""
 
 
-class OTLPConfig(_QueuedDestinationConfig):
+class OTLPConfig(_ConvertingDestinationConfig):
     """An OTLP/HTTP metrics receiver (``POST …/v1/metrics``, protobuf)."""
 
     url: URL

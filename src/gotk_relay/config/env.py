@@ -12,6 +12,9 @@ from .base import ConfigError
 from .client import sanitize_url
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
+# Relabel rules are left as written: their ``${name}`` is a regex group and ``$$`` a literal
+# ``$`` (Go's regexp.Expand), as in the prometheus.yml they are pasted from.
+RELABEL_KEYS = frozenset({"relabel_configs", "write_relabel_configs", "metric_relabel_configs"})
 
 
 class Expanded(NamedTuple):
@@ -29,7 +32,7 @@ def expand_env(
     found: dict[tuple[str | int, ...], Expanded] | None = None,
     path: tuple[str | int, ...] = (),
 ) -> Any:
-    """Replace ``${VAR}`` in every string value; ``$$`` is a literal ``$``.
+    """Replace ``${VAR}`` in every string value but relabel rules'; ``$$`` is a literal ``$``.
 
     A variable that is not set is an error rather than an empty string, since an empty password
     or URL fails later and far from its cause. ``found`` collects, by location, every value that
@@ -62,7 +65,9 @@ def expand_env(
         ]
     if isinstance(node, dict):
         return {
-            key: expand_env(
+            key: value
+            if key in RELABEL_KEYS
+            else expand_env(
                 value, environ, f"{where}.{key}" if where else str(key), found, (*path, key)
             )
             for key, value in node.items()

@@ -14,6 +14,7 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import yaml_text
 from .base import ConfigError
 from .document import Config
 from .env import Expanded, expand_env, redact, related
@@ -66,7 +67,7 @@ def load_text(
 ) -> Config:
     """Parse and validate; every error message starts with ``source`` and, when known, the line."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml_text.load(text)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

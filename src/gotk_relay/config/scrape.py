@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..rules.relabel import RelabelConfig
-from ..units import ByteSize, Duration
+from ..units import Base2Bytes, Duration
 from .base import Strict
 from .client import Authorization, BasicAuth, TLSConfig
 
@@ -139,7 +139,7 @@ class ScrapeConfig(Strict):
     label_limit: int = Field(0, ge=0)
     label_name_length_limit: int = Field(0, ge=0)
     label_value_length_limit: int = Field(0, ge=0)
-    body_size_limit: ByteSize = Field(DEFAULT_BODY_SIZE_LIMIT, gt=0)
+    body_size_limit: Base2Bytes = Field(DEFAULT_BODY_SIZE_LIMIT, gt=0)
 
     @model_validator(mode="before")
     @classmethod

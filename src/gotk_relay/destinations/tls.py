@@ -25,8 +25,18 @@ def client_ssl_context(url: str, tls: TLSConfig) -> ssl.SSLContext | bool:
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    if tls.min_version == "TLS13":
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
-    elif tls.min_version == "TLS12":
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.min_version:
+        context.minimum_version = _VERSIONS[tls.min_version]
+    if tls.max_version:
+        context.maximum_version = _VERSIONS[tls.max_version]
     return context
+
+
+# TLS 1.0 and 1.1 also need the system's OpenSSL to allow them (Debian's refuses them by its
+# security level): a handshake that cannot agree fails and is retried as a connection error.
+_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}

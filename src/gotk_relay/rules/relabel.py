@@ -1,4 +1,4 @@
-"""Prometheus relabeling (``relabel_configs`` / ``write_relabel_configs``), bug for bug.
+r"""Prometheus relabeling (``relabel_configs`` / ``write_relabel_configs``), bug for bug.
 
 Users paste these rules straight out of prometheus.yml, so a near miss would silently rename,
 route or drop the wrong series. Every choice below therefore follows ``model/relabel/relabel.go``
@@ -12,7 +12,30 @@ route or drop the wrong series. Every choice below therefore follows ``model/rel
 * the label builder keeps ``labels.Builder``'s iteration order, which decides which label wins
   when ``labelmap`` maps two labels onto one name;
 * label names are checked with the legacy ``[a-zA-Z_][a-zA-Z0-9_]*`` scheme that every remote-write
-  receiver accepts (Prometheus 3 run with ``metric_name_validation_scheme: legacy``).
+  receiver accepts (Prometheus 3 run with ``metric_name_validation_scheme: legacy``);
+* what RE2 takes and Go's ``regexp`` refuses is refused at load: ``\C``, a group name other than
+  ``[A-Za-z0-9_]+``; and what Go takes that overflows RE2's default memory budget (``\pL{1000}``)
+  loads with a larger, still bounded one (``_BIG_MEM``). Both refuse a repeat count over 1000.
+
+Where Prometheus 2.x and 3.x differ, the relay does what 3.x does (as ``relabel.go`` reads from
+v3.0.0 to v3.14.0; the audit against 2.42 found these):
+
+* ``replace`` whose replacement expands to nothing deletes the *expanded* ``target_label``
+  (``target_label: $1`` deletes the label the match names; 2.x deleted the label literally
+  named ``$1``, and did so too when the expansion was no valid name, where 3.x does nothing);
+* ``labelmap`` walks the labels in ``labels.Builder.Range``'s order (the ones no earlier rule
+  touched, by name, then those earlier rules set, in the order they set them), so when two map
+  onto one name the later in that order wins; 2.x walked every label sorted by name;
+* a templated ``target_label`` (one with ``$``) is refused for ``lowercase``, ``uppercase``,
+  ``keepequal`` and ``dropequal``, which take it verbatim (2.x accepted it and used it verbatim);
+* ``(?<name>...)`` is a named group, as ``(?P<name>...)`` is (Go 1.22 and later: Prometheus 3.0
+  to 3.14 are built with Go 1.23 to 1.26, 2.42 with Go 1.19, which refused it).
+
+Unicode tables are not Go's: ``lowercase`` and ``uppercase`` use the interpreter's (Unicode 14.0
+on Python 3.11) and ``\pL``, ``\p{Script}`` and ``(?i)`` use RE2's (15.1 in google-re2 1.1), where
+Prometheus 3 has Go's 15.0 (Go 1.21 to 1.26) and 2.42 had Go 1.19's 13.0. So 2.42 refuses
+``\p{Kawi}`` or ``\p{Vithkuqi}`` and leaves U+2C2F as it is where the relay lowercases it; against
+Prometheus 3 only characters added after Unicode 14.0 can differ.
 
 The relay adds one rule Prometheus leaves to its callers: a series left without ``__name__`` is
 dropped, because remote write cannot carry it.
@@ -22,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple, Protocol, Self, TypeVar, cast, get_args
 
@@ -69,6 +93,22 @@ _NULL_AS: Final[tuple[tuple[str, object], ...]] = (
     ("modulus", 0),
     ("replacement", ""),
 )
+# RE2 refuses a regex whose compiled program would pass Options.max_mem (8 MiB by default); Go
+# has no such budget. Go's matcher works on runes, so \pL is one instruction there, but RE2's
+# works on UTF-8 bytes, where \pL is hundreds: \pL{1000}, [\pL\pN]{500} or (\pL|\pN|_){1,500}
+# load in Prometheus and overflow RE2's default. Such a regex is compiled again with _BIG_MEM:
+# one class repeated 1000 times (Go's and RE2's largest count; {1001} is refused by both) needs
+# up to about 22 MiB (\pL{1000} 18, [\pL\pN_]{1000} 20), and 64 leaves room for a few such terms.
+# It stays a bound: RE2 refuses a program over it and keeps its lazy DFA cache within what is
+# left (searching more slowly rather than growing), so one rule holds at most about 100 MiB,
+# program and parsed regex (measured: \pL{1000} 45 MiB, \pL{1000}\pN{1000}\pL{1000} 97 MiB).
+# Every other regex keeps the 8 MiB default, and its DFA cache that smaller bound.
+_DEFAULT_MEM: Final = 8 << 20
+_BIG_MEM: Final = 64 << 20
+_TOO_LARGE: Final = "pattern too large - compile failed"  # RE2's ErrorPatternTooLarge
+_GROUP_NAME_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+)
 # Prometheus' relabelTargetLegacy: what a templated target_label or labelmap replacement may be.
 _RELABEL_TARGET: Final[Any] = re2.compile(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$")
 
@@ -97,15 +137,86 @@ def _is_label_name(name: str) -> bool:
 
 
 def _compile(regex: str) -> _Pattern:
+    """``regex`` anchored as Prometheus anchors it, or a ValueError for what Go would refuse."""
+    try:
+        pattern = _re2_compile("^(?s:" + regex + ")$", _DEFAULT_MEM)
+    except re2.error as err:
+        detail = _detail(err)
+        if detail != _TOO_LARGE:
+            raise ValueError(f"invalid 'regex' {_q(regex)}: {detail}") from None
+        try:  # a program over RE2's default budget that Go loads, e.g. \pL{1000}
+            pattern = _re2_compile("^(?s:" + regex + ")$", _BIG_MEM)
+        except re2.error as err:
+            raise ValueError(f"invalid 'regex' {_q(regex)}: {_detail(err)}") from None
+    refused = _go_refuses(regex)
+    if refused is not None:
+        raise ValueError(f"invalid 'regex' {_q(regex)}: {refused}")
+    return pattern
+
+
+def _re2_compile(anchored: str, max_mem: int) -> _Pattern:
     options = re2.Options()
     options.log_errors = False  # the error is raised to the caller; RE2 would also log it
-    try:
-        return cast(_Pattern, re2.compile("^(?s:" + regex + ")$", options))
-    except re2.error as err:
-        detail = err.args[0] if err.args else err
-        if isinstance(detail, bytes):
-            detail = detail.decode("utf-8", "replace")
-        raise ValueError(f"invalid 'regex' {_q(regex)}: {detail}") from None
+    options.max_mem = max_mem
+    return cast(_Pattern, re2.compile(anchored, options))
+
+
+def _detail(err: Exception) -> str:
+    detail = err.args[0] if err.args else err
+    if isinstance(detail, bytes):
+        return detail.decode("utf-8", "replace")
+    return str(detail)
+
+
+def _go_refuses(regex: str) -> str | None:
+    r"""What Go's ``regexp/syntax`` refuses in a regex RE2 has accepted, first one first.
+
+    RE2 takes two things Go does not: ``\C`` (any byte) outside a character class (RE2
+    refuses it inside one, as Go does), and a group name that is not ``[A-Za-z0-9_]+`` (Go's
+    ``isValidCaptureName``, the same from 1.19 to 1.26; RE2 also takes Unicode letters, digits
+    and marks). The scan follows the two parsers: an escape is a backslash and the character
+    after it, ``\Q...\E`` is literal text (to the end when there is no ``\E``, as in Go), and a
+    group opener inside ``[...]`` is only characters. RE2 accepted the regex: it is well formed.
+    """
+    end, at, in_class = len(regex), 0, False
+    while at < end:
+        char = regex[at]
+        if char == "\\":
+            escaped = regex[at + 1 : at + 2]
+            if escaped == "C":
+                return "invalid escape sequence: \\C (Go's regexp, which Prometheus uses, has none)"
+            if escaped == "Q" and not in_class:  # RE2 refuses \Q inside a class, as Go does
+                close = regex.find("\\E", at + 2)
+                if close < 0:
+                    return None
+                at = close + 2
+                continue
+            at += 2
+        elif in_class:
+            if char == "]":
+                in_class = False
+            elif regex.startswith("[:", at) and (close := regex.find(":]", at + 2)) >= 0:
+                at = close + 1  # [:alpha:]: its "]" does not close the class
+            at += 1
+        elif char == "[":
+            at += 1
+            at += regex.startswith("^", at)
+            at += regex.startswith("]", at)  # a "]" first in a class is a literal
+            in_class = True
+        elif char == "(" and (regex.startswith("(?P<", at) or regex.startswith("(?<", at)):
+            start = regex.index("<", at) + 1
+            close = regex.find(">", start)
+            name = regex[start:close]
+            if close < 0 or not (name and all(c in _GROUP_NAME_CHARS for c in name)):
+                opener = regex[at : close + 1] if close >= 0 else regex[at:]
+                return (
+                    f"invalid named capture group: {opener} "
+                    "(Go's regexp, which Prometheus uses, takes only [A-Za-z0-9_] in a name)"
+                )
+            at = close + 1
+        else:
+            at += 1
+    return None
 
 
 class RelabelConfig(BaseModel):
@@ -115,6 +226,9 @@ class RelabelConfig(BaseModel):
     so rules move between prometheus.yml and the relay unchanged. Known gaps: PyYAML turns
     ``yes``/``true`` into booleans (rejected here, read as text by Go), and an explicit
     ``regex: (.*)`` is allowed on keepequal/dropequal (Prometheus compares regex pointers).
+    ``modulus`` must be an integer, as in Prometheus (``"5"``, ``true`` and ``1:30`` are
+    refused), but PyYAML reads ``modulus: 1e3`` as text (yaml.v2: 1000); a fraction, which
+    yaml.v2 truncates, is refused.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -156,6 +270,29 @@ class RelabelConfig(BaseModel):
             if not _is_label_name(name):
                 raise ValueError(f"{_q(name)} is not a valid label name")
         return names
+
+    @field_validator("modulus", mode="before")
+    @classmethod
+    def _check_modulus(cls, value: Any) -> Any:
+        """A YAML integer, as yaml.v2 decodes into Go's uint64: text and booleans are refused.
+
+        yaml.v2 also takes a float, truncated (``5.5`` is 5); the relay takes a whole one
+        (``5.0``) and refuses a fraction rather than guess that it was meant.
+        """
+        if isinstance(value, bool):
+            raise ValueError(f"'modulus' must be an integer, got the boolean {str(value).lower()}")
+        if isinstance(value, str):
+            raise ValueError(f"'modulus' must be an integer, got the string {_q(value)}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                truncated = (
+                    f" (Prometheus would truncate it to {int(value)})"
+                    if math.isfinite(value)
+                    else ""
+                )
+                raise ValueError(f"'modulus' must be an integer, got {value!r}{truncated}")
+            return int(value)
+        return value
 
     @field_validator("regex")
     @classmethod

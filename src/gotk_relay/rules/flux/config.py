@@ -7,7 +7,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ...units import parse_duration
+from ...units import parse_seconds
 from ..flux_kinds import BY_KIND, DEFAULT_VERSIONS, suggest
 
 # Without an explicit stale_grace, a pending end waits one observed scrape interval of its
@@ -24,7 +24,7 @@ _VERSION: Final = re.compile(r"v\d+(?:(?:alpha|beta)\d+)?")
 
 def _seconds(value: object, field: str) -> float:
     try:
-        return parse_duration(value)
+        return parse_seconds(value)
     except ValueError:
         raise ValueError(
             f"flux.{field}: {value!r} is not a duration; write seconds (3600) or a Prometheus "
