@@ -4,6 +4,7 @@ opentelemetry-proto, so what is asserted is what a receiver would read."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from gotk_relay.destinations.otlp_mapping import (
     otel_unit,
     to_otlp,
 )
+from gotk_relay.destinations.otlp_mapping.native import _downscale
 from gotk_relay.destinations.rows import LOOPS
 from gotk_relay.model import (
     STALE_NAN,
@@ -768,6 +770,106 @@ def test_native_buckets_too_far_apart_for_any_scale_are_unmapped() -> None:
     )
     mapped = run(Series(labels("rpc"), histograms=(far,)))
     assert (mapped.points, mapped.unmapped) == (0, 1)
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+@pytest.mark.parametrize(
+    ("spans", "offset"),
+    [
+        ((BucketSpan(-(2**31) + 1, 1),), -(2**31)),  # the lowest OTLP offset (a sint32)
+        ((BucketSpan(2**31 - 1, 0), BucketSpan(1, 1)), 2**31 - 1),  # the highest
+        ((BucketSpan(-(2**31), 1),), None),  # the lowest first offset (sint32): OTLP -2^31 - 1
+        ((BucketSpan(2**31 - 1, 0), BucketSpan(2**31 - 1, 1)), None),  # offsets add up: 2^32 - 3
+        ((BucketSpan(2**31 - 1, 1), BucketSpan(1, 1)), None),  # the last one's OTLP index 2^31
+    ],
+)
+def test_native_buckets_otlp_cannot_number_are_unmapped(
+    temporality: Temporality, spans: tuple[BucketSpan, ...], offset: int | None
+) -> None:
+    """OTLP numbers the exponential buckets by a sint32 (Prometheus bucket i is OTLP bucket
+    i - 1): a point with a bucket past it is left out and counted in ``unmapped`` (it raised
+    ValueError: Value out of range, the series lost as a conversion error)."""
+    state = MappingState()
+    got = []
+    for at in range(2):  # delta: the first point is the baseline
+        native = Histogram(
+            timestamp=1000 * (at + 1),
+            count_value=2 * (at + 1),
+            sum=1.0,
+            schema=0,
+            positive_spans=spans,
+            positive_deltas=(at + 1, 0)[: sum(span.length for span in spans)],
+        )
+        got.append(
+            run(Series(labels("rpc"), histograms=(native,)), state=state, temporality=temporality)
+        )
+    mapped = got[-1]
+    if offset is None:
+        assert (mapped.points, mapped.unmapped) == (0, 1)
+        return
+    (point,) = metrics(mapped)["rpc"].exponential_histogram.data_points
+    count = 1 if temporality == "delta" else 2
+    assert (mapped.unmapped, point.positive.offset, list(point.positive.bucket_counts)) == (
+        0,
+        offset,
+        [count],
+    )
+
+
+@pytest.mark.parametrize("by", [1, 31, 33, 64, 65, 100, 2**26])
+def test_native_downscale_is_ceil_of_the_index_over_two_to_the_drop(by: int) -> None:
+    """Merging buckets ``by`` schemas lower sends index i to ceil(i / 2^by), whatever ``by``
+    (one past 64 and every index's bit length is cut, exactly: no ints of ``by`` bits)."""
+    indexes = [-(2**70), -(2**64), -(2**33), -(2**31), -5, -1, 0, 1, 2, 2**31 - 1, 2**40, 2**70 + 3]
+    want: dict[int, float] = {}
+    for index in indexes:
+        target = -(-index >> by)  # ceil(index / 2^by), shifting only down
+        want[target] = want.get(target, 0.0) + 1.0
+    assert _downscale(dict.fromkeys(indexes, 1.0), by) == want
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_native_schema_drop_of_any_size_costs_only_the_buckets(temporality: Temporality) -> None:
+    """A stream whose schema drops from 2^31 - 1 to -2^31 (the strict check takes any sint32):
+    comparing its points merges the older one's buckets 2^32 - 1 schemas lower, which took
+    seconds and a gigabyte per bucket."""
+    state = MappingState()
+    points = (
+        Histogram(
+            1000,
+            count_value=3,
+            schema=2**31 - 1,
+            positive_spans=(BucketSpan(1, 3),),
+            positive_deltas=(1, 0, 0),
+        ),
+        Histogram(
+            2000,
+            count_value=7,
+            schema=-(2**31),
+            positive_spans=(BucketSpan(1, 1),),
+            positive_deltas=(7,),
+        ),
+    )
+    started = time.perf_counter()
+    for native in points:
+        mapped = run(
+            Series(labels("rpc"), histograms=(native,)), state=state, temporality=temporality
+        )
+    assert time.perf_counter() - started < 1.0
+    (point,) = metrics(mapped)["rpc"].exponential_histogram.data_points
+    # The older point's buckets 1..3 are all bucket 1 at the lower schema: 7 - 3 = 4 more.
+    want = 4 if temporality == "delta" else 7
+    assert (
+        point.scale,
+        point.count,
+        point.positive.offset,
+        list(point.positive.bucket_counts),
+    ) == (
+        -(2**31),
+        want,
+        0,
+        [want],
+    )
 
 
 def test_native_spans_longer_than_their_buckets_cost_only_the_buckets() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gotk_relay import caches
@@ -778,6 +778,88 @@ def test_datadog_flux_integration_rows_skip_the_inf_bucket_in_both_loops(loops: 
         ]
 
 
+def _map_twice(
+    batch: Batch, loops: Loops, options: MappingOptions, counters: CounterStore
+) -> Iterator[tuple[list[Any], dict[bytes, Any], Counter[str]]]:
+    """``batch``'s rows mapped twice, nothing committed: the first time each name is resolved
+    in Python (the compiled loop maps the later series of it), the second time every name and
+    label set is known (the compiled loop maps them all)."""
+    memo, names = SeriesMemo(), NameCache()
+    for _ in range(2):
+        rows: list[Any] = []
+        updates: dict[bytes, Any] = {}
+        skipped: Counter[str] = Counter()
+        for step in _steps(batch, loops):
+            items = list(step.series) if isinstance(step, Batch) else step
+            got = map_items(items, options, TypeCache(), counters, NOW_MS, {}, names, memo, loops)
+            rows += got.rows
+            updates.update(got.updates)
+            skipped.update(got.skipped)
+        yield rows, updates, skipped
+
+
+def test_datadog_a_counter_increase_past_the_largest_double_is_not_sent(loops: Loops) -> None:
+    """From -1.7e308 to 1.7e308 a counter increases by inf, which JSON cannot hold (the intake
+    refuses the request): not sent, counted as ``not_finite``, but its state moves on as a
+    point too old to send does: the next sample's increase (0) and interval start there."""
+    jobs = "abcde"
+    counters = CounterStore()
+    for job in jobs:
+        labels = (("__name__", "c_total"), ("job", job))
+        counters.commit(labels, (NOW_MS - 10_000, -1.7e308), 0.0)
+    samples = {
+        "a": (Sample(1.7e308, NOW_MS - 6000), Sample(1.7e308, NOW_MS - 1000)),
+        "b": (Sample(1.7e308, NOW_MS - 6000), Sample(1.7e308, NOW_MS - 1000)),
+        "c": (Sample(1.7e308, NOW_MS - 6000), Sample(1.7e308, NOW_MS - 1000)),
+        "d": (Sample(1.7e308, NOW_MS - 6000),),  # nothing sent: its state is an update
+        "e": (Sample(1.7e308, NOW_MS - 6000),),
+    }
+    batch = Batch(
+        tuple(Series((("__name__", "c_total"), ("job", job)), samples[job]) for job in jobs)
+    )
+    for rows, updates, skipped in _map_twice(batch, loops, MappingOptions(), counters):
+        assert skipped == Counter({"not_finite": 5})
+        assert [(row[1], row[2], row[5], row[6], row[7], row[8]) for row in rows] == [
+            (
+                "c_total",
+                1,
+                [((NOW_MS - 1000) // 1000, 0.0)],
+                [(NOW_MS - 1000, 1.7e308)],
+                (NOW_MS - 1000, 1.7e308),
+                5,  # since the skipped point, not since the committed one
+            )
+        ] * 3
+        assert updates == {
+            counter_key((("__name__", "c_total"), ("job", job))): (NOW_MS - 6000, 1.7e308)
+            for job in "de"
+        }
+
+
+@pytest.mark.parametrize("flux", [False, True])
+def test_datadog_metric_names_like_the_mappings_markers_are_plain_names(
+    loops: Loops, flux: bool
+) -> None:
+    """The mapping marks a label set's name for a Flux series it does not send and for one it
+    sends as the integration's: no metric name is taken for either (a name of "\\x00omitted"
+    was counted as ``inf_bucket``, one of "\\x00fluxcd\\x00gotk_suspend_status" was sent as
+    the integration's fluxcd.gotk.suspend.status even with it off)."""
+    marked = ["\x00omitted", "\x00fluxcd\x00gotk_suspend_status"]
+    batch = Batch(
+        tuple(
+            Series(
+                (("__name__", name), ("exported_namespace", "apps"), ("job", job)),
+                (Sample(1.0, NOW_MS - 1000),),
+            )
+            for name in marked
+            for job in "abc"
+        )
+    )
+    options = MappingOptions(counters_as_count=False, flux_integration=flux)
+    for rows, _, skipped in _map_twice(batch, loops, options, CounterStore()):
+        assert skipped == Counter()
+        assert [row[1] for row in rows] == ["omitted"] * 3 + ["fluxcd_gotk_suspend_status"] * 3
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -1410,6 +1492,21 @@ def _small_steps(batch: Batch, loops: Loops, size: int) -> list[Batch | list[Ite
     st.integers(0, 12),
     st.booleans(),
 )
+@example(
+    first=Batch(()),
+    second=Batch(
+        (
+            Series((("__name__", "rpc_seconds_count"), ("job", "j")), (Sample(0.0, NOW_MS),)),
+            *[Series((("__name__", "up"), ("job", "j")))] * 4,
+            Series((("__name__", "rpc_seconds_bucket"), ("job", "j"), ("le", "0.5"))),
+            Series((("__name__", "up"), ("job", "j"))),
+        )
+    ),
+    temporality="cumulative",
+    size=1,
+    stop=6,
+    flushed=False,
+)
 def test_otlp_mapper_rewound_to_a_checkpoint_maps_again_as_the_first_time(
     loops: Loops,
     first: Batch,
@@ -1422,7 +1519,8 @@ def test_otlp_mapper_rewound_to_a_checkpoint_maps_again_as_the_first_time(
     """What the OTLP client does when mapping a request raised: the mapper is put back where
     the request started (``Mapper.rewind``) and its steps are mapped again. Whatever the
     abandoned attempt did (steps fed, histogram parts grouped or flushed, parts of the request
-    cut), the request mapped again is the one a mapper that never stopped maps."""
+    cut), the request mapped again is the one a mapper that never stopped maps, once that one
+    knows what the attempt learnt (families and shapes, which a rewind keeps)."""
     states = MappingState(), MappingState()
     mappers = [Mapper(state, temporality, ("job", "instance"), loops) for state in states]
     requests = []
@@ -1439,6 +1537,11 @@ def test_otlp_mapper_rewound_to_a_checkpoint_maps_again_as_the_first_time(
         mapper.flush_groups()
     mapper.cut()
     mapper.rewind(checkpoint)
+    reference, learnt = states  # mappers[0] never stopped; mappers[1] was rewound
+    reference.inferred.update(learnt.inferred)
+    reference.version += 1
+    mappers[0].seen_shapes.update(mapper.seen_shapes)
+    mappers[0]._shapes_version += 1
     for mapper in mappers:
         for step in steps:
             mapper.feed(step)

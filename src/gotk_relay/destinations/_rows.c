@@ -1268,6 +1268,14 @@ static PyObject *datadog_rows(PyObject *self, PyObject *const *args, Py_ssize_t 
                 tally[C_COUNTER_FIRST]++;
                 continue;
             }
+            /* An increase past the largest double is inf, which JSON cannot hold: not sent,
+             * counted as not finite, its mark kept all the same (as map_items). */
+            if (value >= last_value && isinf(value - last_value)) {
+                Py_DECREF(mark);
+                Py_XDECREF(interval);
+                tally[C_NOT_FINITE]++;
+                continue;
+            }
             if (interval != NULL) PyList_SetItem(mapped, 8, interval); /* steals */
             PyObject *delta = value >= last_value ? PyFloat_FromDouble(value - last_value)
                                                   : Py_NewRef(value_obj);

@@ -116,8 +116,9 @@ OBJECT_LABELS: Final = frozenset(("kind", "name", "type", "status"))
 SCRAPE_LABELS: Final = frozenset(("job", "instance", "pod", "container", "endpoint", "service"))
 _EXPORTED: Final = "exported_"
 # What ``series_info`` puts before the name of a series sent as the integration's, so that its
-# name resolves apart from the same name's other series (not a metric name: no clash).
-FLUX_KEY: Final = "\x00fluxcd\x00"
+# name resolves apart from the same name's other series. Not the start of any metric name: a
+# lone surrogate, which no label decoded from a request holds (see ``series.OMITTED``).
+FLUX_KEY: Final = "\udc00fluxcd\udc00"
 _KSM_COMMON: Final = frozenset(
     (
         "customresource_group",

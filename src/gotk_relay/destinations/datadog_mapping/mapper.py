@@ -4,7 +4,8 @@ rows part ``datadog_rows`` in ``_rows.c`` compiles (``rows.LOOPS`` chooses).
 Points
     Timestamps are whole seconds (milliseconds floored). Datadog stores neither Prometheus'
     stale marker nor NaN/±Inf (JSON has no such numbers), so those samples are skipped and
-    counted; so are points more than an hour old or ten minutes ahead, which the intake refuses.
+    counted, as is a counter's increase past the largest double (``not_finite``); so are points
+    more than an hour old or ten minutes ahead, which the intake refuses.
 Native histograms
     Skipped and counted: the v2 series API has no type for them (``distribution`` points need
     the separate sketches intake, not this JSON API).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from math import inf
 from typing import Final, NamedTuple
 
 from ...model import Batch, MetricType, Series, is_stale
@@ -261,9 +263,16 @@ def map_items(
                 if last is None:
                     skipped[COUNTER_FIRST] += 1
                     continue
+                increase = value - last[1] if value >= last[1] else value
+                # An increase past the largest double (from -1.7e308 to 1.7e308) is inf, which
+                # JSON cannot hold (the intake refuses the request): not sent, counted as a
+                # non-finite sample, but an observation all the same, as TOO_OLD's.
+                if increase == inf:
+                    skipped[NOT_FINITE] += 1
+                    continue
                 if not points:
                     mapped[8] = max(1, round((ts - last[0]) / 1000))
-                points.append((ts // 1000, value - last[1] if value >= last[1] else value))
+                points.append((ts // 1000, increase))
                 mapped[6].append((ts, value))
                 continue
             if ts < oldest:

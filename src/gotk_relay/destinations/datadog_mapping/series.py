@@ -120,8 +120,10 @@ class MappingOptions:
 
 
 # The name of a label set that is not sent at all (``Mapped.skipped``: ``inf_bucket``): not a
-# metric name, so no series of another label set resolves to it.
-OMITTED = "\x00omitted"
+# metric name, so no series of another label set resolves to it. It starts with a lone
+# surrogate, which no label decoded from a request holds (strict UTF-8: upb, the compiled
+# decoder and rw1.decode refuse the bytes that would make one), so no metric name equals it.
+OMITTED = "\udc00omitted"
 
 # A mapped series as a list, in ``MappedSeries``' field order (key, metric, type, tags, host,
 # points, marks, final, interval), then its label set's ``SeriesInfo`` (None when not

@@ -415,10 +415,12 @@ class Mapper(Numbers, Classic, Native):
         self.grouped = 0
 
     def checkpoint(self) -> Checkpoint:
-        """What mapping changes of this mapper between two ``take``s, as it is now: ``rewind``
-        puts it back, so that steps mapped after it can be mapped again as if for the first
-        time (a mapping that raised). The caches (``created``, the shapes seen, label sets'
-        contexts) are left as they are: mapping the same steps again sets them alike."""
+        """What a request's mapping changes of this mapper, as it is now: ``rewind`` puts it
+        back (what waits, the parts grouped, the stream updates), so that steps mapped after
+        it can be mapped again (a mapping that raised) into the same points. What was learnt
+        meanwhile is kept, as the next request would keep it: the families and shapes the
+        steps showed (a ``_count`` series mapped again after its family's ``_bucket`` showed
+        it is a histogram's is mapped as one), ``_created`` times, label sets' contexts."""
         groups = {
             key: {ts: g.copy() for ts, g in by_ts.items()} for key, by_ts in self.groups.items()
         }

@@ -27,6 +27,7 @@ NHCB_SCHEMA: Final = -53  # native histogram with custom buckets
 # otherwise be as many zeros, each a Python int, in memory at once.
 MAX_DENSE_BUCKETS: Final = 16_384
 MIN_SCALE: Final = -10  # the data model's lowest: beyond it a point is not mapped
+SINT32: Final = range(-(2**31), 2**31)  # OTLP's bucket indexes (its offset is a sint32)
 
 
 def _native_buckets(
@@ -70,11 +71,24 @@ def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
     ceil(i / 2^by)."""
     if by <= 0:
         return dict(buckets)
+    if by > 64:  # a schema drop no real stream makes (the strict check takes any sint32 schema)
+        # For |i| < 2^n and any by >= n, i / 2^by lies in (-1, 1): ceil(i / 2^by) is 1 for
+        # i > 0 and 0 for i <= 0, whatever by. With n the bit length of the largest |i| (at
+        # most 32 for one span, more as offsets add up), by cut to max(n, 64) merges exactly
+        # as by does, without ints of ``by`` bits (a drop of 2^32 - 1 took seconds and a
+        # gigabyte for one bucket).
+        by = min(by, max(64, max(map(abs, buckets), default=0).bit_length()))
     out: dict[int, float] = {}
     for index, count in buckets.items():
         target = (index + (1 << by) - 1) >> by
         out[target] = out.get(target, 0.0) + count
     return out
+
+
+def _used_range(buckets: Mapping[int, float]) -> tuple[int, int] | None:
+    """The lowest and highest index of the buckets counting something, or None."""
+    used = [i for i, c in buckets.items() if c]
+    return (min(used), max(used)) if used else None
 
 
 class _NativeValues(NamedTuple):
@@ -219,7 +233,7 @@ class Native(Builder):
         schema: int,
     ) -> Point | None:
         """The point, or None (counted in ``unmapped``) for one whose buckets lie too far apart
-        for OTLP's dense buckets even at ``MIN_SCALE``."""
+        for OTLP's dense buckets even at ``MIN_SCALE``, or past the indexes it numbers."""
         if schema == NHCB_SCHEMA:
             if values is None:
                 return self.out.histogram(ctx, name, kind, ts, start, stale=True)
@@ -238,6 +252,7 @@ class Native(Builder):
             )
         positive: Mapping[int, float] = {}
         negative: Mapping[int, float] = {}
+        sides: list[tuple[Mapping[int, float], tuple[int, int] | None]] = []
         if values is not None:
             by = _dense_scale(values.schema, values.positive, values.negative)
             if by is None:
@@ -246,6 +261,14 @@ class Native(Builder):
             positive = _downscale(values.positive, by)
             negative = _downscale(values.negative, by)
             values = values._replace(schema=values.schema - by)
+            sides = [(positive, _used_range(positive)), (negative, _used_range(negative))]
+            # Prometheus bucket i is OTLP bucket i - 1, which must be a sint32 (an index the
+            # strict check lets reach -2^31, and 2^31 - 1 and past as offsets add up).
+            if any(
+                r is not None and not (r[0] - 1 in SINT32 and r[1] - 1 in SINT32) for _, r in sides
+            ):
+                self.unmapped += 1
+                return None
         metric = self.out.metric(ctx, name, "exponential", kind)
         point: pb.ExponentialHistogramDataPoint = metric.exponential_histogram.data_points.add(
             attributes=self.out.attributes(ctx.attributes),
@@ -262,11 +285,10 @@ class Native(Builder):
         point.zero_threshold = values.zero_threshold
         if not math.isnan(values.sum):
             point.sum = values.sum
-        for buckets, target in ((positive, point.positive), (negative, point.negative)):
-            used = [i for i, c in buckets.items() if c]
-            if not used:
+        for (buckets, used), target in zip(sides, (point.positive, point.negative), strict=True):
+            if used is None:
                 continue
-            low, high = min(used), max(used)
+            low, high = used
             target.offset = low - 1  # Prometheus bucket i is OTLP bucket i - 1
             target.bucket_counts.extend(uint(buckets.get(i, 0.0)) for i in range(low, high + 1))
         return point
