@@ -650,14 +650,7 @@ class DatadogClient:
         it read to be taken again, its counter state as it was. The label sets learnt
         meanwhile are forgotten too: nothing is kept half-learnt."""
         redo, pending, mapped_all, taken = before
-        plan.redo = deque(redo)
-        read = plan.batches.taken - taken
-        if read:  # read them again, to hold them while they are screened and mapped again
-            await plan.batches.back_to(taken)
-            for _ in range(read):
-                step = await plan.batches.next()
-                if step is not None:
-                    plan.redo.append(step)
+        plan.redo = deque([*redo, *await plan.batches.since(taken)])
         plan.pending, plan.mapped_all = dict(pending), mapped_all
         self._infos.clear()
         self._heads.clear()

@@ -192,14 +192,7 @@ class OTLPClient:
         """Put ``run`` back as it was before a request whose mapping raised: the steps it had
         and those it read to be taken again, its mapper as it was."""
         redo, checkpoint, mapped_all, taken = before
-        run.redo = deque(redo)
-        read = run.batches.taken - taken
-        if read:  # read them again, to hold them while they are screened and mapped again
-            await run.batches.back_to(taken)
-            for _ in range(read):
-                step = await run.batches.next()
-                if step is not None:
-                    run.redo.append(step)
+        run.redo = deque([*redo, *await run.batches.since(taken)])
         run.mapper.rewind(checkpoint)
         run.mapped_all = mapped_all
 

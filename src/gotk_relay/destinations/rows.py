@@ -241,6 +241,15 @@ class Steps:
         while self.taken < taken and await self.next() is not None:
             pass
 
+    async def since(self, taken: int) -> list[Step]:
+        """The steps read after the first ``taken``, read again (to be held, not mapped)."""
+        read = self.taken - taken
+        if not read:
+            return []
+        await self.back_to(taken)
+        steps = [step for _ in range(read) if (step := await self.next()) is not None]
+        return steps
+
     async def aclose(self) -> None:
         await self._steps.aclose()
 

@@ -1715,6 +1715,23 @@ refs_push(ToV1 *t, size_t *count, uint64_t ref)
     return OK;
 }
 
+/* The Label fields of the ``count`` references in ``t->refs``, in range already. */
+static int
+put_labels(ToV1 *t, size_t count)
+{
+    for (size_t i = 0; i < count; i += 2) {
+        Str n = t->symbols.items[t->refs[i]], v = t->symbols.items[t->refs[i + 1]];
+        size_t body = (n.n ? 1 + (size_t)varint_size((uint64_t)n.n) + (size_t)n.n : 0) +
+                      (v.n ? 1 + (size_t)varint_size((uint64_t)v.n) + (size_t)v.n : 0);
+        RESERVE(&t->out, body + 12);
+        put_byte(&t->out, 0x0A);
+        put_varint(&t->out, body);
+        put_string_field(&t->out, 0x0A, n);
+        put_string_field(&t->out, 0x12, v);
+    }
+    return OK;
+}
+
 /* The Label fields of the ``count`` references in ``t->refs`` (each in range, its cost counted
  * in ``t->expanded`` as rw2.decode_counted counts it). */
 static int
@@ -1730,17 +1747,7 @@ v1_labels(ToV1 *t, size_t count)
     if (t->expanded > t->max_expanded) {
         return FALLBACK;
     }
-    for (size_t i = 0; i < count; i += 2) {
-        Str n = t->symbols.items[t->refs[i]], v = t->symbols.items[t->refs[i + 1]];
-        size_t body = (n.n ? 1 + (size_t)varint_size((uint64_t)n.n) + (size_t)n.n : 0) +
-                      (v.n ? 1 + (size_t)varint_size((uint64_t)v.n) + (size_t)v.n : 0);
-        RESERVE(&t->out, body + 12);
-        put_byte(&t->out, 0x0A);
-        put_varint(&t->out, body);
-        put_string_field(&t->out, 0x0A, n);
-        put_string_field(&t->out, 0x12, v);
-    }
-    return OK;
+    return put_labels(t, count);
 }
 
 /* An Exemplar in 1.0 (TimeSeries field 3): its labels_refs resolved into Label fields, then
@@ -1938,15 +1945,8 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
     if (rc != OK) {
         return rc;
     }
-    for (size_t i = 0; i < nrefs; i += 2) {
-        Str n = t->symbols.items[t->refs[i]], v = t->symbols.items[t->refs[i + 1]];
-        size_t body = (n.n ? 1 + (size_t)varint_size((uint64_t)n.n) + (size_t)n.n : 0) +
-                      (v.n ? 1 + (size_t)varint_size((uint64_t)v.n) + (size_t)v.n : 0);
-        RESERVE(&t->out, body + 12);
-        put_byte(&t->out, 0x0A);
-        put_varint(&t->out, body);
-        put_string_field(&t->out, 0x0A, n);
-        put_string_field(&t->out, 0x12, v);
+    if ((rc = put_labels(t, nrefs)) != OK) {
+        return rc;
     }
     static const uint32_t order[3] = {2, 4, 3}; /* samples, exemplars, histograms (2.0's) */
     for (int k = 0; k < 3; k++) {
