@@ -4,7 +4,7 @@ opentelemetry-proto, so what is asserted is what a receiver would read."""
 from __future__ import annotations
 
 import math
-import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from gotk_relay.destinations.otlp_mapping import (
     otel_unit,
     to_otlp,
 )
-from gotk_relay.destinations.otlp_mapping.native import _downscale
+from gotk_relay.destinations.otlp_mapping.native import MIN_SCALE, _downscale
 from gotk_relay.destinations.rows import LOOPS
 from gotk_relay.model import (
     STALE_NAN,
@@ -772,6 +772,46 @@ def test_native_buckets_too_far_apart_for_any_scale_are_unmapped() -> None:
     assert (mapped.points, mapped.unmapped) == (0, 1)
 
 
+@pytest.mark.parametrize(
+    ("schema", "scale", "offset", "counts"),
+    [
+        (8, 8, 0, [1, 2, 3]),  # Prometheus' highest: as it is
+        (20, 20, 0, [1, 2, 3]),  # OTLP's highest: as it is
+        (21, 20, 0, [3, 3]),  # merged once: buckets 1, 2 → 1; 3 → 2
+        (22, 20, 0, [6]),  # merged twice: 1, 2, 3 → 1
+        (2**31 - 1, 20, 0, [6]),  # any drop: every positive index → 1
+        (-10, -10, 0, [1, 2, 3]),  # OTLP's lowest
+        (-11, None, None, None),  # below it: no OTLP point can hold it
+        (-(2**31), None, None, None),
+    ],
+)
+def test_native_schemas_past_otlp_scales_are_merged_down_or_unmapped(
+    schema: int, scale: int | None, offset: int | None, counts: list[int] | None
+) -> None:
+    """OTLP's scales run from -10 to 20; Prometheus defines schemas -4 to 8 but the strict
+    check takes any (Prometheus 3 reduces 9 to 52 to 8 on receipt): a higher one is merged
+    down to 20 (exact: each bucket nests in one of the next lower schema), a lower one is
+    unmapped, never sent as a scale receivers refuse."""
+    native = Histogram(
+        timestamp=1000,
+        count_value=6,
+        sum=1.0,
+        schema=schema,
+        positive_spans=(BucketSpan(1, 3),),
+        positive_deltas=(1, 1, 1),
+    )
+    mapped = run(Series(labels("rpc"), histograms=(native,)))
+    if scale is None:
+        assert (mapped.points, mapped.unmapped) == (0, 1)
+        return
+    (point,) = metrics(mapped)["rpc"].exponential_histogram.data_points
+    assert (point.scale, point.positive.offset, list(point.positive.bucket_counts)) == (
+        scale,
+        offset,
+        counts,
+    )
+
+
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])
 @pytest.mark.parametrize(
     ("spans", "offset"),
@@ -830,9 +870,9 @@ def test_native_downscale_is_ceil_of_the_index_over_two_to_the_drop(by: int) -> 
 
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])
 def test_native_schema_drop_of_any_size_costs_only_the_buckets(temporality: Temporality) -> None:
-    """A stream whose schema drops from 2^31 - 1 to -2^31 (the strict check takes any sint32):
-    comparing its points merges the older one's buckets 2^32 - 1 schemas lower, which took
-    seconds and a gigabyte per bucket."""
+    """A stream whose schema drops from 2^31 - 1 to OTLP's lowest scale (the strict check takes
+    any sint32): comparing its points merges the older one's buckets 2^31 + 9 schemas lower,
+    which took seconds and a gigabyte per bucket (ints of that many bits)."""
     state = MappingState()
     points = (
         Histogram(
@@ -845,17 +885,21 @@ def test_native_schema_drop_of_any_size_costs_only_the_buckets(temporality: Temp
         Histogram(
             2000,
             count_value=7,
-            schema=-(2**31),
+            schema=MIN_SCALE,
             positive_spans=(BucketSpan(1, 1),),
             positive_deltas=(7,),
         ),
     )
-    started = time.perf_counter()
-    for native in points:
-        mapped = run(
-            Series(labels("rpc"), histograms=(native,)), state=state, temporality=temporality
-        )
-    assert time.perf_counter() - started < 1.0
+    tracemalloc.start()
+    try:
+        for native in points:
+            mapped = run(
+                Series(labels("rpc"), histograms=(native,)), state=state, temporality=temporality
+            )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes at the peak"
     (point,) = metrics(mapped)["rpc"].exponential_histogram.data_points
     # The older point's buckets 1..3 are all bucket 1 at the lower schema: 7 - 3 = 4 more.
     want = 4 if temporality == "delta" else 7
@@ -864,12 +908,7 @@ def test_native_schema_drop_of_any_size_costs_only_the_buckets(temporality: Temp
         point.count,
         point.positive.offset,
         list(point.positive.bucket_counts),
-    ) == (
-        -(2**31),
-        want,
-        0,
-        [want],
-    )
+    ) == (MIN_SCALE, want, 0, [want])
 
 
 def test_native_spans_longer_than_their_buckets_cost_only_the_buckets() -> None:

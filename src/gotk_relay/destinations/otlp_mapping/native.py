@@ -27,6 +27,9 @@ NHCB_SCHEMA: Final = -53  # native histogram with custom buckets
 # otherwise be as many zeros, each a Python int, in memory at once.
 MAX_DENSE_BUCKETS: Final = 16_384
 MIN_SCALE: Final = -10  # the data model's lowest: beyond it a point is not mapped
+# The data model's highest: a schema above it (Prometheus defines -4 to 8, and its receivers
+# reduce 9 to 52 to 8) is merged down to it, which is exact, as for MAX_DENSE_BUCKETS.
+MAX_SCALE: Final = 20
 SINT32: Final = range(-(2**31), 2**31)  # OTLP's bucket indexes (its offset is a sint32)
 
 
@@ -50,20 +53,28 @@ def _native_buckets(
 
 
 def _dense_scale(schema: int, *sides: Mapping[int, float]) -> int | None:
-    """How many schemas lower the used buckets of ``sides`` fit MAX_DENSE_BUCKETS each (0 when
-    they fit as they are), or None when not even at MIN_SCALE."""
+    """How many schemas lower the used buckets of ``sides`` fit MAX_DENSE_BUCKETS each and the
+    scale is at most MAX_SCALE (0 when both hold as it is), or None when not even at
+    MIN_SCALE."""
     ranges = [
         (min(used), max(used)) for used in ([i for i, c in s.items() if c] for s in sides) if used
     ]
-    by = 0
+    by = max(0, schema - MAX_SCALE)
+    if schema - by < MIN_SCALE:
+        return None
     while any(
-        ((high + (1 << by) - 1) >> by) - ((low + (1 << by) - 1) >> by) >= MAX_DENSE_BUCKETS
-        for low, high in ranges
+        _ceil_shift(high, by) - _ceil_shift(low, by) >= MAX_DENSE_BUCKETS for low, high in ranges
     ):
         by += 1
         if schema - by < MIN_SCALE:
             return None
     return by
+
+
+def _ceil_shift(index: int, by: int) -> int:
+    """ceil(index / 2^by), ``by`` cut as ``_downscale`` cuts it (exact: see there)."""
+    by = min(by, max(64, abs(index).bit_length()))
+    return (index + (1 << by) - 1) >> by
 
 
 def _downscale(buckets: Mapping[int, float], by: int) -> dict[int, float]:
@@ -233,7 +244,8 @@ class Native(Builder):
         schema: int,
     ) -> Point | None:
         """The point, or None (counted in ``unmapped``) for one whose buckets lie too far apart
-        for OTLP's dense buckets even at ``MIN_SCALE``, or past the indexes it numbers."""
+        for OTLP's dense buckets even at ``MIN_SCALE``, whose schema is below it, or with a
+        bucket past the indexes OTLP numbers. A schema above ``MAX_SCALE`` is merged down."""
         if schema == NHCB_SCHEMA:
             if values is None:
                 return self.out.histogram(ctx, name, kind, ts, start, stale=True)
