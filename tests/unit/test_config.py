@@ -614,3 +614,19 @@ def test_tls_versions_take_prometheus_names_both_ways() -> None:
             "remote_write: [{url: 'https://a/', "
             "tls_config: {min_version: TLS13, max_version: TLS12}}]"
         )
+
+
+def test_yaml_boolean_words_are_text_where_a_string_is_expected() -> None:
+    """YAML 1.1's ``yes``/``no``/``on``/``off``: Go's YAML gives a string key the word and a
+    bool key the truth value; PyYAML made them booleans, which string keys refused."""
+    config = load_text(
+        "remote_write: [{url: 'http://a/', send_exemplars: no, headers: {X-On: on}}]\n"
+        "relabel_configs: [{target_label: enabled, replacement: yes}]\n"
+        "scrape_configs: [{job_name: j, honor_labels: yes, "
+        "static_configs: [{targets: ['h:1'], labels: {x: off}}]}]\n"
+    )
+    assert config.remote_write[0].send_exemplars is False
+    assert config.remote_write[0].headers == {"X-On": "on"}
+    assert config.relabel_configs[0].replacement == "yes"
+    assert config.scrape_configs[0].honor_labels is True
+    assert config.scrape_configs[0].static_configs[0].labels == {"x": "off"}

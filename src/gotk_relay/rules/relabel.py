@@ -223,8 +223,9 @@ class RelabelConfig(BaseModel):
     """One relabel rule with Prometheus' YAML keys, defaults and checks.
 
     Validation mirrors ``Config.UnmarshalYAML`` + ``Config.Validate`` (same order, same messages)
-    so rules move between prometheus.yml and the relay unchanged. Known gaps: PyYAML turns
-    ``yes``/``true`` into booleans (rejected here, read as text by Go), and an explicit
+    so rules move between prometheus.yml and the relay unchanged. Known gaps: ``true`` and
+    ``false`` unquoted are booleans (rejected here, read as text by Go; ``yes`` and ``on`` are
+    text, config/yaml_text.py), and an explicit
     ``regex: (.*)`` is allowed on keepequal/dropequal (Prometheus compares regex pointers).
     ``modulus`` must be an integer, as in Prometheus (``"5"``, ``true`` and ``1:30`` are
     refused), but PyYAML reads ``modulus: 1e3`` as text (yaml.v2: 1000); a fraction, which
