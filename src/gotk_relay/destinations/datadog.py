@@ -634,7 +634,7 @@ class DatadogClient:
             return
         except Exception as exc:
             await self._rewind(plan, before)
-            if isinstance(exc, MemoryError) or not await self._screen(plan, exc):
+            if isinstance(exc, MemoryError) or not await self._screen(plan):
                 raise
         before = (list(plan.redo), dict(plan.pending), plan.mapped_all, plan.batches.taken)
         try:
@@ -655,7 +655,7 @@ class DatadogClient:
         self._infos.clear()
         self._heads.clear()
 
-    async def _screen(self, plan: Plan, exc: Exception) -> bool:
+    async def _screen(self, plan: Plan) -> bool:
         """Leave out the series of ``plan.redo`` that make its mapping raise, found on scratch
         state (``rows.Unconvertible``). Whether any was left out."""
         now_ms = int(self._clock() * 1000)
@@ -672,10 +672,6 @@ class DatadogClient:
             skipped,
         )
         if screened is None:
-            log.debug(
-                "no series found that the mapping fails on; the sender retries the batch",
-                extra={"destination": self.name, "err": repr(exc)},
-            )
             return False
         plan.redo = deque(screened)
         return True

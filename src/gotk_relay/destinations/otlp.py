@@ -178,7 +178,7 @@ class OTLPClient:
             return await self._map_piece(run)
         except Exception as exc:
             await self._rewind(run, before)
-            if isinstance(exc, MemoryError) or not await self._screen(run, exc):
+            if isinstance(exc, MemoryError) or not await self._screen(run):
                 raise
         before = (list(run.redo), run.mapper.checkpoint(), run.mapped_all, run.batches.taken)
         try:
@@ -196,7 +196,7 @@ class OTLPClient:
         run.mapper.rewind(checkpoint)
         run.mapped_all = mapped_all
 
-    async def _screen(self, run: _Run, exc: Exception) -> bool:
+    async def _screen(self, run: _Run) -> bool:
         """Leave out the series of ``run.redo`` that make its mapping raise, found on scratch
         mappers (``rows.Unconvertible``; the state's families known, no stream state
         changed). Whether any was left out."""
@@ -220,10 +220,6 @@ class OTLPClient:
             skipped,
         )
         if screened is None:
-            log.debug(
-                "no series found that the mapping fails on; the sender retries the batch",
-                extra={"destination": self.name, "err": repr(exc)},
-            )
             return False
         self.unconvertible_points += skipped[CONVERSION_ERROR]
         run.redo = deque(screened)

@@ -372,6 +372,10 @@ class Unconvertible:
             out.add(kept[bad - 1])
             self._leave_out(items[kept[bad - 1]][1], err, skipped)
         if not out:
+            log.debug(
+                "no series found that the mapping fails on; the sender retries the batch",
+                extra={"destination": self.destination},
+            )
             return None
         kept_by_step: list[list[Item]] = [[] for _ in steps]
         for at, (index, item) in enumerate(items):
