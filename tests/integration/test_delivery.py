@@ -230,7 +230,7 @@ async def test_per_series_order_holds_and_nothing_is_poison_across_random_failur
 
 
 async def test_exemplars_histograms_and_metadata_reach_the_destination() -> None:
-    from gotk_relay.model import Exemplar, FamilyMetadata, Histogram, MetricType
+    from gotk_relay.model import BucketSpan, Exemplar, FamilyMetadata, Histogram, MetricType
 
     batch = Batch(
         (
@@ -241,7 +241,16 @@ async def test_exemplars_histograms_and_metadata_reach_the_destination() -> None
             ),
             Series(
                 (("__name__", "lat"),),
-                histograms=(Histogram(1000, count_value=4, sum=2.5, schema=1),),
+                histograms=(
+                    Histogram(
+                        1000,
+                        count_value=4,
+                        sum=2.5,
+                        schema=1,
+                        positive_spans=(BucketSpan(0, 2),),
+                        positive_deltas=(1, 2),
+                    ),
+                ),
             ),
         ),
         (FamilyMetadata("req", MetricType.COUNTER, "Requests.", ""),),

@@ -140,7 +140,7 @@ async def test_v2_success_reports_what_was_written() -> None:
     batch = Batch(
         (
             Series((("__name__", "a"),), (Sample(1, 1), Sample(2, 2))),
-            Series((("__name__", "h"),), histograms=(Histogram(5, count_value=1),)),
+            Series((("__name__", "h"),), histograms=(Histogram(5, count_value=1, zero_count=1),)),
         )
     )
     async with relay_client(CONFIG) as (client, _):
@@ -158,7 +158,9 @@ async def test_a_v2_request_of_samples_takes_the_fast_path() -> None:
     counted as 2.0 and answered with 2.0's written counts; one with a start timestamp is
     decoded."""
     samples = Batch((Series((("__name__", "a"), ("i", "1")), (Sample(1, 1), Sample(2, 2))),))
-    histogram = Batch((Series((("__name__", "h"),), histograms=(Histogram(5, count_value=1),)),))
+    histogram = Batch(
+        (Series((("__name__", "h"),), histograms=(Histogram(5, count_value=1, zero_count=1),)),)
+    )
     exemplar = Batch(
         (Series((("__name__", "e"),), (Sample(1, 1),), (), (Exemplar((("t", "1"),), 1.0, 1),)),)
     )

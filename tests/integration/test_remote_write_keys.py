@@ -10,6 +10,7 @@ from gotk_relay.config import load_text
 from gotk_relay.destinations.remote_write import RemoteWriteClient
 from gotk_relay.model import (
     Batch,
+    BucketSpan,
     Exemplar,
     FamilyMetadata,
     Histogram,
@@ -54,7 +55,17 @@ def _request(v2: bool) -> Batch:
             ),
             Series(
                 (("__name__", "latency_seconds"), ("job", "api")),
-                histograms=(Histogram(1000, 3, 1, sum=1.5, schema=0),),
+                histograms=(
+                    Histogram(
+                        1000,
+                        3,
+                        1,
+                        sum=1.5,
+                        schema=0,
+                        positive_spans=(BucketSpan(0, 1),),
+                        positive_deltas=(2,),
+                    ),
+                ),
             ),
         ),
         () if v2 else (FamilyMetadata("http_requests_total", MetricType.COUNTER, "requests"),),

@@ -15,6 +15,7 @@ an accepted one arrives with its label sets sorted. Each case runs three ways:
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -94,7 +95,17 @@ def v2_raw_symbols(*symbols: bytes, refs: bytes = b"") -> bytes:
 
 
 MANY_LABELS = series(UP, *((b"l%05d" % i, b"v") for i in range(19_999)))
-HIST = ld(4, key(1, 0) + b"\x01" + key(15, 0) + pb_varint(1000))
+HIST = ld(
+    4, key(1, 0) + b"\x01" + key(6, 0) + b"\x01" + key(15, 0) + pb_varint(1000)
+)  # 1 in the zero bucket
+
+
+def hist(*fields: bytes) -> bytes:
+    """A series ``up`` with one native histogram of these fields."""
+    return series(UP, tail=ld(4, b"".join(fields)))
+
+
+SPAN_1 = ld(11, key(2, 0) + b"\x01")  # positive side: one bucket at offset 0
 # fmt: off
 CORPUS: list[Case] = [
     # HTTP and snappy
@@ -141,6 +152,13 @@ CORPUS: list[Case] = [
     c("labels-after-samples", ld(1, sample() + label(*JOB) + label(*UP)), 204, delivers=(labels(UP, JOB),)),
     c("repeated-label-name-last-wins", ld(1, ld(1, ld(1, b"job") + ld(1, b"__name__") + ld(2, b"up")) + sample()), 204, delivers=(labels(UP),)),
     c("histogram-series", series(UP, tail=HIST), 204, delivers=(labels(UP),)),
+    # native histograms as Prometheus' Validate judges them
+    c("histogram-schema-too-high", hist(key(4, 0) + pb_varint(106)), 400, r"invalid native histogram in series up\{\}.*got schema 53"),
+    c("histogram-schema-9-reduced-later", hist(key(4, 0) + pb_varint(18)), 204, delivers=(labels(UP),)),
+    c("histogram-negative-bucket", hist(key(1, 0) + b"\x01", SPAN_1, key(12, 0) + b"\x01"), 400, r"positive side: bucket number 1 has observation count of -1"),
+    c("histogram-count-mismatch", hist(key(1, 0) + b"\x05", SPAN_1, key(12, 0) + b"\x02"), 400, r"1 observations found in buckets, but the Count field is 5"),
+    c("histogram-custom-bounds-unsorted", hist(key(4, 0) + pb_varint(105), ld(16, struct.pack("<dd", 2.0, 1.0))), 400, r"custom buckets: previous bound is 2.0 and current is 1.0"),
+    c("histogram-exponential-with-bounds", hist(key(16, 1) + struct.pack("<d", 1.0)), 400, r"exponential schema must not have custom bounds"),
     # strings
     c("utf8-label-name", series(UP, (b"\xff\xfe", b"x")), 400, r'invalid UTF-8 in label name "\\xff\\xfe"'),
     c("utf8-label-value", series((b"__name__", b"\xc3\x28")), 400, "invalid UTF-8 in the value of label \"__name__\""),

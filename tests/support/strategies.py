@@ -46,58 +46,118 @@ def label_sets(draw: st.DrawFn) -> Labels:
     return tuple(sorted({**others, "__name__": name}.items()))
 
 
+_INT32 = st.integers(-(2**31), 2**31 - 1)
+_UINT31 = st.integers(0, 2**31 - 1)
+
+
 @st.composite
-def bucket_spans(draw: st.DrawFn, buckets: int) -> tuple[BucketSpan, ...]:
+def bucket_spans(
+    draw: st.DrawFn,
+    buckets: int,
+    first_offsets: st.SearchStrategy[int] = _INT32,
+    offsets: st.SearchStrategy[int] = _UINT31,
+) -> tuple[BucketSpan, ...]:
     """Spans over exactly ``buckets`` buckets, every offset but the first non-negative: what
-    Prometheus' ``Validate`` accepts (zero-length spans included)."""
+    Prometheus' ``Validate`` accepts of an exponential histogram (zero-length spans included)."""
     cuts = sorted(draw(st.lists(st.integers(0, buckets), max_size=2)))
     if not buckets and not cuts and draw(st.booleans()):
         return ()
     bounds = [0, *cuts, buckets]
     lengths = [b - a for a, b in pairwise(bounds)]
-    first = draw(st.integers(-(2**31), 2**31 - 1))
-    rest = draw(
-        st.lists(st.integers(0, 2**31 - 1), min_size=len(lengths) - 1, max_size=len(lengths) - 1)
-    )
+    first = draw(first_offsets)
+    rest = draw(st.lists(offsets, min_size=len(lengths) - 1, max_size=len(lengths) - 1))
     return tuple(
         BucketSpan(offset, length) for offset, length in zip([first, *rest], lengths, strict=True)
     )
 
 
+def _deltas(counts: list[int]) -> tuple[int, ...]:
+    """An integer histogram's deltas for bucket counts in [0, 2**63)."""
+    return tuple(b - a for a, b in pairwise([0, *counts]))
+
+
 @st.composite
 def histograms(draw: st.DrawFn) -> Histogram:
-    """A native histogram Prometheus accepts: each side's spans cover its buckets (deltas for an
-    integer one, counts for a float one); the other kind's buckets, which Prometheus ignores,
-    may be there too."""
+    """A native histogram Prometheus accepts (its ``Validate``, as its remote-write handler
+    reads it): a known schema (-4 to 52, or -53 for custom buckets); each side's spans cover its
+    buckets (deltas for an integer one, counts for a float one); bucket counts >= 0; an integer
+    one's count equal to its buckets' and zero bucket's (uint64 sums; at least them if the sum is
+    NaN); custom buckets with increasing finite bounds that cover the spans, and no zero bucket
+    or negative side. The other kind's buckets, which Prometheus ignores, may be there too."""
     is_float = draw(st.booleans())
+    custom = draw(st.integers(0, 4)) == 0
+    schema = -53 if custom else draw(st.one_of(st.integers(-4, 8), st.integers(9, 52)))
+    sides = 1 if custom else 2
+    float_counts = st.one_of(st.floats(min_value=0), st.just(ORDINARY_NAN))
+    int_counts = st.integers(0, 2**63 - 1)
+    buckets: list[list[int] | list[float]] = [
+        draw(st.lists(float_counts if is_float else int_counts, max_size=4)) for _ in range(sides)
+    ]
+    if custom:
+        buckets.insert(0, [])
+    negative, positive = buckets
+    other_deltas = [
+        tuple(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3))) for _ in "np"
+    ]
+    other_counts = [tuple(draw(st.lists(st.floats(allow_nan=False), max_size=3))) for _ in "np"]
+    total = draw(values)
+    count: int | float
+    zero: int | float = 0.0 if is_float else 0
     if is_float:
-        count: int | float = draw(st.floats(allow_nan=False, min_value=0))
-        zero: int | float = draw(st.floats(allow_nan=False, min_value=0))
+        if not custom:
+            zero = draw(float_counts)
+        count = draw(float_counts)
     else:
-        count = draw(st.integers(0, 2**64 - 1))
-        zero = draw(st.integers(0, 2**64 - 1))
-    negative_deltas = tuple(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)))
-    negative_counts = tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4)))
-    positive_deltas = tuple(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)))
-    positive_counts = tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4)))
-    negative = negative_counts if is_float else negative_deltas
-    positive = positive_counts if is_float else positive_deltas
+        if not custom:
+            zero = draw(st.integers(0, 2**64 - 1))
+        found = (sum(int(c) for c in negative) + sum(int(c) for c in positive) + int(zero)) % 2**64
+        count = draw(st.integers(found, 2**64 - 1)) if total != total else found
+    if custom:
+        negative_spans: tuple[BucketSpan, ...] = ()
+        positive_spans = draw(
+            bucket_spans(len(positive), first_offsets=st.integers(0, 3), offsets=st.integers(0, 3))
+        )
+        extent = sum(span.offset + span.length for span in positive_spans)
+        bounds = sorted(
+            draw(
+                st.sets(
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    min_size=max(extent - 1, 0),
+                    max_size=max(extent - 1, 0) + 2,
+                )
+            )
+        )
+        minus_inf = draw(st.booleans())
+        if bounds and minus_inf:
+            bounds[0] = float("-inf")  # a first bound of -Inf is odd, and valid
+        threshold = 0.0
+    else:
+        negative_spans = draw(bucket_spans(len(negative)))
+        positive_spans = draw(bucket_spans(len(positive)))
+        bounds = []
+        threshold = draw(st.floats(allow_nan=False, min_value=0))
+    if is_float:
+        counts = [tuple(float(c) for c in side) for side in (negative, positive)]
+        deltas = other_deltas
+    else:
+        deltas = [_deltas([int(c) for c in side]) for side in (negative, positive)]
+        counts = other_counts
     return Histogram(
         timestamp=draw(timestamps),
         count_value=count,
         zero_count=zero,
         is_float=is_float,
-        sum=draw(values),
-        schema=draw(st.one_of(st.integers(-4, 8), st.just(-53))),
-        zero_threshold=draw(st.floats(allow_nan=False, min_value=0)),
-        negative_spans=draw(bucket_spans(len(negative))),
-        negative_deltas=negative_deltas,
-        negative_counts=negative_counts,
-        positive_spans=draw(bucket_spans(len(positive))),
-        positive_deltas=positive_deltas,
-        positive_counts=positive_counts,
+        sum=total,
+        schema=schema,
+        zero_threshold=threshold,
+        negative_spans=negative_spans,
+        negative_deltas=deltas[0],
+        negative_counts=counts[0],
+        positive_spans=positive_spans,
+        positive_deltas=deltas[1],
+        positive_counts=counts[1],
         reset_hint=draw(st.integers(0, 3)),
-        custom_values=tuple(draw(st.lists(st.floats(allow_nan=False), max_size=4))),
+        custom_values=tuple(bounds),
     )
 
 

@@ -16,8 +16,10 @@ label sets sorted), so the survey is the edge's whole check. These tests hold it
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -133,16 +135,42 @@ def _m_message(d: bytes, pos: int, end: int, schema: dict[int, str], strict: boo
             _m_message(d, start, stop, _M_SCHEMAS[kind], strict)
 
 
-def _m_histogram_spans(d: bytes, pos: int, end: int) -> None:
-    """Prometheus' Validate on spans: per side, no span but the first with a negative offset,
-    and the spans' lengths add up to the buckets (deltas if the count oneof's last member is
-    count_int or absent, counts if count_float)."""
-    is_float = False
+def _m_histogram(d: bytes, pos: int, end: int) -> None:
+    """Prometheus' Validate (v3.9) as its remote-write handler reads the histogram: the count
+    oneof's last member says integer (deltas) or float (counts), the zero count is its oneof's
+    member of that kind (else 0); schema -4 to 52 or -53; exponential: per side no span but the
+    first at a negative offset, spans covering the buckets, no custom bounds; custom: bounds
+    increasing, not NaN, last not +Inf, positive spans at offsets >= 0 covering the buckets
+    within the bounds, no zero bucket or threshold, no negative side; every bucket >= 0; an
+    integer one's count the sum of its buckets and zero bucket (mod 2**64; at least it if the
+    sum is NaN); a float one's count and zero count >= 0."""
+    count_float = zero_float = False  # the oneofs' last members
+    count: float = 0
+    zero: float = 0
+    schema = 0
+    total = zero_threshold = 0.0
     spans: dict[int, list[tuple[int, int]]] = {8: [], 11: []}  # side's span field -> spans
-    buckets: dict[int, int] = {9: 0, 10: 0, 12: 0, 13: 0}
-    for field, wire, _, start, stop in _m_fields(d, pos, end):
-        if field in (1, 2):
-            is_float = field == 2
+    values: dict[int, list[float]] = {9: [], 10: [], 12: [], 13: [], 16: []}
+
+    def double(at: int) -> float:
+        return float(struct.unpack("<d", d[at : at + 8])[0])
+
+    for field, _, _, start, stop in _m_fields(d, pos, end):
+        if field == 1:
+            count_float, count = False, _m_varint(d, start, stop)[0]
+        elif field == 6:
+            zero_float, zero = False, _m_varint(d, start, stop)[0]
+        elif field == 2:
+            count_float, count = True, double(start)
+        elif field == 7:
+            zero_float, zero = True, double(start)
+        elif field == 3:
+            total = double(start)
+        elif field == 4:
+            raw = _m_varint(d, start, stop)[0] & 0xFFFFFFFF
+            schema = (raw >> 1) ^ -(raw & 1)
+        elif field == 5:
+            zero_threshold = double(start)
         elif field in spans:
             offset = length = 0
             for f, _, _, b, _ in _m_fields(d, start, stop):
@@ -155,17 +183,62 @@ def _m_histogram_spans(d: bytes, pos: int, end: int) -> None:
                     length = value
             spans[field].append((offset, length))
         elif field in (9, 12):
-            count = 1
-            if wire == 2:
-                count = sum(1 for byte in d[start:stop] if byte < 0x80)
-            buckets[field] += count
-        elif field in (10, 13):
-            buckets[field] += (stop - start) // 8 if wire == 2 else 1
-    for span_field, deltas, counts in ((8, 9, 10), (11, 12, 13)):
-        side = spans[span_field]
-        if any(offset < 0 for offset, _ in side[1:]):
+            at = start  # packed or one varint: either way whole varints up to stop
+            while at < stop:
+                raw, at = _m_varint(d, at, stop)
+                values[field].append((raw >> 1) ^ -(raw & 1))
+        elif field in values:
+            values[field] += [double(at) for at in range(start, stop, 8)]
+    is_float = count_float
+    if zero_float != count_float:
+        zero = 0
+    buckets = {
+        side: values[(10 if side == 8 else 13) if is_float else (9 if side == 8 else 12)]
+        for side in (8, 11)
+    }
+    counts: dict[int, list[float]] = {}
+    if is_float:
+        counts = buckets
+    else:  # deltas added up with int64 wrap-around
+        for side, deltas in buckets.items():
+            running: list[float] = []
+            last = 0
+            for delta in deltas:
+                last = (last + int(delta) + 2**63) % 2**64 - 2**63
+                running.append(last)
+            counts[side] = running
+    bounds = values[16]
+    if schema == -53:
+        if any(b != b for b in bounds) or any(b <= a for a, b in pairwise(bounds)):
             raise _Invalid
-        if sum(length for _, length in side) != buckets[counts if is_float else deltas]:
+        if bounds and bounds[-1] == float("inf"):
+            raise _Invalid
+        if any(offset < 0 for offset, _ in spans[11]):
+            raise _Invalid
+        if sum(length for _, length in spans[11]) != len(counts[11]):
+            raise _Invalid
+        if len(bounds) + 1 < sum(offset + length for offset, length in spans[11]):
+            raise _Invalid
+        if zero != 0 or zero_threshold != 0 or spans[8] or counts[8]:
+            raise _Invalid
+    elif -4 <= schema <= 52:
+        for side in (8, 11):
+            if any(offset < 0 for offset, _ in spans[side][1:]):
+                raise _Invalid
+            if sum(length for _, length in spans[side]) != len(counts[side]):
+                raise _Invalid
+        if bounds or (is_float and zero < 0):
+            raise _Invalid
+    else:
+        raise _Invalid
+    if any(c < 0 for side in (8, 11) for c in counts[side]):
+        raise _Invalid
+    if is_float:
+        if count < 0:
+            raise _Invalid
+    else:
+        found = (sum(counts[8]) + sum(counts[11]) + zero) % 2**64
+        if (found > count) if total != total else (found != count):
             raise _Invalid
 
 
@@ -242,7 +315,7 @@ def _model(
                     raw, begin, end, _M_SCHEMAS["sample" if inner == 2 else "histogram"], strict
                 )
                 if inner == 4 and strict:
-                    _m_histogram_spans(raw, begin, end)
+                    _m_histogram(raw, begin, end)
             elif inner == 3:
                 _m_message(raw, begin, end, _M_SCHEMAS["exemplar"], strict)
             others.append(raw[at:end])
@@ -756,7 +829,8 @@ VALID = [
     pytest.param(
         series(
             X,
-            histogram(b"\x08\x05", ld(8, b"\x10\x05"), ld(9, b"\x01\x02\x03"), b"\x48\x01\x48\x02"),
+            # count 4: deltas 1, 0, 0 packed then 0, -1 unpacked, bucket counts 1, 1, 1, 1, 0
+            histogram(b"\x08\x04", ld(8, b"\x10\x05"), ld(9, b"\x02\x00\x00"), b"\x48\x00\x48\x01"),
         ),
         id="packed-and-unpacked-deltas",
     ),
@@ -766,7 +840,9 @@ VALID = [
     ),
     pytest.param(series(X, histogram(b"\x08\x05\x11" + b"\0" * 8)), id="both-count-oneof-members"),
     pytest.param(
-        series(X, histogram(ld(11, b"\x08\x01\x10\x02"), ld(12, b"\x02\x02"), ld(16, b""))),
+        series(
+            X, histogram(b"\x08\x03", ld(11, b"\x08\x01\x10\x02"), ld(12, b"\x02\x02"), ld(16, b""))
+        ),
         id="spans-and-empty-packed",
     ),
     pytest.param(series(X, ld(3, label(b"trace_id", b"a") + b"\x11" + b"\0" * 8)), id="exemplar"),

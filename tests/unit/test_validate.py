@@ -7,6 +7,8 @@ that sorting a label set changes nothing but its order.
 
 from __future__ import annotations
 
+import math
+import re
 import struct
 from collections.abc import Callable
 
@@ -63,9 +65,19 @@ HIST = (
     + ld(11, key(1, 0) + b"\x02" + key(2, 0) + b"\x01")  # positive span: 1 bucket
     + key(12, 0)
     + b"\x04"  # positive_deltas, unpacked
-    + ld(13, struct.pack("<d", 1.0))  # positive_counts, packed
+    + ld(13, struct.pack("<d", 1.0))  # positive_counts, packed (an integer one ignores them)
+)
+CUSTOM_HIST = (  # custom buckets: bounds 0.5 and 1, buckets [0, 0.5] (1) and (1, +Inf] (2)
+    key(2, 1)
+    + struct.pack("<d", 3.0)  # count_float
+    + key(4, 0)
+    + pb_varint(105)  # schema (sint32 -53)
+    + ld(11, key(2, 0) + b"\x01")  # positive span: offset 0, 1 bucket
+    + ld(11, key(1, 0) + b"\x02" + key(2, 0) + b"\x01")  # offset 1, 1 bucket
+    + ld(13, struct.pack("<dd", 1.0, 2.0))  # positive_counts, packed
     + key(16, 1)
     + struct.pack("<d", 0.5)  # custom_values, unpacked
+    + ld(16, struct.pack("<d", 1.0))  # and packed
 )
 # fmt: off
 ACCEPTED: list[tuple[str, bytes, int, int]] = [  # id, request, points, sorted
@@ -79,6 +91,7 @@ ACCEPTED: list[tuple[str, bytes, int, int]] = [  # id, request, points, sorted
     ("no-samples", series(UP, tail=b""), 0, 0),
     ("histogram", series(UP, tail=ld(4, HIST)), 1, 0),
     ("histogram-and-sample", series(UP, tail=ld(4, HIST) + sample()), 2, 0),
+    ("custom-buckets-histogram", series(UP, tail=ld(4, CUSTOM_HIST)), 1, 0),
     ("exemplar", series(UP, tail=sample() + ld(3, label(b"trace", b"\xc3\xa9") + key(2, 1) + bytes(8))), 1, 0),
     ("sample-one-byte-timestamp", series(UP, tail=ld(2, key(1, 1) + bytes(8) + key(2, 0) + b"\x05")), 1, 0),
     ("sample-without-value", series(UP, tail=ld(2, key(2, 0) + b"\x05")), 1, 0),
@@ -379,7 +392,7 @@ def test_sorted_series_keep_samples_exemplars_and_histograms() -> None:
     item = Series(
         (("b", "2"), ("__name__", "x"), ("a", "1")),
         (Sample(1.5, 7),),
-        histograms=(Histogram(9, count_value=2),),
+        histograms=(Histogram(9, count_value=2, zero_count=2),),
     )
     raw = remote_pb2.WriteRequest()
     ts = raw.timeseries.add()
@@ -419,3 +432,99 @@ def test_any_valid_v2_encoding_is_accepted_and_decoded_sorted(case: tuple[bytes,
     assert canonical(decoded.batch) == canonical(rw2.decode(rw2.encode(batch)))
     unsorted = sum(1 for s in rw2.decode(raw, validate=False).series if not is_sorted(s.labels))
     assert decoded.sorted == unsorted
+
+
+# -- native histograms: every rule of Prometheus' Validate ---------------------------------
+
+
+def _h(*fields: bytes) -> bytes:
+    return b"".join(fields)
+
+
+def _zig(value: int) -> bytes:
+    return pb_varint((value << 1) ^ (value >> 63))
+
+
+def _span(offset: int, length: int) -> bytes:
+    return key(1, 0) + _zig(offset) + key(2, 0) + pb_varint(length)
+
+
+def _d(*values: float) -> bytes:
+    return struct.pack(f"<{len(values)}d", *values)
+
+
+INT = key(1, 0)  # count_int, its value follows
+FLOAT = key(2, 1)  # count_float, 8 bytes follow
+SCHEMA = key(4, 0)
+CUSTOM = SCHEMA + _zig(-53)
+POS_SPAN, NEG_SPAN = 11, 8
+POS_DELTAS, NEG_DELTAS, POS_COUNTS, NEG_COUNTS, BOUNDS = 12, 9, 13, 10, 16
+
+# (id, a histogram Prometheus refuses, what it says, the nearest one it accepts)
+# fmt: off
+HISTOGRAM_RULES: list[tuple[str, bytes, str, bytes]] = [
+    ("schema-above-52", _h(SCHEMA + _zig(53)), "invalid schema, which must be between -4 and 52 for exponential buckets (9 to 52 are reduced to 8), or -53 for custom buckets, got schema 53", _h(SCHEMA + _zig(52))),
+    ("schema-below-minus-4", _h(SCHEMA + _zig(-5)), "got schema -5", _h(SCHEMA + _zig(-4))),
+    ("schema-minus-52", _h(SCHEMA + _zig(-52)), "got schema -52", _h(CUSTOM)),
+    ("schema-past-sint32-truncated", _h(SCHEMA + pb_varint(1 << 32 | 106)), "got schema 53", _h(SCHEMA + pb_varint(1 << 32 | 104))),
+    ("int-bucket-below-zero", _h(INT + b"\x01", ld(POS_SPAN, _span(0, 2)), ld(POS_DELTAS, _zig(2) + _zig(-3))), "positive side: bucket number 2 has observation count of -1", _h(INT + b"\x03", ld(POS_SPAN, _span(0, 2)), ld(POS_DELTAS, _zig(2) + _zig(-1)))),
+    ("int-negative-side-bucket-below-zero", _h(INT + b"\x00", ld(NEG_SPAN, _span(0, 1)), ld(NEG_DELTAS, _zig(-1))), "negative side: bucket number 1 has observation count of -1", _h(INT + b"\x01", ld(NEG_SPAN, _span(0, 1)), ld(NEG_DELTAS, _zig(1)))),
+    ("int-deltas-wrap-around-int64", _h(INT + b"\x00", ld(POS_SPAN, _span(0, 2)), ld(POS_DELTAS, _zig(2**63 - 1) + _zig(1))), "positive side: bucket number 2 has observation count of -9223372036854775808", _h(INT + pb_varint(2**63 - 1), ld(POS_SPAN, _span(0, 1)), ld(POS_DELTAS, _zig(2**63 - 1)))),
+    ("int-count-above-buckets", _h(INT + b"\x05", ld(POS_SPAN, _span(0, 1)), key(POS_DELTAS, 0) + _zig(2)), "2 observations found in buckets, but the Count field is 5", _h(INT + b"\x05", key(6, 0) + b"\x03", ld(POS_SPAN, _span(0, 1)), key(POS_DELTAS, 0) + _zig(2))),
+    ("int-count-below-buckets-nan-sum", _h(INT + b"\x01", key(3, 1) + _d(math.nan), key(6, 0) + b"\x02"), "should be at least the number of observations", _h(INT + b"\x03", key(3, 1) + _d(math.nan), key(6, 0) + b"\x02")),
+    ("int-count-sum-wraps-uint64", _h(INT + b"\x00", key(6, 0) + pb_varint(2**64 - 1), ld(POS_SPAN, _span(0, 1)), key(POS_DELTAS, 0) + _zig(2)), "1 observations found in buckets, but the Count field is 0", _h(INT + b"\x01", key(6, 0) + pb_varint(2**64 - 1), ld(POS_SPAN, _span(0, 1)), key(POS_DELTAS, 0) + _zig(2))),
+    ("int-zero-count-as-float-is-0", _h(INT + b"\x02", key(7, 1) + _d(2.0)), "0 observations found in buckets, but the Count field is 2", _h(INT + b"\x00", key(7, 1) + _d(2.0))),
+    ("float-count-below-zero", _h(FLOAT + _d(-1.0)), "observation count is -1.0", _h(FLOAT + _d(math.nan))),
+    ("float-zero-count-below-zero", _h(FLOAT + _d(0.0), key(7, 1) + _d(-0.5)), "zero bucket has observation count of -0.5", _h(FLOAT + _d(0.0), key(7, 1) + _d(-0.0))),
+    ("float-bucket-below-zero", _h(FLOAT + _d(1.0), ld(POS_SPAN, _span(0, 2)), ld(POS_COUNTS, _d(1.0, -1.0))), "positive side: bucket number 2 has observation count of -1.0", _h(FLOAT + _d(1.0), ld(POS_SPAN, _span(0, 2)), ld(POS_COUNTS, _d(1.0, math.nan)))),
+    ("float-negative-side-bucket-below-zero", _h(FLOAT + _d(1.0), ld(NEG_SPAN, _span(0, 1)), ld(NEG_COUNTS, _d(-2.0))), "negative side: bucket number 1 has observation count of -2.0", _h(FLOAT + _d(1.0), ld(NEG_SPAN, _span(0, 1)), ld(NEG_COUNTS, _d(2.0)))),
+    ("float-ignores-deltas", _h(FLOAT + _d(1.0), ld(POS_SPAN, _span(0, 1)), ld(POS_DELTAS, _zig(-5))), "positive side: spans need 1 buckets, have 0 buckets", _h(FLOAT + _d(1.0), ld(POS_SPAN, _span(0, 1)), ld(POS_DELTAS, _zig(-5)), ld(POS_COUNTS, _d(1.0)))),
+    ("exponential-with-bounds", _h(ld(BOUNDS, _d(1.0))), "histogram with exponential schema must not have custom bounds", _h(ld(BOUNDS, b""))),
+    ("custom-bound-nan", _h(CUSTOM, ld(BOUNDS, _d(1.0, math.nan))), "custom buckets: histogram custom bounds must not be NaN", _h(CUSTOM, ld(BOUNDS, _d(1.0, 2.0)))),
+    ("custom-bounds-not-increasing", _h(CUSTOM, ld(BOUNDS, _d(1.0, 1.0))), "custom buckets: previous bound is 1.0 and current is 1.0", _h(CUSTOM, ld(BOUNDS, _d(-math.inf, 1.0)))),
+    ("custom-last-bound-inf", _h(CUSTOM, ld(BOUNDS, _d(1.0, math.inf))), "custom buckets: last +Inf bound must not be explicitly defined", _h(CUSTOM, ld(BOUNDS, _d(1.0, 1e308)))),
+    ("custom-first-span-negative", _h(INT + b"\x01", CUSTOM, ld(BOUNDS, _d(1.0)), ld(POS_SPAN, _span(-1, 1)), key(POS_DELTAS, 0) + _zig(1)), "custom buckets: span number 1 with offset -1", _h(INT + b"\x01", CUSTOM, ld(BOUNDS, _d(1.0)), ld(POS_SPAN, _span(1, 1)), key(POS_DELTAS, 0) + _zig(1))),
+    ("custom-spans-past-bounds", _h(INT + b"\x01", CUSTOM, ld(BOUNDS, _d(1.0)), ld(POS_SPAN, _span(2, 1)), key(POS_DELTAS, 0) + _zig(1)), "only 1 custom bounds defined which is insufficient to cover total span length of 3", _h(INT + b"\x01", CUSTOM, ld(BOUNDS, _d(1.0, 2.0)), ld(POS_SPAN, _span(2, 1)), key(POS_DELTAS, 0) + _zig(1))),
+    ("custom-spans-need-buckets", _h(CUSTOM, ld(BOUNDS, _d(1.0)), ld(POS_SPAN, _span(0, 1))), "custom buckets: spans need 1 buckets, have 0 buckets", _h(CUSTOM, ld(BOUNDS, _d(1.0)), ld(POS_SPAN, _span(0, 0)))),
+    ("custom-zero-count", _h(INT + b"\x01", CUSTOM, key(6, 0) + b"\x01"), "custom buckets: must have zero count of 0", _h(FLOAT + _d(1.0), CUSTOM, key(6, 0) + b"\x01")),
+    ("custom-zero-count-nan", _h(FLOAT + _d(1.0), CUSTOM, key(7, 1) + _d(math.nan)), "custom buckets: must have zero count of 0", _h(FLOAT + _d(1.0), CUSTOM, key(7, 1) + _d(-0.0))),
+    ("custom-zero-threshold", _h(CUSTOM, key(5, 1) + _d(1e-9)), "custom buckets: must have zero threshold of 0", _h(CUSTOM, key(5, 1) + _d(-0.0))),
+    ("custom-negative-spans", _h(CUSTOM, ld(NEG_SPAN, _span(0, 0))), "custom buckets: must not have negative spans", _h(CUSTOM, ld(POS_SPAN, _span(0, 0)))),
+    ("custom-negative-buckets", _h(CUSTOM, ld(NEG_DELTAS, _zig(0))), "custom buckets: must not have negative buckets", _h(FLOAT + _d(0.0), CUSTOM, ld(NEG_DELTAS, _zig(0)))),
+]
+# fmt: on
+
+
+def _v2_with(histogram: bytes) -> bytes:
+    request = write_v2_pb2.Request(symbols=["", "__name__", "up"])
+    request.timeseries.add(labels_refs=[1, 2]).histograms.append(
+        write_v2_pb2.Histogram.FromString(histogram)
+    )
+    return bytes(request.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("bad", "words", "good"),
+    [case[1:] for case in HISTOGRAM_RULES],
+    ids=[case[0] for case in HISTOGRAM_RULES],
+)
+def test_native_histograms_are_judged_as_prometheus_validates_them(
+    bad: bytes, words: str, good: bytes
+) -> None:
+    """Each rule of Prometheus' ``Validate`` (v3.9, after its remote-write handler reduces
+    schemas 9 to 52 to 8), next to the nearest histogram it accepts: the reference words the
+    refusal, the C walk agrees, and a 2.0 request of the same histogram is refused alike."""
+    refused, accepted = series(UP, tail=ld(4, bad)), series(UP, tail=ld(4, good))
+    with pytest.raises(DecodeError) as caught:
+        run(refused)
+    prefix = "invalid native histogram in series up{} (timeseries[0]): histograms[0]: "
+    assert str(caught.value).startswith(prefix)
+    assert words in str(caught.value)
+    assert run(accepted).points == 1
+    if rw1_bytes.NATIVE:
+        names, prefixes = frozenset({b"up"}), frozenset({b"gotk_"})
+        assert isinstance(rw1_bytes.survey(refused, names, prefixes, LIMITS), rw1_bytes.Refused)
+        assert isinstance(rw1_bytes.survey(accepted, names, prefixes, LIMITS), rw1_bytes.Survey)
+    with pytest.raises(DecodeError, match=re.escape(words)):
+        rw2.decode(_v2_with(bad))
+    assert len(rw2.decode(_v2_with(good)).series[0].histograms) == 1

@@ -15,9 +15,9 @@
  *    fixed64 lengths a multiple of 8; a Label's repeated name/value keeps the last occurrence;
  *  - strict mode: every proto3 string (label names and values, exemplar labels, metadata) valid
  *    UTF-8; per series, label names non-empty and unique, __name__ present and non-empty, the
- *    label count and name/value lengths within the limits; a native histogram's spans
- *    covering exactly its buckets on each side, no span but the first at a negative offset
- *    (Prometheus' Validate);
+ *    label count and name/value lengths within the limits; each native histogram valid as
+ *    Prometheus' Validate judges it (rd_histogram: schema, spans, bucket counts, count,
+ *    custom bounds);
  *  - series and points (samples + histograms) within the request limits.
  * A label set not sorted by name is valid: its series is rewritten in a copy of the request
  * with its Label fields first, in name order (each field's bytes as they came), then the
@@ -35,6 +35,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,37 +428,126 @@ rd_span(const Walk *w, Py_ssize_t pos, Py_ssize_t end, int32_t *offset, uint32_t
     return 1;
 }
 
-/* A native histogram. Strict: each side's spans cover exactly its buckets (the deltas of an
- * integer histogram, the counts of a float one: the count oneof says which) and no span but
- * the first has a negative offset, as Prometheus' Validate requires. A span's length is what a
- * consumer expands (OTLP's dense buckets): it may not claim more than the request holds. */
+/* A native histogram. Strict: valid as Prometheus' Validate (model/histogram, v3.9) judges it
+ * after the remote-write handler has read it (gogo: a oneof's last member wins, repeated
+ * fields packed or not, sint32 truncated to 32 bits). The schema is exponential (-4 to 8; 9 to
+ * 52 too, which the handler reduces to 8 before validating) or -53 (custom buckets). Exponential:
+ * each side's spans cover exactly its buckets (the deltas of an integer histogram, the counts
+ * of a float one: the count oneof says which), no span but the first at a negative offset, no
+ * custom bounds. Custom buckets: bounds strictly increasing, not NaN, the last not +Inf; the
+ * positive spans at offsets >= 0, covering its buckets and within the bounds; no zero bucket,
+ * no zero threshold, no negative side. Every bucket count >= 0 (an integer histogram's deltas
+ * added up with int64 wrap-around); a float histogram's count >= 0, its zero count too; an
+ * integer histogram's count equal to its buckets' and zero bucket's (uint64 sums), or, if its
+ * sum is NaN, not below them. A span's length is what a consumer expands (OTLP's dense
+ * buckets): it may not claim more than the request holds. */
+typedef struct {
+    int64_t spans;          /* spans read */
+    uint64_t spanned;       /* their lengths added */
+    int later_negative;     /* a span but the first has a negative offset */
+    int first_negative;     /* the first has */
+    uint64_t extent;        /* lengths + offsets (offsets >= 0): the custom bounds needed */
+    int64_t deltas;         /* deltas read */
+    uint64_t last;          /* the running bucket count from the deltas (int64 bits) */
+    uint64_t total;         /* the deltas' bucket counts added (uint64 wrap-around) */
+    int deltas_negative;    /* a running count went below zero */
+    int64_t counts;         /* float counts read */
+    int counts_negative;    /* a float count below zero */
+} Side;
+
+static inline void
+side_delta(Side *s, uint64_t zigzag)
+{
+    uint64_t delta = (zigzag >> 1) ^ (0u - (zigzag & 1u));
+    s->last += delta; /* Go's int64 addition wraps */
+    if ((int64_t)s->last < 0) {
+        s->deltas_negative = 1;
+    }
+    s->total += s->last;
+    s->deltas++;
+}
+
+static inline double
+le_double(Bytes p)
+{
+    uint64_t bits = 0;
+    for (int i = 7; i >= 0; i--) {
+        bits = bits << 8 | p[i];
+    }
+    double value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+static inline void
+side_count(Side *s, double value)
+{
+    s->counts_negative |= value < 0; /* NaN is not */
+    s->counts++;
+}
+
 static int
 rd_histogram(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
 {
     Bytes d = w->d;
-    int is_float = 0;
-    uint64_t spanned[2] = {0, 0}; /* [negative, positive] */
-    int64_t spans[2] = {0, 0}, deltas[2] = {0, 0}, counts[2] = {0, 0};
+    Side sides[2]; /* [negative, positive] */
+    memset(sides, 0, sizeof sides);
+    int is_float = 0, zero_is_float = 0;
+    int32_t schema = 0;
+    uint64_t count_int = 0, zero_int = 0;
+    double count_float = 0, zero_float = 0, zero_threshold = 0, sum = 0;
+    int64_t bounds = 0;
+    int bounds_bad = 0; /* NaN, or not above the one before */
+    double bound = 0;
     while (pos < end) {
         uint32_t field;
         int wire;
         Py_ssize_t length;
+        uint64_t value;
         if (!rd_key(d, &pos, end, &field, &wire)) {
             return 0;
         }
-        int side = field >= 11; /* 8-10 negative, 11-13 positive */
+        Side *side = &sides[field >= 11]; /* 8-10 negative, 11-13 positive */
         switch (field) {
         case 1: case 4: case 6: case 14: case 15: /* (u)int64, sint32, enum */
-            if (wire != 0 || !skip(d, &pos, end, 0)) {
+            if (wire != 0 || !rd_varint(d, &pos, end, &value)) {
                 return 0;
             }
-            is_float = field == 1 ? 0 : is_float; /* count_int: the oneof's last member */
+            if (field == 1) { /* count_int: the oneof's last member */
+                is_float = 0;
+                count_int = value;
+            }
+            else if (field == 4) {
+                uint32_t v = (uint32_t)value;
+                schema = (int32_t)((v >> 1) ^ (0u - (v & 1u)));
+            }
+            else if (field == 6) {
+                zero_is_float = 0;
+                zero_int = value;
+            }
             break;
         case 2: case 3: case 5: case 7: /* double */
-            if (wire != 1 || !skip(d, &pos, end, 1)) {
+            if (wire != 1 || end - pos < 8) {
                 return 0;
             }
-            is_float = field == 2 ? 1 : is_float; /* count_float */
+            {
+                double v = le_double(d + pos);
+                pos += 8;
+                if (field == 2) { /* count_float */
+                    is_float = 1;
+                    count_float = v;
+                }
+                else if (field == 3) {
+                    sum = v;
+                }
+                else if (field == 5) {
+                    zero_threshold = v;
+                }
+                else {
+                    zero_is_float = 1;
+                    zero_float = v;
+                }
+            }
             break;
         case 8: case 11: { /* BucketSpan */
             int32_t offset;
@@ -466,64 +556,120 @@ rd_histogram(const Walk *w, Py_ssize_t pos, Py_ssize_t end)
                 !rd_span(w, pos, pos + length, &offset, &span_length)) {
                 return 0;
             }
-            if (w->strict && spans[side] > 0 && offset < 0) {
-                return 0;
+            if (offset < 0) {
+                if (side->spans > 0) {
+                    side->later_negative = 1;
+                }
+                else {
+                    side->first_negative = 1;
+                }
             }
-            spans[side]++;
-            spanned[side] += span_length;
+            else {
+                side->extent += (uint64_t)offset;
+            }
+            side->extent += span_length;
+            side->spans++;
+            side->spanned += span_length;
             pos += length;
             break;
         }
         case 9: case 12: /* repeated sint64: deltas */
             if (wire == 2) {
-                uint64_t ignored;
                 if (!rd_len(d, &pos, end, &length)) {
                     return 0;
                 }
                 Py_ssize_t stop = pos + length;
                 while (pos < stop) {
-                    if (!rd_varint(d, &pos, stop, &ignored)) {
+                    if (!rd_varint(d, &pos, stop, &value)) {
                         return 0;
                     }
-                    deltas[side]++;
+                    side_delta(side, value);
                 }
             }
-            else if (!rd_varints(d, &pos, end, wire)) {
+            else if (wire != 0 || !rd_varint(d, &pos, end, &value)) {
                 return 0;
             }
             else {
-                deltas[side]++;
+                side_delta(side, value);
             }
             break;
         case 10: case 13: case 16: /* repeated double: counts, custom_values */
+        {
+            Py_ssize_t stop;
             if (wire == 2) {
                 if (!rd_len(d, &pos, end, &length) || length % 8 != 0) {
                     return 0;
                 }
-                pos += length;
-                counts[side] += field == 16 ? 0 : length / 8;
+                stop = pos + length;
             }
-            else if (!rd_doubles(d, &pos, end, wire)) {
+            else if (wire != 1 || end - pos < 8) {
                 return 0;
             }
             else {
-                counts[side] += field != 16;
+                stop = pos + 8;
+            }
+            for (; pos < stop; pos += 8) {
+                double v = le_double(d + pos);
+                if (field != 16) {
+                    side_count(side, v);
+                }
+                else {
+                    bounds_bad |= v != v || (bounds > 0 && !(v > bound));
+                    bound = v;
+                    bounds++;
+                }
             }
             break;
+        }
         default:
             if (!skip(d, &pos, end, wire)) {
                 return 0;
             }
         }
     }
-    if (w->strict) {
-        for (int side = 0; side < 2; side++) {
-            if (spanned[side] != (uint64_t)(is_float ? counts[side] : deltas[side])) {
+    if (!w->strict) {
+        return 1;
+    }
+    const Side *neg = &sides[0], *pos_side = &sides[1];
+    int64_t neg_buckets = is_float ? neg->counts : neg->deltas;
+    int64_t pos_buckets = is_float ? pos_side->counts : pos_side->deltas;
+    if (schema == -53) {
+        if (bounds_bad || (bounds > 0 && isinf(bound) && bound > 0) ||
+            pos_side->first_negative || pos_side->later_negative ||
+            pos_side->spanned != (uint64_t)pos_buckets ||
+            (uint64_t)bounds + 1 < pos_side->extent || neg->spans > 0 || neg_buckets > 0 ||
+            zero_threshold != 0) {
+            return 0;
+        }
+        if (is_float ? (zero_is_float && zero_float != 0) : (!zero_is_float && zero_int != 0)) {
+            return 0;
+        }
+    }
+    else if (schema >= -4 && schema <= 52) {
+        for (int s = 0; s < 2; s++) {
+            if (sides[s].later_negative ||
+                sides[s].spanned != (uint64_t)(s ? pos_buckets : neg_buckets)) {
                 return 0;
             }
         }
+        if (bounds > 0 || (is_float ? neg->counts_negative : neg->deltas_negative)) {
+            return 0;
+        }
+        if (is_float && zero_is_float && zero_float < 0) {
+            return 0;
+        }
     }
-    return 1;
+    else {
+        return 0;
+    }
+    if (is_float) {
+        return !(count_float < 0) && !pos_side->counts_negative;
+    }
+    if (pos_side->deltas_negative) {
+        return 0;
+    }
+    uint64_t found = neg->total + pos_side->total + (zero_is_float ? 0 : zero_int);
+    return isnan(sum) ? found <= count_int : found == count_int;
 }
 
 static int

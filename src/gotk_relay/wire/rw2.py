@@ -187,13 +187,7 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
                     f"(timeseries[{index}])"
                 )
             for number, hist in enumerate(ts.histograms):
-                is_float = hist.WhichOneof("count") == "count_float"
-                problem = strict.spans_problem(
-                    hist.negative_spans,
-                    len(hist.negative_counts if is_float else hist.negative_deltas),
-                    hist.positive_spans,
-                    len(hist.positive_counts if is_float else hist.positive_deltas),
-                )
+                problem = strict.histogram_problem(hist)
                 if problem is not None:
                     raise DecodeError(
                         f"invalid native histogram in series {describe(labels)} "

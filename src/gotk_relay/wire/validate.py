@@ -17,11 +17,11 @@ length past its parent's end or trailing bytes that do not make a field are refu
 so that nothing accepted here fails later: field keys and lengths of at most 5 bytes, and every
 occurrence of a string valid UTF-8, also one a later occurrence overrides. Within a Label a
 repeated name or value keeps its last occurrence. A label set must have non-empty, unique names
-and a non-empty ``__name__``; empty values are allowed. A native histogram's spans cover exactly
-its buckets on each side (the deltas of an integer histogram, the counts of a float one), and no
-span but the first has a negative offset, as Prometheus' ``Validate`` requires (a consumer that
-expands spans, OTLP's dense buckets, may not be made to expand more than the request holds). A
-set that is not sorted by name is not
+and a non-empty ``__name__``; empty values are allowed. A native histogram must be valid as
+Prometheus' ``Validate`` judges it once its remote-write handler has read it
+(``histogram_problem``: the schema, each side's spans against its buckets, bucket counts, the
+count, custom bounds); its spans' lengths are what a consumer expands (OTLP's dense buckets), so
+they may not claim more than the request holds. A set that is not sorted by name is not
 refused: its Label fields come first, each as its own bytes, in name order (as Prometheus
 writes a series), then its other fields in the order they came. The series keeps its length, so
 only that series' bytes change and the request keeps its length.
@@ -29,7 +29,7 @@ only that series' bytes change and the request keeps its length.
 Order of the checks: the request's own fields (framing of every top-level field), then the
 series count (413), then the point count (413, counted by upb in C first, so an oversized
 request is never walked here), then every MetricMetadata, then series by series, each: its
-framing, label limits (400), then the label rules (400), then its histograms' spans (400).
+framing, label limits (400), then the label rules (400), then its histograms (400).
 Cost: Python work per series, even in Prometheus' shape (the shapes it writes are read in a few
 byte comparisons; figures: docs/performance.md), so a caller that runs this on a large request
 (the default path does only for one the compiled scanner refused) should keep it off the event
@@ -39,6 +39,7 @@ Errors: ``DecodeError``, ``LabelLimitError``, ``TooManySeriesError``, ``TooManyS
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
@@ -342,37 +343,183 @@ class _Span(Protocol):
     def length(self) -> int: ...
 
 
-def spans_problem(
-    negative: Sequence[_Span],
-    negative_buckets: int,
-    positive: Sequence[_Span],
-    positive_buckets: int,
+class _Histogram(Protocol):
+    """A native histogram as upb decodes it: remote write 1.0's or 2.0's (same field names)."""
+
+    @property
+    def count_int(self) -> int: ...
+    @property
+    def count_float(self) -> float: ...
+    @property
+    def zero_count_int(self) -> int: ...
+    @property
+    def zero_count_float(self) -> float: ...
+    @property
+    def sum(self) -> float: ...
+    @property
+    def schema(self) -> int: ...
+    @property
+    def zero_threshold(self) -> float: ...
+    @property
+    def negative_spans(self) -> Sequence[_Span]: ...
+    @property
+    def negative_deltas(self) -> Sequence[int]: ...
+    @property
+    def negative_counts(self) -> Sequence[float]: ...
+    @property
+    def positive_spans(self) -> Sequence[_Span]: ...
+    @property
+    def positive_deltas(self) -> Sequence[int]: ...
+    @property
+    def positive_counts(self) -> Sequence[float]: ...
+    @property
+    def custom_values(self) -> Sequence[float]: ...
+    def WhichOneof(self, name: str) -> str | None: ...
+
+
+CUSTOM_BUCKETS_SCHEMA: Final = -53
+# Exponential schemas a receiver takes: Prometheus validates -4 to 8, and its remote-write
+# handler first reduces 9 to 52 to 8 (prometheus#17189); -9 to -5 are refused.
+EXPONENTIAL_SCHEMAS: Final = range(-4, 53)
+_U64: Final = (1 << 64) - 1
+
+
+def _spans_problem(spans: Sequence[_Span], buckets: int) -> str | None:
+    for number, span in enumerate(spans[1:], 2):
+        if span.offset < 0:
+            return f"span number {number} with offset {span.offset}"
+    needed = sum(span.length for span in spans)
+    if needed != buckets:
+        return f"spans need {needed} buckets, have {buckets} buckets"
+    return None
+
+
+def _buckets_problem(buckets: Sequence[int] | Sequence[float], deltas: bool) -> str | None:
+    """Prometheus' ``checkHistogramBuckets``: every bucket count (deltas added up, with Go's
+    int64 wrap-around) at least zero."""
+    last = 0
+    for number, bucket in enumerate(buckets, 1):
+        if deltas:
+            last = (last + int(bucket) + (1 << 63)) % (1 << 64) - (1 << 63)
+            current: float = last
+        else:
+            current = bucket
+        if current < 0:  # NaN is not
+            return f"bucket number {number} has observation count of {current}"
+    return None
+
+
+def _custom_bounds_problem(
+    bounds: Sequence[float], spans: Sequence[_Span], buckets: int
 ) -> str | None:
-    """What Prometheus' ``Validate`` says of a histogram's spans against its buckets (each side's
-    deltas or counts, as the histogram is integer or float), or None."""
-    for side, spans, buckets in (
-        ("negative", negative, negative_buckets),
-        ("positive", positive, positive_buckets),
-    ):
-        for number, span in enumerate(spans[1:], 2):
-            if span.offset < 0:
-                return f"{side} side: span number {number} with offset {span.offset}"
-        needed = sum(span.length for span in spans)
-        if needed != buckets:
-            return f"{side} side: spans need {needed} buckets, have {buckets} buckets"
+    """Prometheus' ``checkHistogramCustomBounds``."""
+    previous = -math.inf
+    for number, bound in enumerate(bounds):
+        if math.isnan(bound):
+            return "histogram custom bounds must not be NaN"
+        if number > 0 and bound <= previous:
+            return (
+                f"previous bound is {previous} and current is {bound}: histogram custom bounds "
+                "must be in strictly increasing order"
+            )
+        previous = bound
+    if previous == math.inf:
+        return "last +Inf bound must not be explicitly defined"
+    for number, span in enumerate(spans, 1):
+        if span.offset < 0:
+            return f"span number {number} with offset {span.offset}"
+    needed = sum(span.length for span in spans)
+    if needed != buckets:
+        return f"spans need {needed} buckets, have {buckets} buckets"
+    extent = sum(span.length + span.offset for span in spans)
+    if len(bounds) + 1 < extent:
+        return (
+            f"only {len(bounds)} custom bounds defined which is insufficient to cover total "
+            f"span length of {extent}"
+        )
+    return None
+
+
+def histogram_problem(h: _Histogram) -> str | None:
+    """What Prometheus' ``Validate`` (model/histogram, v3.9) says of a native histogram as its
+    remote-write handler reads it, in its words, or None. The count oneof says integer (deltas)
+    or float (counts); the zero count is the member of its oneof of the same kind, else 0."""
+    is_float = h.WhichOneof("count") == "count_float"
+    zero_kind = h.WhichOneof("zero_count")
+    negative = list(h.negative_counts if is_float else h.negative_deltas)
+    positive = list(h.positive_counts if is_float else h.positive_deltas)
+    zero: float
+    if is_float:
+        zero = h.zero_count_float if zero_kind == "zero_count_float" else 0.0
+    else:
+        zero = h.zero_count_int if zero_kind == "zero_count_int" else 0
+    if h.schema == CUSTOM_BUCKETS_SCHEMA:
+        problem = _custom_bounds_problem(h.custom_values, h.positive_spans, len(positive))
+        if problem is not None:
+            return f"custom buckets: {problem}"
+        if zero != 0:  # NaN is not 0
+            return "custom buckets: must have zero count of 0"
+        if h.zero_threshold != 0:
+            return "custom buckets: must have zero threshold of 0"
+        if h.negative_spans:
+            return "custom buckets: must not have negative spans"
+        if negative:
+            return "custom buckets: must not have negative buckets"
+    elif h.schema in EXPONENTIAL_SCHEMAS:
+        for side, spans, buckets in (
+            ("positive", h.positive_spans, positive),
+            ("negative", h.negative_spans, negative),
+        ):
+            problem = _spans_problem(spans, len(buckets))
+            if problem is not None:
+                return f"{side} side: {problem}"
+        problem = _buckets_problem(negative, not is_float)
+        if problem is not None:
+            return f"negative side: {problem}"
+        if is_float and zero < 0:
+            return f"zero bucket has observation count of {zero}"
+        if h.custom_values:
+            return "histogram with exponential schema must not have custom bounds"
+    else:
+        return (
+            "histogram has an invalid schema, which must be between -4 and 52 for exponential "
+            f"buckets (9 to 52 are reduced to 8), or -53 for custom buckets, got schema {h.schema}"
+        )
+    if is_float:
+        if h.count_float < 0:
+            return f"observation count is {h.count_float}"
+        problem = _buckets_problem(positive, False)
+        return None if problem is None else f"positive side: {problem}"
+    problem = _buckets_problem(positive, True)
+    if problem is not None:
+        return f"positive side: {problem}"
+    found = 0 if zero_kind != "zero_count_int" else h.zero_count_int
+    for deltas in (h.negative_deltas, h.positive_deltas):
+        last = 0
+        for delta in deltas:
+            last = (last + delta) & _U64  # each >= 0 as int64: checked above
+            found += last
+    found &= _U64
+    count = h.count_int
+    if math.isnan(h.sum):
+        if found > count:
+            return (
+                f"{found} observations found in buckets, but the Count field is {count}: "
+                "histogram's observation count should be at least the number of observations "
+                "found in the buckets"
+            )
+    elif found != count:
+        return (
+            f"{found} observations found in buckets, but the Count field is {count}: "
+            "histogram's observation count should equal the number of observations found in "
+            "the buckets (in absence of NaN)"
+        )
     return None
 
 
 def _histogram_problem(raw: bytes, start: int, stop: int) -> str | None:
-    """``spans_problem`` of the Histogram encoded in ``raw[start:stop]`` (framing checked)."""
-    h = HistogramProto.FromString(raw[start:stop])
-    is_float = h.WhichOneof("count") == "count_float"
-    return spans_problem(
-        h.negative_spans,
-        len(h.negative_counts if is_float else h.negative_deltas),
-        h.positive_spans,
-        len(h.positive_counts if is_float else h.positive_deltas),
-    )
+    """``histogram_problem`` of the Histogram encoded in ``raw[start:stop]`` (framing checked)."""
+    return histogram_problem(HistogramProto.FromString(raw[start:stop]))
 
 
 def _label(raw: bytes, pos: int, stop: int, where: str) -> tuple[bytes, bytes]:
