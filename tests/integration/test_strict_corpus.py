@@ -76,6 +76,16 @@ def v2(case_id: str, raw: bytes, status: int, reason: str = "", **kw: object) ->
     return Case(case_id, snappy.compress(raw), status, reason, dict(V2), **kw)  # type: ignore[arg-type]
 
 
+def _v2_good_then_empty() -> bytes:
+    request = write_v2_pb2.Request(symbols=["", "__name__", "up"])
+    request.timeseries.add(labels_refs=[1, 2]).samples.add(value=1, timestamp=1000)
+    request.timeseries.add(labels_refs=[1, 2])
+    return bytes(request.SerializeToString())
+
+
+OK_V2_TWICE_LAST_EMPTY = _v2_good_then_empty()
+
+
 def labels(*pairs: tuple[bytes, bytes]) -> Labels:
     return tuple(sorted((n.decode(), v.decode()) for n, v in pairs))
 
@@ -199,6 +209,10 @@ CORPUS: list[Case] = [
     v2("v2-empty-metric-name", v2_request(["", "__name__", "up"], [1, 0]), 400, "empty metric name"),
     v2("v2-too-many-labels", v2_request(["", "__name__", "up", *(f"l{i}" for i in range(200))], [1, 2, *(r for i in range(200) for r in (3 + i, 2))]), 400, r"max_labels_per_series \(128\)"),
     v2("v2-samples-and-histograms", v2_request(["", "__name__", "up"], [1, 2], histograms=[write_v2_pb2.Histogram(count_int=1)]), 400, "both samples and histograms"),
+    # as Prometheus 3.8+ (#17250): a 2.0 series without samples or histograms is refused
+    v2("v2-metadata-alone", v2_request(["", "__name__", "up", "help"], [1, 2], samples=0, metadata=write_v2_pb2.Metadata(type=2, help_ref=3)), 400, r"TimeSeries must contain at least one sample or histogram for series up\{\} \(timeseries\[0\]\)"),
+    v2("v2-exemplar-alone", v2_request(["", "__name__", "up"], [1, 2], samples=0, exemplars=[write_v2_pb2.Exemplar(value=1, timestamp=5)]), 400, "at least one sample or histogram"),
+    v2("v2-empty-after-a-good-series", OK_V2_TWICE_LAST_EMPTY, 400, r"series up\{\} \(timeseries\[1\]\)"),
     v2("v2-too-many-samples", v2_request(["", "__name__", "up"], [1, 2], samples=1_000_001), 413, "1000001 samples"),
     v2("v2-wrong-wire-type", ld(4, b"") + key(5, 0) + b"\x01", 400, "has wire type VARINT, declared LEN"),
     v2("v2-group", ld(4, b"") + ld(5, key(2, 3) + key(2, 4)), 400, "group wire type"),

@@ -1600,11 +1600,11 @@ from_v1(PyObject *module, PyObject *arg)
  * histograms re-encoded as rw1.encode writes them, and the series' own metadata as family
  * entries after the series (model.with_series_families: a family's first entry wins, one of
  * unknown type without help or unit is left out). Nothing is validated here beyond the framing
- * and what only 2.0 forbids (samples and histograms in one series): the survey checks the 1.0
- * bytes as strictly as any 1.0 request, and a request it refuses goes to rw2.decode, which words
- * the refusal in 2.0's terms. Anything 1.0 cannot carry as the decoded path does (start or
- * created timestamps, a reference out of range, symbols[0] not empty, a field of the wrong wire
- * type) returns None: the caller decodes the request instead. */
+ * and what only 2.0 forbids (samples and histograms in one series, or neither): the survey
+ * checks the 1.0 bytes as strictly as any 1.0 request, and a request it refuses goes to
+ * rw2.decode, which words the refusal in 2.0's terms. Anything 1.0 cannot carry as the decoded
+ * path does (start or created timestamps, a reference out of range, symbols[0] not empty, a
+ * field of the wrong wire type) returns None: the caller decodes the request instead. */
 
 typedef struct {
     Bytes p;
@@ -1937,6 +1937,9 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
     }
     if ((kinds & (1u << 2)) && (kinds & (1u << 3))) {
         return FALLBACK; /* samples and histograms: rw2.decode refuses it */
+    }
+    if (!(kinds & (1u << 2 | 1u << 3))) {
+        return FALLBACK; /* neither (metadata or exemplars alone): rw2.decode refuses it */
     }
     /* The series: its labels, then its samples, exemplars and histograms, each as they come
      * (1.0's field order: exemplars 3, histograms 4). */

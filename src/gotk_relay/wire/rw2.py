@@ -186,6 +186,13 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
                     f"series {describe(labels)} carries both samples and histograms "
                     f"(timeseries[{index}])"
                 )
+            if not ts.samples and not ts.histograms:
+                # As Prometheus since 3.8 (#17250): a 2.0 series is its samples or histograms;
+                # metadata or exemplars alone are refused.
+                raise DecodeError(
+                    "TimeSeries must contain at least one sample or histogram for series "
+                    f"{describe(labels)} (timeseries[{index}])"
+                )
             for number, hist in enumerate(ts.histograms):
                 problem = strict.histogram_problem(hist)
                 if problem is not None:
