@@ -88,6 +88,9 @@ def _checks(text: str) -> tuple[_Check, ...]:
         raise SelectorError(f"invalid series selector {text!r}: {exc}") from exc
     if not isinstance(expr, promql_parser.VectorSelector):
         raise SelectorError(f'{text!r} is not a series selector (like up or {{job="x"}})')
+    if expr.offset is not None or expr.at is not None:
+        # Prometheus' series selector grammar has neither: its /federate refuses them.
+        raise SelectorError(f"{text!r}: a series selector takes no offset or @ modifier")
     checks: list[_Check] = []
     if expr.name:
         checks.append(_matcher("__name__", "=", expr.name))

@@ -46,7 +46,7 @@ from .relay import Relay
 from .selectors import Predicate, SelectorError, parse_selectors
 from .status_page import ObjectIndex
 from .telemetry import Telemetry
-from .wire import rw2, snappy
+from .wire import rw2, snappy, text
 from .wire.errors import DecodeError, TooLargeError
 from .wire.labels import LabelLimitError, TooManySeriesError
 from .write.admission import (
@@ -203,6 +203,12 @@ def written_headers(samples: int, histograms: int, exemplars: int) -> dict[str, 
     }
 
 
+def lookback_start(lookback_delta: float) -> int:
+    """The oldest sample time (ms) a render made now serves: Prometheus' /federate evaluates
+    at the request's time with its lookback delta (``federate.lookback_delta``)."""
+    return int(time.time() * 1000) - round(lookback_delta * 1000)
+
+
 async def handle_federate(request: web.Request) -> web.StreamResponse:
     """The federate store's text, streamed as the store makes it on the loop about a thousand
     series at a time (``FederateStore.stream``), under ``/federate``'s bounds: writes wait about
@@ -226,19 +232,19 @@ async def handle_federate(request: web.Request) -> web.StreamResponse:
     if not gate.enter(limits.max_concurrent_requests):
         return _busy(limits.max_concurrent_requests)
     response: web.StreamResponse | None = None
-    pieces = store.stream(query)
+    pieces = store.stream(query, oldest=lookback_start(limits.lookback_delta))
     try:
         async with asyncio.timeout(limits.timeout):
             mark = time.perf_counter()
             async for piece in pieces:
                 if response is None:
-                    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+                    response = web.StreamResponse(headers={"Content-Type": text.CONTENT_TYPE})
                     await response.prepare(request)
                 if piece:
                     await response.write(piece)
                 mark = await _give_way(mark)
             if response is None:  # an empty store
-                response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+                response = web.StreamResponse(headers={"Content-Type": text.CONTENT_TYPE})
                 await response.prepare(request)
             await response.write_eof()
             return response
@@ -339,9 +345,7 @@ async def handle_flux_page(request: web.Request) -> web.StreamResponse:
     if isinstance(page, web.Response):
         return page
     _collapsed(request.app[FLUX_COLLAPSED], request.path_qs, page.collapsed)
-    return web.Response(
-        body=page.text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    return web.Response(body=page.text.encode("utf-8"), headers={"Content-Type": text.CONTENT_TYPE})
 
 
 async def _from_store(
@@ -371,7 +375,7 @@ async def _from_store(
     rendering: asyncio.Future[_Rendered] | None = None
     try:
         async with asyncio.timeout(limits.timeout):
-            snapshot = await store.snapshot()
+            snapshot = await store.snapshot(oldest=lookback_start(limits.lookback_delta))
             rendering = loop.run_in_executor(
                 request.app[FEDERATE_THREAD].get(), render, snapshot, matches, stop
             )

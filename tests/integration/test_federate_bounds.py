@@ -27,7 +27,11 @@ from tests.support.harness import RelayClient, gauge_batch, relay_client, rw_bod
 
 
 def _config(**federate: object) -> dict[str, object]:
-    return {"flux": {"mode": "off"}, "federate": {"match": ['{__name__=~".+"}'], **federate}}
+    # The samples here are dated 1970: no lookback leaves them out (test_federate_lookback.py).
+    return {
+        "flux": {"mode": "off"},
+        "federate": {"match": ['{__name__=~".+"}'], "lookback_delta": "100y", **federate},
+    }
 
 
 async def _write(client: RelayClient, names: list[str]) -> None:

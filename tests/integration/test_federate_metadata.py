@@ -20,7 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from gotk_relay.model import Batch, FamilyMetadata, Metadata, MetricType, Sample, Series
 from tests.support.harness import RelayClient, relay_client, rw_body
 
-CONFIG: Final = {"flux": {"mode": "off"}, "federate": {"match": ['{__name__=~"gotk_.*"}']}}
+# The samples are dated 2023: no lookback leaves them out (test_federate_lookback.py).
+CONFIG: Final = {
+    "flux": {"mode": "off"},
+    "federate": {"match": ['{__name__=~"gotk_.*"}'], "lookback_delta": "100y"},
+}
 TS: Final = 1_700_000_000_000
 RESOURCE: Final = (
     ("__name__", "gotk_resource_info"),
@@ -117,7 +121,10 @@ async def test_every_family_is_served_under_its_name_with_its_type_and_help(
     metadata out of what the store was given."""
     config: dict[str, object] = {**CONFIG, "flux": {"mode": flux}}
     if picked == "every-series":  # a selector that can match any name
-        config["federate"] = {"match": ['{__name__=~"gotk_.*"}', '{job="none"}']}
+        config["federate"] = {
+            "match": ['{__name__=~"gotk_.*"}', '{job="none"}'],
+            "lookback_delta": "100y",
+        }
     text = await _federate(way, config)
     found = {
         family.name: (family.type, family.documentation, sorted(s.name for s in family.samples))

@@ -9,10 +9,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from gotk_relay.cli import check_config
 from gotk_relay.config import load_text
@@ -28,9 +28,15 @@ from tests.support.harness import (
     rw_body,
 )
 
+# The samples here are dated 1970: no lookback leaves them out (test_federate_lookback.py).
+ANY_AGE: Final = "100y"
+
 
 def _config(**federate: object) -> dict[str, object]:
-    return {"flux": {"mode": "off"}, "federate": {"match": ['{__name__=~"gotk_.*"}'], **federate}}
+    return {
+        "flux": {"mode": "off"},
+        "federate": {"match": ['{__name__=~"gotk_.*"}'], "lookback_delta": ANY_AGE, **federate},
+    }
 
 
 async def _write(client: RelayClient, batch: Batch) -> None:
@@ -142,7 +148,8 @@ async def test_federate_streams_under_its_credentials(tmp_path: Path) -> None:
         assert "gotk_o" not in await anonymous.text()
         answer = await client.get("/federate", headers=signed)
         assert answer.status == 200
-        assert answer.headers["Content-Type"] == CONTENT_TYPE_LATEST  # as before streaming
+        # the text format the body is in (prometheus-client's CONTENT_TYPE_LATEST says 1.0.0)
+        assert answer.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
         assert relay.federate is not None
         assert await answer.text() == relay.federate.render()
 
@@ -265,9 +272,11 @@ async def test_a_scraper_that_disconnects_mid_stream_stops_the_render(
         taken: list[int] = []
         closed = asyncio.Event()
 
-        async def counted(query: Query, chunk: int = STREAM_CHUNK) -> AsyncIterator[bytes]:
+        async def counted(
+            query: Query, chunk: int = STREAM_CHUNK, oldest: int | None = None
+        ) -> AsyncIterator[bytes]:
             try:
-                async for piece in stream(query, chunk):
+                async for piece in stream(query, chunk, oldest):
                     taken.append(len(piece))
                     yield piece
             finally:

@@ -134,8 +134,14 @@ def test_selector_table(texts: list[str], labels: Labels, expected: bool) -> Non
     assert _reference(texts)(labels) is expected
 
 
-@pytest.mark.parametrize("text", ['{foo=""}', '{foo=~".*"}', "up{", "sum(up)", '{a=~"("}'])
+@pytest.mark.parametrize(
+    "text",
+    ['{foo=""}', '{foo=~".*"}', "up{", "sum(up)", '{a=~"("}', "up offset 5m", "up @ 100", "up[5m]"],
+)
 def test_invalid_selectors_are_still_refused(text: str) -> None:
+    """As Prometheus' /federate refuses them (a selector takes no modifier, no range), and
+    selectors that match every series (Prometheus serves those; refused here, as PromQL
+    refuses them in a query, so that a typo does not ask for the whole store)."""
     with pytest.raises(SelectorError):
         parse_selectors([text])
 

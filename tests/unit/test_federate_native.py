@@ -99,14 +99,17 @@ SAMPLE: Final = st.tuples(
     rows=st.lists(
         st.tuples(LABELS, SAMPLE, st.booleans(), st.booleans(), st.booleans(), SAMPLE),
         max_size=12,
-    )
+    ),
+    oldest=st.one_of(st.none(), SAMPLE.map(lambda sample: sample[1]), st.just(2**70)),
 )
 def test_the_compiled_lines_are_the_twins(
     rows: list[tuple[Labels, tuple[float, int], bool, bool, bool, tuple[float, int]]],
+    oldest: int | None,
 ) -> None:
     """Lines made for the first time, made again from a kept line after a new sample, kept
-    as they are; removed entries skipped; the values that need Go's formatting made by the
-    reference (``_refresh``): the same lines, and the entries left the same."""
+    as they are; removed entries skipped, and those timestamped before ``oldest`` (the
+    lookback); the values that need Go's formatting made by the reference (``_refresh``): the
+    same lines, and the entries left the same."""
 
     def entries() -> list[list[Any]]:
         made = []
@@ -119,7 +122,9 @@ def test_the_compiled_lines_are_the_twins(
         return made
 
     got, want = entries(), entries()
-    assert native.lines(got, federate._refresh) == federate._py_lines(want, federate._refresh)
+    assert native.lines(got, federate._refresh, oldest) == federate._py_lines(
+        want, federate._refresh, oldest
+    )
     assert repr(got) == repr(want)  # NaN != NaN: compared as text
 
 

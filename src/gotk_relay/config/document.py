@@ -69,6 +69,9 @@ class FederateConfig(Strict):
     max_concurrent_requests: int = Field(4, gt=0)
     max_selectors: int = Field(64, gt=0)
     timeout: Duration = Field(10.0, gt=0)
+    # Prometheus' --query.lookback-delta: a series whose newest sample is older is not served
+    # (kept: a newer sample brings it back), as Prometheus' own /federate leaves it out.
+    lookback_delta: Duration = Field(300.0, gt=0)
 
     @field_validator("match")
     @classmethod

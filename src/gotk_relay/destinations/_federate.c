@@ -618,12 +618,34 @@ renew(PyObject *entry, PyObject *refresh)
     return 0;
 }
 
+/* Whether an entry's timestamp is before ``oldest`` (NULL: none is): ints compared as C
+ * integers when they fit, anything else as Python compares it. -1 on an error. */
+static int
+before(PyObject *timestamp, PyObject *oldest)
+{
+    if (oldest == NULL) {
+        return 0;
+    }
+    if (PyLong_CheckExact(timestamp) && PyLong_CheckExact(oldest)) {
+        int ot, oo;
+        long long t = PyLong_AsLongLongAndOverflow(timestamp, &ot);
+        long long o = PyLong_AsLongLongAndOverflow(oldest, &oo);
+        if (!ot && !oo) {
+            return t < o;
+        }
+    }
+    return PyObject_RichCompareBool(timestamp, oldest, Py_LT);
+}
+
 static PyObject *
 lines_of(PyObject *self, PyObject *args)
 {
-    PyObject *entries, *refresh;
-    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &entries, &refresh)) {
+    PyObject *entries, *refresh, *oldest = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O|O", &PyList_Type, &entries, &refresh, &oldest)) {
         return NULL;
+    }
+    if (oldest == Py_None) {
+        oldest = NULL;
     }
     PyObject *out = PyList_New(0);
     if (out == NULL) {
@@ -638,6 +660,13 @@ lines_of(PyObject *self, PyObject *args)
         }
         if (FIELD(entry, STORED) != Py_True) {
             continue;
+        }
+        int old = before(FIELD(entry, TIMESTAMP), oldest);
+        if (old < 0) {
+            goto error;
+        }
+        if (old) {
+            continue; /* out of the lookback window: kept, not written */
         }
         Py_INCREF(entry);
         if (FIELD(entry, FRESH) != Py_True && renew(entry, refresh) < 0) {
@@ -870,9 +899,9 @@ static PyMethodDef methods[] = {
      "equal labels), taking `limit` entries at most; those whose entry[alive] is not True are\n"
      "dropped (alive < 0: none is). positions is updated; True while entries are left."},
     {"lines", lines_of, METH_VARARGS,
-     "lines(entries, refresh) -> list[bytes]\n\nThe kept lines of the stored entries, each made\n"
-     "again first when its sample changed (here for the values 1.0 and 0.0, by refresh(entry)\n"
-     "for the others)."},
+     "lines(entries, refresh, oldest=None) -> list[bytes]\n\nThe kept lines of the stored entries\n"
+     "(those timestamped at oldest or later, when given), each made again first when its\n"
+     "sample changed (here for the values 1.0 and 0.0, by refresh(entry) for the others)."},
     {"index", index_entries, METH_VARARGS,
      "index(entries, start, stop, label, index) -> None\n\nAdd entries[start:stop] that are\n"
      "stored to index (a dict: the label's value, when not empty, to its one entry or a list of\n"

@@ -96,6 +96,19 @@ VALUE, TIMESTAMP, STORED, LINE, FRESH, LABELS = range(6)
 _labels_of = itemgetter(LABELS)
 
 
+def store_key(labels: Labels) -> Labels:
+    """The label set a series is stored and written under: ``__name__`` first, then its other
+    labels in name order, those with an empty value left out (Prometheus' identity of a series:
+    ``a=""`` is no label). The relay's label sets are sorted by name, so a name that sorts
+    before ``__name__`` (an upper-case initial, ``__a``) comes first there; the usual set, name
+    first and no empty value, is returned as it is."""
+    if labels and labels[0][0] == "__name__" and all([value for _, value in labels]):
+        return labels
+    kept = [pair for pair in labels if pair[1]]
+    named = [pair for pair in kept if pair[0] == "__name__"]
+    return (*named, *(pair for pair in kept if pair[0] != "__name__"))
+
+
 class _PyEntry(list[Any]):
     """An entry without the compiled module: a list of the six fields."""
 
@@ -281,7 +294,7 @@ class FederateStore:
             if entry[1] > timestamp:
                 continue
             if value != value and is_stale(value):
-                self._remove(labels)
+                self._remove(entry[5])  # the key it is stored under (store_key)
                 continue
             entry[0] = value
             entry[1] = timestamp
@@ -346,10 +359,11 @@ class FederateStore:
         entries: list[list[Any]] = []
         full = len(self._latest) >= self.max_series
         for labels in names:
-            entry = self._latest.get(labels)
+            key = store_key(labels)
+            entry = self._latest.get(key)
             if entry is None:
                 self.selector_checks += 1
-                if self._match(labels) and not (full and labels in self._refused):
+                if self._match(labels) and not (full and key in self._refused):
                     return None  # new here: update() stores or refuses it
                 entry = _REFUSED
             entries.append(entry)
@@ -361,21 +375,22 @@ class FederateStore:
     def _update_slow(self, series: Series) -> int:
         """``update`` for a series whose labels tuple is new here: the selectors, one hash."""
         labels = series.labels
+        key = store_key(labels)
         samples = series.samples
         latest = self._latest
-        if len(latest) >= self.max_series and labels in self._refused:
+        if len(latest) >= self.max_series and key in self._refused:
             # Refused before (a new tuple of it): one hash, no selector, nothing counted.
             self._handle(labels, self._refusal, series.name)
             return 0
         self.selector_checks += 1
-        if not self._match(labels):
-            return 0
+        if not key or key[0][0] != "__name__" or not self._match(labels):
+            return 0  # a series without a name has no line (receiver.validation: framing)
         value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
-        entry = latest.get(labels)
+        entry = latest.get(key)
         if entry is not None and entry[1] > timestamp:
             return 0
         if value != value and is_stale(value):
-            self._remove(labels)
+            self._remove(key)
             return 0
         counted = 0
         if entry is not None:
@@ -385,16 +400,16 @@ class FederateStore:
         elif len(latest) >= self.max_series:
             entry = self._refusal
             refused = self._refused
-            if labels not in refused:
+            if key not in refused:
                 if len(refused) >= REFUSED_PER_SERIES * self.max_series:
                     del refused[next(iter(refused))]  # the oldest refusal: bounded
-                refused[labels] = None
+                refused[key] = None
                 counted = 1
                 self.refused += 1
         else:
-            entry = latest[labels] = _new_entry(value, timestamp, True, None, False, labels)
-            self._refused.pop(labels, None)
-            self._insert(labels, entry)
+            entry = latest[key] = _new_entry(value, timestamp, True, None, False, key)
+            self._refused.pop(key, None)
+            self._insert(key, entry)
         if entry is not self._refusal:
             self._family(series)
         self._handle(labels, entry, series.name)
@@ -451,10 +466,15 @@ class FederateStore:
             self._metadata[family] = FamilyMetadata(family, *meta)
             self._applied[name] = meta
 
-    def render(self, selectors: Predicate | None = None) -> str:
-        """Text format of the stored series (those matching ``selectors`` when given), made
-        from all of them at once: the reference ``stream`` answers as."""
-        points = [(labels, e[0], e[1]) for labels, e in self._latest.items()]
+    def render(self, selectors: Predicate | None = None, oldest: int | None = None) -> str:
+        """Text format of the stored series (those matching ``selectors`` when given, and
+        whose sample is timestamped at ``oldest`` or later), made from all of them at once:
+        the reference ``stream`` answers as."""
+        points = [
+            (labels, e[0], e[1])
+            for labels, e in self._latest.items()
+            if oldest is None or e[1] >= oldest
+        ]
         return render_snapshot(Snapshot(points, self._metadata), selectors)
 
     def query(self, matches: Sequence[str]) -> Query:
@@ -463,7 +483,9 @@ class FederateStore:
             return Query(None, None, None)
         return Query(parse_selectors(matches), required_names(matches), label_equalities(matches))
 
-    async def stream(self, query: Query, chunk: int = STREAM_CHUNK) -> AsyncGenerator[bytes, None]:
+    async def stream(
+        self, query: Query, chunk: int = STREAM_CHUNK, oldest: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """The text ``render`` gives (UTF-8), in pieces, made on the event loop: ``chunk``
         series at most are looked at before each piece is handed over (one may be empty), so
         the loop's other work waits a few ms at most, and a piece is small whatever the store.
@@ -473,8 +495,10 @@ class FederateStore:
         label's values gives (kept from the start for ``KEPT_INDEXES``, else built by the
         first such request; kept up to date after).
 
-        A series updated meanwhile shows either sample; one removed meanwhile, its sample at
-        the start or none; one added meanwhile may be left out.
+        A series whose sample is timestamped before ``oldest`` (Prometheus' lookback: the
+        server passes now less ``federate.lookback_delta``) is left out, and kept. A series
+        updated meanwhile shows either sample; one removed meanwhile, its sample at the start
+        or none; one added meanwhile may be left out.
         """
         selectors, names, equalities = query
         if equalities is not None and names is not None and not self._indexed_all(equalities):
@@ -497,9 +521,7 @@ class FederateStore:
             keys = self._keys if self._keys is not None else sorted(self._buckets)
             self._keys = keys
         if names is not None:
-            # The named metrics' buckets, and those of label sets whose first label is not
-            # __name__ (a name sorting before it, as upper case does): rare, and checked whole.
-            keys = [k for k in keys if not k or k[0][0] != "__name__" or k[0][1] in names]
+            keys = [k for k in keys if k[0][1] in names]  # stored name first (store_key)
         # A family is written where its first line comes, with that line's metadata (as
         # render() does): its later buckets follow at once, its earlier ones had no line.
         # Each key's place among its family's (taken here, not looked up per key: a family
@@ -509,8 +531,7 @@ class FederateStore:
         members: dict[str, list[Labels]] = {}
         place: list[int] = []  # by the key's position in keys
         for key in keys:
-            name = key[0][1] if key and key[0][0] == "__name__" else ""
-            family_of[key] = family, _ = text.family_key(name, metadata)
+            family_of[key] = family, _ = text.family_key(key[0][1], metadata)
             following = members.setdefault(family, [])
             place.append(len(following))
             following.append(key)
@@ -525,7 +546,7 @@ class FederateStore:
             started = False
             for i in range(place[at], len(following)):
                 key = following[i]
-                async for lines, looked in self._pieces(key, found, selectors, chunk):
+                async for lines, looked in self._pieces(key, found, selectors, chunk, oldest):
                     if lines:
                         if not started:
                             out.append(text.family_header(family, family_of[key][1]).encode())
@@ -549,6 +570,7 @@ class FederateStore:
         found: dict[Labels, list[list[Any]]] | None,
         selectors: Predicate | None,
         chunk: int,
+        oldest: int | None = None,
     ) -> AsyncIterator[tuple[list[bytes], int]]:
         """The lines of a bucket's series (those an index ``found``, when given), matching
         ``selectors``, in label order, a chunk at a time, with the number looked at."""
@@ -565,7 +587,7 @@ class FederateStore:
             ordered = await self._ordered(bucket)
         for start in range(0, len(ordered), chunk):
             part = ordered[start : start + chunk]
-            yield _lines(part, selectors), len(part)
+            yield _lines(part, selectors, oldest), len(part)
 
     def _indexed_all(self, equalities: list[list[tuple[str, str]]]) -> bool:
         return all(label in self._indexes for labels in equalities for label, _ in labels)
@@ -616,7 +638,7 @@ class FederateStore:
                 if not entry[2] or id(entry) in seen:
                     continue
                 key = entry[5][:1]
-                if names is not None and key and key[0][0] == "__name__" and key[0][1] not in names:
+                if names is not None and key[0][1] not in names:
                     continue
                 seen.add(id(entry))
                 group = found.get(key)
@@ -678,9 +700,10 @@ class FederateStore:
             bucket.ordered = merged
             return merged
 
-    async def snapshot(self, chunk: int = SNAPSHOT_CHUNK) -> Snapshot:
-        """The stored points and metadata as they are now, for ``render_snapshot`` in another
-        thread; read ``chunk`` series at a time, yielding to the event loop in between.
+    async def snapshot(self, chunk: int = SNAPSHOT_CHUNK, oldest: int | None = None) -> Snapshot:
+        """The stored points and metadata as they are now (those timestamped at ``oldest`` or
+        later, when given), for ``render_snapshot`` in another thread; read ``chunk`` series at
+        a time, yielding to the event loop in between.
 
         Read on the loop, so each value comes with its own timestamp (the loop updates the two
         in place, one after the other); a series updated while this runs shows either sample,
@@ -690,7 +713,9 @@ class FederateStore:
         points: list[tuple[Labels, float, int | None]] = []
         for start in range(0, len(entries), chunk):
             points.extend(
-                (labels, e[0], e[1]) for labels, e in entries[start : start + chunk] if e[2]
+                (labels, e[0], e[1])
+                for labels, e in entries[start : start + chunk]
+                if e[2] and (oldest is None or e[1] >= oldest)
             )
             if start + chunk < len(entries):
                 await asyncio.sleep(0)
@@ -718,7 +743,7 @@ async def _sorted(
         run = entries[start : start + SORT_RUN]
         # Their lines made now, in the order they came (mostly the order they lie in memory),
         # rather than in label order later, where each read misses the cache.
-        _all_lines(run, _refresh)
+        _all_lines(run, _refresh, None)
         _sort(run, LABELS)
         runs.append(run)
         await asyncio.sleep(0)
@@ -772,28 +797,34 @@ def _py_sample_head(labels: Labels) -> bytes:
     return text.sample_head(text.series_name(labels), labels).encode()
 
 
-def _lines(entries: list[list[Any]], selectors: Predicate | None) -> list[bytes]:
-    """The text lines of the stored ``entries`` (matching ``selectors``), each made again
-    only when its sample changed since it was last made."""
+def _lines(
+    entries: list[list[Any]], selectors: Predicate | None, oldest: int | None = None
+) -> list[bytes]:
+    """The text lines of the stored ``entries`` (matching ``selectors``, timestamped at
+    ``oldest`` or later), each made again only when its sample changed since it was last
+    made."""
     if selectors is None:
-        return _all_lines(entries, _refresh)
+        return _all_lines(entries, _refresh, oldest)
     lines: list[bytes] = []
     append = lines.append
     for entry in entries:
-        if entry[2] and selectors(entry[5]):
+        if entry[2] and (oldest is None or entry[1] >= oldest) and selectors(entry[5]):
             if not entry[4]:
                 _refresh(entry)
             append(entry[3])
     return lines
 
 
-def _py_lines(entries: list[list[Any]], refresh: Callable[[list[Any]], None]) -> list[bytes]:
-    """``_federate.lines``'s pure-Python twin (the reference): the stored entries' lines, made
-    again by ``refresh`` first where the sample changed."""
+def _py_lines(
+    entries: list[list[Any]], refresh: Callable[[list[Any]], None], oldest: int | None = None
+) -> list[bytes]:
+    """``_federate.lines``'s pure-Python twin (the reference): the stored entries' lines (those
+    timestamped at ``oldest`` or later, when given), made again by ``refresh`` first where the
+    sample changed."""
     lines: list[bytes] = []
     append = lines.append
     for entry in entries:
-        if entry[2]:
+        if entry[2] and (oldest is None or entry[1] >= oldest):
             if not entry[4]:
                 refresh(entry)
             append(entry[3])
@@ -834,7 +865,7 @@ _merge: Callable[[list[list[Any]], list[list[list[Any]]], list[int], int, int, i
 _sample_head: Callable[[Labels], bytes] = (
     _py_sample_head if _native is None else _native.sample_head
 )
-_all_lines: Callable[[list[list[Any]], Callable[[list[Any]], None]], list[bytes]] = (
+_all_lines: Callable[[list[list[Any]], Callable[[list[Any]], None], int | None], list[bytes]] = (
     _py_lines if _native is None else _native.lines
 )
 _index: Callable[[list[list[Any]], int, int, str, _Index], None] = (

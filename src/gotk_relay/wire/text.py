@@ -33,6 +33,11 @@ TYPES: Final[Mapping[str, MetricType]] = {
 }
 
 
+# What ``render`` writes: the text exposition format 0.0.4 (prometheus-client's own
+# CONTENT_TYPE_LATEST names 1.0.0, its newer writer's, which /metrics keeps).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 def parse(text: str, default_timestamp_ms: int) -> Batch:
     """A Batch with one series per distinct label set, samples in file order.
 
