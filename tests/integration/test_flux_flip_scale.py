@@ -222,7 +222,13 @@ async def test_every_object_is_right_after_a_round_in_which_a_tenth_flip_ready()
     queue = {"capacity": 1_000_000}
     async with (
         receivers(OutputSink()) as (sink,),
-        relay_client({"remote_write": [{"url": sink.url, "queue_config": queue}]}) as (client, _),
+        # The rounds are dated 2024: no lookback leaves them out of /federate.
+        relay_client(
+            {
+                "remote_write": [{"url": sink.url, "queue_config": queue}],
+                "federate": {"lookback_delta": "100y"},
+            }
+        ) as (client, _),
     ):
         assert isinstance(sink, OutputSink)
 

@@ -216,6 +216,35 @@ def test_federate_update_keeps_the_newest_sample_of_matching_series() -> None:
     assert _stored(store)[_series("gotk_b").labels][1] == 31
 
 
+def test_the_first_sample_at_a_timestamp_stays() -> None:
+    """As Prometheus keeps a series' first sample at a timestamp (it refuses the others: a
+    duplicate sample, or a stale marker, at that timestamp), on every path: a new tuple (the
+    slow path), the very tuple again (the compiled loop), a stale marker, and the Flux rules'
+    steady output (``update_outputs``, a group it knows)."""
+    store = FederateStore(['{__name__=~"gotk_.*"}'], max_series=10)
+    known = _series("gotk_a").labels
+    store.update(Batch((Series(known, (Sample(1.0, 10),)),)))
+    store.update(Batch((_series("gotk_a", Sample(2.0, 10)),)))  # another tuple of it
+    store.update(Batch((Series(known, (Sample(3.0, 10),)),)))  # the tuple it holds
+    store.update(Batch((Series(known, (Sample(STALE_NAN, 10),)),)))
+    assert _stored(store) == {known: (1.0, 10)}
+    store.update(Batch((Series(known, (Sample(4.0, 11),)),)))
+    assert _stored(store) == {known: (4.0, 11)}
+
+    group: tuple[tuple[Labels, ...], tuple[Metadata, ...]] = (
+        (known,),
+        (Metadata(MetricType.GAUGE, "", ""),),
+    )
+    values = (5.0,)
+    store.update_outputs([(group, values)], 12, ())  # learnt
+    store.update_outputs([(group, values)], 12, ())  # known: stamped by the compiled loop
+    again = (6.0,)
+    store.update_outputs([(group, again)], 12, ())
+    assert _stored(store) == {known: (5.0, 12)}
+    store.update_outputs([(group, again)], 13, ())
+    assert _stored(store) == {known: (6.0, 13)}
+
+
 def test_a_series_refused_under_one_tuple_and_stored_under_another_takes_its_samples() -> None:
     """A full store refuses a series, one series is removed, the same series comes again under
     a new tuple and is stored: the tuple it was refused under then brings its samples and its
@@ -272,8 +301,8 @@ class _ReferenceStore:
                 continue
             newest = max(series.samples, key=lambda s: s.timestamp)
             known = self.latest.get(series.labels)
-            if known is not None and known[1] > newest.timestamp:
-                continue
+            if known is not None and known[1] >= newest.timestamp:
+                continue  # the first sample at a timestamp stays
             if math.isnan(newest.value) and is_stale(newest.value):
                 self.latest.pop(series.labels, None)
                 continue

@@ -769,20 +769,22 @@ index_entries(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* a <= b for two timestamps: ints compared as C integers when they fit, anything else (the
- * refused entry's inf) as Python compares it. -1 on an error. */
+/* a < b for two timestamps: ints compared as C integers when they fit, anything else (the
+ * refused entry's inf) as Python compares it. -1 on an error. A sample at the timestamp an
+ * entry holds is not taken: the first one stays, as Prometheus keeps the first of a series'
+ * samples at one timestamp (it refuses the others). */
 static int
-not_after(PyObject *a, PyObject *b)
+earlier(PyObject *a, PyObject *b)
 {
     if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
         int oa, ob;
         long long x = PyLong_AsLongLongAndOverflow(a, &oa);
         long long y = PyLong_AsLongLongAndOverflow(b, &ob);
         if (!oa && !ob) {
-            return x <= y;
+            return x < y;
         }
     }
-    return PyObject_RichCompareBool(a, b, Py_LE);
+    return PyObject_RichCompareBool(a, b, Py_LT);
 }
 
 /* stamp(entries, values, timestamp): federate.update_outputs' loop over a group it knows,
@@ -809,7 +811,7 @@ stamp_entries(PyObject *self, PyObject *args)
             return NULL;
         }
         Py_INCREF(entry);
-        int due = not_after(FIELD(entry, TIMESTAMP), timestamp);
+        int due = earlier(FIELD(entry, TIMESTAMP), timestamp);
         if (due > 0) {
             set_field(entry, VALUE, PyTuple_GET_ITEM(values, i));
             set_field(entry, TIMESTAMP, timestamp);
@@ -827,7 +829,7 @@ stamp_entries(PyObject *self, PyObject *args)
  * for as long as each series is the usual one: no sample (nothing to do), or one sample of a
  * float that is not NaN at an int timestamp, no metadata, and ``get(labels)`` (the store's
  * identity map) gives an Entry that holds this very labels tuple and is stored. Such an entry
- * takes the sample unless it is newer. Returns the index of the first series it leaves to the
+ * takes the sample if it is newer than the one held. Returns the index of the first series it leaves to the
  * Python loop (len(series) when none): a new or refused series, a stale marker, several
  * samples, metadata to apply. Why in C: the Flux inputs come every scrape (bench.inprocess
  * flux-heavy: ~5 % of a request in Python). */
@@ -875,7 +877,7 @@ update_known(PyObject *self, PyObject *args)
             Py_DECREF(entry);
             break;
         }
-        int due = not_after(FIELD(entry, TIMESTAMP), ts);
+        int due = earlier(FIELD(entry, TIMESTAMP), ts);
         if (due > 0) {
             set_field(entry, VALUE, value);
             set_field(entry, TIMESTAMP, ts);
@@ -907,7 +909,7 @@ static PyMethodDef methods[] = {
      "stored to index (a dict: the label's value, when not empty, to its one entry or a list of\n"
      "two or more)."},
     {"stamp", stamp_entries, METH_VARARGS,
-     "stamp(entries, values, timestamp) -> None\n\nEach entry whose timestamp is not after\n"
+     "stamp(entries, values, timestamp) -> None\n\nEach entry whose timestamp is before\n"
      "`timestamp` takes the value at its place in `values` and that timestamp, and is no longer\n"
      "fresh (federate.update_outputs for a group it knows)."},
     {"update_known", update_known, METH_VARARGS,

@@ -248,7 +248,8 @@ class FederateStore:
         self._refusal = _new_refusal()
 
     def update(self, batch: Batch) -> int:
-        """Keep the newest sample per matching series; a stale marker removes the series.
+        """Keep the newest sample per matching series (the first of those at one timestamp, as
+        Prometheus keeps it); a stale marker removes the series.
 
         Returns the number of series newly refused because the store is full (a series
         refused before and remembered is not counted again).
@@ -291,8 +292,8 @@ class FederateStore:
                 value, timestamp, _ = samples[0]
             else:
                 value, timestamp = _newest(samples)
-            if entry[1] > timestamp:
-                continue
+            if entry[1] >= timestamp:
+                continue  # the first sample at a timestamp stays, as Prometheus keeps it
             if value != value and is_stale(value):
                 self._remove(entry[5])  # the key it is stored under (store_key)
                 continue
@@ -387,7 +388,7 @@ class FederateStore:
             return 0  # a series without a name has no line (receiver.validation: framing)
         value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
         entry = latest.get(key)
-        if entry is not None and entry[1] > timestamp:
+        if entry is not None and entry[1] >= timestamp:
             return 0
         if value != value and is_stale(value):
             self._remove(key)
@@ -842,10 +843,10 @@ def _py_index(entries: list[list[Any]], start: int, stop: int, label: str, index
 
 
 def _py_stamp(entries: list[list[Any]], values: tuple[float, ...], timestamp: int) -> None:
-    """Each entry not newer than ``timestamp`` takes its value and the timestamp, its line to be
+    """Each entry older than ``timestamp`` takes its value and the timestamp, its line to be
     made again (``update_outputs`` for a group it knows; never ``_REFUSED``, timestamped inf)."""
     for entry, value in zip(entries, values, strict=True):
-        if entry[TIMESTAMP] <= timestamp:
+        if entry[TIMESTAMP] < timestamp:
             entry[VALUE] = value
             entry[TIMESTAMP] = timestamp
             entry[FRESH] = False
