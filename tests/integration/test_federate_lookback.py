@@ -15,6 +15,7 @@ from gotk_relay.server import CONTROLLER_PAGE
 from tests.support.harness import RelayClient, gauge_batch, relay_client, rw_body
 
 MINUTE = 60_000
+CONDITION_LABELS = {"kind": "Kustomization", "namespace": "apps", "type": "Ready", "status": "True"}
 
 
 def _now_ms() -> int:
@@ -83,3 +84,38 @@ def test_check_config_refuses_a_lookback_that_is_not_positive() -> None:
     with pytest.raises(ConfigError, match="lookback_delta"):
         load_text("federate: {lookback_delta: 0s}", "<test>")
     assert load_text("federate: {lookback_delta: 90s}", "<test>").federate.lookback_delta == 90
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ("gzip", True),  # Prometheus' scrapes
+        ("gzip, deflate", True),  # Python's requests (the Datadog Agent)
+        ("identity", False),
+        ("", False),
+        ("gzip;q=0, *", False),
+        ("*;q=0.5", True),
+        ("br;q=1.0, gzip;q=0.8", True),
+    ],
+)
+@pytest.mark.parametrize("path", ["/federate", CONTROLLER_PAGE])
+async def test_the_text_is_gzipped_when_asked(accept: str, gzipped: bool, path: str) -> None:
+    """As Prometheus' /federate answers a scrape: gzip when Accept-Encoding allows it, the
+    same text either way."""
+    now = _now_ms()
+    condition = "gotk_reconcile_condition"
+    names = [f"obj-{i:04d}" for i in range(300)]  # past aiohttp's 4 KiB: compressed in a thread
+    async with relay_client(_config()) as (client, _):
+        for name in names:
+            await _write(
+                client,
+                gauge_batch([condition], now, 1.0, name=name, **CONDITION_LABELS),
+            )
+        plain = await client.get(path, headers={"Accept-Encoding": "identity"})
+        want = await plain.text()
+        assert "obj-0299" in want
+        response = await client.get(path, headers={"Accept-Encoding": accept})
+        assert response.status == 200
+        assert response.headers.get("Content-Encoding") == ("gzip" if gzipped else None)
+        assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert await response.text() == want  # the client decompresses
