@@ -70,7 +70,7 @@ from gotk_relay.model import (
 from gotk_relay.wire import rw1, rw1_bytes, validate
 from gotk_relay.wire.labels import NO_LIMITS
 from tests.support.datadog_intake import validate_payload
-from tests.support.strategies import ORDINARY_NAN, OddEncoder
+from tests.support.strategies import ORDINARY_NAN, OddEncoder, bucket_spans
 
 NOW_MS = 1_764_000_000_000
 IMPLEMENTATIONS = ("python", "compiled")
@@ -304,22 +304,14 @@ _OFFSETS_REST = st.one_of(
 )
 
 
-@st.composite
 def spans(
-    draw: st.DrawFn,
     buckets: int,
     first: st.SearchStrategy[int] = _OFFSETS_FIRST,
     rest: st.SearchStrategy[int] = _OFFSETS_REST,
-) -> tuple[BucketSpan, ...]:
+) -> st.SearchStrategy[tuple[BucketSpan, ...]]:
     """Spans over exactly ``buckets`` buckets, every offset but the first non-negative (what the
-    strict check requires of an exponential histogram), zero-length spans included."""
-    cuts = sorted(draw(st.lists(st.integers(0, buckets), max_size=2)))
-    if not buckets and not cuts and draw(st.booleans()):
-        return ()
-    bounds = [0, *cuts, buckets]
-    lengths = [b - a for a, b in pairwise(bounds)]
-    offsets = [draw(first), *(draw(rest) for _ in lengths[1:])]
-    return tuple(BucketSpan(o, n) for o, n in zip(offsets, lengths, strict=True))
+    strict check requires of an exponential histogram), these offsets most drawn."""
+    return bucket_spans(buckets, first, rest)
 
 
 # Schemas: what the receiver takes (Prometheus' Validate: -4 to 8, 9 to 52 which Prometheus

@@ -618,23 +618,22 @@ renew(PyObject *entry, PyObject *refresh)
     return 0;
 }
 
-/* Whether an entry's timestamp is before ``oldest`` (NULL: none is): ints compared as C
- * integers when they fit, anything else as Python compares it. -1 on an error. */
+/* a < b for two timestamps: ints compared as C integers when they fit, anything else (the
+ * refused entry's inf) as Python compares it. -1 on an error. A sample at the timestamp an
+ * entry holds is not taken: the first one stays, as Prometheus keeps the first of a series'
+ * samples at one timestamp (it refuses the others). */
 static int
-before(PyObject *timestamp, PyObject *oldest)
+earlier(PyObject *a, PyObject *b)
 {
-    if (oldest == NULL) {
-        return 0;
-    }
-    if (PyLong_CheckExact(timestamp) && PyLong_CheckExact(oldest)) {
-        int ot, oo;
-        long long t = PyLong_AsLongLongAndOverflow(timestamp, &ot);
-        long long o = PyLong_AsLongLongAndOverflow(oldest, &oo);
-        if (!ot && !oo) {
-            return t < o;
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
+        int oa, ob;
+        long long x = PyLong_AsLongLongAndOverflow(a, &oa);
+        long long y = PyLong_AsLongLongAndOverflow(b, &ob);
+        if (!oa && !ob) {
+            return x < y;
         }
     }
-    return PyObject_RichCompareBool(timestamp, oldest, Py_LT);
+    return PyObject_RichCompareBool(a, b, Py_LT);
 }
 
 static PyObject *
@@ -661,7 +660,7 @@ lines_of(PyObject *self, PyObject *args)
         if (FIELD(entry, STORED) != Py_True) {
             continue;
         }
-        int old = before(FIELD(entry, TIMESTAMP), oldest);
+        int old = oldest == NULL ? 0 : earlier(FIELD(entry, TIMESTAMP), oldest);
         if (old < 0) {
             goto error;
         }
@@ -767,24 +766,6 @@ index_entries(PyObject *self, PyObject *args)
         }
     }
     Py_RETURN_NONE;
-}
-
-/* a < b for two timestamps: ints compared as C integers when they fit, anything else (the
- * refused entry's inf) as Python compares it. -1 on an error. A sample at the timestamp an
- * entry holds is not taken: the first one stays, as Prometheus keeps the first of a series'
- * samples at one timestamp (it refuses the others). */
-static int
-earlier(PyObject *a, PyObject *b)
-{
-    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
-        int oa, ob;
-        long long x = PyLong_AsLongLongAndOverflow(a, &oa);
-        long long y = PyLong_AsLongLongAndOverflow(b, &ob);
-        if (!oa && !ob) {
-            return x < y;
-        }
-    }
-    return PyObject_RichCompareBool(a, b, Py_LT);
 }
 
 /* stamp(entries, values, timestamp): federate.update_outputs' loop over a group it knows,
