@@ -156,7 +156,16 @@ def build_destination(
     spool: Spool | None = None,
 ) -> QueuedDestination:
     q = cfg.queue_config
-    queue = ShardedQueue(q.min_shards, q.capacity, q.max_samples_per_send, budget, spool, name)
+    # Datadog and OTLP make their own requests from the entries' rows; remote write sends them.
+    queue = ShardedQueue(
+        q.min_shards,
+        q.capacity,
+        q.max_samples_per_send,
+        budget,
+        spool,
+        name,
+        split_entries=not isinstance(cfg, DatadogConfig | OTLPConfig),
+    )
     client = build_client(name, cfg)
     # Datadog's client retries a batch piece by piece and keeps counter state per batch: it
     # must see the same batch again (and its intake refuses bad data with 400, not 5xx).
@@ -234,11 +243,12 @@ def _request_entries(
     """Per shard, what a destination queues of a fast-path request itself: its own routed
     share, or the request as it came (a destination without a view takes it whole)."""
     entries: list[list[Entry]] = [[] for _ in destination.queue.shards]
+    fit = destination.queue.fit  # no request over max_samples_per_send, as Prometheus sends
     if route is not None:
         for shard, entry in route[0]:
-            entries[shard].append(entry)
+            entries[shard].extend(fit(entry))
     elif passthrough is not None:  # one shard, no rules: views.plan guarantees it
-        entries[0].append(passthrough)
+        entries[0].extend(fit(passthrough))
     return entries
 
 

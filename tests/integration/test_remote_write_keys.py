@@ -182,3 +182,58 @@ def test_enable_http2_true_is_logged_as_not_negotiated(caplog: pytest.LogCapture
         RemoteWriteClient("b", config.remote_write[0].model_copy(update={"enable_http2": False}))
     lines = [r for r in caplog.records if "HTTP/1.1" in r.getMessage()]
     assert [getattr(r, "destination", None) for r in lines] == ["a"]
+
+
+def _many(series: int, samples: int, name: str = "many") -> Batch:
+    """``series`` series of ``samples`` samples each, in one request."""
+    return Batch(
+        tuple(
+            Series(
+                (("__name__", name), ("i", f"{i:05d}")),
+                tuple(Sample(float(t), 1000 + t) for t in range(samples)),
+            )
+            for i in range(series)
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [
+        {},
+        {"write_relabel_configs": [{"source_labels": ["i"], "regex": "00001", "action": "drop"}]},
+        {"queue_config": {"min_shards": 2, "max_shards": 2}},
+        {"protobuf_message": Protocol.V2.value},
+    ],
+    ids=["as-received", "routed", "two-shards", "rw2"],
+)
+async def test_no_request_carries_more_than_max_samples_per_send(
+    destination: dict[str, object],
+) -> None:
+    """As Prometheus sends: a request taken as it came (or its routed share) that holds more
+    points than ``max_samples_per_send`` goes out cut into requests that hold at most that
+    many, each series' samples in order; a series bigger than that goes alone, whole."""
+    receiver = ScriptedReceiver(default=V2_ANSWER)
+    queue = {**FAST, "max_samples_per_send": 500, **destination.pop("queue_config", {})}  # type: ignore[dict-item]
+    config = {
+        "flux": {"mode": "off"},
+        "remote_write": [{"url": receiver.url, "queue_config": queue, **destination}],
+    }
+    sent = _many(100, 50)  # 5000 samples
+    dropped = 50 if "write_relabel_configs" in destination else 0
+    big = _many(1, 700, "big")  # one series of 700
+    async with receivers(receiver), relay_client(config) as (client, _):
+        for batch in (sent, big):
+            body, headers = rw_body(batch)
+            answer = await client.post("/api/v1/write", data=body, headers=headers)
+            assert answer.status == 204, await answer.text()
+        want = sent.point_count - dropped + big.point_count
+        await eventually(lambda: sum(b.point_count for b in receiver.delivered()) >= want)
+        delivered = receiver.delivered()
+    assert sum(b.point_count for b in delivered) == want
+    assert [b.point_count for b in delivered if b.point_count > 500] == [700]
+    per_series: dict[object, list[int]] = {}
+    for batch in delivered:
+        for series in batch.series:
+            per_series.setdefault(series.labels, []).extend(s.timestamp for s in series.samples)
+    assert all(times == sorted(times) for times in per_series.values())

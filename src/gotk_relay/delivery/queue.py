@@ -18,7 +18,7 @@ from collections import deque
 
 from ..model import Batch, Series
 from ..write.routing import shard_key, split_by_shard
-from .entry import Entry
+from .entry import Entry, decode_entry, encode_entry
 from .spool import Spool, SpoolError
 
 __all__ = ["MemoryBudget", "Shard", "ShardedQueue", "chunk", "shard_key", "split_by_shard"]
@@ -284,9 +284,14 @@ class ShardedQueue:
         budget: MemoryBudget | None = None,
         spool: Spool | None = None,
         name: str = "",
+        *,
+        split_entries: bool = False,
     ) -> None:
         self.shards = [Shard(capacity, budget, spool, name, i) for i in range(shards)]
         self.max_points_per_send = max_points_per_send
+        # A destination that sends its queued entries as they are (remote write): an entry of
+        # a request taken as it came may hold more than one request may (fit).
+        self.split_entries = split_entries
         self.budget = budget
         self.spool = spool
         self.name = name
@@ -294,6 +299,19 @@ class ShardedQueue:
             spool.reshard(name, shards)
             for index, backlog in spool.backlog(name).items():
                 self.shards[index].resume(*backlog)
+
+    def fit(self, entry: Entry) -> list[Entry]:
+        """``entry`` as request-sized entries, in order: itself when it holds at most
+        ``max_points_per_send`` points (or this queue's destination makes its own requests),
+        else its series decoded and cut as ``chunk`` cuts them (a bigger series alone),
+        dated as the entry was (a request taken as it came is dated by its arrival)."""
+        if not self.split_entries or entry.points <= self.max_points_per_send:
+            return [entry]
+        parts = chunk(decode_entry(entry), self.max_points_per_send)
+        return [
+            encode_entry(part, entry.protocol, entry.tenant)._replace(newest_ms=entry.newest_ms)
+            for part in parts
+        ]
 
     def plan(self, batch: Batch) -> list[list[Batch]]:
         """Per shard, the request-sized chunks of ``batch`` it must queue."""
