@@ -360,8 +360,10 @@ class FederateStore:
         entries: list[list[Any]] = []
         full = len(self._latest) >= self.max_series
         for labels in names:
-            key = store_key(labels)
-            entry = self._latest.get(key)
+            entry = self._latest.get(labels)  # the usual set is its own key (store_key)
+            if entry is None:
+                key = store_key(labels)
+                entry = self._latest.get(key) if key is not labels else None
             if entry is None:
                 self.selector_checks += 1
                 if self._match(labels) and not (full and key in self._refused):
