@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import cramjam
 
 from ..model import Batch, FamilyMetadata, Protocol, merge, newest_timestamp
-from ..wire import rw1, rw2, snappy, snappy_concat
+from ..wire import rw1, rw1_bytes, rw2, snappy, snappy_concat
 
 if TYPE_CHECKING:
     from .ack import Ack
@@ -131,6 +131,42 @@ def decode_entry(entry: Entry) -> Batch:
     if entry.protocol == Protocol.V2:
         return rw2.decode(message(entry), validate=False)
     return rw1.decode(message(entry), validate=False)
+
+
+def cut_entry(entry: Entry, max_points: int) -> list[Entry]:
+    """A 1.0 ``entry`` as entries of at most ``max_points`` points each, in order: its series'
+    bytes grouped as they come (a series holding more goes alone, whole), the metadata with the
+    first, each group framed and compressed again. No series is decoded: a point count per
+    series (upb, in C) and a compression of the whole, about what a routed view costs."""
+    parts = rw1_bytes.split(message(entry))
+    groups: list[list[bytes]] = []
+    points: list[int] = []
+    for series in parts.series:
+        n = rw1_bytes.count_points(rw1_bytes.rebuild((series,)))
+        if groups and points[-1] + n <= max_points:
+            groups[-1].append(series)
+            points[-1] += n
+        else:
+            groups.append([series])
+            points.append(n)
+    if not groups:
+        return [entry]
+    metadata = parts.metadata
+    cut: list[Entry] = []
+    for i, (group, count) in enumerate(zip(groups, points, strict=True)):
+        body = rw1_bytes.rebuild(group, metadata if i == 0 else ())
+        cut.append(
+            Entry(
+                compress(body),
+                Protocol.V1,
+                count,
+                entry.newest_ms,  # dated as the entry was (by its arrival, taken as it came)
+                0,
+                entry.tenant,
+                families=entry.families and i == 0 and bool(metadata),
+            )
+        )
+    return cut
 
 
 def request_body(entries: Sequence[Entry], protocol: Protocol) -> bytes:

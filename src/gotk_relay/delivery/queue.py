@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ..model import Batch, Series
+from ..model import Batch, Protocol, Series
 from ..write.routing import shard_key, split_by_shard
-from .entry import Entry, decode_entry, encode_entry
+from .entry import Entry, cut_entry, decode_entry, encode_entry
 from .spool import Spool, SpoolError
 
 __all__ = ["MemoryBudget", "Shard", "ShardedQueue", "chunk", "shard_key", "split_by_shard"]
@@ -303,11 +303,13 @@ class ShardedQueue:
     def fit(self, entry: Entry) -> list[Entry]:
         """``entry`` as request-sized entries, in order: itself when it holds at most
         ``max_points_per_send`` points (or this queue's destination makes its own requests),
-        else its series decoded and cut as ``chunk`` cuts them (a bigger series alone),
-        dated as the entry was (a request taken as it came is dated by its arrival)."""
+        else cut on its bytes as ``chunk`` cuts a batch (``entry.cut_entry``: a bigger series
+        alone), dated as the entry was (a request taken as it came is dated by its arrival)."""
         if not self.split_entries or entry.points <= self.max_points_per_send:
             return [entry]
-        parts = chunk(decode_entry(entry), self.max_points_per_send)
+        if entry.protocol == Protocol.V1:
+            return cut_entry(entry, self.max_points_per_send)
+        parts = chunk(decode_entry(entry), self.max_points_per_send)  # the fast path is 1.0
         return [
             encode_entry(part, entry.protocol, entry.tenant)._replace(newest_ms=entry.newest_ms)
             for part in parts
