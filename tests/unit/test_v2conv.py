@@ -228,6 +228,42 @@ def test_a_metadata_only_request_has_no_series(convert: Convert) -> None:
     assert convert(raw) == b"\x22\x00"
 
 
+def test_a_series_with_neither_samples_nor_histograms_is_left_out() -> None:
+    """Prometheus' 1.0 handler takes a series with no samples and writes nothing; a 2.0 receiver
+    (Prometheus 3.8+, and this relay's) refuses the whole request for one. So the 2.0 request
+    leaves it out, exemplars and all, and names none of its strings."""
+    kept = (
+        _series("up", ("job", "a")),
+        _series(
+            "h",
+            samples=(),
+            histograms=(
+                Histogram(
+                    timestamp=5,
+                    count_value=3,
+                    zero_count=1,
+                    positive_spans=(BucketSpan(0, 2),),
+                    positive_deltas=(1, 0),
+                ),
+            ),
+        ),
+    )
+    empty = _series("gone", ("only", "labels"), samples=())
+    with_exemplar = _series(
+        "gone_too", samples=(), exemplars=(Exemplar((("trace_id", "t1"),), 1.0, 5),)
+    )
+    raw = rw1.encode(Batch((empty, kept[0], with_exemplar, kept[1], empty)))
+    converted = rw2.from_v1(raw)
+    assert converted == rw2.from_v1_reference(raw)
+    assert canonical(rw2.decode(converted).series) == canonical(kept)  # validated as 3.8 does
+    symbols = set(write_v2_pb2.Request.FromString(converted).symbols)
+    assert not symbols & {"gone", "only", "labels", "gone_too", "trace_id", "t1"}
+    # the compiled walk gives way to the reference for such a request, not for the others
+    if rw2.NATIVE:
+        assert rw2.from_v1_walk(raw) is None
+        assert rw2.from_v1_walk(rw1.encode(Batch(kept))) is not None
+
+
 _INT_HISTOGRAM = Histogram(
     timestamp=1_700_000_000_000,
     count_value=12,
@@ -271,7 +307,6 @@ _FLOAT_HISTOGRAM = Histogram(
                 Exemplar((), 0.0, 0),
             ),
         ),
-        _series("x", samples=()),
         Series((("job", "no-name"),), (Sample(2.0, 1),)),
         _series("x", ("big", "v" * 300_000), ("small", "w")),
         _series("x", *((f"l{i:03d}", f"v{i % 7}") for i in range(200))),
@@ -295,7 +330,6 @@ _FLOAT_HISTOGRAM = Histogram(
         "empty-histogram",
         "two-histograms",
         "exemplars",
-        "no-samples",
         "no-metric-name",
         "huge-label-value",
         "200-labels",
@@ -588,10 +622,11 @@ def test_to_v1_stops_at_the_expansion_bound_before_writing_it() -> None:
     gives way (the decoded path answers 413) without writing them: a fresh process doing it
     peaks far below that."""
     script = (
-        "from gotk_relay.model import Batch, Series\n"
+        "from gotk_relay.model import Batch, Sample, Series\n"
         "from gotk_relay.wire import rw2\n"
         "long = 'x' * (1 << 20)\n"
-        "batch = Batch(tuple(Series((('__name__', 'm'), ('i', str(i)), ('v', long))) "
+        "batch = Batch(tuple(Series((('__name__', 'm'), ('i', str(i)), ('v', long)), "
+        "(Sample(1.0, 1),)) "
         "for i in range(200)))\n"
         "sent = rw2.encode(batch)\n"
         "assert len(sent) < 2 << 20\n"

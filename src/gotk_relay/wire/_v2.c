@@ -18,8 +18,8 @@
  * The input is a request the relay already accepted. Anything outside what this models (a
  * protobuf error, a declared field with another wire type, a group, a string that is not UTF-8,
  * a histogram whose count and zero_count oneofs disagree in a way only Python's int()/float()
- * define) makes it return None, and the caller runs the Python reference, which raises or
- * converts as it does. Every read is bounds-checked; memory is the output, a symbol table, a
+ * define, a series with neither samples nor histograms, which 2.0 cannot carry) makes it return
+ * None, and the caller runs the Python reference, which raises or converts as it does. Every read is bounds-checked; memory is the output, a symbol table, a
  * table of labels (with a copy of each distinct Label's bytes) and a few scratch arrays, all
  * linear in the input. The GIL is released during the walk.
  */
@@ -1425,6 +1425,9 @@ series(Conv *c, Py_ssize_t start, Py_ssize_t end)
     }
     else {
         b->len = refs_at - 1; /* no labels: no field */
+    }
+    if (first[2] < 0 && first[4] < 0) {
+        return FALLBACK; /* no samples, no histograms: the reference leaves the series out */
     }
     static const int order[3] = {2, 4, 3}; /* samples, histograms, exemplars */
     for (int k = 0; k < 3; k++) {

@@ -248,7 +248,8 @@ def encode(batch: Batch) -> bytes:
     """Serialize to a v2 Request.
 
     Series without metadata of their own take it from the batch's family metadata (what a v1
-    sender sent), matched on the metric name or its family (``_bucket``, ``_total``, …).
+    sender sent), matched on the metric name or its family (``_bucket``, ``_total``, …). A
+    series with neither samples nor histograms is left out (2.0 has no such series).
     """
     table: dict[str, int] = {"": 0}
     symbols: list[str] = [""]
@@ -271,6 +272,11 @@ def encode(batch: Batch) -> bytes:
     request = pb.Request()
     add = request.timeseries.add
     for series in batch.series:
+        if not series.samples and not series.histograms:
+            # A 1.0 series may come with no samples (Prometheus' 1.0 handler takes it and writes
+            # nothing); a 2.0 receiver refuses the whole request for it (Prometheus 3.8+), so
+            # it is left out: it holds no data a 2.0 series could carry.
+            continue
         ts = add()
         ts.labels_refs.extend(refs(series.labels))
         ts.samples.extend(
