@@ -50,9 +50,17 @@ FLUX_TICK_S = 1.0
 Planned = tuple[QueuedDestination, list[list[Entry]]]
 """A destination and its entries for one request, per shard, in the order they are queued."""
 
-Route = tuple[list[tuple[int, Entry]], int, int]
+Route = tuple[list[tuple[int, Entry]], int, int, int]
 """A destination's own share of a fast-path request: (shard, entry) pairs, points, points
-dropped for want of a tenant."""
+dropped for want of a tenant, points its ``write_relabel_configs`` dropped."""
+
+Drop = tuple[str, int, str]
+"""Points a destination drops from one request: (destination, points, reason)."""
+
+NO_TENANT = "no_tenant"
+# Prometheus' reason for samples its write_relabel_configs dropped
+# (prometheus_remote_storage_samples_dropped_total): dropped by design, counted, never logged.
+DROPPED_SERIES = "dropped_series"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,32 +217,36 @@ def _as_v1(batch: Batch) -> Batch:
 
 def _route_output(
     router: Router, output: bytes, whole: Entry
-) -> tuple[list[tuple[int, Entry]], int]:
-    """The Flux rules' encoded output as one view sees it: (shard, entry) pairs, and the points
-    left without a tenant. ``whole`` is the output's own entry (``made_entry``: the same bytes
-    compressed), which a view that keeps all of it takes as it is. The rules write label sets
-    sorted."""
+) -> tuple[list[tuple[int, Entry]], int, int]:
+    """The Flux rules' encoded output as one view sees it: (shard, entry) pairs, the points
+    left without a tenant and the points its rules dropped. ``whole`` is the output's own entry
+    (``made_entry``: the same bytes compressed), which a view that keeps all of it takes as it
+    is. The rules write label sets sorted."""
     routed = router.route(output, presorted=True, points=whole.points)
     if routed.groups is None:
-        return [(0, whole)], 0
+        return [(0, whole)], 0, 0
     # The output's metadata go to shard 0 of each tenant's group (``Router.route``): only
     # those entries may hold families (a Datadog or OTLP destination reads an entry that may
     # again, to find them).
-    return [
-        (
-            g.shard,
-            Entry(
-                compress(g.body),
-                Protocol.V1,
-                g.points,
-                g.newest_ms,
-                0,
-                g.tenant,
-                families=whole.families and g.shard == 0,
-            ),
-        )
-        for g in routed.groups
-    ], routed.orphaned
+    return (
+        [
+            (
+                g.shard,
+                Entry(
+                    compress(g.body),
+                    Protocol.V1,
+                    g.points,
+                    g.newest_ms,
+                    0,
+                    g.tenant,
+                    families=whole.families and g.shard == 0,
+                ),
+            )
+            for g in routed.groups
+        ],
+        routed.orphaned,
+        routed.dropped,
+    )
 
 
 def _request_entries(
@@ -427,22 +439,22 @@ class Relay:
         max_outputs = self._steady_outputs() if fast and inputs_forwarded else None
         result = self.pipeline.apply(batch, now_ms, fast, max_outputs)
         if result.steady is not None:
-            planned, orphans = self._plan_steady(result.steady, passthrough, routes)
+            planned, drops = self._plan_steady(result.steady, passthrough, routes)
         else:
-            planned, orphans = self._plan_rewritten(
+            planned, drops = self._plan_rewritten(
                 batch, result.batch, fast, passthrough, inputs_forwarded, routes
             )
-        orphans += [(name, route[2]) for name, route in routes.items()]
-        self._commit(planned, orphans, ack)
+        for name, route in routes.items():
+            drops += ((name, route[2], NO_TENANT), (name, route[3], DROPPED_SERIES))
+        self._commit(planned, drops, ack)
         self._remember(result)
         return Admission(True)
 
-    def _commit(
-        self, planned: list[Planned], orphans: Iterable[tuple[str, int]], ack: Ack | None
-    ) -> None:
+    def _commit(self, planned: list[Planned], drops: Iterable[Drop], ack: Ack | None) -> None:
         """Queue every destination's entries (in the spool first, in one transaction), then
-        count the points destinations drop for want of a tenant: counted once queued, so a
-        request refused for its spool write and sent again is not counted twice. With ``ack``
+        count the points destinations drop (for want of a tenant, by their
+        ``write_relabel_configs``): counted once queued, so a request refused for its spool
+        write and sent again is not counted twice. With ``ack``
         each destination's entries carry it (an entry shared by destinations is answered by
         each of them: one copy each)."""
         if self.spool is not None:
@@ -455,9 +467,13 @@ class Relay:
             ack.pending += sum(len(shard) for _, entries in planned for shard in entries)
         for destination, entries in planned:
             destination.queue.put(entries)
-        for name, points in orphans:
-            if points:
-                self._drop(name, points, "no_tenant", "series without a tenant are dropped")
+        for name, points, reason in drops:
+            if not points:
+                continue
+            if reason == NO_TENANT:
+                self._drop(name, points, reason, "series without a tenant are dropped")
+            else:
+                self.telemetry.dropped(name, points, reason)
 
     def _drop(self, destination: str, points: int, reason: str, what: str) -> None:
         self.telemetry.dropped(destination, points, reason)
@@ -492,10 +508,10 @@ class Relay:
         passthrough: Entry | None,
         inputs_forwarded: bool,
         routes: Mapping[str, Route],
-    ) -> tuple[list[Planned], list[tuple[str, int]]]:
+    ) -> tuple[list[Planned], list[Drop]]:
         """Every destination's entries of what the rules made of ``batch`` as series
         (``rewritten``): its share encoded once per (chunk, message), after its share of the
-        request itself; and the points each drops for want of a tenant."""
+        request itself; and the points each drops (for want of a tenant, by its rules)."""
         queued = _added(batch, rewritten) if inputs_forwarded else rewritten
         if fast and not inputs_forwarded and batch.metadata:
             # The request's metadata were forwarded with its other series (write.scan.scan_request).
@@ -509,14 +525,16 @@ class Relay:
         encoded: dict[tuple[int, Protocol], Entry] = {}
         keep_alive: list[Batch] = []  # ids in `encoded` stay unique while these live
         planned: list[Planned] = []
-        orphans: list[tuple[str, int]] = []
+        drops: list[Drop] = []
         for name, destination in self.destinations.items():
             out = self.pipeline.for_destination(name, queued)
+            if out is not queued:
+                drops.append((name, queued.point_count - out.point_count, DROPPED_SERIES))
             # On the fast path every entry is 1.0 (2.0 destinations convert merged requests).
             protocol = Protocol.V1 if fast else destination.protocol
             entries = _request_entries(destination, routes.get(name), passthrough)
             groups, orphaned = self._tenants(destination, out)
-            orphans.append((name, orphaned))
+            drops.append((name, orphaned, NO_TENANT))
             for tenant, part in groups:
                 for index, chunks in enumerate(destination.queue.plan(part)):
                     keep_alive.extend(chunks)
@@ -537,7 +555,7 @@ class Relay:
                                 )
                         entries[index].append(encoded[key])
             planned.append((destination, entries))
-        return planned, orphans
+        return planned, drops
 
     def _steady_outputs(self) -> int | None:
         """How many outputs the Flux rules' steady shortcut may write for a fast-path request
@@ -557,7 +575,7 @@ class Relay:
 
     def _plan_steady(
         self, steady: Steady, passthrough: Entry | None, routes: Mapping[str, Route]
-    ) -> tuple[list[Planned], list[tuple[str, int]]]:
+    ) -> tuple[list[Planned], list[Drop]]:
         """The Flux rules' steady output (``FluxRewriter.steady``) planned as ``_plan_rewritten``
         plans the same series, without a ``Series`` per output: a destination that takes
         the request as it came takes the output as one encoded entry; one with its own view of
@@ -571,9 +589,9 @@ class Relay:
         # The body with its metadata, for views that route it: made only when one does (the
         # output of a request of 1000 Flux objects is ~1.6 MB, copied here for nothing else).
         output: bytes | None = None
-        routed: dict[int, tuple[list[tuple[int, Entry]], int]] = {}
+        routed: dict[int, tuple[list[tuple[int, Entry]], int, int]] = {}
         planned: list[Planned] = []
-        orphans: list[tuple[str, int]] = []
+        drops: list[Drop] = []
         for name, destination in self.destinations.items():
             view = fast.views[name]
             entries = _request_entries(destination, routes.get(name), passthrough)
@@ -585,13 +603,12 @@ class Relay:
                 if id(view) not in routed:
                     assert made is not None  # made whenever there are outputs
                     routed[id(view)] = _route_output(view.router, output, made)
-                parts, orphaned = routed[id(view)]
+                parts, orphaned, dropped = routed[id(view)]
                 for shard, entry in parts:
                     entries[shard].append(entry)
-                if orphaned:
-                    orphans.append((name, orphaned))
+                drops += ((name, orphaned, NO_TENANT), (name, dropped, DROPPED_SERIES))
             planned.append((destination, entries))
-        return planned, orphans
+        return planned, drops
 
     def _tenants(
         self, destination: QueuedDestination, batch: Batch

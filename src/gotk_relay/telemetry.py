@@ -151,7 +151,8 @@ class Telemetry:
             self.acknowledged.labels(outcome)
         self.samples_dropped = Counter(
             "gotk_relay_samples_dropped",
-            "Samples and histograms given up for a destination, by reason.",
+            "Samples and histograms given up for a destination, by reason; dropped_series: "
+            "those its write_relabel_configs dropped (by design, as Prometheus counts them).",
             ["destination", "reason"],
             registry=r,
         )

@@ -60,6 +60,7 @@ def queue_scanned(
             ],
             routing.points,
             routing.orphaned,
+            routing.dropped,
         )
         for name, routing in scanned.routes.items()
     }

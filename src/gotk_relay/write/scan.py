@@ -47,6 +47,7 @@ class Routing(NamedTuple):
     parts: tuple[Part, ...]
     points: int
     orphaned: int  # points without a tenant (dropped, counted as no_tenant)
+    dropped: int = 0  # points of series the view's write_relabel_configs dropped
 
 
 class Scanned(NamedTuple):
@@ -276,7 +277,7 @@ def _route(
         )
         for g in routed.groups
     )
-    return Routing(parts, sum(g.points for g in routed.groups), routed.orphaned)
+    return Routing(parts, sum(g.points for g in routed.groups), routed.orphaned, routed.dropped)
 
 
 def decode_picked(scanned: Scanned, limits: ReceiverConfig) -> Batch:

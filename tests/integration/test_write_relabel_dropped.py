@@ -1,0 +1,108 @@
+"""Samples a destination's ``write_relabel_configs`` drop are counted, as Prometheus counts them
+(``prometheus_remote_storage_samples_dropped_total{reason="dropped_series"}``): in
+``gotk_relay_samples_dropped_total{destination,reason="dropped_series"}``, whichever way the
+request went (its bytes routed, the Flux rules' output routed or planned as series, a request
+decoded whole) and never for a destination that keeps everything.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gotk_relay.model import Batch, Sample, Series, labels_from
+from tests.support.harness import (
+    ScriptedReceiver,
+    eventually,
+    metric_value,
+    receivers,
+    relay_client,
+    rw_body,
+)
+
+KSM = labels_from(
+    {
+        "__name__": "gotk_resource_info",
+        "customresource_group": "kustomize.toolkit.fluxcd.io",
+        "customresource_kind": "Kustomization",
+        "customresource_version": "v1",
+        "exported_namespace": "apps",
+        "name": "podinfo",
+        "ready": "True",
+        "suspended": "false",
+        "job": "kube-state-metrics",
+    }
+)
+UP = labels_from({"__name__": "up", "job": "node", "instance": "a:9100"})
+DROP = [
+    {
+        "source_labels": ["__name__"],
+        "regex": "up|gotk_suspend_status",
+        "action": "drop",
+    }
+]
+
+
+def _request(round_: int, created: int) -> Batch:
+    """One scrape: the Flux object's info series and ``up`` with two samples."""
+    ts = 1_700_000_000_000 + 15_000 * round_
+    return Batch(
+        (
+            Series(KSM, (Sample(1.0, ts),), created_timestamp=created),
+            Series(UP, (Sample(1.0, ts - 1000), Sample(1.0, ts)), created_timestamp=created),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("v2", "created"),
+    [(False, 0), (True, 0), (True, 1_600_000_000_000)],
+    ids=["1.0", "2.0", "2.0-decoded-whole"],  # created timestamps: 1.0 cannot carry them
+)
+async def test_samples_the_destination_rules_drop_are_counted(v2: bool, created: int) -> None:
+    plain, dropping, sharded = ScriptedReceiver(), ScriptedReceiver(), ScriptedReceiver()
+    config = {
+        "remote_write": [
+            {"name": "plain", "url": plain.url},
+            {"name": "drop", "url": dropping.url, "write_relabel_configs": DROP},
+            {
+                "name": "sharded",
+                "url": sharded.url,
+                "write_relabel_configs": DROP,
+                "queue_config": {"min_shards": 2, "max_shards": 2},
+            },
+        ]
+    }
+    rounds = 3
+    async with receivers(plain, dropping, sharded), relay_client(config) as (client, _):
+        # Round 0 meets the object (the Flux rules' output planned as series), the later ones
+        # are steady scrapes (their output routed on its bytes).
+        for round_ in range(rounds):
+            body, headers = rw_body(_request(round_, created), v2=v2)
+            response = await client.post("/api/v1/write", data=body, headers=headers)
+            assert response.status == 204, await response.text()
+
+        def delivered(receiver: ScriptedReceiver) -> set[str]:
+            return {s.name for b in receiver.delivered() for s in b.series}
+
+        await eventually(
+            lambda: all(
+                sum(b.sample_count for b in r.delivered()) == want
+                # each round: info 1, up 2, the four Flux outputs
+                for r, want in ((plain, 7 * rounds), (dropping, 4 * rounds), (sharded, 4 * rounds))
+            )
+        )
+        metrics = await (await client.get("/metrics")).text()
+    assert "up" in delivered(plain) and "gotk_suspend_status" in delivered(plain)
+    for receiver in (dropping, sharded):
+        assert not {"up", "gotk_suspend_status"} & delivered(receiver)
+
+    def dropped(destination: str) -> float:
+        return metric_value(
+            metrics,
+            "gotk_relay_samples_dropped_total",
+            destination=destination,
+            reason="dropped_series",
+        )
+
+    # Per round: the two samples of ``up`` and the object's gotk_suspend_status.
+    assert (dropped("plain"), dropped("drop"), dropped("sharded")) == (0, 3 * rounds, 3 * rounds)
