@@ -218,6 +218,8 @@ def test_the_bytes_path_queues_what_the_decoded_reference_queues(
         assert reference.admit(rw1.decode(raw), now_ms, len(raw)).accepted
     got, want = _held(fast), _held(reference)
     assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in want.items()}
+    # What each destination's rules dropped and what had no tenant: counted alike.
+    assert _dropped(fast) == _dropped(reference)
     # What /federate serves: the same series, values and metadata.
     assert (fast.federate is None) == (reference.federate is None)
     if fast.federate is not None and reference.federate is not None:
@@ -238,6 +240,17 @@ def test_the_bytes_path_queues_what_the_decoded_reference_queues(
             # converts the merged send, whose series take their family's latest metadata in
             # it. Either way each is one the requests or the rules gave.
             assert got[name][1] <= want[name][1] | _sent_metadata(requests), name
+
+
+def _dropped(relay: Relay) -> dict[tuple[str, str], float]:
+    """Points dropped per (destination, reason), as /metrics shows them."""
+    return {
+        (sample.labels["destination"], sample.labels["reason"]): sample.value
+        for family in relay.telemetry.registry.collect()
+        if family.name == "gotk_relay_samples_dropped"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.value
+    }
 
 
 def _sent_metadata(requests: list[bytes]) -> set[Metadata | FamilyMetadata]:
