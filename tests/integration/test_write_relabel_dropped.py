@@ -18,20 +18,8 @@ from tests.support.harness import (
     relay_client,
     rw_body,
 )
+from tests.support.status_page import ksm
 
-KSM = labels_from(
-    {
-        "__name__": "gotk_resource_info",
-        "customresource_group": "kustomize.toolkit.fluxcd.io",
-        "customresource_kind": "Kustomization",
-        "customresource_version": "v1",
-        "exported_namespace": "apps",
-        "name": "podinfo",
-        "ready": "True",
-        "suspended": "false",
-        "job": "kube-state-metrics",
-    }
-)
 UP = labels_from({"__name__": "up", "job": "node", "instance": "a:9100"})
 DROP = [
     {
@@ -47,7 +35,7 @@ def _request(round_: int, created: int) -> Batch:
     ts = 1_700_000_000_000 + 15_000 * round_
     return Batch(
         (
-            Series(KSM, (Sample(1.0, ts),), created_timestamp=created),
+            ksm("podinfo", "apps", ts=ts)._replace(created_timestamp=created),
             Series(UP, (Sample(1.0, ts - 1000), Sample(1.0, ts)), created_timestamp=created),
         )
     )
