@@ -279,8 +279,9 @@ def destinations(board: dash.Dashboard) -> dash.Dashboard:
             panel(
                 "Samples dropped and skipped",
                 "Dropped: given up (a 4xx, poison, sample_age_limit, spool_full, no_tenant, "
-                "shutdown). Skipped: what the destination's protocol cannot carry (counted as "
-                "sent too).",
+                "shutdown), or dropped_series: what the destination's write_relabel_configs "
+                "drop, by design. Skipped: what the destination's protocol cannot carry "
+                "(counted as sent too).",
                 "short",
                 (
                     "sum by (destination, reason) "
