@@ -280,13 +280,18 @@ def destinations(board: dash.Dashboard) -> dash.Dashboard:
                 "Samples dropped and skipped",
                 "Dropped: given up (a 4xx, poison, sample_age_limit, spool_full, no_tenant, "
                 "shutdown), or dropped_series: what the destination's write_relabel_configs "
-                "drop, by design. Skipped: what the destination's protocol cannot carry "
-                "(counted as sent too).",
+                "drop, by design; relabel_configs: what the global rules drop, for every "
+                "destination. Skipped: what the destination's protocol cannot carry (counted "
+                "as sent too).",
                 "short",
                 (
                     "sum by (destination, reason) "
                     f"(increase(gotk_relay_samples_dropped_total{{{DEST}}}{RATE}))",
                     "dropped {{destination}} {{reason}}",
+                ),
+                (
+                    f"sum(increase(gotk_relay_relabel_dropped_samples_total{{{RELAY}}}{RATE}))",
+                    "dropped by relabel_configs",
                 ),
                 (
                     "sum by (destination, reason) "

@@ -42,13 +42,15 @@ class Pipeline:
             name: compile_rules(cfg.write_relabel_configs) for _, name, cfg in config.destinations()
         }
 
-    def apply(
-        self, batch: Batch, now_ms: int | None, fast: bool, max_outputs: int | None = None
-    ) -> Rewritten:
-        """The Flux rules' one result for an accepted request: on the fast path the global rules
-        ran on its bytes already; ``max_outputs`` allows their steady shortcut (``Rewritten``)."""
-        rules_input = batch if fast else relabel_batch(self.relabel, batch)
-        return self.flux.apply(rules_input, now_ms, max_outputs)
+    def relabeled(self, batch: Batch) -> Batch:
+        """``batch`` after the global rules (the same object when they change nothing)."""
+        return relabel_batch(self.relabel, batch)
+
+    def apply(self, batch: Batch, now_ms: int | None, max_outputs: int | None = None) -> Rewritten:
+        """The Flux rules' one result for an accepted request the global rules ran on already
+        (``relabeled``; on the fast path, on its bytes); ``max_outputs`` allows their steady
+        shortcut (``Rewritten``)."""
+        return self.flux.apply(batch, now_ms, max_outputs)
 
     def rewrite(self, batch: Batch, now_ms: int | None = None) -> Batch:
         """Global rules then Flux synthesis; runs once per accepted request (Flux is stateful)."""

@@ -437,7 +437,9 @@ class Relay:
         # The Flux rules' one result: their steady shortcut (outputs as bytes) or a batch. Either
         # way it becomes every destination's entries, committed (spool, queues) on one path.
         max_outputs = self._steady_outputs() if fast and inputs_forwarded else None
-        result = self.pipeline.apply(batch, now_ms, fast, max_outputs)
+        # On the fast path the global rules ran on the bytes (write.scan counts their drops).
+        relabeled = batch if fast else self.pipeline.relabeled(batch)
+        result = self.pipeline.apply(relabeled, now_ms, max_outputs)
         if result.steady is not None:
             planned, drops = self._plan_steady(result.steady, passthrough, routes)
         else:
@@ -447,6 +449,8 @@ class Relay:
         for name, route in routes.items():
             drops += ((name, route[2], NO_TENANT), (name, route[3], DROPPED_SERIES))
         self._commit(planned, drops, ack)
+        if relabeled is not batch:
+            self.telemetry.relabel_dropped.inc(batch.point_count - relabeled.point_count)
         self._remember(result)
         return Admission(True)
 

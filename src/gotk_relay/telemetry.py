@@ -156,6 +156,12 @@ class Telemetry:
             ["destination", "reason"],
             registry=r,
         )
+        self.relabel_dropped = Counter(
+            "gotk_relay_relabel_dropped_samples",
+            "Samples and histograms the global relabel_configs dropped, before the Flux rules "
+            "and every destination (as vmagent_remotewrite_global_relabel_metrics_dropped_total).",
+            registry=r,
+        )
         self.retries = Counter(
             "gotk_relay_retries",
             "Requests to a destination that will be retried, by reason.",

@@ -493,6 +493,11 @@ async def test_requests_routed_in_a_worker_arrive_as_in_one_process(tmp_path: Pa
         status, text = await running.get("/metrics")
         assert status == 200
         assert _handoffs(text, "scanned") > 0  # the worker routed some of the requests
+    # What the rules dropped is counted in the core, wherever the request was read.
+    dropped = metric_value(
+        text, "gotk_relay_samples_dropped_total", destination="sharded", reason="dropped_series"
+    )
+    assert dropped == requests
     kept = _points(sharded)
     assert len(kept) == requests * 3 and len(set(kept)) == requests * 3
     for request in sharded.requests:

@@ -243,14 +243,20 @@ def test_the_bytes_path_queues_what_the_decoded_reference_queues(
 
 
 def _dropped(relay: Relay) -> dict[tuple[str, str], float]:
-    """Points dropped per (destination, reason), as /metrics shows them."""
-    return {
+    """Points dropped per (destination, reason), as /metrics shows them; those the global
+    rules dropped under ("", "relabel_configs")."""
+    registry = relay.telemetry.registry
+    dropped = {
         (sample.labels["destination"], sample.labels["reason"]): sample.value
-        for family in relay.telemetry.registry.collect()
+        for family in registry.collect()
         if family.name == "gotk_relay_samples_dropped"
         for sample in family.samples
         if sample.name.endswith("_total") and sample.value
     }
+    dropped["", "relabel_configs"] = (
+        registry.get_sample_value("gotk_relay_relabel_dropped_samples_total") or 0.0
+    )
+    return dropped
 
 
 def _sent_metadata(requests: list[bytes]) -> set[Metadata | FamilyMetadata]:

@@ -64,7 +64,7 @@ def queue_scanned(
         )
         for name, routing in scanned.routes.items()
     }
-    return relay.admit(
+    admitted = relay.admit(
         picked,
         now_ms,
         scanned.size,
@@ -73,6 +73,9 @@ def queue_scanned(
         routes=routes,
         ack=ack,
     )
+    if admitted.accepted and scanned.relabel_dropped:  # the decoded path: Relay.admit
+        relay.telemetry.relabel_dropped.inc(scanned.relabel_dropped)
+    return admitted
 
 
 async def answer_scanned(

@@ -67,6 +67,7 @@ class Scanned(NamedTuple):
     routes: dict[str, Routing] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
     # The request held family metadata (every part of it may): else its entries say none.
     families: bool = True
+    relabel_dropped: int = 0  # samples + histograms the global relabel_configs dropped
 
 
 class Surveyor(typing.Protocol):
@@ -128,6 +129,7 @@ def scan_request(
     # The body as it came when no label set needed sorting and no global rule changed it.
     block: bytes | None = body if body is not None and forward_raw is raw else None
     picked, metadata, points = surveyed.picked, surveyed.metadata, surveyed.points
+    relabel_dropped = 0
     if fast.relabel is not None:
         # Compressed as the walk fills it where nothing after reads the rewritten request
         # itself (another view to route, a second survey, keep_source off): the block queued.
@@ -139,6 +141,7 @@ def scan_request(
             table=surveyed.table,
             compress=compress if packed else None,
         )
+        relabel_dropped = relabeled.dropped
         if relabeled.groups is not None:
             block = None
             forward_raw = relabeled.groups[0].body if relabeled.groups else b""
@@ -192,6 +195,7 @@ def scan_request(
         received,
         routes,
         bool(surveyed.metadata),
+        relabel_dropped,
     )
 
 

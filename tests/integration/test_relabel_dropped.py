@@ -1,8 +1,10 @@
-"""Samples a destination's ``write_relabel_configs`` drop are counted, as Prometheus counts them
-(``prometheus_remote_storage_samples_dropped_total{reason="dropped_series"}``): in
-``gotk_relay_samples_dropped_total{destination,reason="dropped_series"}``, whichever way the
+"""Samples relabel rules drop are counted. A destination's ``write_relabel_configs``, as
+Prometheus counts them (``prometheus_remote_storage_samples_dropped_total{reason="dropped_series"}``):
+in ``gotk_relay_samples_dropped_total{destination,reason="dropped_series"}``, whichever way the
 request went (its bytes routed, the Flux rules' output routed or planned as series, a request
-decoded whole) and never for a destination that keeps everything.
+decoded whole) and never for a destination that keeps everything. The global
+``relabel_configs``, as vmagent counts its global rules' drops: in
+``gotk_relay_relabel_dropped_samples_total``.
 """
 
 from __future__ import annotations
@@ -94,3 +96,28 @@ async def test_samples_the_destination_rules_drop_are_counted(v2: bool, created:
 
     # Per round: the two samples of ``up`` and the object's gotk_suspend_status.
     assert (dropped("plain"), dropped("drop"), dropped("sharded")) == (0, 3 * rounds, 3 * rounds)
+
+
+@pytest.mark.parametrize(
+    ("v2", "created"),
+    [(False, 0), (True, 1_600_000_000_000)],
+    ids=["1.0", "2.0-decoded-whole"],
+)
+async def test_samples_the_global_rules_drop_are_counted(v2: bool, created: int) -> None:
+    receiver = ScriptedReceiver()
+    config = {
+        "relabel_configs": [{"source_labels": ["__name__"], "regex": "up", "action": "drop"}],
+        "remote_write": [{"name": "only", "url": receiver.url}],
+    }
+    rounds = 3
+    async with receivers(receiver), relay_client(config) as (client, _):
+        for round_ in range(rounds):
+            body, headers = rw_body(_request(round_, created), v2=v2)
+            response = await client.post("/api/v1/write", data=body, headers=headers)
+            assert response.status == 204, await response.text()
+        # each round: the info series and the four Flux outputs
+        await eventually(lambda: sum(b.sample_count for b in receiver.delivered()) == 5 * rounds)
+        metrics = await (await client.get("/metrics")).text()
+    assert "up" not in {s.name for b in receiver.delivered() for s in b.series}
+    assert metric_value(metrics, "gotk_relay_relabel_dropped_samples_total") == 2 * rounds
+    assert metric_value(metrics, "gotk_relay_samples_dropped_total", reason="dropped_series") == 0
