@@ -18,7 +18,6 @@ import contextlib
 import logging
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from gotk_relay.relay import Relay
 from gotk_relay.server import IN_FLIGHT, make_app
 from gotk_relay.telemetry import Telemetry
 from tests.support.harness import gauge_batch, metric_value, rw_body
-from tests.support.rig import free_port
+from tests.support.rig import free_port, require_binary
 
 HEAD = b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -351,7 +350,8 @@ async def served(
     config_path = tmp_path / "relay.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "relay.log"
-    prefix = [shutil.which("prlimit") or "prlimit", f"--nofile={nofile}", "--"] if nofile else []
+    # prlimit is util-linux's, on every Linux the relay runs on: missing, the test fails.
+    prefix = [require_binary("prlimit"), f"--nofile={nofile}", "--"] if nofile else []
     argv = [
         *prefix,
         sys.executable,
@@ -387,12 +387,6 @@ async def served(
                 proc.wait()
 
 
-needs_prlimit = pytest.mark.skipif(
-    shutil.which("prlimit") is None or sys.platform != "linux", reason="needs prlimit (util-linux)"
-)
-
-
-@needs_prlimit
 @pytest.mark.slow
 async def test_serve_raises_the_soft_fd_limit_and_sizes_the_cap_from_it(tmp_path: Path) -> None:
     async with served(tmp_path, {"flux": {"mode": "off"}}, nofile="512:1024") as relay:
@@ -401,7 +395,6 @@ async def test_serve_raises_the_soft_fd_limit_and_sizes_the_cap_from_it(tmp_path
         assert "max_connections=768" in line, line
 
 
-@needs_prlimit
 @pytest.mark.slow
 async def test_1100_idle_connections_do_not_lock_out_writes_or_probes(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -10,7 +10,6 @@ must pass ``promtool check metrics`` (the Prometheus linter).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from typing import Final
 
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gotk_relay.model import Batch, FamilyMetadata, Metadata, MetricType, Sample, Series
 from tests.support.harness import RelayClient, relay_client, rw_body
+from tests.support.rig import require_binary
 
 # The samples are dated 2023: no lookback leaves them out (test_federate_lookback.py).
 CONFIG: Final = {
@@ -146,11 +146,14 @@ async def test_every_family_is_served_under_its_name_with_its_type_and_help(
     }, text
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 @pytest.mark.parametrize("way", WAYS)
 async def test_promtool_check_metrics_passes_on_federate(way: str) -> None:
     text = await _federate(way, dict(CONFIG))
     done = subprocess.run(
-        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        [require_binary("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stdout + done.stderr + "\n" + text

@@ -12,7 +12,6 @@ whatever order the store lists its series in.
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gotk_relay.destinations.controller_view import controller_page, ksm_page
 from gotk_relay.destinations.federate import Abandoned, Snapshot
 from gotk_relay.model import FamilyMetadata, Labels, MetricType
+from tests.support.rig import require_binary
 
 GROUPS = {
     "HelmRelease": ("helm.toolkit.fluxcd.io", "v2"),
@@ -261,7 +261,6 @@ def test_a_render_stops_when_its_request_gave_up() -> None:
             page(snapshot, stop)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 @pytest.mark.parametrize("page", [controller_page, ksm_page], ids=["controller", "ksm"])
 def test_promtool_check_metrics_passes_on_the_pages(page: object) -> None:
     world = {
@@ -276,7 +275,11 @@ def test_promtool_check_metrics_passes_on_the_pages(page: object) -> None:
     text = page(Snapshot(stored_points(world, "stored", True), {})).text
     assert text.count("\n") > 2
     done = subprocess.run(
-        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        [require_binary("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stdout + done.stderr + "\n" + text
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import struct
 import subprocess
 
@@ -22,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gotk_relay.model import FamilyMetadata, Labels, MetricType, family_name
 from gotk_relay.wire import text
+from tests.support.rig import require_binary
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
 VALUES = st.text(st.characters(codec="utf-8"), max_size=12)
@@ -117,7 +117,6 @@ def test_a_series_named_as_no_family_of_its_type_has_none() -> None:
     assert text.family_of("up", histogram) is None
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_reads_a_histogram_a_summary_and_counters_named_both_ways() -> None:
     metadata = {
         "h_seconds": FamilyMetadata("h_seconds", MetricType.HISTOGRAM, "h."),
@@ -139,7 +138,11 @@ def test_promtool_reads_a_histogram_a_summary_and_counters_named_both_ways() -> 
         metadata,
     )
     done = subprocess.run(
-        ["promtool", "check", "metrics"], input=rendered, capture_output=True, text=True, timeout=30
+        [require_binary("promtool"), "check", "metrics"],
+        input=rendered,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stdout + done.stderr + rendered
     assert rendered.count("# TYPE") == 4
