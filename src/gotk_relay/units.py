@@ -1,11 +1,25 @@
-"""Config units: Prometheus durations (``30s``, ``1m30s``) and byte sizes (``256MiB``, ``10MB``)."""
+"""Config units: Prometheus durations (``30s``, ``1m30s``) and byte sizes (``256MiB``, ``10MB``),
+and YAML's boolean words as written."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator
+
+
+class BoolText(str):
+    """A YAML 1.1 boolean word (``true``, ``False``, ``yes``, ``off``...) as written
+    (config/yaml_text.py). Go's YAML gives a string key that text (``replacement: true`` is
+    ``"true"``) and a bool key its truth value, which pydantic reads from every such word; a
+    check that refuses booleans (``modulus``) tells it from a quoted string by its type."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles as a plain str
+        return (str, (str(self),))
+
 
 _DURATION = re.compile(
     r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from gotk_relay.config import ConfigError, default_config_text, load_file, load_text
 from gotk_relay.units import parse_bytes, parse_duration
+from tests.support.rig import require_binary
 
 PASTED_FROM_PROMETHEUS = """
 remote_write:
@@ -630,3 +632,40 @@ def test_yaml_boolean_words_are_text_where_a_string_is_expected() -> None:
     assert config.relabel_configs[0].replacement == "yes"
     assert config.scrape_configs[0].honor_labels is True
     assert config.scrape_configs[0].static_configs[0].labels == {"x": "off"}
+
+
+BOOLEAN_WORDS = """\
+scrape_configs:
+  - job_name: j
+    honor_labels: TRUE
+    static_configs: [{targets: ['h:1'], labels: {x: false, y: True}}]
+    metric_relabel_configs: [{target_label: flux_managed, replacement: true}]
+remote_write:
+  - url: http://a/
+    send_exemplars: False
+    headers: {X-Flag: true}
+    write_relabel_configs: [{target_label: enabled, replacement: FALSE}]
+"""
+
+
+def test_true_and_false_are_text_where_a_string_is_expected(tmp_path: Path) -> None:
+    """``true`` and ``false`` too, in any case: Go's YAML gives a string key the word as
+    written. promtool 2.42 takes this file; so does the relay, reading each word as Go does."""
+    path = tmp_path / "booleans.yml"
+    path.write_text(BOOLEAN_WORDS)
+    promtool = subprocess.run(
+        [require_binary("promtool"), "check", "config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+    config = load_text(BOOLEAN_WORDS)
+    job = config.scrape_configs[0]
+    assert job.honor_labels is True
+    assert job.static_configs[0].labels == {"x": "false", "y": "True"}
+    assert job.metric_relabel_configs[0].replacement == "true"
+    destination = config.remote_write[0]
+    assert destination.send_exemplars is False
+    assert destination.headers == {"X-Flag": "true"}
+    assert destination.write_relabel_configs[0].replacement == "FALSE"

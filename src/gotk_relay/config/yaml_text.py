@@ -4,9 +4,10 @@
   ``replacement: 1.10``, a header ``X-Scope-OrgID: 012``) gets that text, as Go gives a string
   field, not PyYAML's YAML 1.1 number written back (``1.1``, ``10``). A key that takes a number
   gets the number. (``NumberText``; the models coerce numbers to strings with ``str()``.)
-  YAML 1.1's base-60 numbers (``1:30``) are text, as Go's YAML has none, and so are its
-  boolean words (``yes``, ``on``) but ``true`` and ``false``: a label ``enabled: yes`` is
-  ``"yes"``, and ``send_exemplars: yes`` still true.
+  YAML 1.1's base-60 numbers (``1:30``) are text, as Go's YAML has none. Its boolean words
+  (``true``, ``false``, ``yes``, ``on``...) stay text too (``units.BoolText``): a label
+  ``enabled: true`` or a ``replacement: yes`` is that word, as Go gives a string field, and
+  ``send_exemplars: false`` still false (pydantic reads the word).
 - A key given twice in one mapping is an error, as in Go ("already set"), rather than the last
   one silently winning.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+
+from ..units import BoolText
 
 
 class IntText(int):
@@ -65,12 +68,10 @@ class _Loader(yaml.SafeLoader):
         value = super().construct_yaml_float(node)
         return FloatText(value, node.value) if node.style is None else value
 
-    def word_bool(self, node: yaml.ScalarNode) -> bool | str:
-        # YAML 1.1's yes/no/on/off (and y/n) stay text: a key that takes a string gets the
-        # word (Go's YAML does), one that takes a bool reads the word as pydantic does.
-        if node.value.lower() in ("true", "false"):
-            return bool(self.construct_yaml_bool(node))
-        return str(node.value)
+    def word_bool(self, node: yaml.ScalarNode) -> BoolText:
+        # Every boolean word stays text: a key that takes a string gets the word (Go's YAML
+        # does), one that takes a bool reads the word as pydantic does.
+        return BoolText(node.value)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gotk_relay import caches
 from gotk_relay.caches import Bounded
 from gotk_relay.model import Labels
+from gotk_relay.units import BoolText
 
 Action = Literal[
     "replace",
@@ -280,7 +281,7 @@ class RelabelConfig(BaseModel):
         yaml.v2 also takes a float, truncated (``5.5`` is 5); the relay takes a whole one
         (``5.0``) and refuses a fraction rather than guess that it was meant.
         """
-        if isinstance(value, bool):
+        if isinstance(value, bool | BoolText):  # BoolText: the word as the YAML wrote it
             raise ValueError(f"'modulus' must be an integer, got the boolean {str(value).lower()}")
         if isinstance(value, str):
             raise ValueError(f"'modulus' must be an integer, got the string {_q(value)}")
