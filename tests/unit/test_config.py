@@ -669,3 +669,30 @@ def test_true_and_false_are_text_where_a_string_is_expected(tmp_path: Path) -> N
     assert destination.send_exemplars is False
     assert destination.headers == {"X-Flag": "true"}
     assert destination.write_relabel_configs[0].replacement == "FALSE"
+
+
+EXPONENTS = """\
+scrape_configs:
+  - job_name: j
+    static_configs: [{targets: ['h:1'], labels: {v: 1e3, w: 2.5E-2}}]
+    metric_relabel_configs:
+      - {source_labels: [a], target_label: s, action: hashmod, modulus: 1e3}
+      - {source_labels: [b], target_label: t, action: hashmod, modulus: 2.5e2}
+"""
+
+
+def test_a_number_with_a_bare_exponent_is_a_number(tmp_path: Path) -> None:
+    """``1e3`` is text to YAML 1.1 (PyYAML) and a number to Go's YAML: promtool takes it as a
+    modulus, and so does the relay; a string key still gets the text as written."""
+    path = tmp_path / "exponents.yml"
+    path.write_text(EXPONENTS)
+    promtool = subprocess.run(
+        [require_binary("promtool"), "check", "config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+    job = load_text(EXPONENTS).scrape_configs[0]
+    assert [rule.modulus for rule in job.metric_relabel_configs] == [1000, 250]
+    assert job.static_configs[0].labels == {"v": "1e3", "w": "2.5E-2"}

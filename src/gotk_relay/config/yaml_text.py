@@ -8,12 +8,15 @@
   (``true``, ``false``, ``yes``, ``on``...) stay text too (``units.BoolText``): a label
   ``enabled: true`` or a ``replacement: yes`` is that word, as Go gives a string field, and
   ``send_exemplars: false`` still false (pydantic reads the word).
+- A number with an exponent but no dot or no exponent sign (``1e3``, ``2.5E2``) is a number,
+  as Go's YAML reads it (YAML 1.1, so PyYAML, reads it as text): ``modulus: 1e3`` is 1000.
 - A key given twice in one mapping is an error, as in Go ("already set"), rather than the last
   one silently winning.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -97,6 +100,12 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.word_bool)
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.number_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.number_float)
+# yaml.v2's float pattern for what YAML 1.1's misses: an exponent without a dot or a sign.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9_]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 def load(text: str) -> Any:
