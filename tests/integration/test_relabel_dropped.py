@@ -9,9 +9,12 @@ decoded whole) and never for a destination that keeps everything. The global
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from gotk_relay.model import Batch, Sample, Series, labels_from
+from tests.support.datadog_intake import DatadogIntake
 from tests.support.harness import (
     ScriptedReceiver,
     eventually,
@@ -32,9 +35,9 @@ DROP = [
 ]
 
 
-def _request(round_: int, created: int) -> Batch:
+def _request(round_: int, created: int, start: int = 1_700_000_000_000) -> Batch:
     """One scrape: the Flux object's info series and ``up`` with two samples."""
-    ts = 1_700_000_000_000 + 15_000 * round_
+    ts = start + 15_000 * round_
     return Batch(
         (
             ksm("podinfo", "apps", ts=ts)._replace(created_timestamp=created),
@@ -121,3 +124,49 @@ async def test_samples_the_global_rules_drop_are_counted(v2: bool, created: int)
     assert "up" not in {s.name for b in receiver.delivered() for s in b.series}
     assert metric_value(metrics, "gotk_relay_relabel_dropped_samples_total") == 2 * rounds
     assert metric_value(metrics, "gotk_relay_samples_dropped_total", reason="dropped_series") == 0
+
+
+async def test_a_datadog_destination_keeping_the_flux_series_counts_the_rest() -> None:
+    """The usual fan-out: every series to ``remote_write``, only ``gotk_.*`` to Datadog; what
+    the Datadog destination's rules leave out is counted for it, nothing for the other."""
+    receiver = ScriptedReceiver()
+    keep = [{"source_labels": ["__name__"], "regex": "gotk_.*", "action": "keep"}]
+    rounds = 3
+    start = int(time.time() * 1000) - 60_000  # Datadog takes points of the last hour only
+    async with DatadogIntake() as intake, receivers(receiver):
+        config = {
+            "remote_write": [{"name": "all", "url": receiver.url}],
+            "datadog": [
+                {
+                    "name": "dd",
+                    "url": intake.url,
+                    "api_key": "test-key",
+                    "write_relabel_configs": keep,
+                    "queue_config": {"min_backoff": "10ms"},
+                }
+            ],
+        }
+        async with relay_client(config) as (client, _):
+            for round_ in range(rounds):
+                body, headers = rw_body(_request(round_, 0, start))
+                response = await client.post("/api/v1/write", data=body, headers=headers)
+                assert response.status == 204, await response.text()
+            await eventually(
+                lambda: (
+                    len(intake.points("gotk_resource_info")) == rounds
+                    and sum(b.sample_count for b in receiver.delivered()) == 7 * rounds
+                )
+            )
+            metrics = await (await client.get("/metrics")).text()
+    assert intake.problems == []
+    assert not intake.points("up")
+
+    def dropped(destination: str) -> float:
+        return metric_value(
+            metrics,
+            "gotk_relay_samples_dropped_total",
+            destination=destination,
+            reason="dropped_series",
+        )
+
+    assert (dropped("all"), dropped("dd")) == (0, 2 * rounds)  # the two samples of ``up``
