@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gotk_relay import selectors
+from gotk_relay.destinations import federate
 from gotk_relay.destinations.federate import FederateStore, Snapshot
 from gotk_relay.model import (
     STALE_NAN,
@@ -293,6 +294,8 @@ class _ReferenceStore:
         self.families: dict[str, tuple[object, ...]] = {}
         # Refused series, oldest first, at most 4 x max_series: each counted once while remembered.
         self.refused: dict[Labels, None] = {}
+        # Series a stale marker removed: the marker's timestamp (the latest TOMBSTONES).
+        self.buried: dict[Labels, int] = {}
 
     def update(self, batch: Batch) -> int:
         refused = 0
@@ -305,7 +308,16 @@ class _ReferenceStore:
                 continue  # the first sample at a timestamp stays
             if math.isnan(newest.value) and is_stale(newest.value):
                 self.latest.pop(series.labels, None)
+                if self.buried.get(series.labels, -1) < newest.timestamp:
+                    self.buried.pop(series.labels, None)
+                    if len(self.buried) >= federate.TOMBSTONES:
+                        del self.buried[next(iter(self.buried))]
+                    self.buried[series.labels] = newest.timestamp
                 continue
+            if known is None and series.labels in self.buried:
+                if newest.timestamp <= self.buried[series.labels]:
+                    continue  # not newer than the stale marker that removed it
+                del self.buried[series.labels]
             if known is None and len(self.latest) >= self.max_series:
                 if series.labels not in self.refused:
                     if len(self.refused) >= 4 * self.max_series:

@@ -70,6 +70,11 @@ INSERT_MAX = 256
 # Refused series remembered per series the store holds (oldest forgotten first): a fleet four
 # times what the store holds costs a lookup per refused series, not a selector and a count.
 REFUSED_PER_SERIES = 4
+# Series a stale marker removed, remembered with its timestamp (the latest this many, oldest
+# forgotten first): a sample not newer than the marker does not bring the series back, as
+# Prometheus' head refuses it (out of order). Resends and a lagging replica come within
+# seconds of the marker; the bound keeps a churning fleet's removals from piling up.
+TOMBSTONES = 10_000
 # Selectors naming metrics that hold at most this share of the store read those metrics'
 # series instead of building an index of their label equalities' labels.
 SCAN_SHARE = 16
@@ -205,6 +210,8 @@ class FederateStore:
         self._index_dead: dict[str, int] = dict.fromkeys(KEPT_INDEXES, 0)
         # Series refused because the store was full, oldest first: counted once each.
         self._refused: dict[Labels, None] = {}
+        # Series stale markers removed, by store key: the marker's timestamp (TOMBSTONES).
+        self._tombstones: dict[Labels, int] = {}
         # The same entries by the identity of a labels tuple seen before: the entry itself when
         # that tuple is the one it holds (the usual case: no more memory), else that tuple (which
         # keeps it alive), the entry and the metric name. The Flux rewriter and the fast path's
@@ -284,6 +291,8 @@ class FederateStore:
                 stored, entry, name = handle
             if stored is not labels or not entry[2]:
                 if entry is self._refusal and len(self._latest) >= self.max_series:
+                    if any(s[0] != s[0] for s in samples):  # a stale marker buries it still
+                        self._update_slow(series)
                     continue  # refused, and no room made since: still not stored
                 refused += self._update_slow(series)
                 continue
@@ -295,7 +304,7 @@ class FederateStore:
             if entry[1] >= timestamp:
                 continue  # the first sample at a timestamp stays, as Prometheus keeps it
             if value != value and is_stale(value):
-                self._remove(entry[5])  # the key it is stored under (store_key)
+                self._remove(entry[5], timestamp)  # the key it is stored under (store_key)
                 continue
             entry[0] = value
             entry[1] = timestamp
@@ -384,6 +393,9 @@ class FederateStore:
         if len(latest) >= self.max_series and key in self._refused:
             # Refused before (a new tuple of it): one hash, no selector, nothing counted.
             self._handle(labels, self._refusal, series.name)
+            value, timestamp = samples[0][:2] if len(samples) == 1 else _newest(samples)
+            if value != value and is_stale(value):
+                self._bury(key, timestamp)
             return 0
         self.selector_checks += 1
         if not key or key[0][0] != "__name__" or not self._match(labels):
@@ -393,8 +405,14 @@ class FederateStore:
         if entry is not None and entry[1] >= timestamp:
             return 0
         if value != value and is_stale(value):
-            self._remove(key)
+            self._remove(key, timestamp)
             return 0
+        if entry is None and self._tombstones:
+            buried = self._tombstones.get(key)
+            if buried is not None:
+                if timestamp <= buried:
+                    return 0  # not newer than the stale marker that removed it
+                del self._tombstones[key]
         counted = 0
         if entry is not None:
             entry[0] = value
@@ -440,7 +458,18 @@ class FederateStore:
             if value:
                 _post(index, value, entry)
 
-    def _remove(self, labels: Labels) -> None:
+    def _bury(self, labels: Labels, stale_at: int) -> None:
+        """Remember a stale marker at ``stale_at`` for the series stored under ``labels``."""
+        tombstones = self._tombstones
+        if tombstones.get(labels, stale_at - 1) < stale_at:
+            tombstones.pop(labels, None)  # re-inserted: the newest removals are kept
+            if len(tombstones) >= TOMBSTONES:
+                del tombstones[next(iter(tombstones))]
+            tombstones[labels] = stale_at
+
+    def _remove(self, labels: Labels, stale_at: int) -> None:
+        """A stale marker at ``stale_at`` removes the series stored under ``labels``."""
+        self._bury(labels, stale_at)
         entry = self._latest.pop(labels, None)
         if entry is not None:
             self._room_made()
