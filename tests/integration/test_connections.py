@@ -21,7 +21,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,14 +344,19 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def served(
-    tmp_path: Path, config: Mapping[str, object], nofile: str | None = None
+    tmp_path: Path,
+    config: Mapping[str, object],
+    nofile: str | None = None,
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[Served]:
+    """A real ``gotk-relay serve`` on a free port, ready; ``prefix``: the command it runs under."""
     port = free_port()
     config_path = tmp_path / "relay.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "relay.log"
     # prlimit is util-linux's, on every Linux the relay runs on: missing, the test fails.
-    prefix = [require_binary("prlimit"), f"--nofile={nofile}", "--"] if nofile else []
+    if nofile:
+        prefix = [require_binary("prlimit"), f"--nofile={nofile}", "--", *prefix]
     argv = [
         *prefix,
         sys.executable,

@@ -146,6 +146,9 @@ class RemoteWriteConfig(_QueuedDestinationConfig):
     # load, and it is logged at start and documented that HTTP/2 is not negotiated (Prometheus
     # itself falls back to HTTP/1.1 when a server does not offer h2; the data sent is the same).
     enable_http2: bool = False
+    # Prometheus 3's (experimental): each new connection goes to one of the host's addresses,
+    # chosen at random (destinations/http.py, RandomAddress).
+    round_robin_dns: bool = False
     # Prometheus, as a sender, defaults both to false: it sends what it scraped. The relay
     # forwards what its senders chose to send (a Prometheus sends exemplars or native
     # histograms only when configured to), so by default it passes them on; an explicit false

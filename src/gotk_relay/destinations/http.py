@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
+import socket
 import ssl
 import time
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -65,6 +68,25 @@ def url_auth(url: str) -> str | None:
     return basic(unquote(username), unquote(password))
 
 
+class RandomAddress(AbstractResolver):
+    """``round_robin_dns``, as Prometheus' remote write dials (storage/remote/dial_context.go):
+    each new connection looks the host up and connects to one of its addresses, chosen at
+    random, rather than to the first that answers; a lookup that fails fails the connection."""
+
+    def __init__(self) -> None:
+        self._lookup = aiohttp.ThreadedResolver()  # getaddrinfo, as Go's resolver reads hosts
+        self._random = random.Random()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._lookup.resolve(host, port, family)
+        return [self._random.choice(found)] if found else found
+
+    async def close(self) -> None:
+        await self._lookup.close()
+
+
 class HTTPEndpoint:
     def __init__(
         self,
@@ -74,8 +96,10 @@ class HTTPEndpoint:
         *,
         proxy: str | None = None,
         follow_redirects: bool = True,
+        round_robin_dns: bool = False,
     ) -> None:
         self.url = url
+        self._round_robin_dns = round_robin_dns
         # As Prometheus: Go's http.Client turns the URL's user info into Basic auth before the
         # request reaches prometheus/common's basic_auth/authorization round-trippers, which
         # leave an Authorization already set alone; so the user info wins over them. The URL
@@ -99,8 +123,17 @@ class HTTPEndpoint:
     def _session_now(self) -> aiohttp.ClientSession:
         # Created lazily: a session must be made inside the running event loop.
         if self._session is None or self._session.closed:
+            # The host looked up for every new connection, as Go dials: aiohttp's DNS cache
+            # would turn its addresses round for each connection, where Prometheus connects to
+            # the first that answers (or, with round_robin_dns, to one at random).
+            connector = aiohttp.TCPConnector(
+                ssl=self._ssl,
+                limit=0,
+                use_dns_cache=False,
+                resolver=RandomAddress() if self._round_robin_dns else None,
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"User-Agent": USER_AGENT},
             )

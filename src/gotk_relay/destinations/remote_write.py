@@ -155,6 +155,7 @@ class RemoteWriteClient:
             cfg.remote_timeout,
             proxy=cfg.proxy_url,
             follow_redirects=cfg.follow_redirects,
+            round_robin_dns=cfg.round_robin_dns,
         )
 
     async def send(self, entries: list[Entry]) -> SendResult:
