@@ -53,9 +53,12 @@ def test_chunk_respects_max_points_and_keeps_order() -> None:
     assert chunks[0].metadata and not any(c.metadata for c in chunks[1:])
 
 
-def test_a_series_bigger_than_max_points_goes_alone() -> None:
+def test_a_series_bigger_than_max_points_is_cut_in_order() -> None:
     batch = Batch((_series("a", 1), _series("big", 10), _series("b", 1)))
-    assert [c.point_count for c in chunk(batch, 4)] == [1, 10, 1]
+    chunks = chunk(batch, 4)
+    assert [c.point_count for c in chunks] == [1, 4, 4, 3]
+    big = [s for c in chunks for x in c.series if x.name == "big" for s in x.samples]
+    assert big == list(batch.series[1].samples)
 
 
 def _entry(batch: Batch, protocol: Protocol = Protocol.V1) -> Entry:

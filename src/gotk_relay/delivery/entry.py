@@ -13,12 +13,12 @@ re-encoding.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 import cramjam
 
-from ..model import Batch, FamilyMetadata, Protocol, merge, newest_timestamp
+from ..model import Batch, FamilyMetadata, Protocol, Series, merge, newest_timestamp
 from ..wire import rw1, rw1_bytes, rw2, snappy, snappy_concat
 
 if TYPE_CHECKING:
@@ -133,15 +133,37 @@ def decode_entry(entry: Entry) -> Batch:
     return rw1.decode(message(entry), validate=False)
 
 
+def split_series(series: Series, max_points: int) -> list[Series]:
+    """``series`` as consecutive series of at most ``max_points`` points each (its samples,
+    then its histograms, in order), as Prometheus sends a series' samples over as many requests
+    as it takes; its exemplars go with the first, its metadata with each."""
+    if len(series.samples) + len(series.histograms) <= max_points:
+        return [series]
+    count = len(series.samples)
+    total = count + len(series.histograms)
+    pieces = []
+    for start in range(0, total, max_points):
+        stop = min(start + max_points, total)
+        pieces.append(
+            series._replace(
+                samples=series.samples[start : min(stop, count)],
+                histograms=series.histograms[max(start - count, 0) : max(stop - count, 0)],
+                exemplars=series.exemplars if start == 0 else (),
+            )
+        )
+    return pieces
+
+
 def cut_entry(entry: Entry, max_points: int) -> list[Entry]:
     """A 1.0 ``entry`` as entries of at most ``max_points`` points each, in order: its series'
-    bytes grouped as they come (a series holding more goes alone, whole), the metadata with the
-    first, each group framed and compressed again. No series is decoded: a point count per
-    series (upb, in C) and a compression of the whole, about what a routed view costs."""
+    bytes grouped as they come (a series holding more is cut into series of at most that many,
+    ``split_series``), the metadata with the first, each group framed and compressed again.
+    Only a series holding more is decoded: a point count per series (upb, in C) and a
+    compression of the whole, about what a routed view costs."""
     parts = rw1_bytes.split(message(entry))
     groups: list[list[bytes]] = []
     points: list[int] = []
-    for series in parts.series:
+    for series in _fitting(parts.series, max_points):
         n = rw1_bytes.count_points(rw1_bytes.rebuild((series,)))
         if groups and points[-1] + n <= max_points:
             groups[-1].append(series)
@@ -167,6 +189,17 @@ def cut_entry(entry: Entry, max_points: int) -> list[Entry]:
             )
         )
     return cut
+
+
+def _fitting(series: Sequence[bytes], max_points: int) -> Iterator[bytes]:
+    """Each encoded series as it is, or, holding more than ``max_points``, its pieces."""
+    for one in series:
+        alone = rw1_bytes.rebuild((one,))
+        if rw1_bytes.count_points(alone) <= max_points:
+            yield one
+            continue
+        (whole,) = rw1.decode(alone, validate=False).series
+        yield from rw1_bytes.split(rw1.encode(Batch(tuple(split_series(whole, max_points))))).series
 
 
 def request_body(entries: Sequence[Entry], protocol: Protocol) -> bytes:

@@ -18,21 +18,22 @@ from collections import deque
 
 from ..model import Batch, Protocol, Series
 from ..write.routing import shard_key, split_by_shard
-from .entry import Entry, cut_entry, decode_entry, encode_entry
+from .entry import Entry, cut_entry, decode_entry, encode_entry, split_series
 from .spool import Spool, SpoolError
 
 __all__ = ["MemoryBudget", "Shard", "ShardedQueue", "chunk", "shard_key", "split_by_shard"]
 
 
 def chunk(batch: Batch, max_points: int) -> list[Batch]:
-    """Split a batch so no request carries more than ``max_points`` (a bigger series goes alone)."""
+    """Split a batch so no request carries more than ``max_points`` (a bigger series is cut into
+    series of at most that many, ``entry.split_series``)."""
     if batch.point_count <= max_points:
         return [batch] if batch.series or batch.metadata else []
     chunks: list[Batch] = []
     current: list[Series] = []
     points = 0
     metadata = batch.metadata
-    for series in batch.series:
+    for series in (piece for whole in batch.series for piece in split_series(whole, max_points)):
         n = len(series.samples) + len(series.histograms)
         if current and points + n > max_points:
             chunks.append(Batch(tuple(current), metadata))
@@ -304,7 +305,7 @@ class ShardedQueue:
         """``entry`` as request-sized entries, in order: itself when it holds at most
         ``max_points_per_send`` points (or this queue's destination makes its own requests),
         else cut on its bytes as ``chunk`` cuts a batch (``entry.cut_entry``: a bigger series
-        alone), dated as the entry was (a request taken as it came is dated by its arrival)."""
+        cut too), dated as the entry was (a request taken as it came is dated by its arrival)."""
         if not self.split_entries or entry.points <= self.max_points_per_send:
             return [entry]
         if entry.protocol == Protocol.V1:
