@@ -60,7 +60,9 @@ def free_port() -> int:
 
     ``bind(0)`` would draw from the ephemeral range, where the loader's and the systems'
     outgoing connections take their local ports: one of them could take the port before the
-    component binds it, and the component would fail to start.
+    component binds it, and the component would fail to start. The walk starts at an offset
+    spread by the process id (as ``tests/support/rig.free_port``), so that benchmark runs
+    started together (the smoke tests on several pytest workers) probe different ports.
     """
     try:
         ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -68,7 +70,7 @@ def free_port() -> int:
         ephemeral = 32768
     low, span = 10000, max(ephemeral - 10000, 1000)
     for step in range(span):
-        port = low + (os.getpid() + len(_ports_taken) + step) % span
+        port = low + (os.getpid() * 7919 + len(_ports_taken) + step) % span
         if port in _ports_taken:
             continue
         with socket.socket() as s:
