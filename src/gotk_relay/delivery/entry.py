@@ -163,8 +163,7 @@ def cut_entry(entry: Entry, max_points: int) -> list[Entry]:
     parts = rw1_bytes.split(message(entry))
     groups: list[list[bytes]] = []
     points: list[int] = []
-    for series in _fitting(parts.series, max_points):
-        n = rw1_bytes.count_points(rw1_bytes.rebuild((series,)))
+    for series, n in _fitting(parts.series, max_points):
         if groups and points[-1] + n <= max_points:
             groups[-1].append(series)
             points[-1] += n
@@ -191,15 +190,19 @@ def cut_entry(entry: Entry, max_points: int) -> list[Entry]:
     return cut
 
 
-def _fitting(series: Sequence[bytes], max_points: int) -> Iterator[bytes]:
-    """Each encoded series as it is, or, holding more than ``max_points``, its pieces."""
+def _fitting(series: Sequence[bytes], max_points: int) -> Iterator[tuple[bytes, int]]:
+    """Each encoded series as it is, or, holding more than ``max_points``, its pieces; with
+    their point counts."""
     for one in series:
         alone = rw1_bytes.rebuild((one,))
-        if rw1_bytes.count_points(alone) <= max_points:
-            yield one
+        n = rw1_bytes.count_points(alone)
+        if n <= max_points:
+            yield one, n
             continue
         (whole,) = rw1.decode(alone, validate=False).series
-        yield from rw1_bytes.split(rw1.encode(Batch(tuple(split_series(whole, max_points))))).series
+        for piece in split_series(whole, max_points):
+            (encoded,) = rw1_bytes.split(rw1.encode(Batch((piece,)))).series
+            yield encoded, len(piece.samples) + len(piece.histograms)
 
 
 def request_body(entries: Sequence[Entry], protocol: Protocol) -> bytes:
