@@ -35,6 +35,16 @@ DROP = [
 ]
 
 
+def _dropped(metrics: str, destination: str) -> float:
+    """What ``destination``'s write_relabel_configs dropped, as /metrics says."""
+    return metric_value(
+        metrics,
+        "gotk_relay_samples_dropped_total",
+        destination=destination,
+        reason="dropped_series",
+    )
+
+
 def _request(round_: int, created: int, start: int = 1_700_000_000_000) -> Batch:
     """One scrape: the Flux object's info series and ``up`` with two samples."""
     ts = start + 15_000 * round_
@@ -89,16 +99,12 @@ async def test_samples_the_destination_rules_drop_are_counted(v2: bool, created:
     for receiver in (dropping, sharded):
         assert not {"up", "gotk_suspend_status"} & delivered(receiver)
 
-    def dropped(destination: str) -> float:
-        return metric_value(
-            metrics,
-            "gotk_relay_samples_dropped_total",
-            destination=destination,
-            reason="dropped_series",
-        )
-
     # Per round: the two samples of ``up`` and the object's gotk_suspend_status.
-    assert (dropped("plain"), dropped("drop"), dropped("sharded")) == (0, 3 * rounds, 3 * rounds)
+    assert [_dropped(metrics, d) for d in ("plain", "drop", "sharded")] == [
+        0,
+        3 * rounds,
+        3 * rounds,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -161,12 +167,4 @@ async def test_a_datadog_destination_keeping_the_flux_series_counts_the_rest() -
     assert intake.problems == []
     assert not intake.points("up")
 
-    def dropped(destination: str) -> float:
-        return metric_value(
-            metrics,
-            "gotk_relay_samples_dropped_total",
-            destination=destination,
-            reason="dropped_series",
-        )
-
-    assert (dropped("all"), dropped("dd")) == (0, 2 * rounds)  # the two samples of ``up``
+    assert [_dropped(metrics, d) for d in ("all", "dd")] == [0, 2 * rounds]  # ``up``'s two

@@ -634,6 +634,19 @@ def test_yaml_boolean_words_are_text_where_a_string_is_expected() -> None:
     assert config.scrape_configs[0].static_configs[0].labels == {"x": "off"}
 
 
+def _promtool_takes(tmp_path: Path, text: str) -> None:
+    """``promtool check config`` (Prometheus 2.42) accepts ``text``."""
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text)
+    promtool = subprocess.run(
+        [require_binary("promtool"), "check", "config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+
+
 BOOLEAN_WORDS = """\
 scrape_configs:
   - job_name: j
@@ -651,15 +664,7 @@ remote_write:
 def test_true_and_false_are_text_where_a_string_is_expected(tmp_path: Path) -> None:
     """``true`` and ``false`` too, in any case: Go's YAML gives a string key the word as
     written. promtool 2.42 takes this file; so does the relay, reading each word as Go does."""
-    path = tmp_path / "booleans.yml"
-    path.write_text(BOOLEAN_WORDS)
-    promtool = subprocess.run(
-        [require_binary("promtool"), "check", "config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+    _promtool_takes(tmp_path, BOOLEAN_WORDS)
     config = load_text(BOOLEAN_WORDS)
     job = config.scrape_configs[0]
     assert job.honor_labels is True
@@ -684,15 +689,7 @@ scrape_configs:
 def test_a_number_with_a_bare_exponent_is_a_number(tmp_path: Path) -> None:
     """``1e3`` is text to YAML 1.1 (PyYAML) and a number to Go's YAML: promtool takes it as a
     modulus, and so does the relay; a string key still gets the text as written."""
-    path = tmp_path / "exponents.yml"
-    path.write_text(EXPONENTS)
-    promtool = subprocess.run(
-        [require_binary("promtool"), "check", "config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+    _promtool_takes(tmp_path, EXPONENTS)
     job = load_text(EXPONENTS).scrape_configs[0]
     assert [rule.modulus for rule in job.metric_relabel_configs] == [1000, 250]
     assert job.static_configs[0].labels == {"v": "1e3", "w": "2.5E-2"}
