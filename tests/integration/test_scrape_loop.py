@@ -152,6 +152,23 @@ b_metric 2
 """
 
 
+async def test_scrape_protocols_are_what_the_target_is_asked_for() -> None:
+    """Prometheus 3's ``scrape_protocols``: the target is asked for the formats listed, in
+    that order, and its text is read whichever it answers."""
+    exporter = Exporter(TEXT)
+    protocols = ["PrometheusText1.0.0", "OpenMetricsText1.0.0"]
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(rw_config(receiver, job("t", exporter, scrape_protocols=protocols)), exporter),
+    ):
+        a = named("a_metric", job="t", exported_namespace="apps", namespace="monitoring")
+        await eventually(lambda: last(receiver, a) == 1.5)
+    assert exporter.accepts[0] == (
+        "text/plain;version=1.0.0;escaping=underscores;q=0.6,"
+        "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,*/*;q=0.4"
+    )
+
+
 async def test_samples_stale_markers_and_up_as_prometheus_writes_them() -> None:
     exporter = Exporter(TEXT)
     async with (

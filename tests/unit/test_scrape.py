@@ -492,3 +492,65 @@ def test_prometheus_defaults() -> None:
         .scrape_interval,
         0.2,
     )
+
+
+# Prometheus' own expected header for its default protocols with underscore escaping
+# (scrape/scrape_test.go, TestAcceptHeader): the relay validates names with the legacy scheme.
+PROMETHEUS_3_DEFAULT = (
+    "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=underscores;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+@pytest.mark.parametrize(
+    ("protocols", "accept"),
+    [
+        (
+            None,
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+            "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ),
+        (
+            "[]",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+            "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ),
+        (
+            "[OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText1.0.0, "
+            "PrometheusText0.0.4]",
+            PROMETHEUS_3_DEFAULT,
+        ),
+        ("[PrometheusText0.0.4]", "text/plain;version=0.0.4;q=0.6,*/*;q=0.5"),
+    ],
+    ids=["unset: 2.42's", "empty: 2.42's", "prometheus-3-default", "text-only"],
+)
+def test_scrape_protocols_make_prometheus_accept_header(protocols: str | None, accept: str) -> None:
+    keys = "" if protocols is None else f", scrape_protocols: {protocols}"
+    (job,) = load_text(f"scrape_configs: [{{job_name: a{keys}}}]").scrape_configs
+    assert job.accept == accept
+
+
+@pytest.mark.parametrize(
+    ("protocols", "message"),
+    [
+        (
+            "[PrometheusProto, PrometheusText0.0.4]",
+            "PrometheusProto: the protobuf format is not supported by gotk-relay",
+        ),
+        ("[PrometheusText9]", "unknown scrape protocol PrometheusText9, supported: ["),
+        (
+            "[PrometheusText0.0.4, PrometheusText0.0.4]",
+            "duplicated protocol in scrape_protocols, got [PrometheusText0.0.4 "
+            "PrometheusText0.0.4]",
+        ),
+    ],
+    ids=["protobuf", "unknown", "duplicated"],
+)
+def test_scrape_protocols_are_checked_as_prometheus_checks_them(
+    protocols: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(f"scrape_configs: [{{job_name: a, scrape_protocols: {protocols}}}]", "r.yml")
+    assert message in str(caught.value)

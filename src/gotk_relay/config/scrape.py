@@ -23,6 +23,20 @@ DEFAULT_SCRAPE_INTERVAL: Final = 60.0
 DEFAULT_SCRAPE_TIMEOUT: Final = 10.0
 # Prometheus' default body_size_limit is 0 (none); the relay bounds every body it reads.
 DEFAULT_BODY_SIZE_LIMIT: Final = 64 * 1024 * 1024
+# Prometheus' scrape protocols and the media type each asks for (config.ScrapeProtocolsHeaders);
+# the protobuf format is known, and refused.
+PROTOBUF_PROTOCOL: Final = "PrometheusProto"
+SCRAPE_PROTOCOLS: Final = {
+    "PrometheusText0.0.4": "text/plain;version=0.0.4",
+    "PrometheusText1.0.0": "text/plain;version=1.0.0",
+    "OpenMetricsText0.0.1": "application/openmetrics-text;version=0.0.1",
+    "OpenMetricsText1.0.0": "application/openmetrics-text;version=1.0.0",
+}
+# What Prometheus 2.42 asks for (no scrape_protocols): OpenMetrics preferred, then the text format.
+DEFAULT_ACCEPT: Final = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 
 _LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # host:port, as Prometheus requires a static target to be (no scheme, no path).
@@ -79,8 +93,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "native_histogram_min_bucket_factor": "native histograms are not scraped by gotk-relay",
     "scrape_classic_histograms": "native histograms are not scraped by gotk-relay",
     "always_scrape_classic_histograms": "native histograms are not scraped by gotk-relay",
-    "scrape_protocols": "gotk-relay negotiates the text and OpenMetrics formats as Prometheus "
-    "2.42 does; the protobuf format is not supported",
     "track_timestamps_staleness": "not supported by gotk-relay: series with an exposed "
     "timestamp are not tracked for staleness (Prometheus' default)",
     "metric_name_validation_scheme": "gotk-relay checks names with the legacy scheme",
@@ -140,6 +152,25 @@ class ScrapeConfig(Strict):
     label_name_length_limit: int = Field(0, ge=0)
     label_value_length_limit: int = Field(0, ge=0)
     body_size_limit: Base2Bytes = Field(DEFAULT_BODY_SIZE_LIMIT, gt=0)
+    # None (or empty): Prometheus 2.42's Accept header (DEFAULT_ACCEPT).
+    scrape_protocols: list[str] | None = None
+
+    @field_validator("scrape_protocols")
+    @classmethod
+    def _protocols(cls, value: list[str] | None) -> list[str] | None:
+        """Known names, each once, as Prometheus checks them; the protobuf format refused."""
+        for name in value or ():
+            if name == PROTOBUF_PROTOCOL:
+                raise ValueError(
+                    f"{PROTOBUF_PROTOCOL}: the protobuf format is not supported by gotk-relay; "
+                    "list text formats only"
+                )
+            if name not in SCRAPE_PROTOCOLS:
+                known = ", ".join(sorted([*SCRAPE_PROTOCOLS, PROTOBUF_PROTOCOL]))
+                raise ValueError(f"unknown scrape protocol {name}, supported: [{known}]")
+        if value and len(set(value)) != len(value):
+            raise ValueError(f"duplicated protocol in scrape_protocols, got [{' '.join(value)}]")
+        return value or None
 
     @model_validator(mode="before")
     @classmethod
@@ -162,6 +193,24 @@ class ScrapeConfig(Strict):
         if not self.metrics_path.startswith("/"):
             raise ValueError(f'metrics_path "{self.metrics_path}" must start with /')
         return self
+
+    @property
+    def accept(self) -> str:
+        """The Accept header of a scrape: Prometheus 3's for ``scrape_protocols`` (each in the
+        order listed, weighted down from q=0.6, names escaped to underscores as the relay
+        validates them), else 2.42's."""
+        if self.scrape_protocols is None:
+            return DEFAULT_ACCEPT
+        weight = len(SCRAPE_PROTOCOLS) + 2  # Prometheus counts the protobuf format too
+        values = []
+        for name in self.scrape_protocols:
+            value = SCRAPE_PROTOCOLS[name]
+            if name.endswith("1.0.0"):  # the escaping parameter exists for the 1.0.0 formats
+                value += ";escaping=underscores"
+            values.append(f"{value};q=0.{weight}")
+            weight -= 1
+        values.append(f"*/*;q=0.{weight}")
+        return ",".join(values)
 
     @property
     def timeout(self) -> float:

@@ -35,7 +35,7 @@ from ..model import Batch, Labels
 from ..relay import Relay
 from ..rules.relabel import RuleSet, compile_rules
 from ..telemetry import Telemetry
-from .parse import ACCEPT, Limits, Scraped, ScrapeError, parse
+from .parse import Limits, Scraped, ScrapeError, parse
 from .staleness import append, stale_markers
 from .targets import Target, targets_of
 
@@ -212,7 +212,7 @@ class TargetLoop:
     async def _fetch(self, session: aiohttp.ClientSession) -> tuple[bytes, str]:
         job = self.target.job
         headers = {
-            "Accept": ACCEPT,
+            "Accept": job.accept,
             "User-Agent": f"gotk-relay/{__version__}",
             "X-Prometheus-Scrape-Timeout-Seconds": f"{job.timeout:g}",
         }

@@ -18,11 +18,6 @@ from ..model import NORMAL_NAN, FamilyMetadata, Labels, MetricType, Sample, Seri
 from ..rules.relabel import RuleSet
 from ..wire.text import TYPES
 
-# What Prometheus 2.42 sends: OpenMetrics preferred, then the text format.
-ACCEPT: Final = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 OPENMETRICS: Final = "application/openmetrics-text"
 
 _LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
