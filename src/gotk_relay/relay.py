@@ -13,6 +13,7 @@ batch (at most four series per Flux object in it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,7 +36,7 @@ from .destinations.remote_write import RemoteWriteClient
 from .model import Batch, FamilyMetadata, Protocol
 from .pipeline import Pipeline, split_by_tenant
 from .relay_metrics import state_metrics
-from .rules.flux import FluxRewriter, FluxState, Rewritten, Steady
+from .rules.flux import FluxRewriter, FluxState, Rewritten, StateUnreadable, Steady
 from .telemetry import Telemetry
 from .wire import picked
 from .write import views
@@ -434,6 +435,8 @@ class Relay:
         if not admission.accepted:
             return admission
         self.refusing.ended()  # a batch is taken again (room() alone may be a pre-check)
+        if self.flux_state is not None and self.flux_state.ahead:
+            self._rewind_flux()  # the rules run on the state as stored, or not at all
         # The Flux rules' one result: their steady shortcut (outputs as bytes) or a batch. Either
         # way it becomes every destination's entries, committed (spool, queues) on one path.
         max_outputs = self._steady_outputs() if fast and inputs_forwarded else None
@@ -629,8 +632,15 @@ class Relay:
         assert self.spool is not None
         try:
             appended = self._append(planned, self.spool)
-        except SpoolError as exc:
-            self.spool_failing.happened(str(exc))
+        except BaseException as exc:
+            if isinstance(exc, SpoolError):
+                self.spool_failing.happened(str(exc))
+            if self.flux_state is not None:
+                # Refused, so the sender sends it again: the rules must see that resend as
+                # new, not as what they have just applied (its outputs would be lost).
+                self.flux_state.rolled_back()
+                with contextlib.suppress(SpoolError):  # still ahead: the next admit tries again
+                    self._rewind_flux()
             raise
         self.spool_failing.ended()
         if self.flux_state is not None:
@@ -640,6 +650,17 @@ class Relay:
             (destination, [[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
             for destination, entries in planned
         ]
+
+    def _rewind_flux(self) -> None:
+        """The Flux state as stored again after a rolled back write; SpoolError while the
+        spool cannot be read (the request is refused, as its write would be)."""
+        assert self.flux_state is not None
+        try:
+            objects = self.flux_state.rewind()
+        except StateUnreadable as exc:
+            self.spool_failing.happened(str(exc))
+            raise SpoolError(str(exc)) from exc
+        log.debug("Flux state put back as stored after a refused write", extra={"objects": objects})
 
     def _append(self, planned: list[Planned], spool: Spool) -> list[int]:
         cfg = self.config.spool

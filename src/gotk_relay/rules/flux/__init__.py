@@ -56,7 +56,7 @@ from .names import (
     SUSPEND_METADATA,
     SUSPEND_STATUS,
 )
-from .persist import FluxState
+from .persist import FluxState, StateUnreadable
 from .rewriter import FluxRewriter, Rewritten, Steady
 from .stats import FluxStats
 from .tracked import Row, Tracked, TrackedObjects
@@ -81,6 +81,7 @@ __all__ = [
     "Rewritten",
     "Row",
     "SeriesEncoder",
+    "StateUnreadable",
     "Steady",
     "Tracked",
     "TrackedObjects",

@@ -64,6 +64,8 @@ _HEAD: Final = struct.Struct("<qqqqBB")
 _INPUT: Final = struct.Struct("<qq")  # value_ts, stale_ts, per input in shape order
 _INFO: Final = struct.Struct("<qqB")  # state_ts, out_last, suspended; then ready, UTF-8
 
+# Rows read by one statement when a rewind reads objects back (SQLite's bound parameters).
+_ROWS_PER_READ: Final = 500
 # What a damaged row raises while it is read back.
 _UNREADABLE: Final = (ValueError, KeyError, TypeError, IndexError, struct.error)
 
@@ -133,6 +135,10 @@ def _shape(obj: FluxObject) -> str:
     return json.dumps({"key": obj.key, "inputs": inputs})
 
 
+class StateUnreadable(Exception):
+    """The stored state cannot be read back to undo a rolled back write (``FluxState.rewind``)."""
+
+
 class FluxState:
     """The state store of one relay: its spool's database, and the rewriter it keeps."""
 
@@ -144,6 +150,9 @@ class FluxState:
         self._next_row = 1
         self._clock = NEVER  # the relay clock as stored
         self._shaped: list[tuple[FluxObject, tuple[Input, ...]]] = []
+        # The rewriter holds changes whose write was rolled back (``rolled_back``): the rules
+        # must not run again until ``rewind`` has put the stored state back.
+        self.ahead = False
 
     # -- start, reload ----------------------------------------------------------------------
 
@@ -156,6 +165,7 @@ class FluxState:
         import sqlite3
 
         self.rewriter = rewriter
+        self.ahead = False  # whatever the old rewriter held, the new one starts as stored
         rewriter.changed = {}  # from now on each call's changes are kept for ``write``
         rewriter.forgotten = []
         rules = rules_of(rewriter.config)
@@ -383,6 +393,57 @@ class FluxState:
             " ON CONFLICT (id) DO UPDATE SET numbers = excluded.numbers",
             numbers,
         )
+
+    def rolled_back(self) -> None:
+        """The transaction ``write`` wrote into was rolled back: the request it came with is
+        refused, and its sender will send it again. Until ``rewind`` runs, the rules hold that
+        request's effect, and would take the resend for old news and write nothing for it."""
+        if self.pending:
+            self.ahead = True
+
+    def rewind(self) -> int:
+        """Put back, as stored, the objects the rules changed since the last commit; objects
+        put back.
+
+        Only the objects the refused requests touched are read (``changed`` and ``forgotten``
+        name them), so this costs what those requests cost, not a reload. Raises
+        ``StateUnreadable`` when the database cannot be read; ``ahead`` then stays set.
+        """
+        import sqlite3
+
+        rewriter = self.rewriter
+        if not self.ahead or rewriter is None or rewriter.changed is None:
+            self.ahead = False
+            return 0
+        touched = [*rewriter.changed, *rewriter.forgotten]
+        ids = sorted({obj.row for obj in touched if obj.row})
+        stored: list[FluxObject] = []
+        try:
+            for start in range(0, len(ids), _ROWS_PER_READ):
+                chunk = ids[start : start + _ROWS_PER_READ]
+                marks = ",".join("?" * len(chunk))
+                rows = self.db.execute(
+                    "SELECT o.id, o.forward, o.kind, o.shape, n.numbers FROM flux_objects o"
+                    f" LEFT JOIN flux_numbers n ON n.id = o.id WHERE o.id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for row in rows:
+                    try:
+                        stored.append(self._object(rewriter, *row))
+                    except _UNREADABLE as exc:
+                        # Left out: the object starts anew when next seen, as after a load.
+                        log.warning(
+                            "a stored Flux object cannot be read back; it starts anew",
+                            extra={"row": row[0], "reason": repr(exc)},
+                        )
+        except sqlite3.Error as exc:
+            raise StateUnreadable(f"cannot read the Flux state back from the spool: {exc}") from exc
+        rewriter.rewind(touched, stored)
+        rewriter.changed.clear()
+        rewriter.forgotten.clear()
+        self._shaped.clear()
+        self.ahead = False
+        return len(stored)
 
     def committed(self) -> None:
         """The transaction ``write`` wrote into is committed: its changes are stored."""

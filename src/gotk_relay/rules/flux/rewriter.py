@@ -7,6 +7,7 @@ import itertools
 import math
 import operator
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Final, NamedTuple
 
 from ...model import (
@@ -208,6 +209,48 @@ class FluxRewriter:
         self._expiry_floor = NEVER
         self._aging = []
         self.stats.objects_tracked = len(self._info) + len(self._legacy)
+
+    def rewind(self, changed: Iterable[FluxObject], stored: Iterable[FluxObject]) -> None:
+        """Undo what calls did to objects since their state was last stored (``persist.py``,
+        after a write that was rolled back): ``changed``, the objects changed or forgotten
+        since, leave the tables, and ``stored``, the same objects as their rows hold them, take
+        their places (an object not stored yet is just gone). Routes find the stored ones as
+        they find an object admitted again after its expiry (``gone``)."""
+        back = {(isinstance(obj, InfoObject), obj.key): obj for obj in stored}
+        placed: list[tuple[tuple[bool, Labels], FluxObject]] = []
+        for obj in changed:
+            if obj.gone:
+                continue
+            key = (isinstance(obj, InfoObject), obj.key)
+            self._cancel_end(key)
+            obj.gone = True
+            found = back.pop(key, None)
+            # Replaced in place, so the tables keep their order (a full expiry scan's).
+            if found is None:
+                self._place(key, None)
+            else:
+                self._place(key, found)
+                placed.append((key, found))
+        for key, obj in back.items():  # forgotten since: tracked again
+            self._place(key, obj)
+            placed.append((key, obj))
+        for key, obj in placed:
+            if obj.deadline is not None:
+                self._start_end(key, obj, obj.deadline)
+        self._expiry_floor = NEVER  # the next call scans every object for expiry
+        self._aging = []
+        self._encoded = None
+        self.stats.objects_tracked = len(self._info) + len(self._legacy)
+
+    def _place(self, key: tuple[bool, Labels], obj: FluxObject | None) -> None:
+        """``obj`` tracked at ``key`` (None: nothing is)."""
+        forward, labels = key
+        if obj is None:
+            (self._info if forward else self._legacy).pop(labels, None)
+        elif isinstance(obj, InfoObject):
+            self._info[labels] = obj
+        elif isinstance(obj, LegacyObject):
+            self._legacy[labels] = obj
 
     @property
     def clock(self) -> int:
