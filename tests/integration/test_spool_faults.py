@@ -166,3 +166,72 @@ async def test_series_without_a_tenant_are_counted_once_when_a_refused_write_is_
         metrics, "gotk_relay_samples_dropped_total", destination="d0", reason="no_tenant"
     )
     assert dropped == 2
+
+
+def _flux_round(names: list[str], ts: int) -> Batch:
+    """One kube-state-metrics scrape of ``names`` (all Ready), as Prometheus sends it."""
+    return Batch(
+        tuple(
+            Series(
+                (
+                    ("__name__", "gotk_resource_info"),
+                    ("customresource_group", "kustomize.toolkit.fluxcd.io"),
+                    ("customresource_kind", "Kustomization"),
+                    ("customresource_version", "v1"),
+                    ("exported_namespace", "apps"),
+                    ("name", name),
+                    ("ready", "True"),
+                    ("suspended", "false"),
+                ),
+                (Sample(1.0, ts),),
+            )
+            for name in names
+        )
+    )
+
+
+@pytest.mark.slow
+async def test_a_flux_round_refused_on_a_full_disk_writes_its_outputs_when_sent_again(
+    small_disk: Path,
+) -> None:
+    """The rules applied the refused round in memory before its spool write failed; its resend
+    must still write the legacy series at its timestamp, for the objects seen before and for
+    the new one, or that scrape is missing from every dashboard."""
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(os.urandom(400 * 1024))
+    receiver = ScriptedReceiver(default=Reply(503, body="down"))
+    config = {
+        "flux": {"mode": "legacy"},
+        "spool": {"data_dir": str(small_disk / "spool"), "max_bytes": 1 << 30},
+        "remote_write": [
+            {"name": "d0", "url": receiver.url, "queue_config": {**FAST, "capacity": 1000}}
+        ],
+    }
+    rng = random.Random(17)
+    t0 = 1_732_560_000_000
+    second = _flux_round(["a", "b", "new"], t0 + 30_000)
+    async with receivers(receiver), relay_client(config) as (client, _):
+        assert (await _post(client, _flux_round(["a", "b"], t0)))[0] == 204
+        for index in range(400):  # fill the disk; bounded: 2 MiB holds ~100 of these
+            if (await _post(client, _batch(rng, index)))[0] != 204:
+                break
+        for _ in range(3):  # Prometheus' retries while the disk is full
+            status, text = await _post(client, second)
+            assert status == 503 and "spool" in text, text
+        ballast.unlink()
+        status, text = await _post(client, second)
+        assert status == 204, text
+        receiver.default = Reply(204)
+
+        def written() -> set[tuple[str, int]]:
+            return {
+                (dict(s.labels)["name"], sample.timestamp)
+                for b in receiver.delivered()
+                for s in b.series
+                if s.name == "gotk_reconcile_condition" and dict(s.labels).get("status") == "True"
+                for sample in s.samples
+            }
+
+        wanted = {("a", t0), ("b", t0), ("a", t0 + 30_000), ("b", t0 + 30_000)}
+        wanted.add(("new", t0 + 30_000))
+        await eventually(lambda: wanted <= written(), timeout=30)
