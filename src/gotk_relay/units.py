@@ -1,12 +1,13 @@
 """Config units: Prometheus durations (``30s``, ``1m30s``) and byte sizes (``256MiB``, ``10MB``),
-and YAML's boolean words as written."""
+YAML's boolean words as written, and the scalar types Go's YAML holds a key's value to."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+import typing
+from typing import Annotated, Any, Final
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator
 
 
 class BoolText(str):
@@ -19,6 +20,75 @@ class BoolText(str):
 
     def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles as a plain str
         return (str, (str(self),))
+
+
+class EnvText(str):
+    """A string value that came from ``${VAR}`` (config/env.py): read as whatever its key takes,
+    a number or a boolean too, as if the variable's text had been written there."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (str, (str(self),))
+
+
+_GO_TYPES: Final = {bool: "bool", int: "int", float: "float64"}
+_INT64: Final = 1 << 63
+_kinds: dict[tuple[type[BaseModel], str], type | None] = {}
+
+
+def _scalar_kind(model: type[BaseModel], name: str) -> type | None:
+    """bool, int or float when ``model``'s field ``name`` takes one (or None) and nothing of its
+    own reads text into it first (a duration, a byte size); else None."""
+    key = (model, name)
+    if key in _kinds:
+        return _kinds[key]
+    kind: type | None = None
+    field = model.model_fields.get(name)
+    if field is not None:
+        annotation = field.annotation
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        base = annotation if annotation in _GO_TYPES else (args[0] if len(args) == 1 else None)
+        own = any(isinstance(m, BeforeValidator) for m in field.metadata) or any(
+            d.info.mode in ("before", "plain", "wrap") and name in d.info.fields
+            for d in model.__pydantic_decorators__.field_validators.values()
+        )
+        if base in _GO_TYPES and not own:
+            kind = base
+    _kinds[key] = kind
+    return kind
+
+
+def go_scalar(model: type[BaseModel], name: str, value: Any) -> Any:
+    """``value`` for ``model``'s field ``name``, refused as Go's YAML refuses it when the field
+    takes a bool, an int or a float: a quoted string (``'true'``, ``'10'``), a number into a
+    bool, a boolean word into a number, an int over 64 bits. A value from ``${VAR}`` is taken
+    as its text reads."""
+    kind = _scalar_kind(model, name)
+    if kind is None or value is None or isinstance(value, EnvText):
+        return value
+    if isinstance(value, bool | BoolText):
+        tag = "!!bool"
+    elif isinstance(value, int):
+        tag = "!!int"
+        if kind is int and not -_INT64 <= value < _INT64:
+            raise ValueError(f"cannot unmarshal !!int `{_shown(value)}` into int")
+    elif isinstance(value, float):
+        tag = "!!float"
+    elif isinstance(value, str):
+        tag = "!!str"
+    else:
+        return value  # a list or a mapping: the field's own error says what it takes
+    takes = ("!!bool",) if kind is bool else ("!!int", "!!float")
+    if tag not in takes:
+        hint = " (a quoted value is a string; write it without quotes)" if tag == "!!str" else ""
+        raise ValueError(f"cannot unmarshal {tag} `{_shown(value)}` into {_GO_TYPES[kind]}{hint}")
+    return value
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 10 else text[:7] + "..."  # as Go's message cuts it
 
 
 _DURATION = re.compile(

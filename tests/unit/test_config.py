@@ -693,3 +693,69 @@ def test_a_number_with_a_bare_exponent_is_a_number(tmp_path: Path) -> None:
     job = load_text(EXPONENTS).scrape_configs[0]
     assert [rule.modulus for rule in job.metric_relabel_configs] == [1000, 250]
     assert job.static_configs[0].labels == {"v": "1e3", "w": "2.5E-2"}
+
+
+def test_a_bool_or_number_key_refuses_a_quoted_value_as_go_does() -> None:
+    """Go's YAML refuses a string into a bool or an int (``cannot unmarshal !!str``), a number
+    into a bool, and an int over 64 bits; so does the relay, with Go's words."""
+    base = "remote_write:\n  - url: http://a:9/w\n"
+    refused = {
+        "    send_exemplars: 'true'\n": "cannot unmarshal !!str `true` into bool (a quoted",
+        "    follow_redirects: 0\n": "cannot unmarshal !!int `0` into bool",
+        "    queue_config: {capacity: '10'}\n": "cannot unmarshal !!str `10` into int",
+        "    queue_config: {capacity: on}\n": "cannot unmarshal !!bool `on` into int",
+        "    queue_config: {capacity: 9223372036854775808}\n": "!!int `9223372...` into int",
+    }
+    for line, message in refused.items():
+        with pytest.raises(ConfigError, match=r"^<config>:3: remote_write") as caught:
+            load_text(base + line)
+        assert message in str(caught.value)
+    with pytest.raises(ConfigError, match=r"flux\.max_objects: cannot unmarshal !!str `5`"):
+        load_text("flux: {max_objects: '5'}\n")
+
+
+def test_a_value_from_the_environment_is_read_as_its_key_takes_it() -> None:
+    """``${VAR}`` is the relay's, not Prometheus': its text is read as if written in place, so
+    a number or a boolean can come from the environment, quoted or not."""
+    text = (
+        "remote_write:\n  - url: http://a:9/w\n    send_exemplars: ${EXEMPLARS}\n"
+        "    queue_config:\n      capacity: '${CAPACITY}'\n      max_shards: ${SHARDS}\n"
+    )
+    env = {"EXEMPLARS": "false", "CAPACITY": "123", "SHARDS": "7"}
+    destination = load_text(text, environ=env).remote_write[0]
+    assert destination.send_exemplars is False
+    assert (destination.queue_config.capacity, destination.queue_config.max_shards) == (123, 7)
+    with pytest.raises(ConfigError, match="max_shards"):
+        load_text(text, environ={**env, "SHARDS": "many"})
+
+
+def test_y_and_n_are_yaml_v2_boolean_words() -> None:
+    """yaml.v2 (Prometheus') reads ``y`` and ``n`` as booleans, which PyYAML does not: a bool
+    key takes them, a string key keeps the letter."""
+    text = (
+        "remote_write:\n  - url: http://a:9/w\n    send_exemplars: n\n    enable_http2: Y\n"
+        "    write_relabel_configs: [{target_label: a, replacement: y}]\n"
+    )
+    destination = load_text(text).remote_write[0]
+    assert (destination.send_exemplars, destination.enable_http2) == (False, True)
+    assert destination.write_relabel_configs[0].replacement == "y"
+
+
+def test_scrape_zero_durations_and_a_path_without_its_slash_read_as_prometheus_reads_them() -> None:
+    """``scrape_interval: 0s`` and ``scrape_timeout: 0s`` are Prometheus' defaults (the global
+    ones, which the relay does not have: 1m and 10s), and a ``metrics_path`` without its
+    leading ``/`` gets one, as Go's url.URL writes it."""
+    text = (
+        "scrape_configs:\n  - job_name: j\n    scrape_interval: 0s\n    scrape_timeout: 0s\n"
+        "    metrics_path: stats/prometheus\n    static_configs: [{targets: ['a:9']}]\n"
+    )
+    job = load_text(text).scrape_configs[0]
+    assert (job.scrape_interval, job.timeout, job.metrics_path) == (60.0, 10.0, "/stats/prometheus")
+    short = text.replace("scrape_interval: 0s", "scrape_interval: 4s").replace("stats/", "")
+    job = load_text(short).scrape_configs[0]
+    assert (job.scrape_interval, job.timeout, job.metrics_path) == (4.0, 4.0, "/prometheus")
+
+
+def test_an_empty_proxy_url_is_no_proxy() -> None:
+    text = "remote_write:\n  - url: http://a:9/w\n    proxy_url: ''\n"
+    assert load_text(text).remote_write[0].proxy_url is None

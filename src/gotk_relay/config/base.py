@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+
+from ..units import go_scalar
 
 
 class ConfigError(Exception):
@@ -21,6 +23,12 @@ class Strict(BaseModel):
     # A number where a string is expected (a header's tenant id) is taken as written in the
     # file (config/yaml_text.py keeps its text), as Go's YAML gives a string field.
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _go_scalar(cls, value: Any, info: ValidationInfo) -> Any:
+        # A bool, int or float key refuses what Go's YAML refuses (a quoted 'true' or '10').
+        return go_scalar(cls, info.field_name or "", value)
 
     @model_validator(mode="before")
     @classmethod

@@ -163,6 +163,12 @@ class RemoteWriteConfig(_QueuedDestinationConfig):
     azuread: dict[str, Any] | None = None
     google_iam: dict[str, Any] | None = None
 
+    @field_validator("proxy_url", mode="before")
+    @classmethod
+    def _empty_proxy(cls, value: object) -> object:
+        # Go reads an empty URL as none: `proxy_url: ''` (a template's empty value) is unset.
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _auth(self) -> RemoteWriteConfig:
         for key in ("oauth2", "sigv4", "azuread", "google_iam"):

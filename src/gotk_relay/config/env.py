@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from ..units import EnvText
 from .base import ConfigError
 from .client import sanitize_url
 
@@ -55,9 +56,11 @@ def expand_env(
         if "$" not in node:
             return node
         value = _ENV.sub(sub, node)
-        if used and found is not None:
+        if not used:
+            return value
+        if found is not None:
             found[path] = Expanded(node, value, tuple(used))
-        return value
+        return EnvText(value)  # a number or a boolean too, where the key takes one
     if isinstance(node, list):
         return [
             expand_env(item, environ, f"{where}[{i}]", found, (*path, i))

@@ -128,9 +128,10 @@ class ScrapeConfig(Strict):
     """One job, as Prometheus' ``scrape_config`` (static targets only)."""
 
     job_name: str = Field(min_length=1)
-    scrape_interval: Duration = Field(DEFAULT_SCRAPE_INTERVAL, gt=0)
-    # None: Prometheus' default, 10s or the interval if that is shorter.
-    scrape_timeout: Duration | None = Field(None, gt=0)
+    # 0s: Prometheus' default, as unset (Prometheus takes the global one, 1m by default).
+    scrape_interval: Duration = Field(DEFAULT_SCRAPE_INTERVAL, ge=0)
+    # None (or 0s): Prometheus' default, 10s or the interval if that is shorter.
+    scrape_timeout: Duration | None = Field(None, ge=0)
     metrics_path: str = "/metrics"
     scheme: Literal["http", "https"] = "http"
     params: dict[str, list[str]] = Field(default_factory=dict)
@@ -172,6 +173,23 @@ class ScrapeConfig(Strict):
             raise ValueError(f"duplicated protocol in scrape_protocols, got [{' '.join(value)}]")
         return value or None
 
+    @field_validator("scrape_interval")
+    @classmethod
+    def _default_interval(cls, value: float) -> float:
+        return value or DEFAULT_SCRAPE_INTERVAL
+
+    @field_validator("scrape_timeout")
+    @classmethod
+    def _default_timeout(cls, value: float | None) -> float | None:
+        return value or None
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        # Go's url.URL puts the / before a path that lacks it ("" asks for /), as Prometheus
+        # builds the target's URL.
+        return value if value.startswith("/") else "/" + value
+
     @model_validator(mode="before")
     @classmethod
     def _unsupported(cls, data: Any) -> Any:
@@ -190,8 +208,6 @@ class ScrapeConfig(Strict):
                 f"scrape timeout greater than scrape interval for scrape config with job "
                 f'name "{self.job_name}"'
             )
-        if not self.metrics_path.startswith("/"):
-            raise ValueError(f'metrics_path "{self.metrics_path}" must start with /')
         return self
 
     @property

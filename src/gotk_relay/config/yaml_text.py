@@ -5,9 +5,11 @@
   field, not PyYAML's YAML 1.1 number written back (``1.1``, ``10``). A key that takes a number
   gets the number. (``NumberText``; the models coerce numbers to strings with ``str()``.)
   YAML 1.1's base-60 numbers (``1:30``) are text, as Go's YAML has none. Its boolean words
-  (``true``, ``false``, ``yes``, ``on``...) stay text too (``units.BoolText``): a label
-  ``enabled: true`` or a ``replacement: yes`` is that word, as Go gives a string field, and
-  ``send_exemplars: false`` still false (pydantic reads the word).
+  (``true``, ``false``, ``yes``, ``on``..., and yaml.v2's ``y`` and ``n``) stay text too
+  (``units.BoolText``): a label ``enabled: true`` or a ``replacement: yes`` is that word, as
+  Go gives a string field, and ``send_exemplars: false`` still false (pydantic reads the word).
+  A key that takes a bool, an int or a float refuses a quoted value, as Go does
+  (``units.go_scalar``).
 - A number with an exponent but no dot or no exponent sign (``1e3``, ``2.5E2``) is a number,
   as Go's YAML reads it (YAML 1.1, so PyYAML, reads it as text): ``modulus: 1e3`` is 1000.
 - A key given twice in one mapping is an error, as in Go ("already set"), rather than the last
@@ -100,6 +102,8 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.word_bool)
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.number_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.number_float)
+# yaml.v2's boolean words that PyYAML's YAML 1.1 resolver leaves out.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
 # yaml.v2's float pattern for what YAML 1.1's misses: an exponent without a dot or a sign.
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

@@ -64,6 +64,8 @@ def targets_of(jobs: list[ScrapeConfig]) -> dict[tuple[str, Labels, str], Target
 def _target(job: ScrapeConfig, address: str, static: dict[str, str]) -> Target:
     scheme = static.get("__scheme__", job.scheme)
     path = static.get("__metrics_path__", job.metrics_path)
+    if not path.startswith("/"):  # as Go's url.URL writes it (config/scrape.py, metrics_path)
+        path = "/" + path
     # Prometheus 2.x sets ``__param_<name>`` from the job's params over a static one, so the
     # job's values win; a static one adds a parameter the job does not set. Encoded sorted by
     # name (Go's url.Values), each name's values in order.

@@ -7,7 +7,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ...units import parse_seconds
+from ...units import go_scalar, parse_seconds
 from ..flux_kinds import BY_KIND, DEFAULT_VERSIONS, suggest
 
 # Without an explicit stale_grace, a pending end waits one observed scrape interval of its
@@ -55,6 +55,12 @@ class FluxConfig(BaseModel):
     # Labels telling replicas of one source apart (e.g. [instance, pod] for two KSM pods):
     # one output set per object, following one replica at a time. Empty: off.
     replica_labels: list[str] = Field(default_factory=list)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _go_scalar(cls, value: object, info: ValidationInfo) -> object:
+        # As every section: a bool or int key refuses a quoted 'true' or '10' (units.go_scalar).
+        return go_scalar(cls, info.field_name or "", value)
 
     @field_validator("idle_expiry", mode="before")
     @classmethod
