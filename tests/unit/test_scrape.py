@@ -414,6 +414,14 @@ def test_static_labels_override_scheme_path_and_instance_and_add_params() -> Non
     assert dict(target.labels) == {"job": "ksm", "instance": "ksm", "namespace": "monitoring"}
 
 
+def test_a_static_metrics_path_without_its_slash_gets_one() -> None:
+    """Go's url.URL writes a path that lacks its leading ``/`` with one: Prometheus scrapes
+    ``/x`` for ``__metrics_path__: x`` (and ``/`` for an empty one)."""
+    config = load_text(JOBS.format(extra=", __metrics_path__: x"))
+    urls = sorted(t.url for t in targets_of(config.scrape_configs).values())
+    assert urls[0].split("?")[0] == "http://10.0.0.2:8080/x"
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
