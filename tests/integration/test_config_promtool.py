@@ -22,6 +22,45 @@ from tests.support.rig import require_binary
 REMOTE_WRITE: Final = "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
 SCRAPE: Final = "scrape_configs:\n  - job_name: j\n    static_configs: [{targets: ['a:9']}]\n"
 
+# Relabel rules, one at a time: every action with the fields it needs, lacks or must not have.
+RELABEL_RULES: Final = [
+    "{action: replace}",
+    "{action: replace, target_label: ''}",
+    "{action: replace, source_labels: [a], target_label: 'a b'}",
+    "{action: replace, target_label: '${1}'}",
+    "{action: replace, target_label: 'a-b'}",
+    "{action: keep}",
+    "{action: keep, source_labels: [a], regex: '(?i)a'}",
+    "{action: keep, source_labels: [a], regex: 'a{1001}'}",
+    "{action: keep, source_labels: [a], regex: '(?P<n>a)'}",
+    "{action: keep, source_labels: [a], regex: 'a++'}",
+    "{action: keep, source_labels: [a], regex: 'a(?=b)'}",
+    "{action: keep, source_labels: [a], regex: '[[:alpha:]]'}",
+    "{action: keep, source_labels: [a], regex: [a]}",
+    "{action: hashmod, source_labels: [a], target_label: b}",
+    "{action: hashmod, source_labels: [a], target_label: b, modulus: 18446744073709551615}",
+    "{action: hashmod, source_labels: [a], target_label: b, modulus: -1}",
+    "{action: labelmap, regex: '(.*)', replacement: '$1_x'}",
+    "{action: labeldrop, regex: a, source_labels: [b]}",
+    "{action: labeldrop, regex: a, replacement: b}",
+    "{action: labelkeep, regex: a, separator: x}",
+    "{action: lowercase, source_labels: [a], target_label: b}",
+    "{action: lowercase, source_labels: [a]}",
+    "{action: keepequal, source_labels: [a], target_label: b}",
+    "{action: keepequal, source_labels: [a]}",
+    "{action: dropequal, source_labels: [a], target_label: b, regex: x}",
+    "{action: keepequal, source_labels: [a], target_label: b, replacement: z}",
+    "{action: Keep, source_labels: [a]}",
+    "{action: ''}",
+    "{source_labels: ['1a'], target_label: c}",
+    "{source_labels: a, target_label: c}",
+    "{target_label: a, replacement: 1.10}",
+    "{target_label: a, nope: 1}",
+    "{target_label: __name__, replacement: ''}",
+    "{action: replace, target_label: a, replacement: 'é'}",
+    "{action: replace, source_labels: [a], target_label: 'é'}",
+]
+
 # Each key with values as written in the YAML: valid, edge and invalid ones.
 REMOTE_WRITE_VALUES: Final = {
     "remote_timeout": ["30s", "1m30s", "-1s", "10", "'30s'", "1.5s", "1d", ""],
@@ -89,6 +128,7 @@ REMOTE_WRITE_VALUES: Final = {
         "[{action: hashmod, target_label: x, source_labels: [a], modulus: '3'}]",
         "[{action: labelmap, regex: '(.*)', replacement: 'x_$1'}]",
         "[{target_label: a, replacement: y}]",
+        *(f"[{rule}]" for rule in RELABEL_RULES),
     ],
     "unknown_key": ["1"],
 }
@@ -138,6 +178,9 @@ STRICTER: Final = {
     ("scrape_configs", "scheme", "HTTP"): "http or https, as written by Prometheus' docs",
     ("scrape_configs", "target_limit", "1"): "only meaningful with service discovery",
     ("scrape_configs", "body_size_limit", "0"): "every scrape's body is bounded",
+    ("remote_write", "write_relabel_configs", "[{action: uppercase, target_label: '$1'}]"): (
+        "Prometheus 3 refuses it too: the case actions write one label, named as written"
+    ),
 }
 # Keys Prometheus 2.42 does not know yet, which the relay takes as Prometheus 3 does.
 NEWER: Final = {
@@ -146,6 +189,9 @@ NEWER: Final = {
     ("remote_write", "protobuf_message", "io.prometheus.write.v2.Request"): "Prometheus 2.54",
     ("scrape_configs", "enable_compression", "false"): "Prometheus 2.49",
     ("scrape_configs", "scrape_protocols", "[PrometheusText0.0.4]"): "Prometheus 2.49",
+    ("remote_write", "write_relabel_configs", "[{action: drop, regex: '(?<n>a)'}]"): (
+        "Go 1.22's regexp syntax, which Prometheus 3 is built with"
+    ),
 }
 
 
