@@ -50,6 +50,8 @@ RELABEL_RULES: Final = [
     "{action: keepequal, source_labels: [a]}",
     "{action: dropequal, source_labels: [a], target_label: b, regex: x}",
     "{action: keepequal, source_labels: [a], target_label: b, replacement: z}",
+    "{action: keepequal, source_labels: [a], target_label: b, regex: '(.*)'}",
+    "{action: dropequal, source_labels: [a], target_label: b, separator: ';'}",
     "{action: Keep, source_labels: [a]}",
     "{action: ''}",
     "{source_labels: ['1a'], target_label: c}",

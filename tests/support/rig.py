@@ -685,6 +685,7 @@ def agent_config(
     scrape_interval: str,
     extra_remote_write: Mapping[str, Any] | None = None,
     extra_scrape_config: Mapping[str, Any] | None = None,
+    per_remote_write: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The agent's configuration as a dict (see :func:`start_prometheus_agent`)."""
     remote_write: list[dict[str, Any]] = []
@@ -709,6 +710,8 @@ def agent_config(
                 block[key] = {**block[key], **value}
             else:
                 block[key] = value
+        if per_remote_write is not None:
+            block.update(per_remote_write[index])
         remote_write.append(block)
     return {
         "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval},
@@ -734,6 +737,7 @@ def start_prometheus_agent(
     *,
     job_name: str = "e2e",
     extra_scrape_config: Mapping[str, Any] | None = None,
+    per_remote_write: Sequence[Mapping[str, Any]] | None = None,
     ready_deadline_s: float = 30.0,
 ) -> PromAgent:
     """Start ``prometheus --enable-feature=agent`` scraping ``scrape_targets`` (``host:port``).
@@ -741,7 +745,8 @@ def start_prometheus_agent(
     One remote_write block is generated per URL in ``remote_write_url``; ``extra_remote_write``
     is merged into each block (nested dicts such as ``queue_config`` key by key), e.g.
     ``{"headers": {...}}``; ``extra_scrape_config`` is added to the scrape job (e.g.
-    ``{"metric_relabel_configs": [...]}``). Metadata sending keeps Prometheus' defaults (on, every minute), so a
+    ``{"metric_relabel_configs": [...]}``); ``per_remote_write[i]`` is set on the i-th block
+    (its own ``write_relabel_configs``). Metadata sending keeps Prometheus' defaults (on, every minute), so a
     destination also sees metadata-only requests like in production.
     """
     urls = [remote_write_url] if isinstance(remote_write_url, str) else list(remote_write_url)
@@ -755,6 +760,7 @@ def start_prometheus_agent(
         scrape_interval=scrape_interval,
         extra_remote_write=extra_remote_write,
         extra_scrape_config=extra_scrape_config,
+        per_remote_write=per_remote_write,
     )
     config_path.write_text(json.dumps(config, indent=2))
     argv = [

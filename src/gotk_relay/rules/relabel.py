@@ -331,7 +331,11 @@ class RelabelConfig(BaseModel):
             and self.separator == DEFAULT_SEPARATOR
             and replacement == DEFAULT_REPLACEMENT
         )
-        if action in ("keepequal", "dropequal") and not (untouched and self.regex == DEFAULT_REGEX):
+        # Any regex written, "(.*)" too: Go compares the compiled pattern's pointer with the
+        # default's, so only an absent regex passes.
+        if action in ("keepequal", "dropequal") and not (
+            untouched and "regex" not in self.model_fields_set
+        ):
             raise ValueError(
                 f"{action} action requires only 'source_labels' and `target_label`, "
                 "and no other fields"
