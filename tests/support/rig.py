@@ -750,9 +750,6 @@ def start_prometheus_agent(
     destination also sees metadata-only requests like in production.
     """
     urls = [remote_write_url] if isinstance(remote_write_url, str) else list(remote_write_url)
-    workdir = _component_dir(tmp, "prom-agent")
-    port = free_port()
-    config_path = workdir / "agent.yml"
     config = agent_config(
         scrape_targets,
         urls,
@@ -762,6 +759,16 @@ def start_prometheus_agent(
         extra_scrape_config=extra_scrape_config,
         per_remote_write=per_remote_write,
     )
+    return start_prometheus_agent_with(tmp, config, ready_deadline_s=ready_deadline_s)
+
+
+def start_prometheus_agent_with(
+    tmp: Path, config: Mapping[str, Any], *, ready_deadline_s: float = 30.0
+) -> PromAgent:
+    """Start ``prometheus --enable-feature=agent`` on ``config`` (a prometheus.yml as a dict)."""
+    workdir = _component_dir(tmp, "prom-agent")
+    port = free_port()
+    config_path = workdir / "agent.yml"
     config_path.write_text(json.dumps(config, indent=2))
     argv = [
         require_binary("prometheus"),

@@ -1,6 +1,7 @@
-"""One scrape's exposition as what Prometheus 2.x would append: parsed with ``prometheus_client``'s
-text and OpenMetrics parsers (chosen by ``Content-Type``, as Prometheus negotiates), the target's
-labels merged in (``honor_labels``), ``metric_relabel_configs`` applied, the limits checked.
+"""One scrape's exposition as what Prometheus 2.x would append: the text format read as
+Prometheus 2.42 reads it (``promtext.py``), OpenMetrics by ``prometheus_client``'s parser (chosen
+by ``Content-Type``, as Prometheus negotiates), the target's labels merged in
+(``honor_labels``), ``metric_relabel_configs`` applied, the limits checked.
 
 Pure: no I/O, no clock; the scrape's timestamp is an argument.
 """
@@ -12,17 +13,16 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 from prometheus_client.openmetrics import parser as openmetrics_parser
-from prometheus_client.parser import text_string_to_metric_families
 
 from ..model import NORMAL_NAN, FamilyMetadata, Labels, MetricType, Sample, Series
 from ..rules.relabel import RuleSet
 from ..wire.text import TYPES
+from . import promtext
 
 OPENMETRICS: Final = "application/openmetrics-text"
 
 _LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_COUNTER_TYPE_LINE: Final = re.compile(r"^[ \t]*#[ \t]+TYPE[ \t]+(\S+)[ \t]+counter[ \t]*$", re.M)
 
 
 class ScrapeError(Exception):
@@ -85,7 +85,10 @@ def merge_labels(scraped: Mapping[str, str], target: Labels, honor_labels: bool)
 
 
 def _timestamp_ms(value: Any) -> int:
-    """A parsed sample's timestamp (seconds: a float, or OpenMetrics' ``Timestamp``) in ms."""
+    """A parsed sample's timestamp in ms: the text format's as written (an int, ms), or
+    OpenMetrics' (seconds: a float, or a ``Timestamp``)."""
+    if isinstance(value, int):
+        return value
     sec = getattr(value, "sec", None)
     if sec is not None:
         return int(sec) * 1000 + int(value.nsec) // 1_000_000
@@ -100,24 +103,8 @@ def _families(text: str, openmetrics: bool) -> Iterator[tuple[str, str, str, str
         for family in openmetrics_parser.text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
             yield family.name, family.type, family.documentation, family.unit, family.samples
         return
-    # prometheus_client's text parser renames a counter's samples to <name>_total when its TYPE
-    # line names it without the suffix; Prometheus keeps the names as exposed, so undo that.
-    declared = set(_COUNTER_TYPE_LINE.findall(text))
-    for family in text_string_to_metric_families(text):
-        samples = family.samples
-        name = family.name
-        if family.type == "counter":
-            if f"{name}_total" in declared:
-                name = f"{name}_total"
-            elif name in declared:
-                samples = [
-                    s._replace(name=s.name.removesuffix("_total"))
-                    if s.name == f"{name}_total"
-                    # a renamed sample: only one whose original name was the family's
-                    else s
-                    for s in samples
-                ]
-        yield name, family.type, family.documentation, "", samples
+    for name, kind, help_text, samples in promtext.families(text):
+        yield name, kind, help_text, "", samples
 
 
 def parse(
