@@ -58,21 +58,35 @@ scrape_configs:
 """
 
 
+def openmetrics(text: str) -> str:
+    """What kube-state-metrics (2.8 and later) serves when asked for OpenMetrics, as Prometheus
+    and the relay ask: its Info families typed ``info`` under the sample's own name, and
+    ``# EOF``."""
+    info = text.replace("# TYPE gotk_resource_info gauge", "# TYPE gotk_resource_info info")
+    assert info != text
+    return info + "# EOF\n"
+
+
+@pytest.mark.parametrize("served", ["text", "openmetrics"])
 def test_the_relay_scrapes_ksm_and_the_receiver_holds_the_legacy_series(
     prom_receiver: rig.Prom,
     exporter: rig.StaticExporter,
     start_relay: RelayStarter,
     job_name: str,
+    served: str,
 ) -> None:
     variant = Variant("stored", emit_deleted=False)
     baseline = ReceiverBaseline.take(prom_receiver)
-    exporter.set_text(ksm_exposition(STEPS[0].ksm))
+    shape = openmetrics if served == "openmetrics" else str
+    if served == "openmetrics":
+        exporter.content_type = rig.StaticExporter.OPENMETRICS
+    exporter.set_text(shape(ksm_exposition(STEPS[0].ksm)))
     relay = start_relay(relay_config(prom_receiver.write_url, job_name, exporter.target))
     instance = exporter.target
 
     converged_at: list[float] = []
     for step in STEPS:
-        exporter.set_text(ksm_exposition(step.ksm))
+        exporter.set_text(shape(ksm_exposition(step.ksm)))
 
         def converged(step: Step = step) -> bool:
             problems = step_problems(prom_receiver, step, variant, job=job_name, instance=instance)

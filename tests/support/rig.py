@@ -978,10 +978,14 @@ class StaticExporter:
     wait for "the next scrape after I changed the text" by polling rather than sleeping.
     """
 
-    def __init__(self, text: str = "") -> None:
+    TEXT = "text/plain; version=0.0.4; charset=utf-8"
+    OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+    def __init__(self, text: str = "", content_type: str = TEXT) -> None:
         self._text = text.encode()
         self._lock = threading.Lock()
         self._scrapes = 0
+        self.content_type = content_type  # what the body is served as
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -991,7 +995,7 @@ class StaticExporter:
                     return
                 body = exporter._serve()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Type", exporter.content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

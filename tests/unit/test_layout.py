@@ -47,7 +47,7 @@ ORDER: Final[dict[str, tuple[str, ...]]] = {
     # The query migration: the shapes, PromQL text, the rewrite, Grafana's variable queries,
     # files, the check against a Prometheus (migrate/__init__.py).
     "gotk_relay.migrate": ("shapes", "printer", "rewrite", "templates", "files", "check"),
-    "gotk_relay.scrape": ("targets", "promtext", "parse", "staleness", "loop"),
+    "gotk_relay.scrape": ("targets", "promtext", "openmetrics", "parse", "staleness", "loop"),
     "gotk_relay.destinations.otlp_mapping": (
         "naming",
         "encoder",

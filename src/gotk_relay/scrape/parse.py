@@ -1,7 +1,7 @@
-"""One scrape's exposition as what Prometheus 2.x would append: the text format read as
-Prometheus 2.42 reads it (``promtext.py``), OpenMetrics by ``prometheus_client``'s parser (chosen
-by ``Content-Type``, as Prometheus negotiates), the target's labels merged in
-(``honor_labels``), ``metric_relabel_configs`` applied, the limits checked.
+"""One scrape's exposition as what Prometheus 2.x would append: the text format or OpenMetrics
+(chosen by ``Content-Type``, as Prometheus negotiates) read as Prometheus 2.42 reads them
+(``promtext.py``, ``openmetrics.py``), the target's labels merged in (``honor_labels``),
+``metric_relabel_configs`` applied, the limits checked.
 
 Pure: no I/O, no clock; the scrape's timestamp is an argument.
 """
@@ -12,12 +12,11 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
-from prometheus_client.openmetrics import parser as openmetrics_parser
-
 from ..model import NORMAL_NAN, FamilyMetadata, Labels, MetricType, Sample, Series
 from ..rules.relabel import RuleSet
 from ..wire.text import TYPES
-from . import promtext
+from .openmetrics import families as openmetrics_families
+from .promtext import families as text_families
 
 OPENMETRICS: Final = "application/openmetrics-text"
 
@@ -100,10 +99,9 @@ def _families(text: str, openmetrics: bool) -> Iterator[tuple[str, str, str, str
     if openmetrics:
         # A family's ``_created`` samples are series of their own, as Prometheus appends them
         # (it skips them only with created-timestamp ingestion, a feature flag).
-        for family in openmetrics_parser.text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
-            yield family.name, family.type, family.documentation, family.unit, family.samples
+        yield from openmetrics_families(text)
         return
-    for name, kind, help_text, samples in promtext.families(text):
+    for name, kind, help_text, samples in text_families(text):
         yield name, kind, help_text, "", samples
 
 
@@ -136,6 +134,7 @@ def parse(
         raise ScrapeError(
             "parse", f"invalid {kind} exposition: {exc or type(exc).__name__}"
         ) from None
+    described: set[str] = set()
     for family, kind, help_text, unit, samples in families:
         kept = False
         for sample in samples:
@@ -157,7 +156,8 @@ def parse(
                 value = NORMAL_NAN  # what Go's strconv.ParseFloat gives for "NaN"
             series[labels] = Series(labels, (Sample(value, ts),))
             kept = True
-        if kept:
+        if kept and family not in described:  # a family split in two is described once
+            described.add(family)
             metadata.append(
                 FamilyMetadata(family, TYPES.get(kind, MetricType.UNKNOWN), help_text, unit)
             )

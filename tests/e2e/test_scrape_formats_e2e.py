@@ -1,7 +1,9 @@
-"""The text format read by the relay's scraper and by a real Prometheus 2.42, on the same bodies.
+"""The text format and OpenMetrics read by the relay's scraper and by a real Prometheus 2.42, on
+the same bodies.
 
-One exporter serves each case below at its own path; a Prometheus agent and the relay scrape
-every path as a job of its own and remote-write to one receiver each. For every job both must
+One exporter serves each case below at its own path (as ``text/plain; version=0.0.4`` or
+``application/openmetrics-text; version=1.0.0``); a Prometheus agent and the relay scrape every
+path as a job of its own and remote-write to one receiver each. For every job both must
 append the same thing: the same samples (labels, float bits, explicit timestamps) and the same
 ``up``, so that a body Prometheus refuses fails the relay's scrape too, and one it reads the
 relay reads alike. The scrape report's counts on a failed scrape (Prometheus reports what it had
@@ -30,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 DEADLINE_S: Final = 60.0
 
-CASES: Final = {
+TEXT: Final = {
     "plain": 'a 1\nb{x="y"} 2\n',
     "escapes": 'a{x="q\\"uote",y="back\\\\slash",z="nl\\nx"} 1\n',
     "other_escape": 'a{x="\\t",y="a\\\\tb"} 1\n',
@@ -99,38 +101,106 @@ CASES: Final = {
     "negative_zero": "a -0\nb -0.0\n",
 }
 
+OPENMETRICS: Final = {
+    "plain": "# TYPE a gauge\na 1\n# EOF\n",
+    "no_eof": "# TYPE a gauge\na 1\n",
+    "eof_without_newline": "# TYPE a gauge\na 1\n# EOF",
+    "data_after_eof": "# TYPE a gauge\na 1\n# EOF\nb 2\n",
+    "counter": "# TYPE c counter\nc_total 5\nc_created 1700000000.5\n# EOF\n",
+    "counter_without_total": "# TYPE c counter\nc 5\n# EOF\n",
+    # kube-state-metrics, asked for OpenMetrics: info and counter families named as their
+    # samples, a stateset, HELP before TYPE.
+    "ksm_info": (
+        "# HELP gotk_resource_info The current state of a Flux resource.\n"
+        "# TYPE gotk_resource_info info\n"
+        'gotk_resource_info{customresource_kind="Kustomization",name="a",ready="True"} 1\n'
+        "# HELP kube_pod_container_status_restarts_total Restarts.\n"
+        "# TYPE kube_pod_container_status_restarts_total counter\n"
+        'kube_pod_container_status_restarts_total{pod="p"} 3\n'
+        "# TYPE kube_node_status_condition stateset\n"
+        'kube_node_status_condition{condition="Ready",status="true"} 1\n# EOF\n'
+    ),
+    "untyped_sample": "a 1\n# EOF\n",
+    "unknown_type": "# TYPE a unknown\na 1\n# EOF\n",
+    "invalid_type": "# TYPE a untyped\na 1\n# EOF\n",
+    "timestamps": "# TYPE a gauge\na 1 1700000000.123\nb 2 1700000000\nc 3 -1\n# EOF\n",
+    "exemplar": '# TYPE c counter\nc_total 5 # {t="1"} 2 1700000000\n# EOF\n',
+    "exemplar_on_a_gauge": '# TYPE g gauge\ng 5 # {t="1"} 2\n# EOF\n',
+    "gaugehistogram": (
+        '# TYPE g gaugehistogram\ng_bucket{le="1"} 1\ng_bucket{le="+Inf"} 2\n'
+        "g_gcount 2\ng_gsum 3\n# EOF\n"
+    ),
+    "histogram": (
+        '# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="+Inf"} 2\nh_count 2\nh_sum 3\n# EOF\n'
+    ),
+    "histogram_without_inf": '# TYPE h histogram\nh_bucket{le="1"} 1\nh_count 1\n# EOF\n',
+    "summary": '# TYPE s summary\ns{quantile="0.5"} 1\ns_count 2\ns_sum 3\n# EOF\n',
+    "unit": "# TYPE a_seconds gauge\n# UNIT a_seconds seconds\na_seconds 1\n# EOF\n",
+    "unit_not_a_suffix": "# TYPE a gauge\n# UNIT a seconds\na 1\n# EOF\n",
+    "reserved_label": '# TYPE a gauge\na{__x="1"} 1\n# EOF\n',
+    "special_values": "# TYPE a gauge\na NaN\nb +Inf\nc -Inf\n# EOF\n",
+    "duplicate_label": '# TYPE a gauge\na{x="1",x="2"} 1\n# EOF\n',
+    "empty_braces": "# TYPE a gauge\na{} 1\n# EOF\n",
+    "family_split_in_two": (
+        '# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\n# TYPE a gauge\na{x="1"} 2\n# EOF\n'
+    ),
+    "help_escapes": '# HELP a x\\ny\\"q\n# TYPE a gauge\na 1\n# EOF\n',
+    "blank_after_comma": '# TYPE a gauge\na{x="1", y="2"} 1\n# EOF\n',
+    "trailing_comma": '# TYPE a gauge\na{x="1",} 1\n# EOF\n',
+    "two_blanks": "# TYPE a gauge\na  1\n# EOF\n",
+    "blank_line": "# TYPE a gauge\n\na 1\n# EOF\n",
+    "plain_comment": "# hello\na 1\n# EOF\n",
+    "help_without_text": "# HELP a\na 1\n# EOF\n",
+    "crlf": "a 1\r\n# EOF\n",
+    "out_of_range": "a 1e400\n# EOF\n",
+}
+FORMATS: Final = {
+    "text": ("text/plain; version=0.0.4; charset=utf-8", TEXT),
+    "openmetrics": ("application/openmetrics-text; version=1.0.0; charset=utf-8", OPENMETRICS),
+}
+
 # Cases where the relay differs on purpose → why (docs/scrape.md says each).
 DIFFERENT: Final = {
-    "duplicate_series": (
+    "openmetrics timestamps": (
+        "samples with their own timestamps from before the start are sent; Prometheus' remote "
+        "write skips what is older than its own start"
+    ),
+    "text duplicate_series": (
         "the relay sends a series once per scrape, its first sample, as a Prometheus server "
         "stores it; the agent's WAL sends both"
     ),
-    "negative_zero": (
+    "text negative_zero": (
         "the relay sends -0 as it is; Prometheus' protobuf leaves a zero value out, so -0 "
         "arrives as 0"
     ),
-    "timestamp": (
+    "text timestamp": (
         "a sample with its own timestamp from before the start is sent; Prometheus' remote "
         "write skips what is older than its own start"
     ),
 }
-NAMES: Final = list(CASES)
+CASES: Final = [
+    (f"{kind} {name}", kind, body)
+    for kind, (_, found) in FORMATS.items()
+    for name, body in found.items()
+]
 REPORT_COUNTS: Final = frozenset(
     ("scrape_samples_scraped", "scrape_samples_post_metric_relabeling")
 )
 LEFT_OUT: Final = frozenset(("scrape_duration_seconds", "scrape_series_added"))
+DOWN: Final = struct.pack("<d", 0.0).hex()
+STALE: Final = struct.pack("<Q", 0x7FF0000000000002).hex()
 
 Seen = tuple[Labels, str, int | None]  # labels without instance, value bits, explicit timestamp
 
 
 class Exporter(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = CASES[NAMES[int(self.path.rsplit("/", 1)[-1])]].encode()
+        _, kind, body = CASES[int(self.path.rsplit("/", 1)[-1])]
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", FORMATS[kind][0])
+        self.send_header("Content-Length", str(len(body.encode())))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body.encode())
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -169,26 +239,37 @@ class Receiver:
         return Handler
 
     def appended(self, who: str, job: str) -> frozenset[Seen] | None:
-        """What one complete scrape of ``job`` appended: the report series of the
-        second-newest scrape (the newest may still be arriving), and every sample."""
+        """What a complete scrape of ``job`` appended: the report series of a scrape before
+        the newest (which may still be arriving), one that succeeded if any did (the loaded
+        exporter may time out a scrape now and then), and every sample but stale markers."""
         with self.lock:
             by_ts = {ts: set(found) for ts, found in self.got.get(who, {}).get(job, {}).items()}
-        scrapes = sorted(ts for ts, found in by_ts.items() if any(_name(x) == "up" for x in found))
+        ups = {
+            ts: bits
+            for ts, found in by_ts.items()
+            for x in found
+            if _name(x) == "up"
+            for bits in [x[1]]
+        }
+        scrapes = sorted(ups)
         if len(scrapes) < 3:
             return None
-        chosen = scrapes[-2]
+        done = scrapes[:-1]
+        chosen = next((ts for ts in reversed(done) if ups[ts] != DOWN), done[-1])
         out: set[Seen] = set()
-        up = next(bits for x in by_ts[chosen] if _name(x) == "up" for bits in [x[1]])
-        failed = up == struct.pack("<d", 0.0).hex()
         for ts, found in by_ts.items():
             for labels, bits in found:
                 name = _name((labels, bits))
-                if name in LEFT_OUT or (failed and name in REPORT_COUNTS):
+                if (
+                    name in LEFT_OUT
+                    or bits == STALE
+                    or (ups[chosen] == DOWN and name in REPORT_COUNTS)
+                ):
                     continue
                 if name == "up" or name in REPORT_COUNTS:
                     if ts == chosen:
                         out.add((labels, bits, None))
-                elif ts in scrapes:
+                elif ts in ups:
                     out.add((labels, bits, None))
                 else:
                     out.add((labels, bits, ts))  # an explicit timestamp
@@ -206,7 +287,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         yield found, url
 
 
-def test_the_relay_scrapes_the_text_format_as_prometheus_does(
+def test_the_relay_scrapes_both_formats_as_prometheus_does(
     tmp_path: Path, receiver: tuple[Receiver, str]
 ) -> None:
     found, url = receiver
@@ -216,18 +297,18 @@ def test_the_relay_scrapes_the_text_format_as_prometheus_does(
         jobs = [
             {
                 "job_name": f"case{i}",
-                "scrape_interval": "1s",
-                "scrape_timeout": "1s",
+                "scrape_interval": "2s",
+                "scrape_timeout": "2s",
                 "metrics_path": f"/m/{i}",
                 "static_configs": [{"targets": [target]}],
             }
-            for i in range(len(NAMES))
+            for i in range(len(CASES))
         ]
         fast = {"batch_send_deadline": "100ms", "min_backoff": "50ms", "max_backoff": "1s"}
         agent = rig.start_prometheus_agent_with(
             tmp_path,
             {
-                "global": {"scrape_interval": "1s"},
+                "global": {"scrape_interval": "2s"},
                 "scrape_configs": jobs,
                 "remote_write": [{"url": f"{url}/rw/prometheus", "queue_config": fast}],
             },
@@ -246,13 +327,13 @@ def test_the_relay_scrapes_the_text_format_as_prometheus_does(
             return all(
                 found.appended(who, f"case{i}") is not None
                 for who in ("prometheus", "relay")
-                for i in range(len(NAMES))
+                for i in range(len(CASES))
             )
 
         rig.eventually(every_job_scraped, deadline_s=DEADLINE_S, what="3 scrapes of every job")
         differ: list[str] = []
         same: list[str] = []
-        for i, name in enumerate(NAMES):
+        for i, (name, _, body) in enumerate(CASES):
             prometheus = found.appended("prometheus", f"case{i}") or frozenset()
             relay_got = found.appended("relay", f"case{i}") or frozenset()
             if name in DIFFERENT:
@@ -260,7 +341,7 @@ def test_the_relay_scrapes_the_text_format_as_prometheus_does(
                     same.append(name)
             elif prometheus != relay_got:
                 differ.append(
-                    f"{name} {CASES[name]!r}:\n  prometheus only: {sorted(prometheus - relay_got)}"
+                    f"{name} {body!r}:\n  prometheus only: {sorted(prometheus - relay_got)}"
                     f"\n  relay only: {sorted(relay_got - prometheus)}"
                 )
     assert not differ, "\n".join(differ)
