@@ -101,12 +101,16 @@ def test_a_scraper_reads_back_every_point_and_each_family_once(
         ("s", "s", MetricType.SUMMARY),
         ("s", "s_sum", MetricType.SUMMARY),
         ("g_count", "g_count", MetricType.GAUGE),
+        ("i", "i_info", MetricType.INFO),  # OpenMetrics names an info family without it
+        # kube-state-metrics, asked for OpenMetrics, types its info families by the series'
+        # own name (# TYPE gotk_resource_info info).
+        ("gotk_resource_info", "gotk_resource_info", MetricType.INFO),
     ],
 )
 def test_a_series_finds_its_family(family: str, series: str, mtype: MetricType) -> None:
     meta = FamilyMetadata(family, mtype, "help")
     assert text.family_of(series, {family: meta}) == meta
-    if mtype is not MetricType.COUNTER:
+    if mtype not in (MetricType.COUNTER, MetricType.INFO):
         assert family_name(series, mtype) == family
 
 
@@ -146,3 +150,19 @@ def test_promtool_reads_a_histogram_a_summary_and_counters_named_both_ways() -> 
     )
     assert done.returncode == 0, done.stdout + done.stderr + rendered
     assert rendered.count("# TYPE") == 4
+
+
+def test_an_info_family_named_as_its_series_is_served_as_a_gauge() -> None:
+    """What kube-state-metrics types ``info`` (asked for OpenMetrics, as Prometheus and the
+    relay ask) is a gauge in the text format, with its help: served ``untyped``, the Datadog
+    Agent's OpenMetrics check would skip the family."""
+    info = FamilyMetadata("gotk_resource_info", MetricType.INFO, "The state of a Flux object.")
+    rendered = text.render(
+        [((("__name__", "gotk_resource_info"), ("name", "a")), 1.0, None)],
+        {"gotk_resource_info": info},
+    )
+    assert rendered == (
+        "# HELP gotk_resource_info The state of a Flux object.\n"
+        "# TYPE gotk_resource_info gauge\n"
+        'gotk_resource_info{name="a"} 1.0\n'
+    )

@@ -97,15 +97,18 @@ def family_of(name: str, metadata: Mapping[str, FamilyMetadata]) -> FamilyMetada
     """The metadata of the family a series named ``name`` belongs to, if known: that of the
     name without the suffix its family's type writes (``_bucket``/``_sum``/``_count`` of a
     histogram, ``_total`` of a counter as OpenMetrics names the family, ...), else that of the
-    name itself (a gauge, a counter as the text format names it, a summary's quantiles)."""
+    name itself (a gauge, a counter as the text format names it, a summary's quantiles, an
+    info family named as its series)."""
     for suffix in ("_bucket", "_sum", "_count", "_total", "_info"):
         if name.endswith(suffix):
             base = metadata.get(name[: -len(suffix)])
             if base is not None and suffix in _PARTS.get(base.type, ()):
                 return base
     found = metadata.get(name)
-    if found is None or found.type in (MetricType.HISTOGRAM, MetricType.INFO):
+    if found is None or found.type is MetricType.HISTOGRAM:
         return None  # a series named as the family of a type that never writes that name
+    # An info family takes a series of its own name too: kube-state-metrics, asked for
+    # OpenMetrics, types its info families that way (``# TYPE gotk_resource_info info``).
     return found
 
 
