@@ -97,6 +97,7 @@ TEXT: Final = {
     "blanks_before_sample": "a 1\n b 2\n",
     "tab_before_sample": "\ta 1\n",
     "job_and_instance_labels": 'a{job="other",instance="i"} 1\n',
+    "exported_clash": 'a{job="x",exported_job="y",exported_exported_job="z",instance=""} 1\n',
     "duplicate_series": "a 1\na 2\n",
     "negative_zero": "a -0\nb -0.0\n",
 }
@@ -178,10 +179,23 @@ DIFFERENT: Final = {
         "write skips what is older than its own start"
     ),
 }
+# Bodies also scraped by a job with honor_labels: true and honor_timestamps: false.
+HONORED: Final = ("job_and_instance_labels", "exported_clash", "empty_label", "timestamp")
 CASES: Final = [
-    (f"{kind} {name}", kind, body)
-    for kind, (_, found) in FORMATS.items()
-    for name, body in found.items()
+    *(
+        (f"{kind} {name}", kind, body, {})
+        for kind, (_, found) in FORMATS.items()
+        for name, body in found.items()
+    ),
+    *(
+        (
+            f"text {name} honored",
+            "text",
+            TEXT[name],
+            {"honor_labels": True, "honor_timestamps": False},
+        )
+        for name in HONORED
+    ),
 ]
 REPORT_COUNTS: Final = frozenset(
     ("scrape_samples_scraped", "scrape_samples_post_metric_relabeling")
@@ -195,7 +209,7 @@ Seen = tuple[Labels, str, int | None]  # labels without instance, value bits, ex
 
 class Exporter(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        _, kind, body = CASES[int(self.path.rsplit("/", 1)[-1])]
+        _, kind, body, _ = CASES[int(self.path.rsplit("/", 1)[-1])]
         self.send_response(200)
         self.send_header("Content-Type", FORMATS[kind][0])
         self.send_header("Content-Length", str(len(body.encode())))
@@ -301,6 +315,7 @@ def test_the_relay_scrapes_both_formats_as_prometheus_does(
                 "scrape_timeout": "2s",
                 "metrics_path": f"/m/{i}",
                 "static_configs": [{"targets": [target]}],
+                **CASES[i][3],
             }
             for i in range(len(CASES))
         ]
@@ -333,7 +348,7 @@ def test_the_relay_scrapes_both_formats_as_prometheus_does(
         rig.eventually(every_job_scraped, deadline_s=DEADLINE_S, what="3 scrapes of every job")
         differ: list[str] = []
         same: list[str] = []
-        for i, (name, _, body) in enumerate(CASES):
+        for i, (name, _, body, _) in enumerate(CASES):
             prometheus = found.appended("prometheus", f"case{i}") or frozenset()
             relay_got = found.appended("relay", f"case{i}") or frozenset()
             if name in DIFFERENT:
