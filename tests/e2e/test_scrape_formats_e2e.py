@@ -179,6 +179,28 @@ DIFFERENT: Final = {
         "write skips what is older than its own start"
     ),
 }
+JOB_KEYS: Final[dict[str, dict[str, Any]]] = {
+    "sample_limit 2": {"sample_limit": 2},
+    "sample_limit 1": {"sample_limit": 1},
+    "label_limit 4": {"label_limit": 4},
+    "label_limit 3": {"label_limit": 3},
+    "label_name_length_limit": {"label_name_length_limit": 1},
+    "label_value_length_limit": {"label_value_length_limit": 1},
+    "label_value_length_limit 9": {"label_value_length_limit": 9},
+    "relabel drop": {
+        "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": "a", "action": "drop"}]
+    },
+    "relabel under sample_limit": {
+        "sample_limit": 1,
+        "metric_relabel_configs": [{"source_labels": ["x"], "regex": "y", "action": "drop"}],
+    },
+    "relabel rename": {
+        "metric_relabel_configs": [
+            {"source_labels": ["x"], "target_label": "__name__", "replacement": "c_$1"}
+        ]
+    },
+    "relabel no name": {"metric_relabel_configs": [{"regex": "__name__", "action": "labeldrop"}]},
+}
 # Bodies also scraped by a job with honor_labels: true and honor_timestamps: false.
 HONORED: Final = ("job_and_instance_labels", "exported_clash", "empty_label", "timestamp")
 CASES: Final = [
@@ -195,6 +217,11 @@ CASES: Final = [
             {"honor_labels": True, "honor_timestamps": False},
         )
         for name in HONORED
+    ),
+    # The job's limits and metric relabeling, on one body.
+    *(
+        (f"text {name}", "text", 'a 1\nb{x="y",z="w"} 2\n', extra)
+        for name, extra in JOB_KEYS.items()
     ),
 ]
 REPORT_COUNTS: Final = frozenset(
