@@ -2,10 +2,12 @@
 
 A Prometheus 2.42 agent scrapes one exporter and remote-writes to one receiver per rule list:
 the first with no rules (what goes into the rules), each other through its own
-``write_relabel_configs``. The rule lists are drawn at random (every action, with regexes,
+``write_relabel_configs``; and, with no rules, to a relay process whose destinations carry the
+same lists. The rule lists are drawn at random (every action, with regexes,
 separators, templates, moduli and target labels of every kind), kept when both promtool and
 the relay load them (they must agree on which load). For one scrape, each receiver must hold
-exactly the label sets the relay's ``RuleSet`` makes of the first receiver's series.
+exactly the label sets the relay's ``RuleSet`` makes of the first receiver's series, and the
+relay's destination for the same list must have been sent exactly what Prometheus sent.
 
 Where the relay differs on purpose (README, "Relabeling") the comparison leaves it out: a series
 left without ``__name__`` is dropped by the relay (Prometheus sends it, and receivers refuse it).
@@ -38,6 +40,7 @@ from tests.support import rig
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 LISTS: Final = 60  # rule lists drawn; those both sides load are run
+RELAYED: Final = 1000  # receiver paths of the relay's destinations: /rw/1000 + i
 DEADLINE_S: Final = 60.0
 
 EXPOSITION: Final = """\
@@ -238,13 +241,33 @@ def test_relabel_rules_do_what_prometheus_does_on_the_same_series(
     exporter = rig.StaticExporter(EXPOSITION)
     with ExitStack() as stack:
         stack.enter_context(exporter)
-        blocks: list[dict[str, Any]] = [{"write_relabel_configs": []}] + [
-            {"write_relabel_configs": rules} for rules, _ in kept
+        # The relay takes the agent's stream whole and sends it on to one destination per
+        # list, each with the list as its write_relabel_configs: the served path (the rules
+        # run on the bytes), to compare with Prometheus' own sends of the same samples.
+        relay_config = {
+            "flux": {"mode": "off"},
+            "federate": {"enabled": False},
+            "remote_write": [
+                {
+                    "name": f"d{i}",
+                    "url": f"{url}/rw/{RELAYED + i}",
+                    "write_relabel_configs": rules,
+                    "queue_config": {"batch_send_deadline": "200ms", "min_backoff": "50ms"},
+                }
+                for i, (rules, _) in enumerate(kept, start=1)
+            ],
+        }
+        relay = rig.start_relay(tmp_path, json.dumps(relay_config))
+        stack.callback(relay.stop)
+        blocks: list[dict[str, Any]] = [
+            {"write_relabel_configs": []},
+            *({"write_relabel_configs": rules} for rules, _ in kept),
+            {"write_relabel_configs": []},
         ]
         agent = rig.start_prometheus_agent(
             tmp_path,
             [f"127.0.0.1:{exporter.port}"],
-            [f"{url}/rw/{i}" for i in range(len(blocks))],
+            [*(f"{url}/rw/{i}" for i in range(len(blocks) - 1)), relay.write_url],
             job_name="relabel",
             per_remote_write=blocks,
         )
@@ -265,10 +288,13 @@ def test_relabel_rules_do_what_prometheus_does_on_the_same_series(
                     for labels in found.series(index, ts)
                     if any(name == "__name__" for name, _ in labels)
                 }
-                if wanted != got:
+                served = found.series(RELAYED + index, ts)
+                if wanted != got or served != got:
                     out.append(
-                        f"rules {json.dumps(rules)}:\n  relay only: {sorted(wanted - got)}"
+                        f"rules {json.dumps(rules)}:\n  RuleSet only: {sorted(wanted - got)}"
                         f"\n  prometheus only: {sorted(got - wanted)}"
+                        f"\n  relay served only: {sorted(served - got)}"
+                        f"\n  relay did not serve: {sorted(got - served)}"
                     )
             return out
 
