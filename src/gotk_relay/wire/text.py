@@ -17,7 +17,9 @@ from prometheus_client.utils import floatToGoString
 from ..model import Batch, FamilyMetadata, Labels, MetricType, Sample, Series, labels_from
 from .errors import DecodeError
 
-# Go's float formatting, as Prometheus writes values (prometheus-client leaves it untyped).
+# prometheus-client's Go-like float formatting: +Inf, -Inf, NaN and Go's exponents for large
+# values, as Prometheus writes them, but Python's ".0" on whole numbers ("2.0" where Prometheus
+# writes "2") and "-0.0" for a negative zero ("0"); every parser reads both the same.
 _go_float: Callable[[float], str] = floatToGoString
 
 # prometheus-client's parsers' family types, as remote write's metadata types.
@@ -178,7 +180,7 @@ def sample_head(name: str, labels: Labels) -> str:
 
 
 def go_float(value: float) -> str:
-    """A value as Prometheus writes it (Go's formatting)."""
+    """A value as the text format writes it (see ``_go_float`` for where Prometheus differs)."""
     return _go_float(value)
 
 
