@@ -8,7 +8,6 @@ says each one. A key newer than Prometheus 2.42 is listed too (the relay follows
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Final
 import pytest
 
 from gotk_relay.config import ConfigError, load_text
-from tests.support.rig import require_binary
+from tests.support.rig import promtool_check_config
 
 REMOTE_WRITE: Final = "remote_write:\n  - url: http://127.0.0.1:9/api/v1/write\n"
 SCRAPE: Final = "scrape_configs:\n  - job_name: j\n    static_configs: [{targets: ['a:9']}]\n"
@@ -212,13 +211,7 @@ def cases() -> Iterator[tuple[str, str, str, str]]:
 def promtool_takes(tmp: Path, index: int, text: str) -> tuple[bool, str]:
     path = tmp / f"prometheus-{index}.yml"
     path.write_text(text)
-    done = subprocess.run(
-        [require_binary("promtool"), "check", "config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return done.returncode == 0, (done.stdout + done.stderr).strip()
+    return promtool_check_config(path)
 
 
 def relay_takes(text: str) -> tuple[bool, str]:

@@ -59,6 +59,24 @@ def _batch(rng: random.Random, index: int) -> Batch:
     )
 
 
+def _full_disk_rig(
+    small_disk: Path, flux_mode: str
+) -> tuple[Path, ScriptedReceiver, dict[str, object]]:
+    """A ballast taking most of the small disk (remove it and space returns), a destination
+    that answers 503 until told otherwise, and a relay config spooling on that disk."""
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(os.urandom(400 * 1024))
+    receiver = ScriptedReceiver(default=Reply(503, body="down"))
+    config = {
+        "flux": {"mode": flux_mode},
+        "spool": {"data_dir": str(small_disk / "spool"), "max_bytes": 1 << 30},
+        "remote_write": [
+            {"name": "d0", "url": receiver.url, "queue_config": {**FAST, "capacity": 1000}}
+        ],
+    }
+    return ballast, receiver, config
+
+
 async def _post(client: object, batch: Batch) -> tuple[int, str]:
     body, headers = rw_body(batch)
     response = await client.post("/api/v1/write", data=body, headers=headers)  # type: ignore[attr-defined]
@@ -69,16 +87,7 @@ async def _post(client: object, batch: Batch) -> tuple[int, str]:
 async def test_a_full_disk_is_shown_retried_and_everything_acked_is_delivered_when_space_returns(
     small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ballast = small_disk / "ballast"
-    ballast.write_bytes(os.urandom(400 * 1024))  # removed later: "space returns"
-    receiver = ScriptedReceiver(default=Reply(503, body="down"))
-    config = {
-        "flux": {"mode": "off"},
-        "spool": {"data_dir": str(small_disk / "spool"), "max_bytes": 1 << 30},
-        "remote_write": [
-            {"name": "d0", "url": receiver.url, "queue_config": {**FAST, "capacity": 1000}}
-        ],
-    }
+    ballast, receiver, config = _full_disk_rig(small_disk, "off")
     rng = random.Random(16)
     acked: set[str] = set()
     with caplog.at_level(logging.INFO, logger="gotk_relay"):
@@ -197,16 +206,7 @@ async def test_a_flux_round_refused_on_a_full_disk_writes_its_outputs_when_sent_
     """The rules applied the refused round in memory before its spool write failed; its resend
     must still write the legacy series at its timestamp, for the objects seen before and for
     the new one, or that scrape is missing from every dashboard."""
-    ballast = small_disk / "ballast"
-    ballast.write_bytes(os.urandom(400 * 1024))
-    receiver = ScriptedReceiver(default=Reply(503, body="down"))
-    config = {
-        "flux": {"mode": "legacy"},
-        "spool": {"data_dir": str(small_disk / "spool"), "max_bytes": 1 << 30},
-        "remote_write": [
-            {"name": "d0", "url": receiver.url, "queue_config": {**FAST, "capacity": 1000}}
-        ],
-    }
+    ballast, receiver, config = _full_disk_rig(small_disk, "legacy")
     rng = random.Random(17)
     t0 = 1_732_560_000_000
     second = _flux_round(["a", "b", "new"], t0 + 30_000)

@@ -101,6 +101,18 @@ def require_binary(name: str) -> str:
     return path
 
 
+def promtool_check_config(path: Path) -> tuple[bool, str]:
+    """``promtool check config`` (Prometheus 2.42) on ``path``: whether it takes the file, and
+    what it printed."""
+    done = subprocess.run(
+        [require_binary("promtool"), "check", "config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode == 0, (done.stdout + done.stderr).strip()
+
+
 #: Where the kernel says its ephemeral range starts when /proc cannot be read (Linux default).
 _EPHEMERAL_LOW_DEFAULT = 32768
 #: The lowest port handed out: clear of the well-known and most registered service ports.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from gotk_relay.config import ConfigError, default_config_text, load_file, load_text
 from gotk_relay.units import parse_bytes, parse_duration
-from tests.support.rig import require_binary
+from tests.support.rig import promtool_check_config
 
 PASTED_FROM_PROMETHEUS = """
 remote_write:
@@ -638,13 +637,8 @@ def _promtool_takes(tmp_path: Path, text: str) -> None:
     """``promtool check config`` (Prometheus 2.42) accepts ``text``."""
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
-    promtool = subprocess.run(
-        [require_binary("promtool"), "check", "config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+    takes, said = promtool_check_config(path)
+    assert takes, said
 
 
 BOOLEAN_WORDS = """\

@@ -383,34 +383,41 @@ CONFIGS: Final = {
 }
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_a_relay_restarted_between_requests_writes_what_one_that_ran_on_writes(
-    tmp_path: Path, name: str
-) -> None:
+def messy_requests(rng: random.Random, name: str) -> Iterator[tuple[list[Series], int]]:
     """Messy traffic (Ready flips, deletions, resends, held-back samples, KSM restarts, the
-    legacy gauges too) into two relays; one is restarted at random points."""
-    rng = random.Random(name)
-    on = make_relay(tmp_path / "on", CONFIGS[name])
-    again = make_relay(tmp_path / "again", CONFIGS[name])
+    legacy gauges too with ``both``): each request's series and the relay clock it comes at."""
     traffic = Traffic(rng, 10, 0.25)
     late: list[Series] = []
     late_legacy: list[Series] = []
-    restarts = requests = 0
     for ts in scrape_times(rng, 30, away=0.05):
         batches = [*deliver(rng, traffic.scrape(ts, 0.5), ts, late)]
         if "both" in name:
             batches += deliver(rng, traffic.legacy_scrape(ts, 0.5), ts, late_legacy)
         for batch in batches:
-            now = ts + rng.randrange(0, 40_000)
-            feed(on, list(batch.series), now)
-            feed(again, list(batch.series), now)
-            requests += 1
-            assert queued(on) == queued(again), f"{name}: request {requests} differs"
-            if rng.random() < 0.3:
-                again = restart(again)
-                restarts += 1
+            yield list(batch.series), ts + rng.randrange(0, 40_000)
+
+
+QUIET_MS: Final = 3 * 3600 * 1000  # after the traffic: every end due, every object expired
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_a_relay_restarted_between_requests_writes_what_one_that_ran_on_writes(
+    tmp_path: Path, name: str
+) -> None:
+    """Messy traffic into two relays; one is restarted at random points."""
+    rng = random.Random(name)
+    on = make_relay(tmp_path / "on", CONFIGS[name])
+    again = make_relay(tmp_path / "again", CONFIGS[name])
+    restarts = now = 0
+    for request, (series, now) in enumerate(messy_requests(rng, name), start=1):
+        feed(on, series, now)
+        feed(again, series, now)
+        assert queued(on) == queued(again), f"{name}: request {request} differs"
+        if rng.random() < 0.3:
+            again = restart(again)
+            restarts += 1
     assert restarts > 10
-    quiet = ts + 3 * 3600 * 1000  # every end due, every object expired
+    quiet = now + QUIET_MS
     on.admit(Batch(), quiet)
     again.admit(Batch(), quiet)
     assert queued(on) == queued(again)
@@ -427,29 +434,20 @@ def test_a_relay_whose_spool_writes_fail_writes_what_one_that_never_failed_write
     rng = random.Random(f"refused {name}")
     on = make_relay(tmp_path / "on", CONFIGS[name])
     again = make_relay(tmp_path / "again", CONFIGS[name])
-    traffic = Traffic(rng, 10, 0.25)
-    late: list[Series] = []
-    late_legacy: list[Series] = []
-    refused = requests = 0
-    for ts in scrape_times(rng, 30, away=0.05):
-        batches = [*deliver(rng, traffic.scrape(ts, 0.5), ts, late)]
-        if "both" in name:
-            batches += deliver(rng, traffic.legacy_scrape(ts, 0.5), ts, late_legacy)
-        for batch in batches:
-            now = ts + rng.randrange(0, 40_000)
-            for _ in range(rng.choice((0, 0, 1, 2))):
-                holder = Holder(tmp_path / "again")
-                with pytest.raises(SpoolError):
-                    feed(again, list(batch.series), now)
-                holder.release()
-                refused += 1
-                now += rng.randrange(1, 5_000)  # the resend arrives later
-            feed(on, list(batch.series), now)
-            feed(again, list(batch.series), now)
-            requests += 1
-            assert queued(on) == queued(again), f"{name}: request {requests} differs"
+    refused = now = 0
+    for request, (series, now) in enumerate(messy_requests(rng, name), start=1):
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            holder = Holder(tmp_path / "again")
+            with pytest.raises(SpoolError):
+                feed(again, series, now)
+            holder.release()
+            refused += 1
+            now += rng.randrange(1, 5_000)  # the resend arrives later
+        feed(on, series, now)
+        feed(again, series, now)
+        assert queued(on) == queued(again), f"{name}: request {request} differs"
     assert refused > 20
-    quiet = ts + 3 * 3600 * 1000  # every end due, every object expired
+    quiet = now + QUIET_MS
     holder = Holder(tmp_path / "again")
     with pytest.raises(SpoolError):
         again.admit(Batch(), quiet)

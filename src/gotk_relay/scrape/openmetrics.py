@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
-from .promtext import _LABEL_ESCAPES, TextError, TextSample, _unescape, parse_float
+from .promtext import TextError, TextSample, parse_float, set_label, unescaped
 
 _META: Final = re.compile(r"# (HELP|TYPE|UNIT) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)")
 _METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -71,10 +71,7 @@ def _labels(line: str, pos: int, what: str) -> tuple[dict[str, str], int]:
         value = _LABEL_VALUE.match(line, pos + 1)
         if value is None:
             raise TextError(f"expected label value for {name.group()} in {what}")
-        label = name.group()
-        if label in labels or label == "__name__":
-            raise TextError(f"label name {label} is not unique in {what}")
-        labels[label] = _unescape(_LABEL_ESCAPES, value.group()[1:-1])
+        set_label(labels, name.group(), value.group(), what)
         pos = value.end()
 
 
@@ -178,7 +175,7 @@ def families(text: str) -> Iterator[tuple[str, str, str, str, list[TextSample]]]
             name, kind, help_text, unit, samples = entry_name, "unknown", "", "", []
             allowed = (entry_name,)
         if entry == "HELP":
-            help_text = _unescape(_LABEL_ESCAPES, body)
+            help_text = unescaped(body)
         elif entry == "TYPE":
             if body not in _TYPES:
                 raise TextError(f'invalid metric type "{body}"')

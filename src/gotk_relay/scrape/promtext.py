@@ -159,13 +159,25 @@ def _labels(text: str, pos: int, labels: dict[str, str], metric: str) -> int:
         value = _LABEL_VALUE.match(text, pos)
         if value is None:
             raise TextError(f"expected label value for {name.group()} in {metric}")
-        label = name.group()
-        if label in labels or label == "__name__":
-            raise TextError(f"label name {label} is not unique in {metric}")
-        labels[label] = _unescape(_LABEL_ESCAPES, value.group()[1:-1])
+        set_label(labels, name.group(), value.group(), metric)
         pos = _WS.match(text, value.end()).end()  # type: ignore[union-attr]
         if text.startswith(",", pos):
             pos += 1
+
+
+def unescaped(text: str) -> str:
+    """A label value's (or an OpenMetrics help text's) escapes read: ``\\\\``, ``\\n``,
+    ``\\"``."""
+    return _unescape(_LABEL_ESCAPES, text)
+
+
+def set_label(labels: dict[str, str], name: str, quoted: str, where: str) -> None:
+    """``name`` set to the quoted value ``quoted``, unescaped (the three escapes Prometheus
+    reads; any other backslash stays). A name given twice, ``__name__`` too, fails, as the
+    scrape's duplicate check fails it."""
+    if name in labels or name == "__name__":
+        raise TextError(f"label name {name} is not unique in {where}")
+    labels[name] = unescaped(quoted[1:-1])
 
 
 def _excerpt(text: str, pos: int) -> str:
