@@ -225,11 +225,8 @@ class FluxRewriter:
             self._cancel_end(key)
             obj.gone = True
             found = back.pop(key, None)
-            # Replaced in place, so the tables keep their order (a full expiry scan's).
-            if found is None:
-                self._place(key, None)
-            else:
-                self._place(key, found)
+            self._place(key, found)  # in place: the tables keep their order (an expiry scan's)
+            if found is not None:
                 placed.append((key, found))
         for key, obj in back.items():  # forgotten since: tracked again
             self._place(key, obj)
