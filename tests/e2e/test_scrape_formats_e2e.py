@@ -124,7 +124,7 @@ OPENMETRICS: Final = {
     "untyped_sample": "a 1\n# EOF\n",
     "unknown_type": "# TYPE a unknown\na 1\n# EOF\n",
     "invalid_type": "# TYPE a untyped\na 1\n# EOF\n",
-    "timestamps": "# TYPE a gauge\na 1 1700000000.123\nb 2 1700000000\nc 3 -1\n# EOF\n",
+    "timestamps": ("# TYPE a gauge\na 1 1700000000.123\nb 2 1700000000\nc 3 -1\nd 4 1e20\n# EOF\n"),
     "exemplar": '# TYPE c counter\nc_total 5 # {t="1"} 2 1700000000\n# EOF\n',
     "exemplar_on_a_gauge": '# TYPE g gauge\ng 5 # {t="1"} 2\n# EOF\n',
     "gaugehistogram": (

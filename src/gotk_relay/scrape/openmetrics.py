@@ -27,6 +27,7 @@ _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _LABEL_VALUE: Final = re.compile(r'"(?:\\[^\n]|[^\\"\n])*"')
 _TOKEN: Final = re.compile(r" ([^ ]+)")  # a value or a timestamp: one space, then no space
 _EXEMPLAR: Final = " # {"
+_INT64: Final = 1 << 63
 _TYPES: Final = frozenset(
     (
         "counter",
@@ -76,11 +77,13 @@ def _labels(line: str, pos: int, what: str) -> tuple[dict[str, str], int]:
 
 
 def _timestamp_ms(token: str) -> int:
-    """A timestamp in seconds (a float) as ms, truncated as Go's int64(ts * 1000)."""
+    """A timestamp in seconds (a float) as ms, truncated as Go's int64(ts * 1000); past int64,
+    the smallest int64, as that conversion gives on amd64 (a sample from long ago)."""
     seconds = parse_float(token)
     if math.isnan(seconds) or math.isinf(seconds):
         raise TextError("invalid timestamp")
-    return math.trunc(seconds * 1000)
+    ms = math.trunc(seconds * 1000)
+    return ms if -_INT64 <= ms < _INT64 else -_INT64
 
 
 def _exemplar(line: str, pos: int, name: str) -> None:
