@@ -1,5 +1,7 @@
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -8,10 +10,12 @@ from hypothesis import settings
 # root is on pytest's ``pythonpath`` (pyproject.toml), as it is for ``python -m bench.run``.
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE. `ci` (scripts/test sets it) is hypothesis's
-# defaults plus each test's own example count: the full search. `dev`, the default, runs at most
+# defaults plus each test's own example count: the full search. It sets no deadline: the
+# properties run beside each other and beside real processes, and how fast a conversion or a
+# rule runs is the benchmark's to measure (bench/), not a test's. `dev`, the default, runs at most
 # DEV_EXAMPLES examples per property, so `pytest -m "not slow"` stays a quick signal.
 DEV_EXAMPLES = 20
-settings.register_profile("ci")
+settings.register_profile("ci", deadline=None)
 settings.register_profile("dev", max_examples=DEV_EXAMPLES, deadline=None)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 settings.load_profile(PROFILE)
@@ -26,13 +30,20 @@ _MARKS_BY_DIR = {
 }
 
 
-# What may run beside another test (scripts/test runs these on two cores, pytest-xdist, then the
-# rest one at a time): the unit tests, and the integration modules whose relays run in the test's
-# own process, that start no process and bound no time or memory of their own. Anything that
-# starts real processes, measures wall time, RSS or the event loop, or binds fixed resources stays
-# out: a neighbour on the other core would skew what it asserts.
-_PARALLEL_DIRS = (_TESTS / "unit",)
-_PARALLEL_MODULES = frozenset(
+# How scripts/test runs the suite. First everything not marked `alone`, on three pytest-xdist
+# workers on two cores (`-n 3 --dist loadgroup`):
+# - the unit tests and the integration modules whose relays run in the test's own process
+#   (_IN_PROCESS): spread over the workers, CPU-bound, nothing timed;
+# - the tests that start real processes and only wait on them, with deadlines many times what
+#   the work needs: one after another on one worker (xdist group "processes"), so that two of
+#   them never share the machine, beside the CPU-bound ones;
+# - the outage tests (62 s outages at 500 samples/s, little CPU): a group of their own, so that
+#   the module's outage runs once.
+# Then the tests marked `alone`, one at a time on an otherwise quiet machine: they assert wall
+# time, RSS, the event loop or throughput, or load the machine themselves. A neighbour on the
+# other core would skew what they assert.
+_IN_PROCESS_DIRS = (_TESTS / "unit",)
+_IN_PROCESS_MODULES = frozenset(
     f"test_{name}.py"
     for name in (
         "cache_metrics",
@@ -51,17 +62,16 @@ _PARALLEL_MODULES = frozenset(
         "strict_corpus",
     )
 )
+_GROUPS = {_TESTS / "faults" / "test_outage.py": "outage"}
 
 
-# The outage tests wait out a 62 s outage at 500 samples/s: their relays need little CPU and
-# nothing they assert is timed (the drain wait is 30 s), so the wait overlaps the unit tests.
-_PARALLEL_FILES = frozenset({_TESTS / "faults" / "test_outage.py"})
-
-
-def _parallel(path: Path) -> bool:
-    if path in _PARALLEL_FILES or any(d in path.parents for d in _PARALLEL_DIRS):
-        return True
-    return path.parent == _TESTS / "integration" and path.name in _PARALLEL_MODULES
+def _group(path: Path) -> str | None:
+    """The xdist group of a test that may run beside others: None for the in-process ones."""
+    if any(d in path.parents for d in _IN_PROCESS_DIRS):
+        return None
+    if path.parent == _TESTS / "integration" and path.name in _IN_PROCESS_MODULES:
+        return None
+    return _GROUPS.get(path, "processes")
 
 
 def _cap_examples(item: pytest.Item) -> None:
@@ -84,7 +94,54 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if directory in parents:
                 for mark in marks:
                     item.add_marker(getattr(pytest.mark, mark))
-        if _parallel(Path(item.path)):
+        if item.get_closest_marker("alone") is None:
             item.add_marker(pytest.mark.parallel)
+            group = _group(Path(item.path))
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
         if PROFILE == "dev":
             _cap_examples(item)
+
+
+# -- the fault scenarios' accounting lines ---------------------------------------------------
+# Each scenario of tests/faults prints one line (acked, delivered, lost, ...), repeated in the
+# terminal summary, passed or failed, since the figures matter as much as the verdict. Under
+# pytest-xdist a worker's lines reach the controller, which prints the summary, in its
+# ``workeroutput``. The scenarios and their loader are in tests/support (fault_scenarios,
+# fault_load), which bench/faults.py runs too.
+_FAULT_LINES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Print a scenario line now and list it again in the terminal summary."""
+    lines = request.config.stash.setdefault(_FAULT_LINES, [])
+
+    def add(line: str) -> None:
+        print(line)
+        lines.append(line)
+
+    return add
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker
+        workeroutput["fault_lines"] = session.config.stash.get(_FAULT_LINES, [])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist, on the controller: a worker ended; keep its scenario lines for the summary."""
+    lines = getattr(node, "workeroutput", {}).get("fault_lines", [])
+    node.config.stash.setdefault(_FAULT_LINES, []).extend(lines)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    lines = config.stash.get(_FAULT_LINES, [])
+    if lines:
+        terminalreporter.section("fault scenarios")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+# The smoke run drives load with the system and the loader pinned to a core each.
+pytestmark = pytest.mark.alone
+
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMS = ("gotk-relay", "vmagent", "vmagent-relabel")
 WORKLOADS = ("cluster", "flux-heavy")

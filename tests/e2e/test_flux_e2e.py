@@ -38,6 +38,9 @@ from tests.support import rig
 
 from .conftest import AgentStarter, RelayStarter
 
+# A deletion must end its outputs within two scrape intervals and a slack: timed end to end.
+pytestmark = pytest.mark.alone
+
 DEADLINE_S = 45.0
 """Per step, plus three scrape intervals. A new agent's first scrape takes ~5 s (Prometheus 2.42
 applies targets on a 5 s tick); after that a change crosses scrape, agent queue and relay in

@@ -56,6 +56,9 @@ from gotk_relay.wire.errors import DecodeError
 from tests.support.fault_load import HOST, RelayProcess, relay_config
 from tests.support.strategies import v1_batches, v2_batches
 
+# The fuzz bounds each example's time, and a flood must be refused within 0.8 s.
+pytestmark = pytest.mark.alone
+
 TOKEN = "fault-suite-token"
 KiB = 1024
 MiB = 1024 * KiB

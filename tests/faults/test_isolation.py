@@ -17,6 +17,9 @@ import pytest
 
 from tests.support.fault_scenarios import IsolationResult, isolation_scenario
 
+# Asserts the healthy destination's throughput and p99 latency.
+pytestmark = pytest.mark.alone
+
 MAX_LATENCY_S = 1.0  # healthy: p99 of ack → arrival; normal operation shows ~10 ms
 MIN_RATE_RATIO = 0.9  # healthy arrivals per second during the load ÷ acked per second
 VARIANTS = {"memory-queue": False, "spool": True}

@@ -23,7 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.support.fault_load import Loader, LoadPlan, RecordingReceiver, RelayProcess, relay_config
+
+# Asserts RSS under an unpaced load.
+pytestmark = pytest.mark.alone
 
 MiB = 1024 * 1024
 BUDGET = 32 * MiB

@@ -333,6 +333,8 @@ def _datadog_client(url: str) -> DatadogClient:
     return DatadogClient("dd", config)
 
 
+# Measures the memory and the event-loop time the conversion holds.
+@pytest.mark.alone
 @pytest.mark.slow
 async def test_a_200k_sample_series_reaches_otlp_whole_in_bounded_memory_and_loop_time() -> None:
     measured: dict[int, Measured] = {}
@@ -353,6 +355,8 @@ async def test_a_200k_sample_series_reaches_otlp_whole_in_bounded_memory_and_loo
     _assert_bounded(measured)
 
 
+# Measures the memory and the event-loop time the conversion holds.
+@pytest.mark.alone
 @pytest.mark.slow
 async def test_a_200k_sample_counter_reaches_datadog_as_exact_deltas_in_bounded_memory() -> None:
     measured: dict[int, Measured] = {}

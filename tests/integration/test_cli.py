@@ -74,6 +74,8 @@ def relay_on_default_config(tmp_path: Path) -> Iterator[str]:
             log.close()
 
 
+# Installs the project into .venv (rebuilding the extensions every relay process imports).
+@pytest.mark.alone
 @pytest.mark.slow
 def test_the_readme_first_command_serves_the_embedded_default_config(tmp_path: Path) -> None:
     """`./scripts/serve` (README line 1): installs into .venv and serves; SIGTERM ends it cleanly."""

@@ -497,6 +497,8 @@ async def test_skipped_samples_are_exported_in_the_relay_metrics() -> None:
         await intake.close()
 
 
+# Sends within the 50 ms linger, and times the send.
+@pytest.mark.alone
 async def test_small_requests_in_quick_succession_are_sent_together() -> None:
     """A destination that gets a few series of each request (the usual Datadog fan-out) does
     not send one request per request received: after a take that is not a full request, the
@@ -534,6 +536,8 @@ def _jobs(value: float, ts: int) -> Batch:
     )
 
 
+# Maps the next batch within the intake's 0.3 s answer.
+@pytest.mark.alone
 async def test_the_next_batch_is_mapped_while_a_request_waits_on_the_intake() -> None:
     """With the intake's round trip in the way, a shard's next batch is converted while its
     request is in flight (requests still go one at a time, in order): deltas go on from the

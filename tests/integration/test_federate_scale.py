@@ -154,6 +154,8 @@ async def test_federate_streams_under_its_credentials(tmp_path: Path) -> None:
         assert await answer.text() == relay.federate.render()
 
 
+# A 5,001-line render within a 300 ms federate.timeout.
+@pytest.mark.alone
 async def test_federate_timeout_before_and_after_the_first_piece() -> None:
     """Before any byte: 503 naming the key. Once streaming: the connection is cut, so the scraper
     sees a failed scrape, never a page that ends early but parses."""
@@ -202,6 +204,8 @@ def _large_store_batches(count: int, per_batch: int) -> list[Batch]:
     ]
 
 
+# Times the event loop's answers while a 500k-series store streams.
+@pytest.mark.alone
 @pytest.mark.slow
 async def test_the_loop_answers_while_a_large_store_is_streamed() -> None:
     """500,000 series: a ping answers while /federate streams them (the render, first sort

@@ -33,7 +33,8 @@ from tests.support.datadog_intake import DatadogIntake
 from tests.support.harness import Reply, ScriptedReceiver, eventually, receivers
 from tests.support.rig import free_port
 
-pytestmark = pytest.mark.slow  # each runs several 200 ms scrape intervals
+# Each runs several 200 ms scrape intervals, with 150-200 ms scrape timeouts.
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 INTERVAL = "200ms"
 WAIT_S = 10.0

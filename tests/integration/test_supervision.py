@@ -25,6 +25,9 @@ from tests.support.harness import (
     rw_body,
 )
 
+# A 20 ms Flux tick: the 503 is seen in a window of a few ticks.
+pytestmark = pytest.mark.alone
+
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 
 
