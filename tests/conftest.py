@@ -87,6 +87,8 @@ def _cap_examples(item: pytest.Item) -> None:
         test._hypothesis_internal_use_settings = settings(own, max_examples=DEV_EXAMPLES)  # type: ignore[union-attr]
 
 
+# First, before pytest-xdist turns each xdist_group marker into its item's node id.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parents = Path(item.path).parents
