@@ -35,8 +35,9 @@ _MARKS_BY_DIR = {
 # - the unit tests and the integration modules whose relays run in the test's own process
 #   (_IN_PROCESS): spread over the workers, CPU-bound, nothing timed;
 # - the tests that start real processes and only wait on them, with deadlines many times what
-#   the work needs: one after another on one worker (xdist group "processes"), so that two of
-#   them never share the machine, beside the CPU-bound ones;
+#   the work needs: one after another on one worker (the group "processes",
+#   pytest_xdist_make_scheduler below), so that two of them never share the machine, beside the
+#   CPU-bound ones;
 # - the outage tests (62 s outages at 500 samples/s, little CPU): a group of their own, so that
 #   the module's outage runs once.
 # Then the tests marked `alone`, one at a time on an otherwise quiet machine: they assert wall
@@ -66,12 +67,32 @@ _GROUPS = {_TESTS / "faults" / "test_outage.py": "outage"}
 
 
 def _group(path: Path) -> str | None:
-    """The xdist group of a test that may run beside others: None for the in-process ones."""
+    """The group of a test that may run beside others: None for the in-process ones."""
     if any(d in path.parents for d in _IN_PROCESS_DIRS):
         return None
     if path.parent == _TESTS / "integration" and path.name in _IN_PROCESS_MODULES:
         return None
     return _GROUPS.get(path, "processes")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` (scripts/test), on the controller: each test is a unit of work of its
+    own, except that a group's tests (_group) go to one worker, one after another.
+
+    Grouped by path here, not by xdist's ``xdist_group`` marker: pytest-xdist 3.8 marks a group
+    by renaming each item's ``_nodeid``, which pytest 9.2 no longer reads, so its groups are
+    silently spread over every worker."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+        def _split_scope(self, nodeid: str) -> str:
+            group = _group(_TESTS.parent / nodeid.split("::", 1)[0])
+            return nodeid if group is None else f"group:{group}"
+
+    return ByGroup(config, log)
 
 
 def _cap_examples(item: pytest.Item) -> None:
@@ -87,8 +108,6 @@ def _cap_examples(item: pytest.Item) -> None:
         test._hypothesis_internal_use_settings = settings(own, max_examples=DEV_EXAMPLES)  # type: ignore[union-attr]
 
 
-# First, before pytest-xdist turns each xdist_group marker into its item's node id.
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parents = Path(item.path).parents
@@ -98,9 +117,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     item.add_marker(getattr(pytest.mark, mark))
         if item.get_closest_marker("alone") is None:
             item.add_marker(pytest.mark.parallel)
-            group = _group(Path(item.path))
-            if group is not None:
-                item.add_marker(pytest.mark.xdist_group(group))
         if PROFILE == "dev":
             _cap_examples(item)
 
