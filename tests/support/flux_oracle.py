@@ -336,6 +336,8 @@ class OracleRewriter:
         out["customresource_kind"] = kind.kind
         out["customresource_version"] = self.config.versions[kind.kind]
         out["exported_namespace"] = given.get("exported_namespace") or given.get("namespace", "")
+        if given.get("exported_namespace") and given.get("namespace"):
+            out["namespace"] = given["namespace"]  # stored shape: the controller's, kept
         return _Route(forward=False, key=labels_from(out), kind=kind, status=status)
 
     # -- processing -----------------------------------------------------------------------

@@ -206,8 +206,13 @@ class Classifier:
         out["customresource_version"] = share(
             ("customresource_version", self.config.versions[kind.kind])
         )
-        namespace = given.get("exported_namespace") or given.get("namespace", "")
+        exported = given.get("exported_namespace", "")
+        namespace = exported or given.get("namespace", "")
         out["exported_namespace"] = share(("exported_namespace", namespace))
+        if exported and given.get("namespace"):
+            # The stored shape: `namespace` is the controller's, which exposed the series, as
+            # job/instance/pod are; KSM's series keep their exposer's namespace the same way.
+            out["namespace"] = share(("namespace", given["namespace"]))
         return Route(labels, False, labels_from(out.values()), kind, status=status)
 
     def share(self, pair: tuple[str, str]) -> tuple[str, str]:
