@@ -400,6 +400,40 @@ async def test_https_with_credentials(
             assert failures.labels("no_ca", "tls")._value.get() >= 1
 
 
+async def test_a_rotated_ca_file_is_used_from_the_next_scrape(
+    certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """As Prometheus: a ``tls_config`` file rewritten (cert-manager renewing a CA, a Secret
+    volume updated) is read again when it changes, without a reload. The CA file first holds
+    another certificate, so scrapes fail verification; once it holds the target's, they pass."""
+    cert, key = certificate
+    other = tmp_path / "other.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(tmp_path / "other.key"), "-out", str(other), "-days", "1",
+            "-subj", "/CN=another", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(other.read_bytes())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    exporter = Exporter(TEXT, context)
+    rotated = job("rotated", exporter, scheme="https", tls_config={"ca_file": str(ca)})
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(rw_config(receiver, rotated), exporter) as scraper,
+    ):
+        await eventually(lambda: last(receiver, named("up", job="rotated")) == 0.0)
+        failed = scraper.metrics.failures.labels("rotated", "connection")
+        await eventually(lambda: failed._value.get() >= 2)  # the old CA, kept while unchanged
+        ca.write_bytes(cert.read_bytes())
+        await eventually(lambda: last(receiver, named("a_metric", job="rotated")) == 1.5)
+        assert last(receiver, named("up", job="rotated")) == 1.0
+
+
 KSM = """\
 # HELP gotk_resource_info The current state of a Flux resource.
 # TYPE gotk_resource_info gauge

@@ -27,7 +27,7 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 
 from .. import __version__
-from ..config import ConfigError, ScrapeConfig
+from ..config import ConfigError, FileStamp, ScrapeConfig, file_stamp
 from ..delivery.spool import SpoolError
 from ..destinations.http import auth_headers
 from ..destinations.tls import client_ssl_context
@@ -107,6 +107,7 @@ class TargetLoop:
         )
         self.task: asyncio.Task[None] | None = None
         self._client: aiohttp.ClientSession | None = None
+        self._tls_stamps: tuple[FileStamp, ...] = ()  # of the files self._client was made with
 
     def start(self) -> None:
         name = f"scrape:{self.target.job.job_name}:{self.target.instance}"
@@ -118,18 +119,27 @@ class TargetLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    def _session(self) -> aiohttp.ClientSession:
-        """The target's HTTP client, made at the first scrape; TLS files that cannot be read
-        fail the scrape (and are tried again at the next), as an unreachable target does."""
-        if self._client is None:
-            try:
-                context = client_ssl_context(self.target.url, self.target.job.tls_config)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ScrapeError("tls", f"tls_config: {exc}") from None
-            connector = aiohttp.TCPConnector(limit=1, ssl=context)
-            self._client = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, trust_env=False
-            )
+    async def _session(self) -> aiohttp.ClientSession:
+        """The target's HTTP client, made at the first scrape and again when a ``tls_config``
+        file changed (Prometheus reads the CA, certificate and key again when they change: a
+        rotated certificate is used from the next scrape, without a reload). TLS files that
+        cannot be read fail the scrape, and are tried again at the next, as an unreachable
+        target does. Scrapes of a target do not overlap, so no request uses the old client."""
+        tls = self.target.job.tls_config
+        stamps = tuple(file_stamp(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+        if self._client is not None and stamps == self._tls_stamps:
+            return self._client
+        try:
+            context = client_ssl_context(self.target.url, tls)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ScrapeError("tls", f"tls_config: {exc}") from None
+        if self._client is not None:
+            await self._client.close()
+        connector = aiohttp.TCPConnector(limit=1, ssl=context)
+        self._client = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, trust_env=False
+        )
+        self._tls_stamps = stamps
         return self._client
 
     async def _run(self) -> None:
@@ -191,7 +201,7 @@ class TargetLoop:
         ts = self._timestamp()
         started = time.monotonic()
         try:
-            body, content_type = await self._fetch(self._session())
+            body, content_type = await self._fetch(await self._session())
             scraped = await asyncio.to_thread(
                 parse,
                 body,
