@@ -417,3 +417,46 @@ def test_check_config_reads_every_named_file_but_never_prints_it(tmp_path: Path)
     done = _cli("check-config", str(path))
     assert done.returncode == 0 and "SUCCESS" in done.stdout
     assert "hunter2" not in done.stdout + done.stderr
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}",
+        ],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_check_config_refuses_what_serve_would_not_start_with(tmp_path: Path) -> None:
+    """A config check that passes must mean the relay starts: an empty receiver secret (which
+    would let an empty credential in) and a certificate beside another's key fail both."""
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    path = tmp_path / "relay.yml"
+    path.write_text(f"receiver:\n  auth: {{bearer_token_file: {empty}}}\n")
+    for command in (["check-config", str(path)], ["serve", "--config", str(path)]):
+        done = _cli(*command)
+        assert done.returncode == 1, command
+        assert f"receiver.auth.bearer_token_file: secret file {empty} is empty" in (
+            done.stdout + done.stderr
+        ), command
+    cert, _ = _self_signed(tmp_path, "a")
+    _, other_key = _self_signed(tmp_path, "b")
+    path.write_text(f"receiver:\n  tls: {{cert_file: {cert}, key_file: {other_key}}}\n")
+    done = _cli("check-config", str(path))
+    assert done.returncode == 1 and "FAILED" in done.stdout and str(cert) in done.stdout
+    served = _cli("serve", "--config", str(path))
+    assert served.returncode == 1
+    empty.write_text("s3cret\n")
+    key = tmp_path / "a.key"
+    path.write_text(
+        f"receiver:\n  auth: {{bearer_token_file: {empty}}}\n"
+        f"  tls: {{cert_file: {cert}, key_file: {key}}}\n"
+    )
+    done = _cli("check-config", str(path))
+    assert done.returncode == 0 and "SUCCESS" in done.stdout
+    assert "s3cret" not in done.stdout + done.stderr

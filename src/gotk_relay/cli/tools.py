@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 def check_config(files: list[str]) -> int:
+    from ..access import Authenticator, ServerTLS
     from ..config import ConfigError, load_file, referenced_files
 
     failed = False
@@ -40,6 +41,14 @@ def check_config(files: list[str]) -> int:
         if unreadable:
             failed = True
             print("  FAILED: " + "\n".join(unreadable))
+            continue
+        try:  # what serve refuses at start: an empty secret, a certificate that does not load
+            Authenticator(config.receiver.auth)
+            if config.receiver.tls is not None:
+                ServerTLS(config.receiver.tls)
+        except ConfigError as exc:
+            failed = True
+            print(f"  FAILED: {exc}")
             continue
         for warning in config.warnings():  # valid, so not a failure: exit 0
             print(f"  WARNING: {warning}")
