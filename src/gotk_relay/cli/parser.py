@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="shutdown_timeout",
         type=float,
         default=30.0,
-        help="seconds to drain queues on SIGTERM before giving up (default 30)",
+        help="seconds to finish and drain on SIGTERM before giving up (default 30)",
     )
     serve.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]

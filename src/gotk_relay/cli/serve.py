@@ -214,6 +214,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         "received shutdown signal; no longer accepting writes, draining queues",
         extra={"timeout_s": args.shutdown_timeout},
     )
+    # --shutdown-timeout bounds the whole shutdown, as the pod's termination grace counts on.
+    deadline = loop.time() + args.shutdown_timeout
     await scraper.stop()  # no new scrapes while the queues drain
     if pool is not None:
         # First the workers: they stop taking connections and finish the requests they hold,
@@ -222,7 +224,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     app[STATE]["accepting"] = False
     for each in sites:
         await each.stop()
-    await relay.stop(args.shutdown_timeout)
+    await relay.stop(max(0.0, deadline - loop.time()))
     await runner.cleanup()
     if private_dir is not None:
         shutil.rmtree(private_dir, ignore_errors=True)
