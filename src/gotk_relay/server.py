@@ -3,10 +3,12 @@
 The write handler (``_write``) calls the stages of ``write/`` in order: the edge checks, the
 scan of a remote write 1.0 request on its bytes (or a full decode), admission; and it turns the
 outcome into the status the remote-write spec prescribes. Nothing between reading the body and
-queuing it awaits, so batches are queued in the order their bodies arrived.
+queuing it awaits, so batches are queued in the order their bodies arrived; the exception is a
+large 2.0 body on the decoded path (``V2_DECODE_IN_THREAD``), whose sender's shard waits for
+its answer before sending the next, so each series' order still holds.
 
 ``GET /federate`` is bounded (``federate.max_selectors``, ``max_concurrent_requests``,
-``timeout``) and streamed as the store makes it on the loop, about a thousand series at a time
+``timeout``) and streamed as the store makes it on the loop, ``STREAM_CHUNK`` (256) series at a time
 (``FederateStore.stream``), giving way to writes between pieces. The
 connection bounds (header and idle timeouts, the connection cap) are connections.py's.
 
@@ -245,9 +247,10 @@ def lookback_start(lookback_delta: float) -> int:
 
 
 async def handle_federate(request: web.Request) -> web.StreamResponse:
-    """The federate store's text, streamed as the store makes it on the loop about a thousand
-    series at a time (``FederateStore.stream``), under ``/federate``'s bounds: writes wait about
-    a ms at most behind a piece (``_give_way``), and a render holds one piece at a time."""
+    """The federate store's text, streamed as the store makes it on the loop ``STREAM_CHUNK``
+    (256) series at a time (``FederateStore.stream``), under ``/federate``'s bounds: writes
+    wait about a ms at most behind a piece (``_give_way``), and a render holds one piece at a
+    time."""
     unauthenticated = _unauthenticated(request)
     if unauthenticated is not None:
         return unauthenticated

@@ -224,13 +224,12 @@ class RelabelConfig(BaseModel):
     """One relabel rule with Prometheus' YAML keys, defaults and checks.
 
     Validation mirrors ``Config.UnmarshalYAML`` + ``Config.Validate`` (same order, same messages)
-    so rules move between prometheus.yml and the relay unchanged. Known gaps: ``true`` and
-    ``false`` unquoted are booleans (rejected here, read as text by Go; ``yes`` and ``on`` are
-    text, config/yaml_text.py), and an explicit
-    ``regex: (.*)`` is allowed on keepequal/dropequal (Prometheus compares regex pointers).
-    ``modulus`` must be an integer, as in Prometheus (``"5"``, ``true`` and ``1:30`` are
-    refused), but PyYAML reads ``modulus: 1e3`` as text (yaml.v2: 1000); a fraction, which
-    yaml.v2 truncates, is refused.
+    so rules move between prometheus.yml and the relay unchanged; the YAML is read as Go's
+    yaml.v2 reads it (config/yaml_text.py: an unquoted ``true`` as a replacement is the text
+    ``true``, ``modulus: 1e3`` is 1000). ``modulus`` must be an integer, as in Prometheus
+    (``"5"``, ``true`` and ``1:30`` are refused); a fraction, which yaml.v2 truncates, is
+    refused. Known gap: an explicit ``regex: (.*)`` is allowed on keepequal/dropequal
+    (Prometheus compares regex pointers).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)

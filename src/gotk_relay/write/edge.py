@@ -73,7 +73,7 @@ class Rejection(NamedTuple):
     Built in one place so the core and the scan workers (scan_worker.py) answer alike.
     """
 
-    reason: str  # gotk_relay_requests_rejected_total{reason}
+    reason: str  # gotk_relay_rejected_requests_total{reason}
     status: int
     text: str
     headers: dict[str, str] | None = None

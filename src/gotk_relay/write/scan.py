@@ -16,12 +16,12 @@ from typing import NamedTuple
 
 from ..access import limits_of
 from ..config import ReceiverConfig
-from ..delivery.entry import compress
 from ..model import Batch, Protocol
 from ..wire import rw1_bytes, rw2, validate
 from ..wire.errors import DecodeError
 from ..wire.labels import NO_LIMITS, Limits
 from ..wire.picked import decode as decode_series
+from ..wire.snappy import compress
 from .routing import Routed, Router
 from .views import FastPath, View
 
