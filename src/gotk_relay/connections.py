@@ -256,6 +256,13 @@ class GuardedRunner(web.AppRunner):
     def max_connections(self) -> int:
         return connection_cap(self._receiver(), self._fds)
 
+    async def cleanup_within(self, seconds: float) -> None:
+        """``cleanup``, waiting at most ``seconds`` for the handlers still running (a client
+        stalled in its body), then cancelling them: what is left of ``--shutdown-timeout``,
+        not aiohttp's 60 s. At least 50 ms: aiohttp reads a timeout of 0 or less as none."""
+        self._shutdown_timeout = max(0.05, seconds)
+        await self.cleanup()
+
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
         # The same handler, request factory and settings as the app's own server; only the

@@ -225,7 +225,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     for each in sites:
         await each.stop()
     await relay.stop(max(0.0, deadline - loop.time()))
-    await runner.cleanup()
+    await runner.cleanup_within(deadline - loop.time())
     if private_dir is not None:
         shutil.rmtree(private_dir, ignore_errors=True)
     log.info("see you next time!")
