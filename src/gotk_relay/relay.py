@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .config import (
     Config,
+    ConfigError,
     DatadogConfig,
     OTLPConfig,
     QueuedDestinationConfig,
@@ -71,7 +73,29 @@ class Admission:
 
 
 def build_client(name: str, cfg: QueuedDestinationConfig) -> Client:
-    """The protocol half of a destination; the queue, shards and retries are shared by all."""
+    """The protocol half of a destination; the queue, shards and retries are shared by all.
+
+    ``ConfigError`` naming the destination and the file when a ``tls_config`` file cannot be
+    used, as Prometheus refuses to load such a config (the start fails, a reload is refused).
+    """
+    tls = cfg.tls_config
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(
+                    f"destination {name!r}: tls_config.{key}: unable to read {path}: {exc.strerror}"
+                ) from None
+    try:
+        return _build_client(name, cfg)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"destination {name!r}: tls_config: {exc}") from None
+
+
+def _build_client(name: str, cfg: QueuedDestinationConfig) -> Client:
     if isinstance(cfg, DatadogConfig):
         from .destinations.datadog import DatadogClient
 
@@ -163,6 +187,7 @@ def build_destination(
     telemetry: Telemetry,
     budget: MemoryBudget | None = None,
     spool: Spool | None = None,
+    client: Client | None = None,
 ) -> QueuedDestination:
     q = cfg.queue_config
     # Datadog and OTLP make their own requests from the entries' rows; remote write sends them.
@@ -175,7 +200,8 @@ def build_destination(
         name,
         split_entries=not isinstance(cfg, DatadogConfig | OTLPConfig),
     )
-    client = build_client(name, cfg)
+    if client is None:
+        client = build_client(name, cfg)
     # Datadog's client retries a batch piece by piece and keeps counter state per batch: it
     # must see the same batch again (and its intake refuses bad data with 400, not 5xx).
     isolate = not isinstance(cfg, DatadogConfig)
@@ -686,12 +712,20 @@ class Relay:
         A changed or removed destination drains in the background (until the shutdown
         deadline of its own) while its successor, if any, waits for it before sending, so a
         series is never sent by two senders at once.
+
+        What can fail (a new destination's ``tls_config`` file that cannot be read) is made
+        before anything running is touched: a reload that raises leaves every sender running.
         """
         names = destination_names(config)
         old = dict(self.destinations)
         old_cfg = {name: cfg for _, name, cfg in self.config.destinations()}
         flux: FluxRewriter | None = self.pipeline.flux if config.flux == self.config.flux else None
         pipeline = Pipeline(config, flux)
+        clients = {
+            name: build_client(name, cfg)
+            for _, name, cfg in config.destinations()
+            if name not in old or not same_but_retry(old_cfg[name], cfg)
+        }
         if flux is None and self.flux_state is not None:
             # New rules: they take the stored state if it means the same under them (persist.py).
             self.flux_state.load(pipeline.flux)
@@ -706,7 +740,8 @@ class Relay:
             )
         for _, name, cfg in config.destinations():
             previous = old.pop(name, None)
-            if previous is not None and same_but_retry(old_cfg[name], cfg):
+            if name not in clients:
+                assert previous is not None
                 # Backoff and sample_age_limit are read by the running senders at each
                 # decision, so a new sample_age_limit applies to what is queued already.
                 previous.retry = retry_settings(cfg)
@@ -723,7 +758,9 @@ class Relay:
                     self._draining.append(drain)
                 else:
                     drain = self._drain(previous)
-            fresh = build_destination(name, cfg, self.telemetry, self.budget, self.spool)
+            fresh = build_destination(
+                name, cfg, self.telemetry, self.budget, self.spool, clients[name]
+            )
             destinations[name] = fresh
             starts.append((fresh, drain))
         for leftover in old.values():

@@ -460,3 +460,17 @@ def test_check_config_refuses_what_serve_would_not_start_with(tmp_path: Path) ->
     done = _cli("check-config", str(path))
     assert done.returncode == 0 and "SUCCESS" in done.stdout
     assert "s3cret" not in done.stdout + done.stderr
+
+
+def test_serve_refuses_a_destination_tls_file_it_cannot_read(tmp_path: Path) -> None:
+    """As Prometheus refuses to load such a config: exit 1, one line naming the file."""
+    missing = tmp_path / "no-such-ca.pem"
+    path = tmp_path / "relay.yml"
+    path.write_text(
+        f"remote_write:\n  - name: backend\n    url: https://127.0.0.1:9/\n"
+        f"    tls_config: {{ca_file: {missing}}}\n"
+    )
+    done = _cli("serve", "--config", str(path), "--web.listen-address", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 1
+    assert f"destination 'backend': tls_config.ca_file: unable to read {missing}" in done.stderr
+    assert "Traceback" not in done.stderr

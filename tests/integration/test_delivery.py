@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from gotk_relay.config import ConfigError, load_text
 from gotk_relay.model import Batch, Sample, Series
 from gotk_relay.relay import Relay
 from tests.support.harness import (
@@ -339,3 +344,52 @@ async def test_series_without_a_tenant_are_dropped_and_counted_when_there_is_no_
     ]
     assert receiver.requests[0].headers["THANOS-TENANT"] == "a"
     assert receiver.requests[0].batch.series[0].labels == (("__name__", "m"), ("tenant", "a"))
+
+
+@pytest.mark.parametrize("spooled", [False, True], ids=["memory", "spool"])
+async def test_a_reload_refused_for_a_tls_file_leaves_every_destination_sending(
+    tmp_path: Path, spooled: bool
+) -> None:
+    """A reload that changes one destination and names a CA file that does not exist for
+    another is refused (ConfigError naming the file) before anything running is touched:
+    both destinations go on sending, the changed one's new URL gets nothing."""
+    a, b, moved = ScriptedReceiver(), ScriptedReceiver(), ScriptedReceiver()
+    async with receivers(a, b, moved):
+        config: dict[str, Any] = _config(a.url, b.url)
+        if spooled:
+            config["spool"] = {"data_dir": str(tmp_path / "spool")}
+        async with relay_client(config) as (client, relay):
+            assert await _post(client, gauge_batch(["x"], 1000)) == 204
+            await eventually(lambda: len(a.delivered()) == 1 and len(b.delivered()) == 1)
+            bad = copy.deepcopy(config)
+            bad["remote_write"][0]["url"] = moved.url
+            missing = tmp_path / "no-such-ca.pem"
+            bad["remote_write"][1]["tls_config"] = {"ca_file": str(missing)}
+            with pytest.raises(ConfigError, match=f"'d1': tls_config.ca_file: .*{missing}"):
+                relay.reload(load_text(yaml.safe_dump(bad), "<test>"))
+            assert relay.problems() == []
+            assert await _post(client, gauge_batch(["x"], 2000)) == 204
+            await eventually(lambda: len(a.delivered()) == 2 and len(b.delivered()) == 2)
+            assert moved.requests == []
+
+
+async def test_a_credentials_file_missing_for_a_while_is_retried_not_a_relay_fault(
+    tmp_path: Path,
+) -> None:
+    """A Secret being rotated: while the destination's credentials_file is gone, its sends
+    are retried with backoff and it shows as failing (``credentials_file``), the relay stays
+    ready; once the file is back, what was queued is delivered with the new token."""
+    token = tmp_path / "token"
+    receiver = ScriptedReceiver()
+    async with receivers(receiver):
+        config = _config(receiver.url)
+        config["remote_write"][0]["authorization"] = {"credentials_file": str(token)}  # type: ignore[index]
+        async with relay_client(config) as (client, relay):
+            assert await _post(client, gauge_batch(["x"], 1000)) == 204
+            failing = {"destination": "d0", "reason": "credentials_file"}
+            await eventually(lambda: _sample(relay, "gotk_relay_retries_total", failing) >= 2)
+            assert relay.problems() == []
+            assert receiver.requests == []
+            token.write_text("rotated\n")
+            await eventually(lambda: len(receiver.delivered()) == 1)
+            assert receiver.requests[0].headers["Authorization"] == "Bearer rotated"

@@ -91,7 +91,11 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         log.error("cannot start", extra={"err": str(exc)})
         return 1
     telemetry = Telemetry()
-    relay = Relay(config, telemetry)
+    try:  # a destination's tls_config file that cannot be used
+        relay = Relay(config, telemetry)
+    except ConfigError as exc:
+        log.error("cannot start", extra={"err": str(exc)})
+        return 1
     scraper = Scraper(relay, telemetry)  # scrape_configs: started with the relay, reloaded
     workers = config.receiver.workers  # fixed for the life of the process
     generation = Generation()  # the workers' view of the configuration (worker_pool.py)
@@ -102,8 +106,11 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             return
         try:
             new = load_file(args.config)
-            authenticator.configure(new.receiver.auth)  # re-reads the secret files
+            # The secret files read first, the rules and destinations swapped, then the
+            # credentials: each step that can fail does before anything running changes.
+            Authenticator(new.receiver.auth)
             await apply(new)
+            authenticator.configure(new.receiver.auth)  # re-reads the secret files
         except ConfigError as exc:
             telemetry.reload_success.set(0)
             log.error("failed to reload config; keeping the running one", extra={"err": str(exc)})

@@ -89,6 +89,7 @@ def _send_client(args: argparse.Namespace) -> tuple[dict[str, str], TLSConfig]:
     entry with the same settings would use them; ConfigError/ValueError when they do not fit."""
     from ..config import Authorization, BasicAuth, ConfigError, TLSConfig
     from ..destinations.http import auth_headers
+    from ..errors import SendError
 
     headers: dict[str, str] = {}
     for item in args.header:
@@ -113,7 +114,10 @@ def _send_client(args: argparse.Namespace) -> tuple[dict[str, str], TLSConfig]:
         server_name=args.server_name,
         insecure_skip_verify=args.insecure_skip_verify,
     )
-    return {**headers, **auth_headers(basic, bearer)}, tls
+    try:
+        return {**headers, **auth_headers(basic, bearer)}, tls
+    except SendError as exc:  # a secret file that cannot be read: a usage error here
+        raise ConfigError(exc.detail) from None
 
 
 async def _send(batch: object, args: argparse.Namespace) -> int:

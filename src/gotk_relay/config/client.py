@@ -181,3 +181,5 @@ def read_secret_file(path: str) -> str:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"unable to read secret file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"secret file {path} is not UTF-8 text") from None

@@ -129,7 +129,10 @@ _PROMETHEUS_KEYS: Final = {
     "username_file": "not supported by gotk-relay: set username",
     # prometheus.yml's top level: the relay takes scrape_configs, each with its own settings.
     "global": "gotk-relay has no global section: set scrape_interval and scrape_timeout on "
-    "each scrape_configs entry (Prometheus' defaults, 1m and 10s, apply otherwise)",
+    "each scrape_configs entry (Prometheus' defaults, 1m and 10s, apply otherwise); "
+    "for each of its external_labels, a relabel_configs rule {source_labels: [NAME], "
+    "regex: '', target_label: NAME, replacement: VALUE} sets it on every series that lacks "
+    "it, received or scraped, as Prometheus does",
 }
 
 

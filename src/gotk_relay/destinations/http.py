@@ -21,7 +21,14 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .. import __version__
-from ..config import Authorization, BasicAuth, TLSConfig, file_stamp, sanitize_url
+from ..config import (
+    Authorization,
+    BasicAuth,
+    ConfigError,
+    TLSConfig,
+    file_stamp,
+    sanitize_url,
+)
 from ..errors import SendError
 from .tls import client_ssl_context
 
@@ -49,11 +56,16 @@ def auth_headers(
     basic_auth: BasicAuth | None, authorization: Authorization | None
 ) -> dict[str, str]:
     """Secret files are read on every call, as Prometheus does, so a rotated token is used
-    without a reload."""
-    if basic_auth is not None:
-        return {"Authorization": basic(basic_auth.username, basic_auth.resolve_password())}
-    if authorization is not None:
-        return {"Authorization": f"{authorization.type} {authorization.resolve_credentials()}"}
+    without a reload. A file that cannot be read (a Secret being rotated) is a ``SendError``:
+    the send is retried with backoff, and the destination shows as failing until it can."""
+    try:
+        if basic_auth is not None:
+            return {"Authorization": basic(basic_auth.username, basic_auth.resolve_password())}
+        if authorization is not None:
+            credentials = authorization.resolve_credentials()
+            return {"Authorization": f"{authorization.type} {credentials}"}
+    except ConfigError as exc:
+        raise SendError("credentials_file", str(exc)) from None
     return {}
 
 

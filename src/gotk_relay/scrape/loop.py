@@ -27,10 +27,11 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 
 from .. import __version__
-from ..config import ConfigError, FileStamp, ScrapeConfig, file_stamp
+from ..config import FileStamp, ScrapeConfig, file_stamp
 from ..delivery.spool import SpoolError
 from ..destinations.http import auth_headers
 from ..destinations.tls import client_ssl_context
+from ..errors import SendError
 from ..model import Batch, Labels
 from ..relay import Relay
 from ..rules.relabel import RuleSet, compile_rules
@@ -230,8 +231,8 @@ class TargetLoop:
             headers["Accept-Encoding"] = "identity"
         try:  # secret files are re-read at each scrape, as Prometheus does
             headers.update(auth_headers(job.basic_auth, job.authorization))
-        except ConfigError as exc:
-            raise ScrapeError("secret", str(exc)) from None
+        except SendError as exc:
+            raise ScrapeError("secret", exc.detail) from None
         limit = job.body_size_limit
         try:
             async with asyncio.timeout(job.timeout):
