@@ -98,6 +98,8 @@ REMOTE_WRITE_VALUES: Final = {
         "{max_samples_per_send: '5'}",
         "{batch_send_deadline: 5s}",
         "{min_backoff: 30ms, max_backoff: 5s}",
+        "{min_backoff: 0s}",
+        "{min_shards: 100}",
         "{retry_on_http_429: true}",
         "{retry_on_http_429: 'true'}",
         "{retry_on_http_429: x}",
@@ -161,6 +163,7 @@ STRICTER: Final = {
     ("remote_write", "queue_config", "{min_backoff: 1s, max_backoff: 1ms}"): (
         "a backoff that shrinks"
     ),
+    ("remote_write", "queue_config", "{min_backoff: 0s}"): "retries without pause",
     ("remote_write", "metadata_config", "{send_interval: 2m}"): (
         "metadata goes in the requests it came in; the relay has no interval of its own"
     ),

@@ -33,16 +33,18 @@ class QueueConfig(Strict):
     it does not reshard dynamically, since resharding without draining reorders samples.
     """
 
-    # Prometheus' default is 10000 per shard, with up to 50 shards added under load. The relay
-    # keeps min_shards and receives whole batches from several senders at once, so it buffers
-    # more per shard: enough for bursts of concurrent 2000-sample requests without refusals.
+    # Prometheus 2.42's default is 2500 per shard (10000 since 2.44), with up to 200 shards
+    # (50 since 2.44) added under load. The relay keeps min_shards and receives whole batches
+    # from several senders at once, so it buffers more per shard: enough for bursts of
+    # concurrent 2000-sample requests without refusals.
     capacity: int = Field(100_000, gt=0)
     # The relay keeps exactly min_shards streams (resharding would reorder a series' samples),
-    # so max_shards is the bound min_shards is checked against, as Prometheus' maximum is.
-    max_shards: int = Field(50, gt=0)
+    # so max_shards is the bound min_shards is checked against, with Prometheus 2.42's default.
+    max_shards: int = Field(200, gt=0)
     min_shards: int = Field(1, gt=0)
-    # Prometheus: 2000 per request, over up to 50 shards. The relay merges what queued while a
-    # request was in flight into the next one, so one ordered stream keeps up: bigger default.
+    # Prometheus: 500 per request in 2.42 (2000 since 2.44), over up to 200 shards. The relay
+    # merges what queued while a request was in flight into the next one, so one ordered
+    # stream keeps up: bigger default.
     max_samples_per_send: int = Field(20_000, gt=0)
     # Prometheus: the longest a sample waits in a shard's buffer for a batch to fill. A shard of
     # the relay never waits for more: it sends what is queued as soon as its previous request
@@ -62,6 +64,9 @@ class QueueConfig(Strict):
             )
         if self.batch_send_deadline <= 0:
             raise ValueError("batch_send_deadline must be greater than 0")
+        if self.min_backoff <= 0:
+            # Prometheus takes 0 and then retries without pause, as fast as the backend fails.
+            raise ValueError("min_backoff must be greater than 0 (0 retries without pause)")
         if self.min_backoff > self.max_backoff:
             raise ValueError("min_backoff must not be greater than max_backoff")
         return self
