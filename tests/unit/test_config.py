@@ -467,6 +467,22 @@ def test_metadata_send_false_is_ignored_for_remote_write_2_with_a_warning() -> N
     assert load_text(v1, "<test>").warnings() == []
 
 
+def test_a_max_shards_above_min_shards_is_named_as_unused() -> None:
+    """Prometheus adds shards up to max_shards under load; the relay runs min_shards, so a
+    block tuned for the first (one stream of 500-sample requests here) is warned about."""
+    queue = "{capacity: 2500, max_shards: 200, max_samples_per_send: 500}"
+    warnings = load_text(f"remote_write: [{{url: 'http://a/', queue_config: {queue}}}]").warnings()
+    assert warnings == [
+        "remote_write[0].queue_config.max_shards: 200 is a bound only: gotk-relay sends on "
+        "min_shards (1) ordered streams, one request of up to max_samples_per_send (500) points "
+        "in flight each, and does not add shards under load; set min_shards to the streams the "
+        "destination needs"
+    ]
+    for quiet in ("{min_shards: 4, max_shards: 4}", "{min_shards: 4}", "{}"):
+        text = f"remote_write: [{{url: 'http://a/', queue_config: {quiet}}}]"
+        assert load_text(text).warnings() == [], quiet
+
+
 def test_batch_send_deadline_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="batch_send_deadline must be greater than 0"):
         load_text("remote_write: [{url: 'http://a/', queue_config: {batch_send_deadline: 0s}}]")

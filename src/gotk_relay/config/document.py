@@ -162,6 +162,18 @@ class Config(Strict):
                 "are refused from /federate (gotk_relay_samples_dropped_total"
                 '{destination="federate",reason="max_series"}); raise it or leave it unset'
             )
+        for where, _, cfg in self.destinations():
+            q = cfg.queue_config
+            if "max_shards" in q.model_fields_set and q.max_shards > q.min_shards:
+                # Prometheus adds shards up to max_shards under load; the relay never does, so
+                # a block tuned for that (e.g. max_samples_per_send: 500) sends far less.
+                out.append(
+                    f"{where}.queue_config.max_shards: {q.max_shards} is a bound only: "
+                    f"gotk-relay sends on min_shards ({q.min_shards}) ordered streams, one "
+                    f"request of up to max_samples_per_send ({q.max_samples_per_send}) points "
+                    "in flight each, and does not add shards under load; set min_shards to "
+                    "the streams the destination needs"
+                )
         for i, rw in enumerate(self.remote_write):
             if rw.protobuf_message == Protocol.V2 and not rw.metadata_config.send:
                 # Prometheus' own words for it (storage/remote/queue_manager.go).
