@@ -17,7 +17,7 @@ from gotk_relay.delivery.queue import (
     shard_key,
     split_by_shard,
 )
-from gotk_relay.model import Batch, FamilyMetadata, Protocol, Sample, Series
+from gotk_relay.model import Batch, FamilyMetadata, MetricType, Protocol, Sample, Series
 from gotk_relay.wire import rw1, rw2
 
 
@@ -97,6 +97,31 @@ def test_take_merges_queued_batches_up_to_max_points() -> None:
         shard.done()
         second = await shard.take(queue.max_points_per_send)
         assert [decode_entry(e).series[0].name for e in second] == ["s2", "s3"]
+
+    asyncio.run(scenario())
+
+
+def test_metadata_requests_queued_in_an_outage_are_not_all_merged_into_one() -> None:
+    """A request of metadata only has no points, but merging every one queued meanwhile made
+    a request of any size: each weighs as much as Prometheus' largest metadata request
+    (2000), so a 20000-point send takes ten, and the next send the rest, in order."""
+
+    async def scenario() -> None:
+        shard = Shard(capacity=1000)
+        families = tuple(FamilyMetadata(f"m{i}", MetricType.GAUGE, "", "") for i in range(3))
+        for _ in range(25):
+            shard.put(_entry(Batch((), families)))
+        shard.put(_entry(Batch((_series("after", 1),))))
+        peeked = shard.peek(20_000)
+        first = await shard.take(20_000)
+        assert first == peeked and len(first) == 10
+        assert all(e.points == 0 for e in first)
+        shard.done()
+        assert len(await shard.take(20_000)) == 10
+        shard.done()
+        last = await shard.take(20_000)
+        assert [e.points for e in last] == [0] * 5 + [1]
+        assert shard.room_for(1000 - 1) and not shard.room_for(1000)  # the point in flight
 
     asyncio.run(scenario())
 

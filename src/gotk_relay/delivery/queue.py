@@ -62,6 +62,15 @@ _READ_ROWS = 64
 # How many entries of other tenants a shard passes over to fill a request with one tenant's
 # (Shard._pop): bounds the work per send when thousands of tenants share a shard.
 _LOOKAHEAD = 256
+# What an entry without points (a metadata request) weighs when entries are merged into a
+# request of max_samples_per_send: as many as the most metadata one request of Prometheus
+# holds (metadata_config.max_samples_per_send). Counted as 0, every metadata request queued
+# during an outage went out in one send.
+_NO_POINTS_WEIGHT = 2000
+
+
+def _weight(entry: Entry) -> int:
+    return entry.points or _NO_POINTS_WEIGHT
 
 
 class Shard:
@@ -174,10 +183,10 @@ class Shard:
             if entry.tenant != tenant:
                 passed += 1
                 continue
-            if taken and total + entry.points > max_points:
+            if taken and total + _weight(entry) > max_points:
                 break
             taken.append(entry)
-            total += entry.points
+            total += _weight(entry)
         return taken
 
     def _pop(self, max_points: int, tenant: str) -> list[Entry]:
@@ -192,18 +201,19 @@ class Shard:
         """
         taken: list[Entry] = []
         passed: list[Entry] = []
-        total = 0
+        total = weight = 0
         entries = self.entries
         while entries and len(passed) < _LOOKAHEAD:
             entry = entries[0]
             if entry.tenant != tenant:
                 passed.append(entries.popleft())
                 continue
-            if taken and total + entry.points > max_points:
+            if taken and weight + _weight(entry) > max_points:
                 break
             entries.popleft()
             taken.append(entry)
             total += entry.points
+            weight += _weight(entry)
         if passed:
             entries.extendleft(reversed(passed))
         self.memory_points -= total
