@@ -17,6 +17,7 @@ The worker holds the configuration of one generation. When the core answers that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ log = logging.getLogger("gotk_relay.scan_worker")
 
 CORE: Final = "http://gotk-relay-core"
 TRIES: Final = 3  # attempts of one request across configuration changes
+_PROXY_PIECE: Final = 64 * 1024
 HOP_BY_HOP: Final = frozenset(
     {
         "connection",
@@ -246,9 +248,12 @@ class Worker:
     # Everything else: passed on to the core as it came
 
     async def proxy(self, request: web.Request, body: bytes | None = None) -> web.StreamResponse:
+        """The core's answer, passed on as it comes (64 KiB at a time): a /federate or Flux
+        page of many MB is streamed by the core, and is not held whole here either."""
         if body is None:
             body = await request.read()
         url = URL(CORE + request.raw_path, encoded=True)
+        answered: web.StreamResponse | None = None
         try:
             async with self.session.request(
                 request.method,
@@ -257,17 +262,24 @@ class Worker:
                 headers=_forwardable(request.headers, request.remote),
                 allow_redirects=False,
             ) as response:
-                payload = await response.read()
-                answered = web.Response(
-                    status=response.status, body=payload, headers=_forwardable(response.headers)
-                )
                 told = response.headers.get(GENERATION_HEADER)
-            if told is not None and told != str(self.generation):
-                await self.refresh(self.generation)  # a reload: the next request uses it
-            return answered
+                answered = web.StreamResponse(
+                    status=response.status, headers=_forwardable(response.headers)
+                )
+                await answered.prepare(request)
+                async for piece in response.content.iter_chunked(_PROXY_PIECE):
+                    await answered.write(piece)
+                await answered.write_eof()
         except (aiohttp.ClientError, CoreUnavailable) as exc:
             log.warning("core unavailable", extra={"err": str(exc)})
+            if answered is not None and answered.prepared:
+                raise  # part of the answer is sent: the client's connection is cut
             return _unavailable()
+        if told is not None and told != str(self.generation):
+            # A reload: the next request uses it (and tries again if the core is away now).
+            with contextlib.suppress(CoreUnavailable):
+                await self.refresh(self.generation)
+        return answered
 
     def app(self) -> web.Application:
         # The same body limits as the core's app (server.make_app): the write handler reads

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -635,3 +636,36 @@ async def test_shutdown_timeout_bounds_the_whole_shutdown_with_workers(tmp_path:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+@pytest.mark.slow  # starts worker processes
+async def test_a_large_federate_answer_is_the_same_through_either_process(tmp_path: Path) -> None:
+    """/federate of 400 Flux objects (≈2000 series, several 64 KiB pieces): a worker passes
+    the core's answer on as it streams it, byte for byte, plain and gzipped."""
+    receiver = ScriptedReceiver()
+    async with receivers(receiver), relay(tmp_path, _config(receiver.url)) as running:
+        now = int(time.time() * 1000)  # within /federate's lookback
+        objects = [
+            Series(labels_from({**KSM, "name": f"app-{i}", "ready": "True"}), (Sample(1.0, now),))
+            for i in range(400)
+        ]
+        assert (await running.write(Batch(tuple(objects))))[0] == 204
+        query = "/federate?match[]=" + urllib.parse.quote('{__name__=~"gotk_.+"}')
+        bodies = set()
+        for _ in range(16):
+            status, text = await running.get(query)
+            assert status == 200
+            bodies.add(text)
+        assert len(bodies) == 1
+        (body,) = bodies
+        assert len(body.encode()) > 4 * 64 * 1024
+        assert body.count('name="app-') == 5 * 400  # the input and its four outputs
+        zipped = set()
+        for _ in range(8):
+            async with running.session.get(
+                running.base + query, headers={"Accept-Encoding": "gzip"}
+            ) as response:
+                assert response.status == 200
+                assert response.headers.get("Content-Encoding") == "gzip"
+                zipped.add(await response.text())
+        assert zipped == {body}
