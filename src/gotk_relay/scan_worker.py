@@ -103,6 +103,23 @@ class Worker:
         self.authenticator = Authenticator()
         self.in_flight = InFlight()
         self._refreshing: asyncio.Lock = asyncio.Lock()
+        self._core_failures = 0  # requests answered 503 since the core last answered
+
+    def _core_failed(self, exc: Exception) -> None:
+        """Logged once per spell (a core that is away fails every request of every worker;
+        the core's own log and /-/ready say why), then once when it answers again."""
+        if not self._core_failures:
+            log.warning(
+                "core unavailable; requests are answered 503 until it answers again (logged "
+                "once until then)",
+                extra={"err": str(exc)},
+            )
+        self._core_failures += 1
+
+    def _core_answered(self) -> None:
+        if self._core_failures:
+            log.info("core answers again", extra={"refused": self._core_failures})
+            self._core_failures = 0
 
     async def refresh(self, seen: int | None = None) -> None:
         """Fetch the core's configuration (once for concurrent callers that saw ``seen``)."""
@@ -166,6 +183,7 @@ class Worker:
                 if response is None:
                     await self.refresh(generation)
                     continue
+                self._core_answered()
                 return response
             # The configuration kept changing under this request: the core decides.
             if body is None:
@@ -173,7 +191,7 @@ class Worker:
                 return await answer(request, last)
             return await self.proxy(request, body)
         except CoreUnavailable as exc:
-            log.warning("core unavailable", extra={"err": str(exc)})
+            self._core_failed(exc)
             return _unavailable()
         finally:
             if entered:
@@ -271,10 +289,11 @@ class Worker:
                     await answered.write(piece)
                 await answered.write_eof()
         except (aiohttp.ClientError, CoreUnavailable) as exc:
-            log.warning("core unavailable", extra={"err": str(exc)})
+            self._core_failed(exc)
             if answered is not None and answered.prepared:
                 raise  # part of the answer is sent: the client's connection is cut
             return _unavailable()
+        self._core_answered()
         if told is not None and told != str(self.generation):
             # A reload: the next request uses it (and tries again if the core is away now).
             with contextlib.suppress(CoreUnavailable):

@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from gotk_relay.cli import build_parser
 from gotk_relay.config import ConfigError, load_text
@@ -669,3 +670,42 @@ async def test_a_large_federate_answer_is_the_same_through_either_process(tmp_pa
                 assert response.headers.get("Content-Encoding") == "gzip"
                 zipped.add(await response.text())
         assert zipped == {body}
+
+
+async def test_a_worker_logs_an_unreachable_core_once_per_spell(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every request a worker passes on fails while the core is away: answered 503 each time,
+    logged once, and once more when the core answers again."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gotk_relay.scan_worker import Worker
+
+    socket_path = tmp_path / "core.sock"
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        worker = Worker(session)
+        async with TestClient(TestServer(worker.app())) as client:
+            caplog.set_level("INFO", logger="gotk_relay")
+            for _ in range(5):
+                response = await client.get("/metrics")
+                assert response.status == 503 and response.headers["Retry-After"] == "1"
+            away = [r for r in caplog.records if "core unavailable" in r.getMessage()]
+            assert len(away) == 1
+
+            async def metrics(_: web.Request) -> web.Response:
+                return web.Response(text="up 1\n")
+
+            core = web.Application()
+            core.router.add_get("/metrics", metrics)
+            runner = web.AppRunner(core)
+            await runner.setup()
+            await web.UnixSite(runner, str(socket_path)).start()
+            try:
+                for _ in range(3):
+                    response = await client.get("/metrics")
+                    assert response.status == 200 and await response.text() == "up 1\n"
+            finally:
+                await runner.cleanup()
+            back = [r for r in caplog.records if "core answers again" in r.getMessage()]
+            assert len(back) == 1 and back[0].refused == 5  # type: ignore[attr-defined]
