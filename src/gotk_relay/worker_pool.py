@@ -242,6 +242,7 @@ class WorkerPool:
     _pipe: tuple[int, int] | None = None
     _supervisor: asyncio.Task[None] | None = None
     _stopping: bool = False
+    _supervision_failing: str = ""  # the error of the last check of the workers, if it failed
 
     def start(self) -> None:
         self._pipe = os.pipe()
@@ -254,11 +255,14 @@ class WorkerPool:
         """Workers not running now (for /-/ready): exited or failing to start, until restarted."""
         if self._stopping:
             return []  # stopped on purpose (the relay is shutting down)
-        return [
+        problems = [
             f"ingest worker {slot.index}: {slot.failing or 'not running'}; restarting it"
             for slot in self.slots
             if not slot.running
         ]
+        if self._supervision_failing:
+            problems.append(f"supervising the ingest workers fails: {self._supervision_failing}")
+        return problems
 
     def metrics(self) -> Iterable[Metric]:
         yield gauge(
@@ -325,19 +329,30 @@ class WorkerPool:
             self._spawn(slot, now)
 
     async def _supervise(self) -> None:
-        failed = False
+        delay = 0.1
         while not self._stopping:
             now = time.monotonic()
-            try:
-                for slot in self.slots:
-                    if not self._stopping:
-                        self._check(slot, now)
-                failed = False
-            except Exception:  # a bug here must not end the supervision: logged once
-                if not failed:
-                    log.exception("supervising the ingest workers failed; trying again")
-                failed = True
-            await asyncio.sleep(0.1)
+            failure = ""
+            for slot in self.slots:  # each slot on its own: one that fails skips no other
+                if self._stopping:
+                    break
+                try:
+                    self._check(slot, now)
+                except Exception as exc:  # a bug here must not end the supervision
+                    if not failure and not self._supervision_failing:
+                        log.exception(
+                            "supervising the ingest workers failed; trying again with backoff "
+                            "(logged once until it succeeds)",
+                            extra={"worker": slot.index},
+                        )
+                    failure = failure or repr(exc)
+            if failure:  # backoff, short: the other slots are checked on the same round
+                delay = min(delay * 2, 2.0)
+            elif self._supervision_failing:
+                log.info("supervising the ingest workers succeeds again")
+                delay = 0.1
+            self._supervision_failing = failure
+            await asyncio.sleep(delay)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every worker (they stop accepting and finish what they hold), then SIGKILL

@@ -91,3 +91,40 @@ async def test_a_restart_that_cannot_start_a_process_is_tried_again(
             await pool.stop(1.0)  # raises nothing: the supervisor never died
     failed = [r for r in caplog.records if "ingest worker failed" in r.getMessage()]
     assert len(failed) == 1 and "exited with code" in failed[0].__dict__["reason"]
+
+
+async def test_a_check_that_raises_skips_no_other_worker_and_shows_until_it_succeeds(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(worker_pool, "RESTART_BACKOFF", 0.05)
+    pool = WorkerPool(2, "/nonexistent/core.sock", ("127.0.0.1", 1))
+    pool._argv = lambda index: SLEEPS  # type: ignore[method-assign]
+    real = pool._check
+    broken = True
+
+    def check(slot: worker_pool._Slot, now: float) -> None:
+        if broken and slot.index == 0:
+            raise RuntimeError("a bug in the check")
+        real(slot, now)
+
+    pool._check = check  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="gotk_relay"):
+        pool.start()
+        try:
+            await eventually(lambda: _value(pool, "gotk_relay_workers_up") == 2)
+            failing = "supervising the ingest workers fails: RuntimeError('a bug in the check')"
+            await eventually(lambda: failing in pool.problems())
+            second = pool.slots[1]
+            assert second.proc is not None
+            second.proc.kill()  # the slot after the failing one is still looked after
+            await eventually(lambda: (_value(pool, "gotk_relay_worker_restarts_total") or 0) >= 1)
+            await eventually(lambda: _value(pool, "gotk_relay_workers_up") == 2)
+            broken = False
+            await eventually(lambda: pool.problems() == [], timeout=10.0)
+        finally:
+            await pool.stop(1.0)
+    raised = [
+        r for r in caplog.records if "supervising the ingest workers failed" in r.getMessage()
+    ]
+    assert len(raised) == 1
+    assert any("succeeds again" in r.getMessage() for r in caplog.records)
