@@ -717,6 +717,7 @@ class Relay:
         before anything running is touched: a reload that raises leaves every sender running.
         """
         names = destination_names(config)
+        self._draining = [task for task in self._draining if not task.done()]  # bounded
         old = dict(self.destinations)
         old_cfg = {name: cfg for _, name, cfg in self.config.destinations()}
         flux: FluxRewriter | None = self.pipeline.flux if config.flux == self.config.flux else None
@@ -798,11 +799,21 @@ class Relay:
         if self._clock is not None:
             self._clock.cancel()
         deadline = asyncio.get_running_loop().time() + timeout
-        await asyncio.gather(
+        names = list(self.destinations)
+        results = await asyncio.gather(
             *(d.stop(deadline) for d in self.destinations.values()),
             *self._draining,
             return_exceptions=True,
         )
+        # The replaced destinations' drains log their own failures (_logged); the current
+        # ones' are logged here, or no one would see them.
+        for name, result in zip(names, results, strict=False):
+            if isinstance(result, Exception):
+                log.error(
+                    "a destination failed to stop",
+                    extra={"destination": name, "err": repr(result)},
+                    exc_info=result,
+                )
         if self.spool is not None:
             self.spool.close()
 

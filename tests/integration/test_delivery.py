@@ -393,3 +393,23 @@ async def test_a_credentials_file_missing_for_a_while_is_retried_not_a_relay_fau
             token.write_text("rotated\n")
             await eventually(lambda: len(receiver.delivered()) == 1)
             assert receiver.requests[0].headers["Authorization"] == "Bearer rotated"
+
+
+async def test_a_destination_that_fails_to_stop_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = ScriptedReceiver()
+    async with receivers(receiver), relay_client(_config(receiver.url)) as (_, relay):
+        destination = relay.destinations["d0"]
+        stop = destination.stop
+
+        async def failing(deadline: float) -> None:
+            await stop(deadline)
+            raise RuntimeError("closing failed")
+
+        destination.stop = failing  # type: ignore[method-assign]
+        with caplog.at_level("ERROR", logger="gotk_relay"):
+            await relay.stop(0.1)
+        (record,) = [r for r in caplog.records if "failed to stop" in r.getMessage()]
+        assert record.destination == "d0"  # type: ignore[attr-defined]
+        assert "closing failed" in record.err  # type: ignore[attr-defined]
