@@ -16,8 +16,8 @@ sets as the stub, one row per object.
 
 What differs by construction, and is accounted for explicitly: the check tags everything with
 ``endpoint:<scraped URL>``, which the relay cannot know (left out of the stub's tags); the Agent
-adds its tagger's tags, of which the relay sends ``kube_namespace`` on the controller families
-(added to the stub's tags there). Tag values are compared as the intake stores them
+adds its tagger's tags, of which the relay sends ``kube_namespace``, ``kube_deployment`` and
+``kube_container_name`` on the controller families (added to the stub's tags there). Tag values are compared as the intake stores them
 (lowercased). The stub holds a ``monotonic_count``'s cumulative values; the Agent sends the
 difference between two scrapes, which is what the relay's ``count`` points must equal.
 """
@@ -342,8 +342,12 @@ def run_check() -> dict[Key, float]:
     for name in aggregator.metric_names:
         for stub in aggregator.metrics(name):
             tags = {t.lower() for t in stub.tags if not t.startswith("endpoint:")}
-            if not name.startswith("fluxcd.gotk."):
-                tags.add("kube_namespace:flux-system")  # the Agent's tagger, for the pod
+            if not name.startswith("fluxcd.gotk."):  # the Agent's tagger, for the pod
+                tags |= {
+                    "kube_namespace:flux-system",
+                    "kube_deployment:helm-controller",
+                    "kube_container_name:manager",
+                }
             got.setdefault((name, STUB_TYPES[stub.type], frozenset(tags)), []).append(stub.value)
     aggregator.reset()
     out: dict[Key, float] = {}

@@ -210,9 +210,28 @@ CASES = [
             name="kustomization",
             controller="kustomization",
             kube_namespace="flux-system",
+            kube_container_name="manager",
             cluster="prod",
         ),
         id="controller-family-scrape-labels-out",
+    ),
+    pytest.param(
+        "process_resident_memory_bytes",
+        _l(
+            __name__="process_resident_memory_bytes",
+            job="flux-system/source-controller",
+            namespace="flux-system",
+            pod="source-controller-7c8b9d6f5d-x2b4z",
+            container="manager",
+        ),
+        (),
+        _l(
+            __name__="process_resident_memory_bytes",
+            kube_namespace="flux-system",
+            kube_deployment="source-controller",
+            kube_container_name="manager",
+        ),
+        id="controller-pod-tagged-as-the-agent-tags-it",
     ),
     pytest.param(
         "controller_runtime_reconcile_time_seconds_bucket",

@@ -38,7 +38,10 @@ Tags
       ``leader_election_master_status``): their labels are not a fixed set, so the scrape's
       target labels (``job``, ``instance``, ``pod``, ``container``, ``endpoint``, ``service``)
       are removed instead and the target's ``namespace`` becomes ``kube_namespace``, the tag
-      the Agent puts on a pod's check metrics and the integration's monitors group by. Every
+      the Agent puts on a pod's check metrics and the integration's monitors group by; as the
+      Agent's tagger also does, ``pod`` gives ``kube_deployment`` (a Deployment's pod name
+      without its two generated suffixes) and ``container`` ``kube_container_name``, so that
+      each controller's ``process_*`` stay series of their own. Every
       Go program exposes ``process_*`` and every controller-runtime operator the others, and
       the check only ever scrapes Flux's controllers: so these families are the integration's
       only from targets whose ``namespace`` is one of the Flux controllers' namespaces
@@ -52,6 +55,7 @@ Tags
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -202,6 +206,17 @@ def flux_applies(name: str, labels: Labels, namespaces: Collection[str]) -> bool
     return False
 
 
+# A Deployment's pod: <deployment>-<pod-template-hash>-<5 characters>, both parts lowercase
+# alphanumerics (Kubernetes' generated names).
+_DEPLOYMENT_POD: Final = re.compile(r"(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}")
+
+
+def _deployment(pod: str) -> str:
+    """The Deployment a pod name says it belongs to ("" for any other pod name)."""
+    found = _DEPLOYMENT_POD.fullmatch(pod)
+    return found.group(1) if found else ""
+
+
 def flux_labels(name: str, labels: Labels, keep: Collection[str] = ()) -> Labels | None:
     """The labels the check would tag a series of ``name`` with (see the module docstring),
     with ``__name__``, sorted; None for a series the check does not send (a ``+Inf`` bucket).
@@ -242,6 +257,13 @@ def flux_labels(name: str, labels: Labels, keep: Collection[str] = ()) -> Labels
                 out[key] = value
         if "namespace" in given and "kube_namespace" not in out:
             out["kube_namespace"] = given["namespace"]
+        # The Agent's tagger also names the pod's Deployment and container: without them the
+        # process_* series of every Flux controller would be one series at Datadog.
+        deployment = _deployment(given.get("pod", ""))
+        if deployment and "kube_deployment" not in out:
+            out["kube_deployment"] = deployment
+        if given.get("container") and "kube_container_name" not in out:
+            out["kube_container_name"] = given["container"]
         if found.part == "_bucket" and "le" in out:
             bound = upper_bound(out.pop("le"))
             if bound is None:
