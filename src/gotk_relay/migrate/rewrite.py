@@ -286,7 +286,10 @@ class _Context:
                 if named_deleted and _fullmatch(op, value, DELETED):
                     raise NotMigratable(
                         'status="Deleted" (Flux before 2.1) has no counterpart: a deleted '
-                        "object's info series just ends"
+                        "object's info series just ends. Where the Deleted term only leaves "
+                        "deleted objects out (the old ReconciliationFailure alert's "
+                        '`+ on(...) (max(...{status="Deleted"}) by (...)) * 2 == 1`, a panel\'s '
+                        '`- sum(...{status="Deleted"})`), drop that term and migrate the rest'
                     )
                 statuses = {s for s in statuses if _fullmatch(op, value, s)}
             elif label == "type" and name == CONDITION:
