@@ -98,7 +98,9 @@ def test_expr_takes_a_grafana_variable_query(capsys: pytest.CaptureFixture[str])
 def test_expr_not_migratable_prints_it_unchanged_and_the_reason(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    expr = 'max(gotk_reconcile_condition{status="Deleted"}) by (exported_namespace, name, kind)'
+    expr = (
+        'max by (exported_namespace, name, kind) (gotk_reconcile_condition{status="Deleted"} == 1)'
+    )
     with pytest.raises(NotMigratable) as refused:
         migrate_expr(expr, Shape.RESOURCE_INFO)
     code, out, err = run(capsys, "--to", "resource_info", "--expr", expr)
@@ -227,7 +229,7 @@ def test_output_dir_gets_every_file(capsys: pytest.CaptureFixture[str], tmp_path
         str(outdir),
         *[str(FIXTURES / n) for n in FILES],
     )
-    assert code == 3  # the legacy alert and the Deleted panel have no counterpart
+    assert code == 3  # the panel counting deleted objects has no counterpart
     assert out == ""
     for name in FILES:
         text = (FIXTURES / name).read_text()

@@ -37,6 +37,39 @@ OP_DEDUPE_READY = (
 )
 
 REWRITES = {
+    # Flux before 2.1: the Deleted series, 0 on every live object, only leave deleted objects out.
+    "deleted-alert": (
+        f'max({C}{{status="False",type="Ready"}}) by (exported_namespace, name, kind) '
+        f'+ on(exported_namespace, name, kind) (max({C}{{status="Deleted"}}) '
+        "by (exported_namespace, name, kind)) * 2 == 1",
+        KSM,
+        '(group by (exported_namespace, name, customresource_kind) (gotk_resource_info{ready="False"}) '
+        "or group by (exported_namespace, name, customresource_kind) (gotk_resource_info) * 0) "
+        "+ on (exported_namespace, name, customresource_kind) "
+        "(group by (exported_namespace, name, customresource_kind) (gotk_resource_info) * 0) * 2 "
+        "== 1",
+    ),
+    "deleted-subtracted-from-a-count": (
+        f'count({C}{{status="True",kind="HelmRelease"}}) - sum({C}{{status="Deleted",kind="HelmRelease"}})',
+        KSM,
+        f'count({KSM_DEDUPE_READY} (gotk_resource_info{{customresource_kind="HelmRelease"}})) '
+        '- group(gotk_resource_info{customresource_kind="HelmRelease"}) * 0',
+    ),
+    "deleted-in-a-min": (
+        f'min by (name) ({C}{{status=~"True|Deleted"}})',
+        KSM,
+        "group by (name) (gotk_resource_info) * 0",
+    ),
+    "deleted-zero-is-every-live-object": (
+        f'count({C}{{status="Deleted"}} == 0)',
+        KSM,
+        f"count({KSM_DEDUPE_READY} (gotk_resource_info))",
+    ),
+    "deleted-counted-as-a-series-per-object": (
+        f'count({C}{{status=~"False|Deleted"}})',
+        KSM,
+        None,
+    ),
     # Legacy -> kube-state-metrics.
     "filter-to-failing": (
         f'{C}{{type="Ready",status="False"}} == 1',
@@ -208,10 +241,9 @@ def test_the_rewrite_of_each_kind_of_query(query: str, to: Shape, expected: str 
 
 
 REFUSALS = {
-    "deleted-alert": (
-        'max(gotk_reconcile_condition{status="False"}) by (exported_namespace, name, kind) '
-        '+ on(exported_namespace, name, kind) (max(gotk_reconcile_condition{status="Deleted"}) '
-        "by (exported_namespace, name, kind)) * 2 == 1",
+    "deleted-objects": (f'{C}{{status="Deleted"}} == 1', KSM, "Deleted"),
+    "deleted-in-a-window": (
+        f'max by (name) (max_over_time({C}{{status="Deleted"}}[5m]))',
         KSM,
         "Deleted",
     ),

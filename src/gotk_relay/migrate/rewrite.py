@@ -70,6 +70,12 @@ class Migrated:
 
 
 ALL_STATUSES = frozenset(STATUSES)
+DELETED_ONE = (
+    'status="Deleted" (Flux before 2.1) at 1 selects deleted objects, which have no info '
+    "series: alert on their absence instead. Where the Deleted series only leave deleted "
+    "objects out (the old ReconciliationFailure alert, panels that subtract them), they are "
+    "migrated"
+)
 # Labels that hold an object's state: one series per status on the legacy shape, the state of
 # the object on the info shapes. Results are compared without them (docs/migrate.md).
 STATE_LABELS = frozenset({"status", "type", "ready", "suspended"})
@@ -111,6 +117,9 @@ class Term:
     # Equality matchers of the selector as written (target-independent, mapped later), for
     # absent(): None when the term no longer is a bare selector.
     absent_labels: tuple[tuple[str, str], ...] | None = None
+    # INDICATOR: the selector also names status="Deleted" (Flux before 2.1, or gotk-relay's
+    # flux.emit_deleted), one more series per live object, always 0 there.
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,9 @@ class _Context:
     ) -> Term:
         neutral: list[Matcher] = []
         statuses = set(STATUSES)
+        # The Deleted series count only where a status matcher names them (a store of Flux 2.1
+        # or later has none; one of an older Flux has them for every object).
+        deleted_named, deleted_kept = False, True
         for label, op, value in matchers:
             if label == "status" and name == CONDITION:
                 if _has_macro(value):
@@ -282,15 +294,9 @@ class _Context:
                         "the Ready status comes from a template variable, whose values differ "
                         "between shapes"
                     )
-                named_deleted = op in ("=", "=~") and DELETED in value
-                if named_deleted and _fullmatch(op, value, DELETED):
-                    raise NotMigratable(
-                        'status="Deleted" (Flux before 2.1) has no counterpart: a deleted '
-                        "object's info series just ends. Where the Deleted term only leaves "
-                        "deleted objects out (the old ReconciliationFailure alert's "
-                        '`+ on(...) (max(...{status="Deleted"}) by (...)) * 2 == 1`, a panel\'s '
-                        '`- sum(...{status="Deleted"})`), drop that term and migrate the rest'
-                    )
+                hit = _fullmatch(op, value, DELETED)
+                deleted_named = deleted_named or (op in ("=", "=~") and hit)
+                deleted_kept = deleted_kept and hit
                 statuses = {s for s in statuses if _fullmatch(op, value, s)}
             elif label == "type" and name == CONDITION:
                 if not _fullmatch(op, value, "Ready"):
@@ -302,14 +308,22 @@ class _Context:
                     raise NotMigratable(f"{SUSPEND} has no `{label}` label: the selector is empty")
             else:
                 neutral.append(self._neutral_matcher(label, op, value))
-        if not statuses:
+        deleted = deleted_named and deleted_kept
+        if not statuses and not deleted:
             raise NotMigratable("the status matchers select no Ready status")
+        if deleted:
+            self.note(
+                'status="Deleted" (Flux before 2.1) is written as the 0 each live object has '
+                "there: a deleted object has no info series, where the legacy shape kept it "
+                "with Deleted 1 until the controller dropped it"
+            )
         return Term(
             matchers=tuple(neutral),
             value=Value.INDICATOR,
             ready=frozenset(statuses) if name == CONDITION else ALL_STATUSES,
             suspend_gauge=name == SUSPEND,
             absent_labels=absent,
+            deleted=deleted,
             **common,  # type: ignore[arg-type]
         )
 
@@ -719,6 +733,23 @@ class _Rewriter:
                 "compares a range of Flux samples: only max_over_time(...) == 1 has a counterpart "
                 "(never in a state over the window is not the same as some series of another)"
             )
+        if term.deleted:
+            if keeps_one:
+                raise NotMigratable(DELETED_ONE)
+            if term.ready:
+                raise NotMigratable(
+                    f"`{op} {number.text}` over a Ready status and Deleted keeps, per object, "
+                    "two series or one: the info shapes have no counterpart"
+                )
+            # Deleted == 0: every live object, once.
+            return replace(
+                term,
+                value=Value.ZERO,
+                ready=ALL_STATUSES,
+                deleted=False,
+                absent_labels=None,
+                per_status=False,
+            )
         if term.suspend_gauge:
             return replace(
                 term,
@@ -868,20 +899,13 @@ class _Rewriter:
                 "in a state at some point of the window, which the info shapes cannot tell apart "
                 "from an object that was in it all along"
             )
-        whole = replace(term, per_status=False)  # one series per object, any state
+        if term.deleted and term.window is not None:
+            raise NotMigratable(DELETED_ONE)
+        whole = replace(term, per_status=False, deleted=False)  # one series per object
         everything = ctx.objects(whole, ALL_STATUSES, None)
-        miss: Out | None
-        if term.suspend_gauge:
-            hit = ctx.objects(whole, ALL_STATUSES, True, dedupe=op == "sum")
-            miss = ctx.objects(whole, ALL_STATUSES, False)
-            per_object = 1
-        else:
-            hit = ctx.objects(term, term.ready, None, dedupe=op == "sum")
-            rest = ALL_STATUSES - term.ready
-            miss = ctx.objects(term, rest, None) if rest else None
-            per_object = len(term.ready)
         everything_grouped = agg("group", everything)
         zero_fill = f"{everything_grouped} * 0"
+        per_object = 1 if term.suspend_gauge else len(term.ready) + term.deleted
         if op == "group":
             return done(everything_grouped)
         if op == "count":
@@ -889,6 +913,19 @@ class _Rewriter:
             if per_object != 1:
                 return done(f"{counted} * {per_object}", PREC_ADD + 1)
             return done(counted)
+        if term.deleted and (not term.ready or op == "min"):
+            # The Deleted series are 0 on every live object: a group's sum or max of them
+            # alone, or its min with them, is 0.
+            return done(zero_fill, printer.binary_prec("*"))
+        miss: Out | None
+        if term.suspend_gauge:
+            hit = ctx.objects(whole, ALL_STATUSES, True, dedupe=op == "sum")
+            miss = ctx.objects(whole, ALL_STATUSES, False)
+        else:
+            plain = replace(term, deleted=False)
+            hit = ctx.objects(plain, term.ready, None, dedupe=op == "sum")
+            rest = ALL_STATUSES - term.ready
+            miss = ctx.objects(plain, rest, None) if rest else None
         if miss is None and term.window is None:  # every status named: one 1 per object
             if op == "sum":
                 return done(agg("count", ctx.objects(whole, ALL_STATUSES, None, dedupe=True)))
