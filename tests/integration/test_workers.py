@@ -128,7 +128,7 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def relay(tmp_path: Path, config: dict[str, object]) -> AsyncIterator[Running]:
+async def relay(tmp_path: Path, config: dict[str, object], *flags: str) -> AsyncIterator[Running]:
     port = free_port()
     config_path = tmp_path / "relay.yml"
     config_path.write_text(yaml.safe_dump(config))
@@ -144,6 +144,7 @@ async def relay(tmp_path: Path, config: dict[str, object]) -> AsyncIterator[Runn
             str(config_path),
             "--web.listen-address",
             f"127.0.0.1:{port}",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -580,39 +581,18 @@ async def test_shutdown_timeout_bounds_the_whole_shutdown_with_workers(tmp_path:
     finishing requests they hold (a client that stalls in its body) and a queue that cannot
     drain (the destination answers 503), SIGTERM still ends the relay within the timeout."""
     timeout = 3.0
-    async with receivers(ScriptedReceiver(default=Reply(503))) as (receiver,):
-        config = _config(receiver.url)
-        port = free_port()
-        config_path = tmp_path / "relay.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        log_path = tmp_path / "relay.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "gotk_relay", "serve", "--config", str(config_path),
-                    "--web.listen-address", f"127.0.0.1:{port}",
-                    "--shutdown-timeout", str(timeout),
-                ],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        stalled: list[asyncio.StreamWriter] = []
+    stalled: list[asyncio.StreamWriter] = []
+    async with (
+        receivers(ScriptedReceiver(default=Reply(503))) as (receiver,),
+        relay(tmp_path, _config(receiver.url), "--shutdown-timeout", str(timeout)) as running,
+    ):
         try:
-            connector = aiohttp.TCPConnector(force_close=True)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                running = Running(proc, f"http://127.0.0.1:{port}", config_path, log_path, session)
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 30
-                while True:
-                    with contextlib.suppress(aiohttp.ClientError, OSError):
-                        if (await running.get("/-/ready"))[0] == 200:
-                            break
-                    assert proc.poll() is None and loop.time() < deadline, running.log()
-                    await asyncio.sleep(0.05)
-                workers = await running.wait_workers_listening(1)
-                status, _ = await running.write(gauge_batch(["queued"], int(time.time() * 1000)))
-                assert status == 204  # queued; the destination never takes it
-                await eventually(lambda: len(receiver.requests) >= 1)
+            workers = running.workers()
+            status, _ = await running.write(gauge_batch(["queued"], int(time.time() * 1000)))
+            assert status == 204  # queued; the destination never takes it
+            await eventually(lambda: len(receiver.requests) >= 1)
             # Connections spread over the core and the worker, each stalled in its body.
+            port = int(running.base.rsplit(":", 1)[1])
             for _ in range(8):
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(
@@ -624,19 +604,17 @@ async def test_shutdown_timeout_bounds_the_whole_shutdown_with_workers(tmp_path:
                 await writer.drain()
                 stalled.append(writer)
             await asyncio.sleep(0.5)
+            loop = asyncio.get_running_loop()
             started = loop.time()
-            proc.send_signal(signal.SIGTERM)
-            code = await _wait(proc, 20)
+            running.proc.send_signal(signal.SIGTERM)
+            code = await _wait(running.proc, 20)
             took = loop.time() - started
-            assert code == 0, log_path.read_text(errors="replace")
-            assert took < timeout + 1.5, (took, "\n" + log_path.read_text(errors="replace"))
+            assert code == 0, running.log()
+            assert took < timeout + 1.5, (took, "\n" + running.log())
             assert not any(_alive(p) for p in workers)
         finally:
             for writer in stalled:
                 writer.close()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
 
 
 @pytest.mark.slow  # starts worker processes
