@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from gotk_relay import relay as relay_module
 from gotk_relay.destinations import datadog
@@ -390,6 +391,22 @@ async def test_a_rotated_api_key_file_is_picked_up_without_a_reload(tmp_path: Pa
             await _post(client, _gauges(1, now, prefix="h"))
             await eventually(lambda: len(intake.series) == 1)
     assert [r.status for r in intake.requests] == [403, 202]
+
+
+async def test_an_api_key_from_an_environment_variable_ending_in_a_newline_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``api_key: ${DD_API_KEY}`` filled from a Secret made of a file keeps its newline, which
+    no HTTP header may hold: stripped, as a key file is."""
+    monkeypatch.setenv("DD_API_KEY", "test-key\n")
+    now = _now_ms()
+    async with DatadogIntake() as intake:
+        config = _config(intake, api_key="${DD_API_KEY}")
+        async with relay_client(yaml.safe_dump(config)) as (client, relay):
+            await _post(client, _gauges(1, now))
+            await eventually(lambda: len(intake.series) == 1)
+            assert relay.problems() == []
+    assert [r.status for r in intake.requests] == [202]
 
 
 async def test_points_older_than_an_hour_are_skipped_and_counted() -> None:

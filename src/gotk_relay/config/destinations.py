@@ -279,9 +279,11 @@ class DatadogConfig(_ConvertingDestinationConfig):
         return self.url or f"https://api.{self.site}/api/v2/series"
 
     def resolve_api_key(self) -> str:
+        """Stripped as a key file is: ``${DD_API_KEY}`` filled from a Secret made of a file
+        often ends in a newline, which no HTTP header may hold."""
         if self.api_key_file:
             return read_secret_file(self.api_key_file)
-        return self.api_key.get_secret_value() if self.api_key else ""
+        return self.api_key.get_secret_value().strip() if self.api_key else ""
 
 
 class OTLPConfig(_ConvertingDestinationConfig):
