@@ -633,3 +633,34 @@ async def test_counter_state_expires_while_every_batch_is_mapped_ahead() -> None
             await client.close()
     assert client.adopted == 2  # the second and third, each during the request before it
     assert len(client.counters) == 2  # old_total forgotten, a_total and b_total kept
+
+
+async def test_a_batch_retried_past_the_intakes_window_is_dropped_as_too_old() -> None:
+    """The age of points is judged when a batch is mapped; a batch retried for over an hour
+    (an outage) would be answered 202 by Datadog and kept nowhere: it is dropped, counted
+    as too_old, and not sent again."""
+    from gotk_relay.config import DatadogConfig
+    from gotk_relay.delivery.entry import encode_entry
+    from gotk_relay.delivery.retry import Outcome
+
+    now = [time.time()]
+    ts = int(now[0] * 1000) - 30 * 60 * 1000
+    entries = [encode_entry(_gauges(3, ts), Protocol.V1)]
+    async with DatadogIntake() as intake:
+        intake.answer_next(503)
+        client = DatadogClient(
+            "dd", DatadogConfig(url=intake.url, api_key="test-key"), clock=lambda: now[0]
+        )
+        try:
+            first = await client.send(entries)
+            assert (first.outcome, first.reason) == (Outcome.RETRY, "http_503")
+            now[0] += 20 * 60  # points 50 minutes old: still within the window
+            intake.answer_next(503)
+            assert (await client.send(entries)).outcome is Outcome.RETRY
+            now[0] += 45 * 60  # and now every point is over an hour old
+            late = await client.send(entries)
+            assert (late.outcome, late.reason) == (Outcome.DROP, "too_old")
+        finally:
+            await client.close()
+    assert [r.status for r in intake.requests] == [503, 503]
+    assert intake.series == []

@@ -81,6 +81,8 @@ from ..model import Batch, Protocol
 from . import deflate
 from .chunked import split_batch
 from .datadog_mapping import (
+    MAX_AGE_MS,
+    MAX_AHEAD_MS,
     CounterMark,
     CounterStore,
     Emit,
@@ -388,6 +390,7 @@ class Plan:
     looked_ahead: bool = False  # the batch after it was given to _prepare (or there was none)
     # Mapped ahead (see DatadogClient._prepare): samples skipped, counted once it is adopted.
     skipped: Counter[str] | None = None
+    posted: bool = False  # a piece of it was sent: a send of it now is a retry
 
 
 @dataclass
@@ -484,6 +487,15 @@ class DatadogClient:
 
     async def send(self, entries: list[Entry]) -> SendResult:
         plan = await self._plan(entries)
+        if plan.posted and self._past_the_window(entries):
+            # Retried past the intake's window: Datadog would answer 202 and keep none of it
+            # (the age is judged when a batch is mapped, so only a retry can get here).
+            self._forget(entries)
+            return SendResult(
+                Outcome.DROP,
+                "too_old",
+                detail="retried until every point was over an hour old, which Datadog discards",
+            )
         api_key: str | None = None
         while True:
             if not plan.pieces:
@@ -510,6 +522,7 @@ class DatadogClient:
             if body is None:
                 body = await self._compress(piece.raw())
                 piece.settle(body, self.cfg.compression)
+            plan.posted = True
             try:
                 status, headers, text = await self._post(body, api_key)
             except SendError as exc:
@@ -540,6 +553,12 @@ class DatadogClient:
                 )
                 return SendResult(Outcome.DROP, "auth_failed", detail=text)
             return SendResult(Outcome.DROP, f"http_{status}", detail=text)
+
+    def _past_the_window(self, entries: list[Entry]) -> bool:
+        """Whether every point of ``entries`` is older than the intake keeps (a point can be
+        ahead of its entry's newest timestamp by at most what the intake takes ahead)."""
+        oldest = int(self._clock() * 1000) - MAX_AGE_MS - MAX_AHEAD_MS
+        return all(0 < entry.newest_ms < oldest for entry in entries)
 
     async def _plan(self, entries: list[Entry]) -> Plan:
         """The batch's plan: the kept one on a retry, the one mapped ahead when it holds these
