@@ -27,6 +27,7 @@ from gotk_relay.config import load_text
 from gotk_relay.model import Labels, MetricType, is_stale
 from gotk_relay.relay import Relay
 from gotk_relay.scrape import Scraper
+from gotk_relay.scrape import loop as loop_module
 from gotk_relay.scrape.loop import TargetLoop
 from gotk_relay.telemetry import Telemetry
 from tests.support.datadog_intake import DatadogIntake
@@ -502,3 +503,30 @@ async def test_ksm_scraped_reaches_datadog_as_the_legacy_series() -> None:
         assert len(rows) == 3
         suspend = {(tags, v) for tags, _, v, _ in intake.points("gotk_suspend_status")}
         assert suspend == {(identity, 0.0)}
+
+
+async def test_a_target_that_fails_to_apply_leaves_no_other_undone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reload's scrape changes, target by target: one that raises (a bug) is reported by
+    the reload, and every other target is still stopped or started as the file says."""
+    first, second, third = Exporter(TEXT), Exporter(TEXT), Exporter(TEXT)
+    async with receivers(ScriptedReceiver()) as (receiver,):
+        config = rw_config(receiver, job("a", first), job("b", second))
+        async with scraping(config, first, second, third) as scraper:
+            for name in ("a", "b"):
+                await eventually(lambda n=name: last(receiver, named("up", job=n)) == 1.0)  # type: ignore[misc]
+            real_end = loop_module.TargetLoop.end
+
+            def end(self: loop_module.TargetLoop) -> None:
+                if self.target.job.job_name == "a":
+                    raise RuntimeError("a bug ending a")
+                real_end(self)
+
+            monkeypatch.setattr(loop_module.TargetLoop, "end", end)
+            reloaded = load_text(yaml.safe_dump(rw_config(receiver, job("c", third))), "<t>")
+            with pytest.raises(RuntimeError, match="a bug ending a"):
+                await scraper.apply(reloaded.scrape_configs)
+            assert sorted(key[0] for key in scraper.loops) == ["c"]
+            await eventually(lambda: last(receiver, named("up", job="c")) == 1.0)
+            await eventually(lambda: stale(last(receiver, named("up", job="b"))))

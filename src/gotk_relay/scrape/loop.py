@@ -367,19 +367,38 @@ class Scraper:
         removed one is stopped and its series end with stale markers, as Prometheus does."""
         async with self._applying:
             wanted = targets_of(jobs)
+            # Each target on its own: one that fails (a bug) leaves no other unstarted or
+            # unstopped; the first error is raised once all are done, so the reload says so.
+            failed: Exception | None = None
             for key, running in list(self.loops.items()):
                 target = wanted.get(key)
                 if target is not None and target == running.target:
                     continue
-                await running.cancel()
-                del self.loops[key]
-                if target is None:
-                    running.end()
-                else:
-                    self._start(target, running.state)
+                try:
+                    del self.loops[key]
+                    await running.cancel()
+                    if target is None:
+                        running.end()
+                    else:
+                        self._start(target, running.state)
+                except Exception as exc:
+                    log.exception(
+                        "applying a scrape target failed",
+                        extra={"job": key[0], "instance": running.target.instance},
+                    )
+                    failed = failed or exc
             for key, target in wanted.items():
                 if key not in self.loops:
-                    self._start(target, None)
+                    try:
+                        self._start(target, None)
+                    except Exception as exc:
+                        log.exception(
+                            "starting a scrape target failed",
+                            extra={"job": key[0], "instance": target.instance},
+                        )
+                        failed = failed or exc
+            if failed is not None:
+                raise failed
 
     def _start(self, target: Target, state: _State | None) -> None:
         loop = TargetLoop(target, self.relay, self.metrics, state)
