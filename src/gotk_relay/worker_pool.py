@@ -278,6 +278,12 @@ class WorkerPool:
         )
         restarts.add_metric([], sum(slot.restarts for slot in self.slots))
         yield restarts
+        yield gauge(
+            "gotk_relay_worker_supervision_failing",
+            "1 while checking the ingest workers fails (an error, logged once; see /-/ready).",
+            [],
+            [([], 1.0 if self._supervision_failing else 0.0)],
+        )
 
     def _argv(self, index: int) -> list[str]:
         assert self._pipe is not None

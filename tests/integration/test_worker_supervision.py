@@ -114,6 +114,7 @@ async def test_a_check_that_raises_skips_no_other_worker_and_shows_until_it_succ
             await eventually(lambda: _value(pool, "gotk_relay_workers_up") == 2)
             failing = "supervising the ingest workers fails: RuntimeError('a bug in the check')"
             await eventually(lambda: failing in pool.problems())
+            assert _value(pool, "gotk_relay_worker_supervision_failing") == 1
             second = pool.slots[1]
             assert second.proc is not None
             second.proc.kill()  # the slot after the failing one is still looked after
@@ -121,6 +122,7 @@ async def test_a_check_that_raises_skips_no_other_worker_and_shows_until_it_succ
             await eventually(lambda: _value(pool, "gotk_relay_workers_up") == 2)
             broken = False
             await eventually(lambda: pool.problems() == [], timeout=10.0)
+            assert _value(pool, "gotk_relay_worker_supervision_failing") == 0
         finally:
             await pool.stop(1.0)
     raised = [
