@@ -13,7 +13,7 @@ import hmac
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from .config import (
     ConfigError,
@@ -24,7 +24,11 @@ from .config import (
     file_stamp,
     read_secret_file,
 )
+from .telemetry import gauge
 from .wire.labels import Limits
+
+if TYPE_CHECKING:
+    from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger("gotk_relay.access")
 
@@ -283,6 +287,12 @@ class ServerTLS:
         if self._serving is not self.context:
             connection.context = self._serving
 
+    def files_unusable(self) -> bool:
+        """Whether the files on disk changed and cannot be used now (the previous certificate
+        stays in service): checked now, as a handshake would check them; for telemetry."""
+        self.refresh()
+        return self._refused is not None
+
     def refresh(self) -> ssl.SSLContext:
         """The context new connections get: a new one when the files changed and are usable."""
         stamps = self._stamp_files()
@@ -302,6 +312,19 @@ class ServerTLS:
             "TLS files changed; serving the new certificate", extra={"file": self.tls.cert_file}
         )
         return fresh
+
+
+def listener_tls_metric(tls: ServerTLS | None) -> GaugeMetricFamily:
+    """``gotk_relay_listener_tls_files_unusable`` (no sample without ``receiver.tls``), the
+    files checked at each scrape: every process listening reads the same files, so the one
+    scraped answers for all of them."""
+    return gauge(
+        "gotk_relay_listener_tls_files_unusable",
+        "1 while receiver.tls files changed on disk and cannot be used (a key that does not "
+        "match the certificate yet): the previous certificate stays in service until they load.",
+        [],
+        [([], int(tls.files_unusable()))] if tls is not None else [],
+    )
 
 
 def _check_readable(key: str, path: str) -> None:

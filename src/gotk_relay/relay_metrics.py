@@ -62,6 +62,13 @@ def state_metrics(relay: Relay) -> Iterable[Metric]:
         (([n], int(d.failing)) for n, d in dests),
     )
     yield gauge(
+        "gotk_relay_destination_tls_files_unusable",
+        "1 while a destination's tls_config files changed on disk and cannot be used (a "
+        "rotation half done): the previous ones stay in use until the files load.",
+        ["destination"],
+        (([n], int(d.client.tls_files_unusable())) for n, d in dests),
+    )
+    yield gauge(
         "gotk_relay_sender_up",
         "0 while a destination's sender loop is failing on an error (e.g. the spool cannot "
         "be read or written; see /-/ready), else 1.",

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from gotk_relay.config import TLSConfig
 from gotk_relay.destinations.http import HTTPEndpoint
 from gotk_relay.errors import SendError
+from tests.support.harness import eventually, gauge_batch, relay_client, rw_body
 from tests.support.rig import HOST, free_port
 
 _EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -64,6 +66,7 @@ def authorities(tmp_path_factory: pytest.TempPathFactory) -> tuple[Authority, Au
 class Server:
     url: str
     context: ssl.SSLContext  # its certificate can be changed for the next handshakes
+    bodies: list[bytes]  # what it was written, in order
 
 
 @pytest.fixture
@@ -72,8 +75,10 @@ async def server(authorities: tuple[Authority, Authority]) -> AsyncIterator[Serv
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(old.cert, old.key)
 
+    bodies: list[bytes] = []
+
     async def write(request: web.Request) -> web.Response:
-        await request.read()
+        bodies.append(await request.read())
         response = web.Response(status=204)
         response.force_close()  # a new connection, so a new handshake, for every request
         return response
@@ -85,7 +90,7 @@ async def server(authorities: tuple[Authority, Authority]) -> AsyncIterator[Serv
     port = free_port()
     await web.TCPSite(runner, HOST, port, ssl_context=context).start()
     try:
-        yield Server(f"https://{HOST}:{port}/api/v1/write", context)
+        yield Server(f"https://{HOST}:{port}/api/v1/write", context, bodies)
     finally:
         await runner.cleanup()
 
@@ -122,7 +127,55 @@ async def test_a_rotated_ca_file_is_trusted_from_the_next_request(
                 assert (await endpoint.post(b"", {})).status == 204
         unusable = [r for r in caplog.records if "cannot be used" in r.getMessage()]
         assert len(unusable) == 1
+        assert endpoint.tls_files_unusable()
         _replace(new.ca.read_bytes(), trust)
         assert (await endpoint.post(b"", {})).status == 204
+        assert not endpoint.tls_files_unusable()
     finally:
         await endpoint.close()
+
+
+async def test_files_that_cannot_be_used_show_on_metrics_until_they_load(
+    tmp_path: Path, authorities: tuple[Authority, Authority], server: Server
+) -> None:
+    """A rotation left half done is not silent: ``/metrics`` says so for that destination,
+    checked at the scrape even while it sends nothing, and writes go on with the last good
+    files; once the files load, the gauge is 0 again."""
+    old, _ = authorities
+    trust = tmp_path / "ca.pem"
+    _replace(old.ca.read_bytes(), trust)
+    fast = {"min_backoff": "10ms", "max_backoff": "50ms", "batch_send_deadline": "10ms"}
+    config = {
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {"name": "secure", "url": server.url, "tls_config": {"ca_file": str(trust)}},
+            {"name": "other", "url": server.url, "tls_config": {"ca_file": str(old.ca)}},
+        ],
+    }
+    for destination in config["remote_write"]:
+        destination["queue_config"] = fast  # type: ignore[index]
+    async with relay_client(config) as (client, _):
+
+        async def unusable() -> dict[str, float]:
+            text = await (await client.get("/metrics")).text()
+            (family,) = [
+                f
+                for f in text_string_to_metric_families(text)
+                if f.name == "gotk_relay_destination_tls_files_unusable"
+            ]
+            return {s.labels["destination"]: s.value for s in family.samples}
+
+        async def written(value: float) -> None:
+            body, headers = rw_body(gauge_batch(["up"], int(value)), False)
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+
+        await written(1000)
+        await eventually(lambda: len(server.bodies) == 2)
+        assert await unusable() == {"secure": 0, "other": 0}
+        _replace(b"not a certificate\n", trust)
+        assert await unusable() == {"secure": 1, "other": 0}
+        await written(2000)  # sent with the last good CA
+        await eventually(lambda: len(server.bodies) == 4)
+        assert await unusable() == {"secure": 1, "other": 0}  # until the files change again
+        _replace(old.ca.read_bytes(), trust)
+        assert await unusable() == {"secure": 0, "other": 0}

@@ -46,6 +46,7 @@ WITHOUT_SAMPLES_HERE = {
     "gotk_relay_samples_skipped_total": "a point the destination's protocol cannot carry",
     "gotk_relay_scrape_samples_dropped_total": "a scrape the relay cannot queue (queue_full)",
     "gotk_relay_scrape_task_failures_total": "an unexpected error in a scrape loop",
+    "gotk_relay_listener_tls_files_unusable": "receiver.tls (the lab's relays serve HTTP)",
 }
 
 

@@ -480,13 +480,24 @@ def test_a_renewed_certificate_is_served_without_a_reload_or_restart(
         base = f"https://127.0.0.1:{served.port}"
         assert served_names(served.port) == {"server"}
 
+        def unusable() -> float:
+            status, text = _request(base + "/metrics", context=client)
+            assert status == 200
+            return metric_value(text, "gotk_relay_listener_tls_files_unusable")
+
+        assert (
+            "gotk_relay_listener_tls_files_unusable 0.0"
+            in _request(base + "/metrics", context=client)[1]
+        )
         _replace(renewed_cert, cert)  # the certificate first: it does not match the old key
         assert served_names(served.port) == {"server"}
         assert _write(base, context=client) == 204
+        assert unusable() == 1  # not silent while the old certificate is served
 
         _replace(renewed_key, key)
         assert served_names(served.port) == {"renewed"}
         assert _write(base, context=client) == 204
+        assert unusable() == 0
         with pytest.raises(ssl.SSLError):  # the client CA is still required of every client
             _handshake(served.port, _client(pki, tls=ssl.TLSVersion.TLSv1_2))
     log = served.log.read_text()

@@ -156,6 +156,9 @@ class Destination:
         self.stored.extend(series)
         return SendResult(Outcome.OK, "ok")
 
+    def tls_files_unusable(self) -> bool:
+        return False
+
     async def close(self) -> None:
         return None
 

@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, config: object) -> int:
     from aiohttp import web
 
-    from ..access import Authenticator, ServerTLS
+    from ..access import Authenticator, ServerTLS, listener_tls_metric
     from ..config import Config, ConfigError, load_file
     from ..connections import GuardedRunner, raise_fd_limit
     from ..relay import Relay
@@ -86,11 +86,13 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     tls = config.receiver.tls
     try:  # before the relay opens its spool: an unusable secret or certificate stops here
         authenticator = Authenticator(config.receiver.auth)
-        ssl_context = ServerTLS(tls).context if tls is not None else None
+        server_tls = ServerTLS(tls) if tls is not None else None
     except ConfigError as exc:
         log.error("cannot start", extra={"err": str(exc)})
         return 1
+    ssl_context = server_tls.context if server_tls is not None else None
     telemetry = Telemetry()
+    telemetry.add_state_collector(lambda: [listener_tls_metric(server_tls)])
     try:  # a destination's tls_config file that cannot be used
         relay = Relay(config, telemetry)
     except ConfigError as exc:

@@ -97,6 +97,10 @@ class Client(typing.Protocol):
 
     async def send(self, entries: list[Entry]) -> SendResult: ...
 
+    def tls_files_unusable(self) -> bool:
+        """Whether its ``tls_config`` files changed on disk and cannot be used (the previous
+        ones stay in use); for telemetry."""
+
     async def close(self) -> None: ...
 
 

@@ -858,6 +858,9 @@ class DatadogClient:
         status, answer_headers, answer = await self.http.post(body, headers)
         return status, answer_headers, one_line(answer) if status >= 300 else ""
 
+    def tls_files_unusable(self) -> bool:
+        return self.http.tls_files_unusable()
+
     async def close(self) -> None:
         aheads = list(self._ahead.values())
         self._ahead.clear()

@@ -25,6 +25,7 @@ from ..config import (
     Authorization,
     BasicAuth,
     ConfigError,
+    FileStamp,
     TLSConfig,
     file_stamp,
     sanitize_url,
@@ -125,7 +126,9 @@ class HTTPEndpoint:
         self._tls = tls
         self._tls_files = tuple(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
         self._tls_stamps = tuple(map(file_stamp, self._tls_files))
-        self._tls_unusable = False  # the changed files did not load: logged once until they do
+        # The stamps of changed files that did not load: logged once, not loaded again until
+        # they change again (None: the files in use are the ones on disk).
+        self._tls_refused: tuple[FileStamp, ...] | None = None
         self._ssl = client_ssl_context(url, tls)
         self._session: aiohttp.ClientSession | None = None
         # Sessions made with the TLS files before they changed, closed once their requests are
@@ -152,37 +155,48 @@ class HTTPEndpoint:
         return self._session
 
     async def _follow_tls_files(self) -> None:
-        """As Prometheus (prometheus/common reads ``ca_file``, ``cert_file`` and ``key_file``
-        again when they change): rotated files are used from the next request, on new
-        connections; requests under way finish on the old ones. Files that do not load (a
-        certificate renewed before its key) leave the last good ones in use."""
+        """Close the sessions retired by a change of TLS files, then follow the files."""
         now = time.monotonic()
         while self._retired and self._retired[0][0] <= now:
             await self._retired.pop(0)[1].close()
+        self.tls_files_unusable()
+
+    def tls_files_unusable(self) -> bool:
+        """Whether the ``tls_config`` files on disk changed and cannot be used now (the
+        previous ones stay in use): checked at each request and each scrape of ``/metrics``.
+
+        As Prometheus (prometheus/common reads ``ca_file``, ``cert_file`` and ``key_file``
+        again when they change): rotated files are used from the next request, on new
+        connections; requests under way finish on the old ones. Files that do not load (a
+        certificate renewed before its key) leave the last good ones in use, logged once, and
+        are not loaded again until they change again."""
+        if not self._tls_files:
+            return False
         stamps = tuple(map(file_stamp, self._tls_files))
-        if stamps == self._tls_stamps:
-            return
+        if stamps == self._tls_stamps or stamps == self._tls_refused:
+            return stamps == self._tls_refused
         try:
             context = client_ssl_context(self.url, self._tls)
         except (OSError, ssl.SSLError, ValueError) as exc:
-            if not self._tls_unusable:
-                self._tls_unusable = True
+            if self._tls_refused is None:
                 log.warning(
                     "tls_config files changed but cannot be used; the previous ones stay in use "
                     "until they can (logged once until then)",
                     extra={"url": sanitize_url(self.url), "err": str(exc)[:300]},
                 )
-            return
+            self._tls_refused = stamps
+            return True
         self._tls_stamps = stamps
-        self._tls_unusable = False
+        self._tls_refused = None
         self._ssl = context
         if self._session is not None:
-            self._retired.append((now + self.timeout + 1, self._session))
+            self._retired.append((time.monotonic() + self.timeout + 1, self._session))
             self._session = None
         log.info(
             "tls_config files changed; new connections use them",
             extra={"url": sanitize_url(self.url)},
         )
+        return False
 
     async def post(self, body: bytes, headers: dict[str, str], read_limit: int = 1024) -> Answer:
         if self._tls_files:

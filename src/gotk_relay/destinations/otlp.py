@@ -350,6 +350,9 @@ class OTLPClient:
                 extra={"destination": self.name, "rejected": rejected, "response": message},
             )
 
+    def tls_files_unusable(self) -> bool:
+        return self.http.tls_files_unusable()
+
     async def close(self) -> None:
         for run in list(self._runs.values()):  # batches left half converted
             await run.batches.aclose()

@@ -212,5 +212,8 @@ class RemoteWriteClient:
             return True
         return 200 <= status < 300 and not any(h in headers for h in _WRITTEN)
 
+    def tls_files_unusable(self) -> bool:
+        return self.http.tls_files_unusable()
+
     async def close(self) -> None:
         await self.http.close()
