@@ -15,6 +15,7 @@ import base64
 import logging
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,6 +51,8 @@ class Exporter:
         self.authorization: str | None = None
         self.content_type = "text/plain; version=0.0.4; charset=utf-8"
         self.accepts: list[str] = []
+        self.encodings: list[str] = []  # the Accept-Encoding of each scrape
+        self.queries: list[str] = []
         self.port = free_port()
         self.ssl_context = ssl_context
         self.runner: web.AppRunner | None = None
@@ -60,6 +63,8 @@ class Exporter:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.accepts.append(request.headers.get("Accept", ""))
+        self.encodings.append(request.headers.get("Accept-Encoding", ""))
+        self.queries.append(request.query_string)
         if (
             self.authorization is not None
             and request.headers.get("Authorization") != self.authorization
@@ -312,7 +317,17 @@ async def test_an_openmetrics_answer_is_parsed_as_openmetrics() -> None:
     assert ("jobs", MetricType.COUNTER, "Jobs run.") in metadata
 
 
-async def test_a_reload_that_changes_a_target_keeps_its_series_going() -> None:
+@pytest.mark.parametrize(
+    "change",
+    [{"scrape_timeout": "150ms"}, {"params": {"x": ["1"]}}],
+    ids=["settings", "url"],
+)
+async def test_a_reload_that_changes_a_target_keeps_its_series_going(
+    change: dict[str, object],
+) -> None:
+    """A new timeout, or new params (another URL for the same labels, as a new
+    ``metrics_path`` or ``scheme`` would be): the series go on, no stale marker between, as a
+    Prometheus reload leaves them."""
     exporter = Exporter(TEXT)
     async with (
         receivers(ScriptedReceiver()) as (receiver,),
@@ -320,13 +335,50 @@ async def test_a_reload_that_changes_a_target_keeps_its_series_going() -> None:
     ):
         a = named("a_metric", job="t")
         await eventually(lambda: last(receiver, a) == 1.5)
-        changed = load_text(
-            yaml.safe_dump(rw_config(receiver, job("t", exporter, scrape_timeout="150ms")))
-        )
+        changed = load_text(yaml.safe_dump(rw_config(receiver, job("t", exporter, **change))))
         await scraper.apply(changed.scrape_configs)
         before = len(receiver.delivered())
         await eventually(lambda: len(receiver.delivered()) > before + 2)
+        if "params" in change:
+            assert exporter.queries[-1] == "x=1"
     assert not any(is_stale(value) for labels, _, value in points(receiver) if a(labels))
+    assert not any(is_stale(value) for labels, _, value in points(receiver) if named("up")(labels))
+
+
+async def test_a_targets_own_interval_label_sets_its_schedule_and_gzip_is_asked() -> None:
+    """``__scrape_interval__`` in the group's labels: scraped every 200 ms under a job of one
+    minute (at the job's interval the first scrape could come a minute later); asked for
+    ``gzip`` only, as Go's transport asks."""
+    exporter = Exporter(TEXT)
+    scraped = job("t", exporter, scrape_interval="1m", scrape_timeout="150ms")
+    scraped["static_configs"][0]["labels"]["__scrape_interval__"] = INTERVAL  # type: ignore[index]
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(rw_config(receiver, scraped), exporter),
+    ):
+        await eventually(lambda: len(exporter.accepts) >= 4)
+    assert set(exporter.encodings) == {"gzip"}
+
+
+async def test_samples_too_far_ahead_are_left_out_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sample whose own timestamp is over 10 minutes ahead is left out, as Prometheus'
+    appender refuses it; the scrape succeeds and its other samples go."""
+    ahead_ms = int(time.time() * 1000) + 3_600_000
+    exporter = Exporter(f"ahead 1 {ahead_ms}\nnow 2\n")
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(rw_config(receiver, job("t", exporter)), exporter) as scraper,
+    ):
+        dropped = scraper.metrics.dropped.labels("t", "too_far_ahead")
+        with caplog.at_level(logging.WARNING, logger="gotk_relay.scrape"):
+            await eventually(lambda: dropped._value.get() >= 3)
+        assert last(receiver, named("now", job="t")) == 2.0
+        assert last(receiver, named("up", job="t")) == 1.0
+    assert last(receiver, named("ahead")) is None
+    logged = [r for r in caplog.records if "10 minutes ahead" in r.getMessage()]
+    assert len(logged) == 1
 
 
 async def test_a_scrape_the_queues_cannot_take_is_dropped_and_its_stale_markers_stay_due() -> None:

@@ -183,24 +183,52 @@ def test_names_are_kept_as_exposed_and_metadata_under_the_family(
     assert [m.family for m in scraped.metadata] == [family]
 
 
+NOW_MS = 1_700_000_060_000  # the scrape's start in the tests of timestamps
+
+
 @pytest.mark.parametrize(
     ("honor", "content_type", "body", "timestamp"),
     [
         (True, TEXT, "a 1 1700000000123\n", 1700000000123),
-        (False, TEXT, "a 1 1700000000123\n", 5000),
+        (False, TEXT, "a 1 1700000000123\n", NOW_MS),
         (True, OM, "a 1 1700000000.123\n# EOF\n", 1700000000123),
-        (True, TEXT, "a 1\n", 5000),
+        (True, TEXT, "a 1\n", NOW_MS),
     ],
     ids=["text_honored", "text_ignored", "om_honored", "none_given"],
 )
 def test_timestamps_are_the_scrapes_unless_honored(
     honor: bool, content_type: str, body: str, timestamp: int
 ) -> None:
-    scraped = parse(body.encode(), content_type, 5000, TARGET, honor_timestamps=honor)
+    scraped = parse(body.encode(), content_type, NOW_MS, TARGET, honor_timestamps=honor)
     (series,) = scraped.series
     assert series.samples[0].timestamp == timestamp
     # A series with its own timestamp is not tracked for staleness (Prometheus 2.x).
-    assert (series.labels in scraped.timestamped) == (timestamp != 5000)
+    assert (series.labels in scraped.timestamped) == (timestamp != NOW_MS)
+    assert scraped.too_far_ahead == 0
+
+
+@pytest.mark.parametrize("content_type", [TEXT, OM])
+def test_a_timestamp_over_ten_minutes_ahead_is_left_out_not_the_scrape(content_type: str) -> None:
+    """Prometheus' appender refuses a sample more than 10 minutes ahead of its clock (and
+    takes a later line of the same series); the rest of the scrape is appended, and the
+    sample still counts as scraped and as left by the rules."""
+    ahead, edge = NOW_MS + 600_001, NOW_MS + 600_000
+    if content_type == OM:
+        body = f"a 1 {ahead / 1000}\nb 2 {edge / 1000}\nc 3\n# EOF\n"
+    else:
+        body = f"a 1 {ahead}\nb 2 {edge}\nc 3\na 4\n"
+    scraped = parse(body.encode(), content_type, NOW_MS, TARGET)
+    got = {s.name: (s.samples[0].value, s.samples[0].timestamp) for s in scraped.series}
+    expected = {"b": (2.0, edge), "c": (3.0, NOW_MS)}
+    if content_type == TEXT:
+        expected["a"] = (4.0, NOW_MS)  # the second line of a: appended, as in Prometheus
+    assert got == expected
+    assert scraped.too_far_ahead == 1
+    assert (
+        scraped.samples_scraped
+        == scraped.samples_post_relabeling
+        == len(body.splitlines()) - (content_type == OM)
+    )
 
 
 def test_metric_relabeling_runs_after_the_target_labels() -> None:
@@ -266,6 +294,11 @@ def test_relabeling_that_leaves_no_name_fails_the_scrape() -> None:
     assert caught.value.reason == "parse"
     dropped = compile_rules([RelabelConfig(source_labels=["__name__"], regex="a", action="drop")])
     assert parse(b"a 1\nb 2\n", TEXT, 1000, TARGET, rules=dropped).samples_post_relabeling == 1
+    # No label left at all is how Prometheus' relabeling says "dropped": the series goes,
+    # the scrape does not fail.
+    emptied = compile_rules([RelabelConfig(regex=".+", action="labeldrop")])
+    scraped = parse(b"a 1\nb 2\n", TEXT, 1000, TARGET, rules=emptied)
+    assert (scraped.series, scraped.samples_scraped, scraped.samples_post_relabeling) == ((), 2, 0)
 
 
 def test_nan_is_gos_nan() -> None:
@@ -416,10 +449,78 @@ def test_static_labels_override_scheme_path_and_instance_and_add_params() -> Non
 
 def test_a_static_metrics_path_without_its_slash_gets_one() -> None:
     """Go's url.URL writes a path that lacks its leading ``/`` with one: Prometheus scrapes
-    ``/x`` for ``__metrics_path__: x`` (and ``/`` for an empty one)."""
+    ``/x`` for ``__metrics_path__: x``."""
     config = load_text(JOBS.format(extra=", __metrics_path__: x"))
     urls = sorted(t.url for t in targets_of(config.scrape_configs).values())
     assert urls[0].split("?")[0] == "http://10.0.0.2:8080/x"
+
+
+def test_empty_special_labels_leave_the_jobs_values() -> None:
+    """An empty label is no label in Prometheus' builder, so ``PopulateLabels`` fills in the
+    job's scheme, path, interval and timeout, and an empty ``__param_`` adds nothing."""
+    extra = (
+        ', __scheme__: "", __metrics_path__: "", __param_x: "", __scrape_interval__: "",'
+        ' __scrape_timeout__: ""'
+    )
+    config = load_text(JOBS.format(extra=extra))
+    target = sorted(targets_of(config.scrape_configs).values(), key=lambda t: t.address)[0]
+    assert target.url == "http://10.0.0.2:8080/metrics?collect=a&collect=b"
+    assert (target.interval, target.timeout) == (15.0, 10.0)
+
+
+def test_the_path_is_escaped_as_go_writes_a_url() -> None:
+    """``metrics_path`` is a path: Go's url.URL escapes ``?``, ``%``, ``#`` and blanks in it
+    and leaves ``$&+,/:;=@`` and ``-_.~`` as they are."""
+    extra = ', __metrics_path__: "/a b/c?d=1#e%41/$&+,:;=@-_.~"'
+    config = load_text(JOBS.format(extra=extra))
+    target = sorted(targets_of(config.scrape_configs).values(), key=lambda t: t.address)[0]
+    assert target.url == (
+        "http://10.0.0.2:8080/a%20b/c%3Fd=1%23e%2541/$&+,:;=@-_.~?collect=a&collect=b"
+    )
+
+
+def test_scrape_interval_and_timeout_labels_set_a_targets_own() -> None:
+    """``__scrape_interval__`` and ``__scrape_timeout__`` in a group's labels are the
+    target's interval and timeout, as Prometheus reads them (not labels of its series)."""
+    config = load_text(JOBS.format(extra=", __scrape_interval__: 1m30s, __scrape_timeout__: 20s"))
+    found = {t.address: t for t in targets_of(config.scrape_configs).values()}
+    target = found["10.0.0.2:8080"]
+    assert (target.interval, target.timeout) == (90.0, 20.0)
+    assert "__scrape_interval__" not in dict(target.labels)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        # The job's timeout (10s) is more than this target's interval.
+        (
+            "{__scrape_interval__: 5s}",
+            r"timeout cannot be greater than scrape interval \(10s > 5s\)",
+        ),
+        (
+            "{__scrape_timeout__: 31s}",
+            r"timeout cannot be greater than scrape interval \(31s > 30s\)",
+        ),
+        ("{__scrape_interval__: 0s}", "scrape interval cannot be 0"),
+        ("{__scrape_timeout__: 0}", "scrape timeout cannot be 0"),
+        ("{__scrape_interval__: 15}", "error parsing scrape interval: not a valid duration"),
+        ("{__scrape_timeout__: 1.5s}", "error parsing scrape timeout: not a valid duration"),
+        ("{__scheme__: ftp}", 'invalid scheme: "ftp"'),
+    ],
+)
+def test_a_target_prometheus_would_drop_refuses_the_config(labels: str, message: str) -> None:
+    """Prometheus drops such a target with this error at every discovery; the relay, whose
+    targets are all static, refuses the configuration instead, naming the job."""
+    text = f"""
+scrape_configs:
+  - job_name: other
+    scrape_interval: 30s
+    static_configs:
+      - targets: [a:1]
+        labels: {labels}
+"""
+    with pytest.raises(ConfigError, match=message):
+        load_text(text)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..rules.relabel import RelabelConfig
-from ..units import Base2Bytes, Duration
+from ..units import Base2Bytes, Duration, parse_duration
 from .base import Strict
 from .client import Authorization, BasicAuth, TLSConfig
 
@@ -208,7 +208,40 @@ class ScrapeConfig(Strict):
                 f"scrape timeout greater than scrape interval for scrape config with job "
                 f'name "{self.job_name}"'
             )
+        for group in self.static_configs:
+            scheme = group.labels.get("__scheme__", "")
+            if scheme not in ("", "http", "https"):
+                raise ValueError(f'static_configs labels: invalid scheme: "{scheme}"')
+            self.timing(group.labels)
         return self
+
+    def timing(self, labels: dict[str, str]) -> tuple[float, float]:
+        """A target's scrape interval and timeout in seconds: the job's, unless its group's
+        ``__scrape_interval__`` / ``__scrape_timeout__`` labels set them (an empty value is no
+        value), as Prometheus' ``PopulateLabels`` reads them; ValueError with its words."""
+        interval, timeout = self.scrape_interval, self.timeout
+        text = labels.get("__scrape_interval__", "")
+        if text:
+            try:
+                interval = parse_duration(text)
+            except ValueError as exc:
+                raise ValueError(f"error parsing scrape interval: {exc}") from None
+            if interval == 0:
+                raise ValueError("scrape interval cannot be 0")
+        given = labels.get("__scrape_timeout__", "")
+        if given:
+            try:
+                timeout = parse_duration(given)
+            except ValueError as exc:
+                raise ValueError(f"error parsing scrape timeout: {exc}") from None
+            if timeout == 0:
+                raise ValueError("scrape timeout cannot be 0")
+        if timeout > interval:
+            raise ValueError(
+                f"scrape timeout cannot be greater than scrape interval ({timeout:g}s > "
+                f'{interval:g}s) for a target of job "{self.job_name}"'
+            )
+        return interval, timeout
 
     @property
     def accept(self) -> str:

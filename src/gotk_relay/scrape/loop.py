@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from prometheus_client import Counter, Gauge
+from yarl import URL
 
 from .. import __version__
 from ..config import FileStamp, ScrapeConfig, file_stamp
@@ -65,7 +66,8 @@ class ScrapeMetrics:
         self.dropped = Counter(
             "gotk_relay_scrape_samples_dropped",
             "Scraped samples (stale markers and report series included) the relay could not "
-            "queue and dropped, by job and reason (queue_full, spool_error).",
+            "queue and dropped, by job and reason (queue_full, spool_error; too_far_ahead: "
+            "their own timestamp over 10 minutes ahead, left out as Prometheus does).",
             ["job", "reason"],
             registry=r,
         )
@@ -85,6 +87,7 @@ class _State:
     last_ms: int = 0
     failing: str = ""  # the reason (token) of the failure logged, "" while it scrapes fine
     dropping: str = ""
+    ahead: bool = False  # the last scrape left samples out for their timestamps (logged)
     broken: str = ""  # an unexpected error in the loop, logged once
 
 
@@ -144,8 +147,7 @@ class TargetLoop:
         return self._client
 
     async def _run(self) -> None:
-        job = self.target.job
-        interval = job.scrape_interval
+        interval = self.target.interval
         # Prometheus' schedule: the first scrape at the target's offset within the interval,
         # then one every interval (a scrape that overran skips its missed ticks).
         loop = asyncio.get_running_loop()
@@ -218,26 +220,45 @@ class TargetLoop:
             self._failed(exc.reason, str(exc))
             scraped = None
         duration = time.monotonic() - started
+        if scraped is not None:
+            self._ahead(scraped.too_far_ahead)
         self._append(scraped, ts, duration)
+
+    def _ahead(self, count: int) -> None:
+        """Samples whose own timestamp is over 10 minutes ahead: left out of an otherwise good
+        scrape, as Prometheus' appender refuses them; counted, logged once until a scrape has
+        none."""
+        if not count:
+            self.state.ahead = False
+            return
+        job = self.target.job
+        self.metrics.dropped.labels(job.job_name, "too_far_ahead").inc(count)
+        if not self.state.ahead:
+            self.state.ahead = True
+            log.warning(
+                "samples with timestamps over 10 minutes ahead of the scrape were left out; "
+                "logged again after a scrape without any",
+                extra={"job": job.job_name, "instance": self.target.instance, "count": count},
+            )
 
     async def _fetch(self, session: aiohttp.ClientSession) -> tuple[bytes, str]:
         job = self.target.job
         headers = {
             "Accept": job.accept,
             "User-Agent": f"gotk-relay/{__version__}",
-            "X-Prometheus-Scrape-Timeout-Seconds": f"{job.timeout:g}",
+            "X-Prometheus-Scrape-Timeout-Seconds": f"{self.target.timeout:g}",
+            # What Go's transport asks (aiohttp's default adds deflate).
+            "Accept-Encoding": "gzip" if job.enable_compression else "identity",
         }
-        if not job.enable_compression:
-            headers["Accept-Encoding"] = "identity"
         try:  # secret files are re-read at each scrape, as Prometheus does
             headers.update(auth_headers(job.basic_auth, job.authorization))
         except SendError as exc:
             raise ScrapeError("secret", exc.detail) from None
         limit = job.body_size_limit
         try:
-            async with asyncio.timeout(job.timeout):
+            async with asyncio.timeout(self.target.timeout):
                 async with session.get(
-                    self.target.url,
+                    URL(self.target.url, encoded=True),  # escaped as Go escapes it
                     headers=headers,
                     allow_redirects=job.follow_redirects,
                     server_hostname=job.tls_config.server_name,
@@ -261,7 +282,7 @@ class TargetLoop:
                     return bytes(body), response.headers.get("Content-Type", "")
         except TimeoutError:
             raise ScrapeError(
-                "timeout", f"scrape timed out after {job.timeout:g}s (scrape_timeout)"
+                "timeout", f"scrape timed out after {self.target.timeout:g}s (scrape_timeout)"
             ) from None
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise ScrapeError("connection", f"{type(exc).__name__}: {exc}") from None
@@ -363,10 +384,18 @@ class Scraper:
 
     async def apply(self, jobs: list[ScrapeConfig]) -> None:
         """Scrape the targets of ``jobs``: an unchanged target keeps its loop; a changed one gets
-        a new loop that carries on its series (no stale markers for a change of settings); a
-        removed one is stopped and its series end with stale markers, as Prometheus does."""
+        a new loop that carries on its series (no stale markers for a change of settings, also
+        of ``metrics_path``, ``params`` or ``scheme``, which make it another URL with the same
+        labels); a removed one is stopped and its series end with stale markers, as Prometheus
+        does. (Prometheus starts a new loop for a new URL and stops the old one, whose stale
+        markers come after the new loop's samples and are dropped as out of order.)"""
         async with self._applying:
             wanted = targets_of(jobs)
+            # A new URL for a running target's labels: the target it becomes.
+            heirs: dict[tuple[str, Labels], Target] = {}
+            for key, new in wanted.items():
+                if key not in self.loops:
+                    heirs.setdefault((key[0], key[1]), new)
             # Each target on its own: one that fails (a bug) leaves no other unstarted or
             # unstopped; the first error is raised once all are done, so the reload says so.
             failed: Exception | None = None
@@ -378,6 +407,8 @@ class Scraper:
                     del self.loops[key]
                     await running.cancel()
                     if target is None:
+                        target = heirs.pop((key[0], key[1]), None)
+                    if target is None:
                         running.end()
                     else:
                         self._start(target, running.state)
@@ -387,14 +418,14 @@ class Scraper:
                         extra={"job": key[0], "instance": running.target.instance},
                     )
                     failed = failed or exc
-            for key, target in wanted.items():
+            for key, new in wanted.items():
                 if key not in self.loops:
                     try:
-                        self._start(target, None)
+                        self._start(new, None)
                     except Exception as exc:
                         log.exception(
                             "starting a scrape target failed",
-                            extra={"job": key[0], "instance": target.instance},
+                            extra={"job": key[0], "instance": new.instance},
                         )
                         failed = failed or exc
             if failed is not None:

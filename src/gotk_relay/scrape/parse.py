@@ -21,6 +21,9 @@ from .promtext import families as text_families
 OPENMETRICS: Final = "application/openmetrics-text"
 
 _LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Prometheus' scrape appender refuses samples more than this far ahead of its clock (the
+# scrape's start here), without failing the scrape (``maxAheadTime``, ``timeLimitAppender``).
+MAX_AHEAD_MS: Final = 10 * 60 * 1000
 _METRIC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
@@ -52,6 +55,7 @@ class Scraped(NamedTuple):
     samples_scraped: int  # in the exposition, before metric relabeling
     timestamped: frozenset[Labels]  # series with their own timestamp: not tracked for staleness
     samples_post_relabeling: int = 0  # lines left by metric relabeling, duplicates included
+    too_far_ahead: int = 0  # samples left out: their own timestamp over MAX_AHEAD_MS ahead
 
 
 def is_openmetrics(content_type: str) -> bool:
@@ -127,6 +131,7 @@ def parse(
     metadata: list[FamilyMetadata] = []
     scraped = 0
     appended = 0  # samples after metric relabeling, each line counted (duplicates too)
+    ahead = 0
     try:
         families = list(_families(text, openmetrics))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -150,6 +155,9 @@ def parse(
             ts = scrape_ms
             if honor_timestamps and sample.timestamp is not None:
                 ts = _timestamp_ms(sample.timestamp)
+                if ts > scrape_ms + MAX_AHEAD_MS:
+                    ahead += 1  # not appended, so a later line of the series may be
+                    continue
                 timestamped.add(labels)
             value = float(sample.value)
             if value != value:
@@ -171,7 +179,7 @@ def parse(
     for labels in series:
         _check(labels, limits)
     return Scraped(
-        tuple(series.values()), tuple(metadata), scraped, frozenset(timestamped), appended
+        tuple(series.values()), tuple(metadata), scraped, frozenset(timestamped), appended, ahead
     )
 
 
@@ -186,7 +194,9 @@ def _labels(
     if not rules:
         return merged
     out = rules.apply(merged, keep_nameless=True)
-    if out is not None and not any(label == "__name__" for label, _ in out):
+    if not out:  # no label left: dropped, as Prometheus drops an empty label set
+        return None
+    if not any(label == "__name__" for label, _ in out):
         # Prometheus fails the scrape ("missing metric name"); dropping it would be silent.
         raise ScrapeError(
             "parse", f"metric_relabel_configs left a series without __name__: {dict(merged)}"

@@ -2,20 +2,27 @@
 its scrapes within the interval.
 
 As in Prometheus: a target's labels are its group's ``labels`` with ``job`` (the job name unless
-a label sets it) and ``instance`` (the address unless a label sets it); ``__scheme__`` and
-``__metrics_path__`` in ``labels`` override the job's scheme and path, ``__param_<name>`` adds a
-parameter the job's ``params`` do not set (theirs win, as in Prometheus 2.x); other labels
-starting with ``__`` are dropped.
+a label sets it) and ``instance`` (the address unless a label sets it); ``__scheme__``,
+``__metrics_path__``, ``__scrape_interval__`` and ``__scrape_timeout__`` in ``labels`` override
+the job's scheme, path, interval and timeout, ``__param_<name>`` adds a parameter the job's
+``params`` do not set (theirs win, as in Prometheus 2.x); other labels starting with ``__`` are
+dropped. A label with an empty value is no label (Prometheus' label builder drops it), so an
+empty ``__scheme__`` or ``__param_x`` leaves the job's.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from typing import Final
+from urllib.parse import quote, urlencode
 
 from ..config import ScrapeConfig
 from ..model import Labels
+
+# What Go's escaping of a URL's path (encodePath) leaves as it is, beside letters, digits and
+# -_.~ (which quote never escapes).
+_PATH_SAFE: Final = "$&+,/:;=@"
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class Target:
     path: str
     params: tuple[tuple[str, str], ...]
     labels: Labels  # job, instance and the static labels, sorted
+    interval: float  # seconds
+    timeout: float
 
     @property
     def key(self) -> tuple[str, Labels, str]:
@@ -35,8 +44,10 @@ class Target:
 
     @property
     def url(self) -> str:
+        """As Go's ``url.URL`` writes it: the path escaped (``?`` and ``%`` included, so
+        ``metrics_path`` is always a path), the parameters encoded sorted by name."""
         query = f"?{urlencode(self.params)}" if self.params else ""
-        return f"{self.scheme}://{self.address}{self.path}{query}"
+        return f"{self.scheme}://{self.address}{quote(self.path, safe=_PATH_SAFE)}{query}"
 
     @property
     def instance(self) -> str:
@@ -61,7 +72,8 @@ def targets_of(jobs: list[ScrapeConfig]) -> dict[tuple[str, Labels, str], Target
     return found
 
 
-def _target(job: ScrapeConfig, address: str, static: dict[str, str]) -> Target:
+def _target(job: ScrapeConfig, address: str, given: dict[str, str]) -> Target:
+    static = {name: value for name, value in given.items() if value != ""}
     scheme = static.get("__scheme__", job.scheme)
     path = static.get("__metrics_path__", job.metrics_path)
     if not path.startswith("/"):  # as Go's url.URL writes it (config/scrape.py, metrics_path)
@@ -75,5 +87,8 @@ def _target(job: ScrapeConfig, address: str, static: dict[str, str]) -> Target:
             by_name.setdefault(name.removeprefix("__param_"), [value])
     params = [(name, value) for name in sorted(by_name) for value in by_name[name]]
     labels = {"job": job.job_name, "instance": address}
-    labels.update({k: v for k, v in static.items() if not k.startswith("__") and v != ""})
-    return Target(job, address, scheme, path, tuple(params), tuple(sorted(labels.items())))
+    labels.update({k: v for k, v in static.items() if not k.startswith("__")})
+    interval, timeout = job.timing(static)  # checked when the config was loaded
+    return Target(
+        job, address, scheme, path, tuple(params), tuple(sorted(labels.items())), interval, timeout
+    )
