@@ -4,6 +4,8 @@ would."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
@@ -201,19 +203,36 @@ async def test_retry_after_is_honoured(status: int) -> None:
         assert second.at - first.at >= 1.0
 
 
-async def test_partial_success_is_counted_and_not_retried() -> None:
-    body = ExportMetricsServiceResponse(
-        partial_success=ExportMetricsPartialSuccess(
-            rejected_data_points=2, error_message="out of order"
+async def test_partial_success_is_counted_not_retried_and_logged_once_per_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def answer(rejected: int, message: str) -> Answer:
+        response = ExportMetricsServiceResponse(
+            partial_success=ExportMetricsPartialSuccess(
+                rejected_data_points=rejected, error_message=message
+            )
         )
-    ).SerializeToString()
-    receiver = OTLPReceiver([Answer(200, body=body)])
+        return Answer(200, body=response.SerializeToString())
+
+    receiver = OTLPReceiver(
+        [
+            answer(2, "out of order"),
+            answer(1, "out of order"),
+            answer(1, "too old"),
+            answer(0, "metric name deprecated"),  # a warning: nothing rejected
+        ]
+    )
     async with otlp_receiver(receiver), relay_client(_config(receiver.url)) as (client, relay):
-        await _post(client, _series("a", 1, 1000), _series("b", 1, 1000))
-        await eventually(lambda: relay.destinations["o"].client.rejected_points == 2)  # type: ignore[attr-defined]
-        await _post(client, _series("c", 1, 2000))
-        await eventually(lambda: len(receiver.requests) == 2)
-        assert list(receiver.requests[1].metrics()) == ["c"]
+        with caplog.at_level(logging.WARNING, logger="gotk_relay.otlp"):
+            await _post(client, _series("a", 1, 1000), _series("b", 1, 1000))
+            await eventually(lambda: relay.destinations["o"].client.rejected_points == 2)  # type: ignore[attr-defined]
+            for name, ts in (("c", 2000), ("d", 3000), ("e", 4000), ("f", 5000)):
+                await _post(client, _series(name, 1, ts))
+            await eventually(lambda: len(receiver.requests) == 5)
+        assert list(receiver.requests[1].metrics()) == ["c"]  # the rejected ones not resent
+        assert relay.destinations["o"].client.rejected_points == 4  # type: ignore[attr-defined]
+    logged = [r.__dict__["response"] for r in caplog.records if "partial success" in r.getMessage()]
+    assert logged == ["out of order", "too old", "metric name deprecated"]
 
 
 async def test_uncompressed_request_with_configured_headers_and_authorization() -> None:

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
+from gotk_relay import __version__
 from gotk_relay.destinations.otlp import error_detail, partial_success
 from gotk_relay.destinations.otlp_mapping import (
     NO_RECORDED_VALUE,
@@ -178,6 +179,14 @@ TYPE_CASES = [
         "gauge",
         None,
     ),
+    (
+        # The compatibility spec: an unknown-typed family is a Gauge, whatever its name.
+        "unknown-family-metadata-wins-over-the-name",
+        series("errors_total", (7, 1000)),
+        (FamilyMetadata("errors_total", MetricType.UNKNOWN, "Errors seen."),),
+        "gauge",
+        None,
+    ),
 ]
 
 
@@ -296,12 +305,31 @@ def test_series_without_resource_labels_get_an_empty_resource() -> None:
     assert list(rm.resource.attributes) == []
 
 
-def test_otel_scope_labels_select_the_scope_and_are_not_attributes() -> None:
-    one = series("up", (1, 1000), otel_scope_name="lib", otel_scope_version="2.0", path="/")
-    (rm,) = decode(run(one)).resource_metrics
-    (scope,) = rm.scope_metrics
-    assert (scope.scope.name, scope.scope.version) == ("lib", "2.0")
-    assert attrs(scope.metrics[0].gauge.data_points[0].attributes) == {"path": "/"}
+def test_otel_scope_labels_make_the_scope_and_are_not_attributes() -> None:
+    """The compatibility spec's example: name, version, schema URL and the other
+    ``otel_scope_`` labels as the scope's attributes (the prefix cut); a series with a scope
+    label but no name is in that scope too, not the relay's; one with none in the relay's."""
+    one = series(
+        "up",
+        (1, 1000),
+        otel_scope_name="lib",
+        otel_scope_version="2.0",
+        otel_scope_schema_url="https://opentelemetry.io/schemas/1.31.0",
+        otel_scope_library_mascot="gopher",
+        path="/",
+    )
+    versioned = series("down", (1, 1000), otel_scope_version="3.0")
+    plain = series("side", (1, 1000))
+    (rm,) = decode(run(one, versioned, plain)).resource_metrics
+    scopes = {(s.scope.name, s.scope.version): s for s in rm.scope_metrics}
+    assert set(scopes) == {("lib", "2.0"), ("", "3.0"), ("gotk-relay", __version__)}
+    lib = scopes["lib", "2.0"]
+    assert lib.schema_url == "https://opentelemetry.io/schemas/1.31.0"
+    assert attrs(lib.scope.attributes) == {"library_mascot": "gopher"}
+    assert attrs(lib.metrics[0].gauge.data_points[0].attributes) == {"path": "/"}
+    assert [m.name for m in scopes["", "3.0"].metrics] == ["down"]
+    assert attrs(scopes["", "3.0"].metrics[0].gauge.data_points[0].attributes) == {}
+    assert scopes["gotk-relay", __version__].schema_url == ""
 
 
 # -- classic histograms -------------------------------------------------------------------------
@@ -534,6 +562,17 @@ def test_start_comes_from_v2_start_timestamp_created_timestamp_or_created_series
     assert found["b_total"].sum.data_points[0].start_time_unix_nano == 3000 * NS
     assert found["c_total"].sum.data_points[0].start_time_unix_nano == 2500 * NS
     assert "c_created" not in found  # consumed as the start time
+
+
+def test_a_created_series_gives_its_start_to_later_batches() -> None:
+    """A ``_created`` series may come in another request (or shard) than its counter: its
+    time is the counter's start in the batches after it, as in its own."""
+    state = MappingState()
+    family = (FamilyMetadata("c", MetricType.COUNTER),)  # OpenMetrics' family of c_total
+    first = metrics(run(series("c_created", (2.5, 9000)), state=state, metadata=family))
+    assert "c_created" not in first  # consumed as a start time
+    (point,) = metrics(run(series("c_total", (5, 9000)), state=state))["c_total"].sum.data_points
+    assert point.start_time_unix_nano == 2500 * NS
 
 
 def test_uncommitted_updates_leave_the_state_unchanged() -> None:

@@ -891,7 +891,7 @@ def test_otlp_maps_rows_as_it_maps_decoded_series(
     st.lists(
         st.tuples(
             st.sampled_from(["a", "b", ""]),  # instance
-            st.sampled_from(["", "lib"]),  # otel_scope_name
+            st.sampled_from(["", "lib", "lib@schema"]),  # otel_scope_name (@: and more)
             st.sampled_from(["g", "c_total"]),
             st.sampled_from(["encoded", "field by field"]),
             st.integers(0, 400),  # points, then the attribute's length
@@ -918,7 +918,10 @@ def test_a_request_is_serialized_alike_by_both_loops(ops: list[Any]) -> None:
     for instance, scope, name, how, points, width in ops:
         labels: tuple[tuple[str, str], ...] = (("__name__", name), ("instance", instance))
         labels += (("job", "j"),)
-        labels += (("otel_scope_name", scope),) if scope else ()
+        name_, _, more = scope.partition("@")
+        labels += (("otel_scope_name", name_),) if name_ else ()
+        if more:  # a schema URL and a scope attribute: the scope's head written in Python
+            labels += (("otel_scope_schema_url", "https://s/1.0"), ("otel_scope_team", "x"))
         labels += (("pod", "p" * (width // 4)),)
         data = "sum" if name.endswith("_total") else "gauge"
         kind = Kind(MetricType.COUNTER if data == "sum" else MetricType.GAUGE, name, "")

@@ -183,6 +183,18 @@ def test_names_are_kept_as_exposed_and_metadata_under_the_family(
     assert [m.family for m in scraped.metadata] == [family]
 
 
+def test_samples_without_comment_lines_have_no_metadata() -> None:
+    """Prometheus' scrape cache holds metadata for what a HELP, TYPE or UNIT line describes:
+    a family of bare samples has none to send (an ``unknown`` entry would tell a converter
+    the family is untyped, when nothing was said). A HELP alone says something."""
+    body = "# HELP helped Some help.\nhelped 1\nbare_total 2\n# TYPE x untyped\nx 3\n"
+    scraped = parse(body.encode(), TEXT, 1000, TARGET)
+    assert [s.name for s in scraped.series] == ["helped", "bare_total", "x"]
+    assert [(m.family, m.type, m.help) for m in scraped.metadata] == [
+        ("helped", MetricType.UNKNOWN, "Some help.")
+    ]
+
+
 NOW_MS = 1_700_000_060_000  # the scrape's start in the tests of timestamps
 
 

@@ -76,6 +76,7 @@ CONTENT_TYPE: Final = "application/x-protobuf"
 RETRYABLE: Final = frozenset({429, 502, 503, 504})
 _OFF_LOOP_BYTES: Final = 256 * 1024  # compress bigger bodies in a worker thread
 _SERIALIZE_POINTS: Final = 2048  # data points serialized at once (~1 ms)
+_LOGGED_MESSAGES: Final = 100  # distinct partial-success messages logged, then no more
 
 
 @dataclass(slots=True)
@@ -137,7 +138,7 @@ class OTLPClient:
         # (sample_age_limit) without telling us.
         self._runs: OrderedDict[int, _Run] = OrderedDict()
         self._max_runs = cfg.queue_config.min_shards + 8
-        self._partial_logged = False
+        self._partial_logged: set[str] = set()  # the messages logged (at most _LOGGED_MESSAGES)
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -338,17 +339,26 @@ class OTLPClient:
         return SendResult(Outcome.DROP, reason, None, detail)
 
     def _partial_success(self, raw: bytes, content_type: str) -> None:
+        """A 2xx's ``partial_success``: rejected points are counted, not retried; its message
+        logged once per distinct message (a receiver rejecting some of every batch would flood
+        the log). A message with nothing rejected is a warning the spec lets servers send."""
         rejected, message = partial_success(raw, content_type)
-        if rejected <= 0:
+        if rejected > 0:
+            self.rejected_points += rejected
+        elif not message:
             return
-        self.rejected_points += rejected
-        if not self._partial_logged:  # once: a receiver rejecting some of every batch would flood
-            self._partial_logged = True
-            log.warning(
-                "destination rejected some data points (partial success); they are counted, "
-                "not retried (logged once)",
-                extra={"destination": self.name, "rejected": rejected, "response": message},
-            )
+        if message in self._partial_logged or len(self._partial_logged) >= _LOGGED_MESSAGES:
+            return
+        self._partial_logged.add(message)
+        what = (
+            "destination rejected some data points (partial success); they are counted, not retried"
+            if rejected > 0
+            else "destination accepted the request with a warning (partial success)"
+        )
+        log.warning(
+            f"{what} (logged once per message)",
+            extra={"destination": self.name, "rejected": rejected, "response": message},
+        )
 
     def tls_files_unusable(self) -> bool:
         return self.http.tls_files_unusable()

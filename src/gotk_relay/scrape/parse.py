@@ -164,11 +164,13 @@ def parse(
                 value = NORMAL_NAN  # what Go's strconv.ParseFloat gives for "NaN"
             series[labels] = Series(labels, (Sample(value, ts),))
             kept = True
-        if kept and family not in described:  # a family split in two is described once
+        mtype = TYPES.get(kind, MetricType.UNKNOWN)
+        says_nothing = mtype is MetricType.UNKNOWN and not help_text and not unit
+        if kept and not says_nothing and family not in described:
+            # A family split in two is described once. One with neither a type, a help nor a
+            # unit (samples without comment lines) has no metadata, as in Prometheus' cache.
             described.add(family)
-            metadata.append(
-                FamilyMetadata(family, TYPES.get(kind, MetricType.UNKNOWN), help_text, unit)
-            )
+            metadata.append(FamilyMetadata(family, mtype, help_text, unit))
     if limits.sample_limit and appended > limits.sample_limit:
         # Every line appended counts, a duplicate too, as Prometheus' limit appender counts.
         raise ScrapeError(

@@ -10,11 +10,12 @@ from typing import Any, Final
 
 from ... import __version__
 from ...model import Exemplar, Labels
-from .naming import SCOPE_NAME, Ctx, Kind, StreamKey, Temporality
+from .naming import SCOPE_NAME, SCOPE_PREFIX, Ctx, Kind, Scope, StreamKey, Temporality
 from .output import Heads, Output
 from .state import MappingState, StreamState
 
-_SCOPE_LABELS: Final = frozenset({"otel_scope_name", "otel_scope_version"})
+# The otel_scope_ labels that are the scope's fields; any other is one of its attributes.
+_SCOPE_FIELDS: Final = ("name", "version", "schema_url")
 
 
 @dataclass(slots=True)
@@ -67,7 +68,7 @@ class Builder:
         self.out = self._output()
         self.updates: dict[StreamKey, StreamState] = {}
         self.unmapped = 0
-        self.created: dict[tuple[str, Labels], int] = {}
+        self.created = state.created  # shared by every batch (MappingState.created)
         self.groups: dict[StreamKey, dict[int, Group]] = {}
         self.group_exemplars: dict[StreamKey, list[Exemplar]] = {}
         self.grouped = 0  # samples held in ``groups``
@@ -90,17 +91,21 @@ class Builder:
         return found
 
     def _ctx_of(self, rest: Labels) -> Ctx:
+        """As the compatibility spec asks: the resource labels make the resource; the
+        ``otel_scope_*`` labels, when a series has any, its instrumentation scope (``name``,
+        ``version``, ``schema_url``, and the others its attributes, the prefix cut), else the
+        scope is the relay itself; neither is a point attribute."""
         values = dict(rest)
         resource = tuple(values.get(label, "") for label in self.resource_labels)
-        scope_name = values.get("otel_scope_name", "")
-        scope = (
-            (scope_name, values.get("otel_scope_version", ""))
-            if scope_name
-            else (SCOPE_NAME, __version__)
-        )
+        scoped = {k[len(SCOPE_PREFIX) :]: v for k, v in rest if k.startswith(SCOPE_PREFIX)}
+        if scoped:
+            name, version, schema_url = (scoped.pop(key, "") for key in _SCOPE_FIELDS)
+            scope: Scope = (name, version, schema_url, tuple(scoped.items()))
+        else:
+            scope = (SCOPE_NAME, __version__, "", ())
         attributes = tuple(
             pair
             for pair in rest
-            if pair[0] not in self._resource_set and pair[0] not in _SCOPE_LABELS
+            if pair[0] not in self._resource_set and not pair[0].startswith(SCOPE_PREFIX)
         )
         return Ctx(resource, scope, attributes)

@@ -115,6 +115,13 @@ class Mapper(Numbers, Classic, Native):
         help_, unit = (meta.help, meta.unit) if meta is not None else ("", "")
         if exact is not None:
             help_, unit = exact.help or help_, exact.unit or unit
+        if exact is not None:
+            # Family metadata that says "unknown" (a family exposed with a HELP and no TYPE,
+            # or as untyped): a gauge, as the compatibility spec requires, with
+            # prometheus.type="unknown". Names decide only for series no family metadata
+            # describes (yet: remote write 1.0 sends it apart, once a minute), and for a 2.0
+            # series whose metadata has no type (2.0 cannot tell unknown from not sent).
+            return Kind(MetricType.UNKNOWN, name, "", help_, unit, True)
         labels = series.labels
         if name.endswith("_bucket") and any(k == "le" for k, _ in labels):
             return Kind(MetricType.HISTOGRAM, name[:-7], "_bucket", help_, unit)

@@ -4,10 +4,12 @@ scope and attributes, and the key of its stream.
 Types
     A series' type comes from its metadata: RW 2.0 per-series metadata first, then RW 1.0 family
     metadata, which Prometheus sends in separate requests, so ``MappingState`` keeps it from
-    earlier batches (bounded). Without metadata, the name decides: ``_bucket`` with ``le`` →
-    histogram part, a ``quantile`` label → summary part, ``_sum``/``_count`` of a family seen
-    with buckets or quantiles → its part, ``_total`` → counter, anything else → gauge (the spec's
-    rule for unknown-typed metrics). ``Mapper.resolve`` applies these rules; the tables are here.
+    earlier batches (bounded). Family metadata of type unknown makes a gauge (the spec's rule
+    for unknown-typed metrics), whatever the name. Without metadata (or with a 2.0 type left
+    unspecified, which cannot tell unknown from not sent), the name decides: ``_bucket`` with
+    ``le`` → histogram part, a ``quantile`` label → summary part, ``_sum``/``_count`` of a
+    family seen with buckets or quantiles → its part, ``_total`` → counter, anything else →
+    gauge. ``Mapper.resolve`` applies these rules; the tables are here.
 """
 
 from __future__ import annotations
@@ -97,9 +99,15 @@ class Kind(NamedTuple):
     typed: bool = False  # the type came from metadata (then ``prometheus.type`` is set)
 
 
+# An instrumentation scope: name, version, schema URL and attributes (the series'
+# ``otel_scope_*`` labels, or the relay itself).
+Scope = tuple[str, str, str, Labels]
+SCOPE_PREFIX: Final = "otel_scope_"
+
+
 class Ctx(NamedTuple):
     resource: tuple[str, ...]  # values of the resource labels
-    scope: tuple[str, str]
+    scope: Scope
     attributes: Labels
 
 

@@ -19,8 +19,9 @@ Resource and scope
     back into ``job`` and ``instance``; any other resource label becomes a resource attribute of
     the same name. The raw ``job``/``instance`` are *not* copied as well: Mimir would then put
     them a second time into ``target_info``. Resource labels are never data point attributes.
-    ``otel_scope_name``/``otel_scope_version`` labels select the instrumentation scope (and are
-    not attributes); otherwise the scope is gotk-relay itself, as the spec requires of a
+    ``otel_scope_*`` labels make the instrumentation scope (``otel_scope_name``, ``_version``,
+    ``_schema_url``, and the others its attributes, the prefix cut) and are not point
+    attributes; without any, the scope is gotk-relay itself, as the spec requires of a
     translator. ``prometheus.type`` is set in the metric's metadata when the type came from
     metadata.
 """
@@ -41,7 +42,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from ...model import Exemplar, Labels
 from ...wire.rw1 import uvarint
 from .labelsets import RowInfo
-from .naming import NO_RECORDED_VALUE, NS_PER_MS, Ctx, Kind, Temporality, otel_unit
+from .naming import NO_RECORDED_VALUE, NS_PER_MS, Ctx, Kind, Scope, Temporality, otel_unit
 
 Point = pb.NumberDataPoint | pb.HistogramDataPoint | pb.ExponentialHistogramDataPoint
 
@@ -166,7 +167,7 @@ class Output:
         if len(self._heads) > _MAX_HEADS:
             self._heads.clear()
         # resource → scope → its metrics, in the order first used (the request's order).
-        self._tree: dict[tuple[str, ...], dict[tuple[str, str], list[_Entry]]] = {}
+        self._tree: dict[tuple[str, ...], dict[Scope, list[_Entry]]] = {}
         # (resource, scope, name, data) → its metric: RowInfo.metric_key's key, or the plain
         # tuple, which equals it.
         self._metrics: dict[tuple[object, ...], _Entry] = {}
@@ -187,7 +188,7 @@ class Output:
     def _entry(
         self,
         resource: tuple[str, ...],
-        scope: tuple[str, str],
+        scope: Scope,
         name: str,
         data: str,
         kind: Kind,
@@ -262,14 +263,20 @@ class Output:
             self._heads[key] = found
         return found
 
-    def _scope_head(self, scope: tuple[str, str]) -> bytes:
-        """ScopeMetrics.scope, always present."""
+    def _scope_head(self, scope: Scope) -> bytes:
+        """ScopeMetrics.scope, always present, and its schema_url when set (field 3, written
+        before the metrics, field 2: protobuf takes fields in any order)."""
         key = ("scope", scope)
         found = self._heads.get(key)
         if not isinstance(found, bytes):
-            name, version = scope
-            message = InstrumentationScope(name=name, version=version)
-            found = self._heads[key] = _field(1, message.SerializeToString())
+            name, version, schema_url, attributes = scope
+            message = InstrumentationScope(
+                name=name, version=version, attributes=self.attributes(attributes)
+            )
+            found = _field(1, message.SerializeToString())
+            if schema_url:
+                found += _field(3, schema_url.encode())
+            self._heads[key] = found
         return found
 
     def attributes(self, labels: Labels) -> list[KeyValue]:

@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from ... import caches
 from ...caches import Saturating
-from ...model import FamilyMetadata, MetricType
+from ...model import FamilyMetadata, Labels, MetricType
 from .labelsets import RowInfo
 from .naming import StreamKey
 
@@ -115,6 +115,10 @@ class MappingState:
         self.families: OrderedDict[str, FamilyMetadata] = OrderedDict()
         self.inferred: OrderedDict[str, MetricType] = OrderedDict()
         self.streams: OrderedDict[StreamKey, StreamState] = OrderedDict()
+        # ``_created`` start times by (family, labels), from every batch: a ``_created`` series
+        # may come in another request (or shard) than its counter's or histogram's samples.
+        # Knowledge, like ``families``; emptied when it holds more than ``max_streams``.
+        self.created: dict[tuple[str, Labels], int] = {}
         self._shown = STREAMS.watched(max_streams, self.streams.__len__)
         # Label sets by their encoded bytes, per resource_labels (see ``RowInfo``).
         self.rows: dict[tuple[str, ...], dict[bytes, RowInfo]] = {}
