@@ -273,3 +273,25 @@ async def test_unreachable_receiver_is_retried_until_it_answers() -> None:
             )
             >= 1
         )
+
+
+async def test_target_info_becomes_the_resource_attributes_of_its_targets_series() -> None:
+    """Through the relay (label sets read from the request's bytes): ``target_info`` is not
+    sent as a metric; its labels are the resource attributes of its target's series."""
+    receiver = OTLPReceiver()
+    async with otlp_receiver(receiver), relay_client(_config(receiver.url)) as (client, _):
+        await _post(
+            client,
+            _series("target_info", 1, 1000, k8s_cluster="prod"),
+            _series("up", 1, 1000),
+        )
+        await eventually(lambda: len(receiver.delivered()) == 1)
+    (got,) = receiver.delivered()
+    assert list(got.metrics()) == ["up"]
+    (rm,) = got.request.resource_metrics
+    found = {a.key: a.value.string_value for a in rm.resource.attributes}
+    assert found == {
+        "service.name": TARGET["job"],
+        "service.instance.id": TARGET["instance"],
+        "k8s_cluster": "prod",
+    }

@@ -332,6 +332,42 @@ def test_otel_scope_labels_make_the_scope_and_are_not_attributes() -> None:
     assert scopes["gotk-relay", __version__].schema_url == ""
 
 
+def test_target_info_is_its_resources_attributes_not_a_metric() -> None:
+    """The compatibility spec: the target info metric is dropped, its labels (as they are)
+    become the resource attributes of its target's series, in its request and those after;
+    a stale marker (the target gone) takes them away. Another target's series keep theirs."""
+    state = MappingState()
+    info = series("target_info", (1, 1000), k8s_cluster="prod", service_version="1.2")
+    mine, other = series("up", (1, 1000)), series("up", (1, 1000), instance="other:9")
+
+    def resources(mapped: Mapped) -> dict[str, dict[str, str]]:
+        found = {}
+        for rm in decode(mapped).resource_metrics:
+            names = [m.name for sm in rm.scope_metrics for m in sm.metrics]
+            for name in names:
+                found[f"{name}@{attrs(rm.resource.attributes)['service.instance.id']}"] = attrs(
+                    rm.resource.attributes
+                )
+        return found
+
+    first = resources(run(mine, info, other, state=state))
+    instance = dict(mine.labels)["instance"]
+    assert set(first) == {f"up@{instance}", "up@other:9"}  # no target_info metric
+    assert first[f"up@{instance}"] == {
+        "service.name": dict(mine.labels)["job"],
+        "service.instance.id": instance,
+        "k8s_cluster": "prod",
+        "service_version": "1.2",
+    }
+    assert set(first["up@other:9"]) == {"service.name", "service.instance.id"}
+    later = resources(run(series("up", (1, 2000)), state=state))
+    assert later[f"up@{instance}"]["k8s_cluster"] == "prod"
+    gone = series("target_info", (STALE_NAN, 3000), k8s_cluster="prod", service_version="1.2")
+    run(gone, state=state)
+    after = resources(run(series("up", (1, 4000)), state=state))
+    assert "k8s_cluster" not in after[f"up@{instance}"]
+
+
 # -- classic histograms -------------------------------------------------------------------------
 
 HISTOGRAM_CASES = [

@@ -76,7 +76,13 @@ class Builder:
 
     def _output(self) -> Output:
         """A new request, sharing the headers of those before."""
-        return Output(self.resource_labels, self.temporality, self.heads, self._native)
+        return Output(
+            self.resource_labels,
+            self.temporality,
+            self.heads,
+            self._native,
+            self.state.target_info,
+        )
 
     def prev(self, key: StreamKey) -> StreamState | None:
         found = self.updates.get(key)

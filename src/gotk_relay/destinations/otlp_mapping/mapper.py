@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 from ... import caches
-from ...model import Batch, Exemplar, Labels, MetricType, Series
+from ...model import Batch, Exemplar, Labels, MetricType, Series, is_stale
 from ..rows import LOOPS, Item, Loops
 from ..rows import labels as row_labels
 from .builder import Group
@@ -32,6 +32,8 @@ from .native import Native
 from .numbers import Numbers
 from .state import CounterState, Mapped, MappingState, StreamState
 
+# The target info metric: an info family "target" (OpenMetrics), or a gauge named so.
+_TARGET_INFO: Final = frozenset({("target", "_info"), ("target_info", "")})
 _CTX_LIMIT: Final = 100_000  # label sets whose resource/scope/attributes a mapping remembers
 # Label sets a client remembers by their bytes (``RowInfo``, ~2-3 KiB each with their strings).
 _ROWS_LIMIT: Final = 65_536
@@ -163,6 +165,8 @@ class Mapper(Numbers, Classic, Native):
     @staticmethod
     def role(kind: Kind, labels: Labels) -> str:
         mtype, suffix = kind.type, kind.suffix
+        if (kind.family, suffix) in _TARGET_INFO:
+            return "target"
         if mtype is MetricType.COUNTER:
             return "created" if suffix == "_created" else "counter"
         if mtype is MetricType.HISTOGRAM:
@@ -381,6 +385,9 @@ class Mapper(Numbers, Classic, Native):
                     break
             series, kind, role, samples = plan[index]
             index += 1
+            if role == "target":
+                self._target(series, samples)
+                continue
             if samples is not None:  # a row
                 assert isinstance(series, RowInfo)
                 if role == "counter":
@@ -405,6 +412,20 @@ class Mapper(Numbers, Classic, Native):
                 self.counter(series, kind)
             else:
                 self.part(series, kind, role)
+
+    def _target(
+        self, series: Series | RowInfo, samples: Sequence[tuple[float, int]] | None
+    ) -> None:
+        """A ``target_info`` series: not a metric, its labels its resource's attributes
+        (the compatibility spec's "target" info metric); its last sample a stale marker, the
+        target is gone and so are they."""
+        if isinstance(series, RowInfo):
+            ctx, last = series.ctx, samples[-1][0] if samples else None
+        else:
+            ctx = self.ctx(without(series.labels, "__name__"))
+            last = series.samples[-1].value if series.samples else None
+        if last is not None:
+            self.state.learn_target(ctx.resource, None if is_stale(last) else ctx.attributes)
 
     def finish(self) -> None:
         """Map the batch waiting, and emit every classic histogram and summary point still

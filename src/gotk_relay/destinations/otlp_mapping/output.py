@@ -19,6 +19,8 @@ Resource and scope
     back into ``job`` and ``instance``; any other resource label becomes a resource attribute of
     the same name. The raw ``job``/``instance`` are *not* copied as well: Mimir would then put
     them a second time into ``target_info``. Resource labels are never data point attributes.
+    The labels of the resource's ``target_info`` series (``MappingState.target_info``; the
+    series itself is no metric) are further resource attributes, as they are.
     ``otel_scope_*`` labels make the instrumentation scope (``otel_scope_name``, ``_version``,
     ``_schema_url``, and the others its attributes, the prefix cut) and are not point
     attributes; without any, the scope is gotk-relay itself, as the spec requires of a
@@ -159,8 +161,13 @@ class Output:
         temporality: Temporality,
         heads: Heads | None = None,
         native: Any = None,
+        target_info: Mapping[tuple[str, ...], Labels] | None = None,
     ) -> None:
         self.resource_labels = tuple(resource_labels)
+        # Each resource's target_info labels, its further attributes (MappingState.target_info).
+        self._target_info: Mapping[tuple[str, ...], Labels] = (
+            {} if target_info is None else target_info
+        )
         self._native = native  # rows.LOOPS.compiled (_rows.otlp_serialized), or None
         self.temporality = _DELTA if temporality == "delta" else _CUMULATIVE
         self._heads: Heads = {} if heads is None else heads
@@ -247,9 +254,12 @@ class Output:
         return request
 
     def _resource_head(self, resource: tuple[str, ...]) -> bytes:
-        """ResourceMetrics.resource: the resource labels' values as attributes, absent when
-        they are all empty."""
-        key = ("resource", resource)
+        """ResourceMetrics.resource: the resource labels' values as attributes, then the labels
+        of the resource's ``target_info`` as they are (the spec alters neither keys nor
+        values); absent when there are none. Made when the request is serialized, so a
+        ``target_info`` anywhere in the request applies to all of it."""
+        extra = self._target_info.get(resource, ())
+        key = ("resource", resource, extra)
         found = self._heads.get(key)
         if not isinstance(found, bytes):
             message = Resource()
@@ -259,6 +269,10 @@ class Output:
                         key=_RESOURCE_ATTRIBUTES.get(label, label),
                         value=AnyValue(string_value=value),
                     )
+            taken = {attribute.key for attribute in message.attributes}
+            for label, value in extra:
+                if label not in taken:
+                    message.attributes.add(key=label, value=AnyValue(string_value=value))
             found = _field(1, message.SerializeToString()) if message.attributes else b""
             self._heads[key] = found
         return found

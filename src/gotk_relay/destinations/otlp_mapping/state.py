@@ -119,6 +119,10 @@ class MappingState:
         # may come in another request (or shard) than its counter's or histogram's samples.
         # Knowledge, like ``families``; emptied when it holds more than ``max_streams``.
         self.created: dict[tuple[str, Labels], int] = {}
+        # The labels of each resource's ``target_info`` (by its resource labels' values), its
+        # resource attributes in every request after it, as the compatibility spec asks;
+        # knowledge too, bounded by ``max_families`` (the least recently set go first).
+        self.target_info: OrderedDict[tuple[str, ...], Labels] = OrderedDict()
         self._shown = STREAMS.watched(max_streams, self.streams.__len__)
         # Label sets by their encoded bytes, per resource_labels (see ``RowInfo``).
         self.rows: dict[tuple[str, ...], dict[bytes, RowInfo]] = {}
@@ -139,6 +143,14 @@ class MappingState:
         if self.inferred.get(family) is not mtype:
             _remember(self.inferred, family, mtype, self.max_families)
             self.version += 1
+
+    def learn_target(self, resource: tuple[str, ...], attributes: Labels | None) -> None:
+        """A ``target_info`` sample of ``resource``: its labels (None: a stale marker, the
+        target gone) as that resource's attributes."""
+        if attributes is None:
+            self.target_info.pop(resource, None)
+        else:
+            _remember(self.target_info, resource, attributes, self.max_families)
 
     def commit(self, updates: Mapping[StreamKey, StreamState]) -> None:
         """Make a delivered request's stream updates the new baseline."""
