@@ -219,23 +219,8 @@ class ScrapeConfig(Strict):
         """A target's scrape interval and timeout in seconds: the job's, unless its group's
         ``__scrape_interval__`` / ``__scrape_timeout__`` labels set them (an empty value is no
         value), as Prometheus' ``PopulateLabels`` reads them; ValueError with its words."""
-        interval, timeout = self.scrape_interval, self.timeout
-        text = labels.get("__scrape_interval__", "")
-        if text:
-            try:
-                interval = parse_duration(text)
-            except ValueError as exc:
-                raise ValueError(f"error parsing scrape interval: {exc}") from None
-            if interval == 0:
-                raise ValueError("scrape interval cannot be 0")
-        given = labels.get("__scrape_timeout__", "")
-        if given:
-            try:
-                timeout = parse_duration(given)
-            except ValueError as exc:
-                raise ValueError(f"error parsing scrape timeout: {exc}") from None
-            if timeout == 0:
-                raise ValueError("scrape timeout cannot be 0")
+        interval = _label_duration(labels, "interval", self.scrape_interval)
+        timeout = _label_duration(labels, "timeout", self.timeout)
         if timeout > interval:
             raise ValueError(
                 f"scrape timeout cannot be greater than scrape interval ({timeout:g}s > "
@@ -267,6 +252,21 @@ class ScrapeConfig(Strict):
         if self.scrape_timeout is not None:
             return self.scrape_timeout
         return min(DEFAULT_SCRAPE_TIMEOUT, self.scrape_interval)
+
+
+def _label_duration(labels: dict[str, str], what: str, default: float) -> float:
+    """``__scrape_<what>__`` of a target's labels in seconds (``default`` when unset or
+    empty), refused as Prometheus refuses it: unparsable, or 0."""
+    text = labels.get(f"__scrape_{what}__", "")
+    if not text:
+        return default
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"error parsing scrape {what}: {exc}") from None
+    if seconds == 0:
+        raise ValueError(f"scrape {what} cannot be 0")
+    return seconds
 
 
 def check_jobs(jobs: list[ScrapeConfig]) -> list[ScrapeConfig]:
