@@ -209,9 +209,11 @@ CORPUS: list[Case] = [
     v2("v2-empty-metric-name", v2_request(["", "__name__", "up"], [1, 0]), 400, "empty metric name"),
     v2("v2-too-many-labels", v2_request(["", "__name__", "up", *(f"l{i}" for i in range(200))], [1, 2, *(r for i in range(200) for r in (3 + i, 2))]), 400, r"max_labels_per_series \(128\)"),
     v2("v2-samples-and-histograms", v2_request(["", "__name__", "up"], [1, 2], histograms=[write_v2_pb2.Histogram(count_int=1)]), 400, "both samples and histograms"),
-    # as Prometheus 3.8+ (#17250): a 2.0 series without samples or histograms is refused
+    # as Prometheus 3.8+ (#17250): a 2.0 series with neither samples nor histograms is refused
     v2("v2-metadata-alone", v2_request(["", "__name__", "up", "help"], [1, 2], samples=0, metadata=write_v2_pb2.Metadata(type=2, help_ref=3)), 400, r"TimeSeries must contain at least one sample or histogram for series up\{\} \(timeseries\[0\]\)"),
-    v2("v2-exemplar-alone", v2_request(["", "__name__", "up"], [1, 2], samples=0, exemplars=[write_v2_pb2.Exemplar(value=1, timestamp=5)]), 400, "at least one sample or histogram"),
+    # but exemplars alone are taken, as 1.0 takes them: Prometheus 3's 2.0 sender sends each
+    # exemplar in a series of its own
+    v2("v2-exemplar-alone", v2_request(["", "__name__", "up"], [1, 2], samples=0, exemplars=[write_v2_pb2.Exemplar(value=1, timestamp=5)]), 204),
     v2("v2-empty-after-a-good-series", OK_V2_TWICE_LAST_EMPTY, 400, r"series up\{\} \(timeseries\[1\]\)"),
     v2("v2-too-many-samples", v2_request(["", "__name__", "up"], [1, 2], samples=1_000_001), 413, "1000001 samples"),
     v2("v2-wrong-wire-type", ld(4, b"") + key(5, 0) + b"\x01", 400, "has wire type VARINT, declared LEN"),

@@ -1941,8 +1941,8 @@ v1_series(ToV1 *t, Bytes d, Py_ssize_t start, Py_ssize_t end)
     if ((kinds & (1u << 2)) && (kinds & (1u << 3))) {
         return FALLBACK; /* samples and histograms: rw2.decode refuses it */
     }
-    if (!(kinds & (1u << 2 | 1u << 3))) {
-        return FALLBACK; /* neither (metadata or exemplars alone): rw2.decode refuses it */
+    if (!(kinds & (1u << 2 | 1u << 3 | 1u << 4))) {
+        return FALLBACK; /* metadata alone: rw2.decode refuses it (exemplars alone are taken) */
     }
     /* The series: its labels, then its samples, exemplars and histograms, each as they come
      * (1.0's field order: exemplars 3, histograms 4). */

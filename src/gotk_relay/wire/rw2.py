@@ -186,9 +186,11 @@ def decode_counted(data: bytes, *, validate: bool = True, limits: Limits = NO_LI
                     f"series {describe(labels)} carries both samples and histograms "
                     f"(timeseries[{index}])"
                 )
-            if not ts.samples and not ts.histograms:
+            if not ts.samples and not ts.histograms and not ts.exemplars:
                 # As Prometheus since 3.8 (#17250): a 2.0 series is its samples or histograms;
-                # metadata or exemplars alone are refused.
+                # metadata alone is refused. Exemplars alone are taken, as 1.0 takes them:
+                # Prometheus' own 2.0 sender (3.x, send_exemplars) sends each exemplar as a
+                # series of its own, and refusing one would refuse its whole batch of samples.
                 raise DecodeError(
                     "TimeSeries must contain at least one sample or histogram for series "
                     f"{describe(labels)} (timeseries[{index}])"
