@@ -18,7 +18,7 @@ Statuses, as README, ``server.py`` and the receiver limits document them:
 - 400 anything that does not decode: corrupt snappy, corrupt protobuf, invalid UTF-8 in a
   string field (upb refuses it in proto3 strings), label sets the spec forbids, v2 symbol
   references out of range, a series over a per-series label limit (as Mimir answers);
-- 408 a body not complete within ``read_timeout``; 503 beyond ``max_concurrent_requests``;
+- 503 a body not complete within ``read_timeout`` (the sender retries it); 503 beyond ``max_concurrent_requests``;
 - 204 the edge cases that *are* valid: an empty WriteRequest (snappy of zero bytes), a label
   set with an empty value or not sorted by name (sorted on the way). A declared field of
   another wire type is refused (400) as Prometheus 3 and Mimir refuse it. A zero-byte body is
@@ -224,8 +224,8 @@ CORPUS: list[Case] = [
     Case("v2-samples-and-histograms", 400, "a series is one or the other", _v2(Batch((Series((("__name__", "up"),), (Sample(1.0, 1),), (Histogram(1),)),))), dict(V2)),
     Case("v2-invalid-utf8-symbol", 400, "upb refuses bad UTF-8 in proto3 strings", snappy.compress(b"\x22\x00\x22\x02\xff\xfe"), dict(V2)),
     # Slow senders
-    Case("body-stalls", 408, "Content-Length 1000, 10 bytes, then nothing", parts=[b"0123456789"], content_length=1000),
-    Case("body-dribbles", 408, "read_timeout bounds the whole body, not each read", parts=[b"x"] * 40, pause_s=0.1, content_length=40),
+    Case("body-stalls", 503, "Content-Length 1000, 10 bytes, then nothing", parts=[b"0123456789"], content_length=1000),
+    Case("body-dribbles", 503, "read_timeout bounds the whole body, not each read", parts=[b"x"] * 40, pause_s=0.1, content_length=40),
 ]
 # fmt: on
 
@@ -427,7 +427,7 @@ def test_requests_beyond_the_concurrency_limit_get_503(relay: RelayProcess) -> N
     told 503 at once (not queued behind them), and the slots free up when they time out."""
 
     async def scenario() -> tuple[list[int], list[int], int]:
-        stall = Case("stall", 408, "holds a slot", parts=[b"0123456789"], content_length=1000)
+        stall = Case("stall", 503, "holds a slot", parts=[b"0123456789"], content_length=1000)
         stalled = [asyncio.create_task(exchange(relay.port, stall)) for _ in range(4)]
         ok = Case("ok", 204, "valid", OK_V1)
         seen: list[int] = []
@@ -442,7 +442,7 @@ def test_requests_beyond_the_concurrency_limit_get_503(relay: RelayProcess) -> N
     seen, stalls, after = asyncio.run(scenario())
     detail = f"writer saw {seen}; stalled bodies got {stalls}; then {after}"
     assert 503 in seen, detail
-    assert stalls == [408] * 4, detail
+    assert stalls == [503] * 4, detail
     assert after == 204, detail
 
 

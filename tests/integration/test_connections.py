@@ -5,7 +5,7 @@
 | `receiver.header_timeout`      | no whole request head in time: closed, no answer | `gotk_relay_connections_closed_total{reason="header_timeout"}` |
 | `receiver.idle_timeout`        | idle kept-alive connection closed               |                                                  |
 | `receiver.max_connections`     | at the cap: the oldest idle one closed for it, else the new one | `{reason="idle_evicted"}` / `{reason="limit"}` |
-| `receiver.min_body_rate`       | 408, connection closed                          | `gotk_relay_rejected_requests_total{reason="slow_body"}` |
+| `receiver.min_body_rate`       | 503, connection closed                          | `gotk_relay_rejected_requests_total{reason="slow_body"}` |
 
 In-process relays run behind ``GuardedRunner`` as ``serve`` builds it; the fd-limit cases run
 ``gotk-relay serve`` under ``prlimit``.
@@ -263,7 +263,7 @@ def test_max_connections_is_sized_from_the_fd_limit(configured: int, fds: int, c
 # Slow bodies
 
 
-async def test_a_body_below_min_body_rate_gets_408_after_the_grace() -> None:
+async def test_a_body_below_min_body_rate_gets_503_after_the_grace() -> None:
     receiver = {"min_body_rate": 1000, "min_body_rate_grace": "500ms", "read_timeout": "30s"}
     async with edge(receiver) as relay:
         reader, writer = await relay.connect()
@@ -274,7 +274,7 @@ async def test_a_body_below_min_body_rate_gets_408_after_the_grace() -> None:
         )
         answer = await closed_by_relay(reader)
         writer.close()
-        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert answer.startswith(b"HTTP/1.1 503"), answer
         assert b"slower than 1000 bytes/s (receiver.min_body_rate) after 0.5s" in answer
         text = await relay.metrics()
         assert metric_value(text, "gotk_relay_rejected_requests_total", reason="slow_body") == 1
@@ -325,7 +325,7 @@ async def test_slow_uploads_do_not_keep_a_fast_writer_out() -> None:
             stop.set()
             for task in slow:
                 task.cancel()
-        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[:3]
+        assert all(a.startswith(b"HTTP/1.1 503") for a in answers), answers[:3]
 
 
 # ---------------------------------------------------------------------------------------------

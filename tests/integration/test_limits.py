@@ -5,7 +5,7 @@ is counted by reason, and leaves the relay serving.
 |------------------------------------------|--------|----------------------------------------------|
 | more series than `max_series_per_request` | 413    | `too_many_series`                             |
 | a series over a per-series label limit   | 400    | `label_limits`                               |
-| body not in within `read_timeout`        | 408    | `read_timeout`                               |
+| body not in within `read_timeout`        | 503    | `read_timeout`                               |
 | over `max_concurrent_requests` at once   | 503    | `too_many_requests` (retried by Prometheus)   |
 """
 
@@ -219,7 +219,7 @@ async def _trickle(writer: asyncio.StreamWriter, body: bytes, interval: float) -
 
 
 @pytest.mark.slow  # waits out the read timeout
-async def test_a_slow_sender_gets_408_within_the_read_timeout() -> None:
+async def test_a_slow_sender_gets_503_within_the_read_timeout() -> None:
     body, _ = rw_body(gauge_batch(["up", "down", "left", "right"], 1))
     async with relay_client(_config(read_timeout="1s")) as (client, _):
         async with _raw_write(client, len(body)) as (reader, writer):
@@ -228,14 +228,14 @@ async def test_a_slow_sender_gets_408_within_the_read_timeout() -> None:
             # A byte every 0.45 s: never idle for the 1 s allowed, and the body would take far
             # longer. No byte is due at the 1 s mark itself: one that arrives after the relay's
             # last read and before it closes makes the kernel reset the connection (unread data
-            # at close), and the reset would discard the 408 the test reads.
+            # at close), and the reset would discard the 503 the test reads.
             trickle = asyncio.create_task(_trickle(writer, body, 0.45))
             try:
                 status_line = await asyncio.wait_for(reader.readline(), timeout=5)
                 rest = await asyncio.wait_for(reader.read(), timeout=5)  # then the relay hangs up
             finally:
                 trickle.cancel()
-            assert status_line.startswith(b"HTTP/1.1 408"), status_line
+            assert status_line.startswith(b"HTTP/1.1 503"), status_line
             assert b"not received within 1s (receiver.read_timeout)" in rest
             assert loop.time() - started < 3
         assert await _rejected(client, "read_timeout") == 1

@@ -56,7 +56,7 @@ class ReceiverConfig(Strict):
     max_labels_per_series: int = Field(128, gt=0)
     max_label_name_length: int = Field(1024, gt=0)
     max_label_value_length: int = Field(4096, gt=0)
-    read_timeout: Duration = 30.0  # whole body; a slower sender gets 408
+    read_timeout: Duration = 30.0  # whole body; a slower sender gets 503 (it retries)
     max_concurrent_requests: int = Field(64, gt=0)  # beyond it: 503, retry later
     # Connection bounds (connections.py), per process. A new connection, and a kept-alive one
     # from the first byte of its next request, must send a whole request head within
@@ -70,7 +70,7 @@ class ReceiverConfig(Strict):
     # a new connection first takes the place of an idle one, else it is closed at once.
     max_connections: int = Field(0, ge=0)
     # A body must keep coming at min_body_rate bytes/s on average once min_body_rate_grace has
-    # passed (as Apache's mod_reqtimeout MinRate), else 408 and the connection is closed: slow
+    # passed (as Apache's mod_reqtimeout MinRate), else 503 and the connection is closed: slow
     # uploads cannot hold the write slots for all of read_timeout. 0: off.
     min_body_rate: int = Field(500, ge=0)
     min_body_rate_grace: Duration = Field(5.0, ge=0)

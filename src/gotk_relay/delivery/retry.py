@@ -6,7 +6,8 @@ Why each class (remote write spec 1.0/2.0 and what the backends in shared/refere
   retry, and receivers must be idempotent to the resend.
 - 429: rate limited (Mimir ingestion limits). The spec makes retrying optional; like Prometheus
   we retry only with ``retry_on_http_429``, otherwise the batch is dropped and counted.
-- 408: a request timeout is the transport's failure, not the data's: retried.
+- 408: a request timeout is the transport's failure, not the data's: retried (the relay's
+  own receiver answers 503 for a body too slow, which every sender retries).
 - other 4xx (400 bad data, 401/403 auth, 404, 409 Thanos conflicts, 413): retrying the same
   bytes cannot succeed; dropped, logged once, counted with the status as reason.
 - 415 from a v2 destination: handled by the sender (switch to v1 and resend), not here.

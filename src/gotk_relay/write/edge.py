@@ -144,7 +144,12 @@ def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection 
 
 async def read_write_body(request: web.Request, limits: ReceiverConfig) -> Rejection | bytes:
     """The body of a write request within ``receiver.read_timeout``, ``min_body_rate`` and
-    ``max_request_bytes``."""
+    ``max_request_bytes``.
+
+    A body too slow is answered 503 (and the connection closed), not 408: the request may
+    well succeed when sent again, and Prometheus (like the remote write spec) takes every 4xx
+    but 429 as final and drops the samples, where it retries a 5xx. Prometheus' own receiver
+    closes such a connection without an answer, which its sender retries too."""
     pace = _Pace(limits)
     try:
         async with asyncio.timeout_at(pace.deadline) as timer:
@@ -153,14 +158,14 @@ async def read_write_body(request: web.Request, limits: ReceiverConfig) -> Rejec
         if pace.slow:
             return Rejection(
                 "slow_body",
-                408,
+                503,
                 f"request body slower than {limits.min_body_rate} bytes/s "
                 f"(receiver.min_body_rate) after {limits.min_body_rate_grace:g}s",
                 hang_up=True,
             )
         return Rejection(
             "read_timeout",
-            408,
+            503,
             f"request body not received within {limits.read_timeout:g}s (receiver.read_timeout)",
             hang_up=True,
         )
