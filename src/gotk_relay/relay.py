@@ -188,7 +188,11 @@ def build_destination(
     budget: MemoryBudget | None = None,
     spool: Spool | None = None,
     client: Client | None = None,
+    *,
+    attach: bool = True,
 ) -> QueuedDestination:
+    """A destination's client, queue and senders; ``attach=False`` (a reload) leaves reading
+    its spooled rows to its senders (``ShardedQueue.attach``)."""
     q = cfg.queue_config
     # Datadog and OTLP make their own requests from the entries' rows; remote write sends them.
     queue = ShardedQueue(
@@ -199,6 +203,7 @@ def build_destination(
         spool,
         name,
         split_entries=not isinstance(cfg, DatadogConfig | OTLPConfig),
+        attach=attach,
     )
     if client is None:
         client = build_client(name, cfg)
@@ -759,8 +764,11 @@ class Relay:
                     self._draining.append(drain)
                 else:
                     drain = self._drain(previous)
+            # Its spooled rows are read once its predecessor has stopped (by its senders, which
+            # retry a spool error): nothing here touches the spool, so this cannot fail after
+            # the predecessor was halted.
             fresh = build_destination(
-                name, cfg, self.telemetry, self.budget, self.spool, clients[name]
+                name, cfg, self.telemetry, self.budget, self.spool, clients[name], attach=False
             )
             destinations[name] = fresh
             starts.append((fresh, drain))

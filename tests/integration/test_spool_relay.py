@@ -148,3 +148,38 @@ async def test_a_spooled_destination_replaced_by_a_reload_hands_over_once_it_has
         await eventually(lambda: bool(fresh.delivered()))
         assert closed and fresh.requests[0].at >= closed[0]
         assert sorted(s.name for b in fresh.delivered() for s in b.series) == ["a", "b"]
+
+
+async def test_a_reload_while_the_spool_is_locked_leaves_the_destination_sending_once_free(
+    tmp_path: Path,
+) -> None:
+    """A reload that reshards a spooled destination while another process holds the spool's
+    write lock (a backup, the sqlite3 shell): the reload goes through (nothing in it touches
+    the spool), the new destination's senders show the spool error in /-/ready and retry it,
+    and once the lock is released the backlog and what came meanwhile are delivered."""
+    import sqlite3
+
+    down = ScriptedReceiver(default=Reply(503))
+    up = ScriptedReceiver()
+    async with receivers(down, up), relay_client(_config(tmp_path, down.url)) as (client, relay):
+        for t in range(5):
+            assert await _post(client, ["a", "b"], 1000 + t) == 204
+        await eventually(lambda: len(down.requests) >= 1)
+        holder = sqlite3.connect(tmp_path / "spool.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+        try:
+            resharded = _config(tmp_path, up.url)
+            resharded["remote_write"][0]["queue_config"]["min_shards"] = 2  # type: ignore[index]
+            relay.reload(load_text(yaml.safe_dump(resharded), "<test>"))
+            await eventually(lambda: any("spool" in p for p in relay.problems()), timeout=15)
+            assert up.requests == []
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert await _post(client, ["a", "b"], 2000) == 204
+        await eventually(lambda: sum(b.sample_count for b in up.delivered()) == 12, timeout=15)
+        await eventually(lambda: relay.problems() == [])
+    stamps = sorted(
+        x.timestamp for b in up.delivered() for s in b.series if s.name == "a" for x in s.samples
+    )
+    assert stamps == [1000, 1001, 1002, 1003, 1004, 2000]

@@ -85,6 +85,7 @@ class Shard:
 
     __slots__ = (
         "_ready",
+        "attached",
         "budget",
         "capacity",
         "cursor",
@@ -120,12 +121,17 @@ class Shard:
         self.cursor = 0  # highest spool id taken so far
         self.in_flight: list[Entry] = []
         self._ready = asyncio.Event()
+        # With a spool: whether the rows on disk are counted (``adopt``); until then every
+        # entry put stays on disk, and the backlog read at ``adopt`` counts it.
+        self.attached = spool is None
 
-    def resume(self, entries: int, points: int, size: int) -> None:
-        """Account for a backlog a previous run left in the spool."""
-        self.disk_entries += entries
-        self.points += points
-        self.queued_bytes += size
+    def adopt(self, entries: int, points: int, size: int) -> None:
+        """Take what the spool holds for this shard as its queue: a previous run's backlog and
+        what was put since this shard was made (the spool is read after those were committed)."""
+        self.disk_entries = entries
+        self.points = points
+        self.queued_bytes = size
+        self.attached = True
         if entries:
             self._ready.set()
 
@@ -138,7 +144,9 @@ class Shard:
         self.points += entry.points
         self.queued_bytes += entry.size
         if self.spool is not None and (
-            self.disk_entries or self.memory_points + entry.points > self.capacity
+            not self.attached
+            or self.disk_entries
+            or self.memory_points + entry.points > self.capacity
         ):
             self.disk_entries += 1  # committed already; read back when its turn comes
         else:
@@ -297,6 +305,7 @@ class ShardedQueue:
         name: str = "",
         *,
         split_entries: bool = False,
+        attach: bool = True,
     ) -> None:
         self.shards = [Shard(capacity, budget, spool, name, i) for i in range(shards)]
         self.max_points_per_send = max_points_per_send
@@ -306,10 +315,25 @@ class ShardedQueue:
         self.budget = budget
         self.spool = spool
         self.name = name
-        if spool is not None:
-            spool.reshard(name, shards)
-            for index, backlog in spool.backlog(name).items():
-                self.shards[index].resume(*backlog)
+        if attach:
+            self.attach()
+
+    @property
+    def attached(self) -> bool:
+        return all(shard.attached for shard in self.shards)
+
+    def attach(self) -> None:
+        """With a spool, take the rows it holds for this destination: moved onto this queue's
+        shards (``Spool.reshard``) and counted (SpoolError when the spool cannot be read).
+        A queue made at start attaches at once; one made by a reload attaches when its senders
+        start, after the destination it replaces has stopped, so that nothing in a reload
+        touches the spool and a spool error is the senders' to retry."""
+        if self.spool is None or self.attached:
+            return
+        self.spool.reshard(self.name, len(self.shards))
+        found = self.spool.backlog(self.name)
+        for index, shard in enumerate(self.shards):
+            shard.adopt(*found.get(index, (0, 0, 0)))
 
     def fit(self, entry: Entry) -> list[Entry]:
         """``entry`` as request-sized entries, in order: itself when it holds at most

@@ -260,6 +260,15 @@ class QueuedDestination:
                     extra={"destination": self.name, "shard": shard.index, "err": repr(exc)},
                 )
         backoff = 0.0
+        while not self.queue.attached:  # a reload's successor: the spool is read now
+            try:
+                self.queue.attach()
+            except Exception as exc:  # supervised: logged once, shown in /-/ready, retried
+                self._fault(shard.index, exc)
+                backoff = next_backoff(backoff, self.retry.min_backoff, self.retry.max_backoff)
+                await asyncio.sleep(backoff)
+        self._recovered(shard.index)
+        backoff = 0.0
         entries: list[Entry] | None = None
         delivered = False
         last_take = 0.0  # when this shard last took less than a full request
