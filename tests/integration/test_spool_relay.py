@@ -183,3 +183,40 @@ async def test_a_reload_while_the_spool_is_locked_leaves_the_destination_sending
         x.timestamp for b in up.delivered() for s in b.series if s.name == "a" for x in s.samples
     )
     assert stamps == [1000, 1001, 1002, 1003, 1004, 2000]
+
+
+async def test_a_new_shard_count_sends_the_spooled_rows_first_so_no_series_goes_back(
+    tmp_path: Path,
+) -> None:
+    """Rows spooled under one shard, then a start with four: a series' new samples may hash to
+    another shard than its spooled ones. Every spooled row is sent first (from shard 0, in
+    order), and only then the other shards, so each series arrives in time order: a receiver
+    such as Prometheus or Mimir would refuse an older sample after a newer one."""
+    names = [f"s{i}" for i in range(12)]
+    down = ScriptedReceiver(default=Reply(503))
+    up = ScriptedReceiver()
+    async with receivers(down, up):
+        async with relay_client(_config(tmp_path, down.url)) as (client, _):
+            for t in range(20):
+                assert await _post(client, names, 1000 + t) == 204
+        four = _config(tmp_path, up.url)
+        four["remote_write"][0]["queue_config"]["min_shards"] = 4  # type: ignore[index]
+        # One received request a send: the spooled rows take 20 round trips on their shard.
+        four["remote_write"][0]["queue_config"]["max_samples_per_send"] = 12  # type: ignore[index]
+        async with relay_client(four) as (client, _):
+            for t in range(5):
+                assert await _post(client, names, 5000 + t) == 204
+            await eventually(lambda: sum(b.sample_count for b in up.delivered()) == 12 * 25)
+        # A third start with the same count: nothing spooled, nothing held back.
+        async with relay_client(four) as (client, _):
+            assert await _post(client, names, 9000) == 204
+            await eventually(lambda: sum(b.sample_count for b in up.delivered()) == 12 * 26)
+    for name in names:
+        stamps = [
+            x.timestamp
+            for b in up.delivered()
+            for s in b.series
+            if s.name == name
+            for x in s.samples
+        ]
+        assert stamps == [*range(1000, 1020), *range(5000, 5005), 9000], name

@@ -81,7 +81,10 @@ def test_every_spool_method_raises_spool_error_only(tmp_path: Path) -> None:
         lambda: spool.delete([1]),
         lambda: spool.read("d0", 0, 0, 10),
         lambda: spool.backlog("d0"),
-        lambda: spool.reshard("d0", 1),
+        lambda: spool.layout("d0"),
+        lambda: spool.set_layout("d0", 2),
+        lambda: spool.merge_shards("d0"),
+        lambda: spool.holds_up_to("d0", 1),
         lambda: spool.oldest_newest_ms("d0", 0),
         lambda: spool.destinations(),
     ]

@@ -315,6 +315,11 @@ class ShardedQueue:
         self.budget = budget
         self.spool = spool
         self.name = name
+        # After a change of the shard count with rows spooled: the highest id of those, all
+        # on shard 0, which the other shards wait for (``gate``) before they send anything.
+        self.barrier = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
         if attach:
             self.attach()
 
@@ -323,17 +328,37 @@ class ShardedQueue:
         return all(shard.attached for shard in self.shards)
 
     def attach(self) -> None:
-        """With a spool, take the rows it holds for this destination: moved onto this queue's
-        shards (``Spool.reshard``) and counted (SpoolError when the spool cannot be read).
+        """With a spool, take the rows it holds for this destination and count them (SpoolError
+        when the spool cannot be read). Rows spooled under another shard count all go to shard
+        0, which sends them before the other shards send anything (``gate``, ``passed``).
         A queue made at start attaches at once; one made by a reload attaches when its senders
         start, after the destination it replaces has stopped, so that nothing in a reload
         touches the spool and a spool error is the senders' to retry."""
         if self.spool is None or self.attached:
             return
-        self.spool.reshard(self.name, len(self.shards))
+        shards = len(self.shards)
         found = self.spool.backlog(self.name)
+        if found and self.spool.layout(self.name) != shards:
+            # Spooled under another shard count (or one not recorded): a series' rows may be
+            # on another shard than its new ones go to. All of them are sent first, in order,
+            # from shard 0; the other shards send nothing until that is done, so no series'
+            # newer samples overtake its older ones.
+            barrier = self.spool.merge_shards(self.name)
+            found = self.spool.backlog(self.name)
+            if shards > 1:
+                self.barrier = barrier
+                self.gate.clear()
+        self.spool.set_layout(self.name, shards)
         for index, shard in enumerate(self.shards):
             shard.adopt(*found.get(index, (0, 0, 0)))
+
+    def passed(self) -> None:
+        """Open the gate once every row up to the barrier was answered for (delivered or
+        dropped: deleted from the spool). Called after shard 0's sends and after drops."""
+        spool = self.spool
+        if self.barrier and spool is not None and not spool.holds_up_to(self.name, self.barrier):
+            self.barrier = 0
+            self.gate.set()
 
     def fit(self, entry: Entry) -> list[Entry]:
         """``entry`` as request-sized entries, in order: itself when it holds at most
@@ -389,6 +414,7 @@ class ShardedQueue:
                         break
             if not progress:
                 break
+        self.passed()
         return dropped
 
     @property

@@ -268,6 +268,8 @@ class QueuedDestination:
                 backoff = next_backoff(backoff, self.retry.min_backoff, self.retry.max_backoff)
                 await asyncio.sleep(backoff)
         self._recovered(shard.index)
+        if shard.index:  # after a change of shard count, shard 0 sends the spooled rows first
+            await self.queue.gate.wait()
         backoff = 0.0
         entries: list[Entry] | None = None
         delivered = False
@@ -292,6 +294,8 @@ class QueuedDestination:
                     delivered = True
                     _answered(shard.in_flight)
                 shard.done()  # with a spool: deletes the rows; may fail like any spool call
+                if shard.index == 0:
+                    self.queue.passed()
                 entries, delivered, backoff, live = None, False, 0.0, []
                 self._recovered(shard.index)
             except asyncio.CancelledError:

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS entries (
     payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_queue ON entries (destination, shard, id);
+CREATE TABLE IF NOT EXISTS layouts (
+    destination TEXT PRIMARY KEY,
+    shards INTEGER NOT NULL
+);
 """
 
 
@@ -203,19 +207,42 @@ class Spool:
             ).fetchall()
         return {shard: Backlog(n, pts or 0, size or 0) for shard, n, pts, size in rows}
 
-    def reshard(self, destination: str, shards: int) -> int:
-        """Move rows of shards that no longer exist onto ``shard % shards``; rows moved.
+    def layout(self, destination: str) -> int | None:
+        """The shard count the destination's rows were spooled under (None: not recorded, a
+        spool written before it was, or a destination new to it)."""
+        with self._guard("read"):
+            row = self.db.execute(
+                "SELECT shards FROM layouts WHERE destination = ?", (destination,)
+            ).fetchone()
+        return None if row is None else int(row[0])
 
-        Order within a series holds only if its shard does not change: after a change of
-        ``min_shards`` a series may move, so the old rows are replayed before newer ones of the
-        same target shard by id, which keeps each old shard's order but interleaves shards.
-        """
+    def set_layout(self, destination: str, shards: int) -> None:
         with self._guard("write to"):
-            cursor = self.db.execute(
-                "UPDATE entries SET shard = shard % ? WHERE destination = ? AND shard >= ?",
-                (shards, destination, shards),
+            self.db.execute(
+                "INSERT INTO layouts (destination, shards) VALUES (?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET shards = excluded.shards",
+                (destination, shards),
             )
-        return cursor.rowcount
+
+    def merge_shards(self, destination: str) -> int:
+        """Move every row of the destination onto shard 0, where they are read in id order;
+        the highest id moved (0: none). Each series was in one shard of the old layout, so
+        its rows keep their order on shard 0, whatever the old and new shard counts."""
+        with self._guard("write to"):
+            self.db.execute("UPDATE entries SET shard = 0 WHERE destination = ?", (destination,))
+            row = self.db.execute(
+                "SELECT MAX(id) FROM entries WHERE destination = ?", (destination,)
+            ).fetchone()
+        return int(row[0] or 0)
+
+    def holds_up_to(self, destination: str, last_id: int) -> bool:
+        """Whether a row of the destination with an id up to ``last_id`` is still spooled."""
+        with self._guard("read"):
+            row = self.db.execute(
+                "SELECT 1 FROM entries WHERE destination = ? AND id <= ? LIMIT 1",
+                (destination, last_id),
+            ).fetchone()
+        return row is not None
 
     def oldest_newest_ms(self, destination: str, shard: int) -> int | None:
         """The newest sample timestamp of a shard's oldest entry: how far behind it is."""
