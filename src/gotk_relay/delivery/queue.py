@@ -338,7 +338,8 @@ class ShardedQueue:
             return
         shards = len(self.shards)
         found = self.spool.backlog(self.name)
-        if found and self.spool.layout(self.name) != shards:
+        recorded = self.spool.layout(self.name)
+        if found and recorded != shards:
             # Spooled under another shard count (or one not recorded): a series' rows may be
             # on another shard than its new ones go to. All of them are sent first, in order,
             # from shard 0; the other shards send nothing until that is done, so no series'
@@ -348,7 +349,8 @@ class ShardedQueue:
             if shards > 1:
                 self.barrier = barrier
                 self.gate.clear()
-        self.spool.set_layout(self.name, shards)
+        if recorded != shards:  # written only on a change: a full disk still starts
+            self.spool.set_layout(self.name, shards)
         for index, shard in enumerate(self.shards):
             shard.adopt(*found.get(index, (0, 0, 0)))
 
