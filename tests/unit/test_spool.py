@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
@@ -190,3 +191,15 @@ def test_tenants_taken_past_each_other_replay_in_order_after_a_restart(tmp_path:
         assert spool.backlog("d") == {}
 
     asyncio.run(scenario())
+
+
+def test_a_spool_in_use_by_another_relay_is_refused_until_it_is_closed(tmp_path: Path) -> None:
+    """Two relays on one data_dir would each send the other's rows: the second is refused,
+    naming the holder, and can open the spool once the first has closed it (or died)."""
+    first = Spool(tmp_path)
+    try:
+        with pytest.raises(SpoolError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+            Spool(tmp_path)
+    finally:
+        first.close()
+    Spool(tmp_path).close()

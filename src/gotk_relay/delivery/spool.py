@@ -21,6 +21,8 @@ supervised senders, start-up) handle one exception type.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -57,6 +59,28 @@ WAL_PAGES = 256
 FORMAT = 1  # PRAGMA user_version: 1 = payloads are snappy blocks (see ``Spool._upgrade``)
 
 
+def _lock(path: Path) -> int:
+    """An exclusive lock on ``path/lock`` for the life of this process's spool (released when
+    it closes or the process ends, however it ends): two relays on one ``data_dir`` would each
+    send the other's rows and miscount their own. The lock file names the holder's PID."""
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SpoolError(
+            f"the spool in {path} is in use by another process (pid {holder}): give each "
+            "relay its own spool.data_dir"
+        ) from None
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class SpoolError(Exception):
     """The spool cannot be opened or written; the request is refused (503), nothing is acked."""
 
@@ -76,6 +100,10 @@ class Spool:
         path = Path(data_dir)
         try:
             path.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(path)
+        except OSError as exc:
+            raise SpoolError(f"cannot open the spool in {path}: {exc}") from exc
+        try:
             self.db = sqlite3.connect(
                 path / "spool.sqlite3", isolation_level=None, timeout=BUSY_TIMEOUT_S
             )
@@ -93,6 +121,7 @@ class Spool:
             # overwritten is refused here, in one line, rather than on a later read.
             self.db.execute("SELECT COUNT(*), SUM(points) FROM entries").fetchone()
         except (OSError, sqlite3.Error) as exc:
+            os.close(self._lock)
             raise SpoolError(f"cannot open the spool in {path}: {exc}") from exc
         self.path = path
 
@@ -259,5 +288,8 @@ class Spool:
             return [r[0] for r in self.db.execute("SELECT DISTINCT destination FROM entries")]
 
     def close(self) -> None:
-        with self._guard("close"):
-            self.db.close()
+        try:
+            with self._guard("close"):
+                self.db.close()
+        finally:
+            os.close(self._lock)  # the lock goes with it
