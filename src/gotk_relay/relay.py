@@ -775,6 +775,11 @@ class Relay:
         for leftover in old.values():
             if self.spool is not None:
                 self._draining.append(_logged(leftover.halt()))
+                log.warning(
+                    "a destination was removed; what it has spooled stays in the spool until a "
+                    "destination of that name is configured again",
+                    extra={"destination": leftover.name},
+                )
             else:
                 self._drain(leftover)
         if config.federate != self.config.federate:

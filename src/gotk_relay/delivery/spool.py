@@ -212,7 +212,11 @@ class Spool:
         batch = [(i,) for i in ids if i]
         if batch:
             with self._guard("delete from"):
+                # One transaction: in autocommit each row's delete was a commit of its own (a
+                # sync of the WAL each with synchronous=full).
+                self.db.execute("BEGIN IMMEDIATE")
                 self.db.executemany("DELETE FROM entries WHERE id = ?", batch)
+                self.db.execute("COMMIT")
 
     def read(self, destination: str, shard: int, after_id: int, limit: int) -> list[Entry]:
         with self._guard("read"):
