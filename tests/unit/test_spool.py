@@ -203,3 +203,29 @@ def test_a_spool_in_use_by_another_relay_is_refused_until_it_is_closed(tmp_path:
     finally:
         first.close()
     Spool(tmp_path).close()
+
+
+def test_a_backlog_is_read_back_no_more_than_capacity_at_a_time(tmp_path: Path) -> None:
+    """Replaying a backlog keeps the memory bound (``capacity`` points a shard, or one entry
+    when a single entry holds more): rows are read back a capacity's worth at a time, every
+    one of them in order."""
+
+    async def scenario() -> None:
+        spool = Spool(tmp_path)
+        try:
+            for i in range(10):
+                entry = encode_entry(_batch(f"s{i}", i), Protocol.V1)
+                spool.append([("d", 0, entry)])
+            queue = ShardedQueue(1, capacity=3, max_points_per_send=1, spool=spool, name="d")
+            shard = queue.shards[0]
+            seen = []
+            for _ in range(10):
+                taken = await shard.take(1)
+                assert shard.memory_points + sum(e.points for e in shard.in_flight) <= 3
+                seen += [decode_entry(e).series[0].name for e in taken]
+                shard.done()
+            assert seen == [f"s{i}" for i in range(10)]
+        finally:
+            spool.close()
+
+    asyncio.run(scenario())

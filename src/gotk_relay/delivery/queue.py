@@ -249,6 +249,14 @@ class Shard:
         if not rows:  # the count was off (rows deleted elsewhere): trust the disk
             self.disk_entries = 0
             return
+        # No more than capacity in memory (at least one row): the rest is read again later.
+        room, kept = self.capacity - self.memory_points, 0
+        for row in rows:
+            if kept and row.points > room:
+                break
+            room -= row.points
+            kept += 1
+        rows = rows[:kept]
         self.entries.extend(rows)
         self.memory_points += sum(e.points for e in rows)
         self.disk_entries = max(0, self.disk_entries - len(rows))
