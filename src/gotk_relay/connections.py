@@ -22,6 +22,7 @@ handler's (server.py).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import resource
 import socket
@@ -277,3 +278,32 @@ class GuardedRunner(web.AppRunner):
             fds=self._fds,
             **plain._kwargs,
         )
+
+
+async def start_tcp_site(
+    runner: web.BaseRunner,
+    host: str,
+    port: int,
+    *,
+    ssl_context: Any = None,
+    reuse_port: bool | None = None,
+) -> web.TCPSite:
+    """The TCP listener, started. ``0.0.0.0`` (and an empty host) is every address, IPv6 too,
+    as Go's net.Listen takes it for Prometheus: one socket per address family. Where the host
+    has no IPv6 (a container with it turned off), IPv4 alone."""
+    wildcard = host in ("", "0.0.0.0") and port != 0  # port 0: one port, so one family
+
+    def site(bind: str | None) -> web.TCPSite:
+        return web.TCPSite(
+            runner, bind, port, backlog=1024, ssl_context=ssl_context, reuse_port=reuse_port
+        )
+
+    listener = site(None if wildcard else host)
+    try:
+        await listener.start()
+    except OSError as exc:
+        if not wildcard or exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            raise
+        listener = site("0.0.0.0")
+        await listener.start()
+    return listener

@@ -1,4 +1,4 @@
-"""logfmt and JSON log lines in Prometheus' style: ``ts=… level=info caller=… msg="…" key=value``.
+"""logfmt and JSON log lines in Prometheus' style: ``ts=… caller=… level=info msg="…" key=value``.
 
 Structured fields come from ``extra={...}``; nothing here ever formats a secret, because
 secrets never reach a log call (URLs are sanitised before they are logged).
@@ -19,6 +19,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
         "ts": dt.datetime.fromtimestamp(record.created, dt.UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
+        "caller": f"{record.filename}:{record.lineno}",  # as promlog: file:line
         "level": record.levelname.lower().replace("warning", "warn"),
         "component": record.name.removeprefix("gotk_relay."),
         "msg": record.getMessage(),

@@ -33,7 +33,7 @@ from yarl import URL
 
 from .access import Authenticator, InFlight, ServerTLS
 from .config import Config, ConfigError, ReceiverConfig
-from .connections import GuardedRunner, raise_fd_limit
+from .connections import GuardedRunner, raise_fd_limit, start_tcp_site
 from .model import Protocol
 from .wire import snappy
 from .worker_pool import GENERATION_HEADER, ROUTE_HEADER, STALE
@@ -347,11 +347,8 @@ async def run(socket_path: str, listen: tuple[str, int], parent_fd: int | None, 
         )
         await runner.setup()
         host, port = listen
-        site = web.TCPSite(
-            runner, host, port, backlog=1024, ssl_context=ssl_context, reuse_port=True
-        )
         try:
-            await site.start()
+            await start_tcp_site(runner, host, port, ssl_context=ssl_context, reuse_port=True)
         except OSError as exc:
             log.error("failed to listen", extra={"address": f"{host}:{port}", "err": exc.strerror})
             await runner.cleanup()

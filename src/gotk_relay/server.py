@@ -78,6 +78,7 @@ log = logging.getLogger("gotk_relay.server")
 RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
 TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 RELOADER: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("reloader")
+QUITTER: web.AppKey[Callable[[], None]] = web.AppKey("quitter")
 STATE: web.AppKey[dict[str, bool]] = web.AppKey("state", dict)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
@@ -498,7 +499,9 @@ class FederateThread:
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
     body = generate_latest(request.app[TELEMETRY].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    response.enable_compression()  # gzip when asked, as Prometheus' scrapes ask
+    return response
 
 
 async def handle_healthy(request: web.Request) -> web.StreamResponse:
@@ -526,6 +529,17 @@ async def handle_reload(request: web.Request) -> web.StreamResponse:
     except ConfigError as exc:
         return plain(500, f"failed to reload config: {exc}")
     return plain(200, "config reloaded")
+
+
+async def handle_quit(request: web.Request) -> web.StreamResponse:
+    """``/-/quit``, as Prometheus': a graceful shutdown, as on SIGTERM (lifecycle API only)."""
+    unauthenticated = _unauthenticated(request)
+    if unauthenticated is not None:
+        return unauthenticated
+    if not request.app[STATE].get("lifecycle", False):
+        return plain(403, "Lifecycle API is not enabled (start with --web.enable-lifecycle).")
+    request.app[QUITTER]()
+    return plain(200, "Requesting termination... Goodbye!")
 
 
 class StatusState:
@@ -653,6 +667,7 @@ def make_app(
     *,
     enable_lifecycle: bool = True,
     authenticator: Authenticator | None = None,
+    quitter: Callable[[], None] | None = None,
 ) -> web.Application:
     """The relay's HTTP app.
 
@@ -670,6 +685,7 @@ def make_app(
     app[RELAY] = relay
     app[TELEMETRY] = telemetry
     app[RELOADER] = reloader
+    app[QUITTER] = quitter or (lambda: None)
     app[STATE] = {"accepting": True, "lifecycle": enable_lifecycle}
     app[AUTHENTICATOR] = (
         authenticator if authenticator is not None else Authenticator(relay.config.receiver.auth)
@@ -689,6 +705,8 @@ def make_app(
     app.router.add_get("/-/ready", handle_ready)
     app.router.add_post("/-/reload", handle_reload)
     app.router.add_put("/-/reload", handle_reload)
+    app.router.add_post("/-/quit", handle_quit)
+    app.router.add_put("/-/quit", handle_quit)
     app[STATUS] = StatusState()
     app.router.add_get("/", handle_index)
     app.router.add_get(STATUS_JSON, handle_index)

@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -86,6 +93,9 @@ class Refusals:
 
 class Telemetry:
     def __init__(self) -> None:
+        # No <counter>_created series beside each counter and histogram: Prometheus' own
+        # metrics have none, and they double the series of every labelled counter.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self._labelled: dict[tuple[object, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -165,8 +166,9 @@ def test_check_config_names_the_problem(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert (
         f"{bad}:3: remote_write[0].queue_config.max_shard: field max_shard not found"
-        in failed.stdout
+        in failed.stderr  # FAILED lines go to stderr, as promtool writes them
     )
+    assert f"Checking {bad}" in failed.stdout
 
 
 def test_check_config_never_prints_secrets(tmp_path: Path) -> None:
@@ -378,8 +380,8 @@ def test_check_config_refuses_a_url_with_a_bad_port(tmp_path: Path) -> None:
     path.write_text("remote_write:\n  - url: http://h:notaport/api/v1/write\n")
     done = _cli("check-config", str(path))
     assert done.returncode == 1
-    assert f"{path}:2: remote_write[0].url: " in done.stdout
-    assert "the port must be a number from 1 to 65535" in done.stdout
+    assert f"{path}:2: remote_write[0].url: " in done.stderr  # FAILED, as promtool, on stderr
+    assert "the port must be a number from 1 to 65535" in done.stderr
 
 
 def test_check_config_never_prints_a_value_from_env(tmp_path: Path) -> None:
@@ -393,8 +395,8 @@ def test_check_config_never_prints_a_value_from_env(tmp_path: Path) -> None:
     done = _cli("check-config", str(path), env=env)
     assert done.returncode == 1
     assert "hunter2" not in done.stdout + done.stderr
-    assert "remote_write[0].url: " in done.stdout and "${RELAY_URL}" in done.stdout
-    assert "remote_write[0].remote_timeout: " in done.stdout and "${RELAY_TIMEOUT}" in done.stdout
+    assert "remote_write[0].url: " in done.stderr and "${RELAY_URL}" in done.stderr
+    assert "remote_write[0].remote_timeout: " in done.stderr and "${RELAY_TIMEOUT}" in done.stderr
 
 
 def test_check_config_reads_every_named_file_but_never_prints_it(tmp_path: Path) -> None:
@@ -409,8 +411,8 @@ def test_check_config_reads_every_named_file_but_never_prints_it(tmp_path: Path)
     )
     done = _cli("check-config", str(path))
     assert done.returncode == 1
-    assert f"remote_write[1].tls_config.ca_file: unable to read {missing}" in done.stdout
-    assert "remote_write[0]" not in done.stdout  # the readable file is not reported
+    assert f"remote_write[1].tls_config.ca_file: unable to read {missing}" in done.stderr
+    assert "remote_write[0]" not in done.stdout + done.stderr  # a readable file: not reported
     path.write_text(
         f"remote_write:\n  - url: https://a/\n    authorization: {{credentials_file: {token}}}\n"
     )
@@ -448,7 +450,7 @@ def test_check_config_refuses_what_serve_would_not_start_with(tmp_path: Path) ->
     _, other_key = _self_signed(tmp_path, "b")
     path.write_text(f"receiver:\n  tls: {{cert_file: {cert}, key_file: {other_key}}}\n")
     done = _cli("check-config", str(path))
-    assert done.returncode == 1 and "FAILED" in done.stdout and str(cert) in done.stdout
+    assert done.returncode == 1 and "FAILED" in done.stderr and str(cert) in done.stderr
     served = _cli("serve", "--config", str(path))
     assert served.returncode == 1
     empty.write_text("s3cret\n")
@@ -474,3 +476,70 @@ def test_serve_refuses_a_destination_tls_file_it_cannot_read(tmp_path: Path) -> 
     assert done.returncode == 1
     assert f"destination 'backend': tls_config.ca_file: unable to read {missing}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1 at all (a container may have IPv6 off)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # real processes
+def test_the_lifecycle_api_quit_and_a_reload_with_nothing_to_reload(tmp_path: Path) -> None:
+    """``:PORT`` listens on every address (IPv6 too where the machine has it); ``/-/quit``
+    shuts down as SIGTERM does, with the lifecycle API on, as in Prometheus (403 without it);
+    a relay run on its embedded default config says a reload has nothing to reload, not that it
+    reloaded; ``--shutdown-timeout`` takes a duration."""
+    port = free_port()
+    log = tmp_path / "relay.log"
+    argv = [sys.executable, "-m", "gotk_relay", "serve", "--listen-address", f":{port}"]
+    with log.open("w") as out:
+        plain = subprocess.Popen([*argv, "--shutdown-timeout", "5s"], stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, plain)
+        if _ipv6_loopback():
+            assert _get(f"http://[::1]:{port}/-/ready")[0] == 200
+        assert _post(base + "/-/quit") == (
+            403,
+            "Lifecycle API is not enabled (start with --web.enable-lifecycle).\n",
+        )
+        plain.send_signal(signal.SIGHUP)
+        _wait_metric(base, "gotk_relay_config_last_reload_successful 0.0")
+    finally:
+        plain.send_signal(signal.SIGTERM)
+        assert plain.wait(timeout=15) == 0
+    assert "nothing to reload" in log.read_text()
+
+    with log.open("w") as out:
+        lifecycle = subprocess.Popen([*argv, "--web.enable-lifecycle"], stdout=out, stderr=out)
+    try:
+        _wait_ready(base, lifecycle)
+        status, text = _post(base + "/-/reload")
+        assert status == 500 and "nothing to reload" in text
+        assert _get(base + "/-/quit")[0] == 405
+        assert _post(base + "/-/quit") == (200, "Requesting termination... Goodbye!\n")
+        assert lifecycle.wait(timeout=15) == 0
+    finally:
+        if lifecycle.poll() is None:
+            lifecycle.kill()
+    assert "see you next time!" in log.read_text()
+
+
+def test_a_listen_port_over_65535_is_refused() -> None:
+    done = _cli("serve", "--web.listen-address", ":99999")
+    assert done.returncode == 2
+    assert "port 99999 is over 65535" in done.stderr
+
+
+def _post(url: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

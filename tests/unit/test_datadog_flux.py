@@ -486,4 +486,4 @@ def test_check_config_accepts_the_recipe_and_names_the_key_it_refuses(tmp_path: 
             env=env,
         )
         assert done.returncode == code, done.stdout + done.stderr
-    assert "flux_integration" in done.stdout and "counters: gauge" in done.stdout
+    assert "flux_integration" in done.stderr and "counters: gauge" in done.stderr  # FAILED

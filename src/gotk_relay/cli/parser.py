@@ -5,18 +5,36 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from .. import __version__
 from ..model import Protocol
 
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9201"
+_NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?$")
 
 
 def listen_address(value: str) -> tuple[str, int]:
+    """HOST:PORT as Go's net.Listen takes it: a port from 0 to 65535, the host optional (an
+    empty one, like ``0.0.0.0``, is every address: connections.start_tcp_site)."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"invalid listen address {value!r}; expected HOST:PORT")
+    if int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid listen address {value!r}: port {port} is over 65535"
+        )
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _seconds(value: str) -> float:
+    """A Prometheus duration (``30s``, ``1m``) or a number of seconds."""
+    from ..units import parse_seconds
+
+    try:
+        return parse_seconds(float(value) if _NUMBER.match(value) else value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,14 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--web.enable-lifecycle",
         dest="lifecycle",
         action="store_true",
-        help="enable POST /-/reload (SIGHUP always reloads)",
+        help="enable POST /-/reload and POST /-/quit (SIGHUP always reloads)",
     )
     serve.add_argument(
         "--shutdown-timeout",
         dest="shutdown_timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
-        help="seconds to finish and drain on SIGTERM before giving up (default 30)",
+        help="how long to finish and drain on SIGTERM before giving up: a duration (30s, "
+        "1m) or seconds (default 30s)",
     )
     serve.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]

@@ -31,6 +31,9 @@ def _install_uvloop() -> None:
         pass
 
 
+NO_CONFIG_FILE = "no --config file: the relay runs its embedded default config, nothing to reload"
+
+
 def _tune_runtime() -> None:
     """uvloop, and glibc keeping freed request buffers for reuse (allocator.py)."""
     from ..allocator import keep_freed_memory
@@ -74,7 +77,7 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
 
     from ..access import Authenticator, ServerTLS, listener_tls_metric
     from ..config import Config, ConfigError, load_file
-    from ..connections import GuardedRunner, raise_fd_limit
+    from ..connections import GuardedRunner, raise_fd_limit, start_tcp_site
     from ..relay import Relay
     from ..scrape import Scraper
     from ..server import STATE, make_app
@@ -103,9 +106,10 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     generation = Generation()  # the workers' view of the configuration (worker_pool.py)
 
     async def reload() -> None:
-        if not args.config:
-            log.info("no --config file; nothing to reload")
-            return
+        if not args.config:  # said, not ignored: a reloader beside it must not think it worked
+            telemetry.reload_success.set(0)
+            log.error("failed to reload config", extra={"err": NO_CONFIG_FILE})
+            raise ConfigError(NO_CONFIG_FILE)
         try:
             new = load_file(args.config)
             # The secret files read first, the rules and destinations swapped, then the
@@ -136,8 +140,14 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         telemetry.reload_timestamp.set(time.time())
         log.info("completed loading of configuration file", extra={"file": args.config})
 
+    stop = asyncio.Event()
     app = make_app(
-        relay, telemetry, reload, enable_lifecycle=args.lifecycle, authenticator=authenticator
+        relay,
+        telemetry,
+        reload,
+        enable_lifecycle=args.lifecycle,
+        authenticator=authenticator,
+        quitter=stop.set,  # /-/quit: as SIGTERM
     )
     if workers > 1:
         add_internal_routes(app, generation)
@@ -155,16 +165,18 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
     # With workers every process listens on the address (SO_REUSEPORT, the kernel spreads the
     # connections); the core also listens on a Unix socket in a private (0700) directory, for
     # the workers only.
-    site = web.TCPSite(
-        runner, host, port, backlog=1024, ssl_context=ssl_context, reuse_port=workers > 1 or None
-    )
     private_dir = tempfile.mkdtemp(prefix="gotk-relay-") if workers > 1 else None
-    sites: list[web.BaseSite] = [site]
-    if private_dir is not None:
-        sites.append(web.UnixSite(runner, os.path.join(private_dir, "core.sock")))
+    sites: list[web.BaseSite] = []
     try:
-        for each in sites:
-            await each.start()
+        sites.append(
+            await start_tcp_site(
+                runner, host, port, ssl_context=ssl_context, reuse_port=workers > 1 or None
+            )
+        )
+        if private_dir is not None:
+            unix = web.UnixSite(runner, os.path.join(private_dir, "core.sock"))
+            await unix.start()
+            sites.append(unix)
     except OSError as exc:
         log.error("failed to listen", extra={"address": f"{host}:{port}", "err": exc.strerror})
         await runner.cleanup()
@@ -208,7 +220,6 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             "compressor": snappy.COMPRESSOR,
         },
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def on_hup() -> None:

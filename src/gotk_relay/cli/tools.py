@@ -27,7 +27,7 @@ def check_config(files: list[str]) -> int:
             config = load_file(name)
         except ConfigError as exc:
             failed = True
-            print(f"  FAILED: {exc}")
+            print(f"  FAILED: {exc}", file=sys.stderr)  # as promtool writes it
             continue
         # As promtool does: every file the configuration names must be readable. Only the key,
         # the path and the reason are shown, never what a file holds.
@@ -40,7 +40,7 @@ def check_config(files: list[str]) -> int:
                 unreadable.append(f"{name}: {key}: unable to read {path}: {exc.strerror}")
         if unreadable:
             failed = True
-            print("  FAILED: " + "\n".join(unreadable))
+            print("  FAILED: " + "\n".join(unreadable), file=sys.stderr)
             continue
         try:  # what serve refuses at start: an empty secret, a certificate that does not load
             Authenticator(config.receiver.auth)
@@ -48,7 +48,7 @@ def check_config(files: list[str]) -> int:
                 ServerTLS(config.receiver.tls)
         except ConfigError as exc:
             failed = True
-            print(f"  FAILED: {exc}")
+            print(f"  FAILED: {exc}", file=sys.stderr)  # as promtool writes it
             continue
         for warning in config.warnings():  # valid, so not a failure: exit 0
             print(f"  WARNING: {warning}")

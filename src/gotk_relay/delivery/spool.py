@@ -136,7 +136,7 @@ class Spool:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
-                    # The WAL grows until a checkpoint (every 1000 pages): on a full disk, fold
+                    # The WAL grows until a checkpoint (every WAL_PAGES pages): on a full disk, fold
                     # it into the database now so that the retry, deletes first, finds room.
                     self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             raise SpoolError(f"cannot {doing} the spool in {self.path}: {exc}") from exc
