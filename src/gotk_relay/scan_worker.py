@@ -46,6 +46,7 @@ from .write.edge import (
     busy_rejection,
     header_rejection,
     read_write_body,
+    written_on_refusal,
 )
 from .write.scan import Scanned, scan_request
 from .write.views import FastPath
@@ -304,6 +305,7 @@ class Worker:
         # The same body limits as the core's app (server.make_app): the write handler reads
         # with its own limit; auto_decompress off so a body is passed on as it came.
         app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False})
+        app.on_response_prepare.append(written_on_refusal)
         app.router.add_post("/api/v1/write", self.handle_write)
         app.router.add_post("/api/v1/push", self.handle_write)
         app.router.add_route("*", "/{tail:.*}", self.proxy)

@@ -70,6 +70,8 @@ from .write.edge import (
     header_rejection,
     plain,
     read_write_body,
+    written_headers,
+    written_on_refusal,
 )
 from .write.scan import scan_request, scan_v2
 
@@ -195,15 +197,6 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
     count_decoded(telemetry, batch, proto)
     headers = written_headers(batch.sample_count, batch.histogram_count, batch.exemplar_count)
     return await acknowledged(relay, telemetry, ack, web.Response(status=204, headers=headers))
-
-
-def written_headers(samples: int, histograms: int, exemplars: int) -> dict[str, str]:
-    """What a remote write 2.0 receiver says it wrote (the 2.0 spec's response headers)."""
-    return {
-        "X-Prometheus-Remote-Write-Samples-Written": str(samples),
-        "X-Prometheus-Remote-Write-Histograms-Written": str(histograms),
-        "X-Prometheus-Remote-Write-Exemplars-Written": str(exemplars),
-    }
 
 
 _Answer = TypeVar("_Answer", bound=web.StreamResponse)
@@ -682,6 +675,7 @@ def make_app(
         client_max_size=1024 * 1024,
         handler_args={"auto_decompress": False},
     )
+    app.on_response_prepare.append(written_on_refusal)
     app[RELAY] = relay
     app[TELEMETRY] = telemetry
     app[RELOADER] = reloader

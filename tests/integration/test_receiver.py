@@ -152,6 +152,28 @@ async def test_v2_success_reports_what_was_written() -> None:
         assert response.headers["X-Prometheus-Remote-Write-Exemplars-Written"] == "0"
 
 
+async def test_a_refused_v2_request_says_it_wrote_nothing_and_an_empty_encoding_is_snappy() -> None:
+    """The 2.0 spec's written headers are on every answer to a 2.0 request, a refusal too
+    (0: the relay writes nothing of a refused request), as Prometheus' receiver sends them;
+    a 1.0 refusal has none. An empty Content-Encoding is snappy, as Go reads it."""
+    bad = Batch((Series((("__name__", "a"), ("x", "1"), ("x", "2")), (Sample(1, 1),)),))
+    async with relay_client(CONFIG) as (client, _):
+        body, headers = rw_body(bad, v2=True)
+        refused = await client.post("/api/v1/write", data=body, headers=headers)
+        assert refused.status == 400
+        assert [
+            refused.headers.get(f"X-Prometheus-Remote-Write-{kind}-Written")
+            for kind in ("Samples", "Histograms", "Exemplars")
+        ] == ["0", "0", "0"]
+        body, headers = rw_body(bad)
+        refused = await client.post("/api/v1/write", data=body, headers=headers)
+        assert refused.status == 400
+        assert not any(h.startswith("X-Prometheus-Remote-Write") for h in refused.headers)
+        body, headers = rw_body(gauge_batch(["up"], 1))
+        headers["Content-Encoding"] = ""
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+
+
 async def test_a_v2_request_of_samples_takes_the_fast_path() -> None:
     """A 2.0 request 1.0 carries as the decoded path would (samples, metadata, exemplars,
     native histograms) is scanned on its bytes as 1.0 (``gotk_relay_scanned_requests_total``),

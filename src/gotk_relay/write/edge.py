@@ -67,6 +67,34 @@ def client_address(request: web.Request) -> str:
     return request.remote or ""
 
 
+WRITE_PATHS = frozenset({"/api/v1/write", "/api/v1/push"})
+
+
+def written_headers(samples: int, histograms: int, exemplars: int) -> dict[str, str]:
+    """What a remote write 2.0 receiver says it wrote (the 2.0 spec's response headers)."""
+    return {
+        "X-Prometheus-Remote-Write-Samples-Written": str(samples),
+        "X-Prometheus-Remote-Write-Histograms-Written": str(histograms),
+        "X-Prometheus-Remote-Write-Exemplars-Written": str(exemplars),
+    }
+
+
+async def written_on_refusal(request: web.Request, response: web.StreamResponse) -> None:
+    """The 2.0 spec asks for the written headers on every answer to a 2.0 request, refusals
+    too (as Prometheus' receiver sends them); a request the relay refuses wrote nothing: 0.
+    An ``on_response_prepare`` hook, so that every refusal of every process has them."""
+    if response.status < 300 or request.path not in WRITE_PATHS:
+        return
+    if "X-Prometheus-Remote-Write-Samples-Written" in response.headers:
+        return
+    try:
+        if protocol_of(request.headers.get("Content-Type")) is not Protocol.V2:
+            return
+    except UnsupportedMediaType:
+        return
+    response.headers.update(written_headers(0, 0, 0))
+
+
 class Rejection(NamedTuple):
     """A write refused before admission: the counter reason and the answer the sender gets.
 
@@ -120,7 +148,8 @@ def busy_rejection(limit: int) -> Rejection:
 
 def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection | Protocol:
     """Checks of a write request's headers: the rejection, or the protocol of the body."""
-    encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+    # Absent or empty (Go's Header.Get reads both as ""): snappy, as Prometheus takes it.
+    encoding = request.headers.get("Content-Encoding", "").strip().lower() or "snappy"
     if encoding != "snappy":
         return Rejection(
             "unsupported_encoding",
