@@ -220,3 +220,22 @@ async def test_a_new_shard_count_sends_the_spooled_rows_first_so_no_series_goes_
             for x in s.samples
         ]
         assert stamps == [*range(1000, 1020), *range(5000, 5005), 9000], name
+
+
+async def test_rows_spooled_before_tenant_routing_go_to_the_default_tenant(
+    tmp_path: Path,
+) -> None:
+    """Tenant routing turned on while rows are spooled: those rows name no tenant. They go to
+    the default tenant (never with an empty tenant header, which names none and would
+    override the destination's own headers), then new series to their label's tenant."""
+    down = ScriptedReceiver(default=Reply(503))
+    up = ScriptedReceiver()
+    async with receivers(down, up):
+        async with relay_client(_config(tmp_path, down.url)) as (client, _):
+            assert await _post(client, ["a"], 1000) == 204
+        routed = _config(tmp_path, up.url)
+        routed["remote_write"][0]["tenant"] = {"label": "team", "default": "platform"}  # type: ignore[index]
+        async with relay_client(routed) as (client, _):
+            await eventually(lambda: len(up.delivered()) == 1)
+    (request,) = [r for r in up.requests if r.status == 204]
+    assert request.headers["X-Scope-OrgID"] == "platform"

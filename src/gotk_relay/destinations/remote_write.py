@@ -166,7 +166,12 @@ class RemoteWriteClient:
                 body = await self._strip(body, protocol)
             headers = protocol_headers(protocol)
             if self.tenant is not None:  # the queue never merges entries of two tenants
-                headers[self.tenant.header] = entries[0].tenant
+                # An entry without a tenant was spooled before tenant routing was configured:
+                # the default tenant's, or else the header the destination's headers set
+                # (an empty one would override it, and name no tenant).
+                tenant = entries[0].tenant or self.tenant.default
+                if tenant:
+                    headers[self.tenant.header] = tenant
             try:
                 auth = auth_headers(self.cfg.basic_auth, self.cfg.authorization)
                 status, response_headers, answer = await self.http.post(
