@@ -511,12 +511,20 @@ async def handle_ready(request: web.Request) -> web.StreamResponse:
     return plain(200, "gotk-relay is Ready.")
 
 
-async def handle_reload(request: web.Request) -> web.StreamResponse:
+def _lifecycle_refusal(request: web.Request) -> web.StreamResponse | None:
+    """The answer to a lifecycle call that may not run: unauthenticated, or the API off."""
     unauthenticated = _unauthenticated(request)
     if unauthenticated is not None:
         return unauthenticated
     if not request.app[STATE].get("lifecycle", False):
         return plain(403, "Lifecycle API is not enabled (start with --web.enable-lifecycle).")
+    return None
+
+
+async def handle_reload(request: web.Request) -> web.StreamResponse:
+    refusal = _lifecycle_refusal(request)
+    if refusal is not None:
+        return refusal
     try:
         await request.app[RELOADER]()
     except ConfigError as exc:
@@ -526,11 +534,9 @@ async def handle_reload(request: web.Request) -> web.StreamResponse:
 
 async def handle_quit(request: web.Request) -> web.StreamResponse:
     """``/-/quit``, as Prometheus': a graceful shutdown, as on SIGTERM (lifecycle API only)."""
-    unauthenticated = _unauthenticated(request)
-    if unauthenticated is not None:
-        return unauthenticated
-    if not request.app[STATE].get("lifecycle", False):
-        return plain(403, "Lifecycle API is not enabled (start with --web.enable-lifecycle).")
+    refusal = _lifecycle_refusal(request)
+    if refusal is not None:
+        return refusal
     request.app[QUITTER]()
     return plain(200, "Requesting termination... Goodbye!")
 
