@@ -527,7 +527,9 @@ def test_the_lifecycle_api_quit_and_a_reload_with_nothing_to_reload(tmp_path: Pa
     finally:
         if lifecycle.poll() is None:
             lifecycle.kill()
-    assert "see you next time!" in log.read_text()
+    text = log.read_text()
+    assert "see you next time!" in text
+    assert 'level=warn component=cli msg="received a termination request via /-/quit' in text
 
 
 def test_a_listen_port_over_65535_is_refused() -> None:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 
 from .. import __version__, logs
 from .parser import DEFAULT_LISTEN_ADDRESS, listen_address
@@ -141,13 +142,22 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         log.info("completed loading of configuration file", extra={"file": args.config})
 
     stop = asyncio.Event()
+    stopped_by: list[str] = []  # what asked for the shutdown, for its log line
+
+    def stopper(why: str) -> Callable[[], None]:
+        def request_stop() -> None:
+            stopped_by.append(why)
+            stop.set()
+
+        return request_stop
+
     app = make_app(
         relay,
         telemetry,
         reload,
         enable_lifecycle=args.lifecycle,
         authenticator=authenticator,
-        quitter=stop.set,  # /-/quit: as SIGTERM
+        quitter=stopper("a termination request via /-/quit"),  # as SIGTERM
     )
     if workers > 1:
         add_internal_routes(app, generation)
@@ -227,11 +237,13 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stopper("SIGTERM"))
+    loop.add_signal_handler(signal.SIGINT, stopper("SIGINT"))
     await stop.wait()
-    log.info(
-        "received shutdown signal; no longer accepting writes, draining queues",
+    # At warn, as Prometheus logs "Received SIGTERM, exiting gracefully...".
+    log.warning(
+        f"received {stopped_by[0]}, exiting gracefully: no longer accepting writes, "
+        "draining queues",
         extra={"timeout_s": args.shutdown_timeout},
     )
     # --shutdown-timeout bounds the whole shutdown, as the pod's termination grace counts on.
