@@ -239,3 +239,36 @@ async def test_rows_spooled_before_tenant_routing_go_to_the_default_tenant(
             await eventually(lambda: len(up.delivered()) == 1)
     (request,) = [r for r in up.requests if r.status == 204]
     assert request.headers["X-Scope-OrgID"] == "platform"
+
+
+async def test_a_restart_while_the_spooled_rows_catch_up_keeps_the_other_shards_waiting(
+    tmp_path: Path,
+) -> None:
+    """The wait of the other shards outlives a restart: stopped while the first shard still
+    holds rows spooled under the old shard count (its destination down), the relay started
+    again with the same count still sends those first."""
+    names = [f"s{i}" for i in range(12)]
+    down = ScriptedReceiver(default=Reply(503))
+    up = ScriptedReceiver()
+    four = _config(tmp_path, down.url)
+    four["remote_write"][0]["queue_config"]["min_shards"] = 4  # type: ignore[index]
+    four["remote_write"][0]["queue_config"]["max_samples_per_send"] = 12  # type: ignore[index]
+    async with receivers(down, up):
+        async with relay_client(_config(tmp_path, down.url)) as (client, _):
+            for t in range(20):
+                assert await _post(client, names, 1000 + t) == 204
+        async with relay_client(four) as (client, _):  # still down: the catch-up waits
+            for t in range(5):
+                assert await _post(client, names, 5000 + t) == 204
+        four["remote_write"][0]["url"] = up.url  # type: ignore[index]
+        async with relay_client(four) as (client, _):
+            await eventually(lambda: sum(b.sample_count for b in up.delivered()) == 12 * 25)
+    for name in names:
+        stamps = [
+            x.timestamp
+            for b in up.delivered()
+            for s in b.series
+            if s.name == name
+            for x in s.samples
+        ]
+        assert stamps == [*range(1000, 1020), *range(5000, 5005)], name

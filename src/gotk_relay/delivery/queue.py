@@ -346,7 +346,8 @@ class ShardedQueue:
             return
         shards = len(self.shards)
         found = self.spool.backlog(self.name)
-        recorded = self.spool.layout(self.name)
+        recorded, stored = self.spool.layout(self.name)
+        barrier = stored
         if found and recorded != shards:
             # Spooled under another shard count (or one not recorded): a series' rows may be
             # on another shard than its new ones go to. All of them are sent first, in order,
@@ -354,11 +355,16 @@ class ShardedQueue:
             # newer samples overtake its older ones.
             barrier = self.spool.merge_shards(self.name)
             found = self.spool.backlog(self.name)
-            if shards > 1:
-                self.barrier = barrier
-                self.gate.clear()
-        if recorded != shards:  # written only on a change: a full disk still starts
-            self.spool.set_layout(self.name, shards)
+        if shards == 1 or (barrier and not self.spool.holds_up_to(self.name, barrier)):
+            barrier = 0  # one shard keeps the order by itself; or the rows were all sent
+        if (recorded, stored) != (shards, barrier):
+            # Kept in the spool until passed: a restart or reload during the first shard's
+            # catch-up keeps the others waiting. Written only on a change (a full disk
+            # still starts).
+            self.spool.set_layout(self.name, shards, barrier)
+        if barrier:
+            self.barrier = barrier
+            self.gate.clear()
         for index, shard in enumerate(self.shards):
             shard.adopt(*found.get(index, (0, 0, 0)))
 
@@ -367,6 +373,7 @@ class ShardedQueue:
         dropped: deleted from the spool). Called after shard 0's sends and after drops."""
         spool = self.spool
         if self.barrier and spool is not None and not spool.holds_up_to(self.name, self.barrier):
+            spool.set_layout(self.name, len(self.shards), 0)
             self.barrier = 0
             self.gate.set()
 

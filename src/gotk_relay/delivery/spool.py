@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_by_queue ON entries (destination, shard, id);
 CREATE TABLE IF NOT EXISTS layouts (
     destination TEXT PRIMARY KEY,
-    shards INTEGER NOT NULL
+    shards INTEGER NOT NULL,
+    barrier INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -240,21 +241,23 @@ class Spool:
             ).fetchall()
         return {shard: Backlog(n, pts or 0, size or 0) for shard, n, pts, size in rows}
 
-    def layout(self, destination: str) -> int | None:
+    def layout(self, destination: str) -> tuple[int | None, int]:
         """The shard count the destination's rows were spooled under (None: not recorded, a
-        spool written before it was, or a destination new to it)."""
+        spool written before it was, or a destination new to it) and the barrier its first
+        shard has not passed yet (0: none; ``ShardedQueue.attach``)."""
         with self._guard("read"):
             row = self.db.execute(
-                "SELECT shards FROM layouts WHERE destination = ?", (destination,)
+                "SELECT shards, barrier FROM layouts WHERE destination = ?", (destination,)
             ).fetchone()
-        return None if row is None else int(row[0])
+        return (None, 0) if row is None else (int(row[0]), int(row[1]))
 
-    def set_layout(self, destination: str, shards: int) -> None:
+    def set_layout(self, destination: str, shards: int, barrier: int = 0) -> None:
         with self._guard("write to"):
             self.db.execute(
-                "INSERT INTO layouts (destination, shards) VALUES (?, ?)"
-                " ON CONFLICT (destination) DO UPDATE SET shards = excluded.shards",
-                (destination, shards),
+                "INSERT INTO layouts (destination, shards, barrier) VALUES (?, ?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET shards = excluded.shards,"
+                " barrier = excluded.barrier",
+                (destination, shards, barrier),
             )
 
     def merge_shards(self, destination: str) -> int:
