@@ -39,6 +39,17 @@ async def _post(client: object, names: list[str], ts: int) -> int:
     return int(response.status)
 
 
+def _stamps(receiver: ScriptedReceiver, name: str) -> list[int]:
+    """The timestamps of ``name``'s samples, in the order the receiver got them."""
+    return [
+        x.timestamp
+        for b in receiver.delivered()
+        for s in b.series
+        if s.name == name
+        for x in s.samples
+    ]
+
+
 def _sample(relay: Relay, name: str, labels: dict[str, str]) -> float:
     return relay.telemetry.registry.get_sample_value(name, labels) or 0.0
 
@@ -212,14 +223,7 @@ async def test_a_new_shard_count_sends_the_spooled_rows_first_so_no_series_goes_
             assert await _post(client, names, 9000) == 204
             await eventually(lambda: sum(b.sample_count for b in up.delivered()) == 12 * 26)
     for name in names:
-        stamps = [
-            x.timestamp
-            for b in up.delivered()
-            for s in b.series
-            if s.name == name
-            for x in s.samples
-        ]
-        assert stamps == [*range(1000, 1020), *range(5000, 5005), 9000], name
+        assert _stamps(up, name) == [*range(1000, 1020), *range(5000, 5005), 9000], name
 
 
 async def test_rows_spooled_before_tenant_routing_go_to_the_default_tenant(
@@ -264,11 +268,4 @@ async def test_a_restart_while_the_spooled_rows_catch_up_keeps_the_other_shards_
         async with relay_client(four) as (client, _):
             await eventually(lambda: sum(b.sample_count for b in up.delivered()) == 12 * 25)
     for name in names:
-        stamps = [
-            x.timestamp
-            for b in up.delivered()
-            for s in b.series
-            if s.name == name
-            for x in s.samples
-        ]
-        assert stamps == [*range(1000, 1020), *range(5000, 5005)], name
+        assert _stamps(up, name) == [*range(1000, 1020), *range(5000, 5005)], name
