@@ -80,6 +80,13 @@ MALFORMED = [
         415,
         "unsupported proto",
     ),
+    (
+        "parameter-without-value",
+        V1_HEADERS | {"Content-Type": "application/x-protobuf; v2"},
+        snappy.compress(b""),
+        415,
+        "parameter 'v2' is not a key=value pair",
+    ),
     ("bad-snappy", V1_HEADERS, b"\x0a\xff\xff\xff", 400, "snappy"),
     ("length-bomb", V1_HEADERS, _bomb(), 413, "exceeds the limit"),
     ("body-too-large", V1_HEADERS, b"\x00" * 5000, 413, "exceeds the limit"),
@@ -119,6 +126,25 @@ async def test_malformed_requests_get_the_documented_status(
         assert (await client.get("/-/healthy")).status == 200
         ok_body, ok_headers = rw_body(gauge_batch(["up"], 1))
         assert (await client.post("/api/v1/write", data=ok_body, headers=ok_headers)).status == 204
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-protobuf;",
+        "Application/X-Protobuf ; ; proto=prometheus.WriteRequest",
+        'application/x-protobuf;charset=binary; proto="prometheus.WriteRequest"',
+    ],
+)
+async def test_content_types_rfc_9110_allows_are_taken_as_remote_write_1_0(
+    content_type: str,
+) -> None:
+    async with relay_client(FULL) as (client, _):
+        body, headers = rw_body(gauge_batch(["up"], 1))
+        response = await client.post(
+            "/api/v1/write", data=body, headers=headers | {"Content-Type": content_type}
+        )
+        assert response.status == 204, await response.text()
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])

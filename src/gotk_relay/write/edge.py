@@ -37,7 +37,15 @@ def protocol_of(content_type: str | None) -> Protocol:
         )
     proto = Protocol.V1.value
     for param in params.split(";"):
-        key, _, value = param.partition("=")
+        if not param.strip():  # RFC 9110 allows empty parameters ("a/b;;c=d", a trailing ";")
+            continue
+        key, eq, value = param.partition("=")
+        if not eq or not key.strip():
+            # As Prometheus' receiver: a parameter must be a key=value pair (RFC 9110).
+            raise UnsupportedMediaType(
+                f"malformed Content-Type {content_type!r}: parameter {param.strip()!r} is not"
+                " a key=value pair (RFC 9110)"
+            )
         if key.strip().lower() == "proto":
             proto = value.strip().strip('"')
     try:
