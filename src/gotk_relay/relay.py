@@ -30,7 +30,7 @@ from .config import (
 )
 from .delivery.ack import Ack
 from .delivery.entry import Entry, compress, encode_entry, made_entry, metadata_bytes
-from .delivery.queue import MemoryBudget, ShardedQueue
+from .delivery.queue import Dropping, MemoryBudget, ShardedQueue
 from .delivery.sender import Client, QueuedDestination, RetrySettings
 from .delivery.spool import Spool, SpoolError
 from .destinations.federate import FederateStore
@@ -695,13 +695,15 @@ class Relay:
 
     def _append(self, planned: list[Planned], spool: Spool) -> list[int]:
         cfg = self.config.spool
+        # drop_oldest: the oldest entries are chosen now and their rows deleted in the
+        # transaction that spools the new ones, so a failed write drops nothing.
+        dropping: list[tuple[QueuedDestination, list[Dropping]]] = []
         if cfg.when_full == "drop_oldest":
             for destination, entries in planned:
                 size = sum(e.size for shard in entries for e in shard)
                 excess = destination.queue.bytes + size - cfg.max_bytes
                 if excess > 0:
-                    dropped = destination.queue.drop_oldest(excess)
-                    self.telemetry.dropped(destination.name, dropped, "spool_full")
+                    dropping.append((destination, destination.queue.choose_oldest(excess)))
         rows = [
             (destination.name, index, entry)
             for destination, entries in planned
@@ -709,7 +711,15 @@ class Relay:
             for entry in shard
         ]
         state = self.flux_state
-        return spool.append(rows, state.write if state is not None and state.pending else None)
+        ids = spool.append(
+            rows,
+            state.write if state is not None and state.pending else None,
+            [i for _, chosen in dropping for plan in chosen for i in plan.ids()],
+        )
+        for destination, chosen in dropping:
+            dropped = destination.queue.forget(chosen)
+            self.telemetry.dropped(destination.name, dropped, "spool_full")
+        return ids
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; unchanged destinations keep their queues.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import yaml
@@ -106,6 +107,46 @@ async def test_drop_oldest_keeps_accepting_and_counts_what_it_dropped(tmp_path: 
             relay, "gotk_relay_samples_dropped_total", {"destination": "d0", "reason": "spool_full"}
         )
         assert dropped > 0
+        assert _sample(relay, "gotk_relay_spool_bytes", {"destination": "d0"}) <= 800
+
+
+async def test_drop_oldest_drops_nothing_when_the_write_that_needs_the_room_fails(
+    tmp_path: Path,
+) -> None:
+    """The oldest rows are deleted in the transaction that spools the request taking their
+    place: a request refused because that write failed leaves the queue as it was."""
+    down = ScriptedReceiver(default=Reply(hang=True))
+    config = _config(tmp_path, down.url, max_bytes=800, when_full="drop_oldest")
+    names = [f"m{i}" for i in range(10)]
+
+    def rows() -> list[int]:
+        with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
+            return [r[0] for r in db.execute("SELECT id FROM entries ORDER BY id")]
+
+    def dropped(relay: Relay) -> float:
+        labels = {"destination": "d0", "reason": "spool_full"}
+        return _sample(relay, "gotk_relay_samples_dropped_total", labels)
+
+    async with receivers(down), relay_client(config) as (client, relay):
+        for t in range(20):  # full: every later request makes room
+            assert await _post(client, names, 1000 + t) == 204
+        before, counted = rows(), dropped(relay)
+        assert counted > 0
+        with sqlite3.connect(tmp_path / "spool.sqlite3") as db:  # the next write fails
+            db.execute(
+                "CREATE TRIGGER full BEFORE INSERT ON entries"
+                " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+        assert await _post(client, names, 2000) == 503
+        assert rows() == before
+        assert dropped(relay) == counted
+        with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
+            db.execute("DROP TRIGGER full")
+        assert await _post(client, names, 2001) == 204
+        after = rows()
+        assert set(before) - set(after)  # older rows made room (those in flight stay)
+        assert after[-1] > before[-1]
+        assert dropped(relay) > counted
         assert _sample(relay, "gotk_relay_spool_bytes", {"destination": "d0"}) <= 800
 
 

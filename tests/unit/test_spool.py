@@ -96,6 +96,39 @@ def test_drop_oldest_frees_space_from_the_head(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_drop_oldest_reaches_past_memory_into_rows_only_on_disk(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool(tmp_path)
+        queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
+        for i in range(6):
+            _spooled(spool, queue, _batch(f"s{i}", i))
+        assert queue.shards[0].disk_entries == 4
+        size = queue.shards[0].entries[0].size
+        assert queue.drop_oldest(size * 4) == 4  # two in memory, two read from disk
+        assert queue.points == 2
+        assert await _drain(queue) == ["s4", "s5"]
+        assert spool.backlog("d") == {}
+
+    asyncio.run(scenario())
+
+
+def test_chosen_entries_stay_until_forgotten(tmp_path: Path) -> None:
+    """Choosing drops nothing: a write that fails after the choice leaves the queue whole."""
+
+    async def scenario() -> None:
+        spool = Spool(tmp_path)
+        queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
+        for i in range(4):
+            _spooled(spool, queue, _batch(f"s{i}", i))
+        size = queue.shards[0].entries[0].size
+        chosen = queue.choose_oldest(size * 3)
+        assert [i for plan in chosen for i in plan.ids()] == [1, 2, 3]
+        assert queue.points == 4 and spool.backlog("d")[0].entries == 4
+        assert await _drain(queue) == ["s0", "s1", "s2", "s3"]
+
+    asyncio.run(scenario())
+
+
 def test_resharding_keeps_every_row(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     queue = ShardedQueue(4, capacity=100, max_points_per_send=100, spool=spool, name="d")

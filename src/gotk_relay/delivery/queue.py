@@ -276,20 +276,17 @@ class Shard:
             if self.budget is not None and self.spool is None:
                 self.budget.used -= entry.size
 
-    def drop_oldest(self) -> Entry | None:
-        """Give up the oldest queued entry (not one in flight); None when nothing is queued."""
-        if not self.entries and self.disk_entries:
-            self._load()
-        if not self.entries:
-            return None
-        entry = self.entries[0]
-        if self.spool is not None:  # first: a SpoolError leaves the shard as it was
-            self.spool.delete([entry.spool_id])
-        self.entries.popleft()
-        self.memory_points -= entry.points
-        self.cursor = max(self.cursor, entry.spool_id)
-        self._release([entry])
-        return entry
+    def forget_oldest(self, dropping: Dropping) -> None:
+        """Take out what ``dropping`` chose of this shard (its rows deleted from the spool, if
+        any, in the transaction that chose them): its memory head, then rows only on disk."""
+        for _ in range(dropping.memory):
+            entry = self.entries.popleft()
+            self.memory_points -= entry.points
+            self.cursor = max(self.cursor, entry.spool_id)
+        for entry in dropping.disk:
+            self.disk_entries = max(0, self.disk_entries - 1)
+            self.cursor = max(self.cursor, entry.spool_id)
+        self._release(dropping.chosen)
 
     def drain_all(self) -> list[Entry]:
         """Everything queued in memory only, for shutdown accounting (spooled entries stay)."""
@@ -300,6 +297,46 @@ class Shard:
         self.memory_points = 0
         self._release(entries)
         return entries
+
+
+class Dropping:
+    """Entries of one shard chosen to be dropped (``ShardedQueue.choose_oldest``), oldest
+    first: the first ``memory`` entries it holds in memory, then ``disk``, rows only in the
+    spool, read past them (memory holds a prefix of the shard, the disk the rest)."""
+
+    __slots__ = ("_read", "chosen", "disk", "memory", "shard")
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self.memory = 0
+        self.disk: list[Entry] = []
+        self.chosen: list[Entry] = []
+        self._read: deque[Entry] = deque()
+
+    def next(self) -> Entry | None:
+        """Choose the shard's next oldest queued entry; None when none is left."""
+        shard = self.shard
+        if self.memory < len(shard.entries):
+            entry = shard.entries[self.memory]
+            self.memory += 1
+        else:
+            if not self._read and shard.spool is not None and shard.disk_entries > len(self.disk):
+                after = max(
+                    shard.cursor,
+                    shard.entries[-1].spool_id if shard.entries else 0,
+                    self.disk[-1].spool_id if self.disk else 0,
+                )
+                self._read.extend(shard.spool.read(shard.name, shard.index, after, _READ_ROWS))
+            if not self._read:
+                return None
+            entry = self._read.popleft()
+            self.disk.append(entry)
+        self.chosen.append(entry)
+        return entry
+
+    def ids(self) -> list[int]:
+        """The spool rows to delete (none without a spool)."""
+        return [e.spool_id for e in self.chosen if e.spool_id]
 
 
 class ShardedQueue:
@@ -415,24 +452,41 @@ class ShardedQueue:
             for entry in shard_entries:
                 shard.put(entry)
 
-    def drop_oldest(self, size: int) -> int:
-        """Drop queued entries, oldest of each shard in turn, until ``size`` bytes were freed or
-        nothing is left to drop; the points dropped."""
-        freed = dropped = 0
+    def choose_oldest(self, size: int) -> list[Dropping]:
+        """Which queued entries to drop, oldest of each shard in turn, to free ``size`` bytes
+        (or everything queued, not in flight, if that is less); nothing is dropped yet. The
+        caller deletes their spool rows (``Dropping.ids``) in the transaction that spools what
+        takes their place, then calls ``forget``: a failed write drops nothing."""
+        plans = [Dropping(shard) for shard in self.shards]
+        freed = 0
         while freed < size:
             progress = False
-            for shard in self.shards:
-                entry = shard.drop_oldest()
+            for plan in plans:
+                entry = plan.next()
                 if entry is not None:
                     freed += entry.size
-                    dropped += entry.points
                     progress = True
                     if freed >= size:
                         break
             if not progress:
                 break
+        return [plan for plan in plans if plan.chosen]
+
+    def forget(self, chosen: list[Dropping]) -> int:
+        """Take out the entries ``choose_oldest`` chose, once their rows are deleted; their
+        points."""
+        for plan in chosen:
+            plan.shard.forget_oldest(plan)
         self.passed()
-        return dropped
+        return sum(e.points for plan in chosen for e in plan.chosen)
+
+    def drop_oldest(self, size: int) -> int:
+        """``choose_oldest`` and ``forget`` with the rows deleted in one transaction of their
+        own; the points dropped."""
+        chosen = self.choose_oldest(size)
+        if self.spool is not None:
+            self.spool.delete(i for plan in chosen for i in plan.ids())
+        return self.forget(chosen)
 
     @property
     def points(self) -> int:

@@ -176,16 +176,20 @@ class Spool:
         self,
         rows: Sequence[tuple[str, int, Entry]],
         also: Callable[[sqlite3.Cursor], None] | None = None,
+        delete: Sequence[int] = (),
     ) -> list[int]:
         """Commit ``(destination, shard, entry)`` rows in one transaction; their ids, in order.
 
         ``also`` writes more in the same transaction (the Flux rules' state, rules/flux/persist.py),
-        so that both are committed, or neither."""
-        if not rows and also is None:
+        and the rows ``delete`` names (``spool.when_full: drop_oldest``: the oldest rows make room
+        for these) are deleted in it: all of it is committed, or none."""
+        if not rows and also is None and not delete:
             return []
         with self._guard("write to"):
             cursor = self.db.cursor()
             cursor.execute("BEGIN IMMEDIATE")
+            if delete:
+                cursor.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in delete])
             if also is not None:
                 also(cursor)
             ids = []
