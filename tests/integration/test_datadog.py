@@ -53,6 +53,13 @@ def _dropped(relay: Relay, reason: str) -> float:
     )
 
 
+def _forwarded(relay: Relay) -> float:
+    labels = {"destination": "dd"}
+    return (
+        relay.telemetry.registry.get_sample_value("gotk_relay_samples_forwarded_total", labels) or 0
+    )
+
+
 async def _post(client: Any, batch: Batch) -> None:
     body, headers = rw_body(batch)
     response = await client.post("/api/v1/write", data=body, headers=headers)
@@ -351,14 +358,31 @@ async def test_counters_among_one_point_gauges_commit_their_state_after_a_413() 
 
 
 async def test_400_is_dropped_counted_and_not_retried() -> None:
+    """A 400 for a request of several series halves it, as a 413 does; the series still
+    refused alone is dropped and counted, not retried, and the others are sent."""
     now = _now_ms()
     async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, relay):
-        intake.answer_next(400, body='{"errors":["Invalid payload"]}')
+        intake.answer_next(400, body='{"errors":["Invalid payload"]}')  # the three series
+        intake.answer_next(400, body='{"errors":["Invalid payload"]}')  # the first, alone
         await _post(client, _gauges(3, now))
-        await eventually(lambda: _dropped(relay, "http_400") == 3)
-        await _post(client, _gauges(2, now, prefix="h"))
+        await eventually(lambda: _dropped(relay, "http_400") == 1)
         await eventually(lambda: len(intake.series) == 2)
-    assert [r.status for r in intake.requests] == [400, 202]
+        await _post(client, _gauges(2, now, prefix="h"))
+        await eventually(lambda: len(intake.series) == 4)
+        forwarded = _forwarded(relay)
+    assert [(r.status, r.series) for r in intake.requests] == [
+        (400, 3),
+        (400, 1),
+        (202, 2),
+        (202, 2),
+    ]
+    assert sorted(_tags(s)["series"] for s in intake.series) == [
+        "g000001",
+        "g000002",
+        "h000000",
+        "h000001",
+    ]
+    assert forwarded == 4
     assert intake.problems == []
 
 
@@ -376,6 +400,170 @@ async def test_403_is_dropped_as_auth_failed_and_logged_without_the_key(
     errors = [r for r in caplog.records if r.name == "gotk_relay.datadog"]
     assert errors and "refused the API key" in errors[0].getMessage()
     assert all("s3cr3t" not in str(r.__dict__) for r in caplog.records)
+
+
+def _skipped(relay: Relay, reason: str) -> float:
+    labels = {"destination": "dd", "reason": reason}
+    return (
+        relay.telemetry.registry.get_sample_value("gotk_relay_samples_skipped_total", labels) or 0
+    )
+
+
+def _watch_batches(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of entries of each batch the sender hands the Datadog client (the real
+    ``send`` does the work)."""
+    dd = _client(relay)
+    send = dd.send
+    sizes: list[int] = []
+
+    async def counting(entries: list[Any]) -> Any:
+        sizes.append(len(entries))
+        return await send(entries)
+
+    monkeypatch.setattr(dd, "send", counting)
+    return sizes
+
+
+async def _hold_then_post(
+    intake: DatadogIntake, client: Any, relay: Relay, batches: list[Batch]
+) -> None:
+    """Post ``batches`` while the sender waits on the intake for a lone request before them,
+    so that the sender takes them as one batch of several entries."""
+    intake.latency = 0.5
+    await _post(client, Batch((Series((("__name__", "hold"),), (Sample(1.0, _now_ms()),)),)))
+    await eventually(lambda: _client(relay)._plans != {})  # in flight, its answer held
+    for batch in batches:
+        await _post(client, batch)
+    intake.latency = 0.0  # the held answer still waits; those after it do not
+
+
+def _write(k: int, value: float, ts: int) -> Batch:
+    """Entry ``k`` of a scrape round: three gauges and a counter; entry 2 also a gauge and a
+    counter the intake may refuse."""
+    entry = ("entry", str(k))
+    series = [
+        Series((("__name__", "up"), entry, ("pod", f"p{i}")), (Sample(1.0, ts),)) for i in range(3)
+    ]
+    series.append(Series((("__name__", "jobs_total"), entry), (Sample(value, ts),)))
+    if k == 2:
+        series.append(Series((("__name__", "refused_gauge"), entry), (Sample(1.0, ts),)))
+        series.append(Series((("__name__", "refused_total"), entry), (Sample(value, ts),)))
+    return Batch(tuple(series))
+
+
+async def test_a_series_refused_with_400_is_dropped_alone_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a batch of several entries sent as several requests, Datadog refuses (400) the
+    requests holding two series: each request refused is halved until those series are alone,
+    they are dropped and counted, and every other series arrives exactly once. Their counter
+    state is not committed: the next delta of the refused counter includes the increase
+    dropped, and the other counters' deltas stay exact."""
+    t0 = _now_ms() - 120_000
+    config = _config(intake := DatadogIntake(), queue_config={"max_samples_per_send": 100})
+    async with intake, relay_client(config) as (client, relay):
+        _client(relay).max_uncompressed = 400  # about four series a request
+        sizes = _watch_batches(relay, monkeypatch)
+        for k in range(4):  # the counters' baselines
+            await _post(client, _write(k, 100.0, t0))
+        await eventually(lambda: len(intake.points("up")) == 12)
+        first = len(intake.requests)
+        intake.refuse = lambda s: s["metric"].startswith("refused_")
+        await _hold_then_post(
+            intake, client, relay, [_write(k, 110.0, t0 + 15_000) for k in range(4)]
+        )
+        await eventually(lambda: len(intake.points("up")) == 24)
+        await eventually(lambda: _dropped(relay, "http_400") == 2)
+        await eventually(lambda: _forwarded(relay) == 4 * 4 + 2 + 1 + 4 * 4)
+        round_one = intake.requests[first + 1 :]  # after the lone one that held the sender
+        intake.refuse = None
+        for k in range(4):
+            await _post(client, _write(k, 115.0, t0 + 30_000))
+        await eventually(lambda: len(intake.points("jobs_total")) == 8)
+        await eventually(lambda: _forwarded(relay) == 3 * 18 + 1 - 2)
+        dropped = {r: _dropped(relay, r) for r in ("http_400", "auth_failed", "http_413")}
+        skipped = _skipped(relay, "counter_first")
+    assert intake.problems == []
+    assert 4 in sizes  # the refused series were in a batch of the four entries
+    statuses = [r.status for r in round_one]
+    assert statuses.count(202) >= 4  # several requests, the batch went on after the drops
+    assert 2 <= statuses.count(400) <= 8
+    assert [r.series for r in round_one if r.status == 400].count(1) == 2  # each alone
+    # Nothing accepted was sent twice, and nothing but the refused series is missing.
+    sent = [
+        (s["metric"], tuple(sorted(s.get("tags", []))), p["timestamp"])
+        for s in intake.series
+        for p in s["points"]
+    ]
+    assert len(sent) == len(set(sent))
+    assert len(intake.points("up")) == 36
+    assert [p[1] for p in intake.points("refused_gauge")] == [t0 // 1000, (t0 + 30_000) // 1000]
+    by_entry: dict[tuple[str, ...], list[float]] = {}
+    for tags, _, value, _ in intake.points("jobs_total"):
+        by_entry.setdefault(tags, []).append(value)
+    assert by_entry == {(f"entry:{k}",): [10.0, 5.0] for k in range(4)}
+    # The refused point's increase lands in the next delta.
+    assert [p[2] for p in intake.points("refused_total")] == [15.0]
+    assert dropped == {"http_400": 2, "auth_failed": 0, "http_413": 0}
+    assert skipped == 5  # the first observations only: nothing re-mapped and skipped
+
+
+async def test_a_batch_whose_every_request_is_refused_costs_a_bounded_number_of_requests(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal of everything (a payload shape Datadog refuses whole) is not bisected down to
+    each series: at the client's cap of 400 answers the rest of the batch is dropped, counted
+    http_400, and the sender does not resend its entries one by one."""
+    now = _now_ms()
+    config = _config(intake := DatadogIntake(), queue_config={"max_samples_per_send": 1000})
+    async with intake, relay_client(config) as (client, relay):
+        cap = _client(relay).max_refusals
+        sizes = _watch_batches(relay, monkeypatch)
+        intake.refuse = lambda s: s["metric"] != "hold"
+        with caplog.at_level(logging.WARNING):
+            await _hold_then_post(
+                intake, client, relay, [_gauges(50, now, prefix=p) for p in ("a", "b", "c")]
+            )
+            await eventually(lambda: _dropped(relay, "http_400") == 150)
+        intake.refuse = None
+        await _post(client, _gauges(2, now, prefix="d"))
+        await eventually(lambda: len(intake.points("load_test_gauge")) == 2)
+        forwarded = _forwarded(relay)
+    assert 3 in sizes
+    assert [r.status for r in intake.requests] == [202] + [400] * cap + [202]
+    assert cap <= 32
+    assert forwarded == 3  # the request that held the sender, and the last two series
+    assert sorted(_tags(s)["series"] for s in intake.series if "series" in _tags(s)) == [
+        "d000000",
+        "d000001",
+    ]
+    assert any("refused too many requests" in r.getMessage() for r in caplog.records)
+    assert intake.problems == []
+
+
+async def test_a_403_after_some_requests_of_a_batch_counts_those_as_forwarded() -> None:
+    """A 403 ends the batch (the key would be refused for the rest alike), but what Datadog
+    accepted of it before is forwarded, not dropped, and is not sent again."""
+    now = _now_ms()
+    async with DatadogIntake() as intake, relay_client(_config(intake)) as (client, relay):
+        _client(relay).max_uncompressed = 600  # several requests for the batch
+        intake.answer_next(202, times=2)
+        intake.answer_next(403, body='{"errors":["Forbidden"]}')
+        await _post(client, _gauges(12, now))
+        await eventually(lambda: _dropped(relay, "auth_failed") > 0)
+        forwarded, auth_failed = _forwarded(relay), _dropped(relay, "auth_failed")
+        await _post(client, _gauges(2, now, prefix="h"))
+        await eventually(lambda: _forwarded(relay) == forwarded + 2)
+    statuses = [r.status for r in intake.requests]
+    assert statuses[:3] == [202, 202, 403] and statuses[3:] == [202] * (len(statuses) - 3)
+    accepted = intake.requests[0].points + intake.requests[1].points
+    assert 0 < accepted < 12
+    assert forwarded == accepted
+    assert auth_failed == 12 - accepted
+    assert _dropped(relay, "http_403") == 0
+    names = [_tags(s)["series"] for s in intake.series]
+    assert len(names) == len(set(names)) == accepted + 2
+    assert intake.problems == []
 
 
 async def test_a_rotated_api_key_file_is_picked_up_without_a_reload(tmp_path: Path) -> None:
@@ -578,22 +766,32 @@ async def test_the_next_batch_is_mapped_while_a_request_waits_on_the_intake() ->
 
 
 async def test_a_batch_mapped_ahead_is_mapped_again_when_the_one_before_is_dropped() -> None:
-    """The batch after one Datadog refuses (400) is mapped anew: its delta then starts from
-    the state Datadog has, so the dropped increase lands in it rather than being lost."""
+    """The batch after one of which Datadog refused a series (400) is mapped anew, although
+    the rest of that batch was accepted: its delta then starts from the state Datadog has, so
+    the dropped increase lands in it rather than being lost."""
     t0 = _now_ms() - 120_000
     config = _config(intake := DatadogIntake(), queue_config={"max_samples_per_send": 2})
     async with intake, relay_client(config) as (client, relay):
         intake.latency = 0.3
-        intake.answer_next(202)  # the baseline
-        intake.answer_next(400)  # the next batch: refused, dropped
+        # The second batch's counter point is refused (its request, then itself alone).
+        intake.refuse = lambda s: s["metric"] == "jobs_total" and s["points"][0]["value"] == 30
         await _post(client, _jobs(100.0, t0))
         await eventually(lambda: _client(relay)._plans != {})
         await _post(client, _jobs(130.0, t0 + 15_000))
         await _post(client, _jobs(135.0, t0 + 30_000))
         await eventually(lambda: len(intake.points("jobs_total")) == 1, timeout=10)
+        await eventually(lambda: len(intake.points("jobs_running")) == 3)
         adopted = _client(relay).adopted
-    assert [r.status for r in intake.requests] == [202, 400, 202]
+        dropped = _dropped(relay, "http_400")
+    assert [(r.status, r.series) for r in intake.requests] == [
+        (202, 1),  # the baseline: the counter's first observation is not sent
+        (400, 2),
+        (400, 1),  # jobs_total alone: dropped
+        (202, 1),  # jobs_running
+        (202, 2),
+    ]
     assert [p[2] for p in intake.points("jobs_total")] == [35.0]
+    assert dropped == 1
     assert adopted == 0
 
 

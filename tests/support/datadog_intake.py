@@ -12,8 +12,9 @@ model's ``attribute_map``, that values are finite numbers and timestamps integer
 names and tags already follow Datadog's normalisation (what the intake would otherwise rewrite
 behind the user's back). Anything wrong is recorded in ``problems``; tests assert it is empty.
 
-Answers can be scripted for the next requests (429 with Retry-After, 5xx, 400, 403, 413);
-series accepted with a 2xx are kept in ``series``.
+Answers can be scripted for the next requests (429 with Retry-After, 5xx, 400, 403, 413), and
+``refuse`` makes it answer 400 to every request holding a series it matches (a series Datadog
+keeps refusing); series accepted with a 2xx are kept in ``series``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 import re
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +172,9 @@ class DatadogIntake:
         self.out_of_window: list[tuple[str, int]] = []  # (metric, ts) the real intake drops
         # Seconds each answer waits after the body is read (the real intake's round trip).
         self.latency = 0.0
+        # A request holding a series (its decoded JSON) this matches is answered 400, once the
+        # scripted answers are given.
+        self.refuse: Callable[[dict[str, Any]], bool] | None = None
 
     def answer_next(
         self,
@@ -229,6 +234,10 @@ class DatadogIntake:
             self.script.pop(0)
         if found:
             return answer(400, json.dumps({"errors": found[:5]}))
+        refuse = self.refuse
+        matched = [s for s in series if refuse(s)] if refuse is not None else []
+        if matched:
+            return answer(400, json.dumps({"errors": [f"refused {matched[0]['metric']}"]}))
         now = time.time()
         for s in series:
             for p in s["points"]:

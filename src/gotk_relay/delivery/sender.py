@@ -68,6 +68,15 @@ class SendResult:
     reason: str  # "ok", "http_400", "connect_error", ... — a metric label value
     retry_after: float | None = None
     detail: str = ""  # the response body or error text (already cut to one short line)
+    # A partial outcome, from a client that sends one batch as several requests and answers for
+    # each part itself (Datadog). ``refused``: points of the batch the destination refused and
+    # the client dropped (``refused_reason``), with OK or DROP. ``accepted``, with DROP: points
+    # accepted before the drop; None (the default): none, and the sender may resend the
+    # batch's requests one by one to find the refused one (``_dropped``). The rest of the batch
+    # counts as the outcome says: forwarded (OK) or dropped with ``reason`` (DROP).
+    refused: int = 0
+    refused_reason: str = ""
+    accepted: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +325,8 @@ class QueuedDestination:
         self.recorder.sent(self.name, result.reason, time.perf_counter() - started)
         if result.outcome is not Outcome.OK:
             self.last_error = LastError(time.time(), result.reason, result.detail)
+        elif result.refused:
+            self.last_error = LastError(time.time(), result.refused_reason, result.detail)
         if shard.index in self._isolating:  # one episode: judged when the isolation ends
             if result.outcome is Outcome.OK:
                 self._ok_sends += 1
@@ -333,7 +344,7 @@ class QueuedDestination:
         while True:
             result = await self._send(shard, entries)
             if result.outcome is Outcome.OK:
-                self.recorder.forwarded(self.name, _points(entries))
+                self._delivered(entries, result)
                 return
             if result.outcome is Outcome.DROP:
                 await self._dropped(shard, entries, result)
@@ -390,7 +401,32 @@ class QueuedDestination:
             if entry.ack is not None:
                 entry.ack.failed(self.name, reason, retry_after)
 
+    def _delivered(self, entries: list[Entry], result: SendResult) -> None:
+        """Count an OK: forwarded, but the points the client reports refused (and dropped)."""
+        points = _points(entries)
+        refused = min(result.refused, points)
+        if refused:
+            self._log_drop(result.refused_reason, result.detail)
+            self.recorder.dropped(self.name, refused, result.refused_reason)
+        self.recorder.forwarded(self.name, points - refused)
+
     async def _dropped(self, shard: Shard, entries: list[Entry], result: SendResult) -> None:
+        if result.accepted is not None:
+            # The client answered for each of its requests (Datadog): what was accepted is
+            # forwarded, and resending the entries one by one would send it a second time.
+            points = _points(entries)
+            accepted = min(result.accepted, points)
+            refused = min(result.refused, points - accepted)
+            if accepted:
+                self.recorder.forwarded(self.name, accepted)
+            # ``detail`` is the drop's answer, not the refusals': their body is logged when a
+            # batch with refusals is OK (the usual case).
+            if refused:
+                self.recorder.dropped(self.name, refused, result.refused_reason)
+            self._log_drop(result.reason, result.detail)
+            if points - accepted - refused:
+                self.recorder.dropped(self.name, points - accepted - refused, result.reason)
+            return
         if len(entries) > 1 and result.reason in ("http_400", "http_413"):
             # Several requests merged into one (too big for it, or one of them malformed): resend
             # them one by one, so one bad series never takes others with it. A 400 is a
@@ -399,7 +435,7 @@ class QueuedDestination:
             for entry in entries:
                 await self._deliver(shard, [entry])
             return
-        self._log_drop(result)
+        self._log_drop(result.reason, result.detail)
         self.recorder.dropped(self.name, _points(entries), result.reason)
 
     async def _attempts(self, shard: Shard, part: list[Entry], tries: int) -> SendResult:
@@ -459,7 +495,7 @@ class QueuedDestination:
                 continue
             result = await self._attempts(shard, part, PART_TRIES)
             if result.outcome is Outcome.OK:
-                self.recorder.forwarded(self.name, _points(part))
+                self._delivered(part, result)
                 continue
             if result.outcome is Outcome.DROP:
                 await self._dropped(shard, part, result)
@@ -488,7 +524,7 @@ class QueuedDestination:
         points = _points(part)
         last = await self._attempts(shard, part, POISON_LAST_TRIES)
         if last.outcome is Outcome.OK:
-            self.recorder.forwarded(self.name, points)
+            self._delivered(part, last)
             return
         if last.outcome is Outcome.DROP:
             await self._dropped(shard, part, last)
@@ -541,14 +577,15 @@ class QueuedDestination:
                 },
             )
 
-    def _log_drop(self, result: SendResult) -> None:
+    def _log_drop(self, reason: str, detail: str) -> None:
         # Once per reason: a backend rejecting every batch must not flood the log.
-        if result.reason in self._logged:
+        if reason in self._logged:
             return
-        self._logged.add(result.reason)
+        self._logged.add(reason)
         log.warning(
-            "destination rejected a batch; it is dropped, not retried (logged once per reason)",
-            extra={"destination": self.name, "reason": result.reason, "response": result.detail},
+            "destination rejected a batch or part of one; it is dropped, not retried "
+            "(logged once per reason)",
+            extra={"destination": self.name, "reason": reason, "response": detail},
         )
 
     @property

@@ -35,14 +35,25 @@ Retries never send a point twice, nor compute a delta twice
 Answers
     2xx: accepted. 408, 429, 5xx and transport errors: retried by the sender, honouring
     Retry-After (429 always: Datadog documents it as "retry", unlike remote write where
-    ``retry_on_http_429`` opts in). 400: the payload is refused, dropped (reason ``http_400``;
-    the sender logs the body once). 403: the API key was refused, dropped with reason
-    ``auth_failed`` and an error log (the key itself is never logged). 413 for a piece that
-    cannot be split further, and other 4xx: dropped as ``http_<status>``. A drop ends the batch:
-    pieces not yet sent are not tried (a 400/403 would refuse them alike), and the sender counts
-    the whole batch as dropped, pieces already accepted included. The counter state of a
-    dropped piece is not committed, so the next delta of those series includes the dropped
-    increase: sums over time stay right, the increase just lands later.
+    ``retry_on_http_429`` opts in). 400: the piece is refused. A piece of several series is
+    halved by series, as for a 413, and the halves sent in its place, until the series
+    Datadog keeps refusing are alone: each is dropped alone (its points counted as dropped,
+    reason ``http_400``; the sender logs the first body once) and the batch goes on with its
+    next pieces. Bounded: at ``MAX_REFUSALS`` 400 answers in one batch the refusal is taken
+    for systematic and what is left of the batch is dropped as ``http_400`` (a warning at most
+    once a minute). 403: the API key was refused, dropped with reason ``auth_failed`` and an
+    error log (the key itself is never logged). 413 for a piece that cannot be split further,
+    and other 4xx: dropped as ``http_<status>``. These end the batch: pieces not yet sent are
+    not tried (a 403 would refuse them alike). The client reports what its pieces made of the
+    batch (``SendResult.accepted``, ``refused``): points accepted count as forwarded, the
+    rest as dropped, and the sender never resends what Datadog accepted (it resends a
+    remote-write batch refused 400 entry by entry, not this one). The counter state of a
+    dropped piece is not committed, so the next delta of those series in a later batch
+    includes the dropped increase: sums over time stay right, the increase just lands later
+    (not so for a later point of such a series in the same batch: mapped from the state the
+    batch's mapping left, its delta leaves the dropped increase out).
+    A batch with a piece dropped leaves state Datadog does not have: the batch mapped ahead
+    of it is mapped again (``_adopt``).
 
 Samples the intake cannot store (stale markers, NaN, more than an hour old or ten minutes
 ahead, native histograms, counters' first observations...), and with ``flux_integration`` the
@@ -137,6 +148,11 @@ _SUFFIX: Final = b"]}"
 _OVERHEAD: Final = len(_PREFIX) + len(_SUFFIX)
 _OFF_THREAD_BYTES: Final = 256 * 1024  # compress bigger bodies off the event loop
 _AUTH_LOG_INTERVAL: Final = 60.0  # at most one "key refused" error a minute
+# 400 answers one batch may get while its refused series are isolated (pieces halved, by
+# series): one refused series costs 1 + log2(series in its piece), ≤ 16 for a piece of the
+# default 20000 samples; beyond, the refusal is taken for systematic (a payload shape Datadog
+# refuses whole) and what is left of the batch is dropped, not bisected in 2 × series requests.
+MAX_REFUSALS: Final = 24
 _EXPIRE_INTERVAL: Final = 60.0
 _MAX_INFOS: Final = 65_536  # label sets whose tags a client remembers (~1 KiB each)
 # Label sets per client (caches.Saturating: full, it stops learning, and is emptied at most
@@ -387,6 +403,12 @@ class Plan:
     pending: dict[bytes, CounterMark] = field(default_factory=dict)
     updates: dict[bytes, CounterMark] = field(default_factory=dict)
     accepted: bool = False  # every piece accepted: the state it leaves is Datadog's
+    # Points of its pieces Datadog accepted, and of those it refused (400) and were dropped
+    # alone; its 400 answers (bounded: DatadogClient.max_refusals) and the first one's body.
+    points_accepted: int = 0
+    points_refused: int = 0
+    refusals: int = 0
+    refusal: str = ""
     looked_ahead: bool = False  # the batch after it was given to _prepare (or there was none)
     # Mapped ahead (see DatadogClient._prepare): samples skipped, counted once it is adopted.
     skipped: Counter[str] | None = None
@@ -483,6 +505,8 @@ class DatadogClient:
         self.http = HTTPEndpoint(cfg.endpoint, cfg.tls_config, cfg.remote_timeout)
         self.unconvertible = Unconvertible("Datadog", name)
         self._auth_logged_at = -_AUTH_LOG_INTERVAL
+        self._refusals_logged_at = -_AUTH_LOG_INTERVAL
+        self.max_refusals = MAX_REFUSALS
         self._expired_at = 0.0
 
     async def send(self, entries: list[Entry]) -> SendResult:
@@ -491,10 +515,10 @@ class DatadogClient:
             # Retried past the intake's window: Datadog would answer 202 and keep none of it
             # (the age is judged when a batch is mapped, so only a retry can get here).
             self._forget(entries)
-            return SendResult(
-                Outcome.DROP,
+            return self._drop(
+                plan,
                 "too_old",
-                detail="retried until every point was over an hour old, which Datadog discards",
+                "retried until every point was over an hour old, which Datadog discards",
             )
         api_key: str | None = None
         while True:
@@ -505,8 +529,18 @@ class DatadogClient:
                     if plan.updates:
                         self.counters.commit_keys(plan.updates.items(), self._clock())
                         plan.updates = {}
-                    plan.accepted = True
+                    # A batch with a piece dropped leaves state Datadog does not have: the
+                    # batch mapped ahead from it is not used (_adopt).
+                    plan.accepted = not plan.points_refused
                     self._forget(entries)
+                    if plan.points_refused:
+                        return SendResult(
+                            Outcome.OK,
+                            "ok",
+                            detail=plan.refusal,
+                            refused=plan.points_refused,
+                            refused_reason="http_400",
+                        )
                     return SendResult(Outcome.OK, "ok")
             if plan.mapped_all and not plan.looked_ahead:
                 plan.looked_ahead = True
@@ -530,7 +564,17 @@ class DatadogClient:
             if 200 <= status < 300:
                 plan.pieces.popleft()
                 self._commit(piece)
+                plan.points_accepted += piece.points()
                 continue
+            if status == 400:
+                plan.refusals += 1
+                plan.refusal = plan.refusal or text
+                if plan.refusals < self.max_refusals:
+                    self._refused(plan, piece)
+                    continue
+                self._forget(entries)
+                self._log_refusals(plan)
+                return self._drop(plan, "http_400", text)
             if status == 413:
                 halves = piece.split()
                 if halves is not None:
@@ -551,8 +595,59 @@ class DatadogClient:
                     "(api_key / api_key_file) or the site is fixed",
                     text,
                 )
-                return SendResult(Outcome.DROP, "auth_failed", detail=text)
-            return SendResult(Outcome.DROP, f"http_{status}", detail=text)
+                return self._drop(plan, "auth_failed", text)
+            return self._drop(plan, f"http_{status}", text)
+
+    def _refused(self, plan: Plan, piece: Piece) -> None:
+        """A 400 for ``plan``'s first piece, ``piece``: halved by series and the halves sent in
+        its place, as for a 413, until the series Datadog refuses are alone; a lone series is
+        dropped (not halved by points: Datadog refuses a series for its name, tags or type) and
+        the batch goes on. Its counter state is not committed, so the next delta of its series
+        in a later batch includes the increase dropped; the state of counters sent without a
+        point (``Piece.updates``) goes with the next piece."""
+        plan.pieces.popleft()
+        if len(piece.rows) > 1:
+            halves = piece.split()
+            assert halves is not None  # several series: halved by series
+            plan.pieces.extendleft(reversed(halves))
+            return
+        plan.points_refused += piece.points()
+        if piece.updates:
+            if plan.pieces:
+                plan.pieces[0].updates = piece.updates | plan.pieces[0].updates
+            else:
+                plan.updates = piece.updates | plan.updates
+        log.debug(
+            "Datadog refused a series (400); it is dropped",
+            extra={"destination": self.name, "metric": piece.metric()},
+        )
+
+    def _drop(self, plan: Plan, reason: str, detail: str) -> SendResult:
+        """The batch ends (no piece sent any more): what its pieces made of it counts as
+        such (accepted as forwarded, refused 400s as ``http_400``), the rest as ``reason``."""
+        return SendResult(
+            Outcome.DROP,
+            reason,
+            detail=detail,
+            refused=plan.points_refused,
+            refused_reason="http_400",
+            accepted=plan.points_accepted,
+        )
+
+    def _log_refusals(self, plan: Plan) -> None:
+        now = self._clock()
+        if now - self._refusals_logged_at < _AUTH_LOG_INTERVAL:
+            return
+        self._refusals_logged_at = now
+        log.warning(
+            "Datadog refused too many requests of one batch (400); the rest of the batch is "
+            "dropped (logged at most once a minute)",
+            extra={
+                "destination": self.name,
+                "refusals": plan.refusals,
+                "response": plan.refusal,
+            },
+        )
 
     def _past_the_window(self, entries: list[Entry]) -> bool:
         """Whether every point of ``entries`` is older than the intake keeps (a point can be
