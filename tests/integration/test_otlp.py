@@ -192,6 +192,30 @@ async def test_only_429_502_503_504_are_retried(status: int) -> None:
         assert dropped == (0 if status in RETRIED else 1)
 
 
+async def test_a_drop_after_accepted_requests_of_a_batch_counts_those_as_forwarded() -> None:
+    """A batch sent as several requests: the ones accepted before a 400 are forwarded (counted
+    so, and never sent again), only the rest of the batch is dropped."""
+    receiver = OTLPReceiver([Answer(200), Answer(400, body=b"bad")])
+    queue = {**FAST, "max_samples_per_send": 2}
+    async with (
+        otlp_receiver(receiver),
+        relay_client(_config(receiver.url, queue_config=queue)) as (client, _),
+    ):
+        await _post(client, *(_series(f"m{i}", i, 1000) for i in range(5)))
+        await eventually(lambda: len(receiver.requests) == 2)
+        await _post(client, _series("after", 1, 2000))
+        await eventually(lambda: len(receiver.requests) == 3)
+        assert [r.status for r in receiver.requests] == [200, 400, 200]
+        accepted = len(receiver.requests[0].metrics())  # one point per series
+        assert accepted >= 1
+        assert list(receiver.requests[2].metrics()) == ["after"]
+        forwarded = await _metric(client, "gotk_relay_samples_forwarded_total", destination="o")
+        dropped = await _metric(
+            client, "gotk_relay_samples_dropped_total", destination="o", reason="http_400"
+        )
+        assert (forwarded, dropped) == (accepted + 1, 5 - accepted)
+
+
 @pytest.mark.slow  # waits out a 1 s Retry-After
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_is_honoured(status: int) -> None:

@@ -24,8 +24,10 @@ Each request is mapped once and the same body is resent on every retry (a retrie
 at the request that was not accepted); the stream state the mapping computed (start times,
 delta baselines) is committed only when the destination accepted the request, so a retry never
 subtracts twice and a dropped request leaves the baseline where it was (the next delta covers
-the lost interval too). A drop ends the batch: its later requests are not sent, and the sender
-counts the whole batch as dropped. A mapping that raises costs only the series it raises on
+the lost interval too). A drop ends the batch: its later requests are not sent; the points of
+its requests accepted before count as forwarded (``SendResult.accepted``: the sender then does
+not resend the batch's entries one by one, which would send those again), the rest as dropped.
+A mapping that raises costs only the series it raises on
 (``OTLPClient._next_piece``).
 
 Queued entries stay remote-write 1.0 (the client's ``protocol``): Prometheus sends
@@ -41,7 +43,7 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from google.protobuf.message import DecodeError
@@ -86,6 +88,7 @@ class _Piece:
     body: bytes  # serialized (and compressed) ExportMetricsServiceRequest; b"" when empty
     updates: dict[StreamKey, StreamState]  # stream state to commit after a 2xx
     points: int
+    samples: int = 0  # the remote-write samples mapped for it, as the sender counts a batch
 
 
 @dataclass(slots=True)
@@ -100,6 +103,7 @@ class _Run:
     # the steps of a mapping that raised (OTLPClient._rewind).
     redo: deque[Step] = field(default_factory=deque)
     mapped_all: bool = False
+    accepted: int = 0  # samples of its requests the destination accepted
 
 
 class OTLPClient:
@@ -239,7 +243,10 @@ class OTLPClient:
         """
         mapper = run.mapper
         parts: list[bytes] = []
-        points = 0
+        points = fed = 0
+        # Samples the mapper holds from before (a step mapped late, histogram parts): mapped
+        # into this request, while what it holds at the end goes into the next.
+        held = mapper.grouped + mapper.waiting_points
         # What waits is at most a quarter each (a step's samples, and the parts in groups).
         quarter = max(1, self.max_points // 4)
         budget = max(1, self.max_points - mapper.grouped - mapper.waiting_points)
@@ -253,10 +260,12 @@ class OTLPClient:
             if isinstance(batch, Batch):
                 first, rest = split_batch(batch, min(budget, quarter))
                 budget -= first.point_count
+                fed += first.point_count
                 mapper.feed(first)
             else:
                 step, rest, taken = split_step(batch, min(budget, quarter))
                 budget -= taken
+                fed += taken
                 mapper.feed(step)
             if rest is not None:
                 run.redo.appendleft(rest)
@@ -279,6 +288,7 @@ class OTLPClient:
         if body and self.cfg.compression == "gzip":
             body = await _gzip(body)
         mapped = mapper.take()  # its stream updates (its request is empty now)
+        samples = held + fed - mapper.grouped - mapper.waiting_points
         self.unmapped_points += mapped.unmapped
         for bound in self.state.row_bounds.values():
             if bound.turned_full():
@@ -288,7 +298,7 @@ class OTLPClient:
                     "minutes",
                     extra={"destination": self.name, "limit": bound.limit},
                 )
-        return _Piece(body, mapped.updates, points)
+        return _Piece(body, mapped.updates, points, samples)
 
     def _forget(self, entries: list[Entry]) -> None:
         self._runs.pop(id(entries), None)
@@ -309,7 +319,12 @@ class OTLPClient:
                 if result is not None:
                     if result.outcome is not Outcome.RETRY:
                         self._forget(entries)
+                    if result.outcome is Outcome.DROP and run.accepted:
+                        # What was accepted counts as forwarded, and the sender must not
+                        # resend the batch's entries one by one: it would send it again.
+                        result = replace(result, accepted=run.accepted)
                     return result
+                run.accepted += piece.samples
             # Accepted, or nothing to send (metadata only, or only the first observations of
             # delta streams): the baselines count as delivered.
             self.state.commit(piece.updates)
