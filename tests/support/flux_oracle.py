@@ -505,7 +505,18 @@ class OracleRewriter:
 
     def _end_info_object(self, obj: _InfoObject, emitter: _Emitter) -> None:
         ts = max(obj.end_ts(), obj.out_last + 1)
-        if self.config.emit_deleted:
+        # The same object under another exposer (every label but these equal) is open: its
+        # exposer changed (a new kube-state-metrics pod), it was not deleted.
+        exposer = {"instance", "pod", "job", "service", "endpoint", "container"}
+
+        def sibling(key: Labels) -> Labels:
+            return tuple(pair for pair in key if pair[0] not in exposer)
+
+        moved = any(
+            other is not obj and other.open and sibling(other.key) == sibling(obj.key)
+            for other in self._info.values()
+        )
+        if self.config.emit_deleted and not moved:
             values = [1.0 if status == DELETED else 0.0 for status in self._statuses]
             values.append(0.0)
         else:

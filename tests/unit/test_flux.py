@@ -488,6 +488,48 @@ SCENARIOS = {
 }
 
 
+def test_emit_deleted_reports_a_new_kube_state_metrics_pod_as_stale_not_as_deleted() -> None:
+    """A restarted kube-state-metrics pod reports every object under a new ``instance`` (and
+    ``pod``): the old identity ends, but the object was not deleted. The old controllers'
+    series just went stale then; a Deleted 1 there would make the old alert's
+    ``max(…{status="Deleted"}) by (object)`` 1 for the lookback while the object is live. Only
+    the object's real deletion writes the Deleted snapshot."""
+    rewriter = FluxRewriter(FluxConfig(emit_deleted=True, stale_grace=0))
+    old, new = "10.0.0.5:8080", "10.0.9.9:8080"
+    first = ks("False", ts=1000)
+    assert f'instance="{old}"' in first
+
+    def moved(ts: int, value: str = "1") -> str:
+        line = ks("False", ts=ts, value=value)
+        return line.replace(f'instance="{old}"', f'instance="{new}",pod="kube-state-metrics-1"')
+
+    def by_instance(batch: Batch) -> dict[tuple[str, str], list[Point]]:
+        out: dict[tuple[str, str], list[Point]] = {}
+        for s in synthesized(batch):
+            key = (label_value(s.labels, "instance"), label_value(s.labels, "status") or "suspend")
+            out.setdefault(key, []).extend(
+                (x.timestamp, "stale" if is_stale(x.value) else x.value) for x in s.samples
+            )
+        return out
+
+    rewriter.rewrite(batch_of([first]), now_ms=1000)
+    restarted = by_instance(
+        rewriter.rewrite(batch_of([moved(2000), ks("False", ts=2000, value="stale")]), 2000)
+    )
+    statuses = ("True", "False", "Unknown", "Deleted", "suspend")
+    assert {k: v for k, v in restarted.items() if k[0] == old} == {
+        (old, status): [(2000, "stale")] for status in statuses
+    }
+    assert restarted[(new, "False")] == [(2000, 1.0)]
+    assert restarted[(new, "Deleted")] == [(2000, 0.0)]
+    assert rewriter.stats.stale_emitted == 5
+    # The object deleted: its last identity ends with the Deleted snapshot.
+    deleted = by_instance(rewriter.rewrite(batch_of([moved(3000, "stale")]), 3000))
+    assert deleted == {
+        (new, status): [(3000, 1.0 if status == "Deleted" else 0.0)] for status in statuses
+    }
+
+
 @pytest.mark.parametrize("scenario", list(SCENARIOS.values()), ids=list(SCENARIOS))
 def test_forward_scenario(scenario: Scenario) -> None:
     rewriter = FluxRewriter(FluxConfig.model_validate(scenario.config))

@@ -56,6 +56,15 @@ from .state import (
 from .stats import FluxStats
 from .tracked import TrackedObjects
 
+# Labels that name what exposed an object's series (the scrape target), not the object: a
+# restarted kube-state-metrics pod reports the same object under new ones.
+_EXPOSER_LABELS: Final = frozenset({"instance", "pod", "job", "service", "endpoint", "container"})
+
+
+def _sibling_key(key: Labels) -> Labels:
+    """A forward object's identity less the labels naming its exposer (``_siblings``)."""
+    return tuple(pair for pair in key if pair[0] not in _EXPOSER_LABELS)
+
 
 class Steady(NamedTuple):
     """What ``FluxRewriter.steady`` wrote: the relay queues ``body`` (then ``families``' metadata)
@@ -139,6 +148,14 @@ class FluxRewriter:
         self._expiry_ms = round(config.idle_expiry * 1000)
         self._info: dict[Labels, InfoObject] = {}
         self._legacy: dict[Labels, LegacyObject] = {}
+        # With emit_deleted: the forward objects by their identity less the labels that name
+        # what exposed them (``_sibling_key``), so that an identity that ends while another of
+        # the same object is open (kube-state-metrics restarted as a new pod) ends with stale
+        # markers, not with the "Deleted" snapshot: the object was not deleted. Kept by every
+        # change to ``_info`` (_track_info, _untrack_info).
+        self._siblings: dict[Labels, dict[Labels, InfoObject]] | None = (
+            {} if config.emit_deleted else None
+        )
         self._pending: dict[tuple[bool, Labels], FluxObject] = {}
         # The pending ends by deadline, so that a request looks at the due ones only, not at
         # every pending one (tens of thousands while a fleet's objects end): (deadline, seq,
@@ -194,13 +211,15 @@ class FluxRewriter:
         clock ``clock`` (it never goes back): pending ends are pending again, and objects not
         seen for ``idle_expiry`` are forgotten at the next call."""
         self._info.clear()
+        if self._siblings is not None:
+            self._siblings.clear()
         self._legacy.clear()
         self._pending.clear()
         self._deadlines.clear()
         self._pending_seq.clear()
         for obj in objects:
             if isinstance(obj, InfoObject):
-                self._info[obj.key] = obj
+                self._track_info(obj.key, obj)
             elif isinstance(obj, LegacyObject):
                 self._legacy[obj.key] = obj
             if obj.deadline is not None:
@@ -243,11 +262,39 @@ class FluxRewriter:
         """``obj`` tracked at ``key`` (None: nothing is)."""
         forward, labels = key
         if obj is None:
-            (self._info if forward else self._legacy).pop(labels, None)
+            if forward:
+                self._untrack_info(labels)
+            else:
+                self._legacy.pop(labels, None)
         elif isinstance(obj, InfoObject):
-            self._info[labels] = obj
+            self._track_info(labels, obj)
         elif isinstance(obj, LegacyObject):
             self._legacy[labels] = obj
+
+    def _track_info(self, key: Labels, obj: InfoObject) -> None:
+        self._info[key] = obj
+        if self._siblings is not None:
+            self._siblings.setdefault(_sibling_key(key), {})[key] = obj
+
+    def _untrack_info(self, key: Labels) -> InfoObject | None:
+        obj = self._info.pop(key, None)
+        if self._siblings is not None:
+            sibling = _sibling_key(key)
+            found = self._siblings.get(sibling)
+            if found is not None:
+                found.pop(key, None)
+                if not found:
+                    del self._siblings[sibling]
+        return obj
+
+    def _exposed_elsewhere(self, obj: InfoObject) -> bool:
+        """Whether another identity of ``obj``'s object (the same labels but those naming
+        what exposed it) is open: then ``obj`` ends because its exposer changed, not because
+        the object was deleted."""
+        if self._siblings is None:
+            return False
+        found = self._siblings.get(_sibling_key(obj.key), {})
+        return any(other is not obj and other.open for other in found.values())
 
     @property
     def clock(self) -> int:
@@ -624,9 +671,8 @@ class FluxRewriter:
         classify = self.classifier
         outputs = classify.forward_outputs(route.key)
         values = classify.forward_values("Unknown", False)
-        obj = self._info[route.key] = InfoObject(
-            route.key, route.kind, self._clock, outputs, values
-        )
+        obj = InfoObject(route.key, route.kind, self._clock, outputs, values)
+        self._track_info(route.key, obj)
         return obj
 
     def _admit_legacy(self, route: Route) -> LegacyObject | None:
@@ -660,7 +706,9 @@ class FluxRewriter:
                 self._close_info(obj, max(obj.end_ts(), obj.last_emit + 1), emitter)
 
     def _forget(self, forward: bool, key: Labels) -> None:
-        obj = (self._info if forward else self._legacy).pop(key)
+        found = self._untrack_info(key) if forward else self._legacy.pop(key)
+        assert found is not None
+        obj: FluxObject = found
         obj.gone = True
         self._cancel_end((forward, key))
         if self.changed is not None:
@@ -709,9 +757,15 @@ class FluxRewriter:
 
     def _end_info_object(self, obj: InfoObject, emitter: Emitter) -> None:
         ts = max(obj.end_ts(), obj.out_last + 1)
-        if not self.config.emit_deleted:
-            self.stats.stale_emitted += len(self._end_values)
-        self._emit_all(obj, ts, self._end_values, emitter)
+        values = self._end_values
+        if self.config.emit_deleted and self._exposed_elsewhere(obj):
+            # Its exposer changed (a new kube-state-metrics pod reports it): the old
+            # controllers' series just went stale then; Deleted 1 would fire the old alert's
+            # join (max by object) for the lookback.
+            values = (STALE_NAN,) * len(values)
+        if values[0] != values[0]:  # stale markers (NaN)
+            self.stats.stale_emitted += len(values)
+        self._emit_all(obj, ts, values, emitter)
         obj.open = False
 
     def _emit_all(self, obj: InfoObject, ts: int, values: Values, emitter: Emitter) -> None:
