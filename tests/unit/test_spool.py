@@ -30,6 +30,16 @@ def _spooled(spool: Spool, queue: ShardedQueue, batch: Batch) -> None:
     queue.put([[e._replace(spool_id=next(ids)) for e in shard] for shard in entries])
 
 
+def _filled(path: Path, count: int) -> tuple[Spool, ShardedQueue]:
+    """A spool and a one-shard queue holding 2 points in memory, ``count`` one-sample entries
+    ("s0", "s1", ...) queued: the rest of them on disk only."""
+    spool = Spool(path)
+    queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
+    for i in range(count):
+        _spooled(spool, queue, _batch(f"s{i}", i))
+    return spool, queue
+
+
 async def _drain(queue: ShardedQueue) -> list[str]:
     """Take and acknowledge everything queued; the series names in the order they came out."""
     names: list[str] = []
@@ -84,10 +94,7 @@ def test_new_entries_wait_behind_the_disk_backlog(tmp_path: Path) -> None:
 
 def test_drop_oldest_frees_space_from_the_head(tmp_path: Path) -> None:
     async def scenario() -> None:
-        spool = Spool(tmp_path)
-        queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
-        for i in range(5):
-            _spooled(spool, queue, _batch(f"s{i}", i))
+        spool, queue = _filled(tmp_path, 5)
         size = queue.shards[0].entries[0].size
         assert queue.drop_oldest(size * 2) == 2
         assert await _drain(queue) == ["s2", "s3", "s4"]
@@ -98,10 +105,7 @@ def test_drop_oldest_frees_space_from_the_head(tmp_path: Path) -> None:
 
 def test_drop_oldest_reaches_past_memory_into_rows_only_on_disk(tmp_path: Path) -> None:
     async def scenario() -> None:
-        spool = Spool(tmp_path)
-        queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
-        for i in range(6):
-            _spooled(spool, queue, _batch(f"s{i}", i))
+        spool, queue = _filled(tmp_path, 6)
         assert queue.shards[0].disk_entries == 4
         size = queue.shards[0].entries[0].size
         assert queue.drop_oldest(size * 4) == 4  # two in memory, two read from disk
@@ -116,10 +120,7 @@ def test_chosen_entries_stay_until_forgotten(tmp_path: Path) -> None:
     """Choosing drops nothing: a write that fails after the choice leaves the queue whole."""
 
     async def scenario() -> None:
-        spool = Spool(tmp_path)
-        queue = ShardedQueue(1, capacity=2, max_points_per_send=100, spool=spool, name="d")
-        for i in range(4):
-            _spooled(spool, queue, _batch(f"s{i}", i))
+        spool, queue = _filled(tmp_path, 4)
         size = queue.shards[0].entries[0].size
         chosen = queue.choose_oldest(size * 3)
         assert [i for plan in chosen for i in plan.ids()] == [1, 2, 3]
