@@ -5,8 +5,8 @@ write 1.0 request on the fast path, checks it (credentials, headers, sizes, read
 same code and limits as the core (write/edge.py), reads, decompresses and scans it
 (write/scan.py), then
 hands the result to the core, which admits it; the sender gets the core's answer, so a 2xx still
-means queued for every destination. Everything else — remote write 2.0, the fast path off, a
-request the worker cannot decompress or scan, every other route — is passed on to the core as it
+means queued for every destination. Everything else — remote write 2.0, a request the worker
+cannot decompress or scan, every other route — is passed on to the core as it
 came, so the core answers it and counts it. Refusals the worker answers itself (before it has a
 body to pass on) are reported to the core for its counters. See worker_pool.py and docs/scaling.md.
 

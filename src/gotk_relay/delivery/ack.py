@@ -2,10 +2,11 @@
 
 The request's entries carry its ``Ack`` through the queues (``Entry.ack``); each destination's
 sender reports on every entry it took: answered (2xx, or a 4xx refusal dropped and counted as
-always) or failed (the first retryable failure: 5xx, 429 with retry_on_http_429, a timeout, a
-connection error). The request is answered 2xx when every entry was answered, 503 at the first
-failure or when ``receiver.acknowledge_timeout`` passes. Once an ``Ack`` is settled its entries
-not yet sent are skipped by the senders: the sender was told to send them again.
+always) or failed (the first retryable failure: 5xx, a 429 that is retried (remote write with
+retry_on_http_429, Datadog and OTLP always), a timeout, a connection error). The request is
+answered 2xx when every entry was answered, 503 at the first failure or when
+``receiver.acknowledge_timeout`` passes. Once an ``Ack`` is settled its entries not yet sent are
+skipped by the senders: the sender was told to send them again.
 
 Why no retry inside the relay in this mode: a relay that retries holds data it acknowledged
 (or would have to hold the request open for as long as the retries take); the sender retries
