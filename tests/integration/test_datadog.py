@@ -566,6 +566,27 @@ async def test_a_403_after_some_requests_of_a_batch_counts_those_as_forwarded() 
     assert intake.problems == []
 
 
+async def test_a_batch_given_up_at_sample_age_limit_counts_what_datadog_took_as_forwarded() -> None:
+    """Retried past ``sample_age_limit`` after some of its requests were accepted: those
+    count as forwarded, only the rest as dropped for its age."""
+    now = _now_ms()
+    async with DatadogIntake() as intake:
+        config = _config(intake, queue_config={"sample_age_limit": "1s"})
+        async with relay_client(config) as (client, relay):
+            _client(relay).max_uncompressed = 600  # several requests for the batch
+            intake.answer_next(202, times=2)
+            intake.answer_next(503, times=1000)
+            await _post(client, _gauges(12, now))
+            await eventually(lambda: _dropped(relay, "sample_age_limit") > 0)
+            forwarded, too_old = _forwarded(relay), _dropped(relay, "sample_age_limit")
+    statuses = [r.status for r in intake.requests]
+    # Retried until the batch, dated by its arrival, is older than the limit.
+    assert statuses[:3] == [202, 202, 503] and set(statuses[3:]) <= {503}
+    accepted = intake.requests[0].points + intake.requests[1].points
+    assert 0 < accepted < 12
+    assert (forwarded, too_old) == (accepted, 12 - accepted)
+
+
 async def test_a_rotated_api_key_file_is_picked_up_without_a_reload(tmp_path: Path) -> None:
     key_file = tmp_path / "dd-api-key"
     key_file.write_text("old-key\n")

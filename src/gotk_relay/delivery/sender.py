@@ -73,7 +73,8 @@ class SendResult:
     # the client dropped (``refused_reason``), with OK or DROP. ``accepted``, with DROP: points
     # accepted before the drop; None (the default): none, and the sender may resend the
     # batch's requests one by one to find the refused one (``_dropped``). The rest of the batch
-    # counts as the outcome says: forwarded (OK) or dropped with ``reason`` (DROP).
+    # counts as the outcome says: forwarded (OK) or dropped with ``reason`` (DROP). With RETRY
+    # they say what was taken so far, counted so if the sender gives the batch up.
     refused: int = 0
     refused_reason: str = ""
     accepted: int | None = None
@@ -359,7 +360,7 @@ class QueuedDestination:
                 if not entries:
                     return
             if self._too_old(entries):
-                self.recorder.dropped(self.name, _points(entries), "sample_age_limit")
+                self._given_up(entries, result)
                 return
             failures += 1
             if self.isolate and failures >= self._isolate_after and isolatable(result):
@@ -400,6 +401,19 @@ class QueuedDestination:
         for entry in entries:
             if entry.ack is not None:
                 entry.ack.failed(self.name, reason, retry_after)
+
+    def _given_up(self, entries: list[Entry], result: SendResult) -> None:
+        """Count a batch given up at ``sample_age_limit``: what the client says the destination
+        took of it already (a Datadog batch sent as several requests) as such, the rest as
+        ``sample_age_limit``."""
+        points = _points(entries)
+        accepted = min(result.accepted or 0, points)
+        refused = min(result.refused, points - accepted)
+        if accepted:
+            self.recorder.forwarded(self.name, accepted)
+        if refused:
+            self.recorder.dropped(self.name, refused, result.refused_reason)
+        self.recorder.dropped(self.name, points - accepted - refused, "sample_age_limit")
 
     def _delivered(self, entries: list[Entry], result: SendResult) -> None:
         """Count an OK: forwarded, but the points the client reports refused (and dropped)."""

@@ -552,7 +552,7 @@ class DatadogClient:
                     api_key = self.cfg.resolve_api_key()
                 except ConfigError as exc:
                     self._log_auth("the Datadog API key file cannot be read", str(exc))
-                    return SendResult(Outcome.RETRY, "api_key_file", detail=str(exc))
+                    return self._retry(plan, "api_key_file", None, str(exc))
             piece = plan.pieces[0]
             body = piece.body
             if body is None:
@@ -562,7 +562,7 @@ class DatadogClient:
             try:
                 status, headers, text = await self._post(body, api_key)
             except SendError as exc:
-                return SendResult(Outcome.RETRY, exc.reason, detail=exc.detail)
+                return self._retry(plan, exc.reason, None, exc.detail)
             if 200 <= status < 300:
                 plan.pieces.popleft()
                 self._commit(piece)
@@ -588,7 +588,7 @@ class DatadogClient:
                     continue
             if status in (408, 429) or status >= 500:
                 retry_after = parse_retry_after(headers.get("Retry-After"), self._clock())
-                return SendResult(Outcome.RETRY, f"http_{status}", retry_after, text)
+                return self._retry(plan, f"http_{status}", retry_after, text)
             self._forget(entries)
             if status == 403:
                 self._log_auth(
@@ -626,18 +626,38 @@ class DatadogClient:
     def _drop(self, plan: Plan, reason: str, detail: str) -> SendResult:
         """The batch ends (no piece sent any more): what its pieces made of it counts as
         such (accepted as forwarded, refused 400s as ``http_400``), the rest as ``reason``."""
-        # Accepted: what was mapped, less what was not sent or was refused (the samples its
-        # pieces skipped count with them, as they do in a batch accepted whole).
-        waiting = sum(piece.points() for piece in plan.pieces)
-        accepted = max(0, plan.samples_mapped - waiting - plan.points_refused)
         return SendResult(
             Outcome.DROP,
             reason,
             detail=detail,
             refused=plan.points_refused,
             refused_reason="http_400",
-            accepted=accepted,
+            accepted=self._accepted(plan),
         )
+
+    def _retry(self, plan: Plan, reason: str, retry_after: float | None, detail: str) -> SendResult:
+        """A retry, saying what of the batch Datadog has taken so far: should the sender give
+        the batch up (``sample_age_limit``), that part counts as forwarded, not dropped."""
+        if not plan.samples_mapped:
+            return SendResult(Outcome.RETRY, reason, retry_after, detail)
+        return SendResult(
+            Outcome.RETRY,
+            reason,
+            retry_after,
+            detail,
+            refused=plan.points_refused,
+            refused_reason="http_400",
+            accepted=self._accepted(plan) or None,
+        )
+
+    @staticmethod
+    def _accepted(plan: Plan) -> int:
+        """What Datadog accepted of the batch: what was mapped, less what was not sent or was
+        refused (the samples its pieces skipped count with them, as they do in a batch accepted
+        whole). Worked out when needed: counting each accepted piece's points cost ~4 % of a
+        conversion."""
+        waiting = sum(piece.points() for piece in plan.pieces)
+        return max(0, plan.samples_mapped - waiting - plan.points_refused)
 
     def _log_refusals(self, plan: Plan) -> None:
         now = self._clock()
