@@ -406,6 +406,11 @@ class QueuedDestination:
         """Count a batch given up at ``sample_age_limit``: what the client says the destination
         took of it already (a Datadog batch sent as several requests) as such, the rest as
         ``sample_age_limit``."""
+        self._count_partial(entries, result, "sample_age_limit")
+
+    def _count_partial(self, entries: list[Entry], result: SendResult, rest: str) -> None:
+        """Count a batch that ends unsent in part: what the client reports accepted as
+        forwarded, what it reports refused under its reason, the rest under ``rest``."""
         points = _points(entries)
         accepted = min(result.accepted or 0, points)
         refused = min(result.refused, points - accepted)
@@ -413,7 +418,8 @@ class QueuedDestination:
             self.recorder.forwarded(self.name, accepted)
         if refused:
             self.recorder.dropped(self.name, refused, result.refused_reason)
-        self.recorder.dropped(self.name, points - accepted - refused, "sample_age_limit")
+        if points - accepted - refused:
+            self.recorder.dropped(self.name, points - accepted - refused, rest)
 
     def _delivered(self, entries: list[Entry], result: SendResult) -> None:
         """Count an OK: forwarded, but the points the client reports refused (and dropped)."""
@@ -426,20 +432,12 @@ class QueuedDestination:
 
     async def _dropped(self, shard: Shard, entries: list[Entry], result: SendResult) -> None:
         if result.accepted is not None:
-            # The client answered for each of its requests (Datadog): what was accepted is
+            # The client answered for each of its requests (Datadog, OTLP): what was accepted is
             # forwarded, and resending the entries one by one would send it a second time.
-            points = _points(entries)
-            accepted = min(result.accepted, points)
-            refused = min(result.refused, points - accepted)
-            if accepted:
-                self.recorder.forwarded(self.name, accepted)
             # ``detail`` is the drop's answer, not the refusals': their body is logged when a
             # batch with refusals is OK (the usual case).
-            if refused:
-                self.recorder.dropped(self.name, refused, result.refused_reason)
             self._log_drop(result.reason, result.detail)
-            if points - accepted - refused:
-                self.recorder.dropped(self.name, points - accepted - refused, result.reason)
+            self._count_partial(entries, result, result.reason)
             return
         if len(entries) > 1 and result.reason in ("http_400", "http_413"):
             # Several requests merged into one (too big for it, or one of them malformed): resend
