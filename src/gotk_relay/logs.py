@@ -1,6 +1,7 @@
 """logfmt and JSON log lines in Prometheus' style: ``ts=… caller=… level=info msg="…" key=value``.
 
-Structured fields come from ``extra={...}``; nothing here ever formats a secret, because
+Structured fields come from ``extra={...}`` (a trailing ``_`` is left out, for names the
+``LogRecord`` keeps for itself, such as ``filename``); nothing here ever formats a secret, because
 secrets never reach a log call (URLs are sanitised before they are logged).
 """
 
@@ -26,7 +27,8 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     }
     for key, value in vars(record).items():
         if key not in _STANDARD and not key.startswith("_"):
-            out[key] = value
+            # ``filename_``: a key LogRecord keeps for itself (``filename``), as Prometheus names it
+            out[key.removesuffix("_")] = value
     if record.exc_info:
         out["err"] = logging.Formatter().formatException(record.exc_info)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -236,6 +237,14 @@ def test_sighup_reloads_and_keeps_the_old_config_on_error(tmp_path: Path) -> Non
         _, err = proc.communicate(timeout=30)
     assert "failed to reload config" in err and "remote_write[0].url" in err
     assert "not UTF-8 (byte 0xe9 at offset" in err  # a file in another encoding: said so
+    # Prometheus' lines around a reload: its start, and its end only when it took effect.
+    assert err.count(f'msg="loading configuration file" filename={path}') == 4
+    done = re.findall(
+        rf'msg="completed loading of configuration file" filename={re.escape(str(path))} '
+        r"totalDuration=[0-9.]+ms",
+        err,
+    )
+    assert len(done) == 2
     assert proc.returncode == 0
 
 

@@ -38,3 +38,23 @@ def test_json_has_the_same_fields() -> None:
     fields = json.loads(JSONFormatter().format(_record()))
     assert list(fields)[:5] == ["ts", "caller", "level", "component", "msg"]
     assert fields["caller"] == "sender.py:42" and fields["err"] == 'said "no"'
+
+
+def test_a_field_named_as_a_log_record_attribute_is_written_under_its_own_name() -> None:
+    # ``logging`` refuses ``extra={"filename": ...}``; Prometheus' reload line has that key.
+    record = logging.getLogger("gotk_relay.cli").makeRecord(
+        "gotk_relay.cli",
+        logging.INFO,
+        "/src/gotk_relay/cli/serve.py",
+        7,
+        "completed loading of configuration file",
+        (),
+        None,
+        extra={"filename_": "/etc/relay.yml", "totalDuration": "1.250ms"},
+    )
+    line = LogfmtFormatter().format(record)
+    assert line.endswith(
+        'msg="completed loading of configuration file" filename=/etc/relay.yml '
+        "totalDuration=1.250ms"
+    )
+    assert json.loads(JSONFormatter().format(record))["filename"] == "/etc/relay.yml"

@@ -111,6 +111,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             telemetry.reload_success.set(0)
             log.error("failed to reload config", extra={"err": NO_CONFIG_FILE})
             raise ConfigError(NO_CONFIG_FILE)
+        started = time.monotonic()
+        log.info("loading configuration file", extra={"filename_": args.config})
         try:
             new = load_file(args.config)
             # The secret files read first, the rules and destinations swapped, then the
@@ -118,6 +120,13 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             Authenticator(new.receiver.auth)
             await apply(new)
             authenticator.configure(new.receiver.auth)  # re-reads the secret files
+            log.info(  # as Prometheus says it, once everything is in place
+                "completed loading of configuration file",
+                extra={
+                    "filename_": args.config,
+                    "totalDuration": f"{(time.monotonic() - started) * 1000:.3f}ms",
+                },
+            )
         except ConfigError as exc:
             telemetry.reload_success.set(0)
             log.error("failed to reload config; keeping the running one", extra={"err": str(exc)})
@@ -139,7 +148,6 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
         await scraper.apply(relay.config.scrape_configs)
         telemetry.reload_success.set(1)
         telemetry.reload_timestamp.set(time.time())
-        log.info("completed loading of configuration file", extra={"file": args.config})
 
     stop = asyncio.Event()
     stopped_by: list[str] = []  # what asked for the shutdown, for its log line
