@@ -112,8 +112,8 @@ async def _serve(args: argparse.Namespace, config: object) -> int:
             log.error("failed to reload config", extra={"err": NO_CONFIG_FILE})
             raise ConfigError(NO_CONFIG_FILE)
         started = time.monotonic()
-        log.info("loading configuration file", extra={"filename_": args.config})
-        try:
+        try:  # everything in it: an error is logged and in the gauge, whatever raised it
+            log.info("loading configuration file", extra={"filename_": args.config})
             new = load_file(args.config)
             # The secret files read first, the rules and destinations swapped, then the
             # credentials: each step that can fail does before anything running changes.
