@@ -2,7 +2,8 @@
 routing them (``_route.c``: relabel rules, shards, tenants on the bytes), for converting
 remote write 1.0 bytes to 2.0 (``wire/_v2.c``) and for the Datadog and OTLP destinations'
 conversion (``destinations/_rows.c``), for the federate store's label order
-(``destinations/_federate.c``), maps keyed by identity (``_identity.c``), and snappy
+(``destinations/_federate.c``), maps keyed by identity (``_identity.c``), the Flux rules'
+steady shortcut (``rules/flux/_steady.c``), and snappy
 compression through libsnappy (``wire/_snappy.c``, which loads the library at import).
 
 ``optional=True``: where no C compiler or Python headers are at hand, the install still
@@ -32,6 +33,7 @@ setup(
             ("gotk_relay.destinations._rows", "src/gotk_relay/destinations/_rows.c", []),
             ("gotk_relay.destinations._federate", "src/gotk_relay/destinations/_federate.c", []),
             ("gotk_relay._identity", "src/gotk_relay/_identity.c", []),
+            ("gotk_relay.rules.flux._steady", "src/gotk_relay/rules/flux/_steady.c", []),
             # dlopen()s libsnappy.so.1 at import: no snappy headers needed to build it
             ("gotk_relay.wire._snappy", "src/gotk_relay/wire/_snappy.c", ["dl"]),
         )

@@ -20,6 +20,7 @@ import asyncio
 import random
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ from gotk_relay.model import (
 )
 from gotk_relay.relay import Relay
 from gotk_relay.rules.flux import FluxConfig, FluxRewriter, Steady
+from gotk_relay.rules.flux import rewriter as rewriter_module
 from gotk_relay.telemetry import Telemetry
 from gotk_relay.wire import rw1, snappy
 from gotk_relay.write import admission, scan
@@ -120,6 +122,18 @@ def _federate(relay: Relay) -> object:
 
 
 _OTHER: Final = (("__name__", "up"), ("job", "other"))  # a series no Flux rule reads
+
+# Every test here runs with each way of the shortcut's two loops: the Python reference
+# (FluxRewriter._steady_pick, _steady_apply) and, when built, the compiled one (_steady.c).
+LOOPS: Final = ["python"] + (["compiled"] if rewriter_module._STEADY is not None else [])
+
+
+@pytest.fixture(autouse=True, scope="module", params=LOOPS)
+def loops(request: pytest.FixtureRequest) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(rewriter_module, "_STEADY", None)
+        yield request.param
 
 
 class Pair:

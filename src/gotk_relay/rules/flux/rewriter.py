@@ -8,8 +8,9 @@ import math
 import operator
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
+from ... import native
 from ...model import (
     STALE_NAN,
     STALE_NAN_BITS,
@@ -49,12 +50,18 @@ from .state import (
     Input,
     LegacyObject,
     Outputs,
-    Pieces,
     Route,
     Values,
 )
 from .stats import FluxStats
 from .tracked import TrackedObjects
+
+# The compiled twin of steady's two loops when built (setup.py; native.load says when it is
+# not): the one switch between it and the Python loops (_steady_pick, _steady_apply).
+_STEADY: Any = native.load(f"{__package__}._steady")
+if _STEADY is not None:
+    _STEADY.setup(Route, InfoObject, Input)
+_JOIN: Final = b"".join
 
 # Labels that name what exposed an object's series (the scrape target), not the object: a
 # restarted kube-state-metrics pod reports the same object under new ones.
@@ -427,12 +434,62 @@ class FluxRewriter:
         encoder = self._encoder
         if encoder is None:
             return None
+        stamp = [b""]  # the timestamp field the outputs are joined around (_steady_begin)
+
+        def begin(ts: int | None, outputs: int) -> int | None:
+            return self._steady_begin(ts, outputs, max_outputs, now_ms, encoder, stamp)
+
+        if _STEADY is not None and not self._replicas:
+            found = _STEADY.steady(
+                batch.series,
+                self.classifier.by_id.get,
+                names,
+                label_value,
+                prefixes,
+                encoder,
+                begin,
+                _JOIN,
+                self.changed,
+                STEADY_CHUNK_PIECES,
+            )
+            if found is None:
+                return None
+            groups, chunks, blocks, outputs, ts = found
+        else:
+            picked = self._steady_pick(batch, names, encoder)
+            if picked is None:
+                return None
+            ts = picked[0][3] if picked else None
+            outputs = sum(len(route.values) for _, route, _, _ in picked)
+            clock = begin(ts, outputs)
+            if clock is None:
+                return None
+            groups, chunks, blocks = self._steady_apply(picked, clock)
+        self.stats.outputs_emitted += outputs
+        self._expire()
+        self.stats.objects_tracked = len(self._info) + len(self._legacy)
+        self.stats.objects_refused = len(self._refused)
+        newest = NEVER if ts is None else ts
+        families: tuple[FamilyMetadata, ...] = ()
+        if ts is not None:  # some object was written
+            present = {m.family for m in batch.metadata}
+            families = tuple(f for f in FORWARD_FAMILIES if f.family not in present)
+        if blocks or not chunks:
+            stamped(stamp[0])  # again: _expire() may have written other outputs since
+            chunks.append(b"".join(blocks))
+        return Steady(groups, tuple(chunks), outputs, newest, families)
+
+    def _steady_pick(
+        self, batch: Batch, names: frozenset[str], encoder: SeriesEncoder
+    ) -> list[tuple[InfoObject, Route, Input, int]] | None:
+        """``steady``'s first loop (``_steady.steady``'s reference): each routed series' object,
+        route, input and timestamp, if every one is a quiet scrape of its object; else None.
+        Changes nothing but the objects' cached pieces (``prefixes``)."""
         by_id = self.classifier.by_id
         replicas = self._replicas
         ts: int | None = None
-        picked: list[tuple[InfoObject, Route, Input, float, Pieces]] = []
+        picked: list[tuple[InfoObject, Route, Input, int]] = []
         seen: set[int] = set()
-        outputs = 0
         for series in batch.series:
             labels = series.labels
             route = by_id.get(labels)
@@ -474,39 +531,50 @@ class FluxRewriter:
                 or sample_ts <= entry.stale_ts
             ):
                 return None
-            values = route.values
             # emitter.prefixes' cache hit, inlined (one call per object and scrape otherwise).
-            if obj.encoded_for is values:
-                parts: Pieces | None = obj.pieces
-            else:
-                parts = prefixes(obj, values, encoder)
-            if parts is None:
+            if obj.encoded_for is not route.values and prefixes(obj, route.values, encoder) is None:
                 return None
             seen.add(id(obj))
-            outputs += len(values)
-            picked.append((obj, route, entry, value, parts))
-        stamp = b""
-        if ts is None:
-            ts = NEVER  # nothing picked: no object is written
-        else:
+            picked.append((obj, route, entry, sample_ts))
+        return picked
+
+    def _steady_begin(
+        self,
+        ts: int | None,
+        outputs: int,
+        max_outputs: int,
+        now_ms: int,
+        encoder: SeriesEncoder,
+        stamp: list[bytes],
+    ) -> int | None:
+        """Between ``steady``'s loops: None if the outputs cannot be written at ``ts`` (None:
+        nothing picked) or are too many; else the state starts to change, as rewrite() would
+        change it, and the relay clock is returned."""
+        if ts is not None:
             field = timestamp_field(ts, encoder)
             if field is None or outputs > max_outputs:
                 return None
-            stamp = field
-        # From here on the state changes, as rewrite() would change it.
+            stamp[0] = field
         self._encoded = None
         self._clock = clock = max(self._clock, now_ms)
         self._calls += 1
+        stamped(stamp[0])  # the joins that follow read it
+        return clock
+
+    def _steady_apply(
+        self, picked: list[tuple[InfoObject, Route, Input, int]], clock: int
+    ) -> tuple[list[tuple[Outputs, Values]], list[bytes], list[bytes | bytearray]]:
+        """``steady``'s second loop (``_steady.steady``'s reference): each picked object takes
+        its sample's state and its outputs' pieces are joined, a chunk at a time."""
         groups: list[tuple[Outputs, Values]] = []
         blocks: list[bytes | bytearray] = []  # objects' pieces, joined a chunk at a time
         chunks: list[bytes] = []
-        stamped(stamp)  # the joins below read it
         gap_from, gap = NEVER, 0  # the interval from the last newest value timestamp met
-        for obj, route, entry, _, parts in picked:
+        for obj, route, entry, ts in picked:
             obj.last_seen = clock
             # InfoObject.observe and FluxObject.newer_value, inlined: per object and scrape,
             # the calls were a tenth of this method (bench.inprocess flux-heavy). The checks
-            # above make ts newer than its state, its newest value and its last output.
+            # made ts newer than its state, its newest value and its last output.
             obj.state_ts = ts
             obj.ready, obj.suspended, obj.values = route.ready, route.suspended, route.values
             previous = obj.newest_value_ts
@@ -517,27 +585,15 @@ class FluxRewriter:
             entry.value_ts = obj.newest_value_ts = obj.out_last = ts
             obj.open = True  # live: its newest input has no stale marker (deadline stays None)
             groups.append((obj.outputs, obj.values))
-            blocks += parts
+            blocks += obj.pieces
             if len(blocks) >= STEADY_CHUNK_PIECES:
                 chunks.append(b"".join(blocks))
                 blocks.clear()
-        self.stats.outputs_emitted += outputs
         changed = self.changed
         if changed is not None:
             for found in picked:
                 changed[found[0]] = None
-        self._expire()
-        self.stats.objects_tracked = len(self._info) + len(self._legacy)
-        self.stats.objects_refused = len(self._refused)
-        newest = ts
-        families: tuple[FamilyMetadata, ...] = ()
-        if picked:
-            present = {m.family for m in batch.metadata}
-            families = tuple(f for f in FORWARD_FAMILIES if f.family not in present)
-        if blocks or not chunks:
-            stamped(stamp)  # again: _expire() may have written other outputs since
-            chunks.append(b"".join(blocks))
-        return Steady(groups, tuple(chunks), outputs, newest, families)
+        return groups, chunks, blocks
 
     # -- processing -----------------------------------------------------------------------
 
