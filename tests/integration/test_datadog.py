@@ -541,6 +541,27 @@ async def test_a_batch_whose_every_request_is_refused_costs_a_bounded_number_of_
     assert intake.problems == []
 
 
+async def test_a_few_refused_series_in_a_large_batch_cost_only_their_own_points() -> None:
+    """Isolating each refused series takes about log2(series) answers of 400; the bound on them
+    counts those in a row, so three refused series spread over a batch of 4096 (≈ 3 × 13
+    answers of 400, more than the bound of 24) are dropped alone and every other series is
+    delivered."""
+    now = _now_ms()
+    bad = {"g000017", "g002048", "g004090"}
+    config = _config(intake := DatadogIntake(), queue_config={"max_samples_per_send": 5000})
+    async with intake, relay_client(config) as (client, relay):
+        cap = _client(relay).max_refusals
+        intake.refuse = lambda s: _tags(s).get("series") in bad
+        await _post(client, _gauges(4096, now))
+        await eventually(lambda: _dropped(relay, "http_400") == 3, timeout=30)
+        await eventually(lambda: len(intake.points("load_test_gauge")) == 4093, timeout=30)
+    refused = [r for r in intake.requests if r.status == 400]
+    assert len(refused) > cap  # more than the bound in all, never that many in a row
+    got = {_tags(s)["series"] for s in intake.series if "series" in _tags(s)}
+    assert got == {f"g{i:06d}" for i in range(4096)} - bad
+    assert intake.problems == []
+
+
 async def test_a_403_after_some_requests_of_a_batch_counts_those_as_forwarded() -> None:
     """A 403 ends the batch (the key would be refused for the rest alike), but what Datadog
     accepted of it before is forwarded, not dropped, and is not sent again."""

@@ -39,10 +39,12 @@ Answers
     halved by series, as for a 413, and the halves sent in its place, until the series
     Datadog keeps refusing are alone: each is dropped alone (its points counted as dropped,
     reason ``http_400``; the sender logs the first body once) and the batch goes on with its
-    next pieces. Bounded: at ``MAX_REFUSALS`` 400 answers in one batch the refusal is taken
-    for systematic and what is left of the batch is dropped as ``http_400`` (a warning at most
-    once a minute). 403: the API key was refused, dropped with reason ``auth_failed`` and an
-    error log (the key itself is never logged). 413 for a piece that cannot be split further,
+    next pieces. Bounded: at ``MAX_REFUSALS`` 400 answers in a row, with no request of the
+    batch accepted between them, the refusal is taken for systematic and what is left of the
+    batch is dropped as ``http_400`` (a warning at most once a minute). Each refused series
+    isolated among accepted ones starts the count again, so a few bad series in a batch of
+    thousands cost only their own points. 403: the API key was refused, dropped with reason
+    ``auth_failed`` and an error log (the key itself is never logged). 413 for a piece that cannot be split further,
     and other 4xx: dropped as ``http_<status>``. These end the batch: pieces not yet sent are
     not tried (a 403 would refuse them alike). The client reports what its pieces made of the
     batch (``SendResult.accepted``, ``refused``): points accepted count as forwarded, the
@@ -148,10 +150,11 @@ _SUFFIX: Final = b"]}"
 _OVERHEAD: Final = len(_PREFIX) + len(_SUFFIX)
 _OFF_THREAD_BYTES: Final = 256 * 1024  # compress bigger bodies off the event loop
 _AUTH_LOG_INTERVAL: Final = 60.0  # at most one "key refused" error a minute
-# 400 answers one batch may get while its refused series are isolated (pieces halved, by
-# series): one refused series costs 1 + log2(series in its piece), ≤ 16 for a piece of the
-# default 20000 samples; beyond, the refusal is taken for systematic (a payload shape Datadog
-# refuses whole) and what is left of the batch is dropped, not bisected in 2 × series requests.
+# 400 answers in a row (no request of the batch accepted between them) while its refused
+# series are isolated (pieces halved, by series): one refused series costs 1 + log2(series in
+# its piece), ≤ 16 for a piece of the default 20000 samples, before the half beside it is
+# accepted; beyond, the refusal is taken for systematic (a payload shape Datadog refuses whole)
+# and what is left of the batch is dropped, not bisected in 2 × series requests.
 MAX_REFUSALS: Final = 24
 _EXPIRE_INTERVAL: Final = 60.0
 _MAX_INFOS: Final = 65_536  # label sets whose tags a client remembers (~1 KiB each)
@@ -404,12 +407,14 @@ class Plan:
     updates: dict[bytes, CounterMark] = field(default_factory=dict)
     accepted: bool = False  # every piece accepted: the state it leaves is Datadog's
     # The samples mapped into its pieces so far, and the points of those it refused (400) and
-    # were dropped alone; its 400 answers (bounded: DatadogClient.max_refusals) and the first
-    # one's body. What Datadog accepted is worked out from them when the batch is dropped
-    # (``_drop``): counting each accepted piece's points cost ~4 % of a conversion.
+    # were dropped alone; its 400 answers, those since a request was last accepted (bounded:
+    # DatadogClient.max_refusals), and the first one's body. What Datadog accepted is worked
+    # out from them when the batch is dropped (``_drop``): counting each accepted piece's
+    # points cost ~4 % of a conversion.
     samples_mapped: int = 0
     points_refused: int = 0
     refusals: int = 0
+    refusals_in_a_row: int = 0
     refusal: str = ""
     looked_ahead: bool = False  # the batch after it was given to _prepare (or there was none)
     # Mapped ahead (see DatadogClient._prepare): samples skipped, counted once it is adopted.
@@ -565,12 +570,14 @@ class DatadogClient:
                 return self._retry(plan, exc.reason, None, exc.detail)
             if 200 <= status < 300:
                 plan.pieces.popleft()
+                plan.refusals_in_a_row = 0  # progress: the refusals before were isolated
                 self._commit(piece)
                 continue
             if status == 400:
                 plan.refusals += 1
+                plan.refusals_in_a_row += 1
                 plan.refusal = plan.refusal or text
-                if plan.refusals < self.max_refusals:
+                if plan.refusals_in_a_row < self.max_refusals:
                     self._refused(plan, piece)
                     continue
                 self._forget(entries)
