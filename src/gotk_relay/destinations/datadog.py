@@ -44,8 +44,9 @@ Answers
     batch is dropped as ``http_400`` (a warning at most once a minute). Each refused series
     isolated among accepted ones starts the count again, so a few bad series in a batch of
     thousands cost only their own points. 403: the API key was refused, dropped with reason
-    ``auth_failed`` and an error log (the key itself is never logged). 413 for a piece that cannot be split further,
-    and other 4xx: dropped as ``http_<status>``. These end the batch: pieces not yet sent are
+    ``auth_failed`` and an error log (the key itself is never logged). 413 for a piece that
+    cannot be split further, and other 4xx: dropped as ``http_<status>``. These end the
+    batch: pieces not yet sent are
     not tried (a 403 would refuse them alike). The client reports what its pieces made of the
     batch (``SendResult.accepted``, ``refused``): points accepted count as forwarded, the
     rest as dropped, and the sender never resends what Datadog accepted (it resends a
