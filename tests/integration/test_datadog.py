@@ -20,6 +20,8 @@ import pytest
 import yaml
 
 from gotk_relay import relay as relay_module
+from gotk_relay.delivery.ack import Ack
+from gotk_relay.delivery.entry import encode_entry
 from gotk_relay.destinations import datadog
 from gotk_relay.destinations.datadog import DatadogClient
 from gotk_relay.model import Batch, FamilyMetadata, MetricType, Protocol, Sample, Series
@@ -559,6 +561,33 @@ async def test_a_few_refused_series_in_a_large_batch_cost_only_their_own_points(
     assert len(refused) > cap  # more than the bound in all, never that many in a row
     got = {_tags(s)["series"] for s in intake.series if "series" in _tags(s)}
     assert got == {f"g{i:06d}" for i in range(4096)} - bad
+    assert intake.problems == []
+
+
+async def test_a_narrowed_batch_given_up_counts_nothing_datadog_did_not_get() -> None:
+    """Under ``receiver.acknowledge: delivered`` a batch may hold entries whose requests wait
+    (an ack) beside entries that do not (scraped). On a retryable failure the waiting ones are
+    failed (their senders send them again) and the batch goes on without them; what Datadog
+    accepted before was of the whole batch, so when the rest is given up at
+    ``sample_age_limit`` none of it counts as forwarded: Datadog holds none of its series."""
+    old = _now_ms() - 10 * 60 * 1000  # ten minutes: Datadog keeps it, sample_age_limit not
+    config = _config(intake := DatadogIntake(), queue_config={"sample_age_limit": "60s"})
+    async with intake, relay_client(config) as (_, relay):
+        _client(relay).max_uncompressed = 600  # a request of a few series
+        intake.answer_next(202)
+        intake.answer_next(503, times=1000)
+        ack = Ack()
+        ack.pending += 1
+        waiting = encode_entry(_gauges(6, old, prefix="a"), Protocol.V1)._replace(ack=ack)
+        scraped = encode_entry(_gauges(6, old, prefix="b"), Protocol.V1)
+        relay.destinations["dd"].queue.put([[waiting, scraped]])
+        await eventually(lambda: _dropped(relay, "sample_age_limit") > 0)
+        forwarded = _forwarded(relay)
+        given_up = _dropped(relay, "sample_age_limit")
+        not_acknowledged = _dropped(relay, "not_acknowledged")
+    held = [_tags(s)["series"] for s in intake.series]
+    assert held and all(name.startswith("a") for name in held)  # the first request: a's only
+    assert (forwarded, given_up, not_acknowledged) == (0, 6, 6)
     assert intake.problems == []
 
 

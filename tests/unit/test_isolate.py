@@ -156,6 +156,9 @@ class Destination:
         self.stored.extend(series)
         return SendResult(Outcome.OK, "ok")
 
+    def forget(self, entries: list[Entry]) -> None:
+        return None
+
     def tls_files_unusable(self) -> bool:
         return False
 

@@ -107,6 +107,10 @@ class Client(typing.Protocol):
 
     async def send(self, entries: list[Entry]) -> SendResult: ...
 
+    def forget(self, entries: list[Entry]) -> None:
+        """The sender will not hand ``entries`` (this very list) again: a client that keeps a
+        batch's progress between retries (Datadog, OTLP) lets it go."""
+
     def tls_files_unusable(self) -> bool:
         """Whether its ``tls_config`` files changed on disk and cannot be used (the previous
         ones stay in use); for telemetry."""
@@ -356,9 +360,15 @@ class QueuedDestination:
                 # their senders send them again; the relay does not (delivery/ack.py).
                 self._fail(waited, result.reason, result.retry_after)
                 self.recorder.dropped(self.name, _points(waited), NOT_ACKNOWLEDGED)
+                self.client.forget(entries)  # a new list from here: the client starts it anew
                 entries = [e for e in entries if e.ack is None]
                 if not entries:
                     return
+                # What the client reported accepted or refused was of the whole list, not of
+                # the entries left (which a give-up below would count).
+                result = SendResult(
+                    result.outcome, result.reason, result.retry_after, result.detail
+                )
             if self._too_old(entries):
                 self._given_up(entries, result)
                 return
@@ -406,6 +416,7 @@ class QueuedDestination:
         """Count a batch given up at ``sample_age_limit``: what the client says the destination
         took of it already (a Datadog batch sent as several requests) as such, the rest as
         ``sample_age_limit``."""
+        self.client.forget(entries)
         self._count_partial(entries, result, "sample_age_limit")
 
     def _count_partial(self, entries: list[Entry], result: SendResult, rest: str) -> None:

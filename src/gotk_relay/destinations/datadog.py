@@ -522,7 +522,7 @@ class DatadogClient:
         if plan.posted and self._past_the_window(entries):
             # Retried past the intake's window: Datadog would answer 202 and keep none of it
             # (the age is judged when a batch is mapped, so only a retry can get here).
-            self._forget(entries)
+            self.forget(entries)
             return self._drop(
                 plan,
                 "too_old",
@@ -540,7 +540,7 @@ class DatadogClient:
                     # A batch with a piece dropped leaves state Datadog does not have: the
                     # batch mapped ahead from it is not used (_adopt).
                     plan.accepted = not plan.points_refused
-                    self._forget(entries)
+                    self.forget(entries)
                     if plan.points_refused:
                         return SendResult(
                             Outcome.OK,
@@ -581,7 +581,7 @@ class DatadogClient:
                 if plan.refusals_in_a_row < self.max_refusals:
                     self._refused(plan, piece)
                     continue
-                self._forget(entries)
+                self.forget(entries)
                 self._log_refusals(plan)
                 return self._drop(plan, "http_400", text)
             if status == 413:
@@ -597,7 +597,7 @@ class DatadogClient:
             if status in (408, 429) or status >= 500:
                 retry_after = parse_retry_after(headers.get("Retry-After"), self._clock())
                 return self._retry(plan, f"http_{status}", retry_after, text)
-            self._forget(entries)
+            self.forget(entries)
             if status == 403:
                 self._log_auth(
                     "Datadog refused the API key (403); batches are dropped until the key "
@@ -961,7 +961,8 @@ class DatadogClient:
         # Each counter's state after its last sample in the piece.
         self.counters.commit_rows(piece.rows, now)
 
-    def _forget(self, entries: list[Entry]) -> None:
+    def forget(self, entries: list[Entry]) -> None:
+        """The batch ``entries`` (this very list) is not handed again: its progress goes."""
         self._plans.pop(id(entries), None)
 
     def _log_auth(self, message: str, detail: str) -> None:

@@ -300,7 +300,8 @@ class OTLPClient:
                 )
         return _Piece(body, mapped.updates, points, samples)
 
-    def _forget(self, entries: list[Entry]) -> None:
+    def forget(self, entries: list[Entry]) -> None:
+        """The batch ``entries`` (this very list) is not handed again: its progress goes."""
         self._runs.pop(id(entries), None)
 
     async def send(self, entries: list[Entry]) -> SendResult:
@@ -311,14 +312,14 @@ class OTLPClient:
             if run.piece is None:
                 run.piece = await self._next_piece(run)
                 if run.piece is None:
-                    self._forget(entries)
+                    self.forget(entries)
                     return SendResult(Outcome.OK, "ok")
             piece = run.piece
             if piece.body:
                 result = await self._post(piece)
                 if result is not None:
                     if result.outcome is not Outcome.RETRY:
-                        self._forget(entries)
+                        self.forget(entries)
                     if result.outcome is Outcome.DROP and run.accepted:
                         # What was accepted counts as forwarded, and the sender must not
                         # resend the batch's entries one by one: it would send it again.

@@ -217,6 +217,9 @@ class RemoteWriteClient:
             return True
         return 200 <= status < 300 and not any(h in headers for h in _WRITTEN)
 
+    def forget(self, entries: list[Entry]) -> None:
+        """Nothing kept between retries: each send is the batch's bytes."""
+
     def tls_files_unusable(self) -> bool:
         return self.http.tls_files_unusable()
 
