@@ -731,6 +731,13 @@ class Relay:
         What can fail (a new destination's ``tls_config`` file that cannot be read) is made
         before anything running is touched: a reload that raises leaves every sender running.
         """
+        if config.receiver.acknowledge == "delivered" and self.config.spool.data_dir:
+            # The file alone may pass (it drops spool.data_dir), but the spool changes only with
+            # a restart: the pair the configuration refuses would run.
+            raise ConfigError(
+                "receiver.acknowledge: delivered cannot go with the spool this relay runs "
+                "(spool.data_dir changes only with a restart): restart with the new file"
+            )
         names = destination_names(config)
         self._draining = [task for task in self._draining if not task.done()]  # bounded
         old = dict(self.destinations)
@@ -745,6 +752,13 @@ class Relay:
         if flux is None and self.flux_state is not None:
             # New rules: they take the stored state if it means the same under them (persist.py).
             self.flux_state.load(pipeline.flux)
+        elif flux is None and self.pipeline.flux.stats.objects_tracked:
+            log.warning(
+                "the flux: settings changed: without a spool the new rules start with no "
+                "per-object state (each object is tracked again from its next scrape; one "
+                "deleted meanwhile gets no stale markers), as after a restart",
+                extra={"objects": self.pipeline.flux.stats.objects_tracked},
+            )
         destinations: dict[str, QueuedDestination] = {}
         starts: list[tuple[QueuedDestination, asyncio.Task[None] | None]] = []
         if (config.spool, config.queues) != (self.config.spool, self.config.queues):
@@ -792,14 +806,22 @@ class Relay:
                 )
             else:
                 self._drain(leftover)
-        if config.federate != self.config.federate:
+        new_federate, old_federate = config.federate, self.config.federate
+        if (new_federate.enabled, new_federate.match) != (old_federate.enabled, old_federate.match):
+            # What the store keeps changed: it starts empty, and fills with the next writes.
+            if new_federate.enabled and self.federate is not None:
+                log.warning(
+                    "federate.match changed: the federate store starts empty; each series is "
+                    "served again from its next write"
+                )
             self.federate = (
-                FederateStore(config.federate.match, config.federate_max_series)
-                if config.federate.enabled
+                FederateStore(new_federate.match, config.federate_max_series)
+                if new_federate.enabled
                 else None
             )
         elif self.federate is not None:
-            # The default bound follows flux.max_objects: kept in place, with what is stored.
+            # Its bound (set, or following flux.max_objects) changes in place, with what is
+            # stored; the other federate keys are read per request from the config.
             self.federate.max_series = config.federate_max_series
         self.fast = views.plan(config)
         picked.bound(*views.label_cache_bound(config))

@@ -229,6 +229,26 @@ def test_delivered_is_refused_with_what_it_cannot_go_with(extra: str, message: s
     assert message in str(raised.value)
 
 
+async def test_a_reload_cannot_pair_delivered_with_the_spool_the_relay_keeps(
+    tmp_path: Path,
+) -> None:
+    """The spool changes only with a restart, so a reload to a file that drops it and asks for
+    ``delivered`` would run the pair the configuration refuses: every write answered as
+    delivered once spooled. The reload is refused, and the running config stays."""
+    spooled = {"flux": {"mode": "off"}, "spool": {"data_dir": str(tmp_path / "spool")}}
+    new = load_text(
+        "flux: {mode: 'off'}\nreceiver: {acknowledge: delivered}\n"
+        "remote_write: [{url: 'http://127.0.0.1:9/'}]\n",
+        "<test>",
+    )
+    async with relay_client(spooled) as (_, relay):
+        before = relay.config
+        with pytest.raises(ConfigError, match=r"acknowledge: delivered cannot go with the spool"):
+            relay.reload(new)
+        assert relay.config is before and relay.config.receiver.acknowledge == "queued"
+        assert relay.names == []
+
+
 @pytest.mark.parametrize(
     ("receiver", "key"),
     [

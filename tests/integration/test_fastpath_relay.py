@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import yaml
 
+from gotk_relay.config import load_text
 from gotk_relay.model import STALE_NAN, Batch, Sample, Series, is_stale, labels_from
 from gotk_relay.relay import Relay
 from gotk_relay.wire import remote_pb2, rw1, rw1_bytes, snappy
@@ -335,3 +337,28 @@ async def test_the_flux_operators_report_is_a_source_of_the_legacy_series(v2: bo
     outputs = [s for b in receiver.delivered() for s in b.series if s.name != "flux_resource_info"]
     assert {dict(s.labels)["exported_namespace"] for s in outputs} == {"apps"}
     assert not any("reason" in dict(s.labels) or "uid" in dict(s.labels) for s in outputs)
+
+
+async def test_a_reload_that_changes_the_flux_rules_without_a_spool_says_their_state_is_gone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """New rules start with no per-object state when there is no spool to restore it from: as
+    after a restart, an object deleted before its next scrape gets no stale markers. The
+    reload says so; one that leaves ``flux:`` as it is keeps the rules and says nothing."""
+    async with receivers(ScriptedReceiver()) as (receiver,):
+        config = _config(receiver.url)
+        async with relay_client(config) as (client, relay):
+            body, headers = rw_body(Batch((Series(KSM, (Sample(1.0, 1_000),)),)))
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+            rules = relay.pipeline.flux
+            assert rules.stats.objects_tracked == 1
+            with caplog.at_level("WARNING"):
+                relay.reload(relay.config.model_copy())
+                assert relay.pipeline.flux is rules
+                assert not [r for r in caplog.records if "flux" in r.getMessage()]
+                changed = _config(receiver.url, idle_expiry="2h")
+                relay.reload(load_text(yaml.safe_dump(changed), "<test>"))
+            assert relay.pipeline.flux is not rules
+            assert relay.pipeline.flux.stats.objects_tracked == 0
+            said = [r for r in caplog.records if "start with no per-object state" in r.getMessage()]
+            assert len(said) == 1 and said[0].objects == 1  # type: ignore[attr-defined]

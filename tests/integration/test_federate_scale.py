@@ -13,6 +13,7 @@ from typing import Final
 
 import aiohttp
 import pytest
+import yaml
 
 from gotk_relay.cli import check_config
 from gotk_relay.config import load_text
@@ -69,6 +70,45 @@ async def test_a_reload_that_changes_max_objects_moves_the_bound_and_keeps_the_s
         assert relay.federate is store  # the same store, with what it holds
         assert store.max_series == 5 * 20 + 10_000
         assert len(store) == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "kept"),
+    [
+        (
+            {
+                "timeout": "11s",
+                "max_selectors": 8,
+                "max_concurrent_requests": 2,
+                "lookback_delta": "99y",
+            },
+            True,
+        ),
+        ({"max_series": 20000}, True),
+        ({"match": ['{__name__=~"gotk_o.*"}']}, False),
+    ],
+    ids=["per-request-keys", "max-series", "match"],
+)
+async def test_a_reload_keeps_the_store_unless_what_it_keeps_changes(
+    change: dict[str, object], kept: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store keeps each series' newest sample, which a reload cannot bring back: only a
+    change of what it keeps (``match``) starts it empty, and that is logged."""
+    async with relay_client(_config()) as (client, relay):
+        await _write(client, _objects(3, 1000))
+        store = relay.federate
+        assert store is not None and len(store) == 3
+        new = load_text(yaml.safe_dump(_config(**change)), "<test>")
+        with caplog.at_level("WARNING"):
+            relay.reload(new)
+        assert relay.federate is not None
+        assert (relay.federate is store) is kept
+        assert len(relay.federate) == (3 if kept else 0)
+        assert relay.config.federate == new.federate
+        assert any("starts empty" in r.getMessage() for r in caplog.records) is not kept
+        served = await client.get("/federate", params={"match[]": '{__name__=~"gotk_o.*"}'})
+        lines = (await served.text()).splitlines()
+        assert len([line for line in lines if line.startswith("gotk_o")]) == (3 if kept else 0)
 
 
 @pytest.mark.parametrize(
