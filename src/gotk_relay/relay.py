@@ -768,6 +768,13 @@ class Relay:
             config = config.model_copy(
                 update={"spool": self.config.spool, "queues": self.config.queues}
             )
+        running = self.config.receiver
+        if (config.receiver.tls, config.receiver.workers) != (running.tls, running.workers):
+            # Kept until a restart too (serve logs it): the config shown is the one that runs.
+            receiver = config.receiver.model_copy(
+                update={"tls": running.tls, "workers": running.workers}
+            )
+            config = config.model_copy(update={"receiver": receiver})
         for _, name, cfg in config.destinations():
             previous = old.pop(name, None)
             if name not in clients:

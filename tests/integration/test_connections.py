@@ -35,7 +35,7 @@ from gotk_relay.connections import GuardedRunner, connection_cap
 from gotk_relay.relay import Relay
 from gotk_relay.server import IN_FLIGHT, make_app
 from gotk_relay.telemetry import Telemetry
-from tests.support.harness import gauge_batch, metric_value, rw_body
+from tests.support.harness import gauge_batch, metric_value, relay_client, rw_body
 from tests.support.rig import free_port, require_binary
 
 HEAD = b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -500,3 +500,17 @@ async def test_a_reload_applies_to_the_connections_made_after_it() -> None:
         assert await closed_by_relay(reader) == b""
         writer.close()
         assert await relay.closed("header_timeout") == 1
+
+
+async def test_a_reload_shows_the_workers_and_tls_that_run_until_a_restart() -> None:
+    """``receiver.workers`` and ``receiver.tls`` change only with a restart (logged at the
+    reload): the configuration the relay keeps, and shows, has the running ones, beside the
+    keys the reload changed."""
+    async with relay_client({"flux": {"mode": "off"}}) as (client, relay):
+        new = load_text("flux: {mode: 'off'}\nreceiver: {workers: 2, header_timeout: 3s}\n", "<t>")
+        relay.reload(new)
+        assert relay.config.receiver.workers == 1
+        assert relay.config.receiver.header_timeout == 3.0
+        shown = yaml.safe_load((await (await client.get("/status.json")).json())["config"])
+        assert shown["receiver"]["workers"] == 1
+        assert shown["receiver"]["header_timeout"] in ("3s", 3, 3.0)
