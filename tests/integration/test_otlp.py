@@ -4,7 +4,9 @@ would."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -214,6 +216,38 @@ async def test_a_drop_after_accepted_requests_of_a_batch_counts_those_as_forward
             client, "gotk_relay_samples_dropped_total", destination="o", reason="http_400"
         )
         assert (forwarded, dropped) == (accepted + 1, 5 - accepted)
+
+
+async def test_a_batch_given_up_after_accepted_requests_counts_those_as_forwarded() -> None:
+    """A batch sent as several requests, the first accepted and the next answered 503 until the
+    batch is past ``sample_age_limit`` (1 s: a request forwarded as received is dated by its
+    arrival): the accepted request's points count as forwarded, only the rest as given up."""
+    now = int(time.time() * 1000)
+    receiver = OTLPReceiver([Answer(200)], default=Answer(503))
+    queue = {**FAST, "max_samples_per_send": 2, "sample_age_limit": "1s"}
+    async with (
+        otlp_receiver(receiver),
+        relay_client(_config(receiver.url, queue_config=queue)) as (client, _),
+    ):
+        await _post(client, *(_series(f"m{i}", i, now) for i in range(5)))
+
+        async def given_up() -> float:
+            return await _metric(
+                client,
+                "gotk_relay_samples_dropped_total",
+                destination="o",
+                reason="sample_age_limit",
+            )
+
+        for _ in range(200):  # bounded: 10 s
+            if await given_up():
+                break
+            await asyncio.sleep(0.05)
+        forwarded = await _metric(client, "gotk_relay_samples_forwarded_total", destination="o")
+        dropped = await given_up()
+    accepted = len(receiver.requests[0].metrics())  # one point per series
+    assert receiver.requests[0].status == 200 and accepted >= 1
+    assert (forwarded, dropped) == (accepted, 5 - accepted)
 
 
 @pytest.mark.slow  # waits out a 1 s Retry-After

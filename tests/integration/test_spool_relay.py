@@ -6,9 +6,11 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gotk_relay.config import load_text
+from gotk_relay.delivery.spool import SpoolError
 from gotk_relay.relay import Relay
 from tests.support.harness import (
     Reply,
@@ -310,3 +312,51 @@ async def test_a_restart_while_the_spooled_rows_catch_up_keeps_the_other_shards_
             await eventually(lambda: sum(b.sample_count for b in up.delivered()) == 12 * 25)
     for name in names:
         assert _stamps(up, name) == [*range(1000, 1020), *range(5000, 5005)], name
+
+
+async def test_drop_oldest_answers_a_written_request_2xx_whatever_fails_after_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart with another shard count the queue waits for the rows spooled under the
+    old one (its barrier); a drop checks whether they are all answered for, which reads the
+    spool after the transaction that spooled the request and deleted the oldest rows has
+    committed. That read failing (a busy file) must not refuse a request whose rows are on
+    disk: its sender would send it again, the drops would go uncounted and the queue's counts
+    would no longer match the spool."""
+    names = [f"m{i}" for i in range(10)]
+
+    def sharded(shards: int) -> dict[str, object]:
+        queue = {**FAST, "capacity": 4, "min_shards": shards, "max_shards": shards}
+        return {
+            "flux": {"mode": "off"},
+            "spool": {"data_dir": str(tmp_path), "max_bytes": 300, "when_full": "drop_oldest"},
+            "remote_write": [
+                {"name": "d0", "url": "http://127.0.0.1:9/api/v1/write", "queue_config": queue}
+            ],
+        }
+
+    async with relay_client(sharded(1)) as (client, relay):
+        await relay.destinations["d0"].stop(0.0)  # nothing sent: the rows stay spooled
+        for t in range(3):
+            assert await _post(client, names, 1000 + t) == 204
+    async with relay_client(sharded(2)) as (client, relay):
+        queue = relay.destinations["d0"].queue
+        assert queue.barrier
+        spool = relay.spool
+        assert spool is not None
+
+        def busy(*_: object) -> bool:
+            raise SpoolError("cannot read the spool: database is locked")
+
+        monkeypatch.setattr(spool, "holds_up_to", busy)
+        assert await _post(client, names, 2000) == 204
+        monkeypatch.undo()
+        dropped = _sample(
+            relay, "gotk_relay_samples_dropped_total", {"destination": "d0", "reason": "spool_full"}
+        )
+        assert dropped > 0
+        backlog = spool.backlog("d0")
+        assert [(s.points, s.queued_bytes) for s in queue.shards] == [
+            (backlog[i].points, backlog[i].bytes) if i in backlog else (0, 0)
+            for i in range(len(queue.shards))
+        ]

@@ -320,9 +320,10 @@ class OTLPClient:
                 if result is not None:
                     if result.outcome is not Outcome.RETRY:
                         self.forget(entries)
-                    if result.outcome is Outcome.DROP and run.accepted:
-                        # What was accepted counts as forwarded, and the sender must not
-                        # resend the batch's entries one by one: it would send it again.
+                    if run.accepted:
+                        # What was accepted counts as forwarded (a drop, or a retry the sender
+                        # gives up at sample_age_limit), and the sender must not resend the
+                        # batch's entries one by one after a drop: it would send it again.
                         result = replace(result, accepted=run.accepted)
                     return result
                 run.accepted += piece.samples
