@@ -86,6 +86,10 @@ AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authentic
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
 FEDERATING: web.AppKey[InFlight] = web.AppKey("federating", InFlight)
 FEDERATE_THREAD: web.AppKey[FederateThread] = web.AppKey("federate_thread")
+# Remote write 2.0 decodes into the model (a Python object per label: ≈80 bytes each, a few
+# hundred MiB for a request of 30,000 series of 128 labels within the default limits) run one
+# at a time; others wait their turn with their bodies (bounded by max_concurrent_requests).
+DECODING: web.AppKey[asyncio.Semaphore] = web.AppKey("decoding", asyncio.Semaphore)
 # Request key: the route to count a request under when it is not the one it came in on.
 ROUTE = "gotk_relay.route"
 # A remote write 2.0 body larger than this (≈500 series) is decoded in a thread.
@@ -175,7 +179,8 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
             # which gets the GIL back every switch interval, so that other requests, probes
             # and /metrics go on meanwhile. Decoding is a pure function of the bytes;
             # admission, which changes state, stays on the loop.
-            decoded = await asyncio.to_thread(rw2.decode_counted, raw, limits=bounds)
+            async with request.app[DECODING]:
+                decoded = await asyncio.to_thread(rw2.decode_counted, raw, limits=bounds)
         else:
             decoded = rw2.decode_counted(raw, limits=bounds)
         batch = decoded.batch
@@ -693,6 +698,7 @@ def make_app(
     app[IN_FLIGHT] = InFlight()
     app[FEDERATING] = InFlight()
     app[FEDERATE_THREAD] = FederateThread()
+    app[DECODING] = asyncio.Semaphore(1)
     app.on_cleanup.append(app[FEDERATE_THREAD].close)
     app.router.add_post("/api/v1/write", handle_write)
     app.router.add_post("/api/v1/push", handle_write)

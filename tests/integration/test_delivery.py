@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
 from gotk_relay.config import ConfigError, load_text
 from gotk_relay.model import Batch, Sample, Series
@@ -23,6 +26,7 @@ from tests.support.harness import (
     relay_client,
     rw_body,
 )
+from tests.support.rig import free_port
 
 FAST = {"min_backoff": "10ms", "max_backoff": "50ms"}
 
@@ -413,3 +417,43 @@ async def test_a_destination_that_fails_to_stop_is_logged(
         (record,) = [r for r in caplog.records if "failed to stop" in r.getMessage()]
         assert record.destination == "d0"  # type: ignore[attr-defined]
         assert "closing failed" in record.err  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("status", "counted"), [(200, "forwarded"), (400, "http_400")])
+async def test_the_status_decides_when_the_answers_body_stalls(status: int, counted: str) -> None:
+    """A receiver that sends its status and headers, then no body: as in Prometheus, the
+    status decides (a 2xx is delivered, a 400 dropped), not the read of a body that never
+    comes; before, it was a timeout, retried forever, and a 2xx was sent again each time."""
+    requests: list[float] = []
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        requests.append(time.monotonic())
+        response = web.StreamResponse(status=status, headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await asyncio.sleep(30)  # the body never comes (the relay hangs up first)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/v1/write", stall)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = _config(f"http://127.0.0.1:{port}/api/v1/write")
+    config["remote_write"][0]["remote_timeout"] = "500ms"  # type: ignore[index]
+    try:
+        async with relay_client(config) as (client, relay):
+            assert await _post(client, gauge_batch(["up", "other"], 1000)) == 204
+            if counted == "forwarded":
+                labels = {"destination": "d0"}
+                name = "gotk_relay_samples_forwarded_total"
+            else:
+                labels = {"destination": "d0", "reason": counted}
+                name = "gotk_relay_samples_dropped_total"
+            await eventually(lambda: _sample(relay, name, labels) == 2, timeout=10)
+            await asyncio.sleep(1.0)  # a retry would come within this (backoff 10–50 ms)
+            assert len(requests) == 1
+    finally:
+        await runner.cleanup()

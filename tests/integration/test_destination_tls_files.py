@@ -179,3 +179,48 @@ async def test_files_that_cannot_be_used_show_on_metrics_until_they_load(
         assert await unusable() == {"secure": 1, "other": 0}  # until the files change again
         _replace(old.ca.read_bytes(), trust)
         assert await unusable() == {"secure": 0, "other": 0}
+
+
+@pytest.mark.parametrize("way", ["upper-case-scheme", "redirected-from-http"])
+async def test_tls_config_applies_to_every_tls_connection_whatever_the_url_says(
+    server: Server, way: str
+) -> None:
+    """``insecure_skip_verify`` (the server's CA is not trusted here) holds for a URL whose
+    scheme is spelt ``HTTPS://`` and for an ``http://`` URL redirected to ``https``, as Go's
+    transport applies its TLS config to every TLS connection it opens. Before, both were
+    verified against the system's CAs and failed as connection errors."""
+    runner: web.AppRunner | None = None
+    if way == "upper-case-scheme":
+        url = server.url.replace("https://", "HTTPS://")
+    else:
+
+        async def moved(request: web.Request) -> web.Response:
+            await request.read()
+            raise web.HTTPTemporaryRedirect(server.url)
+
+        app = web.Application()
+        app.router.add_post("/api/v1/write", moved)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, HOST, port).start()
+        url = f"http://{HOST}:{port}/api/v1/write"
+    config = {
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {
+                "name": "d",
+                "url": url,
+                "tls_config": {"insecure_skip_verify": True},
+                "queue_config": {"min_backoff": "10ms", "max_backoff": "50ms"},
+            }
+        ],
+    }
+    try:
+        async with relay_client(config) as (client, _):
+            body, headers = rw_body(gauge_batch(["up"], 1000))
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+            await eventually(lambda: len(server.bodies) == 1)
+    finally:
+        if runner is not None:
+            await runner.cleanup()

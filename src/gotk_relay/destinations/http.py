@@ -213,8 +213,14 @@ class HTTPEndpoint:
                 allow_redirects=self._follow,
                 server_hostname=self._server_name,
             ) as response:
-                raw = await response.content.read(read_limit)
-                return Answer(response.status, CIMultiDict(response.headers), raw)
+                status, answered = response.status, CIMultiDict(response.headers)
+                try:
+                    raw = await response.content.read(read_limit)
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    # The status decides, as in Prometheus: a body that stalls or breaks after
+                    # it only loses what the log would have shown (a 2xx is not sent again).
+                    raw = b""
+                return Answer(status, answered, raw)
         except TimeoutError as exc:
             raise SendError("timeout", f"no answer within {self.timeout}s") from exc
         except (aiohttp.ClientError, OSError) as exc:

@@ -10,10 +10,20 @@ from ..config import TLSConfig
 def client_ssl_context(url: str, tls: TLSConfig) -> ssl.SSLContext | bool:
     """Python's default verified context, adjusted by ``tls_config`` as Prometheus does.
 
-    ``True`` (aiohttp's default verification) when nothing is configured for a plain or https
-    URL; ``server_name`` is passed per request as ``server_hostname``, not set here.
+    ``True`` (aiohttp's default verification) when ``tls_config`` sets nothing the context
+    holds; else the context, for every TLS connection the client opens, whatever the URL's
+    scheme is spelt (``HTTPS://``) or wherever a redirect leads (an ``http://`` URL redirected
+    to ``https``), as Go applies its ``TLSClientConfig``. ``server_name`` is passed per request
+    as ``server_hostname``, not set here.
     """
-    if not url.startswith("https") and not tls.ca_file and not tls.cert_file:
+    configured = (
+        tls.ca_file
+        or tls.cert_file
+        or tls.insecure_skip_verify
+        or tls.min_version
+        or tls.max_version
+    )
+    if not configured:
         return True
     context = (
         ssl.create_default_context(cafile=tls.ca_file)
