@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from typing import Any
+
 import pytest
 
 from gotk_relay.model import Batch, Exemplar, Histogram, Sample, Series
-from gotk_relay.wire import remote_pb2, snappy, write_v2_pb2
+from gotk_relay.server import V2_DECODE_IN_THREAD
+from gotk_relay.wire import remote_pb2, rw2, snappy, write_v2_pb2
 from tests.support.harness import gauge_batch, metric_value, relay_client, rw_body
 
 RECEIVER = {"max_request_bytes": 4096, "max_decompressed_bytes": 65536}
@@ -300,3 +306,46 @@ async def test_the_rules_refuse_a_bad_series_they_read() -> None:
         text = await response.text()
         assert response.status == 400, text
         assert "duplicate label name" in text and text.count("\n") == 1
+
+
+async def test_remote_write_2_requests_decoded_into_the_model_take_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 2.0 request 1.0 cannot carry (created timestamps) is decoded into the model, a Python
+    object per label: a few hundred MiB for a request within the default limits. Several at
+    once decode one after another, so they cost one such request's memory, not several."""
+    running = peak = 0
+    lock = threading.Lock()
+    decode = rw2.decode_counted
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.2)  # long enough for the others to come in meanwhile
+            return decode(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(rw2, "decode_counted", watched)
+    batch = Batch(
+        tuple(
+            Series(
+                (("__name__", f"metric_{i:05d}_total"), ("job", "j"), ("pad", "x" * 40)),
+                (Sample(1.0, 1000),),
+                created_timestamp=500,
+            )
+            for i in range(2000)
+        )
+    )
+    body, headers = rw_body(batch, v2=True)
+    assert len(snappy.decompress(body, 1 << 24)) > V2_DECODE_IN_THREAD  # decoded in a thread
+    async with relay_client({"flux": {"mode": "off"}}) as (client, _):
+        answers = await asyncio.gather(
+            *(client.post("/api/v1/write", data=body, headers=headers) for _ in range(3))
+        )
+        assert [a.status for a in answers] == [204, 204, 204]
+    assert peak == 1

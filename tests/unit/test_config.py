@@ -107,6 +107,11 @@ def test_secrets_do_not_show_in_the_config_repr() -> None:
             "duplicate destination name 'x'",
         ),
         (
+            "remote_write:\n  - url: http://a/\n  - url: http://a/\n",
+            "remote_write[1]: duplicate remote write configs are not allowed, found duplicate "
+            "for URL: http://a/",
+        ),
+        (
             "remote_write:\n  - url: http://a/\n    basic_auth: {password: a, password_file: /b}\n",
             "at most one of basic_auth password & password_file",
         ),
@@ -131,6 +136,7 @@ def test_secrets_do_not_show_in_the_config_repr() -> None:
         "sigv4",
         "bad-protobuf-message",
         "duplicate-name",
+        "twin-remote-write",
         "two-passwords",
         "shards",
         "bad-selector",
@@ -769,3 +775,12 @@ def test_scrape_zero_durations_and_a_path_without_its_slash_read_as_prometheus_r
 def test_an_empty_proxy_url_is_no_proxy() -> None:
     text = "remote_write:\n  - url: http://a:9/w\n    proxy_url: ''\n"
     assert load_text(text).remote_write[0].proxy_url is None
+
+
+def test_one_url_twice_is_fine_when_the_blocks_differ() -> None:
+    """Prometheus refuses only blocks alike in every key: the same URL with another name (or
+    other rules, headers, ...) is another destination."""
+    config = load_text(
+        "remote_write:\n  - url: http://a/\n  - {url: 'http://a/', name: copy}\n", environ={}
+    )
+    assert len(config.destinations()) == 2

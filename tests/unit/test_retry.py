@@ -27,7 +27,7 @@ from gotk_relay.delivery.retry import (
         (404, True, Outcome.DROP),
         (409, True, Outcome.DROP),  # Thanos conflict
         (413, True, Outcome.DROP),
-        (408, False, Outcome.RETRY),  # request timeout: the transport's failure
+        (408, False, Outcome.DROP),  # a 4xx: the 2.0 spec forbids its retry; Prometheus drops it
         (429, False, Outcome.DROP),  # Prometheus' default retry_on_http_429: false
         (429, True, Outcome.RETRY),
         (500, False, Outcome.RETRY),

@@ -15,6 +15,7 @@ from ..rules.flux import FluxConfig
 from ..rules.relabel import RelabelConfig
 from ..units import ByteSize, Duration
 from .base import Strict
+from .client import sanitize_url
 from .destinations import (
     DatadogConfig,
     OTLPConfig,
@@ -112,6 +113,22 @@ class Config(Strict):
                     f"(also {seen.get(name, 'the embedded federate')}); give each a unique name:"
                 )
             seen[name] = where
+        return self
+
+    @model_validator(mode="after")
+    def _no_twin_remote_write(self) -> Config:
+        """Two ``remote_write`` blocks alike in every key (the same URL, settings and name, or
+        none) would send every sample twice: refused, as Prometheus refuses them."""
+        seen: dict[str, int] = {}
+        for i, rw in enumerate(self.remote_write):
+            key = rw.model_dump_json()
+            if key in seen:
+                raise ValueError(
+                    f"remote_write[{i}]: duplicate remote write configs are not allowed, found "
+                    f"duplicate for URL: {sanitize_url(rw.url)} (the same as "
+                    f"remote_write[{seen[key]}]: every sample would be sent twice)"
+                )
+            seen[key] = i
         return self
 
     @model_validator(mode="after")

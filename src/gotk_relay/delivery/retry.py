@@ -6,10 +6,10 @@ Why each class (remote write spec 1.0/2.0 and what the backends in shared/refere
   retry, and receivers must be idempotent to the resend.
 - 429: rate limited (Mimir ingestion limits). The spec makes retrying optional; like Prometheus
   we retry only with ``retry_on_http_429``, otherwise the batch is dropped and counted.
-- 408: a request timeout is the transport's failure, not the data's: retried (the relay's
-  own receiver answers 503 for a body too slow, which every sender retries).
-- other 4xx (400 bad data, 401/403 auth, 404, 409 Thanos conflicts, 413): retrying the same
-  bytes cannot succeed; dropped, logged once, counted with the status as reason.
+- other 4xx (400 bad data, 401/403 auth, 404, 408, 409 Thanos conflicts, 413): dropped,
+  logged once, counted with the status as reason. Retrying the same bytes cannot succeed, and
+  the 2.0 spec says a sender MUST NOT retry a 4xx other than 429: Prometheus drops a 408 too.
+  (The relay's own receiver answers 503, not 408, for a body too slow: every sender retries it.)
 - 415 from a v2 destination: handled by the sender (switch to v1 and resend), not here.
 """
 
@@ -29,7 +29,7 @@ class Outcome(Enum):
 def classify(status: int, *, retry_on_http_429: bool) -> Outcome:
     if 200 <= status < 300:
         return Outcome.OK
-    if status >= 500 or status == 408:
+    if status >= 500:
         return Outcome.RETRY
     if status == 429:
         return Outcome.RETRY if retry_on_http_429 else Outcome.DROP
