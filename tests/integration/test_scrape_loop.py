@@ -50,6 +50,7 @@ class Exporter:
         self.status = 200
         self.authorization: str | None = None
         self.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        self.headers: dict[str, str] = {}  # more headers on every answer
         self.accepts: list[str] = []
         self.encodings: list[str] = []  # the Accept-Encoding of each scrape
         self.queries: list[str] = []
@@ -72,7 +73,9 @@ class Exporter:
             return web.Response(status=401, text="unauthorized")
         if self.status != 200:
             return web.Response(status=self.status, text="broken")
-        return web.Response(body=self.text.encode(), headers={"Content-Type": self.content_type})
+        return web.Response(
+            body=self.text.encode(), headers={"Content-Type": self.content_type, **self.headers}
+        )
 
     async def start(self) -> None:
         app = web.Application()
@@ -238,6 +241,24 @@ async def test_a_body_of_exactly_body_size_limit_fails_as_in_prometheus() -> Non
         )
         assert last(receiver, named("bs_a", job="over")) == 1.0
         assert last(receiver, named("bs_a", job="at")) is None
+
+
+async def test_a_large_response_head_and_body_size_limit_0_scrape_as_in_prometheus() -> None:
+    """Go's client takes a response head far larger than aiohttp's defaults (a 20 KB cookie
+    from an auth proxy, 200 headers), and ``body_size_limit: 0`` is Prometheus' "no limit",
+    here the relay's own bound: both jobs scrape, as a pasted prometheus.yml does."""
+    exporter = Exporter("hd_a 1\n")
+    exporter.headers = {"Set-Cookie": "s=" + "x" * 20_000}
+    exporter.headers.update({f"X-Extra-{i}": str(i) for i in range(200)})
+    async with (
+        receivers(ScriptedReceiver()) as (receiver,),
+        scraping(
+            rw_config(receiver, job("big_head", exporter, body_size_limit=0)), exporter
+        ) as scraper,
+    ):
+        await eventually(lambda: last(receiver, named("up", job="big_head")) == 1.0)
+        assert last(receiver, named("hd_a", job="big_head")) == 1.0
+        assert scraper.relay.config.scrape_configs[0].body_size_limit == 64 << 20
 
 
 async def test_a_failing_target_is_logged_once_until_it_recovers(

@@ -107,6 +107,10 @@ def test_secrets_do_not_show_in_the_config_repr() -> None:
             "duplicate destination name 'x'",
         ),
         (
+            "remote_write:\n  - url: http://a/\n    headers: {'X A': v}\n",
+            "remote_write[0].headers: invalid header name 'X A'",
+        ),
+        (
             "remote_write:\n  - url: http://a/\n  - url: http://a/\n",
             "remote_write[1]: duplicate remote write configs are not allowed, found duplicate "
             "for URL: http://a/",
@@ -136,6 +140,7 @@ def test_secrets_do_not_show_in_the_config_repr() -> None:
         "sigv4",
         "bad-protobuf-message",
         "duplicate-name",
+        "bad-header-name",
         "twin-remote-write",
         "two-passwords",
         "shards",

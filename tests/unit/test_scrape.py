@@ -268,6 +268,13 @@ def test_metric_relabeling_runs_after_the_target_labels() -> None:
         (b"a{x=1} 1\n", TEXT, Limits(), "parse"),
         (b"\xff\xfe 1\n", TEXT, Limits(), "parse"),
         (b"a 1\n", OM, Limits(), "parse"),  # no # EOF
+        # A sample too far ahead is not appended, but its labels are judged first.
+        (
+            b'a{toolongname="v"} 1 99999999999999\nb 2\n',
+            TEXT,
+            Limits(label_name_length_limit=8),
+            "label_limit",
+        ),
     ],
     ids=[
         "sample_limit",
@@ -279,6 +286,7 @@ def test_metric_relabeling_runs_after_the_target_labels() -> None:
         "syntax",
         "utf8",
         "om_eof",
+        "too_far_ahead",
     ],
 )
 def test_a_breach_fails_the_whole_scrape(

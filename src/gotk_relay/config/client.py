@@ -6,6 +6,7 @@ without the parts that may hold credentials.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -138,11 +139,22 @@ def check_url(value: str) -> str:
     return value
 
 
+# An HTTP field name (RFC 9110's token).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def check_headers(value: dict[str, str]) -> dict[str, str]:
     """Prometheus' validateHeaders (config/config.go), with its messages; its Authorization
     message names the parameters gotk-relay supports (oauth2, sigv4, azuread and google_iam
     are refused)."""
-    for key in value:
+    for key, text in value.items():
+        if not _TOKEN.fullmatch(key):
+            # Go's client refuses to send such a header; a receiver would refuse the request.
+            raise ValueError(
+                f"invalid header name {key!r}: letters, digits and !#$%&'*+-.^_`|~ only"
+            )
+        if "\r" in text or "\n" in text or "\0" in text:
+            raise ValueError(f"header {key}: a value cannot hold a line break or NUL")
         if key.lower() == "authorization":
             raise ValueError(
                 "authorization header must be changed via the basic_auth or authorization parameter"

@@ -152,9 +152,16 @@ class ScrapeConfig(Strict):
     label_limit: int = Field(0, ge=0)
     label_name_length_limit: int = Field(0, ge=0)
     label_value_length_limit: int = Field(0, ge=0)
-    body_size_limit: Base2Bytes = Field(DEFAULT_BODY_SIZE_LIMIT, gt=0)
+    # 0 (Prometheus: no limit) is the relay's own bound, as when unset.
+    body_size_limit: Base2Bytes = Field(DEFAULT_BODY_SIZE_LIMIT, ge=0)
     # None (or empty): Prometheus 2.42's Accept header (DEFAULT_ACCEPT).
     scrape_protocols: list[str] | None = None
+
+    @field_validator("body_size_limit")
+    @classmethod
+    def _body_size_limit(cls, value: int) -> int:
+        """0, Prometheus' "no limit", is the relay's default bound: every body is bounded."""
+        return value or DEFAULT_BODY_SIZE_LIMIT
 
     @field_validator("scrape_protocols")
     @classmethod

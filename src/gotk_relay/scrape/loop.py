@@ -44,6 +44,10 @@ from .targets import Target, targets_of
 log = logging.getLogger("gotk_relay.scrape")
 
 _CHUNK = 64 * 1024
+# A target's response head: one line (a header) up to 1 MiB, up to 1024 headers: within Go's
+# 10 MB, far past what an exporter or a proxy in front of it sends.
+MAX_HEAD_BYTES = 1 << 20
+MAX_HEADERS = 1024
 
 
 class ScrapeMetrics:
@@ -141,7 +145,14 @@ class TargetLoop:
             await self._client.close()
         connector = aiohttp.TCPConnector(limit=1, ssl=context)
         self._client = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, trust_env=False
+            connector=connector,
+            auto_decompress=True,
+            trust_env=False,
+            # Go's client takes response heads up to 10 MB (an auth proxy's big cookie, many
+            # headers); aiohttp's defaults (8190-byte lines, 128 headers) would fail the scrape.
+            max_line_size=MAX_HEAD_BYTES,
+            max_field_size=MAX_HEAD_BYTES,
+            max_headers=MAX_HEADERS,
         )
         self._tls_stamps = stamps
         return self._client

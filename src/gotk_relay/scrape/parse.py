@@ -156,7 +156,10 @@ def parse(
             if honor_timestamps and sample.timestamp is not None:
                 ts = _timestamp_ms(sample.timestamp)
                 if ts > scrape_ms + MAX_AHEAD_MS:
-                    ahead += 1  # not appended, so a later line of the series may be
+                    # Not appended, so a later line of the series may be; its labels are
+                    # judged first, as Prometheus checks them before the append refuses it.
+                    _check(labels, limits)
+                    ahead += 1
                     continue
                 timestamped.add(labels)
             value = float(sample.value)
