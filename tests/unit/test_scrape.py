@@ -683,3 +683,24 @@ def test_scrape_protocols_are_checked_as_prometheus_checks_them(
     with pytest.raises(ConfigError) as caught:
         load_text(f"scrape_configs: [{{job_name: a, scrape_protocols: {protocols}}}]", "r.yml")
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "fails"),
+    [
+        (b"# built by J\xe9r\xf4me\nx 1\n", False),  # a plain comment: skipped unread
+        (b"# HELP x caf\xe9\n# TYPE x gauge\nx 1\n", True),
+        (b'x{a="caf\xe9"} 1\n', True),
+    ],
+    ids=["comment", "help", "label-value"],
+)
+def test_bytes_that_are_not_utf8_fail_a_scrape_only_where_prometheus_reads_text(
+    body: bytes, fails: bool
+) -> None:
+    if fails:
+        with pytest.raises(ScrapeError, match="not valid UTF-8") as caught:
+            parse(body, TEXT, 1000, TARGET)
+        assert caught.value.reason == "parse"
+    else:
+        scraped = parse(body, TEXT, 1000, TARGET)
+        assert [(s.name, s.samples[0].value) for s in scraped.series] == [("x", 1.0)]

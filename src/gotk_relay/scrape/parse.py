@@ -121,10 +121,9 @@ def parse(
     limits: Limits = NO_LIMITS,
 ) -> Scraped:
     """The series one scrape appends, or ``ScrapeError`` (the scrape fails as a whole)."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ScrapeError("parse", f"the exposition is not valid UTF-8: {exc}") from None
+    # Bytes that are not UTF-8 are kept as lone surrogates: Prometheus skips a plain comment
+    # unread and refuses them only where it reads text (a name, a label value, a HELP).
+    text = body.decode("utf-8", "surrogateescape")
     openmetrics = is_openmetrics(content_type)
     series: dict[Labels, Series] = {}
     timestamped: set[Labels] = set()
@@ -141,10 +140,15 @@ def parse(
         ) from None
     described: set[str] = set()
     for family, kind, help_text, unit, samples in families:
+        _utf8(help_text, f"the HELP of {family!r}")
         kept = False
         for sample in samples:
             if getattr(sample, "native_histogram", None) is not None:
                 continue  # Prometheus 2.42 does not scrape native histograms from text
+            _utf8(sample.name, "a metric name")
+            for label_name, label_value in sample.labels.items():
+                _utf8(label_name, "a label name")
+                _utf8(label_value, f"the value of label {label_name!r}")
             scraped += 1
             labels = _labels(sample.name, sample.labels, target, honor_labels, rules)
             if labels is None:  # dropped by a rule
@@ -186,6 +190,18 @@ def parse(
     return Scraped(
         tuple(series.values()), tuple(metadata), scraped, frozenset(timestamped), appended, ahead
     )
+
+
+def _utf8(text: str, what: str) -> None:
+    """Fail the scrape, as Prometheus' parser does, when ``text`` held bytes that are not
+    UTF-8 (decoded with ``surrogateescape``)."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise ScrapeError(
+                "parse", f"the exposition is not valid UTF-8: in {what} (byte {exc.start})"
+            ) from None
 
 
 def _labels(
