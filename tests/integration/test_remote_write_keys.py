@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -247,3 +248,34 @@ async def test_no_request_carries_more_than_max_samples_per_send(
         for series in batch.series:
             per_series.setdefault(series.labels, []).extend(s.timestamp for s in series.samples)
     assert all(times == sorted(times) for times in per_series.values())
+
+
+async def test_a_request_left_with_nothing_is_not_sent() -> None:
+    """An empty write, or metadata alone to a destination with ``metadata_config.send:
+    false``, leaves nothing to send: as Prometheus, no request goes out (before, an empty
+    write went to every destination)."""
+    receiver = ScriptedReceiver()
+    config = {
+        "flux": {"mode": "off"},
+        "remote_write": [
+            {
+                "name": "lean",
+                "url": receiver.url,
+                "metadata_config": {"send": False},
+                "queue_config": FAST,
+            }
+        ],
+    }
+    async with receivers(receiver), relay_client(config) as (client, _):
+        empty, headers = rw_body(Batch(()))
+        only_metadata, _ = rw_body(
+            Batch((), (FamilyMetadata("up", MetricType.GAUGE, "Whether it is up.", ""),))
+        )
+        for body in (empty, only_metadata):
+            assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        body, headers = rw_body(gauge_batch(["up"], 1000))
+        assert (await client.post("/api/v1/write", data=body, headers=headers)).status == 204
+        await eventually(lambda: len(receiver.requests) >= 1)
+        await asyncio.sleep(0.2)  # the sender's queue is in order: nothing comes after
+    assert len(receiver.requests) == 1
+    assert [s.labels for b in receiver.delivered() for s in b.series] == [(("__name__", "up"),)]

@@ -30,6 +30,8 @@ from .http import HTTPEndpoint, auth_headers, one_line
 
 log = logging.getLogger("gotk_relay.remote_write")
 
+# A request that holds nothing: no series, no metadata (1.0), or the symbols table alone (2.0).
+_NOTHING = {Protocol.V1: snappy.compress(b""), Protocol.V2: snappy.compress(rw2.from_v1(b""))}
 _WRITTEN = (
     "X-Prometheus-Remote-Write-Samples-Written",
     "X-Prometheus-Remote-Write-Histograms-Written",
@@ -164,6 +166,10 @@ class RemoteWriteClient:
             body = request_body(entries, protocol)  # compressed
             if self.cfg.strips:
                 body = await self._strip(body, protocol)
+            if body == _NOTHING[protocol]:
+                # An empty write received, or one the destination's flags left empty
+                # (metadata with metadata_config.send off): as Prometheus, nothing is sent.
+                return SendResult(Outcome.OK, "ok")
             headers = protocol_headers(protocol)
             if self.tenant is not None:  # the queue never merges entries of two tenants
                 # An entry without a tenant was spooled before tenant routing was configured:
