@@ -27,7 +27,8 @@ import time
 from typing import Final
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler as _continue
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
@@ -45,6 +46,7 @@ from .write.edge import (
     auth_rejection,
     busy_rejection,
     header_rejection,
+    plain,
     read_write_body,
     written_on_refusal,
 )
@@ -146,6 +148,25 @@ class Worker:
 
     # ---------------------------------------------------------------------------------------
     # Write requests
+
+    async def expect_write(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: refused on its headers alone at once, as the core does
+        (``server.expect_write``), and counted by the core; else ``100 Continue``."""
+        if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+            generation, limits = self.generation, self.config.receiver
+            rejection = auth_rejection(self.authenticator, request.headers.get("Authorization"))
+            if rejection is None:
+                checked = header_rejection(request, limits)
+                rejection = checked if isinstance(checked, Rejection) else None
+            if rejection is not None:
+                resource = request.match_info.route.resource
+                route = resource.canonical if resource is not None else request.path
+                if not await self._rejected(generation, route, rejection, request.remote):
+                    response = plain(rejection.status, rejection.text, rejection.headers)
+                    response.force_close()
+                    return response
+        await _continue(request)
+        return None
 
     async def handle_write(self, request: web.Request) -> web.StreamResponse:
         resource = request.match_info.route.resource
@@ -306,8 +327,8 @@ class Worker:
         # with its own limit; auto_decompress off so a body is passed on as it came.
         app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False})
         app.on_response_prepare.append(written_on_refusal)
-        app.router.add_post("/api/v1/write", self.handle_write)
-        app.router.add_post("/api/v1/push", self.handle_write)
+        app.router.add_post("/api/v1/write", self.handle_write, expect_handler=self.expect_write)
+        app.router.add_post("/api/v1/push", self.handle_write, expect_handler=self.expect_write)
         app.router.add_route("*", "/{tail:.*}", self.proxy)
         return app
 

@@ -35,7 +35,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler as _continue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import status_page
@@ -102,6 +103,25 @@ def _unauthenticated(request: web.Request) -> web.Response | None:
     if rejection is None:
         return None
     return plain(rejection.status, rejection.text, rejection.headers)
+
+
+async def expect_write(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` on the write paths: a request the relay would refuse on its
+    headers alone (credentials, Content-Encoding, Content-Type, a Content-Length over
+    ``max_request_bytes``) is answered at once, its body never invited (and the connection
+    closed, as its body is not read); else aiohttp's answer, ``100 Continue``."""
+    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        rejection = auth_rejection(request.app[AUTHENTICATOR], request.headers.get("Authorization"))
+        if rejection is None:
+            checked = header_rejection(request, request.app[RELAY].config.receiver)
+            rejection = checked if isinstance(checked, Rejection) else None
+        if rejection is not None:
+            request.app[TELEMETRY].refuse(rejection.reason, client_address(request), rejection.text)
+            response = plain(rejection.status, rejection.text, rejection.headers)
+            response.force_close()  # aiohttp reads and drops a body sent anyway, then closes
+            return response
+    await _continue(request)
+    return None
 
 
 async def handle_write(request: web.Request) -> web.StreamResponse:
@@ -700,8 +720,8 @@ def make_app(
     app[FEDERATE_THREAD] = FederateThread()
     app[DECODING] = asyncio.Semaphore(1)
     app.on_cleanup.append(app[FEDERATE_THREAD].close)
-    app.router.add_post("/api/v1/write", handle_write)
-    app.router.add_post("/api/v1/push", handle_write)
+    app.router.add_post("/api/v1/write", handle_write, expect_handler=expect_write)
+    app.router.add_post("/api/v1/push", handle_write, expect_handler=expect_write)
     app.router.add_get("/federate", handle_federate)
     app[FLUX_COLLAPSED] = {}
     for path in _FLUX_PAGES:

@@ -181,7 +181,6 @@ STRICTER: Final = {
     ("remote_write", "proxy_url", "'socks5://p:1080'"): "an http(s) proxy only",
     ("scrape_configs", "scheme", "HTTP"): "http or https, as written by Prometheus' docs",
     ("scrape_configs", "target_limit", "1"): "only meaningful with service discovery",
-    ("scrape_configs", "body_size_limit", "0"): "every scrape's body is bounded",
     ("remote_write", "write_relabel_configs", "[{action: uppercase, target_label: '$1'}]"): (
         "Prometheus 3 refuses it too: the case actions write one label, named as written"
     ),

@@ -514,3 +514,47 @@ async def test_a_reload_shows_the_workers_and_tls_that_run_until_a_restart() -> 
         shown = yaml.safe_load((await (await client.get("/status.json")).json())["config"])
         assert shown["receiver"]["workers"] == 1
         assert shown["receiver"]["header_timeout"] in ("3s", 3, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "receiver", "status"),
+    [
+        ({"Content-Encoding": "gzip"}, {}, b"415"),
+        ({}, {"max_request_bytes": 8}, b"413"),
+        ({}, {}, b"100"),
+    ],
+    ids=["wrong-encoding", "too-large", "accepted"],
+)
+async def test_expect_100_continue_is_answered_after_the_header_checks(
+    headers: dict[str, str], receiver: dict[str, object], status: bytes
+) -> None:
+    """A sender asking ``Expect: 100-continue`` learns a refusal its headers decide before it
+    sends the body; one the relay would take is invited to send it (and is answered 204)."""
+    body, _ = rw_body(gauge_batch(["up"], 1000))
+    head = {
+        "Host": "127.0.0.1",
+        "Content-Type": "application/x-protobuf",
+        "Content-Encoding": "snappy",
+        "Content-Length": str(len(body)),
+        "Expect": "100-continue",
+        **headers,
+    }
+    async with edge(receiver) as relay:
+        reader, writer = await relay.connect()
+        lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
+        writer.write(f"POST /api/v1/write HTTP/1.1\r\n{lines}\r\n".encode())
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readline(), 5)
+        assert first.split()[1] == status, first
+        if status != b"100":
+            assert b"Connection: close" in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            writer.write(body)  # sent anyway, as curl does when no 100 comes: dropped
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) is not None  # then closed
+        else:
+            await asyncio.wait_for(reader.readline(), 5)  # the blank line after it
+            writer.write(body)
+            await writer.drain()
+            final = await asyncio.wait_for(reader.readline(), 5)
+            assert final.split()[1] == b"204", final
+        writer.close()
