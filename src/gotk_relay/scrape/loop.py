@@ -398,8 +398,12 @@ class Scraper:
         a new loop that carries on its series (no stale markers for a change of settings, also
         of ``metrics_path``, ``params`` or ``scheme``, which make it another URL with the same
         labels); a removed one is stopped and its series end with stale markers, as Prometheus
-        does. (Prometheus starts a new loop for a new URL and stops the old one, whose stale
-        markers come after the new loop's samples and are dropped as out of order.)"""
+        does for a target removed from a job it keeps (at once here, about two intervals later
+        there). A whole job removed ends its targets' series too, where Prometheus 2.42 writes
+        no markers (cancelling a scrape pool cancels its loops before their end-of-run
+        staleness) and leaves them to fade after the lookback. (Prometheus starts a new loop
+        for a new URL and stops the old one, whose stale markers come after the new loop's
+        samples and are dropped as out of order.)"""
         async with self._applying:
             wanted = targets_of(jobs)
             # A new URL for a running target's labels: the target it becomes.
