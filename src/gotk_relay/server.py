@@ -74,7 +74,7 @@ from .write.edge import (
     written_headers,
     written_on_refusal,
 )
-from .write.scan import scan_request, scan_v2
+from .write.scan import Unworded, scan_request, scan_v2
 
 log = logging.getLogger("gotk_relay.server")
 
@@ -175,7 +175,13 @@ async def _write(request: web.Request, relay: Relay, telemetry: Telemetry) -> we
         raw = snappy.decompress(body, limits.max_decompressed_bytes)
         if proto == Protocol.V1:
             # Raises DecodeError/TooManySeriesError/LabelLimitError like the decoders.
-            scanned = scan_request(body, raw, limits, relay.fast)
+            try:
+                scanned = scan_request(body, raw, limits, relay.fast)
+            except Unworded as unworded:
+                # A large refused request: its Python wording off the event loop (nothing is
+                # queued for it, so no order to keep).
+                await asyncio.to_thread(unworded.word)  # raises the worded error
+                raise AssertionError("a refused request worded without an error") from None
             return await answer_scanned(
                 relay, telemetry, scanned, now_ms, lambda: client_address(request)
             )
