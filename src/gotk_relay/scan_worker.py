@@ -27,8 +27,7 @@ import time
 from typing import Final
 
 import aiohttp
-from aiohttp import hdrs, web
-from aiohttp.web_urldispatcher import _default_expect_handler as _continue
+from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
@@ -45,7 +44,9 @@ from .write.edge import (
     answer,
     auth_rejection,
     busy_rejection,
+    expect_rejection,
     header_rejection,
+    invite,
     plain,
     read_write_body,
     written_on_refusal,
@@ -152,20 +153,16 @@ class Worker:
     async def expect_write(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: refused on its headers alone at once, as the core does
         (``server.expect_write``), and counted by the core; else ``100 Continue``."""
-        if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
-            generation, limits = self.generation, self.config.receiver
-            rejection = auth_rejection(self.authenticator, request.headers.get("Authorization"))
-            if rejection is None:
-                checked = header_rejection(request, limits)
-                rejection = checked if isinstance(checked, Rejection) else None
-            if rejection is not None:
-                resource = request.match_info.route.resource
-                route = resource.canonical if resource is not None else request.path
-                if not await self._rejected(generation, route, rejection, request.remote):
-                    response = plain(rejection.status, rejection.text, rejection.headers)
-                    response.force_close()
-                    return response
-        await _continue(request)
+        generation = self.generation
+        rejection = expect_rejection(request, self.authenticator, self.config.receiver)
+        if rejection is not None:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else request.path
+            if not await self._rejected(generation, route, rejection, request.remote):
+                response = plain(rejection.status, rejection.text, rejection.headers)
+                response.force_close()
+                return response
+        await invite(request)
         return None
 
     async def handle_write(self, request: web.Request) -> web.StreamResponse:

@@ -35,8 +35,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from aiohttp import hdrs, web
-from aiohttp.web_urldispatcher import _default_expect_handler as _continue
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import status_page
@@ -68,7 +67,9 @@ from .write.edge import (
     busy_rejection,
     client_address,
     decode_rejection,
+    expect_rejection,
     header_rejection,
+    invite,
     plain,
     read_write_body,
     written_headers,
@@ -110,17 +111,14 @@ async def expect_write(request: web.Request) -> web.StreamResponse | None:
     headers alone (credentials, Content-Encoding, Content-Type, a Content-Length over
     ``max_request_bytes``) is answered at once, its body never invited (and the connection
     closed, as its body is not read); else aiohttp's answer, ``100 Continue``."""
-    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
-        rejection = auth_rejection(request.app[AUTHENTICATOR], request.headers.get("Authorization"))
-        if rejection is None:
-            checked = header_rejection(request, request.app[RELAY].config.receiver)
-            rejection = checked if isinstance(checked, Rejection) else None
-        if rejection is not None:
-            request.app[TELEMETRY].refuse(rejection.reason, client_address(request), rejection.text)
-            response = plain(rejection.status, rejection.text, rejection.headers)
-            response.force_close()  # aiohttp reads and drops a body sent anyway, then closes
-            return response
-    await _continue(request)
+    limits = request.app[RELAY].config.receiver
+    rejection = expect_rejection(request, request.app[AUTHENTICATOR], limits)
+    if rejection is not None:
+        request.app[TELEMETRY].refuse(rejection.reason, client_address(request), rejection.text)
+        response = plain(rejection.status, rejection.text, rejection.headers)
+        response.force_close()  # aiohttp reads and drops a body sent anyway, then closes
+        return response
+    await invite(request)
     return None
 
 

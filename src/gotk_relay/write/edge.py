@@ -13,7 +13,8 @@ import asyncio
 import socket
 from typing import NamedTuple
 
-from aiohttp import StreamReader, web
+from aiohttp import StreamReader, hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from ..access import Authenticator
 from ..config import ReceiverConfig
@@ -177,6 +178,25 @@ def header_rejection(request: web.Request, limits: ReceiverConfig) -> Rejection 
             close=True,
         )
     return proto
+
+
+def expect_rejection(
+    request: web.Request, authenticator: Authenticator, limits: ReceiverConfig
+) -> Rejection | None:
+    """For a write that asks ``Expect: 100-continue``: the refusal its headers alone decide
+    (credentials, Content-Encoding, Content-Type, a Content-Length over ``max_request_bytes``),
+    so that its body is never invited; None otherwise (then ``invite`` answers it)."""
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        return None
+    rejection = auth_rejection(authenticator, request.headers.get("Authorization"))
+    if rejection is None:
+        checked = header_rejection(request, limits)
+        rejection = checked if isinstance(checked, Rejection) else None
+    return rejection
+
+
+# aiohttp's own answer to an Expect header: ``100 Continue`` (417 for another expectation).
+invite = _default_expect_handler
 
 
 async def read_write_body(request: web.Request, limits: ReceiverConfig) -> Rejection | bytes:
